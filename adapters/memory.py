@@ -1,0 +1,85 @@
+"""In-process projection store: dicts guarded by a lock. A product feature, not a test double."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+
+
+class MemoryTransaction:
+    """Buffers writes; they become visible together when the transaction commits."""
+
+    def __init__(self, store: MemoryProjectionStore, name: str) -> None:
+        self._store = store
+        self.position, self.meta = store.tracking.get(name, (0, None))
+        self.rows: dict[tuple[str, str], bytes | None] = {}
+        self.new_tracking: tuple[int, str | None] | None = None
+
+    def get_many(self, kind: str, keys: Sequence[str]) -> dict[str, bytes]:
+        """Committed rows among ``keys``."""
+        return self._store.get_many(kind, keys)
+
+    def write(
+        self, rows: Mapping[tuple[str, str], bytes | None], position: int, meta: str | None
+    ) -> None:
+        """Stage rows and the new position."""
+        self.rows.update(rows)
+        self.new_tracking = (position, meta)
+
+
+class MemoryProjectionStore:
+    """Projection rows in dicts (kind -> key -> bytes)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self.rows: dict[str, dict[str, bytes]] = {}
+        self.tracking: dict[str, tuple[int, str | None]] = {}
+
+    @contextmanager
+    def transaction(self, name: str) -> Iterator[MemoryTransaction]:
+        """Hold the store while a batch is applied; commit its writes at the end."""
+        with self._lock:
+            tx = MemoryTransaction(self, name)
+            yield tx
+            for (kind, key), doc in tx.rows.items():
+                table = self.rows.setdefault(kind, {})
+                if doc is None:
+                    table.pop(key, None)
+                else:
+                    table[key] = doc
+            if tx.new_tracking is not None:
+                self.tracking[name] = tx.new_tracking
+
+    def get(self, kind: str, key: str) -> bytes | None:
+        """One row."""
+        return self.rows.get(kind, {}).get(key)
+
+    def get_many(self, kind: str, keys: Sequence[str]) -> dict[str, bytes]:
+        """Rows among ``keys``."""
+        table = self.rows.get(kind, {})
+        return {k: table[k] for k in keys if k in table}
+
+    def scan(self, kind: str) -> Iterator[tuple[str, bytes]]:
+        """Every row of a kind, by key."""
+        with self._lock:
+            items = sorted(self.rows.get(kind, {}).items())
+        yield from items
+
+    def position(self, name: str) -> int:
+        """Committed tracking position."""
+        return self.tracking.get(name, (0, None))[0]
+
+    def meta(self, name: str) -> str | None:
+        """Committed tracking meta."""
+        return self.tracking.get(name, (0, None))[1]
+
+    def reset(self, name: str, kinds: Sequence[str]) -> None:
+        """Drop rows and tracking."""
+        with self._lock:
+            for kind in kinds:
+                self.rows.pop(kind, None)
+            self.tracking.pop(name, None)
+
+    def close(self) -> None:
+        """Nothing to release."""

@@ -1,0 +1,166 @@
+"""What the SQLite and PostgreSQL projection stores share: the schema and the statements.
+
+Rows live in ``idstitch_rows (kind, key, doc)`` and the positions in ``idstitch_tracking``, in the
+same database as the events. A transaction locks the projection's tracking row first, so two
+processes catching up the same projection take turns instead of applying a batch twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, Protocol
+
+
+class Cursor(Protocol):
+    """The slice of DB-API cursor both drivers provide."""
+
+    def execute(self, sql: Any, params: Any = ..., /) -> Any:
+        """Run one statement."""
+        ...
+
+    def executemany(self, sql: Any, params: Any, /) -> Any:
+        """Run one statement per parameter row."""
+        ...
+
+    def fetchall(self) -> list[Any]:
+        """All remaining rows."""
+        ...
+
+    def fetchone(self) -> Any:
+        """The next row."""
+        ...
+
+
+class SqlTransaction:
+    """A projection transaction over one open cursor."""
+
+    def __init__(self, store: SqlProjectionStore, cur: Cursor, name: str) -> None:
+        self._store = store
+        self._cur = cur
+        self._name = name
+        self.position, self.meta = store._lock_tracking(cur, name)
+
+    def get_many(self, kind: str, keys: Sequence[str]) -> dict[str, bytes]:
+        """Rows among ``keys``, as this transaction sees them."""
+        return self._store._select(self._cur, kind, keys)
+
+    def write(
+        self, rows: Mapping[tuple[str, str], bytes | None], position: int, meta: str | None
+    ) -> None:
+        """Upsert and delete rows, move the position: committed when the transaction ends."""
+        p = self._store.param
+        upserts = [(k, key, doc) for (k, key), doc in rows.items() if doc is not None]
+        deletes = [(k, key) for (k, key), doc in rows.items() if doc is None]
+        if upserts:
+            self._cur.executemany(
+                f"INSERT INTO idstitch_rows (kind, key, doc) VALUES ({p}, {p}, {p}) "
+                "ON CONFLICT (kind, key) DO UPDATE SET doc = excluded.doc",
+                upserts,
+            )
+        if deletes:
+            self._cur.executemany(
+                f"DELETE FROM idstitch_rows WHERE kind = {p} AND key = {p}", deletes
+            )
+        self._cur.execute(
+            f"UPDATE idstitch_tracking SET position = {p}, meta = {p} WHERE name = {p}",
+            (position, meta, self._name),
+        )
+
+
+class SqlProjectionStore:
+    """Statements shared by the SQL stores; subclasses supply connections and dialect bits."""
+
+    param = "?"
+    blob = "BLOB"
+    lock_suffix = ""
+    chunk = 500
+
+    def _cursor(self, *, write: bool) -> AbstractContextManager[Cursor]:
+        """A cursor in a transaction that commits on success and rolls back on error."""
+        raise NotImplementedError
+
+    def schema(self) -> list[str]:
+        """DDL for the projection tables."""
+        return [
+            "CREATE TABLE IF NOT EXISTS idstitch_rows (kind TEXT NOT NULL, key TEXT NOT NULL, "
+            f"doc {self.blob} NOT NULL, PRIMARY KEY (kind, key))",
+            "CREATE TABLE IF NOT EXISTS idstitch_tracking (name TEXT PRIMARY KEY, "
+            "position BIGINT NOT NULL, meta TEXT)",
+        ]
+
+    def _lock_tracking(self, cur: Cursor, name: str) -> tuple[int, str | None]:
+        p = self.param
+        cur.execute(
+            f"INSERT INTO idstitch_tracking (name, position) VALUES ({p}, 0) "
+            "ON CONFLICT (name) DO NOTHING",
+            (name,),
+        )
+        cur.execute(
+            f"SELECT position, meta FROM idstitch_tracking WHERE name = {p}{self.lock_suffix}",
+            (name,),
+        )
+        position, meta = cur.fetchone()
+        return int(position), meta
+
+    def _select(self, cur: Cursor, kind: str, keys: Sequence[str]) -> dict[str, bytes]:
+        p = self.param
+        out: dict[str, bytes] = {}
+        for i in range(0, len(keys), self.chunk):
+            part = list(keys[i : i + self.chunk])
+            marks = ", ".join([p] * len(part))
+            cur.execute(
+                f"SELECT key, doc FROM idstitch_rows WHERE kind = {p} AND key IN ({marks})",
+                (kind, *part),
+            )
+            out.update((key, bytes(doc)) for key, doc in cur.fetchall())
+        return out
+
+    @contextmanager
+    def transaction(self, name: str) -> Iterator[SqlTransaction]:
+        """Lock the projection, yield a transaction, commit at the end."""
+        with self._cursor(write=True) as cur:
+            yield SqlTransaction(self, cur, name)
+
+    def get(self, kind: str, key: str) -> bytes | None:
+        """One committed row."""
+        return self.get_many(kind, [key]).get(key)
+
+    def get_many(self, kind: str, keys: Sequence[str]) -> dict[str, bytes]:
+        """Committed rows among ``keys``."""
+        with self._cursor(write=False) as cur:
+            return self._select(cur, kind, keys)
+
+    def scan(self, kind: str) -> Iterator[tuple[str, bytes]]:
+        """Every committed row of a kind, ordered by key."""
+        with self._cursor(write=False) as cur:
+            cur.execute(
+                f"SELECT key, doc FROM idstitch_rows WHERE kind = {self.param} ORDER BY key",
+                (kind,),
+            )
+            rows = cur.fetchall()
+        for key, doc in rows:
+            yield key, bytes(doc)
+
+    def position(self, name: str) -> int:
+        """Committed tracking position."""
+        return self._tracking(name)[0]
+
+    def meta(self, name: str) -> str | None:
+        """Committed tracking meta (the configuration the rows were built under)."""
+        return self._tracking(name)[1]
+
+    def _tracking(self, name: str) -> tuple[int, str | None]:
+        with self._cursor(write=False) as cur:
+            cur.execute(
+                f"SELECT position, meta FROM idstitch_tracking WHERE name = {self.param}", (name,)
+            )
+            row = cur.fetchone()
+        return (0, None) if row is None else (int(row[0]), row[1])
+
+    def reset(self, name: str, kinds: Sequence[str]) -> None:
+        """Drop a projection's rows and tracking in one transaction."""
+        p = self.param
+        with self._cursor(write=True) as cur:
+            cur.executemany(f"DELETE FROM idstitch_rows WHERE kind = {p}", [(k,) for k in kinds])
+            cur.execute(f"DELETE FROM idstitch_tracking WHERE name = {p}", (name,))

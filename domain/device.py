@@ -1,0 +1,238 @@
+"""The Device aggregate: what one app installation knows about itself.
+
+It holds only device-local state: its SDK configuration, the user id it was last given, its
+anonymous-session generation, its token and its recent message ids. Person-level consequences
+(conversion, merge, switch, token ownership, winning attribute values) are derived by the identity
+projection from the order of the log, not decided here.
+
+The aggregate follows eventsourcing's aggregate protocols (``id``, ``version``,
+``collect_events``; events with ``originator_id``, ``originator_version`` and ``mutate``), so the
+library's Application, Repository and recorders store and load it. Its events are the msgspec
+Structs of :mod:`idstitch.domain.events`, carried in a small :class:`Recorded` envelope.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from idstitch.domain.errors import NotIdentified
+from idstitch.domain.events import (
+    DeviceActivated,
+    DeviceAttributesChanged,
+    DeviceAttributesCollected,
+    DeviceEvent,
+    DeviceTokenRegistered,
+    DeviceTokenRemoved,
+    Identified,
+    IdentityCleared,
+    ProfileAttributesChanged,
+    PushStatusRecorded,
+)
+
+DEVICE_NAMESPACE = uuid5(NAMESPACE_URL, "https://idstitch.dev/device")
+PERSON_NAMESPACE = uuid5(NAMESPACE_URL, "https://idstitch.dev/person")
+
+RECENT_MESSAGE_IDS = 1000
+"""How many message ids a device remembers for de-duplication (see docs/explanation)."""
+
+
+def device_aggregate_id(device_id: str) -> UUID:
+    """The deterministic aggregate id of a device: uuid5 of its ``device_id``."""
+    return uuid5(DEVICE_NAMESPACE, device_id)
+
+
+def anonymous_id_for(device_id: str, generation: int) -> str:
+    """The anonymous id of a device's ``generation``-th anonymous session (replays mint the same)."""
+    return str(uuid5(device_aggregate_id(device_id), str(generation)))
+
+
+def anonymous_person_id(anonymous_id: str) -> str:
+    """The person every anonymous session starts with."""
+    return str(uuid5(PERSON_NAMESPACE, "anonymous:" + anonymous_id))
+
+
+def new_person_id(device_id: str, position: int) -> str:
+    """A person minted for an unknown user id on a device that was identified as someone else."""
+    return str(uuid5(PERSON_NAMESPACE, f"identified:{device_id}:{position}"))
+
+
+class Recorded:
+    """Envelope that lets eventsourcing store a domain event: ids, version, mutate."""
+
+    __slots__ = ("event", "originator_id", "originator_version")
+
+    def __init__(self, originator_id: UUID, originator_version: int, event: DeviceEvent) -> None:
+        self.originator_id = originator_id
+        self.originator_version = originator_version
+        self.event = event
+
+    def mutate(self, aggregate: Device | None) -> Device:
+        """Apply the event to the aggregate (creating it from its first event)."""
+        if aggregate is None:
+            aggregate = Device(self.event.device_id)
+        aggregate.apply(self.event)
+        aggregate.version = self.originator_version
+        return aggregate
+
+
+def project_device(aggregate: Device | None, recorded: Iterable[Any]) -> Device | None:
+    """Projector for eventsourcing's Repository.get (skips its per-event isinstance assert)."""
+    for item in recorded:
+        aggregate = item.mutate(aggregate)
+    return aggregate
+
+
+class Device:
+    """One app installation. Commands record events; ``apply`` is the only state change."""
+
+    def __init__(self, device_id: str) -> None:
+        self.device_id = device_id
+        self.id = device_aggregate_id(device_id)
+        self.version = 0
+        self.generation = 0
+        self.user_id: str | None = None
+        self.auto_track = True
+        self.token: str | None = None
+        self.recent: deque[str] = deque(maxlen=RECENT_MESSAGE_IDS)
+        self._seen: set[str] = set()
+        self._pending: list[Recorded] = []
+
+    create_id = staticmethod(device_aggregate_id)
+
+    @property
+    def anonymous_id(self) -> str:
+        """The id of the current (or last) anonymous session."""
+        return anonymous_id_for(self.device_id, self.generation)
+
+    @property
+    def identified(self) -> bool:
+        """True while somebody is identified on the device."""
+        return self.user_id is not None
+
+    def collect_events(self) -> list[Recorded]:
+        """Hand over the pending events (eventsourcing's CollectEventsProtocol)."""
+        pending, self._pending = self._pending, []
+        return pending
+
+    def is_duplicate(self, message_id: str | None) -> bool:
+        """A message id this device has already recorded: the call is a no-op."""
+        return message_id is not None and message_id in self._seen
+
+    def _record(self, event: DeviceEvent) -> None:
+        self.apply(event)
+        self.version += 1
+        self._pending.append(Recorded(self.id, self.version, event))
+
+    def apply(self, event: DeviceEvent) -> None:
+        """Evolve device-local state by one event (also used on replay)."""
+        if event.message_id is not None and event.message_id not in self._seen:
+            if len(self.recent) == self.recent.maxlen:
+                self._seen.discard(self.recent[0])
+            self.recent.append(event.message_id)
+            self._seen.add(event.message_id)
+        if isinstance(event, DeviceActivated):
+            self.auto_track = event.auto_track_device_attributes
+        elif isinstance(event, Identified):
+            self.user_id = event.user_id
+        elif isinstance(event, IdentityCleared):
+            self.user_id = None
+            self.generation = event.generation
+        elif isinstance(event, DeviceTokenRegistered):
+            self.token = event.token
+        elif isinstance(event, DeviceTokenRemoved) and self.token == event.token:
+            self.token = None
+
+    # Commands. Each assumes validated input (idstitch.domain.rules) and returns whether it
+    # recorded anything.
+
+    def activate(
+        self,
+        *,
+        customer_user_id: str | None,
+        auto_track: bool,
+        platform: str | None,
+        sdk: dict[str, Any] | None,
+        message_id: str | None,
+        timestamp: datetime,
+        recorded_at: datetime,
+    ) -> bool:
+        """Record the SDK configuration; with a customer user id it is an identify as well."""
+        if self.is_duplicate(message_id):
+            return False
+        common = {"device_id": self.device_id, "message_id": message_id,
+                  "timestamp": timestamp, "recorded_at": recorded_at}
+        self._record(DeviceActivated(
+            auto_track_device_attributes=auto_track, platform=platform, sdk=sdk, **common))
+        if customer_user_id is not None:
+            self._record(Identified(user_id=customer_user_id, **common))
+        return True
+
+    def identify(self, user_id: str, traits: dict[str, Any], **common: Any) -> bool:
+        """Somebody is identified on this device."""
+        if self.is_duplicate(common["message_id"]):
+            return False
+        self._record(Identified(device_id=self.device_id, user_id=user_id, traits=traits, **common))
+        return True
+
+    def set_profile_attributes(
+        self, set_: dict[str, Any], set_once: dict[str, Any], unset: list[str], **common: Any
+    ) -> bool:
+        """Attributes of the current person change (only the keys given)."""
+        if self.is_duplicate(common["message_id"]):
+            return False
+        self._record(ProfileAttributesChanged(
+            device_id=self.device_id, set=set_, set_once=set_once, unset=unset, **common))
+        return True
+
+    def set_device_attributes(self, attributes: dict[str, Any], **common: Any) -> bool:
+        """Custom device attributes change."""
+        if self.is_duplicate(common["message_id"]):
+            return False
+        self._record(DeviceAttributesChanged(
+            device_id=self.device_id, attributes=attributes, **common))
+        return True
+
+    def collect_device_attributes(self, attributes: dict[str, Any], **common: Any) -> bool:
+        """Auto-collected attributes; dropped when the device turned auto-tracking off."""
+        if self.is_duplicate(common["message_id"]) or not self.auto_track:
+            return False
+        self._record(DeviceAttributesCollected(
+            device_id=self.device_id, attributes=attributes, **common))
+        return True
+
+    def register_device_token(self, token: str, platform: str | None, **common: Any) -> bool:
+        """The device's push token (a refresh replaces the earlier one)."""
+        if self.is_duplicate(common["message_id"]):
+            return False
+        self._record(DeviceTokenRegistered(
+            device_id=self.device_id, token=token, platform=platform, **common))
+        return True
+
+    def remove_device_token(self, token: str, reason: str, **common: Any) -> bool:
+        """The token is dead or deleted."""
+        if self.is_duplicate(common["message_id"]):
+            return False
+        self._record(DeviceTokenRemoved(
+            device_id=self.device_id, token=token, reason=reason, **common))
+        return True
+
+    def record_push_status(self, status: str, **common: Any) -> bool:
+        """The last push to this device's token was sent, bounced or suppressed."""
+        if self.is_duplicate(common["message_id"]):
+            return False
+        self._record(PushStatusRecorded(device_id=self.device_id, status=status, **common))
+        return True
+
+    def clear_identify(self, *, require_identified: bool = False, **common: Any) -> bool:
+        """Stop identifying: a new anonymous session starts (Adapty's logout requires someone)."""
+        if self.is_duplicate(common["message_id"]):
+            return False
+        if require_identified and not self.identified:
+            raise NotIdentified(self.device_id)
+        self._record(IdentityCleared(
+            device_id=self.device_id, generation=self.generation + 1, **common))
+        return True

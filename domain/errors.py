@@ -1,0 +1,45 @@
+"""The error hierarchy: one root, a few precise kinds.
+
+Defined in the domain so the rules can raise them without importing the front door;
+``idstitch.errors`` re-exports them as the public module.
+"""
+
+from __future__ import annotations
+
+
+class IdstitchError(Exception):
+    """Root of every error idstitch raises on purpose."""
+
+
+class InvalidCommand(IdstitchError, ValueError):
+    """Bad input: names the field and the reason. Nothing was recorded."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")
+
+
+class NotIdentified(IdstitchError):
+    """The device has nobody identified on it (Adapty's logout of an anonymous device)."""
+
+    def __init__(self, device_id: str) -> None:
+        self.device_id = device_id
+        super().__init__(f"device {device_id!r} is anonymous: nobody to log out")
+
+
+class UnknownPerson(IdstitchError, LookupError):
+    """A ``cio_<person_id>`` names no live person (unknown, or merged into another)."""
+
+    def __init__(self, field: str, person_id: str, why: str = "is unknown") -> None:
+        self.field = field
+        self.person_id = person_id
+        super().__init__(f"{field}: person {person_id!r} {why}")
+
+
+class Suppressed(IdstitchError):
+    """The identifier was forgotten (right to erasure); traffic for it is refused."""
+
+
+class ConcurrencyConflict(IdstitchError):
+    """Concurrent writers kept changing the same device; retries ran out."""

@@ -1,0 +1,116 @@
+"""The event catalogue: every device-scoped call is one of these, immutable, on a device's log.
+
+Events are msgspec Structs (frozen, kw_only) forming one tagged union. The tag is the stored
+topic: it is part of the storage format, so a tag is never renamed without an upcaster.
+Every event repeats its ``device_id`` so that one row of the log reads on its own in an audit.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+JSON = Any
+"""A JSON value (validated by :mod:`idstitch.domain.rules` before any event is made)."""
+
+
+class DeviceEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """Fields every device event carries."""
+
+    device_id: str
+    message_id: str | None = None
+    timestamp: datetime
+    """The client's clock (corrected for skew when ``sent_at`` was given)."""
+    recorded_at: datetime
+    """When the workspace recorded the event."""
+
+
+class DeviceActivated(DeviceEvent, frozen=True, kw_only=True, tag="DeviceActivated"):
+    """The SDK was configured on this device (Adapty's activate)."""
+
+    auto_track_device_attributes: bool = True
+    platform: str | None = None
+    sdk: dict[str, JSON] | None = None
+
+
+class Identified(DeviceEvent, frozen=True, kw_only=True, tag="Identified"):
+    """Somebody was identified on the device: an id, an email, or ``cio_<person_id>``."""
+
+    user_id: str
+    traits: dict[str, JSON] = {}
+
+
+class ProfileAttributesChanged(DeviceEvent, frozen=True, kw_only=True, tag="ProfileAttributesChanged"):
+    """Attributes of the device's current person changed. A value of None in ``set`` removes."""
+
+    set: dict[str, JSON] = {}
+    set_once: dict[str, JSON] = {}
+    unset: list[str] = []
+
+
+class DeviceAttributesChanged(DeviceEvent, frozen=True, kw_only=True, tag="DeviceAttributesChanged"):
+    """Custom device attributes (they belong to the device, not the person)."""
+
+    attributes: dict[str, JSON]
+
+
+class DeviceAttributesCollected(
+    DeviceEvent, frozen=True, kw_only=True, tag="DeviceAttributesCollected"
+):
+    """Automatically collected device attributes and the SDK context."""
+
+    attributes: dict[str, JSON]
+
+
+class DeviceTokenRegistered(DeviceEvent, frozen=True, kw_only=True, tag="DeviceTokenRegistered"):
+    """A push token now belongs to this device (and so to its current person)."""
+
+    token: str
+    platform: str | None = None
+
+
+class DeviceTokenRemoved(DeviceEvent, frozen=True, kw_only=True, tag="DeviceTokenRemoved"):
+    """The push provider said the token is dead, or the app deleted it."""
+
+    token: str
+    reason: str
+
+
+class PushStatusRecorded(DeviceEvent, frozen=True, kw_only=True, tag="PushStatusRecorded"):
+    """``last_status`` of the device's token: sent, bounced or suppressed."""
+
+    status: str
+
+
+class IdentityCleared(DeviceEvent, frozen=True, kw_only=True, tag="IdentityCleared"):
+    """The device left its person and started anonymous session number ``generation``."""
+
+    generation: int
+
+
+AnyDeviceEvent = (
+    DeviceActivated
+    | Identified
+    | ProfileAttributesChanged
+    | DeviceAttributesChanged
+    | DeviceAttributesCollected
+    | DeviceTokenRegistered
+    | DeviceTokenRemoved
+    | PushStatusRecorded
+    | IdentityCleared
+)
+"""The tagged union one reused decoder reads every stored device event with."""
+
+EVENT_TYPES: tuple[type[DeviceEvent], ...] = (
+    DeviceActivated,
+    Identified,
+    ProfileAttributesChanged,
+    DeviceAttributesChanged,
+    DeviceAttributesCollected,
+    DeviceTokenRegistered,
+    DeviceTokenRemoved,
+    PushStatusRecorded,
+    IdentityCleared,
+)

@@ -1,0 +1,157 @@
+"""Input rules (identity-model.md §3, §7): every call is checked before anything is recorded."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import msgspec
+
+from idstitch.domain.errors import InvalidCommand
+
+MAX_ID_BYTES = 150
+MAX_ATTRIBUTES = 300
+MAX_VALUE_BYTES = 1000
+MAX_DEPTH = 16
+
+PLACEHOLDER_IDS = frozenset(
+    {"null", "undefined", "anonymous", "0", "-1", "none", "nan", "[object object]"}
+)
+"""Ids that SDKs send by mistake; accepting them builds one mega-person of strangers."""
+
+PUSH_STATUSES = frozenset({"sent", "bounced", "suppressed"})
+PERSON_PREFIX = "cio_"
+
+IdentifierKind = Literal["id", "email", "cio"]
+
+_encode = msgspec.json.Encoder().encode
+
+
+def check_id(field: str, value: object) -> str:
+    """An id is a non-blank string of at most 150 bytes that is not a placeholder."""
+    if not isinstance(value, str):
+        raise InvalidCommand(field, f"must be a string, got {type(value).__name__}")
+    stripped = value.strip()
+    if not stripped:
+        raise InvalidCommand(field, "must not be blank")
+    if stripped.lower() in PLACEHOLDER_IDS:
+        raise InvalidCommand(field, f"{value!r} is a placeholder id, not a real identifier")
+    if len(value.encode()) > MAX_ID_BYTES:
+        raise InvalidCommand(field, f"is longer than {MAX_ID_BYTES} bytes")
+    return value
+
+
+def check_optional_id(field: str, value: object) -> str | None:
+    """Like :func:`check_id`, but None is allowed (absent)."""
+    return None if value is None else check_id(field, value)
+
+
+def check_text(field: str, value: object, *, allowed: frozenset[str] | None = None) -> str:
+    """A short non-blank string, optionally one of ``allowed``."""
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidCommand(field, "must be a non-blank string")
+    if allowed is not None and value not in allowed:
+        raise InvalidCommand(field, f"must be one of {sorted(allowed)}, got {value!r}")
+    if len(value.encode()) > MAX_VALUE_BYTES:
+        raise InvalidCommand(field, f"is longer than {MAX_VALUE_BYTES} bytes")
+    return value
+
+
+def classify(user_id: str) -> IdentifierKind:
+    """``cio_...`` is a person id, anything with ``@`` an email, the rest an id."""
+    if user_id.startswith(PERSON_PREFIX):
+        return "cio"
+    if "@" in user_id:
+        return "email"
+    return "id"
+
+
+def normalize_email(email: str) -> str:
+    """Emails are compared case-insensitively: they are stored lower-cased."""
+    return email.strip().lower()
+
+
+def _check_json(field: str, value: object, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise InvalidCommand(field, f"is nested deeper than {MAX_DEPTH} levels")
+    if value is None or isinstance(value, (bool, int, str)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidCommand(field, f"{value!r} is not a JSON number")
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidCommand(field, f"has a non-string key {key!r}")
+            _check_json(f"{field}.{key}", item, depth + 1)
+        return
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_json(f"{field}[{i}]", item, depth + 1)
+        return
+    raise InvalidCommand(field, f"{type(value).__name__} is not a JSON value")
+
+
+def check_attributes(field: str, attributes: object, *, allow_none: bool = True) -> dict[str, Any]:
+    """A JSON object of at most 300 keys, each value JSON, at most 1000 bytes, nested <= 16."""
+    if attributes is None and allow_none:
+        return {}
+    if not isinstance(attributes, Mapping):
+        raise InvalidCommand(field, f"must be a JSON object, got {type(attributes).__name__}")
+    if len(attributes) > MAX_ATTRIBUTES:
+        raise InvalidCommand(field, f"has {len(attributes)} attributes; at most {MAX_ATTRIBUTES}")
+    out: dict[str, Any] = {}
+    for key, value in attributes.items():
+        if not isinstance(key, str) or not key.strip():
+            raise InvalidCommand(field, f"attribute name {key!r} must be a non-blank string")
+        if len(key.encode()) > MAX_ID_BYTES:
+            raise InvalidCommand(f"{field}.{key[:40]}", f"name is longer than {MAX_ID_BYTES} bytes")
+        _check_json(f"{field}.{key}", value, 1)
+        if len(_encode(value)) > MAX_VALUE_BYTES:
+            raise InvalidCommand(
+                f"{field}.{key}", f"value is over {MAX_VALUE_BYTES} bytes when serialized"
+            )
+        out[key] = value
+    return out
+
+
+def check_keys(field: str, keys: object) -> list[str]:
+    """A list of attribute names (for ``unset``)."""
+    if keys is None:
+        return []
+    if isinstance(keys, str) or not isinstance(keys, (list, tuple, set, frozenset)):
+        raise InvalidCommand(field, "must be a list of attribute names")
+    if len(keys) > MAX_ATTRIBUTES:
+        raise InvalidCommand(field, f"has {len(keys)} names; at most {MAX_ATTRIBUTES}")
+    for key in keys:
+        if not isinstance(key, str) or not key.strip():
+            raise InvalidCommand(field, f"attribute name {key!r} must be a non-blank string")
+    return sorted(keys) if isinstance(keys, (set, frozenset)) else list(keys)
+
+
+def check_time(field: str, value: object) -> datetime | None:
+    """Timestamps must be timezone-aware: a naive time is ambiguous across devices."""
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise InvalidCommand(field, f"must be a datetime, got {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidCommand(field, "must be timezone-aware")
+    return value.astimezone(UTC)
+
+
+def client_time(
+    timestamp: datetime | None, sent_at: datetime | None, received_at: datetime
+) -> datetime:
+    """The event's client time, corrected for clock skew when ``sent_at`` is known.
+
+    Segment's rule: ``timestamp = received_at - (sent_at - timestamp)``.
+    """
+    if timestamp is None:
+        return received_at
+    if sent_at is None:
+        return timestamp
+    return received_at - (sent_at - timestamp)

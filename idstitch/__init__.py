@@ -1,0 +1,18 @@
+"""idstitch: the event-sourced identity model behind a mobile-SDK backend.
+
+Every identify, attribute change, token registration and clear is an immutable event on a
+per-device log; projections answer who each person is, on which devices, with which attributes,
+and how we came to believe it.
+
+    import idstitch
+    with idstitch.open("sqlite:///identity.db") as ws:
+        ws.identify("device-1", "user-42", {"first_name": "Dana"})
+        print(ws.profile("user-42"))
+"""
+
+from idstitch import errors
+from idstitch.projections.views import Device, Merge, Profile
+from idstitch.workspace import Workspace, open
+
+__all__ = ["Device", "Merge", "Profile", "Workspace", "errors", "open"]
+__version__ = "0.1.0"

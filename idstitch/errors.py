@@ -1,0 +1,19 @@
+"""The public error hierarchy (psycopg-style: one root, a few precise kinds)."""
+
+from idstitch.domain.errors import (
+    ConcurrencyConflict,
+    IdstitchError,
+    InvalidCommand,
+    NotIdentified,
+    Suppressed,
+    UnknownPerson,
+)
+
+__all__ = [
+    "ConcurrencyConflict",
+    "IdstitchError",
+    "InvalidCommand",
+    "NotIdentified",
+    "Suppressed",
+    "UnknownPerson",
+]

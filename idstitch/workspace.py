@@ -1,0 +1,352 @@
+"""The Workspace: the application service behind ``idstitch.open(url)``.
+
+Commands validate their input, load the device (from a small cache, else its events), let the
+aggregate record events, and append them with optimistic concurrency: when another writer got to
+the device first, the device is reloaded and the command runs again. Queries read the projection
+rows; in the embedded default the projection is caught up first, so a query sees the writes
+that came before it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+from idstitch.adapters import Stores, open_stores
+from idstitch.adapters.eventlog import WriteConflict
+from idstitch.domain import rules
+from idstitch.domain.device import Device
+from idstitch.domain.errors import ConcurrencyConflict, InvalidCommand, UnknownPerson
+from idstitch.projections.identity import IdentityProjection, Policy
+from idstitch.projections.rows import KINDS
+from idstitch.projections.views import Device as DeviceView
+from idstitch.projections.views import Merge, Profile, Reader
+
+Clock = Callable[[], datetime]
+DEVICE_CACHE_SIZE = 10_000
+RETRIES = 5
+
+
+def utc_now() -> datetime:
+    """The default clock."""
+    return datetime.now(UTC)
+
+
+class Workspace:
+    """One event store and its projections. Use :func:`idstitch.open` to get one."""
+
+    def __init__(
+        self,
+        stores: Stores,
+        *,
+        anonymous_merge: Policy = "merge",
+        clock: Clock = utc_now,
+        auto_catch_up: bool = True,
+    ) -> None:
+        self._stores = stores
+        self.log = stores.log
+        self.rows = stores.rows
+        self.identity = IdentityProjection(anonymous_merge)
+        self.clock = clock
+        self.auto_catch_up = auto_catch_up
+        self.reader = Reader(stores.rows)
+        self._devices: OrderedDict[str, Device] = OrderedDict()
+        self._lock = threading.RLock()
+        stored = self.rows.meta(self.identity.name)
+        if stored is not None and stored != self.identity.meta:
+            # The rows were built under another policy: a policy change is a replay.
+            self.rebuild()
+
+    @property
+    def url(self) -> str:
+        """The store URL."""
+        return self._stores.url
+
+    @property
+    def anonymous_merge(self) -> Policy:
+        """``merge`` (Customer.io, Segment, PostHog) or ``switch`` (Adapty)."""
+        return self.identity.policy
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the store's connections."""
+        self._stores.close()
+
+    # The write path.
+
+    def _common(self, message_id: object, timestamp: object, sent_at: object = None
+                ) -> dict[str, Any]:
+        if message_id is not None:
+            rules.check_text("message_id", message_id)
+            if len(str(message_id).encode()) > rules.MAX_ID_BYTES:
+                raise InvalidCommand("message_id", f"is longer than {rules.MAX_ID_BYTES} bytes")
+        ts = rules.check_time("timestamp", timestamp)
+        sent = rules.check_time("sent_at", sent_at)
+        now = self.clock()
+        return {"message_id": message_id, "timestamp": rules.client_time(ts, sent, now),
+                "recorded_at": now}
+
+    def _run(self, device_id: object, command: Callable[[Device], bool]) -> int | None:
+        device_id = rules.check_id("device_id", device_id)
+        with self._lock:
+            for _ in range(RETRIES):
+                device = self._devices.pop(device_id, None) or self.log.load(device_id)
+                device = device or Device(device_id)
+                try:
+                    recorded = command(device)
+                    positions = self.log.append(device) if recorded else []
+                except WriteConflict:
+                    # Someone else appended to this device first: reload it and decide again.
+                    continue
+                self._devices[device_id] = device
+                if len(self._devices) > DEVICE_CACHE_SIZE:
+                    self._devices.popitem(last=False)
+                if not positions:
+                    return None
+                if self.auto_catch_up:
+                    self.catch_up()
+                return positions[-1]
+        raise ConcurrencyConflict(f"device {device_id!r}: other writers kept winning "
+                                  f"({RETRIES} attempts)")
+
+    def activate(
+        self,
+        device_id: str,
+        *,
+        customer_user_id: str | None = None,
+        auto_track_device_attributes: bool = True,
+        platform: str | None = None,
+        sdk: dict[str, Any] | None = None,
+        message_id: str | None = None,
+        timestamp: datetime | None = None,
+    ) -> int | None:
+        """The SDK was configured on the device; with a customer user id it identifies too."""
+        user_id = rules.check_optional_id("customer_user_id", customer_user_id)
+        if user_id is not None:
+            self._check_person_ref("customer_user_id", user_id)
+        if not isinstance(auto_track_device_attributes, bool):
+            raise InvalidCommand("auto_track_device_attributes", "must be True or False")
+        plat = None if platform is None else rules.check_text("platform", platform)
+        sdk_ = rules.check_attributes("sdk", sdk) if sdk is not None else None
+        common = self._common(message_id, timestamp)
+        return self._run(device_id, lambda d: d.activate(
+            customer_user_id=user_id, auto_track=auto_track_device_attributes, platform=plat,
+            sdk=sdk_, **common))
+
+    def identify(
+        self,
+        device_id: str,
+        user_id: str,
+        traits: dict[str, Any] | None = None,
+        *,
+        message_id: str | None = None,
+        timestamp: datetime | None = None,
+        sent_at: datetime | None = None,
+    ) -> int | None:
+        """Identify a person on the device: an id, an email, or ``cio_<person_id>``."""
+        uid = rules.check_id("user_id", user_id)
+        traits_ = rules.check_attributes("traits", traits)
+        self._check_person_ref("user_id", uid)
+        common = self._common(message_id, timestamp, sent_at)
+        return self._run(device_id, lambda d: d.identify(uid, traits_, **common))
+
+    def _check_person_ref(self, field: str, user_id: str) -> None:
+        if rules.classify(user_id) != "cio":
+            return
+        person_id = user_id[len(rules.PERSON_PREFIX):]
+        self._maybe_catch_up()
+        raw = self.reader.person_row(person_id)
+        if raw is None:
+            raise UnknownPerson(field, person_id)
+        if raw.retired_into is not None:
+            raise UnknownPerson(field, person_id, f"was merged into {raw.retired_into}")
+
+    def set_profile_attributes(
+        self,
+        device_id: str,
+        traits: dict[str, Any] | None = None,
+        *,
+        set_once: dict[str, Any] | None = None,
+        unset: list[str] | None = None,
+        message_id: str | None = None,
+        timestamp: datetime | None = None,
+        sent_at: datetime | None = None,
+    ) -> int | None:
+        """Change attributes of the device's current person: only the keys given."""
+        set_ = rules.check_attributes("traits", traits)
+        once = rules.check_attributes("set_once", set_once)
+        gone = rules.check_keys("unset", unset)
+        if len(set_) + len(once) + len(gone) > rules.MAX_ATTRIBUTES:
+            raise InvalidCommand("traits", f"more than {rules.MAX_ATTRIBUTES} attributes in one call")
+        common = self._common(message_id, timestamp, sent_at)
+        return self._run(device_id, lambda d: d.set_profile_attributes(set_, once, gone, **common))
+
+    def set_device_attributes(
+        self,
+        device_id: str,
+        attributes: dict[str, Any],
+        *,
+        message_id: str | None = None,
+        timestamp: datetime | None = None,
+        sent_at: datetime | None = None,
+    ) -> int | None:
+        """Custom device attributes (nested JSON allowed)."""
+        attrs = rules.check_attributes("attributes", attributes, allow_none=False)
+        common = self._common(message_id, timestamp, sent_at)
+        return self._run(device_id, lambda d: d.set_device_attributes(attrs, **common))
+
+    def collect_device_attributes(
+        self,
+        device_id: str,
+        context: dict[str, Any],
+        *,
+        message_id: str | None = None,
+        timestamp: datetime | None = None,
+        sent_at: datetime | None = None,
+    ) -> int | None:
+        """Auto-collected attributes; dropped when the device turned auto-tracking off."""
+        attrs = rules.check_attributes("context", context, allow_none=False)
+        common = self._common(message_id, timestamp, sent_at)
+        return self._run(device_id, lambda d: d.collect_device_attributes(attrs, **common))
+
+    def register_device_token(
+        self,
+        device_id: str,
+        token: str,
+        *,
+        platform: str | None = None,
+        message_id: str | None = None,
+        timestamp: datetime | None = None,
+        sent_at: datetime | None = None,
+    ) -> int | None:
+        """The device's push token; a token held by another device moves here."""
+        tok = rules.check_text("token", token)
+        plat = None if platform is None else rules.check_text("platform", platform)
+        common = self._common(message_id, timestamp, sent_at)
+        return self._run(device_id, lambda d: d.register_device_token(tok, plat, **common))
+
+    def remove_device_token(
+        self,
+        device_id: str,
+        token: str,
+        *,
+        reason: str = "deleted",
+        message_id: str | None = None,
+        timestamp: datetime | None = None,
+    ) -> int | None:
+        """The token is dead (the push provider said so) or the app deleted it."""
+        tok = rules.check_text("token", token)
+        why = rules.check_text("reason", reason)
+        common = self._common(message_id, timestamp)
+        return self._run(device_id, lambda d: d.remove_device_token(tok, why, **common))
+
+    def record_push_status(
+        self,
+        device_id: str,
+        status: str,
+        *,
+        message_id: str | None = None,
+        timestamp: datetime | None = None,
+    ) -> int | None:
+        """``last_status`` of the device's token: sent, bounced or suppressed."""
+        st = rules.check_text("status", status, allowed=rules.PUSH_STATUSES)
+        common = self._common(message_id, timestamp)
+        return self._run(device_id, lambda d: d.record_push_status(st, **common))
+
+    def clear_identify(
+        self, device_id: str, *, message_id: str | None = None, timestamp: datetime | None = None
+    ) -> int | None:
+        """Stop identifying: the device starts a new anonymous session; its token stays."""
+        common = self._common(message_id, timestamp)
+        return self._run(device_id, lambda d: d.clear_identify(**common))
+
+    def logout(
+        self, device_id: str, *, message_id: str | None = None, timestamp: datetime | None = None
+    ) -> int | None:
+        """Adapty's logout: as clear_identify, but an anonymous device raises NotIdentified."""
+        common = self._common(message_id, timestamp)
+        return self._run(device_id, lambda d: d.clear_identify(require_identified=True, **common))
+
+    # Projections.
+
+    def catch_up(self) -> int:
+        """Bring every projection up to the head of the log; the position reached."""
+        with self._lock:
+            return self.identity.catch_up(self.log, self.rows)
+
+    def rebuild(
+        self, names: list[str] | None = None, progress: Callable[[int], None] | None = None
+    ) -> int:
+        """Replay the log from position 0 into fresh projections (same result as incremental)."""
+        if names is not None and set(names) - {self.identity.name}:
+            raise InvalidCommand("names", f"unknown projections {sorted(set(names) - {'identity'})}")
+        with self._lock:
+            self.rows.reset(self.identity.name, KINDS)
+            self.identity.forget_cache()
+            return self.identity.catch_up(self.log, self.rows, progress)
+
+    def _maybe_catch_up(self) -> None:
+        if self.auto_catch_up:
+            self.catch_up()
+
+    # Queries.
+
+    def profile(self, identifier: str) -> Profile | None:
+        """The person an identifier finds (user id, email, cio_<id>, person id, anonymous id)."""
+        self._maybe_catch_up()
+        return self.reader.profile(identifier)
+
+    def profile_of_device(self, device_id: str) -> Profile | None:
+        """The device's current person."""
+        self._maybe_catch_up()
+        return self.reader.profile_of_device(device_id)
+
+    def device(self, device_id: str) -> DeviceView | None:
+        """A device: token, platform, attributes, last_used, last_status."""
+        self._maybe_catch_up()
+        return self.reader.device(device_id)
+
+    def merges(self, identifier: str) -> list[Merge]:
+        """Every conversion, merge and switch of the person, with the position of its cause."""
+        self._maybe_catch_up()
+        return self.reader.merges(identifier)
+
+    def dump(self) -> dict[str, list[tuple[str, bytes]]]:
+        """Every projection row, by kind: two workspaces agree exactly when their dumps do."""
+        self._maybe_catch_up()
+        return {kind: list(self.rows.scan(kind)) for kind in KINDS}
+
+
+def open(  # noqa: A001 - the public name the spec fixes (idstitch.open)
+    url: str | None = None,
+    *,
+    anonymous_merge: Policy = "merge",
+    clock: Clock | None = None,
+    auto_catch_up: bool = True,
+) -> Workspace:
+    """Open a workspace: ``memory:``, ``sqlite:///path`` (default ``./idstitch.db``),
+    or ``postgresql://user:pw@host:port/db`` (``?schema=name`` for a schema of its own).
+    ``IDSTITCH_DATABASE_URL`` is read when no url is given."""
+    if anonymous_merge not in ("merge", "switch"):
+        raise InvalidCommand("anonymous_merge", f"must be 'merge' or 'switch', got {anonymous_merge!r}")
+    stores = open_stores(url)
+    try:
+        return Workspace(stores, anonymous_merge=anonymous_merge, clock=clock or utc_now,
+                         auto_catch_up=auto_catch_up)
+    except BaseException:
+        stores.close()
+        raise
+
+
+__all__ = ["Workspace", "open"]

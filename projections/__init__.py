@@ -1,0 +1,1 @@
+"""Read models: the identity projection (profiles, identity graph) and its storage ports."""

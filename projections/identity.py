@@ -1,0 +1,285 @@
+"""The identity projection: derives persons, stitching and tokens from the order of the log.
+
+This is where identity-model.md §3 lives. Device events say what a device was told; this fold
+decides what it means for persons (conversion, merge or switch by the ``anonymous_merge`` policy,
+who holds an email, who owns a token, the winning value of each attribute). Because it is a pure
+function of the log, an incremental catch-up and a rebuild from position 0 give the same rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+from uuid import NAMESPACE_URL, uuid5
+
+from idstitch.domain import attributes
+from idstitch.domain.device import anonymous_id_for, anonymous_person_id, new_person_id
+from idstitch.domain.events import (
+    DeviceActivated,
+    DeviceAttributesChanged,
+    DeviceAttributesCollected,
+    DeviceEvent,
+    DeviceTokenRegistered,
+    DeviceTokenRemoved,
+    Identified,
+    IdentityCleared,
+    ProfileAttributesChanged,
+    PushStatusRecorded,
+)
+from idstitch.domain.rules import classify, normalize_email
+from idstitch.projections.rows import (
+    DEVICE,
+    MERGE,
+    TOKEN,
+    DeviceRow,
+    MergeRow,
+    PersonRow,
+    Refusal,
+)
+from idstitch.projections.store import EventLog, LoggedEvent, ProjectionStore, to_micros
+from idstitch.projections.unit import Unit, identifier_key
+
+Policy = Literal["merge", "switch"]
+POLICIES: tuple[Policy, ...] = ("merge", "switch")
+MERGE_NAMESPACE = uuid5(NAMESPACE_URL, "https://idstitch.dev/merge")
+BATCH_SIZE = 1000
+CACHE_LIMIT = 100_000
+
+
+class IdentityProjection:
+    """Profiles and the identity graph, maintained incrementally in the projection store."""
+
+    name = "identity"
+
+    def __init__(self, policy: Policy = "merge") -> None:
+        if policy not in POLICIES:
+            raise ValueError(f"anonymous_merge must be one of {POLICIES}, got {policy!r}")
+        self.policy: Policy = policy
+        self._cache: dict[tuple[str, str], object] = {}
+        self._cached_at = -1
+
+    @property
+    def meta(self) -> str:
+        """The configuration the rows were built under: a different one needs a rebuild."""
+        return f"anonymous_merge={self.policy}"
+
+    def catch_up(
+        self,
+        log: EventLog,
+        store: ProjectionStore,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Apply every event after the tracking position, a batch per transaction."""
+        while True:
+            with store.transaction(self.name) as tx:
+                if tx.position != self._cached_at or len(self._cache) > CACHE_LIMIT:
+                    # Another writer moved the projection, or the cache grew: start cold.
+                    self._cache = {}
+                events = log.read(tx.position, BATCH_SIZE)
+                if not events:
+                    return tx.position
+                unit = Unit(tx, self._cache)
+                try:
+                    for logged in events:
+                        self.apply(unit, logged)
+                    position = events[-1].position
+                    tx.write(unit.encoded(), position, self.meta)
+                except BaseException:
+                    self._cache, self._cached_at = {}, -1
+                    raise
+                self._cached_at = position
+            if progress is not None:
+                progress(len(events))
+
+    def forget_cache(self) -> None:
+        """Drop cached rows (after a reset of the store)."""
+        self._cache, self._cached_at = {}, -1
+
+    # The fold.
+
+    def apply(self, unit: Unit, logged: LoggedEvent) -> None:
+        """Apply one event to the rows."""
+        ev, pos = logged.event, logged.position
+        ts = to_micros(ev.timestamp)
+        dev = unit.device(ev.device_id)
+        if dev is None:
+            dev = self._new_device(unit, ev, ts)
+        dev.updated_at = max(dev.updated_at, ts)
+        if isinstance(ev, Identified):
+            self._identified(unit, dev, ev, pos, ts)
+        elif isinstance(ev, ProfileAttributesChanged):
+            person = unit.person(dev.person_id)
+            attributes.apply(person.attrs, set_=ev.set, set_once=ev.set_once, unset=ev.unset,
+                             ts=ts, pos=pos)
+            self._touch_person(unit, person, ts)
+            self._claim_trait_email(unit, person, ev.set, pos)
+        elif isinstance(ev, DeviceAttributesChanged):
+            attributes.apply(dev.attrs, set_=ev.attributes, ts=ts, pos=pos)
+        elif isinstance(ev, DeviceAttributesCollected):
+            attributes.apply(dev.collected, set_=ev.attributes, ts=ts, pos=pos)
+        elif isinstance(ev, DeviceActivated):
+            dev.auto_track = ev.auto_track_device_attributes
+            dev.platform = ev.platform or dev.platform
+            dev.sdk = ev.sdk if ev.sdk is not None else dev.sdk
+        elif isinstance(ev, DeviceTokenRegistered):
+            self._token_registered(unit, dev, ev)
+        elif isinstance(ev, DeviceTokenRemoved):
+            if dev.token == ev.token:
+                dev.token = None
+                unit.delete(TOKEN, ev.token)
+        elif isinstance(ev, PushStatusRecorded):
+            dev.last_status = ev.status
+        elif isinstance(ev, IdentityCleared):
+            self._leave(unit, dev, dev.person_id)
+            dev.generation = ev.generation
+            dev.user_id = None
+            self._new_anonymous_person(unit, dev, ts)
+        unit.put(DEVICE, dev.device_id, dev)
+
+    def _new_device(self, unit: Unit, ev: DeviceEvent, ts: int) -> DeviceRow:
+        anonymous_id = anonymous_id_for(ev.device_id, 0)
+        dev = DeviceRow(device_id=ev.device_id, person_id="", anonymous_id=anonymous_id,
+                        created_at=ts, updated_at=ts)
+        self._new_anonymous_person(unit, dev, ts)
+        return dev
+
+    def _new_anonymous_person(self, unit: Unit, dev: DeviceRow, ts: int) -> None:
+        anonymous_id = anonymous_id_for(dev.device_id, dev.generation)
+        person = PersonRow(person_id=anonymous_person_id(anonymous_id), anonymous_ids=[anonymous_id],
+                           devices=[dev.device_id], created_at=ts, updated_at=ts)
+        dev.anonymous_id = anonymous_id
+        dev.person_id = person.person_id
+        unit.put_person(person)
+        unit.put_identifier("anon", anonymous_id, person.person_id)
+
+    def _identified(
+        self, unit: Unit, dev: DeviceRow, ev: Identified, pos: int, ts: int
+    ) -> None:
+        current = unit.person(dev.person_id)
+        kind = classify(ev.user_id)
+        value = normalize_email(ev.user_id) if kind == "email" else ev.user_id
+        if kind == "cio":
+            target = unit.live_person(ev.user_id[len("cio_"):])
+            if target is None:
+                # The command checked it; a concurrent merge retired it since. Refuse, visibly.
+                current.refused.append(Refusal("cio", ev.user_id, "unknown or retired person", pos))
+                unit.put_person(current)
+                return
+        else:
+            target = unit.resolve_key(identifier_key(kind, value))
+
+        if target is not None and target.person_id == current.person_id:
+            person = current
+        elif not current.identified and target is None:
+            current.identified = True
+            self._claim(unit, current, kind, value, pos)
+            self._record(unit, "converted", dev.anonymous_id, current, current, dev, pos, ts)
+            person = current
+        elif not current.identified and target is not None and self.policy == "merge":
+            self._merge_anonymous(unit, target, current, dev, pos, ts)
+            person = target
+        else:
+            if target is None:
+                target = PersonRow(person_id=new_person_id(dev.device_id, pos), identified=True,
+                                   created_at=ts, updated_at=ts)
+                self._claim(unit, target, kind, value, pos)
+            self._leave(unit, dev, current.person_id)
+            self._join(unit, dev, target)
+            self._record(unit, "switched", current.person_id, current, target, dev, pos, ts)
+            person = target
+
+        attributes.apply(person.attrs, set_=ev.traits, ts=ts, pos=pos)
+        self._claim_trait_email(unit, person, ev.traits, pos)
+        self._touch_person(unit, person, ts)
+        dev.user_id = ev.user_id
+        dev.last_used = ts if dev.last_used is None else max(dev.last_used, ts)
+        dev.last_status = None
+
+    def _merge_anonymous(
+        self, unit: Unit, survivor: PersonRow, retired: PersonRow, dev: DeviceRow, pos: int, ts: int
+    ) -> None:
+        attributes.merge(survivor.attrs, retired.attrs)
+        for anonymous_id in retired.anonymous_ids:
+            survivor.anonymous_ids.append(anonymous_id)
+            unit.put_identifier("anon", anonymous_id, survivor.person_id)
+        for device_id in retired.devices:
+            moved = dev if device_id == dev.device_id else unit.device(device_id)
+            if moved is not None:
+                moved.person_id = survivor.person_id
+                survivor.devices.append(device_id)
+                unit.put(DEVICE, device_id, moved)
+        survivor.merges.extend(retired.merges)
+        retired.devices = []
+        retired.retired_into = survivor.person_id
+        self._record(unit, "merged", retired.person_id, retired, survivor, dev, pos, ts)
+
+    def _leave(self, unit: Unit, dev: DeviceRow, person_id: str) -> None:
+        person = unit.person(person_id)
+        if dev.device_id in person.devices:
+            person.devices.remove(dev.device_id)
+        unit.put_person(person)
+
+    def _join(self, unit: Unit, dev: DeviceRow, person: PersonRow) -> None:
+        if dev.device_id not in person.devices:
+            person.devices.append(dev.device_id)
+        dev.person_id = person.person_id
+        unit.put_person(person)
+
+    def _record(
+        self, unit: Unit, kind: str, source: str, source_person: PersonRow, target: PersonRow,
+        dev: DeviceRow, pos: int, ts: int,
+    ) -> None:
+        merge_id = str(uuid5(MERGE_NAMESPACE, f"{pos}:{kind}"))
+        unit.put(MERGE, merge_id, MergeRow(merge_id=merge_id, kind=kind, source=source,
+                                           target=target.person_id, position=pos,
+                                           device_id=dev.device_id, timestamp=ts))
+        for person in (source_person, target):
+            if merge_id not in person.merges:
+                person.merges.append(merge_id)
+            unit.put_person(person)
+
+    def _claim(self, unit: Unit, person: PersonRow, kind: str, value: str, pos: int) -> None:
+        if kind == "id":
+            person.user_id = value
+            unit.put_identifier("id", value, person.person_id)
+        elif kind == "email":
+            self._claim_email(unit, person, value, pos)
+
+    def _claim_trait_email(
+        self, unit: Unit, person: PersonRow, traits: dict[str, object], pos: int
+    ) -> None:
+        email = traits.get("email")
+        if person.identified and isinstance(email, str) and "@" in email:
+            self._claim_email(unit, person, normalize_email(email), pos)
+
+    def _claim_email(self, unit: Unit, person: PersonRow, email: str, pos: int) -> None:
+        holder = unit.resolve_key(identifier_key("email", email))
+        if holder is not None and holder.person_id != person.person_id:
+            # Two identified persons are never merged implicitly: keep the attribute, refuse
+            # the identifier, and leave a trace for the audit.
+            person.refused.append(Refusal("email", email, "held by another person", pos,
+                                          holder.person_id))
+        elif holder is None:
+            if person.email is not None:
+                unit.delete_identifier("email", person.email)
+            person.email = email
+            unit.put_identifier("email", email, person.person_id)
+        unit.put_person(person)
+
+    def _token_registered(self, unit: Unit, dev: DeviceRow, ev: DeviceTokenRegistered) -> None:
+        if dev.token is not None and dev.token != ev.token:
+            unit.delete(TOKEN, dev.token)
+        holder_id = unit.token_owner(ev.token)
+        if holder_id is not None and holder_id != dev.device_id:
+            holder = unit.device(holder_id)
+            if holder is not None and holder.token == ev.token:
+                holder.token = None
+                unit.put(DEVICE, holder_id, holder)
+        unit.put_token(ev.token, dev.device_id)
+        dev.token = ev.token
+        dev.platform = ev.platform or dev.platform
+        dev.last_status = None
+
+    def _touch_person(self, unit: Unit, person: PersonRow, ts: int) -> None:
+        person.updated_at = max(person.updated_at, ts)
+        unit.put_person(person)

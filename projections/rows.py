@@ -1,0 +1,85 @@
+"""The rows of the identity projection, stored as msgpack documents keyed by (kind, key).
+
+Kinds: ``p`` person, ``d`` device, ``i`` identifier -> person id, ``t`` token -> device id,
+``m`` merge record. Rows are derived data: they can always be rebuilt from the log.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from idstitch.domain.attributes import Slot
+
+PERSON = "p"
+DEVICE = "d"
+IDENTIFIER = "i"
+TOKEN = "t"
+MERGE = "m"
+KINDS = (PERSON, DEVICE, IDENTIFIER, TOKEN, MERGE)
+
+
+class Refusal(msgspec.Struct, frozen=True):
+    """An identifier the person could not take (Customer.io's attribute update failure)."""
+
+    kind: str
+    value: str
+    reason: str
+    position: int
+    held_by: str | None = None
+
+
+class PersonRow(msgspec.Struct, kw_only=True):
+    """A person: anonymous until an identify names it; retired when merged into another."""
+
+    person_id: str
+    identified: bool = False
+    user_id: str | None = None
+    email: str | None = None
+    attrs: dict[str, Slot] = {}
+    anonymous_ids: list[str] = []
+    devices: list[str] = []
+    merges: list[str] = []
+    refused: list[Refusal] = []
+    created_at: int
+    updated_at: int
+    retired_into: str | None = None
+
+
+class DeviceRow(msgspec.Struct, kw_only=True):
+    """A device as the projection sees it: its current person, token and attributes."""
+
+    device_id: str
+    person_id: str
+    anonymous_id: str
+    generation: int = 0
+    user_id: str | None = None
+    token: str | None = None
+    platform: str | None = None
+    auto_track: bool = True
+    sdk: dict[str, object] | None = None
+    attrs: dict[str, Slot] = {}
+    collected: dict[str, Slot] = {}
+    last_used: int | None = None
+    last_status: str | None = None
+    created_at: int
+    updated_at: int
+
+
+class MergeRow(msgspec.Struct, kw_only=True, frozen=True):
+    """A conversion, merge or switch, with the position of the event that caused it."""
+
+    merge_id: str
+    kind: str
+    source: str
+    target: str
+    position: int
+    device_id: str | None = None
+    reason: str | None = None
+    timestamp: int
+
+
+ROW_TYPES: dict[str, type[msgspec.Struct]] = {
+    PERSON: PersonRow,
+    DEVICE: DeviceRow,
+    MERGE: MergeRow,
+}

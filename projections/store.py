@@ -1,0 +1,103 @@
+"""The storage ports the projections declare; adapters implement them.
+
+Projection rows are small documents keyed by (kind, key). A projection reads and writes them
+inside one :class:`ProjectionTransaction`, which also moves the tracking position: rows and
+position commit together or not at all, so a crash never applies an event twice or skips one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+from uuid import UUID
+
+from idstitch.domain.events import DeviceEvent
+
+
+class LoggedEvent:
+    """One event read back from the log, with its position."""
+
+    __slots__ = ("event", "originator_id", "position", "version")
+
+    def __init__(
+        self, position: int, originator_id: UUID, version: int, event: DeviceEvent
+    ) -> None:
+        self.position = position
+        self.originator_id = originator_id
+        self.version = version
+        self.event = event
+
+
+class EventLog(Protocol):
+    """The workspace's global, ordered log of events."""
+
+    def read(self, after: int, limit: int) -> Sequence[LoggedEvent]:
+        """Up to ``limit`` events with positions greater than ``after``, in order."""
+        ...
+
+    def head(self) -> int:
+        """The position of the last recorded event (0 when the log is empty)."""
+        ...
+
+
+class ProjectionTransaction(Protocol):
+    """Reads and writes of one projection's rows, committed with its tracking position."""
+
+    position: int
+    """The projection's tracking position when the transaction began."""
+    meta: str | None
+    """Free text stored beside the position (a projection's configuration)."""
+
+    def get_many(self, kind: str, keys: Sequence[str]) -> dict[str, bytes]:
+        """The rows that exist among ``keys``."""
+        ...
+
+    def write(
+        self, rows: Mapping[tuple[str, str], bytes | None], position: int, meta: str | None
+    ) -> None:
+        """Upsert (or, for None, delete) rows and move the tracking position; commits on exit."""
+        ...
+
+
+class ProjectionStore(Protocol):
+    """Where projections keep their rows: in the same database as the events."""
+
+    def transaction(self, name: str) -> AbstractContextManager[ProjectionTransaction]:
+        """Begin a transaction that holds the projection ``name`` exclusively until it ends."""
+        ...
+
+    def get(self, kind: str, key: str) -> bytes | None:
+        """Read one committed row."""
+        ...
+
+    def get_many(self, kind: str, keys: Sequence[str]) -> dict[str, bytes]:
+        """Read committed rows."""
+        ...
+
+    def scan(self, kind: str) -> Iterator[tuple[str, bytes]]:
+        """Every committed row of a kind, ordered by key."""
+        ...
+
+    def position(self, name: str) -> int:
+        """The committed tracking position of the projection ``name``."""
+        ...
+
+    def reset(self, name: str, kinds: Sequence[str]) -> None:
+        """Drop a projection's rows and tracking (for a rebuild from position 0)."""
+        ...
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def to_micros(moment: datetime) -> int:
+    """Aware datetime -> microseconds since the epoch (compact, exact, fast to compare)."""
+    return (moment - EPOCH) // _MICROSECOND
+
+
+def from_micros(micros: int) -> datetime:
+    """Microseconds since the epoch -> aware UTC datetime."""
+    return EPOCH + timedelta(microseconds=micros)

@@ -1,0 +1,193 @@
+"""Query results (immutable msgspec Structs) and the reader that builds them from rows."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Protocol
+
+import msgspec
+
+from idstitch.domain import attributes
+from idstitch.domain.rules import PERSON_PREFIX, normalize_email
+from idstitch.projections.rows import DEVICE, IDENTIFIER, MERGE, PERSON, DeviceRow, MergeRow, PersonRow
+from idstitch.projections.store import from_micros
+from idstitch.projections.unit import decode_row, identifier_key
+
+_MAX_REDIRECTS = 64
+
+
+class Device(msgspec.Struct, frozen=True, kw_only=True):
+    """A device and what it carries: token, platform, custom and collected attributes."""
+
+    device_id: str
+    person_id: str
+    anonymous_id: str
+    token: str | None
+    platform: str | None
+    attributes: dict[str, Any]
+    collected: dict[str, Any]
+    flat: dict[str, Any]
+    """Collected and custom attributes (custom winning), nested keys joined with ``_``."""
+    last_used: datetime | None
+    last_status: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class Profile(msgspec.Struct, frozen=True, kw_only=True):
+    """A person as it stands: identifiers, attributes, devices, stitched anonymous ids."""
+
+    person_id: str
+    identified: bool
+    identifiers: dict[str, str]
+    attributes: dict[str, Any]
+    devices: list[Device]
+    anonymous_ids: list[str]
+    created_at: datetime
+    updated_at: datetime
+
+
+class Merge(msgspec.Struct, frozen=True, kw_only=True):
+    """A conversion, merge or switch, and the log position of the event that caused it."""
+
+    merge_id: str
+    kind: str
+    source: str
+    target: str
+    position: int
+    reason: str | None
+    device_id: str | None
+    timestamp: datetime
+
+
+def flatten(value: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"network": {"cellular": True}}`` -> ``{"network_cellular": True}``."""
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        name = f"{prefix}_{key}" if prefix else key
+        if isinstance(item, dict) and item:
+            out.update(flatten(item, name))
+        else:
+            out[name] = item
+    return out
+
+
+class RowSource(Protocol):
+    """Committed rows (a ProjectionStore is one)."""
+
+    def get(self, kind: str, key: str) -> bytes | None:
+        """One row."""
+        ...
+
+
+class Reader:
+    """Answers the identity queries from committed projection rows."""
+
+    def __init__(self, rows: RowSource) -> None:
+        self._rows = rows
+
+    def _get(self, kind: str, key: str) -> Any:
+        raw = self._rows.get(kind, key)
+        return None if raw is None else decode_row(kind, raw)
+
+    def _follow(self, person: PersonRow | None) -> PersonRow | None:
+        for _ in range(_MAX_REDIRECTS):
+            if person is None or person.retired_into is None:
+                return person
+            person = self._get(PERSON, person.retired_into)
+        raise LookupError("merge chain too long")
+
+    def person(self, identifier: str) -> PersonRow | None:
+        """The live person an identifier finds: id, email, cio_<id>, person id or anonymous id."""
+        if identifier.startswith(PERSON_PREFIX):
+            found = self._get(PERSON, identifier[len(PERSON_PREFIX):])
+            if found is not None:
+                return self._follow(found)
+        if "@" in identifier:
+            keys = [identifier_key("email", normalize_email(identifier))]
+        else:
+            keys = [identifier_key("id", identifier), identifier_key("anon", identifier)]
+        for key in keys:
+            person_id = self._get(IDENTIFIER, key)
+            if person_id is not None:
+                return self._follow(self._get(PERSON, person_id))
+        return self._follow(self._get(PERSON, identifier))
+
+    def person_row(self, person_id: str) -> PersonRow | None:
+        """The raw person row (not following merges)."""
+        row: PersonRow | None = self._get(PERSON, person_id)
+        return row
+
+    def device_row(self, device_id: str) -> DeviceRow | None:
+        """The raw device row."""
+        row: DeviceRow | None = self._get(DEVICE, device_id)
+        return row
+
+    def device(self, device_id: str) -> Device | None:
+        """A device view."""
+        row = self.device_row(device_id)
+        return None if row is None else device_view(row)
+
+    def profile(self, identifier: str) -> Profile | None:
+        """The profile an identifier finds."""
+        person = self.person(identifier)
+        return None if person is None else self.profile_view(person)
+
+    def profile_of_device(self, device_id: str) -> Profile | None:
+        """The profile of a device's current person."""
+        row = self.device_row(device_id)
+        if row is None:
+            return None
+        return self.profile_view(self._follow(self._get(PERSON, row.person_id)))
+
+    def profile_view(self, person: PersonRow | None) -> Profile | None:
+        """Build the public profile of a person row."""
+        if person is None:
+            return None
+        devices = [self.device(d) for d in person.devices]
+        identifiers = {k: v for k, v in (("id", person.user_id), ("email", person.email)) if v}
+        return Profile(
+            person_id=person.person_id,
+            identified=person.identified,
+            identifiers=identifiers,
+            attributes=attributes.current(person.attrs),
+            devices=[d for d in devices if d is not None],
+            anonymous_ids=list(person.anonymous_ids),
+            created_at=from_micros(person.created_at),
+            updated_at=from_micros(person.updated_at),
+        )
+
+    def merges(self, identifier: str) -> list[Merge]:
+        """Every conversion, merge and switch that shaped this person, in log order."""
+        person = self.person(identifier)
+        if person is None:
+            return []
+        rows: list[MergeRow] = [r for r in (self._get(MERGE, m) for m in person.merges) if r]
+        return [merge_view(r) for r in sorted(rows, key=lambda r: r.position)]
+
+
+def device_view(row: DeviceRow) -> Device:
+    """Build the public device view of a device row."""
+    custom = attributes.current(row.attrs)
+    collected = attributes.current(row.collected)
+    return Device(
+        device_id=row.device_id,
+        person_id=row.person_id,
+        anonymous_id=row.anonymous_id,
+        token=row.token,
+        platform=row.platform,
+        attributes=custom,
+        collected=collected,
+        flat=flatten({**collected, **custom}),
+        last_used=None if row.last_used is None else from_micros(row.last_used),
+        last_status=row.last_status,
+        created_at=from_micros(row.created_at),
+        updated_at=from_micros(row.updated_at),
+    )
+
+
+def merge_view(row: MergeRow) -> Merge:
+    """Build the public merge record."""
+    return Merge(merge_id=row.merge_id, kind=row.kind, source=row.source, target=row.target,
+                 position=row.position, reason=row.reason, device_id=row.device_id,
+                 timestamp=from_micros(row.timestamp))
