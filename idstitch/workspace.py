@@ -53,6 +53,8 @@ class Workspace:
         self.identity = IdentityProjection(anonymous_merge)
         self.clock = clock
         self.auto_catch_up = auto_catch_up
+        self.retries = RETRIES
+        """How many times a command runs before ConcurrencyConflict reaches the caller."""
         self.reader = Reader(stores.rows)
         self._devices: OrderedDict[str, Device] = OrderedDict()
         self._lock = threading.RLock()
@@ -100,7 +102,7 @@ class Workspace:
     def _run(self, device_id: object, command: Callable[[Device], bool]) -> int | None:
         device_id = rules.check_id("device_id", device_id)
         with self._lock:
-            for _ in range(RETRIES):
+            for _ in range(self.retries):
                 device = self._devices.pop(device_id, None) or self.log.load(device_id)
                 device = device or Device(device_id)
                 try:
@@ -118,7 +120,7 @@ class Workspace:
                     self.catch_up()
                 return positions[-1]
         raise ConcurrencyConflict(f"device {device_id!r}: other writers kept winning "
-                                  f"({RETRIES} attempts)")
+                                  f"({self.retries} attempts)")
 
     def activate(
         self,

@@ -1,0 +1,210 @@
+"""The scripted walk through the seed scenarios behind ``idstitch demo``.
+
+Two stories, taken from the SDK docs the identity model was drawn from:
+
+- Customer.io ("Identify people"): collected and custom device attributes, an anonymous
+  attribute carried over by identify, ``setProfileAttributes`` keeping earlier keys, a push
+  token that is refreshed, identifying a different person (a switch: the first person keeps
+  its attributes and loses the device), and ``clearIdentify`` (the token stays on the device).
+- Adapty ("Identify users"): ``activate`` without a customer user id, ``identify`` of a new
+  customer user id (conversion), a second device identifying the same user (merged or
+  switched by the workspace's ``anonymous_merge`` policy), ``logout`` and logging in again.
+
+Every call carries an explicit client timestamp, starting 2026-01-01T09:00Z and advancing a few
+seconds per step, so two runs on fresh stores record the same events and print the same story.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from idstitch.projections.views import Merge, Profile
+from idstitch.render import person_label
+from idstitch.workspace import Workspace
+
+START = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
+STEP = timedelta(seconds=5)
+
+DANA_PHONE = "ios-dana-iphone"
+LEE_PHONE = "android-lee-pixel"
+LEE_TABLET = "android-lee-tablet"
+
+HEADING = "# "
+"""Lines passed to ``say`` that start with this are story headings, not steps."""
+
+
+def _args(value: dict[str, Any]) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+class _Story:
+    """Runs calls on one workspace with a stepping client clock and narrates each of them."""
+
+    def __init__(self, ws: Workspace, say: Callable[[str], None]) -> None:
+        self.ws = ws
+        self.say = say
+        self.now = START - STEP
+
+    def tick(self) -> datetime:
+        self.now += STEP
+        return self.now
+
+    def step(self, device_id: str, call: str, outcome: str) -> None:
+        # Two lines, so a long call (identify with traits) does not wrap into the outcome.
+        self.say(f"{format_time_short(self.now)}  {device_id:<19} {call}\n"
+                 f"{'':<30}→ {outcome}")
+
+    def current(self, device_id: str) -> Profile:
+        profile = self.ws.profile_of_device(device_id)
+        if profile is None:  # pragma: no cover - every step above created the device
+            raise LookupError(device_id)
+        return profile
+
+    def who(self, device_id: str) -> str:
+        return person_label(self.current(device_id))
+
+    def anonymous_id(self, device_id: str) -> str:
+        device = self.ws.device(device_id)
+        if device is None:  # pragma: no cover - the device was created by an earlier step
+            raise LookupError(device_id)
+        return device.anonymous_id
+
+    def token(self, device_id: str) -> str:
+        device = self.ws.device(device_id)
+        return "-" if device is None or device.token is None else device.token
+
+    def label(self, ident: str) -> str:
+        """A merge source or target (person id or anonymous id) as a reader knows it."""
+        profile = self.ws.profile(ident)
+        if profile is None:
+            return ident[:8]
+        if profile.person_id != ident and ident not in profile.anonymous_ids:
+            # The id was retired into another person: name it as what it was.
+            return f"anonymous {ident[:8]}"
+        return person_label(profile)
+
+    def identify_outcome(self, device_id: str, user_id: str, position: int | None) -> str:
+        if position is None:
+            return "nothing recorded (duplicate message)"
+        found: list[Merge] = [m for m in self.ws.merges(user_id) if m.position == position]
+        if not found:
+            return f"{user_id} was already identified here: traits updated, last_used moved"
+        merge = found[-1]
+        if merge.kind == "converted":
+            return f"converted: the anonymous person becomes {user_id} (keeps its attributes)"
+        if merge.kind == "merged":
+            return f"merged: anonymous {merge.source[:8]} folded into {user_id}"
+        if merge.kind == "switched":
+            return f"switched: device leaves {self.label(merge.source)} for {user_id}"
+        return f"{merge.kind}: {self.label(merge.source)} → {self.label(merge.target)}"
+
+
+def format_time_short(value: datetime) -> str:
+    """``09:00:05``: the demo's clock only moves within one morning."""
+    return value.strftime("%H:%M:%S")
+
+
+def _customer_io(s: _Story) -> list[str]:
+    ws, d = s.ws, DANA_PHONE
+    s.say(HEADING + "Customer.io: identify people on one iPhone")
+
+    context = {"device_os": "iOS 18.2", "device_model": "iPhone15,2", "app_version": "3.4.0",
+               "push_enabled": True, "network": {"cellular": True, "wifi": False}}
+    ws.collect_device_attributes(d, context, timestamp=s.tick())
+    s.step(d, "collect_device_attributes(device_os, device_model, …, network)",
+           f"new device, anonymous person {s.current(d).person_id[:8]}")
+    first_anonymous = s.anonymous_id(d)
+
+    traits: dict[str, Any] = {"referral_source": "app_store_ad"}
+    ws.set_profile_attributes(d, traits, timestamp=s.tick())
+    s.step(d, f"set_profile_attributes({_args(traits)})", f"on {s.who(d)}")
+
+    traits = {"first_name": "Dana", "email": "dana@example.com"}
+    pos = ws.identify(d, "dana@example.com", traits, timestamp=s.tick())
+    s.step(d, f"identify dana@example.com {_args(traits)}",
+           s.identify_outcome(d, "dana@example.com", pos))
+
+    traits = {"favorite_food": "pizza"}
+    ws.set_profile_attributes(d, traits, timestamp=s.tick())
+    s.step(d, f"set_profile_attributes({_args(traits)})", f"on {s.who(d)}; first_name kept")
+
+    attrs = {"theme": "dark"}
+    ws.set_device_attributes(d, attrs, timestamp=s.tick())
+    s.step(d, f"set_device_attributes({_args(attrs)})", "custom attribute of the device")
+
+    ws.register_device_token(d, "apns-token-dana-1", platform="ios", timestamp=s.tick())
+    s.step(d, "register_device_token(apns-token-dana-1, platform=ios)",
+           f"token belongs to {s.who(d)}")
+
+    ws.record_push_status(d, "sent", timestamp=s.tick())
+    s.step(d, "record_push_status(sent)", "last_status = sent")
+
+    ws.register_device_token(d, "apns-token-dana-2", platform="ios", timestamp=s.tick())
+    s.step(d, "register_device_token(apns-token-dana-2)", "token refresh: replaces dana-1")
+
+    pos = ws.identify(d, "sam-7", timestamp=s.tick())
+    s.step(d, "identify sam-7", s.identify_outcome(d, "sam-7", pos)
+           + "; dana keeps her attributes")
+
+    ws.clear_identify(d, timestamp=s.tick())
+    s.step(d, "clear_identify()",
+           f"anonymous again ({s.who(d)}); token {s.token(d)} stays on the device")
+
+    return ["dana@example.com", "sam-7", s.anonymous_id(d), first_anonymous]
+
+
+def _adapty(s: _Story) -> list[str]:
+    ws = s.ws
+    policy = ws.anonymous_merge
+    s.say(HEADING + f"Adapty: one customer user id on two Android devices "
+                    f"(anonymous_merge={policy})")
+
+    d = LEE_PHONE
+    ws.activate(d, platform="android", timestamp=s.tick())
+    s.step(d, "activate(platform=android)", f"anonymous person {s.current(d).person_id[:8]}")
+
+    traits: dict[str, Any] = {"favorite_genre": "sci-fi"}
+    ws.set_profile_attributes(d, traits, timestamp=s.tick())
+    s.step(d, f"set_profile_attributes({_args(traits)})", f"on {s.who(d)}")
+
+    pos = ws.identify(d, "lee-100", timestamp=s.tick())
+    s.step(d, "identify lee-100", s.identify_outcome(d, "lee-100", pos))
+
+    t = LEE_TABLET
+    ws.activate(t, platform="android", timestamp=s.tick())
+    s.step(t, "activate(platform=android)", f"anonymous person {s.current(t).person_id[:8]}")
+    tablet_anonymous = s.anonymous_id(t)
+
+    traits = {"plan_interest": "annual"}
+    ws.set_profile_attributes(t, traits, timestamp=s.tick())
+    s.step(t, f"set_profile_attributes({_args(traits)})", f"on {s.who(t)}")
+
+    pos = ws.identify(t, "lee-100", timestamp=s.tick())
+    s.step(t, "identify lee-100", s.identify_outcome(t, "lee-100", pos))
+
+    ws.logout(t, timestamp=s.tick())
+    s.step(t, "logout()", f"anonymous again ({s.who(t)})")
+    after_logout = s.anonymous_id(t)
+
+    pos = ws.identify(t, "lee-100", timestamp=s.tick())
+    s.step(t, "identify lee-100 (log in again)", s.identify_outcome(t, "lee-100", pos))
+
+    return ["lee-100", tablet_anonymous, after_logout]
+
+
+def run_demo(ws: Workspace, say: Callable[[str], None]) -> list[str]:
+    """Play the Customer.io and Adapty stories on ``ws``, narrating each call through ``say``.
+
+    A line that starts with :data:`HEADING` introduces a story; every other line is one call
+    and what came of it. Returns the identifiers whose profiles tell the result, in story order;
+    several may find the same person (an anonymous id merged into a user), so a caller showing
+    them should skip persons it has already shown.
+    """
+    story = _Story(ws, say)
+    return _customer_io(story) + _adapty(story)
+
+
+__all__ = ["DANA_PHONE", "HEADING", "LEE_PHONE", "LEE_TABLET", "START", "run_demo"]

@@ -1,0 +1,187 @@
+"""Rich renderings of query results, shared by the command-line tools.
+
+Every function takes plain query results (:class:`~idstitch.Profile`, :class:`~idstitch.Merge`)
+and returns a rich renderable; none of them touches a workspace, so any command (profile, demo,
+history, ingest reports) can reuse them and tests can render without a store.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from rich import box
+from rich.console import Group, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from idstitch.projections.views import Device, Merge, Profile
+
+KIND_STYLES = {
+    "converted": "green",
+    "merged": "magenta",
+    "switched": "yellow",
+    "explicit": "cyan",
+    "unmerged": "red",
+}
+
+
+def format_time(value: datetime | None) -> str:
+    """A UTC time to the second, ``2026-01-01 09:00:05Z``; ``-`` for none."""
+    if value is None:
+        return "-"
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def format_value(value: Any) -> str:
+    """An attribute value as JSON, except that a non-empty string is shown bare."""
+    if isinstance(value, str) and value:
+        return value
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def person_label(profile: Profile) -> str:
+    """The name a person is best known by: its id, else its email, else ``anonymous <id8>``."""
+    for key in ("id", "email"):
+        if key in profile.identifiers:
+            return profile.identifiers[key]
+    return f"anonymous {profile.person_id[:8]}"
+
+
+def _key_values(values: Mapping[str, Any], style: str = "") -> Text:
+    # Text (not markup strings) because attribute values are user data and may contain "[".
+    text = Text()
+    for i, (key, value) in enumerate(sorted(values.items())):
+        if i:
+            text.append("\n")
+        text.append(key, style="bold" if not style else style)
+        text.append(" = ")
+        text.append(format_value(value))
+    return text or Text("-", style="dim")
+
+
+def attributes_table(attributes: Mapping[str, Any], title: str = "attributes") -> Table:
+    """A two-column table of attributes, sorted by key."""
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
+    table.add_column("key", style="bold")
+    table.add_column("value", overflow="fold")
+    for key, value in sorted(attributes.items()):
+        table.add_row(Text(key), Text(format_value(value)))
+    if not attributes:
+        table.add_row(Text("(none)", style="dim"), Text(""))
+    return table
+
+
+def devices_table(devices: Iterable[Device], title: str = "devices") -> Table:
+    """One row per device: token, platform, last_used, last_status and flattened attributes."""
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
+    table.add_column("device", style="cyan", no_wrap=True)
+    table.add_column("platform")
+    table.add_column("token", overflow="fold")
+    table.add_column("last used", no_wrap=True)
+    table.add_column("last status")
+    table.add_column("attributes (flattened)", overflow="fold")
+    count = 0
+    for device in devices:
+        count += 1
+        table.add_row(
+            Text(device.device_id),
+            Text(device.platform or "-"),
+            Text(device.token or "-"),
+            Text(format_time(device.last_used)),
+            Text(device.last_status or "-"),
+            _key_values(device.flat),
+        )
+    if not count:
+        table.add_row(Text("(no devices)", style="dim"), *[Text("")] * 5)
+    return table
+
+
+def profile_renderable(profile: Profile, *, title: str | None = None) -> RenderableType:
+    """A panel with the person's identity, attributes and devices."""
+    summary = Table.grid(padding=(0, 2))
+    summary.add_column(style="bold")
+    summary.add_column(overflow="fold")
+    summary.add_row("person_id", Text(profile.person_id))
+    summary.add_row(
+        "identified",
+        Text("yes", style="green") if profile.identified else Text("no (anonymous)", style="dim"),
+    )
+    summary.add_row("identifiers", _key_values(profile.identifiers))
+    summary.add_row(
+        "anonymous ids",
+        Text("\n".join(profile.anonymous_ids)) if profile.anonymous_ids
+        else Text("-", style="dim"),
+    )
+    summary.add_row(
+        "created / updated",
+        Text(f"{format_time(profile.created_at)} / {format_time(profile.updated_at)}"),
+    )
+    body = Group(
+        summary,
+        Text(""),
+        attributes_table(profile.attributes),
+        Text(""),
+        devices_table(profile.devices),
+    )
+    heading = title if title is not None else person_label(profile)
+    style = "green" if profile.identified else "bright_black"
+    return Panel(body, title=Text(heading, style="bold"), title_align="left", border_style=style)
+
+
+def merges_table(
+    merges: Iterable[Merge],
+    *,
+    title: str = "merges",
+    labels: Mapping[str, str] | None = None,
+) -> Table:
+    """One row per conversion, merge or switch, in log order.
+
+    ``labels`` maps a person id or anonymous id to a readable name; a labelled id is shown as
+    the name and the id's first 8 characters (enough to find it in the profile, as with short
+    git hashes), an unlabelled one in full.
+    """
+    names = labels or {}
+
+    def who(value: str) -> Text:
+        if value in names:
+            return Text.assemble(names[value], " ", (value[:8], "dim"))
+        return Text(value)
+
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
+    table.add_column("position", justify="right")
+    table.add_column("kind")
+    table.add_column("source", overflow="fold")
+    table.add_column("target", overflow="fold")
+    table.add_column("device", style="cyan")
+    table.add_column("time", no_wrap=True)
+    table.add_column("reason")
+    count = 0
+    for merge in merges:
+        count += 1
+        table.add_row(
+            str(merge.position),
+            Text(merge.kind, style=KIND_STYLES.get(merge.kind, "")),
+            who(merge.source),
+            who(merge.target),
+            Text(merge.device_id or "-"),
+            Text(format_time(merge.timestamp)),
+            Text(merge.reason or "-"),
+        )
+    if not count:
+        table.add_row("", Text("(no merges)", style="dim"), *[Text("")] * 5)
+    return table
+
+
+__all__ = [
+    "attributes_table",
+    "devices_table",
+    "format_time",
+    "format_value",
+    "merges_table",
+    "person_label",
+    "profile_renderable",
+]

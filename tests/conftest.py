@@ -1,0 +1,84 @@
+"""Fixtures shared by every kind of test.
+
+``stores`` parametrizes a test over the three stores: memory, a real SQLite file, and a real
+PostgreSQL server that this test run starts from the machine's binaries (never skipped: if it
+cannot start, the run fails).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+
+import pytest
+
+import idstitch
+from idstitch.testing import FrozenClock, TemporaryPostgres
+from idstitch.workspace import Workspace
+
+STORES = ("memory", "sqlite", "postgres")
+_schemas = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[TemporaryPostgres]:
+    """One PostgreSQL server for the whole run."""
+    server = TemporaryPostgres().start()
+    try:
+        server.create_database("idstitch_tests")
+        yield server
+    finally:
+        server.stop()
+
+
+def store_url(kind: str, tmp_path_factory: pytest.TempPathFactory,
+              postgres: Callable[[], TemporaryPostgres]) -> str:
+    """A fresh, empty store of a kind."""
+    if kind == "memory":
+        return "memory:"
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path_factory.mktemp('sqlite')}/identity.db"
+    return postgres().url("idstitch_tests") + f"?schema=t{next(_schemas)}"
+
+
+WorkspaceFactory = Callable[..., Workspace]
+
+
+@pytest.fixture(params=STORES)
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """memory, sqlite or postgres."""
+    return str(request.param)
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    """A clock the test moves."""
+    return FrozenClock(datetime(2026, 1, 1, 9, tzinfo=UTC))
+
+
+@pytest.fixture
+def make_ws(
+    store_kind: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+    clock: FrozenClock,
+) -> Iterator[WorkspaceFactory]:
+    """Opens workspaces on fresh stores of the parametrized kind; closes them after the test."""
+    opened: list[Workspace] = []
+
+    def factory(url: str | None = None, **kwargs: object) -> Workspace:
+        url = url or store_url(store_kind, tmp_path_factory,
+                               lambda: request.getfixturevalue("postgres"))
+        kwargs.setdefault("clock", clock)
+        ws = idstitch.open(url, **kwargs)  # type: ignore[arg-type]
+        opened.append(ws)
+        return ws
+
+    yield factory
+    for ws in opened:
+        ws.close()
+
+
+@pytest.fixture
+def ws(make_ws: WorkspaceFactory) -> Workspace:
+    """A workspace on a fresh store (merge policy)."""
+    return make_ws()
