@@ -7,7 +7,9 @@ so the outcome does not depend on the order late events arrive in:
 - a plain write replaces the slot's write only when it is newer;
 - ``set_once`` sets a key only while it has no value at that time: the earliest such write after
   the latest removal wins, and it never displaces a plain value;
-- a removal is a write too: an older value arriving late does not resurrect the key.
+- a removal is a write too: an older value arriving late does not resurrect the key;
+- within one call, ``set`` then ``unset`` then ``set_once`` apply in that order, so ``unset`` of a
+  key beats its ``set``, and neither is displaced by a ``set_once`` of the same key.
 """
 
 from __future__ import annotations
@@ -66,7 +68,9 @@ def put(slots: dict[str, Slot], key: str, write: Write) -> None:
     if slot is None:
         slots[key] = Slot(reg=write)
         return
-    if slot.reg is None or _newer(write, slot.reg):
+    # Equal (timestamp, position) only happens within one call: its later operation wins,
+    # so `unset` beats a `set` of the same key in the same call.
+    if slot.reg is None or not _newer(slot.reg, write):
         slot.reg = write
         slot._prune()
 

@@ -8,18 +8,20 @@ one line, ``error: ...``, with exit status 2; a person that is not found gives e
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 from collections.abc import Callable, Sequence
 from typing import cast
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 from rich.text import Text
 
 from idstitch.adapters import open_stores
-from idstitch.demo import HEADING, run_demo
+from idstitch.demo import HEADING, INDENT, run_demo
 from idstitch.errors import IdstitchError, InvalidCommand
-from idstitch.projections.identity import POLICIES, IdentityProjection, Policy
+from idstitch.projections.identity import POLICIES, IdentityProjection
 from idstitch.projections.views import Profile
 from idstitch.render import merges_table, person_label, profile_renderable
 from idstitch.workspace import Workspace
@@ -45,7 +47,7 @@ def open_workspace(url: str | None, policy: str | None = None) -> Workspace:
             policy = stored if stored in POLICIES else "merge"
         if policy not in POLICIES:
             raise InvalidCommand("policy", f"must be one of {', '.join(POLICIES)}")
-        return Workspace(stores, anonymous_merge=cast(Policy, policy))
+        return Workspace(stores, anonymous_merge=policy)
     except BaseException:
         stores.close()
         raise
@@ -68,10 +70,10 @@ def _labels(ws: Workspace, ids: Sequence[str]) -> dict[str, str]:
         if profile.person_id == ident:
             out[ident] = person_label(profile)
         elif ident in profile.anonymous_ids:
-            out[ident] = f"anonymous id of {person_label(profile)}"
+            out[ident] = "anonymous id"
         else:
-            # A retired person id: it now resolves to the person it was merged into.
-            out[ident] = f"retired person, now {person_label(profile)}"
+            # A person id that resolves to someone else was retired by a merge into them.
+            out[ident] = "retired person"
     return out
 
 
@@ -88,10 +90,8 @@ def cmd_demo(args: argparse.Namespace, console: Console, err: Console) -> int:
         url = DEMO_URL
         # A rerun must tell the same story, so the demo's own file starts empty every time.
         for suffix in ("", "-wal", "-shm", "-journal"):
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.remove(DEMO_FILE + suffix)
-            except FileNotFoundError:
-                pass
     with open_workspace(url, args.policy) as ws:
         if ws.log.head() > 0:
             raise InvalidCommand(
@@ -102,8 +102,17 @@ def cmd_demo(args: argparse.Namespace, console: Console, err: Console) -> int:
             if line.startswith(HEADING):
                 console.print()
                 console.rule(Text(line[len(HEADING):], style="bold"), align="left")
-            else:
-                console.print(Text(line))
+                return
+            # A grid gives the call and outcome a hanging indent when the terminal is narrow.
+            grid = Table.grid()
+            grid.add_column(width=INDENT, no_wrap=True)
+            grid.add_column(overflow="fold")
+            for part in line.split("\n"):
+                prefix, rest = part[:INDENT], part[INDENT:]
+                clock, _, device = prefix.partition("  ")
+                grid.add_row(Text.assemble((clock, "dim"), "  ", (device, "cyan")),
+                             Text(rest, style="green" if rest.startswith("→") else ""))
+            console.print(grid)
 
         shown: set[str] = set()
         profiles: list[tuple[str, Profile]] = []
@@ -180,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for docs and tests)."""
     # --db and --policy are accepted before or after the subcommand; SUPPRESS keeps a
     # subcommand that was not given them from overwriting the global value with its default.
+    # (No set_defaults for them: parents share action objects, so it would undo SUPPRESS.)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--db", metavar="URL", default=argparse.SUPPRESS,
                         help="store URL: memory:, sqlite:///path, postgresql://... "
@@ -191,7 +201,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="idstitch", parents=[common],
         description="Event-sourced identity for mobile-SDK backends: inspect and replay a store.")
-    parser.set_defaults(db=None, policy=None)
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
 
     def add(name: str, handler: Handler, help_: str) -> argparse.ArgumentParser:
@@ -214,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; the exit status (0 ok, 1 not found, 2 error)."""
     args = build_parser().parse_args(argv)
+    for name in ("db", "policy"):
+        if not hasattr(args, name):
+            setattr(args, name, None)
     # Consoles are made per call so they write to the sys.stdout/sys.stderr of that moment.
     console = Console(highlight=False)
     err = Console(stderr=True, highlight=False)

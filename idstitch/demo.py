@@ -35,6 +35,10 @@ LEE_TABLET = "android-lee-tablet"
 HEADING = "# "
 """Lines passed to ``say`` that start with this are story headings, not steps."""
 
+INDENT = 30
+"""Width of a step's ``time  device`` prefix; its outcome line is indented as far, so a caller
+can lay the text after it out with a hanging indent."""
+
 
 def _args(value: dict[str, Any]) -> str:
     return json.dumps(value, ensure_ascii=False)
@@ -54,8 +58,8 @@ class _Story:
 
     def step(self, device_id: str, call: str, outcome: str) -> None:
         # Two lines, so a long call (identify with traits) does not wrap into the outcome.
-        self.say(f"{format_time_short(self.now)}  {device_id:<19} {call}\n"
-                 f"{'':<30}→ {outcome}")
+        prefix = f"{_clock(self.now)}  {device_id}".ljust(INDENT - 1)
+        self.say(f"{prefix} {call}\n{'':<{INDENT}}→ {outcome}")
 
     def current(self, device_id: str) -> Profile:
         profile = self.ws.profile_of_device(device_id)
@@ -86,7 +90,7 @@ class _Story:
             return f"anonymous {ident[:8]}"
         return person_label(profile)
 
-    def identify_outcome(self, device_id: str, user_id: str, position: int | None) -> str:
+    def identify_outcome(self, user_id: str, position: int | None) -> str:
         if position is None:
             return "nothing recorded (duplicate message)"
         found: list[Merge] = [m for m in self.ws.merges(user_id) if m.position == position]
@@ -102,8 +106,8 @@ class _Story:
         return f"{merge.kind}: {self.label(merge.source)} → {self.label(merge.target)}"
 
 
-def format_time_short(value: datetime) -> str:
-    """``09:00:05``: the demo's clock only moves within one morning."""
+def _clock(value: datetime) -> str:
+    # The story never leaves one morning, so the time of day is enough.
     return value.strftime("%H:%M:%S")
 
 
@@ -125,7 +129,7 @@ def _customer_io(s: _Story) -> list[str]:
     traits = {"first_name": "Dana", "email": "dana@example.com"}
     pos = ws.identify(d, "dana@example.com", traits, timestamp=s.tick())
     s.step(d, f"identify dana@example.com {_args(traits)}",
-           s.identify_outcome(d, "dana@example.com", pos))
+           s.identify_outcome("dana@example.com", pos))
 
     traits = {"favorite_food": "pizza"}
     ws.set_profile_attributes(d, traits, timestamp=s.tick())
@@ -146,7 +150,7 @@ def _customer_io(s: _Story) -> list[str]:
     s.step(d, "register_device_token(apns-token-dana-2)", "token refresh: replaces dana-1")
 
     pos = ws.identify(d, "sam-7", timestamp=s.tick())
-    s.step(d, "identify sam-7", s.identify_outcome(d, "sam-7", pos)
+    s.step(d, "identify sam-7", s.identify_outcome("sam-7", pos)
            + "; dana keeps her attributes")
 
     ws.clear_identify(d, timestamp=s.tick())
@@ -171,7 +175,7 @@ def _adapty(s: _Story) -> list[str]:
     s.step(d, f"set_profile_attributes({_args(traits)})", f"on {s.who(d)}")
 
     pos = ws.identify(d, "lee-100", timestamp=s.tick())
-    s.step(d, "identify lee-100", s.identify_outcome(d, "lee-100", pos))
+    s.step(d, "identify lee-100", s.identify_outcome("lee-100", pos))
 
     t = LEE_TABLET
     ws.activate(t, platform="android", timestamp=s.tick())
@@ -183,14 +187,14 @@ def _adapty(s: _Story) -> list[str]:
     s.step(t, f"set_profile_attributes({_args(traits)})", f"on {s.who(t)}")
 
     pos = ws.identify(t, "lee-100", timestamp=s.tick())
-    s.step(t, "identify lee-100", s.identify_outcome(t, "lee-100", pos))
+    s.step(t, "identify lee-100", s.identify_outcome("lee-100", pos))
 
     ws.logout(t, timestamp=s.tick())
     s.step(t, "logout()", f"anonymous again ({s.who(t)})")
     after_logout = s.anonymous_id(t)
 
     pos = ws.identify(t, "lee-100", timestamp=s.tick())
-    s.step(t, "identify lee-100 (log in again)", s.identify_outcome(t, "lee-100", pos))
+    s.step(t, "identify lee-100 (log in again)", s.identify_outcome("lee-100", pos))
 
     return ["lee-100", tablet_anonymous, after_logout]
 
@@ -199,12 +203,15 @@ def run_demo(ws: Workspace, say: Callable[[str], None]) -> list[str]:
     """Play the Customer.io and Adapty stories on ``ws``, narrating each call through ``say``.
 
     A line that starts with :data:`HEADING` introduces a story; every other line is one call
-    and what came of it. Returns the identifiers whose profiles tell the result, in story order;
-    several may find the same person (an anonymous id merged into a user), so a caller showing
-    them should skip persons it has already shown.
+    and what came of it: ``time  device  call``, a newline, and ``→ outcome``, both parts
+    after a prefix of :data:`INDENT` characters.
+
+    Returns the identifiers whose profiles tell the result, in story order; several may find
+    the same person (an anonymous id merged into a user), so a caller showing them should skip
+    persons it has already shown.
     """
     story = _Story(ws, say)
     return _customer_io(story) + _adapty(story)
 
 
-__all__ = ["DANA_PHONE", "HEADING", "LEE_PHONE", "LEE_TABLET", "START", "run_demo"]
+__all__ = ["DANA_PHONE", "HEADING", "INDENT", "LEE_PHONE", "LEE_TABLET", "START", "run_demo"]

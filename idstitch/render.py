@@ -14,6 +14,7 @@ from typing import Any
 
 from rich import box
 from rich.console import Group, RenderableType
+from rich.padding import Padding
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -51,53 +52,57 @@ def person_label(profile: Profile) -> str:
     return f"anonymous {profile.person_id[:8]}"
 
 
-def _key_values(values: Mapping[str, Any], style: str = "") -> Text:
+def _key_values(values: Mapping[str, Any]) -> Text:
     # Text (not markup strings) because attribute values are user data and may contain "[".
     text = Text()
     for i, (key, value) in enumerate(sorted(values.items())):
         if i:
             text.append("\n")
-        text.append(key, style="bold" if not style else style)
+        text.append(key, style="bold")
         text.append(" = ")
         text.append(format_value(value))
     return text or Text("-", style="dim")
 
 
-def attributes_table(attributes: Mapping[str, Any], title: str = "attributes") -> Table:
-    """A two-column table of attributes, sorted by key."""
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
-    table.add_column("key", style="bold")
-    table.add_column("value", overflow="fold")
+def attributes_renderable(
+    attributes: Mapping[str, Any], title: str = "attributes"
+) -> RenderableType:
+    """A titled list of attributes, ``key  value``, sorted by key."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
     for key, value in sorted(attributes.items()):
-        table.add_row(Text(key), Text(format_value(value)))
+        grid.add_row(Text(key), Text(format_value(value)))
     if not attributes:
-        table.add_row(Text("(none)", style="dim"), Text(""))
-    return table
+        grid.add_row(Text("(none)", style="dim"), Text(""))
+    return Group(Text(title, style="italic"), Padding(grid, (0, 0, 0, 2)))
 
 
-def devices_table(devices: Iterable[Device], title: str = "devices") -> Table:
-    """One row per device: token, platform, last_used, last_status and flattened attributes."""
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
-    table.add_column("device", style="cyan", no_wrap=True)
-    table.add_column("platform")
-    table.add_column("token", overflow="fold")
-    table.add_column("last used", no_wrap=True)
-    table.add_column("last status")
-    table.add_column("attributes (flattened)", overflow="fold")
-    count = 0
-    for device in devices:
-        count += 1
-        table.add_row(
-            Text(device.device_id),
-            Text(device.platform or "-"),
-            Text(device.token or "-"),
-            Text(format_time(device.last_used)),
-            Text(device.last_status or "-"),
-            _key_values(device.flat),
-        )
-    if not count:
-        table.add_row(Text("(no devices)", style="dim"), *[Text("")] * 5)
-    return table
+def device_renderable(device: Device) -> RenderableType:
+    """One device as a block: token, platform, last_used, last_status, flattened attributes.
+
+    A block per device rather than one wide table, so a device with many attributes stays
+    readable on an 80-column terminal.
+    """
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="dim", no_wrap=True)
+    grid.add_column(overflow="fold")
+    grid.add_row("token", Text(device.token or "-"))
+    grid.add_row("last used", Text(format_time(device.last_used)))
+    grid.add_row("last status", Text(device.last_status or "-"))
+    grid.add_row("anonymous id", Text(device.anonymous_id))
+    grid.add_row("attributes", _key_values(device.flat))
+    heading = Text.assemble((device.device_id, "bold cyan"),
+                            (f"  ({device.platform})" if device.platform else "", "cyan"))
+    return Group(heading, Padding(grid, (0, 0, 0, 2)))
+
+
+def devices_renderable(devices: Iterable[Device], title: str = "devices") -> RenderableType:
+    """The devices of a person, one block each."""
+    blocks = [Padding(device_renderable(d), (0, 0, 0, 2)) for d in devices]
+    if not blocks:
+        blocks.append(Padding(Text("(none)", style="dim"), (0, 0, 0, 2)))
+    return Group(Text(title, style="italic"), *blocks)
 
 
 def profile_renderable(profile: Profile, *, title: str | None = None) -> RenderableType:
@@ -123,9 +128,9 @@ def profile_renderable(profile: Profile, *, title: str | None = None) -> Rendera
     body = Group(
         summary,
         Text(""),
-        attributes_table(profile.attributes),
+        attributes_renderable(profile.attributes),
         Text(""),
-        devices_table(profile.devices),
+        devices_renderable(profile.devices),
     )
     heading = title if title is not None else person_label(profile)
     style = "green" if profile.identified else "bright_black"
@@ -151,34 +156,40 @@ def merges_table(
             return Text.assemble(names[value], " ", (value[:8], "dim"))
         return Text(value)
 
+    rows = list(merges)
+    # Only explicit merges and unmerges carry a reason: no empty column for SDK-driven ones.
+    with_reason = any(m.reason for m in rows)
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
-    table.add_column("position", justify="right")
-    table.add_column("kind")
-    table.add_column("source", overflow="fold")
-    table.add_column("target", overflow="fold")
-    table.add_column("device", style="cyan")
-    table.add_column("time", no_wrap=True)
-    table.add_column("reason")
-    count = 0
-    for merge in merges:
-        count += 1
-        table.add_row(
-            str(merge.position),
+    table.add_column("pos", justify="right")
+    table.add_column("kind", no_wrap=True)
+    # Names first: on a narrow terminal the device and time wrap (at spaces) before they do.
+    table.add_column("source", overflow="fold", min_width=12)
+    table.add_column("target", overflow="fold", min_width=12)
+    table.add_column("device", style="cyan", overflow="fold", min_width=8)
+    table.add_column("time", min_width=10)
+    if with_reason:
+        table.add_column("reason")
+    for merge in rows:
+        cells = [
+            Text(str(merge.position)),
             Text(merge.kind, style=KIND_STYLES.get(merge.kind, "")),
             who(merge.source),
             who(merge.target),
             Text(merge.device_id or "-"),
             Text(format_time(merge.timestamp)),
-            Text(merge.reason or "-"),
-        )
-    if not count:
-        table.add_row("", Text("(no merges)", style="dim"), *[Text("")] * 5)
+        ]
+        if with_reason:
+            cells.append(Text(merge.reason or "-"))
+        table.add_row(*cells)
+    if not rows:
+        table.add_row(Text(""), Text("(no merges)", style="dim"), *[Text("")] * 4)
     return table
 
 
 __all__ = [
-    "attributes_table",
-    "devices_table",
+    "attributes_renderable",
+    "device_renderable",
+    "devices_renderable",
     "format_time",
     "format_value",
     "merges_table",

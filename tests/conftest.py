@@ -57,12 +57,34 @@ def clock() -> FrozenClock:
     return FrozenClock(datetime(2026, 1, 1, 9, tzinfo=UTC))
 
 
+@pytest.fixture(params=("sqlite", "postgres"))
+def durable_kind(request: pytest.FixtureRequest) -> str:
+    """sqlite or postgres: stores that outlive a workspace and can be shared by several."""
+    return str(request.param)
+
+
 @pytest.fixture
 def make_ws(
     store_kind: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
     clock: FrozenClock,
 ) -> Iterator[WorkspaceFactory]:
     """Opens workspaces on fresh stores of the parametrized kind; closes them after the test."""
+    yield from _opener(store_kind, request, tmp_path_factory, clock)
+
+
+@pytest.fixture
+def make_durable_ws(
+    durable_kind: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+    clock: FrozenClock,
+) -> Iterator[WorkspaceFactory]:
+    """Like make_ws, over SQLite and PostgreSQL only."""
+    yield from _opener(durable_kind, request, tmp_path_factory, clock)
+
+
+def _opener(
+    store_kind: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+    clock: FrozenClock,
+) -> Iterator[WorkspaceFactory]:
     opened: list[Workspace] = []
 
     def factory(url: str | None = None, **kwargs: object) -> Workspace:

@@ -53,16 +53,14 @@ def test_every_store_agrees(make_ws: WorkspaceFactory) -> None:
     assert ws.dump() == reference.dump()
 
 
-def test_a_policy_change_on_open_is_a_replay(make_ws: WorkspaceFactory, store_kind: str) -> None:
-    if store_kind == "memory":
-        pytest.xfail("a memory store lives and dies with its workspace: nothing to reopen")
-    ws = make_ws()
+def test_a_policy_change_on_open_is_a_replay(make_durable_ws: WorkspaceFactory) -> None:
+    ws = make_durable_ws()
     story(ws)
     assert ws.profile("tablet") is None
     assert [m.kind for m in ws.merges("u1")].count("merged") == 1
     url = ws.url
     ws.close()
-    switched = make_ws(url, anonymous_merge="switch")
+    switched = make_durable_ws(url, anonymous_merge="switch")
     assert [m.kind for m in switched.merges("u1")].count("merged") == 0
     assert "switched" in [m.kind for m in switched.merges("u1")]
     fresh = idstitch.open("memory:", anonymous_merge="switch", clock=ws.clock)
@@ -70,11 +68,9 @@ def test_a_policy_change_on_open_is_a_replay(make_ws: WorkspaceFactory, store_ki
     assert switched.dump() == fresh.dump()
 
 
-def test_a_stale_writer_retries_and_wins(make_ws: WorkspaceFactory, store_kind: str) -> None:
-    if store_kind == "memory":
-        pytest.xfail("two workspaces cannot share a memory store")
-    first = make_ws()
-    second = make_ws(first.url)
+def test_a_stale_writer_retries_and_wins(make_durable_ws: WorkspaceFactory) -> None:
+    first = make_durable_ws()
+    second = make_durable_ws(first.url)
     first.identify("d1", "u1", {"a": 1})
     second.set_profile_attributes("d1", {"b": 2})
     # `first` still caches the device at version 1: its append conflicts, it reloads, it wins.
@@ -84,12 +80,10 @@ def test_a_stale_writer_retries_and_wins(make_ws: WorkspaceFactory, store_kind: 
 
 
 def test_conflict_reaches_the_caller_only_when_retries_run_out(
-    make_ws: WorkspaceFactory, store_kind: str
+    make_durable_ws: WorkspaceFactory,
 ) -> None:
-    if store_kind == "memory":
-        pytest.xfail("two workspaces cannot share a memory store")
-    first = make_ws()
-    second = make_ws(first.url)
+    first = make_durable_ws()
+    second = make_durable_ws(first.url)
     first.identify("d1", "u1")
     second.identify("d1", "u1", {"b": 2})
     first.retries = 1
@@ -100,13 +94,11 @@ def test_conflict_reaches_the_caller_only_when_retries_run_out(
 
 
 def test_concurrent_writers_on_one_device_all_land(
-    make_ws: WorkspaceFactory, store_kind: str
+    make_durable_ws: WorkspaceFactory,
 ) -> None:
-    if store_kind == "memory":
-        pytest.xfail("two workspaces cannot share a memory store")
-    writers = [make_ws(None) for _ in range(1)]
+    writers = [make_durable_ws(None) for _ in range(1)]
     url = writers[0].url
-    writers += [make_ws(url) for _ in range(3)]
+    writers += [make_durable_ws(url) for _ in range(3)]
     for w in writers:
         w.retries = 50
     errors: list[BaseException] = []

@@ -1,0 +1,132 @@
+"""The storage ports' contracts: one abstract class, one subclass per store (after eventsourcing).
+
+Memory, SQLite and PostgreSQL must prove the same behaviour: rows and tracking position commit
+together or not at all, and the event log appends, reads back and refuses a stale version.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+
+from idstitch.adapters import Stores, open_stores
+from idstitch.adapters.eventlog import WriteConflict
+from idstitch.domain.device import Device
+from idstitch.domain.events import Identified
+from idstitch.testing import TemporaryPostgres
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+_n = itertools.count()
+
+
+def common(message_id: str | None = None) -> dict[str, object]:
+    return {"message_id": message_id, "timestamp": T0, "recorded_at": T0}
+
+
+class StoreContract:
+    """Subclasses provide ``stores``: a fresh, empty store."""
+
+    @pytest.fixture
+    def stores(self) -> Iterator[Stores]:
+        raise NotImplementedError
+
+    # The projection store port.
+
+    def test_a_new_projection_starts_at_zero(self, stores: Stores) -> None:
+        assert stores.rows.position("x") == 0
+        assert stores.rows.get("p", "nobody") is None
+
+    def test_rows_and_position_commit_together(self, stores: Stores) -> None:
+        with stores.rows.transaction("x") as tx:
+            assert tx.position == 0
+            tx.write({("p", "a"): b"1", ("p", "b"): b"2", ("d", "a"): b"3"}, 7, "m=1")
+        assert stores.rows.position("x") == 7
+        assert stores.rows.meta("x") == "m=1"
+        assert list(stores.rows.scan("p")) == [("a", b"1"), ("b", b"2")]
+        assert stores.rows.get_many("d", ["a", "zz"]) == {"a": b"3"}
+        with stores.rows.transaction("x") as tx:
+            assert tx.position == 7
+            assert tx.get_many("p", ["a"]) == {"a": b"1"}
+            tx.write({("p", "a"): None, ("p", "b"): b"22"}, 9, "m=1")
+        assert list(stores.rows.scan("p")) == [("b", b"22")]
+
+    def test_an_error_rolls_back_rows_and_position(self, stores: Stores) -> None:
+        with stores.rows.transaction("x") as tx:
+            tx.write({("p", "a"): b"1"}, 1, None)
+        with pytest.raises(RuntimeError), stores.rows.transaction("x") as tx:
+            tx.write({("p", "a"): b"changed", ("p", "new"): b"n"}, 2, None)
+            raise RuntimeError("crash before commit")
+        assert stores.rows.position("x") == 1
+        assert list(stores.rows.scan("p")) == [("a", b"1")]
+
+    def test_many_keys_in_one_read(self, stores: Stores) -> None:
+        rows: dict[tuple[str, str], bytes | None] = {("i", f"k{i}"): b"v" for i in range(1200)}
+        with stores.rows.transaction("x") as tx:
+            tx.write(rows, 1, None)
+        assert len(stores.rows.get_many("i", [f"k{i}" for i in range(1300)])) == 1200
+
+    def test_reset_drops_rows_and_tracking(self, stores: Stores) -> None:
+        with stores.rows.transaction("x") as tx:
+            tx.write({("p", "a"): b"1", ("t", "a"): b"2"}, 5, None)
+        stores.rows.reset("x", ["p"])
+        assert stores.rows.position("x") == 0
+        assert list(stores.rows.scan("p")) == []
+        assert list(stores.rows.scan("t")) == [("a", b"2")]
+
+    # The event log port.
+
+    def test_append_read_and_load(self, stores: Stores) -> None:
+        device = Device("d1")
+        device.identify("u1", {"a": [1, {"b": None}]}, **common("m1"))
+        device.identify("u2", {}, **common("m2"))
+        positions = stores.log.append(device)
+        assert len(positions) == 2 and positions[0] < positions[1]
+        assert stores.log.head() == positions[1]
+        events = stores.log.read(0, 10)
+        assert [e.position for e in events] == positions
+        first = events[0].event
+        assert isinstance(first, Identified)
+        assert first == Identified(device_id="d1", user_id="u1", traits={"a": [1, {"b": None}]},
+                                   **common("m1"))  # type: ignore[arg-type]
+        assert stores.log.read(positions[0], 10)[0].position == positions[1]
+        loaded = stores.log.load("d1")
+        assert loaded is not None
+        assert (loaded.version, loaded.user_id, loaded.is_duplicate("m1")) == (2, "u2", True)
+        assert stores.log.load("never") is None
+
+    def test_a_stale_version_is_refused(self, stores: Stores) -> None:
+        device = Device("d1")
+        device.identify("u1", {}, **common())
+        stores.log.append(device)
+        stale = Device("d1")
+        stale.identify("u2", {}, **common())
+        with pytest.raises(WriteConflict):
+            stores.log.append(stale)
+        assert [e.event.user_id for e in stores.log.read(0, 10)] == ["u1"]  # type: ignore[attr-defined]
+
+
+class TestMemory(StoreContract):
+    @pytest.fixture
+    def stores(self) -> Iterator[Stores]:
+        s = open_stores("memory:")
+        yield s
+        s.close()
+
+
+class TestSqlite(StoreContract):
+    @pytest.fixture
+    def stores(self, tmp_path: object) -> Iterator[Stores]:
+        s = open_stores(f"sqlite:///{tmp_path}/contract.db")
+        yield s
+        s.close()
+
+
+class TestPostgres(StoreContract):
+    @pytest.fixture
+    def stores(self, postgres: TemporaryPostgres) -> Iterator[Stores]:
+        s = open_stores(postgres.url("idstitch_tests") + f"?schema=contract{next(_n)}")
+        yield s
+        s.close()
