@@ -65,7 +65,12 @@ def open_stores(url: str | None = None) -> Stores:
             raise InvalidCommand("url", "a sqlite URL needs a file path: sqlite:///path/to/file.db")
         log = DeviceLog({"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": path,
                          "SQLITE_LOCK_TIMEOUT": "30"})
-        return Stores(url, log, SqliteProjectionStore(path))
+        try:
+            rows: ClosableStore = SqliteProjectionStore(path)
+        except BaseException:
+            log.close()
+            raise
+        return Stores(url, log, rows)
     if url.startswith(("postgresql://", "postgres://")):
         from idstitch.adapters.postgres import PostgresProjectionStore
 
@@ -82,8 +87,19 @@ def open_stores(url: str | None = None) -> Stores:
         }
         if schema:
             env["POSTGRES_SCHEMA"] = schema
-        conninfo = parts._replace(query="").geturl()
+        # Both stores connect with the same explicit parts, so libpq's own defaults can never
+        # send the projection rows to another database than the events.
+        conninfo = " ".join(f"{k}='{v}'" for k, v in (
+            ("host", env["POSTGRES_HOST"]), ("port", env["POSTGRES_PORT"]),
+            ("dbname", env["POSTGRES_DBNAME"]), ("user", env["POSTGRES_USER"]),
+            ("password", env["POSTGRES_PASSWORD"])) if v)
+        # The projection store opens first: it creates the schema the event table goes into.
         rows = PostgresProjectionStore(conninfo, schema=schema)
-        return Stores(url, DeviceLog(env), rows)
+        try:
+            log = DeviceLog(env)
+        except BaseException:
+            rows.close()
+            raise
+        return Stores(url, log, rows)
     raise InvalidCommand("url", f"unsupported store URL {url!r}: use memory:, sqlite:///path "
                                 "or postgresql://user:pw@host:port/db")

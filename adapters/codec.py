@@ -12,7 +12,6 @@ from uuid import UUID
 
 import msgspec
 from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
-
 from idstitch.domain.device import Recorded
 from idstitch.domain.events import AnyDeviceEvent, DeviceEvent
 

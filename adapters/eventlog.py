@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError, Mapper
-
+from eventsourcing.persistence import IntegrityError, Mapper, PersistenceError
 from idstitch.adapters.codec import EventCodec, StructMapper
 from idstitch.domain.device import Device, project_device
+from idstitch.domain.errors import StoreError
 from idstitch.projections.store import LoggedEvent
 
 
 class WriteConflict(Exception):
     """Another writer appended to the same device first: reload and run the command again."""
+
+
+@contextmanager
+def translated(what: str) -> Iterator[None]:
+    """The one choke point where the recorders' errors become idstitch errors."""
+    try:
+        yield
+    except IntegrityError as e:
+        raise WriteConflict(str(e)) from e
+    except PersistenceError as e:
+        raise StoreError(f"{what}: {e}") from e
 
 
 class DeviceLog(Application[UUID]):
@@ -25,7 +37,8 @@ class DeviceLog(Application[UUID]):
 
     def __init__(self, env: dict[str, str], codec: EventCodec | None = None) -> None:
         self.codec = codec or EventCodec()
-        super().__init__(env=env)
+        with translated("cannot open the event store"):
+            super().__init__(env=env)
 
     def construct_mapper(self) -> Mapper[UUID]:
         """Our msgspec mapper instead of the stock JSON one."""
@@ -34,28 +47,28 @@ class DeviceLog(Application[UUID]):
     def load(self, device_id: str) -> Device | None:
         """The device as its events say, or None if it never recorded anything."""
         try:
-            device: Device = self.repository.get(
-                Device.create_id(device_id), projector_func=project_device
-            )
+            with translated("cannot load a device"):
+                device: Device = self.repository.get(
+                    Device.create_id(device_id), projector_func=project_device
+                )
         except AggregateNotFoundError:
             return None
         return device
 
     def append(self, *devices: Device) -> list[int]:
         """Save the devices' pending events in one transaction; their log positions."""
-        try:
-            recordings = self.save(*devices)  # type: ignore[arg-type]
-        except IntegrityError as e:
-            raise WriteConflict(str(e)) from e
+        with translated("cannot append events"):
+            recordings = self.save(*devices)
         return [r.notification.id for r in recordings]
 
     def read(self, after: int, limit: int) -> Sequence[LoggedEvent]:
         """Events after a position, decoded."""
         decode = self.codec.decode
         out = []
-        for n in self.recorder.select_notifications(
-            start=after, limit=limit, inclusive_of_start=False
-        ):
+        with translated("cannot read the log"):
+            notifications = self.recorder.select_notifications(
+                start=after, limit=limit, inclusive_of_start=False)
+        for n in notifications:
             originator_id: Any = n.originator_id
             if not isinstance(originator_id, UUID):
                 originator_id = UUID(str(originator_id))
@@ -65,11 +78,13 @@ class DeviceLog(Application[UUID]):
 
     def head(self) -> int:
         """The last position (0 when empty)."""
-        return self.recorder.max_notification_id() or 0
+        with translated("cannot read the log"):
+            return self.recorder.max_notification_id() or 0
 
     def events_of(self, device_id: str) -> list[LoggedEvent]:
         """A device's own events, in version order (positions are not known here: 0)."""
         out = []
+        recorded: Any
         for recorded in self.events.get(Device.create_id(device_id)):
             out.append(LoggedEvent(0, recorded.originator_id, recorded.originator_version,
                                    recorded.event))

@@ -7,10 +7,9 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from psycopg_pool import ConnectionPool
-
 from idstitch.adapters.sqlstore import Cursor, SqlProjectionStore
-from idstitch.domain.errors import IdstitchError
+from idstitch.domain.errors import StoreError
+from psycopg_pool import ConnectionPool
 
 
 class PostgresProjectionStore(SqlProjectionStore):
@@ -26,15 +25,15 @@ class PostgresProjectionStore(SqlProjectionStore):
             kwargs["options"] = f"-c search_path={schema}"
         try:
             if schema:
-                with psycopg.connect(conninfo, autocommit=True) as conn:
+                with psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
                     conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
             self._pool = ConnectionPool(conninfo, min_size=1, max_size=pool_size, kwargs=kwargs,
-                                        open=True)
+                                        open=True, timeout=10)
             with self._pool.connection() as conn:
                 for ddl in self.schema():
                     conn.execute(ddl)
         except psycopg.Error as e:
-            raise IdstitchError(f"cannot open PostgreSQL projection store: {e}") from e
+            raise StoreError(f"cannot open PostgreSQL projection store: {e}") from e
 
     @contextmanager
     def _cursor(self, *, write: bool) -> Iterator[Cursor]:
@@ -42,7 +41,7 @@ class PostgresProjectionStore(SqlProjectionStore):
             with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
                 yield cur
         except psycopg.OperationalError as e:
-            raise IdstitchError(f"PostgreSQL is unavailable: {e}") from e
+            raise StoreError(f"PostgreSQL is unavailable: {e}") from e
 
     def close(self) -> None:
         """Close the pool."""

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from idstitch.adapters.sqlstore import Cursor, SqlProjectionStore
-from idstitch.domain.errors import IdstitchError
+from idstitch.domain.errors import StoreError
 
 
 class SqliteProjectionStore(SqlProjectionStore):
@@ -25,7 +25,7 @@ class SqliteProjectionStore(SqlProjectionStore):
             for ddl in self.schema():
                 self._conn.execute(ddl)
         except sqlite3.Error as e:
-            raise IdstitchError(f"cannot open SQLite database {path!r}: {e}") from e
+            raise StoreError(f"cannot open SQLite database {path!r}: {e}") from e
         self._lock = threading.RLock()
 
     @contextmanager

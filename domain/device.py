@@ -163,8 +163,8 @@ class Device:
         """Record the SDK configuration; with a customer user id it is an identify as well."""
         if self.is_duplicate(message_id):
             return False
-        common = {"device_id": self.device_id, "message_id": message_id,
-                  "timestamp": timestamp, "recorded_at": recorded_at}
+        common: dict[str, Any] = {"device_id": self.device_id, "message_id": message_id,
+                                  "timestamp": timestamp, "recorded_at": recorded_at}
         self._record(DeviceActivated(
             auto_track_device_attributes=auto_track, platform=platform, sdk=sdk, **common))
         if customer_user_id is not None:

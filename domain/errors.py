@@ -43,3 +43,11 @@ class Suppressed(IdstitchError):
 
 class ConcurrencyConflict(IdstitchError):
     """Concurrent writers kept changing the same device; retries ran out."""
+
+
+class StoreError(IdstitchError):
+    """The database failed (unreachable, locked, unwritable); the driver's error is the cause."""
+
+
+class PolicyMismatch(IdstitchError):
+    """The projection rows were built under another ``anonymous_merge`` policy."""

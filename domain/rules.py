@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import msgspec
-
 from idstitch.domain.errors import InvalidCommand
 
 MAX_ID_BYTES = 150

@@ -18,10 +18,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from idstitch.adapters import open_stores
+import idstitch
 from idstitch.demo import HEADING, INDENT, run_demo
 from idstitch.errors import IdstitchError, InvalidCommand
-from idstitch.projections.identity import POLICIES, IdentityProjection
+from idstitch.projections.identity import POLICIES
 from idstitch.projections.views import Profile
 from idstitch.render import merges_table, person_label, profile_renderable
 from idstitch.workspace import Workspace
@@ -33,24 +33,10 @@ Handler = Callable[[argparse.Namespace, Console, Console], int]
 
 
 def open_workspace(url: str | None, policy: str | None = None) -> Workspace:
-    """Open the store with ``policy``, or with the policy its projection was built under.
-
-    ``idstitch.open`` rebuilds the projection when the policy it is given differs from the
-    stored one; a read-only command like ``profile`` must not silently re-stitch a store that
-    was built under ``switch``, so without an explicit policy the stored one is kept.
-    """
-    stores = open_stores(url)
-    try:
-        if policy is None:
-            meta = stores.rows.meta(IdentityProjection.name) or ""
-            stored = meta.partition("anonymous_merge=")[2]
-            policy = stored if stored in POLICIES else "merge"
-        if policy not in POLICIES:
-            raise InvalidCommand("policy", f"must be one of {', '.join(POLICIES)}")
-        return Workspace(stores, anonymous_merge=policy)
-    except BaseException:
-        stores.close()
-        raise
+    """Open the store; without ``policy`` it keeps the policy its projection was built under."""
+    if policy is not None and policy not in POLICIES:
+        raise InvalidCommand("policy", f"must be one of {', '.join(POLICIES)}")
+    return idstitch.open(url, anonymous_merge=policy)
 
 
 def _not_found(err: Console, identifier: str) -> int:

@@ -5,6 +5,8 @@ from idstitch.domain.errors import (
     IdstitchError,
     InvalidCommand,
     NotIdentified,
+    PolicyMismatch,
+    StoreError,
     Suppressed,
     UnknownPerson,
 )
@@ -14,6 +16,8 @@ __all__ = [
     "IdstitchError",
     "InvalidCommand",
     "NotIdentified",
+    "PolicyMismatch",
+    "StoreError",
     "Suppressed",
     "UnknownPerson",
 ]

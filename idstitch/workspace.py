@@ -43,14 +43,18 @@ class Workspace:
         self,
         stores: Stores,
         *,
-        anonymous_merge: Policy = "merge",
+        anonymous_merge: Policy | None = None,
         clock: Clock = utc_now,
         auto_catch_up: bool = True,
     ) -> None:
         self._stores = stores
         self.log = stores.log
         self.rows = stores.rows
-        self.identity = IdentityProjection(anonymous_merge)
+        stored = stores.rows.meta(IdentityProjection.name)
+        built_under = IdentityProjection.policy_of(stored)
+        # No policy asked for: keep the one the rows were built under, so a read-only open never
+        # re-stitches a store. A different policy asked for: that is a replay, done right here.
+        self.identity = IdentityProjection(anonymous_merge or built_under or "merge")
         self.clock = clock
         self.auto_catch_up = auto_catch_up
         self.retries = RETRIES
@@ -58,9 +62,7 @@ class Workspace:
         self.reader = Reader(stores.rows)
         self._devices: OrderedDict[str, Device] = OrderedDict()
         self._lock = threading.RLock()
-        stored = self.rows.meta(self.identity.name)
         if stored is not None and stored != self.identity.meta:
-            # The rows were built under another policy: a policy change is a replay.
             self.rebuild()
 
     @property
@@ -330,17 +332,21 @@ class Workspace:
         return {kind: list(self.rows.scan(kind)) for kind in KINDS}
 
 
-def open(  # noqa: A001 - the public name the spec fixes (idstitch.open)
+def open(
     url: str | None = None,
     *,
-    anonymous_merge: Policy = "merge",
+    anonymous_merge: Policy | None = None,
     clock: Clock | None = None,
     auto_catch_up: bool = True,
 ) -> Workspace:
     """Open a workspace: ``memory:``, ``sqlite:///path`` (default ``./idstitch.db``),
     or ``postgresql://user:pw@host:port/db`` (``?schema=name`` for a schema of its own).
-    ``IDSTITCH_DATABASE_URL`` is read when no url is given."""
-    if anonymous_merge not in ("merge", "switch"):
+    ``IDSTITCH_DATABASE_URL`` is read when no url is given.
+
+    ``anonymous_merge``: ``"merge"`` (Customer.io, Segment, PostHog) or ``"switch"`` (Adapty).
+    Left out, a new store uses ``"merge"`` and an existing one keeps the policy it was built
+    under; a different policy replays the log into the projection (a rebuild)."""
+    if anonymous_merge is not None and anonymous_merge not in ("merge", "switch"):
         raise InvalidCommand("anonymous_merge", f"must be 'merge' or 'switch', got {anonymous_merge!r}")
     stores = open_stores(url)
     try:

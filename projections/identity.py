@@ -14,6 +14,7 @@ from uuid import NAMESPACE_URL, uuid5
 
 from idstitch.domain import attributes
 from idstitch.domain.device import anonymous_id_for, anonymous_person_id, new_person_id
+from idstitch.domain.errors import PolicyMismatch
 from idstitch.domain.events import (
     DeviceActivated,
     DeviceAttributesChanged,
@@ -63,6 +64,12 @@ class IdentityProjection:
         """The configuration the rows were built under: a different one needs a rebuild."""
         return f"anonymous_merge={self.policy}"
 
+    @staticmethod
+    def policy_of(meta: str | None) -> Policy | None:
+        """The policy recorded in a tracking meta, if any."""
+        value = (meta or "").partition("anonymous_merge=")[2]
+        return "switch" if value == "switch" else "merge" if value == "merge" else None
+
     def catch_up(
         self,
         log: EventLog,
@@ -70,8 +77,18 @@ class IdentityProjection:
         progress: Callable[[int], None] | None = None,
     ) -> int:
         """Apply every event after the tracking position, a batch per transaction."""
+        if store.position(self.name) >= log.head():
+            # Up to date: answer without taking the projection's write lock, so queries from
+            # several processes do not queue behind each other.
+            return store.position(self.name)
         while True:
             with store.transaction(self.name) as tx:
+                if tx.meta is not None and tx.meta != self.meta:
+                    # Another process rebuilt the rows under the other policy: applying events
+                    # under ours would mix both. Refuse; reopening picks the stored policy.
+                    raise PolicyMismatch(
+                        f"the identity projection was built under {tx.meta}, this workspace "
+                        f"uses {self.meta}: reopen without anonymous_merge, or rebuild")
                 if tx.position != self._cached_at or len(self._cache) > CACHE_LIMIT:
                     # Another writer moved the projection, or the cache grew: start cold.
                     self._cache = {}
@@ -173,6 +190,9 @@ class IdentityProjection:
         elif not current.identified and target is None:
             current.identified = True
             self._claim(unit, current, kind, value, pos)
+            if current.email is None:
+                # An email given while anonymous becomes an identifier when the person is named.
+                self._claim_attribute_email(unit, current, pos)
             self._record(unit, "converted", dev.anonymous_id, current, current, dev, pos, ts)
             person = current
         elif not current.identified and target is not None and self.policy == "merge":
@@ -248,8 +268,15 @@ class IdentityProjection:
     def _claim_trait_email(
         self, unit: Unit, person: PersonRow, traits: dict[str, object], pos: int
     ) -> None:
-        email = traits.get("email")
-        if person.identified and isinstance(email, str) and "@" in email:
+        if "email" in traits:
+            self._claim_attribute_email(unit, person, pos)
+
+    def _claim_attribute_email(self, unit: Unit, person: PersonRow, pos: int) -> None:
+        # The identifier follows the winning value of the `email` attribute (last writer wins on
+        # the client clock), so a late event with an older email cannot move it.
+        slot = person.attrs.get("email")
+        present, email = slot.value() if slot is not None else (False, None)
+        if person.identified and present and isinstance(email, str) and "@" in email:
             self._claim_email(unit, person, normalize_email(email), pos)
 
     def _claim_email(self, unit: Unit, person: PersonRow, email: str, pos: int) -> None:

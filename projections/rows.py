@@ -7,7 +7,6 @@ Kinds: ``p`` person, ``d`` device, ``i`` identifier -> person id, ``t`` token ->
 from __future__ import annotations
 
 import msgspec
-
 from idstitch.domain.attributes import Slot
 
 PERSON = "p"

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-
 from idstitch.projections.rows import (
     DEVICE,
     IDENTIFIER,

@@ -6,10 +6,17 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import msgspec
-
 from idstitch.domain import attributes
 from idstitch.domain.rules import PERSON_PREFIX, normalize_email
-from idstitch.projections.rows import DEVICE, IDENTIFIER, MERGE, PERSON, DeviceRow, MergeRow, PersonRow
+from idstitch.projections.rows import (
+    DEVICE,
+    IDENTIFIER,
+    MERGE,
+    PERSON,
+    DeviceRow,
+    MergeRow,
+    PersonRow,
+)
 from idstitch.projections.store import from_micros
 from idstitch.projections.unit import decode_row, identifier_key
 

@@ -173,3 +173,20 @@ def test_traits_email_held_by_another_person_is_not_merged(ws: Workspace) -> Non
     refused = ws.reader.person_row(u2.person_id).refused  # type: ignore[union-attr]
     assert [(r.kind, r.value, r.held_by) for r in refused] == [
         ("email", "shared@example.com", u1.person_id)]
+
+
+def test_an_email_given_while_anonymous_becomes_an_identifier_on_conversion(ws: Workspace) -> None:
+    ws.set_profile_attributes("d1", {"email": "Early@Example.com"})
+    ws.identify("d1", "u1")
+    person = ws.profile("early@example.com")
+    assert person is not None and person.identifiers == {"id": "u1", "email": "early@example.com"}
+
+
+def test_the_email_identifier_follows_the_winning_attribute(ws: Workspace) -> None:
+    ws.identify("d1", "u1", {"email": "new@example.com"}, timestamp=at(10))
+    ws.set_profile_attributes("d1", {"email": "old@example.com"}, timestamp=at(5))
+    person = ws.profile("u1")
+    assert person is not None
+    assert person.attributes["email"] == "new@example.com"
+    assert person.identifiers["email"] == "new@example.com"
+    assert ws.profile("old@example.com") is None

@@ -11,11 +11,11 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
-
 from idstitch.adapters import Stores, open_stores
 from idstitch.adapters.eventlog import WriteConflict
 from idstitch.domain.device import Device
 from idstitch.domain.events import Identified
+
 from idstitch.testing import TemporaryPostgres
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
