@@ -10,11 +10,20 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import cast
 
+import msgspec
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -171,6 +180,69 @@ def cmd_rebuild(args: argparse.Namespace, console: Console, err: Console) -> int
     return 0
 
 
+def _count_lines(path: str) -> int:
+    with open(path, "rb") as f:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+
+
+def _lines(path: str) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        yield from f
+
+
+def cmd_ingest(args: argparse.Namespace, console: Console, err: Console) -> int:
+    """Ingest an NDJSON file of Segment-spec messages with a progress bar and a report."""
+    path: str = args.file
+    if not os.path.isfile(path):
+        raise InvalidCommand("FILE", f"{path!r} is not a readable file")
+    total = _count_lines(path)
+    started = time.perf_counter()
+    with open_workspace(args.db, args.policy) as ws:
+        head_before = ws.log.head()
+        columns = (TextColumn("ingesting"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[rate]} msg/s"), TextColumn("eta"),
+                   TimeRemainingColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=console, transient=False) as bar:
+            task = bar.add_task("ingest", total=total, rate="-")
+
+            def advance(n: int) -> None:
+                bar.advance(task, n)
+                done = bar.tasks[0].completed
+                bar.update(task, rate=f"{done / max(time.perf_counter() - started, 1e-9):,.0f}")
+
+            report = ws.ingest(_lines(path), batch_size=args.batch, progress=advance)
+            bar.update(task, completed=total)
+        elapsed = time.perf_counter() - started
+        events = ws.log.head() - head_before
+    summary = Table(title=f"ingest {path}", show_header=False, box=None)
+    for name, value in (("messages", total), ("accepted", report.accepted),
+                        ("duplicates", report.duplicates), ("ignored", report.ignored),
+                        ("rejected", len(report.rejected)), ("events recorded", events),
+                        ("seconds", f"{elapsed:.2f}"), ("messages/s", f"{total / elapsed:,.0f}")):
+        summary.add_row(name, str(value))
+    console.print(summary)
+    if report.rejected:
+        for index, reason in report.rejected[:10]:
+            err.print(Text(f"line {index + 1}: {reason}", style="yellow"), soft_wrap=True)
+        if len(report.rejected) > 10:
+            err.print(Text(f"... and {len(report.rejected) - 10} more", style="yellow"))
+        if args.rejects:
+            _write_rejects(path, args.rejects, report.rejected)
+            console.print(f"rejected lines with their reasons: {args.rejects}")
+    return 0
+
+
+def _write_rejects(path: str, out: str, rejected: list[tuple[int, str]]) -> None:
+    """Each rejected line as JSON: its line number, the reason, and the line itself."""
+    reasons = dict(rejected)
+    encode = msgspec.json.Encoder().encode
+    with open(out, "wb") as f:
+        for index, line in enumerate(_lines(path)):
+            if index in reasons:
+                raw = line.rstrip(b"\n").decode("utf-8", "replace")
+                f.write(encode({"line": index + 1, "reason": reasons[index], "raw": raw}) + b"\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for docs and tests)."""
     # --db and --policy are accepted before or after the subcommand; SUPPRESS keeps a
@@ -203,6 +275,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("merges", cmd_merges,
         "list a person's conversions, merges and switches").add_argument("id", metavar="ID")
     add("rebuild", cmd_rebuild, "replay the log from position 0 into fresh projections")
+    ingest = add("ingest", cmd_ingest,
+                 "ingest an NDJSON file of Segment-spec messages (Customer.io mobile SDK traffic)")
+    ingest.add_argument("file", metavar="FILE.ndjson")
+    ingest.add_argument("--batch", type=int, default=1000, metavar="N",
+                        help="messages per transaction (default 1000)")
+    ingest.add_argument("--rejects", metavar="FILE",
+                        help="write rejected lines with their reasons to FILE (JSON lines)")
     return parser
 
 

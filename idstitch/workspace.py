@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
-from idstitch.adapters import Stores, open_stores
+from idstitch.adapters import Stores, open_stores, segment
 from idstitch.adapters.eventlog import WriteConflict
 from idstitch.domain import rules
 from idstitch.domain.device import Device
-from idstitch.domain.errors import ConcurrencyConflict, InvalidCommand, UnknownPerson
+from idstitch.domain.errors import ConcurrencyConflict, IdstitchError, InvalidCommand, UnknownPerson
 from idstitch.projections.identity import IdentityProjection, Policy
 from idstitch.projections.rows import KINDS
 from idstitch.projections.views import Device as DeviceView
@@ -34,6 +35,24 @@ RETRIES = 5
 def utc_now() -> datetime:
     """The default clock."""
     return datetime.now(UTC)
+
+
+class Pending(NamedTuple):
+    """A validated command waiting for its batch to be written."""
+
+    device_id: str
+    message_id: str | None
+    command: Callable[[Device], bool]
+
+
+@dataclass
+class IngestReport:
+    """What a bulk ingest did: counts, and each rejected message's index and reason."""
+
+    accepted: int = 0
+    duplicates: int = 0
+    ignored: int = 0
+    rejected: list[tuple[int, str]] = field(default_factory=list)
 
 
 class Workspace:
@@ -62,6 +81,7 @@ class Workspace:
         self.reader = Reader(stores.rows)
         self._devices: OrderedDict[str, Device] = OrderedDict()
         self._lock = threading.RLock()
+        self._local = threading.local()
         if stored is not None and stored != self.identity.meta:
             self.rebuild()
 
@@ -101,8 +121,15 @@ class Workspace:
         return {"message_id": message_id, "timestamp": rules.client_time(ts, sent, now),
                 "recorded_at": now}
 
-    def _run(self, device_id: object, command: Callable[[Device], bool]) -> int | None:
+    def _run(
+        self, device_id: object, message_id: str | None, command: Callable[[Device], bool]
+    ) -> int | None:
         device_id = rules.check_id("device_id", device_id)
+        collecting: list[Pending] | None = getattr(self._local, "collecting", None)
+        if collecting is not None:
+            # Inside ingest: the command is valid; it runs when the batch is written.
+            collecting.append(Pending(device_id, message_id, command))
+            return None
         with self._lock:
             for _ in range(self.retries):
                 device = self._devices.pop(device_id, None) or self.log.load(device_id)
@@ -113,9 +140,7 @@ class Workspace:
                 except WriteConflict:
                     # Someone else appended to this device first: reload it and decide again.
                     continue
-                self._devices[device_id] = device
-                if len(self._devices) > DEVICE_CACHE_SIZE:
-                    self._devices.popitem(last=False)
+                self._remember(device)
                 if not positions:
                     return None
                 if self.auto_catch_up:
@@ -123,6 +148,109 @@ class Workspace:
                 return positions[-1]
         raise ConcurrencyConflict(f"device {device_id!r}: other writers kept winning "
                                   f"({self.retries} attempts)")
+
+    def _remember(self, device: Device) -> None:
+        self._devices[device.device_id] = device
+        if len(self._devices) > DEVICE_CACHE_SIZE:
+            self._devices.popitem(last=False)
+
+    def _device(self, device_id: str) -> Device:
+        return self._devices.pop(device_id, None) or self.log.load(device_id) or Device(device_id)
+
+    # Bulk.
+
+    def ingest(
+        self,
+        messages: Iterable[dict[str, Any] | str | bytes],
+        *,
+        batch_size: int = 1000,
+        progress: Callable[[int], None] | None = None,
+    ) -> IngestReport:
+        """Ingest Segment-spec messages (dicts, or JSON str/bytes lines), a transaction a batch.
+
+        Each message is decoded and validated whole before any of it runs, so a rejected one
+        leaves nothing behind; it is reported with its index and reason, and the rest go on.
+        The input is streamed: only one batch is held at a time.
+        """
+        if batch_size < 1:
+            raise InvalidCommand("batch_size", "must be at least 1")
+        report = IngestReport()
+        batch: list[tuple[int, list[Pending]]] = []
+        for index, raw in enumerate(messages):
+            try:
+                calls = segment.to_calls(segment.decode(raw))
+                if calls is None:
+                    report.ignored += 1
+                    continue
+                pending: list[Pending] = []
+                self._local.collecting = pending
+                try:
+                    for call in calls:
+                        getattr(self, call.method)(call.device_id, *call.args, **call.kwargs)
+                finally:
+                    self._local.collecting = None
+            except IdstitchError as e:
+                report.rejected.append((index, str(e)))
+                continue
+            batch.append((index, pending))
+            if len(batch) >= batch_size:
+                self._write_batch(batch, report)
+                if progress is not None:
+                    progress(len(batch))
+                batch = []
+        if batch:
+            self._write_batch(batch, report)
+            if progress is not None:
+                progress(len(batch))
+        return report
+
+    def _write_batch(self, batch: list[tuple[int, list[Pending]]], report: IngestReport) -> None:
+        """Run a batch of validated messages and append all their events in one transaction."""
+        with self._lock:
+            devices: dict[str, Device] = {}
+            outcomes: list[bool | None] = []
+            for _, pending in batch:
+                first = pending[0]
+                device = devices.get(first.device_id) or self._device(first.device_id)
+                devices[first.device_id] = device
+                if device.is_duplicate(first.message_id):
+                    outcomes.append(None)
+                    continue
+                recorded = False
+                for p in pending:
+                    device = devices.get(p.device_id) or self._device(p.device_id)
+                    devices[p.device_id] = device
+                    recorded = p.command(device) or recorded
+                outcomes.append(recorded)
+            try:
+                self.log.append(*devices.values())
+            except WriteConflict:
+                # Another writer touched one of these devices: none of the batch was written.
+                # Forget what we applied and run the messages one by one, with retries.
+                self._write_one_by_one(batch, report)
+                return
+            for device in devices.values():
+                self._remember(device)
+            report.accepted += sum(1 for o in outcomes if o is not None)
+            report.duplicates += sum(1 for o in outcomes if o is None)
+            if self.auto_catch_up:
+                self.catch_up()
+
+    def _write_one_by_one(self, batch: list[tuple[int, list[Pending]]], report: IngestReport) -> None:
+        for _, pending in batch:
+            first = pending[0]
+            if self._device_fresh(first.device_id).is_duplicate(first.message_id):
+                report.duplicates += 1
+                continue
+            for p in pending:
+                self._run(p.device_id, p.message_id, p.command)
+            report.accepted += 1
+
+    def _device_fresh(self, device_id: str) -> Device:
+        self._devices.pop(device_id, None)
+        device = self._device(device_id)
+        self._remember(device)
+        return device
 
     def activate(
         self,
@@ -144,7 +272,7 @@ class Workspace:
         plat = None if platform is None else rules.check_text("platform", platform)
         sdk_ = rules.check_attributes("sdk", sdk) if sdk is not None else None
         common = self._common(message_id, timestamp)
-        return self._run(device_id, lambda d: d.activate(
+        return self._run(device_id, common["message_id"], lambda d: d.activate(
             customer_user_id=user_id, auto_track=auto_track_device_attributes, platform=plat,
             sdk=sdk_, **common))
 
@@ -163,7 +291,7 @@ class Workspace:
         traits_ = rules.check_attributes("traits", traits)
         self._check_person_ref("user_id", uid)
         common = self._common(message_id, timestamp, sent_at)
-        return self._run(device_id, lambda d: d.identify(uid, traits_, **common))
+        return self._run(device_id, common["message_id"], lambda d: d.identify(uid, traits_, **common))
 
     def _check_person_ref(self, field: str, user_id: str) -> None:
         if rules.classify(user_id) != "cio":
@@ -194,7 +322,8 @@ class Workspace:
         if len(set_) + len(once) + len(gone) > rules.MAX_ATTRIBUTES:
             raise InvalidCommand("traits", f"more than {rules.MAX_ATTRIBUTES} attributes in one call")
         common = self._common(message_id, timestamp, sent_at)
-        return self._run(device_id, lambda d: d.set_profile_attributes(set_, once, gone, **common))
+        return self._run(device_id, common["message_id"], lambda d: (
+            d.set_profile_attributes(set_, once, gone, **common)))
 
     def set_device_attributes(
         self,
@@ -208,7 +337,7 @@ class Workspace:
         """Custom device attributes (nested JSON allowed)."""
         attrs = rules.check_attributes("attributes", attributes, allow_none=False)
         common = self._common(message_id, timestamp, sent_at)
-        return self._run(device_id, lambda d: d.set_device_attributes(attrs, **common))
+        return self._run(device_id, common["message_id"], lambda d: d.set_device_attributes(attrs, **common))
 
     def collect_device_attributes(
         self,
@@ -222,7 +351,8 @@ class Workspace:
         """Auto-collected attributes; dropped when the device turned auto-tracking off."""
         attrs = rules.check_attributes("context", context, allow_none=False)
         common = self._common(message_id, timestamp, sent_at)
-        return self._run(device_id, lambda d: d.collect_device_attributes(attrs, **common))
+        return self._run(device_id, common["message_id"], lambda d: (
+            d.collect_device_attributes(attrs, **common)))
 
     def register_device_token(
         self,
@@ -238,7 +368,8 @@ class Workspace:
         tok = rules.check_text("token", token)
         plat = None if platform is None else rules.check_text("platform", platform)
         common = self._common(message_id, timestamp, sent_at)
-        return self._run(device_id, lambda d: d.register_device_token(tok, plat, **common))
+        return self._run(device_id, common["message_id"], lambda d: (
+            d.register_device_token(tok, plat, **common)))
 
     def remove_device_token(
         self,
@@ -253,7 +384,7 @@ class Workspace:
         tok = rules.check_text("token", token)
         why = rules.check_text("reason", reason)
         common = self._common(message_id, timestamp)
-        return self._run(device_id, lambda d: d.remove_device_token(tok, why, **common))
+        return self._run(device_id, common["message_id"], lambda d: d.remove_device_token(tok, why, **common))
 
     def record_push_status(
         self,
@@ -266,21 +397,22 @@ class Workspace:
         """``last_status`` of the device's token: sent, bounced or suppressed."""
         st = rules.check_text("status", status, allowed=rules.PUSH_STATUSES)
         common = self._common(message_id, timestamp)
-        return self._run(device_id, lambda d: d.record_push_status(st, **common))
+        return self._run(device_id, common["message_id"], lambda d: d.record_push_status(st, **common))
 
     def clear_identify(
         self, device_id: str, *, message_id: str | None = None, timestamp: datetime | None = None
     ) -> int | None:
         """Stop identifying: the device starts a new anonymous session; its token stays."""
         common = self._common(message_id, timestamp)
-        return self._run(device_id, lambda d: d.clear_identify(**common))
+        return self._run(device_id, common["message_id"], lambda d: d.clear_identify(**common))
 
     def logout(
         self, device_id: str, *, message_id: str | None = None, timestamp: datetime | None = None
     ) -> int | None:
         """Adapty's logout: as clear_identify, but an anonymous device raises NotIdentified."""
         common = self._common(message_id, timestamp)
-        return self._run(device_id, lambda d: d.clear_identify(require_identified=True, **common))
+        return self._run(device_id, common["message_id"], lambda d: (
+            d.clear_identify(require_identified=True, **common)))
 
     # Projections.
 
@@ -357,4 +489,4 @@ def open(
         raise
 
 
-__all__ = ["Workspace", "open"]
+__all__ = ["IngestReport", "Workspace", "open"]

@@ -1,0 +1,288 @@
+"""api.md "Bulk": Segment messages, as Customer.io's mobile SDKs send them, mapped message by message."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import msgspec
+import pytest
+from idstitch.adapters.segment import COLLECTED_KEYS, Call, Message, decode, to_calls
+
+from idstitch.errors import InvalidCommand
+
+TS = "2026-03-01T10:00:00.000Z"
+SENT = "2026-03-01T10:00:05+02:00"
+
+
+def message(**fields: Any) -> dict[str, Any]:
+    """A message as the SDK sends it, with the common fields filled in."""
+    base: dict[str, Any] = {"messageId": "m1", "timestamp": TS, "sentAt": SENT,
+                            "anonymousId": "anon-1", "context": {"device": {"id": "dev-1"}}}
+    base.update(fields)
+    return base
+
+
+def device_message(event: str, properties: dict[str, Any] | None = None,
+                   device: dict[str, Any] | None = None) -> dict[str, Any]:
+    dev = {"id": "dev-1", "token": "tok-1", "type": "ios"} if device is None else device
+    return message(type="track", event=event, properties=properties or {}, context={"device": dev})
+
+
+def calls_of(raw: dict[str, Any] | str | bytes) -> list[Call] | None:
+    return to_calls(decode(raw))
+
+
+def common(message_id: str | None = "m1") -> dict[str, Any]:
+    return {"message_id": message_id, "timestamp": datetime(2026, 3, 1, 10, tzinfo=UTC),
+            "sent_at": datetime(2026, 3, 1, 8, 0, 5, tzinfo=UTC)}
+
+
+# Decoding: the three input forms agree.
+
+def test_decode_from_dict_str_and_bytes_agree() -> None:
+    raw = message(type="identify", userId="u1", traits={"first_name": "Ada", "plan": {"tier": 2}},
+                  extra={"ignored": True})
+    line = msgspec.json.encode(raw)
+    decoded = [decode(raw), decode(line.decode()), decode(line)]
+    assert decoded[0] == decoded[1] == decoded[2]
+    msg = decoded[0]
+    assert isinstance(msg, Message)
+    assert (msg.type, msg.user_id, msg.anonymous_id, msg.message_id) == ("identify", "u1", "anon-1", "m1")
+    assert msg.traits == {"first_name": "Ada", "plan": {"tier": 2}}
+    assert msg.context is not None and msg.context.device is not None
+    assert msg.context.device.id == "dev-1"
+
+
+def test_timestamps_are_aware_datetimes_with_their_offset() -> None:
+    msg = decode(message(type="track", event="x"))
+    assert msg.timestamp == datetime(2026, 3, 1, 10, tzinfo=UTC)
+    assert msg.sent_at == datetime(2026, 3, 1, 10, 0, 5, tzinfo=timezone(timedelta(hours=2)))
+
+
+def test_decode_from_dict_accepts_aware_datetime_objects() -> None:
+    at = datetime(2026, 3, 1, 10, tzinfo=UTC)
+    assert decode(message(type="track", timestamp=at)).timestamp == at
+
+
+# identify
+
+def test_identify_with_user_id() -> None:
+    calls = calls_of(message(type="identify", userId="u1", traits={"email": "a@example.com"}))
+    assert calls == [Call("identify", "dev-1", ("u1", {"email": "a@example.com"}), common())]
+
+
+def test_identify_without_traits_passes_none() -> None:
+    calls = calls_of(message(type="identify", userId="u1"))
+    assert calls == [Call("identify", "dev-1", ("u1", None), common())]
+
+
+def test_identify_anonymous_only_sets_profile_attributes_on_the_anonymous_id_device() -> None:
+    raw = message(type="identify", traits={"favorite_food": "pizza"})
+    del raw["context"]
+    assert calls_of(raw) == [
+        Call("set_profile_attributes", "anon-1", ({"favorite_food": "pizza"},), common())
+    ]
+
+
+def test_context_device_id_is_preferred_over_anonymous_id() -> None:
+    calls = calls_of(message(type="identify", traits={"a": 1}))
+    assert calls is not None and [c.device_id for c in calls] == ["dev-1"]
+
+
+def test_anonymous_id_is_the_device_when_context_device_has_no_id() -> None:
+    calls = calls_of(message(type="identify", userId="u1", context={"device": {"type": "ios"}}))
+    assert calls is not None and calls[0].device_id == "anon-1"
+
+
+def test_message_without_message_id_or_times_maps_to_none() -> None:
+    calls = calls_of({"type": "identify", "userId": "u1", "anonymousId": "a1"})
+    assert calls == [Call("identify", "a1", ("u1", None),
+                          {"message_id": None, "timestamp": None, "sent_at": None})]
+
+
+# track "Device Created or Updated"
+
+def test_device_created_token_from_context_and_platform_from_device_type() -> None:
+    calls = calls_of(device_message("Device Created or Updated"))
+    assert calls == [Call("register_device_token", "dev-1", ("tok-1",), {"platform": "ios", **common()})]
+
+
+def test_device_created_token_from_properties_when_context_has_none() -> None:
+    calls = calls_of(device_message("Device Created or Updated", {"token": "tok-p"},
+                                    device={"id": "dev-1", "type": "android"}))
+    assert calls == [
+        Call("register_device_token", "dev-1", ("tok-p",), {"platform": "android", **common()})
+    ]
+
+
+def test_context_token_wins_over_properties_token() -> None:
+    calls = calls_of(device_message("Device Created or Updated", {"token": "tok-p"}))
+    assert calls is not None and calls[0].args == ("tok-1",)
+
+
+def test_device_created_without_platform() -> None:
+    calls = calls_of(device_message("Device Created or Updated", device={"id": "dev-1", "token": "t"}))
+    assert calls is not None and calls[0].kwargs["platform"] is None
+
+
+def test_device_created_splits_collected_and_custom_attributes() -> None:
+    collected = {key: f"v-{key}" for key in sorted(COLLECTED_KEYS)}
+    custom = {"favorite_color": "green", "settings": {"dark_mode": True}, "cleared": None}
+    calls = calls_of(device_message("Device Created or Updated",
+                                    {**collected, **custom, "token": "tok-p"}))
+    assert calls == [
+        Call("register_device_token", "dev-1", ("tok-1",), {"platform": "ios", **common()}),
+        Call("collect_device_attributes", "dev-1", (collected,), common("m1#collected")),
+        Call("set_device_attributes", "dev-1", (custom,), common("m1#custom")),
+    ]
+
+
+def test_collected_keys_are_the_auto_tracked_device_attributes() -> None:
+    assert {
+        "device_os", "device_model", "device_manufacturer", "app_version", "cio_sdk_version",
+        "device_locale", "push_enabled", "timezone", "screen_width", "screen_height",
+        "network_wifi", "network_cellular", "network_bluetooth", "ip",
+    } == COLLECTED_KEYS
+
+
+def test_only_collected_attributes_gives_no_custom_call() -> None:
+    calls = calls_of(device_message("Device Created or Updated", {"device_os": "17.2", "push_enabled": True}))
+    assert calls is not None and [c.method for c in calls] == [
+        "register_device_token", "collect_device_attributes"]
+    assert calls[1].args == ({"device_os": "17.2", "push_enabled": True},)
+
+
+def test_only_custom_attributes_gives_no_collected_call() -> None:
+    calls = calls_of(device_message("Device Created or Updated", {"tier": "gold"}))
+    assert calls is not None and [c.method for c in calls] == [
+        "register_device_token", "set_device_attributes"]
+    assert calls[1].kwargs["message_id"] == "m1#custom"
+
+
+@pytest.mark.parametrize("properties", [{}, None, {"token": "tok-p"}])
+def test_auto_tracking_off_sends_empty_properties_and_only_the_token_is_registered(
+        properties: dict[str, Any] | None) -> None:
+    raw = device_message("Device Created or Updated")
+    raw["properties"] = properties
+    calls = calls_of(raw)
+    assert calls is not None and [c.method for c in calls] == ["register_device_token"]
+
+
+def test_split_calls_without_message_id_carry_none() -> None:
+    raw = device_message("Device Created or Updated", {"device_os": "17", "tier": "gold"})
+    del raw["messageId"]
+    calls = calls_of(raw)
+    assert calls is not None and [c.kwargs["message_id"] for c in calls] == [None, None, None]
+
+
+def test_device_message_on_the_anonymous_id_when_context_has_no_device_id() -> None:
+    calls = calls_of(device_message("Device Created or Updated", device={"token": "t"}))
+    assert calls is not None and calls[0].device_id == "anon-1"
+
+
+# track "Device Deleted"
+
+def test_device_deleted_removes_the_context_token_without_sent_at() -> None:
+    assert calls_of(device_message("Device Deleted")) == [
+        Call("remove_device_token", "dev-1", ("tok-1",),
+             {"reason": "deleted", "message_id": "m1", "timestamp": common()["timestamp"]})
+    ]
+
+
+def test_device_deleted_token_from_properties() -> None:
+    calls = calls_of(device_message("Device Deleted", {"token": "tok-p"}, device={"id": "dev-1"}))
+    assert calls is not None and calls[0].args == ("tok-p",)
+
+
+# Ignored messages
+
+@pytest.mark.parametrize("raw", [
+    message(type="track", event="Order Completed", properties={"total": 3}),
+    message(type="track"),
+    message(type="track", event="device created or updated"),
+    message(type="screen", name="Home"),
+    message(type="page", name="Pricing"),
+    message(type="group", groupId="g1"),
+    message(type="alias", userId="u2", previousId="u1"),
+], ids=["other track", "track without event", "event name differs in case", "screen", "page",
+        "group", "alias"])
+def test_other_messages_are_ignored(raw: dict[str, Any]) -> None:
+    assert calls_of(raw) is None
+
+
+def test_ignored_messages_need_no_device() -> None:
+    assert to_calls(decode({"type": "screen", "name": "Home"})) is None
+
+
+# Bad input: each names its field.
+
+NAIVE = msgspec.json.encode(message(type="identify", userId="u1", timestamp="2026-03-01T10:00:00"))
+
+BAD_DECODE: list[tuple[str, dict[str, Any] | str | bytes, str]] = [
+    ("not JSON bytes", b"{not json", "message"),
+    ("not JSON str", "", "message"),
+    ("trailing garbage", b'{"type": "track"} x', "message"),
+    ("JSON array", b'[{"type": "track"}]', "message"),
+    ("JSON string", b'"identify"', "message"),
+    ("missing type", b'{"userId": "u1"}', "type"),
+    ("missing type in a dict", {"userId": "u1"}, "type"),
+    ("unknown type", b'{"type": "foo"}', "type"),
+    ("type not a string", {"type": 5}, "type"),
+    ("userId a number", b'{"type": "identify", "userId": 42}', "userId"),
+    ("userId a number in a dict", {"type": "identify", "userId": 42}, "userId"),
+    ("naive timestamp", NAIVE, "timestamp"),
+    ("naive timestamp in a dict", message(type="identify", timestamp=datetime(2026, 3, 1)), "timestamp"),
+    ("naive sentAt", message(type="identify", sentAt="2026-03-01T10:00:00"), "sentAt"),
+    ("timestamp not a time", message(type="identify", timestamp="yesterday"), "timestamp"),
+    ("device id a number", message(type="identify", context={"device": {"id": 7}}), "context.device.id"),
+    ("device a list", message(type="track", context={"device": []}), "context.device"),
+    ("traits a list", message(type="identify", traits=["a"]), "traits"),
+    ("properties a string", message(type="track", properties="x"), "properties"),
+]
+
+
+@pytest.mark.parametrize(("raw", "field"), [(raw, field) for _, raw, field in BAD_DECODE],
+                         ids=[name for name, _, _ in BAD_DECODE])
+def test_bad_input_is_rejected_naming_the_field(raw: dict[str, Any] | str | bytes, field: str) -> None:
+    with pytest.raises(InvalidCommand) as caught:
+        decode(raw)
+    assert caught.value.field == field
+    assert caught.value.reason
+
+
+def test_unknown_type_says_which_types_exist() -> None:
+    with pytest.raises(InvalidCommand, match=r"'foo'.*identify, track") as caught:
+        decode('{"type": "foo"}')
+    assert caught.value.field == "type"
+
+
+def test_decode_errors_chain_the_msgspec_error() -> None:
+    with pytest.raises(InvalidCommand) as caught:
+        decode(b"{")
+    assert isinstance(caught.value.__cause__, msgspec.DecodeError)
+
+
+BAD_MAPPING: list[tuple[str, dict[str, Any], str]] = [
+    ("identify without device",
+     {"type": "identify", "userId": "u1", "context": {"device": {"type": "ios"}}}, "context.device.id"),
+    ("track device message without device",
+     {"type": "track", "event": "Device Created or Updated", "context": {"device": {"token": "t"}}},
+     "context.device.id"),
+    ("identify with neither userId nor anonymousId",
+     {"type": "identify", "traits": {"a": 1}, "context": {"device": {"id": "dev-1"}}}, "userId"),
+    ("Device Created or Updated without token",
+     device_message("Device Created or Updated", {"device_os": "17"}, device={"id": "dev-1"}),
+     "context.device.token"),
+    ("Device Deleted without token", device_message("Device Deleted", device={"id": "dev-1"}),
+     "context.device.token"),
+]
+
+
+@pytest.mark.parametrize(("raw", "field"), [(raw, field) for _, raw, field in BAD_MAPPING],
+                         ids=[name for name, _, _ in BAD_MAPPING])
+def test_unmappable_messages_are_rejected_naming_the_field(raw: dict[str, Any], field: str) -> None:
+    msg = decode(raw)
+    with pytest.raises(InvalidCommand) as caught:
+        to_calls(msg)
+    assert caught.value.field == field
