@@ -66,13 +66,14 @@ def open_stores(url: str | None = None) -> Stores:
         log = DeviceLog({"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": path,
                          "SQLITE_LOCK_TIMEOUT": "30"})
         try:
-            rows: ClosableStore = SqliteProjectionStore(path)
+            rows = SqliteProjectionStore(path)
         except BaseException:
             log.close()
             raise
+        log.fast = rows
         return Stores(url, log, rows)
     if url.startswith(("postgresql://", "postgres://")):
-        from idstitch.adapters.postgres import PostgresProjectionStore
+        from idstitch.adapters.postgres import PostgresProjectionStore, ddl_lock
 
         parts = urlsplit(url)
         query = parse_qs(parts.query)
@@ -94,12 +95,13 @@ def open_stores(url: str | None = None) -> Stores:
             ("dbname", env["POSTGRES_DBNAME"]), ("user", env["POSTGRES_USER"]),
             ("password", env["POSTGRES_PASSWORD"])) if v)
         # The projection store opens first: it creates the schema the event table goes into.
-        rows = PostgresProjectionStore(conninfo, schema=schema)
-        try:
-            log = DeviceLog(env)
-        except BaseException:
-            rows.close()
-            raise
-        return Stores(url, log, rows)
+        with ddl_lock(conninfo):
+            pg_rows = PostgresProjectionStore(conninfo, schema=schema)
+            try:
+                log = DeviceLog(env, fast=pg_rows)
+            except BaseException:
+                pg_rows.close()
+                raise
+        return Stores(url, log, pg_rows)
     raise InvalidCommand("url", f"unsupported store URL {url!r}: use memory:, sqlite:///path "
                                 "or postgresql://user:pw@host:port/db")

@@ -43,7 +43,7 @@ class PayloadCipher(Protocol):
         """Encrypt an encoded event."""
         ...
 
-    def unseal(self, originator_id: UUID, data: bytes) -> bytes:
+    def unseal(self, data: bytes) -> bytes:
         """Decrypt an encoded event."""
         ...
 
@@ -63,10 +63,10 @@ class EventCodec:
         data = self._encode(event)
         return data if self.cipher is None else self.cipher.seal(event, data)
 
-    def decode(self, originator_id: UUID, data: bytes) -> AnyDeviceEvent:
+    def decode(self, data: bytes) -> AnyDeviceEvent:
         """Stored bytes -> the event Struct."""
         if self.cipher is not None:
-            data = self.cipher.unseal(originator_id, data)
+            data = self.cipher.unseal(data)
         return self._decoder.decode(data)
 
 
@@ -100,5 +100,5 @@ class StructMapper(Mapper[UUID]):
         return Recorded(
             originator_id,
             stored_event.originator_version,
-            self.codec.decode(originator_id, stored_event.state),
+            self.codec.decode(stored_event.state),
         )

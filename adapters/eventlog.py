@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Protocol
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError, Mapper, PersistenceError
-from idstitch.adapters.codec import EventCodec, StructMapper
+from eventsourcing.persistence import IntegrityError, Mapper, PersistenceError, StoredEvent
+from idstitch.adapters.codec import EventCodec, StructMapper, topic_of
 from idstitch.domain.device import Device, project_device
 from idstitch.domain.errors import StoreError
 from idstitch.projections.store import LoggedEvent
@@ -30,13 +30,36 @@ def translated(what: str) -> Iterator[None]:
         raise StoreError(f"{what}: {e}") from e
 
 
+class FastLog(Protocol):
+    """Direct access to the events table for the batch path (same table as the recorder)."""
+
+    def append_events(self, rows: list[tuple[str, int, str, bytes]]) -> list[int]:
+        """Insert (originator_id, version, topic, state) rows in one transaction; positions.
+
+        Raises WriteConflict when a (originator_id, version) already exists."""
+        ...
+
+    def read_events(self, after: int, limit: int) -> list[tuple[int, bytes]]:
+        """(position, state) of events after a position, in order."""
+        ...
+
+
 class DeviceLog(Application[UUID]):
-    """Stores and loads Device aggregates; reads the global log for the projections."""
+    """Stores and loads Device aggregates; reads the global log for the projections.
+
+    Devices are loaded through eventsourcing's Repository and recorders. Appends and log
+    reads, the hot paths, go straight to the recorder (or, where the store offers one, to a
+    :class:`FastLog` on the same table), skipping the per-event protocol checks and objects of
+    ``Application.save`` and ``select_notifications``.
+    """
 
     name = "idstitch"
 
-    def __init__(self, env: dict[str, str], codec: EventCodec | None = None) -> None:
+    def __init__(
+        self, env: dict[str, str], codec: EventCodec | None = None, fast: FastLog | None = None
+    ) -> None:
         self.codec = codec or EventCodec()
+        self.fast = fast
         with translated("cannot open the event store"):
             super().__init__(env=env)
 
@@ -55,40 +78,40 @@ class DeviceLog(Application[UUID]):
             return None
         return device
 
-    def append(self, *devices: Device) -> list[int]:
-        """Save the devices' pending events in one transaction; their log positions."""
+    def append(self, *devices: Device) -> list[LoggedEvent]:
+        """Save the devices' pending events in one transaction; the events with positions."""
+        encode = self.codec.encode
+        pending = [r for d in devices for r in d.collect_events()]
+        if not pending:
+            return []
         with translated("cannot append events"):
-            recordings = self.save(*devices)
-        return [r.notification.id for r in recordings]
+            if self.fast is not None:
+                positions = self.fast.append_events([
+                    (r.originator_id.hex, r.originator_version, topic_of(r.event), encode(r.event))
+                    for r in pending])
+            else:
+                positions = list(self.recorder.insert_events([
+                    StoredEvent(originator_id=r.originator_id,
+                                originator_version=r.originator_version,
+                                topic=topic_of(r.event), state=encode(r.event))
+                    for r in pending]) or [])
+        return [LoggedEvent(p, r.event) for p, r in zip(positions, pending, strict=True)]
 
     def read(self, after: int, limit: int) -> Sequence[LoggedEvent]:
         """Events after a position, decoded."""
         decode = self.codec.decode
-        out = []
         with translated("cannot read the log"):
-            notifications = self.recorder.select_notifications(
-                start=after, limit=limit, inclusive_of_start=False)
-        for n in notifications:
-            originator_id: Any = n.originator_id
-            if not isinstance(originator_id, UUID):
-                originator_id = UUID(str(originator_id))
-            out.append(LoggedEvent(n.id, originator_id, n.originator_version,
-                                   decode(originator_id, n.state)))
-        return out
+            if self.fast is not None:
+                rows = self.fast.read_events(after, limit)
+            else:
+                rows = [(n.id, n.state) for n in self.recorder.select_notifications(
+                    start=after, limit=limit, inclusive_of_start=False)]
+        return [LoggedEvent(position, decode(state)) for position, state in rows]
 
     def head(self) -> int:
         """The last position (0 when empty)."""
         with translated("cannot read the log"):
             return self.recorder.max_notification_id() or 0
-
-    def events_of(self, device_id: str) -> list[LoggedEvent]:
-        """A device's own events, in version order (positions are not known here: 0)."""
-        out = []
-        recorded: Any
-        for recorded in self.events.get(Device.create_id(device_id)):
-            out.append(LoggedEvent(0, recorded.originator_id, recorded.originator_version,
-                                   recorded.event))
-        return out
 
     def close(self) -> None:
         """Close the recorder's connections."""

@@ -19,8 +19,12 @@ from typing import Any
 import msgspec
 
 
-class Write(msgspec.Struct, array_like=True, frozen=True):
-    """One write to one key. Projection rows are rebuildable, so array_like is safe here."""
+class Write(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """One write to one key. Projection rows are rebuildable, so array_like is safe here.
+
+    gc=False: a write holds a JSON value, which cannot refer back to it, so no reference
+    cycle can pass through it; there are hundreds of thousands of them in a rebuild and the
+    cyclic collector need not scan them."""
 
     value: Any
     ts: int
@@ -30,8 +34,8 @@ class Write(msgspec.Struct, array_like=True, frozen=True):
     deleted: bool = False
 
 
-class Slot(msgspec.Struct, array_like=True):
-    """The state of one attribute key."""
+class Slot(msgspec.Struct, array_like=True, gc=False):
+    """The state of one attribute key (gc=False: it holds only writes, see Write)."""
 
     reg: Write | None = None
     once: list[Write] = []
@@ -70,9 +74,11 @@ def put(slots: dict[str, Slot], key: str, write: Write) -> None:
         return
     # Equal (timestamp, position) only happens within one call: its later operation wins,
     # so `unset` beats a `set` of the same key in the same call.
-    if slot.reg is None or not _newer(slot.reg, write):
+    reg = slot.reg
+    if reg is None or reg.ts < write.ts or (reg.ts == write.ts and reg.pos <= write.pos):
         slot.reg = write
-        slot._prune()
+        if slot.once:
+            slot._prune()
 
 
 def put_once(slots: dict[str, Slot], key: str, write: Write) -> None:
@@ -97,7 +103,13 @@ def apply(
 ) -> None:
     """Apply one event's attribute operations: None in ``set_`` removes the key."""
     for key, value in set_.items():
-        put(slots, key, Write(value, ts, pos, value is None))
+        write = Write(value, ts, pos, value is None)
+        slot = slots.get(key)
+        if slot is None:
+            # The common case, inlined: a key this person or device never had.
+            slots[key] = Slot(reg=write)
+        else:
+            put(slots, key, write)
     for key in unset or ():
         put(slots, key, Write(None, ts, pos, True))
     for key, value in (set_once or {}).items():

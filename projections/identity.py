@@ -8,7 +8,7 @@ function of the log, an incremental catch-up and a rebuild from position 0 give 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal
 from uuid import NAMESPACE_URL, uuid5
 
@@ -75,9 +75,15 @@ class IdentityProjection:
         log: EventLog,
         store: ProjectionStore,
         progress: Callable[[int], None] | None = None,
+        recent: Sequence[LoggedEvent] = (),
     ) -> int:
-        """Apply every event after the tracking position, a batch per transaction."""
-        if store.position(self.name) >= log.head():
+        """Apply every event after the tracking position, a batch per transaction.
+
+        ``recent``: events this process just appended, with their positions. When they follow
+        the tracking position directly, they are applied as they are instead of being read back
+        and decoded again (the common case of an embedded, single-writer workspace).
+        """
+        if not recent and store.position(self.name) >= log.head():
             # Up to date: answer without taking the projection's write lock, so queries from
             # several processes do not queue behind each other.
             return store.position(self.name)
@@ -92,7 +98,10 @@ class IdentityProjection:
                 if tx.position != self._cached_at or len(self._cache) > CACHE_LIMIT:
                     # Another writer moved the projection, or the cache grew: start cold.
                     self._cache = {}
-                events = log.read(tx.position, BATCH_SIZE)
+                if recent and recent[0].position == tx.position + 1:
+                    events, recent = recent, ()
+                else:
+                    events, recent = log.read(tx.position, BATCH_SIZE), ()
                 if not events:
                     return tx.position
                 unit = Unit(tx, self._cache)

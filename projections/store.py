@@ -10,24 +10,16 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
-from uuid import UUID
+from typing import NamedTuple, Protocol
 
 from idstitch.domain.events import DeviceEvent
 
 
-class LoggedEvent:
+class LoggedEvent(NamedTuple):
     """One event read back from the log, with its position."""
 
-    __slots__ = ("event", "originator_id", "position", "version")
-
-    def __init__(
-        self, position: int, originator_id: UUID, version: int, event: DeviceEvent
-    ) -> None:
-        self.position = position
-        self.originator_id = originator_id
-        self.version = version
-        self.event = event
+    position: int
+    event: DeviceEvent
 
 
 class EventLog(Protocol):

@@ -82,7 +82,7 @@ class StoreContract:
         device = Device("d1")
         device.identify("u1", {"a": [1, {"b": None}]}, **common("m1"))
         device.identify("u2", {}, **common("m2"))
-        positions = stores.log.append(device)
+        positions = [e.position for e in stores.log.append(device)]
         assert len(positions) == 2 and positions[0] < positions[1]
         assert stores.log.head() == positions[1]
         events = stores.log.read(0, 10)
