@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 from idstitch.adapters import open_stores
 from idstitch.domain.device import Device
+
 from idstitch.testing import TemporaryPostgres
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
