@@ -23,6 +23,9 @@ class SqliteProjectionStore(SqlProjectionStore):
                                          timeout=30)
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
+            # Bulk batches write thousands of pages; checkpointing (and syncing) the WAL after
+            # every one of them cost ~6 ms a commit. Checkpoint every ~40 MB instead.
+            self._conn.execute("PRAGMA wal_autocheckpoint=10000")
             for ddl in self.schema():
                 self._conn.execute(ddl)
         except sqlite3.Error as e:

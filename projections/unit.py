@@ -61,6 +61,17 @@ class Unit:
             self._cache[k] = row
             return row
 
+    def prefetch(self, kind: str, keys: set[str]) -> None:
+        """Load the rows among ``keys`` that are not cached yet, in one read per kind."""
+        cache = self._cache
+        missing = [k for k in keys if (kind, k) not in cache]
+        if not missing:
+            return
+        found = self._tx.get_many(kind, missing)
+        for key in missing:
+            raw = found.get(key)
+            cache[(kind, key)] = None if raw is None else decode_row(kind, raw)
+
     def put(self, kind: str, key: str, row: object) -> None:
         """Mark a row changed (rows are mutated in place, then put)."""
         self._cache[(kind, key)] = row
