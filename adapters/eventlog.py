@@ -10,7 +10,7 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError, Mapper, PersistenceError, StoredEvent
 from idstitch.adapters.codec import EventCodec, StructMapper, topic_of
-from idstitch.domain.device import Device, project_device
+from idstitch.domain.device import Device, Recorded, project_device
 from idstitch.domain.errors import StoreError
 from idstitch.projections.store import LoggedEvent
 
@@ -78,10 +78,13 @@ class DeviceLog(Application[UUID]):
             return None
         return device
 
-    def append(self, *devices: Device) -> list[LoggedEvent]:
-        """Save the devices' pending events in one transaction; the events with positions."""
+    def append(self, pending: Sequence[Recorded]) -> list[LoggedEvent]:
+        """Save events in one transaction, in the order given; the events with positions.
+
+        The order given is the log order: callers pass events in the order the messages came,
+        not grouped by device, because stitching and token ownership follow the log's order.
+        """
         encode = self.codec.encode
-        pending = [r for d in devices for r in d.collect_events()]
         if not pending:
             return []
         with translated("cannot append events"):
@@ -107,6 +110,12 @@ class DeviceLog(Application[UUID]):
                 rows = [(n.id, n.state) for n in self.recorder.select_notifications(
                     start=after, limit=limit, inclusive_of_start=False)]
         return [LoggedEvent(position, decode(state)) for position, state in rows]
+
+    def is_current(self, device: Device) -> bool:
+        """Whether no other writer has appended to this device since it was loaded."""
+        with translated("cannot read the log"):
+            last = self.recorder.select_events(device.id, desc=True, limit=1)
+        return (last[0].originator_version if last else 0) == device.version
 
     def head(self) -> int:
         """The last position (0 when empty)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from uuid import UUID
 
 import psycopg
 from idstitch.adapters.eventlog import WriteConflict
@@ -83,12 +84,15 @@ class PostgresProjectionStore(SqlProjectionStore):
                 cur.execute(
                     f"INSERT INTO {EVENTS_TABLE} (originator_id, originator_version, topic, state) "
                     "SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[]) "
-                    "RETURNING notification_id", (ids, versions, topics, states))
-                return [r[0] for r in cur.fetchall()]
+                    "RETURNING originator_id, originator_version, notification_id",
+                    (ids, versions, topics, states))
+                # RETURNING order is not promised: pair each id with its (aggregate, version).
+                position = {(str(a), int(v)): int(n) for a, v, n in cur.fetchall()}
         except psycopg.errors.UniqueViolation as e:
             raise WriteConflict(str(e)) from e
         except psycopg.Error as e:
             raise StoreError(f"cannot append events: {e}") from e
+        return [position[(str(UUID(a)), v)] for a, v in zip(ids, versions, strict=True)]
 
     def read_events(self, after: int, limit: int) -> list[tuple[int, bytes]]:
         """(position, state) after a position."""

@@ -26,6 +26,16 @@ PERSON_PREFIX = "cio_"
 IdentifierKind = Literal["id", "email", "cio"]
 
 _encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+MIN_INT, MAX_INT = -(2**63), 2**64 - 1
+"""Integers the event codec (msgpack) can store."""
+
+
+def _utf8_len(field: str, value: str) -> int:
+    try:
+        return len(value.encode())
+    except UnicodeEncodeError as e:
+        raise InvalidCommand(field, f"is not valid text ({e.reason})") from e
 
 
 def check_id(field: str, value: object) -> str:
@@ -37,7 +47,7 @@ def check_id(field: str, value: object) -> str:
         raise InvalidCommand(field, "must not be blank")
     if stripped.lower() in PLACEHOLDER_IDS:
         raise InvalidCommand(field, f"{value!r} is a placeholder id, not a real identifier")
-    if len(value.encode()) > MAX_ID_BYTES:
+    if _utf8_len(field, value) > MAX_ID_BYTES:
         raise InvalidCommand(field, f"is longer than {MAX_ID_BYTES} bytes")
     return value
 
@@ -53,7 +63,7 @@ def check_text(field: str, value: object, *, allowed: frozenset[str] | None = No
         raise InvalidCommand(field, "must be a non-blank string")
     if allowed is not None and value not in allowed:
         raise InvalidCommand(field, f"must be one of {sorted(allowed)}, got {value!r}")
-    if len(value.encode()) > MAX_VALUE_BYTES:
+    if _utf8_len(field, value) > MAX_VALUE_BYTES:
         raise InvalidCommand(field, f"is longer than {MAX_VALUE_BYTES} bytes")
     return value
 
@@ -72,13 +82,17 @@ def normalize_email(email: str) -> str:
     return email.strip().lower()
 
 
-_SCALARS = frozenset({str, int, bool, type(None)})
-
-
 def _check_json(field: str, value: object, depth: int) -> None:
     if depth > MAX_DEPTH:
         raise InvalidCommand(field, f"is nested deeper than {MAX_DEPTH} levels")
-    if type(value) in _SCALARS or value is None or isinstance(value, (bool, int, str)):
+    if isinstance(value, bool) or value is None:
+        return
+    if isinstance(value, int):
+        if not MIN_INT <= value <= MAX_INT:
+            raise InvalidCommand(field, "is an integer too large to store (64 bits at most)")
+        return
+    if isinstance(value, str):
+        _utf8_len(field, value)
         return
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -105,26 +119,30 @@ def check_attributes(field: str, attributes: object, *, allow_none: bool = True)
         raise InvalidCommand(field, f"must be a JSON object, got {type(attributes).__name__}")
     if len(attributes) > MAX_ATTRIBUTES:
         raise InvalidCommand(field, f"has {len(attributes)} attributes; at most {MAX_ATTRIBUTES}")
-    out: dict[str, Any] = {}
+    try:
+        encoded: bytes | None = _encode(attributes)
+    except (TypeError, ValueError, OverflowError):
+        encoded = None  # not JSON somewhere: the loop below names where
     # Hot path (ingest): when the whole object serializes within one value's limit, no single
     # value can exceed it, so the per-value size check is skipped.
-    try:
-        small = len(_encode(attributes)) <= MAX_VALUE_BYTES
-    except (TypeError, ValueError):
-        small = False  # not JSON somewhere: the loop below names where
+    small = encoded is not None and len(encoded) <= MAX_VALUE_BYTES
     for key, value in attributes.items():
         if type(key) is not str or not key.strip():
             raise InvalidCommand(field, f"attribute name {key!r} must be a non-blank string")
-        if len(key) > MAX_ID_BYTES // 4 and len(key.encode()) > MAX_ID_BYTES:
+        if _utf8_len(f"{field}.{key[:40]}", key) > MAX_ID_BYTES:
             raise InvalidCommand(f"{field}.{key[:40]}", f"name is longer than {MAX_ID_BYTES} bytes")
-        if type(value) not in _SCALARS:
+        if type(value) is not str or not small:
             _check_json(f"{field}.{key}", value, 1)
         if not small and len(_encode(value)) > MAX_VALUE_BYTES:
             raise InvalidCommand(
                 f"{field}.{key}", f"value is over {MAX_VALUE_BYTES} bytes when serialized"
             )
-        out[key] = value
-    return out
+    if encoded is None:
+        encoded = _encode(attributes)
+    # The event owns its values: a deep copy (through the bytes already made), so a caller who
+    # later changes its dict cannot change what was recorded or what the projection holds.
+    copy: dict[str, Any] = _decode(encoded)
+    return copy
 
 
 def check_keys(field: str, keys: object) -> list[str]:

@@ -22,8 +22,14 @@ from typing import Any, NamedTuple
 from idstitch.adapters import Stores, open_stores, segment
 from idstitch.adapters.eventlog import WriteConflict
 from idstitch.domain import rules
-from idstitch.domain.device import Device
-from idstitch.domain.errors import ConcurrencyConflict, IdstitchError, InvalidCommand, UnknownPerson
+from idstitch.domain.device import Device, Recorded
+from idstitch.domain.errors import (
+    ConcurrencyConflict,
+    IdstitchError,
+    InvalidCommand,
+    NotIdentified,
+    UnknownPerson,
+)
 from idstitch.projections.identity import IdentityProjection, Policy
 from idstitch.projections.rows import KINDS
 from idstitch.projections.store import LoggedEvent
@@ -144,37 +150,70 @@ class Workspace:
         self, device_id: object, message_id: str | None, command: Callable[[Device], bool]
     ) -> int | None:
         device_id = rules.check_id("device_id", device_id)
+        pending = Pending(device_id, message_id, command)
         collecting: list[Pending] | None = getattr(self._local, "collecting", None)
         if collecting is not None:
             # Inside ingest: the command is valid; it runs when the batch is written.
-            collecting.append(Pending(device_id, message_id, command))
+            collecting.append(pending)
             return None
+        return self._run_message([pending])
+
+    def _run_message(self, pending: list[Pending]) -> int | None:
+        """Run one message's commands and append their events atomically, with retries.
+
+        The first attempt uses cached devices. A decision that records nothing (a duplicate,
+        dropped attributes) or refuses (logout of an anonymous device) is only trusted when the
+        device is current: another process may have changed it, and only an append would
+        otherwise notice. A refused append reloads the devices and decides again.
+        """
         with self._lock:
-            for _ in range(self.retries):
-                device = self._devices.pop(device_id, None) or self.log.load(device_id)
-                device = device or Device(device_id)
+            for attempt in range(self.retries):
+                devices: dict[str, Device] = {}
+                events: list[Recorded] = []
                 try:
-                    recorded = command(device)
-                    appended = self.log.append(device) if recorded else []
+                    for p in pending:
+                        device = devices.get(p.device_id)
+                        if device is None:
+                            device = self._device(p.device_id, fresh=attempt > 0)
+                            devices[p.device_id] = device
+                        p.command(device)
+                        events.extend(device.collect_events())
+                    if not events and attempt == 0 and not self._all_current(devices):
+                        continue
+                    appended = self.log.append(events)
+                except NotIdentified:
+                    if attempt == 0 and not self._all_current(devices):
+                        continue
+                    raise
                 except WriteConflict:
-                    # Someone else appended to this device first: reload it and decide again.
                     continue
-                self._remember(device)
+                for device in devices.values():
+                    self._remember(device)
                 if not appended:
                     return None
                 if self.auto_catch_up:
                     self.catch_up(appended)
                 return appended[-1].position
-        raise ConcurrencyConflict(f"device {device_id!r}: other writers kept winning "
+        raise ConcurrencyConflict(f"device {pending[0].device_id!r}: other writers kept winning "
                                   f"({self.retries} attempts)")
+
+    def _all_current(self, devices: dict[str, Device]) -> bool:
+        stale = [d for d in devices.values() if not self.log.is_current(d)]
+        for device in stale:
+            self._devices.pop(device.device_id, None)
+        return not stale
 
     def _remember(self, device: Device) -> None:
         self._devices[device.device_id] = device
         if len(self._devices) > DEVICE_CACHE_SIZE:
             self._devices.popitem(last=False)
 
-    def _device(self, device_id: str) -> Device:
-        return self._devices.pop(device_id, None) or self.log.load(device_id) or Device(device_id)
+    def _device(self, device_id: str, *, fresh: bool = False) -> Device:
+        """A device to run commands on; it leaves the cache until its events are saved."""
+        cached = self._devices.pop(device_id, None)
+        if cached is not None and not fresh:
+            return cached
+        return self.log.load(device_id) or Device(device_id)
 
     # Bulk.
 
@@ -189,7 +228,8 @@ class Workspace:
 
         Each message is decoded and validated whole before any of it runs, so a rejected one
         leaves nothing behind; it is reported with its index and reason, and the rest go on.
-        The input is streamed: only one batch is held at a time.
+        Events are appended in message order, so a batch gives what one call per message
+        would. The input is streamed: only one batch is held at a time.
         """
         if batch_size < 1:
             raise InvalidCommand("batch_size", "must be at least 1")
@@ -204,12 +244,26 @@ class Workspace:
     ) -> IngestReport:
         report = IngestReport()
         batch: list[tuple[int, list[Pending]]] = []
+
+        def flush() -> None:
+            nonlocal batch
+            if batch:
+                self._write_batch(batch, report)
+                if progress is not None:
+                    progress(len(batch))
+                batch = []
+
         for index, raw in enumerate(messages):
             try:
                 calls = segment.to_calls(segment.decode(raw))
                 if calls is None:
                     report.ignored += 1
                     continue
+                if any(c.method == "identify" and str(c.args[0]).startswith(rules.PERSON_PREFIX)
+                       for c in calls):
+                    # A cio_ id is checked against the persons as they stand: earlier messages
+                    # of this batch may have created or retired that person.
+                    flush()
                 pending: list[Pending] = []
                 self._local.collecting = pending
                 try:
@@ -222,63 +276,57 @@ class Workspace:
                 continue
             batch.append((index, pending))
             if len(batch) >= batch_size:
-                self._write_batch(batch, report)
-                if progress is not None:
-                    progress(len(batch))
-                batch = []
-        if batch:
-            self._write_batch(batch, report)
-            if progress is not None:
-                progress(len(batch))
+                flush()
+        flush()
         return report
 
     def _write_batch(self, batch: list[tuple[int, list[Pending]]], report: IngestReport) -> None:
-        """Run a batch of validated messages and append all their events in one transaction."""
+        """Run a batch of validated messages; append all their events, in message order, at once."""
         with self._lock:
             devices: dict[str, Device] = {}
-            outcomes: list[bool | None] = []
+            events: list[Recorded] = []
+            outcomes: list[bool] = []
             for _, pending in batch:
-                first = pending[0]
-                device = devices.get(first.device_id) or self._device(first.device_id)
-                devices[first.device_id] = device
-                if device.is_duplicate(first.message_id):
-                    outcomes.append(None)
-                    continue
-                recorded = False
                 for p in pending:
-                    device = devices.get(p.device_id) or self._device(p.device_id)
-                    devices[p.device_id] = device
-                    recorded = p.command(device) or recorded
-                outcomes.append(recorded)
+                    if p.device_id not in devices:
+                        devices[p.device_id] = self._device(p.device_id)
+                first = devices[pending[0].device_id]
+                if first.is_duplicate(pending[0].message_id):
+                    outcomes.append(False)
+                    continue
+                for p in pending:
+                    device = devices[p.device_id]
+                    p.command(device)
+                    events.extend(device.collect_events())
+                outcomes.append(True)
             try:
-                appended = self.log.append(*devices.values())
+                appended = self.log.append(events)
             except WriteConflict:
                 # Another writer touched one of these devices: none of the batch was written.
-                # Forget what we applied and run the messages one by one, with retries.
+                # Forget what was applied and run the messages one by one, each atomically.
                 self._write_one_by_one(batch, report)
                 return
             for device in devices.values():
                 self._remember(device)
-            report.accepted += sum(1 for o in outcomes if o is not None)
-            report.duplicates += sum(1 for o in outcomes if o is None)
+            report.accepted += outcomes.count(True)
+            report.duplicates += outcomes.count(False)
             if self.auto_catch_up:
                 self.catch_up(appended)
 
     def _write_one_by_one(self, batch: list[tuple[int, list[Pending]]], report: IngestReport) -> None:
-        for _, pending in batch:
+        for index, pending in batch:
             first = pending[0]
-            if self._device_fresh(first.device_id).is_duplicate(first.message_id):
-                report.duplicates += 1
+            try:
+                device = self._device(first.device_id, fresh=True)
+                self._remember(device)
+                if device.is_duplicate(first.message_id):
+                    report.duplicates += 1
+                    continue
+                self._run_message(pending)
+            except IdstitchError as e:
+                report.rejected.append((index, str(e)))
                 continue
-            for p in pending:
-                self._run(p.device_id, p.message_id, p.command)
             report.accepted += 1
-
-    def _device_fresh(self, device_id: str) -> Device:
-        self._devices.pop(device_id, None)
-        device = self._device(device_id)
-        self._remember(device)
-        return device
 
     def activate(
         self,
@@ -331,6 +379,8 @@ class Workspace:
             raise UnknownPerson(field, person_id)
         if raw.retired_into is not None:
             raise UnknownPerson(field, person_id, f"was merged into {raw.retired_into}")
+        if not raw.identified:
+            raise UnknownPerson(field, person_id, "is anonymous: cio_ names identified persons")
 
     def set_profile_attributes(
         self,

@@ -213,9 +213,10 @@ class IdentityProjection:
         value = normalize_email(ev.user_id) if kind == "email" else ev.user_id
         if kind == "cio":
             target = unit.live_person(ev.user_id[len("cio_"):])
-            if target is None:
+            if target is None or not target.identified:
                 # The command checked it; a concurrent merge retired it since. Refuse, visibly.
-                current.refused.append(Refusal("cio", ev.user_id, "unknown or retired person", pos))
+                current.refused.append(Refusal("cio", ev.user_id, "not a live identified person",
+                                               pos))
                 unit.put_person(current)
                 return
         else:

@@ -36,7 +36,7 @@ def test_a_tailing_reader_never_skips_a_position(postgres: TemporaryPostgres) ->
                     device.set_device_attributes({"i": i}, message_id=None, timestamp=T0,
                                                  recorded_at=T0)
                     devices.append(device)
-                writers[n].log.append(*devices)
+                writers[n].log.append([e for d in devices for e in d.collect_events()])
         except BaseException as e:  # asserted below
             errors.append(e)
 

@@ -82,7 +82,7 @@ class StoreContract:
         device = Device("d1")
         device.identify("u1", {"a": [1, {"b": None}]}, **common("m1"))
         device.identify("u2", {}, **common("m2"))
-        positions = [e.position for e in stores.log.append(device)]
+        positions = [e.position for e in stores.log.append(device.collect_events())]
         assert len(positions) == 2 and positions[0] < positions[1]
         assert stores.log.head() == positions[1]
         events = stores.log.read(0, 10)
@@ -100,11 +100,13 @@ class StoreContract:
     def test_a_stale_version_is_refused(self, stores: Stores) -> None:
         device = Device("d1")
         device.identify("u1", {}, **common())
-        stores.log.append(device)
-        stale = Device("d1")
+        stores.log.append(device.collect_events())
+        assert stores.log.is_current(device)
+        stale = Device("d1")  # never saw the stored event: loaded at version 0
+        assert not stores.log.is_current(stale)
         stale.identify("u2", {}, **common())
         with pytest.raises(WriteConflict):
-            stores.log.append(stale)
+            stores.log.append(stale.collect_events())
         assert [e.event.user_id for e in stores.log.read(0, 10)] == ["u1"]  # type: ignore[attr-defined]
 
 
