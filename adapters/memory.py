@@ -51,6 +51,12 @@ class MemoryProjectionStore:
             if tx.new_tracking is not None:
                 self.tracking[name] = tx.new_tracking
 
+    @contextmanager
+    def snapshot(self) -> Iterator[MemoryProjectionStore]:
+        """Reads under the store's lock: no transaction can commit in between."""
+        with self._lock:
+            yield self
+
     def get(self, kind: str, key: str) -> bytes | None:
         """One row."""
         return self.rows.get(kind, {}).get(key)

@@ -66,6 +66,10 @@ class PostgresProjectionStore(SqlProjectionStore):
     def _cursor(self, *, write: bool) -> Iterator[Cursor]:
         try:
             with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                if not write:
+                    # One snapshot for every statement of a read: a profile and its devices
+                    # never mix states from before and after a concurrent catch-up.
+                    cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 yield cur
         except psycopg.OperationalError as e:
             raise StoreError(f"PostgreSQL is unavailable: {e}") from e

@@ -68,6 +68,18 @@ class SqlTransaction:
         )
 
 
+class SnapshotRows:
+    """Row reads inside one read transaction."""
+
+    def __init__(self, store: SqlProjectionStore, cur: Cursor) -> None:
+        self._store = store
+        self._cur = cur
+
+    def get(self, kind: str, key: str) -> bytes | None:
+        """One row, as of the transaction's snapshot."""
+        return self._store._select(self._cur, kind, [key]).get(key)
+
+
 class SqlProjectionStore:
     """Statements shared by the SQL stores; subclasses supply connections and dialect bits."""
 
@@ -121,6 +133,12 @@ class SqlProjectionStore:
         """Lock the projection, yield a transaction, commit at the end."""
         with self._cursor(write=True) as cur:
             yield SqlTransaction(self, cur, name)
+
+    @contextmanager
+    def snapshot(self) -> Iterator[SnapshotRows]:
+        """Reads in one read transaction (a consistent snapshot)."""
+        with self._cursor(write=False) as cur:
+            yield SnapshotRows(self, cur)
 
     def get(self, kind: str, key: str) -> bytes | None:
         """One committed row."""

@@ -519,22 +519,26 @@ class Workspace:
     def profile(self, identifier: str) -> Profile | None:
         """The person an identifier finds (user id, email, cio_<id>, person id, anonymous id)."""
         self._maybe_catch_up()
-        return self.reader.profile(identifier)
+        with self.rows.snapshot() as rows:
+            return Reader(rows).profile(identifier)
 
     def profile_of_device(self, device_id: str) -> Profile | None:
         """The device's current person."""
         self._maybe_catch_up()
-        return self.reader.profile_of_device(device_id)
+        with self.rows.snapshot() as rows:
+            return Reader(rows).profile_of_device(device_id)
 
     def device(self, device_id: str) -> DeviceView | None:
         """A device: token, platform, attributes, last_used, last_status."""
         self._maybe_catch_up()
-        return self.reader.device(device_id)
+        with self.rows.snapshot() as rows:
+            return Reader(rows).device(device_id)
 
     def merges(self, identifier: str) -> list[Merge]:
         """Every conversion, merge and switch of the person, with the position of its cause."""
         self._maybe_catch_up()
-        return self.reader.merges(identifier)
+        with self.rows.snapshot() as rows:
+            return Reader(rows).merges(identifier)
 
     def dump(self) -> dict[str, list[tuple[str, bytes]]]:
         """Every projection row, by kind: two workspaces agree exactly when their dumps do."""

@@ -53,8 +53,20 @@ class ProjectionTransaction(Protocol):
         ...
 
 
+class RowSource(Protocol):
+    """Committed rows, read one by one."""
+
+    def get(self, kind: str, key: str) -> bytes | None:
+        """One row."""
+        ...
+
+
 class ProjectionStore(Protocol):
     """Where projections keep their rows: in the same database as the events."""
+
+    def snapshot(self) -> AbstractContextManager[RowSource]:
+        """Rows as of one moment: every read inside sees the same committed state."""
+        ...
 
     def transaction(self, name: str) -> AbstractContextManager[ProjectionTransaction]:
         """Begin a transaction that holds the projection ``name`` exclusively until it ends."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 from idstitch.domain import attributes
@@ -17,7 +17,7 @@ from idstitch.projections.rows import (
     MergeRow,
     PersonRow,
 )
-from idstitch.projections.store import from_micros
+from idstitch.projections.store import RowSource, from_micros
 from idstitch.projections.unit import decode_row, identifier_key
 
 _MAX_REDIRECTS = 64
@@ -77,14 +77,6 @@ def flatten(value: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[name] = item
     return out
-
-
-class RowSource(Protocol):
-    """Committed rows (a ProjectionStore is one)."""
-
-    def get(self, kind: str, key: str) -> bytes | None:
-        """One row."""
-        ...
 
 
 class Reader:
