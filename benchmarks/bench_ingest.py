@@ -1,0 +1,333 @@
+"""Bulk ingest throughput: ``ws.ingest`` of N generated SDK messages, against reference points.
+
+Measures, in one run and on the same machine:
+
+- idstitch: ``ws.ingest`` of N Segment-spec messages (benchmarks/workload.py, streamed from an
+  NDJSON file) into a fresh SQLite file and a fresh PostgreSQL database, identity rules included;
+  then the time of the ``ws.catch_up()`` that follows (zero when ingest already caught up).
+  "Events" are the events idstitch recorded (``ws.log.head()`` on SQLite, a row count on
+  PostgreSQL), so rates are comparable with the references below;
+- raw ``sqlite3``: ``executemany`` in one transaction of as many rows of the same mean payload
+  size into a minimal event table (integer position primary key, unique (stream, version),
+  payload blob), WAL mode like the library's recorder;
+- raw psycopg ``COPY`` (binary) of as many rows of the same size into the same minimal table;
+- stock eventsourcing 9.5: an ``Application`` with its default JSON transcoder appending as many
+  events, 100 aggregates per ``save()``, no identity rules at all, on SQLite and PostgreSQL.
+
+Targets (issue 3): ingest >= 0.35 of the raw rate (SQLite executemany, PostgreSQL COPY), and
+>= 2x the stock library's rate. PostgreSQL is a throwaway server (``idstitch.testing.
+TemporaryPostgres``: fsync off, synchronous_commit off), the same for every PostgreSQL row.
+
+    python benchmarks/bench_ingest.py                      # N=100000, SQLite and PostgreSQL
+    python benchmarks/bench_ingest.py --n 20000 --no-postgres --json /tmp/ingest.json
+
+Without ``ws.ingest`` (not written yet) the idstitch rows are skipped with a message, and the
+references run on an event count and payload size estimated from a sample fed through the public
+commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import harness
+from eventsourcing.application import Application
+from eventsourcing.domain import Aggregate, event
+from harness import Timer, console, fmt_rate, fmt_ratio, rate
+
+import idstitch
+
+RAW_TARGET = 0.35
+STOCK_TARGET = 2.0
+AGGREGATES_PER_SAVE = 100
+SAMPLE_MESSAGES = 3000
+
+
+class StockDevice(Aggregate):
+    """The stock library's way: an aggregate whose events carry an attribute dict."""
+
+    def __init__(self, device_id: str, attributes: dict[str, Any]) -> None:
+        self.device_id = device_id
+        self.attributes = attributes
+
+    @event("Updated")
+    def update(self, attributes: dict[str, Any]) -> None:
+        """Replace the attributes (one event)."""
+        self.attributes = attributes
+
+
+# The references.
+
+
+def minimal_rows(n_rows: int, n_streams: int, payload_size: int) -> list[tuple[uuid.UUID, int, bytes]]:
+    """Rows for the raw references: streams round robin (versions 1, 2, ...), random payloads."""
+    streams = [uuid.UUID(bytes=os.urandom(16)) for _ in range(n_streams)]
+    return [(streams[i % n_streams], i // n_streams + 1, os.urandom(payload_size))
+            for i in range(n_rows)]
+
+
+def raw_sqlite(path: Path, rows: list[tuple[uuid.UUID, int, bytes]]) -> float:
+    """Seconds for one executemany of the rows in one transaction into a minimal table."""
+    con = sqlite3.connect(path, isolation_level=None)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("CREATE TABLE events (position INTEGER PRIMARY KEY, stream TEXT NOT NULL, "
+                "version INTEGER NOT NULL, payload BLOB NOT NULL, UNIQUE (stream, version))")
+    # Text stream ids as the library's SQLite recorder stores them; converted outside the timing.
+    params = [(s.hex, v, p) for s, v, p in rows]
+    with Timer() as t:
+        con.execute("BEGIN")
+        con.executemany("INSERT INTO events (stream, version, payload) VALUES (?, ?, ?)", params)
+        con.execute("COMMIT")
+    assert con.execute("SELECT count(*) FROM events").fetchone()[0] == len(rows)
+    con.close()
+    return t.seconds
+
+
+def raw_copy(url: str, rows: list[tuple[uuid.UUID, int, bytes]]) -> float:
+    """Seconds for one binary COPY of the rows in one transaction into a minimal table."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        conn.execute("CREATE TABLE events (position bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
+                     "stream uuid NOT NULL, version integer NOT NULL, payload bytea NOT NULL, "
+                     "UNIQUE (stream, version))")
+        conn.commit()
+        with Timer() as t, conn.transaction(), conn.cursor() as cur, cur.copy(
+            "COPY events (stream, version, payload) FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(["uuid", "int4", "bytea"])
+            for row in rows:
+                copy.write_row(row)
+        count = conn.execute("SELECT count(*) FROM events").fetchone()
+        assert count is not None
+        assert count[0] == len(rows)
+    return t.seconds
+
+
+def stock_attributes(app: Application[Any], payload_size: int) -> dict[str, Any]:
+    """Attributes whose stored Updated event (JSON) is about ``payload_size`` bytes."""
+    attrs: dict[str, Any] = {"device_os": "18.0", "app_version": "4.14.2", "push_enabled": True,
+                             "prefs": {"theme": "dark", "notifications": {"email": True}}}
+    probe = StockDevice(device_id="probe", attributes=attrs)
+    probe.update(attributes=attrs)
+    updated = probe.collect_events()[-1]
+    overhead = len(app.mapper.to_stored_event(updated).state)
+    attrs["padding"] = "x" * max(0, payload_size - overhead - len(',"padding":""'))
+    return attrs
+
+
+def stock_append(env: dict[str, str], n_events: int, n_streams: int, payload_size: int) -> float:
+    """Seconds for the stock Application to append n_events, 100 aggregates per save."""
+    app: Application[Any] = Application(env=env)
+    attrs = stock_attributes(app, payload_size)
+    n_streams = max(n_streams, AGGREGATES_PER_SAVE)
+    devices: list[StockDevice] = []
+    with Timer() as t:
+        i = 0
+        while i < n_events:
+            batch = []
+            for j in range(i, min(i + AGGREGATES_PER_SAVE, n_events)):
+                k = j % n_streams
+                if k == len(devices):
+                    devices.append(StockDevice(device_id=f"device-{k}", attributes=dict(attrs, seq=j)))
+                else:
+                    devices[k].update(attributes=dict(attrs, seq=j))
+                batch.append(devices[k])
+            app.save(*batch)
+            i += len(batch)
+    head = app.recorder.max_notification_id()
+    app.close()
+    assert head == n_events, (head, n_events)
+    return t.seconds
+
+
+# idstitch.
+
+
+def ingest_once(url: str, data: Path, batch_size: int | None) -> dict[str, Any] | None:
+    """Ingest the file into a fresh store: seconds, catch-up seconds, report; None without ingest."""
+    with idstitch.open(url) as ws:
+        if not harness.has_ingest(ws):
+            return None
+        with Timer() as t, open(data, "rb") as lines:
+            report = harness.ingest(ws, lines, batch_size)
+        with Timer() as c:
+            ws.catch_up()
+        return {"seconds": t.seconds, "catch_up_seconds": c.seconds,
+                "report": harness.report_counts(report), "head": ws.log.head()}
+
+
+def sqlite_shape(path: Path) -> tuple[int, int, int]:
+    """(events, distinct devices, mean stored payload bytes) of an idstitch SQLite file."""
+    con = sqlite3.connect(path)
+    n, devices, size = con.execute(
+        "SELECT count(*), count(DISTINCT originator_id), avg(length(state)) FROM stored_events"
+    ).fetchone()
+    con.close()
+    return int(n), int(devices), round(size or 0)
+
+
+def postgres_shape(url: str) -> tuple[int, int, int]:
+    """The same for PostgreSQL: rows counted (positions can have gaps), not the head."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT count(*), count(DISTINCT originator_id), avg(length(state)) "
+                           "FROM idstitch_events").fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1]), round(row[2] or 0)
+
+
+def estimated_shape(tmp: Path, data: Path, n_messages: int) -> tuple[int, int, int]:
+    """Without ingest: events per message and payload size from a sample fed through commands."""
+    sample = tmp / "sample.ndjson"
+    harness.write_workload(sample, SAMPLE_MESSAGES)
+    db = tmp / "sample.db"
+    with idstitch.open(harness.sqlite_url(db), auto_catch_up=False) as ws:
+        harness.feed_via_commands(ws, harness.lines_of(sample))
+    n, devices, size = sqlite_shape(db)
+    scale = n_messages / SAMPLE_MESSAGES
+    return round(n * scale), round(devices * scale), size
+
+
+# The run.
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Every measurement; the numbers."""
+    results: dict[str, Any] = {"n_messages": args.n, "batch_size": args.batch, "stores": {}}
+    with tempfile.TemporaryDirectory(prefix="idstitch-bench-") as tmp_:
+        tmp = Path(tmp_)
+        data = tmp / "workload.ndjson"
+        with Timer() as g:
+            size = harness.write_workload(data, args.n, args.seed)
+        console.print(f"workload: {args.n:,} messages, {size / args.n:.0f} bytes per line "
+                      f"(generated in {g.seconds:.1f}s)")
+        results["bytes_per_line"] = round(size / args.n)
+
+        db = tmp / "idstitch.db"
+        sqlite_run = ingest_once(harness.sqlite_url(db), data, args.batch)
+        if sqlite_run is None:
+            console.print("[yellow]ws.ingest does not exist yet: idstitch ingest is not measured; "
+                          "the references use an event count estimated from a sample fed through "
+                          "the public commands.[/yellow]")
+            shape = estimated_shape(tmp, data, args.n)
+        else:
+            shape = sqlite_shape(db)
+            assert shape[0] == sqlite_run["head"], "events counted differ from the log head"
+        n_events, n_devices, payload = shape
+        results["events"], results["devices"], results["payload_bytes"] = shape
+        console.print(f"events: {n_events:,} on {n_devices:,} devices, {payload} bytes of payload "
+                      f"each{' (estimated)' if sqlite_run is None else ''}")
+        rows = minimal_rows(n_events, n_devices, payload)
+
+        store: dict[str, Any] = {"idstitch": sqlite_run}
+        store["raw_seconds"] = raw_sqlite(tmp / "raw.db", rows)
+        store["stock_seconds"] = stock_append(
+            {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(tmp / "stock.db")},
+            n_events, n_devices, payload)
+        results["stores"]["sqlite"] = store
+
+        if args.postgres:
+            results["stores"]["postgresql"] = run_postgres(args, data, rows, n_devices, payload,
+                                                          sqlite_run is not None)
+    show(results)
+    return results
+
+
+def run_postgres(args: argparse.Namespace, data: Path, rows: list[tuple[uuid.UUID, int, bytes]],
+                 n_devices: int, payload: int, have_ingest: bool) -> dict[str, Any]:
+    """The PostgreSQL rows: a throwaway server, one database per measurement."""
+    from idstitch.testing import TemporaryPostgres
+
+    store: dict[str, Any] = {}
+    with TemporaryPostgres() as pg:
+        n_events = len(rows)
+        if have_ingest:
+            url = pg.create_database("idstitch")
+            run_ = ingest_once(url, data, args.batch)
+            assert run_ is not None
+            events, _, pg_payload = postgres_shape(url)
+            run_["events"], run_["payload_bytes"] = events, pg_payload
+            store["idstitch"] = run_
+            if events != n_events:
+                # Same messages, same rules: the counts should agree; use PostgreSQL's own.
+                console.print(f"[yellow]PostgreSQL recorded {events:,} events, SQLite {n_events:,}"
+                              "[/yellow]")
+                rows = minimal_rows(events, n_devices, payload)
+                n_events = events
+        else:
+            store["idstitch"] = None
+        store["raw_seconds"] = raw_copy(pg.create_database("raw"), rows)
+        stock_url = pg.create_database("stock")
+        env = {"PERSISTENCE_MODULE": "eventsourcing.postgres", "POSTGRES_DBNAME": "stock",
+               "POSTGRES_HOST": "127.0.0.1", "POSTGRES_PORT": str(pg.port), "POSTGRES_USER": "postgres",
+               "POSTGRES_PASSWORD": ""}
+        assert stock_url.endswith("/stock")
+        store["stock_seconds"] = stock_append(env, n_events, n_devices, payload)
+        store["events"] = n_events
+    return store
+
+
+def show(results: dict[str, Any]) -> None:
+    """The results table."""
+    lines = []
+    for name, store in results["stores"].items():
+        n_events = store.get("events", results["events"])
+        raw = rate(n_events, store["raw_seconds"])
+        stock = rate(n_events, store["stock_seconds"])
+        store["raw_events_per_s"], store["stock_events_per_s"] = raw, stock
+        raw_name = "raw sqlite3 executemany, 1 tx" if name == "sqlite" else "raw psycopg COPY binary, 1 tx"
+        lines.append((name, raw_name, f"{n_events:,}", f"{store['raw_seconds']:.2f}", fmt_rate(raw),
+                      "-", "1.00x", "-"))
+        lines.append((name, "stock eventsourcing, JSON, 100 aggregates/save", f"{n_events:,}",
+                      f"{store['stock_seconds']:.2f}", fmt_rate(stock), "-",
+                      fmt_ratio(stock / raw), "1.00x"))
+        run_ = store["idstitch"]
+        if run_ is None:
+            lines.append((name, "idstitch ws.ingest: skipped, ws.ingest is missing", *["-"] * 6))
+            continue
+        events = run_.get("events", run_["head"])
+        ev_rate = rate(events, run_["seconds"])
+        run_["events_per_s"] = ev_rate
+        run_["messages_per_s"] = rate(results["n_messages"], run_["seconds"])
+        run_["vs_raw"], run_["vs_stock"] = ev_rate / raw, ev_rate / stock
+        lines.append((name, "idstitch ws.ingest (rules included)", f"{events:,}",
+                      f"{run_['seconds']:.2f}", fmt_rate(ev_rate), fmt_rate(run_["messages_per_s"]),
+                      fmt_ratio(run_["vs_raw"], RAW_TARGET), fmt_ratio(run_["vs_stock"], STOCK_TARGET)))
+        total = run_["seconds"] + run_["catch_up_seconds"]
+        if run_["catch_up_seconds"] > 0.05 * total:
+            both = rate(events, total)
+            lines.append((name, "  ... plus the catch_up() after it", f"{events:,}", f"{total:.2f}",
+                          fmt_rate(both), fmt_rate(rate(results["n_messages"], total)),
+                          fmt_ratio(both / raw, RAW_TARGET), fmt_ratio(both / stock, STOCK_TARGET)))
+    harness.table(f"ingest of {results['n_messages']:,} messages "
+                  f"(targets: >= {RAW_TARGET} of raw, >= {STOCK_TARGET:.0f}x stock)",
+                  ("store", "what", "events", "seconds", "events/s", "messages/s", "vs raw", "vs stock"),
+                  lines)
+    for name, store in results["stores"].items():
+        if store["idstitch"] is not None:
+            console.print(f"{name} ingest report: {store['idstitch']['report']}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the arguments, run, print, and write the JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=100_000, help="messages to ingest (default 100000)")
+    parser.add_argument("--seed", type=int, default=0, help="workload seed")
+    parser.add_argument("--batch", type=int, default=None, help="ingest batch size (default: the library's)")
+    parser.add_argument("--postgres", action=argparse.BooleanOptionalAction, default=True,
+                        help="also measure PostgreSQL (default on)")
+    parser.add_argument("--json", metavar="FILE", help="write the numbers to FILE")
+    args = parser.parse_args(argv)
+    harness.write_json(args.json, {"benchmark": "ingest", **run(args)})
+
+
+if __name__ == "__main__":
+    main()
