@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Protocol
 from uuid import UUID
@@ -43,6 +43,10 @@ class FastLog(Protocol):
         """(position, state) of events after a position, in order."""
         ...
 
+    def device_events(self, aggregate_ids: list[UUID]) -> list[tuple[int, bytes]]:
+        """(version, state) of every event of these aggregates, by aggregate then version."""
+        ...
+
 
 class DeviceLog(Application[UUID]):
     """Stores and loads Device aggregates; reads the global log for the projections.
@@ -77,6 +81,24 @@ class DeviceLog(Application[UUID]):
         except AggregateNotFoundError:
             return None
         return device
+
+    def load_many(self, device_ids: Iterable[str]) -> dict[str, Device]:
+        """The devices that exist among ``device_ids``, loaded with one query (batch path)."""
+        ids = list(device_ids)
+        if self.fast is None:
+            return {d: device for d in ids if (device := self.load(d)) is not None}
+        with translated("cannot load devices"):
+            rows = self.fast.device_events([Device.create_id(d) for d in ids])
+        decode = self.codec.decode
+        out: dict[str, Device] = {}
+        for version, state in rows:
+            event = decode(state)
+            device = out.get(event.device_id)
+            if device is None:
+                device = out[event.device_id] = Device(event.device_id)
+            device.apply(event)
+            device.version = version
+        return out
 
     def append(self, pending: Sequence[Recorded]) -> list[LoggedEvent]:
         """Save events in one transaction, in the order given; the events with positions.

@@ -109,6 +109,18 @@ class PostgresProjectionStore(SqlProjectionStore):
         except psycopg.Error as e:
             raise StoreError(f"cannot read the log: {e}") from e
 
+    def device_events(self, aggregate_ids: list[UUID]) -> list[tuple[int, bytes]]:
+        """(version, state) of these aggregates' events, by aggregate then version."""
+        try:
+            with self._pool.connection() as conn, conn.cursor() as cur:
+                cur.execute(
+                    f"SELECT originator_version, state FROM {EVENTS_TABLE} "
+                    "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version",
+                    (aggregate_ids,))
+                return [(int(v), bytes(state)) for v, state in cur.fetchall()]
+        except psycopg.Error as e:
+            raise StoreError(f"cannot load devices: {e}") from e
+
     def close(self) -> None:
         """Close the pool."""
         self._pool.close()

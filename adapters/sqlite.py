@@ -6,6 +6,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from uuid import UUID
 
 from idstitch.adapters.eventlog import WriteConflict
 from idstitch.adapters.sqlstore import Cursor, SqlProjectionStore
@@ -80,6 +81,22 @@ class SqliteProjectionStore(SqlProjectionStore):
             except sqlite3.Error as e:
                 raise StoreError(f"cannot read the log: {e}") from e
         return rows
+
+    def device_events(self, aggregate_ids: list[UUID]) -> list[tuple[int, bytes]]:
+        """(version, state) of these aggregates' events, by aggregate then version."""
+        out: list[tuple[int, bytes]] = []
+        with self._lock:
+            try:
+                for i in range(0, len(aggregate_ids), self.chunk):
+                    part = [a.hex for a in aggregate_ids[i : i + self.chunk]]
+                    marks = ", ".join("?" * len(part))
+                    out.extend(self._conn.execute(
+                        "SELECT originator_version, state FROM stored_events "
+                        f"WHERE originator_id IN ({marks}) "
+                        "ORDER BY originator_id, originator_version", part).fetchall())
+            except sqlite3.Error as e:
+                raise StoreError(f"cannot load devices: {e}") from e
+        return out
 
     def close(self) -> None:
         """Close the connection."""

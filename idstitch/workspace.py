@@ -284,12 +284,21 @@ class Workspace:
         """Run a batch of validated messages; append all their events, in message order, at once."""
         with self._lock:
             devices: dict[str, Device] = {}
+            missing: set[str] = set()
+            for _, pending in batch:
+                for p in pending:
+                    cached = self._devices.pop(p.device_id, None)
+                    if cached is not None:
+                        devices[p.device_id] = cached
+                    elif p.device_id not in devices:
+                        missing.add(p.device_id)
+            # Devices not cached: those that exist come in one query, the rest are new.
+            devices.update(self.log.load_many(missing))
+            for device_id in missing - devices.keys():
+                devices[device_id] = Device(device_id)
             events: list[Recorded] = []
             outcomes: list[bool] = []
             for _, pending in batch:
-                for p in pending:
-                    if p.device_id not in devices:
-                        devices[p.device_id] = self._device(p.device_id)
                 first = devices[pending[0].device_id]
                 if first.is_duplicate(pending[0].message_id):
                     outcomes.append(False)

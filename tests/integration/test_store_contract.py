@@ -97,6 +97,24 @@ class StoreContract:
         assert (loaded.version, loaded.user_id, loaded.is_duplicate("m1")) == (2, "u2", True)
         assert stores.log.load("never") is None
 
+    def test_load_many_gives_what_load_gives(self, stores: Stores) -> None:
+        for name in ("a", "b", "c"):
+            device = Device(name)
+            device.identify(f"user-{name}", {}, **common(f"{name}1"))
+            device.clear_identify(**common(f"{name}2"))
+            if name == "b":
+                device.register_device_token("tok", None, **common("b3"))
+            stores.log.append(device.collect_events())
+        many = stores.log.load_many(["a", "b", "c", "never"])
+        assert sorted(many) == ["a", "b", "c"]
+        for name, device in many.items():
+            one = stores.log.load(name)
+            assert one is not None
+            assert (device.version, device.generation, device.user_id, device.token,
+                    sorted(device.recent)) == (one.version, one.generation, one.user_id,
+                                               one.token, sorted(one.recent))
+        assert many["b"].token == "tok" and many["a"].generation == 1
+
     def test_a_stale_version_is_refused(self, stores: Stores) -> None:
         device = Device("d1")
         device.identify("u1", {}, **common())
