@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 from uuid import UUID
@@ -61,6 +61,28 @@ class PostgresProjectionStore(SqlProjectionStore):
                     conn.execute(ddl)
         except psycopg.Error as e:
             raise StoreError(f"cannot open PostgreSQL projection store: {e}") from e
+
+    # One statement a batch instead of one per row: executemany sends a statement per row even
+    # pipelined, and a rebuild or an ingest batch touches tens of thousands of rows.
+
+    def _upsert(self, cur: Cursor, rows: list[tuple[str, str, bytes]]) -> None:
+        kinds, keys, docs = (list(c) for c in zip(*rows, strict=True))
+        cur.execute(
+            "INSERT INTO idstitch_rows (kind, key, doc) "
+            "SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[]) "
+            "ON CONFLICT (kind, key) DO UPDATE SET doc = excluded.doc", (kinds, keys, docs))
+
+    def _delete(self, cur: Cursor, rows: list[tuple[str, str]]) -> None:
+        kinds, keys = (list(c) for c in zip(*rows, strict=True))
+        cur.execute(
+            "DELETE FROM idstitch_rows USING unnest(%s::text[], %s::text[]) AS gone(kind, key) "
+            "WHERE idstitch_rows.kind = gone.kind AND idstitch_rows.key = gone.key",
+            (kinds, keys))
+
+    def _select(self, cur: Cursor, kind: str, keys: Sequence[str]) -> dict[str, bytes]:
+        cur.execute("SELECT key, doc FROM idstitch_rows WHERE kind = %s AND key = ANY(%s::text[])",
+                    (kind, list(keys)))
+        return {key: bytes(doc) for key, doc in cur.fetchall()}
 
     @contextmanager
     def _cursor(self, *, write: bool) -> Iterator[Cursor]:

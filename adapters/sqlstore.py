@@ -53,15 +53,9 @@ class SqlTransaction:
         upserts = [(k, key, doc) for (k, key), doc in rows.items() if doc is not None]
         deletes = [(k, key) for (k, key), doc in rows.items() if doc is None]
         if upserts:
-            self._cur.executemany(
-                f"INSERT INTO idstitch_rows (kind, key, doc) VALUES ({p}, {p}, {p}) "
-                "ON CONFLICT (kind, key) DO UPDATE SET doc = excluded.doc",
-                upserts,
-            )
+            self._store._upsert(self._cur, upserts)
         if deletes:
-            self._cur.executemany(
-                f"DELETE FROM idstitch_rows WHERE kind = {p} AND key = {p}", deletes
-            )
+            self._store._delete(self._cur, deletes)
         self._cur.execute(
             f"UPDATE idstitch_tracking SET position = {p}, meta = {p} WHERE name = {p}",
             (position, meta, self._name),
@@ -114,6 +108,18 @@ class SqlProjectionStore:
         )
         position, meta = cur.fetchone()
         return int(position), meta
+
+    def _upsert(self, cur: Cursor, rows: list[tuple[str, str, bytes]]) -> None:
+        p = self.param
+        cur.executemany(
+            f"INSERT INTO idstitch_rows (kind, key, doc) VALUES ({p}, {p}, {p}) "
+            "ON CONFLICT (kind, key) DO UPDATE SET doc = excluded.doc",
+            rows,
+        )
+
+    def _delete(self, cur: Cursor, rows: list[tuple[str, str]]) -> None:
+        p = self.param
+        cur.executemany(f"DELETE FROM idstitch_rows WHERE kind = {p} AND key = {p}", rows)
 
     def _select(self, cur: Cursor, kind: str, keys: Sequence[str]) -> dict[str, bytes]:
         p = self.param
