@@ -63,21 +63,23 @@ class PostgresProjectionStore(SqlProjectionStore):
             raise StoreError(f"cannot open PostgreSQL projection store: {e}") from e
 
     # One statement a batch instead of one per row: executemany sends a statement per row even
-    # pipelined, and a rebuild or an ingest batch touches tens of thousands of rows.
+    # pipelined, and a rebuild or an ingest batch touches tens of thousands of rows. Arrays go
+    # in binary: psycopg's text format escapes every element with regular expressions.
 
     def _upsert(self, cur: Cursor, rows: list[tuple[str, str, bytes]]) -> None:
         kinds, keys, docs = (list(c) for c in zip(*rows, strict=True))
         cur.execute(
             "INSERT INTO idstitch_rows (kind, key, doc) "
             "SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[]) "
-            "ON CONFLICT (kind, key) DO UPDATE SET doc = excluded.doc", (kinds, keys, docs))
+            "ON CONFLICT (kind, key) DO UPDATE SET doc = excluded.doc", (kinds, keys, docs),
+            binary=True)
 
     def _delete(self, cur: Cursor, rows: list[tuple[str, str]]) -> None:
         kinds, keys = (list(c) for c in zip(*rows, strict=True))
         cur.execute(
             "DELETE FROM idstitch_rows USING unnest(%s::text[], %s::text[]) AS gone(kind, key) "
             "WHERE idstitch_rows.kind = gone.kind AND idstitch_rows.key = gone.key",
-            (kinds, keys))
+            (kinds, keys), binary=True)
 
     def _select(self, cur: Cursor, kind: str, keys: Sequence[str]) -> dict[str, bytes]:
         cur.execute("SELECT key, doc FROM idstitch_rows WHERE kind = %s AND key = ANY(%s::text[])",
@@ -111,7 +113,7 @@ class PostgresProjectionStore(SqlProjectionStore):
                     f"INSERT INTO {EVENTS_TABLE} (originator_id, originator_version, topic, state) "
                     "SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[]) "
                     "RETURNING originator_id, originator_version, notification_id",
-                    (ids, versions, topics, states))
+                    (ids, versions, topics, states), binary=True)
                 # RETURNING order is not promised: pair each id with its (aggregate, version).
                 position = {(str(a), int(v)): int(n) for a, v, n in cur.fetchall()}
         except psycopg.errors.UniqueViolation as e:
