@@ -142,6 +142,30 @@ class IdentityMachine(RuleBasedStateMachine):
         person.writes.extend((ts, "unset", k, None) for k in unset)
         person.writes.extend((ts, "once", k, v) for k, v in once.items())
 
+    @rule(batch=st.lists(st.tuples(DEVICES, st.one_of(st.none(), USERS),
+                                   st.dictionaries(KEYS, VALUES, max_size=2),
+                                   st.integers(0, 100)), min_size=1, max_size=6),
+          batch_size=st.integers(1, 4))
+    def ingest(self, batch: list[tuple[str, str | None, dict[str, Any], int]],
+               batch_size: int) -> None:
+        """The bulk path: Segment identify messages, with and without a user id."""
+        messages = []
+        for device, user, traits, offset in batch:
+            ts = self._time(offset)
+            message: dict[str, Any] = {"type": "identify", "anonymousId": device,
+                                       "traits": traits, "messageId": f"m{self.step}",
+                                       "timestamp": ts.isoformat()}
+            if user is not None:
+                message["userId"] = user
+            messages.append(message)
+            self.sent.append((device, f"m{self.step}", {}))
+            person = (self.model.identify(device, user) if user is not None
+                      else self.model.person_of(device))
+            person.writes.extend((ts, "set", k, v) for k, v in traits.items())
+        reports = [ws.ingest(messages, batch_size=batch_size) for ws in self.stores]
+        assert {(r.accepted, r.duplicates, len(r.rejected)) for r in reports} == {
+            (len(messages), 0, 0)}
+
     @rule(device=DEVICES)
     def clear(self, device: str) -> None:
         self._all("clear_identify", device, timestamp=self._time(0))
