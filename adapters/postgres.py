@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 import psycopg
@@ -33,6 +33,11 @@ def ddl_lock(conninfo: str) -> Iterator[None]:
             yield
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (DDL_LOCK,))
+
+
+def _pg(cur: Cursor) -> psycopg.Cursor[Any]:
+    """The psycopg cursor behind the shared Cursor protocol (for psycopg-only arguments)."""
+    return cast("psycopg.Cursor[Any]", cur)
 
 
 EVENTS_TABLE = "idstitch_events"
@@ -68,7 +73,7 @@ class PostgresProjectionStore(SqlProjectionStore):
 
     def _upsert(self, cur: Cursor, rows: list[tuple[str, str, bytes]]) -> None:
         kinds, keys, docs = (list(c) for c in zip(*rows, strict=True))
-        cur.execute(
+        _pg(cur).execute(
             "INSERT INTO idstitch_rows (kind, key, doc) "
             "SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[]) "
             "ON CONFLICT (kind, key) DO UPDATE SET doc = excluded.doc", (kinds, keys, docs),
@@ -76,7 +81,7 @@ class PostgresProjectionStore(SqlProjectionStore):
 
     def _delete(self, cur: Cursor, rows: list[tuple[str, str]]) -> None:
         kinds, keys = (list(c) for c in zip(*rows, strict=True))
-        cur.execute(
+        _pg(cur).execute(
             "DELETE FROM idstitch_rows USING unnest(%s::text[], %s::text[]) AS gone(kind, key) "
             "WHERE idstitch_rows.kind = gone.kind AND idstitch_rows.key = gone.key",
             (kinds, keys), binary=True)

@@ -20,10 +20,6 @@ TemporaryPostgres``: fsync off, synchronous_commit off), the same for every Post
 
     python benchmarks/bench_ingest.py                      # N=100000, SQLite and PostgreSQL
     python benchmarks/bench_ingest.py --n 20000 --no-postgres --json /tmp/ingest.json
-
-Without ``ws.ingest`` (not written yet) the idstitch rows are skipped with a message, and the
-references run on an event count and payload size estimated from a sample fed through the public
-commands.
 """
 
 from __future__ import annotations
@@ -46,7 +42,6 @@ import idstitch
 RAW_TARGET = 0.35
 STOCK_TARGET = 2.0
 AGGREGATES_PER_SAVE = 100
-SAMPLE_MESSAGES = 3000
 
 
 class StockDevice(Aggregate):
@@ -150,13 +145,11 @@ def stock_append(env: dict[str, str], n_events: int, n_streams: int, payload_siz
 # idstitch.
 
 
-def ingest_once(url: str, data: Path, batch_size: int | None) -> dict[str, Any] | None:
-    """Ingest the file into a fresh store: seconds, catch-up seconds, report; None without ingest."""
+def ingest_once(url: str, data: Path, batch_size: int | None) -> dict[str, Any]:
+    """Ingest the file into a fresh store: seconds, catch-up seconds, report."""
     with idstitch.open(url) as ws:
-        if not harness.has_ingest(ws):
-            return None
         with Timer() as t, open(data, "rb") as lines:
-            report = harness.ingest(ws, lines, batch_size)
+            report = ws.ingest(lines) if batch_size is None else ws.ingest(lines, batch_size=batch_size)
         with Timer() as c:
             ws.catch_up()
         return {"seconds": t.seconds, "catch_up_seconds": c.seconds,
@@ -184,18 +177,6 @@ def postgres_shape(url: str) -> tuple[int, int, int]:
     return int(row[0]), int(row[1]), round(row[2] or 0)
 
 
-def estimated_shape(tmp: Path, data: Path, n_messages: int) -> tuple[int, int, int]:
-    """Without ingest: events per message and payload size from a sample fed through commands."""
-    sample = tmp / "sample.ndjson"
-    harness.write_workload(sample, SAMPLE_MESSAGES)
-    db = tmp / "sample.db"
-    with idstitch.open(harness.sqlite_url(db), auto_catch_up=False) as ws:
-        harness.feed_via_commands(ws, harness.lines_of(sample))
-    n, devices, size = sqlite_shape(db)
-    scale = n_messages / SAMPLE_MESSAGES
-    return round(n * scale), round(devices * scale), size
-
-
 # The run.
 
 
@@ -213,18 +194,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         db = tmp / "idstitch.db"
         sqlite_run = ingest_once(harness.sqlite_url(db), data, args.batch)
-        if sqlite_run is None:
-            console.print("[yellow]ws.ingest does not exist yet: idstitch ingest is not measured; "
-                          "the references use an event count estimated from a sample fed through "
-                          "the public commands.[/yellow]")
-            shape = estimated_shape(tmp, data, args.n)
-        else:
-            shape = sqlite_shape(db)
-            assert shape[0] == sqlite_run["head"], "events counted differ from the log head"
+        shape = sqlite_shape(db)
+        assert shape[0] == sqlite_run["head"], "events counted differ from the log head"
         n_events, n_devices, payload = shape
         results["events"], results["devices"], results["payload_bytes"] = shape
         console.print(f"events: {n_events:,} on {n_devices:,} devices, {payload} bytes of payload "
-                      f"each{' (estimated)' if sqlite_run is None else ''}")
+                      "each")
         rows = minimal_rows(n_events, n_devices, payload)
 
         store: dict[str, Any] = {"idstitch": sqlite_run}
@@ -235,35 +210,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results["stores"]["sqlite"] = store
 
         if args.postgres:
-            results["stores"]["postgresql"] = run_postgres(args, data, rows, n_devices, payload,
-                                                          sqlite_run is not None)
+            results["stores"]["postgresql"] = run_postgres(args, data, rows, n_devices, payload)
     show(results)
     return results
 
 
 def run_postgres(args: argparse.Namespace, data: Path, rows: list[tuple[uuid.UUID, int, bytes]],
-                 n_devices: int, payload: int, have_ingest: bool) -> dict[str, Any]:
+                 n_devices: int, payload: int) -> dict[str, Any]:
     """The PostgreSQL rows: a throwaway server, one database per measurement."""
     from idstitch.testing import TemporaryPostgres
 
     store: dict[str, Any] = {}
     with TemporaryPostgres() as pg:
         n_events = len(rows)
-        if have_ingest:
-            url = pg.create_database("idstitch")
-            run_ = ingest_once(url, data, args.batch)
-            assert run_ is not None
-            events, _, pg_payload = postgres_shape(url)
-            run_["events"], run_["payload_bytes"] = events, pg_payload
-            store["idstitch"] = run_
-            if events != n_events:
-                # Same messages, same rules: the counts should agree; use PostgreSQL's own.
-                console.print(f"[yellow]PostgreSQL recorded {events:,} events, SQLite {n_events:,}"
-                              "[/yellow]")
-                rows = minimal_rows(events, n_devices, payload)
-                n_events = events
-        else:
-            store["idstitch"] = None
+        url = pg.create_database("idstitch")
+        run_ = ingest_once(url, data, args.batch)
+        events, _, pg_payload = postgres_shape(url)
+        run_["events"], run_["payload_bytes"] = events, pg_payload
+        store["idstitch"] = run_
+        if events != n_events:
+            # Same messages, same rules: the counts should agree; use PostgreSQL's own.
+            console.print(f"[yellow]PostgreSQL recorded {events:,} events, SQLite {n_events:,}"
+                          "[/yellow]")
+            rows = minimal_rows(events, n_devices, payload)
+            n_events = events
         store["raw_seconds"] = raw_copy(pg.create_database("raw"), rows)
         stock_url = pg.create_database("stock")
         env = {"PERSISTENCE_MODULE": "eventsourcing.postgres", "POSTGRES_DBNAME": "stock",
@@ -290,9 +260,6 @@ def show(results: dict[str, Any]) -> None:
                       f"{store['stock_seconds']:.2f}", fmt_rate(stock), "-",
                       fmt_ratio(stock / raw), "1.00x"))
         run_ = store["idstitch"]
-        if run_ is None:
-            lines.append((name, "idstitch ws.ingest: skipped, ws.ingest is missing", *["-"] * 6))
-            continue
         events = run_.get("events", run_["head"])
         ev_rate = rate(events, run_["seconds"])
         run_["events_per_s"] = ev_rate
@@ -312,8 +279,7 @@ def show(results: dict[str, Any]) -> None:
                   ("store", "what", "events", "seconds", "events/s", "messages/s", "vs raw", "vs stock"),
                   lines)
     for name, store in results["stores"].items():
-        if store["idstitch"] is not None:
-            console.print(f"{name} ingest report: {store['idstitch']['report']}")
+        console.print(f"{name} ingest report: {store['idstitch']['report']}")
 
 
 def main(argv: list[str] | None = None) -> None:

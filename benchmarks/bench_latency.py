@@ -9,8 +9,8 @@ Measures p50 / p99 / max of:
 - ``ws.profile(user)`` right after such a write (the query a caller makes to read its write).
 
 The store is a fresh SQLite file with some history (``--prefill`` generated messages, through
-``ws.ingest`` when it exists, else the public commands) and ``--devices`` devices made for the
-benchmark; ``--warmup`` calls run first, then ``--calls`` timed calls round robin over them.
+``ws.ingest``) and ``--devices`` devices made for the benchmark; ``--warmup`` calls run first,
+then ``--calls`` timed calls round robin over them.
 
 Target (issue 3): identify p50 <= 1 ms, p99 <= 5 ms.
 
@@ -53,10 +53,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.prefill:
             data = tmp / "prefill.ndjson"
             harness.write_workload(data, args.prefill, args.seed)
-            how, _ = harness.feed(ws, data)
+            harness.feed(ws, data)
             ws.catch_up()
-            results["prefill"] = {"messages": args.prefill, "fed_by": how, "events": ws.log.head()}
-            console.print(f"prefilled {args.prefill:,} messages by {how}: {ws.log.head():,} events")
+            results["prefill"] = {"messages": args.prefill, "events": ws.log.head()}
+            console.print(f"prefilled {args.prefill:,} messages by ingest: {ws.log.head():,} events")
         devices = [f"bench-device-{i}" for i in range(args.devices)]
         users = [f"bench-user-{i}" for i in range(args.devices)]
         clock = datetime(2026, 3, 1, tzinfo=UTC)

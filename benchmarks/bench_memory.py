@@ -14,9 +14,6 @@ peak within 1.3x the smallest's).
     python benchmarks/bench_memory.py --sizes 100000,300000,1000000   # the issue's 1M: opt-in,
                                                            # several minutes at today's ingest rate
     python benchmarks/bench_memory.py --sizes 20000,50000 --json /tmp/memory.json
-
-Without ``ws.ingest`` it stops with a message, unless ``--via-commands`` feeds the messages
-through the public commands instead (much slower; that measures the command path, not ingest).
 """
 
 from __future__ import annotations
@@ -43,7 +40,7 @@ def maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def child(n: int, seed: int, directory: str, via_commands: bool) -> dict[str, Any]:
+def child(n: int, seed: int, directory: str) -> dict[str, Any]:
     """One measurement, in this process: ingest N streamed messages, rebuild."""
     import workload
 
@@ -53,12 +50,7 @@ def child(n: int, seed: int, directory: str, via_commands: bool) -> dict[str, An
     with idstitch.open(harness.sqlite_url(Path(directory) / "idstitch.db")) as ws:
         lines = workload.generate(n, seed)
         started = time.perf_counter()
-        if harness.has_ingest(ws):
-            how, counts = "ingest", harness.report_counts(ws.ingest(lines))
-        elif via_commands:
-            how, counts = "commands", harness.feed_via_commands(ws, lines)
-        else:
-            return {"n": n, "skipped": "ws.ingest is missing"}
+        counts = harness.report_counts(ws.ingest(lines))
         ws.catch_up()
         ingest_seconds = time.perf_counter() - started
         after_ingest = maxrss_mb()
@@ -66,17 +58,15 @@ def child(n: int, seed: int, directory: str, via_commands: bool) -> dict[str, An
         ws.rebuild()
         rebuild_seconds = time.perf_counter() - started
         events = ws.log.head()
-    return {"n": n, "fed_by": how, "report": counts, "events": events,
+    return {"n": n, "report": counts, "events": events,
             "baseline_mb": baseline, "after_ingest_mb": after_ingest, "peak_mb": maxrss_mb(),
             "ingest_seconds": ingest_seconds, "rebuild_seconds": rebuild_seconds}
 
 
-def measure(n: int, seed: int, via_commands: bool) -> dict[str, Any]:
+def measure(n: int, seed: int) -> dict[str, Any]:
     """Run :func:`child` in a fresh interpreter; its numbers."""
     with tempfile.TemporaryDirectory(prefix="idstitch-bench-") as tmp:
         cmd = [sys.executable, __file__, "--child", str(n), "--seed", str(seed), "--dir", tmp]
-        if via_commands:
-            cmd.append("--via-commands")
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"the measurement for N={n} failed:\n{done.stderr}")
@@ -90,12 +80,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     measured = []
     for n in sizes:
         console.print(f"N = {n:,} ...")
-        result = measure(n, args.seed, args.via_commands)
-        if "skipped" in result:
-            console.print("[yellow]ws.ingest does not exist yet: nothing measured (use "
-                          "--via-commands to measure the public-command path instead).[/yellow]")
-            return {"skipped": result["skipped"], "sizes": sizes}
-        measured.append(result)
+        measured.append(measure(n, args.seed))
     show(measured)
     peaks = [m["peak_mb"] for m in measured]
     return {"sizes": sizes, "runs": measured, "max_peak_mb": max(peaks),
@@ -109,13 +94,13 @@ def show(measured: list[dict[str, Any]]) -> None:
     for m in measured:
         peak = m["peak_mb"]
         ok = peak <= PEAK_TARGET_MB and peak <= FLAT_FACTOR * first
-        rows.append((f"{m['n']:,}", f"{m['events']:,}", m["fed_by"], f"{m['baseline_mb']:.0f}",
+        rows.append((f"{m['n']:,}", f"{m['events']:,}", f"{m['baseline_mb']:.0f}",
                      f"{m['after_ingest_mb']:.0f}",
                      f"[green]{peak:.0f}[/green]" if ok else f"[red]{peak:.0f}[/red]",
                      f"{peak / first:.2f}x", f"{m['ingest_seconds']:.1f}", f"{m['rebuild_seconds']:.1f}"))
     harness.table(f"peak RSS of ingest then rebuild, SQLite file, one process per N (targets: <= "
                   f"{PEAK_TARGET_MB:.0f} MB, flat: within {FLAT_FACTOR}x of the smallest N)",
-                  ("messages", "events", "fed by", "baseline MB", "after ingest MB", "peak MB",
+                  ("messages", "events", "baseline MB", "after ingest MB", "peak MB",
                    "vs smallest", "ingest s", "rebuild s"), rows)
 
 
@@ -126,14 +111,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="comma-separated message counts (default 100000,300000; add 1000000 for "
                              "the issue's 1M)")
     parser.add_argument("--seed", type=int, default=0, help="workload seed")
-    parser.add_argument("--via-commands", action="store_true",
-                        help="without ws.ingest, feed through the public commands")
     parser.add_argument("--json", metavar="FILE", help="write the numbers to FILE")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--dir", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
-        print(json.dumps(child(args.child, args.seed, args.dir, args.via_commands)))
+        print(json.dumps(child(args.child, args.seed, args.dir)))
         return
     harness.write_json(args.json, {"benchmark": "memory", **run(args)})
 
