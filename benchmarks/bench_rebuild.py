@@ -1,28 +1,40 @@
-"""Rebuild throughput: ``ws.rebuild()`` of profiles and the identity graph on SQLite, against
-eventsourcing's ProjectionRunner doing the same projection one transaction per event.
+"""Rebuild throughput: ``ws.rebuild()`` of profiles and the identity graph on SQLite and
+PostgreSQL, against eventsourcing's ProjectionRunner doing the same projection one transaction
+per event.
 
-Measures, in one run:
+Measures, in one run and for each store:
 
 - idstitch: N generated SDK messages are fed once (``ws.ingest``), then ``ws.rebuild()`` replays
-  the whole log from position 0 into fresh projection rows on a SQLite file. Rate = events in the
-  log / seconds of the rebuild;
-- the reference: eventsourcing 9.5's own ``ProjectionRunner`` over a copy of the same SQLite
-  file, with a ``Projection`` whose ``process_event`` applies the same identity fold
-  (``IdentityProjection.apply``) to one event in one projection-store transaction that reads the
-  rows it needs, writes them and moves the tracking position (the library's exactly-once
-  pattern; no cache kept between events). The stock SQLite recorder has no ``subscribe()``, so
-  the runner gets a recorder subclass whose subscription pulls pages with ``select_notifications``
-  (the library's own ``ListenNotifySubscription``, never notified: a rebuild only reads what is
-  there). It runs for the first ``--ref-events`` events (its rate is steady; a full run would take
-  minutes); with ``--ref-events 0`` it runs over all of them and the rows are checked equal to the
-  rebuild's, proving both did the same work. Its transactions go through our SQLite projection
-  store (WAL, ``synchronous=NORMAL``: no fsync per commit); a stock ``SQLiteTrackingRecorder``
-  view (``synchronous=FULL``) would fsync every event, so this is the generous reference.
+  the whole log from position 0 into fresh projection rows, in a fresh SQLite file and in a fresh
+  PostgreSQL database. Rate = events in the log (rows counted: PostgreSQL positions can have
+  gaps) / seconds of the rebuild;
+- the reference: eventsourcing 9.5's own ``ProjectionRunner`` over a copy of the same store (the
+  SQLite file copied with the backup API, the PostgreSQL database with ``CREATE DATABASE ...
+  TEMPLATE``), over the stock application recorder of that store, with a ``Projection`` whose
+  ``process_event`` applies the same identity fold (``IdentityProjection.apply``) to one event
+  in one projection-store transaction that reads the rows it needs, writes them and moves the
+  tracking position (the library's exactly-once pattern; no cache kept between events). On
+  PostgreSQL the runner uses the stock ``PostgresApplicationRecorder`` and its own LISTEN/NOTIFY
+  subscription, unchanged. The stock SQLite recorder has no ``subscribe()``, so there the runner
+  gets a recorder subclass whose subscription pulls pages with ``select_notifications`` (the
+  library's own ``ListenNotifySubscription``, never notified: a rebuild only reads what is
+  there). The reference runs for the first ``--ref-events`` events on SQLite and
+  ``--pg-ref-events`` on PostgreSQL (its rate is steady; a full run would take minutes); with
+  ``--ref-events 0`` it runs over all of them on both stores and the rows are checked equal to
+  the rebuild's, proving both did the same work. Its transactions go through our projection
+  stores: on SQLite WAL, ``synchronous=NORMAL`` (no fsync per commit; a stock
+  ``SQLiteTrackingRecorder`` view, ``synchronous=FULL``, would fsync every event, so this is the
+  generous reference); on PostgreSQL one pooled connection per transaction, several round trips
+  per event.
 
-Targets (issue 3): rebuild >= 50x the reference, and >= 100,000 events/s.
+Targets (issue 3): rebuild >= 50x the reference, and >= 100,000 events/s (the issue sets them
+for SQLite; the PostgreSQL rows are shown against the same numbers). PostgreSQL is a throwaway
+server (``idstitch.testing.TemporaryPostgres``: fsync off, synchronous_commit off), a fresh
+database per measurement.
 
-    python benchmarks/bench_rebuild.py                     # N=100000 messages, reference 20000 events
+    python benchmarks/bench_rebuild.py                     # N=100000; reference 20000 / 5000 events
     python benchmarks/bench_rebuild.py --n 5000 --ref-events 0 --json /tmp/rebuild.json
+    python benchmarks/bench_rebuild.py --no-postgres       # SQLite only
 """
 
 from __future__ import annotations
@@ -35,6 +47,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import harness
 from eventsourcing.persistence import ListenNotifySubscription, Subscription, Tracking
@@ -43,6 +56,7 @@ from eventsourcing.projection import Projection, ProjectionRunner
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from harness import Timer, console, fmt_rate, fmt_ratio, rate
 from idstitch.adapters.eventlog import DeviceLog
+from idstitch.adapters.postgres import EVENTS_TABLE
 from idstitch.projections.identity import IdentityProjection
 from idstitch.projections.rows import KINDS
 from idstitch.projections.store import LoggedEvent
@@ -53,6 +67,7 @@ import idstitch
 RATIO_TARGET = 50.0
 RATE_TARGET = 100_000
 APP_NAME = DeviceLog.name
+Rows = dict[str, list[tuple[str, bytes]]]
 
 
 class PulledSubscription(ListenNotifySubscription[SQLiteApplicationRecorder]):
@@ -99,6 +114,9 @@ class IdentityFoldProjection(Projection[POPOTrackingRecorder]):
             cls.done.set()
 
 
+# The stores.
+
+
 def copy_database(source: Path, target: Path) -> None:
     """A consistent copy of a SQLite file (WAL included), through the backup API."""
     with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
@@ -107,92 +125,156 @@ def copy_database(source: Path, target: Path) -> None:
     dst.close()
 
 
-def reference(path: Path, limit: int, head: int) -> dict[str, Any]:
-    """Run the ProjectionRunner over the log in ``path`` for ``limit`` events (0: all)."""
-    ws = idstitch.open(harness.sqlite_url(path), auto_catch_up=False)
-    ws.rows.reset(IdentityProjection.name, KINDS)
-    target = head if limit <= 0 else min(limit, head)
-    projection = IdentityFoldProjection
-    projection.store, projection.fold = ws.rows, IdentityProjection(ws.anonymous_merge)
-    projection.processed, projection.stop_after = 0, target
-    projection.done.clear()
-    env = {
-        "PERSISTENCE_MODULE": "eventsourcing.sqlite",
-        "SQLITE_DBNAME": str(path),
-        "SQLITE_LOCK_TIMEOUT": "30",
-        "APPLICATION_RECORDER_TOPIC": f"{__name__}:SubscribableSQLiteRecorder",
-        # The runner's view (its tracking recorder) is in memory: the rows and their position are
-        # written by our store, in the same transaction, in the same file as the events.
-        f"{projection.name.upper()}_PERSISTENCE_MODULE": "eventsourcing.popo",
-    }
-    started = time.perf_counter()
-    with ProjectionRunner(application_class=DeviceLog, projection_class=projection,
-                          view_class=POPOTrackingRecorder, env=env) as runner:
-        while not projection.done.wait(0.05):
-            if runner.is_interrupted.is_set():
-                break
-        seconds = time.perf_counter() - started
-        processed = projection.processed
-    return {"events": processed, "seconds": seconds, "workspace": ws}
+def sqlite_env(path: Path) -> dict[str, str]:
+    """The runner's application on the SQLite file, with the subscribable recorder."""
+    return {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(path),
+            "SQLITE_LOCK_TIMEOUT": "30",
+            "APPLICATION_RECORDER_TOPIC": f"{__name__}:SubscribableSQLiteRecorder"}
+
+
+def postgres_env(url: str) -> dict[str, str]:
+    """The runner's application on the PostgreSQL database of ``url``, stock recorder."""
+    parts = urlsplit(url)
+    return {"PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_DBNAME": parts.path.lstrip("/"), "POSTGRES_HOST": parts.hostname or "127.0.0.1",
+            "POSTGRES_PORT": str(parts.port or 5432), "POSTGRES_USER": parts.username or "postgres",
+            "POSTGRES_PASSWORD": parts.password or ""}
+
+
+def count_events(url: str) -> int:
+    """Events stored (rows, not the head: PostgreSQL positions can have gaps)."""
+    if url.startswith("sqlite:///"):
+        with sqlite3.connect(url[len("sqlite:///"):]) as con:
+            n = int(con.execute("SELECT count(*) FROM stored_events").fetchone()[0])
+        con.close()
+        return n
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        row = conn.execute(f"SELECT count(*) FROM {EVENTS_TABLE}").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+# The measurements.
+
+
+def feed_and_rebuild(url: str, data: Path, n_messages: int, compare: bool) -> tuple[dict[str, Any], Rows]:
+    """Ingest the workload into a fresh store, then time ``ws.rebuild()``; the numbers and,
+    when ``compare``, the rows after the rebuild (checked equal to those before it)."""
+    store: dict[str, Any] = {}
+    with idstitch.open(url) as ws:
+        with Timer() as f:
+            counts = harness.feed(ws, data)
+            ws.catch_up()
+        events = count_events(url)
+        store.update(feed_seconds=f.seconds, events=events, head=ws.log.head(), report=counts)
+        console.print(f"{url.partition(':')[0]}: fed {n_messages:,} messages by ingest in "
+                      f"{f.seconds:.1f}s: {counts}; {events:,} events in the log")
+        before = ws.dump() if compare else {}
+        with Timer() as r:
+            ws.rebuild()
+        store["rebuild_seconds"] = r.seconds
+        after = ws.dump() if compare else {}
+    if before != after:
+        raise SystemExit(f"{url}: rebuild gave other rows than the incremental catch-up")
+    return store, after
+
+
+def reference(url: str, env: dict[str, str], limit: int, events: int, expected: Rows) -> dict[str, Any]:
+    """Run the ProjectionRunner over the log of the store at ``url`` for ``limit`` events (0: all,
+    and then compare its rows with ``expected``)."""
+    ws = idstitch.open(url, auto_catch_up=False)
+    try:
+        ws.rows.reset(IdentityProjection.name, KINDS)
+        target = events if limit <= 0 else min(limit, events)
+        projection = IdentityFoldProjection
+        projection.store, projection.fold = ws.rows, IdentityProjection(ws.anonymous_merge)
+        projection.processed, projection.stop_after = 0, target
+        projection.done.clear()
+        env = {
+            **env,
+            # The runner's view (its tracking recorder) is in memory: the rows and their position
+            # are written by our store, in the same transaction, in the same database as the events.
+            f"{projection.name.upper()}_PERSISTENCE_MODULE": "eventsourcing.popo",
+        }
+        started = time.perf_counter()
+        with ProjectionRunner(application_class=DeviceLog, projection_class=projection,
+                              view_class=POPOTrackingRecorder, env=env) as runner:
+            while not projection.done.wait(0.05):
+                if runner.is_interrupted.is_set():
+                    break
+            seconds = time.perf_counter() - started
+            processed = projection.processed
+        out: dict[str, Any] = {"events": processed, "seconds": seconds}
+        if limit <= 0:
+            same = ws.dump() == expected
+            out["rows_equal"] = same
+            console.print(f"{url.partition(':')[0]}: reference rows equal to the rebuild's: "
+                          + ("[green]yes[/green]" if same else "[red]NO[/red]"))
+        return out
+    finally:
+        ws.close()
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Feed, rebuild, run the reference; the numbers."""
-    results: dict[str, Any] = {"n_messages": args.n}
+    """Feed, rebuild, run the reference, on each store; the numbers."""
+    compare = args.ref_events <= 0
+    results: dict[str, Any] = {"n_messages": args.n, "ref_events": args.ref_events,
+                               "pg_ref_events": 0 if compare else args.pg_ref_events, "stores": {}}
     with tempfile.TemporaryDirectory(prefix="idstitch-bench-") as tmp_:
         tmp = Path(tmp_)
         data = tmp / "workload.ndjson"
         harness.write_workload(data, args.n, args.seed)
-        db = tmp / "idstitch.db"
-        with idstitch.open(harness.sqlite_url(db)) as ws:
-            with Timer() as f:
-                counts = harness.feed(ws, data)
-                ws.catch_up()
-            head = ws.log.head()
-            results.update(feed_seconds=f.seconds, events=head, report=counts)
-            console.print(f"fed {args.n:,} messages by ingest in {f.seconds:.1f}s: {counts}; "
-                          f"{head:,} events in the log")
-            before = ws.dump() if args.ref_events <= 0 else None
-            with Timer() as r:
-                ws.rebuild()
-            results["rebuild_seconds"] = r.seconds
-            after = ws.dump() if args.ref_events <= 0 else None
-        if before is not None and before != after:
-            raise SystemExit("rebuild gave other rows than the incremental catch-up")
 
+        db = tmp / "idstitch.db"
+        store, after = feed_and_rebuild(harness.sqlite_url(db), data, args.n, compare)
         copy = tmp / "reference.db"
         copy_database(db, copy)
-        ref = reference(copy, args.ref_events, head)
-        ref_ws = ref.pop("workspace")
-        if args.ref_events <= 0:
-            same = ref_ws.dump() == after
-            results["reference_rows_equal"] = same
-            console.print("reference rows equal to the rebuild's: "
-                          + ("[green]yes[/green]" if same else "[red]NO[/red]"))
-        ref_ws.close()
-        results["reference"] = ref
+        store["reference"] = reference(harness.sqlite_url(copy), sqlite_env(copy), args.ref_events,
+                                       store["events"], after)
+        results["stores"]["sqlite"] = store
+        if args.postgres:
+            results["stores"]["postgresql"] = run_postgres(args, data, results["pg_ref_events"])
     show(results)
     return results
 
 
+def run_postgres(args: argparse.Namespace, data: Path, limit: int) -> dict[str, Any]:
+    """The PostgreSQL rows: a throwaway server; the reference on a copy of the rebuilt database."""
+    import psycopg
+    from idstitch.testing import TemporaryPostgres
+
+    with TemporaryPostgres() as pg:
+        url = pg.create_database("idstitch")
+        store, after = feed_and_rebuild(url, data, args.n, limit <= 0)
+        # Every connection to the source is closed by now, as CREATE DATABASE ... TEMPLATE needs.
+        with psycopg.connect(pg.url(), autocommit=True) as conn:
+            conn.execute('CREATE DATABASE "reference" TEMPLATE "idstitch"')
+        ref_url = pg.url("reference")
+        store["reference"] = reference(ref_url, postgres_env(ref_url), limit, store["events"], after)
+    return store
+
+
 def show(results: dict[str, Any]) -> None:
     """The results table."""
-    ref = results["reference"]
-    ref_rate = rate(ref["events"], ref["seconds"])
-    ours = rate(results["events"], results["rebuild_seconds"])
-    results["reference_events_per_s"], results["rebuild_events_per_s"] = ref_rate, ours
-    results["ratio"] = ours / ref_rate if ref_rate else None
-    rows = [
-        ("eventsourcing ProjectionRunner, our fold, 1 transaction per event", f"{ref['events']:,}",
-         f"{ref['seconds']:.2f}", fmt_rate(ref_rate), "1.00x"),
-        ("idstitch ws.rebuild()", f"{results['events']:,}", f"{results['rebuild_seconds']:.2f}",
-         fmt_rate(ours) if ours >= RATE_TARGET else f"[red]{fmt_rate(ours)}[/red]",
-         fmt_ratio(results["ratio"], RATIO_TARGET)),
-    ]
-    harness.table(f"rebuild of profiles + identity graph, SQLite, {results['events']:,} events from "
-                  f"{results['n_messages']:,} messages (targets: >= {RATIO_TARGET:.0f}x the reference, "
-                  f">= {RATE_TARGET:,} events/s)",
-                  ("what", "events", "seconds", "events/s", "vs reference"), rows)
+    lines = []
+    for name, store in results["stores"].items():
+        ref = store["reference"]
+        ref_rate = rate(ref["events"], ref["seconds"])
+        ours = rate(store["events"], store["rebuild_seconds"])
+        store["reference_events_per_s"], store["rebuild_events_per_s"] = ref_rate, ours
+        store["ratio"] = ours / ref_rate if ref_rate else None
+        lines += [
+            (name, "eventsourcing ProjectionRunner, our fold, 1 transaction per event",
+             f"{ref['events']:,}", f"{ref['seconds']:.2f}", fmt_rate(ref_rate), "1.00x"),
+            (name, "idstitch ws.rebuild()", f"{store['events']:,}", f"{store['rebuild_seconds']:.2f}",
+             fmt_rate(ours) if ours >= RATE_TARGET else f"[red]{fmt_rate(ours)}[/red]",
+             fmt_ratio(store["ratio"], RATIO_TARGET)),
+        ]
+    harness.table(f"rebuild of profiles + identity graph from {results['n_messages']:,} messages "
+                  f"(targets: >= {RATIO_TARGET:.0f}x the reference, >= {RATE_TARGET:,} events/s)",
+                  ("store", "what", "events", "seconds", "events/s", "vs reference"), lines)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -201,7 +283,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=100_000, help="messages to feed (default 100000)")
     parser.add_argument("--seed", type=int, default=0, help="workload seed")
     parser.add_argument("--ref-events", type=int, default=20_000,
-                        help="events the reference runs over (default 20000; 0: all, and compare rows)")
+                        help="events the SQLite reference runs over (default 20000; 0: all, on both "
+                             "stores, and compare rows)")
+    parser.add_argument("--pg-ref-events", type=int, default=5_000,
+                        help="events the PostgreSQL reference runs over (default 5000)")
+    parser.add_argument("--postgres", action=argparse.BooleanOptionalAction, default=True,
+                        help="also measure PostgreSQL (default on)")
     parser.add_argument("--json", metavar="FILE", help="write the numbers to FILE")
     args = parser.parse_args(argv)
     harness.write_json(args.json, {"benchmark": "rebuild", **run(args)})

@@ -57,6 +57,16 @@ def check_optional_id(field: str, value: object) -> str | None:
     return None if value is None else check_id(field, value)
 
 
+def check_message_id(value: object) -> str | None:
+    """A message id (optional) is non-blank text of at most 150 bytes; any value is fine."""
+    if value is None:
+        return None
+    check_text("message_id", value)
+    if _utf8_len("message_id", str(value)) > MAX_ID_BYTES:
+        raise InvalidCommand("message_id", f"is longer than {MAX_ID_BYTES} bytes")
+    return str(value)
+
+
 def check_text(field: str, value: object, *, allowed: frozenset[str] | None = None) -> str:
     """A short non-blank string, optionally one of ``allowed``."""
     if not isinstance(value, str) or not value.strip():

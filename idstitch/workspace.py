@@ -136,10 +136,7 @@ class Workspace:
 
     def _common(self, message_id: object, timestamp: object, sent_at: object = None
                 ) -> dict[str, Any]:
-        if message_id is not None:
-            rules.check_text("message_id", message_id)
-            if len(str(message_id).encode()) > rules.MAX_ID_BYTES:
-                raise InvalidCommand("message_id", f"is longer than {rules.MAX_ID_BYTES} bytes")
+        rules.check_message_id(message_id)
         ts = rules.check_time("timestamp", timestamp)
         sent = rules.check_time("sent_at", sent_at)
         now = self.clock()
