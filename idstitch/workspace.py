@@ -38,6 +38,8 @@ from idstitch.projections.views import Merge, Profile, Reader
 
 Clock = Callable[[], datetime]
 DEVICE_CACHE_SIZE = 10_000
+CATCH_UP_EVENTS = 10_000
+"""During ingest, the projection catches up after about this many events (and at the end)."""
 RETRIES = 5
 
 
@@ -241,14 +243,21 @@ class Workspace:
     ) -> IngestReport:
         report = IngestReport()
         batch: list[tuple[int, list[Pending]]] = []
+        unprojected: list[LoggedEvent] = []
 
-        def flush() -> None:
+        def flush(*, project: bool = False) -> None:
             nonlocal batch
             if batch:
-                self._write_batch(batch, report)
+                unprojected.extend(self._write_batch(batch, report))
                 if progress is not None:
                     progress(len(batch))
                 batch = []
+            # The projection catches up every CATCH_UP_EVENTS events rather than every batch:
+            # hot person and device rows are then rewritten once per catch-up, not per batch.
+            if self.auto_catch_up and unprojected and (
+                    project or len(unprojected) >= CATCH_UP_EVENTS):
+                self.catch_up(unprojected)
+                unprojected.clear()
 
         for index, raw in enumerate(messages):
             try:
@@ -260,7 +269,7 @@ class Workspace:
                        for c in calls):
                     # A cio_ id is checked against the persons as they stand: earlier messages
                     # of this batch may have created or retired that person.
-                    flush()
+                    flush(project=True)
                 pending: list[Pending] = []
                 self._local.collecting = pending
                 try:
@@ -274,11 +283,15 @@ class Workspace:
             batch.append((index, pending))
             if len(batch) >= batch_size:
                 flush()
-        flush()
+        flush(project=True)
         return report
 
-    def _write_batch(self, batch: list[tuple[int, list[Pending]]], report: IngestReport) -> None:
-        """Run a batch of validated messages; append all their events, in message order, at once."""
+    def _write_batch(
+        self, batch: list[tuple[int, list[Pending]]], report: IngestReport
+    ) -> list[LoggedEvent]:
+        """Run a batch of validated messages; append all their events, in message order, at once.
+
+        Returns the events appended (none after a fallback, which catches up by itself)."""
         with self._lock:
             devices: dict[str, Device] = {}
             missing: set[str] = set()
@@ -311,13 +324,12 @@ class Workspace:
                 # Another writer touched one of these devices: none of the batch was written.
                 # Forget what was applied and run the messages one by one, each atomically.
                 self._write_one_by_one(batch, report)
-                return
+                return []
             for device in devices.values():
                 self._remember(device)
             report.accepted += outcomes.count(True)
             report.duplicates += outcomes.count(False)
-            if self.auto_catch_up:
-                self.catch_up(appended)
+            return appended
 
     def _write_one_by_one(self, batch: list[tuple[int, list[Pending]]], report: IngestReport) -> None:
         for index, pending in batch:

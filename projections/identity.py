@@ -101,7 +101,9 @@ class IdentityProjection:
                 if tx.position != self._cached_at or len(self._cache) > CACHE_LIMIT:
                     # Another writer moved the projection, or the cache grew: start cold.
                     self._cache = {}
-                if recent and recent[0].position == tx.position + 1:
+                if (recent and recent[0].position == tx.position + 1
+                        and recent[-1].position - recent[0].position + 1 == len(recent)):
+                    # Exactly the next positions: nobody else's events can hide in between.
                     events, recent = recent, ()
                 else:
                     events, recent = log.read(tx.position, BATCH_SIZE), ()

@@ -121,3 +121,15 @@ def test_concurrent_writers_on_one_device_all_land(
 
     assert len(recorded_events(writers[0])) == 40
     assert len(writers[0].profile_of_device("shared").attributes) == 40  # type: ignore[union-attr]
+
+
+def test_events_handed_over_with_a_gap_do_not_skip_the_gap(make_ws: WorkspaceFactory) -> None:
+    ws = make_ws(auto_catch_up=False)
+    ws.identify("mine-1", "u1")
+    ws.identify("theirs", "u2")  # as if another process wrote it in between
+    ws.identify("mine-2", "u3")
+    mine = [e for e in ws.log.read(0, 10) if e.event.device_id != "theirs"]
+    assert [e.position for e in mine] == [1, 3]
+    ws.catch_up(mine)
+    assert ws.profile("u2") is not None  # the event at position 2 was not skipped
+    assert ws.identity.catch_up(ws.log, ws.rows) == ws.log.head()
