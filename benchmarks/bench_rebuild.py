@@ -19,9 +19,11 @@ Measures, in one run and for each store:
   gets a recorder subclass whose subscription pulls pages with ``select_notifications`` (the
   library's own ``ListenNotifySubscription``, never notified: a rebuild only reads what is
   there). The reference runs for the first ``--ref-events`` events on SQLite and
-  ``--pg-ref-events`` on PostgreSQL (its rate is steady; a full run would take minutes); with
-  ``--ref-events 0`` it runs over all of them on both stores and the rows are checked equal to
-  the rebuild's, proving both did the same work. Its transactions go through our projection
+  ``--pg-ref-events`` on PostgreSQL (its rate is steady; a full run would take minutes, and on
+  PostgreSQL, under 1,000 events/s, far longer: hence its smaller default); with
+  ``--ref-events 0`` it runs over all of them on both stores (``--pg-ref-events 0``: on
+  PostgreSQL only) and the rows are checked equal to the rebuild's, proving both did the same
+  work. Its transactions go through our projection
   stores: on SQLite WAL, ``synchronous=NORMAL`` (no fsync per commit; a stock
   ``SQLiteTrackingRecorder`` view, ``synchronous=FULL``, would fsync every event, so this is the
   generous reference); on PostgreSQL one pooled connection per transaction, several round trips
@@ -56,7 +58,6 @@ from eventsourcing.projection import Projection, ProjectionRunner
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from harness import Timer, console, fmt_rate, fmt_ratio, rate
 from idstitch.adapters.eventlog import DeviceLog
-from idstitch.adapters.postgres import EVENTS_TABLE
 from idstitch.projections.identity import IdentityProjection
 from idstitch.projections.rows import KINDS
 from idstitch.projections.store import LoggedEvent
@@ -149,6 +150,7 @@ def count_events(url: str) -> int:
         con.close()
         return n
     import psycopg
+    from idstitch.adapters.postgres import EVENTS_TABLE
 
     with psycopg.connect(url) as conn:
         row = conn.execute(f"SELECT count(*) FROM {EVENTS_TABLE}").fetchone()
@@ -159,7 +161,7 @@ def count_events(url: str) -> int:
 # The measurements.
 
 
-def feed_and_rebuild(url: str, data: Path, n_messages: int, compare: bool) -> tuple[dict[str, Any], Rows]:
+def feed_and_rebuild(name: str, url: str, data: Path, compare: bool) -> tuple[dict[str, Any], Rows]:
     """Ingest the workload into a fresh store, then time ``ws.rebuild()``; the numbers and,
     when ``compare``, the rows after the rebuild (checked equal to those before it)."""
     store: dict[str, Any] = {}
@@ -169,19 +171,19 @@ def feed_and_rebuild(url: str, data: Path, n_messages: int, compare: bool) -> tu
             ws.catch_up()
         events = count_events(url)
         store.update(feed_seconds=f.seconds, events=events, head=ws.log.head(), report=counts)
-        console.print(f"{url.partition(':')[0]}: fed {n_messages:,} messages by ingest in "
-                      f"{f.seconds:.1f}s: {counts}; {events:,} events in the log")
+        console.print(f"{name}: ingest in {f.seconds:.1f}s, {events:,} events in the log; {counts}")
         before = ws.dump() if compare else {}
         with Timer() as r:
             ws.rebuild()
         store["rebuild_seconds"] = r.seconds
         after = ws.dump() if compare else {}
     if before != after:
-        raise SystemExit(f"{url}: rebuild gave other rows than the incremental catch-up")
+        raise SystemExit(f"{name}: rebuild gave other rows than the incremental catch-up")
     return store, after
 
 
-def reference(url: str, env: dict[str, str], limit: int, events: int, expected: Rows) -> dict[str, Any]:
+def reference(name: str, url: str, env: dict[str, str], limit: int, events: int,
+              expected: Rows) -> dict[str, Any]:
     """Run the ProjectionRunner over the log of the store at ``url`` for ``limit`` events (0: all,
     and then compare its rows with ``expected``)."""
     ws = idstitch.open(url, auto_catch_up=False)
@@ -210,7 +212,7 @@ def reference(url: str, env: dict[str, str], limit: int, events: int, expected: 
         if limit <= 0:
             same = ws.dump() == expected
             out["rows_equal"] = same
-            console.print(f"{url.partition(':')[0]}: reference rows equal to the rebuild's: "
+            console.print(f"{name}: reference rows equal to the rebuild's: "
                           + ("[green]yes[/green]" if same else "[red]NO[/red]"))
         return out
     finally:
@@ -228,31 +230,34 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         harness.write_workload(data, args.n, args.seed)
 
         db = tmp / "idstitch.db"
-        store, after = feed_and_rebuild(harness.sqlite_url(db), data, args.n, compare)
+        console.print(f"workload: {args.n:,} messages")
+        store, after = feed_and_rebuild("sqlite", harness.sqlite_url(db), data, compare)
         copy = tmp / "reference.db"
         copy_database(db, copy)
-        store["reference"] = reference(harness.sqlite_url(copy), sqlite_env(copy), args.ref_events,
-                                       store["events"], after)
+        store["reference"] = reference("sqlite", harness.sqlite_url(copy), sqlite_env(copy),
+                                       args.ref_events, store["events"], after)
         results["stores"]["sqlite"] = store
         if args.postgres:
-            results["stores"]["postgresql"] = run_postgres(args, data, results["pg_ref_events"])
+            results["stores"]["postgresql"] = run_postgres(data, results["pg_ref_events"])
     show(results)
     return results
 
 
-def run_postgres(args: argparse.Namespace, data: Path, limit: int) -> dict[str, Any]:
+def run_postgres(data: Path, limit: int) -> dict[str, Any]:
     """The PostgreSQL rows: a throwaway server; the reference on a copy of the rebuilt database."""
     import psycopg
+
     from idstitch.testing import TemporaryPostgres
 
     with TemporaryPostgres() as pg:
         url = pg.create_database("idstitch")
-        store, after = feed_and_rebuild(url, data, args.n, limit <= 0)
+        store, after = feed_and_rebuild("postgresql", url, data, limit <= 0)
         # Every connection to the source is closed by now, as CREATE DATABASE ... TEMPLATE needs.
         with psycopg.connect(pg.url(), autocommit=True) as conn:
             conn.execute('CREATE DATABASE "reference" TEMPLATE "idstitch"')
         ref_url = pg.url("reference")
-        store["reference"] = reference(ref_url, postgres_env(ref_url), limit, store["events"], after)
+        store["reference"] = reference("postgresql", ref_url, postgres_env(ref_url), limit,
+                                       store["events"], after)
     return store
 
 
@@ -286,7 +291,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="events the SQLite reference runs over (default 20000; 0: all, on both "
                              "stores, and compare rows)")
     parser.add_argument("--pg-ref-events", type=int, default=5_000,
-                        help="events the PostgreSQL reference runs over (default 5000)")
+                        help="events the PostgreSQL reference runs over (default 5000; 0: all, and "
+                             "compare rows)")
     parser.add_argument("--postgres", action=argparse.BooleanOptionalAction, default=True,
                         help="also measure PostgreSQL (default on)")
     parser.add_argument("--json", metavar="FILE", help="write the numbers to FILE")
