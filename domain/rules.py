@@ -31,6 +31,15 @@ MIN_INT, MAX_INT = -(2**63), 2**64 - 1
 """Integers the event codec (msgpack) can store."""
 
 
+def _json(field: str, value: object) -> bytes:
+    """JSON bytes of a value that passed the walk; an encoder refusal is still bad input."""
+    try:
+        return _encode(value)
+    except (TypeError, ValueError, OverflowError) as e:
+        # e.g. a mapping type the encoder does not know: never a crash, always InvalidCommand.
+        raise InvalidCommand(field, f"is not JSON-encodable: {e}") from e
+
+
 def _utf8_len(field: str, value: str) -> int:
     try:
         return len(value.encode())
@@ -112,6 +121,7 @@ def _check_json(field: str, value: object, depth: int) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise InvalidCommand(field, f"has a non-string key {key!r}")
+            _utf8_len(f"{field}.{key[:40]!a}", key)
             _check_json(f"{field}.{key}", item, depth + 1)
         return
     if isinstance(value, (list, tuple)):
@@ -143,12 +153,12 @@ def check_attributes(field: str, attributes: object, *, allow_none: bool = True)
             raise InvalidCommand(f"{field}.{key[:40]}", f"name is longer than {MAX_ID_BYTES} bytes")
         if type(value) is not str or not small:
             _check_json(f"{field}.{key}", value, 1)
-        if not small and len(_encode(value)) > MAX_VALUE_BYTES:
+        if not small and len(_json(f"{field}.{key}", value)) > MAX_VALUE_BYTES:
             raise InvalidCommand(
                 f"{field}.{key}", f"value is over {MAX_VALUE_BYTES} bytes when serialized"
             )
     if encoded is None:
-        encoded = _encode(attributes)
+        encoded = _json(field, attributes)
     # The event owns its values: a deep copy (through the bytes already made), so a caller who
     # later changes its dict cannot change what was recorded or what the projection holds.
     copy: dict[str, Any] = _decode(encoded)

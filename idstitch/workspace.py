@@ -248,7 +248,9 @@ class Workspace:
         def flush(*, project: bool = False) -> None:
             nonlocal batch
             if batch:
-                unprojected.extend(self._write_batch(batch, report))
+                appended = self._write_batch(batch, report)
+                if self.auto_catch_up:
+                    unprojected.extend(appended)
                 if progress is not None:
                     progress(len(batch))
                 batch = []

@@ -147,3 +147,15 @@ def test_a_batch_refused_by_another_writer_is_written_message_by_message(
     assert (report.accepted, report.duplicates, report.rejected) == (2, 1, [])
     assert first.profile("u1").attributes == {"a": 1, "b": 2, "c": 3}  # type: ignore[union-attr]
     assert first.profile("u2").attributes == {"e": 1}  # type: ignore[union-attr]
+
+
+def test_odd_nested_values_are_rejected_not_a_crash(ws: Workspace) -> None:
+    import types
+
+    good = identify("d1", "u1", {"plan": "pro"}, 1)
+    for bad in ({"a": {"\ud800": 1}}, {"a": types.MappingProxyType({"b": 1})}):
+        with pytest.raises(InvalidCommand, match="traits"):
+            ws.set_profile_attributes("d0", bad)
+        report = ws.ingest([identify("d2", "u2", bad, 0), good])
+        assert [i for i, _ in report.rejected] == [0]
+    assert ws.profile("u1") is not None and ws.profile("u2") is None
