@@ -45,11 +45,10 @@ EVENTS_TABLE = "idstitch_events"
 
 
 class PostgresProjectionStore(SqlProjectionStore):
-    """``SELECT ... FOR UPDATE`` on the tracking row serialises catch-ups across processes."""
+    """The locked tracking row (an upsert) serialises catch-ups across processes."""
 
     param = "%s"
     blob = "BYTEA"
-    lock_suffix = " FOR UPDATE"
 
     def __init__(self, conninfo: str, schema: str | None = None, pool_size: int = 4) -> None:
         kwargs: dict[str, Any] = {}
@@ -100,8 +99,8 @@ class PostgresProjectionStore(SqlProjectionStore):
                     # never mix states from before and after a concurrent catch-up.
                     cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 yield cur
-        except psycopg.OperationalError as e:
-            raise StoreError(f"PostgreSQL is unavailable: {e}") from e
+        except psycopg.Error as e:
+            raise StoreError(f"PostgreSQL failed: {e}") from e
 
     # The batch path of the event log (FastLog), on eventsourcing's own events table. The
     # EXCLUSIVE table lock is the recorder's own rule: ids become visible in commit order, so a

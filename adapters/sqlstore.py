@@ -79,7 +79,6 @@ class SqlProjectionStore:
 
     param = "?"
     blob = "BLOB"
-    lock_suffix = ""
     chunk = 500
 
     def _cursor(self, *, write: bool) -> AbstractContextManager[Cursor]:
@@ -96,14 +95,13 @@ class SqlProjectionStore:
         ]
 
     def _lock_tracking(self, cur: Cursor, name: str) -> tuple[int, str | None]:
+        # One statement that creates the row if needed and returns it, locked (the conflict
+        # update takes the row lock on PostgreSQL; SQLite already holds the write lock): two
+        # statements left a window in which a concurrent reset() could delete the row.
         p = self.param
         cur.execute(
             f"INSERT INTO idstitch_tracking (name, position) VALUES ({p}, 0) "
-            "ON CONFLICT (name) DO NOTHING",
-            (name,),
-        )
-        cur.execute(
-            f"SELECT position, meta FROM idstitch_tracking WHERE name = {p}{self.lock_suffix}",
+            "ON CONFLICT (name) DO UPDATE SET name = excluded.name RETURNING position, meta",
             (name,),
         )
         position, meta = cur.fetchone()

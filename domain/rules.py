@@ -58,7 +58,15 @@ def check_id(field: str, value: object) -> str:
         raise InvalidCommand(field, f"{value!r} is a placeholder id, not a real identifier")
     if _utf8_len(field, value) > MAX_ID_BYTES:
         raise InvalidCommand(field, f"is longer than {MAX_ID_BYTES} bytes")
+    _no_nul(field, value)
     return value
+
+
+def _no_nul(field: str, value: str) -> None:
+    # Ids and names become keys in text columns; PostgreSQL text cannot hold NUL, and one such
+    # line must not make a workspace unusable on one store while another accepts it.
+    if "\x00" in value:
+        raise InvalidCommand(field, "contains a NUL character")
 
 
 def check_optional_id(field: str, value: object) -> str | None:
@@ -84,6 +92,7 @@ def check_text(field: str, value: object, *, allowed: frozenset[str] | None = No
         raise InvalidCommand(field, f"must be one of {sorted(allowed)}, got {value!r}")
     if _utf8_len(field, value) > MAX_VALUE_BYTES:
         raise InvalidCommand(field, f"is longer than {MAX_VALUE_BYTES} bytes")
+    _no_nul(field, value)
     return value
 
 

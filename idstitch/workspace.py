@@ -320,6 +320,10 @@ class Workspace:
                     p.command(device)
                     events.extend(device.collect_events())
                 outcomes.append(True)
+            if self.auto_catch_up and events:
+                # Fail before recording anything, not after, if another process rebuilt the
+                # rows under the other policy.
+                self.identity.check_policy(self.rows)
             try:
                 appended = self.log.append(events)
             except WriteConflict:
@@ -337,16 +341,18 @@ class Workspace:
         for index, pending in batch:
             first = pending[0]
             try:
-                device = self._device(first.device_id, fresh=True)
-                self._remember(device)
-                if device.is_duplicate(first.message_id):
-                    report.duplicates += 1
-                    continue
-                self._run_message(pending)
-            except IdstitchError as e:
+                position = self._run_message(pending)
+            except ConcurrencyConflict as e:
+                # Only this means "nothing of the message was written". Errors after its append
+                # (a failed catch-up, a policy mismatch) are not the message's fault: they stop
+                # the ingest rather than report a recorded message as rejected.
                 report.rejected.append((index, str(e)))
                 continue
-            report.accepted += 1
+            device = self._devices.get(first.device_id)
+            if position is None and device is not None and device.is_duplicate(first.message_id):
+                report.duplicates += 1
+            else:
+                report.accepted += 1
 
     def activate(
         self,

@@ -88,16 +88,15 @@ class IdentityProjection:
         """
         if not recent and store.position(self.name) >= log.head():
             # Up to date: answer without taking the projection's write lock, so queries from
-            # several processes do not queue behind each other.
+            # several processes do not queue behind each other; but never on rows built under
+            # the other policy.
+            self._check_meta(store.meta(self.name))
             return store.position(self.name)
         while True:
             with store.transaction(self.name) as tx:
-                if tx.meta is not None and tx.meta != self.meta:
-                    # Another process rebuilt the rows under the other policy: applying events
-                    # under ours would mix both. Refuse; reopening picks the stored policy.
-                    raise PolicyMismatch(
-                        f"the identity projection was built under {tx.meta}, this workspace "
-                        f"uses {self.meta}: reopen without anonymous_merge, or rebuild")
+                # Another process may have rebuilt the rows under the other policy: applying
+                # events under ours would mix both.
+                self._check_meta(tx.meta)
                 if tx.position != self._cached_at or len(self._cache) > CACHE_LIMIT:
                     # Another writer moved the projection, or the cache grew: start cold.
                     self._cache = {}
@@ -145,6 +144,16 @@ class IdentityProjection:
         persons = {unit.get(DEVICE, d).person_id for d in devices if unit.get(DEVICE, d)}
         persons.update(p for k in identifiers if (p := unit.get(IDENTIFIER, k)))
         unit.prefetch(PERSON, persons)
+
+    def check_policy(self, store: ProjectionStore) -> None:
+        """Raise PolicyMismatch if the committed rows were built under the other policy."""
+        self._check_meta(store.meta(self.name))
+
+    def _check_meta(self, meta: str | None) -> None:
+        if meta is not None and meta != self.meta:
+            raise PolicyMismatch(
+                f"the identity projection was built under {meta}, this workspace uses "
+                f"{self.meta}: reopen without anonymous_merge (to adopt it), or rebuild")
 
     def forget_cache(self) -> None:
         """Drop cached rows (after a reset of the store)."""

@@ -88,6 +88,10 @@ class ProjectionStore(Protocol):
         """The committed tracking position of the projection ``name``."""
         ...
 
+    def meta(self, name: str) -> str | None:
+        """The configuration the projection's committed rows were built under."""
+        ...
+
     def reset(self, name: str, kinds: Sequence[str]) -> None:
         """Drop a projection's rows and tracking (for a rebuild from position 0)."""
         ...

@@ -159,3 +159,39 @@ def test_odd_nested_values_are_rejected_not_a_crash(ws: Workspace) -> None:
         report = ws.ingest([identify("d2", "u2", bad, 0), good])
         assert [i for i, _ in report.rejected] == [0]
     assert ws.profile("u1") is not None and ws.profile("u2") is None
+
+
+@pytest.mark.parametrize("field", ["device_id", "user_id"])
+def test_a_nul_in_an_id_is_invalid_on_every_store(ws: Workspace, field: str) -> None:
+    args = {"device_id": "d1", "user_id": "u1"} | {field: "a\x00b"}
+    with pytest.raises(InvalidCommand, match="NUL"):
+        ws.identify(args["device_id"], args["user_id"])
+    report = ws.ingest([identify("d2", "a\x00b", {}, 0), identify("d3", "u3", {}, 1)])
+    assert [i for i, _ in report.rejected] == [0]
+    assert ws.profile("u3") is not None  # the workspace still works
+
+
+def test_rows_of_the_other_policy_are_never_served(make_durable_ws: WorkspaceFactory) -> None:
+    from idstitch.errors import PolicyMismatch
+
+    switching = make_durable_ws(anonymous_merge="switch")
+    switching.identify("phone", "alice")
+    merging = make_durable_ws(switching.url, anonymous_merge="merge")  # rebuilds under merge
+    assert merging.profile("alice") is not None
+    with pytest.raises(PolicyMismatch):
+        switching.profile("alice")  # up to date, but built under the other policy
+    head = switching.log.head()
+    with pytest.raises(PolicyMismatch):
+        switching.ingest([identify("tablet", "alice", {}, 5)])
+    assert switching.log.head() == head  # refused before anything was recorded
+
+
+def test_the_fallback_counts_a_concurrent_duplicate_as_a_duplicate(
+    make_durable_ws: WorkspaceFactory,
+) -> None:
+    first = make_durable_ws()
+    second = make_durable_ws(first.url)
+    first.ingest([identify("D", "u1", {}, 1)])  # `first` caches D
+    second.ingest([identify("D", None, {"x": 1}, 2)])  # m2 recorded by the other process
+    report = first.ingest([identify("D", None, {"x": 1}, 2)])
+    assert (report.accepted, report.duplicates, report.rejected) == (0, 1, [])
