@@ -18,7 +18,8 @@ import pytest
 from idstitch.testing import TemporaryPostgres
 
 DOCS = Path(__file__).parents[2] / "docs"
-PAGES = sorted(DOCS.rglob("*.md"))
+README = DOCS.parent / "README.md"
+PAGES = [*sorted(DOCS.rglob("*.md")), README]  # the README's example is executed too
 FENCE = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})(?P<info>[^`\n]*)$")
 LINK = re.compile(r"\]\((?P<target>[^)\s#]*\.md)(?:#(?P<anchor>[^)\s]*))?\)")
 HEADING = re.compile(r"^#{1,6}\s+(?P<title>.+?)\s*#*$")
@@ -70,7 +71,7 @@ def blocks(page: Path) -> list[Block]:
 
 def page_id(page: Path) -> str:
     """The test id of a page: its path relative to docs/."""
-    return page.relative_to(DOCS).as_posix()
+    return page.name if page == README else page.relative_to(DOCS).as_posix()
 
 
 def test_the_docs_exist() -> None:
