@@ -110,7 +110,8 @@ def normalize_email(email: str) -> str:
     return email.strip().lower()
 
 
-def _check_json(field: str, value: object, depth: int) -> None:
+def _check_json(field: str, value: object, depth: int, text_ok: bool = False) -> None:
+    """Walk a JSON value; ``text_ok``: every string is known to be valid text already."""
     if depth > MAX_DEPTH:
         raise InvalidCommand(field, f"is nested deeper than {MAX_DEPTH} levels")
     if isinstance(value, bool) or value is None:
@@ -120,7 +121,8 @@ def _check_json(field: str, value: object, depth: int) -> None:
             raise InvalidCommand(field, "is an integer too large to store (64 bits at most)")
         return
     if isinstance(value, str):
-        _utf8_len(field, value)
+        if not text_ok:
+            _utf8_len(field, value)
         return
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -130,12 +132,13 @@ def _check_json(field: str, value: object, depth: int) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise InvalidCommand(field, f"has a non-string key {key!r}")
-            _utf8_len(f"{field}.{key[:40]!a}", key)
-            _check_json(f"{field}.{key}", item, depth + 1)
+            if not text_ok:
+                _utf8_len(f"{field}.{key[:40]!a}", key)
+            _check_json(f"{field}.{key}", item, depth + 1, text_ok)
         return
     if isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
-            _check_json(f"{field}[{i}]", item, depth + 1)
+            _check_json(f"{field}[{i}]", item, depth + 1, text_ok)
         return
     raise InvalidCommand(field, f"{type(value).__name__} is not a JSON value")
 
@@ -158,10 +161,14 @@ def check_attributes(field: str, attributes: object, *, allow_none: bool = True)
     for key, value in attributes.items():
         if type(key) is not str or not key.strip():
             raise InvalidCommand(field, f"attribute name {key!r} must be a non-blank string")
-        if _utf8_len(f"{field}.{key[:40]}", key) > MAX_ID_BYTES:
+        # A name of at most 37 characters cannot exceed 150 bytes; and when the whole object
+        # encoded, every string in it is valid text: the common case checks nothing more.
+        if len(key) > MAX_ID_BYTES // 4 and _utf8_len(f"{field}.{key[:40]}", key) > MAX_ID_BYTES:
             raise InvalidCommand(f"{field}.{key[:40]}", f"name is longer than {MAX_ID_BYTES} bytes")
+        if encoded is None:
+            _utf8_len(f"{field}.{key[:40]!a}", key)
         if type(value) is not str or not small:
-            _check_json(f"{field}.{key}", value, 1)
+            _check_json(f"{field}.{key}", value, 1, encoded is not None)
         if not small and len(_json(f"{field}.{key}", value)) > MAX_VALUE_BYTES:
             raise InvalidCommand(
                 f"{field}.{key}", f"value is over {MAX_VALUE_BYTES} bytes when serialized"
