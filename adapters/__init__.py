@@ -17,11 +17,7 @@ ENV_URL = "IDSTITCH_DATABASE_URL"
 
 
 class ClosableStore(ProjectionStore, Protocol):
-    """A projection store that also reports its meta and can be closed."""
-
-    def meta(self, name: str) -> str | None:
-        """The configuration the projection's rows were built under."""
-        ...
+    """A projection store that can be closed."""
 
     def close(self) -> None:
         """Release connections."""

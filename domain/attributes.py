@@ -49,13 +49,6 @@ class Slot(msgspec.Struct, array_like=True, gc=False):
             return True, self.once[0].value
         return False, None
 
-    def write(self) -> Write | None:
-        """The write that set the current value (for provenance), or None when absent."""
-        reg = self.reg
-        if reg is not None and not reg.deleted:
-            return reg
-        return self.once[0] if self.once else None
-
     def _prune(self) -> None:
         reg = self.reg
         if reg is not None and self.once:

@@ -141,7 +141,7 @@ class IdentityProjection:
         unit.prefetch(DEVICE, devices)
         unit.prefetch(TOKEN, tokens)
         unit.prefetch(IDENTIFIER, identifiers)
-        persons = {unit.get(DEVICE, d).person_id for d in devices if unit.get(DEVICE, d)}
+        persons = {row.person_id for d in devices if (row := unit.device(d)) is not None}
         persons.update(p for k in identifiers if (p := unit.get(IDENTIFIER, k)))
         unit.prefetch(PERSON, persons)
 
