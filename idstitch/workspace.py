@@ -533,7 +533,7 @@ class Workspace:
             raise InvalidCommand("names", f"unknown projections {sorted(set(names) - {'identity'})}")
         with self._lock, bulk_gc():
             self.rows.reset(self.identity.name, KINDS)
-            self.identity.forget_cache()
+            self.identity.forget_cache(empty_store=True)
             return self.identity.catch_up(self.log, self.rows, progress)
 
     def _maybe_catch_up(self) -> None:

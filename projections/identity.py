@@ -9,7 +9,7 @@ function of the log, an incremental catch-up and a rebuild from position 0 give 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Any, Literal
 from uuid import NAMESPACE_URL, uuid5
 
 from idstitch.domain import attributes
@@ -31,7 +31,6 @@ from idstitch.domain.rules import classify, normalize_email
 from idstitch.projections.rows import (
     DEVICE,
     IDENTIFIER,
-    MERGE,
     PERSON,
     TOKEN,
     DeviceRow,
@@ -40,14 +39,21 @@ from idstitch.projections.rows import (
     Refusal,
 )
 from idstitch.projections.store import EventLog, LoggedEvent, ProjectionStore, to_micros
-from idstitch.projections.unit import Unit, identifier_key
+from idstitch.projections.unit import Cache, Unit, cache_size, identifier_key, new_cache
 
 Policy = Literal["merge", "switch"]
 POLICIES: tuple[Policy, ...] = ("merge", "switch")
 MERGE_NAMESPACE = uuid5(NAMESPACE_URL, "https://idstitch.dev/merge")
-BATCH_SIZE = 10_000
-"""Events per catch-up transaction: hot person and device rows are rewritten once a batch."""
+ROWS_FORMAT = 2
+"""Version of the stored row layout: rows of another version are rebuilt on open."""
+PAGE_SIZE = 10_000
+"""Events read (and their rows prefetched) at a time."""
+BATCH_SIZE = 50_000
+"""Events per catch-up transaction at most: hot rows are written once per transaction."""
 CACHE_LIMIT = 100_000
+"""Rows kept decoded between transactions; beyond it the working set starts cold."""
+
+Handler = Callable[[Unit, DeviceRow, Any, int, int], None]
 
 
 class IdentityProjection:
@@ -59,18 +65,32 @@ class IdentityProjection:
         if policy not in POLICIES:
             raise ValueError(f"anonymous_merge must be one of {POLICIES}, got {policy!r}")
         self.policy: Policy = policy
-        self._cache: dict[tuple[str, str], object] = {}
+        self._cache: Cache = new_cache()
         self._cached_at = -1
+        self._complete = False
+        # One handler per event type: a dict lookup instead of a chain of isinstance checks.
+        self._handlers: dict[type[DeviceEvent], Handler] = {
+            Identified: self._identified,
+            ProfileAttributesChanged: self._profile_attributes,
+            DeviceAttributesChanged: self._device_attributes,
+            DeviceAttributesCollected: self._collected_attributes,
+            DeviceActivated: self._activated,
+            DeviceTokenRegistered: self._token_registered,
+            DeviceTokenRemoved: self._token_removed,
+            PushStatusRecorded: self._push_status,
+            IdentityCleared: self._cleared,
+        }
 
     @property
     def meta(self) -> str:
         """The configuration the rows were built under: a different one needs a rebuild."""
-        return f"anonymous_merge={self.policy}"
+        return f"anonymous_merge={self.policy} rows={ROWS_FORMAT}"
 
     @staticmethod
     def policy_of(meta: str | None) -> Policy | None:
         """The policy recorded in a tracking meta, if any."""
-        value = (meta or "").partition("anonymous_merge=")[2]
+        settings = dict(part.partition("=")[::2] for part in (meta or "").split())
+        value = settings.get("anonymous_merge")
         return "switch" if value == "switch" else "merge" if value == "merge" else None
 
     def catch_up(
@@ -80,7 +100,7 @@ class IdentityProjection:
         progress: Callable[[int], None] | None = None,
         recent: Sequence[LoggedEvent] = (),
     ) -> int:
-        """Apply every event after the tracking position, a batch per transaction.
+        """Apply every event after the tracking position, up to BATCH_SIZE per transaction.
 
         ``recent``: events this process just appended, with their positions. When they follow
         the tracking position directly, they are applied as they are instead of being read back
@@ -97,51 +117,73 @@ class IdentityProjection:
                 # Another process may have rebuilt the rows under the other policy: applying
                 # events under ours would mix both.
                 self._check_meta(tx.meta)
-                if tx.position != self._cached_at or len(self._cache) > CACHE_LIMIT:
+                if tx.position != self._cached_at or cache_size(self._cache) > CACHE_LIMIT:
                     # Another writer moved the projection, or the cache grew: start cold.
-                    self._cache = {}
-                if (recent and recent[0].position == tx.position + 1
-                        and recent[-1].position - recent[0].position + 1 == len(recent)):
-                    # Exactly the next positions: nobody else's events can hide in between.
-                    events, recent = recent, ()
-                else:
-                    events, recent = log.read(tx.position, BATCH_SIZE), ()
-                if not events:
-                    return tx.position
-                unit = Unit(tx, self._cache)
+                    self._cache, self._complete = new_cache(), False
+                unit = Unit(tx, self._cache, complete=self._complete)
+                position = tx.position
+                applied = 0
                 try:
-                    self._prefetch(unit, events)
-                    for logged in events:
-                        self.apply(unit, logged)
-                    position = events[-1].position
+                    # Several pages a transaction: a hot person or device row is then written
+                    # once per transaction, not once per page.
+                    while applied < BATCH_SIZE and cache_size(self._cache) <= CACHE_LIMIT:
+                        if (recent and recent[0].position == position + 1
+                                and recent[-1].position - recent[0].position + 1 == len(recent)):
+                            # Exactly the next positions: nobody else's events hide in between.
+                            events, recent = recent, ()
+                        else:
+                            events, recent = log.read(position, PAGE_SIZE), ()
+                        if not events:
+                            break
+                        self.apply_all(unit, events)
+                        position = events[-1].position
+                        applied += len(events)
+                        if progress is not None:
+                            progress(len(events))
+                    if not applied:
+                        return position
                     tx.write(unit.encoded(), position, self.meta)
                 except BaseException:
-                    self._cache, self._cached_at = {}, -1
+                    self.forget_cache()
                     raise
-                self._cached_at = position
-            if progress is not None:
-                progress(len(events))
+            self._cached_at = position
+
+    def apply_all(self, unit: Unit, events: Sequence[LoggedEvent]) -> None:
+        """Apply events in log order (their rows read first, in a few queries)."""
+        self._prefetch(unit, events)
+        handlers = self._handlers
+        devices = unit.devices
+        dirty = unit.dirty_devices
+        for pos, ev in events:
+            ts = to_micros(ev.timestamp)
+            device_id = ev.device_id
+            dev = devices[device_id]
+            if dev is None:
+                dev = self._new_device(unit, ev, ts)
+            elif ts > dev.updated_at:
+                dev.updated_at = ts
+            handlers[type(ev)](unit, dev, ev, pos, ts)
+            dirty.add(device_id)
 
     def _prefetch(self, unit: Unit, events: Sequence[LoggedEvent]) -> None:
         """Read the rows a batch will touch in a few queries instead of one per row."""
-        devices: set[str] = set()
+        devices = {ev.device_id for _, ev in events}
         identifiers: set[str] = set()
         tokens: set[str] = set()
-        for logged in events:
-            ev = logged.event
-            devices.add(ev.device_id)
-            if isinstance(ev, Identified):
+        for _, ev in events:
+            if type(ev) is Identified:
                 kind = classify(ev.user_id)
                 if kind == "id":
                     identifiers.add(identifier_key("id", ev.user_id))
                 elif kind == "email":
                     identifiers.add(identifier_key("email", normalize_email(ev.user_id)))
-            elif isinstance(ev, DeviceTokenRegistered):
+            elif type(ev) is DeviceTokenRegistered:
                 tokens.add(ev.token)
         unit.prefetch(DEVICE, devices)
         unit.prefetch(TOKEN, tokens)
         unit.prefetch(IDENTIFIER, identifiers)
-        persons = {row.person_id for d in devices if (row := unit.device(d)) is not None}
+        rows = unit.devices
+        persons = {row.person_id for d in devices if (row := rows[d]) is not None}
         persons.update(p for k in identifiers if (p := unit.get(IDENTIFIER, k)))
         unit.prefetch(PERSON, persons)
 
@@ -155,56 +197,76 @@ class IdentityProjection:
                 f"the identity projection was built under {meta}, this workspace uses "
                 f"{self.meta}: reopen without anonymous_merge (to adopt it), or rebuild")
 
-    def forget_cache(self) -> None:
-        """Drop cached rows (after a reset of the store)."""
-        self._cache, self._cached_at = {}, -1
+    def forget_cache(self, *, empty_store: bool = False) -> None:
+        """Drop cached rows; ``empty_store``: the rows were just reset (nothing to read)."""
+        self._cache = new_cache()
+        self._cached_at, self._complete = (0, True) if empty_store else (-1, False)
 
-    # The fold.
+    # The fold: one handler per event type, called with the event's device row (created on
+    # its first event), position and client time in microseconds.
 
     def apply(self, unit: Unit, logged: LoggedEvent) -> None:
         """Apply one event to the rows."""
-        ev, pos = logged.event, logged.position
-        ts = to_micros(ev.timestamp)
-        dev = unit.device(ev.device_id)
-        if dev is None:
-            dev = self._new_device(unit, ev, ts)
-        dev.updated_at = max(dev.updated_at, ts)
-        if isinstance(ev, Identified):
-            self._identified(unit, dev, ev, pos, ts)
-        elif isinstance(ev, ProfileAttributesChanged):
-            person = unit.person(dev.person_id)
-            attributes.apply(person.attrs, set_=ev.set, set_once=ev.set_once, unset=ev.unset,
-                             ts=ts, pos=pos)
-            self._touch_person(unit, person, ts)
-            self._claim_trait_email(unit, person, ev.set, pos)
-        elif isinstance(ev, DeviceAttributesChanged):
-            attributes.apply(dev.attrs, set_=ev.attributes, ts=ts, pos=pos)
-        elif isinstance(ev, DeviceAttributesCollected):
-            attributes.apply(dev.collected, set_=ev.attributes, ts=ts, pos=pos)
-        elif isinstance(ev, DeviceActivated):
-            dev.auto_track = ev.auto_track_device_attributes
-            dev.platform = ev.platform or dev.platform
-            dev.sdk = ev.sdk if ev.sdk is not None else dev.sdk
-        elif isinstance(ev, DeviceTokenRegistered):
-            self._token_registered(unit, dev, ev)
-        elif isinstance(ev, DeviceTokenRemoved):
-            if dev.token == ev.token:
-                dev.token = None
-                unit.delete(TOKEN, ev.token)
-        elif isinstance(ev, PushStatusRecorded):
-            dev.last_status = ev.status
-        elif isinstance(ev, IdentityCleared):
-            self._leave(unit, dev, dev.person_id)
-            dev.generation = ev.generation
-            dev.user_id = None
-            self._new_anonymous_person(unit, dev, ts)
-        unit.put(DEVICE, dev.device_id, dev)
+        self.apply_all(unit, [logged])
+
+    def _profile_attributes(
+        self, unit: Unit, dev: DeviceRow, ev: ProfileAttributesChanged, pos: int, ts: int
+    ) -> None:
+        person = unit.person(dev.person_id)
+        stamp = (ts, pos)
+        attrs = person.attrs
+        attributes.assign(attrs, ev.set, stamp)
+        if ev.unset:
+            attributes.assign(attrs, dict.fromkeys(ev.unset), stamp)
+        if ev.set_once:
+            attributes.assign_once(attrs, ev.set_once, stamp)
+        if ts > person.updated_at:
+            person.updated_at = ts
+        unit.put_person(person)
+        if "email" in ev.set:
+            self._claim_attribute_email(unit, person, pos)
+
+    def _device_attributes(
+        self, unit: Unit, dev: DeviceRow, ev: DeviceAttributesChanged, pos: int, ts: int
+    ) -> None:
+        attributes.assign(dev.attrs, ev.attributes, (ts, pos))
+
+    def _collected_attributes(
+        self, unit: Unit, dev: DeviceRow, ev: DeviceAttributesCollected, pos: int, ts: int
+    ) -> None:
+        attributes.assign(dev.collected, ev.attributes, (ts, pos))
+
+    def _activated(
+        self, unit: Unit, dev: DeviceRow, ev: DeviceActivated, pos: int, ts: int
+    ) -> None:
+        dev.auto_track = ev.auto_track_device_attributes
+        dev.platform = ev.platform or dev.platform
+        dev.sdk = ev.sdk if ev.sdk is not None else dev.sdk
+
+    def _token_removed(
+        self, unit: Unit, dev: DeviceRow, ev: DeviceTokenRemoved, pos: int, ts: int
+    ) -> None:
+        if dev.token == ev.token:
+            dev.token = None
+            unit.delete(TOKEN, ev.token)
+
+    def _push_status(
+        self, unit: Unit, dev: DeviceRow, ev: PushStatusRecorded, pos: int, ts: int
+    ) -> None:
+        dev.last_status = ev.status
+
+    def _cleared(self, unit: Unit, dev: DeviceRow, ev: IdentityCleared, pos: int, ts: int) -> None:
+        self._leave(unit, dev, dev.person_id)
+        dev.generation = ev.generation
+        dev.user_id = None
+        self._new_anonymous_person(unit, dev, ts)
 
     def _new_device(self, unit: Unit, ev: DeviceEvent, ts: int) -> DeviceRow:
         anonymous_id = anonymous_id_for(ev.device_id, 0)
         dev = DeviceRow(device_id=ev.device_id, person_id="", anonymous_id=anonymous_id,
                         created_at=ts, updated_at=ts)
         self._new_anonymous_person(unit, dev, ts)
+        unit.put_device(dev)
         return dev
 
     def _new_anonymous_person(self, unit: Unit, dev: DeviceRow, ts: int) -> None:
@@ -256,11 +318,15 @@ class IdentityProjection:
             self._record(unit, "switched", current.person_id, current, target, dev, pos, ts)
             person = target
 
-        attributes.apply(person.attrs, set_=ev.traits, ts=ts, pos=pos)
-        self._claim_trait_email(unit, person, ev.traits, pos)
-        self._touch_person(unit, person, ts)
+        attributes.assign(person.attrs, ev.traits, (ts, pos))
+        if ts > person.updated_at:
+            person.updated_at = ts
+        unit.put_person(person)
+        if "email" in ev.traits:
+            self._claim_attribute_email(unit, person, pos)
         dev.user_id = ev.user_id
-        dev.last_used = ts if dev.last_used is None else max(dev.last_used, ts)
+        if dev.last_used is None or ts > dev.last_used:
+            dev.last_used = ts
         dev.last_status = None
 
     def _merge_anonymous(
@@ -275,7 +341,7 @@ class IdentityProjection:
             if moved is not None:
                 moved.person_id = survivor.person_id
                 survivor.devices.append(device_id)
-                unit.put(DEVICE, device_id, moved)
+                unit.put_device(moved)
         survivor.merges.extend(retired.merges)
         retired.devices = []
         retired.retired_into = survivor.person_id
@@ -298,9 +364,9 @@ class IdentityProjection:
         dev: DeviceRow, pos: int, ts: int,
     ) -> None:
         merge_id = str(uuid5(MERGE_NAMESPACE, f"{pos}:{kind}"))
-        unit.put(MERGE, merge_id, MergeRow(merge_id=merge_id, kind=kind, source=source,
-                                           target=target.person_id, position=pos,
-                                           device_id=dev.device_id, timestamp=ts))
+        unit.put_merge(MergeRow(merge_id=merge_id, kind=kind, source=source,
+                                target=target.person_id, position=pos, device_id=dev.device_id,
+                                timestamp=ts))
         for person in (source_person, target):
             if merge_id not in person.merges:
                 person.merges.append(merge_id)
@@ -313,17 +379,10 @@ class IdentityProjection:
         elif kind == "email":
             self._claim_email(unit, person, value, pos)
 
-    def _claim_trait_email(
-        self, unit: Unit, person: PersonRow, traits: dict[str, object], pos: int
-    ) -> None:
-        if "email" in traits:
-            self._claim_attribute_email(unit, person, pos)
-
     def _claim_attribute_email(self, unit: Unit, person: PersonRow, pos: int) -> None:
         # The identifier follows the winning value of the `email` attribute (last writer wins on
         # the client clock), so a late event with an older email cannot move it.
-        slot = person.attrs.get("email")
-        present, email = slot.value() if slot is not None else (False, None)
+        present, email = attributes.value_of(person.attrs, "email")
         if person.identified and present and isinstance(email, str) and "@" in email:
             self._claim_email(unit, person, normalize_email(email), pos)
 
@@ -341,20 +400,20 @@ class IdentityProjection:
             unit.put_identifier("email", email, person.person_id)
         unit.put_person(person)
 
-    def _token_registered(self, unit: Unit, dev: DeviceRow, ev: DeviceTokenRegistered) -> None:
-        if dev.token is not None and dev.token != ev.token:
-            unit.delete(TOKEN, dev.token)
+    def _token_registered(
+        self, unit: Unit, dev: DeviceRow, ev: DeviceTokenRegistered, pos: int, ts: int
+    ) -> None:
         holder_id = unit.token_owner(ev.token)
-        if holder_id is not None and holder_id != dev.device_id:
-            holder = unit.device(holder_id)
-            if holder is not None and holder.token == ev.token:
-                holder.token = None
-                unit.put(DEVICE, holder_id, holder)
-        unit.put_token(ev.token, dev.device_id)
-        dev.token = ev.token
+        if dev.token != ev.token or holder_id != dev.device_id:
+            # A new token (apps re-register the same one at every start: nothing moves then).
+            if dev.token is not None and dev.token != ev.token:
+                unit.delete(TOKEN, dev.token)
+            if holder_id is not None and holder_id != dev.device_id:
+                holder = unit.device(holder_id)
+                if holder is not None and holder.token == ev.token:
+                    holder.token = None
+                    unit.put_device(holder)
+            unit.put_token(ev.token, dev.device_id)
+            dev.token = ev.token
         dev.platform = ev.platform or dev.platform
         dev.last_status = None
-
-    def _touch_person(self, unit: Unit, person: PersonRow, ts: int) -> None:
-        person.updated_at = max(person.updated_at, ts)
-        unit.put_person(person)

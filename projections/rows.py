@@ -2,12 +2,16 @@
 
 Kinds: ``p`` person, ``d`` device, ``i`` identifier -> person id, ``t`` token -> device id,
 ``m`` merge record. Rows are derived data: they can always be rebuilt from the log.
+
+Rows hold only strings, numbers, JSON values and each other's keys (never a reference to another
+row object), so no reference cycle can pass through them: they opt out of the cyclic garbage
+collector (``gc=False``), which otherwise rescans the whole working set during a rebuild.
 """
 
 from __future__ import annotations
 
 import msgspec
-from idstitch.domain.attributes import Slot
+from idstitch.domain.attributes import Attrs
 
 PERSON = "p"
 DEVICE = "d"
@@ -17,7 +21,7 @@ MERGE = "m"
 KINDS = (PERSON, DEVICE, IDENTIFIER, TOKEN, MERGE)
 
 
-class Refusal(msgspec.Struct, frozen=True):
+class Refusal(msgspec.Struct, frozen=True, gc=False):
     """An identifier the person could not take (Customer.io's attribute update failure)."""
 
     kind: str
@@ -27,14 +31,14 @@ class Refusal(msgspec.Struct, frozen=True):
     held_by: str | None = None
 
 
-class PersonRow(msgspec.Struct, kw_only=True):
+class PersonRow(msgspec.Struct, kw_only=True, gc=False):
     """A person: anonymous until an identify names it; retired when merged into another."""
 
     person_id: str
     identified: bool = False
     user_id: str | None = None
     email: str | None = None
-    attrs: dict[str, Slot] = {}
+    attrs: Attrs = msgspec.field(default_factory=Attrs)
     anonymous_ids: list[str] = []
     devices: list[str] = []
     merges: list[str] = []
@@ -44,7 +48,7 @@ class PersonRow(msgspec.Struct, kw_only=True):
     retired_into: str | None = None
 
 
-class DeviceRow(msgspec.Struct, kw_only=True):
+class DeviceRow(msgspec.Struct, kw_only=True, gc=False):
     """A device as the projection sees it: its current person, token and attributes."""
 
     device_id: str
@@ -56,15 +60,15 @@ class DeviceRow(msgspec.Struct, kw_only=True):
     platform: str | None = None
     auto_track: bool = True
     sdk: dict[str, object] | None = None
-    attrs: dict[str, Slot] = {}
-    collected: dict[str, Slot] = {}
+    attrs: Attrs = msgspec.field(default_factory=Attrs)
+    collected: Attrs = msgspec.field(default_factory=Attrs)
     last_used: int | None = None
     last_status: str | None = None
     created_at: int
     updated_at: int
 
 
-class MergeRow(msgspec.Struct, kw_only=True, frozen=True):
+class MergeRow(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     """A conversion, merge or switch, with the position of the event that caused it."""
 
     merge_id: str

@@ -1,13 +1,20 @@
-"""The rows one catch-up batch reads and changes: decoded once, written once per batch."""
+"""The rows one catch-up transaction reads and changes: decoded once, written once.
+
+The working set is a cache of decoded rows per kind that outlives transactions (the projection
+drops it whenever another writer may have moved the rows). Within a transaction, changed rows
+are remembered by key and encoded once, at commit.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
 from idstitch.projections.rows import (
     DEVICE,
     IDENTIFIER,
+    KINDS,
     MERGE,
     PERSON,
     TOKEN,
@@ -24,6 +31,19 @@ _DECODERS: dict[str, msgspec.msgpack.Decoder[Any]] = {
     MERGE: msgspec.msgpack.Decoder(MergeRow),
 }
 _MAX_REDIRECTS = 64
+
+Cache = dict[str, dict[str, Any]]
+"""Decoded rows per kind; a key mapped to None is known to have no row."""
+
+
+def new_cache() -> Cache:
+    """An empty working set."""
+    return {kind: {} for kind in KINDS}
+
+
+def cache_size(cache: Cache) -> int:
+    """Rows held."""
+    return sum(len(rows) for rows in cache.values())
 
 
 def identifier_key(kind: str, value: str) -> str:
@@ -43,48 +63,69 @@ def encode_row(row: object) -> bytes:
 
 
 class Unit:
-    """A cache-through view of the projection rows with a set of changed rows."""
+    """A cache-through view of the projection rows and the keys changed in this transaction.
 
-    def __init__(self, tx: ProjectionTransaction, cache: dict[tuple[str, str], object]) -> None:
+    ``complete``: the cache holds every row that exists (true after a reset, until anything is
+    evicted), so a key it does not hold has no row and nothing needs reading.
+    """
+
+    def __init__(self, tx: ProjectionTransaction, cache: Cache, *, complete: bool = False) -> None:
         self._tx = tx
-        self._cache = cache
-        self._dirty: dict[tuple[str, str], object] = {}
+        self.cache = cache
+        self.complete = complete
+        self.devices: dict[str, DeviceRow | None] = cache[DEVICE]
+        self.persons: dict[str, PersonRow | None] = cache[PERSON]
+        self.dirty: dict[str, set[str]] = {kind: set() for kind in KINDS}
+        self.dirty_devices = self.dirty[DEVICE]
+        self.dirty_persons = self.dirty[PERSON]
 
     def get(self, kind: str, key: str) -> Any:
         """A row, or None."""
-        k = (kind, key)
+        rows = self.cache[kind]
         try:
-            return self._cache[k]
+            return rows[key]
         except KeyError:
-            raw = self._tx.get_many(kind, [key]).get(key)
-            row = None if raw is None else decode_row(kind, raw)
-            self._cache[k] = row
-            return row
+            self.prefetch(kind, (key,))
+            return rows[key]
 
-    def prefetch(self, kind: str, keys: set[str]) -> None:
+    def prefetch(self, kind: str, keys: Iterable[str]) -> None:
         """Load the rows among ``keys`` that are not cached yet, in one read per kind."""
-        cache = self._cache
-        missing = [k for k in keys if (kind, k) not in cache]
+        rows = self.cache[kind]
+        missing = [k for k in keys if k not in rows]
         if not missing:
+            return
+        if self.complete:
+            rows.update(dict.fromkeys(missing))
             return
         found = self._tx.get_many(kind, missing)
         for key in missing:
             raw = found.get(key)
-            cache[(kind, key)] = None if raw is None else decode_row(kind, raw)
+            rows[key] = None if raw is None else decode_row(kind, raw)
 
     def put(self, kind: str, key: str, row: object) -> None:
         """Mark a row changed (rows are mutated in place, then put)."""
-        self._cache[(kind, key)] = row
-        self._dirty[(kind, key)] = row
+        self.cache[kind][key] = row
+        self.dirty[kind].add(key)
 
     def delete(self, kind: str, key: str) -> None:
         """Remove a row."""
-        self._cache[(kind, key)] = None
-        self._dirty[(kind, key)] = None
+        self.cache[kind][key] = None
+        self.dirty[kind].add(key)
 
     def encoded(self) -> dict[tuple[str, str], bytes | None]:
-        """The changed rows, encoded for the store."""
-        return {k: None if row is None else encode_row(row) for k, row in self._dirty.items()}
+        """The changed rows, encoded for the store (None: delete)."""
+        out: dict[tuple[str, str], bytes | None] = {}
+        for kind, keys in self.dirty.items():
+            rows = self.cache[kind]
+            if kind in _DECODERS:
+                for key in keys:
+                    row = rows[key]
+                    out[(kind, key)] = None if row is None else _encode(row)
+            else:
+                for key in keys:
+                    row = rows[key]
+                    out[(kind, key)] = None if row is None else row.encode()
+        return out
 
     # Typed helpers.
 
@@ -95,14 +136,22 @@ class Unit:
 
     def person(self, person_id: str) -> PersonRow:
         """A person row that must exist (every known device has a current person)."""
-        row: PersonRow | None = self.get(PERSON, person_id)
+        row = self.persons.get(person_id)
         if row is None:
-            raise LookupError(f"projection rows are inconsistent: no person {person_id}")
+            row = self.get(PERSON, person_id)
+            if row is None:
+                raise LookupError(f"projection rows are inconsistent: no person {person_id}")
         return row
 
     def put_person(self, person: PersonRow) -> None:
         """Mark a person changed."""
-        self.put(PERSON, person.person_id, person)
+        self.persons[person.person_id] = person
+        self.dirty_persons.add(person.person_id)
+
+    def put_device(self, device: DeviceRow) -> None:
+        """Mark a device changed."""
+        self.devices[device.device_id] = device
+        self.dirty_devices.add(device.device_id)
 
     def live_person(self, person_id: str) -> PersonRow | None:
         """The person itself, if it exists and was not merged into another."""
@@ -137,3 +186,7 @@ class Unit:
     def put_token(self, token: str, device_id: str) -> None:
         """A token now belongs to a device."""
         self.put(TOKEN, token, device_id)
+
+    def put_merge(self, row: MergeRow) -> None:
+        """Record a conversion, merge or switch."""
+        self.put(MERGE, row.merge_id, row)
