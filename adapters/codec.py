@@ -7,6 +7,7 @@ event comes back as the exact Struct it was, with no dict in between.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -68,6 +69,13 @@ class EventCodec:
         if self.cipher is not None:
             data = self.cipher.unseal(data)
         return self._decoder.decode(data)
+
+    def decode_all(self, states: Iterable[bytes]) -> list[AnyDeviceEvent]:
+        """Many stored events at once (the replay path: no per-event Python call without a
+        cipher)."""
+        if self.cipher is not None:
+            states = map(self.cipher.unseal, states)
+        return list(map(self._decoder.decode, states))
 
 
 def topic_of(event: DeviceEvent) -> str:
