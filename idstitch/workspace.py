@@ -44,19 +44,23 @@ RETRIES = 5
 
 
 @contextmanager
-def bulk_gc(threshold: int = 50_000) -> Iterator[None]:
-    """Let the cyclic collector's youngest generation grow while a bulk job runs.
+def bulk_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a bulk job (ingest, rebuild) runs.
 
-    Ingest and rebuild allocate millions of short-lived, acyclic objects; with the default
-    threshold (700) the collector scans them over and over (measured: a third of rebuild time).
-    The previous thresholds come back when the job ends.
+    Ingest and rebuild allocate millions of short-lived, acyclic objects and hold a working set
+    of hundreds of thousands of containers; the collector would scan them over and over (a
+    third of rebuild time at the default thresholds, still 10-25% with a raised one). Nothing
+    on these paths makes reference cycles (checked: a collection after ingesting 30,000
+    messages, bad lines included, and after a rebuild finds nothing), so reference counting
+    frees everything as before. The collector's previous state comes back when the job ends.
     """
-    old = gc.get_threshold()
-    gc.set_threshold(max(old[0], threshold), old[1], old[2])
+    was_enabled = gc.isenabled()
+    gc.disable()
     try:
         yield
     finally:
-        gc.set_threshold(*old)
+        if was_enabled:
+            gc.enable()
 
 
 def utc_now() -> datetime:

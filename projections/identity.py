@@ -13,7 +13,12 @@ from typing import Any, Literal
 from uuid import NAMESPACE_URL, uuid5
 
 from idstitch.domain import attributes
-from idstitch.domain.device import anonymous_id_for, anonymous_person_id, new_person_id
+from idstitch.domain.device import (
+    anonymous_id_for,
+    anonymous_person_id,
+    new_person_id,
+    uuid5_text,
+)
 from idstitch.domain.errors import PolicyMismatch
 from idstitch.domain.events import (
     DeviceActivated,
@@ -44,6 +49,7 @@ from idstitch.projections.unit import Cache, Unit, cache_size, identifier_key, n
 Policy = Literal["merge", "switch"]
 POLICIES: tuple[Policy, ...] = ("merge", "switch")
 MERGE_NAMESPACE = uuid5(NAMESPACE_URL, "https://idstitch.dev/merge")
+_MERGE_NS = MERGE_NAMESPACE.bytes
 ROWS_FORMAT = 2
 """Version of the stored row layout: rows of another version are rebuilt on open."""
 PAGE_SIZE = 10_000
@@ -150,14 +156,16 @@ class IdentityProjection:
 
     def apply_all(self, unit: Unit, events: Sequence[LoggedEvent]) -> None:
         """Apply events in log order (their rows read first, in a few queries)."""
-        self._prefetch(unit, events)
+        if not unit.complete:
+            # After this, a device missing from the cache has no row (as with a complete one).
+            self._prefetch(unit, events)
         handlers = self._handlers
         devices = unit.devices
         dirty = unit.dirty_devices
         for pos, ev in events:
             ts = to_micros(ev.timestamp)
             device_id = ev.device_id
-            dev = devices[device_id]
+            dev = devices.get(device_id)
             if dev is None:
                 dev = self._new_device(unit, ev, ts)
             elif ts > dev.updated_at:
@@ -262,9 +270,9 @@ class IdentityProjection:
         self._new_anonymous_person(unit, dev, ts)
 
     def _new_device(self, unit: Unit, ev: DeviceEvent, ts: int) -> DeviceRow:
-        anonymous_id = anonymous_id_for(ev.device_id, 0)
-        dev = DeviceRow(device_id=ev.device_id, person_id="", anonymous_id=anonymous_id,
-                        created_at=ts, updated_at=ts)
+        # person_id and anonymous_id are set by the anonymous person it starts with.
+        dev = DeviceRow(device_id=ev.device_id, person_id="", anonymous_id="", created_at=ts,
+                        updated_at=ts)
         self._new_anonymous_person(unit, dev, ts)
         unit.put_device(dev)
         return dev
@@ -363,7 +371,7 @@ class IdentityProjection:
         self, unit: Unit, kind: str, source: str, source_person: PersonRow, target: PersonRow,
         dev: DeviceRow, pos: int, ts: int,
     ) -> None:
-        merge_id = str(uuid5(MERGE_NAMESPACE, f"{pos}:{kind}"))
+        merge_id = uuid5_text(_MERGE_NS, f"{pos}:{kind}")
         unit.put_merge(MergeRow(merge_id=merge_id, kind=kind, source=source,
                                 target=target.person_id, position=pos, device_id=dev.device_id,
                                 timestamp=ts))
