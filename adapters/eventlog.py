@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from typing import Protocol
 from uuid import UUID
 
@@ -133,10 +134,10 @@ class DeviceLog(Application[UUID]):
         if not rows:
             return []
         positions, states = zip(*rows, strict=True)
-        # Built in C (map, zip, tuple.__new__ behind _make): this runs for every event of a
-        # rebuild.
-        return list(map(LoggedEvent._make, zip(positions, self.codec.decode_all(states),
-                                               strict=True)))
+        # Built in C (map, zip, tuple.__new__; a NamedTuple's own constructor and _make are
+        # Python functions): this runs for every event of a rebuild.
+        return list(map(partial(tuple.__new__, LoggedEvent),
+                        zip(positions, self.codec.decode_all(states), strict=True)))
 
     def is_current(self, device: Device) -> bool:
         """Whether no other writer has appended to this device since it was loaded."""

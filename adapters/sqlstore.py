@@ -183,6 +183,15 @@ class SqlProjectionStore:
     def reset(self, name: str, kinds: Sequence[str]) -> None:
         """Drop a projection's rows and tracking in one transaction."""
         p = self.param
+        marks = ", ".join([p] * len(kinds))
         with self._cursor(write=True) as cur:
-            cur.executemany(f"DELETE FROM idstitch_rows WHERE kind = {p}", [(k,) for k in kinds])
+            cur.execute(f"SELECT 1 FROM idstitch_rows WHERE kind NOT IN ({marks}) LIMIT 1",
+                        tuple(kinds))
+            if cur.fetchone() is None:
+                # Nothing else lives in the table: an unqualified DELETE lets SQLite drop whole
+                # pages (its truncate optimization) instead of deleting row by row.
+                cur.execute("DELETE FROM idstitch_rows")
+            else:
+                cur.executemany(f"DELETE FROM idstitch_rows WHERE kind = {p}",
+                                [(k,) for k in kinds])
             cur.execute(f"DELETE FROM idstitch_tracking WHERE name = {p}", (name,))
