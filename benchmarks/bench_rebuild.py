@@ -61,7 +61,7 @@ from idstitch.adapters.eventlog import DeviceLog
 from idstitch.projections.identity import IdentityProjection
 from idstitch.projections.rows import KINDS
 from idstitch.projections.store import LoggedEvent
-from idstitch.projections.unit import Unit
+from idstitch.projections.unit import Unit, new_cache
 
 import idstitch
 
@@ -106,7 +106,7 @@ class IdentityFoldProjection(Projection[POPOTrackingRecorder]):
         cls = type(self)
         position = tracking.notification_id
         with cls.store.transaction(IdentityProjection.name) as tx:
-            unit = Unit(tx, {})
+            unit = Unit(tx, new_cache())
             cls.fold.apply(unit, logged_event(position, domain_event))
             tx.write(unit.encoded(), position, cls.fold.meta)
         self.view.insert_tracking(tracking)

@@ -38,7 +38,7 @@ from idstitch.projections.views import Merge, Profile, Reader
 
 Clock = Callable[[], datetime]
 DEVICE_CACHE_SIZE = 10_000
-CATCH_UP_EVENTS = 10_000
+CATCH_UP_EVENTS = 50_000
 """During ingest, the projection catches up after about this many events (and at the end)."""
 RETRIES = 5
 
@@ -537,7 +537,7 @@ class Workspace:
             raise InvalidCommand("names", f"unknown projections {sorted(set(names) - {'identity'})}")
         with self._lock, bulk_gc():
             self.rows.reset(self.identity.name, KINDS)
-            self.identity.forget_cache(empty_store=True)
+            self.identity.forget_cache()
             return self.identity.catch_up(self.log, self.rows, progress)
 
     def _maybe_catch_up(self) -> None:

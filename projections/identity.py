@@ -124,8 +124,10 @@ class IdentityProjection:
                 # events under ours would mix both.
                 self._check_meta(tx.meta)
                 if tx.position != self._cached_at or cache_size(self._cache) > CACHE_LIMIT:
-                    # Another writer moved the projection, or the cache grew: start cold.
-                    self._cache, self._complete = new_cache(), False
+                    # Another writer moved the projection, or the cache grew: start cold. At
+                    # position 0 nothing was ever committed (rows and position commit together),
+                    # so there are no rows: an empty cache is then complete.
+                    self._cache, self._complete = new_cache(), tx.position == 0
                 unit = Unit(tx, self._cache, complete=self._complete)
                 position = tx.position
                 applied = 0
@@ -205,10 +207,9 @@ class IdentityProjection:
                 f"the identity projection was built under {meta}, this workspace uses "
                 f"{self.meta}: reopen without anonymous_merge (to adopt it), or rebuild")
 
-    def forget_cache(self, *, empty_store: bool = False) -> None:
-        """Drop cached rows; ``empty_store``: the rows were just reset (nothing to read)."""
-        self._cache = new_cache()
-        self._cached_at, self._complete = (0, True) if empty_store else (-1, False)
+    def forget_cache(self) -> None:
+        """Drop cached rows (after a reset of the store)."""
+        self._cache, self._cached_at, self._complete = new_cache(), -1, False
 
     # The fold: one handler per event type, called with the event's device row (created on
     # its first event), position and client time in microseconds.
