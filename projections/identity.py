@@ -119,41 +119,51 @@ class IdentityProjection:
             self._check_meta(store.meta(self.name))
             return store.position(self.name)
         while True:
-            with store.transaction(self.name) as tx:
-                # Another process may have rebuilt the rows under the other policy: applying
-                # events under ours would mix both.
-                self._check_meta(tx.meta)
-                if tx.position != self._cached_at or cache_size(self._cache) > CACHE_LIMIT:
-                    # Another writer moved the projection, or the cache grew: start cold. At
-                    # position 0 nothing was ever committed (rows and position commit together),
-                    # so there are no rows: an empty cache is then complete.
-                    self._cache, self._complete = new_cache(), tx.position == 0
-                unit = Unit(tx, self._cache, complete=self._complete)
-                position = tx.position
-                applied = 0
-                try:
-                    # Several pages a transaction: a hot person or device row is then written
-                    # once per transaction, not once per page.
-                    while applied < BATCH_SIZE and cache_size(self._cache) <= CACHE_LIMIT:
-                        if (recent and recent[0].position == position + 1
-                                and recent[-1].position - recent[0].position + 1 == len(recent)):
-                            # Exactly the next positions: nobody else's events hide in between.
-                            events, recent = recent, ()
-                        else:
-                            events, recent = log.read(position, PAGE_SIZE), ()
-                        if not events:
-                            break
-                        self.apply_all(unit, events)
-                        position = events[-1].position
-                        applied += len(events)
-                        if progress is not None:
-                            progress(len(events))
-                    if not applied:
-                        return position
+            # Optimistic: fold outside the projection's write lock, reading committed rows,
+            # then lock only to write them, if nobody moved the projection meanwhile. Appends
+            # by other processes (a bulk ingest, say) are not held up by the fold, and two
+            # processes catching up never apply a batch twice.
+            start = store.position(self.name)
+            self._check_meta(store.meta(self.name))
+            if start != self._cached_at or cache_size(self._cache) > CACHE_LIMIT:
+                # Another writer moved the projection, or the cache grew: start cold. At
+                # position 0 nothing was ever committed (rows and position commit together),
+                # so there are no rows: an empty cache is then complete.
+                self._cache, self._complete = new_cache(), start == 0
+            unit = Unit(store, self._cache, complete=self._complete)
+            position, applied = start, 0
+            try:
+                # Several pages a transaction: a hot person or device row is then written
+                # once per transaction, not once per page.
+                while applied < BATCH_SIZE and cache_size(self._cache) <= CACHE_LIMIT:
+                    if (recent and recent[0].position == position + 1
+                            and recent[-1].position - recent[0].position + 1 == len(recent)):
+                        # Exactly the next positions: nobody else's events hide in between.
+                        events, recent = recent, ()
+                    else:
+                        events, recent = log.read(position, PAGE_SIZE), ()
+                    if not events:
+                        break
+                    self.apply_all(unit, events)
+                    position = events[-1].position
+                    applied += len(events)
+                    if progress is not None:
+                        progress(len(events))
+                if not applied:
+                    return position
+                with store.transaction(self.name) as tx:
+                    # Another process may have rebuilt the rows under the other policy:
+                    # writing rows of ours would mix both.
+                    self._check_meta(tx.meta)
+                    if tx.position != start:
+                        # Someone else committed since we read: our rows may be stale. Drop
+                        # them and go again from where the projection is now.
+                        self.forget_cache()
+                        continue
                     tx.write(unit.encoded(), position, self.meta)
-                except BaseException:
-                    self.forget_cache()
-                    raise
+            except BaseException:
+                self.forget_cache()
+                raise
             self._cached_at = position
 
     def apply_all(self, unit: Unit, events: Sequence[LoggedEvent]) -> None:

@@ -34,6 +34,14 @@ class EventLog(Protocol):
         ...
 
 
+class RowReader(Protocol):
+    """Anything rows can be read from in bulk: a store (committed rows) or a transaction."""
+
+    def get_many(self, kind: str, keys: Sequence[str]) -> dict[str, bytes]:
+        """The rows that exist among ``keys``."""
+        ...
+
+
 class ProjectionTransaction(Protocol):
     """Reads and writes of one projection's rows, committed with its tracking position."""
 

@@ -22,7 +22,7 @@ from idstitch.projections.rows import (
     MergeRow,
     PersonRow,
 )
-from idstitch.projections.store import ProjectionTransaction
+from idstitch.projections.store import RowReader
 
 _encode = msgspec.msgpack.Encoder().encode
 _DECODERS: dict[str, msgspec.msgpack.Decoder[Any]] = {
@@ -63,14 +63,14 @@ def encode_row(row: object) -> bytes:
 
 
 class Unit:
-    """A cache-through view of the projection rows and the keys changed in this transaction.
+    """A cache-through view of the projection rows and the keys changed since the last commit.
 
     ``complete``: the cache holds every row that exists (true after a reset, until anything is
     evicted), so a key it does not hold has no row and nothing needs reading.
     """
 
-    def __init__(self, tx: ProjectionTransaction, cache: Cache, *, complete: bool = False) -> None:
-        self._tx = tx
+    def __init__(self, source: RowReader, cache: Cache, *, complete: bool = False) -> None:
+        self._source = source
         self.cache = cache
         self.complete = complete
         self.devices: dict[str, DeviceRow | None] = cache[DEVICE]
@@ -97,7 +97,7 @@ class Unit:
         if self.complete:
             rows.update(dict.fromkeys(missing))
             return
-        found = self._tx.get_many(kind, missing)
+        found = self._source.get_many(kind, missing)
         for key in missing:
             raw = found.get(key)
             rows[key] = None if raw is None else decode_row(kind, raw)

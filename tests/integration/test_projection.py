@@ -133,3 +133,33 @@ def test_events_handed_over_with_a_gap_do_not_skip_the_gap(make_ws: WorkspaceFac
     ws.catch_up(mine)
     assert ws.profile("u2") is not None  # the event at position 2 was not skipped
     assert ws.identity.catch_up(ws.log, ws.rows) == ws.log.head()
+
+
+def test_a_catch_up_raced_by_another_process_writes_nothing_stale(
+    make_durable_ws: WorkspaceFactory,
+) -> None:
+    """The fold runs outside the write lock; if another process commits the projection
+    meanwhile, the folded rows are dropped and the catch-up goes again from there."""
+    other = make_durable_ws(None, auto_catch_up=False)
+    story(other)
+    other.catch_up()
+    ws = make_durable_ws(other.url, auto_catch_up=False)  # its cache starts cold
+    ws.set_profile_attributes("phone", {"plan": "pro"}, timestamp=T0 + timedelta(hours=1))
+    raced: list[int] = []
+
+    def commit_behind_its_back(applied: int) -> None:
+        if not raced:
+            raced.append(applied)
+            # A new device and person, outside the batch being folded; the refused email makes
+            # applying this event twice visible (two refusals instead of one).
+            other.identify("watch", "u9", {"email": "dana@example.com"},
+                           timestamp=T0 + timedelta(hours=2))
+            other.catch_up()
+
+    position = ws.identity.catch_up(ws.log, ws.rows, progress=commit_behind_its_back)
+    assert raced
+    assert position == ws.log.head() == ws.rows.position("identity")
+    assert ws.profile("u9").attributes == {"email": "dana@example.com"}  # type: ignore[union-attr]
+    rows = ws.dump()
+    ws.rebuild()
+    assert ws.dump() == rows
