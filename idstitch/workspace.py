@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, NamedTuple
 
+from idstitch import background
 from idstitch.adapters import Stores, open_stores, segment
 from idstitch.adapters.eventlog import WriteConflict
 from idstitch.domain import rules
@@ -226,6 +227,7 @@ class Workspace:
         *,
         batch_size: int = 1000,
         progress: Callable[[int], None] | None = None,
+        parallel: bool | None = None,
     ) -> IngestReport:
         """Ingest Segment-spec messages (dicts, or JSON str/bytes lines), a transaction a batch.
 
@@ -233,35 +235,63 @@ class Workspace:
         leaves nothing behind; it is reported with its index and reason, and the rest go on.
         Events are appended in message order, so a batch gives what one call per message
         would. The input is streamed: only one batch is held at a time.
+
+        ``parallel``: project in a second process while this one records (see
+        :mod:`idstitch.background`). None (the default) starts it once the input proves large
+        (CATCH_UP_EVENTS events), on a SQLite file or PostgreSQL; True from the start; False
+        never. Either way the projections are caught up when ingest returns.
         """
         if batch_size < 1:
             raise InvalidCommand("batch_size", "must be at least 1")
+        if parallel and not self._can_project_in_background():
+            raise InvalidCommand("parallel", f"a second process cannot open {self.url!r}")
         with bulk_gc():
-            return self._ingest(messages, batch_size, progress)
+            return self._ingest(messages, batch_size, progress, parallel)
+
+    def _can_project_in_background(self) -> bool:
+        return not self.url.startswith("memory:") and background.available()
 
     def _ingest(
         self,
         messages: Iterable[dict[str, Any] | str | bytes],
         batch_size: int,
         progress: Callable[[int], None] | None,
+        parallel: bool | None,
     ) -> IngestReport:
         report = IngestReport()
         batch: list[tuple[int, list[Pending]]] = []
         unprojected: list[LoggedEvent] = []
+        projector: background.BackgroundProjector | None = None
+        if parallel is None and not self._can_project_in_background():
+            parallel = False
 
         def flush(*, project: bool = False) -> None:
-            nonlocal batch
+            nonlocal batch, projector, parallel
             if batch:
                 appended = self._write_batch(batch, report)
-                if self.auto_catch_up:
+                if self.auto_catch_up and projector is None:
                     unprojected.extend(appended)
                 if progress is not None:
                     progress(len(batch))
                 batch = []
+            if not self.auto_catch_up:
+                return
+            if projector is None and parallel is not False and (
+                    parallel or len(unprojected) >= CATCH_UP_EVENTS):
+                parallel = False  # one attempt: if the child cannot start, project here
+                projector = background.BackgroundProjector(self.url, self.anonymous_merge)
+                if projector.failed is None:
+                    unprojected.clear()  # the child reads them from the log
+                else:
+                    projector = None
+            if projector is not None:
+                if project and not projector.wait_for(self.log.head()):
+                    projector = None  # it failed: everything after its position is done here
+                    self.catch_up()
+                return
             # The projection catches up every CATCH_UP_EVENTS events rather than every batch:
             # hot person and device rows are then rewritten once per catch-up, not per batch.
-            if self.auto_catch_up and unprojected and (
-                    project or len(unprojected) >= CATCH_UP_EVENTS):
+            if unprojected and (project or len(unprojected) >= CATCH_UP_EVENTS):
                 self.catch_up(unprojected)
                 unprojected.clear()
 
@@ -289,7 +319,11 @@ class Workspace:
             batch.append((index, pending))
             if len(batch) >= batch_size:
                 flush()
-        flush(project=True)
+        try:
+            flush(project=True)
+        finally:
+            if projector is not None:
+                projector.close()
         return report
 
     def _write_batch(

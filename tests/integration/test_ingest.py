@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import gc
 import random
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from idstitch.domain.device import anonymous_id_for, anonymous_person_id
 
 import idstitch
+from idstitch import background
+from idstitch.errors import InvalidCommand
 from idstitch.testing import recorded_events
 from idstitch.workspace import Workspace
 
@@ -159,3 +164,46 @@ def test_shuffled_late_messages_give_the_same_profile(
     out_of_order = idstitch.open("memory:")
     out_of_order.ingest(first + shuffled)
     assert out_of_order.profile("u1").attributes == in_order.profile("u1").attributes  # type: ignore[union-attr]
+
+
+def parallel_input() -> list[Any]:
+    """Mixed traffic, and a cio_ id naming a person that only an earlier message created: the
+    check needs the projection caught up to that message, whoever projects."""
+    person_id = anonymous_person_id(anonymous_id_for("cio-phone", 0))
+    return [identify("cio-phone", "u-cio", {}, 0), *STORY, *mixed_messages(5),
+            identify("cio-tablet", f"cio_{person_id}", {"via": "cio"}, 3000)]
+
+
+def test_parallel_ingest_gives_what_one_process_gives(make_durable_ws: WorkspaceFactory) -> None:
+    here = make_durable_ws(None)
+    there = make_durable_ws(None)
+    expected = here.ingest(parallel_input(), batch_size=100, parallel=False)
+    report = there.ingest(parallel_input(), batch_size=100, parallel=True)
+    assert report == expected
+    assert not any("cio_" in reason for _, reason in report.rejected)
+    # Projected up to the head by the time ingest returns (the child's work, not a query's).
+    assert there.rows.position("identity") == there.log.head() == here.log.head()
+    assert there.dump() == here.dump()
+    assert "cio-tablet" in [d.device_id for d in there.profile("u-cio").devices]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("child", ["print('ready', flush=True)", "pass"],
+                         ids=["dies after starting", "never starts"])
+def test_parallel_ingest_projects_itself_when_the_child_fails(
+    make_durable_ws: WorkspaceFactory, monkeypatch: pytest.MonkeyPatch, child: str
+) -> None:
+    here = make_durable_ws(None)
+    there = make_durable_ws(None)
+    here.ingest(parallel_input(), batch_size=100, parallel=False)
+    monkeypatch.setattr(background, "COMMAND", [sys.executable, "-c", child])
+    report = there.ingest(parallel_input(), batch_size=100, parallel=True)
+    assert not any("cio_" in reason for _, reason in report.rejected)
+    assert there.rows.position("identity") == there.log.head()
+    assert there.dump() == here.dump()
+
+
+def test_parallel_ingest_needs_a_store_another_process_can_open() -> None:
+    ws = idstitch.open("memory:")
+    with pytest.raises(InvalidCommand, match="parallel"):
+        ws.ingest([identify("d1", "u1", {}, 1)], parallel=True)
+    assert ws.log.head() == 0
