@@ -68,6 +68,22 @@ def test_a_policy_change_on_open_is_a_replay(make_durable_ws: WorkspaceFactory) 
     assert switched.dump() == fresh.dump()
 
 
+def test_rows_of_an_older_layout_are_rebuilt_on_open(make_durable_ws: WorkspaceFactory) -> None:
+    ws = make_durable_ws()
+    story(ws)
+    expected = ws.dump()
+    # What an earlier version left: its meta (no rows= part) and rows this one cannot decode.
+    with ws.rows.transaction("identity") as tx:
+        tx.write({("d", "phone"): b"\x93old", ("p", "junk"): b"\x00"}, ws.log.head(),
+                 "anonymous_merge=merge")
+    url = ws.url
+    ws.close()
+    reopened = make_durable_ws(url)
+    assert reopened.rows.meta("identity") == reopened.identity.meta
+    assert reopened.anonymous_merge == "merge"
+    assert reopened.dump() == expected
+
+
 def test_a_stale_writer_retries_and_wins(make_durable_ws: WorkspaceFactory) -> None:
     first = make_durable_ws()
     second = make_durable_ws(first.url)
