@@ -5,7 +5,10 @@ streams the workload generator straight into ``ws.ingest`` (the messages are nev
 list; the generator keeps a bounded set of live devices), then runs ``ws.rebuild()``. It reports
 ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` after the imports (the baseline), after the ingest
 and after the rebuild (the peak is monotonic, so the two say which phase set it), and the
-seconds of each phase (the ingest's include generating the messages).
+seconds of each phase (the ingest's include generating the messages). A large ingest projects
+in a second process (``idstitch.background``); its peak (``RUSAGE_CHILDREN``) is reported too,
+and the peak counted against the target is the sum of both processes' peaks (an upper bound:
+they run at the same time).
 
 Target (issue 3): peak RSS <= 500 MB for 1M messages, and flat as N grows (here: the largest N's
 peak within 1.3x the smallest's).
@@ -35,9 +38,10 @@ PEAK_TARGET_MB = 500.0
 FLAT_FACTOR = 1.3
 
 
-def maxrss_mb() -> float:
-    """Peak RSS of this process so far, in MB (Linux reports kilobytes)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def maxrss_mb(who: int = resource.RUSAGE_SELF) -> float:
+    """Peak RSS of this process so far (or of its largest waited-for child), in MB (Linux
+    reports kilobytes)."""
+    return resource.getrusage(who).ru_maxrss / 1024
 
 
 def child(n: int, seed: int, directory: str) -> dict[str, Any]:
@@ -58,8 +62,11 @@ def child(n: int, seed: int, directory: str) -> dict[str, Any]:
         ws.rebuild()
         rebuild_seconds = time.perf_counter() - started
         events = ws.log.head()
+    own_peak = maxrss_mb()
+    projector = maxrss_mb(resource.RUSAGE_CHILDREN)
     return {"n": n, "report": counts, "events": events,
-            "baseline_mb": baseline, "after_ingest_mb": after_ingest, "peak_mb": maxrss_mb(),
+            "baseline_mb": baseline, "after_ingest_mb": after_ingest, "own_peak_mb": own_peak,
+            "projector_mb": projector, "peak_mb": own_peak + projector,
             "ingest_seconds": ingest_seconds, "rebuild_seconds": rebuild_seconds}
 
 
@@ -95,13 +102,14 @@ def show(measured: list[dict[str, Any]]) -> None:
         peak = m["peak_mb"]
         ok = peak <= PEAK_TARGET_MB and peak <= FLAT_FACTOR * first
         rows.append((f"{m['n']:,}", f"{m['events']:,}", f"{m['baseline_mb']:.0f}",
-                     f"{m['after_ingest_mb']:.0f}",
+                     f"{m['after_ingest_mb']:.0f}", f"{m['own_peak_mb']:.0f}",
+                     f"{m['projector_mb']:.0f}",
                      f"[green]{peak:.0f}[/green]" if ok else f"[red]{peak:.0f}[/red]",
                      f"{peak / first:.2f}x", f"{m['ingest_seconds']:.1f}", f"{m['rebuild_seconds']:.1f}"))
     harness.table(f"peak RSS of ingest then rebuild, SQLite file, one process per N (targets: <= "
                   f"{PEAK_TARGET_MB:.0f} MB, flat: within {FLAT_FACTOR}x of the smallest N)",
-                  ("messages", "events", "baseline MB", "after ingest MB", "peak MB",
-                   "vs smallest", "ingest s", "rebuild s"), rows)
+                  ("messages", "events", "baseline MB", "after ingest MB", "process peak MB",
+                   "projector MB", "peak MB (both)", "vs smallest", "ingest s", "rebuild s"), rows)
 
 
 def main(argv: list[str] | None = None) -> None:
