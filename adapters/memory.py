@@ -72,6 +72,10 @@ class MemoryProjectionStore:
             items = sorted(self.rows.get(kind, {}).items())
         yield from items
 
+    def tracked(self, name: str) -> tuple[int, str | None]:
+        """Committed tracking position and meta."""
+        return self.tracking.get(name, (0, None))
+
     def position(self, name: str) -> int:
         """Committed tracking position."""
         return self.tracking.get(name, (0, None))[0]

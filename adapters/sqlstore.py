@@ -164,6 +164,10 @@ class SqlProjectionStore:
         for key, doc in rows:
             yield key, bytes(doc)
 
+    def tracked(self, name: str) -> tuple[int, str | None]:
+        """Committed tracking position and meta, in one read."""
+        return self._tracking(name)
+
     def position(self, name: str) -> int:
         """Committed tracking position."""
         return self._tracking(name)[0]

@@ -112,19 +112,18 @@ class IdentityProjection:
         the tracking position directly, they are applied as they are instead of being read back
         and decoded again (the common case of an embedded, single-writer workspace).
         """
-        if not recent and store.position(self.name) >= log.head():
+        start, meta = store.tracked(self.name)
+        # Never apply events to rows built under the other policy.
+        self._check_meta(meta)
+        if not recent and start >= log.head():
             # Up to date: answer without taking the projection's write lock, so queries from
-            # several processes do not queue behind each other; but never on rows built under
-            # the other policy.
-            self._check_meta(store.meta(self.name))
-            return store.position(self.name)
+            # several processes do not queue behind each other.
+            return start
         while True:
             # Optimistic: fold outside the projection's write lock, reading committed rows,
             # then lock only to write them, if nobody moved the projection meanwhile. Appends
             # by other processes (a bulk ingest, say) are not held up by the fold, and two
             # processes catching up never apply a batch twice.
-            start = store.position(self.name)
-            self._check_meta(store.meta(self.name))
             if start != self._cached_at or cache_size(self._cache) > CACHE_LIMIT:
                 # Another writer moved the projection, or the cache grew: start cold. At
                 # position 0 nothing was ever committed (rows and position commit together),
@@ -159,12 +158,13 @@ class IdentityProjection:
                         # Someone else committed since we read: our rows may be stale. Drop
                         # them and go again from where the projection is now.
                         self.forget_cache()
+                        start = tx.position
                         continue
                     tx.write(unit.encoded(), position, self.meta)
             except BaseException:
                 self.forget_cache()
                 raise
-            self._cached_at = position
+            self._cached_at = start = position
 
     def apply_all(self, unit: Unit, events: Sequence[LoggedEvent]) -> None:
         """Apply events in log order (their rows read first, in a few queries)."""

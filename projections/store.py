@@ -92,6 +92,10 @@ class ProjectionStore(Protocol):
         """Every committed row of a kind, ordered by key."""
         ...
 
+    def tracked(self, name: str) -> tuple[int, str | None]:
+        """``position(name)`` and ``meta(name)`` in one read."""
+        ...
+
     def position(self, name: str) -> int:
         """The committed tracking position of the projection ``name``."""
         ...
