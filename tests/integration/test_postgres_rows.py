@@ -34,6 +34,7 @@ def test_awkward_keys_and_documents_round_trip(stores: Stores) -> None:
         tx.write({("k,{", key): doc for key, doc in docs.items()}, 1, None)
     assert stores.rows.get_many("k,{", [*AWKWARD, "absent"]) == docs
     assert dict(stores.rows.scan("k,{")) == docs
+    assert all(stores.rows.get("k,{", key) == doc for key, doc in docs.items())  # one key
     with stores.rows.transaction("x") as tx:
         assert tx.get_many("k,{", AWKWARD[:3]) == {key: docs[key] for key in AWKWARD[:3]}
         tx.write({("k,{", key): None for key in AWKWARD[:5]}, 2, None)
