@@ -197,8 +197,16 @@ class IdentityProjection:
                     identifiers.add(identifier_key("id", ev.user_id))
                 elif kind == "email":
                     identifiers.add(identifier_key("email", normalize_email(ev.user_id)))
-            elif type(ev) is DeviceTokenRegistered:
-                tokens.add(ev.token)
+                email = ev.traits.get("email")
+            elif type(ev) is ProfileAttributesChanged:
+                email = ev.set.get("email")
+            else:
+                if type(ev) is DeviceTokenRegistered:
+                    tokens.add(ev.token)
+                continue
+            # An email trait is claimed as an identifier: whoever holds it is looked up.
+            if isinstance(email, str) and "@" in email:
+                identifiers.add(identifier_key("email", normalize_email(email)))
         unit.prefetch(DEVICE, devices)
         unit.prefetch(TOKEN, tokens)
         unit.prefetch(IDENTIFIER, identifiers)
