@@ -31,6 +31,8 @@ POLL_SECONDS = 0.01
 """How long the child waits for a request before looking at the log again."""
 START_SECONDS = 60.0
 """How long the parent waits for the child to open the store."""
+CHILD_BATCH_SIZE = 10_000
+"""Events per catch-up transaction in the child."""
 COMMAND = [sys.executable, "-c", "import sys; from idstitch.background import serve; "
            "serve(sys.stdin, sys.stdout)"]
 """How the child is started (``-c`` rather than ``-m``: the package imports this module)."""
@@ -128,6 +130,9 @@ def serve(requests: IO[str], replies: IO[str]) -> None:
     except Exception as e:  # reported to the parent, which then catches up itself
         reply(f"error cannot open the store: {e}")
         return
+    # Small transactions: each holds the store's write lock, which the ingest's appends wait
+    # for; rewriting hot rows more often costs this process, not the one recording.
+    ws.identity.batch_size = CHILD_BATCH_SIZE
     reply("ready")
     waiting_for: int | None = None
     stopping = False

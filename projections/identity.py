@@ -71,6 +71,8 @@ class IdentityProjection:
         if policy not in POLICIES:
             raise ValueError(f"anonymous_merge must be one of {POLICIES}, got {policy!r}")
         self.policy: Policy = policy
+        self.batch_size = BATCH_SIZE
+        """Events per catch-up transaction at most (a smaller one holds the write lock less)."""
         self._cache: Cache = new_cache()
         self._cached_at = -1
         self._complete = False
@@ -106,7 +108,7 @@ class IdentityProjection:
         progress: Callable[[int], None] | None = None,
         recent: Sequence[LoggedEvent] = (),
     ) -> int:
-        """Apply every event after the tracking position, up to BATCH_SIZE per transaction.
+        """Apply every event after the tracking position, up to ``batch_size`` per transaction.
 
         ``recent``: events this process just appended, with their positions. When they follow
         the tracking position directly, they are applied as they are instead of being read back
@@ -134,7 +136,7 @@ class IdentityProjection:
             try:
                 # Several pages a transaction: a hot person or device row is then written
                 # once per transaction, not once per page.
-                while applied < BATCH_SIZE and cache_size(self._cache) <= CACHE_LIMIT:
+                while applied < self.batch_size and cache_size(self._cache) <= CACHE_LIMIT:
                     if (recent and recent[0].position == position + 1
                             and recent[-1].position - recent[0].position + 1 == len(recent)):
                         # Exactly the next positions: nobody else's events hide in between.
