@@ -31,6 +31,9 @@ class Stores:
     url: str
     log: DeviceLog
     rows: ClosableStore
+    shared_url: str | None = None
+    """A URL that opens this same store from another process (whatever its working directory),
+    or None when no other process can (``memory:``)."""
 
     def close(self) -> None:
         """Close both."""
@@ -67,7 +70,7 @@ def open_stores(url: str | None = None) -> Stores:
             log.close()
             raise
         log.fast = rows
-        return Stores(url, log, rows)
+        return Stores(url, log, rows, f"sqlite:///{os.path.abspath(path)}")
     if url.startswith(("postgresql://", "postgres://")):
         from idstitch.adapters.postgres import PostgresProjectionStore, ddl_lock
 
@@ -98,6 +101,6 @@ def open_stores(url: str | None = None) -> Stores:
             except BaseException:
                 pg_rows.close()
                 raise
-        return Stores(url, log, pg_rows)
+        return Stores(url, log, pg_rows, url)
     raise InvalidCommand("url", f"unsupported store URL {url!r}: use memory:, sqlite:///path "
                                 "or postgresql://user:pw@host:port/db")

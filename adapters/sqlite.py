@@ -73,6 +73,10 @@ class SqliteProjectionStore(SqlProjectionStore):
                 self._conn.rollback()
                 raise StoreError(f"cannot append events: {e}") from e
             finally:
+                if self._conn.in_transaction:
+                    # Anything but a SQLite error (an interrupt, say) got here mid-transaction:
+                    # end it, or the connection keeps the write lock (and refuses the PRAGMA).
+                    self._conn.rollback()
                 self._conn.execute("PRAGMA synchronous=NORMAL")
         # Under the write lock, with no AUTOINCREMENT and no deletes, the rowids of one
         # transaction's inserts are consecutive.

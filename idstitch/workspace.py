@@ -114,7 +114,7 @@ class Workspace:
         self._devices: OrderedDict[str, Device] = OrderedDict()
         self._lock = threading.RLock()
         self._local = threading.local()
-        if stored is not None and stored != self.identity.meta:
+        if stored is not None and IdentityProjection.config_of(stored) != self.identity.meta:
             self.rebuild()
 
     @property

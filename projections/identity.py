@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
-from uuid import NAMESPACE_URL, uuid5
+from uuid import NAMESPACE_URL, uuid4, uuid5
 
 from idstitch.domain import attributes
 from idstitch.domain.device import (
@@ -74,7 +74,7 @@ class IdentityProjection:
         self.batch_size = BATCH_SIZE
         """Events per catch-up transaction at most (a smaller one holds the write lock less)."""
         self._cache: Cache = new_cache()
-        self._cached_at = -1
+        self._cached_at: tuple[int, str | None] = (-1, None)
         self._complete = False
         # One handler per event type: a dict lookup instead of a chain of isinstance checks.
         self._handlers: dict[type[DeviceEvent], Handler] = {
@@ -93,6 +93,21 @@ class IdentityProjection:
     def meta(self) -> str:
         """The configuration the rows were built under: a different one needs a rebuild."""
         return f"anonymous_merge={self.policy} rows={ROWS_FORMAT}"
+
+    @staticmethod
+    def config_of(meta: str | None) -> str | None:
+        """A stored meta without its epoch: the configuration the rows were built under."""
+        if meta is None:
+            return None
+        return " ".join(p for p in meta.split() if not p.startswith("epoch="))
+
+    def _stored_meta(self, start: int, meta: str | None) -> str:
+        # The epoch names one life of the rows, from position 0 on: a reset and replay by
+        # another process reaches the same positions again, but never the same epoch.
+        epoch = dict(p.partition("=")[::2] for p in (meta or "").split()).get("epoch")
+        if start == 0 or not epoch:
+            epoch = uuid4().hex[:16]
+        return f"{self.meta} epoch={epoch}"
 
     @staticmethod
     def policy_of(meta: str | None) -> Policy | None:
@@ -123,10 +138,11 @@ class IdentityProjection:
             return start
         while True:
             # Optimistic: fold outside the projection's write lock, reading committed rows,
-            # then lock only to write them, if nobody moved the projection meanwhile. Appends
-            # by other processes (a bulk ingest, say) are not held up by the fold, and two
-            # processes catching up never apply a batch twice.
-            if start != self._cached_at or cache_size(self._cache) > CACHE_LIMIT:
+            # then lock only to write them, if nobody committed meanwhile (same position and
+            # same epoch: a reset and replay elsewhere can reach the same position again).
+            # Appends by other processes (a bulk ingest, say) are not held up by the fold, and
+            # two processes catching up never apply a batch twice.
+            if (start, meta) != self._cached_at or cache_size(self._cache) > CACHE_LIMIT:
                 # Another writer moved the projection, or the cache grew: start cold. At
                 # position 0 nothing was ever committed (rows and position commit together),
                 # so there are no rows: an empty cache is then complete.
@@ -148,25 +164,27 @@ class IdentityProjection:
                     self.apply_all(unit, events)
                     position = events[-1].position
                     applied += len(events)
-                    if progress is not None:
-                        progress(len(events))
                 if not applied:
                     return position
                 with store.transaction(self.name) as tx:
                     # Another process may have rebuilt the rows under the other policy:
                     # writing rows of ours would mix both.
                     self._check_meta(tx.meta)
-                    if tx.position != start:
+                    if (tx.position, tx.meta) != (start, meta):
                         # Someone else committed since we read: our rows may be stale. Drop
                         # them and go again from where the projection is now.
                         self.forget_cache()
-                        start = tx.position
+                        start, meta = tx.position, tx.meta
                         continue
-                    tx.write(unit.encoded(), position, self.meta)
+                    meta = self._stored_meta(start, meta)
+                    tx.write(unit.encoded(), position, meta)
             except BaseException:
                 self.forget_cache()
                 raise
-            self._cached_at = start = position
+            start = position
+            self._cached_at = (start, meta)
+            if progress is not None:
+                progress(applied)  # committed, so never counted twice
 
     def apply_all(self, unit: Unit, events: Sequence[LoggedEvent]) -> None:
         """Apply events in log order (their rows read first, in a few queries)."""
@@ -222,14 +240,14 @@ class IdentityProjection:
         self._check_meta(store.meta(self.name))
 
     def _check_meta(self, meta: str | None) -> None:
-        if meta is not None and meta != self.meta:
+        if meta is not None and self.config_of(meta) != self.meta:
             raise PolicyMismatch(
-                f"the identity projection was built under {meta}, this workspace uses "
+                f"the identity projection was built under {self.config_of(meta)}, this workspace uses "
                 f"{self.meta}: reopen without anonymous_merge (to adopt it), or rebuild")
 
     def forget_cache(self) -> None:
         """Drop cached rows (after a reset of the store)."""
-        self._cache, self._cached_at, self._complete = new_cache(), -1, False
+        self._cache, self._cached_at, self._complete = new_cache(), (-1, None), False
 
     # The fold: one handler per event type, called with the event's device row (created on
     # its first event), position and client time in microseconds.

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+from idstitch.projections.rows import KINDS
 
 import idstitch
 from idstitch.errors import ConcurrencyConflict
@@ -79,7 +82,7 @@ def test_rows_of_an_older_layout_are_rebuilt_on_open(make_durable_ws: WorkspaceF
     url = ws.url
     ws.close()
     reopened = make_durable_ws(url)
-    assert reopened.rows.meta("identity") == reopened.identity.meta
+    assert reopened.identity.config_of(reopened.rows.meta("identity")) == reopened.identity.meta
     assert reopened.anonymous_merge == "merge"
     assert reopened.dump() == expected
 
@@ -177,5 +180,58 @@ def test_a_catch_up_raced_by_another_process_writes_nothing_stale(
     assert position == ws.log.head() == ws.rows.position("identity")
     assert ws.profile("u9").attributes == {"email": "dana@example.com"}  # type: ignore[union-attr]
     rows = ws.dump()
+    ws.rebuild()
+    assert ws.dump() == rows
+
+
+class LogUpTo:
+    """The log as a rebuild that has read only up to ``last`` sees it."""
+
+    def __init__(self, log: Any, last: int) -> None:
+        self.log, self.last = log, last
+
+    def head(self) -> int:
+        return min(int(self.log.head()), self.last)
+
+    def read(self, after: int, limit: int) -> list[Any]:
+        return [e for e in self.log.read(after, limit) if e.position <= self.last]
+
+
+def test_a_catch_up_raced_by_a_replay_to_the_same_position_writes_nothing_stale(
+    make_durable_ws: WorkspaceFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Position alone cannot tell: another process resets the rows and replays them up to the
+    very position this catch-up started from. The epoch in the tracking meta tells."""
+    first = make_durable_ws(None)
+    for i in range(5):
+        first.identify(f"d{i}", f"u{i}", {"n": i}, timestamp=T0 + timedelta(seconds=i))
+    start = first.rows.position("identity")
+    first.auto_catch_up = False
+    first.set_profile_attributes("d1", {"plan": "pro"}, timestamp=T0 + timedelta(seconds=10))
+    ws = make_durable_ws(first.url, auto_catch_up=False)
+    replaying = make_durable_ws(first.url, auto_catch_up=False)
+    get_many, transaction = ws.rows.get_many, ws.rows.transaction
+    reset: list[bool] = []
+
+    def reads_mid_reset(kind: str, keys: Any) -> Any:
+        if not reset:  # the other process's rebuild starts while this one reads its rows
+            reset.append(True)
+            replaying.rows.reset("identity", KINDS)
+            replaying.identity.forget_cache()
+        return get_many(kind, keys)
+
+    @contextmanager
+    def commits_after_the_replay(name: str) -> Iterator[Any]:
+        replaying.identity.catch_up(LogUpTo(replaying.log, start), replaying.rows)  # type: ignore[arg-type]
+        with transaction(name) as tx:
+            yield tx
+
+    monkeypatch.setattr(ws.rows, "get_many", reads_mid_reset)
+    monkeypatch.setattr(ws.rows, "transaction", commits_after_the_replay)
+    ws.catch_up()
+    monkeypatch.undo()
+    assert reset
+    rows = ws.dump()
+    assert ws.profile_of_device("d1").identifiers == {"id": "u1"}  # type: ignore[union-attr]
     ws.rebuild()
     assert ws.dump() == rows
