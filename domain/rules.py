@@ -19,6 +19,7 @@ PLACEHOLDER_IDS = frozenset(
     {"null", "undefined", "anonymous", "0", "-1", "none", "nan", "[object object]"}
 )
 """Ids that SDKs send by mistake; accepting them builds one mega-person of strangers."""
+_LONGEST_PLACEHOLDER = max(map(len, PLACEHOLDER_IDS))
 
 PUSH_STATUSES = frozenset({"sent", "bounced", "suppressed"})
 PERSON_PREFIX = "cio_"
@@ -41,6 +42,9 @@ def _json(field: str, value: object) -> bytes:
 
 
 def _utf8_len(field: str, value: str) -> int:
+    # isascii() is O(1) on CPython's compact strings; ids and tokens are almost always ASCII.
+    if value.isascii():
+        return len(value)
     try:
         return len(value.encode())
     except UnicodeEncodeError as e:
@@ -54,7 +58,7 @@ def check_id(field: str, value: object) -> str:
     stripped = value.strip()
     if not stripped:
         raise InvalidCommand(field, "must not be blank")
-    if stripped.lower() in PLACEHOLDER_IDS:
+    if len(stripped) <= _LONGEST_PLACEHOLDER and stripped.lower() in PLACEHOLDER_IDS:
         raise InvalidCommand(field, f"{value!r} is a placeholder id, not a real identifier")
     if _utf8_len(field, value) > MAX_ID_BYTES:
         raise InvalidCommand(field, f"is longer than {MAX_ID_BYTES} bytes")
@@ -143,8 +147,15 @@ def _check_json(field: str, value: object, depth: int, text_ok: bool = False) ->
     raise InvalidCommand(field, f"{type(value).__name__} is not a JSON value")
 
 
-def check_attributes(field: str, attributes: object, *, allow_none: bool = True) -> dict[str, Any]:
-    """A JSON object of at most 300 keys, each value JSON, at most 1000 bytes, nested <= 16."""
+def check_attributes(
+    field: str, attributes: object, *, allow_none: bool = True, owned: bool = False
+) -> dict[str, Any]:
+    """A JSON object of at most 300 keys, each value JSON, at most 1000 bytes, nested <= 16.
+
+    Returns the object the event may hold: a deep copy, so that a caller who later changes its
+    dict cannot change what was recorded. ``owned``: the object was just decoded from JSON text
+    by the caller and nobody else holds it (ingest of JSON lines): it is returned as it is.
+    """
     if attributes is None and allow_none:
         return {}
     if not isinstance(attributes, Mapping):
@@ -173,6 +184,8 @@ def check_attributes(field: str, attributes: object, *, allow_none: bool = True)
             raise InvalidCommand(
                 f"{field}.{key}", f"value is over {MAX_VALUE_BYTES} bytes when serialized"
             )
+    if owned and type(attributes) is dict:
+        return attributes
     if encoded is None:
         encoded = _json(field, attributes)
     # The event owns its values: a deep copy (through the bytes already made), so a caller who

@@ -64,6 +64,15 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+class Intake(NamedTuple):
+    """What a command's caller knows besides its arguments."""
+
+    now: datetime
+    """The recorded time of its events, and the received time of the clock-skew correction."""
+    owned: bool
+    """Its JSON values were just decoded from text and nobody else holds them: no copy needed."""
+
+
 class Pending(NamedTuple):
     """A validated command waiting for its batch to be written."""
 
@@ -108,7 +117,6 @@ class Workspace:
         self.reader = Reader(stores.rows)
         self._devices: OrderedDict[str, Device] = OrderedDict()
         self._lock = threading.RLock()
-        self._local = threading.local()
         if stored is not None and stored != self.identity.meta:
             self.rebuild()
 
@@ -136,26 +144,20 @@ class Workspace:
 
     # The write path.
 
-    def _common(self, message_id: object, timestamp: object, sent_at: object = None
-                ) -> dict[str, Any]:
+    def _common(
+        self, at: Intake, message_id: object, timestamp: object, sent_at: object = None
+    ) -> dict[str, Any]:
         rules.check_message_id(message_id)
         ts = rules.check_time("timestamp", timestamp)
         sent = rules.check_time("sent_at", sent_at)
-        now = self.clock()
-        return {"message_id": message_id, "timestamp": rules.client_time(ts, sent, now),
-                "recorded_at": now}
+        return {"message_id": message_id, "timestamp": rules.client_time(ts, sent, at.now),
+                "recorded_at": at.now}
 
-    def _run(
-        self, device_id: object, message_id: str | None, command: Callable[[Device], bool]
-    ) -> int | None:
-        device_id = rules.check_id("device_id", device_id)
-        pending = Pending(device_id, message_id, command)
-        collecting: list[Pending] | None = getattr(self._local, "collecting", None)
-        if collecting is not None:
-            # Inside ingest: the command is valid; it runs when the batch is written.
-            collecting.append(pending)
-            return None
-        return self._run_message([pending])
+    @staticmethod
+    def _pending(
+        device_id: object, common: dict[str, Any], command: Callable[[Device], bool]
+    ) -> Pending:
+        return Pending(rules.check_id("device_id", device_id), common["message_id"], command)
 
     def _run_message(self, pending: list[Pending]) -> int | None:
         """Run one message's commands and append their events atomically, with retries.
@@ -228,7 +230,9 @@ class Workspace:
         Each message is decoded and validated whole before any of it runs, so a rejected one
         leaves nothing behind; it is reported with its index and reason, and the rest go on.
         Events are appended in message order, so a batch gives what one call per message
-        would. The input is streamed: only one batch is held at a time.
+        would, except that the clock is read once per batch: the events of a batch share their
+        ``recorded_at``, which is also the received time of their clock-skew correction. The
+        input is streamed: only one batch is held at a time.
         """
         if batch_size < 1:
             raise InvalidCommand("batch_size", "must be at least 1")
@@ -261,24 +265,37 @@ class Workspace:
                 self.catch_up(unprojected)
                 unprojected.clear()
 
+        prepare: dict[str, Callable[..., Pending]] = {
+            "identify": self._identify,
+            "set_profile_attributes": self._set_profile_attributes,
+            "set_device_attributes": self._set_device_attributes,
+            "collect_device_attributes": self._collect_device_attributes,
+            "register_device_token": self._register_device_token,
+            "remove_device_token": self._remove_device_token,
+        }
+        decode, to_calls, prefix = segment.decode, segment.to_calls, rules.PERSON_PREFIX
+        at = json_at = self._direct()
         for index, raw in enumerate(messages):
+            if not batch:
+                # One clock reading per batch: its events share their recorded_at.
+                at = self._direct()
+                json_at = Intake(at.now, True)
             try:
-                calls = segment.to_calls(segment.decode(raw))
+                calls = to_calls(decode(raw))
                 if calls is None:
                     report.ignored += 1
                     continue
-                if any(c.method == "identify" and str(c.args[0]).startswith(rules.PERSON_PREFIX)
-                       for c in calls):
-                    # A cio_ id is checked against the persons as they stand: earlier messages
-                    # of this batch may have created or retired that person.
-                    flush(project=True)
-                pending: list[Pending] = []
-                self._local.collecting = pending
-                try:
-                    for call in calls:
-                        getattr(self, call.method)(call.device_id, *call.args, **call.kwargs)
-                finally:
-                    self._local.collecting = None
+                for call in calls:
+                    if call.method == "identify" and str(call.args[0]).startswith(prefix):
+                        # A cio_ id is checked against the persons as they stand: earlier
+                        # messages of this batch may have created or retired that person.
+                        flush(project=True)
+                        break
+                # Values decoded from a JSON line belong to this message alone; a dict the
+                # caller passed may still be held (and changed) by the caller.
+                intake = json_at if isinstance(raw, (str, bytes)) else at
+                pending = [prepare[call.method](intake, call.device_id, *call.args, **call.kwargs)
+                           for call in calls]
             except IdstitchError as e:
                 report.rejected.append((index, str(e)))
                 continue
@@ -354,6 +371,14 @@ class Workspace:
             else:
                 report.accepted += 1
 
+    # Device commands. A command that a Segment message can map to validates in its preparer
+    # (``_identify``, ...), which returns the Pending it becomes: the public method runs it at
+    # once, ingest collects it into a batch. ``at`` carries what the caller knows: the time, and
+    # whether the values are owned (freshly decoded JSON, see rules.check_attributes).
+
+    def _direct(self) -> Intake:
+        return Intake(self.clock(), False)
+
     def activate(
         self,
         device_id: str,
@@ -373,10 +398,10 @@ class Workspace:
             raise InvalidCommand("auto_track_device_attributes", "must be True or False")
         plat = None if platform is None else rules.check_text("platform", platform)
         sdk_ = rules.check_attributes("sdk", sdk) if sdk is not None else None
-        common = self._common(message_id, timestamp)
-        return self._run(device_id, common["message_id"], lambda d: d.activate(
+        common = self._common(self._direct(), message_id, timestamp)
+        return self._run_message([self._pending(device_id, common, lambda d: d.activate(
             customer_user_id=user_id, auto_track=auto_track_device_attributes, platform=plat,
-            sdk=sdk_, **common))
+            sdk=sdk_, **common))])
 
     def identify(
         self,
@@ -389,11 +414,19 @@ class Workspace:
         sent_at: datetime | None = None,
     ) -> int | None:
         """Identify a person on the device: an id, an email, or ``cio_<person_id>``."""
+        return self._run_message([self._identify(
+            self._direct(), device_id, user_id, traits, message_id=message_id,
+            timestamp=timestamp, sent_at=sent_at)])
+
+    def _identify(
+        self, at: Intake, device_id: object, user_id: object, traits: object = None, *,
+        message_id: object = None, timestamp: object = None, sent_at: object = None,
+    ) -> Pending:
         uid = rules.check_id("user_id", user_id)
-        traits_ = rules.check_attributes("traits", traits)
+        traits_ = rules.check_attributes("traits", traits, owned=at.owned)
         self._check_person_ref("user_id", uid)
-        common = self._common(message_id, timestamp, sent_at)
-        return self._run(device_id, common["message_id"], lambda d: d.identify(uid, traits_, **common))
+        common = self._common(at, message_id, timestamp, sent_at)
+        return self._pending(device_id, common, lambda d: d.identify(uid, traits_, **common))
 
     def _check_person_ref(self, field: str, user_id: str) -> None:
         if rules.classify(user_id) != "cio":
@@ -420,13 +453,22 @@ class Workspace:
         sent_at: datetime | None = None,
     ) -> int | None:
         """Change attributes of the device's current person: only the keys given."""
-        set_ = rules.check_attributes("traits", traits)
-        once = rules.check_attributes("set_once", set_once)
+        return self._run_message([self._set_profile_attributes(
+            self._direct(), device_id, traits, set_once=set_once, unset=unset,
+            message_id=message_id, timestamp=timestamp, sent_at=sent_at)])
+
+    def _set_profile_attributes(
+        self, at: Intake, device_id: object, traits: object = None, *, set_once: object = None,
+        unset: object = None, message_id: object = None, timestamp: object = None,
+        sent_at: object = None,
+    ) -> Pending:
+        set_ = rules.check_attributes("traits", traits, owned=at.owned)
+        once = rules.check_attributes("set_once", set_once, owned=at.owned)
         gone = rules.check_keys("unset", unset)
         if len(set_) + len(once) + len(gone) > rules.MAX_ATTRIBUTES:
             raise InvalidCommand("traits", f"more than {rules.MAX_ATTRIBUTES} attributes in one call")
-        common = self._common(message_id, timestamp, sent_at)
-        return self._run(device_id, common["message_id"], lambda d: (
+        common = self._common(at, message_id, timestamp, sent_at)
+        return self._pending(device_id, common, lambda d: (
             d.set_profile_attributes(set_, once, gone, **common)))
 
     def set_device_attributes(
@@ -439,9 +481,17 @@ class Workspace:
         sent_at: datetime | None = None,
     ) -> int | None:
         """Custom device attributes (nested JSON allowed)."""
-        attrs = rules.check_attributes("attributes", attributes, allow_none=False)
-        common = self._common(message_id, timestamp, sent_at)
-        return self._run(device_id, common["message_id"], lambda d: d.set_device_attributes(attrs, **common))
+        return self._run_message([self._set_device_attributes(
+            self._direct(), device_id, attributes, message_id=message_id, timestamp=timestamp,
+            sent_at=sent_at)])
+
+    def _set_device_attributes(
+        self, at: Intake, device_id: object, attributes: object, *, message_id: object = None,
+        timestamp: object = None, sent_at: object = None,
+    ) -> Pending:
+        attrs = rules.check_attributes("attributes", attributes, allow_none=False, owned=at.owned)
+        common = self._common(at, message_id, timestamp, sent_at)
+        return self._pending(device_id, common, lambda d: d.set_device_attributes(attrs, **common))
 
     def collect_device_attributes(
         self,
@@ -453,9 +503,17 @@ class Workspace:
         sent_at: datetime | None = None,
     ) -> int | None:
         """Auto-collected attributes; dropped when the device turned auto-tracking off."""
-        attrs = rules.check_attributes("context", context, allow_none=False)
-        common = self._common(message_id, timestamp, sent_at)
-        return self._run(device_id, common["message_id"], lambda d: (
+        return self._run_message([self._collect_device_attributes(
+            self._direct(), device_id, context, message_id=message_id, timestamp=timestamp,
+            sent_at=sent_at)])
+
+    def _collect_device_attributes(
+        self, at: Intake, device_id: object, context: object, *, message_id: object = None,
+        timestamp: object = None, sent_at: object = None,
+    ) -> Pending:
+        attrs = rules.check_attributes("context", context, allow_none=False, owned=at.owned)
+        common = self._common(at, message_id, timestamp, sent_at)
+        return self._pending(device_id, common, lambda d: (
             d.collect_device_attributes(attrs, **common)))
 
     def register_device_token(
@@ -469,10 +527,18 @@ class Workspace:
         sent_at: datetime | None = None,
     ) -> int | None:
         """The device's push token; a token held by another device moves here."""
+        return self._run_message([self._register_device_token(
+            self._direct(), device_id, token, platform=platform, message_id=message_id,
+            timestamp=timestamp, sent_at=sent_at)])
+
+    def _register_device_token(
+        self, at: Intake, device_id: object, token: object, *, platform: object = None,
+        message_id: object = None, timestamp: object = None, sent_at: object = None,
+    ) -> Pending:
         tok = rules.check_text("token", token)
         plat = None if platform is None else rules.check_text("platform", platform)
-        common = self._common(message_id, timestamp, sent_at)
-        return self._run(device_id, common["message_id"], lambda d: (
+        common = self._common(at, message_id, timestamp, sent_at)
+        return self._pending(device_id, common, lambda d: (
             d.register_device_token(tok, plat, **common)))
 
     def remove_device_token(
@@ -485,10 +551,18 @@ class Workspace:
         timestamp: datetime | None = None,
     ) -> int | None:
         """The token is dead (the push provider said so) or the app deleted it."""
+        return self._run_message([self._remove_device_token(
+            self._direct(), device_id, token, reason=reason, message_id=message_id,
+            timestamp=timestamp)])
+
+    def _remove_device_token(
+        self, at: Intake, device_id: object, token: object, *, reason: object = "deleted",
+        message_id: object = None, timestamp: object = None,
+    ) -> Pending:
         tok = rules.check_text("token", token)
         why = rules.check_text("reason", reason)
-        common = self._common(message_id, timestamp)
-        return self._run(device_id, common["message_id"], lambda d: d.remove_device_token(tok, why, **common))
+        common = self._common(at, message_id, timestamp)
+        return self._pending(device_id, common, lambda d: d.remove_device_token(tok, why, **common))
 
     def record_push_status(
         self,
@@ -500,23 +574,25 @@ class Workspace:
     ) -> int | None:
         """``last_status`` of the device's token: sent, bounced or suppressed."""
         st = rules.check_text("status", status, allowed=rules.PUSH_STATUSES)
-        common = self._common(message_id, timestamp)
-        return self._run(device_id, common["message_id"], lambda d: d.record_push_status(st, **common))
+        common = self._common(self._direct(), message_id, timestamp)
+        return self._run_message([self._pending(
+            device_id, common, lambda d: d.record_push_status(st, **common))])
 
     def clear_identify(
         self, device_id: str, *, message_id: str | None = None, timestamp: datetime | None = None
     ) -> int | None:
         """Stop identifying: the device starts a new anonymous session; its token stays."""
-        common = self._common(message_id, timestamp)
-        return self._run(device_id, common["message_id"], lambda d: d.clear_identify(**common))
+        common = self._common(self._direct(), message_id, timestamp)
+        return self._run_message([self._pending(
+            device_id, common, lambda d: d.clear_identify(**common))])
 
     def logout(
         self, device_id: str, *, message_id: str | None = None, timestamp: datetime | None = None
     ) -> int | None:
         """Adapty's logout: as clear_identify, but an anonymous device raises NotIdentified."""
-        common = self._common(message_id, timestamp)
-        return self._run(device_id, common["message_id"], lambda d: (
-            d.clear_identify(require_identified=True, **common)))
+        common = self._common(self._direct(), message_id, timestamp)
+        return self._run_message([self._pending(device_id, common, lambda d: (
+            d.clear_identify(require_identified=True, **common)))])
 
     # Projections.
 
