@@ -53,6 +53,12 @@ def _utf8_len(field: str, value: str) -> int:
 
 def check_id(field: str, value: object) -> str:
     """An id is a non-blank string of at most 150 bytes that is not a placeholder."""
+    # The common case, accepted in one test: ASCII (bytes = characters), no edge whitespace
+    # (so not blank) and longer than any placeholder.
+    if (type(value) is str and _LONGEST_PLACEHOLDER < len(value) <= MAX_ID_BYTES
+            and value.isascii() and not value[0].isspace() and not value[-1].isspace()
+            and "\x00" not in value):
+        return value
     if not isinstance(value, str):
         raise InvalidCommand(field, f"must be a string, got {type(value).__name__}")
     stripped = value.strip()
@@ -82,6 +88,9 @@ def check_message_id(value: object) -> str | None:
     """A message id (optional) is non-blank text of at most 150 bytes; any value is fine."""
     if value is None:
         return None
+    if (type(value) is str and len(value) <= MAX_ID_BYTES and value.isascii() and value.strip()
+            and "\x00" not in value):
+        return value
     check_text("message_id", value)
     if _utf8_len("message_id", str(value)) > MAX_ID_BYTES:
         raise InvalidCommand("message_id", f"is longer than {MAX_ID_BYTES} bytes")
@@ -90,6 +99,9 @@ def check_message_id(value: object) -> str | None:
 
 def check_text(field: str, value: object, *, allowed: frozenset[str] | None = None) -> str:
     """A short non-blank string, optionally one of ``allowed``."""
+    if (allowed is None and type(value) is str and len(value) <= MAX_VALUE_BYTES
+            and value.isascii() and value.strip() and "\x00" not in value):
+        return value
     if not isinstance(value, str) or not value.strip():
         raise InvalidCommand(field, "must be a non-blank string")
     if allowed is not None and value not in allowed:
