@@ -13,7 +13,7 @@ from uuid import UUID
 import msgspec
 from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
 from idstitch.domain.device import Recorded
-from idstitch.domain.events import AnyDeviceEvent, DeviceEvent
+from idstitch.domain.events import EVENT_TYPES, AnyDeviceEvent, DeviceEvent
 
 
 class MsgspecTranscoder(Transcoder):
@@ -70,9 +70,15 @@ class EventCodec:
         return self._decoder.decode(data)
 
 
+TOPICS: dict[type[DeviceEvent], str] = {
+    kind: str(kind.__struct_config__.tag) for kind in EVENT_TYPES
+}
+"""Each event class's stored topic: its tag (part of the storage format)."""
+
+
 def topic_of(event: DeviceEvent) -> str:
     """The stored topic: the event's tag (part of the storage format)."""
-    return str(type(event).__struct_config__.tag)
+    return TOPICS[type(event)]
 
 
 class StructMapper(Mapper[UUID]):

@@ -9,7 +9,7 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError, Mapper, PersistenceError, StoredEvent
-from idstitch.adapters.codec import EventCodec, StructMapper, topic_of
+from idstitch.adapters.codec import TOPICS, EventCodec, StructMapper, topic_of
 from idstitch.domain.device import Device, Recorded, project_device
 from idstitch.domain.errors import StoreError
 from idstitch.projections.store import LoggedEvent
@@ -112,7 +112,8 @@ class DeviceLog(Application[UUID]):
         with translated("cannot append events"):
             if self.fast is not None:
                 positions = self.fast.append_events([
-                    (r.originator_id.hex, r.originator_version, topic_of(r.event), encode(r.event))
+                    (r.originator_id.hex, r.originator_version, TOPICS[type(r.event)],
+                     encode(r.event))
                     for r in pending])
             else:
                 positions = list(self.recorder.insert_events([

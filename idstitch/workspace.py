@@ -326,17 +326,16 @@ class Workspace:
             for device_id in missing - devices.keys():
                 devices[device_id] = Device(device_id)
             events: list[Recorded] = []
-            outcomes: list[bool] = []
+            duplicates = 0
             for _, pending in batch:
-                first = devices[pending[0].device_id]
-                if first.is_duplicate(pending[0].message_id):
-                    outcomes.append(False)
+                first = pending[0]
+                if devices[first.device_id].is_duplicate(first.message_id):
+                    duplicates += 1
                     continue
                 for p in pending:
                     device = devices[p.device_id]
                     p.command(device)
-                    events.extend(device.collect_events())
-                outcomes.append(True)
+                    events += device.collect_events()
             if self.auto_catch_up and events:
                 # Fail before recording anything, not after, if another process rebuilt the
                 # rows under the other policy.
@@ -350,8 +349,8 @@ class Workspace:
                 return []
             for device in devices.values():
                 self._remember(device)
-            report.accepted += outcomes.count(True)
-            report.duplicates += outcomes.count(False)
+            report.accepted += len(batch) - duplicates
+            report.duplicates += duplicates
             return appended
 
     def _write_one_by_one(self, batch: list[tuple[int, list[Pending]]], report: IngestReport) -> None:
