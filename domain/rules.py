@@ -144,7 +144,8 @@ def _check_json(field: str, value: object, depth: int, text_ok: bool = False) ->
         if not math.isfinite(value):
             raise InvalidCommand(field, f"{value!r} is not a JSON number")
         return
-    if isinstance(value, Mapping):
+    # A dict first: isinstance against the Mapping ABC costs a Python-level call.
+    if type(value) is dict or isinstance(value, Mapping):
         for key, item in value.items():
             if not isinstance(key, str):
                 raise InvalidCommand(field, f"has a non-string key {key!r}")
@@ -170,7 +171,7 @@ def check_attributes(
     """
     if attributes is None and allow_none:
         return {}
-    if not isinstance(attributes, Mapping):
+    if type(attributes) is not dict and not isinstance(attributes, Mapping):
         raise InvalidCommand(field, f"must be a JSON object, got {type(attributes).__name__}")
     if len(attributes) > MAX_ATTRIBUTES:
         raise InvalidCommand(field, f"has {len(attributes)} attributes; at most {MAX_ATTRIBUTES}")
@@ -190,8 +191,11 @@ def check_attributes(
             raise InvalidCommand(f"{field}.{key[:40]}", f"name is longer than {MAX_ID_BYTES} bytes")
         if encoded is None:
             _utf8_len(f"{field}.{key[:40]!a}", key)
-        if type(value) is not str or not small:
-            _check_json(f"{field}.{key}", value, 1, encoded is not None)
+        kind = type(value)
+        if small and (kind is str or kind is bool or value is None
+                      or (kind is int and MIN_INT <= value <= MAX_INT)):
+            continue  # the common values, settled here without a call
+        _check_json(f"{field}.{key}", value, 1, encoded is not None)
         if not small and len(_json(f"{field}.{key}", value)) > MAX_VALUE_BYTES:
             raise InvalidCommand(
                 f"{field}.{key}", f"value is over {MAX_VALUE_BYTES} bytes when serialized"
