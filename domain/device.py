@@ -217,68 +217,99 @@ class Device:
             self._record(Identified(user_id=customer_user_id, **common))
         return True
 
-    def identify(self, user_id: str, traits: dict[str, Any], **common: Any) -> bool:
+    def identify(
+        self, user_id: str, traits: dict[str, Any], message_id: str | None, timestamp: datetime,
+        recorded_at: datetime,
+    ) -> bool:
         """Somebody is identified on this device."""
-        if self.is_duplicate(common["message_id"]):
+        if self.is_duplicate(message_id):
             return False
-        self._record(Identified(device_id=self.device_id, user_id=user_id, traits=traits, **common))
+        self._record(Identified(device_id=self.device_id, user_id=user_id, traits=traits,
+                                message_id=message_id, timestamp=timestamp,
+                                recorded_at=recorded_at))
         return True
 
     def set_profile_attributes(
-        self, set_: dict[str, Any], set_once: dict[str, Any], unset: list[str], **common: Any
+        self, set_: dict[str, Any], set_once: dict[str, Any], unset: list[str],
+        message_id: str | None, timestamp: datetime, recorded_at: datetime,
     ) -> bool:
         """Attributes of the current person change (only the keys given)."""
-        if self.is_duplicate(common["message_id"]):
+        if self.is_duplicate(message_id):
             return False
         self._record(ProfileAttributesChanged(
-            device_id=self.device_id, set=set_, set_once=set_once, unset=unset, **common))
+            device_id=self.device_id, set=set_, set_once=set_once, unset=unset,
+            message_id=message_id, timestamp=timestamp, recorded_at=recorded_at))
         return True
 
-    def set_device_attributes(self, attributes: dict[str, Any], **common: Any) -> bool:
+    def set_device_attributes(
+        self, attributes: dict[str, Any], message_id: str | None, timestamp: datetime,
+        recorded_at: datetime,
+    ) -> bool:
         """Custom device attributes change."""
-        if self.is_duplicate(common["message_id"]):
+        if self.is_duplicate(message_id):
             return False
         self._record(DeviceAttributesChanged(
-            device_id=self.device_id, attributes=attributes, **common))
+            device_id=self.device_id, attributes=attributes, message_id=message_id,
+            timestamp=timestamp, recorded_at=recorded_at))
         return True
 
-    def collect_device_attributes(self, attributes: dict[str, Any], **common: Any) -> bool:
+    def collect_device_attributes(
+        self, attributes: dict[str, Any], message_id: str | None, timestamp: datetime,
+        recorded_at: datetime,
+    ) -> bool:
         """Auto-collected attributes; dropped when the device turned auto-tracking off."""
-        if self.is_duplicate(common["message_id"]) or not self.auto_track:
+        if self.is_duplicate(message_id) or not self.auto_track:
             return False
         self._record(DeviceAttributesCollected(
-            device_id=self.device_id, attributes=attributes, **common))
+            device_id=self.device_id, attributes=attributes, message_id=message_id,
+            timestamp=timestamp, recorded_at=recorded_at))
         return True
 
-    def register_device_token(self, token: str, platform: str | None, **common: Any) -> bool:
+    def register_device_token(
+        self, token: str, platform: str | None, message_id: str | None, timestamp: datetime,
+        recorded_at: datetime,
+    ) -> bool:
         """The device's push token (a refresh replaces the earlier one)."""
-        if self.is_duplicate(common["message_id"]):
+        if self.is_duplicate(message_id):
             return False
         self._record(DeviceTokenRegistered(
-            device_id=self.device_id, token=token, platform=platform, **common))
+            device_id=self.device_id, token=token, platform=platform, message_id=message_id,
+            timestamp=timestamp, recorded_at=recorded_at))
         return True
 
-    def remove_device_token(self, token: str, reason: str, **common: Any) -> bool:
+    def remove_device_token(
+        self, token: str, reason: str, message_id: str | None, timestamp: datetime,
+        recorded_at: datetime,
+    ) -> bool:
         """The token is dead or deleted."""
-        if self.is_duplicate(common["message_id"]):
+        if self.is_duplicate(message_id):
             return False
         self._record(DeviceTokenRemoved(
-            device_id=self.device_id, token=token, reason=reason, **common))
+            device_id=self.device_id, token=token, reason=reason, message_id=message_id,
+            timestamp=timestamp, recorded_at=recorded_at))
         return True
 
-    def record_push_status(self, status: str, **common: Any) -> bool:
+    def record_push_status(
+        self, status: str, message_id: str | None, timestamp: datetime, recorded_at: datetime
+    ) -> bool:
         """The last push to this device's token was sent, bounced or suppressed."""
-        if self.is_duplicate(common["message_id"]):
+        if self.is_duplicate(message_id):
             return False
-        self._record(PushStatusRecorded(device_id=self.device_id, status=status, **common))
+        self._record(PushStatusRecorded(
+            device_id=self.device_id, status=status, message_id=message_id, timestamp=timestamp,
+            recorded_at=recorded_at))
         return True
 
-    def clear_identify(self, *, require_identified: bool = False, **common: Any) -> bool:
+    def clear_identify(
+        self, message_id: str | None, timestamp: datetime, recorded_at: datetime, *,
+        require_identified: bool = False,
+    ) -> bool:
         """Stop identifying: a new anonymous session starts (Adapty's logout requires someone)."""
-        if self.is_duplicate(common["message_id"]):
+        if self.is_duplicate(message_id):
             return False
         if require_identified and not self.identified:
             raise NotIdentified(self.device_id)
         self._record(IdentityCleared(
-            device_id=self.device_id, generation=self.generation + 1, **common))
+            device_id=self.device_id, generation=self.generation + 1, message_id=message_id,
+            timestamp=timestamp, recorded_at=recorded_at))
         return True

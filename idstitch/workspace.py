@@ -73,6 +73,10 @@ class Intake(NamedTuple):
     """Its JSON values were just decoded from text and nobody else holds them: no copy needed."""
 
 
+Common = tuple[str | None, datetime, datetime]
+"""What every device event carries besides its own fields: message_id, timestamp, recorded_at."""
+
+
 class Pending(NamedTuple):
     """A validated command waiting for its batch to be written."""
 
@@ -146,18 +150,15 @@ class Workspace:
 
     def _common(
         self, at: Intake, message_id: object, timestamp: object, sent_at: object = None
-    ) -> dict[str, Any]:
-        rules.check_message_id(message_id)
+    ) -> Common:
+        mid = rules.check_message_id(message_id)
         ts = rules.check_time("timestamp", timestamp)
         sent = rules.check_time("sent_at", sent_at)
-        return {"message_id": message_id, "timestamp": rules.client_time(ts, sent, at.now),
-                "recorded_at": at.now}
+        return mid, rules.client_time(ts, sent, at.now), at.now
 
     @staticmethod
-    def _pending(
-        device_id: object, common: dict[str, Any], command: Callable[[Device], bool]
-    ) -> Pending:
-        return Pending(rules.check_id("device_id", device_id), common["message_id"], command)
+    def _pending(device_id: object, common: Common, command: Callable[[Device], bool]) -> Pending:
+        return Pending(rules.check_id("device_id", device_id), common[0], command)
 
     def _run_message(self, pending: list[Pending]) -> int | None:
         """Run one message's commands and append their events atomically, with retries.
@@ -398,9 +399,10 @@ class Workspace:
         plat = None if platform is None else rules.check_text("platform", platform)
         sdk_ = rules.check_attributes("sdk", sdk) if sdk is not None else None
         common = self._common(self._direct(), message_id, timestamp)
+        mid, ts, now = common
         return self._run_message([self._pending(device_id, common, lambda d: d.activate(
             customer_user_id=user_id, auto_track=auto_track_device_attributes, platform=plat,
-            sdk=sdk_, **common))])
+            sdk=sdk_, message_id=mid, timestamp=ts, recorded_at=now))])
 
     def identify(
         self,
@@ -425,7 +427,7 @@ class Workspace:
         traits_ = rules.check_attributes("traits", traits, owned=at.owned)
         self._check_person_ref("user_id", uid)
         common = self._common(at, message_id, timestamp, sent_at)
-        return self._pending(device_id, common, lambda d: d.identify(uid, traits_, **common))
+        return self._pending(device_id, common, lambda d: d.identify(uid, traits_, *common))
 
     def _check_person_ref(self, field: str, user_id: str) -> None:
         if rules.classify(user_id) != "cio":
@@ -468,7 +470,7 @@ class Workspace:
             raise InvalidCommand("traits", f"more than {rules.MAX_ATTRIBUTES} attributes in one call")
         common = self._common(at, message_id, timestamp, sent_at)
         return self._pending(device_id, common, lambda d: (
-            d.set_profile_attributes(set_, once, gone, **common)))
+            d.set_profile_attributes(set_, once, gone, *common)))
 
     def set_device_attributes(
         self,
@@ -490,7 +492,7 @@ class Workspace:
     ) -> Pending:
         attrs = rules.check_attributes("attributes", attributes, allow_none=False, owned=at.owned)
         common = self._common(at, message_id, timestamp, sent_at)
-        return self._pending(device_id, common, lambda d: d.set_device_attributes(attrs, **common))
+        return self._pending(device_id, common, lambda d: d.set_device_attributes(attrs, *common))
 
     def collect_device_attributes(
         self,
@@ -513,7 +515,7 @@ class Workspace:
         attrs = rules.check_attributes("context", context, allow_none=False, owned=at.owned)
         common = self._common(at, message_id, timestamp, sent_at)
         return self._pending(device_id, common, lambda d: (
-            d.collect_device_attributes(attrs, **common)))
+            d.collect_device_attributes(attrs, *common)))
 
     def register_device_token(
         self,
@@ -538,7 +540,7 @@ class Workspace:
         plat = None if platform is None else rules.check_text("platform", platform)
         common = self._common(at, message_id, timestamp, sent_at)
         return self._pending(device_id, common, lambda d: (
-            d.register_device_token(tok, plat, **common)))
+            d.register_device_token(tok, plat, *common)))
 
     def remove_device_token(
         self,
@@ -561,7 +563,7 @@ class Workspace:
         tok = rules.check_text("token", token)
         why = rules.check_text("reason", reason)
         common = self._common(at, message_id, timestamp)
-        return self._pending(device_id, common, lambda d: d.remove_device_token(tok, why, **common))
+        return self._pending(device_id, common, lambda d: d.remove_device_token(tok, why, *common))
 
     def record_push_status(
         self,
@@ -575,7 +577,7 @@ class Workspace:
         st = rules.check_text("status", status, allowed=rules.PUSH_STATUSES)
         common = self._common(self._direct(), message_id, timestamp)
         return self._run_message([self._pending(
-            device_id, common, lambda d: d.record_push_status(st, **common))])
+            device_id, common, lambda d: d.record_push_status(st, *common))])
 
     def clear_identify(
         self, device_id: str, *, message_id: str | None = None, timestamp: datetime | None = None
@@ -583,7 +585,7 @@ class Workspace:
         """Stop identifying: the device starts a new anonymous session; its token stays."""
         common = self._common(self._direct(), message_id, timestamp)
         return self._run_message([self._pending(
-            device_id, common, lambda d: d.clear_identify(**common))])
+            device_id, common, lambda d: d.clear_identify(*common))])
 
     def logout(
         self, device_id: str, *, message_id: str | None = None, timestamp: datetime | None = None
@@ -591,7 +593,7 @@ class Workspace:
         """Adapty's logout: as clear_identify, but an anonymous device raises NotIdentified."""
         common = self._common(self._direct(), message_id, timestamp)
         return self._run_message([self._pending(device_id, common, lambda d: (
-            d.clear_identify(require_identified=True, **common)))])
+            d.clear_identify(*common, require_identified=True)))])
 
     # Projections.
 
