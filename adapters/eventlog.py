@@ -106,6 +106,11 @@ class DeviceLog(Application[UUID]):
         The order given is the log order: callers pass events in the order the messages came,
         not grouped by device, because stitching and token ownership follow the log's order.
         """
+        positions = self.write(pending)
+        return [LoggedEvent(p, r.event) for p, r in zip(positions, pending, strict=True)]
+
+    def write(self, pending: Sequence[Recorded]) -> list[int]:
+        """As :meth:`append`, but only the positions (no projection to feed, no envelopes)."""
         encode = self.codec.encode
         if not pending:
             return []
@@ -121,7 +126,7 @@ class DeviceLog(Application[UUID]):
                                 originator_version=r.originator_version,
                                 topic=topic_of(r.event), state=encode(r.event))
                     for r in pending]) or [])
-        return [LoggedEvent(p, r.event) for p, r in zip(positions, pending, strict=True)]
+        return positions
 
     def read(self, after: int, limit: int) -> Sequence[LoggedEvent]:
         """Events after a position, decoded."""

@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, NamedTuple
 
+import msgspec
+
 from idstitch.adapters import Stores, open_stores, segment
 from idstitch.adapters.eventlog import WriteConflict
 from idstitch.domain import rules
@@ -77,8 +79,11 @@ Common = tuple[str | None, datetime, datetime]
 """What every device event carries besides its own fields: message_id, timestamp, recorded_at."""
 
 
-class Pending(NamedTuple):
-    """A validated command waiting for its batch to be written."""
+class Pending(msgspec.Struct, frozen=True):
+    """A validated command waiting for its batch to be written.
+
+    A Struct rather than a NamedTuple: one is made per command, and a NamedTuple's constructor
+    is a Python-level function."""
 
     device_id: str
     message_id: str | None
@@ -342,7 +347,12 @@ class Workspace:
                 # rows under the other policy.
                 self.identity.check_policy(self.rows)
             try:
-                appended = self.log.append(events)
+                if self.auto_catch_up:
+                    appended = self.log.append(events)
+                else:
+                    # No projection to feed: no (position, event) envelopes to build.
+                    self.log.write(events)
+                    appended = []
             except WriteConflict:
                 # Another writer touched one of these devices: none of the batch was written.
                 # Forget what was applied and run the messages one by one, each atomically.
