@@ -80,14 +80,16 @@ Common = tuple[str | None, datetime, datetime]
 
 
 class Pending(msgspec.Struct, frozen=True):
-    """A validated command waiting for its batch to be written.
+    """A validated command waiting for its batch to be written: ``command(device, *args)``.
 
-    A Struct rather than a NamedTuple: one is made per command, and a NamedTuple's constructor
-    is a Python-level function."""
+    ``command`` is mostly a Device method and ``args`` its arguments rather than a closure:
+    one is made per command, and a closure costs a function, its cells and a frame more. For
+    the same reason a Struct, not a NamedTuple (whose constructor is a Python function)."""
 
     device_id: str
     message_id: str | None
-    command: Callable[[Device], bool]
+    command: Callable[..., bool]
+    args: tuple[Any, ...]
 
 
 @dataclass
@@ -162,8 +164,10 @@ class Workspace:
         return mid, rules.client_time(ts, sent, at.now), at.now
 
     @staticmethod
-    def _pending(device_id: object, common: Common, command: Callable[[Device], bool]) -> Pending:
-        return Pending(rules.check_id("device_id", device_id), common[0], command)
+    def _pending(
+        device_id: object, common: Common, command: Callable[..., bool], args: tuple[Any, ...]
+    ) -> Pending:
+        return Pending(rules.check_id("device_id", device_id), common[0], command, args)
 
     def _run_message(self, pending: list[Pending]) -> int | None:
         """Run one message's commands and append their events atomically, with retries.
@@ -183,7 +187,7 @@ class Workspace:
                         if device is None:
                             device = self._device(p.device_id, fresh=attempt > 0)
                             devices[p.device_id] = device
-                        p.command(device)
+                        p.command(device, *p.args)
                         events.extend(device.collect_events())
                     if not events and attempt == 0 and not self._all_current(devices):
                         continue
@@ -340,7 +344,7 @@ class Workspace:
                     continue
                 for p in pending:
                     device = devices[p.device_id]
-                    p.command(device)
+                    p.command(device, *p.args)
                     events += device.collect_events()
             if self.auto_catch_up and events:
                 # Fail before recording anything, not after, if another process rebuilt the
@@ -412,7 +416,7 @@ class Workspace:
         mid, ts, now = common
         return self._run_message([self._pending(device_id, common, lambda d: d.activate(
             customer_user_id=user_id, auto_track=auto_track_device_attributes, platform=plat,
-            sdk=sdk_, message_id=mid, timestamp=ts, recorded_at=now))])
+            sdk=sdk_, message_id=mid, timestamp=ts, recorded_at=now), ())])
 
     def identify(
         self,
@@ -437,7 +441,7 @@ class Workspace:
         traits_ = rules.check_attributes("traits", traits, owned=at.owned)
         self._check_person_ref("user_id", uid)
         common = self._common(at, message_id, timestamp, sent_at)
-        return self._pending(device_id, common, lambda d: d.identify(uid, traits_, *common))
+        return self._pending(device_id, common, Device.identify, (uid, traits_, *common))
 
     def _check_person_ref(self, field: str, user_id: str) -> None:
         if rules.classify(user_id) != "cio":
@@ -479,8 +483,8 @@ class Workspace:
         if len(set_) + len(once) + len(gone) > rules.MAX_ATTRIBUTES:
             raise InvalidCommand("traits", f"more than {rules.MAX_ATTRIBUTES} attributes in one call")
         common = self._common(at, message_id, timestamp, sent_at)
-        return self._pending(device_id, common, lambda d: (
-            d.set_profile_attributes(set_, once, gone, *common)))
+        return self._pending(device_id, common, Device.set_profile_attributes,
+                             (set_, once, gone, *common))
 
     def set_device_attributes(
         self,
@@ -502,7 +506,8 @@ class Workspace:
     ) -> Pending:
         attrs = rules.check_attributes("attributes", attributes, allow_none=False, owned=at.owned)
         common = self._common(at, message_id, timestamp, sent_at)
-        return self._pending(device_id, common, lambda d: d.set_device_attributes(attrs, *common))
+        return self._pending(device_id, common, Device.set_device_attributes,
+                             (attrs, *common))
 
     def collect_device_attributes(
         self,
@@ -524,8 +529,8 @@ class Workspace:
     ) -> Pending:
         attrs = rules.check_attributes("context", context, allow_none=False, owned=at.owned)
         common = self._common(at, message_id, timestamp, sent_at)
-        return self._pending(device_id, common, lambda d: (
-            d.collect_device_attributes(attrs, *common)))
+        return self._pending(device_id, common, Device.collect_device_attributes,
+                             (attrs, *common))
 
     def register_device_token(
         self,
@@ -549,8 +554,8 @@ class Workspace:
         tok = rules.check_text("token", token)
         plat = None if platform is None else rules.check_text("platform", platform)
         common = self._common(at, message_id, timestamp, sent_at)
-        return self._pending(device_id, common, lambda d: (
-            d.register_device_token(tok, plat, *common)))
+        return self._pending(device_id, common, Device.register_device_token,
+                             (tok, plat, *common))
 
     def remove_device_token(
         self,
@@ -573,7 +578,8 @@ class Workspace:
         tok = rules.check_text("token", token)
         why = rules.check_text("reason", reason)
         common = self._common(at, message_id, timestamp)
-        return self._pending(device_id, common, lambda d: d.remove_device_token(tok, why, *common))
+        return self._pending(device_id, common, Device.remove_device_token,
+                             (tok, why, *common))
 
     def record_push_status(
         self,
@@ -587,7 +593,7 @@ class Workspace:
         st = rules.check_text("status", status, allowed=rules.PUSH_STATUSES)
         common = self._common(self._direct(), message_id, timestamp)
         return self._run_message([self._pending(
-            device_id, common, lambda d: d.record_push_status(st, *common))])
+            device_id, common, Device.record_push_status, (st, *common))])
 
     def clear_identify(
         self, device_id: str, *, message_id: str | None = None, timestamp: datetime | None = None
@@ -595,7 +601,7 @@ class Workspace:
         """Stop identifying: the device starts a new anonymous session; its token stays."""
         common = self._common(self._direct(), message_id, timestamp)
         return self._run_message([self._pending(
-            device_id, common, lambda d: d.clear_identify(*common))])
+            device_id, common, Device.clear_identify, common)])
 
     def logout(
         self, device_id: str, *, message_id: str | None = None, timestamp: datetime | None = None
@@ -603,7 +609,7 @@ class Workspace:
         """Adapty's logout: as clear_identify, but an anonymous device raises NotIdentified."""
         common = self._common(self._direct(), message_id, timestamp)
         return self._run_message([self._pending(device_id, common, lambda d: (
-            d.clear_identify(*common, require_identified=True)))])
+            d.clear_identify(*common, require_identified=True)), ())])
 
     # Projections.
 
