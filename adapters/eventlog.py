@@ -111,7 +111,7 @@ class DeviceLog(Application[UUID]):
 
     def write(self, pending: Sequence[Recorded]) -> list[int]:
         """As :meth:`append`, but only the positions (no projection to feed, no envelopes)."""
-        encode = self.codec.encode
+        encode = self.codec.encoder()
         if not pending:
             return []
         with translated("cannot append events"):

@@ -17,9 +17,11 @@ from collections import deque
 from collections.abc import Iterable
 from datetime import datetime
 from hashlib import sha1
+from operator import attrgetter
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
+import msgspec
 from idstitch.domain.errors import NotIdentified
 from idstitch.domain.events import (
     DeviceActivated,
@@ -73,10 +75,8 @@ class AggregateId(UUID):
         object.__setattr__(self, "_hex", uuid.hex)
         object.__setattr__(self, "_text", str(uuid))
 
-    @property
-    def hex(self) -> str:
-        """The 32 hex digits."""
-        return self._hex
+    # A C getter, no Python frame: it is read for every event appended.
+    hex = property(attrgetter("_hex"), doc="The 32 hex digits.")
 
     def __str__(self) -> str:
         return self._text
@@ -103,15 +103,14 @@ def new_person_id(device_id: str, position: int) -> str:
     return uuid5_text(_PERSON_NS, f"identified:{device_id}:{position}")
 
 
-class Recorded:
-    """Envelope that lets eventsourcing store a domain event: ids, version, mutate."""
+class Recorded(msgspec.Struct, frozen=True):
+    """Envelope that lets eventsourcing store a domain event: ids, version, mutate.
 
-    __slots__ = ("event", "originator_id", "originator_version")
+    A Struct: one is made per event recorded or loaded, and a Struct's constructor is C."""
 
-    def __init__(self, originator_id: UUID, originator_version: int, event: DeviceEvent) -> None:
-        self.originator_id = originator_id
-        self.originator_version = originator_version
-        self.event = event
+    originator_id: UUID
+    originator_version: int
+    event: DeviceEvent
 
     def mutate(self, aggregate: Device | None) -> Device:
         """Apply the event to the aggregate (creating it from its first event)."""
