@@ -295,17 +295,17 @@ class Workspace:
                 if calls is None:
                     report.ignored += 1
                     continue
+                # Values decoded from a JSON line belong to this message alone; a dict the
+                # caller passed may still be held (and changed) by the caller.
+                intake = json_at if isinstance(raw, (str, bytes)) else at
+                pending: list[Pending] = []
                 for call in calls:
                     if call.method == "identify" and str(call.args[0]).startswith(prefix):
                         # A cio_ id is checked against the persons as they stand: earlier
                         # messages of this batch may have created or retired that person.
                         flush(project=True)
-                        break
-                # Values decoded from a JSON line belong to this message alone; a dict the
-                # caller passed may still be held (and changed) by the caller.
-                intake = json_at if isinstance(raw, (str, bytes)) else at
-                pending = [prepare[call.method](intake, call.device_id, *call.args, **call.kwargs)
-                           for call in calls]
+                    pending.append(
+                        prepare[call.method](intake, call.device_id, *call.args, **call.kwargs))
             except IdstitchError as e:
                 report.rejected.append((index, str(e)))
                 continue
