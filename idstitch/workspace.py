@@ -159,8 +159,14 @@ class Workspace:
         self, at: Intake, message_id: object, timestamp: object, sent_at: object = None
     ) -> Common:
         mid = rules.check_message_id(message_id)
-        ts = rules.check_time("timestamp", timestamp)
-        sent = rules.check_time("sent_at", sent_at)
+        # Times as ingest decodes them (aware, in UTC) or absent are settled without a call.
+        ts = (timestamp if timestamp is None or (type(timestamp) is datetime
+                                                 and timestamp.tzinfo is UTC)
+              else rules.check_time("timestamp", timestamp))
+        if sent_at is None:
+            return mid, at.now if ts is None else ts, at.now
+        sent = (sent_at if type(sent_at) is datetime and sent_at.tzinfo is UTC
+                else rules.check_time("sent_at", sent_at))
         return mid, rules.client_time(ts, sent, at.now), at.now
 
     @staticmethod
