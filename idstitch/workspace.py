@@ -281,6 +281,7 @@ class Workspace:
                 self.catch_up(unprojected)
                 unprojected.clear()
 
+        # The preparer of every command segment.to_calls maps a message to.
         prepare: dict[str, Callable[..., Pending]] = {
             "identify": self._identify,
             "set_profile_attributes": self._set_profile_attributes,
