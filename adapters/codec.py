@@ -7,14 +7,14 @@ event comes back as the exact Struct it was, with no dict in between.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 from uuid import UUID
 
 import msgspec
 from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
 from idstitch.domain.device import Recorded
-from idstitch.domain.events import AnyDeviceEvent, DeviceEvent
+from idstitch.domain.events import EVENT_TYPES, AnyDeviceEvent, DeviceEvent
 
 
 class MsgspecTranscoder(Transcoder):
@@ -64,6 +64,11 @@ class EventCodec:
         data = self._encode(event)
         return data if self.cipher is None else self.cipher.seal(event, data)
 
+    def encoder(self) -> Callable[[DeviceEvent], bytes]:
+        """:meth:`encode` for a batch: msgspec's own when there is no cipher (no Python frame
+        per event)."""
+        return self.encode if self.cipher is not None else self._encode
+
     def decode(self, data: bytes) -> AnyDeviceEvent:
         """Stored bytes -> the event Struct."""
         if self.cipher is not None:
@@ -78,9 +83,15 @@ class EventCodec:
         return list(map(self._decoder.decode, states))
 
 
+TOPICS: dict[type[DeviceEvent], str] = {
+    kind: str(kind.__struct_config__.tag) for kind in EVENT_TYPES
+}
+"""Each event class's stored topic: its tag (part of the storage format)."""
+
+
 def topic_of(event: DeviceEvent) -> str:
     """The stored topic: the event's tag (part of the storage format)."""
-    return str(type(event).__struct_config__.tag)
+    return TOPICS[type(event)]
 
 
 class StructMapper(Mapper[UUID]):

@@ -10,7 +10,7 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError, Mapper, PersistenceError, StoredEvent
-from idstitch.adapters.codec import EventCodec, StructMapper, topic_of
+from idstitch.adapters.codec import TOPICS, EventCodec, StructMapper, topic_of
 from idstitch.domain.device import Device, Recorded, project_device
 from idstitch.domain.errors import StoreError
 from idstitch.projections.store import LoggedEvent
@@ -107,13 +107,19 @@ class DeviceLog(Application[UUID]):
         The order given is the log order: callers pass events in the order the messages came,
         not grouped by device, because stitching and token ownership follow the log's order.
         """
-        encode = self.codec.encode
+        positions = self.write(pending)
+        return [LoggedEvent(p, r.event) for p, r in zip(positions, pending, strict=True)]
+
+    def write(self, pending: Sequence[Recorded]) -> list[int]:
+        """As :meth:`append`, but only the positions (no projection to feed, no envelopes)."""
+        encode = self.codec.encoder()
         if not pending:
             return []
         with translated("cannot append events"):
             if self.fast is not None:
                 positions = self.fast.append_events([
-                    (r.originator_id.hex, r.originator_version, topic_of(r.event), encode(r.event))
+                    (r.originator_id.hex, r.originator_version, TOPICS[type(r.event)],
+                     encode(r.event))
                     for r in pending])
             else:
                 positions = list(self.recorder.insert_events([
@@ -121,7 +127,7 @@ class DeviceLog(Application[UUID]):
                                 originator_version=r.originator_version,
                                 topic=topic_of(r.event), state=encode(r.event))
                     for r in pending]) or [])
-        return [LoggedEvent(p, r.event) for p, r in zip(positions, pending, strict=True)]
+        return positions
 
     def read(self, after: int, limit: int) -> Sequence[LoggedEvent]:
         """Events after a position, decoded."""

@@ -6,9 +6,10 @@ fields the mapping reads are declared; msgspec skips the rest of the message unp
 
 The mapping (api.md, "Bulk") is a pure function from a :class:`Message` to :class:`Call` values.
 A ``Call`` names a Workspace method and holds exactly its arguments, so this module never imports
-the front door (adapters must not): the caller runs
-``getattr(ws, call.method)(call.device_id, *call.args, **call.kwargs)``. Traits, properties and ids
-are passed through unchecked: the Workspace validates them with its own rules, naming the field.
+the front door (adapters must not): it means
+``getattr(ws, call.method)(call.device_id, *call.args, **call.kwargs)`` (ingest runs the same
+validation without the public method's own append). Traits, properties and ids are passed
+through unchecked: the Workspace validates them with its own rules, naming the field.
 """
 
 from __future__ import annotations

@@ -17,9 +17,11 @@ from collections import deque
 from collections.abc import Iterable
 from datetime import datetime
 from hashlib import sha1
+from operator import attrgetter
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
+import msgspec
 from idstitch.domain.errors import NotIdentified
 from idstitch.domain.events import (
     DeviceActivated,
@@ -56,9 +58,33 @@ def uuid5_text(namespace: bytes, name: str) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def device_aggregate_id(device_id: str) -> UUID:
+class AggregateId(UUID):
+    """A device's aggregate id: a UUID that keeps its text forms.
+
+    Every stored event carries the id as text (hex in the SQL stores, the dashed form in the
+    in-memory recorder); formatting it anew for each event cost about a third of encoding it.
+    """
+
+    __slots__ = ("_hex", "_text")
+    _hex: str
+    _text: str
+
+    def __init__(self, uuid: UUID) -> None:
+        super().__init__(int=uuid.int)
+        # UUID forbids attribute assignment (it is immutable); these are set once, here.
+        object.__setattr__(self, "_hex", uuid.hex)
+        object.__setattr__(self, "_text", str(uuid))
+
+    # A C getter, no Python frame: it is read for every event appended.
+    hex = property(attrgetter("_hex"), doc="The 32 hex digits.")
+
+    def __str__(self) -> str:
+        return self._text
+
+
+def device_aggregate_id(device_id: str) -> AggregateId:
     """The deterministic aggregate id of a device: uuid5 of its ``device_id``."""
-    return uuid5(DEVICE_NAMESPACE, device_id)
+    return AggregateId(uuid5(DEVICE_NAMESPACE, device_id))
 
 
 def anonymous_id_for(device_id: str, generation: int) -> str:
@@ -77,15 +103,14 @@ def new_person_id(device_id: str, position: int) -> str:
     return uuid5_text(_PERSON_NS, f"identified:{device_id}:{position}")
 
 
-class Recorded:
-    """Envelope that lets eventsourcing store a domain event: ids, version, mutate."""
+class Recorded(msgspec.Struct, frozen=True):
+    """Envelope that lets eventsourcing store a domain event: ids, version, mutate.
 
-    __slots__ = ("event", "originator_id", "originator_version")
+    A Struct: one is made per event recorded or loaded, and a Struct's constructor is C."""
 
-    def __init__(self, originator_id: UUID, originator_version: int, event: DeviceEvent) -> None:
-        self.originator_id = originator_id
-        self.originator_version = originator_version
-        self.event = event
+    originator_id: UUID
+    originator_version: int
+    event: DeviceEvent
 
     def mutate(self, aggregate: Device | None) -> Device:
         """Apply the event to the aggregate (creating it from its first event)."""
@@ -146,21 +171,24 @@ class Device:
 
     def apply(self, event: DeviceEvent) -> None:
         """Evolve device-local state by one event (also used on replay)."""
-        if event.message_id is not None and event.message_id not in self._seen:
-            if len(self.recent) == self.recent.maxlen:
+        message_id = event.message_id
+        if message_id is not None and message_id not in self._seen:
+            if len(self.recent) == RECENT_MESSAGE_IDS:
                 self._seen.discard(self.recent[0])
-            self.recent.append(event.message_id)
-            self._seen.add(event.message_id)
-        if isinstance(event, DeviceActivated):
-            self.auto_track = event.auto_track_device_attributes
-        elif isinstance(event, Identified):
+            self.recent.append(message_id)
+            self._seen.add(message_id)
+        # Exact types (the event classes have no subclasses), the most frequent first: this
+        # runs for every event recorded or loaded.
+        if type(event) is DeviceTokenRegistered:
+            self.token = event.token
+        elif type(event) is Identified:
             self.user_id = event.user_id
-        elif isinstance(event, IdentityCleared):
+        elif type(event) is IdentityCleared:
             self.user_id = None
             self.generation = event.generation
-        elif isinstance(event, DeviceTokenRegistered):
-            self.token = event.token
-        elif isinstance(event, DeviceTokenRemoved) and self.token == event.token:
+        elif type(event) is DeviceActivated:
+            self.auto_track = event.auto_track_device_attributes
+        elif type(event) is DeviceTokenRemoved and self.token == event.token:
             self.token = None
 
     # Commands. Each assumes validated input (idstitch.domain.rules) and returns whether it
@@ -188,68 +216,99 @@ class Device:
             self._record(Identified(user_id=customer_user_id, **common))
         return True
 
-    def identify(self, user_id: str, traits: dict[str, Any], **common: Any) -> bool:
+    def identify(
+        self, user_id: str, traits: dict[str, Any], message_id: str | None, timestamp: datetime,
+        recorded_at: datetime,
+    ) -> bool:
         """Somebody is identified on this device."""
-        if self.is_duplicate(common["message_id"]):
+        if self.is_duplicate(message_id):
             return False
-        self._record(Identified(device_id=self.device_id, user_id=user_id, traits=traits, **common))
+        self._record(Identified(device_id=self.device_id, user_id=user_id, traits=traits,
+                                message_id=message_id, timestamp=timestamp,
+                                recorded_at=recorded_at))
         return True
 
     def set_profile_attributes(
-        self, set_: dict[str, Any], set_once: dict[str, Any], unset: list[str], **common: Any
+        self, set_: dict[str, Any], set_once: dict[str, Any], unset: list[str],
+        message_id: str | None, timestamp: datetime, recorded_at: datetime,
     ) -> bool:
         """Attributes of the current person change (only the keys given)."""
-        if self.is_duplicate(common["message_id"]):
+        if self.is_duplicate(message_id):
             return False
         self._record(ProfileAttributesChanged(
-            device_id=self.device_id, set=set_, set_once=set_once, unset=unset, **common))
+            device_id=self.device_id, set=set_, set_once=set_once, unset=unset,
+            message_id=message_id, timestamp=timestamp, recorded_at=recorded_at))
         return True
 
-    def set_device_attributes(self, attributes: dict[str, Any], **common: Any) -> bool:
+    def set_device_attributes(
+        self, attributes: dict[str, Any], message_id: str | None, timestamp: datetime,
+        recorded_at: datetime,
+    ) -> bool:
         """Custom device attributes change."""
-        if self.is_duplicate(common["message_id"]):
+        if self.is_duplicate(message_id):
             return False
         self._record(DeviceAttributesChanged(
-            device_id=self.device_id, attributes=attributes, **common))
+            device_id=self.device_id, attributes=attributes, message_id=message_id,
+            timestamp=timestamp, recorded_at=recorded_at))
         return True
 
-    def collect_device_attributes(self, attributes: dict[str, Any], **common: Any) -> bool:
+    def collect_device_attributes(
+        self, attributes: dict[str, Any], message_id: str | None, timestamp: datetime,
+        recorded_at: datetime,
+    ) -> bool:
         """Auto-collected attributes; dropped when the device turned auto-tracking off."""
-        if self.is_duplicate(common["message_id"]) or not self.auto_track:
+        if self.is_duplicate(message_id) or not self.auto_track:
             return False
         self._record(DeviceAttributesCollected(
-            device_id=self.device_id, attributes=attributes, **common))
+            device_id=self.device_id, attributes=attributes, message_id=message_id,
+            timestamp=timestamp, recorded_at=recorded_at))
         return True
 
-    def register_device_token(self, token: str, platform: str | None, **common: Any) -> bool:
+    def register_device_token(
+        self, token: str, platform: str | None, message_id: str | None, timestamp: datetime,
+        recorded_at: datetime,
+    ) -> bool:
         """The device's push token (a refresh replaces the earlier one)."""
-        if self.is_duplicate(common["message_id"]):
+        if self.is_duplicate(message_id):
             return False
         self._record(DeviceTokenRegistered(
-            device_id=self.device_id, token=token, platform=platform, **common))
+            device_id=self.device_id, token=token, platform=platform, message_id=message_id,
+            timestamp=timestamp, recorded_at=recorded_at))
         return True
 
-    def remove_device_token(self, token: str, reason: str, **common: Any) -> bool:
+    def remove_device_token(
+        self, token: str, reason: str, message_id: str | None, timestamp: datetime,
+        recorded_at: datetime,
+    ) -> bool:
         """The token is dead or deleted."""
-        if self.is_duplicate(common["message_id"]):
+        if self.is_duplicate(message_id):
             return False
         self._record(DeviceTokenRemoved(
-            device_id=self.device_id, token=token, reason=reason, **common))
+            device_id=self.device_id, token=token, reason=reason, message_id=message_id,
+            timestamp=timestamp, recorded_at=recorded_at))
         return True
 
-    def record_push_status(self, status: str, **common: Any) -> bool:
+    def record_push_status(
+        self, status: str, message_id: str | None, timestamp: datetime, recorded_at: datetime
+    ) -> bool:
         """The last push to this device's token was sent, bounced or suppressed."""
-        if self.is_duplicate(common["message_id"]):
+        if self.is_duplicate(message_id):
             return False
-        self._record(PushStatusRecorded(device_id=self.device_id, status=status, **common))
+        self._record(PushStatusRecorded(
+            device_id=self.device_id, status=status, message_id=message_id, timestamp=timestamp,
+            recorded_at=recorded_at))
         return True
 
-    def clear_identify(self, *, require_identified: bool = False, **common: Any) -> bool:
+    def clear_identify(
+        self, message_id: str | None, timestamp: datetime, recorded_at: datetime, *,
+        require_identified: bool = False,
+    ) -> bool:
         """Stop identifying: a new anonymous session starts (Adapty's logout requires someone)."""
-        if self.is_duplicate(common["message_id"]):
+        if self.is_duplicate(message_id):
             return False
         if require_identified and not self.identified:
             raise NotIdentified(self.device_id)
         self._record(IdentityCleared(
-            device_id=self.device_id, generation=self.generation + 1, **common))
+            device_id=self.device_id, generation=self.generation + 1, message_id=message_id,
+            timestamp=timestamp, recorded_at=recorded_at))
         return True

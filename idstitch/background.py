@@ -49,10 +49,18 @@ class BackgroundProjector:
     saves work, it is never needed for a correct result."""
 
     def __init__(self, url: str, policy: str, command: list[str] | None = None) -> None:
-        self._proc = subprocess.Popen(
-            command or COMMAND,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
         self.failed: str | None = None
+        # The child imports idstitch from where this process did, not whatever its own
+        # environment would find (an older copy would take these rows for another layout).
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        try:
+            self._proc: subprocess.Popen[str] | None = subprocess.Popen(
+                command or COMMAND, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                bufsize=1, env=env)
+        except OSError as e:  # no interpreter to start (an embedded one, say)
+            self._proc = None
+            self.failed = f"cannot start: {e}"
+            return
         self._send(url)
         self._send(policy)
         reply = self._receive(START_SECONDS)
@@ -71,6 +79,8 @@ class BackgroundProjector:
 
     def close(self) -> None:
         """End the child now (it holds no lock between its transactions)."""
+        if self._proc is None:
+            return
         if self._proc.poll() is None:
             self._proc.terminate()
         self._proc.wait()
@@ -90,16 +100,16 @@ class BackgroundProjector:
         return True
 
     def _send(self, line: str) -> None:
-        stdin = self._proc.stdin
+        if self._proc is None or self._proc.stdin is None:
+            return
         try:
-            assert stdin is not None
-            stdin.write(line + "\n")
-            stdin.flush()
+            self._proc.stdin.write(line + "\n")
+            self._proc.stdin.flush()
         except (BrokenPipeError, OSError) as e:
             self._fail(f"cannot talk to it: {e}")
 
     def _receive(self, timeout: float | None) -> str | None:
-        stdout = self._proc.stdout
+        stdout = None if self._proc is None else self._proc.stdout
         if stdout is None or self.failed is not None:
             return None
         if timeout is not None and not select.select([stdout], [], [], timeout)[0]:
@@ -148,8 +158,13 @@ def serve(requests: IO[str], replies: IO[str]) -> None:
                 waiting_for = None
                 if stopping:
                     return
+            if waiting_for is not None and ws.log.head() < waiting_for:
+                # The parent appended up to there before asking: a log without that position
+                # is not the parent's store.
+                reply(f"error the store at {url} has no position {waiting_for}")
+                return
             if waiting_for is not None:
-                continue  # the parent asks only for positions it has appended: they will come
+                continue  # more of what the parent asked for was appended meanwhile
             # Caught up with what is there: wait a moment for a request, then look again.
             if not select.select([requests], [], [], POLL_SECONDS)[0]:
                 continue

@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, NamedTuple
 
+import msgspec
+
 from idstitch import background
 from idstitch.adapters import Stores, open_stores, segment
 from idstitch.adapters.eventlog import WriteConflict
@@ -69,12 +71,30 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class Pending(NamedTuple):
-    """A validated command waiting for its batch to be written."""
+class Intake(NamedTuple):
+    """What a command's caller knows besides its arguments."""
+
+    now: datetime
+    """The recorded time of its events, and the received time of the clock-skew correction."""
+    owned: bool
+    """Its JSON values were just decoded from text and nobody else holds them: no copy needed."""
+
+
+Common = tuple[str | None, datetime, datetime]
+"""What every device event carries besides its own fields: message_id, timestamp, recorded_at."""
+
+
+class Pending(msgspec.Struct, frozen=True):
+    """A validated command waiting for its batch to be written: ``command(device, *args)``.
+
+    ``command`` is mostly a Device method and ``args`` its arguments rather than a closure:
+    one is made per command, and a closure costs a function, its cells and a frame more. For
+    the same reason a Struct, not a NamedTuple (whose constructor is a Python function)."""
 
     device_id: str
     message_id: str | None
-    command: Callable[[Device], bool]
+    command: Callable[..., bool]
+    args: tuple[Any, ...]
 
 
 @dataclass
@@ -113,7 +133,6 @@ class Workspace:
         self.reader = Reader(stores.rows)
         self._devices: OrderedDict[str, Device] = OrderedDict()
         self._lock = threading.RLock()
-        self._local = threading.local()
         if stored is not None and IdentityProjection.config_of(stored) != self.identity.meta:
             self.rebuild()
 
@@ -141,26 +160,25 @@ class Workspace:
 
     # The write path.
 
-    def _common(self, message_id: object, timestamp: object, sent_at: object = None
-                ) -> dict[str, Any]:
-        rules.check_message_id(message_id)
-        ts = rules.check_time("timestamp", timestamp)
-        sent = rules.check_time("sent_at", sent_at)
-        now = self.clock()
-        return {"message_id": message_id, "timestamp": rules.client_time(ts, sent, now),
-                "recorded_at": now}
+    def _common(
+        self, at: Intake, message_id: object, timestamp: object, sent_at: object = None
+    ) -> Common:
+        mid = rules.check_message_id(message_id)
+        # Times as ingest decodes them (aware, in UTC) or absent are settled without a call.
+        ts = (timestamp if timestamp is None or (type(timestamp) is datetime
+                                                 and timestamp.tzinfo is UTC)
+              else rules.check_time("timestamp", timestamp))
+        if sent_at is None:
+            return mid, at.now if ts is None else ts, at.now
+        sent = (sent_at if type(sent_at) is datetime and sent_at.tzinfo is UTC
+                else rules.check_time("sent_at", sent_at))
+        return mid, rules.client_time(ts, sent, at.now), at.now
 
-    def _run(
-        self, device_id: object, message_id: str | None, command: Callable[[Device], bool]
-    ) -> int | None:
-        device_id = rules.check_id("device_id", device_id)
-        pending = Pending(device_id, message_id, command)
-        collecting: list[Pending] | None = getattr(self._local, "collecting", None)
-        if collecting is not None:
-            # Inside ingest: the command is valid; it runs when the batch is written.
-            collecting.append(pending)
-            return None
-        return self._run_message([pending])
+    @staticmethod
+    def _pending(
+        device_id: object, common: Common, command: Callable[..., bool], args: tuple[Any, ...]
+    ) -> Pending:
+        return Pending(rules.check_id("device_id", device_id), common[0], command, args)
 
     def _run_message(self, pending: list[Pending]) -> int | None:
         """Run one message's commands and append their events atomically, with retries.
@@ -180,7 +198,7 @@ class Workspace:
                         if device is None:
                             device = self._device(p.device_id, fresh=attempt > 0)
                             devices[p.device_id] = device
-                        p.command(device)
+                        p.command(device, *p.args)
                         events.extend(device.collect_events())
                     if not events and attempt == 0 and not self._all_current(devices):
                         continue
@@ -234,7 +252,9 @@ class Workspace:
         Each message is decoded and validated whole before any of it runs, so a rejected one
         leaves nothing behind; it is reported with its index and reason, and the rest go on.
         Events are appended in message order, so a batch gives what one call per message
-        would. The input is streamed: only one batch is held at a time.
+        would, except that the clock is read once per batch: the events of a batch share their
+        ``recorded_at``, which is also the received time of their clock-skew correction. The
+        input is streamed: only one batch is held at a time.
 
         ``parallel``: project in a second process while this one records (see
         :mod:`idstitch.background`). None (the default) starts it once the input proves large
@@ -249,7 +269,7 @@ class Workspace:
             return self._ingest(messages, batch_size, progress, parallel)
 
     def _can_project_in_background(self) -> bool:
-        return not self.url.startswith("memory:") and background.available()
+        return self._stores.shared_url is not None and background.available()
 
     def _ingest(
         self,
@@ -268,9 +288,9 @@ class Workspace:
         def flush(*, project: bool = False) -> None:
             nonlocal batch, projector, parallel
             if batch:
-                appended = self._write_batch(batch, report)
-                if self.auto_catch_up and projector is None:
-                    unprojected.extend(appended)
+                # Envelopes only for a catch-up in this process (the child reads the log).
+                unprojected.extend(self._write_batch(
+                    batch, report, keep=self.auto_catch_up and projector is None))
                 if progress is not None:
                     progress(len(batch))
                 batch = []
@@ -279,7 +299,9 @@ class Workspace:
             if projector is None and parallel is not False and (
                     parallel or len(unprojected) >= CATCH_UP_EVENTS):
                 parallel = False  # one attempt: if the child cannot start, project here
-                projector = background.BackgroundProjector(self.url, self.anonymous_merge)
+                assert self._stores.shared_url is not None  # checked by _can_project_...
+                projector = background.BackgroundProjector(self._stores.shared_url,
+                                                           self.anonymous_merge)
                 if projector.failed is None:
                     unprojected.clear()  # the child reads them from the log
                 else:
@@ -295,43 +317,60 @@ class Workspace:
                 self.catch_up(unprojected)
                 unprojected.clear()
 
-        for index, raw in enumerate(messages):
-            try:
-                calls = segment.to_calls(segment.decode(raw))
-                if calls is None:
-                    report.ignored += 1
-                    continue
-                if any(c.method == "identify" and str(c.args[0]).startswith(rules.PERSON_PREFIX)
-                       for c in calls):
-                    # A cio_ id is checked against the persons as they stand: earlier messages
-                    # of this batch may have created or retired that person.
-                    flush(project=True)
-                pending: list[Pending] = []
-                self._local.collecting = pending
-                try:
-                    for call in calls:
-                        getattr(self, call.method)(call.device_id, *call.args, **call.kwargs)
-                finally:
-                    self._local.collecting = None
-            except IdstitchError as e:
-                report.rejected.append((index, str(e)))
-                continue
-            batch.append((index, pending))
-            if len(batch) >= batch_size:
-                flush()
+        # The preparer of every command segment.to_calls maps a message to.
+        prepare: dict[str, Callable[..., Pending]] = {
+            "identify": self._identify,
+            "set_profile_attributes": self._set_profile_attributes,
+            "set_device_attributes": self._set_device_attributes,
+            "collect_device_attributes": self._collect_device_attributes,
+            "register_device_token": self._register_device_token,
+            "remove_device_token": self._remove_device_token,
+        }
+        decode, to_calls, prefix = segment.decode, segment.to_calls, rules.PERSON_PREFIX
+        at = json_at = self._direct()
         try:
+            for index, raw in enumerate(messages):
+                if not batch:
+                    # One clock reading per batch: its events share their recorded_at.
+                    at = self._direct()
+                    json_at = Intake(at.now, True)
+                try:
+                    calls = to_calls(decode(raw))
+                    if calls is None:
+                        report.ignored += 1
+                        continue
+                    # Values decoded from a JSON line belong to this message alone; a dict the
+                    # caller passed may still be held (and changed) by the caller.
+                    intake = json_at if isinstance(raw, (str, bytes)) else at
+                    pending: list[Pending] = []
+                    for call in calls:
+                        if call.method == "identify" and str(call.args[0]).startswith(prefix):
+                            # A cio_ id is checked against the persons as they stand: earlier
+                            # messages of this batch may have created or retired that person.
+                            flush(project=True)
+                        pending.append(
+                            prepare[call.method](intake, call.device_id, *call.args, **call.kwargs))
+                except IdstitchError as e:
+                    report.rejected.append((index, str(e)))
+                    continue
+                batch.append((index, pending))
+                if len(batch) >= batch_size:
+                    flush()
             flush(project=True)
         finally:
+            # Also when the input, a callback or the store fails midway: no child outlives
+            # its ingest.
             if projector is not None:
                 projector.close()
         return report
 
     def _write_batch(
-        self, batch: list[tuple[int, list[Pending]]], report: IngestReport
+        self, batch: list[tuple[int, list[Pending]]], report: IngestReport, *, keep: bool
     ) -> list[LoggedEvent]:
         """Run a batch of validated messages; append all their events, in message order, at once.
 
-        Returns the events appended (none after a fallback, which catches up by itself)."""
+        Returns the events appended when ``keep`` (none after a fallback, which catches up by
+        itself)."""
         with self._lock:
             devices: dict[str, Device] = {}
             missing: set[str] = set()
@@ -347,23 +386,27 @@ class Workspace:
             for device_id in missing - devices.keys():
                 devices[device_id] = Device(device_id)
             events: list[Recorded] = []
-            outcomes: list[bool] = []
+            duplicates = 0
             for _, pending in batch:
-                first = devices[pending[0].device_id]
-                if first.is_duplicate(pending[0].message_id):
-                    outcomes.append(False)
+                first = pending[0]
+                if devices[first.device_id].is_duplicate(first.message_id):
+                    duplicates += 1
                     continue
                 for p in pending:
                     device = devices[p.device_id]
-                    p.command(device)
-                    events.extend(device.collect_events())
-                outcomes.append(True)
+                    p.command(device, *p.args)
+                    events += device.collect_events()
             if self.auto_catch_up and events:
                 # Fail before recording anything, not after, if another process rebuilt the
                 # rows under the other policy.
                 self.identity.check_policy(self.rows)
             try:
-                appended = self.log.append(events)
+                if keep:
+                    appended = self.log.append(events)
+                else:
+                    # No projection to feed: no (position, event) envelopes to build.
+                    self.log.write(events)
+                    appended = []
             except WriteConflict:
                 # Another writer touched one of these devices: none of the batch was written.
                 # Forget what was applied and run the messages one by one, each atomically.
@@ -371,8 +414,8 @@ class Workspace:
                 return []
             for device in devices.values():
                 self._remember(device)
-            report.accepted += outcomes.count(True)
-            report.duplicates += outcomes.count(False)
+            report.accepted += len(batch) - duplicates
+            report.duplicates += duplicates
             return appended
 
     def _write_one_by_one(self, batch: list[tuple[int, list[Pending]]], report: IngestReport) -> None:
@@ -391,6 +434,14 @@ class Workspace:
                 report.duplicates += 1
             else:
                 report.accepted += 1
+
+    # Device commands. A command that a Segment message can map to validates in its preparer
+    # (``_identify``, ...), which returns the Pending it becomes: the public method runs it at
+    # once, ingest collects it into a batch. ``at`` carries what the caller knows: the time, and
+    # whether the values are owned (freshly decoded JSON, see rules.check_attributes).
+
+    def _direct(self) -> Intake:
+        return Intake(self.clock(), False)
 
     def activate(
         self,
@@ -411,10 +462,11 @@ class Workspace:
             raise InvalidCommand("auto_track_device_attributes", "must be True or False")
         plat = None if platform is None else rules.check_text("platform", platform)
         sdk_ = rules.check_attributes("sdk", sdk) if sdk is not None else None
-        common = self._common(message_id, timestamp)
-        return self._run(device_id, common["message_id"], lambda d: d.activate(
+        common = self._common(self._direct(), message_id, timestamp)
+        mid, ts, now = common
+        return self._run_message([self._pending(device_id, common, lambda d: d.activate(
             customer_user_id=user_id, auto_track=auto_track_device_attributes, platform=plat,
-            sdk=sdk_, **common))
+            sdk=sdk_, message_id=mid, timestamp=ts, recorded_at=now), ())])
 
     def identify(
         self,
@@ -427,11 +479,19 @@ class Workspace:
         sent_at: datetime | None = None,
     ) -> int | None:
         """Identify a person on the device: an id, an email, or ``cio_<person_id>``."""
+        return self._run_message([self._identify(
+            self._direct(), device_id, user_id, traits, message_id=message_id,
+            timestamp=timestamp, sent_at=sent_at)])
+
+    def _identify(
+        self, at: Intake, device_id: object, user_id: object, traits: object = None, *,
+        message_id: object = None, timestamp: object = None, sent_at: object = None,
+    ) -> Pending:
         uid = rules.check_id("user_id", user_id)
-        traits_ = rules.check_attributes("traits", traits)
+        traits_ = rules.check_attributes("traits", traits, owned=at.owned)
         self._check_person_ref("user_id", uid)
-        common = self._common(message_id, timestamp, sent_at)
-        return self._run(device_id, common["message_id"], lambda d: d.identify(uid, traits_, **common))
+        common = self._common(at, message_id, timestamp, sent_at)
+        return self._pending(device_id, common, Device.identify, (uid, traits_, *common))
 
     def _check_person_ref(self, field: str, user_id: str) -> None:
         if rules.classify(user_id) != "cio":
@@ -458,14 +518,23 @@ class Workspace:
         sent_at: datetime | None = None,
     ) -> int | None:
         """Change attributes of the device's current person: only the keys given."""
-        set_ = rules.check_attributes("traits", traits)
-        once = rules.check_attributes("set_once", set_once)
+        return self._run_message([self._set_profile_attributes(
+            self._direct(), device_id, traits, set_once=set_once, unset=unset,
+            message_id=message_id, timestamp=timestamp, sent_at=sent_at)])
+
+    def _set_profile_attributes(
+        self, at: Intake, device_id: object, traits: object = None, *, set_once: object = None,
+        unset: object = None, message_id: object = None, timestamp: object = None,
+        sent_at: object = None,
+    ) -> Pending:
+        set_ = rules.check_attributes("traits", traits, owned=at.owned)
+        once = rules.check_attributes("set_once", set_once, owned=at.owned)
         gone = rules.check_keys("unset", unset)
         if len(set_) + len(once) + len(gone) > rules.MAX_ATTRIBUTES:
             raise InvalidCommand("traits", f"more than {rules.MAX_ATTRIBUTES} attributes in one call")
-        common = self._common(message_id, timestamp, sent_at)
-        return self._run(device_id, common["message_id"], lambda d: (
-            d.set_profile_attributes(set_, once, gone, **common)))
+        common = self._common(at, message_id, timestamp, sent_at)
+        return self._pending(device_id, common, Device.set_profile_attributes,
+                             (set_, once, gone, *common))
 
     def set_device_attributes(
         self,
@@ -477,9 +546,18 @@ class Workspace:
         sent_at: datetime | None = None,
     ) -> int | None:
         """Custom device attributes (nested JSON allowed)."""
-        attrs = rules.check_attributes("attributes", attributes, allow_none=False)
-        common = self._common(message_id, timestamp, sent_at)
-        return self._run(device_id, common["message_id"], lambda d: d.set_device_attributes(attrs, **common))
+        return self._run_message([self._set_device_attributes(
+            self._direct(), device_id, attributes, message_id=message_id, timestamp=timestamp,
+            sent_at=sent_at)])
+
+    def _set_device_attributes(
+        self, at: Intake, device_id: object, attributes: object, *, message_id: object = None,
+        timestamp: object = None, sent_at: object = None,
+    ) -> Pending:
+        attrs = rules.check_attributes("attributes", attributes, allow_none=False, owned=at.owned)
+        common = self._common(at, message_id, timestamp, sent_at)
+        return self._pending(device_id, common, Device.set_device_attributes,
+                             (attrs, *common))
 
     def collect_device_attributes(
         self,
@@ -491,10 +569,18 @@ class Workspace:
         sent_at: datetime | None = None,
     ) -> int | None:
         """Auto-collected attributes; dropped when the device turned auto-tracking off."""
-        attrs = rules.check_attributes("context", context, allow_none=False)
-        common = self._common(message_id, timestamp, sent_at)
-        return self._run(device_id, common["message_id"], lambda d: (
-            d.collect_device_attributes(attrs, **common)))
+        return self._run_message([self._collect_device_attributes(
+            self._direct(), device_id, context, message_id=message_id, timestamp=timestamp,
+            sent_at=sent_at)])
+
+    def _collect_device_attributes(
+        self, at: Intake, device_id: object, context: object, *, message_id: object = None,
+        timestamp: object = None, sent_at: object = None,
+    ) -> Pending:
+        attrs = rules.check_attributes("context", context, allow_none=False, owned=at.owned)
+        common = self._common(at, message_id, timestamp, sent_at)
+        return self._pending(device_id, common, Device.collect_device_attributes,
+                             (attrs, *common))
 
     def register_device_token(
         self,
@@ -507,11 +593,19 @@ class Workspace:
         sent_at: datetime | None = None,
     ) -> int | None:
         """The device's push token; a token held by another device moves here."""
+        return self._run_message([self._register_device_token(
+            self._direct(), device_id, token, platform=platform, message_id=message_id,
+            timestamp=timestamp, sent_at=sent_at)])
+
+    def _register_device_token(
+        self, at: Intake, device_id: object, token: object, *, platform: object = None,
+        message_id: object = None, timestamp: object = None, sent_at: object = None,
+    ) -> Pending:
         tok = rules.check_text("token", token)
         plat = None if platform is None else rules.check_text("platform", platform)
-        common = self._common(message_id, timestamp, sent_at)
-        return self._run(device_id, common["message_id"], lambda d: (
-            d.register_device_token(tok, plat, **common)))
+        common = self._common(at, message_id, timestamp, sent_at)
+        return self._pending(device_id, common, Device.register_device_token,
+                             (tok, plat, *common))
 
     def remove_device_token(
         self,
@@ -523,10 +617,19 @@ class Workspace:
         timestamp: datetime | None = None,
     ) -> int | None:
         """The token is dead (the push provider said so) or the app deleted it."""
+        return self._run_message([self._remove_device_token(
+            self._direct(), device_id, token, reason=reason, message_id=message_id,
+            timestamp=timestamp)])
+
+    def _remove_device_token(
+        self, at: Intake, device_id: object, token: object, *, reason: object = "deleted",
+        message_id: object = None, timestamp: object = None,
+    ) -> Pending:
         tok = rules.check_text("token", token)
         why = rules.check_text("reason", reason)
-        common = self._common(message_id, timestamp)
-        return self._run(device_id, common["message_id"], lambda d: d.remove_device_token(tok, why, **common))
+        common = self._common(at, message_id, timestamp)
+        return self._pending(device_id, common, Device.remove_device_token,
+                             (tok, why, *common))
 
     def record_push_status(
         self,
@@ -538,23 +641,25 @@ class Workspace:
     ) -> int | None:
         """``last_status`` of the device's token: sent, bounced or suppressed."""
         st = rules.check_text("status", status, allowed=rules.PUSH_STATUSES)
-        common = self._common(message_id, timestamp)
-        return self._run(device_id, common["message_id"], lambda d: d.record_push_status(st, **common))
+        common = self._common(self._direct(), message_id, timestamp)
+        return self._run_message([self._pending(
+            device_id, common, Device.record_push_status, (st, *common))])
 
     def clear_identify(
         self, device_id: str, *, message_id: str | None = None, timestamp: datetime | None = None
     ) -> int | None:
         """Stop identifying: the device starts a new anonymous session; its token stays."""
-        common = self._common(message_id, timestamp)
-        return self._run(device_id, common["message_id"], lambda d: d.clear_identify(**common))
+        common = self._common(self._direct(), message_id, timestamp)
+        return self._run_message([self._pending(
+            device_id, common, Device.clear_identify, common)])
 
     def logout(
         self, device_id: str, *, message_id: str | None = None, timestamp: datetime | None = None
     ) -> int | None:
         """Adapty's logout: as clear_identify, but an anonymous device raises NotIdentified."""
-        common = self._common(message_id, timestamp)
-        return self._run(device_id, common["message_id"], lambda d: (
-            d.clear_identify(require_identified=True, **common)))
+        common = self._common(self._direct(), message_id, timestamp)
+        return self._run_message([self._pending(device_id, common, lambda d: (
+            d.clear_identify(*common, require_identified=True)), ())])
 
     # Projections.
 
