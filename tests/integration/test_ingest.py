@@ -5,8 +5,9 @@ from __future__ import annotations
 import gc
 import random
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -207,3 +208,54 @@ def test_parallel_ingest_needs_a_store_another_process_can_open() -> None:
     with pytest.raises(InvalidCommand, match="parallel"):
         ws.ingest([identify("d1", "u1", {}, 1)], parallel=True)
     assert ws.log.head() == 0
+
+
+def test_parallel_ingest_falls_back_when_no_interpreter_can_start(
+    make_durable_ws: WorkspaceFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    here = make_durable_ws(None)
+    there = make_durable_ws(None)
+    here.ingest(parallel_input(), batch_size=100, parallel=False)
+    monkeypatch.setattr(background, "COMMAND", ["/nonexistent/python"])
+    report = there.ingest(parallel_input(), batch_size=100, parallel=True)
+    assert not any("cio_" in reason for _, reason in report.rejected)
+    assert there.dump() == here.dump()
+
+
+def test_no_child_outlives_an_ingest_that_fails_midway(
+    make_durable_ws: WorkspaceFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws = make_durable_ws(None)
+    started: list[background.BackgroundProjector] = []
+    real = background.BackgroundProjector
+
+    def recording(*args: Any, **kwargs: Any) -> background.BackgroundProjector:
+        started.append(real(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(background, "BackgroundProjector", recording)
+
+    def messages() -> Iterator[dict[str, Any]]:
+        yield from mixed_messages(9)[:500]
+        raise RuntimeError("the input broke")
+
+    with pytest.raises(RuntimeError, match="the input broke"):
+        ws.ingest(messages(), batch_size=100, parallel=True)
+    assert len(started) == 1
+    assert started[0]._proc is not None and started[0]._proc.poll() is not None  # ended
+
+
+def test_the_child_opens_the_same_file_whatever_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    ws = idstitch.open("sqlite:///relative.db")
+    try:
+        (tmp_path / "elsewhere").mkdir()
+        monkeypatch.chdir(tmp_path / "elsewhere")  # the child starts here, later
+        report = ws.ingest(mixed_messages(4)[:300], batch_size=50, parallel=True)
+        assert report.accepted > 0
+        assert ws.rows.position("identity") == ws.log.head()
+        assert not (tmp_path / "elsewhere" / "relative.db").exists()
+    finally:
+        ws.close()

@@ -7,8 +7,11 @@ together or not at all, and the event log appends, reads back and refuses a stal
 from __future__ import annotations
 
 import itertools
+import sqlite3
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from idstitch.adapters import Stores, open_stores
@@ -16,7 +19,8 @@ from idstitch.adapters.eventlog import WriteConflict
 from idstitch.domain.device import Device
 from idstitch.domain.events import Identified
 
-from idstitch.testing import TemporaryPostgres
+import idstitch
+from idstitch.testing import TemporaryPostgres, recorded_events
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 _n = itertools.count()
@@ -150,3 +154,26 @@ class TestPostgres(StoreContract):
         s = open_stores(postgres.url("idstitch_tests") + f"?schema=contract{next(_n)}")
         yield s
         s.close()
+
+
+def test_an_interrupted_sqlite_append_leaves_the_store_usable(tmp_path: Path) -> None:
+    """Anything but a SQLite error (Ctrl-C, say) in the middle of an append: rolled back, the
+    write lock released, the original exception kept."""
+    ws = idstitch.open(f"sqlite:///{tmp_path}/x.db")
+    ws.identify("d0", "u0")
+
+    class Interrupted(list[tuple[str, int, str, bytes]]):
+        def __iter__(self) -> Iterator[tuple[str, int, str, bytes]]:
+            yield from list(super().__iter__())[:1]
+            raise KeyboardInterrupt
+
+    rows = Interrupted([(uuid.uuid4().hex, 1, "x", b"{}"), (uuid.uuid4().hex, 1, "x", b"{}")])
+    with pytest.raises(KeyboardInterrupt):
+        ws.rows.append_events(rows)  # type: ignore[attr-defined]
+    other = sqlite3.connect(f"{tmp_path}/x.db", timeout=1)
+    other.execute("BEGIN IMMEDIATE")  # the lock is free
+    other.rollback()
+    other.close()
+    assert ws.identify("d1", "u1") is not None
+    assert [e.device_id for _, e in recorded_events(ws)] == ["d0", "d1"]
+    ws.close()
