@@ -31,8 +31,9 @@ POLL_SECONDS = 0.01
 """How long the child waits for a request before looking at the log again."""
 START_SECONDS = 60.0
 """How long the parent waits for the child to open the store."""
-CHILD_BATCH_SIZE = 10_000
-"""Events per catch-up transaction in the child."""
+CHILD_BATCH_SIZE = 100_000
+"""Events the child folds between commits at most (it also commits when asked, and when its
+working set is full)."""
 COMMAND = [sys.executable, "-c", "import sys; from idstitch.background import serve; "
            "serve(sys.stdin, sys.stdout)"]
 """How the child is started (``-c`` rather than ``-m``: the package imports this module)."""
@@ -125,7 +126,7 @@ class BackgroundProjector:
 def serve(requests: IO[str], replies: IO[str]) -> None:
     """The child: catch up, answer requests, until told to stop (or the parent goes away)."""
     # Imported here: the parent imports this module without paying for the whole library twice.
-    from idstitch.projections.identity import IdentityProjection
+    from idstitch.projections.identity import PAGE_SIZE, IdentityProjection
     from idstitch.workspace import bulk_gc
     from idstitch.workspace import open as open_workspace
 
@@ -140,37 +141,42 @@ def serve(requests: IO[str], replies: IO[str]) -> None:
     except Exception as e:  # reported to the parent, which then catches up itself
         reply(f"error cannot open the store: {e}")
         return
-    # Small transactions: each holds the store's write lock, which the ingest's appends wait
-    # for; rewriting hot rows more often costs this process, not the one recording.
-    ws.identity.batch_size = CHILD_BATCH_SIZE
     reply("ready")
     waiting_for: int | None = None
     stopping = False
     with ws, bulk_gc():
-        while True:
-            try:
-                position = ws.catch_up()
-            except Exception as e:  # reported to the parent, which then catches up itself
-                reply(f"error {type(e).__name__}: {e}")
-                return
-            if waiting_for is not None and position >= waiting_for:
-                reply(f"at {position}")
-                waiting_for = None
-                if stopping:
-                    return
-            if waiting_for is not None and ws.log.head() < waiting_for:
-                # The parent appended up to there before asking: a log without that position
-                # is not the parent's store.
-                reply(f"error the store at {url} has no position {waiting_for}")
-                return
-            if waiting_for is not None:
-                continue  # more of what the parent asked for was appended meanwhile
-            # Caught up with what is there: wait a moment for a request, then look again.
-            if not select.select([requests], [], [], POLL_SECONDS)[0]:
-                continue
-            line = requests.readline()
-            if not line:
-                return  # the parent is gone
-            verb, _, arg = line.strip().partition(" ")
-            waiting_for, stopping = int(arg), verb == "stop"
-
+        try:
+            stretch = ws.identity.stretch(ws.log, ws.rows)
+            while True:
+                folded = stretch.fold(PAGE_SIZE)
+                # Commit rarely: every commit holds the write lock the ingest's appends wait
+                # for, and rewrites the hot rows. Reaching the head is no reason to commit;
+                # the parent asking for a position, or a full working set, is.
+                if stretch.pending >= CHILD_BATCH_SIZE or stretch.full:
+                    stretch.commit()
+                if waiting_for is not None:
+                    if stretch.position >= waiting_for:
+                        if not stretch.commit():
+                            continue  # somebody else committed: fold again from there
+                        reply(f"at {stretch.position}")
+                        waiting_for = None
+                        if stopping:
+                            return
+                    elif not folded and ws.log.head() < waiting_for:
+                        # The parent appended up to there before asking: a log without that
+                        # position is not the parent's store.
+                        reply(f"error the store at {url} has no position {waiting_for}")
+                        return
+                    continue
+                if folded:
+                    continue
+                # At the head: wait a moment for a request, then look at the log again.
+                if not select.select([requests], [], [], POLL_SECONDS)[0]:
+                    continue
+                line = requests.readline()
+                if not line:
+                    return  # the parent is gone
+                verb, _, arg = line.strip().partition(" ")
+                waiting_for, stopping = int(arg), verb == "stop"
+        except Exception as e:  # reported to the parent, which then catches up itself
+            reply(f"error {type(e).__name__}: {e}")

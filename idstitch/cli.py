@@ -33,7 +33,7 @@ from idstitch.errors import IdstitchError, InvalidCommand
 from idstitch.projections.identity import POLICIES
 from idstitch.projections.views import Profile
 from idstitch.render import merges_table, person_label, profile_renderable
-from idstitch.workspace import Workspace
+from idstitch.workspace import INGEST_BATCH, Workspace
 
 DEMO_FILE = "idstitch-demo.db"
 DEMO_URL = f"sqlite:///{DEMO_FILE}"
@@ -278,8 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = add("ingest", cmd_ingest,
                  "ingest an NDJSON file of Segment-spec messages (Customer.io mobile SDK traffic)")
     ingest.add_argument("file", metavar="FILE.ndjson")
-    ingest.add_argument("--batch", type=int, default=1000, metavar="N",
-                        help="messages per transaction (default 1000)")
+    ingest.add_argument("--batch", type=int, default=INGEST_BATCH, metavar="N",
+                        help=f"messages per transaction (default {INGEST_BATCH})")
     ingest.add_argument("--rejects", metavar="FILE",
                         help="write rejected lines with their reasons to FILE (JSON lines)")
     return parser

@@ -41,6 +41,10 @@ from idstitch.projections.views import Merge, Profile, Reader
 
 Clock = Callable[[], datetime]
 DEVICE_CACHE_SIZE = 10_000
+INGEST_BATCH = 5000
+"""Messages per ingest transaction by default. On SQLite each commit syncs, and rewrites the
+index pages of the devices it touched (random ids): 1000-message batches spent ~1 s of a
+100k-message ingest in commits, 5000-message ones ~0.4 s."""
 CATCH_UP_EVENTS = 50_000
 """During ingest, the projection catches up after about this many events (and at the end)."""
 RETRIES = 5
@@ -243,7 +247,7 @@ class Workspace:
         self,
         messages: Iterable[dict[str, Any] | str | bytes],
         *,
-        batch_size: int = 1000,
+        batch_size: int = INGEST_BATCH,
         progress: Callable[[int], None] | None = None,
         parallel: bool | None = None,
     ) -> IngestReport:

@@ -129,62 +129,23 @@ class IdentityProjection:
         the tracking position directly, they are applied as they are instead of being read back
         and decoded again (the common case of an embedded, single-writer workspace).
         """
-        start, meta = store.tracked(self.name)
-        # Never apply events to rows built under the other policy.
-        self._check_meta(meta)
-        if not recent and start >= log.head():
+        stretch = self.stretch(log, store)
+        if not recent and stretch.start >= log.head():
             # Up to date: answer without taking the projection's write lock, so queries from
             # several processes do not queue behind each other.
-            return start
+            return stretch.start
         while True:
-            # Optimistic: fold outside the projection's write lock, reading committed rows,
-            # then lock only to write them, if nobody committed meanwhile (same position and
-            # same epoch: a reset and replay elsewhere can reach the same position again).
-            # Appends by other processes (a bulk ingest, say) are not held up by the fold, and
-            # two processes catching up never apply a batch twice.
-            if (start, meta) != self._cached_at or cache_size(self._cache) > CACHE_LIMIT:
-                # Another writer moved the projection, or the cache grew: start cold. At
-                # position 0 nothing was ever committed (rows and position commit together),
-                # so there are no rows: an empty cache is then complete.
-                self._cache, self._complete = new_cache(), start == 0
-            unit = Unit(store, self._cache, complete=self._complete)
-            position, applied = start, 0
-            try:
-                # Several pages a transaction: a hot person or device row is then written
-                # once per transaction, not once per page.
-                while applied < self.batch_size and cache_size(self._cache) <= CACHE_LIMIT:
-                    if (recent and recent[0].position == position + 1
-                            and recent[-1].position - recent[0].position + 1 == len(recent)):
-                        # Exactly the next positions: nobody else's events hide in between.
-                        events, recent = recent, ()
-                    else:
-                        events, recent = log.read(position, PAGE_SIZE), ()
-                    if not events:
-                        break
-                    self.apply_all(unit, events)
-                    position = events[-1].position
-                    applied += len(events)
-                if not applied:
-                    return position
-                with store.transaction(self.name) as tx:
-                    # Another process may have rebuilt the rows under the other policy:
-                    # writing rows of ours would mix both.
-                    self._check_meta(tx.meta)
-                    if (tx.position, tx.meta) != (start, meta):
-                        # Someone else committed since we read: our rows may be stale. Drop
-                        # them and go again from where the projection is now.
-                        self.forget_cache()
-                        start, meta = tx.position, tx.meta
-                        continue
-                    meta = self._stored_meta(start, meta)
-                    tx.write(unit.encoded(), position, meta)
-            except BaseException:
-                self.forget_cache()
-                raise
-            start = position
-            self._cached_at = (start, meta)
-            if progress is not None:
+            stretch.fold(self.batch_size, recent)
+            recent = ()
+            applied = stretch.pending
+            if not applied:
+                return stretch.position
+            if stretch.commit() and progress is not None:
                 progress(applied)  # committed, so never counted twice
+
+    def stretch(self, log: EventLog, store: ProjectionStore) -> Stretch:
+        """Start folding from the committed position (see :class:`Stretch`)."""
+        return Stretch(self, log, store)
 
     def apply_all(self, unit: Unit, events: Sequence[LoggedEvent]) -> None:
         """Apply events in log order (their rows read first, in a few queries)."""
@@ -464,3 +425,94 @@ class IdentityProjection:
             dev.token = ev.token
         dev.platform = ev.platform or dev.platform
         dev.last_status = None
+
+
+class Stretch:
+    """Events folded since the last commit: their rows changed in memory, not yet in the store.
+
+    Optimistic: the fold reads committed rows outside the store's write lock; :meth:`commit`
+    takes the lock only to write the rows and the position, and only if nobody committed since
+    the stretch began (same position and same epoch: a reset and replay elsewhere can reach the
+    same position again). Appends by other processes (a bulk ingest) are then not held up by
+    the fold, and two processes catching up never apply a batch twice. After any exception the
+    stretch is spent (the projection's cache is dropped).
+    """
+
+    def __init__(self, projection: IdentityProjection, log: EventLog, store: ProjectionStore):
+        self._projection, self._log, self._store = projection, log, store
+        self.start, self._meta = store.tracked(projection.name)
+        # Never apply events to rows built under the other policy.
+        projection._check_meta(self._meta)
+        self.position = self.start
+        self.pending = 0
+        """Events folded and not committed."""
+        self._unit = self._begin()
+
+    def _begin(self) -> Unit:
+        projection = self._projection
+        if (self.start, self._meta) != projection._cached_at or cache_size(
+                projection._cache) > CACHE_LIMIT:
+            # Another writer moved the projection, or the cache grew: start cold. At position 0
+            # nothing was ever committed (rows and position commit together), so there are no
+            # rows: an empty cache is then complete.
+            projection._cache, projection._complete = new_cache(), self.start == 0
+            projection._cached_at = (self.start, self._meta)
+        return Unit(self._store, projection._cache, complete=projection._complete)
+
+    @property
+    def full(self) -> bool:
+        """Whether the working set is over its limit (time to commit)."""
+        return cache_size(self._projection._cache) > CACHE_LIMIT
+
+    def fold(self, limit: int, recent: Sequence[LoggedEvent] = ()) -> int:
+        """Read and apply up to about ``limit`` more events (fewer at the head of the log)."""
+        applied = 0
+        try:
+            # Several pages a transaction: a hot person or device row is then written once per
+            # transaction, not once per page.
+            while applied < limit and not self.full:
+                position = self.position
+                if (recent and recent[0].position == position + 1
+                        and recent[-1].position - recent[0].position + 1 == len(recent)):
+                    # Exactly the next positions: nobody else's events hide in between.
+                    events, recent = recent, ()
+                else:
+                    events, recent = self._log.read(position, PAGE_SIZE), ()
+                if not events:
+                    break
+                self._projection.apply_all(self._unit, events)
+                self.position = events[-1].position
+                applied += len(events)
+        except BaseException:
+            self._projection.forget_cache()
+            raise
+        self.pending += applied
+        return applied
+
+    def commit(self) -> bool:
+        """Write the changed rows and the position. False when somebody else committed since
+        the stretch began: what it folded is dropped, and it goes on from their position."""
+        if not self.pending:
+            return True
+        projection = self._projection
+        try:
+            with self._store.transaction(projection.name) as tx:
+                # Another process may have rebuilt the rows under the other policy: writing rows
+                # of ours would mix both.
+                projection._check_meta(tx.meta)
+                if (tx.position, tx.meta) != (self.start, self._meta):
+                    projection.forget_cache()
+                    self.start, self._meta = tx.position, tx.meta
+                    committed = False
+                else:
+                    self._meta = projection._stored_meta(self.start, self._meta)
+                    tx.write(self._unit.encoded(), self.position, self._meta)
+                    self.start = self.position
+                    committed = True
+        except BaseException:
+            projection.forget_cache()
+            raise
+        projection._cached_at = (self.start, self._meta)
+        self.position, self.pending = self.start, 0
+        self._unit = self._begin()
+        return committed
