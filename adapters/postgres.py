@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, cast
 from uuid import UUID
 
@@ -64,6 +64,9 @@ class PostgresProjectionStore(SqlProjectionStore):
             if schema:
                 with psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
                     conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            # Autocommit: a lone read is one round trip, not BEGIN, SELECT, COMMIT; every
+            # multi-statement unit of work opens its transaction explicitly (conn.transaction()).
+            kwargs["autocommit"] = True
             self._pool = ConnectionPool(conninfo, min_size=1, max_size=pool_size, kwargs=kwargs,
                                         open=True, timeout=10)
             with self._pool.connection() as conn:
@@ -103,6 +106,19 @@ class PostgresProjectionStore(SqlProjectionStore):
                 "SELECT key, doc FROM idstitch_rows WHERE kind = %b AND key = ANY(%b::text[])",
                 (kind, list(keys)), binary=True)
         return dict(cur.fetchall())
+
+    def _statement(self) -> AbstractContextManager[Cursor]:
+        """One read statement, in autocommit: a round trip instead of four (catch-ups read
+        the tracking row and prefetch rows this way, before taking any lock)."""
+        return self._autocommit_cursor()
+
+    @contextmanager
+    def _autocommit_cursor(self) -> Iterator[Cursor]:
+        try:
+            with self._pool.connection() as conn, conn.cursor() as cur:
+                yield cur
+        except psycopg.Error as e:
+            raise StoreError(f"PostgreSQL failed: {e}") from e
 
     @contextmanager
     def _cursor(self, *, write: bool) -> Iterator[Cursor]:

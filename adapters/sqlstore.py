@@ -148,9 +148,13 @@ class SqlProjectionStore:
         """One committed row."""
         return self.get_many(kind, [key]).get(key)
 
+    def _statement(self) -> AbstractContextManager[Cursor]:
+        """A cursor for one read statement (a transaction of its own, as the store sees fit)."""
+        return self._cursor(write=False)
+
     def get_many(self, kind: str, keys: Sequence[str]) -> dict[str, bytes]:
         """Committed rows among ``keys``."""
-        with self._cursor(write=False) as cur:
+        with self._statement() as cur:
             return self._select(cur, kind, keys)
 
     def scan(self, kind: str) -> Iterator[tuple[str, bytes]]:
@@ -177,7 +181,7 @@ class SqlProjectionStore:
         return self._tracking(name)[1]
 
     def _tracking(self, name: str) -> tuple[int, str | None]:
-        with self._cursor(write=False) as cur:
+        with self._statement() as cur:
             cur.execute(
                 f"SELECT position, meta FROM idstitch_tracking WHERE name = {self.param}", (name,)
             )
