@@ -15,7 +15,9 @@ line at a time:
 
 - parent -> child: the store URL, then the policy (the first two lines); then ``until N``
   (answer once the projection is at position N or beyond) or ``stop N`` (the same, then exit);
-- child -> parent: ``ready``, ``at N``, or ``error <reason>`` (then it exits).
+- child -> parent: ``ready``, ``at N``, ``folding N`` (still working on a request: sent every
+  couple of seconds, so the parent can tell a slow child from a stuck one), or
+  ``error <reason>`` (then it exits).
 """
 
 from __future__ import annotations
@@ -25,12 +27,17 @@ import os
 import select
 import subprocess
 import sys
+import time
 from typing import IO
 
 POLL_SECONDS = 0.01
 """How long the child waits for a request before looking at the log again."""
 START_SECONDS = 60.0
 """How long the parent waits for the child to open the store."""
+HEARTBEAT_SECONDS = 2.0
+"""While the parent waits, the child says how far it is at least this often."""
+STALL_SECONDS = 60.0
+"""A child silent this long while the parent waits is taken for stuck (and ended)."""
 CHILD_BATCH_SIZE = 100_000
 """Events the child folds between commits at most (it also commits when asked, and when its
 working set is full)."""
@@ -94,11 +101,14 @@ class BackgroundProjector:
         if self.failed is not None:
             return False
         self._send(request)
-        reply = self._receive(None)
-        if reply is None or not reply.startswith("at "):
-            self._fail(reply or "exited")
-            return False
-        return True
+        while True:
+            # A working child says so every HEARTBEAT_SECONDS: silence means it is stuck.
+            reply = self._receive(STALL_SECONDS)
+            if reply is None or not reply.startswith(("at ", "folding ")):
+                self._fail(reply or "stopped answering")
+                return False
+            if reply.startswith("at "):
+                return True
 
     def _send(self, line: str) -> None:
         if self._proc is None or self._proc.stdin is None:
@@ -144,6 +154,7 @@ def serve(requests: IO[str], replies: IO[str]) -> None:
     reply("ready")
     waiting_for: int | None = None
     stopping = False
+    heard = time.monotonic()
     with ws, bulk_gc():
         try:
             stretch = ws.identity.stretch(ws.log, ws.rows)
@@ -167,6 +178,9 @@ def serve(requests: IO[str], replies: IO[str]) -> None:
                         # position is not the parent's store.
                         reply(f"error the store at {url} has no position {waiting_for}")
                         return
+                    elif time.monotonic() - heard > HEARTBEAT_SECONDS:
+                        reply(f"folding {stretch.position}")
+                        heard = time.monotonic()
                     continue
                 if folded:
                     continue
@@ -178,5 +192,6 @@ def serve(requests: IO[str], replies: IO[str]) -> None:
                     return  # the parent is gone
                 verb, _, arg = line.strip().partition(" ")
                 waiting_for, stopping = int(arg), verb == "stop"
+                heard = time.monotonic()
         except Exception as e:  # reported to the parent, which then catches up itself
             reply(f"error {type(e).__name__}: {e}")

@@ -188,8 +188,9 @@ def test_parallel_ingest_gives_what_one_process_gives(make_durable_ws: Workspace
     assert "cio-tablet" in [d.device_id for d in there.profile("u-cio").devices]  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize("child", ["print('ready', flush=True)", "pass"],
-                         ids=["dies after starting", "never starts"])
+@pytest.mark.parametrize("child", ["print('ready', flush=True)", "pass",
+                                   "print('ready', flush=True); import time; time.sleep(60)"],
+                         ids=["dies after starting", "never starts", "goes silent"])
 def test_parallel_ingest_projects_itself_when_the_child_fails(
     make_durable_ws: WorkspaceFactory, monkeypatch: pytest.MonkeyPatch, child: str
 ) -> None:
@@ -197,6 +198,7 @@ def test_parallel_ingest_projects_itself_when_the_child_fails(
     there = make_durable_ws(None)
     here.ingest(parallel_input(), batch_size=100, parallel=False)
     monkeypatch.setattr(background, "COMMAND", [sys.executable, "-c", child])
+    monkeypatch.setattr(background, "STALL_SECONDS", 1.0)
     report = there.ingest(parallel_input(), batch_size=100, parallel=True)
     assert not any("cio_" in reason for _, reason in report.rejected)
     assert there.rows.position("identity") == there.log.head()
