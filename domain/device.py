@@ -81,6 +81,10 @@ class AggregateId(UUID):
     def __str__(self) -> str:
         return self._text
 
+    def __reduce__(self) -> tuple[type[AggregateId], tuple[UUID]]:
+        # UUID's own pickling restores only its int: the cached text forms would be missing.
+        return AggregateId, (UUID(int=self.int),)
+
 
 def device_aggregate_id(device_id: str) -> AggregateId:
     """The deterministic aggregate id of a device: uuid5 of its ``device_id``."""

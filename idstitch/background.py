@@ -165,33 +165,31 @@ def serve(requests: IO[str], replies: IO[str]) -> None:
                 # the parent asking for a position, or a full working set, is.
                 if stretch.pending >= CHILD_BATCH_SIZE or stretch.full:
                     stretch.commit()
-                if waiting_for is not None:
-                    if stretch.position >= waiting_for:
-                        if not stretch.commit():
-                            continue  # somebody else committed: fold again from there
-                        reply(f"at {stretch.position}")
-                        waiting_for = None
-                        if stopping:
-                            return
-                    elif not folded and ws.log.head() < waiting_for:
-                        # The parent appended up to there before asking: a log without that
-                        # position is not the parent's store.
-                        reply(f"error the store at {url} has no position {waiting_for}")
+                if waiting_for is None:
+                    # A request may come at any time, also while there is a backlog: look
+                    # without waiting then, and wait a moment at the head.
+                    if not select.select([requests], [], [], 0 if folded else POLL_SECONDS)[0]:
+                        continue
+                    line = requests.readline()
+                    if not line:
+                        return  # the parent is gone
+                    verb, _, arg = line.strip().partition(" ")
+                    waiting_for, stopping = int(arg), verb == "stop"
+                    heard = time.monotonic()
+                if stretch.position >= waiting_for:
+                    if not stretch.commit():
+                        continue  # somebody else committed: fold again from there
+                    reply(f"at {stretch.position}")
+                    waiting_for = None
+                    if stopping:
                         return
-                    elif time.monotonic() - heard > HEARTBEAT_SECONDS:
-                        reply(f"folding {stretch.position}")
-                        heard = time.monotonic()
-                    continue
-                if folded:
-                    continue
-                # At the head: wait a moment for a request, then look at the log again.
-                if not select.select([requests], [], [], POLL_SECONDS)[0]:
-                    continue
-                line = requests.readline()
-                if not line:
-                    return  # the parent is gone
-                verb, _, arg = line.strip().partition(" ")
-                waiting_for, stopping = int(arg), verb == "stop"
-                heard = time.monotonic()
+                elif not folded and ws.log.head() < waiting_for:
+                    # The parent appended up to there before asking: a log without that
+                    # position is not the parent's store.
+                    reply(f"error the store at {url} has no position {waiting_for}")
+                    return
+                elif time.monotonic() - heard > HEARTBEAT_SECONDS:
+                    reply(f"folding {stretch.position}")
+                    heard = time.monotonic()
         except Exception as e:  # reported to the parent, which then catches up itself
             reply(f"error {type(e).__name__}: {e}")

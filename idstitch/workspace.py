@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from time import monotonic
 from types import TracebackType
 from typing import Any, NamedTuple
 
@@ -41,6 +42,8 @@ from idstitch.projections.views import Merge, Profile, Reader
 
 Clock = Callable[[], datetime]
 DEVICE_CACHE_SIZE = 10_000
+CLOCK_SHARE_SECONDS = 0.05
+"""During ingest, messages that arrive within this long of a clock reading share it."""
 INGEST_BATCH = 5000
 """Messages per ingest transaction by default. On SQLite each commit syncs, and rewrites the
 index pages of the devices it touched (random ids): 1000-message batches spent ~1 s of a
@@ -256,9 +259,9 @@ class Workspace:
         Each message is decoded and validated whole before any of it runs, so a rejected one
         leaves nothing behind; it is reported with its index and reason, and the rest go on.
         Events are appended in message order, so a batch gives what one call per message
-        would, except that the clock is read once per batch: the events of a batch share their
-        ``recorded_at``, which is also the received time of their clock-skew correction. The
-        input is streamed: only one batch is held at a time.
+        would, except that messages arriving within CLOCK_SHARE_SECONDS of each other share one
+        clock reading: their ``recorded_at``, which is also the received time of their
+        clock-skew correction. The input is streamed: only one batch is held at a time.
 
         ``parallel``: project in a second process while this one records (see
         :mod:`idstitch.background`). None (the default) starts it once the input proves large
@@ -333,11 +336,15 @@ class Workspace:
         decode, to_calls, prefix = segment.decode, segment.to_calls, rules.PERSON_PREFIX
         at = json_at = self._direct()
         try:
+            read_at = monotonic()
             for index, raw in enumerate(messages):
-                if not batch:
-                    # One clock reading per batch: its events share their recorded_at.
+                if not batch or monotonic() - read_at > CLOCK_SHARE_SECONDS:
+                    # Messages that arrive close together share one clock reading (their
+                    # recorded_at, and the received time of their sent_at correction); a slow
+                    # stream gets a fresh one, so a later message is never timed earlier.
                     at = self._direct()
                     json_at = Intake(at.now, True)
+                    read_at = monotonic()
                 try:
                     calls = to_calls(decode(raw))
                     if calls is None:

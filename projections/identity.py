@@ -492,9 +492,18 @@ class Stretch:
     def commit(self) -> bool:
         """Write the changed rows and the position. False when somebody else committed since
         the stretch began: what it folded is dropped, and it goes on from their position."""
-        if not self.pending:
-            return True
         projection = self._projection
+        if not self.pending:
+            # Nothing to write; but say False if the store moved (a reset elsewhere, say), so
+            # a caller never takes this stretch's position for the store's.
+            tracked = self._store.tracked(projection.name)
+            if tracked == (self.start, self._meta):
+                return True
+            projection.forget_cache()
+            self.start, self._meta = tracked
+            self.position = self.start
+            self._unit = self._begin()
+            return False
         try:
             with self._store.transaction(projection.name) as tx:
                 # Another process may have rebuilt the rows under the other policy: writing rows

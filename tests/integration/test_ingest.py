@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import random
 import sys
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -261,3 +262,21 @@ def test_the_child_opens_the_same_file_whatever_the_working_directory(
         assert not (tmp_path / "elsewhere" / "relative.db").exists()
     finally:
         ws.close()
+
+
+def test_a_slow_stream_gets_fresh_clock_readings() -> None:
+    """Messages arriving close together share a clock reading; one arriving later does not
+    get an earlier one (its received time also corrects its sent_at skew)."""
+    ticks = iter(range(1000))
+    ws = idstitch.open("memory:", clock=lambda: T0 + timedelta(seconds=next(ticks)))
+
+    def stream() -> Iterator[dict[str, Any]]:
+        yield identify("d1", "u1", {}, 1)
+        yield identify("d2", "u2", {}, 2)  # right after: same reading
+        time.sleep(0.2)
+        yield identify("d3", "u3", {}, 3)  # later: a reading of its own
+
+    ws.ingest(stream(), parallel=False)
+    recorded = {e.device_id: e.recorded_at for _, e in recorded_events(ws)}
+    assert recorded["d1"] == recorded["d2"]
+    assert recorded["d3"] > recorded["d2"]

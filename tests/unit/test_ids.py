@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
 from uuid import NAMESPACE_DNS, uuid5
 
 from hypothesis import given
@@ -26,3 +28,11 @@ def test_anonymous_ids_are_uuid5_of_the_device_aggregate_and_generation(
 ) -> None:
     expected = str(uuid5(device_aggregate_id(device_id), str(generation)))
     assert anonymous_id_for(device_id, generation) == expected
+
+
+def test_an_aggregate_id_survives_pickling_and_copying() -> None:
+    original = device_aggregate_id("phone-1")
+    for again in (pickle.loads(pickle.dumps(original)), copy.copy(original),
+                  copy.deepcopy(original)):
+        assert again == original
+        assert (again.hex, str(again)) == (original.hex, str(original))
