@@ -493,31 +493,28 @@ class Stretch:
         """Write the changed rows and the position. False when somebody else committed since
         the stretch began: what it folded is dropped, and it goes on from their position."""
         projection = self._projection
-        if not self.pending:
-            # Nothing to write; but say False if the store moved (a reset elsewhere, say), so
-            # a caller never takes this stretch's position for the store's.
-            tracked = self._store.tracked(projection.name)
-            if tracked == (self.start, self._meta):
-                return True
-            projection.forget_cache()
-            self.start, self._meta = tracked
-            self.position = self.start
-            self._unit = self._begin()
-            return False
         try:
-            with self._store.transaction(projection.name) as tx:
-                # Another process may have rebuilt the rows under the other policy: writing rows
-                # of ours would mix both.
-                projection._check_meta(tx.meta)
-                if (tx.position, tx.meta) != (self.start, self._meta):
+            if not self.pending:
+                # Nothing to write; but say False if the store moved (a reset elsewhere, say),
+                # so a caller never takes this stretch's position for the store's.
+                tracked = self._store.tracked(projection.name)
+                committed = tracked == (self.start, self._meta)
+                if not committed:
                     projection.forget_cache()
-                    self.start, self._meta = tx.position, tx.meta
-                    committed = False
-                else:
-                    self._meta = projection._stored_meta(self.start, self._meta)
-                    tx.write(self._unit.encoded(), self.position, self._meta)
-                    self.start = self.position
-                    committed = True
+                    self.start, self._meta = tracked
+            else:
+                with self._store.transaction(projection.name) as tx:
+                    # Another process may have rebuilt the rows under the other policy: writing
+                    # rows of ours would mix both.
+                    projection._check_meta(tx.meta)
+                    committed = (tx.position, tx.meta) == (self.start, self._meta)
+                    if committed:
+                        self._meta = projection._stored_meta(self.start, self._meta)
+                        tx.write(self._unit.encoded(), self.position, self._meta)
+                        self.start = self.position
+                    else:
+                        projection.forget_cache()
+                        self.start, self._meta = tx.position, tx.meta
         except BaseException:
             projection.forget_cache()
             raise

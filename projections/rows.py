@@ -80,9 +80,3 @@ class MergeRow(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     reason: str | None = None
     timestamp: int
 
-
-ROW_TYPES: dict[str, type[msgspec.Struct]] = {
-    PERSON: PersonRow,
-    DEVICE: DeviceRow,
-    MERGE: MergeRow,
-}

@@ -57,11 +57,6 @@ def decode_row(kind: str, raw: bytes) -> Any:
     return raw.decode() if decoder is None else decoder.decode(raw)
 
 
-def encode_row(row: object) -> bytes:
-    """Encode a row for storage."""
-    return row.encode() if isinstance(row, str) else _encode(row)
-
-
 class Unit:
     """A cache-through view of the projection rows and the keys changed since the last commit.
 
