@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
 from functools import partial
 from typing import Protocol
@@ -13,7 +14,11 @@ from eventsourcing.persistence import IntegrityError, Mapper, PersistenceError, 
 from idstitch.adapters.codec import TOPICS, EventCodec, StructMapper, topic_of
 from idstitch.domain.device import Device, Recorded, project_device
 from idstitch.domain.errors import StoreError
+from idstitch.domain.events import DeviceEvent
 from idstitch.projections.store import LoggedEvent
+
+PAGE = 1_000
+"""Notifications a recorder without a fast path is asked for at a time."""
 
 
 class WriteConflict(Exception):
@@ -42,6 +47,13 @@ class FastLog(Protocol):
 
     def read_events(self, after: int, limit: int) -> list[tuple[int, bytes]]:
         """(position, state) of events after a position, in order."""
+        ...
+
+    def read_selected(
+        self, after: int, until: int, limit: int, topics: list[str], first: bool
+    ) -> list[tuple[int, bytes]]:
+        """(position, state) of events with these topics (with ``first``, also of every
+        aggregate's first event) in ``after < position <= until``, in order."""
         ...
 
     def device_events(self, aggregate_ids: list[UUID]) -> list[tuple[int, bytes]]:
@@ -137,6 +149,33 @@ class DeviceLog(Application[UUID]):
             else:
                 rows = [(n.id, n.state) for n in self.recorder.select_notifications(
                     start=after, limit=limit, inclusive_of_start=False)]
+        return self._decoded(rows)
+
+    def read_selected(
+        self, after: int, until: int, limit: int, types: AbstractSet[type[DeviceEvent]], *,
+        first: bool = False,
+    ) -> Sequence[LoggedEvent]:
+        """Events of these types (with ``first``, also each device's first event) in
+        ``after < position <= until``, decoded: a replay decodes only what it folds."""
+        topics = sorted(TOPICS[t] for t in types)
+        with translated("cannot read the log"):
+            if self.fast is not None:
+                rows = self.fast.read_selected(after, until, limit, topics, first)
+            else:
+                wanted = set(topics)
+                rows = []
+                start = after + 1
+                while start <= until and len(rows) < limit:
+                    page = self.recorder.select_notifications(start=start, limit=PAGE, stop=until)
+                    if not page:
+                        break
+                    rows += [(n.id, n.state) for n in page
+                             if n.topic in wanted or (first and n.originator_version == 1)]
+                    start = page[-1].id + 1
+                rows = rows[:limit]
+        return self._decoded(rows)
+
+    def _decoded(self, rows: list[tuple[int, bytes]]) -> list[LoggedEvent]:
         if not rows:
             return []
         positions, states = zip(*rows, strict=True)

@@ -84,12 +84,13 @@ class MemoryProjectionStore:
         """Committed tracking meta."""
         return self.tracking.get(name, (0, None))[1]
 
-    def reset(self, name: str, kinds: Sequence[str]) -> None:
+    def reset(self, names: str | Sequence[str], kinds: Sequence[str]) -> None:
         """Drop rows and tracking."""
         with self._lock:
             for kind in kinds:
                 self.rows.pop(kind, None)
-            self.tracking.pop(name, None)
+            for name in [names] if isinstance(names, str) else names:
+                self.tracking.pop(name, None)
 
     def close(self) -> None:
         """Nothing to release."""

@@ -180,6 +180,23 @@ class PostgresProjectionStore(SqlProjectionStore):
         except psycopg.Error as e:
             raise StoreError(f"cannot read the log: {e}") from e
 
+    def read_selected(
+        self, after: int, until: int, limit: int, topics: list[str], first: bool
+    ) -> list[tuple[int, bytes]]:
+        """(position, state) of the events with these topics (and, with ``first``, every
+        device's first event) in ``after < position <= until``."""
+        also = " OR originator_version = 1" if first else ""
+        try:
+            with self._pool.connection() as conn, conn.cursor() as cur:
+                cur.execute(
+                    f"SELECT notification_id, state FROM {EVENTS_TABLE} "
+                    "WHERE notification_id > %b AND notification_id <= %b "
+                    f"AND (topic = ANY(%b){also}) ORDER BY notification_id LIMIT %b",
+                    (after, until, topics, limit), binary=True)
+                return cur.fetchall()
+        except psycopg.Error as e:
+            raise StoreError(f"cannot read the log: {e}") from e
+
     def device_events(self, aggregate_ids: list[UUID]) -> list[tuple[int, bytes]]:
         """(version, state) of these aggregates' events, by aggregate then version."""
         try:

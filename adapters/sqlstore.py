@@ -188,8 +188,8 @@ class SqlProjectionStore:
             row = cur.fetchone()
         return (0, None) if row is None else (int(row[0]), row[1])
 
-    def reset(self, name: str, kinds: Sequence[str]) -> None:
-        """Drop a projection's rows and tracking in one transaction."""
+    def reset(self, names: str | Sequence[str], kinds: Sequence[str]) -> None:
+        """Drop projections' rows and tracking in one transaction."""
         p = self.param
         marks = ", ".join([p] * len(kinds))
         with self._cursor(write=True) as cur:
@@ -202,4 +202,5 @@ class SqlProjectionStore:
             else:
                 cur.executemany(f"DELETE FROM idstitch_rows WHERE kind = {p}",
                                 [(k,) for k in kinds])
-            cur.execute(f"DELETE FROM idstitch_tracking WHERE name = {p}", (name,))
+            cur.executemany(f"DELETE FROM idstitch_tracking WHERE name = {p}",
+                            [(n,) for n in ([names] if isinstance(names, str) else names)])

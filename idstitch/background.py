@@ -13,11 +13,18 @@ process with open database connections and pool threads is unsafe, and the ``mul
 spawn method would re-import the caller's main module. It talks over its stdin and stdout, a
 line at a time:
 
-- parent -> child: the store URL, then the policy (the first two lines); then ``until N``
-  (answer once the projection is at position N or beyond) or ``stop N`` (the same, then exit);
-- child -> parent: ``ready``, ``at N``, ``folding N`` (still working on a request: sent every
-  couple of seconds, so the parent can tell a slow child from a stuck one), or
-  ``error <reason>`` (then it exits).
+- parent -> child: the store URL, the policy, and the job (the first three lines): ``follow``
+  (a bulk ingest: fold every projection as the log grows) or ``replay NAMES UNTIL`` (a rebuild:
+  replay the named projections, comma-separated, to position UNTIL, then exit). While
+  following, ``until N`` (answer once the projections are at position N or beyond) or
+  ``stop N`` (the same, then exit);
+- child -> parent: ``ready``, ``at N``, ``folding N`` (still working: sent every couple of
+  seconds, so the parent can tell a slow child from a stuck one), or ``error <reason>`` (then
+  it exits).
+
+A rebuild replays the identity projection here and the device attributes in the child: each
+reads only its own events from the log, so the two halves of the work share nothing but the
+database.
 """
 
 from __future__ import annotations
@@ -28,7 +35,11 @@ import select
 import subprocess
 import sys
 import time
-from typing import IO
+from collections.abc import Callable
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from idstitch.workspace import Workspace
 
 POLL_SECONDS = 0.01
 """How long the child waits for a request before looking at the log again."""
@@ -56,8 +67,15 @@ class BackgroundProjector:
     by :meth:`wait_for` and :meth:`stop`, and the caller catches up itself: the child only ever
     saves work, it is never needed for a correct result."""
 
-    def __init__(self, url: str, policy: str, command: list[str] | None = None) -> None:
+    def __init__(
+        self, url: str, policy: str, command: list[str] | None = None, *,
+        replay: list[str] | None = None, until: int = 0,
+    ) -> None:
+        """Start the child. With ``replay``, it replays those projections to ``until`` right
+        away (see :meth:`stop`); without, it follows the log, and this waits until it is
+        ready (so a caller knows at once whether to project by itself)."""
         self.failed: str | None = None
+        self._ready = False
         # The child imports idstitch from where this process did, not whatever its own
         # environment would find (an older copy would take these rows for another layout).
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
@@ -71,17 +89,28 @@ class BackgroundProjector:
             return
         self._send(url)
         self._send(policy)
-        reply = self._receive(START_SECONDS)
-        if reply != "ready":
-            self._fail(reply or "did not start")
+        self._replaying = replay is not None
+        self._send("follow" if replay is None else f"replay {','.join(replay)} {until}")
+        if replay is None:
+            self._started()
+
+    def _started(self) -> bool:
+        if not self._ready and self.failed is None:
+            reply = self._receive(START_SECONDS)
+            if reply != "ready":
+                self._fail(reply or "did not start")
+            self._ready = self.failed is None
+        return self._ready
 
     def wait_for(self, position: int) -> bool:
-        """Block until the projection is at ``position`` or beyond; False if the child failed."""
+        """Block until the projections are at ``position`` or beyond; False if the child
+        failed."""
         return self._ask(f"until {position}")
 
     def stop(self, position: int) -> bool:
-        """Let the child reach ``position``, then end it; False if it failed on the way."""
-        done = self._ask(f"stop {position}")
+        """Let the child reach ``position``, then end it; False if it failed on the way. (A
+        replaying child goes to its ``until`` and ends by itself: this waits for it.)"""
+        done = self._ask(None if self._replaying else f"stop {position}")
         self.close()
         return done
 
@@ -97,10 +126,11 @@ class BackgroundProjector:
                 with contextlib.suppress(OSError):  # a write still buffered for a dead child
                     pipe.close()
 
-    def _ask(self, request: str) -> bool:
-        if self.failed is not None:
+    def _ask(self, request: str | None) -> bool:
+        if not self._started():
             return False
-        self._send(request)
+        if request is not None:
+            self._send(request)
         while True:
             # A working child says so every HEARTBEAT_SECONDS: silence means it is stuck.
             reply = self._receive(STALL_SECONDS)
@@ -134,9 +164,10 @@ class BackgroundProjector:
 
 
 def serve(requests: IO[str], replies: IO[str]) -> None:
-    """The child: catch up, answer requests, until told to stop (or the parent goes away)."""
+    """The child: replay, or catch up and answer requests until told to stop (or the parent
+    goes away)."""
     # Imported here: the parent imports this module without paying for the whole library twice.
-    from idstitch.projections.identity import PAGE_SIZE, IdentityProjection
+    from idstitch.projections.identity import IdentityProjection
     from idstitch.workspace import bulk_gc
     from idstitch.workspace import open as open_workspace
 
@@ -146,50 +177,77 @@ def serve(requests: IO[str], replies: IO[str]) -> None:
 
     url = requests.readline().strip()
     policy = IdentityProjection.policy_of(f"anonymous_merge={requests.readline().strip()}")
+    job = requests.readline().split()
     try:
         ws = open_workspace(url, anonymous_merge=policy)
     except Exception as e:  # reported to the parent, which then catches up itself
         reply(f"error cannot open the store: {e}")
         return
     reply("ready")
+    with ws, bulk_gc():
+        try:
+            if job[:1] == ["replay"]:
+                _replay(ws, job[1].split(","), int(job[2]), reply)
+            else:
+                _follow(ws, url, requests, reply)
+        except Exception as e:  # reported to the parent, which then catches up itself
+            reply(f"error {type(e).__name__}: {e}")
+
+
+def _replay(ws: Workspace, names: list[str], until: int, reply: Callable[[str], None]) -> None:
+    heard = time.monotonic()
+
+    def heartbeat(replayed: int) -> None:
+        nonlocal heard
+        if time.monotonic() - heard > HEARTBEAT_SECONDS:
+            reply(f"folding {replayed}")
+            heard = time.monotonic()
+
+    ws._replay([p for p in ws.projections if p.name in names], until, heartbeat)
+    reply(f"at {until}")
+
+
+def _follow(ws: Workspace, url: str, requests: IO[str], reply: Callable[[str], None]) -> None:
+    from idstitch.projections.tracking import PAGE_SIZE
+
     waiting_for: int | None = None
     stopping = False
     heard = time.monotonic()
-    with ws, bulk_gc():
-        try:
-            stretch = ws.identity.stretch(ws.log, ws.rows)
-            while True:
-                folded = stretch.fold(PAGE_SIZE)
-                # Commit rarely: every commit holds the write lock the ingest's appends wait
-                # for, and rewrites the hot rows. Reaching the head is no reason to commit;
-                # the parent asking for a position, or a full working set, is.
-                if stretch.pending >= CHILD_BATCH_SIZE or stretch.full:
-                    stretch.commit()
-                if waiting_for is None:
-                    # A request may come at any time, also while there is a backlog: look
-                    # without waiting then, and wait a moment at the head.
-                    if not select.select([requests], [], [], 0 if folded else POLL_SECONDS)[0]:
-                        continue
-                    line = requests.readline()
-                    if not line:
-                        return  # the parent is gone
-                    verb, _, arg = line.strip().partition(" ")
-                    waiting_for, stopping = int(arg), verb == "stop"
-                    heard = time.monotonic()
-                if stretch.position >= waiting_for:
-                    if not stretch.commit():
-                        continue  # somebody else committed: fold again from there
-                    reply(f"at {stretch.position}")
-                    waiting_for = None
-                    if stopping:
-                        return
-                elif not folded and ws.log.head() < waiting_for:
-                    # The parent appended up to there before asking: a log without that
-                    # position is not the parent's store.
-                    reply(f"error the store at {url} has no position {waiting_for}")
-                    return
-                elif time.monotonic() - heard > HEARTBEAT_SECONDS:
-                    reply(f"folding {stretch.position}")
-                    heard = time.monotonic()
-        except Exception as e:  # reported to the parent, which then catches up itself
-            reply(f"error {type(e).__name__}: {e}")
+    stretches = [p.stretch(ws.log, ws.rows) for p in ws.projections]
+    while True:
+        folded = sum([s.fold(PAGE_SIZE) for s in stretches])
+        for stretch in stretches:
+            # Commit rarely: every commit holds the write lock the ingest's appends wait for,
+            # and rewrites the hot rows. Reaching the head is no reason to commit; the parent
+            # asking for a position, or a full working set, is.
+            if stretch.pending >= CHILD_BATCH_SIZE or stretch.full:
+                stretch.commit()
+        if waiting_for is None:
+            # A request may come at any time, also while there is a backlog: look without
+            # waiting then, and wait a moment at the head.
+            if not select.select([requests], [], [], 0 if folded else POLL_SECONDS)[0]:
+                continue
+            line = requests.readline()
+            if not line:
+                return  # the parent is gone
+            verb, _, arg = line.strip().partition(" ")
+            waiting_for, stopping = int(arg), verb == "stop"
+            heard = time.monotonic()
+        position = min(s.position for s in stretches)
+        if position >= waiting_for:
+            # Every stretch commits (no short cut): each one's position is then the store's.
+            committed = [s.commit() for s in stretches]
+            if not all(committed):
+                continue  # somebody else committed: fold again from there
+            reply(f"at {min(s.position for s in stretches)}")
+            waiting_for = None
+            if stopping:
+                return
+        elif not folded and ws.log.head() < waiting_for:
+            # The parent appended up to there before asking: a log without that position is
+            # not the parent's store.
+            reply(f"error the store at {url} has no position {waiting_for}")
+            return
+        elif time.monotonic() - heard > HEARTBEAT_SECONDS:
+            reply(f"folding {position}")
+            heard = time.monotonic()

@@ -34,9 +34,11 @@ from idstitch.domain.errors import (
     NotIdentified,
     UnknownPerson,
 )
+from idstitch.projections.device_attributes import DeviceAttributesProjection
 from idstitch.projections.identity import IdentityProjection, Policy
 from idstitch.projections.rows import KINDS
 from idstitch.projections.store import LoggedEvent
+from idstitch.projections.tracking import RowProjection, replay
 from idstitch.projections.views import Device as DeviceView
 from idstitch.projections.views import Merge, Profile, Reader
 
@@ -51,6 +53,9 @@ index pages of the devices it touched (random ids): 1000-message batches spent ~
 CATCH_UP_EVENTS = 50_000
 """During ingest, the projection catches up after about this many events (and at the end)."""
 RETRIES = 5
+PARALLEL_REBUILD_EVENTS = 20_000
+"""A rebuild of a log at least this long replays the device attributes in a second process
+(on a SQLite file or PostgreSQL): under it, starting the process costs more than it saves."""
 
 
 @contextmanager
@@ -133,6 +138,9 @@ class Workspace:
         # No policy asked for: keep the one the rows were built under, so a read-only open never
         # re-stitches a store. A different policy asked for: that is a replay, done right here.
         self.identity = IdentityProjection(anonymous_merge or built_under or "merge")
+        self.device_attributes = DeviceAttributesProjection()
+        self.projections: tuple[RowProjection, ...] = (self.identity, self.device_attributes)
+        """Every projection the workspace keeps, in the order they catch up."""
         self.clock = clock
         self.auto_catch_up = auto_catch_up
         self.retries = RETRIES
@@ -140,7 +148,7 @@ class Workspace:
         self.reader = Reader(stores.rows)
         self._devices: OrderedDict[str, Device] = OrderedDict()
         self._lock = threading.RLock()
-        if stored is not None and IdentityProjection.config_of(stored) != self.identity.meta:
+        if any(p.needs_rebuild(stores.rows) for p in self.projections):
             self.rebuild()
 
     @property
@@ -677,18 +685,60 @@ class Workspace:
     def catch_up(self, recent: Sequence[LoggedEvent] = ()) -> int:
         """Bring every projection up to the head of the log; the position reached."""
         with self._lock:
-            return self.identity.catch_up(self.log, self.rows, recent=recent)
+            return min([p.catch_up(self.log, self.rows, recent=recent) for p in self.projections])
 
     def rebuild(
-        self, names: list[str] | None = None, progress: Callable[[int], None] | None = None
+        self,
+        names: list[str] | None = None,
+        progress: Callable[[int], None] | None = None,
+        *,
+        parallel: bool | None = None,
     ) -> int:
-        """Replay the log from position 0 into fresh projections (same result as incremental)."""
-        if names is not None and set(names) - {self.identity.name}:
-            raise InvalidCommand("names", f"unknown projections {sorted(set(names) - {'identity'})}")
+        """Replay the log from position 0 into fresh projections (same result as incremental).
+
+        ``names``: the projections to rebuild (``identity``, ``device_attributes``); None for
+        all. ``progress`` is called with the number of log positions replayed since its last
+        call. ``parallel``: replay the device attributes in a second process while this one
+        replays the identity projection (see :mod:`idstitch.background`); None (the default)
+        does so for a log of PARALLEL_REBUILD_EVENTS or more on a SQLite file or PostgreSQL,
+        False never. The result is the same either way.
+        """
+        known = {p.name for p in self.projections}
+        if names is not None and set(names) - known:
+            raise InvalidCommand("names", f"unknown projections {sorted(set(names) - known)}, "
+                                          f"expected some of {sorted(known)}")
+        if parallel and not self._can_project_in_background():
+            raise InvalidCommand("parallel", f"a second process cannot open {self.url!r}")
+        chosen = [p for p in self.projections if names is None or p.name in names]
         with self._lock, bulk_gc():
-            self.rows.reset(self.identity.name, KINDS)
-            self.identity.forget_cache()
-            return self.identity.catch_up(self.log, self.rows, progress)
+            # One transaction: with every kind in it, SQLite drops whole pages at once.
+            self.rows.reset([p.name for p in chosen], [k for p in chosen for k in p.kinds])
+            for projection in chosen:
+                projection.forget_cache()
+            until = self.log.head()
+            helper: background.BackgroundProjector | None = None
+            if len(chosen) > 1 and parallel is not False and self._can_project_in_background() \
+                    and (parallel or until >= PARALLEL_REBUILD_EVENTS):
+                assert self._stores.shared_url is not None  # checked by _can_project_...
+                helper = background.BackgroundProjector(
+                    self._stores.shared_url, self.anonymous_merge,
+                    replay=[p.name for p in chosen[1:]], until=until)
+            try:
+                here = chosen if helper is None else chosen[:1]
+                self._replay(here, until, progress)
+                if helper is not None and not helper.stop(until):
+                    # The child failed: what it committed stays, the rest is replayed here.
+                    self._replay(chosen[1:], until, None)
+            finally:
+                if helper is not None:
+                    helper.close()
+            return self.catch_up()
+
+    def _replay(
+        self, projections: Sequence[RowProjection], until: int,
+        progress: Callable[[int], None] | None,
+    ) -> None:
+        replay(projections, self.log, self.rows, until, progress)
 
     def _maybe_catch_up(self) -> None:
         if self.auto_catch_up:

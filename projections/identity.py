@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
-from uuid import NAMESPACE_URL, uuid4, uuid5
+from uuid import NAMESPACE_URL, uuid5
 
 from idstitch.domain import attributes
 from idstitch.domain.device import (
@@ -19,8 +19,8 @@ from idstitch.domain.device import (
     new_person_id,
     uuid5_text,
 )
-from idstitch.domain.errors import PolicyMismatch
 from idstitch.domain.events import (
+    EVENT_TYPES,
     DeviceActivated,
     DeviceAttributesChanged,
     DeviceAttributesCollected,
@@ -36,6 +36,7 @@ from idstitch.domain.rules import classify, normalize_email
 from idstitch.projections.rows import (
     DEVICE,
     IDENTIFIER,
+    IDENTITY_KINDS,
     PERSON,
     TOKEN,
     DeviceRow,
@@ -43,51 +44,49 @@ from idstitch.projections.rows import (
     PersonRow,
     Refusal,
 )
-from idstitch.projections.store import EventLog, LoggedEvent, ProjectionStore, to_micros
-from idstitch.projections.unit import Cache, Unit, cache_size, identifier_key, new_cache
+from idstitch.projections.store import LoggedEvent, ProjectionStore, to_micros
+from idstitch.projections.tracking import ROWS_FORMAT, RowProjection
+from idstitch.projections.unit import Unit, identifier_key
 
 Policy = Literal["merge", "switch"]
 POLICIES: tuple[Policy, ...] = ("merge", "switch")
 MERGE_NAMESPACE = uuid5(NAMESPACE_URL, "https://idstitch.dev/merge")
 _MERGE_NS = MERGE_NAMESPACE.bytes
-ROWS_FORMAT = 2
-"""Version of the stored row layout: rows of another version are rebuilt on open."""
-PAGE_SIZE = 10_000
-"""Events read (and their rows prefetched) at a time."""
-BATCH_SIZE = 50_000
-"""Events per catch-up transaction at most: hot rows are written once per transaction."""
-CACHE_LIMIT = 100_000
-"""Rows kept decoded between transactions; beyond it the working set starts cold."""
 
 Handler = Callable[[Unit, DeviceRow, Any, int, int], None]
 
 
-class IdentityProjection:
-    """Profiles and the identity graph, maintained incrementally in the projection store."""
+class IdentityProjection(RowProjection):
+    """Profiles and the identity graph, maintained incrementally in the projection store.
+
+    Device attributes are folded by their own projection
+    (:class:`~idstitch.projections.device_attributes.DeviceAttributesProjection`): nothing
+    here depends on them, and a replay can then run both side by side.
+    """
 
     name = "identity"
+    kinds = IDENTITY_KINDS
+    event_types = frozenset(EVENT_TYPES) - {DeviceAttributesChanged, DeviceAttributesCollected}
+    # A device's rows and its first anonymous person are created at its first event, of
+    # whatever type.
+    first_events = True
 
     def __init__(self, policy: Policy = "merge") -> None:
         if policy not in POLICIES:
             raise ValueError(f"anonymous_merge must be one of {POLICIES}, got {policy!r}")
+        super().__init__()
         self.policy: Policy = policy
-        self.batch_size = BATCH_SIZE
-        """Events per catch-up transaction at most (a smaller one holds the write lock less)."""
-        self._cache: Cache = new_cache()
-        self._cached_at: tuple[int, str | None] = (-1, None)
-        self._complete = False
         # One handler per event type: a dict lookup instead of a chain of isinstance checks.
         self._handlers: dict[type[DeviceEvent], Handler] = {
             Identified: self._identified,
             ProfileAttributesChanged: self._profile_attributes,
-            DeviceAttributesChanged: self._device_attributes,
-            DeviceAttributesCollected: self._collected_attributes,
             DeviceActivated: self._activated,
             DeviceTokenRegistered: self._token_registered,
             DeviceTokenRemoved: self._token_removed,
             PushStatusRecorded: self._push_status,
             IdentityCleared: self._cleared,
         }
+        assert self._handlers.keys() == self.event_types
 
     @property
     def meta(self) -> str:
@@ -95,57 +94,11 @@ class IdentityProjection:
         return f"anonymous_merge={self.policy} rows={ROWS_FORMAT}"
 
     @staticmethod
-    def config_of(meta: str | None) -> str | None:
-        """A stored meta without its epoch: the configuration the rows were built under."""
-        if meta is None:
-            return None
-        return " ".join(p for p in meta.split() if not p.startswith("epoch="))
-
-    def _stored_meta(self, start: int, meta: str | None) -> str:
-        # The epoch names one life of the rows, from position 0 on: a reset and replay by
-        # another process reaches the same positions again, but never the same epoch.
-        epoch = dict(p.partition("=")[::2] for p in (meta or "").split()).get("epoch")
-        if start == 0 or not epoch:
-            epoch = uuid4().hex[:16]
-        return f"{self.meta} epoch={epoch}"
-
-    @staticmethod
     def policy_of(meta: str | None) -> Policy | None:
         """The policy recorded in a tracking meta, if any."""
         settings = dict(part.partition("=")[::2] for part in (meta or "").split())
         value = settings.get("anonymous_merge")
         return "switch" if value == "switch" else "merge" if value == "merge" else None
-
-    def catch_up(
-        self,
-        log: EventLog,
-        store: ProjectionStore,
-        progress: Callable[[int], None] | None = None,
-        recent: Sequence[LoggedEvent] = (),
-    ) -> int:
-        """Apply every event after the tracking position, up to ``batch_size`` per transaction.
-
-        ``recent``: events this process just appended, with their positions. When they follow
-        the tracking position directly, they are applied as they are instead of being read back
-        and decoded again (the common case of an embedded, single-writer workspace).
-        """
-        stretch = self.stretch(log, store)
-        if not recent and stretch.start >= log.head():
-            # Up to date: answer without taking the projection's write lock, so queries from
-            # several processes do not queue behind each other.
-            return stretch.start
-        while True:
-            stretch.fold(self.batch_size, recent)
-            recent = ()
-            applied = stretch.pending
-            if not applied:
-                return stretch.position
-            if stretch.commit() and progress is not None:
-                progress(applied)  # committed, so never counted twice
-
-    def stretch(self, log: EventLog, store: ProjectionStore) -> Stretch:
-        """Start folding from the committed position (see :class:`Stretch`)."""
-        return Stretch(self, log, store)
 
     def apply_all(self, unit: Unit, events: Sequence[LoggedEvent]) -> None:
         """Apply events in log order (their rows read first, in a few queries)."""
@@ -156,14 +109,22 @@ class IdentityProjection:
         devices = unit.devices
         dirty = unit.dirty_devices
         for pos, ev in events:
-            ts = to_micros(ev.timestamp)
+            handler = handlers.get(type(ev))
             device_id = ev.device_id
             dev = devices.get(device_id)
             if dev is None:
+                # A device's first event, of any type: its rows start here.
+                ts = to_micros(ev.timestamp)
                 dev = self._new_device(unit, ev, ts)
-            elif ts > dev.updated_at:
-                dev.updated_at = ts
-            handlers[type(ev)](unit, dev, ev, pos, ts)
+                if handler is None:
+                    continue
+            elif handler is None:
+                continue  # another projection's event
+            else:
+                ts = to_micros(ev.timestamp)
+                if ts > dev.updated_at:
+                    dev.updated_at = ts
+            handler(unit, dev, ev, pos, ts)
             dirty.add(device_id)
 
     def _prefetch(self, unit: Unit, events: Sequence[LoggedEvent]) -> None:
@@ -198,24 +159,10 @@ class IdentityProjection:
 
     def check_policy(self, store: ProjectionStore) -> None:
         """Raise PolicyMismatch if the committed rows were built under the other policy."""
-        self._check_meta(store.meta(self.name))
-
-    def _check_meta(self, meta: str | None) -> None:
-        if meta is not None and self.config_of(meta) != self.meta:
-            raise PolicyMismatch(
-                f"the identity projection was built under {self.config_of(meta)}, this workspace uses "
-                f"{self.meta}: reopen without anonymous_merge (to adopt it), or rebuild")
-
-    def forget_cache(self) -> None:
-        """Drop cached rows (after a reset of the store)."""
-        self._cache, self._cached_at, self._complete = new_cache(), (-1, None), False
+        self.check_meta(store.meta(self.name))
 
     # The fold: one handler per event type, called with the event's device row (created on
     # its first event), position and client time in microseconds.
-
-    def apply(self, unit: Unit, logged: LoggedEvent) -> None:
-        """Apply one event to the rows."""
-        self.apply_all(unit, [logged])
 
     def _profile_attributes(
         self, unit: Unit, dev: DeviceRow, ev: ProfileAttributesChanged, pos: int, ts: int
@@ -233,16 +180,6 @@ class IdentityProjection:
         unit.put_person(person)
         if "email" in ev.set:
             self._claim_attribute_email(unit, person, pos)
-
-    def _device_attributes(
-        self, unit: Unit, dev: DeviceRow, ev: DeviceAttributesChanged, pos: int, ts: int
-    ) -> None:
-        attributes.assign(dev.attrs, ev.attributes, (ts, pos))
-
-    def _collected_attributes(
-        self, unit: Unit, dev: DeviceRow, ev: DeviceAttributesCollected, pos: int, ts: int
-    ) -> None:
-        attributes.assign(dev.collected, ev.attributes, (ts, pos))
 
     def _activated(
         self, unit: Unit, dev: DeviceRow, ev: DeviceActivated, pos: int, ts: int
@@ -425,100 +362,3 @@ class IdentityProjection:
             dev.token = ev.token
         dev.platform = ev.platform or dev.platform
         dev.last_status = None
-
-
-class Stretch:
-    """Events folded since the last commit: their rows changed in memory, not yet in the store.
-
-    Optimistic: the fold reads committed rows outside the store's write lock; :meth:`commit`
-    takes the lock only to write the rows and the position, and only if nobody committed since
-    the stretch began (same position and same epoch: a reset and replay elsewhere can reach the
-    same position again). Appends by other processes (a bulk ingest) are then not held up by
-    the fold, and two processes catching up never apply a batch twice. After any exception the
-    stretch is spent (the projection's cache is dropped).
-    """
-
-    def __init__(self, projection: IdentityProjection, log: EventLog, store: ProjectionStore):
-        self._projection, self._log, self._store = projection, log, store
-        self.start, self._meta = store.tracked(projection.name)
-        # Never apply events to rows built under the other policy.
-        projection._check_meta(self._meta)
-        self.position = self.start
-        self.pending = 0
-        """Events folded and not committed."""
-        self._unit = self._begin()
-
-    def _begin(self) -> Unit:
-        projection = self._projection
-        if (self.start, self._meta) != projection._cached_at or cache_size(
-                projection._cache) > CACHE_LIMIT:
-            # Another writer moved the projection, or the cache grew: start cold. At position 0
-            # nothing was ever committed (rows and position commit together), so there are no
-            # rows: an empty cache is then complete.
-            projection._cache, projection._complete = new_cache(), self.start == 0
-            projection._cached_at = (self.start, self._meta)
-        return Unit(self._store, projection._cache, complete=projection._complete)
-
-    @property
-    def full(self) -> bool:
-        """Whether the working set is over its limit (time to commit)."""
-        return cache_size(self._projection._cache) > CACHE_LIMIT
-
-    def fold(self, limit: int, recent: Sequence[LoggedEvent] = ()) -> int:
-        """Read and apply up to about ``limit`` more events (fewer at the head of the log)."""
-        applied = 0
-        try:
-            # Several pages a transaction: a hot person or device row is then written once per
-            # transaction, not once per page.
-            while applied < limit and not self.full:
-                position = self.position
-                if (recent and recent[0].position == position + 1
-                        and recent[-1].position - recent[0].position + 1 == len(recent)):
-                    # Exactly the next positions: nobody else's events hide in between.
-                    events, recent = recent, ()
-                else:
-                    events, recent = self._log.read(position, PAGE_SIZE), ()
-                if not events:
-                    break
-                self._projection.apply_all(self._unit, events)
-                self.position = events[-1].position
-                applied += len(events)
-        except BaseException:
-            self._projection.forget_cache()
-            raise
-        self.pending += applied
-        return applied
-
-    def commit(self) -> bool:
-        """Write the changed rows and the position. False when somebody else committed since
-        the stretch began: what it folded is dropped, and it goes on from their position."""
-        projection = self._projection
-        try:
-            if not self.pending:
-                # Nothing to write; but say False if the store moved (a reset elsewhere, say),
-                # so a caller never takes this stretch's position for the store's.
-                tracked = self._store.tracked(projection.name)
-                committed = tracked == (self.start, self._meta)
-                if not committed:
-                    projection.forget_cache()
-                    self.start, self._meta = tracked
-            else:
-                with self._store.transaction(projection.name) as tx:
-                    # Another process may have rebuilt the rows under the other policy: writing
-                    # rows of ours would mix both.
-                    projection._check_meta(tx.meta)
-                    committed = (tx.position, tx.meta) == (self.start, self._meta)
-                    if committed:
-                        self._meta = projection._stored_meta(self.start, self._meta)
-                        tx.write(self._unit.encoded(), self.position, self._meta)
-                        self.start = self.position
-                    else:
-                        projection.forget_cache()
-                        self.start, self._meta = tx.position, tx.meta
-        except BaseException:
-            projection.forget_cache()
-            raise
-        projection._cached_at = (self.start, self._meta)
-        self.position, self.pending = self.start, 0
-        self._unit = self._begin()
-        return committed

@@ -1,7 +1,8 @@
 """The rows of the identity projection, stored as msgpack documents keyed by (kind, key).
 
 Kinds: ``p`` person, ``d`` device, ``i`` identifier -> person id, ``t`` token -> device id,
-``m`` merge record. Rows are derived data: they can always be rebuilt from the log.
+``m`` merge record (the identity projection's); ``a`` a device's attributes (the device
+attributes projection's). Rows are derived data: they can always be rebuilt from the log.
 
 Rows hold only strings, numbers, JSON values and each other's keys (never a reference to another
 row object), so no reference cycle can pass through them: they opt out of the cyclic garbage
@@ -18,7 +19,10 @@ DEVICE = "d"
 IDENTIFIER = "i"
 TOKEN = "t"
 MERGE = "m"
-KINDS = (PERSON, DEVICE, IDENTIFIER, TOKEN, MERGE)
+ATTRIBUTES = "a"
+IDENTITY_KINDS = (PERSON, DEVICE, IDENTIFIER, TOKEN, MERGE)
+ATTRIBUTE_KINDS = (ATTRIBUTES,)
+KINDS = IDENTITY_KINDS + ATTRIBUTE_KINDS
 
 
 class Refusal(msgspec.Struct, frozen=True, gc=False):
@@ -49,7 +53,10 @@ class PersonRow(msgspec.Struct, kw_only=True, gc=False):
 
 
 class DeviceRow(msgspec.Struct, kw_only=True, gc=False):
-    """A device as the projection sees it: its current person, token and attributes."""
+    """A device as the identity projection sees it: its current person and token.
+
+    ``updated_at``: the client time of its newest event among those this projection folds
+    (the device view takes the newer of this and its attribute row's)."""
 
     device_id: str
     person_id: str
@@ -60,12 +67,20 @@ class DeviceRow(msgspec.Struct, kw_only=True, gc=False):
     platform: str | None = None
     auto_track: bool = True
     sdk: dict[str, object] | None = None
-    attrs: Attrs = msgspec.field(default_factory=Attrs)
-    collected: Attrs = msgspec.field(default_factory=Attrs)
     last_used: int | None = None
     last_status: str | None = None
     created_at: int
     updated_at: int
+
+
+class DeviceAttributesRow(msgspec.Struct, kw_only=True, gc=False):
+    """A device's custom attributes (set by the app) and collected ones (by the SDK)."""
+
+    device_id: str
+    attrs: Attrs = msgspec.field(default_factory=Attrs)
+    collected: Attrs = msgspec.field(default_factory=Attrs)
+    updated_at: int
+    """The client time of its newest attribute event."""
 
 
 class MergeRow(msgspec.Struct, kw_only=True, frozen=True, gc=False):

@@ -8,6 +8,7 @@ position commit together or not at all, so a crash never applies an event twice 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple, Protocol
@@ -27,6 +28,14 @@ class EventLog(Protocol):
 
     def read(self, after: int, limit: int) -> Sequence[LoggedEvent]:
         """Up to ``limit`` events with positions greater than ``after``, in order."""
+        ...
+
+    def read_selected(
+        self, after: int, until: int, limit: int, types: AbstractSet[type[DeviceEvent]], *,
+        first: bool = False,
+    ) -> Sequence[LoggedEvent]:
+        """Up to ``limit`` events of these types with ``after < position <= until``, in order;
+        with ``first``, also every device's first event, whatever its type."""
         ...
 
     def head(self) -> int:
@@ -104,8 +113,9 @@ class ProjectionStore(Protocol):
         """The configuration the projection's committed rows were built under."""
         ...
 
-    def reset(self, name: str, kinds: Sequence[str]) -> None:
-        """Drop a projection's rows and tracking (for a rebuild from position 0)."""
+    def reset(self, names: str | Sequence[str], kinds: Sequence[str]) -> None:
+        """Drop projections' rows and tracking in one transaction (for a rebuild from
+        position 0): ``names`` one projection's name or several."""
         ...
 
 

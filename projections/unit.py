@@ -12,12 +12,14 @@ from typing import Any
 
 import msgspec
 from idstitch.projections.rows import (
+    ATTRIBUTES,
     DEVICE,
     IDENTIFIER,
     KINDS,
     MERGE,
     PERSON,
     TOKEN,
+    DeviceAttributesRow,
     DeviceRow,
     MergeRow,
     PersonRow,
@@ -29,6 +31,7 @@ _DECODERS: dict[str, msgspec.msgpack.Decoder[Any]] = {
     PERSON: msgspec.msgpack.Decoder(PersonRow),
     DEVICE: msgspec.msgpack.Decoder(DeviceRow),
     MERGE: msgspec.msgpack.Decoder(MergeRow),
+    ATTRIBUTES: msgspec.msgpack.Decoder(DeviceAttributesRow),
 }
 _MAX_REDIRECTS = 64
 

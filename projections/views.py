@@ -9,10 +9,12 @@ import msgspec
 from idstitch.domain import attributes
 from idstitch.domain.rules import PERSON_PREFIX, normalize_email
 from idstitch.projections.rows import (
+    ATTRIBUTES,
     DEVICE,
     IDENTIFIER,
     MERGE,
     PERSON,
+    DeviceAttributesRow,
     DeviceRow,
     MergeRow,
     PersonRow,
@@ -125,7 +127,7 @@ class Reader:
     def device(self, device_id: str) -> Device | None:
         """A device view."""
         row = self.device_row(device_id)
-        return None if row is None else device_view(row)
+        return None if row is None else device_view(row, self._get(ATTRIBUTES, device_id))
 
     def profile(self, identifier: str) -> Profile | None:
         """The profile an identifier finds."""
@@ -165,10 +167,11 @@ class Reader:
         return [merge_view(r) for r in sorted(rows, key=lambda r: r.position)]
 
 
-def device_view(row: DeviceRow) -> Device:
-    """Build the public device view of a device row."""
-    custom = attributes.current(row.attrs)
-    collected = attributes.current(row.collected)
+def device_view(row: DeviceRow, attrs: DeviceAttributesRow | None) -> Device:
+    """Build the public device view of a device row and its attribute row (if any)."""
+    custom = {} if attrs is None else attributes.current(attrs.attrs)
+    collected = {} if attrs is None else attributes.current(attrs.collected)
+    updated_at = row.updated_at if attrs is None else max(row.updated_at, attrs.updated_at)
     return Device(
         device_id=row.device_id,
         person_id=row.person_id,
@@ -181,7 +184,7 @@ def device_view(row: DeviceRow) -> Device:
         last_used=None if row.last_used is None else from_micros(row.last_used),
         last_status=row.last_status,
         created_at=from_micros(row.created_at),
-        updated_at=from_micros(row.updated_at),
+        updated_at=from_micros(updated_at),
     )
 
 

@@ -17,7 +17,7 @@ import pytest
 from idstitch.adapters import Stores, open_stores
 from idstitch.adapters.eventlog import WriteConflict
 from idstitch.domain.device import Device
-from idstitch.domain.events import Identified
+from idstitch.domain.events import DeviceAttributesChanged, DeviceTokenRegistered, Identified
 
 import idstitch
 from idstitch.testing import TemporaryPostgres, recorded_events
@@ -80,7 +80,48 @@ class StoreContract:
         assert list(stores.rows.scan("p")) == []
         assert list(stores.rows.scan("t")) == [("a", b"2")]
 
+    def test_reset_of_several_projections_at_once(self, stores: Stores) -> None:
+        for name, kind in (("x", "p"), ("y", "a"), ("z", "t")):
+            with stores.rows.transaction(name) as tx:
+                tx.write({(kind, "k"): b"1"}, 5, None)
+        stores.rows.reset(["x", "y"], ["p", "a"])
+        assert [stores.rows.position(n) for n in ("x", "y", "z")] == [0, 0, 5]
+        assert [list(stores.rows.scan(k)) for k in ("p", "a", "t")] == [[], [], [("k", b"1")]]
+
     # The event log port.
+
+    def test_selected_reads_filter_by_type_first_event_and_bounds(self, stores: Stores) -> None:
+        """A replay reads only its projection's events (and, if it asks, every device's first
+        event), between two positions, a page at a time."""
+        for name in ("a", "b", "c"):
+            device = Device(name)
+            if name != "b":
+                device.collect_device_attributes({"os": name}, **common())
+            device.identify(f"user-{name}", {}, **common())
+            device.set_device_attributes({"n": 1}, **common())
+            device.register_device_token(f"tok-{name}", None, **common())
+            stores.log.append(device.collect_events())
+        log = stores.log.read(0, 100)
+        seen: set[str] = set()
+        firsts = set()
+        for logged in log:
+            if logged.event.device_id not in seen:
+                seen.add(logged.event.device_id)
+                firsts.add(logged.position)
+        types = {DeviceAttributesChanged, DeviceTokenRegistered}
+        for first in (False, True):
+            expected = [e.position for e in log
+                        if type(e.event) in types or (first and e.position in firsts)]
+            assert len(expected) >= 6
+            got = stores.log.read_selected(0, log[-1].position, 100, types, first=first)
+            assert [e.position for e in got] == expected
+            assert [e.event for e in got] == [e.event for e in log if e.position in expected]
+            after, until = expected[1], expected[-2]
+            inside = [p for p in expected if after < p <= until]
+            assert [e.position for e in stores.log.read_selected(
+                after, until, 100, types, first=first)] == inside
+            assert [e.position for e in stores.log.read_selected(
+                after, until, 2, types, first=first)] == inside[:2]
 
     def test_append_read_and_load(self, stores: Stores) -> None:
         device = Device("d1")

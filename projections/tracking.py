@@ -1,0 +1,281 @@
+"""What every row projection shares: a tracked position, catch-up, replay and optimistic commits.
+
+A projection folds device events into rows of its own kinds and moves its own tracking
+position in the same transaction as the rows. The folds themselves live in the subclasses
+(:mod:`idstitch.projections.identity`, :mod:`idstitch.projections.device_attributes`).
+
+A projection names the event types it folds. A replay (a rebuild) reads only those from the
+log, so two projections can replay the same log side by side in two processes, each decoding
+only its own events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import ClassVar
+from uuid import uuid4
+
+from idstitch.domain.errors import PolicyMismatch
+from idstitch.domain.events import DeviceEvent
+from idstitch.projections.store import EventLog, LoggedEvent, ProjectionStore
+from idstitch.projections.unit import Cache, Unit, cache_size, new_cache
+
+ROWS_FORMAT = 3
+"""Version of the stored row layout: rows of another version are rebuilt on open."""
+PAGE_SIZE = 10_000
+"""Events read (and their rows prefetched) at a time."""
+BATCH_SIZE = 50_000
+"""Events per catch-up transaction at most: hot rows are written once per transaction."""
+REPLAY_BATCH = 200_000
+"""Events per transaction at most during a replay (a rebuild)."""
+CACHE_LIMIT = 100_000
+"""Rows kept decoded between transactions; beyond it the working set starts cold."""
+
+
+class RowProjection:
+    """A projection whose rows and tracking position live in the projection store.
+
+    Subclasses set :attr:`name`, :attr:`kinds`, :attr:`event_types` (and
+    :attr:`first_events`) and implement :meth:`apply_all`.
+    """
+
+    name: ClassVar[str]
+    kinds: ClassVar[tuple[str, ...]]
+    """The row kinds it owns (a reset drops exactly these)."""
+    event_types: ClassVar[frozenset[type[DeviceEvent]]]
+    """The events it folds; a replay reads only these."""
+    first_events: ClassVar[bool] = False
+    """Whether it also needs every device's first event, whatever its type (to create the
+    device's rows at the right moment)."""
+
+    def __init__(self) -> None:
+        self.batch_size = BATCH_SIZE
+        """Events per catch-up transaction at most (a smaller one holds the write lock less)."""
+        self._cache: Cache = new_cache()
+        self._cached_at: tuple[int, str | None] = (-1, None)
+        self._complete = False
+
+    @property
+    def meta(self) -> str:
+        """The configuration the rows were built under: a different one needs a rebuild."""
+        return f"rows={ROWS_FORMAT}"
+
+    @staticmethod
+    def config_of(meta: str | None) -> str | None:
+        """A stored meta without its epoch: the configuration the rows were built under."""
+        if meta is None:
+            return None
+        return " ".join(p for p in meta.split() if not p.startswith("epoch="))
+
+    def _stored_meta(self, start: int, meta: str | None) -> str:
+        # The epoch names one life of the rows, from position 0 on: a reset and replay by
+        # another process reaches the same positions again, but never the same epoch.
+        epoch = dict(p.partition("=")[::2] for p in (meta or "").split()).get("epoch")
+        if start == 0 or not epoch:
+            epoch = uuid4().hex[:16]
+        return f"{self.meta} epoch={epoch}"
+
+    def needs_rebuild(self, store: ProjectionStore) -> bool:
+        """Whether committed rows exist that were built under another configuration."""
+        stored = store.meta(self.name)
+        return stored is not None and self.config_of(stored) != self.meta
+
+    def check_meta(self, meta: str | None) -> None:
+        """Raise PolicyMismatch if rows committed under ``meta`` were built differently."""
+        if meta is not None and self.config_of(meta) != self.meta:
+            raise PolicyMismatch(
+                f"the {self.name} projection was built under {self.config_of(meta)}, this "
+                f"workspace uses {self.meta}: reopen without anonymous_merge (to adopt it), "
+                "or rebuild")
+
+    def apply_all(self, unit: Unit, events: Sequence[LoggedEvent]) -> None:
+        """Apply events in log order (events of other types are skipped)."""
+        raise NotImplementedError
+
+    def apply(self, unit: Unit, logged: LoggedEvent) -> None:
+        """Apply one event to the rows."""
+        self.apply_all(unit, [logged])
+
+    def forget_cache(self) -> None:
+        """Drop cached rows (after a reset of the store)."""
+        self._cache, self._cached_at, self._complete = new_cache(), (-1, None), False
+
+    def stretch(self, log: EventLog, store: ProjectionStore) -> Stretch:
+        """Start folding from the committed position (see :class:`Stretch`)."""
+        return Stretch(self, log, store)
+
+    def catch_up(
+        self,
+        log: EventLog,
+        store: ProjectionStore,
+        progress: Callable[[int], None] | None = None,
+        recent: Sequence[LoggedEvent] = (),
+    ) -> int:
+        """Apply every event after the tracking position, up to ``batch_size`` per transaction.
+
+        ``recent``: events this process just appended, with their positions. When they follow
+        the tracking position directly, they are applied as they are instead of being read back
+        and decoded again (the common case of an embedded, single-writer workspace).
+        """
+        stretch = self.stretch(log, store)
+        if not recent and stretch.start >= log.head():
+            # Up to date: answer without taking the projection's write lock, so queries from
+            # several processes do not queue behind each other.
+            return stretch.start
+        while True:
+            stretch.fold(self.batch_size, recent)
+            recent = ()
+            applied = stretch.pending
+            if not applied:
+                return stretch.position
+            if stretch.commit() and progress is not None:
+                progress(applied)  # committed, so never counted twice
+
+
+def replay(
+    projections: Sequence[RowProjection],
+    log: EventLog,
+    store: ProjectionStore,
+    until: int,
+    progress: Callable[[int], None] | None = None,
+) -> None:
+    """Bring projections to position ``until``, each reading only its own events.
+
+    They advance together, a page of positions at a time, so ``progress`` (called with the
+    positions covered since its last call) counts the log once, however many projections
+    replay. Each commits every REPLAY_BATCH of its events, when its working set is full, and
+    at the end: a replay starts with an empty cache, so a row is rewritten once per commit.
+    """
+    stretches = [p.stretch(log, store) for p in projections]
+    reached = min([s.start for s in stretches], default=until)
+    while True:
+        while reached < until:
+            window = min(until, reached + PAGE_SIZE)
+            for stretch in stretches:
+                stretch.fold(REPLAY_BATCH, until=window)
+                if stretch.pending >= REPLAY_BATCH or stretch.full:
+                    stretch.commit()
+            now = min(s.position for s in stretches)
+            if progress is not None and now > reached:
+                progress(now - reached)
+            reached = now
+        # Every stretch commits (no short cut): each one's position is then the store's.
+        committed = [s.commit() for s in stretches]
+        if all(committed):
+            return
+        # Somebody else committed one of them meanwhile: go on from where they left it.
+        reached = min(s.position for s in stretches)
+
+
+class Stretch:
+    """Events folded since the last commit: their rows changed in memory, not yet in the store.
+
+    Optimistic: the fold reads committed rows outside the store's write lock; :meth:`commit`
+    takes the lock only to write the rows and the position, and only if nobody committed since
+    the stretch began (same position and same epoch: a reset and replay elsewhere can reach the
+    same position again). Appends by other processes (a bulk ingest) are then not held up by
+    the fold, and two processes catching up never apply a batch twice. After any exception the
+    stretch is spent (the projection's cache is dropped).
+    """
+
+    def __init__(self, projection: RowProjection, log: EventLog, store: ProjectionStore) -> None:
+        self._projection, self._log, self._store = projection, log, store
+        self.start, self._meta = store.tracked(projection.name)
+        # Never apply events to rows built under another configuration (policy).
+        projection.check_meta(self._meta)
+        self.position = self.start
+        self.pending = 0
+        """Events folded and not committed."""
+        self._unit = self._begin()
+
+    def _begin(self) -> Unit:
+        projection = self._projection
+        if (self.start, self._meta) != projection._cached_at or cache_size(
+                projection._cache) > CACHE_LIMIT:
+            # Another writer moved the projection, or the cache grew: start cold. At position 0
+            # nothing was ever committed (rows and position commit together), so there are no
+            # rows: an empty cache is then complete.
+            projection._cache, projection._complete = new_cache(), self.start == 0
+            projection._cached_at = (self.start, self._meta)
+        return Unit(self._store, projection._cache, complete=projection._complete)
+
+    @property
+    def full(self) -> bool:
+        """Whether the working set is over its limit (time to commit)."""
+        return cache_size(self._projection._cache) > CACHE_LIMIT
+
+    def fold(
+        self, limit: int, recent: Sequence[LoggedEvent] = (), *, until: int | None = None
+    ) -> int:
+        """Read and apply up to about ``limit`` more events (fewer at the head of the log).
+
+        With ``until``, read only the projection's own events, and no further than that
+        position (a replay: see :func:`replay`)."""
+        applied = 0
+        projection = self._projection
+        try:
+            # Several pages a transaction: a hot person or device row is then written once per
+            # transaction, not once per page.
+            while applied < limit and not self.full:
+                position = self.position
+                if until is not None:
+                    if position >= until:
+                        break
+                    events = self._log.read_selected(position, until, PAGE_SIZE,
+                                                     projection.event_types,
+                                                     first=projection.first_events)
+                elif (recent and recent[0].position == position + 1
+                        and recent[-1].position - recent[0].position + 1 == len(recent)):
+                    # Exactly the next positions: nobody else's events hide in between.
+                    events = recent
+                else:
+                    events = self._log.read(position, PAGE_SIZE)
+                recent = ()
+                if events:
+                    projection.apply_all(self._unit, events)
+                    self.position = events[-1].position
+                    applied += len(events)
+                if until is not None and len(events) < PAGE_SIZE:
+                    # A short page: nothing else up to `until` is this projection's.
+                    self.position = until
+                elif not events:
+                    break
+        except BaseException:
+            projection.forget_cache()
+            raise
+        self.pending += applied
+        return applied
+
+    def commit(self) -> bool:
+        """Write the changed rows and the position. False when somebody else committed since
+        the stretch began: what it folded is dropped, and it goes on from their position."""
+        projection = self._projection
+        try:
+            if self.position == self.start:
+                # Nothing to write; but say False if the store moved (a reset elsewhere, say),
+                # so a caller never takes this stretch's position for the store's.
+                tracked = self._store.tracked(projection.name)
+                committed = tracked == (self.start, self._meta)
+                if not committed:
+                    projection.forget_cache()
+                    self.start, self._meta = tracked
+            else:
+                with self._store.transaction(projection.name) as tx:
+                    # Another process may have rebuilt the rows under the other policy: writing
+                    # rows of ours would mix both.
+                    projection.check_meta(tx.meta)
+                    committed = (tx.position, tx.meta) == (self.start, self._meta)
+                    if committed:
+                        self._meta = projection._stored_meta(self.start, self._meta)
+                        tx.write(self._unit.encoded(), self.position, self._meta)
+                        self.start = self.position
+                    else:
+                        projection.forget_cache()
+                        self.start, self._meta = tx.position, tx.meta
+        except BaseException:
+            projection.forget_cache()
+            raise
+        projection._cached_at = (self.start, self._meta)
+        self.position, self.pending = self.start, 0
+        self._unit = self._begin()
+        return committed
