@@ -6,7 +6,9 @@ Measures, in one run and for each store:
 
 - idstitch: N generated SDK messages are fed once (``ws.ingest``), then ``ws.rebuild()`` replays
   the whole log from position 0 into fresh projection rows, in a fresh SQLite file and in a fresh
-  PostgreSQL database. Rate = events in the log (rows counted: PostgreSQL positions can have
+  PostgreSQL database (at its defaults: the identity projection in this process, the device
+  attributes in a second one, each reading only its own events; ``--one-process`` keeps both
+  here). Rate = events in the log (rows counted: PostgreSQL positions can have
   gaps) / seconds of the rebuild;
 - the reference: eventsourcing 9.5's own ``ProjectionRunner`` over a copy of the same store (the
   SQLite file copied with the backup API, the PostgreSQL database with ``CREATE DATABASE ...
@@ -60,6 +62,7 @@ from eventsourcing.projection import Projection, ProjectionRunner
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from harness import Timer, console, fmt_rate, fmt_ratio, rate
 from idstitch.adapters.eventlog import DeviceLog
+from idstitch.projections.device_attributes import DeviceAttributesProjection
 from idstitch.projections.identity import IdentityProjection
 from idstitch.projections.rows import KINDS
 from idstitch.projections.store import LoggedEvent
@@ -94,11 +97,13 @@ def logged_event(position: int, recorded: Any) -> LoggedEvent:
 
 
 class IdentityFoldProjection(Projection[POPOTrackingRecorder]):
-    """Our identity fold as an eventsourcing Projection: one store transaction per event."""
+    """Our folds (identity and device attributes) as an eventsourcing Projection: one store
+    transaction per event."""
 
     name = "IdentityFold"
     store: ClassVar[Any] = None
     fold: ClassVar[IdentityProjection] = IdentityProjection()
+    attributes: ClassVar[DeviceAttributesProjection] = DeviceAttributesProjection()
     processed: ClassVar[int] = 0
     done = threading.Event()
     stop_after: ClassVar[int] = 0
@@ -109,7 +114,11 @@ class IdentityFoldProjection(Projection[POPOTrackingRecorder]):
         position = tracking.notification_id
         with cls.store.transaction(IdentityProjection.name) as tx:
             unit = Unit(tx, new_cache())
-            cls.fold.apply(unit, logged_event(position, domain_event))
+            # Both folds in one transaction (ours keeps a position per projection, so two):
+            # the generous reading of "the same projection".
+            logged = logged_event(position, domain_event)
+            cls.fold.apply(unit, logged)
+            cls.attributes.apply(unit, logged)
             tx.write(unit.encoded(), position, cls.fold.meta)
         self.view.insert_tracking(tracking)
         cls.processed += 1
@@ -163,7 +172,9 @@ def count_events(url: str) -> int:
 # The measurements.
 
 
-def feed_and_rebuild(name: str, url: str, data: Path, compare: bool) -> tuple[dict[str, Any], Rows]:
+def feed_and_rebuild(
+    name: str, url: str, data: Path, compare: bool, parallel: bool = True
+) -> tuple[dict[str, Any], Rows]:
     """Ingest the workload into a fresh store, then time ``ws.rebuild()``; the numbers and,
     when ``compare``, the rows after the rebuild (checked equal to those before it)."""
     store: dict[str, Any] = {}
@@ -176,7 +187,7 @@ def feed_and_rebuild(name: str, url: str, data: Path, compare: bool) -> tuple[di
         console.print(f"{name}: ingest in {f.seconds:.1f}s, {events:,} events in the log; {counts}")
         before = ws.dump() if compare else {}
         with Timer() as r:
-            ws.rebuild()
+            ws.rebuild(parallel=None if parallel else False)
         store["rebuild_seconds"] = r.seconds
         after = ws.dump() if compare else {}
     if before != after:
@@ -193,7 +204,7 @@ def reference(name: str, url: str, env: dict[str, str], limit: int, events: int,
     if synchronous is not None:
         ws.rows._conn.execute(f"PRAGMA synchronous={synchronous}")  # type: ignore[attr-defined]
     try:
-        ws.rows.reset(IdentityProjection.name, KINDS)
+        ws.rows.reset([p.name for p in ws.projections], KINDS)
         target = events if limit <= 0 else min(limit, events)
         projection = IdentityFoldProjection
         projection.store, projection.fold = ws.rows, IdentityProjection(ws.anonymous_merge)
@@ -228,6 +239,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Feed, rebuild, run the reference, on each store; the numbers."""
     compare = args.ref_events <= 0
     results: dict[str, Any] = {"n_messages": args.n, "ref_events": args.ref_events,
+                               "parallel": args.parallel,
                                "pg_ref_events": 0 if compare else args.pg_ref_events, "stores": {}}
     with tempfile.TemporaryDirectory(prefix="idstitch-bench-") as tmp_:
         tmp = Path(tmp_)
@@ -236,7 +248,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         db = tmp / "idstitch.db"
         console.print(f"workload: {args.n:,} messages")
-        store, after = feed_and_rebuild("sqlite", harness.sqlite_url(db), data, compare)
+        store, after = feed_and_rebuild("sqlite", harness.sqlite_url(db), data, compare,
+                                        args.parallel)
         copy = tmp / "reference.db"
         copy_database(db, copy)
         store["reference"] = reference("sqlite", harness.sqlite_url(copy), sqlite_env(copy),
@@ -248,12 +261,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 store["events"], after, synchronous="FULL")
         results["stores"]["sqlite"] = store
         if args.postgres:
-            results["stores"]["postgresql"] = run_postgres(data, results["pg_ref_events"])
+            results["stores"]["postgresql"] = run_postgres(data, results["pg_ref_events"],
+                                                           args.parallel)
     show(results)
     return results
 
 
-def run_postgres(data: Path, limit: int) -> dict[str, Any]:
+def run_postgres(data: Path, limit: int, parallel: bool) -> dict[str, Any]:
     """The PostgreSQL rows: a throwaway server; the reference on a copy of the rebuilt database."""
     import psycopg
 
@@ -261,7 +275,7 @@ def run_postgres(data: Path, limit: int) -> dict[str, Any]:
 
     with TemporaryPostgres() as pg:
         url = pg.create_database("idstitch")
-        store, after = feed_and_rebuild("postgresql", url, data, limit <= 0)
+        store, after = feed_and_rebuild("postgresql", url, data, limit <= 0, parallel)
         # Every connection to the source is closed by now, as CREATE DATABASE ... TEMPLATE needs.
         with psycopg.connect(pg.url(), autocommit=True) as conn:
             conn.execute('CREATE DATABASE "reference" TEMPLATE "idstitch"')
@@ -318,6 +332,9 @@ def main(argv: list[str] | None = None) -> None:
                              "compare rows)")
     parser.add_argument("--postgres", action=argparse.BooleanOptionalAction, default=True,
                         help="also measure PostgreSQL (default on)")
+    parser.add_argument("--one-process", dest="parallel", action="store_false",
+                        help="rebuild both projections in this process (default: the device "
+                             "attributes in a second one)")
     parser.add_argument("--json", metavar="FILE", help="write the numbers to FILE")
     args = parser.parse_args(argv)
     harness.write_json(args.json, {"benchmark": "rebuild", **run(args)})

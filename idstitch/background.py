@@ -215,7 +215,12 @@ def _follow(ws: Workspace, url: str, requests: IO[str], reply: Callable[[str], N
     heard = time.monotonic()
     stretches = [p.stretch(ws.log, ws.rows) for p in ws.projections]
     while True:
-        folded = sum([s.fold(PAGE_SIZE) for s in stretches])
+        # Each projection reads only its own events, up to the head as it is now.
+        head = ws.log.head()
+        before = [s.position for s in stretches]
+        for stretch in stretches:
+            stretch.fold(PAGE_SIZE, until=head)
+        folded = [s.position for s in stretches] != before
         for stretch in stretches:
             # Commit rarely: every commit holds the write lock the ingest's appends wait for,
             # and rewrites the hot rows. Reaching the head is no reason to commit; the parent

@@ -111,24 +111,33 @@ class RowProjection:
         progress: Callable[[int], None] | None = None,
         recent: Sequence[LoggedEvent] = (),
     ) -> int:
-        """Apply every event after the tracking position, up to ``batch_size`` per transaction.
+        """Apply every event after the tracking position, up to ``batch_size`` per transaction,
+        reading only this projection's events.
 
         ``recent``: events this process just appended, with their positions. When they follow
         the tracking position directly, they are applied as they are instead of being read back
         and decoded again (the common case of an embedded, single-writer workspace).
         """
         stretch = self.stretch(log, store)
-        if not recent and stretch.start >= log.head():
-            # Up to date: answer without taking the projection's write lock, so queries from
-            # several processes do not queue behind each other.
-            return stretch.start
+        if recent:
+            until = max(recent[-1].position, stretch.start)
+        else:
+            until = log.head()
+            if stretch.start >= until:
+                # Up to date: answer without taking the projection's write lock, so queries
+                # from several processes do not queue behind each other.
+                return stretch.start
         while True:
-            stretch.fold(self.batch_size, recent)
+            stretch.fold(self.batch_size, recent, until=until)
             recent = ()
             applied = stretch.pending
-            if not applied:
-                return stretch.position
-            if stretch.commit() and progress is not None:
+            if stretch.position == stretch.start:
+                # Nothing left up to `until`; but other processes may have appended since.
+                head = log.head()
+                if head <= until:
+                    return stretch.position
+                until = head
+            elif stretch.commit() and progress is not None:
                 progress(applied)  # committed, so never counted twice
 
 
@@ -210,7 +219,7 @@ class Stretch:
         """Read and apply up to about ``limit`` more events (fewer at the head of the log).
 
         With ``until``, read only the projection's own events, and no further than that
-        position (a replay: see :func:`replay`)."""
+        position (which must be at or below the head: nothing unsettled lies below it)."""
         applied = 0
         projection = self._projection
         try:
@@ -218,26 +227,27 @@ class Stretch:
             # transaction, not once per page.
             while applied < limit and not self.full:
                 position = self.position
-                if until is not None:
+                if (recent and recent[0].position == position + 1
+                        and recent[-1].position - recent[0].position + 1 == len(recent)):
+                    # Exactly the next positions: nobody else's events hide in between.
+                    events, short = recent, False
+                elif until is not None:
                     if position >= until:
                         break
                     events = self._log.read_selected(position, until, PAGE_SIZE,
                                                      projection.event_types,
                                                      first=projection.first_events)
-                elif (recent and recent[0].position == position + 1
-                        and recent[-1].position - recent[0].position + 1 == len(recent)):
-                    # Exactly the next positions: nobody else's events hide in between.
-                    events = recent
+                    # A short page: nothing else up to `until` is this projection's.
+                    short = len(events) < PAGE_SIZE
                 else:
-                    events = self._log.read(position, PAGE_SIZE)
+                    events, short = self._log.read(position, PAGE_SIZE), False
                 recent = ()
                 if events:
                     projection.apply_all(self._unit, events)
                     self.position = events[-1].position
                     applied += len(events)
-                if until is not None and len(events) < PAGE_SIZE:
-                    # A short page: nothing else up to `until` is this projection's.
-                    self.position = until
+                if short:
+                    self.position = max(self.position, until or 0)
                 elif not events:
                     break
         except BaseException:

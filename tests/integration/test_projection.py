@@ -196,6 +196,11 @@ class LogUpTo:
     def read(self, after: int, limit: int) -> list[Any]:
         return [e for e in self.log.read(after, limit) if e.position <= self.last]
 
+    def read_selected(self, after: int, until: int, limit: int, types: Any, *,
+                      first: bool = False) -> list[Any]:
+        return list(self.log.read_selected(after, min(until, self.last), limit, types,
+                                           first=first))
+
 
 def test_a_catch_up_raced_by_a_replay_to_the_same_position_writes_nothing_stale(
     make_durable_ws: WorkspaceFactory, monkeypatch: pytest.MonkeyPatch
