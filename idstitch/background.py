@@ -203,7 +203,9 @@ def _replay(ws: Workspace, names: list[str], until: int, reply: Callable[[str], 
             reply(f"folding {replayed}")
             heard = time.monotonic()
 
-    ws._replay([p for p in ws.projections if p.name in names], until, heartbeat)
+    from idstitch.projections.tracking import replay
+
+    replay([p for p in ws.projections if p.name in names], ws.log, ws.rows, until, heartbeat)
     reply(f"at {until}")
 
 

@@ -148,8 +148,9 @@ class Workspace:
         self.reader = Reader(stores.rows)
         self._devices: OrderedDict[str, Device] = OrderedDict()
         self._lock = threading.RLock()
-        if any(p.needs_rebuild(stores.rows) for p in self.projections):
-            self.rebuild()
+        stale = [p.name for p in self.projections if p.needs_rebuild(stores.rows)]
+        if stale:
+            self.rebuild(stale)
 
     @property
     def url(self) -> str:
@@ -725,20 +726,14 @@ class Workspace:
                     replay=[p.name for p in chosen[1:]], until=until)
             try:
                 here = chosen if helper is None else chosen[:1]
-                self._replay(here, until, progress)
+                replay(here, self.log, self.rows, until, progress)
                 if helper is not None and not helper.stop(until):
                     # The child failed: what it committed stays, the rest is replayed here.
-                    self._replay(chosen[1:], until, None)
+                    replay(chosen[1:], self.log, self.rows, until)
             finally:
                 if helper is not None:
                     helper.close()
             return self.catch_up()
-
-    def _replay(
-        self, projections: Sequence[RowProjection], until: int,
-        progress: Callable[[int], None] | None,
-    ) -> None:
-        replay(projections, self.log, self.rows, until, progress)
 
     def _maybe_catch_up(self) -> None:
         if self.auto_catch_up:
