@@ -52,6 +52,10 @@ STALL_SECONDS = 60.0
 CHILD_BATCH_SIZE = 100_000
 """Events the child folds between commits at most (it also commits when asked, and when its
 working set is full)."""
+IDLE_COMMIT_EVENTS = 20_000
+"""At the head with nothing to fold, the child commits once it holds this many events: the
+parent is busy recording its next batch then, and the commit the parent's last request waits
+for stays small."""
 COMMAND = [sys.executable, "-c", "import sys; from idstitch.background import serve; "
            "serve(sys.stdin, sys.stdout)"]
 """How the child is started (``-c`` rather than ``-m``: the package imports this module)."""
@@ -71,9 +75,9 @@ class BackgroundProjector:
         self, url: str, policy: str, command: list[str] | None = None, *,
         replay: list[str] | None = None, until: int = 0,
     ) -> None:
-        """Start the child. With ``replay``, it replays those projections to ``until`` right
-        away (see :meth:`stop`); without, it follows the log, and this waits until it is
-        ready (so a caller knows at once whether to project by itself)."""
+        """Start the child, without waiting for it to open the store (the first request
+        does). With ``replay``, it replays those projections to ``until`` right away (see
+        :meth:`stop`); without, it follows the log."""
         self.failed: str | None = None
         self._ready = False
         # The child imports idstitch from where this process did, not whatever its own
@@ -91,8 +95,6 @@ class BackgroundProjector:
         self._send(policy)
         self._replaying = replay is not None
         self._send("follow" if replay is None else f"replay {','.join(replay)} {until}")
-        if replay is None:
-            self._started()
 
     def _started(self) -> bool:
         if not self._ready and self.failed is None:
@@ -227,7 +229,8 @@ def _follow(ws: Workspace, url: str, requests: IO[str], reply: Callable[[str], N
             # Commit rarely: every commit holds the write lock the ingest's appends wait for,
             # and rewrites the hot rows. Reaching the head is no reason to commit; the parent
             # asking for a position, or a full working set, is.
-            if stretch.pending >= CHILD_BATCH_SIZE or stretch.full:
+            if stretch.pending >= CHILD_BATCH_SIZE or stretch.full or (
+                    not folded and stretch.pending >= IDLE_COMMIT_EVENTS):
                 stretch.commit()
         if waiting_for is None:
             # A request may come at any time, also while there is a backlog: look without

@@ -270,6 +270,9 @@ class Stretch:
                     projection.forget_cache()
                     self.start, self._meta = tracked
             else:
+                # Encoded before the write lock is taken: other writers (a bulk ingest's
+                # appends) wait only for the rows to be written, not for them to be encoded.
+                rows = self._unit.encoded()
                 with self._store.transaction(projection.name) as tx:
                     # Another process may have rebuilt the rows under the other policy: writing
                     # rows of ours would mix both.
@@ -277,7 +280,7 @@ class Stretch:
                     committed = (tx.position, tx.meta) == (self.start, self._meta)
                     if committed:
                         self._meta = projection._stored_meta(self.start, self._meta)
-                        tx.write(self._unit.encoded(), self.position, self._meta)
+                        tx.write(rows, self.position, self._meta)
                         self.start = self.position
                     else:
                         projection.forget_cache()
