@@ -88,6 +88,21 @@ class PostgresProjectionStore(SqlProjectionStore):
             "SELECT * FROM unnest(%b::text[], %b::text[], %b::bytea[]) "
             "ON CONFLICT (kind, key) DO UPDATE SET doc = excluded.doc", (kinds, keys, docs))
 
+    def _insert_fresh(self, cur: Cursor, rows: list[tuple[str, str, bytes]]) -> None:
+        # COPY: a rebuild's first commit writes every row at once, and the upsert of arrays
+        # spent ~30 us a row on the server (measured: 0.7 s of a 2 s rebuild). Rows that do
+        # exist after all (written by hand at position 0) fail the COPY inside a savepoint,
+        # and go through the upsert.
+        pg = _pg(cur)
+        try:
+            with pg.connection.transaction(), pg.copy(
+                    "COPY idstitch_rows (kind, key, doc) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(["text", "text", "bytea"])
+                for row in rows:
+                    copy.write_row(row)
+        except psycopg.errors.UniqueViolation:
+            self._upsert(cur, rows)
+
     def _delete(self, cur: Cursor, rows: list[tuple[str, str]]) -> None:
         kinds, keys = (list(c) for c in zip(*rows, strict=True))
         _pg(cur).execute(

@@ -52,7 +52,11 @@ class SqlTransaction:
         p = self._store.param
         upserts = [(k, key, doc) for (k, key), doc in rows.items() if doc is not None]
         deletes = [(k, key) for (k, key), doc in rows.items() if doc is None]
-        if upserts:
+        if upserts and self.position == 0 and self.meta is None:
+            # The projection's first commit since it was created or reset: its kinds hold no
+            # rows (rows and tracking commit together), as a rebuild's first commit.
+            self._store._insert_fresh(self._cur, upserts)
+        elif upserts:
             self._store._upsert(self._cur, upserts)
         if deletes:
             self._store._delete(self._cur, deletes)
@@ -114,6 +118,10 @@ class SqlProjectionStore:
             "ON CONFLICT (kind, key) DO UPDATE SET doc = excluded.doc",
             rows,
         )
+
+    def _insert_fresh(self, cur: Cursor, rows: list[tuple[str, str, bytes]]) -> None:
+        """Rows of a projection that has none yet (a store may write them faster)."""
+        self._upsert(cur, rows)
 
     def _delete(self, cur: Cursor, rows: list[tuple[str, str]]) -> None:
         p = self.param

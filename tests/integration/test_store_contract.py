@@ -80,6 +80,17 @@ class StoreContract:
         assert list(stores.rows.scan("p")) == []
         assert list(stores.rows.scan("t")) == [("a", b"2")]
 
+    def test_a_first_commit_over_rows_that_exist_after_all(self, stores: Stores) -> None:
+        """A projection at position 0 with no meta has no rows, unless somebody wrote them
+        by hand at position 0: the first commit (a bulk insert on PostgreSQL) still upserts."""
+        with stores.rows.transaction("x") as tx:
+            tx.write({("p", "a"): b"1"}, 0, None)
+        with stores.rows.transaction("x") as tx:
+            assert (tx.position, tx.meta) == (0, None)
+            tx.write({("p", "a"): b"2", ("p", "b"): b"3", ("p", "gone"): None}, 4, None)
+        assert list(stores.rows.scan("p")) == [("a", b"2"), ("b", b"3")]
+        assert stores.rows.position("x") == 4
+
     def test_reset_of_several_projections_at_once(self, stores: Stores) -> None:
         for name, kind in (("x", "p"), ("y", "a"), ("z", "t")):
             with stores.rows.transaction(name) as tx:
