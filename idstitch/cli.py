@@ -175,7 +175,7 @@ def cmd_rebuild(args: argparse.Namespace, console: Console, err: Console) -> int
 
             position = ws.rebuild(progress=advance)
         console.print(Text.assemble(
-            "replayed ", (str(replayed), "bold"), " events; the identity projection is at ",
+            "replayed ", (str(replayed), "bold"), " events; the projections are at ",
             f"position {position} (anonymous_merge={ws.anonymous_merge})"))
     return 0
 
