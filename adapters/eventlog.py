@@ -60,6 +60,10 @@ class FastLog(Protocol):
         """(version, state) of every event of these aggregates, by aggregate then version."""
         ...
 
+    def head(self) -> int:
+        """The last position (0 when empty)."""
+        ...
+
 
 class DeviceLog(Application[UUID]):
     """Stores and loads Device aggregates; reads the global log for the projections.
@@ -192,6 +196,9 @@ class DeviceLog(Application[UUID]):
 
     def head(self) -> int:
         """The last position (0 when empty)."""
+        if self.fast is not None:
+            # One statement on the store's own connection: every catch-up and query asks.
+            return self.fast.head()
         with translated("cannot read the log"):
             return self.recorder.max_notification_id() or 0
 

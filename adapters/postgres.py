@@ -212,6 +212,16 @@ class PostgresProjectionStore(SqlProjectionStore):
         except psycopg.Error as e:
             raise StoreError(f"cannot read the log: {e}") from e
 
+    def head(self) -> int:
+        """The last position (0 when empty)."""
+        try:
+            with self._pool.connection() as conn, conn.cursor() as cur:
+                cur.execute(f"SELECT max(notification_id) FROM {EVENTS_TABLE}")
+                row = cur.fetchone()
+        except psycopg.Error as e:
+            raise StoreError(f"cannot read the log: {e}") from e
+        return int(row[0] or 0) if row else 0
+
     def device_events(self, aggregate_ids: list[UUID]) -> list[tuple[int, bytes]]:
         """(version, state) of these aggregates' events, by aggregate then version."""
         try:

@@ -112,6 +112,15 @@ class SqliteProjectionStore(SqlProjectionStore):
                 raise StoreError(f"cannot read the log: {e}") from e
         return rows
 
+    def head(self) -> int:
+        """The last position (0 when empty)."""
+        with self._lock:
+            try:
+                row = self._conn.execute("SELECT max(rowid) FROM stored_events").fetchone()
+            except sqlite3.Error as e:
+                raise StoreError(f"cannot read the log: {e}") from e
+        return int(row[0] or 0)
+
     def device_events(self, aggregate_ids: list[UUID]) -> list[tuple[int, bytes]]:
         """(version, state) of these aggregates' events, by aggregate then version."""
         out: list[tuple[int, bytes]] = []

@@ -28,6 +28,10 @@ BATCH_SIZE = 50_000
 """Events per catch-up transaction at most: hot rows are written once per transaction."""
 REPLAY_BATCH = 200_000
 """Events per transaction at most during a replay (a rebuild)."""
+LAG_LIMIT = 1_000
+"""A catch-up that met only other projections' events leaves the committed position up to
+this far behind (it writes nothing then); past it, it commits the position, so that reads
+skipping those events stay short."""
 CACHE_LIMIT = 100_000
 """Rows kept decoded between transactions; beyond it the working set starts cold."""
 
@@ -119,6 +123,9 @@ class RowProjection:
         and decoded again (the common case of an embedded, single-writer workspace).
         """
         stretch = self.stretch(log, store)
+        # After a command, up to its own events: read-your-writes needs no more, and what other
+        # processes appended since is the next query's to catch up (one query less here).
+        settled = bool(recent)
         if recent:
             until = max(recent[-1].position, stretch.start)
         else:
@@ -131,9 +138,13 @@ class RowProjection:
             stretch.fold(self.batch_size, recent, until=until)
             recent = ()
             applied = stretch.pending
-            if stretch.position == stretch.start:
-                # Nothing left up to `until`; but other processes may have appended since.
-                head = log.head()
+            if stretch.position == stretch.start or (
+                    not stretch.changed and stretch.position - stretch.start < LAG_LIMIT):
+                # Nothing left up to `until` (or only other projections' events: no row to
+                # write, and the committed position moves with this projection's next rows; a
+                # commit just for it cost a single command ~0.3 ms). But other processes may
+                # have appended since.
+                head = until if settled else log.head()
                 if head <= until:
                     return stretch.position
                 until = head
@@ -207,6 +218,11 @@ class Stretch:
             projection._cache, projection._complete = new_cache(), self.start == 0
             projection._cached_at = (self.start, self._meta)
         return Unit(self._store, projection._cache, complete=projection._complete)
+
+    @property
+    def changed(self) -> bool:
+        """Whether the folded events changed any row (other projections' events change none)."""
+        return any(self._unit.dirty.values())
 
     @property
     def full(self) -> bool:
