@@ -55,6 +55,7 @@ class PostgresProjectionStore(SqlProjectionStore):
 
     param = "%s"
     blob = "BYTEA"
+    whole_table_delete = False
 
     def __init__(self, conninfo: str, schema: str | None = None, pool_size: int = 4) -> None:
         kwargs: dict[str, Any] = {}

@@ -83,6 +83,10 @@ class SqlProjectionStore:
 
     param = "?"
     blob = "BLOB"
+    whole_table_delete = True
+    """Whether a reset may delete the whole table when only its kinds are in it: only where
+    the write transaction excludes every other writer from its start (SQLite); elsewhere
+    another projection's rows committed between the check and the delete would go too."""
     chunk = 500
 
     def _cursor(self, *, write: bool) -> AbstractContextManager[Cursor]:
@@ -201,14 +205,20 @@ class SqlProjectionStore:
         p = self.param
         marks = ", ".join([p] * len(kinds))
         with self._cursor(write=True) as cur:
-            cur.execute(f"SELECT 1 FROM idstitch_rows WHERE kind NOT IN ({marks}) LIMIT 1",
-                        tuple(kinds))
-            if cur.fetchone() is None:
+            # Tracking first: on PostgreSQL this waits for any commit of these projections
+            # in flight and holds off the next, so none can leave rows behind the reset, or
+            # lose its tracking row but keep its rows (position 0 promises no rows).
+            cur.executemany(f"DELETE FROM idstitch_tracking WHERE name = {p}",
+                            [(n,) for n in ([names] if isinstance(names, str) else names)])
+            only_ours = False
+            if self.whole_table_delete:
+                cur.execute(f"SELECT 1 FROM idstitch_rows WHERE kind NOT IN ({marks}) LIMIT 1",
+                            tuple(kinds))
+                only_ours = cur.fetchone() is None
+            if only_ours:
                 # Nothing else lives in the table: an unqualified DELETE lets SQLite drop whole
                 # pages (its truncate optimization) instead of deleting row by row.
                 cur.execute("DELETE FROM idstitch_rows")
             else:
                 cur.executemany(f"DELETE FROM idstitch_rows WHERE kind = {p}",
                                 [(k,) for k in kinds])
-            cur.executemany(f"DELETE FROM idstitch_tracking WHERE name = {p}",
-                            [(n,) for n in ([names] if isinstance(names, str) else names)])

@@ -80,6 +80,7 @@ class BackgroundProjector:
         :meth:`stop`); without, it follows the log."""
         self.failed: str | None = None
         self._ready = False
+        self._replaying = replay is not None
         # The child imports idstitch from where this process did, not whatever its own
         # environment would find (an older copy would take these rows for another layout).
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
@@ -93,7 +94,6 @@ class BackgroundProjector:
             return
         self._send(url)
         self._send(policy)
-        self._replaying = replay is not None
         self._send("follow" if replay is None else f"replay {','.join(replay)} {until}")
 
     def _started(self) -> bool:
@@ -197,17 +197,23 @@ def serve(requests: IO[str], replies: IO[str]) -> None:
 
 
 def _replay(ws: Workspace, names: list[str], until: int, reply: Callable[[str], None]) -> None:
-    heard = time.monotonic()
-
-    def heartbeat(replayed: int) -> None:
-        nonlocal heard
-        if time.monotonic() - heard > HEARTBEAT_SECONDS:
-            reply(f"folding {replayed}")
-            heard = time.monotonic()
-
     from idstitch.projections.tracking import replay
 
-    replay([p for p in ws.projections if p.name in names], ws.log, ws.rows, until, heartbeat)
+    projections = [p for p in ws.projections if p.name in names]
+    if len(projections) != len(set(names)):
+        reply(f"error unknown projections among {names}")
+        return
+    heard = time.monotonic()
+    position = min(ws.rows.position(p.name) for p in projections)
+
+    def heartbeat(replayed: int) -> None:
+        nonlocal heard, position
+        position += replayed
+        if time.monotonic() - heard > HEARTBEAT_SECONDS:
+            reply(f"folding {position}")
+            heard = time.monotonic()
+
+    replay(projections, ws.log, ws.rows, until, heartbeat)
     reply(f"at {until}")
 
 

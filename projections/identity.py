@@ -70,6 +70,7 @@ class IdentityProjection(RowProjection):
     # A device's rows and its first anonymous person are created at its first event, of
     # whatever type.
     first_events = True
+    mismatch_hint = "reopen without anonymous_merge (to adopt it), or rebuild"
 
     def __init__(self, policy: Policy = "merge") -> None:
         if policy not in POLICIES:

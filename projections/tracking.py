@@ -48,6 +48,8 @@ class RowProjection:
     """The row kinds it owns (a reset drops exactly these)."""
     event_types: ClassVar[frozenset[type[DeviceEvent]]]
     """The events it folds; a replay reads only these."""
+    mismatch_hint: ClassVar[str] = "rebuild it"
+    """What to do about rows built under another configuration (PolicyMismatch's advice)."""
     first_events: ClassVar[bool] = False
     """Whether it also needs every device's first event, whatever its type (to create the
     device's rows at the right moment)."""
@@ -89,8 +91,7 @@ class RowProjection:
         if meta is not None and self.config_of(meta) != self.meta:
             raise PolicyMismatch(
                 f"the {self.name} projection was built under {self.config_of(meta)}, this "
-                f"workspace uses {self.meta}: reopen without anonymous_merge (to adopt it), "
-                "or rebuild")
+                f"workspace uses {self.meta}: {self.mismatch_hint}")
 
     def apply_all(self, unit: Unit, events: Sequence[LoggedEvent]) -> None:
         """Apply events in log order (events of other types are skipped)."""
@@ -167,7 +168,7 @@ def replay(
     at the end: a replay starts with an empty cache, so a row is rewritten once per commit.
     """
     stretches = [p.stretch(log, store) for p in projections]
-    reached = min([s.start for s in stretches], default=until)
+    reached = reported = min([s.start for s in stretches], default=until)
     while True:
         while reached < until:
             window = min(until, reached + PAGE_SIZE)
@@ -175,10 +176,11 @@ def replay(
                 stretch.fold(REPLAY_BATCH, until=window)
                 if stretch.pending >= REPLAY_BATCH or stretch.full:
                     stretch.commit()
-            now = min(s.position for s in stretches)
-            if progress is not None and now > reached:
-                progress(now - reached)
-            reached = now
+            reached = min(s.position for s in stretches)
+            if progress is not None and reached > reported:
+                # Never counted twice: after a commit conflict, positions can go back.
+                progress(reached - reported)
+                reported = reached
         # Every stretch commits (no short cut): each one's position is then the store's.
         committed = [s.commit() for s in stretches]
         if all(committed):
@@ -229,13 +231,10 @@ class Stretch:
         """Whether the working set is over its limit (time to commit)."""
         return cache_size(self._projection._cache) > CACHE_LIMIT
 
-    def fold(
-        self, limit: int, recent: Sequence[LoggedEvent] = (), *, until: int | None = None
-    ) -> int:
-        """Read and apply up to about ``limit`` more events (fewer at the head of the log).
-
-        With ``until``, read only the projection's own events, and no further than that
-        position (which must be at or below the head: nothing unsettled lies below it)."""
+    def fold(self, limit: int, recent: Sequence[LoggedEvent] = (), *, until: int) -> int:
+        """Read and apply up to about ``limit`` more of the projection's own events, no
+        further than position ``until`` (at or below a head read before: nothing unsettled
+        lies below it); fewer when it gets there."""
         applied = 0
         projection = self._projection
         try:
@@ -247,23 +246,21 @@ class Stretch:
                         and recent[-1].position - recent[0].position + 1 == len(recent)):
                     # Exactly the next positions: nobody else's events hide in between.
                     events, short = recent, False
-                elif until is not None:
-                    if position >= until:
-                        break
+                elif position >= until:
+                    break
+                else:
                     events = self._log.read_selected(position, until, PAGE_SIZE,
                                                      projection.event_types,
                                                      first=projection.first_events)
                     # A short page: nothing else up to `until` is this projection's.
                     short = len(events) < PAGE_SIZE
-                else:
-                    events, short = self._log.read(position, PAGE_SIZE), False
                 recent = ()
                 if events:
                     projection.apply_all(self._unit, events)
                     self.position = events[-1].position
                     applied += len(events)
                 if short:
-                    self.position = max(self.position, until or 0)
+                    self.position = max(self.position, until)
                 elif not events:
                     break
         except BaseException:

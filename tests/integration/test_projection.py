@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from idstitch.projections.rows import KINDS
+from idstitch.projections.rows import IDENTITY_KINDS
 
 import idstitch
 from idstitch.errors import ConcurrencyConflict
@@ -221,7 +221,7 @@ def test_a_catch_up_raced_by_a_replay_to_the_same_position_writes_nothing_stale(
     def reads_mid_reset(kind: str, keys: Any) -> Any:
         if not reset:  # the other process's rebuild starts while this one reads its rows
             reset.append(True)
-            replaying.rows.reset("identity", KINDS)
+            replaying.rows.reset("identity", IDENTITY_KINDS)
             replaying.identity.forget_cache()
         return get_many(kind, keys)
 

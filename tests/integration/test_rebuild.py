@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import random
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from idstitch.projections import tracking
 from idstitch.projections.device_attributes import DeviceAttributesProjection
+from idstitch.projections.rows import IDENTITY_KINDS
 
 import idstitch
-from idstitch import background
+from idstitch import background, workspace
 from idstitch.errors import InvalidCommand
 from idstitch.workspace import Workspace
 
@@ -93,9 +96,102 @@ def test_parallel_rebuild_replays_here_when_the_child_fails(
     monkeypatch.setattr(background, "COMMAND", [sys.executable, "-c", child])
     monkeypatch.setattr(background, "STALL_SECONDS", 1.0)
     monkeypatch.setattr(background, "START_SECONDS", 5.0)
+    replayed = record_replays(monkeypatch)
     ws.rebuild(parallel=True)
     assert ws.dump() == rows
     assert positions(ws) == [ws.log.head()] * 2
+    # This process replayed the device attributes itself, after the child failed.
+    assert replayed == [["identity"], ["device_attributes"]]
+
+
+def test_parallel_rebuild_replays_here_when_no_interpreter_can_start(
+    make_durable_ws: WorkspaceFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws = make_durable_ws()
+    traffic(ws, n=200)
+    rows = ws.dump()
+    monkeypatch.setattr(background, "COMMAND", ["/nonexistent/python"])
+    replayed = record_replays(monkeypatch)
+    ws.rebuild(parallel=True)
+    assert ws.dump() == rows
+    assert replayed == [["identity"], ["device_attributes"]]
+
+
+def record_replays(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """Record the names of each replay this process runs."""
+    calls: list[list[str]] = []
+    real = workspace.replay
+
+    def recording(projections: Any, *args: Any, **kwargs: Any) -> None:
+        calls.append([p.name for p in projections])
+        real(projections, *args, **kwargs)
+
+    monkeypatch.setattr(workspace, "replay", recording)
+    return calls
+
+
+def test_a_catch_up_of_another_process_s_events_reads_them_page_by_page(
+    make_durable_ws: WorkspaceFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Selected reads, pages smaller than the backlog, events of both projections mixed."""
+    writer = make_durable_ws()
+    reader = make_durable_ws(writer.url)
+    reader.catch_up()
+    traffic(writer, n=300)
+    monkeypatch.setattr(tracking, "PAGE_SIZE", 7)
+    assert reader.catch_up() == writer.log.head()
+    assert reader.dump() == writer.dump()
+
+
+def test_resetting_one_projection_keeps_rows_another_commits_meanwhile(
+    make_durable_ws: WorkspaceFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL: while one process resets the identity rows, another commits device
+    attribute rows; they stay (a whole-table delete would take them too)."""
+    ws = make_durable_ws()
+    if ws.url.startswith("sqlite"):
+        pytest.skip("SQLite's write transaction excludes every other writer from its start")
+    other = make_durable_ws(ws.url)
+    ws.identify("phone", "u1", timestamp=T0)
+    ws.rows.reset("device_attributes", ("a",))
+    ws.device_attributes.forget_cache()
+    assert ws.dump()["a"] == []
+    ws.auto_catch_up = False
+    ws.collect_device_attributes("tablet", {"os": "1"}, timestamp=T0)  # not projected yet
+    assert ws.rows.get("a", "tablet") is None
+    rows = ws.rows
+    real_cursor = rows._cursor  # type: ignore[attr-defined]
+
+    @contextmanager
+    def cursor_with_a_commit_in_between(*, write: bool) -> Iterator[Any]:
+        with real_cursor(write=write) as cur:
+            class Interleaved:
+                """The other process commits right after the reset's first statement."""
+
+                def __init__(self) -> None:
+                    self.done = False
+
+                def __getattr__(self, name: str) -> Any:
+                    return getattr(cur, name)
+
+                def _then(self, result: Any) -> Any:
+                    if not self.done:
+                        self.done = True
+                        other.device_attributes.catch_up(other.log, other.rows)
+                    return result
+
+                def execute(self, sql: str, params: Any = None) -> Any:
+                    return self._then(cur.execute(sql, params))
+
+                def executemany(self, sql: str, params: Any) -> Any:
+                    return self._then(cur.executemany(sql, params))
+            yield Interleaved()
+
+    monkeypatch.setattr(rows, "_cursor", cursor_with_a_commit_in_between)
+    rows.reset("identity", IDENTITY_KINDS)
+    monkeypatch.undo()
+    assert [key for key, _ in rows.scan("a")] == ["tablet"]
+    assert ws.rows.position("device_attributes") == ws.log.head()
 
 
 def test_parallel_rebuild_needs_a_store_another_process_can_open() -> None:
