@@ -27,6 +27,9 @@ class DeviceAttributesProjection(RowProjection):
     name = "device_attributes"
     kinds = ATTRIBUTE_KINDS
     event_types = frozenset({DeviceAttributesChanged, DeviceAttributesCollected})
+    # A device's attributes take ~2.6 KB decoded (the SDK's collected context, a stamp per
+    # key), five times an identity row: fewer of them make the same memory budget.
+    cache_limit = 20_000
 
     def apply_all(self, unit: Unit, events: Sequence[LoggedEvent]) -> None:
         """Apply events in log order (their rows read first, in one query)."""

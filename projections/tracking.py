@@ -48,6 +48,8 @@ class RowProjection:
     """The row kinds it owns (a reset drops exactly these)."""
     event_types: ClassVar[frozenset[type[DeviceEvent]]]
     """The events it folds; a replay reads only these."""
+    cache_limit: ClassVar[int] = CACHE_LIMIT
+    """Rows kept decoded between transactions at most (see CACHE_LIMIT)."""
     mismatch_hint: ClassVar[str] = "rebuild it"
     """What to do about rows built under another configuration (PolicyMismatch's advice)."""
     first_events: ClassVar[bool] = False
@@ -213,7 +215,7 @@ class Stretch:
     def _begin(self) -> Unit:
         projection = self._projection
         if (self.start, self._meta) != projection._cached_at or cache_size(
-                projection._cache) > CACHE_LIMIT:
+                projection._cache) > projection.cache_limit:
             # Another writer moved the projection, or the cache grew: start cold. At position 0
             # nothing was ever committed (rows and position commit together), so there are no
             # rows: an empty cache is then complete.
@@ -229,7 +231,7 @@ class Stretch:
     @property
     def full(self) -> bool:
         """Whether the working set is over its limit (time to commit)."""
-        return cache_size(self._projection._cache) > CACHE_LIMIT
+        return cache_size(self._projection._cache) > self._projection.cache_limit
 
     def fold(self, limit: int, recent: Sequence[LoggedEvent] = (), *, until: int) -> int:
         """Read and apply up to about ``limit`` more of the projection's own events, no

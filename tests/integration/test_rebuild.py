@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from idstitch.projections import tracking
 from idstitch.projections.device_attributes import DeviceAttributesProjection
+from idstitch.projections.identity import IdentityProjection
 from idstitch.projections.rows import IDENTITY_KINDS
 
 import idstitch
@@ -250,3 +251,19 @@ def test_device_attribute_rows_of_another_layout_are_rebuilt_on_open(
     assert reopened.dump() == expected
     assert reopened.device_attributes.config_of(
         reopened.rows.meta("device_attributes")) == reopened.device_attributes.meta
+
+
+def test_small_working_sets_give_the_same_rows(
+    make_ws: WorkspaceFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Caches over their limit start cold (rows read back from the store): same rows."""
+    expected = make_ws()
+    traffic(expected)
+    monkeypatch.setattr(DeviceAttributesProjection, "cache_limit", 5)
+    monkeypatch.setattr(IdentityProjection, "cache_limit", 12)
+    monkeypatch.setattr(tracking, "PAGE_SIZE", 16)
+    ws = make_ws()
+    traffic(ws)
+    assert ws.dump() == expected.dump()
+    ws.rebuild(parallel=False)
+    assert ws.dump() == expected.dump()
