@@ -36,6 +36,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -56,9 +57,10 @@ IDLE_COMMIT_EVENTS = 20_000
 """At the head with nothing to fold, the child commits once it holds this many events: the
 parent is busy recording its next batch then, and the commit the parent's last request waits
 for stays small."""
-COMMAND = [sys.executable, "-c", "import sys; from idstitch.background import serve; "
+COMMAND = [sys.executable, "-P", "-c", "import sys; from idstitch.background import serve; "
            "serve(sys.stdin, sys.stdout)"]
-"""How the child is started (``-c`` rather than ``-m``: the package imports this module)."""
+"""How the child is started (``-c`` rather than ``-m``: the package imports this module;
+``-P``: no current directory on its path)."""
 
 
 def available() -> bool:
@@ -83,7 +85,12 @@ class BackgroundProjector:
         self._replaying = replay is not None
         # The child imports idstitch from where this process did, not whatever its own
         # environment would find (an older copy would take these rows for another layout).
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        # First the folder this very package was imported from (site-packages, or the
+        # checkout of an editable install), and no current directory (-P): run from a
+        # checkout, `import idstitch` would otherwise find the source folder, which is not
+        # the installed package (its layers install under it from folders of their own).
+        home = str(Path(__file__).resolve().parent.parent)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([home, *(p for p in sys.path if p)])}
         try:
             self._proc: subprocess.Popen[str] | None = subprocess.Popen(
                 command or COMMAND, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,

@@ -16,6 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from idstitch.domain.device import anonymous_id_for, anonymous_person_id
+from idstitch.projections.device_attributes import DeviceAttributesProjection
+from idstitch.projections.identity import IdentityProjection
 
 import idstitch
 from idstitch import background
@@ -176,11 +178,23 @@ def parallel_input() -> list[Any]:
             identify("cio-tablet", f"cio_{person_id}", {"via": "cio"}, 3000)]
 
 
-def test_parallel_ingest_gives_what_one_process_gives(make_durable_ws: WorkspaceFactory) -> None:
+def test_parallel_ingest_gives_what_one_process_gives(
+    make_durable_ws: WorkspaceFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     here = make_durable_ws(None)
     there = make_durable_ws(None)
     expected = here.ingest(parallel_input(), batch_size=100, parallel=False)
+
+    def not_here(*args: Any) -> None:
+        raise AssertionError("the child was to project (it failed, and this process took over)")
+
+    # The child is another interpreter: these patches reach only this process. A child that
+    # cannot start or import the package would otherwise go unnoticed (the fallback gives the
+    # same rows).
+    monkeypatch.setattr(IdentityProjection, "apply_all", not_here)
+    monkeypatch.setattr(DeviceAttributesProjection, "apply_all", not_here)
     report = there.ingest(parallel_input(), batch_size=100, parallel=True)
+    monkeypatch.undo()
     assert report == expected
     assert not any("cio_" in reason for _, reason in report.rejected)
     # Projected up to the head by the time ingest returns (the child's work, not a query's).
