@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,7 @@ from idstitch.projections.rows import IDENTITY_KINDS
 import idstitch
 from idstitch import background, workspace
 from idstitch.errors import InvalidCommand
+from idstitch.testing import TemporaryPostgres
 from idstitch.workspace import Workspace
 
 WorkspaceFactory = Callable[..., Workspace]
@@ -145,14 +147,19 @@ def test_a_catch_up_of_another_process_s_events_reads_them_page_by_page(
 
 
 def test_resetting_one_projection_keeps_rows_another_commits_meanwhile(
-    make_durable_ws: WorkspaceFactory, monkeypatch: pytest.MonkeyPatch
+    postgres: TemporaryPostgres, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """PostgreSQL: while one process resets the identity rows, another commits device
-    attribute rows; they stay (a whole-table delete would take them too)."""
-    ws = make_durable_ws()
-    if ws.url.startswith("sqlite"):
-        pytest.skip("SQLite's write transaction excludes every other writer from its start")
-    other = make_durable_ws(ws.url)
+    attribute rows; they stay (a whole-table delete would take them too). SQLite cannot
+    interleave so: its write transaction excludes every other writer from its start."""
+    url = postgres.create_database(f"reset_race_{uuid.uuid4().hex[:8]}")
+    with idstitch.open(url) as ws, idstitch.open(url) as other:
+        reset_while_another_commits(ws, other, monkeypatch)
+
+
+def reset_while_another_commits(
+    ws: Workspace, other: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ws.identify("phone", "u1", timestamp=T0)
     ws.rows.reset("device_attributes", ("a",))
     ws.device_attributes.forget_cache()
