@@ -574,10 +574,17 @@ class Workspace:
         self, at: Intake, device_id: object, attributes: object, *, message_id: object = None,
         timestamp: object = None, sent_at: object = None,
     ) -> Pending:
-        attrs = rules.check_attributes("attributes", attributes, allow_none=False, owned=at.owned)
+        return self._attributes_pending(at, "attributes", Device.set_device_attributes,
+                                        device_id, attributes, message_id, timestamp, sent_at)
+
+    def _attributes_pending(
+        self, at: Intake, field: str, command: Callable[..., bool], device_id: object,
+        attributes: object, message_id: object, timestamp: object, sent_at: object,
+    ) -> Pending:
+        """A device-attributes command (custom or collected: the same checks, another event)."""
+        attrs = rules.check_attributes(field, attributes, allow_none=False, owned=at.owned)
         common = self._common(at, message_id, timestamp, sent_at)
-        return self._pending(device_id, common, Device.set_device_attributes,
-                             (attrs, *common))
+        return self._pending(device_id, common, command, (attrs, *common))
 
     def collect_device_attributes(
         self,
@@ -597,10 +604,8 @@ class Workspace:
         self, at: Intake, device_id: object, context: object, *, message_id: object = None,
         timestamp: object = None, sent_at: object = None,
     ) -> Pending:
-        attrs = rules.check_attributes("context", context, allow_none=False, owned=at.owned)
-        common = self._common(at, message_id, timestamp, sent_at)
-        return self._pending(device_id, common, Device.collect_device_attributes,
-                             (attrs, *common))
+        return self._attributes_pending(at, "context", Device.collect_device_attributes,
+                                        device_id, context, message_id, timestamp, sent_at)
 
     def register_device_token(
         self,
