@@ -100,21 +100,27 @@ class DeviceLog(Application[UUID]):
         return device
 
     def load_many(self, device_ids: Iterable[str]) -> dict[str, Device]:
-        """The devices that exist among ``device_ids``, loaded with one query (batch path)."""
+        """Every one of ``device_ids``: loaded from its events (one query, the batch path), or
+        new (version 0) when it has none."""
         ids = list(device_ids)
         if self.fast is None:
-            return {d: device for d in ids if (device := self.load(d)) is not None}
+            return {d: self.load(d) or Device(d) for d in ids}
+        aggregate_ids = {d: Device.create_id(d) for d in ids}
         with translated("cannot load devices"):
-            rows = self.fast.device_events([Device.create_id(d) for d in ids])
+            rows = self.fast.device_events(list(aggregate_ids.values()))
         decode = self.codec.decode
         out: dict[str, Device] = {}
         for version, state in rows:
             event = decode(state)
             device = out.get(event.device_id)
             if device is None:
-                device = out[event.device_id] = Device(event.device_id)
+                device = out[event.device_id] = Device(event.device_id,
+                                                       aggregate_ids.get(event.device_id))
             device.apply(event)
             device.version = version
+        for device_id, aggregate_id in aggregate_ids.items():
+            if device_id not in out:
+                out[device_id] = Device(device_id, aggregate_id)
         return out
 
     def append(self, pending: Sequence[Recorded]) -> list[LoggedEvent]:

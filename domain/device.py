@@ -19,7 +19,7 @@ from datetime import datetime
 from hashlib import sha1
 from operator import attrgetter
 from typing import Any
-from uuid import NAMESPACE_URL, UUID, uuid5
+from uuid import NAMESPACE_URL, UUID, SafeUUID, uuid5
 
 import msgspec
 from idstitch.domain.errors import NotIdentified
@@ -45,17 +45,25 @@ RECENT_MESSAGE_IDS = 1000
 """How many message ids a device remembers for de-duplication (see docs/explanation)."""
 
 
+def _uuid5_digest(namespace: bytes, name: str) -> bytearray:
+    """The 16 bytes of ``uuid.uuid5(UUID(bytes=namespace), name)``, straight from sha1."""
+    digest = bytearray(sha1(namespace + name.encode(), usedforsecurity=False).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return digest
+
+
+def _dashed(h: str) -> str:
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def uuid5_text(namespace: bytes, name: str) -> str:
     """``str(uuid.uuid5(UUID(bytes=namespace), name))`` without building UUID objects.
 
     Ids are minted on the hot paths (every new device, anonymous session and person); the
     standard library's UUID construction costs several times the hash itself.
     """
-    digest = bytearray(sha1(namespace + name.encode(), usedforsecurity=False).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return _dashed(_uuid5_digest(namespace, name).hex())
 
 
 class AggregateId(UUID):
@@ -75,6 +83,18 @@ class AggregateId(UUID):
         object.__setattr__(self, "_hex", uuid.hex)
         object.__setattr__(self, "_text", str(uuid))
 
+    @classmethod
+    def _of_digest(cls, digest: bytearray) -> AggregateId:
+        """From a uuid5 digest, without UUID.__init__'s checks (the digest is well formed):
+        half the cost, on every new device."""
+        self = object.__new__(cls)
+        h = digest.hex()
+        object.__setattr__(self, "int", int.from_bytes(digest))
+        object.__setattr__(self, "is_safe", SafeUUID.unknown)
+        object.__setattr__(self, "_hex", h)
+        object.__setattr__(self, "_text", _dashed(h))
+        return self
+
     # A C getter, no Python frame: it is read for every event appended.
     hex = property(attrgetter("_hex"), doc="The 32 hex digits.")
 
@@ -88,7 +108,7 @@ class AggregateId(UUID):
 
 def device_aggregate_id(device_id: str) -> AggregateId:
     """The deterministic aggregate id of a device: uuid5 of its ``device_id``."""
-    return AggregateId(uuid5(DEVICE_NAMESPACE, device_id))
+    return AggregateId._of_digest(_uuid5_digest(_DEVICE_NS, device_id))
 
 
 def anonymous_id_for(device_id: str, generation: int) -> str:
@@ -135,9 +155,11 @@ def project_device(aggregate: Device | None, recorded: Iterable[Any]) -> Device 
 class Device:
     """One app installation. Commands record events; ``apply`` is the only state change."""
 
-    def __init__(self, device_id: str) -> None:
+    def __init__(self, device_id: str, aggregate_id: AggregateId | None = None) -> None:
+        """A new device (version 0); ``aggregate_id``: its id, when the caller has it already
+        (``device_aggregate_id(device_id)``, which costs a hash)."""
         self.device_id = device_id
-        self.id = device_aggregate_id(device_id)
+        self.id = aggregate_id or device_aggregate_id(device_id)
         self.version = 0
         self.generation = 0
         self.user_id: str | None = None

@@ -403,8 +403,6 @@ class Workspace:
                         missing.add(p.device_id)
             # Devices not cached: those that exist come in one query, the rest are new.
             devices.update(self.log.load_many(missing))
-            for device_id in missing - devices.keys():
-                devices[device_id] = Device(device_id)
             events: list[Recorded] = []
             duplicates = 0
             for _, pending in batch:

@@ -169,7 +169,11 @@ class StoreContract:
                 device.register_device_token("tok", None, **common("b3"))
             stores.log.append(device.collect_events())
         many = stores.log.load_many(["a", "b", "c", "never"])
-        assert sorted(many) == ["a", "b", "c"]
+        assert sorted(many) == ["a", "b", "c", "never"]
+        # A device with no events comes new, as Device(name) would.
+        never = many.pop("never")
+        assert (never.version, never.id, never.user_id) == (0, Device("never").id, None)
+        assert stores.log.load("never") is None
         for name, device in many.items():
             one = stores.log.load(name)
             assert one is not None

@@ -22,6 +22,16 @@ def test_uuid5_text_equals_the_standard_library(name: str) -> None:
     assert uuid5_text(DEVICE_NAMESPACE.bytes, name) == str(device_aggregate_id(name))
 
 
+@given(st.text(max_size=200))
+def test_an_aggregate_id_is_the_standard_librarys_uuid5(device_id: str) -> None:
+    # Built from the digest without UUID.__init__: it must still be that very UUID.
+    ours, theirs = device_aggregate_id(device_id), uuid5(DEVICE_NAMESPACE, device_id)
+    assert ours == theirs and hash(ours) == hash(theirs)
+    assert (ours.int, ours.bytes, ours.version, ours.variant, ours.is_safe) == (
+        theirs.int, theirs.bytes, theirs.version, theirs.variant, theirs.is_safe)
+    assert (ours.hex, str(ours)) == (theirs.hex, str(theirs))
+
+
 @given(st.text(min_size=1, max_size=50), st.integers(0, 10_000))
 def test_anonymous_ids_are_uuid5_of_the_device_aggregate_and_generation(
     device_id: str, generation: int
