@@ -186,9 +186,17 @@ class Device:
         pending, self._pending = self._pending, []
         return pending
 
+    def record_into(self, sink: list[Recorded]) -> None:
+        """Record the next events straight into ``sink`` until :meth:`collect_events`.
+
+        For a batch of many devices: the devices share one list, which then holds every event
+        in the order recorded, without a hand-over per command."""
+        self._pending = sink
+
     def is_duplicate(self, message_id: str | None) -> bool:
         """A message id this device has already recorded: the call is a no-op."""
-        return message_id is not None and message_id in self._seen
+        # None is never remembered (see apply), so needs no test of its own.
+        return message_id in self._seen
 
     def _record(self, event: DeviceEvent) -> None:
         self.apply(event)
@@ -218,7 +226,8 @@ class Device:
             self.token = None
 
     # Commands. Each assumes validated input (idstitch.domain.rules) and returns whether it
-    # recorded anything.
+    # recorded anything. A message id already seen records nothing (``is_duplicate``, spelt
+    # out: a call less for every command).
 
     def activate(
         self,
@@ -232,7 +241,7 @@ class Device:
         recorded_at: datetime,
     ) -> bool:
         """Record the SDK configuration; with a customer user id it is an identify as well."""
-        if self.is_duplicate(message_id):
+        if message_id in self._seen:
             return False
         common: dict[str, Any] = {"device_id": self.device_id, "message_id": message_id,
                                   "timestamp": timestamp, "recorded_at": recorded_at}
@@ -247,7 +256,7 @@ class Device:
         recorded_at: datetime,
     ) -> bool:
         """Somebody is identified on this device."""
-        if self.is_duplicate(message_id):
+        if message_id in self._seen:
             return False
         self._record(Identified(device_id=self.device_id, user_id=user_id, traits=traits,
                                 message_id=message_id, timestamp=timestamp,
@@ -259,7 +268,7 @@ class Device:
         message_id: str | None, timestamp: datetime, recorded_at: datetime,
     ) -> bool:
         """Attributes of the current person change (only the keys given)."""
-        if self.is_duplicate(message_id):
+        if message_id in self._seen:
             return False
         self._record(ProfileAttributesChanged(
             device_id=self.device_id, set=set_, set_once=set_once, unset=unset,
@@ -271,7 +280,7 @@ class Device:
         recorded_at: datetime,
     ) -> bool:
         """Custom device attributes change."""
-        if self.is_duplicate(message_id):
+        if message_id in self._seen:
             return False
         self._record(DeviceAttributesChanged(
             device_id=self.device_id, attributes=attributes, message_id=message_id,
@@ -283,7 +292,7 @@ class Device:
         recorded_at: datetime,
     ) -> bool:
         """Auto-collected attributes; dropped when the device turned auto-tracking off."""
-        if self.is_duplicate(message_id) or not self.auto_track:
+        if message_id in self._seen or not self.auto_track:
             return False
         self._record(DeviceAttributesCollected(
             device_id=self.device_id, attributes=attributes, message_id=message_id,
@@ -295,7 +304,7 @@ class Device:
         recorded_at: datetime,
     ) -> bool:
         """The device's push token (a refresh replaces the earlier one)."""
-        if self.is_duplicate(message_id):
+        if message_id in self._seen:
             return False
         self._record(DeviceTokenRegistered(
             device_id=self.device_id, token=token, platform=platform, message_id=message_id,
@@ -307,7 +316,7 @@ class Device:
         recorded_at: datetime,
     ) -> bool:
         """The token is dead or deleted."""
-        if self.is_duplicate(message_id):
+        if message_id in self._seen:
             return False
         self._record(DeviceTokenRemoved(
             device_id=self.device_id, token=token, reason=reason, message_id=message_id,
@@ -318,7 +327,7 @@ class Device:
         self, status: str, message_id: str | None, timestamp: datetime, recorded_at: datetime
     ) -> bool:
         """The last push to this device's token was sent, bounced or suppressed."""
-        if self.is_duplicate(message_id):
+        if message_id in self._seen:
             return False
         self._record(PushStatusRecorded(
             device_id=self.device_id, status=status, message_id=message_id, timestamp=timestamp,
@@ -330,7 +339,7 @@ class Device:
         require_identified: bool = False,
     ) -> bool:
         """Stop identifying: a new anonymous session starts (Adapty's logout requires someone)."""
-        if self.is_duplicate(message_id):
+        if message_id in self._seen:
             return False
         if require_identified and not self.identified:
             raise NotIdentified(self.device_id)

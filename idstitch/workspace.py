@@ -404,6 +404,8 @@ class Workspace:
             # Devices not cached: those that exist come in one query, the rest are new.
             devices.update(self.log.load_many(missing))
             events: list[Recorded] = []
+            for device in devices.values():
+                device.record_into(events)  # every event of the batch, in message order
             duplicates = 0
             for _, pending in batch:
                 first = pending[0]
@@ -411,9 +413,9 @@ class Workspace:
                     duplicates += 1
                     continue
                 for p in pending:
-                    device = devices[p.device_id]
-                    p.command(device, *p.args)
-                    events += device.collect_events()
+                    p.command(devices[p.device_id], *p.args)
+            for device in devices.values():
+                device.collect_events()  # each device its own pending list again
             if self.auto_catch_up and events:
                 # Fail before recording anything, not after, if another process rebuilt the
                 # rows under the other policy.
