@@ -115,7 +115,7 @@ class DeviceLog(Application[UUID]):
             device = out.get(event.device_id)
             if device is None:
                 device = out[event.device_id] = Device(event.device_id,
-                                                       aggregate_ids.get(event.device_id))
+                                                       aggregate_ids[event.device_id])
             device.apply(event)
             device.version = version
         for device_id, aggregate_id in aggregate_ids.items():

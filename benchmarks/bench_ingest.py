@@ -160,10 +160,11 @@ def stock_append(env: dict[str, str], n_events: int, n_streams: int, payload_siz
     return t.seconds
 
 
-def floor_seconds(data: Path, source: Path, target: Path, n_messages: int,
+def floor_seconds(data: Path, source: Path, targets: list[Path], n_messages: int,
                   batch_size: int) -> dict[str, float]:
-    """The C work of an ingest alone: decode the lines, encode the recorded events, insert the
-    recorded rows in transactions of ``batch_size`` messages' worth of events, each synced."""
+    """The C work of an ingest alone, the best of one run per target file: decode the lines,
+    encode the recorded events, insert the recorded rows in transactions of ``batch_size``
+    messages' worth of events, each synced."""
     con = sqlite3.connect(source)
     rows = con.execute("SELECT originator_id, originator_version, topic, state FROM stored_events "
                        "ORDER BY rowid").fetchall()
@@ -172,30 +173,34 @@ def floor_seconds(data: Path, source: Path, target: Path, n_messages: int,
     events = codec.decode_all(state for _, _, _, state in rows)
     decoder: msgspec.json.Decoder[segment.Message] = msgspec.json.Decoder(segment.Message)
     lines = [line for line in data.read_bytes().splitlines() if decodes(decoder, line)]
-    with Timer() as decoding:
-        for line in lines:
-            decoder.decode(line)
     encode = codec.encoder()
-    with Timer() as encoding:
-        for event in events:
-            encode(event)
-    # The idstitch file's own schema (the store creates it), written as FastLog writes it.
-    with idstitch.open(harness.sqlite_url(target), auto_catch_up=False):
-        pass
-    con = sqlite3.connect(target, isolation_level=None)
-    con.execute("PRAGMA journal_mode=WAL")
-    con.execute("PRAGMA wal_autocheckpoint=10000")
-    con.execute("PRAGMA synchronous=FULL")
     per_batch = max(1, round(len(rows) * batch_size / n_messages))
-    with Timer() as inserting:
-        for start in range(0, len(rows), per_batch):
-            con.execute("BEGIN IMMEDIATE")
-            con.executemany("INSERT INTO stored_events (originator_id, originator_version, topic, "
-                            "state) VALUES (?, ?, ?, ?)", rows[start:start + per_batch])
-            con.execute("COMMIT")
-    con.close()
-    return {"decode": decoding.seconds, "encode": encoding.seconds, "insert": inserting.seconds,
-            "seconds": decoding.seconds + encoding.seconds + inserting.seconds}
+    runs = []
+    for target in targets:
+        with Timer() as decoding:
+            for line in lines:
+                decoder.decode(line)
+        with Timer() as encoding:
+            for event in events:
+                encode(event)
+        # The idstitch file's own schema (the store creates it), written as FastLog writes it.
+        with idstitch.open(harness.sqlite_url(target), auto_catch_up=False):
+            pass
+        con = sqlite3.connect(target, isolation_level=None)
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA wal_autocheckpoint=10000")
+        con.execute("PRAGMA synchronous=FULL")
+        with Timer() as inserting:
+            for start in range(0, len(rows), per_batch):
+                con.execute("BEGIN IMMEDIATE")
+                con.executemany("INSERT INTO stored_events (originator_id, originator_version, "
+                                "topic, state) VALUES (?, ?, ?, ?)", rows[start:start + per_batch])
+                con.execute("COMMIT")
+        con.close()
+        runs.append({"decode": decoding.seconds, "encode": encoding.seconds,
+                     "insert": inserting.seconds,
+                     "seconds": decoding.seconds + encoding.seconds + inserting.seconds})
+    return min(runs, key=lambda run: run["seconds"])
 
 
 def decodes(decoder: msgspec.json.Decoder[segment.Message], line: bytes) -> bool:
@@ -285,9 +290,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # Best of RAW_RUNS, each into a fresh file: a single run's commit syncs ~60 MB and
         # moved 92k-167k rows/s between runs; the best is the fairest floor.
         store["raw_seconds"] = min(raw_sqlite(tmp / f"raw{i}.db", rows) for i in range(RAW_RUNS))
-        store["floor"] = min(
-            (floor_seconds(data, db, tmp / f"floor{i}.db", args.n, args.batch or INGEST_BATCH)
-             for i in range(RAW_RUNS)), key=lambda f: f["seconds"])
+        store["floor"] = floor_seconds(data, db, [tmp / f"floor{i}.db" for i in range(RAW_RUNS)],
+                                       args.n, args.batch or INGEST_BATCH)
         store["stock_seconds"] = stock_append(
             {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(tmp / "stock.db")},
             n_events, n_devices, payload)
@@ -390,7 +394,8 @@ def show(results: dict[str, Any]) -> None:
                           f"{store['raw_seconds'] / RAW_TARGET:.2f} s; the floor takes "
                           f"{store['floor']['seconds']:.2f} s, leaving {budget:.2f} s "
                           f"({budget / results['n_messages'] * 1e6:.1f} us a message) for "
-                          "every Python rule of the recording process")
+                          "every Python rule of the recording process, and its waits for the "
+                          "projecting child")
         console.print(f"{name} ingest report: {store['idstitch']['report']}")
 
 

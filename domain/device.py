@@ -159,7 +159,8 @@ class Device:
         """A new device (version 0); ``aggregate_id``: its id, when the caller has it already
         (``device_aggregate_id(device_id)``, which costs a hash)."""
         self.device_id = device_id
-        self.id = aggregate_id or device_aggregate_id(device_id)
+        # Not checked against device_id: the one caller passing it computed it from device_id.
+        self.id = device_aggregate_id(device_id) if aggregate_id is None else aggregate_id
         self.version = 0
         self.generation = 0
         self.user_id: str | None = None

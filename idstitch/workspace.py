@@ -407,15 +407,17 @@ class Workspace:
             for device in devices.values():
                 device.record_into(events)  # every event of the batch, in message order
             duplicates = 0
-            for _, pending in batch:
-                first = pending[0]
-                if devices[first.device_id].is_duplicate(first.message_id):
-                    duplicates += 1
-                    continue
-                for p in pending:
-                    p.command(devices[p.device_id], *p.args)
-            for device in devices.values():
-                device.collect_events()  # each device its own pending list again
+            try:
+                for _, pending in batch:
+                    first = pending[0]
+                    if devices[first.device_id].is_duplicate(first.message_id):
+                        duplicates += 1
+                        continue
+                    for p in pending:
+                        p.command(devices[p.device_id], *p.args)
+            finally:
+                for device in devices.values():
+                    device.collect_events()  # each device its own pending list again
             if self.auto_catch_up and events:
                 # Fail before recording anything, not after, if another process rebuilt the
                 # rows under the other policy.
