@@ -31,7 +31,7 @@ demo: wheel
 check: wheel
 	$(BIN)/ruff check .
 	cd /tmp && $(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p idstitch
-	cd /tmp && $(BIN)/lint-imports --config $(CURDIR)/pyproject.toml
+	cd /tmp && $(BIN)/lint-imports $(CURDIR)/pyproject.toml
 
 test: check
 	$(BIN)/pytest

@@ -15,19 +15,17 @@ from idstitch.adapters.codec import TOPICS, EventCodec, StructMapper, topic_of
 from idstitch.domain.device import Device, Recorded, project_device
 from idstitch.domain.errors import StoreError
 from idstitch.domain.events import DeviceEvent
+from idstitch.domain.ports import WriteConflict
 from idstitch.projections.store import LoggedEvent
 
 PAGE = 1_000
 """Notifications a recorder without a fast path is asked for at a time."""
 
 
-class WriteConflict(Exception):
-    """Another writer appended to the same device first: reload and run the command again."""
-
-
 @contextmanager
 def translated(what: str) -> Iterator[None]:
-    """The one choke point where the recorders' errors become idstitch errors."""
+    """The one place where eventsourcing's recorder errors become idstitch errors (the store
+    modules translate their drivers' errors on the fast path the same way)."""
     try:
         yield
     except IntegrityError as e:
@@ -58,6 +56,10 @@ class FastLog(Protocol):
 
     def device_events(self, aggregate_ids: list[UUID]) -> list[tuple[int, bytes]]:
         """(version, state) of every event of these aggregates, by aggregate then version."""
+        ...
+
+    def device_versions(self, aggregate_ids: list[UUID]) -> dict[str, int]:
+        """The last version of each of these aggregates that has events, by UUID hex."""
         ...
 
     def head(self) -> int:
@@ -124,16 +126,16 @@ class DeviceLog(Application[UUID]):
         return out
 
     def append(self, pending: Sequence[Recorded]) -> list[LoggedEvent]:
-        """Save events in one transaction, in the order given; the events with positions.
-
-        The order given is the log order: callers pass events in the order the messages came,
-        not grouped by device, because stitching and token ownership follow the log's order.
-        """
+        """As :meth:`write`, returning the events with their positions."""
         positions = self.write(pending)
         return [LoggedEvent(p, r.event) for p, r in zip(positions, pending, strict=True)]
 
     def write(self, pending: Sequence[Recorded]) -> list[int]:
-        """As :meth:`append`, but only the positions (no projection to feed, no envelopes)."""
+        """Save events in one transaction, in the order given; their positions.
+
+        The order given is the log order: callers pass events in the order the messages came,
+        not grouped by device, because stitching and token ownership follow the log's order.
+        Raises WriteConflict when a (device, version) is taken."""
         encode = self.codec.encoder()
         if not pending:
             return []
@@ -193,6 +195,20 @@ class DeviceLog(Application[UUID]):
         # Python functions): this runs for every event of a rebuild.
         return list(map(partial(tuple.__new__, LoggedEvent),
                         zip(positions, self.codec.decode_all(states), strict=True)))
+
+    def versions(self, device_ids: Iterable[str]) -> dict[str, int]:
+        """The stored version of each of these devices that has any event."""
+        ids = {Device.create_id(d): d for d in device_ids}
+        if self.fast is not None:
+            found = self.fast.device_versions(list(ids))
+            return {device_id: found[a.hex] for a, device_id in ids.items() if a.hex in found}
+        out: dict[str, int] = {}
+        with translated("cannot read the log"):
+            for aggregate_id, device_id in ids.items():
+                last = self.recorder.select_events(aggregate_id, desc=True, limit=1)
+                if last:
+                    out[device_id] = last[0].originator_version
+        return out
 
     def is_current(self, device: Device) -> bool:
         """Whether no other writer has appended to this device since it was loaded."""

@@ -6,6 +6,15 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
+from idstitch.adapters.eventlog import DeviceLog
+from idstitch.adapters.stores import Stores
+
+
+def connect() -> Stores:
+    """An in-process workspace store: eventsourcing's in-memory recorder and dict rows."""
+    return Stores("memory:", DeviceLog({"PERSISTENCE_MODULE": "eventsourcing.popo"}),
+                  MemoryProjectionStore())
+
 
 class MemoryTransaction:
     """Buffers writes; they become visible together when the transaction commits."""

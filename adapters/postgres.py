@@ -1,19 +1,83 @@
-"""Projection rows in the PostgreSQL database that holds the events, through a psycopg pool."""
+"""Events and projection rows in one PostgreSQL database (or schema), through a psycopg pool.
+
+eventsourcing's PostgreSQL recorder owns the events table and loads single devices; this module
+adds the projection tables and the batch path of the log (``FastLog``) on the same table.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, cast
+from urllib.parse import parse_qs, unquote, urlsplit
 from uuid import UUID
 
 import psycopg
-from idstitch.adapters.eventlog import WriteConflict
+from idstitch.adapters.eventlog import DeviceLog
 from idstitch.adapters.sqlstore import Cursor, SqlProjectionStore
-from idstitch.domain.errors import StoreError
+from idstitch.adapters.stores import Stores
+from idstitch.domain.errors import InvalidCommand, StoreError
+from idstitch.domain.ports import WriteConflict
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool
 
 DDL_LOCK = 0x1D571C4  # advisory lock key: "idstitch" creating its schema and tables
+SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+"""Schema names a URL may give: PostgreSQL's unquoted identifiers, lower case, so that the
+quoted name (eventsourcing's tables) and the search_path setting name the same schema, and no
+text of the URL ever reaches SQL or the server's options unquoted."""
+
+
+@contextmanager
+def translated(what: str) -> Iterator[None]:
+    """The one place where psycopg's errors become idstitch's: a taken (device, version) is a
+    WriteConflict, anything else a StoreError saying what failed."""
+    try:
+        yield
+    except psycopg.errors.UniqueViolation as e:
+        raise WriteConflict(str(e)) from e
+    except psycopg.Error as e:
+        raise StoreError(f"{what}: {e}") from e
+
+
+def connect(url: str) -> Stores:
+    """The event log and projection store a ``postgresql://user:pw@host:port/db?schema=s`` URL
+    names. The parts reach libpq as separate, escaped values (never pasted into a string)."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port or 5432
+    except ValueError as e:
+        raise InvalidCommand("url", f"bad port: {e}") from e
+    schema = parse_qs(parts.query).get("schema", [None])[0]
+    if schema is not None and not SCHEMA_NAME.fullmatch(schema):
+        raise InvalidCommand("url", f"schema {schema!r} must be a lower-case name of letters, "
+                                    "digits and underscores (at most 63), not starting with a digit")
+    env = {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": unquote(parts.path.lstrip("/")) or "postgres",
+        "POSTGRES_HOST": parts.hostname or "127.0.0.1",
+        "POSTGRES_PORT": str(port),
+        "POSTGRES_USER": unquote(parts.username or "postgres"),
+        "POSTGRES_PASSWORD": unquote(parts.password or ""),
+    }
+    if schema:
+        env["POSTGRES_SCHEMA"] = schema
+    # Both stores connect with the same explicit parts, so libpq's own defaults can never send
+    # the projection rows to another database than the events; make_conninfo quotes each value.
+    conninfo = make_conninfo(
+        host=env["POSTGRES_HOST"], port=env["POSTGRES_PORT"], dbname=env["POSTGRES_DBNAME"],
+        user=env["POSTGRES_USER"], password=env["POSTGRES_PASSWORD"] or None)
+    # The projection store opens first: it creates the schema the event table goes into.
+    with ddl_lock(conninfo):
+        rows = PostgresProjectionStore(conninfo, schema=schema)
+        try:
+            log = DeviceLog(env, fast=rows)
+        except BaseException:
+            rows.close()
+            raise
+    return Stores(url, log, rows, url)
 
 
 @contextmanager
@@ -23,10 +87,8 @@ def ddl_lock(conninfo: str) -> Iterator[None]:
     PostgreSQL's ``CREATE ... IF NOT EXISTS`` is not safe against itself: two processes opening
     a fresh workspace at once can fail with "tuple concurrently updated".
     """
-    try:
+    with translated("cannot connect to PostgreSQL"):
         conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=10)
-    except psycopg.Error as e:
-        raise StoreError(f"cannot connect to PostgreSQL: {e}") from e
     with conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (DDL_LOCK,))
         try:
@@ -60,11 +122,14 @@ class PostgresProjectionStore(SqlProjectionStore):
     def __init__(self, conninfo: str, schema: str | None = None, pool_size: int = 4) -> None:
         kwargs: dict[str, Any] = {}
         if schema:
+            # SCHEMA_NAME (checked by connect) admits no space, quote or backslash: nothing
+            # in it can start another server option.
             kwargs["options"] = f"-c search_path={schema}"
-        try:
+        with translated("cannot open PostgreSQL projection store"):
             if schema:
                 with psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
-                    conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+                    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                        sql.Identifier(schema)))
             # Autocommit: a lone read is one round trip, not BEGIN, SELECT, COMMIT; every
             # multi-statement unit of work opens its transaction explicitly (conn.transaction()).
             kwargs["autocommit"] = True
@@ -73,8 +138,6 @@ class PostgresProjectionStore(SqlProjectionStore):
             with self._pool.connection() as conn:
                 for ddl in self.schema():
                     conn.execute(ddl)
-        except psycopg.Error as e:
-            raise StoreError(f"cannot open PostgreSQL projection store: {e}") from e
 
     # One statement a batch instead of one per row: executemany sends a statement per row even
     # pipelined, and a rebuild or an ingest batch touches tens of thousands of rows. Arrays go
@@ -130,23 +193,25 @@ class PostgresProjectionStore(SqlProjectionStore):
 
     @contextmanager
     def _autocommit_cursor(self) -> Iterator[Cursor]:
-        try:
-            with self._pool.connection() as conn, conn.cursor() as cur:
-                yield cur
-        except psycopg.Error as e:
-            raise StoreError(f"PostgreSQL failed: {e}") from e
+        with translated("PostgreSQL failed"), self._pool.connection() as conn, \
+                conn.cursor() as cur:
+            yield cur
+
+    @contextmanager
+    def _connected(self, what: str) -> Iterator[psycopg.Cursor[Any]]:
+        """A cursor in autocommit for one statement; errors translated as ``what`` failing."""
+        with translated(what), self._pool.connection() as conn, conn.cursor() as cur:
+            yield cur
 
     @contextmanager
     def _cursor(self, *, write: bool) -> Iterator[Cursor]:
-        try:
-            with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-                if not write:
-                    # One snapshot for every statement of a read: a profile and its devices
-                    # never mix states from before and after a concurrent catch-up.
-                    cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                yield cur
-        except psycopg.Error as e:
-            raise StoreError(f"PostgreSQL failed: {e}") from e
+        with translated("PostgreSQL failed"), self._pool.connection() as conn, \
+                conn.transaction(), conn.cursor() as cur:
+            if not write:
+                # One snapshot for every statement of a read: a profile and its devices never
+                # mix states from before and after a concurrent catch-up.
+                cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            yield cur
 
     # The batch path of the event log (FastLog), on eventsourcing's own events table. The
     # EXCLUSIVE table lock is the recorder's own rule: ids become visible in commit order, so a
@@ -157,44 +222,37 @@ class PostgresProjectionStore(SqlProjectionStore):
         under the table lock; their positions, consecutive and in the order given."""
         if not rows:
             return []
-        try:
-            with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-                cur.execute("SET LOCAL lock_timeout = '30s'")
-                cur.execute(f"LOCK TABLE {EVENTS_TABLE} IN EXCLUSIVE MODE")
-                # Every insert into the table waits for our lock (INSERT takes ROW EXCLUSIVE,
-                # which EXCLUSIVE blocks), so no other nextval can fall between ours and the
-                # setval: the block of ids is ours, and it commits before any later one.
-                reserved = cur.execute(RESERVE, (len(rows),)).fetchone()
-                assert reserved is not None  # setval returns one row
-                last = int(reserved[0])
-                first = last - len(rows) + 1
-                # COPY instead of INSERT ... unnest: no array to build and parse, no RETURNING
-                # to pair back (the ids are known). A binary COPY field carries no type, and a
-                # uuid's binary form is its 16 bytes: sending them as bytea skips a UUID object
-                # per row.
-                with cur.copy(f"COPY {EVENTS_TABLE} (originator_id, originator_version, topic, "
-                              "state, notification_id) FROM STDIN (FORMAT BINARY)") as copy:
-                    copy.set_types(["bytea", "int8", "text", "bytea", "int8"])
-                    write_row = copy.write_row
-                    fromhex = bytes.fromhex
-                    for position, (aggregate, version, topic, state) in enumerate(rows, first):
-                        write_row((fromhex(aggregate), version, topic, state, position))
-        except psycopg.errors.UniqueViolation as e:
-            raise WriteConflict(str(e)) from e
-        except psycopg.Error as e:
-            raise StoreError(f"cannot append events: {e}") from e
+        with translated("cannot append events"), self._pool.connection() as conn, \
+                conn.transaction(), conn.cursor() as cur:
+            cur.execute("SET LOCAL lock_timeout = '30s'")
+            cur.execute(f"LOCK TABLE {EVENTS_TABLE} IN EXCLUSIVE MODE")
+            # Every insert into the table waits for our lock (INSERT takes ROW EXCLUSIVE,
+            # which EXCLUSIVE blocks), so no other nextval can fall between ours and the
+            # setval: the block of ids is ours, and it commits before any later one.
+            reserved = cur.execute(RESERVE, (len(rows),)).fetchone()
+            assert reserved is not None  # setval returns one row
+            last = int(reserved[0])
+            first = last - len(rows) + 1
+            # COPY instead of INSERT ... unnest: no array to build and parse, no RETURNING
+            # to pair back (the ids are known). A binary COPY field carries no type, and a
+            # uuid's binary form is its 16 bytes: sending them as bytea skips a UUID object
+            # per row.
+            with cur.copy(f"COPY {EVENTS_TABLE} (originator_id, originator_version, topic, "
+                          "state, notification_id) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(["bytea", "int8", "text", "bytea", "int8"])
+                write_row = copy.write_row
+                fromhex = bytes.fromhex
+                for position, (aggregate, version, topic, state) in enumerate(rows, first):
+                    write_row((fromhex(aggregate), version, topic, state, position))
         return list(range(first, last + 1))
 
     def read_events(self, after: int, limit: int) -> list[tuple[int, bytes]]:
         """(position, state) after a position."""
-        try:
-            with self._pool.connection() as conn, conn.cursor() as cur:
-                cur.execute(
-                    f"SELECT notification_id, state FROM {EVENTS_TABLE} WHERE notification_id > %b "
-                    "ORDER BY notification_id LIMIT %b", (after, limit), binary=True)
-                return cur.fetchall()
-        except psycopg.Error as e:
-            raise StoreError(f"cannot read the log: {e}") from e
+        with self._connected("cannot read the log") as cur:
+            cur.execute(
+                f"SELECT notification_id, state FROM {EVENTS_TABLE} WHERE notification_id > %b "
+                "ORDER BY notification_id LIMIT %b", (after, limit), binary=True)
+            return cur.fetchall()
 
     def read_selected(
         self, after: int, until: int, limit: int, topics: list[str], first: bool
@@ -202,38 +260,37 @@ class PostgresProjectionStore(SqlProjectionStore):
         """(position, state) of the events with these topics (and, with ``first``, every
         device's first event) in ``after < position <= until``."""
         also = " OR originator_version = 1" if first else ""
-        try:
-            with self._pool.connection() as conn, conn.cursor() as cur:
-                cur.execute(
-                    f"SELECT notification_id, state FROM {EVENTS_TABLE} "
-                    "WHERE notification_id > %b AND notification_id <= %b "
-                    f"AND (topic = ANY(%b){also}) ORDER BY notification_id LIMIT %b",
-                    (after, until, topics, limit), binary=True)
-                return cur.fetchall()
-        except psycopg.Error as e:
-            raise StoreError(f"cannot read the log: {e}") from e
+        with self._connected("cannot read the log") as cur:
+            cur.execute(
+                f"SELECT notification_id, state FROM {EVENTS_TABLE} "
+                "WHERE notification_id > %b AND notification_id <= %b "
+                f"AND (topic = ANY(%b){also}) ORDER BY notification_id LIMIT %b",
+                (after, until, topics, limit), binary=True)
+            return cur.fetchall()
 
     def head(self) -> int:
         """The last position (0 when empty)."""
-        try:
-            with self._pool.connection() as conn, conn.cursor() as cur:
-                cur.execute(f"SELECT max(notification_id) FROM {EVENTS_TABLE}")
-                row = cur.fetchone()
-        except psycopg.Error as e:
-            raise StoreError(f"cannot read the log: {e}") from e
+        with self._connected("cannot read the log") as cur:
+            cur.execute(f"SELECT max(notification_id) FROM {EVENTS_TABLE}")
+            row = cur.fetchone()
         return int(row[0] or 0) if row else 0
 
     def device_events(self, aggregate_ids: list[UUID]) -> list[tuple[int, bytes]]:
         """(version, state) of these aggregates' events, by aggregate then version."""
-        try:
-            with self._pool.connection() as conn, conn.cursor() as cur:
-                cur.execute(
-                    f"SELECT originator_version, state FROM {EVENTS_TABLE} "
-                    "WHERE originator_id = ANY(%b) ORDER BY originator_id, originator_version",
-                    (aggregate_ids,), binary=True)
-                return cur.fetchall()
-        except psycopg.Error as e:
-            raise StoreError(f"cannot load devices: {e}") from e
+        with self._connected("cannot load devices") as cur:
+            cur.execute(
+                f"SELECT originator_version, state FROM {EVENTS_TABLE} "
+                "WHERE originator_id = ANY(%b) ORDER BY originator_id, originator_version",
+                (aggregate_ids,), binary=True)
+            return cur.fetchall()
+
+    def device_versions(self, aggregate_ids: list[UUID]) -> dict[str, int]:
+        """The last version of each of these aggregates that has events, by UUID hex."""
+        with self._connected("cannot read the log") as cur:
+            cur.execute(
+                f"SELECT originator_id, max(originator_version) FROM {EVENTS_TABLE} "
+                "WHERE originator_id = ANY(%s) GROUP BY originator_id", (aggregate_ids,))
+            return {uuid.hex: int(version) for uuid, version in cur.fetchall()}
 
     def close(self) -> None:
         """Close the pool."""

@@ -1,15 +1,13 @@
-"""Segment-spec messages, as Customer.io's mobile SDKs send them, turned into Workspace calls.
+"""Segment-spec messages, as Customer.io's mobile SDKs send them, turned into commands.
 
 This is the ingest hot path (millions of lines), so a line is decoded once, by one reused typed
 msgspec ``Decoder``, straight into Structs: no ``json`` module, no dict walk, no regex. Only the
 fields the mapping reads are declared; msgspec skips the rest of the message unparsed.
 
-The mapping (api.md, "Bulk") is a pure function from a :class:`Message` to :class:`Call` values.
-A ``Call`` names a Workspace method and holds exactly its arguments, so this module never imports
-the front door (adapters must not): it means
-``getattr(ws, call.method)(call.device_id, *call.args, **call.kwargs)`` (ingest runs the same
-validation without the public method's own append). Traits, properties and ids are passed
-through unchecked: the Workspace validates them with its own rules, naming the field.
+The mapping (api.md, "Bulk") is a pure function from a :class:`Message` to the domain's
+commands (:mod:`idstitch.domain.commands`), the same ones the Workspace's methods build.
+Traits, properties and ids are passed through unchecked: the command handlers validate them
+with the workspace's own rules, naming the field.
 """
 
 from __future__ import annotations
@@ -18,6 +16,15 @@ from datetime import datetime
 from typing import Annotated, Any, Final, Literal, get_args
 
 import msgspec
+from idstitch.domain.commands import (
+    CollectDeviceAttributes,
+    Command,
+    Identify,
+    RegisterDeviceToken,
+    RemoveDeviceToken,
+    SetDeviceAttributes,
+    SetProfileAttributes,
+)
 from idstitch.domain.errors import InvalidCommand
 
 AwareTime = Annotated[datetime, msgspec.Meta(tz=True)]
@@ -62,19 +69,11 @@ class Message(msgspec.Struct, frozen=True, rename="camel"):
     message_id: str | None = None
     timestamp: AwareTime | None = None
     sent_at: AwareTime | None = None
+    received_at: AwareTime | None = None
     event: str | None = None
     traits: dict[str, Any] | None = None
     properties: dict[str, Any] | None = None
     context: SegmentContext | None = None
-
-
-class Call(msgspec.Struct, frozen=True):
-    """One Workspace command: ``getattr(ws, method)(device_id, *args, **kwargs)``."""
-
-    method: str
-    device_id: str
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
 
 
 _decoder: msgspec.json.Decoder[Message] = msgspec.json.Decoder(Message)
@@ -118,22 +117,23 @@ def _invalid(text: str) -> InvalidCommand:
     return InvalidCommand(field or "message", reason)
 
 
-def to_calls(msg: Message) -> list[Call] | None:
-    """The Workspace calls a message maps to, or None when the message is ignored.
+def to_commands(msg: Message) -> list[Command] | None:
+    """The commands a message maps to, or None when the message is ignored.
 
-    - ``identify`` with a ``userId``: ``identify``; with only an ``anonymousId``:
-      ``set_profile_attributes`` on the device's (anonymous) current person.
-    - ``track`` "Device Created or Updated": ``register_device_token`` (token from
+    - ``identify`` with a ``userId``: Identify; with only an ``anonymousId``:
+      SetProfileAttributes on the device's (anonymous) current person.
+    - ``track`` "Device Created or Updated": RegisterDeviceToken (token from
       ``context.device.token``, else ``properties.token``; platform from ``context.device.type``),
-      then ``collect_device_attributes`` with the auto-collected properties and
-      ``set_device_attributes`` with the others, each only when it has keys.
-    - ``track`` "Device Deleted": ``remove_device_token`` (reason ``deleted``).
+      then CollectDeviceAttributes with the auto-collected properties and SetDeviceAttributes
+      with the others, each only when it has keys.
+    - ``track`` "Device Deleted": RemoveDeviceToken (reason ``deleted``).
     - Any other ``track``, and ``screen``, ``page``, ``group``, ``alias``: ignored (None).
 
     The device is ``context.device.id``, else the ``anonymousId``. A device de-duplicates by
-    message id, so the attribute calls split off one "Device Created or Updated" carry derived ids,
-    ``<messageId>#collected`` and ``<messageId>#custom``: all parts are recorded, and ingesting
-    the same message again still de-duplicates each part.
+    message id, so the attribute commands split off one "Device Created or Updated" carry
+    derived ids, ``<messageId>#collected`` and ``<messageId>#custom``: all parts are recorded,
+    and ingesting the same message again still de-duplicates each part. ``timestamp``,
+    ``sentAt`` and ``receivedAt`` become each command's timestamp, sent_at and received_at.
 
     Raises :class:`InvalidCommand` for an identify with neither ``userId`` nor ``anonymousId``
     (field ``userId``), a message with no device (``context.device.id``), and a device message
@@ -144,29 +144,35 @@ def to_calls(msg: Message) -> list[Call] | None:
             raise InvalidCommand("userId", "an identify needs a userId or an anonymousId")
         device_id = _device_id(msg)
         if msg.user_id is not None:
-            return [Call("identify", device_id, (msg.user_id, msg.traits), _common(msg))]
-        return [Call("set_profile_attributes", device_id, (msg.traits,), _common(msg))]
+            return [Identify(device_id=device_id, user_id=msg.user_id, traits=msg.traits,
+                             message_id=msg.message_id, timestamp=msg.timestamp,
+                             sent_at=msg.sent_at, received_at=msg.received_at)]
+        return [SetProfileAttributes(device_id=device_id, traits=msg.traits,
+                                     message_id=msg.message_id, timestamp=msg.timestamp,
+                                     sent_at=msg.sent_at, received_at=msg.received_at)]
     if msg.type != "track":
         return None
     if msg.event == DEVICE_UPDATED:
         return _device_updated(msg)
     if msg.event == DEVICE_DELETED:
-        device_id = _device_id(msg)
-        token = _token(msg, msg.properties or {})
-        # remove_device_token takes no sent_at: the Workspace corrects no skew for it.
-        kwargs = {"reason": "deleted", "message_id": msg.message_id, "timestamp": msg.timestamp}
-        return [Call("remove_device_token", device_id, (token,), kwargs)]
+        # RemoveDeviceToken corrects no clock skew: sentAt and receivedAt play no part.
+        return [RemoveDeviceToken(device_id=_device_id(msg), token=_token(msg, msg.properties or {}),
+                                  reason="deleted", message_id=msg.message_id,
+                                  timestamp=msg.timestamp)]
     return None
 
 
-def _device_updated(msg: Message) -> list[Call]:
+def _device_updated(msg: Message) -> list[Command]:
     device_id = _device_id(msg)
     properties = msg.properties or {}
     token = _token(msg, properties)
     device = msg.context.device if msg.context is not None else None
     platform = device.type if device is not None else None
-    calls = [Call("register_device_token", device_id, (token,),
-                  {"platform": platform, **_common(msg)})]
+    message_id, timestamp, sent_at, received_at = (
+        msg.message_id, msg.timestamp, msg.sent_at, msg.received_at)
+    commands: list[Command] = [RegisterDeviceToken(
+        device_id=device_id, token=token, platform=platform, message_id=message_id,
+        timestamp=timestamp, sent_at=sent_at, received_at=received_at)]
     collected: dict[str, Any] = {}
     custom: dict[str, Any] = {}
     for key, value in properties.items():
@@ -175,11 +181,18 @@ def _device_updated(msg: Message) -> list[Call]:
         elif key != "token":
             custom[key] = value
     if collected:
-        calls.append(Call("collect_device_attributes", device_id, (collected,),
-                          _common(msg, COLLECTED_SUFFIX)))
+        commands.append(CollectDeviceAttributes(
+            device_id=device_id, context=collected, message_id=_derived(message_id, COLLECTED_SUFFIX),
+            timestamp=timestamp, sent_at=sent_at, received_at=received_at))
     if custom:
-        calls.append(Call("set_device_attributes", device_id, (custom,), _common(msg, CUSTOM_SUFFIX)))
-    return calls
+        commands.append(SetDeviceAttributes(
+            device_id=device_id, attributes=custom, message_id=_derived(message_id, CUSTOM_SUFFIX),
+            timestamp=timestamp, sent_at=sent_at, received_at=received_at))
+    return commands
+
+
+def _derived(message_id: str | None, suffix: str) -> str | None:
+    return None if message_id is None else message_id + suffix
 
 
 def _device_id(msg: Message) -> str:
@@ -195,7 +208,7 @@ def _token(msg: Message, properties: dict[str, Any]) -> Any:
     context = msg.context
     if context is not None and context.device is not None and context.device.token is not None:
         return context.device.token
-    # Returned unchecked (may be a non-string): the Workspace's own rule names the bad token.
+    # Returned unchecked (may be a non-string): the handler's own rule names the bad token.
     token = properties.get("token")
     if token is None:
         raise InvalidCommand("context.device.token",
@@ -203,13 +216,4 @@ def _token(msg: Message, properties: dict[str, Any]) -> Any:
     return token
 
 
-def _common(msg: Message, suffix: str = "") -> dict[str, Any]:
-    message_id = msg.message_id
-    return {
-        "message_id": None if message_id is None else message_id + suffix,
-        "timestamp": msg.timestamp,
-        "sent_at": msg.sent_at,
-    }
-
-
-__all__ = ["COLLECTED_KEYS", "Call", "Message", "decode", "to_calls"]
+__all__ = ["COLLECTED_KEYS", "Message", "decode", "to_commands"]

@@ -1,23 +1,56 @@
-"""Projection rows in the SQLite file that holds the events (the embedded default)."""
+"""The embedded default: events and projection rows in one SQLite file.
+
+eventsourcing's SQLite recorder owns the events table (``stored_events``) and loads single
+devices; this module adds the projection tables and the batch path of the log (``FastLog``) on
+the same table, over one connection of its own.
+"""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from uuid import UUID
 
-from idstitch.adapters.eventlog import WriteConflict
+from idstitch.adapters.eventlog import DeviceLog
 from idstitch.adapters.sqlstore import Cursor, SqlProjectionStore
+from idstitch.adapters.stores import Stores
 from idstitch.domain.errors import StoreError
+from idstitch.domain.ports import WriteConflict
+
+
+@contextmanager
+def translated(what: str) -> Iterator[None]:
+    """The one place where sqlite3's errors become idstitch's: a taken (device, version) is
+    a WriteConflict, anything else a StoreError saying what failed."""
+    try:
+        yield
+    except sqlite3.IntegrityError as e:
+        raise WriteConflict(str(e)) from e
+    except sqlite3.Error as e:
+        raise StoreError(f"{what}: {e}") from e
+
+
+def connect(path: str) -> Stores:
+    """The event log and projection store of the SQLite file at ``path``."""
+    log = DeviceLog({"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": path,
+                     "SQLITE_LOCK_TIMEOUT": "30"})
+    try:
+        rows = SqliteProjectionStore(path)
+    except BaseException:
+        log.close()
+        raise
+    log.fast = rows
+    return Stores(f"sqlite:///{path}", log, rows, f"sqlite:///{os.path.abspath(path)}")
 
 
 class SqliteProjectionStore(SqlProjectionStore):
     """One connection, one lock: SQLite has one writer anyway, and this keeps reads cheap."""
 
     def __init__(self, path: str) -> None:
-        try:
+        with translated(f"cannot open SQLite database {path!r}"):
             # isolation_level=None: we issue BEGIN ourselves, so a write transaction starts with
             # BEGIN IMMEDIATE and takes the file's write lock before reading the tracking row.
             self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
@@ -31,13 +64,11 @@ class SqliteProjectionStore(SqlProjectionStore):
             self._conn.execute("PRAGMA wal_autocheckpoint=10000")
             for ddl in self.schema():
                 self._conn.execute(ddl)
-        except sqlite3.Error as e:
-            raise StoreError(f"cannot open SQLite database {path!r}: {e}") from e
         self._lock = threading.RLock()
 
     @contextmanager
     def _cursor(self, *, write: bool) -> Iterator[Cursor]:
-        with self._lock:
+        with self._lock, translated("SQLite failed"):
             cur = self._conn.cursor()
             try:
                 cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
@@ -57,25 +88,20 @@ class SqliteProjectionStore(SqlProjectionStore):
         """Insert events in one transaction; their positions (rowids)."""
         with self._lock:
             try:
-                # The log is the source of truth: an append that returned survives a power cut
-                # (the WAL is synced at this commit, as eventsourcing's own recorder does).
-                self._conn.execute("PRAGMA synchronous=FULL")
-                self._conn.execute("BEGIN IMMEDIATE")
-                self._conn.executemany(
-                    "INSERT INTO stored_events (originator_id, originator_version, topic, state) "
-                    "VALUES (?, ?, ?, ?)", rows)
-                last = self._conn.execute("SELECT last_insert_rowid()").fetchone()[0]
-                self._conn.commit()
-            except sqlite3.IntegrityError as e:
-                self._conn.rollback()
-                raise WriteConflict(str(e)) from e
-            except sqlite3.Error as e:
-                self._conn.rollback()
-                raise StoreError(f"cannot append events: {e}") from e
+                with translated("cannot append events"):
+                    # The log is the source of truth: an append that returned survives a power
+                    # cut (the WAL is synced at this commit, as eventsourcing's recorder does).
+                    self._conn.execute("PRAGMA synchronous=FULL")
+                    self._conn.execute("BEGIN IMMEDIATE")
+                    self._conn.executemany(
+                        "INSERT INTO stored_events (originator_id, originator_version, topic, "
+                        "state) VALUES (?, ?, ?, ?)", rows)
+                    last = self._conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+                    self._conn.commit()
             finally:
                 if self._conn.in_transaction:
-                    # Anything but a SQLite error (an interrupt, say) got here mid-transaction:
-                    # end it, or the connection keeps the write lock (and refuses the PRAGMA).
+                    # Whatever failed (a conflict, an interrupt) got here mid-transaction: end
+                    # it, or the connection keeps the write lock (and refuses the PRAGMA).
                     self._conn.rollback()
                 self._conn.execute("PRAGMA synchronous=NORMAL")
         # Under the write lock, with no AUTOINCREMENT and no deletes, the rowids of one
@@ -84,13 +110,10 @@ class SqliteProjectionStore(SqlProjectionStore):
 
     def read_events(self, after: int, limit: int) -> list[tuple[int, bytes]]:
         """(position, state) after a position."""
-        with self._lock:
-            try:
-                rows: list[tuple[int, bytes]] = self._conn.execute(
-                    "SELECT rowid, state FROM stored_events WHERE rowid > ? ORDER BY rowid LIMIT ?",
-                    (after, limit)).fetchall()
-            except sqlite3.Error as e:
-                raise StoreError(f"cannot read the log: {e}") from e
+        with self._lock, translated("cannot read the log"):
+            rows: list[tuple[int, bytes]] = self._conn.execute(
+                "SELECT rowid, state FROM stored_events WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                (after, limit)).fetchall()
         return rows
 
     def read_selected(
@@ -100,41 +123,44 @@ class SqliteProjectionStore(SqlProjectionStore):
         device's first event) in ``after < position <= until``."""
         marks = ", ".join("?" * len(topics))
         also = " OR originator_version = 1" if first else ""
-        with self._lock:
-            try:
-                # The table is scanned in rowid order and the other events skipped in C: a
-                # replay then decodes only the events it folds.
-                rows: list[tuple[int, bytes]] = self._conn.execute(
-                    "SELECT rowid, state FROM stored_events WHERE rowid > ? AND rowid <= ? "
-                    f"AND (topic IN ({marks}){also}) ORDER BY rowid LIMIT ?",
-                    (after, until, *topics, limit)).fetchall()
-            except sqlite3.Error as e:
-                raise StoreError(f"cannot read the log: {e}") from e
+        with self._lock, translated("cannot read the log"):
+            # The table is scanned in rowid order and the other events skipped in C: a
+            # replay then decodes only the events it folds.
+            rows: list[tuple[int, bytes]] = self._conn.execute(
+                "SELECT rowid, state FROM stored_events WHERE rowid > ? AND rowid <= ? "
+                f"AND (topic IN ({marks}){also}) ORDER BY rowid LIMIT ?",
+                (after, until, *topics, limit)).fetchall()
         return rows
 
     def head(self) -> int:
         """The last position (0 when empty)."""
-        with self._lock:
-            try:
-                row = self._conn.execute("SELECT max(rowid) FROM stored_events").fetchone()
-            except sqlite3.Error as e:
-                raise StoreError(f"cannot read the log: {e}") from e
+        with self._lock, translated("cannot read the log"):
+            row = self._conn.execute("SELECT max(rowid) FROM stored_events").fetchone()
         return int(row[0] or 0)
 
     def device_events(self, aggregate_ids: list[UUID]) -> list[tuple[int, bytes]]:
         """(version, state) of these aggregates' events, by aggregate then version."""
         out: list[tuple[int, bytes]] = []
-        with self._lock:
-            try:
-                for i in range(0, len(aggregate_ids), self.chunk):
-                    part = [a.hex for a in aggregate_ids[i : i + self.chunk]]
-                    marks = ", ".join("?" * len(part))
-                    out.extend(self._conn.execute(
-                        "SELECT originator_version, state FROM stored_events "
-                        f"WHERE originator_id IN ({marks}) "
-                        "ORDER BY originator_id, originator_version", part).fetchall())
-            except sqlite3.Error as e:
-                raise StoreError(f"cannot load devices: {e}") from e
+        with self._lock, translated("cannot load devices"):
+            for i in range(0, len(aggregate_ids), self.chunk):
+                part = [a.hex for a in aggregate_ids[i : i + self.chunk]]
+                marks = ", ".join("?" * len(part))
+                out.extend(self._conn.execute(
+                    "SELECT originator_version, state FROM stored_events "
+                    f"WHERE originator_id IN ({marks}) "
+                    "ORDER BY originator_id, originator_version", part).fetchall())
+        return out
+
+    def device_versions(self, aggregate_ids: list[UUID]) -> dict[str, int]:
+        """The last version of each of these aggregates that has events, by UUID hex."""
+        out: dict[str, int] = {}
+        with self._lock, translated("cannot read the log"):
+            for i in range(0, len(aggregate_ids), self.chunk):
+                part = [a.hex for a in aggregate_ids[i : i + self.chunk]]
+                marks = ", ".join("?" * len(part))
+                out.update(self._conn.execute(
+                    "SELECT originator_id, max(originator_version) FROM stored_events "
+                    f"WHERE originator_id IN ({marks}) GROUP BY originator_id", part).fetchall())
         return out
 
     def close(self) -> None:

@@ -5,7 +5,7 @@ Measures, in one run and on the same machine:
 - idstitch: ``ws.ingest`` of N Segment-spec messages (benchmarks/workload.py, streamed from an
   NDJSON file) into a fresh SQLite file and a fresh PostgreSQL database, identity rules included;
   then the time of the ``ws.catch_up()`` that follows (zero when ingest already caught up). Once
-  at the default (a large input projects in a second process, ``idstitch.background``): the
+  at the default (a large input projects in a second process, ``idstitch.child``): the
   best of three runs, each into a fresh store, as for the raw references below; and once with
   ``parallel=False`` (everything in this process);
   "Events" are the events idstitch recorded (``ws.log.head()`` on SQLite, a row count on
@@ -52,7 +52,7 @@ from idstitch.adapters import segment
 from idstitch.adapters.codec import EventCodec
 
 import idstitch
-from idstitch.workspace import INGEST_BATCH
+from idstitch.service.ingest import INGEST_BATCH
 
 RAW_TARGET = 0.35
 RAW_RUNS = 3

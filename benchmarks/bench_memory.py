@@ -6,7 +6,7 @@ list; the generator keeps a bounded set of live devices), then runs ``ws.rebuild
 ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` after the imports (the baseline), after the ingest
 and after the rebuild (the peak is monotonic, so the two say which phase set it), and the
 seconds of each phase (the ingest's include generating the messages). A large ingest projects
-in a second process (``idstitch.background``); its peak (``RUSAGE_CHILDREN``) is reported too,
+in a second process (``idstitch.child``); its peak (``RUSAGE_CHILDREN``) is reported too,
 and the peak counted against the target is the sum of both processes' peaks (an upper bound:
 they run at the same time).
 

@@ -64,9 +64,8 @@ from harness import Timer, console, fmt_rate, fmt_ratio, rate
 from idstitch.adapters.eventlog import DeviceLog
 from idstitch.projections.device_attributes import DeviceAttributesProjection
 from idstitch.projections.identity import IdentityProjection
-from idstitch.projections.rows import KINDS
 from idstitch.projections.store import LoggedEvent
-from idstitch.projections.unit import Unit, new_cache
+from idstitch.projections.unit import new_cache
 
 import idstitch
 
@@ -113,13 +112,15 @@ class IdentityFoldProjection(Projection[POPOTrackingRecorder]):
         cls = type(self)
         position = tracking.notification_id
         with cls.store.transaction(IdentityProjection.name) as tx:
-            unit = Unit(tx, new_cache())
             # Both folds in one transaction (ours keeps a position per projection, so two):
             # the generous reading of "the same projection".
-            logged = logged_event(position, domain_event)
-            cls.fold.apply(unit, logged)
-            cls.attributes.apply(unit, logged)
-            tx.write(unit.encoded(), position, cls.fold.meta)
+            logged = [logged_event(position, domain_event)]
+            rows: dict[tuple[str, str], bytes | None] = {}
+            for fold in (cls.fold, cls.attributes):
+                unit = fold.unit_class(tx, new_cache(fold.row_types), fold.row_types)
+                fold.apply_all(unit, logged)
+                rows.update(unit.encoded())
+            tx.write(rows, position, cls.fold.meta)
         self.view.insert_tracking(tracking)
         cls.processed += 1
         if cls.processed >= cls.stop_after:
@@ -204,7 +205,7 @@ def reference(name: str, url: str, env: dict[str, str], limit: int, events: int,
     if synchronous is not None:
         ws.rows._conn.execute(f"PRAGMA synchronous={synchronous}")  # type: ignore[attr-defined]
     try:
-        ws.rows.reset([p.name for p in ws.projections], KINDS)
+        ws.rows.reset(ws.projections.names, ws.projections.kinds)
         target = events if limit <= 0 else min(limit, events)
         projection = IdentityFoldProjection
         projection.store, projection.fold = ws.rows, IdentityProjection(ws.anonymous_merge)

@@ -23,7 +23,7 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     from idstitch import Workspace
-    from idstitch.workspace import IngestReport
+    from idstitch import IngestReport
 
 # Piped or redirected output gets a fixed width instead of rich's 80 columns, so tables stay whole.
 console = Console(width=None if sys.stdout.isatty() else 150)

@@ -231,14 +231,8 @@ class Device:
     # out: a call less for every command).
 
     def activate(
-        self,
-        *,
-        customer_user_id: str | None,
-        auto_track: bool,
-        platform: str | None,
-        sdk: dict[str, Any] | None,
-        message_id: str | None,
-        timestamp: datetime,
+        self, customer_user_id: str | None, auto_track: bool, platform: str | None,
+        sdk: dict[str, Any] | None, message_id: str | None, timestamp: datetime,
         recorded_at: datetime,
     ) -> bool:
         """Record the SDK configuration; with a customer user id it is an identify as well."""
@@ -348,3 +342,7 @@ class Device:
             device_id=self.device_id, generation=self.generation + 1, message_id=message_id,
             timestamp=timestamp, recorded_at=recorded_at))
         return True
+
+    def logout(self, message_id: str | None, timestamp: datetime, recorded_at: datetime) -> bool:
+        """Adapty's logout: as :meth:`clear_identify`, but an anonymous device is an error."""
+        return self.clear_identify(message_id, timestamp, recorded_at, require_identified=True)

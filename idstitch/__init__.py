@@ -12,7 +12,8 @@ and how we came to believe it.
 
 from idstitch import errors
 from idstitch.projections.views import Device, Merge, Profile
+from idstitch.service.ingest import IngestReport
 from idstitch.workspace import Workspace, open
 
-__all__ = ["Device", "Merge", "Profile", "Workspace", "errors", "open"]
+__all__ = ["Device", "IngestReport", "Merge", "Profile", "Workspace", "errors", "open"]
 __version__ = "0.1.0"

@@ -33,7 +33,8 @@ from idstitch.errors import IdstitchError, InvalidCommand
 from idstitch.projections.identity import POLICIES
 from idstitch.projections.views import Profile
 from idstitch.render import merges_table, person_label, profile_renderable
-from idstitch.workspace import INGEST_BATCH, Workspace
+from idstitch.service.ingest import INGEST_BATCH
+from idstitch.workspace import Workspace
 
 DEMO_FILE = "idstitch-demo.db"
 DEMO_URL = f"sqlite:///{DEMO_FILE}"

@@ -10,14 +10,30 @@ Last writer wins per key on the client clock, as for person attributes.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import cast
+from typing import ClassVar, cast
 
+import msgspec
 from idstitch.domain import attributes
+from idstitch.domain.attributes import Attrs
 from idstitch.domain.events import DeviceAttributesChanged, DeviceAttributesCollected
-from idstitch.projections.rows import ATTRIBUTE_KINDS, ATTRIBUTES, DeviceAttributesRow
+from idstitch.projections.base import RowProjection
 from idstitch.projections.store import LoggedEvent, to_micros
-from idstitch.projections.tracking import RowProjection
-from idstitch.projections.unit import Unit
+from idstitch.projections.unit import RowTypes, Unit
+
+ATTRIBUTES = "a"
+"""The row kind: a device's attributes, keyed by device id."""
+
+
+class DeviceAttributesRow(msgspec.Struct, kw_only=True, gc=False):
+    """A device's custom attributes (set by the app) and collected ones (by the SDK).
+
+    gc=False: it holds only JSON values and stamps, never another row (see Attrs)."""
+
+    device_id: str
+    attrs: Attrs = msgspec.field(default_factory=Attrs)
+    collected: Attrs = msgspec.field(default_factory=Attrs)
+    updated_at: int
+    """The client time of its newest attribute event."""
 
 
 class DeviceAttributesProjection(RowProjection):
@@ -25,7 +41,7 @@ class DeviceAttributesProjection(RowProjection):
     attributes per device, in rows of kind ``a`` keyed by device id."""
 
     name = "device_attributes"
-    kinds = ATTRIBUTE_KINDS
+    row_types: ClassVar[RowTypes] = {ATTRIBUTES: DeviceAttributesRow}
     event_types = frozenset({DeviceAttributesChanged, DeviceAttributesCollected})
     # A device's attributes take ~2.6 KB decoded (the SDK's collected context, a stamp per
     # key), five times an identity row: fewer of them make the same memory budget.

@@ -1,47 +1,31 @@
 """The rows one catch-up transaction reads and changes: decoded once, written once.
 
-The working set is a cache of decoded rows per kind that outlives transactions (the projection
+The working set is a cache of decoded rows per kind that outlives transactions (the runner
 drops it whenever another writer may have moved the rows). Within a transaction, changed rows
-are remembered by key and encoded once, at commit.
+are remembered by key and encoded once, at commit. Which kinds exist and how each decodes is
+the projection's to say (its ``row_types``): nothing here knows a particular projection.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import msgspec
-from idstitch.projections.rows import (
-    ATTRIBUTES,
-    DEVICE,
-    IDENTIFIER,
-    KINDS,
-    MERGE,
-    PERSON,
-    TOKEN,
-    DeviceAttributesRow,
-    DeviceRow,
-    MergeRow,
-    PersonRow,
-)
 from idstitch.projections.store import RowReader
 
-_encode = msgspec.msgpack.Encoder().encode
-_DECODERS: dict[str, msgspec.msgpack.Decoder[Any]] = {
-    PERSON: msgspec.msgpack.Decoder(PersonRow),
-    DEVICE: msgspec.msgpack.Decoder(DeviceRow),
-    MERGE: msgspec.msgpack.Decoder(MergeRow),
-    ATTRIBUTES: msgspec.msgpack.Decoder(DeviceAttributesRow),
-}
-_MAX_REDIRECTS = 64
+RowTypes = Mapping[str, type[Any]]
+"""Row kind -> what its rows are: a msgspec Struct type, or ``str`` for plain text rows."""
 
 Cache = dict[str, dict[str, Any]]
 """Decoded rows per kind; a key mapped to None is known to have no row."""
 
+_encode = msgspec.msgpack.Encoder().encode
 
-def new_cache() -> Cache:
-    """An empty working set."""
-    return {kind: {} for kind in KINDS}
+
+def new_cache(row_types: RowTypes) -> Cache:
+    """An empty working set for these kinds."""
+    return {kind: {} for kind in row_types}
 
 
 def cache_size(cache: Cache) -> int:
@@ -49,33 +33,44 @@ def cache_size(cache: Cache) -> int:
     return sum(len(rows) for rows in cache.values())
 
 
-def identifier_key(kind: str, value: str) -> str:
-    """The row key of an identifier: ``id``, ``email`` (lower-cased) or ``anon``."""
-    return f"{kind}:{value}"
+_decoders: dict[type[Any], msgspec.msgpack.Decoder[Any] | None] = {str: None}
 
 
-def decode_row(kind: str, raw: bytes) -> Any:
-    """Decode a stored row of any kind (identifier and token rows are plain strings)."""
-    decoder = _DECODERS.get(kind)
-    return raw.decode() if decoder is None else decoder.decode(raw)
+def decoder(row_type: type[Any]) -> msgspec.msgpack.Decoder[Any] | None:
+    """The reused decoder of a row type (None for text rows)."""
+    try:
+        return _decoders[row_type]
+    except KeyError:
+        found = _decoders[row_type] = msgspec.msgpack.Decoder(row_type)
+        return found
+
+
+def decode_row(row_type: type[Any], raw: bytes) -> Any:
+    """A stored row of this type, decoded."""
+    found = decoder(row_type)
+    return raw.decode() if found is None else found.decode(raw)
+
+
+def encode_row(row: Any) -> bytes:
+    """A row as stored: a Struct as msgpack, text as UTF-8."""
+    return row.encode() if type(row) is str else _encode(row)
 
 
 class Unit:
-    """A cache-through view of the projection rows and the keys changed since the last commit.
+    """A cache-through view of a projection's rows and the keys changed since the last commit.
 
     ``complete``: the cache holds every row that exists (true after a reset, until anything is
     evicted), so a key it does not hold has no row and nothing needs reading.
     """
 
-    def __init__(self, source: RowReader, cache: Cache, *, complete: bool = False) -> None:
+    def __init__(
+        self, source: RowReader, cache: Cache, row_types: RowTypes, *, complete: bool = False
+    ) -> None:
         self._source = source
+        self._row_types = row_types
         self.cache = cache
         self.complete = complete
-        self.devices: dict[str, DeviceRow | None] = cache[DEVICE]
-        self.persons: dict[str, PersonRow | None] = cache[PERSON]
-        self.dirty: dict[str, set[str]] = {kind: set() for kind in KINDS}
-        self.dirty_devices = self.dirty[DEVICE]
-        self.dirty_persons = self.dirty[PERSON]
+        self.dirty: dict[str, set[str]] = {kind: set() for kind in row_types}
 
     def get(self, kind: str, key: str) -> Any:
         """A row, or None."""
@@ -96,9 +91,10 @@ class Unit:
             rows.update(dict.fromkeys(missing))
             return
         found = self._source.get_many(kind, missing)
+        row_type = self._row_types[kind]
         for key in missing:
             raw = found.get(key)
-            rows[key] = None if raw is None else decode_row(kind, raw)
+            rows[key] = None if raw is None else decode_row(row_type, raw)
 
     def put(self, kind: str, key: str, row: object) -> None:
         """Mark a row changed (rows are mutated in place, then put)."""
@@ -110,81 +106,22 @@ class Unit:
         self.cache[kind][key] = None
         self.dirty[kind].add(key)
 
+    @property
+    def changed(self) -> bool:
+        """Whether any row changed since the unit began."""
+        return any(self.dirty.values())
+
     def encoded(self) -> dict[tuple[str, str], bytes | None]:
         """The changed rows, encoded for the store (None: delete)."""
         out: dict[tuple[str, str], bytes | None] = {}
         for kind, keys in self.dirty.items():
             rows = self.cache[kind]
-            if kind in _DECODERS:
-                for key in keys:
-                    row = rows[key]
-                    out[(kind, key)] = None if row is None else _encode(row)
-            else:
+            if self._row_types[kind] is str:
                 for key in keys:
                     row = rows[key]
                     out[(kind, key)] = None if row is None else row.encode()
+            else:
+                for key in keys:
+                    row = rows[key]
+                    out[(kind, key)] = None if row is None else _encode(row)
         return out
-
-    # Typed helpers.
-
-    def device(self, device_id: str) -> DeviceRow | None:
-        """A device row."""
-        row: DeviceRow | None = self.get(DEVICE, device_id)
-        return row
-
-    def person(self, person_id: str) -> PersonRow:
-        """A person row that must exist (every known device has a current person)."""
-        row = self.persons.get(person_id)
-        if row is None:
-            row = self.get(PERSON, person_id)
-            if row is None:
-                raise LookupError(f"projection rows are inconsistent: no person {person_id}")
-        return row
-
-    def put_person(self, person: PersonRow) -> None:
-        """Mark a person changed."""
-        self.persons[person.person_id] = person
-        self.dirty_persons.add(person.person_id)
-
-    def put_device(self, device: DeviceRow) -> None:
-        """Mark a device changed."""
-        self.devices[device.device_id] = device
-        self.dirty_devices.add(device.device_id)
-
-    def live_person(self, person_id: str) -> PersonRow | None:
-        """The person itself, if it exists and was not merged into another."""
-        row: PersonRow | None = self.get(PERSON, person_id)
-        return row if row is not None and row.retired_into is None else None
-
-    def resolve_key(self, key: str) -> PersonRow | None:
-        """The live person an identifier row points at, following merges."""
-        person_id: str | None = self.get(IDENTIFIER, key)
-        if person_id is None:
-            return None
-        row: PersonRow | None = self.get(PERSON, person_id)
-        for _ in range(_MAX_REDIRECTS):
-            if row is None or row.retired_into is None:
-                return row
-            row = self.get(PERSON, row.retired_into)
-        raise LookupError(f"merge chain too long from {key}")
-
-    def put_identifier(self, kind: str, value: str, person_id: str) -> None:
-        """Point an identifier at a person."""
-        self.put(IDENTIFIER, identifier_key(kind, value), person_id)
-
-    def delete_identifier(self, kind: str, value: str) -> None:
-        """Release an identifier."""
-        self.delete(IDENTIFIER, identifier_key(kind, value))
-
-    def token_owner(self, token: str) -> str | None:
-        """The device that holds a push token."""
-        owner: str | None = self.get(TOKEN, token)
-        return owner
-
-    def put_token(self, token: str, device_id: str) -> None:
-        """A token now belongs to a device."""
-        self.put(TOKEN, token, device_id)
-
-    def put_merge(self, row: MergeRow) -> None:
-        """Record a conversion, merge or switch."""
-        self.put(MERGE, row.merge_id, row)

@@ -8,21 +8,22 @@ from typing import Any
 import msgspec
 from idstitch.domain import attributes
 from idstitch.domain.rules import PERSON_PREFIX, normalize_email
-from idstitch.projections.rows import (
-    ATTRIBUTES,
+from idstitch.projections.device_attributes import ATTRIBUTES, DeviceAttributesRow
+from idstitch.projections.identity.graph import MAX_REDIRECTS, identifier_key
+from idstitch.projections.identity.rows import (
     DEVICE,
     IDENTIFIER,
     MERGE,
     PERSON,
-    DeviceAttributesRow,
+    ROW_TYPES,
     DeviceRow,
     MergeRow,
     PersonRow,
 )
 from idstitch.projections.store import RowSource, from_micros
-from idstitch.projections.unit import decode_row, identifier_key
+from idstitch.projections.unit import decode_row
 
-_MAX_REDIRECTS = 64
+_ROW_TYPES: dict[str, type[Any]] = {**ROW_TYPES, ATTRIBUTES: DeviceAttributesRow}
 
 
 class Device(msgspec.Struct, frozen=True, kw_only=True):
@@ -89,10 +90,10 @@ class Reader:
 
     def _get(self, kind: str, key: str) -> Any:
         raw = self._rows.get(kind, key)
-        return None if raw is None else decode_row(kind, raw)
+        return None if raw is None else decode_row(_ROW_TYPES[kind], raw)
 
     def _follow(self, person: PersonRow | None) -> PersonRow | None:
-        for _ in range(_MAX_REDIRECTS):
+        for _ in range(MAX_REDIRECTS):
             if person is None or person.retired_into is None:
                 return person
             person = self._get(PERSON, person.retired_into)

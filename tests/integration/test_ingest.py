@@ -20,8 +20,8 @@ from idstitch.projections.device_attributes import DeviceAttributesProjection
 from idstitch.projections.identity import IdentityProjection
 
 import idstitch
-from idstitch import background
 from idstitch.errors import InvalidCommand
+from idstitch.service import background
 from idstitch.testing import recorded_events
 from idstitch.workspace import Workspace
 

@@ -14,11 +14,12 @@ from datetime import UTC, datetime
 
 import pytest
 from eventsourcing.persistence import StoredEvent
-from idstitch.adapters import Stores, open_stores
 from idstitch.adapters.codec import topic_of
-from idstitch.adapters.eventlog import WriteConflict
+from idstitch.adapters.stores import Stores
 from idstitch.domain.device import Device, Recorded
+from idstitch.domain.ports import WriteConflict
 
+from idstitch.bootstrap import open_stores
 from idstitch.testing import TemporaryPostgres
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

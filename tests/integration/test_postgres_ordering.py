@@ -11,9 +11,9 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime
 
-from idstitch.adapters import open_stores
 from idstitch.domain.device import Device
 
+from idstitch.bootstrap import open_stores
 from idstitch.testing import TemporaryPostgres
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

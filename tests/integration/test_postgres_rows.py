@@ -11,8 +11,9 @@ import itertools
 from collections.abc import Iterator
 
 import pytest
-from idstitch.adapters import Stores, open_stores
+from idstitch.adapters.stores import Stores
 
+from idstitch.bootstrap import open_stores
 from idstitch.testing import TemporaryPostgres
 
 _n = itertools.count()

@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from idstitch.projections.rows import IDENTITY_KINDS
+from idstitch.projections.identity.rows import ROW_TYPES
+from idstitch.projections.runner import catch_up
 
 import idstitch
 from idstitch.errors import ConcurrencyConflict
@@ -82,7 +83,8 @@ def test_rows_of_an_older_layout_are_rebuilt_on_open(make_durable_ws: WorkspaceF
     url = ws.url
     ws.close()
     reopened = make_durable_ws(url)
-    assert reopened.identity.config_of(reopened.rows.meta("identity")) == reopened.identity.meta
+    identity = reopened.projections["identity"]
+    assert identity.config_of(reopened.rows.meta("identity")) == identity.meta
     assert reopened.anonymous_merge == "merge"
     assert reopened.dump() == expected
 
@@ -149,9 +151,9 @@ def test_events_handed_over_with_a_gap_do_not_skip_the_gap(make_ws: WorkspaceFac
     ws.identify("mine-2", "u3")
     mine = [e for e in ws.log.read(0, 10) if e.event.device_id != "theirs"]
     assert [e.position for e in mine] == [1, 3]
-    ws.catch_up(mine)
+    ws._services.projector.catch_up(mine)
     assert ws.profile("u2") is not None  # the event at position 2 was not skipped
-    assert ws.identity.catch_up(ws.log, ws.rows) == ws.log.head()
+    assert catch_up(ws.projections["identity"], ws.log, ws.rows) == ws.log.head()
 
 
 def test_a_catch_up_raced_by_another_process_writes_nothing_stale(
@@ -175,7 +177,7 @@ def test_a_catch_up_raced_by_another_process_writes_nothing_stale(
                            timestamp=T0 + timedelta(hours=2))
             other.catch_up()
 
-    position = ws.identity.catch_up(ws.log, ws.rows, progress=commit_behind_its_back)
+    position = catch_up(ws.projections["identity"], ws.log, ws.rows, progress=commit_behind_its_back)
     assert raced
     assert position == ws.log.head() == ws.rows.position("identity")
     assert ws.profile("u9").attributes == {"email": "dana@example.com"}  # type: ignore[union-attr]
@@ -221,13 +223,14 @@ def test_a_catch_up_raced_by_a_replay_to_the_same_position_writes_nothing_stale(
     def reads_mid_reset(kind: str, keys: Any) -> Any:
         if not reset:  # the other process's rebuild starts while this one reads its rows
             reset.append(True)
-            replaying.rows.reset("identity", IDENTITY_KINDS)
-            replaying.identity.forget_cache()
+            replaying.rows.reset("identity", list(ROW_TYPES))
+            replaying.projections["identity"].forget_cache()
         return get_many(kind, keys)
 
     @contextmanager
     def commits_after_the_replay(name: str) -> Iterator[Any]:
-        replaying.identity.catch_up(LogUpTo(replaying.log, start), replaying.rows)  # type: ignore[arg-type]
+        catch_up(replaying.projections["identity"], LogUpTo(replaying.log, start),  # type: ignore[arg-type]
+                 replaying.rows)
         with transaction(name) as tx:
             yield tx
 

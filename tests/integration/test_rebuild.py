@@ -11,14 +11,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from idstitch.projections import tracking
+from idstitch.projections import runner
 from idstitch.projections.device_attributes import DeviceAttributesProjection
 from idstitch.projections.identity import IdentityProjection
-from idstitch.projections.rows import IDENTITY_KINDS
+from idstitch.projections.identity.rows import ROW_TYPES
+from idstitch.projections.runner import catch_up
 
 import idstitch
-from idstitch import background, workspace
 from idstitch.errors import InvalidCommand
+from idstitch.service import background, projecting
 from idstitch.testing import TemporaryPostgres
 from idstitch.workspace import Workspace
 
@@ -123,13 +124,13 @@ def test_parallel_rebuild_replays_here_when_no_interpreter_can_start(
 def record_replays(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     """Record the names of each replay this process runs."""
     calls: list[list[str]] = []
-    real = workspace.replay
+    real = projecting.replay
 
     def recording(projections: Any, *args: Any, **kwargs: Any) -> None:
         calls.append([p.name for p in projections])
         real(projections, *args, **kwargs)
 
-    monkeypatch.setattr(workspace, "replay", recording)
+    monkeypatch.setattr(projecting, "replay", recording)
     return calls
 
 
@@ -141,7 +142,7 @@ def test_a_catch_up_of_another_process_s_events_reads_them_page_by_page(
     reader = make_durable_ws(writer.url)
     reader.catch_up()
     traffic(writer, n=300)
-    monkeypatch.setattr(tracking, "PAGE_SIZE", 7)
+    monkeypatch.setattr(runner, "PAGE_SIZE", 7)
     assert reader.catch_up() == writer.log.head()
     assert reader.dump() == writer.dump()
 
@@ -162,7 +163,7 @@ def reset_while_another_commits(
 ) -> None:
     ws.identify("phone", "u1", timestamp=T0)
     ws.rows.reset("device_attributes", ("a",))
-    ws.device_attributes.forget_cache()
+    ws.projections["device_attributes"].forget_cache()
     assert ws.dump()["a"] == []
     ws.auto_catch_up = False
     ws.collect_device_attributes("tablet", {"os": "1"}, timestamp=T0)  # not projected yet
@@ -185,7 +186,7 @@ def reset_while_another_commits(
                 def _then(self, result: Any) -> Any:
                     if not self.done:
                         self.done = True
-                        other.device_attributes.catch_up(other.log, other.rows)
+                        catch_up(other.projections["device_attributes"], other.log, other.rows)
                     return result
 
                 def execute(self, sql: str, params: Any = None) -> Any:
@@ -196,7 +197,7 @@ def reset_while_another_commits(
             yield Interleaved()
 
     monkeypatch.setattr(rows, "_cursor", cursor_with_a_commit_in_between)
-    rows.reset("identity", IDENTITY_KINDS)
+    rows.reset("identity", list(ROW_TYPES))
     monkeypatch.undo()
     assert [key for key, _ in rows.scan("a")] == ["tablet"]
     assert ws.rows.position("device_attributes") == ws.log.head()
@@ -256,8 +257,8 @@ def test_device_attribute_rows_of_another_layout_are_rebuilt_on_open(
     ws.close()
     reopened = make_durable_ws(url)
     assert reopened.dump() == expected
-    assert reopened.device_attributes.config_of(
-        reopened.rows.meta("device_attributes")) == reopened.device_attributes.meta
+    assert reopened.projections["device_attributes"].config_of(
+        reopened.rows.meta("device_attributes")) == reopened.projections["device_attributes"].meta
 
 
 def test_small_working_sets_give_the_same_rows(
@@ -268,7 +269,7 @@ def test_small_working_sets_give_the_same_rows(
     traffic(expected)
     monkeypatch.setattr(DeviceAttributesProjection, "cache_limit", 5)
     monkeypatch.setattr(IdentityProjection, "cache_limit", 12)
-    monkeypatch.setattr(tracking, "PAGE_SIZE", 16)
+    monkeypatch.setattr(runner, "PAGE_SIZE", 16)
     ws = make_ws()
     traffic(ws)
     assert ws.dump() == expected.dump()

@@ -15,13 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from idstitch.adapters import Stores, eventlog, open_stores
-from idstitch.adapters.eventlog import WriteConflict
+from idstitch.adapters import eventlog
 from idstitch.adapters.postgres import PostgresProjectionStore
+from idstitch.adapters.stores import Stores
 from idstitch.domain.device import Device
 from idstitch.domain.events import DeviceAttributesChanged, DeviceTokenRegistered, Identified
+from idstitch.domain.ports import WriteConflict
 
 import idstitch
+from idstitch.bootstrap import open_stores
 from idstitch.testing import TemporaryPostgres, recorded_events
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

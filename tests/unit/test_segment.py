@@ -7,7 +7,16 @@ from typing import Any
 
 import msgspec
 import pytest
-from idstitch.adapters.segment import COLLECTED_KEYS, Call, Message, decode, to_calls
+from idstitch.adapters.segment import COLLECTED_KEYS, Message, decode, to_commands
+from idstitch.domain.commands import (
+    CollectDeviceAttributes,
+    Command,
+    Identify,
+    RegisterDeviceToken,
+    RemoveDeviceToken,
+    SetDeviceAttributes,
+    SetProfileAttributes,
+)
 
 from idstitch.errors import InvalidCommand
 
@@ -29,8 +38,8 @@ def device_message(event: str, properties: dict[str, Any] | None = None,
     return message(type="track", event=event, properties=properties or {}, context={"device": dev})
 
 
-def calls_of(raw: dict[str, Any] | str | bytes) -> list[Call] | None:
-    return to_calls(decode(raw))
+def calls_of(raw: dict[str, Any] | str | bytes) -> list[Command] | None:
+    return to_commands(decode(raw))
 
 
 def common(message_id: str | None = "m1") -> dict[str, Any]:
@@ -69,19 +78,20 @@ def test_decode_from_dict_accepts_aware_datetime_objects() -> None:
 
 def test_identify_with_user_id() -> None:
     calls = calls_of(message(type="identify", userId="u1", traits={"email": "a@example.com"}))
-    assert calls == [Call("identify", "dev-1", ("u1", {"email": "a@example.com"}), common())]
+    assert calls == [Identify(device_id="dev-1", user_id="u1", traits={"email": "a@example.com"},
+                              **common())]
 
 
 def test_identify_without_traits_passes_none() -> None:
     calls = calls_of(message(type="identify", userId="u1"))
-    assert calls == [Call("identify", "dev-1", ("u1", None), common())]
+    assert calls == [Identify(device_id="dev-1", user_id="u1", traits=None, **common())]
 
 
 def test_identify_anonymous_only_sets_profile_attributes_on_the_anonymous_id_device() -> None:
     raw = message(type="identify", traits={"favorite_food": "pizza"})
     del raw["context"]
     assert calls_of(raw) == [
-        Call("set_profile_attributes", "anon-1", ({"favorite_food": "pizza"},), common())
+        SetProfileAttributes(device_id="anon-1", traits={"favorite_food": "pizza"}, **common())
     ]
 
 
@@ -97,33 +107,35 @@ def test_anonymous_id_is_the_device_when_context_device_has_no_id() -> None:
 
 def test_message_without_message_id_or_times_maps_to_none() -> None:
     calls = calls_of({"type": "identify", "userId": "u1", "anonymousId": "a1"})
-    assert calls == [Call("identify", "a1", ("u1", None),
-                          {"message_id": None, "timestamp": None, "sent_at": None})]
+    assert calls == [Identify(device_id="a1", user_id="u1", traits=None, message_id=None,
+                              timestamp=None, sent_at=None)]
 
 
 # track "Device Created or Updated"
 
 def test_device_created_token_from_context_and_platform_from_device_type() -> None:
     calls = calls_of(device_message("Device Created or Updated"))
-    assert calls == [Call("register_device_token", "dev-1", ("tok-1",), {"platform": "ios", **common()})]
+    assert calls == [RegisterDeviceToken(device_id="dev-1", token="tok-1", platform="ios", **common())]
 
 
 def test_device_created_token_from_properties_when_context_has_none() -> None:
     calls = calls_of(device_message("Device Created or Updated", {"token": "tok-p"},
                                     device={"id": "dev-1", "type": "android"}))
     assert calls == [
-        Call("register_device_token", "dev-1", ("tok-p",), {"platform": "android", **common()})
+        RegisterDeviceToken(device_id="dev-1", token="tok-p", platform="android", **common())
     ]
 
 
 def test_context_token_wins_over_properties_token() -> None:
     calls = calls_of(device_message("Device Created or Updated", {"token": "tok-p"}))
-    assert calls is not None and calls[0].args == ("tok-1",)
+    assert calls is not None and isinstance(calls[0], RegisterDeviceToken)
+    assert calls[0].token == "tok-1"
 
 
 def test_device_created_without_platform() -> None:
     calls = calls_of(device_message("Device Created or Updated", device={"id": "dev-1", "token": "t"}))
-    assert calls is not None and calls[0].kwargs["platform"] is None
+    assert calls is not None and isinstance(calls[0], RegisterDeviceToken)
+    assert calls[0].platform is None
 
 
 def test_device_created_splits_collected_and_custom_attributes() -> None:
@@ -132,9 +144,9 @@ def test_device_created_splits_collected_and_custom_attributes() -> None:
     calls = calls_of(device_message("Device Created or Updated",
                                     {**collected, **custom, "token": "tok-p"}))
     assert calls == [
-        Call("register_device_token", "dev-1", ("tok-1",), {"platform": "ios", **common()}),
-        Call("collect_device_attributes", "dev-1", (collected,), common("m1#collected")),
-        Call("set_device_attributes", "dev-1", (custom,), common("m1#custom")),
+        RegisterDeviceToken(device_id="dev-1", token="tok-1", platform="ios", **common()),
+        CollectDeviceAttributes(device_id="dev-1", context=collected, **common("m1#collected")),
+        SetDeviceAttributes(device_id="dev-1", attributes=custom, **common("m1#custom")),
     ]
 
 
@@ -148,16 +160,17 @@ def test_collected_keys_are_the_auto_tracked_device_attributes() -> None:
 
 def test_only_collected_attributes_gives_no_custom_call() -> None:
     calls = calls_of(device_message("Device Created or Updated", {"device_os": "17.2", "push_enabled": True}))
-    assert calls is not None and [c.method for c in calls] == [
-        "register_device_token", "collect_device_attributes"]
-    assert calls[1].args == ({"device_os": "17.2", "push_enabled": True},)
+    assert calls is not None and [type(c) for c in calls] == [
+        RegisterDeviceToken, CollectDeviceAttributes]
+    assert isinstance(calls[1], CollectDeviceAttributes)
+    assert calls[1].context == {"device_os": "17.2", "push_enabled": True}
 
 
 def test_only_custom_attributes_gives_no_collected_call() -> None:
     calls = calls_of(device_message("Device Created or Updated", {"tier": "gold"}))
-    assert calls is not None and [c.method for c in calls] == [
-        "register_device_token", "set_device_attributes"]
-    assert calls[1].kwargs["message_id"] == "m1#custom"
+    assert calls is not None and [type(c) for c in calls] == [
+        RegisterDeviceToken, SetDeviceAttributes]
+    assert calls[1].message_id == "m1#custom"
 
 
 @pytest.mark.parametrize("properties", [{}, None, {"token": "tok-p"}])
@@ -166,14 +179,14 @@ def test_auto_tracking_off_sends_empty_properties_and_only_the_token_is_register
     raw = device_message("Device Created or Updated")
     raw["properties"] = properties
     calls = calls_of(raw)
-    assert calls is not None and [c.method for c in calls] == ["register_device_token"]
+    assert calls is not None and [type(c) for c in calls] == [RegisterDeviceToken]
 
 
 def test_split_calls_without_message_id_carry_none() -> None:
     raw = device_message("Device Created or Updated", {"device_os": "17", "tier": "gold"})
     del raw["messageId"]
     calls = calls_of(raw)
-    assert calls is not None and [c.kwargs["message_id"] for c in calls] == [None, None, None]
+    assert calls is not None and [c.message_id for c in calls] == [None, None, None]
 
 
 def test_device_message_on_the_anonymous_id_when_context_has_no_device_id() -> None:
@@ -185,14 +198,15 @@ def test_device_message_on_the_anonymous_id_when_context_has_no_device_id() -> N
 
 def test_device_deleted_removes_the_context_token_without_sent_at() -> None:
     assert calls_of(device_message("Device Deleted")) == [
-        Call("remove_device_token", "dev-1", ("tok-1",),
-             {"reason": "deleted", "message_id": "m1", "timestamp": common()["timestamp"]})
+        RemoveDeviceToken(device_id="dev-1", token="tok-1", reason="deleted", message_id="m1",
+                          timestamp=common()["timestamp"])
     ]
 
 
 def test_device_deleted_token_from_properties() -> None:
     calls = calls_of(device_message("Device Deleted", {"token": "tok-p"}, device={"id": "dev-1"}))
-    assert calls is not None and calls[0].args == ("tok-p",)
+    assert calls is not None and isinstance(calls[0], RemoveDeviceToken)
+    assert calls[0].token == "tok-p"
 
 
 # Ignored messages
@@ -212,7 +226,7 @@ def test_other_messages_are_ignored(raw: dict[str, Any]) -> None:
 
 
 def test_ignored_messages_need_no_device() -> None:
-    assert to_calls(decode({"type": "screen", "name": "Home"})) is None
+    assert to_commands(decode({"type": "screen", "name": "Home"})) is None
 
 
 # Bad input: each names its field.
@@ -284,5 +298,5 @@ BAD_MAPPING: list[tuple[str, dict[str, Any], str]] = [
 def test_unmappable_messages_are_rejected_naming_the_field(raw: dict[str, Any], field: str) -> None:
     msg = decode(raw)
     with pytest.raises(InvalidCommand) as caught:
-        to_calls(msg)
+        to_commands(msg)
     assert caught.value.field == field

@@ -1,8 +1,7 @@
 """The rows of the identity projection, stored as msgpack documents keyed by (kind, key).
 
 Kinds: ``p`` person, ``d`` device, ``i`` identifier -> person id, ``t`` token -> device id,
-``m`` merge record (the identity projection's); ``a`` a device's attributes (the device
-attributes projection's). Rows are derived data: they can always be rebuilt from the log.
+``m`` merge record. Rows are derived data: they can always be rebuilt from the log.
 
 Rows hold only strings, numbers, JSON values and each other's keys (never a reference to another
 row object), so no reference cycle can pass through them: they opt out of the cyclic garbage
@@ -10,6 +9,8 @@ collector (``gc=False``), which otherwise rescans the whole working set during a
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import msgspec
 from idstitch.domain.attributes import Attrs
@@ -19,10 +20,6 @@ DEVICE = "d"
 IDENTIFIER = "i"
 TOKEN = "t"
 MERGE = "m"
-ATTRIBUTES = "a"
-IDENTITY_KINDS = (PERSON, DEVICE, IDENTIFIER, TOKEN, MERGE)
-ATTRIBUTE_KINDS = (ATTRIBUTES,)
-KINDS = IDENTITY_KINDS + ATTRIBUTE_KINDS
 
 
 class Refusal(msgspec.Struct, frozen=True, gc=False):
@@ -73,16 +70,6 @@ class DeviceRow(msgspec.Struct, kw_only=True, gc=False):
     updated_at: int
 
 
-class DeviceAttributesRow(msgspec.Struct, kw_only=True, gc=False):
-    """A device's custom attributes (set by the app) and collected ones (by the SDK)."""
-
-    device_id: str
-    attrs: Attrs = msgspec.field(default_factory=Attrs)
-    collected: Attrs = msgspec.field(default_factory=Attrs)
-    updated_at: int
-    """The client time of its newest attribute event."""
-
-
 class MergeRow(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     """A conversion, merge or switch, with the position of the event that caused it."""
 
@@ -95,3 +82,8 @@ class MergeRow(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     reason: str | None = None
     timestamp: int
 
+
+ROW_TYPES: dict[str, type[Any]] = {
+    PERSON: PersonRow, DEVICE: DeviceRow, IDENTIFIER: str, TOKEN: str, MERGE: MergeRow,
+}
+"""The identity projection's row kinds and what each row is."""

@@ -8,12 +8,13 @@ projection's optimistic catch-up keeps its writes safe against any other writer,
 ingest waits for it to reach the head before it returns, so the workspace still reads its own
 writes.
 
-The child is a fresh interpreter (:data:`COMMAND`), not a fork: forking a
-process with open database connections and pool threads is unsafe, and the ``multiprocessing``
-spawn method would re-import the caller's main module. It talks over its stdin and stdout, a
-line at a time:
+The child is a fresh interpreter (:data:`COMMAND`, which runs :func:`idstitch.child.serve`),
+not a fork: forking a process with open database connections and pool threads is unsafe, and
+the ``multiprocessing`` spawn method would re-import the caller's main module. This module is
+the parent's side; it talks to the child over its stdin and stdout, a line at a time:
 
-- parent -> child: the store URL, the policy, and the job (the first three lines): ``follow``
+- parent -> child: the store URL, the projections (the registry's specs as one JSON line, so
+  the child builds exactly the parent's set), and the job (the first three lines): ``follow``
   (a bulk ingest: fold every projection as the log grows) or ``replay NAMES UNTIL`` (a rebuild:
   replay the named projections, comma-separated, to position UNTIL, then exit). While
   following, ``until N`` (answer once the projections are at position N or beyond) or
@@ -34,13 +35,9 @@ import os
 import select
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from idstitch.workspace import Workspace
+import msgspec
 
 POLL_SECONDS = 0.01
 """How long the child waits for a request before looking at the log again."""
@@ -60,9 +57,9 @@ IDLE_COMMIT_EVENTS = 5_000
 """At the head with nothing to fold, the child commits once it holds this many events: the
 parent is busy recording its next batch then, and the commit the parent's last request waits
 for stays small."""
-COMMAND = [sys.executable, "-P", "-c", "import sys; from idstitch.background import serve; "
+COMMAND = [sys.executable, "-P", "-c", "import sys; from idstitch.child import serve; "
            "serve(sys.stdin, sys.stdout)"]
-"""How the child is started (``-c`` rather than ``-m``: the package imports this module;
+"""How the child is started (``-c`` rather than ``-m``: the package imports that module;
 ``-P``: no current directory on its path)."""
 
 
@@ -77,7 +74,7 @@ class BackgroundProjector:
     saves work, it is never needed for a correct result."""
 
     def __init__(
-        self, url: str, policy: str, command: list[str] | None = None, *,
+        self, url: str, specs: list[tuple[str, str]], command: list[str] | None = None, *,
         replay: list[str] | None = None, until: int = 0,
     ) -> None:
         """Start the child, without waiting for it to open the store (the first request
@@ -92,7 +89,7 @@ class BackgroundProjector:
         # checkout of an editable install), and no current directory (-P): run from a
         # checkout, `import idstitch` would otherwise find the source folder, which is not
         # the installed package (its layers install under it from folders of their own).
-        home = str(Path(__file__).resolve().parent.parent)
+        home = str(Path(__file__).resolve().parents[2])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([home, *(p for p in sys.path if p)])}
         try:
             self._proc: subprocess.Popen[str] | None = subprocess.Popen(
@@ -103,7 +100,7 @@ class BackgroundProjector:
             self.failed = f"cannot start: {e}"
             return
         self._send(url)
-        self._send(policy)
+        self._send(msgspec.json.encode(specs).decode())
         self._send("follow" if replay is None else f"replay {','.join(replay)} {until}")
 
     def _started(self) -> bool:
@@ -173,107 +170,3 @@ class BackgroundProjector:
     def _fail(self, reason: str) -> None:
         self.failed = reason
         self.close()
-
-
-def serve(requests: IO[str], replies: IO[str]) -> None:
-    """The child: replay, or catch up and answer requests until told to stop (or the parent
-    goes away)."""
-    # Imported here: the parent imports this module without paying for the whole library twice.
-    from idstitch.projections.identity import IdentityProjection
-    from idstitch.workspace import bulk_gc
-    from idstitch.workspace import open as open_workspace
-
-    def reply(line: str) -> None:
-        replies.write(line + "\n")
-        replies.flush()
-
-    url = requests.readline().strip()
-    policy = IdentityProjection.policy_of(f"anonymous_merge={requests.readline().strip()}")
-    job = requests.readline().split()
-    try:
-        ws = open_workspace(url, anonymous_merge=policy)
-    except Exception as e:  # reported to the parent, which then catches up itself
-        reply(f"error cannot open the store: {e}")
-        return
-    reply("ready")
-    with ws, bulk_gc():
-        try:
-            if job[:1] == ["replay"]:
-                _replay(ws, job[1].split(","), int(job[2]), reply)
-            else:
-                _follow(ws, url, requests, reply)
-        except Exception as e:  # reported to the parent, which then catches up itself
-            reply(f"error {type(e).__name__}: {e}")
-
-
-def _replay(ws: Workspace, names: list[str], until: int, reply: Callable[[str], None]) -> None:
-    from idstitch.projections.tracking import replay
-
-    projections = [p for p in ws.projections if p.name in names]
-    if len(projections) != len(set(names)):
-        reply(f"error unknown projections among {names}")
-        return
-    heard = time.monotonic()
-    position = min(ws.rows.position(p.name) for p in projections)
-
-    def heartbeat(replayed: int) -> None:
-        nonlocal heard, position
-        position += replayed
-        if time.monotonic() - heard > HEARTBEAT_SECONDS:
-            reply(f"folding {position}")
-            heard = time.monotonic()
-
-    replay(projections, ws.log, ws.rows, until, heartbeat)
-    reply(f"at {until}")
-
-
-def _follow(ws: Workspace, url: str, requests: IO[str], reply: Callable[[str], None]) -> None:
-    from idstitch.projections.tracking import PAGE_SIZE
-
-    waiting_for: int | None = None
-    stopping = False
-    heard = time.monotonic()
-    stretches = [p.stretch(ws.log, ws.rows) for p in ws.projections]
-    while True:
-        # Each projection reads only its own events, up to the head as it is now.
-        head = ws.log.head()
-        before = [s.position for s in stretches]
-        for stretch in stretches:
-            stretch.fold(PAGE_SIZE, until=head)
-        folded = [s.position for s in stretches] != before
-        for stretch in stretches:
-            # Commit rarely: every commit holds the write lock the ingest's appends wait for,
-            # and rewrites the hot rows. Reaching the head is no reason to commit; the parent
-            # asking for a position, or a full working set, is.
-            if stretch.pending >= CHILD_BATCH_SIZE or stretch.full or (
-                    not folded and stretch.pending >= IDLE_COMMIT_EVENTS):
-                stretch.commit()
-        if waiting_for is None:
-            # A request may come at any time, also while there is a backlog: look without
-            # waiting then, and wait a moment at the head.
-            if not select.select([requests], [], [], 0 if folded else POLL_SECONDS)[0]:
-                continue
-            line = requests.readline()
-            if not line:
-                return  # the parent is gone
-            verb, _, arg = line.strip().partition(" ")
-            waiting_for, stopping = int(arg), verb == "stop"
-            heard = time.monotonic()
-        position = min(s.position for s in stretches)
-        if position >= waiting_for:
-            # Every stretch commits (no short cut): each one's position is then the store's.
-            committed = [s.commit() for s in stretches]
-            if not all(committed):
-                continue  # somebody else committed: fold again from there
-            reply(f"at {min(s.position for s in stretches)}")
-            waiting_for = None
-            if stopping:
-                return
-        elif not folded and ws.log.head() < waiting_for:
-            # The parent appended up to there before asking: a log without that position is
-            # not the parent's store.
-            reply(f"error the store at {url} has no position {waiting_for}")
-            return
-        elif time.monotonic() - heard > HEARTBEAT_SECONDS:
-            reply(f"folding {position}")
-            heard = time.monotonic()

@@ -33,27 +33,27 @@ from idstitch.domain.events import (
     PushStatusRecorded,
 )
 from idstitch.domain.rules import classify, normalize_email
-from idstitch.projections.rows import (
+from idstitch.projections.base import ROWS_FORMAT, RowProjection
+from idstitch.projections.identity.graph import IdentityUnit, identifier_key
+from idstitch.projections.identity.rows import (
     DEVICE,
     IDENTIFIER,
-    IDENTITY_KINDS,
     PERSON,
+    ROW_TYPES,
     TOKEN,
     DeviceRow,
     MergeRow,
     PersonRow,
     Refusal,
 )
-from idstitch.projections.store import LoggedEvent, ProjectionStore, to_micros
-from idstitch.projections.tracking import ROWS_FORMAT, RowProjection
-from idstitch.projections.unit import Unit, identifier_key
+from idstitch.projections.store import LoggedEvent, to_micros
 
 Policy = Literal["merge", "switch"]
 POLICIES: tuple[Policy, ...] = ("merge", "switch")
 MERGE_NAMESPACE = uuid5(NAMESPACE_URL, "https://idstitch.dev/merge")
 _MERGE_NS = MERGE_NAMESPACE.bytes
 
-Handler = Callable[[Unit, DeviceRow, Any, int, int], None]
+Handler = Callable[[IdentityUnit, DeviceRow, Any, int, int], None]
 
 
 class IdentityProjection(RowProjection):
@@ -65,7 +65,8 @@ class IdentityProjection(RowProjection):
     """
 
     name = "identity"
-    kinds = IDENTITY_KINDS
+    row_types = ROW_TYPES
+    unit_class = IdentityUnit
     event_types = frozenset(EVENT_TYPES) - {DeviceAttributesChanged, DeviceAttributesCollected}
     # A device's rows and its first anonymous person are created at its first event, of
     # whatever type.
@@ -94,6 +95,19 @@ class IdentityProjection(RowProjection):
         """The configuration the rows were built under: a different one needs a rebuild."""
         return f"anonymous_merge={self.policy} rows={ROWS_FORMAT}"
 
+    @property
+    def config(self) -> str:
+        """The policy: all the projecting child needs to build the same projection."""
+        return self.policy
+
+    @classmethod
+    def from_config(cls, config: str) -> IdentityProjection:
+        """The projection with the policy :attr:`config` names."""
+        policy = cls.policy_of(f"anonymous_merge={config}")
+        if policy is None:
+            raise ValueError(f"not an anonymous_merge policy: {config!r}")
+        return cls(policy)
+
     @staticmethod
     def policy_of(meta: str | None) -> Policy | None:
         """The policy recorded in a tracking meta, if any."""
@@ -101,7 +115,7 @@ class IdentityProjection(RowProjection):
         value = settings.get("anonymous_merge")
         return "switch" if value == "switch" else "merge" if value == "merge" else None
 
-    def apply_all(self, unit: Unit, events: Sequence[LoggedEvent]) -> None:
+    def apply_all(self, unit: IdentityUnit, events: Sequence[LoggedEvent]) -> None:
         """Apply events in log order (their rows read first, in a few queries)."""
         if not unit.complete:
             # After this, a device missing from the cache has no row (as with a complete one).
@@ -128,7 +142,7 @@ class IdentityProjection(RowProjection):
             handler(unit, dev, ev, pos, ts)
             dirty.add(device_id)
 
-    def _prefetch(self, unit: Unit, events: Sequence[LoggedEvent]) -> None:
+    def _prefetch(self, unit: IdentityUnit, events: Sequence[LoggedEvent]) -> None:
         """Read the rows a batch will touch in a few queries instead of one per row."""
         devices = {ev.device_id for _, ev in events}
         identifiers: set[str] = set()
@@ -158,15 +172,11 @@ class IdentityProjection(RowProjection):
         persons.update(p for k in identifiers if (p := unit.get(IDENTIFIER, k)))
         unit.prefetch(PERSON, persons)
 
-    def check_policy(self, store: ProjectionStore) -> None:
-        """Raise PolicyMismatch if the committed rows were built under the other policy."""
-        self.check_meta(store.meta(self.name))
-
     # The fold: one handler per event type, called with the event's device row (created on
     # its first event), position and client time in microseconds.
 
     def _profile_attributes(
-        self, unit: Unit, dev: DeviceRow, ev: ProfileAttributesChanged, pos: int, ts: int
+        self, unit: IdentityUnit, dev: DeviceRow, ev: ProfileAttributesChanged, pos: int, ts: int
     ) -> None:
         person = unit.person(dev.person_id)
         stamp = (ts, pos)
@@ -183,31 +193,33 @@ class IdentityProjection(RowProjection):
             self._claim_attribute_email(unit, person, pos)
 
     def _activated(
-        self, unit: Unit, dev: DeviceRow, ev: DeviceActivated, pos: int, ts: int
+        self, unit: IdentityUnit, dev: DeviceRow, ev: DeviceActivated, pos: int, ts: int
     ) -> None:
         dev.auto_track = ev.auto_track_device_attributes
         dev.platform = ev.platform or dev.platform
         dev.sdk = ev.sdk if ev.sdk is not None else dev.sdk
 
     def _token_removed(
-        self, unit: Unit, dev: DeviceRow, ev: DeviceTokenRemoved, pos: int, ts: int
+        self, unit: IdentityUnit, dev: DeviceRow, ev: DeviceTokenRemoved, pos: int, ts: int
     ) -> None:
         if dev.token == ev.token:
             dev.token = None
             unit.delete(TOKEN, ev.token)
 
     def _push_status(
-        self, unit: Unit, dev: DeviceRow, ev: PushStatusRecorded, pos: int, ts: int
+        self, unit: IdentityUnit, dev: DeviceRow, ev: PushStatusRecorded, pos: int, ts: int
     ) -> None:
         dev.last_status = ev.status
 
-    def _cleared(self, unit: Unit, dev: DeviceRow, ev: IdentityCleared, pos: int, ts: int) -> None:
+    def _cleared(
+        self, unit: IdentityUnit, dev: DeviceRow, ev: IdentityCleared, pos: int, ts: int
+    ) -> None:
         self._leave(unit, dev, dev.person_id)
         dev.generation = ev.generation
         dev.user_id = None
         self._new_anonymous_person(unit, dev, ts)
 
-    def _new_device(self, unit: Unit, ev: DeviceEvent, ts: int) -> DeviceRow:
+    def _new_device(self, unit: IdentityUnit, ev: DeviceEvent, ts: int) -> DeviceRow:
         # person_id and anonymous_id are set by the anonymous person it starts with.
         dev = DeviceRow(device_id=ev.device_id, person_id="", anonymous_id="", created_at=ts,
                         updated_at=ts)
@@ -215,7 +227,7 @@ class IdentityProjection(RowProjection):
         unit.put_device(dev)
         return dev
 
-    def _new_anonymous_person(self, unit: Unit, dev: DeviceRow, ts: int) -> None:
+    def _new_anonymous_person(self, unit: IdentityUnit, dev: DeviceRow, ts: int) -> None:
         anonymous_id = anonymous_id_for(dev.device_id, dev.generation)
         person = PersonRow(person_id=anonymous_person_id(anonymous_id), anonymous_ids=[anonymous_id],
                            devices=[dev.device_id], created_at=ts, updated_at=ts)
@@ -225,7 +237,7 @@ class IdentityProjection(RowProjection):
         unit.put_identifier("anon", anonymous_id, person.person_id)
 
     def _identified(
-        self, unit: Unit, dev: DeviceRow, ev: Identified, pos: int, ts: int
+        self, unit: IdentityUnit, dev: DeviceRow, ev: Identified, pos: int, ts: int
     ) -> None:
         current = unit.person(dev.person_id)
         kind = classify(ev.user_id)
@@ -276,7 +288,7 @@ class IdentityProjection(RowProjection):
         dev.last_status = None
 
     def _merge_anonymous(
-        self, unit: Unit, survivor: PersonRow, retired: PersonRow, dev: DeviceRow, pos: int, ts: int
+        self, unit: IdentityUnit, survivor: PersonRow, retired: PersonRow, dev: DeviceRow, pos: int, ts: int
     ) -> None:
         attributes.merge(survivor.attrs, retired.attrs)
         for anonymous_id in retired.anonymous_ids:
@@ -293,20 +305,20 @@ class IdentityProjection(RowProjection):
         retired.retired_into = survivor.person_id
         self._record(unit, "merged", retired.person_id, retired, survivor, dev, pos, ts)
 
-    def _leave(self, unit: Unit, dev: DeviceRow, person_id: str) -> None:
+    def _leave(self, unit: IdentityUnit, dev: DeviceRow, person_id: str) -> None:
         person = unit.person(person_id)
         if dev.device_id in person.devices:
             person.devices.remove(dev.device_id)
         unit.put_person(person)
 
-    def _join(self, unit: Unit, dev: DeviceRow, person: PersonRow) -> None:
+    def _join(self, unit: IdentityUnit, dev: DeviceRow, person: PersonRow) -> None:
         if dev.device_id not in person.devices:
             person.devices.append(dev.device_id)
         dev.person_id = person.person_id
         unit.put_person(person)
 
     def _record(
-        self, unit: Unit, kind: str, source: str, source_person: PersonRow, target: PersonRow,
+        self, unit: IdentityUnit, kind: str, source: str, source_person: PersonRow, target: PersonRow,
         dev: DeviceRow, pos: int, ts: int,
     ) -> None:
         merge_id = uuid5_text(_MERGE_NS, f"{pos}:{kind}")
@@ -318,21 +330,21 @@ class IdentityProjection(RowProjection):
                 person.merges.append(merge_id)
             unit.put_person(person)
 
-    def _claim(self, unit: Unit, person: PersonRow, kind: str, value: str, pos: int) -> None:
+    def _claim(self, unit: IdentityUnit, person: PersonRow, kind: str, value: str, pos: int) -> None:
         if kind == "id":
             person.user_id = value
             unit.put_identifier("id", value, person.person_id)
         elif kind == "email":
             self._claim_email(unit, person, value, pos)
 
-    def _claim_attribute_email(self, unit: Unit, person: PersonRow, pos: int) -> None:
+    def _claim_attribute_email(self, unit: IdentityUnit, person: PersonRow, pos: int) -> None:
         # The identifier follows the winning value of the `email` attribute (last writer wins on
         # the client clock), so a late event with an older email cannot move it.
         present, email = attributes.value_of(person.attrs, "email")
         if person.identified and present and isinstance(email, str) and "@" in email:
             self._claim_email(unit, person, normalize_email(email), pos)
 
-    def _claim_email(self, unit: Unit, person: PersonRow, email: str, pos: int) -> None:
+    def _claim_email(self, unit: IdentityUnit, person: PersonRow, email: str, pos: int) -> None:
         holder = unit.resolve_key(identifier_key("email", email))
         if holder is not None and holder.person_id != person.person_id:
             # Two identified persons are never merged implicitly: keep the attribute, refuse
@@ -347,7 +359,7 @@ class IdentityProjection(RowProjection):
         unit.put_person(person)
 
     def _token_registered(
-        self, unit: Unit, dev: DeviceRow, ev: DeviceTokenRegistered, pos: int, ts: int
+        self, unit: IdentityUnit, dev: DeviceRow, ev: DeviceTokenRegistered, pos: int, ts: int
     ) -> None:
         holder_id = unit.token_owner(ev.token)
         if dev.token != ev.token or holder_id != dev.device_id:

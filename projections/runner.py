@@ -1,158 +1,72 @@
-"""What every row projection shares: a tracked position, catch-up, replay and optimistic commits.
+"""Catch-up, replay and optimistic commits: how any registered projection follows the log.
 
-A projection folds device events into rows of its own kinds and moves its own tracking
-position in the same transaction as the rows. The folds themselves live in the subclasses
-(:mod:`idstitch.projections.identity`, :mod:`idstitch.projections.device_attributes`).
-
-A projection names the event types it folds. A replay (a rebuild) reads only those from the
-log, so two projections can replay the same log side by side in two processes, each decoding
-only its own events.
+Nothing here knows a particular projection: the runner reads the events a projection folds
+(its ``event_types``), hands them to its ``apply_all`` on a unit of its rows, and commits the
+changed rows with the new tracking position in one transaction. A replay reads only each
+projection's own event types, so two projections can replay the same log side by side in two
+processes, each decoding only its own events.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import ClassVar
-from uuid import uuid4
 
-from idstitch.domain.errors import PolicyMismatch
-from idstitch.domain.events import DeviceEvent
+from idstitch.projections.base import RowProjection
 from idstitch.projections.store import EventLog, LoggedEvent, ProjectionStore
-from idstitch.projections.unit import Cache, Unit, cache_size, new_cache
+from idstitch.projections.unit import Unit, cache_size, new_cache
 
-ROWS_FORMAT = 3
-"""Version of the stored row layout: rows of another version are rebuilt on open."""
 PAGE_SIZE = 10_000
 """Events read (and their rows prefetched) at a time."""
-BATCH_SIZE = 50_000
-"""Events per catch-up transaction at most: hot rows are written once per transaction."""
 REPLAY_BATCH = 200_000
 """Events per transaction at most during a replay (a rebuild)."""
 LAG_LIMIT = 1_000
 """A catch-up that met only other projections' events leaves the committed position up to
 this far behind (it writes nothing then); past it, it commits the position, so that reads
 skipping those events stay short."""
-CACHE_LIMIT = 100_000
-"""Rows kept decoded between transactions; beyond it the working set starts cold."""
 
 
-class RowProjection:
-    """A projection whose rows and tracking position live in the projection store.
+def catch_up(
+    projection: RowProjection,
+    log: EventLog,
+    store: ProjectionStore,
+    progress: Callable[[int], None] | None = None,
+    recent: Sequence[LoggedEvent] = (),
+) -> int:
+    """Apply every event after the projection's tracking position, up to its ``batch_size``
+    per transaction, reading only its own events; the position reached.
 
-    Subclasses set :attr:`name`, :attr:`kinds`, :attr:`event_types` (and
-    :attr:`first_events`) and implement :meth:`apply_all`.
+    ``recent``: events this process just appended, with their positions. When they follow
+    the tracking position directly, they are applied as they are instead of being read back
+    and decoded again (the common case of an embedded, single-writer workspace).
     """
-
-    name: ClassVar[str]
-    kinds: ClassVar[tuple[str, ...]]
-    """The row kinds it owns (a reset drops exactly these)."""
-    event_types: ClassVar[frozenset[type[DeviceEvent]]]
-    """The events it folds; a replay reads only these."""
-    cache_limit: ClassVar[int] = CACHE_LIMIT
-    """Rows kept decoded between transactions at most (see CACHE_LIMIT)."""
-    mismatch_hint: ClassVar[str] = "rebuild it"
-    """What to do about rows built under another configuration (PolicyMismatch's advice)."""
-    first_events: ClassVar[bool] = False
-    """Whether it also needs every device's first event, whatever its type (to create the
-    device's rows at the right moment)."""
-
-    def __init__(self) -> None:
-        self.batch_size = BATCH_SIZE
-        """Events per catch-up transaction at most (a smaller one holds the write lock less)."""
-        self._cache: Cache = new_cache()
-        self._cached_at: tuple[int, str | None] = (-1, None)
-        self._complete = False
-
-    @property
-    def meta(self) -> str:
-        """The configuration the rows were built under: a different one needs a rebuild."""
-        return f"rows={ROWS_FORMAT}"
-
-    @staticmethod
-    def config_of(meta: str | None) -> str | None:
-        """A stored meta without its epoch: the configuration the rows were built under."""
-        if meta is None:
-            return None
-        return " ".join(p for p in meta.split() if not p.startswith("epoch="))
-
-    def _stored_meta(self, start: int, meta: str | None) -> str:
-        # The epoch names one life of the rows, from position 0 on: a reset and replay by
-        # another process reaches the same positions again, but never the same epoch.
-        epoch = dict(p.partition("=")[::2] for p in (meta or "").split()).get("epoch")
-        if start == 0 or not epoch:
-            epoch = uuid4().hex[:16]
-        return f"{self.meta} epoch={epoch}"
-
-    def needs_rebuild(self, store: ProjectionStore) -> bool:
-        """Whether committed rows exist that were built under another configuration."""
-        stored = store.meta(self.name)
-        return stored is not None and self.config_of(stored) != self.meta
-
-    def check_meta(self, meta: str | None) -> None:
-        """Raise PolicyMismatch if rows committed under ``meta`` were built differently."""
-        if meta is not None and self.config_of(meta) != self.meta:
-            raise PolicyMismatch(
-                f"the {self.name} projection was built under {self.config_of(meta)}, this "
-                f"workspace uses {self.meta}: {self.mismatch_hint}")
-
-    def apply_all(self, unit: Unit, events: Sequence[LoggedEvent]) -> None:
-        """Apply events in log order (events of other types are skipped)."""
-        raise NotImplementedError
-
-    def apply(self, unit: Unit, logged: LoggedEvent) -> None:
-        """Apply one event to the rows."""
-        self.apply_all(unit, [logged])
-
-    def forget_cache(self) -> None:
-        """Drop cached rows (after a reset of the store)."""
-        self._cache, self._cached_at, self._complete = new_cache(), (-1, None), False
-
-    def stretch(self, log: EventLog, store: ProjectionStore) -> Stretch:
-        """Start folding from the committed position (see :class:`Stretch`)."""
-        return Stretch(self, log, store)
-
-    def catch_up(
-        self,
-        log: EventLog,
-        store: ProjectionStore,
-        progress: Callable[[int], None] | None = None,
-        recent: Sequence[LoggedEvent] = (),
-    ) -> int:
-        """Apply every event after the tracking position, up to ``batch_size`` per transaction,
-        reading only this projection's events.
-
-        ``recent``: events this process just appended, with their positions. When they follow
-        the tracking position directly, they are applied as they are instead of being read back
-        and decoded again (the common case of an embedded, single-writer workspace).
-        """
-        stretch = self.stretch(log, store)
-        # After a command, up to its own events: read-your-writes needs no more, and what other
-        # processes appended since is the next query's to catch up (one query less here).
-        settled = bool(recent)
-        if recent:
-            until = max(recent[-1].position, stretch.start)
-        else:
-            until = log.head()
-            if stretch.start >= until:
-                # Up to date: answer without taking the projection's write lock, so queries
-                # from several processes do not queue behind each other.
-                return stretch.start
-        while True:
-            stretch.fold(self.batch_size, recent, until=until)
-            recent = ()
-            applied = stretch.pending
-            if stretch.position == stretch.start or (
-                    not stretch.changed and stretch.position - stretch.start < LAG_LIMIT):
-                # Nothing left up to `until` (or only other projections' events: no row to
-                # write, and the committed position moves with this projection's next rows; a
-                # commit just for it cost a single command ~0.3 ms). But other processes may
-                # have appended since.
-                head = until if settled else log.head()
-                if head <= until:
-                    return stretch.position
-                until = head
-            elif stretch.commit() and progress is not None:
-                progress(applied)  # committed, so never counted twice
+    stretch = Stretch(projection, log, store)
+    # After a command, up to its own events: read-your-writes needs no more, and what other
+    # processes appended since is the next query's to catch up (one query less here).
+    settled = bool(recent)
+    if recent:
+        until = max(recent[-1].position, stretch.start)
+    else:
+        until = log.head()
+        if stretch.start >= until:
+            # Up to date: answer without taking the projection's write lock, so queries
+            # from several processes do not queue behind each other.
+            return stretch.start
+    while True:
+        stretch.fold(projection.batch_size, recent, until=until)
+        recent = ()
+        applied = stretch.pending
+        if stretch.position == stretch.start or (
+                not stretch.changed and stretch.position - stretch.start < LAG_LIMIT):
+            # Nothing left up to `until` (or only other projections' events: no row to
+            # write, and the committed position moves with this projection's next rows; a
+            # commit just for it cost a single command ~0.3 ms). But other processes may
+            # have appended since.
+            head = until if settled else log.head()
+            if head <= until:
+                return stretch.position
+            until = head
+        elif stretch.commit() and progress is not None:
+            progress(applied)  # committed, so never counted twice
 
 
 def replay(
@@ -169,7 +83,7 @@ def replay(
     replay. Each commits every REPLAY_BATCH of its events, when its working set is full, and
     at the end: a replay starts with an empty cache, so a row is rewritten once per commit.
     """
-    stretches = [p.stretch(log, store) for p in projections]
+    stretches = [Stretch(p, log, store) for p in projections]
     reached = reported = min([s.start for s in stretches], default=until)
     while True:
         while reached < until:
@@ -214,24 +128,26 @@ class Stretch:
 
     def _begin(self) -> Unit:
         projection = self._projection
-        if (self.start, self._meta) != projection._cached_at or cache_size(
-                projection._cache) > projection.cache_limit:
+        if (self.start, self._meta) != projection.cached_at or cache_size(
+                projection.cache) > projection.cache_limit:
             # Another writer moved the projection, or the cache grew: start cold. At position 0
             # nothing was ever committed (rows and position commit together), so there are no
             # rows: an empty cache is then complete.
-            projection._cache, projection._complete = new_cache(), self.start == 0
-            projection._cached_at = (self.start, self._meta)
-        return Unit(self._store, projection._cache, complete=projection._complete)
+            projection.cache = new_cache(projection.row_types)
+            projection.complete = self.start == 0
+            projection.cached_at = (self.start, self._meta)
+        return projection.unit_class(self._store, projection.cache, projection.row_types,
+                                     complete=projection.complete)
 
     @property
     def changed(self) -> bool:
         """Whether the folded events changed any row (other projections' events change none)."""
-        return any(self._unit.dirty.values())
+        return self._unit.changed
 
     @property
     def full(self) -> bool:
         """Whether the working set is over its limit (time to commit)."""
-        return cache_size(self._projection._cache) > self._projection.cache_limit
+        return cache_size(self._projection.cache) > self._projection.cache_limit
 
     def fold(self, limit: int, recent: Sequence[LoggedEvent] = (), *, until: int) -> int:
         """Read and apply up to about ``limit`` more of the projection's own events, no
@@ -294,7 +210,7 @@ class Stretch:
                     projection.check_meta(tx.meta)
                     committed = (tx.position, tx.meta) == (self.start, self._meta)
                     if committed:
-                        self._meta = projection._stored_meta(self.start, self._meta)
+                        self._meta = projection.stored_meta(self.start, self._meta)
                         tx.write(rows, self.position, self._meta)
                         self.start = self.position
                     else:
@@ -303,7 +219,7 @@ class Stretch:
         except BaseException:
             projection.forget_cache()
             raise
-        projection._cached_at = (self.start, self._meta)
+        projection.cached_at = (self.start, self._meta)
         self.position, self.pending = self.start, 0
         self._unit = self._begin()
         return committed

@@ -1,0 +1,34 @@
+"""What opening a store gives: the event log and the projection store of one database."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from idstitch.adapters.eventlog import DeviceLog
+from idstitch.projections.store import ProjectionStore
+
+
+class ClosableStore(ProjectionStore, Protocol):
+    """A projection store that can be closed."""
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+@dataclass
+class Stores:
+    """The event log and the projection store of one workspace, in one database."""
+
+    url: str
+    log: DeviceLog
+    rows: ClosableStore
+    shared_url: str | None = None
+    """A URL that opens this same store from another process (whatever its working directory),
+    or None when no other process can (``memory:``)."""
+
+    def close(self) -> None:
+        """Close both."""
+        self.log.close()
+        self.rows.close()

@@ -1,0 +1,46 @@
+"""The write half of the log, as the application layer needs it: load devices, append events.
+
+Declared here, implemented by the adapters (:mod:`idstitch.adapters.eventlog`), so the service
+layer depends on this protocol and never on a concrete store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Protocol
+
+from idstitch.domain.device import Device, Recorded
+
+
+class WriteConflict(Exception):
+    """Another writer appended to one of the devices first: nothing of the append was written.
+
+    Not an :class:`~idstitch.domain.errors.IdstitchError`: the service layer always handles it
+    (reload the devices, decide again); only ``ConcurrencyConflict`` reaches callers.
+    """
+
+
+class DeviceRepository(Protocol):
+    """Devices, rebuilt from their events, and the append of newly recorded events."""
+
+    def load(self, device_id: str) -> Device | None:
+        """The device as its events say, or None if it never recorded anything."""
+        ...
+
+    def load_many(self, device_ids: Iterable[str]) -> dict[str, Device]:
+        """Every one of ``device_ids``: from its events, or new (version 0) when it has none."""
+        ...
+
+    def write(self, pending: Sequence[Recorded]) -> list[int]:
+        """Append events in one transaction, in the order given; their log positions.
+
+        Raises :class:`WriteConflict` when a device's version was taken by another writer."""
+        ...
+
+    def versions(self, device_ids: Iterable[str]) -> dict[str, int]:
+        """The stored version of each of these devices that has any event."""
+        ...
+
+    def is_current(self, device: Device) -> bool:
+        """Whether no other writer has appended to this device since it was loaded."""
+        ...

@@ -1,0 +1,124 @@
+"""The composition root: the one place that names the concrete stores and the built-in
+projections, and wires them into the services a workspace (or the projecting child) uses.
+
+``open()`` builds its :class:`Services` here; the child process builds the same stores and
+exactly the parent's projection registry here (from the registry's specs), so what it
+projects is what the parent would have.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from idstitch.adapters import memory, postgres, segment, sqlite
+from idstitch.adapters.stores import Stores
+from idstitch.domain.errors import InvalidCommand
+from idstitch.projections.base import Registry
+from idstitch.projections.device_attributes import DeviceAttributesProjection
+from idstitch.projections.identity import POLICIES, IdentityProjection, Policy
+from idstitch.projections.store import ProjectionStore
+from idstitch.service.bus import MessageBus
+from idstitch.service.ingest import Format, Ingester
+from idstitch.service.projecting import Projector
+from idstitch.service.queries import Queries
+from idstitch.service.settings import Settings
+from idstitch.service.uow import DeviceWriter
+
+DEFAULT_URL = "sqlite:///idstitch.db"
+ENV_URL = "IDSTITCH_DATABASE_URL"
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The default clock."""
+    return datetime.now(UTC)
+
+
+def resolve_url(url: str | None) -> str:
+    """The explicit url, else ``IDSTITCH_DATABASE_URL``, else ``./idstitch.db``."""
+    return url or os.environ.get(ENV_URL) or DEFAULT_URL
+
+
+def open_stores(url: str | None = None) -> Stores:
+    """Build the stores a URL names: ``memory:``, ``sqlite:///path``, ``postgresql://...``.
+
+    SQLite paths follow SQLAlchemy's convention: ``sqlite:///rel/path.db`` is relative to the
+    working directory, ``sqlite:////abs/path.db`` absolute.
+    """
+    url = resolve_url(url)
+    if not isinstance(url, str):
+        raise InvalidCommand("url", f"must be a string, got {type(url).__name__}")
+    if url in ("memory:", "memory://"):
+        return memory.connect()
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///"):]
+        if not path:
+            raise InvalidCommand("url", "a sqlite URL needs a file path: sqlite:///path/to/file.db")
+        return sqlite.connect(path)
+    if url.startswith(("postgresql://", "postgres://")):
+        return postgres.connect(url)
+    raise InvalidCommand("url", f"unsupported store URL {url!r}: use memory:, sqlite:///path "
+                                "or postgresql://user:pw@host:port/db")
+
+
+def builtin_projections(rows: ProjectionStore, anonymous_merge: Policy | None) -> Registry:
+    """The projections every workspace keeps, in catch-up order.
+
+    No policy asked for: keep the one the rows were built under, so a read-only open never
+    re-stitches a store. A different policy asked for: that is a replay (a rebuild on open)."""
+    built_under = IdentityProjection.policy_of(rows.meta(IdentityProjection.name))
+    return Registry([IdentityProjection(anonymous_merge or built_under or "merge"),
+                     DeviceAttributesProjection()])
+
+
+@dataclass
+class Services:
+    """Everything a workspace is made of, wired."""
+
+    stores: Stores
+    registry: Registry
+    settings: Settings
+    projector: Projector
+    writer: DeviceWriter
+    queries: Queries
+    bus: MessageBus
+    ingester: Ingester
+
+
+def build(
+    url: str | None = None, *, anonymous_merge: Policy | None = None, clock: Clock | None = None,
+    auto_catch_up: bool = True,
+) -> Services:
+    """Open the store a URL names and wire a workspace's services over it."""
+    if anonymous_merge is not None and anonymous_merge not in POLICIES:
+        raise InvalidCommand("anonymous_merge", f"must be 'merge' or 'switch', got {anonymous_merge!r}")
+    if clock is not None and not callable(clock):
+        raise InvalidCommand("clock", "must be a callable returning an aware datetime")
+    if not isinstance(auto_catch_up, bool):
+        raise InvalidCommand("auto_catch_up", "must be True or False")
+    stores = open_stores(url)
+    try:
+        registry = builtin_projections(stores.rows, anonymous_merge)
+        # One lock: a workspace runs its commands and catch-ups one at a time.
+        lock = threading.RLock()
+        projector = Projector(stores.log, stores.rows, registry, shared_url=stores.shared_url,
+                              lock=lock)
+        writer = DeviceWriter(stores.log)
+        writer.lock = lock
+        settings = Settings(clock or utc_now, auto_catch_up)
+        queries = Queries(stores.rows, projector, settings)
+        bus = MessageBus(writer, projector, queries, settings)
+        ingester = Ingester(writer, projector, queries, settings,
+                            Format(segment.decode, segment.to_commands))
+        stale = [p.name for p in registry if p.needs_rebuild(stores.rows)]
+        if stale:
+            projector.rebuild(stale)
+        return Services(stores, registry, settings, projector, writer, queries, bus, ingester)
+    except BaseException:
+        stores.close()
+        raise

@@ -1,0 +1,138 @@
+"""The projecting child: a second process that folds the log into the parent's projections.
+
+Started by :class:`idstitch.service.background.BackgroundProjector` (see that module for the
+protocol on its stdin and stdout). It opens the same store and builds exactly the parent's
+projection registry, both through the composition root, then either replays named projections
+to a position (a rebuild) or follows the log as a bulk ingest appends to it.
+"""
+
+from __future__ import annotations
+
+import select
+import time
+from collections.abc import Callable
+from typing import IO
+
+import msgspec
+
+from idstitch import bootstrap
+from idstitch.adapters.stores import Stores
+from idstitch.projections.base import Registry
+from idstitch.projections.runner import PAGE_SIZE, Stretch, replay
+from idstitch.service.background import (
+    CHILD_BATCH_SIZE,
+    HEARTBEAT_SECONDS,
+    IDLE_COMMIT_EVENTS,
+    POLL_SECONDS,
+)
+from idstitch.service.projecting import bulk_gc
+
+Reply = Callable[[str], None]
+
+
+def serve(requests: IO[str], replies: IO[str]) -> None:
+    """The child: replay, or catch up and answer requests until told to stop (or the parent
+    goes away)."""
+
+    def reply(line: str) -> None:
+        replies.write(line + "\n")
+        replies.flush()
+
+    url = requests.readline().strip()
+    specs = requests.readline()
+    job = requests.readline().split()
+    try:
+        stores = bootstrap.open_stores(url)
+    except Exception as e:  # reported to the parent, which then catches up itself
+        reply(f"error cannot open the store: {e}")
+        return
+    try:
+        registry = Registry.from_specs(
+            [(topic, config) for topic, config in msgspec.json.decode(specs)])
+    except Exception as e:  # an unimportable projection: the parent projects itself
+        stores.close()
+        reply(f"error cannot build the projections: {e}")
+        return
+    reply("ready")
+    with bulk_gc():
+        try:
+            if job[:1] == ["replay"]:
+                _replay(stores, registry, job[1].split(","), int(job[2]), reply)
+            else:
+                _follow(stores, registry, url, requests, reply)
+        except Exception as e:  # reported to the parent, which then catches up itself
+            reply(f"error {type(e).__name__}: {e}")
+        finally:
+            stores.close()
+
+
+def _replay(stores: Stores, registry: Registry, names: list[str], until: int,
+            reply: Reply) -> None:
+    try:
+        projections = registry.select(names)
+    except KeyError:
+        reply(f"error unknown projections among {names}")
+        return
+    heard = time.monotonic()
+    position = min(stores.rows.position(p.name) for p in projections)
+
+    def heartbeat(replayed: int) -> None:
+        nonlocal heard, position
+        position += replayed
+        if time.monotonic() - heard > HEARTBEAT_SECONDS:
+            reply(f"folding {position}")
+            heard = time.monotonic()
+
+    replay(projections, stores.log, stores.rows, until, heartbeat)
+    reply(f"at {until}")
+
+
+def _follow(stores: Stores, registry: Registry, url: str, requests: IO[str],
+            reply: Reply) -> None:
+    waiting_for: int | None = None
+    stopping = False
+    heard = time.monotonic()
+    stretches = [Stretch(p, stores.log, stores.rows) for p in registry]
+    while True:
+        # Each projection reads only its own events, up to the head as it is now.
+        head = stores.log.head()
+        before = [s.position for s in stretches]
+        for stretch in stretches:
+            stretch.fold(PAGE_SIZE, until=head)
+        folded = [s.position for s in stretches] != before
+        for stretch in stretches:
+            # Commit rarely: every commit holds the write lock the ingest's appends wait for,
+            # and rewrites the hot rows. Reaching the head is no reason to commit; the parent
+            # asking for a position, or a full working set, is.
+            if stretch.pending >= CHILD_BATCH_SIZE or stretch.full or (
+                    not folded and stretch.pending >= IDLE_COMMIT_EVENTS):
+                stretch.commit()
+        if waiting_for is None:
+            # A request may come at any time, also while there is a backlog: look without
+            # waiting then, and wait a moment at the head.
+            if not select.select([requests], [], [], 0 if folded else POLL_SECONDS)[0]:
+                continue
+            line = requests.readline()
+            if not line:
+                return  # the parent is gone
+            verb, _, arg = line.strip().partition(" ")
+            waiting_for, stopping = int(arg), verb == "stop"
+            heard = time.monotonic()
+        position = min(s.position for s in stretches)
+        if position >= waiting_for:
+            # Every stretch commits (no short cut): each one's position is then the store's.
+            committed = [s.commit() for s in stretches]
+            if not all(committed):
+                continue  # somebody else committed: fold again from there
+            reply(f"at {min(s.position for s in stretches)}")
+            waiting_for = None
+            if stopping:
+                return
+        elif not folded and stores.log.head() < waiting_for:
+            # The parent appended up to there before asking: a log without that position is
+            # not the parent's store.
+            reply(f"error the store at {url} has no position {waiting_for}")
+            return
+        elif time.monotonic() - heard > HEARTBEAT_SECONDS:
+            reply(f"folding {position}")
+            heard = time.monotonic()

@@ -1,0 +1,41 @@
+"""The message bus: one command in, its handler run, its events recorded, projections current.
+
+The Workspace's public methods build a command and hand it here. The handler validates it and
+stages its step on a fresh unit of work; the writer appends the events (retrying on conflicts
+with other writers); in the embedded default the projections then catch up to those events, so
+the caller reads its own write.
+"""
+
+from __future__ import annotations
+
+from idstitch.domain.commands import Command
+from idstitch.service.handlers import HANDLERS
+from idstitch.service.projecting import Projector
+from idstitch.service.queries import Queries
+from idstitch.service.settings import Settings
+from idstitch.service.uow import DeviceWriter, Moment, UnitOfWork
+
+
+class MessageBus:
+    """Maps each command to its handler and commits the unit of work it staged."""
+
+    def __init__(
+        self, writer: DeviceWriter, projector: Projector, queries: Queries, settings: Settings
+    ) -> None:
+        self.writer = writer
+        self.projector = projector
+        self.queries = queries
+        self.settings = settings
+
+    def handle(self, command: Command) -> int | None:
+        """Validate and run one command; the position of its last event, or None when it
+        recorded nothing (a duplicate message id, collected attributes turned off)."""
+        uow = UnitOfWork(Moment(self.settings.clock(), False), self.queries.settle, self.queries)
+        HANDLERS[type(command)](command, uow)
+        with self.writer.lock:
+            appended = self.writer.run(uow.take())
+            if appended is None:
+                return None
+            if self.settings.auto_catch_up:
+                self.projector.catch_up(appended)
+            return appended[-1].position

@@ -1,0 +1,177 @@
+"""One handler per command: validate it (identity-model.md §7), then stage its step.
+
+A handler is a function of (command, unit of work). It checks every field with the domain's
+rules, naming the field in ``InvalidCommand``, settles the times (clock-skew correction), and
+stages the Device method that records the command's events. Nothing is recorded here: the unit
+of work commits (one message for a public call, a batch for ingest). :data:`HANDLERS` is the one
+map from command type to handler; the message bus and ingest both use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from idstitch.domain import rules
+from idstitch.domain.commands import (
+    Activate,
+    ClearIdentify,
+    CollectDeviceAttributes,
+    Identify,
+    Logout,
+    RecordPushStatus,
+    RegisterDeviceToken,
+    RemoveDeviceToken,
+    SetDeviceAttributes,
+    SetProfileAttributes,
+)
+from idstitch.domain.device import Device
+from idstitch.domain.errors import InvalidCommand, UnknownPerson
+from idstitch.service.uow import UnitOfWork
+
+Common = tuple[str | None, datetime, datetime]
+"""What every device event carries besides its own fields: message_id, timestamp, recorded_at."""
+
+
+def _common(
+    uow: UnitOfWork, message_id: object, timestamp: object, sent_at: object = None,
+    received_at: object = None,
+) -> Common:
+    """The message id, the client time (skew-corrected) and the recorded time of a command."""
+    mid = rules.check_message_id(message_id)
+    # Times as ingest decodes them (aware, in UTC) or absent are settled without a call: this
+    # runs for every ingested command.
+    ts = (timestamp if timestamp is None or (type(timestamp) is datetime
+                                             and timestamp.tzinfo is UTC)
+          else rules.check_time("timestamp", timestamp))
+    now = uow.now
+    received = now if received_at is None else (rules.check_time("received_at", received_at)
+                                                 or now)
+    if sent_at is None:
+        return mid, received if ts is None else ts, now
+    sent = (sent_at if type(sent_at) is datetime and sent_at.tzinfo is UTC
+            else rules.check_time("sent_at", sent_at))
+    return mid, rules.client_time(ts, sent, received), now
+
+
+def _check_person_ref(uow: UnitOfWork, field: str, user_id: str) -> None:
+    """A ``cio_<person_id>`` must name a live, identified person as the log stands now."""
+    if rules.classify(user_id) != "cio":
+        return
+    person_id = user_id[len(rules.PERSON_PREFIX):]
+    # Earlier messages (of this batch, too) may have created or retired that person.
+    uow.settle()
+    row = uow.reads.person_row(person_id)
+    if row is None:
+        raise UnknownPerson(field, person_id)
+    if row.retired_into is not None:
+        raise UnknownPerson(field, person_id, f"was merged into {row.retired_into}")
+    if not row.identified:
+        raise UnknownPerson(field, person_id, "is anonymous: cio_ names identified persons")
+
+
+def activate(cmd: Activate, uow: UnitOfWork) -> None:
+    """The SDK was configured on the device; with a customer user id it identifies too."""
+    user_id = rules.check_optional_id("customer_user_id", cmd.customer_user_id)
+    if user_id is not None:
+        _check_person_ref(uow, "customer_user_id", user_id)
+    auto_track = cmd.auto_track_device_attributes
+    if not isinstance(auto_track, bool):
+        raise InvalidCommand("auto_track_device_attributes", "must be True or False")
+    platform = None if cmd.platform is None else rules.check_text("platform", cmd.platform)
+    sdk = None if cmd.sdk is None else rules.check_attributes("sdk", cmd.sdk)
+    common = _common(uow, cmd.message_id, cmd.timestamp)
+    uow.stage(cmd.device_id, common[0], Device.activate,
+              (user_id, auto_track, platform, sdk, *common))
+
+
+def identify(cmd: Identify, uow: UnitOfWork) -> None:
+    """Identify a person on the device: an id, an email, or ``cio_<person_id>``."""
+    user_id = rules.check_id("user_id", cmd.user_id)
+    traits = rules.check_attributes("traits", cmd.traits, owned=uow.owned)
+    _check_person_ref(uow, "user_id", user_id)
+    common = _common(uow, cmd.message_id, cmd.timestamp, cmd.sent_at, cmd.received_at)
+    uow.stage(cmd.device_id, common[0], Device.identify, (user_id, traits, *common))
+
+
+def set_profile_attributes(cmd: SetProfileAttributes, uow: UnitOfWork) -> None:
+    """Change attributes of the device's current person: only the keys given."""
+    set_ = rules.check_attributes("traits", cmd.traits, owned=uow.owned)
+    once = rules.check_attributes("set_once", cmd.set_once, owned=uow.owned)
+    gone = rules.check_keys("unset", cmd.unset)
+    if len(set_) + len(once) + len(gone) > rules.MAX_ATTRIBUTES:
+        raise InvalidCommand("traits", f"more than {rules.MAX_ATTRIBUTES} attributes in one call")
+    common = _common(uow, cmd.message_id, cmd.timestamp, cmd.sent_at, cmd.received_at)
+    uow.stage(cmd.device_id, common[0], Device.set_profile_attributes,
+              (set_, once, gone, *common))
+
+
+def _device_attributes(
+    uow: UnitOfWork, cmd: SetDeviceAttributes | CollectDeviceAttributes, field: str,
+    attributes: object, run: Callable[..., bool],
+) -> None:
+    """Custom or collected device attributes: the same checks, another event."""
+    attrs = rules.check_attributes(field, attributes, allow_none=False, owned=uow.owned)
+    common = _common(uow, cmd.message_id, cmd.timestamp, cmd.sent_at, cmd.received_at)
+    uow.stage(cmd.device_id, common[0], run, (attrs, *common))
+
+
+def set_device_attributes(cmd: SetDeviceAttributes, uow: UnitOfWork) -> None:
+    """Custom device attributes (nested JSON allowed)."""
+    _device_attributes(uow, cmd, "attributes", cmd.attributes, Device.set_device_attributes)
+
+
+def collect_device_attributes(cmd: CollectDeviceAttributes, uow: UnitOfWork) -> None:
+    """Auto-collected attributes; dropped when the device turned auto-tracking off."""
+    _device_attributes(uow, cmd, "context", cmd.context, Device.collect_device_attributes)
+
+
+def register_device_token(cmd: RegisterDeviceToken, uow: UnitOfWork) -> None:
+    """The device's push token; a token held by another device moves here."""
+    token = rules.check_text("token", cmd.token)
+    platform = None if cmd.platform is None else rules.check_text("platform", cmd.platform)
+    common = _common(uow, cmd.message_id, cmd.timestamp, cmd.sent_at, cmd.received_at)
+    uow.stage(cmd.device_id, common[0], Device.register_device_token, (token, platform, *common))
+
+
+def remove_device_token(cmd: RemoveDeviceToken, uow: UnitOfWork) -> None:
+    """The token is dead (the push provider said so) or the app deleted it."""
+    token = rules.check_text("token", cmd.token)
+    reason = rules.check_text("reason", cmd.reason)
+    common = _common(uow, cmd.message_id, cmd.timestamp)
+    uow.stage(cmd.device_id, common[0], Device.remove_device_token, (token, reason, *common))
+
+
+def record_push_status(cmd: RecordPushStatus, uow: UnitOfWork) -> None:
+    """``last_status`` of the device's token: sent, bounced or suppressed."""
+    status = rules.check_text("status", cmd.status, allowed=rules.PUSH_STATUSES)
+    common = _common(uow, cmd.message_id, cmd.timestamp)
+    uow.stage(cmd.device_id, common[0], Device.record_push_status, (status, *common))
+
+
+def clear_identify(cmd: ClearIdentify, uow: UnitOfWork) -> None:
+    """Stop identifying: the device starts a new anonymous session; its token stays."""
+    common = _common(uow, cmd.message_id, cmd.timestamp)
+    uow.stage(cmd.device_id, common[0], Device.clear_identify, common)
+
+
+def logout(cmd: Logout, uow: UnitOfWork) -> None:
+    """Adapty's logout: as clear_identify, but an anonymous device raises NotIdentified."""
+    common = _common(uow, cmd.message_id, cmd.timestamp)
+    uow.stage(cmd.device_id, common[0], Device.logout, common)
+
+
+HANDLERS: dict[type[Any], Callable[[Any, UnitOfWork], None]] = {
+    Activate: activate,
+    Identify: identify,
+    SetProfileAttributes: set_profile_attributes,
+    SetDeviceAttributes: set_device_attributes,
+    CollectDeviceAttributes: collect_device_attributes,
+    RegisterDeviceToken: register_device_token,
+    RemoveDeviceToken: remove_device_token,
+    RecordPushStatus: record_push_status,
+    ClearIdentify: clear_identify,
+    Logout: logout,
+}
+"""The one map from command type to handler."""

@@ -1,0 +1,206 @@
+"""Bulk ingest of Segment-spec messages: batches, a shared clock, and a second process.
+
+Each message is decoded and mapped to commands (:mod:`idstitch.adapters.segment`), and each
+command validated by its handler, before any of the message runs, so a rejected message leaves
+nothing behind; it is reported with its index and reason and the rest go on. Validated messages
+are committed a batch at a time (one transaction; events in message order), so a batch gives
+what one call per message would, except that messages arriving within CLOCK_SHARE_SECONDS of
+each other share one clock reading. The input is streamed: only one batch is held at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from time import monotonic
+from typing import Any, NamedTuple
+
+from idstitch.domain.commands import Command
+from idstitch.domain.errors import ConcurrencyConflict, IdstitchError, InvalidCommand
+from idstitch.projections.store import LoggedEvent
+from idstitch.service import background
+from idstitch.service.handlers import HANDLERS
+from idstitch.service.projecting import Projector, bulk_gc
+from idstitch.service.queries import Queries
+from idstitch.service.settings import Settings
+from idstitch.service.uow import DeviceWriter, Moment, Step, UnitOfWork
+
+CLOCK_SHARE_SECONDS = 0.05
+"""During ingest, messages that arrive within this long of a clock reading share it."""
+INGEST_BATCH = 5000
+"""Messages per ingest transaction by default. On SQLite each commit syncs, and rewrites the
+index pages of the devices it touched (random ids): 1000-message batches spent ~1 s of a
+100k-message ingest in commits, 5000-message ones ~0.4 s."""
+CATCH_UP_EVENTS = 50_000
+"""During ingest, the projections catch up after about this many events (and at the end)."""
+
+
+@dataclass
+class IngestReport:
+    """What a bulk ingest did: counts, and each rejected message's index and reason."""
+
+    accepted: int = 0
+    duplicates: int = 0
+    ignored: int = 0
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+
+
+Message = dict[str, Any] | str | bytes
+"""One input line: a parsed dict, or JSON text."""
+
+
+class Format(NamedTuple):
+    """How input lines become commands (the Segment adapter, wired in by the composition root):
+    ``decode`` a line, then map it ``to_commands`` (None: a message ingest ignores). Both raise
+    InvalidCommand naming the field for a line they refuse."""
+
+    decode: Callable[[Message], Any]
+    to_commands: Callable[[Any], Sequence[Command] | None]
+
+
+class Ingester:
+    """Runs bulk ingests for one workspace."""
+
+    def __init__(
+        self, writer: DeviceWriter, projector: Projector, queries: Queries, settings: Settings,
+        format: Format,
+    ) -> None:
+        self.format = format
+        self.writer = writer
+        self.projector = projector
+        self.queries = queries
+        self.settings = settings
+
+    def ingest(
+        self, messages: Iterable[Message], batch_size: int = INGEST_BATCH,
+        progress: Callable[[int], None] | None = None, parallel: bool | None = None,
+    ) -> IngestReport:
+        """See :meth:`idstitch.Workspace.ingest`."""
+        if type(batch_size) is not int or batch_size < 1:
+            raise InvalidCommand("batch_size", f"must be an integer of at least 1, got {batch_size!r}")
+        if parallel and not self.projector.can_fork:
+            raise InvalidCommand("parallel", "a second process cannot open this store")
+        with bulk_gc():
+            return _Run(self, batch_size, progress, parallel).run(messages)
+
+
+class _Run:
+    """One ingest: its report, the batch being gathered, and how it projects."""
+
+    def __init__(self, owner: Ingester, batch_size: int, progress: Callable[[int], None] | None,
+                 parallel: bool | None) -> None:
+        self.owner = owner
+        self.batch_size = batch_size
+        self.progress = progress
+        self.report = IngestReport()
+        self.batch: list[tuple[int, list[Step]]] = []
+        self.unprojected: list[LoggedEvent] = []
+        self.helper: background.BackgroundProjector | None = None
+        self.parallel = parallel if owner.projector.can_fork else False
+
+    def run(self, messages: Iterable[Message]) -> IngestReport:
+        owner, report = self.owner, self.report
+        decode, to_commands = owner.format
+        handlers = HANDLERS
+        uow = self._uow(owned=False)
+        json_uow = self._uow(owned=True)
+        try:
+            read_at = monotonic()
+            for index, raw in enumerate(messages):
+                if not self.batch or monotonic() - read_at > CLOCK_SHARE_SECONDS:
+                    # Messages that arrive close together share one clock reading (their
+                    # recorded_at, and the received time of their sent_at correction); a slow
+                    # stream gets a fresh one, so a later message is never timed earlier.
+                    now = owner.settings.clock()
+                    uow.now = json_uow.now = now
+                    read_at = monotonic()
+                # Values decoded from a JSON line belong to this message alone; a dict the
+                # caller passed may still be held (and changed) by the caller.
+                current = json_uow if isinstance(raw, (str, bytes)) else uow
+                try:
+                    commands = to_commands(decode(raw))
+                    if commands is None:
+                        report.ignored += 1
+                        continue
+                    for command in commands:
+                        handlers[type(command)](command, current)
+                except IdstitchError as e:
+                    current.take()  # nothing of a rejected message stays staged
+                    report.rejected.append((index, str(e)))
+                    continue
+                self.batch.append((index, current.take()))
+                if len(self.batch) >= self.batch_size:
+                    self.flush()
+            self.flush(project=True)
+        finally:
+            # Also when the input, a callback or the store fails midway: no child outlives
+            # its ingest.
+            if self.helper is not None:
+                self.helper.close()
+        return report
+
+    def _uow(self, *, owned: bool) -> UnitOfWork:
+        # A handler that consults the read models (a cio_ check) settles them first: the
+        # messages staged before it are committed and projected.
+        return UnitOfWork(Moment(self.owner.settings.clock(), owned),
+                          lambda: self.flush(project=True), self.owner.queries)
+
+    def flush(self, *, project: bool = False) -> None:
+        """Commit the gathered batch; catch the projections up when due (or ``project``)."""
+        owner = self.owner
+        if self.batch:
+            # Envelopes only for a catch-up in this process (the child reads the log).
+            self.unprojected.extend(self._write(keep=owner.settings.auto_catch_up and self.helper is None))
+            if self.progress is not None:
+                self.progress(len(self.batch))
+            self.batch = []
+        if not owner.settings.auto_catch_up:
+            return
+        if self.helper is None and self.parallel is not False and (
+                self.parallel or len(self.unprojected) >= CATCH_UP_EVENTS):
+            self.parallel = False  # one attempt: if the child cannot start, project here
+            helper = owner.projector.helper()
+            if helper.failed is None:
+                self.helper = helper
+                self.unprojected.clear()  # the child reads them from the log
+        if self.helper is not None:
+            if project and not self.helper.wait_for(owner.projector.log.head()):
+                self.helper = None  # it failed: everything after its position is done here
+                owner.projector.catch_up()
+            return
+        # The projections catch up every CATCH_UP_EVENTS events rather than every batch: hot
+        # person and device rows are then rewritten once per catch-up, not per batch.
+        if self.unprojected and (project or len(self.unprojected) >= CATCH_UP_EVENTS):
+            owner.projector.catch_up(self.unprojected)
+            self.unprojected.clear()
+
+    def _write(self, *, keep: bool) -> list[LoggedEvent]:
+        owner, batch, report = self.owner, self.batch, self.report
+        if owner.settings.auto_catch_up:
+            # Fail before recording anything, not after, if another process rebuilt the rows
+            # under another configuration.
+            owner.projector.check()
+        result = owner.writer.write_batch(batch, keep=keep)
+        if result is not None:
+            report.accepted += result.accepted
+            report.duplicates += result.duplicates
+            return result.appended
+        # Other writers kept moving these devices: each message on its own, atomically.
+        for index, steps in batch:
+            first = steps[0]
+            try:
+                appended = owner.writer.run(steps)
+            except ConcurrencyConflict as e:
+                # Only this means "nothing of the message was written". Errors after its append
+                # (a failed catch-up, a policy mismatch) are not the message's fault: they stop
+                # the ingest rather than report a recorded message as rejected.
+                report.rejected.append((index, str(e)))
+                continue
+            if appended is not None and owner.settings.auto_catch_up:
+                owner.projector.catch_up(appended)
+            device = owner.writer.cached(first.device_id)
+            if appended is None and device is not None and device.is_duplicate(first.message_id):
+                report.duplicates += 1
+            else:
+                report.accepted += 1
+        return []

@@ -1,0 +1,117 @@
+"""Keeping the registered projections current: catch-up, rebuild, and the bulk jobs' GC pause.
+
+Whatever projections the registry holds, this is where they are caught up after a command or
+before a query (read-your-writes in the embedded default), and rebuilt from position 0. A
+rebuild of a long log replays all but the first projection in a second process (the child,
+:mod:`idstitch.service.background`), each process reading only its own projections' events.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+from idstitch.domain.errors import InvalidCommand
+from idstitch.projections.base import Registry
+from idstitch.projections.runner import catch_up, replay
+from idstitch.projections.store import EventLog, LoggedEvent, ProjectionStore
+from idstitch.service import background
+
+PARALLEL_REBUILD_EVENTS = 20_000
+"""A rebuild of a log at least this long replays all but the first projection in a second
+process (on a SQLite file or PostgreSQL): under it, starting the process costs more than it
+saves."""
+
+
+@contextmanager
+def bulk_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a bulk job (ingest, rebuild) runs.
+
+    Ingest and rebuild allocate millions of short-lived, acyclic objects and hold a working set
+    of hundreds of thousands of containers; the collector would scan them over and over (a
+    third of rebuild time at the default thresholds, still 10-25% with a raised one). Nothing
+    on these paths makes reference cycles (checked: a collection after ingesting 30,000
+    messages, bad lines included, and after a rebuild finds nothing), so reference counting
+    frees everything as before. The collector's previous state comes back when the job ends.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+class Projector:
+    """Catches up and rebuilds every projection of a registry, over one log and row store."""
+
+    def __init__(
+        self, log: EventLog, rows: ProjectionStore, registry: Registry, *,
+        shared_url: str | None, lock: threading.RLock,
+    ) -> None:
+        self.log = log
+        self.rows = rows
+        self.registry = registry
+        self.shared_url = shared_url
+        """A URL another process can open this store with (None for ``memory:``)."""
+        self.lock = lock
+
+    @property
+    def can_fork(self) -> bool:
+        """Whether a second process can project this store."""
+        return self.shared_url is not None and background.available()
+
+    def helper(self, *, replay: list[str] | None = None, until: int = 0
+               ) -> background.BackgroundProjector:
+        """Start a child that runs exactly this registry's projections on this store."""
+        assert self.shared_url is not None  # callers check can_fork
+        return background.BackgroundProjector(self.shared_url, self.registry.specs(),
+                                               replay=replay, until=until)
+
+    def check(self) -> None:
+        """Raise PolicyMismatch if any projection's committed rows were built differently."""
+        for projection in self.registry:
+            projection.check_store(self.rows)
+
+    def catch_up(self, recent: Sequence[LoggedEvent] = ()) -> int:
+        """Bring every projection up to the head of the log; the position reached.
+
+        ``recent``: events this process just appended (applied without reading them back)."""
+        with self.lock:
+            return min([catch_up(p, self.log, self.rows, recent=recent) for p in self.registry])
+
+    def rebuild(
+        self, names: Sequence[str] | None = None, progress: Callable[[int], None] | None = None,
+        *, parallel: bool | None = None,
+    ) -> int:
+        """Replay the log from position 0 into fresh projections (see Workspace.rebuild)."""
+        try:
+            chosen = self.registry.select(names)
+        except KeyError as e:
+            raise InvalidCommand("names", f"unknown projections {e.args[0]}, expected some of "
+                                          f"{sorted(self.registry.names)}") from None
+        if parallel and not self.can_fork:
+            raise InvalidCommand("parallel", "a second process cannot open this store")
+        with self.lock, bulk_gc():
+            # One transaction: with every kind in it, SQLite drops whole pages at once.
+            self.rows.reset([p.name for p in chosen], [k for p in chosen for k in p.kinds])
+            for projection in chosen:
+                projection.forget_cache()
+            until = self.log.head()
+            helper = None
+            if len(chosen) > 1 and parallel is not False and self.can_fork and (
+                    parallel or until >= PARALLEL_REBUILD_EVENTS):
+                helper = self.helper(replay=[p.name for p in chosen[1:]], until=until)
+            try:
+                here = chosen if helper is None else chosen[:1]
+                replay(here, self.log, self.rows, until, progress)
+                if helper is not None and not helper.stop(until):
+                    # The child failed: what it committed stays, the rest is replayed here.
+                    replay(chosen[1:], self.log, self.rows, until)
+            finally:
+                if helper is not None:
+                    helper.close()
+            return self.catch_up()

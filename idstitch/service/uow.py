@@ -1,0 +1,251 @@
+"""The unit of work: validated steps staged by the handlers, and the writer that commits them.
+
+A handler validates a command and stages a :class:`Step` (run this Device method with these
+arguments) on the :class:`UnitOfWork` it was given; nothing touches a device until the work is
+committed. The :class:`DeviceWriter`, shared by every unit of work of a workspace, commits:
+it takes the devices (from a bounded cache, else from their events), runs the steps, and
+appends every event they recorded in one transaction, with optimistic concurrency. When another
+writer got to a device first, only the messages of the devices that moved are run again, on
+those devices reloaded; the rest of the batch is kept as it was decided.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from itertools import pairwise
+from typing import Any, NamedTuple
+
+import msgspec
+
+from idstitch.domain import rules
+from idstitch.domain.device import Device, Recorded
+from idstitch.domain.errors import ConcurrencyConflict, NotIdentified
+from idstitch.domain.ports import DeviceRepository, WriteConflict
+from idstitch.projections.store import LoggedEvent
+
+DEVICE_CACHE_SIZE = 10_000
+RETRIES = 5
+
+
+class Step(msgspec.Struct, frozen=True):
+    """A validated command waiting to run: ``run(device, *args)`` records its events.
+
+    ``run`` is a Device method and ``args`` its arguments rather than a closure: one is made per
+    command, and a closure costs a function, its cells and a frame more. For the same reason a
+    Struct (whose constructor is C), not a NamedTuple."""
+
+    device_id: str
+    message_id: str | None
+    run: Callable[..., bool]
+    args: tuple[Any, ...]
+
+
+class Moment(NamedTuple):
+    """What a command's caller knows besides its arguments."""
+
+    now: datetime
+    """The recorded time of its events, and the received time of the clock-skew correction
+    when the command gives none."""
+    owned: bool
+    """Its JSON values were just decoded from text and nobody else holds them: no copy needed."""
+
+
+class UnitOfWork:
+    """One message (a public call) or one batch of them (ingest): handlers stage steps here.
+
+    ``settle`` brings the read models up to everything recorded before (for a batch, it first
+    commits the messages staged so far): handlers that consult the read models call it.
+    ``reads`` is whatever the service gives handlers to read (the queries).
+    """
+
+    def __init__(self, moment: Moment, settle: Callable[[], None], reads: Any) -> None:
+        self.now, self.owned = moment
+        self.settle = settle
+        self.reads = reads
+        self.steps: list[Step] = []
+        """The steps of the message being prepared."""
+
+    def stage(self, device_id: object, message_id: str | None, run: Callable[..., bool],
+              args: tuple[Any, ...]) -> None:
+        """Add a step to the current message (the device id is checked here, for every step)."""
+        self.steps.append(Step(rules.check_id("device_id", device_id), message_id, run, args))
+
+    def take(self) -> list[Step]:
+        """The current message's steps; the next message starts empty."""
+        steps, self.steps = self.steps, []
+        return steps
+
+
+class BatchResult(NamedTuple):
+    """What a committed batch did."""
+
+    appended: list[LoggedEvent]
+    """The events with their positions (empty unless asked for)."""
+    accepted: int
+    duplicates: int
+
+
+class DeviceWriter:
+    """Runs steps on devices and appends their events, for every unit of work of a workspace."""
+
+    def __init__(self, log: DeviceRepository, retries: int = RETRIES) -> None:
+        self.log = log
+        self.retries = retries
+        """How many times a message runs before ConcurrencyConflict reaches the caller."""
+        self.lock = threading.RLock()
+        self._devices: OrderedDict[str, Device] = OrderedDict()
+
+    def run(self, steps: list[Step]) -> list[LoggedEvent] | None:
+        """Run one message's steps and append their events atomically, with retries; the
+        events appended (None when nothing was recorded).
+
+        The first attempt uses cached devices. A decision that records nothing (a duplicate,
+        dropped attributes) or refuses (logout of an anonymous device) is only trusted when the
+        device is current: another process may have changed it, and only an append would
+        otherwise notice. A refused append reloads the devices and decides again.
+        """
+        with self.lock:
+            for attempt in range(self.retries):
+                devices: dict[str, Device] = {}
+                events: list[Recorded] = []
+                try:
+                    for step in steps:
+                        device = devices.get(step.device_id)
+                        if device is None:
+                            device = self._take(step.device_id, fresh=attempt > 0)
+                            devices[step.device_id] = device
+                        step.run(device, *step.args)
+                        events.extend(device.collect_events())
+                    if not events and attempt == 0 and not self._all_current(devices):
+                        continue
+                    positions = self.log.write(events)
+                except NotIdentified:
+                    if attempt == 0 and not self._all_current(devices):
+                        continue
+                    raise
+                except WriteConflict:
+                    continue
+                for device in devices.values():
+                    self._keep(device)
+                if not positions:
+                    return None
+                return [LoggedEvent(p, r.event) for p, r in zip(positions, events, strict=True)]
+        raise ConcurrencyConflict(f"device {steps[0].device_id!r}: other writers kept winning "
+                                  f"({self.retries} attempts)")
+
+    def write_batch(
+        self, batch: list[tuple[int, list[Step]]], *, keep: bool
+    ) -> BatchResult | None:
+        """Run a batch of validated messages; append all their events, in message order, in
+        one transaction. None when other writers kept moving its devices (nothing of it was
+        written): the caller then runs the messages one by one.
+
+        ``keep``: return the appended events with their positions (for a catch-up here)."""
+        with self.lock:
+            devices = self._take_many({s.device_id for _, steps in batch for s in steps})
+            base = {device_id: device.version for device_id, device in devices.items()}
+            previous: list[list[Recorded]] | None = None
+            stale: set[str] = set()
+            duplicates: set[int] = set()
+            for _ in range(self.retries):
+                events, previous = self._run_batch(batch, devices, previous, stale, duplicates)
+                try:
+                    positions = self.log.write(events)
+                except WriteConflict:
+                    # Only the devices another writer moved are reloaded and run again.
+                    stored = self.log.versions(devices)
+                    stale = _closure(batch, {d for d in devices if stored.get(d, 0) != base[d]})
+                    if not stale:
+                        stale = set(devices)  # cannot tell which: decide them all again
+                    reloaded = self.log.load_many(stale)
+                    devices.update(reloaded)
+                    base.update({d: device.version for d, device in reloaded.items()})
+                    continue
+                for device in devices.values():
+                    self._keep(device)
+                appended = ([LoggedEvent(p, r.event) for p, r in zip(positions, events, strict=True)]
+                            if keep else [])
+                return BatchResult(appended, len(batch) - len(duplicates), len(duplicates))
+            return None
+
+    def _run_batch(
+        self, batch: list[tuple[int, list[Step]]], devices: dict[str, Device],
+        previous: list[list[Recorded]] | None, stale: set[str], duplicates: set[int],
+    ) -> tuple[list[Recorded], list[list[Recorded]]]:
+        """Run the batch's messages (after a conflict, only those of ``stale`` devices; the
+        others keep the events ``previous`` holds for them); every event in message order, and
+        each message's own."""
+        events: list[Recorded] = []
+        starts: list[int] = []
+        for device in devices.values():
+            device.record_into(events)  # every event of the batch, in message order
+        try:
+            for i, (_, steps) in enumerate(batch):
+                starts.append(len(events))
+                if previous is not None and not any(s.device_id in stale for s in steps):
+                    events.extend(previous[i])
+                    continue
+                duplicates.discard(i)
+                first = steps[0]
+                if devices[first.device_id].is_duplicate(first.message_id):
+                    duplicates.add(i)
+                    continue
+                for step in steps:
+                    step.run(devices[step.device_id], *step.args)
+        finally:
+            for device in devices.values():
+                device.collect_events()  # each device its own pending list again
+        starts.append(len(events))
+        return events, [events[a:b] for a, b in pairwise(starts)]
+
+    def _all_current(self, devices: dict[str, Device]) -> bool:
+        stale = [d for d in devices.values() if not self.log.is_current(d)]
+        for device in stale:
+            self._devices.pop(device.device_id, None)
+        return not stale
+
+    def _keep(self, device: Device) -> None:
+        self._devices[device.device_id] = device
+        if len(self._devices) > DEVICE_CACHE_SIZE:
+            self._devices.popitem(last=False)
+
+    def _take(self, device_id: str, *, fresh: bool = False) -> Device:
+        """A device to run commands on; it leaves the cache until its events are saved."""
+        cached = self._devices.pop(device_id, None)
+        if cached is not None and not fresh:
+            return cached
+        return self.log.load(device_id) or Device(device_id)
+
+    def _take_many(self, device_ids: Iterable[str]) -> dict[str, Device]:
+        devices: dict[str, Device] = {}
+        missing: list[str] = []
+        for device_id in device_ids:
+            cached = self._devices.pop(device_id, None)
+            if cached is not None:
+                devices[device_id] = cached
+            else:
+                missing.append(device_id)
+        # Devices not cached: those that exist come in one query, the rest are new.
+        devices.update(self.log.load_many(missing))
+        return devices
+
+    def cached(self, device_id: str) -> Device | None:
+        """The cached device, if any (without taking it)."""
+        return self._devices.get(device_id)
+
+
+def _closure(batch: list[tuple[int, list[Step]]], stale: set[str]) -> set[str]:
+    """``stale`` and every device that shares a message with one of them (a message runs
+    whole or not at all), until nothing is added."""
+    grown = True
+    while grown:
+        grown = False
+        for _, steps in batch:
+            ids = {s.device_id for s in steps}
+            if len(ids) > 1 and ids & stale and not ids <= stale:
+                stale |= ids
+                grown = True
+    return stale

@@ -1,0 +1,105 @@
+"""The identity graph as the fold sees it: typed access to persons, devices, identifiers, tokens.
+
+A :class:`~idstitch.projections.unit.Unit` over the identity projection's rows, with the
+lookups the stitching rules need (the live person an identifier resolves to, following merges;
+the device that owns a token).
+"""
+
+from __future__ import annotations
+
+from idstitch.projections.identity.rows import (
+    DEVICE,
+    IDENTIFIER,
+    MERGE,
+    PERSON,
+    TOKEN,
+    DeviceRow,
+    MergeRow,
+    PersonRow,
+)
+from idstitch.projections.store import RowReader
+from idstitch.projections.unit import Cache, RowTypes, Unit
+
+MAX_REDIRECTS = 64
+"""Merges followed from a retired person at most (a longer chain means corrupt rows)."""
+
+
+def identifier_key(kind: str, value: str) -> str:
+    """The row key of an identifier: ``id``, ``email`` (lower-cased) or ``anon``."""
+    return f"{kind}:{value}"
+
+
+class IdentityUnit(Unit):
+    """The identity rows one catch-up reads and changes, with typed helpers."""
+
+    def __init__(
+        self, source: RowReader, cache: Cache, row_types: RowTypes, *, complete: bool = False
+    ) -> None:
+        super().__init__(source, cache, row_types, complete=complete)
+        self.devices: dict[str, DeviceRow | None] = cache[DEVICE]
+        self.persons: dict[str, PersonRow | None] = cache[PERSON]
+        self.dirty_devices = self.dirty[DEVICE]
+        self.dirty_persons = self.dirty[PERSON]
+
+    def device(self, device_id: str) -> DeviceRow | None:
+        """A device row."""
+        row: DeviceRow | None = self.get(DEVICE, device_id)
+        return row
+
+    def person(self, person_id: str) -> PersonRow:
+        """A person row that must exist (every known device has a current person)."""
+        row = self.persons.get(person_id)
+        if row is None:
+            row = self.get(PERSON, person_id)
+            if row is None:
+                raise LookupError(f"projection rows are inconsistent: no person {person_id}")
+        return row
+
+    def put_person(self, person: PersonRow) -> None:
+        """Mark a person changed."""
+        self.persons[person.person_id] = person
+        self.dirty_persons.add(person.person_id)
+
+    def put_device(self, device: DeviceRow) -> None:
+        """Mark a device changed."""
+        self.devices[device.device_id] = device
+        self.dirty_devices.add(device.device_id)
+
+    def live_person(self, person_id: str) -> PersonRow | None:
+        """The person itself, if it exists and was not merged into another."""
+        row: PersonRow | None = self.get(PERSON, person_id)
+        return row if row is not None and row.retired_into is None else None
+
+    def resolve_key(self, key: str) -> PersonRow | None:
+        """The live person an identifier row points at, following merges."""
+        person_id: str | None = self.get(IDENTIFIER, key)
+        if person_id is None:
+            return None
+        row: PersonRow | None = self.get(PERSON, person_id)
+        for _ in range(MAX_REDIRECTS):
+            if row is None or row.retired_into is None:
+                return row
+            row = self.get(PERSON, row.retired_into)
+        raise LookupError(f"merge chain too long from {key}")
+
+    def put_identifier(self, kind: str, value: str, person_id: str) -> None:
+        """Point an identifier at a person."""
+        self.put(IDENTIFIER, identifier_key(kind, value), person_id)
+
+    def delete_identifier(self, kind: str, value: str) -> None:
+        """Release an identifier."""
+        self.delete(IDENTIFIER, identifier_key(kind, value))
+
+    def token_owner(self, token: str) -> str | None:
+        """The device that holds a push token."""
+        owner: str | None = self.get(TOKEN, token)
+        return owner
+
+    def put_token(self, token: str, device_id: str) -> None:
+        """A token now belongs to a device."""
+        self.put(TOKEN, token, device_id)
+
+    def put_merge(self, row: MergeRow) -> None:
+        """Record a conversion, merge or switch."""
+        self.put(MERGE, row.merge_id, row)
+
