@@ -16,10 +16,12 @@ from idstitch.domain.device import Device, Recorded, project_device
 from idstitch.domain.errors import StoreError
 from idstitch.domain.events import DeviceEvent
 from idstitch.domain.ports import WriteConflict
-from idstitch.projections.store import LoggedEvent
+from idstitch.projections.store import LoggedEvent, Span
 
 PAGE = 1_000
 """Notifications a recorder without a fast path is asked for at a time."""
+END = 2**62
+"""A position past any log's end (an open span's end)."""
 
 
 @contextmanager
@@ -60,6 +62,13 @@ class FastLog(Protocol):
 
     def device_versions(self, aggregate_ids: list[UUID]) -> dict[str, int]:
         """The last version of each of these aggregates that has events, by UUID hex."""
+        ...
+
+    def read_spans(
+        self, spans: list[tuple[str, int, int]], topics: list[str] | None
+    ) -> list[tuple[int, bytes]]:
+        """(position, state) of the events of each (aggregate id hex, start, end) with
+        ``start <= position < end`` (of these topics, or all), in no particular order."""
         ...
 
     def head(self) -> int:
@@ -186,6 +195,37 @@ class DeviceLog(Application[UUID]):
                     start = page[-1].id + 1
                 rows = rows[:limit]
         return self._decoded(rows)
+
+    def read_spans(
+        self, spans: Sequence[Span], types: AbstractSet[type[DeviceEvent]] | None = None
+    ) -> list[LoggedEvent]:
+        """The events of these devices within these position ranges, in log order."""
+        topics = None if types is None else sorted(TOPICS[t] for t in types)
+        wanted = [(Device.create_id(d).hex, start, END if end is None else end)
+                  for d, start, end in spans]
+        with translated("cannot read the log"):
+            if self.fast is not None:
+                rows = self.fast.read_spans(wanted, topics)
+            else:
+                rows = self._popo_spans(wanted, topics)
+        return self._decoded(sorted(rows))
+
+    def _popo_spans(
+        self, spans: list[tuple[str, int, int]], topics: list[str] | None
+    ) -> list[tuple[int, bytes]]:
+        # The in-memory recorder keeps a per-aggregate index of its list of events (a position
+        # is an index plus one): a device's events without scanning the log.
+        recorder = self.recorder
+        index: dict[str, dict[int, int]] = recorder._stored_events_index  # type: ignore[attr-defined]
+        stored: list[StoredEvent] = recorder._stored_events  # type: ignore[attr-defined]
+        wanted = None if topics is None else set(topics)
+        out: list[tuple[int, bytes]] = []
+        for aggregate, start, end in spans:
+            for i in index.get(str(UUID(aggregate)), {}).values():
+                event = stored[i]
+                if start <= i + 1 < end and (wanted is None or event.topic in wanted):
+                    out.append((i + 1, event.state))
+        return out
 
     def _decoded(self, rows: list[tuple[int, bytes]]) -> list[LoggedEvent]:
         if not rows:

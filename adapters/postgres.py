@@ -292,6 +292,24 @@ class PostgresProjectionStore(SqlProjectionStore):
                 "WHERE originator_id = ANY(%s) GROUP BY originator_id", (aggregate_ids,))
             return {uuid.hex: int(version) for uuid, version in cur.fetchall()}
 
+    def read_spans(
+        self, spans: list[tuple[str, int, int]], topics: list[str] | None
+    ) -> list[tuple[int, bytes]]:
+        """(position, state) of each (aggregate hex, start, end) span's events (of these
+        topics, or all), in one statement: one indexed range per span."""
+        ids = [UUID(a) for a, _, _ in spans]
+        starts = [s for _, s, _ in spans]
+        ends = [e for _, _, e in spans]
+        also = "" if topics is None else " AND e.topic = ANY(%s)"
+        with self._connected("cannot read the log") as cur:
+            cur.execute(
+                "SELECT e.notification_id, e.state FROM unnest(%s::uuid[], %s::int8[], "
+                f"%s::int8[]) AS s(id, first, stop) JOIN {EVENTS_TABLE} e "
+                "ON e.originator_id = s.id AND e.notification_id >= s.first "
+                f"AND e.notification_id < s.stop{also}",
+                (ids, starts, ends, *(() if topics is None else (topics,))))
+            return [(int(p), bytes(state)) for p, state in cur.fetchall()]
+
     def close(self) -> None:
         """Close the pool."""
         self._pool.close()

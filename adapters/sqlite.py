@@ -163,6 +163,21 @@ class SqliteProjectionStore(SqlProjectionStore):
                     f"WHERE originator_id IN ({marks}) GROUP BY originator_id", part).fetchall())
         return out
 
+    def read_spans(
+        self, spans: list[tuple[str, int, int]], topics: list[str] | None
+    ) -> list[tuple[int, bytes]]:
+        """(position, state) of each (aggregate hex, start, end) span's events (of these
+        topics, or all): one indexed range per span (the primary key leads with the id)."""
+        also = "" if topics is None else f" AND topic IN ({', '.join('?' * len(topics))})"
+        sql = ("SELECT rowid, state FROM stored_events WHERE originator_id = ? "
+               f"AND rowid >= ? AND rowid < ?{also}")
+        out: list[tuple[int, bytes]] = []
+        with self._lock, translated("cannot read the log"):
+            for aggregate, start, end in spans:
+                out.extend(self._conn.execute(sql, (aggregate, start, end, *(topics or ())))
+                           .fetchall())
+        return out
+
     def close(self) -> None:
         """Close the connection."""
         with self._lock:

@@ -122,8 +122,15 @@ def anonymous_person_id(anonymous_id: str) -> str:
     return uuid5_text(_PERSON_NS, "anonymous:" + anonymous_id)
 
 
+def minted_person_id(device_id: str, seq: int) -> str:
+    """A person minted for an unknown user id on a device that was identified as someone else,
+    by its ``seq``-th event: derived from what the event names, so every store that holds the
+    same traffic mints the same id (log positions differ between stores)."""
+    return uuid5_text(_PERSON_NS, f"identified:{device_id}#{seq}")
+
+
 def new_person_id(device_id: str, position: int) -> str:
-    """A person minted for an unknown user id on a device that was identified as someone else."""
+    """The same, as stores built before ids were event-derived minted it: from the position."""
     return uuid5_text(_PERSON_NS, f"identified:{device_id}:{position}")
 
 

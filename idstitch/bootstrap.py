@@ -70,9 +70,12 @@ def builtin_projections(rows: ProjectionStore, anonymous_merge: Policy | None) -
     """The projections every workspace keeps, in catch-up order.
 
     No policy asked for: keep the one the rows were built under, so a read-only open never
-    re-stitches a store. A different policy asked for: that is a replay (a rebuild on open)."""
-    built_under = IdentityProjection.policy_of(rows.meta(IdentityProjection.name))
-    return Registry([IdentityProjection(anonymous_merge or built_under or "merge"),
+    re-stitches a store. A different policy asked for: that is a replay (a rebuild on open).
+    A store whose rows minted ids from log positions keeps doing so (see ``ids_of``)."""
+    stored = rows.meta(IdentityProjection.name)
+    built_under = IdentityProjection.policy_of(stored)
+    return Registry([IdentityProjection(anonymous_merge or built_under or "merge",
+                                        IdentityProjection.ids_of(stored)),
                      DeviceAttributesProjection()])
 
 
@@ -111,7 +114,7 @@ def build(
         writer = DeviceWriter(stores.log)
         writer.lock = lock
         settings = Settings(clock or utc_now, auto_catch_up)
-        queries = Queries(stores.rows, projector, settings)
+        queries = Queries(stores.log, stores.rows, projector, settings)
         bus = MessageBus(writer, projector, queries, settings)
         ingester = Ingester(writer, projector, queries, settings,
                             Format(segment.decode, segment.to_commands))

@@ -14,6 +14,7 @@ from typing import Any
 
 from idstitch import bootstrap
 from idstitch.domain import commands as c
+from idstitch.projections.audit import Change, Provenance
 from idstitch.projections.identity import IdentityProjection, Policy
 from idstitch.projections.views import Device, Merge, Profile, Reader
 from idstitch.service.ingest import INGEST_BATCH, IngestReport
@@ -242,6 +243,23 @@ class Workspace:
     def merges(self, identifier: str) -> list[Merge]:
         """Every conversion, merge and switch of the person, with the position of its cause."""
         return self._queries.merges(identifier)
+
+    # The audit.
+
+    def history(self, identifier: str) -> list[Change]:
+        """Every change that shaped the person the identifier finds, in log order: its own
+        events and those of every person merged into it, from before the merge."""
+        return self._queries.history(identifier)
+
+    def profile_as_of(self, identifier: str, at: int | datetime) -> Profile | None:
+        """The profile as the log stood at a position (up to and including it) or at an aware
+        datetime of recorded time; the identifier resolves as it did then."""
+        return self._queries.profile_as_of(identifier, at)
+
+    def explain(self, identifier: str, attribute: str) -> Provenance | None:
+        """The event that set the person's current value of ``attribute``, and the changes of
+        that key that lost to it; None when the person has no such attribute."""
+        return self._queries.explain(identifier, attribute)
 
     def dump(self) -> dict[str, list[tuple[str, bytes]]]:
         """Every projection row, by kind: two workspaces agree exactly when their dumps do."""

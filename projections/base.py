@@ -23,8 +23,9 @@ from idstitch.domain.events import DeviceEvent
 from idstitch.projections.store import LoggedEvent, ProjectionStore
 from idstitch.projections.unit import Cache, RowTypes, Unit, new_cache
 
-ROWS_FORMAT = 3
-"""Version of the stored row layout: rows of another version are rebuilt on open."""
+ROWS_FORMAT = 4
+"""Version of the stored row layout: rows of another version are rebuilt on open (4: the
+identity rows keep what the audit needs of the past, and ids minted from events)."""
 CACHE_LIMIT = 100_000
 """Rows kept decoded between transactions; beyond it the working set starts cold."""
 

@@ -49,27 +49,29 @@ class DeviceAttributesProjection(RowProjection):
 
     def apply_all(self, unit: Unit, events: Sequence[LoggedEvent]) -> None:
         """Apply events in log order (their rows read first, in one query)."""
+        types = self.event_types
         if not unit.complete:
-            unit.prefetch(ATTRIBUTES, {ev.device_id for _, ev in events
-                                       if type(ev) in self.event_types})
+            unit.prefetch(ATTRIBUTES, {ev.device_id for _, ev in events if type(ev) in types})
         rows: dict[str, DeviceAttributesRow | None] = unit.cache[ATTRIBUTES]
         dirty = unit.dirty[ATTRIBUTES]
-        assign = attributes.assign
         for pos, ev in events:
-            kind = type(ev)
-            if kind is DeviceAttributesCollected:
-                collected = True
-            elif kind is DeviceAttributesChanged:
-                collected = False
-            else:
-                continue
-            ts = to_micros(ev.timestamp)
-            device_id = ev.device_id
-            row = rows.get(device_id)
-            if row is None:
-                row = rows[device_id] = DeviceAttributesRow(device_id=device_id, updated_at=ts)
-            elif ts > row.updated_at:
-                row.updated_at = ts
-            changed = cast(DeviceAttributesChanged | DeviceAttributesCollected, ev)
-            assign(row.collected if collected else row.attrs, changed.attributes, (ts, pos))
-            dirty.add(device_id)
+            if type(ev) in types:
+                device_id = ev.device_id
+                rows[device_id] = fold(rows.get(device_id), cast(AttributeEvent, ev), pos)
+                dirty.add(device_id)
+
+
+AttributeEvent = DeviceAttributesChanged | DeviceAttributesCollected
+
+
+def fold(row: DeviceAttributesRow | None, ev: AttributeEvent, pos: int) -> DeviceAttributesRow:
+    """One attribute event applied to a device's row (created at its first): the projection's
+    fold, and the audit's refold of a device as it stood at a past position."""
+    ts = to_micros(ev.timestamp)
+    if row is None:
+        row = DeviceAttributesRow(device_id=ev.device_id, updated_at=ts)
+    elif ts > row.updated_at:
+        row.updated_at = ts
+    target = row.collected if type(ev) is DeviceAttributesCollected else row.attrs
+    attributes.assign(target, ev.attributes, (ts, pos))
+    return row

@@ -23,8 +23,19 @@ class LoggedEvent(NamedTuple):
     event: DeviceEvent
 
 
+Span = tuple[str, int, "int | None"]
+"""(device id, first position, end position (excluded; None: to the end of the log))."""
+
+
 class EventLog(Protocol):
     """The workspace's global, ordered log of events."""
+
+    def read_spans(
+        self, spans: Sequence[Span], types: AbstractSet[type[DeviceEvent]] | None = None
+    ) -> list[LoggedEvent]:
+        """The events of these devices within these position ranges (of these types, or all),
+        in log order: what an audit of one person reads, whatever the length of the log."""
+        ...
 
     def read(self, after: int, limit: int) -> Sequence[LoggedEvent]:
         """Up to ``limit`` events with positions greater than ``after``, in order."""

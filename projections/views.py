@@ -17,6 +17,7 @@ from idstitch.projections.identity.rows import (
     PERSON,
     ROW_TYPES,
     DeviceRow,
+    IdentifierRow,
     MergeRow,
     PersonRow,
 )
@@ -70,6 +71,16 @@ class Merge(msgspec.Struct, frozen=True, kw_only=True):
     timestamp: datetime
 
 
+def owner_at(row: IdentifierRow, at: int) -> str | None:
+    """The person an identifier named when the log ended at position ``at``."""
+    owner: str | None = None
+    for position, person_id in row.history:
+        if position > at:
+            break
+        owner = person_id
+    return owner
+
+
 def flatten(value: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"network": {"cellular": True}}`` -> ``{"network_cellular": True}``."""
     out: dict[str, Any] = {}
@@ -92,32 +103,45 @@ class Reader:
         raw = self._rows.get(kind, key)
         return None if raw is None else decode_row(_ROW_TYPES[kind], raw)
 
-    def _follow(self, person: PersonRow | None) -> PersonRow | None:
+    def _follow(self, person: PersonRow | None, at: int | None = None) -> PersonRow | None:
+        """The person itself, or the one it was merged into (as of position ``at``)."""
         for _ in range(MAX_REDIRECTS):
-            if person is None or person.retired_into is None:
+            if person is None or person.retired_into is None or (
+                    at is not None and (person.retired_at is None or person.retired_at > at)):
                 return person
             person = self._get(PERSON, person.retired_into)
         raise LookupError("merge chain too long")
 
-    def person(self, identifier: str) -> PersonRow | None:
-        """The live person an identifier finds: id, email, cio_<id>, person id or anonymous id."""
+    def person(self, identifier: str, at: int | None = None) -> PersonRow | None:
+        """The live person an identifier finds: id, email, cio_<id>, person id or anonymous id;
+        with ``at``, the person it found when the log ended at that position."""
         if identifier.startswith(PERSON_PREFIX):
             found = self._get(PERSON, identifier[len(PERSON_PREFIX):])
-            if found is not None:
-                return self._follow(found)
+            if found is not None and (at is None or found.since <= at):
+                return self._follow(found, at)
         if "@" in identifier:
             keys = [identifier_key("email", normalize_email(identifier))]
         else:
             keys = [identifier_key("id", identifier), identifier_key("anon", identifier)]
         for key in keys:
-            person_id = self._get(IDENTIFIER, key)
-            if person_id is not None:
-                return self._follow(self._get(PERSON, person_id))
-        return self._follow(self._get(PERSON, identifier))
+            row: IdentifierRow | None = self._get(IDENTIFIER, key)
+            if row is not None:
+                person_id = row.person_id if at is None else owner_at(row, at)
+                if person_id is not None:
+                    return self._follow(self._get(PERSON, person_id), at)
+        found = self._get(PERSON, identifier)
+        if found is None or (at is not None and found.since > at):
+            return None
+        return self._follow(found, at)
 
     def person_row(self, person_id: str) -> PersonRow | None:
         """The raw person row (not following merges)."""
         row: PersonRow | None = self._get(PERSON, person_id)
+        return row
+
+    def merge_row(self, merge_id: str) -> MergeRow | None:
+        """A merge record."""
+        row: MergeRow | None = self._get(MERGE, merge_id)
         return row
 
     def device_row(self, device_id: str) -> DeviceRow | None:

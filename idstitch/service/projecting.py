@@ -83,6 +83,10 @@ class Projector:
         with self.lock:
             return min([catch_up(p, self.log, self.rows, recent=recent) for p in self.registry])
 
+    def position(self) -> int:
+        """The committed position every projection has reached (the lowest of them)."""
+        return min([self.rows.position(p.name) for p in self.registry], default=0)
+
     def rebuild(
         self, names: Sequence[str] | None = None, progress: Callable[[int], None] | None = None,
         *, parallel: bool | None = None,

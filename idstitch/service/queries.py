@@ -7,8 +7,14 @@ processes sharing the store). Reads then run in one snapshot of the projection s
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+from idstitch.domain.errors import InvalidCommand
+from idstitch.projections import audit
+from idstitch.projections.asof import profile_as_of
+from idstitch.projections.audit import Change, Provenance
 from idstitch.projections.identity.rows import PersonRow
-from idstitch.projections.store import ProjectionStore
+from idstitch.projections.store import EventLog, ProjectionStore
 from idstitch.projections.views import Device, Merge, Profile, Reader
 from idstitch.service.projecting import Projector
 from idstitch.service.settings import Settings
@@ -17,7 +23,9 @@ from idstitch.service.settings import Settings
 class Queries:
     """Answers the identity queries from the projection rows."""
 
-    def __init__(self, rows: ProjectionStore, projector: Projector, settings: Settings) -> None:
+    def __init__(self, log: EventLog, rows: ProjectionStore, projector: Projector,
+                 settings: Settings) -> None:
+        self.log = log
         self.rows = rows
         self.projector = projector
         self.settings = settings
@@ -26,6 +34,12 @@ class Queries:
         """Catch the projections up first, when the workspace keeps them current."""
         if self.settings.auto_catch_up:
             self.projector.catch_up()
+
+    def _settled(self) -> int:
+        """Settle; the position up to which the rows hold every event."""
+        if self.settings.auto_catch_up:
+            return self.projector.catch_up()
+        return self.projector.position()
 
     def person_row(self, person_id: str) -> PersonRow | None:
         """The raw person row of a person id (not following merges)."""
@@ -60,3 +74,56 @@ class Queries:
         """Every projection row, by kind: two workspaces agree exactly when their dumps do."""
         self.settle()
         return {kind: list(self.rows.scan(kind)) for kind in self.projector.registry.kinds}
+
+    # The audit (api.md "Audit: history, as-of, explain").
+
+    def history(self, identifier: str) -> list[Change]:
+        """Every Change that shaped the person the identifier finds now, in log order."""
+        until = self._settled()
+        with self.rows.snapshot() as rows:
+            reader = Reader(rows)
+            person = reader.person(identifier)
+            return [] if person is None else audit.history(reader, self.log, person, until)
+
+    def explain(self, identifier: str, attribute: str) -> Provenance | None:
+        """Which event set the person's current value of ``attribute``, and what lost to it."""
+        until = self._settled()
+        with self.rows.snapshot() as rows:
+            reader = Reader(rows)
+            person = reader.person(identifier)
+            if person is None:
+                return None
+            return audit.explain(reader, self.log, person, attribute, until)
+
+    def profile_as_of(self, identifier: str, at: int | datetime) -> Profile | None:
+        """The profile as the log stood at a position, or at a moment of recorded time."""
+        if isinstance(at, datetime):
+            if at.tzinfo is None or at.utcoffset() is None:
+                raise InvalidCommand("at", "must be timezone-aware (recorded time is in UTC)")
+        elif type(at) is not int:
+            raise InvalidCommand("at", f"must be a log position or an aware datetime, "
+                                       f"got {type(at).__name__}")
+        elif at < 0:
+            raise InvalidCommand("at", f"must be a position (0 or more), got {at}")
+        until = self._settled()
+        position = self.position_at(at) if isinstance(at, datetime) else at
+        with self.rows.snapshot() as rows:
+            return profile_as_of(Reader(rows), self.log, identifier, min(position, until))
+
+    def position_at(self, moment: datetime) -> int:
+        """The last position recorded at or before ``moment`` (0: none).
+
+        A binary search over the log: recorded times grow with positions (one clock per
+        workspace; see docs/explanation/time-and-audit.md for several writers)."""
+        moment = moment.astimezone(UTC)
+        lo, hi = 0, self.log.head()
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            found = self.log.read(mid - 1, 1)
+            if not found or found[0].position > hi:
+                hi = mid - 1
+            elif found[0].event.recorded_at <= moment:
+                lo = found[0].position
+            else:
+                hi = mid - 1
+        return lo

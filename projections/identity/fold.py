@@ -16,6 +16,7 @@ from idstitch.domain import attributes
 from idstitch.domain.device import (
     anonymous_id_for,
     anonymous_person_id,
+    minted_person_id,
     new_person_id,
     uuid5_text,
 )
@@ -34,6 +35,7 @@ from idstitch.domain.events import (
 )
 from idstitch.domain.rules import classify, normalize_email
 from idstitch.projections.base import ROWS_FORMAT, RowProjection
+from idstitch.projections.identity import local
 from idstitch.projections.identity.graph import IdentityUnit, identifier_key
 from idstitch.projections.identity.rows import (
     DEVICE,
@@ -45,11 +47,17 @@ from idstitch.projections.identity.rows import (
     MergeRow,
     PersonRow,
     Refusal,
+    Stint,
 )
 from idstitch.projections.store import LoggedEvent, to_micros
 
 Policy = Literal["merge", "switch"]
 POLICIES: tuple[Policy, ...] = ("merge", "switch")
+IdScheme = Literal["event", "position"]
+"""How ids minted by the fold (a person for an unknown user id, a merge record) are derived:
+``event`` from what the event names (its device and the device's n-th event: the same on every
+store); ``position`` from the log position (stores built before ids were event-derived keep it,
+so person ids already handed out never change)."""
 MERGE_NAMESPACE = uuid5(NAMESPACE_URL, "https://idstitch.dev/merge")
 _MERGE_NS = MERGE_NAMESPACE.bytes
 
@@ -73,11 +81,12 @@ class IdentityProjection(RowProjection):
     first_events = True
     mismatch_hint = "reopen without anonymous_merge (to adopt it), or rebuild"
 
-    def __init__(self, policy: Policy = "merge") -> None:
+    def __init__(self, policy: Policy = "merge", ids: IdScheme = "event") -> None:
         if policy not in POLICIES:
             raise ValueError(f"anonymous_merge must be one of {POLICIES}, got {policy!r}")
         super().__init__()
         self.policy: Policy = policy
+        self.ids: IdScheme = ids
         # One handler per event type: a dict lookup instead of a chain of isinstance checks.
         self._handlers: dict[type[DeviceEvent], Handler] = {
             Identified: self._identified,
@@ -93,20 +102,22 @@ class IdentityProjection(RowProjection):
     @property
     def meta(self) -> str:
         """The configuration the rows were built under: a different one needs a rebuild."""
-        return f"anonymous_merge={self.policy} rows={ROWS_FORMAT}"
+        legacy = " ids=position" if self.ids == "position" else ""
+        return f"anonymous_merge={self.policy} rows={ROWS_FORMAT}{legacy}"
 
     @property
     def config(self) -> str:
-        """The policy: all the projecting child needs to build the same projection."""
-        return self.policy
+        """The policy and id scheme: all the projecting child needs to build the same one."""
+        return f"{self.policy} {self.ids}"
 
     @classmethod
     def from_config(cls, config: str) -> IdentityProjection:
-        """The projection with the policy :attr:`config` names."""
-        policy = cls.policy_of(f"anonymous_merge={config}")
-        if policy is None:
-            raise ValueError(f"not an anonymous_merge policy: {config!r}")
-        return cls(policy)
+        """The projection :attr:`config` describes."""
+        policy_name, _, ids = config.partition(" ")
+        policy = cls.policy_of(f"anonymous_merge={policy_name}")
+        if policy is None or ids not in ("event", "position"):
+            raise ValueError(f"not an identity projection configuration: {config!r}")
+        return cls(policy, "position" if ids == "position" else "event")
 
     @staticmethod
     def policy_of(meta: str | None) -> Policy | None:
@@ -114,6 +125,17 @@ class IdentityProjection(RowProjection):
         settings = dict(part.partition("=")[::2] for part in (meta or "").split())
         value = settings.get("anonymous_merge")
         return "switch" if value == "switch" else "merge" if value == "merge" else None
+
+    @staticmethod
+    def ids_of(meta: str | None) -> IdScheme:
+        """The id scheme of rows committed under ``meta``: rows built before ids were derived
+        from events (format 3 and older, no ``ids=``) keep the position scheme."""
+        settings = dict(part.partition("=")[::2] for part in (meta or "").split())
+        if meta is None or settings.get("ids") == "event":
+            return "event"
+        if settings.get("ids") == "position" or int(settings.get("rows", "0") or 0) <= 3:
+            return "position"
+        return "event"
 
     def apply_all(self, unit: IdentityUnit, events: Sequence[LoggedEvent]) -> None:
         """Apply events in log order (their rows read first, in a few queries)."""
@@ -130,7 +152,7 @@ class IdentityProjection(RowProjection):
             if dev is None:
                 # A device's first event, of any type: its rows start here.
                 ts = to_micros(ev.timestamp)
-                dev = self._new_device(unit, ev, ts)
+                dev = self._new_device(unit, ev, pos, ts)
                 if handler is None:
                     continue
             elif handler is None:
@@ -139,6 +161,7 @@ class IdentityProjection(RowProjection):
                 ts = to_micros(ev.timestamp)
                 if ts > dev.updated_at:
                     dev.updated_at = ts
+            dev.seq += 1
             handler(unit, dev, ev, pos, ts)
             dirty.add(device_id)
 
@@ -169,23 +192,18 @@ class IdentityProjection(RowProjection):
         unit.prefetch(IDENTIFIER, identifiers)
         rows = unit.devices
         persons = {row.person_id for d in devices if (row := rows[d]) is not None}
-        persons.update(p for k in identifiers if (p := unit.get(IDENTIFIER, k)))
+        persons.update(p for k in identifiers if (p := unit.owner(k)))
         unit.prefetch(PERSON, persons)
 
     # The fold: one handler per event type, called with the event's device row (created on
-    # its first event), position and client time in microseconds.
+    # its first event), position and client time in microseconds. What an event does to its
+    # own device and to attribute values is in `local`, shared with the audit's refolds.
 
     def _profile_attributes(
         self, unit: IdentityUnit, dev: DeviceRow, ev: ProfileAttributesChanged, pos: int, ts: int
     ) -> None:
         person = unit.person(dev.person_id)
-        stamp = (ts, pos)
-        attrs = person.attrs
-        attributes.assign(attrs, ev.set, stamp)
-        if ev.unset:
-            attributes.assign(attrs, dict.fromkeys(ev.unset), stamp)
-        if ev.set_once:
-            attributes.assign_once(attrs, ev.set_once, stamp)
+        local.profile_attributes(person.attrs, ev, pos, ts)
         if ts > person.updated_at:
             person.updated_at = ts
         unit.put_person(person)
@@ -195,46 +213,41 @@ class IdentityProjection(RowProjection):
     def _activated(
         self, unit: IdentityUnit, dev: DeviceRow, ev: DeviceActivated, pos: int, ts: int
     ) -> None:
-        dev.auto_track = ev.auto_track_device_attributes
-        dev.platform = ev.platform or dev.platform
-        dev.sdk = ev.sdk if ev.sdk is not None else dev.sdk
+        local.activated(dev, ev)
 
     def _token_removed(
         self, unit: IdentityUnit, dev: DeviceRow, ev: DeviceTokenRemoved, pos: int, ts: int
     ) -> None:
-        if dev.token == ev.token:
-            dev.token = None
+        if local.token_removed(dev, ev):
             unit.delete(TOKEN, ev.token)
 
     def _push_status(
         self, unit: IdentityUnit, dev: DeviceRow, ev: PushStatusRecorded, pos: int, ts: int
     ) -> None:
-        dev.last_status = ev.status
+        local.push_status(dev, ev)
 
     def _cleared(
         self, unit: IdentityUnit, dev: DeviceRow, ev: IdentityCleared, pos: int, ts: int
     ) -> None:
-        self._leave(unit, dev, dev.person_id)
-        dev.generation = ev.generation
-        dev.user_id = None
-        self._new_anonymous_person(unit, dev, ts)
+        self._leave(unit, dev, dev.person_id, pos)
+        local.cleared(dev, ev)
+        self._new_anonymous_person(unit, dev, pos, ts)
 
-    def _new_device(self, unit: IdentityUnit, ev: DeviceEvent, ts: int) -> DeviceRow:
-        # person_id and anonymous_id are set by the anonymous person it starts with.
-        dev = DeviceRow(device_id=ev.device_id, person_id="", anonymous_id="", created_at=ts,
-                        updated_at=ts)
-        self._new_anonymous_person(unit, dev, ts)
+    def _new_device(self, unit: IdentityUnit, ev: DeviceEvent, pos: int, ts: int) -> DeviceRow:
+        dev = local.new_device(ev.device_id, ts)
+        self._new_anonymous_person(unit, dev, pos, ts)
         unit.put_device(dev)
         return dev
 
-    def _new_anonymous_person(self, unit: IdentityUnit, dev: DeviceRow, ts: int) -> None:
+    def _new_anonymous_person(self, unit: IdentityUnit, dev: DeviceRow, pos: int, ts: int) -> None:
         anonymous_id = anonymous_id_for(dev.device_id, dev.generation)
         person = PersonRow(person_id=anonymous_person_id(anonymous_id), anonymous_ids=[anonymous_id],
-                           devices=[dev.device_id], created_at=ts, updated_at=ts)
+                           anonymous_since=[pos], devices=[dev.device_id], created_at=ts,
+                           updated_at=ts, since=pos, stints=[Stint(dev.device_id, pos)])
         dev.anonymous_id = anonymous_id
         dev.person_id = person.person_id
         unit.put_person(person)
-        unit.put_identifier("anon", anonymous_id, person.person_id)
+        unit.put_identifier("anon", anonymous_id, person.person_id, pos, new=True)
 
     def _identified(
         self, unit: IdentityUnit, dev: DeviceRow, ev: Identified, pos: int, ts: int
@@ -248,6 +261,7 @@ class IdentityProjection(RowProjection):
                 # The command checked it; a concurrent merge retired it since. Refuse, visibly.
                 current.refused.append(Refusal("cio", ev.user_id, "not a live identified person",
                                                pos))
+                dev.ignored.append(pos)
                 unit.put_person(current)
                 return
         else:
@@ -257,6 +271,7 @@ class IdentityProjection(RowProjection):
             person = current
         elif not current.identified and target is None:
             current.identified = True
+            current.identified_at = pos
             self._claim(unit, current, kind, value, pos)
             if current.email is None:
                 # An email given while anonymous becomes an identifier when the person is named.
@@ -268,60 +283,67 @@ class IdentityProjection(RowProjection):
             person = target
         else:
             if target is None:
-                target = PersonRow(person_id=new_person_id(dev.device_id, pos), identified=True,
-                                   created_at=ts, updated_at=ts)
+                minted = (minted_person_id(dev.device_id, dev.seq) if self.ids == "event"
+                          else new_person_id(dev.device_id, pos))
+                target = PersonRow(person_id=minted, identified=True, identified_at=pos,
+                                   created_at=ts, updated_at=ts, since=pos)
                 self._claim(unit, target, kind, value, pos)
-            self._leave(unit, dev, current.person_id)
-            self._join(unit, dev, target)
+            self._leave(unit, dev, current.person_id, pos)
+            self._join(unit, dev, target, pos)
             self._record(unit, "switched", current.person_id, current, target, dev, pos, ts)
             person = target
 
-        attributes.assign(person.attrs, ev.traits, (ts, pos))
+        local.traits(person.attrs, ev, pos, ts)
         if ts > person.updated_at:
             person.updated_at = ts
         unit.put_person(person)
         if "email" in ev.traits:
             self._claim_attribute_email(unit, person, pos)
-        dev.user_id = ev.user_id
-        if dev.last_used is None or ts > dev.last_used:
-            dev.last_used = ts
-        dev.last_status = None
+        local.identified(dev, ev, ts)
 
     def _merge_anonymous(
-        self, unit: IdentityUnit, survivor: PersonRow, retired: PersonRow, dev: DeviceRow, pos: int, ts: int
+        self, unit: IdentityUnit, survivor: PersonRow, retired: PersonRow, dev: DeviceRow,
+        pos: int, ts: int,
     ) -> None:
         attributes.merge(survivor.attrs, retired.attrs)
         for anonymous_id in retired.anonymous_ids:
             survivor.anonymous_ids.append(anonymous_id)
-            unit.put_identifier("anon", anonymous_id, survivor.person_id)
+            survivor.anonymous_since.append(pos)
+            unit.put_identifier("anon", anonymous_id, survivor.person_id, pos)
         for device_id in retired.devices:
             moved = dev if device_id == dev.device_id else unit.device(device_id)
             if moved is not None:
+                _end_stint(retired, device_id, pos)
                 moved.person_id = survivor.person_id
                 survivor.devices.append(device_id)
+                survivor.stints.append(Stint(device_id, pos))
                 unit.put_device(moved)
         survivor.merges.extend(retired.merges)
         retired.devices = []
         retired.retired_into = survivor.person_id
+        retired.retired_at = pos
         self._record(unit, "merged", retired.person_id, retired, survivor, dev, pos, ts)
 
-    def _leave(self, unit: IdentityUnit, dev: DeviceRow, person_id: str) -> None:
+    def _leave(self, unit: IdentityUnit, dev: DeviceRow, person_id: str, pos: int) -> None:
         person = unit.person(person_id)
         if dev.device_id in person.devices:
             person.devices.remove(dev.device_id)
+            _end_stint(person, dev.device_id, pos)
         unit.put_person(person)
 
-    def _join(self, unit: IdentityUnit, dev: DeviceRow, person: PersonRow) -> None:
+    def _join(self, unit: IdentityUnit, dev: DeviceRow, person: PersonRow, pos: int) -> None:
         if dev.device_id not in person.devices:
             person.devices.append(dev.device_id)
+            person.stints.append(Stint(dev.device_id, pos))
         dev.person_id = person.person_id
         unit.put_person(person)
 
     def _record(
-        self, unit: IdentityUnit, kind: str, source: str, source_person: PersonRow, target: PersonRow,
-        dev: DeviceRow, pos: int, ts: int,
+        self, unit: IdentityUnit, kind: str, source: str, source_person: PersonRow,
+        target: PersonRow, dev: DeviceRow, pos: int, ts: int,
     ) -> None:
-        merge_id = uuid5_text(_MERGE_NS, f"{pos}:{kind}")
+        cause = f"{dev.device_id}#{dev.seq}" if self.ids == "event" else str(pos)
+        merge_id = uuid5_text(_MERGE_NS, f"{cause}:{kind}")
         unit.put_merge(MergeRow(merge_id=merge_id, kind=kind, source=source,
                                 target=target.person_id, position=pos, device_id=dev.device_id,
                                 timestamp=ts))
@@ -333,7 +355,7 @@ class IdentityProjection(RowProjection):
     def _claim(self, unit: IdentityUnit, person: PersonRow, kind: str, value: str, pos: int) -> None:
         if kind == "id":
             person.user_id = value
-            unit.put_identifier("id", value, person.person_id)
+            unit.put_identifier("id", value, person.person_id, pos)
         elif kind == "email":
             self._claim_email(unit, person, value, pos)
 
@@ -353,9 +375,10 @@ class IdentityProjection(RowProjection):
                                           holder.person_id))
         elif holder is None:
             if person.email is not None:
-                unit.delete_identifier("email", person.email)
+                unit.put_identifier("email", person.email, None, pos)
             person.email = email
-            unit.put_identifier("email", email, person.person_id)
+            person.emails.append((pos, email))
+            unit.put_identifier("email", email, person.person_id, pos)
         unit.put_person(person)
 
     def _token_registered(
@@ -370,8 +393,15 @@ class IdentityProjection(RowProjection):
                 holder = unit.device(holder_id)
                 if holder is not None and holder.token == ev.token:
                     holder.token = None
+                    holder.token_lost.append(pos)
                     unit.put_device(holder)
             unit.put_token(ev.token, dev.device_id)
-            dev.token = ev.token
-        dev.platform = ev.platform or dev.platform
-        dev.last_status = None
+        local.token_registered(dev, ev)
+
+
+def _end_stint(person: PersonRow, device_id: str, pos: int) -> None:
+    """The device's open stint on the person ends at ``pos`` (the event that took it away)."""
+    for stint in reversed(person.stints):
+        if stint.device_id == device_id and stint.end is None:
+            stint.end = pos
+            return

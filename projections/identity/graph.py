@@ -14,6 +14,7 @@ from idstitch.projections.identity.rows import (
     PERSON,
     TOKEN,
     DeviceRow,
+    IdentifierRow,
     MergeRow,
     PersonRow,
 )
@@ -70,9 +71,14 @@ class IdentityUnit(Unit):
         row: PersonRow | None = self.get(PERSON, person_id)
         return row if row is not None and row.retired_into is None else None
 
+    def owner(self, key: str) -> str | None:
+        """The person an identifier key names now (not following merges)."""
+        row: IdentifierRow | None = self.get(IDENTIFIER, key)
+        return None if row is None else row.person_id
+
     def resolve_key(self, key: str) -> PersonRow | None:
         """The live person an identifier row points at, following merges."""
-        person_id: str | None = self.get(IDENTIFIER, key)
+        person_id = self.owner(key)
         if person_id is None:
             return None
         row: PersonRow | None = self.get(PERSON, person_id)
@@ -82,13 +88,23 @@ class IdentityUnit(Unit):
             row = self.get(PERSON, row.retired_into)
         raise LookupError(f"merge chain too long from {key}")
 
-    def put_identifier(self, kind: str, value: str, person_id: str) -> None:
-        """Point an identifier at a person."""
-        self.put(IDENTIFIER, identifier_key(kind, value), person_id)
+    def put_identifier(
+        self, kind: str, value: str, person_id: str | None, pos: int, *, new: bool = False
+    ) -> None:
+        """Point an identifier at a person (None: release it) from position ``pos`` on.
 
-    def delete_identifier(self, kind: str, value: str) -> None:
-        """Release an identifier."""
-        self.delete(IDENTIFIER, identifier_key(kind, value))
+        ``new``: the identifier cannot exist yet (an anonymous id just minted), so no row is
+        read for it: a catch-up would otherwise read one row per new device."""
+        key = identifier_key(kind, value)
+        row: IdentifierRow | None = None if new else self.get(IDENTIFIER, key)
+        if row is None:
+            row = IdentifierRow(person_id, [(pos, person_id)])
+        elif row.person_id != person_id:
+            row.person_id = person_id
+            row.history.append((pos, person_id))
+        else:
+            return
+        self.put(IDENTIFIER, key, row)
 
     def token_owner(self, token: str) -> str | None:
         """The device that holds a push token."""

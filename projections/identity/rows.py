@@ -1,7 +1,13 @@
 """The rows of the identity projection, stored as msgpack documents keyed by (kind, key).
 
-Kinds: ``p`` person, ``d`` device, ``i`` identifier -> person id, ``t`` token -> device id,
-``m`` merge record. Rows are derived data: they can always be rebuilt from the log.
+Kinds: ``p`` person, ``d`` device, ``i`` identifier, ``t`` token -> device id, ``m`` merge
+record. Rows are derived data: they can always be rebuilt from the log.
+
+Besides the present, the rows keep the few facts an audit needs to answer "as the log stood at
+position p" without replaying the rest of the log (see :mod:`idstitch.projections.audit`):
+when each device joined and left each person (``stints``), when a person was created,
+identified and retired, which email it held from when, and which person an identifier named
+from when. Everything else about a person at a past position is refolded from its own events.
 
 Rows hold only strings, numbers, JSON values and each other's keys (never a reference to another
 row object), so no reference cycle can pass through them: they opt out of the cyclic garbage
@@ -32,6 +38,16 @@ class Refusal(msgspec.Struct, frozen=True, gc=False):
     held_by: str | None = None
 
 
+class Stint(msgspec.Struct, array_like=True, gc=False):
+    """A device on a person from position ``start`` (the event that brought it) until ``end``
+    (the event that took it away; None while it stays). Every event of the device in
+    ``start <= position < end`` applied to this person."""
+
+    device_id: str
+    start: int
+    end: int | None = None
+
+
 class PersonRow(msgspec.Struct, kw_only=True, gc=False):
     """A person: anonymous until an identify names it; retired when merged into another."""
 
@@ -41,12 +57,23 @@ class PersonRow(msgspec.Struct, kw_only=True, gc=False):
     email: str | None = None
     attrs: Attrs = msgspec.field(default_factory=Attrs)
     anonymous_ids: list[str] = []
+    anonymous_since: list[int] = []
+    """The position from which each of ``anonymous_ids`` belonged to the person."""
     devices: list[str] = []
     merges: list[str] = []
     refused: list[Refusal] = []
     created_at: int
     updated_at: int
     retired_into: str | None = None
+    since: int = 0
+    """The position of the event that created the person."""
+    identified_at: int | None = None
+    """The position from which the person was identified."""
+    retired_at: int | None = None
+    """The position of the merge that retired it into ``retired_into``."""
+    stints: list[Stint] = []
+    emails: list[tuple[int, str]] = []
+    """Each email the person held, with the position it was claimed at."""
 
 
 class DeviceRow(msgspec.Struct, kw_only=True, gc=False):
@@ -68,6 +95,23 @@ class DeviceRow(msgspec.Struct, kw_only=True, gc=False):
     last_status: str | None = None
     created_at: int
     updated_at: int
+    seq: int = 0
+    """How many of the device's events this projection folded: ids minted at the n-th derive
+    from (device, n), the same on every store whatever the log's positions."""
+    token_lost: list[int] = []
+    """Positions at which another device took this device's token (registered it)."""
+    ignored: list[int] = []
+    """Positions of identifies that were refused (a ``cio_`` id no longer live): they changed
+    nothing."""
+
+
+class IdentifierRow(msgspec.Struct, array_like=True, gc=False):
+    """Which person an identifier (``id:``, ``email:``, ``anon:`` key) names, and since when."""
+
+    person_id: str | None
+    """The person it names now (None: released, e.g. an email the person no longer has)."""
+    history: list[tuple[int, str | None]]
+    """(position, person) each time it was claimed or released, oldest first."""
 
 
 class MergeRow(msgspec.Struct, kw_only=True, frozen=True, gc=False):
@@ -84,6 +128,6 @@ class MergeRow(msgspec.Struct, kw_only=True, frozen=True, gc=False):
 
 
 ROW_TYPES: dict[str, type[Any]] = {
-    PERSON: PersonRow, DEVICE: DeviceRow, IDENTIFIER: str, TOKEN: str, MERGE: MergeRow,
+    PERSON: PersonRow, DEVICE: DeviceRow, IDENTIFIER: IdentifierRow, TOKEN: str, MERGE: MergeRow,
 }
 """The identity projection's row kinds and what each row is."""

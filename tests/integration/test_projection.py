@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from idstitch.domain.device import minted_person_id, new_person_id
 from idstitch.projections.identity.rows import ROW_TYPES
 from idstitch.projections.runner import catch_up
 
@@ -72,14 +73,14 @@ def test_a_policy_change_on_open_is_a_replay(make_durable_ws: WorkspaceFactory) 
     assert switched.dump() == fresh.dump()
 
 
-def test_rows_of_an_older_layout_are_rebuilt_on_open(make_durable_ws: WorkspaceFactory) -> None:
+def test_rows_of_another_layout_are_rebuilt_on_open(make_durable_ws: WorkspaceFactory) -> None:
     ws = make_durable_ws()
     story(ws)
     expected = ws.dump()
-    # What an earlier version left: its meta (no rows= part) and rows this one cannot decode.
+    # What another version left: its meta and rows this one cannot decode.
     with ws.rows.transaction("identity") as tx:
         tx.write({("d", "phone"): b"\x93old", ("p", "junk"): b"\x00"}, ws.log.head(),
-                 "anonymous_merge=merge")
+                 "anonymous_merge=merge rows=999")
     url = ws.url
     ws.close()
     reopened = make_durable_ws(url)
@@ -87,6 +88,29 @@ def test_rows_of_an_older_layout_are_rebuilt_on_open(make_durable_ws: WorkspaceF
     assert identity.config_of(reopened.rows.meta("identity")) == identity.meta
     assert reopened.anonymous_merge == "merge"
     assert reopened.dump() == expected
+
+
+@pytest.mark.parametrize("old_meta", ["anonymous_merge=merge", "anonymous_merge=merge rows=3"])
+def test_a_store_from_before_event_derived_ids_keeps_its_person_ids(
+    make_durable_ws: WorkspaceFactory, old_meta: str
+) -> None:
+    """Person ids minted for unknown users came from log positions before (format 3 and older);
+    such a store is rebuilt on open but keeps that derivation, so no id handed out changes."""
+    ws = make_durable_ws()
+    story(ws)
+    minted = ws.profile("u2")
+    assert minted is not None
+    assert minted.person_id == minted_person_id("phone", 3)  # the phone's third identity event
+    position = ws.merges("u2")[-1].position
+    with ws.rows.transaction("identity") as tx:
+        tx.write({}, ws.log.head(), old_meta)
+    url = ws.url
+    ws.close()
+    reopened = make_durable_ws(url)
+    assert "ids=position" in (reopened.rows.meta("identity") or "")
+    assert reopened.profile("u2").person_id == new_person_id("phone", position)  # type: ignore[union-attr]
+    reopened.rebuild()
+    assert reopened.profile("u2").person_id == new_person_id("phone", position)  # type: ignore[union-attr]
 
 
 def test_a_stale_writer_retries_and_wins(make_durable_ws: WorkspaceFactory) -> None:

@@ -1,0 +1,290 @@
+"""The audit: a person's history as Changes, and where an attribute's value came from.
+
+A person's history is read, not stored: its rows say which devices were on it from when to
+when (stints) and which persons were merged into it, so its events are the events of those
+devices in those position ranges (:meth:`EventLog.read_spans`: an indexed read, whatever the
+length of the rest of the log). Their attribute changes (old -> new) are refolded here with
+the very functions the identity fold applies (:mod:`idstitch.projections.identity.local`,
+:mod:`idstitch.domain.attributes`), merges applied at the position of the event that caused
+them, so the refold ends exactly where the person's row is.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import Any, NamedTuple
+
+import msgspec
+from idstitch.domain import attributes
+from idstitch.domain.attributes import Attrs
+from idstitch.domain.events import DeviceEvent, Identified, ProfileAttributesChanged
+from idstitch.projections.identity import local
+from idstitch.projections.identity.rows import MergeRow, PersonRow, Refusal
+from idstitch.projections.store import EventLog, LoggedEvent, Span, to_micros
+from idstitch.projections.views import Merge, Reader, merge_view
+
+ABSORBING = frozenset({"merged"})
+"""Merge kinds after which the source's past belongs to the target's history."""
+ATTRIBUTE_EVENTS: frozenset[type[DeviceEvent]] = frozenset({Identified, ProfileAttributesChanged})
+"""The events that write person attributes."""
+_ENVELOPE = ("device_id", "message_id", "timestamp", "recorded_at")
+
+
+class Refused(msgspec.Struct, frozen=True, kw_only=True):
+    """An identifier the event could not give its person (Customer.io's attribute update
+    failure): an email held by another person, or a ``cio_`` id no longer live."""
+
+    kind: str
+    value: str
+    reason: str
+    held_by: str | None
+
+
+class Change(msgspec.Struct, frozen=True, kw_only=True):
+    """One event of the log as it landed, and what it did to the person it applied to."""
+
+    position: int
+    recorded_at: datetime
+    """The workspace's clock when the event was recorded."""
+    timestamp: datetime
+    """The client's clock (skew-corrected)."""
+    device_id: str | None
+    message_id: str | None
+    event: str
+    """The event's name: ``Identified``, ``ProfileAttributesChanged``, ..."""
+    data: dict[str, Any]
+    """The event's own recorded fields (e.g. ``{"token": ..., "platform": ...}``)."""
+    person_id: str
+    """The person it applied to: the device's current person after the event."""
+    changes: list[tuple[str, Any, Any]]
+    """Person attribute changes it caused, ``(key, old, new)``; None for absent."""
+    merges: list[Merge]
+    """Conversions, merges and switches it caused."""
+    refused: list[Refused] = []
+    """Identifiers it could not give the person."""
+
+
+class Provenance(msgspec.Struct, frozen=True, kw_only=True):
+    """Where the current value of a person attribute came from."""
+
+    attribute: str
+    value: Any
+    position: int
+    device_id: str | None
+    timestamp: datetime
+    recorded_at: datetime
+    event: str
+    message_id: str | None
+    overridden: list[Change]
+    """The Changes that wrote this attribute and lost to the winner (late arrivals with
+    older timestamps, values replaced later, values of persons merged in)."""
+
+
+class Family(NamedTuple):
+    """A person and every person whose past became part of its history (merged into it)."""
+
+    person: PersonRow
+    members: dict[str, PersonRow]
+    merges: list[MergeRow]
+    """Every merge record of the members, in log order (up to the audit's position)."""
+
+
+def family(reader: Reader, person: PersonRow, at: int | None = None) -> Family:
+    """``person`` and those merged into it (recursively), as of position ``at``."""
+    members = {person.person_id: person}
+    ids = list(dict.fromkeys(person.merges))
+    rows = [r for r in (reader.merge_row(m) for m in ids) if r is not None
+            and (at is None or r.position <= at)]
+    grown = True
+    while grown:
+        grown = False
+        for row in rows:
+            if row.kind in ABSORBING and row.target in members and row.source not in members:
+                source = reader.person_row(row.source)
+                if source is not None:
+                    members[source.person_id] = source
+                    grown = True
+    return Family(person, members, sorted(rows, key=lambda r: r.position))
+
+
+def spans(fam: Family, until: int) -> list[Span]:
+    """The (device, start, end) ranges of every member's stints, cut at position ``until``."""
+    out: list[Span] = []
+    for member in fam.members.values():
+        for stint in member.stints:
+            if stint.start > until:
+                continue
+            end = until + 1 if stint.end is None else min(stint.end, until + 1)
+            out.append((stint.device_id, stint.start, end))
+    return out
+
+
+class _Owners:
+    """Which member each event applied to: the one whose stint on its device covers it."""
+
+    def __init__(self, fam: Family) -> None:
+        by_device: dict[str, list[tuple[int, int, str]]] = {}
+        for member in fam.members.values():
+            for stint in member.stints:
+                end = 2**62 if stint.end is None else stint.end
+                by_device.setdefault(stint.device_id, []).append(
+                    (stint.start, end, member.person_id))
+        self._starts = {d: [s for s, _, _ in sorted(v)] for d, v in by_device.items()}
+        self._stints = {d: sorted(v) for d, v in by_device.items()}
+
+    def of(self, device_id: str, position: int) -> str | None:
+        stints = self._stints.get(device_id)
+        if not stints:
+            return None
+        i = bisect_right(self._starts[device_id], position) - 1
+        if i < 0 or position >= stints[i][1]:
+            return None
+        return stints[i][2]
+
+
+class Step(NamedTuple):
+    """One event of a refold: whom it applied to and what it changed."""
+
+    logged: LoggedEvent
+    person_id: str
+    changes: list[tuple[str, Any, Any]]
+    merges: list[MergeRow]
+    wrote: Sequence[str]
+    """The attribute keys the event itself wrote (set, removed or set once)."""
+
+
+def refold(fam: Family, events: Sequence[LoggedEvent], ignored: frozenset[int]
+           ) -> tuple[dict[str, Attrs], dict[str, int], Iterator[Step]]:
+    """Replay the family's events into fresh attribute states, member by member.
+
+    Returns the states and each member's newest client time of an attribute event (both
+    filled as the iterator is consumed) and the iterator of steps. ``ignored``: positions of
+    refused identifies (they changed nothing)."""
+    owners = _Owners(fam)
+    states = {m: Attrs() for m in fam.members}
+    newest = {m: row.created_at for m, row in fam.members.items()}
+    by_position: dict[int, list[MergeRow]] = {}
+    for row in fam.merges:
+        by_position.setdefault(row.position, []).append(row)
+
+    def steps() -> Iterator[Step]:
+        value_of = attributes.value_of
+        for logged in events:
+            pos, ev = logged
+            member = owners.of(ev.device_id, pos)
+            if member is None:
+                continue  # outside every stint (cannot happen for events read by spans)
+            caused = by_position.get(pos, [])
+            absorbed = [states[r.source] for r in caused
+                        if r.kind in ABSORBING and r.target == member and r.source in states]
+            wrote: Sequence[str] = ()
+            kind = type(ev)
+            applied = kind is ProfileAttributesChanged or (kind is Identified
+                                                           and pos not in ignored)
+            if applied:
+                # Every applied identify and attribute call stamps the person's updated_at,
+                # whatever it wrote (as the fold does).
+                ts = to_micros(ev.timestamp)
+                if ts > newest[member]:
+                    newest[member] = ts
+                wrote = (list(ev.traits) if kind is Identified  # type: ignore[attr-defined]
+                         else [*ev.set, *ev.unset, *ev.set_once])  # type: ignore[attr-defined]
+            if not wrote and not absorbed:
+                yield Step(logged, member, [], caused, wrote)
+                continue
+            state = states[member]
+            keys = list(dict.fromkeys([*(k for s in absorbed for k in _keys(s)), *wrote]))
+            before = [value_of(state, k) for k in keys]
+            for source in absorbed:
+                attributes.merge(state, source)
+            if wrote:
+                ts = to_micros(ev.timestamp)
+                if kind is Identified:
+                    local.traits(state, ev, pos, ts)  # type: ignore[arg-type]
+                else:
+                    local.profile_attributes(state, ev, pos, ts)  # type: ignore[arg-type]
+            changes = [(k, old[1] if old[0] else None, new[1] if new[0] else None)
+                       for k, old, new in zip(keys, before, (value_of(state, k) for k in keys),
+                                              strict=True) if old != new]
+            yield Step(logged, member, changes, caused, wrote)
+
+    return states, newest, steps()
+
+
+def _keys(state: Attrs) -> list[str]:
+    return [*state.stamps, *(k for k in state.once if k not in state.stamps)]
+
+
+def change_of(step: Step, refused: dict[int, list[Refusal]]) -> Change:
+    """The public Change of a refold step."""
+    pos, ev = step.logged
+    data = msgspec.structs.asdict(ev)
+    for key in _ENVELOPE:
+        del data[key]
+    return Change(
+        position=pos, recorded_at=ev.recorded_at, timestamp=ev.timestamp,
+        device_id=ev.device_id, message_id=ev.message_id,
+        event=str(type(ev).__struct_config__.tag), data=data, person_id=step.person_id,
+        changes=step.changes, merges=[merge_view(r) for r in step.merges],
+        refused=[Refused(kind=r.kind, value=r.value, reason=r.reason, held_by=r.held_by)
+                 for r in refused.get(pos, ())])
+
+
+def refusals(fam: Family) -> dict[int, list[Refusal]]:
+    """Every member's refused identifiers, by the position of the event that was refused."""
+    out: dict[int, list[Refusal]] = {}
+    for member in fam.members.values():
+        for refusal in member.refused:
+            out.setdefault(refusal.position, []).append(refusal)
+    return out
+
+
+def ignored_identifies(reader: Reader, fam: Family) -> frozenset[int]:
+    """Positions of the members' devices' refused identifies."""
+    devices = {s.device_id for m in fam.members.values() for s in m.stints}
+    out: set[int] = set()
+    for device_id in devices:
+        row = reader.device_row(device_id)
+        if row is not None:
+            out.update(row.ignored)
+    return frozenset(out)
+
+
+def history(reader: Reader, log: EventLog, person: PersonRow, until: int) -> list[Change]:
+    """Every Change that shaped the person, up to position ``until``, in log order."""
+    fam = family(reader, person)
+    events = log.read_spans(spans(fam, until))
+    _, _, steps = refold(fam, events, ignored_identifies(reader, fam))
+    refused = refusals(fam)
+    return [change_of(step, refused) for step in steps]
+
+
+def explain(reader: Reader, log: EventLog, person: PersonRow, attribute: str, until: int
+            ) -> Provenance | None:
+    """Where the person's current value of ``attribute`` came from, and what lost to it."""
+    present, value = attributes.value_of(person.attrs, attribute)
+    if not present:
+        return None
+    winner = (person.attrs.stamps[attribute][1] if attribute in person.attrs.values
+              else person.attrs.once[attribute][0][1])
+    fam = family(reader, person)
+    events = log.read_spans(spans(fam, until), ATTRIBUTE_EVENTS)
+    _, _, steps = refold(fam, events, ignored_identifies(reader, fam))
+    refused = refusals(fam)
+    won: Change | None = None
+    lost: list[Change] = []
+    for step in steps:
+        if attribute in step.wrote:
+            change = change_of(step, refused)
+            if step.logged.position == winner:
+                won = change
+            else:
+                lost.append(change)
+    if won is None:
+        return None  # the rows are ahead of the log read (cannot happen after a catch-up)
+    return Provenance(attribute=attribute, value=value, position=won.position,
+                      device_id=won.device_id, timestamp=won.timestamp,
+                      recorded_at=won.recorded_at, event=won.event, message_id=won.message_id,
+                      overridden=lost)
