@@ -19,10 +19,10 @@ from typing import Any, NamedTuple
 import msgspec
 from idstitch.domain import attributes
 from idstitch.domain.attributes import Attrs
-from idstitch.domain.events import DeviceEvent, Identified, ProfileAttributesChanged
+from idstitch.domain.events import EVENT_TYPES, DeviceEvent, Identified, ProfileAttributesChanged
 from idstitch.projections.identity import local
 from idstitch.projections.identity.rows import MergeRow, PersonRow, Refusal
-from idstitch.projections.store import EventLog, LoggedEvent, Span, to_micros
+from idstitch.projections.store import LoggedEvent, Span, to_micros
 from idstitch.projections.views import Merge, Reader, merge_view
 
 ABSORBING = frozenset({"merged"})
@@ -109,15 +109,16 @@ def family(reader: Reader, person: PersonRow, at: int | None = None) -> Family:
     return Family(person, members, sorted(rows, key=lambda r: r.position))
 
 
-def spans(fam: Family, until: int) -> list[Span]:
-    """The (device, start, end) ranges of every member's stints, cut at position ``until``."""
+def spans(fam: Family, until: int, after: int = 0) -> list[Span]:
+    """The (device, start, end) ranges of every member's stints, cut to the positions after
+    ``after`` up to ``until``."""
     out: list[Span] = []
     for member in fam.members.values():
         for stint in member.stints:
-            if stint.start > until:
-                continue
+            start = max(stint.start, after + 1)
             end = until + 1 if stint.end is None else min(stint.end, until + 1)
-            out.append((stint.device_id, stint.start, end))
+            if start < end:
+                out.append((stint.device_id, start, end))
     return out
 
 
@@ -133,14 +134,20 @@ class _Owners:
                     (stint.start, end, member.person_id))
         self._starts = {d: [s for s, _, _ in sorted(v)] for d, v in by_device.items()}
         self._stints = {d: sorted(v) for d, v in by_device.items()}
+        self._last: dict[str, tuple[int, int, str]] = {}
+        """Per device, the stint its last event fell in: the next one mostly does too."""
 
     def of(self, device_id: str, position: int) -> str | None:
+        last = self._last.get(device_id)
+        if last is not None and last[0] <= position < last[1]:
+            return last[2]
         stints = self._stints.get(device_id)
         if not stints:
             return None
         i = bisect_right(self._starts[device_id], position) - 1
         if i < 0 or position >= stints[i][1]:
             return None
+        self._last[device_id] = stints[i]
         return stints[i][2]
 
 
@@ -153,68 +160,79 @@ class Step(NamedTuple):
     merges: list[MergeRow]
     wrote: Sequence[str]
     """The attribute keys the event itself wrote (set, removed or set once)."""
+    applied: int | None
+    """The client time (µs) of an applied identify or attribute call (it stamps the person's
+    ``updated_at``), else None."""
 
 
-def refold(fam: Family, events: Sequence[LoggedEvent], ignored: frozenset[int]
-           ) -> tuple[dict[str, Attrs], dict[str, int], Iterator[Step]]:
-    """Replay the family's events into fresh attribute states, member by member.
-
-    Returns the states and each member's newest client time of an attribute event (both
-    filled as the iterator is consumed) and the iterator of steps. ``ignored``: positions of
-    refused identifies (they changed nothing)."""
+def refold(
+    fam: Family, events: Sequence[LoggedEvent], ignored: frozenset[int],
+    states: dict[str, Attrs], newest: dict[str, int],
+) -> Iterator[Step]:
+    """Replay the family's events into its members' attribute states, member by member: the
+    steps, one per event, in order. ``states`` and ``newest`` (each member's newest client
+    time of an applied identify or attribute call) are updated in place, as the iterator is
+    consumed, from where an earlier refold left them (empty: from the start).
+    ``ignored``: positions of refused identifies (they changed nothing)."""
     owners = _Owners(fam)
-    states = {m: Attrs() for m in fam.members}
-    newest = {m: row.created_at for m, row in fam.members.items()}
+    for member, person in fam.members.items():
+        states.setdefault(member, Attrs())
+        newest.setdefault(member, person.created_at)
     by_position: dict[int, list[MergeRow]] = {}
-    for row in fam.merges:
-        by_position.setdefault(row.position, []).append(row)
+    for merge in fam.merges:
+        by_position.setdefault(merge.position, []).append(merge)
 
     def steps() -> Iterator[Step]:
         value_of = attributes.value_of
+        owner = owners.of
+        none: list[MergeRow] = []
         for logged in events:
             pos, ev = logged
-            member = owners.of(ev.device_id, pos)
+            member = owner(ev.device_id, pos)
             if member is None:
                 continue  # outside every stint (cannot happen for events read by spans)
-            caused = by_position.get(pos, [])
-            absorbed = [states[r.source] for r in caused
-                        if r.kind in ABSORBING and r.target == member and r.source in states]
+            caused = by_position.get(pos, none)
+            absorbed: list[Attrs] = [
+                states[r.source] for r in caused
+                if r.kind in ABSORBING and r.target == member and r.source in states
+            ] if caused else []
             wrote: Sequence[str] = ()
             kind = type(ev)
-            applied = kind is ProfileAttributesChanged or (kind is Identified
-                                                           and pos not in ignored)
-            if applied:
+            applied: int | None = None
+            if kind is ProfileAttributesChanged or (kind is Identified and pos not in ignored):
                 # Every applied identify and attribute call stamps the person's updated_at,
                 # whatever it wrote (as the fold does).
-                ts = to_micros(ev.timestamp)
-                if ts > newest[member]:
-                    newest[member] = ts
+                applied = to_micros(ev.timestamp)
+                if applied > newest[member]:
+                    newest[member] = applied
                 wrote = (list(ev.traits) if kind is Identified  # type: ignore[attr-defined]
                          else [*ev.set, *ev.unset, *ev.set_once])  # type: ignore[attr-defined]
             if not wrote and not absorbed:
-                yield Step(logged, member, [], caused, wrote)
+                yield Step(logged, member, [], caused, wrote, applied)
                 continue
             state = states[member]
             keys = list(dict.fromkeys([*(k for s in absorbed for k in _keys(s)), *wrote]))
             before = [value_of(state, k) for k in keys]
             for source in absorbed:
                 attributes.merge(state, source)
-            if wrote:
-                ts = to_micros(ev.timestamp)
+            if applied is not None:
                 if kind is Identified:
-                    local.traits(state, ev, pos, ts)  # type: ignore[arg-type]
+                    local.traits(state, ev, pos, applied)  # type: ignore[arg-type]
                 else:
-                    local.profile_attributes(state, ev, pos, ts)  # type: ignore[arg-type]
+                    local.profile_attributes(state, ev, pos, applied)  # type: ignore[arg-type]
             changes = [(k, old[1] if old[0] else None, new[1] if new[0] else None)
                        for k, old, new in zip(keys, before, (value_of(state, k) for k in keys),
                                               strict=True) if old != new]
-            yield Step(logged, member, changes, caused, wrote)
+            yield Step(logged, member, changes, caused, wrote, applied)
 
-    return states, newest, steps()
+    return steps()
 
 
 def _keys(state: Attrs) -> list[str]:
     return [*state.stamps, *(k for k in state.once if k not in state.stamps)]
+
+
+_NAMES = {kind: str(kind.__struct_config__.tag) for kind in EVENT_TYPES}
 
 
 def change_of(step: Step, refused: dict[int, list[Refusal]]) -> Change:
@@ -225,11 +243,11 @@ def change_of(step: Step, refused: dict[int, list[Refusal]]) -> Change:
         del data[key]
     return Change(
         position=pos, recorded_at=ev.recorded_at, timestamp=ev.timestamp,
-        device_id=ev.device_id, message_id=ev.message_id,
-        event=str(type(ev).__struct_config__.tag), data=data, person_id=step.person_id,
-        changes=step.changes, merges=[merge_view(r) for r in step.merges],
+        device_id=ev.device_id, message_id=ev.message_id, event=_NAMES[type(ev)], data=data,
+        person_id=step.person_id, changes=step.changes,
+        merges=[merge_view(r) for r in step.merges] if step.merges else [],
         refused=[Refused(kind=r.kind, value=r.value, reason=r.reason, held_by=r.held_by)
-                 for r in refused.get(pos, ())])
+                 for r in refused[pos]] if pos in refused else [])
 
 
 def refusals(fam: Family) -> dict[int, list[Refusal]]:
@@ -250,41 +268,3 @@ def ignored_identifies(reader: Reader, fam: Family) -> frozenset[int]:
         if row is not None:
             out.update(row.ignored)
     return frozenset(out)
-
-
-def history(reader: Reader, log: EventLog, person: PersonRow, until: int) -> list[Change]:
-    """Every Change that shaped the person, up to position ``until``, in log order."""
-    fam = family(reader, person)
-    events = log.read_spans(spans(fam, until))
-    _, _, steps = refold(fam, events, ignored_identifies(reader, fam))
-    refused = refusals(fam)
-    return [change_of(step, refused) for step in steps]
-
-
-def explain(reader: Reader, log: EventLog, person: PersonRow, attribute: str, until: int
-            ) -> Provenance | None:
-    """Where the person's current value of ``attribute`` came from, and what lost to it."""
-    present, value = attributes.value_of(person.attrs, attribute)
-    if not present:
-        return None
-    winner = (person.attrs.stamps[attribute][1] if attribute in person.attrs.values
-              else person.attrs.once[attribute][0][1])
-    fam = family(reader, person)
-    events = log.read_spans(spans(fam, until), ATTRIBUTE_EVENTS)
-    _, _, steps = refold(fam, events, ignored_identifies(reader, fam))
-    refused = refusals(fam)
-    won: Change | None = None
-    lost: list[Change] = []
-    for step in steps:
-        if attribute in step.wrote:
-            change = change_of(step, refused)
-            if step.logged.position == winner:
-                won = change
-            else:
-                lost.append(change)
-    if won is None:
-        return None  # the rows are ahead of the log read (cannot happen after a catch-up)
-    return Provenance(attribute=attribute, value=value, position=won.position,
-                      device_id=won.device_id, timestamp=won.timestamp,
-                      recorded_at=won.recorded_at, event=won.event, message_id=won.message_id,
-                      overridden=lost)

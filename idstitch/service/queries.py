@@ -10,13 +10,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from idstitch.domain.errors import InvalidCommand
-from idstitch.projections import audit
-from idstitch.projections.asof import profile_as_of
 from idstitch.projections.audit import Change, Provenance
+from idstitch.projections.auditor import Auditor
 from idstitch.projections.identity.rows import PersonRow
 from idstitch.projections.store import EventLog, ProjectionStore
 from idstitch.projections.views import Device, Merge, Profile, Reader
-from idstitch.service.projecting import Projector
+from idstitch.service.projecting import Projector, bulk_gc
 from idstitch.service.settings import Settings
 
 
@@ -27,6 +26,7 @@ class Queries:
                  settings: Settings) -> None:
         self.log = log
         self.rows = rows
+        self.auditor = Auditor()
         self.projector = projector
         self.settings = settings
 
@@ -80,20 +80,24 @@ class Queries:
     def history(self, identifier: str) -> list[Change]:
         """Every Change that shaped the person the identifier finds now, in log order."""
         until = self._settled()
-        with self.rows.snapshot() as rows:
+        epoch = self.auditor.epoch(self.rows)
+        with bulk_gc(), self.rows.snapshot() as rows:
             reader = Reader(rows)
             person = reader.person(identifier)
-            return [] if person is None else audit.history(reader, self.log, person, until)
+            if person is None:
+                return []
+            return self.auditor.history(reader, self.log, person, until, epoch)
 
     def explain(self, identifier: str, attribute: str) -> Provenance | None:
         """Which event set the person's current value of ``attribute``, and what lost to it."""
         until = self._settled()
-        with self.rows.snapshot() as rows:
+        epoch = self.auditor.epoch(self.rows)
+        with bulk_gc(), self.rows.snapshot() as rows:
             reader = Reader(rows)
             person = reader.person(identifier)
             if person is None:
                 return None
-            return audit.explain(reader, self.log, person, attribute, until)
+            return self.auditor.explain(reader, self.log, person, attribute, until, epoch)
 
     def profile_as_of(self, identifier: str, at: int | datetime) -> Profile | None:
         """The profile as the log stood at a position, or at a moment of recorded time."""
@@ -107,8 +111,10 @@ class Queries:
             raise InvalidCommand("at", f"must be a position (0 or more), got {at}")
         until = self._settled()
         position = self.position_at(at) if isinstance(at, datetime) else at
-        with self.rows.snapshot() as rows:
-            return profile_as_of(Reader(rows), self.log, identifier, min(position, until))
+        epoch = self.auditor.epoch(self.rows)
+        with bulk_gc(), self.rows.snapshot() as rows:
+            return self.auditor.profile_as_of(Reader(rows), self.log, identifier,
+                                              min(position, until), until, epoch)
 
     def position_at(self, moment: datetime) -> int:
         """The last position recorded at or before ``moment`` (0: none).

@@ -190,3 +190,30 @@ def test_explain_history_and_rebuild_agree(
             assert ws.history(identifier) == history
             assert {k: ws.explain(identifier, k) for k in explained} == explained
             assert ws.profile_as_of(identifier, 3) == as_of
+
+
+@SETTINGS
+@given(script=commands, data=st.data())
+def test_answers_kept_between_calls_equal_answers_computed_afresh(
+    url_factory: Any, script: list[tuple[Any, ...]], data: st.DataObject
+) -> None:
+    """The auditor keeps what it refolded and extends it as the log grows (and starts over
+    when a merge brings another person's past in): asked between commands, its answers at the
+    end equal those of a workspace that computes them from nothing."""
+    clock = FrozenClock(T0)
+    url = url_factory()
+    with idstitch.open(url, clock=clock) as ws:
+        for command in script:
+            run(ws, clock, [command])
+            who = data.draw(st.sampled_from(USERS))
+            ws.history(who)
+            ws.explain(who, data.draw(st.sampled_from(KEYS)))
+            ws.profile_as_of(who, data.draw(st.integers(0, ws.log.head() + 1)))
+        kept = {i: (ws.history(i), [ws.explain(i, k) for k in KEYS],
+                    [ws.profile_as_of(i, p) for p in range(ws.log.head() + 1)])
+                for i in identifiers(ws)}
+        ws._services.queries.auditor.clear()
+        afresh = {i: (ws.history(i), [ws.explain(i, k) for k in KEYS],
+                      [ws.profile_as_of(i, p) for p in range(ws.log.head() + 1)])
+                  for i in identifiers(ws)}
+        assert kept == afresh
