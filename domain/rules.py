@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import reprlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -30,6 +31,11 @@ _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 MIN_INT, MAX_INT = -(2**63), 2**64 - 1
 """Integers the event codec (msgpack) can store."""
+_short = reprlib.Repr()  # keyword arguments need Python 3.12
+_short.maxlevel, _short.maxstring, _short.maxother = 2, 40, 40
+_brief = _short.repr
+"""A short, printable picture of a bad value for an error message: plain ``repr`` of a value
+nested thousands deep raises RecursionError, and of a megabyte string makes a megabyte message."""
 
 
 def _json(field: str, value: object) -> bytes:
@@ -127,7 +133,9 @@ def normalize_email(email: str) -> str:
 
 
 def _check_json(field: str, value: object, depth: int, text_ok: bool = False) -> None:
-    """Walk a JSON value; ``text_ok``: every string is known to be valid text already."""
+    """Walk a JSON value; ``text_ok``: every string is known to be valid text already.
+
+    It stops at MAX_DEPTH, so it never recurses far, however deep the value."""
     if depth > MAX_DEPTH:
         raise InvalidCommand(field, f"is nested deeper than {MAX_DEPTH} levels")
     if isinstance(value, bool) or value is None:
@@ -148,7 +156,7 @@ def _check_json(field: str, value: object, depth: int, text_ok: bool = False) ->
     if type(value) is dict or isinstance(value, Mapping):
         for key, item in value.items():
             if not isinstance(key, str):
-                raise InvalidCommand(field, f"has a non-string key {key!r}")
+                raise InvalidCommand(field, f"has a non-string key {_brief(key)}")
             if not text_ok:
                 _utf8_len(f"{field}.{key[:40]!a}", key)
             _check_json(f"{field}.{key}", item, depth + 1, text_ok)
@@ -201,14 +209,16 @@ def check_attributes(
         raise InvalidCommand(field, f"has {len(attributes)} attributes; at most {MAX_ATTRIBUTES}")
     try:
         encoded: bytes | None = _encode(attributes)
-    except (TypeError, ValueError, OverflowError):
-        encoded = None  # not JSON somewhere: the loop below names where
+    except (TypeError, ValueError, OverflowError, RecursionError):
+        # Not JSON somewhere, or nested past the encoder's recursion limit: the loop below
+        # names where (its walk stops at MAX_DEPTH, long before any recursion limit).
+        encoded = None
     # Hot path (ingest): when the whole object serializes within one value's limit, no single
     # value can exceed it, so the per-value size check is skipped.
     small = encoded is not None and len(encoded) <= MAX_VALUE_BYTES
     for key, value in attributes.items():
         if type(key) is not str or not key.strip():
-            raise InvalidCommand(field, f"attribute name {key!r} must be a non-blank string")
+            raise InvalidCommand(field, f"attribute name {_brief(key)} must be a non-blank string")
         # A name of at most 37 characters cannot exceed 150 bytes; and when the whole object
         # encoded, every string in it is valid text: the common case checks nothing more.
         if len(key) > MAX_ID_BYTES // 4 and _utf8_len(f"{field}.{key[:40]}", key) > MAX_ID_BYTES:
@@ -245,7 +255,7 @@ def check_keys(field: str, keys: object) -> list[str]:
         raise InvalidCommand(field, f"has {len(keys)} names; at most {MAX_ATTRIBUTES}")
     for key in keys:
         if not isinstance(key, str) or not key.strip():
-            raise InvalidCommand(field, f"attribute name {key!r} must be a non-blank string")
+            raise InvalidCommand(field, f"attribute name {_brief(key)} must be a non-blank string")
     return sorted(keys) if isinstance(keys, (set, frozenset)) else list(keys)
 
 
