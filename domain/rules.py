@@ -267,9 +267,18 @@ def check_time(field: str, value: object) -> datetime | None:
         raise InvalidCommand(field, f"must be a datetime, got {type(value).__name__}")
     if value.tzinfo is UTC:
         return value
-    if value.tzinfo is None or value.utcoffset() is None:
+    try:
+        offset = value.utcoffset()
+    except (ValueError, TypeError) as e:  # a tzinfo whose offset is no offset (a day; a number)
+        raise InvalidCommand(field, f"has no valid UTC offset: {e}") from e
+    if offset is None:
         raise InvalidCommand(field, "must be timezone-aware")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as e:
+        # 9999-12-31T23:00-05:00 is in year 10000 in UTC: a datetime cannot hold it.
+        raise InvalidCommand(field, f"is out of range once converted to UTC ({value.isoformat()}; "
+                                    "years 1 to 9999)") from e
 
 
 def client_time(
@@ -277,10 +286,16 @@ def client_time(
 ) -> datetime:
     """The event's client time, corrected for clock skew when ``sent_at`` is known.
 
-    Segment's rule: ``timestamp = received_at - (sent_at - timestamp)``.
+    Segment's rule: ``timestamp = received_at - (sent_at - timestamp)``. A correction that
+    leaves datetime's range (years 1 to 9999) is bad input: ``sent_at`` is what moved it there.
     """
     if timestamp is None:
         return received_at
     if sent_at is None:
         return timestamp
-    return received_at - (sent_at - timestamp)
+    try:
+        return received_at - (sent_at - timestamp)
+    except OverflowError as e:
+        raise InvalidCommand("sent_at", f"corrects the timestamp out of range (sent "
+                                        f"{sent_at.isoformat()}, timestamp {timestamp.isoformat()}"
+                                        "; years 1 to 9999)") from e

@@ -11,12 +11,23 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any
 
 import pytest
 
 from idstitch.errors import InvalidCommand
 from idstitch.workspace import Workspace
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+MINUS_5 = timezone(timedelta(hours=-5))
+PLUS_5 = timezone(timedelta(hours=5))
+LAST_HOUR = datetime(9999, 12, 31, 23, tzinfo=MINUS_5)
+"""In UTC this is year 10000: converting it overflows."""
+FIRST_HOUR = datetime(1, 1, 1, 1, tzinfo=PLUS_5)
+"""In UTC this is year 0: converting it overflows."""
+EARLIEST = datetime(1, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
 
 
 def deep(levels: int, leaf: Any = 1) -> Any:
@@ -41,6 +52,19 @@ def deep_tuple(levels: int) -> Any:
     for _ in range(levels):
         value = (value,)
     return value
+
+
+class BrokenOffset(tzinfo):
+    """A tzinfo whose offset is not a valid one (a day and more)."""
+
+    def utcoffset(self, dt: datetime | None) -> timedelta:
+        return timedelta(hours=30)
+
+    def dst(self, dt: datetime | None) -> timedelta:
+        return timedelta(0)
+
+    def tzname(self, dt: datetime | None) -> str:
+        return "broken"
 
 
 def assert_usable(ws: Workspace) -> None:
@@ -71,6 +95,30 @@ REJECTED: list[tuple[str, Callable[[Workspace], object], str]] = [
      lambda ws: ws.set_profile_attributes("d1", unset=[deep_list(10_000)]), "unset"),
     ("a key 10,000 deep", lambda ws: ws.set_profile_attributes("d1", {deep_tuple(10_000): 1}),
      "traits"),
+    # Times whose conversion to UTC, or whose clock-skew correction, leaves datetime's range.
+    ("timestamp past year 9999 in UTC",
+     lambda ws: ws.identify("d1", "u1", timestamp=LAST_HOUR), "timestamp"),
+    ("timestamp before year 1 in UTC",
+     lambda ws: ws.identify("d1", "u1", timestamp=FIRST_HOUR), "timestamp"),
+    ("sent_at past year 9999 in UTC",
+     lambda ws: ws.identify("d1", "u1", timestamp=T0, sent_at=LAST_HOUR), "sent_at"),
+    ("skew correction past year 9999", lambda ws: ws.identify(
+        "d1", "u1", timestamp=LATEST, sent_at=EARLIEST), "sent_at"),
+    ("skew correction before year 1", lambda ws: ws.set_profile_attributes(
+        "d1", {"a": 1}, timestamp=EARLIEST, sent_at=LATEST), "sent_at"),
+    ("device attributes timestamp overflow",
+     lambda ws: ws.set_device_attributes("d1", {"a": 1}, timestamp=LAST_HOUR), "timestamp"),
+    ("activate timestamp overflow", lambda ws: ws.activate("d1", timestamp=FIRST_HOUR),
+     "timestamp"),
+    ("token removal timestamp overflow",
+     lambda ws: ws.remove_device_token("d1", "tok", timestamp=LAST_HOUR), "timestamp"),
+    ("push status timestamp overflow",
+     lambda ws: ws.record_push_status("d1", "sent", timestamp=LAST_HOUR), "timestamp"),
+    ("clear_identify timestamp overflow",
+     lambda ws: ws.clear_identify("d1", timestamp=FIRST_HOUR), "timestamp"),
+    ("logout timestamp overflow", lambda ws: ws.logout("d1", timestamp=LAST_HOUR), "timestamp"),
+    ("a tzinfo with an impossible offset", lambda ws: ws.identify(
+        "d1", "u1", timestamp=datetime(2026, 1, 1, tzinfo=BrokenOffset())), "timestamp"),
 ]
 
 
@@ -88,6 +136,20 @@ def test_hostile_input_is_invalid_on_every_store_and_changes_nothing(
     assert ws.log.head() == head
     assert ws.dump() == before
     assert_usable(ws)
+
+
+@pytest.mark.parametrize("moment", [EARLIEST, LATEST, datetime(9999, 12, 31, 18, tzinfo=MINUS_5)],
+                         ids=["year 1", "year 9999", "year 9999 at -05:00"])
+def test_times_at_the_edges_of_the_range_are_accepted_on_every_store(
+    ws: Workspace, moment: datetime
+) -> None:
+    ws.identify("d1", "u1", {"a": 1}, timestamp=moment)
+    ws.set_profile_attributes("d1", {"b": 2}, timestamp=moment, sent_at=moment)
+    report = ws.ingest([line(1, userId="u2", anonymousId="d2", timestamp=moment.isoformat())])
+    assert report.rejected == [] and report.accepted == 1
+    assert_usable(ws)
+    assert ws.profile("u1").attributes == {"a": 1, "b": 2}  # type: ignore[union-attr]
+    assert ws.profile("u2") is not None
 
 
 # Ingest: one bad line is a rejection with its reason; the lines around it are recorded.
@@ -125,6 +187,15 @@ BAD_LINES: list[tuple[str, object, str]] = [
      {"type": "track", "event": "Device Created or Updated", "anonymousId": "dev-1",
       "messageId": "m1", "properties": {"prefs": deep(10_000)},
       "context": {"device": {"id": "dev-1", "token": "tok-1"}}}, "attributes.prefs"),
+    ("timestamp past year 9999 in UTC", text(line(1, timestamp="9999-12-31T23:00:00-05:00")),
+     "timestamp"),
+    ("timestamp before year 1 in UTC", text(line(1, timestamp="0001-01-01T01:00:00+05:00")),
+     "timestamp"),
+    ("sentAt past year 9999 in UTC", text(line(1, sentAt="9999-12-31T23:00:00-05:00")), "sent_at"),
+    ("skew correction past year 9999", text(line(
+        1, timestamp="9999-12-31T23:59:59Z", sentAt="0001-01-01T00:00:00Z")), "sent_at"),
+    ("skew correction before year 1", text(line(
+        1, timestamp="0001-01-01T00:00:00Z", sentAt="9999-12-31T00:00:00Z")), "sent_at"),
 ]
 
 

@@ -7,6 +7,7 @@ conversion to UTC stays in range) and must never raise anything but ``InvalidCom
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -14,6 +15,10 @@ from idstitch.adapters.segment import decode
 from idstitch.domain import rules
 
 from idstitch.errors import InvalidCommand
+
+EARLIEST = datetime(1, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def deep(levels: int) -> Any:
@@ -46,6 +51,36 @@ def test_a_deeply_nested_non_string_key_is_invalid_not_a_recursion_error() -> No
 def test_an_unset_entry_of_any_depth_is_invalid_not_a_recursion_error() -> None:
     error = invalid(rules.check_keys, "unset", [deep(10_000)])
     assert error.field == "unset" and "must be a non-blank string" in error.reason
+
+
+@pytest.mark.parametrize("value", [
+    datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5))),
+    datetime(1, 1, 1, 1, tzinfo=timezone(timedelta(hours=5))),
+])
+def test_a_time_that_leaves_the_range_in_utc_is_invalid(value: datetime) -> None:
+    error = invalid(rules.check_time, "sent_at", value)
+    assert error.field == "sent_at" and "range" in error.reason
+
+
+def test_the_edges_of_the_range_are_valid_times() -> None:
+    assert rules.check_time("timestamp", EARLIEST) == EARLIEST
+    assert rules.check_time("timestamp", LATEST) == LATEST
+    edge = datetime(9999, 12, 31, 18, 59, tzinfo=timezone(timedelta(hours=-5)))
+    assert rules.check_time("timestamp", edge) == datetime(9999, 12, 31, 23, 59, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("timestamp", "sent_at"), [(LATEST, EARLIEST), (EARLIEST, LATEST)])
+def test_a_skew_correction_that_leaves_the_range_is_invalid(
+    timestamp: datetime, sent_at: datetime
+) -> None:
+    error = invalid(rules.client_time, timestamp, sent_at, NOW)
+    assert error.field == "sent_at" and "range" in error.reason
+
+
+def test_a_skew_correction_inside_the_range_is_applied() -> None:
+    assert rules.client_time(LATEST, LATEST, NOW) == NOW
+    assert rules.client_time(NOW - timedelta(hours=1), NOW, NOW + timedelta(seconds=5)) == (
+        NOW - timedelta(hours=1) + timedelta(seconds=5))
 
 
 @pytest.mark.parametrize("levels", [1000, 100_000])
