@@ -9,14 +9,20 @@ byte in a row key on PostgreSQL) would otherwise be recorded and then poison eve
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+import idstitch
 from idstitch.errors import InvalidCommand
+from idstitch.testing import FrozenClock, TemporaryPostgres
 from idstitch.workspace import Workspace
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -77,7 +83,33 @@ def assert_usable(ws: Workspace) -> None:
     assert ws.dump() == rows
 
 
+SURROGATE = "\ud800"
 REJECTED: list[tuple[str, Callable[[Workspace], object], str]] = [
+    # NUL: PostgreSQL text cannot hold it, so no recorded string may contain it.
+    ("NUL in an email trait", lambda ws: ws.identify("d1", "u1", {"email": "a\x00@x.com"}),
+     "traits.email"),
+    ("NUL in a trait value", lambda ws: ws.set_profile_attributes("d1", {"plan": "p\x00"}),
+     "traits.plan"),
+    ("NUL in a trait name", lambda ws: ws.set_profile_attributes("d1", {"pl\x00an": 1}), "traits"),
+    ("NUL in a nested value",
+     lambda ws: ws.set_profile_attributes("d1", {"a": {"b": ["ok", "x\x00"]}}), "traits.a"),
+    ("NUL in a nested name", lambda ws: ws.set_device_attributes("d1", {"a": {"\x00": 1}}),
+     "attributes.a"),
+    ("NUL in a set_once value", lambda ws: ws.set_profile_attributes(
+        "d1", set_once={"email": "b\x00@x.com"}), "set_once.email"),
+    ("NUL in an unset name", lambda ws: ws.set_profile_attributes("d1", unset=["a\x00"]),
+     "unset"),
+    ("NUL in an sdk value", lambda ws: ws.activate("d1", sdk={"version": "1\x00"}), "sdk.version"),
+    ("NUL in a device attribute", lambda ws: ws.set_device_attributes("d1", {"k": "\x00"}),
+     "attributes.k"),
+    ("NUL in a collected attribute",
+     lambda ws: ws.collect_device_attributes("d1", {"device_os": "18\x00"}), "context.device_os"),
+    # Surrogates cannot be encoded as UTF-8 by any store.
+    ("surrogate in an unset name", lambda ws: ws.set_profile_attributes("d1", unset=[SURROGATE]),
+     "unset"),
+    # Attribute names have one limit, whether set or unset.
+    ("unset name over 150 bytes", lambda ws: ws.set_profile_attributes("d1", unset=["n" * 151]),
+     "unset"),
     # Nesting far past 16 levels: the encoder's own recursion must not escape.
     ("traits 10,000 deep", lambda ws: ws.set_profile_attributes("d1", deep(10_000)), "traits"),
     ("identify traits 10,000 deep", lambda ws: ws.identify("d1", "u1", {"a": deep(10_000)}),
@@ -138,6 +170,33 @@ def test_hostile_input_is_invalid_on_every_store_and_changes_nothing(
     assert_usable(ws)
 
 
+MAX_EMAIL = "\u0130" * 496 + "@x.com"
+"""998 bytes of UTF-8 (1000 serialized, the value limit), 1,494 once lower-cased: the longest
+identifier row key an attribute can make stays well under PostgreSQL's btree entry limit."""
+
+
+def test_the_longest_values_and_names_are_accepted_on_every_store(ws: Workspace) -> None:
+    # The edges of what is allowed, so that a fix for the classes above does not reject them.
+    user, email_user = "u" * 150, "a" * 144 + "@x.com"
+    token = "\u20ac" * 333  # 999 bytes
+    ws.identify("d1", user, {"email": MAX_EMAIL, "n" * 150: 1})
+    ws.identify("d2", email_user)
+    ws.register_device_token("d1", token, platform="\U0010ffff")
+    odd = {"ffff": "\uffff", "controls": "\x01\x7f\x85", "bom": "\ufeff", "escaped": "\\u0000",
+           "max": 2**64 - 1, "min": -(2**63), "big": 1e308, "tiny": 5e-324, "zero": -0.0}
+    ws.set_device_attributes("d1", {"odd": odd})
+    ws.set_profile_attributes("d1", set_once={"first": T0.isoformat()}, unset=["n" * 150])
+    assert_usable(ws)
+    assert ws.profile(email_user) is not None
+    for identifier in (user, MAX_EMAIL.lower()):
+        profile = ws.profile(identifier)
+        assert profile is not None and profile.attributes["email"] == MAX_EMAIL
+    device = ws.device("d1")
+    assert device is not None and device.token == token and device.attributes == {"odd": odd}
+    assert ws.profile(MAX_EMAIL.lower()).attributes == {  # type: ignore[union-attr]
+        "email": MAX_EMAIL, "first": T0.isoformat()}
+
+
 @pytest.mark.parametrize("moment", [EARLIEST, LATEST, datetime(9999, 12, 31, 18, tzinfo=MINUS_5)],
                          ids=["year 1", "year 9999", "year 9999 at -05:00"])
 def test_times_at_the_edges_of_the_range_are_accepted_on_every_store(
@@ -187,6 +246,12 @@ BAD_LINES: list[tuple[str, object, str]] = [
      {"type": "track", "event": "Device Created or Updated", "anonymousId": "dev-1",
       "messageId": "m1", "properties": {"prefs": deep(10_000)},
       "context": {"device": {"id": "dev-1", "token": "tok-1"}}}, "attributes.prefs"),
+    ("NUL in an email trait", text(line(1, traits={"email": "a\x00@x.com"})), "traits.email"),
+    ("NUL in a trait name", text(line(1, traits={"a\x00": 1})), "traits"),
+    ("NUL in a property", text({"type": "track", "event": "Device Created or Updated",
+                                "anonymousId": "dev-1", "properties": {"device_os": "\x00"},
+                                "context": {"device": {"id": "dev-1", "token": "tok-1"}}}),
+     "context.device_os"),
     ("timestamp past year 9999 in UTC", text(line(1, timestamp="9999-12-31T23:00:00-05:00")),
      "timestamp"),
     ("timestamp before year 1 in UTC", text(line(1, timestamp="0001-01-01T01:00:00+05:00")),
@@ -213,4 +278,62 @@ def test_a_bad_line_is_rejected_with_its_reason_and_the_batch_goes_on(
 
 # Any JSON-ish traits: one outcome on every store.
 
+SPECIAL = st.sampled_from(["\x00", "\ud800", "\udfff", "\u0130", "\uffff", "\U0010ffff", "@", "\\"])
+TEXT = st.text(st.one_of(st.characters(), SPECIAL), max_size=12)
+EMAILS = st.builds(lambda a, b: f"{a}@{b}", TEXT, TEXT)
+LONG = st.sampled_from(["x" * 1001, "n" * 151, "\u20ac" * 400])
+SCALARS = st.one_of(
+    st.none(), st.booleans(), TEXT, EMAILS, LONG, st.floats(),
+    st.integers(-(2**70), 2**70), st.sampled_from([2**64 - 1, 2**64, -(2**63), -(2**63) - 1]),
+)
+NAMES = st.one_of(st.sampled_from(["email", "plan", "n" * 150]), TEXT, LONG)
+JSONISH = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(NAMES, inner, max_size=3)),
+    max_leaves=8,
+)
+VALUES = st.one_of(JSONISH, st.integers(17, 5000).map(deep), st.integers(17, 5000).map(deep_list))
+TRAITS = st.dictionaries(NAMES, VALUES, max_size=4)
 
+
+def test_any_traits_get_one_outcome_on_every_store(
+    postgres: TemporaryPostgres, tmp_path: Path
+) -> None:
+    clock = FrozenClock(T0)
+    spaces = {
+        "memory": idstitch.open("memory:", clock=clock),
+        "sqlite": idstitch.open(f"sqlite:///{tmp_path}/any.db", clock=clock),
+        "postgres": idstitch.open(postgres.url("idstitch_tests") + "?schema=hostile_traits",
+                                  clock=clock),
+    }
+    numbers = itertools.count()
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(traits=TRAITS)
+    def one_outcome(traits: dict[str, Any]) -> None:
+        n = next(numbers)
+        device = f"dev-{n}"
+        outcomes: dict[str, object] = {}
+        for kind, ws in spaces.items():
+            # Identified, so that an `email` trait is claimed as an identifier (a row key).
+            ws.identify(device, f"user-{n}")
+            head, before = ws.log.head(), ws.dump()
+            try:
+                ws.set_profile_attributes(device, traits)
+            except InvalidCommand as e:
+                assert ws.log.head() == head and ws.dump() == before, kind
+                outcomes[kind] = ("invalid", e.field)
+                continue
+            ws.catch_up()
+            profile = ws.profile_of_device(device)
+            assert profile is not None
+            ws.rebuild()
+            assert ws.profile_of_device(device) == profile, kind
+            outcomes[kind] = ("accepted", profile.attributes)
+        assert outcomes["memory"] == outcomes["sqlite"] == outcomes["postgres"]
+
+    try:
+        one_outcome()
+    finally:
+        for ws in spaces.values():
+            ws.close()

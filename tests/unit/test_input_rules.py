@@ -34,6 +34,24 @@ def invalid(call: Any, *args: Any, **kwargs: Any) -> InvalidCommand:
     return caught.value
 
 
+@pytest.mark.parametrize(("value", "where"), [
+    ({"email": "a\x00@x.com"}, "traits.email"),
+    ({"a": {"b": [1, "\x00"]}}, "traits.a"),
+    ({"a\x00": 1}, "traits."),
+    ({"a": {"\x00b": 1}}, "traits.a"),
+    ({"bio": "x" * 2000 + "\x00"}, "traits.bio"),
+])
+def test_a_nul_anywhere_in_attributes_is_invalid(value: dict[str, Any], where: str) -> None:
+    error = invalid(rules.check_attributes, "traits", value)
+    assert error.field.startswith(where) and "NUL" in error.reason
+
+
+def test_the_text_backslash_u0000_is_not_a_nul() -> None:
+    # JSON writes NUL as \u0000: the quick search for it must not refuse the six characters.
+    value = {"a": "\\u0000", "b": ["\\\\u0000"], "\\u0000": 1}
+    assert rules.check_attributes("traits", value) == value
+
+
 @pytest.mark.parametrize("levels", [1000, 10_000])
 def test_nesting_of_any_depth_is_invalid_not_a_recursion_error(levels: int) -> None:
     error = invalid(rules.check_attributes, "traits", {"a": deep(levels)})
@@ -48,9 +66,24 @@ def test_a_deeply_nested_non_string_key_is_invalid_not_a_recursion_error() -> No
     assert invalid(rules.check_attributes, "traits", {key: 1}).field == "traits"
 
 
+@pytest.mark.parametrize(("names", "why"), [
+    (["a\x00"], "NUL"),
+    (["\ud800"], "not valid text"),
+    (["n" * 151], "150 bytes"),
+    (["\u20ac" * 51], "150 bytes"),
+])
+def test_unset_names_follow_the_attribute_name_rules(names: list[Any], why: str) -> None:
+    error = invalid(rules.check_keys, "unset", names)
+    assert error.field == "unset" and why in error.reason
+
+
 def test_an_unset_entry_of_any_depth_is_invalid_not_a_recursion_error() -> None:
     error = invalid(rules.check_keys, "unset", [deep(10_000)])
     assert error.field == "unset" and "must be a non-blank string" in error.reason
+
+
+def test_unset_names_at_the_limit_are_accepted() -> None:
+    assert rules.check_keys("unset", ["n" * 150, "\u20ac" * 50]) == ["n" * 150, "\u20ac" * 50]
 
 
 @pytest.mark.parametrize("value", [
