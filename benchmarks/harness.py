@@ -22,8 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from idstitch import Workspace
-    from idstitch import IngestReport
+    from idstitch import IngestReport, Workspace
 
 # Piped or redirected output gets a fixed width instead of rich's 80 columns, so tables stay whole.
 console = Console(width=None if sys.stdout.isatty() else 150)
