@@ -318,6 +318,6 @@ def client_time(
     try:
         return received_at - (sent_at - timestamp)
     except OverflowError as e:
-        raise InvalidCommand("sent_at", f"corrects the timestamp out of range (sent "
-                                        f"{sent_at.isoformat()}, timestamp {timestamp.isoformat()}"
-                                        "; years 1 to 9999)") from e
+        raise InvalidCommand("sent_at", f"corrects the timestamp out of range (timestamp "
+                                        f"{timestamp.isoformat()}, sent {sent_at.isoformat()}, "
+                                        f"received {received_at.isoformat()}; years 1 to 9999)") from e

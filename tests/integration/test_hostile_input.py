@@ -138,6 +138,10 @@ REJECTED: list[tuple[str, Callable[[Workspace], object], str]] = [
         "d1", "u1", timestamp=LATEST, sent_at=EARLIEST), "sent_at"),
     ("skew correction before year 1", lambda ws: ws.set_profile_attributes(
         "d1", {"a": 1}, timestamp=EARLIEST, sent_at=LATEST), "sent_at"),
+    ("received_at past year 9999 in UTC", lambda ws: ws.identify(
+        "d1", "u1", timestamp=T0, sent_at=T0, received_at=LAST_HOUR), "received_at"),
+    ("skew correction from received_at past year 9999", lambda ws: ws.set_device_attributes(
+        "d1", {"a": 1}, timestamp=T0, sent_at=EARLIEST, received_at=LATEST), "sent_at"),
     ("device attributes timestamp overflow",
      lambda ws: ws.set_device_attributes("d1", {"a": 1}, timestamp=LAST_HOUR), "timestamp"),
     ("activate timestamp overflow", lambda ws: ws.activate("d1", timestamp=FIRST_HOUR),
@@ -261,6 +265,11 @@ BAD_LINES: list[tuple[str, object, str]] = [
         1, timestamp="9999-12-31T23:59:59Z", sentAt="0001-01-01T00:00:00Z")), "sent_at"),
     ("skew correction before year 1", text(line(
         1, timestamp="0001-01-01T00:00:00Z", sentAt="9999-12-31T00:00:00Z")), "sent_at"),
+    ("receivedAt past year 9999 in UTC", text(line(
+        1, sentAt="2026-01-01T00:00:00Z", receivedAt="9999-12-31T23:00:00-05:00")), "received_at"),
+    ("skew correction from receivedAt", text(line(
+        1, timestamp="0001-01-01T00:00:00Z", sentAt="2026-01-01T00:00:00Z",
+        receivedAt="0001-01-01T00:00:00Z")), "sent_at"),
 ]
 
 
