@@ -87,8 +87,10 @@ def decode(raw: dict[str, Any] | str | bytes) -> Message:
 
     Raises :class:`InvalidCommand` naming the field (JSON path without ``$.``, e.g.
     ``context.device.id``; ``message`` for the line as a whole) for input that is not JSON,
-    not an object, has a missing or unknown ``type``, a field of the wrong type, or a timestamp
-    without timezone.
+    not an object, has a missing or unknown ``type``, a field of the wrong type, a timestamp
+    without timezone, text that is not valid Unicode (a lone surrogate in a str line), or
+    nesting deeper than the decoder can follow (about a thousand levels, anywhere in the line,
+    read or not).
     """
     try:
         if isinstance(raw, (str, bytes)):
@@ -99,6 +101,14 @@ def decode(raw: dict[str, Any] | str | bytes) -> Message:
         raise _invalid(str(e)) from e
     except msgspec.DecodeError as e:
         raise InvalidCommand("message", f"is not JSON: {e}") from e
+    except RecursionError as e:
+        # msgspec follows nesting by recursion, even through the fields it skips unread: past
+        # the interpreter's recursion limit the line cannot be decoded at all.
+        raise InvalidCommand("message", "is nested too deeply to decode") from e
+    except UnicodeEncodeError as e:
+        # A str line (or a dict's enum field) is encoded to UTF-8 first: a lone surrogate
+        # cannot be, and a line is never a reason to stop the ingest of the others.
+        raise InvalidCommand("message", f"is not valid text ({e.reason} at character {e.start})") from e
 
 
 def _invalid(text: str) -> InvalidCommand:

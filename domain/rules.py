@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import reprlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -30,6 +31,13 @@ _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 MIN_INT, MAX_INT = -(2**63), 2**64 - 1
 """Integers the event codec (msgpack) can store."""
+_JSON_NUL = b"\\u0000"
+"""How the JSON encoder writes NUL: one search of an object's encoding finds any NUL in it."""
+_short = reprlib.Repr()  # keyword arguments need Python 3.12
+_short.maxlevel, _short.maxstring, _short.maxother = 2, 40, 40
+_brief = _short.repr
+"""A short, printable picture of a bad value for an error message: plain ``repr`` of a value
+nested thousands deep raises RecursionError, and of a megabyte string makes a megabyte message."""
 
 
 def _json(field: str, value: object) -> bytes:
@@ -73,10 +81,17 @@ def check_id(field: str, value: object) -> str:
 
 
 def _no_nul(field: str, value: str) -> None:
-    # Ids and names become keys in text columns; PostgreSQL text cannot hold NUL, and one such
-    # line must not make a workspace unusable on one store while another accepts it.
+    # PostgreSQL text cannot hold NUL, and any recorded string may become a row key there (an
+    # `email` attribute becomes an identifier): accepted on memory and SQLite, it would poison
+    # every PostgreSQL catch-up. So no recorded string may hold one, on any store.
     if "\x00" in value:
         raise InvalidCommand(field, "contains a NUL character")
+
+
+def _check_string(field: str, value: str) -> None:
+    """The slow path's text rule for recorded strings: valid UTF-8, no NUL."""
+    _utf8_len(field, value)
+    _no_nul(field, value)
 
 
 def check_optional_id(field: str, value: object) -> str | None:
@@ -127,7 +142,9 @@ def normalize_email(email: str) -> str:
 
 
 def _check_json(field: str, value: object, depth: int, text_ok: bool = False) -> None:
-    """Walk a JSON value; ``text_ok``: every string is known to be valid text already."""
+    """Walk a JSON value; ``text_ok``: every string is known to be valid text without NUL.
+
+    It stops at MAX_DEPTH, so it never recurses far, however deep the value."""
     if depth > MAX_DEPTH:
         raise InvalidCommand(field, f"is nested deeper than {MAX_DEPTH} levels")
     if isinstance(value, bool) or value is None:
@@ -138,7 +155,7 @@ def _check_json(field: str, value: object, depth: int, text_ok: bool = False) ->
         return
     if isinstance(value, str):
         if not text_ok:
-            _utf8_len(field, value)
+            _check_string(field, value)
         return
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -148,9 +165,9 @@ def _check_json(field: str, value: object, depth: int, text_ok: bool = False) ->
     if type(value) is dict or isinstance(value, Mapping):
         for key, item in value.items():
             if not isinstance(key, str):
-                raise InvalidCommand(field, f"has a non-string key {key!r}")
+                raise InvalidCommand(field, f"has a non-string key {_brief(key)}")
             if not text_ok:
-                _utf8_len(f"{field}.{key[:40]!a}", key)
+                _check_string(f"{field}.{key[:40]!a}", key)
             _check_json(f"{field}.{key}", item, depth + 1, text_ok)
         return
     if isinstance(value, (list, tuple)):
@@ -201,26 +218,35 @@ def check_attributes(
         raise InvalidCommand(field, f"has {len(attributes)} attributes; at most {MAX_ATTRIBUTES}")
     try:
         encoded: bytes | None = _encode(attributes)
-    except (TypeError, ValueError, OverflowError):
-        encoded = None  # not JSON somewhere: the loop below names where
-    # Hot path (ingest): when the whole object serializes within one value's limit, no single
-    # value can exceed it, so the per-value size check is skipped.
-    small = encoded is not None and len(encoded) <= MAX_VALUE_BYTES
+    except (TypeError, ValueError, OverflowError, RecursionError):
+        # Not JSON somewhere, or nested past the encoder's recursion limit: the loop below
+        # names where (its walk stops at MAX_DEPTH, long before any recursion limit).
+        encoded = None
+    # When the whole object encoded, every string in it is valid text; and when its encoding
+    # holds no \u0000, no string holds NUL. Most encodings hold no escape at all: one memchr
+    # for a backslash (0x5C; an int needle, as a bytes one costs ten times more) settles them.
+    # The six characters \u0000 typed as text also match: they only send the object through
+    # the walk, which accepts them.
+    clean = small = False
+    if encoded is not None and (0x5C not in encoded or _JSON_NUL not in encoded):
+        # Hot path (ingest): when the whole object serializes within one value's limit, no
+        # single value can exceed it, so the per-value size check is skipped.
+        clean, small = True, len(encoded) <= MAX_VALUE_BYTES
     for key, value in attributes.items():
         if type(key) is not str or not key.strip():
-            raise InvalidCommand(field, f"attribute name {key!r} must be a non-blank string")
-        # A name of at most 37 characters cannot exceed 150 bytes; and when the whole object
-        # encoded, every string in it is valid text: the common case checks nothing more.
+            raise InvalidCommand(field, f"attribute name {_brief(key)} must be a non-blank string")
+        if not clean:
+            _check_string(f"{field}.{key[:40]!a}", key)
+        # A name of at most 37 characters cannot exceed 150 bytes: the common case checks
+        # nothing more.
         if len(key) > MAX_ID_BYTES // 4 and _utf8_len(f"{field}.{key[:40]}", key) > MAX_ID_BYTES:
             raise InvalidCommand(f"{field}.{key[:40]}", f"name is longer than {MAX_ID_BYTES} bytes")
-        if encoded is None:
-            _utf8_len(f"{field}.{key[:40]!a}", key)
         kind = type(value)
         if small and (kind is str or kind is bool or value is None
                       or (kind is int and MIN_INT <= value <= MAX_INT)):
             continue  # the common values, settled here without a call
         if not small or not _valid_json(value, 1):
-            _check_json(f"{field}.{key}", value, 1, encoded is not None)
+            _check_json(f"{field}.{key}", value, 1, clean)
         if not small and len(_json(f"{field}.{key}", value)) > MAX_VALUE_BYTES:
             raise InvalidCommand(
                 f"{field}.{key}", f"value is over {MAX_VALUE_BYTES} bytes when serialized"
@@ -236,7 +262,7 @@ def check_attributes(
 
 
 def check_keys(field: str, keys: object) -> list[str]:
-    """A list of attribute names (for ``unset``)."""
+    """A list of attribute names (for ``unset``): each as an attribute name that is set."""
     if keys is None:
         return []
     if isinstance(keys, str) or not isinstance(keys, (list, tuple, set, frozenset)):
@@ -245,7 +271,13 @@ def check_keys(field: str, keys: object) -> list[str]:
         raise InvalidCommand(field, f"has {len(keys)} names; at most {MAX_ATTRIBUTES}")
     for key in keys:
         if not isinstance(key, str) or not key.strip():
-            raise InvalidCommand(field, f"attribute name {key!r} must be a non-blank string")
+            raise InvalidCommand(field, f"attribute name {_brief(key)} must be a non-blank string")
+        # The names are recorded in the event: the rules of a name that is set apply.
+        if not (key.isascii() and len(key) <= MAX_ID_BYTES and "\x00" not in key):
+            if _utf8_len(field, key) > MAX_ID_BYTES:
+                raise InvalidCommand(field, f"attribute name {_brief(key)} is longer than "
+                                            f"{MAX_ID_BYTES} bytes")
+            _no_nul(field, key)
     return sorted(keys) if isinstance(keys, (set, frozenset)) else list(keys)
 
 
@@ -257,9 +289,18 @@ def check_time(field: str, value: object) -> datetime | None:
         raise InvalidCommand(field, f"must be a datetime, got {type(value).__name__}")
     if value.tzinfo is UTC:
         return value
-    if value.tzinfo is None or value.utcoffset() is None:
+    try:
+        offset = value.utcoffset()
+    except (ValueError, TypeError) as e:  # a tzinfo whose offset is no offset (a day; a number)
+        raise InvalidCommand(field, f"has no valid UTC offset: {e}") from e
+    if offset is None:
         raise InvalidCommand(field, "must be timezone-aware")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as e:
+        # 9999-12-31T23:00-05:00 is in year 10000 in UTC: a datetime cannot hold it.
+        raise InvalidCommand(field, f"is out of range once converted to UTC ({value.isoformat()}; "
+                                    "years 1 to 9999)") from e
 
 
 def client_time(
@@ -267,10 +308,16 @@ def client_time(
 ) -> datetime:
     """The event's client time, corrected for clock skew when ``sent_at`` is known.
 
-    Segment's rule: ``timestamp = received_at - (sent_at - timestamp)``.
+    Segment's rule: ``timestamp = received_at - (sent_at - timestamp)``. A correction that
+    leaves datetime's range (years 1 to 9999) is bad input: ``sent_at`` is what moved it there.
     """
     if timestamp is None:
         return received_at
     if sent_at is None:
         return timestamp
-    return received_at - (sent_at - timestamp)
+    try:
+        return received_at - (sent_at - timestamp)
+    except OverflowError as e:
+        raise InvalidCommand("sent_at", f"corrects the timestamp out of range (timestamp "
+                                        f"{timestamp.isoformat()}, sent {sent_at.isoformat()}, "
+                                        f"received {received_at.isoformat()}; years 1 to 9999)") from e
