@@ -16,7 +16,7 @@ from idstitch import bootstrap
 from idstitch.domain import commands as c
 from idstitch.projections.audit import Change, Provenance
 from idstitch.projections.identity import IdentityProjection, Policy
-from idstitch.projections.views import Device, Merge, Profile, Reader
+from idstitch.projections.views import Device, Merge, Profile
 from idstitch.service.ingest import INGEST_BATCH, IngestReport
 
 Clock = bootstrap.Clock
@@ -47,12 +47,6 @@ class Workspace:
         identity = self.projections[IdentityProjection.name]
         assert isinstance(identity, IdentityProjection)
         return identity.policy
-
-    @property
-    def reader(self) -> Reader:
-        """Raw projection rows (refused identifiers, say), as committed: for tools and tests."""
-        self._queries.settle()
-        return Reader(self.rows)
 
     @property
     def clock(self) -> Clock:

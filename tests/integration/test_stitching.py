@@ -170,7 +170,7 @@ def test_traits_email_held_by_another_person_is_not_merged(ws: Workspace) -> Non
     assert ws.profile("shared@example.com").person_id == u1.person_id  # type: ignore[union-attr]
     assert u2.identifiers == {"id": "u2"}
     assert u2.attributes == {"email": "shared@example.com"}
-    refused = ws.reader.person_row(u2.person_id).refused  # type: ignore[union-attr]
+    refused = [r for c in ws.history("u2") for r in c.refused]
     assert [(r.kind, r.value, r.held_by) for r in refused] == [
         ("email", "shared@example.com", u1.person_id)]
 
