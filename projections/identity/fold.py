@@ -10,15 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
-from uuid import NAMESPACE_URL, uuid5
 
-from idstitch.domain import attributes
 from idstitch.domain.device import (
     anonymous_id_for,
     anonymous_person_id,
     minted_person_id,
     new_person_id,
-    uuid5_text,
 )
 from idstitch.domain.events import (
     EVENT_TYPES,
@@ -35,8 +32,9 @@ from idstitch.domain.events import (
 )
 from idstitch.domain.rules import classify, normalize_email
 from idstitch.projections.base import ROWS_FORMAT, RowProjection
-from idstitch.projections.identity import local
+from idstitch.projections.identity import local, persons
 from idstitch.projections.identity.graph import IdentityUnit, identifier_key
+from idstitch.projections.identity.persons import IdScheme
 from idstitch.projections.identity.rows import (
     DEVICE,
     IDENTIFIER,
@@ -44,7 +42,6 @@ from idstitch.projections.identity.rows import (
     ROW_TYPES,
     TOKEN,
     DeviceRow,
-    MergeRow,
     PersonRow,
     Refusal,
     Stint,
@@ -53,13 +50,6 @@ from idstitch.projections.store import LoggedEvent, to_micros
 
 Policy = Literal["merge", "switch"]
 POLICIES: tuple[Policy, ...] = ("merge", "switch")
-IdScheme = Literal["event", "position"]
-"""How ids minted by the fold (a person for an unknown user id, a merge record) are derived:
-``event`` from what the event names (its device and the device's n-th event: the same on every
-store); ``position`` from the log position (stores built before ids were event-derived keep it,
-so person ids already handed out never change)."""
-MERGE_NAMESPACE = uuid5(NAMESPACE_URL, "https://idstitch.dev/merge")
-_MERGE_NS = MERGE_NAMESPACE.bytes
 
 Handler = Callable[[IdentityUnit, DeviceRow, Any, int, int], None]
 
@@ -208,7 +198,7 @@ class IdentityProjection(RowProjection):
             person.updated_at = ts
         unit.put_person(person)
         if "email" in ev.set:
-            self._claim_attribute_email(unit, person, pos)
+            persons.claim_attribute_email(unit, person, pos)
 
     def _activated(
         self, unit: IdentityUnit, dev: DeviceRow, ev: DeviceActivated, pos: int, ts: int
@@ -229,7 +219,7 @@ class IdentityProjection(RowProjection):
     def _cleared(
         self, unit: IdentityUnit, dev: DeviceRow, ev: IdentityCleared, pos: int, ts: int
     ) -> None:
-        self._leave(unit, dev, dev.person_id, pos)
+        persons.leave(unit, dev, dev.person_id, pos)
         local.cleared(dev, ev)
         self._new_anonymous_person(unit, dev, pos, ts)
 
@@ -272,14 +262,15 @@ class IdentityProjection(RowProjection):
         elif not current.identified and target is None:
             current.identified = True
             current.identified_at = pos
-            self._claim(unit, current, kind, value, pos)
+            persons.claim(unit, current, kind, value, pos)
             if current.email is None:
                 # An email given while anonymous becomes an identifier when the person is named.
-                self._claim_attribute_email(unit, current, pos)
-            self._record(unit, "converted", dev.anonymous_id, current, current, dev, pos, ts)
+                persons.claim_attribute_email(unit, current, pos)
+            persons.record(unit, "converted", dev.anonymous_id, current, current, dev, pos, ts,
+                           self.ids)
             person = current
         elif not current.identified and target is not None and self.policy == "merge":
-            self._merge_anonymous(unit, target, current, dev, pos, ts)
+            persons.merge_anonymous(unit, target, current, dev, pos, ts, self.ids)
             person = target
         else:
             if target is None:
@@ -287,10 +278,11 @@ class IdentityProjection(RowProjection):
                           else new_person_id(dev.device_id, pos))
                 target = PersonRow(person_id=minted, identified=True, identified_at=pos,
                                    created_at=ts, updated_at=ts, since=pos)
-                self._claim(unit, target, kind, value, pos)
-            self._leave(unit, dev, current.person_id, pos)
-            self._join(unit, dev, target, pos)
-            self._record(unit, "switched", current.person_id, current, target, dev, pos, ts)
+                persons.claim(unit, target, kind, value, pos)
+            persons.leave(unit, dev, current.person_id, pos)
+            persons.join(unit, dev, target, pos)
+            persons.record(unit, "switched", current.person_id, current, target, dev, pos, ts,
+                           self.ids)
             person = target
 
         local.traits(person.attrs, ev, pos, ts)
@@ -298,88 +290,8 @@ class IdentityProjection(RowProjection):
             person.updated_at = ts
         unit.put_person(person)
         if "email" in ev.traits:
-            self._claim_attribute_email(unit, person, pos)
+            persons.claim_attribute_email(unit, person, pos)
         local.identified(dev, ev, ts)
-
-    def _merge_anonymous(
-        self, unit: IdentityUnit, survivor: PersonRow, retired: PersonRow, dev: DeviceRow,
-        pos: int, ts: int,
-    ) -> None:
-        attributes.merge(survivor.attrs, retired.attrs)
-        for anonymous_id in retired.anonymous_ids:
-            survivor.anonymous_ids.append(anonymous_id)
-            survivor.anonymous_since.append(pos)
-            unit.put_identifier("anon", anonymous_id, survivor.person_id, pos)
-        for device_id in retired.devices:
-            moved = dev if device_id == dev.device_id else unit.device(device_id)
-            if moved is not None:
-                _end_stint(retired, device_id, pos)
-                moved.person_id = survivor.person_id
-                survivor.devices.append(device_id)
-                survivor.stints.append(Stint(device_id, pos))
-                unit.put_device(moved)
-        survivor.merges.extend(retired.merges)
-        retired.devices = []
-        retired.retired_into = survivor.person_id
-        retired.retired_at = pos
-        self._record(unit, "merged", retired.person_id, retired, survivor, dev, pos, ts)
-
-    def _leave(self, unit: IdentityUnit, dev: DeviceRow, person_id: str, pos: int) -> None:
-        person = unit.person(person_id)
-        if dev.device_id in person.devices:
-            person.devices.remove(dev.device_id)
-            _end_stint(person, dev.device_id, pos)
-        unit.put_person(person)
-
-    def _join(self, unit: IdentityUnit, dev: DeviceRow, person: PersonRow, pos: int) -> None:
-        if dev.device_id not in person.devices:
-            person.devices.append(dev.device_id)
-            person.stints.append(Stint(dev.device_id, pos))
-        dev.person_id = person.person_id
-        unit.put_person(person)
-
-    def _record(
-        self, unit: IdentityUnit, kind: str, source: str, source_person: PersonRow,
-        target: PersonRow, dev: DeviceRow, pos: int, ts: int,
-    ) -> None:
-        cause = f"{dev.device_id}#{dev.seq}" if self.ids == "event" else str(pos)
-        merge_id = uuid5_text(_MERGE_NS, f"{cause}:{kind}")
-        unit.put_merge(MergeRow(merge_id=merge_id, kind=kind, source=source,
-                                target=target.person_id, position=pos, device_id=dev.device_id,
-                                timestamp=ts))
-        for person in (source_person, target):
-            if merge_id not in person.merges:
-                person.merges.append(merge_id)
-            unit.put_person(person)
-
-    def _claim(self, unit: IdentityUnit, person: PersonRow, kind: str, value: str, pos: int) -> None:
-        if kind == "id":
-            person.user_id = value
-            unit.put_identifier("id", value, person.person_id, pos)
-        elif kind == "email":
-            self._claim_email(unit, person, value, pos)
-
-    def _claim_attribute_email(self, unit: IdentityUnit, person: PersonRow, pos: int) -> None:
-        # The identifier follows the winning value of the `email` attribute (last writer wins on
-        # the client clock), so a late event with an older email cannot move it.
-        present, email = attributes.value_of(person.attrs, "email")
-        if person.identified and present and isinstance(email, str) and "@" in email:
-            self._claim_email(unit, person, normalize_email(email), pos)
-
-    def _claim_email(self, unit: IdentityUnit, person: PersonRow, email: str, pos: int) -> None:
-        holder = unit.resolve_key(identifier_key("email", email))
-        if holder is not None and holder.person_id != person.person_id:
-            # Two identified persons are never merged implicitly: keep the attribute, refuse
-            # the identifier, and leave a trace for the audit.
-            person.refused.append(Refusal("email", email, "held by another person", pos,
-                                          holder.person_id))
-        elif holder is None:
-            if person.email is not None:
-                unit.put_identifier("email", person.email, None, pos)
-            person.email = email
-            person.emails.append((pos, email))
-            unit.put_identifier("email", email, person.person_id, pos)
-        unit.put_person(person)
 
     def _token_registered(
         self, unit: IdentityUnit, dev: DeviceRow, ev: DeviceTokenRegistered, pos: int, ts: int
@@ -397,11 +309,3 @@ class IdentityProjection(RowProjection):
                     unit.put_device(holder)
             unit.put_token(ev.token, dev.device_id)
         local.token_registered(dev, ev)
-
-
-def _end_stint(person: PersonRow, device_id: str, pos: int) -> None:
-    """The device's open stint on the person ends at ``pos`` (the event that took it away)."""
-    for stint in reversed(person.stints):
-        if stint.device_id == device_id and stint.end is None:
-            stint.end = pos
-            return

@@ -1,0 +1,128 @@
+"""What the identity fold does to persons: merges, devices joining and leaving, identifiers.
+
+Functions of the identity unit, called by the fold (:mod:`idstitch.projections.identity.fold`)
+in log order. Each keeps the rows' record of the past up to date as it changes the present
+(stints, retirement, email claims), which is what the audit reads.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+from uuid import NAMESPACE_URL, uuid5
+
+from idstitch.domain import attributes
+from idstitch.domain.device import uuid5_text
+from idstitch.domain.rules import normalize_email
+from idstitch.projections.identity.graph import IdentityUnit, identifier_key
+from idstitch.projections.identity.rows import DeviceRow, MergeRow, PersonRow, Refusal, Stint
+
+IdScheme = Literal["event", "position"]
+"""How ids minted by the fold (a person for an unknown user id, a merge record) are derived:
+``event`` from what the event names (its device and the device's n-th event: the same on every
+store); ``position`` from the log position (stores built before ids were event-derived keep it,
+so person ids already handed out never change)."""
+MERGE_NAMESPACE = uuid5(NAMESPACE_URL, "https://idstitch.dev/merge")
+_MERGE_NS = MERGE_NAMESPACE.bytes
+
+
+def merge_anonymous(
+    unit: IdentityUnit, survivor: PersonRow, retired: PersonRow, dev: DeviceRow, pos: int,
+    ts: int, ids: IdScheme,
+) -> None:
+    """The anonymous person ``retired`` merged into ``survivor``: attributes, anonymous ids,
+    devices and merge records move; the retired person resolves to the survivor from now."""
+    attributes.merge(survivor.attrs, retired.attrs)
+    for anonymous_id in retired.anonymous_ids:
+        survivor.anonymous_ids.append(anonymous_id)
+        survivor.anonymous_since.append(pos)
+        unit.put_identifier("anon", anonymous_id, survivor.person_id, pos)
+    for device_id in retired.devices:
+        moved = dev if device_id == dev.device_id else unit.device(device_id)
+        if moved is not None:
+            end_stint(retired, device_id, pos)
+            moved.person_id = survivor.person_id
+            survivor.devices.append(device_id)
+            survivor.stints.append(Stint(device_id, pos))
+            unit.put_device(moved)
+    survivor.merges.extend(retired.merges)
+    retired.devices = []
+    retired.retired_into = survivor.person_id
+    retired.retired_at = pos
+    record(unit, "merged", retired.person_id, retired, survivor, dev, pos, ts, ids)
+
+
+def leave(unit: IdentityUnit, dev: DeviceRow, person_id: str, pos: int) -> None:
+    """The device leaves the person at ``pos``."""
+    person = unit.person(person_id)
+    if dev.device_id in person.devices:
+        person.devices.remove(dev.device_id)
+        end_stint(person, dev.device_id, pos)
+    unit.put_person(person)
+
+
+def join(unit: IdentityUnit, dev: DeviceRow, person: PersonRow, pos: int) -> None:
+    """The device joins the person at ``pos``."""
+    if dev.device_id not in person.devices:
+        person.devices.append(dev.device_id)
+        person.stints.append(Stint(dev.device_id, pos))
+    dev.person_id = person.person_id
+    unit.put_person(person)
+
+
+def record(
+    unit: IdentityUnit, kind: str, source: str, source_person: PersonRow, target: PersonRow,
+    dev: DeviceRow, pos: int, ts: int, ids: IdScheme,
+) -> None:
+    """A conversion, merge or switch record, on both persons."""
+    cause = f"{dev.device_id}#{dev.seq}" if ids == "event" else str(pos)
+    merge_id = uuid5_text(_MERGE_NS, f"{cause}:{kind}")
+    unit.put_merge(MergeRow(merge_id=merge_id, kind=kind, source=source,
+                            target=target.person_id, position=pos, device_id=dev.device_id,
+                            timestamp=ts))
+    for person in (source_person, target):
+        if merge_id not in person.merges:
+            person.merges.append(merge_id)
+        unit.put_person(person)
+
+
+def claim(unit: IdentityUnit, person: PersonRow, kind: str, value: str, pos: int) -> None:
+    """The identifier an identify named becomes the person's."""
+    if kind == "id":
+        person.user_id = value
+        unit.put_identifier("id", value, person.person_id, pos)
+    elif kind == "email":
+        claim_email(unit, person, value, pos)
+
+
+def claim_attribute_email(unit: IdentityUnit, person: PersonRow, pos: int) -> None:
+    """The winning ``email`` attribute of an identified person claims the email identifier."""
+    # The identifier follows the winning value of the `email` attribute (last writer wins on
+    # the client clock), so a late event with an older email cannot move it.
+    present, email = attributes.value_of(person.attrs, "email")
+    if person.identified and present and isinstance(email, str) and "@" in email:
+        claim_email(unit, person, normalize_email(email), pos)
+
+
+def claim_email(unit: IdentityUnit, person: PersonRow, email: str, pos: int) -> None:
+    """Take an email identifier, unless another person holds it (then: a refusal)."""
+    holder = unit.resolve_key(identifier_key("email", email))
+    if holder is not None and holder.person_id != person.person_id:
+        # Two identified persons are never merged implicitly: keep the attribute, refuse
+        # the identifier, and leave a trace for the audit.
+        person.refused.append(Refusal("email", email, "held by another person", pos,
+                                      holder.person_id))
+    elif holder is None:
+        if person.email is not None:
+            unit.put_identifier("email", person.email, None, pos)
+        person.email = email
+        person.emails.append((pos, email))
+        unit.put_identifier("email", email, person.person_id, pos)
+    unit.put_person(person)
+
+
+def end_stint(person: PersonRow, device_id: str, pos: int) -> None:
+    """The device's open stint on the person ends at ``pos`` (the event that took it away)."""
+    for stint in reversed(person.stints):
+        if stint.device_id == device_id and stint.end is None:
+            stint.end = pos
+            return
