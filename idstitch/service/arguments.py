@@ -249,6 +249,11 @@ def rule_for(annotation: object, where: str) -> _Rule | None:
     if origin is type and args and isinstance(args[0], type):
         return _subclass(args[0])
     if origin is None and isinstance(annotation, type):
+        if getattr(annotation, "_is_protocol", False) and not getattr(
+                annotation, "_is_runtime_protocol", False):
+            # isinstance() against it would raise TypeError at call time: judge nothing silently.
+            raise TypeError(f"{where}: the argument boundary cannot check the protocol "
+                            f"{annotation.__name__}; make it @runtime_checkable")
         return _instance(annotation)
     raise TypeError(f"{where}: the argument boundary cannot check {annotation!r}; "
                     "teach idstitch.service.arguments.rule_for this annotation")

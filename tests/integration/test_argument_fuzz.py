@@ -75,11 +75,28 @@ def fits(value: object, hint: Any) -> bool:
         return isinstance(value, Iterable) and not isinstance(value, (str, bytes, bytearray, Mapping))
     if base is abc.Callable:
         return callable(value)
+    if base is type:
+        return isinstance(value, type) and issubclass(value, args[0])
+    if isinstance(base, type):
+        return isinstance(value, base)
     raise AssertionError(f"the fuzz test does not know {hint!r}: teach `fits` and `BASELINE`")
 
 
-BASELINE: dict[object, object] = {str: "fuzz-1", dict: {}, abc.Iterable: []}
-"""A value of the right type for each required parameter's annotation (by its origin)."""
+BASELINE: dict[object, object] = {str: "fuzz-1", int: 1, datetime: datetime(2026, 1, 1, tzinfo=UTC),
+                                  dict: {}, abc.Iterable: []}
+"""A value of the right type for each required parameter's annotation (by its origin; a union
+by its first alternative that has one). A new kind of required parameter needs one here."""
+
+
+def baseline(method: str, param: str, hint: Any) -> object:
+    origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union):
+        for alternative in typing.get_args(hint):
+            if (typing.get_origin(alternative) or alternative) in BASELINE:
+                return baseline(method, param, alternative)
+    key = origin or hint
+    assert key in BASELINE, f"no baseline for {method}({param}: {hint}): add one to BASELINE"
+    return BASELINE[key]
 
 
 class Target(typing.NamedTuple):
@@ -109,9 +126,7 @@ def targets() -> list[Target]:
         required = []
         for p in params:
             if p.default is p.empty:
-                origin = typing.get_origin(hints[p.name]) or hints[p.name]
-                assert origin in BASELINE, f"no baseline for {name}({p.name}: {hints[p.name]})"
-                required.append((p.name, BASELINE[origin]))
+                required.append((p.name, baseline(name, p.name, hints[p.name])))
         found += [Target(name, p.name, hints[p.name], required) for p in params]
     return found
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import pytest
 
@@ -207,6 +207,32 @@ def test_an_annotation_the_boundary_cannot_judge_fails_when_the_class_is_defined
         class Bad:
             def method(self, value: tuple[int, str]) -> None:
                 pass
+
+
+class Sized(Protocol):
+    def __len__(self) -> int: ...
+
+
+@runtime_checkable
+class Lengthy(Protocol):
+    def __len__(self) -> int: ...
+
+
+def test_a_protocol_it_cannot_test_instances_of_fails_when_the_class_is_defined() -> None:
+    with pytest.raises(TypeError, match="make it @runtime_checkable"):
+        @checked_methods
+        class Bad:
+            def method(self, value: Sized) -> None:
+                pass
+
+    @checked_methods
+    class Good:
+        def method(self, value: Lengthy) -> None:
+            pass
+
+    Good().method([])
+    with pytest.raises(InvalidCommand, match="must be a Lengthy, got int"):
+        Good().method(5)  # type: ignore[arg-type]
 
 
 def test_star_arguments_fail_when_the_class_is_defined() -> None:
