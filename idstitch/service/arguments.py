@@ -23,6 +23,12 @@ What each annotation admits:
 
 An annotation the boundary cannot judge, or a parameter without one, is a ``TypeError`` when the
 class is defined, that is when ``idstitch`` is imported: a public method cannot ship unchecked.
+
+Cost: one generic wrapper, a Python call per argument given. Measured on the 2-core development
+machine: about 1 us for ``profile``'s one argument and 2 us for ``identify`` with five, against
+calls of 170 us and 500 us (p50, SQLite, benchmarks/bench_latency.py, which cannot tell the two
+apart). A wrapper generated per signature with the checks inlined measured 0.4 us for
+``identify``: not worth the generated code at that share.
 """
 
 from __future__ import annotations
@@ -325,8 +331,10 @@ def checked(func: F) -> F:
 def checked_methods(cls: C) -> C:
     """Guard every public method and property setter of a class, as it is defined.
 
-    Public: a name without a leading underscore. A method added to the class later is guarded
-    with the rest; one whose parameters the boundary cannot judge fails the import."""
+    Public: a name without a leading underscore. A method written into the class body later is
+    guarded with the rest, with nothing to add; one whose parameters the boundary cannot judge
+    fails the import. (One assigned onto the class after it is defined escapes: a test that
+    lists every public member of the Workspace catches that.)"""
     localns = {cls.__name__: cls}
     for name, member in list(vars(cls).items()):
         if name.startswith("_"):
