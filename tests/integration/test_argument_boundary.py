@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -56,6 +56,11 @@ MORE_CASES: list[tuple[str, Callable[[Workspace], object], str]] = [
     ("ingest(progress=5)", lambda ws: ws.ingest([], progress=5), "progress"),  # type: ignore[arg-type]
     ("rebuild(5)", lambda ws: ws.rebuild(5), "names"),  # type: ignore[arg-type]
     ("rebuild(progress='x')", lambda ws: ws.rebuild(None, "x"), "progress"),  # type: ignore[arg-type]
+    ("profile_as_of(at in year 0 in UTC)",
+     lambda ws: ws.profile_as_of("u1", datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5)))), "at"),
+    ("profile_as_of(at in year 10000 in UTC)",
+     lambda ws: ws.profile_as_of("u1", datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5)))),
+     "at"),
 ]
 
 
