@@ -16,10 +16,11 @@ from datetime import UTC, datetime
 
 from idstitch.adapters import memory, postgres, segment, sqlite
 from idstitch.adapters.stores import Stores
+from idstitch.domain import rules
 from idstitch.domain.errors import InvalidCommand
 from idstitch.projections.base import Registry
 from idstitch.projections.device_attributes import DeviceAttributesProjection
-from idstitch.projections.identity import POLICIES, IdentityProjection, Policy
+from idstitch.projections.identity import IdentityProjection, Policy
 from idstitch.projections.store import ProjectionStore
 from idstitch.service.bus import MessageBus
 from idstitch.service.ingest import Format, Ingester
@@ -37,6 +38,24 @@ Clock = Callable[[], datetime]
 def utc_now() -> datetime:
     """The default clock."""
     return datetime.now(UTC)
+
+
+def checked_clock(clock: Clock) -> Clock:
+    """A caller's clock whose every reading is checked: what it returns is ``recorded_at``.
+
+    Not read at open (a test clock may count its readings): a reading that is not an aware
+    datetime is an InvalidCommand naming ``clock`` from the call that read it, before that
+    call records anything."""
+    def read() -> datetime:
+        now = clock()
+        if type(now) is datetime and now.tzinfo is UTC:
+            return now
+        aware = rules.check_time("clock", now)
+        if aware is None:
+            raise InvalidCommand("clock", "returned None: it must return an aware datetime")
+        return aware
+
+    return read
 
 
 def resolve_url(url: str | None) -> str:
@@ -97,13 +116,9 @@ def build(
     url: str | None = None, *, anonymous_merge: Policy | None = None, clock: Clock | None = None,
     auto_catch_up: bool = True,
 ) -> Services:
-    """Open the store a URL names and wire a workspace's services over it."""
-    if anonymous_merge is not None and anonymous_merge not in POLICIES:
-        raise InvalidCommand("anonymous_merge", f"must be 'merge' or 'switch', got {anonymous_merge!r}")
-    if clock is not None and not callable(clock):
-        raise InvalidCommand("clock", "must be a callable returning an aware datetime")
-    if not isinstance(auto_catch_up, bool):
-        raise InvalidCommand("auto_catch_up", "must be True or False")
+    """Open the store a URL names and wire a workspace's services over it.
+
+    The arguments' types were checked at the boundary of ``idstitch.open``."""
     stores = open_stores(url)
     try:
         registry = builtin_projections(stores.rows, anonymous_merge)
@@ -113,7 +128,7 @@ def build(
                               lock=lock)
         writer = DeviceWriter(stores.log)
         writer.lock = lock
-        settings = Settings(clock or utc_now, auto_catch_up)
+        settings = Settings(utc_now if clock is None else checked_clock(clock), auto_catch_up)
         queries = Queries(stores.log, stores.rows, projector, settings)
         bus = MessageBus(writer, projector, queries, settings)
         ingester = Ingester(writer, projector, queries, settings,

@@ -10,10 +10,12 @@ from idstitch.domain.errors import (
     Suppressed,
     UnknownPerson,
 )
+from idstitch.service.ingest import IngestInterrupted
 
 __all__ = [
     "ConcurrencyConflict",
     "IdstitchError",
+    "IngestInterrupted",
     "InvalidCommand",
     "NotIdentified",
     "PolicyMismatch",

@@ -14,14 +14,19 @@ from typing import Any
 
 from idstitch import bootstrap
 from idstitch.domain import commands as c
+from idstitch.domain.errors import InvalidCommand
 from idstitch.projections.audit import Change, Provenance
 from idstitch.projections.identity import IdentityProjection, Policy
 from idstitch.projections.views import Device, Merge, Profile
+from idstitch.service.arguments import checked, checked_methods
 from idstitch.service.ingest import INGEST_BATCH, IngestReport
 
 Clock = bootstrap.Clock
 
 
+# Every public method and property setter checks its arguments' types by its annotations at
+# this one boundary (idstitch.service.arguments), a method added later too: annotate it.
+@checked_methods
 class Workspace:
     """One event store and its projections. Use :func:`idstitch.open` to get one."""
 
@@ -60,6 +65,8 @@ class Workspace:
 
     @retries.setter
     def retries(self, value: int) -> None:
+        if value < 1:
+            raise InvalidCommand("retries", f"must be at least 1, got {value}")
         self._services.writer.retries = value
 
     @property
@@ -260,6 +267,7 @@ class Workspace:
         return self._queries.dump()
 
 
+@checked
 def open(
     url: str | None = None, *, anonymous_merge: Policy | None = None, clock: Clock | None = None,
     auto_catch_up: bool = True,

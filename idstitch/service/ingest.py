@@ -45,6 +45,27 @@ class IngestReport:
     rejected: list[tuple[int, str]] = field(default_factory=list)
 
 
+class IngestInterrupted(IdstitchError):
+    """The ``progress`` callback raised, after its batch was committed: the ingest stopped there.
+
+    ``report`` is what the ingest did up to and including that batch: each message before the
+    interruption is counted once, as accepted, a duplicate, ignored or rejected (so their sum is
+    the index of the first message it did not settle: resume from there), and every message it
+    counts as accepted is recorded. The callback's exception is the ``__cause__``."""
+
+    def __init__(self, report: IngestReport) -> None:
+        self.report = report
+        settled = report.accepted + report.duplicates + report.ignored + len(report.rejected)
+        super().__init__(f"the progress callback raised: ingest stopped after {settled} messages "
+                         f"({report.accepted} accepted, {report.duplicates} duplicates, "
+                         f"{report.ignored} ignored, {len(report.rejected)} rejected)")
+
+
+class _ProgressRaised(Exception):
+    """Carries the callback's exception out of the run (not an IdstitchError: the run must not
+    take it for one message's rejection)."""
+
+
 Message = dict[str, Any] | str | bytes
 """One input line: a parsed dict, or JSON text."""
 
@@ -76,12 +97,28 @@ class Ingester:
         progress: Callable[[int], None] | None = None, parallel: bool | None = None,
     ) -> IngestReport:
         """See :meth:`idstitch.Workspace.ingest`."""
+        # Types were checked at the public boundary; what they mean is checked here.
         if type(batch_size) is not int or batch_size < 1:
             raise InvalidCommand("batch_size", f"must be an integer of at least 1, got {batch_size!r}")
         if parallel and not self.projector.can_fork:
             raise InvalidCommand("parallel", "a second process cannot open this store")
+        run = _Run(self, batch_size, None if progress is None else _reporting(progress), parallel)
         with bulk_gc():
-            return _Run(self, batch_size, progress, parallel).run(messages)
+            try:
+                return run.run(messages)
+            except _ProgressRaised as e:
+                raise IngestInterrupted(run.report) from e.__cause__
+
+
+def _reporting(progress: Callable[[int], None]) -> Callable[[int], None]:
+    """The caller's callback, its failure told apart from the ingest's own."""
+    def call(count: int) -> None:
+        try:
+            progress(count)
+        except Exception as e:
+            raise _ProgressRaised from e
+
+    return call
 
 
 class _Run:

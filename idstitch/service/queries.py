@@ -100,13 +100,16 @@ class Queries:
             return self.auditor.explain(reader, self.log, person, attribute, until, epoch)
 
     def profile_as_of(self, identifier: str, at: int | datetime) -> Profile | None:
-        """The profile as the log stood at a position, or at a moment of recorded time."""
+        """The profile as the log stood at a position, or at a moment of recorded time.
+
+        The public boundary let through an int (not a bool) or an aware datetime; what they
+        mean is checked here."""
         if isinstance(at, datetime):
-            if at.tzinfo is None or at.utcoffset() is None:
-                raise InvalidCommand("at", "must be timezone-aware (recorded time is in UTC)")
-        elif type(at) is not int:
-            raise InvalidCommand("at", f"must be a log position or an aware datetime, "
-                                       f"got {type(at).__name__}")
+            try:
+                at = at.astimezone(UTC)
+            except OverflowError as e:  # 0001-01-01T00:00+05:00 is in year 0 in UTC
+                raise InvalidCommand("at", f"is out of range once converted to UTC "
+                                           f"({at.isoformat()}; years 1 to 9999)") from e
         elif at < 0:
             raise InvalidCommand("at", f"must be a position (0 or more), got {at}")
         until = self._settled()
