@@ -12,6 +12,7 @@ with the workspace's own rules, naming the field.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal, get_args
 
@@ -92,6 +93,9 @@ def decode(raw: dict[str, Any] | str | bytes) -> Message:
     nesting deeper than the decoder can follow (about a thousand levels, anywhere in the line,
     read or not).
     """
+    if not isinstance(raw, (str, bytes, Mapping)):
+        raise InvalidCommand("message", f"must be a JSON object or a JSON line, got "
+                                        f"{type(raw).__name__}")
     try:
         if isinstance(raw, (str, bytes)):
             return _decoder.decode(raw)
@@ -109,6 +113,9 @@ def decode(raw: dict[str, Any] | str | bytes) -> Message:
         # A str line (or a dict's enum field) is encoded to UTF-8 first: a lone surrogate
         # cannot be, and a line is never a reason to stop the ingest of the others.
         raise InvalidCommand("message", f"is not valid text ({e.reason} at character {e.start})") from e
+    except (TypeError, ValueError) as e:
+        # A mapping whose own methods fail (a hostile or broken Mapping subclass): its line.
+        raise InvalidCommand("message", f"cannot be read: {type(e).__name__}") from e
 
 
 def _invalid(text: str) -> InvalidCommand:

@@ -346,3 +346,13 @@ def test_any_traits_get_one_outcome_on_every_store(
     finally:
         for ws in spaces.values():
             ws.close()
+
+
+def test_an_item_that_is_not_a_message_is_a_rejected_line(ws: Workspace) -> None:
+    """Found by fuzzing the argument boundary: anything but a dict or a JSON line in the stream
+    stopped the whole ingest with a TypeError from the decoder."""
+    report = ws.ingest([range(2), 42, None, {"type": "identify", "userId": "u", "anonymousId": "d"}])  # type: ignore[list-item]
+    assert report.accepted == 1
+    assert [(i, reason.split(":")[0]) for i, reason in report.rejected] == [
+        (0, "message"), (1, "message"), (2, "message")]
+    assert ws.profile("u") is not None
