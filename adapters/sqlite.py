@@ -12,6 +12,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 from uuid import UUID
 
 from idstitch.adapters.eventlog import DeviceLog
@@ -140,27 +141,27 @@ class SqliteProjectionStore(SqlProjectionStore):
 
     def device_events(self, aggregate_ids: list[UUID]) -> list[tuple[int, bytes]]:
         """(version, state) of these aggregates' events, by aggregate then version."""
-        out: list[tuple[int, bytes]] = []
-        with self._lock, translated("cannot load devices"):
-            for i in range(0, len(aggregate_ids), self.chunk):
-                part = [a.hex for a in aggregate_ids[i : i + self.chunk]]
-                marks = ", ".join("?" * len(part))
-                out.extend(self._conn.execute(
-                    "SELECT originator_version, state FROM stored_events "
-                    f"WHERE originator_id IN ({marks}) "
-                    "ORDER BY originator_id, originator_version", part).fetchall())
-        return out
+        return self._by_aggregates(
+            "cannot load devices", aggregate_ids,
+            "SELECT originator_version, state FROM stored_events WHERE originator_id IN ({}) "
+            "ORDER BY originator_id, originator_version")
 
     def device_versions(self, aggregate_ids: list[UUID]) -> dict[str, int]:
         """The last version of each of these aggregates that has events, by UUID hex."""
-        out: dict[str, int] = {}
-        with self._lock, translated("cannot read the log"):
+        return dict(self._by_aggregates(
+            "cannot read the log", aggregate_ids,
+            "SELECT originator_id, max(originator_version) FROM stored_events "
+            "WHERE originator_id IN ({}) GROUP BY originator_id"))
+
+    def _by_aggregates(self, what: str, aggregate_ids: list[UUID], sql: str) -> list[Any]:
+        """The rows of ``sql`` (its ``{}`` the aggregate ids' placeholders), a chunk of ids at a
+        time (SQLite caps a statement's parameters)."""
+        out: list[Any] = []
+        with self._lock, translated(what):
             for i in range(0, len(aggregate_ids), self.chunk):
                 part = [a.hex for a in aggregate_ids[i : i + self.chunk]]
-                marks = ", ".join("?" * len(part))
-                out.update(self._conn.execute(
-                    "SELECT originator_id, max(originator_version) FROM stored_events "
-                    f"WHERE originator_id IN ({marks}) GROUP BY originator_id", part).fetchall())
+                out.extend(self._conn.execute(sql.format(", ".join("?" * len(part))), part)
+                           .fetchall())
         return out
 
     def read_spans(

@@ -299,17 +299,10 @@ def _guard(func: F, localns: dict[str, Any] | None, *, method: bool, field: str 
 
     # Two loops over what was given: a default is never checked, an unknown keyword, a missing
     # or an extra argument is left to Python's own TypeError when the function is called.
-    def guarded_method(self: object, /, *args: object, **kwargs: object) -> Any:
-        for (name, check), value in zip(positional, args, strict=False):
-            check(name, value)
-        for name, value in kwargs.items():
-            by_name = keyword.get(name)
-            if by_name is not None:
-                by_name(name, value)
-        return func(self, *args, **kwargs)
+    first = 1 if method else 0  # a method's own instance is not checked
 
-    def guarded_function(*args: object, **kwargs: object) -> Any:
-        for (name, check), value in zip(positional, args, strict=False):
+    def guarded(*args: object, **kwargs: object) -> Any:
+        for (name, check), value in zip(positional, args[first:], strict=False):
             check(name, value)
         for name, value in kwargs.items():
             by_name = keyword.get(name)
@@ -317,7 +310,6 @@ def _guard(func: F, localns: dict[str, Any] | None, *, method: bool, field: str 
                 by_name(name, value)
         return func(*args, **kwargs)
 
-    guarded = guarded_method if method else guarded_function
     functools.update_wrapper(guarded, func)
     setattr(guarded, MARK, True)
     return guarded  # type: ignore[return-value]

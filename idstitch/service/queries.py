@@ -7,7 +7,9 @@ processes sharing the store). Reads then run in one snapshot of the projection s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from idstitch.domain.errors import InvalidCommand
 from idstitch.projections.audit import Change, Provenance
@@ -17,6 +19,8 @@ from idstitch.projections.store import EventLog, ProjectionStore
 from idstitch.projections.views import Device, Merge, Profile, Reader
 from idstitch.service.projecting import Projector, bulk_gc
 from idstitch.service.settings import Settings
+
+T = TypeVar("T")
 
 
 class Queries:
@@ -46,29 +50,27 @@ class Queries:
         with self.rows.snapshot() as rows:
             return Reader(rows).person_row(person_id)
 
-    def profile(self, identifier: str) -> Profile | None:
-        """The person an identifier finds (user id, email, cio_<id>, person id, anonymous id)."""
+    def _read(self, ask: Callable[[Reader], T]) -> T:
+        """Settle, then ask the rows in one snapshot."""
         self.settle()
         with self.rows.snapshot() as rows:
-            return Reader(rows).profile(identifier)
+            return ask(Reader(rows))
+
+    def profile(self, identifier: str) -> Profile | None:
+        """The person an identifier finds (user id, email, cio_<id>, person id, anonymous id)."""
+        return self._read(lambda reader: reader.profile(identifier))
 
     def profile_of_device(self, device_id: str) -> Profile | None:
         """The device's current person."""
-        self.settle()
-        with self.rows.snapshot() as rows:
-            return Reader(rows).profile_of_device(device_id)
+        return self._read(lambda reader: reader.profile_of_device(device_id))
 
     def device(self, device_id: str) -> Device | None:
         """A device: token, platform, attributes, last_used, last_status."""
-        self.settle()
-        with self.rows.snapshot() as rows:
-            return Reader(rows).device(device_id)
+        return self._read(lambda reader: reader.device(device_id))
 
     def merges(self, identifier: str) -> list[Merge]:
         """Every conversion, merge and switch of the person, with the position of its cause."""
-        self.settle()
-        with self.rows.snapshot() as rows:
-            return Reader(rows).merges(identifier)
+        return self._read(lambda reader: reader.merges(identifier))
 
     def dump(self) -> dict[str, list[tuple[str, bytes]]]:
         """Every projection row, by kind: two workspaces agree exactly when their dumps do."""
