@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from idstitch.adapters import memory, postgres, segment, sqlite
+from idstitch.adapters import memory, segment
 from idstitch.adapters.stores import Stores
 from idstitch.domain import rules
 from idstitch.domain.errors import InvalidCommand
@@ -74,12 +74,18 @@ def open_stores(url: str | None = None) -> Stores:
         raise InvalidCommand("url", f"must be a string, got {type(url).__name__}")
     if url in ("memory:", "memory://"):
         return memory.connect()
+    # The SQL stores are imported when a URL names them: psycopg alone takes ~0.1 s to import,
+    # which a SQLite user (and every command line run) should not pay.
     if url.startswith("sqlite:///"):
+        from idstitch.adapters import sqlite
+
         path = url[len("sqlite:///"):]
         if not path:
             raise InvalidCommand("url", "a sqlite URL needs a file path: sqlite:///path/to/file.db")
         return sqlite.connect(path)
     if url.startswith(("postgresql://", "postgres://")):
+        from idstitch.adapters import postgres
+
         return postgres.connect(url)
     raise InvalidCommand("url", f"unsupported store URL {url!r}: use memory:, sqlite:///path "
                                 "or postgresql://user:pw@host:port/db")
