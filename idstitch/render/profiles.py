@@ -1,9 +1,4 @@
-"""Rich renderings of query results, shared by the command-line tools.
-
-Every function takes plain query results (:class:`~idstitch.Profile`, :class:`~idstitch.Merge`)
-and returns a rich renderable; none of them touches a workspace, so any command (profile, demo,
-history, ingest reports) can reuse them and tests can render without a store.
-"""
+"""Renderings of what a person is now: profiles, devices, attributes, merges."""
 
 from __future__ import annotations
 

@@ -1,9 +1,4 @@
-"""The ``idstitch`` command line: demo, profile, merges, rebuild.
-
-The store is ``--db URL``, else ``IDSTITCH_DATABASE_URL``, else ``./idstitch.db`` (the demo has
-its own default, see ``idstitch demo --help``). Errors idstitch raises on purpose are printed as
-one line, ``error: ...``, with exit status 2; a person that is not found gives exit status 1.
-"""
+"""Commands on the store as a whole: the demo, ingest and rebuild."""
 
 from __future__ import annotations
 
@@ -11,8 +6,7 @@ import argparse
 import contextlib
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
-from typing import cast
+from collections.abc import Iterator
 
 import msgspec
 from rich.console import Console
@@ -27,56 +21,14 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-import idstitch
+from idstitch.cli.common import open_workspace, show_merges, title
 from idstitch.demo import HEADING, INDENT, run_demo
-from idstitch.errors import IdstitchError, InvalidCommand
-from idstitch.projections.identity import POLICIES
+from idstitch.errors import InvalidCommand
 from idstitch.projections.views import Profile
-from idstitch.render import merges_table, person_label, profile_renderable
-from idstitch.service.ingest import INGEST_BATCH
-from idstitch.workspace import Workspace
+from idstitch.render import person_label, profile_renderable
 
 DEMO_FILE = "idstitch-demo.db"
 DEMO_URL = f"sqlite:///{DEMO_FILE}"
-
-Handler = Callable[[argparse.Namespace, Console, Console], int]
-
-
-def open_workspace(url: str | None, policy: str | None = None) -> Workspace:
-    """Open the store; without ``policy`` it keeps the policy its projection was built under."""
-    if policy is not None and policy not in POLICIES:
-        raise InvalidCommand("policy", f"must be one of {', '.join(POLICIES)}")
-    return idstitch.open(url, anonymous_merge=policy)
-
-
-def _not_found(err: Console, identifier: str) -> int:
-    err.print(Text(f"no person found for {identifier}", style="yellow"))
-    return 1
-
-
-def _labels(ws: Workspace, ids: Sequence[str]) -> dict[str, str]:
-    """Readable names for merge sources and targets (person ids and anonymous ids)."""
-    out: dict[str, str] = {}
-    for ident in ids:
-        if ident in out:
-            continue
-        profile = ws.profile(ident)
-        if profile is None:
-            continue
-        if profile.person_id == ident:
-            out[ident] = person_label(profile)
-        elif ident in profile.anonymous_ids:
-            out[ident] = "anonymous id"
-        else:
-            # A person id that resolves to someone else was retired by a merge into them.
-            out[ident] = "retired person"
-    return out
-
-
-def _show_merges(console: Console, ws: Workspace, profile: Profile, identifier: str) -> None:
-    merges = ws.merges(profile.person_id)
-    ids = [i for m in merges for i in (m.source, m.target)]
-    console.print(merges_table(merges, title=f"merges of {identifier}", labels=_labels(ws, ids)))
 
 
 def cmd_demo(args: argparse.Namespace, console: Console, err: Console) -> int:
@@ -121,41 +73,14 @@ def cmd_demo(args: argparse.Namespace, console: Console, err: Console) -> int:
         console.print()
         console.rule(Text("Resulting profiles", style="bold"), align="left")
         for identifier, profile in profiles:
-            console.print(profile_renderable(profile, title=_title(identifier, profile)))
+            console.print(profile_renderable(profile, title=title(identifier, profile)))
             if profile.identified:
-                _show_merges(console, ws, profile, person_label(profile))
+                show_merges(console, ws, profile, person_label(profile))
         console.print()
         console.print(Text.assemble(
             "demo: ", (str(ws.log.head()), "bold"), " events written to ", (url, "bold"),
             f" (anonymous_merge={ws.anonymous_merge})"))
         console.print(Text.assemble("next: ", (f"idstitch --db {url} merges lee-100", "cyan")))
-    return 0
-
-
-def _title(identifier: str, profile: Profile) -> str:
-    label = person_label(profile)
-    if label == identifier or profile.identified:
-        return label
-    return f"{label} (found by anonymous id {identifier[:8]})"
-
-
-def cmd_profile(args: argparse.Namespace, console: Console, err: Console) -> int:
-    """Show the person an identifier finds."""
-    with open_workspace(args.db, args.policy) as ws:
-        profile = ws.profile(args.id)
-        if profile is None:
-            return _not_found(err, args.id)
-        console.print(profile_renderable(profile))
-    return 0
-
-
-def cmd_merges(args: argparse.Namespace, console: Console, err: Console) -> int:
-    """List the conversions, merges and switches of a person."""
-    with open_workspace(args.db, args.policy) as ws:
-        profile = ws.profile(args.id)
-        if profile is None:
-            return _not_found(err, args.id)
-        _show_merges(console, ws, profile, args.id)
     return 0
 
 
@@ -242,65 +167,3 @@ def _write_rejects(path: str, out: str, rejected: list[tuple[int, str]]) -> None
             if index in reasons:
                 raw = line.rstrip(b"\n").decode("utf-8", "replace")
                 f.write(encode({"line": index + 1, "reason": reasons[index], "raw": raw}) + b"\n")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (exposed for docs and tests)."""
-    # --db and --policy are accepted before or after the subcommand; SUPPRESS keeps a
-    # subcommand that was not given them from overwriting the global value with its default.
-    # (No set_defaults for them: parents share action objects, so it would undo SUPPRESS.)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--db", metavar="URL", default=argparse.SUPPRESS,
-                        help="store URL: memory:, sqlite:///path, postgresql://... "
-                             "(default: $IDSTITCH_DATABASE_URL, else sqlite:///idstitch.db)")
-    common.add_argument("--policy", choices=POLICIES, default=argparse.SUPPRESS,
-                        help="anonymous_merge policy (default: the one the store was built "
-                             "under, else merge); a different one rebuilds the projection")
-
-    parser = argparse.ArgumentParser(
-        prog="idstitch", parents=[common],
-        description="Event-sourced identity for mobile-SDK backends: inspect and replay a store.")
-    sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-
-    def add(name: str, handler: Handler, help_: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, parents=[common], help=help_, description=help_)
-        p.set_defaults(handler=handler)
-        return p
-
-    add("demo", cmd_demo,
-        "play the Customer.io and Adapty seed stories and show the profiles and merges "
-        f"(default store: a fresh ./{DEMO_FILE}, deleted first; an explicit --db must be empty)")
-    add("profile", cmd_profile,
-        "show a person: by user id, email, cio_<person_id>, person id or anonymous id"
-        ).add_argument("id", metavar="ID")
-    add("merges", cmd_merges,
-        "list a person's conversions, merges and switches").add_argument("id", metavar="ID")
-    add("rebuild", cmd_rebuild, "replay the log from position 0 into fresh projections")
-    ingest = add("ingest", cmd_ingest,
-                 "ingest an NDJSON file of Segment-spec messages (Customer.io mobile SDK traffic)")
-    ingest.add_argument("file", metavar="FILE.ndjson")
-    ingest.add_argument("--batch", type=int, default=INGEST_BATCH, metavar="N",
-                        help=f"messages per transaction (default {INGEST_BATCH})")
-    ingest.add_argument("--rejects", metavar="FILE",
-                        help="write rejected lines with their reasons to FILE (JSON lines)")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the command line; the exit status (0 ok, 1 not found, 2 error)."""
-    args = build_parser().parse_args(argv)
-    for name in ("db", "policy"):
-        if not hasattr(args, name):
-            setattr(args, name, None)
-    # Consoles are made per call so they write to the sys.stdout/sys.stderr of that moment.
-    console = Console(highlight=False)
-    err = Console(stderr=True, highlight=False)
-    handler = cast(Handler, args.handler)
-    try:
-        return handler(args, console, err)
-    except IdstitchError as e:
-        err.print(Text(f"error: {e}", style="red"), soft_wrap=True)
-        return 2
-
-
-__all__ = ["build_parser", "main", "open_workspace"]

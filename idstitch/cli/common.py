@@ -1,0 +1,66 @@
+"""What every command shares: opening the store, the not-found line, readable merge labels."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Iterable
+
+from rich.console import Console
+from rich.text import Text
+
+import idstitch
+from idstitch.errors import InvalidCommand
+from idstitch.projections.identity import POLICIES
+from idstitch.projections.views import Profile
+from idstitch.render import merges_table, person_label
+from idstitch.workspace import Workspace
+
+Handler = Callable[[argparse.Namespace, Console, Console], int]
+"""A command: its parsed arguments, the stdout console and the stderr console -> exit status."""
+
+
+def open_workspace(url: str | None, policy: str | None = None) -> Workspace:
+    """Open the store; without ``policy`` it keeps the policy its projection was built under."""
+    if policy is not None and policy not in POLICIES:
+        raise InvalidCommand("policy", f"must be one of {', '.join(POLICIES)}")
+    return idstitch.open(url, anonymous_merge=policy)
+
+
+def not_found(err: Console, identifier: str, when: str = "") -> int:
+    """Say that nobody was found (on stderr) and give the exit status for it, 1."""
+    err.print(Text(f"no person found for {identifier}{when}", style="yellow"))
+    return 1
+
+
+def labels(ws: Workspace, ids: Iterable[str]) -> dict[str, str]:
+    """Readable names for merge sources and targets (person ids and anonymous ids)."""
+    out: dict[str, str] = {}
+    for ident in ids:
+        if ident in out:
+            continue
+        profile = ws.profile(ident)
+        if profile is None:
+            continue
+        if profile.person_id == ident:
+            out[ident] = person_label(profile)
+        elif ident in profile.anonymous_ids:
+            out[ident] = "anonymous id"
+        else:
+            # A person id that resolves to someone else was retired by a merge into them.
+            out[ident] = "retired person"
+    return out
+
+
+def show_merges(console: Console, ws: Workspace, profile: Profile, identifier: str) -> None:
+    """The table of a person's conversions, merges and switches."""
+    merges = ws.merges(profile.person_id)
+    ids = [i for m in merges for i in (m.source, m.target)]
+    console.print(merges_table(merges, title=f"merges of {identifier}", labels=labels(ws, ids)))
+
+
+def title(identifier: str, profile: Profile) -> str:
+    """A profile's heading: its label, and the anonymous id it was found by if that differs."""
+    label = person_label(profile)
+    if label == identifier or profile.identified:
+        return label
+    return f"{label} (found by anonymous id {identifier[:8]})"

@@ -1,0 +1,29 @@
+"""Rich renderings of query results, shared by the command-line tools.
+
+Every function takes plain query results (:class:`~idstitch.Profile`, :class:`~idstitch.Merge`,
+:class:`~idstitch.Change`, :class:`~idstitch.Provenance`) and returns a rich renderable; none of
+them touches a workspace, so any command (profile, demo, history, explain, ingest reports) can
+reuse them and tests can render without a store.
+"""
+
+from idstitch.render.profiles import (
+    attributes_renderable,
+    device_renderable,
+    devices_renderable,
+    format_time,
+    format_value,
+    merges_table,
+    person_label,
+    profile_renderable,
+)
+
+__all__ = [
+    "attributes_renderable",
+    "device_renderable",
+    "devices_renderable",
+    "format_time",
+    "format_value",
+    "merges_table",
+    "person_label",
+    "profile_renderable",
+]
