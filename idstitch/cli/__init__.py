@@ -1,11 +1,26 @@
-"""The ``idstitch`` command line: demo, ingest, profile, merges, rebuild.
+"""The ``idstitch`` command line: demo, ingest, profile, merges, history, explain, export, rebuild.
 
 The store is ``--db URL``, else ``IDSTITCH_DATABASE_URL``, else ``./idstitch.db`` (the demo has
 its own default, see ``idstitch demo --help``). Errors idstitch raises on purpose are printed as
-one line, ``error: ...``, with exit status 2; a person that is not found gives exit status 1.
+one line, ``error: ...``, with exit status 2 (so is a bad argument, by argparse); a person
+that is not found, or an attribute a person does not have, gives exit status 1.
+
+The audit commands answer an auditor from the log:
+
+- ``history ID``: the person's timeline, a block per event (client time, recorded time where it
+  differs, device, event, its data in short, ``key: old -> new``, merges and refused
+  identifiers marked), ``--limit``/``--offset`` pages with a line saying what is shown of how
+  many, ``--device`` for one device's part; on a terminal a page taller than the screen goes
+  through the pager (``$PAGER``; colour with ``less -R``).
+- ``profile ID --as-of POS|TIME``: the profile as the log stood at a position or at an
+  ISO-8601 time with a timezone (a time without one is an error naming ``--as-of``).
+- ``explain ID ATTR``: the current value, the event that set it, the writes that lost to it.
+- ``export ID``: every Change of the history as one JSON line on stdout, nothing else there
+  (the count goes to stderr): ``idstitch export dana@example.com > subject.ndjson``.
 
 The commands live by what they look at: :mod:`~idstitch.cli.store` (the store as a whole:
-demo, ingest, rebuild) and :mod:`~idstitch.cli.persons` (one person as it stands).
+demo, ingest, rebuild), :mod:`~idstitch.cli.persons` (one person: profile, merges) and
+:mod:`~idstitch.cli.audit` (how a person came to be: history, explain, export).
 """
 
 from __future__ import annotations
@@ -16,12 +31,24 @@ from typing import cast
 from rich.console import Console
 from rich.text import Text
 
+from idstitch.cli.audit import PAGE, cmd_explain, cmd_export, cmd_history
 from idstitch.cli.common import Handler, open_workspace
 from idstitch.cli.persons import cmd_merges, cmd_profile
 from idstitch.cli.store import DEMO_FILE, cmd_demo, cmd_ingest, cmd_rebuild
 from idstitch.errors import IdstitchError
 from idstitch.projections.identity import POLICIES
 from idstitch.service.ingest import INGEST_BATCH
+
+
+def _count(value: str) -> int:
+    """A whole number, 0 or more (argparse reports anything else as a usage error)."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative")
+    return number
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,11 +77,37 @@ def build_parser() -> argparse.ArgumentParser:
     add("demo", cmd_demo,
         "play the Customer.io and Adapty seed stories and show the profiles and merges "
         f"(default store: a fresh ./{DEMO_FILE}, deleted first; an explicit --db must be empty)")
-    add("profile", cmd_profile,
-        "show a person: by user id, email, cio_<person_id>, person id or anonymous id"
-        ).add_argument("id", metavar="ID")
+    profile = add("profile", cmd_profile,
+                  "show a person: by user id, email, cio_<person_id>, person id or anonymous "
+                  "id; with --as-of, as the log stood then")
+    profile.add_argument("id", metavar="ID")
+    profile.add_argument("--as-of", metavar="POS|TIME",
+                         help="a log position (the log up to and including it), or an ISO-8601 "
+                              "time with a timezone, e.g. 2026-01-01T09:00:00Z (the log as "
+                              "recorded by then); the identifier resolves as it did then")
     add("merges", cmd_merges,
         "list a person's conversions, merges and switches").add_argument("id", metavar="ID")
+    history = add("history", cmd_history,
+                  "a person's timeline: every event that shaped it, with what it changed "
+                  "(old -> new), merges and refused identifiers; paged")
+    history.add_argument("id", metavar="ID")
+    history.add_argument("--limit", type=_count, default=PAGE, metavar="N",
+                         help=f"changes per page (default {PAGE}; 0 for all)")
+    history.add_argument("--offset", type=_count, default=0, metavar="N",
+                         help="changes to skip first (default 0)")
+    history.add_argument("--device", metavar="DEVICE_ID",
+                         help="only the events of this device (while it was on the person)")
+    history.add_argument("--no-pager", action="store_true",
+                         help="never page, even when the page is taller than the terminal")
+    explain = add("explain", cmd_explain,
+                  "where a person's current value of an attribute came from: the event that "
+                  "set it, and the writes that lost to it")
+    explain.add_argument("id", metavar="ID")
+    explain.add_argument("attribute", metavar="ATTR")
+    add("export", cmd_export,
+        "a person's whole history as NDJSON on stdout, one Change a line, for a "
+        "subject-access request: idstitch export ID > subject.ndjson"
+        ).add_argument("id", metavar="ID")
     add("rebuild", cmd_rebuild, "replay the log from position 0 into fresh projections")
     ingest = add("ingest", cmd_ingest,
                  "ingest an NDJSON file of Segment-spec messages (Customer.io mobile SDK traffic)")

@@ -6,6 +6,15 @@ them touches a workspace, so any command (profile, demo, history, explain, inges
 reuse them and tests can render without a store.
 """
 
+from idstitch.render.audit import (
+    change_text,
+    data_summary,
+    history_renderable,
+    merged_in,
+    provenance_renderable,
+    why_lost,
+    written,
+)
 from idstitch.render.profiles import (
     attributes_renderable,
     device_renderable,
@@ -19,11 +28,18 @@ from idstitch.render.profiles import (
 
 __all__ = [
     "attributes_renderable",
+    "change_text",
+    "data_summary",
     "device_renderable",
     "devices_renderable",
     "format_time",
     "format_value",
+    "history_renderable",
+    "merged_in",
     "merges_table",
     "person_label",
     "profile_renderable",
+    "provenance_renderable",
+    "why_lost",
+    "written",
 ]
