@@ -1,0 +1,480 @@
+"""The audit commands (`history`, `profile --as-of`, `explain`, `export`), run for real on SQLite
+files: what they print is checked against what the API answers for the same store."""
+
+from __future__ import annotations
+
+import json
+import pydoc
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import msgspec
+import pytest
+from rich.console import Console, Group
+from rich.text import Text
+
+import idstitch
+from idstitch.cli import main
+from idstitch.cli.audit import show
+from idstitch.testing import FrozenClock
+
+T0 = datetime(2026, 1, 1, 9, tzinfo=UTC)
+RECORDED = datetime(2026, 3, 1, 8, tzinfo=UTC)
+"""When the stitched story below is recorded (the workspace's clock), far from T0 on purpose:
+a command that printed one time where the other belongs would fail."""
+BLOCK = re.compile(r"^ *#(?P<position>\d+)\s+\S+ \S+Z\s+(?P<device>\S+)\s+(?P<event>\w+)?", re.M)
+"""The first line of a timeline block: position, client time, device, event."""
+
+
+@pytest.fixture(autouse=True)
+def wide_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rich wraps at the terminal width; a wide one keeps asserted phrases on one line."""
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.delenv("IDSTITCH_DATABASE_URL", raising=False)
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    """A fresh SQLite store in the test's directory."""
+    return f"sqlite:///{tmp_path}/x.db"
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """Run the command line; its exit status, stdout and stderr."""
+    status = main(list(argv))
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def at(seconds: int) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def stitched(url: str) -> dict[str, int]:
+    """An anonymous tablet merged into Dana, her phone, a late write, the phone handed to Sam,
+    and a second user refused Dana's email; each step recorded an hour after the one before.
+    The positions of each step, by name."""
+    clock = FrozenClock(RECORDED)
+    p: dict[str, int] = {}
+    with idstitch.open(url, clock=clock) as ws:
+
+        def step(name: str, position: int | None) -> None:
+            assert position is not None
+            p[name] = position
+            clock.advance(hours=1)
+
+        step("tablet_anon", ws.set_profile_attributes(
+            "tablet", {"theme": "dark", "plan": "free"}, timestamp=at(1), message_id="m1"))
+        step("phone_identify", ws.identify(
+            "phone", "dana", {"first_name": "Dana", "email": "dana@example.com"},
+            timestamp=at(2), message_id="m2"))
+        step("token", ws.register_device_token("phone", "apns-1", platform="ios",
+                                               timestamp=at(3)))
+        step("tablet_merge", ws.identify("tablet", "dana@example.com", {"plan": "pro"},
+                                         timestamp=at(4), message_id="m4"))
+        step("late", ws.set_profile_attributes("tablet", {"first_name": "Old"},
+                                               timestamp=at(0), message_id="m5"))
+        step("sam", ws.identify("phone", "sam", {"first_name": "Sam"}, timestamp=at(6)))
+        step("refused", ws.identify("watch", "u2", {"email": "dana@example.com"},
+                                    timestamp=at(7)))
+    return p
+
+
+def blocks(out: str) -> list[tuple[int, str, str | None]]:
+    """(position, device, event) of every block of a printed timeline, in order."""
+    return [(int(m["position"]), m["device"], m["event"]) for m in BLOCK.finditer(out)]
+
+
+# history
+
+
+def test_history_prints_every_change_of_the_demo_person_in_log_order(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run(capsys, "demo", "--db", url)
+    with idstitch.open(url) as ws:
+        history = ws.history("lee-100")
+        lee = ws.profile("lee-100")
+    assert lee is not None
+
+    status, out, err = run(capsys, "history", "lee-100", "--db", url)
+
+    assert (status, err) == (0, "")
+    assert blocks(out) == [(c.position, c.device_id, c.event) for c in history]
+    first, last = history[0].position, history[-1].position
+    assert f"history of lee-100 · person {lee.person_id[:8]} · 8 changes, positions " \
+           f"{first}-{last}" in out
+    assert "favorite_genre: (none) -> sci-fi" in out
+    assert "◆ converted: anonymous id" in out
+    # The tablet's anonymous sessions were merged in: their events are marked, and the merge
+    # that absorbed each names the same short id.
+    absorbed = {c.person_id for c in history if c.person_id != lee.person_id}
+    assert len(absorbed) == 2
+    for person_id in absorbed:
+        assert f"on person {person_id[:8]}, merged in later" in out
+        assert f"◆ merged: retired person {person_id[:8]} -> lee-100 {lee.person_id[:8]}" in out
+    # The merge carried the tablet's attribute over to Lee: a change of Lee's.
+    assert out.count("plan_interest: (none) -> annual") == 2
+    assert "showing all 8 changes" in out
+
+
+def test_history_shows_both_clocks_message_ids_and_what_changed_nothing(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    p = stitched(url)
+
+    status, out, _ = run(capsys, "history", "dana", "--db", url)
+
+    assert status == 0
+    late = out[out.index(f"#{p['late']} "):]
+    recorded_late = RECORDED + timedelta(hours=4)
+    assert late.startswith(f"#{p['late']}  2026-01-01 09:00:00Z  tablet  ProfileAttributesChanged")
+    assert f"recorded {recorded_late:%Y-%m-%d %H:%M:%S}Z · message m5" in late
+    assert 'set={"first_name":"Old"}' in late
+    assert "(no attribute changed)" in late.split(f"#{p['sam']} ")[0]
+    assert 'user_id=dana traits={"first_name":"Dana","email":"dana@example.com"}' in out
+    assert "first_name: (none) -> Dana" in out
+
+
+def test_history_marks_a_switch_made_by_another_persons_event(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    p = stitched(url)
+    with idstitch.open(url) as ws:
+        dana, sam = ws.profile("dana"), ws.profile("sam")
+        assert dana is not None and sam is not None
+        assert p["sam"] not in [c.position for c in ws.history("dana")]
+
+    status, out, _ = run(capsys, "history", "dana", "--db", url)
+
+    assert status == 0
+    switch = out[out.index(f"#{p['sam']} "):]
+    assert switch.startswith(f"#{p['sam']}  2026-01-01 09:00:06Z  phone")
+    assert f"◆ switched: dana {dana.person_id[:8]} -> sam {sam.person_id[:8]}" in switch
+    assert "(an event of another person's history)" in switch
+    # It is Sam's event: his timeline shows it as his own change.
+    status, out, _ = run(capsys, "history", "sam", "--db", url)
+    assert blocks(out) == [(p["sam"], "phone", "Identified")]
+    assert "first_name: (none) -> Sam" in out
+    assert "showing the only change" in out
+
+
+def test_history_marks_a_refused_identifier(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    p = stitched(url)
+    with idstitch.open(url) as ws:
+        dana = ws.profile("dana")
+        assert dana is not None
+
+    status, out, _ = run(capsys, "history", "u2", "--db", url)
+
+    assert status == 0
+    assert blocks(out) == [(p["refused"], "watch", "Identified")]
+    assert (f"✗ refused email dana@example.com: held by another person: dana "
+            f"{dana.person_id[:8]}") in out
+
+
+def test_history_of_one_device(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    p = stitched(url)
+
+    status, out, _ = run(capsys, "history", "dana", "--device", "tablet", "--db", url)
+
+    assert status == 0
+    assert [b[0] for b in blocks(out)] == [p["tablet_anon"], p["tablet_merge"], p["late"]]
+    assert {b[1] for b in blocks(out)} == {"tablet"}
+    assert "5 changes, 3 by device tablet" in out
+    assert "showing all 3 changes" in out
+
+    status, out, _ = run(capsys, "history", "dana", "--device", "nope", "--db", url)
+    assert status == 0
+    assert blocks(out) == []
+    assert "none by device nope" in out
+    assert "(no changes)" in out
+
+
+def test_a_long_history_is_paged_with_counts_and_the_next_command(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with idstitch.open(url) as ws:
+        for i in range(120):
+            ws.set_profile_attributes("phone", {"n": i}, timestamp=at(i))
+        ws.identify("phone", "busy", timestamp=at(200))
+        positions = [c.position for c in ws.history("busy")]
+    assert len(positions) == 121
+
+    status, out, _ = run(capsys, "history", "busy", "--db", url)
+    assert status == 0
+    assert [b[0] for b in blocks(out)] == positions[:50]  # a page of 50 by default
+    assert "showing 1-50 of 121 changes; the next page:" in out
+    assert f"idstitch --db {url} history busy --offset 50" in out
+    assert "n: 48 -> 49" in out and "n: 49 -> 50" not in out
+
+    status, out, _ = run(capsys, "history", "busy", "--offset", "50", "--limit", "60",
+                         "--db", url)
+    assert [b[0] for b in blocks(out)] == positions[50:110]
+    assert "showing 51-110 of 121 changes" in out
+    assert "history busy --offset 110 --limit 60" in out
+
+    status, out, _ = run(capsys, "history", "busy", "--offset", "120", "--db", url)
+    assert [b[0] for b in blocks(out)] == positions[120:]
+    assert "showing 121 of 121 changes" in out
+    assert "next page" not in out
+
+    status, out, _ = run(capsys, "history", "busy", "--limit", "0", "--db", url)
+    assert [b[0] for b in blocks(out)] == positions
+    assert "showing all 121 changes" in out
+
+    status, out, _ = run(capsys, "history", "busy", "--offset", "500", "--db", url)
+    assert status == 0
+    assert blocks(out) == []
+    assert "showing none of 121 changes (--offset 500 is past the end)" in out
+
+
+@pytest.mark.parametrize("option", [["--limit", "-1"], ["--offset", "-5"], ["--limit", "ten"]])
+def test_history_refuses_a_bad_page(
+    option: list[str], url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["history", "x", "--db", url, *option])
+    assert exited.value.code == 2
+    assert option[0] in capsys.readouterr().err
+
+
+# profile --as-of
+
+
+def test_profile_as_of_a_position(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    p = stitched(url)
+
+    status, out, err = run(capsys, "profile", "dana", "--as-of", str(p["token"]), "--db", url)
+
+    assert (status, err) == (0, "")
+    assert f"dana as of position {p['token']}" in out
+    assert "apns-1" in out and "phone" in out
+    assert "tablet" not in out and "theme" not in out  # the tablet was merged in later
+    # After the merge, before the phone went to Sam: both devices, the tablet's theme.
+    status, out, _ = run(capsys, "profile", "dana", "--as-of", str(p["late"]), "--db", url)
+    assert status == 0
+    assert "tablet" in out and "phone" in out and "theme" in out and "dark" in out
+    # Now the phone is Sam's.
+    status, out, _ = run(capsys, "profile", "dana", "--db", url)
+    assert "tablet" in out and "apns-1" not in out
+
+
+def test_profile_as_of_a_time_with_a_timezone(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    p = stitched(url)
+    merged_at = RECORDED + timedelta(hours=3)  # when the tablet's identify was recorded
+    just_before = merged_at - timedelta(minutes=1)
+
+    status, out, _ = run(capsys, "profile", "dana", "--as-of",
+                         just_before.isoformat().replace("+00:00", "Z"), "--db", url)
+    assert status == 0
+    assert f"dana as of {just_before:%Y-%m-%d %H:%M:%S}Z" in out
+    assert "plan" not in out and "tablet" not in out
+
+    # The same moment with an offset, and the merge's own moment.
+    elsewhere = merged_at.astimezone(
+        datetime.fromisoformat("2026-01-01T00:00:00+02:00").tzinfo)
+    status, out, _ = run(capsys, "profile", "dana", "--as-of", elsewhere.isoformat(),
+                         "--db", url)
+    assert status == 0
+    assert f"dana as of {merged_at:%Y-%m-%d %H:%M:%S}Z" in out
+    assert "tablet" in out and "pro" in out
+    with idstitch.open(url) as ws:
+        then = ws.profile_as_of("dana", merged_at)
+        assert then is not None and then.attributes["plan"] == "pro"
+        assert ws.profile_as_of("dana", p["tablet_merge"]) == then
+
+
+def test_profile_as_of_before_the_identifier_existed_exits_1(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    p = stitched(url)
+    status, out, err = run(capsys, "profile", "dana@example.com", "--as-of",
+                           str(p["tablet_anon"]), "--db", url)
+    assert (status, out) == (1, "")
+    assert f"no person found for dana@example.com as of position {p['tablet_anon']}" in err
+    status, _, err = run(capsys, "profile", "dana", "--as-of", "2026-02-01T00:00:00Z",
+                         "--db", url)
+    assert status == 1
+    assert "no person found for dana as of 2026-02-01 00:00:00Z" in err
+
+
+@pytest.mark.parametrize(("value", "says"), [
+    ("2026-03-01T12:00:00", "has no timezone"),
+    ("2026-03-01", "has no timezone"),
+    ("-1", "0 or more"),
+    ("yesterday", "neither a log position nor an ISO-8601 time"),
+])
+def test_profile_as_of_refuses_what_names_no_moment(
+    value: str, says: str, url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stitched(url)
+    status, out, err = run(capsys, "profile", "dana", "--as-of", value, "--db", url)
+    assert (status, out) == (2, "")
+    assert err.startswith("error: --as-of: ")
+    assert says in err
+    assert "Traceback" not in err
+
+
+# explain
+
+
+def test_explain_names_the_setting_event_and_the_writes_that_lost(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    p = stitched(url)
+    with idstitch.open(url) as ws:
+        dana = ws.profile("dana")
+        assert dana is not None
+        tablet_person = ws.history("dana")[0].person_id
+
+    status, out, err = run(capsys, "explain", "dana", "first_name", "--db", url)
+
+    assert (status, err) == (0, "")
+    assert f"first_name = Dana   dana · person {dana.person_id[:8]}" in out
+    assert re.search(rf"set by\s+#{p['phone_identify']}  Identified on phone", out)
+    assert re.search(r"client time\s+2026-01-01 09:00:02Z", out)
+    recorded = RECORDED + timedelta(hours=1)
+    assert re.search(rf"recorded\s+{recorded:%Y-%m-%d %H:%M:%S}Z", out)
+    assert re.search(r"message id\s+m2", out)
+    assert "writes that lost to it (1)" in out
+    lost = re.search(rf"^\s+{p['late']}\s+2026-01-01 09:00:00Z\s+tablet\s+"
+                     r"ProfileAttributesChanged\s+Old\s+arrived later with an older client time",
+                     out, re.M)
+    assert lost is not None
+
+    status, out, _ = run(capsys, "explain", "dana", "plan", "--db", url)
+    assert status == 0
+    assert "plan = pro" in out
+    assert re.search(rf"set by\s+#{p['tablet_merge']}  Identified on tablet", out)
+    assert re.search(rf"^\s+{p['tablet_anon']}\s+2026-01-01 09:00:01Z\s+tablet\s+"
+                     rf"ProfileAttributesChanged\s+free\s+replaced by a newer write; on person "
+                     rf"{tablet_person[:8]}, merged in later", out, re.M)
+
+    # The theme was set on the tablet's anonymous person, before it was merged in.
+    status, out, _ = run(capsys, "explain", "dana", "theme", "--db", url)
+    assert status == 0
+    assert f"on person {tablet_person[:8]}, merged in later" in out
+    assert "no other write of this key lost to it" in out
+
+
+def test_explain_of_a_missing_attribute_or_person_exits_1(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stitched(url)
+    status, out, err = run(capsys, "explain", "dana", "favorite_color", "--db", url)
+    assert (status, out) == (1, "")
+    assert "dana has no attribute 'favorite_color'" in err
+    assert "email, first_name, plan, theme" in err
+    status, out, err = run(capsys, "explain", "nobody-here", "plan", "--db", url)
+    assert (status, out) == (1, "")
+    assert "no person found for nobody-here" in err
+
+
+# export
+
+
+def test_export_writes_the_history_as_ndjson_and_nothing_else(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run(capsys, "demo", "--db", url)
+    with idstitch.open(url) as ws:
+        history = ws.history("lee-100")
+        lee = ws.profile("lee-100")
+    assert lee is not None
+
+    status, out, err = run(capsys, "export", "lee-100", "--db", url)
+
+    assert status == 0
+    lines = out.splitlines()
+    assert out.endswith("\n") and len(lines) == len(history) == 8
+    for line, change in zip(lines, history, strict=True):
+        decoded = msgspec.json.decode(line, type=idstitch.Change)
+        for field in idstitch.Change.__struct_fields__:
+            assert getattr(decoded, field) == getattr(change, field), field
+        raw = json.loads(line)  # plain JSON for any reader, times as ISO-8601 strings
+        assert datetime.fromisoformat(raw["timestamp"]) == change.timestamp
+        assert datetime.fromisoformat(raw["recorded_at"]) == change.recorded_at
+    assert [m["kind"] for line in lines for m in json.loads(line)["merges"]] == [
+        "converted", "merged", "merged"]
+    assert f"exported 8 changes of lee-100 (person {lee.person_id})" in err
+
+
+def test_export_of_an_unknown_person_writes_nothing_and_exits_1(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run(capsys, "demo", "--db", url)
+    status, out, err = run(capsys, "export", "nobody-here", "--db", url)
+    assert (status, out) == (1, "")
+    assert "no person found for nobody-here" in err
+
+
+# all of them
+
+
+@pytest.mark.parametrize("command", [
+    ["history", "nobody-here"], ["explain", "nobody-here", "plan"],
+    ["profile", "nobody-here", "--as-of", "3"], ["export", "nobody-here"]])
+def test_an_unknown_identifier_exits_1_with_one_line(
+    command: list[str], url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stitched(url)
+    status, out, err = run(capsys, *command, "--db", url)
+    assert (status, out) == (1, "")
+    assert err.startswith("no person found for nobody-here")
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("command", [
+    ["history", "x"], ["explain", "x", "a"], ["export", "x"], ["profile", "x", "--as-of", "1"]])
+def test_an_invalid_store_url_is_one_error_line_and_exit_2(
+    command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, err = run(capsys, *command, "--db", "nosuch://store")
+    assert (status, out) == (2, "")
+    assert err.startswith("error:") and "nosuch://store" in err
+
+
+def test_help_names_the_audit_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for command in ("history", "explain", "export"):
+        assert command in out
+    with pytest.raises(SystemExit):
+        main(["profile", "--help"])
+    out = capsys.readouterr().out
+    assert "--as-of POS|TIME" in out and "timezone" in out
+    with pytest.raises(SystemExit):
+        main(["history", "--help"])
+    out = capsys.readouterr().out
+    for option in ("--limit", "--offset", "--device", "--no-pager"):
+        assert option in out
+
+
+# the pager
+
+
+def test_a_page_taller_than_the_terminal_goes_through_the_pager(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    paged: list[str] = []
+    monkeypatch.setattr(pydoc, "pager", paged.append)
+    monkeypatch.setenv("PAGER", "less")
+    monkeypatch.setenv("LESS", "FRX")  # R: less shows colour, so the pager gets it
+    console = Console(force_terminal=True, width=80, height=10)
+    tall = Group(*(Text(f"line {i}", style="bold") for i in range(30)))
+
+    show(console, tall, page=True)
+    assert len(paged) == 1
+    assert "line 29" in paged[0] and "\x1b[1m" in paged[0]
+
+    monkeypatch.setenv("PAGER", "more")  # shows escape codes as they are: plain text then
+    show(console, tall, page=True)
+    assert "line 29" in paged[1] and "\x1b[" not in paged[1]
+
+    show(console, tall, page=False)  # --no-pager
+    show(console, Group(*(Text(f"line {i}") for i in range(5))), page=True)  # fits
+    assert len(paged) == 2
+    assert capsys.readouterr().out.count("line 29") == 1
