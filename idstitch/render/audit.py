@@ -198,13 +198,12 @@ def provenance_renderable(
     lost = Table(title=f"writes that lost to it ({len(why.overridden)})", title_justify="left",
                  box=box.SIMPLE_HEAD, show_edge=False)
     lost.add_column("pos", justify="right")
-    # Both times in one column, the recorded one under the client's, so the table fits 100
-    # columns with room left for the values and the reasons.
+    # Two facts a cell (the recorded time under the client's, the event under the device), so
+    # the table fits 80 columns with room left for the values and the reasons.
     lost.add_column("client time / recorded", no_wrap=True)
-    lost.add_column("device", style="cyan", overflow="fold", min_width=6)
-    lost.add_column("event", overflow="fold")
+    lost.add_column("device / event", overflow="fold")
     lost.add_column("wrote", overflow="fold", min_width=8)
-    lost.add_column("why it lost", overflow="fold", min_width=12)
+    lost.add_column("why it lost", overflow="fold", min_width=16)
     for change in why.overridden:
         note = Text(why_lost(change, why))
         if change.person_id != person_id:
@@ -212,8 +211,9 @@ def provenance_renderable(
                 change.person_id)
         times = Text.assemble(format_time(change.timestamp), "\n",
                               (format_time(change.recorded_at), "dim"))
-        lost.add_row(Text(str(change.position)), times, Text(change.device_id or "-"),
-                     Text(change.event), written(change, why.attribute), note)
+        did = Text.assemble((change.device_id or "-", "cyan"), "\n", change.event)
+        lost.add_row(Text(str(change.position)), times, did, written(change, why.attribute),
+                     note)
     if not why.overridden:
         return Group(head, setter, Text(""),
                      Text("no other write of this key lost to it", style="dim"))
