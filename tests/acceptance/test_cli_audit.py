@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import pydoc
 import re
+import shlex
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -481,3 +482,49 @@ def test_a_page_taller_than_the_terminal_goes_through_the_pager(
     assert len(paged) == 2
     assert capsys.readouterr().out.count("line 29") == 1
 
+
+# the how-to's terminal sessions
+
+
+HOWTO = Path(__file__).parents[2] / "docs" / "howto" / "answer-an-auditor.md"
+FENCE = re.compile(r"^```(?P<info>[\w ]*)\n(?P<body>.*?)^```$", re.M | re.S)
+
+
+def sessions(block: str) -> list[tuple[str, str]]:
+    """The ``$ command`` lines of a console block, each with the output shown under it."""
+    out: list[tuple[str, list[str]]] = []
+    for line in block.splitlines():
+        if line.startswith("$ "):
+            out.append((line[2:], []))
+        else:
+            out[-1][1].append(line)
+    return [(command, "\n".join(lines)) for command, lines in out]
+
+
+def test_the_auditor_howto_shows_what_the_commands_print(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """test_docs runs the page's Python; this also runs its ``console`` sessions, in page
+    order on the store the Python built, and compares what they print (stdout and stderr,
+    trailing spaces aside) with what the page shows, so the samples cannot drift."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLUMNS", "100")
+    monkeypatch.setenv("IDSTITCH_DATABASE_URL", "sqlite:///identity.db")
+    text = HOWTO.read_text(encoding="utf-8")
+    namespace: dict[str, object] = {}
+    checked = 0
+    for block in FENCE.finditer(text):
+        if block["info"] == "python":
+            padding = "\n" * text[:block.start("body")].count("\n")
+            exec(compile(padding + block["body"], str(HOWTO), "exec"), namespace)
+        elif block["info"] == "console":
+            for command, shown in sessions(block["body"]):
+                words = shlex.split(command)
+                assert words[0] == "idstitch", command
+                main(words[1:])
+                captured = capsys.readouterr()
+                printed = "\n".join(line.rstrip() for line in
+                                    (captured.out + captured.err).rstrip("\n").splitlines())
+                assert printed == shown.rstrip("\n"), f"$ {command}\n{printed}"
+                checked += 1
+    assert checked >= 4
