@@ -2,7 +2,9 @@
 
 eventsourcing's SQLite recorder owns the events table (``stored_events``) and loads single
 devices; this module adds the projection tables and the batch path of the log (``FastLog``) on
-the same table, over one connection of its own.
+the same table, over one connection of its own, and the projection leases: an exclusive
+``flock`` on a file beside the database per projection (``<file>-<projection>.lease``), so that
+one process at a time folds a projection (see :mod:`idstitch.projections.runner`).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import types
 from collections.abc import Iterator
 from contextlib import contextmanager
 from uuid import UUID
@@ -19,6 +22,12 @@ from idstitch.adapters.sqlstore import Cursor, SqlProjectionStore
 from idstitch.adapters.stores import Stores
 from idstitch.domain.errors import StoreError
 from idstitch.domain.ports import WriteConflict
+
+fcntl: types.ModuleType | None
+try:
+    import fcntl
+except ImportError:  # no flock (Windows): every process folds, the optimistic commits keep it safe
+    fcntl = None
 
 
 @contextmanager
@@ -46,10 +55,22 @@ def connect(path: str) -> Stores:
     return Stores(f"sqlite:///{path}", log, rows, f"sqlite:///{os.path.abspath(path)}")
 
 
+WANTED_DDL = ("CREATE TABLE IF NOT EXISTS idstitch_wanted (name TEXT PRIMARY KEY, "
+              "position BIGINT NOT NULL)")
+"""Per projection, the furthest position a process waiting for it asked the lease holder to
+commit: a hint, never read for the rows themselves."""
+WANT = ("INSERT INTO idstitch_wanted (name, position) VALUES (?, ?) ON CONFLICT (name) "
+        "DO UPDATE SET position = max(position, excluded.position)")
+
+
 class SqliteProjectionStore(SqlProjectionStore):
     """One connection, one lock: SQLite has one writer anyway, and this keeps reads cheap."""
 
     def __init__(self, path: str) -> None:
+        self._path = path
+        self._lease_files: dict[str, int] = {}
+        """A file descriptor per projection whose lease this store took at least once."""
+        self._held: set[str] = set()
         with translated(f"cannot open SQLite database {path!r}"):
             # isolation_level=None: we issue BEGIN ourselves, so a write transaction starts with
             # BEGIN IMMEDIATE and takes the file's write lock before reading the tracking row.
@@ -65,6 +86,53 @@ class SqliteProjectionStore(SqlProjectionStore):
             for ddl in self.schema():
                 self._conn.execute(ddl)
         self._lock = threading.RLock()
+
+    def schema(self) -> list[str]:
+        """The shared tables, and the positions other processes wait for (see want)."""
+        return [*super().schema(), WANTED_DDL]
+
+    # Projection leases (runner.Leases): flock is per open file, so two stores in one process
+    # exclude each other as two processes do, and a process that dies releases its leases.
+
+    def try_lease(self, name: str) -> bool:
+        """Take the lease of a projection unless another holder has it (without waiting)."""
+        if name in self._held:
+            return True
+        if fcntl is None or self._path == ":memory:":
+            return True  # nobody else can open this store, or nothing to lock it with
+        fd = self._lease_files.get(name)
+        if fd is None:
+            try:
+                fd = os.open(f"{self._path}-{name}.lease", os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError:
+                return True  # an unwritable folder: fold anyway (optimistic commits stay safe)
+            self._lease_files[name] = fd
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        self._held.add(name)
+        return True
+
+    def release_lease(self, name: str) -> None:
+        """Give the lease back (nothing if this store does not hold it)."""
+        if name in self._held:
+            self._held.discard(name)
+            fd = self._lease_files.get(name)
+            if fd is not None and fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def want(self, name: str, position: int) -> None:
+        """Ask whoever holds the lease to commit the projection up to ``position``."""
+        with self._cursor(write=True) as cur:
+            cur.execute(WANT, (name, position))
+
+    def wanted(self, name: str) -> int:
+        """The furthest position somebody asked the projection to be committed at (0: none)."""
+        with self._cursor(write=False) as cur:
+            row = cur.execute("SELECT position FROM idstitch_wanted WHERE name = ?",
+                              (name,)).fetchone()
+        return int(row[0]) if row else 0
 
     @contextmanager
     def _cursor(self, *, write: bool) -> Iterator[Cursor]:
@@ -164,6 +232,10 @@ class SqliteProjectionStore(SqlProjectionStore):
         return out
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connection and the lease files (which releases the leases)."""
         with self._lock:
             self._conn.close()
+            self._held.clear()
+            for fd in self._lease_files.values():
+                os.close(fd)
+            self._lease_files.clear()

@@ -86,6 +86,8 @@ class BatchResult(NamedTuple):
     """The events with their positions (empty unless asked for)."""
     accepted: int
     duplicates: int
+    recorded: int
+    """How many events it appended."""
 
 
 class DeviceWriter:
@@ -168,7 +170,8 @@ class DeviceWriter:
                     self._keep(device)
                 appended = ([LoggedEvent(p, r.event) for p, r in zip(positions, events, strict=True)]
                             if keep else [])
-                return BatchResult(appended, len(batch) - len(duplicates), len(duplicates))
+                return BatchResult(appended, len(batch) - len(duplicates), len(duplicates),
+                                   len(positions))
             return None
 
     def _run_batch(
@@ -229,7 +232,8 @@ class DeviceWriter:
             else:
                 missing.append(device_id)
         # Devices not cached: those that exist come in one query, the rest are new.
-        devices.update(self.log.load_many(missing))
+        if missing:
+            devices.update(self.log.load_many(missing))
         return devices
 
     def cached(self, device_id: str) -> Device | None:
