@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from functools import partial
 from typing import Protocol
 from uuid import UUID
@@ -41,6 +41,13 @@ class FastLog(Protocol):
         """Insert (originator_id, version, topic, state) rows in one transaction; positions.
 
         Raises WriteConflict when a (originator_id, version) already exists."""
+        ...
+
+    def exclusive(
+        self,
+    ) -> AbstractContextManager[Callable[[list[tuple[str, int, str, bytes]]], list[int]]]:
+        """Hold the store's append lock until the block ends, yielding an insert function
+        whose rows commit at the end; the log can be read meanwhile."""
         ...
 
     def read_events(self, after: int, limit: int) -> list[tuple[int, bytes]]:
@@ -152,6 +159,22 @@ class DeviceLog(Application[UUID]):
                                 topic=topic_of(r.event), state=encode(r.event))
                     for r in pending]) or [])
         return positions
+
+    @contextmanager
+    def exclusive(self) -> Iterator[Callable[[Sequence[Recorded]], list[int]]]:
+        """Hold the store's append lock: no other writer appends until the block ends, so
+        what the block reads of the log (device versions, device events) stays true until
+        its events commit. Yields a function that appends events in the order given (their
+        positions; committed when the block ends). Without a fast path (the memory store,
+        which no other process can open) nothing is locked."""
+        if self.fast is None:
+            yield self.write
+            return
+        encode = self.codec.encoder()
+        with translated("cannot append events"), self.fast.exclusive() as insert:
+            yield lambda pending: insert([
+                (r.originator_id.hex, r.originator_version, TOPICS[type(r.event)],
+                 encode(r.event)) for r in pending])
 
     def read(self, after: int, limit: int) -> Sequence[LoggedEvent]:
         """Events after a position, decoded."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -287,10 +287,26 @@ class PostgresProjectionStore(SqlProjectionStore):
         under the table lock; their positions, consecutive and in the order given."""
         if not rows:
             return []
+        with self.exclusive() as insert:
+            return insert(rows)
+
+    @contextmanager
+    def exclusive(self) -> Iterator[Callable[[list[tuple[str, int, str, bytes]]], list[int]]]:
+        """Hold the events table's lock: nobody else appends until the block ends. Yields an
+        insert function (its rows commit when the block ends); reads of the log on other
+        connections go on meanwhile (the lock does not block them)."""
         with translated("cannot append events"), self._pool.connection() as conn, \
                 conn.transaction(), conn.cursor() as cur:
             cur.execute("SET LOCAL lock_timeout = '30s'")
             cur.execute(f"LOCK TABLE {EVENTS_TABLE} IN EXCLUSIVE MODE")
+            yield lambda rows: self._copy(cur, rows)
+
+    @staticmethod
+    def _copy(cur: psycopg.Cursor[Any], rows: list[tuple[str, int, str, bytes]]) -> list[int]:
+        """Insert rows under the table lock ``cur``'s transaction holds; their positions."""
+        if not rows:
+            return []
+        with translated("cannot append events"):
             # Every insert into the table waits for our lock (INSERT takes ROW EXCLUSIVE,
             # which EXCLUSIVE blocks), so no other nextval can fall between ours and the
             # setval: the block of ids is ours, and it commits before any later one.

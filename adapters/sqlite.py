@@ -13,7 +13,7 @@ import os
 import sqlite3
 import threading
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from uuid import UUID
 
@@ -151,6 +151,31 @@ class SqliteProjectionStore(SqlProjectionStore):
 
     # The batch path of the event log (FastLog): the recorder's own stored_events table,
     # written with executemany in one transaction instead of one statement per event.
+
+    @contextmanager
+    def exclusive(self) -> Iterator[Callable[[list[tuple[str, int, str, bytes]]], list[int]]]:
+        """Hold the file's write lock: nobody else appends until the block ends. Yields an
+        insert function (its rows commit, synced, when the block ends); reads of the log run
+        on this connection meanwhile, inside the transaction."""
+        with self._lock:
+            try:
+                with translated("cannot append events"):
+                    self._conn.execute("PRAGMA synchronous=FULL")
+                    self._conn.execute("BEGIN IMMEDIATE")
+                    yield self._insert
+                    self._conn.commit()
+            finally:
+                if self._conn.in_transaction:
+                    self._conn.rollback()
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+
+    def _insert(self, rows: list[tuple[str, int, str, bytes]]) -> list[int]:
+        with translated("cannot append events"):
+            self._conn.executemany(
+                "INSERT INTO stored_events (originator_id, originator_version, topic, "
+                "state) VALUES (?, ?, ?, ?)", rows)
+            last = self._conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+        return list(range(last - len(rows) + 1, last + 1))
 
     def append_events(self, rows: list[tuple[str, int, str, bytes]]) -> list[int]:
         """Insert events in one transaction; their positions (rowids)."""
