@@ -69,6 +69,11 @@ class FastLog(Protocol):
         """The last version of each of these aggregates that has events, by UUID hex."""
         ...
 
+    def events_after(self, since: list[tuple[UUID, int]]) -> list[tuple[int, bytes]]:
+        """(version, state) of the events of each aggregate after the version given with it,
+        by aggregate then version."""
+        ...
+
     def head(self) -> int:
         """The last position (0 when empty)."""
         ...
@@ -131,6 +136,26 @@ class DeviceLog(Application[UUID]):
             if device_id not in out:
                 out[device_id] = Device(device_id, aggregate_id)
         return out
+
+    def refresh(self, devices: Iterable[Device]) -> set[str]:
+        """Bring devices (as they were after their last load or save) up to the log: apply
+        only the events other writers appended to them since, all in one query; the ids of
+        those that moved. Cheaper than loading them again (a device's whole history) when
+        another writer shares them."""
+        if self.fast is None:
+            return set()  # the memory store: no other process writes it
+        by_id = {d.device_id: d for d in devices}
+        with translated("cannot load devices"):
+            rows = self.fast.events_after([(d.id, d.version) for d in by_id.values()])
+        decode = self.codec.decode
+        moved: set[str] = set()
+        for version, state in rows:
+            event = decode(state)
+            device = by_id[event.device_id]
+            device.apply(event)
+            device.version = version
+            moved.add(event.device_id)
+        return moved
 
     def append(self, pending: Sequence[Recorded]) -> list[LoggedEvent]:
         """As :meth:`write`, returning the events with their positions."""

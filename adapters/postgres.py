@@ -377,6 +377,19 @@ class PostgresProjectionStore(SqlProjectionStore):
                 (aggregate_ids,))
             return {uuid.hex: int(version) for uuid, version in cur.fetchall()}
 
+    def events_after(self, since: list[tuple[UUID, int]]) -> list[tuple[int, bytes]]:
+        """(version, state) of each aggregate's events after the version given with it."""
+        if not since:
+            return []
+        ids, versions = (list(c) for c in zip(*since, strict=True))
+        with self._connected("cannot load devices") as cur:
+            cur.execute(
+                "SELECT e.originator_version, e.state FROM unnest(%b::uuid[], %b::int8[]) "
+                f"AS c(id, v) JOIN {EVENTS_TABLE} e ON e.originator_id = c.id "
+                "AND e.originator_version > c.v ORDER BY e.originator_id, e.originator_version",
+                (ids, versions), binary=True)
+            return cur.fetchall()
+
     def close(self) -> None:
         """Close the pool and the lease connection (which releases the leases)."""
         with self._lease_lock:

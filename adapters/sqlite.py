@@ -256,6 +256,22 @@ class SqliteProjectionStore(SqlProjectionStore):
                     f"WHERE originator_id IN ({marks}) GROUP BY originator_id", part).fetchall())
         return out
 
+    def events_after(self, since: list[tuple[UUID, int]]) -> list[tuple[int, bytes]]:
+        """(version, state) of each aggregate's events after the version given with it."""
+        out: list[tuple[int, bytes]] = []
+        with self._lock, translated("cannot load devices"):
+            step = self.chunk // 2  # two parameters a device
+            for i in range(0, len(since), step):
+                part = since[i : i + step]
+                values = ", ".join(["(?, ?)"] * len(part))
+                out.extend(self._conn.execute(
+                    f"WITH c(id, v) AS (VALUES {values}) SELECT e.originator_version, e.state "
+                    "FROM c JOIN stored_events e ON e.originator_id = c.id "
+                    "AND e.originator_version > c.v ORDER BY e.originator_id, "
+                    "e.originator_version",
+                    [x for a, v in part for x in (a.hex, v)]).fetchall())
+        return out
+
     def close(self) -> None:
         """Close the connection and the lease files (which releases the leases)."""
         with self._lock:

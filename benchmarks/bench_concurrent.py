@@ -36,7 +36,7 @@ writers': the identity projection is a fold over the log's order, so who convert
 which person an email stayed with and which attribute value won can differ; the count of
 differing rows is printed for information.
 
-    python benchmarks/bench_concurrent.py                       # N=40000, both mixes, both stores
+    python benchmarks/bench_concurrent.py                       # N=60000, both mixes, both stores
     python benchmarks/bench_concurrent.py --n 20000 --mix identity --no-postgres
     python benchmarks/bench_concurrent.py --writers 4 --json /tmp/concurrent.json
 """
@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> None:
         worker(url, path, int(index), int(count), int(chunk))
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=40_000, help="messages (default 40000)")
+    parser.add_argument("--n", type=int, default=60_000, help="messages (default 60000)")
     parser.add_argument("--seed", type=int, default=0, help="workload seed")
     parser.add_argument("--mix", choices=("attributes", "identity"), default=None,
                         help="one mix only (default: both)")

@@ -162,6 +162,11 @@ class DeviceWriter:
         ``keep``: return the appended events with their positions (for a catch-up here)."""
         with self.lock:
             devices = self._take_many({s.device_id for _, steps in batch for s in steps})
+            refresh = getattr(self.log, "refresh", None)
+            if self.contended and refresh is not None:
+                # Another writer shares these devices: the cached ones take what it appended
+                # since (a few events each) instead of failing the batch's append first.
+                refresh(devices.values())
             base = {device_id: device.version for device_id, device in devices.items()}
             previous: list[list[Recorded]] | None = None
             stale: set[str] = set()
