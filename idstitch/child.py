@@ -121,16 +121,16 @@ def _follow(stores: Stores, registry: Registry, url: str, requests: IO[str],
             folded = [s.position for s in held] != before
             if time.monotonic() - asked > WANTED_POLL_SECONDS:
                 wanted, asked = _wanted(leases, stretches), time.monotonic()
-            for name, stretch in stretches.items():
+            for name, maybe in stretches.items():
                 # Commit rarely: every commit holds the write lock the ingest's appends wait
                 # for, and rewrites the hot rows. Reaching the head is no reason to commit; the
                 # parent asking for a position, another process waiting for one, or a full
                 # working set, is.
-                if stretch is not None and (
-                        stretch.pending >= CHILD_BATCH_SIZE or stretch.full or (
-                            not folded and stretch.pending >= IDLE_COMMIT_EVENTS) or (
-                            stretch.start < wanted.get(name, 0) <= stretch.position)):
-                    stretch.commit()
+                if maybe is not None and (
+                        maybe.pending >= CHILD_BATCH_SIZE or maybe.full or (
+                            not folded and maybe.pending >= IDLE_COMMIT_EVENTS) or (
+                            maybe.start < wanted.get(name, 0) <= maybe.position)):
+                    maybe.commit()
             if waiting_for is None:
                 # A request may come at any time, also while there is a backlog: look without
                 # waiting then, and wait a moment at the head.
@@ -143,8 +143,8 @@ def _follow(stores: Stores, registry: Registry, url: str, requests: IO[str],
                 waiting_for, stopping = int(arg), verb == "stop"
                 heard = time.monotonic()
                 if leases is not None:
-                    for name, stretch in stretches.items():
-                        if stretch is None:
+                    for name, maybe in stretches.items():
+                        if maybe is None:
                             leases.want(name, waiting_for)
             position = min(s.position if s is not None else stores.rows.position(name)
                            for name, s in stretches.items())
@@ -167,8 +167,8 @@ def _follow(stores: Stores, registry: Registry, url: str, requests: IO[str],
                 heard = time.monotonic()
     finally:
         if leases is not None:
-            for name, stretch in stretches.items():
-                if stretch is not None:
+            for name, maybe in stretches.items():
+                if maybe is not None:
                     leases.release_lease(name)
 
 
