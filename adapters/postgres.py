@@ -1,13 +1,18 @@
 """Events and projection rows in one PostgreSQL database (or schema), through a psycopg pool.
 
 eventsourcing's PostgreSQL recorder owns the events table and loads single devices; this module
-adds the projection tables and the batch path of the log (``FastLog``) on the same table.
+adds the projection tables and the batch path of the log (``FastLog``) on the same table, and
+the projection leases: a session advisory lock per (schema, projection), held on a connection
+of its own, so that one process at a time folds a projection (see
+:mod:`idstitch.projections.runner`); a process that dies releases its leases with its
+connection.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -112,6 +117,15 @@ RESERVE = (
 """Take n ids from the table's sequence in one call; returns the last (the table lock held)."""
 
 
+LEASE_KEY = "hashtextextended('idstitch lease ' || current_schema() || ' ' || %s, 0)"
+"""The advisory lock key of a projection's lease: advisory locks are per database, so the key
+names the schema (the connection's search_path) as well as the projection."""
+WANTED_DDL = ("CREATE TABLE IF NOT EXISTS idstitch_wanted (name TEXT PRIMARY KEY, "
+              "position BIGINT NOT NULL)")
+"""Per projection, the furthest position a process waiting for it asked the lease holder to
+commit: a hint, never read for the rows themselves."""
+
+
 class PostgresProjectionStore(SqlProjectionStore):
     """The locked tracking row (an upsert) serialises catch-ups across processes."""
 
@@ -121,6 +135,10 @@ class PostgresProjectionStore(SqlProjectionStore):
 
     def __init__(self, conninfo: str, schema: str | None = None, pool_size: int = 4) -> None:
         kwargs: dict[str, Any] = {}
+        self._conninfo = conninfo
+        self._lease_conn: psycopg.Connection[Any] | None = None
+        self._lease_lock = threading.Lock()
+        self._held: set[str] = set()
         if schema:
             # SCHEMA_NAME (checked by connect) admits no space, quote or backslash: nothing
             # in it can start another server option.
@@ -133,11 +151,58 @@ class PostgresProjectionStore(SqlProjectionStore):
             # Autocommit: a lone read is one round trip, not BEGIN, SELECT, COMMIT; every
             # multi-statement unit of work opens its transaction explicitly (conn.transaction()).
             kwargs["autocommit"] = True
+            self._kwargs = kwargs
             self._pool = ConnectionPool(conninfo, min_size=1, max_size=pool_size, kwargs=kwargs,
                                         open=True, timeout=10)
             with self._pool.connection() as conn:
                 for ddl in self.schema():
                     conn.execute(ddl)
+
+    def schema(self) -> list[str]:
+        """The shared tables, and the positions other processes wait for (see want)."""
+        return [*super().schema(), WANTED_DDL]
+
+    # Projection leases (runner.Leases): session advisory locks on one connection outside the
+    # pool, which a lease must outlive.
+
+    def try_lease(self, name: str) -> bool:
+        """Take the lease of a projection unless another holder has it (without waiting)."""
+        with self._lease_lock, translated("cannot take a projection lease"):
+            if name in self._held:
+                return True
+            if self._lease_conn is None or self._lease_conn.closed:
+                self._held.clear()  # a lost connection released them all
+                self._lease_conn = psycopg.connect(self._conninfo, connect_timeout=10,
+                                                   **self._kwargs)
+            row = self._lease_conn.execute(f"SELECT pg_try_advisory_lock({LEASE_KEY})",
+                                           (name,)).fetchone()
+            if row is None or not row[0]:
+                return False
+            self._held.add(name)
+            return True
+
+    def release_lease(self, name: str) -> None:
+        """Give the lease back (nothing if this store does not hold it)."""
+        with self._lease_lock, translated("cannot release a projection lease"):
+            if name not in self._held:
+                return
+            self._held.discard(name)
+            if self._lease_conn is not None and not self._lease_conn.closed:
+                self._lease_conn.execute(f"SELECT pg_advisory_unlock({LEASE_KEY})", (name,))
+
+    def want(self, name: str, position: int) -> None:
+        """Ask whoever holds the lease to commit the projection up to ``position``."""
+        with self._connected("cannot ask for a projection position") as cur:
+            cur.execute("INSERT INTO idstitch_wanted (name, position) VALUES (%s, %s) "
+                        "ON CONFLICT (name) DO UPDATE SET position = "
+                        "greatest(idstitch_wanted.position, excluded.position)", (name, position))
+
+    def wanted(self, name: str) -> int:
+        """The furthest position somebody asked the projection to be committed at (0: none)."""
+        with self._connected("cannot read a projection's wanted position") as cur:
+            row = cur.execute("SELECT position FROM idstitch_wanted WHERE name = %s",
+                              (name,)).fetchone()
+        return int(row[0]) if row else 0
 
     # One statement a batch instead of one per row: executemany sends a statement per row even
     # pipelined, and a rebuild or an ingest batch touches tens of thousands of rows. Arrays go
@@ -222,10 +287,26 @@ class PostgresProjectionStore(SqlProjectionStore):
         under the table lock; their positions, consecutive and in the order given."""
         if not rows:
             return []
+        with self.exclusive() as insert:
+            return insert(rows)
+
+    @contextmanager
+    def exclusive(self) -> Iterator[Callable[[list[tuple[str, int, str, bytes]]], list[int]]]:
+        """Hold the events table's lock: nobody else appends until the block ends. Yields an
+        insert function (its rows commit when the block ends); reads of the log on other
+        connections go on meanwhile (the lock does not block them)."""
         with translated("cannot append events"), self._pool.connection() as conn, \
                 conn.transaction(), conn.cursor() as cur:
             cur.execute("SET LOCAL lock_timeout = '30s'")
             cur.execute(f"LOCK TABLE {EVENTS_TABLE} IN EXCLUSIVE MODE")
+            yield lambda rows: self._copy(cur, rows)
+
+    @staticmethod
+    def _copy(cur: psycopg.Cursor[Any], rows: list[tuple[str, int, str, bytes]]) -> list[int]:
+        """Insert rows under the table lock ``cur``'s transaction holds; their positions."""
+        if not rows:
+            return []
+        with translated("cannot append events"):
             # Every insert into the table waits for our lock (INSERT takes ROW EXCLUSIVE,
             # which EXCLUSIVE blocks), so no other nextval can fall between ours and the
             # setval: the block of ids is ours, and it commits before any later one.
@@ -287,9 +368,13 @@ class PostgresProjectionStore(SqlProjectionStore):
     def device_versions(self, aggregate_ids: list[UUID]) -> dict[str, int]:
         """The last version of each of these aggregates that has events, by UUID hex."""
         with self._connected("cannot read the log") as cur:
+            # One backward index probe per device (not a scan of all its events), the ids in
+            # binary: after a conflict this asks about every device of a batch.
             cur.execute(
-                f"SELECT originator_id, max(originator_version) FROM {EVENTS_TABLE} "
-                "WHERE originator_id = ANY(%s) GROUP BY originator_id", (aggregate_ids,))
+                "SELECT d.id, v.version FROM unnest(%b::uuid[]) AS d(id) CROSS JOIN LATERAL "
+                f"(SELECT originator_version AS version FROM {EVENTS_TABLE} "
+                "WHERE originator_id = d.id ORDER BY originator_version DESC LIMIT 1) AS v",
+                (aggregate_ids,))
             return {uuid.hex: int(version) for uuid, version in cur.fetchall()}
 
     def read_spans(
@@ -310,6 +395,24 @@ class PostgresProjectionStore(SqlProjectionStore):
                 (ids, starts, ends, *(() if topics is None else (topics,))))
             return [(int(p), bytes(state)) for p, state in cur.fetchall()]
 
+    def events_after(self, since: list[tuple[UUID, int]]) -> list[tuple[int, bytes]]:
+        """(version, state) of each aggregate's events after the version given with it."""
+        if not since:
+            return []
+        ids, versions = (list(c) for c in zip(*since, strict=True))
+        with self._connected("cannot load devices") as cur:
+            cur.execute(
+                "SELECT e.originator_version, e.state FROM unnest(%b::uuid[], %b::int8[]) "
+                f"AS c(id, v) JOIN {EVENTS_TABLE} e ON e.originator_id = c.id "
+                "AND e.originator_version > c.v ORDER BY e.originator_id, e.originator_version",
+                (ids, versions), binary=True)
+            return cur.fetchall()
+
     def close(self) -> None:
-        """Close the pool."""
+        """Close the pool and the lease connection (which releases the leases)."""
+        with self._lease_lock:
+            if self._lease_conn is not None:
+                self._lease_conn.close()
+                self._lease_conn = None
+            self._held.clear()
         self._pool.close()

@@ -2,7 +2,9 @@
 
 eventsourcing's SQLite recorder owns the events table (``stored_events``) and loads single
 devices; this module adds the projection tables and the batch path of the log (``FastLog``) on
-the same table, over one connection of its own.
+the same table, over one connection of its own, and the projection leases: an exclusive
+``flock`` on a file beside the database per projection (``<file>-<projection>.lease``), so that
+one process at a time folds a projection (see :mod:`idstitch.projections.runner`).
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+import types
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 from uuid import UUID
@@ -20,6 +23,12 @@ from idstitch.adapters.sqlstore import Cursor, SqlProjectionStore
 from idstitch.adapters.stores import Stores
 from idstitch.domain.errors import StoreError
 from idstitch.domain.ports import WriteConflict
+
+fcntl: types.ModuleType | None
+try:
+    import fcntl
+except ImportError:  # no flock (Windows): every process folds, the optimistic commits keep it safe
+    fcntl = None
 
 
 @contextmanager
@@ -47,10 +56,22 @@ def connect(path: str) -> Stores:
     return Stores(f"sqlite:///{path}", log, rows, f"sqlite:///{os.path.abspath(path)}")
 
 
+WANTED_DDL = ("CREATE TABLE IF NOT EXISTS idstitch_wanted (name TEXT PRIMARY KEY, "
+              "position BIGINT NOT NULL)")
+"""Per projection, the furthest position a process waiting for it asked the lease holder to
+commit: a hint, never read for the rows themselves."""
+WANT = ("INSERT INTO idstitch_wanted (name, position) VALUES (?, ?) ON CONFLICT (name) "
+        "DO UPDATE SET position = max(position, excluded.position)")
+
+
 class SqliteProjectionStore(SqlProjectionStore):
     """One connection, one lock: SQLite has one writer anyway, and this keeps reads cheap."""
 
     def __init__(self, path: str) -> None:
+        self._path = path
+        self._lease_files: dict[str, int] = {}
+        """A file descriptor per projection whose lease this store took at least once."""
+        self._held: set[str] = set()
         with translated(f"cannot open SQLite database {path!r}"):
             # isolation_level=None: we issue BEGIN ourselves, so a write transaction starts with
             # BEGIN IMMEDIATE and takes the file's write lock before reading the tracking row.
@@ -66,6 +87,53 @@ class SqliteProjectionStore(SqlProjectionStore):
             for ddl in self.schema():
                 self._conn.execute(ddl)
         self._lock = threading.RLock()
+
+    def schema(self) -> list[str]:
+        """The shared tables, and the positions other processes wait for (see want)."""
+        return [*super().schema(), WANTED_DDL]
+
+    # Projection leases (runner.Leases): flock is per open file, so two stores in one process
+    # exclude each other as two processes do, and a process that dies releases its leases.
+
+    def try_lease(self, name: str) -> bool:
+        """Take the lease of a projection unless another holder has it (without waiting)."""
+        if name in self._held:
+            return True
+        if fcntl is None or self._path == ":memory:":
+            return True  # nobody else can open this store, or nothing to lock it with
+        fd = self._lease_files.get(name)
+        if fd is None:
+            try:
+                fd = os.open(f"{self._path}-{name}.lease", os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError:
+                return True  # an unwritable folder: fold anyway (optimistic commits stay safe)
+            self._lease_files[name] = fd
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        self._held.add(name)
+        return True
+
+    def release_lease(self, name: str) -> None:
+        """Give the lease back (nothing if this store does not hold it)."""
+        if name in self._held:
+            self._held.discard(name)
+            fd = self._lease_files.get(name)
+            if fd is not None and fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def want(self, name: str, position: int) -> None:
+        """Ask whoever holds the lease to commit the projection up to ``position``."""
+        with self._cursor(write=True) as cur:
+            cur.execute(WANT, (name, position))
+
+    def wanted(self, name: str) -> int:
+        """The furthest position somebody asked the projection to be committed at (0: none)."""
+        with self._cursor(write=False) as cur:
+            row = cur.execute("SELECT position FROM idstitch_wanted WHERE name = ?",
+                              (name,)).fetchone()
+        return int(row[0]) if row else 0
 
     @contextmanager
     def _cursor(self, *, write: bool) -> Iterator[Cursor]:
@@ -84,6 +152,31 @@ class SqliteProjectionStore(SqlProjectionStore):
 
     # The batch path of the event log (FastLog): the recorder's own stored_events table,
     # written with executemany in one transaction instead of one statement per event.
+
+    @contextmanager
+    def exclusive(self) -> Iterator[Callable[[list[tuple[str, int, str, bytes]]], list[int]]]:
+        """Hold the file's write lock: nobody else appends until the block ends. Yields an
+        insert function (its rows commit, synced, when the block ends); reads of the log run
+        on this connection meanwhile, inside the transaction."""
+        with self._lock:
+            try:
+                with translated("cannot append events"):
+                    self._conn.execute("PRAGMA synchronous=FULL")
+                    self._conn.execute("BEGIN IMMEDIATE")
+                    yield self._insert
+                    self._conn.commit()
+            finally:
+                if self._conn.in_transaction:
+                    self._conn.rollback()
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+
+    def _insert(self, rows: list[tuple[str, int, str, bytes]]) -> list[int]:
+        with translated("cannot append events"):
+            self._conn.executemany(
+                "INSERT INTO stored_events (originator_id, originator_version, topic, "
+                "state) VALUES (?, ?, ?, ?)", rows)
+            last = self._conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+        return list(range(last - len(rows) + 1, last + 1))
 
     def append_events(self, rows: list[tuple[str, int, str, bytes]]) -> list[int]:
         """Insert events in one transaction; their positions (rowids)."""
@@ -179,7 +272,27 @@ class SqliteProjectionStore(SqlProjectionStore):
                            .fetchall())
         return out
 
+    def events_after(self, since: list[tuple[UUID, int]]) -> list[tuple[int, bytes]]:
+        """(version, state) of each aggregate's events after the version given with it."""
+        out: list[tuple[int, bytes]] = []
+        with self._lock, translated("cannot load devices"):
+            step = self.chunk // 2  # two parameters a device
+            for i in range(0, len(since), step):
+                part = since[i : i + step]
+                values = ", ".join(["(?, ?)"] * len(part))
+                out.extend(self._conn.execute(
+                    f"WITH c(id, v) AS (VALUES {values}) SELECT e.originator_version, e.state "
+                    "FROM c JOIN stored_events e ON e.originator_id = c.id "
+                    "AND e.originator_version > c.v ORDER BY e.originator_id, "
+                    "e.originator_version",
+                    [x for a, v in part for x in (a.hex, v)]).fetchall())
+        return out
+
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connection and the lease files (which releases the leases)."""
         with self._lock:
             self._conn.close()
+            self._held.clear()
+            for fd in self._lease_files.values():
+                os.close(fd)
+            self._lease_files.clear()

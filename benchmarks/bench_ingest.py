@@ -31,6 +31,7 @@ TemporaryPostgres``: fsync off, synchronous_commit off), the same for every Post
 
     python benchmarks/bench_ingest.py                      # N=100000, SQLite and PostgreSQL
     python benchmarks/bench_ingest.py --n 20000 --no-postgres --json /tmp/ingest.json
+    python benchmarks/bench_ingest.py --mix identity           # the identity-heavy workload
 """
 
 from __future__ import annotations
@@ -263,13 +264,14 @@ def postgres_shape(url: str) -> tuple[int, int, int]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Every measurement; the numbers."""
-    results: dict[str, Any] = {"n_messages": args.n, "batch_size": args.batch, "stores": {}}
+    results: dict[str, Any] = {"n_messages": args.n, "mix": args.mix, "batch_size": args.batch,
+                               "stores": {}}
     with tempfile.TemporaryDirectory(prefix="idstitch-bench-") as tmp_:
         tmp = Path(tmp_)
         data = tmp / "workload.ndjson"
         with Timer() as g:
-            size = harness.write_workload(data, args.n, args.seed)
-        console.print(f"workload: {args.n:,} messages, {size / args.n:.0f} bytes per line "
+            size = harness.write_workload(data, args.n, args.seed, args.mix)
+        console.print(f"workload: {args.n:,} messages ({args.mix} mix), {size / args.n:.0f} bytes per line "
                       f"(generated in {g.seconds:.1f}s)")
         results["bytes_per_line"] = round(size / args.n)
 
@@ -404,6 +406,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=100_000, help="messages to ingest (default 100000)")
     parser.add_argument("--seed", type=int, default=0, help="workload seed")
+    harness.add_mix_argument(parser)
     parser.add_argument("--batch", type=int, default=None, help="ingest batch size (default: the library's)")
     parser.add_argument("--postgres", action=argparse.BooleanOptionalAction, default=True,
                         help="also measure PostgreSQL (default on)")

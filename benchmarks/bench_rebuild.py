@@ -41,6 +41,7 @@ database per measurement.
     python benchmarks/bench_rebuild.py                     # N=100000; reference 20000 / 5000 events
     python benchmarks/bench_rebuild.py --n 5000 --ref-events 0 --json /tmp/rebuild.json
     python benchmarks/bench_rebuild.py --no-postgres       # SQLite only
+    python benchmarks/bench_rebuild.py --mix identity      # the identity-heavy workload
 """
 
 from __future__ import annotations
@@ -239,16 +240,16 @@ def reference(name: str, url: str, env: dict[str, str], limit: int, events: int,
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Feed, rebuild, run the reference, on each store; the numbers."""
     compare = args.ref_events <= 0
-    results: dict[str, Any] = {"n_messages": args.n, "ref_events": args.ref_events,
+    results: dict[str, Any] = {"n_messages": args.n, "mix": args.mix, "ref_events": args.ref_events,
                                "parallel": args.parallel,
                                "pg_ref_events": 0 if compare else args.pg_ref_events, "stores": {}}
     with tempfile.TemporaryDirectory(prefix="idstitch-bench-") as tmp_:
         tmp = Path(tmp_)
         data = tmp / "workload.ndjson"
-        harness.write_workload(data, args.n, args.seed)
+        harness.write_workload(data, args.n, args.seed, args.mix)
 
         db = tmp / "idstitch.db"
-        console.print(f"workload: {args.n:,} messages")
+        console.print(f"workload: {args.n:,} messages ({args.mix} mix)")
         store, after = feed_and_rebuild("sqlite", harness.sqlite_url(db), data, compare,
                                         args.parallel)
         copy = tmp / "reference.db"
@@ -322,6 +323,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=100_000, help="messages to feed (default 100000)")
     parser.add_argument("--seed", type=int, default=0, help="workload seed")
+    harness.add_mix_argument(parser)
     parser.add_argument("--ref-events", type=int, default=20_000,
                         help="events the SQLite reference runs over (default 20000; 0: all, on both "
                              "stores, and compare rows)")

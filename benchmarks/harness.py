@@ -33,15 +33,22 @@ def sqlite_url(path: str | Path) -> str:
     return "sqlite:///" + str(Path(path).resolve())
 
 
-def write_workload(path: str | Path, n_messages: int, seed: int = 0) -> int:
-    """Write the workload as NDJSON; its size in bytes."""
+def write_workload(path: str | Path, n_messages: int, seed: int = 0,
+                   mix: str = "attributes") -> int:
+    """Write the workload (``mix``: see workload.MIXES) as NDJSON; its size in bytes."""
     size = 0
     with open(path, "wb") as out:
-        for line in workload.generate(n_messages, seed):
+        for line in workload.generate(n_messages, seed, mix):
             out.write(line)
             out.write(b"\n")
             size += len(line) + 1
     return size
+
+
+def add_mix_argument(parser: Any) -> None:
+    """``--mix``, the workload's mix of messages (the scripts share it)."""
+    parser.add_argument("--mix", choices=sorted(workload.MIXES), default="attributes",
+                        help="workload mix: attributes (default) or identity (see workload.py)")
 
 
 def report_counts(report: IngestReport) -> dict[str, int]:

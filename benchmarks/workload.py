@@ -15,14 +15,21 @@ Customer.io's mobile SDKs (built on Segment's analytics-swift / analytics-kotlin
   previous message (~5%), and a few bad lines (~0.5%: not JSON, the placeholder userId "null", a
   2000-character trait value).
 
+That is the ``attributes`` mix (the default): about half the events are device attributes. The
+``identity`` mix (``--mix identity``) is identity-heavy traffic: ~65% of the lines identify
+(new users, re-identifies with changed traits, nearly always with the email), users on two or
+three devices, shared devices switching to another user and back; few attribute updates and
+ignored events. The same bad, duplicate and late shares.
+
 Clears and logouts are not expressible in Segment messages, so there are none. About 10% of the
 devices never send ``context.device.id`` (their ``anonymousId`` names them). Everything, message
-ids included, derives from the seed: the same ``(n_messages, seed)`` gives the same bytes.
+ids included, derives from the seed: the same ``(n_messages, seed, mix)`` gives the same bytes.
 The generator keeps a bounded set of live devices and users, so its memory does not grow with
 ``n_messages`` (the memory benchmark streams it).
 
     python benchmarks/workload.py 100000 > /tmp/w.ndjson
     python benchmarks/workload.py 100000 --seed 7 --stats      # the mix, on stderr
+    python benchmarks/workload.py 100000 --mix identity > /tmp/identity.ndjson
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -46,20 +53,57 @@ MAX_LIVE_DEVICES = 20_000
 MAX_LIVE_USERS = 20_000
 RECENT_LINES = 2_000
 
-# Shares of the mix (of all lines). The rest are updates on known devices and re-identifies.
-P_BAD = 0.005
-P_DUPLICATE = 0.02
-P_LATE = 0.05
-P_IGNORED = 0.20
-P_NEW_DEVICE = 0.07
-P_ANON_TRAITS = 0.07
-P_IDENTIFY_NEW_USER = 0.045
-P_IDENTIFY_EXISTING_USER = 0.02
-P_TOKEN_REFRESH = 0.03
-P_DEVICE_DELETED = 0.01
-EDGES = tuple(itertools.accumulate((P_IGNORED, P_ANON_TRAITS, P_IDENTIFY_NEW_USER,
-                                    P_IDENTIFY_EXISTING_USER, P_TOKEN_REFRESH, P_DEVICE_DELETED)))
-"""Cumulative shares of the kinds of message on a known device, in the order _message tests them."""
+
+
+class Mix(NamedTuple):
+    """Shares of the kinds of message, of all lines (the rest: updates on known devices and
+    re-identifies, split by ``reidentify`` and ``anon_rest``)."""
+
+    bad: float
+    duplicate: float
+    late: float
+    ignored: float
+    new_device: float
+    anon_traits: float
+    identify_new_user: float
+    identify_existing_user: float
+    """An existing user identified on another device: a second or third device of theirs, or a
+    shared device switching to them from its current user."""
+    token_refresh: float
+    device_deleted: float
+    switch_back: float
+    """A shared device (one that had a user before its current one) switches back to that
+    previous user: a family tablet."""
+    reidentify: float
+    """Of the rest, on an identified device: a re-identify with changed traits (else a device
+    update)."""
+    anon_rest: float
+    """Of the rest, on an anonymous device: anonymous traits (else a device update)."""
+    email: float
+    """Share of an identified user's traits that carry the email."""
+
+    @property
+    def edges(self) -> tuple[float, ...]:
+        """Cumulative shares of the kinds on a known device, in the order _message tests them."""
+        return tuple(itertools.accumulate((
+            self.ignored, self.anon_traits, self.identify_new_user, self.identify_existing_user,
+            self.token_refresh, self.device_deleted, self.switch_back)))
+
+
+MIXES = {
+    # Attribute-heavy: half the events are the SDK's auto-collected device attributes.
+    "attributes": Mix(bad=0.005, duplicate=0.02, late=0.05, ignored=0.20, new_device=0.07,
+                      anon_traits=0.07, identify_new_user=0.045, identify_existing_user=0.02,
+                      token_refresh=0.03, device_deleted=0.01, switch_back=0.0, reidentify=0.6,
+                      anon_rest=0.3, email=0.7),
+    # Identity-heavy: most lines identify (with traits, nearly always the email), users on two
+    # or three devices, shared devices switching between their users; few attribute updates.
+    "identity": Mix(bad=0.005, duplicate=0.02, late=0.05, ignored=0.05, new_device=0.06,
+                    anon_traits=0.04, identify_new_user=0.10, identify_existing_user=0.12,
+                    token_refresh=0.02, device_deleted=0.005, switch_back=0.05, reidentify=0.85,
+                    anon_rest=0.5, email=0.9),
+}
+"""The mixes ``--mix`` picks from; ``attributes`` is the default (and the figures before it)."""
 
 IOS_MODELS = ("iPhone14,5", "iPhone15,2", "iPhone15,4", "iPhone16,1", "iPhone13,2", "iPad13,18")
 ANDROID_MODELS = (("samsung", "SM-S918B"), ("Google", "Pixel 8"), ("Google", "Pixel 7a"),
@@ -83,7 +127,8 @@ class _Device:
     """What the generator remembers about one app installation."""
 
     __slots__ = ("anonymous_id", "app_version", "device_id", "has_context_id", "last", "locale",
-                 "manufacturer", "model", "os_version", "platform", "timezone", "token", "user")
+                 "manufacturer", "model", "os_version", "platform", "previous", "timezone",
+                 "token", "user")
 
     def __init__(self, rng: random.Random, now: datetime) -> None:
         self.platform = "ios" if rng.random() < 0.55 else "android"
@@ -102,6 +147,8 @@ class _Device:
         self.locale = rng.choice(LOCALES)
         self.timezone = rng.choice(TIMEZONES)
         self.user: _User | None = None
+        self.previous: _User | None = None
+        """The user identified on it before the current one (a shared device)."""
         self.last = now
 
 
@@ -137,7 +184,8 @@ def _iso(moment: datetime) -> str:
 class Workload:
     """The generator's state: a clock, live devices and users, recent lines for repeats."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, mix: str = "attributes") -> None:
+        self.mix = MIXES[mix]
         self.rng = random.Random(seed)
         self.now = START
         self.devices: deque[_Device] = deque()
@@ -207,7 +255,7 @@ class Workload:
             return traits
         traits = {"first_name": user.first_name.title(), "plan": rng.choice(PLANS),
                   "sessions": rng.randint(1, 400)}
-        if rng.random() < 0.7:
+        if rng.random() < self.mix.email:
             traits["email"] = user.email
         if rng.random() < 0.4:
             traits["prefs"] = {"theme": rng.choice(THEMES),
@@ -240,14 +288,14 @@ class Workload:
         return self.devices[n - 1 - back]
 
     def _message(self) -> tuple[str, dict[str, Any]]:
-        rng = self.rng
+        rng, mix = self.rng, self.mix
         r = rng.random()
-        if not self.devices or r < P_NEW_DEVICE:
+        if not self.devices or r < mix.new_device:
             dev = self._new_device()
             return "device_created", self._device_update(dev, self._tick())
         dev = self._any_device()
         when = self._tick()
-        if rng.random() < P_LATE / (1 - P_DUPLICATE - P_BAD - P_NEW_DEVICE):
+        if rng.random() < mix.late / (1 - mix.duplicate - mix.bad - mix.new_device):
             # Late: it happened before the device's previous message, and arrives now.
             when = dev.last - timedelta(seconds=rng.uniform(1, 3600))
             kind = "late"
@@ -255,8 +303,8 @@ class Workload:
             dev.last = when
             kind = ""
         # Scaled so that each share below is a share of all lines.
-        r = rng.random() * (1 - P_NEW_DEVICE - P_BAD - P_DUPLICATE)
-        i = bisect.bisect_right(EDGES, r)
+        r = rng.random() * (1 - mix.new_device - mix.bad - mix.duplicate)
+        i = bisect.bisect_right(mix.edges, r)
         if i == 0:
             return kind or "ignored", self._ignored(dev, when)
         if i == 1 and dev.user is None:
@@ -280,9 +328,15 @@ class Workload:
             msg["event"] = "Device Deleted"
             msg["properties"] = {}
             return kind or "device_deleted", msg
-        if dev.user is not None and rng.random() < 0.6:
+        if i == 6 and dev.previous is not None and dev.user is not None:
+            return kind or "switch_back", self._identify(dev, when, dev.previous)
+        if i == 6:
+            user = self._user_with_room()
+            if user is not None and user is not dev.user:
+                return kind or "identify_existing_user", self._identify(dev, when, user)
+        if dev.user is not None and rng.random() < mix.reidentify:
             return kind or "reidentify", self._identify(dev, when, dev.user)
-        if dev.user is None and rng.random() < 0.3:
+        if dev.user is None and rng.random() < mix.anon_rest:
             msg = self._envelope("identify", dev, when)
             msg["traits"] = self._traits(None)
             return kind or "anonymous_traits", msg
@@ -297,6 +351,8 @@ class Workload:
     def _identify(self, dev: _Device, when: datetime, user: _User) -> dict[str, Any]:
         if dev.user is not user:
             user.devices += 1
+            if dev.user is not None:
+                dev.previous = dev.user  # a shared device: it may switch back later
         dev.user = user
         msg = self._envelope("identify", dev, when)
         msg["traits"] = self._traits(user)
@@ -354,9 +410,9 @@ class Workload:
         rng = self.rng
         for _ in range(n_messages):
             r = rng.random()
-            if r < P_BAD and self.devices:
+            if r < self.mix.bad and self.devices:
                 line = self._bad()
-            elif r < P_BAD + P_DUPLICATE and self.recent:
+            elif r < self.mix.bad + self.mix.duplicate and self.recent:
                 self.kinds["duplicate"] += 1
                 line = self.recent[rng.randrange(len(self.recent))]
             else:
@@ -367,9 +423,10 @@ class Workload:
             yield line
 
 
-def generate(n_messages: int, seed: int = 0) -> Iterator[bytes]:
-    """``n_messages`` Segment-spec messages as JSON lines (bytes, no newline), deterministic."""
-    return Workload(seed).lines(n_messages)
+def generate(n_messages: int, seed: int = 0, mix: str = "attributes") -> Iterator[bytes]:
+    """``n_messages`` Segment-spec messages as JSON lines (bytes, no newline), deterministic
+    from ``(n_messages, seed, mix)``."""
+    return Workload(seed, mix).lines(n_messages)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -377,9 +434,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("n", type=int, help="how many messages")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mix", choices=sorted(MIXES), default="attributes",
+                        help="attributes (default: half the events auto-collected device "
+                             "attributes) or identity (mostly identifies with traits and emails)")
     parser.add_argument("--stats", action="store_true", help="print the mix and sizes to stderr")
     args = parser.parse_args(argv)
-    workload = Workload(args.seed)
+    workload = Workload(args.seed, args.mix)
     out = sys.stdout.buffer
     total = 0
     for line in workload.lines(args.n):

@@ -3,7 +3,10 @@
 Started by :class:`idstitch.service.background.BackgroundProjector` (see that module for the
 protocol on its stdin and stdout). It opens the same store and builds exactly the parent's
 projection registry, both through the composition root, then either replays named projections
-to a position (a rebuild) or follows the log as a bulk ingest appends to it.
+to a position (a rebuild) or follows the log as a bulk ingest appends to it. While following,
+it folds only the projections whose lease it holds (see :mod:`idstitch.projections.runner`):
+when another process's ingest is already projecting the store, this child waits for that one
+instead of folding the same events, and takes over when it is done.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import msgspec
 from idstitch import bootstrap
 from idstitch.adapters.stores import Stores
 from idstitch.projections.base import Registry
-from idstitch.projections.runner import PAGE_SIZE, Stretch, replay
+from idstitch.projections.runner import PAGE_SIZE, Leases, Stretch, leases_of, replay
 from idstitch.service.background import (
     CHILD_BATCH_SIZE,
     HEARTBEAT_SECONDS,
@@ -28,6 +31,9 @@ from idstitch.service.background import (
 from idstitch.service.projecting import bulk_gc
 
 Reply = Callable[[str], None]
+WANTED_POLL_SECONDS = 0.02
+"""How often the child reads the positions other processes wait for (when it has something to
+commit): a waiting process waits this long at most for its request to be seen."""
 
 
 def serve(requests: IO[str], replies: IO[str]) -> None:
@@ -89,50 +95,92 @@ def _replay(stores: Stores, registry: Registry, names: list[str], until: int,
 
 def _follow(stores: Stores, registry: Registry, url: str, requests: IO[str],
             reply: Reply) -> None:
+    # One process at a time folds a projection: this child folds those whose lease it holds
+    # (usually all of them), and looks again for the others' at every turn. A projection
+    # another process folds (another ingest's child, say) is that process's to commit: a
+    # request for a position waits until it has committed there, asking it to (want).
+    leases = leases_of(stores.rows)
+    stretches: dict[str, Stretch | None] = dict.fromkeys(registry.names)
     waiting_for: int | None = None
     stopping = False
     heard = time.monotonic()
-    stretches = [Stretch(p, stores.log, stores.rows) for p in registry]
-    while True:
-        # Each projection reads only its own events, up to the head as it is now.
-        head = stores.log.head()
-        before = [s.position for s in stretches]
-        for stretch in stretches:
-            stretch.fold(PAGE_SIZE, until=head)
-        folded = [s.position for s in stretches] != before
-        for stretch in stretches:
-            # Commit rarely: every commit holds the write lock the ingest's appends wait for,
-            # and rewrites the hot rows. Reaching the head is no reason to commit; the parent
-            # asking for a position, or a full working set, is.
-            if stretch.pending >= CHILD_BATCH_SIZE or stretch.full or (
-                    not folded and stretch.pending >= IDLE_COMMIT_EVENTS):
-                stretch.commit()
-        if waiting_for is None:
-            # A request may come at any time, also while there is a backlog: look without
-            # waiting then, and wait a moment at the head.
-            if not select.select([requests], [], [], 0 if folded else POLL_SECONDS)[0]:
-                continue
-            line = requests.readline()
-            if not line:
-                return  # the parent is gone
-            verb, _, arg = line.strip().partition(" ")
-            waiting_for, stopping = int(arg), verb == "stop"
-            heard = time.monotonic()
-        position = min(s.position for s in stretches)
-        if position >= waiting_for:
-            # Every stretch commits (no short cut): each one's position is then the store's.
-            committed = [s.commit() for s in stretches]
-            if not all(committed):
-                continue  # somebody else committed: fold again from there
-            reply(f"at {min(s.position for s in stretches)}")
-            waiting_for = None
-            if stopping:
+    wanted: dict[str, int] = {}
+    asked = 0.0
+    try:
+        while True:
+            for projection in registry:
+                if stretches[projection.name] is None and (
+                        leases is None or leases.try_lease(projection.name)):
+                    stretches[projection.name] = Stretch(projection, stores.log, stores.rows)
+            held = [s for s in stretches.values() if s is not None]
+            # Each projection reads only its own events, up to the head as it is now.
+            head = stores.log.head()
+            before = [s.position for s in held]
+            for stretch in held:
+                stretch.fold(PAGE_SIZE, until=head)
+            folded = [s.position for s in held] != before
+            if time.monotonic() - asked > WANTED_POLL_SECONDS:
+                wanted, asked = _wanted(leases, stretches), time.monotonic()
+            for name, maybe in stretches.items():
+                # Commit rarely: every commit holds the write lock the ingest's appends wait
+                # for, and rewrites the hot rows. Reaching the head is no reason to commit; the
+                # parent asking for a position, another process waiting for one, or a full
+                # working set, is.
+                if maybe is not None and (
+                        maybe.pending >= CHILD_BATCH_SIZE or maybe.full or (
+                            not folded and maybe.pending >= IDLE_COMMIT_EVENTS) or (
+                            maybe.start < wanted.get(name, 0) <= maybe.position)):
+                    maybe.commit()
+            if waiting_for is None:
+                # A request may come at any time, also while there is a backlog: look without
+                # waiting then, and wait a moment at the head.
+                if not select.select([requests], [], [], 0 if folded else POLL_SECONDS)[0]:
+                    continue
+                line = requests.readline()
+                if not line:
+                    return  # the parent is gone
+                verb, _, arg = line.strip().partition(" ")
+                waiting_for, stopping = int(arg), verb == "stop"
+                heard = time.monotonic()
+                if leases is not None:
+                    for name, maybe in stretches.items():
+                        if maybe is None:
+                            leases.want(name, waiting_for)
+            position = min(s.position if s is not None else stores.rows.position(name)
+                           for name, s in stretches.items())
+            if position >= waiting_for:
+                # Every stretch commits (no short cut): each one's position is then the store's.
+                committed = [s.commit() for s in stretches.values() if s is not None]
+                if not all(committed):
+                    continue  # somebody else committed: fold again from there
+                reply(f"at {min(_committed(stores, stretches))}")
+                waiting_for = None
+                if stopping:
+                    return
+            elif not folded and stores.log.head() < waiting_for:
+                # The parent appended up to there before asking: a log without that position
+                # is not the parent's store.
+                reply(f"error the store at {url} has no position {waiting_for}")
                 return
-        elif not folded and stores.log.head() < waiting_for:
-            # The parent appended up to there before asking: a log without that position is
-            # not the parent's store.
-            reply(f"error the store at {url} has no position {waiting_for}")
-            return
-        elif time.monotonic() - heard > HEARTBEAT_SECONDS:
-            reply(f"folding {position}")
-            heard = time.monotonic()
+            elif time.monotonic() - heard > HEARTBEAT_SECONDS:
+                reply(f"folding {position}")
+                heard = time.monotonic()
+    finally:
+        if leases is not None:
+            for name, maybe in stretches.items():
+                if maybe is not None:
+                    leases.release_lease(name)
+
+
+def _wanted(leases: Leases | None, stretches: dict[str, Stretch | None]) -> dict[str, int]:
+    """The positions other processes wait for, of the projections this child folds and has
+    folded past its last commit (one read each; none while there is nothing to commit)."""
+    if leases is None:
+        return {}
+    return {name: leases.wanted(name) for name, s in stretches.items()
+            if s is not None and s.position > s.start}
+
+
+def _committed(stores: Stores, stretches: dict[str, Stretch | None]) -> list[int]:
+    return [s.position if s is not None else stores.rows.position(name)
+            for name, s in stretches.items()]

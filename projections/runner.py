@@ -5,11 +5,24 @@ Nothing here knows a particular projection: the runner reads the events a projec
 changed rows with the new tracking position in one transaction. A replay reads only each
 projection's own event types, so two projections can replay the same log side by side in two
 processes, each decoding only its own events.
+
+Several processes writing one store (two API nodes, two ingests) each catch up after their
+writes. Had they all folded the same events, the optimistic commit would keep the rows right,
+but every commit by one would throw away the others' folds: with two bulk ingests, most of the
+folding was done twice or thrown away. So a catch-up first takes the projection's **lease**
+(:class:`Leases`, where the store has them): one process at a time folds a projection. A
+catch-up that finds the lease taken does not fold the same events: it asks the holder to commit
+up to the position it needs (``want``) and waits until the committed position gets there, or the
+lease comes free (then it folds the rest itself), or the holder makes no progress for
+STALL_SECONDS (then it folds anyway: the optimistic commit keeps that safe). A catch-up asked
+not to wait (an ingest between its batches) just returns.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
+from typing import Protocol, runtime_checkable
 
 from idstitch.projections.base import RowProjection
 from idstitch.projections.store import EventLog, LoggedEvent, ProjectionStore
@@ -19,10 +32,41 @@ PAGE_SIZE = 10_000
 """Events read (and their rows prefetched) at a time."""
 REPLAY_BATCH = 200_000
 """Events per transaction at most during a replay (a rebuild)."""
+STALL_SECONDS = 10.0
+"""A lease holder whose committed position has not moved for this long while a catch-up waits
+for it is taken for stuck: the catch-up folds without the lease."""
+WAIT_PAUSE_MAX = 0.02
+"""How long a waiting catch-up sleeps between looks at the committed position, at most."""
 LAG_LIMIT = 1_000
 """A catch-up that met only other projections' events leaves the committed position up to
 this far behind (it writes nothing then); past it, it commits the position, so that reads
 skipping those events stay short."""
+
+
+@runtime_checkable
+class Leases(Protocol):
+    """A projection store that can tell processes apart: who folds a projection now."""
+
+    def try_lease(self, name: str) -> bool:
+        """Take the projection's lease unless another holder has it, without waiting."""
+        ...
+
+    def release_lease(self, name: str) -> None:
+        """Give the lease back."""
+        ...
+
+    def want(self, name: str, position: int) -> None:
+        """Ask the holder to commit the projection up to ``position`` (a hint it polls)."""
+        ...
+
+    def wanted(self, name: str) -> int:
+        """The furthest position asked for (0: none)."""
+        ...
+
+
+def leases_of(store: ProjectionStore) -> Leases | None:
+    """The store's leases, or None where only one process can open it (memory)."""
+    return store if isinstance(store, Leases) else None
 
 
 def catch_up(
@@ -31,6 +75,8 @@ def catch_up(
     store: ProjectionStore,
     progress: Callable[[int], None] | None = None,
     recent: Sequence[LoggedEvent] = (),
+    *,
+    wait: bool = True,
 ) -> int:
     """Apply every event after the projection's tracking position, up to its ``batch_size``
     per transaction, reading only its own events; the position reached.
@@ -38,6 +84,10 @@ def catch_up(
     ``recent``: events this process just appended, with their positions. When they follow
     the tracking position directly, they are applied as they are instead of being read back
     and decoded again (the common case of an embedded, single-writer workspace).
+
+    When another process holds the projection's lease, this waits for it to commit the
+    position needed (see the module docstring); with ``wait=False`` it returns the committed
+    position at once instead.
     """
     stretch = Stretch(projection, log, store)
     # After a command, up to its own events: read-your-writes needs no more, and what other
@@ -51,6 +101,50 @@ def catch_up(
             # Up to date: answer without taking the projection's write lock, so queries
             # from several processes do not queue behind each other.
             return stretch.start
+    leases = leases_of(store)
+    held = leases is not None and leases.try_lease(projection.name)
+    if leases is not None and not held:
+        if not wait:
+            return stretch.start
+        reached, held = _await(projection.name, store, leases, until)
+        if reached is not None:
+            return reached
+        stretch = Stretch(projection, log, store)  # from where the holder left it
+    try:
+        return _fold_until(stretch, projection, log, until, settled, progress, recent)
+    finally:
+        if held:
+            assert leases is not None
+            leases.release_lease(projection.name)
+
+
+def _await(name: str, store: ProjectionStore, leases: Leases, until: int
+           ) -> tuple[int | None, bool]:
+    """Another process holds the lease: wait until it has committed ``until``; (the position
+    then, False). (None, whether this process now holds the lease) when it should fold the
+    rest itself: the lease came free, or its holder made no progress for STALL_SECONDS."""
+    leases.want(name, until)
+    last, since, pause = -1, time.monotonic(), 0.001
+    while True:
+        position = store.position(name)
+        if position >= until:
+            return position, False
+        if leases.try_lease(name):
+            return None, True
+        if position != last:
+            last, since = position, time.monotonic()
+        elif time.monotonic() - since > STALL_SECONDS:
+            return None, False
+        time.sleep(pause)
+        pause = min(pause * 2, WAIT_PAUSE_MAX)
+
+
+def _fold_until(
+    stretch: Stretch, projection: RowProjection, log: EventLog, until: int, settled: bool,
+    progress: Callable[[int], None] | None, recent: Sequence[LoggedEvent],
+) -> int:
+    """catch_up's loop: fold and commit up to ``until`` (and, unless ``settled``, up to the
+    head as it is when ``until`` is reached)."""
     while True:
         stretch.fold(projection.batch_size, recent, until=until)
         recent = ()

@@ -132,6 +132,11 @@ class _Run:
         self.report = IngestReport()
         self.batch: list[tuple[int, list[Step]]] = []
         self.unprojected: list[LoggedEvent] = []
+        self.recorded = 0
+        """Events this ingest appended so far."""
+        self.behind = False
+        """A catch-up between batches left projections to another process: the last one
+        must wait for them."""
         self.helper: background.BackgroundProjector | None = None
         self.parallel = parallel if owner.projector.can_fork else False
 
@@ -194,7 +199,7 @@ class _Run:
         if not owner.settings.auto_catch_up:
             return
         if self.helper is None and self.parallel is not False and (
-                self.parallel or len(self.unprojected) >= CATCH_UP_EVENTS):
+                self.parallel or self.recorded >= CATCH_UP_EVENTS):
             self.parallel = False  # one attempt: if the child cannot start, project here
             helper = owner.projector.helper()
             if helper.failed is None:
@@ -206,9 +211,13 @@ class _Run:
                 owner.projector.catch_up()
             return
         # The projections catch up every CATCH_UP_EVENTS events rather than every batch: hot
-        # person and device rows are then rewritten once per catch-up, not per batch.
-        if self.unprojected and (project or len(self.unprojected) >= CATCH_UP_EVENTS):
-            owner.projector.catch_up(self.unprojected)
+        # person and device rows are then rewritten once per catch-up, not per batch. Between
+        # batches, a projection another process is folding is left to it (no waiting); the
+        # last catch-up waits for it to have committed everything this ingest appended.
+        if (project and (self.unprojected or self.behind)) or (
+                len(self.unprojected) >= CATCH_UP_EVENTS):
+            reached = owner.projector.catch_up(self.unprojected, wait=project)
+            self.behind = bool(self.unprojected) and reached < self.unprojected[-1].position
             self.unprojected.clear()
 
     def _write(self, *, keep: bool) -> list[LoggedEvent]:
@@ -221,23 +230,28 @@ class _Run:
         if result is not None:
             report.accepted += result.accepted
             report.duplicates += result.duplicates
+            self.recorded += result.recorded
             return result.appended
-        # Other writers kept moving these devices: each message on its own, atomically.
+        # Other writers kept moving these devices: each message on its own, atomically. Their
+        # events are projected with the rest (one catch-up, not one per message).
+        kept: list[LoggedEvent] = []
         for index, steps in batch:
             first = steps[0]
             try:
                 appended = owner.writer.run(steps)
             except ConcurrencyConflict as e:
-                # Only this means "nothing of the message was written". Errors after its append
-                # (a failed catch-up, a policy mismatch) are not the message's fault: they stop
-                # the ingest rather than report a recorded message as rejected.
+                # Only this means "nothing of the message was written". Any other error (the
+                # store failing) stops the ingest rather than report a message as rejected
+                # that may have been recorded.
                 report.rejected.append((index, str(e)))
                 continue
-            if appended is not None and owner.settings.auto_catch_up:
-                owner.projector.catch_up(appended)
+            if appended is not None:
+                self.recorded += len(appended)
+                if keep:
+                    kept.extend(appended)
             device = owner.writer.cached(first.device_id)
             if appended is None and device is not None and device.is_duplicate(first.message_id):
                 report.duplicates += 1
             else:
                 report.accepted += 1
-        return []
+        return kept

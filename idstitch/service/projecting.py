@@ -76,12 +76,16 @@ class Projector:
         for projection in self.registry:
             projection.check_store(self.rows)
 
-    def catch_up(self, recent: Sequence[LoggedEvent] = ()) -> int:
+    def catch_up(self, recent: Sequence[LoggedEvent] = (), *, wait: bool = True) -> int:
         """Bring every projection up to the head of the log; the position reached.
 
-        ``recent``: events this process just appended (applied without reading them back)."""
+        ``recent``: events this process just appended (applied without reading them back).
+        A projection another process is folding (it holds its lease) is left to it: this
+        waits until that process has committed the position needed, or, with ``wait=False``,
+        leaves it where it is (see :mod:`idstitch.projections.runner`)."""
         with self.lock:
-            return min([catch_up(p, self.log, self.rows, recent=recent) for p in self.registry])
+            return min([catch_up(p, self.log, self.rows, recent=recent, wait=wait)
+                        for p in self.registry])
 
     def position(self) -> int:
         """The committed position every projection has reached (the lowest of them)."""

@@ -28,6 +28,9 @@ from idstitch.projections.store import LoggedEvent
 
 DEVICE_CACHE_SIZE = 10_000
 RETRIES = 5
+CONTENDED_BATCHES = 20
+"""After a conflict, this many batches in a row check for moved devices under the append lock
+(each one that finds moved devices starts the count again); then optimistic again."""
 
 
 class Step(msgspec.Struct, frozen=True):
@@ -86,6 +89,8 @@ class BatchResult(NamedTuple):
     """The events with their positions (empty unless asked for)."""
     accepted: int
     duplicates: int
+    recorded: int
+    """How many events it appended."""
 
 
 class DeviceWriter:
@@ -96,6 +101,8 @@ class DeviceWriter:
         self.retries = retries
         """How many times a message runs before ConcurrencyConflict reaches the caller."""
         self.lock = threading.RLock()
+        self.contended = 0
+        """Batches still to write under the append lock since the last conflict."""
         self._devices: OrderedDict[str, Device] = OrderedDict()
 
     def run(self, steps: list[Step]) -> list[LoggedEvent] | None:
@@ -143,33 +150,67 @@ class DeviceWriter:
         one transaction. None when other writers kept moving its devices (nothing of it was
         written): the caller then runs the messages one by one.
 
+        Optimistic while no other writer is seen: the batch runs on cached devices and its
+        append fails as a whole if another writer moved one of them; then only the messages of
+        the devices that moved are run again, on those devices reloaded. Once a conflict was
+        seen (``contended``), the next batches check instead, holding the store's append lock:
+        which devices moved since they were loaded, reload and rerun those, then append, all
+        before any other writer can append again. A contended batch then never fails (a
+        refused append costs the whole batch's insert, and with devices shared, the other
+        writer moved some device again during most retries: batches ran out of retries).
+
         ``keep``: return the appended events with their positions (for a catch-up here)."""
         with self.lock:
             devices = self._take_many({s.device_id for _, steps in batch for s in steps})
+            refresh = getattr(self.log, "refresh", None)
+            if self.contended and refresh is not None:
+                # Another writer shares these devices: the cached ones take what it appended
+                # since (a few events each) instead of failing the batch's append first.
+                refresh(devices.values())
             base = {device_id: device.version for device_id, device in devices.items()}
             previous: list[list[Recorded]] | None = None
             stale: set[str] = set()
             duplicates: set[int] = set()
+            exclusive = getattr(self.log, "exclusive", None)
             for _ in range(self.retries):
                 events, previous = self._run_batch(batch, devices, previous, stale, duplicates)
                 try:
-                    positions = self.log.write(events)
+                    if self.contended and exclusive is not None:
+                        with exclusive() as write:
+                            stale = self._refresh(batch, devices, base, conflicted=False)
+                            if stale:
+                                events, previous = self._run_batch(
+                                    batch, devices, previous, stale, duplicates)
+                            positions = write(events)
+                        self.contended = CONTENDED_BATCHES if stale else self.contended - 1
+                    else:
+                        positions = self.log.write(events)
                 except WriteConflict:
-                    # Only the devices another writer moved are reloaded and run again.
-                    stored = self.log.versions(devices)
-                    stale = _closure(batch, {d for d in devices if stored.get(d, 0) != base[d]})
-                    if not stale:
-                        stale = set(devices)  # cannot tell which: decide them all again
-                    reloaded = self.log.load_many(stale)
-                    devices.update(reloaded)
-                    base.update({d: device.version for d, device in reloaded.items()})
+                    self.contended = CONTENDED_BATCHES
+                    stale = self._refresh(batch, devices, base, conflicted=True)
                     continue
                 for device in devices.values():
                     self._keep(device)
                 appended = ([LoggedEvent(p, r.event) for p, r in zip(positions, events, strict=True)]
                             if keep else [])
-                return BatchResult(appended, len(batch) - len(duplicates), len(duplicates))
+                return BatchResult(appended, len(batch) - len(duplicates), len(duplicates),
+                                   len(positions))
             return None
+
+    def _refresh(self, batch: list[tuple[int, list[Step]]], devices: dict[str, Device],
+                 base: dict[str, int], *, conflicted: bool) -> set[str]:
+        """Reload the devices another writer moved since ``base`` (and those sharing a message
+        with one of them); the set reloaded. ``conflicted``: an append was refused, so if no
+        device looks moved, reload them all (cannot tell which)."""
+        stored = self.log.versions(devices)
+        stale = _closure(batch, {d for d in devices if stored.get(d, 0) != base[d]})
+        if not stale and conflicted:
+            stale = set(devices)
+        if stale:
+            reloaded = self.log.load_many(stale)
+            devices.update(reloaded)
+            base.update({d: device.version for d, device in reloaded.items()})
+        return stale
 
     def _run_batch(
         self, batch: list[tuple[int, list[Step]]], devices: dict[str, Device],
@@ -229,7 +270,8 @@ class DeviceWriter:
             else:
                 missing.append(device_id)
         # Devices not cached: those that exist come in one query, the rest are new.
-        devices.update(self.log.load_many(missing))
+        if missing:
+            devices.update(self.log.load_many(missing))
         return devices
 
     def cached(self, device_id: str) -> Device | None:
