@@ -1,29 +1,28 @@
 """Events and projection rows in one PostgreSQL database (or schema), through a psycopg pool.
 
 eventsourcing's PostgreSQL recorder owns the events table and loads single devices; this module
-adds the projection tables and the batch path of the log (``FastLog``) on the same table, and
-the projection leases: a session advisory lock per (schema, projection), held on a connection
-of its own, so that one process at a time folds a projection (see
-:mod:`idstitch.projections.runner`); a process that dies releases its leases with its
-connection.
+adds the projection tables (the batch path of the log on the same table, ``FastLog``, is in
+:mod:`idstitch.adapters.postgres_log`) and the projection leases: a session advisory lock per
+(schema, projection), held on a connection of its own, so that one process at a time folds a
+projection (see :mod:`idstitch.projections.runner`); a process that dies releases its leases
+with its connection.
 """
 
 from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
-from uuid import UUID
 
 import psycopg
 from idstitch.adapters.eventlog import DeviceLog
+from idstitch.adapters.postgres_log import PostgresLog, translated
 from idstitch.adapters.sqlstore import Cursor, SqlProjectionStore
 from idstitch.adapters.stores import Stores
-from idstitch.domain.errors import InvalidCommand, StoreError
-from idstitch.domain.ports import WriteConflict
+from idstitch.domain.errors import InvalidCommand
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool
@@ -33,18 +32,6 @@ SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 """Schema names a URL may give: PostgreSQL's unquoted identifiers, lower case, so that the
 quoted name (eventsourcing's tables) and the search_path setting name the same schema, and no
 text of the URL ever reaches SQL or the server's options unquoted."""
-
-
-@contextmanager
-def translated(what: str) -> Iterator[None]:
-    """The one place where psycopg's errors become idstitch's: a taken (device, version) is a
-    WriteConflict, anything else a StoreError saying what failed."""
-    try:
-        yield
-    except psycopg.errors.UniqueViolation as e:
-        raise WriteConflict(str(e)) from e
-    except psycopg.Error as e:
-        raise StoreError(f"{what}: {e}") from e
 
 
 def connect(url: str) -> Stores:
@@ -107,16 +94,6 @@ def _pg(cur: Cursor) -> psycopg.Cursor[Any]:
     return cast("psycopg.Cursor[Any]", cur)
 
 
-EVENTS_TABLE = "idstitch_events"
-"""eventsourcing's table for the application named ``idstitch`` (in the search_path schema)."""
-
-RESERVE = (
-    "SELECT setval(seq, nextval(seq) + %s - 1) FROM (SELECT pg_get_serial_sequence("
-    f"'{EVENTS_TABLE}', 'notification_id')::regclass AS seq) AS s"
-)
-"""Take n ids from the table's sequence in one call; returns the last (the table lock held)."""
-
-
 LEASE_KEY = "hashtextextended('idstitch lease ' || current_schema() || ' ' || %s, 0)"
 """The advisory lock key of a projection's lease: advisory locks are per database, so the key
 names the schema (the connection's search_path) as well as the projection."""
@@ -126,7 +103,7 @@ WANTED_DDL = ("CREATE TABLE IF NOT EXISTS idstitch_wanted (name TEXT PRIMARY KEY
 commit: a hint, never read for the rows themselves."""
 
 
-class PostgresProjectionStore(SqlProjectionStore):
+class PostgresProjectionStore(PostgresLog, SqlProjectionStore):
     """The locked tracking row (an upsert) serialises catch-ups across processes."""
 
     param = "%s"
@@ -263,12 +240,6 @@ class PostgresProjectionStore(SqlProjectionStore):
             yield cur
 
     @contextmanager
-    def _connected(self, what: str) -> Iterator[psycopg.Cursor[Any]]:
-        """A cursor in autocommit for one statement; errors translated as ``what`` failing."""
-        with translated(what), self._pool.connection() as conn, conn.cursor() as cur:
-            yield cur
-
-    @contextmanager
     def _cursor(self, *, write: bool) -> Iterator[Cursor]:
         with translated("PostgreSQL failed"), self._pool.connection() as conn, \
                 conn.transaction(), conn.cursor() as cur:
@@ -277,136 +248,6 @@ class PostgresProjectionStore(SqlProjectionStore):
                 # mix states from before and after a concurrent catch-up.
                 cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             yield cur
-
-    # The batch path of the event log (FastLog), on eventsourcing's own events table. The
-    # EXCLUSIVE table lock is the recorder's own rule: ids become visible in commit order, so a
-    # reader never skips a gap that a slower writer fills later.
-
-    def append_events(self, rows: list[tuple[str, int, str, bytes]]) -> list[int]:
-        """Insert (originator_id as UUID hex, version, topic, state) rows in one transaction,
-        under the table lock; their positions, consecutive and in the order given."""
-        if not rows:
-            return []
-        with self.exclusive() as insert:
-            return insert(rows)
-
-    @contextmanager
-    def exclusive(self) -> Iterator[Callable[[list[tuple[str, int, str, bytes]]], list[int]]]:
-        """Hold the events table's lock: nobody else appends until the block ends. Yields an
-        insert function (its rows commit when the block ends); reads of the log on other
-        connections go on meanwhile (the lock does not block them)."""
-        with translated("cannot append events"), self._pool.connection() as conn, \
-                conn.transaction(), conn.cursor() as cur:
-            cur.execute("SET LOCAL lock_timeout = '30s'")
-            cur.execute(f"LOCK TABLE {EVENTS_TABLE} IN EXCLUSIVE MODE")
-            yield lambda rows: self._copy(cur, rows)
-
-    @staticmethod
-    def _copy(cur: psycopg.Cursor[Any], rows: list[tuple[str, int, str, bytes]]) -> list[int]:
-        """Insert rows under the table lock ``cur``'s transaction holds; their positions."""
-        if not rows:
-            return []
-        with translated("cannot append events"):
-            # Every insert into the table waits for our lock (INSERT takes ROW EXCLUSIVE,
-            # which EXCLUSIVE blocks), so no other nextval can fall between ours and the
-            # setval: the block of ids is ours, and it commits before any later one.
-            reserved = cur.execute(RESERVE, (len(rows),)).fetchone()
-            assert reserved is not None  # setval returns one row
-            last = int(reserved[0])
-            first = last - len(rows) + 1
-            # COPY instead of INSERT ... unnest: no array to build and parse, no RETURNING
-            # to pair back (the ids are known). A binary COPY field carries no type, and a
-            # uuid's binary form is its 16 bytes: sending them as bytea skips a UUID object
-            # per row.
-            with cur.copy(f"COPY {EVENTS_TABLE} (originator_id, originator_version, topic, "
-                          "state, notification_id) FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types(["bytea", "int8", "text", "bytea", "int8"])
-                write_row = copy.write_row
-                fromhex = bytes.fromhex
-                for position, (aggregate, version, topic, state) in enumerate(rows, first):
-                    write_row((fromhex(aggregate), version, topic, state, position))
-        return list(range(first, last + 1))
-
-    def read_events(self, after: int, limit: int) -> list[tuple[int, bytes]]:
-        """(position, state) after a position."""
-        with self._connected("cannot read the log") as cur:
-            cur.execute(
-                f"SELECT notification_id, state FROM {EVENTS_TABLE} WHERE notification_id > %b "
-                "ORDER BY notification_id LIMIT %b", (after, limit), binary=True)
-            return cur.fetchall()
-
-    def read_selected(
-        self, after: int, until: int, limit: int, topics: list[str], first: bool
-    ) -> list[tuple[int, bytes]]:
-        """(position, state) of the events with these topics (and, with ``first``, every
-        device's first event) in ``after < position <= until``."""
-        also = " OR originator_version = 1" if first else ""
-        with self._connected("cannot read the log") as cur:
-            cur.execute(
-                f"SELECT notification_id, state FROM {EVENTS_TABLE} "
-                "WHERE notification_id > %b AND notification_id <= %b "
-                f"AND (topic = ANY(%b){also}) ORDER BY notification_id LIMIT %b",
-                (after, until, topics, limit), binary=True)
-            return cur.fetchall()
-
-    def head(self) -> int:
-        """The last position (0 when empty)."""
-        with self._connected("cannot read the log") as cur:
-            cur.execute(f"SELECT max(notification_id) FROM {EVENTS_TABLE}")
-            row = cur.fetchone()
-        return int(row[0] or 0) if row else 0
-
-    def device_events(self, aggregate_ids: list[UUID]) -> list[tuple[int, bytes]]:
-        """(version, state) of these aggregates' events, by aggregate then version."""
-        with self._connected("cannot load devices") as cur:
-            cur.execute(
-                f"SELECT originator_version, state FROM {EVENTS_TABLE} "
-                "WHERE originator_id = ANY(%b) ORDER BY originator_id, originator_version",
-                (aggregate_ids,), binary=True)
-            return cur.fetchall()
-
-    def device_versions(self, aggregate_ids: list[UUID]) -> dict[str, int]:
-        """The last version of each of these aggregates that has events, by UUID hex."""
-        with self._connected("cannot read the log") as cur:
-            # One backward index probe per device (not a scan of all its events), the ids in
-            # binary: after a conflict this asks about every device of a batch.
-            cur.execute(
-                "SELECT d.id, v.version FROM unnest(%b::uuid[]) AS d(id) CROSS JOIN LATERAL "
-                f"(SELECT originator_version AS version FROM {EVENTS_TABLE} "
-                "WHERE originator_id = d.id ORDER BY originator_version DESC LIMIT 1) AS v",
-                (aggregate_ids,))
-            return {uuid.hex: int(version) for uuid, version in cur.fetchall()}
-
-    def read_spans(
-        self, spans: list[tuple[str, int, int]], topics: list[str] | None
-    ) -> list[tuple[int, bytes]]:
-        """(position, state) of each (aggregate hex, start, end) span's events (of these
-        topics, or all), in one statement: one indexed range per span."""
-        ids = [UUID(a) for a, _, _ in spans]
-        starts = [s for _, s, _ in spans]
-        ends = [e for _, _, e in spans]
-        also = "" if topics is None else " AND e.topic = ANY(%s)"
-        with self._connected("cannot read the log") as cur:
-            cur.execute(
-                "SELECT e.notification_id, e.state FROM unnest(%s::uuid[], %s::int8[], "
-                f"%s::int8[]) AS s(id, first, stop) JOIN {EVENTS_TABLE} e "
-                "ON e.originator_id = s.id AND e.notification_id >= s.first "
-                f"AND e.notification_id < s.stop{also}",
-                (ids, starts, ends, *(() if topics is None else (topics,))))
-            return [(int(p), bytes(state)) for p, state in cur.fetchall()]
-
-    def events_after(self, since: list[tuple[UUID, int]]) -> list[tuple[int, bytes]]:
-        """(version, state) of each aggregate's events after the version given with it."""
-        if not since:
-            return []
-        ids, versions = (list(c) for c in zip(*since, strict=True))
-        with self._connected("cannot load devices") as cur:
-            cur.execute(
-                "SELECT e.originator_version, e.state FROM unnest(%b::uuid[], %b::int8[]) "
-                f"AS c(id, v) JOIN {EVENTS_TABLE} e ON e.originator_id = c.id "
-                "AND e.originator_version > c.v ORDER BY e.originator_id, e.originator_version",
-                (ids, versions), binary=True)
-            return cur.fetchall()
 
     def close(self) -> None:
         """Close the pool and the lease connection (which releases the leases)."""

@@ -6,7 +6,8 @@ layer depends on this protocol and never on a concrete store.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 from idstitch.domain.device import Device, Recorded
@@ -39,6 +40,16 @@ class DeviceRepository(Protocol):
 
     def versions(self, device_ids: Iterable[str]) -> dict[str, int]:
         """The stored version of each of these devices that has any event."""
+        ...
+
+    def refresh(self, devices: Iterable[Device]) -> set[str]:
+        """Bring devices up to the log (only the events other writers appended to them since
+        they were loaded); the ids of those that moved."""
+        ...
+
+    def exclusive(self) -> AbstractContextManager[Callable[[Sequence[Recorded]], list[int]]]:
+        """Hold the log's append lock until the block ends: what the block reads of the log
+        stays true until the events it appends (with the yielded function) commit."""
         ...
 
     def is_current(self, device: Device) -> bool:

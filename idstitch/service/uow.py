@@ -162,21 +162,19 @@ class DeviceWriter:
         ``keep``: return the appended events with their positions (for a catch-up here)."""
         with self.lock:
             devices = self._take_many({s.device_id for _, steps in batch for s in steps})
-            refresh = getattr(self.log, "refresh", None)
-            if self.contended and refresh is not None:
+            if self.contended:
                 # Another writer shares these devices: the cached ones take what it appended
                 # since (a few events each) instead of failing the batch's append first.
-                refresh(devices.values())
+                self.log.refresh(devices.values())
             base = {device_id: device.version for device_id, device in devices.items()}
             previous: list[list[Recorded]] | None = None
             stale: set[str] = set()
             duplicates: set[int] = set()
-            exclusive = getattr(self.log, "exclusive", None)
             for _ in range(self.retries):
                 events, previous = self._run_batch(batch, devices, previous, stale, duplicates)
                 try:
-                    if self.contended and exclusive is not None:
-                        with exclusive() as write:
+                    if self.contended:
+                        with self.log.exclusive() as write:
                             stale = self._refresh(batch, devices, base, conflicted=False)
                             if stale:
                                 events, previous = self._run_batch(
