@@ -79,27 +79,25 @@ class Queries:
 
     # The audit (api.md "Audit: history, as-of, explain").
 
-    def history(self, identifier: str) -> list[Change]:
-        """Every Change that shaped the person the identifier finds now, in log order."""
+    def _audit(self, identifier: str, ask: Callable[[Reader, PersonRow, int, str | None], T],
+               unknown: T) -> T:
+        """Settle, find the person now, and ask the auditor (``unknown`` if nobody)."""
         until = self._settled()
         epoch = self.auditor.epoch(self.rows)
         with bulk_gc(), self.rows.snapshot() as rows:
             reader = Reader(rows)
             person = reader.person(identifier)
-            if person is None:
-                return []
-            return self.auditor.history(reader, self.log, person, until, epoch)
+            return unknown if person is None else ask(reader, person, until, epoch)
+
+    def history(self, identifier: str) -> list[Change]:
+        """Every Change that shaped the person the identifier finds now, in log order."""
+        return self._audit(identifier, lambda reader, person, until, epoch: self.auditor.history(
+            reader, self.log, person, until, epoch), [])
 
     def explain(self, identifier: str, attribute: str) -> Provenance | None:
         """Which event set the person's current value of ``attribute``, and what lost to it."""
-        until = self._settled()
-        epoch = self.auditor.epoch(self.rows)
-        with bulk_gc(), self.rows.snapshot() as rows:
-            reader = Reader(rows)
-            person = reader.person(identifier)
-            if person is None:
-                return None
-            return self.auditor.explain(reader, self.log, person, attribute, until, epoch)
+        return self._audit(identifier, lambda reader, person, until, epoch: self.auditor.explain(
+            reader, self.log, person, attribute, until, epoch), None)
 
     def profile_as_of(self, identifier: str, at: int | datetime) -> Profile | None:
         """The profile as the log stood at a position, or at a moment of recorded time.
