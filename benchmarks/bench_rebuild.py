@@ -163,7 +163,7 @@ def count_events(url: str) -> int:
         con.close()
         return n
     import psycopg
-    from idstitch.adapters.postgres import EVENTS_TABLE
+    from idstitch.adapters.postgres_log import EVENTS_TABLE
 
     with psycopg.connect(url) as conn:
         row = conn.execute(f"SELECT count(*) FROM {EVENTS_TABLE}").fetchone()
