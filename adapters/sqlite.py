@@ -14,7 +14,7 @@ import sqlite3
 import threading
 import types
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 from uuid import UUID
 
@@ -70,6 +70,8 @@ class SqliteProjectionStore(SqlProjectionStore):
     def __init__(self, path: str) -> None:
         self._path = path
         self._lease_files: dict[str, int] = {}
+        self._write_fd: int | None = None
+        """The lock file writers queue on (see _writing); -1: none can be had."""
         """A file descriptor per projection whose lease this store took at least once."""
         self._held: set[str] = set()
         with translated(f"cannot open SQLite database {path!r}"):
@@ -136,8 +138,35 @@ class SqliteProjectionStore(SqlProjectionStore):
         return int(row[0]) if row else 0
 
     @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Queue for the file's write lock in the kernel before asking SQLite for it.
+
+        Two processes writing one file (two ingests, an ingest and its projecting child) take
+        turns at SQLite's write lock; SQLite's own wait polls with sleeps that grow to tens of
+        milliseconds, so a writer often slept well past the moment the lock came free. A
+        blocking flock on a file beside the database wakes the next writer when the lock is
+        released. Every idstitch write transaction takes it first; a writer that is not
+        idstitch still meets SQLite's own lock and wait."""
+        fd = self._write_fd
+        if fd is None and fcntl is not None and self._path != ":memory:":
+            try:
+                fd = os.open(f"{self._path}-write.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError:
+                fd = -1  # an unwritable folder: SQLite's own wait alone
+            self._write_fd = fd
+        if fd is None or fd < 0 or fcntl is None:
+            yield
+            return
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    @contextmanager
     def _cursor(self, *, write: bool) -> Iterator[Cursor]:
-        with self._lock, translated("SQLite failed"):
+        with self._lock, (self._writing() if write else nullcontext()), \
+                translated("SQLite failed"):
             cur = self._conn.cursor()
             try:
                 cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
@@ -158,7 +187,7 @@ class SqliteProjectionStore(SqlProjectionStore):
         """Hold the file's write lock: nobody else appends until the block ends. Yields an
         insert function (its rows commit, synced, when the block ends); reads of the log run
         on this connection meanwhile, inside the transaction."""
-        with self._lock:
+        with self._lock, self._writing():
             try:
                 with translated("cannot append events"):
                     self._conn.execute("PRAGMA synchronous=FULL")
@@ -295,4 +324,7 @@ class SqliteProjectionStore(SqlProjectionStore):
             self._held.clear()
             for fd in self._lease_files.values():
                 os.close(fd)
+            if self._write_fd is not None and self._write_fd >= 0:
+                os.close(self._write_fd)
+            self._write_fd = None
             self._lease_files.clear()
