@@ -10,16 +10,16 @@ from typing import Protocol
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError, Mapper, PersistenceError, StoredEvent
-from idstitch.adapters.codec import TOPICS, EventCodec, StructMapper, topic_of
+from eventsourcing.persistence import IntegrityError, Mapper, PersistenceError
+from eventsourcing.popo import POPOApplicationRecorder
+from idstitch.adapters.codec import TOPICS, EventCodec, StructMapper
+from idstitch.adapters.memory_log import MemoryLog
 from idstitch.domain.device import Device, Recorded, project_device
 from idstitch.domain.errors import StoreError
 from idstitch.domain.events import DeviceEvent
 from idstitch.domain.ports import WriteConflict
 from idstitch.projections.store import LoggedEvent, Span
 
-PAGE = 1_000
-"""Notifications a recorder without a fast path is asked for at a time."""
 END = 2**62
 """A position past any log's end (an open span's end)."""
 
@@ -37,7 +37,8 @@ def translated(what: str) -> Iterator[None]:
 
 
 class FastLog(Protocol):
-    """Direct access to the events table for the batch path (same table as the recorder)."""
+    """Direct access to the recorder's events for appends and reads (its own table, or, in the
+    memory store, its own list): the one path every store implements."""
 
     def append_events(self, rows: list[tuple[str, int, str, bytes]]) -> list[int]:
         """Insert (originator_id, version, topic, state) rows in one transaction; positions.
@@ -91,10 +92,11 @@ class FastLog(Protocol):
 class DeviceLog(Application[UUID]):
     """Stores and loads Device aggregates; reads the global log for the projections.
 
-    Devices are loaded through eventsourcing's Repository and recorders. Appends and log
-    reads, the hot paths, go straight to the recorder (or, where the store offers one, to a
-    :class:`FastLog` on the same table), skipping the per-event protocol checks and objects of
-    ``Application.save`` and ``select_notifications``.
+    Single devices are loaded through eventsourcing's Repository. Appends, batch loads and log
+    reads, the hot paths, go to the store's :class:`FastLog` on the recorder's own rows
+    (``fast``; in the memory store, :class:`~idstitch.adapters.memory_log.MemoryLog`), skipping
+    the per-event protocol checks and objects of ``Application.save`` and
+    ``select_notifications``.
     """
 
     name = "idstitch"
@@ -103,9 +105,13 @@ class DeviceLog(Application[UUID]):
         self, env: dict[str, str], codec: EventCodec | None = None, fast: FastLog | None = None
     ) -> None:
         self.codec = codec or EventCodec()
-        self.fast = fast
         with translated("cannot open the event store"):
             super().__init__(env=env)
+        if fast is None:
+            if not isinstance(self.recorder, POPOApplicationRecorder):
+                raise StoreError(f"the {type(self.recorder).__name__} store gave no FastLog")
+            fast = MemoryLog(self.recorder)
+        self.fast: FastLog = fast
 
     def construct_mapper(self) -> Mapper[UUID]:
         """Our msgspec mapper instead of the stock JSON one."""
@@ -126,8 +132,6 @@ class DeviceLog(Application[UUID]):
         """Every one of ``device_ids``: loaded from its events (one query, the batch path), or
         new (version 0) when it has none."""
         ids = list(device_ids)
-        if self.fast is None:
-            return {d: self.load(d) or Device(d) for d in ids}
         aggregate_ids = {d: Device.create_id(d) for d in ids}
         with translated("cannot load devices"):
             rows = self.fast.device_events(list(aggregate_ids.values()))
@@ -151,8 +155,6 @@ class DeviceLog(Application[UUID]):
         only the events other writers appended to them since, all in one query; the ids of
         those that moved. Cheaper than loading them again (a device's whole history) when
         another writer shares them."""
-        if self.fast is None:
-            return set()  # the memory store: no other process writes it
         by_id = {d.device_id: d for d in devices}
         with translated("cannot load devices"):
             rows = self.fast.events_after([(d.id, d.version) for d in by_id.values()])
@@ -181,29 +183,17 @@ class DeviceLog(Application[UUID]):
         if not pending:
             return []
         with translated("cannot append events"):
-            if self.fast is not None:
-                positions = self.fast.append_events([
-                    (r.originator_id.hex, r.originator_version, TOPICS[type(r.event)],
-                     encode(r.event))
-                    for r in pending])
-            else:
-                positions = list(self.recorder.insert_events([
-                    StoredEvent(originator_id=r.originator_id,
-                                originator_version=r.originator_version,
-                                topic=topic_of(r.event), state=encode(r.event))
-                    for r in pending]) or [])
-        return positions
+            return self.fast.append_events([
+                (r.originator_id.hex, r.originator_version, TOPICS[type(r.event)],
+                 encode(r.event))
+                for r in pending])
 
     @contextmanager
     def exclusive(self) -> Iterator[Callable[[Sequence[Recorded]], list[int]]]:
         """Hold the store's append lock: no other writer appends until the block ends, so
         what the block reads of the log (device versions, device events) stays true until
         its events commit. Yields a function that appends events in the order given (their
-        positions; committed when the block ends). Without a fast path (the memory store,
-        which no other process can open) nothing is locked."""
-        if self.fast is None:
-            yield self.write
-            return
+        positions; committed when the block ends)."""
         encode = self.codec.encoder()
         with translated("cannot append events"), self.fast.exclusive() as insert:
             yield lambda pending: insert([
@@ -213,11 +203,7 @@ class DeviceLog(Application[UUID]):
     def read(self, after: int, limit: int) -> Sequence[LoggedEvent]:
         """Events after a position, decoded."""
         with translated("cannot read the log"):
-            if self.fast is not None:
-                rows = self.fast.read_events(after, limit)
-            else:
-                rows = [(n.id, n.state) for n in self.recorder.select_notifications(
-                    start=after, limit=limit, inclusive_of_start=False)]
+            rows = self.fast.read_events(after, limit)
         return self._decoded(rows)
 
     def read_selected(
@@ -228,20 +214,7 @@ class DeviceLog(Application[UUID]):
         ``after < position <= until``, decoded: a replay decodes only what it folds."""
         topics = sorted(TOPICS[t] for t in types)
         with translated("cannot read the log"):
-            if self.fast is not None:
-                rows = self.fast.read_selected(after, until, limit, topics, first)
-            else:
-                wanted = set(topics)
-                rows = []
-                start = after + 1
-                while start <= until and len(rows) < limit:
-                    page = self.recorder.select_notifications(start=start, limit=PAGE, stop=until)
-                    if not page:
-                        break
-                    rows += [(n.id, n.state) for n in page
-                             if n.topic in wanted or (first and n.originator_version == 1)]
-                    start = page[-1].id + 1
-                rows = rows[:limit]
+            rows = self.fast.read_selected(after, until, limit, topics, first)
         return self._decoded(rows)
 
     def read_spans(
@@ -252,28 +225,8 @@ class DeviceLog(Application[UUID]):
         wanted = [(Device.create_id(d).hex, start, END if end is None else end)
                   for d, start, end in spans]
         with translated("cannot read the log"):
-            if self.fast is not None:
-                rows = self.fast.read_spans(wanted, topics)
-            else:
-                rows = self._popo_spans(wanted, topics)
+            rows = self.fast.read_spans(wanted, topics)
         return self._decoded(sorted(rows))
-
-    def _popo_spans(
-        self, spans: list[tuple[str, int, int]], topics: list[str] | None
-    ) -> list[tuple[int, bytes]]:
-        # The in-memory recorder keeps a per-aggregate index of its list of events (a position
-        # is an index plus one): a device's events without scanning the log.
-        recorder = self.recorder
-        index: dict[str, dict[int, int]] = recorder._stored_events_index  # type: ignore[attr-defined]
-        stored: list[StoredEvent] = recorder._stored_events  # type: ignore[attr-defined]
-        wanted = None if topics is None else set(topics)
-        out: list[tuple[int, bytes]] = []
-        for aggregate, start, end in spans:
-            for i in index.get(str(UUID(aggregate)), {}).values():
-                event = stored[i]
-                if start <= i + 1 < end and (wanted is None or event.topic in wanted):
-                    out.append((i + 1, event.state))
-        return out
 
     def _decoded(self, rows: list[tuple[int, bytes]]) -> list[LoggedEvent]:
         if not rows:
@@ -287,16 +240,9 @@ class DeviceLog(Application[UUID]):
     def versions(self, device_ids: Iterable[str]) -> dict[str, int]:
         """The stored version of each of these devices that has any event."""
         ids = {Device.create_id(d): d for d in device_ids}
-        if self.fast is not None:
-            found = self.fast.device_versions(list(ids))
-            return {device_id: found[a.hex] for a, device_id in ids.items() if a.hex in found}
-        out: dict[str, int] = {}
         with translated("cannot read the log"):
-            for aggregate_id, device_id in ids.items():
-                last = self.recorder.select_events(aggregate_id, desc=True, limit=1)
-                if last:
-                    out[device_id] = last[0].originator_version
-        return out
+            found = self.fast.device_versions(list(ids))
+        return {device_id: found[a.hex] for a, device_id in ids.items() if a.hex in found}
 
     def is_current(self, device: Device) -> bool:
         """Whether no other writer has appended to this device since it was loaded."""
@@ -306,11 +252,9 @@ class DeviceLog(Application[UUID]):
 
     def head(self) -> int:
         """The last position (0 when empty)."""
-        if self.fast is not None:
-            # One statement on the store's own connection: every catch-up and query asks.
-            return self.fast.head()
+        # One statement on the store's own connection: every catch-up and query asks.
         with translated("cannot read the log"):
-            return self.recorder.max_notification_id() or 0
+            return self.fast.head()
 
     def close(self) -> None:
         """Close the recorder's connections."""

@@ -11,7 +11,8 @@ from idstitch.adapters.stores import Stores
 
 
 def connect() -> Stores:
-    """An in-process workspace store: eventsourcing's in-memory recorder and dict rows."""
+    """An in-process workspace store: eventsourcing's in-memory recorder (read and appended
+    through :class:`~idstitch.adapters.memory_log.MemoryLog`) and dict rows."""
     return Stores("memory:", DeviceLog({"PERSISTENCE_MODULE": "eventsourcing.popo"}),
                   MemoryProjectionStore())
 

@@ -45,14 +45,13 @@ def translated(what: str) -> Iterator[None]:
 
 def connect(path: str) -> Stores:
     """The event log and projection store of the SQLite file at ``path``."""
-    log = DeviceLog({"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": path,
-                     "SQLITE_LOCK_TIMEOUT": "30"})
+    rows = SqliteProjectionStore(path)
     try:
-        rows = SqliteProjectionStore(path)
+        log = DeviceLog({"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": path,
+                         "SQLITE_LOCK_TIMEOUT": "30"}, fast=rows)
     except BaseException:
-        log.close()
+        rows.close()
         raise
-    log.fast = rows
     return Stores(f"sqlite:///{path}", log, rows, f"sqlite:///{os.path.abspath(path)}")
 
 

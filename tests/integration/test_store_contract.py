@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from idstitch.adapters import eventlog
 from idstitch.adapters.postgres import PostgresProjectionStore
 from idstitch.adapters.stores import Stores
 from idstitch.domain.device import Device
@@ -105,14 +104,9 @@ class StoreContract:
 
     # The event log port.
 
-    def test_selected_reads_filter_by_type_first_event_and_bounds(
-        self, stores: Stores, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
+    def test_selected_reads_filter_by_type_first_event_and_bounds(self, stores: Stores) -> None:
         """A replay reads only its projection's events (and, if it asks, every device's first
         event), between two positions, a page at a time."""
-        # A recorder without a fast path (memory) is read in pages: make them smaller than
-        # what is asked for, so that the paging itself is tested.
-        monkeypatch.setattr(eventlog, "PAGE", 2)
         for name in ("a", "b", "c"):
             device = Device(name)
             if name != "b":
