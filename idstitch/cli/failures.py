@@ -74,6 +74,10 @@ def run_guarded(handler: Callable[[argparse.Namespace, Console, Console], int],
         _say(err, f"error: {e}")
         return e.status
     except IdstitchError as e:
+        if isinstance(e.__cause__, KeyboardInterrupt):
+            # Ctrl-C during an ingest's progress report: what was committed is said.
+            _say(err, f"interrupted: {e}")
+            return INTERRUPTED
         _say(err, f"error: {e}")
         return ERROR
     except OSError as e:

@@ -20,6 +20,8 @@ from idstitch.render import to_json_bytes
 
 PIPE_WIDTH = 100_000
 """The most a print is laid out to when piped: in effect, no limit (a value is never cut)."""
+CHUNK_LINES = 256
+"""Lines a piped console passes on at a time (see TrimmedLines.write)."""
 FILL_WIDTH = 80
 """The width, piped, of what fills whatever width it is given (a rule) rather than needing one."""
 
@@ -44,8 +46,12 @@ class TrimmedLines(io.TextIOBase):
     def write(self, text: str) -> int:
         lines = (self._partial + text).split("\n")
         self._partial = lines.pop()
-        if lines:
-            self._out.write("".join(line.rstrip(" ") + "\n" for line in lines))
+        # In pieces: a single write of megabytes to a pipe whose reader left midway (`| head`)
+        # can end without an error; the next piece then fails, as it should.
+        for start in range(0, len(lines), CHUNK_LINES):
+            self._out.write("".join(line.rstrip(" ") + "\n"
+                                    for line in lines[start:start + CHUNK_LINES]))
+            self._out.flush()
         return len(text)
 
     def flush(self) -> None:
@@ -59,7 +65,15 @@ class TrimmedLines(io.TextIOBase):
         self._out.flush()
 
 
-class PipeConsole(Console):
+class CliConsole(Console):
+    """A console whose closed pipe is the command line's to handle (rich would exit 1)."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError("the reader of the output went away")
+
+
+class PipeConsole(CliConsole):
     """A console for output that is not a terminal: every print as wide as it needs."""
 
     def print(self, *objects: Any, width: int | None = None, **kwargs: Any) -> None:
@@ -80,7 +94,7 @@ class PipeConsole(Console):
 def console_for(stream: TextIO, *, stderr: bool = False) -> Console:
     """A console on ``stream``: laid out for the terminal, or unbounded and trimmed when piped."""
     if stream.isatty():
-        return Console(file=stream, highlight=False, stderr=stderr)
+        return CliConsole(file=stream, highlight=False, stderr=stderr)
     return PipeConsole(file=cast(TextIO, TrimmedLines(stream)), highlight=False, width=PIPE_WIDTH,
                        soft_wrap=False, stderr=stderr)
 
@@ -100,5 +114,5 @@ def write_json_line(value: Any) -> None:
     sys.stdout.buffer.flush()
 
 
-__all__ = ["FILL_WIDTH", "PIPE_WIDTH", "PipeConsole", "TrimmedLines", "console_for", "finish",
+__all__ = ["FILL_WIDTH", "PIPE_WIDTH", "CliConsole", "PipeConsole", "TrimmedLines", "console_for", "finish",
            "write_json_line"]
