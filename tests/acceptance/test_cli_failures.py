@@ -207,6 +207,6 @@ def test_ctrl_c_is_a_message_and_exit_130(tmp_path: Path, cli: Any) -> None:
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     time.sleep(2.5)
     process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=120)
+    _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
     assert b"Traceback" not in err and b"interrupted" in err
