@@ -1,19 +1,15 @@
 """The command line's one choke point for failures: every way a command can fail becomes a
 message on stderr and an exit status, never a traceback.
 
-========  ===============================================================================
-status    meaning
-========  ===============================================================================
-0         done
-1         nothing found: no such person, device, or attribute of the person
-2         an error: a bad argument, a store that is missing or not an idstitch store, a
-          store error, output that could not be written (``> /dev/full``), anything
-          unexpected (``IDSTITCH_DEBUG=1`` shows the traceback of that)
-3         ``ingest`` finished but rejected lines (``--allow-rejects`` makes that 0)
-130       interrupted (Ctrl-C)
-141       stdout was closed early (``| head``): nothing more is printed, as other Unix
-          tools do when their reader goes away
-========  ===============================================================================
+- 0: done
+- 1: nothing found: no such person, device, or attribute of the person
+- 2: an error: a bad argument, a store that is missing or not an idstitch store, a store error,
+  output that could not be written (``> /dev/full``), anything unexpected (``IDSTITCH_DEBUG=1``
+  shows the traceback of that)
+- 3: ``ingest`` finished but rejected lines (``--allow-rejects`` makes that 0)
+- 130: interrupted (Ctrl-C)
+- 141: stdout was closed early (``| head``): nothing more is printed, as other Unix tools do
+  when their reader goes away
 """
 
 from __future__ import annotations
