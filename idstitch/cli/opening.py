@@ -42,14 +42,15 @@ def sqlite_path(url: str) -> str | None:
     return url[len("sqlite:///"):] if url.startswith("sqlite:///") else None
 
 
-def _tables(path: str) -> set[str]:
-    """The table names of a SQLite file, read without changing anything beside it.
+def _tables(path: str) -> set[str] | None:
+    """The table names of a SQLite file, read without changing anything beside it; None when
+    they cannot be read that way but a WAL beside the file says SQLite has used it.
 
     Without a ``-wal`` file beside it, the database file holds everything, and ``immutable``
-    reads it with no lock and no file created; with one (a process has the store open), a
-    read-only connection reads through the WAL that is already there."""
-    mode = "ro" if os.path.exists(path + "-wal") else "ro&immutable=1"
-    uri = f"file:{_quote(os.path.abspath(path))}?mode={mode}"
+    reads it with no lock and no file created; with one (a process has the store open, or
+    one was killed), a read-only connection reads through the WAL that is already there."""
+    wal = os.path.exists(path + "-wal")
+    uri = f"file:{_quote(os.path.abspath(path))}?mode={'ro' if wal else 'ro&immutable=1'}"
     try:
         conn = sqlite3.connect(uri, uri=True)
         try:
@@ -57,6 +58,10 @@ def _tables(path: str) -> set[str]:
         finally:
             conn.close()
     except sqlite3.Error as e:
+        if wal:
+            # A WAL a killed process left without its -shm index: only a read-write open
+            # recovers it, as the store's own open does; that open's errors are the store's.
+            return None
         raise StoreError(f"{path} is not an idstitch store: SQLite cannot read it ({e})") from e
     return {str(name) for (name,) in rows}
 
@@ -91,7 +96,7 @@ def check_sqlite_file(path: str, access: Access) -> None:
     if header != SQLITE_HEADER:
         raise StoreError(f"{path} is not an idstitch store: it is not a SQLite database")
     tables = _tables(path)
-    if tables >= STORE_TABLES or (access is Access.CREATE and not tables):
+    if tables is None or tables >= STORE_TABLES or (access is Access.CREATE and not tables):
         return
     if not tables:
         raise StoreError(f"{path} is not an idstitch store: an empty SQLite database")

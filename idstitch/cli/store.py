@@ -91,8 +91,10 @@ def cmd_demo(args: argparse.Namespace, console: Console, err: Console) -> int:
 def cmd_rebuild(args: argparse.Namespace, console: Console, err: Console) -> int:
     """Replay the whole log into fresh projections, with a progress bar; ``--policy`` changes
     the store's anonymous_merge policy (the only command that may), and it says so."""
-    with open_store(args.db, None, Access.REBUILD) as ws:
-        before = stored_policy(ws)
+    before = None
+    if args.policy is not None:
+        with open_store(args.db, None, Access.REBUILD) as ws:
+            before = stored_policy(ws)
     with open_store(args.db, args.policy, Access.REBUILD) as ws:
         total = ws.log.head()
         replayed = 0

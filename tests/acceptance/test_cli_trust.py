@@ -54,6 +54,16 @@ def test_the_default_store_is_not_created_by_a_read_either(tmp_path: Path, cli: 
     assert cli.files_in(tmp_path) == []
 
 
+def test_a_store_another_process_has_open_is_read(tmp_path: Path, cli: Any) -> None:
+    url = f"sqlite:///{tmp_path}/x.db"
+    with idstitch.open(url) as ws:
+        ws.identify("phone", "dana")
+        assert (tmp_path / "x.db-wal").exists()  # the WAL of a store in use
+        ran = cli.run("--db", url, "profile", "dana")
+        assert ran.status == 0, ran
+        assert "dana" in ran.out
+
+
 def _another_apps_database(path: Path, *, wal: bool) -> None:
     conn = sqlite3.connect(path)
     if wal:
