@@ -118,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help=f"losing writes per page (default {PAGE}; 0 for all)")
     explain.add_argument("--offset", type=_count, default=0, metavar="N",
                          help="losing writes to skip first, in log order (default 0)")
+    explain.add_argument("--no-pager", action="store_true",
+                         help="never page, even when the page is taller than the terminal")
     add("export", cmd_export,
         "a person's whole history as NDJSON on stdout, one Change a line, for a "
         "subject-access request: idstitch export ID > subject.ndjson"

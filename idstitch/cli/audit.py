@@ -206,7 +206,7 @@ def cmd_explain(args: argparse.Namespace, console: Console, err: Console) -> int
     parts: list[RenderableType] = [body]
     if lost:
         parts += [Text(""), _extent(len(page.overridden), offset, lost, args, "losing write")]
-    show(console, Group(*parts), page=True)
+    show(console, Group(*parts), page=not args.no_pager)
     return 0
 
 
