@@ -18,9 +18,12 @@ Handler = Callable[[argparse.Namespace, Console, Console], int]
 
 
 def open_workspace(url: str | None, policy: str | None = None,
-                   access: Access = Access.READ) -> Workspace:
-    """Open the store for a command; a read never creates a store or changes its policy (see
-    :func:`~idstitch.cli.opening.open_store`)."""
+                   access: Access = Access.CREATE) -> Workspace:
+    """Open the store for a command (see :func:`~idstitch.cli.opening.open_store`).
+
+    A command that only reads passes ``Access.READ``: it never creates a store. Every access
+    refuses a file that is not an idstitch store, and a ``policy`` other than the store's
+    (only ``rebuild`` changes it)."""
     return open_store(url, policy, access)
 
 
