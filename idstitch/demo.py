@@ -16,13 +16,12 @@ seconds per step, so two runs on fresh stores record the same events and print t
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from idstitch.projections.views import Merge, Profile
-from idstitch.render import person_label
+from idstitch.render import person_label, to_json
 from idstitch.workspace import Workspace
 
 START = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
@@ -41,7 +40,7 @@ can lay the text after it out with a hanging indent."""
 
 
 def _args(value: dict[str, Any]) -> str:
-    return json.dumps(value, ensure_ascii=False)
+    return to_json(value)
 
 
 class _Story:

@@ -1,9 +1,12 @@
-"""The ``idstitch`` command line: demo, ingest, profile, merges, history, explain, export, rebuild.
+"""The ``idstitch`` command line: demo, ingest, profile, device, merges, history, explain,
+export, rebuild.
 
 The store is ``--db URL``, else ``IDSTITCH_DATABASE_URL``, else ``./idstitch.db`` (the demo has
-its own default, see ``idstitch demo --help``). Errors idstitch raises on purpose are printed as
-one line, ``error: ...``, with exit status 2 (so is a bad argument, by argparse); a person
-that is not found, or an attribute a person does not have, gives exit status 1.
+its own default, see ``idstitch demo --help``). A read command never creates or rewrites a
+store (see :mod:`~idstitch.cli.opening`). Every failure is one line on stderr, ``error: ...``,
+and an exit status, never a traceback: 1 nothing found, 2 an error (so is a bad argument, by
+argparse), 3 ingest rejected lines; the full list is in :mod:`~idstitch.cli.failures`.
+Piped output is never cut to a width and carries no trailing spaces (:mod:`~idstitch.cli.output`).
 
 The audit commands answer an auditor from the log:
 
@@ -14,28 +17,28 @@ The audit commands answer an auditor from the log:
   through the pager (``$PAGER``; colour with ``less -R``).
 - ``profile ID --as-of POS|TIME``: the profile as the log stood at a position or at an
   ISO-8601 time with a timezone (a time without one is an error naming ``--as-of``).
-- ``explain ID ATTR``: the current value, the event that set it, the writes that lost to it.
+- ``explain ID ATTR``: the current value, the event that set it, the writes that lost to it
+  (paged as ``history`` is: ``--limit``/``--offset``).
 - ``export ID``: every Change of the history as one JSON line on stdout, nothing else there
   (the count goes to stderr): ``idstitch export dana@example.com > subject.ndjson``.
 
 The commands live by what they look at: :mod:`~idstitch.cli.store` (the store as a whole:
-demo, ingest, rebuild), :mod:`~idstitch.cli.persons` (one person: profile, merges) and
-:mod:`~idstitch.cli.audit` (how a person came to be: history, explain, export).
+demo, ingest, rebuild), :mod:`~idstitch.cli.persons` (one person or device: profile, merges,
+device) and :mod:`~idstitch.cli.audit` (how a person came to be: history, explain, export).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import cast
-
-from rich.console import Console
-from rich.text import Text
 
 from idstitch.cli.audit import PAGE, cmd_explain, cmd_export, cmd_history
 from idstitch.cli.common import Handler, open_workspace
-from idstitch.cli.persons import cmd_merges, cmd_profile
+from idstitch.cli.failures import run_guarded
+from idstitch.cli.output import console_for
+from idstitch.cli.persons import cmd_device, cmd_merges, cmd_profile
 from idstitch.cli.store import DEMO_FILE, cmd_demo, cmd_ingest, cmd_rebuild
-from idstitch.errors import IdstitchError
 from idstitch.projections.identity import POLICIES
 from idstitch.service.ingest import INGEST_BATCH
 
@@ -61,8 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="store URL: memory:, sqlite:///path, postgresql://... "
                              "(default: $IDSTITCH_DATABASE_URL, else sqlite:///idstitch.db)")
     common.add_argument("--policy", choices=POLICIES, default=argparse.SUPPRESS,
-                        help="anonymous_merge policy (default: the one the store was built "
-                             "under, else merge); a different one rebuilds the projection")
+                        help="anonymous_merge policy of a new store (default: the one the "
+                             "store was built under, else merge); only `rebuild --policy` "
+                             "changes an existing store's, other commands refuse a different one")
 
     parser = argparse.ArgumentParser(
         prog="idstitch", parents=[common],
@@ -85,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
                          help="a log position (the log up to and including it), or an ISO-8601 "
                               "time with a timezone, e.g. 2026-01-01T09:00:00Z (the log as "
                               "recorded by then); the identifier resolves as it did then")
+    device = add("device", cmd_device,
+                 "show a device: token, platform, its person, anonymous id, attributes "
+                 "(custom and collected), last used, last push status")
+    device.add_argument("id", metavar="DEVICE_ID")
+    device.add_argument("--json", action="store_true",
+                        help="one JSON object on stdout (compact, keys sorted)")
     add("merges", cmd_merges,
         "list a person's conversions, merges and switches").add_argument("id", metavar="ID")
     history = add("history", cmd_history,
@@ -104,6 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
                   "set it, and the writes that lost to it")
     explain.add_argument("id", metavar="ID")
     explain.add_argument("attribute", metavar="ATTR")
+    explain.add_argument("--limit", type=_count, default=PAGE, metavar="N",
+                         help=f"losing writes per page (default {PAGE}; 0 for all)")
+    explain.add_argument("--offset", type=_count, default=0, metavar="N",
+                         help="losing writes to skip first, in log order (default 0)")
+    explain.add_argument("--no-pager", action="store_true",
+                         help="never page, even when the page is taller than the terminal")
     add("export", cmd_export,
         "a person's whole history as NDJSON on stdout, one Change a line, for a "
         "subject-access request: idstitch export ID > subject.ndjson"
@@ -115,25 +131,23 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--batch", type=int, default=INGEST_BATCH, metavar="N",
                         help=f"messages per transaction (default {INGEST_BATCH})")
     ingest.add_argument("--rejects", metavar="FILE",
-                        help="write rejected lines with their reasons to FILE (JSON lines)")
+                        help="write rejected lines with their reasons to FILE (JSON lines; "
+                             "not the input file); checked before anything is ingested")
+    ingest.add_argument("--allow-rejects", action="store_true",
+                        help="exit 0 even when lines were rejected (default: exit 3)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; the exit status (0 ok, 1 not found, 2 error)."""
+    """Run the command line; the exit status (see :mod:`~idstitch.cli.failures`)."""
     args = build_parser().parse_args(argv)
     for name in ("db", "policy"):
         if not hasattr(args, name):
             setattr(args, name, None)
     # Consoles are made per call so they write to the sys.stdout/sys.stderr of that moment.
-    console = Console(highlight=False)
-    err = Console(stderr=True, highlight=False)
-    handler = cast(Handler, args.handler)
-    try:
-        return handler(args, console, err)
-    except IdstitchError as e:
-        err.print(Text(f"error: {e}", style="red"), soft_wrap=True)
-        return 2
+    console = console_for(sys.stdout)
+    err = console_for(sys.stderr, stderr=True)
+    return run_guarded(cast(Handler, args.handler), args, console, err)
 
 
 __all__ = ["build_parser", "main", "open_workspace"]

@@ -20,14 +20,23 @@ from rich.console import Console, Group, RenderableType
 from rich.text import Text
 
 from idstitch.cli.common import labels, not_found, open_workspace
+from idstitch.cli.opening import Access
 from idstitch.errors import InvalidCommand
 from idstitch.projections.audit import Change
 from idstitch.projections.views import Merge
-from idstitch.render import format_time, history_renderable, person_label, provenance_renderable
+from idstitch.render import (
+    format_time,
+    history_renderable,
+    person_label,
+    provenance_renderable,
+    to_json_bytes,
+)
 
 PAGE = 50
 """Changes ``history`` shows at once unless told otherwise (``--limit``)."""
 _POSITION = re.compile(r"[+-]?\d+")
+MAX_POSITION = 2**63 - 1
+"""The largest log position a store can hold (a signed 64-bit integer)."""
 
 
 def parse_as_of(value: str) -> int | datetime:
@@ -37,7 +46,12 @@ def parse_as_of(value: str) -> int | datetime:
     rather than guessed, as :meth:`Workspace.profile_as_of` refuses a naive datetime."""
     value = value.strip()
     if _POSITION.fullmatch(value):
-        position = int(value)
+        digits = value.lstrip("+-").lstrip("0")
+        if len(digits) > len(str(MAX_POSITION)) or int(digits or "0") > MAX_POSITION:
+            # Checked on the digits first: int() of thousands of them is refused by Python.
+            raise InvalidCommand("--as-of", f"a log position is at most {MAX_POSITION}, got "
+                                            f"{len(digits)} digits")
+        position = int(digits or "0") * (-1 if value.startswith("-") else 1)
         if position < 0:
             raise InvalidCommand("--as-of", f"a log position is 0 or more, got {position}")
         return position
@@ -64,8 +78,11 @@ def _next_command(args: argparse.Namespace, offset: int) -> str:
     words = ["idstitch"]
     if args.db is not None:
         words += ["--db", args.db]
-    words += ["history", args.id]
-    if args.device is not None:
+    if getattr(args, "attribute", None) is not None:
+        words += ["explain", args.id, args.attribute]
+    else:
+        words += ["history", args.id]
+    if getattr(args, "device", None) is not None:
         words += ["--device", args.device]
     words += ["--offset", str(offset)]
     if args.limit != PAGE:
@@ -73,22 +90,23 @@ def _next_command(args: argparse.Namespace, offset: int) -> str:
     return shlex.join(words)
 
 
-def _changes(count: int) -> str:
-    return f"{count} change" if count == 1 else f"{count} changes"
+def _changes(count: int, what: str = "change") -> str:
+    return f"{count} {what}" if count == 1 else f"{count} {what}s"
 
 
-def _extent(shown: int, offset: int, of: int, args: argparse.Namespace) -> Text:
-    """The line that says what part of the history is shown, and how to see the rest."""
+def _extent(shown: int, offset: int, of: int, args: argparse.Namespace,
+            what: str = "change") -> Text:
+    """The line that says what part of a paged list is shown, and how to see the rest."""
     if of == 0:
         return Text("nothing to show", style="dim")
     if shown == of:
-        return Text("showing " + ("the only change" if of == 1 else f"all {of} changes"),
+        return Text("showing " + (f"the only {what}" if of == 1 else f"all {of} {what}s"),
                     style="dim")
     if shown == 0:
-        return Text(f"showing none of {_changes(of)} (--offset {offset} is past the end)",
+        return Text(f"showing none of {_changes(of, what)} (--offset {offset} is past the end)",
                     style="yellow")
     span = f"{offset + 1}" if shown == 1 else f"{offset + 1}-{offset + shown}"
-    line = Text(f"showing {span} of {_changes(of)}", style="bold")
+    line = Text(f"showing {span} of {_changes(of, what)}", style="bold")
     if offset + shown < of:
         # On a line of its own, so that a narrow terminal does not break the command.
         line.append("; the next page:\n  ")
@@ -132,7 +150,7 @@ def _elsewhere(merges: list[Merge], changes: list[Change], offset: int, page: li
 
 def cmd_history(args: argparse.Namespace, console: Console, err: Console) -> int:
     """A person's timeline, a page of Changes at a time."""
-    with open_workspace(args.db, args.policy) as ws:
+    with open_workspace(args.db, args.policy, Access.READ) as ws:
         profile = ws.profile(args.id)
         if profile is None:
             return not_found(err, args.id)
@@ -148,10 +166,14 @@ def cmd_history(args: argparse.Namespace, console: Console, err: Console) -> int
                        + [r.held_by for c in page for r in c.refused if r.held_by])
     label = person_label(profile)
     head = Text.assemble(("history of ", "bold"), (label, "bold"), " · person ",
-                         profile.person_id[:8], f" · {_changes(everything)}")
+                         profile.person_id[:8])
     if args.device is not None:
-        head.append(f", {len(changes) or 'none'} by device {args.device}")
-    elif changes:
+        # The count is of what is shown: this device's changes; the whole history after it.
+        head.append(f" · {_changes(len(changes))} by device {args.device} "
+                    f"(of {everything} in all)")
+    else:
+        head.append(f" · {_changes(everything)}")
+    if changes:
         first, last = changes[0].position, changes[-1].position
         head.append(f", positions {first}-{last}" if first != last else f", position {first}")
     body = history_renderable(page, person_id=profile.person_id, labels=names,
@@ -164,7 +186,7 @@ def cmd_history(args: argparse.Namespace, console: Console, err: Console) -> int
 
 def cmd_explain(args: argparse.Namespace, console: Console, err: Console) -> int:
     """Where a person's current value of an attribute came from, and what lost to it."""
-    with open_workspace(args.db, args.policy) as ws:
+    with open_workspace(args.db, args.policy, Access.READ) as ws:
         profile = ws.profile(args.id)
         if profile is None:
             return not_found(err, args.id)
@@ -175,18 +197,26 @@ def cmd_explain(args: argparse.Namespace, console: Console, err: Console) -> int
                            f"(its attributes: {known})", style="yellow"), soft_wrap=True)
             return 1
         setter = [c.person_id for c in ws.history(args.id) if c.position == why.position]
-    console.print(provenance_renderable(
-        why, person_id=profile.person_id, set_on=setter[0] if setter else None,
-        title=f"{person_label(profile)} · person {profile.person_id[:8]}"))
+    # Paged as history is: a value written 100k times must not become a 100k-row table.
+    lost = len(why.overridden)
+    offset, limit = args.offset, args.limit or lost
+    page = msgspec.structs.replace(why, overridden=why.overridden[offset:offset + limit])
+    body = provenance_renderable(
+        page, person_id=profile.person_id, set_on=setter[0] if setter else None,
+        title=f"{person_label(profile)} · person {profile.person_id[:8]}", lost=lost)
+    parts: list[RenderableType] = [body]
+    if lost:
+        parts += [Text(""), _extent(len(page.overridden), offset, lost, args, "losing write")]
+    show(console, Group(*parts), page=not args.no_pager)
     return 0
 
 
 def write_ndjson(changes: Iterable[Change], out: BinaryIO) -> int:
-    """Each Change as one line of JSON (times as ISO-8601 strings), in log order; how many."""
-    encode = msgspec.json.Encoder().encode
+    """Each Change as one line of JSON in the house style (:func:`~idstitch.render.to_json`:
+    compact, keys sorted, times as ISO-8601 strings), in log order; how many."""
     count = 0
     for change in changes:
-        out.write(encode(change) + b"\n")
+        out.write(to_json_bytes(change) + b"\n")
         count += 1
     out.flush()
     return count
@@ -194,18 +224,14 @@ def write_ndjson(changes: Iterable[Change], out: BinaryIO) -> int:
 
 def cmd_export(args: argparse.Namespace, console: Console, err: Console) -> int:
     """A person's whole history as NDJSON on stdout; what was exported is said on stderr."""
-    with open_workspace(args.db, args.policy) as ws:
+    with open_workspace(args.db, args.policy, Access.READ) as ws:
         profile = ws.profile(args.id)
         if profile is None:
             return not_found(err, args.id)
         changes = ws.history(args.id)
-    try:
-        count = write_ndjson(changes, sys.stdout.buffer)
-    except BrokenPipeError:
-        # The reader stopped early (`| head`): say nothing more on a closed pipe, and keep
-        # Python from complaining about it again when it flushes stdout at exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+    # A full disk or a closed pipe raises here; the command line's one handler says so
+    # (idstitch.cli.failures), and the count below is not printed for a partial export.
+    count = write_ndjson(changes, sys.stdout.buffer)
     err.print(Text(f"exported {_changes(count)} of {person_label(profile)} "
                    f"(person {profile.person_id})", style="dim"), soft_wrap=True)
     return 0

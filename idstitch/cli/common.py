@@ -8,9 +8,7 @@ from collections.abc import Callable, Iterable
 from rich.console import Console
 from rich.text import Text
 
-import idstitch
-from idstitch.errors import InvalidCommand
-from idstitch.projections.identity import POLICIES
+from idstitch.cli.opening import Access, open_store
 from idstitch.projections.views import Profile
 from idstitch.render import merges_table, person_label
 from idstitch.workspace import Workspace
@@ -19,11 +17,14 @@ Handler = Callable[[argparse.Namespace, Console, Console], int]
 """A command: its parsed arguments, the stdout console and the stderr console -> exit status."""
 
 
-def open_workspace(url: str | None, policy: str | None = None) -> Workspace:
-    """Open the store; without ``policy`` it keeps the policy its projection was built under."""
-    if policy is not None and policy not in POLICIES:
-        raise InvalidCommand("policy", f"must be one of {', '.join(POLICIES)}")
-    return idstitch.open(url, anonymous_merge=policy)
+def open_workspace(url: str | None, policy: str | None = None,
+                   access: Access = Access.CREATE) -> Workspace:
+    """Open the store for a command (see :func:`~idstitch.cli.opening.open_store`).
+
+    A command that only reads passes ``Access.READ``: it never creates a store. Every access
+    refuses a file that is not an idstitch store, and a ``policy`` other than the store's
+    (only ``rebuild`` changes it)."""
+    return open_store(url, policy, access)
 
 
 def not_found(err: Console, identifier: str, when: str = "") -> int:

@@ -8,7 +8,6 @@ import os
 import time
 from collections.abc import Iterator
 
-import msgspec
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -22,11 +21,16 @@ from rich.table import Table
 from rich.text import Text
 
 from idstitch.cli.common import open_workspace, show_merges, title
+from idstitch.cli.failures import REJECTED
+from idstitch.cli.opening import Access, open_store, stored_policy
+from idstitch.cli.rejects import check_rejects_path, write_rejects
 from idstitch.demo import HEADING, INDENT, run_demo
 from idstitch.errors import InvalidCommand
 from idstitch.projections.views import Profile
 from idstitch.render import person_label, profile_renderable
 
+SHOWN_REJECTS = 10
+"""Rejected lines whose reasons ingest prints on stderr (``--rejects`` keeps them all)."""
 DEMO_FILE = "idstitch-demo.db"
 DEMO_URL = f"sqlite:///{DEMO_FILE}"
 
@@ -40,7 +44,7 @@ def cmd_demo(args: argparse.Namespace, console: Console, err: Console) -> int:
         for suffix in ("", "-wal", "-shm", "-journal"):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(DEMO_FILE + suffix)
-    with open_workspace(url, args.policy) as ws:
+    with open_workspace(url, args.policy, Access.CREATE) as ws:
         if ws.log.head() > 0:
             raise InvalidCommand(
                 "db", f"the demo needs an empty store; {url} already holds {ws.log.head()} events"
@@ -85,8 +89,13 @@ def cmd_demo(args: argparse.Namespace, console: Console, err: Console) -> int:
 
 
 def cmd_rebuild(args: argparse.Namespace, console: Console, err: Console) -> int:
-    """Replay the whole log into fresh projections, with a progress bar."""
-    with open_workspace(args.db, args.policy) as ws:
+    """Replay the whole log into fresh projections, with a progress bar; ``--policy`` changes
+    the store's anonymous_merge policy (the only command that may), and it says so."""
+    before = None
+    if args.policy is not None:
+        with open_store(args.db, None, Access.REBUILD) as ws:
+            before = stored_policy(ws)
+    with open_store(args.db, args.policy, Access.REBUILD) as ws:
         total = ws.log.head()
         replayed = 0
         columns = (TextColumn("replaying"), BarColumn(), MofNCompleteColumn(),
@@ -103,6 +112,10 @@ def cmd_rebuild(args: argparse.Namespace, console: Console, err: Console) -> int
         console.print(Text.assemble(
             "replayed ", (str(replayed), "bold"), " events; the projections are at ",
             f"position {position} (anonymous_merge={ws.anonymous_merge})"))
+        if before is not None and before != ws.anonymous_merge:
+            console.print(Text.assemble(
+                ("changed the store's policy: ", "bold"),
+                f"anonymous_merge {before} -> {ws.anonymous_merge}"))
     return 0
 
 
@@ -117,13 +130,19 @@ def _lines(path: str) -> Iterator[bytes]:
 
 
 def cmd_ingest(args: argparse.Namespace, console: Console, err: Console) -> int:
-    """Ingest an NDJSON file of Segment-spec messages with a progress bar and a report."""
+    """Ingest an NDJSON file of Segment-spec messages with a progress bar and a report.
+
+    Everything that can be refused is refused before the first message is read: the input,
+    the store, the policy, and the ``--rejects`` file (not the input, nor the store, in a
+    folder that exists)."""
     path: str = args.file
     if not os.path.isfile(path):
         raise InvalidCommand("FILE", f"{path!r} is not a readable file")
+    if args.rejects is not None:
+        check_rejects_path(args.rejects, path, args.db)
     total = _count_lines(path)
     started = time.perf_counter()
-    with open_workspace(args.db, args.policy) as ws:
+    with open_workspace(args.db, args.policy, Access.CREATE) as ws:
         head_before = ws.log.head()
         columns = (TextColumn("ingesting"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[rate]} msg/s"), TextColumn("eta"),
@@ -144,26 +163,26 @@ def cmd_ingest(args: argparse.Namespace, console: Console, err: Console) -> int:
     for name, value in (("messages", total), ("accepted", report.accepted),
                         ("duplicates", report.duplicates), ("ignored", report.ignored),
                         ("rejected", len(report.rejected)), ("events recorded", events),
-                        ("seconds", f"{elapsed:.2f}"), ("messages/s", f"{total / elapsed:,.0f}")):
+                        ("seconds", f"{elapsed:.2f}"),
+                        ("messages/s", f"{total / max(elapsed, 1e-9):,.0f}")):
         summary.add_row(name, str(value))
     console.print(summary)
-    if report.rejected:
-        for index, reason in report.rejected[:10]:
-            err.print(Text(f"line {index + 1}: {reason}", style="yellow"), soft_wrap=True)
-        if len(report.rejected) > 10:
-            err.print(Text(f"... and {len(report.rejected) - 10} more", style="yellow"))
-        if args.rejects:
-            _write_rejects(path, args.rejects, report.rejected)
-            console.print(f"rejected lines with their reasons: {args.rejects}")
+    rejected = report.rejected
+    if args.rejects is not None:
+        write_rejects(_lines(path), args.rejects, rejected)
+    for index, reason in rejected[:SHOWN_REJECTS]:
+        err.print(Text(f"line {index + 1}: {reason}", style="yellow"), soft_wrap=True)
+    if len(rejected) > SHOWN_REJECTS:
+        err.print(Text(f"... and {len(rejected) - SHOWN_REJECTS} more", style="yellow"))
+    if args.rejects is not None:
+        err.print(Text(f"rejected lines with their reasons ({len(rejected)}): {args.rejects}",
+                       style="yellow" if rejected else "dim"), soft_wrap=True)
+    elif rejected:
+        where = ("above" if len(rejected) <= SHOWN_REJECTS
+                 else f"the first {SHOWN_REJECTS} above")
+        err.print(Text(f"{len(rejected)} rejected: their reasons are {where} (not kept; "
+                       "--rejects FILE writes every rejected line with its reason)",
+                       style="yellow"), soft_wrap=True)
+    if rejected and not args.allow_rejects:
+        return REJECTED
     return 0
-
-
-def _write_rejects(path: str, out: str, rejected: list[tuple[int, str]]) -> None:
-    """Each rejected line as JSON: its line number, the reason, and the line itself."""
-    reasons = dict(rejected)
-    encode = msgspec.json.Encoder().encode
-    with open(out, "wb") as f:
-        for index, line in enumerate(_lines(path)):
-            if index in reasons:
-                raw = line.rstrip(b"\n").decode("utf-8", "replace")
-                f.write(encode({"line": index + 1, "reason": reasons[index], "raw": raw}) + b"\n")

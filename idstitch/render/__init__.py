@@ -15,8 +15,10 @@ from idstitch.render.audit import (
     why_lost,
     written,
 )
+from idstitch.render.jsonstyle import to_json, to_json_bytes
 from idstitch.render.profiles import (
     attributes_renderable,
+    device_panel,
     device_renderable,
     devices_renderable,
     format_time,
@@ -30,6 +32,7 @@ __all__ = [
     "attributes_renderable",
     "change_text",
     "data_summary",
+    "device_panel",
     "device_renderable",
     "devices_renderable",
     "format_time",
@@ -40,6 +43,8 @@ __all__ = [
     "person_label",
     "profile_renderable",
     "provenance_renderable",
+    "to_json",
+    "to_json_bytes",
     "why_lost",
     "written",
 ]

@@ -7,7 +7,6 @@ identifiers it was refused. Person ids are shown by a label when the caller has 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -18,6 +17,7 @@ from rich.text import Text
 
 from idstitch.projections.audit import Change, Provenance
 from idstitch.projections.views import Merge
+from idstitch.render.jsonstyle import to_json
 from idstitch.render.profiles import KIND_STYLES, format_time, format_value
 
 ABSENT = "(none)"
@@ -28,13 +28,9 @@ DATA_WIDTH = 110
 """An event's data is cut to about this many characters: enough to recognise the call."""
 
 
-def _short(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
-
-
 def data_summary(data: Mapping[str, Any], width: int = DATA_WIDTH) -> str:
     """An event's own fields in one line, ``key=value``, empty ones left out, cut at ``width``."""
-    parts = [f"{key}={value if isinstance(value, str) else _short(value)}"
+    parts = [f"{key}={value if isinstance(value, str) else to_json(value)}"
              for key, value in data.items() if value not in (None, {}, [])]
     line = " ".join(parts)
     return line if len(line) <= width else line[: width - 1] + "…"
@@ -174,13 +170,15 @@ def why_lost(change: Change, winner: Provenance) -> str:
 
 
 def provenance_renderable(
-    why: Provenance, *, person_id: str, title: str, set_on: str | None = None
+    why: Provenance, *, person_id: str, title: str, set_on: str | None = None,
+    lost: int | None = None,
 ) -> RenderableType:
     """The current value, the event that set it, and a table of the writes that lost to it.
 
     ``person_id``: the person whose attribute it is; ``title`` names it. ``set_on``: the
     person the winning event applied to, when known. Writes made on a person merged into
-    this one later are marked.
+    this one later are marked. ``lost``: how many writes lost in all, when ``why.overridden``
+    holds one page of them.
     """
     head = Text.assemble((why.attribute, "bold"), " = ", (format_value(why.value), "green"),
                          ("   " + title, "dim"))
@@ -195,15 +193,16 @@ def provenance_renderable(
     setter.add_row("message id", Text(why.message_id or "-"))
     if set_on is not None and set_on != person_id:
         setter.add_row("", merged_in(set_on))
-    lost = Table(title=f"writes that lost to it ({len(why.overridden)})", title_justify="left",
+    count = len(why.overridden) if lost is None else lost
+    table = Table(title=f"writes that lost to it ({count})", title_justify="left",
                  box=box.SIMPLE_HEAD, show_edge=False)
-    lost.add_column("pos", justify="right")
+    table.add_column("pos", justify="right")
     # Two facts a cell (the recorded time under the client's, the event under the device), so
     # the table fits 80 columns with room left for the values and the reasons.
-    lost.add_column("client time / recorded", no_wrap=True)
-    lost.add_column("device / event", overflow="fold")
-    lost.add_column("wrote", overflow="fold", min_width=8)
-    lost.add_column("why it lost", overflow="fold", min_width=16)
+    table.add_column("client time / recorded", no_wrap=True)
+    table.add_column("device / event", overflow="fold")
+    table.add_column("wrote", overflow="fold", min_width=8)
+    table.add_column("why it lost", overflow="fold", min_width=16)
     for change in why.overridden:
         note = Text(why_lost(change, why))
         if change.person_id != person_id:
@@ -212,12 +211,12 @@ def provenance_renderable(
         times = Text.assemble(format_time(change.timestamp), "\n",
                               (format_time(change.recorded_at), "dim"))
         did = Text.assemble((change.device_id or "-", "cyan"), "\n", change.event)
-        lost.add_row(Text(str(change.position)), times, did, written(change, why.attribute),
-                     note)
-    if not why.overridden:
+        table.add_row(Text(str(change.position)), times, did, written(change, why.attribute),
+                      note)
+    if not count:
         return Group(head, setter, Text(""),
                      Text("no other write of this key lost to it", style="dim"))
-    return Group(head, setter, Text(""), lost)
+    return Group(head, setter, Text(""), table)
 
 
 __all__ = [

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -15,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from idstitch.projections.views import Device, Merge, Profile
+from idstitch.render.jsonstyle import to_json
 
 KIND_STYLES = {
     "converted": "green",
@@ -33,10 +33,11 @@ def format_time(value: datetime | None) -> str:
 
 
 def format_value(value: Any) -> str:
-    """An attribute value as JSON, except that a non-empty string is shown bare."""
+    """An attribute value as JSON (:func:`~idstitch.render.to_json`), except that a non-empty
+    string is shown bare."""
     if isinstance(value, str) and value:
         return value
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+    return to_json(value)
 
 
 def person_label(profile: Profile) -> str:
@@ -90,6 +91,32 @@ def device_renderable(device: Device) -> RenderableType:
     heading = Text.assemble((device.device_id, "bold cyan"),
                             (f"  ({device.platform})" if device.platform else "", "cyan"))
     return Group(heading, Padding(grid, (0, 0, 0, 2)))
+
+
+def device_panel(device: Device, *, person: str | None = None) -> RenderableType:
+    """One device on its own (``idstitch device``): token, platform, its person, anonymous id,
+    custom and collected attributes (as sent, nested kept), last used, last push status.
+
+    ``person``: a readable name of the device's person, when the caller has one."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    grid.add_row("device_id", Text(device.device_id))
+    grid.add_row("token", Text(device.token or "-"))
+    grid.add_row("platform", Text(device.platform or "-"))
+    who = Text(device.person_id)
+    if person is not None and person != device.person_id:
+        who = Text.assemble(person, " ", (f"(person {device.person_id})", "dim"))
+    grid.add_row("person", who)
+    grid.add_row("anonymous id", Text(device.anonymous_id))
+    grid.add_row("attributes", _key_values(device.attributes))
+    grid.add_row("collected", _key_values(device.collected))
+    grid.add_row("last used", Text(format_time(device.last_used)))
+    grid.add_row("last status", Text(device.last_status or "-"))
+    grid.add_row("created / updated",
+                 Text(f"{format_time(device.created_at)} / {format_time(device.updated_at)}"))
+    return Panel(grid, title=Text(device.device_id, style="bold cyan"), title_align="left",
+                 border_style="cyan", expand=False)
 
 
 def devices_renderable(devices: Iterable[Device], title: str = "devices") -> RenderableType:
@@ -183,6 +210,7 @@ def merges_table(
 
 __all__ = [
     "attributes_renderable",
+    "device_panel",
     "device_renderable",
     "devices_renderable",
     "format_time",

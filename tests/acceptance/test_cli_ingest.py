@@ -38,10 +38,12 @@ def test_ingest_reports_and_writes_rejects(
     monkeypatch.setenv("COLUMNS", "200")
     db = f"sqlite:///{tmp_path}/x.db"
     rejects = tmp_path / "rejects.ndjson"
-    assert main(["ingest", str(ndjson), "--db", db, "--batch", "2", "--rejects", str(rejects)]) == 0
+    # Rejected lines make the exit status 3 (the file says which and why).
+    assert main(["ingest", str(ndjson), "--db", db, "--batch", "2", "--rejects", str(rejects)]) == 3
     out = capsys.readouterr()
     assert "accepted" in out.out and "rejected" in out.out
     assert "line 3:" in out.err and "line 5:" in out.err and "placeholder" in out.err
+    assert f"rejected lines with their reasons (2): {rejects}" in out.err
     rows = [msgspec.json.decode(line) for line in rejects.read_bytes().splitlines()]
     assert [r["line"] for r in rows] == [3, 5]
     assert rows[0]["raw"] == "{this is not json"
@@ -50,8 +52,8 @@ def test_ingest_reports_and_writes_rejects(
         assert person is not None and person.attributes == {"first_name": "Dana"}
         assert person.devices[0].token == "tok-1"
         head = ws.log.head()
-    # The same file again adds nothing: every message id was seen.
-    assert main(["ingest", str(ndjson), "--db", db]) == 0
+    # The same file again adds nothing: every message id was seen. --allow-rejects: exit 0.
+    assert main(["ingest", str(ndjson), "--db", db, "--allow-rejects"]) == 0
     with idstitch.open(db) as ws:
         assert ws.log.head() == head
 
@@ -61,7 +63,7 @@ def test_rebuild_replays_with_progress(
 ) -> None:
     monkeypatch.setenv("COLUMNS", "200")
     db = f"sqlite:///{tmp_path}/x.db"
-    main(["ingest", str(ndjson), "--db", db])
+    main(["ingest", str(ndjson), "--db", db, "--allow-rejects"])
     with idstitch.open(db) as ws:
         before = ws.dump()
         events = ws.log.head()

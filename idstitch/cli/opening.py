@@ -1,0 +1,144 @@
+"""Opening the store a command names, with the command line's guarantees.
+
+- A read command (and ``rebuild``) needs an existing store: a SQLite path that does not exist
+  is an error, and no file is created (no database, ``-wal``, ``-shm``, lock or lease file).
+- A file that is not an idstitch store (not SQLite, an empty file, another application's
+  SQLite database) is an error, checked without writing to it; only ``ingest`` and ``demo``
+  start a new store, in a new file or an empty one.
+- ``--policy`` never rewrites a store outside ``rebuild``: a store whose projections were built
+  under another ``anonymous_merge`` policy is refused, with the rebuild command that changes it.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from enum import Enum
+
+import idstitch
+from idstitch.bootstrap import resolve_url
+from idstitch.errors import InvalidCommand, StoreError
+from idstitch.projections.identity import POLICIES, IdentityProjection, Policy
+from idstitch.workspace import Workspace
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+STORE_TABLES = frozenset({"stored_events", "idstitch_rows", "idstitch_tracking"})
+"""The tables every idstitch SQLite store has (the event log's and the projections')."""
+
+
+class Access(Enum):
+    """What a command may do to the store it opens."""
+
+    READ = "read"
+    """Needs an idstitch store; never creates one, never changes the policy."""
+    CREATE = "create"
+    """May start a new store (a new or empty file); never changes an existing store's policy."""
+    REBUILD = "rebuild"
+    """Needs an idstitch store; may change its policy (a replay)."""
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file a ``sqlite:///`` URL names, or None for other stores."""
+    return url[len("sqlite:///"):] if url.startswith("sqlite:///") else None
+
+
+def _tables(path: str) -> set[str] | None:
+    """The table names of a SQLite file, read without changing anything beside it; None when
+    they cannot be read that way but a WAL beside the file says SQLite has used it.
+
+    Without a ``-wal`` file beside it, the database file holds everything, and ``immutable``
+    reads it with no lock and no file created; with one (a process has the store open, or
+    one was killed), a read-only connection reads through the WAL that is already there."""
+    wal = os.path.exists(path + "-wal")
+    uri = f"file:{_quote(os.path.abspath(path))}?mode={'ro' if wal else 'ro&immutable=1'}"
+    try:
+        conn = sqlite3.connect(uri, uri=True)
+        try:
+            rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error as e:
+        if wal:
+            # A WAL a killed process left without its -shm index: only a read-write open
+            # recovers it, as the store's own open does; that open's errors are the store's.
+            return None
+        raise StoreError(f"{path} is not an idstitch store: SQLite cannot read it ({e})") from e
+    return {str(name) for (name,) in rows}
+
+
+def _quote(path: str) -> str:
+    # A URI filename: '?' and '#' would start the query or fragment, '%' an escape.
+    return path.replace("%", "%25").replace("?", "%3f").replace("#", "%23")
+
+
+def check_sqlite_file(path: str, access: Access) -> None:
+    """Refuse what a command must not open; say what the file is and what to do."""
+    if not os.path.lexists(path):
+        if access is not Access.CREATE:
+            raise StoreError(f"no idstitch store at {path}: the file does not exist (a read "
+                             "command never creates one; `idstitch ingest` or `idstitch demo` "
+                             "start a store)")
+        folder = os.path.dirname(path) or "."
+        if not os.path.isdir(folder):
+            raise StoreError(f"cannot create a store at {path}: {folder} is not a directory")
+        return
+    if os.path.isdir(path):
+        raise StoreError(f"{path} is a directory, not an idstitch store")
+    try:
+        with open(path, "rb") as f:
+            header = f.read(len(SQLITE_HEADER))
+    except OSError as e:
+        raise StoreError(f"cannot read {path}: {e.strerror or e}") from e
+    if not header:
+        if access is Access.CREATE:
+            return  # an empty file is an empty SQLite database: a new store may start there
+        raise StoreError(f"{path} is not an idstitch store: the file is empty")
+    if header != SQLITE_HEADER:
+        raise StoreError(f"{path} is not an idstitch store: it is not a SQLite database")
+    tables = _tables(path)
+    if tables is None or tables >= STORE_TABLES or (access is Access.CREATE and not tables):
+        return
+    if not tables:
+        raise StoreError(f"{path} is not an idstitch store: an empty SQLite database")
+    shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+    raise StoreError(f"{path} is not an idstitch store: a SQLite database of another "
+                     f"application (tables: {shown})")
+
+
+def stored_policy(ws: Workspace) -> Policy | None:
+    """The policy the store's identity projection was built under; None if never built."""
+    return IdentityProjection.policy_of(ws.rows.meta(IdentityProjection.name))
+
+
+def open_store(url: str | None, policy: str | None, access: Access) -> Workspace:
+    """Open the store for a command that needs ``access`` (see :class:`Access`).
+
+    A READ or CREATE open keeps the policy the store was built under: ``policy`` must match it,
+    or the store must be new. A REBUILD open applies ``policy`` (a different one replays the
+    identity projection as the store opens)."""
+    if policy is not None and policy not in POLICIES:
+        raise InvalidCommand("policy", f"must be one of {', '.join(POLICIES)}")
+    resolved = resolve_url(url)
+    path = sqlite_path(resolved)
+    if path is not None and path:
+        check_sqlite_file(path, access)
+    if policy is None:
+        return idstitch.open(resolved)
+    ws = idstitch.open(resolved)
+    try:
+        built_under = stored_policy(ws)
+    except BaseException:
+        ws.close()
+        raise
+    if built_under == policy:
+        return ws
+    ws.close()
+    if built_under is not None and access is not Access.REBUILD:
+        raise InvalidCommand(
+            "policy", f"the store was built under anonymous_merge={built_under}; only "
+                      f"`idstitch rebuild --policy {policy}` changes it (other commands never "
+                      "rewrite the store): leave out --policy, or rebuild first")
+    return idstitch.open(resolved, anonymous_merge=policy)
+
+
+__all__ = ["Access", "check_sqlite_file", "open_store", "sqlite_path", "stored_policy"]

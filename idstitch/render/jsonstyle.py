@@ -1,0 +1,28 @@
+"""The one JSON style of everything idstitch prints or writes for a reader.
+
+Compact (no spaces after ``,`` and ``:``), keys in sorted order at every depth, UTF-8 text as
+it is (no ``\\u`` escapes), times as ISO-8601 strings in UTC with a ``Z``; a stream of
+documents (``export``, a rejects file) is one document a line (NDJSON). The same value always
+prints the same bytes, so outputs can be diffed, hashed and compared.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+_ENCODER = msgspec.json.Encoder(order="sorted", enc_hook=str)
+
+
+def to_json_bytes(value: Any) -> bytes:
+    """``value`` as JSON in the house style (see the module), as bytes."""
+    return _ENCODER.encode(value)
+
+
+def to_json(value: Any) -> str:
+    """``value`` as JSON in the house style (see the module)."""
+    return _ENCODER.encode(value).decode()
+
+
+__all__ = ["to_json", "to_json_bytes"]
