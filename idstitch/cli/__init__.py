@@ -34,6 +34,7 @@ from rich.text import Text
 from idstitch.cli.audit import PAGE, cmd_explain, cmd_export, cmd_history
 from idstitch.cli.common import Handler, open_workspace
 from idstitch.cli.persons import cmd_merges, cmd_profile
+from idstitch.cli.serve import add_serve
 from idstitch.cli.store import DEMO_FILE, cmd_demo, cmd_ingest, cmd_rebuild
 from idstitch.errors import IdstitchError
 from idstitch.projections.identity import POLICIES
@@ -116,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"messages per transaction (default {INGEST_BATCH})")
     ingest.add_argument("--rejects", metavar="FILE",
                         help="write rejected lines with their reasons to FILE (JSON lines)")
+    add_serve(add)
     return parser
 
 

@@ -1,0 +1,167 @@
+"""The one writer: a thread that owns the workspace and commits the messages of many requests
+together.
+
+A Workspace is not to be shared freely by threads (on PostgreSQL its connections are not), so
+requests never touch it: each hands its messages to this thread as a :class:`Submission` and
+waits for the future. The thread takes every submission waiting when it looks (up to
+``group_messages`` messages), ingests them in one ``ws.ingest`` call, one transaction, and
+answers each request with its own part of the report: a commit is shared by all the requests
+that were waiting for it (group commit), which is what makes small batches cheap.
+
+Bounding the submissions in flight is the HTTP layer's job (it admits a request before reading
+its body); this thread only drains.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from idstitch.serve.rejects import RejectsLog
+from idstitch.workspace import Workspace
+
+GROUP_MESSAGES = 5000
+"""Messages one ``ws.ingest`` call takes at most (ten full client batches of 500 KB or so)."""
+
+
+@dataclass
+class Outcome:
+    """What became of one request's messages: how many there were, and the refused ones."""
+
+    received: int
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+    """(index in the request's batch, reason), in index order."""
+
+
+@dataclass
+class Submission:
+    """One request's messages on their way to the writer.
+
+    ``messages`` go to ``ws.ingest``; ``indices`` are their positions in the request's batch;
+    ``refused`` are the (index, reason, message) the HTTP layer refused before (too large)."""
+
+    endpoint: str
+    received_at: str
+    messages: list[Any]
+    indices: list[int]
+    refused: list[tuple[int, str, Any]] = field(default_factory=list)
+    future: Future[Outcome] = field(default_factory=Future)
+
+
+_STOP = object()
+
+
+class Writer:
+    """The thread that owns the workspace. ``start`` opens it there; ``stop`` drains and closes."""
+
+    def __init__(self, open_workspace: Callable[[], Workspace], *, owned: bool, rejects: RejectsLog,
+                 group_messages: int = GROUP_MESSAGES) -> None:
+        self._open = open_workspace
+        self._owned = owned
+        self.rejects = rejects
+        self.group_messages = group_messages
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._failure: BaseException | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Start the thread and open the workspace in it; raises what opening raised."""
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(target=self._run, name="idstitch-serve-writer", daemon=True)
+            self._thread.start()
+        self._ready.wait()
+        if self._failure is not None:
+            raise self._failure
+
+    @property
+    def running(self) -> bool:
+        """Started, and not stopped."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def submit(self, submission: Submission) -> Future[Outcome]:
+        """Queue a request's messages; the future is answered once they are committed."""
+        self._queue.put(submission)
+        return submission.future
+
+    def stop(self) -> None:
+        """Answer everything submitted so far, then close the workspace (if it opened it)."""
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            return
+        self._queue.put(_STOP)
+        thread.join()
+
+    def _run(self) -> None:
+        try:
+            ws = self._open()
+        except BaseException as e:
+            self._failure = e
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            stopping = False
+            while not stopping:
+                item = self._queue.get()
+                if item is _STOP:
+                    break
+                group: list[Submission] = [item]
+                count = len(item.messages)
+                while count < self.group_messages:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is _STOP:
+                        stopping = True  # what was queued before the stop is still answered
+                        break
+                    group.append(item)
+                    count += len(item.messages)
+                self._write(ws, group)
+        finally:
+            if self._owned:
+                ws.close()
+
+    def _write(self, ws: Workspace, group: list[Submission]) -> None:
+        messages = [m for s in group for m in s.messages]
+        try:
+            # One call, one transaction for the whole group; no child process for so few.
+            report = ws.ingest(messages, batch_size=max(len(messages), 1), parallel=False) \
+                if messages else None
+            refused: list[list[tuple[int, str, Any]]] = [list(s.refused) for s in group]
+            if report is not None:
+                # The report numbers the group's messages: give each back to its request.
+                owner, start = 0, 0
+                for index, reason in sorted(report.rejected):
+                    while index >= start + len(group[owner].messages):
+                        start += len(group[owner].messages)
+                        owner += 1
+                    s = group[owner]
+                    refused[owner].append((s.indices[index - start], reason, s.messages[index - start]))
+            self.rejects.append([
+                {"received_at": s.received_at, "endpoint": s.endpoint, "index": index,
+                 "reason": reason, "message": message}
+                for s, theirs in zip(group, refused, strict=True) for index, reason, message in theirs])
+        except BaseException as e:
+            # The store failed (or the rejects log could not be written): no request of the
+            # group is told its messages are recorded.
+            for s in group:
+                s.future.set_exception(e)
+            if not isinstance(e, Exception):
+                raise
+            return
+        for s, theirs in zip(group, refused, strict=True):
+            s.future.set_result(Outcome(
+                received=len(s.messages) + len(s.refused),
+                rejected=sorted((index, reason) for index, reason, _ in theirs)))
+
+
+__all__ = ["GROUP_MESSAGES", "Outcome", "Submission", "Writer"]
