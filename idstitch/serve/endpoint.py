@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from idstitch.serve.envelope import BATCH_LIMIT, MESSAGE_LIMIT, oversized, single, stamp, unwrap_batch
+from idstitch.serve.envelope import BATCH_LIMIT, MESSAGE_LIMIT, encoded, single, stamp, unwrap_batch
 from idstitch.serve.writer import Submission, Writer
 
 log = logging.getLogger("idstitch.serve")
@@ -164,14 +164,16 @@ class Gate:
         except Exception as e:
             raise Refusal(400, "invalid_request", str(e)) from e
         stamp(messages, received_at)
-        submission = Submission(endpoint=f"/v1/{kind}", received_at=received_at, messages=[], indices=[])
+        submission = Submission(endpoint=f"/v1/{kind}", received_at=received_at, messages=[],
+                                lines=[], indices=[])
         for index, message in enumerate(messages):
-            reason = oversized(message) if kind == "batch" else None
-            if reason is None:
-                submission.messages.append(message)
-                submission.indices.append(index)
+            line, reason = encoded(message)
+            if line is None:
+                submission.refused.append((index, reason or "", message))
             else:
-                submission.refused.append((index, reason, message))
+                submission.messages.append(message)
+                submission.lines.append(line)
+                submission.indices.append(index)
         return submission
 
 

@@ -28,7 +28,7 @@ def unwrap_batch(body: Mapping[str, Any]) -> list[Any]:
     Each message takes the envelope's ``sentAt`` unless it has its own (the clients stamp the
     envelope, not the messages, when they send it; the skew correction needs it). An envelope
     ``context`` is merged under each message's own (Segment's HTTP API: the message's keys win).
-    Items that are not objects are passed through for ``ws.ingest`` to reject with its reason.
+    Items that are not objects are passed through (the caller refuses them with a reason).
     """
     batch = body.get("batch")
     if not isinstance(batch, list):
@@ -65,13 +65,17 @@ def stamp(messages: list[Any], received_at: str) -> None:
             message.pop("writeKey", None)
 
 
-def oversized(message: Any) -> str | None:
-    """Why a message is refused for its size, or None when it is within MESSAGE_LIMIT."""
-    size = len(msgspec.json.encode(message))
-    if size > MESSAGE_LIMIT:
-        return f"message: is {size} bytes, more than the {MESSAGE_LIMIT // 1024} KB a message may hold"
-    return None
+def encoded(message: Any) -> tuple[bytes | None, str | None]:
+    """A message as the JSON line ``ws.ingest`` reads fastest, or why it is refused here: it is
+    not a JSON object, or it is larger than MESSAGE_LIMIT."""
+    if not isinstance(message, dict):
+        return None, f"message: must be a JSON object, got {type(message).__name__}"
+    line = msgspec.json.encode(message)
+    if len(line) > MESSAGE_LIMIT:
+        return None, (f"message: is {len(line)} bytes, more than the {MESSAGE_LIMIT // 1024} KB "
+                      "a message may hold")
+    return line, None
 
 
-__all__ = ["BATCH_LIMIT", "MESSAGE_LIMIT", "SINGLE_TYPES", "oversized", "single", "stamp",
+__all__ = ["BATCH_LIMIT", "MESSAGE_LIMIT", "SINGLE_TYPES", "encoded", "single", "stamp",
            "unwrap_batch"]

@@ -132,15 +132,18 @@ def test_a_rejected_message_is_reported_logged_and_the_rest_recorded(serve: Any,
                                                                       tmp_path: Path) -> None:
     server = serve(db)
     batch = [identify("u-1", "d-1"), {"type": "identify", "traits": {"a": 1}, "writeKey": KEY},
-             "not an object", {"type": "explode"}, identify("u-2", "d-2")]
+             "not an object", {"type": "explode"}, identify("u-2", "d-2"),
+             # JSON text inside the batch is a string, not a message: it is not decoded.
+             json.dumps(identify("u-sneaky", "d-3"))]
     answer = post(server, "/v1/batch", {"batch": batch, "sentAt": datetime.now(UTC).isoformat()})
     assert answer.status_code == 200, answer.text
     rejected = answer.json()["rejected"]
-    assert [r["index"] for r in rejected] == [1, 2, 3]
+    assert [r["index"] for r in rejected] == [1, 2, 3, 5]
     assert rejected[0]["reason"].startswith("userId:")
+    assert rejected[1]["reason"] == rejected[3]["reason"] == "message: must be a JSON object, got str"
     assert rejected[2]["reason"].startswith("type:")
     server.stop()
-    assert recorded(db, "u-1", "u-2") == ["u-1", "u-2"]
+    assert recorded(db, "u-1", "u-2", "u-sneaky") == ["u-1", "u-2"]
     log = [json.loads(line) for line in (tmp_path / "identity.db.rejects.ndjson").read_text().splitlines()]
     assert [(e["index"], e["reason"]) for e in log] == [(r["index"], r["reason"]) for r in rejected]
     assert log[1]["message"] == "not an object"
