@@ -53,12 +53,12 @@ Serve = Callable[..., RunningServer]
 
 
 @pytest.fixture
-def serve() -> Iterator[Serve]:
-    """Start servers: ``serve(ws_or_url, write_keys=[...], **app_options)``; stopped after the test."""
+def serve_asgi() -> Iterator[Callable[[Any], RunningServer]]:
+    """Start servers of any ASGI app; stopped after the test."""
     running: list[RunningServer] = []
 
-    def start(ws_or_url: Any, write_keys: list[str] | None = None, **options: Any) -> RunningServer:
-        server = RunningServer(app(ws_or_url, write_keys or ["test-key"], **options))
+    def start(asgi: Any) -> RunningServer:
+        server = RunningServer(asgi)
         running.append(server)
         return server
 
@@ -66,3 +66,12 @@ def serve() -> Iterator[Serve]:
     for server in running:
         if server.thread.is_alive():
             server.stop()
+
+
+@pytest.fixture
+def serve(serve_asgi: Callable[[Any], RunningServer]) -> Serve:
+    """Start servers: ``serve(ws_or_url, write_keys=[...], **app_options)``; stopped after the test."""
+    def start(ws_or_url: Any, write_keys: list[str] | None = None, **options: Any) -> RunningServer:
+        return serve_asgi(app(ws_or_url, write_keys or ["test-key"], **options))
+
+    return start

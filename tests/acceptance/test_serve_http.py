@@ -4,6 +4,7 @@ refused messages, backpressure, shutdown, the receive time and the batch's ``sen
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import json
 import sqlite3
@@ -15,6 +16,8 @@ from typing import Any
 
 import pytest
 import requests
+from starlette.applications import Starlette
+from starlette.routing import Mount
 
 import idstitch
 from idstitch.errors import InvalidCommand
@@ -300,3 +303,18 @@ def test_the_app_needs_keys(keys: Any, field: str) -> None:
     with pytest.raises(InvalidCommand) as caught:
         app("memory:", keys)
     assert caught.value.field == field
+
+
+def test_mounted_in_another_app_with_its_lifespan(serve_asgi: Any, db: str) -> None:
+    tracking = app(db, write_keys=[KEY])
+
+    @contextlib.asynccontextmanager
+    async def lifespan(outer: Starlette) -> Any:
+        async with tracking.router.lifespan_context(tracking):
+            yield
+
+    server = serve_asgi(Starlette(routes=[Mount("/tracking", app=tracking)], lifespan=lifespan))
+    answer = post(server, "/tracking/v1/batch", {"batch": [identify("u-1", "d-1")]})
+    assert answer.json() == {"success": True, "received": 1, "rejected": []}
+    server.stop()
+    assert recorded(db, "u-1") == ["u-1"]
