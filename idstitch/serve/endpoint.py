@@ -130,11 +130,15 @@ class Gate:
             return error(503, "overloaded", f"the write queue stayed full for {self.queue_timeout:g} s; "
                                             "retry later")
         handed_over = False
+        self.writer.coming(+1)
         try:
             if self.is_closing():  # it may have started while this request waited
                 return error(503, "shutting_down", "the server is shutting down; retry later")
-            submission = await self._read(request, kind, key)
-            future = asyncio.wrap_future(self.writer.submit(submission))
+            try:
+                submission = await self._read(request, kind, key)
+                future = asyncio.wrap_future(self.writer.submit(submission))
+            finally:
+                self.writer.coming(-1)
             # The slot is the writer's until the messages are answered, even if the client
             # goes away meanwhile: that is what bounds the memory queued for it.
             future.add_done_callback(lambda _: self.slots.release())

@@ -285,6 +285,8 @@ def test_concurrent_requests_share_commits_and_each_gets_its_own_report(serve: A
         assert answer[0].status_code == 200
         [refused] = answer[0].json()["rejected"]
         assert refused["index"] == 1  # its own index, not the group's
+    # The first request's commit waited for the lock; the seven behind it shared one commit.
+    assert server.asgi.state.gate.writer.groups <= 3
     server.stop()
     assert recorded(db, *(f"u-{i}" for i in range(8))) == [f"u-{i}" for i in range(8)]
 
