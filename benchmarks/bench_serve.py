@@ -87,6 +87,10 @@ def start_server(url: str, port: int) -> subprocess.Popen[bytes]:
 def client(port: int, bodies: list[bytes], latencies: list[float], failures: list[str],
            go: threading.Event) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.connect()
+    # As urllib3 (under requests, under the SDK clients) does: no Nagle delay on small writes.
+    assert conn.sock is not None
+    conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     auth = "Basic " + base64.b64encode(f"{KEY}:".encode()).decode()
     go.wait()
     for body in bodies:
