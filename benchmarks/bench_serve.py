@@ -69,9 +69,9 @@ def in_process(url: str, messages: list[dict[str, Any]]) -> float:
     return timer.seconds
 
 
-def start_server(url: str, port: int) -> subprocess.Popen[bytes]:
+def start_server(url: str, port: int, rejects: str) -> subprocess.Popen[bytes]:
     argv = [sys.executable, "-c", "import sys; from idstitch.cli import main; sys.exit(main())",
-            "serve", "--db", url, "--port", str(port), "--write-key", KEY]
+            "serve", "--db", url, "--port", str(port), "--write-key", KEY, "--rejects", rejects]
     server = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while True:
@@ -105,10 +105,11 @@ def client(port: int, bodies: list[bytes], latencies: list[float], failures: lis
     conn.close()
 
 
-def served(url: str, messages: list[dict[str, Any]], clients: int, batch: int) -> tuple[float, list[float]]:
+def served(url: str, messages: list[dict[str, Any]], clients: int, batch: int,
+           rejects: str) -> tuple[float, list[float]]:
     """Seconds until every batch is answered, and each request's latency in seconds."""
     port = free_port()
-    server = start_server(url, port)
+    server = start_server(url, port, rejects)
     try:
         sent_at = "2026-01-01T00:00:00+00:00"
         bodies = [msgspec.json.encode({"batch": messages[i:i + batch], "sentAt": sent_at})
@@ -134,10 +135,11 @@ def served(url: str, messages: list[dict[str, Any]], clients: int, batch: int) -
 
 
 def measure(name: str, make_url: Any, messages: list[dict[str, Any]],
-            args: argparse.Namespace) -> dict[str, Any]:
+            args: argparse.Namespace, tmp: str) -> dict[str, Any]:
     reference_url, served_url = make_url("inproc"), make_url("served")
     seconds_in = in_process(reference_url, messages)
-    seconds_served, latencies = served(served_url, messages, args.clients, args.batch)
+    seconds_served, latencies = served(served_url, messages, args.clients, args.batch,
+                                       str(Path(tmp) / f"{name}-rejects.ndjson"))
     expected, got = events_in(reference_url), events_in(served_url)
     if expected != got:
         raise RuntimeError(f"{name}: the served store holds {got} events, in process {expected}")
@@ -177,12 +179,12 @@ def main() -> None:
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         results.append(measure("sqlite", lambda tag: harness.sqlite_url(Path(tmp) / f"{tag}.db"),
-                               messages, args))
+                               messages, args, tmp))
         if args.postgres:
             from idstitch.testing import TemporaryPostgres
 
             with TemporaryPostgres() as pg:
-                results.append(measure("postgresql", pg.create_database, messages, args))
+                results.append(measure("postgresql", pg.create_database, messages, args, tmp))
     harness.table(
         f"idstitch serve: {args.n} messages, {args.clients} clients, {args.batch}-message batches "
         f"({args.mix}; {os.cpu_count()} CPUs)",

@@ -71,9 +71,14 @@ def serve_asgi() -> Iterator[Callable[[Any], RunningServer]]:
 
 
 @pytest.fixture
-def serve(serve_asgi: Callable[[Any], RunningServer]) -> Serve:
-    """Start servers: ``serve(ws_or_url, write_keys=[...], **app_options)``; stopped after the test."""
+def serve(serve_asgi: Callable[[Any], RunningServer], tmp_path_factory: pytest.TempPathFactory) -> Serve:
+    """Start servers: ``serve(ws_or_url, write_keys=[...], **app_options)``; stopped after the test.
+
+    Beside a SQLite file the rejects log takes its default place; for other stores (whose
+    default is the working directory) it goes to a temporary directory."""
     def start(ws_or_url: Any, write_keys: list[str] | None = None, **options: Any) -> RunningServer:
+        if not (isinstance(ws_or_url, str) and ws_or_url.startswith("sqlite:///")):
+            options.setdefault("rejects", tmp_path_factory.mktemp("rejects") / "rejects.ndjson")
         return serve_asgi(app(ws_or_url, write_keys or ["test-key"], **options))
 
     return start
