@@ -27,6 +27,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from idstitch.serve.envelope import BATCH_LIMIT, MESSAGE_LIMIT, encoded, single, stamp, unwrap_batch
+from idstitch.serve.lines import BadBody, Envelope, envelope, fast, line
 from idstitch.serve.writer import Submission, Writer
 
 log = logging.getLogger("idstitch.serve")
@@ -157,28 +158,59 @@ class Gate:
             "rejected": [{"index": index, "reason": reason} for index, reason in outcome.rejected]})
 
     async def _read(self, request: Request, kind: str, key: str | None) -> Submission:
-        limit = BATCH_LIMIT if kind == "batch" else MESSAGE_LIMIT
-        body = parse(await read_body(request, limit))
-        if key is None and not self.known(body.get("writeKey")):
+        raw = await read_body(request, BATCH_LIMIT if kind == "batch" else MESSAGE_LIMIT)
+        box: Envelope | None = None
+        if kind == "batch":
+            try:
+                box = envelope(raw)
+            except BadBody as e:
+                raise Refusal(400, "invalid_request", str(e)) from None
+            body_key = box.write_key
+        else:
+            body = parse(raw)
+            body_key = body.get("writeKey")
+        if key is None and not self.known(body_key):
             raise Refusal(401, "unauthorized", "a write key is required: Basic, Bearer or writeKey"
-                          if body.get("writeKey") is None else "unknown write key")
+                          if body_key is None else "unknown write key")
         received_at = datetime.now(UTC).isoformat()
-        try:
-            messages = unwrap_batch(body) if kind == "batch" else [single(body, kind)]
-        except Exception as e:
-            raise Refusal(400, "invalid_request", str(e)) from e
-        stamp(messages, received_at)
         submission = Submission(endpoint=f"/v1/{kind}", received_at=received_at, messages=[],
                                 lines=[], indices=[])
+        if box is not None and fast(box):
+            sent_at, received = bytes(box.sent_at), msgspec.json.encode(received_at)
+            for index, item in enumerate(box.batch):
+                text, reason = line(item, sent_at, received)
+                if text is None and reason is None:  # a writeKey to take out: the dict path
+                    self._add(submission, index, msgspec.json.decode(item), received_at,
+                              sent_at=msgspec.json.decode(sent_at) if sent_at else None)
+                elif text is None:
+                    submission.refused.append((index, reason or "", item))
+                else:
+                    submission.messages.append(msgspec.Raw(text))
+                    submission.lines.append(text)
+                    submission.indices.append(index)
+            return submission
+        try:
+            messages = unwrap_batch(parse(raw)) if box is not None else [single(body, kind)]
+        except Exception as e:
+            raise Refusal(400, "invalid_request", str(e)) from e
         for index, message in enumerate(messages):
-            line, reason = encoded(message)
-            if line is None:
-                submission.refused.append((index, reason or "", message))
-            else:
-                submission.messages.append(message)
-                submission.lines.append(line)
-                submission.indices.append(index)
+            self._add(submission, index, message, received_at)
         return submission
+
+    @staticmethod
+    def _add(submission: Submission, index: int, message: Any, received_at: str,
+             sent_at: Any = None) -> None:
+        """The dict path for one message: stamped, its write key taken out, encoded, sized."""
+        if isinstance(message, dict) and sent_at is not None:
+            message.setdefault("sentAt", sent_at)
+        stamp([message], received_at)
+        line_, reason = encoded(message)
+        if line_ is None:
+            submission.refused.append((index, reason or "", message))
+        else:
+            submission.messages.append(message)
+            submission.lines.append(line_)
+            submission.indices.append(index)
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -320,3 +320,16 @@ def test_mounted_in_another_app_with_its_lifespan(serve_asgi: Any, db: str) -> N
     assert answer.json() == {"success": True, "received": 1, "rejected": []}
     server.stop()
     assert recorded(db, "u-1") == ["u-1"]
+
+
+def test_a_batch_context_is_merged_under_each_message(serve: Any, db: str) -> None:
+    server = serve(db)
+    shared = {"device": {"id": "d-shared", "token": "tok-1", "type": "ios"}}
+    batch = [{"type": "identify", "userId": "u-1"},
+             {"type": "identify", "userId": "u-2", "context": {"device": {"id": "d-own"}}}]
+    assert post(server, "/v1/batch", {"batch": batch, "context": shared}).status_code == 200
+    server.stop()
+    with idstitch.open(db) as ws:
+        one, two = ws.profile("u-1"), ws.profile("u-2")
+        assert one is not None and [d.device_id for d in one.devices] == ["d-shared"]
+        assert two is not None and [d.device_id for d in two.devices] == ["d-own"]
