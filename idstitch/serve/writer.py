@@ -14,6 +14,7 @@ its body); this thread only drains.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -34,6 +35,15 @@ them one by one: without the wait the first one would be committed alone and the
 group after it (measured with four clients: 2 requests a group on average, 3.5 with the wait,
 and a quarter more messages a second). It waits only when busy: its last group held several
 requests, or requests it was told about are still being read. A lone client is not slowed."""
+CATCH_UP_MESSAGES = 2000
+"""The writer brings the projections up to date at the latest after this many messages (a
+catch-up of more would hold the requests behind it too long)..."""
+IDLE = 0.05
+"""... and when no request came for this many seconds."""
+
+log = logging.getLogger("idstitch.serve")
+
+
 @dataclass
 class Outcome:
     """What became of one request's messages: how many there were, and the refused ones."""
@@ -79,6 +89,8 @@ class Writer:
         self._coming = 0
         self._coming_lock = threading.Lock()
         self._last_group = 0
+        self._unprojected = 0
+        """Messages recorded since the projections were last brought up to date."""
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -131,7 +143,11 @@ class Writer:
         try:
             stopping = False
             while not stopping:
-                item = self._queue.get()
+                try:
+                    item = self._queue.get(timeout=IDLE) if self._unprojected else self._queue.get()
+                except queue.Empty:
+                    self._catch_up(ws)
+                    continue
                 if item is _STOP:
                     break
                 group: list[Submission] = [item]
@@ -156,16 +172,44 @@ class Writer:
                     count += len(item.messages)
                 self._write(ws, group)
                 self._last_group = len(group)
+                if self._unprojected >= CATCH_UP_MESSAGES:
+                    self._catch_up(ws)
         finally:
-            if self._owned:
-                ws.close()
+            try:
+                if self._unprojected:
+                    self._catch_up(ws)
+            finally:
+                if self._owned:
+                    ws.close()
+
+    def _catch_up(self, ws: Workspace) -> None:
+        self._unprojected = 0
+        try:
+            ws.catch_up()
+        except Exception:
+            # The messages are recorded; a projection that failed is caught up by the next
+            # attempt, or by any reader (the default workspace catches up before it queries).
+            log.exception("the projections could not be brought up to date")
 
     def _write(self, ws: Workspace, group: list[Submission]) -> None:
         lines = [line for s in group for line in s.lines]
+        # The projections are brought up to date between groups (every CATCH_UP_MESSAGES, and
+        # when requests pause), not in each group's ingest: a 200 waits only for the log's
+        # commit, and one catch-up folds many groups. A message naming a person by cio_ id
+        # is checked against the projections, so its group catches up first, as ingest does.
+        defer = CATCH_UP_MESSAGES > 0 and ws.auto_catch_up and not any(b'"cio_' in line for line in lines)
         try:
             # One call, one transaction for the whole group; no child process for so few.
-            report = ws.ingest(lines, batch_size=max(len(lines), 1), parallel=False) \
-                if lines else None
+            if defer:
+                ws.auto_catch_up = False
+            try:
+                report = ws.ingest(lines, batch_size=max(len(lines), 1), parallel=False) \
+                    if lines else None
+            finally:
+                if defer:
+                    ws.auto_catch_up = True
+            if defer:
+                self._unprojected += len(lines)
             self.groups += 1
             refused: list[list[tuple[int, str, Any]]] = [list(s.refused) for s in group]
             if report is not None:
@@ -196,4 +240,4 @@ class Writer:
                 rejected=sorted((index, reason) for index, reason, _ in theirs)))
 
 
-__all__ = ["GROUP_MESSAGES", "LINGER", "Outcome", "Submission", "Writer"]
+__all__ = ["CATCH_UP_MESSAGES", "GROUP_MESSAGES", "IDLE", "LINGER", "Outcome", "Submission", "Writer"]

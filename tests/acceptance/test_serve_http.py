@@ -333,3 +333,13 @@ def test_a_batch_context_is_merged_under_each_message(serve: Any, db: str) -> No
         one, two = ws.profile("u-1"), ws.profile("u-2")
         assert one is not None and [d.device_id for d in one.devices] == ["d-shared"]
         assert two is not None and [d.device_id for d in two.devices] == ["d-own"]
+
+
+def test_the_projections_are_brought_up_to_date_when_requests_pause(serve: Any, db: str) -> None:
+    server = serve(db)
+    assert post(server, "/v1/batch", {"batch": [identify("u-1", "d-1")]}).status_code == 200
+    time.sleep(0.5)
+    # A reader that does not fold the log itself sees what the server's writer folded.
+    with idstitch.open(db, auto_catch_up=False) as reader:
+        profile = reader.profile("u-1")
+        assert profile is not None and profile.attributes == {"plan": "pro"}
