@@ -13,7 +13,7 @@ from collections.abc import Callable
 from rich.console import Console
 from rich.text import Text
 
-from idstitch.cli.common import Handler
+from idstitch.cli.common import Handler, open_workspace
 
 ENV_KEYS = "IDSTITCH_WRITE_KEYS"
 """Comma-separated write keys, when no ``--write-key`` is given."""
@@ -51,9 +51,12 @@ def cmd_serve(args: argparse.Namespace, console: Console, err: Console) -> int:
     if args.policy is not None:
         err.print(Text("error: --policy is not taken by serve: the store keeps its own", style="red"))
         return 2
+    # Open the store once here, so that a bad URL or an unreachable server is an error line
+    # and exit status 2 (main handles it), not a traceback from the server's startup.
+    open_workspace(args.db).close()
     asgi = app(args.db, keys, rejects=args.rejects)
     err.print(f"idstitch serve: http://{args.host}:{args.port}/v1/batch, {len(keys)} write key(s), "
-              f"rejects to {rejects_path(asgi)}", soft_wrap=True, highlight=False)
+              f"rejects to {rejects_path(asgi).resolve()}", soft_wrap=True, highlight=False)
     # uvicorn handles SIGTERM and SIGINT: it stops accepting, lets the requests in flight finish,
     # then runs the app's shutdown, which drains the writer and closes the store.
     uvicorn.run(asgi, host=args.host, port=args.port, log_level="warning", access_log=False)

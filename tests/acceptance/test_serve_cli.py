@@ -62,6 +62,12 @@ def test_serve_needs_a_write_key(capsys: pytest.CaptureFixture[str], monkeypatch
     assert "--write-key" in capsys.readouterr().err
 
 
+def test_a_bad_store_url_is_an_error_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--db", "foo://x", "--write-key", "k"]) == 2
+    err = capsys.readouterr().err
+    assert "unsupported store URL" in err and "Traceback" not in err
+
+
 def test_without_the_extra_serve_says_how_to_get_it(tmp_path: Path) -> None:
     # uvicorn made unimportable, as in an install without the serve extra.
     code = ("import sys; sys.modules['uvicorn'] = None; from idstitch.cli import main; "
