@@ -74,6 +74,8 @@ class Gate:
         self.queue_timeout = queue_timeout
         self.closing = False
         self._slots: asyncio.Semaphore | None = None
+        self.admitted = 0
+        """Requests holding a slot now (read, queued or being written)."""
         self._starting: asyncio.Lock | None = None
 
     def known(self, key: object) -> bool:
@@ -127,6 +129,7 @@ class Gate:
             return error(r.status, r.code, r.message)
         try:
             await asyncio.wait_for(self.slots.acquire(), self.queue_timeout)
+            self.admitted += 1
         except TimeoutError:
             return error(503, "overloaded", f"the write queue stayed full for {self.queue_timeout:g} s; "
                                             "retry later")
@@ -142,7 +145,7 @@ class Gate:
                 self.writer.coming(-1)
             # The slot is the writer's until the messages are answered, even if the client
             # goes away meanwhile: that is what bounds the memory queued for it.
-            future.add_done_callback(lambda _: self.slots.release())
+            future.add_done_callback(lambda _: self._release())
             handed_over = True
             outcome = await asyncio.shield(future)
         except Refusal as r:
@@ -152,10 +155,14 @@ class Gate:
             return error(500, "store_error", "the messages could not be recorded; retry later")
         finally:
             if not handed_over:
-                self.slots.release()
+                self._release()
         return JSONResponse({
             "success": True, "received": outcome.received,
             "rejected": [{"index": index, "reason": reason} for index, reason in outcome.rejected]})
+
+    def _release(self) -> None:
+        self.admitted -= 1
+        self.slots.release()
 
     async def _read(self, request: Request, kind: str, key: str | None) -> Submission:
         raw = await read_body(request, BATCH_LIMIT if kind == "batch" else MESSAGE_LIMIT)

@@ -226,6 +226,18 @@ def hold_write_lock(path: str) -> sqlite3.Connection:
     return conn
 
 
+def until(condition: Any, what: str) -> None:
+    """Wait (up to 20 s, the machine may be busy) for a condition the test needs first."""
+    deadline = time.monotonic() + 20
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def admitted(server: Any) -> int:
+    return int(server.asgi.state.gate.admitted)
+
+
 def in_thread(call: Any) -> tuple[threading.Thread, list[Any]]:
     out: list[Any] = []
     thread = threading.Thread(target=lambda: out.append(call()))
@@ -238,7 +250,8 @@ def test_a_full_queue_makes_requests_wait_then_503(serve: Any, db: str, tmp_path
     assert post(server, "/v1/batch", {"batch": [identify("u-0", "d-0")]}).status_code == 200
     lock = hold_write_lock(f"{tmp_path}/identity.db")
     first, first_answer = in_thread(lambda: post(server, "/v1/batch", {"batch": [identify("u-1", "d-1")]}))
-    time.sleep(0.3)  # the first request holds the only slot, its writer waits for the lock
+    until(lambda: admitted(server) == 1, "the first request to hold the only slot")
+    time.sleep(0.1)  # its messages reach the writer, which waits for the lock
     assert_error(post(server, "/v1/batch", {"batch": [identify("u-2", "d-2")]}), 503, "overloaded")
     lock.rollback()
     lock.close()
@@ -256,7 +269,7 @@ def test_shutdown_answers_and_records_what_it_accepted(serve: Any, db: str, tmp_
     lock = hold_write_lock(f"{tmp_path}/identity.db")
     waiting = [in_thread(lambda i=i: post(server, "/v1/batch", {"batch": [identify(f"u-{i}", f"d-{i}")]}))
                for i in range(1, 4)]
-    time.sleep(0.3)
+    until(lambda: admitted(server) == 3, "three requests to be admitted")
     stopping, _ = in_thread(server.stop)  # SIGTERM's path: stop accepting, drain, close
     time.sleep(0.3)
     assert stopping.is_alive()  # it waits for the accepted requests
@@ -277,7 +290,8 @@ def test_concurrent_requests_share_commits_and_each_gets_its_own_report(serve: A
     requests_ = [in_thread(lambda i=i: post(server, "/v1/batch", {"batch": [
         identify(f"u-{i}", f"d-{i}"), {"type": "identify", "traits": {}}]}))
         for i in range(8)]
-    time.sleep(0.5)
+    until(lambda: admitted(server) == 8, "eight requests to be admitted")
+    time.sleep(0.2)  # and read: their messages are queued behind the first
     lock.rollback()
     lock.close()
     for thread, answer in requests_:
@@ -338,8 +352,8 @@ def test_a_batch_context_is_merged_under_each_message(serve: Any, db: str) -> No
 def test_the_projections_are_brought_up_to_date_when_requests_pause(serve: Any, db: str) -> None:
     server = serve(db)
     assert post(server, "/v1/batch", {"batch": [identify("u-1", "d-1")]}).status_code == 200
-    time.sleep(0.5)
     # A reader that does not fold the log itself sees what the server's writer folded.
     with idstitch.open(db, auto_catch_up=False) as reader:
+        until(lambda: reader.profile("u-1") is not None, "the writer to catch the projections up")
         profile = reader.profile("u-1")
         assert profile is not None and profile.attributes == {"plan": "pro"}
