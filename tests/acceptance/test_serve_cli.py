@@ -18,6 +18,7 @@ import requests
 
 import idstitch
 from idstitch.cli import main
+from idstitch.testing import TemporaryPostgres
 
 CLI = [sys.executable, "-c", "import sys; from idstitch.cli import main; sys.exit(main())"]
 
@@ -106,8 +107,15 @@ def load(url: str, worker: int, answered: list[str], halt: threading.Event) -> N
             answered.extend(users)
 
 
-def test_kill_9_under_load_loses_nothing_answered_200(tmp_path: Path) -> None:
-    db, port = f"sqlite:///{tmp_path}/identity.db", free_port()
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+def test_kill_9_under_load_loses_nothing_answered_200(tmp_path: Path, store: str,
+                                                      request: pytest.FixtureRequest) -> None:
+    if store == "sqlite":
+        db = f"sqlite:///{tmp_path}/identity.db"
+    else:
+        postgres: TemporaryPostgres = request.getfixturevalue("postgres")
+        db = postgres.url("idstitch_tests") + "?schema=serve_kill9"
+    port = free_port()
     server = start(db, port, "k")
     url = f"http://127.0.0.1:{port}/v1/batch"
     answered: list[list[str]] = [[] for _ in range(4)]
