@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,19 @@ from idstitch.cli import main
 from idstitch.testing import TemporaryPostgres
 
 CLI = [sys.executable, "-c", "import sys; from idstitch.cli import main; sys.exit(main())"]
+
+
+_started: list[subprocess.Popen[bytes]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_server_outlives_its_test() -> Iterator[None]:
+    yield
+    while _started:
+        process = _started.pop()
+        if process.poll() is None:
+            process.kill()
+            process.wait(30)
 
 
 def free_port() -> int:
@@ -35,6 +49,7 @@ def start(db: str, port: int, *keys: str, env: dict[str, str] | None = None) -> 
     for key in keys:
         argv += ["--write-key", key]
     process = subprocess.Popen(argv, env={**os.environ, **(env or {})}, stderr=subprocess.PIPE)
+    _started.append(process)
     deadline = time.monotonic() + 30
     while True:
         try:
