@@ -38,6 +38,7 @@ from idstitch.cli.common import Handler, open_workspace
 from idstitch.cli.failures import run_guarded
 from idstitch.cli.output import console_for
 from idstitch.cli.persons import cmd_device, cmd_merges, cmd_profile
+from idstitch.cli.serve import add_serve
 from idstitch.cli.store import DEMO_FILE, cmd_demo, cmd_ingest, cmd_rebuild
 from idstitch.projections.identity import POLICIES
 from idstitch.service.ingest import INGEST_BATCH
@@ -135,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "not the input file); checked before anything is ingested")
     ingest.add_argument("--allow-rejects", action="store_true",
                         help="exit 0 even when lines were rejected (default: exit 3)")
+    add_serve(add)
     return parser
 
 

@@ -1,0 +1,66 @@
+"""``idstitch serve``: run the HTTP endpoint (``idstitch.serve``) with uvicorn.
+
+Imported by the command line whatever extras are installed, so Starlette and uvicorn are
+imported only when the command runs: without the ``serve`` extra it says how to get it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+
+from rich.console import Console
+from rich.text import Text
+
+from idstitch.cli.common import Handler, open_workspace
+
+ENV_KEYS = "IDSTITCH_WRITE_KEYS"
+"""Comma-separated write keys, when no ``--write-key`` is given."""
+
+
+def add_serve(add: Callable[[str, Handler, str], argparse.ArgumentParser]) -> None:
+    """Register the ``serve`` subcommand through the parser's ``add``."""
+    serve = add("serve", cmd_serve,
+                "receive Segment / Customer.io SDK traffic over HTTP (POST /v1/batch, /v1/identify, "
+                "...) and record it in the store; needs pip install 'idstitch[serve]'")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    serve.add_argument("--write-key", action="append", dest="write_keys", metavar="KEY",
+                       help=f"a write key clients may present; repeatable (default: ${ENV_KEYS}, "
+                            "comma-separated)")
+    serve.add_argument("--rejects", metavar="FILE",
+                       help="NDJSON log of refused messages (default: <db file>.rejects.ndjson "
+                            "beside a SQLite store, else ./idstitch-rejects.ndjson)")
+
+
+def cmd_serve(args: argparse.Namespace, console: Console, err: Console) -> int:
+    """Serve until SIGTERM or Ctrl-C; then drain what was accepted and close the store."""
+    keys = args.write_keys or [k for k in os.environ.get(ENV_KEYS, "").split(",") if k.strip()]
+    if not keys:
+        err.print(Text(f"error: give at least one --write-key (or set {ENV_KEYS})", style="red"))
+        return 2
+    try:
+        import uvicorn
+
+        from idstitch.serve import app, rejects_path
+    except ImportError as e:
+        err.print(Text(f"error: idstitch serve needs the serve extra ({e.name} is missing): "
+                       "pip install 'idstitch[serve]'", style="red"), soft_wrap=True)
+        return 2
+    if args.policy is not None:
+        err.print(Text("error: --policy is not taken by serve: the store keeps its own", style="red"))
+        return 2
+    # Open the store once here, so that a bad URL or an unreachable server is an error line
+    # and exit status 2 (main handles it), not a traceback from the server's startup.
+    open_workspace(args.db).close()
+    asgi = app(args.db, keys, rejects=args.rejects)
+    err.print(f"idstitch serve: http://{args.host}:{args.port}/v1/batch, {len(keys)} write key(s), "
+              f"rejects to {rejects_path(asgi).resolve()}", soft_wrap=True, highlight=False)
+    # uvicorn handles SIGTERM and SIGINT: it stops accepting, lets the requests in flight finish,
+    # then runs the app's shutdown, which drains the writer and closes the store.
+    uvicorn.run(asgi, host=args.host, port=args.port, log_level="warning", access_log=False)
+    return 0
+
+
+__all__ = ["ENV_KEYS", "add_serve", "cmd_serve"]

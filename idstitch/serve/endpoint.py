@@ -1,0 +1,301 @@
+"""The ASGI app: Segment's HTTP Tracking API and Customer.io's Data Pipelines, in front of the writer.
+
+A request is checked in the order that costs least to refuse: the Authorization header, a slot
+in the queue (the bound on memory: a request is admitted before its body is read), the body
+(size, gzip, JSON), a ``writeKey`` in the body when there was no header, each message's size.
+Its messages then go to the writer thread, and the answer waits until they are committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hmac
+import logging
+import zlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from idstitch.serve.envelope import BATCH_LIMIT, MESSAGE_LIMIT, encoded, single, stamp, unwrap_batch
+from idstitch.serve.lines import BadBody, Envelope, envelope, fast, line
+from idstitch.serve.writer import Submission, Writer
+
+log = logging.getLogger("idstitch.serve")
+
+
+class Refusal(Exception):
+    """A request answered with an error: its status, a code and a message for the JSON body."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def error(status: int, code: str, message: str) -> JSONResponse:
+    """Every non-2xx answer: ``{"code": ..., "message": ...}`` (the clients read both)."""
+    return JSONResponse({"code": code, "message": message}, status_code=status)
+
+
+def header_key(authorization: str | None) -> str | None:
+    """The write key an Authorization header carries: Basic ``base64(key:)`` as Segment sends
+    it, or Bearer ``key`` as Customer.io sends it; None without the header."""
+    if authorization is None:
+        return None
+    scheme, _, credentials = authorization.strip().partition(" ")
+    credentials = credentials.strip()
+    if scheme.lower() == "bearer" and credentials:
+        return credentials
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise Refusal(401, "unauthorized", "the Basic credentials are not base64 of 'key:'") from None
+        return decoded.partition(":")[0]
+    raise Refusal(401, "unauthorized", "Authorization must be Basic base64(writeKey:) or Bearer writeKey")
+
+
+class Gate:
+    """What the requests share: the keys, the slots that bound the queue, the writer."""
+
+    def __init__(self, writer: Writer, write_keys: list[str], capacity: int, queue_timeout: float) -> None:
+        self.writer = writer
+        self.keys = [key.encode() for key in write_keys]
+        self.capacity = capacity
+        self.queue_timeout = queue_timeout
+        self.closing = False
+        self._slots: asyncio.Semaphore | None = None
+        self.admitted = 0
+        """Requests holding a slot now (read, queued or being written)."""
+        self._starting: asyncio.Lock | None = None
+
+    def known(self, key: object) -> bool:
+        """Whether a presented key is one of the configured ones (in constant time)."""
+        if not isinstance(key, str) or not key:
+            return False
+        presented = key.encode()
+        found = False
+        for k in self.keys:  # every key compared, found or not: the time tells nothing
+            found |= hmac.compare_digest(presented, k)
+        return found
+
+    def is_closing(self) -> bool:
+        """Whether shutdown has begun (new requests are refused)."""
+        return self.closing
+
+    @property
+    def slots(self) -> asyncio.Semaphore:
+        # Made on first use, inside the event loop that serves the requests.
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.capacity)
+        return self._slots
+
+    async def start(self) -> None:
+        """Open the workspace in the writer thread (once; also when no lifespan ran)."""
+        if self.writer.running:
+            return
+        if self._starting is None:
+            self._starting = asyncio.Lock()
+        async with self._starting:
+            if not self.writer.running:
+                await asyncio.to_thread(self.writer.start)
+
+    async def shutdown(self) -> None:
+        """Refuse new requests, answer the admitted ones, stop the writer, close the workspace."""
+        self.closing = True
+        for _ in range(self.capacity):  # holding every slot: no admitted request is left
+            await self.slots.acquire()
+        await asyncio.to_thread(self.writer.stop)
+
+    async def handle(self, request: Request, kind: str) -> Response:
+        """One request to ``/v1/<kind>``: admitted, read, checked, written, answered."""
+        if self.closing:
+            return error(503, "shutting_down", "the server is shutting down; retry later")
+        try:
+            key = header_key(request.headers.get("authorization"))
+            if key is not None and not self.known(key):
+                raise Refusal(401, "unauthorized", "unknown write key")
+            await self.start()
+        except Refusal as r:
+            return error(r.status, r.code, r.message)
+        try:
+            await asyncio.wait_for(self.slots.acquire(), self.queue_timeout)
+            self.admitted += 1
+        except TimeoutError:
+            return error(503, "overloaded", f"the write queue stayed full for {self.queue_timeout:g} s; "
+                                            "retry later")
+        handed_over = False
+        self.writer.coming(+1)
+        try:
+            if self.is_closing():  # it may have started while this request waited
+                return error(503, "shutting_down", "the server is shutting down; retry later")
+            try:
+                submission = await self._read(request, kind, key)
+                future = asyncio.wrap_future(self.writer.submit(submission))
+            finally:
+                self.writer.coming(-1)
+            # The slot is the writer's until the messages are answered, even if the client
+            # goes away meanwhile: that is what bounds the memory queued for it.
+            future.add_done_callback(lambda _: self._release())
+            handed_over = True
+            outcome = await asyncio.shield(future)
+        except Refusal as r:
+            return error(r.status, r.code, r.message)
+        except Exception:
+            log.exception("the messages of a request to /v1/%s could not be recorded", kind)
+            return error(500, "store_error", "the messages could not be recorded; retry later")
+        finally:
+            if not handed_over:
+                self._release()
+        return JSONResponse({
+            "success": True, "received": outcome.received,
+            "rejected": [{"index": index, "reason": reason} for index, reason in outcome.rejected]})
+
+    def _release(self) -> None:
+        self.admitted -= 1
+        self.slots.release()
+
+    async def _read(self, request: Request, kind: str, key: str | None) -> Submission:
+        raw = await read_body(request, BATCH_LIMIT if kind == "batch" else MESSAGE_LIMIT)
+        box: Envelope | None = None
+        if kind == "batch":
+            try:
+                box = envelope(raw)
+            except BadBody as e:
+                raise Refusal(400, "invalid_request", str(e)) from None
+            body_key = box.write_key
+        else:
+            body = parse(raw)
+            body_key = body.get("writeKey")
+        if key is None and not self.known(body_key):
+            raise Refusal(401, "unauthorized", "a write key is required: Basic, Bearer or writeKey"
+                          if body_key is None else "unknown write key")
+        received_at = datetime.now(UTC).isoformat()
+        submission = Submission(endpoint=f"/v1/{kind}", received_at=received_at, messages=[],
+                                lines=[], indices=[])
+        if box is not None and fast(box):
+            sent_at, received = bytes(box.sent_at), msgspec.json.encode(received_at)
+            for index, item in enumerate(box.batch):
+                text, reason = line(item, sent_at, received)
+                if text is None and reason is None:  # a writeKey to take out: the dict path
+                    self._add(submission, index, msgspec.json.decode(item), received_at,
+                              sent_at=msgspec.json.decode(sent_at) if sent_at else None)
+                elif text is None:
+                    submission.refused.append((index, reason or "", item))
+                else:
+                    submission.messages.append(msgspec.Raw(text))
+                    submission.lines.append(text)
+                    submission.indices.append(index)
+            return submission
+        try:
+            messages = unwrap_batch(parse(raw)) if box is not None else [single(body, kind)]
+        except Exception as e:
+            raise Refusal(400, "invalid_request", str(e)) from e
+        for index, message in enumerate(messages):
+            self._add(submission, index, message, received_at)
+        return submission
+
+    @staticmethod
+    def _add(submission: Submission, index: int, message: Any, received_at: str,
+             sent_at: Any = None) -> None:
+        """The dict path for one message: stamped, its write key taken out, encoded, sized."""
+        if isinstance(message, dict) and sent_at is not None:
+            message.setdefault("sentAt", sent_at)
+        stamp([message], received_at)
+        line_, reason = encoded(message)
+        if line_ is None:
+            submission.refused.append((index, reason or "", message))
+        else:
+            submission.messages.append(message)
+            submission.lines.append(line_)
+            submission.indices.append(index)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, decompressed; a Refusal when it is larger than ``limit`` once decompressed."""
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("identity", "gzip", ""):
+        raise Refusal(415, "unsupported_encoding", f"Content-Encoding {encoding!r}: only gzip is accepted")
+    gzipped = encoding == "gzip"
+    # gzip can grow incompressible data a little; past this the decompressed body is too large.
+    cap = limit + limit // 100 + 1024 if gzipped else limit
+    too_large = Refusal(413, "payload_too_large",
+                        f"the body is larger than {limit // 1024} KB (decompressed)")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > cap:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > cap:
+            raise too_large
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not gzipped:
+        return raw
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        body = inflater.decompress(raw, limit + 1)
+    except zlib.error as e:
+        raise Refusal(400, "invalid_request", f"the body is not valid gzip: {e}") from None
+    if len(body) > limit:
+        raise too_large
+    if not inflater.eof:
+        raise Refusal(400, "invalid_request", "the gzip body is truncated")
+    return body
+
+
+def parse(raw: bytes) -> dict[str, Any]:
+    """The body as a JSON object."""
+    try:
+        body = msgspec.json.decode(raw)
+    except (msgspec.DecodeError, RecursionError) as e:
+        raise Refusal(400, "invalid_request", f"the body is not JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise Refusal(400, "invalid_request", "the body must be a JSON object")
+    return body
+
+
+def build(gate: Gate) -> Starlette:
+    """The Starlette app for a gate: seven POST routes, JSON errors, a draining lifespan."""
+    async def batch(request: Request) -> Response:
+        return await gate.handle(request, "batch")
+
+    def route(kind: str) -> Route:
+        async def one(request: Request) -> Response:
+            return await gate.handle(request, kind)
+        return Route(f"/v1/{kind}", one, methods=["POST"])
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        # Starlette's own answers (404, 405) get the JSON body the clients expect too.
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        detail = exc.detail if isinstance(exc, HTTPException) else "internal error"
+        return error(status, "not_found" if status == 404 else
+                     "method_not_allowed" if status == 405 else "error", str(detail))
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await gate.start()
+        try:
+            yield
+        finally:
+            await gate.shutdown()
+
+    routes = [Route("/v1/batch", batch, methods=["POST"]),
+              *(route(kind) for kind in ("identify", "track", "screen", "page", "alias", "group"))]
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers={HTTPException: http_error, Exception: http_error})
+    app.state.gate = gate
+    return app
+
+
+__all__ = ["Gate", "Refusal", "build", "error", "header_key", "read_body"]

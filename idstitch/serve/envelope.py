@@ -1,0 +1,81 @@
+"""What a request body holds: the messages of a batch envelope or of one call, stamped and sized.
+
+Pure functions over parsed JSON (no web framework): the HTTP layer parses and authenticates, these
+say which messages go to ``ws.ingest`` and which are refused before it, and why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+import msgspec
+
+from idstitch.errors import InvalidCommand
+
+MESSAGE_LIMIT: Final = 32 * 1024
+"""Segment's limit for one message, in bytes of its JSON: a larger one is refused alone."""
+BATCH_LIMIT: Final = 500 * 1024
+"""Segment's limit for a decompressed ``/v1/batch`` body: a larger one is refused whole (413)."""
+
+SINGLE_TYPES: Final = frozenset({"identify", "track", "screen", "page", "alias", "group"})
+"""The single-message endpoints, ``/v1/<type>``."""
+
+
+def unwrap_batch(body: Mapping[str, Any]) -> list[Any]:
+    """The messages of a batch envelope ``{"batch": [...], "sentAt": ..., "context": ...}``.
+
+    Each message takes the envelope's ``sentAt`` unless it has its own (the clients stamp the
+    envelope, not the messages, when they send it; the skew correction needs it). An envelope
+    ``context`` is merged under each message's own (Segment's HTTP API: the message's keys win).
+    Items that are not objects are passed through (the caller refuses them with a reason).
+    """
+    batch = body.get("batch")
+    if not isinstance(batch, list):
+        raise InvalidCommand("batch", "must be a list of messages")
+    sent_at = body.get("sentAt")
+    context = body.get("context")
+    messages: list[Any] = []
+    for message in batch:
+        if isinstance(message, dict):
+            if sent_at is not None and "sentAt" not in message:
+                message = {**message, "sentAt": sent_at}
+            if isinstance(context, dict):
+                own = message.get("context")
+                message = {**message, "context": {**context, **own} if isinstance(own, dict) else context}
+        messages.append(message)
+    return messages
+
+
+def single(body: Mapping[str, Any], kind: str) -> dict[str, Any]:
+    """The message of a single-call endpoint: ``type`` from the path when the body has none."""
+    message = dict(body)
+    message.setdefault("type", kind)
+    return message
+
+
+def stamp(messages: list[Any], received_at: str) -> None:
+    """Give every message the server's receive time unless it carries a ``receivedAt``, in place
+    (the messages were parsed from the request: nobody else holds them).
+
+    The ``writeKey`` is taken out: it is a credential, and refused messages are kept in a log."""
+    for message in messages:
+        if isinstance(message, dict):
+            message.setdefault("receivedAt", received_at)
+            message.pop("writeKey", None)
+
+
+def encoded(message: Any) -> tuple[bytes | None, str | None]:
+    """A message as the JSON line ``ws.ingest`` reads fastest, or why it is refused here: it is
+    not a JSON object, or it is larger than MESSAGE_LIMIT."""
+    if not isinstance(message, dict):
+        return None, f"message: must be a JSON object, got {type(message).__name__}"
+    line = msgspec.json.encode(message)
+    if len(line) > MESSAGE_LIMIT:
+        return None, (f"message: is {len(line)} bytes, more than the {MESSAGE_LIMIT // 1024} KB "
+                      "a message may hold")
+    return line, None
+
+
+__all__ = ["BATCH_LIMIT", "MESSAGE_LIMIT", "SINGLE_TYPES", "encoded", "single", "stamp",
+           "unwrap_batch"]

@@ -1,0 +1,92 @@
+"""A batch body to the JSON lines ``ws.ingest`` reads, without building its messages as objects.
+
+Decoding a 100-message body into dicts (to add two stamps, then encode each message again) was
+the largest cost of a request outside the writer, and it holds the interpreter lock the writer
+needs. Here msgspec validates the body and hands each message over as its raw JSON text; the
+stamps a message lacks (the batch's ``sentAt``, the server's ``receivedAt``) are spliced in
+front of its first key. A message that carries a ``writeKey`` (to be taken out), and a batch
+with a ``context`` (to be merged into each message), take the dict path instead
+(:func:`idstitch.serve.envelope.unwrap_batch`); the result is the same.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from idstitch.serve.envelope import MESSAGE_LIMIT
+
+
+class Envelope(msgspec.Struct, rename="camel"):
+    """The parts of a ``/v1/batch`` body read here; each message stays raw JSON (an empty
+    Raw: the field is absent)."""
+
+    batch: list[msgspec.Raw]
+    sent_at: msgspec.Raw = msgspec.Raw()
+    context: msgspec.Raw = msgspec.Raw()
+    write_key: Any = None
+
+
+class _Stamps(msgspec.Struct, rename="camel"):
+    """Which stamps a message already has (an empty Raw: absent); nothing else is decoded."""
+
+    sent_at: msgspec.Raw = msgspec.Raw()
+    received_at: msgspec.Raw = msgspec.Raw()
+    write_key: msgspec.Raw = msgspec.Raw()
+
+
+_envelope = msgspec.json.Decoder(Envelope)
+_stamps = msgspec.json.Decoder(_Stamps)
+_JSON_TYPES = {ord("["): "list", ord('"'): "str", ord("t"): "bool", ord("f"): "bool", ord("n"): "null"}
+
+
+class BadBody(ValueError):
+    """The body is not a batch envelope; the message says why, for a 400."""
+
+
+def envelope(body: bytes) -> Envelope:
+    """The batch envelope of a body; BadBody when it is not JSON, not an object, or its
+    ``batch`` is missing or not a list."""
+    try:
+        return _envelope.decode(body)
+    except msgspec.ValidationError as e:
+        text = str(e)
+        if "batch`" in text:  # "at `$.batch`", or "missing required field `batch`"
+            raise BadBody("batch: must be a list of messages") from None
+        raise BadBody("the body must be a JSON object with a batch") from None
+    except (msgspec.DecodeError, RecursionError) as e:
+        raise BadBody(f"the body is not JSON: {e}") from None
+
+
+def fast(envelope: Envelope) -> bool:
+    """Whether the raw path applies: no batch ``context`` to merge into the messages."""
+    return not envelope.context
+
+
+def line(raw: msgspec.Raw, sent_at: bytes, received_at: bytes) -> tuple[bytes | None, str | None]:
+    """One message as a stamped JSON line, or why it is refused here (not an object, over
+    MESSAGE_LIMIT); (None, None) when it carries a ``writeKey`` (the dict path takes it out)."""
+    text = bytes(raw)
+    try:
+        stamps = _stamps.decode(text)
+    except msgspec.ValidationError:
+        kind = _JSON_TYPES.get(text[0], "number") if text else "nothing"
+        return None, f"message: must be a JSON object, got {kind}"
+    if stamps.write_key:
+        return None, None
+    adds = []
+    if not stamps.sent_at and sent_at and sent_at != b"null":
+        adds.append(b'"sentAt":' + sent_at)
+    if not stamps.received_at:
+        adds.append(b'"receivedAt":' + received_at)
+    if adds:
+        inner = text[1:].lstrip()  # a valid JSON object's text starts with "{"
+        text = b"{" + b",".join(adds) + (b"" if inner.startswith(b"}") else b",") + inner
+    if len(text) > MESSAGE_LIMIT:
+        return None, (f"message: is {len(text)} bytes, more than the {MESSAGE_LIMIT // 1024} KB "
+                      "a message may hold")
+    return text, None
+
+
+__all__ = ["BadBody", "Envelope", "envelope", "fast", "line"]

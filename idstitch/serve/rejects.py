@@ -1,0 +1,51 @@
+"""The rejects log: every message the endpoint refused inside a batch, with its reason.
+
+One JSON object a line, appended and synced before the request that carried the message is
+answered, so a refusal the client was told about is never lost either. The operator reads it
+with any NDJSON tool, fixes what can be fixed, and feeds the ``message`` fields back through
+``idstitch ingest``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+DEFAULT_NAME = "idstitch-rejects.ndjson"
+"""The log's name in the working directory when the store is not a SQLite file."""
+
+
+def default_path(url: str) -> Path:
+    """Next to a SQLite store (``<file>.rejects.ndjson``); else ``./idstitch-rejects.ndjson``."""
+    if url.startswith("sqlite:///"):
+        return Path(url[len("sqlite:///"):] + ".rejects.ndjson")
+    return Path(DEFAULT_NAME)
+
+
+class RejectsLog:
+    """Appends refused messages to an NDJSON file (opened on first use, by the writer thread)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def append(self, entries: list[dict[str, Any]]) -> None:
+        """Append entries ``{"received_at", "endpoint", "index", "reason", "message"}``, synced."""
+        if not entries:
+            return
+        encoder = msgspec.json.Encoder()
+        data = b"".join(encoder.encode(entry) + b"\n" for entry in entries)
+        # O_APPEND: each write lands at the end even if an operator truncates the file meanwhile.
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+__all__ = ["DEFAULT_NAME", "RejectsLog", "default_path"]

@@ -1,0 +1,160 @@
+"""``idstitch serve`` as a process: its arguments, a missing extra, and kill -9 under load (every
+message answered 200 is in the store after a restart)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+import idstitch
+from idstitch.cli import main
+from idstitch.testing import TemporaryPostgres
+
+CLI = [sys.executable, "-c", "import sys; from idstitch.cli import main; sys.exit(main())"]
+
+
+_started: list[subprocess.Popen[bytes]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_server_outlives_its_test() -> Iterator[None]:
+    yield
+    while _started:
+        process = _started.pop()
+        if process.poll() is None:
+            process.kill()
+            process.wait(30)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start(db: str, port: int, *keys: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """``idstitch serve`` in a process of its own; returns once it answers on the port."""
+    argv = [*CLI, "serve", "--db", db, "--port", str(port)]
+    for key in keys:
+        argv += ["--write-key", key]
+    process = subprocess.Popen(argv, env={**os.environ, **(env or {})}, stderr=subprocess.PIPE)
+    _started.append(process)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            requests.post(f"http://127.0.0.1:{port}/v1/batch", timeout=5)
+            return process
+        except requests.ConnectionError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                assert process.stderr is not None
+                said = process.stderr.read().decode()
+                raise RuntimeError(f"idstitch serve did not start: {said}") from None
+            time.sleep(0.05)
+
+
+def stop(server: subprocess.Popen[bytes]) -> None:
+    """SIGTERM: uvicorn shuts down gracefully, then exits by the signal it caught (as it is
+    conventional for a service to); a traceback on stderr would mean the shutdown failed."""
+    server.send_signal(signal.SIGTERM)
+    assert server.wait(30) in (0, -signal.SIGTERM)
+    assert server.stderr is not None
+    assert "Traceback" not in server.stderr.read().decode()
+
+
+def test_serve_needs_a_write_key(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("IDSTITCH_WRITE_KEYS", raising=False)
+    assert main(["serve", "--db", "memory:"]) == 2
+    assert "--write-key" in capsys.readouterr().err
+
+
+def test_a_bad_store_url_is_an_error_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--db", "foo://x", "--write-key", "k"]) == 2
+    err = capsys.readouterr().err
+    assert "unsupported store URL" in err and "Traceback" not in err
+
+
+def test_without_the_extra_serve_says_how_to_get_it(tmp_path: Path) -> None:
+    # uvicorn made unimportable, as in an install without the serve extra.
+    code = ("import sys; sys.modules['uvicorn'] = None; from idstitch.cli import main; "
+            "sys.exit(main(['serve', '--db', 'memory:', '--write-key', 'k']))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "pip install 'idstitch[serve]'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_keys_from_the_environment_and_sigterm_drains(tmp_path: Path) -> None:
+    db, port = f"sqlite:///{tmp_path}/identity.db", free_port()
+    server = start(db, port, env={"IDSTITCH_WRITE_KEYS": "k1, k2"})
+    url = f"http://127.0.0.1:{port}/v1/batch"
+    body = {"batch": [{"type": "identify", "userId": "u-1", "context": {"device": {"id": "d-1"}}}]}
+    assert requests.post(url, json=body, auth=("k2", ""), timeout=30).status_code == 200
+    assert requests.post(url, json=body, auth=("k3", ""), timeout=30).status_code == 401
+    stop(server)
+    with idstitch.open(db) as ws:
+        assert ws.profile("u-1") is not None
+
+
+def load(url: str, worker: int, answered: list[str], halt: threading.Event) -> None:
+    """Post 50-message batches until stopped; keep the users of every batch answered 200."""
+    batch_no = 0
+    while not halt.is_set():
+        users = [f"u-{worker}-{batch_no}-{i}" for i in range(50)]
+        body = {"batch": [{"type": "identify", "userId": u, "messageId": u, "traits": {"n": i},
+                           "context": {"device": {"id": f"d-{u}"}}} for i, u in enumerate(users)]}
+        batch_no += 1
+        try:
+            answer = requests.post(url, json=body, auth=("k", ""), timeout=30)
+        except requests.RequestException:
+            return  # the server is gone
+        if answer.status_code == 200:
+            answered.extend(users)
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+def test_kill_9_under_load_loses_nothing_answered_200(tmp_path: Path, store: str,
+                                                      request: pytest.FixtureRequest) -> None:
+    if store == "sqlite":
+        db = f"sqlite:///{tmp_path}/identity.db"
+    else:
+        postgres: TemporaryPostgres = request.getfixturevalue("postgres")
+        db = postgres.url("idstitch_tests") + "?schema=serve_kill9"
+    port = free_port()
+    server = start(db, port, "k")
+    url = f"http://127.0.0.1:{port}/v1/batch"
+    answered: list[list[str]] = [[] for _ in range(4)]
+    halt = threading.Event()
+    workers = [threading.Thread(target=load, args=(url, i, answered[i], halt)) for i in range(4)]
+    for worker in workers:
+        worker.start()
+    deadline = time.monotonic() + 30
+    while sum(map(len, answered)) < 1000 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    server.send_signal(signal.SIGKILL)  # mid-load: requests are in flight, batches half read
+    server.wait(30)
+    halt.set()
+    for worker in workers:
+        worker.join(60)
+    acked = [u for part in answered for u in part]
+    assert len(acked) >= 1000
+
+    # The restarted server opens the store and takes traffic again.
+    server = start(db, port, "k")
+    body: dict[str, Any] = {"batch": [{"type": "identify", "userId": "after",
+                                       "context": {"device": {"id": "d"}}}]}
+    assert requests.post(url, json=body, auth=("k", ""), timeout=30).status_code == 200
+    stop(server)
+    with idstitch.open(db) as ws:
+        missing = [u for u in [*acked, "after"] if ws.profile(u) is None]
+    assert missing == []

@@ -1,0 +1,68 @@
+"""The raw path of ``/v1/batch`` (``idstitch.serve.lines``) gives the messages the dict path
+(``unwrap_batch`` + ``stamp``) gives, for any batch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from idstitch.serve.envelope import MESSAGE_LIMIT, stamp, unwrap_batch
+from idstitch.serve.lines import BadBody, envelope, fast, line
+
+RECEIVED = "2026-03-01T09:00:00+00:00"
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8)
+keys = (st.sampled_from(["type", "userId", "sentAt", "receivedAt", "timestamp", "writeKey", "x"])
+        | st.text(max_size=6))
+messages = st.dictionaries(keys, json_values, max_size=6) | json_values
+batches = st.fixed_dictionaries(
+    {"batch": st.lists(messages, max_size=5)},
+    optional={"sentAt": st.none() | st.text(max_size=10), "writeKey": st.text(max_size=5)})
+
+
+def by_dicts(body: dict[str, Any]) -> list[Any]:
+    """What the dict path makes of a body, messages as dicts (or the refused item itself)."""
+    out = unwrap_batch(body)
+    stamp(out, RECEIVED)
+    return out
+
+
+@given(batches)
+def test_the_raw_path_makes_the_messages_the_dict_path_makes(body: dict[str, Any]) -> None:
+    raw = msgspec.json.encode(body)
+    box = envelope(raw)
+    assert fast(box)
+    expected = by_dicts(msgspec.json.decode(raw))
+    for item, want in zip(box.batch, expected, strict=True):
+        text, reason = line(item, bytes(box.sent_at), msgspec.json.encode(RECEIVED))
+        if not isinstance(want, dict):
+            assert text is None and reason is not None and "must be a JSON object" in reason
+        elif "writeKey" in msgspec.json.decode(item):
+            assert (text, reason) == (None, None)  # the dict path takes these
+        else:
+            assert text is not None and msgspec.json.decode(text) == want
+
+
+def test_a_batch_context_takes_the_dict_path() -> None:
+    assert not fast(envelope(b'{"batch": [], "context": {"ip": "1.2.3.4"}}'))
+
+
+def test_a_message_over_the_limit_is_refused_with_its_size() -> None:
+    item = msgspec.Raw(msgspec.json.encode({"type": "track", "pad": "x" * MESSAGE_LIMIT}))
+    text, reason = line(item, b"", b'"now"')
+    assert text is None and reason is not None and "32 KB" in reason
+
+
+@pytest.mark.parametrize(("body", "why"), [
+    (b"[1]", "must be a JSON object"), (b'{"batch": 3}', "batch: must be a list"),
+    (b"{}", "batch: must be a list"), (b'{"batch": [1,', "not JSON")])
+def test_bodies_that_are_not_envelopes(body: bytes, why: str) -> None:
+    with pytest.raises(BadBody, match=why):
+        envelope(body)
