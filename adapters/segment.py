@@ -27,6 +27,7 @@ from idstitch.domain.commands import (
     SetProfileAttributes,
 )
 from idstitch.domain.errors import InvalidCommand
+from idstitch.domain.rules import plain_json, plain_str
 
 AwareTime = Annotated[datetime, msgspec.Meta(tz=True)]
 """A timestamp with its timezone: a naive client time is ambiguous across devices."""
@@ -98,8 +99,14 @@ def decode(raw: dict[str, Any] | str | bytes) -> Message:
                                         f"{type(raw).__name__}")
     try:
         if isinstance(raw, (str, bytes)):
-            return _decoder.decode(raw)
-        return msgspec.convert(raw, Message)
+            # The decoder takes only exact str: a subclass's line is decoded as its text.
+            return _decoder.decode(plain_str(raw) if isinstance(raw, str) else raw)
+        try:
+            return msgspec.convert(raw, Message)
+        except msgspec.ValidationError:
+            # A str subclass where the message wants one of its words (``type``): judged
+            # again as plain JSON, which fails the same way when that was not the reason.
+            return msgspec.convert(plain_json(raw), Message)
     # ValidationError subclasses DecodeError, so it must be caught first.
     except msgspec.ValidationError as e:
         raise _invalid(str(e)) from e
