@@ -10,16 +10,21 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+from idstitch.adapters import sqlite
 from idstitch.domain.device import anonymous_id_for, anonymous_person_id
 
+import idstitch
+from idstitch.errors import StoreError
 from idstitch.service import background
 from idstitch.workspace import Workspace
 
@@ -166,3 +171,44 @@ def test_closing_a_stopped_child_takes_the_grace_period_not_forever(
     started = time.monotonic()
     helper.close()  # again: nothing left to wait for
     assert time.monotonic() - started < 1.0
+
+
+HOLDS_THE_WRITE_LOCK = (
+    "import fcntl, os, signal, sys; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+    "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); "
+    "os.kill(os.getpid(), signal.SIGSTOP)")
+"""A writer stopped in the middle of a write: it holds the SQLite file's write lock for good."""
+
+
+def test_a_writer_stopped_holding_the_sqlite_write_lock_does_not_hang_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every idstitch write transaction on a SQLite file queues for the lock file beside it
+    (projection commits, the batch append, the lease wants): a holder that never lets go makes
+    it a StoreError after WRITE_LOCK_SECONDS, not a wait without end."""
+    monkeypatch.setattr(sqlite, "WRITE_LOCK_SECONDS", 1.0)
+    path = tmp_path / "identity.db"
+    ws = idstitch.open(f"sqlite:///{path}")
+    rows = ws.rows
+    assert isinstance(rows, sqlite.SqliteProjectionStore)
+    try:
+        ws.identify("d1", "u1", {"plan": "free"})
+        before = ws.dump()
+        holder = subprocess.Popen([sys.executable, "-c", HOLDS_THE_WRITE_LOCK,
+                                   f"{path}-write.lock"], stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+            for _ in range(2):  # and again: an abandoned wait leaves nothing behind
+                with pytest.raises(StoreError, match="write lock"):
+                    run_bounded(lambda: rows.want("identity", 99), lambda: holder.pid)
+                assert rows.wanted("identity") == 0 and ws.dump() == before
+        finally:
+            holder.kill()
+            holder.wait(10)
+        # The holder is gone: writes go through again.
+        rows.want("identity", 99)
+        assert rows.wanted("identity") == 99
+        ws.identify("d1", "u1", {"plan": "pro"})
+        assert ws.profile("u1").attributes == {"plan": "pro"}  # type: ignore[union-attr]
+    finally:
+        ws.close()
