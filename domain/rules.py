@@ -52,13 +52,14 @@ def plain_str(value: str) -> str:
 
 
 def plain_json(value: object) -> object:
-    """A JSON value with plain containers and strings: mappings become dicts, tuples lists,
-    ``str`` subclasses (values and keys, at any depth) ``str``. Only for values the encoder or
-    the decoder refused (the fast paths never copy); it recurses as deep as the value goes, so
-    walk the value first (or catch RecursionError)."""
+    """A JSON value with plain strings: ``str`` subclasses (values and keys, at any depth)
+    become ``str``, dicts and lists are copied. Only for values the encoder or the decoder
+    refused (the fast paths never copy); it recurses as deep as the value goes, so walk the
+    value first (or catch RecursionError). Any other object stays as it is, for the encoder to
+    refuse (a Mapping that is no dict, nested in a value, is not JSON)."""
     if isinstance(value, str):
         return plain_str(value)
-    if isinstance(value, Mapping):
+    if isinstance(value, dict):
         return {plain_str(k): plain_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [plain_json(v) for v in value]
