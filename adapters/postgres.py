@@ -10,60 +10,46 @@ with its connection.
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, cast
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import psycopg
 from idstitch.adapters.eventlog import DeviceLog
 from idstitch.adapters.postgres_log import PostgresLog, translated
 from idstitch.adapters.sqlstore import Cursor, SqlProjectionStore
 from idstitch.adapters.stores import Stores
-from idstitch.domain.errors import InvalidCommand
+from idstitch.adapters.urls import PostgresTarget
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool
 
 DDL_LOCK = 0x1D571C4  # advisory lock key: "idstitch" creating its schema and tables
-SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-"""Schema names a URL may give: PostgreSQL's unquoted identifiers, lower case, so that the
-quoted name (eventsourcing's tables) and the search_path setting name the same schema, and no
-text of the URL ever reaches SQL or the server's options unquoted."""
 
 
-def connect(url: str) -> Stores:
+def connect(url: str, target: PostgresTarget) -> Stores:
     """The event log and projection store a ``postgresql://user:pw@host:port/db?schema=s`` URL
-    names. The parts reach libpq as separate, escaped values (never pasted into a string)."""
-    parts = urlsplit(url)
-    try:
-        port = parts.port or 5432
-    except ValueError as e:
-        raise InvalidCommand("url", f"bad port: {e}") from e
-    schema = parse_qs(parts.query).get("schema", [None])[0]
-    if schema is not None and not SCHEMA_NAME.fullmatch(schema):
-        raise InvalidCommand("url", f"schema {schema!r} must be a lower-case name of letters, "
-                                    "digits and underscores (at most 63), not starting with a digit")
+    names, parsed and checked by :func:`idstitch.adapters.urls.parse`. The parts reach libpq
+    as separate, escaped values (never pasted into a string)."""
     env = {
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
-        "POSTGRES_DBNAME": unquote(parts.path.lstrip("/")) or "postgres",
-        "POSTGRES_HOST": parts.hostname or "127.0.0.1",
-        "POSTGRES_PORT": str(port),
-        "POSTGRES_USER": unquote(parts.username or "postgres"),
-        "POSTGRES_PASSWORD": unquote(parts.password or ""),
+        "POSTGRES_DBNAME": target.dbname,
+        "POSTGRES_HOST": target.host,
+        "POSTGRES_PORT": str(target.port),
+        "POSTGRES_USER": target.user,
+        "POSTGRES_PASSWORD": target.password,
     }
-    if schema:
-        env["POSTGRES_SCHEMA"] = schema
+    if target.schema:
+        env["POSTGRES_SCHEMA"] = target.schema
     # Both stores connect with the same explicit parts, so libpq's own defaults can never send
     # the projection rows to another database than the events; make_conninfo quotes each value.
     conninfo = make_conninfo(
-        host=env["POSTGRES_HOST"], port=env["POSTGRES_PORT"], dbname=env["POSTGRES_DBNAME"],
-        user=env["POSTGRES_USER"], password=env["POSTGRES_PASSWORD"] or None)
+        host=target.host, port=str(target.port), dbname=target.dbname, user=target.user,
+        password=target.password or None)
     # The projection store opens first: it creates the schema the event table goes into.
     with ddl_lock(conninfo):
-        rows = PostgresProjectionStore(conninfo, schema=schema)
+        rows = PostgresProjectionStore(conninfo, schema=target.schema)
         try:
             log = DeviceLog(env, fast=rows)
         except BaseException:
@@ -117,8 +103,8 @@ class PostgresProjectionStore(PostgresLog, SqlProjectionStore):
         self._lease_lock = threading.Lock()
         self._held: set[str] = set()
         if schema:
-            # SCHEMA_NAME (checked by connect) admits no space, quote or backslash: nothing
-            # in it can start another server option.
+            # urls.SCHEMA_NAME (checked when the URL was parsed) admits no space, quote or
+            # backslash: nothing in it can start another server option.
             kwargs["options"] = f"-c search_path={schema}"
         with translated("cannot open PostgreSQL projection store"):
             if schema:

@@ -12,6 +12,9 @@ with the workspace's own rules, naming the field.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal, get_args
@@ -27,6 +30,7 @@ from idstitch.domain.commands import (
     SetProfileAttributes,
 )
 from idstitch.domain.errors import InvalidCommand
+from idstitch.domain.rules import MAX_ID_BYTES, plain_json, plain_str
 
 AwareTime = Annotated[datetime, msgspec.Meta(tz=True)]
 """A timestamp with its timezone: a naive client time is ambiguous across devices."""
@@ -80,6 +84,7 @@ class Message(msgspec.Struct, frozen=True, rename="camel"):
 _decoder: msgspec.json.Decoder[Message] = msgspec.json.Decoder(Message)
 _MISSING = "Object missing required field "
 _UNKNOWN_VALUE = "Invalid enum value "
+_OUT_OF_RANGE = "Number out of range"
 _TYPES = ", ".join(get_args(MessageType))
 
 
@@ -98,11 +103,17 @@ def decode(raw: dict[str, Any] | str | bytes) -> Message:
                                         f"{type(raw).__name__}")
     try:
         if isinstance(raw, (str, bytes)):
-            return _decoder.decode(raw)
-        return msgspec.convert(raw, Message)
+            # The decoder takes only exact str: a subclass's line is decoded as its text.
+            return _decoder.decode(plain_str(raw) if isinstance(raw, str) else raw)
+        try:
+            return msgspec.convert(raw, Message)
+        except msgspec.ValidationError:
+            # A str subclass where the message wants one of its words (``type``): judged
+            # again as plain JSON, which fails the same way when that was not the reason.
+            return msgspec.convert(plain_json(raw), Message)
     # ValidationError subclasses DecodeError, so it must be caught first.
     except msgspec.ValidationError as e:
-        raise _invalid(str(e)) from e
+        raise _invalid(str(e), raw) from e
     except msgspec.DecodeError as e:
         raise InvalidCommand("message", f"is not JSON: {e}") from e
     except RecursionError as e:
@@ -118,12 +129,16 @@ def decode(raw: dict[str, Any] | str | bytes) -> Message:
         raise InvalidCommand("message", f"cannot be read: {type(e).__name__}") from e
 
 
-def _invalid(text: str) -> InvalidCommand:
+def _invalid(text: str, raw: object) -> InvalidCommand:
     # msgspec says "<reason> - at `$.a.b`" (or "... - at `key` in `$.a`"); no path: the root.
     reason, sep, where = text.partition(" - at ")
     path = where.rsplit("`", 2)[-2] if sep else "$"
     field = path[2:] if path.startswith("$.") else ""
-    if reason.startswith(_MISSING):
+    if reason == _OUT_OF_RANGE and isinstance(raw, (str, bytes)):
+        # Inside an object msgspec's path says `[...]` for the key: find the number itself.
+        field = _overflowing(raw) or field
+        reason = "number out of range (a float holds at most about 1.8e308)"
+    elif reason.startswith(_MISSING):
         name = reason[len(_MISSING):].strip("`")
         field = f"{field}.{name}" if field else name
         reason = "is required"
@@ -132,6 +147,32 @@ def _invalid(text: str) -> InvalidCommand:
     else:
         reason = reason[:1].lower() + reason[1:]
     return InvalidCommand(field or "message", reason)
+
+
+def _overflowing(line: str | bytes) -> str | None:
+    """The path (``traits.x``, ``properties.list[2]``) of the line's first number too large
+    for a float, in document order as msgspec reads it; None if the line cannot tell."""
+    try:
+        # Python's parser reads such a number as an infinite float (and refuses nothing
+        # msgspec accepted before it).
+        document = json.loads(line, parse_constant=_refuse)
+    except (ValueError, RecursionError):
+        return None
+    stack: list[tuple[object, str]] = [(document, "")]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            return path or None
+        if isinstance(value, dict):
+            stack.extend(reversed([(v, f"{path}.{k}" if path else str(k))
+                                   for k, v in value.items()]))
+        elif isinstance(value, list):
+            stack.extend(reversed([(v, f"{path}[{i}]") for i, v in enumerate(value)]))
+    return None
+
+
+def _refuse(constant: str) -> None:
+    raise ValueError(f"{constant} is not JSON")
 
 
 def to_commands(msg: Message) -> list[Command] | None:
@@ -149,7 +190,10 @@ def to_commands(msg: Message) -> list[Command] | None:
     The device is ``context.device.id``, else the ``anonymousId``. A device de-duplicates by
     message id, so the attribute commands split off one "Device Created or Updated" carry
     derived ids, ``<messageId>#collected`` and ``<messageId>#custom``: all parts are recorded,
-    and ingesting the same message again still de-duplicates each part. ``timestamp``,
+    and ingesting the same message again still de-duplicates each part. Where that would pass
+    the 150-byte limit of an id (a message id of 141 bytes or more), the message id is replaced
+    by its SHA-256 (``<64 hex digits>#collected``): still one id per message, the same every
+    time. ``timestamp``,
     ``sentAt`` and ``receivedAt`` become each command's timestamp, sent_at and received_at.
 
     Raises :class:`InvalidCommand` for an identify with neither ``userId`` nor ``anonymousId``
@@ -209,7 +253,17 @@ def _device_updated(msg: Message) -> list[Command]:
 
 
 def _derived(message_id: str | None, suffix: str) -> str | None:
-    return None if message_id is None else message_id + suffix
+    """The id of a part split off a message: within the id limit whenever the message's is."""
+    if message_id is None:
+        return None
+    message_id = plain_str(message_id)
+    derived = message_id + suffix
+    if len(derived) <= MAX_ID_BYTES and derived.isascii():
+        return derived
+    raw = message_id.encode(errors="surrogatepass")
+    if len(raw) > MAX_ID_BYTES or len(derived.encode(errors="surrogatepass")) <= MAX_ID_BYTES:
+        return derived  # fits; or the message's own id is too long, and its check says so
+    return hashlib.sha256(raw).hexdigest() + suffix
 
 
 def _device_id(msg: Message) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 from uuid import UUID
 
 from idstitch.adapters.eventlog import DeviceLog
+from idstitch.adapters.file_lock import FileLock
 from idstitch.adapters.sqlstore import Cursor, SqlProjectionStore
 from idstitch.adapters.stores import Stores
 from idstitch.domain.errors import StoreError
@@ -59,6 +60,9 @@ WANTED_DDL = ("CREATE TABLE IF NOT EXISTS idstitch_wanted (name TEXT PRIMARY KEY
               "position BIGINT NOT NULL)")
 """Per projection, the furthest position a process waiting for it asked the lease holder to
 commit: a hint, never read for the rows themselves."""
+WRITE_LOCK_SECONDS = 30.0
+"""How long a write waits for the file's write lock before it fails with StoreError: the
+timeout SQLite's own wait has (``timeout=30`` below, and the event recorder's lock timeout)."""
 WANT = ("INSERT INTO idstitch_wanted (name, position) VALUES (?, ?) ON CONFLICT (name) "
         "DO UPDATE SET position = max(position, excluded.position)")
 
@@ -69,8 +73,8 @@ class SqliteProjectionStore(SqlProjectionStore):
     def __init__(self, path: str) -> None:
         self._path = path
         self._lease_files: dict[str, int] = {}
-        self._write_fd: int | None = None
-        """The lock file writers queue on (see _writing); -1: none can be had."""
+        self._write_lock = FileLock(f"{path}-write.lock") if path != ":memory:" else None
+        """The lock file writers queue on (see _writing)."""
         """A file descriptor per projection whose lease this store took at least once."""
         self._held: set[str] = set()
         with translated(f"cannot open SQLite database {path!r}"):
@@ -145,22 +149,20 @@ class SqliteProjectionStore(SqlProjectionStore):
         milliseconds, so a writer often slept well past the moment the lock came free. A
         blocking flock on a file beside the database wakes the next writer when the lock is
         released. Every idstitch write transaction takes it first; a writer that is not
-        idstitch still meets SQLite's own lock and wait."""
-        fd = self._write_fd
-        if fd is None and fcntl is not None and self._path != ":memory:":
-            try:
-                fd = os.open(f"{self._path}-write.lock", os.O_RDWR | os.O_CREAT, 0o644)
-            except OSError:
-                fd = -1  # an unwritable folder: SQLite's own wait alone
-            self._write_fd = fd
-        if fd is None or fd < 0 or fcntl is None:
-            yield
-            return
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        idstitch still meets SQLite's own lock and wait. The wait is bounded (StoreError after
+        WRITE_LOCK_SECONDS), as SQLite's own is: see :mod:`idstitch.adapters.file_lock`."""
+        lock = self._write_lock
+        held = None if lock is None else lock.acquire(WRITE_LOCK_SECONDS)
+        if held is False:
+            # A holder that never lets go (a process stopped, or wedged, in the middle of a
+            # write) must not hang this one for good: the same limit as SQLite's own wait.
+            raise StoreError(f"cannot write {self._path!r}: another process has held its write "
+                             f"lock for {WRITE_LOCK_SECONDS:.0f} s (stopped or stuck?)")
         try:
             yield
         finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            if held and lock is not None:
+                lock.release()
 
     @contextmanager
     def _cursor(self, *, write: bool) -> Iterator[Cursor]:
@@ -323,7 +325,6 @@ class SqliteProjectionStore(SqlProjectionStore):
             self._held.clear()
             for fd in self._lease_files.values():
                 os.close(fd)
-            if self._write_fd is not None and self._write_fd >= 0:
-                os.close(self._write_fd)
-            self._write_fd = None
+            if self._write_lock is not None:
+                self._write_lock.close()
             self._lease_files.clear()

@@ -40,6 +40,32 @@ _brief = _short.repr
 nested thousands deep raises RecursionError, and of a megabyte string makes a megabyte message."""
 
 
+def plain_str(value: str) -> str:
+    """A string of exactly type ``str`` with the characters of ``value`` (itself if it is one).
+
+    Strings of a ``str`` subclass (``enum.StrEnum`` members, ``markupsafe.Markup``, numpy's
+    ``str_``) are text like any other, but the event encoders know only ``str``, and a recorded
+    value must not depend on the caller's class: they are recorded as their plain value.
+    ``str.__str__`` copies the characters whatever the subclass overrides (``__str__``,
+    ``__getitem__``)."""
+    return value if type(value) is str else str.__str__(value)
+
+
+def plain_json(value: object) -> object:
+    """A JSON value with plain strings: ``str`` subclasses (values and keys, at any depth)
+    become ``str``, dicts and lists are copied. Only for values the encoder or the decoder
+    refused (the fast paths never copy); it recurses as deep as the value goes, so walk the
+    value first (or catch RecursionError). Any other object stays as it is, for the encoder to
+    refuse (a Mapping that is no dict, nested in a value, is not JSON)."""
+    if isinstance(value, str):
+        return plain_str(value)
+    if isinstance(value, dict):
+        return {plain_str(k): plain_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_json(v) for v in value]
+    return value
+
+
 def _json(field: str, value: object) -> bytes:
     """JSON bytes of a value that passed the walk; an encoder refusal is still bad input."""
     try:
@@ -69,6 +95,7 @@ def check_id(field: str, value: object) -> str:
         return value
     if not isinstance(value, str):
         raise InvalidCommand(field, f"must be a string, got {type(value).__name__}")
+    value = plain_str(value)
     stripped = value.strip()
     if not stripped:
         raise InvalidCommand(field, "must not be blank")
@@ -106,10 +133,10 @@ def check_message_id(value: object) -> str | None:
     if (type(value) is str and len(value) <= MAX_ID_BYTES and value.isascii() and value.strip()
             and "\x00" not in value):
         return value
-    check_text("message_id", value)
-    if _utf8_len("message_id", str(value)) > MAX_ID_BYTES:
+    if isinstance(value, str) and _utf8_len("message_id", value) > MAX_ID_BYTES:
+        # Its own limit, before check_text's (1000 bytes, for other text) could name that one.
         raise InvalidCommand("message_id", f"is longer than {MAX_ID_BYTES} bytes")
-    return str(value)
+    return check_text("message_id", value)
 
 
 def check_text(field: str, value: object, *, allowed: frozenset[str] | None = None) -> str:
@@ -119,6 +146,7 @@ def check_text(field: str, value: object, *, allowed: frozenset[str] | None = No
         return value
     if not isinstance(value, str) or not value.strip():
         raise InvalidCommand(field, "must be a non-blank string")
+    value = plain_str(value)
     if allowed is not None and value not in allowed:
         raise InvalidCommand(field, f"must be one of {sorted(allowed)}, got {value!r}")
     if _utf8_len(field, value) > MAX_VALUE_BYTES:
@@ -139,6 +167,22 @@ def classify(user_id: str) -> IdentifierKind:
 def normalize_email(email: str) -> str:
     """Emails are compared case-insensitively: they are stored lower-cased."""
     return email.strip().lower()
+
+
+_SHORT_NAME = MAX_ID_BYTES // 4
+"""A name of at most this many characters cannot exceed MAX_ID_BYTES in UTF-8."""
+
+
+def _check_name(field: str, key: str, text_ok: bool) -> None:
+    """An attribute name, at any depth: non-blank text of at most MAX_ID_BYTES bytes.
+    ``field``: where the object holding it is (the error names ``field.<name>``)."""
+    if not key or key.isspace():
+        raise InvalidCommand(field, f"attribute name {_brief(key)} must be a non-blank string")
+    if not text_ok:
+        _check_string(f"{field}.{key[:40]!a}", key)
+    # The common case (a short name) checks nothing more.
+    if len(key) > _SHORT_NAME and _utf8_len(f"{field}.{key[:40]}", key) > MAX_ID_BYTES:
+        raise InvalidCommand(f"{field}.{key[:40]}", f"name is longer than {MAX_ID_BYTES} bytes")
 
 
 def _check_json(field: str, value: object, depth: int, text_ok: bool = False) -> None:
@@ -166,8 +210,7 @@ def _check_json(field: str, value: object, depth: int, text_ok: bool = False) ->
         for key, item in value.items():
             if not isinstance(key, str):
                 raise InvalidCommand(field, f"has a non-string key {_brief(key)}")
-            if not text_ok:
-                _check_string(f"{field}.{key[:40]!a}", key)
+            _check_name(field, key, text_ok)
             _check_json(f"{field}.{key}", item, depth + 1, text_ok)
         return
     if isinstance(value, (list, tuple)):
@@ -193,7 +236,10 @@ def _valid_json(value: object, depth: int) -> bool:
         return math.isfinite(value)
     if type(value) is dict:
         for key, item in value.items():
-            if type(key) is not str or not _valid_json(item, depth + 1):
+            # A name rule broken (blank, too long): _check_json says which.
+            if (type(key) is not str or not key or key.isspace()
+                    or (len(key) > _SHORT_NAME and len(key.encode(errors="replace")) > MAX_ID_BYTES)
+                    or not _valid_json(item, depth + 1)):
                 return False
         return True
     if type(value) is list:
@@ -233,28 +279,28 @@ def check_attributes(
         # single value can exceed it, so the per-value size check is skipped.
         clean, small = True, len(encoded) <= MAX_VALUE_BYTES
     for key, value in attributes.items():
-        if type(key) is not str or not key.strip():
+        if not isinstance(key, str):
             raise InvalidCommand(field, f"attribute name {_brief(key)} must be a non-blank string")
-        if not clean:
-            _check_string(f"{field}.{key[:40]!a}", key)
-        # A name of at most 37 characters cannot exceed 150 bytes: the common case checks
-        # nothing more.
-        if len(key) > MAX_ID_BYTES // 4 and _utf8_len(f"{field}.{key[:40]}", key) > MAX_ID_BYTES:
-            raise InvalidCommand(f"{field}.{key[:40]}", f"name is longer than {MAX_ID_BYTES} bytes")
+        _check_name(field, key, clean)
         kind = type(value)
         if small and (kind is str or kind is bool or value is None
                       or (kind is int and MIN_INT <= value <= MAX_INT)):
             continue  # the common values, settled here without a call
         if not small or not _valid_json(value, 1):
             _check_json(f"{field}.{key}", value, 1, clean)
-        if not small and len(_json(f"{field}.{key}", value)) > MAX_VALUE_BYTES:
+        # (The walk accepted the value: if the whole object did not encode, a str subclass or
+        # a Mapping in it may be why, and its plain form is what would be recorded.)
+        if not small and len(_json(f"{field}.{key}", value if encoded is not None
+                                   else plain_json(value))) > MAX_VALUE_BYTES:
             raise InvalidCommand(
                 f"{field}.{key}", f"value is over {MAX_VALUE_BYTES} bytes when serialized"
             )
     if owned and type(attributes) is dict:
         return attributes
     if encoded is None:
-        encoded = _json(field, attributes)
+        # The walk accepted every value: what the encoder refused is a container or string of
+        # a class of the caller's (a str subclass, a Mapping that is no dict).
+        encoded = _json(field, plain_json(attributes))
     # The event owns its values: a deep copy (through the bytes already made), so a caller who
     # later changes its dict cannot change what was recorded or what the projection holds.
     copy: dict[str, Any] = _decode(encoded)
@@ -278,7 +324,8 @@ def check_keys(field: str, keys: object) -> list[str]:
                 raise InvalidCommand(field, f"attribute name {_brief(key)} is longer than "
                                             f"{MAX_ID_BYTES} bytes")
             _no_nul(field, key)
-    return sorted(keys) if isinstance(keys, (set, frozenset)) else list(keys)
+    names = [plain_str(key) for key in keys]
+    return sorted(names) if isinstance(keys, (set, frozenset)) else names
 
 
 def check_time(field: str, value: object) -> datetime | None:

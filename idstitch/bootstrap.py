@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from idstitch.adapters import memory, segment
+from idstitch.adapters import memory, segment, urls
 from idstitch.adapters.stores import Stores
 from idstitch.domain import rules
 from idstitch.domain.errors import InvalidCommand
@@ -67,28 +67,26 @@ def open_stores(url: str | None = None) -> Stores:
     """Build the stores a URL names: ``memory:``, ``sqlite:///path``, ``postgresql://...``.
 
     SQLite paths follow SQLAlchemy's convention: ``sqlite:///rel/path.db`` is relative to the
-    working directory, ``sqlite:////abs/path.db`` absolute.
+    working directory, ``sqlite:////abs/path.db`` absolute. The URL is parsed and checked
+    whole (:func:`idstitch.adapters.urls.parse`) before anything connects.
     """
     url = resolve_url(url)
     if not isinstance(url, str):
         raise InvalidCommand("url", f"must be a string, got {type(url).__name__}")
-    if url in ("memory:", "memory://"):
+    parsed = urls.parse(url)
+    if parsed.kind == "memory":
         return memory.connect()
     # The SQL stores are imported when a URL names them: psycopg alone takes ~0.1 s to import,
     # which a SQLite user (and every command line run) should not pay.
-    if url.startswith("sqlite:///"):
+    if parsed.kind == "sqlite":
         from idstitch.adapters import sqlite
 
-        path = url[len("sqlite:///"):]
-        if not path:
-            raise InvalidCommand("url", "a sqlite URL needs a file path: sqlite:///path/to/file.db")
-        return sqlite.connect(path)
-    if url.startswith(("postgresql://", "postgres://")):
-        from idstitch.adapters import postgres
+        assert parsed.path is not None
+        return sqlite.connect(parsed.path)
+    from idstitch.adapters import postgres
 
-        return postgres.connect(url)
-    raise InvalidCommand("url", f"unsupported store URL {url!r}: use memory:, sqlite:///path "
-                                "or postgresql://user:pw@host:port/db")
+    assert parsed.postgres is not None
+    return postgres.connect(url, parsed.postgres)
 
 
 def builtin_projections(rows: ProjectionStore, anonymous_merge: Policy | None) -> Registry:

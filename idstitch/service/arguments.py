@@ -11,14 +11,18 @@ queries keep the checks that need meaning (lengths, placeholders, limits, the JS
 What each annotation admits:
 
 - ``str``: text every store can hold: a string without NUL and without lone surrogates (so it
-  encodes to UTF-8; PostgreSQL refuses both, and one store must not accept what another refuses)
+  encodes to UTF-8; PostgreSQL refuses both, and one store must not accept what another refuses).
+  An instance of a ``str`` subclass (an ``enum.StrEnum`` member, ``markupsafe.Markup``, numpy's
+  ``str_``) is passed on as its plain string value: the encoders of the stored events know only
+  ``str``, and what is recorded must not depend on the caller's class
 - ``int``: an int that is not a bool; ``bool``: True or False
 - ``datetime``: a timezone-aware datetime
 - ``dict[...]``, ``Mapping[...]``: any mapping (what it holds is the rules' business)
 - ``list[str]``: a list, tuple or set of such text; ``Sequence[str]``: a list or tuple of it
 - ``Iterable[...]``: any iterable but a string, bytes or a mapping (one message is not a stream)
 - ``Callable[...]``: anything callable
-- ``Literal[...]``: one of its values; ``X | None``: None or an X; ``A | B``: either
+- ``Literal[...]``: one of its values (a ``str`` subclass equal to a string value passes, as
+  that plain value); ``X | None``: None or an X; ``A | B``: either
 - ``type[X]``: X or a subclass of it; any other class: an instance of it; ``Any``: anything
 
 An annotation the boundary cannot judge, or a parameter without one, is a ``TypeError`` when the
@@ -44,9 +48,11 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple, TypeVar
 
 from idstitch.domain.errors import InvalidCommand
+from idstitch.domain.rules import plain_str
 
-Check = Callable[[str, object], None]
-"""Judges one argument: returns, or raises InvalidCommand naming the field."""
+Check = Callable[[str, object], object]
+"""Judges one argument: returns the value to pass on (the argument itself, or its plain form:
+a ``str`` subclass's string), or raises InvalidCommand naming the field."""
 
 MARK = "__idstitch_checked__"
 """Set on every function the boundary guards (the wrapper, or a method with nothing to check)."""
@@ -75,10 +81,12 @@ def _got(value: object) -> str:
     return type(value).__name__
 
 
-def _not_text(field: str, value: object) -> None:
-    """The slow path of :func:`_text`: say why ``value`` is not text, or accept it."""
+def _not_text(field: str, value: object) -> str:
+    """The slow path of :func:`_text`: say why ``value`` is not text, or accept it (as a plain
+    ``str``)."""
     if not isinstance(value, str):
         raise InvalidCommand(field, f"must be a string, got {_got(value)}")
+    value = plain_str(value)  # judged by its characters, not by what its class overrides
     if "\x00" in value:
         raise InvalidCommand(field, "contains a NUL character")
     try:
@@ -86,30 +94,31 @@ def _not_text(field: str, value: object) -> None:
     except UnicodeEncodeError as e:
         raise InvalidCommand(
             field, f"is not valid text: a lone surrogate at index {e.start}") from None
+    return plain_str(value)
 
 
-def _text(field: str, value: object) -> None:
+def _text(field: str, value: object) -> object:
     # ASCII without NUL, settled in two C calls: nearly every id, token and name.
     if type(value) is str and value.isascii() and "\x00" not in value:
-        return
-    _not_text(field, value)
+        return value
+    return _not_text(field, value)
 
 
-def _int(field: str, value: object) -> None:
+def _int(field: str, value: object) -> object:
     if type(value) is int or (isinstance(value, int) and not isinstance(value, bool)):
-        return
+        return value
     raise InvalidCommand(field, f"must be an int, got {_got(value)}")
 
 
-def _bool(field: str, value: object) -> None:
+def _bool(field: str, value: object) -> object:
     if value is True or value is False:
-        return
+        return value
     raise InvalidCommand(field, f"must be True or False, got {_got(value)}")
 
 
-def _aware(field: str, value: object) -> None:
+def _aware(field: str, value: object) -> object:
     if type(value) is datetime and value.tzinfo is UTC:
-        return
+        return value
     if not isinstance(value, datetime):
         raise InvalidCommand(field, f"must be a datetime, got {_got(value)}")
     try:
@@ -118,37 +127,47 @@ def _aware(field: str, value: object) -> None:
         raise InvalidCommand(field, f"has no valid UTC offset: {e}") from e
     if offset is None:
         raise InvalidCommand(field, "must be timezone-aware")
+    return value
 
 
-def _mapping(field: str, value: object) -> None:
+def _mapping(field: str, value: object) -> object:
     if type(value) is dict or isinstance(value, Mapping):
-        return
+        return value
     raise InvalidCommand(field, f"must be a mapping (a dict), got {_got(value)}")
 
 
-def _callable(field: str, value: object) -> None:
+def _callable(field: str, value: object) -> object:
     if not callable(value):
         raise InvalidCommand(field, f"must be callable, got {_got(value)}")
+    return value
 
 
-def _stream(field: str, value: object) -> None:
+def _stream(field: str, value: object) -> object:
     if isinstance(value, Iterable) and not isinstance(value, _NOT_A_STREAM):
-        return
+        return value
     raise InvalidCommand(field, f"must be an iterable (a list, a file, a generator), got {_got(value)}")
 
 
-def _anything(field: str, value: object) -> None:
-    return
+def _anything(field: str, value: object) -> object:
+    return value
 
 
 def _collection(what: str, kinds: tuple[type, ...], excluded: tuple[type, ...], item: _Rule) -> _Rule:
     check_item = item.check
 
-    def check(field: str, value: object) -> None:
+    def check(field: str, value: object) -> object:
         if not isinstance(value, kinds) or isinstance(value, excluded):
             raise InvalidCommand(field, f"must be {what}, got {_got(value)}")
-        for i, element in enumerate(typing.cast(Iterable[object], value)):
-            check_item(f"{field}[{i}]", element)
+        given = list(typing.cast(Iterable[object], value))
+        passed = [check_item(f"{field}[{i}]", element) for i, element in enumerate(given)]
+        if all(a is b for a, b in zip(passed, given, strict=True)):
+            return value
+        # Some item was passed on in its plain form: a collection of the same kind holds them.
+        if isinstance(value, frozenset):
+            return frozenset(passed)
+        if isinstance(value, set):
+            return set(passed)
+        return tuple(passed) if isinstance(value, tuple) else passed
 
     return _Rule(what, kinds, check)
 
@@ -156,9 +175,8 @@ def _collection(what: str, kinds: tuple[type, ...], excluded: tuple[type, ...], 
 def _optional(rule: _Rule) -> _Rule:
     inner = rule.check
 
-    def check(field: str, value: object) -> None:
-        if value is not None:
-            inner(field, value)
+    def check(field: str, value: object) -> object:
+        return None if value is None else inner(field, value)
 
     return _Rule(f"{rule.what} or None", (*rule.kinds, type(None)), check)
 
@@ -166,13 +184,12 @@ def _optional(rule: _Rule) -> _Rule:
 def _union(rules: list[_Rule]) -> _Rule:
     what = " or ".join(r.what for r in rules)
 
-    def check(field: str, value: object) -> None:
+    def check(field: str, value: object) -> object:
         for rule in rules:
             try:
-                rule.check(field, value)
+                return rule.check(field, value)
             except InvalidCommand:
                 continue
-            return
         own = [r for r in rules if isinstance(value, r.kinds)]
         if len(own) == 1:
             own[0].check(field, value)  # a value of one alternative's kind: that one's reason
@@ -184,10 +201,13 @@ def _union(rules: list[_Rule]) -> _Rule:
 def _literal(values: tuple[object, ...]) -> _Rule:
     what = "one of " + ", ".join(map(repr, values))
 
-    def check(field: str, value: object) -> None:
+    def check(field: str, value: object) -> object:
+        if isinstance(value, str):
+            value = plain_str(value)
         # By type as well as value: 1 == True, yet True is no Literal[1].
         if not any(type(value) is type(v) and value == v for v in values):
             raise InvalidCommand(field, f"must be {what}, got {_brief.repr(value)}")
+        return value
 
     return _Rule(what, tuple({type(v) for v in values}), check)
 
@@ -195,9 +215,10 @@ def _literal(values: tuple[object, ...]) -> _Rule:
 def _subclass(base: type) -> _Rule:
     what = f"{base.__name__} or a subclass of it"
 
-    def check(field: str, value: object) -> None:
+    def check(field: str, value: object) -> object:
         if not (isinstance(value, type) and issubclass(value, base)):
             raise InvalidCommand(field, f"must be {what}, got {_brief.repr(value)}")
+        return value
 
     return _Rule(what, (type,), check)
 
@@ -205,9 +226,10 @@ def _subclass(base: type) -> _Rule:
 def _instance(cls: type) -> _Rule:
     what = f"a {cls.__name__}"
 
-    def check(field: str, value: object) -> None:
+    def check(field: str, value: object) -> object:
         if not isinstance(value, cls):
             raise InvalidCommand(field, f"must be {what}, got {_got(value)}")
+        return value
 
     return _Rule(what, (cls,), check)
 
@@ -298,17 +320,26 @@ def _guard(func: F, localns: dict[str, Any] | None, *, method: bool, field: str 
         return func
 
     # Two loops over what was given: a default is never checked, an unknown keyword, a missing
-    # or an extra argument is left to Python's own TypeError when the function is called.
+    # or an extra argument is left to Python's own TypeError when the function is called. An
+    # argument a check passes on in another form (a str subclass's plain string) replaces the
+    # one given; the arguments are copied only then.
     first = 1 if method else 0  # a method's own instance is not checked
 
     def guarded(*args: object, **kwargs: object) -> Any:
-        for (name, check), value in zip(positional, args[first:], strict=False):
-            check(name, value)
+        plain: list[object] | None = None
+        for i, ((name, check), value) in enumerate(zip(positional, args[first:], strict=False)):
+            passed = check(name, value)
+            if passed is not value:
+                if plain is None:
+                    plain = list(args)
+                plain[first + i] = passed
         for name, value in kwargs.items():
             by_name = keyword.get(name)
             if by_name is not None:
-                by_name(name, value)
-        return func(*args, **kwargs)
+                passed = by_name(name, value)
+                if passed is not value:
+                    kwargs[name] = passed  # the same key: the dict's size does not change
+        return func(*args, **kwargs) if plain is None else func(*plain, **kwargs)
 
     functools.update_wrapper(guarded, func)
     setattr(guarded, MARK, True)

@@ -36,6 +36,7 @@ import select
 import subprocess
 import sys
 from pathlib import Path
+from time import monotonic
 
 import msgspec
 
@@ -47,6 +48,14 @@ HEARTBEAT_SECONDS = 2.0
 """While the parent waits, the child says how far it is at least this often."""
 STALL_SECONDS = 60.0
 """A child silent this long while the parent waits is taken for stuck (and ended)."""
+TERM_GRACE_SECONDS = 5.0
+"""How long :meth:`BackgroundProjector.close` waits for the child to end after SIGTERM before
+it sends SIGKILL. A stopped (SIGSTOP) or wedged process never acts on SIGTERM; SIGKILL needs
+no cooperation, and the child holds nothing that outlives it (its leases are file locks and
+database sessions, which the operating system and the server release)."""
+KILL_WAIT_SECONDS = 5.0
+"""How long close() waits for the child to go after SIGKILL (a process the kernel cannot end
+at once, stuck in a device driver, say, is left to it rather than waited for)."""
 CHILD_BATCH_SIZE = 30_000
 """Events the child folds between commits at most (it also commits when asked, and when its
 working set is full). The ingest's last request waits for the commit of everything folded
@@ -71,7 +80,14 @@ def available() -> bool:
 class BackgroundProjector:
     """The parent's handle on the child process. Any failure of the child is reported as False
     by :meth:`wait_for` and :meth:`stop`, and the caller catches up itself: the child only ever
-    saves work, it is never needed for a correct result."""
+    saves work, it is never needed for a correct result.
+
+    Every wait on the child is bounded, whatever state it is in (dead, busy, stopped with
+    SIGSTOP): a reply within :data:`START_SECONDS` or :data:`STALL_SECONDS`, a request written
+    within :data:`STALL_SECONDS` (the pipe is non-blocking), its end within
+    :data:`TERM_GRACE_SECONDS` of SIGTERM and :data:`KILL_WAIT_SECONDS` of SIGKILL. The pipes
+    are read and written as raw file descriptors, so that what ``select`` sees is what is
+    unread: a buffered reader could hold a second reply the next ``select`` does not see."""
 
     def __init__(
         self, url: str, specs: list[tuple[str, str]], command: list[str] | None = None, *,
@@ -82,6 +98,8 @@ class BackgroundProjector:
         :meth:`stop`); without, it follows the log."""
         self.failed: str | None = None
         self._ready = False
+        self._unread = b""
+        """What the child wrote after the last whole line read."""
         self._replaying = replay is not None
         # The child imports idstitch from where this process did, not whatever its own
         # environment would find (an older copy would take these rows for another layout).
@@ -89,16 +107,21 @@ class BackgroundProjector:
         # checkout of an editable install), and no current directory (-P): run from a
         # checkout, `import idstitch` would otherwise find the source folder, which is not
         # the installed package (its layers install under it from folders of their own).
-        home = str(Path(__file__).resolve().parents[2])
+        # Not resolved: a strict editable install links each module file to the checkout,
+        # and the folder that holds the links is the one with the layers under idstitch/.
+        home = str(Path(__file__).absolute().parents[2])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([home, *(p for p in sys.path if p)])}
         try:
-            self._proc: subprocess.Popen[str] | None = subprocess.Popen(
-                command or COMMAND, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                bufsize=1, env=env)
+            self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(
+                command or COMMAND, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0,
+                env=env)
         except OSError as e:  # no interpreter to start (an embedded one, say)
             self._proc = None
             self.failed = f"cannot start: {e}"
             return
+        if self._proc.stdin is not None:
+            # A child that stops reading (stopped, wedged) must not block a request forever.
+            os.set_blocking(self._proc.stdin.fileno(), False)
         self._send(url)
         self._send(msgspec.json.encode(specs).decode())
         self._send("follow" if replay is None else f"replay {','.join(replay)} {until}")
@@ -124,13 +147,21 @@ class BackgroundProjector:
         return done
 
     def close(self) -> None:
-        """End the child now (it holds no lock between its transactions)."""
-        if self._proc is None:
+        """End the child now (it holds no lock between its transactions): SIGTERM, then
+        SIGKILL if it has not ended within :data:`TERM_GRACE_SECONDS`. Returns within
+        TERM_GRACE_SECONDS + KILL_WAIT_SECONDS whatever the child does."""
+        proc = self._proc
+        if proc is None:
             return
-        if self._proc.poll() is None:
-            self._proc.terminate()
-        self._proc.wait()
-        for pipe in (self._proc.stdin, self._proc.stdout):
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(TERM_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                proc.kill()  # stopped or wedged: SIGTERM waits for it to run again, this not
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(KILL_WAIT_SECONDS)
+        for pipe in (proc.stdin, proc.stdout):
             if pipe is not None:
                 with contextlib.suppress(OSError):  # a write still buffered for a dead child
                     pipe.close()
@@ -150,22 +181,39 @@ class BackgroundProjector:
                 return True
 
     def _send(self, line: str) -> None:
-        if self._proc is None or self._proc.stdin is None:
+        stdin = None if self._proc is None else self._proc.stdin
+        if stdin is None or self.failed is not None:
             return
+        data = (line + "\n").encode()
+        deadline = monotonic() + STALL_SECONDS
         try:
-            self._proc.stdin.write(line + "\n")
-            self._proc.stdin.flush()
-        except (BrokenPipeError, OSError) as e:
+            while data:
+                if not select.select([], [stdin], [], max(0.0, deadline - monotonic()))[1]:
+                    self._fail("does not read its requests")
+                    return
+                data = data[os.write(stdin.fileno(), data):]
+        except (BlockingIOError, OSError) as e:  # BrokenPipeError: it is gone
             self._fail(f"cannot talk to it: {e}")
 
-    def _receive(self, timeout: float | None) -> str | None:
+    def _receive(self, timeout: float) -> str | None:
+        """The child's next line, or None if it sends none within ``timeout`` seconds (or its
+        output ends)."""
         stdout = None if self._proc is None else self._proc.stdout
         if stdout is None or self.failed is not None:
             return None
-        if timeout is not None and not select.select([stdout], [], [], timeout)[0]:
-            return None
-        line = stdout.readline()
-        return line.strip() or None
+        deadline = monotonic() + timeout
+        while b"\n" not in self._unread:
+            if not select.select([stdout], [], [], max(0.0, deadline - monotonic()))[0]:
+                return None
+            try:
+                chunk = os.read(stdout.fileno(), 65536)
+            except OSError:
+                return None
+            if not chunk:
+                return None  # it exited
+            self._unread += chunk
+        line, _, self._unread = self._unread.partition(b"\n")
+        return line.decode(errors="replace").strip() or None
 
     def _fail(self, reason: str) -> None:
         self.failed = reason

@@ -110,6 +110,18 @@ REJECTED: list[tuple[str, Callable[[Workspace], object], str]] = [
     # Attribute names have one limit, whether set or unset.
     ("unset name over 150 bytes", lambda ws: ws.set_profile_attributes("d1", unset=["n" * 151]),
      "unset"),
+    # Attribute names follow one rule at any depth (docs/reference/api.md, "Limits").
+    ("a blank nested name", lambda ws: ws.set_profile_attributes("d1", {"a": {"  ": 1}}),
+     "traits.a"),
+    ("an empty name in a list", lambda ws: ws.set_device_attributes("d1", {"a": [{"": 1}]}),
+     "attributes.a[0]"),
+    ("a nested name over 150 bytes",
+     lambda ws: ws.identify("d1", "u1", {"a": {"b": {"n" * 151: 1}}}), "traits.a.b.nnn"),
+    ("a nested name over 150 bytes of UTF-8",
+     lambda ws: ws.collect_device_attributes("d1", {"ip": {"\u00e9" * 76: 1}}), "context.ip."),
+    ("a blank name in set_once", lambda ws: ws.set_profile_attributes(
+        "d1", set_once={"a": {"\t": 1}}), "set_once.a"),
+    ("a blank name in sdk", lambda ws: ws.activate("d1", sdk={"a": {" ": 1}}), "sdk.a"),
     # Nesting far past 16 levels: the encoder's own recursion must not escape.
     ("traits 10,000 deep", lambda ws: ws.set_profile_attributes("d1", deep(10_000)), "traits"),
     ("identify traits 10,000 deep", lambda ws: ws.identify("d1", "u1", {"a": deep(10_000)}),
@@ -256,6 +268,16 @@ BAD_LINES: list[tuple[str, object, str]] = [
                                 "anonymousId": "dev-1", "properties": {"device_os": "\x00"},
                                 "context": {"device": {"id": "dev-1", "token": "tok-1"}}}),
      "context.device_os"),
+    # A number past a float's range: the error names where it is, not msgspec's `traits[...]`.
+    ("a trait out of a float's range", text(line(1, traits={"plan": "HOLE"})).replace(
+        '"HOLE"', "1e400"), "traits.plan: number out of range"),
+    ("a nested trait out of range", text(line(1, traits={"a": {"b": [1, "HOLE"]}})).replace(
+        '"HOLE"', "-1e400"), "traits.a.b[1]: number out of range"),
+    ("a property out of range", text({
+        "type": "track", "event": "Device Created or Updated", "anonymousId": "dev-1",
+        "properties": {"device_os": "18", "custom": "HOLE"},
+        "context": {"device": {"id": "dev-1", "token": "tok-1"}}}).replace('"HOLE"', "1e999"),
+     "properties.custom: number out of range"),
     ("timestamp past year 9999 in UTC", text(line(1, timestamp="9999-12-31T23:00:00-05:00")),
      "timestamp"),
     ("timestamp before year 1 in UTC", text(line(1, timestamp="0001-01-01T01:00:00+05:00")),
@@ -356,3 +378,45 @@ def test_an_item_that_is_not_a_message_is_a_rejected_line(ws: Workspace) -> None
     assert [(i, reason.split(":")[0]) for i, reason in report.rejected] == [
         (0, "message"), (1, "message"), (2, "message")]
     assert ws.profile("u") is not None
+
+
+def test_names_at_the_limit_are_accepted_at_any_depth(ws: Workspace) -> None:
+    nested = {"n" * 150: 1, "\u00e9" * 75: 2, "x": [{"k" * 150: None}]}
+    ws.identify("d1", "u1", {"a": nested})
+    ws.set_device_attributes("d1", {"a": nested})
+    profile, device = ws.profile("u1"), ws.device("d1")
+    assert profile is not None and profile.attributes == {"a": nested}
+    assert device is not None and device.attributes == {"a": nested}
+
+
+@pytest.mark.parametrize("length", [151, 1001, 5000])
+def test_a_message_id_over_the_limit_names_its_own_limit(ws: Workspace, length: int) -> None:
+    with pytest.raises(InvalidCommand) as caught:
+        ws.identify("d1", "u1", message_id="m" * length)
+    assert caught.value.field == "message_id"
+    assert caught.value.reason == "is longer than 150 bytes"
+    report = ws.ingest([{**line(1), "messageId": "m" * length}])
+    assert report.rejected == [(0, "message_id: is longer than 150 bytes")]
+    assert ws.log.head() == 0
+
+
+@pytest.mark.parametrize("message_id", ["m" * 141, "m" * 145, "m" * 150, "\u00e9" * 75,
+                                        "m" * 139 + "\u00e9"],
+                         ids=["141 bytes", "145 bytes", "150 bytes", "150 bytes of UTF-8",
+                              "141 bytes, one of them non-ASCII"])
+def test_a_device_message_with_a_long_valid_id_is_recorded_whole_and_once(
+    ws: Workspace, message_id: str
+) -> None:
+    message = {"type": "track", "event": "Device Created or Updated", "anonymousId": "dev-1",
+               "messageId": message_id, "properties": {"device_os": "18", "prefs": "dark"},
+               "context": {"device": {"id": "dev-1", "token": "tok-1", "type": "ios"}}}
+    report = ws.ingest([message])
+    assert (report.accepted, report.rejected) == (1, [])
+    head = ws.log.head()
+    assert head == 3  # the token, the collected and the custom attributes
+    again = ws.ingest([message, text(message)])
+    assert (again.accepted, again.duplicates, again.rejected) == (0, 2, [])
+    assert ws.log.head() == head
+    device = ws.device("dev-1")
+    assert device is not None and device.token == "tok-1"
+    assert device.collected == {"device_os": "18"} and device.attributes == {"prefs": "dark"}

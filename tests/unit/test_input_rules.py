@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from idstitch.adapters.segment import decode
+from idstitch.adapters.segment import decode, to_commands
 from idstitch.domain import rules
 
 from idstitch.errors import InvalidCommand
@@ -132,3 +132,56 @@ def test_a_line_nested_too_deep_for_the_decoder_is_invalid(levels: int) -> None:
 def test_a_lone_surrogate_the_decoder_must_encode_is_invalid(raw: str | dict[str, Any]) -> None:
     error = invalid(decode, raw)
     assert error.field == "message" and "not valid text" in error.reason
+
+
+@pytest.mark.parametrize(("value", "field", "why"), [
+    ({"a": {"": 1}}, "traits.a", "non-blank"),
+    ({"a": {" \t": 1}}, "traits.a", "non-blank"),
+    ({"a": [1, {"b": {"\n": 1}}]}, "traits.a[1].b", "non-blank"),
+    ({"a": {"n" * 151: 1}}, "traits.a.nnn", "longer than 150 bytes"),
+    ({"a": {"\u00e9" * 76: 1}}, "traits.a.\u00e9", "longer than 150 bytes"),
+])
+def test_nested_names_follow_the_name_rules_at_any_depth(
+    value: dict[str, Any], field: str, why: str
+) -> None:
+    # Both paths: an object small enough for the fast walk, and one past the value limit.
+    for padded in (value, {**value, "pad": "x" * 990}):
+        error = invalid(rules.check_attributes, "traits", padded)
+        assert error.field.startswith(field) and why in error.reason, error
+
+
+def test_nested_names_at_the_limit_are_valid() -> None:
+    value = {"a": {"n" * 150: {"\u00e9" * 75: [{"k": 1}]}}}
+    assert rules.check_attributes("traits", value) == value
+
+
+@pytest.mark.parametrize("length", [151, 1000, 1001, 10_000])
+def test_a_message_id_over_150_bytes_is_refused_with_that_limit(length: int) -> None:
+    error = invalid(rules.check_message_id, "m" * length)
+    assert (error.field, error.reason) == ("message_id", "is longer than 150 bytes")
+    error = invalid(rules.check_message_id, "\u00e9" * (length // 2 + 1))
+    assert (error.field, error.reason) == ("message_id", "is longer than 150 bytes")
+
+
+@pytest.mark.parametrize("message_id", ["m" * 140, "m" * 141, "m" * 150, "\u00e9" * 75])
+def test_the_ids_of_a_device_message_s_parts_stay_within_the_limit(message_id: str) -> None:
+    raw = {"type": "track", "event": "Device Created or Updated", "messageId": message_id,
+           "properties": {"device_os": "18", "prefs": "dark"},
+           "context": {"device": {"id": "d", "token": "t"}}}
+    commands = to_commands(decode(raw))
+    assert commands is not None and len(commands) == 3
+    ids = [c.message_id for c in commands]
+    assert ids[0] == message_id and len(set(ids)) == 3
+    for derived in ids:
+        assert rules.check_message_id(derived) == derived
+    # The same message gives the same ids: re-ingesting it de-duplicates every part.
+    assert [c.message_id for c in to_commands(decode(raw)) or []] == ids
+    if len(message_id) + len("#collected") <= 150 and message_id.isascii():
+        assert ids[1:] == [message_id + "#collected", message_id + "#custom"]
+
+
+def test_a_number_out_of_a_float_s_range_is_reported_where_it_is() -> None:
+    line = '{"type": "identify", "userId": "u", "traits": {"a": {"b": [1, 1e400]}}}'
+    error = invalid(decode, line)
+    assert error.field == "traits.a.b[1]" and "out of range" in error.reason
+    assert invalid(decode, line.encode()).field == "traits.a.b[1]"

@@ -1,0 +1,214 @@
+"""A projecting child that stops (SIGSTOP) never hangs its ingest or rebuild (issue 16, item 6).
+
+The child is a real second interpreter on a real SQLite file or PostgreSQL schema. A stopped
+process never acts on SIGTERM: the parent must notice the stall, escalate to SIGKILL, fold what
+the child did not, and return the same result as an ingest without the child, within a bounded
+time, leaving no process behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from idstitch.adapters import sqlite
+from idstitch.domain.device import anonymous_id_for, anonymous_person_id
+
+import idstitch
+from idstitch.errors import StoreError
+from idstitch.service import background
+from idstitch.workspace import Workspace
+
+WorkspaceFactory = Callable[..., Workspace]
+T0 = datetime(2026, 1, 1, 9, tzinfo=UTC)
+BOUND_SECONDS = 60.0
+"""Far more than the stall (1 s) + SIGTERM grace (1 s) + the parent's own folding."""
+
+
+def identify(device: str, user: str | None, traits: dict[str, Any], n: int) -> dict[str, Any]:
+    msg: dict[str, Any] = {"type": "identify", "anonymousId": device, "traits": traits,
+                           "messageId": f"m{n}", "timestamp": (T0 + timedelta(seconds=n)).isoformat(),
+                           "context": {"device": {"id": device}}}
+    if user is not None:
+        msg["userId"] = user
+    return msg
+
+
+def traffic(n: int, offset: int) -> list[dict[str, Any]]:
+    return [identify(f"d{i % 97}", f"u{i % 41}" if i % 3 else None, {"n": i, "plan": f"p{i % 5}"},
+                     offset + i) for i in range(n)]
+
+
+SYNC = identify("cio-tablet", f"cio_{anonymous_person_id(anonymous_id_for('cio-phone', 0))}",
+                {"via": "cio"}, 5000)
+"""A cio_ id: checking it needs the projections caught up, so the ingest waits for the child
+to have committed everything before it (then the child sits between transactions)."""
+MESSAGES = [identify("cio-phone", "u-cio", {}, 0), *traffic(400, 1), SYNC, *traffic(600, 6000)]
+FREEZE_AT = MESSAGES.index(SYNC) + 1
+
+
+def run_bounded(job: Callable[[], Any], child: Callable[[], int | None]) -> Any:
+    """Run ``job`` in a thread; fail if it does not end within BOUND_SECONDS (then kill the
+    child from here, so that the test itself ends)."""
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["result"] = job()
+        except BaseException as e:  # handed to the test
+            outcome["error"] = e
+
+    thread = threading.Thread(target=target, daemon=True)
+    started = time.monotonic()
+    thread.start()
+    thread.join(BOUND_SECONDS)
+    if thread.is_alive():
+        pid = child()
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+        thread.join(30)
+        pytest.fail(f"still running after {BOUND_SECONDS} s with a stopped child")
+    if "error" in outcome:
+        raise outcome["error"]
+    assert time.monotonic() - started < BOUND_SECONDS
+    return outcome["result"]
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+@pytest.fixture
+def quick_stall(monkeypatch: pytest.MonkeyPatch) -> list[background.BackgroundProjector]:
+    """Short stall and grace periods; records every child started."""
+    monkeypatch.setattr(background, "STALL_SECONDS", 1.0)
+    monkeypatch.setattr(background, "TERM_GRACE_SECONDS", 1.0)
+    started: list[background.BackgroundProjector] = []
+    real = background.BackgroundProjector
+
+    def recording(*args: Any, **kwargs: Any) -> background.BackgroundProjector:
+        started.append(real(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(background, "BackgroundProjector", recording)
+    return started
+
+
+def pid_of(started: list[background.BackgroundProjector]) -> int | None:
+    proc = started[0]._proc if started else None
+    return None if proc is None else proc.pid
+
+
+def test_an_ingest_whose_child_is_stopped_finishes_with_the_same_result(
+    make_durable_ws: WorkspaceFactory, quick_stall: list[background.BackgroundProjector]
+) -> None:
+    here = make_durable_ws(None)
+    there = make_durable_ws(None)
+    expected = here.ingest(MESSAGES, batch_size=100, parallel=False)
+
+    def stream() -> Iterator[dict[str, Any]]:
+        for index, message in enumerate(MESSAGES):
+            if index == FREEZE_AT:
+                pid = pid_of(quick_stall)
+                assert pid is not None and quick_stall[0].failed is None  # it did the work so far
+                os.kill(pid, signal.SIGSTOP)
+            yield message
+
+    report = run_bounded(lambda: there.ingest(stream(), batch_size=100, parallel=True),
+                         lambda: pid_of(quick_stall))
+    assert len(quick_stall) == 1
+    assert quick_stall[0].failed is not None  # taken for stuck, and ended
+    pid = pid_of(quick_stall)
+    assert pid is not None and gone(pid)  # ended and reaped: no zombie, no stopped process
+    assert report == expected
+    assert there.rows.position("identity") == there.log.head() == here.log.head()
+    assert there.dump() == here.dump()
+
+
+STOPS_ITSELF = ("print('ready', flush=True); import os, signal; "
+                "os.kill(os.getpid(), signal.SIGSTOP)")
+"""A child that answers it is ready, then stops: it holds no lock and never acts on SIGTERM."""
+
+
+def test_a_rebuild_whose_child_is_stopped_replays_here(
+    make_durable_ws: WorkspaceFactory, quick_stall: list[background.BackgroundProjector],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ws = make_durable_ws(None)
+    ws.ingest(MESSAGES, batch_size=100, parallel=False)
+    before = ws.dump()
+    monkeypatch.setattr(background, "COMMAND", [sys.executable, "-c", STOPS_ITSELF])
+    position = run_bounded(lambda: ws.rebuild(parallel=True), lambda: pid_of(quick_stall))
+    assert position == ws.log.head()
+    assert len(quick_stall) == 1 and quick_stall[0].failed is not None
+    pid = pid_of(quick_stall)
+    assert pid is not None and gone(pid)
+    assert ws.dump() == before
+
+
+def test_closing_a_stopped_child_takes_the_grace_period_not_forever(
+    quick_stall: list[background.BackgroundProjector], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(background, "COMMAND", [sys.executable, "-c", STOPS_ITSELF])
+    helper = background.BackgroundProjector("memory:", [])
+    # Ready, then silent for STALL_SECONDS: taken for stuck and ended.
+    assert not run_bounded(lambda: helper.wait_for(1), lambda: pid_of([helper]))
+    proc = helper._proc
+    assert proc is not None and proc.returncode == -signal.SIGKILL
+    started = time.monotonic()
+    helper.close()  # again: nothing left to wait for
+    assert time.monotonic() - started < 1.0
+
+
+HOLDS_THE_WRITE_LOCK = (
+    "import fcntl, os, signal, sys; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+    "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); "
+    "os.kill(os.getpid(), signal.SIGSTOP)")
+"""A writer stopped in the middle of a write: it holds the SQLite file's write lock for good."""
+
+
+def test_a_writer_stopped_holding_the_sqlite_write_lock_does_not_hang_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every idstitch write transaction on a SQLite file queues for the lock file beside it
+    (projection commits, the batch append, the lease wants): a holder that never lets go makes
+    it a StoreError after WRITE_LOCK_SECONDS, not a wait without end."""
+    monkeypatch.setattr(sqlite, "WRITE_LOCK_SECONDS", 1.0)
+    path = tmp_path / "identity.db"
+    ws = idstitch.open(f"sqlite:///{path}")
+    rows = ws.rows
+    assert isinstance(rows, sqlite.SqliteProjectionStore)
+    try:
+        ws.identify("d1", "u1", {"plan": "free"})
+        before = ws.dump()
+        holder = subprocess.Popen([sys.executable, "-c", HOLDS_THE_WRITE_LOCK,
+                                   f"{path}-write.lock"], stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+            for _ in range(2):  # and again: an abandoned wait leaves nothing behind
+                with pytest.raises(StoreError, match="write lock"):
+                    run_bounded(lambda: rows.want("identity", 99), lambda: holder.pid)
+                assert rows.wanted("identity") == 0 and ws.dump() == before
+        finally:
+            holder.kill()
+            holder.wait(10)
+        # The holder is gone: writes go through again.
+        rows.want("identity", 99)
+        assert rows.wanted("identity") == 99
+        ws.identify("d1", "u1", {"plan": "pro"})
+        assert ws.profile("u1").attributes == {"plan": "pro"}  # type: ignore[union-attr]
+    finally:
+        ws.close()
