@@ -102,7 +102,7 @@ def decode(raw: dict[str, Any] | str | bytes) -> Message:
         return msgspec.convert(raw, Message)
     # ValidationError subclasses DecodeError, so it must be caught first.
     except msgspec.ValidationError as e:
-        raise _invalid(str(e)) from e
+        raise invalid(str(e)) from e
     except msgspec.DecodeError as e:
         raise InvalidCommand("message", f"is not JSON: {e}") from e
     except RecursionError as e:
@@ -118,7 +118,8 @@ def decode(raw: dict[str, Any] | str | bytes) -> Message:
         raise InvalidCommand("message", f"cannot be read: {type(e).__name__}") from e
 
 
-def _invalid(text: str) -> InvalidCommand:
+def invalid(text: str) -> InvalidCommand:
+    """The InvalidCommand of a msgspec validation error, naming the field by its JSON path."""
     # msgspec says "<reason> - at `$.a.b`" (or "... - at `key` in `$.a`"); no path: the root.
     reason, sep, where = text.partition(" - at ")
     path = where.rsplit("`", 2)[-2] if sep else "$"
@@ -172,10 +173,10 @@ def to_commands(msg: Message) -> list[Command] | None:
     if msg.event == DEVICE_UPDATED:
         return _device_updated(msg)
     if msg.event == DEVICE_DELETED:
-        # RemoveDeviceToken corrects no clock skew: sentAt and receivedAt play no part.
         return [RemoveDeviceToken(device_id=_device_id(msg), token=_token(msg, msg.properties or {}),
                                   reason="deleted", message_id=msg.message_id,
-                                  timestamp=msg.timestamp)]
+                                  timestamp=msg.timestamp, sent_at=msg.sent_at,
+                                  received_at=msg.received_at)]
     return None
 
 
@@ -233,4 +234,14 @@ def _token(msg: Message, properties: dict[str, Any]) -> Any:
     return token
 
 
-__all__ = ["COLLECTED_KEYS", "Message", "decode", "to_commands"]
+
+def messages_of(item: dict[str, Any] | str | bytes) -> list[Any]:
+    """The messages one input item holds (a message, or each message of a batch envelope),
+    each a :class:`Message` or the :class:`InvalidCommand` refusing it: see
+    :func:`idstitch.adapters.batches.messages_of`, which this is."""
+    from idstitch.adapters import batches  # it builds on this module's decoder
+
+    return list(batches.messages_of(item))
+
+
+__all__ = ["COLLECTED_KEYS", "Message", "decode", "messages_of", "to_commands"]

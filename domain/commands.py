@@ -78,7 +78,7 @@ class RegisterDeviceToken(Skewed, frozen=True, kw_only=True):
     platform: str | None = None
 
 
-class RemoveDeviceToken(DeviceCommand, frozen=True, kw_only=True):
+class RemoveDeviceToken(Skewed, frozen=True, kw_only=True):
     """The push provider said the token is dead, or the app deleted it."""
 
     token: str

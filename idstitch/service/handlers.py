@@ -139,7 +139,7 @@ def remove_device_token(cmd: RemoveDeviceToken, uow: UnitOfWork) -> None:
     """The token is dead (the push provider said so) or the app deleted it."""
     token = rules.check_text("token", cmd.token)
     reason = rules.check_text("reason", cmd.reason)
-    common = _common(uow, cmd.message_id, cmd.timestamp)
+    common = _common(uow, cmd.message_id, cmd.timestamp, cmd.sent_at, cmd.received_at)
     uow.stage(cmd.device_id, common[0], Device.remove_device_token, (token, reason, *common))
 
 

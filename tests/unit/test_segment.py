@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from idstitch.adapters.batches import messages_of
 from idstitch.adapters.segment import COLLECTED_KEYS, Message, decode, to_commands
 from idstitch.domain.commands import (
     CollectDeviceAttributes,
@@ -196,10 +197,10 @@ def test_device_message_on_the_anonymous_id_when_context_has_no_device_id() -> N
 
 # track "Device Deleted"
 
-def test_device_deleted_removes_the_context_token_without_sent_at() -> None:
+def test_device_deleted_removes_the_context_token_with_its_sent_at() -> None:
+    """Its client time is skew-corrected like every other message's."""
     assert calls_of(device_message("Device Deleted")) == [
-        RemoveDeviceToken(device_id="dev-1", token="tok-1", reason="deleted", message_id="m1",
-                          timestamp=common()["timestamp"])
+        RemoveDeviceToken(device_id="dev-1", token="tok-1", reason="deleted", **common())
     ]
 
 
@@ -300,3 +301,39 @@ def test_unmappable_messages_are_rejected_naming_the_field(raw: dict[str, Any], 
     with pytest.raises(InvalidCommand) as caught:
         to_commands(msg)
     assert caught.value.field == field
+
+
+# Batch envelopes (issue 13 §2): messages_of, the unwrapping the ingest and a server share.
+
+def test_messages_of_a_message_is_that_message() -> None:
+    raw = message(type="identify", userId="u1")
+    assert messages_of(raw) == [decode(raw)]
+    assert messages_of(msgspec.json.encode(raw)) == [decode(raw)]
+
+
+def test_messages_of_an_envelope_gives_its_sent_at_to_messages_without_one() -> None:
+    own = message(type="identify", userId="u1")
+    bare = {k: v for k, v in message(type="identify", userId="u2", messageId="m2").items()
+            if k != "sentAt"}
+    body = {"batch": [own, bare], "sentAt": "2026-03-01T11:00:00Z", "writeKey": "w"}
+    for item in (body, msgspec.json.encode(body), msgspec.json.encode(body).decode()):
+        first, second = messages_of(item)
+        assert isinstance(first, Message) and isinstance(second, Message)
+        assert first.sent_at == datetime(2026, 3, 1, 8, 0, 5, tzinfo=UTC)
+        assert second.sent_at == datetime(2026, 3, 1, 11, tzinfo=UTC)
+
+
+def test_messages_of_an_envelope_keeps_a_bad_message_to_itself() -> None:
+    body = {"batch": [{"type": "fly"}, message(type="identify", userId="u1"), 3]}
+    bad, good, worse = messages_of(body)
+    assert isinstance(bad, InvalidCommand) and bad.field == "type"
+    assert isinstance(good, Message) and good.user_id == "u1"
+    assert isinstance(worse, InvalidCommand) and worse.field == "message"
+
+
+def test_messages_of_a_blank_line_is_nothing_and_of_a_broken_envelope_one_error() -> None:
+    assert messages_of("") == messages_of(b" \n") == []
+    (error,) = messages_of('{"batch": {"type": "identify"}}')
+    assert isinstance(error, InvalidCommand) and error.field == "batch"
+    (error,) = messages_of({"batch": [], "sentAt": "soon"})
+    assert isinstance(error, InvalidCommand) and error.field == "sentAt"
