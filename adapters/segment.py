@@ -26,6 +26,7 @@ from idstitch.domain.commands import (
     SetDeviceAttributes,
     SetProfileAttributes,
 )
+from idstitch.domain.device import server_stream_id
 from idstitch.domain.errors import InvalidCommand
 
 AwareTime = Annotated[datetime, msgspec.Meta(tz=True)]
@@ -158,16 +159,33 @@ def to_commands(msg: Message) -> list[Command] | None:
     without a token (``context.device.token``).
     """
     if msg.type == "identify":
-        if msg.user_id is None and msg.anonymous_id is None:
+        user_id, anonymous_id = msg.user_id, msg.anonymous_id
+        if user_id is None and anonymous_id is None:
             raise InvalidCommand("userId", "an identify needs a userId or an anonymousId")
-        device_id = _device_id(msg)
-        if msg.user_id is not None:
-            return [Identify(device_id=device_id, user_id=msg.user_id, traits=msg.traits,
+        context = msg.context
+        device = context.device.id if context is not None and context.device is not None else None
+        if device is None:
+            if anonymous_id is None:
+                # A backend's identify (Segment's / Customer.io's server libraries): only a
+                # userId. It lands on the user's server-side stream.
+                assert user_id is not None
+                return [Identify(device_id=server_stream_id(user_id), user_id=user_id,
+                                 traits=msg.traits, server=True, message_id=msg.message_id,
+                                 timestamp=msg.timestamp, sent_at=msg.sent_at,
+                                 received_at=msg.received_at)]
+            device, sdk = anonymous_id, None  # the anonymousId is the device itself
+        else:
+            # The SDK's session on the device (an empty one is none).
+            sdk = anonymous_id if anonymous_id and anonymous_id != device else None
+        if user_id is not None:
+            return [Identify(device_id=device, user_id=user_id, traits=msg.traits,
                              message_id=msg.message_id, timestamp=msg.timestamp,
-                             sent_at=msg.sent_at, received_at=msg.received_at)]
-        return [SetProfileAttributes(device_id=device_id, traits=msg.traits,
+                             sent_at=msg.sent_at, received_at=msg.received_at,
+                             sdk_anonymous_id=sdk)]
+        return [SetProfileAttributes(device_id=device, traits=msg.traits,
                                      message_id=msg.message_id, timestamp=msg.timestamp,
-                                     sent_at=msg.sent_at, received_at=msg.received_at)]
+                                     sent_at=msg.sent_at, received_at=msg.received_at,
+                                     sdk_anonymous_id=sdk)]
     if msg.type != "track":
         return None
     if msg.event == DEVICE_UPDATED:

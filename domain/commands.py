@@ -45,18 +45,28 @@ class Activate(DeviceCommand, frozen=True, kw_only=True):
 
 
 class Identify(Skewed, frozen=True, kw_only=True):
-    """Somebody is identified on the device: an id, an email, or ``cio_<person_id>``."""
+    """Somebody is identified on the device: an id, an email, or ``cio_<person_id>``.
+
+    ``sdk_anonymous_id``: the SDK's ``anonymousId`` of the message (its session on the device:
+    a new one means the SDK was reset). ``server``: a backend's identify, on the server-side
+    stream of the user (``device_id`` is then :func:`~idstitch.domain.device.server_stream_id`).
+    """
 
     user_id: str
     traits: dict[str, Any] | None = None
+    sdk_anonymous_id: str | None = None
+    server: bool = False
 
 
 class SetProfileAttributes(Skewed, frozen=True, kw_only=True):
-    """Attributes of the device's current person change: only the keys given."""
+    """Attributes of the device's current person change: only the keys given.
+
+    ``sdk_anonymous_id``: as for :class:`Identify`."""
 
     traits: dict[str, Any] | None = None
     set_once: dict[str, Any] | None = None
     unset: list[str] | None = None
+    sdk_anonymous_id: str | None = None
 
 
 class SetDeviceAttributes(Skewed, frozen=True, kw_only=True):

@@ -43,6 +43,11 @@ _PERSON_NS = PERSON_NAMESPACE.bytes
 
 RECENT_MESSAGE_IDS = 1000
 """How many message ids a device remembers for de-duplication (see docs/explanation)."""
+RECENT_SESSIONS = 50
+"""How many ended SDK sessions (their ``anonymousId``) a device remembers: a message of one of
+them is late; an ``anonymousId`` older than that is taken for a new session."""
+RESET_SUFFIX = "#reset"
+"""The message id of the clear an SDK reset implies: the message's own id, suffixed."""
 
 
 def _uuid5_digest(namespace: bytes, name: str) -> bytearray:
@@ -111,6 +116,19 @@ def device_aggregate_id(device_id: str) -> AggregateId:
     return AggregateId._of_digest(_uuid5_digest(_DEVICE_NS, device_id))
 
 
+SERVER_PREFIX = "server:"
+"""The device id of a user's server-side stream: this prefix, then the user id."""
+
+
+def server_stream_id(user_id: str) -> str:
+    """The device id of the server-side stream of a user id: ``server:<user_id>`` (an id too
+    long for a device id is hashed: ``server:sha1:<hex>``)."""
+    stream = SERVER_PREFIX + user_id
+    if len(stream.encode()) <= 150:
+        return stream
+    return f"{SERVER_PREFIX}sha1:{sha1(user_id.encode(), usedforsecurity=False).hexdigest()}"
+
+
 def anonymous_id_for(device_id: str, generation: int) -> str:
     """The anonymous id of a device's ``generation``-th anonymous session (replays mint the same)."""
     aggregate = uuid5_text(_DEVICE_NS, device_id)
@@ -176,6 +194,13 @@ class Device:
         self.recent: deque[str] = deque(maxlen=RECENT_MESSAGE_IDS)
         self._seen: set[str] = set()
         self._pending: list[Recorded] = []
+        self.session: str | None = None
+        """The SDK ``anonymousId`` of the current session, once a message carried one."""
+        self.ended: deque[str] = deque(maxlen=RECENT_SESSIONS)
+        """The SDK ``anonymousId`` of the sessions that ended, oldest first (bounded)."""
+        self._ended: set[str] = set()
+        self.server = False
+        """A server-side stream: a backend's identifies of one user, not an installation."""
 
     create_id = staticmethod(device_aggregate_id)
 
@@ -224,14 +249,60 @@ class Device:
         if type(event) is DeviceTokenRegistered:
             self.token = event.token
         elif type(event) is Identified:
+            if event.sdk_anonymous_id is not None:
+                if event.late:
+                    return  # an ended session's message: the device is not identified by it
+                self.session = event.sdk_anonymous_id
             self.user_id = event.user_id
+            if event.server:
+                self.server = True
+        elif type(event) is ProfileAttributesChanged:
+            if event.sdk_anonymous_id is not None and not event.late:
+                self.session = event.sdk_anonymous_id
         elif type(event) is IdentityCleared:
             self.user_id = None
             self.generation = event.generation
+            if self.session is not None:
+                self._end(self.session)
+            self.session = event.sdk_anonymous_id
         elif type(event) is DeviceActivated:
             self.auto_track = event.auto_track_device_attributes
         elif type(event) is DeviceTokenRemoved and self.token == event.token:
             self.token = None
+
+    def _end(self, session: str) -> None:
+        if session in self._ended:
+            return
+        if len(self.ended) == RECENT_SESSIONS:
+            self._ended.discard(self.ended[0])
+        self.ended.append(session)
+        self._ended.add(session)
+
+    def _session(
+        self, sdk_anonymous_id: str | None, message_id: str | None, timestamp: datetime,
+        recorded_at: datetime,
+    ) -> tuple[str | None, bool]:
+        """What a person-level message's SDK ``anonymousId`` says of the device's session:
+        ``(sdk_anonymous_id to record, late)``. The rule (docs/explanation/stitching.md):
+
+        - none, or the current session's: nothing to record;
+        - an ended session's: the message is late (recorded, not applied);
+        - the first the current session sees: adopted (recorded with the event);
+        - any other: the SDK was reset, a new anonymous session starts: the clear it implies
+          is recorded first (its message id the message's, suffixed ``#reset``).
+        """
+        if sdk_anonymous_id is None or sdk_anonymous_id == self.session:
+            return None, False
+        if sdk_anonymous_id in self._ended:
+            return sdk_anonymous_id, True
+        if self.session is None:
+            return sdk_anonymous_id, False
+        self._record(IdentityCleared(
+            device_id=self.device_id, generation=self.generation + 1,
+            sdk_anonymous_id=sdk_anonymous_id,
+            message_id=None if message_id is None else message_id + RESET_SUFFIX,
+            timestamp=timestamp, recorded_at=recorded_at))
+        return None, False
 
     # Commands. Each assumes validated input (idstitch.domain.rules) and returns whether it
     # recorded anything. A message id already seen records nothing (``is_duplicate``, spelt
@@ -255,26 +326,32 @@ class Device:
 
     def identify(
         self, user_id: str, traits: dict[str, Any], message_id: str | None, timestamp: datetime,
-        recorded_at: datetime,
+        recorded_at: datetime, sdk_anonymous_id: str | None = None, server: bool = False,
     ) -> bool:
-        """Somebody is identified on this device."""
+        """Somebody is identified on this device (``sdk_anonymous_id``: the SDK session the
+        message came from; ``server``: the device is a server-side stream of that user)."""
         if message_id in self._seen:
             return False
+        sdk, late = self._session(sdk_anonymous_id, message_id, timestamp, recorded_at)
         self._record(Identified(device_id=self.device_id, user_id=user_id, traits=traits,
                                 message_id=message_id, timestamp=timestamp,
-                                recorded_at=recorded_at))
+                                recorded_at=recorded_at, sdk_anonymous_id=sdk, late=late,
+                                server=server and self.version == 0))
         return True
 
     def set_profile_attributes(
         self, set_: dict[str, Any], set_once: dict[str, Any], unset: list[str],
         message_id: str | None, timestamp: datetime, recorded_at: datetime,
+        sdk_anonymous_id: str | None = None,
     ) -> bool:
         """Attributes of the current person change (only the keys given)."""
         if message_id in self._seen:
             return False
+        sdk, late = self._session(sdk_anonymous_id, message_id, timestamp, recorded_at)
         self._record(ProfileAttributesChanged(
             device_id=self.device_id, set=set_, set_once=set_once, unset=unset,
-            message_id=message_id, timestamp=timestamp, recorded_at=recorded_at))
+            message_id=message_id, timestamp=timestamp, recorded_at=recorded_at,
+            sdk_anonymous_id=sdk, late=late))
         return True
 
     def set_device_attributes(

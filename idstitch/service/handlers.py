@@ -91,8 +91,15 @@ def identify(cmd: Identify, uow: UnitOfWork) -> None:
     user_id = rules.check_id("user_id", cmd.user_id)
     traits = rules.check_attributes("traits", cmd.traits, owned=uow.owned)
     _check_person_ref(uow, "user_id", user_id)
+    sdk = rules.check_anonymous_id(cmd.sdk_anonymous_id)
     common = _common(uow, cmd.message_id, cmd.timestamp, cmd.sent_at, cmd.received_at)
-    uow.stage(cmd.device_id, common[0], Device.identify, (user_id, traits, *common))
+    if cmd.server is True:
+        uow.stage(cmd.device_id, common[0], Device.identify,
+                  (user_id, traits, *common, None, True))
+    elif sdk is None:
+        uow.stage(cmd.device_id, common[0], Device.identify, (user_id, traits, *common))
+    else:
+        uow.stage(cmd.device_id, common[0], Device.identify, (user_id, traits, *common, sdk))
 
 
 def set_profile_attributes(cmd: SetProfileAttributes, uow: UnitOfWork) -> None:
@@ -102,9 +109,10 @@ def set_profile_attributes(cmd: SetProfileAttributes, uow: UnitOfWork) -> None:
     gone = rules.check_keys("unset", cmd.unset)
     if len(set_) + len(once) + len(gone) > rules.MAX_ATTRIBUTES:
         raise InvalidCommand("traits", f"more than {rules.MAX_ATTRIBUTES} attributes in one call")
+    sdk = rules.check_anonymous_id(cmd.sdk_anonymous_id)
     common = _common(uow, cmd.message_id, cmd.timestamp, cmd.sent_at, cmd.received_at)
     uow.stage(cmd.device_id, common[0], Device.set_profile_attributes,
-              (set_, once, gone, *common))
+              (set_, once, gone, *common) if sdk is None else (set_, once, gone, *common, sdk))
 
 
 def _device_attributes(

@@ -80,12 +80,45 @@ def test_decode_from_dict_accepts_aware_datetime_objects() -> None:
 def test_identify_with_user_id() -> None:
     calls = calls_of(message(type="identify", userId="u1", traits={"email": "a@example.com"}))
     assert calls == [Identify(device_id="dev-1", user_id="u1", traits={"email": "a@example.com"},
-                              **common())]
+                              sdk_anonymous_id="anon-1", **common())]
 
 
 def test_identify_without_traits_passes_none() -> None:
     calls = calls_of(message(type="identify", userId="u1"))
-    assert calls == [Identify(device_id="dev-1", user_id="u1", traits=None, **common())]
+    assert calls == [Identify(device_id="dev-1", user_id="u1", traits=None,
+                              sdk_anonymous_id="anon-1", **common())]
+
+
+def test_the_sdk_anonymous_id_is_the_session_only_beside_a_device_id() -> None:
+    """With a device id, the anonymousId names the SDK session; without, it is the device."""
+    anonymous = calls_of(message(type="identify", traits={"a": 1}))
+    assert anonymous is not None and isinstance(anonymous[0], SetProfileAttributes)
+    assert anonymous[0].sdk_anonymous_id == "anon-1"
+    alone = message(type="identify", traits={"a": 1})
+    del alone["context"]
+    calls = calls_of(alone)
+    assert calls is not None and isinstance(calls[0], SetProfileAttributes)
+    assert (calls[0].device_id, calls[0].sdk_anonymous_id) == ("anon-1", None)
+    same = calls_of(message(type="identify", userId="u1", anonymousId="dev-1"))
+    assert same is not None and isinstance(same[0], Identify)
+    assert same[0].sdk_anonymous_id is None
+    empty = calls_of(message(type="identify", userId="u1", anonymousId=""))
+    assert empty is not None and isinstance(empty[0], Identify)
+    assert empty[0].sdk_anonymous_id is None
+
+
+def test_a_server_side_identify_lands_on_the_users_server_stream() -> None:
+    raw = {"type": "identify", "userId": "u-100", "traits": {"plan": "pro"}, "messageId": "s1"}
+    assert calls_of(raw) == [Identify(device_id="server:u-100", user_id="u-100",
+                                      traits={"plan": "pro"}, server=True, message_id="s1")]
+    long_id = "x" * 150
+    calls = calls_of(raw | {"userId": long_id})
+    assert calls is not None and isinstance(calls[0], Identify)
+    assert calls[0].device_id.startswith("server:sha1:") and len(calls[0].device_id) <= 150
+
+
+def test_a_server_side_track_is_still_ignored() -> None:
+    assert calls_of({"type": "track", "event": "Order Completed", "userId": "u-100"}) is None
 
 
 def test_identify_anonymous_only_sets_profile_attributes_on_the_anonymous_id_device() -> None:
@@ -279,8 +312,6 @@ def test_decode_errors_chain_the_msgspec_error() -> None:
 
 
 BAD_MAPPING: list[tuple[str, dict[str, Any], str]] = [
-    ("identify without device",
-     {"type": "identify", "userId": "u1", "context": {"device": {"type": "ios"}}}, "context.device.id"),
     ("track device message without device",
      {"type": "track", "event": "Device Created or Updated", "context": {"device": {"token": "t"}}},
      "context.device.id"),
