@@ -46,20 +46,72 @@ COLLECTED_KEYS: Final = frozenset({
 
 COLLECTED_SUFFIX: Final = "#collected"
 CUSTOM_SUFFIX: Final = "#custom"
+CONTEXT_SUFFIX: Final = "#context"
+
+CONTEXT_ATTRIBUTES: Final = (
+    ("app.version", "app_version"), ("os.name", "device_os_name"), ("os.version", "device_os"),
+    ("locale", "device_locale"), ("timezone", "timezone"),
+    ("network.wifi", "network_wifi"), ("network.cellular", "network_cellular"),
+    ("network.bluetooth", "network_bluetooth"), ("network.carrier", "network_carrier"),
+    ("screen.width", "screen_width"), ("screen.height", "screen_height"),
+    ("screen.density", "screen_density"),
+    ("device.model", "device_model"), ("device.manufacturer", "device_manufacturer"),
+)
+"""``context`` fields -> the collected device attribute each becomes (Customer.io's names
+where it has one; docs/howto/ingest.md has the table)."""
 
 
-class SegmentDevice(msgspec.Struct, frozen=True, gc=False):
-    """``context.device``: the installation id, its push token and its platform."""
+class SegmentDevice(msgspec.Struct, frozen=True):
+    """``context.device``: the installation id, its push token and its platform, its model."""
 
     id: str | None = None
     token: str | None = None
     type: str | None = None
+    model: Any = None
+    manufacturer: Any = None
+
+
+class SegmentApp(msgspec.Struct, frozen=True):
+    """``context.app``: only the version is read."""
+
+    version: Any = None
+
+
+class SegmentOS(msgspec.Struct, frozen=True):
+    """``context.os``."""
+
+    name: Any = None
+    version: Any = None
+
+
+class SegmentNetwork(msgspec.Struct, frozen=True):
+    """``context.network``."""
+
+    wifi: Any = None
+    cellular: Any = None
+    bluetooth: Any = None
+    carrier: Any = None
+
+
+class SegmentScreen(msgspec.Struct, frozen=True):
+    """``context.screen``."""
+
+    width: Any = None
+    height: Any = None
+    density: Any = None
 
 
 class SegmentContext(msgspec.Struct, frozen=True):
-    """``context``: only the device is read."""
+    """``context``: the device, and what the SDK collected about it (values unchecked: the
+    handler checks them as attributes, naming the attribute)."""
 
     device: SegmentDevice | None = None
+    app: SegmentApp | None = None
+    os: SegmentOS | None = None
+    locale: Any = None
+    timezone: Any = None
+    network: SegmentNetwork | None = None
+    screen: SegmentScreen | None = None
 
 
 class Message(msgspec.Struct, frozen=True, rename="camel"):
@@ -177,24 +229,28 @@ def to_commands(msg: Message) -> list[Command] | None:
         else:
             # The SDK's session on the device (an empty one is none).
             sdk = anonymous_id if anonymous_id and anonymous_id != device else None
+        first: Command
         if user_id is not None:
-            return [Identify(device_id=device, user_id=user_id, traits=msg.traits,
+            first = Identify(device_id=device, user_id=user_id, traits=msg.traits,
                              message_id=msg.message_id, timestamp=msg.timestamp,
                              sent_at=msg.sent_at, received_at=msg.received_at,
-                             sdk_anonymous_id=sdk)]
-        return [SetProfileAttributes(device_id=device, traits=msg.traits,
-                                     message_id=msg.message_id, timestamp=msg.timestamp,
-                                     sent_at=msg.sent_at, received_at=msg.received_at,
-                                     sdk_anonymous_id=sdk)]
+                             sdk_anonymous_id=sdk)
+        else:
+            first = SetProfileAttributes(device_id=device, traits=msg.traits,
+                                         message_id=msg.message_id, timestamp=msg.timestamp,
+                                         sent_at=msg.sent_at, received_at=msg.received_at,
+                                         sdk_anonymous_id=sdk)
+        return [first] if context is None else _with_context(msg, device, [first])
     if msg.type != "track":
         return None
     if msg.event == DEVICE_UPDATED:
         return _device_updated(msg)
     if msg.event == DEVICE_DELETED:
-        return [RemoveDeviceToken(device_id=_device_id(msg), token=_token(msg, msg.properties or {}),
-                                  reason="deleted", message_id=msg.message_id,
-                                  timestamp=msg.timestamp, sent_at=msg.sent_at,
-                                  received_at=msg.received_at)]
+        device_id = _device_id(msg)
+        return _with_context(msg, device_id, [RemoveDeviceToken(
+            device_id=device_id, token=_token(msg, msg.properties or {}), reason="deleted",
+            message_id=msg.message_id, timestamp=msg.timestamp, sent_at=msg.sent_at,
+            received_at=msg.received_at)])
     return None
 
 
@@ -224,6 +280,55 @@ def _device_updated(msg: Message) -> list[Command]:
         commands.append(SetDeviceAttributes(
             device_id=device_id, attributes=custom, message_id=_derived(message_id, CUSTOM_SUFFIX),
             timestamp=timestamp, sent_at=sent_at, received_at=received_at))
+    return _with_context(msg, device_id, commands)
+
+
+def context_attributes(context: SegmentContext | None) -> dict[str, Any]:
+    """The collected device attributes a message's ``context`` holds (:data:`CONTEXT_ATTRIBUTES`),
+    the fields it does not have left out."""
+    out: dict[str, Any] = {}
+    if context is None:
+        return out
+    app, os_, network, screen, device = (context.app, context.os, context.network,
+                                         context.screen, context.device)
+    if app is not None and app.version is not None:
+        out["app_version"] = app.version
+    if os_ is not None:
+        if os_.name is not None:
+            out["device_os_name"] = os_.name
+        if os_.version is not None:
+            out["device_os"] = os_.version
+    if context.locale is not None:
+        out["device_locale"] = context.locale
+    if context.timezone is not None:
+        out["timezone"] = context.timezone
+    if network is not None:
+        for field in ("wifi", "cellular", "bluetooth", "carrier"):
+            value = getattr(network, field)
+            if value is not None:
+                out["network_" + field] = value
+    if screen is not None:
+        for field in ("width", "height", "density"):
+            value = getattr(screen, field)
+            if value is not None:
+                out["screen_" + field] = value
+    if device is not None:
+        if device.model is not None:
+            out["device_model"] = device.model
+        if device.manufacturer is not None:
+            out["device_manufacturer"] = device.manufacturer
+    return out
+
+
+def _with_context(msg: Message, device_id: str, commands: list[Command]) -> list[Command]:
+    """``commands``, then the collection of the message's context attributes, if it has any
+    (recorded only where they changed for the device, and only while auto-tracking is on)."""
+    collected = context_attributes(msg.context)
+    if collected:
+        commands.append(CollectDeviceAttributes(
+            device_id=device_id, context=collected,
+            message_id=_derived(msg.message_id, CONTEXT_SUFFIX), timestamp=msg.timestamp,
+            sent_at=msg.sent_at, received_at=msg.received_at, changes_only=True))
     return commands
 
 

@@ -76,9 +76,13 @@ class SetDeviceAttributes(Skewed, frozen=True, kw_only=True):
 
 
 class CollectDeviceAttributes(Skewed, frozen=True, kw_only=True):
-    """Attributes the SDK collected by itself; dropped when auto-tracking is off."""
+    """Attributes the SDK collected by itself; dropped when auto-tracking is off.
+
+    ``changes_only``: record only the attributes whose value differs from what the device
+    last collected (nothing when none does): a message's ``context`` repeats them all."""
 
     context: dict[str, Any]
+    changes_only: bool = False
 
 
 class RegisterDeviceToken(Skewed, frozen=True, kw_only=True):

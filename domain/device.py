@@ -201,6 +201,8 @@ class Device:
         self._ended: set[str] = set()
         self.server = False
         """A server-side stream: a backend's identifies of one user, not an installation."""
+        self.collected: dict[str, Any] = {}
+        """The value of each attribute it last collected."""
 
     create_id = staticmethod(device_aggregate_id)
 
@@ -265,6 +267,8 @@ class Device:
             if self.session is not None:
                 self._end(self.session)
             self.session = event.sdk_anonymous_id
+        elif type(event) is DeviceAttributesCollected:
+            self.collected.update(event.attributes)
         elif type(event) is DeviceActivated:
             self.auto_track = event.auto_track_device_attributes
         elif type(event) is DeviceTokenRemoved and self.token == event.token:
@@ -377,6 +381,21 @@ class Device:
             device_id=self.device_id, attributes=attributes, message_id=message_id,
             timestamp=timestamp, recorded_at=recorded_at))
         return True
+
+    def collect_changed_attributes(
+        self, attributes: dict[str, Any], message_id: str | None, timestamp: datetime,
+        recorded_at: datetime,
+    ) -> bool:
+        """Auto-collected attributes, only those whose value changed since the device last
+        collected them (a message's context repeats them all); none changed: nothing."""
+        if message_id in self._seen or not self.auto_track:
+            return False
+        collected = self.collected
+        changed = {k: v for k, v in attributes.items()
+                   if k not in collected or collected[k] != v or type(collected[k]) is not type(v)}
+        if not changed:
+            return False
+        return self.collect_device_attributes(changed, message_id, timestamp, recorded_at)
 
     def register_device_token(
         self, token: str, platform: str | None, message_id: str | None, timestamp: datetime,

@@ -132,7 +132,9 @@ def set_device_attributes(cmd: SetDeviceAttributes, uow: UnitOfWork) -> None:
 
 def collect_device_attributes(cmd: CollectDeviceAttributes, uow: UnitOfWork) -> None:
     """Auto-collected attributes; dropped when the device turned auto-tracking off."""
-    _device_attributes(uow, cmd, "context", cmd.context, Device.collect_device_attributes)
+    _device_attributes(uow, cmd, "context", cmd.context,
+                       Device.collect_changed_attributes if cmd.changes_only is True
+                       else Device.collect_device_attributes)
 
 
 def register_device_token(cmd: RegisterDeviceToken, uow: UnitOfWork) -> None:

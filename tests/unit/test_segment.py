@@ -8,7 +8,14 @@ from typing import Any
 import msgspec
 import pytest
 from idstitch.adapters.batches import messages_of
-from idstitch.adapters.segment import COLLECTED_KEYS, Message, decode, to_commands
+from idstitch.adapters.segment import (
+    COLLECTED_KEYS,
+    CONTEXT_ATTRIBUTES,
+    Message,
+    context_attributes,
+    decode,
+    to_commands,
+)
 from idstitch.domain.commands import (
     CollectDeviceAttributes,
     Command,
@@ -368,3 +375,61 @@ def test_messages_of_a_blank_line_is_nothing_and_of_a_broken_envelope_one_error(
     assert isinstance(error, InvalidCommand) and error.field == "batch"
     (error,) = messages_of({"batch": [], "sentAt": "soon"})
     assert isinstance(error, InvalidCommand) and error.field == "sentAt"
+
+
+# Context as collected device attributes (issue 13 §2).
+
+FULL_CONTEXT = {
+    "app": {"version": "2.4.1", "build": "99"},
+    "os": {"name": "iOS", "version": "17.2"},
+    "locale": "en-US", "timezone": "Europe/Berlin",
+    "network": {"wifi": True, "cellular": False, "bluetooth": False, "carrier": "T-Mobile"},
+    "screen": {"width": 390, "height": 844, "density": 3},
+    "device": {"id": "dev-1", "model": "iPhone15,2", "manufacturer": "Apple", "type": "ios"},
+    "library": {"name": "analytics-swift", "version": "1.5"},
+}
+FULL_COLLECTED = {
+    "app_version": "2.4.1", "device_os_name": "iOS", "device_os": "17.2",
+    "device_locale": "en-US", "timezone": "Europe/Berlin", "network_wifi": True,
+    "network_cellular": False, "network_bluetooth": False, "network_carrier": "T-Mobile",
+    "screen_width": 390, "screen_height": 844, "screen_density": 3,
+    "device_model": "iPhone15,2", "device_manufacturer": "Apple",
+}
+
+
+def test_context_fields_become_collected_attributes_with_customer_io_names() -> None:
+    assert context_attributes(decode(message(type="track", context=FULL_CONTEXT)).context) == (
+        FULL_COLLECTED)
+    assert {name for _, name in CONTEXT_ATTRIBUTES} == set(FULL_COLLECTED)
+    partial = decode(message(type="track", context={"device": {"id": "d"}, "locale": "de-DE",
+                                                    "network": {"wifi": False}}))
+    assert context_attributes(partial.context) == {"device_locale": "de-DE", "network_wifi": False}
+    assert context_attributes(None) == {}
+
+
+def test_an_identify_with_context_collects_it_changes_only() -> None:
+    calls = calls_of(message(type="identify", userId="u1", context=FULL_CONTEXT))
+    assert calls is not None and len(calls) == 2
+    assert calls[1] == CollectDeviceAttributes(device_id="dev-1", context=FULL_COLLECTED,
+                                               changes_only=True, **common("m1#context"))
+
+
+def test_device_messages_collect_their_context_last() -> None:
+    updated = calls_of(device_message("Device Created or Updated", {"push_enabled": True},
+                                      device={"id": "dev-1", "token": "t", "model": "Pixel 8"}))
+    assert updated is not None and [type(c) for c in updated] == [
+        RegisterDeviceToken, CollectDeviceAttributes, CollectDeviceAttributes]
+    last = updated[-1]
+    assert isinstance(last, CollectDeviceAttributes) and last.changes_only
+    assert last.context == {"device_model": "Pixel 8"}
+    deleted = calls_of(device_message("Device Deleted", device={"id": "dev-1", "token": "t",
+                                                               "manufacturer": "Google"}))
+    assert deleted is not None and [type(c) for c in deleted] == [
+        RemoveDeviceToken, CollectDeviceAttributes]
+
+
+def test_a_message_without_context_attributes_collects_nothing() -> None:
+    calls = calls_of(message(type="identify", userId="u1"))
+    assert calls is not None and len(calls) == 1
+    server = calls_of({"type": "identify", "userId": "u1", "context": {"locale": "en-US"}})
+    assert server is not None and len(server) == 1  # a backend's context is not a device's
