@@ -8,8 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from idstitch.domain.events import IdentityCleared
 
+import idstitch
 from idstitch.testing import recorded_events
 from idstitch.workspace import Workspace
 
@@ -169,3 +172,55 @@ def test_the_switch_policy_keeps_the_session_on_its_anonymous_person(make_ws: An
     ws.ingest([sdk(1, "a1", cart=1), sdk(2, "a1", "u-100")])
     guest = ws.profile("a1")
     assert guest is not None and not guest.identified and guest.attributes == {"cart": 1}
+
+
+# Any mix of SDK sessions: the rule holds for all of them (a property).
+
+SESSIONS = ["a1", "a2", "a3"]
+USERS = ["u-1", "u-2", None, None]
+_line = st.tuples(st.sampled_from(SESSIONS), st.sampled_from(USERS), st.booleans())
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(lines=st.lists(_line, min_size=1, max_size=14), split=st.integers(1, 14))
+def test_every_message_lands_on_its_sessions_person_or_is_late(
+        lines: list[tuple[str, str | None, bool]], split: int) -> None:
+    """A reference model of the rule: a new anonymousId starts a session (after the first), an
+    ended one's messages are late. An in-session message's trait is found on the person it
+    names (its userId), else on the person last identified in its session, else on the profile
+    of its anonymousId; a late message's trait nowhere; the device is on its current session's
+    person; duplicates, batch boundaries and a rebuild change nothing."""
+    ws = idstitch.open("memory:")
+    messages = [sdk(n, anon, user, device="phone", **{f"k{n}": n})
+                for n, (anon, user, _) in enumerate(lines)]
+    current: str | None = None
+    ended: set[str] = set()
+    who: dict[str, str | None] = {}
+    expected: dict[int, str | None] = {}  # message -> the identifier its trait is found by
+    for n, (anon, user, _) in enumerate(lines):
+        if anon != current:
+            if anon in ended:
+                expected[n] = None  # late
+                continue
+            if current is not None:
+                ended.add(current)
+            current, who[anon] = anon, None
+        if user is not None:
+            who[anon] = user
+        expected[n] = who[anon] or anon
+    duplicated = messages + [m for m, (_, _, again) in zip(messages, lines, strict=True) if again]
+    ws.ingest(duplicated[:split])
+    ws.ingest([encode(m) for m in duplicated[split:]])
+    everything = [p for p in (ws.profile(i) for i in [*SESSIONS, *USERS] if i) if p is not None]
+    for n, identifier in expected.items():
+        if identifier is None:
+            assert all(f"k{n}" not in p.attributes for p in everything)
+        else:
+            found = ws.profile(identifier)
+            assert found is not None and found.attributes.get(f"k{n}") == n
+    assert current is not None
+    on_device, found = ws.profile_of_device("phone"), ws.profile(who[current] or current)
+    assert on_device is not None and found is not None and on_device.person_id == found.person_id
+    rows = ws.dump()
+    ws.rebuild()
+    assert ws.dump() == rows
