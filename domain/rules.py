@@ -275,6 +275,24 @@ def check_attributes(
     return copy
 
 
+def check_collected(field: str, attributes: dict[str, Any], *, owned: bool = False
+                    ) -> dict[str, Any]:
+    """Attributes the ingest built from a message's ``context`` (its own, valid names): as
+    :func:`check_attributes`, with a fast path for what SDKs send there (short text without
+    NUL, booleans, integers in range), checked without encoding anything."""
+    for value in attributes.values():
+        kind = type(value)
+        if kind is str:
+            # At most 4 bytes a character: 250 characters cannot exceed 1000 bytes.
+            if len(value) > MAX_VALUE_BYTES // 4 or "\x00" in value or not value.isascii():
+                break
+        elif not (kind is bool or (kind is int and MIN_INT <= value <= MAX_INT)):
+            break
+    else:
+        return attributes
+    return check_attributes(field, attributes, allow_none=False, owned=owned)
+
+
 def check_keys(field: str, keys: object) -> list[str]:
     """A list of attribute names (for ``unset``): each as an attribute name that is set."""
     if keys is None:

@@ -132,9 +132,14 @@ def set_device_attributes(cmd: SetDeviceAttributes, uow: UnitOfWork) -> None:
 
 def collect_device_attributes(cmd: CollectDeviceAttributes, uow: UnitOfWork) -> None:
     """Auto-collected attributes; dropped when the device turned auto-tracking off."""
-    _device_attributes(uow, cmd, "context", cmd.context,
-                       Device.collect_changed_attributes if cmd.changes_only is True
-                       else Device.collect_device_attributes)
+    if cmd.changes_only is True and type(cmd.context) is dict:
+        # A message's context, as ingest maps it (every message carries one): the checks
+        # its values need, no more.
+        attrs = rules.check_collected("context", cmd.context, owned=uow.owned)
+        common = _common(uow, cmd.message_id, cmd.timestamp, cmd.sent_at, cmd.received_at)
+        uow.stage(cmd.device_id, common[0], Device.collect_changed_attributes, (attrs, *common))
+        return
+    _device_attributes(uow, cmd, "context", cmd.context, Device.collect_device_attributes)
 
 
 def register_device_token(cmd: RegisterDeviceToken, uow: UnitOfWork) -> None:

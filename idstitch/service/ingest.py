@@ -154,7 +154,8 @@ class _Run:
 
     def run(self, messages: Iterable[Message]) -> IngestReport:
         owner, report = self.owner, self.report
-        decode, to_commands, unwrap = owner.format
+        decode = owner.format.decode
+        to_commands = owner.format.to_commands
         handlers = HANDLERS
         uow = self._uow(owned=False)
         json_uow = self._uow(owned=True)
@@ -169,15 +170,16 @@ class _Run:
                         report.blank += 1  # not a message: no index, no count
                         continue
                     current = json_uow
+                    try:
+                        items: Sequence[Any] = (decode(raw),)
+                    except IdstitchError as e:
+                        # Only a line that is no message may be an envelope (it has no
+                        # "type"): the messages pay nothing for envelopes.
+                        items = self._unwrap(raw, e)
                 else:
                     current = uow
-                try:
-                    inside = unwrap(raw)
-                except IdstitchError as e:
-                    index += 1  # an envelope that cannot be read is one rejected message
-                    report.rejected.append((index, str(e)))
-                    continue
-                for item in (raw,) if inside is None else inside:
+                    items = self._unwrap(raw, None)
+                for item in items:
                     index += 1
                     if not self.batch or monotonic() - read_at > CLOCK_SHARE_SECONDS:
                         # Messages that arrive close together share one clock reading (their
@@ -188,12 +190,9 @@ class _Run:
                         uow.now = json_uow.now = now
                         read_at = monotonic()
                     try:
-                        if inside is None:
-                            commands = to_commands(decode(item))
-                        elif isinstance(item, IdstitchError):
+                        if isinstance(item, IdstitchError):
                             raise item
-                        else:
-                            commands = to_commands(item)
+                        commands = to_commands(item)
                         if commands is None:
                             report.ignored += 1
                             continue
@@ -213,6 +212,17 @@ class _Run:
             if self.helper is not None:
                 self.helper.close()
         return report
+
+    def _unwrap(self, raw: Message, error: IdstitchError | None) -> Sequence[Any]:
+        """The messages of an item that is not one decoded message: a batch envelope's (each
+        decoded, or the error refusing it), or the item itself (decoded, or ``error``)."""
+        try:
+            inside = self.owner.format.unwrap(raw)
+            if inside is not None:
+                return inside
+            return (error,) if error is not None else (self.owner.format.decode(raw),)
+        except IdstitchError as e:
+            return (e,)  # an envelope that cannot be read whole: one rejected message
 
     def _uow(self, *, owned: bool) -> UnitOfWork:
         # A handler that consults the read models (a cio_ check) settles them first: the
