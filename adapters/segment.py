@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Annotated, Any, Final, Literal, get_args
 
 import msgspec
+from idstitch.adapters.context import CONTEXT_ATTRIBUTES, SegmentContext, context_attributes
 from idstitch.domain.commands import (
     CollectDeviceAttributes,
     Command,
@@ -47,72 +48,6 @@ COLLECTED_KEYS: Final = frozenset({
 COLLECTED_SUFFIX: Final = "#collected"
 CUSTOM_SUFFIX: Final = "#custom"
 CONTEXT_SUFFIX: Final = "#context"
-
-CONTEXT_ATTRIBUTES: Final = (
-    ("app.version", "app_version"), ("os.name", "device_os_name"), ("os.version", "device_os"),
-    ("locale", "device_locale"), ("timezone", "timezone"),
-    ("network.wifi", "network_wifi"), ("network.cellular", "network_cellular"),
-    ("network.bluetooth", "network_bluetooth"), ("network.carrier", "network_carrier"),
-    ("screen.width", "screen_width"), ("screen.height", "screen_height"),
-    ("screen.density", "screen_density"),
-    ("device.model", "device_model"), ("device.manufacturer", "device_manufacturer"),
-)
-"""``context`` fields -> the collected device attribute each becomes (Customer.io's names
-where it has one; docs/howto/ingest.md has the table)."""
-
-
-class SegmentDevice(msgspec.Struct, frozen=True):
-    """``context.device``: the installation id, its push token and its platform, its model."""
-
-    id: str | None = None
-    token: str | None = None
-    type: str | None = None
-    model: Any = None
-    manufacturer: Any = None
-
-
-class SegmentApp(msgspec.Struct, frozen=True):
-    """``context.app``: only the version is read."""
-
-    version: Any = None
-
-
-class SegmentOS(msgspec.Struct, frozen=True):
-    """``context.os``."""
-
-    name: Any = None
-    version: Any = None
-
-
-class SegmentNetwork(msgspec.Struct, frozen=True):
-    """``context.network``."""
-
-    wifi: Any = None
-    cellular: Any = None
-    bluetooth: Any = None
-    carrier: Any = None
-
-
-class SegmentScreen(msgspec.Struct, frozen=True):
-    """``context.screen``."""
-
-    width: Any = None
-    height: Any = None
-    density: Any = None
-
-
-class SegmentContext(msgspec.Struct, frozen=True):
-    """``context``: the device, and what the SDK collected about it (values unchecked: the
-    handler checks them as attributes, naming the attribute)."""
-
-    device: SegmentDevice | None = None
-    app: SegmentApp | None = None
-    os: SegmentOS | None = None
-    locale: Any = None
-    timezone: Any = None
-    network: SegmentNetwork | None = None
-    screen: SegmentScreen | None = None
-
 
 class Message(msgspec.Struct, frozen=True, rename="camel"):
     """The subset of a Segment message that the mapping reads (JSON names are camelCase)."""
@@ -283,43 +218,6 @@ def _device_updated(msg: Message) -> list[Command]:
     return _with_context(msg, device_id, commands)
 
 
-def context_attributes(context: SegmentContext | None) -> dict[str, Any]:
-    """The collected device attributes a message's ``context`` holds (:data:`CONTEXT_ATTRIBUTES`),
-    the fields it does not have left out."""
-    out: dict[str, Any] = {}
-    if context is None:
-        return out
-    app, os_, network, screen, device = (context.app, context.os, context.network,
-                                         context.screen, context.device)
-    if app is not None and app.version is not None:
-        out["app_version"] = app.version
-    if os_ is not None:
-        if os_.name is not None:
-            out["device_os_name"] = os_.name
-        if os_.version is not None:
-            out["device_os"] = os_.version
-    if context.locale is not None:
-        out["device_locale"] = context.locale
-    if context.timezone is not None:
-        out["timezone"] = context.timezone
-    if network is not None:
-        for field in ("wifi", "cellular", "bluetooth", "carrier"):
-            value = getattr(network, field)
-            if value is not None:
-                out["network_" + field] = value
-    if screen is not None:
-        for field in ("width", "height", "density"):
-            value = getattr(screen, field)
-            if value is not None:
-                out["screen_" + field] = value
-    if device is not None:
-        if device.model is not None:
-            out["device_model"] = device.model
-        if device.manufacturer is not None:
-            out["device_manufacturer"] = device.manufacturer
-    return out
-
-
 def _with_context(msg: Message, device_id: str, commands: list[Command]) -> list[Command]:
     """``commands``, then the collection of the message's context attributes, if it has any
     (recorded only where they changed for the device, and only while auto-tracking is on)."""
@@ -367,4 +265,7 @@ def messages_of(item: dict[str, Any] | str | bytes) -> list[Any]:
     return list(batches.messages_of(item))
 
 
-__all__ = ["COLLECTED_KEYS", "Message", "decode", "messages_of", "to_commands"]
+__all__ = [
+    "COLLECTED_KEYS", "CONTEXT_ATTRIBUTES", "Message", "SegmentContext", "context_attributes",
+    "decode", "messages_of", "to_commands",
+]
