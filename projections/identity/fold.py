@@ -274,9 +274,12 @@ class IdentityProjection(RowProjection):
         user is new, as Customer.io does): no anonymous person, so no conversion or merge."""
         kind = classify(ev.user_id)
         if kind == "cio":
-            return False  # the identify handler refuses or joins it, as on any device
-        value = normalize_email(ev.user_id) if kind == "email" else ev.user_id
-        person = unit.resolve_key(identifier_key(kind, value))
+            person = unit.live_person(ev.user_id[len("cio_"):])
+            if person is None or not person.identified:
+                return False  # retired since the command's check: refused as on any device
+        else:
+            value = normalize_email(ev.user_id) if kind == "email" else ev.user_id
+            person = unit.resolve_key(identifier_key(kind, value))
         if person is None:
             person = PersonRow(person_id=minted_person_id(dev.device_id, 0) if self.ids == "event"
                                else new_person_id(dev.device_id, pos),

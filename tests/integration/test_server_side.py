@@ -75,3 +75,13 @@ def test_a_server_identify_with_a_bad_user_id_is_rejected_naming_it(ws: Workspac
     report = ws.ingest([backend(1, "null", a=1)])
     assert [i for i, _ in report.rejected] == [0]
     assert "user_id" in report.rejected[0][1]
+
+
+def test_a_server_identify_by_cio_id_lands_on_that_person(ws: Workspace) -> None:
+    ws.identify("phone", "u-100")
+    ann = ws.profile("u-100")
+    assert ann is not None
+    ws.ingest([backend(1, f"cio_{ann.person_id}", plan="pro")])
+    after = ws.profile("u-100")
+    assert after is not None and after.attributes == {"plan": "pro"}
+    assert [m.kind for m in ws.merges("u-100")] == ["converted"]  # no anonymous person merged
