@@ -25,7 +25,7 @@ CONTEXT_ATTRIBUTES: Final = (
 where it has one; docs/howto/ingest.md has the table)."""
 
 
-class SegmentDevice(msgspec.Struct, frozen=True):
+class SegmentDevice(msgspec.Struct, frozen=True, gc=False):
     """``context.device``: the installation id, its push token and its platform, its model."""
 
     id: str | None = None
@@ -35,20 +35,20 @@ class SegmentDevice(msgspec.Struct, frozen=True):
     manufacturer: Any = None
 
 
-class SegmentApp(msgspec.Struct, frozen=True):
+class SegmentApp(msgspec.Struct, frozen=True, gc=False):
     """``context.app``: only the version is read."""
 
     version: Any = None
 
 
-class SegmentOS(msgspec.Struct, frozen=True):
+class SegmentOS(msgspec.Struct, frozen=True, gc=False):
     """``context.os``."""
 
     name: Any = None
     version: Any = None
 
 
-class SegmentNetwork(msgspec.Struct, frozen=True):
+class SegmentNetwork(msgspec.Struct, frozen=True, gc=False):
     """``context.network``."""
 
     wifi: Any = None
@@ -57,7 +57,7 @@ class SegmentNetwork(msgspec.Struct, frozen=True):
     carrier: Any = None
 
 
-class SegmentScreen(msgspec.Struct, frozen=True):
+class SegmentScreen(msgspec.Struct, frozen=True, gc=False):
     """``context.screen``."""
 
     width: Any = None
@@ -65,7 +65,7 @@ class SegmentScreen(msgspec.Struct, frozen=True):
     density: Any = None
 
 
-class SegmentContext(msgspec.Struct, frozen=True):
+class SegmentContext(msgspec.Struct, frozen=True, gc=False):
     """``context``: the device, and what the SDK collected about it (values unchecked: the
     handler checks them as attributes, naming the attribute)."""
 

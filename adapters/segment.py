@@ -215,13 +215,20 @@ def _device_updated(msg: Message) -> list[Command]:
         commands.append(SetDeviceAttributes(
             device_id=device_id, attributes=custom, message_id=_derived(message_id, CUSTOM_SUFFIX),
             timestamp=timestamp, sent_at=sent_at, received_at=received_at))
-    return _with_context(msg, device_id, commands)
+    return _with_context(msg, device_id, commands, collected)
 
 
-def _with_context(msg: Message, device_id: str, commands: list[Command]) -> list[Command]:
+def _with_context(msg: Message, device_id: str, commands: list[Command],
+                  collected_here: dict[str, Any] | None = None) -> list[Command]:
     """``commands``, then the collection of the message's context attributes, if it has any
-    (recorded only where they changed for the device, and only while auto-tracking is on)."""
+    (recorded only where they changed for the device, and only while auto-tracking is on).
+    ``collected_here``: what the message's properties collect just before; the context's equal
+    values are left out (they cannot have changed: a call less for most device messages)."""
     collected = context_attributes(msg.context)
+    if collected_here:
+        collected = {k: v for k, v in collected.items()
+                     if k not in collected_here or collected_here[k] != v
+                     or type(collected_here[k]) is not type(v)}
     if collected:
         commands.append(CollectDeviceAttributes(
             device_id=device_id, context=collected,

@@ -433,3 +433,18 @@ def test_a_message_without_context_attributes_collects_nothing() -> None:
     assert calls is not None and len(calls) == 1
     server = calls_of({"type": "identify", "userId": "u1", "context": {"locale": "en-US"}})
     assert server is not None and len(server) == 1  # a backend's context is not a device's
+
+
+def test_context_values_the_properties_collect_already_are_left_out() -> None:
+    raw = device_message("Device Created or Updated", {"app_version": "2.0", "device_os": "17"},
+                         device={"id": "dev-1", "token": "t"})
+    raw["context"] |= {"app": {"version": "2.0"}, "os": {"version": "17.1"}}
+    calls = calls_of(raw)
+    assert calls is not None
+    last = calls[-1]
+    assert isinstance(last, CollectDeviceAttributes) and last.changes_only
+    assert last.context == {"device_os": "17.1"}  # the differing one, recorded after: it wins
+    raw["context"]["os"] = {"version": "17"}
+    same = calls_of(raw)
+    assert same is not None and not any(
+        isinstance(c, CollectDeviceAttributes) and c.changes_only for c in same)
