@@ -49,6 +49,7 @@ COLLECTED_SUFFIX: Final = "#collected"
 CUSTOM_SUFFIX: Final = "#custom"
 CONTEXT_SUFFIX: Final = "#context"
 
+
 class Message(msgspec.Struct, frozen=True, rename="camel"):
     """The subset of a Segment message that the mapping reads (JSON names are camelCase)."""
 
@@ -126,24 +127,30 @@ def invalid(text: str) -> InvalidCommand:
 def to_commands(msg: Message) -> list[Command] | None:
     """The commands a message maps to, or None when the message is ignored.
 
-    - ``identify`` with a ``userId``: Identify; with only an ``anonymousId``:
-      SetProfileAttributes on the device's (anonymous) current person.
+    - ``identify`` with a ``userId``: Identify; without: SetProfileAttributes on the device's
+      current person. Beside a ``context.device.id``, the ``anonymousId`` is passed on as
+      ``sdk_anonymous_id``: the SDK's session, from which the device tells a reset from a late
+      message. With only a ``userId`` (a backend's identify): Identify on the user's
+      server-side stream (:func:`~idstitch.domain.device.server_stream_id`, ``server=True``).
     - ``track`` "Device Created or Updated": RegisterDeviceToken (token from
       ``context.device.token``, else ``properties.token``; platform from ``context.device.type``),
       then CollectDeviceAttributes with the auto-collected properties and SetDeviceAttributes
       with the others, each only when it has keys.
     - ``track`` "Device Deleted": RemoveDeviceToken (reason ``deleted``).
     - Any other ``track``, and ``screen``, ``page``, ``group``, ``alias``: ignored (None).
+    - After the commands of an ``identify`` on a device or a device ``track``: a
+      CollectDeviceAttributes (``changes_only``) with the attributes its ``context`` holds
+      (:func:`~idstitch.adapters.context.context_attributes`), when it holds any.
 
     The device is ``context.device.id``, else the ``anonymousId``. A device de-duplicates by
-    message id, so the attribute commands split off one "Device Created or Updated" carry
-    derived ids, ``<messageId>#collected`` and ``<messageId>#custom``: all parts are recorded,
-    and ingesting the same message again still de-duplicates each part. ``timestamp``,
-    ``sentAt`` and ``receivedAt`` become each command's timestamp, sent_at and received_at.
+    message id, so the commands after the first carry derived ids, ``<messageId>#collected``,
+    ``<messageId>#custom`` and ``<messageId>#context``: all parts are recorded, and ingesting
+    the same message again still de-duplicates each part. ``timestamp``, ``sentAt`` and
+    ``receivedAt`` become each command's timestamp, sent_at and received_at.
 
     Raises :class:`InvalidCommand` for an identify with neither ``userId`` nor ``anonymousId``
-    (field ``userId``), a message with no device (``context.device.id``), and a device message
-    without a token (``context.device.token``).
+    (field ``userId``), a device message with no device (``context.device.id``), and a device
+    message without a token (``context.device.token``).
     """
     if msg.type == "identify":
         user_id, anonymous_id = msg.user_id, msg.anonymous_id
@@ -152,15 +159,14 @@ def to_commands(msg: Message) -> list[Command] | None:
         context = msg.context
         device = context.device.id if context is not None and context.device is not None else None
         if device is None:
-            if anonymous_id is None:
+            if user_id is not None and anonymous_id is None:
                 # A backend's identify (Segment's / Customer.io's server libraries): only a
                 # userId. It lands on the user's server-side stream.
-                assert user_id is not None
                 return [Identify(device_id=server_stream_id(user_id), user_id=user_id,
                                  traits=msg.traits, server=True, message_id=msg.message_id,
                                  timestamp=msg.timestamp, sent_at=msg.sent_at,
                                  received_at=msg.received_at)]
-            device, sdk = anonymous_id, None  # the anonymousId is the device itself
+            device, sdk = anonymous_id, None  # the anonymousId names the device itself
         else:
             # The SDK's session on the device (an empty one is none).
             sdk = anonymous_id if anonymous_id and anonymous_id != device else None
