@@ -48,6 +48,7 @@ COLLECTED_KEYS: Final = frozenset({
 COLLECTED_SUFFIX: Final = "#collected"
 CUSTOM_SUFFIX: Final = "#custom"
 CONTEXT_SUFFIX: Final = "#context"
+_NO_ONE = "an identify needs a userId or an anonymousId"
 
 
 class Message(msgspec.Struct, frozen=True, rename="camel"):
@@ -154,19 +155,22 @@ def to_commands(msg: Message) -> list[Command] | None:
     """
     if msg.type == "identify":
         user_id, anonymous_id = msg.user_id, msg.anonymous_id
-        if user_id is None and anonymous_id is None:
-            raise InvalidCommand("userId", "an identify needs a userId or an anonymousId")
         context = msg.context
         device = context.device.id if context is not None and context.device is not None else None
         if device is None:
-            if user_id is not None and anonymous_id is None:
+            if anonymous_id is not None:
+                device, sdk = anonymous_id, None  # the anonymousId names the device itself
+            elif user_id is not None:
                 # A backend's identify (Segment's / Customer.io's server libraries): only a
                 # userId. It lands on the user's server-side stream.
                 return [Identify(device_id=server_stream_id(user_id), user_id=user_id,
                                  traits=msg.traits, server=True, message_id=msg.message_id,
                                  timestamp=msg.timestamp, sent_at=msg.sent_at,
                                  received_at=msg.received_at)]
-            device, sdk = anonymous_id, None  # the anonymousId names the device itself
+            else:
+                raise InvalidCommand("userId", _NO_ONE)
+        elif user_id is None and anonymous_id is None:
+            raise InvalidCommand("userId", _NO_ONE)
         else:
             # The SDK's session on the device (an empty one is none).
             sdk = anonymous_id if anonymous_id and anonymous_id != device else None
