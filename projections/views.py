@@ -43,6 +43,11 @@ class Device(msgspec.Struct, frozen=True, kw_only=True):
     last_status: str | None
     created_at: datetime
     updated_at: datetime
+    sdk_anonymous_id: str | None = None
+    """The SDK's ``anonymousId`` of the device's current session, once a message carried one
+    (ingest): a new one means the SDK was reset."""
+    server: bool = False
+    """A server-side stream (a backend's identifies of one user), not an installation."""
 
 
 class Profile(msgspec.Struct, frozen=True, kw_only=True):
@@ -215,6 +220,8 @@ def device_view(row: DeviceRow, attrs: DeviceAttributesRow | None) -> Device:
         last_status=row.last_status,
         created_at=from_micros(row.created_at),
         updated_at=from_micros(updated_at),
+        sdk_anonymous_id=row.sdk_anonymous_id,
+        server=row.server,
     )
 
 

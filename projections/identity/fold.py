@@ -201,6 +201,7 @@ class IdentityProjection(RowProjection):
                 self._late(unit, dev, ev.sdk_anonymous_id, pos)
                 return
             self._tag_session(unit, dev, ev.sdk_anonymous_id, pos)
+            local.session(dev, ev)
         person = unit.person(dev.person_id)
         local.profile_attributes(person.attrs, ev, pos, ts)
         if ts > person.updated_at:
@@ -311,6 +312,7 @@ class IdentityProjection(RowProjection):
         self._identify(unit, dev, ev, pos, ts)
         if sdk_anonymous_id is not None:
             self._tag_session(unit, dev, sdk_anonymous_id, pos)
+            local.session(dev, ev)
 
     def _identify(
         self, unit: IdentityUnit, dev: DeviceRow, ev: Identified, pos: int, ts: int

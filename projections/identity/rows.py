@@ -105,6 +105,8 @@ class DeviceRow(msgspec.Struct, kw_only=True, gc=False):
     live, a message of an ended SDK session): they changed nothing."""
     server: bool = False
     """A server-side stream (a backend's identifies of one user): not one of its devices."""
+    sdk_anonymous_id: str | None = None
+    """The SDK's ``anonymousId`` of the device's current session, once a message carried one."""
 
 
 class IdentifierRow(msgspec.Struct, array_like=True, gc=False):

@@ -224,3 +224,16 @@ def test_every_message_lands_on_its_sessions_person_or_is_late(
     rows = ws.dump()
     ws.rebuild()
     assert ws.dump() == rows
+
+
+def test_the_device_shows_its_current_sdk_session_now_and_as_of(ws: Workspace) -> None:
+    ws.ingest(LOGIN_RESET_LOGIN[:3])
+    at = ws.log.head()
+    ws.ingest([*LOGIN_RESET_LOGIN[3:], sdk(6, "a1", late=1)])
+    phone = ws.device("phone")
+    assert phone is not None and (phone.sdk_anonymous_id, phone.server) == ("a2", False)
+    then = ws.profile_as_of("u-100", at)
+    assert then is not None and [d.sdk_anonymous_id for d in then.devices] == ["a1"]
+    ws.clear_identify("phone")  # an explicit clear: the next anonymousId is adopted
+    cleared = ws.device("phone")
+    assert cleared is not None and cleared.sdk_anonymous_id is None

@@ -85,3 +85,10 @@ def test_a_server_identify_by_cio_id_lands_on_that_person(ws: Workspace) -> None
     after = ws.profile("u-100")
     assert after is not None and after.attributes == {"plan": "pro"}
     assert [m.kind for m in ws.merges("u-100")] == ["converted"]  # no anonymous person merged
+
+
+def test_the_stream_says_it_is_one(ws: Workspace) -> None:
+    ws.ingest([backend(1, "u-1", a=1)])
+    stream = ws.device("server:u-1")
+    assert stream is not None and stream.server and stream.sdk_anonymous_id is None
+    assert stream.token is None and stream.collected == {}
