@@ -1,7 +1,9 @@
 """The Device aggregate: what one app installation knows about itself.
 
 It holds only device-local state: its SDK configuration, the user id it was last given, its
-anonymous-session generation, its token and its recent message ids. Person-level consequences
+anonymous-session generation, the SDK's anonymousId of its current and recently ended sessions
+(which tell an SDK reset from a late message), its token, what it last collected, and its recent
+message ids. Person-level consequences
 (conversion, merge, switch, token ownership, winning attribute values) are derived by the identity
 projection from the order of the log, not decided here.
 
