@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Annotated, Any, Final, Literal, get_args
 
 import msgspec
+from idstitch.adapters.context import CONTEXT_ATTRIBUTES, SegmentContext, context_attributes
 from idstitch.domain.commands import (
     CollectDeviceAttributes,
     Command,
@@ -29,6 +30,7 @@ from idstitch.domain.commands import (
     SetDeviceAttributes,
     SetProfileAttributes,
 )
+from idstitch.domain.device import server_stream_id
 from idstitch.domain.errors import InvalidCommand
 from idstitch.domain.rules import MAX_ID_BYTES, plain_json, plain_str
 
@@ -49,20 +51,8 @@ COLLECTED_KEYS: Final = frozenset({
 
 COLLECTED_SUFFIX: Final = "#collected"
 CUSTOM_SUFFIX: Final = "#custom"
-
-
-class SegmentDevice(msgspec.Struct, frozen=True, gc=False):
-    """``context.device``: the installation id, its push token and its platform."""
-
-    id: str | None = None
-    token: str | None = None
-    type: str | None = None
-
-
-class SegmentContext(msgspec.Struct, frozen=True):
-    """``context``: only the device is read."""
-
-    device: SegmentDevice | None = None
+CONTEXT_SUFFIX: Final = "#context"
+_NO_ONE = "an identify needs a userId or an anonymousId"
 
 
 class Message(msgspec.Struct, frozen=True, rename="camel"):
@@ -113,7 +103,7 @@ def decode(raw: dict[str, Any] | str | bytes) -> Message:
             return msgspec.convert(plain_json(raw), Message)
     # ValidationError subclasses DecodeError, so it must be caught first.
     except msgspec.ValidationError as e:
-        raise _invalid(str(e), raw) from e
+        raise invalid(str(e), raw) from e
     except msgspec.DecodeError as e:
         raise InvalidCommand("message", f"is not JSON: {e}") from e
     except RecursionError as e:
@@ -129,7 +119,9 @@ def decode(raw: dict[str, Any] | str | bytes) -> Message:
         raise InvalidCommand("message", f"cannot be read: {type(e).__name__}") from e
 
 
-def _invalid(text: str, raw: object) -> InvalidCommand:
+def invalid(text: str, raw: object = None) -> InvalidCommand:
+    """The InvalidCommand of a msgspec validation error, naming the field by its JSON path
+    (``raw``, the line, finds a number too large for a float, which msgspec's path hides)."""
     # msgspec says "<reason> - at `$.a.b`" (or "... - at `key` in `$.a`"); no path: the root.
     reason, sep, where = text.partition(" - at ")
     path = where.rsplit("`", 2)[-2] if sep else "$"
@@ -178,48 +170,77 @@ def _refuse(constant: str) -> None:
 def to_commands(msg: Message) -> list[Command] | None:
     """The commands a message maps to, or None when the message is ignored.
 
-    - ``identify`` with a ``userId``: Identify; with only an ``anonymousId``:
-      SetProfileAttributes on the device's (anonymous) current person.
+    - ``identify`` with a ``userId``: Identify; without: SetProfileAttributes on the device's
+      current person. Beside a ``context.device.id``, the ``anonymousId`` is passed on as
+      ``sdk_anonymous_id``: the SDK's session, from which the device tells a reset from a late
+      message. With only a ``userId`` (a backend's identify): Identify on the user's
+      server-side stream (:func:`~idstitch.domain.device.server_stream_id`, ``server=True``).
     - ``track`` "Device Created or Updated": RegisterDeviceToken (token from
       ``context.device.token``, else ``properties.token``; platform from ``context.device.type``),
       then CollectDeviceAttributes with the auto-collected properties and SetDeviceAttributes
       with the others, each only when it has keys.
     - ``track`` "Device Deleted": RemoveDeviceToken (reason ``deleted``).
     - Any other ``track``, and ``screen``, ``page``, ``group``, ``alias``: ignored (None).
+    - After the commands of an ``identify`` on a device or a device ``track``: a
+      CollectDeviceAttributes (``changes_only``) with the attributes its ``context`` holds
+      (:func:`~idstitch.adapters.context.context_attributes`), when it holds any.
 
     The device is ``context.device.id``, else the ``anonymousId``. A device de-duplicates by
-    message id, so the attribute commands split off one "Device Created or Updated" carry
-    derived ids, ``<messageId>#collected`` and ``<messageId>#custom``: all parts are recorded,
-    and ingesting the same message again still de-duplicates each part. Where that would pass
-    the 150-byte limit of an id (a message id of 141 bytes or more), the message id is replaced
-    by its SHA-256 (``<64 hex digits>#collected``): still one id per message, the same every
-    time. ``timestamp``,
-    ``sentAt`` and ``receivedAt`` become each command's timestamp, sent_at and received_at.
+    message id, so the commands after the first carry derived ids, ``<messageId>#collected``,
+    ``<messageId>#custom`` and ``<messageId>#context``: all parts are recorded, and ingesting
+    the same message again still de-duplicates each part. Where that would pass the 150-byte
+    limit of an id (a message id of 141 bytes or more), the message id is replaced by its
+    SHA-256 (``<64 hex digits>#collected``): still one id per message, the same every time.
+    ``timestamp``, ``sentAt`` and ``receivedAt`` become each command's timestamp, sent_at and
+    received_at.
 
     Raises :class:`InvalidCommand` for an identify with neither ``userId`` nor ``anonymousId``
-    (field ``userId``), a message with no device (``context.device.id``), and a device message
-    without a token (``context.device.token``).
+    (field ``userId``), a device message with no device (``context.device.id``), and a device
+    message without a token (``context.device.token``).
     """
     if msg.type == "identify":
-        if msg.user_id is None and msg.anonymous_id is None:
-            raise InvalidCommand("userId", "an identify needs a userId or an anonymousId")
-        device_id = _device_id(msg)
-        if msg.user_id is not None:
-            return [Identify(device_id=device_id, user_id=msg.user_id, traits=msg.traits,
+        user_id, anonymous_id = msg.user_id, msg.anonymous_id
+        context = msg.context
+        device = context.device.id if context is not None and context.device is not None else None
+        if device is None:
+            if anonymous_id is not None:
+                device, sdk = anonymous_id, None  # the anonymousId names the device itself
+            elif user_id is not None:
+                # A backend's identify (Segment's / Customer.io's server libraries): only a
+                # userId. It lands on the user's server-side stream.
+                return [Identify(device_id=server_stream_id(user_id), user_id=user_id,
+                                 traits=msg.traits, server=True, message_id=msg.message_id,
+                                 timestamp=msg.timestamp, sent_at=msg.sent_at,
+                                 received_at=msg.received_at)]
+            else:
+                raise InvalidCommand("userId", _NO_ONE)
+        elif user_id is None and anonymous_id is None:
+            raise InvalidCommand("userId", _NO_ONE)
+        else:
+            # The SDK's session on the device (an empty one is none).
+            sdk = anonymous_id if anonymous_id and anonymous_id != device else None
+        first: Command
+        if user_id is not None:
+            first = Identify(device_id=device, user_id=user_id, traits=msg.traits,
                              message_id=msg.message_id, timestamp=msg.timestamp,
-                             sent_at=msg.sent_at, received_at=msg.received_at)]
-        return [SetProfileAttributes(device_id=device_id, traits=msg.traits,
-                                     message_id=msg.message_id, timestamp=msg.timestamp,
-                                     sent_at=msg.sent_at, received_at=msg.received_at)]
+                             sent_at=msg.sent_at, received_at=msg.received_at,
+                             sdk_anonymous_id=sdk)
+        else:
+            first = SetProfileAttributes(device_id=device, traits=msg.traits,
+                                         message_id=msg.message_id, timestamp=msg.timestamp,
+                                         sent_at=msg.sent_at, received_at=msg.received_at,
+                                         sdk_anonymous_id=sdk)
+        return [first] if context is None else _with_context(msg, device, [first])
     if msg.type != "track":
         return None
     if msg.event == DEVICE_UPDATED:
         return _device_updated(msg)
     if msg.event == DEVICE_DELETED:
-        # RemoveDeviceToken corrects no clock skew: sentAt and receivedAt play no part.
-        return [RemoveDeviceToken(device_id=_device_id(msg), token=_token(msg, msg.properties or {}),
-                                  reason="deleted", message_id=msg.message_id,
-                                  timestamp=msg.timestamp)]
+        device_id = _device_id(msg)
+        return _with_context(msg, device_id, [RemoveDeviceToken(
+            device_id=device_id, token=_token(msg, msg.properties or {}), reason="deleted",
+            message_id=msg.message_id, timestamp=msg.timestamp, sent_at=msg.sent_at,
+            received_at=msg.received_at)])
     return None
 
 
@@ -249,6 +270,25 @@ def _device_updated(msg: Message) -> list[Command]:
         commands.append(SetDeviceAttributes(
             device_id=device_id, attributes=custom, message_id=_derived(message_id, CUSTOM_SUFFIX),
             timestamp=timestamp, sent_at=sent_at, received_at=received_at))
+    return _with_context(msg, device_id, commands, collected)
+
+
+def _with_context(msg: Message, device_id: str, commands: list[Command],
+                  collected_here: dict[str, Any] | None = None) -> list[Command]:
+    """``commands``, then the collection of the message's context attributes, if it has any
+    (recorded only where they changed for the device, and only while auto-tracking is on).
+    ``collected_here``: what the message's properties collect just before; the context's equal
+    values are left out (they cannot have changed: a call less for most device messages)."""
+    collected = context_attributes(msg.context)
+    if collected_here:
+        collected = {k: v for k, v in collected.items()
+                     if k not in collected_here or collected_here[k] != v
+                     or type(collected_here[k]) is not type(v)}
+    if collected:
+        commands.append(CollectDeviceAttributes(
+            device_id=device_id, context=collected,
+            message_id=_derived(msg.message_id, CONTEXT_SUFFIX), timestamp=msg.timestamp,
+            sent_at=msg.sent_at, received_at=msg.received_at, changes_only=True))
     return commands
 
 
@@ -287,4 +327,17 @@ def _token(msg: Message, properties: dict[str, Any]) -> Any:
     return token
 
 
-__all__ = ["COLLECTED_KEYS", "Message", "decode", "to_commands"]
+
+def messages_of(item: dict[str, Any] | str | bytes) -> list[Any]:
+    """The messages one input item holds (a message, or each message of a batch envelope),
+    each a :class:`Message` or the :class:`InvalidCommand` refusing it: see
+    :func:`idstitch.adapters.batches.messages_of`, which this is."""
+    from idstitch.adapters import batches  # it builds on this module's decoder
+
+    return list(batches.messages_of(item))
+
+
+__all__ = [
+    "COLLECTED_KEYS", "CONTEXT_ATTRIBUTES", "Message", "SegmentContext", "context_attributes",
+    "decode", "messages_of", "to_commands",
+]

@@ -45,18 +45,28 @@ class Activate(DeviceCommand, frozen=True, kw_only=True):
 
 
 class Identify(Skewed, frozen=True, kw_only=True):
-    """Somebody is identified on the device: an id, an email, or ``cio_<person_id>``."""
+    """Somebody is identified on the device: an id, an email, or ``cio_<person_id>``.
+
+    ``sdk_anonymous_id``: the SDK's ``anonymousId`` of the message (its session on the device:
+    a new one means the SDK was reset). ``server``: a backend's identify, on the server-side
+    stream of the user (``device_id`` is then :func:`~idstitch.domain.device.server_stream_id`).
+    """
 
     user_id: str
     traits: dict[str, Any] | None = None
+    sdk_anonymous_id: str | None = None
+    server: bool = False
 
 
 class SetProfileAttributes(Skewed, frozen=True, kw_only=True):
-    """Attributes of the device's current person change: only the keys given."""
+    """Attributes of the device's current person change: only the keys given.
+
+    ``sdk_anonymous_id``: as for :class:`Identify`."""
 
     traits: dict[str, Any] | None = None
     set_once: dict[str, Any] | None = None
     unset: list[str] | None = None
+    sdk_anonymous_id: str | None = None
 
 
 class SetDeviceAttributes(Skewed, frozen=True, kw_only=True):
@@ -66,9 +76,13 @@ class SetDeviceAttributes(Skewed, frozen=True, kw_only=True):
 
 
 class CollectDeviceAttributes(Skewed, frozen=True, kw_only=True):
-    """Attributes the SDK collected by itself; dropped when auto-tracking is off."""
+    """Attributes the SDK collected by itself; dropped when auto-tracking is off.
+
+    ``changes_only``: record only the attributes whose value differs from what the device
+    last collected (nothing when none does): a message's ``context`` repeats them all."""
 
     context: dict[str, Any]
+    changes_only: bool = False
 
 
 class RegisterDeviceToken(Skewed, frozen=True, kw_only=True):
@@ -78,7 +92,7 @@ class RegisterDeviceToken(Skewed, frozen=True, kw_only=True):
     platform: str | None = None
 
 
-class RemoveDeviceToken(DeviceCommand, frozen=True, kw_only=True):
+class RemoveDeviceToken(Skewed, frozen=True, kw_only=True):
     """The push provider said the token is dead, or the app deleted it."""
 
     token: str

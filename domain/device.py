@@ -1,7 +1,9 @@
 """The Device aggregate: what one app installation knows about itself.
 
 It holds only device-local state: its SDK configuration, the user id it was last given, its
-anonymous-session generation, its token and its recent message ids. Person-level consequences
+anonymous-session generation, the SDK's anonymousId of its current and recently ended sessions
+(which tell an SDK reset from a late message), its token, what it last collected, and its recent
+message ids. Person-level consequences
 (conversion, merge, switch, token ownership, winning attribute values) are derived by the identity
 projection from the order of the log, not decided here.
 
@@ -16,10 +18,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 from datetime import datetime
-from hashlib import sha1
-from operator import attrgetter
 from typing import Any
-from uuid import NAMESPACE_URL, UUID, SafeUUID, uuid5
+from uuid import UUID
 
 import msgspec
 from idstitch.domain.errors import NotIdentified
@@ -35,103 +35,27 @@ from idstitch.domain.events import (
     ProfileAttributesChanged,
     PushStatusRecorded,
 )
-
-DEVICE_NAMESPACE = uuid5(NAMESPACE_URL, "https://idstitch.dev/device")
-PERSON_NAMESPACE = uuid5(NAMESPACE_URL, "https://idstitch.dev/person")
-_DEVICE_NS = DEVICE_NAMESPACE.bytes
-_PERSON_NS = PERSON_NAMESPACE.bytes
+from idstitch.domain.ids import (
+    DEVICE_NAMESPACE,
+    PERSON_NAMESPACE,
+    SERVER_PREFIX,
+    AggregateId,
+    anonymous_id_for,
+    anonymous_person_id,
+    device_aggregate_id,
+    minted_person_id,
+    new_person_id,
+    server_stream_id,
+    uuid5_text,
+)
 
 RECENT_MESSAGE_IDS = 1000
 """How many message ids a device remembers for de-duplication (see docs/explanation)."""
-
-
-def _uuid5_digest(namespace: bytes, name: str) -> bytearray:
-    """The 16 bytes of ``uuid.uuid5(UUID(bytes=namespace), name)``, straight from sha1."""
-    digest = bytearray(sha1(namespace + name.encode(), usedforsecurity=False).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
-    return digest
-
-
-def _dashed(h: str) -> str:
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
-def uuid5_text(namespace: bytes, name: str) -> str:
-    """``str(uuid.uuid5(UUID(bytes=namespace), name))`` without building UUID objects.
-
-    Ids are minted on the hot paths (every new device, anonymous session and person); the
-    standard library's UUID construction costs several times the hash itself.
-    """
-    return _dashed(_uuid5_digest(namespace, name).hex())
-
-
-class AggregateId(UUID):
-    """A device's aggregate id: a UUID that keeps its text forms.
-
-    Every stored event carries the id as text (hex in the SQL stores, the dashed form in the
-    in-memory recorder); formatting it anew for each event cost about a third of encoding it.
-    """
-
-    __slots__ = ("_hex", "_text")
-    _hex: str
-    _text: str
-
-    def __init__(self, uuid: UUID) -> None:
-        super().__init__(int=uuid.int)
-        # UUID forbids attribute assignment (it is immutable); these are set once, here.
-        object.__setattr__(self, "_hex", uuid.hex)
-        object.__setattr__(self, "_text", str(uuid))
-
-    @classmethod
-    def _of_digest(cls, digest: bytearray) -> AggregateId:
-        """From a uuid5 digest, without UUID.__init__'s checks (the digest is well formed):
-        half the cost, on every new device."""
-        self = object.__new__(cls)
-        h = digest.hex()
-        object.__setattr__(self, "int", int.from_bytes(digest))
-        object.__setattr__(self, "is_safe", SafeUUID.unknown)
-        object.__setattr__(self, "_hex", h)
-        object.__setattr__(self, "_text", _dashed(h))
-        return self
-
-    # A C getter, no Python frame: it is read for every event appended.
-    hex = property(attrgetter("_hex"), doc="The 32 hex digits.")
-
-    def __str__(self) -> str:
-        return self._text
-
-    def __reduce__(self) -> tuple[type[AggregateId], tuple[UUID]]:
-        # UUID's own pickling restores only its int: the cached text forms would be missing.
-        return AggregateId, (UUID(int=self.int),)
-
-
-def device_aggregate_id(device_id: str) -> AggregateId:
-    """The deterministic aggregate id of a device: uuid5 of its ``device_id``."""
-    return AggregateId._of_digest(_uuid5_digest(_DEVICE_NS, device_id))
-
-
-def anonymous_id_for(device_id: str, generation: int) -> str:
-    """The anonymous id of a device's ``generation``-th anonymous session (replays mint the same)."""
-    aggregate = uuid5_text(_DEVICE_NS, device_id)
-    return uuid5_text(bytes.fromhex(aggregate.replace("-", "")), str(generation))
-
-
-def anonymous_person_id(anonymous_id: str) -> str:
-    """The person every anonymous session starts with."""
-    return uuid5_text(_PERSON_NS, "anonymous:" + anonymous_id)
-
-
-def minted_person_id(device_id: str, seq: int) -> str:
-    """A person minted for an unknown user id on a device that was identified as someone else,
-    by its ``seq``-th event: derived from what the event names, so every store that holds the
-    same traffic mints the same id (log positions differ between stores)."""
-    return uuid5_text(_PERSON_NS, f"identified:{device_id}#{seq}")
-
-
-def new_person_id(device_id: str, position: int) -> str:
-    """The same, as stores built before ids were event-derived minted it: from the position."""
-    return uuid5_text(_PERSON_NS, f"identified:{device_id}:{position}")
+RECENT_SESSIONS = 50
+"""How many ended SDK sessions (their ``anonymousId``) a device remembers: a message of one of
+them is late; an ``anonymousId`` older than that is taken for a new session."""
+RESET_SUFFIX = "#reset"
+"""The message id of the clear an SDK reset implies: the message's own id, suffixed."""
 
 
 class Recorded(msgspec.Struct, frozen=True):
@@ -176,6 +100,15 @@ class Device:
         self.recent: deque[str] = deque(maxlen=RECENT_MESSAGE_IDS)
         self._seen: set[str] = set()
         self._pending: list[Recorded] = []
+        self.session: str | None = None
+        """The SDK ``anonymousId`` of the current session, once a message carried one."""
+        self.ended: deque[str] = deque(maxlen=RECENT_SESSIONS)
+        """The SDK ``anonymousId`` of the sessions that ended, oldest first (bounded)."""
+        self._ended: set[str] = set()
+        self.server = False
+        """A server-side stream: a backend's identifies of one user, not an installation."""
+        self.collected: dict[str, Any] = {}
+        """The value of each attribute it last collected."""
 
     create_id = staticmethod(device_aggregate_id)
 
@@ -224,14 +157,62 @@ class Device:
         if type(event) is DeviceTokenRegistered:
             self.token = event.token
         elif type(event) is Identified:
+            if event.sdk_anonymous_id is not None:
+                if event.late:
+                    return  # an ended session's message: the device is not identified by it
+                self.session = event.sdk_anonymous_id
             self.user_id = event.user_id
+            if event.server:
+                self.server = True
+        elif type(event) is ProfileAttributesChanged:
+            if event.sdk_anonymous_id is not None and not event.late:
+                self.session = event.sdk_anonymous_id
         elif type(event) is IdentityCleared:
             self.user_id = None
             self.generation = event.generation
+            if self.session is not None:
+                self._end(self.session)
+            self.session = event.sdk_anonymous_id
+        elif type(event) is DeviceAttributesCollected:
+            self.collected.update(event.attributes)
         elif type(event) is DeviceActivated:
             self.auto_track = event.auto_track_device_attributes
         elif type(event) is DeviceTokenRemoved and self.token == event.token:
             self.token = None
+
+    def _end(self, session: str) -> None:
+        if session in self._ended:
+            return
+        if len(self.ended) == RECENT_SESSIONS:
+            self._ended.discard(self.ended[0])
+        self.ended.append(session)
+        self._ended.add(session)
+
+    def _session(
+        self, sdk_anonymous_id: str | None, message_id: str | None, timestamp: datetime,
+        recorded_at: datetime,
+    ) -> tuple[str | None, bool]:
+        """What a person-level message's SDK ``anonymousId`` says of the device's session:
+        ``(sdk_anonymous_id to record, late)``. The rule (docs/explanation/stitching.md):
+
+        - none, or the current session's: nothing to record;
+        - an ended session's: the message is late (recorded, not applied);
+        - the first the current session sees: adopted (recorded with the event);
+        - any other: the SDK was reset, a new anonymous session starts: the clear it implies
+          is recorded first (its message id the message's, suffixed ``#reset``).
+        """
+        if sdk_anonymous_id is None or sdk_anonymous_id == self.session:
+            return None, False
+        if sdk_anonymous_id in self._ended:
+            return sdk_anonymous_id, True
+        if self.session is None:
+            return sdk_anonymous_id, False
+        self._record(IdentityCleared(
+            device_id=self.device_id, generation=self.generation + 1,
+            sdk_anonymous_id=sdk_anonymous_id,
+            message_id=None if message_id is None else message_id + RESET_SUFFIX,
+            timestamp=timestamp, recorded_at=recorded_at))
+        return None, False
 
     # Commands. Each assumes validated input (idstitch.domain.rules) and returns whether it
     # recorded anything. A message id already seen records nothing (``is_duplicate``, spelt
@@ -255,26 +236,32 @@ class Device:
 
     def identify(
         self, user_id: str, traits: dict[str, Any], message_id: str | None, timestamp: datetime,
-        recorded_at: datetime,
+        recorded_at: datetime, sdk_anonymous_id: str | None = None, server: bool = False,
     ) -> bool:
-        """Somebody is identified on this device."""
+        """Somebody is identified on this device (``sdk_anonymous_id``: the SDK session the
+        message came from; ``server``: the device is a server-side stream of that user)."""
         if message_id in self._seen:
             return False
+        sdk, late = self._session(sdk_anonymous_id, message_id, timestamp, recorded_at)
         self._record(Identified(device_id=self.device_id, user_id=user_id, traits=traits,
                                 message_id=message_id, timestamp=timestamp,
-                                recorded_at=recorded_at))
+                                recorded_at=recorded_at, sdk_anonymous_id=sdk, late=late,
+                                server=server and self.version == 0))
         return True
 
     def set_profile_attributes(
         self, set_: dict[str, Any], set_once: dict[str, Any], unset: list[str],
         message_id: str | None, timestamp: datetime, recorded_at: datetime,
+        sdk_anonymous_id: str | None = None,
     ) -> bool:
         """Attributes of the current person change (only the keys given)."""
         if message_id in self._seen:
             return False
+        sdk, late = self._session(sdk_anonymous_id, message_id, timestamp, recorded_at)
         self._record(ProfileAttributesChanged(
             device_id=self.device_id, set=set_, set_once=set_once, unset=unset,
-            message_id=message_id, timestamp=timestamp, recorded_at=recorded_at))
+            message_id=message_id, timestamp=timestamp, recorded_at=recorded_at,
+            sdk_anonymous_id=sdk, late=late))
         return True
 
     def set_device_attributes(
@@ -300,6 +287,21 @@ class Device:
             device_id=self.device_id, attributes=attributes, message_id=message_id,
             timestamp=timestamp, recorded_at=recorded_at))
         return True
+
+    def collect_changed_attributes(
+        self, attributes: dict[str, Any], message_id: str | None, timestamp: datetime,
+        recorded_at: datetime,
+    ) -> bool:
+        """Auto-collected attributes, only those whose value changed since the device last
+        collected them (a message's context repeats them all); none changed: nothing."""
+        if message_id in self._seen or not self.auto_track:
+            return False
+        collected = self.collected
+        changed = {k: v for k, v in attributes.items()
+                   if k not in collected or collected[k] != v or type(collected[k]) is not type(v)}
+        if not changed:
+            return False
+        return self.collect_device_attributes(changed, message_id, timestamp, recorded_at)
 
     def register_device_token(
         self, token: str, platform: str | None, message_id: str | None, timestamp: datetime,
@@ -353,3 +355,11 @@ class Device:
     def logout(self, message_id: str | None, timestamp: datetime, recorded_at: datetime) -> bool:
         """Adapty's logout: as :meth:`clear_identify`, but an anonymous device is an error."""
         return self.clear_identify(message_id, timestamp, recorded_at, require_identified=True)
+
+
+__all__ = [
+    "DEVICE_NAMESPACE", "PERSON_NAMESPACE", "RECENT_MESSAGE_IDS", "RECENT_SESSIONS",
+    "RESET_SUFFIX", "SERVER_PREFIX", "AggregateId", "Device", "Recorded", "anonymous_id_for",
+    "anonymous_person_id", "device_aggregate_id", "minted_person_id", "new_person_id",
+    "project_device", "server_stream_id", "uuid5_text",
+]

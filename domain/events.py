@@ -35,19 +35,31 @@ class DeviceActivated(DeviceEvent, frozen=True, kw_only=True, tag="DeviceActivat
     sdk: dict[str, JSON] | None = None
 
 
-class Identified(DeviceEvent, frozen=True, kw_only=True, tag="Identified"):
+class Identified(DeviceEvent, frozen=True, kw_only=True, tag="Identified", omit_defaults=True):
     """Somebody was identified on the device: an id, an email, or ``cio_<person_id>``."""
 
     user_id: str
     traits: dict[str, JSON] = {}
+    sdk_anonymous_id: str | None = None
+    """The SDK's ``anonymousId`` when it was news to the device: the first its current session
+    carried (with ``late`` false), or that of an ended session (``late``)."""
+    late: bool = False
+    """A message of an ended SDK session (its ``sdk_anonymous_id``): recorded, not applied."""
+    server: bool = False
+    """The first event of a server-side stream (a backend's identify with only a userId)."""
 
 
-class ProfileAttributesChanged(DeviceEvent, frozen=True, kw_only=True, tag="ProfileAttributesChanged"):
+class ProfileAttributesChanged(DeviceEvent, frozen=True, kw_only=True,
+                               tag="ProfileAttributesChanged", omit_defaults=True):
     """Attributes of the device's current person changed. A value of None in ``set`` removes."""
 
     set: dict[str, JSON] = {}
     set_once: dict[str, JSON] = {}
     unset: list[str] = []
+    sdk_anonymous_id: str | None = None
+    """As :attr:`Identified.sdk_anonymous_id`."""
+    late: bool = False
+    """As :attr:`Identified.late`."""
 
 
 class DeviceAttributesChanged(DeviceEvent, frozen=True, kw_only=True, tag="DeviceAttributesChanged"):
@@ -84,10 +96,14 @@ class PushStatusRecorded(DeviceEvent, frozen=True, kw_only=True, tag="PushStatus
     status: str
 
 
-class IdentityCleared(DeviceEvent, frozen=True, kw_only=True, tag="IdentityCleared"):
+class IdentityCleared(DeviceEvent, frozen=True, kw_only=True, tag="IdentityCleared",
+                      omit_defaults=True):
     """The device left its person and started anonymous session number ``generation``."""
 
     generation: int
+    sdk_anonymous_id: str | None = None
+    """The SDK's ``anonymousId`` of the new session, when a message with a new one implied
+    the clear (the SDK was reset: Customer.io's clearIdentify, Segment's reset)."""
 
 
 AnyDeviceEvent = (

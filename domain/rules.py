@@ -139,6 +139,20 @@ def check_message_id(value: object) -> str | None:
     return check_text("message_id", value)
 
 
+def check_anonymous_id(value: object) -> str | None:
+    """The SDK's ``anonymousId`` (optional): as a message id, non-blank text of at most 150
+    bytes without NUL (it becomes an identifier a profile is found by)."""
+    if value is None:
+        return None
+    if (type(value) is str and len(value) <= MAX_ID_BYTES and value.isascii() and value.strip()
+            and "\x00" not in value):
+        return value
+    check_text("anonymousId", value)
+    if _utf8_len("anonymousId", str(value)) > MAX_ID_BYTES:
+        raise InvalidCommand("anonymousId", f"is longer than {MAX_ID_BYTES} bytes")
+    return str(value)
+
+
 def check_text(field: str, value: object, *, allowed: frozenset[str] | None = None) -> str:
     """A short non-blank string, optionally one of ``allowed``."""
     if (allowed is None and type(value) is str and len(value) <= MAX_VALUE_BYTES
@@ -305,6 +319,24 @@ def check_attributes(
     # later changes its dict cannot change what was recorded or what the projection holds.
     copy: dict[str, Any] = _decode(encoded)
     return copy
+
+
+def check_collected(field: str, attributes: dict[str, Any], *, owned: bool = False
+                    ) -> dict[str, Any]:
+    """Attributes the ingest built from a message's ``context`` (its own, valid names): as
+    :func:`check_attributes`, with a fast path for what SDKs send there (short text without
+    NUL, booleans, integers in range), checked without encoding anything."""
+    for value in attributes.values():
+        kind = type(value)
+        if kind is str:
+            # At most 4 bytes a character: 250 characters cannot exceed 1000 bytes.
+            if len(value) > MAX_VALUE_BYTES // 4 or "\x00" in value or not value.isascii():
+                break
+        elif not (kind is bool or (kind is int and MIN_INT <= value <= MAX_INT)):
+            break
+    else:
+        return attributes
+    return check_attributes(field, attributes, allow_none=False, owned=owned)
 
 
 def check_keys(field: str, keys: object) -> list[str]:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from idstitch.adapters import memory, segment, urls
+from idstitch.adapters import batches, memory, segment, urls
 from idstitch.adapters.stores import Stores
 from idstitch.domain import rules
 from idstitch.domain.errors import InvalidCommand
@@ -136,7 +136,7 @@ def build(
         queries = Queries(stores.log, stores.rows, projector, settings)
         bus = MessageBus(writer, projector, queries, settings)
         ingester = Ingester(writer, projector, queries, settings,
-                            Format(segment.decode, segment.to_commands))
+                            Format(segment.decode, segment.to_commands, batches.envelope))
         stale = [p.name for p in registry if p.needs_rebuild(stores.rows)]
         if stale:
             projector.rebuild(stale)

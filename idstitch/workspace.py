@@ -195,8 +195,12 @@ class Workspace:
     ) -> IngestReport:
         """Ingest Segment-spec messages (dicts, or JSON str/bytes lines), a transaction a batch.
 
+        An item may also be a batch envelope (``{"batch": [...], "sentAt": ...}``): its
+        messages are ingested one by one, each given the envelope's ``sentAt`` unless it has its
+        own. Blank lines are skipped (counted in ``IngestReport.blank``, given no index).
         Each message is validated whole before any of it runs, so a rejected one leaves nothing
-        behind; it is reported with its index and reason, and the rest go on. Messages arriving
+        behind; it is reported with its index (among the messages, an envelope's counted one by
+        one) and reason, and the rest go on. Messages arriving
         within 50 ms of each other share one clock reading (their ``recorded_at``, and the
         received time of a ``sentAt`` correction when the message has no ``receivedAt``).
         ``progress`` is called with the number of messages of each committed batch.

@@ -21,6 +21,7 @@ from idstitch.domain.events import (
     DeviceTokenRemoved,
     Identified,
     IdentityCleared,
+    ProfileAttributesChanged,
     PushStatusRecorded,
 )
 from idstitch.projections.device_attributes import AttributeEvent, DeviceAttributesRow, fold
@@ -42,6 +43,7 @@ def device_as_of(now: DeviceRow, events: list[LoggedEvent], at: int
     ts = to_micros(first.timestamp)
     row = local.new_device(now.device_id, ts)
     row.anonymous_id = anonymous_id_for(now.device_id, 0)
+    row.server = now.server  # fixed by its first event
     attrs: DeviceAttributesRow | None = None
     lost = 0
     for pos, ev in events:
@@ -56,8 +58,11 @@ def device_as_of(now: DeviceRow, events: list[LoggedEvent], at: int
         if pos != first_pos and ts > row.updated_at:
             row.updated_at = ts
         if kind is Identified:
+            local.session(row, cast(Identified, ev))
             if pos not in ignored:
                 local.identified(row, cast(Identified, ev), ts)
+        elif kind is ProfileAttributesChanged:
+            local.session(row, cast(ProfileAttributesChanged, ev))
         elif kind is DeviceTokenRegistered:
             local.token_registered(row, cast(DeviceTokenRegistered, ev))
         elif kind is DeviceTokenRemoved:

@@ -30,6 +30,9 @@ ABSORBING = frozenset({"merged"})
 ATTRIBUTE_EVENTS: frozenset[type[DeviceEvent]] = frozenset({Identified, ProfileAttributesChanged})
 """The events that write person attributes."""
 _ENVELOPE = ("device_id", "message_id", "timestamp", "recorded_at")
+_OPTIONAL = (("sdk_anonymous_id", None), ("late", False), ("server", False))
+"""Fields a Change's data shows only when they say something (an SDK session, a late message,
+a server-side stream's start)."""
 
 
 class Refused(msgspec.Struct, frozen=True, kw_only=True):
@@ -173,7 +176,7 @@ def refold(
     steps, one per event, in order. ``states`` and ``newest`` (each member's newest client
     time of an applied identify or attribute call) are updated in place, as the iterator is
     consumed, from where an earlier refold left them (empty: from the start).
-    ``ignored``: positions of refused identifies (they changed nothing)."""
+    ``ignored``: positions of refused identifies and attribute calls (they changed nothing)."""
     owners = _Owners(fam)
     for member, person in fam.members.items():
         states.setdefault(member, Attrs())
@@ -199,7 +202,7 @@ def refold(
             wrote: Sequence[str] = ()
             kind = type(ev)
             applied: int | None = None
-            if kind is ProfileAttributesChanged or (kind is Identified and pos not in ignored):
+            if (kind is ProfileAttributesChanged or kind is Identified) and pos not in ignored:
                 # Every applied identify and attribute call stamps the person's updated_at,
                 # whatever it wrote (as the fold does).
                 applied = to_micros(ev.timestamp)
@@ -241,6 +244,9 @@ def change_of(step: Step, refused: dict[int, list[Refusal]]) -> Change:
     data = msgspec.structs.asdict(ev)
     for key in _ENVELOPE:
         del data[key]
+    for key, default in _OPTIONAL:
+        if key in data and data[key] == default:
+            del data[key]
     return Change(
         position=pos, recorded_at=ev.recorded_at, timestamp=ev.timestamp,
         device_id=ev.device_id, message_id=ev.message_id, event=_NAMES[type(ev)], data=data,

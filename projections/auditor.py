@@ -204,8 +204,8 @@ class Auditor:
             events = self._devices[device_id].events
             upto = events[:bisect_right(events, at, key=_position)]
             now = reader.device_row(device_id)
-            if now is None or not upto:
-                continue
+            if now is None or not upto or now.server:
+                continue  # a server-side stream is not one of the person's devices
             row, attrs = device_as_of(now, upto, at)
             row.person_id = person.person_id
             out.append(device_view(row, attrs))

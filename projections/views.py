@@ -43,6 +43,11 @@ class Device(msgspec.Struct, frozen=True, kw_only=True):
     last_status: str | None
     created_at: datetime
     updated_at: datetime
+    sdk_anonymous_id: str | None = None
+    """The SDK's ``anonymousId`` of the device's current session, once a message carried one
+    (ingest): a new one means the SDK was reset."""
+    server: bool = False
+    """A server-side stream (a backend's identifies of one user), not an installation."""
 
 
 class Profile(msgspec.Struct, frozen=True, kw_only=True):
@@ -170,14 +175,19 @@ class Reader:
         """Build the public profile of a person row."""
         if person is None:
             return None
-        devices = [self.device(d) for d in person.devices]
+        devices = []
+        for device_id in person.devices:
+            row = self.device_row(device_id)
+            # A server-side stream (a backend's identifies) is not one of the person's devices.
+            if row is not None and not row.server:
+                devices.append(device_view(row, self._get(ATTRIBUTES, device_id)))
         identifiers = {k: v for k, v in (("id", person.user_id), ("email", person.email)) if v}
         return Profile(
             person_id=person.person_id,
             identified=person.identified,
             identifiers=identifiers,
             attributes=attributes.current(person.attrs),
-            devices=[d for d in devices if d is not None],
+            devices=devices,
             anonymous_ids=list(person.anonymous_ids),
             created_at=from_micros(person.created_at),
             updated_at=from_micros(person.updated_at),
@@ -210,6 +220,8 @@ def device_view(row: DeviceRow, attrs: DeviceAttributesRow | None) -> Device:
         last_status=row.last_status,
         created_at=from_micros(row.created_at),
         updated_at=from_micros(updated_at),
+        sdk_anonymous_id=row.sdk_anonymous_id,
+        server=row.server,
     )
 
 

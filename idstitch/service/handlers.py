@@ -91,8 +91,15 @@ def identify(cmd: Identify, uow: UnitOfWork) -> None:
     user_id = rules.check_id("user_id", cmd.user_id)
     traits = rules.check_attributes("traits", cmd.traits, owned=uow.owned)
     _check_person_ref(uow, "user_id", user_id)
+    sdk = rules.check_anonymous_id(cmd.sdk_anonymous_id)
     common = _common(uow, cmd.message_id, cmd.timestamp, cmd.sent_at, cmd.received_at)
-    uow.stage(cmd.device_id, common[0], Device.identify, (user_id, traits, *common))
+    if cmd.server is True:
+        uow.stage(cmd.device_id, common[0], Device.identify,
+                  (user_id, traits, *common, None, True))
+    elif sdk is None:
+        uow.stage(cmd.device_id, common[0], Device.identify, (user_id, traits, *common))
+    else:
+        uow.stage(cmd.device_id, common[0], Device.identify, (user_id, traits, *common, sdk))
 
 
 def set_profile_attributes(cmd: SetProfileAttributes, uow: UnitOfWork) -> None:
@@ -102,9 +109,10 @@ def set_profile_attributes(cmd: SetProfileAttributes, uow: UnitOfWork) -> None:
     gone = rules.check_keys("unset", cmd.unset)
     if len(set_) + len(once) + len(gone) > rules.MAX_ATTRIBUTES:
         raise InvalidCommand("traits", f"more than {rules.MAX_ATTRIBUTES} attributes in one call")
+    sdk = rules.check_anonymous_id(cmd.sdk_anonymous_id)
     common = _common(uow, cmd.message_id, cmd.timestamp, cmd.sent_at, cmd.received_at)
     uow.stage(cmd.device_id, common[0], Device.set_profile_attributes,
-              (set_, once, gone, *common))
+              (set_, once, gone, *common) if sdk is None else (set_, once, gone, *common, sdk))
 
 
 def _device_attributes(
@@ -124,6 +132,13 @@ def set_device_attributes(cmd: SetDeviceAttributes, uow: UnitOfWork) -> None:
 
 def collect_device_attributes(cmd: CollectDeviceAttributes, uow: UnitOfWork) -> None:
     """Auto-collected attributes; dropped when the device turned auto-tracking off."""
+    if cmd.changes_only is True and type(cmd.context) is dict:
+        # A message's context, as ingest maps it (every message carries one): the checks
+        # its values need, no more.
+        attrs = rules.check_collected("context", cmd.context, owned=uow.owned)
+        common = _common(uow, cmd.message_id, cmd.timestamp, cmd.sent_at, cmd.received_at)
+        uow.stage(cmd.device_id, common[0], Device.collect_changed_attributes, (attrs, *common))
+        return
     _device_attributes(uow, cmd, "context", cmd.context, Device.collect_device_attributes)
 
 
@@ -139,7 +154,7 @@ def remove_device_token(cmd: RemoveDeviceToken, uow: UnitOfWork) -> None:
     """The token is dead (the push provider said so) or the app deleted it."""
     token = rules.check_text("token", cmd.token)
     reason = rules.check_text("reason", cmd.reason)
-    common = _common(uow, cmd.message_id, cmd.timestamp)
+    common = _common(uow, cmd.message_id, cmd.timestamp, cmd.sent_at, cmd.received_at)
     uow.stage(cmd.device_id, common[0], Device.remove_device_token, (token, reason, *common))
 
 

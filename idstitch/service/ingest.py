@@ -37,12 +37,21 @@ CATCH_UP_EVENTS = 50_000
 
 @dataclass
 class IngestReport:
-    """What a bulk ingest did: counts, and each rejected message's index and reason."""
+    """What a bulk ingest did: counts, and each rejected message's index and reason.
+
+    Counts and indexes are of messages: the messages of a batch envelope are counted (and
+    numbered) one by one, as if each were a line of its own, so a rejected index is the
+    message's position in the flattened input (0-based). An envelope that cannot be read whole
+    (``batch`` not a list, a bad ``sentAt``) is one rejected message. Blank and whitespace-only
+    lines are no messages: they take no index and are counted in ``blank`` only, so
+    ``accepted + duplicates + ignored + len(rejected)`` is the number of messages read."""
 
     accepted: int = 0
     duplicates: int = 0
     ignored: int = 0
     rejected: list[tuple[int, str]] = field(default_factory=list)
+    blank: int = 0
+    """Blank or whitespace-only lines skipped."""
 
 
 class IngestInterrupted(IdstitchError):
@@ -73,10 +82,13 @@ Message = dict[str, Any] | str | bytes
 class Format(NamedTuple):
     """How input lines become commands (the Segment adapter, wired in by the composition root):
     ``decode`` a line, then map it ``to_commands`` (None: a message ingest ignores). Both raise
-    InvalidCommand naming the field for a line they refuse."""
+    InvalidCommand naming the field for a line they refuse. ``unwrap``: the messages of an item
+    that is a batch envelope (each decoded, or the error refusing it), None for a message; it
+    raises for an envelope that cannot be read whole."""
 
     decode: Callable[[Message], Any]
     to_commands: Callable[[Any], Sequence[Command] | None]
+    unwrap: Callable[[Message], Sequence[Any] | None]
 
 
 class Ingester:
@@ -142,37 +154,57 @@ class _Run:
 
     def run(self, messages: Iterable[Message]) -> IngestReport:
         owner, report = self.owner, self.report
-        decode, to_commands = owner.format
+        decode = owner.format.decode
+        to_commands = owner.format.to_commands
         handlers = HANDLERS
         uow = self._uow(owned=False)
         json_uow = self._uow(owned=True)
+        index = -1
         try:
             read_at = monotonic()
-            for index, raw in enumerate(messages):
-                if not self.batch or monotonic() - read_at > CLOCK_SHARE_SECONDS:
-                    # Messages that arrive close together share one clock reading (their
-                    # recorded_at, and the received time of their sent_at correction); a slow
-                    # stream gets a fresh one, so a later message is never timed earlier.
-                    now = owner.settings.clock()
-                    uow.now = json_uow.now = now
-                    read_at = monotonic()
+            for raw in messages:
                 # Values decoded from a JSON line belong to this message alone; a dict the
                 # caller passed may still be held (and changed) by the caller.
-                current = json_uow if isinstance(raw, (str, bytes)) else uow
-                try:
-                    commands = to_commands(decode(raw))
-                    if commands is None:
-                        report.ignored += 1
+                if isinstance(raw, (str, bytes)):
+                    if not raw or raw.isspace():
+                        report.blank += 1  # not a message: no index, no count
                         continue
-                    for command in commands:
-                        handlers[type(command)](command, current)
-                except IdstitchError as e:
-                    current.take()  # nothing of a rejected message stays staged
-                    report.rejected.append((index, str(e)))
-                    continue
-                self.batch.append((index, current.take()))
-                if len(self.batch) >= self.batch_size:
-                    self.flush()
+                    current = json_uow
+                    try:
+                        items: Sequence[Any] = (decode(raw),)
+                    except IdstitchError as e:
+                        # Only a line that is no message may be an envelope (it has no
+                        # "type"): the messages pay nothing for envelopes.
+                        items = self._unwrap(raw, e)
+                else:
+                    current = uow
+                    items = self._unwrap(raw, None)
+                for item in items:
+                    index += 1
+                    if not self.batch or monotonic() - read_at > CLOCK_SHARE_SECONDS:
+                        # Messages that arrive close together share one clock reading (their
+                        # recorded_at, and the received time of their sent_at correction); a
+                        # slow stream gets a fresh one, so a later message is never timed
+                        # earlier.
+                        now = owner.settings.clock()
+                        uow.now = json_uow.now = now
+                        read_at = monotonic()
+                    try:
+                        if isinstance(item, IdstitchError):
+                            raise item
+                        commands = to_commands(item)
+                        if commands is None:
+                            report.ignored += 1
+                            continue
+                        for command in commands:
+                            handlers[type(command)](command, current)
+                    except IdstitchError as e:
+                        current.take()  # nothing of a rejected message stays staged
+                        report.rejected.append((index, str(e)))
+                        continue
+                    self.batch.append((index, current.take()))
+                    if len(self.batch) >= self.batch_size:
+                        self.flush()
             self.flush(project=True)
         finally:
             # Also when the input, a callback or the store fails midway: no child outlives
@@ -180,6 +212,17 @@ class _Run:
             if self.helper is not None:
                 self.helper.close()
         return report
+
+    def _unwrap(self, raw: Message, error: IdstitchError | None) -> Sequence[Any]:
+        """The messages of an item that is not one decoded message: a batch envelope's (each
+        decoded, or the error refusing it), or the item itself (decoded, or ``error``)."""
+        try:
+            inside = self.owner.format.unwrap(raw)
+            if inside is not None:
+                return inside
+            return (error,) if error is not None else (self.owner.format.decode(raw),)
+        except IdstitchError as e:
+            return (e,)  # an envelope that cannot be read whole: one rejected message
 
     def _uow(self, *, owned: bool) -> UnitOfWork:
         # A handler that consults the read models (a cio_ check) settles them first: the

@@ -52,6 +52,8 @@ Policy = Literal["merge", "switch"]
 POLICIES: tuple[Policy, ...] = ("merge", "switch")
 
 Handler = Callable[[IdentityUnit, DeviceRow, Any, int, int], None]
+_SESSION_EVENTS = frozenset({Identified, ProfileAttributesChanged, IdentityCleared})
+"""The events that may carry an SDK session's anonymousId."""
 
 
 class IdentityProjection(RowProjection):
@@ -161,6 +163,8 @@ class IdentityProjection(RowProjection):
         identifiers: set[str] = set()
         tokens: set[str] = set()
         for _, ev in events:
+            if type(ev) in _SESSION_EVENTS and ev.sdk_anonymous_id is not None:  # type: ignore[attr-defined]
+                identifiers.add(identifier_key("anon", ev.sdk_anonymous_id))  # type: ignore[attr-defined]
             if type(ev) is Identified:
                 kind = classify(ev.user_id)
                 if kind == "id":
@@ -192,6 +196,12 @@ class IdentityProjection(RowProjection):
     def _profile_attributes(
         self, unit: IdentityUnit, dev: DeviceRow, ev: ProfileAttributesChanged, pos: int, ts: int
     ) -> None:
+        if ev.sdk_anonymous_id is not None:
+            if ev.late:
+                self._late(unit, dev, ev.sdk_anonymous_id, pos)
+                return
+            self._tag_session(unit, dev, ev.sdk_anonymous_id, pos)
+            local.session(dev, ev)
         person = unit.person(dev.person_id)
         local.profile_attributes(person.attrs, ev, pos, ts)
         if ts > person.updated_at:
@@ -222,12 +232,65 @@ class IdentityProjection(RowProjection):
         persons.leave(unit, dev, dev.person_id, pos)
         local.cleared(dev, ev)
         self._new_anonymous_person(unit, dev, pos, ts)
+        if ev.sdk_anonymous_id is not None:
+            self._tag_session(unit, dev, ev.sdk_anonymous_id, pos)
+
+    # SDK sessions (docs/explanation/stitching.md, "Resets in SDK traffic"): the device
+    # aggregate decided which session a message belongs to; the fold gives a session's
+    # anonymousId to the person the device is on when the session starts (merges carry it on,
+    # as they carry every anonymous id), and records a late message without applying it.
+
+    def _tag_session(self, unit: IdentityUnit, dev: DeviceRow, sdk_anonymous_id: str,
+                     pos: int) -> None:
+        if unit.owner(identifier_key("anon", sdk_anonymous_id)) is not None:
+            return  # another device's session already named it: the first one keeps it
+        person = unit.person(dev.person_id)
+        person.anonymous_ids.append(sdk_anonymous_id)
+        person.anonymous_since.append(pos)
+        unit.put_identifier("anon", sdk_anonymous_id, person.person_id, pos)
+        unit.put_person(person)
+
+    def _late(self, unit: IdentityUnit, dev: DeviceRow, sdk_anonymous_id: str, pos: int) -> None:
+        session = unit.resolve_key(identifier_key("anon", sdk_anonymous_id))
+        current = unit.person(dev.person_id)
+        current.refused.append(Refusal(
+            "anon", sdk_anonymous_id, "late: a message of an SDK session that ended on this "
+            "device (it was reset); recorded, not applied", pos,
+            None if session is None else session.person_id))
+        dev.ignored.append(pos)
+        unit.put_person(current)
 
     def _new_device(self, unit: IdentityUnit, ev: DeviceEvent, pos: int, ts: int) -> DeviceRow:
         dev = local.new_device(ev.device_id, ts)
+        if type(ev) is Identified and ev.server and self._server_stream(unit, dev, ev, pos, ts):
+            unit.put_device(dev)
+            return dev
         self._new_anonymous_person(unit, dev, pos, ts)
         unit.put_device(dev)
         return dev
+
+    def _server_stream(self, unit: IdentityUnit, dev: DeviceRow, ev: Identified, pos: int,
+                       ts: int) -> bool:
+        """A server-side stream starts on its user's person (created, identified, when the
+        user is new, as Customer.io does): no anonymous person, so no conversion or merge."""
+        kind = classify(ev.user_id)
+        if kind == "cio":
+            person = unit.live_person(ev.user_id[len("cio_"):])
+            if person is None or not person.identified:
+                return False  # retired since the command's check: refused as on any device
+        else:
+            value = normalize_email(ev.user_id) if kind == "email" else ev.user_id
+            person = unit.resolve_key(identifier_key(kind, value))
+        if person is None:
+            person = PersonRow(person_id=minted_person_id(dev.device_id, 0) if self.ids == "event"
+                               else new_person_id(dev.device_id, pos),
+                               identified=True, identified_at=pos, created_at=ts, updated_at=ts,
+                               since=pos)
+            persons.claim(unit, person, kind, value, pos)
+        dev.server = True
+        dev.anonymous_id = anonymous_id_for(dev.device_id, 0)
+        persons.join(unit, dev, person, pos)
+        return True
 
     def _new_anonymous_person(self, unit: IdentityUnit, dev: DeviceRow, pos: int, ts: int) -> None:
         anonymous_id = anonymous_id_for(dev.device_id, dev.generation)
@@ -240,6 +303,18 @@ class IdentityProjection(RowProjection):
         unit.put_identifier("anon", anonymous_id, person.person_id, pos, new=True)
 
     def _identified(
+        self, unit: IdentityUnit, dev: DeviceRow, ev: Identified, pos: int, ts: int
+    ) -> None:
+        sdk_anonymous_id = ev.sdk_anonymous_id
+        if sdk_anonymous_id is not None and ev.late:
+            self._late(unit, dev, sdk_anonymous_id, pos)
+            return
+        self._identify(unit, dev, ev, pos, ts)
+        if sdk_anonymous_id is not None:
+            self._tag_session(unit, dev, sdk_anonymous_id, pos)
+            local.session(dev, ev)
+
+    def _identify(
         self, unit: IdentityUnit, dev: DeviceRow, ev: Identified, pos: int, ts: int
     ) -> None:
         current = unit.person(dev.person_id)

@@ -70,6 +70,13 @@ def cleared(dev: DeviceRow, ev: IdentityCleared) -> None:
     dev.generation = ev.generation
     dev.user_id = None
     dev.anonymous_id = anonymous_id_for(dev.device_id, ev.generation)
+    dev.sdk_anonymous_id = ev.sdk_anonymous_id
+
+
+def session(dev: DeviceRow, ev: Identified | ProfileAttributesChanged) -> None:
+    """The SDK session an event adopted (a late one's is over: it changes nothing)."""
+    if ev.sdk_anonymous_id is not None and not ev.late:
+        dev.sdk_anonymous_id = ev.sdk_anonymous_id
 
 
 def traits(attrs: Attrs, ev: Identified, pos: int, ts: int) -> None:

@@ -101,8 +101,12 @@ class DeviceRow(msgspec.Struct, kw_only=True, gc=False):
     token_lost: list[int] = []
     """Positions at which another device took this device's token (registered it)."""
     ignored: list[int] = []
-    """Positions of identifies that were refused (a ``cio_`` id no longer live): they changed
-    nothing."""
+    """Positions of identifies and attribute calls that were refused (a ``cio_`` id no longer
+    live, a message of an ended SDK session): they changed nothing."""
+    server: bool = False
+    """A server-side stream (a backend's identifies of one user): not one of its devices."""
+    sdk_anonymous_id: str | None = None
+    """The SDK's ``anonymousId`` of the device's current session, once a message carried one."""
 
 
 class IdentifierRow(msgspec.Struct, array_like=True, gc=False):

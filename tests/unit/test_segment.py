@@ -7,7 +7,15 @@ from typing import Any
 
 import msgspec
 import pytest
-from idstitch.adapters.segment import COLLECTED_KEYS, Message, decode, to_commands
+from idstitch.adapters.batches import messages_of
+from idstitch.adapters.segment import (
+    COLLECTED_KEYS,
+    CONTEXT_ATTRIBUTES,
+    Message,
+    context_attributes,
+    decode,
+    to_commands,
+)
 from idstitch.domain.commands import (
     CollectDeviceAttributes,
     Command,
@@ -79,12 +87,45 @@ def test_decode_from_dict_accepts_aware_datetime_objects() -> None:
 def test_identify_with_user_id() -> None:
     calls = calls_of(message(type="identify", userId="u1", traits={"email": "a@example.com"}))
     assert calls == [Identify(device_id="dev-1", user_id="u1", traits={"email": "a@example.com"},
-                              **common())]
+                              sdk_anonymous_id="anon-1", **common())]
 
 
 def test_identify_without_traits_passes_none() -> None:
     calls = calls_of(message(type="identify", userId="u1"))
-    assert calls == [Identify(device_id="dev-1", user_id="u1", traits=None, **common())]
+    assert calls == [Identify(device_id="dev-1", user_id="u1", traits=None,
+                              sdk_anonymous_id="anon-1", **common())]
+
+
+def test_the_sdk_anonymous_id_is_the_session_only_beside_a_device_id() -> None:
+    """With a device id, the anonymousId names the SDK session; without, it is the device."""
+    anonymous = calls_of(message(type="identify", traits={"a": 1}))
+    assert anonymous is not None and isinstance(anonymous[0], SetProfileAttributes)
+    assert anonymous[0].sdk_anonymous_id == "anon-1"
+    alone = message(type="identify", traits={"a": 1})
+    del alone["context"]
+    calls = calls_of(alone)
+    assert calls is not None and isinstance(calls[0], SetProfileAttributes)
+    assert (calls[0].device_id, calls[0].sdk_anonymous_id) == ("anon-1", None)
+    same = calls_of(message(type="identify", userId="u1", anonymousId="dev-1"))
+    assert same is not None and isinstance(same[0], Identify)
+    assert same[0].sdk_anonymous_id is None
+    empty = calls_of(message(type="identify", userId="u1", anonymousId=""))
+    assert empty is not None and isinstance(empty[0], Identify)
+    assert empty[0].sdk_anonymous_id is None
+
+
+def test_a_server_side_identify_lands_on_the_users_server_stream() -> None:
+    raw = {"type": "identify", "userId": "u-100", "traits": {"plan": "pro"}, "messageId": "s1"}
+    assert calls_of(raw) == [Identify(device_id="server:u-100", user_id="u-100",
+                                      traits={"plan": "pro"}, server=True, message_id="s1")]
+    long_id = "x" * 150
+    calls = calls_of(raw | {"userId": long_id})
+    assert calls is not None and isinstance(calls[0], Identify)
+    assert calls[0].device_id.startswith("server:sha1:") and len(calls[0].device_id) <= 150
+
+
+def test_a_server_side_track_is_still_ignored() -> None:
+    assert calls_of({"type": "track", "event": "Order Completed", "userId": "u-100"}) is None
 
 
 def test_identify_anonymous_only_sets_profile_attributes_on_the_anonymous_id_device() -> None:
@@ -196,10 +237,10 @@ def test_device_message_on_the_anonymous_id_when_context_has_no_device_id() -> N
 
 # track "Device Deleted"
 
-def test_device_deleted_removes_the_context_token_without_sent_at() -> None:
+def test_device_deleted_removes_the_context_token_with_its_sent_at() -> None:
+    """Its client time is skew-corrected like every other message's."""
     assert calls_of(device_message("Device Deleted")) == [
-        RemoveDeviceToken(device_id="dev-1", token="tok-1", reason="deleted", message_id="m1",
-                          timestamp=common()["timestamp"])
+        RemoveDeviceToken(device_id="dev-1", token="tok-1", reason="deleted", **common())
     ]
 
 
@@ -278,8 +319,6 @@ def test_decode_errors_chain_the_msgspec_error() -> None:
 
 
 BAD_MAPPING: list[tuple[str, dict[str, Any], str]] = [
-    ("identify without device",
-     {"type": "identify", "userId": "u1", "context": {"device": {"type": "ios"}}}, "context.device.id"),
     ("track device message without device",
      {"type": "track", "event": "Device Created or Updated", "context": {"device": {"token": "t"}}},
      "context.device.id"),
@@ -300,3 +339,112 @@ def test_unmappable_messages_are_rejected_naming_the_field(raw: dict[str, Any], 
     with pytest.raises(InvalidCommand) as caught:
         to_commands(msg)
     assert caught.value.field == field
+
+
+# Batch envelopes (issue 13 §2): messages_of, the unwrapping the ingest and a server share.
+
+def test_messages_of_a_message_is_that_message() -> None:
+    raw = message(type="identify", userId="u1")
+    assert messages_of(raw) == [decode(raw)]
+    assert messages_of(msgspec.json.encode(raw)) == [decode(raw)]
+
+
+def test_messages_of_an_envelope_gives_its_sent_at_to_messages_without_one() -> None:
+    own = message(type="identify", userId="u1")
+    bare = {k: v for k, v in message(type="identify", userId="u2", messageId="m2").items()
+            if k != "sentAt"}
+    body = {"batch": [own, bare], "sentAt": "2026-03-01T11:00:00Z", "writeKey": "w"}
+    for item in (body, msgspec.json.encode(body), msgspec.json.encode(body).decode()):
+        first, second = messages_of(item)
+        assert isinstance(first, Message) and isinstance(second, Message)
+        assert first.sent_at == datetime(2026, 3, 1, 8, 0, 5, tzinfo=UTC)
+        assert second.sent_at == datetime(2026, 3, 1, 11, tzinfo=UTC)
+
+
+def test_messages_of_an_envelope_keeps_a_bad_message_to_itself() -> None:
+    body = {"batch": [{"type": "fly"}, message(type="identify", userId="u1"), 3]}
+    bad, good, worse = messages_of(body)
+    assert isinstance(bad, InvalidCommand) and bad.field == "type"
+    assert isinstance(good, Message) and good.user_id == "u1"
+    assert isinstance(worse, InvalidCommand) and worse.field == "message"
+
+
+def test_messages_of_a_blank_line_is_nothing_and_of_a_broken_envelope_one_error() -> None:
+    assert messages_of("") == messages_of(b" \n") == []
+    (error,) = messages_of('{"batch": {"type": "identify"}}')
+    assert isinstance(error, InvalidCommand) and error.field == "batch"
+    (error,) = messages_of({"batch": [], "sentAt": "soon"})
+    assert isinstance(error, InvalidCommand) and error.field == "sentAt"
+
+
+# Context as collected device attributes (issue 13 §2).
+
+FULL_CONTEXT = {
+    "app": {"version": "2.4.1", "build": "99"},
+    "os": {"name": "iOS", "version": "17.2"},
+    "locale": "en-US", "timezone": "Europe/Berlin",
+    "network": {"wifi": True, "cellular": False, "bluetooth": False, "carrier": "T-Mobile"},
+    "screen": {"width": 390, "height": 844, "density": 3},
+    "device": {"id": "dev-1", "model": "iPhone15,2", "manufacturer": "Apple", "type": "ios"},
+    "library": {"name": "analytics-swift", "version": "1.5"},
+}
+FULL_COLLECTED = {
+    "app_version": "2.4.1", "device_os_name": "iOS", "device_os": "17.2",
+    "device_locale": "en-US", "timezone": "Europe/Berlin", "network_wifi": True,
+    "network_cellular": False, "network_bluetooth": False, "network_carrier": "T-Mobile",
+    "screen_width": 390, "screen_height": 844, "screen_density": 3,
+    "device_model": "iPhone15,2", "device_manufacturer": "Apple",
+}
+
+
+def test_context_fields_become_collected_attributes_with_customer_io_names() -> None:
+    assert context_attributes(decode(message(type="track", context=FULL_CONTEXT)).context) == (
+        FULL_COLLECTED)
+    assert {name for _, name in CONTEXT_ATTRIBUTES} == set(FULL_COLLECTED)
+    partial = decode(message(type="track", context={"device": {"id": "d"}, "locale": "de-DE",
+                                                    "network": {"wifi": False}}))
+    assert context_attributes(partial.context) == {"device_locale": "de-DE", "network_wifi": False}
+    assert context_attributes(None) == {}
+
+
+def test_an_identify_with_context_collects_it_changes_only() -> None:
+    calls = calls_of(message(type="identify", userId="u1", context=FULL_CONTEXT))
+    assert calls is not None and len(calls) == 2
+    assert calls[1] == CollectDeviceAttributes(device_id="dev-1", context=FULL_COLLECTED,
+                                               changes_only=True, **common("m1#context"))
+
+
+def test_device_messages_collect_their_context_last() -> None:
+    updated = calls_of(device_message("Device Created or Updated", {"push_enabled": True},
+                                      device={"id": "dev-1", "token": "t", "model": "Pixel 8"}))
+    assert updated is not None and [type(c) for c in updated] == [
+        RegisterDeviceToken, CollectDeviceAttributes, CollectDeviceAttributes]
+    last = updated[-1]
+    assert isinstance(last, CollectDeviceAttributes) and last.changes_only
+    assert last.context == {"device_model": "Pixel 8"}
+    deleted = calls_of(device_message("Device Deleted", device={"id": "dev-1", "token": "t",
+                                                               "manufacturer": "Google"}))
+    assert deleted is not None and [type(c) for c in deleted] == [
+        RemoveDeviceToken, CollectDeviceAttributes]
+
+
+def test_a_message_without_context_attributes_collects_nothing() -> None:
+    calls = calls_of(message(type="identify", userId="u1"))
+    assert calls is not None and len(calls) == 1
+    server = calls_of({"type": "identify", "userId": "u1", "context": {"locale": "en-US"}})
+    assert server is not None and len(server) == 1  # a backend's context is not a device's
+
+
+def test_context_values_the_properties_collect_already_are_left_out() -> None:
+    raw = device_message("Device Created or Updated", {"app_version": "2.0", "device_os": "17"},
+                         device={"id": "dev-1", "token": "t"})
+    raw["context"] |= {"app": {"version": "2.0"}, "os": {"version": "17.1"}}
+    calls = calls_of(raw)
+    assert calls is not None
+    last = calls[-1]
+    assert isinstance(last, CollectDeviceAttributes) and last.changes_only
+    assert last.context == {"device_os": "17.1"}  # the differing one, recorded after: it wins
+    raw["context"]["os"] = {"version": "17"}
+    same = calls_of(raw)
+    assert same is not None and not any(
+        isinstance(c, CollectDeviceAttributes) and c.changes_only for c in same)

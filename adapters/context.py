@@ -1,0 +1,118 @@
+"""The ``context`` of a Segment message: the device it names and what the SDK collected.
+
+Mobile SDKs send, with every message, the device (``context.device``: its id, push token,
+platform, model) and what they know about it (app version, OS, locale, timezone, network,
+screen). :func:`context_attributes` turns the latter into collected device attributes, named as
+Customer.io names them where it has a name (:data:`CONTEXT_ATTRIBUTES`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import msgspec
+
+CONTEXT_ATTRIBUTES: Final = (
+    ("app.version", "app_version"), ("os.name", "device_os_name"), ("os.version", "device_os"),
+    ("locale", "device_locale"), ("timezone", "timezone"),
+    ("network.wifi", "network_wifi"), ("network.cellular", "network_cellular"),
+    ("network.bluetooth", "network_bluetooth"), ("network.carrier", "network_carrier"),
+    ("screen.width", "screen_width"), ("screen.height", "screen_height"),
+    ("screen.density", "screen_density"),
+    ("device.model", "device_model"), ("device.manufacturer", "device_manufacturer"),
+)
+"""``context`` fields -> the collected device attribute each becomes (Customer.io's names
+where it has one; docs/howto/ingest.md has the table)."""
+
+
+class SegmentDevice(msgspec.Struct, frozen=True, gc=False):
+    """``context.device``: the installation id, its push token and its platform, its model."""
+
+    id: str | None = None
+    token: str | None = None
+    type: str | None = None
+    model: Any = None
+    manufacturer: Any = None
+
+
+class SegmentApp(msgspec.Struct, frozen=True, gc=False):
+    """``context.app``: only the version is read."""
+
+    version: Any = None
+
+
+class SegmentOS(msgspec.Struct, frozen=True, gc=False):
+    """``context.os``."""
+
+    name: Any = None
+    version: Any = None
+
+
+class SegmentNetwork(msgspec.Struct, frozen=True, gc=False):
+    """``context.network``."""
+
+    wifi: Any = None
+    cellular: Any = None
+    bluetooth: Any = None
+    carrier: Any = None
+
+
+class SegmentScreen(msgspec.Struct, frozen=True, gc=False):
+    """``context.screen``."""
+
+    width: Any = None
+    height: Any = None
+    density: Any = None
+
+
+class SegmentContext(msgspec.Struct, frozen=True, gc=False):
+    """``context``: the device, and what the SDK collected about it (values unchecked: the
+    handler checks them as attributes, naming the attribute)."""
+
+    device: SegmentDevice | None = None
+    app: SegmentApp | None = None
+    os: SegmentOS | None = None
+    locale: Any = None
+    timezone: Any = None
+    network: SegmentNetwork | None = None
+    screen: SegmentScreen | None = None
+
+
+def context_attributes(context: SegmentContext | None) -> dict[str, Any]:
+    """The collected device attributes a message's ``context`` holds (:data:`CONTEXT_ATTRIBUTES`),
+    the fields it does not have left out."""
+    out: dict[str, Any] = {}
+    if context is None:
+        return out
+    app, os_, network, screen, device = (context.app, context.os, context.network,
+                                         context.screen, context.device)
+    if app is not None and app.version is not None:
+        out["app_version"] = app.version
+    if os_ is not None:
+        if os_.name is not None:
+            out["device_os_name"] = os_.name
+        if os_.version is not None:
+            out["device_os"] = os_.version
+    if context.locale is not None:
+        out["device_locale"] = context.locale
+    if context.timezone is not None:
+        out["timezone"] = context.timezone
+    if network is not None:
+        for field in ("wifi", "cellular", "bluetooth", "carrier"):
+            value = getattr(network, field)
+            if value is not None:
+                out["network_" + field] = value
+    if screen is not None:
+        for field in ("width", "height", "density"):
+            value = getattr(screen, field)
+            if value is not None:
+                out["screen_" + field] = value
+    if device is not None:
+        if device.model is not None:
+            out["device_model"] = device.model
+        if device.manufacturer is not None:
+            out["device_manufacturer"] = device.manufacturer
+    return out
+
+
+__all__ = ["CONTEXT_ATTRIBUTES", "SegmentContext", "SegmentDevice", "context_attributes"]
