@@ -76,6 +76,9 @@ class SegmentContext(msgspec.Struct, frozen=True, gc=False):
     timezone: Any = None
     network: SegmentNetwork | None = None
     screen: SegmentScreen | None = None
+    traits: dict[str, Any] | None = None
+    """Where RudderStack's libraries (and Segment's on non-identify calls) carry the user's
+    traits: an identify without root ``traits`` takes these."""
 
 
 def context_attributes(context: SegmentContext | None) -> dict[str, Any]:

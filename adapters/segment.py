@@ -171,7 +171,7 @@ def to_commands(msg: Message) -> list[Command] | None:
     """The commands a message maps to, or None when the message is ignored.
 
     - ``identify`` with a ``userId``: Identify; without: SetProfileAttributes on the device's
-      current person. Beside a ``context.device.id``, the ``anonymousId`` is passed on as
+      current person; with the ``traits``, else ``context.traits`` (RudderStack sends them there). Beside a ``context.device.id``, the ``anonymousId`` is passed on as
       ``sdk_anonymous_id``: the SDK's session, from which the device tells a reset from a late
       message. With only a ``userId`` (a backend's identify): Identify on the user's
       server-side stream (:func:`~idstitch.domain.device.server_stream_id`, ``server=True``).
@@ -201,6 +201,9 @@ def to_commands(msg: Message) -> list[Command] | None:
     if msg.type == "identify":
         user_id, anonymous_id = msg.user_id, msg.anonymous_id
         context = msg.context
+        traits = msg.traits
+        if traits is None and context is not None:
+            traits = context.traits  # RudderStack's identify sends them only there
         device = context.device.id if context is not None and context.device is not None else None
         if device is None:
             if anonymous_id is not None:
@@ -209,7 +212,7 @@ def to_commands(msg: Message) -> list[Command] | None:
                 # A backend's identify (Segment's / Customer.io's server libraries): only a
                 # userId. It lands on the user's server-side stream.
                 return [Identify(device_id=server_stream_id(user_id), user_id=user_id,
-                                 traits=msg.traits, server=True, message_id=msg.message_id,
+                                 traits=traits, server=True, message_id=msg.message_id,
                                  timestamp=msg.timestamp, sent_at=msg.sent_at,
                                  received_at=msg.received_at)]
             else:
@@ -221,12 +224,12 @@ def to_commands(msg: Message) -> list[Command] | None:
             sdk = anonymous_id if anonymous_id and anonymous_id != device else None
         first: Command
         if user_id is not None:
-            first = Identify(device_id=device, user_id=user_id, traits=msg.traits,
+            first = Identify(device_id=device, user_id=user_id, traits=traits,
                              message_id=msg.message_id, timestamp=msg.timestamp,
                              sent_at=msg.sent_at, received_at=msg.received_at,
                              sdk_anonymous_id=sdk)
         else:
-            first = SetProfileAttributes(device_id=device, traits=msg.traits,
+            first = SetProfileAttributes(device_id=device, traits=traits,
                                          message_id=msg.message_id, timestamp=msg.timestamp,
                                          sent_at=msg.sent_at, received_at=msg.received_at,
                                          sdk_anonymous_id=sdk)

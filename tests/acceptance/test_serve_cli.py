@@ -21,7 +21,8 @@ import idstitch
 from idstitch.cli import main
 from idstitch.testing import TemporaryPostgres
 
-CLI = [sys.executable, "-c", "import sys; from idstitch.cli import main; sys.exit(main())"]
+# -P: a checkout's source folder idstitch/ must not shadow the installed package.
+CLI = [sys.executable, "-P", "-c", "import sys; from idstitch.cli import main; sys.exit(main())"]
 
 
 _started: list[subprocess.Popen[bytes]] = []
@@ -88,9 +89,8 @@ def test_without_the_extra_serve_says_how_to_get_it(tmp_path: Path) -> None:
     # uvicorn made unimportable, as in an install without the serve extra.
     code = ("import sys; sys.modules['uvicorn'] = None; from idstitch.cli import main; "
             "sys.exit(main(['serve', '--db', 'memory:', '--write-key', 'k']))")
-    # Run from elsewhere: in a checkout, the source folder idstitch/ would shadow the install.
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                          cwd=tmp_path)
+    done = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True,
+                          timeout=60)
     assert done.returncode == 2
     assert "pip install 'idstitch[serve]'" in done.stderr
     assert "Traceback" not in done.stderr

@@ -96,6 +96,17 @@ def test_identify_without_traits_passes_none() -> None:
                               sdk_anonymous_id="anon-1", **common())]
 
 
+def test_identify_traits_in_the_context_are_read_when_the_root_has_none() -> None:
+    """RudderStack's identify carries the traits only in ``context.traits``; root traits win."""
+    ctx = {"device": {"id": "dev-1"}, "traits": {"plan": "pro"}}
+    calls = calls_of(message(type="identify", userId="u1", context=ctx))
+    assert calls is not None and isinstance(calls[0], Identify)
+    assert calls[0].traits == {"plan": "pro"}
+    calls = calls_of(message(type="identify", userId="u1", traits={"plan": "free"}, context=ctx))
+    assert calls is not None and isinstance(calls[0], Identify)
+    assert calls[0].traits == {"plan": "free"}
+
+
 def test_the_sdk_anonymous_id_is_the_session_only_beside_a_device_id() -> None:
     """With a device id, the anonymousId names the SDK session; without, it is the device."""
     anonymous = calls_of(message(type="identify", traits={"a": 1}))
