@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -18,7 +18,7 @@ from idstitch.adapters import memory, segment
 from idstitch.adapters.stores import Stores
 from idstitch.domain import rules
 from idstitch.domain.errors import InvalidCommand
-from idstitch.projections.base import Registry
+from idstitch.projections.base import Registry, RowProjection
 from idstitch.projections.device_attributes import DeviceAttributesProjection
 from idstitch.projections.identity import IdentityProjection, Policy
 from idstitch.projections.store import ProjectionStore
@@ -120,14 +120,17 @@ class Services:
 
 def build(
     url: str | None = None, *, anonymous_merge: Policy | None = None, clock: Clock | None = None,
-    auto_catch_up: bool = True,
+    auto_catch_up: bool = True, projections: Sequence[RowProjection] | None = None,
 ) -> Services:
     """Open the store a URL names and wire a workspace's services over it.
 
-    The arguments' types were checked at the boundary of ``idstitch.open``."""
+    ``projections``: the row projections to keep (None: the built-in ones,
+    :func:`builtin_projections`), so that a test can build a workspace with any set. The
+    arguments' types were checked at the boundary of ``idstitch.open``."""
     stores = open_stores(url)
     try:
-        registry = builtin_projections(stores.rows, anonymous_merge)
+        registry = (builtin_projections(stores.rows, anonymous_merge) if projections is None
+                    else Registry(projections))
         # One lock: a workspace runs its commands and catch-ups one at a time.
         lock = threading.RLock()
         projector = Projector(stores.log, stores.rows, registry, shared_url=stores.shared_url,

@@ -20,8 +20,15 @@ import msgspec
 
 from idstitch import bootstrap
 from idstitch.adapters.stores import Stores
-from idstitch.projections.base import Registry
-from idstitch.projections.runner import PAGE_SIZE, Leases, Stretch, leases_of, replay
+from idstitch.projections.base import ProjectionSpec, Registry
+from idstitch.projections.runner import (
+    PAGE_SIZE,
+    Leases,
+    RunnerStates,
+    Stretch,
+    leases_of,
+    replay,
+)
 from idstitch.service.background import (
     CHILD_BATCH_SIZE,
     HEARTBEAT_SECONDS,
@@ -53,8 +60,7 @@ def serve(requests: IO[str], replies: IO[str]) -> None:
         reply(f"error cannot open the store: {e}")
         return
     try:
-        registry = Registry.from_specs(
-            [(topic, config) for topic, config in msgspec.json.decode(specs)])
+        registry = Registry.from_specs(msgspec.json.decode(specs, type=list[ProjectionSpec]))
     except Exception as e:  # an unimportable projection: the parent projects itself
         stores.close()
         reply(f"error cannot build the projections: {e}")
@@ -89,7 +95,7 @@ def _replay(stores: Stores, registry: Registry, names: list[str], until: int,
             reply(f"folding {position}")
             heard = time.monotonic()
 
-    replay(projections, stores.log, stores.rows, until, heartbeat)
+    replay(projections, RunnerStates(), stores.log, stores.rows, until, heartbeat)
     reply(f"at {until}")
 
 
@@ -100,6 +106,7 @@ def _follow(stores: Stores, registry: Registry, url: str, requests: IO[str],
     # another process folds (another ingest's child, say) is that process's to commit: a
     # request for a position waits until it has committed there, asking it to (want).
     leases = leases_of(stores.rows)
+    states = RunnerStates()
     stretches: dict[str, Stretch | None] = dict.fromkeys(registry.names)
     waiting_for: int | None = None
     stopping = False
@@ -111,7 +118,8 @@ def _follow(stores: Stores, registry: Registry, url: str, requests: IO[str],
             for projection in registry:
                 if stretches[projection.name] is None and (
                         leases is None or leases.try_lease(projection.name)):
-                    stretches[projection.name] = Stretch(projection, stores.log, stores.rows)
+                    stretches[projection.name] = Stretch(projection, states.of(projection),
+                                                             stores.log, stores.rows)
             held = [s for s in stretches.values() if s is not None]
             # Each projection reads only its own events, up to the head as it is now.
             head = stores.log.head()

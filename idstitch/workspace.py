@@ -16,7 +16,8 @@ from idstitch import bootstrap
 from idstitch.domain import commands as c
 from idstitch.domain.errors import InvalidCommand
 from idstitch.projections.audit import Change, Provenance
-from idstitch.projections.identity import IdentityProjection, Policy
+from idstitch.projections.identity import Policy
+from idstitch.projections.identity.rows import PERSON
 from idstitch.projections.views import Device, Merge, Profile
 from idstitch.service.arguments import checked, checked_methods
 from idstitch.service.ingest import INGEST_BATCH, IngestReport
@@ -49,9 +50,10 @@ class Workspace:
     @property
     def anonymous_merge(self) -> Policy:
         """``merge`` (Customer.io, Segment, PostHog) or ``switch`` (Adapty)."""
-        identity = self.projections[IdentityProjection.name]
-        assert isinstance(identity, IdentityProjection)
-        return identity.policy
+        # The projection that owns the person rows says how it stitches (the registry is the
+        # one list of projections; no name is assumed here).
+        policy = getattr(self.projections.owner_of(PERSON).config(), "policy", "merge")
+        return "switch" if policy == "switch" else "merge"
 
     @property
     def clock(self) -> Clock:

@@ -39,6 +39,8 @@ from pathlib import Path
 
 import msgspec
 
+from idstitch.projections.base import ProjectionSpec
+
 POLL_SECONDS = 0.01
 """How long the child waits for a request before looking at the log again."""
 START_SECONDS = 60.0
@@ -74,7 +76,7 @@ class BackgroundProjector:
     saves work, it is never needed for a correct result."""
 
     def __init__(
-        self, url: str, specs: list[tuple[str, str]], command: list[str] | None = None, *,
+        self, url: str, specs: list[ProjectionSpec], command: list[str] | None = None, *,
         replay: list[str] | None = None, until: int = 0,
     ) -> None:
         """Start the child, without waiting for it to open the store (the first request

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 from idstitch.domain.errors import InvalidCommand
 from idstitch.projections.base import Registry
-from idstitch.projections.runner import catch_up, replay
+from idstitch.projections.runner import RunnerStates, catch_up, replay
 from idstitch.projections.store import EventLog, LoggedEvent, ProjectionStore
 from idstitch.service import background
 
@@ -55,6 +55,8 @@ class Projector:
         self.log = log
         self.rows = rows
         self.registry = registry
+        self.states = RunnerStates()
+        """The runner's state of each projection (its cached rows), kept between catch-ups."""
         self.shared_url = shared_url
         """A URL another process can open this store with (None for ``memory:``)."""
         self.lock = lock
@@ -84,7 +86,8 @@ class Projector:
         waits until that process has committed the position needed, or, with ``wait=False``,
         leaves it where it is (see :mod:`idstitch.projections.runner`)."""
         with self.lock:
-            return min([catch_up(p, self.log, self.rows, recent=recent, wait=wait)
+            return min([catch_up(p, self.states.of(p), self.log, self.rows, recent=recent,
+                                 wait=wait)
                         for p in self.registry])
 
     def position(self) -> int:
@@ -107,7 +110,7 @@ class Projector:
             # One transaction: with every kind in it, SQLite drops whole pages at once.
             self.rows.reset([p.name for p in chosen], [k for p in chosen for k in p.kinds])
             for projection in chosen:
-                projection.forget_cache()
+                self.states.forget(projection.name)
             until = self.log.head()
             helper = None
             if len(chosen) > 1 and parallel is not False and self.can_fork and (
@@ -115,10 +118,10 @@ class Projector:
                 helper = self.helper(replay=[p.name for p in chosen[1:]], until=until)
             try:
                 here = chosen if helper is None else chosen[:1]
-                replay(here, self.log, self.rows, until, progress)
+                replay(here, self.states, self.log, self.rows, until, progress)
                 if helper is not None and not helper.stop(until):
                     # The child failed: what it committed stays, the rest is replayed here.
-                    replay(chosen[1:], self.log, self.rows, until)
+                    replay(chosen[1:], self.states, self.log, self.rows, until)
             finally:
                 if helper is not None:
                     helper.close()
