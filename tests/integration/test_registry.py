@@ -72,5 +72,5 @@ def test_a_projection_configuration_is_a_typed_value_that_travels_as_json() -> N
     assert identity.config() == IdentityConfig("switch", "position")
     assert (identity.policy, identity.ids) == ("switch", "position")
     bad = ProjectionSpec(registry.specs()[0].topic, msgspec.Raw(b'["sometimes","event"]'))
-    with pytest.raises(msgspec.ValidationError, match="sometimes|Expected"):
+    with pytest.raises(msgspec.ValidationError, match=r"sometimes|Expected"):
         Registry.from_specs([bad])
