@@ -13,8 +13,10 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
-from idstitch.domain.errors import InvalidCommand
+from idstitch.domain.errors import InvalidCommand, ProjectionFailed
 from idstitch.projections.base import Registry
+from idstitch.projections.custom import Projection
+from idstitch.projections.custom_runner import CustomRunner
 from idstitch.projections.runner import RunnerStates, catch_up, replay
 from idstitch.projections.store import EventLog, LoggedEvent, ProjectionStore
 from idstitch.service import background
@@ -50,9 +52,14 @@ class Projector:
 
     def __init__(
         self, log: EventLog, rows: ProjectionStore, registry: Registry, *,
-        shared_url: str | None, lock: threading.RLock,
+        shared_url: str | None, lock: threading.RLock, custom: CustomRunner,
     ) -> None:
         self.log = log
+        self.custom = custom
+        """The custom projections (users' own), kept current after the built-in ones."""
+        self.failures: dict[str, ProjectionFailed] = {}
+        """Custom projections whose last catch-up failed, and how (raised by
+        :meth:`raise_failures`, i.e. by ``ws.catch_up`` and ``ws.projection_db``)."""
         self.rows = rows
         self.registry = registry
         self.states = RunnerStates()
@@ -86,24 +93,67 @@ class Projector:
         waits until that process has committed the position needed, or, with ``wait=False``,
         leaves it where it is (see :mod:`idstitch.projections.runner`)."""
         with self.lock:
-            return min([catch_up(p, self.states.of(p), self.log, self.rows, recent=recent,
-                                 wait=wait)
-                        for p in self.registry])
+            reached = min([catch_up(p, self.states.of(p), self.log, self.rows, recent=recent,
+                                    wait=wait)
+                           for p in self.registry], default=self.log.head())
+            if self.custom.projections:
+                self.catch_up_custom(reached)
+            return reached
+
+    def catch_up_custom(self, until: int, names: Sequence[str] | None = None) -> None:
+        """Fold the custom projections (or the named ones) up to ``until``, where the built-in
+        rows are: a failure is kept in :attr:`failures` (never raised here, so that no write
+        and no built-in projection waits on a user's handler)."""
+        with self.lock:
+            chosen = list(names) if names is not None else list(self.custom.projections)
+            failed = {f.projection: f for f in self.custom.catch_up(until, chosen)}
+            for name in chosen:
+                if name in failed:
+                    self.failures[name] = failed[name]
+                else:
+                    self.failures.pop(name, None)
+
+    def raise_failures(self, names: Sequence[str] | None = None) -> None:
+        """Raise the first kept failure (of the named projections, or of any)."""
+        for name, failure in list(self.failures.items()):
+            if names is None or name in names:
+                raise failure from failure.cause
+
+    def register(self, projection: Projection) -> None:
+        """Register a custom projection and catch it up; ProjectionFailed if it fails."""
+        with self.lock:
+            self.custom.register(projection)
+            self.catch_up()
+            self.raise_failures([projection.name])
 
     def position(self) -> int:
-        """The committed position every projection has reached (the lowest of them)."""
-        return min([self.rows.position(p.name) for p in self.registry], default=0)
+        """The committed position every built-in projection has reached (the lowest)."""
+        return min([self.rows.position(p.name) for p in self.registry],
+                   default=self.log.head())
 
     def rebuild(
         self, names: Sequence[str] | None = None, progress: Callable[[int], None] | None = None,
         *, parallel: bool | None = None,
     ) -> int:
         """Replay the log from position 0 into fresh projections (see Workspace.rebuild)."""
+        custom = [n for n in (names if names is not None else self.custom.projections)
+                  if n in self.custom.projections]
         try:
-            chosen = self.registry.select(names)
+            chosen = self.registry.select(
+                None if names is None else [n for n in names if n not in custom])
         except KeyError as e:
             raise InvalidCommand("names", f"unknown projections {e.args[0]}, expected some of "
-                                          f"{sorted(self.registry.names)}") from None
+                                          f"{sorted([*self.registry.names, *self.custom.projections])}"
+                                 ) from None
+        if names is not None and not chosen:
+            with self.lock:
+                self.custom.rebuild(custom)
+                reached = self.catch_up()
+                self.raise_failures(custom)
+                return reached
+        if custom:
+            with self.lock:
+                self.custom.rebuild(custom)
         if parallel and not self.can_fork:
             raise InvalidCommand("parallel", "a second process cannot open this store")
         with self.lock, bulk_gc():
@@ -125,4 +175,6 @@ class Projector:
             finally:
                 if helper is not None:
                     helper.close()
-            return self.catch_up()
+            reached = self.catch_up()
+            self.raise_failures(custom)
+            return reached

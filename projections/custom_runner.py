@@ -1,0 +1,146 @@
+"""How custom projections follow the log: in order, a batch a transaction, exactly once.
+
+Each registered version folds the Changes after its tracked position, a batch at a time; a
+batch's rows and its new tracking position commit in one transaction of the workspace's
+database (:class:`~idstitch.projections.custom.CustomTables`). A handler that raises rolls the
+batch back with its tracking; the projection stays at its last committed position and is
+reported as :class:`~idstitch.domain.errors.ProjectionFailed` (the cause chained); the other
+projections go on. Projections at the same position share one
+:class:`~idstitch.projections.changes.ChangeStream` (the Changes of a batch are built once).
+
+A new version of a projection is built from position 0 beside the live one, which readers
+keep seeing, and swapped in (the old tables dropped) in one transaction once it has caught up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from idstitch.domain.errors import InvalidCommand, ProjectionFailed
+from idstitch.projections.audit import Change
+from idstitch.projections.changes import ChangeStream
+from idstitch.projections.custom import CustomTables, Projection, ProjectionDB
+from idstitch.projections.store import EventLog, LoggedEvent, ProjectionStore
+from idstitch.projections.unit import RowTypes
+
+BATCH = 5_000
+"""Log positions per transaction at most."""
+STREAMS = 4
+"""Change streams kept (one per distinct position the projections were at)."""
+
+
+class CustomRunner:
+    """Registers, catches up and rebuilds the custom projections of one workspace."""
+
+    def __init__(self, log: EventLog, store: ProjectionStore, tables: CustomTables,
+                 row_types: RowTypes) -> None:
+        self._log, self._store, self.tables, self._row_types = log, store, tables, row_types
+        self.projections: dict[str, Projection] = {}
+        self._streams: dict[int, ChangeStream] = {}
+
+    def register(self, projection: Projection) -> None:
+        """Track the projection (resuming the version tracked), create its tables once per
+        version; an unfinished build of another version is dropped."""
+        name = projection.name
+        if name in self.projections and self.projections[name] is not projection:
+            raise InvalidCommand("name", f"a projection named {name!r} is already registered")
+        versions = self.tables.versions(name)
+        for tracked in versions:
+            if not tracked.live and tracked.version != projection.version:
+                self.tables.drop(name, tracked.version)
+        live = any(t.live for t in versions)
+        if not any(t.version == projection.version for t in versions):
+            self.tables.create(name, projection.version, not live, projection.setup)
+        self.projections[name] = projection
+
+    def rebuild(self, names: Sequence[str]) -> None:
+        """Drop the named projections' tables and tracking and create them afresh (the next
+        catch-up folds them from position 0)."""
+        for name in names:
+            projection = self.projections[name]
+            for tracked in self.tables.versions(name):
+                self.tables.drop(name, tracked.version)
+            self.tables.create(name, projection.version, True, projection.setup)
+
+    def position(self, name: str) -> int:
+        """The registered version's committed position."""
+        version = self.projections[name].version
+        return next((t.position for t in self.tables.versions(name) if t.version == version), 0)
+
+    def catch_up(self, until: int, names: Sequence[str] | None = None) -> list[ProjectionFailed]:
+        """Fold every registered projection (or the named ones) up to position ``until`` (the
+        built-in rows must be there already); the failures, one per failed projection."""
+        chosen = [self.projections[n] for n in (names if names is not None else self.projections)]
+        at: dict[str, int] = {p.name: self.position(p.name) for p in chosen}
+        failures: list[ProjectionFailed] = []
+        pending = [p for p in chosen if at[p.name] < until]
+        while pending:
+            start = min(at[p.name] for p in pending)
+            group = [p for p in pending if at[p.name] == start]
+            events = [e for e in self._log.read(start, BATCH) if e.position <= until]
+            if not events:
+                break
+            changes = self._changes(start, events)
+            end = events[-1].position
+            for projection in group:
+                reached, failure = self._commit(projection, start, end, changes)
+                at[projection.name] = reached
+                if failure is not None:
+                    failures.append(failure)
+            failed = {f.projection for f in failures}
+            pending = [p for p in pending if at[p.name] < until and p.name not in failed]
+        for projection in chosen:
+            if at[projection.name] >= until:
+                self._swap_if_built(projection)
+        return failures
+
+    def _changes(self, start: int, events: Sequence[LoggedEvent]) -> list[Change]:
+        """The Changes of a batch from the stream at ``start`` (a new one if none is there);
+        the stream is then kept under its new position. A stream that failed is dropped (its
+        states may be half-advanced)."""
+        stream = self._streams.pop(start, None)
+        if stream is None:
+            stream = ChangeStream(self._log, self._store, self._row_types, start)
+        out = stream.changes(events)
+        if len(self._streams) >= STREAMS:
+            self._streams.clear()
+        self._streams[stream.at] = stream
+        return out
+
+    def _commit(self, projection: Projection, start: int, end: int,
+                changes: Sequence[Change]) -> tuple[int, ProjectionFailed | None]:
+        """Fold a batch in one transaction: the position reached, and the failure if any."""
+        wanted = projection.events
+        mine = [c for c in changes if wanted is None or c.event in wanted]
+        current = start + 1
+        try:
+            with self.tables.transaction(projection.name, projection.version) as tx:
+                if tx.position != start:
+                    # Another process folded it meanwhile: go on from where it is.
+                    return tx.position, None
+                if mine:
+                    if type(projection).handle_batch is Projection.handle_batch:
+                        handle = projection.handle
+                        for change in mine:
+                            current = change.position
+                            handle(tx.db, change)
+                    else:
+                        current = mine[0].position
+                        projection.handle_batch(tx.db, mine)
+                tx.advance(end)
+        except Exception as e:
+            failure = ProjectionFailed(projection.name, current, e)
+            failure.__cause__ = e
+            return start, failure
+        return end, None
+
+    def _swap_if_built(self, projection: Projection) -> None:
+        """A version built beside the live one and caught up replaces it."""
+        versions = self.tables.versions(projection.name)
+        mine = next((t for t in versions if t.version == projection.version), None)
+        if mine is not None and not mine.live:
+            self.tables.swap(projection.name, projection.version)
+
+    def reader(self, name: str) -> ProjectionDB:
+        """Read access to the live version's tables."""
+        return self.tables.reader(name)
