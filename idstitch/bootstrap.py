@@ -106,6 +106,14 @@ def builtin_projections(rows: ProjectionStore, anonymous_merge: Policy | None) -
                      DeviceAttributesProjection()])
 
 
+def custom_runner(stores: Stores, registry: Registry) -> CustomRunner:
+    """The runner of custom projections over these stores (closed with them)."""
+    runner = CustomRunner(stores.log, stores.rows, projection_sql.connect(stores.url),
+                          registry.row_types)
+    stores.closing.append(runner.tables.close)
+    return runner
+
+
 @dataclass
 class Services:
     """Everything a workspace is made of, wired."""
@@ -138,9 +146,7 @@ def build(
                     else Registry(projections))
         # One lock: a workspace runs its commands and catch-ups one at a time.
         lock = threading.RLock()
-        runner = CustomRunner(stores.log, stores.rows, projection_sql.connect(stores.url),
-                              registry.row_types)
-        stores.closing.append(runner.tables.close)
+        runner = custom_runner(stores, registry)
         projector = Projector(stores.log, stores.rows, registry, shared_url=stores.shared_url,
                               lock=lock, custom=runner)
         writer = DeviceWriter(stores.log)

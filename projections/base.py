@@ -139,6 +139,9 @@ class ProjectionSpec(msgspec.Struct, frozen=True, array_like=True):
 
     topic: str
     config: msgspec.Raw
+    custom: bool = False
+    """A user's projection (:class:`idstitch.projections.custom.Projection`), built with no
+    arguments; ``config`` is then unused."""
 
 
 def projection_from_spec(spec: ProjectionSpec) -> RowProjection:
@@ -214,5 +217,5 @@ class Registry:
     @classmethod
     def from_specs(cls, specs: Sequence[ProjectionSpec]) -> Registry:
         """The registry :meth:`specs` describes."""
-        return cls([projection_from_spec(spec) for spec in specs])
+        return cls([projection_from_spec(spec) for spec in specs if not spec.custom])
 

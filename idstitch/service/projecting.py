@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import gc
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
+import msgspec
+
 from idstitch.domain.errors import InvalidCommand, ProjectionFailed
-from idstitch.projections.base import Registry
-from idstitch.projections.custom import Projection
+from idstitch.projections.base import ProjectionSpec, Registry, import_topic
+from idstitch.projections.custom import Projection, topic_of
 from idstitch.projections.custom_runner import CustomRunner
 from idstitch.projections.runner import RunnerStates, catch_up, replay
 from idstitch.projections.store import EventLog, LoggedEvent, ProjectionStore
@@ -75,10 +78,39 @@ class Projector:
 
     def helper(self, *, replay: list[str] | None = None, until: int = 0
                ) -> background.BackgroundProjector:
-        """Start a child that runs exactly this registry's projections on this store."""
+        """Start a child that runs exactly this registry's projections on this store, and,
+        while it follows an ingest, the custom projections it can import (a custom projection
+        it cannot is named in a warning and folded here)."""
         assert self.shared_url is not None  # callers check can_fork
-        return background.BackgroundProjector(self.shared_url, self.registry.specs(),
-                                               replay=replay, until=until)
+        specs = self.registry.specs()
+        if replay is None:
+            specs += [ProjectionSpec(topic_of(p), msgspec.Raw(b"null"), custom=True)
+                      for p in self.custom.projections.values() if self._importable(p)]
+        return background.BackgroundProjector(self.shared_url, specs, replay=replay,
+                                               until=until)
+
+    @staticmethod
+    def _importable(projection: Projection) -> bool:
+        """Whether another process can build the projection by ``module:qualname``; warns
+        (naming it and why) when not."""
+        topic = topic_of(projection)
+        why = None
+        if "<locals>" in topic or topic.startswith("__main__:"):
+            why = "its class is not defined at the top level of an importable module"
+        else:
+            try:
+                found = import_topic(topic)
+            except Exception as e:
+                why = f"importing it fails ({type(e).__name__}: {e})"
+            else:
+                if found is not type(projection):
+                    why = f"{topic} names another object"
+        if why is None:
+            return True
+        warnings.warn(f"custom projection {projection.name!r} ({topic}) cannot be folded by the "
+                      f"projecting child: {why}; this process folds it instead",
+                      RuntimeWarning, stacklevel=4)
+        return False
 
     def check(self) -> None:
         """Raise PolicyMismatch if any projection's committed rows were built differently."""
