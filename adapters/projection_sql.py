@@ -58,11 +58,26 @@ class Namespace:
         self.tables = tables
         """The projection's own names (lower case, as its SQL gives them)."""
         self._postgres = postgres
+        self._rewritten: dict[str, str] = {}
+        """Statements already rewritten (a handler runs the same few over and over)."""
 
     def rewrite(self, sql: str) -> str:
         """The statement with the projection's names in its namespace."""
+        try:
+            return self._rewritten[sql]
+        except (KeyError, TypeError):
+            pass
         if not isinstance(sql, str):
             raise InvalidCommand("sql", f"must be a string, got {type(sql).__name__}")
+        known = len(self.tables)
+        out = self._rewrite(sql)
+        if len(self.tables) != known:
+            self._rewritten.clear()  # a new table: statements seen before may name it
+        elif len(self._rewritten) < 1_000:
+            self._rewritten[sql] = out
+        return out
+
+    def _rewrite(self, sql: str) -> str:
         tokens = _TOKENS.findall(sql)
         words = [(i, t.lower()) for i, t in enumerate(tokens)
                  if t[0].isalpha() or t[0] in '_"']

@@ -31,11 +31,25 @@ _READS = {sqlite3.SQLITE_READ, sqlite3.SQLITE_SELECT, sqlite3.SQLITE_FUNCTION,
           sqlite3.SQLITE_RECURSIVE}
 
 
-def authorizer(prefix: str, writable: bool) -> Callable[..., int]:
-    """An authorizer that admits only the namespace's tables (and reads of the schema)."""
+class Authorizer:
+    """The connection's one authorizer: while a projection's statement is prepared, it admits
+    only that projection's namespace (and reads of the schema); otherwise (idstitch's own
+    statements) everything.
 
-    def check(action: int, arg1: str | None, arg2: str | None, db: str | None,
-              trigger: str | None) -> int:
+    Installed once: SQLite expires every prepared statement when the authorizer is set, and
+    authorizes a statement when it is prepared, not each time it runs. So a statement keeps the
+    verdict it was prepared under; the texts of idstitch's statements, of each projection's
+    (their namespace's names) and of read-only readers (a marker comment) never coincide."""
+
+    def __init__(self) -> None:
+        self.scope: tuple[str, bool] | None = None
+        """(the namespace's prefix, whether writes are allowed), or None: idstitch itself."""
+
+    def __call__(self, action: int, arg1: str | None, arg2: str | None, db: str | None,
+                 trigger: str | None) -> int:
+        if self.scope is None:
+            return sqlite3.SQLITE_OK
+        prefix, writable = self.scope
         if not writable and action not in _READS:
             return sqlite3.SQLITE_DENY
         if action in _FREE:
@@ -53,8 +67,6 @@ def authorizer(prefix: str, writable: bool) -> Callable[..., int]:
         if trigger is not None and trigger.startswith(prefix):
             return sqlite3.SQLITE_OK
         return sqlite3.SQLITE_DENY
-
-    return check
 
 
 class _Tx:
@@ -74,6 +86,7 @@ class SqliteTables:
         self._path = path
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.RLock()
+        self._authorizer = Authorizer()
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -81,6 +94,7 @@ class SqliteTables:
                 conn = sqlite3.connect(self._path, isolation_level=None, timeout=30,
                                        check_same_thread=False)
                 conn.execute(TRACKING)
+                conn.set_authorizer(self._authorizer)
             except sqlite3.Error as e:
                 raise StoreError(f"cannot open the custom projections' tables: {e}") from e
             self._conn = conn
@@ -100,12 +114,15 @@ class SqliteTables:
     def _database(self, conn: sqlite3.Connection, name: str, version: int, writable: bool
                   ) -> Database:
         namespace = self._namespace(conn, name, version)
-        check = authorizer(namespace.prefix, writable)
+        scope = (namespace.prefix, writable)
+        marker = "" if writable else " /* read */"
+        authorizer = self._authorizer
 
         def run(sql: str, params: tuple[Any, ...], rows: bool) -> Any:
             with self._lock:
-                conn.set_authorizer(check)
+                authorizer.scope = scope
                 try:
+                    sql += marker
                     cursor = conn.execute(sql, params)
                     return cursor.fetchall() if rows else None
                 except sqlite3.DatabaseError as e:
@@ -115,7 +132,7 @@ class SqliteTables:
                         raise InvalidCommand("sql", f"{e}: {what}") from e
                     raise
                 finally:
-                    conn.set_authorizer(None)
+                    authorizer.scope = None
 
         return Database(namespace, run)
 

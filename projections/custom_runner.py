@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from idstitch.domain.errors import InvalidCommand, ProjectionFailed
-from idstitch.projections.audit import Change
+from idstitch.projections.audit import EVENT_NAMES, Change
 from idstitch.projections.changes import ChangeStream
 from idstitch.projections.custom import CustomTables, Projection, ProjectionDB
 from idstitch.projections.store import EventLog, LoggedEvent, ProjectionStore
@@ -74,14 +74,29 @@ class CustomRunner:
         at: dict[str, int] = {p.name: self.position(p.name) for p in chosen}
         failures: list[ProjectionFailed] = []
         pending = [p for p in chosen if at[p.name] < until]
+        for projection in [p for p in pending if p.events == frozenset()]:
+            # Wants no event: nothing to read or fold, only the position to move (one
+            # transaction), so that a registered projection like it costs the others nothing.
+            at[projection.name], failure = self._commit(projection, at[projection.name], until,
+                                                        [])
+            if failure is not None:
+                failures.append(failure)
+        pending = [p for p in pending if at[p.name] < until and p.events != frozenset()]
         while pending:
             start = min(at[p.name] for p in pending)
             group = [p for p in pending if at[p.name] == start]
             events = [e for e in self._log.read(start, BATCH) if e.position <= until]
             if not events:
                 break
-            changes = self._changes(start, events)
             end = events[-1].position
+            wanted = _wanted(group)
+            if wanted is None or any(EVENT_NAMES[type(e.event)] in wanted for e in events):
+                changes = self._changes(start, events)
+            else:
+                # None of the group wants any of these: no Changes to build. The stream at
+                # `start` would miss them; it is dropped (a later one starts cold).
+                self._streams.pop(start, None)
+                changes = []
             for projection in group:
                 reached, failure = self._commit(projection, start, end, changes)
                 at[projection.name] = reached
@@ -144,3 +159,13 @@ class CustomRunner:
     def reader(self, name: str) -> ProjectionDB:
         """Read access to the live version's tables."""
         return self.tables.reader(name)
+
+
+def _wanted(group: Sequence[Projection]) -> frozenset[str] | None:
+    """The event names any of the group wants (None: all)."""
+    names: set[str] = set()
+    for projection in group:
+        if projection.events is None:
+            return None
+        names.update(projection.events)
+    return frozenset(names)

@@ -305,3 +305,14 @@ def test_a_projection_cannot_reach_the_built_in_tables(make_ws: WorkspaceFactory
         ws.projection_db("snoop").query(f"SELECT * FROM {target}")
     with pytest.raises(InvalidCommand, match=r"read-only|only its own tables"):
         ws.projection_db("snoop").execute("INSERT INTO mine VALUES (?)", ("x",))
+
+
+def test_a_projection_that_wants_no_events_is_kept_at_the_head_without_folding(
+        make_ws: WorkspaceFactory) -> None:
+    from idstitch.testing_projections import NoEvents
+
+    ws = make_ws(projections=[NoEvents()])
+    traffic(ws, 2, 30)
+    assert ws.catch_up() == ws.log.head()  # NoEvents.handle raises if ever called
+    assert ws._services.projector.custom.position("no_events") == ws.log.head()
+    assert ws.projection_db("no_events").query("SELECT count(*) FROM nothing") == [(0,)]
