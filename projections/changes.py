@@ -15,7 +15,8 @@ audit does, once.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from idstitch.domain.attributes import Attrs
 from idstitch.domain.device import anonymous_id_for, anonymous_person_id
@@ -31,9 +32,9 @@ from idstitch.projections.audit import (
     refusals,
     spans,
 )
-from idstitch.projections.identity.rows import MergeRow, PersonRow
+from idstitch.projections.identity.rows import DEVICE, MERGE, PERSON, DeviceRow, MergeRow, PersonRow
 from idstitch.projections.store import EventLog, LoggedEvent, ProjectionStore
-from idstitch.projections.unit import RowTypes
+from idstitch.projections.unit import RowTypes, decode_row
 from idstitch.projections.views import Reader
 
 STATES_LIMIT = 200_000
@@ -61,34 +62,34 @@ class ChangeStream:
         lo, hi = self.at, events[-1].position
         if events[0].position <= lo:
             raise ValueError(f"the stream is at {lo}; events from {events[0].position} given")
-        with self._store.snapshot() as rows:
-            reader = Reader(rows, self._row_types)
-            devices = list(dict.fromkeys(ev.device_id for _, ev in events))
-            merge_row = self._merge_getter(reader)
-            candidates = _candidates(reader, devices, merge_row)
-            of = _Owners(Family(_NOBODY, candidates, [])).of
-            owners = {of(ev.device_id, pos) for pos, ev in events}
-            if None in owners:
-                missing = [pos for pos, ev in events if of(ev.device_id, pos) is None]
-                raise LookupError(f"no person's stint covers positions {missing[:5]}: the "
-                                  "identity rows are behind the log read")
-            merges = _merges([candidates[o] for o in owners if o is not None], merge_row, lo,
-                             hi)
-            needed = {o for o in owners if o is not None}
-            for merge in merges:
-                if merge.kind in ABSORBING:
-                    needed.update((merge.source, merge.target))
-            members = {pid: candidates.get(pid) or reader.person_row(pid) for pid in needed}
-            present = {pid: row for pid, row in members.items() if row is not None}
-            for pid, row in present.items():
-                if pid not in self._states and row.since <= lo:
-                    self._load(reader, row, lo)
-            fam = Family(next(iter(present.values())), present, merges)
-            ignored = frozenset(p for d in devices
-                                for p in getattr(reader.device_row(d), "ignored", ()))
-            refused = refusals(fam)
-            out = [change_of(step, refused)
-                   for step in refold(fam, events, ignored, self._states, self._newest)]
+        # No snapshot: the rows read here describe positions up to `hi`, which no later commit
+        # changes (stints, merge records and refusals are written at their events' positions).
+        reader = Reader(self._store, self._row_types)
+        devices = list(dict.fromkeys(ev.device_id for _, ev in events))
+        device_rows = self._rows(DEVICE, devices)
+        candidates = self._candidates(device_rows)
+        of = _Owners(Family(_NOBODY, candidates, [])).of
+        owners = {of(ev.device_id, pos) for pos, ev in events}
+        if None in owners:
+            missing = [pos for pos, ev in events if of(ev.device_id, pos) is None]
+            raise LookupError(f"no person's stint covers positions {missing[:5]}: the "
+                              "identity rows are behind the log read")
+        merges = self._merges([candidates[o] for o in owners if o is not None], lo, hi)
+        needed = {o for o in owners if o is not None}
+        for merge in merges:
+            if merge.kind in ABSORBING:
+                needed.update((merge.source, merge.target))
+        others = self._rows(PERSON, [p for p in needed if p not in candidates])
+        present: dict[str, PersonRow] = {p: candidates.get(p) or others[p] for p in needed
+                                         if p in candidates or p in others}
+        for pid, row in present.items():
+            if pid not in self._states and row.since <= lo:
+                self._load(reader, row, lo)
+        fam = Family(next(iter(present.values())), present, merges)
+        ignored = frozenset(p for row in device_rows.values() for p in row.ignored)
+        refused = refusals(fam)
+        out = [change_of(step, refused)
+               for step in refold(fam, events, ignored, self._states, self._newest)]
         if len(out) != len(events):
             raise LookupError("an event applied to no person (the identity rows are behind)")
         self.at = hi
@@ -98,21 +99,71 @@ class ChangeStream:
                 self._newest.pop(pid, None)
         return out
 
-    def _merge_getter(self, reader: Reader) -> Callable[[str], MergeRow | None]:
-        """Merge records by id, kept once read (a record never changes)."""
+    def _rows(self, kind: str, keys: Iterable[str]) -> dict[str, Any]:
+        """Committed rows of a kind among ``keys``, decoded (one read)."""
+        keys = list(keys)
+        if not keys:
+            return {}
+        row_type = self._row_types[kind]
+        return {k: decode_row(row_type, raw) for k, raw in self._store.get_many(kind, keys).items()}
+
+    def _merge_rows_of(self, persons: Iterable[PersonRow]) -> dict[str, MergeRow]:
+        """The merge records these persons name, kept once read (a record never changes)."""
         kept = self._merge_rows
+        missing = {m for p in persons for m in p.merges if m not in kept}
+        if missing:
+            if len(kept) + len(missing) > STATES_LIMIT:
+                kept.clear()
+                missing = {m for p in persons for m in p.merges}
+            kept.update(self._rows(MERGE, missing))
+        return kept
 
-        def get(merge_id: str) -> MergeRow | None:
-            row = kept.get(merge_id)
-            if row is None:
-                row = reader.merge_row(merge_id)
-                if row is not None:
-                    if len(kept) > STATES_LIMIT:
-                        kept.clear()
-                    kept[merge_id] = row
-            return row
+    def _candidates(self, device_rows: dict[str, DeviceRow]) -> dict[str, PersonRow]:
+        """Every person these devices were ever on: their anonymous persons (one a session),
+        the persons those were merged into, and those a device switched to (the merge records
+        it caused); breadth first, one read a level."""
+        out: dict[str, PersonRow] = {}
+        frontier: dict[str, set[str]] = {}
+        for device_id, row in device_rows.items():
+            for pid in (row.person_id, *(anonymous_person_id(anonymous_id_for(device_id, g))
+                                         for g in range(row.generation + 1))):
+                frontier.setdefault(pid, set()).add(device_id)
+        persons: dict[str, PersonRow | None] = {}
+        seen: set[tuple[str, str]] = set()
+        while frontier:
+            found = self._rows(PERSON, [p for p in frontier if p not in persons])
+            for pid in frontier:
+                persons.setdefault(pid, found.get(pid))
+            merges = self._merge_rows_of(p for p in (persons[q] for q in frontier) if p)
+            following: dict[str, set[str]] = {}
+            for pid, devices in frontier.items():
+                person = persons[pid]
+                if person is None:
+                    continue
+                on = {s.device_id for s in person.stints}
+                for device_id in devices:
+                    if (pid, device_id) in seen:
+                        continue
+                    seen.add((pid, device_id))
+                    if device_id in on:
+                        out[pid] = person
+                    if person.retired_into is not None:
+                        following.setdefault(person.retired_into, set()).add(device_id)
+                    for merge_id in person.merges:
+                        merge = merges.get(merge_id)
+                        if merge is not None and merge.device_id == device_id:
+                            following.setdefault(merge.source, set()).add(device_id)
+                            following.setdefault(merge.target, set()).add(device_id)
+            frontier = {p: d for p, d in following.items()
+                        if any((p, x) not in seen for x in d)}
+        return out
 
-        return get
+    def _merges(self, persons: list[PersonRow], lo: int, hi: int) -> list[MergeRow]:
+        """The merge records of these persons caused at positions ``lo < p <= hi``, in order."""
+        kept = self._merge_rows_of(persons)
+        found = {m: kept[m] for p in persons for m in p.merges
+                 if m in kept and lo < kept[m].position <= hi}
+        return sorted(found.values(), key=lambda r: r.position)
 
     def _load(self, reader: Reader, person: PersonRow, at: int) -> None:
         """The person's attribute state as of position ``at``, refolded from its past."""
@@ -127,47 +178,3 @@ class ChangeStream:
 
 
 _NOBODY = PersonRow(person_id="", created_at=0, updated_at=0)
-
-
-def _candidates(reader: Reader, devices: Iterable[str],
-                merge_row: Callable[[str], MergeRow | None]) -> dict[str, PersonRow]:
-    """Every person a device was ever on: its anonymous persons (one a session), the persons
-    they were merged into, and those it switched to (the merge records it caused)."""
-    out: dict[str, PersonRow] = {}
-    for device_id in devices:
-        row = reader.device_row(device_id)
-        if row is None:
-            continue
-        todo = [row.person_id, *(anonymous_person_id(anonymous_id_for(device_id, g))
-                                 for g in range(row.generation + 1))]
-        seen: set[str] = set()
-        while todo:
-            pid = todo.pop()
-            if pid in seen:
-                continue
-            seen.add(pid)
-            person = out.get(pid) or reader.person_row(pid)
-            if person is None:
-                continue
-            if any(s.device_id == device_id for s in person.stints):
-                out[pid] = person
-            if person.retired_into is not None:
-                todo.append(person.retired_into)
-            for merge_id in person.merges:
-                merge = merge_row(merge_id)
-                if merge is not None and merge.device_id == device_id:
-                    todo.extend((merge.source, merge.target))
-    return out
-
-
-def _merges(persons: Iterable[PersonRow], merge_row: Callable[[str], MergeRow | None], lo: int,
-            hi: int) -> list[MergeRow]:
-    """The merge records of these persons caused at positions ``lo < p <= hi``, in log order."""
-    found: dict[str, MergeRow] = {}
-    for person in persons:
-        for merge_id in person.merges:
-            if merge_id not in found:
-                merge = merge_row(merge_id)
-                if merge is not None and lo < merge.position <= hi:
-                    found[merge_id] = merge
-    return sorted(found.values(), key=lambda r: r.position)
