@@ -72,7 +72,11 @@ def check_projection(projection: Any) -> Projection:
     """The projection, checked: an instance of :class:`Projection` with a plain name and a
     positive integer version (InvalidCommand naming the field otherwise)."""
     if isinstance(projection, type) and issubclass(projection, Projection):
-        projection = projection()
+        try:
+            projection = projection()
+        except TypeError as e:
+            raise InvalidCommand("projection", f"{projection.__qualname__} cannot be built "
+                                               f"without arguments ({e}): pass an instance") from e
     if not isinstance(projection, Projection):
         raise InvalidCommand("projection", f"must be an idstitch.Projection subclass or instance, "
                                            f"got {type(projection).__name__}")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from idstitch.domain.errors import InvalidCommand, ProjectionFailed
+from idstitch.domain.errors import ProjectionFailed
 from idstitch.projections.audit import EVENT_NAMES, Change
 from idstitch.projections.changes import ChangeStream
 from idstitch.projections.custom import CustomTables, Projection, ProjectionDB
@@ -40,10 +40,9 @@ class CustomRunner:
 
     def register(self, projection: Projection) -> None:
         """Track the projection (resuming the version tracked), create its tables once per
-        version; an unfinished build of another version is dropped."""
+        version; an unfinished build of another version is dropped. Registering a name again
+        replaces the instance (a new version is then built beside the live one)."""
         name = projection.name
-        if name in self.projections and self.projections[name] is not projection:
-            raise InvalidCommand("name", f"a projection named {name!r} is already registered")
         versions = self.tables.versions(name)
         for tracked in versions:
             if not tracked.live and tracked.version != projection.version:

@@ -225,12 +225,13 @@ def test_a_new_version_is_built_beside_the_old_then_swapped_in(make_ws: Workspac
     ws.register_device_token("d1", "t1", platform="ios")
     ws.register_device_token("d2", "t2", platform="android")
     ws.run_projection(Platforms)
-    ws.close() if ws.url != "memory:" else None
-    ws = make_ws(ws.url) if ws.url != "memory:" else ws
+    if ws.url != "memory:":  # the new version comes with a new release: a reopen
+        ws.close()
+        ws = make_ws(ws.url)
     PlatformsV2.fail = True
     try:
         with pytest.raises(ProjectionFailed):
-            ws.run_projection(PlatformsV2) if ws.url != "memory:" else _replace(ws, PlatformsV2)
+            ws.run_projection(PlatformsV2)
         # Readers still see version 1 while version 2 cannot be built.
         ws.auto_catch_up = False
         assert ws.projection_db("platforms").query(
@@ -249,12 +250,6 @@ def test_a_new_version_is_built_beside_the_old_then_swapped_in(make_ws: Workspac
             names = [n for (n,) in conn.execute("SELECT name FROM sqlite_master")]
         assert not [n for n in names if n.startswith("p_platforms_v1_")]
         assert "p_platforms_v2_platforms" in names
-
-
-def _replace(ws: Workspace, projection: type[idstitch.Projection]) -> None:
-    """In one process (memory:), a new version replaces the registered instance."""
-    ws._services.projector.custom.projections.pop(projection.name)
-    ws.run_projection(projection)
 
 
 def test_rebuild_one_custom_projection(make_ws: WorkspaceFactory) -> None:
