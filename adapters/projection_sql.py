@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from idstitch.domain.errors import InvalidCommand
+from idstitch.projections.custom import CustomTables
 
 _TOKENS = re.compile(
     r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/|[A-Za-z_][A-Za-z0-9_$]*|\s+|.",
@@ -143,7 +144,7 @@ class Database:
         return rows
 
 
-def connect(url: str) -> Any:
+def connect(url: str) -> CustomTables:
     """The custom projections' tables of the store a URL names (connected on first use)."""
     if url.startswith(("postgresql://", "postgres://")):
         from idstitch.adapters.projection_pg import PostgresTables

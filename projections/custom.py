@@ -103,17 +103,34 @@ def topic_of(projection: Projection) -> str:
 class Tracked(Protocol):
     """One version of a custom projection as tracked in the store."""
 
-    version: int
-    position: int
-    live: bool
+    @property
+    def version(self) -> int:
+        """The projection's version."""
+        ...
+
+    @property
+    def position(self) -> int:
+        """Its committed tracking position."""
+        ...
+
+    @property
+    def live(self) -> bool:
+        """Whether readers see it (else: being built beside the live one)."""
+        ...
 
 
 class CustomTransaction(Protocol):
     """One batch of a custom projection: its tables and its tracking, committed together."""
 
-    position: int
-    """The version's tracking position when the transaction began (under its lock)."""
-    db: ProjectionDB
+    @property
+    def position(self) -> int:
+        """The version's tracking position when the transaction began (under its lock)."""
+        ...
+
+    @property
+    def db(self) -> ProjectionDB:
+        """The version's tables."""
+        ...
 
     def advance(self, position: int) -> None:
         """Move the tracking position (committed with the rows when the block exits)."""
@@ -123,7 +140,7 @@ class CustomTransaction(Protocol):
 class CustomTables(Protocol):
     """Where custom projections keep their tables and tracking: the workspace's database."""
 
-    def versions(self, name: str) -> list[Tracked]:
+    def versions(self, name: str) -> Sequence[Tracked]:
         """Every tracked version of the projection (none: never registered)."""
         ...
 
