@@ -93,12 +93,17 @@ class PostgresTables:
         return [Tracked(v, p, bool(live)) for v, p, live in rows]
 
     @contextmanager
-    def _begin(self, name: str) -> Iterator[psycopg.Connection[Any]]:
+    def _begin(self, name: str, *, create: bool = False) -> Iterator[psycopg.Connection[Any]]:
         with self._lock:
             conn = self._connection()
             with conn.transaction():
-                conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
-                    sql.Identifier(self.schema_of(name))))
+                if create:
+                    # Under the tracking table's lock (taken first by create()), so two
+                    # processes registering the same projection do not race on the schema.
+                    conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(
+                        self._tracking()))
+                    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                        sql.Identifier(self.schema_of(name))))
                 # The projection's SQL finds its own schema's tables only (and pg_catalog).
                 conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(
                     sql.Identifier(self.schema_of(name))))
@@ -107,9 +112,7 @@ class PostgresTables:
     def create(self, name: str, version: int, live: bool,
                setup: Callable[[Database], None]) -> None:
         """Track a new version at 0 and create its tables, in one transaction."""
-        with self._begin(name) as conn:
-            conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(
-                self._tracking()))
+        with self._begin(name, create=True) as conn:
             if conn.execute(sql.SQL("SELECT 1 FROM {} WHERE name = %s AND version = %s").format(
                     self._tracking()), (name, version)).fetchone():
                 return
