@@ -108,8 +108,7 @@ def builtin_projections(rows: ProjectionStore, anonymous_merge: Policy | None) -
 
 def custom_runner(stores: Stores, registry: Registry) -> CustomRunner:
     """The runner of custom projections over these stores (closed with them)."""
-    runner = CustomRunner(stores.log, stores.rows, projection_sql.connect(stores.url),
-                          registry.row_types)
+    runner = CustomRunner(stores.log, stores.rows, projection_sql.connect(stores.url), registry)
     stores.closing.append(runner.tables.close)
     return runner
 

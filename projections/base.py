@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterator, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from uuid import uuid4
 
 import msgspec
@@ -23,6 +23,9 @@ from idstitch.domain.errors import PolicyMismatch
 from idstitch.domain.events import DeviceEvent
 from idstitch.projections.store import LoggedEvent, ProjectionStore
 from idstitch.projections.unit import RowTypes, Unit
+
+if TYPE_CHECKING:  # custom imports the audit, which reads rows of projections built on this
+    from idstitch.projections.custom import Projection
 
 CACHE_LIMIT = 100_000
 """Rows kept decoded between transactions; beyond it the working set starts cold."""
@@ -165,6 +168,7 @@ class Registry:
         self._projections = list(projections)
         self._by_name = {p.name: p for p in projections}
         self._row_types = {k: t for p in projections for k, t in p.row_types.items()}
+        self._custom: dict[str, Projection] = {}
 
     def __iter__(self) -> Iterator[RowProjection]:
         return iter(self._projections)
@@ -196,6 +200,19 @@ class Registry:
         if unknown:
             raise KeyError(sorted(unknown))
         return [p for p in self._projections if p.name in names]
+
+    @property
+    def custom(self) -> dict[str, Projection]:
+        """The custom projections (users' own), by name, in registration order: they follow
+        the row projections (their Changes are built from those rows)."""
+        return self._custom
+
+    def add_custom(self, projection: Projection) -> None:
+        """Register a custom projection (again: replace it); ValueError for a name a row
+        projection has."""
+        if projection.name in self._by_name:
+            raise ValueError(f"{projection.name!r} is the name of a built-in projection")
+        self._custom[projection.name] = projection
 
     def owner_of(self, kind: str) -> RowProjection:
         """The projection that owns a row kind (KeyError when none does)."""

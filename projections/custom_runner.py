@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 from idstitch.domain.errors import ProjectionFailed
 from idstitch.projections.audit import EVENT_NAMES, Change
+from idstitch.projections.base import Registry
 from idstitch.projections.changes import ChangeStream
 from idstitch.projections.custom import CustomTables, Projection, ProjectionDB
 from idstitch.projections.store import EventLog, LoggedEvent, ProjectionStore
@@ -33,10 +34,16 @@ class CustomRunner:
     """Registers, catches up and rebuilds the custom projections of one workspace."""
 
     def __init__(self, log: EventLog, store: ProjectionStore, tables: CustomTables,
-                 row_types: RowTypes) -> None:
-        self._log, self._store, self.tables, self._row_types = log, store, tables, row_types
-        self.projections: dict[str, Projection] = {}
+                 registry: Registry) -> None:
+        self._log, self._store, self.tables = log, store, tables
+        self.registry = registry
+        self._row_types: RowTypes = registry.row_types
         self._streams: dict[int, ChangeStream] = {}
+
+    @property
+    def projections(self) -> dict[str, Projection]:
+        """The registered custom projections, by name (the registry's)."""
+        return self.registry.custom
 
     def register(self, projection: Projection) -> None:
         """Track the projection (resuming the version tracked), create its tables once per
@@ -50,7 +57,7 @@ class CustomRunner:
         live = any(t.live for t in versions)
         if not any(t.version == projection.version for t in versions):
             self.tables.create(name, projection.version, not live, projection.setup)
-        self.projections[name] = projection
+        self.registry.add_custom(projection)
 
     def rebuild(self, names: Sequence[str]) -> None:
         """Drop the named projections' tables and tracking and create them afresh (the next

@@ -153,6 +153,9 @@ class Projector:
 
     def register(self, projection: Projection) -> None:
         """Register a custom projection and catch it up; ProjectionFailed if it fails."""
+        if projection.name in self.registry:
+            raise InvalidCommand("name", f"{projection.name!r} is the name of a built-in "
+                                         "projection")
         with self.lock:
             self.custom.register(projection)
             self.catch_up()

@@ -265,7 +265,7 @@ def test_rebuild_one_custom_projection(make_ws: WorkspaceFactory) -> None:
 
 
 @pytest.mark.parametrize("name", ["Bad", "bad-name", "x; DROP TABLE idstitch_rows", "", "1x",
-                                  "a" * 41, 7])
+                                  "a" * 41, 7, "identity", "device_attributes"])
 def test_a_projection_name_must_be_a_plain_identifier(make_ws: WorkspaceFactory, name: Any) -> None:
     ws = make_ws()
     bad = type("Bad", (Counter,), {"name": name})
