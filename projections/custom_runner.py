@@ -77,7 +77,10 @@ class CustomRunner:
         """Fold every registered projection (or the named ones) up to position ``until`` (the
         built-in rows must be there already); the failures, one per failed projection."""
         chosen = [self.projections[n] for n in (names if names is not None else self.projections)]
-        at: dict[str, int] = {p.name: self.position(p.name) for p in chosen}
+        try:
+            at: dict[str, int] = {p.name: self.position(p.name) for p in chosen}
+        except Exception as e:  # the database: every one of them stays where it is
+            return [_failed(p.name, 0, e) for p in chosen]
         failures: list[ProjectionFailed] = []
         pending = [p for p in chosen if at[p.name] < until]
         for projection in [p for p in pending if p.events == frozenset()]:
@@ -91,18 +94,27 @@ class CustomRunner:
         while pending:
             start = min(at[p.name] for p in pending)
             group = [p for p in pending if at[p.name] == start]
-            events = [e for e in self._log.read(start, BATCH) if e.position <= until]
-            if not events:
-                break
-            end = events[-1].position
-            wanted = _wanted(group)
-            if wanted is None or any(EVENT_NAMES[type(e.event)] in wanted for e in events):
-                changes = self._changes(start, events)
-            else:
-                # None of the group wants any of these: no Changes to build. The stream at
-                # `start` would miss them; it is dropped (a later one starts cold).
+            try:
+                events = [e for e in self._log.read(start, BATCH) if e.position <= until]
+                if not events:
+                    break
+                end = events[-1].position
+                wanted = _wanted(group)
+                if wanted is None or any(EVENT_NAMES[type(e.event)] in wanted for e in events):
+                    changes = self._changes(start, events)
+                else:
+                    # None of the group wants any of these: no Changes to build. The stream at
+                    # `start` would miss them; it is dropped (a later one starts cold).
+                    self._streams.pop(start, None)
+                    changes = []
+            except Exception as e:
+                # Reading the log or building the Changes failed (the identity rows rebuilt
+                # by another process meanwhile, say): not the handlers' fault, but they cannot
+                # go on from here either. Reported like a handler's failure; retried next time.
                 self._streams.pop(start, None)
-                changes = []
+                failures += [_failed(p.name, start + 1, e) for p in group]
+                pending = [p for p in pending if p not in group]
+                continue
             for projection in group:
                 reached, failure = self._commit(projection, start, end, changes)
                 at[projection.name] = reached
@@ -112,7 +124,10 @@ class CustomRunner:
             pending = [p for p in pending if at[p.name] < until and p.name not in failed]
         for projection in chosen:
             if at[projection.name] >= until:
-                self._swap_if_built(projection)
+                try:
+                    self._swap_if_built(projection)
+                except Exception as e:
+                    failures.append(_failed(projection.name, at[projection.name], e))
         return failures
 
     def _changes(self, start: int, events: Sequence[LoggedEvent]) -> list[Change]:
@@ -150,9 +165,7 @@ class CustomRunner:
                         projection.handle_batch(tx.db, mine)
                 tx.advance(end)
         except Exception as e:
-            failure = ProjectionFailed(projection.name, current, e)
-            failure.__cause__ = e
-            return start, failure
+            return start, _failed(projection.name, current, e)
         return end, None
 
     def _swap_if_built(self, projection: Projection) -> None:
@@ -175,3 +188,10 @@ def _wanted(group: Sequence[Projection]) -> frozenset[str] | None:
             return None
         names.update(projection.events)
     return frozenset(names)
+
+
+def _failed(name: str, position: int, cause: Exception) -> ProjectionFailed:
+    """The failure of a projection at a position, its cause chained."""
+    failure = ProjectionFailed(name, position, cause)
+    failure.__cause__ = cause
+    return failure

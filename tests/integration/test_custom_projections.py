@@ -311,3 +311,24 @@ def test_a_projection_that_wants_no_events_is_kept_at_the_head_without_folding(
     assert ws.catch_up() == ws.log.head()  # NoEvents.handle raises if ever called
     assert ws._services.projector.custom.position("no_events") == ws.log.head()
     assert ws.projection_db("no_events").query("SELECT count(*) FROM nothing") == [(0,)]
+
+
+def test_a_stream_that_cannot_be_built_stops_no_write(make_ws: WorkspaceFactory,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from idstitch.projections.changes import ChangeStream
+
+    ws = make_ws(projections=[Counter()])
+    ws.identify("d1", "u1")
+
+    def behind(self: ChangeStream, events: Any) -> Any:
+        raise LookupError("the identity rows are behind the log read")
+
+    monkeypatch.setattr(ChangeStream, "changes", behind)
+    assert ws.identify("d2", "u2") == 2  # the write returns its position
+    assert ws.profile("u2") is not None
+    with pytest.raises(ProjectionFailed) as failed:
+        ws.catch_up()
+    assert failed.value.position == 2 and isinstance(failed.value.__cause__, LookupError)
+    monkeypatch.undo()
+    assert ws.catch_up() == 2
+    assert ws.projection_db("counter").query("SELECT sum(n) FROM counts") == [(2,)]
