@@ -151,6 +151,10 @@ class CustomRunner:
         current = start + 1
         try:
             with self.tables.transaction(projection.name, projection.version) as tx:
+                if tx.position < 0:
+                    raise LookupError(f"version {projection.version} of {projection.name!r} is "
+                                      "no longer tracked: another process replaced or rebuilt "
+                                      "it; register it again")
                 if tx.position != start:
                     # Another process folded it meanwhile: go on from where it is.
                     return tx.position, None

@@ -332,3 +332,17 @@ def test_a_stream_that_cannot_be_built_stops_no_write(make_ws: WorkspaceFactory,
     monkeypatch.undo()
     assert ws.catch_up() == 2
     assert ws.projection_db("counter").query("SELECT sum(n) FROM counts") == [(2,)]
+
+
+def test_a_process_still_on_a_replaced_version_is_told_not_looped(
+        make_durable_ws: WorkspaceFactory) -> None:
+    old = make_durable_ws(projections=[Platforms()])
+    old.register_device_token("d1", "t1", platform="ios")
+    new = make_durable_ws(old.url, projections=[PlatformsV2()])  # built, swapped in
+    assert new.projection_db("platforms").query("SELECT platform FROM platforms") == [("IOS",)]
+    new.register_device_token("d2", "t2", platform="android")
+    with pytest.raises(ProjectionFailed, match="no longer tracked") as failed:
+        old.catch_up()
+    assert failed.value.projection == "platforms"
+    assert new.projection_db("platforms").query(
+        "SELECT platform FROM platforms ORDER BY device_id") == [("IOS",), ("ANDROID",)]
