@@ -171,7 +171,8 @@ def to_commands(msg: Message) -> list[Command] | None:
     """The commands a message maps to, or None when the message is ignored.
 
     - ``identify`` with a ``userId``: Identify; without: SetProfileAttributes on the device's
-      current person; with the ``traits``, else ``context.traits`` (RudderStack sends them there). Beside a ``context.device.id``, the ``anonymousId`` is passed on as
+      current person; with the ``traits``, else ``context.traits`` (RudderStack sends them
+      there). Beside a ``context.device.id``, the ``anonymousId`` is passed on as
       ``sdk_anonymous_id``: the SDK's session, from which the device tells a reset from a late
       message. With only a ``userId`` (a backend's identify): Identify on the user's
       server-side stream (:func:`~idstitch.domain.device.server_stream_id`, ``server=True``).

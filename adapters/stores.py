@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from idstitch.adapters.eventlog import DeviceLog
@@ -27,8 +28,12 @@ class Stores:
     shared_url: str | None = None
     """A URL that opens this same store from another process (whatever its working directory),
     or None when no other process can (``memory:``)."""
+    closing: list[Callable[[], None]] = field(default_factory=list)
+    """What else to close with the store (the custom projections' connection)."""
 
     def close(self) -> None:
-        """Close both."""
+        """Close both, and whatever else was opened on the same database."""
+        for close in self.closing:
+            close()
         self.log.close()
         self.rows.close()

@@ -51,3 +51,16 @@ class StoreError(IdstitchError):
 
 class PolicyMismatch(IdstitchError):
     """The projection rows were built under another ``anonymous_merge`` policy."""
+
+
+class ProjectionFailed(IdstitchError):
+    """A custom projection's handler raised: its batch was rolled back with its tracking, and
+    it stays registered at its last committed position (the next catch-up resumes there).
+    The handler's exception is the cause (``__cause__``)."""
+
+    def __init__(self, projection: str, position: int, cause: BaseException) -> None:
+        self.projection = projection
+        self.position = position
+        self.cause = cause
+        super().__init__(f"projection {projection!r} failed at position {position}: "
+                         f"{type(cause).__name__}: {cause}")

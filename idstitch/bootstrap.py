@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from idstitch.adapters import batches, memory, segment, urls
+from idstitch.adapters import batches, memory, projection_sql, segment, urls
 from idstitch.adapters.stores import Stores
 from idstitch.domain import rules
 from idstitch.domain.errors import InvalidCommand
-from idstitch.projections.base import Registry
+from idstitch.projections.base import Registry, RowProjection
+from idstitch.projections.custom import Projection
+from idstitch.projections.custom_runner import CustomRunner
 from idstitch.projections.device_attributes import DeviceAttributesProjection
 from idstitch.projections.identity import IdentityProjection, Policy
 from idstitch.projections.store import ProjectionStore
@@ -102,6 +104,13 @@ def builtin_projections(rows: ProjectionStore, anonymous_merge: Policy | None) -
                      DeviceAttributesProjection()])
 
 
+def custom_runner(stores: Stores, registry: Registry) -> CustomRunner:
+    """The runner of custom projections over these stores (closed with them)."""
+    runner = CustomRunner(stores.log, stores.rows, projection_sql.connect(stores.url), registry)
+    stores.closing.append(runner.tables.close)
+    return runner
+
+
 @dataclass
 class Services:
     """Everything a workspace is made of, wired."""
@@ -118,18 +127,25 @@ class Services:
 
 def build(
     url: str | None = None, *, anonymous_merge: Policy | None = None, clock: Clock | None = None,
-    auto_catch_up: bool = True,
+    auto_catch_up: bool = True, projections: Sequence[RowProjection] | None = None,
+    custom: Sequence[Projection] = (),
 ) -> Services:
     """Open the store a URL names and wire a workspace's services over it.
 
-    The arguments' types were checked at the boundary of ``idstitch.open``."""
+    ``projections``: the row projections to keep (None: the built-in ones,
+    :func:`builtin_projections`), so that a test can build a workspace with any set.
+    ``custom``: users' projections (:class:`idstitch.Projection`), registered and caught up
+    before this returns. The arguments' types were checked at the boundary of
+    ``idstitch.open``."""
     stores = open_stores(url)
     try:
-        registry = builtin_projections(stores.rows, anonymous_merge)
+        registry = (builtin_projections(stores.rows, anonymous_merge) if projections is None
+                    else Registry(projections))
         # One lock: a workspace runs its commands and catch-ups one at a time.
         lock = threading.RLock()
+        runner = custom_runner(stores, registry)
         projector = Projector(stores.log, stores.rows, registry, shared_url=stores.shared_url,
-                              lock=lock)
+                              lock=lock, custom=runner)
         writer = DeviceWriter(stores.log)
         writer.lock = lock
         settings = Settings(utc_now if clock is None else checked_clock(clock), auto_catch_up)
@@ -140,6 +156,8 @@ def build(
         stale = [p.name for p in registry if p.needs_rebuild(stores.rows)]
         if stale:
             projector.rebuild(stale)
+        for projection in custom:
+            projector.register(projection)
         return Services(stores, registry, settings, projector, writer, queries, bus, ingester)
     except BaseException:
         stores.close()

@@ -20,8 +20,17 @@ import msgspec
 
 from idstitch import bootstrap
 from idstitch.adapters.stores import Stores
-from idstitch.projections.base import Registry
-from idstitch.projections.runner import PAGE_SIZE, Leases, Stretch, leases_of, replay
+from idstitch.projections.base import ProjectionSpec, Registry, import_topic
+from idstitch.projections.custom import Projection, check_projection
+from idstitch.projections.custom_runner import CustomRunner
+from idstitch.projections.runner import (
+    PAGE_SIZE,
+    Leases,
+    RunnerStates,
+    Stretch,
+    leases_of,
+    replay,
+)
 from idstitch.service.background import (
     CHILD_BATCH_SIZE,
     HEARTBEAT_SECONDS,
@@ -53,19 +62,20 @@ def serve(requests: IO[str], replies: IO[str]) -> None:
         reply(f"error cannot open the store: {e}")
         return
     try:
-        registry = Registry.from_specs(
-            [(topic, config) for topic, config in msgspec.json.decode(specs)])
+        decoded = msgspec.json.decode(specs, type=list[ProjectionSpec])
+        registry = Registry.from_specs(decoded)
     except Exception as e:  # an unimportable projection: the parent projects itself
         stores.close()
         reply(f"error cannot build the projections: {e}")
         return
+    custom = _custom(stores, registry, decoded, reply)
     reply("ready")
     with bulk_gc():
         try:
             if job[:1] == ["replay"]:
                 _replay(stores, registry, job[1].split(","), int(job[2]), reply)
             else:
-                _follow(stores, registry, url, requests, reply)
+                _follow(stores, registry, url, requests, reply, custom)
         except Exception as e:  # reported to the parent, which then catches up itself
             reply(f"error {type(e).__name__}: {e}")
         finally:
@@ -89,17 +99,45 @@ def _replay(stores: Stores, registry: Registry, names: list[str], until: int,
             reply(f"folding {position}")
             heard = time.monotonic()
 
-    replay(projections, stores.log, stores.rows, until, heartbeat)
+    replay(projections, RunnerStates(), stores.log, stores.rows, until, heartbeat)
     reply(f"at {until}")
 
 
+def _custom(stores: Stores, registry: Registry, specs: list[ProjectionSpec], reply: Reply
+            ) -> CustomRunner | None:
+    """The runner of the parent's custom projections (None when it has none). One this
+    process cannot build is named to the parent (a ``warning``), which folds it instead."""
+    chosen = [s for s in specs if s.custom]
+    if not chosen:
+        return None
+    runner = bootstrap.custom_runner(stores, registry)
+    for spec in chosen:
+        try:
+            found = import_topic(spec.topic)
+            if not (isinstance(found, type) and issubclass(found, Projection)):
+                raise TypeError("not an idstitch.Projection subclass")
+            runner.register(check_projection(found))
+        except Exception as e:
+            reply(f"warning custom projection {spec.topic} cannot be folded by the projecting "
+                  f"child ({type(e).__name__}: {e}); the ingesting process folds it instead")
+    return runner
+
+
+def _fold_custom(custom: CustomRunner | None, stores: Stores, registry: Registry) -> None:
+    """Fold the custom projections up to where every built-in one has committed. A handler
+    that fails here is left where it is: the parent's catch-up meets and reports it."""
+    if custom is not None:
+        custom.catch_up(min(stores.rows.position(p.name) for p in registry))
+
+
 def _follow(stores: Stores, registry: Registry, url: str, requests: IO[str],
-            reply: Reply) -> None:
+            reply: Reply, custom: CustomRunner | None = None) -> None:
     # One process at a time folds a projection: this child folds those whose lease it holds
     # (usually all of them), and looks again for the others' at every turn. A projection
     # another process folds (another ingest's child, say) is that process's to commit: a
     # request for a position waits until it has committed there, asking it to (want).
     leases = leases_of(stores.rows)
+    states = RunnerStates()
     stretches: dict[str, Stretch | None] = dict.fromkeys(registry.names)
     waiting_for: int | None = None
     stopping = False
@@ -111,7 +149,8 @@ def _follow(stores: Stores, registry: Registry, url: str, requests: IO[str],
             for projection in registry:
                 if stretches[projection.name] is None and (
                         leases is None or leases.try_lease(projection.name)):
-                    stretches[projection.name] = Stretch(projection, stores.log, stores.rows)
+                    stretches[projection.name] = Stretch(projection, states.of(projection),
+                                                             stores.log, stores.rows)
             held = [s for s in stretches.values() if s is not None]
             # Each projection reads only its own events, up to the head as it is now.
             head = stores.log.head()
@@ -131,6 +170,9 @@ def _follow(stores: Stores, registry: Registry, url: str, requests: IO[str],
                             not folded and maybe.pending >= IDLE_COMMIT_EVENTS) or (
                             maybe.start < wanted.get(name, 0) <= maybe.position)):
                     maybe.commit()
+                    # The custom projections follow the built-in rows as they commit (so the
+                    # ingest's last request waits only for the rest).
+                    _fold_custom(custom, stores, registry)
             if waiting_for is None:
                 # A request may come at any time, also while there is a backlog: look without
                 # waiting then, and wait a moment at the head.
@@ -153,6 +195,7 @@ def _follow(stores: Stores, registry: Registry, url: str, requests: IO[str],
                 committed = [s.commit() for s in stretches.values() if s is not None]
                 if not all(committed):
                     continue  # somebody else committed: fold again from there
+                _fold_custom(custom, stores, registry)
                 reply(f"at {min(_committed(stores, stretches))}")
                 waiting_for = None
                 if stopping:

@@ -16,7 +16,9 @@ from idstitch import bootstrap
 from idstitch.domain import commands as c
 from idstitch.domain.errors import InvalidCommand
 from idstitch.projections.audit import Change, Provenance
-from idstitch.projections.identity import IdentityProjection, Policy
+from idstitch.projections.custom import Projection, ProjectionDB, check_projection
+from idstitch.projections.identity import Policy
+from idstitch.projections.identity.rows import PERSON
 from idstitch.projections.views import Device, Merge, Profile
 from idstitch.service.arguments import checked, checked_methods
 from idstitch.service.ingest import INGEST_BATCH, IngestReport
@@ -49,9 +51,10 @@ class Workspace:
     @property
     def anonymous_merge(self) -> Policy:
         """``merge`` (Customer.io, Segment, PostHog) or ``switch`` (Adapty)."""
-        identity = self.projections[IdentityProjection.name]
-        assert isinstance(identity, IdentityProjection)
-        return identity.policy
+        # The projection that owns the person rows says how it stitches (the registry is the
+        # one list of projections; no name is assumed here).
+        policy = getattr(self.projections.owner_of(PERSON).config(), "policy", "merge")
+        return "switch" if policy == "switch" else "merge"
 
     @property
     def clock(self) -> Clock:
@@ -214,8 +217,33 @@ class Workspace:
     # Projections.
 
     def catch_up(self) -> int:
-        """Bring every projection up to the head of the log; the position reached."""
-        return self._services.projector.catch_up()
+        """Bring every projection up to the head of the log; the position reached.
+
+        A custom projection whose handler raised (now or at an earlier catch-up, a write's
+        say) raises :class:`~idstitch.errors.ProjectionFailed` here, after every other
+        projection was caught up."""
+        projector = self._services.projector
+        reached = projector.catch_up()
+        projector.raise_failures()
+        return reached
+
+    def run_projection(self, projection: type[Projection] | Projection) -> None:
+        """Register a custom projection (a class or an instance), create its tables (once per
+        version), catch it up; from then on it is kept current wherever the built-in ones are.
+        Registered again after a reopen, it resumes from its tracked position."""
+        self._services.projector.register(check_projection(projection))
+
+    def projection_db(self, name: str) -> ProjectionDB:
+        """Read access to a custom projection's tables (its live version), caught up first
+        when the workspace keeps projections current; ProjectionFailed if it cannot be."""
+        projector = self._services.projector
+        if name not in projector.custom.projections:
+            raise InvalidCommand("name", f"no custom projection {name!r} is registered "
+                                         f"(registered: {sorted(projector.custom.projections)})")
+        if self.auto_catch_up:
+            projector.catch_up()
+            projector.raise_failures([name])
+        return projector.custom.reader(name)
 
     def rebuild(
         self, names: Sequence[str] | None = None, progress: Callable[[int], None] | None = None,
@@ -223,7 +251,9 @@ class Workspace:
     ) -> int:
         """Replay the log from position 0 into fresh projections (same result as incremental).
 
-        ``names``: the projections to rebuild (see :attr:`projections`); None for all.
+        ``names``: the projections to rebuild (built-in, see :attr:`projections`, or custom);
+        None for all. A custom projection is rebuilt in place (its tables dropped and set up
+        again).
         ``progress`` is called with the number of log positions replayed since its last call.
         ``parallel``: replay all but the first projection in a second process; None (the
         default) does so for a long log on a SQLite file or PostgreSQL, False never. The
@@ -274,7 +304,7 @@ class Workspace:
 @checked
 def open(
     url: str | None = None, *, anonymous_merge: Policy | None = None, clock: Clock | None = None,
-    auto_catch_up: bool = True,
+    auto_catch_up: bool = True, projections: Sequence[Projection] | None = None,
 ) -> Workspace:
     """Open a workspace: ``memory:``, ``sqlite:///path`` (default ``./idstitch.db``),
     or ``postgresql://user:pw@host:port/db`` (``?schema=name`` for a schema of its own).
@@ -282,9 +312,13 @@ def open(
 
     ``anonymous_merge``: ``"merge"`` (Customer.io, Segment, PostHog) or ``"switch"`` (Adapty).
     Left out, a new store uses ``"merge"`` and an existing one keeps the policy it was built
-    under; a different policy replays the log into the projection (a rebuild)."""
+    under; a different policy replays the log into the projection (a rebuild).
+
+    ``projections``: custom projections (:class:`idstitch.Projection` instances) registered at
+    open, as :meth:`Workspace.run_projection` would."""
+    custom = [check_projection(p) for p in projections or ()]
     return Workspace(bootstrap.build(url, anonymous_merge=anonymous_merge, clock=clock,
-                                     auto_catch_up=auto_catch_up))
+                                     auto_catch_up=auto_catch_up, custom=custom))
 
 
 __all__ = ["IngestReport", "Workspace", "open"]

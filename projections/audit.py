@@ -235,7 +235,9 @@ def _keys(state: Attrs) -> list[str]:
     return [*state.stamps, *(k for k in state.once if k not in state.stamps)]
 
 
-_NAMES = {kind: str(kind.__struct_config__.tag) for kind in EVENT_TYPES}
+EVENT_NAMES = {kind: str(kind.__struct_config__.tag) for kind in EVENT_TYPES}
+"""Each event type's name (``Change.event``)."""
+_NAMES = EVENT_NAMES
 
 
 def change_of(step: Step, refused: dict[int, list[Refusal]]) -> Change:

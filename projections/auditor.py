@@ -33,8 +33,8 @@ from idstitch.projections.audit import (
     refusals,
     spans,
 )
-from idstitch.projections.identity import IdentityProjection
-from idstitch.projections.identity.rows import PersonRow
+from idstitch.projections.base import Registry
+from idstitch.projections.identity.rows import PERSON, PersonRow
 from idstitch.projections.store import EventLog, LoggedEvent, ProjectionStore, from_micros
 from idstitch.projections.views import Device, Profile, Reader, device_view
 
@@ -213,10 +213,15 @@ class Auditor:
         return out
 
     @staticmethod
-    def epoch(store: ProjectionStore) -> str | None:
-        """The life of the identity rows the audit reads (their committed meta: it changes at
-        every reset and rebuild, here or in another process)."""
-        return store.meta(IdentityProjection.name)
+    def epoch(store: ProjectionStore, registry: Registry) -> str | None:
+        """The life of the person rows the audit reads: the committed meta of the projection
+        the registry says owns them (it changes at every reset and rebuild, here or in
+        another process)."""
+        try:
+            owner = registry.owner_of(PERSON)
+        except KeyError:
+            return None
+        return store.meta(owner.name)
 
     def _evict(self) -> None:
         held = (sum(len(i.changes) for i in self._persons.values())

@@ -15,29 +15,42 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterator, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from uuid import uuid4
 
+import msgspec
 from idstitch.domain.errors import PolicyMismatch
 from idstitch.domain.events import DeviceEvent
 from idstitch.projections.store import LoggedEvent, ProjectionStore
-from idstitch.projections.unit import Cache, RowTypes, Unit, new_cache
+from idstitch.projections.unit import RowTypes, Unit
 
-ROWS_FORMAT = 4
-"""Version of the stored row layout: rows of another version are rebuilt on open (4: the
-identity rows keep what the audit needs of the past, and ids minted from events)."""
+if TYPE_CHECKING:  # custom imports the audit, which reads rows of projections built on this
+    from idstitch.projections.custom import Projection
+
 CACHE_LIMIT = 100_000
 """Rows kept decoded between transactions; beyond it the working set starts cold."""
+
+
+class NoConfig(msgspec.Struct, frozen=True):
+    """The configuration of a projection that has none."""
 
 
 class RowProjection:
     """A projection whose rows and tracking position live in the projection store.
 
-    Subclasses set :attr:`name`, :attr:`row_types`, :attr:`event_types` (and
-    :attr:`first_events`) and implement :meth:`apply_all`.
+    Subclasses set :attr:`name`, :attr:`rows_format`, :attr:`row_types`, :attr:`event_types`
+    (and :attr:`first_events`) and implement :meth:`apply_all`. A definition holds no state of
+    the runner's (its cache, cached position, completeness: see
+    :class:`idstitch.projections.runner.RunnerState`): one instance can serve any number of
+    runners.
     """
 
     name: ClassVar[str]
+    rows_format: ClassVar[int] = 1
+    """Version of this projection's stored row layout: rows of another version are rebuilt on
+    open, and only this projection's."""
+    config_type: ClassVar[type[msgspec.Struct]] = NoConfig
+    """The type of :meth:`config` (the child decodes it with this)."""
     row_types: ClassVar[RowTypes]
     """The row kinds it owns and what each row is (a msgspec Struct, or ``str`` for plain text
     rows): a reset drops exactly these kinds, a dump lists them, the unit decodes them."""
@@ -53,15 +66,6 @@ class RowProjection:
     unit_class: ClassVar[type[Unit]] = Unit
     """The unit of rows its fold works on (a subclass may add typed helpers)."""
 
-    def __init__(self) -> None:
-        self.batch_size = 50_000
-        """Events per catch-up transaction at most (a smaller one holds the write lock less)."""
-        self.cache: Cache = new_cache(self.row_types)
-        self.cached_at: tuple[int, str | None] = (-1, None)
-        """The committed (position, meta) the cache reflects; another one starts it cold."""
-        self.complete = False
-        """Whether the cache holds every row that exists (after a reset, until an eviction)."""
-
     @property
     def kinds(self) -> tuple[str, ...]:
         """The row kinds it owns."""
@@ -70,16 +74,15 @@ class RowProjection:
     @property
     def meta(self) -> str:
         """The configuration the rows were built under: a different one needs a rebuild."""
-        return f"rows={ROWS_FORMAT}"
+        return f"rows={self.rows_format}"
 
-    @property
-    def config(self) -> str:
+    def config(self) -> msgspec.Struct:
         """What the projecting child needs, besides the class, to build the same projection."""
-        return ""
+        return NoConfig()
 
     @classmethod
-    def from_config(cls, config: str) -> RowProjection:
-        """The projection :attr:`config` describes (the child builds its copy with this)."""
+    def from_config(cls, config: Any) -> RowProjection:
+        """The projection :meth:`config` describes (the child builds its copy with this)."""
         return cls()
 
     @staticmethod
@@ -118,10 +121,6 @@ class RowProjection:
         """Apply events in log order (events of other types are skipped)."""
         raise NotImplementedError
 
-    def forget_cache(self) -> None:
-        """Drop cached rows (after a reset of the store, or any failure mid-fold)."""
-        self.cache, self.cached_at, self.complete = new_cache(self.row_types), (-1, None), False
-
 
 def topic_of(projection: RowProjection) -> str:
     """``module:qualname`` of a projection's class: with its config, all the child needs."""
@@ -129,15 +128,31 @@ def topic_of(projection: RowProjection) -> str:
     return f"{kind.__module__}:{kind.__qualname__}"
 
 
-def projection_from_topic(topic: str, config: str) -> RowProjection:
-    """Build a projection from :func:`topic_of` and its :attr:`~RowProjection.config`."""
+def import_topic(topic: str) -> Any:
+    """The object a ``module:qualname`` names (ImportError or AttributeError when none)."""
     module, _, qualname = topic.partition(":")
     found: Any = importlib.import_module(module)
     for part in qualname.split("."):
         found = getattr(found, part)
+    return found
+
+
+class ProjectionSpec(msgspec.Struct, frozen=True, array_like=True):
+    """How another process builds the same projection: its class and its configuration."""
+
+    topic: str
+    config: msgspec.Raw
+    custom: bool = False
+    """A user's projection (:class:`idstitch.projections.custom.Projection`), built with no
+    arguments; ``config`` is then unused."""
+
+
+def projection_from_spec(spec: ProjectionSpec) -> RowProjection:
+    """Build a projection from its :class:`ProjectionSpec`."""
+    found = import_topic(spec.topic)
     if not (isinstance(found, type) and issubclass(found, RowProjection)):
-        raise TypeError(f"{topic} is not a projection class")
-    return found.from_config(config)
+        raise TypeError(f"{spec.topic} is not a projection class")
+    return found.from_config(msgspec.json.decode(spec.config, type=found.config_type))
 
 
 class Registry:
@@ -152,6 +167,8 @@ class Registry:
             raise ValueError(f"row kinds must be unique across projections: {kinds}")
         self._projections = list(projections)
         self._by_name = {p.name: p for p in projections}
+        self._row_types = {k: t for p in projections for k, t in p.row_types.items()}
+        self._custom: dict[str, Projection] = {}
 
     def __iter__(self) -> Iterator[RowProjection]:
         return iter(self._projections)
@@ -184,12 +201,38 @@ class Registry:
             raise KeyError(sorted(unknown))
         return [p for p in self._projections if p.name in names]
 
-    def specs(self) -> list[tuple[str, str]]:
-        """(topic, config) of each projection: how another process builds the same set."""
-        return [(topic_of(p), p.config) for p in self._projections]
+    @property
+    def custom(self) -> dict[str, Projection]:
+        """The custom projections (users' own), by name, in registration order: they follow
+        the row projections (their Changes are built from those rows)."""
+        return self._custom
+
+    def add_custom(self, projection: Projection) -> None:
+        """Register a custom projection (again: replace it); ValueError for a name a row
+        projection has."""
+        if projection.name in self._by_name:
+            raise ValueError(f"{projection.name!r} is the name of a built-in projection")
+        self._custom[projection.name] = projection
+
+    def owner_of(self, kind: str) -> RowProjection:
+        """The projection that owns a row kind (KeyError when none does)."""
+        for projection in self._projections:
+            if kind in projection.row_types:
+                return projection
+        raise KeyError(kind)
+
+    @property
+    def row_types(self) -> dict[str, type[Any]]:
+        """Every row kind of every projection, and what its rows are."""
+        return self._row_types
+
+    def specs(self) -> list[ProjectionSpec]:
+        """How another process builds the same set, one spec a projection."""
+        return [ProjectionSpec(topic_of(p), msgspec.Raw(msgspec.json.encode(p.config())))
+                for p in self._projections]
 
     @classmethod
-    def from_specs(cls, specs: Sequence[tuple[str, str]]) -> Registry:
+    def from_specs(cls, specs: Sequence[ProjectionSpec]) -> Registry:
         """The registry :meth:`specs` describes."""
-        return cls([projection_from_topic(topic, config) for topic, config in specs])
+        return cls([projection_from_spec(spec) for spec in specs if not spec.custom])
 

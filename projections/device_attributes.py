@@ -41,6 +41,8 @@ class DeviceAttributesProjection(RowProjection):
     attributes per device, in rows of kind ``a`` keyed by device id."""
 
     name = "device_attributes"
+    rows_format = 4
+    """4: stored beside the identity rows' format 4 (its rows have not changed since)."""
     row_types: ClassVar[RowTypes] = {ATTRIBUTES: DeviceAttributesRow}
     event_types = frozenset({DeviceAttributesChanged, DeviceAttributesCollected})
     # A device's attributes take ~2.6 KB decoded (the SDK's collected context, a stamp per

@@ -26,7 +26,7 @@ from typing import Protocol, runtime_checkable
 
 from idstitch.projections.base import RowProjection
 from idstitch.projections.store import EventLog, LoggedEvent, ProjectionStore
-from idstitch.projections.unit import Unit, cache_size, new_cache
+from idstitch.projections.unit import Cache, Unit, cache_size, new_cache
 
 PAGE_SIZE = 10_000
 """Events read (and their rows prefetched) at a time."""
@@ -41,6 +41,45 @@ LAG_LIMIT = 1_000
 """A catch-up that met only other projections' events leaves the committed position up to
 this far behind (it writes nothing then); past it, it commits the position, so that reads
 skipping those events stay short."""
+
+
+class RunnerState:
+    """What a runner keeps about one projection between its transactions (the definition,
+    :class:`~idstitch.projections.base.RowProjection`, keeps none of it)."""
+
+    def __init__(self, projection: RowProjection) -> None:
+        self.row_types = projection.row_types
+        self.batch_size = 50_000
+        """Events per catch-up transaction at most (a smaller one holds the write lock less)."""
+        self.cache: Cache = new_cache(self.row_types)
+        self.cached_at: tuple[int, str | None] = (-1, None)
+        """The committed (position, meta) the cache reflects; another one starts it cold."""
+        self.complete = False
+        """Whether the cache holds every row that exists (after a reset, until an eviction)."""
+
+    def forget(self) -> None:
+        """Drop cached rows (after a reset of the store, or any failure mid-fold)."""
+        self.cache, self.cached_at, self.complete = new_cache(self.row_types), (-1, None), False
+
+
+class RunnerStates:
+    """The runner's state of each projection it runs, made on first use."""
+
+    def __init__(self) -> None:
+        self._states: dict[str, RunnerState] = {}
+
+    def of(self, projection: RowProjection) -> RunnerState:
+        """The state of one projection."""
+        state = self._states.get(projection.name)
+        if state is None:
+            state = self._states[projection.name] = RunnerState(projection)
+        return state
+
+    def forget(self, name: str) -> None:
+        """Drop one projection's cached rows (nothing when it has none)."""
+        state = self._states.get(name)
+        if state is not None:
+            state.forget()
 
 
 @runtime_checkable
@@ -71,6 +110,7 @@ def leases_of(store: ProjectionStore) -> Leases | None:
 
 def catch_up(
     projection: RowProjection,
+    state: RunnerState,
     log: EventLog,
     store: ProjectionStore,
     progress: Callable[[int], None] | None = None,
@@ -89,7 +129,7 @@ def catch_up(
     position needed (see the module docstring); with ``wait=False`` it returns the committed
     position at once instead.
     """
-    stretch = Stretch(projection, log, store)
+    stretch = Stretch(projection, state, log, store)
     # After a command, up to its own events: read-your-writes needs no more, and what other
     # processes appended since is the next query's to catch up (one query less here).
     settled = bool(recent)
@@ -109,9 +149,9 @@ def catch_up(
         reached, held = _await(projection.name, store, leases, until)
         if reached is not None:
             return reached
-        stretch = Stretch(projection, log, store)  # from where the holder left it
+        stretch = Stretch(projection, state, log, store)  # from where the holder left it
     try:
-        return _fold_until(stretch, projection, log, until, settled, progress, recent)
+        return _fold_until(stretch, state, log, until, settled, progress, recent)
     finally:
         if held:
             assert leases is not None
@@ -140,13 +180,13 @@ def _await(name: str, store: ProjectionStore, leases: Leases, until: int
 
 
 def _fold_until(
-    stretch: Stretch, projection: RowProjection, log: EventLog, until: int, settled: bool,
+    stretch: Stretch, state: RunnerState, log: EventLog, until: int, settled: bool,
     progress: Callable[[int], None] | None, recent: Sequence[LoggedEvent],
 ) -> int:
     """catch_up's loop: fold and commit up to ``until`` (and, unless ``settled``, up to the
     head as it is when ``until`` is reached)."""
     while True:
-        stretch.fold(projection.batch_size, recent, until=until)
+        stretch.fold(state.batch_size, recent, until=until)
         recent = ()
         applied = stretch.pending
         if stretch.position == stretch.start or (
@@ -165,6 +205,7 @@ def _fold_until(
 
 def replay(
     projections: Sequence[RowProjection],
+    states: RunnerStates,
     log: EventLog,
     store: ProjectionStore,
     until: int,
@@ -177,7 +218,7 @@ def replay(
     replay. Each commits every REPLAY_BATCH of its events, when its working set is full, and
     at the end: a replay starts with an empty cache, so a row is rewritten once per commit.
     """
-    stretches = [Stretch(p, log, store) for p in projections]
+    stretches = [Stretch(p, states.of(p), log, store) for p in projections]
     reached = reported = min([s.start for s in stretches], default=until)
     while True:
         while reached < until:
@@ -210,8 +251,9 @@ class Stretch:
     stretch is spent (the projection's cache is dropped).
     """
 
-    def __init__(self, projection: RowProjection, log: EventLog, store: ProjectionStore) -> None:
-        self._projection, self._log, self._store = projection, log, store
+    def __init__(self, projection: RowProjection, state: RunnerState, log: EventLog,
+                 store: ProjectionStore) -> None:
+        self._projection, self._state, self._log, self._store = projection, state, log, store
         self.start, self._meta = store.tracked(projection.name)
         # Never apply events to rows built under another configuration (policy).
         projection.check_meta(self._meta)
@@ -221,17 +263,17 @@ class Stretch:
         self._unit = self._begin()
 
     def _begin(self) -> Unit:
-        projection = self._projection
-        if (self.start, self._meta) != projection.cached_at or cache_size(
-                projection.cache) > projection.cache_limit:
+        projection, state = self._projection, self._state
+        if (self.start, self._meta) != state.cached_at or cache_size(
+                state.cache) > projection.cache_limit:
             # Another writer moved the projection, or the cache grew: start cold. At position 0
             # nothing was ever committed (rows and position commit together), so there are no
             # rows: an empty cache is then complete.
-            projection.cache = new_cache(projection.row_types)
-            projection.complete = self.start == 0
-            projection.cached_at = (self.start, self._meta)
-        return projection.unit_class(self._store, projection.cache, projection.row_types,
-                                     complete=projection.complete)
+            state.cache = new_cache(projection.row_types)
+            state.complete = self.start == 0
+            state.cached_at = (self.start, self._meta)
+        return projection.unit_class(self._store, state.cache, projection.row_types,
+                                     complete=state.complete)
 
     @property
     def changed(self) -> bool:
@@ -241,7 +283,7 @@ class Stretch:
     @property
     def full(self) -> bool:
         """Whether the working set is over its limit (time to commit)."""
-        return cache_size(self._projection.cache) > self._projection.cache_limit
+        return cache_size(self._state.cache) > self._projection.cache_limit
 
     def fold(self, limit: int, recent: Sequence[LoggedEvent] = (), *, until: int) -> int:
         """Read and apply up to about ``limit`` more of the projection's own events, no
@@ -276,7 +318,7 @@ class Stretch:
                 elif not events:
                     break
         except BaseException:
-            projection.forget_cache()
+            self._state.forget()
             raise
         self.pending += applied
         return applied
@@ -292,7 +334,7 @@ class Stretch:
                 tracked = self._store.tracked(projection.name)
                 committed = tracked == (self.start, self._meta)
                 if not committed:
-                    projection.forget_cache()
+                    self._state.forget()
                     self.start, self._meta = tracked
             else:
                 # Encoded before the write lock is taken: other writers (a bulk ingest's
@@ -308,12 +350,12 @@ class Stretch:
                         tx.write(rows, self.position, self._meta)
                         self.start = self.position
                     else:
-                        projection.forget_cache()
+                        self._state.forget()
                         self.start, self._meta = tx.position, tx.meta
         except BaseException:
-            projection.forget_cache()
+            self._state.forget()
             raise
-        projection.cached_at = (self.start, self._meta)
+        self._state.cached_at = (self.start, self._meta)
         self.position, self.pending = self.start, 0
         self._unit = self._begin()
         return committed

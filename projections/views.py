@@ -15,16 +15,13 @@ from idstitch.projections.identity.rows import (
     IDENTIFIER,
     MERGE,
     PERSON,
-    ROW_TYPES,
     DeviceRow,
     IdentifierRow,
     MergeRow,
     PersonRow,
 )
 from idstitch.projections.store import RowSource, from_micros
-from idstitch.projections.unit import decode_row
-
-_ROW_TYPES: dict[str, type[Any]] = {**ROW_TYPES, ATTRIBUTES: DeviceAttributesRow}
+from idstitch.projections.unit import RowTypes, decode_row
 
 
 class Device(msgspec.Struct, frozen=True, kw_only=True):
@@ -99,14 +96,22 @@ def flatten(value: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 class Reader:
-    """Answers the identity queries from committed projection rows."""
+    """Answers the identity queries from committed projection rows.
 
-    def __init__(self, rows: RowSource) -> None:
+    ``row_types``: every row kind the workspace's registry holds and what its rows are
+    (:attr:`idstitch.projections.base.Registry.row_types`); a kind no registered projection
+    owns reads as no row."""
+
+    def __init__(self, rows: RowSource, row_types: RowTypes) -> None:
         self._rows = rows
+        self._row_types = row_types
 
     def _get(self, kind: str, key: str) -> Any:
+        row_type = self._row_types.get(kind)
+        if row_type is None:
+            return None
         raw = self._rows.get(kind, key)
-        return None if raw is None else decode_row(_ROW_TYPES[kind], raw)
+        return None if raw is None else decode_row(row_type, raw)
 
     def _follow(self, person: PersonRow | None, at: int | None = None) -> PersonRow | None:
         """The person itself, or the one it was merged into (as of position ``at``)."""

@@ -19,9 +19,10 @@ the parent's side; it talks to the child over its stdin and stdout, a line at a 
   replay the named projections, comma-separated, to position UNTIL, then exit). While
   following, ``until N`` (answer once the projections are at position N or beyond) or
   ``stop N`` (the same, then exit);
-- child -> parent: ``ready``, ``at N``, ``folding N`` (still working: sent every couple of
-  seconds, so the parent can tell a slow child from a stuck one), or ``error <reason>`` (then
-  it exits).
+- child -> parent: ``warning <text>`` (before ``ready``: a custom projection it cannot
+  import, which the parent then folds itself), ``ready``, ``at N``, ``folding N`` (still
+  working: sent every couple of seconds, so the parent can tell a slow child from a stuck
+  one), or ``error <reason>`` (then it exits).
 
 A rebuild replays the identity projection here and the device attributes in the child: each
 reads only its own events from the log, so the two halves of the work share nothing but the
@@ -35,10 +36,13 @@ import os
 import select
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from time import monotonic
 
 import msgspec
+
+from idstitch.projections.base import ProjectionSpec
 
 POLL_SECONDS = 0.01
 """How long the child waits for a request before looking at the log again."""
@@ -90,7 +94,7 @@ class BackgroundProjector:
     unread: a buffered reader could hold a second reply the next ``select`` does not see."""
 
     def __init__(
-        self, url: str, specs: list[tuple[str, str]], command: list[str] | None = None, *,
+        self, url: str, specs: list[ProjectionSpec], command: list[str] | None = None, *,
         replay: list[str] | None = None, until: int = 0,
     ) -> None:
         """Start the child, without waiting for it to open the store (the first request
@@ -129,6 +133,11 @@ class BackgroundProjector:
     def _started(self) -> bool:
         if not self._ready and self.failed is None:
             reply = self._receive(START_SECONDS)
+            while reply is not None and reply.startswith("warning "):
+                # Something the child cannot do that this process will (a custom projection
+                # it cannot import): said to the user, never skipped.
+                warnings.warn(reply[len("warning "):], RuntimeWarning, stacklevel=5)
+                reply = self._receive(START_SECONDS)
             if reply != "ready":
                 self._fail(reply or "did not start")
             self._ready = self.failed is None

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import gc
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
-from idstitch.domain.errors import InvalidCommand
-from idstitch.projections.base import Registry
-from idstitch.projections.runner import catch_up, replay
+import msgspec
+
+from idstitch.domain.errors import InvalidCommand, ProjectionFailed
+from idstitch.projections.base import ProjectionSpec, Registry, import_topic
+from idstitch.projections.custom import Projection, topic_of
+from idstitch.projections.custom_runner import CustomRunner
+from idstitch.projections.runner import RunnerStates, catch_up, replay
 from idstitch.projections.store import EventLog, LoggedEvent, ProjectionStore
 from idstitch.service import background
 
@@ -50,11 +55,18 @@ class Projector:
 
     def __init__(
         self, log: EventLog, rows: ProjectionStore, registry: Registry, *,
-        shared_url: str | None, lock: threading.RLock,
+        shared_url: str | None, lock: threading.RLock, custom: CustomRunner,
     ) -> None:
         self.log = log
+        self.custom = custom
+        """The custom projections (users' own), kept current after the built-in ones."""
+        self.failures: dict[str, ProjectionFailed] = {}
+        """Custom projections whose last catch-up failed, and how (raised by
+        :meth:`raise_failures`, i.e. by ``ws.catch_up`` and ``ws.projection_db``)."""
         self.rows = rows
         self.registry = registry
+        self.states = RunnerStates()
+        """The runner's state of each projection (its cached rows), kept between catch-ups."""
         self.shared_url = shared_url
         """A URL another process can open this store with (None for ``memory:``)."""
         self.lock = lock
@@ -66,10 +78,39 @@ class Projector:
 
     def helper(self, *, replay: list[str] | None = None, until: int = 0
                ) -> background.BackgroundProjector:
-        """Start a child that runs exactly this registry's projections on this store."""
+        """Start a child that runs exactly this registry's projections on this store, and,
+        while it follows an ingest, the custom projections it can import (a custom projection
+        it cannot is named in a warning and folded here)."""
         assert self.shared_url is not None  # callers check can_fork
-        return background.BackgroundProjector(self.shared_url, self.registry.specs(),
-                                               replay=replay, until=until)
+        specs = self.registry.specs()
+        if replay is None:
+            specs += [ProjectionSpec(topic_of(p), msgspec.Raw(b"null"), custom=True)
+                      for p in self.custom.projections.values() if self._importable(p)]
+        return background.BackgroundProjector(self.shared_url, specs, replay=replay,
+                                               until=until)
+
+    @staticmethod
+    def _importable(projection: Projection) -> bool:
+        """Whether another process can build the projection by ``module:qualname``; warns
+        (naming it and why) when not."""
+        topic = topic_of(projection)
+        why = None
+        if "<locals>" in topic or topic.startswith("__main__:"):
+            why = "its class is not defined at the top level of an importable module"
+        else:
+            try:
+                found = import_topic(topic)
+            except Exception as e:
+                why = f"importing it fails ({type(e).__name__}: {e})"
+            else:
+                if found is not type(projection):
+                    why = f"{topic} names another object"
+        if why is None:
+            return True
+        warnings.warn(f"custom projection {projection.name!r} ({topic}) cannot be folded by the "
+                      f"projecting child: {why}; this process folds it instead",
+                      RuntimeWarning, stacklevel=4)
+        return False
 
     def check(self) -> None:
         """Raise PolicyMismatch if any projection's committed rows were built differently."""
@@ -84,30 +125,77 @@ class Projector:
         waits until that process has committed the position needed, or, with ``wait=False``,
         leaves it where it is (see :mod:`idstitch.projections.runner`)."""
         with self.lock:
-            return min([catch_up(p, self.log, self.rows, recent=recent, wait=wait)
-                        for p in self.registry])
+            reached = min([catch_up(p, self.states.of(p), self.log, self.rows, recent=recent,
+                                    wait=wait)
+                           for p in self.registry], default=self.log.head())
+            if self.custom.projections:
+                self.catch_up_custom(reached)
+            return reached
+
+    def catch_up_custom(self, until: int, names: Sequence[str] | None = None) -> None:
+        """Fold the custom projections (or the named ones) up to ``until``, where the built-in
+        rows are: a failure is kept in :attr:`failures` (never raised here, so that no write
+        and no built-in projection waits on a user's handler)."""
+        with self.lock:
+            chosen = list(names) if names is not None else list(self.custom.projections)
+            failed = {f.projection: f for f in self.custom.catch_up(until, chosen)}
+            for name in chosen:
+                if name in failed:
+                    self.failures[name] = failed[name]
+                else:
+                    self.failures.pop(name, None)
+
+    def raise_failures(self, names: Sequence[str] | None = None) -> None:
+        """Raise the first kept failure (of the named projections, or of any)."""
+        for name, failure in list(self.failures.items()):
+            if names is None or name in names:
+                raise failure from failure.cause
+
+    def register(self, projection: Projection) -> None:
+        """Register a custom projection and catch it up; ProjectionFailed if it fails."""
+        if projection.name in self.registry:
+            raise InvalidCommand("name", f"{projection.name!r} is the name of a built-in "
+                                         "projection")
+        with self.lock:
+            self.custom.register(projection)
+            self.catch_up()
+            self.raise_failures([projection.name])
 
     def position(self) -> int:
-        """The committed position every projection has reached (the lowest of them)."""
-        return min([self.rows.position(p.name) for p in self.registry], default=0)
+        """The committed position every built-in projection has reached (the lowest)."""
+        return min([self.rows.position(p.name) for p in self.registry],
+                   default=self.log.head())
 
     def rebuild(
         self, names: Sequence[str] | None = None, progress: Callable[[int], None] | None = None,
         *, parallel: bool | None = None,
     ) -> int:
         """Replay the log from position 0 into fresh projections (see Workspace.rebuild)."""
+        custom = [n for n in (names if names is not None else self.custom.projections)
+                  if n in self.custom.projections]
         try:
-            chosen = self.registry.select(names)
+            chosen = self.registry.select(
+                None if names is None else [n for n in names if n not in custom])
         except KeyError as e:
             raise InvalidCommand("names", f"unknown projections {e.args[0]}, expected some of "
-                                          f"{sorted(self.registry.names)}") from None
+                                          f"{sorted([*self.registry.names, *self.custom.projections])}"
+                                 ) from None
+        if names is not None and not chosen:
+            with self.lock:
+                self.custom.rebuild(custom)
+                reached = self.catch_up()
+                self.raise_failures(custom)
+                return reached
+        if custom:
+            with self.lock:
+                self.custom.rebuild(custom)
         if parallel and not self.can_fork:
             raise InvalidCommand("parallel", "a second process cannot open this store")
         with self.lock, bulk_gc():
             # One transaction: with every kind in it, SQLite drops whole pages at once.
             self.rows.reset([p.name for p in chosen], [k for p in chosen for k in p.kinds])
             for projection in chosen:
-                projection.forget_cache()
+                self.states.forget(projection.name)
             until = self.log.head()
             helper = None
             if len(chosen) > 1 and parallel is not False and self.can_fork and (
@@ -115,11 +203,13 @@ class Projector:
                 helper = self.helper(replay=[p.name for p in chosen[1:]], until=until)
             try:
                 here = chosen if helper is None else chosen[:1]
-                replay(here, self.log, self.rows, until, progress)
+                replay(here, self.states, self.log, self.rows, until, progress)
                 if helper is not None and not helper.stop(until):
                     # The child failed: what it committed stays, the rest is replayed here.
-                    replay(chosen[1:], self.log, self.rows, until)
+                    replay(chosen[1:], self.states, self.log, self.rows, until)
             finally:
                 if helper is not None:
                     helper.close()
-            return self.catch_up()
+            reached = self.catch_up()
+            self.raise_failures(custom)
+            return reached

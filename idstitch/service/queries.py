@@ -48,13 +48,13 @@ class Queries:
     def person_row(self, person_id: str) -> PersonRow | None:
         """The raw person row of a person id (not following merges)."""
         with self.rows.snapshot() as rows:
-            return Reader(rows).person_row(person_id)
+            return Reader(rows, self.projector.registry.row_types).person_row(person_id)
 
     def _read(self, ask: Callable[[Reader], T]) -> T:
         """Settle, then ask the rows in one snapshot."""
         self.settle()
         with self.rows.snapshot() as rows:
-            return ask(Reader(rows))
+            return ask(Reader(rows, self.projector.registry.row_types))
 
     def profile(self, identifier: str) -> Profile | None:
         """The person an identifier finds (user id, email, cio_<id>, person id, anonymous id)."""
@@ -83,9 +83,9 @@ class Queries:
                unknown: T) -> T:
         """Settle, find the person now, and ask the auditor (``unknown`` if nobody)."""
         until = self._settled()
-        epoch = self.auditor.epoch(self.rows)
+        epoch = self.auditor.epoch(self.rows, self.projector.registry)
         with bulk_gc(), self.rows.snapshot() as rows:
-            reader = Reader(rows)
+            reader = Reader(rows, self.projector.registry.row_types)
             person = reader.person(identifier)
             return unknown if person is None else ask(reader, person, until, epoch)
 
@@ -114,9 +114,10 @@ class Queries:
             raise InvalidCommand("at", f"must be a position (0 or more), got {at}")
         until = self._settled()
         position = self.position_at(at) if isinstance(at, datetime) else at
-        epoch = self.auditor.epoch(self.rows)
+        epoch = self.auditor.epoch(self.rows, self.projector.registry)
         with bulk_gc(), self.rows.snapshot() as rows:
-            return self.auditor.profile_as_of(Reader(rows), self.log, identifier,
+            reader = Reader(rows, self.projector.registry.row_types)
+            return self.auditor.profile_as_of(reader, self.log, identifier,
                                               min(position, until), until, epoch)
 
     def position_at(self, moment: datetime) -> int:

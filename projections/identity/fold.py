@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
+import msgspec
 from idstitch.domain.device import (
     anonymous_id_for,
     anonymous_person_id,
@@ -31,7 +32,7 @@ from idstitch.domain.events import (
     PushStatusRecorded,
 )
 from idstitch.domain.rules import classify, normalize_email
-from idstitch.projections.base import ROWS_FORMAT, RowProjection
+from idstitch.projections.base import RowProjection
 from idstitch.projections.identity import local, persons
 from idstitch.projections.identity.graph import IdentityUnit, identifier_key
 from idstitch.projections.identity.persons import IdScheme
@@ -51,6 +52,13 @@ from idstitch.projections.store import LoggedEvent, to_micros
 Policy = Literal["merge", "switch"]
 POLICIES: tuple[Policy, ...] = ("merge", "switch")
 
+
+class IdentityConfig(msgspec.Struct, frozen=True):
+    """The identity projection's configuration: the anonymous-merge policy and id scheme."""
+
+    policy: Policy
+    ids: IdScheme
+
 Handler = Callable[[IdentityUnit, DeviceRow, Any, int, int], None]
 _SESSION_EVENTS = frozenset({Identified, ProfileAttributesChanged, IdentityCleared})
 """The events that may carry an SDK session's anonymousId."""
@@ -65,6 +73,9 @@ class IdentityProjection(RowProjection):
     """
 
     name = "identity"
+    rows_format = 4
+    """4: the rows keep what the audit needs of the past, and ids minted from events."""
+    config_type = IdentityConfig
     row_types = ROW_TYPES
     unit_class = IdentityUnit
     event_types = frozenset(EVENT_TYPES) - {DeviceAttributesChanged, DeviceAttributesCollected}
@@ -95,21 +106,16 @@ class IdentityProjection(RowProjection):
     def meta(self) -> str:
         """The configuration the rows were built under: a different one needs a rebuild."""
         legacy = " ids=position" if self.ids == "position" else ""
-        return f"anonymous_merge={self.policy} rows={ROWS_FORMAT}{legacy}"
+        return f"anonymous_merge={self.policy} rows={self.rows_format}{legacy}"
 
-    @property
-    def config(self) -> str:
+    def config(self) -> IdentityConfig:
         """The policy and id scheme: all the projecting child needs to build the same one."""
-        return f"{self.policy} {self.ids}"
+        return IdentityConfig(self.policy, self.ids)
 
     @classmethod
-    def from_config(cls, config: str) -> IdentityProjection:
-        """The projection :attr:`config` describes."""
-        policy_name, _, ids = config.partition(" ")
-        policy = cls.policy_of(f"anonymous_merge={policy_name}")
-        if policy is None or ids not in ("event", "position"):
-            raise ValueError(f"not an identity projection configuration: {config!r}")
-        return cls(policy, "position" if ids == "position" else "event")
+    def from_config(cls, config: IdentityConfig) -> IdentityProjection:
+        """The projection :meth:`config` describes."""
+        return cls(config.policy, config.ids)
 
     @staticmethod
     def policy_of(meta: str | None) -> Policy | None:

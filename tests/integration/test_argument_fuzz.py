@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 import idstitch
 from idstitch.errors import IdstitchError, InvalidCommand
+from idstitch.testing_projections import NoEvents
 from idstitch.workspace import Workspace
 
 WorkspaceFactory = Callable[..., Workspace]
@@ -83,7 +84,7 @@ def fits(value: object, hint: Any) -> bool:
 
 
 BASELINE: dict[object, object] = {str: "fuzz-1", int: 1, datetime: datetime(2026, 1, 1, tzinfo=UTC),
-                                  dict: {}, abc.Iterable: []}
+                                  dict: {}, abc.Iterable: [], type: NoEvents}
 """A value of the right type for each required parameter's annotation (by its origin; a union
 by its first alternative that has one). A new kind of required parameter needs one here."""
 
@@ -190,7 +191,8 @@ def restore(ws: Workspace) -> None:
 def test_every_argument_of_every_public_method_is_fuzzed() -> None:
     methods = {t.method for t in TARGETS}
     assert {"identify", "profile", "merges", "device", "ingest", "rebuild", "retries"} <= methods
-    assert {t.param for t in OPEN_TARGETS} == {"url", "anonymous_merge", "clock", "auto_catch_up"}
+    assert {t.param for t in OPEN_TARGETS} == {"url", "anonymous_merge", "clock", "auto_catch_up",
+                                              "projections"}
     assert ("set_profile_attributes", "unset") in {(t.method, t.param) for t in TARGETS}
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from idstitch.domain.device import minted_person_id, new_person_id
 from idstitch.projections.identity.rows import ROW_TYPES
-from idstitch.projections.runner import catch_up
+from idstitch.projections.runner import RunnerState, catch_up
 
 import idstitch
 from idstitch.errors import ConcurrencyConflict
@@ -177,7 +177,8 @@ def test_events_handed_over_with_a_gap_do_not_skip_the_gap(make_ws: WorkspaceFac
     assert [e.position for e in mine] == [1, 3]
     ws._services.projector.catch_up(mine)
     assert ws.profile("u2") is not None  # the event at position 2 was not skipped
-    assert catch_up(ws.projections["identity"], ws.log, ws.rows) == ws.log.head()
+    assert catch_up(ws.projections["identity"],
+                    RunnerState(ws.projections["identity"]), ws.log, ws.rows) == ws.log.head()
 
 
 def test_a_catch_up_raced_by_another_process_writes_nothing_stale(
@@ -201,7 +202,8 @@ def test_a_catch_up_raced_by_another_process_writes_nothing_stale(
                            timestamp=T0 + timedelta(hours=2))
             other.catch_up()
 
-    position = catch_up(ws.projections["identity"], ws.log, ws.rows, progress=commit_behind_its_back)
+    position = catch_up(ws.projections["identity"],
+                    RunnerState(ws.projections["identity"]), ws.log, ws.rows, progress=commit_behind_its_back)
     assert raced
     assert position == ws.log.head() == ws.rows.position("identity")
     assert ws.profile("u9").attributes == {"email": "dana@example.com"}  # type: ignore[union-attr]
@@ -248,12 +250,13 @@ def test_a_catch_up_raced_by_a_replay_to_the_same_position_writes_nothing_stale(
         if not reset:  # the other process's rebuild starts while this one reads its rows
             reset.append(True)
             replaying.rows.reset("identity", list(ROW_TYPES))
-            replaying.projections["identity"].forget_cache()
+            replaying._services.projector.states.forget("identity")
         return get_many(kind, keys)
 
     @contextmanager
     def commits_after_the_replay(name: str) -> Iterator[Any]:
-        catch_up(replaying.projections["identity"], LogUpTo(replaying.log, start),  # type: ignore[arg-type]
+        catch_up(replaying.projections["identity"],
+                 RunnerState(replaying.projections["identity"]), LogUpTo(replaying.log, start),  # type: ignore[arg-type]
                  replaying.rows)
         with transaction(name) as tx:
             yield tx

@@ -15,7 +15,7 @@ from idstitch.projections import runner
 from idstitch.projections.device_attributes import DeviceAttributesProjection
 from idstitch.projections.identity import IdentityProjection
 from idstitch.projections.identity.rows import ROW_TYPES
-from idstitch.projections.runner import catch_up
+from idstitch.projections.runner import RunnerState, catch_up
 
 import idstitch
 from idstitch.errors import InvalidCommand
@@ -163,7 +163,7 @@ def reset_while_another_commits(
 ) -> None:
     ws.identify("phone", "u1", timestamp=T0)
     ws.rows.reset("device_attributes", ("a",))
-    ws.projections["device_attributes"].forget_cache()
+    ws._services.projector.states.forget("device_attributes")
     assert ws.dump()["a"] == []
     ws.auto_catch_up = False
     ws.collect_device_attributes("tablet", {"os": "1"}, timestamp=T0)  # not projected yet
@@ -186,7 +186,8 @@ def reset_while_another_commits(
                 def _then(self, result: Any) -> Any:
                     if not self.done:
                         self.done = True
-                        catch_up(other.projections["device_attributes"], other.log, other.rows)
+                        catch_up(other.projections["device_attributes"],
+                                 RunnerState(other.projections["device_attributes"]), other.log, other.rows)
                     return result
 
                 def execute(self, sql: str, params: Any = None) -> Any:

@@ -1,0 +1,198 @@
+"""Custom projections' tables in the workspace's PostgreSQL database: a schema per projection
+(``<store schema>_p_<name>``), a table prefix per version; see
+:mod:`idstitch.adapters.projection_sql` for the namespaces and what isolation is enforced."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+import psycopg
+from idstitch.adapters.projection_sql import Database, Namespace, Tracked
+from idstitch.domain.errors import InvalidCommand, StoreError
+from psycopg import sql
+
+
+class _Tx:
+    def __init__(self, position: int, db: Database) -> None:
+        self.position = position
+        self.db = db
+        self.moved_to: int | None = None
+
+    def advance(self, position: int) -> None:
+        self.moved_to = position
+
+
+class PostgresTables:
+    """The custom projections' tables and tracking in one PostgreSQL database."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self._schema = parse_qs(parts.query).get("schema", [None])[0]
+        self._conninfo = urlunsplit(parts._replace(query="", fragment=""))
+        self._conn: psycopg.Connection[Any] | None = None
+        self._lock = threading.RLock()
+        self._home = ""
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None:
+            try:
+                conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=10)
+                if self._schema:
+                    conn.execute(sql.SQL("SET search_path TO {}").format(
+                        sql.Identifier(self._schema)))
+                row = conn.execute("SELECT current_schema()").fetchone()
+                self._home = str(row[0]) if row and row[0] else "public"
+                conn.execute(sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {}.idstitch_custom (name TEXT NOT NULL, version "
+                    "INTEGER NOT NULL, position BIGINT NOT NULL, live BOOLEAN NOT NULL, "
+                    "PRIMARY KEY (name, version))").format(sql.Identifier(self._home)))
+            except psycopg.Error as e:
+                raise StoreError(f"cannot open the custom projections' tables: {e}") from e
+            self._conn = conn
+        return self._conn
+
+    def _tracking(self) -> sql.Composed:
+        return sql.SQL("{}.idstitch_custom").format(sql.Identifier(self._home))
+
+    def schema_of(self, name: str) -> str:
+        """The projection's own schema."""
+        return f"{self._home}_p_{name}"[:63]
+
+    def _namespace(self, conn: psycopg.Connection[Any], name: str, version: int) -> Namespace:
+        prefix = f"v{version}_"
+        found = conn.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND left(c.relname, %s) = %s",
+            (self.schema_of(name), len(prefix), prefix)).fetchall()
+        return Namespace(prefix, {r[0][len(prefix):].lower() for r in found}, postgres=True)
+
+    def _database(self, conn: psycopg.Connection[Any], name: str, version: int) -> Database:
+        namespace = self._namespace(conn, name, version)
+
+        def run(statement: str, params: tuple[Any, ...], rows: bool) -> Any:
+            with self._lock:
+                try:
+                    cursor = conn.execute(statement.encode(), params)
+                    return [tuple(r) for r in cursor.fetchall()] if rows else None
+                except psycopg.errors.UndefinedTable as e:
+                    raise InvalidCommand("sql", f"{e}: a projection reaches only its own "
+                                                "tables") from e
+
+        return Database(namespace, run)
+
+    def versions(self, name: str) -> list[Tracked]:
+        """Every tracked version of the projection."""
+        with self._lock:
+            conn = self._connection()
+            rows = conn.execute(sql.SQL("SELECT version, position, live FROM {} WHERE name = %s")
+                                .format(self._tracking()), (name,)).fetchall()
+        return [Tracked(v, p, bool(live)) for v, p, live in rows]
+
+    @contextmanager
+    def _begin(self, name: str, *, create: bool = False) -> Iterator[psycopg.Connection[Any]]:
+        with self._lock:
+            conn = self._connection()
+            with conn.transaction():
+                if create:
+                    # Under the tracking table's lock (taken first by create()), so two
+                    # processes registering the same projection do not race on the schema.
+                    conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(
+                        self._tracking()))
+                    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                        sql.Identifier(self.schema_of(name))))
+                # The projection's SQL finds its own schema's tables only (and pg_catalog).
+                conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(
+                    sql.Identifier(self.schema_of(name))))
+                yield conn
+
+    def create(self, name: str, version: int, live: bool,
+               setup: Callable[[Database], None]) -> None:
+        """Track a new version at 0 and create its tables, in one transaction."""
+        with self._begin(name, create=True) as conn:
+            if conn.execute(sql.SQL("SELECT 1 FROM {} WHERE name = %s AND version = %s").format(
+                    self._tracking()), (name, version)).fetchone():
+                return
+            conn.execute(sql.SQL("INSERT INTO {} VALUES (%s, %s, 0, %s)").format(
+                self._tracking()), (name, version, live))
+            setup(self._database(conn, name, version))
+
+    @contextmanager
+    def transaction(self, name: str, version: int) -> Iterator[_Tx]:
+        """A batch: the version's tables and tracking, committed together."""
+        with self._begin(name) as conn:
+            found = conn.execute(sql.SQL("SELECT position FROM {} WHERE name = %s AND version = %s "
+                                         "FOR UPDATE").format(self._tracking()),
+                                 (name, version)).fetchone()
+            tx = _Tx(-1 if found is None else found[0], self._database(conn, name, version))
+            yield tx
+            if tx.moved_to is not None and found is not None:
+                conn.execute(sql.SQL("UPDATE {} SET position = %s WHERE name = %s AND version = %s")
+                             .format(self._tracking()), (tx.moved_to, name, version))
+
+    def _drop_tables(self, conn: psycopg.Connection[Any], name: str, version: int) -> None:
+        prefix = f"v{version}_"
+        found = conn.execute(
+            "SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = "
+            "c.relnamespace WHERE n.nspname = %s AND left(c.relname, %s) = %s AND c.relkind IN "
+            "('r', 'v', 'm')", (self.schema_of(name), len(prefix), prefix)).fetchall()
+        for table, kind in found:
+            what = {"r": "TABLE", "v": "VIEW", "m": "MATERIALIZED VIEW"}[kind]
+            conn.execute(sql.SQL("DROP {} IF EXISTS {}.{} CASCADE").format(
+                sql.SQL(what), sql.Identifier(self.schema_of(name)), sql.Identifier(table)))
+
+    def swap(self, name: str, version: int) -> None:
+        """Make ``version`` live; drop every other version, in one transaction."""
+        with self._begin(name) as conn:
+            others = conn.execute(sql.SQL("SELECT version FROM {} WHERE name = %s AND version != "
+                                          "%s FOR UPDATE").format(self._tracking()),
+                                  (name, version)).fetchall()
+            for (other,) in others:
+                self._drop_tables(conn, name, other)
+            conn.execute(sql.SQL("DELETE FROM {} WHERE name = %s AND version != %s").format(
+                self._tracking()), (name, version))
+            conn.execute(sql.SQL("UPDATE {} SET live = TRUE WHERE name = %s AND version = %s")
+                         .format(self._tracking()), (name, version))
+
+    def drop(self, name: str, version: int) -> None:
+        """Drop one version's tables and tracking."""
+        with self._begin(name) as conn:
+            self._drop_tables(conn, name, version)
+            conn.execute(sql.SQL("DELETE FROM {} WHERE name = %s AND version = %s").format(
+                self._tracking()), (name, version))
+
+    def reader(self, name: str) -> Database:
+        """Read-only access to the live version's tables (each query a read-only
+        transaction on the projection's schema)."""
+        with self._lock:
+            conn = self._connection()
+            live = conn.execute(sql.SQL("SELECT version FROM {} WHERE name = %s AND live").format(
+                self._tracking()), (name,)).fetchone()
+            namespace = self._namespace(conn, name, 0 if live is None else live[0])
+        schema = self.schema_of(name)
+
+        def run(statement: str, params: tuple[Any, ...], rows: bool) -> Any:
+            try:
+                with self._lock, conn.transaction():
+                    conn.execute("SET TRANSACTION READ ONLY")
+                    conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(
+                        sql.Identifier(schema)))
+                    cursor = conn.execute(statement.encode(), params)
+                    return [tuple(r) for r in cursor.fetchall()] if rows else None
+            except psycopg.errors.UndefinedTable as e:
+                raise InvalidCommand("sql", f"{e}: a projection reaches only its own "
+                                            "tables") from e
+            except psycopg.errors.ReadOnlySqlTransaction as e:
+                raise InvalidCommand("sql", f"{e}: projection_db is read-only") from e
+
+        return Database(namespace, run)
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None

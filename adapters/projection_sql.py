@@ -1,0 +1,157 @@
+"""Custom projections' tables in the workspace's database: namespaces, isolation, tracking.
+
+Every version of a custom projection gets its own table namespace: the names its SQL gives
+(``push_reachable``) are rewritten to names of that version (``p_push_reachable_v1_push_reachable``
+on SQLite; ``v1_push_reachable`` in the projection's own schema ``<schema>_p_push_reachable`` on
+PostgreSQL). A new version is then built beside the live one, and readers keep the old tables
+until the swap. The rewrite is a tokenizer, not a parser: a word (or a double-quoted name) equal
+to one of the projection's tables is renamed wherever it stands, consistently, string literals
+and comments excepted; ``?`` placeholders become ``%s`` on PostgreSQL. Values reach SQL only as
+parameters.
+
+Isolation from the built-in tables (and from other projections):
+
+- SQLite (file and ``memory:``): an authorizer callback refuses, while a projection's SQL runs,
+  every access to a table outside its namespace (reads of ``sqlite_master`` excepted),
+  transaction control, PRAGMA, ATTACH and temporary objects. Enforced.
+- PostgreSQL: the projection's statements run with ``search_path`` set to its own schema, so an
+  unqualified name never reaches a built-in table. A schema-qualified name
+  (``public.idstitch_rows``) is *not* refused: the connection's role can read the whole
+  database. Give projections a role of their own if that matters.
+
+Tracking (``idstitch_custom``: name, version, position, live) sits beside the tables and moves
+in the same transaction as the projection's rows.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from idstitch.domain.errors import InvalidCommand
+from idstitch.projections.custom import CustomTables
+
+_TOKENS = re.compile(
+    r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/|[A-Za-z_][A-Za-z0-9_$]*|\s+|.",
+    re.S)
+_CREATES = {"table", "index", "view", "trigger"}
+_SKIPPED = {"temp", "temporary", "unique", "if", "not", "exists"}
+
+
+class Tracked:
+    """One tracked version of a custom projection."""
+
+    __slots__ = ("live", "position", "version")
+
+    def __init__(self, version: int, position: int, live: bool) -> None:
+        self.version, self.position, self.live = version, position, live
+
+    def __repr__(self) -> str:
+        return f"Tracked(version={self.version}, position={self.position}, live={self.live})"
+
+
+class Namespace:
+    """The names of one version of a projection, and the rewrite of its SQL."""
+
+    def __init__(self, prefix: str, tables: set[str], postgres: bool) -> None:
+        self.prefix = prefix
+        self.tables = tables
+        """The projection's own names (lower case, as its SQL gives them)."""
+        self._postgres = postgres
+        self._rewritten: dict[str, str] = {}
+        """Statements already rewritten (a handler runs the same few over and over)."""
+
+    def rewrite(self, sql: str) -> str:
+        """The statement with the projection's names in its namespace."""
+        try:
+            return self._rewritten[sql]
+        except (KeyError, TypeError):
+            pass
+        if not isinstance(sql, str):
+            raise InvalidCommand("sql", f"must be a string, got {type(sql).__name__}")
+        known = len(self.tables)
+        out = self._rewrite(sql)
+        if len(self.tables) != known:
+            self._rewritten.clear()  # a new table: statements seen before may name it
+        elif len(self._rewritten) < 1_000:
+            self._rewritten[sql] = out
+        return out
+
+    def _rewrite(self, sql: str) -> str:
+        tokens = _TOKENS.findall(sql)
+        words = [(i, t.lower()) for i, t in enumerate(tokens)
+                 if t[0].isalpha() or t[0] in '_"']
+        # CREATE [TEMP] [UNIQUE] TABLE|INDEX|VIEW|TRIGGER [IF NOT EXISTS] name: a new name of ours.
+        for n, (_, word) in enumerate(words):
+            if word == "create":
+                rest = [w for _, w in words[n + 1:]]
+                while rest and rest[0] in _SKIPPED:
+                    rest.pop(0)
+                if len(rest) >= 2 and rest[0] in _CREATES:
+                    tail = [w for w in rest[1:] if w not in _SKIPPED]
+                    if tail:
+                        self.tables.add(tail[0].strip('"').replace('""', '"'))
+        out: list[str] = []
+        for token in tokens:
+            first = token[0]
+            if first.isalpha() or first == "_":
+                if token.lower() in self.tables:
+                    token = self.quoted(token.lower())
+            elif first == '"':
+                inner = token[1:-1].replace('""', '"')
+                if inner.lower() in self.tables:
+                    token = self.quoted(inner.lower())
+            elif token.startswith(("--", "/*")):
+                token = " "
+            elif self._postgres and token == "?":
+                token = "%s"
+            elif self._postgres and token == "%":
+                token = "%%"
+            out.append(token)
+        return "".join(out)
+
+    def quoted(self, table: str) -> str:
+        """The double-quoted name of one of the projection's tables in this namespace."""
+        return '"' + (self.prefix + table).replace('"', '""') + '"'
+
+
+def check_params(params: Any) -> tuple[Any, ...]:
+    """Parameters as a tuple (a list or tuple given; anything else is an InvalidCommand)."""
+    if not isinstance(params, (tuple, list)):
+        raise InvalidCommand("params", f"must be a tuple or list of values, got "
+                                       f"{type(params).__name__}")
+    return tuple(params)
+
+
+class Database:
+    """A ProjectionDB: one projection version's statements on a connection (SQLite or
+    PostgreSQL), through its namespace, inside its store's transaction."""
+
+    def __init__(self, namespace: Namespace, run: Callable[[str, tuple[Any, ...], bool], Any]
+                 ) -> None:
+        self.namespace = namespace
+        self._run = run
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """Run one statement; ``?`` placeholders."""
+        self._run(self.namespace.rewrite(sql), check_params(params), False)
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one query; its rows as tuples."""
+        rows: list[tuple[Any, ...]] = self._run(self.namespace.rewrite(sql),
+                                                check_params(params), True)
+        return rows
+
+
+def connect(url: str) -> CustomTables:
+    """The custom projections' tables of the store a URL names (connected on first use)."""
+    if url.startswith(("postgresql://", "postgres://")):
+        from idstitch.adapters.projection_pg import PostgresTables
+
+        return PostgresTables(url)
+    from idstitch.adapters.projection_sqlite import SqliteTables
+
+    if url.startswith("sqlite:///"):
+        return SqliteTables(url[len("sqlite:///"):])
+    return SqliteTables(":memory:")

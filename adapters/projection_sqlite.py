@@ -1,0 +1,227 @@
+"""Custom projections' tables in the workspace's SQLite file (or an in-memory database for
+``memory:``); see :mod:`idstitch.adapters.projection_sql` for the namespaces and isolation."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from idstitch.adapters.projection_sql import Database, Namespace, Tracked
+from idstitch.domain.errors import InvalidCommand, StoreError
+
+TRACKING = ("CREATE TABLE IF NOT EXISTS idstitch_custom (name TEXT NOT NULL, version INTEGER NOT "
+            "NULL, position INTEGER NOT NULL, live INTEGER NOT NULL, PRIMARY KEY (name, version))")
+# Internal statements carry a comment: a projection's SQL never does (the rewrite drops its
+# comments), so a statement prepared (and cached) without the authorizer is never one of its.
+_INTERNAL = " /* idstitch */"
+
+_TABLE_ACTIONS = {
+    sqlite3.SQLITE_READ: 0, sqlite3.SQLITE_UPDATE: 0, sqlite3.SQLITE_INSERT: 0,
+    sqlite3.SQLITE_DELETE: 0, sqlite3.SQLITE_CREATE_TABLE: 0, sqlite3.SQLITE_DROP_TABLE: 0,
+    sqlite3.SQLITE_CREATE_INDEX: 1, sqlite3.SQLITE_DROP_INDEX: 1, sqlite3.SQLITE_CREATE_VIEW: 0,
+    sqlite3.SQLITE_DROP_VIEW: 0, sqlite3.SQLITE_CREATE_TRIGGER: 1, sqlite3.SQLITE_DROP_TRIGGER: 1,
+    sqlite3.SQLITE_ALTER_TABLE: 1, sqlite3.SQLITE_ANALYZE: 0, sqlite3.SQLITE_REINDEX: 0,
+}
+"""Actions on a table, and which argument names it."""
+_FREE = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
+_READS = {sqlite3.SQLITE_READ, sqlite3.SQLITE_SELECT, sqlite3.SQLITE_FUNCTION,
+          sqlite3.SQLITE_RECURSIVE}
+
+
+class Authorizer:
+    """The connection's one authorizer: while a projection's statement is prepared, it admits
+    only that projection's namespace (and reads of the schema); otherwise (idstitch's own
+    statements) everything.
+
+    Installed once: SQLite expires every prepared statement when the authorizer is set, and
+    authorizes a statement when it is prepared, not each time it runs. So a statement keeps the
+    verdict it was prepared under; the texts of idstitch's statements, of each projection's
+    (their namespace's names) and of read-only readers (a marker comment) never coincide."""
+
+    def __init__(self) -> None:
+        self.scope: tuple[str, bool] | None = None
+        """(the namespace's prefix, whether writes are allowed), or None: idstitch itself."""
+
+    def __call__(self, action: int, arg1: str | None, arg2: str | None, db: str | None,
+                 trigger: str | None) -> int:
+        if self.scope is None:
+            return sqlite3.SQLITE_OK
+        prefix, writable = self.scope
+        if not writable and action not in _READS:
+            return sqlite3.SQLITE_DENY
+        if action in _FREE:
+            return sqlite3.SQLITE_OK
+        if db not in (None, "main"):
+            return sqlite3.SQLITE_DENY
+        index = _TABLE_ACTIONS.get(action)
+        if index is None:
+            return sqlite3.SQLITE_DENY  # transactions, PRAGMA, ATTACH, temporary objects
+        table = (arg1, arg2)[index] or ""
+        # The schema table: SQLite itself writes it for CREATE and DROP (and refuses a
+        # statement's own writes to it, PRAGMA writable_schema being refused here).
+        if table.startswith(prefix) or table in ("sqlite_master", "sqlite_schema"):
+            return sqlite3.SQLITE_OK
+        if trigger is not None and trigger.startswith(prefix):
+            return sqlite3.SQLITE_OK
+        return sqlite3.SQLITE_DENY
+
+
+class _Tx:
+    def __init__(self, position: int, db: Database) -> None:
+        self.position = position
+        self.db = db
+        self.moved_to: int | None = None
+
+    def advance(self, position: int) -> None:
+        self.moved_to = position
+
+
+class SqliteTables:
+    """The custom projections' tables and tracking in one SQLite database."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.RLock()
+        self._authorizer = Authorizer()
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            try:
+                conn = sqlite3.connect(self._path, isolation_level=None, timeout=30,
+                                       check_same_thread=False)
+                # As the store's own rows: WAL (the store set it on the file) without an fsync
+                # per commit; a crash loses at most the last batches, rows and position alike.
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute(TRACKING)
+                conn.set_authorizer(self._authorizer)
+            except sqlite3.Error as e:
+                raise StoreError(f"cannot open the custom projections' tables: {e}") from e
+            self._conn = conn
+        return self._conn
+
+    @staticmethod
+    def prefix(name: str, version: int) -> str:
+        """The table-name prefix of one version of a projection."""
+        return f"p_{name}_v{version}_"
+
+    def _namespace(self, conn: sqlite3.Connection, name: str, version: int) -> Namespace:
+        prefix = self.prefix(name, version)
+        found = conn.execute("SELECT name FROM sqlite_master WHERE substr(name, 1, ?) = ?"
+                             + _INTERNAL, (len(prefix), prefix)).fetchall()
+        return Namespace(prefix, {n[len(prefix):].lower() for (n,) in found}, postgres=False)
+
+    def _database(self, conn: sqlite3.Connection, name: str, version: int, writable: bool
+                  ) -> Database:
+        namespace = self._namespace(conn, name, version)
+        scope = (namespace.prefix, writable)
+        marker = "" if writable else " /* read */"
+        authorizer = self._authorizer
+
+        def run(sql: str, params: tuple[Any, ...], rows: bool) -> Any:
+            with self._lock:
+                authorizer.scope = scope
+                try:
+                    sql += marker
+                    cursor = conn.execute(sql, params)
+                    return cursor.fetchall() if rows else None
+                except sqlite3.DatabaseError as e:
+                    if any(m in str(e) for m in ("not authorized", "prohibited", "no such table")):
+                        what = ("a projection reaches only its own tables" if writable else
+                                "projection_db is read-only, and reaches only its own tables")
+                        raise InvalidCommand("sql", f"{e}: {what}") from e
+                    raise
+                finally:
+                    authorizer.scope = None
+
+        return Database(namespace, run)
+
+    def versions(self, name: str) -> list[Tracked]:
+        """Every tracked version of the projection."""
+        with self._lock:
+            rows = self._connection().execute(
+                "SELECT version, position, live FROM idstitch_custom WHERE name = ?" + _INTERNAL,
+                (name,)).fetchall()
+        return [Tracked(v, p, bool(live)) for v, p, live in rows]
+
+    @contextmanager
+    def _begin(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def create(self, name: str, version: int, live: bool,
+               setup: Callable[[Database], None]) -> None:
+        """Track a new version at 0 and create its tables, in one transaction."""
+        with self._begin() as conn:
+            if conn.execute("SELECT 1 FROM idstitch_custom WHERE name = ? AND version = ?"
+                            + _INTERNAL, (name, version)).fetchone():
+                return
+            conn.execute("INSERT INTO idstitch_custom VALUES (?, ?, 0, ?)" + _INTERNAL,
+                         (name, version, int(live)))
+            setup(self._database(conn, name, version, True))
+
+    @contextmanager
+    def transaction(self, name: str, version: int) -> Iterator[_Tx]:
+        """A batch: the version's tables and tracking, committed together."""
+        with self._begin() as conn:
+            found = conn.execute("SELECT position FROM idstitch_custom WHERE name = ? AND "
+                                 "version = ?" + _INTERNAL, (name, version)).fetchone()
+            tx = _Tx(-1 if found is None else found[0], self._database(conn, name, version, True))
+            yield tx
+            if tx.moved_to is not None and found is not None:
+                conn.execute("UPDATE idstitch_custom SET position = ? WHERE name = ? AND "
+                             "version = ?" + _INTERNAL, (tx.moved_to, name, version))
+
+    def _drop_tables(self, conn: sqlite3.Connection, name: str, version: int) -> None:
+        prefix = self.prefix(name, version)
+        found = conn.execute("SELECT type, name FROM sqlite_master WHERE substr(name, 1, ?) = ? "
+                             "AND type IN ('table', 'view')" + _INTERNAL,
+                             (len(prefix), prefix)).fetchall()
+        for kind, table in found:
+            quoted = '"' + table.replace('"', '""') + '"'
+            conn.execute(f"DROP {'VIEW' if kind == 'view' else 'TABLE'} IF EXISTS {quoted}")
+
+    def swap(self, name: str, version: int) -> None:
+        """Make ``version`` live; drop every other version, in one transaction."""
+        with self._begin() as conn:
+            others = conn.execute("SELECT version FROM idstitch_custom WHERE name = ? AND "
+                                  "version != ?" + _INTERNAL, (name, version)).fetchall()
+            for (other,) in others:
+                self._drop_tables(conn, name, other)
+            conn.execute("DELETE FROM idstitch_custom WHERE name = ? AND version != ?" + _INTERNAL,
+                         (name, version))
+            conn.execute("UPDATE idstitch_custom SET live = 1 WHERE name = ? AND version = ?"
+                         + _INTERNAL, (name, version))
+
+    def drop(self, name: str, version: int) -> None:
+        """Drop one version's tables and tracking."""
+        with self._begin() as conn:
+            self._drop_tables(conn, name, version)
+            conn.execute("DELETE FROM idstitch_custom WHERE name = ? AND version = ?" + _INTERNAL,
+                         (name, version))
+
+    def reader(self, name: str) -> Database:
+        """Read-only access to the live version's tables."""
+        with self._lock:
+            conn = self._connection()
+            live = conn.execute("SELECT version FROM idstitch_custom WHERE name = ? AND live = 1"
+                                + _INTERNAL, (name,)).fetchone()
+            version = 0 if live is None else live[0]
+            return self._database(conn, name, version, False)
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None

@@ -1,0 +1,180 @@
+"""The log as a stream of Changes: what a custom projection folds.
+
+A custom projection gets, for every position, exactly the :class:`Change` that ``history``
+shows for it: the same construction (:func:`~idstitch.projections.audit.refold` and
+:func:`~idstitch.projections.audit.change_of`), run forward over consecutive positions instead
+of over one person's family. The stream keeps each person's attribute state as of its position
+(``at``); the rows of the identity projection (caught up at least as far as the stream reads)
+say which person each event applied to (the persons' stints) and which merges it caused.
+
+A person's state as of a position never changes afterwards (the log is append-only; stints and
+merge records are written at the positions of their events), so a stream can start anywhere:
+the state of a person it has not met yet is refolded from that person's own past, the way the
+audit does, once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from idstitch.domain.attributes import Attrs
+from idstitch.domain.device import anonymous_id_for, anonymous_person_id
+from idstitch.projections.audit import (
+    ABSORBING,
+    Change,
+    Family,
+    _Owners,
+    change_of,
+    family,
+    ignored_identifies,
+    refold,
+    refusals,
+    spans,
+)
+from idstitch.projections.identity.rows import DEVICE, MERGE, PERSON, DeviceRow, MergeRow, PersonRow
+from idstitch.projections.store import EventLog, LoggedEvent, ProjectionStore
+from idstitch.projections.unit import RowTypes, decode_row
+from idstitch.projections.views import Reader
+
+STATES_LIMIT = 200_000
+"""Persons whose attribute state the stream keeps at most; past it, the older half is dropped
+(refolded from their past if met again)."""
+
+
+class ChangeStream:
+    """Changes of consecutive log positions, from ``at`` on."""
+
+    def __init__(self, log: EventLog, store: ProjectionStore, row_types: RowTypes,
+                 at: int = 0) -> None:
+        self._log, self._store, self._row_types = log, store, row_types
+        self.at = at
+        """The position the kept states reflect (the last one streamed)."""
+        self._states: dict[str, Attrs] = {}
+        self._newest: dict[str, int] = {}
+        self._merge_rows: dict[str, MergeRow] = {}
+
+    def changes(self, events: Sequence[LoggedEvent]) -> list[Change]:
+        """The Changes of ``events``: the positions right after :attr:`at`, in order (the
+        whole log between, so that no person's state misses an event)."""
+        if not events:
+            return []
+        lo, hi = self.at, events[-1].position
+        if events[0].position <= lo:
+            raise ValueError(f"the stream is at {lo}; events from {events[0].position} given")
+        # No snapshot: the rows read here describe positions up to `hi`, which no later commit
+        # changes (stints, merge records and refusals are written at their events' positions).
+        reader = Reader(self._store, self._row_types)
+        devices = list(dict.fromkeys(ev.device_id for _, ev in events))
+        device_rows = self._rows(DEVICE, devices)
+        candidates = self._candidates(device_rows)
+        of = _Owners(Family(_NOBODY, candidates, [])).of
+        owners = {of(ev.device_id, pos) for pos, ev in events}
+        if None in owners:
+            missing = [pos for pos, ev in events if of(ev.device_id, pos) is None]
+            raise LookupError(f"no person's stint covers positions {missing[:5]}: the "
+                              "identity rows are behind the log read")
+        merges = self._merges([candidates[o] for o in owners if o is not None], lo, hi)
+        needed = {o for o in owners if o is not None}
+        for merge in merges:
+            if merge.kind in ABSORBING:
+                needed.update((merge.source, merge.target))
+        others = self._rows(PERSON, [p for p in needed if p not in candidates])
+        present: dict[str, PersonRow] = {p: candidates.get(p) or others[p] for p in needed
+                                         if p in candidates or p in others}
+        for pid, row in present.items():
+            if pid not in self._states and row.since <= lo:
+                self._load(reader, row, lo)
+        fam = Family(next(iter(present.values())), present, merges)
+        ignored = frozenset(p for row in device_rows.values() for p in row.ignored)
+        refused = refusals(fam)
+        out = [change_of(step, refused)
+               for step in refold(fam, events, ignored, self._states, self._newest)]
+        if len(out) != len(events):
+            raise LookupError("an event applied to no person (the identity rows are behind)")
+        self.at = hi
+        if len(self._states) > STATES_LIMIT:
+            for pid in list(self._states)[:len(self._states) // 2]:
+                del self._states[pid]
+                self._newest.pop(pid, None)
+        return out
+
+    def _rows(self, kind: str, keys: Iterable[str]) -> dict[str, Any]:
+        """Committed rows of a kind among ``keys``, decoded (one read)."""
+        keys = list(keys)
+        if not keys:
+            return {}
+        row_type = self._row_types[kind]
+        return {k: decode_row(row_type, raw) for k, raw in self._store.get_many(kind, keys).items()}
+
+    def _merge_rows_of(self, persons: Iterable[PersonRow]) -> dict[str, MergeRow]:
+        """The merge records these persons name, kept once read (a record never changes)."""
+        kept = self._merge_rows
+        missing = {m for p in persons for m in p.merges if m not in kept}
+        if missing:
+            if len(kept) + len(missing) > STATES_LIMIT:
+                kept.clear()
+                missing = {m for p in persons for m in p.merges}
+            kept.update(self._rows(MERGE, missing))
+        return kept
+
+    def _candidates(self, device_rows: dict[str, DeviceRow]) -> dict[str, PersonRow]:
+        """Every person these devices were ever on: their anonymous persons (one a session),
+        the persons those were merged into, and those a device switched to (the merge records
+        it caused); breadth first, one read a level."""
+        out: dict[str, PersonRow] = {}
+        frontier: dict[str, set[str]] = {}
+        for device_id, row in device_rows.items():
+            for pid in (row.person_id, *(anonymous_person_id(anonymous_id_for(device_id, g))
+                                         for g in range(row.generation + 1))):
+                frontier.setdefault(pid, set()).add(device_id)
+        persons: dict[str, PersonRow | None] = {}
+        seen: set[tuple[str, str]] = set()
+        while frontier:
+            found = self._rows(PERSON, [p for p in frontier if p not in persons])
+            for pid in frontier:
+                persons.setdefault(pid, found.get(pid))
+            merges = self._merge_rows_of(p for p in (persons[q] for q in frontier) if p)
+            following: dict[str, set[str]] = {}
+            for pid, devices in frontier.items():
+                person = persons[pid]
+                if person is None:
+                    continue
+                on = {s.device_id for s in person.stints}
+                for device_id in devices:
+                    if (pid, device_id) in seen:
+                        continue
+                    seen.add((pid, device_id))
+                    if device_id in on:
+                        out[pid] = person
+                    if person.retired_into is not None:
+                        following.setdefault(person.retired_into, set()).add(device_id)
+                    for merge_id in person.merges:
+                        merge = merges.get(merge_id)
+                        if merge is not None and merge.device_id == device_id:
+                            following.setdefault(merge.source, set()).add(device_id)
+                            following.setdefault(merge.target, set()).add(device_id)
+            frontier = {p: d for p, d in following.items()
+                        if any((p, x) not in seen for x in d)}
+        return out
+
+    def _merges(self, persons: list[PersonRow], lo: int, hi: int) -> list[MergeRow]:
+        """The merge records of these persons caused at positions ``lo < p <= hi``, in order."""
+        kept = self._merge_rows_of(persons)
+        found = {m: kept[m] for p in persons for m in p.merges
+                 if m in kept and lo < kept[m].position <= hi}
+        return sorted(found.values(), key=lambda r: r.position)
+
+    def _load(self, reader: Reader, person: PersonRow, at: int) -> None:
+        """The person's attribute state as of position ``at``, refolded from its past."""
+        fam = family(reader, person, at)
+        states: dict[str, Attrs] = {}
+        newest: dict[str, int] = {}
+        events = self._log.read_spans(spans(fam, at))
+        for _ in refold(fam, events, ignored_identifies(reader, fam), states, newest):
+            pass
+        self._states[person.person_id] = states.get(person.person_id, Attrs())
+        self._newest[person.person_id] = newest.get(person.person_id, person.created_at)
+
+
+_NOBODY = PersonRow(person_id="", created_at=0, updated_at=0)

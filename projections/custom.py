@@ -1,0 +1,172 @@
+"""Custom projections: read models users write themselves, folded from the stream of Changes.
+
+A :class:`Projection` says what it is (``name``, ``version``, the ``events`` it wants), creates
+its tables (``setup``) and folds one :class:`~idstitch.projections.audit.Change` at a time
+(``handle``; ``handle_batch`` for speed) into them through a :class:`ProjectionDB`. Where the
+tables live and how a transaction commits them with the projection's tracking position is the
+store's (the :class:`CustomTables` port, implemented in :mod:`idstitch.adapters.projection_sql`);
+the order, the batches and the failures are the runner's
+(:mod:`idstitch.projections.custom_runner`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, ClassVar, Protocol
+
+from idstitch.domain.errors import InvalidCommand
+from idstitch.projections.audit import Change
+
+NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
+"""A projection name: a plain lower-case identifier (it names tables, a schema, a tracking
+row), at most 40 characters so that every name derived from it fits PostgreSQL's 63."""
+
+
+class ProjectionDB(Protocol):
+    """A custom projection's view of the workspace's database: its own tables only.
+
+    ``?`` placeholders on every store (translated for PostgreSQL); values reach SQL only as
+    parameters."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """Run one statement (DDL or a write) inside the projection's transaction."""
+        ...
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one query; every row as a tuple."""
+        ...
+
+
+class Projection:
+    """Base class of a custom projection (see docs/howto/write-your-own-projection.md).
+
+    Subclasses set :attr:`name` and :attr:`version`, optionally :attr:`events`, and implement
+    :meth:`setup` and :meth:`handle`. A projection the ingest's projecting child should fold
+    must be importable by ``module:qualname`` and constructible without arguments.
+    """
+
+    name: ClassVar[str]
+    """Unique in the workspace: names its tracking and its tables' namespace."""
+    version: ClassVar[int] = 1
+    """A new version is built beside the old one from position 0, then swapped in."""
+    events: ClassVar[frozenset[str] | None] = None
+    """The ``Change.event`` names it wants (None: all)."""
+
+    def setup(self, db: ProjectionDB) -> None:
+        """Create the projection's tables (runs once per version)."""
+
+    def handle(self, db: ProjectionDB, change: Change) -> None:
+        """Fold one Change (in log order) into the projection's tables."""
+        raise NotImplementedError
+
+    def handle_batch(self, db: ProjectionDB, changes: Sequence[Change]) -> None:
+        """Fold several Changes in log order (one transaction); by default, :meth:`handle`
+        for each. Override it for speed (e.g. one ``executemany``-like statement)."""
+        for change in changes:
+            self.handle(db, change)
+
+
+def check_projection(projection: Any) -> Projection:
+    """The projection, checked: an instance of :class:`Projection` with a plain name and a
+    positive integer version (InvalidCommand naming the field otherwise)."""
+    if isinstance(projection, type) and issubclass(projection, Projection):
+        try:
+            projection = projection()
+        except TypeError as e:
+            raise InvalidCommand("projection", f"{projection.__qualname__} cannot be built "
+                                               f"without arguments ({e}): pass an instance") from e
+    if not isinstance(projection, Projection):
+        raise InvalidCommand("projection", f"must be an idstitch.Projection subclass or instance, "
+                                           f"got {type(projection).__name__}")
+    name = getattr(projection, "name", None)
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise InvalidCommand("name", f"a projection name must be a plain lower-case identifier "
+                                     f"(letters, digits, _; at most 40), got {name!r}")
+    version = projection.version
+    if type(version) is not int or version < 1:
+        raise InvalidCommand("version", f"must be an integer of at least 1, got {version!r}")
+    events = projection.events
+    if events is not None and not (isinstance(events, frozenset)
+                                   and all(isinstance(e, str) for e in events)):
+        raise InvalidCommand("events", "must be None or a frozenset of Change.event names")
+    return projection
+
+
+def topic_of(projection: Projection) -> str:
+    """``module:qualname`` of the projection's class (how the child imports it)."""
+    kind = type(projection)
+    return f"{kind.__module__}:{kind.__qualname__}"
+
+
+class Tracked(Protocol):
+    """One version of a custom projection as tracked in the store."""
+
+    @property
+    def version(self) -> int:
+        """The projection's version."""
+        ...
+
+    @property
+    def position(self) -> int:
+        """Its committed tracking position."""
+        ...
+
+    @property
+    def live(self) -> bool:
+        """Whether readers see it (else: being built beside the live one)."""
+        ...
+
+
+class CustomTransaction(Protocol):
+    """One batch of a custom projection: its tables and its tracking, committed together."""
+
+    @property
+    def position(self) -> int:
+        """The version's tracking position when the transaction began (under its lock)."""
+        ...
+
+    @property
+    def db(self) -> ProjectionDB:
+        """The version's tables."""
+        ...
+
+    def advance(self, position: int) -> None:
+        """Move the tracking position (committed with the rows when the block exits)."""
+        ...
+
+
+class CustomTables(Protocol):
+    """Where custom projections keep their tables and tracking: the workspace's database."""
+
+    def versions(self, name: str) -> Sequence[Tracked]:
+        """Every tracked version of the projection (none: never registered)."""
+        ...
+
+    def create(self, name: str, version: int, live: bool,
+               setup: Callable[[ProjectionDB], None]) -> None:
+        """Track a new version at position 0 and create its tables, in one transaction (a
+        version already tracked is left alone)."""
+        ...
+
+    def transaction(self, name: str, version: int) -> AbstractContextManager[CustomTransaction]:
+        """A transaction on the version's tables and tracking; rolled back on an exception."""
+        ...
+
+    def swap(self, name: str, version: int) -> None:
+        """Make ``version`` the live one and drop every other version's tables and tracking,
+        in one transaction."""
+        ...
+
+    def drop(self, name: str, version: int) -> None:
+        """Drop one version's tables and tracking."""
+        ...
+
+    def reader(self, name: str) -> ProjectionDB:
+        """Read access to the live version's tables."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...

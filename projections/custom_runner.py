@@ -1,0 +1,201 @@
+"""How custom projections follow the log: in order, a batch a transaction, exactly once.
+
+Each registered version folds the Changes after its tracked position, a batch at a time; a
+batch's rows and its new tracking position commit in one transaction of the workspace's
+database (:class:`~idstitch.projections.custom.CustomTables`). A handler that raises rolls the
+batch back with its tracking; the projection stays at its last committed position and is
+reported as :class:`~idstitch.domain.errors.ProjectionFailed` (the cause chained); the other
+projections go on. Projections at the same position share one
+:class:`~idstitch.projections.changes.ChangeStream` (the Changes of a batch are built once).
+
+A new version of a projection is built from position 0 beside the live one, which readers
+keep seeing, and swapped in (the old tables dropped) in one transaction once it has caught up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from idstitch.domain.errors import ProjectionFailed
+from idstitch.projections.audit import EVENT_NAMES, Change
+from idstitch.projections.base import Registry
+from idstitch.projections.changes import ChangeStream
+from idstitch.projections.custom import CustomTables, Projection, ProjectionDB
+from idstitch.projections.store import EventLog, LoggedEvent, ProjectionStore
+from idstitch.projections.unit import RowTypes
+
+BATCH = 5_000
+"""Log positions per transaction at most."""
+STREAMS = 4
+"""Change streams kept (one per distinct position the projections were at)."""
+
+
+class CustomRunner:
+    """Registers, catches up and rebuilds the custom projections of one workspace."""
+
+    def __init__(self, log: EventLog, store: ProjectionStore, tables: CustomTables,
+                 registry: Registry) -> None:
+        self._log, self._store, self.tables = log, store, tables
+        self.registry = registry
+        self._row_types: RowTypes = registry.row_types
+        self._streams: dict[int, ChangeStream] = {}
+
+    @property
+    def projections(self) -> dict[str, Projection]:
+        """The registered custom projections, by name (the registry's)."""
+        return self.registry.custom
+
+    def register(self, projection: Projection) -> None:
+        """Track the projection (resuming the version tracked), create its tables once per
+        version; an unfinished build of another version is dropped. Registering a name again
+        replaces the instance (a new version is then built beside the live one)."""
+        name = projection.name
+        versions = self.tables.versions(name)
+        for tracked in versions:
+            if not tracked.live and tracked.version != projection.version:
+                self.tables.drop(name, tracked.version)
+        live = any(t.live for t in versions)
+        if not any(t.version == projection.version for t in versions):
+            self.tables.create(name, projection.version, not live, projection.setup)
+        self.registry.add_custom(projection)
+
+    def rebuild(self, names: Sequence[str]) -> None:
+        """Drop the named projections' tables and tracking and create them afresh (the next
+        catch-up folds them from position 0)."""
+        for name in names:
+            projection = self.projections[name]
+            for tracked in self.tables.versions(name):
+                self.tables.drop(name, tracked.version)
+            self.tables.create(name, projection.version, True, projection.setup)
+
+    def position(self, name: str) -> int:
+        """The registered version's committed position."""
+        version = self.projections[name].version
+        return next((t.position for t in self.tables.versions(name) if t.version == version), 0)
+
+    def catch_up(self, until: int, names: Sequence[str] | None = None) -> list[ProjectionFailed]:
+        """Fold every registered projection (or the named ones) up to position ``until`` (the
+        built-in rows must be there already); the failures, one per failed projection."""
+        chosen = [self.projections[n] for n in (names if names is not None else self.projections)]
+        try:
+            at: dict[str, int] = {p.name: self.position(p.name) for p in chosen}
+        except Exception as e:  # the database: every one of them stays where it is
+            return [_failed(p.name, 0, e) for p in chosen]
+        failures: list[ProjectionFailed] = []
+        pending = [p for p in chosen if at[p.name] < until]
+        for projection in [p for p in pending if p.events == frozenset()]:
+            # Wants no event: nothing to read or fold, only the position to move (one
+            # transaction), so that a registered projection like it costs the others nothing.
+            at[projection.name], failure = self._commit(projection, at[projection.name], until,
+                                                        [])
+            if failure is not None:
+                failures.append(failure)
+        pending = [p for p in pending if at[p.name] < until and p.events != frozenset()]
+        while pending:
+            start = min(at[p.name] for p in pending)
+            group = [p for p in pending if at[p.name] == start]
+            try:
+                events = [e for e in self._log.read(start, BATCH) if e.position <= until]
+                if not events:
+                    break
+                end = events[-1].position
+                wanted = _wanted(group)
+                if wanted is None or any(EVENT_NAMES[type(e.event)] in wanted for e in events):
+                    changes = self._changes(start, events)
+                else:
+                    # None of the group wants any of these: no Changes to build. The stream at
+                    # `start` would miss them; it is dropped (a later one starts cold).
+                    self._streams.pop(start, None)
+                    changes = []
+            except Exception as e:
+                # Reading the log or building the Changes failed (the identity rows rebuilt
+                # by another process meanwhile, say): not the handlers' fault, but they cannot
+                # go on from here either. Reported like a handler's failure; retried next time.
+                self._streams.pop(start, None)
+                failures += [_failed(p.name, start + 1, e) for p in group]
+                pending = [p for p in pending if p not in group]
+                continue
+            for projection in group:
+                reached, failure = self._commit(projection, start, end, changes)
+                at[projection.name] = reached
+                if failure is not None:
+                    failures.append(failure)
+            failed = {f.projection for f in failures}
+            pending = [p for p in pending if at[p.name] < until and p.name not in failed]
+        for projection in chosen:
+            if at[projection.name] >= until:
+                try:
+                    self._swap_if_built(projection)
+                except Exception as e:
+                    failures.append(_failed(projection.name, at[projection.name], e))
+        return failures
+
+    def _changes(self, start: int, events: Sequence[LoggedEvent]) -> list[Change]:
+        """The Changes of a batch from the stream at ``start`` (a new one if none is there);
+        the stream is then kept under its new position. A stream that failed is dropped (its
+        states may be half-advanced)."""
+        stream = self._streams.pop(start, None)
+        if stream is None:
+            stream = ChangeStream(self._log, self._store, self._row_types, start)
+        out = stream.changes(events)
+        if len(self._streams) >= STREAMS:
+            self._streams.clear()
+        self._streams[stream.at] = stream
+        return out
+
+    def _commit(self, projection: Projection, start: int, end: int,
+                changes: Sequence[Change]) -> tuple[int, ProjectionFailed | None]:
+        """Fold a batch in one transaction: the position reached, and the failure if any."""
+        wanted = projection.events
+        mine = [c for c in changes if wanted is None or c.event in wanted]
+        current = start + 1
+        try:
+            with self.tables.transaction(projection.name, projection.version) as tx:
+                if tx.position < 0:
+                    raise LookupError(f"version {projection.version} of {projection.name!r} is "
+                                      "no longer tracked: another process replaced or rebuilt "
+                                      "it; register it again")
+                if tx.position != start:
+                    # Another process folded it meanwhile: go on from where it is.
+                    return tx.position, None
+                if mine:
+                    if type(projection).handle_batch is Projection.handle_batch:
+                        handle = projection.handle
+                        for change in mine:
+                            current = change.position
+                            handle(tx.db, change)
+                    else:
+                        current = mine[0].position
+                        projection.handle_batch(tx.db, mine)
+                tx.advance(end)
+        except Exception as e:
+            return start, _failed(projection.name, current, e)
+        return end, None
+
+    def _swap_if_built(self, projection: Projection) -> None:
+        """A version built beside the live one and caught up replaces it."""
+        versions = self.tables.versions(projection.name)
+        mine = next((t for t in versions if t.version == projection.version), None)
+        if mine is not None and not mine.live:
+            self.tables.swap(projection.name, projection.version)
+
+    def reader(self, name: str) -> ProjectionDB:
+        """Read access to the live version's tables."""
+        return self.tables.reader(name)
+
+
+def _wanted(group: Sequence[Projection]) -> frozenset[str] | None:
+    """The event names any of the group wants (None: all)."""
+    names: set[str] = set()
+    for projection in group:
+        if projection.events is None:
+            return None
+        names.update(projection.events)
+    return frozenset(names)
+
+
+def _failed(name: str, position: int, cause: Exception) -> ProjectionFailed:
+    """The failure of a projection at a position, its cause chained."""
+    failure = ProjectionFailed(name, position, cause)
+    failure.__cause__ = cause
+    return failure
