@@ -35,9 +35,15 @@ _JSON_NUL = b"\\u0000"
 """How the JSON encoder writes NUL: one search of an object's encoding finds any NUL in it."""
 _short = reprlib.Repr()  # keyword arguments need Python 3.12
 _short.maxlevel, _short.maxstring, _short.maxother = 2, 40, 40
-_brief = _short.repr
-"""A short, printable picture of a bad value for an error message: plain ``repr`` of a value
-nested thousands deep raises RecursionError, and of a megabyte string makes a megabyte message."""
+
+
+def _brief(value: object) -> str:
+    """A short, printable picture of a bad value for an error message: plain ``repr`` of a value
+    nested thousands deep raises RecursionError, and of a megabyte string makes a megabyte
+    message. A str subclass is shown as its characters (an enum member's repr is not)."""
+    if isinstance(value, str) and type(value) is not str:
+        value = str.__str__(value)
+    return _short.repr(value)
 
 
 def plain_str(value: str) -> str:
