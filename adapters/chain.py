@@ -172,8 +172,7 @@ def _deleted(position: int) -> str:
 
 
 def _broken(checked: int, position: int, reason: str) -> Verification:
-    return Verification(ok=False, checked=checked, first_break=position,
-                        reason=f"position {position}: {reason}")
+    return Verification(ok=False, checked=checked, first_break=position, reason=reason)
 
 
 def _proven(checked: int, last: int, against: Digest | None, start: int) -> str:

@@ -33,6 +33,7 @@ from rich.text import Text
 
 from idstitch.cli.audit import PAGE, cmd_explain, cmd_export, cmd_history
 from idstitch.cli.common import Handler, open_workspace
+from idstitch.cli.integrity import DIGEST_HELP, VERIFY_HELP, cmd_digest, cmd_verify
 from idstitch.cli.persons import cmd_merges, cmd_profile
 from idstitch.cli.store import DEMO_FILE, cmd_demo, cmd_ingest, cmd_rebuild
 from idstitch.errors import IdstitchError
@@ -116,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"messages per transaction (default {INGEST_BATCH})")
     ingest.add_argument("--rejects", metavar="FILE",
                         help="write rejected lines with their reasons to FILE (JSON lines)")
+    add("digest", cmd_digest, DIGEST_HELP)
+    add("verify", cmd_verify, VERIFY_HELP).add_argument(
+        "--digest", metavar="FILE", help="a digest printed earlier by idstitch digest")
     return parser
 
 
