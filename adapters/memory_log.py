@@ -22,7 +22,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.popo import POPOApplicationRecorder
-from idstitch.adapters.chain import GENESIS, ChainedLog, Entry, StoredRow, link
+from idstitch.adapters.chain import GENESIS, ChainedLog, Entry, Run, StoredRow, link
 
 
 class MemoryLog:
@@ -50,8 +50,9 @@ class MemoryLog:
             stored = [StoredEvent(originator_id=UUID(hex=a), originator_version=v, topic=t,
                                   state=s) for a, v, t, s in rows]
             positions = list(self._recorder.insert_events(stored) or [])
-            self._chain.extend(link(self._chain[-1][1] if self._chain else GENESIS,
-                                    positions, rows))
+            self._chain.extend(zip(positions, link(self._chain[-1][1] if self._chain
+                                                   else GENESIS, positions, rows),
+                                   strict=True))
             for (_, version, topic, _), position in zip(rows, positions, strict=True):
                 self._by_topic.setdefault(topic, []).append(position)
                 if version == 1:
@@ -148,8 +149,8 @@ class MemoryLog:
         return [(i, _hex(e.originator_id), e.originator_version, e.topic, e.state)
                 for i, e in enumerate(self._stored[after : after + limit], after + 1)]
 
-    def chain_entries(self, after: int, until: int) -> list[Entry]:
-        """The chain entries with ``after < position <= until``."""
+    def chain_runs(self, after: int, until: int) -> list[Run]:
+        """The chain entries with ``after < position <= until`` (each a run of one)."""
         key = itemgetter(0)
         return self._chain[bisect_right(self._chain, after, key=key):
                            bisect_right(self._chain, until, key=key)]

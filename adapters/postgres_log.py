@@ -13,8 +13,9 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from idstitch.adapters.chain import ChainedLog, Entry, link
-from idstitch.adapters.sqlchain import ChainSql, SqlChainView, chain_ddl, started, tail, upgrade
+from idstitch.adapters.chain import ChainedLog
+from idstitch.adapters.sqlchain import ChainSql, SqlChainView, chain_ddl, started, upgrade
+from idstitch.adapters.sqlchain import append as chain_append
 from idstitch.domain.errors import StoreError
 from idstitch.domain.ports import WriteConflict
 from psycopg_pool import ConnectionPool
@@ -41,8 +42,12 @@ RESERVE = (
 )
 """Take n ids from the table's sequence in one call; returns the last (the table lock held)."""
 
-CHAIN = ChainSql.of(events=EVENTS_TABLE, position="notification_id",
-                    originator="replace(originator_id::text, '-', '')", param="%s")
+CHAIN = ChainSql.of(
+    events=EVENTS_TABLE, position="notification_id",
+    originator="replace(originator_id::text, '-', '')", param="%s",
+    last="substring(hashes from length(hashes) - 31)",
+    insert="INSERT INTO idstitch_chain (position, hashes) VALUES (%s, %s) "
+           "ON CONFLICT (position) DO UPDATE SET hashes = excluded.hashes")
 """The hash chain's statements (see idstitch.adapters.sqlchain): the uuid column read as the
 32 hex digits idstitch hashes (and writes) it as."""
 CHAIN_DDL = chain_ddl("BIGINT", "BYTEA")
@@ -108,16 +113,8 @@ class PostgresLog:
             # The chain goes on from its last entry, read under the table lock: every append
             # holds it, so concurrent writers never fork the chain.
             positions = list(range(first, last + 1))
-            PostgresLog._copy_entries(cur, link(tail(cur, CHAIN)[1], positions, rows))
+            chain_append(cur, CHAIN, positions, rows)
         return positions
-
-    @staticmethod
-    def _copy_entries(cur: psycopg.Cursor[Any], entries: list[Entry]) -> None:
-        with cur.copy("COPY idstitch_chain (position, hash) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(["int8", "bytea"])
-            write_row = copy.write_row
-            for entry in entries:
-                write_row(entry)
 
     # The hash chain (idstitch.adapters.chain).
 
@@ -129,7 +126,7 @@ class PostgresLog:
         with translated("cannot chain the log"), self._pool.connection() as conn, \
                 conn.transaction(), conn.cursor(binary=True) as cur:
             cur.execute(f"LOCK TABLE {EVENTS_TABLE} IN EXCLUSIVE MODE")
-            return upgrade(cur, CHAIN, lambda entries: self._copy_entries(cur, entries))
+            return upgrade(cur, CHAIN)
 
     @contextmanager
     def chain_view(self) -> Iterator[ChainedLog]:

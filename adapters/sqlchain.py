@@ -1,21 +1,24 @@
 """The hash chain on the SQL stores: its tables, its reads, and the upgrade of a store that
 holds events from before the chain.
 
-Each position's hash lives in ``idstitch_chain (position, hash)``, beside the events table and
-written in the same transaction as the events it covers (the append paths of
+``idstitch_chain (position, hashes)`` sits beside the events table: one row per append, written
+in the same transaction as the events it covers (the append paths of
 :mod:`idstitch.adapters.sqlite` and :mod:`idstitch.adapters.postgres_log` call
-:func:`idstitch.adapters.chain.link` under the store's append lock). ``idstitch_chain_start``
-holds one row: the first position chained as it was written; the rows before it were chained
-when the store was upgraded.
+:func:`idstitch.adapters.chain.link` under the store's append lock), holding the hashes of the
+append's consecutive positions from ``position`` on, 32 bytes each. A row per append rather than
+per event: an ingest batch of thousands of events adds one row and 32 bytes an event, where a
+row per event cost a second B-tree insert per event (measured: the chain then took ~16% of
+ingest on SQLite, against ~5% now; see docs/performance.md). ``idstitch_chain_start`` holds one
+row: the first position chained as it was written; the rows before it were chained when the
+store was upgraded.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from idstitch.adapters.chain import GENESIS, PAGE, Entry, StoredRow, link
+from idstitch.adapters.chain import GENESIS, PAGE, SIZE, Entry, Run, StoredRow, link, runs_of
 from idstitch.adapters.sqlstore import Cursor
 
 
@@ -27,32 +30,45 @@ class Executes(Protocol):
         ...
 
 
+# The run holding a position p starts at the greatest run start <= p: one index probe.
+_FROM = ("position >= coalesce((SELECT max(position) FROM idstitch_chain WHERE position <= {p}),"
+         " 0)")
+
+
 @dataclass(frozen=True)
 class ChainSql:
     """One store's statements for the chain (its events table, its placeholders)."""
 
     rows: str
     """(position, originator id as 32 hex digits, version, topic, state) after a position."""
-    entries: str
+    runs: str
     after: str
     tail: str
     start: str
     set_start: str
+    insert: str
 
     @classmethod
-    def of(cls, *, events: str, position: str, originator: str, param: str) -> ChainSql:
-        """The statements for an events table whose position column is ``position`` and
-        whose originator id reads as 32 lower-case hex digits through ``originator``."""
+    def of(cls, *, events: str, position: str, originator: str, param: str, last: str,
+           insert: str) -> ChainSql:
+        """The statements for an events table whose position column is ``position``, whose
+        originator id reads as 32 lower-case hex digits through ``originator``; ``last``: the
+        last 32 bytes of ``hashes`` in the store's SQL; ``insert``: its statement that writes
+        a run (position, hashes), replacing a run that starts at the same position."""
         p = param
+        start = _FROM.format(p=p)
         return cls(
             rows=(f"SELECT {position}, {originator}, originator_version, topic, state "
                   f"FROM {events} WHERE {position} > {p} ORDER BY {position} LIMIT {p}"),
-            entries=(f"SELECT position, hash FROM idstitch_chain WHERE position > {p} "
-                     f"AND position <= {p} ORDER BY position"),
-            after=f"SELECT min(position) FROM idstitch_chain WHERE position > {p}",
-            tail="SELECT position, hash FROM idstitch_chain ORDER BY position DESC LIMIT 1",
+            runs=(f"SELECT position, hashes FROM idstitch_chain WHERE {start} "
+                  f"AND position <= {p} ORDER BY position"),
+            after=(f"SELECT position, length(hashes) FROM idstitch_chain WHERE {start} "
+                   "ORDER BY position LIMIT 2"),
+            tail=(f"SELECT position + length(hashes) / {SIZE} - 1, {last} FROM idstitch_chain "
+                  "ORDER BY position DESC LIMIT 1"),
             start="SELECT position FROM idstitch_chain_start",
             set_start=f"INSERT INTO idstitch_chain_start (position) VALUES ({p})",
+            insert=insert,
         )
 
 
@@ -60,7 +76,7 @@ def chain_ddl(position_type: str, blob: str) -> list[str]:
     """The chain's tables (``position_type``: SQLite's INTEGER makes the position the rowid)."""
     return [
         f"CREATE TABLE IF NOT EXISTS idstitch_chain (position {position_type} PRIMARY KEY, "
-        f"hash {blob} NOT NULL)",
+        f"hashes {blob} NOT NULL)",
         f"CREATE TABLE IF NOT EXISTS idstitch_chain_start (position {position_type} NOT NULL)",
     ]
 
@@ -78,16 +94,18 @@ class SqlChainView:
         self._cur.execute(self._sql.rows, (after, limit))
         return self._cur.fetchall()
 
-    def chain_entries(self, after: int, until: int) -> list[Entry]:
-        """The chain entries with ``after < position <= until``, in position order."""
-        self._cur.execute(self._sql.entries, (after, until))
-        return self._cur.fetchall()
+    def chain_runs(self, after: int, until: int) -> list[Run]:
+        """The runs holding any position in ``after < position <= until``."""
+        self._cur.execute(self._sql.runs, (after + 1, until))
+        return [(int(p), bytes(h)) for p, h in self._cur.fetchall()]
 
     def chain_after(self, after: int) -> int | None:
-        """The first chain entry's position after a position."""
-        self._cur.execute(self._sql.after, (after,))
-        row = self._cur.fetchone()
-        return None if row is None or row[0] is None else int(row[0])
+        """The first position after ``after`` that has a chain entry."""
+        self._cur.execute(self._sql.after, (after + 1,))
+        for first, size in self._cur.fetchall():
+            if int(first) + int(size) // SIZE - 1 > after:
+                return max(int(first), after + 1)
+        return None
 
     def chain_tail(self) -> Entry:
         """The last chain entry; (0, GENESIS) when there is none."""
@@ -108,12 +126,20 @@ def tail(cur: Executes, sql: ChainSql) -> Entry:
     return (0, GENESIS) if row is None else (int(row[0]), bytes(row[1]))
 
 
+def append(cur: Executes, sql: ChainSql, positions: list[int], rows: list[Any]) -> None:
+    """Chain an append's rows (at consecutive positions) from the last entry: one run. Call
+    it in the append's transaction, under the store's append lock."""
+    if positions:
+        cur.execute(sql.insert, (positions[0], b"".join(link(tail(cur, sql)[1], positions,
+                                                              rows))))
+
+
 def started(cur: Executes, sql: ChainSql) -> bool:
     """Whether the store was set up for the chain (its start recorded)."""
     return cur.execute(sql.start).fetchone() is not None
 
 
-def upgrade(cur: Cursor, sql: ChainSql, insert: Callable[[list[Entry]], None]) -> int:
+def upgrade(cur: Cursor, sql: ChainSql) -> int:
     """Chain every event after the chain's tail and record where write-time chaining starts;
     the number of events chained. Run under the store's append lock, once per store (a store
     whose start is recorded is left as it is): on a store made before the chain, it chains the
@@ -124,12 +150,13 @@ def upgrade(cur: Cursor, sql: ChainSql, insert: Callable[[list[Entry]], None]) -
     chained = 0
     view = SqlChainView(cur, sql)
     while rows := view.stored_rows(after, PAGE):
-        entries = link(prev, [r[0] for r in rows], [r[1:] for r in rows])
-        insert(entries)
-        chained += len(entries)
-        after, prev = entries[-1]
+        positions = [r[0] for r in rows]
+        hashes = link(prev, positions, [r[1:] for r in rows])
+        cur.executemany(sql.insert, runs_of(positions, hashes))
+        chained += len(rows)
+        after, prev = positions[-1], hashes[-1]
     cur.execute(sql.set_start, (after + 1,))
     return chained
 
 
-__all__ = ["ChainSql", "SqlChainView", "chain_ddl", "started", "tail", "upgrade"]
+__all__ = ["ChainSql", "SqlChainView", "append", "chain_ddl", "started", "tail", "upgrade"]

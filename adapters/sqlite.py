@@ -18,9 +18,10 @@ from contextlib import contextmanager, nullcontext
 from typing import Any
 from uuid import UUID
 
-from idstitch.adapters.chain import ChainedLog, link
+from idstitch.adapters.chain import ChainedLog
 from idstitch.adapters.eventlog import DeviceLog
-from idstitch.adapters.sqlchain import ChainSql, SqlChainView, chain_ddl, started, tail, upgrade
+from idstitch.adapters.sqlchain import ChainSql, SqlChainView, chain_ddl, started, upgrade
+from idstitch.adapters.sqlchain import append as chain_append
 from idstitch.adapters.sqlstore import Cursor, SqlProjectionStore
 from idstitch.adapters.stores import Stores
 from idstitch.domain.errors import StoreError
@@ -67,8 +68,13 @@ WANTED_DDL = ("CREATE TABLE IF NOT EXISTS idstitch_wanted (name TEXT PRIMARY KEY
               "position BIGINT NOT NULL)")
 """Per projection, the furthest position a process waiting for it asked the lease holder to
 commit: a hint, never read for the rows themselves."""
-CHAIN = ChainSql.of(events="stored_events", position="rowid", originator="originator_id",
-                    param="?")
+CHAIN = ChainSql.of(
+    events="stored_events", position="rowid", originator="originator_id", param="?",
+    last="substr(hashes, -32)",
+    # OR REPLACE: if someone deleted the last events, SQLite hands their rowids out again; an
+    # append's run then replaces the orphaned one that starts there (verify reports the break,
+    # instead of every later append failing).
+    insert="INSERT OR REPLACE INTO idstitch_chain (position, hashes) VALUES (?, ?)")
 """The hash chain's statements (see idstitch.adapters.sqlchain): eventsourcing's SQLite
 recorder keeps the originator id as text, and idstitch writes it as 32 hex digits."""
 WANT = ("INSERT INTO idstitch_wanted (name, position) VALUES (?, ?) ON CONFLICT (name) "
@@ -221,13 +227,8 @@ class SqliteProjectionStore(SqlProjectionStore):
             # transaction's inserts are consecutive.
             positions = list(range(last - len(rows) + 1, last + 1))
             # The chain goes on from its last committed entry, read under the same lock: two
-            # processes appending to one file never fork it. OR REPLACE: if someone deleted
-            # the last events, SQLite hands their rowids out again; the new entries replace
-            # the orphaned ones, and verify reports the break there instead of every later
-            # append failing.
-            self._conn.executemany(
-                "INSERT OR REPLACE INTO idstitch_chain (position, hash) VALUES (?, ?)",
-                link(tail(self._conn, CHAIN)[1], positions, rows))
+            # processes appending to one file never fork it.
+            chain_append(self._conn, CHAIN, positions, rows)
         return positions
 
     def append_events(self, rows: list[tuple[str, int, str, bytes]]) -> list[int]:
@@ -343,8 +344,7 @@ class SqliteProjectionStore(SqlProjectionStore):
             if started(self._conn, CHAIN):
                 return 0  # the usual case: no write lock taken, a read-only file opens
         with self._cursor(write=True) as cur:
-            return upgrade(cur, CHAIN, lambda entries: cur.executemany(
-                "INSERT INTO idstitch_chain (position, hash) VALUES (?, ?)", entries))
+            return upgrade(cur, CHAIN)
 
     @contextmanager
     def chain_view(self) -> Iterator[ChainedLog]:

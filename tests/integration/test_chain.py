@@ -18,7 +18,7 @@ import pytest
 from eventsourcing.persistence import StoredEvent
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from idstitch.adapters.chain import GENESIS, link
+from idstitch.adapters.chain import GENESIS, link, runs_of
 from idstitch.adapters.memory_log import MemoryLog
 
 import idstitch
@@ -75,11 +75,19 @@ class RawLog:
             f"SELECT POS, {oid}, originator_version, topic, state FROM EVENTS ORDER BY POS")]
 
     def chain(self) -> list[tuple[int, bytes]]:
-        """Every chain entry, by position."""
+        """Every chain entry, by position (the SQL stores keep them in runs, one an append)."""
         if self._memory is not None:
             return list(self._memory._chain)
-        return [(int(p), bytes(h)) for p, h in self._sql(
-            "SELECT position, hash FROM idstitch_chain ORDER BY position")]
+        return [(int(p) + i, bytes(h)[i * 32 : (i + 1) * 32]) for p, h in self._sql(
+            "SELECT position, hashes FROM idstitch_chain ORDER BY position")
+            for i in range(len(h) // 32)]
+
+    def _write_chain(self, entries: list[tuple[int, bytes]]) -> None:
+        """Replace the whole chain by these entries, as runs of consecutive positions."""
+        self._sql("DELETE FROM idstitch_chain")
+        for first, hashes in runs_of([p for p, _ in entries], [h for _, h in entries]):
+            self._sql("INSERT INTO idstitch_chain (position, hashes) VALUES (%s, %s)",
+                      (first, hashes))
 
     def put_rows(self, rows: list[Row]) -> None:
         """Write these event rows at their positions, over what is there."""
@@ -114,24 +122,25 @@ class RawLog:
             kept.update(entries)
             self._memory._chain[:] = sorted(kept.items())
             return
-        for position, h in entries:
-            self._sql("DELETE FROM idstitch_chain WHERE position = %s", (position,))
-            self._sql("INSERT INTO idstitch_chain (position, hash) VALUES (%s, %s)", (position, h))
+        kept = dict(self.chain())
+        kept.update(entries)
+        self._write_chain(sorted(kept.items()))
 
     def delete_chain(self, positions: list[int]) -> None:
         """Delete these chain entries."""
         if self._memory is not None:
             self._memory._chain[:] = [e for e in self._memory._chain if e[0] not in positions]
             return
-        for position in positions:
-            self._sql("DELETE FROM idstitch_chain WHERE position = %s", (position,))
+        self._write_chain([e for e in self.chain() if e[0] not in positions])
 
     def rechain(self) -> None:
         """Recompute every chain entry from the rows as they stand: what someone who rewrote
         the log and knows the algorithm would do."""
         rows = self.rows()
+        positions = [r[0] for r in rows]
         self.delete_chain([p for p, _ in self.chain()])
-        self.put_chain(link(GENESIS, [r[0] for r in rows], [r[1:] for r in rows]))
+        self.put_chain(list(zip(positions, link(GENESIS, positions, [r[1:] for r in rows]),
+                                strict=True)))
 
     def save(self) -> None:
         """Remember every row and entry."""
@@ -146,9 +155,8 @@ class RawLog:
             self._memory._chain[:] = chain
             return
         self._sql("DELETE FROM EVENTS")
-        self._sql("DELETE FROM idstitch_chain")
         self.put_rows(rows)
-        self.put_chain(chain)
+        self._write_chain(chain)
 
 
 def _stored(oid: str, version: int, topic: str, state: bytes) -> StoredEvent:
