@@ -86,6 +86,9 @@ class SqliteProjectionStore(SqlProjectionStore):
 
     def __init__(self, path: str) -> None:
         self._path = path
+        self._file = os.path.abspath(path)
+        """The file for connections opened later (a verification's): the same file even if
+        the working directory changed since."""
         self._lease_files: dict[str, int] = {}
         self._write_fd: int | None = None
         """The lock file writers queue on (see _writing); -1: none can be had."""
@@ -356,7 +359,7 @@ class SqliteProjectionStore(SqlProjectionStore):
                 yield SqlChainView(cur, CHAIN)
             return
         with translated("cannot read the log's chain"):
-            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False,
+            conn = sqlite3.connect(self._file, isolation_level=None, check_same_thread=False,
                                    timeout=30)
         try:
             with translated("cannot read the log's chain"):

@@ -154,3 +154,23 @@ def test_a_store_from_before_the_chain_is_chained_on_open(
     with idstitch.open(url) as again:  # the upgrade runs once: the start stays where it was
         assert execute(url, "SELECT position FROM idstitch_chain_start") == [(head + 1,)]
         assert again.verify().first_break == 2
+
+
+def test_appends_go_on_after_the_last_events_were_deleted(
+    make_durable_ws: WorkspaceFactory
+) -> None:
+    """SQLite hands the positions of deleted last rows out again (PostgreSQL does not): either
+    way the next appends succeed and verify names the first deleted position."""
+    ws = make_durable_ws()
+    for d in range(4):
+        ws.identify(f"dev{d}", f"user{d}@example.com")
+    head = ws.log.head()
+    table, column = (("stored_events", "rowid") if ws.url.startswith("sqlite")
+                     else ("idstitch_events", "notification_id"))
+    execute(ws.url, f"DELETE FROM {table} WHERE {column} >= {head - 1}")
+
+    assert ws.identify("dev9", "late@example.com") is not None
+    ws.identify("dev8", "later@example.com")
+
+    result = ws.verify()
+    assert (result.ok, result.first_break) == (False, head - 1)
