@@ -52,6 +52,7 @@ CHAIN = ChainSql.of(
 32 hex digits idstitch hashes (and writes) it as."""
 CHAIN_DDL = chain_ddl("BIGINT", "BYTEA")
 
+
 class PostgresLog:
     """The events table's batch appends and reads, over the store's pool."""
 
