@@ -12,12 +12,14 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError, Mapper, PersistenceError
 from eventsourcing.popo import POPOApplicationRecorder
+from idstitch.adapters import chain
 from idstitch.adapters.codec import TOPICS, EventCodec, StructMapper
 from idstitch.adapters.memory_log import MemoryLog
 from idstitch.domain.device import Device, Recorded, project_device
 from idstitch.domain.errors import StoreError
 from idstitch.domain.events import DeviceEvent
 from idstitch.domain.ports import WriteConflict
+from idstitch.domain.verification import Digest, Verification
 from idstitch.projections.store import LoggedEvent, Span
 
 END = 2**62
@@ -86,6 +88,10 @@ class FastLog(Protocol):
 
     def head(self) -> int:
         """The last position (0 when empty)."""
+        ...
+
+    def chain_view(self) -> AbstractContextManager[chain.ChainedLog]:
+        """The stored events and their hash chain as one consistent read sees them."""
         ...
 
 
@@ -255,6 +261,17 @@ class DeviceLog(Application[UUID]):
         # One statement on the store's own connection: every catch-up and query asks.
         with translated("cannot read the log"):
             return self.fast.head()
+
+    def verify(self, against: Digest | None = None) -> Verification:
+        """Recompute the log's hash chain over the stored rows (see
+        :mod:`idstitch.adapters.chain`); with ``against``, compare it with that digest too."""
+        with translated("cannot read the log"), self.fast.chain_view() as view:
+            return chain.verify(view, against)
+
+    def digest(self) -> Digest:
+        """The chain's last position and hash."""
+        with translated("cannot read the log"), self.fast.chain_view() as view:
+            return chain.digest(view)
 
     def close(self) -> None:
         """Close the recorder's connections."""

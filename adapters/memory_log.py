@@ -17,10 +17,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from heapq import merge
 from itertools import islice
+from operator import itemgetter
 from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.popo import POPOApplicationRecorder
+from idstitch.adapters.chain import GENESIS, ChainedLog, Entry, Run, StoredRow, link
 
 
 class MemoryLog:
@@ -35,6 +37,9 @@ class MemoryLog:
         self._firsts: list[int] = []
         # The append lock: held across an exclusive block, like a SQL store's write lock.
         self._lock = threading.RLock()
+        # The hash chain's entries, (position, hash) in position order: kept beside the
+        # recorder's rows as the SQL stores keep them beside their events table.
+        self._chain: list[Entry] = []
 
     def append_events(self, rows: list[tuple[str, int, str, bytes]]) -> list[int]:
         """Append (originator_id hex, version, topic, state) rows, all or nothing; positions.
@@ -45,6 +50,9 @@ class MemoryLog:
             stored = [StoredEvent(originator_id=UUID(hex=a), originator_version=v, topic=t,
                                   state=s) for a, v, t, s in rows]
             positions = list(self._recorder.insert_events(stored) or [])
+            self._chain.extend(zip(positions, link(self._chain[-1][1] if self._chain
+                                                   else GENESIS, positions, rows),
+                                   strict=True))
             for (_, version, topic, _), position in zip(rows, positions, strict=True):
                 self._by_topic.setdefault(topic, []).append(position)
                 if version == 1:
@@ -126,6 +134,44 @@ class MemoryLog:
             out.extend((v, self._stored[i].state) for v, i in sorted(versions.items())
                        if v > after)
         return out
+
+    # The hash chain (idstitch.adapters.chain): the log itself is the view, under its lock.
+
+    @contextmanager
+    def chain_view(self) -> Iterator[ChainedLog]:
+        """The events and the chain as they stand, no append in between."""
+        with self._lock:
+            yield self
+
+    def stored_rows(self, after: int, limit: int) -> list[StoredRow]:
+        """Up to ``limit`` event rows after a position, in position order."""
+        after = max(after, 0)
+        return [(i, _hex(e.originator_id), e.originator_version, e.topic, e.state)
+                for i, e in enumerate(self._stored[after : after + limit], after + 1)]
+
+    def chain_runs(self, after: int, until: int) -> list[Run]:
+        """The chain entries with ``after < position <= until`` (each a run of one)."""
+        key = itemgetter(0)
+        return self._chain[bisect_right(self._chain, after, key=key):
+                           bisect_right(self._chain, until, key=key)]
+
+    def chain_after(self, after: int) -> int | None:
+        """The first chain entry's position after a position."""
+        i = bisect_right(self._chain, after, key=itemgetter(0))
+        return self._chain[i][0] if i < len(self._chain) else None
+
+    def chain_tail(self) -> Entry:
+        """The last chain entry; (0, GENESIS) when there is none."""
+        return self._chain[-1] if self._chain else (0, GENESIS)
+
+    def chain_start(self) -> int:
+        """Always 1: a memory store is chained from its first event."""
+        return 1
+
+
+def _hex(originator_id: UUID | str) -> str:
+    """An originator id as the chain hashes it: 32 lower-case hex digits."""
+    return originator_id.hex if isinstance(originator_id, UUID) else UUID(originator_id).hex
 
 
 __all__ = ["MemoryLog"]

@@ -17,7 +17,7 @@ from typing import Any, cast
 
 import psycopg
 from idstitch.adapters.eventlog import DeviceLog
-from idstitch.adapters.postgres_log import PostgresLog, translated
+from idstitch.adapters.postgres_log import CHAIN_DDL, PostgresLog, translated
 from idstitch.adapters.sqlstore import Cursor, SqlProjectionStore
 from idstitch.adapters.stores import Stores
 from idstitch.adapters.urls import PostgresTarget
@@ -55,7 +55,13 @@ def connect(url: str, target: PostgresTarget) -> Stores:
         except BaseException:
             rows.close()
             raise
-    return Stores(url, log, rows, url)
+        stores = Stores(url, log, rows, url)
+        try:
+            rows.upgrade_chain()  # a store made before the chain: once, under the ddl lock
+        except BaseException:
+            stores.close()
+            raise
+    return stores
 
 
 @contextmanager
@@ -122,8 +128,8 @@ class PostgresProjectionStore(PostgresLog, SqlProjectionStore):
                     conn.execute(ddl)
 
     def schema(self) -> list[str]:
-        """The shared tables, and the positions other processes wait for (see want)."""
-        return [*super().schema(), WANTED_DDL]
+        """The shared tables, the positions other processes wait for (see want), the chain."""
+        return [*super().schema(), WANTED_DDL, *CHAIN_DDL]
 
     # Projection leases (runner.Leases): session advisory locks on one connection outside the
     # pool, which a lease must outlive.

@@ -13,6 +13,9 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
+from idstitch.adapters.chain import ChainedLog
+from idstitch.adapters.sqlchain import ChainSql, SqlChainView, chain_ddl, started, upgrade
+from idstitch.adapters.sqlchain import append as chain_append
 from idstitch.domain.errors import StoreError
 from idstitch.domain.ports import WriteConflict
 from psycopg_pool import ConnectionPool
@@ -39,6 +42,15 @@ RESERVE = (
 )
 """Take n ids from the table's sequence in one call; returns the last (the table lock held)."""
 
+CHAIN = ChainSql.of(
+    events=EVENTS_TABLE, position="notification_id",
+    originator="replace(originator_id::text, '-', '')", param="%s",
+    last="substring(hashes from length(hashes) - 31)",
+    insert="INSERT INTO idstitch_chain (position, hashes) VALUES (%s, %s) "
+           "ON CONFLICT (position) DO UPDATE SET hashes = excluded.hashes")
+"""The hash chain's statements (see idstitch.adapters.sqlchain): the uuid column read as the
+32 hex digits idstitch hashes (and writes) it as."""
+CHAIN_DDL = chain_ddl("BIGINT", "BYTEA")
 
 
 class PostgresLog:
@@ -99,7 +111,32 @@ class PostgresLog:
                 fromhex = bytes.fromhex
                 for position, (aggregate, version, topic, state) in enumerate(rows, first):
                     write_row((fromhex(aggregate), version, topic, state, position))
-        return list(range(first, last + 1))
+            # The chain goes on from its last entry, read under the table lock: every append
+            # holds it, so concurrent writers never fork the chain.
+            positions = list(range(first, last + 1))
+            chain_append(cur, CHAIN, positions, rows)
+        return positions
+
+    # The hash chain (idstitch.adapters.chain).
+
+    def upgrade_chain(self) -> int:
+        """Chain the events of a store made before the chain, once; how many were chained."""
+        with self._connected("cannot read the log's chain") as cur:
+            if started(cur, CHAIN):
+                return 0
+        with translated("cannot chain the log"), self._pool.connection() as conn, \
+                conn.transaction(), conn.cursor(binary=True) as cur:
+            cur.execute(f"LOCK TABLE {EVENTS_TABLE} IN EXCLUSIVE MODE")
+            return upgrade(cur, CHAIN)
+
+    @contextmanager
+    def chain_view(self) -> Iterator[ChainedLog]:
+        """The events and the chain in one read-only snapshot (a verification sees one state
+        of the log however long it takes); results in binary: no hex decoding of bytea."""
+        with translated("cannot read the log's chain"), self._pool.connection() as conn, \
+                conn.transaction(), conn.cursor(binary=True) as cur:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            yield SqlChainView(cur, CHAIN)
 
     def read_events(self, after: int, limit: int) -> list[tuple[int, bytes]]:
         """(position, state) after a position."""

@@ -18,8 +18,11 @@ from contextlib import contextmanager, nullcontext
 from typing import Any
 from uuid import UUID
 
+from idstitch.adapters.chain import ChainedLog
 from idstitch.adapters.eventlog import DeviceLog
 from idstitch.adapters.file_lock import FileLock
+from idstitch.adapters.sqlchain import ChainSql, SqlChainView, chain_ddl, started, upgrade
+from idstitch.adapters.sqlchain import append as chain_append
 from idstitch.adapters.sqlstore import Cursor, SqlProjectionStore
 from idstitch.adapters.stores import Stores
 from idstitch.domain.errors import StoreError
@@ -53,7 +56,13 @@ def connect(path: str) -> Stores:
     except BaseException:
         rows.close()
         raise
-    return Stores(f"sqlite:///{path}", log, rows, f"sqlite:///{os.path.abspath(path)}")
+    stores = Stores(f"sqlite:///{path}", log, rows, f"sqlite:///{os.path.abspath(path)}")
+    try:
+        rows.upgrade_chain()
+    except BaseException:
+        stores.close()
+        raise
+    return stores
 
 
 WANTED_DDL = ("CREATE TABLE IF NOT EXISTS idstitch_wanted (name TEXT PRIMARY KEY, "
@@ -63,6 +72,15 @@ commit: a hint, never read for the rows themselves."""
 WRITE_LOCK_SECONDS = 30.0
 """How long a write waits for the file's write lock before it fails with StoreError: the
 timeout SQLite's own wait has (``timeout=30`` below, and the event recorder's lock timeout)."""
+CHAIN = ChainSql.of(
+    events="stored_events", position="rowid", originator="originator_id", param="?",
+    last="substr(hashes, -32)",
+    # OR REPLACE: if someone deleted the last events, SQLite hands their rowids out again; an
+    # append's run then replaces the orphaned one that starts there (verify reports the break,
+    # instead of every later append failing).
+    insert="INSERT OR REPLACE INTO idstitch_chain (position, hashes) VALUES (?, ?)")
+"""The hash chain's statements (see idstitch.adapters.sqlchain): eventsourcing's SQLite
+recorder keeps the originator id as text, and idstitch writes it as 32 hex digits."""
 WANT = ("INSERT INTO idstitch_wanted (name, position) VALUES (?, ?) ON CONFLICT (name) "
         "DO UPDATE SET position = max(position, excluded.position)")
 
@@ -72,6 +90,9 @@ class SqliteProjectionStore(SqlProjectionStore):
 
     def __init__(self, path: str) -> None:
         self._path = path
+        self._file = os.path.abspath(path)
+        """The file for connections opened later (a verification's): the same file even if
+        the working directory changed since."""
         self._lease_files: dict[str, int] = {}
         self._write_lock = FileLock(f"{path}-write.lock") if path != ":memory:" else None
         """The lock file writers queue on (see _writing)."""
@@ -94,8 +115,8 @@ class SqliteProjectionStore(SqlProjectionStore):
         self._lock = threading.RLock()
 
     def schema(self) -> list[str]:
-        """The shared tables, and the positions other processes wait for (see want)."""
-        return [*super().schema(), WANTED_DDL]
+        """The shared tables, the positions other processes wait for (see want), the chain."""
+        return [*super().schema(), WANTED_DDL, *chain_ddl("INTEGER", "BLOB")]
 
     # Projection leases (runner.Leases): flock is per open file, so two stores in one process
     # exclude each other as two processes do, and a process that dies releases its leases.
@@ -201,12 +222,19 @@ class SqliteProjectionStore(SqlProjectionStore):
                 self._conn.execute("PRAGMA synchronous=NORMAL")
 
     def _insert(self, rows: list[tuple[str, int, str, bytes]]) -> list[int]:
+        """Insert events and their chain entries inside the open write transaction."""
         with translated("cannot append events"):
             self._conn.executemany(
                 "INSERT INTO stored_events (originator_id, originator_version, topic, "
                 "state) VALUES (?, ?, ?, ?)", rows)
             last = self._conn.execute("SELECT last_insert_rowid()").fetchone()[0]
-        return list(range(last - len(rows) + 1, last + 1))
+            # Under the write lock, with no AUTOINCREMENT and no deletes, the rowids of one
+            # transaction's inserts are consecutive.
+            positions = list(range(last - len(rows) + 1, last + 1))
+            # The chain goes on from its last committed entry, read under the same lock: two
+            # processes appending to one file never fork it.
+            chain_append(self._conn, CHAIN, positions, rows)
+        return positions
 
     def append_events(self, rows: list[tuple[str, int, str, bytes]]) -> list[int]:
         """Insert events in one transaction; their positions (rowids)."""
@@ -217,10 +245,7 @@ class SqliteProjectionStore(SqlProjectionStore):
                     # cut (the WAL is synced at this commit, as eventsourcing's recorder does).
                     self._conn.execute("PRAGMA synchronous=FULL")
                     self._conn.execute("BEGIN IMMEDIATE")
-                    self._conn.executemany(
-                        "INSERT INTO stored_events (originator_id, originator_version, topic, "
-                        "state) VALUES (?, ?, ?, ?)", rows)
-                    last = self._conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+                    positions = self._insert(rows)
                     self._conn.commit()
             finally:
                 if self._conn.in_transaction:
@@ -228,9 +253,7 @@ class SqliteProjectionStore(SqlProjectionStore):
                     # it, or the connection keeps the write lock (and refuses the PRAGMA).
                     self._conn.rollback()
                 self._conn.execute("PRAGMA synchronous=NORMAL")
-        # Under the write lock, with no AUTOINCREMENT and no deletes, the rowids of one
-        # transaction's inserts are consecutive.
-        return list(range(last - len(rows) + 1, last + 1))
+        return positions
 
     def read_events(self, after: int, limit: int) -> list[tuple[int, bytes]]:
         """(position, state) after a position."""
@@ -317,6 +340,36 @@ class SqliteProjectionStore(SqlProjectionStore):
                     "e.originator_version",
                     [x for a, v in part for x in (a.hex, v)]).fetchall())
         return out
+
+    # The hash chain (idstitch.adapters.chain).
+
+    def upgrade_chain(self) -> int:
+        """Chain the events of a store made before the chain, once; how many were chained."""
+        with self._lock, translated("cannot read the log's chain"):
+            if started(self._conn, CHAIN):
+                return 0  # the usual case: no write lock taken, a read-only file opens
+        with self._cursor(write=True) as cur:
+            return upgrade(cur, CHAIN)
+
+    @contextmanager
+    def chain_view(self) -> Iterator[ChainedLog]:
+        """The events and the chain in one read transaction, on a connection of its own: a
+        verification sees one state of the log however long it takes, and the workspace's
+        connection stays free meanwhile."""
+        if self._path == ":memory:":
+            with self._cursor(write=False) as cur:
+                yield SqlChainView(cur, CHAIN)
+            return
+        with translated("cannot read the log's chain"):
+            conn = sqlite3.connect(self._file, isolation_level=None, check_same_thread=False,
+                                   timeout=30)
+        try:
+            with translated("cannot read the log's chain"):
+                cur = conn.cursor()
+                cur.execute("BEGIN")
+                yield SqlChainView(cur, CHAIN)
+        finally:
+            conn.close()
 
     def close(self) -> None:
         """Close the connection and the lease files (which releases the leases)."""

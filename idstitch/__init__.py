@@ -11,12 +11,13 @@ and how we came to believe it.
 """
 
 from idstitch import errors
+from idstitch.domain.verification import Digest, Verification
 from idstitch.projections.audit import Change, Provenance, Refused
 from idstitch.projections.custom import Projection, ProjectionDB
 from idstitch.projections.views import Device, Merge, Profile
 from idstitch.service.ingest import IngestReport
 from idstitch.workspace import Workspace, open
 
-__all__ = ["Change", "Device", "IngestReport", "Merge", "Profile", "Projection", "ProjectionDB",
-           "Provenance", "Refused", "Workspace", "errors", "open"]
+__all__ = ["Change", "Device", "Digest", "IngestReport", "Merge", "Profile", "Projection",
+           "ProjectionDB", "Provenance", "Refused", "Verification", "Workspace", "errors", "open"]
 __version__ = "0.1.0"

@@ -15,6 +15,7 @@ from typing import Any
 from idstitch import bootstrap
 from idstitch.domain import commands as c
 from idstitch.domain.errors import InvalidCommand
+from idstitch.domain.verification import Digest, Verification, check_digest
 from idstitch.projections.audit import Change, Provenance
 from idstitch.projections.custom import Projection, ProjectionDB, check_projection
 from idstitch.projections.identity import Policy
@@ -295,6 +296,20 @@ class Workspace:
         """The event that set the person's current value of ``attribute``, and the changes of
         that key that lost to it; None when the person has no such attribute."""
         return self._queries.explain(identifier, attribute)
+
+    # The verifiable log (see docs/explanation/verifiable-log.md).
+
+    def verify(self, against: Digest | None = None) -> Verification:
+        """Recompute the hash chain over the stored log and name the first position where it
+        breaks (a changed byte, a deleted, moved or inserted event). With ``against``, a
+        :class:`Digest` taken earlier and kept elsewhere, also prove that the log up to its
+        position is the log it was taken of, even if the rows and their hashes were rewritten."""
+        return self.log.verify(None if against is None else check_digest("against", against))
+
+    def digest(self) -> Digest:
+        """The chain's last position and hash: keep it outside the store, and verify against
+        it later."""
+        return self.log.digest()
 
     def dump(self) -> dict[str, list[tuple[str, bytes]]]:
         """Every projection row, by kind: two workspaces agree exactly when their dumps do."""
