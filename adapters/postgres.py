@@ -44,9 +44,7 @@ def connect(url: str, target: PostgresTarget) -> Stores:
         env["POSTGRES_SCHEMA"] = target.schema
     # Both stores connect with the same explicit parts, so libpq's own defaults can never send
     # the projection rows to another database than the events; make_conninfo quotes each value.
-    conninfo = make_conninfo(
-        host=target.host, port=str(target.port), dbname=target.dbname, user=target.user,
-        password=target.password or None)
+    conninfo = conninfo_of(target)
     # The projection store opens first: it creates the schema the event table goes into.
     with ddl_lock(conninfo):
         rows = PostgresProjectionStore(conninfo, schema=target.schema)
@@ -63,6 +61,13 @@ def connect(url: str, target: PostgresTarget) -> Stores:
             raise
     return stores
 
+
+
+def conninfo_of(target: PostgresTarget) -> str:
+    """libpq's connection string for a parsed URL: each part quoted by make_conninfo, nothing
+    left to libpq's defaults or to its own reading of a URL."""
+    return make_conninfo(host=target.host, port=str(target.port), dbname=target.dbname,
+                         user=target.user, password=target.password or None)
 
 @contextmanager
 def ddl_lock(conninfo: str) -> Iterator[None]:

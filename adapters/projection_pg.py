@@ -8,31 +8,21 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import psycopg
-from idstitch.adapters.projection_sql import Database, Namespace, Tracked
+from idstitch.adapters.postgres import conninfo_of
+from idstitch.adapters.projection_sql import CustomTransaction, Database, Namespace, Tracked
+from idstitch.adapters.urls import PostgresTarget
 from idstitch.domain.errors import InvalidCommand, StoreError
 from psycopg import sql
-
-
-class _Tx:
-    def __init__(self, position: int, db: Database) -> None:
-        self.position = position
-        self.db = db
-        self.moved_to: int | None = None
-
-    def advance(self, position: int) -> None:
-        self.moved_to = position
 
 
 class PostgresTables:
     """The custom projections' tables and tracking in one PostgreSQL database."""
 
-    def __init__(self, url: str) -> None:
-        parts = urlsplit(url)
-        self._schema = parse_qs(parts.query).get("schema", [None])[0]
-        self._conninfo = urlunsplit(parts._replace(query="", fragment=""))
+    def __init__(self, target: PostgresTarget) -> None:
+        self._schema = target.schema
+        self._conninfo = conninfo_of(target)
         self._conn: psycopg.Connection[Any] | None = None
         self._lock = threading.RLock()
         self._home = ""
@@ -121,13 +111,13 @@ class PostgresTables:
             setup(self._database(conn, name, version))
 
     @contextmanager
-    def transaction(self, name: str, version: int) -> Iterator[_Tx]:
+    def transaction(self, name: str, version: int) -> Iterator[CustomTransaction]:
         """A batch: the version's tables and tracking, committed together."""
         with self._begin(name) as conn:
             found = conn.execute(sql.SQL("SELECT position FROM {} WHERE name = %s AND version = %s "
                                          "FOR UPDATE").format(self._tracking()),
                                  (name, version)).fetchone()
-            tx = _Tx(-1 if found is None else found[0], self._database(conn, name, version))
+            tx = CustomTransaction(-1 if found is None else found[0], self._database(conn, name, version))
             yield tx
             if tx.moved_to is not None and found is not None:
                 conn.execute(sql.SQL("UPDATE {} SET position = %s WHERE name = %s AND version = %s")

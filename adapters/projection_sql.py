@@ -29,6 +29,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from idstitch.adapters import urls
 from idstitch.domain.errors import InvalidCommand
 from idstitch.projections.custom import CustomTables
 
@@ -144,14 +145,28 @@ class Database:
         return rows
 
 
+class CustomTransaction:
+    """One custom projection's transaction: the position it starts from, its database, and the
+    position it moves to (None until the batch advances it)."""
+
+    def __init__(self, position: int, db: Database) -> None:
+        self.position = position
+        self.db = db
+        self.moved_to: int | None = None
+
+    def advance(self, position: int) -> None:
+        """Commit the tracking at ``position`` with the rows."""
+        self.moved_to = position
+
+
 def connect(url: str) -> CustomTables:
-    """The custom projections' tables of the store a URL names (connected on first use)."""
-    if url.startswith(("postgresql://", "postgres://")):
+    """The custom projections' tables of the store a URL names (connected on first use), read
+    by the one URL parser the stores use, so both connect to the same place."""
+    parsed = urls.parse(url)
+    if parsed.postgres is not None:
         from idstitch.adapters.projection_pg import PostgresTables
 
-        return PostgresTables(url)
+        return PostgresTables(parsed.postgres)
     from idstitch.adapters.projection_sqlite import SqliteTables
 
-    if url.startswith("sqlite:///"):
-        return SqliteTables(url[len("sqlite:///"):])
-    return SqliteTables(":memory:")
+    return SqliteTables(parsed.path if parsed.path is not None else ":memory:")

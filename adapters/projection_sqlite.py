@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from idstitch.adapters.projection_sql import Database, Namespace, Tracked
+from idstitch.adapters.projection_sql import CustomTransaction, Database, Namespace, Tracked
 from idstitch.domain.errors import InvalidCommand, StoreError
 
 TRACKING = ("CREATE TABLE IF NOT EXISTS idstitch_custom (name TEXT NOT NULL, version INTEGER NOT "
@@ -67,16 +67,6 @@ class Authorizer:
         if trigger is not None and trigger.startswith(prefix):
             return sqlite3.SQLITE_OK
         return sqlite3.SQLITE_DENY
-
-
-class _Tx:
-    def __init__(self, position: int, db: Database) -> None:
-        self.position = position
-        self.db = db
-        self.moved_to: int | None = None
-
-    def advance(self, position: int) -> None:
-        self.moved_to = position
 
 
 class SqliteTables:
@@ -171,12 +161,13 @@ class SqliteTables:
             setup(self._database(conn, name, version, True))
 
     @contextmanager
-    def transaction(self, name: str, version: int) -> Iterator[_Tx]:
+    def transaction(self, name: str, version: int) -> Iterator[CustomTransaction]:
         """A batch: the version's tables and tracking, committed together."""
         with self._begin() as conn:
             found = conn.execute("SELECT position FROM idstitch_custom WHERE name = ? AND "
                                  "version = ?" + _INTERNAL, (name, version)).fetchone()
-            tx = _Tx(-1 if found is None else found[0], self._database(conn, name, version, True))
+            tx = CustomTransaction(-1 if found is None else found[0],
+                                   self._database(conn, name, version, True))
             yield tx
             if tx.moved_to is not None and found is not None:
                 conn.execute("UPDATE idstitch_custom SET position = ? WHERE name = ? AND "
