@@ -84,7 +84,8 @@ class Queries:
         """Settle, find the person now, and ask the auditor (``unknown`` if nobody)."""
         until = self._settled()
         epoch = self.auditor.epoch(self.rows, self.projector.registry)
-        with bulk_gc(), self.rows.snapshot() as rows:
+        # The audit lock before the snapshot's connection (see Auditor.serial).
+        with self.auditor.serial(), bulk_gc(), self.rows.snapshot() as rows:
             reader = Reader(rows, self.projector.registry.row_types)
             person = reader.person(identifier)
             return unknown if person is None else ask(reader, person, until, epoch)
@@ -115,7 +116,8 @@ class Queries:
         until = self._settled()
         position = self.position_at(at) if isinstance(at, datetime) else at
         epoch = self.auditor.epoch(self.rows, self.projector.registry)
-        with bulk_gc(), self.rows.snapshot() as rows:
+        # The audit lock before the snapshot's connection (see Auditor.serial).
+        with self.auditor.serial(), bulk_gc(), self.rows.snapshot() as rows:
             reader = Reader(rows, self.projector.registry.row_types)
             return self.auditor.profile_as_of(reader, self.log, identifier,
                                               min(position, until), until, epoch)
