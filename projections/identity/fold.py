@@ -64,6 +64,14 @@ _SESSION_EVENTS = frozenset({Identified, ProfileAttributesChanged, IdentityClear
 """The events that may carry an SDK session's anonymousId."""
 
 
+MAX_DEVICES = 50_000
+"""The most devices a person takes (docs/reference/api.md, "Limits"): an identify that would
+bring one more is recorded, not applied, and leaves a Refusal on the device's own person."""
+TOO_MANY_DEVICES = (f"the person already has {MAX_DEVICES} devices, the most a person may "
+                    "have; recorded, not applied")
+"""The reason of that Refusal."""
+
+
 class IdentityProjection(RowProjection):
     """Profiles and the identity graph, maintained incrementally in the projection store.
 
@@ -337,6 +345,16 @@ class IdentityProjection(RowProjection):
                 return
         else:
             target = unit.resolve_key(identifier_key(kind, value))
+        if (target is not None and target.person_id != current.person_id
+                and len(target.devices) >= MAX_DEVICES):
+            # A person's row holds its devices, stints and merges: past the limit, a further
+            # device is refused, visibly, as an identify of a retired person is.
+            current.refused.append(Refusal(
+                kind, ev.user_id if kind == "cio" else value, TOO_MANY_DEVICES, pos,
+                target.person_id))
+            dev.ignored.append(pos)
+            unit.put_person(current)
+            return
 
         if target is not None and target.person_id == current.person_id:
             person = current
