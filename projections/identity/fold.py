@@ -35,6 +35,7 @@ from idstitch.domain.rules import classify, normalize_email
 from idstitch.projections.base import RowProjection
 from idstitch.projections.identity import local, persons
 from idstitch.projections.identity.graph import IdentityUnit, identifier_key
+from idstitch.projections.identity.person_index import MAX_DEVICES, TOO_MANY_DEVICES
 from idstitch.projections.identity.persons import IdScheme
 from idstitch.projections.identity.rows import (
     DEVICE,
@@ -62,14 +63,6 @@ class IdentityConfig(msgspec.Struct, frozen=True):
 Handler = Callable[[IdentityUnit, DeviceRow, Any, int, int], None]
 _SESSION_EVENTS = frozenset({Identified, ProfileAttributesChanged, IdentityCleared})
 """The events that may carry an SDK session's anonymousId."""
-
-
-MAX_DEVICES = 50_000
-"""The most devices a person takes (docs/reference/api.md, "Limits"): an identify that would
-bring one more is recorded, not applied, and leaves a Refusal on the device's own person."""
-TOO_MANY_DEVICES = (f"the person already has {MAX_DEVICES} devices, the most a person may "
-                    "have; recorded, not applied")
-"""The reason of that Refusal."""
 
 
 class IdentityProjection(RowProjection):

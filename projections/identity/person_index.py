@@ -1,5 +1,5 @@
-"""Membership indexes of wide persons: which devices and merges a person row holds, and each
-device's open stint, without scanning the row's lists.
+"""Wide persons: the devices limit, and membership indexes (which devices and merges a person
+row holds, and each device's open stint) that spare the fold scanning the row's lists.
 
 A person's ``devices``, ``merges`` and ``stints`` are lists (their order is part of the row and
 of the audit), and the fold asked ``device in person.devices`` at every join and leave: a
@@ -21,6 +21,14 @@ from collections import OrderedDict
 
 from idstitch.projections.identity.rows import PersonRow, Stint
 
+MAX_DEVICES = 50_000
+"""The most devices a person takes (docs/reference/api.md, "Limits"): the fold records an
+identify that would bring one more, does not apply it, and leaves a Refusal on the device's own
+person. A person's row holds its devices, stints and merge records and is rewritten whole at
+each commit; this keeps it at a few MB."""
+TOO_MANY_DEVICES = (f"the person already has {MAX_DEVICES} devices, the most a person may "
+                    "have; recorded, not applied")
+"""The reason of that Refusal."""
 INDEX_FROM = 64
 """Persons with fewer devices than this are scanned (a set would cost more than the scan)."""
 KEPT = 256

@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from idstitch.projections.identity.fold import MAX_DEVICES
-from idstitch.projections.identity.person_index import INDEX_FROM
+from idstitch.projections.identity.person_index import INDEX_FROM, MAX_DEVICES
 
 import idstitch
 from idstitch.workspace import Workspace
