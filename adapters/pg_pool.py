@@ -34,13 +34,14 @@ NESTED_WAIT = 0.05
 class QueuedPool:
     """A psycopg pool whose waits never deadlock nested use and never fail a queued thread."""
 
-    def __init__(self, conninfo: str, kwargs: dict[str, Any], max_size: int) -> None:
+    def __init__(self, conninfo: str, kwargs: dict[str, Any], max_size: int,
+                 wait_slice: float = WAIT_SLICE) -> None:
         self._conninfo = conninfo
         self._kwargs = kwargs
         self._max = max_size
         self._held = threading.local()
         self._pool = ConnectionPool(conninfo, min_size=1, max_size=max_size, kwargs=kwargs,
-                                    open=True, timeout=WAIT_SLICE)
+                                    open=True, timeout=wait_slice)
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:

@@ -80,6 +80,13 @@ def test_an_unreadable_event_names_its_position_and_device(
     assert isinstance(ws.identify("laptop", "bob", {"plan": "max"}), int)
     assert isinstance(ws.identify("tablet", "cy"), int)
     assert ws.profile("cy") is None  # folded only once the damaged event is repaired
+    # The same through ingest: other devices accepted, the damaged device's batch refused.
+    report = ws.ingest([{"type": "identify", "anonymousId": "laptop", "userId": "bob",
+                         "messageId": "y"}], parallel=False)
+    assert report.accepted == 1
+    with pytest.raises(CorruptEvent, match="position 3"):
+        ws.ingest([{"type": "identify", "anonymousId": "phone", "userId": "ann",
+                    "messageId": "z"}], parallel=False)
 
 
 def test_damaged_projection_rows_are_rebuilt(

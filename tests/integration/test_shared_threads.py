@@ -92,3 +92,38 @@ def test_a_thread_holding_a_connection_never_waits_for_another(
             assert conn.execute("SELECT 2").fetchone() == (2,)
     finally:
         pool.close()
+
+
+def test_a_thread_waits_for_a_busy_pool_past_its_timeout(postgres: TemporaryPostgres) -> None:
+    """Queued, not failed: a thread holding no connection waits for as long as the pool is
+    busy (here past several of its 0.2 s waits), and gets the connection once it is free."""
+    pool = QueuedPool(postgres.url("idstitch_tests"), {"autocommit": True}, max_size=1,
+                      wait_slice=0.2)
+    taken = threading.Event()
+    release = threading.Event()
+    got: list[object] = []
+
+    def holder() -> None:
+        with pool.connection():
+            taken.set()
+            release.wait(timeout=60)
+
+    def waiter() -> None:
+        with pool.connection() as conn:
+            got.append(conn.execute("SELECT 3").fetchone())
+
+    try:
+        first = threading.Thread(target=holder, daemon=True)
+        first.start()
+        assert taken.wait(timeout=60)
+        second = threading.Thread(target=waiter, daemon=True)
+        second.start()
+        second.join(1.0)  # five of the pool's waits: it is still queued, not failed
+        assert second.is_alive() and got == []
+        release.set()
+        second.join(JOIN_TIMEOUT)
+        first.join(JOIN_TIMEOUT)
+        assert got == [(3,)]
+    finally:
+        release.set()
+        pool.close()
