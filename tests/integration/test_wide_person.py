@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from idstitch.projections.identity.person_index import INDEX_FROM, MAX_DEVICES
 
 import idstitch
@@ -75,3 +77,26 @@ def test_a_person_takes_at_most_max_devices(kind: str, tmp_path: Path) -> None:
         assert ws.identify("device-7", "wide", {"plan": "team"}) is not None
         again = ws.profile("wide")
         assert again is not None and again.attributes["plan"] == "team"
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, INDEX_FROM + 15), st.sampled_from(["wide", "a", "b"])),
+                max_size=40))
+def test_a_wide_persons_devices_follow_the_model(moves: list[tuple[int, str]]) -> None:
+    """Whatever devices switch between users, a wide person's devices (indexed) are the model's:
+    each user's devices in the order they joined, a device on one user at a time."""
+    model: dict[str, list[str]] = {"wide": [f"device-{i}" for i in range(INDEX_FROM)]}
+    with idstitch.open("memory:", clock=lambda: T0 + timedelta(days=1)) as ws:
+        ws.ingest(list(identifies(0, INDEX_FROM)), parallel=False)
+        for device, user in moves:
+            device_id = f"device-{device}"
+            ws.identify(device_id, user)
+            if device_id not in model.get(user, []):
+                for devices in model.values():
+                    if device_id in devices:
+                        devices.remove(device_id)
+                model.setdefault(user, []).append(device_id)
+        for user, devices in model.items():
+            profile = ws.profile(user)
+            assert profile is not None
+            assert [d.device_id for d in profile.devices] == devices
