@@ -148,10 +148,12 @@ def end_stint(person: PersonRow, device_id: str, pos: int) -> None:
     index = index_of(person)
     if index is not None:
         found = index.open.pop(device_id, None)
-        if found is None or found.end is None:  # (closed behind the index's back: scan)
-            if found is not None:
-                found.end = pos
+        if found is None:
+            return  # no open stint of the device on this person
+        if found.end is None:
+            found.end = pos
             return
+        # Closed by code that does not keep the index: scan, as for a narrow person.
     for stint in reversed(person.stints):
         if stint.device_id == device_id and stint.end is None:
             stint.end = pos
