@@ -6,9 +6,10 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from contextlib import AbstractContextManager, contextmanager
 from functools import partial
-from typing import Protocol
+from typing import Any, Protocol
 from uuid import UUID
 
+import msgspec
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError, Mapper, PersistenceError
 from eventsourcing.popo import POPOApplicationRecorder
@@ -16,7 +17,7 @@ from idstitch.adapters import chain
 from idstitch.adapters.codec import TOPICS, EventCodec, StructMapper
 from idstitch.adapters.memory_log import MemoryLog
 from idstitch.domain.device import Device, Recorded, project_device
-from idstitch.domain.errors import StoreError
+from idstitch.domain.errors import CorruptEvent, StoreError
 from idstitch.domain.events import DeviceEvent
 from idstitch.domain.ports import WriteConflict
 from idstitch.domain.verification import Digest, Verification
@@ -95,6 +96,16 @@ class FastLog(Protocol):
         ...
 
 
+def _named_device(state: bytes) -> str | None:
+    """The device a damaged event's bytes still name, if any (a best effort for the error)."""
+    try:
+        raw: Any = msgspec.msgpack.decode(state)
+    except Exception:  # undecodable at all (or sealed): no name
+        return None
+    found = raw.get("device_id") if isinstance(raw, dict) else None
+    return found if isinstance(found, str) else None
+
+
 class DeviceLog(Application[UUID]):
     """Stores and loads Device aggregates; reads the global log for the projections.
 
@@ -132,6 +143,10 @@ class DeviceLog(Application[UUID]):
                 )
         except AggregateNotFoundError:
             return None
+        except StoreError:
+            raise
+        except Exception as e:  # the mapper's decoding: find the event, name it
+            raise self._located([device_id], e) from e
         return device
 
     def load_many(self, device_ids: Iterable[str]) -> dict[str, Device]:
@@ -143,8 +158,11 @@ class DeviceLog(Application[UUID]):
             rows = self.fast.device_events(list(aggregate_ids.values()))
         decode = self.codec.decode
         out: dict[str, Device] = {}
-        for version, state in rows:
-            event = decode(state)
+        try:
+            events = [(version, decode(state)) for version, state in rows]
+        except Exception as e:  # any decoder's or cipher's error: find the event, name it
+            raise self._located(ids, e) from e
+        for version, event in events:
             device = out.get(event.device_id)
             if device is None:
                 device = out[event.device_id] = Device(event.device_id,
@@ -166,8 +184,11 @@ class DeviceLog(Application[UUID]):
             rows = self.fast.events_after([(d.id, d.version) for d in by_id.values()])
         decode = self.codec.decode
         moved: set[str] = set()
-        for version, state in rows:
-            event = decode(state)
+        try:
+            events = [(version, decode(state)) for version, state in rows]
+        except Exception as e:  # any decoder's or cipher's error: find the event, name it
+            raise self._located(list(by_id), e) from e
+        for version, event in events:
             device = by_id[event.device_id]
             device.apply(event)
             device.version = version
@@ -232,16 +253,47 @@ class DeviceLog(Application[UUID]):
                   for d, start, end in spans]
         with translated("cannot read the log"):
             rows = self.fast.read_spans(wanted, topics)
-        return self._decoded(sorted(rows))
+        devices = {d for d, _, _ in spans}
+        return self._decoded(sorted(rows), next(iter(devices)) if len(devices) == 1 else None)
 
-    def _decoded(self, rows: list[tuple[int, bytes]]) -> list[LoggedEvent]:
+    def _decoded(self, rows: list[tuple[int, bytes]], device_id: str | None = None
+                 ) -> list[LoggedEvent]:
         if not rows:
             return []
         positions, states = zip(*rows, strict=True)
+        try:
+            events = self.codec.decode_all(states)
+        except Exception as e:  # any decoder's or cipher's error: find the event, name it
+            raise self._unreadable(rows, device_id, e) from e
         # Built in C (map, zip, tuple.__new__; a NamedTuple's own constructor and _make are
         # Python functions): this runs for every event of a rebuild.
         return list(map(partial(tuple.__new__, LoggedEvent),
-                        zip(positions, self.codec.decode_all(states), strict=True)))
+                        zip(positions, events, strict=True)))
+
+    # A stored event that cannot be decoded (damaged bytes, another writer's format) is a
+    # CorruptEvent naming its position and device: the decoders' own errors (msgspec's,
+    # a cipher's) say neither, and leaked untyped from every later query and command.
+
+    def _unreadable(self, rows: list[tuple[int, bytes]], device_id: str | None,
+                    error: Exception) -> CorruptEvent | Exception:
+        """The first of ``rows`` that does not decode, as a CorruptEvent."""
+        for position, state in rows:
+            try:
+                self.codec.decode(state)
+            except Exception as e:
+                return CorruptEvent(position, device_id or _named_device(state),
+                                    f"{type(e).__name__}: {e}")
+        return error  # every one decodes alone: not a damaged event (re-raised as it was)
+
+    def _located(self, device_ids: list[str], error: Exception) -> Exception:
+        """A device's events did not decode: read them again with their positions, which
+        raises the CorruptEvent naming the event (else ``error`` itself)."""
+        try:
+            for device_id in device_ids:
+                self.read_spans([(device_id, 0, None)])
+        except CorruptEvent as found:
+            return found
+        return error
 
     def versions(self, device_ids: Iterable[str]) -> dict[str, int]:
         """The stored version of each of these devices that has any event."""

@@ -17,13 +17,13 @@ from typing import Any, cast
 
 import psycopg
 from idstitch.adapters.eventlog import DeviceLog
+from idstitch.adapters.pg_pool import QueuedPool
 from idstitch.adapters.postgres_log import CHAIN_DDL, PostgresLog, translated
 from idstitch.adapters.sqlstore import Cursor, SqlProjectionStore
 from idstitch.adapters.stores import Stores
 from idstitch.adapters.urls import PostgresTarget
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
-from psycopg_pool import ConnectionPool
 
 DDL_LOCK = 0x1D571C4  # advisory lock key: "idstitch" creating its schema and tables
 
@@ -126,8 +126,7 @@ class PostgresProjectionStore(PostgresLog, SqlProjectionStore):
             # multi-statement unit of work opens its transaction explicitly (conn.transaction()).
             kwargs["autocommit"] = True
             self._kwargs = kwargs
-            self._pool = ConnectionPool(conninfo, min_size=1, max_size=pool_size, kwargs=kwargs,
-                                        open=True, timeout=10)
+            self._pool = QueuedPool(conninfo, kwargs, pool_size)
             with self._pool.connection() as conn:
                 for ddl in self.schema():
                     conn.execute(ddl)

@@ -14,11 +14,11 @@ from uuid import UUID
 
 import psycopg
 from idstitch.adapters.chain import ChainedLog
+from idstitch.adapters.pg_pool import QueuedPool
 from idstitch.adapters.sqlchain import ChainSql, SqlChainView, chain_ddl, started, upgrade
 from idstitch.adapters.sqlchain import append as chain_append
 from idstitch.domain.errors import StoreError
 from idstitch.domain.ports import WriteConflict
-from psycopg_pool import ConnectionPool
 
 
 @contextmanager
@@ -56,7 +56,7 @@ CHAIN_DDL = chain_ddl("BIGINT", "BYTEA")
 class PostgresLog:
     """The events table's batch appends and reads, over the store's pool."""
 
-    _pool: ConnectionPool
+    _pool: QueuedPool
 
     @contextmanager
     def _connected(self, what: str) -> Iterator[psycopg.Cursor[Any]]:

@@ -14,7 +14,7 @@ import sqlite3
 import threading
 import types
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 from uuid import UUID
 
@@ -114,6 +114,11 @@ class SqliteProjectionStore(SqlProjectionStore):
                 self._conn.execute(ddl)
         self._lock = threading.RLock()
 
+    def _translated(self, what: str) -> AbstractContextManager[None]:
+        """:func:`translated`, the message naming the file (a damaged or foreign file's
+        errors then say which one)."""
+        return translated(f"{what} ({self._file})")
+
     def schema(self) -> list[str]:
         """The shared tables, the positions other processes wait for (see want), the chain."""
         return [*super().schema(), WANTED_DDL, *chain_ddl("INTEGER", "BLOB")]
@@ -188,7 +193,7 @@ class SqliteProjectionStore(SqlProjectionStore):
     @contextmanager
     def _cursor(self, *, write: bool) -> Iterator[Cursor]:
         with self._lock, (self._writing() if write else nullcontext()), \
-                translated("SQLite failed"):
+                self._translated("SQLite failed"):
             cur = self._conn.cursor()
             try:
                 cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
@@ -211,7 +216,7 @@ class SqliteProjectionStore(SqlProjectionStore):
         on this connection meanwhile, inside the transaction."""
         with self._lock, self._writing():
             try:
-                with translated("cannot append events"):
+                with self._translated("cannot append events"):
                     self._conn.execute("PRAGMA synchronous=FULL")
                     self._conn.execute("BEGIN IMMEDIATE")
                     yield self._insert
@@ -223,7 +228,7 @@ class SqliteProjectionStore(SqlProjectionStore):
 
     def _insert(self, rows: list[tuple[str, int, str, bytes]]) -> list[int]:
         """Insert events and their chain entries inside the open write transaction."""
-        with translated("cannot append events"):
+        with self._translated("cannot append events"):
             self._conn.executemany(
                 "INSERT INTO stored_events (originator_id, originator_version, topic, "
                 "state) VALUES (?, ?, ?, ?)", rows)
@@ -240,7 +245,7 @@ class SqliteProjectionStore(SqlProjectionStore):
         """Insert events in one transaction; their positions (rowids)."""
         with self._lock:
             try:
-                with translated("cannot append events"):
+                with self._translated("cannot append events"):
                     # The log is the source of truth: an append that returned survives a power
                     # cut (the WAL is synced at this commit, as eventsourcing's recorder does).
                     self._conn.execute("PRAGMA synchronous=FULL")
@@ -257,7 +262,7 @@ class SqliteProjectionStore(SqlProjectionStore):
 
     def read_events(self, after: int, limit: int) -> list[tuple[int, bytes]]:
         """(position, state) after a position."""
-        with self._lock, translated("cannot read the log"):
+        with self._lock, self._translated("cannot read the log"):
             rows: list[tuple[int, bytes]] = self._conn.execute(
                 "SELECT rowid, state FROM stored_events WHERE rowid > ? ORDER BY rowid LIMIT ?",
                 (after, limit)).fetchall()
@@ -270,7 +275,7 @@ class SqliteProjectionStore(SqlProjectionStore):
         device's first event) in ``after < position <= until``."""
         marks = ", ".join("?" * len(topics))
         also = " OR originator_version = 1" if first else ""
-        with self._lock, translated("cannot read the log"):
+        with self._lock, self._translated("cannot read the log"):
             # The table is scanned in rowid order and the other events skipped in C: a
             # replay then decodes only the events it folds.
             rows: list[tuple[int, bytes]] = self._conn.execute(
@@ -281,7 +286,7 @@ class SqliteProjectionStore(SqlProjectionStore):
 
     def head(self) -> int:
         """The last position (0 when empty)."""
-        with self._lock, translated("cannot read the log"):
+        with self._lock, self._translated("cannot read the log"):
             row = self._conn.execute("SELECT max(rowid) FROM stored_events").fetchone()
         return int(row[0] or 0)
 
@@ -319,7 +324,7 @@ class SqliteProjectionStore(SqlProjectionStore):
         sql = ("SELECT rowid, state FROM stored_events WHERE originator_id = ? "
                f"AND rowid >= ? AND rowid < ?{also}")
         out: list[tuple[int, bytes]] = []
-        with self._lock, translated("cannot read the log"):
+        with self._lock, self._translated("cannot read the log"):
             for aggregate, start, end in spans:
                 out.extend(self._conn.execute(sql, (aggregate, start, end, *(topics or ())))
                            .fetchall())
@@ -328,7 +333,7 @@ class SqliteProjectionStore(SqlProjectionStore):
     def events_after(self, since: list[tuple[UUID, int]]) -> list[tuple[int, bytes]]:
         """(version, state) of each aggregate's events after the version given with it."""
         out: list[tuple[int, bytes]] = []
-        with self._lock, translated("cannot load devices"):
+        with self._lock, self._translated("cannot load devices"):
             step = self.chunk // 2  # two parameters a device
             for i in range(0, len(since), step):
                 part = since[i : i + step]
@@ -345,7 +350,7 @@ class SqliteProjectionStore(SqlProjectionStore):
 
     def upgrade_chain(self) -> int:
         """Chain the events of a store made before the chain, once; how many were chained."""
-        with self._lock, translated("cannot read the log's chain"):
+        with self._lock, self._translated("cannot read the log's chain"):
             if started(self._conn, CHAIN):
                 return 0  # the usual case: no write lock taken, a read-only file opens
         with self._cursor(write=True) as cur:
@@ -360,11 +365,11 @@ class SqliteProjectionStore(SqlProjectionStore):
             with self._cursor(write=False) as cur:
                 yield SqlChainView(cur, CHAIN)
             return
-        with translated("cannot read the log's chain"):
+        with self._translated("cannot read the log's chain"):
             conn = sqlite3.connect(self._file, isolation_level=None, check_same_thread=False,
                                    timeout=30)
         try:
-            with translated("cannot read the log's chain"):
+            with self._translated("cannot read the log's chain"):
                 cur = conn.cursor()
                 cur.execute("BEGIN")
                 yield SqlChainView(cur, CHAIN)

@@ -11,6 +11,16 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol
 
+from idstitch.domain.errors import CorruptRow
+
+
+def _position(name: str, stored: object) -> int:
+    """A tracking row's position; CorruptRow when it holds anything but an integer (SQLite
+    stores any value in any column): whoever meets it rebuilds the projection."""
+    if type(stored) is int and stored >= 0:
+        return stored
+    raise CorruptRow(f"tracking ({name!r})", f"its position is {stored!r}, not a position")
+
 
 class Cursor(Protocol):
     """The slice of DB-API cursor both drivers provide."""
@@ -113,7 +123,7 @@ class SqlProjectionStore:
             (name,),
         )
         position, meta = cur.fetchone()
-        return int(position), meta
+        return _position(name, position), meta
 
     def _upsert(self, cur: Cursor, rows: list[tuple[str, str, bytes]]) -> None:
         p = self.param
@@ -198,7 +208,8 @@ class SqlProjectionStore:
                 f"SELECT position, meta FROM idstitch_tracking WHERE name = {self.param}", (name,)
             )
             row = cur.fetchone()
-        return (0, None) if row is None else (int(row[0]), row[1])
+        return (0, None) if row is None else (_position(name, row[0]), row[1])
+
 
     def reset(self, names: str | Sequence[str], kinds: Sequence[str]) -> None:
         """Drop projections' rows and tracking in one transaction."""

@@ -49,6 +49,35 @@ class StoreError(IdstitchError):
     """The database failed (unreachable, locked, unwritable); the driver's error is the cause."""
 
 
+class CorruptEvent(StoreError):
+    """A stored event cannot be read (its bytes were damaged or written by something else).
+
+    ``position``: where it sits in the log; ``device_id``: the device it belongs to, when the
+    damaged bytes still name it (else None). The rest of the log stays readable: catch-ups stop
+    just before it, queries answer from the rows as far as they got, and only what reads this
+    event (its device's commands, its persons' audit, a rebuild) raises this error."""
+
+    def __init__(self, position: int, device_id: str | None, reason: str) -> None:
+        self.position = position
+        self.device_id = device_id
+        self.reason = reason
+        device = "an unknown device" if device_id is None else f"device {device_id!r}"
+        super().__init__(f"the event at position {position} (of {device}) cannot be read: "
+                         f"{reason}")
+
+
+class CorruptRow(StoreError):
+    """A projection row cannot be read. Queries and catch-ups rebuild the projection that owns
+    it and go on; this is raised only when the rebuild did not repair it."""
+
+    def __init__(self, row_type: str, reason: str) -> None:
+        self.row_type = row_type
+        self.reason = reason
+        self.row_class: object = None
+        """The row's class (which projections own it), when known."""
+        super().__init__(f"a stored {row_type} row cannot be read: {reason}")
+
+
 class PolicyMismatch(IdstitchError):
     """The projection rows were built under another ``anonymous_merge`` policy."""
 

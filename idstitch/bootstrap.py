@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from idstitch.adapters import batches, memory, projection_sql, segment, urls
 from idstitch.adapters.stores import Stores
 from idstitch.domain import rules
-from idstitch.domain.errors import InvalidCommand
+from idstitch.domain.errors import CorruptRow, InvalidCommand
 from idstitch.projections.base import Registry, RowProjection
 from idstitch.projections.custom import Projection
 from idstitch.projections.custom_runner import CustomRunner
@@ -97,7 +97,14 @@ def builtin_projections(rows: ProjectionStore, anonymous_merge: Policy | None) -
     No policy asked for: keep the one the rows were built under, so a read-only open never
     re-stitches a store. A different policy asked for: that is a replay (a rebuild on open).
     A store whose rows minted ids from log positions keeps doing so (see ``ids_of``)."""
-    stored = rows.meta(IdentityProjection.name)
+    try:
+        stored = rows.meta(IdentityProjection.name)
+    except CorruptRow:
+        # A damaged tracking row: the rows it tracks cannot be trusted. Dropped here, they
+        # are rebuilt by the first catch-up (as for damaged rows met later, Projector.repair).
+        fresh = [IdentityProjection("merge"), DeviceAttributesProjection()]
+        rows.reset([p.name for p in fresh], [k for p in fresh for k in p.kinds])
+        stored = None
     built_under = IdentityProjection.policy_of(stored)
     return Registry([IdentityProjection(anonymous_merge or built_under or "merge",
                                         IdentityProjection.ids_of(stored)),

@@ -2,6 +2,8 @@
 
 from idstitch.domain.errors import (
     ConcurrencyConflict,
+    CorruptEvent,
+    CorruptRow,
     IdstitchError,
     InvalidCommand,
     NotIdentified,
@@ -15,6 +17,8 @@ from idstitch.service.ingest import IngestInterrupted
 
 __all__ = [
     "ConcurrencyConflict",
+    "CorruptEvent",
+    "CorruptRow",
     "IdstitchError",
     "IngestInterrupted",
     "InvalidCommand",

@@ -222,9 +222,11 @@ class Workspace:
 
         A custom projection whose handler raised (now or at an earlier catch-up, a write's
         say) raises :class:`~idstitch.errors.ProjectionFailed` here, after every other
-        projection was caught up."""
+        projection was caught up. A stored event that cannot be read raises
+        :class:`~idstitch.errors.CorruptEvent` (the projections stop just before it)."""
         projector = self._services.projector
         reached = projector.catch_up()
+        projector.raise_unreadable()
         projector.raise_failures()
         return reached
 

@@ -79,7 +79,13 @@ class Auditor:
         self.limit = limit
         self._persons: OrderedDict[str, PersonIndex] = OrderedDict()
         self._devices: OrderedDict[str, DeviceEvents] = OrderedDict()
-        self._lock = threading.Lock()
+        # Reentrant: a query takes it before opening its snapshot of the rows (serial()), so
+        # no thread waits for it while holding a store connection others need.
+        self._lock = threading.RLock()
+
+    def serial(self) -> threading.RLock:
+        """The audit lock, for a caller to hold around its snapshot: take it first."""
+        return self._lock
 
     def clear(self) -> None:
         """Forget everything kept (after a change that rewrites the past: forget, unmerge)."""

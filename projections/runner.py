@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
+from idstitch.domain.errors import CorruptEvent
 from idstitch.projections.base import RowProjection
 from idstitch.projections.store import EventLog, LoggedEvent, ProjectionStore
 from idstitch.projections.unit import Cache, Unit, cache_size, new_cache
@@ -303,9 +304,17 @@ class Stretch:
                 elif position >= until:
                     break
                 else:
-                    events = self._log.read_selected(position, until, PAGE_SIZE,
-                                                     projection.event_types,
-                                                     first=projection.first_events)
+                    try:
+                        events = self._log.read_selected(position, until, PAGE_SIZE,
+                                                         projection.event_types,
+                                                         first=projection.first_events)
+                    except CorruptEvent as e:
+                        if e.position <= position + 1:
+                            raise
+                        # Fold what lies before an unreadable event (a commit keeps it); the
+                        # next read starts at the event and raises.
+                        until = e.position - 1
+                        continue
                     # A short page: nothing else up to `until` is this projection's.
                     short = len(events) < PAGE_SIZE
                 recent = ()

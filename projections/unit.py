@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import msgspec
+from idstitch.domain.errors import CorruptRow
 from idstitch.projections.store import RowReader
 
 RowTypes = Mapping[str, type[Any]]
@@ -46,9 +47,15 @@ def decoder(row_type: type[Any]) -> msgspec.msgpack.Decoder[Any] | None:
 
 
 def decode_row(row_type: type[Any], raw: bytes) -> Any:
-    """A stored row of this type, decoded."""
+    """A stored row of this type, decoded; CorruptRow if its bytes are not one (a projection
+    row is derived data: whoever meets it rebuilds the projection that owns the type)."""
     found = decoder(row_type)
-    return raw.decode() if found is None else found.decode(raw)
+    try:
+        return raw.decode() if found is None else found.decode(raw)
+    except (msgspec.DecodeError, UnicodeDecodeError) as e:
+        error = CorruptRow(row_type.__name__, str(e))
+        error.row_class = row_type
+        raise error from e
 
 
 def encode_row(row: Any) -> bytes:

@@ -16,8 +16,8 @@ from contextlib import contextmanager
 
 import msgspec
 
-from idstitch.domain.errors import InvalidCommand, ProjectionFailed
-from idstitch.projections.base import ProjectionSpec, Registry, import_topic
+from idstitch.domain.errors import CorruptEvent, CorruptRow, InvalidCommand, ProjectionFailed
+from idstitch.projections.base import ProjectionSpec, Registry, RowProjection, import_topic
 from idstitch.projections.custom import Projection, topic_of
 from idstitch.projections.custom_runner import CustomRunner
 from idstitch.projections.runner import RunnerStates, catch_up, replay
@@ -63,6 +63,8 @@ class Projector:
         self.failures: dict[str, ProjectionFailed] = {}
         """Custom projections whose last catch-up failed, and how (raised by
         :meth:`raise_failures`, i.e. by ``ws.catch_up`` and ``ws.projection_db``)."""
+        self.unreadable: dict[str, CorruptEvent] = {}
+        """Projections stopped before an event that cannot be read, and that event."""
         self.rows = rows
         self.registry = registry
         self.states = RunnerStates()
@@ -125,12 +127,51 @@ class Projector:
         waits until that process has committed the position needed, or, with ``wait=False``,
         leaves it where it is (see :mod:`idstitch.projections.runner`)."""
         with self.lock:
-            reached = min([catch_up(p, self.states.of(p), self.log, self.rows, recent=recent,
-                                    wait=wait)
-                           for p in self.registry], default=self.log.head())
+            positions = [self._caught_up(p, recent, wait) for p in self.registry]
+            reached = min(positions, default=self.log.head())
             if self.custom.projections:
                 self.catch_up_custom(reached)
             return reached
+
+    def _caught_up(self, projection: RowProjection, recent: Sequence[LoggedEvent],
+                   wait: bool) -> int:
+        """One projection caught up; the position it reached.
+
+        Damaged rows (CorruptRow) are derived data: the projection is rebuilt, once. A
+        damaged event (CorruptEvent) stops it just before the event and is kept in
+        :attr:`unreadable` (raised by ``ws.catch_up`` and ``ws.rebuild``), so that writes to
+        other devices and queries of other persons go on with what the rows hold."""
+        try:
+            try:
+                reached = catch_up(projection, self.states.of(projection), self.log, self.rows,
+                                   recent=recent, wait=wait)
+            except CorruptRow as e:
+                self.repair(e)
+                reached = catch_up(projection, self.states.of(projection), self.log, self.rows,
+                                   wait=wait)
+        except CorruptEvent as e:
+            self.unreadable[projection.name] = e
+            return self.rows.position(projection.name)
+        self.unreadable.pop(projection.name, None)
+        return reached
+
+    def repair(self, error: CorruptRow) -> None:
+        """Rebuild the projections owning the type of a damaged row (all of them if unknown);
+        re-raise ``error`` if that leaves nothing to rebuild."""
+        owners = [p.name for p in self.registry
+                  if error.row_class is None or error.row_class in p.row_types.values()]
+        if not owners:
+            raise error
+        warnings.warn(f"{error}: rebuilding {', '.join(owners)}", RuntimeWarning, stacklevel=2)
+        with self.lock:
+            self.rows.reset(owners, [k for p in self.registry.select(owners) for k in p.kinds])
+            for name in owners:
+                self.states.forget(name)
+
+    def raise_unreadable(self) -> None:
+        """Raise the CorruptEvent a projection stopped at, if any."""
+        for error in list(self.unreadable.values()):
+            raise error
 
     def catch_up_custom(self, until: int, names: Sequence[str] | None = None) -> None:
         """Fold the custom projections (or the named ones) up to ``until``, where the built-in

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from idstitch.domain.errors import InvalidCommand
+from idstitch.domain.errors import CorruptRow, InvalidCommand
 from idstitch.projections.audit import Change, Provenance
 from idstitch.projections.auditor import Auditor
 from idstitch.projections.identity.rows import PersonRow
@@ -47,14 +47,28 @@ class Queries:
 
     def person_row(self, person_id: str) -> PersonRow | None:
         """The raw person row of a person id (not following merges)."""
-        with self.rows.snapshot() as rows:
-            return Reader(rows, self.projector.registry.row_types).person_row(person_id)
+        def read() -> PersonRow | None:
+            with self.rows.snapshot() as rows:
+                return Reader(rows, self.projector.registry.row_types).person_row(person_id)
+        return self._repairing(read)
 
     def _read(self, ask: Callable[[Reader], T]) -> T:
         """Settle, then ask the rows in one snapshot."""
-        self.settle()
-        with self.rows.snapshot() as rows:
-            return ask(Reader(rows, self.projector.registry.row_types))
+        def read() -> T:
+            self.settle()
+            with self.rows.snapshot() as rows:
+                return ask(Reader(rows, self.projector.registry.row_types))
+        return self._repairing(read)
+
+    def _repairing(self, read: Callable[[], T]) -> T:
+        """``read()``; if it met a damaged projection row, rebuild its projection and read
+        again (once: a row the rebuild did not repair raises its CorruptRow)."""
+        try:
+            return read()
+        except CorruptRow as e:
+            self.projector.repair(e)
+            self.auditor.clear()
+        return read()
 
     def profile(self, identifier: str) -> Profile | None:
         """The person an identifier finds (user id, email, cio_<id>, person id, anonymous id)."""
@@ -82,9 +96,14 @@ class Queries:
     def _audit(self, identifier: str, ask: Callable[[Reader, PersonRow, int, str | None], T],
                unknown: T) -> T:
         """Settle, find the person now, and ask the auditor (``unknown`` if nobody)."""
+        return self._repairing(lambda: self._audited(identifier, ask, unknown))
+
+    def _audited(self, identifier: str, ask: Callable[[Reader, PersonRow, int, str | None], T],
+                 unknown: T) -> T:
         until = self._settled()
         epoch = self.auditor.epoch(self.rows, self.projector.registry)
-        with bulk_gc(), self.rows.snapshot() as rows:
+        # The audit lock before the snapshot's connection (see Auditor.serial).
+        with self.auditor.serial(), bulk_gc(), self.rows.snapshot() as rows:
             reader = Reader(rows, self.projector.registry.row_types)
             person = reader.person(identifier)
             return unknown if person is None else ask(reader, person, until, epoch)
@@ -112,10 +131,14 @@ class Queries:
                                            f"({at.isoformat()}; years 1 to 9999)") from e
         elif at < 0:
             raise InvalidCommand("at", f"must be a position (0 or more), got {at}")
+        return self._repairing(lambda: self._as_of(identifier, at))
+
+    def _as_of(self, identifier: str, at: int | datetime) -> Profile | None:
         until = self._settled()
         position = self.position_at(at) if isinstance(at, datetime) else at
         epoch = self.auditor.epoch(self.rows, self.projector.registry)
-        with bulk_gc(), self.rows.snapshot() as rows:
+        # The audit lock before the snapshot's connection (see Auditor.serial).
+        with self.auditor.serial(), bulk_gc(), self.rows.snapshot() as rows:
             reader = Reader(rows, self.projector.registry.row_types)
             return self.auditor.profile_as_of(reader, self.log, identifier,
                                               min(position, until), until, epoch)

@@ -35,6 +35,7 @@ from idstitch.domain.rules import classify, normalize_email
 from idstitch.projections.base import RowProjection
 from idstitch.projections.identity import local, persons
 from idstitch.projections.identity.graph import IdentityUnit, identifier_key
+from idstitch.projections.identity.person_index import MAX_DEVICES, TOO_MANY_DEVICES
 from idstitch.projections.identity.persons import IdScheme
 from idstitch.projections.identity.rows import (
     DEVICE,
@@ -337,6 +338,16 @@ class IdentityProjection(RowProjection):
                 return
         else:
             target = unit.resolve_key(identifier_key(kind, value))
+        if (target is not None and target.person_id != current.person_id
+                and len(target.devices) >= MAX_DEVICES):
+            # A person's row holds its devices, stints and merges: past the limit, a further
+            # device is refused, visibly, as an identify of a retired person is.
+            current.refused.append(Refusal(
+                kind, ev.user_id if kind == "cio" else value, TOO_MANY_DEVICES, pos,
+                target.person_id))
+            dev.ignored.append(pos)
+            unit.put_person(current)
+            return
 
         if target is not None and target.person_id == current.person_id:
             person = current

@@ -14,6 +14,7 @@ from idstitch.domain import attributes
 from idstitch.domain.device import uuid5_text
 from idstitch.domain.rules import normalize_email
 from idstitch.projections.identity.graph import IdentityUnit, identifier_key
+from idstitch.projections.identity.person_index import index_of
 from idstitch.projections.identity.rows import DeviceRow, MergeRow, PersonRow, Refusal, Stint
 
 IdScheme = Literal["event", "position"]
@@ -32,6 +33,7 @@ def merge_anonymous(
     """The anonymous person ``retired`` merged into ``survivor``: attributes, anonymous ids,
     devices and merge records move; the retired person resolves to the survivor from now."""
     attributes.merge(survivor.attrs, retired.attrs)
+    index = index_of(survivor)  # a wide survivor: its sets follow the lists below
     for anonymous_id in retired.anonymous_ids:
         survivor.anonymous_ids.append(anonymous_id)
         survivor.anonymous_since.append(pos)
@@ -41,10 +43,17 @@ def merge_anonymous(
         if moved is not None:
             end_stint(retired, device_id, pos)
             moved.person_id = survivor.person_id
+            stint = Stint(device_id, pos)
             survivor.devices.append(device_id)
-            survivor.stints.append(Stint(device_id, pos))
+            survivor.stints.append(stint)
+            if index is not None:
+                index.devices.add(device_id)
+                index.open[device_id] = stint
             unit.put_device(moved)
     survivor.merges.extend(retired.merges)
+    if index is not None:
+        index.merges.update(retired.merges)
+        index.seen()
     retired.devices = []
     retired.retired_into = survivor.person_id
     retired.retired_at = pos
@@ -54,17 +63,27 @@ def merge_anonymous(
 def leave(unit: IdentityUnit, dev: DeviceRow, person_id: str, pos: int) -> None:
     """The device leaves the person at ``pos``."""
     person = unit.person(person_id)
-    if dev.device_id in person.devices:
-        person.devices.remove(dev.device_id)
+    index = index_of(person)
+    if dev.device_id in (person.devices if index is None else index.devices):
+        person.devices.remove(dev.device_id)  # a scan in C: order is part of the row
+        if index is not None:
+            index.devices.discard(dev.device_id)
+            index.seen()
         end_stint(person, dev.device_id, pos)
     unit.put_person(person)
 
 
 def join(unit: IdentityUnit, dev: DeviceRow, person: PersonRow, pos: int) -> None:
     """The device joins the person at ``pos``."""
-    if dev.device_id not in person.devices:
+    index = index_of(person)
+    if dev.device_id not in (person.devices if index is None else index.devices):
+        stint = Stint(dev.device_id, pos)
         person.devices.append(dev.device_id)
-        person.stints.append(Stint(dev.device_id, pos))
+        person.stints.append(stint)
+        if index is not None:
+            index.devices.add(dev.device_id)
+            index.open[dev.device_id] = stint
+            index.seen()
     dev.person_id = person.person_id
     unit.put_person(person)
 
@@ -80,8 +99,12 @@ def record(
                             target=target.person_id, position=pos, device_id=dev.device_id,
                             timestamp=ts))
     for person in (source_person, target):
-        if merge_id not in person.merges:
+        index = index_of(person)
+        if merge_id not in (person.merges if index is None else index.merges):
             person.merges.append(merge_id)
+            if index is not None:
+                index.merges.add(merge_id)
+                index.seen()
         unit.put_person(person)
 
 
@@ -122,6 +145,15 @@ def claim_email(unit: IdentityUnit, person: PersonRow, email: str, pos: int) -> 
 
 def end_stint(person: PersonRow, device_id: str, pos: int) -> None:
     """The device's open stint on the person ends at ``pos`` (the event that took it away)."""
+    index = index_of(person)
+    if index is not None:
+        found = index.open.pop(device_id, None)
+        if found is None:
+            return  # no open stint of the device on this person
+        if found.end is None:
+            found.end = pos
+            return
+        # Closed by code that does not keep the index: scan, as for a narrow person.
     for stint in reversed(person.stints):
         if stint.device_id == device_id and stint.end is None:
             stint.end = pos
