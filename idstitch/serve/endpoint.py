@@ -27,7 +27,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from idstitch.serve.envelope import BATCH_LIMIT, MESSAGE_LIMIT, encoded, single, stamp, unwrap_batch
-from idstitch.serve.lines import BadBody, Envelope, envelope, fast, line
+from idstitch.serve.lines import BadBody, Envelope, envelope, fast, line, names_person
 from idstitch.serve.writer import Submission, Writer
 
 log = logging.getLogger("idstitch.serve")
@@ -185,7 +185,7 @@ class Gate:
         if box is not None and fast(box):
             sent_at, received = bytes(box.sent_at), msgspec.json.encode(received_at)
             for index, item in enumerate(box.batch):
-                text, reason = line(item, sent_at, received)
+                text, reason, person = line(item, sent_at, received)
                 if text is None and reason is None:  # a writeKey to take out: the dict path
                     self._add(submission, index, msgspec.json.decode(item), received_at,
                               sent_at=msgspec.json.decode(sent_at) if sent_at else None)
@@ -195,6 +195,7 @@ class Gate:
                     submission.messages.append(msgspec.Raw(text))
                     submission.lines.append(text)
                     submission.indices.append(index)
+                    submission.names_person |= person
             return submission
         try:
             messages = unwrap_batch(parse(raw)) if box is not None else [single(body, kind)]
@@ -218,6 +219,7 @@ class Gate:
             submission.messages.append(message)
             submission.lines.append(line_)
             submission.indices.append(index)
+            submission.names_person |= names_person(message.get("userId"))
 
 
 async def read_body(request: Request, limit: int) -> bytes:
