@@ -209,8 +209,8 @@ class Gate:
     def _add(submission: Submission, index: int, message: Any, received_at: str,
              sent_at: Any = None) -> None:
         """The dict path for one message: stamped, its write key taken out, encoded, sized."""
-        if isinstance(message, dict) and sent_at is not None:
-            message.setdefault("sentAt", sent_at)
+        if isinstance(message, dict) and sent_at is not None and message.get("sentAt") is None:
+            message["sentAt"] = sent_at  # ingest's rule (adapters.batches.unwrap): null is none
         stamp([message], received_at)
         line_, reason = encoded(message)
         if line_ is None:

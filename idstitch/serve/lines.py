@@ -48,6 +48,7 @@ def names_person(user_id: object) -> bool:
 
 _envelope = msgspec.json.Decoder(Envelope)
 _stamps = msgspec.json.Decoder(_Stamps)
+_NULL = msgspec.Raw(b"null")
 _JSON_TYPES = {ord("["): "list", ord('"'): "str", ord("t"): "bool", ord("f"): "bool", ord("n"): "null"}
 
 
@@ -77,7 +78,8 @@ def fast(envelope: Envelope) -> bool:
 def line(raw: msgspec.Raw, sent_at: bytes, received_at: bytes
          ) -> tuple[bytes | None, str | None, bool]:
     """One message as a stamped JSON line, or why it is refused here (not an object, over
-    MESSAGE_LIMIT); (None, None) when it carries a ``writeKey`` (the dict path takes it out).
+    MESSAGE_LIMIT); (None, None) when it carries a ``writeKey`` (the dict path takes it out) or a
+    null ``sentAt`` the batch's replaces (the dict path splices nothing into a key it has).
     The third part: whether it :func:`names_person`."""
     text = bytes(raw)
     try:
@@ -85,7 +87,8 @@ def line(raw: msgspec.Raw, sent_at: bytes, received_at: bytes
     except msgspec.ValidationError:
         kind = _JSON_TYPES.get(text[0], "number") if text else "nothing"
         return None, f"message: must be a JSON object, got {kind}", False
-    if stamps.write_key:
+    if stamps.write_key or (stamps.sent_at == _NULL and sent_at and sent_at != b"null"):
+        # A writeKey to take out; a null sentAt that the batch's replaces: the dict path.
         return None, None, False
     adds = []
     if not stamps.sent_at and sent_at and sent_at != b"null":
