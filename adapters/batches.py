@@ -73,15 +73,51 @@ def envelope(item: Item) -> list[Message | InvalidCommand] | None:
     return [_apply(env.sent_at, env.context, raw) for raw in env.batch]
 
 
-def _unwrap_dict(item: Mapping[str, Any]) -> list[Message | InvalidCommand]:
-    try:
-        env = msgspec.convert({k: v for k, v in item.items() if k != "batch"}, _Head)
-    except msgspec.ValidationError as e:
-        raise invalid(str(e)) from e
-    batch = item["batch"]
+def unwrap(body: Mapping[str, Any]) -> list[Any]:
+    """The messages of a batch envelope given as a dict, each a dict with the envelope's rule
+    applied: its ``sentAt`` when the message has none (absent or null), its ``context``
+    merged under the message's own (a field the message has, not null, wins). A message whose
+    own ``context`` is not an object is left as it is (its decoder refuses it). Items that are
+    not objects are passed through, for the caller to refuse. The envelope's own fields are
+    not checked here (:func:`envelope` refuses a bad ``sentAt`` for the whole envelope);
+    ``idstitch serve`` and ingest both unwrap a parsed envelope with this.
+
+    Raises :class:`InvalidCommand` (``batch``) when ``batch`` is not a list."""
+    batch = body.get("batch")
     if not isinstance(batch, list):
         raise InvalidCommand("batch", f"must be a list of messages, got {type(batch).__name__}")
-    return [_apply(env.sent_at, env.context, message) for message in batch]
+    sent_at = body.get("sentAt")
+    context = body.get("context")
+    if not isinstance(context, Mapping):
+        context = None
+    if sent_at is None and context is None:
+        return list(batch)
+    messages: list[Any] = []
+    for message in batch:
+        if isinstance(message, Mapping):
+            changes: dict[str, Any] = {}
+            if sent_at is not None and message.get("sentAt") is None:
+                changes["sentAt"] = sent_at
+            if context is not None:
+                own = message.get("context")
+                if own is None:
+                    changes["context"] = context
+                elif isinstance(own, Mapping):
+                    changes["context"] = {**context, **{k: v for k, v in own.items() if v is not None}}
+            if changes:
+                message = {**message, **changes}
+        messages.append(message)
+    return messages
+
+
+def _unwrap_dict(item: Mapping[str, Any]) -> list[Message | InvalidCommand]:
+    try:
+        msgspec.convert({k: v for k, v in item.items() if k != "batch"}, _Head)
+    except msgspec.ValidationError as e:
+        raise invalid(str(e)) from e
+    # The envelope as a whole is sound: each message takes its sentAt and context as the
+    # endpoint gives them (one rule, :func:`unwrap`), then is decoded alone.
+    return [_apply(None, None, message) for message in unwrap(item)]
 
 
 class _Head(msgspec.Struct, frozen=True, rename="camel"):
@@ -126,4 +162,4 @@ def messages_of(item: Item) -> list[Message | InvalidCommand]:
         return [e]
 
 
-__all__ = ["Envelope", "envelope", "messages_of"]
+__all__ = ["Envelope", "envelope", "messages_of", "unwrap"]

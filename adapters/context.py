@@ -100,16 +100,23 @@ def context_attributes(context: SegmentContext | None) -> dict[str, Any]:
         out["device_locale"] = context.locale
     if context.timezone is not None:
         out["timezone"] = context.timezone
+    # Unrolled (no getattr loop): this runs for nearly every message ingest reads.
     if network is not None:
-        for field in ("wifi", "cellular", "bluetooth", "carrier"):
-            value = getattr(network, field)
-            if value is not None:
-                out["network_" + field] = value
+        if network.wifi is not None:
+            out["network_wifi"] = network.wifi
+        if network.cellular is not None:
+            out["network_cellular"] = network.cellular
+        if network.bluetooth is not None:
+            out["network_bluetooth"] = network.bluetooth
+        if network.carrier is not None:
+            out["network_carrier"] = network.carrier
     if screen is not None:
-        for field in ("width", "height", "density"):
-            value = getattr(screen, field)
-            if value is not None:
-                out["screen_" + field] = value
+        if screen.width is not None:
+            out["screen_width"] = screen.width
+        if screen.height is not None:
+            out["screen_height"] = screen.height
+        if screen.density is not None:
+            out["screen_density"] = screen.density
     if device is not None:
         if device.model is not None:
             out["device_model"] = device.model

@@ -27,7 +27,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from idstitch.serve.envelope import BATCH_LIMIT, MESSAGE_LIMIT, encoded, single, stamp, unwrap_batch
-from idstitch.serve.lines import BadBody, Envelope, envelope, fast, line
+from idstitch.serve.lines import BadBody, Envelope, envelope, fast, line, names_person
 from idstitch.serve.writer import Submission, Writer
 
 log = logging.getLogger("idstitch.serve")
@@ -185,7 +185,7 @@ class Gate:
         if box is not None and fast(box):
             sent_at, received = bytes(box.sent_at), msgspec.json.encode(received_at)
             for index, item in enumerate(box.batch):
-                text, reason = line(item, sent_at, received)
+                text, reason, person = line(item, sent_at, received)
                 if text is None and reason is None:  # a writeKey to take out: the dict path
                     self._add(submission, index, msgspec.json.decode(item), received_at,
                               sent_at=msgspec.json.decode(sent_at) if sent_at else None)
@@ -195,6 +195,7 @@ class Gate:
                     submission.messages.append(msgspec.Raw(text))
                     submission.lines.append(text)
                     submission.indices.append(index)
+                    submission.names_person |= person
             return submission
         try:
             messages = unwrap_batch(parse(raw)) if box is not None else [single(body, kind)]
@@ -208,8 +209,8 @@ class Gate:
     def _add(submission: Submission, index: int, message: Any, received_at: str,
              sent_at: Any = None) -> None:
         """The dict path for one message: stamped, its write key taken out, encoded, sized."""
-        if isinstance(message, dict) and sent_at is not None:
-            message.setdefault("sentAt", sent_at)
+        if isinstance(message, dict) and sent_at is not None and message.get("sentAt") is None:
+            message["sentAt"] = sent_at  # ingest's rule (adapters.batches.unwrap): null is none
         stamp([message], received_at)
         line_, reason = encoded(message)
         if line_ is None:
@@ -218,6 +219,7 @@ class Gate:
             submission.messages.append(message)
             submission.lines.append(line_)
             submission.indices.append(index)
+            submission.names_person |= names_person(message.get("userId"))
 
 
 async def read_body(request: Request, limit: int) -> bytes:

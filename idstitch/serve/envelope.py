@@ -11,7 +11,7 @@ from typing import Any, Final
 
 import msgspec
 
-from idstitch.errors import InvalidCommand
+from idstitch.adapters.batches import unwrap
 
 MESSAGE_LIMIT: Final = 32 * 1024
 """Segment's limit for one message, in bytes of its JSON: a larger one is refused alone."""
@@ -29,22 +29,9 @@ def unwrap_batch(body: Mapping[str, Any]) -> list[Any]:
     envelope, not the messages, when they send it; the skew correction needs it). An envelope
     ``context`` is merged under each message's own (Segment's HTTP API: the message's keys win).
     Items that are not objects are passed through (the caller refuses them with a reason).
+    The rule is ingest's own (:func:`idstitch.adapters.batches.unwrap`): this is that function.
     """
-    batch = body.get("batch")
-    if not isinstance(batch, list):
-        raise InvalidCommand("batch", "must be a list of messages")
-    sent_at = body.get("sentAt")
-    context = body.get("context")
-    messages: list[Any] = []
-    for message in batch:
-        if isinstance(message, dict):
-            if sent_at is not None and "sentAt" not in message:
-                message = {**message, "sentAt": sent_at}
-            if isinstance(context, dict):
-                own = message.get("context")
-                message = {**message, "context": {**context, **own} if isinstance(own, dict) else context}
-        messages.append(message)
-    return messages
+    return unwrap(body)
 
 
 def single(body: Mapping[str, Any], kind: str) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from idstitch.domain.rules import classify
 from idstitch.serve.envelope import MESSAGE_LIMIT
 
 
@@ -29,15 +30,25 @@ class Envelope(msgspec.Struct, rename="camel"):
 
 
 class _Stamps(msgspec.Struct, rename="camel"):
-    """Which stamps a message already has (an empty Raw: absent); nothing else is decoded."""
+    """Which stamps a message already has (an empty Raw: absent), and its ``userId`` (see
+    :func:`names_person`); nothing else is decoded."""
 
     sent_at: msgspec.Raw = msgspec.Raw()
     received_at: msgspec.Raw = msgspec.Raw()
     write_key: msgspec.Raw = msgspec.Raw()
+    user_id: Any = None
+
+
+def names_person(user_id: object) -> bool:
+    """Whether a message's ``userId`` names a person by id (``cio_<person id>``): ingest then
+    checks it against the projections, which must be caught up first (the writer does not
+    defer their catch-up for a group holding one)."""
+    return isinstance(user_id, str) and classify(user_id) == "cio"
 
 
 _envelope = msgspec.json.Decoder(Envelope)
 _stamps = msgspec.json.Decoder(_Stamps)
+_NULL = msgspec.Raw(b"null")
 _JSON_TYPES = {ord("["): "list", ord('"'): "str", ord("t"): "bool", ord("f"): "bool", ord("n"): "null"}
 
 
@@ -64,17 +75,21 @@ def fast(envelope: Envelope) -> bool:
     return not envelope.context
 
 
-def line(raw: msgspec.Raw, sent_at: bytes, received_at: bytes) -> tuple[bytes | None, str | None]:
+def line(raw: msgspec.Raw, sent_at: bytes, received_at: bytes
+         ) -> tuple[bytes | None, str | None, bool]:
     """One message as a stamped JSON line, or why it is refused here (not an object, over
-    MESSAGE_LIMIT); (None, None) when it carries a ``writeKey`` (the dict path takes it out)."""
+    MESSAGE_LIMIT); (None, None) when it carries a ``writeKey`` (the dict path takes it out) or a
+    null ``sentAt`` the batch's replaces (the dict path splices nothing into a key it has).
+    The third part: whether it :func:`names_person`."""
     text = bytes(raw)
     try:
         stamps = _stamps.decode(text)
     except msgspec.ValidationError:
         kind = _JSON_TYPES.get(text[0], "number") if text else "nothing"
-        return None, f"message: must be a JSON object, got {kind}"
-    if stamps.write_key:
-        return None, None
+        return None, f"message: must be a JSON object, got {kind}", False
+    if stamps.write_key or (stamps.sent_at == _NULL and sent_at and sent_at != b"null"):
+        # A writeKey to take out; a null sentAt that the batch's replaces: the dict path.
+        return None, None, False
     adds = []
     if not stamps.sent_at and sent_at and sent_at != b"null":
         adds.append(b'"sentAt":' + sent_at)
@@ -85,8 +100,8 @@ def line(raw: msgspec.Raw, sent_at: bytes, received_at: bytes) -> tuple[bytes | 
         text = b"{" + b",".join(adds) + (b"" if inner.startswith(b"}") else b",") + inner
     if len(text) > MESSAGE_LIMIT:
         return None, (f"message: is {len(text)} bytes, more than the {MESSAGE_LIMIT // 1024} KB "
-                      "a message may hold")
-    return text, None
+                      "a message may hold"), False
+    return text, None, names_person(stamps.user_id)
 
 
-__all__ = ["BadBody", "Envelope", "envelope", "fast", "line"]
+__all__ = ["BadBody", "Envelope", "envelope", "fast", "line", "names_person"]

@@ -68,6 +68,8 @@ class Submission:
     lines: list[bytes]
     indices: list[int]
     refused: list[tuple[int, str, Any]] = field(default_factory=list)
+    names_person: bool = False
+    """A message names a person by id (``cio_...``): checked against caught-up projections."""
     future: Future[Outcome] = field(default_factory=Future)
 
 
@@ -196,8 +198,10 @@ class Writer:
         # The projections are brought up to date between groups (every CATCH_UP_MESSAGES, and
         # when requests pause), not in each group's ingest: a 200 waits only for the log's
         # commit, and one catch-up folds many groups. A message naming a person by cio_ id
-        # is checked against the projections, so its group catches up first, as ingest does.
-        defer = CATCH_UP_MESSAGES > 0 and ws.auto_catch_up and not any(b'"cio_' in line for line in lines)
+        # is checked against the projections, so its group catches up first, as ingest does
+        # (the request handlers read each userId: a byte search for "cio_ also matched every
+        # device message's cio_sdk_version, and caught up in nearly every group).
+        defer = CATCH_UP_MESSAGES > 0 and ws.auto_catch_up and not any(s.names_person for s in group)
         try:
             # One call, one transaction for the whole group; no child process for so few.
             if defer:

@@ -1,0 +1,70 @@
+"""Same-run A/B of ``ws.ingest`` between two installs of idstitch (two virtualenvs).
+
+Writes the workload once, then ingests it with each interpreter in turn (alternating, each run
+into a fresh store, one process: ``parallel=False``), and prints the median seconds of each and
+their ratio. On a shared machine only such alternating, same-run ratios mean anything.
+
+    python benchmarks/ab_ingest.py --a /path/old/.venv/bin/python --b .venv/bin/python \\
+        --n 20000 --mix identity --rounds 3 [--postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import tempfile
+from pathlib import Path
+
+import workload
+
+RUN = """
+import sys, time, idstitch
+url, path = sys.argv[1], sys.argv[2]
+with idstitch.open(url) as ws:
+    start = time.perf_counter()
+    with open(path, "rb") as lines:
+        ws.ingest(lines, parallel=False)
+    print(time.perf_counter() - start)
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--a", required=True, help="the first interpreter (the baseline)")
+    parser.add_argument("--b", required=True, help="the second interpreter")
+    parser.add_argument("--n", type=int, default=20_000)
+    parser.add_argument("--mix", default="attributes")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--postgres", action="store_true", help="on a throwaway PostgreSQL, not SQLite")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "messages.ndjson"
+        with data.open("wb") as out:
+            for line in workload.generate(args.n, 0, args.mix):
+                out.write((line if isinstance(line, bytes) else line.encode()) + b"\n")
+        pg = None
+        if args.postgres:
+            from idstitch.testing import TemporaryPostgres
+
+            pg = TemporaryPostgres().__enter__()
+        try:
+            times: dict[str, list[float]] = {"a": [], "b": []}
+            for round_ in range(args.rounds):
+                for name in ("a", "b") if round_ % 2 == 0 else ("b", "a"):
+                    tag = f"{name}{round_}"
+                    url = pg.create_database(tag) if pg else f"sqlite:///{tmp}/{tag}.db"
+                    python = str(Path(getattr(args, name)).absolute())
+                    out = subprocess.run([python, "-P", "-c", RUN, url, str(data)],
+                                         check=True, capture_output=True, text=True, cwd=tmp)
+                    times[name].append(float(out.stdout.strip()))
+        finally:
+            if pg is not None:
+                pg.__exit__(None, None, None)
+    a, b = statistics.median(times["a"]), statistics.median(times["b"])
+    print(f"{args.mix} {'postgresql' if args.postgres else 'sqlite'} n={args.n}: "
+          f"a {a:.3f} s {times['a']}, b {b:.3f} s {times['b']}, b/a {b / a:.3f}")
+
+
+if __name__ == "__main__":
+    main()
