@@ -117,16 +117,18 @@ class Projector:
         for projection in self.registry:
             projection.check_store(self.rows)
 
-    def catch_up(self, recent: Sequence[LoggedEvent] = (), *, wait: bool = True) -> int:
+    def catch_up(self, recent: Sequence[LoggedEvent] = (), *, wait: bool = True,
+                 eager: bool = False) -> int:
         """Bring every projection up to the head of the log; the position reached.
 
         ``recent``: events this process just appended (applied without reading them back).
         A projection another process is folding (it holds its lease) is left to it: this
         waits until that process has committed the position needed, or, with ``wait=False``,
-        leaves it where it is (see :mod:`idstitch.projections.runner`)."""
+        leaves it where it is (see :mod:`idstitch.projections.runner`). ``eager``: commit every
+        projection's position even where it met no event of its own (a projecting process)."""
         with self.lock:
             reached = min([catch_up(p, self.states.of(p), self.log, self.rows, recent=recent,
-                                    wait=wait)
+                                    wait=wait, eager=eager)
                            for p in self.registry], default=self.log.head())
             if self.custom.projections:
                 self.catch_up_custom(reached)
