@@ -66,6 +66,14 @@ def register(ws: Workspace, projections: Sequence[Projection], err: Console) -> 
 
 def cmd_project(args: argparse.Namespace, console: Console, err: Console) -> int:
     """Follow the log until stopped."""
+    stopping: list[Follower] = []
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        if not stopping:
+            raise KeyboardInterrupt  # still opening: stop as Ctrl-C would
+        stopping[0].stop()
+
+    signal.signal(signal.SIGTERM, stop)
     custom = load_projections(args.projection or [])
     with open_store(args.db, args.policy, Access.CREATE) as ws:
         register(ws, custom, err)
@@ -73,11 +81,7 @@ def cmd_project(args: argparse.Namespace, console: Console, err: Console) -> int
         follower = Follower(services.projector, services.stores.listen, poll=args.poll,
                             report=lambda line: err.print(Text(line, style="yellow"),
                                                           soft_wrap=True))
-
-        def stop(signum: int, frame: FrameType | None) -> None:
-            follower.stop()
-
-        signal.signal(signal.SIGTERM, stop)
+        stopping.append(follower)
         names = [p.name for p in ws.projections] + [p.name for p in custom]
         err.print(Text(f"projecting {', '.join(names)} of {ws.url}", style="dim"),
                   soft_wrap=True)
