@@ -118,6 +118,7 @@ def catch_up(
     *,
     wait: bool = True,
     eager: bool = False,
+    head: int | None = None,
 ) -> int:
     """Apply every event after the projection's tracking position, up to its ``batch_size``
     per transaction, reading only its own events; the position reached.
@@ -129,13 +130,23 @@ def catch_up(
     When another process holds the projection's lease, this waits for it to commit the
     position needed (see the module docstring); with ``wait=False`` it returns the committed
     position at once instead.
+
+    ``eager``: commit the position reached even when only other projections' events were met
+    (a projecting process does, so that ``wait_for`` sees every projection at the head).
+    ``head``: fold up to this position and no further (a projecting process reads the head
+    once for all its projections, so that one projection chasing a log that keeps growing
+    never keeps the next one waiting).
     """
     stretch = Stretch(projection, state, log, store)
     # After a command, up to its own events: read-your-writes needs no more, and what other
     # processes appended since is the next query's to catch up (one query less here).
-    settled = bool(recent)
+    settled = bool(recent) or head is not None
     if recent:
         until = max(recent[-1].position, stretch.start)
+    elif head is not None:
+        until = head
+        if stretch.start >= until:
+            return stretch.start
     else:
         until = log.head()
         if stretch.start >= until:

@@ -30,6 +30,8 @@ POLL_SECONDS = 1.0
 notification delays it this much at most."""
 SQLITE_POLL_SECONDS = 0.05
 """How often a follower on SQLite looks at the head of the log (one statement)."""
+FOLLOW_BATCH = 5_000
+"""Events per transaction at most in a projecting process (a writer's catch-up: 50,000)."""
 STOP_SECONDS = 0.25
 """How soon a follower asleep on its listener notices :meth:`Follower.stop`."""
 WAIT_PAUSE_MAX = 0.05
@@ -109,6 +111,10 @@ class Follower:
         self.reached = 0
         """The position every projection reached at the last catch-up."""
         self._failing: dict[str, str] = {}
+        for projection in projector.registry:
+            # Commit more often than a catch-up in a writer does: the committed position is
+            # what wait_for and lag see, so a smaller batch keeps them close to the head.
+            projector.states.of(projection).batch_size = FOLLOW_BATCH
 
     def step(self) -> int:
         """One catch-up of every projection, positions committed even where a projection met

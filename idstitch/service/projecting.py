@@ -127,8 +127,11 @@ class Projector:
         leaves it where it is (see :mod:`idstitch.projections.runner`). ``eager``: commit every
         projection's position even where it met no event of its own (a projecting process)."""
         with self.lock:
+            # Eager (a projecting process): every projection up to one head, so that the
+            # first one chasing a growing log never holds the others back.
+            head = self.log.head() if eager and not recent else None
             reached = min([catch_up(p, self.states.of(p), self.log, self.rows, recent=recent,
-                                    wait=wait, eager=eager)
+                                    wait=wait, eager=eager, head=head)
                            for p in self.registry], default=self.log.head())
             if self.custom.projections:
                 self.catch_up_custom(reached)
