@@ -240,8 +240,9 @@ class Workspace:
         """Block until every projection (built-in, and every custom one the store tracks) has
         committed ``position``: read-your-writes across processes, with the position a write
         returned. The lowest position reached; None (a write that recorded nothing) returns
-        at once. :class:`~idstitch.errors.ProjectionsBehind` after ``timeout`` seconds, saying
-        how far behind they are. A workspace that keeps its projections itself catches up
+        at once; a position past the head of the log is an InvalidCommand.
+        :class:`~idstitch.errors.ProjectionsBehind` after ``timeout`` seconds, saying how far
+        behind they are. A workspace that keeps its projections itself catches up
         first."""
         if position is None:
             return self._services.projector.position()
@@ -249,6 +250,12 @@ class Workspace:
             raise InvalidCommand("position", f"must be at least 0, got {position}")
         if timeout is not None and not timeout >= 0:
             raise InvalidCommand("timeout", f"must be a number of seconds >= 0, got {timeout}")
+        head = self.log.head()
+        if position > head:
+            # A write returns a committed position: one past the head was never returned,
+            # and waiting for it could last forever.
+            raise InvalidCommand("position", f"{position} is beyond the head of the log "
+                                             f"({head}): no write returned it")
         if self.auto_catch_up:
             # Eager: also commit the position of a projection that met no event of its own
             # (a catch-up otherwise leaves it up to a thousand positions behind).

@@ -102,6 +102,8 @@ def test_wait_for_refuses_bad_arguments_and_returns_at_once_when_current(
         ws.wait_for(-1)
     with pytest.raises(InvalidCommand, match="timeout"):
         ws.wait_for(position, timeout=-1)
+    with pytest.raises(InvalidCommand, match="beyond the head"):
+        ws.wait_for(position + 1)
     assert ws.lag() == 0
 
 
