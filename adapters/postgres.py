@@ -19,6 +19,7 @@ import psycopg
 from idstitch.adapters.eventlog import DeviceLog
 from idstitch.adapters.pg_pool import QueuedPool
 from idstitch.adapters.postgres_log import CHAIN_DDL, PostgresLog, translated
+from idstitch.adapters.postgres_notify import Listener
 from idstitch.adapters.sqlstore import Cursor, SqlProjectionStore
 from idstitch.adapters.stores import Stores
 from idstitch.adapters.urls import PostgresTarget
@@ -53,7 +54,7 @@ def connect(url: str, target: PostgresTarget) -> Stores:
         except BaseException:
             rows.close()
             raise
-        stores = Stores(url, log, rows, url)
+        stores = Stores(url, log, rows, url, listen=lambda: Listener(conninfo))
         try:
             rows.upgrade_chain()  # a store made before the chain: once, under the ddl lock
         except BaseException:

@@ -42,6 +42,11 @@ RESERVE = (
 )
 """Take n ids from the table's sequence in one call; returns the last (the table lock held)."""
 
+NOTIFY_CHANNEL = "idstitch_events"
+"""The channel every append notifies (payload: the schema appended to), and `idstitch project`
+listens on (see idstitch.adapters.postgres_notify)."""
+NOTIFY = f"SELECT pg_notify('{NOTIFY_CHANNEL}', current_schema())"
+
 CHAIN = ChainSql.of(
     events=EVENTS_TABLE, position="notification_id",
     originator="replace(originator_id::text, '-', '')", param="%s",
@@ -86,6 +91,9 @@ class PostgresLog:
             cur.execute("SET LOCAL lock_timeout = '30s'")
             cur.execute(f"LOCK TABLE {EVENTS_TABLE} IN EXCLUSIVE MODE")
             yield lambda rows: self._copy(cur, rows)
+            # Wakes `idstitch project` (LISTEN) when the rows commit: delivered at commit only,
+            # and one notification per transaction however many rows it appended.
+            cur.execute(NOTIFY)
 
     @staticmethod
     def _copy(cur: psycopg.Cursor[Any], rows: list[tuple[str, int, str, bytes]]) -> list[int]:

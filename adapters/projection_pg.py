@@ -82,6 +82,15 @@ class PostgresTables:
                                 .format(self._tracking()), (name,)).fetchall()
         return [Tracked(v, p, bool(live)) for v, p, live in rows]
 
+    def every(self) -> list[tuple[str, Tracked]]:
+        """Every tracked version of every custom projection, by name."""
+        with self._lock:
+            conn = self._connection()
+            rows = conn.execute(sql.SQL("SELECT name, version, position, live FROM {} "
+                                        "ORDER BY name, version").format(self._tracking())
+                                ).fetchall()
+        return [(n, Tracked(v, p, bool(live))) for n, v, p, live in rows]
+
     @contextmanager
     def _begin(self, name: str, *, create: bool = False) -> Iterator[psycopg.Connection[Any]]:
         with self._lock:

@@ -137,6 +137,14 @@ class SqliteTables:
                 (name,)).fetchall()
         return [Tracked(v, p, bool(live)) for v, p, live in rows]
 
+    def every(self) -> list[tuple[str, Tracked]]:
+        """Every tracked version of every custom projection, by name."""
+        with self._lock:
+            rows = self._connection().execute(
+                "SELECT name, version, position, live FROM idstitch_custom ORDER BY name, version"
+                + _INTERNAL).fetchall()
+        return [(n, Tracked(v, p, bool(live))) for n, v, p, live in rows]
+
     @contextmanager
     def _begin(self) -> Iterator[sqlite3.Connection]:
         with self._lock:

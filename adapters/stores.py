@@ -18,6 +18,18 @@ class ClosableStore(ProjectionStore, Protocol):
         ...
 
 
+class AppendListener(Protocol):
+    """Wakes a projecting process when writers append."""
+
+    def wait(self, timeout: float) -> bool:
+        """Block until an append is notified (True) or ``timeout`` seconds pass (False)."""
+        ...
+
+    def close(self) -> None:
+        """Stop listening."""
+        ...
+
+
 @dataclass
 class Stores:
     """The event log and the projection store of one workspace, in one database."""
@@ -28,6 +40,9 @@ class Stores:
     shared_url: str | None = None
     """A URL that opens this same store from another process (whatever its working directory),
     or None when no other process can (``memory:``)."""
+    listen: Callable[[], AppendListener] | None = None
+    """Opens a listener woken by appends (PostgreSQL's LISTEN/NOTIFY), or None where a
+    projecting process polls the log's head instead (SQLite: one statement)."""
     closing: list[Callable[[], None]] = field(default_factory=list)
     """What else to close with the store (the custom projections' connection)."""
 

@@ -93,3 +93,22 @@ class ProjectionFailed(IdstitchError):
         self.cause = cause
         super().__init__(f"projection {projection!r} failed at position {position}: "
                          f"{type(cause).__name__}: {cause}")
+
+
+class ProjectionsBehind(IdstitchError, TimeoutError):
+    """``wait_for`` timed out: some projection has not reached the position yet (the
+    projecting process is down, slow, or a custom projection keeps failing).
+
+    ``position`` is what was waited for, ``reached`` the lowest position every projection has
+    reached, ``behind`` how far that is behind (``position - reached``), ``lagging`` each
+    projection short of it with its position."""
+
+    def __init__(self, position: int, reached: int, lagging: dict[str, int], waited: float) -> None:
+        self.position = position
+        self.reached = reached
+        self.behind = position - reached
+        self.lagging = dict(lagging)
+        names = ", ".join(f"{n} at {p}" for n, p in sorted(self.lagging.items()))
+        super().__init__(f"projections did not reach position {position} within {waited:g} s: "
+                         f"{self.behind} positions behind ({names}); is `idstitch project` "
+                         "running?")

@@ -135,7 +135,7 @@ class Services:
 def build(
     url: str | None = None, *, anonymous_merge: Policy | None = None, clock: Clock | None = None,
     auto_catch_up: bool = True, projections: Sequence[RowProjection] | None = None,
-    custom: Sequence[Projection] = (),
+    custom: Sequence[Projection] = (), external: bool = False,
 ) -> Services:
     """Open the store a URL names and wire a workspace's services over it.
 
@@ -143,9 +143,14 @@ def build(
     :func:`builtin_projections`), so that a test can build a workspace with any set.
     ``custom``: users' projections (:class:`idstitch.Projection`), registered and caught up
     before this returns. The arguments' types were checked at the boundary of
-    ``idstitch.open``."""
+    ``idstitch.open``.
+    ``external``: another process (``idstitch project``) keeps the projections; this workspace
+    appends only (no catch-up, no rebuild on open, no projecting child)."""
     stores = open_stores(url)
     try:
+        if external and stores.shared_url is None:
+            raise InvalidCommand("projections", "'external' needs a store another process can "
+                                 "open (a SQLite file or PostgreSQL), not memory:")
         registry = (builtin_projections(stores.rows, anonymous_merge) if projections is None
                     else Registry(projections))
         # One lock: a workspace runs its commands and catch-ups one at a time.
@@ -155,12 +160,13 @@ def build(
                               lock=lock, custom=runner)
         writer = DeviceWriter(stores.log)
         writer.lock = lock
-        settings = Settings(utc_now if clock is None else checked_clock(clock), auto_catch_up)
+        settings = Settings(utc_now if clock is None else checked_clock(clock),
+                            auto_catch_up and not external, external)
         queries = Queries(stores.log, stores.rows, projector, settings)
         bus = MessageBus(writer, projector, queries, settings)
         ingester = Ingester(writer, projector, queries, settings,
                             Format(segment.decode, segment.to_commands, batches.envelope))
-        stale = [p.name for p in registry if p.needs_rebuild(stores.rows)]
+        stale = [] if external else [p.name for p in registry if p.needs_rebuild(stores.rows)]
         if stale:
             projector.rebuild(stale)
         for projection in custom:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from idstitch import bootstrap
 from idstitch.domain import commands as c
@@ -21,7 +21,9 @@ from idstitch.projections.custom import Projection, ProjectionDB, check_projecti
 from idstitch.projections.identity import Policy
 from idstitch.projections.identity.rows import PERSON
 from idstitch.projections.views import Device, Merge, Profile
+from idstitch.service import following
 from idstitch.service.arguments import checked, checked_methods
+from idstitch.service.following import ProjectionStatus
 from idstitch.service.ingest import INGEST_BATCH, IngestReport
 
 Clock = bootstrap.Clock
@@ -236,6 +238,50 @@ class Workspace:
         Registered again after a reopen, it resumes from its tracked position."""
         self._services.projector.register(check_projection(projection))
 
+    def wait_for(self, position: int | None, timeout: float | int | None = None) -> int:
+        """Block until every projection (built-in, and every custom one the store tracks) has
+        committed ``position``: read-your-writes across processes, with the position a write
+        returned. The lowest position reached; None (a write that recorded nothing) returns
+        at once; a position past the head of the log is an InvalidCommand.
+        :class:`~idstitch.errors.ProjectionsBehind` after ``timeout`` seconds, saying how far
+        behind they are. A workspace that keeps its projections itself catches up
+        first."""
+        if position is None:
+            return self._services.projector.position()
+        if position < 0:
+            raise InvalidCommand("position", f"must be at least 0, got {position}")
+        if timeout is not None and not timeout >= 0:
+            raise InvalidCommand("timeout", f"must be a number of seconds >= 0, got {timeout}")
+        head = self.log.head()
+        if position > head:
+            # A write returns a committed position: one past the head was never returned,
+            # and waiting for it could last forever.
+            raise InvalidCommand("position", f"{position} is beyond the head of the log "
+                                             f"({head}): no write returned it")
+        if self.auto_catch_up:
+            # Eager: also commit the position of a projection that met no event of its own
+            # (a catch-up otherwise leaves it up to a thousand positions behind).
+            projector = self._services.projector
+            projector.catch_up(eager=True)
+            projector.raise_failures()
+        return following.wait_for(self._services.projector, position, timeout)
+
+    def projection_status(self) -> list[ProjectionStatus]:
+        """Every projection the store tracks (built-in, then custom) with its version,
+        committed position and lag (positions of the log after it). Never catches up: with
+        ``projections="external"`` this is how far behind reads are."""
+        return following.status(self._services.projector)
+
+    def lag(self) -> int:
+        """How many positions of the log the slowest projection has not folded yet (0: reads
+        see every write). Never catches up."""
+        return max([s.lag for s in self.projection_status()], default=0)
+
+    @property
+    def external(self) -> bool:
+        """Whether another process keeps the projections (``projections="external"``)."""
+        return self._services.settings.external
+
     def projection_db(self, name: str) -> ProjectionDB:
         """Read access to a custom projection's tables (its live version), caught up first
         when the workspace keeps projections current; ProjectionFailed if it cannot be."""
@@ -321,7 +367,8 @@ class Workspace:
 @checked
 def open(
     url: str | None = None, *, anonymous_merge: Policy | None = None, clock: Clock | None = None,
-    auto_catch_up: bool = True, projections: Sequence[Projection] | None = None,
+    auto_catch_up: bool = True,
+    projections: Sequence[Projection] | Literal["external"] | None = None,
 ) -> Workspace:
     """Open a workspace: ``memory:``, ``sqlite:///path`` (default ``./idstitch.db``),
     or ``postgresql://user:pw@host:port/db`` (``?schema=name`` for a schema of its own).
@@ -332,10 +379,16 @@ def open(
     under; a different policy replays the log into the projection (a rebuild).
 
     ``projections``: custom projections (:class:`idstitch.Projection` instances) registered at
-    open, as :meth:`Workspace.run_projection` would."""
-    custom = [check_projection(p) for p in projections or ()]
+    open, as :meth:`Workspace.run_projection` would; or ``"external"``: another process
+    (``idstitch project``) keeps every projection, this workspace appends only (commands and
+    ingest never catch up, queries read the rows as they are: see :meth:`Workspace.lag` and
+    :meth:`Workspace.wait_for`)."""
+    external = isinstance(projections, str)  # the annotation admits only "external"
+    custom = [] if isinstance(projections, str) else [check_projection(p)
+                                                      for p in projections or ()]
     return Workspace(bootstrap.build(url, anonymous_merge=anonymous_merge, clock=clock,
-                                     auto_catch_up=auto_catch_up, custom=custom))
+                                     auto_catch_up=auto_catch_up, custom=custom,
+                                     external=external))
 
 
 __all__ = ["IngestReport", "Workspace", "open"]

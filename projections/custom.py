@@ -144,6 +144,10 @@ class CustomTables(Protocol):
         """Every tracked version of the projection (none: never registered)."""
         ...
 
+    def every(self) -> Sequence[tuple[str, Tracked]]:
+        """Every tracked version of every custom projection (registered here or not)."""
+        ...
+
     def create(self, name: str, version: int, live: bool,
                setup: Callable[[ProjectionDB], None]) -> None:
         """Track a new version at position 0 and create its tables, in one transaction (a

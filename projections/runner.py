@@ -118,6 +118,8 @@ def catch_up(
     recent: Sequence[LoggedEvent] = (),
     *,
     wait: bool = True,
+    eager: bool = False,
+    head: int | None = None,
 ) -> int:
     """Apply every event after the projection's tracking position, up to its ``batch_size``
     per transaction, reading only its own events; the position reached.
@@ -129,13 +131,23 @@ def catch_up(
     When another process holds the projection's lease, this waits for it to commit the
     position needed (see the module docstring); with ``wait=False`` it returns the committed
     position at once instead.
+
+    ``eager``: commit the position reached even when only other projections' events were met
+    (a projecting process does, so that ``wait_for`` sees every projection at the head).
+    ``head``: fold up to this position and no further (a projecting process reads the head
+    once for all its projections, so that one projection chasing a log that keeps growing
+    never keeps the next one waiting).
     """
     stretch = Stretch(projection, state, log, store)
     # After a command, up to its own events: read-your-writes needs no more, and what other
     # processes appended since is the next query's to catch up (one query less here).
-    settled = bool(recent)
+    settled = bool(recent) or head is not None
     if recent:
         until = max(recent[-1].position, stretch.start)
+    elif head is not None:
+        until = head
+        if stretch.start >= until:
+            return stretch.start
     else:
         until = log.head()
         if stretch.start >= until:
@@ -152,7 +164,13 @@ def catch_up(
             return reached
         stretch = Stretch(projection, state, log, store)  # from where the holder left it
     try:
-        return _fold_until(stretch, state, log, until, settled, progress, recent)
+        return _fold_until(stretch, state, log, until, settled, progress, recent, eager)
+    except BaseException:
+        # Whatever raised (a progress callback between a fold and its commit, Ctrl-C, the
+        # store), the cache may hold folded rows that were never committed: a later catch-up
+        # from the committed position would apply those events twice.
+        state.forget()
+        raise
     finally:
         if held:
             assert leases is not None
@@ -182,7 +200,7 @@ def _await(name: str, store: ProjectionStore, leases: Leases, until: int
 
 def _fold_until(
     stretch: Stretch, state: RunnerState, log: EventLog, until: int, settled: bool,
-    progress: Callable[[int], None] | None, recent: Sequence[LoggedEvent],
+    progress: Callable[[int], None] | None, recent: Sequence[LoggedEvent], eager: bool = False,
 ) -> int:
     """catch_up's loop: fold and commit up to ``until`` (and, unless ``settled``, up to the
     head as it is when ``until`` is reached)."""
@@ -191,7 +209,7 @@ def _fold_until(
         recent = ()
         applied = stretch.pending
         if stretch.position == stretch.start or (
-                not stretch.changed and stretch.position - stretch.start < LAG_LIMIT):
+                not eager and not stretch.changed and stretch.position - stretch.start < LAG_LIMIT):
             # Nothing left up to `until` (or only other projections' events: no row to
             # write, and the committed position moves with this projection's next rows; a
             # commit just for it cost a single command ~0.3 ms). But other processes may
@@ -219,6 +237,22 @@ def replay(
     replay. Each commits every REPLAY_BATCH of its events, when its working set is full, and
     at the end: a replay starts with an empty cache, so a row is rewritten once per commit.
     """
+    try:
+        _replay(projections, states, log, store, until, progress)
+    except BaseException:
+        # A callback, Ctrl-C or the store raising between a fold and its commit leaves
+        # uncommitted rows in the caches: drop them all, so the next catch-up folds from
+        # what is committed (it always is consistent: rows and position commit together).
+        for projection in projections:
+            states.forget(projection.name)
+        raise
+
+
+def _replay(
+    projections: Sequence[RowProjection], states: RunnerStates, log: EventLog,
+    store: ProjectionStore, until: int, progress: Callable[[int], None] | None,
+) -> None:
+    """replay's loop (replay drops the caches when it raises)."""
     stretches = [Stretch(p, states.of(p), log, store) for p in projections]
     reached = reported = min([s.start for s in stretches], default=until)
     while True:

@@ -1,5 +1,5 @@
 """The ``idstitch`` command line: demo, ingest, profile, device, merges, history, explain,
-export, rebuild.
+export, rebuild, project, projections.
 
 The store is ``--db URL``, else ``IDSTITCH_DATABASE_URL``, else ``./idstitch.db`` (the demo has
 its own default, see ``idstitch demo --help``). A read command never creates or rewrites a
@@ -39,6 +39,7 @@ from idstitch.cli.failures import run_guarded
 from idstitch.cli.integrity import DIGEST_HELP, VERIFY_HELP, cmd_digest, cmd_verify
 from idstitch.cli.output import console_for
 from idstitch.cli.persons import cmd_device, cmd_merges, cmd_profile
+from idstitch.cli.projecting import add_projecting
 from idstitch.cli.serve import add_serve
 from idstitch.cli.store import DEMO_FILE, cmd_demo, cmd_ingest, cmd_rebuild
 from idstitch.projections.identity import POLICIES
@@ -126,7 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
         "a person's whole history as NDJSON on stdout, one Change a line, for a "
         "subject-access request: idstitch export ID > subject.ndjson"
         ).add_argument("id", metavar="ID")
-    add("rebuild", cmd_rebuild, "replay the log from position 0 into fresh projections")
+    rebuild = add("rebuild", cmd_rebuild,
+                  "replay the log from position 0 into fresh projections (all, or the named "
+                  "ones; see `idstitch projections`)")
+    rebuild.add_argument("names", nargs="*", metavar="NAME",
+                         help="projections to rebuild (default: every one)")
+    rebuild.add_argument("--projection", action="append", metavar="module:Class",
+                         help="a custom projection to register first (to rebuild it by name)")
     ingest = add("ingest", cmd_ingest,
                  "ingest an NDJSON file of Segment-spec messages (Customer.io mobile SDK traffic)")
     ingest.add_argument("file", metavar="FILE.ndjson")
@@ -138,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--allow-rejects", action="store_true",
                         help="exit 0 even when lines were rejected (default: exit 3)")
     add_serve(add)
+    add_projecting(add)
     add("digest", cmd_digest, DIGEST_HELP)
     add("verify", cmd_verify, VERIFY_HELP).add_argument(
         "--digest", metavar="FILE", help="a digest printed earlier by idstitch digest")

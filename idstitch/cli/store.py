@@ -23,6 +23,7 @@ from rich.text import Text
 from idstitch.cli.common import open_workspace, show_merges, title
 from idstitch.cli.failures import REJECTED
 from idstitch.cli.opening import Access, open_store, stored_policy
+from idstitch.cli.projecting import load_projections, register
 from idstitch.cli.rejects import check_rejects_path, write_rejects
 from idstitch.demo import HEADING, INDENT, run_demo
 from idstitch.errors import InvalidCommand
@@ -95,7 +96,9 @@ def cmd_rebuild(args: argparse.Namespace, console: Console, err: Console) -> int
     if args.policy is not None:
         with open_store(args.db, None, Access.REBUILD) as ws:
             before = stored_policy(ws)
+    custom = load_projections(getattr(args, "projection", None) or [])
     with open_store(args.db, args.policy, Access.REBUILD) as ws:
+        register(ws, custom, err)
         total = ws.log.head()
         replayed = 0
         columns = (TextColumn("replaying"), BarColumn(), MofNCompleteColumn(),
@@ -108,7 +111,7 @@ def cmd_rebuild(args: argparse.Namespace, console: Console, err: Console) -> int
                 replayed += applied
                 bar.advance(task, applied)
 
-            position = ws.rebuild(progress=advance)
+            position = ws.rebuild(args.names or None, progress=advance)
         console.print(Text.assemble(
             "replayed ", (str(replayed), "bold"), " events; the projections are at ",
             f"position {position} (anonymous_merge={ws.anonymous_merge})"))

@@ -119,22 +119,27 @@ class Projector:
         for projection in self.registry:
             projection.check_store(self.rows)
 
-    def catch_up(self, recent: Sequence[LoggedEvent] = (), *, wait: bool = True) -> int:
+    def catch_up(self, recent: Sequence[LoggedEvent] = (), *, wait: bool = True,
+                 eager: bool = False) -> int:
         """Bring every projection up to the head of the log; the position reached.
 
         ``recent``: events this process just appended (applied without reading them back).
         A projection another process is folding (it holds its lease) is left to it: this
         waits until that process has committed the position needed, or, with ``wait=False``,
-        leaves it where it is (see :mod:`idstitch.projections.runner`)."""
+        leaves it where it is (see :mod:`idstitch.projections.runner`). ``eager``: commit every
+        projection's position even where it met no event of its own (a projecting process)."""
         with self.lock:
-            positions = [self._caught_up(p, recent, wait) for p in self.registry]
+            # Eager (a projecting process): every projection up to one head, so that the
+            # first one chasing a growing log never holds the others back.
+            head = self.log.head() if eager and not recent else None
+            positions = [self._caught_up(p, recent, wait, eager, head) for p in self.registry]
             reached = min(positions, default=self.log.head())
             if self.custom.projections:
                 self.catch_up_custom(reached)
             return reached
 
     def _caught_up(self, projection: RowProjection, recent: Sequence[LoggedEvent],
-                   wait: bool) -> int:
+                   wait: bool, eager: bool = False, head: int | None = None) -> int:
         """One projection caught up; the position it reached.
 
         Damaged rows (CorruptRow) are derived data: the projection is rebuilt, once. A
@@ -144,11 +149,11 @@ class Projector:
         try:
             try:
                 reached = catch_up(projection, self.states.of(projection), self.log, self.rows,
-                                   recent=recent, wait=wait)
+                                   recent=recent, wait=wait, eager=eager, head=head)
             except CorruptRow as e:
                 self.repair(e)
                 reached = catch_up(projection, self.states.of(projection), self.log, self.rows,
-                                   wait=wait)
+                                   wait=wait, eager=eager, head=head)
         except CorruptEvent as e:
             self.unreadable[projection.name] = e
             return self.rows.position(projection.name)

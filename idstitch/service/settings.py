@@ -15,3 +15,6 @@ class Settings:
     """Stamps ``recorded_at`` (and is the received time of a skew correction by default)."""
     auto_catch_up: bool = True
     """Commands catch the projections up after their append, queries before they read."""
+    external: bool = False
+    """Another process keeps the projections (``projections="external"``): this workspace
+    appends only, and reads say how far behind they are."""

@@ -1,0 +1,125 @@
+"""Projections as processes of their own: ``idstitch project`` and ``idstitch projections``.
+
+``project`` keeps every projection (the built-in ones and the custom ones named with
+``--projection module:Class``) at the head of the log until it is stopped (SIGTERM or
+Ctrl-C end it cleanly; a kill -9 loses nothing: rows and positions commit together). Several
+may run for the same store: one folds each projection at a time (its lease), the others wait
+and take over when it dies. ``projections`` shows where each projection stands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from types import FrameType
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from idstitch.cli.common import Handler
+from idstitch.cli.opening import Access, open_store
+from idstitch.errors import InvalidCommand, ProjectionFailed
+from idstitch.projections.base import import_topic
+from idstitch.projections.custom import Projection
+from idstitch.service.following import Follower
+from idstitch.workspace import Workspace
+
+PROJECT_HELP = ("run the projections as a process of its own: follow the log as writers "
+                "append it (writers opened with projections=\"external\" only append)")
+PROJECTIONS_HELP = "list every projection with its version, committed position and lag"
+
+
+def load_projections(topics: Sequence[str]) -> list[Projection]:
+    """Instances of the custom projection classes named ``module:Class``; InvalidCommand
+    naming ``--projection`` when one cannot be imported or is no idstitch.Projection."""
+    found: list[Projection] = []
+    for topic in topics:
+        if ":" not in topic:
+            raise InvalidCommand("--projection", f"{topic!r} must be module:Class")
+        try:
+            cls = import_topic(topic)
+        except Exception as e:
+            raise InvalidCommand("--projection", f"cannot import {topic}: "
+                                                 f"{type(e).__name__}: {e}") from None
+        if not (isinstance(cls, type) and issubclass(cls, Projection)):
+            raise InvalidCommand("--projection", f"{topic} is not an idstitch.Projection "
+                                                 "subclass")
+        found.append(cls())
+    return found
+
+
+def register(ws: Workspace, projections: Sequence[Projection], err: Console) -> None:
+    """Register custom projections; one whose handler fails is reported and retried by the
+    follower, never fatal."""
+    for projection in projections:
+        try:
+            ws.run_projection(projection)
+        except ProjectionFailed as e:
+            err.print(Text(f"projection {projection.name!r} failed: {e}", style="yellow"),
+                      soft_wrap=True)
+
+
+def cmd_project(args: argparse.Namespace, console: Console, err: Console) -> int:
+    """Follow the log until stopped."""
+    stopping: list[Follower] = []
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        if not stopping:
+            raise KeyboardInterrupt  # still opening: stop as Ctrl-C would
+        stopping[0].stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    custom = load_projections(args.projection or [])
+    with open_store(args.db, args.policy, Access.CREATE) as ws:
+        register(ws, custom, err)
+        services = ws._services
+        follower = Follower(services.projector, services.stores.listen, poll=args.poll,
+                            report=lambda line: err.print(Text(line, style="yellow"),
+                                                          soft_wrap=True))
+        stopping.append(follower)
+        names = [p.name for p in ws.projections] + [p.name for p in custom]
+        err.print(Text(f"projecting {', '.join(names)} of {ws.url}", style="dim"),
+                  soft_wrap=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            follower.run()
+        err.print(Text(f"stopped at position {follower.reached}", style="dim"))
+    return 0
+
+
+def cmd_projections(args: argparse.Namespace, console: Console, err: Console) -> int:
+    """Where every projection stands (never catches anything up)."""
+    with open_store(args.db, args.policy, Access.READ) as ws:
+        head = ws.log.head()
+        found = ws.projection_status()
+    if args.json:
+        sys.stdout.write(json.dumps({"head": head, "projections": [
+            {"name": s.name, "version": s.version, "position": s.position, "lag": s.lag,
+             "custom": s.custom} for s in found]}, sort_keys=True) + "\n")
+        return 0
+    table = Table(title=f"projections (log head {head})")
+    for column in ("name", "kind", "version", "position", "lag"):
+        table.add_column(column, justify="right" if column in ("version", "position", "lag")
+                         else "left")
+    for s in found:
+        table.add_row(s.name, "custom" if s.custom else "built-in", str(s.version),
+                      str(s.position), Text(str(s.lag), style="yellow" if s.lag else "green"))
+    console.print(table)
+    return 0
+
+
+def add_projecting(add: Callable[[str, Handler, str], argparse.ArgumentParser]) -> None:
+    """Add ``project`` and ``projections`` to the parser (``add`` as in build_parser)."""
+    project = add("project", cmd_project, PROJECT_HELP)
+    project.add_argument("--projection", action="append", metavar="module:Class",
+                         help="a custom projection to keep too (repeatable); its module must "
+                              "be importable by this process")
+    project.add_argument("--poll", type=float, default=None, metavar="SECONDS",
+                         help="look at the log at least this often (default: 1 on PostgreSQL, "
+                              "which also wakes on every append; 0.05 on SQLite)")
+    add("projections", cmd_projections, PROJECTIONS_HELP).add_argument(
+        "--json", action="store_true", help="one JSON object on stdout")

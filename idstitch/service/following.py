@@ -1,0 +1,169 @@
+"""Projections kept by a process of their own: following the log, status, waiting for them.
+
+``idstitch project`` runs a :class:`Follower`: it catches every projection up to the head of
+the log, then sleeps until writers append (PostgreSQL's LISTEN/NOTIFY wakes it) or a poll
+interval passes (SQLite, and the fallback when a notification is lost), and again. Writers
+opened with ``projections="external"`` only append; :func:`wait_for` gives them
+read-your-writes across processes and :func:`status` says how far behind each projection is.
+
+Why a follower never skips a position: every append holds the events table's lock until it
+commits (PostgreSQL: ``LOCK TABLE ... IN EXCLUSIVE MODE``; SQLite: one writer at a time), so
+positions become visible in the order they were taken. The head a catch-up reads has every
+position below it committed; a transaction still open holds no position under it.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import msgspec
+
+from idstitch.domain.errors import ProjectionsBehind, StoreError
+from idstitch.service.projecting import Projector
+
+POLL_SECONDS = 1.0
+"""How long a follower on PostgreSQL waits for a notification before it looks anyway: a lost
+notification delays it this much at most."""
+SQLITE_POLL_SECONDS = 0.05
+"""How often a follower on SQLite looks at the head of the log (one statement)."""
+FOLLOW_BATCH = 5_000
+"""Events per transaction at most in a projecting process (a writer's catch-up: 50,000)."""
+STOP_SECONDS = 0.25
+"""How soon a follower asleep on its listener notices :meth:`Follower.stop`."""
+WAIT_PAUSE_MAX = 0.05
+"""How long :func:`wait_for` sleeps between looks at the projections' positions, at most."""
+
+
+class ProjectionStatus(msgspec.Struct, frozen=True):
+    """Where one projection stands (``ws.projection_status()``, ``idstitch projections``)."""
+
+    name: str
+    version: int
+    """A built-in projection's rows format; a custom projection's live ``version``."""
+    position: int
+    """The committed position: every event up to it is in the projection's rows."""
+    lag: int
+    """Positions of the log after it (``head - position``)."""
+    custom: bool
+    """Whether it is a custom projection (users' own)."""
+
+
+def status(projector: Projector) -> list[ProjectionStatus]:
+    """Every projection the store tracks: the built-in ones, then every custom one with a live
+    version (registered in this workspace or not: another process may keep it)."""
+    head = projector.log.head()
+    found = [ProjectionStatus(p.name, p.rows_format, position := projector.rows.position(p.name),
+                              max(head - position, 0), False)
+             for p in projector.registry]
+    for name, tracked in projector.custom.tables.every():
+        if tracked.live:
+            found.append(ProjectionStatus(name, tracked.version, tracked.position,
+                                          max(head - tracked.position, 0), True))
+    return found
+
+
+def wait_for(projector: Projector, position: int, timeout: float | None) -> int:
+    """Block until every projection has committed ``position``; the lowest position reached.
+    ProjectionsBehind after ``timeout`` seconds (None: no limit)."""
+    started = time.monotonic()
+    pause = 0.001
+    while True:
+        lagging = {s.name: s.position for s in status(projector) if s.position < position}
+        if not lagging:
+            return min([s.position for s in status(projector)], default=position)
+        waited = time.monotonic() - started
+        if timeout is not None and waited >= timeout:
+            raise ProjectionsBehind(position, min(lagging.values()), lagging, waited)
+        sleep = pause if timeout is None else min(pause, max(timeout - waited, 0.0))
+        time.sleep(sleep)
+        pause = min(pause * 2, WAIT_PAUSE_MAX)
+
+
+class Listener(Protocol):
+    """Wakes a follower when writers append (idstitch.adapters.stores.AppendListener)."""
+
+    def wait(self, timeout: float) -> bool:
+        """True on an append, False when ``timeout`` seconds passed."""
+        ...
+
+    def close(self) -> None:
+        """Stop listening."""
+        ...
+
+
+class Follower:
+    """Keeps every projection of a projector at the head of the log until stopped."""
+
+    def __init__(self, projector: Projector, listen: Callable[[], Listener] | None, *,
+                 poll: float | None = None,
+                 report: Callable[[str], None] = lambda line: print(line, file=sys.stderr)
+                 ) -> None:
+        self.projector = projector
+        self._listen = listen
+        self.poll = poll if poll is not None else (
+            POLL_SECONDS if listen is not None else SQLITE_POLL_SECONDS)
+        self.report = report
+        self.stopped = threading.Event()
+        self.reached = 0
+        """The position every projection reached at the last catch-up."""
+        self._failing: dict[str, str] = {}
+        for projection in projector.registry:
+            # Commit more often than a catch-up in a writer does: the committed position is
+            # what wait_for and lag see, so a smaller batch keeps them close to the head.
+            projector.states.of(projection).batch_size = FOLLOW_BATCH
+
+    def step(self) -> int:
+        """One catch-up of every projection, positions committed even where a projection met
+        no event of its own (so that wait_for sees them at the head); the position reached.
+        A failing custom projection is reported (once per new failure) and retried at the
+        next step; the others go on."""
+        projector = self.projector
+        self.reached = projector.catch_up(eager=True)
+        failing = {name: str(f) for name, f in projector.failures.items()}
+        for name, why in failing.items():
+            if self._failing.get(name) != why:
+                self.report(f"projection {name!r} failed: {why}")
+        for name in set(self._failing) - set(failing):
+            self.report(f"projection {name!r} recovered")
+        self._failing = failing
+        return self.reached
+
+    def run(self) -> None:
+        """Follow the log until :meth:`stop` (or the process is signalled)."""
+        listener = self._listen() if self._listen is not None else None
+        try:
+            while not self.stopped.is_set():
+                try:
+                    self.step()
+                except StoreError as e:
+                    # The database went away for a while: say so, and try again after a poll.
+                    self.report(f"catch-up failed, retrying: {e}")
+                    self.stopped.wait(self.poll)
+                    continue
+                self._sleep(listener)
+        finally:
+            if listener is not None:
+                listener.close()
+
+    def _sleep(self, listener: Listener | None) -> None:
+        if listener is None:
+            self.stopped.wait(self.poll)
+            return
+        deadline = time.monotonic() + self.poll
+        try:
+            # In slices, so that stop() takes effect within STOP_SECONDS.
+            while not self.stopped.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0 or listener.wait(min(left, STOP_SECONDS)):
+                    return
+        except StoreError as e:
+            self.report(f"listening for appends failed, polling: {e}")
+            self.stopped.wait(self.poll)
+
+    def stop(self) -> None:
+        """Stop after the current step."""
+        self.stopped.set()

@@ -1,0 +1,167 @@
+"""``idstitch project`` as a process of its own, ``idstitch projections`` and ``idstitch
+rebuild NAME``: kill -9 at random points of a catch-up then a restart gives what a rebuild
+gives; two projecting processes, one killed, the other takes over; on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import idstitch
+from idstitch.testing import TemporaryPostgres
+from idstitch.testing_projections import ChangeLog
+from idstitch.workspace import Workspace
+
+from .conftest import IDSTITCH, environment, idstitch_cmd
+
+CUSTOM = "idstitch.testing_projections:ChangeLog"
+
+
+@pytest.fixture(params=("sqlite", "postgres"))
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh store another process can open."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/identity.db"
+    server: TemporaryPostgres = request.getfixturevalue("postgres")
+    return server.url("idstitch_tests") + f"?schema=p{os.getpid()}_{random.randrange(10**9)}"
+
+
+def messages(n: int, seed: int = 7) -> Iterator[dict[str, Any]]:
+    """Identifies, anonymous traits and device updates over a few hundred devices."""
+    rng = random.Random(seed)
+    for i in range(n):
+        device = f"d{rng.randrange(300)}"
+        kind = rng.random()
+        base: dict[str, Any] = {"anonymousId": f"a-{device}", "messageId": f"m{i}",
+                                "context": {"device": {"id": device, "type": "ios"}}}
+        if kind < 0.4:
+            yield {**base, "type": "identify", "userId": f"u{rng.randrange(120)}",
+                   "traits": {"plan": rng.choice(["a", "b"]), "n": i}}
+        elif kind < 0.6:
+            yield {**base, "type": "identify", "traits": {"seen": i}}
+        else:
+            yield {**base, "type": "track", "event": "Device Created or Updated",
+                   "context": {"device": {"id": device, "type": "ios", "token": f"t{device}"}},
+                   "properties": {"app_version": str(i % 5), "custom": i}}
+
+
+def start_project(url: str, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([IDSTITCH, "project", "--db", url, "--projection", CUSTOM, *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=environment())
+
+
+def kill(process: subprocess.Popen[str]) -> None:
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=30)
+
+
+def stop(process: subprocess.Popen[str]) -> str:
+    """SIGTERM once it is following (it said so): a clean stop, status 0."""
+    assert process.stderr is not None
+    started = process.stderr.readline()
+    assert "projecting" in started, started
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert "Traceback" not in err, err
+    return err
+
+
+def custom_rows(url: str) -> list[tuple[Any, ...]]:
+    with idstitch.open(url, projections="external") as ws:
+        ws.run_projection(ChangeLog())  # registering resumes at the tracked position
+        return sorted(ws.projection_db("change_log").query("SELECT position, change FROM "
+                                                           "change_log"))
+
+
+def wait_caught_up(writer: Workspace, timeout: float = 240) -> None:
+    writer.wait_for(writer.log.head(), timeout=timeout)
+
+
+def test_kill_9_during_catch_up_then_a_restart_equals_a_rebuild(url: str) -> None:
+    with idstitch.open(url) as ws:
+        ws.run_projection(ChangeLog())  # the custom projection's tables exist from the start
+    with idstitch.open(url, projections="external") as writer:
+        report = writer.ingest(messages(20_000))
+        assert report.accepted == 20_000
+        head = writer.log.head()
+        rng = random.Random(11)
+        midway = 0
+        for _ in range(10):
+            process = start_project(url)
+            time.sleep(rng.uniform(0.8, 3.0))
+            kill(process)
+            positions = [s.position for s in writer.projection_status()]
+            if 0 < sum(positions) < head * len(positions):
+                midway += 1  # killed with some batches committed and some not
+                if midway == 3:
+                    break
+        process = start_project(url)
+        try:
+            wait_caught_up(writer)
+        finally:
+            stop(process)
+        assert writer.lag() == 0
+        assert midway >= 1, "no kill landed during the catch-up"
+        followed = writer.dump()
+    followed_custom = custom_rows(url)
+    assert len(followed_custom) == head
+    with idstitch.open(url, projections=[ChangeLog()]) as ws:
+        ws.rebuild(parallel=False)
+        assert ws.dump() == followed
+    assert custom_rows(url) == followed_custom
+
+
+def test_a_second_process_takes_over_when_the_first_dies(url: str) -> None:
+    with idstitch.open(url) as ws:
+        ws.run_projection(ChangeLog())
+    first = start_project(url)
+    time.sleep(1.5)
+    second = start_project(url)
+    try:
+        with idstitch.open(url, projections="external") as writer:
+            writer.ingest(messages(500, seed=1))
+            wait_caught_up(writer, 60)
+            kill(first)
+            writer.ingest(messages(500, seed=2))
+            wait_caught_up(writer, 60)  # the survivor keeps them
+            profile = writer.profile("u3")
+            assert profile is not None
+    finally:
+        if first.poll() is None:
+            kill(first)
+        stop(second)
+
+
+def test_projections_lists_version_position_and_lag_and_rebuild_takes_names(url: str) -> None:
+    with idstitch.open(url, projections="external") as writer:
+        writer.ingest(messages(50))
+        head = writer.log.head()
+    ran = idstitch_cmd("projections", "--db", url, "--json")
+    assert ran.status == 0, ran.err
+    listed = json.loads(ran.out)
+    assert listed["head"] == head
+    assert {p["name"]: (p["position"], p["lag"]) for p in listed["projections"]} == {
+        "identity": (0, head), "device_attributes": (0, head)}
+    ran = idstitch_cmd("rebuild", "--db", url, "identity")
+    assert ran.status == 0, ran.err
+    listed = json.loads(idstitch_cmd("projections", "--db", url, "--json").out)
+    positions = {p["name"]: p["position"] for p in listed["projections"]}
+    assert positions["identity"] == head
+    table = idstitch_cmd("projections", "--db", url)
+    assert table.status == 0 and "identity" in table.out and "lag" in table.out
+    bad = idstitch_cmd("rebuild", "--db", url, "nosuch")
+    assert bad.status == 2 and "nosuch" in bad.err and "Traceback" not in bad.err
+    bad = idstitch_cmd("project", "--db", url, "--projection", "nosuch.module:X")
+    assert bad.status == 2 and "--projection" in bad.err and "Traceback" not in bad.err
+

@@ -1,0 +1,187 @@
+"""Writers that only append (``projections="external"``), a Follower that keeps the
+projections, ``wait_for`` and ``lag``; on PostgreSQL, appends that commit in position order
+(a held transaction blocks later ones: nothing to skip) and NOTIFY waking the follower."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+import pytest
+
+import idstitch
+from idstitch.errors import InvalidCommand, ProjectionsBehind
+from idstitch.service.following import Follower
+from idstitch.testing import TemporaryPostgres
+from idstitch.testing_projections import Counter
+from idstitch.workspace import Workspace
+
+WorkspaceFactory = Callable[..., Workspace]
+
+
+@contextmanager
+def following(ws: Workspace, poll: float | None = None) -> Iterator[Follower]:
+    """A Follower of ``ws``'s store running in a thread until the block ends."""
+    follower = Follower(ws._services.projector, ws._services.stores.listen, poll=poll,
+                        report=lambda line: None)
+    thread = threading.Thread(target=follower.run, daemon=True)
+    thread.start()
+    try:
+        yield follower
+    finally:
+        follower.stop()
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+
+
+def test_an_external_writer_only_appends_and_says_how_far_behind(
+        make_durable_ws: WorkspaceFactory) -> None:
+    projector = make_durable_ws()
+    writer = make_durable_ws(projector.url, projections="external")
+    assert writer.external and not writer.auto_catch_up
+    position = writer.identify("phone", "user-7", {"plan": "pro"})
+    assert position is not None and position == writer.log.head()
+    # Nothing caught up: the read does not block, and the workspace says how far behind.
+    assert writer.profile("user-7") is None
+    assert writer.lag() == position
+    assert {s.name: s.lag for s in writer.projection_status()} == {
+        "identity": position, "device_attributes": position}
+    with pytest.raises(ProjectionsBehind) as behind:
+        writer.wait_for(position, timeout=0.1)
+    assert behind.value.position == position and behind.value.behind == position
+    assert set(behind.value.lagging) == {"identity", "device_attributes"}
+    assert "idstitch project" in str(behind.value)
+    with following(projector):
+        assert writer.wait_for(position, timeout=30) >= position
+        profile = writer.profile("user-7")
+        assert profile is not None and profile.attributes == {"plan": "pro"}
+        assert writer.lag() == 0
+        # Read-your-writes across processes, write after write.
+        for i in range(5):
+            reached = writer.set_profile_attributes("phone", {"n": i})
+            writer.wait_for(reached, timeout=30)
+            again = writer.profile("user-7")
+            assert again is not None and again.attributes["n"] == i
+
+
+def test_wait_for_covers_the_custom_projections_the_store_tracks(
+        make_durable_ws: WorkspaceFactory) -> None:
+    projector = make_durable_ws(projections=[Counter()])
+    writer = make_durable_ws(projector.url, projections="external")
+    position = writer.identify("phone", "user-7")
+    assert position is not None
+    assert [s.name for s in writer.projection_status() if s.custom] == ["counter"]
+    with pytest.raises(ProjectionsBehind) as behind:
+        writer.wait_for(position, timeout=0.05)
+    assert "counter" in behind.value.lagging
+    with following(projector):
+        writer.wait_for(position, timeout=30)
+    rows = projector.projection_db("counter").query("SELECT event, n FROM counts")
+    assert sum(n for _, n in rows) == position
+
+
+def test_external_needs_a_store_another_process_can_open() -> None:
+    with pytest.raises(InvalidCommand, match="projections"):
+        idstitch.open("memory:", projections="external")
+    with pytest.raises(InvalidCommand, match="projections"):
+        idstitch.open("memory:", projections="elsewhere")  # type: ignore[arg-type]
+
+
+def test_wait_for_refuses_bad_arguments_and_returns_at_once_when_current(
+        make_ws: WorkspaceFactory) -> None:
+    ws = make_ws()
+    position = ws.identify("phone", "user-7")
+    assert position is not None
+    assert ws.wait_for(position) == position
+    assert ws.wait_for(None) == position
+    with pytest.raises(InvalidCommand, match="position"):
+        ws.wait_for(-1)
+    with pytest.raises(InvalidCommand, match="timeout"):
+        ws.wait_for(position, timeout=-1)
+    with pytest.raises(InvalidCommand, match="beyond the head"):
+        ws.wait_for(position + 1)
+    assert ws.lag() == 0
+
+
+def _events_of(postgres: TemporaryPostgres, schema: str) -> list[tuple[str, int, str, bytes]]:
+    """The raw rows of a store's events table (to append them to another through the same
+    path its writers take)."""
+    with psycopg.connect(postgres.url("idstitch_tests")) as conn:
+        rows = conn.execute(
+            f"SELECT replace(originator_id::text, '-', ''), originator_version, topic, state "
+            f"FROM {schema}.idstitch_events ORDER BY notification_id").fetchall()
+    return [(a, int(v), t, bytes(s)) for a, v, t, s in rows]
+
+
+def test_a_held_append_is_never_skipped_and_never_stalls_the_follower(
+        postgres: TemporaryPostgres) -> None:
+    base = postgres.url("idstitch_tests")
+    template = idstitch.open(base + "?schema=gap_template")
+    template.identify("held", "u-held", {"who": "held"})
+    template.close()
+    held_rows = _events_of(postgres, "gap_template")
+
+    url = base + "?schema=gap_target"
+    projecting = idstitch.open(url)
+    holder = idstitch.open(url, projections="external")
+    writer = idstitch.open(url, projections="external")
+    try:
+        held, release = threading.Event(), threading.Event()
+        positions: dict[str, Any] = {}
+
+        def hold() -> None:
+            # The writers' own append path: the table lock, the insert, and no commit until
+            # released.
+            with holder.rows.exclusive() as insert:  # type: ignore[attr-defined]
+                positions["held"] = insert(held_rows)
+                held.set()
+                release.wait(30)
+
+        def write() -> None:
+            positions["later"] = writer.identify("other", "u-other")
+
+        with following(projecting, poll=0.05) as follower:
+            holding = threading.Thread(target=hold)
+            holding.start()
+            assert held.wait(30)
+            later = threading.Thread(target=write)
+            later.start()
+            time.sleep(0.5)
+            # The later append waits for the held one's lock: positions commit in the order
+            # they were taken, so the follower cannot see a later one before an earlier one.
+            assert later.is_alive()
+            assert writer.log.head() == 0 and follower.reached == 0
+            release.set()
+            holding.join(30)
+            later.join(30)
+            assert positions["later"] > max(positions["held"])
+            writer.wait_for(positions["later"], timeout=30)
+        assert writer.profile("u-held") is not None  # the held position was not skipped
+        other = writer.profile("u-other")
+        assert other is not None and other.devices[0].device_id == "other"
+    finally:
+        for ws in (projecting, holder, writer):
+            ws.close()
+
+
+def test_a_notification_wakes_the_follower_before_its_poll_interval(
+        postgres: TemporaryPostgres) -> None:
+    url = postgres.url("idstitch_tests") + "?schema=notified"
+    projecting = idstitch.open(url)
+    writer = idstitch.open(url, projections="external")
+    try:
+        with following(projecting, poll=60) as follower:
+            time.sleep(0.3)  # the follower is asleep on its listener now
+            position = writer.identify("phone", "user-7")
+            assert position is not None
+            started = time.monotonic()
+            writer.wait_for(position, timeout=20)
+            assert time.monotonic() - started < 10  # far under the 60 s poll
+            assert follower.reached >= position
+    finally:
+        projecting.close()
+        writer.close()
