@@ -19,8 +19,10 @@ from typing import Any
 from uuid import UUID
 
 from idstitch.adapters.chain import ChainedLog
+from idstitch.adapters.crypto import codec_for
 from idstitch.adapters.eventlog import DeviceLog
 from idstitch.adapters.file_lock import FileLock
+from idstitch.adapters.keys import SqliteKeyStore
 from idstitch.adapters.sqlchain import ChainSql, SqlChainView, chain_ddl, started, upgrade
 from idstitch.adapters.sqlchain import append as chain_append
 from idstitch.adapters.sqlstore import Cursor, SqlProjectionStore
@@ -51,12 +53,20 @@ def connect(path: str) -> Stores:
     """The event log and projection store of the SQLite file at ``path``."""
     rows = SqliteProjectionStore(path)
     try:
-        log = DeviceLog({"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": path,
-                         "SQLITE_LOCK_TIMEOUT": "30"}, fast=rows)
+        keys = SqliteKeyStore(path)
     except BaseException:
         rows.close()
         raise
-    stores = Stores(f"sqlite:///{path}", log, rows, f"sqlite:///{os.path.abspath(path)}")
+    codec, cipher = codec_for(keys)
+    try:
+        log = DeviceLog({"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": path,
+                         "SQLITE_LOCK_TIMEOUT": "30"}, codec, fast=rows)
+    except BaseException:
+        keys.close()
+        rows.close()
+        raise
+    stores = Stores(f"sqlite:///{path}", log, rows, f"sqlite:///{os.path.abspath(path)}",
+                    cipher=cipher, closing=[keys.close])
     try:
         rows.upgrade_chain()
     except BaseException:

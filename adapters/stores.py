@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from idstitch.adapters.crypto import SubjectCipher
 from idstitch.adapters.eventlog import DeviceLog
 from idstitch.projections.store import ProjectionStore
 
@@ -28,6 +29,9 @@ class Stores:
     shared_url: str | None = None
     """A URL that opens this same store from another process (whatever its working directory),
     or None when no other process can (``memory:``)."""
+    cipher: SubjectCipher | None = None
+    """The data subject keys the log's personal values are sealed with (None when encryption
+    is switched off)."""
     closing: list[Callable[[], None]] = field(default_factory=list)
     """What else to close with the store (the custom projections' connection)."""
 

@@ -1,0 +1,165 @@
+"""Crypto-shredding: the personal values of each event sealed under its data subject's key.
+
+An event's personal fields (:data:`PERSONAL`) are msgpack-encoded together and encrypted with
+AES-256-GCM (``cryptography``) under the key of the event's ``key_id``, with the key id as
+associated data; the sealed bytes replace them in the stored event, whose other fields (device
+id, message id, times, type, key id) stay plaintext so the folds can order and de-duplicate
+without any key. Destroying a subject's keys makes exactly its values unreadable: such an event
+decodes with erased markers and ``erased=True``, never an exception.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import threading
+from collections import OrderedDict
+from typing import Any
+
+import msgspec
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from idstitch.adapters.codec import EventCodec
+from idstitch.domain.errors import StoreError, Suppressed
+from idstitch.domain.events import (
+    DeviceAttributesChanged,
+    DeviceAttributesCollected,
+    DeviceEvent,
+    DeviceTokenRegistered,
+    DeviceTokenRemoved,
+    Identified,
+    IdentityCleared,
+    ProfileAttributesChanged,
+)
+from idstitch.domain.ports import KeyStore
+
+PERSONAL: dict[type[DeviceEvent], dict[str, Any]] = {
+    Identified: {"user_id": "", "traits": {}, "sdk_anonymous_id": None},
+    ProfileAttributesChanged: {"set": {}, "set_once": {}, "unset": [], "sdk_anonymous_id": None},
+    DeviceAttributesChanged: {"attributes": {}},
+    DeviceAttributesCollected: {"attributes": {}},
+    DeviceTokenRegistered: {"token": ""},
+    DeviceTokenRemoved: {"token": ""},
+    IdentityCleared: {"sdk_anonymous_id": None},
+}
+"""Per event type, its personal fields and the erased marker each reads as once the key is
+gone. Everything else (device id, message id, times, platform, SDK name and version, push
+status, a clear's generation) stays plaintext."""
+
+_FIELDS = {kind: tuple(blanks) for kind, blanks in PERSONAL.items()}
+NONCE = 12
+CACHE_KEYS = 4096
+"""How many AESGCM objects (one per key) a process keeps (least recently used out)."""
+SUPPRESSION_KEY = "workspace:suppression"
+"""The key id of the workspace's secret for the keyed hashes of suppressed identifiers."""
+
+
+class SubjectCipher:
+    """Seals and unseals events' personal values with the keys of a :class:`KeyStore`."""
+
+    def __init__(self, keys: KeyStore, cache: int = CACHE_KEYS) -> None:
+        self.keys = keys
+        self._cache: OrderedDict[str, AESGCM | None] = OrderedDict()
+        self._size = cache
+        self._lock = threading.Lock()
+        self._encode = msgspec.msgpack.Encoder().encode
+        self._decode = msgspec.msgpack.Decoder().decode
+        self._nonces = b""
+
+    def _aead(self, key_id: str, create: bool) -> AESGCM | None:
+        cache = self._cache
+        with self._lock:
+            if key_id in cache:
+                cache.move_to_end(key_id)
+                return cache[key_id]
+        key = self.keys.create(key_id) if create else self.keys.get(key_id)
+        aead = None if key is None else AESGCM(key)
+        if aead is None and not create and not self.keys.is_destroyed(key_id):
+            raise StoreError(f"the key {key_id!r} is missing from the key store (never "
+                             "created, or the key store is not this log's)")
+        with self._lock:
+            cache[key_id] = aead
+            if len(cache) > self._size:
+                cache.popitem(last=False)
+        return aead
+
+    def forget(self, key_ids: list[str]) -> None:
+        """Drop destroyed keys from this process's cache."""
+        with self._lock:
+            for key_id in key_ids:
+                self._cache.pop(key_id, None)
+                self._cache[key_id] = None
+
+    def _nonce(self) -> bytes:
+        # One urandom call per 4096 nonces (random 96-bit nonces, each used once).
+        if not self._nonces:
+            self._nonces = os.urandom(NONCE * 4096)
+        nonce, self._nonces = self._nonces[:NONCE], self._nonces[NONCE:]
+        return nonce
+
+    def seal(self, event: DeviceEvent) -> DeviceEvent:
+        """The event as stored: its personal values encrypted into ``sealed``."""
+        fields = _FIELDS.get(type(event))
+        key_id = event.key_id
+        if fields is None or key_id is None:
+            return event
+        aead = self._aead(key_id, create=True)
+        if aead is None:
+            raise Suppressed(f"the data subject of device {event.device_id!r} was forgotten: "
+                             "its key was destroyed, nothing more is recorded under it")
+        values = self._encode(tuple(getattr(event, name) for name in fields))
+        nonce = self._nonce()
+        sealed = nonce + aead.encrypt(nonce, values, key_id.encode())
+        return msgspec.structs.replace(event, sealed=sealed, **PERSONAL[type(event)])
+
+    def unseal(self, event: DeviceEvent) -> DeviceEvent:
+        """The stored event with its values back, or erased if its key was destroyed."""
+        sealed = event.sealed
+        if sealed is None or event.key_id is None:
+            return event
+        aead = self._aead(event.key_id, create=False)
+        if aead is not None:
+            try:
+                values = self._decode(aead.decrypt(sealed[:NONCE], sealed[NONCE:],
+                                                   event.key_id.encode()))
+            except InvalidTag:
+                aead = None  # a key that is not this event's: unreadable, as erased
+            else:
+                return msgspec.structs.replace(
+                    event, sealed=None, **dict(zip(_FIELDS[type(event)], values, strict=True)))
+        return msgspec.structs.replace(event, sealed=None, erased=True)
+
+    def digest(self, identifier: str) -> bytes:
+        """The keyed hash (HMAC-SHA256, the workspace's secret) of a normalised identifier."""
+        secret = self.keys.create(SUPPRESSION_KEY)
+        if secret is None:
+            raise Suppressed("the workspace's suppression secret was destroyed")
+        # Emails compare case-insensitively (as the identity projection does); user ids exactly.
+        text = identifier.strip().lower() if "@" in identifier else identifier
+        return hmac.new(secret, text.encode(), hashlib.sha256).digest()
+
+    def is_suppressed(self, identifier: str) -> bool:
+        """True if ``identifier`` (user id or email) belongs to a forgotten person."""
+        return self.keys.suppressed(self.digest(identifier))
+
+
+def codec_for(keys: KeyStore) -> tuple[EventCodec, SubjectCipher | None]:
+    """The event codec of a store whose keys are ``keys``: sealing with them, unless the
+    environment sets ``IDSTITCH_ENCRYPTION=off`` (benchmarks' A/B switch: events are then
+    written in plaintext, and sealed events already stored still read)."""
+    cipher = SubjectCipher(keys)
+    if os.environ.get("IDSTITCH_ENCRYPTION", "on") == "off":
+        return EventCodec(_ReadOnly(cipher)), None
+    return EventCodec(cipher), cipher
+
+
+class _ReadOnly:
+    """Unseals, never seals: encryption switched off."""
+
+    def __init__(self, cipher: SubjectCipher) -> None:
+        self.unseal = cipher.unseal
+
+    def seal(self, event: DeviceEvent) -> DeviceEvent:
+        """As it is."""
+        return event
