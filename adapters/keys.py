@@ -133,6 +133,11 @@ class SqliteKeyStore:
             return self._con.execute("SELECT 1 FROM idstitch_suppressed WHERE digest = ?",
                                      (digest,)).fetchone() is not None
 
+    def checkpoint(self) -> None:
+        """Copy the WAL into the file and truncate it (nothing deleted lingers in the WAL)."""
+        with self._lock:
+            self._con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     def close(self) -> None:
         """Close the connection."""
         self._con.close()

@@ -114,6 +114,8 @@ class SqliteProjectionStore(SqlProjectionStore):
             self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
                                          timeout=30)
             self._conn.execute("PRAGMA journal_mode=WAL")
+            # Deleted rows' bytes are zeroed: a forgotten person's purged rows leave no trace.
+            self._conn.execute("PRAGMA secure_delete=ON")
             # Projection rows are derived data: a commit of theirs lost to a power cut is
             # replayed from the log. Appends to the log itself sync (see append_events).
             self._conn.execute("PRAGMA synchronous=NORMAL")
