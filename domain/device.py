@@ -22,7 +22,6 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
-from msgspec.structs import replace
 from idstitch.domain.errors import NotIdentified
 from idstitch.domain.events import (
     DeviceActivated,
@@ -50,6 +49,7 @@ from idstitch.domain.ids import (
     subject_key_id,
     uuid5_text,
 )
+from msgspec.structs import replace
 
 RECENT_MESSAGE_IDS = 1000
 """How many message ids a device remembers for de-duplication (see docs/explanation)."""

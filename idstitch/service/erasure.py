@@ -6,8 +6,10 @@ The internal entry point behind ``ws.forget``: :func:`shred`.
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
-from idstitch.adapters.stores import Stores
+
 from idstitch.domain.errors import InvalidCommand, Suppressed, UnknownPerson
 from idstitch.projections.audit import family, spans
 from idstitch.projections.subject_keys import person_identifiers
@@ -26,14 +28,17 @@ class ShredReport(msgspec.Struct, frozen=True, kw_only=True):
     (see docs/explanation/erasure-and-keys.md, "Stores from before encryption")."""
 
 
-def shred(stores: Stores, queries: Queries, identifier: str) -> ShredReport:
+def shred(stores: Any, queries: Queries, identifier: str) -> ShredReport:
     """Forget the person ``identifier`` finds: destroy every key of its events, record its
     identifiers as suppressed (keyed hashes only), and rebuild the projections so that no row
-    holds its values any more. The caller rebuilds (``ws.rebuild()``) after this returns."""
+    holds its values any more. The caller rebuilds (``ws.rebuild()``) after this returns.
+
+    ``stores``: the workspace's :class:`idstitch.adapters.stores.Stores` (typed loosely: the
+    service layer does not import the adapters)."""
     cipher = stores.cipher
     if cipher is None:
-        raise InvalidCommand("forget: encryption is switched off (IDSTITCH_ENCRYPTION=off): "
-                             "nothing can be shredded")
+        raise InvalidCommand("identifier", "encryption is switched off "
+                             "(IDSTITCH_ENCRYPTION=off): nothing can be shredded")
     if cipher.is_suppressed(identifier):
         raise Suppressed(f"identifier {identifier!r}: already forgotten")
     queries.settle()
@@ -42,7 +47,7 @@ def shred(stores: Stores, queries: Queries, identifier: str) -> ShredReport:
         reader = Reader(rows, queries.projector.registry.row_types)
         person = reader.person(identifier)
         if person is None:
-            raise UnknownPerson(f"identifier {identifier!r}: no person has it")
+            raise UnknownPerson("identifier", identifier, "has no person")
         events = stores.log.read_spans(spans(family(reader, person), head))
         key_ids = {ev.key_id for _, ev in events if ev.key_id is not None}
         identifiers = person_identifiers(reader, person)
@@ -54,7 +59,7 @@ def shred(stores: Stores, queries: Queries, identifier: str) -> ShredReport:
                        identifiers_suppressed=len(identifiers), unsealed_events=unsealed)
 
 
-def scrub(stores: Stores) -> None:
+def scrub(stores: Any) -> None:
     """After the rebuild that follows :func:`shred`: on SQLite, checkpoint and truncate the
     WAL, so the old pages of the purged rows stay in no file (freed pages are zeroed by
     ``secure_delete``)."""
