@@ -48,6 +48,10 @@ class PayloadCipher(Protocol):
         """Decrypt them (or mark the event erased)."""
         ...
 
+    def prepare(self, key_ids: set[str | None]) -> None:
+        """Make sure the keys of a batch exist (one round trip for the new ones)."""
+        ...
+
 
 class EventCodec:
     """Encodes and decodes device events (shared by the mapper and the log reader)."""
@@ -62,6 +66,11 @@ class EventCodec:
     def encode(self, event: DeviceEvent) -> bytes:
         """Event -> stored bytes."""
         return self._encode(event if self.cipher is None else self.cipher.seal(event))
+
+    def prepare(self, pending: Iterable[Recorded]) -> None:
+        """Before a batch is encoded: create the keys it needs in one go."""
+        if self.cipher is not None:
+            self.cipher.prepare({r.event.key_id for r in pending})
 
     def encoder(self) -> Callable[[DeviceEvent], bytes]:
         """:meth:`encode` for a batch: msgspec's own when there is no cipher (no Python frame

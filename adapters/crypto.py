@@ -66,6 +66,8 @@ class SubjectCipher:
         self._encode = msgspec.msgpack.Encoder().encode
         self._decode = msgspec.msgpack.Decoder().decode
         self._nonces = b""
+        self._batch: dict[str, AESGCM | None] = {}
+        """The keys of the batch being sealed that are not cached (see :meth:`prepare`)."""
 
     def _aead(self, key_id: str, create: bool) -> AESGCM | None:
         cache = self._cache
@@ -75,6 +77,8 @@ class SubjectCipher:
                 return cache[key_id]
         key = self.keys.create(key_id) if create else self.keys.get(key_id)
         aead = None if key is None else AESGCM(key)
+        if create and not getattr(self.keys, "committed", True):
+            return aead  # joined an open append: not cached (see prepare)
         if aead is None and not create and not self.keys.is_destroyed(key_id):
             raise StoreError(f"the key {key_id!r} is missing from the key store (never "
                              "created, or the key store is not this log's)")
@@ -83,6 +87,27 @@ class SubjectCipher:
             if len(cache) > self._size:
                 cache.popitem(last=False)
         return aead
+
+    def prepare(self, key_ids: set[str | None]) -> None:
+        """Create (or load) the keys a batch will seal with, in one call to the key store, so
+        a batch of new devices costs one round trip, not one per key. Keys that joined an
+        open append transaction (the store says ``committed`` False) serve this batch only:
+        were the append rolled back, a cached key would seal events under a key never stored.
+        """
+        with self._lock:
+            missing = [k for k in key_ids if k is not None and k not in self._cache]
+        self._batch = {}
+        if not missing:
+            return
+        keys = self.keys.create_many(missing)
+        made = {key_id: None if key is None else AESGCM(key) for key_id, key in keys.items()}
+        if not getattr(self.keys, "committed", True):
+            self._batch = made
+            return
+        with self._lock:
+            self._cache.update(made)
+            while len(self._cache) > self._size:
+                self._cache.popitem(last=False)
 
     def forget(self, key_ids: list[str]) -> None:
         """Drop destroyed keys from this process's cache."""
@@ -104,7 +129,7 @@ class SubjectCipher:
         key_id = event.key_id
         if fields is None or key_id is None:
             return event
-        aead = self._aead(key_id, create=True)
+        aead = self._batch[key_id] if key_id in self._batch else self._aead(key_id, create=True)
         if aead is None:
             raise Suppressed(f"the data subject of device {event.device_id!r} was forgotten: "
                              "its key was destroyed, nothing more is recorded under it")
@@ -159,6 +184,9 @@ class _ReadOnly:
 
     def __init__(self, cipher: SubjectCipher) -> None:
         self.unseal = cipher.unseal
+
+    def prepare(self, key_ids: set[str | None]) -> None:
+        """Nothing to create."""
 
     def seal(self, event: DeviceEvent) -> DeviceEvent:
         """As it is."""

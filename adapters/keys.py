@@ -10,11 +10,12 @@ the freed bytes of the key stay neither in the file's free pages nor in the WAL.
 from __future__ import annotations
 
 import os
-import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
+from typing import Protocol
 
-from idstitch.domain.errors import StoreError
+from idstitch.adapters.sqlstore import Cursor
 
 KEY_BYTES = 32
 """AES-256-GCM."""
@@ -39,6 +40,10 @@ class MemoryKeyStore:
                 self._keys[key_id] = os.urandom(KEY_BYTES)
             return self._keys[key_id]
 
+    def create_many(self, key_ids: Sequence[str]) -> dict[str, bytes | None]:
+        """:meth:`create` for each."""
+        return {key_id: self.create(key_id) for key_id in key_ids}
+
     def destroy(self, key_ids: Iterable[str]) -> None:
         """Tombstone the keys."""
         with self._lock:
@@ -61,83 +66,89 @@ class MemoryKeyStore:
 
 KEYS_DDL = ("CREATE TABLE IF NOT EXISTS idstitch_keys (key_id TEXT PRIMARY KEY, key BLOB)",
             "CREATE TABLE IF NOT EXISTS idstitch_suppressed (digest BLOB PRIMARY KEY)")
+"""The key store's tables in a SQL workspace database (NULL key: a tombstone)."""
+
+
+class KeyCursors(Protocol):
+    """What the SQLite key store needs of the workspace's SQLite store: its connection."""
+
+    def joined(self) -> AbstractContextManager[tuple[Cursor, bool]]:
+        """A write cursor, in the open append transaction if any; True if committed after."""
+        ...
+
+    def read_cursor(self) -> AbstractContextManager[Cursor]:
+        """A read cursor."""
+        ...
+
+    def checkpoint(self) -> None:
+        """Checkpoint and truncate the WAL."""
+        ...
 
 
 class SqliteKeyStore:
-    """Keys in the ``idstitch_keys`` table of the workspace's SQLite file (own connection)."""
+    """Keys in the ``idstitch_keys`` table of the workspace's SQLite file, on the store's own
+    connection: keys made while events are appended commit (or roll back) with them."""
 
-    def __init__(self, path: str) -> None:
-        self._lock = threading.Lock()
-        try:
-            self._con = sqlite3.connect(path, timeout=30, isolation_level=None,
-                                        check_same_thread=False)
-            self._con.execute("PRAGMA journal_mode=WAL")
-            # Freed cells and pages are zeroed, so a destroyed key leaves no bytes behind.
-            self._con.execute("PRAGMA secure_delete=ON")
-            for ddl in KEYS_DDL:
-                self._con.execute(ddl)
-        except sqlite3.Error as e:
-            raise StoreError(f"cannot open the key store: {e}") from e
+    def __init__(self, cursors: KeyCursors) -> None:
+        self._cursors = cursors
+        self.committed = True
+        """Whether the keys the last :meth:`create_many` returned are committed (False when
+        they joined an open append transaction: the caller must not cache them beyond it)."""
 
     def get(self, key_id: str) -> bytes | None:
         """The key, or None (never created, or destroyed)."""
-        with self._lock:
-            row = self._con.execute("SELECT key FROM idstitch_keys WHERE key_id = ?",
-                                    (key_id,)).fetchone()
-        return None if row is None else row[0]
+        with self._cursors.read_cursor() as cur:
+            row = cur.execute("SELECT key FROM idstitch_keys WHERE key_id = ?",
+                              (key_id,)).fetchone()
+        return None if row is None else bytes(row[0]) if row[0] is not None else None
 
     def create(self, key_id: str) -> bytes | None:
         """The key, created if new (a key created and never used is harmless); None if
         destroyed."""
-        with self._lock:
-            try:
-                self._con.execute("INSERT OR IGNORE INTO idstitch_keys VALUES (?, ?)",
-                                  (key_id, os.urandom(KEY_BYTES)))
-                row = self._con.execute("SELECT key FROM idstitch_keys WHERE key_id = ?",
-                                        (key_id,)).fetchone()
-            except sqlite3.Error as e:
-                raise StoreError(f"cannot create a key: {e}") from e
-        return None if row is None else row[0]
+        return self.create_many([key_id])[key_id]
+
+    def create_many(self, key_ids: Sequence[str]) -> dict[str, bytes | None]:
+        """The keys, those that are new created, in one statement each way."""
+        out: dict[str, bytes | None] = {}
+        with self._cursors.joined() as (cur, committed):
+            cur.executemany("INSERT OR IGNORE INTO idstitch_keys VALUES (?, ?)",
+                            [(k, os.urandom(KEY_BYTES)) for k in key_ids])
+            for start in range(0, len(key_ids), 500):
+                chunk = list(key_ids[start:start + 500])
+                out.update(cur.execute(
+                    "SELECT key_id, key FROM idstitch_keys WHERE key_id IN "
+                    f"({','.join('?' * len(chunk))})", chunk).fetchall())
+        self.committed = committed
+        return out
 
     def destroy(self, key_ids: Iterable[str]) -> None:
-        """Tombstone the keys, zero the freed bytes, and empty the WAL."""
-        with self._lock:
-            try:
-                self._con.execute("BEGIN IMMEDIATE")
-                self._con.executemany(
-                    "INSERT INTO idstitch_keys VALUES (?, NULL) "
-                    "ON CONFLICT(key_id) DO UPDATE SET key = NULL", [(k,) for k in key_ids])
-                self._con.execute("COMMIT")
-                self._con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            except sqlite3.Error as e:
-                if self._con.in_transaction:
-                    self._con.execute("ROLLBACK")
-                raise StoreError(f"cannot destroy keys: {e}") from e
+        """Tombstone the keys (the store's connection zeroes freed bytes: secure_delete), then
+        empty the WAL."""
+        with self._cursors.joined() as (cur, _):
+            cur.executemany("INSERT INTO idstitch_keys VALUES (?, NULL) "
+                            "ON CONFLICT(key_id) DO UPDATE SET key = NULL",
+                            [(k,) for k in key_ids])
+        self._cursors.checkpoint()
 
     def is_destroyed(self, key_id: str) -> bool:
         """True after :meth:`destroy`."""
-        with self._lock:
-            row = self._con.execute("SELECT key IS NULL FROM idstitch_keys WHERE key_id = ?",
-                                    (key_id,)).fetchone()
+        with self._cursors.read_cursor() as cur:
+            row = cur.execute("SELECT key IS NULL FROM idstitch_keys WHERE key_id = ?",
+                              (key_id,)).fetchone()
         return row is not None and bool(row[0])
 
     def suppress(self, digests: Iterable[bytes]) -> None:
         """Remember keyed hashes of forgotten identifiers."""
-        with self._lock:
-            self._con.executemany("INSERT OR IGNORE INTO idstitch_suppressed VALUES (?)",
-                                  [(d,) for d in digests])
+        with self._cursors.joined() as (cur, _):
+            cur.executemany("INSERT OR IGNORE INTO idstitch_suppressed VALUES (?)",
+                            [(d,) for d in digests])
 
     def suppressed(self, digest: bytes) -> bool:
         """True for a remembered keyed hash."""
-        with self._lock:
-            return self._con.execute("SELECT 1 FROM idstitch_suppressed WHERE digest = ?",
-                                     (digest,)).fetchone() is not None
+        with self._cursors.read_cursor() as cur:
+            return cur.execute("SELECT 1 FROM idstitch_suppressed WHERE digest = ?",
+                               (digest,)).fetchone() is not None
 
     def checkpoint(self) -> None:
         """Copy the WAL into the file and truncate it (nothing deleted lingers in the WAL)."""
-        with self._lock:
-            self._con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-
-    def close(self) -> None:
-        """Close the connection."""
-        self._con.close()
+        self._cursors.checkpoint()

@@ -22,7 +22,7 @@ from idstitch.adapters.chain import ChainedLog
 from idstitch.adapters.crypto import codec_for
 from idstitch.adapters.eventlog import DeviceLog
 from idstitch.adapters.file_lock import FileLock
-from idstitch.adapters.keys import SqliteKeyStore
+from idstitch.adapters.keys import KEYS_DDL, SqliteKeyStore
 from idstitch.adapters.sqlchain import ChainSql, SqlChainView, chain_ddl, started, upgrade
 from idstitch.adapters.sqlchain import append as chain_append
 from idstitch.adapters.sqlstore import Cursor, SqlProjectionStore
@@ -53,20 +53,14 @@ def connect(path: str) -> Stores:
     """The event log and projection store of the SQLite file at ``path``."""
     rows = SqliteProjectionStore(path)
     try:
-        keys = SqliteKeyStore(path)
-    except BaseException:
-        rows.close()
-        raise
-    codec, cipher = codec_for(keys)
-    try:
+        codec, cipher = codec_for(SqliteKeyStore(rows))
         log = DeviceLog({"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": path,
                          "SQLITE_LOCK_TIMEOUT": "30"}, codec, fast=rows)
     except BaseException:
-        keys.close()
         rows.close()
         raise
     stores = Stores(f"sqlite:///{path}", log, rows, f"sqlite:///{os.path.abspath(path)}",
-                    cipher=cipher, closing=[keys.close])
+                    cipher=cipher)
     try:
         rows.upgrade_chain()
     except BaseException:
@@ -128,7 +122,7 @@ class SqliteProjectionStore(SqlProjectionStore):
 
     def schema(self) -> list[str]:
         """The shared tables, the positions other processes wait for (see want), the chain."""
-        return [*super().schema(), WANTED_DDL, *chain_ddl("INTEGER", "BLOB")]
+        return [*super().schema(), WANTED_DDL, *chain_ddl("INTEGER", "BLOB"), *KEYS_DDL]
 
     # Projection leases (runner.Leases): flock is per open file, so two stores in one process
     # exclude each other as two processes do, and a process that dies releases its leases.
@@ -212,6 +206,42 @@ class SqliteProjectionStore(SqlProjectionStore):
                 self._conn.commit()
             finally:
                 cur.close()
+
+    @contextmanager
+    def joined(self) -> Iterator[tuple[Cursor, bool]]:
+        """A write cursor for the key store: inside the open append transaction when this
+        thread holds one (keys then commit or roll back with the events), else a transaction
+        of its own. Yields the cursor and whether it is committed at the end of the block."""
+        with self._lock:
+            if self._conn.in_transaction:
+                joined = self._conn.cursor()
+                try:
+                    yield joined, False
+                finally:
+                    joined.close()
+                return
+        with self._cursor(write=True) as own:
+            yield own, True
+
+    @contextmanager
+    def read_cursor(self) -> Iterator[Cursor]:
+        """A read cursor for the key store (inside the open append transaction, if any: the
+        key store reads while events are being appended)."""
+        with self._lock:
+            if self._conn.in_transaction:
+                joined = self._conn.cursor()
+                try:
+                    yield joined
+                finally:
+                    joined.close()
+                return
+        with self._cursor(write=False) as own:
+            yield own
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the file and truncate it (nothing deleted lingers in the WAL)."""
+        with self._lock, translated("cannot checkpoint"):
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     # The batch path of the event log (FastLog): the recorder's own stored_events table,
     # written with executemany in one transaction instead of one statement per event.

@@ -73,6 +73,10 @@ class KeyStore(Protocol):
         """The key of ``key_id``, created now if it does not exist; None if it was destroyed."""
         ...
 
+    def create_many(self, key_ids: Sequence[str]) -> dict[str, bytes | None]:
+        """:meth:`create` for many ids at once (one round trip: a batch's new devices)."""
+        ...
+
     def destroy(self, key_ids: Iterable[str]) -> None:
         """Destroy the keys for good (a tombstone stays, so none is created again)."""
         ...
