@@ -64,9 +64,14 @@ class MemoryKeyStore:
         return digest in self._suppressed
 
 
-KEYS_DDL = ("CREATE TABLE IF NOT EXISTS idstitch_keys (key_id TEXT PRIMARY KEY, key BLOB)",
-            "CREATE TABLE IF NOT EXISTS idstitch_suppressed (digest BLOB PRIMARY KEY)")
-"""The key store's tables in a SQL workspace database (NULL key: a tombstone)."""
+def keys_ddl(blob: str) -> tuple[str, str]:
+    """The key store's tables in a SQL workspace database (NULL key: a tombstone)."""
+    return (f"CREATE TABLE IF NOT EXISTS idstitch_keys (key_id TEXT PRIMARY KEY, key {blob})",
+            f"CREATE TABLE IF NOT EXISTS idstitch_suppressed (digest {blob} PRIMARY KEY)")
+
+
+KEYS_DDL = keys_ddl("BLOB")
+"""SQLite's."""
 
 
 class KeyCursors(Protocol):
@@ -85,12 +90,14 @@ class KeyCursors(Protocol):
         ...
 
 
-class SqliteKeyStore:
-    """Keys in the ``idstitch_keys`` table of the workspace's SQLite file, on the store's own
-    connection: keys made while events are appended commit (or roll back) with them."""
+class SqlKeyStore:
+    """Keys in the ``idstitch_keys`` table of the workspace's database, on the store's own
+    connections (SQLite: keys made while events are appended commit or roll back with them;
+    PostgreSQL: a transaction of their own, before the events')."""
 
-    def __init__(self, cursors: KeyCursors) -> None:
+    def __init__(self, cursors: KeyCursors, param: str = "?") -> None:
         self._cursors = cursors
+        self._p = param
         self.committed = True
         """Whether the keys the last :meth:`create_many` returned are committed (False when
         they joined an open append transaction: the caller must not cache them beyond it)."""
@@ -98,7 +105,7 @@ class SqliteKeyStore:
     def get(self, key_id: str) -> bytes | None:
         """The key, or None (never created, or destroyed)."""
         with self._cursors.read_cursor() as cur:
-            row = cur.execute("SELECT key FROM idstitch_keys WHERE key_id = ?",
+            row = cur.execute(f"SELECT key FROM idstitch_keys WHERE key_id = {self._p}",
                               (key_id,)).fetchone()
         return None if row is None else bytes(row[0]) if row[0] is not None else None
 
@@ -111,13 +118,14 @@ class SqliteKeyStore:
         """The keys, those that are new created, in one statement each way."""
         out: dict[str, bytes | None] = {}
         with self._cursors.joined() as (cur, committed):
-            cur.executemany("INSERT OR IGNORE INTO idstitch_keys VALUES (?, ?)",
+            cur.executemany(f"INSERT INTO idstitch_keys VALUES ({self._p}, {self._p}) "
+                            "ON CONFLICT (key_id) DO NOTHING",
                             [(k, os.urandom(KEY_BYTES)) for k in key_ids])
             for start in range(0, len(key_ids), 500):
                 chunk = list(key_ids[start:start + 500])
-                out.update(cur.execute(
+                out.update((k, None if v is None else bytes(v)) for k, v in cur.execute(
                     "SELECT key_id, key FROM idstitch_keys WHERE key_id IN "
-                    f"({','.join('?' * len(chunk))})", chunk).fetchall())
+                    f"({','.join([self._p] * len(chunk))})", chunk).fetchall())
         self.committed = committed
         return out
 
@@ -125,7 +133,7 @@ class SqliteKeyStore:
         """Tombstone the keys (the store's connection zeroes freed bytes: secure_delete), then
         empty the WAL."""
         with self._cursors.joined() as (cur, _):
-            cur.executemany("INSERT INTO idstitch_keys VALUES (?, NULL) "
+            cur.executemany(f"INSERT INTO idstitch_keys VALUES ({self._p}, NULL) "
                             "ON CONFLICT(key_id) DO UPDATE SET key = NULL",
                             [(k,) for k in key_ids])
         self._cursors.checkpoint()
@@ -133,20 +141,21 @@ class SqliteKeyStore:
     def is_destroyed(self, key_id: str) -> bool:
         """True after :meth:`destroy`."""
         with self._cursors.read_cursor() as cur:
-            row = cur.execute("SELECT key IS NULL FROM idstitch_keys WHERE key_id = ?",
+            row = cur.execute(f"SELECT key IS NULL FROM idstitch_keys WHERE key_id = {self._p}",
                               (key_id,)).fetchone()
         return row is not None and bool(row[0])
 
     def suppress(self, digests: Iterable[bytes]) -> None:
         """Remember keyed hashes of forgotten identifiers."""
         with self._cursors.joined() as (cur, _):
-            cur.executemany("INSERT OR IGNORE INTO idstitch_suppressed VALUES (?)",
+            cur.executemany(f"INSERT INTO idstitch_suppressed VALUES ({self._p}) "
+                            "ON CONFLICT DO NOTHING",
                             [(d,) for d in digests])
 
     def suppressed(self, digest: bytes) -> bool:
         """True for a remembered keyed hash."""
         with self._cursors.read_cursor() as cur:
-            return cur.execute("SELECT 1 FROM idstitch_suppressed WHERE digest = ?",
+            return cur.execute(f"SELECT 1 FROM idstitch_suppressed WHERE digest = {self._p}",
                                (digest,)).fetchone() is not None
 
     def checkpoint(self) -> None:

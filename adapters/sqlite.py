@@ -22,7 +22,7 @@ from idstitch.adapters.chain import ChainedLog
 from idstitch.adapters.crypto import codec_for
 from idstitch.adapters.eventlog import DeviceLog
 from idstitch.adapters.file_lock import FileLock
-from idstitch.adapters.keys import KEYS_DDL, SqliteKeyStore
+from idstitch.adapters.keys import KEYS_DDL, SqlKeyStore
 from idstitch.adapters.sqlchain import ChainSql, SqlChainView, chain_ddl, started, upgrade
 from idstitch.adapters.sqlchain import append as chain_append
 from idstitch.adapters.sqlstore import Cursor, SqlProjectionStore
@@ -53,7 +53,7 @@ def connect(path: str) -> Stores:
     """The event log and projection store of the SQLite file at ``path``."""
     rows = SqliteProjectionStore(path)
     try:
-        codec, cipher = codec_for(SqliteKeyStore(rows))
+        codec, cipher = codec_for(SqlKeyStore(rows))
         log = DeviceLog({"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": path,
                          "SQLITE_LOCK_TIMEOUT": "30"}, codec, fast=rows)
     except BaseException:

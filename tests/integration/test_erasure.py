@@ -3,12 +3,15 @@ suppression, and no byte of a forgotten person left in a SQLite file."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import idstitch
 from idstitch.service.erasure import scrub, shred
 from idstitch.workspace import Workspace
+
+WorkspaceFactory = Callable[..., Workspace]
 
 T0 = datetime(2026, 1, 1, 9, tzinfo=UTC)
 SECRETS = (b"dana-user-77", b"dana.secret@example.com", b"Zanzibar-trait", b"apns-token-dana")
@@ -83,3 +86,35 @@ def test_forgotten_identifiers_are_suppressed_and_erased_events_read(tmp_path: P
     erased = [ev for _, ev in stores.log.read(0, 100) if ev.erased]
     assert erased and all(ev.sealed is None for ev in erased)
     assert ws.profile("sam") is not None and ws.profile("sam").attributes["city"] == "Oslo"
+
+
+def test_forget_on_every_store(make_ws: WorkspaceFactory) -> None:
+    ws = make_ws()
+    traffic(ws)
+    sam = ws.profile("sam")
+    forget(ws, "dana-user-77")
+    assert ws.profile("dana-user-77") is None and ws.profile("dana.secret@example.com") is None
+    assert ws.profile("sam") == sam
+    assert ws.history("sam") and all(not c.data.get("erased") for c in ws.history("sam"))
+    stores = ws._services.stores
+    states = [ev for _, ev in stores.log.read(0, 100)]
+    assert any(ev.erased for ev in states)
+    # The erased events read without any value of Dana's.
+    text = repr(states).encode()
+    assert not any(s in text for s in SECRETS)
+    assert stores.cipher is not None and stores.cipher.is_suppressed("dana-user-77")
+
+
+def test_an_erased_subject_never_gets_a_key_again(make_ws: WorkspaceFactory) -> None:
+    ws = make_ws()
+    traffic(ws)
+    keys = {ev.key_id for _, ev in ws._services.stores.log.read(0, 100)
+            if ev.device_id == "phone"}
+    forget(ws, "dana-user-77")
+    cipher = ws._services.stores.cipher
+    assert cipher is not None
+    for key_id in keys:
+        assert key_id is not None
+        assert cipher.keys.is_destroyed(key_id)
+        assert cipher.keys.create(key_id) is None
+        assert cipher.keys.get(key_id) is None
