@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import os
 import threading
 from collections import OrderedDict
+from os import urandom
 from typing import Any
 
 import msgspec
@@ -51,6 +53,7 @@ _FIELDS = {kind: tuple(blanks) for kind, blanks in PERSONAL.items()}
 NONCE = 12
 CACHE_KEYS = 4096
 """How many AESGCM objects (one per key) a process keeps (least recently used out)."""
+_MISSING = object()
 SUPPRESSION_KEY = "workspace:suppression"
 """The key id of the workspace's secret for the keyed hashes of suppressed identifiers."""
 
@@ -65,16 +68,19 @@ class SubjectCipher:
         self._lock = threading.Lock()
         self._encode = msgspec.msgpack.Encoder().encode
         self._decode = msgspec.msgpack.Decoder().decode
-        self._nonces = b""
+        self._count = itertools.count()
+        self._prefix = urandom(8)
+        self._block = 0
         self._batch: dict[str, AESGCM | None] = {}
         """The keys of the batch being sealed that are not cached (see :meth:`prepare`)."""
 
     def _aead(self, key_id: str, create: bool) -> AESGCM | None:
         cache = self._cache
-        with self._lock:
-            if key_id in cache:
-                cache.move_to_end(key_id)
-                return cache[key_id]
+        # The hot path: a plain dict read (atomic in CPython), no lock, no reordering: the
+        # cache evicts the oldest created, which is enough to bound it.
+        aead = cache.get(key_id, _MISSING)
+        if aead is not _MISSING:
+            return aead  # type: ignore[return-value]
         key = self.keys.create(key_id) if create else self.keys.get(key_id)
         aead = None if key is None else AESGCM(key)
         if create and not getattr(self.keys, "committed", True):
@@ -117,11 +123,16 @@ class SubjectCipher:
                 self._cache[key_id] = None
 
     def _nonce(self) -> bytes:
-        # One urandom call per 4096 nonces (random 96-bit nonces, each used once).
-        if not self._nonces:
-            self._nonces = os.urandom(NONCE * 4096)
-        nonce, self._nonces = self._nonces[:NONCE], self._nonces[NONCE:]
-        return nonce
+        """A 96-bit nonce: 8 random bytes drawn per cipher (and per 2**32 nonces) then a
+        32-bit counter (NIST SP 800-38D's deterministic construction): unique within the
+        process without a system call per event; two processes share a prefix with odds of
+        about 2**-64 per pair."""
+        block, n = divmod(next(self._count), 1 << 32)  # next(): atomic under the GIL
+        if block != self._block:  # once per 2**32 nonces: a fresh prefix
+            with self._lock:
+                if block > self._block:
+                    self._block, self._prefix = block, urandom(8)
+        return self._prefix + n.to_bytes(4, "big")
 
     def seal(self, event: DeviceEvent) -> DeviceEvent:
         """The event as stored: its personal values encrypted into ``sealed``."""
