@@ -118,3 +118,21 @@ def test_an_erased_subject_never_gets_a_key_again(make_ws: WorkspaceFactory) -> 
         assert cipher.keys.is_destroyed(key_id)
         assert cipher.keys.create(key_id) is None
         assert cipher.keys.get(key_id) is None
+
+
+def test_ingest_rejects_a_forgotten_identifier_saying_so(make_ws: WorkspaceFactory) -> None:
+    ws = make_ws()
+    traffic(ws)
+    forget(ws, "dana-user-77")
+    report = ws.ingest([
+        {"type": "identify", "userId": "dana-user-77", "anonymousId": "a1",
+         "messageId": "x1", "timestamp": "2026-01-02T00:00:00Z"},
+        {"type": "identify", "userId": "new-user", "anonymousId": "a2", "messageId": "x2",
+         "traits": {"email": "DANA.secret@example.com"}, "timestamp": "2026-01-02T00:00:00Z"},
+        {"type": "identify", "userId": "sam", "anonymousId": "a3", "messageId": "x3",
+         "timestamp": "2026-01-02T00:00:00Z"},
+    ])
+    assert report.accepted == 1
+    assert [i for i, _ in report.rejected] == [0, 1]
+    assert all("forgotten" in reason for _, reason in report.rejected)
+    assert ws.profile("dana-user-77") is None and ws.profile("new-user") is None
