@@ -17,37 +17,14 @@ import os
 import threading
 from collections import OrderedDict
 from os import urandom
-from typing import Any
 
 import msgspec
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from idstitch.adapters.codec import EventCodec
 from idstitch.domain.errors import StoreError, Suppressed
-from idstitch.domain.events import (
-    DeviceAttributesChanged,
-    DeviceAttributesCollected,
-    DeviceEvent,
-    DeviceTokenRegistered,
-    DeviceTokenRemoved,
-    Identified,
-    IdentityCleared,
-    ProfileAttributesChanged,
-)
+from idstitch.domain.events import PERSONAL, DeviceEvent
 from idstitch.domain.ports import KeyStore
-
-PERSONAL: dict[type[DeviceEvent], dict[str, Any]] = {
-    Identified: {"user_id": "", "traits": {}, "sdk_anonymous_id": None},
-    ProfileAttributesChanged: {"set": {}, "set_once": {}, "unset": [], "sdk_anonymous_id": None},
-    DeviceAttributesChanged: {"attributes": {}},
-    DeviceAttributesCollected: {"attributes": {}},
-    DeviceTokenRegistered: {"token": ""},
-    DeviceTokenRemoved: {"token": ""},
-    IdentityCleared: {"sdk_anonymous_id": None},
-}
-"""Per event type, its personal fields and the erased marker each reads as once the key is
-gone. Everything else (device id, message id, times, platform, SDK name and version, push
-status, a clear's generation) stays plaintext."""
 
 _FIELDS = {kind: tuple(blanks) for kind, blanks in PERSONAL.items()}
 NONCE = 12
@@ -200,5 +177,6 @@ class _ReadOnly:
         """Nothing to create."""
 
     def seal(self, event: DeviceEvent) -> DeviceEvent:
-        """As it is."""
-        return event
+        """Plaintext, without a key id: an event with personal values and no key id is one
+        that was never sealed (shred refuses a person who has such events)."""
+        return event if event.key_id is None else msgspec.structs.replace(event, key_id=None)

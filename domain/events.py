@@ -141,3 +141,16 @@ EVENT_TYPES: tuple[type[DeviceEvent], ...] = (
     PushStatusRecorded,
     IdentityCleared,
 )
+
+PERSONAL: dict[type[DeviceEvent], dict[str, Any]] = {
+    Identified: {"user_id": "", "traits": {}, "sdk_anonymous_id": None},
+    ProfileAttributesChanged: {"set": {}, "set_once": {}, "unset": [], "sdk_anonymous_id": None},
+    DeviceAttributesChanged: {"attributes": {}},
+    DeviceAttributesCollected: {"attributes": {}},
+    DeviceTokenRegistered: {"token": ""},
+    DeviceTokenRemoved: {"token": ""},
+    IdentityCleared: {"sdk_anonymous_id": None},
+}
+"""Per event type, its personal fields and the erased marker each reads as once the key is
+gone. Everything else (device id, message id, times, platform, SDK name and version, push
+status, a clear's generation) stays plaintext."""

@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 
 from idstitch.domain.errors import InvalidCommand, Suppressed, UnknownPerson
+from idstitch.domain.events import PERSONAL
 from idstitch.projections.audit import family, spans
 from idstitch.projections.subject_keys import person_identifiers
 from idstitch.projections.views import Reader
@@ -23,9 +24,6 @@ class ShredReport(msgspec.Struct, frozen=True, kw_only=True):
     person_id: str
     keys_destroyed: int
     identifiers_suppressed: int
-    unsealed_events: int
-    """Events of the person written before encryption (no key id): still readable in the log
-    (see docs/explanation/erasure-and-keys.md, "Stores from before encryption")."""
 
 
 def shred(stores: Any, queries: Queries, identifier: str) -> ShredReport:
@@ -51,12 +49,19 @@ def shred(stores: Any, queries: Queries, identifier: str) -> ShredReport:
         events = stores.log.read_spans(spans(family(reader, person), head))
         key_ids = {ev.key_id for _, ev in events if ev.key_id is not None}
         identifiers = person_identifiers(reader, person)
-        unsealed = sum(1 for _, ev in events if ev.key_id is None)
+        unsealed = sum(1 for _, ev in events if ev.key_id is None and type(ev) in PERSONAL)
+    if unsealed:
+        # Shredding the rest would leave these values readable, and a rebuild would put them
+        # back into the rows: refuse, with nothing changed.
+        raise InvalidCommand("identifier", f"{unsealed} events of this person were recorded "
+                             "unencrypted (before encryption, or with IDSTITCH_ENCRYPTION=off) "
+                             "and cannot be shredded: migrate the store first (docs/explanation/"
+                             "erasure-and-keys.md)")
     cipher.keys.destroy(sorted(key_ids))
     cipher.forget(sorted(key_ids))
     cipher.keys.suppress([cipher.digest(i) for i in sorted(identifiers)])
     return ShredReport(person_id=person.person_id, keys_destroyed=len(key_ids),
-                       identifiers_suppressed=len(identifiers), unsealed_events=unsealed)
+                       identifiers_suppressed=len(identifiers))
 
 
 def scrub(stores: Any) -> None:

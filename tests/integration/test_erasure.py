@@ -7,7 +7,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 import idstitch
+from idstitch.errors import InvalidCommand
 from idstitch.service.erasure import scrub, shred
 from idstitch.workspace import Workspace
 
@@ -136,3 +139,29 @@ def test_ingest_rejects_a_forgotten_identifier_saying_so(make_ws: WorkspaceFacto
     assert [i for i, _ in report.rejected] == [0, 1]
     assert all("forgotten" in reason for _, reason in report.rejected)
     assert ws.profile("dana-user-77") is None and ws.profile("new-user") is None
+
+
+def test_a_person_with_unencrypted_events_is_refused_with_nothing_changed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    monkeypatch.setenv("IDSTITCH_ENCRYPTION", "off")  # as a store written before encryption
+    ws = idstitch.open(url)
+    traffic(ws)
+    ws.close()
+    monkeypatch.delenv("IDSTITCH_ENCRYPTION")
+    ws = idstitch.open(url)
+    try:
+        # Old events read as they were, and new ones are sealed.
+        ws.identify("laptop", "sam", {"city": "Bergen"}, timestamp=at(9))
+        events = [ev for _, ev in ws._services.stores.log.read(0, 100)]
+        assert [ev.key_id is not None for ev in events].count(True) == 1
+        before = ws.profile("dana-user-77")
+        services = ws._services
+        with pytest.raises(InvalidCommand) as e:
+            shred(services.stores, services.queries, "dana-user-77")
+        assert e.value.field == "identifier" and "unencrypted" in e.value.reason
+        assert ws.profile("dana-user-77") == before
+        assert services.stores.cipher is not None
+        assert not services.stores.cipher.is_suppressed("dana-user-77")
+    finally:
+        ws.close()
