@@ -16,7 +16,9 @@ import itertools
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 from os import urandom
+from time import monotonic
 
 import msgspec
 from cryptography.exceptions import InvalidTag
@@ -31,6 +33,8 @@ NONCE = 12
 CACHE_KEYS = 4096
 """How many AESGCM objects (one per key) a process keeps (least recently used out)."""
 _MISSING = object()
+SUPPRESSION_REFRESH = 1.0
+"""Seconds a process trusts its copy of the suppressed identifiers' digests."""
 SUPPRESSION_KEY = "workspace:suppression"
 """The key id of the workspace's secret for the keyed hashes of suppressed identifiers."""
 
@@ -45,6 +49,9 @@ class SubjectCipher:
         self._lock = threading.Lock()
         self._encode = msgspec.msgpack.Encoder().encode
         self._decode = msgspec.msgpack.Decoder().decode
+        self._mac: hmac.HMAC | None = None
+        self._suppressed: frozenset[bytes] | set[bytes] = frozenset()
+        self._suppressed_at = -SUPPRESSION_REFRESH - 1.0
         self._count = itertools.count()
         self._prefix = urandom(8)
         self._block = 0
@@ -145,16 +152,40 @@ class SubjectCipher:
 
     def digest(self, identifier: str) -> bytes:
         """The keyed hash (HMAC-SHA256, the workspace's secret) of a normalised identifier."""
-        secret = self.keys.create(SUPPRESSION_KEY)
-        if secret is None:
-            raise Suppressed("the workspace's suppression secret was destroyed")
+        mac = self._mac
+        if mac is None:
+            # Once per process: creating the secret is a write (a transaction) on SQL key
+            # stores; the keyed state is then copied per identifier.
+            secret = self.keys.create(SUPPRESSION_KEY)
+            if secret is None:
+                raise Suppressed("the workspace's suppression secret was destroyed")
+            mac = self._mac = hmac.new(secret, digestmod=hashlib.sha256)
         # Emails compare case-insensitively (as the identity projection does); user ids exactly.
         text = identifier.strip().lower() if "@" in identifier else identifier
-        return hmac.new(secret, text.encode(), hashlib.sha256).digest()
+        one = mac.copy()
+        one.update(text.encode())
+        return one.digest()
 
     def is_suppressed(self, identifier: str) -> bool:
-        """True if ``identifier`` (user id or email) belongs to a forgotten person."""
-        return self.keys.suppressed(self.digest(identifier))
+        """True if ``identifier`` (user id or email) belongs to a forgotten person.
+
+        Checked against this process's copy of the suppressed digests, read again from the
+        key store at most every :data:`SUPPRESSION_REFRESH` seconds (one query per second,
+        not one per message): a forget in this process counts at once, one in another
+        process within that delay."""
+        now = monotonic()
+        if now - self._suppressed_at > SUPPRESSION_REFRESH:
+            self._suppressed = self.keys.suppressed_digests()
+            self._suppressed_at = now
+        # Nothing forgotten yet (the usual case): no hash to compute.
+        return bool(self._suppressed) and self.digest(identifier) in self._suppressed
+
+    def suppress(self, identifiers: Iterable[str]) -> None:
+        """Record the keyed hashes of forgotten identifiers (here at once, elsewhere within
+        :data:`SUPPRESSION_REFRESH`)."""
+        digests = [self.digest(i) for i in identifiers]
+        self.keys.suppress(digests)
+        self._suppressed = self._suppressed | set(digests)
 
 
 def codec_for(keys: KeyStore) -> tuple[EventCodec, SubjectCipher | None]:

@@ -63,6 +63,11 @@ class MemoryKeyStore:
         """True for a remembered keyed hash."""
         return digest in self._suppressed
 
+    def suppressed_digests(self) -> set[bytes]:
+        """Every remembered keyed hash."""
+        with self._lock:
+            return set(self._suppressed)
+
 
 def keys_ddl(blob: str) -> tuple[str, str]:
     """The key store's tables in a SQL workspace database (NULL key: a tombstone)."""
@@ -157,6 +162,12 @@ class SqlKeyStore:
         with self._cursors.read_cursor() as cur:
             return cur.execute(f"SELECT 1 FROM idstitch_suppressed WHERE digest = {self._p}",
                                (digest,)).fetchone() is not None
+
+    def suppressed_digests(self) -> set[bytes]:
+        """Every remembered keyed hash."""
+        with self._cursors.read_cursor() as cur:
+            return {bytes(row[0]) for row in
+                    cur.execute("SELECT digest FROM idstitch_suppressed").fetchall()}
 
     def checkpoint(self) -> None:
         """Copy the WAL into the file and truncate it (nothing deleted lingers in the WAL)."""

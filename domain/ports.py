@@ -92,3 +92,7 @@ class KeyStore(Protocol):
     def suppressed(self, digest: bytes) -> bool:
         """True if the keyed hash of an identifier was recorded by :meth:`suppress`."""
         ...
+
+    def suppressed_digests(self) -> set[bytes]:
+        """Every keyed hash recorded by :meth:`suppress` (a process keeps a copy)."""
+        ...

@@ -59,7 +59,7 @@ def shred(stores: Any, queries: Queries, identifier: str) -> ShredReport:
                              "erasure-and-keys.md)")
     cipher.keys.destroy(sorted(key_ids))
     cipher.forget(sorted(key_ids))
-    cipher.keys.suppress([cipher.digest(i) for i in sorted(identifiers)])
+    cipher.suppress(sorted(identifiers))
     return ShredReport(person_id=person.person_id, keys_destroyed=len(key_ids),
                        identifiers_suppressed=len(identifiers))
 
