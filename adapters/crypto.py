@@ -16,9 +16,11 @@ import itertools
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from operator import attrgetter
 from os import urandom
 from time import monotonic
+from typing import Any
 
 import msgspec
 from cryptography.exceptions import InvalidTag
@@ -29,6 +31,17 @@ from idstitch.domain.events import PERSONAL, DeviceEvent
 from idstitch.domain.ports import KeyStore
 
 _FIELDS = {kind: tuple(blanks) for kind, blanks in PERSONAL.items()}
+
+
+def _getter(fields: tuple[str, ...]) -> Callable[[DeviceEvent], Any]:
+    if len(fields) > 1:
+        return attrgetter(*fields)  # a tuple, in C
+    field = fields[0]
+    return lambda event: (getattr(event, field),)
+
+
+_VALUES = {kind: _getter(fields) for kind, fields in _FIELDS.items()}
+"""Per event type, a function giving the tuple of its personal values (sealed together)."""
 NONCE = 12
 CACHE_KEYS = 4096
 """How many AESGCM objects (one per key) a process keeps (least recently used out)."""
@@ -120,15 +133,15 @@ class SubjectCipher:
 
     def seal(self, event: DeviceEvent) -> DeviceEvent:
         """The event as stored: its personal values encrypted into ``sealed``."""
-        fields = _FIELDS.get(type(event))
+        values_of = _VALUES.get(type(event))
         key_id = event.key_id
-        if fields is None or key_id is None:
+        if values_of is None or key_id is None:
             return event
         aead = self._batch[key_id] if key_id in self._batch else self._aead(key_id, create=True)
         if aead is None:
             raise Suppressed(f"the data subject of device {event.device_id!r} was forgotten: "
                              "its key was destroyed, nothing more is recorded under it")
-        values = self._encode(tuple(getattr(event, name) for name in fields))
+        values = self._encode(values_of(event))
         nonce = self._nonce()
         sealed = nonce + aead.encrypt(nonce, values, key_id.encode())
         return msgspec.structs.replace(event, sealed=sealed, **PERSONAL[type(event)])
