@@ -27,10 +27,11 @@ class DeviceEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", o
     """The client's clock (corrected for skew when ``sent_at`` was given)."""
     recorded_at: datetime
     """When the workspace recorded the event."""
-    key_id: str | None = None
+    # Short stored names ("k", "s"): every sealed event carries both.
+    key_id: str | None = msgspec.field(default=None, name="k")
     """The data subject's key its personal values are sealed under (plaintext, so that a
     person's keys can be found and destroyed); None on events written before encryption."""
-    sealed: bytes | None = None
+    sealed: bytes | None = msgspec.field(default=None, name="s")
     """Storage only: the personal values, encrypted (see :mod:`idstitch.adapters.crypto`).
     A decoded event never carries it: its values are back in their fields, or erased."""
     erased: bool = False

@@ -6,6 +6,7 @@ traffic mints the same ids (log positions differ between stores) and a replay mi
 
 from __future__ import annotations
 
+from base64 import urlsafe_b64encode
 from hashlib import blake2b, sha1
 from operator import attrgetter
 from uuid import NAMESPACE_URL, UUID, SafeUUID, uuid5
@@ -124,4 +125,5 @@ def subject_key_id(device_id: str, generation: int, user_id: str | None) -> str:
     the id does not show the user id (see docs/explanation/erasure-and-keys.md for its limit).
     """
     text = f"{device_id}\x1f{generation}\x1f{'' if user_id is None else user_id}"
-    return "k" + blake2b(text.encode(), digest_size=16).hexdigest()
+    # 96 bits, base64url: 16 characters on every event (no collision among 2**40 stints).
+    return urlsafe_b64encode(blake2b(text.encode(), digest_size=12).digest()).decode()
