@@ -122,6 +122,9 @@ class SqlKeyStore:
     def create_many(self, key_ids: Sequence[str]) -> dict[str, bytes | None]:
         """The keys, those that are new created, in one statement each way."""
         out: dict[str, bytes | None] = {}
+        # One order for every writer: two writers creating the same new keys in opposite
+        # orders would each wait for the other's row (a deadlock on PostgreSQL).
+        key_ids = sorted(key_ids)
         with self._cursors.joined() as (cur, committed):
             cur.executemany(f"INSERT INTO idstitch_keys VALUES ({self._p}, {self._p}) "
                             "ON CONFLICT (key_id) DO NOTHING",
@@ -137,6 +140,7 @@ class SqlKeyStore:
     def destroy(self, key_ids: Iterable[str]) -> None:
         """Tombstone the keys (the store's connection zeroes freed bytes: secure_delete), then
         empty the WAL."""
+        key_ids = sorted(key_ids)
         with self._cursors.joined() as (cur, _):
             cur.executemany(f"INSERT INTO idstitch_keys VALUES ({self._p}, NULL) "
                             "ON CONFLICT(key_id) DO UPDATE SET key = NULL",
