@@ -34,18 +34,22 @@ class MsgspecTranscoder(Transcoder):
 
 
 class PayloadCipher(Protocol):
-    """The place for per-person encryption of personal values (right to erasure, later).
+    """Per-subject encryption of the personal values (:class:`idstitch.adapters.crypto.SubjectCipher`).
 
-    ``seal`` sees the event, so it can pick the key of the person the event is about;
-    ``unseal`` gets the stored bytes back. Destroying a person's key shreds their values.
+    ``seal`` gives the event as stored (values encrypted under the key of its ``key_id``);
+    ``unseal`` gives them back, or the event marked erased when the key was destroyed.
     """
 
-    def seal(self, event: DeviceEvent, data: bytes) -> bytes:
-        """Encrypt an encoded event."""
+    def seal(self, event: DeviceEvent) -> DeviceEvent:
+        """Encrypt an event's personal values."""
         ...
 
-    def unseal(self, data: bytes) -> bytes:
-        """Decrypt an encoded event."""
+    def unseal(self, event: DeviceEvent) -> DeviceEvent:
+        """Decrypt them (or mark the event erased)."""
+        ...
+
+    def prepare(self, key_ids: set[str | None]) -> None:
+        """Make sure the keys of a batch exist (one round trip for the new ones)."""
         ...
 
 
@@ -61,8 +65,12 @@ class EventCodec:
 
     def encode(self, event: DeviceEvent) -> bytes:
         """Event -> stored bytes."""
-        data = self._encode(event)
-        return data if self.cipher is None else self.cipher.seal(event, data)
+        return self._encode(event if self.cipher is None else self.cipher.seal(event))
+
+    def prepare(self, pending: Iterable[Recorded]) -> None:
+        """Before a batch is encoded: create the keys it needs in one go."""
+        if self.cipher is not None:
+            self.cipher.prepare({r.event.key_id for r in pending})
 
     def encoder(self) -> Callable[[DeviceEvent], bytes]:
         """:meth:`encode` for a batch: msgspec's own when there is no cipher (no Python frame
@@ -71,16 +79,25 @@ class EventCodec:
 
     def decode(self, data: bytes) -> AnyDeviceEvent:
         """Stored bytes -> the event Struct."""
-        if self.cipher is not None:
-            data = self.cipher.unseal(data)
-        return self._decoder.decode(data)
+        event = self._decoder.decode(data)
+        if event.sealed is not None:
+            event = self._unseal(event)
+        return event
+
+    def _unseal(self, event: AnyDeviceEvent) -> AnyDeviceEvent:
+        if self.cipher is None:  # sealed, and no keys: unreadable, as erased
+            return msgspec.structs.replace(event, sealed=None, erased=True)
+        return self.cipher.unseal(event)  # type: ignore[return-value]
 
     def decode_all(self, states: Iterable[bytes]) -> list[AnyDeviceEvent]:
-        """Many stored events at once (the replay path: no per-event Python call without a
-        cipher)."""
-        if self.cipher is not None:
-            states = map(self.cipher.unseal, states)
-        return list(map(self._decoder.decode, states))
+        """Many stored events at once (the replay path: no per-event Python call for the
+        events without sealed values)."""
+        events = list(map(self._decoder.decode, states))
+        unseal = self._unseal
+        for i, event in enumerate(events):
+            if event.sealed is not None:
+                events[i] = unseal(event)
+        return events
 
 
 TOPICS: dict[type[DeviceEvent], str] = {

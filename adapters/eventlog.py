@@ -210,6 +210,7 @@ class DeviceLog(Application[UUID]):
         if not pending:
             return []
         with translated("cannot append events"):
+            self.codec.prepare(pending)
             return self.fast.append_events([
                 (r.originator_id.hex, r.originator_version, TOPICS[type(r.event)],
                  encode(r.event))
@@ -222,10 +223,15 @@ class DeviceLog(Application[UUID]):
         its events commit. Yields a function that appends events in the order given (their
         positions; committed when the block ends)."""
         encode = self.codec.encoder()
+        prepare = self.codec.prepare
+
+        def append(pending: Sequence[Recorded]) -> list[int]:
+            prepare(pending)
+            return insert([(r.originator_id.hex, r.originator_version, TOPICS[type(r.event)],
+                            encode(r.event)) for r in pending])
+
         with translated("cannot append events"), self.fast.exclusive() as insert:
-            yield lambda pending: insert([
-                (r.originator_id.hex, r.originator_version, TOPICS[type(r.event)],
-                 encode(r.event)) for r in pending])
+            yield append
 
     def read(self, after: int, limit: int) -> Sequence[LoggedEvent]:
         """Events after a position, decoded."""

@@ -6,15 +6,18 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
+from idstitch.adapters.crypto import codec_for
 from idstitch.adapters.eventlog import DeviceLog
+from idstitch.adapters.keys import MemoryKeyStore
 from idstitch.adapters.stores import Stores
 
 
 def connect() -> Stores:
     """An in-process workspace store: eventsourcing's in-memory recorder (read and appended
     through :class:`~idstitch.adapters.memory_log.MemoryLog`) and dict rows."""
-    return Stores("memory:", DeviceLog({"PERSISTENCE_MODULE": "eventsourcing.popo"}),
-                  MemoryProjectionStore())
+    codec, cipher = codec_for(MemoryKeyStore())
+    return Stores("memory:", DeviceLog({"PERSISTENCE_MODULE": "eventsourcing.popo"}, codec),
+                  MemoryProjectionStore(), cipher=cipher)
 
 
 class MemoryTransaction:

@@ -16,8 +16,10 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any, cast
 
 import psycopg
+from idstitch.adapters.crypto import codec_for
 from idstitch.adapters.eventlog import DeviceLog
 from idstitch.adapters.pg_pool import QueuedPool
+from idstitch.adapters.keys import SqlKeyStore, keys_ddl
 from idstitch.adapters.postgres_log import CHAIN_DDL, PostgresLog, translated
 from idstitch.adapters.postgres_notify import Listener
 from idstitch.adapters.sqlstore import Cursor, SqlProjectionStore
@@ -50,11 +52,12 @@ def connect(url: str, target: PostgresTarget) -> Stores:
     with ddl_lock(conninfo):
         rows = PostgresProjectionStore(conninfo, schema=target.schema)
         try:
-            log = DeviceLog(env, fast=rows)
+            codec, cipher = codec_for(SqlKeyStore(rows, "%s"))
+            log = DeviceLog(env, codec, fast=rows)
         except BaseException:
             rows.close()
             raise
-        stores = Stores(url, log, rows, url, listen=lambda: Listener(conninfo))
+        stores = Stores(url, log, rows, url, listen=lambda: Listener(conninfo), cipher=cipher)
         try:
             rows.upgrade_chain()  # a store made before the chain: once, under the ddl lock
         except BaseException:
@@ -134,7 +137,22 @@ class PostgresProjectionStore(PostgresLog, SqlProjectionStore):
 
     def schema(self) -> list[str]:
         """The shared tables, the positions other processes wait for (see want), the chain."""
-        return [*super().schema(), WANTED_DDL, *CHAIN_DDL]
+        return [*super().schema(), WANTED_DDL, *CHAIN_DDL, *keys_ddl("BYTEA")]
+
+    @contextmanager
+    def joined(self) -> Iterator[tuple[Cursor, bool]]:
+        """A write cursor for the key store, in a transaction of its own (committed at the end
+        of the block: keys are created before the events that use them)."""
+        with self._cursor(write=True) as cur:
+            yield cur, True
+
+    def read_cursor(self) -> AbstractContextManager[Cursor]:
+        """A read cursor for the key store (autocommit: one round trip)."""
+        return self._autocommit_cursor()
+
+    def checkpoint(self) -> None:
+        """Nothing to do: PostgreSQL has no WAL file beside the database to truncate (see
+        docs/explanation/erasure-and-keys.md on VACUUM and backups)."""
 
     # Projection leases (runner.Leases): session advisory locks on one connection outside the
     # pool, which a lease must outlive.

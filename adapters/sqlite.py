@@ -19,8 +19,10 @@ from typing import Any
 from uuid import UUID
 
 from idstitch.adapters.chain import ChainedLog
+from idstitch.adapters.crypto import codec_for
 from idstitch.adapters.eventlog import DeviceLog
 from idstitch.adapters.file_lock import FileLock
+from idstitch.adapters.keys import KEYS_DDL, SqlKeyStore
 from idstitch.adapters.sqlchain import ChainSql, SqlChainView, chain_ddl, started, upgrade
 from idstitch.adapters.sqlchain import append as chain_append
 from idstitch.adapters.sqlstore import Cursor, SqlProjectionStore
@@ -51,12 +53,14 @@ def connect(path: str) -> Stores:
     """The event log and projection store of the SQLite file at ``path``."""
     rows = SqliteProjectionStore(path)
     try:
+        codec, cipher = codec_for(SqlKeyStore(rows))
         log = DeviceLog({"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": path,
-                         "SQLITE_LOCK_TIMEOUT": "30"}, fast=rows)
+                         "SQLITE_LOCK_TIMEOUT": "30"}, codec, fast=rows)
     except BaseException:
         rows.close()
         raise
-    stores = Stores(f"sqlite:///{path}", log, rows, f"sqlite:///{os.path.abspath(path)}")
+    stores = Stores(f"sqlite:///{path}", log, rows, f"sqlite:///{os.path.abspath(path)}",
+                    cipher=cipher)
     try:
         rows.upgrade_chain()
     except BaseException:
@@ -104,6 +108,8 @@ class SqliteProjectionStore(SqlProjectionStore):
             self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
                                          timeout=30)
             self._conn.execute("PRAGMA journal_mode=WAL")
+            # Deleted rows' bytes are zeroed: a forgotten person's purged rows leave no trace.
+            self._conn.execute("PRAGMA secure_delete=ON")
             # Projection rows are derived data: a commit of theirs lost to a power cut is
             # replayed from the log. Appends to the log itself sync (see append_events).
             self._conn.execute("PRAGMA synchronous=NORMAL")
@@ -121,7 +127,7 @@ class SqliteProjectionStore(SqlProjectionStore):
 
     def schema(self) -> list[str]:
         """The shared tables, the positions other processes wait for (see want), the chain."""
-        return [*super().schema(), WANTED_DDL, *chain_ddl("INTEGER", "BLOB")]
+        return [*super().schema(), WANTED_DDL, *chain_ddl("INTEGER", "BLOB"), *KEYS_DDL]
 
     # Projection leases (runner.Leases): flock is per open file, so two stores in one process
     # exclude each other as two processes do, and a process that dies releases its leases.
@@ -205,6 +211,42 @@ class SqliteProjectionStore(SqlProjectionStore):
                 self._conn.commit()
             finally:
                 cur.close()
+
+    @contextmanager
+    def joined(self) -> Iterator[tuple[Cursor, bool]]:
+        """A write cursor for the key store: inside the open append transaction when this
+        thread holds one (keys then commit or roll back with the events), else a transaction
+        of its own. Yields the cursor and whether it is committed at the end of the block."""
+        with self._lock:
+            if self._conn.in_transaction:
+                joined = self._conn.cursor()
+                try:
+                    yield joined, False
+                finally:
+                    joined.close()
+                return
+        with self._cursor(write=True) as own:
+            yield own, True
+
+    @contextmanager
+    def read_cursor(self) -> Iterator[Cursor]:
+        """A read cursor for the key store (inside the open append transaction, if any: the
+        key store reads while events are being appended)."""
+        with self._lock:
+            if self._conn.in_transaction:
+                joined = self._conn.cursor()
+                try:
+                    yield joined
+                finally:
+                    joined.close()
+                return
+        with self._cursor(write=False) as own:
+            yield own
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the file and truncate it (nothing deleted lingers in the WAL)."""
+        with self._lock, translated("cannot checkpoint"):
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     # The batch path of the event log (FastLog): the recorder's own stored_events table,
     # written with executemany in one transaction instead of one statement per event.

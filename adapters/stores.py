@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from idstitch.adapters.crypto import SubjectCipher
 from idstitch.adapters.eventlog import DeviceLog
 from idstitch.projections.store import ProjectionStore
 
@@ -43,6 +44,9 @@ class Stores:
     listen: Callable[[], AppendListener] | None = None
     """Opens a listener woken by appends (PostgreSQL's LISTEN/NOTIFY), or None where a
     projecting process polls the log's head instead (SQLite: one statement)."""
+    cipher: SubjectCipher | None = None
+    """The data subject keys the log's personal values are sealed with (None when encryption
+    is switched off)."""
     closing: list[Callable[[], None]] = field(default_factory=list)
     """What else to close with the store (the custom projections' connection)."""
 

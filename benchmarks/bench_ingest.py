@@ -401,6 +401,31 @@ def show(results: dict[str, Any]) -> None:
         console.print(f"{name} ingest report: {store['idstitch']['report']}")
 
 
+def encryption_ab(args: argparse.Namespace) -> dict[str, Any]:
+    """Ingest with and without encryption (IDSTITCH_ENCRYPTION=off), alternating, on fresh
+    SQLite files, one process: the same run's ratio is what the target (>= 0.8) is about."""
+    runs: dict[str, list[float]] = {"on": [], "off": []}
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        data = tmp / "workload.ndjson"
+        harness.write_workload(data, args.n, args.seed, args.mix)
+        for i in range(args.ab):
+            for mode in ("on", "off") if i % 2 == 0 else ("off", "on"):
+                os.environ["IDSTITCH_ENCRYPTION"] = mode
+                try:
+                    result = ingest_once(harness.sqlite_url(tmp / f"{mode}{i}.db"), data,
+                                         args.batch, parallel=False)
+                finally:
+                    del os.environ["IDSTITCH_ENCRYPTION"]
+                runs[mode].append(result["seconds"])
+    best = {mode: min(seconds) for mode, seconds in runs.items()}
+    ratio = best["off"] / best["on"]
+    console.print(f"encryption A/B ({args.mix} mix, {args.n:,} messages, best of {args.ab}): "
+                  f"on {args.n / best['on']:,.0f} msg/s, off {args.n / best['off']:,.0f} msg/s, "
+                  f"on/off {ratio:.2f} (target >= 0.80)")
+    return {"mix": args.mix, "n_messages": args.n, "runs": runs, "on_over_off": ratio}
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse the arguments, run, print, and write the JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -411,7 +436,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--postgres", action=argparse.BooleanOptionalAction, default=True,
                         help="also measure PostgreSQL (default on)")
     parser.add_argument("--json", metavar="FILE", help="write the numbers to FILE")
+    parser.add_argument("--ab", type=int, default=0, metavar="K",
+                        help="instead: ingest K times with and K times without encryption, "
+                             "alternating (the encryption A/B)")
     args = parser.parse_args(argv)
+    if args.ab:
+        harness.write_json(args.json, {"benchmark": "ingest-encryption-ab",
+                                       **encryption_ab(args)})
+        return
     harness.write_json(args.json, {"benchmark": "ingest", **run(args)})
 
 

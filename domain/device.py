@@ -46,8 +46,10 @@ from idstitch.domain.ids import (
     minted_person_id,
     new_person_id,
     server_stream_id,
+    subject_key_id,
     uuid5_text,
 )
+from msgspec.structs import replace
 
 RECENT_MESSAGE_IDS = 1000
 """How many message ids a device remembers for de-duplication (see docs/explanation)."""
@@ -109,6 +111,8 @@ class Device:
         """A server-side stream: a backend's identifies of one user, not an installation."""
         self.collected: dict[str, Any] = {}
         """The value of each attribute it last collected."""
+        self._stint: tuple[int, str | None] | None = None
+        self._key_id = ""
 
     create_id = staticmethod(device_aggregate_id)
 
@@ -142,7 +146,12 @@ class Device:
     def _record(self, event: DeviceEvent) -> None:
         self.apply(event)
         self.version += 1
-        self._pending.append(Recorded(self.id, self.version, event))
+        # The one place an event gets its data subject's key id: the stint it is recorded in
+        # (after apply, so an Identified or a clear opens the new stint it belongs to).
+        stint = (self.generation, self.user_id)
+        if stint != self._stint:
+            self._stint, self._key_id = stint, subject_key_id(self.device_id, *stint)
+        self._pending.append(Recorded(self.id, self.version, replace(event, key_id=self._key_id)))
 
     def apply(self, event: DeviceEvent) -> None:
         """Evolve device-local state by one event (also used on replay)."""

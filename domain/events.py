@@ -16,7 +16,9 @@ JSON = Any
 """A JSON value (validated by :mod:`idstitch.domain.rules` before any event is made)."""
 
 
-class DeviceEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+class DeviceEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", omit_defaults=True):
+    # omit_defaults: the optional fields added later (key_id, sealed, erased) cost no bytes
+    # when unset, and old events, which lack them, decode unchanged.
     """Fields every device event carries."""
 
     device_id: str
@@ -25,6 +27,16 @@ class DeviceEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     """The client's clock (corrected for skew when ``sent_at`` was given)."""
     recorded_at: datetime
     """When the workspace recorded the event."""
+    # Short stored names ("k", "s"): every sealed event carries both.
+    key_id: str | None = msgspec.field(default=None, name="k")
+    """The data subject's key its personal values are sealed under (plaintext, so that a
+    person's keys can be found and destroyed); None on events written before encryption."""
+    sealed: bytes | None = msgspec.field(default=None, name="s")
+    """Storage only: the personal values, encrypted (see :mod:`idstitch.adapters.crypto`).
+    A decoded event never carries it: its values are back in their fields, or erased."""
+    erased: bool = False
+    """The key of :attr:`key_id` was destroyed (the person was forgotten): the personal
+    values read as erased markers (an empty string, empty dicts and lists, None)."""
 
 
 class DeviceActivated(DeviceEvent, frozen=True, kw_only=True, tag="DeviceActivated"):
@@ -130,3 +142,16 @@ EVENT_TYPES: tuple[type[DeviceEvent], ...] = (
     PushStatusRecorded,
     IdentityCleared,
 )
+
+PERSONAL: dict[type[DeviceEvent], dict[str, Any]] = {
+    Identified: {"user_id": "", "traits": {}, "sdk_anonymous_id": None},
+    ProfileAttributesChanged: {"set": {}, "set_once": {}, "unset": [], "sdk_anonymous_id": None},
+    DeviceAttributesChanged: {"attributes": {}},
+    DeviceAttributesCollected: {"attributes": {}},
+    DeviceTokenRegistered: {"token": ""},
+    DeviceTokenRemoved: {"token": ""},
+    IdentityCleared: {"sdk_anonymous_id": None},
+}
+"""Per event type, its personal fields and the erased marker each reads as once the key is
+gone. Everything else (device id, message id, times, platform, SDK name and version, push
+status, a clear's generation) stays plaintext."""

@@ -55,3 +55,44 @@ class DeviceRepository(Protocol):
     def is_current(self, device: Device) -> bool:
         """Whether no other writer has appended to this device since it was loaded."""
         ...
+
+
+class KeyStore(Protocol):
+    """Where the data subject keys live (one 256-bit AES-GCM key per key id).
+
+    The workspace database holds them by default (:mod:`idstitch.adapters.keys`); a user can
+    plug in a KMS by implementing these five methods. A destroyed key leaves a tombstone: an
+    erased subject can never get a key again.
+    """
+
+    def get(self, key_id: str) -> bytes | None:
+        """The key, or None if it was never created or was destroyed."""
+        ...
+
+    def create(self, key_id: str) -> bytes | None:
+        """The key of ``key_id``, created now if it does not exist; None if it was destroyed."""
+        ...
+
+    def create_many(self, key_ids: Sequence[str]) -> dict[str, bytes | None]:
+        """:meth:`create` for many ids at once (one round trip: a batch's new devices)."""
+        ...
+
+    def destroy(self, key_ids: Iterable[str]) -> None:
+        """Destroy the keys for good (a tombstone stays, so none is created again)."""
+        ...
+
+    def is_destroyed(self, key_id: str) -> bool:
+        """True if the key was destroyed."""
+        ...
+
+    def suppress(self, digests: Iterable[bytes]) -> None:
+        """Record keyed hashes of forgotten identifiers (never the identifiers themselves)."""
+        ...
+
+    def suppressed(self, digest: bytes) -> bool:
+        """True if the keyed hash of an identifier was recorded by :meth:`suppress`."""
+        ...
+
+    def suppressed_digests(self) -> set[bytes]:
+        """Every keyed hash recorded by :meth:`suppress` (a process keeps a copy)."""
+        ...

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 from idstitch.adapters import batches, memory, projection_sql, segment, urls
 from idstitch.adapters.stores import Stores
+from idstitch.adapters.suppression import suppressing
 from idstitch.domain import rules
 from idstitch.domain.errors import CorruptRow, InvalidCommand
 from idstitch.projections.base import Registry, RowProjection
@@ -165,7 +166,9 @@ def build(
         queries = Queries(stores.log, stores.rows, projector, settings)
         bus = MessageBus(writer, projector, queries, settings)
         ingester = Ingester(writer, projector, queries, settings,
-                            Format(segment.decode, segment.to_commands, batches.envelope))
+                            Format(segment.decode,
+                                   suppressing(segment.to_commands, stores.cipher),
+                                   batches.envelope))
         stale = [] if external else [p.name for p in registry if p.needs_rebuild(stores.rows)]
         if stale:
             projector.rebuild(stale)

@@ -29,10 +29,10 @@ ABSORBING = frozenset({"merged"})
 """Merge kinds after which the source's past belongs to the target's history."""
 ATTRIBUTE_EVENTS: frozenset[type[DeviceEvent]] = frozenset({Identified, ProfileAttributesChanged})
 """The events that write person attributes."""
-_ENVELOPE = ("device_id", "message_id", "timestamp", "recorded_at")
-_OPTIONAL = (("sdk_anonymous_id", None), ("late", False), ("server", False))
+_ENVELOPE = ("device_id", "message_id", "timestamp", "recorded_at", "key_id", "sealed")
+_OPTIONAL = (("sdk_anonymous_id", None), ("late", False), ("server", False), ("erased", False))
 """Fields a Change's data shows only when they say something (an SDK session, a late message,
-a server-side stream's start)."""
+a server-side stream's start, an event whose person was forgotten)."""
 
 
 class Refused(msgspec.Struct, frozen=True, kw_only=True):

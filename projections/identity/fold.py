@@ -62,6 +62,14 @@ class IdentityConfig(msgspec.Struct, frozen=True):
 
 Handler = Callable[[IdentityUnit, DeviceRow, Any, int, int], None]
 _SESSION_EVENTS = frozenset({Identified, ProfileAttributesChanged, IdentityCleared})
+_ERASED_IGNORED = frozenset({Identified, DeviceTokenRegistered, DeviceTokenRemoved})
+"""Events that mean nothing once erased (their identifier or token is gone)."""
+
+
+def _ignore_erased(unit: IdentityUnit, dev: DeviceRow, ev: DeviceEvent, pos: int,
+                   ts: int) -> None:
+    """An erased event of :data:`_ERASED_IGNORED`: recorded, applied to nobody."""
+    dev.ignored.append(pos)
 """The events that may carry an SDK session's anonymousId."""
 
 
@@ -146,6 +154,10 @@ class IdentityProjection(RowProjection):
         dirty = unit.dirty_devices
         for pos, ev in events:
             handler = handlers.get(type(ev))
+            if ev.erased and type(ev) in _ERASED_IGNORED:
+                # Its person was forgotten: an erased identify resolves and merges nothing, an
+                # erased token belongs to nobody (the device stays where it was).
+                handler = _ignore_erased
             device_id = ev.device_id
             dev = devices.get(device_id)
             if dev is None:
@@ -170,6 +182,8 @@ class IdentityProjection(RowProjection):
         identifiers: set[str] = set()
         tokens: set[str] = set()
         for _, ev in events:
+            if ev.erased:
+                continue
             if type(ev) in _SESSION_EVENTS and ev.sdk_anonymous_id is not None:  # type: ignore[attr-defined]
                 identifiers.add(identifier_key("anon", ev.sdk_anonymous_id))  # type: ignore[attr-defined]
             if type(ev) is Identified:
@@ -269,7 +283,8 @@ class IdentityProjection(RowProjection):
 
     def _new_device(self, unit: IdentityUnit, ev: DeviceEvent, pos: int, ts: int) -> DeviceRow:
         dev = local.new_device(ev.device_id, ts)
-        if type(ev) is Identified and ev.server and self._server_stream(unit, dev, ev, pos, ts):
+        if (type(ev) is Identified and ev.server and not ev.erased
+                and self._server_stream(unit, dev, ev, pos, ts)):
             unit.put_device(dev)
             return dev
         self._new_anonymous_person(unit, dev, pos, ts)

@@ -148,7 +148,10 @@ class StoreContract:
         assert [e.position for e in events] == positions
         first = events[0].event
         assert isinstance(first, Identified)
+        # The key id its personal values were sealed under comes back with it (plaintext).
+        assert first.key_id is not None
         assert first == Identified(device_id="d1", user_id="u1", traits={"a": [1, {"b": None}]},
+                                   key_id=first.key_id,
                                    **common("m1"))  # type: ignore[arg-type]
         assert stores.log.read(positions[0], 10)[0].position == positions[1]
         loaded = stores.log.load("d1")

@@ -1,0 +1,226 @@
+"""Crypto-shredding: the personal values of each event sealed under its data subject's key.
+
+An event's personal fields (:data:`PERSONAL`) are msgpack-encoded together and encrypted with
+AES-256-GCM (``cryptography``) under the key of the event's ``key_id``, with the key id as
+associated data; the sealed bytes replace them in the stored event, whose other fields (device
+id, message id, times, type, key id) stay plaintext so the folds can order and de-duplicate
+without any key. Destroying a subject's keys makes exactly its values unreadable: such an event
+decodes with erased markers and ``erased=True``, never an exception.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import itertools
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from operator import attrgetter
+from os import urandom
+from time import monotonic
+from typing import Any
+
+import msgspec
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from idstitch.adapters.codec import EventCodec
+from idstitch.domain.errors import StoreError, Suppressed
+from idstitch.domain.events import PERSONAL, DeviceEvent
+from idstitch.domain.ports import KeyStore
+
+_FIELDS = {kind: tuple(blanks) for kind, blanks in PERSONAL.items()}
+
+
+def _getter(fields: tuple[str, ...]) -> Callable[[DeviceEvent], Any]:
+    if len(fields) > 1:
+        return attrgetter(*fields)  # a tuple, in C
+    field = fields[0]
+    return lambda event: (getattr(event, field),)
+
+
+_VALUES = {kind: _getter(fields) for kind, fields in _FIELDS.items()}
+"""Per event type, a function giving the tuple of its personal values (sealed together)."""
+NONCE = 12
+CACHE_KEYS = 4096
+"""How many AESGCM objects (one per key) a process keeps (least recently used out)."""
+_MISSING = object()
+SUPPRESSION_REFRESH = 1.0
+"""Seconds a process trusts its copy of the suppressed identifiers' digests."""
+SUPPRESSION_KEY = "workspace:suppression"
+"""The key id of the workspace's secret for the keyed hashes of suppressed identifiers."""
+
+
+class SubjectCipher:
+    """Seals and unseals events' personal values with the keys of a :class:`KeyStore`."""
+
+    def __init__(self, keys: KeyStore, cache: int = CACHE_KEYS) -> None:
+        self.keys = keys
+        self._cache: OrderedDict[str, AESGCM | None] = OrderedDict()
+        self._size = cache
+        self._lock = threading.Lock()
+        self._encode = msgspec.msgpack.Encoder().encode
+        self._decode = msgspec.msgpack.Decoder().decode
+        self._mac: hmac.HMAC | None = None
+        self._suppressed: frozenset[bytes] | set[bytes] = frozenset()
+        self._suppressed_at = -SUPPRESSION_REFRESH - 1.0
+        self._count = itertools.count()
+        self._prefix = urandom(8)
+        self._block = 0
+        self._batch: dict[str, AESGCM | None] = {}
+        """The keys of the batch being sealed that are not cached (see :meth:`prepare`)."""
+
+    def _aead(self, key_id: str, create: bool) -> AESGCM | None:
+        cache = self._cache
+        # The hot path: a plain dict read (atomic in CPython), no lock, no reordering: the
+        # cache evicts the oldest created, which is enough to bound it.
+        aead = cache.get(key_id, _MISSING)
+        if aead is not _MISSING:
+            return aead  # type: ignore[return-value]
+        key = self.keys.create(key_id) if create else self.keys.get(key_id)
+        aead = None if key is None else AESGCM(key)
+        if create and not getattr(self.keys, "committed", True):
+            return aead  # joined an open append: not cached (see prepare)
+        if aead is None and not create and not self.keys.is_destroyed(key_id):
+            raise StoreError(f"the key {key_id!r} is missing from the key store (never "
+                             "created, or the key store is not this log's)")
+        with self._lock:
+            cache[key_id] = aead
+            if len(cache) > self._size:
+                cache.popitem(last=False)
+        return aead
+
+    def prepare(self, key_ids: set[str | None]) -> None:
+        """Create (or load) the keys a batch will seal with, in one call to the key store, so
+        a batch of new devices costs one round trip, not one per key. Keys that joined an
+        open append transaction (the store says ``committed`` False) serve this batch only:
+        were the append rolled back, a cached key would seal events under a key never stored.
+        """
+        with self._lock:
+            missing = [k for k in key_ids if k is not None and k not in self._cache]
+        self._batch = {}
+        if not missing:
+            return
+        keys = self.keys.create_many(missing)
+        made = {key_id: None if key is None else AESGCM(key) for key_id, key in keys.items()}
+        if not getattr(self.keys, "committed", True):
+            self._batch = made
+            return
+        with self._lock:
+            self._cache.update(made)
+            while len(self._cache) > self._size:
+                self._cache.popitem(last=False)
+
+    def forget(self, key_ids: list[str]) -> None:
+        """Drop destroyed keys from this process's cache."""
+        with self._lock:
+            for key_id in key_ids:
+                self._cache.pop(key_id, None)
+                self._cache[key_id] = None
+
+    def _nonce(self) -> bytes:
+        """A 96-bit nonce: 8 random bytes drawn per cipher (and per 2**32 nonces) then a
+        32-bit counter (NIST SP 800-38D's deterministic construction): unique within the
+        process without a system call per event; two processes share a prefix with odds of
+        about 2**-64 per pair."""
+        block, n = divmod(next(self._count), 1 << 32)  # next(): atomic under the GIL
+        if block != self._block:  # once per 2**32 nonces: a fresh prefix
+            with self._lock:
+                if block > self._block:
+                    self._block, self._prefix = block, urandom(8)
+        return self._prefix + n.to_bytes(4, "big")
+
+    def seal(self, event: DeviceEvent) -> DeviceEvent:
+        """The event as stored: its personal values encrypted into ``sealed``."""
+        values_of = _VALUES.get(type(event))
+        key_id = event.key_id
+        if values_of is None or key_id is None:
+            return event
+        aead = self._batch[key_id] if key_id in self._batch else self._aead(key_id, create=True)
+        if aead is None:
+            raise Suppressed(f"the data subject of device {event.device_id!r} was forgotten: "
+                             "its key was destroyed, nothing more is recorded under it")
+        values = self._encode(values_of(event))
+        nonce = self._nonce()
+        sealed = nonce + aead.encrypt(nonce, values, key_id.encode())
+        return msgspec.structs.replace(event, sealed=sealed, **PERSONAL[type(event)])
+
+    def unseal(self, event: DeviceEvent) -> DeviceEvent:
+        """The stored event with its values back, or erased if its key was destroyed."""
+        sealed = event.sealed
+        if sealed is None or event.key_id is None:
+            return event
+        aead = self._aead(event.key_id, create=False)
+        if aead is not None:
+            try:
+                values = self._decode(aead.decrypt(sealed[:NONCE], sealed[NONCE:],
+                                                   event.key_id.encode()))
+            except InvalidTag:
+                aead = None  # a key that is not this event's: unreadable, as erased
+            else:
+                return msgspec.structs.replace(
+                    event, sealed=None, **dict(zip(_FIELDS[type(event)], values, strict=True)))
+        return msgspec.structs.replace(event, sealed=None, erased=True)
+
+    def digest(self, identifier: str) -> bytes:
+        """The keyed hash (HMAC-SHA256, the workspace's secret) of a normalised identifier."""
+        mac = self._mac
+        if mac is None:
+            # Once per process: creating the secret is a write (a transaction) on SQL key
+            # stores; the keyed state is then copied per identifier.
+            secret = self.keys.create(SUPPRESSION_KEY)
+            if secret is None:
+                raise Suppressed("the workspace's suppression secret was destroyed")
+            mac = self._mac = hmac.new(secret, digestmod=hashlib.sha256)
+        # Emails compare case-insensitively (as the identity projection does); user ids exactly.
+        text = identifier.strip().lower() if "@" in identifier else identifier
+        one = mac.copy()
+        one.update(text.encode())
+        return one.digest()
+
+    def is_suppressed(self, identifier: str) -> bool:
+        """True if ``identifier`` (user id or email) belongs to a forgotten person.
+
+        Checked against this process's copy of the suppressed digests, read again from the
+        key store at most every :data:`SUPPRESSION_REFRESH` seconds (one query per second,
+        not one per message): a forget in this process counts at once, one in another
+        process within that delay."""
+        now = monotonic()
+        if now - self._suppressed_at > SUPPRESSION_REFRESH:
+            self._suppressed = self.keys.suppressed_digests()
+            self._suppressed_at = now
+        # Nothing forgotten yet (the usual case): no hash to compute.
+        return bool(self._suppressed) and self.digest(identifier) in self._suppressed
+
+    def suppress(self, identifiers: Iterable[str]) -> None:
+        """Record the keyed hashes of forgotten identifiers (here at once, elsewhere within
+        :data:`SUPPRESSION_REFRESH`)."""
+        digests = [self.digest(i) for i in identifiers]
+        self.keys.suppress(digests)
+        self._suppressed = self._suppressed | set(digests)
+
+
+def codec_for(keys: KeyStore) -> tuple[EventCodec, SubjectCipher | None]:
+    """The event codec of a store whose keys are ``keys``: sealing with them, unless the
+    environment sets ``IDSTITCH_ENCRYPTION=off`` (benchmarks' A/B switch: events are then
+    written in plaintext, and sealed events already stored still read)."""
+    cipher = SubjectCipher(keys)
+    if os.environ.get("IDSTITCH_ENCRYPTION", "on") == "off":
+        return EventCodec(_ReadOnly(cipher)), None
+    return EventCodec(cipher), cipher
+
+
+class _ReadOnly:
+    """Unseals, never seals: encryption switched off."""
+
+    def __init__(self, cipher: SubjectCipher) -> None:
+        self.unseal = cipher.unseal
+
+    def prepare(self, key_ids: set[str | None]) -> None:
+        """Nothing to create."""
+
+    def seal(self, event: DeviceEvent) -> DeviceEvent:
+        """Plaintext, without a key id: an event with personal values and no key id is one
+        that was never sealed (shred refuses a person who has such events)."""
+        return event if event.key_id is None else msgspec.structs.replace(event, key_id=None)

@@ -1,0 +1,60 @@
+"""Ingest refuses messages that name a forgotten identifier (right to erasure).
+
+Wraps a format's ``to_commands``: a command carrying a user id or an email (identify's user id
+and ``email`` trait, a profile update's ``email``, activate's customer user id) whose keyed
+hash is among the suppressed raises :class:`~idstitch.domain.errors.Suppressed`, which ingest
+reports as the message's rejection reason. Nothing of the identifier is stored to check it:
+only HMAC-SHA256 digests (:meth:`idstitch.adapters.crypto.SubjectCipher.digest`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from idstitch.adapters.crypto import SubjectCipher
+from idstitch.domain.commands import Activate, Command, Identify, SetProfileAttributes
+from idstitch.domain.errors import Suppressed
+
+ToCommands = Callable[[Any], Sequence[Command] | None]
+
+
+def identifiers_of(command: Command) -> list[tuple[str, str]]:
+    """The (field, identifier) pairs a command names."""
+    out: list[tuple[str, str]] = []
+    if type(command) is Identify:
+        out.append(("userId", command.user_id))
+        email = (command.traits or {}).get("email")
+    elif type(command) is SetProfileAttributes:
+        email = (command.traits or {}).get("email")
+    elif type(command) is Activate and command.customer_user_id is not None:
+        out.append(("customer_user_id", command.customer_user_id))
+        email = None
+    else:
+        return out
+    if isinstance(email, str):
+        out.append(("traits.email", email))
+    return out
+
+
+def check(cipher: SubjectCipher, command: Command) -> None:
+    """Raise Suppressed if the command names a forgotten identifier."""
+    for field, identifier in identifiers_of(command):
+        if cipher.is_suppressed(identifier):
+            raise Suppressed(f"{field}: names a person who was forgotten (right to erasure); "
+                             "its traffic is refused")
+
+
+def suppressing(to_commands: ToCommands, cipher: SubjectCipher | None) -> ToCommands:
+    """``to_commands``, refusing the messages that name a forgotten identifier."""
+    if cipher is None:
+        return to_commands
+
+    def checked(message: Any) -> Sequence[Command] | None:
+        commands = to_commands(message)
+        if commands:
+            for command in commands:
+                check(cipher, command)
+        return commands
+
+    return checked

@@ -1,0 +1,74 @@
+"""Shredding a person (the right to erasure): destroy its keys, suppress its identifiers,
+rebuild the projections from the log, whose events of that person then read erased.
+
+The internal entry point behind ``ws.forget``: :func:`shred`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from idstitch.domain.errors import InvalidCommand, Suppressed, UnknownPerson
+from idstitch.domain.events import PERSONAL
+from idstitch.projections.audit import family, spans
+from idstitch.projections.subject_keys import person_identifiers
+from idstitch.projections.views import Reader
+from idstitch.service.queries import Queries
+
+
+class ShredReport(msgspec.Struct, frozen=True, kw_only=True):
+    """What a shred did."""
+
+    person_id: str
+    keys_destroyed: int
+    identifiers_suppressed: int
+
+
+def shred(stores: Any, queries: Queries, identifier: str) -> ShredReport:
+    """Forget the person ``identifier`` finds: destroy every key of its events, record its
+    identifiers as suppressed (keyed hashes only), and rebuild the projections so that no row
+    holds its values any more. The caller rebuilds (``ws.rebuild()``) after this returns.
+
+    ``stores``: the workspace's :class:`idstitch.adapters.stores.Stores` (typed loosely: the
+    service layer does not import the adapters)."""
+    cipher = stores.cipher
+    if cipher is None:
+        raise InvalidCommand("identifier", "encryption is switched off "
+                             "(IDSTITCH_ENCRYPTION=off): nothing can be shredded")
+    if cipher.is_suppressed(identifier):
+        raise Suppressed(f"identifier {identifier!r}: already forgotten")
+    queries.settle()
+    head = stores.log.head()
+    with stores.rows.snapshot() as rows:
+        reader = Reader(rows, queries.projector.registry.row_types)
+        person = reader.person(identifier)
+        if person is None:
+            raise UnknownPerson("identifier", identifier, "has no person")
+        events = stores.log.read_spans(spans(family(reader, person), head))
+        key_ids = {ev.key_id for _, ev in events if ev.key_id is not None}
+        identifiers = person_identifiers(reader, person)
+        unsealed = sum(1 for _, ev in events if ev.key_id is None and type(ev) in PERSONAL)
+    if unsealed:
+        # Shredding the rest would leave these values readable, and a rebuild would put them
+        # back into the rows: refuse, with nothing changed.
+        raise InvalidCommand("identifier", f"{unsealed} events of this person were recorded "
+                             "unencrypted (before encryption, or with IDSTITCH_ENCRYPTION=off) "
+                             "and cannot be shredded: migrate the store first (docs/explanation/"
+                             "erasure-and-keys.md)")
+    cipher.keys.destroy(sorted(key_ids))
+    cipher.forget(sorted(key_ids))
+    cipher.suppress(sorted(identifiers))
+    return ShredReport(person_id=person.person_id, keys_destroyed=len(key_ids),
+                       identifiers_suppressed=len(identifiers))
+
+
+def scrub(stores: Any) -> None:
+    """After the rebuild that follows :func:`shred`: on SQLite, checkpoint and truncate the
+    WAL, so the old pages of the purged rows stay in no file (freed pages are zeroed by
+    ``secure_delete``)."""
+    if stores.cipher is not None:
+        checkpoint = getattr(stores.cipher.keys, "checkpoint", None)
+        if checkpoint is not None:
+            checkpoint()
