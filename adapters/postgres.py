@@ -18,8 +18,8 @@ from typing import Any, cast
 import psycopg
 from idstitch.adapters.crypto import codec_for
 from idstitch.adapters.eventlog import DeviceLog
-from idstitch.adapters.pg_pool import QueuedPool
 from idstitch.adapters.keys import SqlKeyStore, keys_ddl
+from idstitch.adapters.pg_pool import QueuedPool
 from idstitch.adapters.postgres_log import CHAIN_DDL, PostgresLog, translated
 from idstitch.adapters.postgres_notify import Listener
 from idstitch.adapters.sqlstore import Cursor, SqlProjectionStore
