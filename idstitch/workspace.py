@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any
+from uuid import uuid4
 
 from idstitch import bootstrap
 from idstitch.domain import commands as c
@@ -190,6 +191,18 @@ class Workspace:
         """Adapty's logout: as clear_identify, but an anonymous device raises NotIdentified."""
         return self._bus.handle(c.Logout(
             device_id=device_id, message_id=message_id, timestamp=timestamp))
+
+    # Person-level decisions (identity-model.md §4): events on the workspace's decisions
+    # stream, in the same log as the devices' events.
+
+    def merge_persons(self, primary: str, secondary: str, *, reason: str) -> str:
+        """Merge two identified persons (any identifier of each): the secondary's identifiers,
+        devices, anonymous ids and attributes join the primary, whose values win on a key both
+        hold. The merge's id (for :meth:`unmerge`)."""
+        merge_id = str(uuid4())
+        self._bus.handle(c.MergePersons(primary=primary, secondary=secondary, reason=reason,
+                                        merge_id=merge_id))
+        return merge_id
 
     # Bulk.
 

@@ -20,6 +20,7 @@ from idstitch.domain.commands import (
     CollectDeviceAttributes,
     Identify,
     Logout,
+    MergePersons,
     RecordPushStatus,
     RegisterDeviceToken,
     RemoveDeviceToken,
@@ -28,6 +29,7 @@ from idstitch.domain.commands import (
 )
 from idstitch.domain.device import Device
 from idstitch.domain.errors import InvalidCommand, UnknownPerson
+from idstitch.domain.events import DECISIONS_STREAM, PersonsMerged
 from idstitch.service.uow import UnitOfWork
 
 Common = tuple[str | None, datetime, datetime]
@@ -177,6 +179,34 @@ def logout(cmd: Logout, uow: UnitOfWork) -> None:
     uow.stage(cmd.device_id, common[0], Device.logout, common)
 
 
+def _identified_person(uow: UnitOfWork, field: str, identifier: str) -> str:
+    """The person id of the identified person an identifier finds now (UnknownPerson if none)."""
+    profile = uow.reads.profile(identifier)
+    if profile is None:
+        raise UnknownPerson(field, identifier)
+    if not profile.identified:
+        raise UnknownPerson(field, identifier, "is anonymous: only identified persons merge")
+    person_id: str = profile.person_id
+    return person_id
+
+
+def merge_persons(cmd: MergePersons, uow: UnitOfWork) -> None:
+    """An explicit merge (identity-model.md §4): both sides identified, and not the same."""
+    primary = rules.check_id("primary", cmd.primary)
+    secondary = rules.check_id("secondary", cmd.secondary)
+    reason = rules.check_text("reason", cmd.reason)
+    uow.settle()
+    primary_id = _identified_person(uow, "primary", primary)
+    secondary_id = _identified_person(uow, "secondary", secondary)
+    if primary_id == secondary_id:
+        raise InvalidCommand("secondary", f"{secondary!r} is the same person as the primary "
+                                          f"({primary_id})")
+    now = uow.now
+    uow.decide(PersonsMerged(device_id=DECISIONS_STREAM, merge_id=cmd.merge_id,
+                             primary=primary_id, secondary=secondary_id, reason=reason,
+                             timestamp=now, recorded_at=now))
+
+
 HANDLERS: dict[type[Any], Callable[[Any, UnitOfWork], None]] = {
     Activate: activate,
     Identify: identify,
@@ -188,5 +218,6 @@ HANDLERS: dict[type[Any], Callable[[Any, UnitOfWork], None]] = {
     RecordPushStatus: record_push_status,
     ClearIdentify: clear_identify,
     Logout: logout,
+    MergePersons: merge_persons,
 }
 """The one map from command type to handler."""

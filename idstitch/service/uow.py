@@ -22,7 +22,8 @@ import msgspec
 
 from idstitch.domain import rules
 from idstitch.domain.device import Device, Recorded
-from idstitch.domain.errors import ConcurrencyConflict, NotIdentified
+from idstitch.domain.errors import ConcurrencyConflict, InvalidCommand, NotIdentified
+from idstitch.domain.events import DECISIONS_STREAM, DeviceEvent
 from idstitch.domain.ports import DeviceRepository, WriteConflict
 from idstitch.projections.store import LoggedEvent
 
@@ -74,7 +75,16 @@ class UnitOfWork:
     def stage(self, device_id: object, message_id: str | None, run: Callable[..., bool],
               args: tuple[Any, ...]) -> None:
         """Add a step to the current message (the device id is checked here, for every step)."""
-        self.steps.append(Step(rules.check_id("device_id", device_id), message_id, run, args))
+        checked = rules.check_id("device_id", device_id)
+        if checked == DECISIONS_STREAM:
+            raise InvalidCommand("device_id", f"{checked!r} is reserved for the workspace's "
+                                              "decisions")
+        self.steps.append(Step(checked, message_id, run, args))
+
+    def decide(self, event: DeviceEvent) -> None:
+        """Add a person-level decision (checked by its handler) to the current message: an
+        event on the workspace's decisions stream."""
+        self.steps.append(Step(DECISIONS_STREAM, event.message_id, Device.decide, (event,)))
 
     def take(self) -> list[Step]:
         """The current message's steps; the next message starts empty."""

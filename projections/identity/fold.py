@@ -28,6 +28,8 @@ from idstitch.domain.events import (
     DeviceTokenRemoved,
     Identified,
     IdentityCleared,
+    MergeUndone,
+    PersonsMerged,
     ProfileAttributesChanged,
     PushStatusRecorded,
 )
@@ -100,7 +102,12 @@ class IdentityProjection(RowProjection):
             PushStatusRecorded: self._push_status,
             IdentityCleared: self._cleared,
         }
-        assert self._handlers.keys() == self.event_types
+        # Decisions concern persons, not a device: no device row, no device handler.
+        self._decisions: dict[type[DeviceEvent], Callable[[IdentityUnit, Any, int], None]] = {
+            PersonsMerged: self._persons_merged,
+            MergeUndone: self._merge_undone,
+        }
+        assert self._handlers.keys() | self._decisions.keys() == self.event_types
 
     @property
     def meta(self) -> str:
@@ -147,6 +154,9 @@ class IdentityProjection(RowProjection):
             handler = handlers.get(type(ev))
             device_id = ev.device_id
             dev = devices.get(device_id)
+            if handler is None and type(ev) in self._decisions:
+                self._decisions[type(ev)](unit, ev, pos)
+                continue
             if dev is None:
                 # A device's first event, of any type: its rows start here.
                 ts = to_micros(ev.timestamp)
@@ -373,6 +383,20 @@ class IdentityProjection(RowProjection):
         if "email" in ev.traits:
             persons.claim_attribute_email(unit, person, pos)
         local.identified(dev, ev, ts)
+
+    # Person-level decisions (identity-model.md §4), in log order like every other event.
+
+    def _persons_merged(self, unit: IdentityUnit, ev: PersonsMerged, pos: int) -> None:
+        primary = unit.live_person(ev.primary)
+        secondary = unit.live_person(ev.secondary)
+        if primary is None or secondary is None or primary is secondary:
+            # The command checked both; a merge recorded since by another writer retired one.
+            return
+        persons.merge_explicit(unit, primary, secondary, ev.merge_id, ev.reason, pos,
+                               to_micros(ev.timestamp))
+
+    def _merge_undone(self, unit: IdentityUnit, ev: MergeUndone, pos: int) -> None:
+        return
 
     def _token_registered(
         self, unit: IdentityUnit, dev: DeviceRow, ev: DeviceTokenRegistered, pos: int, ts: int

@@ -126,3 +126,39 @@ def end_stint(person: PersonRow, device_id: str, pos: int) -> None:
         if stint.device_id == device_id and stint.end is None:
             stint.end = pos
             return
+
+
+def merge_explicit(
+    unit: IdentityUnit, primary: PersonRow, secondary: PersonRow, merge_id: str, reason: str,
+    pos: int, ts: int,
+) -> None:
+    """An explicit merge (a decision): ``secondary`` joins ``primary``. Its devices, anonymous
+    ids and merge records move, its identifiers resolve to the primary from now (they follow
+    ``retired_into``), and its attributes join, the primary's value winning on a key both hold
+    (not the later write: the caller chose which person is right)."""
+    attributes.merge_under(primary.attrs, secondary.attrs)
+    for anonymous_id in secondary.anonymous_ids:
+        primary.anonymous_ids.append(anonymous_id)
+        primary.anonymous_since.append(pos)
+        unit.put_identifier("anon", anonymous_id, primary.person_id, pos)
+    for device_id in secondary.devices:
+        moved = unit.device(device_id)
+        if moved is not None:
+            end_stint(secondary, device_id, pos)
+            moved.person_id = primary.person_id
+            primary.devices.append(device_id)
+            primary.stints.append(Stint(device_id, pos))
+            unit.put_device(moved)
+    primary.merges.extend(m for m in secondary.merges if m not in primary.merges)
+    secondary.devices = []
+    secondary.retired_into = primary.person_id
+    secondary.retired_at = pos
+    if ts > primary.updated_at:
+        primary.updated_at = ts
+    unit.put_merge(MergeRow(merge_id=merge_id, kind="explicit", source=secondary.person_id,
+                            target=primary.person_id, position=pos, reason=reason,
+                            timestamp=ts))
+    for person in (secondary, primary):
+        if merge_id not in person.merges:
+            person.merges.append(merge_id)
+        unit.put_person(person)
