@@ -204,6 +204,16 @@ class Workspace:
                                         merge_id=merge_id))
         return merge_id
 
+    def unmerge(self, merge_id: str, *, reason: str) -> None:
+        """Undo a merge exactly: an explicit one, or an anonymous person's merge on identify.
+        Both sides become what they would be had the merge never been recorded (later events
+        with the side their device or identifier came from). A replay of the identity
+        projection, and of the custom projections that read its rows, from position 0."""
+        if self._bus.handle(c.Unmerge(merge_id=merge_id, reason=reason)) is None:
+            return
+        projector = self._services.projector
+        projector.rebuild(["identity", *projector.custom.projections])
+
     # Bulk.
 
     def ingest(

@@ -26,10 +26,11 @@ from idstitch.domain.commands import (
     RemoveDeviceToken,
     SetDeviceAttributes,
     SetProfileAttributes,
+    Unmerge,
 )
 from idstitch.domain.device import Device
 from idstitch.domain.errors import InvalidCommand, UnknownPerson
-from idstitch.domain.events import DECISIONS_STREAM, PersonsMerged
+from idstitch.domain.events import DECISIONS_STREAM, MergeUndone, PersonsMerged
 from idstitch.service.uow import UnitOfWork
 
 Common = tuple[str | None, datetime, datetime]
@@ -207,6 +208,29 @@ def merge_persons(cmd: MergePersons, uow: UnitOfWork) -> None:
                              timestamp=now, recorded_at=now))
 
 
+UNDOABLE = frozenset({"explicit", "merged"})
+"""The kinds of merge record an unmerge undoes: explicit merges and anonymous merges."""
+
+
+def unmerge(cmd: Unmerge, uow: UnitOfWork) -> None:
+    """Undo a merge (identity-model.md §4): an explicit one, or an anonymous person's merge on
+    identify; not a conversion or a switch (nothing was merged), not one undone already."""
+    merge_id = rules.check_id("merge_id", cmd.merge_id)
+    reason = rules.check_text("reason", cmd.reason)
+    uow.settle()
+    row = uow.reads.merge_row(merge_id)
+    if row is None:
+        raise InvalidCommand("merge_id", f"no merge {merge_id!r}")
+    if row.kind == "unmerged":
+        raise InvalidCommand("merge_id", f"merge {merge_id!r} was undone already")
+    if row.kind not in UNDOABLE:
+        raise InvalidCommand("merge_id", f"{merge_id!r} is a {row.kind} record, not a merge: "
+                                         "nothing was merged to undo")
+    now = uow.now
+    uow.decide(MergeUndone(device_id=DECISIONS_STREAM, merge_id=merge_id, reason=reason,
+                           timestamp=now, recorded_at=now))
+
+
 HANDLERS: dict[type[Any], Callable[[Any, UnitOfWork], None]] = {
     Activate: activate,
     Identify: identify,
@@ -219,5 +243,6 @@ HANDLERS: dict[type[Any], Callable[[Any, UnitOfWork], None]] = {
     ClearIdentify: clear_identify,
     Logout: logout,
     MergePersons: merge_persons,
+    Unmerge: unmerge,
 }
 """The one map from command type to handler."""

@@ -35,7 +35,8 @@ from idstitch.domain.events import (
 )
 from idstitch.domain.rules import classify, normalize_email
 from idstitch.projections.base import RowProjection
-from idstitch.projections.identity import local, persons
+from idstitch.projections.identity import decisions, local, persons
+from idstitch.projections.identity.decisions import UndoneMerges
 from idstitch.projections.identity.graph import IdentityUnit, identifier_key
 from idstitch.projections.identity.persons import IdScheme
 from idstitch.projections.identity.rows import (
@@ -49,7 +50,7 @@ from idstitch.projections.identity.rows import (
     Refusal,
     Stint,
 )
-from idstitch.projections.store import LoggedEvent, to_micros
+from idstitch.projections.store import EventLog, LoggedEvent, to_micros
 
 Policy = Literal["merge", "switch"]
 POLICIES: tuple[Policy, ...] = ("merge", "switch")
@@ -108,6 +109,11 @@ class IdentityProjection(RowProjection):
             MergeUndone: self._merge_undone,
         }
         assert self._handlers.keys() | self._decisions.keys() == self.event_types
+        self._undone: UndoneMerges | None = None
+
+    def attach(self, log: EventLog) -> None:
+        """The log's decisions stream tells which merges were undone (they are never made)."""
+        self._undone = UndoneMerges(log)
 
     @property
     def meta(self) -> str:
@@ -150,6 +156,8 @@ class IdentityProjection(RowProjection):
         handlers = self._handlers
         devices = unit.devices
         dirty = unit.dirty_devices
+        if self._undone is not None:
+            self._undone.stale = True
         for pos, ev in events:
             handler = handlers.get(type(ev))
             device_id = ev.device_id
@@ -360,7 +368,9 @@ class IdentityProjection(RowProjection):
             persons.record(unit, "converted", dev.anonymous_id, current, current, dev, pos, ts,
                            self.ids)
             person = current
-        elif not current.identified and target is not None and self.policy == "merge":
+        elif (not current.identified and target is not None and self.policy == "merge"
+              and not decisions.undone_automatic(unit, target, current, dev, pos, ts,
+                                                 self.ids, self._undone)):
             persons.merge_anonymous(unit, target, current, dev, pos, ts, self.ids)
             person = target
         else:
@@ -387,15 +397,12 @@ class IdentityProjection(RowProjection):
     # Person-level decisions (identity-model.md §4), in log order like every other event.
 
     def _persons_merged(self, unit: IdentityUnit, ev: PersonsMerged, pos: int) -> None:
-        primary = unit.live_person(ev.primary)
-        secondary = unit.live_person(ev.secondary)
-        if primary is None or secondary is None or primary is secondary:
-            # The command checked both; a merge recorded since by another writer retired one.
-            return
-        persons.merge_explicit(unit, primary, secondary, ev.merge_id, ev.reason, pos,
-                               to_micros(ev.timestamp))
+        decisions.persons_merged(unit, ev, pos, self._undone)
 
     def _merge_undone(self, unit: IdentityUnit, ev: MergeUndone, pos: int) -> None:
+        # Nothing to fold here: a merge undone is skipped where it was recorded (see
+        # decisions.UndoneMerges). Rows that applied it before the undo was recorded are
+        # replayed by the unmerge (Workspace.unmerge), or by any rebuild.
         return
 
     def _token_registered(

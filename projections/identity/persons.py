@@ -162,3 +162,25 @@ def merge_explicit(
         if merge_id not in person.merges:
             person.merges.append(merge_id)
         unit.put_person(person)
+
+
+def merge_id_of(kind: str, dev: DeviceRow, pos: int, ids: IdScheme) -> str:
+    """The id :func:`record` gives the record of kind ``kind`` the device's event at ``pos``
+    causes (known before it is recorded: an undone automatic merge is not made)."""
+    cause = f"{dev.device_id}#{dev.seq}" if ids == "event" else str(pos)
+    return uuid5_text(_MERGE_NS, f"{cause}:{kind}")
+
+
+def record_unmerged(
+    unit: IdentityUnit, merge_id: str, source: PersonRow, target: PersonRow,
+    undo: tuple[int, str], device_id: str | None, ts: int,
+) -> None:
+    """The record of a merge that was undone (and so never applied), on both persons: kind
+    ``unmerged``, at the position of the undo, with its reason."""
+    unit.put_merge(MergeRow(merge_id=merge_id, kind="unmerged", source=source.person_id,
+                            target=target.person_id, position=undo[0], device_id=device_id,
+                            reason=undo[1], timestamp=ts))
+    for person in (source, target):
+        if merge_id not in person.merges:
+            person.merges.append(merge_id)
+        unit.put_person(person)

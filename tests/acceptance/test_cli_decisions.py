@@ -69,3 +69,18 @@ def test_merge_never_creates_a_store(tmp_path: Path, capsys: pytest.CaptureFixtu
                          "--reason", "r")
     assert status == 2 and err
     assert not (tmp_path / "none.db").exists()
+
+
+def test_unmerge_undoes_a_merge(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    _, out, _ = run(capsys, "--db", url, "merge", "ann", "ann@example.com", "--reason", "dup")
+    merge_id = out.strip()
+    status, out, err = run(capsys, "--db", url, "unmerge", merge_id, "--reason", "wrong")
+    assert status == 0 and out == "" and "undone" in err
+    with idstitch.open(url) as ws:
+        ann, other = ws.profile("ann"), ws.profile("ann@example.com")
+        assert ann is not None and other is not None and ann.person_id != other.person_id
+        assert other.attributes == {"plan": "free", "age": 40}
+    status, out, _ = run(capsys, "--db", url, "merges", "ann")
+    assert status == 0 and "unmerged" in out
+    status, out, err = run(capsys, "--db", url, "unmerge", merge_id, "--reason", "again")
+    assert status == 2 and "undone already" in err and "Traceback" not in err

@@ -96,3 +96,54 @@ def test_the_decisions_stream_is_no_device(ws: Workspace) -> None:
     report = ws.ingest([{"type": "identify", "userId": "ann",
                          "anonymousId": "workspace:decisions"}])
     assert report.accepted == 0 and len(report.rejected) == 1
+
+
+def test_unmerge_restores_both_sides_and_later_traffic_goes_to_its_own_side(
+        ws: Workspace) -> None:
+    two_people(ws)
+    alone = {k: ws.profile(k) for k in ("ann", "ann@example.com")}
+    merge_id = ws.merge_persons("ann", "ann@example.com", reason="dup")
+    ws.set_profile_attributes("laptop", {"age": 41}, timestamp=at(10))
+    ws.set_profile_attributes("phone", {"city": "Bergen"}, timestamp=at(11))
+    ws.unmerge(merge_id, reason="two people after all")
+
+    ann, other = ws.profile("ann"), ws.profile("ann@example.com")
+    assert ann is not None and other is not None and alone["ann"] is not None
+    assert ann.person_id == alone["ann"].person_id != other.person_id
+    assert ann.attributes == {"plan": "pro", "city": "Bergen"}
+    assert other.attributes == {"plan": "free", "age": 41}
+    assert [d.device_id for d in ann.devices] == ["phone"]
+    assert [d.device_id for d in other.devices] == ["laptop"]
+    for side in ("ann", "ann@example.com"):
+        [record] = [m for m in ws.merges(side) if m.merge_id == merge_id]
+        assert (record.kind, record.reason) == ("unmerged", "two people after all")
+
+
+@pytest.mark.parametrize("which", ["unknown", "converted", "undone"])
+def test_unmerge_refuses_what_is_no_standing_merge(ws: Workspace, which: str) -> None:
+    two_people(ws)
+    merge_id = ws.merge_persons("ann", "ann@example.com", reason="dup")
+    ws.unmerge(merge_id, reason="wrong")
+    ids = {"unknown": "no-such-merge-id",
+           "converted": next(m.merge_id for m in ws.merges("ann") if m.kind == "converted"),
+           "undone": merge_id}
+    before = ws.dump()
+    with pytest.raises(InvalidCommand, match="merge_id"):
+        ws.unmerge(ids[which], reason="again")
+    with pytest.raises(InvalidCommand, match="reason"):
+        ws.unmerge(merge_id, reason="")
+    assert ws.dump() == before
+
+
+def test_an_undone_merge_stays_undone_for_another_process(
+        make_durable_ws: WorkspaceFactory, tmp_path: object) -> None:
+    ws = make_durable_ws()
+    two_people(ws)
+    merge_id = ws.merge_persons("ann", "ann@example.com", reason="dup")
+    other = make_durable_ws(ws.url)
+    ws.unmerge(merge_id, reason="wrong")
+    a, b = other.profile("ann"), other.profile("ann@example.com")
+    assert a is not None and b is not None and a.person_id != b.person_id
+    other.rebuild()
+    a, b = ws.profile("ann"), ws.profile("ann@example.com")
+    assert a is not None and b is not None and a.person_id != b.person_id
