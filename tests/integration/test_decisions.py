@@ -147,3 +147,30 @@ def test_an_undone_merge_stays_undone_for_another_process(
     other.rebuild()
     a, b = ws.profile("ann"), ws.profile("ann@example.com")
     assert a is not None and b is not None and a.person_id != b.person_id
+
+
+def test_history_as_of_and_explain_follow_an_explicit_merge(ws: Workspace) -> None:
+    two_people(ws)
+    secondary = ws.profile("ann@example.com")
+    assert secondary is not None
+    merge_id = ws.merge_persons("ann", "ann@example.com", reason="dup")
+    [record] = [m for m in ws.merges("ann") if m.merge_id == merge_id]
+    ws.set_profile_attributes("laptop", {"age": 41}, timestamp=at(10))
+
+    history = ws.history("ann")
+    assert [c.device_id for c in history] == ["phone", "laptop", "laptop", "workspace:decisions",
+                                              "laptop"]
+    decision = history[3]
+    assert (decision.event, decision.position) == ("PersonsMerged", record.position)
+    assert decision.data["reason"] == "dup"
+    assert [(k, new) for k, _, new in decision.changes] == [("age", 40)]  # plan: primary's
+    before = ws.profile_as_of("ann", record.position - 1)
+    merged = ws.profile_as_of("ann", record.position)
+    assert before is not None and merged is not None
+    assert before.attributes == {"plan": "pro", "city": "Oslo"}
+    assert merged.attributes == {"plan": "pro", "city": "Oslo", "age": 40}
+    then = ws.profile_as_of("ann@example.com", record.position - 1)
+    assert then is not None and then.person_id == secondary.person_id
+    explained = ws.explain("ann", "age")
+    assert explained is not None and explained.value == 41
+    assert [c.position for c in explained.overridden] == [history[1].position]
