@@ -122,10 +122,16 @@ class DeviceWriter:
         The first attempt uses cached devices. A decision that records nothing (a duplicate,
         dropped attributes) or refuses (logout of an anonymous device) is only trusted when the
         device is current: another process may have changed it, and only an append would
-        otherwise notice. A refused append reloads the devices and decides again.
+        otherwise notice. A refused append reloads the devices and decides again, holding the
+        store's append lock as a contended batch does (issue 16 item 12): what it read then
+        stays true until its events commit, so a caller never sees ConcurrencyConflict because
+        other writers kept winning.
         """
         with self.lock:
+            self._conflicted = False
             for attempt in range(self.retries):
+                if attempt > 0 and self._conflicted:
+                    return self._run_exclusive(steps)
                 devices: dict[str, Device] = {}
                 events: list[Recorded] = []
                 try:
@@ -144,14 +150,35 @@ class DeviceWriter:
                         continue
                     raise
                 except WriteConflict:
+                    self._conflicted = True
                     continue
-                for device in devices.values():
-                    self._keep(device)
-                if not positions:
-                    return None
-                return [LoggedEvent(p, r.event) for p, r in zip(positions, events, strict=True)]
+                return self._landed(devices, events, positions)
         raise ConcurrencyConflict(f"device {steps[0].device_id!r}: other writers kept winning "
                                   f"({self.retries} attempts)")
+
+    _conflicted = False
+    """Whether the last attempt of :meth:`run` had its append refused."""
+
+    def _run_exclusive(self, steps: list[Step]) -> list[LoggedEvent] | None:
+        """Run the steps on devices loaded under the store's append lock, and append."""
+        self._conflicted = False
+        with self.log.exclusive() as write:
+            devices = self.log.load_many({s.device_id for s in steps})
+            events: list[Recorded] = []
+            for step in steps:
+                device = devices[step.device_id]
+                step.run(device, *step.args)
+                events.extend(device.collect_events())
+            positions = write(events) if events else []
+        return self._landed(devices, events, positions)
+
+    def _landed(self, devices: dict[str, Device], events: list[Recorded],
+                positions: list[int]) -> list[LoggedEvent] | None:
+        for device in devices.values():
+            self._keep(device)
+        if not positions:
+            return None
+        return [LoggedEvent(p, r.event) for p, r in zip(positions, events, strict=True)]
 
     def write_batch(
         self, batch: list[tuple[int, list[Step]]], *, keep: bool
