@@ -10,6 +10,7 @@ from idstitch.domain.errors import (
     StoreError,
     Suppressed,
     UnknownPerson,
+    WriteLanded,
 )
 from idstitch.service.ingest import IngestInterrupted
 
@@ -24,4 +25,5 @@ __all__ = [
     "StoreError",
     "Suppressed",
     "UnknownPerson",
+    "WriteLanded",
 ]
