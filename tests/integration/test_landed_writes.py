@@ -5,7 +5,7 @@ WriteLanded naming the position where the write landed. On memory, SQLite and Po
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from idstitch.domain.events import Identified
@@ -26,7 +26,7 @@ class Exploding(RowProjection):
     """A projection whose fold fails on an identify of ``boom`` (a disk that fills up, say)."""
 
     name = "exploding"
-    row_types = {"xx": str}
+    row_types: ClassVar[dict[str, type[Any]]] = {"xx": str}
     event_types = frozenset({Identified})
 
     def apply_all(self, unit: Any, events: Sequence[LoggedEvent]) -> None:
