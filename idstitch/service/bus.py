@@ -14,7 +14,7 @@ from idstitch.service.handlers import HANDLERS
 from idstitch.service.projecting import Projector
 from idstitch.service.queries import Queries
 from idstitch.service.settings import Settings
-from idstitch.service.uow import DeviceWriter, Moment, UnitOfWork
+from idstitch.service.uow import DeviceWriter, Moment, Persons, UnitOfWork
 
 
 class MessageBus:
@@ -31,7 +31,8 @@ class MessageBus:
     def handle(self, command: Command) -> int | None:
         """Validate and run one command; the position of its last event, or None when it
         recorded nothing (a duplicate message id, collected attributes turned off)."""
-        uow = UnitOfWork(Moment(self.settings.clock(), False), self.queries.settle, self.queries)
+        uow = UnitOfWork(Moment(self.settings.clock(), False),
+                         Persons(self.queries.settle, self.queries))
         HANDLERS[type(command)](command, uow)
         with self.writer.lock:
             if self.settings.auto_catch_up:

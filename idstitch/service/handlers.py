@@ -64,8 +64,7 @@ def _check_person_ref(uow: UnitOfWork, field: str, user_id: str) -> None:
         return
     person_id = user_id[len(rules.PERSON_PREFIX):]
     # Earlier messages (of this batch, too) may have created or retired that person.
-    uow.settle()
-    row = uow.reads.person_row(person_id)
+    row = uow.persons.row(person_id)
     if row is None:
         raise UnknownPerson(field, person_id)
     if row.retired_into is not None:
@@ -182,7 +181,7 @@ def logout(cmd: Logout, uow: UnitOfWork) -> None:
 
 def _identified_person(uow: UnitOfWork, field: str, identifier: str) -> str:
     """The person id of the identified person an identifier finds now (UnknownPerson if none)."""
-    profile = uow.reads.profile(identifier)
+    profile = uow.persons.profile(identifier)
     if profile is None:
         raise UnknownPerson(field, identifier)
     if not profile.identified:
@@ -196,7 +195,6 @@ def merge_persons(cmd: MergePersons, uow: UnitOfWork) -> None:
     primary = rules.check_id("primary", cmd.primary)
     secondary = rules.check_id("secondary", cmd.secondary)
     reason = rules.check_text("reason", cmd.reason)
-    uow.settle()
     primary_id = _identified_person(uow, "primary", primary)
     secondary_id = _identified_person(uow, "secondary", secondary)
     if primary_id == secondary_id:
@@ -217,8 +215,7 @@ def unmerge(cmd: Unmerge, uow: UnitOfWork) -> None:
     identify; not a conversion or a switch (nothing was merged), not one undone already."""
     merge_id = rules.check_id("merge_id", cmd.merge_id)
     reason = rules.check_text("reason", cmd.reason)
-    uow.settle()
-    row = uow.reads.merge_row(merge_id)
+    row = uow.persons.merge(merge_id)
     if row is None:
         raise InvalidCommand("merge_id", f"no merge {merge_id!r}")
     if row.kind == "unmerged":

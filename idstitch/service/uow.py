@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from itertools import pairwise
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import msgspec
 
@@ -25,7 +25,9 @@ from idstitch.domain.device import Device, Recorded
 from idstitch.domain.errors import ConcurrencyConflict, InvalidCommand, NotIdentified
 from idstitch.domain.events import DECISIONS_STREAM, DeviceEvent
 from idstitch.domain.ports import DeviceRepository, WriteConflict
+from idstitch.projections.identity.rows import MergeRow, PersonRow
 from idstitch.projections.store import LoggedEvent
+from idstitch.projections.views import Profile
 
 DEVICE_CACHE_SIZE = 10_000
 RETRIES = 5
@@ -57,18 +59,55 @@ class Moment(NamedTuple):
     """Its JSON values were just decoded from text and nobody else holds them: no copy needed."""
 
 
+class PersonReads(Protocol):
+    """The read models' answers a handler may need about persons (the queries give them)."""
+
+    def person_row(self, person_id: str) -> PersonRow | None:
+        """A person row by its id (not following merges)."""
+        ...
+
+    def profile(self, identifier: str) -> Profile | None:
+        """The person an identifier finds now."""
+        ...
+
+    def merge_row(self, merge_id: str) -> MergeRow | None:
+        """A conversion, merge or switch record by its id."""
+        ...
+
+
+class Persons:
+    """The port through which a handler reads about persons (a ``cio_`` id, a merge's two
+    sides, a merge to undo): every answer is as the log stands after everything recorded
+    before the message (for a batch, the messages staged so far are committed and projected
+    first: ``settle``)."""
+
+    def __init__(self, settle: Callable[[], None], reads: PersonReads) -> None:
+        self._settle = settle
+        self._reads = reads
+
+    def row(self, person_id: str) -> PersonRow | None:
+        """A person row by its id (not following merges)."""
+        self._settle()
+        return self._reads.person_row(person_id)
+
+    def profile(self, identifier: str) -> Profile | None:
+        """The person an identifier finds."""
+        self._settle()
+        return self._reads.profile(identifier)
+
+    def merge(self, merge_id: str) -> MergeRow | None:
+        """A conversion, merge or switch record by its id."""
+        self._settle()
+        return self._reads.merge_row(merge_id)
+
+
 class UnitOfWork:
-    """One message (a public call) or one batch of them (ingest): handlers stage steps here.
+    """One message (a public call) or one batch of them (ingest): handlers stage steps here,
+    and read about persons through :attr:`persons`."""
 
-    ``settle`` brings the read models up to everything recorded before (for a batch, it first
-    commits the messages staged so far): handlers that consult the read models call it.
-    ``reads`` is whatever the service gives handlers to read (the queries).
-    """
-
-    def __init__(self, moment: Moment, settle: Callable[[], None], reads: Any) -> None:
+    def __init__(self, moment: Moment, persons: Persons) -> None:
         self.now, self.owned = moment
-        self.settle = settle
-        self.reads = reads
+        self.persons = persons
         self.steps: list[Step] = []
         """The steps of the message being prepared."""
 
