@@ -138,6 +138,22 @@ def merge(into: Attrs, other: Attrs) -> None:
             _prune(into, key, stamp)
 
 
+def merge_under(into: Attrs, other: Attrs) -> None:
+    """Fold ``other``'s keys into ``into`` where ``into`` holds no value (an explicit merge:
+    the primary ``into`` wins on every key both hold, whatever the timestamps)."""
+    for key in [*other.stamps, *other.once]:
+        if value_of(into, key)[0] or not value_of(other, key)[0]:
+            continue
+        into.once.pop(key, None)
+        if key in other.stamps:
+            into.stamps[key] = stamp = other.stamps[key]
+            if key in other.values:
+                into.values[key] = other.values[key]
+            into.top = max(into.top, stamp)
+        if key in other.once:
+            into.once[key] = list(other.once[key])
+
+
 def _prune(attrs: Attrs, key: str, stamp: Stamp) -> None:
     # set_once writes at or before a plain write no longer matter: that write decides the key.
     kept = [w for w in attrs.once[key] if (w[0], w[1]) > stamp]

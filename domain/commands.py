@@ -113,6 +113,23 @@ class Logout(DeviceCommand, frozen=True, kw_only=True):
     """Adapty's logout: as ClearIdentify, but an anonymous device is an error."""
 
 
+class MergePersons(msgspec.Struct, frozen=True, kw_only=True):
+    """Merge two identified persons explicitly; the primary's values win on conflict."""
+
+    primary: str
+    secondary: str
+    reason: str
+    merge_id: str
+    """Chosen by the caller (the workspace mints one), so the call can return it."""
+
+
+class Unmerge(msgspec.Struct, frozen=True, kw_only=True):
+    """Undo a merge: both sides as if it had never been recorded."""
+
+    merge_id: str
+    reason: str
+
+
 Command = (
     Activate
     | Identify
@@ -124,5 +141,7 @@ Command = (
     | RecordPushStatus
     | ClearIdentify
     | Logout
+    | MergePersons
+    | Unmerge
 )
 """Every command the service layer has a handler for."""

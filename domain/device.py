@@ -365,6 +365,14 @@ class Device:
         """Adapty's logout: as :meth:`clear_identify`, but an anonymous device is an error."""
         return self.clear_identify(message_id, timestamp, recorded_at, require_identified=True)
 
+    def decide(self, event: DeviceEvent) -> bool:
+        """Record a person-level decision (the workspace's decisions stream only: its events,
+        checked by their handler, change nothing device-local)."""
+        if event.message_id in self._seen:
+            return False
+        self._record(event)
+        return True
+
 
 __all__ = [
     "DEVICE_NAMESPACE", "PERSON_NAMESPACE", "RECENT_MESSAGE_IDS", "RECENT_SESSIONS",

@@ -78,6 +78,19 @@ class CorruptRow(StoreError):
         super().__init__(f"a stored {row_type} row cannot be read: {reason}")
 
 
+class WriteLanded(IdstitchError):
+    """A command's events were recorded, at ``position`` (its last event), but bringing the
+    projections up to them failed afterwards (``__cause__`` says why: a store error, rows
+    rebuilt under another policy meanwhile). The write stands: do not repeat the command
+    (without a message id it would be recorded twice); the next query or ``catch_up()``
+    projects it."""
+
+    def __init__(self, position: int, cause: BaseException) -> None:
+        self.position = position
+        super().__init__(f"the write landed at log position {position}, but the projections "
+                         f"could not follow it: {cause}")
+
+
 class PolicyMismatch(IdstitchError):
     """The projection rows were built under another ``anonymous_merge`` policy."""
 

@@ -118,6 +118,31 @@ class IdentityCleared(DeviceEvent, frozen=True, kw_only=True, tag="IdentityClear
     the clear (the SDK was reset: Customer.io's clearIdentify, Segment's reset)."""
 
 
+class PersonsMerged(DeviceEvent, frozen=True, kw_only=True, tag="PersonsMerged"):
+    """An explicit merge of two identified persons (a decision, on the workspace's decisions
+    stream: ``device_id`` is :data:`DECISIONS_STREAM`). ``primary`` and ``secondary`` are person
+    ids as they were when the merge was decided; the primary's values win."""
+
+    merge_id: str
+    primary: str
+    secondary: str
+    reason: str
+
+
+class MergeUndone(DeviceEvent, frozen=True, kw_only=True, tag="MergeUndone"):
+    """A merge undone (a decision, on the workspace's decisions stream)."""
+
+    merge_id: str
+    reason: str
+
+
+DECISIONS_STREAM = "workspace:decisions"
+"""The stream of the workspace's person-level decisions, beside the devices in the same log (no
+device command may name it: the handlers refuse it as a device id)."""
+
+DECISION_TYPES: tuple[type[DeviceEvent], ...] = (PersonsMerged, MergeUndone)
+"""The events of the decisions stream."""
+
 AnyDeviceEvent = (
     DeviceActivated
     | Identified
@@ -128,6 +153,8 @@ AnyDeviceEvent = (
     | DeviceTokenRemoved
     | PushStatusRecorded
     | IdentityCleared
+    | PersonsMerged
+    | MergeUndone
 )
 """The tagged union one reused decoder reads every stored device event with."""
 
@@ -141,6 +168,8 @@ EVENT_TYPES: tuple[type[DeviceEvent], ...] = (
     DeviceTokenRemoved,
     PushStatusRecorded,
     IdentityCleared,
+    PersonsMerged,
+    MergeUndone,
 )
 
 PERSONAL: dict[type[DeviceEvent], dict[str, Any]] = {

@@ -201,8 +201,11 @@ def _check_name(field: str, key: str, text_ok: bool) -> None:
     if not text_ok:
         _check_string(f"{field}.{key[:40]!a}", key)
     # The common case (a short name) checks nothing more.
-    if len(key) > _SHORT_NAME and _utf8_len(f"{field}.{key[:40]}", key) > MAX_ID_BYTES:
-        raise InvalidCommand(f"{field}.{key[:40]}", f"name is longer than {MAX_ID_BYTES} bytes")
+    if len(key) > _SHORT_NAME:
+        # The name's characters, whatever a str subclass's __str__ says.
+        where = f"{field}.{str.__getitem__(key, slice(0, 40))}"
+        if _utf8_len(where, key) > MAX_ID_BYTES:
+            raise InvalidCommand(where, f"name is longer than {MAX_ID_BYTES} bytes")
 
 
 def _check_json(field: str, value: object, depth: int, text_ok: bool = False) -> None:
@@ -231,7 +234,9 @@ def _check_json(field: str, value: object, depth: int, text_ok: bool = False) ->
             if not isinstance(key, str):
                 raise InvalidCommand(field, f"has a non-string key {_brief(key)}")
             _check_name(field, key, text_ok)
-            _check_json(f"{field}.{key}", item, depth + 1, text_ok)
+            # A str subclass key is named by its characters, not by what its __str__ says.
+            _check_json(f"{field}.{key if type(key) is str else str.__str__(key)}", item,
+                        depth + 1, text_ok)
         return
     if isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
@@ -307,14 +312,16 @@ def check_attributes(
                       or (kind is int and MIN_INT <= value <= MAX_INT)):
             continue  # the common values, settled here without a call
         if not small or not _valid_json(value, 1):
-            _check_json(f"{field}.{key}", value, 1, clean)
+            where = f"{field}.{key if type(key) is str else str.__str__(key)}"
+            _check_json(where, value, 1, clean)
         # (The walk accepted the value: if the whole object did not encode, a str subclass or
         # a Mapping in it may be why, and its plain form is what would be recorded.)
-        if not small and len(_json(f"{field}.{key}", value if encoded is not None
-                                   else plain_json(value))) > MAX_VALUE_BYTES:
-            raise InvalidCommand(
-                f"{field}.{key}", f"value is over {MAX_VALUE_BYTES} bytes when serialized"
-            )
+        if not small:
+            where = f"{field}.{key if type(key) is str else str.__str__(key)}"
+            if len(_json(where, value if encoded is not None
+                         else plain_json(value))) > MAX_VALUE_BYTES:
+                raise InvalidCommand(where, f"value is over {MAX_VALUE_BYTES} bytes when "
+                                            "serialized")
     if owned and type(attributes) is dict:
         return attributes
     if encoded is None:

@@ -154,6 +154,7 @@ def build(
                                  "open (a SQLite file or PostgreSQL), not memory:")
         registry = (builtin_projections(stores.rows, anonymous_merge) if projections is None
                     else Registry(projections))
+        registry.attach(stores.log)
         # One lock: a workspace runs its commands and catch-ups one at a time.
         lock = threading.RLock()
         runner = custom_runner(stores, registry)

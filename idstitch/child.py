@@ -64,6 +64,7 @@ def serve(requests: IO[str], replies: IO[str]) -> None:
     try:
         decoded = msgspec.json.decode(specs, type=list[ProjectionSpec])
         registry = Registry.from_specs(decoded)
+        registry.attach(stores.log)
     except Exception as e:  # an unimportable projection: the parent projects itself
         stores.close()
         reply(f"error cannot build the projections: {e}")

@@ -1,6 +1,6 @@
 """The scripted walk through the seed scenarios behind ``idstitch demo``.
 
-Two stories, taken from the SDK docs the identity model was drawn from:
+Three stories, the first two taken from the SDK docs the identity model was drawn from:
 
 - Customer.io ("Identify people"): collected and custom device attributes, an anonymous
   attribute carried over by identify, ``setProfileAttributes`` keeping earlier keys, a push
@@ -9,6 +9,8 @@ Two stories, taken from the SDK docs the identity model was drawn from:
 - Adapty ("Identify users"): ``activate`` without a customer user id, ``identify`` of a new
   customer user id (conversion), a second device identifying the same user (merged or
   switched by the workspace's ``anonymous_merge`` policy), ``logout`` and logging in again.
+- Support: a merge by mistake (``merge_persons`` of two customers), undone (``unmerge``): both
+  are again what they were, each with its own devices and attributes.
 
 Every call carries an explicit client timestamp, starting 2026-01-01T09:00Z and advancing a few
 seconds per step, so two runs on fresh stores record the same events and print the same story.
@@ -43,16 +45,32 @@ def _args(value: dict[str, Any]) -> str:
     return to_json(value)
 
 
+class StoryClock:
+    """The story's time as a workspace clock: open the demo's workspace with one and pass it to
+    :func:`run_demo`, and what is recorded without a client time (the decisions of the third
+    story) is stamped with the story's time too, so reruns print the same."""
+
+    def __init__(self) -> None:
+        self.now = START
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
 class _Story:
     """Runs calls on one workspace with a stepping client clock and narrates each of them."""
 
-    def __init__(self, ws: Workspace, say: Callable[[str], None]) -> None:
+    def __init__(self, ws: Workspace, say: Callable[[str], None],
+                 clock: StoryClock | None) -> None:
         self.ws = ws
         self.say = say
         self.now = START - STEP
+        self.clock = clock
 
     def tick(self) -> datetime:
         self.now += STEP
+        if self.clock is not None:
+            self.clock.now = self.now
         return self.now
 
     def step(self, device_id: str, call: str, outcome: str) -> None:
@@ -198,7 +216,30 @@ def _adapty(s: _Story) -> list[str]:
     return ["lee-100", tablet_anonymous, after_logout]
 
 
-def run_demo(ws: Workspace, say: Callable[[str], None]) -> list[str]:
+SUPPORT = "support"
+"""Who makes the person-level decisions of the third story (shown where a device would be)."""
+
+
+def _support(s: _Story) -> list[str]:
+    ws = s.ws
+    s.say(HEADING + "Support: a merge by mistake, undone")
+
+    s.tick()
+    merge_id = ws.merge_persons("sam-7", "lee-100", reason="ticket 311: looked like one customer")
+    merged = ws.profile("lee-100")
+    devices = 0 if merged is None else len(merged.devices)
+    s.step(SUPPORT, "merge_persons(sam-7, lee-100, reason=ticket 311)",
+           f"explicit: lee-100 joins sam-7 ({devices} devices; sam-7's values win)")
+
+    s.tick()
+    ws.unmerge(merge_id, reason="ticket 312: two customers after all")
+    s.step(SUPPORT, "unmerge(reason=ticket 312)",
+           "unmerged: sam-7 and lee-100 apart again, as if never merged")
+    return []
+
+
+def run_demo(ws: Workspace, say: Callable[[str], None],
+             clock: StoryClock | None = None) -> list[str]:
     """Play the Customer.io and Adapty stories on ``ws``, narrating each call through ``say``.
 
     A line that starts with :data:`HEADING` introduces a story; every other line is one call
@@ -207,10 +248,12 @@ def run_demo(ws: Workspace, say: Callable[[str], None]) -> list[str]:
 
     Returns the identifiers whose profiles tell the result, in story order; several may find
     the same person (an anonymous id merged into a user), so a caller showing them should skip
-    persons it has already shown.
+    persons it has already shown. ``clock``: the one the workspace was opened with, if a
+    :class:`StoryClock` (see there).
     """
-    story = _Story(ws, say)
-    return _customer_io(story) + _adapty(story)
+    story = _Story(ws, say, clock)
+    return _customer_io(story) + _adapty(story) + _support(story)
 
 
-__all__ = ["DANA_PHONE", "HEADING", "INDENT", "LEE_PHONE", "LEE_TABLET", "START", "run_demo"]
+__all__ = ["DANA_PHONE", "HEADING", "INDENT", "LEE_PHONE", "LEE_TABLET", "START", "SUPPORT",
+           "StoryClock", "run_demo"]

@@ -13,6 +13,7 @@ from idstitch.domain.errors import (
     StoreError,
     Suppressed,
     UnknownPerson,
+    WriteLanded,
 )
 from idstitch.service.ingest import IngestInterrupted
 
@@ -30,4 +31,5 @@ __all__ = [
     "StoreError",
     "Suppressed",
     "UnknownPerson",
+    "WriteLanded",
 ]

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal
+from uuid import uuid4
 
 from idstitch import bootstrap
 from idstitch.domain import commands as c
@@ -192,6 +193,28 @@ class Workspace:
         """Adapty's logout: as clear_identify, but an anonymous device raises NotIdentified."""
         return self._bus.handle(c.Logout(
             device_id=device_id, message_id=message_id, timestamp=timestamp))
+
+    # Person-level decisions (identity-model.md §4): events on the workspace's decisions
+    # stream, in the same log as the devices' events.
+
+    def merge_persons(self, primary: str, secondary: str, *, reason: str) -> str:
+        """Merge two identified persons (any identifier of each): the secondary's identifiers,
+        devices, anonymous ids and attributes join the primary, whose values win on a key both
+        hold. The merge's id (for :meth:`unmerge`)."""
+        merge_id = str(uuid4())
+        self._bus.handle(c.MergePersons(primary=primary, secondary=secondary, reason=reason,
+                                        merge_id=merge_id))
+        return merge_id
+
+    def unmerge(self, merge_id: str, *, reason: str) -> None:
+        """Undo a merge exactly: an explicit one, or an anonymous person's merge on identify.
+        Both sides become what they would be had the merge never been recorded (later events
+        with the side their device or identifier came from). A replay of the identity
+        projection, and of the custom projections that read its rows, from position 0."""
+        if self._bus.handle(c.Unmerge(merge_id=merge_id, reason=reason)) is None:
+            return
+        projector = self._services.projector
+        projector.rebuild(["identity", *projector.custom.projections])
 
     # Bulk.
 

@@ -19,14 +19,24 @@ from typing import Any, NamedTuple
 import msgspec
 from idstitch.domain import attributes
 from idstitch.domain.attributes import Attrs
-from idstitch.domain.events import EVENT_TYPES, DeviceEvent, Identified, ProfileAttributesChanged
+from idstitch.domain.events import (
+    DECISIONS_STREAM,
+    EVENT_TYPES,
+    DeviceEvent,
+    Identified,
+    PersonsMerged,
+    ProfileAttributesChanged,
+)
 from idstitch.projections.identity import local
 from idstitch.projections.identity.rows import MergeRow, PersonRow, Refusal
 from idstitch.projections.store import LoggedEvent, Span, to_micros
 from idstitch.projections.views import Merge, Reader, merge_view
 
-ABSORBING = frozenset({"merged"})
+ABSORBING = frozenset({"merged", "explicit"})
 """Merge kinds after which the source's past belongs to the target's history."""
+_MERGE_RULES = {"merged": attributes.merge, "explicit": attributes.merge_under}
+"""How each absorbing merge joins the source's attributes: on the client clock (an anonymous
+merge), or the target's values first (an explicit merge: the primary wins)."""
 ATTRIBUTE_EVENTS: frozenset[type[DeviceEvent]] = frozenset({Identified, ProfileAttributesChanged})
 """The events that write person attributes."""
 _ENVELOPE = ("device_id", "message_id", "timestamp", "recorded_at", "key_id", "sealed")
@@ -122,6 +132,10 @@ def spans(fam: Family, until: int, after: int = 0) -> list[Span]:
             end = until + 1 if stint.end is None else min(stint.end, until + 1)
             if start < end:
                 out.append((stint.device_id, start, end))
+    # An explicit merge is an event of the decisions stream, not of a member's device.
+    out.extend((DECISIONS_STREAM, r.position, r.position + 1) for r in fam.merges
+               if r.kind == "explicit" and r.target in fam.members
+               and after < r.position <= until)
     return out
 
 
@@ -191,12 +205,17 @@ def refold(
         none: list[MergeRow] = []
         for logged in events:
             pos, ev = logged
-            member = owner(ev.device_id, pos)
+            caused = by_position.get(pos, none)
+            if type(ev) is PersonsMerged:
+                # A decision: it applied to the merge's primary (the target of its record).
+                member = next((r.target for r in caused
+                               if r.kind == "explicit" and r.target in fam.members), None)
+            else:
+                member = owner(ev.device_id, pos)
             if member is None:
                 continue  # outside every stint (cannot happen for events read by spans)
-            caused = by_position.get(pos, none)
-            absorbed: list[Attrs] = [
-                states[r.source] for r in caused
+            absorbed: list[tuple[str, Attrs]] = [
+                (r.kind, states[r.source]) for r in caused
                 if r.kind in ABSORBING and r.target == member and r.source in states
             ] if caused else []
             wrote: Sequence[str] = ()
@@ -214,10 +233,10 @@ def refold(
                 yield Step(logged, member, [], caused, wrote, applied)
                 continue
             state = states[member]
-            keys = list(dict.fromkeys([*(k for s in absorbed for k in _keys(s)), *wrote]))
+            keys = list(dict.fromkeys([*(k for _, s in absorbed for k in _keys(s)), *wrote]))
             before = [value_of(state, k) for k in keys]
-            for source in absorbed:
-                attributes.merge(state, source)
+            for merge_kind, source in absorbed:
+                _MERGE_RULES[merge_kind](state, source)
             if applied is not None:
                 if kind is Identified:
                     local.traits(state, ev, pos, applied)  # type: ignore[arg-type]

@@ -21,7 +21,7 @@ from uuid import uuid4
 import msgspec
 from idstitch.domain.errors import PolicyMismatch
 from idstitch.domain.events import DeviceEvent
-from idstitch.projections.store import LoggedEvent, ProjectionStore
+from idstitch.projections.store import EventLog, LoggedEvent, ProjectionStore
 from idstitch.projections.unit import RowTypes, Unit
 
 if TYPE_CHECKING:  # custom imports the audit, which reads rows of projections built on this
@@ -120,6 +120,10 @@ class RowProjection:
     def apply_all(self, unit: Any, events: Sequence[LoggedEvent]) -> None:
         """Apply events in log order (events of other types are skipped)."""
         raise NotImplementedError
+
+    def attach(self, log: EventLog) -> None:
+        """Give the projection the log it folds, for what it must read besides the events it
+        is handed (the identity fold: the undone merges). Most need nothing."""
 
 
 def topic_of(projection: RowProjection) -> str:
@@ -230,6 +234,11 @@ class Registry:
         """How another process builds the same set, one spec a projection."""
         return [ProjectionSpec(topic_of(p), msgspec.Raw(msgspec.json.encode(p.config())))
                 for p in self._projections]
+
+    def attach(self, log: EventLog) -> None:
+        """Give every projection the log it folds (see :meth:`RowProjection.attach`)."""
+        for projection in self._projections:
+            projection.attach(log)
 
     @classmethod
     def from_specs(cls, specs: Sequence[ProjectionSpec]) -> Registry:

@@ -35,6 +35,7 @@ from typing import cast
 
 from idstitch.cli.audit import PAGE, cmd_explain, cmd_export, cmd_history
 from idstitch.cli.common import Handler, open_workspace
+from idstitch.cli.decisions import add_decisions
 from idstitch.cli.failures import run_guarded
 from idstitch.cli.integrity import DIGEST_HELP, VERIFY_HELP, cmd_digest, cmd_verify
 from idstitch.cli.output import console_for
@@ -146,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="exit 0 even when lines were rejected (default: exit 3)")
     add_serve(add)
     add_projecting(add)
+    add_decisions(add)
     add("digest", cmd_digest, DIGEST_HELP)
     add("verify", cmd_verify, VERIFY_HELP).add_argument(
         "--digest", metavar="FILE", help="a digest printed earlier by idstitch digest")

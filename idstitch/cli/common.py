@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from rich.console import Console
 from rich.text import Text
 
+from idstitch.bootstrap import Clock
 from idstitch.cli.opening import Access, open_store
 from idstitch.projections.views import Profile
 from idstitch.render import merges_table, person_label
@@ -18,13 +19,13 @@ Handler = Callable[[argparse.Namespace, Console, Console], int]
 
 
 def open_workspace(url: str | None, policy: str | None = None,
-                   access: Access = Access.CREATE) -> Workspace:
+                   access: Access = Access.CREATE, clock: Clock | None = None) -> Workspace:
     """Open the store for a command (see :func:`~idstitch.cli.opening.open_store`).
 
     A command that only reads passes ``Access.READ``: it never creates a store. Every access
     refuses a file that is not an idstitch store, and a ``policy`` other than the store's
     (only ``rebuild`` changes it)."""
-    return open_store(url, policy, access)
+    return open_store(url, policy, access, clock)
 
 
 def not_found(err: Console, identifier: str, when: str = "") -> int:

@@ -16,7 +16,7 @@ import sqlite3
 from enum import Enum
 
 import idstitch
-from idstitch.bootstrap import resolve_url
+from idstitch.bootstrap import Clock, resolve_url
 from idstitch.errors import InvalidCommand, StoreError
 from idstitch.projections.identity import POLICIES, IdentityProjection, Policy
 from idstitch.workspace import Workspace
@@ -110,8 +110,10 @@ def stored_policy(ws: Workspace) -> Policy | None:
     return IdentityProjection.policy_of(ws.rows.meta(IdentityProjection.name))
 
 
-def open_store(url: str | None, policy: str | None, access: Access) -> Workspace:
-    """Open the store for a command that needs ``access`` (see :class:`Access`).
+def open_store(url: str | None, policy: str | None, access: Access,
+               clock: Clock | None = None) -> Workspace:
+    """Open the store for a command that needs ``access`` (see :class:`Access`); ``clock``
+    stamps what it records (the workspace default, the system's UTC time, for None).
 
     A READ or CREATE open keeps the policy the store was built under: ``policy`` must match it,
     or the store must be new. A REBUILD open applies ``policy`` (a different one replays the
@@ -123,8 +125,8 @@ def open_store(url: str | None, policy: str | None, access: Access) -> Workspace
     if path is not None and path:
         check_sqlite_file(path, access)
     if policy is None:
-        return idstitch.open(resolved)
-    ws = idstitch.open(resolved)
+        return idstitch.open(resolved, clock=clock)
+    ws = idstitch.open(resolved, clock=clock)
     try:
         built_under = stored_policy(ws)
     except BaseException:
@@ -138,7 +140,7 @@ def open_store(url: str | None, policy: str | None, access: Access) -> Workspace
             "policy", f"the store was built under anonymous_merge={built_under}; only "
                       f"`idstitch rebuild --policy {policy}` changes it (other commands never "
                       "rewrite the store): leave out --policy, or rebuild first")
-    return idstitch.open(resolved, anonymous_merge=policy)
+    return idstitch.open(resolved, anonymous_merge=policy, clock=clock)
 
 
 __all__ = ["Access", "check_sqlite_file", "open_store", "sqlite_path", "stored_policy"]

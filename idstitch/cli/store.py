@@ -25,7 +25,7 @@ from idstitch.cli.failures import REJECTED
 from idstitch.cli.opening import Access, open_store, stored_policy
 from idstitch.cli.projecting import load_projections, register
 from idstitch.cli.rejects import check_rejects_path, write_rejects
-from idstitch.demo import HEADING, INDENT, run_demo
+from idstitch.demo import HEADING, INDENT, StoryClock, run_demo
 from idstitch.errors import InvalidCommand
 from idstitch.projections.views import Profile
 from idstitch.render import person_label, profile_renderable
@@ -45,7 +45,8 @@ def cmd_demo(args: argparse.Namespace, console: Console, err: Console) -> int:
         for suffix in ("", "-wal", "-shm", "-journal"):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(DEMO_FILE + suffix)
-    with open_workspace(url, args.policy, Access.CREATE) as ws:
+    clock = StoryClock()
+    with open_workspace(url, args.policy, Access.CREATE, clock) as ws:
         if ws.log.head() > 0:
             raise InvalidCommand(
                 "db", f"the demo needs an empty store; {url} already holds {ws.log.head()} events"
@@ -69,7 +70,7 @@ def cmd_demo(args: argparse.Namespace, console: Console, err: Console) -> int:
 
         shown: set[str] = set()
         profiles: list[tuple[str, Profile]] = []
-        for identifier in run_demo(ws, say):
+        for identifier in run_demo(ws, say, clock):
             profile = ws.profile(identifier)
             if profile is not None and profile.person_id not in shown:
                 shown.add(profile.person_id)

@@ -102,7 +102,14 @@ def _merge_line(merge: Merge, labels: Mapping[str, str]) -> Text:
 
 def elsewhere_text(merge: Merge, labels: Mapping[str, str]) -> Text:
     """A merge of the person caused by an event that is not in its history (a switch that
-    took a device to someone else is an event of the new person's history)."""
+    took a device to someone else is an event of the new person's history; an unmerge is a
+    decision of the workspace, at the position of the undo, with its reason)."""
+    if merge.kind == "unmerged":
+        return Text.assemble((format_time(merge.timestamp), "bold"), "  ",
+                             ("workspace:decisions", "cyan"), "  MergeUndone\n",
+                             _merge_line(merge, labels),
+                             (f"\nreason: {merge.reason}\n(a merge undone: as if never made)",
+                              "dim"))
     return Text.assemble((format_time(merge.timestamp), "bold"), "  ",
                          (merge.device_id or "-", "cyan"), "\n", _merge_line(merge, labels),
                          ("\n(an event of another person's history)", "dim"))

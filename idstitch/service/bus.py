@@ -9,11 +9,12 @@ the caller reads its own write.
 from __future__ import annotations
 
 from idstitch.domain.commands import Command
+from idstitch.domain.errors import WriteLanded
 from idstitch.service.handlers import HANDLERS
 from idstitch.service.projecting import Projector
 from idstitch.service.queries import Queries
 from idstitch.service.settings import Settings
-from idstitch.service.uow import DeviceWriter, Moment, UnitOfWork
+from idstitch.service.uow import DeviceWriter, Moment, Persons, UnitOfWork
 
 
 class MessageBus:
@@ -30,12 +31,21 @@ class MessageBus:
     def handle(self, command: Command) -> int | None:
         """Validate and run one command; the position of its last event, or None when it
         recorded nothing (a duplicate message id, collected attributes turned off)."""
-        uow = UnitOfWork(Moment(self.settings.clock(), False), self.queries.settle, self.queries)
+        uow = UnitOfWork(Moment(self.settings.clock(), False),
+                         Persons(self.queries.settle, self.queries))
         HANDLERS[type(command)](command, uow)
         with self.writer.lock:
+            if self.settings.auto_catch_up:
+                # Rows built under another policy (another process rebuilt them) would refuse
+                # the catch-up after the append: refuse the command before it is recorded.
+                self.projector.check()
             appended = self.writer.run(uow.take())
             if appended is None:
                 return None
             if self.settings.auto_catch_up:
-                self.projector.catch_up(appended)
+                try:
+                    self.projector.catch_up(appended)
+                except Exception as e:
+                    # Recorded all the same: say so, and where (issue 16 item 4).
+                    raise WriteLanded(appended[-1].position, e) from e
             return appended[-1].position

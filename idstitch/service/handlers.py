@@ -20,14 +20,17 @@ from idstitch.domain.commands import (
     CollectDeviceAttributes,
     Identify,
     Logout,
+    MergePersons,
     RecordPushStatus,
     RegisterDeviceToken,
     RemoveDeviceToken,
     SetDeviceAttributes,
     SetProfileAttributes,
+    Unmerge,
 )
 from idstitch.domain.device import Device
 from idstitch.domain.errors import InvalidCommand, UnknownPerson
+from idstitch.domain.events import DECISIONS_STREAM, MergeUndone, PersonsMerged
 from idstitch.service.uow import UnitOfWork
 
 Common = tuple[str | None, datetime, datetime]
@@ -61,8 +64,7 @@ def _check_person_ref(uow: UnitOfWork, field: str, user_id: str) -> None:
         return
     person_id = user_id[len(rules.PERSON_PREFIX):]
     # Earlier messages (of this batch, too) may have created or retired that person.
-    uow.settle()
-    row = uow.reads.person_row(person_id)
+    row = uow.persons.row(person_id)
     if row is None:
         raise UnknownPerson(field, person_id)
     if row.retired_into is not None:
@@ -177,6 +179,55 @@ def logout(cmd: Logout, uow: UnitOfWork) -> None:
     uow.stage(cmd.device_id, common[0], Device.logout, common)
 
 
+def _identified_person(uow: UnitOfWork, field: str, identifier: str) -> str:
+    """The person id of the identified person an identifier finds now (UnknownPerson if none)."""
+    profile = uow.persons.profile(identifier)
+    if profile is None:
+        raise UnknownPerson(field, identifier)
+    if not profile.identified:
+        raise UnknownPerson(field, identifier, "is anonymous: only identified persons merge")
+    person_id: str = profile.person_id
+    return person_id
+
+
+def merge_persons(cmd: MergePersons, uow: UnitOfWork) -> None:
+    """An explicit merge (identity-model.md §4): both sides identified, and not the same."""
+    primary = rules.check_id("primary", cmd.primary)
+    secondary = rules.check_id("secondary", cmd.secondary)
+    reason = rules.check_text("reason", cmd.reason)
+    primary_id = _identified_person(uow, "primary", primary)
+    secondary_id = _identified_person(uow, "secondary", secondary)
+    if primary_id == secondary_id:
+        raise InvalidCommand("secondary", f"{secondary!r} is the same person as the primary "
+                                          f"({primary_id})")
+    now = uow.now
+    uow.decide(PersonsMerged(device_id=DECISIONS_STREAM, merge_id=cmd.merge_id,
+                             primary=primary_id, secondary=secondary_id, reason=reason,
+                             timestamp=now, recorded_at=now))
+
+
+UNDOABLE = frozenset({"explicit", "merged"})
+"""The kinds of merge record an unmerge undoes: explicit merges and anonymous merges."""
+
+
+def unmerge(cmd: Unmerge, uow: UnitOfWork) -> None:
+    """Undo a merge (identity-model.md §4): an explicit one, or an anonymous person's merge on
+    identify; not a conversion or a switch (nothing was merged), not one undone already."""
+    merge_id = rules.check_id("merge_id", cmd.merge_id)
+    reason = rules.check_text("reason", cmd.reason)
+    row = uow.persons.merge(merge_id)
+    if row is None:
+        raise InvalidCommand("merge_id", f"no merge {merge_id!r}")
+    if row.kind == "unmerged":
+        raise InvalidCommand("merge_id", f"merge {merge_id!r} was undone already")
+    if row.kind not in UNDOABLE:
+        raise InvalidCommand("merge_id", f"{merge_id!r} is a {row.kind} record, not a merge: "
+                                         "nothing was merged to undo")
+    now = uow.now
+    uow.decide(MergeUndone(device_id=DECISIONS_STREAM, merge_id=merge_id, reason=reason,
+                           timestamp=now, recorded_at=now))
+
+
 HANDLERS: dict[type[Any], Callable[[Any, UnitOfWork], None]] = {
     Activate: activate,
     Identify: identify,
@@ -188,5 +239,7 @@ HANDLERS: dict[type[Any], Callable[[Any, UnitOfWork], None]] = {
     RecordPushStatus: record_push_status,
     ClearIdentify: clear_identify,
     Logout: logout,
+    MergePersons: merge_persons,
+    Unmerge: unmerge,
 }
 """The one map from command type to handler."""

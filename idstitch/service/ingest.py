@@ -23,7 +23,7 @@ from idstitch.service.handlers import HANDLERS
 from idstitch.service.projecting import Projector, bulk_gc
 from idstitch.service.queries import Queries
 from idstitch.service.settings import Settings
-from idstitch.service.uow import DeviceWriter, Moment, Step, UnitOfWork
+from idstitch.service.uow import DeviceWriter, Moment, Persons, Step, UnitOfWork
 
 CLOCK_SHARE_SECONDS = 0.05
 """During ingest, messages that arrive within this long of a clock reading share it."""
@@ -228,7 +228,7 @@ class _Run:
         # A handler that consults the read models (a cio_ check) settles them first: the
         # messages staged before it are committed and projected.
         return UnitOfWork(Moment(self.owner.settings.clock(), owned),
-                          lambda: self.flush(project=True), self.owner.queries)
+                          Persons(lambda: self.flush(project=True), self.owner.queries))
 
     def flush(self, *, project: bool = False) -> None:
         """Commit the gathered batch; catch the projections up when due (or ``project``)."""

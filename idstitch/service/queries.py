@@ -14,7 +14,7 @@ from typing import TypeVar
 from idstitch.domain.errors import CorruptRow, InvalidCommand
 from idstitch.projections.audit import Change, Provenance
 from idstitch.projections.auditor import Auditor
-from idstitch.projections.identity.rows import PersonRow
+from idstitch.projections.identity.rows import MergeRow, PersonRow
 from idstitch.projections.store import EventLog, ProjectionStore
 from idstitch.projections.views import Device, Merge, Profile, Reader
 from idstitch.service.projecting import Projector, bulk_gc
@@ -51,6 +51,11 @@ class Queries:
             with self.rows.snapshot() as rows:
                 return Reader(rows, self.projector.registry.row_types).person_row(person_id)
         return self._repairing(read)
+
+    def merge_row(self, merge_id: str) -> MergeRow | None:
+        """The record of a conversion, merge or switch, by its id."""
+        with self.rows.snapshot() as rows:
+            return Reader(rows, self.projector.registry.row_types).merge_row(merge_id)
 
     def _read(self, ask: Callable[[Reader], T]) -> T:
         """Settle, then ask the rows in one snapshot."""

@@ -16,15 +16,18 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from itertools import pairwise
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import msgspec
 
 from idstitch.domain import rules
 from idstitch.domain.device import Device, Recorded
-from idstitch.domain.errors import ConcurrencyConflict, NotIdentified
+from idstitch.domain.errors import ConcurrencyConflict, InvalidCommand, NotIdentified
+from idstitch.domain.events import DECISIONS_STREAM, DeviceEvent
 from idstitch.domain.ports import DeviceRepository, WriteConflict
+from idstitch.projections.identity.rows import MergeRow, PersonRow
 from idstitch.projections.store import LoggedEvent
+from idstitch.projections.views import Profile
 
 DEVICE_CACHE_SIZE = 10_000
 RETRIES = 5
@@ -56,25 +59,71 @@ class Moment(NamedTuple):
     """Its JSON values were just decoded from text and nobody else holds them: no copy needed."""
 
 
+class PersonReads(Protocol):
+    """The read models' answers a handler may need about persons (the queries give them)."""
+
+    def person_row(self, person_id: str) -> PersonRow | None:
+        """A person row by its id (not following merges)."""
+        ...
+
+    def profile(self, identifier: str) -> Profile | None:
+        """The person an identifier finds now."""
+        ...
+
+    def merge_row(self, merge_id: str) -> MergeRow | None:
+        """A conversion, merge or switch record by its id."""
+        ...
+
+
+class Persons:
+    """The port through which a handler reads about persons (a ``cio_`` id, a merge's two
+    sides, a merge to undo): every answer is as the log stands after everything recorded
+    before the message (for a batch, the messages staged so far are committed and projected
+    first: ``settle``)."""
+
+    def __init__(self, settle: Callable[[], None], reads: PersonReads) -> None:
+        self._settle = settle
+        self._reads = reads
+
+    def row(self, person_id: str) -> PersonRow | None:
+        """A person row by its id (not following merges)."""
+        self._settle()
+        return self._reads.person_row(person_id)
+
+    def profile(self, identifier: str) -> Profile | None:
+        """The person an identifier finds."""
+        self._settle()
+        return self._reads.profile(identifier)
+
+    def merge(self, merge_id: str) -> MergeRow | None:
+        """A conversion, merge or switch record by its id."""
+        self._settle()
+        return self._reads.merge_row(merge_id)
+
+
 class UnitOfWork:
-    """One message (a public call) or one batch of them (ingest): handlers stage steps here.
+    """One message (a public call) or one batch of them (ingest): handlers stage steps here,
+    and read about persons through :attr:`persons`."""
 
-    ``settle`` brings the read models up to everything recorded before (for a batch, it first
-    commits the messages staged so far): handlers that consult the read models call it.
-    ``reads`` is whatever the service gives handlers to read (the queries).
-    """
-
-    def __init__(self, moment: Moment, settle: Callable[[], None], reads: Any) -> None:
+    def __init__(self, moment: Moment, persons: Persons) -> None:
         self.now, self.owned = moment
-        self.settle = settle
-        self.reads = reads
+        self.persons = persons
         self.steps: list[Step] = []
         """The steps of the message being prepared."""
 
     def stage(self, device_id: object, message_id: str | None, run: Callable[..., bool],
               args: tuple[Any, ...]) -> None:
         """Add a step to the current message (the device id is checked here, for every step)."""
-        self.steps.append(Step(rules.check_id("device_id", device_id), message_id, run, args))
+        checked = rules.check_id("device_id", device_id)
+        if checked == DECISIONS_STREAM:
+            raise InvalidCommand("device_id", f"{checked!r} is reserved for the workspace's "
+                                              "decisions")
+        self.steps.append(Step(checked, message_id, run, args))
+
+    def decide(self, event: DeviceEvent) -> None:
+        """Add a person-level decision (checked by its handler) to the current message: an
+        event on the workspace's decisions stream."""
+        self.steps.append(Step(DECISIONS_STREAM, event.message_id, Device.decide, (event,)))
 
     def take(self) -> list[Step]:
         """The current message's steps; the next message starts empty."""
@@ -112,10 +161,16 @@ class DeviceWriter:
         The first attempt uses cached devices. A decision that records nothing (a duplicate,
         dropped attributes) or refuses (logout of an anonymous device) is only trusted when the
         device is current: another process may have changed it, and only an append would
-        otherwise notice. A refused append reloads the devices and decides again.
+        otherwise notice. A refused append reloads the devices and decides again, holding the
+        store's append lock as a contended batch does (issue 16 item 12): what it read then
+        stays true until its events commit, so a caller never sees ConcurrencyConflict because
+        other writers kept winning.
         """
         with self.lock:
+            self._conflicted = False
             for attempt in range(self.retries):
+                if attempt > 0 and self._conflicted:
+                    return self._run_exclusive(steps)
                 devices: dict[str, Device] = {}
                 events: list[Recorded] = []
                 try:
@@ -134,14 +189,35 @@ class DeviceWriter:
                         continue
                     raise
                 except WriteConflict:
+                    self._conflicted = True
                     continue
-                for device in devices.values():
-                    self._keep(device)
-                if not positions:
-                    return None
-                return [LoggedEvent(p, r.event) for p, r in zip(positions, events, strict=True)]
+                return self._landed(devices, events, positions)
         raise ConcurrencyConflict(f"device {steps[0].device_id!r}: other writers kept winning "
                                   f"({self.retries} attempts)")
+
+    _conflicted = False
+    """Whether the last attempt of :meth:`run` had its append refused."""
+
+    def _run_exclusive(self, steps: list[Step]) -> list[LoggedEvent] | None:
+        """Run the steps on devices loaded under the store's append lock, and append."""
+        self._conflicted = False
+        with self.log.exclusive() as write:
+            devices = self.log.load_many({s.device_id for s in steps})
+            events: list[Recorded] = []
+            for step in steps:
+                device = devices[step.device_id]
+                step.run(device, *step.args)
+                events.extend(device.collect_events())
+            positions = write(events) if events else []
+        return self._landed(devices, events, positions)
+
+    def _landed(self, devices: dict[str, Device], events: list[Recorded],
+                positions: list[int]) -> list[LoggedEvent] | None:
+        for device in devices.values():
+            self._keep(device)
+        if not positions:
+            return None
+        return [LoggedEvent(p, r.event) for p, r in zip(positions, events, strict=True)]
 
     def write_batch(
         self, batch: list[tuple[int, list[Step]]], *, keep: bool

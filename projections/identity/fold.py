@@ -28,12 +28,15 @@ from idstitch.domain.events import (
     DeviceTokenRemoved,
     Identified,
     IdentityCleared,
+    MergeUndone,
+    PersonsMerged,
     ProfileAttributesChanged,
     PushStatusRecorded,
 )
 from idstitch.domain.rules import classify, normalize_email
 from idstitch.projections.base import RowProjection
-from idstitch.projections.identity import local, persons
+from idstitch.projections.identity import decisions, local, persons
+from idstitch.projections.identity.decisions import UndoneMerges
 from idstitch.projections.identity.graph import IdentityUnit, identifier_key
 from idstitch.projections.identity.person_index import MAX_DEVICES, TOO_MANY_DEVICES
 from idstitch.projections.identity.persons import IdScheme
@@ -48,7 +51,7 @@ from idstitch.projections.identity.rows import (
     Refusal,
     Stint,
 )
-from idstitch.projections.store import LoggedEvent, to_micros
+from idstitch.projections.store import EventLog, LoggedEvent, to_micros
 
 Policy = Literal["merge", "switch"]
 POLICIES: tuple[Policy, ...] = ("merge", "switch")
@@ -109,7 +112,17 @@ class IdentityProjection(RowProjection):
             PushStatusRecorded: self._push_status,
             IdentityCleared: self._cleared,
         }
-        assert self._handlers.keys() == self.event_types
+        # Decisions concern persons, not a device: no device row, no device handler.
+        self._decisions: dict[type[DeviceEvent], Callable[[IdentityUnit, Any, int], None]] = {
+            PersonsMerged: self._persons_merged,
+            MergeUndone: self._merge_undone,
+        }
+        assert self._handlers.keys() | self._decisions.keys() == self.event_types
+        self._undone: UndoneMerges | None = None
+
+    def attach(self, log: EventLog) -> None:
+        """The log's decisions stream tells which merges were undone (they are never made)."""
+        self._undone = UndoneMerges(log)
 
     @property
     def meta(self) -> str:
@@ -152,6 +165,8 @@ class IdentityProjection(RowProjection):
         handlers = self._handlers
         devices = unit.devices
         dirty = unit.dirty_devices
+        if self._undone is not None:
+            self._undone.stale = True
         for pos, ev in events:
             handler = handlers.get(type(ev))
             if ev.erased and type(ev) in _ERASED_IGNORED:
@@ -160,6 +175,9 @@ class IdentityProjection(RowProjection):
                 handler = _ignore_erased
             device_id = ev.device_id
             dev = devices.get(device_id)
+            if handler is None and type(ev) in self._decisions:
+                self._decisions[type(ev)](unit, ev, pos)
+                continue
             if dev is None:
                 # A device's first event, of any type: its rows start here.
                 ts = to_micros(ev.timestamp)
@@ -376,7 +394,9 @@ class IdentityProjection(RowProjection):
             persons.record(unit, "converted", dev.anonymous_id, current, current, dev, pos, ts,
                            self.ids)
             person = current
-        elif not current.identified and target is not None and self.policy == "merge":
+        elif (not current.identified and target is not None and self.policy == "merge"
+              and not decisions.undone_automatic(unit, target, current, dev, pos, ts,
+                                                 self.ids, self._undone)):
             persons.merge_anonymous(unit, target, current, dev, pos, ts, self.ids)
             person = target
         else:
@@ -399,6 +419,17 @@ class IdentityProjection(RowProjection):
         if "email" in ev.traits:
             persons.claim_attribute_email(unit, person, pos)
         local.identified(dev, ev, ts)
+
+    # Person-level decisions (identity-model.md §4), in log order like every other event.
+
+    def _persons_merged(self, unit: IdentityUnit, ev: PersonsMerged, pos: int) -> None:
+        decisions.persons_merged(unit, ev, pos, self._undone)
+
+    def _merge_undone(self, unit: IdentityUnit, ev: MergeUndone, pos: int) -> None:
+        # Nothing to fold here: a merge undone is skipped where it was recorded (see
+        # decisions.UndoneMerges). Rows that applied it before the undo was recorded are
+        # replayed by the unmerge (Workspace.unmerge), or by any rebuild.
+        return
 
     def _token_registered(
         self, unit: IdentityUnit, dev: DeviceRow, ev: DeviceTokenRegistered, pos: int, ts: int

@@ -158,3 +158,61 @@ def end_stint(person: PersonRow, device_id: str, pos: int) -> None:
         if stint.device_id == device_id and stint.end is None:
             stint.end = pos
             return
+
+
+def merge_explicit(
+    unit: IdentityUnit, primary: PersonRow, secondary: PersonRow, merge_id: str, reason: str,
+    pos: int, ts: int,
+) -> None:
+    """An explicit merge (a decision): ``secondary`` joins ``primary``. Its devices, anonymous
+    ids and merge records move, its identifiers resolve to the primary from now (they follow
+    ``retired_into``), and its attributes join, the primary's value winning on a key both hold
+    (not the later write: the caller chose which person is right)."""
+    attributes.merge_under(primary.attrs, secondary.attrs)
+    for anonymous_id in secondary.anonymous_ids:
+        primary.anonymous_ids.append(anonymous_id)
+        primary.anonymous_since.append(pos)
+        unit.put_identifier("anon", anonymous_id, primary.person_id, pos)
+    for device_id in secondary.devices:
+        moved = unit.device(device_id)
+        if moved is not None:
+            end_stint(secondary, device_id, pos)
+            moved.person_id = primary.person_id
+            primary.devices.append(device_id)
+            primary.stints.append(Stint(device_id, pos))
+            unit.put_device(moved)
+    primary.merges.extend(m for m in secondary.merges if m not in primary.merges)
+    secondary.devices = []
+    secondary.retired_into = primary.person_id
+    secondary.retired_at = pos
+    if ts > primary.updated_at:
+        primary.updated_at = ts
+    unit.put_merge(MergeRow(merge_id=merge_id, kind="explicit", source=secondary.person_id,
+                            target=primary.person_id, position=pos, reason=reason,
+                            timestamp=ts))
+    for person in (secondary, primary):
+        if merge_id not in person.merges:
+            person.merges.append(merge_id)
+        unit.put_person(person)
+
+
+def merge_id_of(kind: str, dev: DeviceRow, pos: int, ids: IdScheme) -> str:
+    """The id :func:`record` gives the record of kind ``kind`` the device's event at ``pos``
+    causes (known before it is recorded: an undone automatic merge is not made)."""
+    cause = f"{dev.device_id}#{dev.seq}" if ids == "event" else str(pos)
+    return uuid5_text(_MERGE_NS, f"{cause}:{kind}")
+
+
+def record_unmerged(
+    unit: IdentityUnit, merge_id: str, source: PersonRow, target: PersonRow,
+    undo: tuple[int, str], device_id: str | None, ts: int,
+) -> None:
+    """The record of a merge that was undone (and so never applied), on both persons: kind
+    ``unmerged``, at the position of the undo, with its reason."""
+    unit.put_merge(MergeRow(merge_id=merge_id, kind="unmerged", source=source.person_id,
+                            target=target.person_id, position=undo[0], device_id=device_id,
+                            reason=undo[1], timestamp=ts))
+    for person in (source, target):
+        if merge_id not in person.merges:
+            person.merges.append(merge_id)
+        unit.put_person(person)

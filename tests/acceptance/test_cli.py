@@ -55,6 +55,8 @@ def test_demo_writes_a_fresh_default_file_and_tells_the_stories(
     assert "converted: the anonymous person becomes dana@example.com" in out
     assert "switched: device leaves dana@example.com for sam-7" in out
     assert "merged: anonymous" in out
+    assert "explicit: lee-100 joins sam-7" in out
+    assert "unmerged: sam-7 and lee-100 apart again" in out
     assert "sqlite:///idstitch-demo.db" in out
     assert not (tmp_path / "idstitch.db").exists()
     with idstitch.open("sqlite:///idstitch-demo.db") as ws:
@@ -86,7 +88,9 @@ def test_demo_writes_a_fresh_default_file_and_tells_the_stories(
         assert {d.device_id for d in lee.devices} == {PIXEL, TABLET}
         assert lee.attributes == {"favorite_genre": "sci-fi", "plan_interest": "annual"}
         kinds = [m.kind for m in ws.merges("lee-100")]
-        assert kinds == ["converted", "merged", "merged"]
+        assert kinds == ["converted", "merged", "merged", "unmerged"]
+        [undone] = [m for m in ws.merges("sam-7") if m.kind == "unmerged"]
+        assert undone.reason == "ticket 312: two customers after all"
 
 
 def test_demo_reruns_tell_the_same_story(
@@ -116,7 +120,8 @@ def test_demo_under_switch_leaves_the_tablet_anonymous_person_behind(
         assert not orphan.identified
         assert orphan.attributes == {"plan_interest": "annual"}
         assert orphan.devices == []
-        assert [m.kind for m in ws.merges("lee-100")] == ["converted", "switched", "switched"]
+        assert [m.kind for m in ws.merges("lee-100")] == ["converted", "switched", "switched",
+                                                          "unmerged"]
 
 
 def test_demo_refuses_a_store_that_already_holds_events(

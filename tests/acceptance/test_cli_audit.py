@@ -97,12 +97,15 @@ def test_history_prints_every_change_of_the_demo_person_in_log_order(
     with idstitch.open(url) as ws:
         history = ws.history("lee-100")
         lee = ws.profile("lee-100")
+        [undone] = [m for m in ws.merges("lee-100") if m.kind == "unmerged"]
     assert lee is not None
 
     status, out, err = run(capsys, "history", "lee-100", "--db", url)
 
     assert (status, err) == (0, "")
-    assert blocks(out) == [(c.position, c.device_id, c.event) for c in history]
+    # The last block: the support story's unmerge, a decision shown at its position.
+    assert blocks(out) == [*((c.position, c.device_id, c.event) for c in history),
+                           (undone.position, "workspace:decisions", "MergeUndone")]
     first, last = history[0].position, history[-1].position
     assert f"history of lee-100 · person {lee.person_id[:8]} · 8 changes, positions " \
            f"{first}-{last}" in out

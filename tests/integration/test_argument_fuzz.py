@@ -109,6 +109,8 @@ class Target(typing.NamedTuple):
     required: list[tuple[str, Any]]
     """The method's required parameters and their baseline values, in order."""
     setter: bool = False
+    keyword: frozenset[str] = frozenset()
+    """The method's keyword-only parameters (a required one is passed by name)."""
 
 
 def targets() -> list[Target]:
@@ -128,7 +130,9 @@ def targets() -> list[Target]:
         for p in params:
             if p.default is p.empty:
                 required.append((p.name, baseline(name, p.name, hints[p.name])))
-        found += [Target(name, p.name, hints[p.name], required) for p in params]
+        keyword = {p.name for p in params if p.kind is p.KEYWORD_ONLY}
+        found += [Target(name, p.name, hints[p.name], required, keyword=frozenset(keyword))
+                  for p in params]
     return found
 
 
@@ -169,11 +173,11 @@ def call(ws: Workspace, target: Target, value: object) -> object:
         opened.close()
         return opened
     method = getattr(ws, target.method)
-    required = dict(target.required)
-    if target.param in required:
-        required[target.param] = value
-        return method(*required.values())  # required arguments positionally, as callers do
-    return method(*required.values(), **{target.param: value})
+    values = dict(target.required) | {target.param: value}
+    # Required positional arguments positionally, as callers do; the rest (keyword-only ones,
+    # an optional one fed) by name.
+    args = [values.pop(k) for k, _ in target.required if k not in target.keyword]
+    return method(*args, **values)
 
 
 def seed(ws: Workspace) -> None:

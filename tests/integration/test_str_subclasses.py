@@ -157,6 +157,8 @@ class Target(typing.NamedTuple):
     param: str
     hint: Any
     required: dict[str, Any]
+    keyword: frozenset[str] = frozenset()
+    """The method's keyword-only parameters (passed by name)."""
 
 
 def targets() -> list[Target]:
@@ -168,7 +170,8 @@ def targets() -> list[Target]:
         hints = typing.get_type_hints(member, localns={"Workspace": Workspace})
         params = list(inspect.signature(member).parameters.values())[1:]
         required = {p.name: baseline(hints[p.name]) for p in params if p.default is p.empty}
-        texts = [Target(name, p.name, hints[p.name], required) for p in params
+        keyword = frozenset(p.name for p in params if p.kind is p.KEYWORD_ONLY)
+        texts = [Target(name, p.name, hints[p.name], required, keyword) for p in params
                  if mentions(hints[p.name], (str, dict, abc.Mapping))]
         # A method whose text parameters need a value this test cannot make: teach it one.
         assert not texts or NO_BASELINE not in required.values(), (name, required)
@@ -189,13 +192,12 @@ def test_every_text_argument_is_covered() -> None:
 
 def outcome(ws: Workspace, target: Target, value: object) -> tuple[str, object]:
     method = getattr(ws, target.method)
-    args = dict(target.required)
+    values = dict(target.required) | {target.param: value}
+    # Required positional arguments positionally; keyword-only ones and an optional one fed
+    # by name.
+    args = [values.pop(k) for k in target.required if k not in target.keyword]
     try:
-        if target.param in args:
-            args[target.param] = value
-            result = method(*args.values())
-        else:
-            result = method(*args.values(), **{target.param: value})
+        result = method(*args, **values)
     except IdstitchError as e:
         return "error", (type(e), getattr(e, "field", None), str(e))
     assert all_plain(result), (target, result)

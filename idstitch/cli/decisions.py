@@ -1,0 +1,62 @@
+"""Person-level decisions from the command line: ``merge A B --reason TEXT`` and
+``unmerge MERGE_ID --reason TEXT``.
+
+``idstitch merge PRIMARY SECONDARY --reason TEXT`` merges two identified persons (any identifier
+of each: user id, email, cio_<person_id>, person id) and prints the merge's id alone on stdout,
+so a script can keep it: ``MERGE=$(idstitch merge ann ann@example.com --reason "one customer")``.
+A merge changes a store, so it needs one (it never creates one): an unknown person, the same
+person twice or a blank reason is an error (exit 2) and records nothing.
+
+``idstitch unmerge MERGE_ID --reason TEXT`` undoes a merge (one ``merge`` printed, or one of
+kind ``merged`` that ``idstitch merges`` lists): both persons become what they would be had it
+never been recorded. An unknown id, a conversion or switch, or a merge undone already is an
+error (exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from rich.console import Console
+from rich.text import Text
+
+from idstitch.cli.common import Handler, open_workspace
+from idstitch.cli.opening import Access
+
+MERGE_HELP = ("merge two identified persons: the secondary's identifiers, devices and "
+              "attributes join the primary, whose values win; prints the merge id")
+
+
+def cmd_merge(args: argparse.Namespace, console: Console, err: Console) -> int:
+    """Merge SECONDARY into PRIMARY and print the merge id (nothing else on stdout)."""
+    with open_workspace(args.db, args.policy, Access.READ) as ws:
+        merge_id = ws.merge_persons(args.primary, args.secondary, reason=args.reason)
+    print(merge_id)
+    err.print(Text(f"merged {args.secondary} into {args.primary}", style="dim"), soft_wrap=True)
+    return 0
+
+
+UNMERGE_HELP = ("undo a merge exactly (an explicit one, or an anonymous person's merge on "
+                "identify): both persons as if it had never been recorded")
+
+
+def cmd_unmerge(args: argparse.Namespace, console: Console, err: Console) -> int:
+    """Undo a merge; say so on stderr (stdout stays empty)."""
+    with open_workspace(args.db, args.policy, Access.READ) as ws:
+        ws.unmerge(args.merge_id, reason=args.reason)
+    err.print(Text(f"merge {args.merge_id} undone", style="dim"), soft_wrap=True)
+    return 0
+
+
+def add_decisions(add: Callable[[str, Handler, str], argparse.ArgumentParser]) -> None:
+    """Register the decision commands on the CLI's parser."""
+    merge = add("merge", cmd_merge, MERGE_HELP)
+    merge.add_argument("primary", metavar="PRIMARY")
+    merge.add_argument("secondary", metavar="SECONDARY")
+    merge.add_argument("--reason", required=True, metavar="TEXT",
+                       help="why (kept with the merge, shown by `idstitch merges`)")
+    unmerge = add("unmerge", cmd_unmerge, UNMERGE_HELP)
+    unmerge.add_argument("merge_id", metavar="MERGE_ID")
+    unmerge.add_argument("--reason", required=True, metavar="TEXT",
+                         help="why (kept with the merge record, shown by `idstitch merges`)")

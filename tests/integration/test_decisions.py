@@ -1,0 +1,176 @@
+"""identity-model.md §4: explicit merges, decisions on the workspace's decisions stream, on
+memory, SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from idstitch.errors import InvalidCommand, UnknownPerson
+from idstitch.workspace import Workspace
+
+WorkspaceFactory = Callable[..., Workspace]
+T0 = datetime(2026, 1, 1, 9, tzinfo=UTC)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def two_people(ws: Workspace) -> None:
+    ws.identify("phone", "ann", {"plan": "pro", "city": "Oslo"}, timestamp=at(1))
+    ws.identify("laptop", "ann@example.com", {"plan": "free", "age": 40}, timestamp=at(2))
+    ws.register_device_token("laptop", "tok-laptop", platform="ios", timestamp=at(3))
+
+
+def test_merge_joins_the_secondary_into_the_primary_whose_values_win(ws: Workspace) -> None:
+    two_people(ws)
+    primary = ws.profile("ann")
+    secondary = ws.profile("ann@example.com")
+    assert primary is not None and secondary is not None
+    merge_id = ws.merge_persons("ann", "ann@example.com", reason="same customer, two signups")
+
+    merged = ws.profile("ann@example.com")
+    assert merged is not None and merged.person_id == primary.person_id
+    assert ws.profile(f"cio_{secondary.person_id}") is not None
+    # The primary's plan wins although the secondary's was written later.
+    assert merged.attributes == {"plan": "pro", "city": "Oslo", "age": 40}
+    assert sorted(d.device_id for d in merged.devices) == ["laptop", "phone"]
+    assert set(secondary.anonymous_ids) <= set(merged.anonymous_ids)
+    device = ws.device("laptop")
+    assert device is not None and device.person_id == primary.person_id
+    for identifier in ("ann", "ann@example.com"):
+        explicit = [m for m in ws.merges(identifier) if m.kind == "explicit"]
+        assert [(m.merge_id, m.reason, m.source, m.target) for m in explicit] == [
+            (merge_id, "same customer, two signups", secondary.person_id, primary.person_id)]
+    # Later traffic of the secondary's device lands on the merged person.
+    ws.set_profile_attributes("laptop", {"age": 41}, timestamp=at(10))
+    after = ws.profile("ann")
+    assert after is not None and after.attributes["age"] == 41
+
+
+def test_merge_survives_rebuild_and_reopen(make_ws: WorkspaceFactory) -> None:
+    ws = make_ws()
+    two_people(ws)
+    ws.merge_persons("ann", "ann@example.com", reason="dup")
+    before = ws.dump()
+    ws.rebuild()
+    assert ws.dump() == before
+    merged = ws.profile("ann@example.com")
+    assert merged is not None and merged.attributes["plan"] == "pro"
+
+
+@pytest.mark.parametrize(("primary", "secondary", "reason", "error", "field"), [
+    ("ann", "nobody", "dup", UnknownPerson, "secondary"),
+    ("nobody", "ann", "dup", UnknownPerson, "primary"),
+    ("ann", "ann", "dup", InvalidCommand, "secondary"),
+    ("ann", "cio_unknown", "dup", UnknownPerson, "secondary"),
+    ("ann", "ann@example.com", "  ", InvalidCommand, "reason"),
+    ("ann", "", "dup", InvalidCommand, "secondary"),
+])
+def test_merge_refuses_bad_input_and_records_nothing(
+    ws: Workspace, primary: str, secondary: str, reason: str, error: type[Exception],
+    field: str,
+) -> None:
+    two_people(ws)
+    before = ws.dump()
+    with pytest.raises(error, match=field):
+        ws.merge_persons(primary, secondary, reason=reason)
+    assert ws.dump() == before
+
+
+def test_an_anonymous_person_cannot_be_merged_explicitly(ws: Workspace) -> None:
+    ws.identify("phone", "ann", timestamp=at(1))
+    ws.set_profile_attributes("tablet", {"x": 1}, timestamp=at(2))
+    anonymous = ws.profile_of_device("tablet")
+    assert anonymous is not None
+    with pytest.raises(UnknownPerson, match="anonymous"):
+        ws.merge_persons("ann", anonymous.person_id, reason="dup")
+
+
+def test_the_decisions_stream_is_no_device(ws: Workspace) -> None:
+    with pytest.raises(InvalidCommand, match="device_id"):
+        ws.identify("workspace:decisions", "ann")
+    report = ws.ingest([{"type": "identify", "userId": "ann",
+                         "anonymousId": "workspace:decisions"}])
+    assert report.accepted == 0 and len(report.rejected) == 1
+
+
+def test_unmerge_restores_both_sides_and_later_traffic_goes_to_its_own_side(
+        ws: Workspace) -> None:
+    two_people(ws)
+    alone = {k: ws.profile(k) for k in ("ann", "ann@example.com")}
+    merge_id = ws.merge_persons("ann", "ann@example.com", reason="dup")
+    ws.set_profile_attributes("laptop", {"age": 41}, timestamp=at(10))
+    ws.set_profile_attributes("phone", {"city": "Bergen"}, timestamp=at(11))
+    ws.unmerge(merge_id, reason="two people after all")
+
+    ann, other = ws.profile("ann"), ws.profile("ann@example.com")
+    assert ann is not None and other is not None and alone["ann"] is not None
+    assert ann.person_id == alone["ann"].person_id != other.person_id
+    assert ann.attributes == {"plan": "pro", "city": "Bergen"}
+    assert other.attributes == {"plan": "free", "age": 41}
+    assert [d.device_id for d in ann.devices] == ["phone"]
+    assert [d.device_id for d in other.devices] == ["laptop"]
+    for side in ("ann", "ann@example.com"):
+        [record] = [m for m in ws.merges(side) if m.merge_id == merge_id]
+        assert (record.kind, record.reason) == ("unmerged", "two people after all")
+
+
+@pytest.mark.parametrize("which", ["unknown", "converted", "undone"])
+def test_unmerge_refuses_what_is_no_standing_merge(ws: Workspace, which: str) -> None:
+    two_people(ws)
+    merge_id = ws.merge_persons("ann", "ann@example.com", reason="dup")
+    ws.unmerge(merge_id, reason="wrong")
+    ids = {"unknown": "no-such-merge-id",
+           "converted": next(m.merge_id for m in ws.merges("ann") if m.kind == "converted"),
+           "undone": merge_id}
+    before = ws.dump()
+    with pytest.raises(InvalidCommand, match="merge_id"):
+        ws.unmerge(ids[which], reason="again")
+    with pytest.raises(InvalidCommand, match="reason"):
+        ws.unmerge(merge_id, reason="")
+    assert ws.dump() == before
+
+
+def test_an_undone_merge_stays_undone_for_another_process(
+        make_durable_ws: WorkspaceFactory, tmp_path: object) -> None:
+    ws = make_durable_ws()
+    two_people(ws)
+    merge_id = ws.merge_persons("ann", "ann@example.com", reason="dup")
+    other = make_durable_ws(ws.url)
+    ws.unmerge(merge_id, reason="wrong")
+    a, b = other.profile("ann"), other.profile("ann@example.com")
+    assert a is not None and b is not None and a.person_id != b.person_id
+    other.rebuild()
+    a, b = ws.profile("ann"), ws.profile("ann@example.com")
+    assert a is not None and b is not None and a.person_id != b.person_id
+
+
+def test_history_as_of_and_explain_follow_an_explicit_merge(ws: Workspace) -> None:
+    two_people(ws)
+    secondary = ws.profile("ann@example.com")
+    assert secondary is not None
+    merge_id = ws.merge_persons("ann", "ann@example.com", reason="dup")
+    [record] = [m for m in ws.merges("ann") if m.merge_id == merge_id]
+    ws.set_profile_attributes("laptop", {"age": 41}, timestamp=at(10))
+
+    history = ws.history("ann")
+    assert [c.device_id for c in history] == ["phone", "laptop", "laptop", "workspace:decisions",
+                                              "laptop"]
+    decision = history[3]
+    assert (decision.event, decision.position) == ("PersonsMerged", record.position)
+    assert decision.data["reason"] == "dup"
+    assert [(k, new) for k, _, new in decision.changes] == [("age", 40)]  # plan: primary's
+    before = ws.profile_as_of("ann", record.position - 1)
+    merged = ws.profile_as_of("ann", record.position)
+    assert before is not None and merged is not None
+    assert before.attributes == {"plan": "pro", "city": "Oslo"}
+    assert merged.attributes == {"plan": "pro", "city": "Oslo", "age": 40}
+    then = ws.profile_as_of("ann@example.com", record.position - 1)
+    assert then is not None and then.person_id == secondary.person_id
+    explained = ws.explain("ann", "age")
+    assert explained is not None and explained.value == 41
+    assert [c.position for c in explained.overridden] == [history[1].position]

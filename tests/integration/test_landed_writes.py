@@ -1,0 +1,66 @@
+"""A command never raises after its event was recorded without saying so (issue 16 item 4): a
+policy mismatch refuses it before the append; an error of the catch-up after the append is a
+WriteLanded naming the position where the write landed. On memory, SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import pytest
+from idstitch.domain.events import Identified
+from idstitch.projections.base import RowProjection
+from idstitch.projections.device_attributes import DeviceAttributesProjection
+from idstitch.projections.identity import IdentityProjection
+from idstitch.projections.store import LoggedEvent
+
+from idstitch import bootstrap
+from idstitch.errors import PolicyMismatch, WriteLanded
+from idstitch.testing import recorded_events
+from idstitch.workspace import Workspace
+
+WorkspaceFactory = Callable[..., Workspace]
+
+
+class Exploding(RowProjection):
+    """A projection whose fold fails on an identify of ``boom`` (a disk that fills up, say)."""
+
+    name = "exploding"
+    row_types: ClassVar[dict[str, type[Any]]] = {"xx": str}
+    event_types = frozenset({Identified})
+
+    def apply_all(self, unit: Any, events: Sequence[LoggedEvent]) -> None:
+        if any(isinstance(ev, Identified) and ev.user_id == "boom" for _, ev in events):
+            raise RuntimeError("no space left on device")
+
+
+def test_an_error_after_the_append_says_the_write_landed_and_where(
+    make_ws: WorkspaceFactory,
+) -> None:
+    url = make_ws().url
+    ws = Workspace(bootstrap.build(url, projections=[
+        IdentityProjection(), DeviceAttributesProjection(), Exploding()]))
+    try:
+        ws.identify("phone", "ann")
+        with pytest.raises(WriteLanded, match="landed at log position") as raised:
+            ws.identify("phone", "boom")
+        [*_, (position, event)] = recorded_events(ws)
+        assert raised.value.position == position
+        assert isinstance(event, Identified) and event.user_id == "boom"
+        assert isinstance(raised.value.__cause__, RuntimeError)
+    finally:
+        ws.close()
+
+
+def test_a_policy_mismatch_refuses_a_command_before_it_is_recorded(
+    make_durable_ws: WorkspaceFactory,
+) -> None:
+    switching = make_durable_ws(anonymous_merge="switch")
+    switching.identify("phone", "alice")
+    make_durable_ws(switching.url, anonymous_merge="merge")  # rebuilds the rows under merge
+    head = len(recorded_events(switching))
+    with pytest.raises(PolicyMismatch):
+        switching.identify("tablet", "alice")
+    with pytest.raises(PolicyMismatch):
+        switching.set_profile_attributes("phone", {"plan": "pro"})
+    assert len(recorded_events(switching)) == head  # nothing recorded
