@@ -29,6 +29,9 @@ def add_serve(add: Callable[[str, Handler, str], argparse.ArgumentParser]) -> No
     serve.add_argument("--write-key", action="append", dest="write_keys", metavar="KEY",
                        help=f"a write key clients may present; repeatable (default: ${ENV_KEYS}, "
                             "comma-separated)")
+    serve.add_argument("--external", action="store_true",
+                       help="append only: an `idstitch project` process keeps the read models "
+                            "(requests then wait for their commit alone)")
     serve.add_argument("--rejects", metavar="FILE",
                        help="NDJSON log of refused messages (default: <db file>.rejects.ndjson "
                             "beside a SQLite store, else ./idstitch-rejects.ndjson)")
@@ -54,7 +57,7 @@ def cmd_serve(args: argparse.Namespace, console: Console, err: Console) -> int:
     # Open the store once here, so that a bad URL or an unreachable server is an error line
     # and exit status 2 (main handles it), not a traceback from the server's startup.
     open_workspace(args.db).close()
-    asgi = app(args.db, keys, rejects=args.rejects)
+    asgi = app(args.db, keys, rejects=args.rejects, external=args.external)
     err.print(f"idstitch serve: http://{args.host}:{args.port}/v1/batch, {len(keys)} write key(s), "
               f"rejects to {rejects_path(asgi).resolve()}", soft_wrap=True, highlight=False)
     # uvicorn handles SIGTERM and SIGINT: it stops accepting, lets the requests in flight finish,

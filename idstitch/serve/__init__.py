@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Literal
 
 from starlette.applications import Starlette
 
@@ -37,6 +38,7 @@ def app(
     ws_or_url: Workspace | str | None, write_keys: Iterable[str], *,
     rejects: str | os.PathLike[str] | None = None, capacity: int = CAPACITY,
     queue_timeout: float = QUEUE_TIMEOUT, group_messages: int = GROUP_MESSAGES,
+    external: bool = False,
 ) -> Starlette:
     """The ASGI app that records the messages posted to it in a workspace.
 
@@ -47,7 +49,10 @@ def app(
     file refused messages are appended to (default: ``<file>.rejects.ndjson`` beside a SQLite
     store, else ``./idstitch-rejects.ndjson``). ``capacity``: requests admitted at once;
     ``queue_timeout``: seconds a request waits for a slot before a 503. ``group_messages``: at
-    most this many messages of waiting requests are committed together.
+    most this many messages of waiting requests are committed together. ``external``: with a
+    URL, open the store with ``projections="external"``: the writer only appends (a request
+    waits for its group's commit alone) and an ``idstitch project`` process keeps the read
+    models; with a Workspace, the workspace's own mode decides.
     """
     if isinstance(write_keys, (str, bytes)):
         raise InvalidCommand("write_keys", "must be a list of keys, not one string")
@@ -67,7 +72,9 @@ def app(
     elif ws_or_url is None or isinstance(ws_or_url, str):
         url = ws_or_url
         path = rejects or default_path(resolve_url(url))
-        writer = Writer(lambda: open_workspace(url), owned=True, rejects=RejectsLog(path),
+        mode: Literal["external"] | None = "external" if external else None
+        writer = Writer(lambda: open_workspace(url, projections=mode), owned=True,
+                        rejects=RejectsLog(path),
                         group_messages=group_messages)
     else:
         raise InvalidCommand("ws_or_url",

@@ -23,6 +23,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from idstitch.errors import ProjectionsBehind
 from idstitch.serve.rejects import RejectsLog
 from idstitch.workspace import Workspace
 
@@ -35,11 +36,14 @@ them one by one: without the wait the first one would be committed alone and the
 group after it (measured with four clients: 2 requests a group on average, 3.5 with the wait,
 and a quarter more messages a second). It waits only when busy: its last group held several
 requests, or requests it was told about are still being read. A lone client is not slowed."""
-CATCH_UP_MESSAGES = 2000
+CATCH_UP_MESSAGES = 500
 """The writer brings the projections up to date at the latest after this many messages (a
 catch-up of more would hold the requests behind it too long)..."""
 IDLE = 0.05
 """... and when no request came for this many seconds."""
+EXTERNAL_WAIT = 5.0
+"""Seconds a group naming a person by cio_ id waits for an external projector to reach the
+log's head before it is checked against what the read models hold."""
 
 log = logging.getLogger("idstitch.serve")
 
@@ -193,6 +197,15 @@ class Writer:
             # attempt, or by any reader (the default workspace catches up before it queries).
             log.exception("the projections could not be brought up to date")
 
+    def _wait_for_projector(self, ws: Workspace) -> None:
+        """In external mode, a cio_ id is checked against read models another process keeps:
+        wait (a while) for them to reach the log's head first, as a catch-up would."""
+        try:
+            ws.wait_for(ws.log.head(), timeout=EXTERNAL_WAIT)
+        except ProjectionsBehind:
+            log.warning("the projections are behind the log: a cio_ id is checked against "
+                        "what they hold (is `idstitch project` running?)")
+
     def _write(self, ws: Workspace, group: list[Submission]) -> None:
         lines = [line for s in group for line in s.lines]
         # The projections are brought up to date between groups (every CATCH_UP_MESSAGES, and
@@ -202,6 +215,8 @@ class Writer:
         # (the request handlers read each userId: a byte search for "cio_ also matched every
         # device message's cio_sdk_version, and caught up in nearly every group).
         defer = CATCH_UP_MESSAGES > 0 and ws.auto_catch_up and not any(s.names_person for s in group)
+        if ws.external and any(s.names_person for s in group):
+            self._wait_for_projector(ws)
         try:
             # One call, one transaction for the whole group; no child process for so few.
             if defer:

@@ -357,3 +357,16 @@ def test_the_projections_are_brought_up_to_date_when_requests_pause(serve: Any, 
         until(lambda: reader.profile("u-1") is not None, "the writer to catch the projections up")
         profile = reader.profile("u-1")
         assert profile is not None and profile.attributes == {"plan": "pro"}
+
+
+def test_external_serve_only_appends_and_another_process_projects(serve: Any, db: str) -> None:
+    """With ``external=True`` the writer never folds: the read models stay behind until a
+    projector (here a workspace of the default kind, which catches up) brings them up."""
+    server = serve(db, write_keys=[KEY], external=True)
+    body = {"batch": [identify(f"u-{i}", f"d-{i}", messageId=f"m-{i}") for i in range(700)]}
+    assert post(server, "/v1/batch", body).status_code == 200
+    server.stop()  # drained: past 500 messages and the pause, a default writer would have folded
+    with idstitch.open(db, projections="external") as ws:
+        head = ws.log.head()
+        assert head > 0 and ws.lag() == head  # nothing folded by the server
+    assert recorded(db, "u-0", "u-699") == ["u-0", "u-699"]  # the embedded reader catches up
