@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 from idstitch.adapters import batches, memory, projection_sql, segment, urls
 from idstitch.adapters.stores import Stores
-from idstitch.adapters.suppression import suppressing
+from idstitch.adapters.suppression import guard_of, suppressing
 from idstitch.domain import rules
 from idstitch.domain.errors import CorruptRow, InvalidCommand
 from idstitch.projections.base import Registry, RowProjection
@@ -165,7 +165,7 @@ def build(
         settings = Settings(utc_now if clock is None else checked_clock(clock),
                             auto_catch_up and not external, external)
         queries = Queries(stores.log, stores.rows, projector, settings)
-        bus = MessageBus(writer, projector, queries, settings)
+        bus = MessageBus(writer, projector, queries, settings, guard_of(stores.cipher))
         ingester = Ingester(writer, projector, queries, settings,
                             Format(segment.decode,
                                    suppressing(segment.to_commands, stores.cipher),

@@ -1,7 +1,12 @@
 """Shredding a person (the right to erasure): destroy its keys, suppress its identifiers,
 rebuild the projections from the log, whose events of that person then read erased.
 
-The internal entry point behind ``ws.forget``: :func:`shred`.
+``ws.forget`` runs :func:`forget`: :func:`shred`, the decision recorded, a rebuild of every
+projection, :func:`scrub`. The order is chosen for a crash in between: destroying the keys is
+the irreversible step and comes first (after every check, so an error changes nothing); the
+``PersonForgotten`` decision then records that it happened; the rebuild removes the values
+from the rows. A process that stops after the keys were destroyed leaves the person erased in
+the log and refused at ingest; ``ws.rebuild()`` (``idstitch rebuild``) then finishes the rows.
 """
 
 from __future__ import annotations
@@ -10,11 +15,15 @@ from typing import Any
 
 import msgspec
 
+from idstitch.domain import rules
+from idstitch.domain.commands import ForgetPerson
 from idstitch.domain.errors import InvalidCommand, Suppressed, UnknownPerson
 from idstitch.domain.events import PERSONAL
 from idstitch.projections.audit import family, spans
 from idstitch.projections.subject_keys import person_identifiers
 from idstitch.projections.views import Reader
+from idstitch.service.bus import MessageBus
+from idstitch.service.projecting import Projector
 from idstitch.service.queries import Queries
 
 
@@ -72,3 +81,21 @@ def scrub(stores: Any) -> None:
         checkpoint = getattr(stores.cipher.keys, "checkpoint", None)
         if checkpoint is not None:
             checkpoint()
+
+
+def forget(stores: Any, bus: MessageBus, projector: Projector, identifier: object,
+           reason: object) -> ShredReport:
+    """``ws.forget``: check, shred, record the decision, rebuild every projection (custom
+    ones too), scrub. Nothing is changed or recorded when a check fails."""
+    checked_reason = rules.check_text("reason", reason)
+    checked = rules.check_id("identifier", identifier)
+    report = shred(stores, bus.queries, checked)
+    # The person id names it too (``cio_<id>``, a merge naming it by id): refused from now on.
+    stores.cipher.suppress([report.person_id, rules.PERSON_PREFIX + report.person_id])
+    bus.handle(ForgetPerson(person_id=report.person_id, reason=checked_reason))
+    # A cached device still holds the destroyed key of its stint; loaded from the log it
+    # starts anew: every device then behaves the same, cached or not.
+    bus.writer.drop_cache()
+    projector.rebuild()
+    scrub(stores)
+    return report
