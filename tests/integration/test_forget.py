@@ -35,13 +35,30 @@ def traffic(ws: Workspace) -> None:
     ws.set_device_attributes("laptop", {"screen": "wide"}, timestamp=at(6))
 
 
+class Tokens(idstitch.Projection):
+    """A custom projection holding personal values (push tokens) in tables of its own."""
+
+    name = "tokens"
+    version = 1
+    events = frozenset({"DeviceTokenRegistered"})
+
+    def setup(self, db: idstitch.ProjectionDB) -> None:
+        db.execute("CREATE TABLE tokens (device_id TEXT PRIMARY KEY, token TEXT)")
+
+    def handle(self, db: idstitch.ProjectionDB, change: idstitch.Change) -> None:
+        db.execute("INSERT INTO tokens VALUES (?, ?) ON CONFLICT (device_id) "
+                   "DO UPDATE SET token = excluded.token",
+                   (change.device_id, change.data["token"]))
+
+
 def raw(path: Path) -> bytes:
     return b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
 
 
 def test_forget_records_the_decision_and_erases_the_person(make_ws: WorkspaceFactory) -> None:
-    ws = make_ws()
+    ws = make_ws(projections=[Tokens()])
     traffic(ws)
+    assert ws.projection_db("tokens").query("SELECT token FROM tokens") == [("apns-token-dana",)]
     dana = ws.profile("dana-user-77")
     assert dana is not None and ws.history("dana-user-77")
     sam, sam_history = ws.profile("sam"), ws.history("sam")
@@ -51,6 +68,8 @@ def test_forget_records_the_decision_and_erases_the_person(make_ws: WorkspaceFac
         assert ws.history(identifier) == []
         assert ws.profile_as_of(identifier, at(5)) is None
     assert ws.profile("sam") == sam and ws.history("sam") == sam_history
+    # Custom projections are rebuilt too: they saw the token's event erased.
+    assert ws.projection_db("tokens").query("SELECT token FROM tokens") == [("",)]
     decisions = [(p, ev) for p, ev in ws.log.read(0, 1000) if ev.device_id == DECISIONS_STREAM]
     assert [type(ev) for _, ev in decisions] == [PersonForgotten]
     forgotten = decisions[0][1]
@@ -129,11 +148,11 @@ def test_a_device_behaves_the_same_cached_or_reloaded(tmp_path: Path) -> None:
 
 def test_forget_leaves_no_byte_of_the_person_in_the_sqlite_files(tmp_path: Path) -> None:
     path = tmp_path / "ws.db"
-    ws = idstitch.open(f"sqlite:///{path}")
+    ws = idstitch.open(f"sqlite:///{path}", projections=[Tokens()])
     traffic(ws)
     ws.close()
     assert all(s in raw(path) for s in SECRETS)  # the rows held them: the scan can find them
-    ws = idstitch.open(f"sqlite:///{path}")
+    ws = idstitch.open(f"sqlite:///{path}", projections=[Tokens()])
     ws.forget("dana-user-77", reason="erasure request")
     assert ws.verify().ok
     ws.close()
