@@ -26,6 +26,7 @@ from idstitch.projections.device_attributes import DeviceAttributesProjection
 from idstitch.projections.identity import IdentityProjection, Policy
 from idstitch.projections.store import ProjectionStore
 from idstitch.service.bus import MessageBus
+from idstitch.service.erasure import finish_forgets
 from idstitch.service.ingest import Format, Ingester
 from idstitch.service.projecting import Projector
 from idstitch.service.queries import Queries
@@ -175,6 +176,9 @@ def build(
             projector.rebuild(stale)
         for projection in custom:
             projector.register(projection)
+        if not external:
+            # A forget stopped between its decision and its rebuild is finished here.
+            finish_forgets(stores, projector)
         return Services(stores, registry, settings, projector, writer, queries, bus, ingester)
     except BaseException:
         stores.close()

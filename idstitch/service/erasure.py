@@ -6,7 +6,9 @@ projection, :func:`scrub`. The order is chosen for a crash in between: destroyin
 the irreversible step and comes first (after every check, so an error changes nothing); the
 ``PersonForgotten`` decision then records that it happened; the rebuild removes the values
 from the rows. A process that stops after the keys were destroyed leaves the person erased in
-the log and refused at ingest; ``ws.rebuild()`` (``idstitch rebuild``) then finishes the rows.
+the log and refused at ingest; once the decision is recorded, the next open of the workspace
+sees rows newer than none of it (the person still identified in them) and finishes the rebuild
+(:func:`finish_forgets`); stopped before the decision, ``ws.rebuild()`` finishes the rows.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import msgspec
 from idstitch.domain import rules
 from idstitch.domain.commands import ForgetPerson
 from idstitch.domain.errors import InvalidCommand, Suppressed, UnknownPerson
-from idstitch.domain.events import PERSONAL
+from idstitch.domain.events import DECISIONS_STREAM, PERSONAL, PersonForgotten
 from idstitch.projections.audit import family, spans
 from idstitch.projections.subject_keys import person_identifiers
 from idstitch.projections.views import Reader
@@ -99,3 +101,30 @@ def forget(stores: Any, bus: MessageBus, projector: Projector, identifier: objec
     projector.rebuild()
     scrub(stores)
     return report
+
+
+_FORGOTTEN = frozenset({PersonForgotten})
+
+
+def finish_forgets(stores: Any, projector: Projector) -> bool:
+    """On open: if a recorded forget's person is still identified in the rows (the process
+    that forgot it stopped before its rebuild), rebuild every projection and scrub. One indexed
+    read of the decisions stream and a row per forget; True if it rebuilt."""
+    if stores.cipher is None:
+        return False
+    decided = stores.log.read_spans([(DECISIONS_STREAM, 1, None)], _FORGOTTEN)
+    if not decided:
+        return False
+    with stores.rows.snapshot() as rows:
+        reader = Reader(rows, projector.registry.row_types)
+        stale = False
+        for _, ev in decided:
+            assert isinstance(ev, PersonForgotten)
+            row = reader.person(ev.person_id)
+            if row is not None and row.identified:
+                stale = True
+                break
+    if stale:
+        projector.rebuild()
+        scrub(stores)
+    return stale

@@ -9,10 +9,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from idstitch.domain.commands import ForgetPerson
 from idstitch.domain.events import DECISIONS_STREAM, PersonForgotten
 
 import idstitch
 from idstitch.errors import InvalidCommand, Suppressed, UnknownPerson
+from idstitch.service.erasure import finish_forgets, shred
 from idstitch.workspace import Workspace
 
 WorkspaceFactory = Callable[..., Workspace]
@@ -159,3 +161,24 @@ def test_forget_leaves_no_byte_of_the_person_in_the_sqlite_files(tmp_path: Path)
     data = raw(path)
     assert [s for s in SECRETS if s in data] == []
     assert b"Oslo" in data and b"erasure request" in data
+
+
+def test_a_forget_stopped_before_its_rebuild_is_finished_on_open(tmp_path: Path) -> None:
+    """The keys destroyed and the decision recorded, then the process stops before the
+    rebuild: the rows still hold the person's values until the next open finishes it."""
+    path = tmp_path / "ws.db"
+    ws = idstitch.open(f"sqlite:///{path}")
+    traffic(ws)
+    services = ws._services
+    report = shred(services.stores, services.queries, "dana-user-77")
+    services.bus.handle(ForgetPerson(person_id=report.person_id, reason="erasure request"))
+    ws.close()  # no rebuild: as a process stopped here
+    assert b"Zanzibar-trait" in raw(path)
+    ws = idstitch.open(f"sqlite:///{path}")
+    assert ws.profile("dana-user-77") is None and ws.profile("sam") is not None
+    ws.close()
+    assert [s for s in SECRETS if s in raw(path)] == []
+    # A clean store is not rebuilt on open.
+    ws = idstitch.open(f"sqlite:///{path}")
+    assert not finish_forgets(ws._services.stores, ws._services.projector)
+    ws.close()
