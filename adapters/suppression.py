@@ -1,6 +1,7 @@
 """Ingest refuses messages that name a forgotten identifier (right to erasure).
 
-Wraps a format's ``to_commands``: a command carrying a user id or an email (identify's user id
+Wraps a format's ``to_commands``, and guards the workspace's own commands (:func:`guard_of`,
+merges naming a forgotten person too): a command carrying a user id or an email (identify's user id
 and ``email`` trait, a profile update's ``email``, activate's customer user id) whose keyed
 hash is among the suppressed raises :class:`~idstitch.domain.errors.Suppressed`, which ingest
 reports as the message's rejection reason. Nothing of the identifier is stored to check it:
@@ -13,7 +14,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from idstitch.adapters.crypto import SubjectCipher
-from idstitch.domain.commands import Activate, Command, Identify, SetProfileAttributes
+from idstitch.domain.commands import (
+    Activate,
+    Command,
+    Identify,
+    MergePersons,
+    SetProfileAttributes,
+)
 from idstitch.domain.errors import Suppressed
 
 ToCommands = Callable[[Any], Sequence[Command] | None]
@@ -30,6 +37,8 @@ def identifiers_of(command: Command) -> list[tuple[str, str]]:
     elif type(command) is Activate and command.customer_user_id is not None:
         out.append(("customer_user_id", command.customer_user_id))
         email = None
+    elif type(command) is MergePersons:
+        return [("primary", command.primary), ("secondary", command.secondary)]
     else:
         return out
     if isinstance(email, str):
@@ -40,9 +49,22 @@ def identifiers_of(command: Command) -> list[tuple[str, str]]:
 def check(cipher: SubjectCipher, command: Command) -> None:
     """Raise Suppressed if the command names a forgotten identifier."""
     for field, identifier in identifiers_of(command):
-        if cipher.is_suppressed(identifier):
+        # A value of the wrong type is the handler's to refuse, naming the field.
+        if isinstance(identifier, str) and cipher.is_suppressed(identifier):
             raise Suppressed(f"{field}: names a person who was forgotten (right to erasure); "
                              "its traffic is refused")
+
+
+def guard_of(cipher: SubjectCipher | None) -> Callable[[Command], None] | None:
+    """The message bus's check of every command (None when encryption is off: nothing can
+    have been forgotten)."""
+    if cipher is None:
+        return None
+
+    def guard(command: Command) -> None:
+        check(cipher, command)
+
+    return guard
 
 
 def suppressing(to_commands: ToCommands, cipher: SubjectCipher | None) -> ToCommands:

@@ -130,6 +130,13 @@ class Unmerge(msgspec.Struct, frozen=True, kw_only=True):
     reason: str
 
 
+class ForgetPerson(msgspec.Struct, frozen=True, kw_only=True):
+    """Record that a person was forgotten (its keys already destroyed by the workspace)."""
+
+    person_id: str
+    reason: str
+
+
 Command = (
     Activate
     | Identify
@@ -143,5 +150,6 @@ Command = (
     | Logout
     | MergePersons
     | Unmerge
+    | ForgetPerson
 )
 """Every command the service layer has a handler for."""

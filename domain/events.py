@@ -136,11 +136,21 @@ class MergeUndone(DeviceEvent, frozen=True, kw_only=True, tag="MergeUndone"):
     reason: str
 
 
+class PersonForgotten(DeviceEvent, frozen=True, kw_only=True, tag="PersonForgotten"):
+    """A person forgotten (the right to erasure; a decision, on the workspace's decisions
+    stream), recorded once its keys were destroyed. Only the pseudonymous ``person_id``: never
+    the identifier the forget named nor any other personal value (the log is append-only and
+    this event is never shredded), so ``reason`` must not hold personal data either."""
+
+    person_id: str
+    reason: str
+
+
 DECISIONS_STREAM = "workspace:decisions"
 """The stream of the workspace's person-level decisions, beside the devices in the same log (no
 device command may name it: the handlers refuse it as a device id)."""
 
-DECISION_TYPES: tuple[type[DeviceEvent], ...] = (PersonsMerged, MergeUndone)
+DECISION_TYPES: tuple[type[DeviceEvent], ...] = (PersonsMerged, MergeUndone, PersonForgotten)
 """The events of the decisions stream."""
 
 AnyDeviceEvent = (
@@ -155,6 +165,7 @@ AnyDeviceEvent = (
     | IdentityCleared
     | PersonsMerged
     | MergeUndone
+    | PersonForgotten
 )
 """The tagged union one reused decoder reads every stored device event with."""
 
@@ -170,6 +181,7 @@ EVENT_TYPES: tuple[type[DeviceEvent], ...] = (
     IdentityCleared,
     PersonsMerged,
     MergeUndone,
+    PersonForgotten,
 )
 
 PERSONAL: dict[type[DeviceEvent], dict[str, Any]] = {

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 from idstitch.adapters import batches, memory, projection_sql, segment, urls
 from idstitch.adapters.stores import Stores
-from idstitch.adapters.suppression import suppressing
+from idstitch.adapters.suppression import guard_of, suppressing
 from idstitch.domain import rules
 from idstitch.domain.errors import CorruptRow, InvalidCommand
 from idstitch.projections.base import Registry, RowProjection
@@ -26,6 +26,7 @@ from idstitch.projections.device_attributes import DeviceAttributesProjection
 from idstitch.projections.identity import IdentityProjection, Policy
 from idstitch.projections.store import ProjectionStore
 from idstitch.service.bus import MessageBus
+from idstitch.service.erasure import finish_forgets
 from idstitch.service.ingest import Format, Ingester
 from idstitch.service.projecting import Projector
 from idstitch.service.queries import Queries
@@ -165,7 +166,7 @@ def build(
         settings = Settings(utc_now if clock is None else checked_clock(clock),
                             auto_catch_up and not external, external)
         queries = Queries(stores.log, stores.rows, projector, settings)
-        bus = MessageBus(writer, projector, queries, settings)
+        bus = MessageBus(writer, projector, queries, settings, guard_of(stores.cipher))
         ingester = Ingester(writer, projector, queries, settings,
                             Format(segment.decode,
                                    suppressing(segment.to_commands, stores.cipher),
@@ -175,6 +176,9 @@ def build(
             projector.rebuild(stale)
         for projection in custom:
             projector.register(projection)
+        if not external:
+            # A forget stopped between its decision and its rebuild is finished here.
+            finish_forgets(stores, projector)
         return Services(stores, registry, settings, projector, writer, queries, bus, ingester)
     except BaseException:
         stores.close()

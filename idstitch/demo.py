@@ -10,7 +10,9 @@ Three stories, the first two taken from the SDK docs the identity model was draw
   customer user id (conversion), a second device identifying the same user (merged or
   switched by the workspace's ``anonymous_merge`` policy), ``logout`` and logging in again.
 - Support: a merge by mistake (``merge_persons`` of two customers), undone (``unmerge``): both
-  are again what they were, each with its own devices and attributes.
+  are again what they were, each with its own devices and attributes; then an erasure request,
+  honoured (``forget``): the profile and history of the customer answer nothing, and ingest
+  refuses a message naming it.
 
 Every call carries an explicit client timestamp, starting 2026-01-01T09:00Z and advancing a few
 seconds per step, so two runs on fresh stores record the same events and print the same story.
@@ -32,6 +34,7 @@ STEP = timedelta(seconds=5)
 DANA_PHONE = "ios-dana-iphone"
 LEE_PHONE = "android-lee-pixel"
 LEE_TABLET = "android-lee-tablet"
+KIM_LAPTOP = "web-kim-laptop"
 
 HEADING = "# "
 """Lines passed to ``say`` that start with this are story headings, not steps."""
@@ -222,7 +225,7 @@ SUPPORT = "support"
 
 def _support(s: _Story) -> list[str]:
     ws = s.ws
-    s.say(HEADING + "Support: a merge by mistake, undone")
+    s.say(HEADING + "Support: a merge by mistake, undone; an erasure request, honoured")
 
     s.tick()
     merge_id = ws.merge_persons("sam-7", "lee-100", reason="ticket 311: looked like one customer")
@@ -235,7 +238,28 @@ def _support(s: _Story) -> list[str]:
     ws.unmerge(merge_id, reason="ticket 312: two customers after all")
     s.step(SUPPORT, "unmerge(reason=ticket 312)",
            "unmerged: sam-7 and lee-100 apart again, as if never merged")
+    _erasure(s)
     return []
+
+
+def _erasure(s: _Story) -> None:
+    ws = s.ws
+    pos = ws.identify(KIM_LAPTOP, "kim-55", {"email": "kim@example.com", "plan": "basic"},
+                      timestamp=s.tick())
+    s.step(KIM_LAPTOP, 'identify kim-55 {"email": "kim@example.com", "plan": "basic"}',
+           s.identify_outcome("kim-55", pos))
+
+    s.tick()
+    ws.forget("kim@example.com", reason="ticket 313: erasure request")
+    gone = ws.profile("kim-55") is None and ws.history("kim@example.com") == []
+    s.step(SUPPORT, "forget(kim@example.com, reason=ticket 313)",
+           "erased: keys destroyed; profile and history of kim-55 answer nothing"
+           if gone else "still readable")
+
+    report = ws.ingest([{"type": "identify", "userId": "kim-55", "anonymousId": "kim-anon-2",
+                         "messageId": "demo-kim-2", "timestamp": s.tick().isoformat()}])
+    reason = report.rejected[0][1] if report.rejected else "accepted"
+    s.step(KIM_LAPTOP, "ingest identify kim-55", f"refused: {reason}")
 
 
 def run_demo(ws: Workspace, say: Callable[[str], None],
@@ -255,5 +279,5 @@ def run_demo(ws: Workspace, say: Callable[[str], None],
     return _customer_io(story) + _adapty(story) + _support(story)
 
 
-__all__ = ["DANA_PHONE", "HEADING", "INDENT", "LEE_PHONE", "LEE_TABLET", "START", "SUPPORT",
+__all__ = ["DANA_PHONE", "HEADING", "INDENT", "KIM_LAPTOP", "LEE_PHONE", "LEE_TABLET", "START", "SUPPORT",
            "StoryClock", "run_demo"]

@@ -22,7 +22,7 @@ from idstitch.projections.custom import Projection, ProjectionDB, check_projecti
 from idstitch.projections.identity import Policy
 from idstitch.projections.identity.rows import PERSON
 from idstitch.projections.views import Device, Merge, Profile
-from idstitch.service import following
+from idstitch.service import erasure, following
 from idstitch.service.arguments import checked, checked_methods
 from idstitch.service.following import ProjectionStatus
 from idstitch.service.ingest import INGEST_BATCH, IngestReport
@@ -214,7 +214,20 @@ class Workspace:
         if self._bus.handle(c.Unmerge(merge_id=merge_id, reason=reason)) is None:
             return
         projector = self._services.projector
-        projector.rebuild(["identity", *projector.custom.projections])
+        # The registry says which projection keeps the persons (no name is assumed here).
+        projector.rebuild([self.projections.owner_of(PERSON).name,
+                           *projector.custom.projections])
+
+    def forget(self, identifier: str, *, reason: str) -> None:
+        """Erase a person (the right to erasure): any identifier of it (user id, email,
+        ``cio_<id>``, person id). Its keys are destroyed (its personal values in the log read
+        erased from then on), its identifiers refused by every later command and by ingest
+        (:class:`~idstitch.errors.Suppressed`), a ``PersonForgotten`` decision records its
+        person id and ``reason`` (which must not hold personal data), and every projection is
+        rebuilt so that no row holds its values. UnknownPerson if no person has that
+        identifier, Suppressed if it was forgotten already; nothing changes on an error."""
+        erasure.forget(self._services.stores, self._bus, self._services.projector, identifier,
+                       reason)
 
     # Bulk.
 

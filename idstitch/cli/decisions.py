@@ -1,5 +1,5 @@
-"""Person-level decisions from the command line: ``merge A B --reason TEXT`` and
-``unmerge MERGE_ID --reason TEXT``.
+"""Person-level decisions from the command line: ``merge A B --reason TEXT``,
+``unmerge MERGE_ID --reason TEXT`` and ``forget ID --reason TEXT``.
 
 ``idstitch merge PRIMARY SECONDARY --reason TEXT`` merges two identified persons (any identifier
 of each: user id, email, cio_<person_id>, person id) and prints the merge's id alone on stdout,
@@ -11,6 +11,11 @@ person twice or a blank reason is an error (exit 2) and records nothing.
 kind ``merged`` that ``idstitch merges`` lists): both persons become what they would be had it
 never been recorded. An unknown id, a conversion or switch, or a merge undone already is an
 error (exit 2).
+
+``idstitch forget ID --reason TEXT`` erases a person (the right to erasure; any identifier of
+it): its keys are destroyed, its identifiers refused from then on, the projections rebuilt
+without it. An unknown person, one forgotten already or a blank reason is an error (exit 2)
+and changes nothing. The reason is kept in the log for good: no personal data in it.
 """
 
 from __future__ import annotations
@@ -49,6 +54,19 @@ def cmd_unmerge(args: argparse.Namespace, console: Console, err: Console) -> int
     return 0
 
 
+FORGET_HELP = ("erase a person (right to erasure): its personal values become unreadable "
+               "everywhere and its identifiers are refused from then on")
+
+
+def cmd_forget(args: argparse.Namespace, console: Console, err: Console) -> int:
+    """Forget a person; say so on stderr (stdout stays empty)."""
+    with open_workspace(args.db, args.policy, Access.READ) as ws:
+        ws.forget(args.identifier, reason=args.reason)
+    err.print(Text(f"forgot {args.identifier}: its identifiers are refused from now on",
+                   style="dim"), soft_wrap=True)
+    return 0
+
+
 def add_decisions(add: Callable[[str, Handler, str], argparse.ArgumentParser]) -> None:
     """Register the decision commands on the CLI's parser."""
     merge = add("merge", cmd_merge, MERGE_HELP)
@@ -60,3 +78,7 @@ def add_decisions(add: Callable[[str, Handler, str], argparse.ArgumentParser]) -
     unmerge.add_argument("merge_id", metavar="MERGE_ID")
     unmerge.add_argument("--reason", required=True, metavar="TEXT",
                          help="why (kept with the merge record, shown by `idstitch merges`)")
+    forget = add("forget", cmd_forget, FORGET_HELP)
+    forget.add_argument("identifier", metavar="ID")
+    forget.add_argument("--reason", required=True, metavar="TEXT",
+                        help="why (kept in the log for good: no personal data)")

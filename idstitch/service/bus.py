@@ -8,6 +8,8 @@ the caller reads its own write.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from idstitch.domain.commands import Command
 from idstitch.domain.errors import WriteLanded
 from idstitch.service.handlers import HANDLERS
@@ -21,9 +23,12 @@ class MessageBus:
     """Maps each command to its handler and commits the unit of work it staged."""
 
     def __init__(
-        self, writer: DeviceWriter, projector: Projector, queries: Queries, settings: Settings
+        self, writer: DeviceWriter, projector: Projector, queries: Queries, settings: Settings,
+        guard: Callable[[Command], None] | None = None,
     ) -> None:
         self.writer = writer
+        self.guard = guard
+        """Checks every command before its handler (the refusal of forgotten identifiers)."""
         self.projector = projector
         self.queries = queries
         self.settings = settings
@@ -33,6 +38,8 @@ class MessageBus:
         recorded nothing (a duplicate message id, collected attributes turned off)."""
         uow = UnitOfWork(Moment(self.settings.clock(), False),
                          Persons(self.queries.settle, self.queries))
+        if self.guard is not None:
+            self.guard(command)
         HANDLERS[type(command)](command, uow)
         with self.writer.lock:
             if self.settings.auto_catch_up:

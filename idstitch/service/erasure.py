@@ -1,7 +1,14 @@
 """Shredding a person (the right to erasure): destroy its keys, suppress its identifiers,
 rebuild the projections from the log, whose events of that person then read erased.
 
-The internal entry point behind ``ws.forget``: :func:`shred`.
+``ws.forget`` runs :func:`forget`: :func:`shred`, the decision recorded, a rebuild of every
+projection, :func:`scrub`. The order is chosen for a crash in between: destroying the keys is
+the irreversible step and comes first (after every check, so an error changes nothing); the
+``PersonForgotten`` decision then records that it happened; the rebuild removes the values
+from the rows. A process that stops after the keys were destroyed leaves the person erased in
+the log and refused at ingest; once the decision is recorded, the next open of the workspace
+sees rows newer than none of it (the person still identified in them) and finishes the rebuild
+(:func:`finish_forgets`); stopped before the decision, ``ws.rebuild()`` finishes the rows.
 """
 
 from __future__ import annotations
@@ -10,11 +17,15 @@ from typing import Any
 
 import msgspec
 
+from idstitch.domain import rules
+from idstitch.domain.commands import ForgetPerson
 from idstitch.domain.errors import InvalidCommand, Suppressed, UnknownPerson
-from idstitch.domain.events import PERSONAL
+from idstitch.domain.events import DECISIONS_STREAM, PERSONAL, PersonForgotten
 from idstitch.projections.audit import family, spans
 from idstitch.projections.subject_keys import person_identifiers
 from idstitch.projections.views import Reader
+from idstitch.service.bus import MessageBus
+from idstitch.service.projecting import Projector
 from idstitch.service.queries import Queries
 
 
@@ -72,3 +83,48 @@ def scrub(stores: Any) -> None:
         checkpoint = getattr(stores.cipher.keys, "checkpoint", None)
         if checkpoint is not None:
             checkpoint()
+
+
+def forget(stores: Any, bus: MessageBus, projector: Projector, identifier: object,
+           reason: object) -> ShredReport:
+    """``ws.forget``: check, shred, record the decision, rebuild every projection (custom
+    ones too), scrub. Nothing is changed or recorded when a check fails."""
+    checked_reason = rules.check_text("reason", reason)
+    checked = rules.check_id("identifier", identifier)
+    report = shred(stores, bus.queries, checked)
+    # The person id names it too (``cio_<id>``, a merge naming it by id): refused from now on.
+    stores.cipher.suppress([report.person_id, rules.PERSON_PREFIX + report.person_id])
+    bus.handle(ForgetPerson(person_id=report.person_id, reason=checked_reason))
+    # A cached device still holds the destroyed key of its stint; loaded from the log it
+    # starts anew: every device then behaves the same, cached or not.
+    bus.writer.drop_cache()
+    projector.rebuild()
+    scrub(stores)
+    return report
+
+
+_FORGOTTEN = frozenset({PersonForgotten})
+
+
+def finish_forgets(stores: Any, projector: Projector) -> bool:
+    """On open: if a recorded forget's person is still identified in the rows (the process
+    that forgot it stopped before its rebuild), rebuild every projection and scrub. One indexed
+    read of the decisions stream and a row per forget; True if it rebuilt."""
+    if stores.cipher is None:
+        return False
+    decided = stores.log.read_spans([(DECISIONS_STREAM, 1, None)], _FORGOTTEN)
+    if not decided:
+        return False
+    with stores.rows.snapshot() as rows:
+        reader = Reader(rows, projector.registry.row_types)
+        stale = False
+        for _, ev in decided:
+            assert isinstance(ev, PersonForgotten)
+            row = reader.person(ev.person_id)
+            if row is not None and row.identified:
+                stale = True
+                break
+    if stale:
+        projector.rebuild()
+        scrub(stores)
+    return stale

@@ -18,6 +18,7 @@ from idstitch.domain.commands import (
     Activate,
     ClearIdentify,
     CollectDeviceAttributes,
+    ForgetPerson,
     Identify,
     Logout,
     MergePersons,
@@ -30,7 +31,7 @@ from idstitch.domain.commands import (
 )
 from idstitch.domain.device import Device
 from idstitch.domain.errors import InvalidCommand, UnknownPerson
-from idstitch.domain.events import DECISIONS_STREAM, MergeUndone, PersonsMerged
+from idstitch.domain.events import DECISIONS_STREAM, MergeUndone, PersonForgotten, PersonsMerged
 from idstitch.service.uow import UnitOfWork
 
 Common = tuple[str | None, datetime, datetime]
@@ -228,6 +229,16 @@ def unmerge(cmd: Unmerge, uow: UnitOfWork) -> None:
                            timestamp=now, recorded_at=now))
 
 
+def forget_person(cmd: ForgetPerson, uow: UnitOfWork) -> None:
+    """Record a forget (identity-model.md §4). The workspace checked the person and destroyed
+    its keys before this runs; only the pseudonymous person id is recorded."""
+    person_id = rules.check_id("person_id", cmd.person_id)
+    reason = rules.check_text("reason", cmd.reason)
+    now = uow.now
+    uow.decide(PersonForgotten(device_id=DECISIONS_STREAM, person_id=person_id, reason=reason,
+                               timestamp=now, recorded_at=now))
+
+
 HANDLERS: dict[type[Any], Callable[[Any, UnitOfWork], None]] = {
     Activate: activate,
     Identify: identify,
@@ -241,5 +252,6 @@ HANDLERS: dict[type[Any], Callable[[Any, UnitOfWork], None]] = {
     Logout: logout,
     MergePersons: merge_persons,
     Unmerge: unmerge,
+    ForgetPerson: forget_person,
 }
 """The one map from command type to handler."""

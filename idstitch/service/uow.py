@@ -348,6 +348,12 @@ class DeviceWriter:
             devices.update(self.log.load_many(missing))
         return devices
 
+    def drop_cache(self) -> None:
+        """Forget every cached device: the next command loads its device from the log (after a
+        forget, whose destroyed keys a cached device would still try to write under)."""
+        with self.lock:
+            self._devices.clear()
+
     def cached(self, device_id: str) -> Device | None:
         """The cached device, if any (without taking it)."""
         return self._devices.get(device_id)

@@ -29,6 +29,7 @@ from idstitch.domain.events import (
     Identified,
     IdentityCleared,
     MergeUndone,
+    PersonForgotten,
     PersonsMerged,
     ProfileAttributesChanged,
     PushStatusRecorded,
@@ -90,7 +91,10 @@ class IdentityProjection(RowProjection):
     config_type = IdentityConfig
     row_types = ROW_TYPES
     unit_class = IdentityUnit
-    event_types = frozenset(EVENT_TYPES) - {DeviceAttributesChanged, DeviceAttributesCollected}
+    # A forget changes no row by itself: the workspace rebuilds from the log, whose events of
+    # the person then read erased.
+    event_types = frozenset(EVENT_TYPES) - {DeviceAttributesChanged, DeviceAttributesCollected,
+                                            PersonForgotten}
     # A device's rows and its first anonymous person are created at its first event, of
     # whatever type.
     first_events = True

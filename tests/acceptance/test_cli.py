@@ -57,6 +57,8 @@ def test_demo_writes_a_fresh_default_file_and_tells_the_stories(
     assert "merged: anonymous" in out
     assert "explicit: lee-100 joins sam-7" in out
     assert "unmerged: sam-7 and lee-100 apart again" in out
+    assert "erased: keys destroyed; profile and history of kim-55 answer nothing" in out
+    assert "refused: userId: names a person who was forgotten" in out
     assert "sqlite:///idstitch-demo.db" in out
     assert not (tmp_path / "idstitch.db").exists()
     with idstitch.open("sqlite:///idstitch-demo.db") as ws:
@@ -91,6 +93,12 @@ def test_demo_writes_a_fresh_default_file_and_tells_the_stories(
         assert kinds == ["converted", "merged", "merged", "unmerged"]
         [undone] = [m for m in ws.merges("sam-7") if m.kind == "unmerged"]
         assert undone.reason == "ticket 312: two customers after all"
+        # The erasure request: nothing of Kim answers, and her laptop is an anonymous device.
+        assert ws.profile("kim-55") is None and ws.profile("kim@example.com") is None
+        assert ws.history("kim-55") == []
+        laptop = ws.profile_of_device("web-kim-laptop")
+        assert laptop is not None and not laptop.identified and laptop.attributes == {}
+        assert ws.verify().ok
 
 
 def test_demo_reruns_tell_the_same_story(

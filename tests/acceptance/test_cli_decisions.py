@@ -84,3 +84,32 @@ def test_unmerge_undoes_a_merge(url: str, capsys: pytest.CaptureFixture[str]) ->
     assert status == 0 and "unmerged" in out
     status, out, err = run(capsys, "--db", url, "unmerge", merge_id, "--reason", "again")
     assert status == 2 and "undone already" in err and "Traceback" not in err
+
+
+def test_forget_erases_the_person_and_refuses_its_identifiers(
+        url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = run(capsys, "--db", url, "forget", "ann", "--reason", "ticket 9")
+    assert status == 0 and out == "" and "forgot ann" in err
+    with idstitch.open(url) as ws:
+        assert ws.profile("ann") is None and ws.history("ann") == []
+        assert ws.profile("ann@example.com") is not None  # another person
+        assert ws.verify().ok
+    status, out, err = run(capsys, "--db", url, "profile", "ann")
+    assert status == 1
+    status, out, err = run(capsys, "--db", url, "forget", "ann", "--reason", "again")
+    assert status == 2 and "forgotten" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (("forget", "nobody", "--reason", "ticket 9"), "nobody"),
+    (("forget", "ann", "--reason", " "), "reason"),
+])
+def test_a_refused_forget_is_one_error_line_and_changes_nothing(
+    url: str, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], says: str,
+) -> None:
+    with idstitch.open(url) as ws:
+        before = ws.dump()
+    status, out, err = run(capsys, "--db", url, *argv)
+    assert status == 2 and out == "" and says in err and "Traceback" not in err
+    with idstitch.open(url) as ws:
+        assert ws.dump() == before and ws.profile("ann") is not None

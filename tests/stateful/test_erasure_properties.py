@@ -1,8 +1,8 @@
 """Forgetting one person leaves every other person exactly as it was (hypothesis).
 
 The statement: for random traffic of several users, each on devices of its own and with an
-email of its own (no device, id or email shared with another user), forgetting one user and
-rebuilding leaves the profile of every other user equal to its profile before the forget.
+email of its own (no device, id or email shared with another user), ``ws.forget`` of one user
+leaves the profile of every other user equal to its profile before the forget.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import idstitch
-from idstitch.service.erasure import scrub, shred
 from idstitch.workspace import Workspace
 
 T0 = datetime(2026, 1, 1, 9, tzinfo=UTC)
@@ -57,10 +56,7 @@ def test_forgetting_one_user_leaves_the_others_untouched(
                           for u in others for n in (0, 1)}
         if ws.profile(victim) is None:
             return  # never identified: nothing to forget by that id
-        services = ws._services
-        shred(services.stores, services.queries, victim)
-        ws.rebuild(parallel=False)
-        scrub(services.stores)
+        ws.forget(victim, reason="erasure request")
         assert ws.profile(victim) is None
         assert ws.profile(f"{victim}@example.com") is None
         assert {u: ws.profile(u) for u in others} == before
