@@ -9,9 +9,8 @@ function of the log, an incremental catch-up and a rebuild from position 0 give 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any
 
-import msgspec
 from idstitch.domain.device import (
     anonymous_id_for,
     anonymous_person_id,
@@ -36,7 +35,10 @@ from idstitch.domain.events import (
 )
 from idstitch.domain.rules import classify, normalize_email
 from idstitch.projections.base import RowProjection
-from idstitch.projections.identity import decisions, local, persons
+from idstitch.projections.identity import decisions, local, persons, sessions
+from idstitch.projections.identity.config import POLICIES, IdentityConfig, Policy
+from idstitch.projections.identity.config import ids_of as _ids_of
+from idstitch.projections.identity.config import policy_of as _policy_of
 from idstitch.projections.identity.decisions import UndoneMerges
 from idstitch.projections.identity.graph import IdentityUnit, identifier_key
 from idstitch.projections.identity.person_index import MAX_DEVICES, TOO_MANY_DEVICES
@@ -54,18 +56,9 @@ from idstitch.projections.identity.rows import (
 )
 from idstitch.projections.store import EventLog, LoggedEvent, to_micros
 
-Policy = Literal["merge", "switch"]
-POLICIES: tuple[Policy, ...] = ("merge", "switch")
-
-
-class IdentityConfig(msgspec.Struct, frozen=True):
-    """The identity projection's configuration: the anonymous-merge policy and id scheme."""
-
-    policy: Policy
-    ids: IdScheme
-
 Handler = Callable[[IdentityUnit, DeviceRow, Any, int, int], None]
 _SESSION_EVENTS = frozenset({Identified, ProfileAttributesChanged, IdentityCleared})
+"""The events that may carry an SDK session's anonymousId."""
 _ERASED_IGNORED = frozenset({Identified, DeviceTokenRegistered, DeviceTokenRemoved})
 """Events that mean nothing once erased (their identifier or token is gone)."""
 
@@ -74,7 +67,6 @@ def _ignore_erased(unit: IdentityUnit, dev: DeviceRow, ev: DeviceEvent, pos: int
                    ts: int) -> None:
     """An erased event of :data:`_ERASED_IGNORED`: recorded, applied to nobody."""
     dev.ignored.append(pos)
-"""The events that may carry an SDK session's anonymousId."""
 
 
 class IdentityProjection(RowProjection):
@@ -143,23 +135,8 @@ class IdentityProjection(RowProjection):
         """The projection :meth:`config` describes."""
         return cls(config.policy, config.ids)
 
-    @staticmethod
-    def policy_of(meta: str | None) -> Policy | None:
-        """The policy recorded in a tracking meta, if any."""
-        settings = dict(part.partition("=")[::2] for part in (meta or "").split())
-        value = settings.get("anonymous_merge")
-        return "switch" if value == "switch" else "merge" if value == "merge" else None
-
-    @staticmethod
-    def ids_of(meta: str | None) -> IdScheme:
-        """The id scheme of rows committed under ``meta``: rows built before ids were derived
-        from events (format 3 and older, no ``ids=``) keep the position scheme."""
-        settings = dict(part.partition("=")[::2] for part in (meta or "").split())
-        if meta is None or settings.get("ids") == "event":
-            return "event"
-        if settings.get("ids") == "position" or int(settings.get("rows", "0") or 0) <= 3:
-            return "position"
-        return "event"
+    policy_of = staticmethod(_policy_of)
+    ids_of = staticmethod(_ids_of)
 
     def apply_all(self, unit: IdentityUnit, events: Sequence[LoggedEvent]) -> None:
         """Apply events in log order (their rows read first, in a few queries)."""
@@ -241,9 +218,9 @@ class IdentityProjection(RowProjection):
     ) -> None:
         if ev.sdk_anonymous_id is not None:
             if ev.late:
-                self._late(unit, dev, ev.sdk_anonymous_id, pos)
+                sessions.late(unit, dev, ev.sdk_anonymous_id, pos)
                 return
-            self._tag_session(unit, dev, ev.sdk_anonymous_id, pos)
+            sessions.tag_session(unit, dev, ev.sdk_anonymous_id, pos)
             local.session(dev, ev)
         person = unit.person(dev.person_id)
         local.profile_attributes(person.attrs, ev, pos, ts)
@@ -276,65 +253,17 @@ class IdentityProjection(RowProjection):
         local.cleared(dev, ev)
         self._new_anonymous_person(unit, dev, pos, ts)
         if ev.sdk_anonymous_id is not None:
-            self._tag_session(unit, dev, ev.sdk_anonymous_id, pos)
-
-    # SDK sessions (docs/explanation/stitching.md, "Resets in SDK traffic"): the device
-    # aggregate decided which session a message belongs to; the fold gives a session's
-    # anonymousId to the person the device is on when the session starts (merges carry it on,
-    # as they carry every anonymous id), and records a late message without applying it.
-
-    def _tag_session(self, unit: IdentityUnit, dev: DeviceRow, sdk_anonymous_id: str,
-                     pos: int) -> None:
-        if unit.owner(identifier_key("anon", sdk_anonymous_id)) is not None:
-            return  # another device's session already named it: the first one keeps it
-        person = unit.person(dev.person_id)
-        person.anonymous_ids.append(sdk_anonymous_id)
-        person.anonymous_since.append(pos)
-        unit.put_identifier("anon", sdk_anonymous_id, person.person_id, pos)
-        unit.put_person(person)
-
-    def _late(self, unit: IdentityUnit, dev: DeviceRow, sdk_anonymous_id: str, pos: int) -> None:
-        session = unit.resolve_key(identifier_key("anon", sdk_anonymous_id))
-        current = unit.person(dev.person_id)
-        current.refused.append(Refusal(
-            "anon", sdk_anonymous_id, "late: a message of an SDK session that ended on this "
-            "device (it was reset); recorded, not applied", pos,
-            None if session is None else session.person_id))
-        dev.ignored.append(pos)
-        unit.put_person(current)
+            sessions.tag_session(unit, dev, ev.sdk_anonymous_id, pos)
 
     def _new_device(self, unit: IdentityUnit, ev: DeviceEvent, pos: int, ts: int) -> DeviceRow:
         dev = local.new_device(ev.device_id, ts)
         if (type(ev) is Identified and ev.server and not ev.erased
-                and self._server_stream(unit, dev, ev, pos, ts)):
+                and sessions.server_stream(unit, dev, ev, pos, ts, self.ids)):
             unit.put_device(dev)
             return dev
         self._new_anonymous_person(unit, dev, pos, ts)
         unit.put_device(dev)
         return dev
-
-    def _server_stream(self, unit: IdentityUnit, dev: DeviceRow, ev: Identified, pos: int,
-                       ts: int) -> bool:
-        """A server-side stream starts on its user's person (created, identified, when the
-        user is new, as Customer.io does): no anonymous person, so no conversion or merge."""
-        kind = classify(ev.user_id)
-        if kind == "cio":
-            person = unit.live_person(ev.user_id[len("cio_"):])
-            if person is None or not person.identified:
-                return False  # retired since the command's check: refused as on any device
-        else:
-            value = normalize_email(ev.user_id) if kind == "email" else ev.user_id
-            person = unit.resolve_key(identifier_key(kind, value))
-        if person is None:
-            person = PersonRow(person_id=minted_person_id(dev.device_id, 0) if self.ids == "event"
-                               else new_person_id(dev.device_id, pos),
-                               identified=True, identified_at=pos, created_at=ts, updated_at=ts,
-                               since=pos)
-            persons.claim(unit, person, kind, value, pos)
-        dev.server = True
-        dev.anonymous_id = anonymous_id_for(dev.device_id, 0)
-        persons.join(unit, dev, person, pos)
-        return True
 
     def _new_anonymous_person(self, unit: IdentityUnit, dev: DeviceRow, pos: int, ts: int) -> None:
         anonymous_id = anonymous_id_for(dev.device_id, dev.generation)
@@ -351,11 +280,11 @@ class IdentityProjection(RowProjection):
     ) -> None:
         sdk_anonymous_id = ev.sdk_anonymous_id
         if sdk_anonymous_id is not None and ev.late:
-            self._late(unit, dev, sdk_anonymous_id, pos)
+            sessions.late(unit, dev, sdk_anonymous_id, pos)
             return
         self._identify(unit, dev, ev, pos, ts)
         if sdk_anonymous_id is not None:
-            self._tag_session(unit, dev, sdk_anonymous_id, pos)
+            sessions.tag_session(unit, dev, sdk_anonymous_id, pos)
             local.session(dev, ev)
 
     def _identify(

@@ -11,7 +11,7 @@ import pytest
 from idstitch.projections.base import ProjectionSpec, Registry
 from idstitch.projections.device_attributes import DeviceAttributesProjection
 from idstitch.projections.identity import IdentityProjection
-from idstitch.projections.identity.fold import IdentityConfig
+from idstitch.projections.identity.config import IdentityConfig
 
 import idstitch
 from idstitch import bootstrap
