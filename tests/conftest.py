@@ -104,3 +104,14 @@ def _opener(
 def ws(make_ws: WorkspaceFactory) -> Workspace:
     """A workspace on a fresh store (merge policy)."""
     return make_ws()
+
+
+@pytest.fixture(params=STORES)
+def url_factory(request: pytest.FixtureRequest,
+                tmp_path_factory: pytest.TempPathFactory) -> Callable[[], str]:
+    """Makes URLs of fresh, empty stores of the parametrized kind, any number per test (a
+    hypothesis property opens new ones for every example)."""
+    def make() -> str:
+        return store_url(str(request.param), tmp_path_factory,
+                         lambda: request.getfixturevalue("postgres"))
+    return make

@@ -12,8 +12,6 @@
 
 from __future__ import annotations
 
-import itertools
-import tempfile
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,7 +23,7 @@ from idstitch.domain.device import Recorded, device_aggregate_id
 
 import idstitch
 from idstitch.errors import IdstitchError
-from idstitch.testing import FrozenClock, TemporaryPostgres, recorded_events
+from idstitch.testing import FrozenClock, recorded_events
 from idstitch.workspace import Workspace
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -33,7 +31,6 @@ DEVICES = ["d1", "d2", "d3"]
 USERS = ["alice", "bob", "carol@example.com"]
 EMAILS = ["a@example.com", "b@example.com"]
 KEYS = ["plan", "color", "email"]
-_schemas = itertools.count()
 
 device = st.sampled_from(DEVICES)
 offset = st.integers(0, 50)
@@ -114,18 +111,6 @@ def prefix(ws: Workspace, position: int, policy: str) -> Workspace:
                                    versions[event.device_id], event)])
     fresh.catch_up()
     return fresh
-
-
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
-def url_factory(request: pytest.FixtureRequest) -> Any:
-    def make() -> str:
-        if request.param == "memory":
-            return "memory:"
-        if request.param == "sqlite":
-            return f"sqlite:///{tempfile.mkdtemp()}/audit.db"
-        pg: TemporaryPostgres = request.getfixturevalue("postgres")
-        return pg.url("idstitch_tests") + f"?schema=audit{next(_schemas)}"
-    return make
 
 
 SETTINGS = settings(max_examples=25, deadline=None,

@@ -10,25 +10,21 @@
 
 from __future__ import annotations
 
-import itertools
-import tempfile
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import idstitch
 from idstitch.errors import IdstitchError
-from idstitch.testing import FrozenClock, TemporaryPostgres
+from idstitch.testing import FrozenClock
 from idstitch.workspace import Workspace
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 DEVICES = ["d1", "d2", "d3"]
 USERS = ["alice", "bob", "carol@example.com"]
 KEYS = ["plan", "color", "email"]
-_schemas = itertools.count()
 
 device = st.sampled_from(DEVICES)
 offset = st.integers(0, 50)
@@ -74,18 +70,6 @@ def state(ws: Workspace, devices: list[str], undone: str) -> dict[str, Any]:
                     sorted(d.device_id for d in profile.devices), sorted(profile.anonymous_ids),
                     [(m.merge_id, m.kind) for m in ws.merges(key) if m.merge_id != undone])
     return out
-
-
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
-def url_factory(request: pytest.FixtureRequest) -> Any:
-    def make() -> str:
-        if request.param == "memory":
-            return "memory:"
-        if request.param == "sqlite":
-            return f"sqlite:///{tempfile.mkdtemp()}/unmerge.db"
-        pg: TemporaryPostgres = request.getfixturevalue("postgres")
-        return pg.url("idstitch_tests") + f"?schema=unmerge{next(_schemas)}"
-    return make
 
 
 SETTINGS = settings(max_examples=15, deadline=None,
