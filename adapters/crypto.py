@@ -179,6 +179,16 @@ class SubjectCipher:
         one.update(text.encode())
         return one.digest()
 
+    def any_suppressed(self) -> bool:
+        """Whether any identifier is forgotten (as :meth:`is_suppressed` sees the key store):
+        ingest asks this once per command and skips the per-identifier checks while nothing
+        is (the usual case)."""
+        now = monotonic()
+        if now - self._suppressed_at > SUPPRESSION_REFRESH:
+            self._suppressed = self.keys.suppressed_digests()
+            self._suppressed_at = now
+        return bool(self._suppressed)
+
     def is_suppressed(self, identifier: str) -> bool:
         """True if ``identifier`` (user id or email) belongs to a forgotten person.
 
