@@ -76,7 +76,8 @@ def suppressing(to_commands: ToCommands, cipher: SubjectCipher | None) -> ToComm
 
     def checked(message: Any) -> Sequence[Command] | None:
         commands = to_commands(message)
-        if commands:
+        # One look per message (not per command) while nothing is forgotten.
+        if commands and cipher.any_suppressed():
             for command in commands:
                 check(cipher, command)
         return commands
