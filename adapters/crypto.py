@@ -124,7 +124,11 @@ class SubjectCipher:
         32-bit counter (NIST SP 800-38D's deterministic construction): unique within the
         process without a system call per event; two processes share a prefix with odds of
         about 2**-64 per pair."""
-        block, n = divmod(next(self._count), 1 << 32)  # next(): atomic under the GIL
+        return self._nonce_at(next(self._count))  # next(): atomic under the GIL
+
+    def _nonce_at(self, count: int) -> bytes:
+        """The nonce of the ``count``-th draw (see :meth:`_nonce`)."""
+        block, n = divmod(count, 1 << 32)
         if block != self._block:  # once per 2**32 nonces: a fresh prefix
             with self._lock:
                 if block > self._block:
@@ -137,13 +141,22 @@ class SubjectCipher:
         key_id = event.key_id
         if values_of is None or key_id is None:
             return event
-        aead = self._batch[key_id] if key_id in self._batch else self._aead(key_id, create=True)
+        # The usual case, a cached key, without a call (this runs for every event recorded).
+        batch = self._batch
+        aead = (batch[key_id] if batch and key_id in batch
+                else self._cache.get(key_id, _MISSING))
+        if aead is _MISSING:
+            aead = self._aead(key_id, create=True)
         if aead is None:
             raise Suppressed(f"the data subject of device {event.device_id!r} was forgotten: "
                              "its key was destroyed, nothing more is recorded under it")
         values = self._encode(values_of(event))
-        nonce = self._nonce()
-        sealed = nonce + aead.encrypt(nonce, values, key_id.encode())
+        # _nonce inlined while the counter stays within its block (all but once per 2**32).
+        n = next(self._count)
+        nonce = (self._prefix + (n & 0xFFFFFFFF).to_bytes(4, "big") if n >> 32 == self._block
+                 else self._nonce_at(n))
+        # (aead is an AESGCM here: _MISSING was replaced, None refused)
+        sealed = nonce + aead.encrypt(nonce, values, key_id.encode())  # type: ignore[attr-defined]
         return msgspec.structs.replace(event, sealed=sealed, **PERSONAL[type(event)])
 
     def unseal(self, event: DeviceEvent) -> DeviceEvent:
@@ -178,6 +191,16 @@ class SubjectCipher:
         one = mac.copy()
         one.update(text.encode())
         return one.digest()
+
+    def any_suppressed(self) -> bool:
+        """Whether any identifier is forgotten (as :meth:`is_suppressed` sees the key store):
+        ingest asks this once per command and skips the per-identifier checks while nothing
+        is (the usual case)."""
+        now = monotonic()
+        if now - self._suppressed_at > SUPPRESSION_REFRESH:
+            self._suppressed = self.keys.suppressed_digests()
+            self._suppressed_at = now
+        return bool(self._suppressed)
 
     def is_suppressed(self, identifier: str) -> bool:
         """True if ``identifier`` (user id or email) belongs to a forgotten person.

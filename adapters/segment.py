@@ -300,7 +300,8 @@ def _derived(message_id: str | None, suffix: str) -> str | None:
     """The id of a part split off a message: within the id limit whenever the message's is."""
     if message_id is None:
         return None
-    message_id = plain_str(message_id)
+    if type(message_id) is not str:  # (no call for the usual exact str: once per message)
+        message_id = plain_str(message_id)
     derived = message_id + suffix
     if len(derived) <= MAX_ID_BYTES and derived.isascii():
         return derived

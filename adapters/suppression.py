@@ -48,6 +48,8 @@ def identifiers_of(command: Command) -> list[tuple[str, str]]:
 
 def check(cipher: SubjectCipher, command: Command) -> None:
     """Raise Suppressed if the command names a forgotten identifier."""
+    if not cipher.any_suppressed():
+        return  # nothing forgotten: no identifier to look at (runs for every command)
     for field, identifier in identifiers_of(command):
         # A value of the wrong type is the handler's to refuse, naming the field.
         if isinstance(identifier, str) and cipher.is_suppressed(identifier):
@@ -74,7 +76,8 @@ def suppressing(to_commands: ToCommands, cipher: SubjectCipher | None) -> ToComm
 
     def checked(message: Any) -> Sequence[Command] | None:
         commands = to_commands(message)
-        if commands:
+        # One look per message (not per command) while nothing is forgotten.
+        if commands and cipher.any_suppressed():
             for command in commands:
                 check(cipher, command)
         return commands

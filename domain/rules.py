@@ -304,9 +304,14 @@ def check_attributes(
         # single value can exceed it, so the per-value size check is skipped.
         clean, small = True, len(encoded) <= MAX_VALUE_BYTES
     for key, value in attributes.items():
-        if not isinstance(key, str):
-            raise InvalidCommand(field, f"attribute name {_brief(key)} must be a non-blank string")
-        _check_name(field, key, clean)
+        # A short, non-blank exact str with valid text (``clean``) is a good name: settled here
+        # without a call (this runs for every trait of every message).
+        if (not clean or type(key) is not str or not key or len(key) > _SHORT_NAME
+                or key.isspace()):
+            if not isinstance(key, str):
+                raise InvalidCommand(field,
+                                     f"attribute name {_brief(key)} must be a non-blank string")
+            _check_name(field, key, clean)
         kind = type(value)
         if small and (kind is str or kind is bool or value is None
                       or (kind is int and MIN_INT <= value <= MAX_INT)):

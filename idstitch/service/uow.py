@@ -114,6 +114,12 @@ class UnitOfWork:
     def stage(self, device_id: object, message_id: str | None, run: Callable[..., bool],
               args: tuple[Any, ...]) -> None:
         """Add a step to the current message (the device id is checked here, for every step)."""
+        steps = self.steps
+        if steps and device_id is steps[-1].device_id and device_id is not DECISIONS_STREAM:
+            # The very id the previous step was checked with (a message's context follows its
+            # command on the same device): accepted already.
+            steps.append(Step(device_id, message_id, run, args))
+            return
         checked = rules.check_id("device_id", device_id)
         if checked == DECISIONS_STREAM:
             raise InvalidCommand("device_id", f"{checked!r} is reserved for the workspace's "
