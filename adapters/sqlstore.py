@@ -87,6 +87,15 @@ class SnapshotRows:
         """One row, as of the transaction's snapshot."""
         return self._store._select(self._cur, kind, [key]).get(key)
 
+    def position(self, name: str) -> int:
+        """A projection's tracking position, as of the same snapshot as the rows: a reader
+        checks it to know the rows hold what it caught up to (a reset in between empties
+        them and moves it back to 0)."""
+        cur, p = self._cur, self._store.param
+        cur.execute(f"SELECT position FROM idstitch_tracking WHERE name = {p}", (name,))
+        row = cur.fetchone()
+        return 0 if row is None else _position(name, row[0])
+
 
 class SqlProjectionStore:
     """Statements shared by the SQL stores; subclasses supply connections and dialect bits."""

@@ -88,6 +88,10 @@ class RowSource(Protocol):
         """One row."""
         ...
 
+    def position(self, name: str) -> int:
+        """The tracking position of the projection ``name`` the rows were committed with."""
+        ...
+
 
 class ProjectionStore(Protocol):
     """Where projections keep their rows: in the same database as the events."""
