@@ -88,8 +88,8 @@ class RowSource(Protocol):
         """One row."""
         ...
 
-    def position(self, name: str) -> int:
-        """The tracking position of the projection ``name`` the rows were committed with."""
+    def positions(self, names: Sequence[str]) -> dict[str, int]:
+        """The tracking positions of the named projections the rows were committed with."""
         ...
 
 
@@ -122,6 +122,10 @@ class ProjectionStore(Protocol):
 
     def position(self, name: str) -> int:
         """The committed tracking position of the projection ``name``."""
+        ...
+
+    def positions(self, names: Sequence[str]) -> dict[str, int]:
+        """The committed tracking positions of the named projections, in one read."""
         ...
 
     def meta(self, name: str) -> str | None:

@@ -79,6 +79,7 @@ class Queries:
         and the query settles again. ``audit``: take the audit lock (before the snapshot's connection, see
         Auditor.serial) and pause the collector, and read the rows' epoch after settling."""
         registry = self.projector.registry
+        names = registry.names
         while True:
             until = self._settled()
             epoch = self.auditor.epoch(self.rows, registry) if audit else None
@@ -87,8 +88,8 @@ class Queries:
                     stack.enter_context(self.auditor.serial())
                     stack.enter_context(bulk_gc())
                 rows = stack.enter_context(self.rows.snapshot())
-                if all(rows.position(p.name) >= self.projector.committed(p.name)
-                       for p in registry):
+                found = rows.positions(names)
+                if all(found[name] >= self.projector.committed(name) for name in names):
                     yield rows, until, epoch
                     return
 
