@@ -93,6 +93,10 @@ class MemoryProjectionStore:
         """Committed tracking position."""
         return self.tracking.get(name, (0, None))[0]
 
+    def positions(self, names: Sequence[str]) -> dict[str, int]:
+        """Committed tracking positions of the named projections."""
+        return {name: self.position(name) for name in names}
+
     def meta(self, name: str) -> str | None:
         """Committed tracking meta."""
         return self.tracking.get(name, (0, None))[1]

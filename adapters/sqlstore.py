@@ -87,6 +87,16 @@ class SnapshotRows:
         """One row, as of the transaction's snapshot."""
         return self._store._select(self._cur, kind, [key]).get(key)
 
+    def positions(self, names: Sequence[str]) -> dict[str, int]:
+        """Projections' tracking positions, as of the same snapshot as the rows (in one
+        statement): a reader checks them to know the rows hold what it caught up to (a reset
+        in between empties them and moves the position back to 0)."""
+        marks = ", ".join([self._store.param] * len(names))
+        self._cur.execute(
+            f"SELECT name, position FROM idstitch_tracking WHERE name IN ({marks})", tuple(names))
+        found = {name: _position(name, position) for name, position in self._cur.fetchall()}
+        return {name: found.get(name, 0) for name in names}
+
 
 class SqlProjectionStore:
     """Statements shared by the SQL stores; subclasses supply connections and dialect bits."""
@@ -197,6 +207,11 @@ class SqlProjectionStore:
     def position(self, name: str) -> int:
         """Committed tracking position."""
         return self._tracking(name)[0]
+
+    def positions(self, names: Sequence[str]) -> dict[str, int]:
+        """Committed tracking positions of the named projections, in one read."""
+        with self._statement() as cur:
+            return SnapshotRows(self, cur).positions(names)
 
     def meta(self, name: str) -> str | None:
         """Committed tracking meta (the configuration the rows were built under)."""

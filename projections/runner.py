@@ -57,6 +57,10 @@ class RunnerState:
         """The committed (position, meta) the cache reflects; another one starts it cold."""
         self.complete = False
         """Whether the cache holds every row that exists (after a reset, until an eviction)."""
+        self.committed = 0
+        """The committed position the last catch-up left (the position it returns may lie up
+        to LAG_LIMIT further, over other projections' events): a snapshot of the rows whose
+        position is behind it was taken after a reset (a rebuild elsewhere)."""
 
     def forget(self) -> None:
         """Drop cached rows (after a reset of the store, or any failure mid-fold)."""
@@ -147,24 +151,30 @@ def catch_up(
     elif head is not None:
         until = head
         if stretch.start >= until:
+            state.committed = stretch.start
             return stretch.start
     else:
         until = log.head()
         if stretch.start >= until:
             # Up to date: answer without taking the projection's write lock, so queries
             # from several processes do not queue behind each other.
+            state.committed = stretch.start
             return stretch.start
     leases = leases_of(store)
     held = leases is not None and leases.try_lease(projection.name)
     if leases is not None and not held:
         if not wait:
+            state.committed = stretch.start
             return stretch.start
         reached, held = _await(projection.name, store, leases, until)
         if reached is not None:
+            state.committed = reached
             return reached
         stretch = Stretch(projection, state, log, store)  # from where the holder left it
     try:
-        return _fold_until(stretch, state, log, until, settled, progress, recent, eager)
+        reached = _fold_until(stretch, state, log, until, settled, progress, recent, eager)
+        state.committed = stretch.start
+        return reached
     except BaseException:
         # Whatever raised (a progress callback between a fold and its commit, Ctrl-C, the
         # store), the cache may hold folded rows that were never committed: a later catch-up

@@ -88,6 +88,10 @@ class RowSource(Protocol):
         """One row."""
         ...
 
+    def positions(self, names: Sequence[str]) -> dict[str, int]:
+        """The tracking positions of the named projections the rows were committed with."""
+        ...
+
 
 class ProjectionStore(Protocol):
     """Where projections keep their rows: in the same database as the events."""
@@ -118,6 +122,10 @@ class ProjectionStore(Protocol):
 
     def position(self, name: str) -> int:
         """The committed tracking position of the projection ``name``."""
+        ...
+
+    def positions(self, names: Sequence[str]) -> dict[str, int]:
+        """The committed tracking positions of the named projections, in one read."""
         ...
 
     def meta(self, name: str) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -17,10 +18,11 @@ from contextlib import contextmanager
 import msgspec
 
 from idstitch.domain.errors import CorruptEvent, CorruptRow, InvalidCommand, ProjectionFailed
+from idstitch.projections import runner
 from idstitch.projections.base import ProjectionSpec, Registry, RowProjection, import_topic
 from idstitch.projections.custom import Projection, topic_of
 from idstitch.projections.custom_runner import CustomRunner
-from idstitch.projections.runner import RunnerStates, catch_up, replay
+from idstitch.projections.runner import RunnerStates, catch_up, leases_of, replay
 from idstitch.projections.store import EventLog, LoggedEvent, ProjectionStore
 from idstitch.service import background
 
@@ -48,6 +50,36 @@ def bulk_gc() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+@contextmanager
+def leased(rows: ProjectionStore, names: Sequence[str]) -> Iterator[None]:
+    """Hold the leases of the named projections (where the store has leases) while the block
+    runs: other processes' catch-ups of them then wait for what the block commits instead of
+    folding alongside it (see :mod:`idstitch.projections.runner`).
+
+    A lease another process holds (its catch-up, folding a few events) is waited for, up to
+    the runner's STALL_SECONDS; a holder that keeps it longer is taken for stuck and the block
+    runs without that lease, as a catch-up would: the optimistic commits keep the rows right,
+    only some folding may be done twice."""
+    leases = leases_of(rows)
+    taken: list[str] = []
+    try:
+        if leases is not None:
+            for name in names:
+                since, pause = time.monotonic(), 0.001
+                while not leases.try_lease(name):
+                    if time.monotonic() - since > runner.STALL_SECONDS:
+                        break
+                    time.sleep(pause)
+                    pause = min(pause * 2, runner.WAIT_PAUSE_MAX)
+                else:
+                    taken.append(name)
+        yield
+    finally:
+        if leases is not None:
+            for name in reversed(taken):
+                leases.release_lease(name)
 
 
 class Projector:
@@ -156,7 +188,8 @@ class Projector:
                                    wait=wait, eager=eager, head=head)
         except CorruptEvent as e:
             self.unreadable[projection.name] = e
-            return self.rows.position(projection.name)
+            committed = self.states.of(projection).committed = self.rows.position(projection.name)
+            return committed
         self.unreadable.pop(projection.name, None)
         return reached
 
@@ -207,6 +240,11 @@ class Projector:
             self.catch_up()
             self.raise_failures([projection.name])
 
+    def committed(self, name: str) -> int:
+        """The committed position the last catch-up in this process left the projection at: a
+        snapshot of the rows behind it was taken after a reset (see Queries)."""
+        return self.states.of(self.registry[name]).committed
+
     def position(self) -> int:
         """The committed position every built-in projection has reached (the lowest)."""
         return min([self.rows.position(p.name) for p in self.registry],
@@ -238,24 +276,29 @@ class Projector:
         if parallel and not self.can_fork:
             raise InvalidCommand("parallel", "a second process cannot open this store")
         with self.lock, bulk_gc():
-            # One transaction: with every kind in it, SQLite drops whole pages at once.
-            self.rows.reset([p.name for p in chosen], [k for p in chosen for k in p.kinds])
-            for projection in chosen:
-                self.states.forget(projection.name)
-            until = self.log.head()
-            helper = None
-            if len(chosen) > 1 and parallel is not False and self.can_fork and (
-                    parallel or until >= PARALLEL_REBUILD_EVENTS):
-                helper = self.helper(replay=[p.name for p in chosen[1:]], until=until)
-            try:
-                here = chosen if helper is None else chosen[:1]
-                replay(here, self.states, self.log, self.rows, until, progress)
-                if helper is not None and not helper.stop(until):
-                    # The child failed: what it committed stays, the rest is replayed here.
-                    replay(chosen[1:], self.states, self.log, self.rows, until)
-            finally:
-                if helper is not None:
-                    helper.close()
+            # The leases from before the reset to the end of the replay: another process's
+            # catch-up waits for the replayed rows (its query never settles for the reset's
+            # empty ones). The child replays its projections under the leases held here.
+            with leased(self.rows, [p.name for p in chosen]):
+                # One transaction: with every kind in it, SQLite drops whole pages at once.
+                self.rows.reset([p.name for p in chosen], [k for p in chosen for k in p.kinds])
+                for projection in chosen:
+                    self.states.forget(projection.name)
+                until = self.log.head()
+                helper = None
+                if len(chosen) > 1 and parallel is not False and self.can_fork and (
+                        parallel or until >= PARALLEL_REBUILD_EVENTS):
+                    helper = self.helper(replay=[p.name for p in chosen[1:]], until=until)
+                try:
+                    here = chosen if helper is None else chosen[:1]
+                    replay(here, self.states, self.log, self.rows, until, progress)
+                    if helper is not None and not helper.stop(until):
+                        # The child failed: what it committed stays, the rest is replayed here.
+                        replay(chosen[1:], self.states, self.log, self.rows, until)
+                finally:
+                    if helper is not None:
+                        helper.close()
+            # After the leases are given back: a catch-up takes and releases them itself.
             reached = self.catch_up()
             self.raise_failures(custom)
             return reached

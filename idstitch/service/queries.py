@@ -2,12 +2,18 @@
 
 In the embedded default (``auto_catch_up``) every query first brings the projections up to the
 head of the log, so it sees every event committed before it (read-your-writes, also across
-processes sharing the store). Reads then run in one snapshot of the projection store.
+processes sharing the store). Reads then run in one snapshot of the projection store, which
+must still hold what the catch-up reached: a rebuild in another process may have reset the rows
+in between (its reset commits no rows and position 0). The snapshot's own tracking positions
+tell; a query that finds them behind catches up again, which waits for the rebuild's replay
+(it holds the projections' leases), and reads again. A reader thus sees the complete old rows
+or the complete new ones, never the empty or half-replayed ones in between.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -15,7 +21,7 @@ from idstitch.domain.errors import CorruptRow, InvalidCommand
 from idstitch.projections.audit import Change, Provenance
 from idstitch.projections.auditor import Auditor
 from idstitch.projections.identity.rows import MergeRow, PersonRow
-from idstitch.projections.store import EventLog, ProjectionStore
+from idstitch.projections.store import EventLog, ProjectionStore, RowSource
 from idstitch.projections.views import Device, Merge, Profile, Reader
 from idstitch.service.projecting import Projector, bulk_gc
 from idstitch.service.settings import Settings
@@ -58,12 +64,34 @@ class Queries:
             return Reader(rows, self.projector.registry.row_types).merge_row(merge_id)
 
     def _read(self, ask: Callable[[Reader], T]) -> T:
-        """Settle, then ask the rows in one snapshot."""
+        """Settle, then ask the rows in one snapshot that holds what the catch-up reached."""
         def read() -> T:
-            self.settle()
-            with self.rows.snapshot() as rows:
+            with self._snapshot() as (rows, _, _):
                 return ask(Reader(rows, self.projector.registry.row_types))
         return self._repairing(read)
+
+    @contextmanager
+    def _snapshot(self, *, audit: bool = False
+                  ) -> Iterator[tuple[RowSource, int, str | None]]:
+        """Settle, then open a snapshot of the rows that holds every projection at the
+        position the settling committed, or further; (the snapshot, the position settled,
+        the audit's epoch). A snapshot found behind (a reset committed in between) is dropped
+        and the query settles again. ``audit``: take the audit lock (before the snapshot's connection, see
+        Auditor.serial) and pause the collector, and read the rows' epoch after settling."""
+        registry = self.projector.registry
+        names = registry.names
+        while True:
+            until = self._settled()
+            epoch = self.auditor.epoch(self.rows, registry) if audit else None
+            with ExitStack() as stack:
+                if audit:
+                    stack.enter_context(self.auditor.serial())
+                    stack.enter_context(bulk_gc())
+                rows = stack.enter_context(self.rows.snapshot())
+                found = rows.positions(names)
+                if all(found[name] >= self.projector.committed(name) for name in names):
+                    yield rows, until, epoch
+                    return
 
     def _repairing(self, read: Callable[[], T]) -> T:
         """``read()``; if it met a damaged projection row, rebuild its projection and read
@@ -105,10 +133,7 @@ class Queries:
 
     def _audited(self, identifier: str, ask: Callable[[Reader, PersonRow, int, str | None], T],
                  unknown: T) -> T:
-        until = self._settled()
-        epoch = self.auditor.epoch(self.rows, self.projector.registry)
-        # The audit lock before the snapshot's connection (see Auditor.serial).
-        with self.auditor.serial(), bulk_gc(), self.rows.snapshot() as rows:
+        with self._snapshot(audit=True) as (rows, until, epoch):
             reader = Reader(rows, self.projector.registry.row_types)
             person = reader.person(identifier)
             return unknown if person is None else ask(reader, person, until, epoch)
@@ -139,11 +164,8 @@ class Queries:
         return self._repairing(lambda: self._as_of(identifier, at))
 
     def _as_of(self, identifier: str, at: int | datetime) -> Profile | None:
-        until = self._settled()
         position = self.position_at(at) if isinstance(at, datetime) else at
-        epoch = self.auditor.epoch(self.rows, self.projector.registry)
-        # The audit lock before the snapshot's connection (see Auditor.serial).
-        with self.auditor.serial(), bulk_gc(), self.rows.snapshot() as rows:
+        with self._snapshot(audit=True) as (rows, until, epoch):
             reader = Reader(rows, self.projector.registry.row_types)
             return self.auditor.profile_as_of(reader, self.log, identifier,
                                               min(position, until), until, epoch)

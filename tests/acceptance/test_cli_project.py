@@ -99,7 +99,19 @@ def test_kill_9_during_catch_up_then_a_restart_equals_a_rebuild(url: str) -> Non
         midway = 0
         for _ in range(10):
             process = start_project(url)
-            time.sleep(rng.uniform(0.8, 3.0))
+            # Killed at a random point of the catch-up, but found by watching its commits, not
+            # by a sleep: on a fast machine a fixed delay let the whole catch-up finish first.
+            kill_after = rng.randint(1, 3)
+            commits, last = 0, None
+            deadline = time.monotonic() + 120
+            while process.poll() is None and time.monotonic() < deadline:
+                positions = [s.position for s in writer.projection_status()]
+                if last is not None and positions != last:
+                    commits += 1
+                last = positions
+                if commits >= kill_after or sum(positions) >= head * len(positions):
+                    break
+                time.sleep(rng.uniform(0.001, 0.02))
             kill(process)
             positions = [s.position for s in writer.projection_status()]
             if 0 < sum(positions) < head * len(positions):
