@@ -1,0 +1,199 @@
+"""SQLite's half of the device log (the FastLog port of :mod:`idstitch.adapters.eventlog`):
+appends and reads on eventsourcing's own ``stored_events`` table, with the hash chain written
+in the same transaction. A mixin of :class:`~idstitch.adapters.sqlite.SqliteProjectionStore`,
+which owns the connection, its lock and the file's write lock (as PostgreSQL's half lives in
+:mod:`idstitch.adapters.postgres_log`)."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
+from uuid import UUID
+
+from idstitch.adapters.sqlchain import ChainSql
+from idstitch.adapters.sqlchain import append as chain_append
+from idstitch.domain.errors import StoreError
+from idstitch.domain.ports import WriteConflict
+
+
+@contextmanager
+def translated(what: str) -> Iterator[None]:
+    """The one place where sqlite3's errors become idstitch's: a taken (device, version) is
+    a WriteConflict, anything else a StoreError saying what failed."""
+    try:
+        yield
+    except sqlite3.IntegrityError as e:
+        raise WriteConflict(str(e)) from e
+    except sqlite3.Error as e:
+        raise StoreError(f"{what}: {e}") from e
+
+
+CHAIN = ChainSql.of(
+    events="stored_events", position="rowid", originator="originator_id", param="?",
+    last="substr(hashes, -32)",
+    # OR REPLACE: if someone deleted the last events, SQLite hands their rowids out again; an
+    # append's run then replaces the orphaned one that starts there (verify reports the break,
+    # instead of every later append failing).
+    insert="INSERT OR REPLACE INTO idstitch_chain (position, hashes) VALUES (?, ?)")
+"""The hash chain's statements (see idstitch.adapters.sqlchain): eventsourcing's SQLite
+recorder keeps the originator id as text, and idstitch writes it as 32 hex digits."""
+
+class SqliteLog:
+    """The FastLog methods over the store's one connection (see the module)."""
+
+    _conn: sqlite3.Connection
+    _lock: threading.RLock
+    _file: str
+    chunk: int
+
+    def _translated(self, what: str) -> AbstractContextManager[None]:
+        """:func:`translated`, the message naming the file (a damaged or foreign file's
+        errors then say which one)."""
+        return translated(f"{what} ({self._file})")
+
+    def _writing(self) -> AbstractContextManager[None]:
+        """The file's write lock (the store defines it)."""
+        raise NotImplementedError
+
+    # The batch path of the event log (FastLog): the recorder's own stored_events table,
+    # written with executemany in one transaction instead of one statement per event.
+
+    @contextmanager
+    def exclusive(self) -> Iterator[Callable[[list[tuple[str, int, str, bytes]]], list[int]]]:
+        """Hold the file's write lock: nobody else appends until the block ends. Yields an
+        insert function (its rows commit, synced, when the block ends); reads of the log run
+        on this connection meanwhile, inside the transaction."""
+        with self._lock, self._writing():
+            try:
+                with self._translated("cannot append events"):
+                    self._conn.execute("PRAGMA synchronous=FULL")
+                    self._conn.execute("BEGIN IMMEDIATE")
+                    yield self._insert
+                    self._conn.commit()
+            finally:
+                if self._conn.in_transaction:
+                    self._conn.rollback()
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+
+    def _insert(self, rows: list[tuple[str, int, str, bytes]]) -> list[int]:
+        """Insert events and their chain entries inside the open write transaction."""
+        with self._translated("cannot append events"):
+            self._conn.executemany(
+                "INSERT INTO stored_events (originator_id, originator_version, topic, "
+                "state) VALUES (?, ?, ?, ?)", rows)
+            last = self._conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+            # Under the write lock, with no AUTOINCREMENT and no deletes, the rowids of one
+            # transaction's inserts are consecutive.
+            positions = list(range(last - len(rows) + 1, last + 1))
+            # The chain goes on from its last committed entry, read under the same lock: two
+            # processes appending to one file never fork it.
+            chain_append(self._conn, CHAIN, positions, rows)
+        return positions
+
+    def append_events(self, rows: list[tuple[str, int, str, bytes]]) -> list[int]:
+        """Insert events in one transaction; their positions (rowids)."""
+        with self._lock:
+            try:
+                with self._translated("cannot append events"):
+                    # The log is the source of truth: an append that returned survives a power
+                    # cut (the WAL is synced at this commit, as eventsourcing's recorder does).
+                    self._conn.execute("PRAGMA synchronous=FULL")
+                    self._conn.execute("BEGIN IMMEDIATE")
+                    positions = self._insert(rows)
+                    self._conn.commit()
+            finally:
+                if self._conn.in_transaction:
+                    # Whatever failed (a conflict, an interrupt) got here mid-transaction: end
+                    # it, or the connection keeps the write lock (and refuses the PRAGMA).
+                    self._conn.rollback()
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+        return positions
+
+    def read_events(self, after: int, limit: int) -> list[tuple[int, bytes]]:
+        """(position, state) after a position."""
+        with self._lock, self._translated("cannot read the log"):
+            rows: list[tuple[int, bytes]] = self._conn.execute(
+                "SELECT rowid, state FROM stored_events WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                (after, limit)).fetchall()
+        return rows
+
+    def read_selected(
+        self, after: int, until: int, limit: int, topics: list[str], first: bool
+    ) -> list[tuple[int, bytes]]:
+        """(position, state) of the events with these topics (and, with ``first``, every
+        device's first event) in ``after < position <= until``."""
+        marks = ", ".join("?" * len(topics))
+        also = " OR originator_version = 1" if first else ""
+        with self._lock, self._translated("cannot read the log"):
+            # The table is scanned in rowid order and the other events skipped in C: a
+            # replay then decodes only the events it folds.
+            rows: list[tuple[int, bytes]] = self._conn.execute(
+                "SELECT rowid, state FROM stored_events WHERE rowid > ? AND rowid <= ? "
+                f"AND (topic IN ({marks}){also}) ORDER BY rowid LIMIT ?",
+                (after, until, *topics, limit)).fetchall()
+        return rows
+
+    def head(self) -> int:
+        """The last position (0 when empty)."""
+        with self._lock, self._translated("cannot read the log"):
+            row = self._conn.execute("SELECT max(rowid) FROM stored_events").fetchone()
+        return int(row[0] or 0)
+
+    def device_events(self, aggregate_ids: list[UUID]) -> list[tuple[int, bytes]]:
+        """(version, state) of these aggregates' events, by aggregate then version."""
+        return self._by_aggregates(
+            "cannot load devices", aggregate_ids,
+            "SELECT originator_version, state FROM stored_events WHERE originator_id IN ({}) "
+            "ORDER BY originator_id, originator_version")
+
+    def device_versions(self, aggregate_ids: list[UUID]) -> dict[str, int]:
+        """The last version of each of these aggregates that has events, by UUID hex."""
+        return dict(self._by_aggregates(
+            "cannot read the log", aggregate_ids,
+            "SELECT originator_id, max(originator_version) FROM stored_events "
+            "WHERE originator_id IN ({}) GROUP BY originator_id"))
+
+    def _by_aggregates(self, what: str, aggregate_ids: list[UUID], sql: str) -> list[Any]:
+        """The rows of ``sql`` (its ``{}`` the aggregate ids' placeholders), a chunk of ids at a
+        time (SQLite caps a statement's parameters)."""
+        out: list[Any] = []
+        with self._lock, translated(what):
+            for i in range(0, len(aggregate_ids), self.chunk):
+                part = [a.hex for a in aggregate_ids[i : i + self.chunk]]
+                out.extend(self._conn.execute(sql.format(", ".join("?" * len(part))), part)
+                           .fetchall())
+        return out
+
+    def read_spans(
+        self, spans: list[tuple[str, int, int]], topics: list[str] | None
+    ) -> list[tuple[int, bytes]]:
+        """(position, state) of each (aggregate hex, start, end) span's events (of these
+        topics, or all): one indexed range per span (the primary key leads with the id)."""
+        also = "" if topics is None else f" AND topic IN ({', '.join('?' * len(topics))})"
+        sql = ("SELECT rowid, state FROM stored_events WHERE originator_id = ? "
+               f"AND rowid >= ? AND rowid < ?{also}")
+        out: list[tuple[int, bytes]] = []
+        with self._lock, self._translated("cannot read the log"):
+            for aggregate, start, end in spans:
+                out.extend(self._conn.execute(sql, (aggregate, start, end, *(topics or ())))
+                           .fetchall())
+        return out
+
+    def events_after(self, since: list[tuple[UUID, int]]) -> list[tuple[int, bytes]]:
+        """(version, state) of each aggregate's events after the version given with it."""
+        out: list[tuple[int, bytes]] = []
+        with self._lock, self._translated("cannot load devices"):
+            step = self.chunk // 2  # two parameters a device
+            for i in range(0, len(since), step):
+                part = since[i : i + step]
+                values = ", ".join(["(?, ?)"] * len(part))
+                out.extend(self._conn.execute(
+                    f"WITH c(id, v) AS (VALUES {values}) SELECT e.originator_version, e.state "
+                    "FROM c JOIN stored_events e ON e.originator_id = c.id "
+                    "AND e.originator_version > c.v ORDER BY e.originator_id, "
+                    "e.originator_version",
+                    [x for a, v in part for x in (a.hex, v)]).fetchall())
+        return out
