@@ -26,8 +26,10 @@ from typing import Protocol, runtime_checkable
 
 from idstitch.domain.errors import CorruptEvent
 from idstitch.projections.base import RowProjection
+from idstitch.projections.runner_state import RunnerState as RunnerState
+from idstitch.projections.runner_state import RunnerStates as RunnerStates
 from idstitch.projections.store import EventLog, LoggedEvent, ProjectionStore
-from idstitch.projections.unit import Cache, Unit, cache_size, new_cache
+from idstitch.projections.unit import Unit, cache_size, new_cache
 
 PAGE_SIZE = 10_000
 """Events read (and their rows prefetched) at a time."""
@@ -42,49 +44,6 @@ LAG_LIMIT = 1_000
 """A catch-up that met only other projections' events leaves the committed position up to
 this far behind (it writes nothing then); past it, it commits the position, so that reads
 skipping those events stay short."""
-
-
-class RunnerState:
-    """What a runner keeps about one projection between its transactions (the definition,
-    :class:`~idstitch.projections.base.RowProjection`, keeps none of it)."""
-
-    def __init__(self, projection: RowProjection) -> None:
-        self.row_types = projection.row_types
-        self.batch_size = 50_000
-        """Events per catch-up transaction at most (a smaller one holds the write lock less)."""
-        self.cache: Cache = new_cache(self.row_types)
-        self.cached_at: tuple[int, str | None] = (-1, None)
-        """The committed (position, meta) the cache reflects; another one starts it cold."""
-        self.complete = False
-        """Whether the cache holds every row that exists (after a reset, until an eviction)."""
-        self.committed = 0
-        """The committed position the last catch-up left (the position it returns may lie up
-        to LAG_LIMIT further, over other projections' events): a snapshot of the rows whose
-        position is behind it was taken after a reset (a rebuild elsewhere)."""
-
-    def forget(self) -> None:
-        """Drop cached rows (after a reset of the store, or any failure mid-fold)."""
-        self.cache, self.cached_at, self.complete = new_cache(self.row_types), (-1, None), False
-
-
-class RunnerStates:
-    """The runner's state of each projection it runs, made on first use."""
-
-    def __init__(self) -> None:
-        self._states: dict[str, RunnerState] = {}
-
-    def of(self, projection: RowProjection) -> RunnerState:
-        """The state of one projection."""
-        state = self._states.get(projection.name)
-        if state is None:
-            state = self._states[projection.name] = RunnerState(projection)
-        return state
-
-    def forget(self, name: str) -> None:
-        """Drop one projection's cached rows (nothing when it has none)."""
-        state = self._states.get(name)
-        if state is not None:
-            state.forget()
 
 
 @runtime_checkable
