@@ -20,7 +20,6 @@ from idstitch.domain.verification import Digest, Verification, check_digest
 from idstitch.projections.audit import Change, Provenance
 from idstitch.projections.custom import Projection, ProjectionDB, check_projection
 from idstitch.projections.identity import Policy
-from idstitch.projections.identity.rows import PERSON
 from idstitch.projections.views import Device, Merge, Profile
 from idstitch.service import erasure, following
 from idstitch.service.arguments import checked, checked_methods
@@ -55,10 +54,7 @@ class Workspace:
     @property
     def anonymous_merge(self) -> Policy:
         """``merge`` (Customer.io, Segment, PostHog) or ``switch`` (Adapty)."""
-        # The projection that owns the person rows says how it stitches (the registry is the
-        # one list of projections; no name is assumed here).
-        policy = getattr(self.projections.owner_of(PERSON).config(), "policy", "merge")
-        return "switch" if policy == "switch" else "merge"
+        return self._services.projector.policy()
 
     @property
     def clock(self) -> Clock:
@@ -211,12 +207,8 @@ class Workspace:
         Both sides become what they would be had the merge never been recorded (later events
         with the side their device or identifier came from). A replay of the identity
         projection, and of the custom projections that read its rows, from position 0."""
-        if self._bus.handle(c.Unmerge(merge_id=merge_id, reason=reason)) is None:
-            return
-        projector = self._services.projector
-        # The registry says which projection keeps the persons (no name is assumed here).
-        projector.rebuild([self.projections.owner_of(PERSON).name,
-                           *projector.custom.projections])
+        if self._bus.handle(c.Unmerge(merge_id=merge_id, reason=reason)) is not None:
+            self._services.projector.replay_persons()
 
     def forget(self, identifier: str, *, reason: str) -> None:
         """Erase a person (the right to erasure): any identifier of it (user id, email,
@@ -282,25 +274,8 @@ class Workspace:
         :class:`~idstitch.errors.ProjectionsBehind` after ``timeout`` seconds, saying how far
         behind they are. A workspace that keeps its projections itself catches up
         first."""
-        if position is None:
-            return self._services.projector.position()
-        if position < 0:
-            raise InvalidCommand("position", f"must be at least 0, got {position}")
-        if timeout is not None and not timeout >= 0:
-            raise InvalidCommand("timeout", f"must be a number of seconds >= 0, got {timeout}")
-        head = self.log.head()
-        if position > head:
-            # A write returns a committed position: one past the head was never returned,
-            # and waiting for it could last forever.
-            raise InvalidCommand("position", f"{position} is beyond the head of the log "
-                                             f"({head}): no write returned it")
-        if self.auto_catch_up:
-            # Eager: also commit the position of a projection that met no event of its own
-            # (a catch-up otherwise leaves it up to a thousand positions behind).
-            projector = self._services.projector
-            projector.catch_up(eager=True)
-            projector.raise_failures()
-        return following.wait_for(self._services.projector, position, timeout)
+        return following.read_your_write(self._services.projector, self.log.head, position,
+                                         timeout, catch_up=self.auto_catch_up)
 
     def projection_status(self) -> list[ProjectionStatus]:
         """Every projection the store tracks (built-in, then custom) with its version,
@@ -321,14 +296,7 @@ class Workspace:
     def projection_db(self, name: str) -> ProjectionDB:
         """Read access to a custom projection's tables (its live version), caught up first
         when the workspace keeps projections current; ProjectionFailed if it cannot be."""
-        projector = self._services.projector
-        if name not in projector.custom.projections:
-            raise InvalidCommand("name", f"no custom projection {name!r} is registered "
-                                         f"(registered: {sorted(projector.custom.projections)})")
-        if self.auto_catch_up:
-            projector.catch_up()
-            projector.raise_failures([name])
-        return projector.custom.reader(name)
+        return self._services.projector.reader(name, catch_up=self.auto_catch_up)
 
     def rebuild(
         self, names: Sequence[str] | None = None, progress: Callable[[int], None] | None = None,

@@ -22,7 +22,7 @@ from typing import Protocol
 
 import msgspec
 
-from idstitch.domain.errors import ProjectionsBehind, StoreError
+from idstitch.domain.errors import InvalidCommand, ProjectionsBehind, StoreError
 from idstitch.service.projecting import Projector
 
 POLL_SECONDS = 1.0
@@ -64,6 +64,32 @@ def status(projector: Projector) -> list[ProjectionStatus]:
             found.append(ProjectionStatus(name, tracked.version, tracked.position,
                                           max(head - tracked.position, 0), True))
     return found
+
+
+def read_your_write(
+    projector: Projector, head: Callable[[], int], position: int | None,
+    timeout: float | int | None, *, catch_up: bool,
+) -> int:
+    """What :meth:`idstitch.Workspace.wait_for` does: check the position against the log's
+    head, catch up first when this workspace keeps its projections (``catch_up``), then wait."""
+    if position is None:
+        return projector.position()
+    if position < 0:
+        raise InvalidCommand("position", f"must be at least 0, got {position}")
+    if timeout is not None and not timeout >= 0:
+        raise InvalidCommand("timeout", f"must be a number of seconds >= 0, got {timeout}")
+    last = head()
+    if position > last:
+        # A write returns a committed position: one past the head was never returned,
+        # and waiting for it could last forever.
+        raise InvalidCommand("position", f"{position} is beyond the head of the log "
+                                         f"({last}): no write returned it")
+    if catch_up:
+        # Eager: also commit the position of a projection that met no event of its own
+        # (a catch-up otherwise leaves it up to a thousand positions behind).
+        projector.catch_up(eager=True)
+        projector.raise_failures()
+    return wait_for(projector, position, None if timeout is None else float(timeout))
 
 
 def wait_for(projector: Projector, position: int, timeout: float | None) -> int:

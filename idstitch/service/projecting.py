@@ -20,8 +20,10 @@ import msgspec
 from idstitch.domain.errors import CorruptEvent, CorruptRow, InvalidCommand, ProjectionFailed
 from idstitch.projections import runner
 from idstitch.projections.base import ProjectionSpec, Registry, RowProjection, import_topic
-from idstitch.projections.custom import Projection, topic_of
+from idstitch.projections.custom import Projection, ProjectionDB, topic_of
 from idstitch.projections.custom_runner import CustomRunner
+from idstitch.projections.identity import Policy
+from idstitch.projections.identity.rows import PERSON
 from idstitch.projections.runner import RunnerStates, catch_up, leases_of, replay
 from idstitch.projections.store import EventLog, LoggedEvent, ProjectionStore
 from idstitch.service import background
@@ -239,6 +241,28 @@ class Projector:
             self.custom.register(projection)
             self.catch_up()
             self.raise_failures([projection.name])
+
+    def policy(self) -> Policy:
+        """How the projection that owns the person rows stitches (the registry is the one list
+        of projections; no name is assumed here)."""
+        policy = getattr(self.registry.owner_of(PERSON).config(), "policy", "merge")
+        return "switch" if policy == "switch" else "merge"
+
+    def replay_persons(self) -> None:
+        """After an unmerge: replay the projection that keeps the persons (the registry says
+        which; no name is assumed) and the custom projections, which fold its Changes."""
+        self.rebuild([self.registry.owner_of(PERSON).name, *self.custom.projections])
+
+    def reader(self, name: str, *, catch_up: bool) -> ProjectionDB:
+        """Read access to a custom projection's live tables, caught up first (``catch_up``);
+        InvalidCommand for a name that is not registered, ProjectionFailed if it fails."""
+        if name not in self.custom.projections:
+            raise InvalidCommand("name", f"no custom projection {name!r} is registered "
+                                         f"(registered: {sorted(self.custom.projections)})")
+        if catch_up:
+            self.catch_up()
+            self.raise_failures([name])
+        return self.custom.reader(name)
 
     def committed(self, name: str) -> int:
         """The committed position the last catch-up in this process left the projection at: a
