@@ -48,22 +48,6 @@ def test_merge_prints_the_merge_id_and_merges(url: str, capsys: pytest.CaptureFi
     assert status == 0 and "explicit" in out
 
 
-@pytest.mark.parametrize(("argv", "says"), [
-    (("merge", "ann", "nobody", "--reason", "dup"), "secondary: person 'nobody' is unknown"),
-    (("merge", "ann", "ann", "--reason", "dup"), "same person"),
-    (("merge", "ann", "ann@example.com", "--reason", " "), "reason"),
-])
-def test_a_refused_merge_is_one_error_line_and_records_nothing(
-    url: str, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], says: str,
-) -> None:
-    with idstitch.open(url) as ws:
-        before = ws.dump()
-    status, out, err = run(capsys, "--db", url, *argv)
-    assert status == 2 and out == "" and says in err and "Traceback" not in err
-    with idstitch.open(url) as ws:
-        assert ws.dump() == before
-
-
 def test_merge_never_creates_a_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     status, _, err = run(capsys, "--db", f"sqlite:///{tmp_path}/none.db", "merge", "a", "b",
                          "--reason", "r")
@@ -101,10 +85,13 @@ def test_forget_erases_the_person_and_refuses_its_identifiers(
 
 
 @pytest.mark.parametrize(("argv", "says"), [
+    (("merge", "ann", "nobody", "--reason", "dup"), "secondary: person 'nobody' is unknown"),
+    (("merge", "ann", "ann", "--reason", "dup"), "same person"),
+    (("merge", "ann", "ann@example.com", "--reason", " "), "reason"),
     (("forget", "nobody", "--reason", "ticket 9"), "nobody"),
     (("forget", "ann", "--reason", " "), "reason"),
 ])
-def test_a_refused_forget_is_one_error_line_and_changes_nothing(
+def test_a_refused_decision_is_one_error_line_and_changes_nothing(
     url: str, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], says: str,
 ) -> None:
     with idstitch.open(url) as ws:
