@@ -83,16 +83,18 @@ def device_aggregate_id(device_id: str) -> AggregateId:
 
 
 SERVER_PREFIX = "server:"
-"""The device id of a user's server-side stream: this prefix, then the user id."""
+"""The device id of a user's server-side stream: this prefix, then a hash of the user id."""
 
 
 def server_stream_id(user_id: str) -> str:
-    """The device id of the server-side stream of a user id: ``server:<user_id>`` (an id too
-    long for a device id is hashed: ``server:sha1:<hex>``)."""
-    stream = SERVER_PREFIX + user_id
-    if len(stream.encode()) <= 150:
-        return stream
-    return f"{SERVER_PREFIX}sha1:{sha1(user_id.encode(), usedforsecurity=False).hexdigest()}"
+    """The device id of the server-side stream of a user id: ``server:`` and 32 hex digits of
+    a BLAKE2b hash of the user id.
+
+    A hash, not the user id itself: every event repeats its device id in plaintext (an audit
+    reads one row on its own), and a forgotten person's user id must not stay readable in the
+    log (api.md, ``forget``). The same user id always names the same stream."""
+    digest = blake2b(user_id.encode(), digest_size=16, person=b"idstitch-server")
+    return SERVER_PREFIX + digest.hexdigest()
 
 
 def anonymous_id_for(device_id: str, generation: int) -> str:

@@ -11,6 +11,7 @@ and how we came to believe it.
 """
 
 from idstitch import errors
+from idstitch.domain.ids import server_stream_id
 from idstitch.domain.verification import Digest, Verification
 from idstitch.projections.audit import Change, Provenance, Refused
 from idstitch.projections.custom import Projection, ProjectionDB
@@ -19,5 +20,6 @@ from idstitch.service.ingest import IngestReport
 from idstitch.workspace import Workspace, open
 
 __all__ = ["Change", "Device", "Digest", "IngestReport", "Merge", "Profile", "Projection",
-           "ProjectionDB", "Provenance", "Refused", "Verification", "Workspace", "errors", "open"]
+           "ProjectionDB", "Provenance", "Refused", "Verification", "Workspace", "errors", "open",
+           "server_stream_id"]
 __version__ = "0.1.0"

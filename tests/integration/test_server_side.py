@@ -4,8 +4,11 @@ in history, as-of and explain, never among the person's devices. Memory, SQLite,
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import idstitch
+from idstitch import server_stream_id
 from idstitch.workspace import Workspace
 
 
@@ -24,10 +27,10 @@ def test_a_server_identify_updates_a_known_person(ws: Workspace) -> None:
     assert [m.kind for m in ws.merges("u-100")] == ["converted"]  # the phone's, nothing more
     last = ws.history("u-100")[-1]
     assert (last.device_id, last.message_id, last.changes) == (
-        "server:u-100", "s1", [("plan", None, "pro")])
+        server_stream_id("u-100"), "s1", [("plan", None, "pro")])
     explained = ws.explain("u-100", "plan")
-    assert explained is not None and explained.device_id == "server:u-100"
-    stream = ws.device("server:u-100")
+    assert explained is not None and explained.device_id == server_stream_id("u-100")
+    stream = ws.device(server_stream_id("u-100"))
     assert stream is not None and stream.person_id == ann.person_id
 
 
@@ -89,6 +92,21 @@ def test_a_server_identify_by_cio_id_lands_on_that_person(ws: Workspace) -> None
 
 def test_the_stream_says_it_is_one(ws: Workspace) -> None:
     ws.ingest([backend(1, "u-1", a=1)])
-    stream = ws.device("server:u-1")
+    stream = ws.device(server_stream_id("u-1"))
     assert stream is not None and stream.server and stream.sdk_anonymous_id is None
     assert stream.token is None and stream.collected == {}
+
+
+def test_forget_leaves_no_trace_of_a_server_side_user_id(tmp_path: Path) -> None:
+    # Every event repeats its device id in plaintext: a stream named after the user id would
+    # keep a forgotten user's id readable in the log.
+    path = tmp_path / "ws.db"
+    with idstitch.open(f"sqlite:///{path}") as ws:
+        ws.ingest([backend(1, "zed-server-user-9", plan="gold"),
+                   backend(2, "other-user", plan="free")])
+        assert ws.profile("zed-server-user-9") is not None
+        ws.forget("zed-server-user-9", reason="erasure request")
+        assert ws.profile("zed-server-user-9") is None
+    data = b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
+    assert b"zed-server-user-9" not in data
+    assert b"other-user" in data  # the other person is still there

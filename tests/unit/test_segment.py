@@ -25,6 +25,7 @@ from idstitch.domain.commands import (
     SetDeviceAttributes,
     SetProfileAttributes,
 )
+from idstitch.domain.ids import server_stream_id
 
 from idstitch.errors import InvalidCommand
 
@@ -127,12 +128,19 @@ def test_the_sdk_anonymous_id_is_the_session_only_beside_a_device_id() -> None:
 
 def test_a_server_side_identify_lands_on_the_users_server_stream() -> None:
     raw = {"type": "identify", "userId": "u-100", "traits": {"plan": "pro"}, "messageId": "s1"}
-    assert calls_of(raw) == [Identify(device_id="server:u-100", user_id="u-100",
+    assert calls_of(raw) == [Identify(device_id=server_stream_id("u-100"), user_id="u-100",
                                       traits={"plan": "pro"}, server=True, message_id="s1")]
     long_id = "x" * 150
     calls = calls_of(raw | {"userId": long_id})
     assert calls is not None and isinstance(calls[0], Identify)
-    assert calls[0].device_id.startswith("server:sha1:") and len(calls[0].device_id) <= 150
+    assert calls[0].device_id == server_stream_id(long_id) and len(calls[0].device_id) <= 150
+
+
+def test_a_server_stream_id_does_not_show_the_user_id() -> None:
+    # Every event repeats its device id in plaintext: a forgotten user's id must not be in it.
+    stream = server_stream_id("ann@example.com")
+    assert stream.startswith("server:") and "ann" not in stream and len(stream) == 39
+    assert stream == server_stream_id("ann@example.com") != server_stream_id("bob@example.com")
 
 
 def test_a_server_side_track_is_still_ignored() -> None:
