@@ -168,6 +168,18 @@ class SqliteProjectionStore(SqliteLog, SqlProjectionStore):
                 lock.release()
 
     @contextmanager
+    def _statement(self) -> Iterator[Cursor]:
+        """One read statement in autocommit: SQLite runs a lone SELECT in a read transaction
+        of its own, so a BEGIN and a COMMIT around it were two more statements (a catch-up
+        reads its tracking row this way, before every command's and query's fold)."""
+        with self._lock, self._translated("SQLite failed"):
+            cur = self._conn.cursor()
+            try:
+                yield cur
+            finally:
+                cur.close()
+
+    @contextmanager
     def _cursor(self, *, write: bool) -> Iterator[Cursor]:
         with self._lock, (self._writing() if write else nullcontext()), \
                 self._translated("SQLite failed"):

@@ -105,30 +105,28 @@ def catch_up(
     # After a command, up to its own events: read-your-writes needs no more, and what other
     # processes appended since is the next query's to catch up (one query less here).
     settled = bool(recent) or head is not None
+    # A projecting process (eager) must commit every position it reaches, so that other
+    # processes' wait_for sees it; anyone else may stop where it verified nothing is left.
+    reached = stretch.start if eager else stretch.position
     if recent:
-        until = max(recent[-1].position, stretch.start)
-    elif head is not None:
-        until = head
-        if stretch.start >= until:
-            state.committed = stretch.start
-            return stretch.start
+        until = max(recent[-1].position, stretch.position)
     else:
-        until = log.head()
-        if stretch.start >= until:
+        until = head if head is not None else log.head()
+        if reached >= until:
             # Up to date: answer without taking the projection's write lock, so queries
             # from several processes do not queue behind each other.
             state.committed = stretch.start
-            return stretch.start
+            return reached
     leases = leases_of(store)
     held = leases is not None and leases.try_lease(projection.name)
     if leases is not None and not held:
         if not wait:
             state.committed = stretch.start
             return stretch.start
-        reached, held = _await(projection.name, store, leases, until)
-        if reached is not None:
-            state.committed = reached
-            return reached
+        awaited, held = _await(projection.name, store, leases, until)
+        if awaited is not None:
+            state.committed = awaited
+            return awaited
         stretch = Stretch(projection, state, log, store)  # from where the holder left it
     try:
         reached = _fold_until(stretch, state, log, until, settled, progress, recent, eager)
@@ -183,6 +181,8 @@ def _fold_until(
             # write, and the committed position moves with this projection's next rows; a
             # commit just for it cost a single command ~0.3 ms). But other processes may
             # have appended since.
+            if stretch.position > stretch.start:
+                state.verified = (stretch.start, stretch.meta, stretch.position)
             head = until if settled else log.head()
             if head <= until:
                 return stretch.position
@@ -262,6 +262,11 @@ class Stretch:
         # Never apply events to rows built under another configuration (policy).
         projection.check_meta(self._meta)
         self.position = self.start
+        verified = state.verified
+        if verified is not None and verified[:2] == (self.start, self._meta):
+            # Events this process already folded without a row changing (left uncommitted):
+            # folding them again would change nothing either.
+            self.position = verified[2]
         self.pending = 0
         """Events folded and not committed."""
         self._unit = self._begin()
@@ -278,6 +283,11 @@ class Stretch:
             state.cached_at = (self.start, self._meta)
         return projection.unit_class(self._store, state.cache, projection.row_types,
                                      complete=state.complete)
+
+    @property
+    def meta(self) -> str | None:
+        """The committed tracking meta the stretch began from."""
+        return self._meta
 
     @property
     def changed(self) -> bool:

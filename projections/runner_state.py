@@ -21,6 +21,12 @@ class RunnerState:
         """The committed (position, meta) the cache reflects; another one starts it cold."""
         self.complete = False
         """Whether the cache holds every row that exists (after a reset, until an eviction)."""
+        self.verified: tuple[int, str | None, int] | None = None
+        """(committed position, meta, position): this process folded up to that position
+        over the committed one, and the events in between changed none of the projection's
+        rows (nothing of its own, or nothing that changed a row), so it left them uncommitted
+        (see runner.LAG_LIMIT). While the committed (position, meta) is the same, the next
+        catch-up starts after them instead of reading them again."""
         self.committed = 0
         """The committed position the last catch-up left (the position it returns may lie up
         to LAG_LIMIT further, over other projections' events): a snapshot of the rows whose
@@ -29,6 +35,7 @@ class RunnerState:
     def forget(self) -> None:
         """Drop cached rows (after a reset of the store, or any failure mid-fold)."""
         self.cache, self.cached_at, self.complete = new_cache(self.row_types), (-1, None), False
+        self.verified = None
 
 
 class RunnerStates:

@@ -163,11 +163,14 @@ class Projector:
         leaves it where it is (see :mod:`idstitch.projections.runner`). ``eager``: commit every
         projection's position even where it met no event of its own (a projecting process)."""
         with self.lock:
-            # Eager (a projecting process): every projection up to one head, so that the
-            # first one chasing a growing log never holds the others back.
-            head = self.log.head() if eager and not recent else None
+            # Every projection up to one head, read once: a query needs the log as it stood
+            # when it was asked (read-your-writes), and a projecting process must not let the
+            # first projection, chasing a growing log, hold the others back. (Each projection
+            # reading the head itself cost a round trip each on PostgreSQL.)
+            head = self.log.head() if not recent else None
             positions = [self._caught_up(p, recent, wait, eager, head) for p in self.registry]
-            reached = min(positions, default=self.log.head())
+            reached = min(positions) if positions else (
+                self.log.head() if head is None else head)
             if self.custom.projections:
                 self.catch_up_custom(reached)
             return reached

@@ -1,0 +1,72 @@
+"""Issue 17: a command and the read after it make few statements. A catch-up reads the log's
+head once for every projection, and never reads again the events it already folded without a
+row changing (another projection's events, left uncommitted up to LAG_LIMIT).
+
+Counted on a real SQLite file with sqlite3's trace callback: what these tests pin is which
+statements run, not how long they take."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import idstitch
+
+
+@pytest.fixture
+def traced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    statements: list[str] = []
+    connect = sqlite3.connect
+
+    def tracing(*args: object, **kwargs: object) -> sqlite3.Connection:
+        conn = connect(*args, **kwargs)  # type: ignore[arg-type]
+        conn.set_trace_callback(statements.append)
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", tracing)
+    yield statements
+
+
+def test_a_read_after_a_write_reads_no_event_and_the_head_once(
+        tmp_path: Path, traced: list[str]) -> None:
+    with idstitch.open(f"sqlite:///{tmp_path / 'ws.db'}") as ws:
+        for i in range(20):  # identity events only: the device attributes see none of them
+            ws.identify(f"d{i % 4}", f"u{i % 5}", {"n": i})
+        ws.identify("d1", "u3", {"n": 99})
+        traced.clear()
+        profile = ws.profile("u3")
+        assert profile is not None and profile.attributes["n"] == 99
+        reads = [s for s in traced if "FROM stored_events" in s]
+        assert [s for s in reads if not s.startswith("SELECT max(rowid)")] == []
+        assert len(reads) == 1  # the head, once for every projection
+
+
+def test_a_command_does_not_read_back_what_it_folded_before(
+        tmp_path: Path, traced: list[str]) -> None:
+    with idstitch.open(f"sqlite:///{tmp_path / 'ws.db'}") as ws:
+        for i in range(20):
+            ws.identify(f"d{i % 4}", f"u{i % 5}", {"n": i})
+        traced.clear()
+        ws.identify("d2", "u1", {"n": 100})
+        # The device attributes' position is behind (it met no event of its own), yet
+        # nothing it already passed over is read from the log again.
+        assert [s for s in traced if s.startswith("SELECT rowid, state FROM stored_events")] == []
+        profile = ws.profile("u1")
+        assert profile is not None and profile.attributes["n"] == 100
+
+
+def test_another_writer_commit_is_still_seen(tmp_path: Path) -> None:
+    # The verified stretch is this process's own knowledge: another process's commit of the
+    # same projection moves the committed position, and this one reads from there again.
+    url = f"sqlite:///{tmp_path / 'ws.db'}"
+    with idstitch.open(url) as one, idstitch.open(url) as two:
+        for i in range(10):
+            one.identify(f"d{i % 3}", f"u{i % 4}", {"n": i})
+        two.set_device_attributes("d1", {"color": "red"})
+        one.identify("d0", "u0", {"n": 50})
+        device = one.device("d1")
+        assert device is not None and device.attributes == {"color": "red"}
+        assert one.profile("u0") == two.profile("u0")
