@@ -7,7 +7,7 @@ POST ``/v1/batch``, ``/v1/identify``, ``/v1/track``, ``/v1/screen``, ``/v1/page`
 and ``/v1/group`` as Segment's HTTP Tracking API and Customer.io's Data Pipelines accept them.
 A 200 means the messages are committed to the store; the messages refused inside a batch are
 listed in the answer and appended to the rejects log. Needs the ``serve`` extra
-(``pip install 'idstitch[serve]'``: Starlette and uvicorn).
+(``pip install 'idstitch[serve]'``: Starlette, uvicorn, httptools, uvloop).
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ def app(
     ``ws_or_url``: a store URL (or None for ``IDSTITCH_DATABASE_URL``), opened by the app's
     writer thread at startup and closed at shutdown; or an open Workspace, which the writer
     thread then uses alone (do not use it elsewhere while the app runs; its owner closes it).
+    Either way, on a store another process can open, a projecting child process follows the
+    log while the app runs (see :mod:`idstitch.serve.keeping`).
     ``write_keys``: the keys a request may present (at least one). ``rejects``: the NDJSON
     file refused messages are appended to (default: ``<file>.rejects.ndjson`` beside a SQLite
     store, else ``./idstitch-rejects.ndjson``). ``capacity``: requests admitted at once;

@@ -8,8 +8,9 @@ waits for the future. The thread takes every submission waiting when it looks (u
 answers each request with its own part of the report: a commit is shared by all the requests
 that were waiting for it (group commit), which is what makes small batches cheap.
 
-Bounding the submissions in flight is the HTTP layer's job (it admits a request before reading
-its body); this thread only drains.
+The read models are left to a :class:`~idstitch.serve.keeping.Keeper` (a projecting child
+process, or catch-ups of this thread between groups). Bounding the submissions in flight is the
+HTTP layer's job (it admits a request before reading its body); this thread only drains.
 """
 
 from __future__ import annotations

@@ -64,6 +64,21 @@ def start(db: str, port: int, *keys: str, env: dict[str, str] | None = None) -> 
             time.sleep(0.05)
 
 
+def children_of(pid: int) -> list[int]:
+    """The live processes ``pid`` started (a server's projecting child)."""
+    found = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        found += [int(child) for child in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def stop(server: subprocess.Popen[bytes]) -> None:
     """SIGTERM: uvicorn shuts down gracefully, then exits by the signal it caught (as it is
     conventional for a service to); a traceback on stderr would mean the shutdown failed."""
@@ -143,8 +158,15 @@ def test_kill_9_under_load_loses_nothing_answered_200(tmp_path: Path, store: str
     deadline = time.monotonic() + 30
     while sum(map(len, answered)) < 1000 and time.monotonic() < deadline:
         time.sleep(0.05)
+    kids = children_of(server.pid)
+    assert len(kids) == 1  # the projecting child, folding as the server records
     server.send_signal(signal.SIGKILL)  # mid-load: requests are in flight, batches half read
     server.wait(30)
+    # The child sees its parent gone and exits: no process is left holding the store.
+    deadline = time.monotonic() + 30
+    while any(alive(kid) for kid in kids):
+        assert time.monotonic() < deadline, "the projecting child outlived its server"
+        time.sleep(0.05)
     halt.set()
     for worker in workers:
         worker.join(60)
