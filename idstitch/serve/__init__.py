@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
 
 from starlette.applications import Starlette
 
@@ -23,10 +22,10 @@ from idstitch.bootstrap import resolve_url
 from idstitch.errors import InvalidCommand
 from idstitch.serve.endpoint import Gate, build
 from idstitch.serve.envelope import BATCH_LIMIT, MESSAGE_LIMIT, unwrap_batch
+from idstitch.serve.process import WriterProcess
 from idstitch.serve.rejects import RejectsLog, default_path
 from idstitch.serve.writer import GROUP_MESSAGES, Writer
 from idstitch.workspace import Workspace
-from idstitch.workspace import open as open_workspace
 
 CAPACITY = 64
 """Requests admitted at once by default (read, queued or being written): at most ~32 MB of bodies."""
@@ -67,6 +66,7 @@ def app(
         raise InvalidCommand("group_messages", f"must be an integer of at least 1, got {group_messages!r}")
     if not isinstance(queue_timeout, (int, float)) or not queue_timeout > 0:
         raise InvalidCommand("queue_timeout", f"must be a positive number of seconds, got {queue_timeout!r}")
+    writer: Writer | WriterProcess
     if isinstance(ws_or_url, Workspace):
         ws = ws_or_url
         writer = Writer(lambda: ws, owned=False, rejects=RejectsLog(rejects or default_path(ws.url)),
@@ -74,10 +74,8 @@ def app(
     elif ws_or_url is None or isinstance(ws_or_url, str):
         url = ws_or_url
         path = rejects or default_path(resolve_url(url))
-        mode: Literal["external"] | None = "external" if external else None
-        writer = Writer(lambda: open_workspace(url, projections=mode), owned=True,
-                        rejects=RejectsLog(path),
-                        group_messages=group_messages)
+        writer = WriterProcess(url, external=external, rejects=RejectsLog(path),
+                               group_messages=group_messages)
     else:
         raise InvalidCommand("ws_or_url",
                              f"must be a Workspace or a store URL, got {type(ws_or_url).__name__}")

@@ -28,6 +28,7 @@ from starlette.routing import Route
 
 from idstitch.serve.envelope import BATCH_LIMIT, MESSAGE_LIMIT, encoded, single, stamp, unwrap_batch
 from idstitch.serve.lines import BadBody, Envelope, envelope, fast, line, names_person
+from idstitch.serve.process import WriterProcess
 from idstitch.serve.writer import Submission, Writer
 
 log = logging.getLogger("idstitch.serve")
@@ -67,7 +68,8 @@ def header_key(authorization: str | None) -> str | None:
 class Gate:
     """What the requests share: the keys, the slots that bound the queue, the writer."""
 
-    def __init__(self, writer: Writer, write_keys: list[str], capacity: int, queue_timeout: float) -> None:
+    def __init__(self, writer: Writer | WriterProcess, write_keys: list[str], capacity: int,
+                 queue_timeout: float) -> None:
         self.writer = writer
         self.keys = [key.encode() for key in write_keys]
         self.capacity = capacity

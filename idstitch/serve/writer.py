@@ -120,6 +120,12 @@ class Writer:
         with self._coming_lock:
             self._coming += change
 
+    def expect(self, coming: int) -> None:
+        """Set the count of requests on their way (a writer process is told the HTTP
+        process's count with each submission)."""
+        with self._coming_lock:
+            self._coming = coming
+
     def submit(self, submission: Submission) -> Future[Outcome]:
         """Queue a request's messages; the future is answered once they are committed."""
         self._queue.put(submission)

@@ -30,19 +30,35 @@ def post(server: Any, users: list[str]) -> None:
     assert answer.status_code == 200, answer.text
 
 
-def children() -> list[int]:
-    """The projecting children of this process (the servers run in its threads)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+def descendants(pid: int) -> list[int]:
+    """The processes ``pid`` started, and theirs."""
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found  # gone meanwhile
+    for task in tasks:
         try:
-            stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            command = Path(f"/proc/{entry}/cmdline").read_bytes()
+            kids = [int(k) for k in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
         except OSError:
-            continue  # gone meanwhile
-        if int(stat[1]) == os.getpid() and stat[0] != "Z" and b"idstitch.child" in command:
-            found.append(int(entry))
+            continue
+        for kid in kids:
+            found += [kid, *descendants(kid)]
+    return found
+
+
+def children(kind: bytes = b"idstitch.child") -> list[int]:
+    """The live projecting children under this process (the servers run in its threads, their
+    writer in a process of its own), or the processes of another ``kind``."""
+    found = []
+    for pid in descendants(os.getpid()):
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if state != "Z" and kind in command:
+            found.append(pid)
     return found
 
 
