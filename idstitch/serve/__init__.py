@@ -42,8 +42,9 @@ def app(
     """The ASGI app that records the messages posted to it in a workspace.
 
     ``ws_or_url``: a store URL (or None for ``IDSTITCH_DATABASE_URL``), opened by the app's
-    writer thread at startup and closed at shutdown; or an open Workspace, which the writer
-    thread then uses alone (do not use it elsewhere while the app runs; its owner closes it).
+    writer process (:mod:`idstitch.serve.process`) at startup and closed at shutdown; or an
+    open Workspace, which a writer thread of this process then uses alone (do not use it
+    elsewhere while the app runs; its owner closes it).
     Either way, on a store another process can open, a projecting child process follows the
     log while the app runs (see :mod:`idstitch.serve.keeping`).
     ``write_keys``: the keys a request may present (at least one). ``rejects``: the NDJSON

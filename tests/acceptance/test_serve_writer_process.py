@@ -5,6 +5,7 @@ and that a Workspace passed in keeps its writer in a thread of the caller's proc
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sqlite3
 import threading
@@ -86,6 +87,25 @@ def test_a_request_the_dead_writer_had_not_answered_gets_a_500_then_a_new_writer
     assert writer_pid(server) != first
     server.stop()
     assert recorded(url, "u-0", "u-2") == ["u-0", "u-2"]
+
+
+def test_while_no_writer_can_open_the_store_requests_get_503(serve: Any, tmp_path: Path) -> None:
+    folder = tmp_path / "store"
+    folder.mkdir()
+    url = f"sqlite:///{folder}/identity.db"
+    server = serve(url, rejects=tmp_path / "rejects.ndjson")
+    assert post(server, "u-0").status_code == 200
+    pid = writer_pid(server)
+    os.kill(pid, signal.SIGKILL)
+    until(lambda: gone(pid) and not server.asgi.state.gate.writer.running, "the writer to be gone")
+    shutil.rmtree(folder)  # the next writer cannot open it
+    answer = post(server, "u-1")
+    assert answer.status_code == 503
+    assert answer.json()["code"] == "store_unavailable"
+    folder.mkdir()  # a store again (a new, empty one): the next request starts a writer
+    assert post(server, "u-2").status_code == 200
+    server.stop()
+    assert recorded(url, "u-1", "u-2") == ["u-2"]
 
 
 def test_a_workspace_passed_in_keeps_its_writer_in_a_thread(serve: Any, tmp_path: Path) -> None:
