@@ -21,6 +21,7 @@ import signal
 import sys
 import threading
 from concurrent.futures import Future
+from types import FrameType
 from typing import Literal
 
 import msgspec
@@ -31,10 +32,16 @@ from idstitch.serve.writer import Outcome, Submission, Writer
 from idstitch.workspace import open as open_workspace
 
 
+def _ignored(signum: int, frame: FrameType | None) -> None:
+    """SIGINT and SIGTERM: the HTTP process decides when this one stops."""
+
+
 def main() -> None:
     """Serve the HTTP process on stdin and stdout until it says stop or goes away."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # Handlers that do nothing rather than SIG_IGN: an ignored signal stays ignored in the
+    # processes this one starts (the projecting child must still end on its SIGTERM).
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _ignored)
     logging.basicConfig(level=logging.WARNING, format="idstitch serve (writer): %(message)s")
     requests, replies = sys.stdin.fileno(), sys.stdout.fileno()
     config = frames.read_config(requests)

@@ -56,7 +56,12 @@ def test_the_writer_runs_in_a_process_of_its_own(serve: Any, tmp_path: Path) -> 
     pid = writer_pid(server)
     assert pid != os.getpid()
     assert b"idstitch.serve.worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    # A signal to the whole process group (Ctrl-C, a service manager) leaves the writer to
+    # the server's shutdown: it keeps taking requests meanwhile.
+    os.kill(pid, signal.SIGTERM)
+    os.kill(pid, signal.SIGINT)
     assert post(server, "u-1").status_code == 200
+    assert writer_pid(server) == pid
     server.stop()
     assert gone(pid)  # the shutdown ended it, after it closed the store
     assert recorded(url, "u-1") == ["u-1"]
