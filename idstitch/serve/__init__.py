@@ -7,7 +7,7 @@ POST ``/v1/batch``, ``/v1/identify``, ``/v1/track``, ``/v1/screen``, ``/v1/page`
 and ``/v1/group`` as Segment's HTTP Tracking API and Customer.io's Data Pipelines accept them.
 A 200 means the messages are committed to the store; the messages refused inside a batch are
 listed in the answer and appended to the rejects log. Needs the ``serve`` extra
-(``pip install 'idstitch[serve]'``: Starlette and uvicorn).
+(``pip install 'idstitch[serve]'``: Starlette, uvicorn, httptools, uvloop).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
 
 from starlette.applications import Starlette
 
@@ -23,10 +22,10 @@ from idstitch.bootstrap import resolve_url
 from idstitch.errors import InvalidCommand
 from idstitch.serve.endpoint import Gate, build
 from idstitch.serve.envelope import BATCH_LIMIT, MESSAGE_LIMIT, unwrap_batch
+from idstitch.serve.process import WriterProcess
 from idstitch.serve.rejects import RejectsLog, default_path
 from idstitch.serve.writer import GROUP_MESSAGES, Writer
 from idstitch.workspace import Workspace
-from idstitch.workspace import open as open_workspace
 
 CAPACITY = 64
 """Requests admitted at once by default (read, queued or being written): at most ~32 MB of bodies."""
@@ -43,8 +42,11 @@ def app(
     """The ASGI app that records the messages posted to it in a workspace.
 
     ``ws_or_url``: a store URL (or None for ``IDSTITCH_DATABASE_URL``), opened by the app's
-    writer thread at startup and closed at shutdown; or an open Workspace, which the writer
-    thread then uses alone (do not use it elsewhere while the app runs; its owner closes it).
+    writer process (:mod:`idstitch.serve.process`) at startup and closed at shutdown; or an
+    open Workspace, which a writer thread of this process then uses alone (do not use it
+    elsewhere while the app runs; its owner closes it).
+    Either way, on a store another process can open, a projecting child process follows the
+    log while the app runs (see :mod:`idstitch.serve.keeping`).
     ``write_keys``: the keys a request may present (at least one). ``rejects``: the NDJSON
     file refused messages are appended to (default: ``<file>.rejects.ndjson`` beside a SQLite
     store, else ``./idstitch-rejects.ndjson``). ``capacity``: requests admitted at once;
@@ -65,6 +67,7 @@ def app(
         raise InvalidCommand("group_messages", f"must be an integer of at least 1, got {group_messages!r}")
     if not isinstance(queue_timeout, (int, float)) or not queue_timeout > 0:
         raise InvalidCommand("queue_timeout", f"must be a positive number of seconds, got {queue_timeout!r}")
+    writer: Writer | WriterProcess
     if isinstance(ws_or_url, Workspace):
         ws = ws_or_url
         writer = Writer(lambda: ws, owned=False, rejects=RejectsLog(rejects or default_path(ws.url)),
@@ -72,10 +75,8 @@ def app(
     elif ws_or_url is None or isinstance(ws_or_url, str):
         url = ws_or_url
         path = rejects or default_path(resolve_url(url))
-        mode: Literal["external"] | None = "external" if external else None
-        writer = Writer(lambda: open_workspace(url, projections=mode), owned=True,
-                        rejects=RejectsLog(path),
-                        group_messages=group_messages)
+        writer = WriterProcess(url, external=external, rejects=RejectsLog(path),
+                               group_messages=group_messages)
     else:
         raise InvalidCommand("ws_or_url",
                              f"must be a Workspace or a store URL, got {type(ws_or_url).__name__}")

@@ -3,7 +3,8 @@
 A request is checked in the order that costs least to refuse: the Authorization header, a slot
 in the queue (the bound on memory: a request is admitted before its body is read), the body
 (size, gzip, JSON), a ``writeKey`` in the body when there was no header, each message's size.
-Its messages then go to the writer thread, and the answer waits until they are committed.
+Its messages then go to the writer (a process of its own, or a thread), and the answer waits
+until they are committed.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from starlette.routing import Route
 
 from idstitch.serve.envelope import BATCH_LIMIT, MESSAGE_LIMIT, encoded, single, stamp, unwrap_batch
 from idstitch.serve.lines import BadBody, Envelope, envelope, fast, line, names_person
+from idstitch.serve.process import WriterProcess
 from idstitch.serve.writer import Submission, Writer
 
 log = logging.getLogger("idstitch.serve")
@@ -67,7 +69,8 @@ def header_key(authorization: str | None) -> str | None:
 class Gate:
     """What the requests share: the keys, the slots that bound the queue, the writer."""
 
-    def __init__(self, writer: Writer, write_keys: list[str], capacity: int, queue_timeout: float) -> None:
+    def __init__(self, writer: Writer | WriterProcess, write_keys: list[str], capacity: int,
+                 queue_timeout: float) -> None:
         self.writer = writer
         self.keys = [key.encode() for key in write_keys]
         self.capacity = capacity
@@ -100,7 +103,7 @@ class Gate:
         return self._slots
 
     async def start(self) -> None:
-        """Open the workspace in the writer thread (once; also when no lifespan ran)."""
+        """Start the writer (it opens the workspace) (once; also when no lifespan ran)."""
         if self.writer.running:
             return
         if self._starting is None:
@@ -127,6 +130,11 @@ class Gate:
             await self.start()
         except Refusal as r:
             return error(r.status, r.code, r.message)
+        except Exception:
+            # The writer could not (re)start: the store cannot be opened now. The clients
+            # retry a 503 later; the next request tries again.
+            log.exception("the writer could not open the store")
+            return error(503, "store_unavailable", "the store cannot be opened now; retry later")
         try:
             await asyncio.wait_for(self.slots.acquire(), self.queue_timeout)
             self.admitted += 1

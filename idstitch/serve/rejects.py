@@ -26,7 +26,7 @@ def default_path(url: str) -> Path:
 
 
 class RejectsLog:
-    """Appends refused messages to an NDJSON file (opened on first use, by the writer thread)."""
+    """Appends refused messages to an NDJSON file (opened on first use, by the writer)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)

@@ -8,8 +8,9 @@ waits for the future. The thread takes every submission waiting when it looks (u
 answers each request with its own part of the report: a commit is shared by all the requests
 that were waiting for it (group commit), which is what makes small batches cheap.
 
-Bounding the submissions in flight is the HTTP layer's job (it admits a request before reading
-its body); this thread only drains.
+The read models are left to a :class:`~idstitch.serve.keeping.Keeper` (a projecting child
+process, or catch-ups of this thread between groups). Bounding the submissions in flight is the
+HTTP layer's job (it admits a request before reading its body); this thread only drains.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from idstitch.errors import ProjectionsBehind
+from idstitch.serve.keeping import CATCH_UP_MESSAGES, IDLE, Keeper
 from idstitch.serve.rejects import RejectsLog
 from idstitch.workspace import Workspace
 
@@ -36,11 +38,6 @@ them one by one: without the wait the first one would be committed alone and the
 group after it (measured with four clients: 2 requests a group on average, 3.5 with the wait,
 and a quarter more messages a second). It waits only when busy: its last group held several
 requests, or requests it was told about are still being read. A lone client is not slowed."""
-CATCH_UP_MESSAGES = 500
-"""The writer brings the projections up to date at the latest after this many messages (a
-catch-up of more would hold the requests behind it too long)..."""
-IDLE = 0.05
-"""... and when no request came for this many seconds."""
 EXTERNAL_WAIT = 5.0
 """Seconds a group naming a person by cio_ id waits for an external projector to reach the
 log's head before it is checked against what the read models hold."""
@@ -95,8 +92,6 @@ class Writer:
         self._coming = 0
         self._coming_lock = threading.Lock()
         self._last_group = 0
-        self._unprojected = 0
-        """Messages recorded since the projections were last brought up to date."""
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -125,6 +120,12 @@ class Writer:
         with self._coming_lock:
             self._coming += change
 
+    def expect(self, coming: int) -> None:
+        """Set the count of requests on their way (a writer process is told the HTTP
+        process's count with each submission)."""
+        with self._coming_lock:
+            self._coming = coming
+
     def submit(self, submission: Submission) -> Future[Outcome]:
         """Queue a request's messages; the future is answered once they are committed."""
         self._queue.put(submission)
@@ -145,14 +146,22 @@ class Writer:
             self._failure = e
             self._ready.set()
             return
+        try:
+            keeper = Keeper(ws)
+        except BaseException as e:
+            self._failure = e
+            self._ready.set()
+            if self._owned:
+                ws.close()
+            return
         self._ready.set()
         try:
             stopping = False
             while not stopping:
                 try:
-                    item = self._queue.get(timeout=IDLE) if self._unprojected else self._queue.get()
+                    item = self._queue.get(timeout=IDLE) if keeper.unprojected else self._queue.get()
                 except queue.Empty:
-                    self._catch_up(ws)
+                    keeper.catch_up()
                     continue
                 if item is _STOP:
                     break
@@ -176,26 +185,14 @@ class Writer:
                         break
                     group.append(item)
                     count += len(item.messages)
-                self._write(ws, group)
+                self._write(ws, keeper, group)
                 self._last_group = len(group)
-                if self._unprojected >= CATCH_UP_MESSAGES:
-                    self._catch_up(ws)
         finally:
             try:
-                if self._unprojected:
-                    self._catch_up(ws)
+                keeper.close()
             finally:
                 if self._owned:
                     ws.close()
-
-    def _catch_up(self, ws: Workspace) -> None:
-        self._unprojected = 0
-        try:
-            ws.catch_up()
-        except Exception:
-            # The messages are recorded; a projection that failed is caught up by the next
-            # attempt, or by any reader (the default workspace catches up before it queries).
-            log.exception("the projections could not be brought up to date")
 
     def _wait_for_projector(self, ws: Workspace) -> None:
         """In external mode, a cio_ id is checked against read models another process keeps:
@@ -206,17 +203,20 @@ class Writer:
             log.warning("the projections are behind the log: a cio_ id is checked against "
                         "what they hold (is `idstitch project` running?)")
 
-    def _write(self, ws: Workspace, group: list[Submission]) -> None:
+    def _write(self, ws: Workspace, keeper: Keeper, group: list[Submission]) -> None:
         lines = [line for s in group for line in s.lines]
-        # The projections are brought up to date between groups (every CATCH_UP_MESSAGES, and
-        # when requests pause), not in each group's ingest: a 200 waits only for the log's
-        # commit, and one catch-up folds many groups. A message naming a person by cio_ id
-        # is checked against the projections, so its group catches up first, as ingest does
-        # (the request handlers read each userId: a byte search for "cio_ also matched every
-        # device message's cio_sdk_version, and caught up in nearly every group).
-        defer = CATCH_UP_MESSAGES > 0 and ws.auto_catch_up and not any(s.names_person for s in group)
-        if ws.external and any(s.names_person for s in group):
+        # The projections are kept by the keeper (a child following the log, or catch-ups
+        # between groups), not in each group's ingest: a 200 waits only for the log's commit.
+        # A message naming a person by cio_ id is checked against the projections, so its
+        # group catches up first, as ingest does (the request handlers read each userId: a
+        # byte search for "cio_ also matched every device message's cio_sdk_version, and
+        # caught up in nearly every group).
+        person = any(s.names_person for s in group)
+        defer = keeper.defers and not person
+        if ws.external and person:
             self._wait_for_projector(ws)
+        elif person:
+            keeper.before_person_check()
         try:
             # One call, one transaction for the whole group; no child process for so few.
             if defer:
@@ -228,7 +228,7 @@ class Writer:
                 if defer:
                     ws.auto_catch_up = True
             if defer:
-                self._unprojected += len(lines)
+                keeper.recorded(len(lines))
             self.groups += 1
             refused: list[list[tuple[int, str, Any]]] = [list(s.refused) for s in group]
             if report is not None:

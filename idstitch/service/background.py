@@ -143,6 +143,12 @@ class BackgroundProjector:
             self._ready = self.failed is None
         return self._ready
 
+    @property
+    def running(self) -> bool:
+        """Whether the child has not failed nor exited (a long-lived follower checks it between
+        requests: a child that died is noticed before anything waits for it)."""
+        return self.failed is None and self._proc is not None and self._proc.poll() is None
+
     def wait_for(self, position: int) -> bool:
         """Block until the projections are at ``position`` or beyond; False if the child
         failed."""

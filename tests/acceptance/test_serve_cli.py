@@ -64,6 +64,30 @@ def start(db: str, port: int, *keys: str, env: dict[str, str] | None = None) -> 
             time.sleep(0.05)
 
 
+def descendants(pid: int) -> list[int]:
+    """The processes ``pid`` started, and theirs (a server's writer, its projecting child)."""
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            kids = [int(k) for k in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
+        except OSError:
+            continue
+        for kid in kids:
+            found += [kid, *descendants(kid)]
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def stop(server: subprocess.Popen[bytes]) -> None:
     """SIGTERM: uvicorn shuts down gracefully, then exits by the signal it caught (as it is
     conventional for a service to); a traceback on stderr would mean the shutdown failed."""
@@ -143,8 +167,16 @@ def test_kill_9_under_load_loses_nothing_answered_200(tmp_path: Path, store: str
     deadline = time.monotonic() + 30
     while sum(map(len, answered)) < 1000 and time.monotonic() < deadline:
         time.sleep(0.05)
+    kids = descendants(server.pid)
+    assert len(kids) == 2  # the writer process, and the projecting child it started
     server.send_signal(signal.SIGKILL)  # mid-load: requests are in flight, batches half read
     server.wait(30)
+    # The writer sees the server gone, answers what it had taken, has the projecting child
+    # stop, and exits: no process is left holding the store.
+    deadline = time.monotonic() + 30
+    while any(alive(kid) for kid in kids):
+        assert time.monotonic() < deadline, "the writer or its projecting child outlived the server"
+        time.sleep(0.05)
     halt.set()
     for worker in workers:
         worker.join(60)
