@@ -8,7 +8,6 @@ statements run, not how long they take."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ import idstitch
 
 
 @pytest.fixture
-def traced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+def traced(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     statements: list[str] = []
     connect = sqlite3.connect
 
@@ -27,7 +26,7 @@ def traced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str
         return conn
 
     monkeypatch.setattr(sqlite3, "connect", tracing)
-    yield statements
+    return statements
 
 
 def test_a_read_after_a_write_reads_no_event_and_the_head_once(
