@@ -33,12 +33,16 @@ class Queries:
     """Answers the identity queries from the projection rows."""
 
     def __init__(self, log: EventLog, rows: ProjectionStore, projector: Projector,
-                 settings: Settings) -> None:
+                 settings: Settings, forgotten: Callable[[str], bool] | None = None) -> None:
         self.log = log
         self.rows = rows
         self.auditor = Auditor()
         self.projector = projector
         self.settings = settings
+        self.forgotten = forgotten or (lambda identifier: False)
+        """Whether an identifier names a forgotten person (its user ids, emails, person id,
+        ``cio_<person id>``): the person lookups then answer nothing, whatever rows remain
+        under that id (the anonymous remainder of its first device keeps the person id)."""
 
     def settle(self) -> None:
         """Catch the projections up first, when the workspace keeps them current."""
@@ -104,7 +108,10 @@ class Queries:
         return read()
 
     def profile(self, identifier: str) -> Profile | None:
-        """The person an identifier finds (user id, email, cio_<id>, person id, anonymous id)."""
+        """The person an identifier finds (user id, email, cio_<id>, person id, anonymous id);
+        None for an identifier of a forgotten person."""
+        if self.forgotten(identifier):
+            return None
         return self._read(lambda reader: reader.profile(identifier))
 
     def profile_of_device(self, device_id: str) -> Profile | None:
@@ -117,6 +124,8 @@ class Queries:
 
     def merges(self, identifier: str) -> list[Merge]:
         """Every conversion, merge and switch of the person, with the position of its cause."""
+        if self.forgotten(identifier):
+            return []
         return self._read(lambda reader: reader.merges(identifier))
 
     def dump(self) -> dict[str, list[tuple[str, bytes]]]:
@@ -128,7 +137,10 @@ class Queries:
 
     def _audit(self, identifier: str, ask: Callable[[Reader, PersonRow, int, str | None], T],
                unknown: T) -> T:
-        """Settle, find the person now, and ask the auditor (``unknown`` if nobody)."""
+        """Settle, find the person now, and ask the auditor (``unknown`` if nobody, or a
+        forgotten person)."""
+        if self.forgotten(identifier):
+            return unknown
         return self._repairing(lambda: self._audited(identifier, ask, unknown))
 
     def _audited(self, identifier: str, ask: Callable[[Reader, PersonRow, int, str | None], T],
@@ -161,6 +173,8 @@ class Queries:
                                            f"({at.isoformat()}; years 1 to 9999)") from e
         elif at < 0:
             raise InvalidCommand("at", f"must be a position (0 or more), got {at}")
+        if self.forgotten(identifier):
+            return None
         return self._repairing(lambda: self._as_of(identifier, at))
 
     def _as_of(self, identifier: str, at: int | datetime) -> Profile | None:
