@@ -123,15 +123,16 @@ def scrub(stores: Any) -> None:
 
 
 def forget(stores: Any, bus: MessageBus, projector: Projector, identifier: object,
-           reason: object) -> ShredReport:
+           reason: object, *, in_place: bool = True) -> ShredReport:
     """``ws.forget``: check, plan the purge, shred, record the decision, purge the rows in
     place (or rebuild every projection when the purge cannot be proved exact), scrub. Nothing
-    is changed or recorded when a check fails."""
+    is changed or recorded when a check fails. ``in_place=False``: always rebuild (the
+    benchmark's comparison)."""
     checked_reason = rules.check_text("reason", reason)
     checked = rules.check_id("identifier", identifier)
     with projector.lock:
         prepared = _prepare(stores, bus.queries, checked)
-        component = _plan(stores, projector, prepared)
+        component = _plan(stores, projector, prepared) if in_place else None
         report = _destroy(stores, prepared)
     # The person id names it too (``cio_<id>``, a merge naming it by id): refused from now on.
     stores.cipher.suppress([report.person_id, rules.PERSON_PREFIX + report.person_id])

@@ -223,12 +223,12 @@ def _check_outside(store: ProjectionStore, log: EventLog, persons: set[str],
     """What outside rows keep of the component that a replay of it cannot see: a refusal
     because a member held an identifier (after the forget it may hold it no more), a token
     lost to a member's device; and an explicit merge naming a member. Fallback if any."""
-    for raw in (r for _, r in store.scan(PERSON) if _NO_REFUSAL not in r):
+    for _, raw in store.scan_without(PERSON, _NO_REFUSAL):
         row: PersonRow = decode_row(PersonRow, raw)
         if row.person_id not in persons and any(
                 r.held_by in persons or r.position in positions for r in row.refused):
             raise Fallback("a person outside the component was refused an identifier of it")
-    for raw in (r for _, r in store.scan(DEVICE) if _NO_TOKEN_LOST not in r):
+    for _, raw in store.scan_without(DEVICE, _NO_TOKEN_LOST):
         dev: DeviceRow = decode_row(DeviceRow, raw)
         if dev.device_id not in devices and any(p in positions for p in dev.token_lost):
             raise Fallback("a device outside the component lost a token to it")
