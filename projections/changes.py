@@ -20,6 +20,7 @@ from typing import Any
 
 from idstitch.domain.attributes import Attrs
 from idstitch.domain.device import anonymous_id_for, anonymous_person_id
+from idstitch.domain.events import PersonForgotten
 from idstitch.projections.audit import (
     ABSORBING,
     Change,
@@ -62,6 +63,12 @@ class ChangeStream:
         lo, hi = self.at, events[-1].position
         if events[0].position <= lo:
             raise ValueError(f"the stream is at {lo}; events from {events[0].position} given")
+        # A forget's decision applies to no person (the person's rows are purged, not changed
+        # by an event): it has no Change.
+        events = [e for e in events if type(e.event) is not PersonForgotten]
+        if not events:
+            self.at = hi
+            return []
         # No snapshot: the rows read here describe positions up to `hi`, which no later commit
         # changes (stints, merge records and refusals are written at their events' positions).
         reader = Reader(self._store, self._row_types)
