@@ -73,7 +73,8 @@ class Projection:
         live tables, its position unchanged): remove or blank every value the Changes of these
         persons carried. ``person_ids``: the forgotten person and every person merged into
         it; ``device_ids``: every device that was on one of them. A projection that does not
-        override it is dropped and folded again from position 0 instead (as a rebuild does)."""
+        override it, or whose hook raises (``forget`` then raises ProjectionFailed), is
+        dropped and folded again from position 0 instead (as a rebuild does)."""
         raise NotImplementedError
 
 

@@ -22,12 +22,11 @@ import msgspec
 
 from idstitch.domain import rules
 from idstitch.domain.commands import ForgetPerson
-from idstitch.domain.errors import InvalidCommand, Suppressed, UnknownPerson
+from idstitch.domain.errors import InvalidCommand, ProjectionFailed, Suppressed, UnknownPerson
 from idstitch.domain.events import DECISIONS_STREAM, PERSONAL, PersonForgotten
 from idstitch.projections import purge
 from idstitch.projections.audit import family, spans
 from idstitch.projections.custom import Projection
-from idstitch.projections.custom_runner import CustomRunner
 from idstitch.projections.subject_keys import person_identifiers
 from idstitch.projections.views import Reader
 from idstitch.service.bus import MessageBus
@@ -140,10 +139,16 @@ def forget(stores: Any, bus: MessageBus, projector: Projector, identifier: objec
     # A cached device still holds the destroyed key of its stint; loaded from the log it
     # starts anew: every device then behaves the same, cached or not.
     bus.writer.drop_cache()
-    purged = component is not None and _purge(stores, projector, prepared, component)
-    if not purged:
-        projector.rebuild()
-    scrub(stores)
+    failures: list[ProjectionFailed] = []
+    try:
+        purged = component is not None and _purge(stores, projector, prepared, component,
+                                                  failures)
+        if not purged:
+            projector.rebuild()
+    finally:
+        scrub(stores)
+    if failures:  # the person is erased everywhere; a custom projection's hook or fold failed
+        raise failures[0] from failures[0].cause
     return msgspec.structs.replace(report, purged_in_place=purged)
 
 
@@ -157,34 +162,36 @@ def _plan(stores: Any, projector: Projector, prepared: _Prepared) -> purge.Compo
 
 
 def _purge(stores: Any, projector: Projector, prepared: _Prepared,
-           component: purge.Component) -> bool:
+           component: purge.Component, failures: list[ProjectionFailed]) -> bool:
     """Purge the rows in place: the device attributes, the custom projections (their hook, or
     their tables dropped to be folded again), the identity rows last; False (some rows may be
-    purged) when the purge turned out not to be exact: the caller rebuilds."""
-    custom = projector.custom
+    purged) when the purge turned out not to be exact: the caller rebuilds. A custom
+    projection that fails (its hook, or its fold again) is added to ``failures``."""
     with projector.lock:
         try:
-            names = purge.purge_attributes(projector.registry, stores.rows, stores.log,
-                                           component)
-            for name in names:
-                projector.states.forget(name)
-            refold = _forget_custom(custom, prepared)
-            name = purge.purge_identity(projector.registry, stores.rows, stores.log, component)
+            purge.purge_attributes(projector.registry, stores.rows, stores.log, component)
+            refold = _forget_custom(projector, prepared, failures)
+            purge.purge_identity(projector.registry, stores.rows, stores.log, component)
         except purge.Fallback:
             return False
         finally:
+            # Rows changed under the runner's caches: each projection starts cold.
             for projection in projector.registry:
                 projector.states.forget(projection.name)
         if refold:
             projector.catch_up()
-            projector.raise_failures(refold)
+            failures.extend(f for n, f in projector.failures.items() if n in refold)
     return True
 
 
-def _forget_custom(custom: CustomRunner, prepared: _Prepared) -> list[str]:
+def _forget_custom(projector: Projector, prepared: _Prepared,
+                   failures: list[ProjectionFailed]) -> list[str]:
     """Each custom projection's purge hook (:meth:`idstitch.Projection.forget`) in a
-    transaction on its tables; a projection without one is dropped and created afresh (folded
-    again from position 0 once the identity rows are purged). The names dropped."""
+    transaction on its tables; a projection without one, or whose hook raised (its
+    transaction rolled back, the failure added to ``failures``), is dropped and created
+    afresh, to be folded again from position 0 once the identity rows are purged. The names
+    dropped."""
+    custom = projector.custom
     refold: list[str] = []
     persons, devices = frozenset(prepared.members), frozenset(prepared.devices)
     for name, projection in custom.projections.items():
@@ -193,8 +200,14 @@ def _forget_custom(custom: CustomRunner, prepared: _Prepared) -> list[str]:
                 or any(t.version != projection.version for t in versions)):
             refold.append(name)
             continue
-        with custom.tables.transaction(name, projection.version) as tx:
-            projection.forget(tx.db, persons, devices)
+        try:
+            with custom.tables.transaction(name, projection.version) as tx:
+                projection.forget(tx.db, persons, devices)
+        except Exception as e:
+            failure = ProjectionFailed(name, custom.position(name), e)
+            failure.__cause__ = e
+            failures.append(failure)
+            refold.append(name)
     if refold:
         custom.rebuild(refold)
     return refold

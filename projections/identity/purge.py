@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import msgspec
-from idstitch.domain.events import DECISIONS_STREAM, PersonsMerged
+from idstitch.domain.events import DECISIONS_STREAM, DeviceTokenRegistered, PersonsMerged
 from idstitch.projections.identity.fold import IdentityProjection
 from idstitch.projections.identity.graph import IdentityUnit
 from idstitch.projections.identity.rows import (
@@ -201,7 +201,8 @@ def plan(store: ProjectionStore, log: EventLog, projection: IdentityProjection,
         if dev is not None and dev.token is not None and (TOKEN, dev.token) not in written:
             raise Fallback("a token of the component is held outside it")
     positions = {e.position for e in replayed}
-    _check_outside(store, log, persons, devices, positions)
+    tokens = any(type(e.event) is DeviceTokenRegistered for e in replayed)
+    _check_outside(store, log, persons, devices, positions, tokens=tokens)
     return Component(persons=persons, devices=devices, until=until, original=original,
                      positions=positions)
 
@@ -219,16 +220,17 @@ def _stored(store: ProjectionStore, keys: Iterable[tuple[str, str]]) -> Rows:
 
 
 def _check_outside(store: ProjectionStore, log: EventLog, persons: set[str],
-                   devices: set[str], positions: set[int]) -> None:
+                   devices: set[str], positions: set[int], *, tokens: bool) -> None:
     """What outside rows keep of the component that a replay of it cannot see: a refusal
     because a member held an identifier (after the forget it may hold it no more), a token
-    lost to a member's device; and an explicit merge naming a member. Fallback if any."""
+    lost to a member's device (only if one registered a token: ``tokens``); and an explicit
+    merge naming a member. Fallback if any."""
     for _, raw in store.scan_without(PERSON, _NO_REFUSAL):
         row: PersonRow = decode_row(PersonRow, raw)
         if row.person_id not in persons and any(
                 r.held_by in persons or r.position in positions for r in row.refused):
             raise Fallback("a person outside the component was refused an identifier of it")
-    for _, raw in store.scan_without(DEVICE, _NO_TOKEN_LOST):
+    for _, raw in store.scan_without(DEVICE, _NO_TOKEN_LOST) if tokens else ():
         dev: DeviceRow = decode_row(DeviceRow, raw)
         if dev.device_id not in devices and any(p in positions for p in dev.token_lost):
             raise Fallback("a device outside the component lost a token to it")

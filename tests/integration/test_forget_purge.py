@@ -15,6 +15,7 @@ from idstitch.projections import purge
 
 import idstitch
 from idstitch import Change, Projection, ProjectionDB
+from idstitch.errors import ProjectionFailed
 from idstitch.service import erasure
 from idstitch.service.erasure import ShredReport
 from idstitch.workspace import Workspace
@@ -215,3 +216,30 @@ def test_a_forgotten_person_id_answers_nothing(make_ws: WorkspaceFactory) -> Non
     # The device's anonymous remainder is still found by its device.
     phone = ws.profile_of_device("phone")
     assert phone is not None and not phone.identified and phone.identifiers == {}
+
+
+class Broken(Emails):
+    """A hook that raises."""
+
+    name = "broken"
+
+    def forget(self, db: ProjectionDB, person_ids: frozenset[str],
+               device_ids: frozenset[str]) -> None:
+        db.execute("DELETE FROM emails")
+        raise RuntimeError("the hook failed")
+
+
+def test_a_hook_that_raises_is_folded_again_and_reported(make_ws: WorkspaceFactory) -> None:
+    ws = make_ws(projections=[Broken()])
+    traffic(ws)
+    try:
+        ws.forget("dana-77", reason="ticket 1")
+    except ProjectionFailed as e:
+        assert e.projection == "broken" and isinstance(e.cause, RuntimeError)
+    else:
+        raise AssertionError("forget did not report the failed hook")
+    # The person is erased everywhere all the same, the failed projection folded again.
+    assert ws.profile("dana-77") is None
+    assert tables(ws, "broken", "SELECT email FROM emails ORDER BY email") == [
+        ("cyd@example.com",), ("sam@example.com",)]
+    assert tables(ws, "broken", "SELECT * FROM calls") == []
