@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from idstitch.domain.commands import ForgetPerson
 from idstitch.projections import purge
 
@@ -200,6 +201,12 @@ def test_a_purge_stopped_midway_is_finished_on_open(tmp_path: Path) -> None:
     ws.close()
     raw = b"".join(p.read_bytes() for p in tmp_path.glob("ws.db*"))
     assert [s for s in SECRETS if s in raw] == []
+    # Finished: the next open has nothing to finish, nor after a forget purged in place.
+    ws = idstitch.open(f"sqlite:///{path}")
+    assert not erasure.finish_forgets(ws._services.stores, ws._services.projector)
+    assert forget(ws, "sam").purged_in_place
+    assert not erasure.finish_forgets(ws._services.stores, ws._services.projector)
+    ws.close()
 
 
 def test_a_forgotten_person_id_answers_nothing(make_ws: WorkspaceFactory) -> None:
@@ -232,12 +239,9 @@ class Broken(Emails):
 def test_a_hook_that_raises_is_folded_again_and_reported(make_ws: WorkspaceFactory) -> None:
     ws = make_ws(projections=[Broken()])
     traffic(ws)
-    try:
+    with pytest.raises(ProjectionFailed) as failed:
         ws.forget("dana-77", reason="ticket 1")
-    except ProjectionFailed as e:
-        assert e.projection == "broken" and isinstance(e.cause, RuntimeError)
-    else:
-        raise AssertionError("forget did not report the failed hook")
+    assert failed.value.projection == "broken" and isinstance(failed.value.cause, RuntimeError)
     # The person is erased everywhere all the same, the failed projection folded again.
     assert ws.profile("dana-77") is None
     assert tables(ws, "broken", "SELECT email FROM emails ORDER BY email") == [
