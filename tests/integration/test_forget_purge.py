@@ -247,3 +247,18 @@ def test_a_hook_that_raises_is_folded_again_and_reported(make_ws: WorkspaceFacto
     assert tables(ws, "broken", "SELECT email FROM emails ORDER BY email") == [
         ("cyd@example.com",), ("sam@example.com",)]
     assert tables(ws, "broken", "SELECT * FROM calls") == []
+
+
+def test_the_purge_leaves_no_byte_of_the_person_in_the_sqlite_files(tmp_path: Path) -> None:
+    path = tmp_path / "ws.db"
+    ws = idstitch.open(f"sqlite:///{path}")
+    traffic(ws)
+    ws.close()
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("ws.db*"))
+    assert all(s in raw for s in SECRETS)  # the rows held them: the scan can find them
+    ws = idstitch.open(f"sqlite:///{path}")
+    assert forget(ws, "dana-77").purged_in_place
+    ws.close()
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("ws.db*"))
+    assert [s for s in SECRETS if s in raw] == []
+    assert b"Oslo" in raw
