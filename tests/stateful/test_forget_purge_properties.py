@@ -3,7 +3,7 @@ store.
 
 The statement: for random traffic of several users (devices of their own and devices they
 share, their own emails and each other's, tokens that move between devices, clears, explicit
-merges), ``ws.forget`` of one user leaves every projection row (``ws.dump()``) equal to the
+merges; either anonymous-merge policy), ``ws.forget`` of one user leaves every projection row (``ws.dump()``) equal to the
 rows ``ws.rebuild()`` gives right after. The forget purges in place when it can prove the
 result exact and rebuilds otherwise; either way the rows must be a rebuild's. Which way it
 went is counted, and the deterministic tests of tests/integration/test_forget_purge.py check
@@ -76,10 +76,11 @@ def play(ws: Workspace, script: list[tuple[Any, ...]]) -> None:
 
 @settings(max_examples=40, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(script=st.lists(step, min_size=1, max_size=30), victim=st.sampled_from(USERS))
+@given(script=st.lists(step, min_size=1, max_size=30), victim=st.sampled_from(USERS),
+       policy=st.sampled_from(("merge", "switch")))
 def test_the_purge_leaves_the_rows_a_rebuild_leaves(
-        url_factory: Any, script: list[tuple[Any, ...]], victim: str) -> None:
-    with idstitch.open(url_factory(), clock=FrozenClock(T0)) as ws:
+        url_factory: Any, script: list[tuple[Any, ...]], victim: str, policy: str) -> None:
+    with idstitch.open(url_factory(), clock=FrozenClock(T0), anonymous_merge=policy) as ws:
         play(ws, script)
         if ws.profile(victim) is None:
             return  # never identified: nothing to forget by that id
