@@ -40,9 +40,19 @@ class Queries:
         self.projector = projector
         self.settings = settings
         self.forgotten = forgotten or (lambda identifier: False)
-        """Whether an identifier names a forgotten person (its user ids, emails, person id,
-        ``cio_<person id>``): the person lookups then answer nothing, whatever rows remain
-        under that id (the anonymous remainder of its first device keeps the person id)."""
+        """Whether an identifier named a forgotten person (its user ids, emails, person id,
+        ``cio_<person id>``): see :meth:`_hidden`."""
+
+    def _hidden(self, identifier: str) -> bool:
+        """Whether the person lookups answer nothing for ``identifier``: it named a forgotten
+        person, and finds no identified person now. The rows may hold an anonymous person
+        under a forgotten person id (the anonymous session its first device began with: a
+        conversion keeps the id), which is what remains of it; someone identified on that
+        device since converted it and is found by the id again."""
+        if not self.forgotten(identifier):
+            return False
+        person = self._read(lambda reader: reader.person(identifier))
+        return person is None or not person.identified
 
     def settle(self) -> None:
         """Catch the projections up first, when the workspace keeps them current."""
@@ -109,8 +119,8 @@ class Queries:
 
     def profile(self, identifier: str) -> Profile | None:
         """The person an identifier finds (user id, email, cio_<id>, person id, anonymous id);
-        None for an identifier of a forgotten person."""
-        if self.forgotten(identifier):
+        None for an identifier of a forgotten person (see :meth:`_hidden`)."""
+        if self._hidden(identifier):
             return None
         return self._read(lambda reader: reader.profile(identifier))
 
@@ -124,7 +134,7 @@ class Queries:
 
     def merges(self, identifier: str) -> list[Merge]:
         """Every conversion, merge and switch of the person, with the position of its cause."""
-        if self.forgotten(identifier):
+        if self._hidden(identifier):
             return []
         return self._read(lambda reader: reader.merges(identifier))
 
@@ -139,7 +149,7 @@ class Queries:
                unknown: T) -> T:
         """Settle, find the person now, and ask the auditor (``unknown`` if nobody, or a
         forgotten person)."""
-        if self.forgotten(identifier):
+        if self._hidden(identifier):
             return unknown
         return self._repairing(lambda: self._audited(identifier, ask, unknown))
 
@@ -173,7 +183,7 @@ class Queries:
                                            f"({at.isoformat()}; years 1 to 9999)") from e
         elif at < 0:
             raise InvalidCommand("at", f"must be a position (0 or more), got {at}")
-        if self.forgotten(identifier):
+        if self._hidden(identifier):
             return None
         return self._repairing(lambda: self._as_of(identifier, at))
 

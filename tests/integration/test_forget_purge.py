@@ -262,3 +262,32 @@ def test_the_purge_leaves_no_byte_of_the_person_in_the_sqlite_files(tmp_path: Pa
     raw = b"".join(p.read_bytes() for p in tmp_path.glob("ws.db*"))
     assert [s for s in SECRETS if s in raw] == []
     assert b"Oslo" in raw
+
+
+def test_a_device_goes_on_after_its_person_is_forgotten(make_ws: WorkspaceFactory) -> None:
+    """A device whose anonymous session became the forgotten person records again (under a
+    key of a new subject: the session's key was destroyed with the person's), by command and
+    by ingest, and again after the next person on it is forgotten too."""
+    ws = make_ws()
+    ws.ingest([{"type": "identify", "anonymousId": "dev-a", "traits": {"t": 1},
+                "messageId": "1"},
+               {"type": "identify", "anonymousId": "dev-a", "userId": "kim", "messageId": "2"}])
+    kim = ws.profile("kim")
+    assert kim is not None
+    ws.forget("kim", reason="ticket 1")
+    ws.set_profile_attributes("dev-a", {"theme": "dark"})
+    report = ws.ingest([{"type": "identify", "anonymousId": "dev-a", "userId": "lee",
+                         "traits": {"plan": "pro"}, "messageId": "3"}])
+    assert (report.accepted, report.rejected) == (1, [])
+    lee = ws.profile("lee")
+    assert lee is not None and lee.attributes == {"theme": "dark", "plan": "pro"}
+    # Lee converted the anonymous session that remained of Kim, whose id it keeps: the id
+    # names Lee now.
+    assert lee.person_id == kim.person_id and ws.profile(kim.person_id) == lee
+    ws.forget("lee", reason="ticket 2")
+    assert ws.profile(kim.person_id) is None and ws.profile("lee") is None
+    report = ws.ingest([{"type": "identify", "anonymousId": "dev-a", "traits": {"b": 2},
+                         "messageId": "4"}])
+    assert (report.accepted, report.rejected) == (1, [])
+    phone = ws.profile_of_device("dev-a")
+    assert phone is not None and phone.attributes == {"b": 2} and not phone.identified

@@ -3,11 +3,12 @@ store.
 
 The statement: for random traffic of several users (devices of their own and devices they
 share, their own emails and each other's, tokens that move between devices, clears, explicit
-merges; either anonymous-merge policy), ``ws.forget`` of one user leaves every projection row (``ws.dump()``) equal to the
-rows ``ws.rebuild()`` gives right after. The forget purges in place when it can prove the
-result exact and rebuilds otherwise; either way the rows must be a rebuild's. Which way it
-went is counted, and the deterministic tests of tests/integration/test_forget_purge.py check
-that the purge in place is the one taken for ordinary traffic.
+merges; either anonymous-merge policy), ``ws.forget`` of one user leaves every projection
+row (``ws.dump()``) equal to the rows ``ws.rebuild()`` gives right after. The forget purges
+in place when it can prove the result exact and rebuilds otherwise; either way the rows must
+be a rebuild's. Which way it went is counted, and the deterministic tests of
+tests/integration/test_forget_purge.py check that the purge in place is the one taken for
+ordinary traffic.
 """
 
 from __future__ import annotations
