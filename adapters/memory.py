@@ -85,6 +85,10 @@ class MemoryProjectionStore:
             items = sorted(self.rows.get(kind, {}).items())
         yield from items
 
+    def scan_without(self, kind: str, needle: bytes) -> Iterator[tuple[str, bytes]]:
+        """Every row of a kind whose bytes do not contain ``needle``, by key."""
+        return iter([(k, v) for k, v in self.scan(kind) if needle not in v])
+
     def tracked(self, name: str) -> tuple[int, str | None]:
         """Committed tracking position and meta."""
         return self.tracking.get(name, (0, None))

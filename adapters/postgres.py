@@ -110,6 +110,7 @@ class PostgresProjectionStore(PostgresLog, SqlProjectionStore):
     param = "%s"
     blob = "BYTEA"
     whole_table_delete = False
+    contains_sql = "position({p} in doc) > 0"
 
     def __init__(self, conninfo: str, schema: str | None = None, pool_size: int = 4) -> None:
         kwargs: dict[str, Any] = {}

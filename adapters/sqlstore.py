@@ -108,6 +108,8 @@ class SqlProjectionStore:
     the write transaction excludes every other writer from its start (SQLite); elsewhere
     another projection's rows committed between the check and the delete would go too."""
     chunk = 500
+    contains_sql = "instr(doc, {p}) > 0"
+    """Whether a row's bytes contain a parameter (SQLite's instr compares a blob's bytes)."""
 
     def _cursor(self, *, write: bool) -> AbstractContextManager[Cursor]:
         """A cursor in a transaction that commits on success and rolls back on error."""
@@ -196,6 +198,16 @@ class SqlProjectionStore:
                 f"SELECT key, doc FROM idstitch_rows WHERE kind = {self.param} ORDER BY key",
                 (kind,),
             )
+            rows = cur.fetchall()
+        for key, doc in rows:
+            yield key, bytes(doc)
+
+    def scan_without(self, kind: str, needle: bytes) -> Iterator[tuple[str, bytes]]:
+        """Every committed row of a kind whose bytes do not contain ``needle``, by key."""
+        p = self.param
+        with self._cursor(write=False) as cur:
+            cur.execute(f"SELECT key, doc FROM idstitch_rows WHERE kind = {p} AND NOT "
+                        f"{self.contains_sql.format(p=p)} ORDER BY key", (kind, needle))
             rows = cur.fetchall()
         for key, doc in rows:
             yield key, bytes(doc)

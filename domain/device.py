@@ -111,7 +111,10 @@ class Device:
         """A server-side stream: a backend's identifies of one user, not an installation."""
         self.collected: dict[str, Any] = {}
         """The value of each attribute it last collected."""
-        self._stint: tuple[int, str | None] | None = None
+        self.erasures = 0
+        """Identifies that read erased (their person was forgotten): each begins a new data
+        subject on the device, with a key of its own (the forgotten one's are destroyed)."""
+        self._stint: tuple[int, str | None, int] | None = None
         self._key_id = ""
 
     create_id = staticmethod(device_aggregate_id)
@@ -148,7 +151,7 @@ class Device:
         self.version += 1
         # The one place an event gets its data subject's key id: the stint it is recorded in
         # (after apply, so an Identified or a clear opens the new stint it belongs to).
-        stint = (self.generation, self.user_id)
+        stint = (self.generation, self.user_id, self.erasures)
         if stint != self._stint:
             self._stint, self._key_id = stint, subject_key_id(self.device_id, *stint)
         self._pending.append(Recorded(self.id, self.version, replace(event, key_id=self._key_id)))
@@ -166,6 +169,8 @@ class Device:
         if type(event) is DeviceTokenRegistered:
             self.token = event.token
         elif type(event) is Identified:
+            if event.erased:
+                self.erasures += 1
             if event.sdk_anonymous_id is not None:
                 if event.late:
                     return  # an ended session's message: the device is not identified by it

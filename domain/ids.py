@@ -123,13 +123,18 @@ def new_person_id(device_id: str, position: int) -> str:
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
-def subject_key_id(device_id: str, generation: int, user_id: str | None) -> str:
+def subject_key_id(device_id: str, generation: int, user_id: str | None,
+                   erasures: int = 0) -> str:
     """The id of the data subject key that seals the personal values of the events a device
     records in one stint: one anonymous session (``generation``) with one person (``user_id``,
     None while anonymous). Deterministic, so a rebuilt device stamps the same id; a hash, so
     the id does not show the user id (see docs/explanation/erasure-and-keys.md for its limit).
+    ``erasures``: how many of the device's identifies read erased (their person forgotten):
+    each starts a stint of a new subject, whose key was never destroyed.
     """
     text = f"{device_id}\x1f{generation}\x1f{'' if user_id is None else user_id}"
+    if erasures:
+        text += f"\x1f{erasures}"
     # 96 bits, base64url: 16 characters on every event (no collision among 2**40 stints).
     # base64.urlsafe_b64encode's very steps, without its two Python-level calls.
     return (b2a_base64(blake2b(text.encode(), digest_size=12).digest(), newline=False)

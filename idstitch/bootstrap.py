@@ -165,7 +165,9 @@ def build(
         writer.lock = lock
         settings = Settings(utc_now if clock is None else checked_clock(clock),
                             auto_catch_up and not external, external)
-        queries = Queries(stores.log, stores.rows, projector, settings)
+        # A forgotten person's ids answer nothing (its person id too: see queries.forgotten).
+        queries = Queries(stores.log, stores.rows, projector, settings,
+                          None if stores.cipher is None else stores.cipher.is_suppressed)
         bus = MessageBus(writer, projector, queries, settings, guard_of(stores.cipher))
         ingester = Ingester(writer, projector, queries, settings,
                             Format(segment.decode,

@@ -215,9 +215,11 @@ class Workspace:
         ``cio_<id>``, person id). Its keys are destroyed (its personal values in the log read
         erased from then on), its identifiers refused by every later command and by ingest
         (:class:`~idstitch.errors.Suppressed`), a ``PersonForgotten`` decision records its
-        person id and ``reason`` (which must not hold personal data), and every projection is
-        rebuilt so that no row holds its values. UnknownPerson if no person has that
-        identifier, Suppressed if it was forgotten already; nothing changes on an error."""
+        person id and ``reason`` (which must not hold personal data), and its rows are purged
+        from every projection, leaving exactly the rows a rebuild would give (a custom
+        projection: its ``forget`` hook, or it is folded again). UnknownPerson if no person
+        has that identifier, Suppressed if it was forgotten already; nothing changes on an
+        error. ProjectionFailed if a custom projection's hook failed (the person is erased)."""
         erasure.forget(self._services.stores, self._bus, self._services.projector, identifier,
                        reason)
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from idstitch.domain.attributes import Attrs
 from idstitch.domain.device import anonymous_id_for, anonymous_person_id
+from idstitch.domain.events import DECISIONS_STREAM, PersonsMerged
 from idstitch.projections.audit import (
     ABSORBING,
     Change,
@@ -62,13 +63,30 @@ class ChangeStream:
         lo, hi = self.at, events[-1].position
         if events[0].position <= lo:
             raise ValueError(f"the stream is at {lo}; events from {events[0].position} given")
+        # Decisions are no device's events. An explicit merge applied to its primary (the
+        # target of its record, as history shows it); a forget, an undo, or a merge that was
+        # undone or not applied changed no person at its position: no Change.
+        decided = self._decided(events)
+        events = [e for e in events
+                  if e.event.device_id != DECISIONS_STREAM or e.position in decided]
+        if not events:
+            self.at = hi
+            return []
         # No snapshot: the rows read here describe positions up to `hi`, which no later commit
         # changes (stints, merge records and refusals are written at their events' positions).
         reader = Reader(self._store, self._row_types)
-        devices = list(dict.fromkeys(ev.device_id for _, ev in events))
+        devices = list(dict.fromkeys(ev.device_id for _, ev in events
+                                     if ev.device_id != DECISIONS_STREAM))
         device_rows = self._rows(DEVICE, devices)
         candidates = self._candidates(device_rows)
-        of = _Owners(Family(_NOBODY, candidates, [])).of
+        targets = {r.target for r in decided.values()} - candidates.keys()
+        candidates.update(self._rows(PERSON, targets))
+        owned = _Owners(Family(_NOBODY, candidates, [])).of
+
+        def of(device_id: str, pos: int) -> str | None:
+            merge = decided.get(pos)
+            return owned(device_id, pos) if merge is None else merge.target
+
         owners = {of(ev.device_id, pos) for pos, ev in events}
         if None in owners:
             missing = [pos for pos, ev in events if of(ev.device_id, pos) is None]
@@ -98,6 +116,17 @@ class ChangeStream:
                 del self._states[pid]
                 self._newest.pop(pid, None)
         return out
+
+    def _decided(self, events: Sequence[LoggedEvent]) -> dict[int, MergeRow]:
+        """The explicit merges among ``events`` that were applied where recorded, by
+        position: their records."""
+        merges = {pos: ev.merge_id for pos, ev in events if type(ev) is PersonsMerged}
+        if not merges:
+            return {}
+        rows: dict[str, MergeRow] = self._rows(MERGE, merges.values())
+        return {pos: row for pos, merge_id in merges.items()
+                if (row := rows.get(merge_id)) is not None and row.kind == "explicit"
+                and row.position == pos}
 
     def _rows(self, kind: str, keys: Iterable[str]) -> dict[str, Any]:
         """Committed rows of a kind among ``keys``, decoded (one read)."""

@@ -67,6 +67,16 @@ class Projection:
         for change in changes:
             self.handle(db, change)
 
+    def forget(self, db: ProjectionDB, person_ids: frozenset[str],
+               device_ids: frozenset[str]) -> None:
+        """Optional purge hook, run by ``ws.forget`` (in one transaction on the projection's
+        live tables, its position unchanged): remove or blank every value the Changes of these
+        persons carried. ``person_ids``: the forgotten person and every person merged into
+        it; ``device_ids``: every device that was on one of them. A projection that does not
+        override it, or whose hook raises (``forget`` then raises ProjectionFailed), is
+        dropped and folded again from position 0 instead (as a rebuild does)."""
+        raise NotImplementedError
+
 
 def check_projection(projection: Any) -> Projection:
     """The projection, checked: an instance of :class:`Projection` with a plain name and a

@@ -116,6 +116,12 @@ class ProjectionStore(Protocol):
         """Every committed row of a kind, ordered by key."""
         ...
 
+    def scan_without(self, kind: str, needle: bytes) -> Iterator[tuple[str, bytes]]:
+        """Every committed row of a kind whose stored bytes do not contain ``needle``, ordered
+        by key: the store filters, so a search for the few rows worth decoding (a forget's
+        purge: rows with a non-empty list) costs one pass over the table, not a decode each."""
+        ...
+
     def tracked(self, name: str) -> tuple[int, str | None]:
         """``position(name)`` and ``meta(name)`` in one read."""
         ...

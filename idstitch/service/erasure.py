@@ -1,14 +1,17 @@
 """Shredding a person (the right to erasure): destroy its keys, suppress its identifiers,
-rebuild the projections from the log, whose events of that person then read erased.
+purge its rows from the projections, whose events of that person then read erased.
 
-``ws.forget`` runs :func:`forget`: :func:`shred`, the decision recorded, a rebuild of every
-projection, :func:`scrub`. The order is chosen for a crash in between: destroying the keys is
-the irreversible step and comes first (after every check, so an error changes nothing); the
-``PersonForgotten`` decision then records that it happened; the rebuild removes the values
-from the rows. A process that stops after the keys were destroyed leaves the person erased in
-the log and refused at ingest; once the decision is recorded, the next open of the workspace
-sees rows newer than none of it (the person still identified in them) and finishes the rebuild
-(:func:`finish_forgets`); stopped before the decision, ``ws.rebuild()`` finishes the rows.
+``ws.forget`` runs :func:`forget`: the checks and the plan of the purge (while the person's
+events still read), the keys destroyed, the decision recorded, the rows purged in place
+(:mod:`idstitch.projections.purge`; every projection rebuilt from the log when the purge cannot
+be proved to give what a rebuild gives), :func:`scrub`. The order is chosen for a crash in
+between: destroying the keys is the irreversible step and comes first (after every check, so
+an error changes nothing); the ``PersonForgotten`` decision then records that it happened; the
+purge removes the values from the rows, the identity rows last. A process that stops after the
+keys were destroyed leaves the person erased in the log and refused at ingest; once the
+decision is recorded, the next open of the workspace finds the person still identified in the
+identity rows and rebuilds every projection (:func:`finish_forgets`); stopped before the
+decision, ``ws.rebuild()`` finishes the rows.
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ import msgspec
 
 from idstitch.domain import rules
 from idstitch.domain.commands import ForgetPerson
-from idstitch.domain.errors import InvalidCommand, Suppressed, UnknownPerson
+from idstitch.domain.errors import InvalidCommand, ProjectionFailed, Suppressed, UnknownPerson
 from idstitch.domain.events import DECISIONS_STREAM, PERSONAL, PersonForgotten
+from idstitch.projections import purge
 from idstitch.projections.audit import family, spans
+from idstitch.projections.custom import Projection
 from idstitch.projections.subject_keys import person_identifiers
 from idstitch.projections.views import Reader
 from idstitch.service.bus import MessageBus
@@ -35,15 +40,25 @@ class ShredReport(msgspec.Struct, frozen=True, kw_only=True):
     person_id: str
     keys_destroyed: int
     identifiers_suppressed: int
+    purged_in_place: bool = False
+    """Whether the rows were purged in place (else every projection was rebuilt, or, for
+    :func:`shred` alone, nothing was done to them yet)."""
 
 
-def shred(stores: Any, queries: Queries, identifier: str) -> ShredReport:
-    """Forget the person ``identifier`` finds: destroy every key of its events, record its
-    identifiers as suppressed (keyed hashes only), and rebuild the projections so that no row
-    holds its values any more. The caller rebuilds (``ws.rebuild()``) after this returns.
+class _Prepared(msgspec.Struct, frozen=True, kw_only=True):
+    """What the checks of a forget found: the person, its family, its keys and identifiers."""
 
-    ``stores``: the workspace's :class:`idstitch.adapters.stores.Stores` (typed loosely: the
-    service layer does not import the adapters)."""
+    person_id: str
+    members: list[str]
+    """The person and those merged into it."""
+    devices: list[str]
+    """Every device that had a stint on one of them."""
+    key_ids: list[str]
+    identifiers: list[str]
+
+
+def _prepare(stores: Any, queries: Queries, identifier: str) -> _Prepared:
+    """Every check of a forget, and what it will destroy; nothing is changed."""
     cipher = stores.cipher
     if cipher is None:
         raise InvalidCommand("identifier", "encryption is switched off "
@@ -57,7 +72,8 @@ def shred(stores: Any, queries: Queries, identifier: str) -> ShredReport:
         person = reader.person(identifier)
         if person is None:
             raise UnknownPerson("identifier", identifier, "has no person")
-        events = stores.log.read_spans(spans(family(reader, person), head))
+        fam = family(reader, person)
+        events = stores.log.read_spans(spans(fam, head))
         key_ids = {ev.key_id for _, ev in events if ev.key_id is not None}
         identifiers = person_identifiers(reader, person)
         unsealed = sum(1 for _, ev in events if ev.key_id is None and type(ev) in PERSONAL)
@@ -68,16 +84,36 @@ def shred(stores: Any, queries: Queries, identifier: str) -> ShredReport:
                              "unencrypted (before encryption, or with IDSTITCH_ENCRYPTION=off) "
                              "and cannot be shredded: migrate the store first (docs/explanation/"
                              "erasure-and-keys.md)")
-    cipher.keys.destroy(sorted(key_ids))
-    cipher.forget(sorted(key_ids))
-    cipher.suppress(sorted(identifiers))
-    return ShredReport(person_id=person.person_id, keys_destroyed=len(key_ids),
-                       identifiers_suppressed=len(identifiers))
+    devices = {s.device_id for m in fam.members.values() for s in m.stints}
+    return _Prepared(person_id=person.person_id, members=sorted(fam.members),
+                     devices=sorted(devices), key_ids=sorted(key_ids),
+                     identifiers=sorted(identifiers))
+
+
+def _destroy(stores: Any, prepared: _Prepared) -> ShredReport:
+    """The irreversible step: the keys destroyed, the identifiers suppressed."""
+    cipher = stores.cipher
+    cipher.keys.destroy(prepared.key_ids)
+    cipher.forget(prepared.key_ids)
+    cipher.suppress(prepared.identifiers)
+    return ShredReport(person_id=prepared.person_id, keys_destroyed=len(prepared.key_ids),
+                       identifiers_suppressed=len(prepared.identifiers))
+
+
+def shred(stores: Any, queries: Queries, identifier: str) -> ShredReport:
+    """Forget the person ``identifier`` finds: destroy every key of its events and record its
+    identifiers as suppressed (keyed hashes only). The projections still hold its values: the
+    caller rebuilds them (``ws.rebuild()``) after this returns (``ws.forget`` purges them in
+    place instead, see :func:`forget`).
+
+    ``stores``: the workspace's :class:`idstitch.adapters.stores.Stores` (typed loosely: the
+    service layer does not import the adapters)."""
+    return _destroy(stores, _prepare(stores, queries, identifier))
 
 
 def scrub(stores: Any) -> None:
-    """After the rebuild that follows :func:`shred`: on SQLite, checkpoint and truncate the
-    WAL, so the old pages of the purged rows stay in no file (freed pages are zeroed by
+    """After the rows were purged or rebuilt: on SQLite, checkpoint and truncate the WAL, so
+    the old pages of the purged rows stay in no file (freed pages are zeroed by
     ``secure_delete``)."""
     if stores.cipher is not None:
         checkpoint = getattr(stores.cipher.keys, "checkpoint", None)
@@ -86,21 +122,95 @@ def scrub(stores: Any) -> None:
 
 
 def forget(stores: Any, bus: MessageBus, projector: Projector, identifier: object,
-           reason: object) -> ShredReport:
-    """``ws.forget``: check, shred, record the decision, rebuild every projection (custom
-    ones too), scrub. Nothing is changed or recorded when a check fails."""
+           reason: object, *, in_place: bool = True) -> ShredReport:
+    """``ws.forget``: check, plan the purge, shred, record the decision, purge the rows in
+    place (or rebuild every projection when the purge cannot be proved exact), scrub. Nothing
+    is changed or recorded when a check fails. ``in_place=False``: always rebuild (the
+    benchmark's comparison)."""
     checked_reason = rules.check_text("reason", reason)
     checked = rules.check_id("identifier", identifier)
-    report = shred(stores, bus.queries, checked)
+    with projector.lock:
+        prepared = _prepare(stores, bus.queries, checked)
+        component = _plan(stores, projector, prepared) if in_place else None
+        report = _destroy(stores, prepared)
     # The person id names it too (``cio_<id>``, a merge naming it by id): refused from now on.
     stores.cipher.suppress([report.person_id, rules.PERSON_PREFIX + report.person_id])
     bus.handle(ForgetPerson(person_id=report.person_id, reason=checked_reason))
     # A cached device still holds the destroyed key of its stint; loaded from the log it
     # starts anew: every device then behaves the same, cached or not.
     bus.writer.drop_cache()
-    projector.rebuild()
-    scrub(stores)
-    return report
+    failures: list[ProjectionFailed] = []
+    try:
+        purged = component is not None and _purge(stores, projector, prepared, component,
+                                                  failures)
+        if not purged:
+            projector.rebuild()
+    finally:
+        scrub(stores)
+    if failures:  # the person is erased everywhere; a custom projection's hook or fold failed
+        raise failures[0] from failures[0].cause
+    return msgspec.structs.replace(report, purged_in_place=purged)
+
+
+def _plan(stores: Any, projector: Projector, prepared: _Prepared) -> purge.Component | None:
+    """The purge in place of the person's component, proved exact; None when it cannot be
+    (every projection is then rebuilt)."""
+    try:
+        return purge.plan(projector.registry, stores.rows, stores.log, prepared.members)
+    except purge.Fallback:
+        return None
+
+
+def _purge(stores: Any, projector: Projector, prepared: _Prepared,
+           component: purge.Component, failures: list[ProjectionFailed]) -> bool:
+    """Purge the rows in place: the device attributes, the custom projections (their hook, or
+    their tables dropped to be folded again), the identity rows last; False (some rows may be
+    purged) when the purge turned out not to be exact: the caller rebuilds. A custom
+    projection that fails (its hook, or its fold again) is added to ``failures``."""
+    with projector.lock:
+        try:
+            purge.purge_attributes(projector.registry, stores.rows, stores.log, component)
+            refold = _forget_custom(projector, prepared, failures)
+            purge.purge_identity(projector.registry, stores.rows, stores.log, component)
+        except purge.Fallback:
+            return False
+        finally:
+            # Rows changed under the runner's caches: each projection starts cold.
+            for projection in projector.registry:
+                projector.states.forget(projection.name)
+        if refold:
+            projector.catch_up()
+            failures.extend(f for n, f in projector.failures.items() if n in refold)
+    return True
+
+
+def _forget_custom(projector: Projector, prepared: _Prepared,
+                   failures: list[ProjectionFailed]) -> list[str]:
+    """Each custom projection's purge hook (:meth:`idstitch.Projection.forget`) in a
+    transaction on its tables; a projection without one, or whose hook raised (its
+    transaction rolled back, the failure added to ``failures``), is dropped and created
+    afresh, to be folded again from position 0 once the identity rows are purged. The names
+    dropped."""
+    custom = projector.custom
+    refold: list[str] = []
+    persons, devices = frozenset(prepared.members), frozenset(prepared.devices)
+    for name, projection in custom.projections.items():
+        versions = custom.tables.versions(name)
+        if (type(projection).forget is Projection.forget
+                or any(t.version != projection.version for t in versions)):
+            refold.append(name)
+            continue
+        try:
+            with custom.tables.transaction(name, projection.version) as tx:
+                projection.forget(tx.db, persons, devices)
+        except Exception as e:
+            failure = ProjectionFailed(name, custom.position(name), e)
+            failure.__cause__ = e
+            failures.append(failure)
+            refold.append(name)
+    if refold:
+        custom.rebuild(refold)
+    return refold
 
 
 _FORGOTTEN = frozenset({PersonForgotten})

@@ -33,12 +33,26 @@ class Queries:
     """Answers the identity queries from the projection rows."""
 
     def __init__(self, log: EventLog, rows: ProjectionStore, projector: Projector,
-                 settings: Settings) -> None:
+                 settings: Settings, forgotten: Callable[[str], bool] | None = None) -> None:
         self.log = log
         self.rows = rows
         self.auditor = Auditor()
         self.projector = projector
         self.settings = settings
+        self.forgotten = forgotten or (lambda identifier: False)
+        """Whether an identifier named a forgotten person (its user ids, emails, person id,
+        ``cio_<person id>``): see :meth:`_hidden`."""
+
+    def _hidden(self, identifier: str) -> bool:
+        """Whether the person lookups answer nothing for ``identifier``: it named a forgotten
+        person, and finds no identified person now. The rows may hold an anonymous person
+        under a forgotten person id (the anonymous session its first device began with: a
+        conversion keeps the id), which is what remains of it; someone identified on that
+        device since converted it and is found by the id again."""
+        if not self.forgotten(identifier):
+            return False
+        person = self._read(lambda reader: reader.person(identifier))
+        return person is None or not person.identified
 
     def settle(self) -> None:
         """Catch the projections up first, when the workspace keeps them current."""
@@ -104,7 +118,10 @@ class Queries:
         return read()
 
     def profile(self, identifier: str) -> Profile | None:
-        """The person an identifier finds (user id, email, cio_<id>, person id, anonymous id)."""
+        """The person an identifier finds (user id, email, cio_<id>, person id, anonymous id);
+        None for an identifier of a forgotten person (see :meth:`_hidden`)."""
+        if self._hidden(identifier):
+            return None
         return self._read(lambda reader: reader.profile(identifier))
 
     def profile_of_device(self, device_id: str) -> Profile | None:
@@ -117,6 +134,8 @@ class Queries:
 
     def merges(self, identifier: str) -> list[Merge]:
         """Every conversion, merge and switch of the person, with the position of its cause."""
+        if self._hidden(identifier):
+            return []
         return self._read(lambda reader: reader.merges(identifier))
 
     def dump(self) -> dict[str, list[tuple[str, bytes]]]:
@@ -128,7 +147,10 @@ class Queries:
 
     def _audit(self, identifier: str, ask: Callable[[Reader, PersonRow, int, str | None], T],
                unknown: T) -> T:
-        """Settle, find the person now, and ask the auditor (``unknown`` if nobody)."""
+        """Settle, find the person now, and ask the auditor (``unknown`` if nobody, or a
+        forgotten person)."""
+        if self._hidden(identifier):
+            return unknown
         return self._repairing(lambda: self._audited(identifier, ask, unknown))
 
     def _audited(self, identifier: str, ask: Callable[[Reader, PersonRow, int, str | None], T],
@@ -161,6 +183,8 @@ class Queries:
                                            f"({at.isoformat()}; years 1 to 9999)") from e
         elif at < 0:
             raise InvalidCommand("at", f"must be a position (0 or more), got {at}")
+        if self._hidden(identifier):
+            return None
         return self._repairing(lambda: self._as_of(identifier, at))
 
     def _as_of(self, identifier: str, at: int | datetime) -> Profile | None:

@@ -18,6 +18,7 @@ from idstitch.domain.device import (
     new_person_id,
 )
 from idstitch.domain.events import (
+    DECISIONS_STREAM,
     EVENT_TYPES,
     DeviceActivated,
     DeviceAttributesChanged,
@@ -158,6 +159,10 @@ class IdentityProjection(RowProjection):
             dev = devices.get(device_id)
             if handler is None and type(ev) in self._decisions:
                 self._decisions[type(ev)](unit, ev, pos)
+                continue
+            if device_id == DECISIONS_STREAM:
+                # Another decision (a forget, handed over with the events a command recorded,
+                # or as the stream's first event in a replay): no device, no row.
                 continue
             if dev is None:
                 # A device's first event, of any type: its rows start here.

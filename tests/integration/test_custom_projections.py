@@ -135,6 +135,32 @@ def test_changes_equal_the_history_of_their_positions(make_ws: WorkspaceFactory)
     assert seen > 100
 
 
+def test_decisions_give_the_changes_history_shows(make_ws: WorkspaceFactory) -> None:
+    """An explicit merge is the Change of its primary (as in history); an undone merge, the
+    undo and a forget change no person at their positions: no Change. Kept current or
+    rebuilt, the projection holds the same."""
+    ws = make_ws(projections=[ChangeLog()])
+    ws.identify("a", "ann", {"plan": "x"})
+    ws.identify("b", "bo", {"plan": "y", "age": 3})
+    undone = ws.merge_persons("ann", "bo", reason="looked alike")
+    ws.set_profile_attributes("b", {"k": 1})
+    ws.unmerge(undone, reason="they are not")
+    ws.identify("c", "cy")
+    ws.identify("d", "di", {"age": 4})
+    ws.merge_persons("cy", "di", reason="one customer")
+    ws.identify("e", "eve")
+    ws.forget("eve", reason="ticket 1")
+    query = "SELECT position, change FROM change_log ORDER BY position"
+    folded = dict(ws.projection_db("change_log").query(query))
+    decisions = {pos for pos, ev in ws.log.read(0, 100) if ev.device_id == "workspace:decisions"}
+    [merged] = [c for c in ws.history("cy") if c.event == "PersonsMerged"]
+    assert sorted(decisions - set(folded)) == sorted(decisions - {merged.position})
+    assert msgspec.json.decode(folded[merged.position]) == msgspec.json.decode(
+        msgspec.json.encode(merged))
+    ws.rebuild(["change_log"])
+    assert dict(ws.projection_db("change_log").query(query)) == folded
+
+
 class Flaky(idstitch.Projection):
     """Counts Changes; raises at the position ``fail_at`` while it is set."""
 
