@@ -308,12 +308,6 @@ class DeviceLog(Application[UUID]):
             found = self.fast.device_versions(list(ids))
         return {device_id: found[a.hex] for a, device_id in ids.items() if a.hex in found}
 
-    def is_current(self, device: Device) -> bool:
-        """Whether no other writer has appended to this device since it was loaded."""
-        with translated("cannot read the log"):
-            last = self.recorder.select_events(device.id, desc=True, limit=1)
-        return (last[0].originator_version if last else 0) == device.version
-
     def head(self) -> int:
         """The last position (0 when empty)."""
         # One statement on the store's own connection: every catch-up and query asks.

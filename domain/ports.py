@@ -52,10 +52,6 @@ class DeviceRepository(Protocol):
         stays true until the events it appends (with the yielded function) commit."""
         ...
 
-    def is_current(self, device: Device) -> bool:
-        """Whether no other writer has appended to this device since it was loaded."""
-        ...
-
 
 class KeyStore(Protocol):
     """Where the data subject keys live (one 256-bit AES-GCM key per key id).

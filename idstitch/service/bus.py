@@ -46,8 +46,8 @@ class MessageBus:
                 # Rows built under another policy (another process rebuilt them) would refuse
                 # the catch-up after the append: refuse the command before it is recorded.
                 self.projector.check()
-            appended = self.writer.run(uow.take())
-            if appended is None:
+            appended = self.writer.write_one((0, uow.take())).appended
+            if not appended:
                 return None
             if self.settings.auto_catch_up:
                 try:

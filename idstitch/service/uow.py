@@ -2,11 +2,12 @@
 
 A handler validates a command and stages a :class:`Step` (run this Device method with these
 arguments) on the :class:`UnitOfWork` it was given; nothing touches a device until the work is
-committed. The :class:`DeviceWriter`, shared by every unit of work of a workspace, commits:
-it takes the devices (from a bounded cache, else from their events), runs the steps, and
-appends every event they recorded in one transaction, with optimistic concurrency. When another
-writer got to a device first, only the messages of the devices that moved are run again, on
-those devices reloaded; the rest of the batch is kept as it was decided.
+committed. The :class:`DeviceWriter`, shared by every unit of work of a workspace, commits with
+one algorithm, :meth:`DeviceWriter.write_batch`: an ingest batch, and a public call as a batch
+of one message. It takes the devices (from a bounded cache, else from their events), runs the
+steps, and appends every event they recorded in one transaction, with optimistic concurrency.
+When another writer got to a device first, only the messages of the devices that moved are run
+again, on those devices reloaded; the rest of the batch is kept as it was decided.
 """
 
 from __future__ import annotations
@@ -160,77 +161,23 @@ class DeviceWriter:
         """Batches still to write under the append lock since the last conflict."""
         self._devices: OrderedDict[str, Device] = OrderedDict()
 
-    def run(self, steps: list[Step]) -> list[LoggedEvent] | None:
-        """Run one message's steps and append their events atomically, with retries; the
-        events appended (None when nothing was recorded).
-
-        The first attempt uses cached devices. A decision that records nothing (a duplicate,
-        dropped attributes) or refuses (logout of an anonymous device) is only trusted when the
-        device is current: another process may have changed it, and only an append would
-        otherwise notice. A refused append reloads the devices and decides again, holding the
-        store's append lock as a contended batch does (issue 16 item 12): what it read then
-        stays true until its events commit, so a caller never sees ConcurrencyConflict because
-        other writers kept winning.
-        """
-        with self.lock:
-            self._conflicted = False
-            for attempt in range(self.retries):
-                if attempt > 0 and self._conflicted:
-                    return self._run_exclusive(steps)
-                devices: dict[str, Device] = {}
-                events: list[Recorded] = []
-                try:
-                    for step in steps:
-                        device = devices.get(step.device_id)
-                        if device is None:
-                            device = self._take(step.device_id, fresh=attempt > 0)
-                            devices[step.device_id] = device
-                        step.run(device, *step.args)
-                        events.extend(device.collect_events())
-                    if not events and attempt == 0 and not self._all_current(devices):
-                        continue
-                    positions = self.log.write(events)
-                except NotIdentified:
-                    if attempt == 0 and not self._all_current(devices):
-                        continue
-                    raise
-                except WriteConflict:
-                    self._conflicted = True
-                    continue
-                return self._landed(devices, events, positions)
-        raise ConcurrencyConflict(f"device {steps[0].device_id!r}: other writers kept winning "
-                                  f"({self.retries} attempts)")
-
-    _conflicted = False
-    """Whether the last attempt of :meth:`run` had its append refused."""
-
-    def _run_exclusive(self, steps: list[Step]) -> list[LoggedEvent] | None:
-        """Run the steps on devices loaded under the store's append lock, and append."""
-        self._conflicted = False
-        with self.log.exclusive() as write:
-            devices = self.log.load_many({s.device_id for s in steps})
-            events: list[Recorded] = []
-            for step in steps:
-                device = devices[step.device_id]
-                step.run(device, *step.args)
-                events.extend(device.collect_events())
-            positions = write(events) if events else []
-        return self._landed(devices, events, positions)
-
-    def _landed(self, devices: dict[str, Device], events: list[Recorded],
-                positions: list[int]) -> list[LoggedEvent] | None:
-        for device in devices.values():
-            self._keep(device)
-        if not positions:
-            return None
-        return [LoggedEvent(p, r.event) for p, r in zip(positions, events, strict=True)]
+    def write_one(self, message: tuple[int, list[Step]]) -> BatchResult:
+        """One message on its own (a public call, or ingest's fallback): a batch of one,
+        :meth:`write_batch` with its events kept. ConcurrencyConflict when other writers kept
+        winning for every one of :attr:`retries` attempts (nothing of it was written)."""
+        result = self.write_batch([message], keep=True)
+        if result is None:
+            raise ConcurrencyConflict(f"device {message[1][0].device_id!r}: other writers kept "
+                                      f"winning ({self.retries} attempts)")
+        return result
 
     def write_batch(
         self, batch: list[tuple[int, list[Step]]], *, keep: bool
     ) -> BatchResult | None:
         """Run a batch of validated messages; append all their events, in message order, in
-        one transaction. None when other writers kept moving its devices (nothing of it was
-        written): the caller then runs the messages one by one.
+        one transaction. None when other writers kept moving its devices for every one of
+        :attr:`retries` attempts (nothing of it was written): ingest then runs the messages
+        one by one, a public call (a batch of one) raises ConcurrencyConflict.
 
         Optimistic while no other writer is seen: the batch runs on cached devices and its
         append fails as a whole if another writer moved one of them; then only the messages of
@@ -239,7 +186,14 @@ class DeviceWriter:
         which devices moved since they were loaded, reload and rerun those, then append, all
         before any other writer can append again. A contended batch then never fails (a
         refused append costs the whole batch's insert, and with devices shared, the other
-        writer moved some device again during most retries: batches ran out of retries).
+        writer moved some device again during most retries: batches ran out of retries; and a
+        single command that lost once cannot lose again, issue 16 item 12).
+
+        A batch that records nothing (duplicates, unchanged or dropped attributes) or whose
+        command refuses (logout of an anonymous device) decided on what its devices say; only
+        an append would notice they were stale. So, on cached devices, that outcome is
+        trusted only once their stored versions are checked: the moved ones are reloaded and
+        decide again.
 
         ``keep``: return the appended events with their positions (for a catch-up here)."""
         with self.lock:
@@ -252,8 +206,23 @@ class DeviceWriter:
             previous: list[list[Recorded]] | None = None
             stale: set[str] = set()
             duplicates: set[int] = set()
-            for _ in range(self.retries):
-                events, previous = self._run_batch(batch, devices, previous, stale, duplicates)
+            for attempt in range(self.retries):
+                try:
+                    events, previous = self._run_batch(batch, devices, previous, stale,
+                                                       duplicates)
+                except NotIdentified:
+                    if attempt > 0 or not self._moved(devices, base):
+                        raise
+                    # Decided on stale devices: all of them again, from the log (the
+                    # messages before the refusal changed the devices they ran on).
+                    devices = self.log.load_many(devices)
+                    base = {d: device.version for d, device in devices.items()}
+                    previous, stale = None, set()
+                    continue
+                if not events and attempt == 0 and not self.contended:
+                    stale = self._refresh(batch, devices, base, conflicted=False)
+                    if stale:
+                        continue
                 try:
                     if self.contended:
                         with self.log.exclusive() as write:
@@ -261,7 +230,7 @@ class DeviceWriter:
                             if stale:
                                 events, previous = self._run_batch(
                                     batch, devices, previous, stale, duplicates)
-                            positions = write(events)
+                            positions = write(events) if events else []
                         self.contended = CONTENDED_BATCHES if stale else self.contended - 1
                     else:
                         positions = self.log.write(events)
@@ -276,6 +245,11 @@ class DeviceWriter:
                 return BatchResult(appended, len(batch) - len(duplicates), len(duplicates),
                                    len(positions))
             return None
+
+    def _moved(self, devices: dict[str, Device], base: dict[str, int]) -> bool:
+        """Whether another writer appended to any of these devices since ``base``."""
+        stored = self.log.versions(devices)
+        return any(stored.get(d, 0) != base[d] for d in devices)
 
     def _refresh(self, batch: list[tuple[int, list[Step]]], devices: dict[str, Device],
                  base: dict[str, int], *, conflicted: bool) -> set[str]:
@@ -322,23 +296,10 @@ class DeviceWriter:
         starts.append(len(events))
         return events, [events[a:b] for a, b in pairwise(starts)]
 
-    def _all_current(self, devices: dict[str, Device]) -> bool:
-        stale = [d for d in devices.values() if not self.log.is_current(d)]
-        for device in stale:
-            self._devices.pop(device.device_id, None)
-        return not stale
-
     def _keep(self, device: Device) -> None:
         self._devices[device.device_id] = device
         if len(self._devices) > DEVICE_CACHE_SIZE:
             self._devices.popitem(last=False)
-
-    def _take(self, device_id: str, *, fresh: bool = False) -> Device:
-        """A device to run commands on; it leaves the cache until its events are saved."""
-        cached = self._devices.pop(device_id, None)
-        if cached is not None and not fresh:
-            return cached
-        return self.log.load(device_id) or Device(device_id)
 
     def _take_many(self, device_ids: Iterable[str]) -> dict[str, Device]:
         devices: dict[str, Device] = {}
@@ -359,10 +320,6 @@ class DeviceWriter:
         forget, whose destroyed keys a cached device would still try to write under)."""
         with self.lock:
             self._devices.clear()
-
-    def cached(self, device_id: str) -> Device | None:
-        """The cached device, if any (without taking it)."""
-        return self._devices.get(device_id)
 
 
 def _closure(batch: list[tuple[int, list[Step]]], stale: set[str]) -> set[str]:
