@@ -1,13 +1,18 @@
-"""The unit of work: validated steps staged by the handlers, and the writer that commits them.
+"""The unit of work: checked commands staged by the handlers, and the writer that commits them.
 
-A handler validates a command and stages a :class:`Step` (run this Device method with these
-arguments) on the :class:`UnitOfWork` it was given; nothing touches a device until the work is
-committed. The :class:`DeviceWriter`, shared by every unit of work of a workspace, commits with
-one algorithm, :meth:`DeviceWriter.write_batch`: an ingest batch, and a public call as a batch
-of one message. It takes the devices (from a bounded cache, else from their events), runs the
+A handler checks a command and stages the checked command (a :class:`Step`) on the
+:class:`UnitOfWork` it was given; nothing touches an aggregate until the work is committed, when
+each aggregate (a device, or the workspace's decisions stream) takes its commands:
+``aggregate.handle(command, now)``. Staged rather than run at once: a message's commands are
+all checked before any of it runs (a rejected message leaves nothing behind), and a conflict
+with another writer runs a message again on its aggregates reloaded.
+
+The :class:`DeviceWriter`, shared by every unit of work of a workspace, commits with one
+algorithm, :meth:`DeviceWriter.write_batch`: an ingest batch, and a public call as a batch of
+one message. It takes the aggregates (from a bounded cache, else from their events), runs the
 steps, and appends every event they recorded in one transaction, with optimistic concurrency.
-When another writer got to a device first, only the messages of the devices that moved are run
-again, on those devices reloaded; the rest of the batch is kept as it was decided.
+When another writer got to an aggregate first, only the messages of the aggregates that moved
+are run again, on those reloaded; the rest of the batch is kept as it was decided.
 """
 
 from __future__ import annotations
@@ -17,14 +22,16 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from itertools import pairwise
-from typing import Any, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
 import msgspec
 
 from idstitch.domain import rules
-from idstitch.domain.device import Device, Recorded
+from idstitch.domain.aggregates import Aggregate
+from idstitch.domain.commands import Decision, DeviceCommand
+from idstitch.domain.device import Recorded
 from idstitch.domain.errors import ConcurrencyConflict, InvalidCommand, NotIdentified
-from idstitch.domain.events import DECISIONS_STREAM, DeviceEvent
+from idstitch.domain.events import DECISIONS_STREAM
 from idstitch.domain.ports import DeviceRepository, WriteConflict
 from idstitch.projections.identity.rows import MergeRow, PersonRow
 from idstitch.projections.store import LoggedEvent
@@ -38,16 +45,16 @@ CONTENDED_BATCHES = 20
 
 
 class Step(msgspec.Struct, frozen=True):
-    """A validated command waiting to run: ``run(device, *args)`` records its events.
+    """A checked command waiting to run: ``aggregate.handle(command, now)`` records its events.
 
-    ``run`` is a Device method and ``args`` its arguments rather than a closure: one is made per
-    command, and a closure costs a function, its cells and a frame more. For the same reason a
-    Struct (whose constructor is C), not a NamedTuple."""
+    ``device_id`` names the aggregate's stream (a device, or the decisions stream) and
+    ``message_id`` the command's (for de-duplication); ``now`` is the recorded time of the
+    message it belongs to. A Struct (whose constructor is C): one is made per command."""
 
     device_id: str
     message_id: str | None
-    run: Callable[..., bool]
-    args: tuple[Any, ...]
+    command: DeviceCommand | Decision
+    now: datetime
 
 
 class Moment(NamedTuple):
@@ -112,25 +119,30 @@ class UnitOfWork:
         self.steps: list[Step] = []
         """The steps of the message being prepared."""
 
-    def stage(self, device_id: object, message_id: str | None, run: Callable[..., bool],
-              args: tuple[Any, ...]) -> None:
-        """Add a step to the current message (the device id is checked here, for every step)."""
-        steps = self.steps
-        if steps and device_id is steps[-1].device_id and device_id is not DECISIONS_STREAM:
-            # The very id the previous step was checked with (a message's context follows its
-            # command on the same device): accepted already.
-            steps.append(Step(device_id, message_id, run, args))
-            return
+    def device_id(self, device_id: object) -> str:
+        """A command's device id, checked (the decisions stream's name is no device's)."""
+        last = self._device_id
+        if device_id is last and last is not None:
+            # The very id the previous command was checked with (a message's context follows
+            # its command on the same device): accepted already.
+            return last
         checked = rules.check_id("device_id", device_id)
         if checked == DECISIONS_STREAM:
             raise InvalidCommand("device_id", f"{checked!r} is reserved for the workspace's "
                                               "decisions")
-        self.steps.append(Step(checked, message_id, run, args))
+        self._device_id = checked
+        return checked
 
-    def decide(self, event: DeviceEvent) -> None:
-        """Add a person-level decision (checked by its handler) to the current message: an
-        event on the workspace's decisions stream."""
-        self.steps.append(Step(DECISIONS_STREAM, event.message_id, Device.decide, (event,)))
+    _device_id: str | None = None
+
+    def stage(self, command: DeviceCommand) -> None:
+        """Add a checked device command to the current message."""
+        self.steps.append(Step(command.device_id, command.message_id, command, self.now))
+
+    def decide(self, command: Decision) -> None:
+        """Add a checked person-level decision to the current message: a command for the
+        workspace's decisions stream."""
+        self.steps.append(Step(DECISIONS_STREAM, None, command, self.now))
 
     def take(self) -> list[Step]:
         """The current message's steps; the next message starts empty."""
@@ -159,7 +171,7 @@ class DeviceWriter:
         self.lock = threading.RLock()
         self.contended = 0
         """Batches still to write under the append lock since the last conflict."""
-        self._devices: OrderedDict[str, Device] = OrderedDict()
+        self._devices: OrderedDict[str, Aggregate] = OrderedDict()
 
     def write_one(self, message: tuple[int, list[Step]]) -> BatchResult:
         """One message on its own (a public call, or ingest's fallback): a batch of one,
@@ -246,12 +258,12 @@ class DeviceWriter:
                                    len(positions))
             return None
 
-    def _moved(self, devices: dict[str, Device], base: dict[str, int]) -> bool:
+    def _moved(self, devices: dict[str, Aggregate], base: dict[str, int]) -> bool:
         """Whether another writer appended to any of these devices since ``base``."""
         stored = self.log.versions(devices)
         return any(stored.get(d, 0) != base[d] for d in devices)
 
-    def _refresh(self, batch: list[tuple[int, list[Step]]], devices: dict[str, Device],
+    def _refresh(self, batch: list[tuple[int, list[Step]]], devices: dict[str, Aggregate],
                  base: dict[str, int], *, conflicted: bool) -> set[str]:
         """Reload the devices another writer moved since ``base`` (and those sharing a message
         with one of them); the set reloaded. ``conflicted``: an append was refused, so if no
@@ -267,7 +279,7 @@ class DeviceWriter:
         return stale
 
     def _run_batch(
-        self, batch: list[tuple[int, list[Step]]], devices: dict[str, Device],
+        self, batch: list[tuple[int, list[Step]]], devices: dict[str, Aggregate],
         previous: list[list[Recorded]] | None, stale: set[str], duplicates: set[int],
     ) -> tuple[list[Recorded], list[list[Recorded]]]:
         """Run the batch's messages (after a conflict, only those of ``stale`` devices; the
@@ -289,20 +301,20 @@ class DeviceWriter:
                     duplicates.add(i)
                     continue
                 for step in steps:
-                    step.run(devices[step.device_id], *step.args)
+                    devices[step.device_id].handle(step.command, step.now)
         finally:
             for device in devices.values():
                 device.collect_events()  # each device its own pending list again
         starts.append(len(events))
         return events, [events[a:b] for a, b in pairwise(starts)]
 
-    def _keep(self, device: Device) -> None:
+    def _keep(self, device: Aggregate) -> None:
         self._devices[device.device_id] = device
         if len(self._devices) > DEVICE_CACHE_SIZE:
             self._devices.popitem(last=False)
 
-    def _take_many(self, device_ids: Iterable[str]) -> dict[str, Device]:
-        devices: dict[str, Device] = {}
+    def _take_many(self, device_ids: Iterable[str]) -> dict[str, Aggregate]:
+        devices: dict[str, Aggregate] = {}
         missing: list[str] = []
         for device_id in device_ids:
             cached = self._devices.pop(device_id, None)
