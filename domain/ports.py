@@ -22,13 +22,9 @@ class WriteConflict(Exception):
     """
 
 
-class DeviceRepository(Protocol):
+class AggregateRepository(Protocol):
     """The aggregates (devices, the decisions stream), rebuilt from their events, and the
     append of newly recorded events."""
-
-    def load(self, device_id: str) -> Aggregate | None:
-        """The aggregate as its events say, or None if it never recorded anything."""
-        ...
 
     def load_many(self, device_ids: Iterable[str]) -> dict[str, Aggregate]:
         """Every one of ``device_ids``: from its events, or new (version 0) when it has none."""

@@ -16,14 +16,14 @@ from idstitch.service.handlers import HANDLERS
 from idstitch.service.projecting import Projector
 from idstitch.service.queries import Queries
 from idstitch.service.settings import Settings
-from idstitch.service.uow import DeviceWriter, Moment, Persons, UnitOfWork
+from idstitch.service.uow import Moment, Persons, UnitOfWork, Writer
 
 
 class MessageBus:
     """Maps each command to its handler and commits the unit of work it staged."""
 
     def __init__(
-        self, writer: DeviceWriter, projector: Projector, queries: Queries, settings: Settings,
+        self, writer: Writer, projector: Projector, queries: Queries, settings: Settings,
         guard: Callable[[Command], None] | None = None,
     ) -> None:
         self.writer = writer

@@ -23,7 +23,7 @@ from idstitch.service.handlers import HANDLERS
 from idstitch.service.projecting import Projector, bulk_gc
 from idstitch.service.queries import Queries
 from idstitch.service.settings import Settings
-from idstitch.service.uow import DeviceWriter, Moment, Persons, Step, UnitOfWork
+from idstitch.service.uow import Moment, Persons, Step, UnitOfWork, Writer
 
 CLOCK_SHARE_SECONDS = 0.05
 """During ingest, messages that arrive within this long of a clock reading share it."""
@@ -95,7 +95,7 @@ class Ingester:
     """Runs bulk ingests for one workspace."""
 
     def __init__(
-        self, writer: DeviceWriter, projector: Projector, queries: Queries, settings: Settings,
+        self, writer: Writer, projector: Projector, queries: Queries, settings: Settings,
         format: Format,
     ) -> None:
         self.format = format

@@ -7,8 +7,8 @@ each aggregate (a device, or the workspace's decisions stream) takes its command
 all checked before any of it runs (a rejected message leaves nothing behind), and a conflict
 with another writer runs a message again on its aggregates reloaded.
 
-The :class:`DeviceWriter`, shared by every unit of work of a workspace, commits with one
-algorithm, :meth:`DeviceWriter.write_batch`: an ingest batch, and a public call as a batch of
+The :class:`Writer`, shared by every unit of work of a workspace, commits with one
+algorithm, :meth:`Writer.write_batch`: an ingest batch, and a public call as a batch of
 one message. It takes the aggregates (from a bounded cache, else from their events), runs the
 steps, and appends every event they recorded in one transaction, with optimistic concurrency.
 When another writer got to an aggregate first, only the messages of the aggregates that moved
@@ -32,7 +32,7 @@ from idstitch.domain.commands import Decision, DeviceCommand
 from idstitch.domain.device import Recorded
 from idstitch.domain.errors import ConcurrencyConflict, InvalidCommand, NotIdentified
 from idstitch.domain.events import DECISIONS_STREAM
-from idstitch.domain.ports import DeviceRepository, WriteConflict
+from idstitch.domain.ports import AggregateRepository, WriteConflict
 from idstitch.projections.identity.rows import MergeRow, PersonRow
 from idstitch.projections.store import LoggedEvent
 from idstitch.projections.views import Profile
@@ -47,11 +47,11 @@ CONTENDED_BATCHES = 20
 class Step(msgspec.Struct, frozen=True):
     """A checked command waiting to run: ``aggregate.handle(command, now)`` records its events.
 
-    ``device_id`` names the aggregate's stream (a device, or the decisions stream) and
+    ``stream`` names the aggregate's stream (a device id, or the decisions stream) and
     ``message_id`` the command's (for de-duplication); ``now`` is the recorded time of the
     message it belongs to. A Struct (whose constructor is C): one is made per command."""
 
-    device_id: str
+    stream: str
     message_id: str | None
     command: DeviceCommand | Decision
     now: datetime
@@ -161,10 +161,11 @@ class BatchResult(NamedTuple):
     """How many events it appended."""
 
 
-class DeviceWriter:
-    """Runs steps on devices and appends their events, for every unit of work of a workspace."""
+class Writer:
+    """Runs checked commands on their aggregates (devices, the decisions stream) and appends
+    their events, for every unit of work of a workspace: the one commit algorithm."""
 
-    def __init__(self, log: DeviceRepository, retries: int = RETRIES) -> None:
+    def __init__(self, log: AggregateRepository, retries: int = RETRIES) -> None:
         self.log = log
         self.retries = retries
         """How many times a message runs before ConcurrencyConflict reaches the caller."""
@@ -179,7 +180,7 @@ class DeviceWriter:
         winning for every one of :attr:`retries` attempts (nothing of it was written)."""
         result = self.write_batch([message], keep=True)
         if result is None:
-            raise ConcurrencyConflict(f"device {message[1][0].device_id!r}: other writers kept "
+            raise ConcurrencyConflict(f"device {message[1][0].stream!r}: other writers kept "
                                       f"winning ({self.retries} attempts)")
         return result
 
@@ -209,7 +210,7 @@ class DeviceWriter:
 
         ``keep``: return the appended events with their positions (for a catch-up here)."""
         with self.lock:
-            devices = self._take_many({s.device_id for _, steps in batch for s in steps})
+            devices = self._take_many({s.stream for _, steps in batch for s in steps})
             if self.contended:
                 # Another writer shares these devices: the cached ones take what it appended
                 # since (a few events each) instead of failing the batch's append first.
@@ -292,16 +293,16 @@ class DeviceWriter:
         try:
             for i, (_, steps) in enumerate(batch):
                 starts.append(len(events))
-                if previous is not None and not any(s.device_id in stale for s in steps):
+                if previous is not None and not any(s.stream in stale for s in steps):
                     events.extend(previous[i])
                     continue
                 duplicates.discard(i)
                 first = steps[0]
-                if devices[first.device_id].is_duplicate(first.message_id):
+                if devices[first.stream].is_duplicate(first.message_id):
                     duplicates.add(i)
                     continue
                 for step in steps:
-                    devices[step.device_id].handle(step.command, step.now)
+                    devices[step.stream].handle(step.command, step.now)
         finally:
             for device in devices.values():
                 device.collect_events()  # each device its own pending list again
@@ -341,7 +342,7 @@ def _closure(batch: list[tuple[int, list[Step]]], stale: set[str]) -> set[str]:
     while grown:
         grown = False
         for _, steps in batch:
-            ids = {s.device_id for s in steps}
+            ids = {s.stream for s in steps}
             if len(ids) > 1 and ids & stale and not ids <= stale:
                 stale |= ids
                 grown = True
