@@ -1,10 +1,13 @@
-"""One handler per command: validate it (identity-model.md §7), then stage its step.
+"""One handler per command: check it (identity-model.md §7), then stage it.
 
 A handler is a function of (command, unit of work). It checks every field with the domain's
-rules, naming the field in ``InvalidCommand``, settles the times (clock-skew correction), and
-stages the Device method that records the command's events. Nothing is recorded here: the unit
-of work commits (one message for a public call, a batch for ingest). :data:`HANDLERS` is the one
-map from command type to handler; the message bus and ingest both use it.
+rules, once, naming the field in ``InvalidCommand``, settles the times (clock-skew correction),
+and stages the checked command: the same command with its values as the rules return them
+(copied where the caller still holds them) and its timestamp corrected, which its aggregate
+takes at commit (``aggregate.handle(command, now)``: a device, or the workspace's decisions).
+Nothing is recorded here: the unit of work commits (a batch of one message for a public call,
+of many for ingest). :data:`HANDLERS` is the one map from command type to handler; the message
+bus and ingest both use it.
 """
 
 from __future__ import annotations
@@ -95,9 +98,11 @@ def identify(cmd: Identify, uow: UnitOfWork) -> None:
     _check_person_ref(uow, "user_id", user_id)
     sdk = rules.check_anonymous_id(cmd.sdk_anonymous_id)
     device_id, message_id, timestamp = _settled(uow, cmd, cmd.sent_at, cmd.received_at)
+    server = cmd.server is True
+    # A backend's identify names no SDK session: a server-side stream has none.
     uow.stage(replace(cmd, device_id=device_id, message_id=message_id, timestamp=timestamp,
                       sent_at=None, received_at=None, user_id=user_id, traits=traits,
-                      sdk_anonymous_id=sdk, server=cmd.server is True))
+                      sdk_anonymous_id=None if server else sdk, server=server))
 
 
 def set_profile_attributes(cmd: SetProfileAttributes, uow: UnitOfWork) -> None:
