@@ -110,8 +110,8 @@ class Persons:
 
 
 class UnitOfWork:
-    """One message (a public call) or one batch of them (ingest): handlers stage steps here,
-    and read about persons through :attr:`persons`."""
+    """One message (a public call) or one batch of them (ingest): handlers stage checked
+    commands here, and read about persons through :attr:`persons`."""
 
     def __init__(self, moment: Moment, persons: Persons) -> None:
         self.now, self.owned = moment
