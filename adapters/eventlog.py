@@ -10,13 +10,14 @@ from typing import Any, Protocol
 from uuid import UUID
 
 import msgspec
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import Application
 from eventsourcing.persistence import IntegrityError, Mapper, PersistenceError
 from eventsourcing.popo import POPOApplicationRecorder
 from idstitch.adapters import chain
 from idstitch.adapters.codec import TOPICS, EventCodec, StructMapper
 from idstitch.adapters.memory_log import MemoryLog
-from idstitch.domain.device import Device, Recorded, project_device
+from idstitch.domain.aggregates import Aggregate, new_aggregate
+from idstitch.domain.device import Device, Recorded
 from idstitch.domain.errors import CorruptEvent, StoreError
 from idstitch.domain.events import DeviceEvent
 from idstitch.domain.ports import WriteConflict
@@ -107,7 +108,8 @@ def _named_device(state: bytes) -> str | None:
 
 
 class DeviceLog(Application[UUID]):
-    """Stores and loads Device aggregates; reads the global log for the projections.
+    """Stores and loads the aggregates (devices, the decisions stream); reads the global log
+    for the projections.
 
     Single devices are loaded through eventsourcing's Repository. Appends, batch loads and log
     reads, the hot paths, go to the store's :class:`FastLog` on the recorder's own rows
@@ -134,22 +136,12 @@ class DeviceLog(Application[UUID]):
         """Our msgspec mapper instead of the stock JSON one."""
         return StructMapper(self.codec)
 
-    def load(self, device_id: str) -> Device | None:
-        """The device as its events say, or None if it never recorded anything."""
-        try:
-            with translated("cannot load a device"):
-                device: Device = self.repository.get(
-                    Device.create_id(device_id), projector_func=project_device
-                )
-        except AggregateNotFoundError:
-            return None
-        except StoreError:
-            raise
-        except Exception as e:  # the mapper's decoding: find the event, name it
-            raise self._located([device_id], e) from e
-        return device
+    def load(self, device_id: str) -> Aggregate | None:
+        """The device (or decisions stream) as its events say, or None if it has none."""
+        loaded = self.load_many([device_id])[device_id]
+        return loaded if loaded.version else None
 
-    def load_many(self, device_ids: Iterable[str]) -> dict[str, Device]:
+    def load_many(self, device_ids: Iterable[str]) -> dict[str, Aggregate]:
         """Every one of ``device_ids``: loaded from its events (one query, the batch path), or
         new (version 0) when it has none."""
         ids = list(device_ids)
@@ -157,7 +149,7 @@ class DeviceLog(Application[UUID]):
         with translated("cannot load devices"):
             rows = self.fast.device_events(list(aggregate_ids.values()))
         decode = self.codec.decode
-        out: dict[str, Device] = {}
+        out: dict[str, Aggregate] = {}
         try:
             events = [(version, decode(state)) for version, state in rows]
         except Exception as e:  # any decoder's or cipher's error: find the event, name it
@@ -165,16 +157,16 @@ class DeviceLog(Application[UUID]):
         for version, event in events:
             device = out.get(event.device_id)
             if device is None:
-                device = out[event.device_id] = Device(event.device_id,
-                                                       aggregate_ids[event.device_id])
+                device = out[event.device_id] = new_aggregate(event.device_id,
+                                                              aggregate_ids[event.device_id])
             device.apply(event)
             device.version = version
         for device_id, aggregate_id in aggregate_ids.items():
             if device_id not in out:
-                out[device_id] = Device(device_id, aggregate_id)
+                out[device_id] = new_aggregate(device_id, aggregate_id)
         return out
 
-    def refresh(self, devices: Iterable[Device]) -> set[str]:
+    def refresh(self, devices: Iterable[Aggregate]) -> set[str]:
         """Bring devices (as they were after their last load or save) up to the log: apply
         only the events other writers appended to them since, all in one query; the ids of
         those that moved. Cheaper than loading them again (a device's whole history) when
@@ -307,12 +299,6 @@ class DeviceLog(Application[UUID]):
         with translated("cannot read the log"):
             found = self.fast.device_versions(list(ids))
         return {device_id: found[a.hex] for a, device_id in ids.items() if a.hex in found}
-
-    def is_current(self, device: Device) -> bool:
-        """Whether no other writer has appended to this device since it was loaded."""
-        with translated("cannot read the log"):
-            last = self.recorder.select_events(device.id, desc=True, limit=1)
-        return (last[0].originator_version if last else 0) == device.version
 
     def head(self) -> int:
         """The last position (0 when empty)."""

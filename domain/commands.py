@@ -137,6 +137,9 @@ class ForgetPerson(msgspec.Struct, frozen=True, kw_only=True):
     reason: str
 
 
+Decision = MergePersons | Unmerge | ForgetPerson
+"""The commands of the workspace's decisions stream (the Decisions aggregate takes them)."""
+
 Command = (
     Activate
     | Identify

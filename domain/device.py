@@ -16,12 +16,26 @@ Structs of :mod:`idstitch.domain.events`, carried in a small :class:`Recorded` e
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import msgspec
+from idstitch.domain.commands import (
+    Activate,
+    ClearIdentify,
+    CollectDeviceAttributes,
+    Decision,
+    DeviceCommand,
+    Identify,
+    Logout,
+    RecordPushStatus,
+    RegisterDeviceToken,
+    RemoveDeviceToken,
+    SetDeviceAttributes,
+    SetProfileAttributes,
+)
 from idstitch.domain.errors import NotIdentified
 from idstitch.domain.events import (
     DeviceActivated,
@@ -61,28 +75,13 @@ RESET_SUFFIX = "#reset"
 
 
 class Recorded(msgspec.Struct, frozen=True):
-    """Envelope that lets eventsourcing store a domain event: ids, version, mutate.
+    """Envelope that lets eventsourcing store a domain event: its aggregate's id and version.
 
     A Struct: one is made per event recorded or loaded, and a Struct's constructor is C."""
 
     originator_id: UUID
     originator_version: int
     event: DeviceEvent
-
-    def mutate(self, aggregate: Device | None) -> Device:
-        """Apply the event to the aggregate (creating it from its first event)."""
-        if aggregate is None:
-            aggregate = Device(self.event.device_id)
-        aggregate.apply(self.event)
-        aggregate.version = self.originator_version
-        return aggregate
-
-
-def project_device(aggregate: Device | None, recorded: Iterable[Any]) -> Device | None:
-    """Projector for eventsourcing's Repository.get (skips its per-event isinstance assert)."""
-    for item in recorded:
-        aggregate = item.mutate(aggregate)
-    return aggregate
 
 
 class Device:
@@ -228,160 +227,142 @@ class Device:
             timestamp=timestamp, recorded_at=recorded_at))
         return None, False
 
-    # Commands. Each assumes validated input (idstitch.domain.rules) and returns whether it
-    # recorded anything. A message id already seen records nothing (``is_duplicate``, spelt
-    # out: a call less for every command).
+    # Commands. ``handle`` takes a command its handler checked (idstitch.service.handlers:
+    # every value passed the rules, its timestamp is the client time corrected for skew) and
+    # records what it says; it returns whether it recorded anything. A message id already
+    # seen records nothing (``is_duplicate``, spelt out in each: a call less per command).
 
-    def activate(
-        self, customer_user_id: str | None, auto_track: bool, platform: str | None,
-        sdk: dict[str, Any] | None, message_id: str | None, timestamp: datetime,
-        recorded_at: datetime,
-    ) -> bool:
+    def handle(self, command: DeviceCommand | Decision, now: datetime) -> bool:
+        """Record the events a checked command says (``now``: their ``recorded_at``)."""
+        return _DECIDE[type(command)](self, command, now)
+
+    def activate(self, cmd: Activate, now: datetime) -> bool:
         """Record the SDK configuration; with a customer user id it is an identify as well."""
+        message_id = cmd.message_id
         if message_id in self._seen:
             return False
         common: dict[str, Any] = {"device_id": self.device_id, "message_id": message_id,
-                                  "timestamp": timestamp, "recorded_at": recorded_at}
+                                  "timestamp": cmd.timestamp or now, "recorded_at": now}
         self._record(DeviceActivated(
-            auto_track_device_attributes=auto_track, platform=platform, sdk=sdk, **common))
-        if customer_user_id is not None:
-            self._record(Identified(user_id=customer_user_id, **common))
+            auto_track_device_attributes=cmd.auto_track_device_attributes,
+            platform=cmd.platform, sdk=cmd.sdk, **common))
+        if cmd.customer_user_id is not None:
+            self._record(Identified(user_id=cmd.customer_user_id, **common))
         return True
 
-    def identify(
-        self, user_id: str, traits: dict[str, Any], message_id: str | None, timestamp: datetime,
-        recorded_at: datetime, sdk_anonymous_id: str | None = None, server: bool = False,
-    ) -> bool:
+    def identify(self, cmd: Identify, now: datetime) -> bool:
         """Somebody is identified on this device (``sdk_anonymous_id``: the SDK session the
         message came from; ``server``: the device is a server-side stream of that user)."""
+        message_id = cmd.message_id
         if message_id in self._seen:
             return False
-        sdk, late = self._session(sdk_anonymous_id, message_id, timestamp, recorded_at)
-        self._record(Identified(device_id=self.device_id, user_id=user_id, traits=traits,
-                                message_id=message_id, timestamp=timestamp,
-                                recorded_at=recorded_at, sdk_anonymous_id=sdk, late=late,
-                                server=server and self.version == 0))
+        timestamp = cmd.timestamp or now
+        sdk, late = self._session(cmd.sdk_anonymous_id, message_id, timestamp, now)
+        self._record(Identified(device_id=self.device_id, user_id=cmd.user_id,
+                                traits=cmd.traits or {}, message_id=message_id,
+                                timestamp=timestamp, recorded_at=now, sdk_anonymous_id=sdk,
+                                late=late, server=cmd.server and self.version == 0))
         return True
 
-    def set_profile_attributes(
-        self, set_: dict[str, Any], set_once: dict[str, Any], unset: list[str],
-        message_id: str | None, timestamp: datetime, recorded_at: datetime,
-        sdk_anonymous_id: str | None = None,
-    ) -> bool:
+    def set_profile_attributes(self, cmd: SetProfileAttributes, now: datetime) -> bool:
         """Attributes of the current person change (only the keys given)."""
+        message_id = cmd.message_id
         if message_id in self._seen:
             return False
-        sdk, late = self._session(sdk_anonymous_id, message_id, timestamp, recorded_at)
+        timestamp = cmd.timestamp or now
+        sdk, late = self._session(cmd.sdk_anonymous_id, message_id, timestamp, now)
         self._record(ProfileAttributesChanged(
-            device_id=self.device_id, set=set_, set_once=set_once, unset=unset,
-            message_id=message_id, timestamp=timestamp, recorded_at=recorded_at,
-            sdk_anonymous_id=sdk, late=late))
+            device_id=self.device_id, set=cmd.traits or {}, set_once=cmd.set_once or {},
+            unset=cmd.unset or [], message_id=message_id, timestamp=timestamp,
+            recorded_at=now, sdk_anonymous_id=sdk, late=late))
         return True
 
-    def set_device_attributes(
-        self, attributes: dict[str, Any], message_id: str | None, timestamp: datetime,
-        recorded_at: datetime,
-    ) -> bool:
+    def set_device_attributes(self, cmd: SetDeviceAttributes, now: datetime) -> bool:
         """Custom device attributes change."""
-        if message_id in self._seen:
+        if cmd.message_id in self._seen:
             return False
         self._record(DeviceAttributesChanged(
-            device_id=self.device_id, attributes=attributes, message_id=message_id,
-            timestamp=timestamp, recorded_at=recorded_at))
+            device_id=self.device_id, attributes=cmd.attributes, message_id=cmd.message_id,
+            timestamp=cmd.timestamp or now, recorded_at=now))
         return True
 
-    def collect_device_attributes(
-        self, attributes: dict[str, Any], message_id: str | None, timestamp: datetime,
-        recorded_at: datetime,
-    ) -> bool:
-        """Auto-collected attributes; dropped when the device turned auto-tracking off."""
-        if message_id in self._seen or not self.auto_track:
+    def collect_device_attributes(self, cmd: CollectDeviceAttributes, now: datetime) -> bool:
+        """Auto-collected attributes; dropped when the device turned auto-tracking off. With
+        ``changes_only`` (a message's context, which repeats them all), only those whose value
+        changed since the device last collected them; none changed: nothing."""
+        if cmd.message_id in self._seen or not self.auto_track:
             return False
+        attributes = cmd.context
+        if cmd.changes_only:
+            collected = self.collected
+            attributes = {k: v for k, v in attributes.items()
+                          if k not in collected or collected[k] != v
+                          or type(collected[k]) is not type(v)}
+            if not attributes:
+                return False
         self._record(DeviceAttributesCollected(
-            device_id=self.device_id, attributes=attributes, message_id=message_id,
-            timestamp=timestamp, recorded_at=recorded_at))
+            device_id=self.device_id, attributes=attributes, message_id=cmd.message_id,
+            timestamp=cmd.timestamp or now, recorded_at=now))
         return True
 
-    def collect_changed_attributes(
-        self, attributes: dict[str, Any], message_id: str | None, timestamp: datetime,
-        recorded_at: datetime,
-    ) -> bool:
-        """Auto-collected attributes, only those whose value changed since the device last
-        collected them (a message's context repeats them all); none changed: nothing."""
-        if message_id in self._seen or not self.auto_track:
-            return False
-        collected = self.collected
-        changed = {k: v for k, v in attributes.items()
-                   if k not in collected or collected[k] != v or type(collected[k]) is not type(v)}
-        if not changed:
-            return False
-        return self.collect_device_attributes(changed, message_id, timestamp, recorded_at)
-
-    def register_device_token(
-        self, token: str, platform: str | None, message_id: str | None, timestamp: datetime,
-        recorded_at: datetime,
-    ) -> bool:
+    def register_device_token(self, cmd: RegisterDeviceToken, now: datetime) -> bool:
         """The device's push token (a refresh replaces the earlier one)."""
-        if message_id in self._seen:
+        if cmd.message_id in self._seen:
             return False
         self._record(DeviceTokenRegistered(
-            device_id=self.device_id, token=token, platform=platform, message_id=message_id,
-            timestamp=timestamp, recorded_at=recorded_at))
+            device_id=self.device_id, token=cmd.token, platform=cmd.platform,
+            message_id=cmd.message_id, timestamp=cmd.timestamp or now, recorded_at=now))
         return True
 
-    def remove_device_token(
-        self, token: str, reason: str, message_id: str | None, timestamp: datetime,
-        recorded_at: datetime,
-    ) -> bool:
+    def remove_device_token(self, cmd: RemoveDeviceToken, now: datetime) -> bool:
         """The token is dead or deleted."""
-        if message_id in self._seen:
+        if cmd.message_id in self._seen:
             return False
         self._record(DeviceTokenRemoved(
-            device_id=self.device_id, token=token, reason=reason, message_id=message_id,
-            timestamp=timestamp, recorded_at=recorded_at))
+            device_id=self.device_id, token=cmd.token, reason=cmd.reason,
+            message_id=cmd.message_id, timestamp=cmd.timestamp or now, recorded_at=now))
         return True
 
-    def record_push_status(
-        self, status: str, message_id: str | None, timestamp: datetime, recorded_at: datetime
-    ) -> bool:
+    def record_push_status(self, cmd: RecordPushStatus, now: datetime) -> bool:
         """The last push to this device's token was sent, bounced or suppressed."""
-        if message_id in self._seen:
+        if cmd.message_id in self._seen:
             return False
         self._record(PushStatusRecorded(
-            device_id=self.device_id, status=status, message_id=message_id, timestamp=timestamp,
-            recorded_at=recorded_at))
+            device_id=self.device_id, status=cmd.status, message_id=cmd.message_id,
+            timestamp=cmd.timestamp or now, recorded_at=now))
         return True
 
-    def clear_identify(
-        self, message_id: str | None, timestamp: datetime, recorded_at: datetime, *,
-        require_identified: bool = False,
-    ) -> bool:
-        """Stop identifying: a new anonymous session starts (Adapty's logout requires someone)."""
-        if message_id in self._seen:
+    def clear_identify(self, cmd: ClearIdentify | Logout, now: datetime) -> bool:
+        """Stop identifying: a new anonymous session starts (Adapty's logout requires someone:
+        NotIdentified on an anonymous device)."""
+        if cmd.message_id in self._seen:
             return False
-        if require_identified and not self.identified:
+        if type(cmd) is Logout and not self.identified:
             raise NotIdentified(self.device_id)
         self._record(IdentityCleared(
-            device_id=self.device_id, generation=self.generation + 1, message_id=message_id,
-            timestamp=timestamp, recorded_at=recorded_at))
+            device_id=self.device_id, generation=self.generation + 1, message_id=cmd.message_id,
+            timestamp=cmd.timestamp or now, recorded_at=now))
         return True
 
-    def logout(self, message_id: str | None, timestamp: datetime, recorded_at: datetime) -> bool:
-        """Adapty's logout: as :meth:`clear_identify`, but an anonymous device is an error."""
-        return self.clear_identify(message_id, timestamp, recorded_at, require_identified=True)
 
-    def decide(self, event: DeviceEvent) -> bool:
-        """Record a person-level decision (the workspace's decisions stream only: its events,
-        checked by their handler, change nothing device-local)."""
-        if event.message_id in self._seen:
-            return False
-        self._record(event)
-        return True
+_DECIDE: dict[type[Any], Callable[[Device, Any, datetime], bool]] = {
+    Identify: Device.identify,
+    CollectDeviceAttributes: Device.collect_device_attributes,
+    SetProfileAttributes: Device.set_profile_attributes,
+    RegisterDeviceToken: Device.register_device_token,
+    SetDeviceAttributes: Device.set_device_attributes,
+    Activate: Device.activate,
+    RemoveDeviceToken: Device.remove_device_token,
+    RecordPushStatus: Device.record_push_status,
+    ClearIdentify: Device.clear_identify,
+    Logout: Device.clear_identify,
+}
+"""Which method of the aggregate records each device command."""
 
 
 __all__ = [
     "DEVICE_NAMESPACE", "PERSON_NAMESPACE", "RECENT_MESSAGE_IDS", "RECENT_SESSIONS",
     "RESET_SUFFIX", "SERVER_PREFIX", "AggregateId", "Device", "Recorded", "anonymous_id_for",
     "anonymous_person_id", "device_aggregate_id", "minted_person_id", "new_person_id",
-    "project_device", "server_stream_id", "uuid5_text",
+    "server_stream_id", "uuid5_text",
 ]

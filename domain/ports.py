@@ -10,7 +10,8 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
 
-from idstitch.domain.device import Device, Recorded
+from idstitch.domain.aggregates import Aggregate
+from idstitch.domain.device import Recorded
 
 
 class WriteConflict(Exception):
@@ -21,14 +22,11 @@ class WriteConflict(Exception):
     """
 
 
-class DeviceRepository(Protocol):
-    """Devices, rebuilt from their events, and the append of newly recorded events."""
+class AggregateRepository(Protocol):
+    """The aggregates (devices, the decisions stream), rebuilt from their events, and the
+    append of newly recorded events."""
 
-    def load(self, device_id: str) -> Device | None:
-        """The device as its events say, or None if it never recorded anything."""
-        ...
-
-    def load_many(self, device_ids: Iterable[str]) -> dict[str, Device]:
+    def load_many(self, device_ids: Iterable[str]) -> dict[str, Aggregate]:
         """Every one of ``device_ids``: from its events, or new (version 0) when it has none."""
         ...
 
@@ -42,7 +40,7 @@ class DeviceRepository(Protocol):
         """The stored version of each of these devices that has any event."""
         ...
 
-    def refresh(self, devices: Iterable[Device]) -> set[str]:
+    def refresh(self, devices: Iterable[Aggregate]) -> set[str]:
         """Bring devices up to the log (only the events other writers appended to them since
         they were loaded); the ids of those that moved."""
         ...
@@ -50,10 +48,6 @@ class DeviceRepository(Protocol):
     def exclusive(self) -> AbstractContextManager[Callable[[Sequence[Recorded]], list[int]]]:
         """Hold the log's append lock until the block ends: what the block reads of the log
         stays true until the events it appends (with the yielded function) commit."""
-        ...
-
-    def is_current(self, device: Device) -> bool:
-        """Whether no other writer has appended to this device since it was loaded."""
         ...
 
 

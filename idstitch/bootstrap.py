@@ -31,7 +31,7 @@ from idstitch.service.ingest import Format, Ingester
 from idstitch.service.projecting import Projector
 from idstitch.service.queries import Queries
 from idstitch.service.settings import Settings
-from idstitch.service.uow import DeviceWriter
+from idstitch.service.uow import Writer
 
 DEFAULT_URL = "sqlite:///idstitch.db"
 ENV_URL = "IDSTITCH_DATABASE_URL"
@@ -128,7 +128,7 @@ class Services:
     registry: Registry
     settings: Settings
     projector: Projector
-    writer: DeviceWriter
+    writer: Writer
     queries: Queries
     bus: MessageBus
     ingester: Ingester
@@ -161,7 +161,7 @@ def build(
         runner = custom_runner(stores, registry)
         projector = Projector(stores.log, stores.rows, registry, shared_url=stores.shared_url,
                               lock=lock, custom=runner)
-        writer = DeviceWriter(stores.log)
+        writer = Writer(stores.log)
         writer.lock = lock
         settings = Settings(utc_now if clock is None else checked_clock(clock),
                             auto_catch_up and not external, external)

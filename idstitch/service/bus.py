@@ -16,14 +16,14 @@ from idstitch.service.handlers import HANDLERS
 from idstitch.service.projecting import Projector
 from idstitch.service.queries import Queries
 from idstitch.service.settings import Settings
-from idstitch.service.uow import DeviceWriter, Moment, Persons, UnitOfWork
+from idstitch.service.uow import Moment, Persons, UnitOfWork, Writer
 
 
 class MessageBus:
     """Maps each command to its handler and commits the unit of work it staged."""
 
     def __init__(
-        self, writer: DeviceWriter, projector: Projector, queries: Queries, settings: Settings,
+        self, writer: Writer, projector: Projector, queries: Queries, settings: Settings,
         guard: Callable[[Command], None] | None = None,
     ) -> None:
         self.writer = writer
@@ -46,8 +46,8 @@ class MessageBus:
                 # Rows built under another policy (another process rebuilt them) would refuse
                 # the catch-up after the append: refuse the command before it is recorded.
                 self.projector.check()
-            appended = self.writer.run(uow.take())
-            if appended is None:
+            appended = self.writer.write_one((0, uow.take())).appended
+            if not appended:
                 return None
             if self.settings.auto_catch_up:
                 try:

@@ -1,10 +1,13 @@
-"""One handler per command: validate it (identity-model.md §7), then stage its step.
+"""One handler per command: check it (identity-model.md §7), then stage it.
 
 A handler is a function of (command, unit of work). It checks every field with the domain's
-rules, naming the field in ``InvalidCommand``, settles the times (clock-skew correction), and
-stages the Device method that records the command's events. Nothing is recorded here: the unit
-of work commits (one message for a public call, a batch for ingest). :data:`HANDLERS` is the one
-map from command type to handler; the message bus and ingest both use it.
+rules, once, naming the field in ``InvalidCommand``, settles the times (clock-skew correction),
+and stages the checked command: the same command with its values as the rules return them
+(copied where the caller still holds them) and its timestamp corrected, which its aggregate
+takes at commit (``aggregate.handle(command, now)``: a device, or the workspace's decisions).
+Nothing is recorded here: the unit of work commits (a batch of one message for a public call,
+of many for ingest). :data:`HANDLERS` is the one map from command type to handler; the message
+bus and ingest both use it.
 """
 
 from __future__ import annotations
@@ -13,11 +16,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from msgspec.structs import replace
+
 from idstitch.domain import rules
 from idstitch.domain.commands import (
     Activate,
     ClearIdentify,
     CollectDeviceAttributes,
+    DeviceCommand,
     ForgetPerson,
     Identify,
     Logout,
@@ -29,21 +35,17 @@ from idstitch.domain.commands import (
     SetProfileAttributes,
     Unmerge,
 )
-from idstitch.domain.device import Device
 from idstitch.domain.errors import InvalidCommand, UnknownPerson
-from idstitch.domain.events import DECISIONS_STREAM, MergeUndone, PersonForgotten, PersonsMerged
 from idstitch.service.uow import UnitOfWork
 
-Common = tuple[str | None, datetime, datetime]
-"""What every device event carries besides its own fields: message_id, timestamp, recorded_at."""
 
-
-def _common(
-    uow: UnitOfWork, message_id: object, timestamp: object, sent_at: object = None,
-    received_at: object = None,
-) -> Common:
-    """The message id, the client time (skew-corrected) and the recorded time of a command."""
-    mid = rules.check_message_id(message_id)
+def _settled(
+    uow: UnitOfWork, cmd: DeviceCommand, sent_at: object = None, received_at: object = None,
+) -> tuple[str, str | None, datetime]:
+    """The checked device id and message id of a command, and its client time (corrected
+    for clock skew when it has a ``sent_at``; the received time when it has no timestamp)."""
+    mid = rules.check_message_id(cmd.message_id)
+    timestamp = cmd.timestamp
     # Times as ingest decodes them (aware, in UTC) or absent are settled without a call: this
     # runs for every ingested command.
     ts = (timestamp if timestamp is None or (type(timestamp) is datetime
@@ -52,11 +54,11 @@ def _common(
     now = uow.now
     received = now if received_at is None else (rules.check_time("received_at", received_at)
                                                  or now)
-    if sent_at is None:
-        return mid, received if ts is None else ts, now
-    sent = (sent_at if type(sent_at) is datetime and sent_at.tzinfo is UTC
-            else rules.check_time("sent_at", sent_at))
-    return mid, rules.client_time(ts, sent, received), now
+    if sent_at is not None:
+        sent = (sent_at if type(sent_at) is datetime and sent_at.tzinfo is UTC
+                else rules.check_time("sent_at", sent_at))
+        ts = rules.client_time(ts, sent, received)
+    return uow.device_id(cmd.device_id), mid, received if ts is None else ts
 
 
 def _check_person_ref(uow: UnitOfWork, field: str, user_id: str) -> None:
@@ -84,9 +86,9 @@ def activate(cmd: Activate, uow: UnitOfWork) -> None:
         raise InvalidCommand("auto_track_device_attributes", "must be True or False")
     platform = None if cmd.platform is None else rules.check_text("platform", cmd.platform)
     sdk = None if cmd.sdk is None else rules.check_attributes("sdk", cmd.sdk)
-    common = _common(uow, cmd.message_id, cmd.timestamp)
-    uow.stage(cmd.device_id, common[0], Device.activate,
-              (user_id, auto_track, platform, sdk, *common))
+    device_id, message_id, timestamp = _settled(uow, cmd)
+    uow.stage(replace(cmd, device_id=device_id, message_id=message_id, timestamp=timestamp,
+                      customer_user_id=user_id, platform=platform, sdk=sdk))
 
 
 def identify(cmd: Identify, uow: UnitOfWork) -> None:
@@ -95,14 +97,12 @@ def identify(cmd: Identify, uow: UnitOfWork) -> None:
     traits = rules.check_attributes("traits", cmd.traits, owned=uow.owned)
     _check_person_ref(uow, "user_id", user_id)
     sdk = rules.check_anonymous_id(cmd.sdk_anonymous_id)
-    common = _common(uow, cmd.message_id, cmd.timestamp, cmd.sent_at, cmd.received_at)
-    if cmd.server is True:
-        uow.stage(cmd.device_id, common[0], Device.identify,
-                  (user_id, traits, *common, None, True))
-    elif sdk is None:
-        uow.stage(cmd.device_id, common[0], Device.identify, (user_id, traits, *common))
-    else:
-        uow.stage(cmd.device_id, common[0], Device.identify, (user_id, traits, *common, sdk))
+    device_id, message_id, timestamp = _settled(uow, cmd, cmd.sent_at, cmd.received_at)
+    server = cmd.server is True
+    # A backend's identify names no SDK session: a server-side stream has none.
+    uow.stage(replace(cmd, device_id=device_id, message_id=message_id, timestamp=timestamp,
+                      sent_at=None, received_at=None, user_id=user_id, traits=traits,
+                      sdk_anonymous_id=None if server else sdk, server=server))
 
 
 def set_profile_attributes(cmd: SetProfileAttributes, uow: UnitOfWork) -> None:
@@ -113,71 +113,68 @@ def set_profile_attributes(cmd: SetProfileAttributes, uow: UnitOfWork) -> None:
     if len(set_) + len(once) + len(gone) > rules.MAX_ATTRIBUTES:
         raise InvalidCommand("traits", f"more than {rules.MAX_ATTRIBUTES} attributes in one call")
     sdk = rules.check_anonymous_id(cmd.sdk_anonymous_id)
-    common = _common(uow, cmd.message_id, cmd.timestamp, cmd.sent_at, cmd.received_at)
-    uow.stage(cmd.device_id, common[0], Device.set_profile_attributes,
-              (set_, once, gone, *common) if sdk is None else (set_, once, gone, *common, sdk))
-
-
-def _device_attributes(
-    uow: UnitOfWork, cmd: SetDeviceAttributes | CollectDeviceAttributes, field: str,
-    attributes: object, run: Callable[..., bool],
-) -> None:
-    """Custom or collected device attributes: the same checks, another event."""
-    attrs = rules.check_attributes(field, attributes, allow_none=False, owned=uow.owned)
-    common = _common(uow, cmd.message_id, cmd.timestamp, cmd.sent_at, cmd.received_at)
-    uow.stage(cmd.device_id, common[0], run, (attrs, *common))
+    device_id, message_id, timestamp = _settled(uow, cmd, cmd.sent_at, cmd.received_at)
+    uow.stage(replace(cmd, device_id=device_id, message_id=message_id, timestamp=timestamp,
+                      sent_at=None, received_at=None, traits=set_, set_once=once, unset=gone,
+                      sdk_anonymous_id=sdk))
 
 
 def set_device_attributes(cmd: SetDeviceAttributes, uow: UnitOfWork) -> None:
     """Custom device attributes (nested JSON allowed)."""
-    _device_attributes(uow, cmd, "attributes", cmd.attributes, Device.set_device_attributes)
+    attrs = rules.check_attributes("attributes", cmd.attributes, allow_none=False,
+                                   owned=uow.owned)
+    device_id, message_id, timestamp = _settled(uow, cmd, cmd.sent_at, cmd.received_at)
+    uow.stage(replace(cmd, device_id=device_id, message_id=message_id, timestamp=timestamp,
+                      sent_at=None, received_at=None, attributes=attrs))
 
 
 def collect_device_attributes(cmd: CollectDeviceAttributes, uow: UnitOfWork) -> None:
     """Auto-collected attributes; dropped when the device turned auto-tracking off."""
-    if cmd.changes_only is True and type(cmd.context) is dict:
+    changes_only = cmd.changes_only is True and type(cmd.context) is dict
+    if changes_only:
         # A message's context, as ingest maps it (every message carries one): the checks
         # its values need, no more.
         attrs = rules.check_collected("context", cmd.context, owned=uow.owned)
-        common = _common(uow, cmd.message_id, cmd.timestamp, cmd.sent_at, cmd.received_at)
-        uow.stage(cmd.device_id, common[0], Device.collect_changed_attributes, (attrs, *common))
-        return
-    _device_attributes(uow, cmd, "context", cmd.context, Device.collect_device_attributes)
+    else:
+        attrs = rules.check_attributes("context", cmd.context, allow_none=False,
+                                       owned=uow.owned)
+    device_id, message_id, timestamp = _settled(uow, cmd, cmd.sent_at, cmd.received_at)
+    uow.stage(replace(cmd, device_id=device_id, message_id=message_id, timestamp=timestamp,
+                      sent_at=None, received_at=None, context=attrs, changes_only=changes_only))
 
 
 def register_device_token(cmd: RegisterDeviceToken, uow: UnitOfWork) -> None:
     """The device's push token; a token held by another device moves here."""
     token = rules.check_text("token", cmd.token)
     platform = None if cmd.platform is None else rules.check_text("platform", cmd.platform)
-    common = _common(uow, cmd.message_id, cmd.timestamp, cmd.sent_at, cmd.received_at)
-    uow.stage(cmd.device_id, common[0], Device.register_device_token, (token, platform, *common))
+    device_id, message_id, timestamp = _settled(uow, cmd, cmd.sent_at, cmd.received_at)
+    uow.stage(replace(cmd, device_id=device_id, message_id=message_id, timestamp=timestamp,
+                      sent_at=None, received_at=None, token=token, platform=platform))
 
 
 def remove_device_token(cmd: RemoveDeviceToken, uow: UnitOfWork) -> None:
     """The token is dead (the push provider said so) or the app deleted it."""
     token = rules.check_text("token", cmd.token)
     reason = rules.check_text("reason", cmd.reason)
-    common = _common(uow, cmd.message_id, cmd.timestamp, cmd.sent_at, cmd.received_at)
-    uow.stage(cmd.device_id, common[0], Device.remove_device_token, (token, reason, *common))
+    device_id, message_id, timestamp = _settled(uow, cmd, cmd.sent_at, cmd.received_at)
+    uow.stage(replace(cmd, device_id=device_id, message_id=message_id, timestamp=timestamp,
+                      sent_at=None, received_at=None, token=token, reason=reason))
 
 
 def record_push_status(cmd: RecordPushStatus, uow: UnitOfWork) -> None:
     """``last_status`` of the device's token: sent, bounced or suppressed."""
     status = rules.check_text("status", cmd.status, allowed=rules.PUSH_STATUSES)
-    common = _common(uow, cmd.message_id, cmd.timestamp)
-    uow.stage(cmd.device_id, common[0], Device.record_push_status, (status, *common))
+    device_id, message_id, timestamp = _settled(uow, cmd)
+    uow.stage(replace(cmd, device_id=device_id, message_id=message_id, timestamp=timestamp,
+                      status=status))
 
 
-def clear_identify(cmd: ClearIdentify, uow: UnitOfWork) -> None:
-    """Stop identifying: the device starts a new anonymous session; its token stays."""
-    common = _common(uow, cmd.message_id, cmd.timestamp)
-    uow.stage(cmd.device_id, common[0], Device.clear_identify, common)
-
-
-def logout(cmd: Logout, uow: UnitOfWork) -> None:
-    """Adapty's logout: as clear_identify, but an anonymous device raises NotIdentified."""
-    common = _common(uow, cmd.message_id, cmd.timestamp)
-    uow.stage(cmd.device_id, common[0], Device.logout, common)
+def clear_identify(cmd: ClearIdentify | Logout, uow: UnitOfWork) -> None:
+    """Stop identifying: the device starts a new anonymous session; its token stays. (Adapty's
+    logout is the same command with a refusal of its own: the device raises NotIdentified
+    when nobody is identified on it.)"""
+    device_id, message_id, timestamp = _settled(uow, cmd)
+    uow.stage(replace(cmd, device_id=device_id, message_id=message_id, timestamp=timestamp))
 
 
 def _identified_person(uow: UnitOfWork, field: str, identifier: str) -> str:
@@ -201,10 +198,7 @@ def merge_persons(cmd: MergePersons, uow: UnitOfWork) -> None:
     if primary_id == secondary_id:
         raise InvalidCommand("secondary", f"{secondary!r} is the same person as the primary "
                                           f"({primary_id})")
-    now = uow.now
-    uow.decide(PersonsMerged(device_id=DECISIONS_STREAM, merge_id=cmd.merge_id,
-                             primary=primary_id, secondary=secondary_id, reason=reason,
-                             timestamp=now, recorded_at=now))
+    uow.decide(replace(cmd, primary=primary_id, secondary=secondary_id, reason=reason))
 
 
 UNDOABLE = frozenset({"explicit", "merged"})
@@ -224,9 +218,7 @@ def unmerge(cmd: Unmerge, uow: UnitOfWork) -> None:
     if row.kind not in UNDOABLE:
         raise InvalidCommand("merge_id", f"{merge_id!r} is a {row.kind} record, not a merge: "
                                          "nothing was merged to undo")
-    now = uow.now
-    uow.decide(MergeUndone(device_id=DECISIONS_STREAM, merge_id=merge_id, reason=reason,
-                           timestamp=now, recorded_at=now))
+    uow.decide(replace(cmd, merge_id=merge_id, reason=reason))
 
 
 def forget_person(cmd: ForgetPerson, uow: UnitOfWork) -> None:
@@ -234,9 +226,7 @@ def forget_person(cmd: ForgetPerson, uow: UnitOfWork) -> None:
     its keys before this runs; only the pseudonymous person id is recorded."""
     person_id = rules.check_id("person_id", cmd.person_id)
     reason = rules.check_text("reason", cmd.reason)
-    now = uow.now
-    uow.decide(PersonForgotten(device_id=DECISIONS_STREAM, person_id=person_id, reason=reason,
-                               timestamp=now, recorded_at=now))
+    uow.decide(replace(cmd, person_id=person_id, reason=reason))
 
 
 HANDLERS: dict[type[Any], Callable[[Any, UnitOfWork], None]] = {
@@ -249,7 +239,7 @@ HANDLERS: dict[type[Any], Callable[[Any, UnitOfWork], None]] = {
     RemoveDeviceToken: remove_device_token,
     RecordPushStatus: record_push_status,
     ClearIdentify: clear_identify,
-    Logout: logout,
+    Logout: clear_identify,
     MergePersons: merge_persons,
     Unmerge: unmerge,
     ForgetPerson: forget_person,

@@ -23,7 +23,7 @@ from idstitch.service.handlers import HANDLERS
 from idstitch.service.projecting import Projector, bulk_gc
 from idstitch.service.queries import Queries
 from idstitch.service.settings import Settings
-from idstitch.service.uow import DeviceWriter, Moment, Persons, Step, UnitOfWork
+from idstitch.service.uow import Moment, Persons, Step, UnitOfWork, Writer
 
 CLOCK_SHARE_SECONDS = 0.05
 """During ingest, messages that arrive within this long of a clock reading share it."""
@@ -95,7 +95,7 @@ class Ingester:
     """Runs bulk ingests for one workspace."""
 
     def __init__(
-        self, writer: DeviceWriter, projector: Projector, queries: Queries, settings: Settings,
+        self, writer: Writer, projector: Projector, queries: Queries, settings: Settings,
         format: Format,
     ) -> None:
         self.format = format
@@ -278,23 +278,18 @@ class _Run:
         # Other writers kept moving these devices: each message on its own, atomically. Their
         # events are projected with the rest (one catch-up, not one per message).
         kept: list[LoggedEvent] = []
-        for index, steps in batch:
-            first = steps[0]
+        for message in batch:
             try:
-                appended = owner.writer.run(steps)
+                one = owner.writer.write_one(message)
             except ConcurrencyConflict as e:
                 # Only this means "nothing of the message was written". Any other error (the
                 # store failing) stops the ingest rather than report a message as rejected
                 # that may have been recorded.
-                report.rejected.append((index, str(e)))
+                report.rejected.append((message[0], str(e)))
                 continue
-            if appended is not None:
-                self.recorded += len(appended)
-                if keep:
-                    kept.extend(appended)
-            device = owner.writer.cached(first.device_id)
-            if appended is None and device is not None and device.is_duplicate(first.message_id):
-                report.duplicates += 1
-            else:
-                report.accepted += 1
+            self.recorded += one.recorded
+            if keep:
+                kept.extend(one.appended)
+            report.accepted += one.accepted
+            report.duplicates += one.duplicates
         return kept

@@ -1,12 +1,18 @@
-"""The unit of work: validated steps staged by the handlers, and the writer that commits them.
+"""The unit of work: checked commands staged by the handlers, and the writer that commits them.
 
-A handler validates a command and stages a :class:`Step` (run this Device method with these
-arguments) on the :class:`UnitOfWork` it was given; nothing touches a device until the work is
-committed. The :class:`DeviceWriter`, shared by every unit of work of a workspace, commits:
-it takes the devices (from a bounded cache, else from their events), runs the steps, and
-appends every event they recorded in one transaction, with optimistic concurrency. When another
-writer got to a device first, only the messages of the devices that moved are run again, on
-those devices reloaded; the rest of the batch is kept as it was decided.
+A handler checks a command and stages the checked command (a :class:`Step`) on the
+:class:`UnitOfWork` it was given; nothing touches an aggregate until the work is committed, when
+each aggregate (a device, or the workspace's decisions stream) takes its commands:
+``aggregate.handle(command, now)``. Staged rather than run at once: a message's commands are
+all checked before any of it runs (a rejected message leaves nothing behind), and a conflict
+with another writer runs a message again on its aggregates reloaded.
+
+The :class:`Writer`, shared by every unit of work of a workspace, commits with one
+algorithm, :meth:`Writer.write_batch`: an ingest batch, and a public call as a batch of
+one message. It takes the aggregates (from a bounded cache, else from their events), runs the
+steps, and appends every event they recorded in one transaction, with optimistic concurrency.
+When another writer got to an aggregate first, only the messages of the aggregates that moved
+are run again, on those reloaded; the rest of the batch is kept as it was decided.
 """
 
 from __future__ import annotations
@@ -16,15 +22,17 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from itertools import pairwise
-from typing import Any, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
 import msgspec
 
 from idstitch.domain import rules
-from idstitch.domain.device import Device, Recorded
+from idstitch.domain.aggregates import Aggregate
+from idstitch.domain.commands import Decision, DeviceCommand
+from idstitch.domain.device import Recorded
 from idstitch.domain.errors import ConcurrencyConflict, InvalidCommand, NotIdentified
-from idstitch.domain.events import DECISIONS_STREAM, DeviceEvent
-from idstitch.domain.ports import DeviceRepository, WriteConflict
+from idstitch.domain.events import DECISIONS_STREAM
+from idstitch.domain.ports import AggregateRepository, WriteConflict
 from idstitch.projections.identity.rows import MergeRow, PersonRow
 from idstitch.projections.store import LoggedEvent
 from idstitch.projections.views import Profile
@@ -37,16 +45,16 @@ CONTENDED_BATCHES = 20
 
 
 class Step(msgspec.Struct, frozen=True):
-    """A validated command waiting to run: ``run(device, *args)`` records its events.
+    """A checked command waiting to run: ``aggregate.handle(command, now)`` records its events.
 
-    ``run`` is a Device method and ``args`` its arguments rather than a closure: one is made per
-    command, and a closure costs a function, its cells and a frame more. For the same reason a
-    Struct (whose constructor is C), not a NamedTuple."""
+    ``stream`` names the aggregate's stream (a device id, or the decisions stream) and
+    ``message_id`` the command's (for de-duplication); ``now`` is the recorded time of the
+    message it belongs to. A Struct (whose constructor is C): one is made per command."""
 
-    device_id: str
+    stream: str
     message_id: str | None
-    run: Callable[..., bool]
-    args: tuple[Any, ...]
+    command: DeviceCommand | Decision
+    now: datetime
 
 
 class Moment(NamedTuple):
@@ -102,8 +110,8 @@ class Persons:
 
 
 class UnitOfWork:
-    """One message (a public call) or one batch of them (ingest): handlers stage steps here,
-    and read about persons through :attr:`persons`."""
+    """One message (a public call) or one batch of them (ingest): handlers stage checked
+    commands here, and read about persons through :attr:`persons`."""
 
     def __init__(self, moment: Moment, persons: Persons) -> None:
         self.now, self.owned = moment
@@ -111,25 +119,30 @@ class UnitOfWork:
         self.steps: list[Step] = []
         """The steps of the message being prepared."""
 
-    def stage(self, device_id: object, message_id: str | None, run: Callable[..., bool],
-              args: tuple[Any, ...]) -> None:
-        """Add a step to the current message (the device id is checked here, for every step)."""
-        steps = self.steps
-        if steps and device_id is steps[-1].device_id and device_id is not DECISIONS_STREAM:
-            # The very id the previous step was checked with (a message's context follows its
-            # command on the same device): accepted already.
-            steps.append(Step(device_id, message_id, run, args))
-            return
+    def device_id(self, device_id: object) -> str:
+        """A command's device id, checked (the decisions stream's name is no device's)."""
+        last = self._device_id
+        if device_id is last and last is not None:
+            # The very id the previous command was checked with (a message's context follows
+            # its command on the same device): accepted already.
+            return last
         checked = rules.check_id("device_id", device_id)
         if checked == DECISIONS_STREAM:
             raise InvalidCommand("device_id", f"{checked!r} is reserved for the workspace's "
                                               "decisions")
-        self.steps.append(Step(checked, message_id, run, args))
+        self._device_id = checked
+        return checked
 
-    def decide(self, event: DeviceEvent) -> None:
-        """Add a person-level decision (checked by its handler) to the current message: an
-        event on the workspace's decisions stream."""
-        self.steps.append(Step(DECISIONS_STREAM, event.message_id, Device.decide, (event,)))
+    _device_id: str | None = None
+
+    def stage(self, command: DeviceCommand) -> None:
+        """Add a checked device command to the current message."""
+        self.steps.append(Step(command.device_id, command.message_id, command, self.now))
+
+    def decide(self, command: Decision) -> None:
+        """Add a checked person-level decision to the current message: a command for the
+        workspace's decisions stream."""
+        self.steps.append(Step(DECISIONS_STREAM, None, command, self.now))
 
     def take(self) -> list[Step]:
         """The current message's steps; the next message starts empty."""
@@ -148,89 +161,36 @@ class BatchResult(NamedTuple):
     """How many events it appended."""
 
 
-class DeviceWriter:
-    """Runs steps on devices and appends their events, for every unit of work of a workspace."""
+class Writer:
+    """Runs checked commands on their aggregates (devices, the decisions stream) and appends
+    their events, for every unit of work of a workspace: the one commit algorithm."""
 
-    def __init__(self, log: DeviceRepository, retries: int = RETRIES) -> None:
+    def __init__(self, log: AggregateRepository, retries: int = RETRIES) -> None:
         self.log = log
         self.retries = retries
         """How many times a message runs before ConcurrencyConflict reaches the caller."""
         self.lock = threading.RLock()
         self.contended = 0
         """Batches still to write under the append lock since the last conflict."""
-        self._devices: OrderedDict[str, Device] = OrderedDict()
+        self._devices: OrderedDict[str, Aggregate] = OrderedDict()
 
-    def run(self, steps: list[Step]) -> list[LoggedEvent] | None:
-        """Run one message's steps and append their events atomically, with retries; the
-        events appended (None when nothing was recorded).
-
-        The first attempt uses cached devices. A decision that records nothing (a duplicate,
-        dropped attributes) or refuses (logout of an anonymous device) is only trusted when the
-        device is current: another process may have changed it, and only an append would
-        otherwise notice. A refused append reloads the devices and decides again, holding the
-        store's append lock as a contended batch does (issue 16 item 12): what it read then
-        stays true until its events commit, so a caller never sees ConcurrencyConflict because
-        other writers kept winning.
-        """
-        with self.lock:
-            self._conflicted = False
-            for attempt in range(self.retries):
-                if attempt > 0 and self._conflicted:
-                    return self._run_exclusive(steps)
-                devices: dict[str, Device] = {}
-                events: list[Recorded] = []
-                try:
-                    for step in steps:
-                        device = devices.get(step.device_id)
-                        if device is None:
-                            device = self._take(step.device_id, fresh=attempt > 0)
-                            devices[step.device_id] = device
-                        step.run(device, *step.args)
-                        events.extend(device.collect_events())
-                    if not events and attempt == 0 and not self._all_current(devices):
-                        continue
-                    positions = self.log.write(events)
-                except NotIdentified:
-                    if attempt == 0 and not self._all_current(devices):
-                        continue
-                    raise
-                except WriteConflict:
-                    self._conflicted = True
-                    continue
-                return self._landed(devices, events, positions)
-        raise ConcurrencyConflict(f"device {steps[0].device_id!r}: other writers kept winning "
-                                  f"({self.retries} attempts)")
-
-    _conflicted = False
-    """Whether the last attempt of :meth:`run` had its append refused."""
-
-    def _run_exclusive(self, steps: list[Step]) -> list[LoggedEvent] | None:
-        """Run the steps on devices loaded under the store's append lock, and append."""
-        self._conflicted = False
-        with self.log.exclusive() as write:
-            devices = self.log.load_many({s.device_id for s in steps})
-            events: list[Recorded] = []
-            for step in steps:
-                device = devices[step.device_id]
-                step.run(device, *step.args)
-                events.extend(device.collect_events())
-            positions = write(events) if events else []
-        return self._landed(devices, events, positions)
-
-    def _landed(self, devices: dict[str, Device], events: list[Recorded],
-                positions: list[int]) -> list[LoggedEvent] | None:
-        for device in devices.values():
-            self._keep(device)
-        if not positions:
-            return None
-        return [LoggedEvent(p, r.event) for p, r in zip(positions, events, strict=True)]
+    def write_one(self, message: tuple[int, list[Step]]) -> BatchResult:
+        """One message on its own (a public call, or ingest's fallback): a batch of one,
+        :meth:`write_batch` with its events kept. ConcurrencyConflict when other writers kept
+        winning for every one of :attr:`retries` attempts (nothing of it was written)."""
+        result = self.write_batch([message], keep=True)
+        if result is None:
+            raise ConcurrencyConflict(f"device {message[1][0].stream!r}: other writers kept "
+                                      f"winning ({self.retries} attempts)")
+        return result
 
     def write_batch(
         self, batch: list[tuple[int, list[Step]]], *, keep: bool
     ) -> BatchResult | None:
         """Run a batch of validated messages; append all their events, in message order, in
-        one transaction. None when other writers kept moving its devices (nothing of it was
-        written): the caller then runs the messages one by one.
+        one transaction. None when other writers kept moving its devices for every one of
+        :attr:`retries` attempts (nothing of it was written): ingest then runs the messages
+        one by one, a public call (a batch of one) raises ConcurrencyConflict.
 
         Optimistic while no other writer is seen: the batch runs on cached devices and its
         append fails as a whole if another writer moved one of them; then only the messages of
@@ -239,11 +199,18 @@ class DeviceWriter:
         which devices moved since they were loaded, reload and rerun those, then append, all
         before any other writer can append again. A contended batch then never fails (a
         refused append costs the whole batch's insert, and with devices shared, the other
-        writer moved some device again during most retries: batches ran out of retries).
+        writer moved some device again during most retries: batches ran out of retries; and a
+        single command that lost once cannot lose again, issue 16 item 12).
+
+        A batch that records nothing (duplicates, unchanged or dropped attributes) or whose
+        command refuses (logout of an anonymous device) decided on what its devices say; only
+        an append would notice they were stale. So, on cached devices, that outcome is
+        trusted only once their stored versions are checked: the moved ones are reloaded and
+        decide again.
 
         ``keep``: return the appended events with their positions (for a catch-up here)."""
         with self.lock:
-            devices = self._take_many({s.device_id for _, steps in batch for s in steps})
+            devices = self._take_many({s.stream for _, steps in batch for s in steps})
             if self.contended:
                 # Another writer shares these devices: the cached ones take what it appended
                 # since (a few events each) instead of failing the batch's append first.
@@ -252,8 +219,23 @@ class DeviceWriter:
             previous: list[list[Recorded]] | None = None
             stale: set[str] = set()
             duplicates: set[int] = set()
-            for _ in range(self.retries):
-                events, previous = self._run_batch(batch, devices, previous, stale, duplicates)
+            for attempt in range(self.retries):
+                try:
+                    events, previous = self._run_batch(batch, devices, previous, stale,
+                                                       duplicates)
+                except NotIdentified:
+                    if attempt > 0 or not self._moved(devices, base):
+                        raise
+                    # Decided on stale devices: all of them again, from the log (the
+                    # messages before the refusal changed the devices they ran on).
+                    devices = self.log.load_many(devices)
+                    base = {d: device.version for d, device in devices.items()}
+                    previous, stale = None, set()
+                    continue
+                if not events and attempt == 0 and not self.contended:
+                    stale = self._refresh(batch, devices, base, conflicted=False)
+                    if stale:
+                        continue
                 try:
                     if self.contended:
                         with self.log.exclusive() as write:
@@ -261,7 +243,7 @@ class DeviceWriter:
                             if stale:
                                 events, previous = self._run_batch(
                                     batch, devices, previous, stale, duplicates)
-                            positions = write(events)
+                            positions = write(events) if events else []
                         self.contended = CONTENDED_BATCHES if stale else self.contended - 1
                     else:
                         positions = self.log.write(events)
@@ -277,7 +259,12 @@ class DeviceWriter:
                                    len(positions))
             return None
 
-    def _refresh(self, batch: list[tuple[int, list[Step]]], devices: dict[str, Device],
+    def _moved(self, devices: dict[str, Aggregate], base: dict[str, int]) -> bool:
+        """Whether another writer appended to any of these devices since ``base``."""
+        stored = self.log.versions(devices)
+        return any(stored.get(d, 0) != base[d] for d in devices)
+
+    def _refresh(self, batch: list[tuple[int, list[Step]]], devices: dict[str, Aggregate],
                  base: dict[str, int], *, conflicted: bool) -> set[str]:
         """Reload the devices another writer moved since ``base`` (and those sharing a message
         with one of them); the set reloaded. ``conflicted``: an append was refused, so if no
@@ -293,7 +280,7 @@ class DeviceWriter:
         return stale
 
     def _run_batch(
-        self, batch: list[tuple[int, list[Step]]], devices: dict[str, Device],
+        self, batch: list[tuple[int, list[Step]]], devices: dict[str, Aggregate],
         previous: list[list[Recorded]] | None, stale: set[str], duplicates: set[int],
     ) -> tuple[list[Recorded], list[list[Recorded]]]:
         """Run the batch's messages (after a conflict, only those of ``stale`` devices; the
@@ -306,42 +293,29 @@ class DeviceWriter:
         try:
             for i, (_, steps) in enumerate(batch):
                 starts.append(len(events))
-                if previous is not None and not any(s.device_id in stale for s in steps):
+                if previous is not None and not any(s.stream in stale for s in steps):
                     events.extend(previous[i])
                     continue
                 duplicates.discard(i)
                 first = steps[0]
-                if devices[first.device_id].is_duplicate(first.message_id):
+                if devices[first.stream].is_duplicate(first.message_id):
                     duplicates.add(i)
                     continue
                 for step in steps:
-                    step.run(devices[step.device_id], *step.args)
+                    devices[step.stream].handle(step.command, step.now)
         finally:
             for device in devices.values():
                 device.collect_events()  # each device its own pending list again
         starts.append(len(events))
         return events, [events[a:b] for a, b in pairwise(starts)]
 
-    def _all_current(self, devices: dict[str, Device]) -> bool:
-        stale = [d for d in devices.values() if not self.log.is_current(d)]
-        for device in stale:
-            self._devices.pop(device.device_id, None)
-        return not stale
-
-    def _keep(self, device: Device) -> None:
+    def _keep(self, device: Aggregate) -> None:
         self._devices[device.device_id] = device
         if len(self._devices) > DEVICE_CACHE_SIZE:
             self._devices.popitem(last=False)
 
-    def _take(self, device_id: str, *, fresh: bool = False) -> Device:
-        """A device to run commands on; it leaves the cache until its events are saved."""
-        cached = self._devices.pop(device_id, None)
-        if cached is not None and not fresh:
-            return cached
-        return self.log.load(device_id) or Device(device_id)
-
-    def _take_many(self, device_ids: Iterable[str]) -> dict[str, Device]:
-        devices: dict[str, Device] = {}
+    def _take_many(self, device_ids: Iterable[str]) -> dict[str, Aggregate]:
+        devices: dict[str, Aggregate] = {}
         missing: list[str] = []
         for device_id in device_ids:
             cached = self._devices.pop(device_id, None)
@@ -360,10 +334,6 @@ class DeviceWriter:
         with self.lock:
             self._devices.clear()
 
-    def cached(self, device_id: str) -> Device | None:
-        """The cached device, if any (without taking it)."""
-        return self._devices.get(device_id)
-
 
 def _closure(batch: list[tuple[int, list[Step]]], stale: set[str]) -> set[str]:
     """``stale`` and every device that shares a message with one of them (a message runs
@@ -372,7 +342,7 @@ def _closure(batch: list[tuple[int, list[Step]]], stale: set[str]) -> set[str]:
     while grown:
         grown = False
         for _, steps in batch:
-            ids = {s.device_id for s in steps}
+            ids = {s.stream for s in steps}
             if len(ids) > 1 and ids & stale and not ids <= stale:
                 stale |= ids
                 grown = True

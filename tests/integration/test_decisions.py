@@ -149,6 +149,29 @@ def test_an_undone_merge_stays_undone_for_another_process(
     assert a is not None and b is not None and a.person_id != b.person_id
 
 
+def test_two_writers_deciding_on_one_stream_both_land_in_order(
+        make_durable_ws: WorkspaceFactory) -> None:
+    """The decisions stream is one aggregate that two processes write to: the one whose cached
+    stream is stale conflicts, reloads it and decides again (the devices' commit path)."""
+    first = make_durable_ws()
+    two_people(first)
+    first.identify("tablet", "bo", timestamp=at(4))
+    first.identify("watch", "bo@example.com", timestamp=at(5))
+    second = make_durable_ws(first.url)
+    one = first.merge_persons("ann", "ann@example.com", reason="dup")  # first caches the stream
+    two = second.merge_persons("bo", "bo@example.com", reason="dup")
+    first.unmerge(two, reason="wrong")  # on a stream second moved: a conflict, then a retry
+    decisions = [(type(ev).__name__, ev.merge_id)  # type: ignore[attr-defined]
+                 for _, ev in first.log.read(0, 100) if ev.device_id == "workspace:decisions"]
+    assert decisions == [("PersonsMerged", one), ("PersonsMerged", two), ("MergeUndone", two)]
+    # The second writer's stream is stale now: its refusal to undo twice holds all the same.
+    with pytest.raises(InvalidCommand) as e:
+        second.unmerge(two, reason="again")
+    assert e.value.field == "merge_id"
+    a, b = second.profile("bo"), second.profile("bo@example.com")
+    assert a is not None and b is not None and a.person_id != b.person_id
+
+
 def test_history_as_of_and_explain_follow_an_explicit_merge(ws: Workspace) -> None:
     two_people(ws)
     secondary = ws.profile("ann@example.com")

@@ -16,6 +16,7 @@ import pytest
 from eventsourcing.persistence import StoredEvent
 from idstitch.adapters.codec import topic_of
 from idstitch.adapters.stores import Stores
+from idstitch.domain.commands import Identify
 from idstitch.domain.device import Device, Recorded
 from idstitch.domain.ports import WriteConflict
 
@@ -35,7 +36,7 @@ def stores(postgres: TemporaryPostgres) -> Iterator[Stores]:
 
 def recorded(device: Device, *user_ids: str) -> list[Recorded]:
     for user_id in user_ids:
-        device.identify(user_id, {}, message_id=None, timestamp=T0, recorded_at=T0)
+        device.handle(Identify(device_id=device.device_id, user_id=user_id, timestamp=T0), T0)
     return device.collect_events()
 
 
@@ -54,9 +55,9 @@ def test_positions_are_consecutive_in_the_order_given(stores: Stores) -> None:
     read = stores.log.read(0, 100)
     assert [(e.position, e.event) for e in read] == [(e.position, e.event) for e in first + second]
     assert stores.log.head() == 7
-    # The ids written as raw bytes are the devices' UUIDs: the stock repository finds them.
-    loaded = stores.log.load("a")
-    assert loaded is not None and (loaded.version, loaded.user_id) == (3, "u3")
+    # The ids written as raw bytes are the devices' UUIDs: the stock recorder finds them.
+    stock = stores.log.recorder.select_events(Device.create_id("a"))
+    assert [e.originator_version for e in stock] == [1, 2, 3]
 
 
 def test_ids_from_the_stock_recorder_and_the_batch_path_never_collide(stores: Stores) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime
 
+from idstitch.domain.commands import SetDeviceAttributes
 from idstitch.domain.device import Device
 
 from idstitch.bootstrap import open_stores
@@ -33,8 +34,8 @@ def test_a_tailing_reader_never_skips_a_position(postgres: TemporaryPostgres) ->
                 devices = []
                 for k in range(5):
                     device = Device(f"w{n}-{i}-{k}")
-                    device.set_device_attributes({"i": i}, message_id=None, timestamp=T0,
-                                                 recorded_at=T0)
+                    device.handle(SetDeviceAttributes(device_id=device.device_id,
+                                                      attributes={"i": i}, timestamp=T0), T0)
                     devices.append(device)
                 writers[n].log.append([e for d in devices for e in d.collect_events()])
         except BaseException as e:  # asserted below

@@ -17,6 +17,14 @@ from typing import Any
 import pytest
 from idstitch.adapters.postgres import PostgresProjectionStore
 from idstitch.adapters.stores import Stores
+from idstitch.domain.commands import (
+    ClearIdentify,
+    CollectDeviceAttributes,
+    DeviceCommand,
+    Identify,
+    RegisterDeviceToken,
+    SetDeviceAttributes,
+)
 from idstitch.domain.device import Device
 from idstitch.domain.events import DeviceAttributesChanged, DeviceTokenRegistered, Identified
 from idstitch.domain.ports import WriteConflict
@@ -31,6 +39,11 @@ _n = itertools.count()
 
 def common(message_id: str | None = None) -> dict[str, object]:
     return {"message_id": message_id, "timestamp": T0, "recorded_at": T0}
+
+
+def run(device: Device, command: type[DeviceCommand], **fields: Any) -> None:
+    """The device takes a (valid) command, recorded at T0."""
+    device.handle(command(device_id=device.device_id, timestamp=T0, **fields), T0)
 
 
 class StoreContract:
@@ -110,10 +123,10 @@ class StoreContract:
         for name in ("a", "b", "c"):
             device = Device(name)
             if name != "b":
-                device.collect_device_attributes({"os": name}, **common())
-            device.identify(f"user-{name}", {}, **common())
-            device.set_device_attributes({"n": 1}, **common())
-            device.register_device_token(f"tok-{name}", None, **common())
+                run(device, CollectDeviceAttributes, context={"os": name})
+            run(device, Identify, user_id=f"user-{name}")
+            run(device, SetDeviceAttributes, attributes={"n": 1})
+            run(device, RegisterDeviceToken, token=f"tok-{name}")
             stores.log.append(device.collect_events())
         log = stores.log.read(0, 100)
         seen: set[str] = set()
@@ -139,8 +152,8 @@ class StoreContract:
 
     def test_append_read_and_load(self, stores: Stores) -> None:
         device = Device("d1")
-        device.identify("u1", {"a": [1, {"b": None}]}, **common("m1"))
-        device.identify("u2", {}, **common("m2"))
+        run(device, Identify, user_id="u1", traits={"a": [1, {"b": None}]}, message_id="m1")
+        run(device, Identify, user_id="u2", message_id="m2")
         positions = [e.position for e in stores.log.append(device.collect_events())]
         assert len(positions) == 2 and positions[0] < positions[1]
         assert stores.log.head() == positions[1]
@@ -162,10 +175,10 @@ class StoreContract:
     def test_load_many_gives_what_load_gives(self, stores: Stores) -> None:
         for name in ("a", "b", "c"):
             device = Device(name)
-            device.identify(f"user-{name}", {}, **common(f"{name}1"))
-            device.clear_identify(**common(f"{name}2"))
+            run(device, Identify, user_id=f"user-{name}", message_id=f"{name}1")
+            run(device, ClearIdentify, message_id=f"{name}2")
             if name == "b":
-                device.register_device_token("tok", None, **common("b3"))
+                run(device, RegisterDeviceToken, token="tok", message_id="b3")
             stores.log.append(device.collect_events())
         many = stores.log.load_many(["a", "b", "c", "never"])
         assert sorted(many) == ["a", "b", "c", "never"]
@@ -183,12 +196,11 @@ class StoreContract:
 
     def test_a_stale_version_is_refused(self, stores: Stores) -> None:
         device = Device("d1")
-        device.identify("u1", {}, **common())
+        run(device, Identify, user_id="u1")
         stores.log.append(device.collect_events())
-        assert stores.log.is_current(device)
+        assert stores.log.versions(["d1", "d2"]) == {"d1": device.version}
         stale = Device("d1")  # never saw the stored event: loaded at version 0
-        assert not stores.log.is_current(stale)
-        stale.identify("u2", {}, **common())
+        run(stale, Identify, user_id="u2")
         with pytest.raises(WriteConflict):
             stores.log.append(stale.collect_events())
         assert [e.event.user_id for e in stores.log.read(0, 10)] == ["u1"]  # type: ignore[attr-defined]

@@ -7,15 +7,22 @@ from datetime import UTC, datetime
 
 from hypothesis import given
 from hypothesis import strategies as st
-from idstitch.domain.device import RECENT_SESSIONS, Device, Recorded, project_device
+from idstitch.domain.commands import ClearIdentify, Identify, SetProfileAttributes
+from idstitch.domain.device import RECENT_SESSIONS, Device, Recorded
 from idstitch.domain.events import Identified, IdentityCleared, ProfileAttributesChanged
 
 T = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def traits(device: Device, sdk: str | None, n: int) -> list[Recorded]:
-    device.set_profile_attributes({"n": n}, {}, [], f"m{n}", T, T, sdk)
+    device.handle(SetProfileAttributes(device_id=device.device_id, traits={"n": n},
+                                       message_id=f"m{n}", timestamp=T, sdk_anonymous_id=sdk), T)
     return device.collect_events()
+
+
+def identify(device: Device, user_id: str, n: int, sdk: str | None) -> None:
+    device.handle(Identify(device_id=device.device_id, user_id=user_id, message_id=f"m{n}",
+                           timestamp=T, sdk_anonymous_id=sdk), T)
 
 
 def test_the_first_anonymous_id_is_adopted_a_new_one_resets_an_old_one_is_late() -> None:
@@ -36,9 +43,9 @@ def test_the_first_anonymous_id_is_adopted_a_new_one_resets_an_old_one_is_late()
 
 def test_a_late_identify_does_not_identify_the_device() -> None:
     device = Device("phone")
-    device.identify("u-100", {}, "m1", T, T, "a1")
+    identify(device, "u-100", 1, "a1")
     traits(device, "a2", 2)
-    device.identify("u-100", {}, "m3", T, T, "a1")
+    identify(device, "u-100", 3, "a1")
     (event,) = [r.event for r in device.collect_events()]
     assert isinstance(event, Identified) and event.late
     assert device.user_id is None and not device.identified
@@ -48,14 +55,16 @@ def test_a_duplicate_message_records_no_reset() -> None:
     device = Device("phone")
     traits(device, "a1", 1)
     traits(device, "a2", 2)
-    assert not device.set_profile_attributes({"n": 2}, {}, [], "m2", T, T, "a2")
+    assert not device.handle(SetProfileAttributes(device_id="phone", traits={"n": 2},
+                                                  message_id="m2", timestamp=T,
+                                                  sdk_anonymous_id="a2"), T)
     assert device.collect_events() == []
 
 
 def test_an_explicit_clear_ends_the_session() -> None:
     device = Device("phone")
     traits(device, "a1", 1)
-    device.clear_identify("c", T, T)
+    device.handle(ClearIdentify(device_id="phone", message_id="c", timestamp=T), T)
     device.collect_events()
     assert traits(device, "a1", 2)[0].event.late  # late, after the clear
     assert traits(device, "a2", 3)[0].event.sdk_anonymous_id == "a2"  # adopted, no reset
@@ -78,13 +87,12 @@ def test_a_replay_remembers_what_recording_decided(steps: list[tuple[str | None,
     events: list[Recorded] = []
     for n, (sdk, login) in enumerate(steps):
         if login:
-            device.identify(f"u{n % 3}", {}, f"m{n}", T, T, sdk)
+            identify(device, f"u{n % 3}", n, sdk)
+            events.extend(device.collect_events())
         else:
-            device.set_profile_attributes({"n": n}, {}, [], f"m{n}", T, T, sdk)
-        events.extend(device.collect_events())
-    replayed = project_device(None, events)
-    if not events:
-        return
-    assert replayed is not None
+            events.extend(traits(device, sdk, n))
+    replayed = Device("phone")
+    for recorded in events:
+        replayed.apply(recorded.event)
     assert (replayed.session, list(replayed.ended), replayed.user_id, replayed.generation) == (
         device.session, list(device.ended), device.user_id, device.generation)
