@@ -32,11 +32,13 @@ from idstitch.projections.audit import (
     refusals,
     spans,
 )
+from idstitch.projections.identity.fold import IdentityProjection
 from idstitch.projections.identity.rows import DEVICE, MERGE, PERSON, DeviceRow, MergeRow, PersonRow
 from idstitch.projections.store import EventLog, LoggedEvent, ProjectionStore
 from idstitch.projections.unit import RowTypes, decode_row
 from idstitch.projections.views import Reader
 
+IDENTITY = IdentityProjection.name
 STATES_LIMIT = 200_000
 """Persons whose attribute state the stream keeps at most; past it, the older half is dropped
 (refolded from their past if met again)."""
@@ -53,6 +55,11 @@ class ChangeStream:
         self._states: dict[str, Attrs] = {}
         self._newest: dict[str, int] = {}
         self._merge_rows: dict[str, MergeRow] = {}
+        self._cached: dict[str, dict[str, Any]] = {}
+        """Decoded identity rows (None: no such row) read since :attr:`_cached_at`."""
+        self._cached_at: tuple[int, str | None] | None = None
+        """The identity projection's committed (position, meta) when the cache began: rows
+        change only when it moves, so until then a row read for one batch serves the next."""
 
     def changes(self, events: Sequence[LoggedEvent]) -> list[Change]:
         """The Changes of ``events``: the positions right after :attr:`at`, in order (the
@@ -65,6 +72,9 @@ class ChangeStream:
         # No snapshot: the rows read here describe positions up to `hi`, which no later commit
         # changes (stints, merge records and refusals are written at their events' positions).
         reader = Reader(self._store, self._row_types)
+        tracked = self._store.tracked(IDENTITY)
+        if tracked != self._cached_at or sum(map(len, self._cached.values())) > STATES_LIMIT:
+            self._cached, self._cached_at = {}, tracked
         devices = list(dict.fromkeys(ev.device_id for _, ev in events))
         device_rows = self._rows(DEVICE, devices)
         candidates = self._candidates(device_rows)
@@ -100,12 +110,18 @@ class ChangeStream:
         return out
 
     def _rows(self, kind: str, keys: Iterable[str]) -> dict[str, Any]:
-        """Committed rows of a kind among ``keys``, decoded (one read)."""
+        """Committed rows of a kind among ``keys``, decoded (one read for those not cached:
+        consecutive batches meet mostly the same devices and persons)."""
+        cached = self._cached.setdefault(kind, {})
         keys = list(keys)
-        if not keys:
-            return {}
-        row_type = self._row_types[kind]
-        return {k: decode_row(row_type, raw) for k, raw in self._store.get_many(kind, keys).items()}
+        missing = [k for k in keys if k not in cached]
+        if missing:
+            row_type = self._row_types[kind]
+            found = self._store.get_many(kind, missing)
+            for key in missing:
+                raw = found.get(key)
+                cached[key] = None if raw is None else decode_row(row_type, raw)
+        return {k: row for k in keys if (row := cached[k]) is not None}
 
     def _merge_rows_of(self, persons: Iterable[PersonRow]) -> dict[str, MergeRow]:
         """The merge records these persons name, kept once read (a record never changes)."""
