@@ -57,6 +57,9 @@ class ChangeStream:
         self._merge_rows: dict[str, MergeRow] = {}
         self._cached: dict[str, dict[str, Any]] = {}
         """Decoded identity rows (None: no such row) read since :attr:`_cached_at`."""
+        self._on: dict[str, dict[str, PersonRow]] = {}
+        """Per device, every person it was ever on (see :meth:`_candidates`), kept with the
+        rows (the search follows merges: it cost more than decoding the rows)."""
         self._cached_at: tuple[int, str | None] | None = None
         """The identity projection's committed (position, meta) when the cache began: rows
         change only when it moves, so until then a row read for one batch serves the next."""
@@ -74,10 +77,10 @@ class ChangeStream:
         reader = Reader(self._store, self._row_types)
         tracked = self._store.tracked(IDENTITY)
         if tracked != self._cached_at or sum(map(len, self._cached.values())) > STATES_LIMIT:
-            self._cached, self._cached_at = {}, tracked
+            self._cached, self._cached_at, self._on = {}, tracked, {}
         devices = list(dict.fromkeys(ev.device_id for _, ev in events))
         device_rows = self._rows(DEVICE, devices)
-        candidates = self._candidates(device_rows)
+        candidates = self._candidates_of(device_rows)
         of = _Owners(Family(_NOBODY, candidates, [])).of
         owners = {of(ev.device_id, pos) for pos, ev in events}
         if None in owners:
@@ -134,7 +137,23 @@ class ChangeStream:
             kept.update(self._rows(MERGE, missing))
         return kept
 
-    def _candidates(self, device_rows: dict[str, DeviceRow]) -> dict[str, PersonRow]:
+    def _candidates_of(self, device_rows: dict[str, DeviceRow]) -> dict[str, PersonRow]:
+        """:meth:`_candidates` of these devices, each device's searched once while the rows
+        stay put (a device's persons do not depend on the other devices searched with it)."""
+        on = self._on
+        new = {d: row for d, row in device_rows.items() if d not in on}
+        if new:
+            for device_id in new:
+                on[device_id] = {}
+            self._candidates(new, on)
+        out: dict[str, PersonRow] = {}
+        for device_id in device_rows:
+            out.update(on[device_id])
+        return out
+
+    def _candidates(self, device_rows: dict[str, DeviceRow],
+                    per_device: dict[str, dict[str, PersonRow]] | None = None
+                    ) -> dict[str, PersonRow]:
         """Every person these devices were ever on: their anonymous persons (one a session),
         the persons those were merged into, and those a device switched to (the merge records
         it caused); breadth first, one read a level."""
@@ -163,6 +182,8 @@ class ChangeStream:
                     seen.add((pid, device_id))
                     if device_id in on:
                         out[pid] = person
+                        if per_device is not None:
+                            per_device[device_id][pid] = person
                     if person.retired_into is not None:
                         following.setdefault(person.retired_into, set()).add(device_id)
                     for merge_id in person.merges:
