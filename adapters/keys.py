@@ -33,6 +33,12 @@ class MemoryKeyStore:
         """The key, or None (never created, or destroyed)."""
         return self._keys.get(key_id)
 
+    def get_many(self, key_ids: Sequence[str]) -> dict[str, bytes | None]:
+        """The keys that exist or were destroyed (None), by id; ids never created are left
+        out."""
+        keys = self._keys
+        return {key_id: keys[key_id] for key_id in key_ids if key_id in keys}
+
     def create(self, key_id: str) -> bytes | None:
         """The key, created if new; None if destroyed."""
         with self._lock:
@@ -113,6 +119,18 @@ class SqlKeyStore:
             row = cur.execute(f"SELECT key FROM idstitch_keys WHERE key_id = {self._p}",
                               (key_id,)).fetchone()
         return None if row is None else bytes(row[0]) if row[0] is not None else None
+
+    def get_many(self, key_ids: Sequence[str]) -> dict[str, bytes | None]:
+        """The keys that exist or were destroyed (None: a tombstone), by id, in one statement
+        per 500 ids; ids never created are left out (a replay reads a page's keys at once)."""
+        out: dict[str, bytes | None] = {}
+        with self._cursors.read_cursor() as cur:
+            for start in range(0, len(key_ids), 500):
+                chunk = list(key_ids[start:start + 500])
+                out.update((k, None if v is None else bytes(v)) for k, v in cur.execute(
+                    "SELECT key_id, key FROM idstitch_keys WHERE key_id IN "
+                    f"({','.join([self._p] * len(chunk))})", chunk).fetchall())
+        return out
 
     def create(self, key_id: str) -> bytes | None:
         """The key, created if new (a key created and never used is harmless); None if

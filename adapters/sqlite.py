@@ -61,6 +61,10 @@ commit: a hint, never read for the rows themselves."""
 WRITE_LOCK_SECONDS = 30.0
 """How long a write waits for the file's write lock before it fails with StoreError: the
 timeout SQLite's own wait has (``timeout=30`` below, and the event recorder's lock timeout)."""
+CACHE_KIB = 65_536
+"""The connection's page cache, at most (64 MiB; SQLite's default is 2 MiB). Memory-mapped
+reads (``mmap_size``) are left off: every mapped page read counts in the process's resident
+size, which would then grow with the file instead of staying bounded."""
 WANT = ("INSERT INTO idstitch_wanted (name, position) VALUES (?, ?) ON CONFLICT (name) "
         "DO UPDATE SET position = max(position, excluded.position)")
 
@@ -92,6 +96,11 @@ class SqliteProjectionStore(SqliteLog, SqlProjectionStore):
             # Bulk batches write thousands of pages; checkpointing (and syncing) the WAL after
             # every one of them cost ~6 ms a commit. Checkpoint every ~40 MB instead.
             self._conn.execute("PRAGMA wal_autocheckpoint=10000")
+            # SQLite's default page cache is 2 MB: a batch dirtying more pages than that (the
+            # random keys of its rows, of the log's (stream, version) index) spilled them to
+            # the WAL before its commit wrote them again, and read them back through system
+            # calls. The cache grows only as pages are used, up to CACHE_KIB.
+            self._conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             for ddl in self.schema():
                 self._conn.execute(ddl)
         self._lock = threading.RLock()

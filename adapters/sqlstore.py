@@ -60,8 +60,10 @@ class SqlTransaction:
     ) -> None:
         """Upsert and delete rows, move the position: committed when the transaction ends."""
         p = self._store.param
-        upserts = [(k, key, doc) for (k, key), doc in rows.items() if doc is not None]
-        deletes = [(k, key) for (k, key), doc in rows.items() if doc is None]
+        # In key order: the B-tree pages of the primary key are then visited once each and in
+        # order, not at random (a batch's rows are random keys: person, device and email ids).
+        upserts = sorted([(k, key, doc) for (k, key), doc in rows.items() if doc is not None])
+        deletes = sorted([(k, key) for (k, key), doc in rows.items() if doc is None])
         if upserts and self.position == 0 and self.meta is None:
             # The projection's first commit since it was created or reset: its kinds hold no
             # rows (rows and tracking commit together), as a rebuild's first commit.

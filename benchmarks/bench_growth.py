@@ -11,6 +11,8 @@ run is cut into ten slices of equal messages. Printed:
   (target, issue 17: >= 0.8, at 1M and 5M events), with this process's CPU seconds in each
   tenth (steadier than wall time on a shared machine; a large ingest's projecting child is
   not counted there);
+- the bytes this process handed to write calls per event in each tenth (``/proc/self/io``):
+  once a random-key B-tree outgrows what a commit touches, every row costs a page of WAL;
 - the resident memory of this process at each tenth (``/proc/self/statm``), its peak
   (``ru_maxrss``) and the projecting child's peak (``RUSAGE_CHILDREN``, once it has exited):
   compare the peaks of a 1M and a 5M run (target: within 20%);
@@ -51,6 +53,16 @@ RATE_TARGET = 0.8
 BYTES_TARGET = 1.5
 
 
+def written() -> int:
+    """Bytes this process has handed to write calls so far (Linux ``/proc/self/io``
+    ``wchar``: the WAL's pages and the checkpoints' copies included); 0 elsewhere."""
+    try:
+        with open("/proc/self/io") as io:
+            return next(int(line.split()[1]) for line in io if line.startswith("wchar"))
+    except (OSError, StopIteration):
+        return 0
+
+
 def rss_mb() -> float:
     """This process's resident memory now, in MB."""
     with open("/proc/self/statm") as statm:
@@ -63,10 +75,10 @@ def peak_mb(who: int) -> float:
     return resource.getrusage(who).ru_maxrss / 1024
 
 
-def measure(url: str, path: Path, n_messages: int) -> dict[str, Any]:
+def measure(url: str, path: Path, n_messages: int, parallel: bool | None) -> dict[str, Any]:
     """Ingest the file, marking each tenth; the slices, memory and counts."""
-    # (messages, seconds, head, rss MB, CPU seconds of this process)
-    marks: list[tuple[int, float, int, float, float]] = []
+    # (messages, seconds, head, rss MB, CPU seconds of this process, bytes written)
+    marks: list[tuple[int, float, int, float, float, int]] = []
     done = read = 0  # messages committed (ignored ones are not counted), lines read
     step = max(1, n_messages // SLICES)
 
@@ -79,34 +91,35 @@ def measure(url: str, path: Path, n_messages: int) -> dict[str, Any]:
             yield line
     with idstitch.open(url) as ws:
         started = time.perf_counter()
-        marks.append((0, 0.0, ws.log.head(), rss_mb(), time.process_time()))
+        marks.append((0, 0.0, ws.log.head(), rss_mb(), time.process_time(), written()))
 
         def progress(count: int) -> None:
             nonlocal done
             done += count
             if read // step > marks[-1][0] // step:
                 marks.append((read, time.perf_counter() - started, ws.log.head(), rss_mb(),
-                              time.process_time()))
+                              time.process_time(), written()))
                 console.print(f"  {read:>10,} messages  {marks[-1][1]:8.1f} s  "
                               f"{marks[-1][2]:>11,} events  {marks[-1][3]:7.0f} MB")
 
         with open(path, "rb") as lines:
-            report = ws.ingest(counted(lines), progress=progress)
+            report = ws.ingest(counted(lines), progress=progress, parallel=parallel)
         if marks[-1][0] < read:
             # The last batch's messages (and the wait for the projecting child) end the last
             # tenth when its progress did not reach a mark of its own.
             marks.append((read, time.perf_counter() - started, ws.log.head(),
-                          rss_mb(), time.process_time()))
+                          rss_mb(), time.process_time(), written()))
         ws.catch_up()
         total = time.perf_counter() - started
         head = ws.log.head()
     slices = []
-    for (m0, t0, h0, _, c0), (m1, t1, h1, rss, c1) in pairwise(marks):
+    for (m0, t0, h0, _, c0, w0), (m1, t1, h1, rss, c1, w1) in pairwise(marks):
         seconds = t1 - t0
         slices.append({"messages": m1 - m0, "events": h1 - h0, "seconds": seconds,
                        "messages_per_s": (m1 - m0) / seconds if seconds else None,
                        "events_per_s": (h1 - h0) / seconds if seconds else None,
-                       "cpu_s": c1 - c0, "rss_mb": rss})
+                       "cpu_s": c1 - c0, "rss_mb": rss,
+                       "written_per_event": (w1 - w0) / (h1 - h0) if h1 > h0 else None})
     return {"slices": slices, "seconds": total, "events": head,
             "counts": harness.report_counts(report),
             "peak_mb": peak_mb(resource.RUSAGE_SELF),
@@ -134,19 +147,26 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="workload seed")
     harness.add_mix_argument(parser)
     parser.add_argument("--url", help="store URL (default: a fresh SQLite file)")
+    parser.add_argument("--one-process", dest="parallel", action="store_const", const=False,
+                        default=None, help="no projecting child (parallel=False)")
+    parser.add_argument("--data", metavar="FILE",
+                        help="the workload file to ingest (written first when missing): reuse "
+                             "one between two trees")
     parser.add_argument("--json", metavar="FILE", help="write the numbers to FILE")
     args = parser.parse_args()
 
     n_messages = round(args.events / EVENTS_PER_MESSAGE[args.mix])
     with tempfile.TemporaryDirectory(prefix="idstitch-growth-") as tmp:
-        source = Path(tmp) / "workload.ndjson"
-        console.print(f"writing {n_messages:,} messages ({args.mix} mix) ...")
-        harness.write_workload(source, n_messages, args.seed, args.mix)
+        source = Path(args.data) if args.data else Path(tmp) / "workload.ndjson"
+        if not source.exists():
+            console.print(f"writing {n_messages:,} messages ({args.mix} mix) ...")
+            harness.write_workload(source, n_messages, args.seed, args.mix)
         db = Path(tmp) / "idstitch.db"
         url = args.url or harness.sqlite_url(db)
         console.print(f"ingesting into {url} ...")
-        result = measure(url, source, n_messages)
-        source.unlink()
+        result = measure(url, source, n_messages, args.parallel)
+        if not args.data:
+            source.unlink()
         if args.url is None:
             result["bytes"] = sqlite_bytes(db)
 
@@ -156,9 +176,12 @@ def main() -> None:
     harness.table(
         f"ingest of {n_messages:,} messages ({args.mix}): {result['events']:,} events in "
         f"{result['seconds']:.1f} s",
-        ["tenth", "messages/s", "events/s", "CPU s (this process)", "RSS MB"],
+        ["tenth", "messages/s", "events/s", "CPU s (this process)", "KiB written/event",
+         "RSS MB"],
         [[i + 1, harness.fmt_rate(s["messages_per_s"]), harness.fmt_rate(s["events_per_s"]),
-          f"{s['cpu_s']:.2f}", f"{s['rss_mb']:.0f}"] for i, s in enumerate(slices)])
+          f"{s['cpu_s']:.2f}",
+          "-" if s["written_per_event"] is None else f"{s['written_per_event'] / 1024:.1f}",
+          f"{s['rss_mb']:.0f}"] for i, s in enumerate(slices)])
     harness.table("growth", ["figure", "value", "target"], [
         ["last tenth / first tenth (messages/s)",
          harness.fmt_ratio(result["last_over_first"], RATE_TARGET), f">= {RATE_TARGET}"],

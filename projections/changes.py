@@ -33,11 +33,13 @@ from idstitch.projections.audit import (
     refusals,
     spans,
 )
+from idstitch.projections.identity.fold import IdentityProjection
 from idstitch.projections.identity.rows import DEVICE, MERGE, PERSON, DeviceRow, MergeRow, PersonRow
 from idstitch.projections.store import EventLog, LoggedEvent, ProjectionStore
 from idstitch.projections.unit import RowTypes, decode_row
 from idstitch.projections.views import Reader
 
+IDENTITY = IdentityProjection.name
 STATES_LIMIT = 200_000
 """Persons whose attribute state the stream keeps at most; past it, the older half is dropped
 (refolded from their past if met again)."""
@@ -54,6 +56,14 @@ class ChangeStream:
         self._states: dict[str, Attrs] = {}
         self._newest: dict[str, int] = {}
         self._merge_rows: dict[str, MergeRow] = {}
+        self._cached: dict[str, dict[str, Any]] = {}
+        """Decoded identity rows (None: no such row) read since :attr:`_cached_at`."""
+        self._on: dict[str, dict[str, PersonRow]] = {}
+        """Per device, every person it was ever on (see :meth:`_candidates`), kept with the
+        rows (the search follows merges: it cost more than decoding the rows)."""
+        self._cached_at: tuple[int, str | None] | None = None
+        """The identity projection's committed (position, meta) when the cache began: rows
+        change only when it moves, so until then a row read for one batch serves the next."""
 
     def changes(self, events: Sequence[LoggedEvent]) -> list[Change]:
         """The Changes of ``events``: the positions right after :attr:`at`, in order (the
@@ -63,6 +73,11 @@ class ChangeStream:
         lo, hi = self.at, events[-1].position
         if events[0].position <= lo:
             raise ValueError(f"the stream is at {lo}; events from {events[0].position} given")
+        # Rows change only when the identity projection commits: until then a row read for one
+        # batch serves the next (the decisions' merge records too).
+        tracked = self._store.tracked(IDENTITY)
+        if tracked != self._cached_at or sum(map(len, self._cached.values())) > STATES_LIMIT:
+            self._cached, self._cached_at, self._on = {}, tracked, {}
         # Decisions are no device's events. An explicit merge applied to its primary (the
         # target of its record, as history shows it); a forget, an undo, or a merge that was
         # undone or not applied changed no person at its position: no Change.
@@ -78,7 +93,7 @@ class ChangeStream:
         devices = list(dict.fromkeys(ev.device_id for _, ev in events
                                      if ev.device_id != DECISIONS_STREAM))
         device_rows = self._rows(DEVICE, devices)
-        candidates = self._candidates(device_rows)
+        candidates = self._candidates_of(device_rows)
         targets = {r.target for r in decided.values()} - candidates.keys()
         candidates.update(self._rows(PERSON, targets))
         owned = _Owners(Family(_NOBODY, candidates, [])).of
@@ -129,12 +144,18 @@ class ChangeStream:
                 and row.position == pos}
 
     def _rows(self, kind: str, keys: Iterable[str]) -> dict[str, Any]:
-        """Committed rows of a kind among ``keys``, decoded (one read)."""
+        """Committed rows of a kind among ``keys``, decoded (one read for those not cached:
+        consecutive batches meet mostly the same devices and persons)."""
+        cached = self._cached.setdefault(kind, {})
         keys = list(keys)
-        if not keys:
-            return {}
-        row_type = self._row_types[kind]
-        return {k: decode_row(row_type, raw) for k, raw in self._store.get_many(kind, keys).items()}
+        missing = [k for k in keys if k not in cached]
+        if missing:
+            row_type = self._row_types[kind]
+            found = self._store.get_many(kind, missing)
+            for key in missing:
+                raw = found.get(key)
+                cached[key] = None if raw is None else decode_row(row_type, raw)
+        return {k: row for k in keys if (row := cached[k]) is not None}
 
     def _merge_rows_of(self, persons: Iterable[PersonRow]) -> dict[str, MergeRow]:
         """The merge records these persons name, kept once read (a record never changes)."""
@@ -147,7 +168,23 @@ class ChangeStream:
             kept.update(self._rows(MERGE, missing))
         return kept
 
-    def _candidates(self, device_rows: dict[str, DeviceRow]) -> dict[str, PersonRow]:
+    def _candidates_of(self, device_rows: dict[str, DeviceRow]) -> dict[str, PersonRow]:
+        """:meth:`_candidates` of these devices, each device's searched once while the rows
+        stay put (a device's persons do not depend on the other devices searched with it)."""
+        on = self._on
+        new = {d: row for d, row in device_rows.items() if d not in on}
+        if new:
+            for device_id in new:
+                on[device_id] = {}
+            self._candidates(new, on)
+        out: dict[str, PersonRow] = {}
+        for device_id in device_rows:
+            out.update(on[device_id])
+        return out
+
+    def _candidates(self, device_rows: dict[str, DeviceRow],
+                    per_device: dict[str, dict[str, PersonRow]] | None = None
+                    ) -> dict[str, PersonRow]:
         """Every person these devices were ever on: their anonymous persons (one a session),
         the persons those were merged into, and those a device switched to (the merge records
         it caused); breadth first, one read a level."""
@@ -176,6 +213,8 @@ class ChangeStream:
                     seen.add((pid, device_id))
                     if device_id in on:
                         out[pid] = person
+                        if per_device is not None:
+                            per_device[device_id][pid] = person
                     if person.retired_into is not None:
                         following.setdefault(person.retired_into, set()).add(device_id)
                     for merge_id in person.merges:

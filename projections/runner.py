@@ -29,12 +29,14 @@ from idstitch.projections.base import RowProjection
 from idstitch.projections.runner_state import RunnerState as RunnerState
 from idstitch.projections.runner_state import RunnerStates as RunnerStates
 from idstitch.projections.store import EventLog, LoggedEvent, ProjectionStore
-from idstitch.projections.unit import Unit, cache_size, new_cache
+from idstitch.projections.unit import Unit, cache_size, evict, new_cache
 
 PAGE_SIZE = 10_000
 """Events read (and their rows prefetched) at a time."""
 REPLAY_BATCH = 200_000
 """Events per transaction at most during a replay (a rebuild)."""
+CACHE_KEEP = 0.5
+"""The share of a projection's cache limit an eviction keeps (the most recently read rows)."""
 STALL_SECONDS = 10.0
 """A lease holder whose committed position has not moved for this long while a catch-up waits
 for it is taken for stuck: the catch-up folds without the lease."""
@@ -282,14 +284,18 @@ class Stretch:
 
     def _begin(self) -> Unit:
         projection, state = self._projection, self._state
-        if (self.start, self._meta) != state.cached_at or cache_size(
-                state.cache) > projection.cache_limit:
-            # Another writer moved the projection, or the cache grew: start cold. At position 0
-            # nothing was ever committed (rows and position commit together), so there are no
-            # rows: an empty cache is then complete.
+        if (self.start, self._meta) != state.cached_at:
+            # Another writer moved the projection: start cold. At position 0 nothing was ever
+            # committed (rows and position commit together), so there are no rows: an empty
+            # cache is then complete.
             state.cache = new_cache(projection.row_types)
             state.complete = self.start == 0
             state.cached_at = (self.start, self._meta)
+        elif cache_size(state.cache) > projection.cache_limit:
+            # The cache grew past its limit: keep the rows the latest batches brought in (the
+            # users active now), drop the older ones. What is dropped is read again if needed.
+            evict(state.cache, int(projection.cache_limit * CACHE_KEEP))
+            state.complete = False
         return projection.unit_class(self._store, state.cache, projection.row_types,
                                      complete=state.complete)
 

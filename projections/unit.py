@@ -9,6 +9,7 @@ the projection's to say (its ``row_types``): nothing here knows a particular pro
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from itertools import islice
 from typing import Any
 
 import msgspec
@@ -32,6 +33,21 @@ def new_cache(row_types: RowTypes) -> Cache:
 def cache_size(cache: Cache) -> int:
     """Rows held."""
     return sum(len(rows) for rows in cache.values())
+
+
+def evict(cache: Cache, keep: int) -> None:
+    """Drop the rows cached longest ago until about ``keep`` remain (in place: units hold the
+    per-kind dicts). Dict order is the order rows came in (a row read again after an eviction
+    comes in anew), so what stays is what the latest batches touched: the users active now.
+    Dropping the whole cache instead made every batch after it read its rows cold."""
+    total = cache_size(cache)
+    if total <= keep:
+        return
+    for rows in cache.values():
+        drop = len(rows) * (total - keep) // total
+        if drop:
+            for key in list(islice(rows, drop)):
+                del rows[key]
 
 
 _decoders: dict[type[Any], msgspec.msgpack.Decoder[Any] | None] = {str: None}
