@@ -42,7 +42,6 @@ from eventsourcing.persistence import Tracking
 from eventsourcing.popo import POPOTrackingRecorder
 from eventsourcing.projection import Projection, ProjectionRunner
 from harness import Timer, console, fmt_rate, fmt_ratio, rate
-from idstitch.adapters.eventlog import DeviceLog
 
 import idstitch
 from idstitch.testing_projections import BatchCounter, Counter, NoEvents
@@ -92,7 +91,7 @@ def reference(copy: Path, limit: int, synchronous: str = "NORMAL") -> dict[str, 
     projection.conn, projection.synchronous = None, synchronous
     projection.done.clear()
     env = {**sqlite_env(copy), f"{projection.name.upper()}_PERSISTENCE_MODULE": "eventsourcing.popo"}
-    with Timer() as t, ProjectionRunner(application_class=DeviceLog, projection_class=projection,
+    with Timer() as t, ProjectionRunner(application_class=harness.StockDeviceLog, projection_class=projection,
                                         view_class=POPOTrackingRecorder, env=env) as runner:
         while not projection.done.wait(0.05):
             if runner.is_interrupted.is_set():

@@ -62,7 +62,6 @@ from eventsourcing.popo import POPOTrackingRecorder
 from eventsourcing.projection import Projection, ProjectionRunner
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from harness import Timer, console, fmt_rate, fmt_ratio, rate
-from idstitch.adapters.eventlog import DeviceLog
 from idstitch.projections.device_attributes import DeviceAttributesProjection
 from idstitch.projections.identity import IdentityProjection
 from idstitch.projections.store import LoggedEvent
@@ -72,7 +71,7 @@ import idstitch
 
 RATIO_TARGET = 50.0
 RATE_TARGET = 100_000
-APP_NAME = DeviceLog.name
+APP_NAME = harness.StockDeviceLog.name
 Rows = dict[str, list[tuple[str, bytes]]]
 
 
@@ -219,7 +218,7 @@ def reference(name: str, url: str, env: dict[str, str], limit: int, events: int,
             f"{projection.name.upper()}_PERSISTENCE_MODULE": "eventsourcing.popo",
         }
         started = time.perf_counter()
-        with ProjectionRunner(application_class=DeviceLog, projection_class=projection,
+        with ProjectionRunner(application_class=harness.StockDeviceLog, projection_class=projection,
                               view_class=POPOTrackingRecorder, env=env) as runner:
             while not projection.done.wait(0.05):
                 if runner.is_interrupted.is_set():

@@ -16,8 +16,13 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 import workload
+from eventsourcing.application import Application
+from eventsourcing.persistence import Mapper
+from idstitch.adapters.codec import EventCodec, StructMapper
+from idstitch.adapters.eventlog import DeviceLog
 from rich.console import Console
 from rich.table import Table
 
@@ -124,3 +129,14 @@ def write_json(path: str | None, data: dict[str, Any]) -> None:
             "cpus": os.cpu_count(), **data}
     Path(path).write_text(json.dumps(data, indent=2, default=str) + "\n")
     console.print(f"numbers written to {path}")
+
+
+class StockDeviceLog(Application[UUID]):
+    """The device log as a stock eventsourcing ``Application``: the store's own recorder and
+    idstitch's codec, none of the fast paths. What eventsourcing's ``ProjectionRunner``
+    follows in the references (``DeviceLog`` itself insists on a fast log of its own)."""
+
+    name = DeviceLog.name
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        return StructMapper(EventCodec())
