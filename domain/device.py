@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from datetime import datetime
+from operator import is_
 from typing import Any
 from uuid import UUID
 
@@ -295,6 +296,12 @@ class Device:
         attributes = cmd.context
         if cmd.changes_only:
             collected = self.collected
+            # Most contexts repeat what the device holds: that is settled in C (each pair
+            # found equal, then each value of the very type held) before any Python loop.
+            if attributes.items() <= collected.items() and all(map(
+                    is_, map(type, attributes.values()),
+                    map(type, map(collected.__getitem__, attributes)))):
+                return False
             attributes = {k: v for k, v in attributes.items()
                           if k not in collected or collected[k] != v
                           or type(collected[k]) is not type(v)}

@@ -46,19 +46,36 @@ def _settled(
     for clock skew when it has a ``sent_at``; the received time when it has no timestamp)."""
     mid = rules.check_message_id(cmd.message_id)
     timestamp = cmd.timestamp
+    now = uow.now
+    last = uow.settled
+    if (timestamp is last[0] and sent_at is last[1] and received_at is last[2]
+            and now is last[3]):
+        # The very time objects the previous command was settled with (the commands of one
+        # ingested message share them): its client time, without settling them again.
+        return uow.device_id(cmd.device_id), mid, last[4]
     # Times as ingest decodes them (aware, in UTC) or absent are settled without a call: this
     # runs for every ingested command.
-    ts = (timestamp if timestamp is None or (type(timestamp) is datetime
-                                             and timestamp.tzinfo is UTC)
-          else rules.check_time("timestamp", timestamp))
-    now = uow.now
-    received = now if received_at is None else (rules.check_time("received_at", received_at)
-                                                 or now)
+    plain = timestamp is None or (type(timestamp) is datetime and timestamp.tzinfo is UTC)
+    ts = timestamp if plain else rules.check_time("timestamp", timestamp)
+    if received_at is None:
+        received = now
+    elif type(received_at) is datetime and received_at.tzinfo is UTC:
+        received = received_at
+    else:
+        received, plain = rules.check_time("received_at", received_at) or now, False
     if sent_at is not None:
-        sent = (sent_at if type(sent_at) is datetime and sent_at.tzinfo is UTC
-                else rules.check_time("sent_at", sent_at))
+        sent: datetime | None
+        if type(sent_at) is datetime and sent_at.tzinfo is UTC:
+            sent = sent_at
+        else:
+            sent, plain = rules.check_time("sent_at", sent_at), False
         ts = rules.client_time(ts, sent, received)
-    return uow.device_id(cmd.device_id), mid, received if ts is None else ts
+    settled = received if ts is None else ts
+    if plain:
+        # Remembered only for exact UTC datetimes (or none): immutable values, which settle
+        # the same every time (another tzinfo's offset is its own code's to give).
+        uow.settled = (timestamp, sent_at, received_at, now, settled)
+    return uow.device_id(cmd.device_id), mid, settled
 
 
 def _check_person_ref(uow: UnitOfWork, field: str, user_id: str) -> None:

@@ -109,6 +109,12 @@ class Persons:
         return self._reads.merge_row(merge_id)
 
 
+_NOTHING = object()
+_UNSETTLED: tuple[object, object, object, object, datetime] = (
+    _NOTHING, _NOTHING, _NOTHING, _NOTHING, datetime.min)
+"""No times settled yet (matches no command's)."""
+
+
 class UnitOfWork:
     """One message (a public call) or one batch of them (ingest): handlers stage checked
     commands here, and read about persons through :attr:`persons`."""
@@ -118,6 +124,9 @@ class UnitOfWork:
         self.persons = persons
         self.steps: list[Step] = []
         """The steps of the message being prepared."""
+        self.settled: tuple[object, object, object, object, datetime] = _UNSETTLED
+        """The times the last command was settled from and its client time (a handler's
+        memo: ``(timestamp, sent_at, received_at, now, client time)``)."""
 
     def device_id(self, device_id: object) -> str:
         """A command's device id, checked (the decisions stream's name is no device's)."""

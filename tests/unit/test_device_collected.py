@@ -1,0 +1,100 @@
+"""The device's rule for a message's context (``changes_only``), with no store: it records the
+attributes whose value or type differs from what it holds, and nothing when none does; and the
+handlers settle the times of a message's commands alike, whichever command comes first."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+from idstitch.domain.commands import CollectDeviceAttributes, Identify
+from idstitch.domain.device import Device
+from idstitch.domain.events import DeviceAttributesCollected
+
+from idstitch.service.handlers import collect_device_attributes, identify
+from idstitch.service.uow import Moment, Persons, UnitOfWork
+
+T = datetime(2026, 1, 1, tzinfo=UTC)
+
+# Values that compare equal across types (1, 1.0, True) are where a rule by == alone would
+# record too little.
+VALUES = st.one_of(st.sampled_from([0, 1, 1.0, True, False, None, "", "1", 0.0]),
+                   st.dictionaries(st.sampled_from("xy"), st.sampled_from([1, 1.0, True]),
+                                   max_size=2))
+ATTRS = st.dictionaries(st.sampled_from("abcd"), VALUES, max_size=4)
+
+
+def collect(device: Device, context: dict[str, Any], n: int) -> dict[str, Any] | None:
+    device.handle(CollectDeviceAttributes(device_id=device.device_id, context=context,
+                                          message_id=f"m{n}", timestamp=T,
+                                          changes_only=True), T)
+    events = device.collect_events()
+    if not events:
+        return None
+    (recorded,) = events
+    assert isinstance(recorded.event, DeviceAttributesCollected)
+    return recorded.event.attributes
+
+
+@given(ATTRS, ATTRS)
+def test_a_context_records_exactly_the_values_that_changed_in_value_or_type(
+    held: dict[str, Any], context: dict[str, Any],
+) -> None:
+    device = Device("phone")
+    collect(device, dict(held), 1)
+    changed = {k: v for k, v in context.items()
+               if k not in held or held[k] != v or type(held[k]) is not type(v)}
+    assert collect(device, dict(context), 2) == (changed or None)
+    # What it now holds, each value of the type last sent: the same context again is nothing.
+    assert collect(device, dict(context), 3) is None
+
+
+class Drifting(tzinfo):
+    """A zone whose offset moves an hour every time it is asked: only its own code knows it."""
+
+    def __init__(self) -> None:
+        self.hours = 0
+
+    def utcoffset(self, dt: datetime | None) -> timedelta:
+        self.hours += 1
+        return timedelta(hours=self.hours)
+
+    def dst(self, dt: datetime | None) -> timedelta:
+        return timedelta(0)
+
+
+def unit(now: datetime) -> UnitOfWork:
+    # No command here names a cio_ person: nothing reads about persons.
+    return UnitOfWork(Moment(now, True), Persons(lambda: None, None))  # type: ignore[arg-type]
+
+
+def test_the_commands_of_a_message_settle_the_same_times_alike() -> None:
+    uow = unit(T)
+    sent, stamp = T - timedelta(seconds=30), T - timedelta(seconds=40)
+    for n in range(2):
+        identify(Identify(device_id="phone", user_id="u1", message_id=f"m{n}", timestamp=stamp,
+                          sent_at=sent), uow)
+        collect_device_attributes(CollectDeviceAttributes(
+            device_id="phone", context={"a": 1}, message_id=f"m{n}#context", timestamp=stamp,
+            sent_at=sent, changes_only=True), uow)
+    # Corrected for the skew (received now, sent 30 s earlier): 10 s before now, each.
+    assert {step.command.timestamp for step in uow.take()} == {T - timedelta(seconds=10)}
+    # The same time objects received at another moment correct to another time.
+    later = unit(T + timedelta(seconds=5))
+    identify(Identify(device_id="phone", user_id="u1", message_id="m9", timestamp=stamp,
+                      sent_at=sent), later)
+    assert later.take()[0].command.timestamp == T - timedelta(seconds=5)
+
+
+def test_a_time_in_a_zone_of_its_own_is_converted_for_every_command() -> None:
+    uow = unit(T)
+    stamp = datetime(2026, 1, 1, 12, tzinfo=Drifting())
+    for n in range(2):
+        identify(Identify(device_id="phone", user_id="u1", message_id=f"m{n}", timestamp=stamp),
+                 uow)
+    first, second = (step.command.timestamp for step in uow.take())
+    # The zone's offset moved between the two: each command asked it (neither took the
+    # other's answer).
+    assert first != second
