@@ -1,0 +1,52 @@
+"""Sealing a batch asks the key store once, however the batch's keys sit in the bounded cache
+(issue 17: on PostgreSQL each extra ask is a round trip; the cache evicted keys the very batch
+being sealed needed, when its subjects outnumbered the cache)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from idstitch.adapters.crypto import SubjectCipher
+from idstitch.adapters.keys import MemoryKeyStore
+from idstitch.domain.events import Identified
+
+T = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class CountingKeys(MemoryKeyStore):
+    """The in-memory key store, counting the calls that may create keys."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def create(self, key_id: str) -> bytes | None:
+        self.calls += 1
+        return super().create(key_id)
+
+    def create_many(self, key_ids: Sequence[str]) -> dict[str, bytes | None]:
+        self.calls += 1
+        return {key_id: MemoryKeyStore.create(self, key_id) for key_id in key_ids}
+
+
+def event(subject: int) -> Identified:
+    return Identified(device_id=f"d{subject}", user_id=f"u{subject}", traits={"n": subject},
+                      key_id=f"k{subject}", timestamp=T, recorded_at=T)
+
+
+def test_a_batch_asks_the_key_store_once_even_past_the_cache() -> None:
+    keys = CountingKeys()
+    cipher = SubjectCipher(keys, cache=8)
+    first = [event(i) for i in range(6)]
+    cipher.prepare({e.key_id for e in first})
+    sealed = [cipher.seal(e) for e in first]
+    assert keys.calls == 1 and all(s.sealed for s in sealed)
+    # Old subjects (cached, oldest first) beside more new ones than the cache holds: adding
+    # the new keys evicts the old ones, which this batch still seals with.
+    second = first + [event(i) for i in range(100, 110)]
+    keys.calls = 0
+    cipher.prepare({e.key_id for e in second})
+    resealed = [cipher.seal(e) for e in second]
+    assert keys.calls == 1
+    assert [cipher.unseal(s) for s in resealed] == second
