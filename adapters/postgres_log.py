@@ -13,7 +13,7 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from idstitch.adapters.chain import ChainedLog
+from idstitch.adapters.chain import GENESIS, ChainedLog, link
 from idstitch.adapters.pg_pool import QueuedPool
 from idstitch.adapters.sqlchain import ChainSql, SqlChainView, chain_ddl, started, upgrade
 from idstitch.adapters.sqlchain import append as chain_append
@@ -41,6 +41,24 @@ RESERVE = (
     f"'{EVENTS_TABLE}', 'notification_id')::regclass AS seq) AS s"
 )
 """Take n ids from the table's sequence in one call; returns the last (the table lock held)."""
+
+RESERVE_AND_TAIL = (
+    "SELECT setval(seq, nextval(seq) + %s - 1), (SELECT substring(hashes from length(hashes) - 31) "
+    "FROM idstitch_chain ORDER BY position DESC LIMIT 1) FROM (SELECT pg_get_serial_sequence("
+    f"'{EVENTS_TABLE}', 'notification_id')::regclass AS seq) AS s"
+)
+"""RESERVE and the chain's last hash (NULL: none yet) in one statement, under the table lock."""
+
+INSERT_EVENTS = (
+    f"INSERT INTO {EVENTS_TABLE} (originator_id, originator_version, topic, state, "
+    "notification_id) SELECT * FROM unnest(%b::uuid[], %b::int8[], %b::text[], %b::bytea[], "
+    "%b::int8[])"
+)
+"""A few rows at known positions (a command's append), in a statement that can be pipelined."""
+
+PIPELINED_ROWS = 64
+"""Appends of up to this many rows (a command's) go in two round trips (see append_events);
+larger ones (an ingest batch) use COPY, which pipeline mode does not allow."""
 
 NOTIFY_CHANNEL = "idstitch_events"
 """The channel every append notifies (payload: the schema appended to), and `idstitch project`
@@ -78,8 +96,34 @@ class PostgresLog:
         under the table lock; their positions, consecutive and in the order given."""
         if not rows:
             return []
+        if len(rows) <= PIPELINED_ROWS:
+            return self._append_pipelined(rows)
         with self.exclusive() as insert:
             return insert(rows)
+
+    def _append_pipelined(self, rows: list[tuple[str, int, str, bytes]]) -> list[int]:
+        """A command's append in two round trips instead of ten: BEGIN, the lock timeout, the
+        table lock and the reservation (with the chain's tail) go in one pipeline sync, the
+        insert of the events, of their chain run, the notification and COMMIT in the next.
+        The same statements in the same order, under the same lock, as :meth:`exclusive`:
+        only the waits between them are gone (pipeline mode stops at the first error, and
+        the transaction rolls back)."""
+        n = len(rows)
+        with translated("cannot append events"), self._pool.connection() as conn, \
+                conn.pipeline(), conn.transaction(), conn.cursor() as cur:
+            cur.execute("SET LOCAL lock_timeout = '30s'")
+            cur.execute(f"LOCK TABLE {EVENTS_TABLE} IN EXCLUSIVE MODE")
+            reserved = cur.execute(RESERVE_AND_TAIL, (n,)).fetchone()  # the one wait
+            assert reserved is not None  # setval returns one row
+            last = int(reserved[0])
+            prev = GENESIS if reserved[1] is None else bytes(reserved[1])
+            positions = list(range(last - n + 1, last + 1))
+            cur.execute(INSERT_EVENTS, (
+                [UUID(hex=r[0]) for r in rows], [r[1] for r in rows], [r[2] for r in rows],
+                [r[3] for r in rows], positions))
+            cur.execute(CHAIN.insert, (positions[0], b"".join(link(prev, positions, rows))))
+            cur.execute(NOTIFY)
+        return positions
 
     @contextmanager
     def exclusive(self) -> Iterator[Callable[[list[tuple[str, int, str, bytes]]], list[int]]]:
