@@ -177,16 +177,13 @@ class SqlProjectionStore:
 
     def _select_each(self, cur: Cursor, keys: Sequence[tuple[str, str]]
                      ) -> dict[tuple[str, str], bytes]:
-        p = self.param
-        out: dict[tuple[str, str], bytes] = {}
-        step = self.chunk // 2
-        for i in range(0, len(keys), step):
-            part = list(keys[i : i + step])
-            pairs = ", ".join([f"({p}, {p})"] * len(part))
-            cur.execute(f"SELECT kind, key, doc FROM idstitch_rows WHERE (kind, key) IN "
-                        f"(VALUES {pairs})", tuple(v for pair in part for v in pair))
-            out.update(((kind, key), bytes(doc)) for kind, key, doc in cur.fetchall())
-        return out
+        # One read per kind: SQLite does not use the primary key for `(kind, key) IN (VALUES
+        # ...)` (it scanned the table), and its statements cost no round trip.
+        by_kind: dict[str, list[str]] = {}
+        for kind, key in keys:
+            by_kind.setdefault(kind, []).append(key)
+        return {(kind, key): doc for kind, wanted in by_kind.items()
+                for key, doc in self._select(cur, kind, wanted).items()}
 
     @contextmanager
     def transaction(self, name: str) -> Iterator[SqlTransaction]:
