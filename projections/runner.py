@@ -15,7 +15,9 @@ catch-up that finds the lease taken does not fold the same events: it asks the h
 up to the position it needs (``want``) and waits until the committed position gets there, or the
 lease comes free (then it folds the rest itself), or the holder makes no progress for
 STALL_SECONDS (then it folds anyway: the optimistic commit keeps that safe). A catch-up asked
-not to wait (an ingest between its batches) just returns.
+not to wait (an ingest between its batches) just returns. A command's catch-up whose own few
+events follow the projection's committed position directly folds and commits them without
+the lease (see _fold_own): nobody has anything to fold before them.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ round trip on the wire): BEGIN shares its round trip with the statements after i
 statements of one step are one statement.
 
 Counted on the real PostgreSQL the tests start, by wrapping psycopg's cursor: what these tests
-pin is which statements run (and whether they were pipelined), not how long they take."""
+pin is which statements run, not how long they take."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from typing import Any
 
 import psycopg
 import pytest
-
-import idstitch
 from idstitch.adapters.postgres import LOCK_TRACKING, WRITE_ROWS
 from idstitch.adapters.postgres_log import BEGIN_AND_RESERVE, INSERT_CHAIN_NOTIFY
+
+import idstitch
 from idstitch.testing import TemporaryPostgres
 
 
