@@ -22,7 +22,13 @@ from idstitch.adapters.keys import SqlKeyStore, keys_ddl
 from idstitch.adapters.pg_pool import QueuedPool
 from idstitch.adapters.postgres_log import CHAIN_DDL, PostgresLog, rolled_back, translated
 from idstitch.adapters.postgres_notify import Listener
-from idstitch.adapters.sqlstore import Cursor, SqlProjectionStore, SqlTransaction, tracking_position
+from idstitch.adapters.sqlstore import (
+    Cursor,
+    SnapshotRows,
+    SqlProjectionStore,
+    SqlTransaction,
+    tracking_position,
+)
 from idstitch.adapters.stores import Stores
 from idstitch.adapters.urls import PostgresTarget
 from psycopg import sql
@@ -157,6 +163,49 @@ class PostgresTransaction(SqlTransaction):
             [r[0] for r in upserts], [r[1] for r in upserts], [r[2] for r in upserts],
             [r[0] for r in gone], [r[1] for r in gone], position, meta, self._name))
         cur.execute("COMMIT")
+
+
+BEGIN_SNAPSHOT = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+
+
+class PostgresSnapshot(SnapshotRows):
+    """Row reads in one REPEATABLE READ transaction, begun by the first read: a query first
+    checks the tracking positions, and BEGIN goes in the same round trip (a simple-protocol
+    query of two statements, the names as quoted literals)."""
+
+    def __init__(self, store: PostgresProjectionStore, cur: psycopg.Cursor[Any]) -> None:
+        super().__init__(store, cur)
+        self._pg = cur
+        self.begun = False
+
+    def _begin(self) -> None:
+        if not self.begun:
+            self._pg.execute(BEGIN_SNAPSHOT)
+            self.begun = True
+
+    def get(self, kind: str, key: str) -> bytes | None:
+        """One row, as of the snapshot."""
+        self._begin()
+        return super().get(kind, key)
+
+    def get_each(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], bytes]:
+        """The rows among these (kind, key) pairs, as of the snapshot."""
+        self._begin()
+        return super().get_each(keys)
+
+    def positions(self, names: Sequence[str]) -> dict[str, int]:
+        """The projections' tracking positions, as of the snapshot (see SnapshotRows)."""
+        if self.begun or not names:
+            self._begin()
+            return super().positions(names)
+        self.begun = True
+        self._pg.execute(sql.SQL(BEGIN_SNAPSHOT + "; SELECT name, position FROM "
+                                 "idstitch_tracking WHERE name IN ({})").format(
+            sql.SQL(", ").join(sql.Literal(name) for name in names)))
+        self._pg.nextset()  # BEGIN's result has no rows
+        found = {name: tracking_position(name, position)
+                 for name, position in self._pg.fetchall()}
+        return {name: found.get(name, 0) for name in names}
 
 
 class PostgresProjectionStore(PostgresLog, SqlProjectionStore):
@@ -353,9 +402,19 @@ class PostgresProjectionStore(PostgresLog, SqlProjectionStore):
         # would send it with the first read, made each read slower than the round trip saved.)
         with translated("PostgreSQL failed"), self._pool.connection() as conn, \
                 conn.cursor() as cur, rolled_back(conn):
-            cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            cur.execute(BEGIN_SNAPSHOT)
             yield cur
             cur.execute("COMMIT")
+
+    @contextmanager
+    def snapshot(self) -> Iterator[SnapshotRows]:
+        """Reads in one read transaction, begun with its first read (PostgresSnapshot)."""
+        with translated("PostgreSQL failed"), self._pool.connection() as conn, \
+                conn.cursor() as cur, rolled_back(conn):
+            rows = PostgresSnapshot(self, cur)
+            yield rows
+            if rows.begun:
+                cur.execute("COMMIT")
 
     def close(self) -> None:
         """Close the pool and the lease connection (which releases the leases)."""
