@@ -12,8 +12,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from idstitch.adapters.postgres import LOCK_TRACKING, WRITE_ROWS
 from idstitch.adapters.postgres_log import BEGIN_AND_RESERVE, INSERT_CHAIN_NOTIFY
+from idstitch.adapters.postgres_tx import LOCK_TRACKING, WRITE_ROWS
 
 import idstitch
 from idstitch.testing import TemporaryPostgres
