@@ -271,16 +271,6 @@ class PostgresProjectionStore(PostgresLog, SqlProjectionStore):
             yield tx
             tx.finish()
 
-    def _select_each(self, cur: Cursor, keys: Sequence[tuple[str, str]]
-                     ) -> dict[tuple[str, str], bytes]:
-        # Every kind in one statement (one round trip): an index probe per pair.
-        kinds, names = (list(c) for c in zip(*keys, strict=True))
-        _pg(cur).execute(
-            "SELECT r.kind, r.key, r.doc FROM unnest(%b::text[], %b::text[]) AS k(kind, key) "
-            "JOIN idstitch_rows r ON r.kind = k.kind AND r.key = k.key", (kinds, names),
-            binary=True)
-        return {(kind, key): bytes(doc) for kind, key, doc in cur.fetchall()}
-
     def _statement(self) -> AbstractContextManager[Cursor]:
         """One read statement, in autocommit: a round trip instead of four (catch-ups read
         the tracking row and prefetch rows this way, before taking any lock)."""

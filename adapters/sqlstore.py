@@ -177,8 +177,10 @@ class SqlProjectionStore:
 
     def _select_each(self, cur: Cursor, keys: Sequence[tuple[str, str]]
                      ) -> dict[tuple[str, str], bytes]:
-        # One read per kind: SQLite does not use the primary key for `(kind, key) IN (VALUES
-        # ...)` (it scanned the table), and its statements cost no round trip.
+        # One read per kind. SQLite does not use the primary key for `(kind, key) IN (VALUES
+        # ...)` (it scanned the table); on PostgreSQL one statement for every kind (an unnest
+        # join, or kind = ANY AND key = ANY) cost more than the round trip it saved (profile
+        # p50 +50 us, in-process A/B), against a prepared equality per kind.
         by_kind: dict[str, list[str]] = {}
         for kind, key in keys:
             by_kind.setdefault(kind, []).append(key)

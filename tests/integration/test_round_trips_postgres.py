@@ -65,7 +65,7 @@ def test_an_identify_on_an_existing_device_makes_seven_statements(
         assert profile is not None and profile.attributes["n"] == 99
 
 
-def test_a_profile_reads_its_devices_at_once(
+def test_a_profile_reads_its_devices_at_once_per_kind(
         postgres: TemporaryPostgres, traced: list[str]) -> None:
     with idstitch.open(_url(postgres, "rt_profile")) as ws:
         for i in range(3):
@@ -81,8 +81,9 @@ def test_a_profile_reads_its_devices_at_once(
         # The snapshot begins in the same statement as its check of the tracking positions.
         assert sql[2].startswith("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT name, "
                                  "position FROM idstitch_tracking")
-        # The identifier, the person, then every device and attribute row in one statement.
+        # The identifier, the person, then every device row in one statement and every
+        # attribute row in another.
         rows = [s for s in sql if "idstitch_rows" in s]
-        assert len(rows) == 3 and "unnest" in rows[-1]
-        assert len(sql) == 7 and sql[-1] == "COMMIT"
+        assert len(rows) == 4 and all("key = ANY" in s for s in rows[-2:])
+        assert len(sql) == 8 and sql[-1] == "COMMIT"
 
