@@ -70,6 +70,11 @@ class MemoryProjectionStore:
         with self._lock:
             yield self
 
+    def get_each(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], bytes]:
+        """The rows among these (kind, key) pairs."""
+        found = {pair: self.get(*pair) for pair in keys}
+        return {pair: doc for pair, doc in found.items() if doc is not None}
+
     def get(self, kind: str, key: str) -> bytes | None:
         """One row."""
         return self.rows.get(kind, {}).get(key)
@@ -92,6 +97,10 @@ class MemoryProjectionStore:
     def tracked(self, name: str) -> tuple[int, str | None]:
         """Committed tracking position and meta."""
         return self.tracking.get(name, (0, None))
+
+    def tracked_many(self, names: Sequence[str]) -> dict[str, tuple[int, str | None]]:
+        """Committed tracking position and meta of each named projection."""
+        return {name: self.tracked(name) for name in names}
 
     def position(self, name: str) -> int:
         """Committed tracking position."""

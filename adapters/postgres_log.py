@@ -8,17 +8,31 @@ the log's appends and reads go through the same connections as the projection ro
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 from uuid import UUID
 
 import psycopg
-from idstitch.adapters.chain import ChainedLog
+from idstitch.adapters.chain import GENESIS, ChainedLog, link
 from idstitch.adapters.pg_pool import QueuedPool
 from idstitch.adapters.sqlchain import ChainSql, SqlChainView, chain_ddl, started, upgrade
 from idstitch.adapters.sqlchain import append as chain_append
 from idstitch.domain.errors import StoreError
 from idstitch.domain.ports import WriteConflict
+
+
+@contextmanager
+def rolled_back(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """For a transaction begun and committed by hand (so that BEGIN can share a round trip
+    with the statements after it): whatever raises in the block, the transaction left open is
+    rolled back."""
+    try:
+        yield
+    except BaseException:
+        if conn.pgconn.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            with suppress(psycopg.Error):  # a lost connection: the server rolls back itself
+                conn.execute("ROLLBACK")
+        raise
 
 
 @contextmanager
@@ -46,6 +60,36 @@ NOTIFY_CHANNEL = "idstitch_events"
 """The channel every append notifies (payload: the schema appended to), and `idstitch project`
 listens on (see idstitch.adapters.postgres_notify)."""
 NOTIFY = f"SELECT pg_notify('{NOTIFY_CHANNEL}', current_schema())"
+
+RESERVE_AND_TAIL = (
+    "SELECT setval(seq, nextval(seq) + %s - 1), (SELECT substring(hashes from length(hashes) - 31) "
+    "FROM idstitch_chain ORDER BY position DESC LIMIT 1) FROM (SELECT pg_get_serial_sequence("
+    f"'{EVENTS_TABLE}', 'notification_id')::regclass AS seq) AS s"
+)
+"""RESERVE and the chain's last hash (NULL: none yet) in one statement, under the table lock."""
+
+INSERT_EVENTS = (
+    f"INSERT INTO {EVENTS_TABLE} (originator_id, originator_version, topic, state, "
+    "notification_id) SELECT * FROM unnest(%b::uuid[], %b::int8[], %b::text[], %b::bytea[], "
+    "%b::int8[])"
+)
+"""A few rows at known positions (a command's append)."""
+
+BEGIN_AND_RESERVE = (
+    f"BEGIN; SET LOCAL lock_timeout = '30s'; LOCK TABLE {EVENTS_TABLE} IN EXCLUSIVE MODE; "
+    + RESERVE_AND_TAIL.replace("%s", "{n}"))
+"""The start of a command's append in one round trip (``n``: how many rows, an int)."""
+
+INSERT_CHAIN_NOTIFY = (
+    f"WITH events AS ({INSERT_EVENTS}), chain AS (INSERT INTO idstitch_chain (position, hashes) "
+    "VALUES (%s, %s) ON CONFLICT (position) DO UPDATE SET hashes = excluded.hashes) "
+    f"SELECT pg_notify('{NOTIFY_CHANNEL}', current_schema())")
+"""A command's events, their chain run and the notification in one statement."""
+
+FEW_ROWS = 64
+"""Appends of up to this many rows (a command's) go in three round trips (_append_few); larger
+ones (an ingest batch) use COPY, which sends no array to build and parse."""
+
 
 CHAIN = ChainSql.of(
     events=EVENTS_TABLE, position="notification_id",
@@ -78,8 +122,35 @@ class PostgresLog:
         under the table lock; their positions, consecutive and in the order given."""
         if not rows:
             return []
+        if len(rows) <= FEW_ROWS:
+            return self._append_few(rows)
         with self.exclusive() as insert:
             return insert(rows)
+
+    def _append_few(self, rows: list[tuple[str, int, str, bytes]]) -> list[int]:
+        """A command's append in three round trips instead of ten, same statements, same lock:
+        BEGIN, the lock timeout, the table lock and the reservation (with the chain's tail) in
+        one simple-protocol query (several statements, no parameters: the count is an int);
+        the events, their chain run and the notification in one statement (data-modifying
+        CTEs run to completion whether read or not); COMMIT. (psycopg's pipeline mode, which
+        sends statements without waiting, was measured ~0.2 ms slower per command than this.)"""
+        n = len(rows)
+        with translated("cannot append events"), self._pool.connection() as conn, \
+                conn.cursor() as cur, rolled_back(conn):
+            cur.execute(BEGIN_AND_RESERVE.format(n=n))
+            while cur.nextset():  # BEGIN, SET and LOCK return no rows; the reservation does
+                pass
+            reserved = cur.fetchone()
+            assert reserved is not None  # setval returns one row
+            last = int(reserved[0])
+            prev = GENESIS if reserved[1] is None else bytes(reserved[1])
+            positions = list(range(last - n + 1, last + 1))
+            cur.execute(INSERT_CHAIN_NOTIFY, (
+                [UUID(hex=r[0]) for r in rows], [r[1] for r in rows], [r[2] for r in rows],
+                [r[3] for r in rows], positions, positions[0],
+                b"".join(link(prev, positions, rows))))
+            cur.execute("COMMIT")
+        return positions
 
     @contextmanager
     def exclusive(self) -> Iterator[Callable[[list[tuple[str, int, str, bytes]]], list[int]]]:

@@ -15,7 +15,9 @@ catch-up that finds the lease taken does not fold the same events: it asks the h
 up to the position it needs (``want``) and waits until the committed position gets there, or the
 lease comes free (then it folds the rest itself), or the holder makes no progress for
 STALL_SECONDS (then it folds anyway: the optimistic commit keeps that safe). A catch-up asked
-not to wait (an ingest between its batches) just returns.
+not to wait (an ingest between its batches) just returns. A command's catch-up whose own few
+events follow the projection's committed position directly folds and commits them without
+the lease (see _fold_own): nobody has anything to fold before them.
 """
 
 from __future__ import annotations
@@ -46,6 +48,10 @@ LAG_LIMIT = 1_000
 """A catch-up that met only other projections' events leaves the committed position up to
 this far behind (it writes nothing then); past it, it commits the position, so that reads
 skipping those events stay short."""
+OWN_EVENTS = 64
+"""A catch-up after a command (up to this many events of its own, waiting allowed) may fold
+them without the lease (see _fold_own); an ingest's batches, and a catch-up told not to wait,
+leave a leased projection to its holder."""
 
 
 @runtime_checkable
@@ -94,6 +100,7 @@ def catch_up(
     wait: bool = True,
     eager: bool = False,
     head: int | None = None,
+    tracked: tuple[int, str | None] | None = None,
 ) -> int:
     """Apply every event after the projection's tracking position, up to its ``batch_size``
     per transaction, reading only its own events; the position reached.
@@ -110,9 +117,10 @@ def catch_up(
     (a projecting process does, so that ``wait_for`` sees every projection at the head).
     ``head``: fold up to this position and no further (a projecting process reads the head
     once for all its projections, so that one projection chasing a log that keeps growing
-    never keeps the next one waiting).
+    never keeps the next one waiting). ``tracked``: the committed (position, meta) as read
+    before ``recent`` was appended, instead of reading it again (see Stretch).
     """
-    stretch = Stretch(projection, state, log, store)
+    stretch = Stretch(projection, state, log, store, tracked)
     # After a command, up to its own events: read-your-writes needs no more, and what other
     # processes appended since is the next query's to catch up (one query less here).
     settled = bool(recent) or head is not None
@@ -128,6 +136,11 @@ def catch_up(
             # from several processes do not queue behind each other.
             state.committed = stretch.start
             return reached
+    if recent and wait and not eager and len(recent) <= OWN_EVENTS:
+        own = _fold_own(stretch, state, recent, until, progress)
+        if own is not None:
+            return own
+        stretch = Stretch(projection, state, log, store)
     leases = leases_of(store)
     held = leases is not None and leases.try_lease(projection.name)
     if leases is not None and not held:
@@ -153,6 +166,42 @@ def catch_up(
         if held:
             assert leases is not None
             leases.release_lease(projection.name)
+
+
+def _fold_own(stretch: Stretch, state: RunnerState, recent: Sequence[LoggedEvent], until: int,
+              progress: Callable[[int], None] | None) -> int | None:
+    """The events this process just appended, when they follow what the projection holds
+    (its committed position, or what this process verified after it) directly: fold them
+    and commit without the lease; the position reached. None when they do not, or when the
+    commit finds that somebody else committed since: then the caller goes the long way
+    (lease, wait, read).
+
+    The lease only keeps two processes from folding the same events: here there is nothing
+    for another process to fold before these events, and the commit writes only if the store
+    still holds the (position, meta) the fold began from. A reset (a rebuild elsewhere, which
+    holds the lease) moves the position back: the commit then fails, and the long way waits
+    for the rebuild as before."""
+    if not (recent[0].position == stretch.position + 1
+            and recent[-1].position - recent[0].position + 1 == len(recent)
+            and recent[-1].position >= until):
+        return None
+    try:
+        stretch.fold(len(recent), recent, until=until)
+        if stretch.position < until:
+            return None  # the working set was full: the long way commits it first
+        applied = stretch.pending
+        if not stretch.changed and stretch.position - stretch.start < LAG_LIMIT:
+            # No row changed: as in _fold_until, nothing is written.
+            state.verified = (stretch.start, stretch.meta, stretch.position)
+        elif not stretch.commit():
+            return None
+        elif progress is not None:
+            progress(applied)
+    except BaseException:
+        state.forget()
+        raise
+    state.committed = stretch.start
+    return stretch.position
 
 
 def _await(name: str, store: ProjectionStore, leases: Leases, until: int
@@ -267,9 +316,13 @@ class Stretch:
     """
 
     def __init__(self, projection: RowProjection, state: RunnerState, log: EventLog,
-                 store: ProjectionStore) -> None:
+                 store: ProjectionStore, tracked: tuple[int, str | None] | None = None) -> None:
         self._projection, self._state, self._log, self._store = projection, state, log, store
-        self.start, self._meta = store.tracked(projection.name)
+        # ``tracked``: the committed (position, meta) read a moment ago (for every projection
+        # in one statement). If somebody committed since, the commit finds out and the
+        # stretch goes on from their position, as after any concurrent commit.
+        self.start, self._meta = tracked if tracked is not None else store.tracked(
+            projection.name)
         # Never apply events to rows built under another configuration (policy).
         projection.check_meta(self._meta)
         self.position = self.start

@@ -88,6 +88,10 @@ class RowSource(Protocol):
         """One row."""
         ...
 
+    def get_each(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], bytes]:
+        """The rows among these (kind, key) pairs, in one read where the store can."""
+        ...
+
     def positions(self, names: Sequence[str]) -> dict[str, int]:
         """The tracking positions of the named projections the rows were committed with."""
         ...
@@ -108,6 +112,10 @@ class ProjectionStore(Protocol):
         """Read one committed row."""
         ...
 
+    def get_each(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], bytes]:
+        """Committed rows among these (kind, key) pairs, in one read where the store can."""
+        ...
+
     def get_many(self, kind: str, keys: Sequence[str]) -> dict[str, bytes]:
         """Read committed rows."""
         ...
@@ -124,6 +132,10 @@ class ProjectionStore(Protocol):
 
     def tracked(self, name: str) -> tuple[int, str | None]:
         """``position(name)`` and ``meta(name)`` in one read."""
+        ...
+
+    def tracked_many(self, names: Sequence[str]) -> dict[str, tuple[int, str | None]]:
+        """``tracked`` of each named projection, in one read."""
         ...
 
     def position(self, name: str) -> int:

@@ -113,6 +113,13 @@ class Reader:
         raw = self._rows.get(kind, key)
         return None if raw is None else decode_row(row_type, raw)
 
+    def _get_each(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Any]:
+        """Rows of several kinds and keys in one read, decoded (kinds no projection owns
+        read as no row)."""
+        known = [pair for pair in keys if pair[0] in self._row_types]
+        found = self._rows.get_each(known) if known else {}
+        return {pair: decode_row(self._row_types[pair[0]], raw) for pair, raw in found.items()}
+
     def _follow(self, person: PersonRow | None, at: int | None = None) -> PersonRow | None:
         """The person itself, or the one it was merged into (as of position ``at``)."""
         for _ in range(MAX_REDIRECTS):
@@ -181,11 +188,14 @@ class Reader:
         if person is None:
             return None
         devices = []
+        # Every device row and attribute row of the person in one read.
+        found = self._get_each([(kind, device_id) for device_id in person.devices
+                                for kind in (DEVICE, ATTRIBUTES)])
         for device_id in person.devices:
-            row = self.device_row(device_id)
+            row: DeviceRow | None = found.get((DEVICE, device_id))
             # A server-side stream (a backend's identifies) is not one of the person's devices.
             if row is not None and not row.server:
-                devices.append(device_view(row, self._get(ATTRIBUTES, device_id)))
+                devices.append(device_view(row, found.get((ATTRIBUTES, device_id))))
         identifiers = {k: v for k, v in (("id", person.user_id), ("email", person.email)) if v}
         return Profile(
             person_id=person.person_id,

@@ -42,16 +42,17 @@ class MessageBus:
             self.guard(command)
         HANDLERS[type(command)](command, uow)
         with self.writer.lock:
+            tracked = None
             if self.settings.auto_catch_up:
                 # Rows built under another policy (another process rebuilt them) would refuse
                 # the catch-up after the append: refuse the command before it is recorded.
-                self.projector.check()
+                tracked = self.projector.check()
             appended = self.writer.write_one((0, uow.take())).appended
             if not appended:
                 return None
             if self.settings.auto_catch_up:
                 try:
-                    self.projector.catch_up(appended)
+                    self.projector.catch_up(appended, tracked=tracked)
                 except Exception as e:
                     # Recorded all the same: say so, and where (issue 16 item 4).
                     raise WriteLanded(appended[-1].position, e) from e

@@ -12,7 +12,7 @@ import gc
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 import msgspec
@@ -148,27 +148,39 @@ class Projector:
                       RuntimeWarning, stacklevel=4)
         return False
 
-    def check(self) -> None:
-        """Raise PolicyMismatch if any projection's committed rows were built differently."""
+    def check(self) -> dict[str, tuple[int, str | None]]:
+        """Raise PolicyMismatch if any projection's committed rows were built differently;
+        else every projection's committed (position, meta), read in one statement (a command
+        hands them to the catch-up after its append: see :meth:`catch_up`)."""
+        tracked = self.rows.tracked_many(self.registry.names)
         for projection in self.registry:
-            projection.check_store(self.rows)
+            projection.check_meta(tracked[projection.name][1])
+        return tracked
 
     def catch_up(self, recent: Sequence[LoggedEvent] = (), *, wait: bool = True,
-                 eager: bool = False) -> int:
+                 eager: bool = False,
+                 tracked: Mapping[str, tuple[int, str | None]] | None = None) -> int:
         """Bring every projection up to the head of the log; the position reached.
 
         ``recent``: events this process just appended (applied without reading them back).
         A projection another process is folding (it holds its lease) is left to it: this
         waits until that process has committed the position needed, or, with ``wait=False``,
         leaves it where it is (see :mod:`idstitch.projections.runner`). ``eager``: commit every
-        projection's position even where it met no event of its own (a projecting process)."""
+        projection's position even where it met no event of its own (a projecting process).
+        ``tracked``: the committed (position, meta) of the projections as :meth:`check` read
+        them before ``recent`` was appended, instead of a read each (a stale one is safe: a
+        commit happens only if the store still holds what the fold began from)."""
         with self.lock:
             # Every projection up to one head, read once: a query needs the log as it stood
             # when it was asked (read-your-writes), and a projecting process must not let the
             # first projection, chasing a growing log, hold the others back. (Each projection
             # reading the head itself cost a round trip each on PostgreSQL.)
             head = self.log.head() if not recent else None
-            positions = [self._caught_up(p, recent, wait, eager, head) for p in self.registry]
+            # Every projection's tracking row in one statement too, read after the head: what
+            # each would have read for itself (one round trip instead of one a projection).
+            known = (tracked or {}) if recent else self.rows.tracked_many(self.registry.names)
+            positions = [self._caught_up(p, recent, wait, eager, head, known.get(p.name))
+                         for p in self.registry]
             reached = min(positions) if positions else (
                 self.log.head() if head is None else head)
             if self.custom.projections:
@@ -176,7 +188,8 @@ class Projector:
             return reached
 
     def _caught_up(self, projection: RowProjection, recent: Sequence[LoggedEvent],
-                   wait: bool, eager: bool = False, head: int | None = None) -> int:
+                   wait: bool, eager: bool = False, head: int | None = None,
+                   tracked: tuple[int, str | None] | None = None) -> int:
         """One projection caught up; the position it reached.
 
         Damaged rows (CorruptRow) are derived data: the projection is rebuilt, once. A
@@ -186,7 +199,8 @@ class Projector:
         try:
             try:
                 reached = catch_up(projection, self.states.of(projection), self.log, self.rows,
-                                   recent=recent, wait=wait, eager=eager, head=head)
+                                   recent=recent, wait=wait, eager=eager, head=head,
+                                   tracked=tracked)
             except CorruptRow as e:
                 self.repair(e)
                 reached = catch_up(projection, self.states.of(projection), self.log, self.rows,

@@ -233,23 +233,32 @@ class TestPostgres(StoreContract):
         self, stores: Stores, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """A projection's first commit (a rebuild's) writes its rows with COPY; later ones
-        upsert."""
+        upsert (with the position, in one statement: PostgresTransaction)."""
         upserts: list[int] = []
-        real = PostgresProjectionStore._upsert
+        fresh: list[int] = []
+        real_upsert = PostgresProjectionStore._upsert
+        real_fresh = PostgresProjectionStore._insert_fresh
 
         def counting(store: Any, cur: Any, rows: list[tuple[str, str, bytes]]) -> None:
             upserts.append(len(rows))
-            real(store, cur, rows)
+            real_upsert(store, cur, rows)
+
+        def counting_fresh(store: Any, cur: Any, rows: list[tuple[str, str, bytes]]) -> None:
+            fresh.append(len(rows))
+            real_fresh(store, cur, rows)
 
         monkeypatch.setattr(PostgresProjectionStore, "_upsert", counting)
+        monkeypatch.setattr(PostgresProjectionStore, "_insert_fresh", counting_fresh)
         with stores.rows.transaction("x") as tx:
             tx.write({("p", f"k{i}"): b"v" for i in range(50)}, 3, "m=1")
-        assert upserts == []
+        assert (fresh, upserts) == ([50], [])
         assert len(list(stores.rows.scan("p"))) == 50
         with stores.rows.transaction("x") as tx:
-            tx.write({("p", "k1"): b"w"}, 4, "m=1")
-        assert upserts == [1]
+            tx.write({("p", "k1"): b"w", ("p", "k2"): None}, 4, "m=1")
+        assert fresh == [50]
         assert stores.rows.get("p", "k1") == b"w"
+        assert stores.rows.get("p", "k2") is None  # deleted in the same statement
+        assert stores.rows.tracked("x") == (4, "m=1")
 
 
 def test_an_interrupted_sqlite_append_leaves_the_store_usable(tmp_path: Path) -> None:
