@@ -22,12 +22,15 @@ the lease (see _fold_own): nobody has anything to fold before them.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
-from typing import Protocol, cast, runtime_checkable
 
 from idstitch.domain.errors import CorruptEvent
 from idstitch.projections.base import RowProjection
+from idstitch.projections.leases import STALL_SECONDS as STALL_SECONDS
+from idstitch.projections.leases import WAIT_PAUSE_MAX as WAIT_PAUSE_MAX
+from idstitch.projections.leases import Leases as Leases
+from idstitch.projections.leases import await_holder
+from idstitch.projections.leases import leases_of as leases_of
 from idstitch.projections.runner_state import RunnerState as RunnerState
 from idstitch.projections.runner_state import RunnerStates as RunnerStates
 from idstitch.projections.store import EventLog, LoggedEvent, ProjectionStore
@@ -39,11 +42,6 @@ REPLAY_BATCH = 200_000
 """Events per transaction at most during a replay (a rebuild)."""
 CACHE_KEEP = 0.5
 """The share of a projection's cache limit an eviction keeps (the most recently read rows)."""
-STALL_SECONDS = 10.0
-"""A lease holder whose committed position has not moved for this long while a catch-up waits
-for it is taken for stuck: the catch-up folds without the lease."""
-WAIT_PAUSE_MAX = 0.02
-"""How long a waiting catch-up sleeps between looks at the committed position, at most."""
 LAG_LIMIT = 1_000
 """A catch-up that met only other projections' events leaves the committed position up to
 this far behind (it writes nothing then); past it, it commits the position, so that reads
@@ -52,41 +50,6 @@ OWN_EVENTS = 64
 """A catch-up after a command (up to this many events of its own, waiting allowed) may fold
 them without the lease (see _fold_own); an ingest's batches, and a catch-up told not to wait,
 leave a leased projection to its holder."""
-
-
-@runtime_checkable
-class Leases(Protocol):
-    """A projection store that can tell processes apart: who folds a projection now."""
-
-    def try_lease(self, name: str) -> bool:
-        """Take the projection's lease unless another holder has it, without waiting."""
-        ...
-
-    def release_lease(self, name: str) -> None:
-        """Give the lease back."""
-        ...
-
-    def want(self, name: str, position: int) -> None:
-        """Ask the holder to commit the projection up to ``position`` (a hint it polls)."""
-        ...
-
-    def wanted(self, name: str) -> int:
-        """The furthest position asked for (0: none)."""
-        ...
-
-
-_HAS_LEASES: dict[type, bool] = {}
-
-
-def leases_of(store: ProjectionStore) -> Leases | None:
-    """The store's leases, or None where only one process can open it (memory)."""
-    # An isinstance check against a runtime Protocol inspects every member each time (about
-    # a sixth of a command on the memory store, which asks twice a command); whether a class
-    # has them does not change, so it is asked once per class.
-    has = _HAS_LEASES.get(type(store))
-    if has is None:
-        has = _HAS_LEASES[type(store)] = isinstance(store, Leases)
-    return cast(Leases, store) if has else None
 
 
 def catch_up(
@@ -147,7 +110,7 @@ def catch_up(
         if not wait:
             state.committed = stretch.start
             return stretch.start
-        awaited, held = _await(projection.name, store, leases, until)
+        awaited, held = await_holder(projection.name, store, leases, until)
         if awaited is not None:
             state.committed = awaited
             return awaited
@@ -202,27 +165,6 @@ def _fold_own(stretch: Stretch, state: RunnerState, recent: Sequence[LoggedEvent
         raise
     state.committed = stretch.start
     return stretch.position
-
-
-def _await(name: str, store: ProjectionStore, leases: Leases, until: int
-           ) -> tuple[int | None, bool]:
-    """Another process holds the lease: wait until it has committed ``until``; (the position
-    then, False). (None, whether this process now holds the lease) when it should fold the
-    rest itself: the lease came free, or its holder made no progress for STALL_SECONDS."""
-    leases.want(name, until)
-    last, since, pause = -1, time.monotonic(), 0.001
-    while True:
-        position = store.position(name)
-        if position >= until:
-            return position, False
-        if leases.try_lease(name):
-            return None, True
-        if position != last:
-            last, since = position, time.monotonic()
-        elif time.monotonic() - since > STALL_SECONDS:
-            return None, False
-        time.sleep(pause)
-        pause = min(pause * 2, WAIT_PAUSE_MAX)
 
 
 def _fold_until(
