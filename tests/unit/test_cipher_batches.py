@@ -50,3 +50,4 @@ def test_a_batch_asks_the_key_store_once_even_past_the_cache() -> None:
     resealed = [cipher.seal(e) for e in second]
     assert keys.calls == 1
     assert [cipher.unseal(s) for s in resealed] == second
+
