@@ -155,3 +155,20 @@ def serve(serve_asgi: Callable[[Any], RunningServer], tmp_path_factory: pytest.T
         return serve_asgi(app(ws_or_url, write_keys or ["test-key"], **options))
 
     return start
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes ``pid`` started, and theirs (a server's writer, its projecting child)."""
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            kids = [int(k) for k in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
+        except OSError:
+            continue
+        for kid in kids:
+            found += [kid, *descendants(kid)]
+    return found

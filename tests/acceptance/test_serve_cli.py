@@ -21,6 +21,8 @@ import idstitch
 from idstitch.cli import main
 from idstitch.testing import TemporaryPostgres
 
+from .conftest import descendants
+
 # -P: a checkout's source folder idstitch/ must not shadow the installed package.
 CLI = [sys.executable, "-P", "-c", "import sys; from idstitch.cli import main; sys.exit(main())"]
 
@@ -62,23 +64,6 @@ def start(db: str, port: int, *keys: str, env: dict[str, str] | None = None) -> 
                 said = process.stderr.read().decode()
                 raise RuntimeError(f"idstitch serve did not start: {said}") from None
             time.sleep(0.05)
-
-
-def descendants(pid: int) -> list[int]:
-    """The processes ``pid`` started, and theirs (a server's writer, its projecting child)."""
-    found: list[int] = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return found
-    for task in tasks:
-        try:
-            kids = [int(k) for k in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
-        except OSError:
-            continue
-        for kid in kids:
-            found += [kid, *descendants(kid)]
-    return found
 
 
 def alive(pid: int) -> bool:

@@ -16,6 +16,8 @@ import requests
 import idstitch
 from idstitch.testing import TemporaryPostgres
 
+from .conftest import descendants
+
 KEY = "test-key"
 
 
@@ -28,23 +30,6 @@ def post(server: Any, users: list[str]) -> None:
     body = {"batch": [identify(u, f"d-{u}") for u in users]}
     answer = requests.post(server.url + "/v1/batch", json=body, auth=(KEY, ""), timeout=30)
     assert answer.status_code == 200, answer.text
-
-
-def descendants(pid: int) -> list[int]:
-    """The processes ``pid`` started, and theirs."""
-    found: list[int] = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return found  # gone meanwhile
-    for task in tasks:
-        try:
-            kids = [int(k) for k in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
-        except OSError:
-            continue
-        for kid in kids:
-            found += [kid, *descendants(kid)]
-    return found
 
 
 def children(kind: bytes = b"idstitch.child") -> list[int]:
