@@ -10,6 +10,7 @@ from idstitch.adapters.crypto import codec_for
 from idstitch.adapters.eventlog import DeviceLog
 from idstitch.adapters.keys import MemoryKeyStore
 from idstitch.adapters.stores import Stores
+from idstitch.projections.store import write_if_in_transaction
 
 
 def connect() -> Stores:
@@ -63,6 +64,13 @@ class MemoryProjectionStore:
                     table[key] = doc
             if tx.new_tracking is not None:
                 self.tracking[name] = tx.new_tracking
+
+    def write_if(
+        self, name: str, expected: tuple[int, str | None],
+        rows: Mapping[tuple[str, str], bytes | None], position: int, meta: str | None,
+    ) -> tuple[int, str | None] | None:
+        """Write rows and the position if the tracking still holds ``expected``."""
+        return write_if_in_transaction(self, name, expected, rows, position, meta)
 
     @contextmanager
     def snapshot(self) -> Iterator[MemoryProjectionStore]:

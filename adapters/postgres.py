@@ -11,7 +11,7 @@ with its connection.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, cast
 
@@ -27,6 +27,7 @@ from idstitch.adapters.postgres_tx import (
     LOCK_TRACKING,
     PostgresSnapshot,
     PostgresTransaction,
+    write_if,
 )
 from idstitch.adapters.sqlstore import (
     Cursor,
@@ -37,6 +38,7 @@ from idstitch.adapters.sqlstore import (
 )
 from idstitch.adapters.stores import Stores
 from idstitch.adapters.urls import PostgresTarget
+from idstitch.projections.store import write_if_in_transaction
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
@@ -270,6 +272,19 @@ class PostgresProjectionStore(PostgresLog, SqlProjectionStore):
                                                        row[1]))
             yield tx
             tx.finish()
+
+    def write_if(
+        self, name: str, expected: tuple[int, str | None],
+        rows: Mapping[tuple[str, str], bytes | None], position: int, meta: str | None,
+    ) -> tuple[int, str | None] | None:
+        """Write rows and the position if the tracking still holds ``expected``: one
+        statement in autocommit (WRITE_IF), except for a first commit, which goes the
+        transaction's way (COPY into an empty table)."""
+        if expected == (0, None):
+            return write_if_in_transaction(self, name, expected, rows, position, meta)
+        with translated("PostgreSQL failed"), self._pool.connection() as conn, \
+                conn.cursor() as cur:
+            return write_if(cur, name, expected, rows, position, meta)
 
     def _statement(self) -> AbstractContextManager[Cursor]:
         """One read statement, in autocommit: a round trip instead of four (catch-ups read

@@ -31,11 +31,48 @@ WRITE_ROWS = (
 """A commit's rows (upserted and deleted: never the same key twice) and its position in one
 statement: data-modifying CTEs run to completion whether read or not."""
 
+WRITE_IF = (
+    "WITH t AS (UPDATE idstitch_tracking SET position = %s, meta = %s::text WHERE name = %s "
+    "AND position = %s AND meta IS NOT DISTINCT FROM %s::text RETURNING 1), "
+    "up AS (INSERT INTO idstitch_rows (kind, key, doc) SELECT u.* FROM unnest(%b::text[], "
+    "%b::text[], %b::bytea[]) AS u WHERE EXISTS (SELECT FROM t) "
+    "ON CONFLICT (kind, key) DO UPDATE SET doc = excluded.doc), "
+    "gone AS (DELETE FROM idstitch_rows USING unnest(%b::text[], %b::text[]) AS g(kind, key) "
+    "WHERE idstitch_rows.kind = g.kind AND idstitch_rows.key = g.key AND EXISTS (SELECT FROM t)) "
+    "SELECT EXISTS (SELECT FROM t), "
+    "(SELECT position FROM idstitch_tracking WHERE name = %s), "
+    "(SELECT meta FROM idstitch_tracking WHERE name = %s)")
+"""ProjectionStore.write_if in one statement, in autocommit (one round trip where a
+transaction takes three): the tracking row is moved only if it still holds the expected
+(position, meta), and the rows are written only if it was (a data-modifying CTE reading
+another's RETURNING). A concurrent holder of the tracking row makes the UPDATE wait, then
+re-check its WHERE on the committed row. The trailing reads see the statement's snapshot:
+the (position, meta) found when nothing was written."""
+
 LOCK_TRACKING = (
     "BEGIN; INSERT INTO idstitch_tracking (name, position) VALUES ({}, 0) "
     "ON CONFLICT (name) DO UPDATE SET name = excluded.name RETURNING position, meta")
 """BEGIN and SqlProjectionStore's tracking lock in one round trip: the simple query protocol
 runs several statements, but takes no parameters (the name goes as a quoted literal)."""
+
+
+def write_if(
+    cur: psycopg.Cursor[Any], name: str, expected: tuple[int, str | None],
+    rows: Mapping[tuple[str, str], bytes | None], position: int, meta: str | None,
+) -> tuple[int, str | None] | None:
+    """Run WRITE_IF (on a cursor in autocommit); None when written, else the tracking found."""
+    upserts = [(k, key, doc) for (k, key), doc in rows.items() if doc is not None]
+    gone = [(k, key) for (k, key), doc in rows.items() if doc is None]
+    cur.execute(WRITE_IF, (
+        position, meta, name, expected[0], expected[1],
+        [r[0] for r in upserts], [r[1] for r in upserts], [r[2] for r in upserts],
+        [r[0] for r in gone], [r[1] for r in gone], name, name))
+    row = cur.fetchone()
+    assert row is not None  # a SELECT without FROM returns one row
+    written, found, found_meta = row
+    if written:
+        return None
+    return (0, None) if found is None else (tracking_position(name, found), found_meta)
 
 
 class PostgresTransaction(SqlTransaction):
@@ -120,5 +157,5 @@ class PostgresSnapshot(SnapshotRows):
         return {name: found.get(name, 0) for name in names}
 
 
-__all__ = ["BEGIN_SNAPSHOT", "LOCK_TRACKING", "WRITE_ROWS", "PostgresSnapshot",
+__all__ = ["BEGIN_SNAPSHOT", "LOCK_TRACKING", "WRITE_IF", "WRITE_ROWS", "PostgresSnapshot",
            "PostgresTransaction"]

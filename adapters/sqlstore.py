@@ -12,6 +12,7 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol
 
 from idstitch.domain.errors import CorruptRow
+from idstitch.projections.store import write_if_in_transaction
 
 
 def _position(name: str, stored: object) -> int:
@@ -194,6 +195,13 @@ class SqlProjectionStore:
         """Lock the projection, yield a transaction, commit at the end."""
         with self._cursor(write=True) as cur:
             yield SqlTransaction(self, cur, name)
+
+    def write_if(
+        self, name: str, expected: tuple[int, str | None],
+        rows: Mapping[tuple[str, str], bytes | None], position: int, meta: str | None,
+    ) -> tuple[int, str | None] | None:
+        """Write rows and the position if the tracking still holds ``expected``."""
+        return write_if_in_transaction(self, name, expected, rows, position, meta)
 
     @contextmanager
     def snapshot(self) -> Iterator[SnapshotRows]:

@@ -372,18 +372,20 @@ class Stretch:
                 # Encoded before the write lock is taken: other writers (a bulk ingest's
                 # appends) wait only for the rows to be written, not for them to be encoded.
                 rows = self._unit.encoded()
-                with self._store.transaction(projection.name) as tx:
-                    # Another process may have rebuilt the rows under the other policy: writing
-                    # rows of ours would mix both.
-                    projection.check_meta(tx.meta)
-                    committed = (tx.position, tx.meta) == (self.start, self._meta)
-                    if committed:
-                        self._meta = projection.stored_meta(self.start, self._meta)
-                        tx.write(rows, self.position, self._meta)
-                        self.start = self.position
-                    else:
-                        self._state.forget()
-                        self.start, self._meta = tx.position, tx.meta
+                meta = projection.stored_meta(self.start, self._meta)
+                # Written only if nobody committed since the stretch began (its meta was
+                # checked then): a compare-and-set, one statement where the store can.
+                found = self._store.write_if(projection.name, (self.start, self._meta), rows,
+                                             self.position, meta)
+                committed = found is None
+                if found is None:
+                    self.start, self._meta = self.position, meta
+                else:
+                    # Another process may have rebuilt the rows under the other policy:
+                    # folding on over rows of theirs would mix both.
+                    projection.check_meta(found[1])
+                    self._state.forget()
+                    self.start, self._meta = found
         except BaseException:
             self._state.forget()
             raise

@@ -108,6 +108,18 @@ class ProjectionStore(Protocol):
         """Begin a transaction that holds the projection ``name`` exclusively until it ends."""
         ...
 
+    def write_if(
+        self, name: str, expected: tuple[int, str | None],
+        rows: Mapping[tuple[str, str], bytes | None], position: int, meta: str | None,
+    ) -> tuple[int, str | None] | None:
+        """Upsert (or, for None, delete) rows and move the projection's tracking to
+        ``(position, meta)``, in one transaction, only if the tracking still holds
+        ``expected``: None when written, else the (position, meta) found, nothing written.
+
+        A compare-and-set: a store that can run it as one statement saves the round trips
+        of a transaction that locks the tracking row first (see write_if_in_transaction)."""
+        ...
+
     def get(self, kind: str, key: str) -> bytes | None:
         """Read one committed row."""
         ...
@@ -154,6 +166,20 @@ class ProjectionStore(Protocol):
         """Drop projections' rows and tracking in one transaction (for a rebuild from
         position 0): ``names`` one projection's name or several."""
         ...
+
+
+def write_if_in_transaction(
+    store: ProjectionStore, name: str, expected: tuple[int, str | None],
+    rows: Mapping[tuple[str, str], bytes | None], position: int, meta: str | None,
+) -> tuple[int, str | None] | None:
+    """``ProjectionStore.write_if`` by a transaction that holds the projection: where a
+    round trip costs nothing (the memory store, SQLite), or for a first commit."""
+    with store.transaction(name) as tx:
+        found = (tx.position, tx.meta)
+        if found != expected:
+            return found
+        tx.write(rows, position, meta)
+    return None
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

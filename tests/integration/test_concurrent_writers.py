@@ -247,7 +247,7 @@ def test_a_batch_conflict_reruns_only_the_devices_another_writer_moved(
 
 
 class CountingRows:
-    """The real projection store, counting the projection transactions (commits)."""
+    """The real projection store, counting the projection commits."""
 
     def __init__(self, rows: Any) -> None:
         self._rows = rows
@@ -256,6 +256,11 @@ class CountingRows:
     def transaction(self, name: str) -> Any:
         self.transactions += 1
         return self._rows.transaction(name)
+
+    def write_if(self, *args: Any) -> Any:
+        # A commit by compare-and-set: one transaction of the store's own.
+        self.transactions += 1
+        return self._rows.write_if(*args)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._rows, name)

@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 from idstitch.adapters.postgres_log import BEGIN_AND_RESERVE, INSERT_CHAIN_NOTIFY
-from idstitch.adapters.postgres_tx import LOCK_TRACKING, WRITE_ROWS
+from idstitch.adapters.postgres_tx import WRITE_IF
 
 import idstitch
 from idstitch.testing import TemporaryPostgres
@@ -43,7 +43,7 @@ def _url(postgres: TemporaryPostgres, schema: str) -> str:
     return postgres.url("idstitch_tests") + f"?schema={schema}"
 
 
-def test_an_identify_on_an_existing_device_makes_seven_statements(
+def test_an_identify_on_an_existing_device_makes_five_statements(
         postgres: TemporaryPostgres, traced: list[str]) -> None:
     with idstitch.open(_url(postgres, "rt_identify")) as ws:
         for i in range(20):
@@ -58,9 +58,10 @@ def test_an_identify_on_an_existing_device_makes_seven_statements(
             # events, their chain run and the notification at once; COMMIT.
             BEGIN_AND_RESERVE.format(n=1), INSERT_CHAIN_NOTIFY, "COMMIT",
             # Its own events follow the committed position directly: no lease. The identity
-            # projection's commit: BEGIN with the lock, rows and position at once, COMMIT;
-            # the device attributes met no event of theirs: nothing to write.
-            LOCK_TRACKING.format("'identity'"), WRITE_ROWS, "COMMIT"]
+            # projection's commit: rows and position in one statement, written only over the
+            # tracking it began from (compare-and-set, in autocommit); the device attributes
+            # met no event of theirs: nothing to write.
+            WRITE_IF]
         profile = ws.profile("u3")
         assert profile is not None and profile.attributes["n"] == 99
 

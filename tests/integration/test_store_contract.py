@@ -82,6 +82,25 @@ class StoreContract:
         assert stores.rows.position("x") == 1
         assert list(stores.rows.scan("p")) == [("a", b"1")]
 
+    def test_write_if_writes_only_over_the_expected_tracking(self, stores: Stores) -> None:
+        rows = stores.rows
+        assert rows.write_if("x", (0, None), {("p", "a"): b"1", ("p", "b"): b"2"}, 3,
+                             "m=1 epoch=e1") is None
+        # Somebody committed since the writer began at (0, None): nothing written, and the
+        # tracking found is given back (the meta too: a rebuild elsewhere changes it).
+        assert rows.write_if("x", (0, None), {("p", "a"): b"stale"}, 4, "m=1") == (
+            3, "m=1 epoch=e1")
+        assert rows.write_if("x", (3, "m=1 epoch=e2"), {("p", "a"): b"stale"}, 4, "m=1") == (
+            3, "m=1 epoch=e1")
+        assert list(rows.scan("p")) == [("a", b"1"), ("b", b"2")]
+        assert rows.tracked("x") == (3, "m=1 epoch=e1")
+        # Over the expected tracking: upserts, deletes and the position in one commit.
+        assert rows.write_if("x", (3, "m=1 epoch=e1"), {("p", "a"): None, ("p", "b"): b"22",
+                                                          ("p", "c"): b"3"}, 8, "m=1 epoch=e1") is None
+        assert list(rows.scan("p")) == [("b", b"22"), ("c", b"3")]
+        assert rows.tracked("x") == (8, "m=1 epoch=e1")
+        assert rows.position("y") == 0  # another projection's tracking is its own
+
     def test_many_keys_in_one_read(self, stores: Stores) -> None:
         rows: dict[tuple[str, str], bytes | None] = {("i", f"k{i}"): b"v" for i in range(1200)}
         with stores.rows.transaction("x") as tx:
