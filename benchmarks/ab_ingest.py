@@ -62,9 +62,9 @@ def main() -> None:
                     tag = f"{name}{round_}"
                     url = pg.create_database(tag) if pg else f"sqlite:///{tmp}/{tag}.db"
                     python = str(Path(getattr(args, name)).absolute())
-                    out = subprocess.run([python, "-P", "-c", RUN, url, str(data)],
-                                         check=True, capture_output=True, text=True, cwd=tmp)
-                    wall, cpu = map(float, out.stdout.split())
+                    done = subprocess.run([python, "-P", "-c", RUN, url, str(data)],
+                                          check=True, capture_output=True, text=True, cwd=tmp)
+                    wall, cpu = map(float, done.stdout.split())
                     times[name].append(wall)
                     cpus[name].append(cpu)
         finally:

@@ -307,11 +307,11 @@ class Workload:
         i = bisect.bisect_right(mix.edges, r)
         if i == 0:
             return kind or "ignored", self._ignored(dev, when)
-        if i == 1 and dev.user is None:
-            msg = self._envelope("identify", dev, when)
-            msg["traits"] = self._traits(None)
-            return kind or "anonymous_traits", msg
         if i == 1:
+            if dev.user is None:
+                msg = self._envelope("identify", dev, when)
+                msg["traits"] = self._traits(None)
+                return kind or "anonymous_traits", msg
             return kind or "reidentify", self._identify(dev, when, dev.user)
         if i == 2:
             return kind or "identify_new_user", self._identify(dev, when, self._new_user())
