@@ -13,6 +13,7 @@ iterate; nothing outside a projection's own module and the composition root name
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -86,8 +87,11 @@ class RowProjection:
         return cls()
 
     @staticmethod
+    @functools.lru_cache(maxsize=64)
     def config_of(meta: str | None) -> str | None:
         """A stored meta without its epoch: the configuration the rows were built under."""
+        # Cached: every command checks each projection's meta twice (before its append and
+        # when its catch-up begins), and a workspace meets a handful of metas in its life.
         if meta is None:
             return None
         return " ".join(p for p in meta.split() if not p.startswith("epoch="))
