@@ -13,13 +13,12 @@ with the workspace's own rules, naming the field.
 from __future__ import annotations
 
 import hashlib
-import json
-import math
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal, get_args
 
 import msgspec
+from idstitch.adapters import json_errors
 from idstitch.adapters.context import (
     CONTEXT_ATTRIBUTES,
     SegmentContext,
@@ -98,10 +97,14 @@ class Line(msgspec.Struct, frozen=True, rename="camel"):
 
 _decoder: msgspec.json.Decoder[Message] = msgspec.json.Decoder(Message)
 _line_decoder: msgspec.json.Decoder[Line] = msgspec.json.Decoder(Line)
-_MISSING = "Object missing required field "
-_UNKNOWN_VALUE = "Invalid enum value "
-_OUT_OF_RANGE = "Number out of range"
 _TYPES = ", ".join(get_args(MessageType))
+
+
+def invalid(text: str, raw: object = None) -> InvalidCommand:
+    """The InvalidCommand of a msgspec validation error, naming the field by its JSON path
+    (see :func:`idstitch.adapters.json_errors.invalid`; an unknown ``type`` lists the message
+    types)."""
+    return json_errors.invalid(text, raw, _TYPES)
 
 
 def decode(raw: dict[str, Any] | str | bytes) -> Message:
@@ -164,54 +167,6 @@ def _decoded(decoder: msgspec.json.Decoder[Any], raw: dict[str, Any] | str | byt
     except (TypeError, ValueError) as e:
         # A mapping whose own methods fail (a hostile or broken Mapping subclass): its line.
         raise InvalidCommand("message", f"cannot be read: {type(e).__name__}") from e
-
-
-def invalid(text: str, raw: object = None) -> InvalidCommand:
-    """The InvalidCommand of a msgspec validation error, naming the field by its JSON path
-    (``raw``, the line, finds a number too large for a float, which msgspec's path hides)."""
-    # msgspec says "<reason> - at `$.a.b`" (or "... - at `key` in `$.a`"); no path: the root.
-    reason, sep, where = text.partition(" - at ")
-    path = where.rsplit("`", 2)[-2] if sep else "$"
-    field = path[2:] if path.startswith("$.") else ""
-    if reason == _OUT_OF_RANGE and isinstance(raw, (str, bytes)):
-        # Inside an object msgspec's path says `[...]` for the key: find the number itself.
-        field = _overflowing(raw) or field
-        reason = "number out of range (a float holds at most about 1.8e308)"
-    elif reason.startswith(_MISSING):
-        name = reason[len(_MISSING):].strip("`")
-        field = f"{field}.{name}" if field else name
-        reason = "is required"
-    elif field == "type" and reason.startswith(_UNKNOWN_VALUE):
-        reason = f"{reason[len(_UNKNOWN_VALUE):]} is not a message type; expected one of {_TYPES}"
-    else:
-        reason = reason[:1].lower() + reason[1:]
-    return InvalidCommand(field or "message", reason)
-
-
-def _overflowing(line: str | bytes) -> str | None:
-    """The path (``traits.x``, ``properties.list[2]``) of the line's first number too large
-    for a float, in document order as msgspec reads it; None if the line cannot tell."""
-    try:
-        # Python's parser reads such a number as an infinite float (and refuses nothing
-        # msgspec accepted before it).
-        document = json.loads(line, parse_constant=_refuse)
-    except (ValueError, RecursionError):
-        return None
-    stack: list[tuple[object, str]] = [(document, "")]
-    while stack:
-        value, path = stack.pop()
-        if isinstance(value, float) and not math.isfinite(value):
-            return path or None
-        if isinstance(value, dict):
-            stack.extend(reversed([(v, f"{path}.{k}" if path else str(k))
-                                   for k, v in value.items()]))
-        elif isinstance(value, list):
-            stack.extend(reversed([(v, f"{path}[{i}]") for i, v in enumerate(value)]))
-    return None
-
-
-def _refuse(constant: str) -> None:
-    raise ValueError(f"{constant} is not JSON")
 
 
 def to_commands(msg: Message | Line) -> list[Command] | None:
