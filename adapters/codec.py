@@ -7,7 +7,8 @@ event comes back as the exact Struct it was, with no dict in between.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from operator import attrgetter
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -15,6 +16,15 @@ import msgspec
 from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
 from idstitch.domain.device import Recorded
 from idstitch.domain.events import EVENT_TYPES, AnyDeviceEvent, DeviceEvent
+
+TOPICS: dict[type[DeviceEvent], str] = {
+    kind: str(kind.__struct_config__.tag) for kind in EVENT_TYPES
+}
+"""Each event class's stored topic: its tag (part of the storage format)."""
+_EVENT = attrgetter("event")
+_KEY_ID = attrgetter("key_id")
+_HEX = attrgetter("originator_id.hex")
+_VERSION = attrgetter("originator_version")
 
 
 class MsgspecTranscoder(Transcoder):
@@ -42,6 +52,10 @@ class PayloadCipher(Protocol):
 
     def seal(self, event: DeviceEvent) -> DeviceEvent:
         """Encrypt an event's personal values."""
+        ...
+
+    def seal_all(self, events: list[DeviceEvent]) -> list[DeviceEvent]:
+        """:meth:`seal` of a prepared batch, in order."""
         ...
 
     def unseal(self, event: DeviceEvent) -> DeviceEvent:
@@ -77,6 +91,20 @@ class EventCodec:
         per event)."""
         return self.encode if self.cipher is not None else self._encode
 
+    def rows(self, pending: Sequence[Recorded]) -> list[tuple[str, int, str, bytes]]:
+        """A batch of recorded events as stored rows (originator id hex, version, topic,
+        state), in order: their keys made first (:meth:`prepare`), then sealed in one loop
+        (the cipher's ``seal_all``) and encoded; the rest is built in C (map, zip), with no
+        Python frame per event."""
+        events = list(map(_EVENT, pending))
+        cipher = self.cipher
+        if cipher is not None:
+            cipher.prepare(set(map(_KEY_ID, events)))
+            events = cipher.seal_all(events)
+        return list(zip(map(_HEX, pending), map(_VERSION, pending),
+                        map(TOPICS.__getitem__, map(type, events)), map(self._encode, events),
+                        strict=True))
+
     def decode(self, data: bytes) -> AnyDeviceEvent:
         """Stored bytes -> the event Struct."""
         event = self._decoder.decode(data)
@@ -104,10 +132,7 @@ class EventCodec:
         return events
 
 
-TOPICS: dict[type[DeviceEvent], str] = {
-    kind: str(kind.__struct_config__.tag) for kind in EVENT_TYPES
-}
-"""Each event class's stored topic: its tag (part of the storage format)."""
+
 
 
 def topic_of(event: DeviceEvent) -> str:

@@ -125,4 +125,36 @@ def context_attributes(context: SegmentContext | None) -> dict[str, Any]:
     return out
 
 
-__all__ = ["CONTEXT_ATTRIBUTES", "SegmentContext", "SegmentDevice", "context_attributes"]
+CONTEXT_CACHE = 4096
+"""How many distinct context texts a process keeps decoded (see :func:`context_of`)."""
+
+_context_decoder: msgspec.json.Decoder[SegmentContext | None] = msgspec.json.Decoder(
+    SegmentContext | None)
+_contexts: dict[bytes, tuple[SegmentContext | None, dict[str, Any]]] = {}
+
+
+def context_of(text: bytes) -> tuple[SegmentContext | None, dict[str, Any]]:
+    """A message's ``context`` from its JSON text, and its collected attributes.
+
+    An SDK repeats the same context, byte for byte, on every message of a device until
+    something in it changes (an app update, a new locale): a process decodes each distinct
+    text once (up to :data:`CONTEXT_CACHE` of them), and every message carrying it shares
+    the decoded context and the attributes dict, which nobody changes (the device copies what
+    it records). The same text always decodes to the same values of the same types, so a
+    shared answer is the answer decoding would give. A context holding ``traits`` is not kept
+    (they become the identify's own traits). Raises msgspec's errors for a context that does
+    not decode (the caller names the field)."""
+    found = _contexts.get(text)
+    if found is not None:
+        return found
+    context = _context_decoder.decode(text)
+    answer = (context, context_attributes(context))
+    if context is None or context.traits is None:
+        if len(_contexts) >= CONTEXT_CACHE:
+            _contexts.clear()  # a new generation: the contexts in use come back at once
+        _contexts[text] = answer
+    return answer
+
+
+__all__ = ["CONTEXT_ATTRIBUTES", "CONTEXT_CACHE", "SegmentContext", "SegmentDevice",
+           "context_attributes", "context_of"]

@@ -42,6 +42,8 @@ def _getter(fields: tuple[str, ...]) -> Callable[[DeviceEvent], Any]:
 
 _VALUES = {kind: _getter(fields) for kind, fields in _FIELDS.items()}
 """Per event type, a function giving the tuple of its personal values (sealed together)."""
+_SPECS = {kind: (_VALUES[kind], PERSONAL[kind]) for kind in _FIELDS}
+"""Per event type, its values' function and the erased markers its stored copy holds."""
 NONCE = 12
 CACHE_KEYS = 4096
 """How many AESGCM objects (one per key) a process keeps (least recently used out)."""
@@ -163,6 +165,41 @@ class SubjectCipher:
         # (aead is an AESGCM here: _MISSING was replaced, None refused)
         sealed = nonce + aead.encrypt(nonce, values, key_id.encode())  # type: ignore[attr-defined]
         return msgspec.structs.replace(event, sealed=sealed, **PERSONAL[type(event)])
+
+    def seal_all(self, events: list[DeviceEvent]) -> list[DeviceEvent]:
+        """:meth:`seal` for a batch whose keys :meth:`prepare` made: the events as stored, in
+        order. One loop without a call per event (this runs for every event an ingest
+        records): the batch's keys come from the batch, the nonces from one counter."""
+        batch = self._batch
+        cache = self._cache
+        encode = self._encode
+        specs = _SPECS
+        count = self._count
+        replace = msgspec.structs.replace
+        out: list[DeviceEvent] = []
+        append = out.append
+        for event in events:
+            spec = specs.get(type(event))
+            key_id = event.key_id
+            if spec is None or key_id is None:
+                append(event)
+                continue
+            aead = batch.get(key_id, _MISSING) if batch else _MISSING
+            if aead is _MISSING:
+                aead = cache.get(key_id, _MISSING)
+                if aead is _MISSING:
+                    aead = self._aead(key_id, create=True)
+            if aead is None:
+                raise Suppressed(f"the data subject of device {event.device_id!r} was "
+                                 "forgotten: its key was destroyed, nothing more is recorded "
+                                 "under it")
+            n = next(count)  # _nonce inlined (see seal)
+            nonce = (self._prefix + (n & 0xFFFFFFFF).to_bytes(4, "big") if n >> 32 == self._block
+                     else self._nonce_at(n))
+            values = encode(spec[0](event))
+            sealed = nonce + aead.encrypt(nonce, values, key_id.encode())  # type: ignore[attr-defined]
+            append(replace(event, sealed=sealed, **spec[1]))
+        return out
 
     def unseal(self, event: DeviceEvent) -> DeviceEvent:
         """The stored event with its values back, or erased if its key was destroyed."""
@@ -304,3 +341,7 @@ class _ReadOnly:
         """Plaintext, without a key id: an event with personal values and no key id is one
         that was never sealed (shred refuses a person who has such events)."""
         return event if event.key_id is None else msgspec.structs.replace(event, key_id=None)
+
+    def seal_all(self, events: list[DeviceEvent]) -> list[DeviceEvent]:
+        """:meth:`seal` of each."""
+        return list(map(self.seal, events))

@@ -204,15 +204,10 @@ class DeviceLog(Application[UUID]):
         The order given is the log order: callers pass events in the order the messages came,
         not grouped by device, because stitching and token ownership follow the log's order.
         Raises WriteConflict when a (device, version) is taken."""
-        encode = self.codec.encoder()
         if not pending:
             return []
         with translated("cannot append events"):
-            self.codec.prepare(pending)
-            return self.fast.append_events([
-                (r.originator_id.hex, r.originator_version, TOPICS[type(r.event)],
-                 encode(r.event))
-                for r in pending])
+            return self.fast.append_events(self.codec.rows(pending))
 
     @contextmanager
     def exclusive(self) -> Iterator[Callable[[Sequence[Recorded]], list[int]]]:
@@ -220,13 +215,10 @@ class DeviceLog(Application[UUID]):
         what the block reads of the log (device versions, device events) stays true until
         its events commit. Yields a function that appends events in the order given (their
         positions; committed when the block ends)."""
-        encode = self.codec.encoder()
-        prepare = self.codec.prepare
+        rows = self.codec.rows
 
         def append(pending: Sequence[Recorded]) -> list[int]:
-            prepare(pending)
-            return insert([(r.originator_id.hex, r.originator_version, TOPICS[type(r.event)],
-                            encode(r.event)) for r in pending])
+            return insert(rows(pending))
 
         with translated("cannot append events"), self.fast.exclusive() as insert:
             yield append

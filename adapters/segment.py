@@ -13,14 +13,18 @@ with the workspace's own rules, naming the field.
 from __future__ import annotations
 
 import hashlib
-import json
-import math
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal, get_args
 
 import msgspec
-from idstitch.adapters.context import CONTEXT_ATTRIBUTES, SegmentContext, context_attributes
+from idstitch.adapters import json_errors
+from idstitch.adapters.context import (
+    CONTEXT_ATTRIBUTES,
+    SegmentContext,
+    context_attributes,
+    context_of,
+)
 from idstitch.domain.commands import (
     CollectDeviceAttributes,
     Command,
@@ -71,11 +75,36 @@ class Message(msgspec.Struct, frozen=True, rename="camel"):
     context: SegmentContext | None = None
 
 
+class Line(msgspec.Struct, frozen=True, rename="camel"):
+    """A message as ingest decodes a JSON line: a :class:`Message` whose ``context`` is left as
+    its JSON text, decoded once per distinct text (:func:`~idstitch.adapters.context.context_of`:
+    an SDK sends the same context on every message of a device). :func:`to_commands` reads
+    either."""
+
+    type: MessageType
+    user_id: str | None = None
+    anonymous_id: str | None = None
+    message_id: str | None = None
+    timestamp: AwareTime | None = None
+    sent_at: AwareTime | None = None
+    received_at: AwareTime | None = None
+    event: str | None = None
+    traits: dict[str, Any] | None = None
+    properties: dict[str, Any] | None = None
+    context: msgspec.Raw = msgspec.Raw()
+    """The context's JSON text (empty: the line has none)."""
+
+
 _decoder: msgspec.json.Decoder[Message] = msgspec.json.Decoder(Message)
-_MISSING = "Object missing required field "
-_UNKNOWN_VALUE = "Invalid enum value "
-_OUT_OF_RANGE = "Number out of range"
+_line_decoder: msgspec.json.Decoder[Line] = msgspec.json.Decoder(Line)
 _TYPES = ", ".join(get_args(MessageType))
+
+
+def invalid(text: str, raw: object = None) -> InvalidCommand:
+    """The InvalidCommand of a msgspec validation error, naming the field by its JSON path
+    (see :func:`idstitch.adapters.json_errors.invalid`; an unknown ``type`` lists the message
+    types)."""
+    return json_errors.invalid(text, raw, _TYPES)
 
 
 def decode(raw: dict[str, Any] | str | bytes) -> Message:
@@ -91,10 +120,31 @@ def decode(raw: dict[str, Any] | str | bytes) -> Message:
     if not isinstance(raw, (str, bytes, Mapping)):
         raise InvalidCommand("message", f"must be a JSON object or a JSON line, got "
                                         f"{type(raw).__name__}")
+    message: Message = _decoded(_decoder, raw)
+    return message
+
+
+def decode_line(raw: dict[str, Any] | str | bytes) -> Message | Line:
+    """:func:`decode` as ingest uses it: a JSON line (exact str or bytes) becomes a
+    :class:`Line`, its context decoded by :func:`to_commands` through the shared cache; the
+    same messages, the same errors (a context's own, naming its field, come from
+    :func:`to_commands`)."""
+    if type(raw) is bytes or type(raw) is str:
+        try:
+            line: Line = _decoded(_line_decoder, raw)
+            return line
+        except InvalidCommand:
+            pass  # refused: by decode, whose first error in the line may be in its context
+    return decode(raw)
+
+
+def _decoded(decoder: msgspec.json.Decoder[Any], raw: dict[str, Any] | str | bytes) -> Any:
+    """``raw`` decoded by ``decoder`` (a Mapping converted to a Message); the errors as
+    :func:`decode` says."""
     try:
         if isinstance(raw, (str, bytes)):
             # The decoder takes only exact str: a subclass's line is decoded as its text.
-            return _decoder.decode(plain_str(raw) if isinstance(raw, str) else raw)
+            return decoder.decode(plain_str(raw) if isinstance(raw, str) else raw)
         try:
             return msgspec.convert(raw, Message)
         except msgspec.ValidationError:
@@ -119,55 +169,7 @@ def decode(raw: dict[str, Any] | str | bytes) -> Message:
         raise InvalidCommand("message", f"cannot be read: {type(e).__name__}") from e
 
 
-def invalid(text: str, raw: object = None) -> InvalidCommand:
-    """The InvalidCommand of a msgspec validation error, naming the field by its JSON path
-    (``raw``, the line, finds a number too large for a float, which msgspec's path hides)."""
-    # msgspec says "<reason> - at `$.a.b`" (or "... - at `key` in `$.a`"); no path: the root.
-    reason, sep, where = text.partition(" - at ")
-    path = where.rsplit("`", 2)[-2] if sep else "$"
-    field = path[2:] if path.startswith("$.") else ""
-    if reason == _OUT_OF_RANGE and isinstance(raw, (str, bytes)):
-        # Inside an object msgspec's path says `[...]` for the key: find the number itself.
-        field = _overflowing(raw) or field
-        reason = "number out of range (a float holds at most about 1.8e308)"
-    elif reason.startswith(_MISSING):
-        name = reason[len(_MISSING):].strip("`")
-        field = f"{field}.{name}" if field else name
-        reason = "is required"
-    elif field == "type" and reason.startswith(_UNKNOWN_VALUE):
-        reason = f"{reason[len(_UNKNOWN_VALUE):]} is not a message type; expected one of {_TYPES}"
-    else:
-        reason = reason[:1].lower() + reason[1:]
-    return InvalidCommand(field or "message", reason)
-
-
-def _overflowing(line: str | bytes) -> str | None:
-    """The path (``traits.x``, ``properties.list[2]``) of the line's first number too large
-    for a float, in document order as msgspec reads it; None if the line cannot tell."""
-    try:
-        # Python's parser reads such a number as an infinite float (and refuses nothing
-        # msgspec accepted before it).
-        document = json.loads(line, parse_constant=_refuse)
-    except (ValueError, RecursionError):
-        return None
-    stack: list[tuple[object, str]] = [(document, "")]
-    while stack:
-        value, path = stack.pop()
-        if isinstance(value, float) and not math.isfinite(value):
-            return path or None
-        if isinstance(value, dict):
-            stack.extend(reversed([(v, f"{path}.{k}" if path else str(k))
-                                   for k, v in value.items()]))
-        elif isinstance(value, list):
-            stack.extend(reversed([(v, f"{path}[{i}]") for i, v in enumerate(value)]))
-    return None
-
-
-def _refuse(constant: str) -> None:
-    raise ValueError(f"{constant} is not JSON")
-
-
-def to_commands(msg: Message) -> list[Command] | None:
+def to_commands(msg: Message | Line) -> list[Command] | None:
     """The commands a message maps to, or None when the message is ignored.
 
     - ``identify`` with a ``userId``: Identify; without: SetProfileAttributes on the device's
@@ -199,9 +201,9 @@ def to_commands(msg: Message) -> list[Command] | None:
     (field ``userId``), a device message with no device (``context.device.id``), and a device
     message without a token (``context.device.token``).
     """
+    context, collected = _context(msg)
     if msg.type == "identify":
         user_id, anonymous_id = msg.user_id, msg.anonymous_id
-        context = msg.context
         traits = msg.traits
         if traits is None and context is not None:
             traits = context.traits  # RudderStack's identify sends them only there
@@ -234,25 +236,50 @@ def to_commands(msg: Message) -> list[Command] | None:
                                          message_id=msg.message_id, timestamp=msg.timestamp,
                                          sent_at=msg.sent_at, received_at=msg.received_at,
                                          sdk_anonymous_id=sdk)
-        return [first] if context is None else _with_context(msg, device, [first])
+        return ([first] if context is None
+                else _with_context(msg, context, collected, device, [first]))
     if msg.type != "track":
         return None
     if msg.event == DEVICE_UPDATED:
-        return _device_updated(msg)
+        return _device_updated(msg, context, collected)
     if msg.event == DEVICE_DELETED:
-        device_id = _device_id(msg)
-        return _with_context(msg, device_id, [RemoveDeviceToken(
-            device_id=device_id, token=_token(msg, msg.properties or {}), reason="deleted",
-            message_id=msg.message_id, timestamp=msg.timestamp, sent_at=msg.sent_at,
-            received_at=msg.received_at)])
+        device_id = _device_id(msg, context)
+        return _with_context(msg, context, collected, device_id, [RemoveDeviceToken(
+            device_id=device_id, token=_token(msg, context, msg.properties or {}),
+            reason="deleted", message_id=msg.message_id, timestamp=msg.timestamp,
+            sent_at=msg.sent_at, received_at=msg.received_at)])
     return None
 
 
-def _device_updated(msg: Message) -> list[Command]:
-    device_id = _device_id(msg)
+def _context(msg: Message | Line) -> tuple[SegmentContext | None, dict[str, Any] | None]:
+    """A message's context and its collected attributes (a Line's decoded from its text, once
+    per distinct text: :func:`~idstitch.adapters.context.context_of`; None: not computed yet).
+    InvalidCommand naming the field for a context that does not decode, as :func:`decode`
+    words it."""
+    context = msg.context
+    if type(context) is not msgspec.Raw:
+        return context, None
+    if not context:
+        return None, {}
+    text = bytes(context)
+    try:
+        return context_of(text)
+    except msgspec.ValidationError as e:
+        error = invalid(str(e), text)
+        field = "context" if error.field == "message" else f"context.{error.field}"
+        raise InvalidCommand(field, error.reason) from e
+    except msgspec.DecodeError as e:
+        raise InvalidCommand("message", f"is not JSON: {e}") from e
+    except RecursionError as e:
+        raise InvalidCommand("message", "is nested too deeply to decode") from e
+
+
+def _device_updated(msg: Message | Line, context: SegmentContext | None,
+                    collected_context: dict[str, Any] | None) -> list[Command]:
+    device_id = _device_id(msg, context)
     properties = msg.properties or {}
-    token = _token(msg, properties)
-    device = msg.context.device if msg.context is not None else None
+    token = _token(msg, context, properties)
+    device = context.device if context is not None else None
     platform = device.type if device is not None else None
     message_id, timestamp, sent_at, received_at = (
         msg.message_id, msg.timestamp, msg.sent_at, msg.received_at)
@@ -274,16 +301,19 @@ def _device_updated(msg: Message) -> list[Command]:
         commands.append(SetDeviceAttributes(
             device_id=device_id, attributes=custom, message_id=_derived(message_id, CUSTOM_SUFFIX),
             timestamp=timestamp, sent_at=sent_at, received_at=received_at))
-    return _with_context(msg, device_id, commands, collected)
+    return _with_context(msg, context, collected_context, device_id, commands, collected)
 
 
-def _with_context(msg: Message, device_id: str, commands: list[Command],
+def _with_context(msg: Message | Line, context: SegmentContext | None,
+                  collected: dict[str, Any] | None, device_id: str, commands: list[Command],
                   collected_here: dict[str, Any] | None = None) -> list[Command]:
-    """``commands``, then the collection of the message's context attributes, if it has any
-    (recorded only where they changed for the device, and only while auto-tracking is on).
-    ``collected_here``: what the message's properties collect just before; the context's equal
-    values are left out (they cannot have changed: a call less for most device messages)."""
-    collected = context_attributes(msg.context)
+    """``commands``, then the collection of the message's context attributes (``collected``,
+    None: from ``context``), if it has any (recorded only where they changed for the device,
+    and only while auto-tracking is on). ``collected_here``: what the message's properties
+    collect just before; the context's equal values are left out (they cannot have changed:
+    a call less for most device messages)."""
+    if collected is None:
+        collected = context_attributes(context)
     if collected_here:
         collected = {k: v for k, v in collected.items()
                      if k not in collected_here or collected_here[k] != v
@@ -311,8 +341,7 @@ def _derived(message_id: str | None, suffix: str) -> str | None:
     return hashlib.sha256(raw).hexdigest() + suffix
 
 
-def _device_id(msg: Message) -> str:
-    context = msg.context
+def _device_id(msg: Message | Line, context: SegmentContext | None) -> str:
     if context is not None and context.device is not None and context.device.id is not None:
         return context.device.id
     if msg.anonymous_id is not None:
@@ -320,8 +349,8 @@ def _device_id(msg: Message) -> str:
     raise InvalidCommand("context.device.id", "no device: neither context.device.id nor anonymousId")
 
 
-def _token(msg: Message, properties: dict[str, Any]) -> Any:
-    context = msg.context
+def _token(msg: Message | Line, context: SegmentContext | None, properties: dict[str, Any]
+           ) -> Any:
     if context is not None and context.device is not None and context.device.token is not None:
         return context.device.token
     # Returned unchecked (may be a non-string): the handler's own rule names the bad token.
@@ -343,6 +372,6 @@ def messages_of(item: dict[str, Any] | str | bytes) -> list[Any]:
 
 
 __all__ = [
-    "COLLECTED_KEYS", "CONTEXT_ATTRIBUTES", "Message", "SegmentContext", "context_attributes",
-    "decode", "messages_of", "to_commands",
+    "COLLECTED_KEYS", "CONTEXT_ATTRIBUTES", "Line", "Message", "SegmentContext",
+    "context_attributes", "decode", "decode_line", "messages_of", "to_commands",
 ]

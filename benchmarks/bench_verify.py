@@ -124,7 +124,8 @@ def ingest_cost(n_messages: int, mix: str, rounds: int, store: str,
     """The same ingest with and without the chain, alternating; the fastest of each."""
     module: Any
     if store == "sqlite":
-        from idstitch.adapters import sqlite as module
+        # The module whose append calls chain_append (SQLite's half of the log).
+        from idstitch.adapters import sqlite_log as module
     else:
         from idstitch.adapters import postgres_log as module
 

@@ -111,6 +111,10 @@ class Device:
         """A server-side stream: a backend's identifies of one user, not an installation."""
         self.collected: dict[str, Any] = {}
         """The value of each attribute it last collected."""
+        self._held: dict[str, Any] | None = None
+        """The last context found to hold nothing new, while ``collected`` has not changed
+        since: the very dict again (ingest shares one per distinct context text) is settled
+        without comparing its values."""
         self.erasures = 0
         """Identifies that read erased (their person was forgotten): each begins a new data
         subject on the device, with a key of its own (the forgotten one's are destroyed)."""
@@ -150,11 +154,15 @@ class Device:
         self.apply(event)
         self.version += 1
         # The one place an event gets its data subject's key id: the stint it is recorded in
-        # (after apply, so an Identified or a clear opens the new stint it belongs to).
+        # (after apply, so an Identified or a clear opens the new stint it belongs to). Events
+        # are made with the key id of the stint before them (``self._key_id``), which most
+        # stay in: only those that open a stint (or the first after a load) are copied.
         stint = (self.generation, self.user_id, self.erasures)
         if stint != self._stint:
             self._stint, self._key_id = stint, subject_key_id(self.device_id, *stint)
-        self._pending.append(Recorded(self.id, self.version, replace(event, key_id=self._key_id)))
+        if event.key_id != self._key_id:
+            event = replace(event, key_id=self._key_id)
+        self._pending.append(Recorded(self.id, self.version, event))
 
     def apply(self, event: DeviceEvent) -> None:
         """Evolve device-local state by one event (also used on replay)."""
@@ -189,6 +197,7 @@ class Device:
             self.session = event.sdk_anonymous_id
         elif type(event) is DeviceAttributesCollected:
             self.collected.update(event.attributes)
+            self._held = None
         elif type(event) is DeviceActivated:
             self.auto_track = event.auto_track_device_attributes
         elif type(event) is DeviceTokenRemoved and self.token == event.token:
@@ -222,7 +231,7 @@ class Device:
         if self.session is None:
             return sdk_anonymous_id, False
         self._record(IdentityCleared(
-            device_id=self.device_id, generation=self.generation + 1,
+            key_id=self._key_id, device_id=self.device_id, generation=self.generation + 1,
             sdk_anonymous_id=sdk_anonymous_id,
             message_id=None if message_id is None else message_id + RESET_SUFFIX,
             timestamp=timestamp, recorded_at=recorded_at))
@@ -243,6 +252,7 @@ class Device:
         if message_id in self._seen:
             return False
         common: dict[str, Any] = {"device_id": self.device_id, "message_id": message_id,
+                                  "key_id": self._key_id,
                                   "timestamp": cmd.timestamp or now, "recorded_at": now}
         self._record(DeviceActivated(
             auto_track_device_attributes=cmd.auto_track_device_attributes,
@@ -259,7 +269,7 @@ class Device:
             return False
         timestamp = cmd.timestamp or now
         sdk, late = self._session(cmd.sdk_anonymous_id, message_id, timestamp, now)
-        self._record(Identified(device_id=self.device_id, user_id=cmd.user_id,
+        self._record(Identified(device_id=self.device_id, user_id=cmd.user_id, key_id=self._key_id,
                                 traits=cmd.traits or {}, message_id=message_id,
                                 timestamp=timestamp, recorded_at=now, sdk_anonymous_id=sdk,
                                 late=late, server=cmd.server and self.version == 0))
@@ -273,7 +283,7 @@ class Device:
         timestamp = cmd.timestamp or now
         sdk, late = self._session(cmd.sdk_anonymous_id, message_id, timestamp, now)
         self._record(ProfileAttributesChanged(
-            device_id=self.device_id, set=cmd.traits or {}, set_once=cmd.set_once or {},
+            key_id=self._key_id, device_id=self.device_id, set=cmd.traits or {}, set_once=cmd.set_once or {},
             unset=cmd.unset or [], message_id=message_id, timestamp=timestamp,
             recorded_at=now, sdk_anonymous_id=sdk, late=late))
         return True
@@ -283,7 +293,8 @@ class Device:
         if cmd.message_id in self._seen:
             return False
         self._record(DeviceAttributesChanged(
-            device_id=self.device_id, attributes=cmd.attributes, message_id=cmd.message_id,
+            key_id=self._key_id, device_id=self.device_id, attributes=cmd.attributes,
+            message_id=cmd.message_id,
             timestamp=cmd.timestamp or now, recorded_at=now))
         return True
 
@@ -295,12 +306,15 @@ class Device:
             return False
         attributes = cmd.context
         if cmd.changes_only:
+            if attributes is self._held:
+                return False
             collected = self.collected
             # Most contexts repeat what the device holds: that is settled in C (each pair
             # found equal, then each value of the very type held) before any Python loop.
             if attributes.items() <= collected.items() and all(map(
                     is_, map(type, attributes.values()),
                     map(type, map(collected.__getitem__, attributes)))):
+                self._held = attributes
                 return False
             attributes = {k: v for k, v in attributes.items()
                           if k not in collected or collected[k] != v
@@ -308,7 +322,8 @@ class Device:
             if not attributes:
                 return False
         self._record(DeviceAttributesCollected(
-            device_id=self.device_id, attributes=attributes, message_id=cmd.message_id,
+            key_id=self._key_id, device_id=self.device_id, attributes=attributes,
+            message_id=cmd.message_id,
             timestamp=cmd.timestamp or now, recorded_at=now))
         return True
 
@@ -317,7 +332,7 @@ class Device:
         if cmd.message_id in self._seen:
             return False
         self._record(DeviceTokenRegistered(
-            device_id=self.device_id, token=cmd.token, platform=cmd.platform,
+            key_id=self._key_id, device_id=self.device_id, token=cmd.token, platform=cmd.platform,
             message_id=cmd.message_id, timestamp=cmd.timestamp or now, recorded_at=now))
         return True
 
@@ -326,7 +341,7 @@ class Device:
         if cmd.message_id in self._seen:
             return False
         self._record(DeviceTokenRemoved(
-            device_id=self.device_id, token=cmd.token, reason=cmd.reason,
+            key_id=self._key_id, device_id=self.device_id, token=cmd.token, reason=cmd.reason,
             message_id=cmd.message_id, timestamp=cmd.timestamp or now, recorded_at=now))
         return True
 
@@ -335,7 +350,7 @@ class Device:
         if cmd.message_id in self._seen:
             return False
         self._record(PushStatusRecorded(
-            device_id=self.device_id, status=cmd.status, message_id=cmd.message_id,
+            key_id=self._key_id, device_id=self.device_id, status=cmd.status, message_id=cmd.message_id,
             timestamp=cmd.timestamp or now, recorded_at=now))
         return True
 
@@ -347,7 +362,8 @@ class Device:
         if type(cmd) is Logout and not self.identified:
             raise NotIdentified(self.device_id)
         self._record(IdentityCleared(
-            device_id=self.device_id, generation=self.generation + 1, message_id=cmd.message_id,
+            key_id=self._key_id, device_id=self.device_id, generation=self.generation + 1,
+            message_id=cmd.message_id,
             timestamp=cmd.timestamp or now, recorded_at=now))
         return True
 

@@ -170,7 +170,7 @@ def build(
                           None if stores.cipher is None else stores.cipher.is_suppressed)
         bus = MessageBus(writer, projector, queries, settings, guard_of(stores.cipher))
         ingester = Ingester(writer, projector, queries, settings,
-                            Format(segment.decode,
+                            Format(segment.decode_line,
                                    suppressing(segment.to_commands, stores.cipher),
                                    batches.envelope))
         stale = [] if external else [p.name for p in registry if p.needs_rebuild(stores.rows)]

@@ -51,3 +51,19 @@ def test_a_batch_asks_the_key_store_once_even_past_the_cache() -> None:
     assert keys.calls == 1
     assert [cipher.unseal(s) for s in resealed] == second
 
+
+
+def test_a_prepared_batch_sealed_in_one_loop_is_what_sealing_each_gives() -> None:
+    """``seal_all`` (ingest's loop) and ``seal`` (one event) store the same: each event's
+    values under its own key, the plaintext fields as they were, a nonce never used twice."""
+    cipher = SubjectCipher(CountingKeys(), cache=4)
+    batch = [event(i % 6) for i in range(20)]
+    cipher.prepare({e.key_id for e in batch})
+    together = cipher.seal_all(batch)
+    alone = [cipher.seal(e) for e in batch]
+    assert [cipher.unseal(s) for s in together] == batch == [cipher.unseal(s) for s in alone]
+    for a, b in zip(together, alone, strict=True):
+        assert a.user_id == b.user_id == "" and a.traits == b.traits == {}
+        assert a.key_id == b.key_id and a.device_id == b.device_id
+    nonces = [s.sealed[:12] for s in together + alone if s.sealed]
+    assert len(set(nonces)) == len(nonces) == 40
