@@ -11,14 +11,20 @@ run is cut into ten slices of equal messages. Printed:
   (target, issue 17: >= 0.8, at 1M and 5M events), with this process's CPU seconds in each
   tenth (steadier than wall time on a shared machine; a large ingest's projecting child is
   not counted there);
-- the bytes this process handed to write calls per event in each tenth (``/proc/self/io``):
-  once a random-key B-tree outgrows what a commit touches, every row costs a page of WAL;
+- the bytes this process, and apart its children (the projecting child: the rows, and the
+  checkpoints that fall on its commits), handed to write calls per event in each tenth
+  (``/proc/<pid>/io``): once a random-key B-tree outgrows what a commit touches, every row
+  costs a page of WAL, and the checkpoint copies it again;
 - the resident memory of this process at each tenth (``/proc/self/statm``), its peak
   (``ru_maxrss``) and the projecting child's peak (``RUSAGE_CHILDREN``, once it has exited):
   compare the peaks of a 1M and a 5M run (target: within 20%);
 - SQLite only: the database's bytes per event (the file after a WAL checkpoint, every table and
   index: the log, the chain, the projections' rows) against the stored event itself (the mean
-  bytes of an events row's columns: id, aggregate id, version, topic, state); target <= 1.5x.
+  bytes of an events row's columns: id, aggregate id, version, topic, state); target <= 1.5x;
+  and each table's and index's share (SQLite's ``dbstat``).
+
+``--batch-size`` sets the messages an ingest commits at a time (``ws.ingest``'s default
+otherwise): the bytes written per event fall as a commit covers more of a B-tree's pages.
 
 ``--events`` is a target count of events: the messages it takes are estimated from the mix
 (about 1.46 events a message for the attribute mix, 1.25 for the identity mix); the counts
