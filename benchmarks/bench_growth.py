@@ -11,14 +11,20 @@ run is cut into ten slices of equal messages. Printed:
   (target, issue 17: >= 0.8, at 1M and 5M events), with this process's CPU seconds in each
   tenth (steadier than wall time on a shared machine; a large ingest's projecting child is
   not counted there);
-- the bytes this process handed to write calls per event in each tenth (``/proc/self/io``):
-  once a random-key B-tree outgrows what a commit touches, every row costs a page of WAL;
+- the bytes this process, and apart its children (the projecting child: the rows, and the
+  checkpoints that fall on its commits), handed to write calls per event in each tenth
+  (``/proc/<pid>/io``): once a random-key B-tree outgrows what a commit touches, every row
+  costs a page of WAL, and the checkpoint copies it again;
 - the resident memory of this process at each tenth (``/proc/self/statm``), its peak
   (``ru_maxrss``) and the projecting child's peak (``RUSAGE_CHILDREN``, once it has exited):
   compare the peaks of a 1M and a 5M run (target: within 20%);
 - SQLite only: the database's bytes per event (the file after a WAL checkpoint, every table and
   index: the log, the chain, the projections' rows) against the stored event itself (the mean
-  bytes of an events row's columns: id, aggregate id, version, topic, state); target <= 1.5x.
+  bytes of an events row's columns: id, aggregate id, version, topic, state); target <= 1.5x;
+  and each table's and index's share (SQLite's ``dbstat``).
+
+``--batch-size`` sets the messages an ingest commits at a time (``ws.ingest``'s default
+otherwise): the bytes written per event fall as a commit covers more of a B-tree's pages.
 
 ``--events`` is a target count of events: the messages it takes are estimated from the mix
 (about 1.46 events a message for the attribute mix, 1.25 for the identity mix); the counts
@@ -53,14 +59,31 @@ RATE_TARGET = 0.8
 BYTES_TARGET = 1.5
 
 
-def written() -> int:
-    """Bytes this process has handed to write calls so far (Linux ``/proc/self/io``
-    ``wchar``: the WAL's pages and the checkpoints' copies included); 0 elsewhere."""
+def wchar(pid: str = "self") -> int:
+    """Bytes a process has handed to write calls so far (Linux ``/proc/<pid>/io`` ``wchar``:
+    the WAL's pages and the checkpoints' copies included); 0 elsewhere."""
     try:
-        with open("/proc/self/io") as io:
+        with open(f"/proc/{pid}/io") as io:
             return next(int(line.split()[1]) for line in io if line.startswith("wchar"))
     except (OSError, StopIteration):
         return 0
+
+
+_children: dict[str, int] = {}
+"""The last bytes written seen of each child process (a child that exited keeps its last)."""
+
+
+def written() -> tuple[int, int]:
+    """Bytes written so far by this process and by its children (the projecting child writes
+    the rows, and runs the checkpoints that fall on its commits)."""
+    for task in Path("/proc/self/task").glob("*/children"):
+        try:
+            pids = task.read_text().split()
+        except OSError:
+            continue
+        for pid in pids:
+            _children[pid] = max(_children.get(pid, 0), wchar(pid))
+    return wchar(), sum(_children.values())
 
 
 def rss_mb() -> float:
@@ -75,10 +98,11 @@ def peak_mb(who: int) -> float:
     return resource.getrusage(who).ru_maxrss / 1024
 
 
-def measure(url: str, path: Path, n_messages: int, parallel: bool | None) -> dict[str, Any]:
+def measure(url: str, path: Path, n_messages: int, parallel: bool | None,
+            batch_size: int | None) -> dict[str, Any]:
     """Ingest the file, marking each tenth; the slices, memory and counts."""
     # (messages, seconds, head, rss MB, CPU seconds of this process, bytes written)
-    marks: list[tuple[int, float, int, float, float, int]] = []
+    marks: list[tuple[int, float, int, float, float, tuple[int, int]]] = []
     done = read = 0  # messages committed (ignored ones are not counted), lines read
     step = max(1, n_messages // SLICES)
 
@@ -103,7 +127,8 @@ def measure(url: str, path: Path, n_messages: int, parallel: bool | None) -> dic
                               f"{marks[-1][2]:>11,} events  {marks[-1][3]:7.0f} MB")
 
         with open(path, "rb") as lines:
-            report = ws.ingest(counted(lines), progress=progress, parallel=parallel)
+            sized = {} if batch_size is None else {"batch_size": batch_size}
+            report = ws.ingest(counted(lines), progress=progress, parallel=parallel, **sized)
         if marks[-1][0] < read:
             # The last batch's messages (and the wait for the projecting child) end the last
             # tenth when its progress did not reach a mark of its own.
@@ -113,13 +138,14 @@ def measure(url: str, path: Path, n_messages: int, parallel: bool | None) -> dic
         total = time.perf_counter() - started
         head = ws.log.head()
     slices = []
-    for (m0, t0, h0, _, c0, w0), (m1, t1, h1, rss, c1, w1) in pairwise(marks):
+    for (m0, t0, h0, _, c0, (w0, k0)), (m1, t1, h1, rss, c1, (w1, k1)) in pairwise(marks):
         seconds = t1 - t0
         slices.append({"messages": m1 - m0, "events": h1 - h0, "seconds": seconds,
                        "messages_per_s": (m1 - m0) / seconds if seconds else None,
                        "events_per_s": (h1 - h0) / seconds if seconds else None,
                        "cpu_s": c1 - c0, "rss_mb": rss,
-                       "written_per_event": (w1 - w0) / (h1 - h0) if h1 > h0 else None})
+                       "written_per_event": (w1 - w0) / (h1 - h0) if h1 > h0 else None,
+                       "child_written_per_event": (k1 - k0) / (h1 - h0) if h1 > h0 else None})
     return {"slices": slices, "seconds": total, "events": head,
             "counts": harness.report_counts(report),
             "peak_mb": peak_mb(resource.RUSAGE_SELF),
@@ -133,11 +159,18 @@ def sqlite_bytes(path: Path) -> dict[str, float]:
         events, row_bytes = db.execute(
             "SELECT count(*), sum(8 + length(originator_id) + 8 + length(topic) + length(state)) "
             "FROM stored_events").fetchone()
+        try:
+            page = db.execute("PRAGMA page_size").fetchone()[0]
+            # Each table's and index's pages (SQLite's dbstat, where it is compiled in).
+            parts = {name: pages * page / events for name, pages in db.execute(
+                "SELECT name, count(*) FROM dbstat GROUP BY name ORDER BY count(*) DESC")}
+        except sqlite3.Error:
+            parts = {}
     size = path.stat().st_size + sum(p.stat().st_size for p in path.parent.glob(path.name + "-*"))
     per_event = size / events
     stored = row_bytes / events
     return {"file_bytes": size, "bytes_per_event": per_event, "stored_event_bytes": stored,
-            "ratio": per_event / stored}
+            "ratio": per_event / stored, "parts": parts}
 
 
 def main() -> None:
@@ -152,6 +185,8 @@ def main() -> None:
     parser.add_argument("--data", metavar="FILE",
                         help="the workload file to ingest (written first when missing): reuse "
                              "one between two trees")
+    parser.add_argument("--batch-size", type=int,
+                        help="messages committed at a time (default: ws.ingest's)")
     parser.add_argument("--json", metavar="FILE", help="write the numbers to FILE")
     args = parser.parse_args()
 
@@ -164,11 +199,11 @@ def main() -> None:
         db = Path(tmp) / "idstitch.db"
         url = args.url or harness.sqlite_url(db)
         console.print(f"ingesting into {url} ...")
-        result = measure(url, source, n_messages, args.parallel)
+        result = measure(url, source, n_messages, args.parallel, args.batch_size)
         if not args.data:
             source.unlink()
-        if args.url is None:
-            result["bytes"] = sqlite_bytes(db)
+        if args.url is None or args.url.startswith("sqlite:///"):
+            result["bytes"] = sqlite_bytes(Path(url.removeprefix("sqlite:///")))
 
     slices = result["slices"]
     first, last = slices[0]["messages_per_s"], slices[-1]["messages_per_s"]
@@ -177,10 +212,11 @@ def main() -> None:
         f"ingest of {n_messages:,} messages ({args.mix}): {result['events']:,} events in "
         f"{result['seconds']:.1f} s",
         ["tenth", "messages/s", "events/s", "CPU s (this process)", "KiB written/event",
-         "RSS MB"],
+         "child KiB written/event", "RSS MB"],
         [[i + 1, harness.fmt_rate(s["messages_per_s"]), harness.fmt_rate(s["events_per_s"]),
           f"{s['cpu_s']:.2f}",
-          "-" if s["written_per_event"] is None else f"{s['written_per_event'] / 1024:.1f}",
+          *("-" if s[k] is None else f"{s[k] / 1024:.1f}"
+            for k in ("written_per_event", "child_written_per_event")),
           f"{s['rss_mb']:.0f}"] for i, s in enumerate(slices)])
     harness.table("growth", ["figure", "value", "target"], [
         ["last tenth / first tenth (messages/s)",
@@ -194,6 +230,10 @@ def main() -> None:
             + harness.fmt_ratio(result['bytes']['ratio'], BYTES_TARGET, at_most=True),
             f"<= {BYTES_TARGET}x"]] if "bytes" in result else []),
     ])
+    parts = result.get("bytes", {}).get("parts")
+    if parts:
+        harness.table("database bytes per event, by table and index", ["b-tree", "bytes/event"],
+                      [[name, f"{b:.1f}"] for name, b in parts.items() if b >= 0.5])
     harness.write_json(args.json, {"mix": args.mix, "messages": n_messages, **result})
 
 

@@ -79,8 +79,9 @@ class IdentityProjection(RowProjection):
     """
 
     name = "identity"
-    rows_format = 4
-    """4: the rows keep what the audit needs of the past, and ids minted from events."""
+    rows_format = 5
+    """4: the rows keep what the audit needs of the past, and ids minted from events; 5: their
+    fields are stored under short names (see rows.PERSON_NAMES)."""
     config_type = IdentityConfig
     row_types = ROW_TYPES
     unit_class = IdentityUnit

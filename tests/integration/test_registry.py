@@ -17,11 +17,13 @@ import idstitch
 from idstitch import bootstrap
 from idstitch.workspace import Workspace
 
+CURRENT = IdentityProjection.rows_format
 
-class IdentityRowsV5(IdentityProjection):
+
+class IdentityRowsNext(IdentityProjection):
     """The identity projection as a release with a new identity rows layout would ship it."""
 
-    rows_format = 5
+    rows_format = CURRENT + 1
 
 
 def test_a_workspace_can_be_built_with_any_set_of_projections(tmp_path: Path) -> None:
@@ -45,13 +47,13 @@ def test_bumping_the_identity_rows_rebuilds_only_the_identity_projection(tmp_pat
         ws.identify("d1", "u1", {"plan": "pro"})
         ws.set_device_attributes("d1", {"theme": "dark"})
         before = {name: ws.rows.meta(name) for name in ("identity", "device_attributes")}
-    assert before["identity"] is not None and "rows=4" in before["identity"]
-    services = bootstrap.build(url, projections=[IdentityRowsV5("merge", "event"),
+    assert before["identity"] is not None and f"rows={CURRENT}" in before["identity"]
+    services = bootstrap.build(url, projections=[IdentityRowsNext("merge", "event"),
                                                  DeviceAttributesProjection()])
     ws = Workspace(services)
     try:
         identity = ws.rows.meta("identity")
-        assert identity is not None and "rows=5" in identity
+        assert identity is not None and f"rows={CURRENT + 1}" in identity
         # A rebuild starts a new life of the rows (a new epoch); the other projection's rows
         # were not touched: same meta, epoch included.
         assert identity != before["identity"]
