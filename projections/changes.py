@@ -15,6 +15,7 @@ audit does, once.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -25,7 +26,6 @@ from idstitch.projections.audit import (
     ABSORBING,
     Change,
     Family,
-    _Owners,
     change_of,
     family,
     ignored_identifies,
@@ -61,6 +61,11 @@ class ChangeStream:
         self._on: dict[str, dict[str, PersonRow]] = {}
         """Per device, every person it was ever on (see :meth:`_candidates`), kept with the
         rows (the search follows merges: it cost more than decoding the rows)."""
+        self._stints: dict[str, tuple[list[int], list[tuple[int, int, str]]]] = {}
+        """Per device, the stints of the persons it was ever on, sorted (their starts apart,
+        for bisecting): which person each of its events applied to. Kept with the rows."""
+        self._devices_of: dict[str, frozenset[str]] = {}
+        """Per person, the devices of its stints (kept with the rows)."""
         self._cached_at: tuple[int, str | None] | None = None
         """The identity projection's committed (position, meta) when the cache began: rows
         change only when it moves, so until then a row read for one batch serves the next."""
@@ -78,6 +83,7 @@ class ChangeStream:
         tracked = self._store.tracked(IDENTITY)
         if tracked != self._cached_at or sum(map(len, self._cached.values())) > STATES_LIMIT:
             self._cached, self._cached_at, self._on = {}, tracked, {}
+            self._stints, self._devices_of = {}, {}
         # Decisions are no device's events. An explicit merge applied to its primary (the
         # target of its record, as history shows it); a forget, an undo, or a merge that was
         # undone or not applied changed no person at its position: no Change.
@@ -96,7 +102,7 @@ class ChangeStream:
         candidates = self._candidates_of(device_rows)
         targets = {r.target for r in decided.values()} - candidates.keys()
         candidates.update(self._rows(PERSON, targets))
-        owned = _Owners(Family(_NOBODY, candidates, [])).of
+        owned = self._owner
 
         def of(device_id: str, pos: int) -> str | None:
             merge = decided.get(pos)
@@ -122,7 +128,7 @@ class ChangeStream:
         ignored = frozenset(p for row in device_rows.values() for p in row.ignored)
         refused = refusals(fam)
         out = [change_of(step, refused)
-               for step in refold(fam, events, ignored, self._states, self._newest)]
+               for step in refold(fam, events, ignored, self._states, self._newest, owned)]
         if len(out) != len(events):
             raise LookupError("an event applied to no person (the identity rows are behind)")
         self.at = hi
@@ -206,7 +212,9 @@ class ChangeStream:
                 person = persons[pid]
                 if person is None:
                     continue
-                on = {s.device_id for s in person.stints}
+                on = self._devices_of.get(pid)
+                if on is None:
+                    on = self._devices_of[pid] = frozenset(s.device_id for s in person.stints)
                 for device_id in devices:
                     if (pid, device_id) in seen:
                         continue
@@ -226,6 +234,21 @@ class ChangeStream:
                         if any((p, x) not in seen for x in d)}
         return out
 
+    def _owner(self, device_id: str, position: int) -> str | None:
+        """The person a device's event at ``position`` applied to: the one whose stint on
+        the device covers it (the devices of the current batch have been searched)."""
+        found = self._stints.get(device_id)
+        if found is None:
+            stints = sorted((stint.start, 2**62 if stint.end is None else stint.end, pid)
+                            for pid, person in self._on.get(device_id, {}).items()
+                            for stint in person.stints if stint.device_id == device_id)
+            found = self._stints[device_id] = ([s for s, _, _ in stints], stints)
+        starts, stints = found
+        i = bisect_right(starts, position) - 1
+        if i < 0 or position >= stints[i][1]:
+            return None
+        return stints[i][2]
+
     def _merges(self, persons: list[PersonRow], lo: int, hi: int) -> list[MergeRow]:
         """The merge records of these persons caused at positions ``lo < p <= hi``, in order."""
         kept = self._merge_rows_of(persons)
@@ -244,5 +267,3 @@ class ChangeStream:
         self._states[person.person_id] = states.get(person.person_id, Attrs())
         self._newest[person.person_id] = newest.get(person.person_id, person.created_at)
 
-
-_NOBODY = PersonRow(person_id="", created_at=0, updated_at=0)
