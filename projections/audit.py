@@ -12,7 +12,7 @@ them, so the refold ends exactly where the person's row is.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -185,13 +185,16 @@ class Step(NamedTuple):
 def refold(
     fam: Family, events: Sequence[LoggedEvent], ignored: frozenset[int],
     states: dict[str, Attrs], newest: dict[str, int],
+    owner: Callable[[str, int], str | None] | None = None,
 ) -> Iterator[Step]:
     """Replay the family's events into its members' attribute states, member by member: the
     steps, one per event, in order. ``states`` and ``newest`` (each member's newest client
     time of an applied identify or attribute call) are updated in place, as the iterator is
     consumed, from where an earlier refold left them (empty: from the start).
-    ``ignored``: positions of refused identifies and attribute calls (they changed nothing)."""
-    owners = _Owners(fam)
+    ``ignored``: positions of refused identifies and attribute calls (they changed nothing).
+    ``owner``: which member a device's event at a position applied to, when the caller has
+    that index already (it must agree with the members' stints); by default, built from them."""
+    owner_of = owner if owner is not None else _Owners(fam).of
     for member, person in fam.members.items():
         states.setdefault(member, Attrs())
         newest.setdefault(member, person.created_at)
@@ -201,7 +204,6 @@ def refold(
 
     def steps() -> Iterator[Step]:
         value_of = attributes.value_of
-        owner = owners.of
         none: list[MergeRow] = []
         for logged in events:
             pos, ev = logged
@@ -211,7 +213,7 @@ def refold(
                 member = next((r.target for r in caused
                                if r.kind == "explicit" and r.target in fam.members), None)
             else:
-                member = owner(ev.device_id, pos)
+                member = owner_of(ev.device_id, pos)
             if member is None:
                 continue  # outside every stint (cannot happen for events read by spans)
             absorbed: list[tuple[str, Attrs]] = [

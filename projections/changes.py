@@ -15,17 +15,19 @@ audit does, once.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
+import msgspec
 from idstitch.domain.attributes import Attrs
 from idstitch.domain.device import anonymous_id_for, anonymous_person_id
+from idstitch.domain.errors import CorruptRow
 from idstitch.domain.events import DECISIONS_STREAM, PersonsMerged
 from idstitch.projections.audit import (
     ABSORBING,
     Change,
     Family,
-    _Owners,
     change_of,
     family,
     ignored_identifies,
@@ -34,7 +36,15 @@ from idstitch.projections.audit import (
     spans,
 )
 from idstitch.projections.identity.fold import IdentityProjection
-from idstitch.projections.identity.rows import DEVICE, MERGE, PERSON, DeviceRow, MergeRow, PersonRow
+from idstitch.projections.identity.rows import (
+    DEVICE,
+    MERGE,
+    PERSON,
+    MergeRow,
+    PersonRow,
+    Refusal,
+    Stint,
+)
 from idstitch.projections.store import EventLog, LoggedEvent, ProjectionStore
 from idstitch.projections.unit import RowTypes, decode_row
 from idstitch.projections.views import Reader
@@ -43,6 +53,35 @@ IDENTITY = IdentityProjection.name
 STATES_LIMIT = 200_000
 """Persons whose attribute state the stream keeps at most; past it, the older half is dropped
 (refolded from their past if met again)."""
+
+
+class PersonFields(msgspec.Struct, kw_only=True, gc=False):
+    """The fields of a person row (:class:`PersonRow`) a stream reads, decoded from the same
+    stored row: the rest (its attributes above all) is skipped. The stream keeps tens of
+    thousands of these, and every container they hold is one more object the garbage collector
+    traverses at each full collection: tuples (of strings, numbers and ``gc=False`` structs)
+    it stops tracking, lists never (the stored lists decode as tuples; the refold only
+    iterates them)."""
+
+    person_id: str
+    merges: tuple[str, ...] = ()
+    refused: tuple[Refusal, ...] = ()
+    created_at: int
+    retired_into: str | None = None
+    since: int = 0
+    stints: tuple[Stint, ...] = ()
+
+
+class DeviceFields(msgspec.Struct, kw_only=True, gc=False):
+    """The fields of a device row a stream reads (see :class:`PersonFields`)."""
+
+    device_id: str
+    person_id: str
+    generation: int = 0
+    ignored: tuple[int, ...] = ()
+
+
+_SLIM: dict[str, type[Any]] = {PERSON: PersonFields, DEVICE: DeviceFields}
 
 
 class ChangeStream:
@@ -58,9 +97,14 @@ class ChangeStream:
         self._merge_rows: dict[str, MergeRow] = {}
         self._cached: dict[str, dict[str, Any]] = {}
         """Decoded identity rows (None: no such row) read since :attr:`_cached_at`."""
-        self._on: dict[str, dict[str, PersonRow]] = {}
+        self._on: dict[str, dict[str, PersonFields]] = {}
         """Per device, every person it was ever on (see :meth:`_candidates`), kept with the
         rows (the search follows merges: it cost more than decoding the rows)."""
+        self._stints: dict[str, tuple[tuple[int, ...], tuple[tuple[int, int, str], ...]]] = {}
+        """Per device, the stints of the persons it was ever on, sorted (their starts apart,
+        for bisecting): which person each of its events applied to. Kept with the rows."""
+        self._devices_of: dict[str, tuple[str, ...]] = {}
+        """Per person, the devices of its stints (kept with the rows)."""
         self._cached_at: tuple[int, str | None] | None = None
         """The identity projection's committed (position, meta) when the cache began: rows
         change only when it moves, so until then a row read for one batch serves the next."""
@@ -78,6 +122,7 @@ class ChangeStream:
         tracked = self._store.tracked(IDENTITY)
         if tracked != self._cached_at or sum(map(len, self._cached.values())) > STATES_LIMIT:
             self._cached, self._cached_at, self._on = {}, tracked, {}
+            self._stints, self._devices_of = {}, {}
         # Decisions are no device's events. An explicit merge applied to its primary (the
         # target of its record, as history shows it); a forget, an undo, or a merge that was
         # undone or not applied changed no person at its position: no Change.
@@ -96,7 +141,7 @@ class ChangeStream:
         candidates = self._candidates_of(device_rows)
         targets = {r.target for r in decided.values()} - candidates.keys()
         candidates.update(self._rows(PERSON, targets))
-        owned = _Owners(Family(_NOBODY, candidates, [])).of
+        owned = self._owner
 
         def of(device_id: str, pos: int) -> str | None:
             merge = decided.get(pos)
@@ -113,16 +158,19 @@ class ChangeStream:
             if merge.kind in ABSORBING:
                 needed.update((merge.source, merge.target))
         others = self._rows(PERSON, [p for p in needed if p not in candidates])
-        present: dict[str, PersonRow] = {p: candidates.get(p) or others[p] for p in needed
+        present: dict[str, PersonFields] = {p: candidates.get(p) or others[p] for p in needed
                                          if p in candidates or p in others}
         for pid, row in present.items():
             if pid not in self._states and row.since <= lo:
                 self._load(reader, row, lo)
-        fam = Family(next(iter(present.values())), present, merges)
+        # The refold reads only the fields PersonFields decodes (ids, stints, merges,
+        # refusals, created_at): it takes them for the rows they were decoded from.
+        members = cast(dict[str, PersonRow], present)
+        fam = Family(next(iter(members.values())), members, merges)
         ignored = frozenset(p for row in device_rows.values() for p in row.ignored)
         refused = refusals(fam)
         out = [change_of(step, refused)
-               for step in refold(fam, events, ignored, self._states, self._newest)]
+               for step in refold(fam, events, ignored, self._states, self._newest, owned)]
         if len(out) != len(events):
             raise LookupError("an event applied to no person (the identity rows are behind)")
         self.at = hi
@@ -150,14 +198,18 @@ class ChangeStream:
         keys = list(keys)
         missing = [k for k in keys if k not in cached]
         if missing:
-            row_type = self._row_types[kind]
+            row_type = _SLIM.get(kind) or self._row_types[kind]
             found = self._store.get_many(kind, missing)
-            for key in missing:
-                raw = found.get(key)
-                cached[key] = None if raw is None else decode_row(row_type, raw)
+            try:
+                for key in missing:
+                    raw = found.get(key)
+                    cached[key] = None if raw is None else decode_row(row_type, raw)
+            except CorruptRow as e:
+                e.row_class = self._row_types[kind]  # the stored type, whose owner repairs it
+                raise
         return {k: row for k in keys if (row := cached[k]) is not None}
 
-    def _merge_rows_of(self, persons: Iterable[PersonRow]) -> dict[str, MergeRow]:
+    def _merge_rows_of(self, persons: Iterable[PersonFields]) -> dict[str, MergeRow]:
         """The merge records these persons name, kept once read (a record never changes)."""
         kept = self._merge_rows
         missing = {m for p in persons for m in p.merges if m not in kept}
@@ -168,7 +220,7 @@ class ChangeStream:
             kept.update(self._rows(MERGE, missing))
         return kept
 
-    def _candidates_of(self, device_rows: dict[str, DeviceRow]) -> dict[str, PersonRow]:
+    def _candidates_of(self, device_rows: dict[str, DeviceFields]) -> dict[str, PersonFields]:
         """:meth:`_candidates` of these devices, each device's searched once while the rows
         stay put (a device's persons do not depend on the other devices searched with it)."""
         on = self._on
@@ -177,24 +229,24 @@ class ChangeStream:
             for device_id in new:
                 on[device_id] = {}
             self._candidates(new, on)
-        out: dict[str, PersonRow] = {}
+        out: dict[str, PersonFields] = {}
         for device_id in device_rows:
             out.update(on[device_id])
         return out
 
-    def _candidates(self, device_rows: dict[str, DeviceRow],
-                    per_device: dict[str, dict[str, PersonRow]] | None = None
-                    ) -> dict[str, PersonRow]:
+    def _candidates(self, device_rows: dict[str, DeviceFields],
+                    per_device: dict[str, dict[str, PersonFields]] | None = None
+                    ) -> dict[str, PersonFields]:
         """Every person these devices were ever on: their anonymous persons (one a session),
         the persons those were merged into, and those a device switched to (the merge records
         it caused); breadth first, one read a level."""
-        out: dict[str, PersonRow] = {}
+        out: dict[str, PersonFields] = {}
         frontier: dict[str, set[str]] = {}
         for device_id, row in device_rows.items():
             for pid in (row.person_id, *(anonymous_person_id(anonymous_id_for(device_id, g))
                                          for g in range(row.generation + 1))):
                 frontier.setdefault(pid, set()).add(device_id)
-        persons: dict[str, PersonRow | None] = {}
+        persons: dict[str, PersonFields | None] = {}
         seen: set[tuple[str, str]] = set()
         while frontier:
             found = self._rows(PERSON, [p for p in frontier if p not in persons])
@@ -206,7 +258,9 @@ class ChangeStream:
                 person = persons[pid]
                 if person is None:
                     continue
-                on = {s.device_id for s in person.stints}
+                on = self._devices_of.get(pid)
+                if on is None:
+                    on = self._devices_of[pid] = tuple({s.device_id: 0 for s in person.stints})
                 for device_id in devices:
                     if (pid, device_id) in seen:
                         continue
@@ -226,16 +280,31 @@ class ChangeStream:
                         if any((p, x) not in seen for x in d)}
         return out
 
-    def _merges(self, persons: list[PersonRow], lo: int, hi: int) -> list[MergeRow]:
+    def _owner(self, device_id: str, position: int) -> str | None:
+        """The person a device's event at ``position`` applied to: the one whose stint on
+        the device covers it (the devices of the current batch have been searched)."""
+        found = self._stints.get(device_id)
+        if found is None:
+            stints = tuple(sorted((stint.start, 2**62 if stint.end is None else stint.end, pid)
+                                  for pid, person in self._on.get(device_id, {}).items()
+                                  for stint in person.stints if stint.device_id == device_id))
+            found = self._stints[device_id] = (tuple(s for s, _, _ in stints), stints)
+        starts, stints = found
+        i = bisect_right(starts, position) - 1
+        if i < 0 or position >= stints[i][1]:
+            return None
+        return stints[i][2]
+
+    def _merges(self, persons: list[PersonFields], lo: int, hi: int) -> list[MergeRow]:
         """The merge records of these persons caused at positions ``lo < p <= hi``, in order."""
         kept = self._merge_rows_of(persons)
         found = {m: kept[m] for p in persons for m in p.merges
                  if m in kept and lo < kept[m].position <= hi}
         return sorted(found.values(), key=lambda r: r.position)
 
-    def _load(self, reader: Reader, person: PersonRow, at: int) -> None:
+    def _load(self, reader: Reader, person: PersonFields, at: int) -> None:
         """The person's attribute state as of position ``at``, refolded from its past."""
-        fam = family(reader, person, at)
+        fam = family(reader, cast(PersonRow, person), at)
         states: dict[str, Attrs] = {}
         newest: dict[str, int] = {}
         events = self._log.read_spans(spans(fam, at))
@@ -244,5 +313,3 @@ class ChangeStream:
         self._states[person.person_id] = states.get(person.person_id, Attrs())
         self._newest[person.person_id] = newest.get(person.person_id, person.created_at)
 
-
-_NOBODY = PersonRow(person_id="", created_at=0, updated_at=0)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 import msgspec
 import pytest
+from idstitch.projections import custom_runner
 
 import idstitch
 from idstitch.errors import InvalidCommand, ProjectionFailed
@@ -204,6 +205,61 @@ def test_a_failing_handler_rolls_back_its_batch_and_resumes_exactly_once(
     assert ws.catch_up() == 6
     rows = ws.projection_db("flaky").query("SELECT position FROM seen ORDER BY position")
     assert rows == [(p,) for p in range(1, 7)]  # each position once: none skipped or doubled
+
+
+class Batches(idstitch.Projection):
+    """Records the positions of each handle_batch call."""
+
+    name = "batches"
+    calls: ClassVar[list[list[int]]] = []
+
+    def setup(self, db: idstitch.ProjectionDB) -> None:
+        db.execute("CREATE TABLE seen (position BIGINT PRIMARY KEY)")
+
+    def handle_batch(self, db: idstitch.ProjectionDB, changes: Sequence[idstitch.Change]
+                     ) -> None:
+        Batches.calls.append([c.position for c in changes])
+        for change in changes:
+            db.execute("INSERT INTO seen VALUES (?)", (change.position,))
+
+
+def test_a_batch_is_read_a_chunk_at_a_time_but_handle_batch_gets_it_whole(
+        make_ws: WorkspaceFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A catch-up reads and builds a transaction's Changes a chunk at a time; the batch hook
+    still gets every Change of its transaction in one call, in order."""
+    monkeypatch.setattr(custom_runner, "BATCH", 7)
+    monkeypatch.setattr(custom_runner, "CHUNK", 2)
+    ws = make_ws()
+    traffic(ws, 5, 20)
+    Batches.calls = []
+    ws.run_projection(Batches)
+    head = ws.log.head()
+    assert [p for call in Batches.calls for p in call] == list(range(1, head + 1))
+    assert [len(call) for call in Batches.calls[:-1]] == [7] * (len(Batches.calls) - 1)
+
+
+def test_a_handler_failing_past_the_first_chunk_rolls_back_the_whole_batch(
+        make_ws: WorkspaceFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(custom_runner, "BATCH", 6)
+    monkeypatch.setattr(custom_runner, "CHUNK", 2)
+    ws = make_ws()
+    for i in range(10):
+        ws.identify(f"d{i}", f"u{i}")
+    Flaky.fail_at = 10  # in the second batch (7..10), its second chunk
+    try:
+        with pytest.raises(ProjectionFailed) as failed:
+            ws.run_projection(Flaky)
+        assert failed.value.position == 10
+        ws.auto_catch_up = False
+        rows = ws.projection_db("flaky").query("SELECT position FROM seen ORDER BY position")
+        assert rows == [(p,) for p in range(1, 7)]  # the first batch only, none of the second
+        assert ws._services.projector.custom.position("flaky") == 6
+        ws.auto_catch_up = True
+    finally:
+        Flaky.fail_at = None
+    assert ws.catch_up() == 10
+    rows = ws.projection_db("flaky").query("SELECT position FROM seen ORDER BY position")
+    assert rows == [(p,) for p in range(1, 11)]
 
 
 def test_reopening_resumes_from_the_tracked_position(make_durable_ws: WorkspaceFactory) -> None:
