@@ -31,7 +31,7 @@ class MessageBus:
     ) -> None:
         self.writer = writer
         self.guard = guard
-        """Checks every command before its handler (the refusal of forgotten identifiers)."""
+        """Refuses a checked command before its handler (one naming a forgotten identifier)."""
         self.projector = projector
         self.queries = queries
         self.settings = settings
@@ -40,9 +40,9 @@ class MessageBus:
         """Check and run one command; the position of its last event, or None when it
         recorded nothing (a duplicate message id, collected attributes turned off)."""
         now = self.settings.clock()
-        if self.guard is not None:
-            self.guard(command)
         checked = check(command, Entry(now))
+        if self.guard is not None:
+            self.guard(checked)
         auto = self.settings.auto_catch_up
         uow = UnitOfWork(self.writer, self.queries, self.projector if auto else None, now)
         handlers.run(uow, 0, (checked,))

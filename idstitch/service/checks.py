@@ -214,8 +214,9 @@ def remove_device_token(cmd: RemoveDeviceToken, entry: Entry) -> RemoveDeviceTok
 
 def record_push_status(cmd: RecordPushStatus, entry: Entry) -> RecordPushStatus:
     """A push status: sent, bounced or suppressed."""
-    status = rules.check_text("status", cmd.status, allowed=rules.PUSH_STATUSES)
+    # The device first: a status of the right type may still be none of the three.
     device_id, message_id, timestamp = _settled(entry, cmd)
+    status = rules.check_text("status", cmd.status, allowed=rules.PUSH_STATUSES)
     return replace(cmd, device_id=device_id, message_id=message_id, timestamp=timestamp,
                    status=status)
 
