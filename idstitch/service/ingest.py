@@ -183,7 +183,8 @@ class _Run:
         self.pending: list[tuple[int, datetime, Checked]] = []
         """The messages read since the last commit, in input order."""
         self.checked = 0
-        """How many of them passed their checks (a batch is that many)."""
+        """How many messages wait for the next commit: those read since that passed their
+        checks, and those run already (a batch is ``batch_size`` of them)."""
         settings = owner.settings
         self.uow = UnitOfWork(owner.writer, owner.queries,
                               owner.projector if settings.auto_catch_up else None,
@@ -228,7 +229,7 @@ class _Run:
                     items = self._unwrap(raw, None)
                 for item in items:
                     index += 1
-                    if not pending or monotonic() - read_at > CLOCK_SHARE_SECONDS:
+                    if not self.checked or monotonic() - read_at > CLOCK_SHARE_SECONDS:
                         # Messages that arrive close together share one clock reading (their
                         # recorded_at, and the received time of their sent_at correction); a
                         # slow stream gets a fresh one, so a later message is never timed
@@ -271,10 +272,12 @@ class _Run:
         except IdstitchError as e:
             return (e,)  # an envelope that cannot be read whole: one rejected message
 
-    def _run_batch(self) -> None:
+    def _run_batch(self, *, last: bool) -> None:
         """Run the gathered messages' handlers on the unit of work, in input order, and
         commit them. A handler reading about persons commits the messages before its own
-        first (their counts and progress are reported as it returns)."""
+        first (their counts and progress are reported as it returns): a batch then starts at
+        its message, and is committed once it is full (or ``last``), as are batches whose
+        handlers refused some of their messages."""
         uow, report, pending = self.uow, self.report, self.pending
         # Every aggregate of the batch at once: one query for those the cache lacks.
         uow.load({stream_of(c) for _, _, cs in pending if type(cs) is list for c in cs})
@@ -295,6 +298,9 @@ class _Run:
             elif isinstance(checked, str):
                 report.rejected.append((index, checked))
         pending.clear()
+        self.checked = waiting = len(uow.batch.messages)
+        if waiting < self.batch_size and not last:
+            return  # they wait for the batch to fill
         self.checked = 0
         # (When the workspace keeps its projections, the commit fails before appending
         # anything if another process rebuilt the rows under another configuration.)
@@ -316,10 +322,10 @@ class _Run:
     def flush(self, *, project: bool = False) -> None:
         """Commit the gathered batch; catch the projections up when due (or ``project``)."""
         owner, uow = self.owner, self.uow
-        if self.pending:
+        if self.pending or uow.batch.messages:
             # Envelopes only for a catch-up in this process (the child reads the log).
             uow.keep = owner.settings.auto_catch_up and self.child is None
-            self._run_batch()
+            self._run_batch(last=project)
         if not owner.settings.auto_catch_up:
             return
         if self.child is None and self.parallel is not False and (
