@@ -258,6 +258,7 @@ class UnitOfWork:
         if self.projections is not None:
             self.tracked = self.projections.check()
         self.batch = Batch()
+        self._start = 0  # a message under way (with no step yet) starts the next batch
         result = self.writer.commit(batch, keep=self.keep)
         if self.keep:
             self.appended += result.appended

@@ -103,10 +103,17 @@ def test_a_read_about_persons_commits_the_units_own_earlier_messages_first(
     assert run(uow, 1, [Identify(device_id="cio-tablet", user_id=f"cio_{person_id}",
                                  message_id="c1")])
     assert [e.message_id for _, e in recorded_events(ws)] == ["c0"]
+    # The batch goes on after it: a message refused midway there is undone, the rest kept.
+    assert run(uow, 2, [SetProfileAttributes(device_id="laptop", traits={"a": 1},
+                                             message_id="c2")])
+    with pytest.raises(NotIdentified):
+        run(uow, 3, [SetProfileAttributes(device_id="laptop", traits={"a": 2},
+                                          message_id="c3"),
+                     Logout(device_id="nobody-here", message_id="c3#logout")])
     uow.commit()
-    assert [r.accepted for r in uow.results] == [1, 1]
+    assert [r.accepted for r in uow.results] == [1, 2]
     events = [e for _, e in recorded_events(ws)]
-    assert [e.message_id for e in events] == ["c0", "c1"]
+    assert [e.message_id for e in events] == ["c0", "c1", "c2"]
     assert isinstance(events[1], Identified)
     profile = ws.profile("u-cio")
     assert profile is not None
