@@ -33,11 +33,9 @@ What each annotation admits:
 An annotation the boundary cannot judge, or a parameter without one, is a ``TypeError`` when the
 class is defined, that is when ``idstitch`` is imported: a public method cannot ship unchecked.
 
-Cost: one generic wrapper, a Python call per argument given. Measured on the 2-core development
-machine: about 1 us for ``profile``'s one argument and 2 us for ``identify`` with five, against
-calls of 170 us and 500 us (p50, SQLite, benchmarks/bench_latency.py, which cannot tell the two
-apart). A wrapper generated per signature with the checks inlined measured 0.4 us for
-``identify``: not worth the generated code at that share.
+Cost: one generic wrapper, a Python call per argument given: about 1 us for ``profile``'s one
+argument against a call of 170 us (p50, SQLite, benchmarks/bench_latency.py); a wrapper
+generated per signature was not worth the generated code at that share.
 """
 
 from __future__ import annotations

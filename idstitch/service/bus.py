@@ -45,6 +45,13 @@ class MessageBus:
             self.guard(checked)
         auto = self.settings.auto_catch_up
         uow = UnitOfWork(self.writer, self.queries, self.projector if auto else None, now)
+        try:
+            return self._run(uow, checked, auto)
+        finally:
+            uow.close()
+
+    def _run(self, uow: UnitOfWork, checked: Command, auto: bool) -> int | None:
+        """Run the checked command's handler on the unit of work and commit it."""
         handlers.run(uow, 0, (checked,))
         with self.writer.lock:
             # Rows built under another policy (another process rebuilt them) refuse the

@@ -244,7 +244,9 @@ class _Run:
                         if commands is None:
                             pending.append((index, now, None))
                             continue
-                        checked = [checks[type(c)](c, current) for c in commands]
+                        checked = []
+                        for command in commands:
+                            checked.append(checks[type(command)](command, current))
                     except IdstitchError as e:
                         # Its reason only: an error held would hold its traceback's frames.
                         pending.append((index, now, str(e)))
@@ -259,6 +261,7 @@ class _Run:
             # its ingest.
             if self.child is not None and self.child.helper is not None:
                 self.child.helper.close()
+            self.uow.close()
         return self.report
 
     def _unwrap(self, raw: Message, error: IdstitchError | None) -> Sequence[Any]:

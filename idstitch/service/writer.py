@@ -19,6 +19,8 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import NamedTuple
 
+import msgspec
+
 from idstitch.domain.aggregates import Aggregate
 from idstitch.domain.commands import Decision, DeviceCommand
 from idstitch.domain.device import Recorded
@@ -36,19 +38,17 @@ Step = tuple[str, DeviceCommand | Decision, datetime]
 """Which aggregate (its stream) took which checked command, at what recorded time."""
 
 
-class Message:
-    """One message of a batch: its input index, its steps, where its events begin."""
+class Message(msgspec.Struct):
+    """One message of a batch (a Struct, whose constructor is C: one is made per message)."""
 
-    __slots__ = ("duplicate", "index", "start", "steps")
-
-    def __init__(self, index: int, steps: list[Step], start: int, duplicate: bool) -> None:
-        self.index = index
-        self.steps = steps
-        """Each command as its aggregate took it (a duplicate: its first command, not run)."""
-        self.start = start
-        """The offset of its first event in the batch's events."""
-        self.duplicate = duplicate
-        """Its first command's message id was recorded already: counted, not run."""
+    index: int
+    """Its input's index."""
+    steps: list[Step]
+    """Each command as its aggregate took it (a duplicate: its first command, not run)."""
+    start: int
+    """The offset of its first event in the batch's events."""
+    duplicate: bool
+    """Its first command's message id was recorded already: counted, not run."""
 
 
 class BatchResult(NamedTuple):
