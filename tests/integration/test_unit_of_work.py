@@ -118,3 +118,23 @@ def test_a_read_about_persons_commits_the_units_own_earlier_messages_first(
     profile = ws.profile("u-cio")
     assert profile is not None
     assert {d.device_id for d in profile.devices} == {"cio-phone", "cio-tablet"}
+
+
+def test_a_message_that_reads_about_persons_after_running_a_command_runs_again_whole(
+    make_ws: WorkspaceFactory,
+) -> None:
+    """Its first command ran before its second read about persons: the read commits the
+    messages before it (not its first command), and the message runs again from its start."""
+    ws = make_ws()
+    person_id = anonymous_person_id(anonymous_id_for("cio-phone", 0))
+    uow = unit(ws)
+    assert run(uow, 0, [Identify(device_id="cio-phone", user_id="u-cio", message_id="c0")])
+    assert run(uow, 1, [SetProfileAttributes(device_id="cio-tablet", traits={"a": 1},
+                                             message_id="c1"),
+                        Identify(device_id="cio-tablet", user_id=f"cio_{person_id}",
+                                 message_id="c1#identify")])
+    assert [e.message_id for _, e in recorded_events(ws)] == ["c0"]
+    uow.commit()
+    assert [e.message_id for _, e in recorded_events(ws)] == ["c0", "c1", "c1#identify"]
+    profile = ws.profile("u-cio")
+    assert profile is not None and profile.attributes == {"a": 1}
