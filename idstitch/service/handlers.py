@@ -35,8 +35,8 @@ from idstitch.domain.commands import (
     SetProfileAttributes,
     Unmerge,
 )
-from idstitch.domain.errors import IdstitchError, InvalidCommand, StoreError, UnknownPerson
-from idstitch.service.uow import Again, UnitOfWork
+from idstitch.domain.errors import InvalidCommand, UnknownPerson
+from idstitch.service.uow import UnitOfWork
 
 
 def _check_person_ref(uow: UnitOfWork, field: str, user_id: str) -> None:
@@ -139,26 +139,6 @@ HANDLERS: dict[type[Any], Callable[[Any, UnitOfWork], None]] = {
 
 
 def run(uow: UnitOfWork, index: int, commands: Sequence[Command]) -> bool:
-    """Run a checked message's handlers on the unit of work: whole, or nothing of it stays
-    (a handler's refusal is raised, after :meth:`UnitOfWork.rollback`). False: a duplicate
-    (counted at the commit, not run). A refusal made on aggregates another writer had moved
-    runs the message once more, on them reloaded; a store failure is raised as it is."""
-    handlers = HANDLERS
-    retried = False
-    while True:
-        if not uow.begin(index, commands[0]):
-            return False
-        try:
-            for command in commands:
-                handlers[type(command)](command, uow)
-        except Again:
-            continue  # rolled back already; its earlier messages are committed
-        except StoreError:
-            raise
-        except IdstitchError:
-            if uow.rollback() and not retried:
-                retried = True
-                continue
-            raise
-        uow.end()
-        return True
+    """Run a checked message's handlers on the unit of work (:meth:`UnitOfWork.run`): whole,
+    or nothing of it stays. False: a duplicate."""
+    return uow.run(index, commands, HANDLERS)

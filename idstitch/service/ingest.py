@@ -21,13 +21,14 @@ from typing import Any, NamedTuple
 
 from idstitch.domain.commands import Command
 from idstitch.domain.errors import IdstitchError, InvalidCommand, StoreError
+from idstitch.domain.events import DECISIONS_STREAM
 from idstitch.projections.store import LoggedEvent
 from idstitch.service import background, handlers
 from idstitch.service.checks import CHECKS, Entry
 from idstitch.service.projecting import Projector, bulk_gc
 from idstitch.service.queries import Queries
 from idstitch.service.settings import Settings
-from idstitch.service.uow import UnitOfWork, Writer, stream_of
+from idstitch.service.uow import UnitOfWork, Writer
 
 CLOCK_SHARE_SECONDS = 0.05
 """During ingest, messages that arrive within this long of a clock reading share it."""
@@ -283,13 +284,15 @@ class _Run:
         handlers refused some of their messages."""
         uow, report, pending = self.uow, self.report, self.pending
         # Every aggregate of the batch at once: one query for those the cache lacks.
-        uow.load({stream_of(c) for _, _, cs in pending if type(cs) is list for c in cs})
-        run = handlers.run
+        # (stream_of inlined: this runs for every command.)
+        uow.load({getattr(c, "device_id", DECISIONS_STREAM)
+                  for _, _, cs in pending if type(cs) is list for c in cs})
+        run, table = uow.run, handlers.HANDLERS
         for index, now, checked in pending:
             if type(checked) is list:
                 uow.now = now
                 try:
-                    run(uow, index, checked)
+                    run(index, checked, table)
                 except StoreError:
                     raise
                 except IdstitchError as e:

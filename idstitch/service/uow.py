@@ -24,12 +24,15 @@ reads.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
+
+import msgspec
 
 from idstitch.domain.aggregates import Aggregate
 from idstitch.domain.commands import Command, Decision, DeviceCommand
+from idstitch.domain.errors import IdstitchError, StoreError
 from idstitch.domain.events import DECISIONS_STREAM
 from idstitch.projections.identity.rows import MergeRow, PersonRow
 from idstitch.projections.store import LoggedEvent
@@ -82,17 +85,15 @@ class Again(Exception):
     under it to answer a read about persons, and its aggregates reloaded)."""
 
 
-class Loaded:
+class Loaded(msgspec.Struct):
     """An aggregate as a handler gets it from the unit of work: :meth:`handle` runs a command
     on it, and the unit of work records that it did (to run it again on the aggregate
-    reloaded, after a conflict or a failure of the same batch)."""
+    reloaded, after a conflict or a failure of the same batch). A Struct, whose constructor
+    is C: one is made per command."""
 
-    __slots__ = ("aggregate", "stream", "uow")
-
-    def __init__(self, uow: UnitOfWork, stream: str, aggregate: Aggregate) -> None:
-        self.uow = uow
-        self.stream = stream
-        self.aggregate = aggregate
+    uow: UnitOfWork
+    stream: str
+    aggregate: Aggregate
 
     def handle(self, command: DeviceCommand | Decision, now: datetime) -> bool:
         """Run a checked command on the aggregate (``now``: its events' recorded time);
@@ -181,7 +182,6 @@ class UnitOfWork:
         """What the projections had committed before the last commit (for its catch-up)."""
         self.steps: list[Step] = []
         """The current message's steps (what its handlers ran, on which aggregate)."""
-        self._index = 0
         self._start = 0
 
     def close(self) -> None:
@@ -207,25 +207,44 @@ class UnitOfWork:
         if missing:
             self.batch.add(self.writer.take(missing))
 
-    def begin(self, index: int, first: Command) -> bool:
-        """Start a message (``index``: its input's); False if it is a duplicate (the message
-        id of its first command was recorded already): counted at the commit, not run."""
-        batch = self.batch
-        self._index, self._start, self.steps = index, len(batch.events), []
+    def run(self, index: int, commands: Sequence[Command],
+            handlers: Mapping[type[Any], Callable[[Any, UnitOfWork], None]]) -> bool:
+        """Run a checked message's handlers (``index``: its input's): whole, or nothing of it
+        stays (a handler's refusal is raised, after :meth:`rollback`). False: a duplicate (the
+        message id of its first command was recorded already), counted at the commit, not
+        run. A refusal made on aggregates another writer had moved runs the message once more,
+        on them reloaded; a store failure is raised as it is."""
+        first = commands[0]
         stream: str = getattr(first, "device_id", DECISIONS_STREAM)  # (stream_of, inlined)
-        aggregate = batch.aggregates.get(stream)
-        if aggregate is None:
-            aggregate = self.aggregate(stream)
-        if aggregate.is_duplicate(getattr(first, "message_id", None)):
-            self.batch.messages.append(Message(index, [(stream, first, self.now)],
-                                               self._start, True))
-            return False
-        return True
-
-    def end(self) -> None:
-        """The current message ran whole: it joins the batch."""
-        self.batch.messages.append(Message(self._index, self.steps, self._start, False))
-        self.steps = []
+        message_id = getattr(first, "message_id", None)
+        retried = False
+        while True:
+            batch = self.batch
+            self._start = start = len(batch.events)
+            steps: list[Step] = []
+            self.steps = steps
+            aggregate = batch.aggregates.get(stream)
+            if aggregate is None:
+                aggregate = self.aggregate(stream)
+            if aggregate.is_duplicate(message_id):
+                batch.messages.append(Message(index, [(stream, first, self.now)], start, True))
+                return False
+            try:
+                for command in commands:
+                    handlers[type(command)](command, self)
+            except Again:
+                continue  # rolled back already; its earlier messages are committed
+            except StoreError:
+                raise
+            except IdstitchError:
+                if self.rollback() and not retried:
+                    retried = True
+                    continue
+                raise
+            # It ran whole: it joins the batch (which a read about persons may have renewed).
+            self.batch.messages.append(Message(index, steps, self._start, False))
+            self.steps = []
+            return True
 
     def rollback(self) -> bool:
         """Nothing of the current message stays (a handler refused it): its events dropped,
