@@ -44,29 +44,23 @@ class MessageBus:
         if self.guard is not None:
             self.guard(checked)
         auto = self.settings.auto_catch_up
-        uow = UnitOfWork(self.writer, self.queries, self.projector if auto else None, now)
-        try:
-            return self._run(uow, checked, auto)
-        finally:
-            uow.close()
-
-    def _run(self, uow: UnitOfWork, checked: Command, auto: bool) -> int | None:
-        """Run the checked command's handler on the unit of work and commit it."""
-        handlers.run(uow, 0, (checked,))
-        with self.writer.lock:
-            # Rows built under another policy (another process rebuilt them) refuse the
-            # commit before anything is appended (the catch-up after it would refuse).
-            result = uow.commit()
-            assert result is not None  # one message, run: a batch of one
-            if result.rejected:
-                raise result.rejected[0][1]
-            appended = result.appended
-            if not appended:
-                return None
-            if auto:
-                try:
-                    self.projector.catch_up(appended, tracked=uow.tracked)
-                except Exception as e:
-                    # Recorded all the same: say so, and where (issue 16 item 4).
-                    raise WriteLanded(appended[-1].position, e) from e
-            return appended[-1].position
+        with UnitOfWork(self.writer, self.queries, self.projector if auto else None,
+                        now) as uow:
+            handlers.run(uow, 0, (checked,))
+            with self.writer.lock:
+                # Rows built under another policy (another process rebuilt them) refuse the
+                # commit before anything is appended (the catch-up after it would refuse).
+                result = uow.commit()
+                assert result is not None  # one message, run: a batch of one
+                if result.rejected:
+                    raise result.rejected[0][1]
+                appended = result.appended
+                if not appended:
+                    return None
+                if auto:
+                    try:
+                        self.projector.catch_up(appended, tracked=uow.tracked)
+                    except Exception as e:
+                        # Recorded all the same: say so, and where (issue 16 item 4).
+                        raise WriteLanded(appended[-1].position, e) from e
+                return appended[-1].position

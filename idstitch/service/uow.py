@@ -184,6 +184,14 @@ class UnitOfWork:
         """The current message's steps (what its handlers ran, on which aggregate)."""
         self._start = 0
 
+    def __enter__(self) -> UnitOfWork:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """What was not committed is dropped (its aggregates are not given back to the
+        writer's cache: the next unit of work loads them from the log)."""
+        self.close()
+
     def close(self) -> None:
         """Let go of its repositories (each holds the unit of work: without this, the two make
         a reference cycle, which only the cyclic collector frees, and a bulk job pauses it)."""
