@@ -159,7 +159,7 @@ def set_profile_attributes(cmd: SetProfileAttributes, entry: Entry) -> SetProfil
     """Attributes to set, to set once, to unset: 300 at most in one call."""
     set_ = rules.check_attributes("traits", cmd.traits, owned=entry.owned)
     once = rules.check_attributes("set_once", cmd.set_once, owned=entry.owned)
-    gone = rules.check_keys("unset", cmd.unset)
+    gone = rules.check_keys("unset", cmd.unset, indexed=True)
     if len(set_) + len(once) + len(gone) > rules.MAX_ATTRIBUTES:
         raise InvalidCommand("traits", f"more than {rules.MAX_ATTRIBUTES} attributes in one call")
     sdk = rules.check_anonymous_id(cmd.sdk_anonymous_id)
