@@ -142,3 +142,21 @@ def run(uow: UnitOfWork, index: int, commands: Sequence[Command]) -> bool:
     """Run a checked message's handlers on the unit of work (:meth:`UnitOfWork.run`): whole,
     or nothing of it stays. False: a duplicate."""
     return uow.run(index, commands, HANDLERS)
+
+
+def reads_persons(commands: Sequence[Command]) -> bool:
+    """Whether a checked message's handlers read about persons (a ``cio_`` id, a merge, an
+    unmerge): ingest runs such a message as soon as it is read, so that its read answers as the
+    log stands then (a projecting child has committed everything before it)."""
+    for command in commands:
+        kind = type(command)
+        if kind is Identify:
+            if command.user_id.startswith(rules.PERSON_PREFIX):  # type: ignore[union-attr]
+                return True
+        elif kind is Activate:
+            user_id = command.customer_user_id  # type: ignore[union-attr]
+            if user_id is not None and user_id.startswith(rules.PERSON_PREFIX):
+                return True
+        elif kind in (MergePersons, Unmerge):
+            return True
+    return False

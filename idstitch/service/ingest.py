@@ -204,7 +204,7 @@ class _Run:
         owner = self.owner
         decode = owner.format.decode
         to_commands = owner.format.to_commands
-        checks = CHECKS
+        checks, reads = CHECKS, handlers.reads_persons
         now = self.uow.now
         # Values decoded from a JSON line belong to this message alone; a dict the caller
         # passed may still be held (and changed) by the caller.
@@ -256,6 +256,11 @@ class _Run:
                     self.checked += 1
                     if self.checked >= self.batch_size:
                         self.flush()
+                    elif reads(checked):
+                        # Its handler reads about persons as the log stands after the messages
+                        # before it: run now, before the next message is read (the batch
+                        # waits for the rest, see _run_batch).
+                        self._run_batch(last=False)
             self.flush(project=True)
         finally:
             # Also when the input, a callback or the store fails midway: no child outlives
