@@ -358,22 +358,26 @@ def check_collected(field: str, attributes: dict[str, Any], *, owned: bool = Fal
     return check_attributes(field, attributes, allow_none=False, owned=owned)
 
 
-def check_keys(field: str, keys: object) -> list[str]:
-    """A list of attribute names (for ``unset``): each as an attribute name that is set."""
+def check_keys(field: str, keys: object, *, indexed: bool = False) -> list[str]:
+    """A list of attribute names (for ``unset``): each as an attribute name that is set.
+    ``indexed``: a bad name is named by its place (``unset[1]``), as the public methods name
+    an item of a list argument."""
     if keys is None:
         return []
     if isinstance(keys, str) or not isinstance(keys, (list, tuple, set, frozenset)):
         raise InvalidCommand(field, "must be a list of attribute names")
     if len(keys) > MAX_ATTRIBUTES:
         raise InvalidCommand(field, f"has {len(keys)} names; at most {MAX_ATTRIBUTES}")
-    for key in keys:
+    for i, key in enumerate(keys):
         if not isinstance(key, str) or not key.strip():
-            raise InvalidCommand(field, f"attribute name {_brief(key)} must be a non-blank string")
+            raise InvalidCommand(f"{field}[{i}]" if indexed else field,
+                                 f"attribute name {_brief(key)} must be a non-blank string")
         # The names are recorded in the event: the rules of a name that is set apply.
         if not (key.isascii() and len(key) <= MAX_ID_BYTES and "\x00" not in key):
-            if _utf8_len(field, key) > MAX_ID_BYTES:
-                raise InvalidCommand(field, f"attribute name {_brief(key)} is longer than "
+            where = f"{field}[{i}]" if indexed else field
+            if _utf8_len(where, key) > MAX_ID_BYTES:
+                raise InvalidCommand(where, f"attribute name {_brief(key)} is longer than "
                                             f"{MAX_ID_BYTES} bytes")
-            _no_nul(field, key)
+            _no_nul(where, key)
     names = [plain_str(key) for key in keys]
     return sorted(names) if isinstance(keys, (set, frozenset)) else names

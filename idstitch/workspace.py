@@ -22,7 +22,7 @@ from idstitch.projections.custom import Projection, ProjectionDB, check_projecti
 from idstitch.projections.identity import Policy
 from idstitch.projections.views import Device, Merge, Profile
 from idstitch.service import erasure, following
-from idstitch.service.arguments import checked, checked_methods
+from idstitch.service.arguments import checked, checked_methods, entering
 from idstitch.service.following import ProjectionStatus
 from idstitch.service.ingest import INGEST_BATCH, IngestReport
 
@@ -30,7 +30,9 @@ Clock = bootstrap.Clock
 
 
 # Every public method and property setter checks its arguments' types by its annotations at
-# this one boundary (idstitch.service.arguments), a method added later too: annotate it.
+# this one boundary (idstitch.service.arguments), a method added later too: annotate it. The
+# command methods (@entering) are checked once where their command enters the service
+# (idstitch.service.checks): each field's type and meaning together.
 @checked_methods
 class Workspace:
     """One event store and its projections. Use :func:`idstitch.open` to get one."""
@@ -96,6 +98,7 @@ class Workspace:
     # Device commands (identity-model.md §2): each returns the log position of the last event
     # it recorded, or None when it recorded nothing.
 
+    @entering
     def activate(
         self, device_id: str, *, customer_user_id: str | None = None,
         auto_track_device_attributes: bool = True, platform: str | None = None,
@@ -108,6 +111,7 @@ class Workspace:
             auto_track_device_attributes=auto_track_device_attributes, platform=platform,
             sdk=sdk, message_id=message_id, timestamp=timestamp))
 
+    @entering
     def identify(
         self, device_id: str, user_id: str, traits: dict[str, Any] | None = None, *,
         message_id: str | None = None, timestamp: datetime | None = None,
@@ -118,6 +122,7 @@ class Workspace:
             device_id=device_id, user_id=user_id, traits=traits, message_id=message_id,
             timestamp=timestamp, sent_at=sent_at, received_at=received_at))
 
+    @entering
     def set_profile_attributes(
         self, device_id: str, traits: dict[str, Any] | None = None, *,
         set_once: dict[str, Any] | None = None, unset: list[str] | None = None,
@@ -129,6 +134,7 @@ class Workspace:
             device_id=device_id, traits=traits, set_once=set_once, unset=unset,
             message_id=message_id, timestamp=timestamp, sent_at=sent_at, received_at=received_at))
 
+    @entering
     def set_device_attributes(
         self, device_id: str, attributes: dict[str, Any], *, message_id: str | None = None,
         timestamp: datetime | None = None, sent_at: datetime | None = None,
@@ -139,6 +145,7 @@ class Workspace:
             device_id=device_id, attributes=attributes, message_id=message_id,
             timestamp=timestamp, sent_at=sent_at, received_at=received_at))
 
+    @entering
     def collect_device_attributes(
         self, device_id: str, context: dict[str, Any], *, message_id: str | None = None,
         timestamp: datetime | None = None, sent_at: datetime | None = None,
@@ -149,6 +156,7 @@ class Workspace:
             device_id=device_id, context=context, message_id=message_id, timestamp=timestamp,
             sent_at=sent_at, received_at=received_at))
 
+    @entering
     def register_device_token(
         self, device_id: str, token: str, *, platform: str | None = None,
         message_id: str | None = None, timestamp: datetime | None = None,
@@ -159,6 +167,7 @@ class Workspace:
             device_id=device_id, token=token, platform=platform, message_id=message_id,
             timestamp=timestamp, sent_at=sent_at, received_at=received_at))
 
+    @entering
     def remove_device_token(
         self, device_id: str, token: str, *, reason: str = "deleted",
         message_id: str | None = None, timestamp: datetime | None = None,
@@ -168,6 +177,7 @@ class Workspace:
             device_id=device_id, token=token, reason=reason, message_id=message_id,
             timestamp=timestamp))
 
+    @entering
     def record_push_status(
         self, device_id: str, status: str, *, message_id: str | None = None,
         timestamp: datetime | None = None,
@@ -176,6 +186,7 @@ class Workspace:
         return self._bus.handle(c.RecordPushStatus(
             device_id=device_id, status=status, message_id=message_id, timestamp=timestamp))
 
+    @entering
     def clear_identify(
         self, device_id: str, *, message_id: str | None = None, timestamp: datetime | None = None
     ) -> int | None:
@@ -183,6 +194,7 @@ class Workspace:
         return self._bus.handle(c.ClearIdentify(
             device_id=device_id, message_id=message_id, timestamp=timestamp))
 
+    @entering
     def logout(
         self, device_id: str, *, message_id: str | None = None, timestamp: datetime | None = None
     ) -> int | None:
@@ -193,6 +205,7 @@ class Workspace:
     # Person-level decisions (identity-model.md §4): events on the workspace's decisions
     # stream, in the same log as the devices' events.
 
+    @entering
     def merge_persons(self, primary: str, secondary: str, *, reason: str) -> str:
         """Merge two identified persons (any identifier of each): the secondary's identifiers,
         devices, anonymous ids and attributes join the primary, whose values win on a key both
@@ -202,6 +215,7 @@ class Workspace:
                                         merge_id=merge_id))
         return merge_id
 
+    @entering
     def unmerge(self, merge_id: str, *, reason: str) -> None:
         """Undo a merge exactly: an explicit one, or an anonymous person's merge on identify.
         Both sides become what they would be had the merge never been recorded (later events
@@ -210,6 +224,7 @@ class Workspace:
         if self._bus.handle(c.Unmerge(merge_id=merge_id, reason=reason)) is not None:
             self._services.projector.replay_persons()
 
+    @entering
     def forget(self, identifier: str, *, reason: str) -> None:
         """Erase a person (the right to erasure): any identifier of it (user id, email,
         ``cio_<id>``, person id). Its keys are destroyed (its personal values in the log read

@@ -1,12 +1,17 @@
-"""The public surface's one argument boundary: types are judged here, meaning in the handlers.
+"""The public surface's one argument boundary: types are judged here, or where a command enters.
 
 :func:`checked_methods` wraps every public method and property setter of a class (the
 Workspace), :func:`checked` one function (``idstitch.open``), once, at import: each parameter's
 annotation becomes one small check, and each call runs the checks of the arguments it was given
 (defaults are trusted) before the body runs. A wrong type is then an ``InvalidCommand`` naming
 the argument, raised before anything is read or recorded, on every store alike, instead of
-whatever a driver, an encoder or a ``.startswith`` would have made of it. The handlers and the
-queries keep the checks that need meaning (lengths, placeholders, limits, the JSON in a dict).
+whatever a driver, an encoder or a ``.startswith`` would have made of it. The queries keep the
+checks that need meaning (lengths, limits).
+
+A method marked :func:`entering` is not wrapped: its arguments become a command, and the
+command's check (:mod:`idstitch.service.checks`, where the command enters the service) judges
+each field once, type and meaning together, naming the same argument. Every command method of
+the Workspace is one: its arguments are judged once, not here and again in the rules.
 
 What each annotation admits:
 
@@ -28,11 +33,9 @@ What each annotation admits:
 An annotation the boundary cannot judge, or a parameter without one, is a ``TypeError`` when the
 class is defined, that is when ``idstitch`` is imported: a public method cannot ship unchecked.
 
-Cost: one generic wrapper, a Python call per argument given. Measured on the 2-core development
-machine: about 1 us for ``profile``'s one argument and 2 us for ``identify`` with five, against
-calls of 170 us and 500 us (p50, SQLite, benchmarks/bench_latency.py, which cannot tell the two
-apart). A wrapper generated per signature with the checks inlined measured 0.4 us for
-``identify``: not worth the generated code at that share.
+Cost: one generic wrapper, a Python call per argument given: about 1 us for ``profile``'s one
+argument against a call of 170 us (p50, SQLite, benchmarks/bench_latency.py); a wrapper
+generated per signature was not worth the generated code at that share.
 """
 
 from __future__ import annotations
@@ -55,7 +58,10 @@ Check = Callable[[str, object], object]
 a ``str`` subclass's string), or raises InvalidCommand naming the field."""
 
 MARK = "__idstitch_checked__"
-"""Set on every function the boundary guards (the wrapper, or a method with nothing to check)."""
+"""Set on every function the boundary guards (the wrapper, or a method with nothing to check,
+or one whose arguments are checked where its command enters)."""
+ENTERING = "__idstitch_entering__"
+"""Set on a method whose arguments its command's check judges (see :func:`entering`)."""
 
 F = TypeVar("F", bound=Callable[..., Any])
 C = TypeVar("C", bound=type)
@@ -351,6 +357,16 @@ def checked(func: F) -> F:
     return _guard(func, None, method=False)
 
 
+def entering(func: F) -> F:
+    """Mark a public method whose arguments all become a command, checked where it enters the
+    service (:func:`idstitch.service.checks.check`, or the first thing the method does): the
+    boundary leaves them to that check, which names each argument as the boundary would, so
+    that a field is judged once. Counts as guarded for :func:`is_checked`."""
+    setattr(func, MARK, True)
+    setattr(func, ENTERING, True)
+    return func
+
+
 def checked_methods(cls: C) -> C:
     """Guard every public method and property setter of a class, as it is defined.
 
@@ -370,7 +386,7 @@ def checked_methods(cls: C) -> C:
             setattr(cls, name, staticmethod(_guard(member.__func__, localns, method=False)))
         elif isinstance(member, classmethod):
             setattr(cls, name, classmethod(_guard(member.__func__, localns, method=True)))
-        elif inspect.isfunction(member):
+        elif inspect.isfunction(member) and not getattr(member, ENTERING, False):
             setattr(cls, name, _guard(member, localns, method=True))
     return cls
 
@@ -384,4 +400,4 @@ def is_checked(member: object) -> bool:
     return bool(getattr(member, MARK, False))
 
 
-__all__ = ["checked", "checked_methods", "is_checked", "rule_for"]
+__all__ = ["checked", "checked_methods", "entering", "is_checked", "rule_for"]

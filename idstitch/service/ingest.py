@@ -1,29 +1,34 @@
 """Bulk ingest of Segment-spec messages: batches, a shared clock, and a second process.
 
 Each message is decoded and mapped to commands (:mod:`idstitch.adapters.segment`), and each
-command validated by its handler, before any of the message runs, so a rejected message leaves
-nothing behind; it is reported with its index and reason and the rest go on. Validated messages
-are committed a batch at a time (one transaction; events in message order), so a batch gives
-what one call per message would, except that messages arriving within CLOCK_SHARE_SECONDS of
-each other share one clock reading. The input is streamed: only one batch is held at a time.
+command checked where it enters (:func:`idstitch.service.checks.check`, as the message bus
+checks a public call's), before any of the message runs. A batch of checked messages then runs
+on one unit of work: the aggregates of all its messages are loaded at once, each message's
+handlers run on them, and the unit of work commits (one transaction; events in message order).
+A message refused by a check or by a handler leaves nothing behind; it is reported with its
+index and reason and the rest go on. A batch gives what one call per message would, except that
+messages arriving within CLOCK_SHARE_SECONDS of each other share one clock reading. The input is
+streamed: only one batch is held at a time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from time import monotonic
 from typing import Any, NamedTuple
 
 from idstitch.domain.commands import Command
-from idstitch.domain.errors import ConcurrencyConflict, IdstitchError, InvalidCommand
+from idstitch.domain.errors import IdstitchError, InvalidCommand, StoreError
+from idstitch.domain.events import DECISIONS_STREAM
 from idstitch.projections.store import LoggedEvent
-from idstitch.service import background
-from idstitch.service.handlers import HANDLERS
+from idstitch.service import background, handlers
+from idstitch.service.checks import CHECKS, Entry
 from idstitch.service.projecting import Projector, bulk_gc
 from idstitch.service.queries import Queries
 from idstitch.service.settings import Settings
-from idstitch.service.uow import Moment, Persons, Step, UnitOfWork, Writer
+from idstitch.service.uow import UnitOfWork, Writer
 
 CLOCK_SHARE_SECONDS = 0.05
 """During ingest, messages that arrive within this long of a clock reading share it."""
@@ -133,6 +138,40 @@ def _reporting(progress: Callable[[int], None]) -> Callable[[int], None]:
     return call
 
 
+class _ChildProjects:
+    """The projections while a child projects an ingest: a catch-up waits for the child to
+    have committed the head of the log; once the child failed, this process projects
+    (everything after the child's position)."""
+
+    def __init__(self, projector: Projector, helper: background.BackgroundProjector) -> None:
+        self.projector = projector
+        self.helper: background.BackgroundProjector | None = helper
+        """The child, until it fails."""
+
+    def check(self) -> dict[str, tuple[int, str | None]]:
+        """As :meth:`Projector.check`."""
+        return self.projector.check()
+
+    def catch_up(self, recent: Sequence[LoggedEvent] = (), *, wait: bool = True,
+                 eager: bool = False,
+                 tracked: Mapping[str, tuple[int, str | None]] | None = None) -> int:
+        """Every projection at the head of the log (``recent`` is the child's to read)."""
+        if self.helper is not None:
+            head = self.projector.log.head()
+            if self.helper.wait_for(head):
+                return head
+            self.helper = None  # it failed: everything after its position is done here
+        return self.projector.catch_up()
+
+
+_NOT_YET = datetime.min.replace(tzinfo=UTC)
+"""The time of a unit of work before its first message (each message sets its own)."""
+
+Checked = list[Command] | str | None
+"""A message as ingest holds it until its batch runs: its checked commands, why a check
+refused it, or None (a message ingest ignores)."""
+
+
 class _Run:
     """One ingest: its report, the batch being gathered, and how it projects."""
 
@@ -142,34 +181,44 @@ class _Run:
         self.batch_size = batch_size
         self.progress = progress
         self.report = IngestReport()
-        self.batch: list[tuple[int, list[Step]]] = []
-        self.unprojected: list[LoggedEvent] = []
+        self.pending: list[tuple[int, datetime, Checked]] = []
+        """The messages read since the last commit, in input order."""
+        self.checked = 0
+        """How many messages wait for the next commit: those read since that passed their
+        checks, and those run already (a batch is ``batch_size`` of them)."""
+        settings = owner.settings
+        self.uow = UnitOfWork(owner.writer, owner.queries,
+                              owner.projector if settings.auto_catch_up else None,
+                              _NOT_YET)
         self.recorded = 0
         """Events this ingest appended so far."""
         self.behind = False
         """A catch-up between batches left projections to another process: the last one
         must wait for them."""
-        self.helper: background.BackgroundProjector | None = None
+        self.child: _ChildProjects | None = None
+        """How the projections are caught up while a child projects (also the unit of
+        work's, for a read about persons)."""
         self.parallel = parallel if owner.projector.can_fork else False
 
     def run(self, messages: Iterable[Message]) -> IngestReport:
-        owner, report = self.owner, self.report
+        owner = self.owner
         decode = owner.format.decode
         to_commands = owner.format.to_commands
-        handlers = HANDLERS
-        uow = self._uow(owned=False)
-        json_uow = self._uow(owned=True)
+        checks, reads = CHECKS, handlers.reads_persons
+        now = self.uow.now
+        # Values decoded from a JSON line belong to this message alone; a dict the caller
+        # passed may still be held (and changed) by the caller.
+        entry, json_entry = Entry(now), Entry(now, owned=True)
+        pending = self.pending
         index = -1
         try:
             read_at = monotonic()
             for raw in messages:
-                # Values decoded from a JSON line belong to this message alone; a dict the
-                # caller passed may still be held (and changed) by the caller.
                 if isinstance(raw, (str, bytes)):
                     if not raw or raw.isspace():
-                        report.blank += 1  # not a message: no index, no count
+                        self.report.blank += 1  # not a message: no index, no count
                         continue
-                    current = json_uow
+                    current = json_entry
                     try:
                         items: Sequence[Any] = (decode(raw),)
                     except IdstitchError as e:
@@ -177,41 +226,49 @@ class _Run:
                         # "type"): the messages pay nothing for envelopes.
                         items = self._unwrap(raw, e)
                 else:
-                    current = uow
+                    current = entry
                     items = self._unwrap(raw, None)
                 for item in items:
                     index += 1
-                    if not self.batch or monotonic() - read_at > CLOCK_SHARE_SECONDS:
+                    if not self.checked or monotonic() - read_at > CLOCK_SHARE_SECONDS:
                         # Messages that arrive close together share one clock reading (their
                         # recorded_at, and the received time of their sent_at correction); a
                         # slow stream gets a fresh one, so a later message is never timed
                         # earlier.
                         now = owner.settings.clock()
-                        uow.now = json_uow.now = now
+                        entry.now = json_entry.now = now
                         read_at = monotonic()
                     try:
                         if isinstance(item, IdstitchError):
                             raise item
                         commands = to_commands(item)
                         if commands is None:
-                            report.ignored += 1
+                            pending.append((index, now, None))
                             continue
+                        checked = []
                         for command in commands:
-                            handlers[type(command)](command, current)
+                            checked.append(checks[type(command)](command, current))
                     except IdstitchError as e:
-                        current.take()  # nothing of a rejected message stays staged
-                        report.rejected.append((index, str(e)))
+                        # Its reason only: an error held would hold its traceback's frames.
+                        pending.append((index, now, str(e)))
                         continue
-                    self.batch.append((index, current.take()))
-                    if len(self.batch) >= self.batch_size:
+                    pending.append((index, now, checked))
+                    self.checked += 1
+                    if self.checked >= self.batch_size:
                         self.flush()
+                    elif reads(checked):
+                        # Its handler reads about persons as the log stands after the messages
+                        # before it: run now, before the next message is read (the batch
+                        # waits for the rest, see _run_batch).
+                        self._run_batch(last=False)
             self.flush(project=True)
         finally:
             # Also when the input, a callback or the store fails midway: no child outlives
             # its ingest.
-            if self.helper is not None:
-                self.helper.close()
-        return report
+            if self.child is not None and self.child.helper is not None:
+                self.child.helper.close()
+            self.uow.close()
+        return self.report
 
     def _unwrap(self, raw: Message, error: IdstitchError | None) -> Sequence[Any]:
         """The messages of an item that is not one decoded message: a batch envelope's (each
@@ -224,72 +281,82 @@ class _Run:
         except IdstitchError as e:
             return (e,)  # an envelope that cannot be read whole: one rejected message
 
-    def _uow(self, *, owned: bool) -> UnitOfWork:
-        # A handler that consults the read models (a cio_ check) settles them first: the
-        # messages staged before it are committed and projected.
-        return UnitOfWork(Moment(self.owner.settings.clock(), owned),
-                          Persons(lambda: self.flush(project=True), self.owner.queries))
+    def _run_batch(self, *, last: bool) -> None:
+        """Run the gathered messages' handlers on the unit of work, in input order, and
+        commit them. A handler reading about persons commits the messages before its own
+        first (their counts and progress are reported as it returns): a batch then starts at
+        its message, and is committed once it is full (or ``last``), as are batches whose
+        handlers refused some of their messages."""
+        uow, report, pending = self.uow, self.report, self.pending
+        # Every aggregate of the batch at once: one query for those the cache lacks.
+        # (stream_of inlined: this runs for every command.)
+        uow.load({getattr(c, "device_id", DECISIONS_STREAM)
+                  for _, _, cs in pending if type(cs) is list for c in cs})
+        run, table = uow.run, handlers.HANDLERS
+        for index, now, checked in pending:
+            if type(checked) is list:
+                uow.now = now
+                try:
+                    run(index, checked, table)
+                except StoreError:
+                    raise
+                except IdstitchError as e:
+                    report.rejected.append((index, str(e)))
+                if uow.results:
+                    self._account()
+            elif checked is None:
+                report.ignored += 1
+            elif isinstance(checked, str):
+                report.rejected.append((index, checked))
+        pending.clear()
+        self.checked = waiting = len(uow.batch.messages)
+        if waiting < self.batch_size and not last:
+            return  # they wait for the batch to fill
+        self.checked = 0
+        # (When the workspace keeps its projections, the commit fails before appending
+        # anything if another process rebuilt the rows under another configuration.)
+        uow.commit()
+        self._account()
+
+    def _account(self) -> None:
+        """Report what the unit of work's commits did; the progress callback hears of each."""
+        report = self.report
+        for result in self.uow.results:
+            report.accepted += result.accepted
+            report.duplicates += result.duplicates
+            report.rejected += [(i, str(e)) for i, e in result.rejected]
+            self.recorded += result.recorded
+            if self.progress is not None:
+                self.progress(result.messages)
+        self.uow.results.clear()
 
     def flush(self, *, project: bool = False) -> None:
         """Commit the gathered batch; catch the projections up when due (or ``project``)."""
-        owner = self.owner
-        if self.batch:
+        owner, uow = self.owner, self.uow
+        if self.pending or uow.batch.messages:
             # Envelopes only for a catch-up in this process (the child reads the log).
-            self.unprojected.extend(self._write(keep=owner.settings.auto_catch_up and self.helper is None))
-            if self.progress is not None:
-                self.progress(len(self.batch))
-            self.batch = []
+            uow.keep = owner.settings.auto_catch_up and self.child is None
+            self._run_batch(last=project)
         if not owner.settings.auto_catch_up:
             return
-        if self.helper is None and self.parallel is not False and (
+        if self.child is None and self.parallel is not False and (
                 self.parallel or self.recorded >= CATCH_UP_EVENTS):
             self.parallel = False  # one attempt: if the child cannot start, project here
             helper = owner.projector.helper()
             if helper.failed is None:
-                self.helper = helper
-                self.unprojected.clear()  # the child reads them from the log
-        if self.helper is not None:
-            if project and not self.helper.wait_for(owner.projector.log.head()):
-                self.helper = None  # it failed: everything after its position is done here
-                owner.projector.catch_up()
+                self.child = uow.projections = _ChildProjects(owner.projector, helper)
+                uow.appended.clear()  # the child reads them from the log
+        if self.child is not None:
+            if project:
+                self.child.catch_up()
             return
         # The projections catch up every CATCH_UP_EVENTS events rather than every batch: hot
         # person and device rows are then rewritten once per catch-up, not per batch. Between
         # batches, a projection another process is folding is left to it (no waiting); the
         # last catch-up waits for it to have committed everything this ingest appended.
-        if (project and (self.unprojected or self.behind)) or (
-                len(self.unprojected) >= CATCH_UP_EVENTS):
-            reached = owner.projector.catch_up(self.unprojected, wait=project)
-            self.behind = bool(self.unprojected) and reached < self.unprojected[-1].position
-            self.unprojected.clear()
-
-    def _write(self, *, keep: bool) -> list[LoggedEvent]:
-        owner, batch, report = self.owner, self.batch, self.report
-        if owner.settings.auto_catch_up:
-            # Fail before recording anything, not after, if another process rebuilt the rows
-            # under another configuration.
-            owner.projector.check()
-        result = owner.writer.write_batch(batch, keep=keep)
-        if result is not None:
-            report.accepted += result.accepted
-            report.duplicates += result.duplicates
-            self.recorded += result.recorded
-            return result.appended
-        # Other writers kept moving these devices: each message on its own, atomically. Their
-        # events are projected with the rest (one catch-up, not one per message).
-        kept: list[LoggedEvent] = []
-        for message in batch:
-            try:
-                one = owner.writer.write_one(message)
-            except ConcurrencyConflict as e:
-                # Only this means "nothing of the message was written". Any other error (the
-                # store failing) stops the ingest rather than report a message as rejected
-                # that may have been recorded.
-                report.rejected.append((message[0], str(e)))
-                continue
-            self.recorded += one.recorded
-            if keep:
-                kept.extend(one.appended)
-            report.accepted += one.accepted
-            report.duplicates += one.duplicates
-        return kept
+        unprojected = uow.appended
+        if (project and (unprojected or self.behind)) or (
+                len(unprojected) >= CATCH_UP_EVENTS):
+            reached = owner.projector.catch_up(unprojected, wait=project)
+            self.behind = bool(unprojected) and reached < unprojected[-1].position
+            unprojected.clear()

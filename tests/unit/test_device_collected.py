@@ -1,6 +1,6 @@
 """The device's rule for a message's context (``changes_only``), with no store: it records the
 attributes whose value or type differs from what it holds, and nothing when none does; and the
-handlers settle the times of a message's commands alike, whichever command comes first."""
+checks settle the times of a message's commands alike, whichever command comes first."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ from idstitch.domain.commands import CollectDeviceAttributes, Identify
 from idstitch.domain.device import Device
 from idstitch.domain.events import DeviceAttributesCollected
 
-from idstitch.service.handlers import collect_device_attributes, identify
-from idstitch.service.uow import Moment, Persons, UnitOfWork
+from idstitch.service.checks import Entry, check
 
 T = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -65,36 +64,30 @@ class Drifting(tzinfo):
         return timedelta(0)
 
 
-def unit(now: datetime) -> UnitOfWork:
-    # No command here names a cio_ person: nothing reads about persons.
-    return UnitOfWork(Moment(now, True), Persons(lambda: None, None))  # type: ignore[arg-type]
-
-
 def test_the_commands_of_a_message_settle_the_same_times_alike() -> None:
-    uow = unit(T)
+    entry = Entry(T, owned=True)
     sent, stamp = T - timedelta(seconds=30), T - timedelta(seconds=40)
+    checked = []
     for n in range(2):
-        identify(Identify(device_id="phone", user_id="u1", message_id=f"m{n}", timestamp=stamp,
-                          sent_at=sent), uow)
-        collect_device_attributes(CollectDeviceAttributes(
+        checked.append(check(Identify(device_id="phone", user_id="u1", message_id=f"m{n}",
+                                      timestamp=stamp, sent_at=sent), entry))
+        checked.append(check(CollectDeviceAttributes(
             device_id="phone", context={"a": 1}, message_id=f"m{n}#context", timestamp=stamp,
-            sent_at=sent, changes_only=True), uow)
+            sent_at=sent, changes_only=True), entry))
     # Corrected for the skew (received now, sent 30 s earlier): 10 s before now, each.
-    assert {step.command.timestamp for step in uow.take()} == {T - timedelta(seconds=10)}
+    assert {c.timestamp for c in checked} == {T - timedelta(seconds=10)}  # type: ignore[union-attr]
     # The same time objects received at another moment correct to another time.
-    later = unit(T + timedelta(seconds=5))
-    identify(Identify(device_id="phone", user_id="u1", message_id="m9", timestamp=stamp,
-                      sent_at=sent), later)
-    assert later.take()[0].command.timestamp == T - timedelta(seconds=5)
+    later = check(Identify(device_id="phone", user_id="u1", message_id="m9", timestamp=stamp,
+                           sent_at=sent), Entry(T + timedelta(seconds=5), owned=True))
+    assert later.timestamp == T - timedelta(seconds=5)  # type: ignore[union-attr]
 
 
 def test_a_time_in_a_zone_of_its_own_is_converted_for_every_command() -> None:
-    uow = unit(T)
+    entry = Entry(T, owned=True)
     stamp = datetime(2026, 1, 1, 12, tzinfo=Drifting())
-    for n in range(2):
-        identify(Identify(device_id="phone", user_id="u1", message_id=f"m{n}", timestamp=stamp),
-                 uow)
-    first, second = (step.command.timestamp for step in uow.take())
+    first, second = (check(Identify(device_id="phone", user_id="u1", message_id=f"m{n}",
+                                    timestamp=stamp), entry).timestamp  # type: ignore[union-attr]
+                     for n in range(2))
     # The zone's offset moved between the two: each command asked it (neither took the
     # other's answer).
     assert first != second

@@ -1,0 +1,305 @@
+"""The one commit algorithm: a batch of messages, run on their aggregates, appended at once.
+
+A :class:`Batch` is what a unit of work's handlers decided: the aggregates they loaded (devices,
+the workspace's decisions), the events those recorded, in message order, and for each message
+which aggregate took which of its commands. The :class:`Writer`, shared by every unit of work
+of a workspace, appends a batch's events in one transaction, with optimistic concurrency
+(:meth:`Writer.commit`): an ingest batch, and a public call as a batch of one message. When
+another writer got to an aggregate first, the aggregates that moved are reloaded and only the
+messages that ran on them run again (:meth:`Batch.rerun`); the rest of the batch is kept as it
+was decided. A message an aggregate refuses when it runs again (an undo of a merge another
+writer undid meanwhile) is rejected whole, the others kept.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable
+from datetime import datetime
+from typing import NamedTuple
+
+import msgspec
+
+from idstitch.domain.aggregates import Aggregate
+from idstitch.domain.commands import Decision, DeviceCommand
+from idstitch.domain.device import Recorded
+from idstitch.domain.errors import ConcurrencyConflict, IdstitchError, StoreError
+from idstitch.domain.ports import AggregateRepository, WriteConflict
+from idstitch.projections.store import LoggedEvent
+
+DEVICE_CACHE_SIZE = 10_000
+RETRIES = 5
+CONTENDED_BATCHES = 20
+"""After a conflict, this many batches in a row check for moved devices under the append lock
+(each one that finds moved devices starts the count again); then optimistic again."""
+
+Step = tuple[str, DeviceCommand | Decision, datetime]
+"""Which aggregate (its stream) took which checked command, at what recorded time."""
+
+
+class Message(msgspec.Struct):
+    """One message of a batch (a Struct, whose constructor is C: one is made per message)."""
+
+    index: int
+    """Its input's index."""
+    steps: list[Step]
+    """Each command as its aggregate took it (a duplicate: its first command, not run)."""
+    start: int
+    """The offset of its first event in the batch's events."""
+    duplicate: bool
+    """Its first command's message id was recorded already: counted, not run."""
+
+
+class BatchResult(NamedTuple):
+    """What a committed batch did."""
+
+    appended: list[LoggedEvent]
+    """The events with their positions (empty unless asked for)."""
+    accepted: int
+    duplicates: int
+    recorded: int
+    """How many events it appended."""
+    messages: int
+    """How many messages it wrote (accepted, duplicates, and those rejected at the commit)."""
+    rejected: list[tuple[int, IdstitchError]]
+    """The messages refused at the commit (nothing of them written): index and why."""
+
+
+class Batch:
+    """Messages run on their aggregates, their events not yet appended."""
+
+    def __init__(self) -> None:
+        self.aggregates: dict[str, Aggregate] = {}
+        self.base: dict[str, int] = {}
+        """Each aggregate's stored version when it was loaded (or last appended to)."""
+        self.events: list[Recorded] = []
+        """Every event of the batch, in message order: each aggregate records into it."""
+        self.messages: list[Message] = []
+        self.rejected: list[tuple[int, IdstitchError]] = []
+
+    def add(self, aggregates: dict[str, Aggregate]) -> None:
+        """Aggregates join the batch: they record into its events from now on."""
+        events, base = self.events, self.base
+        for stream, aggregate in aggregates.items():
+            aggregate.record_into(events)
+            base[stream] = aggregate.version
+        self.aggregates.update(aggregates)
+
+    def rerun(self, stale: set[str]) -> None:
+        """Run again, in order, the messages that ran on the ``stale`` aggregates (just
+        reloaded: see :meth:`Writer.reload`); the others keep the events they decided. A
+        message an aggregate now refuses is rejected (and the run starts over without it)."""
+        old, events = list(self.events), self.events
+        events.clear()
+        aggregates = self.aggregates
+        messages = self.messages
+        starts = [m.start for m in messages]
+        ends = [*starts[1:], len(old)]
+        position = 0
+        try:
+            for position, message in enumerate(messages):
+                message.start = len(events)
+                if message.duplicate or not any(s[0] in stale for s in message.steps):
+                    events.extend(old[starts[position]:ends[position]])
+                    continue
+                first = message.steps[0]
+                if aggregates[first[0]].is_duplicate(getattr(first[1], "message_id", None)):
+                    message.duplicate = True
+                    del message.steps[1:]
+                    continue
+                for stream, command, now in message.steps:
+                    aggregates[stream].handle(command, now)
+        except StoreError:
+            raise
+        except IdstitchError as e:
+            # Nothing of it may stay: the batch as it was, without the message and its events;
+            # its aggregates (all stale: a message runs whole or not at all, see _closure)
+            # are then reloaded and the run starts over.
+            failed = messages.pop(position)
+            # Without its traceback, whose frames hold this batch: no reference cycle.
+            self.rejected.append((failed.index, e.with_traceback(None)))
+            gone = ends[position] - starts[position]
+            del old[starts[position]:ends[position]]
+            del starts[position]
+            for message, start in zip(messages, starts, strict=True):
+                message.start = start
+            for message in messages[position:]:
+                message.start -= gone
+            events[:] = old
+            raise _Rejected from e
+
+
+class _Rejected(Exception):
+    """A rerun rejected a message: reload the stale aggregates and run again."""
+
+
+class Writer:
+    """Appends the batches of every unit of work of a workspace: the one commit algorithm,
+    and the cache of aggregates between commits."""
+
+    def __init__(self, log: AggregateRepository, retries: int = RETRIES) -> None:
+        self.log = log
+        self.retries = retries
+        """How many times a message runs before ConcurrencyConflict reaches the caller."""
+        self.lock = threading.RLock()
+        self.contended = 0
+        """Batches still to write under the append lock since the last conflict."""
+        self._cache: OrderedDict[str, Aggregate] = OrderedDict()
+
+    def take(self, streams: Iterable[str]) -> dict[str, Aggregate]:
+        """These aggregates, for a unit of work to run commands on: from the cache (taken out
+        of it until its commit), the rest from their events (one query), new ones empty."""
+        with self.lock:
+            taken: dict[str, Aggregate] = {}
+            missing: list[str] = []
+            cache = self._cache
+            for stream in streams:
+                cached = cache.pop(stream, None)
+                if cached is not None:
+                    taken[stream] = cached
+                else:
+                    missing.append(stream)
+            if self.contended and taken:
+                # Another writer shares these: the cached ones take what it appended since (a
+                # few events each) before they decide, rather than fail the append first.
+                self.log.refresh(taken.values())
+            if missing:
+                taken.update(self.log.load_many(missing))
+            return taken
+
+    def reload(self, batch: Batch, streams: set[str]) -> set[str]:
+        """Load these aggregates of a batch again from the log (with every aggregate that
+        shares a message with one of them) and run their messages again; the streams
+        reloaded. Also how a message that failed midway is undone: its aggregates reloaded,
+        the batch's messages before it run again on them."""
+        while True:
+            stale = _closure(batch.messages, set(streams))
+            reloaded = self.log.load_many(stale)
+            batch.add(reloaded)
+            try:
+                batch.rerun(stale)
+            except _Rejected:
+                continue
+            return stale
+
+    def commit(self, batch: Batch, *, keep: bool) -> BatchResult:
+        """Append a batch's events; the cache takes its aggregates back. When other writers
+        kept moving its aggregates for every one of :attr:`retries` attempts, each message is
+        written on its own (retried as often); a message that still loses is rejected with
+        ConcurrencyConflict, nothing of it written. ``keep``: return the appended events with
+        their positions (for a catch-up here)."""
+        count = len(batch.messages)
+        result = self._write(batch, keep=keep, count=count)
+        if result is not None:
+            return result
+        rejected = list(batch.rejected)
+        messages = batch.messages
+        if len(messages) == 1:
+            return BatchResult([], 0, 0, 0, count, [*rejected, (messages[0].index, self._lost(
+                messages[0]))])
+        appended: list[LoggedEvent] = []
+        accepted = duplicates = recorded = 0
+        for message in messages:
+            one = Batch()
+            one.messages = [message]
+            message.start = 0
+            self.reload(one, {s[0] for s in message.steps})
+            written = self._write(one, keep=keep, count=1)
+            if written is None:
+                rejected.append((message.index, self._lost(message)))
+                continue
+            appended += written.appended
+            accepted += written.accepted
+            duplicates += written.duplicates
+            recorded += written.recorded
+            rejected += written.rejected
+        return BatchResult(appended, accepted, duplicates, recorded, count, rejected)
+
+    def _lost(self, message: Message) -> ConcurrencyConflict:
+        return ConcurrencyConflict(f"device {message.steps[0][0]!r}: other writers kept "
+                                   f"winning ({self.retries} attempts)")
+
+    def _write(self, batch: Batch, *, keep: bool, count: int) -> BatchResult | None:
+        """The batch's events appended in one transaction; None when other writers kept
+        moving its aggregates for every one of :attr:`retries` attempts (nothing written).
+
+        Optimistic while no other writer is seen: the append fails as a whole if another
+        writer moved one of its aggregates; then only the messages of the aggregates that
+        moved run again, on those reloaded. Once a conflict was seen (``contended``), the next
+        batches check instead, holding the store's append lock: which aggregates moved since
+        they were loaded, reload and rerun those, then append, all before any other writer can
+        append again. A contended batch then never fails (a refused append costs the whole
+        batch's insert, and with devices shared, the other writer moved some device again
+        during most retries: batches ran out of retries; and a single command that lost once
+        cannot lose again, issue 16 item 12).
+
+        A batch that records nothing (duplicates, unchanged or dropped attributes) decided on
+        what its aggregates say; only an append would notice they were stale. So, on cached
+        aggregates, that outcome is trusted only once their stored versions are checked: the
+        moved ones are reloaded and decide again."""
+        with self.lock:
+            for attempt in range(self.retries):
+                if (not batch.events and attempt == 0 and not self.contended
+                        and self._refresh(batch, conflicted=False)):
+                    continue
+                try:
+                    if self.contended:
+                        with self.log.exclusive() as write:
+                            stale = self._refresh(batch, conflicted=False)
+                            events = batch.events
+                            positions = write(events) if events else []
+                        self.contended = CONTENDED_BATCHES if stale else self.contended - 1
+                    else:
+                        events = batch.events
+                        positions = self.log.write(events)
+                except WriteConflict:
+                    self.contended = CONTENDED_BATCHES
+                    self._refresh(batch, conflicted=True)
+                    continue
+                for aggregate in batch.aggregates.values():
+                    aggregate.collect_events()  # its own pending list again
+                    self._keep(aggregate)
+                duplicates = sum(1 for m in batch.messages if m.duplicate)
+                appended = ([LoggedEvent(p, r.event) for p, r in zip(positions, events, strict=True)]
+                            if keep else [])
+                return BatchResult(appended, len(batch.messages) - duplicates, duplicates,
+                                   len(positions), count, batch.rejected)
+            return None
+
+    def _refresh(self, batch: Batch, *, conflicted: bool) -> set[str]:
+        """Reload the aggregates another writer moved since they were loaded (and those
+        sharing a message with one of them), and run their messages again; the set reloaded.
+        ``conflicted``: an append was refused, so if none looks moved, reload them all (cannot
+        tell which)."""
+        base = batch.base
+        stored = self.log.versions(batch.aggregates)
+        stale = {d for d in batch.aggregates if stored.get(d, 0) != base[d]}
+        if not stale and conflicted:
+            stale = set(batch.aggregates)
+        return self.reload(batch, stale) if stale else stale
+
+    def _keep(self, aggregate: Aggregate) -> None:
+        self._cache[aggregate.device_id] = aggregate
+        if len(self._cache) > DEVICE_CACHE_SIZE:
+            self._cache.popitem(last=False)
+
+    def drop_cache(self) -> None:
+        """Forget every cached aggregate: the next command loads its device from the log
+        (after a forget, whose destroyed keys a cached device would still try to write under)."""
+        with self.lock:
+            self._cache.clear()
+
+
+def _closure(messages: list[Message], stale: set[str]) -> set[str]:
+    """``stale`` and every aggregate that shares a message with one of them (a message runs
+    whole or not at all), until nothing is added."""
+    grown = True
+    while grown:
+        grown = False
+        for message in messages:
+            ids = {s[0] for s in message.steps}
+            if len(ids) > 1 and ids & stale and not ids <= stale:
+                stale |= ids
+                grown = True
+    return stale
