@@ -38,8 +38,10 @@ from idstitch.projections.audit import (
 from idstitch.projections.identity.fold import IdentityProjection
 from idstitch.projections.identity.rows import (
     DEVICE,
+    DEVICE_NAMES,
     MERGE,
     PERSON,
+    PERSON_NAMES,
     MergeRow,
     PersonRow,
     Refusal,
@@ -55,13 +57,13 @@ STATES_LIMIT = 200_000
 (refolded from their past if met again)."""
 
 
-class PersonFields(msgspec.Struct, kw_only=True, gc=False):
+class PersonFields(msgspec.Struct, kw_only=True, gc=False, rename=PERSON_NAMES):
     """The fields of a person row (:class:`PersonRow`) a stream reads, decoded from the same
     stored row: the rest (its attributes above all) is skipped. The stream keeps tens of
     thousands of these, and every container they hold is one more object the garbage collector
     traverses at each full collection: tuples (of strings, numbers and ``gc=False`` structs)
     it stops tracking, lists never (the stored lists decode as tuples; the refold only
-    iterates them)."""
+    iterates them). Stored names are :class:`PersonRow`'s (the rows format's short ones)."""
 
     person_id: str
     merges: tuple[str, ...] = ()
@@ -72,8 +74,9 @@ class PersonFields(msgspec.Struct, kw_only=True, gc=False):
     stints: tuple[Stint, ...] = ()
 
 
-class DeviceFields(msgspec.Struct, kw_only=True, gc=False):
-    """The fields of a device row a stream reads (see :class:`PersonFields`)."""
+class DeviceFields(msgspec.Struct, kw_only=True, gc=False, rename=DEVICE_NAMES):
+    """The fields of a device row a stream reads (see :class:`PersonFields`), under the
+    stored names of :class:`DeviceRow`."""
 
     device_id: str
     person_id: str

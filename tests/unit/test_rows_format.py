@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
+from idstitch.projections.changes import DeviceFields, PersonFields
 from idstitch.projections.identity.rows import (
     DeviceRow,
     MergeRow,
@@ -65,3 +66,26 @@ def test_rows_store_short_names_but_the_two_the_purge_looks_for() -> None:
     # projections/identity/purge.py finds the rows to check by these bytes.
     assert b"refused" in person and b"token_lost" in device
     assert len(person) < 120 and len(device) < 120  # 211 and 200 under the long names
+
+
+@given(persons())
+def test_the_change_streams_slim_person_reads_a_stored_person_row(person: PersonRow) -> None:
+    # A custom projection's Changes read the stored identity rows through slim structs of
+    # their own (projections/changes.py): they must follow the rows format's stored names.
+    slim = decode_row(PersonFields, encode_row(person))
+    for field in PersonFields.__struct_fields__:
+        assert list_or_value(getattr(slim, field)) == list_or_value(getattr(person, field))
+
+
+@given(st.builds(DeviceRow, device_id=ids, person_id=ids, anonymous_id=ids, created_at=positions,
+                 updated_at=positions, generation=positions,
+                 ignored=st.lists(positions, max_size=3)))
+def test_the_change_streams_slim_device_reads_a_stored_device_row(device: DeviceRow) -> None:
+    slim = decode_row(DeviceFields, encode_row(device))
+    for field in DeviceFields.__struct_fields__:
+        assert list_or_value(getattr(slim, field)) == list_or_value(getattr(device, field))
+
+
+def list_or_value(value: object) -> object:
+    """The slim structs hold tuples where the rows hold lists."""
+    return list(value) if isinstance(value, tuple) else value
