@@ -59,8 +59,9 @@ CONTEXT_SUFFIX: Final = "#context"
 _NO_ONE = "an identify needs a userId or an anonymousId"
 
 
-class Message(msgspec.Struct, frozen=True, rename="camel"):
-    """The subset of a Segment message that the mapping reads (JSON names are camelCase)."""
+class _Fields(msgspec.Struct, frozen=True, rename="camel"):
+    """The fields of a Segment message that the mapping reads, but its context (JSON names
+    are camelCase)."""
 
     type: MessageType
     user_id: str | None = None
@@ -72,25 +73,20 @@ class Message(msgspec.Struct, frozen=True, rename="camel"):
     event: str | None = None
     traits: dict[str, Any] | None = None
     properties: dict[str, Any] | None = None
+
+
+class Message(_Fields, frozen=True, rename="camel"):
+    """The subset of a Segment message that the mapping reads."""
+
     context: SegmentContext | None = None
 
 
-class Line(msgspec.Struct, frozen=True, rename="camel"):
+class Line(_Fields, frozen=True, rename="camel"):
     """A message as ingest decodes a JSON line: a :class:`Message` whose ``context`` is left as
     its JSON text, decoded once per distinct text (:func:`~idstitch.adapters.context.context_of`:
     an SDK sends the same context on every message of a device). :func:`to_commands` reads
     either."""
 
-    type: MessageType
-    user_id: str | None = None
-    anonymous_id: str | None = None
-    message_id: str | None = None
-    timestamp: AwareTime | None = None
-    sent_at: AwareTime | None = None
-    received_at: AwareTime | None = None
-    event: str | None = None
-    traits: dict[str, Any] | None = None
-    properties: dict[str, Any] | None = None
     context: msgspec.Raw = msgspec.Raw()
     """The context's JSON text (empty: the line has none)."""
 

@@ -162,11 +162,7 @@ class CustomRunner:
         batch: list[Change] = []
         try:
             with self.tables.transaction(projection.name, projection.version) as tx:
-                if tx.position < 0:
-                    raise LookupError(f"version {projection.version} of {projection.name!r} is "
-                                      "no longer tracked: another process replaced or rebuilt "
-                                      "it; register it again")
-                if tx.position != start:
+                if _moved(projection, tx.position, start):
                     return tx.position, None  # another process folded it meanwhile
                 while read < BATCH and end < until:
                     events = [e for e in self._log.read(end, min(CHUNK, BATCH - read))
@@ -230,11 +226,7 @@ class CustomRunner:
         current = start + 1
         try:
             with self.tables.transaction(projection.name, projection.version) as tx:
-                if tx.position < 0:
-                    raise LookupError(f"version {projection.version} of {projection.name!r} is "
-                                      "no longer tracked: another process replaced or rebuilt "
-                                      "it; register it again")
-                if tx.position != start:
+                if _moved(projection, tx.position, start):
                     # Another process folded it meanwhile: go on from where it is.
                     return tx.position, None
                 if mine:
@@ -278,3 +270,13 @@ def _failed(name: str, position: int, cause: Exception) -> ProjectionFailed:
     failure = ProjectionFailed(name, position, cause)
     failure.__cause__ = cause
     return failure
+
+
+def _moved(projection: Projection, position: int, start: int) -> bool:
+    """Whether the tracking a batch's transaction found (``position``) is not where the fold
+    began (``start``): another process folded it meanwhile. A LookupError when it is no
+    longer tracked at all (replaced or rebuilt elsewhere)."""
+    if position < 0:
+        raise LookupError(f"version {projection.version} of {projection.name!r} is no longer "
+                          "tracked: another process replaced or rebuilt it; register it again")
+    return position != start
