@@ -31,6 +31,8 @@ demo: wheel
 check: wheel
 	$(BIN)/ruff check .
 	cd /tmp && $(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p idstitch
+	# The benchmarks too: they are the figures' source, and they drift when the API moves.
+	cd benchmarks && $(BIN)/mypy --config-file $(CURDIR)/pyproject.toml *.py
 	cd /tmp && $(BIN)/lint-imports $(CURDIR)/pyproject.toml
 
 test: check

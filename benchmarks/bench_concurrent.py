@@ -154,12 +154,14 @@ def events_by_device(ws: idstitch.Workspace) -> tuple[dict[str, list[Any]], list
 def message_keys(line: bytes) -> set[tuple[str, str | None]]:
     """(device, message id) of every command a line maps to (none for ignored or bad lines)."""
     from idstitch.adapters import segment
+    from idstitch.domain.commands import Decision
 
     try:
         commands = segment.to_commands(segment.decode(line))
     except idstitch.errors.IdstitchError:
         return set()
-    return {(c.device_id, c.message_id) for c in commands or ()}
+    # Person-level decisions (no device) never come from a Segment line.
+    return {(c.device_id, c.message_id) for c in commands or () if not isinstance(c, Decision)}
 
 
 def landed_order(lines: list[bytes], log: list[tuple[int, Any]]) -> list[bytes]:

@@ -408,7 +408,8 @@ def encryption_ab(args: argparse.Namespace) -> dict[str, Any]:
     replaced by one that does nothing, in this process): issue 15's target is about both."""
     from idstitch.adapters import sqlite_log
 
-    linked = sqlite_log.chain_append
+    log_module: Any = sqlite_log  # its chain_append is patched (an import, not an export)
+    linked = log_module.chain_append
     runs: dict[str, list[float]] = {"on": [], "off": []}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -418,13 +419,13 @@ def encryption_ab(args: argparse.Namespace) -> dict[str, Any]:
             for mode in ("on", "off") if i % 2 == 0 else ("off", "on"):
                 os.environ["IDSTITCH_ENCRYPTION"] = mode
                 if args.ab_chain and mode == "off":
-                    sqlite_log.chain_append = lambda *a: None  # type: ignore[assignment]
+                    log_module.chain_append = lambda *a: None
                 try:
                     result = ingest_once(harness.sqlite_url(tmp / f"{mode}{i}.db"), data,
                                          args.batch, parallel=False)
                 finally:
                     del os.environ["IDSTITCH_ENCRYPTION"]
-                    sqlite_log.chain_append = linked
+                    log_module.chain_append = linked
                 runs[mode].append(result["seconds"])
     best = {mode: min(seconds) for mode, seconds in runs.items()}
     ratio = best["off"] / best["on"]

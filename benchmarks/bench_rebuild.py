@@ -117,7 +117,8 @@ class IdentityFoldProjection(Projection[POPOTrackingRecorder]):
             logged = [logged_event(position, domain_event)]
             rows: dict[tuple[str, str], bytes | None] = {}
             for fold in (cls.fold, cls.attributes):
-                unit = fold.unit_class(tx, new_cache(fold.row_types), fold.row_types)
+                # Each fold's own unit class (the loop's type is the two folds' common base).
+                unit: Any = fold.unit_class(tx, new_cache(fold.row_types), fold.row_types)
                 fold.apply_all(unit, logged)
                 rows.update(unit.encoded())
             tx.write(rows, position, cls.fold.meta)
