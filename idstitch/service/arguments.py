@@ -60,8 +60,6 @@ a ``str`` subclass's string), or raises InvalidCommand naming the field."""
 MARK = "__idstitch_checked__"
 """Set on every function the boundary guards (the wrapper, or a method with nothing to check,
 or one whose arguments are checked where its command enters)."""
-ENTERING = "__idstitch_entering__"
-"""Set on a method whose arguments its command's check judges (see :func:`entering`)."""
 
 F = TypeVar("F", bound=Callable[..., Any])
 C = TypeVar("C", bound=type)
@@ -363,7 +361,6 @@ def entering(func: F) -> F:
     boundary leaves them to that check, which names each argument as the boundary would, so
     that a field is judged once. Counts as guarded for :func:`is_checked`."""
     setattr(func, MARK, True)
-    setattr(func, ENTERING, True)
     return func
 
 
@@ -386,7 +383,7 @@ def checked_methods(cls: C) -> C:
             setattr(cls, name, staticmethod(_guard(member.__func__, localns, method=False)))
         elif isinstance(member, classmethod):
             setattr(cls, name, classmethod(_guard(member.__func__, localns, method=True)))
-        elif inspect.isfunction(member) and not getattr(member, ENTERING, False):
+        elif inspect.isfunction(member) and not is_checked(member):  # not @entering
             setattr(cls, name, _guard(member, localns, method=True))
     return cls
 
