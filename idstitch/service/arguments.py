@@ -1,12 +1,12 @@
 """The public surface's one argument boundary: types are judged here, or where a command enters.
 
 :func:`checked_methods` wraps every public method and property setter of a class (the
-Workspace), :func:`checked` one function (``idstitch.open``), once, at import: each parameter's
-annotation becomes one small check, and each call runs the checks of the arguments it was given
-(defaults are trusted) before the body runs. A wrong type is then an ``InvalidCommand`` naming
-the argument, raised before anything is read or recorded, on every store alike, instead of
-whatever a driver, an encoder or a ``.startswith`` would have made of it. The queries keep the
-checks that need meaning (lengths, limits).
+Workspace and each of its rooms), :func:`checked` one function (``idstitch.open``), once, at
+import: each parameter's annotation becomes one small check, and each call runs the checks of
+the arguments it was given (defaults are trusted) before the body runs. A wrong type is then
+an ``InvalidCommand`` naming the argument, raised before anything is read or recorded, on every
+store alike, instead of whatever a driver, an encoder or a ``.startswith`` would have made of
+it. The queries keep the checks that need meaning (lengths, limits).
 
 A method marked :func:`entering` is not wrapped: its arguments become a command, and the
 command's check (:mod:`idstitch.service.checks`, where the command enters the service) judges
@@ -369,8 +369,11 @@ def checked_methods(cls: C) -> C:
 
     Public: a name without a leading underscore. A method written into the class body later is
     guarded with the rest, with nothing to add; one whose parameters the boundary cannot judge
-    fails the import. (One assigned onto the class after it is defined escapes: a test that
-    lists every public member of the Workspace catches that.)"""
+    fails the import. The class's own body only: a class composed of mixins (the Workspace of
+    its rooms, :mod:`idstitch.rooms`) has each mixin decorated, so that every method is wrapped
+    once, where it is defined. (One assigned onto the class after it is defined, or a mixin
+    left undecorated, escapes: a test that lists every public member of the Workspace, its
+    base classes' included, catches that.)"""
     localns = {cls.__name__: cls}
     for name, member in list(vars(cls).items()):
         if name.startswith("_"):
