@@ -127,6 +127,8 @@ def forget(stores: Any, bus: MessageBus, projector: Projector, identifier: objec
     place (or rebuild every projection when the purge cannot be proved exact), scrub. Nothing
     is changed or recorded when a check fails. ``in_place=False``: always rebuild (the
     benchmark's comparison)."""
+    # The reason's one check (the ForgetPerson command's leaves it): here, before anything
+    # changes, not where the decision is recorded, after the keys are destroyed.
     checked_reason = rules.check_text("reason", reason)
     checked = rules.check_id("identifier", identifier)
     with projector.lock:

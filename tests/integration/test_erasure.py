@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from idstitch.domain.commands import ForgetPerson
 from idstitch.domain.events import DECISIONS_STREAM, PersonForgotten
+from idstitch.domain.rules import MAX_VALUE_BYTES
 
 import idstitch
 from idstitch.errors import InvalidCommand, Suppressed, UnknownPerson
@@ -254,6 +255,30 @@ def test_errors_change_nothing(make_ws: WorkspaceFactory) -> None:
     with pytest.raises(Suppressed):
         ws.forget("dana.secret@example.com", reason="again")
     assert ws.log.head() == head
+
+
+@pytest.mark.parametrize("reason", [
+    "", "  ", None, 123, b"erasure", ["erasure"], "ticket\x00 1", "ticket \ud800",
+    "x" * (MAX_VALUE_BYTES + 1),
+])
+def test_a_bad_reason_is_refused_before_anything_changes(
+        make_ws: WorkspaceFactory, reason: object) -> None:
+    """The reason is judged once, before the keys are destroyed: refused, it names ``reason``
+    and the person is exactly as before (its keys whole, its identifiers not suppressed, no
+    decision recorded), and can still be forgotten."""
+    ws = make_ws()
+    traffic(ws)
+    head, rows = ws.log.head(), ws.dump()
+    with pytest.raises(InvalidCommand) as e:
+        ws.forget("dana-user-77", reason=reason)  # type: ignore[arg-type]
+    assert e.value.field == "reason"
+    assert ws.log.head() == head
+    ws.rebuild(parallel=False)  # a destroyed key would read erased here
+    assert ws.dump() == rows
+    ws.identify("watch", "dana.secret@example.com", timestamp=at(7))  # not Suppressed
+    assert ws.profile("dana-user-77") == ws.profile_of_device("watch")
+    ws.forget("dana-user-77", reason="erasure request")
+    assert ws.profile("dana-user-77") is None
 
 
 def test_a_device_behaves_the_same_cached_or_reloaded(tmp_path: Path) -> None:
