@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import sqlite3
 import tempfile
 import time
@@ -60,7 +61,10 @@ def replay(source: Path, target: Path, layout: str, batch: int, wal_pages: int,
     with sqlite3.connect(source) as src:
         events = src.execute("SELECT originator_id, originator_version, topic, state FROM "
                              "stored_events ORDER BY rowid LIMIT ?", (limit or -1,)).fetchall()
-        keys = src.execute("SELECT key_id, key FROM idstitch_keys ORDER BY rowid").fetchall()
+        keys = src.execute("SELECT key_id, key FROM idstitch_keys").fetchall()
+    # The key store keeps no creation order (its table has no rowid): new keys arrive in an
+    # order as random as the subjects' hashed ids, not sorted.
+    random.Random(0).shuffle(keys)
     n = len(events)
     keys_per_event = len(keys) / n
     db = sqlite3.connect(target, isolation_level=None)
@@ -106,8 +110,8 @@ def main() -> None:
     parser.add_argument("file", type=Path, help="an idstitch SQLite file to read the log of")
     parser.add_argument("--layout", choices=sorted(LAYOUTS), default="text")
     parser.add_argument("--batch", type=int, default=6250, help="events a commit (6250)")
-    parser.add_argument("--wal-pages", type=int, default=50_000,
-                        help="wal_autocheckpoint (the workspace's: 50000)")
+    parser.add_argument("--wal-pages", type=int, default=10_000,
+                        help="wal_autocheckpoint (the workspace's: 10000)")
     parser.add_argument("--events", type=int, help="only the first EVENTS events")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="idstitch-layout-") as tmp:

@@ -11,6 +11,7 @@ instead of folding the same events, and takes over when it is done.
 
 from __future__ import annotations
 
+import os
 import select
 import time
 from collections.abc import Callable
@@ -53,9 +54,10 @@ def serve(requests: IO[str], replies: IO[str]) -> None:
         replies.write(line + "\n")
         replies.flush()
 
-    url = requests.readline().strip()
-    specs = requests.readline()
-    job = requests.readline().split()
+    lines = _Lines(requests)
+    url = (lines.next(None) or "").strip()
+    specs = lines.next(None) or ""
+    job = (lines.next(None) or "").split()
     try:
         stores = bootstrap.open_stores(url)
     except Exception as e:  # reported to the parent, which then catches up itself
@@ -76,7 +78,7 @@ def serve(requests: IO[str], replies: IO[str]) -> None:
             if job[:1] == ["replay"]:
                 _replay(stores, registry, job[1].split(","), int(job[2]), reply)
             else:
-                _follow(stores, registry, url, requests, reply, custom)
+                _follow(stores, registry, url, lines, reply, custom)
         except Exception as e:  # reported to the parent, which then catches up itself
             reply(f"error {type(e).__name__}: {e}")
         finally:
@@ -131,7 +133,31 @@ def _fold_custom(custom: CustomRunner | None, stores: Stores, registry: Registry
         custom.catch_up(min(stores.rows.position(p.name) for p in registry))
 
 
-def _follow(stores: Stores, registry: Registry, url: str, requests: IO[str],
+class _Lines:
+    """The parent's lines, read from the raw pipe: what ``select`` sees is then what is
+    unread. (A buffered reader takes whatever the pipe holds: a second request sent right
+    after the first would wait in its buffer, unseen by ``select``, and the child would not
+    answer it.)"""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._fd = stream.fileno()
+        self._unread = b""
+
+    def next(self, timeout: float | None) -> str | None:
+        """The next line (without its newline); None if none came within ``timeout`` seconds
+        (None: wait for it); "" once the parent is gone (the pipe ended)."""
+        while b"\n" not in self._unread:
+            if not select.select([self._fd], [], [], timeout)[0]:
+                return None
+            chunk = os.read(self._fd, 65536)
+            if not chunk:
+                return ""
+            self._unread += chunk
+        line, _, self._unread = self._unread.partition(b"\n")
+        return line.decode()
+
+
+def _follow(stores: Stores, registry: Registry, url: str, requests: _Lines,
             reply: Reply, custom: CustomRunner | None = None) -> None:
     # One process at a time folds a projection: this child folds those whose lease it holds
     # (usually all of them), and looks again for the others' at every turn. A projection
@@ -142,6 +168,10 @@ def _follow(stores: Stores, registry: Registry, url: str, requests: IO[str],
     stretches: dict[str, Stretch | None] = dict.fromkeys(registry.names)
     waiting_for: int | None = None
     stopping = False
+    ending = False
+    """The parent's input has ended: it commits what is left in pieces, and will wait for
+    all of it; each fold is committed as it is done, so what that wait finds uncommitted is
+    the last piece's."""
     heard = time.monotonic()
     wanted: dict[str, int] = {}
     asked = 0.0
@@ -169,6 +199,7 @@ def _follow(stores: Stores, registry: Registry, url: str, requests: IO[str],
                 if maybe is not None and (
                         maybe.pending >= CHILD_BATCH_SIZE or maybe.full or (
                             not folded and maybe.pending >= IDLE_COMMIT_EVENTS) or (
+                            ending and maybe.pending) or (
                             maybe.start < wanted.get(name, 0) <= maybe.position)):
                     maybe.commit()
                     # The custom projections follow the built-in rows as they commit (so the
@@ -177,12 +208,15 @@ def _follow(stores: Stores, registry: Registry, url: str, requests: IO[str],
             if waiting_for is None:
                 # A request may come at any time, also while there is a backlog: look without
                 # waiting then, and wait a moment at the head.
-                if not select.select([requests], [], [], 0 if folded else POLL_SECONDS)[0]:
+                line = requests.next(0 if folded else POLL_SECONDS)
+                if line is None:
                     continue
-                line = requests.readline()
                 if not line:
                     return  # the parent is gone
                 verb, _, arg = line.strip().partition(" ")
+                if verb == "ending":
+                    ending = True
+                    continue
                 waiting_for, stopping = int(arg), verb == "stop"
                 heard = time.monotonic()
                 if leases is not None:

@@ -150,10 +150,14 @@ class DeviceTraffic:
         one) and reason, and the rest go on. Messages arriving
         within 50 ms of each other share one clock reading (their ``recorded_at``, and the
         received time of a ``sentAt`` correction when the message has no ``receivedAt``).
-        ``progress`` is called with the number of messages of each committed batch.
+        ``progress`` is called with the number of messages of each committed batch (at most
+        ``batch_size``: when a second process may project, the first batch is 4,000 messages
+        and the last is committed in pieces of 2,500).
 
         ``parallel``: project in a second process while this one records. None (the default)
-        starts it once the input proves large, on a SQLite file or PostgreSQL; True from the
-        start; False never. Either way the projections are caught up when ingest returns.
+        starts it once the input proves large (4,000 messages), on a SQLite file or
+        PostgreSQL, and does without it if the input ends before it is ready; True from the
+        start, and waits for it; False never. Either way the projections are caught up when
+        ingest returns.
         """
         return self._services.ingester.ingest(messages, batch_size, progress, parallel)

@@ -18,7 +18,8 @@ the parent's side; it talks to the child over its stdin and stdout, a line at a 
   (a bulk ingest: fold every projection as the log grows) or ``replay NAMES UNTIL`` (a rebuild:
   replay the named projections, comma-separated, to position UNTIL, then exit). While
   following, ``until N`` (answer once the projections are at position N or beyond) or
-  ``stop N`` (the same, then exit);
+  ``stop N`` (the same, then exit), or ``ending`` (no answer: the input has ended, commit each
+fold from now on);
 - child -> parent: ``warning <text>`` (before ``ready``: a custom projection it cannot
   import, which the parent then folds itself), ``ready``, ``at N``, ``folding N`` (still
   working: sent every couple of seconds, so the parent can tell a slow child from a stuck
@@ -143,6 +144,16 @@ class BackgroundProjector:
             self._ready = self.failed is None
         return self._ready
 
+    def ready(self) -> bool:
+        """Whether the child has opened the store, without waiting for it (False while it is
+        still starting, or once it failed)."""
+        if not self._ready and self.failed is None and self._proc is not None:
+            stdout = self._proc.stdout
+            if stdout is not None and (
+                    b"\n" in self._unread or select.select([stdout], [], [], 0)[0]):
+                return self._started()
+        return self._ready
+
     @property
     def running(self) -> bool:
         """Whether the child has not failed nor exited (a long-lived follower checks it between
@@ -153,6 +164,12 @@ class BackgroundProjector:
         """Block until the projections are at ``position`` or beyond; False if the child
         failed."""
         return self._ask(f"until {position}")
+
+    def ending(self) -> None:
+        """Tell the child the input has ended (no answer): it commits each fold from now on,
+        so that the wait for the head that follows finds little uncommitted."""
+        if self.ready():
+            self._send("ending")
 
     def stop(self, position: int) -> bool:
         """Let the child reach ``position``, then end it; False if it failed on the way. (A

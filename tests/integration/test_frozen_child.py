@@ -212,3 +212,31 @@ def test_a_writer_stopped_holding_the_sqlite_write_lock_does_not_hang_another(
         assert ws.profile("u1").attributes == {"plan": "pro"}  # type: ignore[union-attr]
     finally:
         ws.close()
+
+
+def test_the_child_answers_requests_that_reach_it_together(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``ending`` and the wait that follows it can sit in the pipe together (the child was
+    busy, or descheduled): the child must see the second request, not leave it in a buffer
+    that ``select`` does not see (the parent would wait STALL_SECONDS, then fold itself)."""
+    monkeypatch.setattr(background, "STALL_SECONDS", 5.0)
+    ws = idstitch.open(f"sqlite:///{tmp_path / 'identity.db'}", auto_catch_up=False)
+    try:
+        ws.ingest(traffic(300, 0), parallel=False)
+        helper = ws._services.projector.helper()
+        try:
+            assert helper.wait_for(ws.log.head())  # ready, and caught up
+            ws.ingest(traffic(300, 1000), parallel=False)
+            pid = pid_of([helper])
+            assert pid is not None
+            os.kill(pid, signal.SIGSTOP)  # both requests arrive while it cannot read
+            helper.ending()
+            threading.Timer(0.3, os.kill, (pid, signal.SIGCONT)).start()
+            assert helper.wait_for(ws.log.head())
+            assert helper.failed is None
+        finally:
+            helper.close()
+        assert ws.rows.position("identity") == ws.log.head()
+    finally:
+        ws.close()

@@ -21,7 +21,7 @@ from idstitch.projections.identity import IdentityProjection
 
 import idstitch
 from idstitch.errors import InvalidCommand
-from idstitch.service import background
+from idstitch.service import background, ingest
 from idstitch.testing import recorded_events
 from idstitch.workspace import Workspace
 
@@ -294,3 +294,68 @@ def test_a_slow_stream_gets_fresh_clock_readings() -> None:
     recorded = {e.device_id: e.recorded_at for _, e in recorded_events(ws)}
     assert recorded["d1"] == recorded["d2"]
     assert recorded["d3"] > recorded["d2"]
+
+
+def test_an_ingest_that_may_fork_commits_a_small_first_batch_and_starts_its_child_then(
+    make_durable_ws: WorkspaceFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The child starts once a first, small batch is full (so that it is ready early), and
+    the last batch is committed in pieces it can fold while the next is recorded."""
+    here = make_durable_ws(None)
+    there = make_durable_ws(None)
+    expected = here.ingest(mixed_messages(6), batch_size=700, parallel=False)
+    started: list[background.BackgroundProjector] = []
+    real = background.BackgroundProjector
+
+    def recording(*args: Any, **kwargs: Any) -> background.BackgroundProjector:
+        started.append(real(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(background, "BackgroundProjector", recording)
+    monkeypatch.setattr(ingest, "CHILD_START_MESSAGES", 150)
+    monkeypatch.setattr(ingest, "FINAL_CHUNK", 90)
+    counts: list[int] = []
+    report = there.ingest(mixed_messages(6), batch_size=700, progress=counts.append)
+    assert report == expected
+    assert len(started) == 1
+    assert counts[0] == 150  # the first batch, not batch_size
+    # Then whole batches, and the last one (read whole) committed 90 messages at a time.
+    assert counts == [150, 700, 700, 90, 90, 90, 90, 90]
+    assert there.rows.position("identity") == there.log.head()
+    assert there.dump() == here.dump()
+
+
+def test_an_ingest_that_cannot_fork_keeps_its_batches_whole() -> None:
+    ws = idstitch.open("memory:")
+    counts: list[int] = []
+    ws.ingest(mixed_messages(2), batch_size=700, progress=counts.append)
+    assert counts == [700, 700, 600]
+
+
+def test_a_child_not_ready_when_the_input_ends_is_ended_and_this_process_projects(
+    make_durable_ws: WorkspaceFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A short ingest does not wait for a child still starting: it ends it and catches up
+    itself (unless the caller asked for the child with ``parallel=True``)."""
+    here = make_durable_ws(None)
+    there = make_durable_ws(None)
+    # (No cio_ message: a read about persons waits for the child to be ready, as it must.)
+    here.ingest(mixed_messages(6), batch_size=700, parallel=False)
+    started: list[background.BackgroundProjector] = []
+    real = background.BackgroundProjector
+
+    def recording(*args: Any, **kwargs: Any) -> background.BackgroundProjector:
+        started.append(real(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(background, "BackgroundProjector", recording)
+    # A child that never says it is ready (within the 60 s the parent would wait for it).
+    monkeypatch.setattr(background, "COMMAND", [sys.executable, "-c", "import time; time.sleep(60)"])
+    monkeypatch.setattr(ingest, "CHILD_START_MESSAGES", 150)
+    began = time.monotonic()
+    there.ingest(mixed_messages(6), batch_size=700)
+    assert time.monotonic() - began < background.START_SECONDS / 2
+    assert len(started) == 1
+    assert started[0]._proc is not None and started[0]._proc.poll() is not None  # ended
+    assert there.rows.position("identity") == there.log.head()
+    assert there.dump() == here.dump()
