@@ -18,6 +18,7 @@ Measures, in one run and on the same machine:
   also the best of three;
 - stock eventsourcing 9.5: an ``Application`` with its default JSON transcoder appending as many
   events, 100 aggregates per ``save()``, no identity rules at all, on SQLite and PostgreSQL;
+  the best of three runs, each into a fresh store, as for idstitch;
 - the floor (SQLite): the part of an ingest that runs in C whatever the Python around it does:
   decoding every line with the ingest's typed msgspec decoder, encoding the events idstitch
   recorded with its codec, and inserting those very rows into a fresh idstitch file in
@@ -294,9 +295,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         store["raw_seconds"] = min(raw_sqlite(tmp / f"raw{i}.db", rows) for i in range(RAW_RUNS))
         store["floor"] = floor_seconds(data, db, [tmp / f"floor{i}.db" for i in range(RAW_RUNS)],
                                        args.n, args.batch or INGEST_BATCH)
-        store["stock_seconds"] = stock_append(
-            {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(tmp / "stock.db")},
-            n_events, n_devices, payload)
+        # The best of as many runs as idstitch's, each into a fresh file: its rate moved
+        # 12.4k-16.9k events/s from run to run, more than idstitch's.
+        store["stock_seconds"] = min(stock_append(
+            {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(tmp / f"stock{i}.db")},
+            n_events, n_devices, payload) for i in range(RUNS))
         results["stores"]["sqlite"] = store
 
         if args.postgres:
@@ -330,12 +333,15 @@ def run_postgres(args: argparse.Namespace, data: Path, rows: list[tuple[uuid.UUI
             n_events = events
         store["raw_seconds"] = min(raw_copy(pg.create_database(f"raw{i}"), rows)
                                    for i in range(RAW_RUNS))
-        stock_url = pg.create_database("stock")
-        env = {"PERSISTENCE_MODULE": "eventsourcing.postgres", "POSTGRES_DBNAME": "stock",
-               "POSTGRES_HOST": "127.0.0.1", "POSTGRES_PORT": str(pg.port), "POSTGRES_USER": "postgres",
-               "POSTGRES_PASSWORD": ""}
-        assert stock_url.endswith("/stock")
-        store["stock_seconds"] = stock_append(env, n_events, n_devices, payload)
+        stock_runs = []
+        for i in range(RUNS):
+            stock_url = pg.create_database(f"stock{i}")
+            env = {"PERSISTENCE_MODULE": "eventsourcing.postgres", "POSTGRES_DBNAME": f"stock{i}",
+                   "POSTGRES_HOST": "127.0.0.1", "POSTGRES_PORT": str(pg.port),
+                   "POSTGRES_USER": "postgres", "POSTGRES_PASSWORD": ""}
+            assert stock_url.endswith(f"/stock{i}")
+            stock_runs.append(stock_append(env, n_events, n_devices, payload))
+        store["stock_seconds"] = min(stock_runs)
         store["events"] = n_events
     return store
 

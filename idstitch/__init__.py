@@ -16,7 +16,7 @@ from idstitch.domain.verification import Digest, Verification
 from idstitch.projections.audit import Change, Provenance, Refused
 from idstitch.projections.custom import Projection, ProjectionDB
 from idstitch.projections.views import Device, Merge, Profile
-from idstitch.service.ingest import IngestReport
+from idstitch.service.ingest_report import IngestReport
 from idstitch.workspace import Workspace, open
 
 __all__ = ["Change", "Device", "Digest", "IngestReport", "Merge", "Profile", "Projection",

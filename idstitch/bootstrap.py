@@ -27,7 +27,8 @@ from idstitch.projections.identity import IdentityProjection, Policy
 from idstitch.projections.store import ProjectionStore
 from idstitch.service.bus import MessageBus
 from idstitch.service.erasure import finish_forgets
-from idstitch.service.ingest import Format, Ingester
+from idstitch.service.ingest import Ingester
+from idstitch.service.ingest_report import Format
 from idstitch.service.projecting import Projector
 from idstitch.service.queries import Queries
 from idstitch.service.settings import Settings

@@ -15,7 +15,7 @@ from idstitch.domain.errors import (
     UnknownPerson,
     WriteLanded,
 )
-from idstitch.service.ingest import IngestInterrupted
+from idstitch.service.ingest_report import IngestInterrupted
 
 __all__ = [
     "ConcurrencyConflict",

@@ -23,7 +23,7 @@ from idstitch.rooms.projecting import ProjectionUpkeep
 from idstitch.rooms.queries import QueriesAndAudit
 from idstitch.rooms.traffic import DeviceTraffic
 from idstitch.service.arguments import checked, checked_methods
-from idstitch.service.ingest import IngestReport
+from idstitch.service.ingest_report import IngestReport
 
 Clock = bootstrap.Clock
 

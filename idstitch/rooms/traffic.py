@@ -16,7 +16,8 @@ from idstitch import bootstrap
 from idstitch.domain import commands as c
 from idstitch.service.arguments import checked_methods, entering
 from idstitch.service.bus import MessageBus
-from idstitch.service.ingest import INGEST_BATCH, IngestReport
+from idstitch.service.ingest import INGEST_BATCH
+from idstitch.service.ingest_report import IngestReport
 
 
 @checked_methods
