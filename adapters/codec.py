@@ -66,6 +66,10 @@ class PayloadCipher(Protocol):
         """Make sure the keys of a batch exist (one round trip for the new ones)."""
         ...
 
+    def drop_cache(self) -> None:
+        """Forget the keys held in memory (another process may have destroyed some)."""
+        ...
+
 
 class EventCodec:
     """Encodes and decodes device events (shared by the mapper and the log reader)."""

@@ -119,6 +119,13 @@ class SubjectCipher:
                         self._cache.popitem(last=False)
         self._batch = batch
 
+    def drop_cache(self) -> None:
+        """Drop every cached key: another process may have destroyed some (a forget), and a
+        cached key would still unseal what its destruction made unreadable. Keys are read
+        from the key store again as needed."""
+        with self._lock:
+            self._cache.clear()
+
     def forget(self, key_ids: list[str]) -> None:
         """Drop destroyed keys from this process's cache."""
         with self._lock:
@@ -333,6 +340,7 @@ class _ReadOnly:
 
     def __init__(self, cipher: SubjectCipher) -> None:
         self.unseal = cipher.unseal
+        self.drop_cache = cipher.drop_cache
 
     def prepare(self, key_ids: set[str | None]) -> None:
         """Nothing to create."""

@@ -132,6 +132,12 @@ class DeviceLog(Application[UUID]):
             fast = MemoryLog(self.recorder)
         self.fast: FastLog = fast
 
+    def drop_keys(self) -> None:
+        """See :meth:`idstitch.projections.store.EventLog.drop_keys`."""
+        cipher = self.codec.cipher
+        if cipher is not None:
+            cipher.drop_cache()
+
     def construct_mapper(self) -> Mapper[UUID]:
         """Our msgspec mapper instead of the stock JSON one."""
         return StructMapper(self.codec)

@@ -286,6 +286,10 @@ class Stretch:
             state.cache = new_cache(projection.row_types)
             state.complete = self.start == 0
             state.cached_at = (self.start, self._meta)
+            # Whoever moved it may have forgotten a person: its keys destroyed there, rows
+            # purged or rebuilt. Keys cached here would unseal that person's events again
+            # (and put the values back into the rows): read every key anew.
+            self._log.drop_keys()
         elif cache_size(state.cache) > projection.cache_limit:
             # The cache grew past its limit: keep the rows the latest batches brought in (the
             # users active now), drop the older ones. What is dropped is read again if needed.

@@ -53,6 +53,11 @@ class EventLog(Protocol):
         """The position of the last recorded event (0 when the log is empty)."""
         ...
 
+    def drop_keys(self) -> None:
+        """Forget the data subjects' keys this process holds: another process may have
+        destroyed some (a forget), and events must then read erased here too."""
+        ...
+
 
 class RowReader(Protocol):
     """Anything rows can be read from in bulk: a store (committed rows) or a transaction."""

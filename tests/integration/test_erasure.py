@@ -3,7 +3,9 @@ suppression, and no byte of a forgotten person left in a SQLite file."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from idstitch.domain.rules import MAX_VALUE_BYTES
 import idstitch
 from idstitch.errors import InvalidCommand, Suppressed, UnknownPerson
 from idstitch.service.erasure import finish_forgets, scrub, shred
+from idstitch.service.following import Follower
 from idstitch.workspace import Workspace
 
 WorkspaceFactory = Callable[..., Workspace]
@@ -35,6 +38,22 @@ def traffic(ws: Workspace) -> None:
     ws.identify("tablet", "dana.secret@example.com", {"plan": "pro"}, timestamp=at(4))
     ws.identify("laptop", "sam", {"email": "sam@example.com", "city": "Oslo"}, timestamp=at(5))
     ws.set_device_attributes("laptop", {"screen": "wide"}, timestamp=at(6))
+
+
+@contextmanager
+def following(ws: Workspace) -> Iterator[Follower]:
+    """A Follower keeping ``ws``'s projections in a thread until the block ends (what
+    ``idstitch project`` runs)."""
+    follower = Follower(ws._services.projector, ws._services.stores.listen,
+                        report=lambda line: None)
+    thread = threading.Thread(target=follower.run, daemon=True)
+    thread.start()
+    try:
+        yield follower
+    finally:
+        follower.stop()
+        thread.join(timeout=30)
+        assert not thread.is_alive()
 
 
 def forget(ws: Workspace, identifier: str) -> None:
@@ -336,3 +355,52 @@ def test_a_forget_stopped_before_its_rebuild_is_finished_on_open(tmp_path: Path)
     ws = idstitch.open(f"sqlite:///{path}")
     assert not finish_forgets(ws._services.stores, ws._services.projector)
     ws.close()
+
+
+def test_another_process_that_held_the_keys_reads_the_person_erased(
+        make_durable_ws: WorkspaceFactory) -> None:
+    """Keys are cached per process. A workspace that read the person before (its cache holds
+    the person's keys) and whose rows another process then purged must unseal nothing of the
+    person again: not when it catches up, not when it rebuilds."""
+    other = make_durable_ws(None)
+    traffic(other)
+    assert other.profile("dana-user-77") is not None  # folded: its keys are cached here
+    forgetting = make_durable_ws(other.url)
+    forgetting.forget("dana.secret@example.com", reason="erasure request")
+    other.identify("laptop", "sam", {"plan": "team"}, timestamp=at(7))  # a catch-up here
+    assert other.profile("dana-user-77") is None
+    after_catch_up = other.dump()
+    other.rebuild(parallel=False)
+    rows = other.dump()
+    assert rows == after_catch_up
+    assert not any(s in repr(rows).encode() for s in SECRETS)
+    assert other.profile("sam").attributes["plan"] == "team"  # type: ignore[union-attr]
+
+
+def test_forget_with_external_projections_sees_the_whole_log(
+        make_durable_ws: WorkspaceFactory) -> None:
+    """An appending-only writer (``projections="external"``) forgets a person while the
+    process keeping the projections is still folding that person's newest events: the forget
+    waits for it to reach the head, so those events' keys are destroyed too, and the rows
+    end as a rebuild gives them."""
+    projector = make_durable_ws(None)
+    writer = make_durable_ws(projector.url, projections="external")
+    with following(projector):
+        for i in range(30):
+            writer.identify(f"phone-{i}", f"user-{i}", {"email": f"person{i}@example.com"})
+            writer.register_device_token(f"phone-{i}", f"token-{i}")
+        writer.wait_for(writer.log.head(), timeout=30)
+        # A backlog the projections are still folding when the forget starts: user-7 gets
+        # new devices in it (keys of their own, which the rows do not name yet).
+        writer.ingest([{"type": "identify", "userId": f"user-{i % 40}", "anonymousId": f"tab-{i}",
+                        "traits": {"n": i}, "messageId": f"m{i}",
+                        "context": {"device": {"id": f"tab-{i}"}}} for i in range(2000)])
+        writer.forget("user-7", reason="erasure request")
+        reached = writer.identify("phone-1", "user-1", {"plan": "max"})
+        writer.wait_for(reached, timeout=30)
+        assert writer.profile("user-7") is None
+        assert writer.profile("user-1").attributes["plan"] == "max"  # type: ignore[union-attr]
+        kept = projector.dump()
+    assert not any(s in repr(kept).encode() for s in (b"person7@", b"token-7", b"user-7'"))
+    projector.rebuild(parallel=False)
+    assert projector.dump() == kept

@@ -221,6 +221,9 @@ class LogUpTo:
     def head(self) -> int:
         return min(int(self.log.head()), self.last)
 
+    def drop_keys(self) -> None:
+        self.log.drop_keys()
+
     def read(self, after: int, limit: int) -> list[Any]:
         return [e for e in self.log.read(after, limit) if e.position <= self.last]
 
