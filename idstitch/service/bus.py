@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from idstitch.domain.commands import Command
 from idstitch.domain.errors import WriteLanded
-from idstitch.service import handlers
+from idstitch.service import following, handlers
 from idstitch.service.checks import Entry, check
 from idstitch.service.projecting import Projector
 from idstitch.service.queries import Queries
@@ -44,8 +44,9 @@ class MessageBus:
         if self.guard is not None:
             self.guard(checked)
         auto = self.settings.auto_catch_up
-        with UnitOfWork(self.writer, self.queries, self.projector if auto else None,
-                        now) as uow:
+        with UnitOfWork(self.writer, self.queries, self.projector if auto else None, now,
+                        None if auto else following.settled(self.projector,
+                                                            self.settings.external)) as uow:
             handlers.run(uow, 0, (checked,))
             with self.writer.lock:
                 # Rows built under another policy (another process rebuilt them) refuse the

@@ -34,11 +34,6 @@ from idstitch.service.bus import MessageBus
 from idstitch.service.projecting import Projector
 from idstitch.service.queries import Queries
 
-HEAD_WAIT_SECONDS = 30.0
-"""With ``projections="external"``, how long a forget waits for the process that keeps the
-projections to reach the head of the log before it reads the person: ProjectionsBehind after
-that, with nothing changed."""
-
 
 class ShredReport(msgspec.Struct, frozen=True, kw_only=True):
     """What a shred did."""
@@ -71,14 +66,11 @@ def _prepare(stores: Any, queries: Queries, identifier: str) -> _Prepared:
                              "(IDSTITCH_ENCRYPTION=off): nothing can be shredded")
     if cipher.is_suppressed(identifier):
         raise Suppressed(f"identifier {identifier!r}: already forgotten")
-    head = stores.log.head()
     # The person as the whole log has it, whoever keeps the rows: a device identified as the
     # person in events not folded yet has keys of its own, which the rows would not name
     # (left undestroyed, the next fold would bring the person back).
-    if queries.settings.external:
-        following.wait_for(queries.projector, head, HEAD_WAIT_SECONDS)
-    else:
-        queries.projector.catch_up()
+    following.settled(queries.projector, queries.settings.external)()
+    head = stores.log.head()
     with stores.rows.snapshot() as rows:
         reader = Reader(rows, queries.projector.registry.row_types)
         person = reader.person(identifier)

@@ -92,6 +92,21 @@ def read_your_write(
     return wait_for(projector, position, None if timeout is None else float(timeout))
 
 
+HEAD_WAIT_SECONDS = 30.0
+"""With ``projections="external"``, how long a command that must read the persons as the
+whole log makes them (a ``cio_`` id, merge, unmerge, forget) waits for the process that keeps
+the projections to reach the head of the log: ProjectionsBehind after that, nothing recorded."""
+
+
+def settled(projector: Projector, external: bool) -> Callable[[], object]:
+    """How a command's read about persons brings the projections to the head of the log when
+    the workspace does not keep them current after each write: it waits for the process that
+    keeps them (``external``), or catches up itself (``auto_catch_up=False``)."""
+    if external:
+        return lambda: wait_for(projector, projector.log.head(), HEAD_WAIT_SECONDS)
+    return projector.catch_up
+
+
 def wait_for(projector: Projector, position: int, timeout: float | None) -> int:
     """Block until every projection has committed ``position``; the lowest position reached.
     ProjectionsBehind after ``timeout`` seconds (None: no limit)."""

@@ -22,7 +22,7 @@ from idstitch.domain.commands import Command
 from idstitch.domain.errors import IdstitchError, InvalidCommand, StoreError
 from idstitch.domain.events import DECISIONS_STREAM
 from idstitch.projections.store import LoggedEvent
-from idstitch.service import background, handlers
+from idstitch.service import background, following, handlers
 from idstitch.service.checks import CHECKS, Entry
 from idstitch.service.ingest_report import (
     Format,
@@ -152,9 +152,10 @@ class _Run:
         """How many messages wait for the next commit: those read since that passed their
         checks, and those run already (a batch is ``batch_size`` of them)."""
         settings = owner.settings
-        self.uow = UnitOfWork(owner.writer, owner.queries,
-                              owner.projector if settings.auto_catch_up else None,
-                              _NOT_YET)
+        auto = settings.auto_catch_up
+        self.uow = UnitOfWork(owner.writer, owner.queries, owner.projector if auto else None,
+                              _NOT_YET, None if auto else following.settled(owner.projector,
+                                                                            settings.external))
         self.recorded = 0
         """Events this ingest appended so far."""
         self.behind = False

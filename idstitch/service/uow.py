@@ -162,10 +162,15 @@ class UnitOfWork:
     loaded, what they decided, and its commit."""
 
     def __init__(self, writer: Writer, reads: PersonReads, projections: Projections | None,
-                 now: datetime) -> None:
+                 now: datetime, elsewhere: Callable[[], object] | None = None) -> None:
         self.writer = writer
         self.projections = projections
         """The projector, when the workspace keeps its projections current (else None)."""
+        self.elsewhere = elsewhere
+        """Without ``projections``: how a read about persons gets the projections to the
+        head of the log all the same (the process that keeps them waited for, or a catch-up
+        here): a check against rows behind the log refuses what it should accept (an unmerge
+        of a merge just recorded) or misses what it must see (a forget)."""
         self.now = now
         """The recorded time of the current message's events."""
         self.devices = Devices(self)
@@ -284,6 +289,8 @@ class UnitOfWork:
         if self.projections is not None:
             self.projections.catch_up(self.appended)
             self.appended.clear()
+        elif self.elsewhere is not None:
+            self.elsewhere()
 
     def commit(self) -> BatchResult | None:
         """Append every message run since the last commit, in one transaction (see

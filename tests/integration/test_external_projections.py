@@ -12,6 +12,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from idstitch.domain.device import anonymous_id_for, anonymous_person_id
 
 import idstitch
 from idstitch.errors import InvalidCommand, ProjectionsBehind
@@ -189,3 +190,51 @@ def test_a_notification_wakes_the_follower_before_its_poll_interval(
     finally:
         projecting.close()
         writer.close()
+
+
+def test_decisions_of_an_external_writer_read_the_persons_as_the_whole_log_makes_them(
+        make_durable_ws: WorkspaceFactory) -> None:
+    """A command that reads about persons (a merge, an unmerge, a ``cio_`` id) waits for the
+    projections to reach the head of the log: checked against rows behind it, an unmerge of
+    the merge just recorded would be refused as unknown."""
+    projector = make_durable_ws()
+    writer = make_durable_ws(projector.url, projections="external")
+    with following(projector):
+        for i in range(20):
+            writer.identify(f"phone-{i}", f"user-{i}", {"plan": f"p{i}"})
+        # No wait_for: the persons were never read here before the merge names them.
+        merge_id = writer.merge_persons("user-1", "user-2", reason="the same human")
+        writer.ingest([{"type": "identify", "userId": f"user-{i % 20}", "anonymousId": f"tab-{i}",
+                        "traits": {"n": i}, "messageId": f"m{i}",
+                        "context": {"device": {"id": f"tab-{i}"}}} for i in range(1000)])
+        writer.unmerge(merge_id, reason="a mistake")
+        person = writer.wait_for(writer.identify("phone-3", "user-3", {"plan": "max"}), timeout=30)
+        assert person == writer.log.head()
+        two = writer.profile("user-2")
+        assert two is not None and two.identifiers == {"id": "user-2"}
+        one = writer.profile("user-1")
+        assert one is not None and one.person_id != two.person_id
+        # A cio_ id of a person the rows have not folded yet (a converted device keeps its
+        # anonymous person's id, which a client can know).
+        writer.identify("phone-new", "user-new")
+        person_id = anonymous_person_id(anonymous_id_for("phone-new", 0))
+        writer.wait_for(writer.identify("tablet-new", f"cio_{person_id}"), timeout=30)
+        new = writer.profile("user-new")
+        assert new is not None and new.person_id == person_id
+        assert {d.device_id for d in new.devices} == {"phone-new", "tablet-new"}
+        kept = projector.dump()
+    projector.rebuild(parallel=False)
+    assert projector.dump() == kept
+
+
+def test_an_unmerge_right_after_its_merge_works_without_auto_catch_up(
+        make_ws: WorkspaceFactory) -> None:
+    ws = make_ws(None)
+    ws.identify("phone", "dana", {"plan": "pro"})
+    ws.identify("laptop", "sam", {"plan": "free"})
+    ws.auto_catch_up = False
+    merge_id = ws.merge_persons("dana", "sam", reason="the same human")
+    ws.unmerge(merge_id, reason="a mistake")
+    ws.catch_up()
+    sam = ws.profile("sam")
+    assert sam is not None and sam.attributes == {"plan": "free"}
