@@ -121,6 +121,7 @@ class ProjectionsBehind(IdstitchError, TimeoutError):
         self.reached = reached
         self.behind = position - reached
         self.lagging = dict(lagging)
+        self.waited = waited
         names = ", ".join(f"{n} at {p}" for n, p in sorted(self.lagging.items()))
         super().__init__(f"projections did not reach position {position} within {waited:g} s: "
                          f"{self.behind} positions behind ({names}); is `idstitch project` "

@@ -32,7 +32,7 @@ import msgspec
 
 from idstitch.domain.aggregates import Aggregate
 from idstitch.domain.commands import Command, Decision, DeviceCommand
-from idstitch.domain.errors import IdstitchError, StoreError
+from idstitch.domain.errors import IdstitchError, ProjectionsBehind, StoreError
 from idstitch.domain.events import DECISIONS_STREAM
 from idstitch.projections.identity.rows import MergeRow, PersonRow
 from idstitch.projections.store import LoggedEvent
@@ -171,6 +171,7 @@ class UnitOfWork:
         head of the log all the same (the process that keeps them waited for, or a catch-up
         here): a check against rows behind the log refuses what it should accept (an unmerge
         of a merge just recorded) or misses what it must see (a forget)."""
+        self._behind: ProjectionsBehind | None = None
         self.now = now
         """The recorded time of the current message's events."""
         self.devices = Devices(self)
@@ -290,7 +291,16 @@ class UnitOfWork:
             self.projections.catch_up(self.appended)
             self.appended.clear()
         elif self.elsewhere is not None:
-            self.elsewhere()
+            if self._behind is not None:
+                # Waited for once in this unit of work (an ingest) and in vain: its later
+                # reads are refused at once, not after another wait each.
+                raise ProjectionsBehind(self._behind.position, self._behind.reached,
+                                        self._behind.lagging, self._behind.waited)
+            try:
+                self.elsewhere()
+            except ProjectionsBehind as e:
+                self._behind = e
+                raise
 
     def commit(self) -> BatchResult | None:
         """Append every message run since the last commit, in one transaction (see

@@ -16,6 +16,7 @@ from idstitch.domain.device import anonymous_id_for, anonymous_person_id
 
 import idstitch
 from idstitch.errors import InvalidCommand, ProjectionsBehind
+from idstitch.service import following as following_module
 from idstitch.service.following import Follower
 from idstitch.testing import TemporaryPostgres
 from idstitch.testing_projections import Counter
@@ -238,3 +239,25 @@ def test_an_unmerge_right_after_its_merge_works_without_auto_catch_up(
     ws.catch_up()
     sam = ws.profile("sam")
     assert sam is not None and sam.attributes == {"plan": "free"}
+
+
+def test_an_external_ingest_with_nobody_projecting_refuses_its_person_reads_after_one_wait(
+        make_durable_ws: WorkspaceFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Messages whose check reads about persons (``cio_`` ids) wait for the projections; when
+    nobody keeps them, the first waits HEAD_WAIT_SECONDS and is refused saying so, and the
+    later ones of the same ingest are refused at once (a bulk job carries on)."""
+    monkeypatch.setattr(following_module, "HEAD_WAIT_SECONDS", 1.0)
+    writer = make_durable_ws(None, projections="external")
+    writer.identify("phone", "dana")
+    person_id = anonymous_person_id(anonymous_id_for("phone", 0))
+    messages = [{"type": "identify", "userId": f"cio_{person_id}", "anonymousId": f"tab-{i}",
+                 "messageId": f"m{i}", "context": {"device": {"id": f"tab-{i}"}}}
+                for i in range(5)]
+    messages.append({"type": "identify", "userId": "sam", "anonymousId": "laptop",
+                     "context": {"device": {"id": "laptop"}}})
+    began = time.monotonic()
+    report = writer.ingest(messages)
+    assert time.monotonic() - began < 4.0  # one wait, not five
+    assert [i for i, _ in report.rejected] == [0, 1, 2, 3, 4]
+    assert all("idstitch project" in reason for _, reason in report.rejected)
+    assert report.accepted == 1  # the message that reads nothing about persons
