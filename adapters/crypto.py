@@ -72,6 +72,9 @@ class SubjectCipher:
         self._block = 0
         self._batch: dict[str, AESGCM | None] = {}
         """The keys of the batch being sealed that are not cached (see :meth:`prepare`)."""
+        self.forgets = 0
+        """How many times this process found that another one forgot somebody (new
+        suppressed digests in the key store)."""
 
     def _aead(self, key_id: str, create: bool) -> AESGCM | None:
         cache = self._cache
@@ -297,11 +300,22 @@ class SubjectCipher:
         """Whether any identifier is forgotten (as :meth:`is_suppressed` sees the key store):
         ingest asks this once per command and skips the per-identifier checks while nothing
         is (the usual case)."""
+        self._refresh()
+        return bool(self._suppressed)
+
+    def _refresh(self) -> None:
+        """Read the suppressed digests again, at most every :data:`SUPPRESSION_REFRESH`
+        seconds. New ones mean another process forgot somebody: every cached key is dropped
+        (some were destroyed there) and :attr:`forgets` counts it, so that the device writer
+        drops its cached devices too (a cached device writes under its stint's key)."""
         now = monotonic()
         if now - self._suppressed_at > SUPPRESSION_REFRESH:
-            self._suppressed = self.keys.suppressed_digests()
+            found = self.keys.suppressed_digests()
+            if not found <= self._suppressed:
+                self.drop_cache()
+                self.forgets += 1
+            self._suppressed = found
             self._suppressed_at = now
-        return bool(self._suppressed)
 
     def is_suppressed(self, identifier: str) -> bool:
         """True if ``identifier`` (user id or email) belongs to a forgotten person.
@@ -310,10 +324,7 @@ class SubjectCipher:
         key store at most every :data:`SUPPRESSION_REFRESH` seconds (one query per second,
         not one per message): a forget in this process counts at once, one in another
         process within that delay."""
-        now = monotonic()
-        if now - self._suppressed_at > SUPPRESSION_REFRESH:
-            self._suppressed = self.keys.suppressed_digests()
-            self._suppressed_at = now
+        self._refresh()
         # Nothing forgotten yet (the usual case): no hash to compute.
         return bool(self._suppressed) and self.digest(identifier) in self._suppressed
 

@@ -162,7 +162,8 @@ def build(
         runner = custom_runner(stores, registry)
         projector = Projector(stores.log, stores.rows, registry, shared_url=stores.shared_url,
                               lock=lock, custom=runner)
-        writer = Writer(stores.log)
+        cipher = stores.cipher
+        writer = Writer(stores.log, forgets=None if cipher is None else lambda: cipher.forgets)
         writer.lock = lock
         settings = Settings(utc_now if clock is None else checked_clock(clock),
                             auto_catch_up and not external, external)

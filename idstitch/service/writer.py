@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import NamedTuple
 
@@ -138,10 +138,15 @@ class Writer:
     """Appends the batches of every unit of work of a workspace: the one commit algorithm,
     and the cache of aggregates between commits."""
 
-    def __init__(self, log: AggregateRepository, retries: int = RETRIES) -> None:
+    def __init__(self, log: AggregateRepository, retries: int = RETRIES, *,
+                 forgets: Callable[[], int] | None = None) -> None:
         self.log = log
         self.retries = retries
         """How many times a message runs before ConcurrencyConflict reaches the caller."""
+        self._forgets = forgets
+        """How many forgets by other processes this process has seen (the cipher counts
+        them): a new one drops the cached aggregates (see :meth:`take`)."""
+        self._forgets_seen = 0
         self.lock = threading.RLock()
         self.contended = 0
         """Batches still to write under the append lock since the last conflict."""
@@ -151,6 +156,12 @@ class Writer:
         """These aggregates, for a unit of work to run commands on: from the cache (taken out
         of it until its commit), the rest from their events (one query), new ones empty."""
         with self.lock:
+            if self._forgets is not None and self._forgets() != self._forgets_seen:
+                # Another process forgot somebody: a cached device of that person would
+                # write under its stint's destroyed key (what it records would read erased);
+                # loaded from the log, it starts a stint under a new key.
+                self._forgets_seen = self._forgets()
+                self._cache.clear()
             taken: dict[str, Aggregate] = {}
             missing: list[str] = []
             cache = self._cache

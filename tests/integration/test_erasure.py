@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from idstitch.adapters import crypto
 from idstitch.domain.commands import ForgetPerson
 from idstitch.domain.events import DECISIONS_STREAM, PersonForgotten
 from idstitch.domain.rules import MAX_VALUE_BYTES
@@ -404,3 +405,21 @@ def test_forget_with_external_projections_sees_the_whole_log(
     assert not any(s in repr(kept).encode() for s in (b"person7@", b"token-7", b"user-7'"))
     projector.rebuild(parallel=False)
     assert projector.dump() == kept
+
+
+def test_a_writer_that_held_the_persons_device_records_under_a_new_key_after_a_forget_elsewhere(
+        make_durable_ws: WorkspaceFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A device cached by another writer still carries its stint's key, destroyed by the
+    forget: that writer learns of the forget (new suppressed digests, read again at most every
+    SUPPRESSION_REFRESH seconds) and loads the device again, which then records under a new
+    key what it records next, as the forgetting process would."""
+    monkeypatch.setattr(crypto, "SUPPRESSION_REFRESH", 0.0)
+    writer = make_durable_ws(None)
+    traffic(writer)  # dana's phone is cached here, with its stint's key
+    make_durable_ws(writer.url).forget("dana-user-77", reason="erasure request")
+    writer.set_profile_attributes("phone", {"theme": "light"}, timestamp=at(10))
+    fresh = make_durable_ws(writer.url)
+    fresh.rebuild(parallel=False)
+    on_phone = fresh.profile_of_device("phone")
+    assert on_phone is not None and on_phone.attributes == {"theme": "light"}
+    assert not on_phone.identified
