@@ -135,6 +135,10 @@ class ForgetPerson(msgspec.Struct, frozen=True, kw_only=True):
 
     person_id: str
     reason: str
+    members: list[str] = msgspec.field(default_factory=list)
+    """The person and the persons merged into it."""
+    devices: list[str] = msgspec.field(default_factory=list)
+    """Their devices."""
 
 
 Decision = MergePersons | Unmerge | ForgetPerson

@@ -95,7 +95,8 @@ class Decisions:
     def forget(self, cmd: ForgetPerson, now: datetime) -> bool:
         """Record that a person was forgotten (only its pseudonymous id)."""
         self._record(PersonForgotten(device_id=DECISIONS_STREAM, person_id=cmd.person_id,
-                                     reason=cmd.reason, timestamp=now, recorded_at=now))
+                                     reason=cmd.reason, members=list(cmd.members),
+                                     devices=list(cmd.devices), timestamp=now, recorded_at=now))
         return True
 
 

@@ -144,6 +144,12 @@ class PersonForgotten(DeviceEvent, frozen=True, kw_only=True, tag="PersonForgott
 
     person_id: str
     reason: str
+    members: list[str] = msgspec.field(default_factory=list)
+    """The person and every person merged into it (pseudonymous ids), as the forget found them:
+    what a custom projection's purge hook is given, in whichever process folds it (empty in
+    the decisions recorded before it was kept: such a projection is then folded again)."""
+    devices: list[str] = msgspec.field(default_factory=list)
+    """Every device that was on one of them (device ids, plaintext in every event already)."""
 
 
 DECISIONS_STREAM = "workspace:decisions"

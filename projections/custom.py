@@ -69,9 +69,10 @@ class Projection:
 
     def forget(self, db: ProjectionDB, person_ids: frozenset[str],
                device_ids: frozenset[str]) -> None:
-        """Optional purge hook, run by ``ws.forget`` (in one transaction on the projection's
-        live tables, its position unchanged): remove or blank every value the Changes of these
-        persons carried. ``person_ids``: the forgotten person and every person merged into
+        """Optional purge hook, run where a ``ws.forget`` stands in the log: by whichever
+        process folds the projection past its ``PersonForgotten`` decision, in the transaction
+        that moves the position over it: remove or blank every value the Changes of these
+        persons carried (idempotent: each process that keeps the projection runs it). ``person_ids``: the forgotten person and every person merged into
         it; ``device_ids``: every device that was on one of them. A projection that does not
         override it, or whose hook raises (``forget`` then raises ProjectionFailed), is
         dropped and folded again from position 0 instead (as a rebuild does)."""

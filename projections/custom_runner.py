@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from idstitch.domain.errors import ProjectionFailed
+from idstitch.domain.events import DECISIONS_STREAM, PersonForgotten
 from idstitch.projections.audit import EVENT_NAMES, Change
 from idstitch.projections.base import Registry
 from idstitch.projections.changes import ChangeStream
@@ -31,6 +32,7 @@ CHUNK = 250
 batch's transaction (see :meth:`CustomRunner._fold_alone`)."""
 STREAMS = 4
 """Change streams kept (one per distinct position the projections were at)."""
+_FORGOTTEN = frozenset({PersonForgotten})
 
 
 class CustomRunner:
@@ -42,6 +44,10 @@ class CustomRunner:
         self.registry = registry
         self._row_types: RowTypes = registry.row_types
         self._streams: dict[int, ChangeStream] = {}
+        self._fresh: dict[str, int] = {}
+        """Per projection, the head of the log when this process created its tables: they
+        hold nothing read before a forget recorded up to there (its keys were destroyed
+        first), so such a forget asks nothing of them."""
 
     @property
     def projections(self) -> dict[str, Projection]:
@@ -59,17 +65,24 @@ class CustomRunner:
                 self.tables.drop(name, tracked.version)
         live = any(t.live for t in versions)
         if not any(t.version == projection.version for t in versions):
+            head = self._log.head()
             self.tables.create(name, projection.version, not live, projection.setup)
+            self._fresh[name] = head
         self.registry.add_custom(projection)
 
     def rebuild(self, names: Sequence[str]) -> None:
         """Drop the named projections' tables and tracking and create them afresh (the next
         catch-up folds them from position 0)."""
+        # Folded again from 0 after a forget, maybe another process's: no key cached here
+        # may unseal what it erased.
+        self._log.drop_keys()
         for name in names:
             projection = self.projections[name]
+            head = self._log.head()
             for tracked in self.tables.versions(name):
                 self.tables.drop(name, tracked.version)
             self.tables.create(name, projection.version, True, projection.setup)
+            self._fresh[name] = head
 
     def position(self, name: str) -> int:
         """The registered version's committed position."""
@@ -78,8 +91,61 @@ class CustomRunner:
 
     def catch_up(self, until: int, names: Sequence[str] | None = None) -> list[ProjectionFailed]:
         """Fold every registered projection (or the named ones) up to position ``until`` (the
-        built-in rows must be there already); the failures, one per failed projection."""
-        chosen = [self.projections[n] for n in (names if names is not None else self.projections)]
+        built-in rows must be there already); the failures, one per failed projection.
+
+        A forget on the way (a ``PersonForgotten`` decision) is honoured where it stands in the
+        log, by whichever process folds the projection: the projection's purge hook is called
+        with the forgotten persons and devices the decision names, in the transaction that
+        moves it past the decision; a projection without one (or whose hook raised, or a
+        decision that names none) is dropped and folded again from position 0, where the
+        person's events read erased."""
+        chosen = list(names) if names is not None else list(self.projections)
+        failures: list[ProjectionFailed] = []
+        try:
+            lowest = min((self.position(n) for n in chosen), default=until)
+            forgets = ([] if lowest >= until else self._log.read_spans(
+                [(DECISIONS_STREAM, lowest + 1, until + 1)], _FORGOTTEN))
+        except Exception as e:  # the database: every one of them stays where it is
+            return [_failed(n, 0, e) for n in chosen]
+        for position, forgotten in forgets:
+            assert isinstance(forgotten, PersonForgotten)
+            failures += self._fold_to(position - 1, chosen)
+            chosen = [n for n in chosen if n not in {f.projection for f in failures}]
+            failures += self._honour(position, forgotten, chosen)
+            chosen = [n for n in chosen if n not in {f.projection for f in failures}]
+        return failures + self._fold_to(until, chosen)
+
+    def _honour(self, position: int, forgotten: PersonForgotten, names: Sequence[str]
+                ) -> list[ProjectionFailed]:
+        """Move each projection standing right before a forget's decision past it, purged:
+        its hook, or its tables afresh (see :meth:`catch_up`); the failures."""
+        failures: list[ProjectionFailed] = []
+        persons, devices = frozenset(forgotten.members), frozenset(forgotten.devices)
+        for name in names:
+            projection = self.projections[name]
+            if self.position(name) != position - 1:
+                continue  # moved past it already (another process), or failed before it
+            hook = type(projection).forget is not Projection.forget and bool(persons)
+            if self._fresh.get(name, -1) >= position or projection.events == frozenset():
+                hook = False  # nothing read before the keys went: only the position moves
+            elif not hook:
+                self.rebuild([name])  # folded again from 0 by the next stretch
+                continue
+            try:
+                with self.tables.transaction(name, projection.version) as tx:
+                    if _moved(projection, tx.position, position - 1):
+                        continue
+                    if hook:
+                        projection.forget(tx.db, persons, devices)
+                    tx.advance(position)
+            except Exception as e:
+                failures.append(_failed(name, position, e))
+                self.rebuild([name])  # its values must go all the same: folded again
+        return failures
+
+    def _fold_to(self, until: int, names: Sequence[str]) -> list[ProjectionFailed]:
+        """Fold the named projections up to ``until`` (no forget in between); the failures."""
+        chosen = [self.projections[n] for n in names]
         try:
             at: dict[str, int] = {p.name: self.position(p.name) for p in chosen}
         except Exception as e:  # the database: every one of them stays where it is

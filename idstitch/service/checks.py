@@ -247,6 +247,7 @@ def forget_person(cmd: ForgetPerson, entry: Entry) -> ForgetPerson:
     (:func:`idstitch.service.erasure.forget`, the one place a ForgetPerson is built): before
     the keys are destroyed, since a reason refused here, after them, would leave the person
     shredded with no decision recorded."""
+    # (``members`` and ``devices`` are the workspace's own ids, read from its rows.)
     return replace(cmd, person_id=rules.check_id("person_id", cmd.person_id))
 
 

@@ -26,7 +26,6 @@ from idstitch.domain.errors import InvalidCommand, ProjectionFailed, Suppressed,
 from idstitch.domain.events import DECISIONS_STREAM, PERSONAL, PersonForgotten
 from idstitch.projections import purge
 from idstitch.projections.audit import family, spans
-from idstitch.projections.custom import Projection
 from idstitch.projections.subject_keys import person_identifiers
 from idstitch.projections.views import Reader
 from idstitch.service import following
@@ -141,7 +140,14 @@ def forget(stores: Any, bus: MessageBus, projector: Projector, identifier: objec
         report = _destroy(stores, prepared)
     # The person id names it too (``cio_<id>``, a merge naming it by id): refused from now on.
     stores.cipher.suppress([report.person_id, rules.PERSON_PREFIX + report.person_id])
-    bus.handle(ForgetPerson(person_id=report.person_id, reason=checked_reason))
+    # The custom projections fold the decision once the identity rows are purged (their
+    # Changes are read from those rows), in _purge, or in the rebuild that replaces it.
+    projector.custom_held = True
+    try:
+        bus.handle(ForgetPerson(person_id=report.person_id, reason=checked_reason,
+                                members=prepared.members, devices=prepared.devices))
+    finally:
+        projector.custom_held = False
     # A cached device still holds the destroyed key of its stint; loaded from the log it
     # starts anew: every device then behaves the same, cached or not.
     bus.writer.drop_cache()
@@ -169,14 +175,15 @@ def _plan(stores: Any, projector: Projector, prepared: _Prepared) -> purge.Compo
 
 def _purge(stores: Any, projector: Projector, prepared: _Prepared,
            component: purge.Component, failures: list[ProjectionFailed]) -> bool:
-    """Purge the rows in place: the device attributes, the custom projections (their hook, or
-    their tables dropped to be folded again), the identity rows last; False (some rows may be
-    purged) when the purge turned out not to be exact: the caller rebuilds. A custom
-    projection that fails (its hook, or its fold again) is added to ``failures``."""
+    """Purge the rows in place: the device attributes, then the identity rows; then the custom
+    projections, which honour the ``PersonForgotten`` decision where it stands in the log as
+    they fold past it (their purge hook, or folded again from position 0: see
+    :meth:`idstitch.projections.custom_runner.CustomRunner.catch_up`; so does any other process
+    that folds them). False (some rows may be purged) when the purge turned out not to be
+    exact: the caller rebuilds. A custom projection that fails is added to ``failures``."""
     with projector.lock:
         try:
             purge.purge_attributes(projector.registry, stores.rows, stores.log, component)
-            refold = _forget_custom(projector, prepared, failures)
             purge.purge_identity(projector.registry, stores.rows, stores.log, component)
         except purge.Fallback:
             return False
@@ -184,39 +191,11 @@ def _purge(stores: Any, projector: Projector, prepared: _Prepared,
             # Rows changed under the runner's caches: each projection starts cold.
             for projection in projector.registry:
                 projector.states.forget(projection.name)
-        if refold:
+        custom = projector.custom.projections
+        if custom:
             projector.catch_up()
-            failures.extend(f for n, f in projector.failures.items() if n in refold)
+            failures.extend(f for n, f in projector.failures.items() if n in custom)
     return True
-
-
-def _forget_custom(projector: Projector, prepared: _Prepared,
-                   failures: list[ProjectionFailed]) -> list[str]:
-    """Each custom projection's purge hook (:meth:`idstitch.Projection.forget`) in a
-    transaction on its tables; a projection without one, or whose hook raised (its
-    transaction rolled back, the failure added to ``failures``), is dropped and created
-    afresh, to be folded again from position 0 once the identity rows are purged. The names
-    dropped."""
-    custom = projector.custom
-    refold: list[str] = []
-    persons, devices = frozenset(prepared.members), frozenset(prepared.devices)
-    for name, projection in custom.projections.items():
-        versions = custom.tables.versions(name)
-        if (type(projection).forget is Projection.forget
-                or any(t.version != projection.version for t in versions)):
-            refold.append(name)
-            continue
-        try:
-            with custom.tables.transaction(name, projection.version) as tx:
-                projection.forget(tx.db, persons, devices)
-        except Exception as e:
-            failure = ProjectionFailed(name, custom.position(name), e)
-            failure.__cause__ = e
-            failures.append(failure)
-            refold.append(name)
-    if refold:
-        custom.rebuild(refold)
-    return refold
 
 
 _FORGOTTEN = frozenset({PersonForgotten})

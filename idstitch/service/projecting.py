@@ -106,6 +106,10 @@ class Projector:
         self.shared_url = shared_url
         """A URL another process can open this store with (None for ``memory:``)."""
         self.lock = lock
+        self.custom_held = False
+        """While set, catch-ups leave the custom projections where they are: a forget records
+        its decision before it purges the identity rows, and the custom projections must
+        honour the decision with the purged rows (see ``idstitch.service.erasure``)."""
 
     @property
     def can_fork(self) -> bool:
@@ -183,7 +187,7 @@ class Projector:
                          for p in self.registry]
             reached = min(positions) if positions else (
                 self.log.head() if head is None else head)
-            if self.custom.projections:
+            if self.custom.projections and not self.custom_held:
                 self.catch_up_custom(reached)
             return reached
 

@@ -3,6 +3,7 @@ suppression, and no byte of a forgotten person left in a SQLite file."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ import idstitch
 from idstitch.errors import InvalidCommand, Suppressed, UnknownPerson
 from idstitch.service.erasure import finish_forgets, scrub, shred
 from idstitch.service.following import Follower
+from idstitch.testing_projections import ChangeLog
 from idstitch.workspace import Workspace
 
 WorkspaceFactory = Callable[..., Workspace]
@@ -423,3 +425,55 @@ def test_a_writer_that_held_the_persons_device_records_under_a_new_key_after_a_f
     on_phone = fresh.profile_of_device("phone")
     assert on_phone is not None and on_phone.attributes == {"theme": "light"}
     assert not on_phone.identified
+
+
+class EmailsSeen(idstitch.Projection):
+    """The emails each device's identifies carried; its purge hook deletes the forgotten
+    devices' rows. ``built`` is drawn once, when its tables are created: a projection folded
+    again from position 0 gets a new one."""
+
+    name = "emails_seen"
+
+    def setup(self, db: idstitch.ProjectionDB) -> None:
+        db.execute("CREATE TABLE emails_seen (device_id TEXT, email TEXT)")
+        db.execute("CREATE TABLE emails_built (token TEXT)")
+        db.execute("INSERT INTO emails_built VALUES (?)", (os.urandom(8).hex(),))
+
+    def handle(self, db: idstitch.ProjectionDB, change: idstitch.Change) -> None:
+        email = (change.data.get("traits") or {}).get("email")
+        if change.event == "Identified" and email:
+            db.execute("INSERT INTO emails_seen VALUES (?, ?)", (change.device_id, email))
+
+    def forget(self, db: idstitch.ProjectionDB, person_ids: frozenset[str],
+               device_ids: frozenset[str]) -> None:
+        for device_id in sorted(device_ids):
+            db.execute("DELETE FROM emails_seen WHERE device_id = ?", (device_id,))
+
+
+@pytest.mark.parametrize("hook", [True, False], ids=["purge hook", "folded again"])
+def test_a_custom_projection_kept_by_another_process_honours_the_forget(
+        make_durable_ws: WorkspaceFactory, hook: bool) -> None:
+    """The process that keeps a custom projection (here a follower, as `idstitch project`)
+    honours a forget recorded by an appending-only writer where its decision stands in the
+    log: the projection's purge hook with the forgotten devices, or folded again from 0."""
+    keeper = make_durable_ws(None, projections=[EmailsSeen() if hook else ChangeLog()])
+    writer = make_durable_ws(keeper.url, projections="external")
+    table = "emails_seen" if hook else "change_log"
+    built = None
+    with following(keeper):
+        traffic(writer)
+        writer.wait_for(writer.log.head(), timeout=30)
+        if hook:
+            built = keeper.projection_db(table).query("SELECT token FROM emails_built")
+        assert b"dana.secret@example.com" in repr(
+            keeper.projection_db(table).query(f"SELECT * FROM {table}")).encode()
+        writer.forget("dana-user-77", reason="erasure request")
+        writer.identify("laptop", "sam", {"plan": "team"}, timestamp=at(8))
+        writer.wait_for(writer.log.head(), timeout=30)
+    rows = repr(keeper.projection_db(table).query(f"SELECT * FROM {table}")).encode()
+    assert not any(s in rows for s in SECRETS)
+    if hook:
+        # The hook did it (a projection folded again would have drawn a new token) ...
+        assert keeper.projection_db(table).query("SELECT token FROM emails_built") == built
+        # ... and left the others' rows.
+        assert b"sam@example.com" in rows
