@@ -72,10 +72,11 @@ class Projection:
         """Optional purge hook, run where a ``ws.forget`` stands in the log: by whichever
         process folds the projection past its ``PersonForgotten`` decision, in the transaction
         that moves the position over it: remove or blank every value the Changes of these
-        persons carried (idempotent: each process that keeps the projection runs it). ``person_ids``: the forgotten person and every person merged into
-        it; ``device_ids``: every device that was on one of them. A projection that does not
-        override it, or whose hook raises (``forget`` then raises ProjectionFailed), is
-        dropped and folded again from position 0 instead (as a rebuild does)."""
+        persons carried (idempotent: each process that keeps the projection runs it).
+        ``person_ids``: the forgotten person and every person merged into it; ``device_ids``:
+        every device that was on one of them. A projection that does not override it, or
+        whose hook raises (``forget`` then raises ProjectionFailed), is dropped and folded
+        again from position 0 instead (as a rebuild does)."""
         raise NotImplementedError
 
 
