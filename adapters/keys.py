@@ -1,5 +1,5 @@
 """The default :class:`~idstitch.domain.ports.KeyStore` implementations: in memory, and a table
-in the workspace's SQLite file.
+in the workspace's SQL database (SQLite; PostgreSQL binds a batch's ids as one array).
 
 A key row holds the 32 random bytes of one data subject's AES-GCM key; destroying it overwrites
 the row with a tombstone (NULL key), so the id can never get a key again. On SQLite the delete
@@ -200,3 +200,37 @@ class SqlKeyStore:
     def checkpoint(self) -> None:
         """Copy the WAL into the file and truncate it (nothing deleted lingers in the WAL)."""
         self._cursors.checkpoint()
+
+
+CREATE_KEYS = ("INSERT INTO idstitch_keys (key_id, key) SELECT * FROM unnest(%b::text[], "
+               "%b::bytea[]) ON CONFLICT (key_id) DO NOTHING")
+"""Every new key of a batch in one statement (rows in the array's order: sorted ids)."""
+SELECT_KEYS = "SELECT key_id, key FROM idstitch_keys WHERE key_id = ANY(%b::text[])"
+
+
+class PostgresKeyStore(SqlKeyStore):
+    """PostgreSQL's: a batch's ids go as one array parameter, so a batch's keys take one
+    statement each way. (``executemany`` runs one INSERT per key: a 100,000-message identity
+    ingest made ~33,000 keys, a fifth of the recording process's time and as many statements
+    for the server; the IN lists of the SQL store take one SELECT per 500 ids.)"""
+
+    def __init__(self, cursors: KeyCursors) -> None:
+        super().__init__(cursors, "%s")
+
+    def get_many(self, key_ids: Sequence[str]) -> dict[str, bytes | None]:
+        """As :meth:`SqlKeyStore.get_many`, in one statement."""
+        with self._cursors.read_cursor() as cur:
+            rows = cur.execute(SELECT_KEYS, (list(key_ids),)).fetchall()
+        return {k: None if v is None else bytes(v) for k, v in rows}
+
+    def create_many(self, key_ids: Sequence[str]) -> dict[str, bytes | None]:
+        """As :meth:`SqlKeyStore.create_many`: one INSERT of every id, then one SELECT (a new
+        statement: it sees the keys another writer committed while the INSERT waited for
+        them, which that INSERT left alone)."""
+        # One order for every writer (see SqlKeyStore.create_many): the array's.
+        ordered = sorted(key_ids)
+        with self._cursors.joined() as (cur, committed):
+            cur.execute(CREATE_KEYS, (ordered, [os.urandom(KEY_BYTES) for _ in ordered]))
+            rows = cur.execute(SELECT_KEYS, (ordered,)).fetchall()
+        self.committed = committed
+        return {k: None if v is None else bytes(v) for k, v in rows}

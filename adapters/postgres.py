@@ -18,7 +18,7 @@ from typing import Any, cast
 import psycopg
 from idstitch.adapters.crypto import codec_for
 from idstitch.adapters.eventlog import DeviceLog
-from idstitch.adapters.keys import SqlKeyStore, keys_ddl
+from idstitch.adapters.keys import PostgresKeyStore, keys_ddl
 from idstitch.adapters.pg_pool import QueuedPool
 from idstitch.adapters.postgres_log import CHAIN_DDL, PostgresLog, rolled_back, translated
 from idstitch.adapters.postgres_notify import Listener
@@ -66,7 +66,7 @@ def connect(url: str, target: PostgresTarget) -> Stores:
     with ddl_lock(conninfo):
         rows = PostgresProjectionStore(conninfo, schema=target.schema)
         try:
-            codec, cipher = codec_for(SqlKeyStore(rows, "%s"))
+            codec, cipher = codec_for(PostgresKeyStore(rows))
             log = DeviceLog(env, codec, fast=rows)
         except BaseException:
             rows.close()

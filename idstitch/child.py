@@ -170,8 +170,10 @@ def _follow(stores: Stores, registry: Registry, url: str, requests: _Lines,
     stopping = False
     ending = False
     """The parent's input has ended: it commits what is left in pieces, and will wait for
-    all of it; each fold is committed as it is done, so what that wait finds uncommitted is
-    the last piece's."""
+    all of it; each fold that reaches the head is committed as it is done, so what that wait
+    finds uncommitted is the last piece's. (A fold still behind the head is not: a child
+    30,000 events behind at the end of a PostgreSQL ingest committed each 10,000-event page,
+    rewriting the hot rows three times, ~0.15 s each, while the parent waited.)"""
     heard = time.monotonic()
     wanted: dict[str, int] = {}
     asked = 0.0
@@ -199,7 +201,7 @@ def _follow(stores: Stores, registry: Registry, url: str, requests: _Lines,
                 if maybe is not None and (
                         maybe.pending >= CHILD_BATCH_SIZE or maybe.full or (
                             not folded and maybe.pending >= IDLE_COMMIT_EVENTS) or (
-                            ending and maybe.pending) or (
+                            ending and maybe.pending and maybe.position >= head) or (
                             maybe.start < wanted.get(name, 0) <= maybe.position)):
                     maybe.commit()
                     # The custom projections follow the built-in rows as they commit (so the

@@ -19,7 +19,7 @@ the parent's side; it talks to the child over its stdin and stdout, a line at a 
   replay the named projections, comma-separated, to position UNTIL, then exit). While
   following, ``until N`` (answer once the projections are at position N or beyond) or
   ``stop N`` (the same, then exit), or ``ending`` (no answer: the input has ended, commit each
-fold from now on);
+fold that reaches the head from now on);
 - child -> parent: ``warning <text>`` (before ``ready``: a custom projection it cannot
   import, which the parent then folds itself), ``ready``, ``at N``, ``folding N`` (still
   working: sent every couple of seconds, so the parent can tell a slow child from a stuck
@@ -166,8 +166,9 @@ class BackgroundProjector:
         return self._ask(f"until {position}")
 
     def ending(self) -> None:
-        """Tell the child the input has ended (no answer): it commits each fold from now on,
-        so that the wait for the head that follows finds little uncommitted."""
+        """Tell the child the input has ended (no answer): it commits each fold that reaches
+        the head from now on, so that the wait for the head that follows finds little
+        uncommitted."""
         if self.ready():
             self._send("ending")
 
