@@ -138,9 +138,10 @@ class MergeUndone(DeviceEvent, frozen=True, kw_only=True, tag="MergeUndone"):
 
 class PersonForgotten(DeviceEvent, frozen=True, kw_only=True, tag="PersonForgotten"):
     """A person forgotten (the right to erasure; a decision, on the workspace's decisions
-    stream), recorded once its keys were destroyed. Only the pseudonymous ``person_id``: never
-    the identifier the forget named nor any other personal value (the log is append-only and
-    this event is never shredded), so ``reason`` must not hold personal data either."""
+    stream), recorded once its keys were destroyed. Pseudonymous ids only (the person's, its
+    family's, its devices'): never the identifier the forget named nor any other personal
+    value (the log is append-only and this event is never shredded), so ``reason`` must not
+    hold personal data either."""
 
     person_id: str
     reason: str

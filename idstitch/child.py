@@ -144,17 +144,19 @@ class _Lines:
         self._unread = b""
 
     def next(self, timeout: float | None) -> str | None:
-        """The next line (without its newline); None if none came within ``timeout`` seconds
-        (None: wait for it); "" once the parent is gone (the pipe ended)."""
-        while b"\n" not in self._unread:
-            if not select.select([self._fd], [], [], timeout)[0]:
-                return None
-            chunk = os.read(self._fd, 65536)
-            if not chunk:
-                return ""
-            self._unread += chunk
-        line, _, self._unread = self._unread.partition(b"\n")
-        return line.decode()
+        """The next non-blank line (without its newline); None if none came within
+        ``timeout`` seconds (None: wait for it); "" once the parent is gone (the pipe ended)."""
+        while True:
+            while b"\n" not in self._unread:
+                if not select.select([self._fd], [], [], timeout)[0]:
+                    return None
+                chunk = os.read(self._fd, 65536)
+                if not chunk:
+                    return ""
+                self._unread += chunk
+            line, _, self._unread = self._unread.partition(b"\n")
+            if line.strip():
+                return line.decode()
 
 
 def _follow(stores: Stores, registry: Registry, url: str, requests: _Lines,

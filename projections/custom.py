@@ -75,8 +75,8 @@ class Projection:
         persons carried (idempotent: each process that keeps the projection runs it).
         ``person_ids``: the forgotten person and every person merged into it; ``device_ids``:
         every device that was on one of them. A projection that does not override it, or
-        whose hook raises (``forget`` then raises ProjectionFailed), is dropped and folded
-        again from position 0 instead (as a rebuild does)."""
+        whose hook raises (a ProjectionFailed, raised by ``ws.forget`` in the process that
+        called it), is dropped and folded again from position 0 instead (as a rebuild does)."""
         raise NotImplementedError
 
 

@@ -65,6 +65,9 @@ class CustomRunner:
                 self.tables.drop(name, tracked.version)
         live = any(t.live for t in versions)
         if not any(t.version == projection.version for t in versions):
+            # Fresh tables skip the forgets up to the head: they must read with no key a forget
+            # elsewhere destroyed and this process still caches.
+            self._log.drop_keys()
             head = self._log.head()
             self.tables.create(name, projection.version, not live, projection.setup)
             self._fresh[name] = head
@@ -118,30 +121,50 @@ class CustomRunner:
     def _honour(self, position: int, forgotten: PersonForgotten, names: Sequence[str]
                 ) -> list[ProjectionFailed]:
         """Move each projection standing right before a forget's decision past it, purged:
-        its hook, or its tables afresh (see :meth:`catch_up`); the failures."""
+        its hook, or its tables afresh (see :meth:`catch_up`); the failures (never raised: a
+        failure here, as a handler's, leaves the projection where it was, or folded again)."""
         failures: list[ProjectionFailed] = []
-        persons, devices = frozenset(forgotten.members), frozenset(forgotten.devices)
         for name in names:
-            projection = self.projections[name]
-            if self.position(name) != position - 1:
-                continue  # moved past it already (another process), or failed before it
-            hook = type(projection).forget is not Projection.forget and bool(persons)
-            if self._fresh.get(name, -1) >= position or projection.events == frozenset():
-                hook = False  # nothing read before the keys went: only the position moves
-            elif not hook:
-                self.rebuild([name])  # folded again from 0 by the next stretch
-                continue
             try:
-                with self.tables.transaction(name, projection.version) as tx:
-                    if _moved(projection, tx.position, position - 1):
-                        continue
-                    if hook:
-                        projection.forget(tx.db, persons, devices)
-                    tx.advance(position)
-            except Exception as e:
-                failures.append(_failed(name, position, e))
-                self.rebuild([name])  # its values must go all the same: folded again
+                failure = self._honour_one(self.projections[name], position, forgotten)
+            except Exception as e:  # the database: it stays where it is, retried next time
+                failure = _failed(name, position, e)
+            if failure is not None:
+                failures.append(failure)
         return failures
+
+    def _honour_one(self, projection: Projection, position: int, forgotten: PersonForgotten
+                    ) -> ProjectionFailed | None:
+        name = projection.name
+        if self.position(name) != position - 1:
+            return None  # moved past it already (another process), or failed before it
+        persons, devices = frozenset(forgotten.members), frozenset(forgotten.devices)
+        hook = type(projection).forget is not Projection.forget and bool(persons)
+        if self._fresh.get(name, -1) >= position or projection.events == frozenset():
+            hook = False  # nothing read before the keys went: only the position moves
+        elif not hook:
+            self.rebuild([name])  # folded again from 0 by the next stretch
+            return None
+        raised: Exception | None = None
+        try:
+            with self.tables.transaction(name, projection.version) as tx:
+                # (LookupError when another process replaced this version: reported by the
+                # caller, as a fold's is, and nothing dropped.)
+                if _moved(projection, tx.position, position - 1):
+                    return None
+                if hook:
+                    try:
+                        projection.forget(tx.db, persons, devices)
+                    except Exception as e:
+                        raised = e
+                        raise
+                tx.advance(position)
+        except Exception:
+            if raised is None:
+                raise
+            self.rebuild([name])  # the hook failed: its values must go all the same
+            return _failed(name, position, raised)
+        return None
 
     def _fold_to(self, until: int, names: Sequence[str]) -> list[ProjectionFailed]:
         """Fold the named projections up to ``until`` (no forget in between); the failures."""

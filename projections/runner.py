@@ -283,13 +283,15 @@ class Stretch:
             # Another writer moved the projection: start cold. At position 0 nothing was ever
             # committed (rows and position commit together), so there are no rows: an empty
             # cache is then complete.
+            if self._meta != state.cached_at[1]:
+                # A new life of the rows (a purge, a rebuild: its epoch changed), maybe after
+                # a forget elsewhere: keys cached here would unseal the person's events again
+                # (and put the values back into the rows). Read every key anew. (Another
+                # writer's plain commits keep the epoch: its cache is kept then.)
+                self._log.drop_keys()
             state.cache = new_cache(projection.row_types)
             state.complete = self.start == 0
             state.cached_at = (self.start, self._meta)
-            # Whoever moved it may have forgotten a person: its keys destroyed there, rows
-            # purged or rebuilt. Keys cached here would unseal that person's events again
-            # (and put the values back into the rows): read every key anew.
-            self._log.drop_keys()
         elif cache_size(state.cache) > projection.cache_limit:
             # The cache grew past its limit: keep the rows the latest batches brought in (the
             # users active now), drop the older ones. What is dropped is read again if needed.

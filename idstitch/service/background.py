@@ -147,11 +147,17 @@ class BackgroundProjector:
     def ready(self) -> bool:
         """Whether the child has opened the store, without waiting for it (False while it is
         still starting, or once it failed)."""
-        if not self._ready and self.failed is None and self._proc is not None:
-            stdout = self._proc.stdout
-            if stdout is not None and (
-                    b"\n" in self._unread or select.select([stdout], [], [], 0)[0]):
-                return self._started()
+        # Only the lines already written: a warning before ``ready`` is no reason to wait.
+        while not self._ready and self.failed is None and self._proc is not None:
+            reply = self._receive(0)
+            if reply is None:
+                return False  # still starting (or its output ended: the next wait says so)
+            if reply.startswith("warning "):
+                warnings.warn(reply[len("warning "):], RuntimeWarning, stacklevel=4)
+            elif reply == "ready":
+                self._ready = True
+            else:
+                self._fail(reply)
         return self._ready
 
     @property

@@ -140,25 +140,30 @@ def forget(stores: Any, bus: MessageBus, projector: Projector, identifier: objec
         report = _destroy(stores, prepared)
     # The person id names it too (``cio_<id>``, a merge naming it by id): refused from now on.
     stores.cipher.suppress([report.person_id, rules.PERSON_PREFIX + report.person_id])
-    # The custom projections fold the decision once the identity rows are purged (their
-    # Changes are read from those rows), in _purge, or in the rebuild that replaces it.
-    projector.custom_held = True
-    try:
-        bus.handle(ForgetPerson(person_id=report.person_id, reason=checked_reason,
-                                members=prepared.members, devices=prepared.devices))
-    finally:
-        projector.custom_held = False
-    # A cached device still holds the destroyed key of its stint; loaded from the log it
-    # starts anew: every device then behaves the same, cached or not.
-    bus.writer.drop_cache()
     failures: list[ProjectionFailed] = []
-    try:
-        purged = component is not None and _purge(stores, projector, prepared, component,
-                                                  failures)
-        if not purged:
-            projector.rebuild()
-    finally:
-        scrub(stores)
+    # The custom projections here fold the decision once the identity rows are purged (their
+    # Changes are read from those rows), in _purge, or in the rebuild that replaces it: held
+    # back, under the workspace's lock so that no other thread's catch-up runs in between.
+    # (A process that keeps custom projections elsewhere folds the decision when it meets
+    # it, possibly before this purge lands: its refold then holds no value of the person,
+    # but may differ from a rebuild until rebuilt.)
+    with projector.lock:
+        projector.custom_held = True
+        try:
+            bus.handle(ForgetPerson(person_id=report.person_id, reason=checked_reason,
+                                    members=prepared.members, devices=prepared.devices))
+        finally:
+            projector.custom_held = False
+            # A cached device still holds the destroyed key of its stint; loaded from the
+            # log it starts anew: every device then behaves the same, cached or not.
+            bus.writer.drop_cache()
+        try:
+            purged = component is not None and _purge(stores, projector, prepared,
+                                                      component, failures)
+            if not purged:
+                projector.rebuild()
+        finally:
+            scrub(stores)
     if failures:  # the person is erased everywhere; a custom projection's hook or fold failed
         raise failures[0] from failures[0].cause
     return msgspec.structs.replace(report, purged_in_place=purged)

@@ -116,7 +116,8 @@ def unmerge(cmd: Unmerge, uow: UnitOfWork) -> None:
 
 def forget_person(cmd: ForgetPerson, uow: UnitOfWork) -> None:
     """Record a forget (identity-model.md §4). The workspace checked the person and destroyed
-    its keys before this runs; only the pseudonymous person id is recorded."""
+    its keys before this runs; only pseudonymous ids are recorded (the person's, and its
+    family's persons and devices, for the custom projections' purge)."""
     uow.decisions.get().handle(cmd, uow.now)
 
 

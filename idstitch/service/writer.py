@@ -144,8 +144,8 @@ class Writer:
         self.retries = retries
         """How many times a message runs before ConcurrencyConflict reaches the caller."""
         self._forgets = forgets
-        """How many forgets by other processes this process has seen (the cipher counts
-        them): a new one drops the cached aggregates (see :meth:`take`)."""
+        """The count of forgets by other processes this process has seen (the cipher keeps
+        it): when it moves, the cached aggregates are dropped (see :meth:`take`)."""
         self._forgets_seen = 0
         self.lock = threading.RLock()
         self.contended = 0
@@ -156,11 +156,12 @@ class Writer:
         """These aggregates, for a unit of work to run commands on: from the cache (taken out
         of it until its commit), the rest from their events (one query), new ones empty."""
         with self.lock:
-            if self._forgets is not None and self._forgets() != self._forgets_seen:
+            seen = self._forgets_seen if self._forgets is None else self._forgets()
+            if seen != self._forgets_seen:
                 # Another process forgot somebody: a cached device of that person would
                 # write under its stint's destroyed key (what it records would read erased);
                 # loaded from the log, it starts a stint under a new key.
-                self._forgets_seen = self._forgets()
+                self._forgets_seen = seen
                 self._cache.clear()
             taken: dict[str, Aggregate] = {}
             missing: list[str] = []

@@ -240,3 +240,21 @@ def test_the_child_answers_requests_that_reach_it_together(
         assert ws.rows.position("identity") == ws.log.head()
     finally:
         ws.close()
+
+
+def test_asking_whether_the_child_is_ready_never_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A child that said a warning and is still starting is not ready yet: the question is
+    answered at once (it decides whether a short ingest projects here), the warning said."""
+    monkeypatch.setattr(background, "COMMAND", [
+        sys.executable, "-c", "print('warning cannot fold x', flush=True); import time; "
+        "time.sleep(60)"])
+    helper = background.BackgroundProjector("memory:", [])
+    try:
+        time.sleep(0.5)  # the warning is written by now
+        began = time.monotonic()
+        with pytest.warns(RuntimeWarning, match="cannot fold x"):
+            assert not helper.ready()
+        assert time.monotonic() - began < 1.0
+        assert helper.failed is None
+    finally:
+        helper.close()
