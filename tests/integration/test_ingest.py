@@ -239,10 +239,8 @@ def test_parallel_ingest_falls_back_when_no_interpreter_can_start(
     assert there.dump() == here.dump()
 
 
-def test_no_child_outlives_an_ingest_that_fails_midway(
-    make_durable_ws: WorkspaceFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    ws = make_durable_ws(None)
+def children_started(monkeypatch: pytest.MonkeyPatch) -> list[background.BackgroundProjector]:
+    """The projecting children started from now on (each is kept in the list returned)."""
     started: list[background.BackgroundProjector] = []
     real = background.BackgroundProjector
 
@@ -251,6 +249,14 @@ def test_no_child_outlives_an_ingest_that_fails_midway(
         return started[-1]
 
     monkeypatch.setattr(background, "BackgroundProjector", recording)
+    return started
+
+
+def test_no_child_outlives_an_ingest_that_fails_midway(
+    make_durable_ws: WorkspaceFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws = make_durable_ws(None)
+    started = children_started(monkeypatch)
 
     def messages() -> Iterator[dict[str, Any]]:
         yield from mixed_messages(9)[:500]
@@ -304,14 +310,7 @@ def test_an_ingest_that_may_fork_commits_a_small_first_batch_and_starts_its_chil
     here = make_durable_ws(None)
     there = make_durable_ws(None)
     expected = here.ingest(mixed_messages(6), batch_size=700, parallel=False)
-    started: list[background.BackgroundProjector] = []
-    real = background.BackgroundProjector
-
-    def recording(*args: Any, **kwargs: Any) -> background.BackgroundProjector:
-        started.append(real(*args, **kwargs))
-        return started[-1]
-
-    monkeypatch.setattr(background, "BackgroundProjector", recording)
+    started = children_started(monkeypatch)
     monkeypatch.setattr(ingest, "CHILD_START_MESSAGES", 150)
     monkeypatch.setattr(ingest, "FINAL_CHUNK", 90)
     counts: list[int] = []
@@ -341,14 +340,7 @@ def test_a_child_not_ready_when_the_input_ends_is_ended_and_this_process_project
     there = make_durable_ws(None)
     # (No cio_ message: a read about persons waits for the child to be ready, as it must.)
     here.ingest(mixed_messages(6), batch_size=700, parallel=False)
-    started: list[background.BackgroundProjector] = []
-    real = background.BackgroundProjector
-
-    def recording(*args: Any, **kwargs: Any) -> background.BackgroundProjector:
-        started.append(real(*args, **kwargs))
-        return started[-1]
-
-    monkeypatch.setattr(background, "BackgroundProjector", recording)
+    started = children_started(monkeypatch)
     # A child that never says it is ready (within the 60 s the parent would wait for it).
     monkeypatch.setattr(background, "COMMAND", [sys.executable, "-c", "import time; time.sleep(60)"])
     monkeypatch.setattr(ingest, "CHILD_START_MESSAGES", 150)
