@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from idstitch.domain.errors import ProjectionFailed
-from idstitch.domain.events import DECISIONS_STREAM, PersonForgotten
+from idstitch.domain.events import DECISIONS_STREAM, DeviceEvent, MergeUndone, PersonForgotten
 from idstitch.projections.audit import EVENT_NAMES, Change
 from idstitch.projections.base import Registry
 from idstitch.projections.changes import ChangeStream
@@ -32,7 +32,10 @@ CHUNK = 250
 batch's transaction (see :meth:`CustomRunner._fold_alone`)."""
 STREAMS = 4
 """Change streams kept (one per distinct position the projections were at)."""
-_FORGOTTEN = frozenset({PersonForgotten})
+_REWRITING: frozenset[type[DeviceEvent]] = frozenset({PersonForgotten, MergeUndone})
+"""The decisions that change what earlier Changes were (a forget erases them, an unmerge
+rewrites the history of both sides): a projection folded past one before it was made is
+purged, or folded again."""
 
 
 class CustomRunner:
@@ -101,47 +104,52 @@ class CustomRunner:
         with the forgotten persons and devices the decision names, in the transaction that
         moves it past the decision; a projection without one (or whose hook raised, or a
         decision that names none) is dropped and folded again from position 0, where the
-        person's events read erased."""
+        person's events read erased. An unmerge on the way (``MergeUndone``) rewrites the
+        history of both sides from the merge on: a projection that folded them before it is
+        folded again from position 0, unless this process made its tables after it (a
+        ``ws.unmerge`` here rebuilds the projections it keeps itself)."""
         chosen = list(names) if names is not None else list(self.projections)
         failures: list[ProjectionFailed] = []
         try:
             lowest = min((self.position(n) for n in chosen), default=until)
-            forgets = ([] if lowest >= until else self._log.read_spans(
-                [(DECISIONS_STREAM, lowest + 1, until + 1)], _FORGOTTEN))
+            decisions = ([] if lowest >= until else self._log.read_spans(
+                [(DECISIONS_STREAM, lowest + 1, until + 1)], _REWRITING))
         except Exception as e:  # the database: every one of them stays where it is
             return [_failed(n, 0, e) for n in chosen]
-        for position, forgotten in forgets:
-            assert isinstance(forgotten, PersonForgotten)
+        for position, decision in decisions:
             failures += self._fold_to(position - 1, chosen)
             chosen = [n for n in chosen if n not in {f.projection for f in failures}]
-            failures += self._honour(position, forgotten, chosen)
+            failures += self._honour(position, decision, chosen)
             chosen = [n for n in chosen if n not in {f.projection for f in failures}]
         return failures + self._fold_to(until, chosen)
 
-    def _honour(self, position: int, forgotten: PersonForgotten, names: Sequence[str]
+    def _honour(self, position: int, decision: DeviceEvent, names: Sequence[str]
                 ) -> list[ProjectionFailed]:
-        """Move each projection standing right before a forget's decision past it, purged:
-        its hook, or its tables afresh (see :meth:`catch_up`); the failures (never raised: a
+        """Move each projection standing right before a forget or an unmerge past it: the
+        forget's hook, or its tables afresh (see :meth:`catch_up`); the failures (never raised: a
         failure here, as a handler's, leaves the projection where it was, or folded again)."""
         failures: list[ProjectionFailed] = []
         for name in names:
             try:
-                failure = self._honour_one(self.projections[name], position, forgotten)
+                failure = self._honour_one(self.projections[name], position, decision)
             except Exception as e:  # the database: it stays where it is, retried next time
                 failure = _failed(name, position, e)
             if failure is not None:
                 failures.append(failure)
         return failures
 
-    def _honour_one(self, projection: Projection, position: int, forgotten: PersonForgotten
+    def _honour_one(self, projection: Projection, position: int, decision: DeviceEvent
                     ) -> ProjectionFailed | None:
         name = projection.name
         if self.position(name) != position - 1:
             return None  # moved past it already (another process), or failed before it
-        persons, devices = frozenset(forgotten.members), frozenset(forgotten.devices)
+        persons: frozenset[str] = frozenset()
+        devices: frozenset[str] = frozenset()
+        if isinstance(decision, PersonForgotten):
+            persons, devices = frozenset(decision.members), frozenset(decision.devices)
         hook = type(projection).forget is not Projection.forget and bool(persons)
         if self._fresh.get(name, -1) >= position or projection.events == frozenset():
-            hook = False  # nothing read before the keys went: only the position moves
+            hook = False  # made after the decision: only the position moves
         elif not hook:
             self.rebuild([name])  # folded again from 0 by the next stretch
             return None

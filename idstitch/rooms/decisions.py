@@ -37,8 +37,17 @@ class PersonDecisions:
         Both sides become what they would be had the merge never been recorded (later events
         with the side their device or identifier came from). A replay of the identity
         projection, and of the custom projections that read its rows, from position 0."""
-        if self._bus.handle(c.Unmerge(merge_id=merge_id, reason=reason)) is not None:
-            self._services.projector.replay_persons()
+        projector = self._services.projector
+        # Its custom projections are rebuilt by the replay: held back from folding the
+        # decision over the identity rows of before it (they would fold everything twice).
+        with projector.lock:
+            projector.custom_held = True
+            try:
+                position = self._bus.handle(c.Unmerge(merge_id=merge_id, reason=reason))
+            finally:
+                projector.custom_held = False
+            if position is not None:
+                projector.replay_persons()
 
     @entering
     def forget(self, identifier: str, *, reason: str) -> None:

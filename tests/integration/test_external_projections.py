@@ -19,7 +19,7 @@ from idstitch.errors import InvalidCommand, ProjectionsBehind
 from idstitch.service import following as following_module
 from idstitch.service.following import Follower
 from idstitch.testing import TemporaryPostgres
-from idstitch.testing_projections import Counter
+from idstitch.testing_projections import ChangeLog, Counter
 from idstitch.workspace import Workspace
 
 WorkspaceFactory = Callable[..., Workspace]
@@ -261,3 +261,25 @@ def test_an_external_ingest_with_nobody_projecting_refuses_its_person_reads_afte
     assert [i for i, _ in report.rejected] == [0, 1, 2, 3, 4]
     assert all("idstitch project" in reason for _, reason in report.rejected)
     assert report.accepted == 1  # the message that reads nothing about persons
+
+
+def test_a_custom_projection_kept_by_another_process_is_folded_again_after_an_unmerge(
+        make_durable_ws: WorkspaceFactory) -> None:
+    """An unmerge rewrites both sides' history from the merge on: the process that keeps a
+    custom projection of the Changes folds it again from 0 when it meets the decision, and
+    ends with what a rebuild gives (here the unmerge is recorded while it is stopped)."""
+    keeper = make_durable_ws(None, projections=[ChangeLog()])
+    writer = make_durable_ws(keeper.url, projections="external")
+    with following(keeper):
+        writer.identify("phone", "ann", {"plan": "x"})
+        writer.identify("laptop", "bo", {"plan": "y"})
+        merge_id = writer.merge_persons("ann", "bo", reason="looked alike")
+        writer.set_profile_attributes("laptop", {"k": 1})
+        writer.wait_for(writer.log.head(), timeout=30)
+    writer.unmerge(merge_id, reason="they are not")  # the rows are at the head: no wait
+    with following(keeper):
+        writer.wait_for(writer.identify("phone", "ann", {"plan": "z"}), timeout=30)
+    query = "SELECT position, change FROM change_log ORDER BY position"
+    folded = keeper.projection_db("change_log").query(query)
+    keeper.rebuild(["change_log"])
+    assert keeper.projection_db("change_log").query(query) == folded
