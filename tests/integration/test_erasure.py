@@ -393,11 +393,14 @@ def test_forget_with_external_projections_sees_the_whole_log(
             writer.identify(f"phone-{i}", f"user-{i}", {"email": f"person{i}@example.com"})
             writer.register_device_token(f"phone-{i}", f"token-{i}")
         writer.wait_for(writer.log.head(), timeout=30)
-        # A backlog the projections are still folding when the forget starts: user-7 gets
-        # new devices in it (keys of their own, which the rows do not name yet).
-        writer.ingest([{"type": "identify", "userId": f"user-{i % 40}", "anonymousId": f"tab-{i}",
-                        "traits": {"n": i}, "messageId": f"m{i}",
-                        "context": {"device": {"id": f"tab-{i}"}}} for i in range(2000)])
+    # A backlog recorded while nobody projects: user-7 gets new devices in it (keys of their
+    # own, which the rows do not name yet) ...
+    writer.ingest([{"type": "identify", "userId": f"user-{i % 40}", "anonymousId": f"tab-{i}",
+                    "traits": {"n": i}, "messageId": f"m{i}",
+                    "context": {"device": {"id": f"tab-{i}"}}} for i in range(2000)])
+    assert projector.lag() > 0
+    with following(projector):
+        # ... and the follower has just started folding it when the forget begins.
         writer.forget("user-7", reason="erasure request")
         reached = writer.identify("phone-1", "user-1", {"plan": "max"})
         writer.wait_for(reached, timeout=30)
