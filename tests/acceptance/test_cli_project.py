@@ -177,3 +177,35 @@ def test_projections_lists_version_position_and_lag_and_rebuild_takes_names(url:
     bad = idstitch_cmd("project", "--db", url, "--projection", "nosuch.module:X")
     assert bad.status == 2 and "--projection" in bad.err and "Traceback" not in bad.err
 
+
+
+def test_a_forget_by_a_writer_reaches_the_custom_projection_of_idstitch_project(
+        url: str) -> None:
+    """The writer appends only; `idstitch project` keeps a custom projection of the Changes
+    (no purge hook): after the writer forgets a person, the projection holds none of its
+    values, and equals a rebuild."""
+    with idstitch.open(url) as ws:
+        ws.run_projection(ChangeLog())
+    project = start_project(url)
+    try:
+        with idstitch.open(url, projections="external") as writer:
+            writer.ingest(messages(600, seed=3))
+            writer.identify("d-dana", "dana-77", {"email": "dana.77@example.com"})
+            wait_caught_up(writer, 120)
+            assert any("dana.77@example.com" in change for _, change in custom_rows(url))
+            writer.forget("dana-77", reason="erasure request")
+            writer.identify("d-sam", "sam-5", {"plan": "team"})
+            wait_caught_up(writer, 120)
+            assert writer.profile("dana-77") is None
+    finally:
+        stop(project)
+    rows = custom_rows(url)
+    # (Its device id stays: device ids are plaintext in every event, a device is not a person.)
+    assert not any("dana-77" in change or "dana.77@" in change for _, change in rows), [
+        change for _, change in rows if "dana" in change]
+    assert any("sam-5" in change for _, change in rows)
+    with idstitch.open(url) as ws:
+        ws.run_projection(ChangeLog())
+        ws.rebuild(["change_log"])
+        assert sorted(ws.projection_db("change_log").query(
+            "SELECT position, change FROM change_log")) == rows
