@@ -4,6 +4,8 @@
 - :func:`memory_workspace`: an in-memory workspace (a product feature, nothing on disk).
 - :func:`recorded_events`: the events of the log, in order, to assert on what was recorded.
 - :class:`TemporaryPostgres`: a throwaway PostgreSQL server from the machine's binaries.
+- :func:`following`: what ``idstitch project`` runs, in a thread, for tests of writers opened
+  with ``projections="external"``.
 """
 
 from __future__ import annotations
@@ -13,11 +15,15 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 
 from idstitch.domain.events import DeviceEvent
 from idstitch.projections.identity import Policy
+from idstitch.service.following import Follower
 from idstitch.workspace import Workspace
 from idstitch.workspace import open as open_workspace
 
@@ -53,6 +59,25 @@ def recorded_events(ws: Workspace, after: int = 0) -> list[tuple[int, DeviceEven
             return out
         out.extend((e.position, e.event) for e in batch)
         after = batch[-1].position
+
+
+@contextmanager
+def following(ws: Workspace, *, poll: float | None = None) -> Iterator[Follower]:
+    """Keep the projections of ``ws``'s store (the built-in ones, and the custom ones ``ws``
+    registered) at the head of the log, as ``idstitch project`` does, in a thread of this
+    process until the block ends (``poll``: seconds between looks at the log when no
+    notification wakes it). RuntimeError if it does not stop within 30 seconds."""
+    follower = Follower(ws._services.projector, ws._services.stores.listen, poll=poll,
+                        report=lambda line: None)
+    thread = threading.Thread(target=follower.run, daemon=True)
+    thread.start()
+    try:
+        yield follower
+    finally:
+        follower.stop()
+        thread.join(timeout=30)
+        if thread.is_alive():
+            raise RuntimeError("the follower did not stop within 30 seconds")
 
 
 def _free_port() -> int:

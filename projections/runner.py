@@ -284,10 +284,8 @@ class Stretch:
             # committed (rows and position commit together), so there are no rows: an empty
             # cache is then complete.
             if self._meta != state.cached_at[1]:
-                # A new life of the rows (a purge, a rebuild: its epoch changed), maybe after
-                # a forget elsewhere: keys cached here would unseal the person's events again
-                # (and put the values back into the rows). Read every key anew. (Another
-                # writer's plain commits keep the epoch: its cache is kept then.)
+                # A new life of the rows (a purge, a rebuild), maybe after a forget elsewhere:
+                # a cached key would unseal the person again. (Plain commits keep the epoch.)
                 self._log.drop_keys()
             state.cache = new_cache(projection.row_types)
             state.complete = self.start == 0

@@ -369,11 +369,9 @@ def checked_methods(cls: C) -> C:
 
     Public: a name without a leading underscore. A method written into the class body later is
     guarded with the rest, with nothing to add; one whose parameters the boundary cannot judge
-    fails the import. The class's own body only: a class composed of mixins (the Workspace of
-    its rooms, :mod:`idstitch.rooms`) has each mixin decorated, so that every method is wrapped
-    once, where it is defined. (One assigned onto the class after it is defined, or a mixin
-    left undecorated, escapes: a test that lists every public member of the Workspace, its
-    base classes' included, catches that.)"""
+    fails the import. The class's own body only: each room of the Workspace is decorated
+    itself. (A method assigned later, or an undecorated room, escapes: a test that lists every
+    public member of the Workspace catches that.)"""
     localns = {cls.__name__: cls}
     for name, member in list(vars(cls).items()):
         if name.startswith("_"):

@@ -4,9 +4,7 @@ suppression, and no byte of a forgotten person left in a SQLite file."""
 from __future__ import annotations
 
 import os
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from idstitch.domain.rules import MAX_VALUE_BYTES
 import idstitch
 from idstitch.errors import InvalidCommand, Suppressed, UnknownPerson
 from idstitch.service.erasure import finish_forgets, scrub, shred
-from idstitch.service.following import Follower
+from idstitch.testing import following
 from idstitch.testing_projections import ChangeLog
 from idstitch.workspace import Workspace
 
@@ -41,22 +39,6 @@ def traffic(ws: Workspace) -> None:
     ws.identify("tablet", "dana.secret@example.com", {"plan": "pro"}, timestamp=at(4))
     ws.identify("laptop", "sam", {"email": "sam@example.com", "city": "Oslo"}, timestamp=at(5))
     ws.set_device_attributes("laptop", {"screen": "wide"}, timestamp=at(6))
-
-
-@contextmanager
-def following(ws: Workspace) -> Iterator[Follower]:
-    """A Follower keeping ``ws``'s projections in a thread until the block ends (what
-    ``idstitch project`` runs)."""
-    follower = Follower(ws._services.projector, ws._services.stores.listen,
-                        report=lambda line: None)
-    thread = threading.Thread(target=follower.run, daemon=True)
-    thread.start()
-    try:
-        yield follower
-    finally:
-        follower.stop()
-        thread.join(timeout=30)
-        assert not thread.is_alive()
 
 
 def forget(ws: Workspace, identifier: str) -> None:

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -17,27 +16,11 @@ from idstitch.domain.device import anonymous_id_for, anonymous_person_id
 import idstitch
 from idstitch.errors import InvalidCommand, ProjectionsBehind
 from idstitch.service import following as following_module
-from idstitch.service.following import Follower
-from idstitch.testing import TemporaryPostgres
+from idstitch.testing import TemporaryPostgres, following
 from idstitch.testing_projections import ChangeLog, Counter
 from idstitch.workspace import Workspace
 
 WorkspaceFactory = Callable[..., Workspace]
-
-
-@contextmanager
-def following(ws: Workspace, poll: float | None = None) -> Iterator[Follower]:
-    """A Follower of ``ws``'s store running in a thread until the block ends."""
-    follower = Follower(ws._services.projector, ws._services.stores.listen, poll=poll,
-                        report=lambda line: None)
-    thread = threading.Thread(target=follower.run, daemon=True)
-    thread.start()
-    try:
-        yield follower
-    finally:
-        follower.stop()
-        thread.join(timeout=30)
-        assert not thread.is_alive()
 
 
 def test_an_external_writer_only_appends_and_says_how_far_behind(
