@@ -1,12 +1,11 @@
 """The public surface's one argument boundary: types are judged here, or where a command enters.
 
 :func:`checked_methods` wraps every public method and property setter of a class (the
-Workspace and each of its rooms), :func:`checked` one function (``idstitch.open``), once, at
-import: each parameter's annotation becomes one small check, and each call runs the checks of
-the arguments it was given (defaults are trusted) before the body runs. A wrong type is then
-an ``InvalidCommand`` naming the argument, raised before anything is read or recorded, on every
-store alike, instead of whatever a driver, an encoder or a ``.startswith`` would have made of
-it. The queries keep the checks that need meaning (lengths, limits).
+Workspace's rooms), :func:`checked` one function (``idstitch.open``), once, at import: each
+parameter's annotation becomes one small check, run on the arguments a call was given
+(defaults are trusted) before the body: a wrong type is an ``InvalidCommand`` naming the
+argument, before anything is read or recorded, on every store alike. The queries keep the
+checks that need meaning (lengths, limits).
 
 A method marked :func:`entering` is not wrapped: its arguments become a command, and the
 command's check (:mod:`idstitch.service.checks`, where the command enters the service) judges
