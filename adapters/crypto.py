@@ -219,11 +219,12 @@ class SubjectCipher:
         return self._unsealed(event, self._aead(event.key_id, create=False))
 
     def unseal_all(self, events: list[Any]) -> None:
-        """:meth:`unseal` every event of a page in place, its uncached keys read in one call.
+        """:meth:`unseal` every event of a page, its uncached keys read in one call.
 
-        A replay meets tens of thousands of subjects, more than the cache keeps: one read of
-        the key store per key missed was a quarter of a rebuild. The page's keys serve the
-        page whatever the cache evicts meanwhile."""
+        ``events`` must be just decoded and held by nobody else (the codec's page): they
+        are unsealed in place. A replay meets tens of thousands of subjects, more than the
+        cache keeps: one read of the key store per key missed was a quarter of a rebuild. The
+        page's keys serve the page whatever the cache evicts meanwhile."""
         cache = self._cache
         page: dict[str, AESGCM | None] = {}
         missing: set[str] = set()
@@ -237,11 +238,28 @@ class SubjectCipher:
                 page[key_id] = aead  # type: ignore[assignment]
         if missing:
             page.update(self._load(missing))
-        unsealed = self._unsealed
-        for i, event in enumerate(events):
+        # Set on the decoded events themselves rather than a copy each (structs.replace with
+        # keyword arguments): nobody else holds them yet, and the copy was half of unsealing
+        # (this runs for every event of a rebuild, a catch-up and the ingest's child).
+        force = msgspec.structs.force_setattr
+        fields, decode = _FIELDS, self._decode
+        for event in events:
+            sealed = event.sealed
             key_id = event.key_id
-            if event.sealed is not None and key_id is not None:
-                events[i] = unsealed(event, page[key_id])
+            if sealed is None or key_id is None:
+                continue
+            aead = page[key_id]
+            try:
+                values = None if aead is None else decode(
+                    aead.decrypt(sealed[:NONCE], sealed[NONCE:], key_id.encode()))
+            except InvalidTag:
+                values = None  # a key that is not this event's: unreadable, as erased
+            if values is None:
+                force(event, "erased", True)
+            else:
+                for name, value in zip(fields[type(event)], values, strict=True):
+                    force(event, name, value)
+            force(event, "sealed", None)
 
     def _load(self, key_ids: set[str]) -> dict[str, AESGCM | None]:
         """The AESGCM of each key (None: destroyed), read in one call where the key store
