@@ -40,6 +40,12 @@ class PostgresTables:
                     "CREATE TABLE IF NOT EXISTS {}.idstitch_custom (name TEXT NOT NULL, version "
                     "INTEGER NOT NULL, position BIGINT NOT NULL, live BOOLEAN NOT NULL, "
                     "PRIMARY KEY (name, version))").format(sql.Identifier(self._home)))
+                # When each version's tables were made (see projection_sql): created on open,
+                # so that a store from before it gains it.
+                conn.execute(sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {}.idstitch_custom_made (name TEXT NOT NULL, "
+                    "version INTEGER NOT NULL, made_at BIGINT NOT NULL, "
+                    "PRIMARY KEY (name, version))").format(sql.Identifier(self._home)))
             except psycopg.Error as e:
                 raise StoreError(f"cannot open the custom projections' tables: {e}") from e
             self._conn = conn
@@ -47,6 +53,15 @@ class PostgresTables:
 
     def _tracking(self) -> sql.Composed:
         return sql.SQL("{}.idstitch_custom").format(sql.Identifier(self._home))
+
+    def _made(self) -> sql.Composed:
+        return sql.SQL("{}.idstitch_custom_made").format(sql.Identifier(self._home))
+
+    def _tracked(self, where: str) -> sql.Composed:
+        """The tracking rows with their made_at (``c`` and ``m``), then ``where``."""
+        return sql.SQL("SELECT c.name, c.version, c.position, c.live, m.made_at FROM {} c "
+                       "LEFT JOIN {} m ON m.name = c.name AND m.version = c.version " + where
+                       ).format(self._tracking(), self._made())
 
     def schema_of(self, name: str) -> str:
         """The projection's own schema."""
@@ -78,18 +93,15 @@ class PostgresTables:
         """Every tracked version of the projection."""
         with self._lock:
             conn = self._connection()
-            rows = conn.execute(sql.SQL("SELECT version, position, live FROM {} WHERE name = %s")
-                                .format(self._tracking()), (name,)).fetchall()
-        return [Tracked(v, p, bool(live)) for v, p, live in rows]
+            rows = conn.execute(self._tracked("WHERE c.name = %s"), (name,)).fetchall()
+        return [Tracked(v, p, bool(live), made) for _, v, p, live, made in rows]
 
     def every(self) -> list[tuple[str, Tracked]]:
         """Every tracked version of every custom projection, by name."""
         with self._lock:
             conn = self._connection()
-            rows = conn.execute(sql.SQL("SELECT name, version, position, live FROM {} "
-                                        "ORDER BY name, version").format(self._tracking())
-                                ).fetchall()
-        return [(n, Tracked(v, p, bool(live))) for n, v, p, live in rows]
+            rows = conn.execute(self._tracked("ORDER BY c.name, c.version")).fetchall()
+        return [(n, Tracked(v, p, bool(live), made)) for n, v, p, live, made in rows]
 
     @contextmanager
     def _begin(self, name: str, *, create: bool = False) -> Iterator[psycopg.Connection[Any]]:
@@ -109,7 +121,7 @@ class PostgresTables:
                 yield conn
 
     def create(self, name: str, version: int, live: bool,
-               setup: Callable[[Database], None]) -> None:
+               setup: Callable[[Database], None], made_at: int) -> None:
         """Track a new version at 0 and create its tables, in one transaction."""
         with self._begin(name, create=True) as conn:
             if conn.execute(sql.SQL("SELECT 1 FROM {} WHERE name = %s AND version = %s").format(
@@ -117,20 +129,28 @@ class PostgresTables:
                 return
             conn.execute(sql.SQL("INSERT INTO {} VALUES (%s, %s, 0, %s)").format(
                 self._tracking()), (name, version, live))
+            # (A row left by an idstitch from before made_at, which dropped the version
+            # without it, is replaced.)
+            conn.execute(sql.SQL("INSERT INTO {} VALUES (%s, %s, %s) ON CONFLICT (name, version) "
+                                 "DO UPDATE SET made_at = excluded.made_at").format(self._made()),
+                         (name, version, made_at))
             setup(self._database(conn, name, version))
 
     @contextmanager
     def transaction(self, name: str, version: int) -> Iterator[CustomTransaction]:
         """A batch: the version's tables and tracking, committed together."""
         with self._begin(name) as conn:
-            found = conn.execute(sql.SQL("SELECT position FROM {} WHERE name = %s AND version = %s "
-                                         "FOR UPDATE").format(self._tracking()),
-                                 (name, version)).fetchone()
-            tx = CustomTransaction(-1 if found is None else found[0], self._database(conn, name, version))
+            found = conn.execute(self._tracked("WHERE c.name = %s AND c.version = %s FOR UPDATE "
+                                               "OF c"), (name, version)).fetchone()
+            tx = CustomTransaction(-1 if found is None else found[2],
+                                   self._database(conn, name, version),
+                                   None if found is None else found[4])
             yield tx
             if tx.moved_to is not None and found is not None:
                 conn.execute(sql.SQL("UPDATE {} SET position = %s WHERE name = %s AND version = %s")
                              .format(self._tracking()), (tx.moved_to, name, version))
+            if tx.unmarked:
+                self._unmark(conn, name, version)
 
     def _drop_tables(self, conn: psycopg.Connection[Any], name: str, version: int) -> None:
         prefix = f"v{version}_"
@@ -153,6 +173,8 @@ class PostgresTables:
                 self._drop_tables(conn, name, other)
             conn.execute(sql.SQL("DELETE FROM {} WHERE name = %s AND version != %s").format(
                 self._tracking()), (name, version))
+            conn.execute(sql.SQL("DELETE FROM {} WHERE name = %s AND version != %s").format(
+                self._made()), (name, version))
             conn.execute(sql.SQL("UPDATE {} SET live = TRUE WHERE name = %s AND version = %s")
                          .format(self._tracking()), (name, version))
 
@@ -162,6 +184,11 @@ class PostgresTables:
             self._drop_tables(conn, name, version)
             conn.execute(sql.SQL("DELETE FROM {} WHERE name = %s AND version = %s").format(
                 self._tracking()), (name, version))
+            self._unmark(conn, name, version)
+
+    def _unmark(self, conn: psycopg.Connection[Any], name: str, version: int) -> None:
+        conn.execute(sql.SQL("DELETE FROM {} WHERE name = %s AND version = %s").format(
+            self._made()), (name, version))
 
     def reader(self, name: str) -> Database:
         """Read-only access to the live version's tables (each query a read-only

@@ -20,7 +20,13 @@ Isolation from the built-in tables (and from other projections):
   database. Give projections a role of their own if that matters.
 
 Tracking (``idstitch_custom``: name, version, position, live) sits beside the tables and moves
-in the same transaction as the projection's rows.
+in the same transaction as the projection's rows. ``idstitch_custom_made`` (name, version,
+made_at) holds the head of the log when a version's tables were made (see
+:attr:`idstitch.projections.custom.Tracked.made_at`): a table of its own, so that a store it was
+added to stays usable by an idstitch from before it (which never reads it; a version tracked
+without a row there is "not known", as every version of a store from before it is). Such an
+idstitch folding the same store at the same time as this one does not forget a version's
+made_at when it folds it, as this one does when it cannot vouch for its keys.
 """
 
 from __future__ import annotations
@@ -43,13 +49,16 @@ _SKIPPED = {"temp", "temporary", "unique", "if", "not", "exists"}
 class Tracked:
     """One tracked version of a custom projection."""
 
-    __slots__ = ("live", "position", "version")
+    __slots__ = ("live", "made_at", "position", "version")
 
-    def __init__(self, version: int, position: int, live: bool) -> None:
+    def __init__(self, version: int, position: int, live: bool, made_at: int | None = None
+                 ) -> None:
         self.version, self.position, self.live = version, position, live
+        self.made_at = made_at
 
     def __repr__(self) -> str:
-        return f"Tracked(version={self.version}, position={self.position}, live={self.live})"
+        return (f"Tracked(version={self.version}, position={self.position}, live={self.live}, "
+                f"made_at={self.made_at})")
 
 
 class Namespace:
@@ -149,14 +158,21 @@ class CustomTransaction:
     """One custom projection's transaction: the position it starts from, its database, and the
     position it moves to (None until the batch advances it)."""
 
-    def __init__(self, position: int, db: Database) -> None:
+    def __init__(self, position: int, db: Database, made_at: int | None = None) -> None:
         self.position = position
         self.db = db
+        self.made_at = made_at
         self.moved_to: int | None = None
+        self.unmarked = False
+        """Whether made_at is forgotten when the transaction commits."""
 
     def advance(self, position: int) -> None:
         """Commit the tracking at ``position`` with the rows."""
         self.moved_to = position
+
+    def unmark(self) -> None:
+        """Forget the version's made_at with the rows."""
+        self.unmarked = True
 
 
 def connect(url: str) -> CustomTables:

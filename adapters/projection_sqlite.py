@@ -14,6 +14,12 @@ from idstitch.domain.errors import InvalidCommand, StoreError
 
 TRACKING = ("CREATE TABLE IF NOT EXISTS idstitch_custom (name TEXT NOT NULL, version INTEGER NOT "
             "NULL, position INTEGER NOT NULL, live INTEGER NOT NULL, PRIMARY KEY (name, version))")
+MADE = ("CREATE TABLE IF NOT EXISTS idstitch_custom_made (name TEXT NOT NULL, version INTEGER NOT "
+        "NULL, made_at INTEGER NOT NULL, PRIMARY KEY (name, version))")
+"""When each version's tables were made (see projection_sql): created on open, so that a store
+from before it gains it."""
+_TRACKED = ("SELECT c.name, c.version, c.position, c.live, m.made_at FROM idstitch_custom c LEFT "
+            "JOIN idstitch_custom_made m ON m.name = c.name AND m.version = c.version")
 # Internal statements carry a comment: a projection's SQL never does (the rewrite drops its
 # comments), so a statement prepared (and cached) without the authorizer is never one of its.
 _INTERNAL = " /* idstitch */"
@@ -87,6 +93,7 @@ class SqliteTables:
                 # per commit; a crash loses at most the last batches, rows and position alike.
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute(TRACKING)
+                conn.execute(MADE)
                 conn.set_authorizer(self._authorizer)
             except sqlite3.Error as e:
                 raise StoreError(f"cannot open the custom projections' tables: {e}") from e
@@ -132,18 +139,16 @@ class SqliteTables:
     def versions(self, name: str) -> list[Tracked]:
         """Every tracked version of the projection."""
         with self._lock:
-            rows = self._connection().execute(
-                "SELECT version, position, live FROM idstitch_custom WHERE name = ?" + _INTERNAL,
-                (name,)).fetchall()
-        return [Tracked(v, p, bool(live)) for v, p, live in rows]
+            rows = self._connection().execute(_TRACKED + " WHERE c.name = ?" + _INTERNAL,
+                                              (name,)).fetchall()
+        return [Tracked(v, p, bool(live), made) for _, v, p, live, made in rows]
 
     def every(self) -> list[tuple[str, Tracked]]:
         """Every tracked version of every custom projection, by name."""
         with self._lock:
             rows = self._connection().execute(
-                "SELECT name, version, position, live FROM idstitch_custom ORDER BY name, version"
-                + _INTERNAL).fetchall()
-        return [(n, Tracked(v, p, bool(live))) for n, v, p, live in rows]
+                _TRACKED + " ORDER BY c.name, c.version" + _INTERNAL).fetchall()
+        return [(n, Tracked(v, p, bool(live), made)) for n, v, p, live, made in rows]
 
     @contextmanager
     def _begin(self) -> Iterator[sqlite3.Connection]:
@@ -158,7 +163,7 @@ class SqliteTables:
             conn.execute("COMMIT")
 
     def create(self, name: str, version: int, live: bool,
-               setup: Callable[[Database], None]) -> None:
+               setup: Callable[[Database], None], made_at: int) -> None:
         """Track a new version at 0 and create its tables, in one transaction."""
         with self._begin() as conn:
             if conn.execute("SELECT 1 FROM idstitch_custom WHERE name = ? AND version = ?"
@@ -166,20 +171,27 @@ class SqliteTables:
                 return
             conn.execute("INSERT INTO idstitch_custom VALUES (?, ?, 0, ?)" + _INTERNAL,
                          (name, version, int(live)))
+            # (A row left by an idstitch from before made_at, which dropped the version
+            # without it, is replaced.)
+            conn.execute("INSERT OR REPLACE INTO idstitch_custom_made VALUES (?, ?, ?)"
+                         + _INTERNAL, (name, version, made_at))
             setup(self._database(conn, name, version, True))
 
     @contextmanager
     def transaction(self, name: str, version: int) -> Iterator[CustomTransaction]:
         """A batch: the version's tables and tracking, committed together."""
         with self._begin() as conn:
-            found = conn.execute("SELECT position FROM idstitch_custom WHERE name = ? AND "
-                                 "version = ?" + _INTERNAL, (name, version)).fetchone()
-            tx = CustomTransaction(-1 if found is None else found[0],
-                                   self._database(conn, name, version, True))
+            found = conn.execute(_TRACKED + " WHERE c.name = ? AND c.version = ?" + _INTERNAL,
+                                 (name, version)).fetchone()
+            tx = CustomTransaction(-1 if found is None else found[2],
+                                   self._database(conn, name, version, True),
+                                   None if found is None else found[4])
             yield tx
             if tx.moved_to is not None and found is not None:
                 conn.execute("UPDATE idstitch_custom SET position = ? WHERE name = ? AND "
                              "version = ?" + _INTERNAL, (tx.moved_to, name, version))
+            if tx.unmarked:
+                self._unmark(conn, name, version)
 
     def _drop_tables(self, conn: sqlite3.Connection, name: str, version: int) -> None:
         prefix = self.prefix(name, version)
@@ -199,6 +211,8 @@ class SqliteTables:
                 self._drop_tables(conn, name, other)
             conn.execute("DELETE FROM idstitch_custom WHERE name = ? AND version != ?" + _INTERNAL,
                          (name, version))
+            conn.execute("DELETE FROM idstitch_custom_made WHERE name = ? AND version != ?"
+                         + _INTERNAL, (name, version))
             conn.execute("UPDATE idstitch_custom SET live = 1 WHERE name = ? AND version = ?"
                          + _INTERNAL, (name, version))
 
@@ -208,6 +222,12 @@ class SqliteTables:
             self._drop_tables(conn, name, version)
             conn.execute("DELETE FROM idstitch_custom WHERE name = ? AND version = ?" + _INTERNAL,
                          (name, version))
+            self._unmark(conn, name, version)
+
+    @staticmethod
+    def _unmark(conn: sqlite3.Connection, name: str, version: int) -> None:
+        conn.execute("DELETE FROM idstitch_custom_made WHERE name = ? AND version = ?"
+                     + _INTERNAL, (name, version))
 
     def reader(self, name: str) -> Database:
         """Read-only access to the live version's tables."""

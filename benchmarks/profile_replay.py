@@ -18,12 +18,24 @@ machine the CPU figure moves much less with the other processes' load. Make the 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import glob
 import os
 import shutil
 import time
 
 import idstitch
 from idstitch.testing_projections import BatchCounter
+
+
+def remove_copy(copy: str) -> None:
+    """Remove the copy and every file the workspace made beside it: they are all named after
+    it (``<copy>-wal`` and ``<copy>-shm`` of SQLite, ``<copy>-write.lock`` that writers queue
+    on, a ``<copy>-<projection>.lease`` per projection folded). The copy's name holds this
+    process's id, so nothing else is named so."""
+    for path in [copy, *glob.glob(glob.escape(copy) + "-*")]:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -46,9 +58,7 @@ def main(argv: list[str] | None = None) -> None:
                 ws.run_projection(BatchCounter)
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     finally:
-        for suffix in ("", "-wal", "-shm"):
-            if os.path.exists(copy + suffix):
-                os.remove(copy + suffix)
+        remove_copy(copy)
     print(f"{args.what}: {head:,} events, wall {wall:.2f} s ({head / wall:,.0f} events/s), "
           f"cpu {cpu:.2f} s ({head / cpu:,.0f} events/s)")
 

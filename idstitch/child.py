@@ -11,8 +11,6 @@ instead of folding the same events, and takes over when it is done.
 
 from __future__ import annotations
 
-import os
-import select
 import time
 from collections.abc import Callable
 from typing import IO
@@ -38,6 +36,7 @@ from idstitch.service.background import (
     IDLE_COMMIT_EVENTS,
     POLL_SECONDS,
 )
+from idstitch.service.pipe_lines import PipeLines
 from idstitch.service.projecting import bulk_gc
 
 Reply = Callable[[str], None]
@@ -54,7 +53,7 @@ def serve(requests: IO[str], replies: IO[str]) -> None:
         replies.write(line + "\n")
         replies.flush()
 
-    lines = _Lines(requests)
+    lines = PipeLines(requests.fileno())
     url = (lines.next(None) or "").strip()
     specs = lines.next(None) or ""
     job = (lines.next(None) or "").split()
@@ -133,33 +132,7 @@ def _fold_custom(custom: CustomRunner | None, stores: Stores, registry: Registry
         custom.catch_up(min(stores.rows.position(p.name) for p in registry))
 
 
-class _Lines:
-    """The parent's lines, read from the raw pipe: what ``select`` sees is then what is
-    unread. (A buffered reader takes whatever the pipe holds: a second request sent right
-    after the first would wait in its buffer, unseen by ``select``, and the child would not
-    answer it.)"""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self._fd = stream.fileno()
-        self._unread = b""
-
-    def next(self, timeout: float | None) -> str | None:
-        """The next non-blank line (without its newline); None if none came within
-        ``timeout`` seconds (None: wait for it); "" once the parent is gone (the pipe ended)."""
-        while True:
-            while b"\n" not in self._unread:
-                if not select.select([self._fd], [], [], timeout)[0]:
-                    return None
-                chunk = os.read(self._fd, 65536)
-                if not chunk:
-                    return ""
-                self._unread += chunk
-            line, _, self._unread = self._unread.partition(b"\n")
-            if line.strip():
-                return line.decode()
-
-
-def _follow(stores: Stores, registry: Registry, url: str, requests: _Lines,
+def _follow(stores: Stores, registry: Registry, url: str, requests: PipeLines,
             reply: Reply, custom: CustomRunner | None = None) -> None:
     # One process at a time folds a projection: this child folds those whose lease it holds
     # (usually all of them), and looks again for the others' at every turn. A projection

@@ -130,6 +130,14 @@ class Tracked(Protocol):
         """Whether readers see it (else: being built beside the live one)."""
         ...
 
+    @property
+    def made_at(self) -> int | None:
+        """The head of the log when its tables were made, while every fold of them since was
+        one that may skip the decisions up to there (see
+        :class:`~idstitch.projections.custom_runner.CustomRunner`); None: not known (tables
+        made before it was tracked) or no longer true."""
+        ...
+
 
 class CustomTransaction(Protocol):
     """One batch of a custom projection: its tables and its tracking, committed together."""
@@ -144,8 +152,17 @@ class CustomTransaction(Protocol):
         """The version's tables."""
         ...
 
+    @property
+    def made_at(self) -> int | None:
+        """The version's :attr:`Tracked.made_at` when the transaction began (under its lock)."""
+        ...
+
     def advance(self, position: int) -> None:
         """Move the tracking position (committed with the rows when the block exits)."""
+        ...
+
+    def unmark(self) -> None:
+        """Forget :attr:`made_at` (committed with the rows when the block exits)."""
         ...
 
 
@@ -161,9 +178,9 @@ class CustomTables(Protocol):
         ...
 
     def create(self, name: str, version: int, live: bool,
-               setup: Callable[[ProjectionDB], None]) -> None:
-        """Track a new version at position 0 and create its tables, in one transaction (a
-        version already tracked is left alone)."""
+               setup: Callable[[ProjectionDB], None], made_at: int) -> None:
+        """Track a new version at position 0, made when the log's head was ``made_at``, and
+        create its tables, in one transaction (a version already tracked is left alone)."""
         ...
 
     def transaction(self, name: str, version: int) -> AbstractContextManager[CustomTransaction]:

@@ -21,7 +21,8 @@ from idstitch.domain.events import DECISIONS_STREAM, DeviceEvent, MergeUndone, P
 from idstitch.projections.audit import EVENT_NAMES, Change
 from idstitch.projections.base import Registry
 from idstitch.projections.changes import ChangeStream
-from idstitch.projections.custom import CustomTables, Projection, ProjectionDB
+from idstitch.projections.custom import CustomTables, Projection, ProjectionDB, Tracked
+from idstitch.projections.custom_made import MadeAfter
 from idstitch.projections.store import EventLog, LoggedEvent, ProjectionStore
 from idstitch.projections.unit import RowTypes
 
@@ -47,10 +48,9 @@ class CustomRunner:
         self.registry = registry
         self._row_types: RowTypes = registry.row_types
         self._streams: dict[int, ChangeStream] = {}
-        self._fresh: dict[str, int] = {}
-        """Per projection, the head of the log when this process created its tables: they
-        hold nothing read before a forget recorded up to there (its keys were destroyed
-        first), so such a forget asks nothing of them."""
+        self._made = MadeAfter(log)
+        """Which decisions each projection's tables were made after, as this process can
+        vouch."""
 
     @property
     def projections(self) -> dict[str, Projection]:
@@ -72,9 +72,9 @@ class CustomRunner:
             # elsewhere destroyed and this process still caches.
             self._log.drop_keys()
             head = self._log.head()
-            self.tables.create(name, projection.version, not live, projection.setup)
-            self._fresh[name] = head
+            self.tables.create(name, projection.version, not live, projection.setup, head)
         self.registry.add_custom(projection)
+        self._adopt([name])
 
     def rebuild(self, names: Sequence[str]) -> None:
         """Drop the named projections' tables and tracking and create them afresh (the next
@@ -87,13 +87,26 @@ class CustomRunner:
             head = self._log.head()
             for tracked in self.tables.versions(name):
                 self.tables.drop(name, tracked.version)
-            self.tables.create(name, projection.version, True, projection.setup)
-            self._fresh[name] = head
+            self.tables.create(name, projection.version, True, projection.setup, head)
+        self._adopt(names)
+
+    def _adopt(self, names: Sequence[str]) -> dict[str, Tracked | None]:
+        """The named projections' tracking, their ``made_at`` adopted (see
+        :mod:`~idstitch.projections.custom_made`)."""
+        tracked = {name: self._tracked(name) for name in names}
+        if self._made.adopt(tracked):
+            self._streams.clear()  # the person states they hold were read with the old keys
+        return tracked
+
+    def _tracked(self, name: str) -> Tracked | None:
+        """The registered version's tracking (None: not tracked)."""
+        version = self.projections[name].version
+        return next((t for t in self.tables.versions(name) if t.version == version), None)
 
     def position(self, name: str) -> int:
         """The registered version's committed position."""
-        version = self.projections[name].version
-        return next((t.position for t in self.tables.versions(name) if t.version == version), 0)
+        tracked = self._tracked(name)
+        return 0 if tracked is None else tracked.position
 
     def catch_up(self, until: int, names: Sequence[str] | None = None) -> list[ProjectionFailed]:
         """Fold every registered projection (or the named ones) up to position ``until`` (the
@@ -106,12 +119,15 @@ class CustomRunner:
         decision that names none) is dropped and folded again from position 0, where the
         person's events read erased. An unmerge on the way (``MergeUndone``) rewrites the
         history of both sides from the merge on: a projection that folded them before it is
-        folded again from position 0, unless this process made its tables after it (a
-        ``ws.unmerge`` here rebuilds the projections it keeps itself)."""
+        folded again from position 0. Either decision asks nothing of tables made after it (a
+        ``ws.unmerge`` rebuilds the projections its process keeps itself), as their tracking
+        says, for any process keeping them and across a restart (see
+        :mod:`~idstitch.projections.custom_made`)."""
         chosen = list(names) if names is not None else list(self.projections)
         failures: list[ProjectionFailed] = []
         try:
-            lowest = min((self.position(n) for n in chosen), default=until)
+            lowest = min((0 if t is None else t.position for t in self._adopt(chosen).values()),
+                         default=until)
             decisions = ([] if lowest >= until else self._log.read_spans(
                 [(DECISIONS_STREAM, lowest + 1, until + 1)], _REWRITING))
         except Exception as e:  # the database: every one of them stays where it is
@@ -141,14 +157,15 @@ class CustomRunner:
     def _honour_one(self, projection: Projection, position: int, decision: DeviceEvent
                     ) -> ProjectionFailed | None:
         name = projection.name
-        if self.position(name) != position - 1:
+        tracked = self._tracked(name)
+        if (0 if tracked is None else tracked.position) != position - 1:
             return None  # moved past it already (another process), or failed before it
         persons: frozenset[str] = frozenset()
         devices: frozenset[str] = frozenset()
         if isinstance(decision, PersonForgotten):
             persons, devices = frozenset(decision.members), frozenset(decision.devices)
         hook = type(projection).forget is not Projection.forget and bool(persons)
-        if self._fresh.get(name, -1) >= position or projection.events == frozenset():
+        if self._made.skips(name, tracked, position) or projection.events == frozenset():
             hook = False  # made after the decision: only the position moves
         elif not hook:
             self.rebuild([name])  # folded again from 0 by the next stretch
@@ -261,6 +278,7 @@ class CustomRunner:
             with self.tables.transaction(projection.name, projection.version) as tx:
                 if _moved(projection, tx.position, start):
                     return tx.position, None  # another process folded it meanwhile
+                self._made.vouch(projection.name, tx)
                 while read < BATCH and end < until:
                     events = [e for e in self._log.read(end, min(CHUNK, BATCH - read))
                               if e.position <= until]
@@ -326,6 +344,7 @@ class CustomRunner:
                 if _moved(projection, tx.position, start):
                     # Another process folded it meanwhile: go on from where it is.
                     return tx.position, None
+                self._made.vouch(projection.name, tx)
                 if mine:
                     if type(projection).handle_batch is Projection.handle_batch:
                         handle = projection.handle

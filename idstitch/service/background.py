@@ -44,6 +44,7 @@ from time import monotonic
 import msgspec
 
 from idstitch.projections.base import ProjectionSpec
+from idstitch.service.pipe_lines import PipeLines
 
 POLL_SECONDS = 0.01
 """How long the child waits for a request before looking at the log again."""
@@ -103,8 +104,8 @@ class BackgroundProjector:
         :meth:`stop`); without, it follows the log."""
         self.failed: str | None = None
         self._ready = False
-        self._unread = b""
-        """What the child wrote after the last whole line read."""
+        self._replies: PipeLines | None = None
+        """The child's output, a line at a time."""
         self._replaying = replay is not None
         # The child imports idstitch from where this process did, not whatever its own
         # environment would find (an older copy would take these rows for another layout).
@@ -124,6 +125,8 @@ class BackgroundProjector:
             self._proc = None
             self.failed = f"cannot start: {e}"
             return
+        if self._proc.stdout is not None:
+            self._replies = PipeLines(self._proc.stdout.fileno())
         if self._proc.stdin is not None:
             # A child that stops reading (stopped, wedged) must not block a request forever.
             os.set_blocking(self._proc.stdin.fileno(), False)
@@ -237,22 +240,9 @@ class BackgroundProjector:
     def _receive(self, timeout: float) -> str | None:
         """The child's next line, or None if it sends none within ``timeout`` seconds (or its
         output ends)."""
-        stdout = None if self._proc is None else self._proc.stdout
-        if stdout is None or self.failed is not None:
+        if self._replies is None or self.failed is not None:
             return None
-        deadline = monotonic() + timeout
-        while b"\n" not in self._unread:
-            if not select.select([stdout], [], [], max(0.0, deadline - monotonic()))[0]:
-                return None
-            try:
-                chunk = os.read(stdout.fileno(), 65536)
-            except OSError:
-                return None
-            if not chunk:
-                return None  # it exited
-            self._unread += chunk
-        line, _, self._unread = self._unread.partition(b"\n")
-        return line.decode(errors="replace").strip() or None
+        return self._replies.next(timeout) or None  # "": it exited
 
     def _fail(self, reason: str) -> None:
         self.failed = reason

@@ -1,0 +1,54 @@
+"""Lines read from a raw pipe: the one reader of both ends of the projecting child's pipes.
+
+The parent (:class:`idstitch.service.background.BackgroundProjector`) reads the child's replies
+with it, and the child (:mod:`idstitch.child`) the parent's requests. Both wait with ``select``,
+so both read the raw file descriptor: what ``select`` sees is then exactly what is unread. A
+buffered reader takes whatever the pipe holds, and a second line sent right after the first
+would wait in its buffer, unseen by ``select`` (two requests arriving together left the child
+deaf to the second).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+from time import monotonic
+
+CHUNK_BYTES = 65536
+"""How much one read takes from the pipe at most."""
+
+
+class PipeLines:
+    """The lines arriving on the pipe ``fd`` (not closed by this reader: its owner does)."""
+
+    def __init__(self, fd: int) -> None:
+        """Read from the raw file descriptor ``fd``."""
+        self._fd = fd
+        self._unread = b""
+        """What arrived after the last whole line returned."""
+
+    def next(self, timeout: float | None) -> str | None:
+        """The next non-blank line, stripped; None if no whole line came within ``timeout``
+        seconds (0: only what has arrived; None: wait for it, however long); "" once the pipe
+        has ended (the other process is gone, or the pipe cannot be read).
+
+        Blank lines are skipped, not returned: neither end sends one, and a blank line is no
+        answer to wait on nor a reason to give up. Bytes that are not UTF-8 are replaced, not
+        raised: the line still tells the reader something went wrong."""
+        deadline = None if timeout is None else monotonic() + timeout
+        while True:
+            while b"\n" not in self._unread:
+                left = None if deadline is None else max(0.0, deadline - monotonic())
+                if not select.select([self._fd], [], [], left)[0]:
+                    return None
+                try:
+                    chunk = os.read(self._fd, CHUNK_BYTES)
+                except OSError:
+                    return ""
+                if not chunk:
+                    return ""
+                self._unread += chunk
+            line, _, self._unread = self._unread.partition(b"\n")
+            text = line.decode(errors="replace").strip()
+            if text:
+                return text
