@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
 
 from idstitch.adapters.crypto import codec_for
@@ -68,8 +69,10 @@ class MemoryProjectionStore:
     def write_if(
         self, name: str, expected: tuple[int, str | None],
         rows: Mapping[tuple[str, str], bytes | None], position: int, meta: str | None,
+        fresh: AbstractSet[tuple[str, str]] = frozenset(),
     ) -> tuple[int, str | None] | None:
-        """Write rows and the position if the tracking still holds ``expected``."""
+        """Write rows and the position if the tracking still holds ``expected`` (``fresh``
+        is no help here: an upsert of a new row costs SQLite, or a dict, no more)."""
         return write_if_in_transaction(self, name, expected, rows, position, meta)
 
     @contextmanager

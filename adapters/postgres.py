@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, cast
 
@@ -276,6 +277,7 @@ class PostgresProjectionStore(PostgresLog, SqlProjectionStore):
     def write_if(
         self, name: str, expected: tuple[int, str | None],
         rows: Mapping[tuple[str, str], bytes | None], position: int, meta: str | None,
+        fresh: AbstractSet[tuple[str, str]] = frozenset(),
     ) -> tuple[int, str | None] | None:
         """Write rows and the position if the tracking still holds ``expected``: one
         statement in autocommit (WRITE_IF), except for a first commit, which goes the
@@ -284,7 +286,7 @@ class PostgresProjectionStore(PostgresLog, SqlProjectionStore):
             return write_if_in_transaction(self, name, expected, rows, position, meta)
         with translated("PostgreSQL failed"), self._pool.connection() as conn, \
                 conn.cursor() as cur:
-            return write_if(cur, name, expected, rows, position, meta)
+            return write_if(cur, name, expected, rows, position, meta, fresh)
 
     def _statement(self) -> AbstractContextManager[Cursor]:
         """One read statement, in autocommit: a round trip instead of four (catch-ups read

@@ -8,6 +8,7 @@ processes catching up the same projection take turns instead of applying a batch
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol
 
@@ -199,8 +200,10 @@ class SqlProjectionStore:
     def write_if(
         self, name: str, expected: tuple[int, str | None],
         rows: Mapping[tuple[str, str], bytes | None], position: int, meta: str | None,
+        fresh: AbstractSet[tuple[str, str]] = frozenset(),
     ) -> tuple[int, str | None] | None:
-        """Write rows and the position if the tracking still holds ``expected``."""
+        """Write rows and the position if the tracking still holds ``expected`` (``fresh``
+        is no help here: an upsert of a new row costs SQLite, or a dict, no more)."""
         return write_if_in_transaction(self, name, expected, rows, position, meta)
 
     @contextmanager

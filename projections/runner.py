@@ -380,7 +380,7 @@ class Stretch:
                 # Written only if nobody committed since the stretch began (its meta was
                 # checked then): a compare-and-set, one statement where the store can.
                 found = self._store.write_if(projection.name, (self.start, self._meta), rows,
-                                             self.position, meta)
+                                             self.position, meta, self._unit.fresh())
                 committed = found is None
                 if found is None:
                     self.start, self._meta = self.position, meta

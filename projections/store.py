@@ -116,10 +116,13 @@ class ProjectionStore(Protocol):
     def write_if(
         self, name: str, expected: tuple[int, str | None],
         rows: Mapping[tuple[str, str], bytes | None], position: int, meta: str | None,
+        fresh: AbstractSet[tuple[str, str]] = frozenset(),
     ) -> tuple[int, str | None] | None:
         """Upsert (or, for None, delete) rows and move the projection's tracking to
         ``(position, meta)``, in one transaction, only if the tracking still holds
         ``expected``: None when written, else the (position, meta) found, nothing written.
+        ``fresh``: keys among ``rows`` the caller believes have no row yet (a store may
+        insert them more cheaply; a wrong belief must still end in an upsert).
 
         A compare-and-set: a store that can run it as one statement saves the round trips
         of a transaction that locks the tracking row first (see write_if_in_transaction)."""

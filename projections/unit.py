@@ -94,6 +94,8 @@ class Unit:
         self.cache = cache
         self.complete = complete
         self.dirty: dict[str, set[str]] = {kind: set() for kind in row_types}
+        self._fresh: dict[str, set[str]] = {kind: set() for kind in row_types}
+        """Keys put while known to have no committed row (see :meth:`fresh`)."""
 
     def get(self, kind: str, key: str) -> Any:
         """A row, or None."""
@@ -121,13 +123,25 @@ class Unit:
 
     def put(self, kind: str, key: str, row: object) -> None:
         """Mark a row changed (rows are mutated in place, then put)."""
-        self.cache[kind][key] = row
-        self.dirty[kind].add(key)
+        rows = self.cache[kind]
+        dirty = self.dirty[kind]
+        # Known to have no row, and not by a delete of this unit: the committed rows lack it.
+        if key not in dirty and key in rows and rows[key] is None:
+            self._fresh[kind].add(key)
+        rows[key] = row
+        dirty.add(key)
 
     def delete(self, kind: str, key: str) -> None:
         """Remove a row."""
         self.cache[kind][key] = None
         self.dirty[kind].add(key)
+
+    def fresh(self) -> set[tuple[str, str]]:
+        """The changed rows that the committed rows do not hold (read as absent, or absent
+        since the reset that made the cache complete): a store may insert them without
+        looking for a row to update. A hint only (a store that finds one updates it)."""
+        return {(kind, key) for kind, keys in self._fresh.items() for key in keys
+                if self.cache[kind].get(key) is not None}
 
     @property
     def changed(self) -> bool:

@@ -101,6 +101,26 @@ class StoreContract:
         assert rows.tracked("x") == (8, "m=1 epoch=e1")
         assert rows.position("y") == 0  # another projection's tracking is its own
 
+    def test_write_if_inserts_fresh_rows_and_upserts_when_the_caller_was_wrong(
+            self, stores: Stores) -> None:
+        """Rows the caller believes new (``fresh``) are written like the others; one that
+        exists after all (a caller's stale belief) is updated, not refused."""
+        rows = stores.rows
+        assert rows.write_if("x", (0, None), {("p", "a"): b"1"}, 1, "m") is None
+        assert rows.write_if("x", (1, "m"), {("p", "b"): b"2", ("p", "c"): b"3",
+                                             ("p", "a"): b"11"}, 2, "m",
+                             frozenset({("p", "b"), ("p", "c")})) is None
+        assert list(rows.scan("p")) == [("a", b"11"), ("b", b"2"), ("c", b"3")]
+        assert rows.write_if("x", (2, "m"), {("p", "a"): b"111", ("p", "d"): b"4",
+                                             ("p", "b"): None}, 3, "m",
+                             frozenset({("p", "a"), ("p", "d")})) is None
+        assert list(rows.scan("p")) == [("a", b"111"), ("c", b"3"), ("d", b"4")]
+        assert rows.tracked("x") == (3, "m")
+        # Over another tracking, fresh rows are not written either.
+        assert rows.write_if("x", (2, "m"), {("p", "e"): b"5"}, 4, "m",
+                             frozenset({("p", "e")})) == (3, "m")
+        assert rows.get("p", "e") is None
+
     def test_many_keys_in_one_read(self, stores: Stores) -> None:
         rows: dict[tuple[str, str], bytes | None] = {("i", f"k{i}"): b"v" for i in range(1200)}
         with stores.rows.transaction("x") as tx:
