@@ -22,13 +22,13 @@ from idstitch.adapters.stores import Stores
 from idstitch.projections.base import ProjectionSpec, Registry, import_topic
 from idstitch.projections.custom import Projection, check_projection
 from idstitch.projections.custom_runner import CustomRunner
+from idstitch.projections.replay import replay
 from idstitch.projections.runner import (
     PAGE_SIZE,
     Leases,
     RunnerStates,
     Stretch,
     leases_of,
-    replay,
 )
 from idstitch.service.background import (
     CHILD_BATCH_SIZE,

@@ -1,10 +1,9 @@
-"""Catch-up, replay and optimistic commits: how any registered projection follows the log.
+"""Catch-up and optimistic commits: how any registered projection follows the log (a replay
+from position 0 is :mod:`idstitch.projections.replay`).
 
 Nothing here knows a particular projection: the runner reads the events a projection folds
 (its ``event_types``), hands them to its ``apply_all`` on a unit of its rows, and commits the
-changed rows with the new tracking position in one transaction. A replay reads only each
-projection's own event types, so two projections can replay the same log side by side in two
-processes, each decoding only its own events.
+changed rows with the new tracking position in one transaction.
 
 Several processes writing one store (two API nodes, two ingests) each catch up after their
 writes. Had they all folded the same events, the optimistic commit would keep the rows right,
@@ -38,8 +37,6 @@ from idstitch.projections.unit import Unit, cache_size, evict, new_cache
 
 PAGE_SIZE = 10_000
 """Events read (and their rows prefetched) at a time."""
-REPLAY_BATCH = 200_000
-"""Events per transaction at most during a replay (a rebuild)."""
 CACHE_KEEP = 0.5
 """The share of a projection's cache limit an eviction keeps (the most recently read rows)."""
 LAG_LIMIT = 1_000
@@ -83,6 +80,18 @@ def catch_up(
     never keeps the next one waiting). ``tracked``: the committed (position, meta) as read
     before ``recent`` was appended, instead of reading it again (see Stretch).
     """
+    if not recent:
+        # Up to date and unchanged since this process last saw it (a query's catch-up): the
+        # answer without a stretch (a cold or moved one drops its caches, as below).
+        tracked = tracked if tracked is not None else store.tracked(projection.name)
+        top = head if head is not None else log.head()
+        verified = state.verified
+        folded = (verified[2] if not eager and verified is not None and verified[:2] == tracked
+                else tracked[0])
+        if tracked == state.cached_at and folded >= top:
+            projection.check_meta(tracked[1])
+            state.committed = tracked[0]
+            return folded
     stretch = Stretch(projection, state, log, store, tracked)
     # After a command, up to its own events: read-your-writes needs no more, and what other
     # processes appended since is the next query's to catch up (one query less here).
@@ -93,7 +102,7 @@ def catch_up(
     if recent:
         until = max(recent[-1].position, stretch.position)
     else:
-        until = head if head is not None else log.head()
+        until = top
         if reached >= until:
             # Up to date: answer without taking the projection's write lock, so queries
             # from several processes do not queue behind each other.
@@ -191,59 +200,6 @@ def _fold_until(
             until = head
         elif stretch.commit() and progress is not None:
             progress(applied)  # committed, so never counted twice
-
-
-def replay(
-    projections: Sequence[RowProjection],
-    states: RunnerStates,
-    log: EventLog,
-    store: ProjectionStore,
-    until: int,
-    progress: Callable[[int], None] | None = None,
-) -> None:
-    """Bring projections to position ``until``, each reading only its own events.
-
-    They advance together, a page of positions at a time, so ``progress`` (called with the
-    positions covered since its last call) counts the log once, however many projections
-    replay. Each commits every REPLAY_BATCH of its events, when its working set is full, and
-    at the end: a replay starts with an empty cache, so a row is rewritten once per commit.
-    """
-    try:
-        _replay(projections, states, log, store, until, progress)
-    except BaseException:
-        # A callback, Ctrl-C or the store raising between a fold and its commit leaves
-        # uncommitted rows in the caches: drop them all, so the next catch-up folds from
-        # what is committed (it always is consistent: rows and position commit together).
-        for projection in projections:
-            states.forget(projection.name)
-        raise
-
-
-def _replay(
-    projections: Sequence[RowProjection], states: RunnerStates, log: EventLog,
-    store: ProjectionStore, until: int, progress: Callable[[int], None] | None,
-) -> None:
-    """replay's loop (replay drops the caches when it raises)."""
-    stretches = [Stretch(p, states.of(p), log, store) for p in projections]
-    reached = reported = min([s.start for s in stretches], default=until)
-    while True:
-        while reached < until:
-            window = min(until, reached + PAGE_SIZE)
-            for stretch in stretches:
-                stretch.fold(REPLAY_BATCH, until=window)
-                if stretch.pending >= REPLAY_BATCH or stretch.full:
-                    stretch.commit()
-            reached = min(s.position for s in stretches)
-            if progress is not None and reached > reported:
-                # Never counted twice: after a commit conflict, positions can go back.
-                progress(reached - reported)
-                reported = reached
-        # Every stretch commits (no short cut): each one's position is then the store's.
-        committed = [s.commit() for s in stretches]
-        if all(committed):
-            return
-        # Somebody else committed one of them meanwhile: go on from where they left it.
-        reached = min(s.position for s in stretches)
 
 
 class Stretch:

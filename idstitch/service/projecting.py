@@ -24,7 +24,8 @@ from idstitch.projections.custom import Projection, ProjectionDB, topic_of
 from idstitch.projections.custom_runner import CustomRunner
 from idstitch.projections.identity import Policy
 from idstitch.projections.identity.rows import PERSON
-from idstitch.projections.runner import RunnerStates, catch_up, leases_of, replay
+from idstitch.projections.replay import replay
+from idstitch.projections.runner import RunnerStates, catch_up, leases_of
 from idstitch.projections.store import EventLog, LoggedEvent, ProjectionStore
 from idstitch.service import background
 

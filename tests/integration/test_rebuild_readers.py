@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from idstitch.projections import runner
+from idstitch.projections import replay, runner
 
 from idstitch.workspace import Workspace
 
@@ -71,7 +71,7 @@ def test_a_reader_in_another_process_never_sees_a_known_person_missing(
         # Small pages and replay transactions: many intermediate commits, each followed by a
         # pause in which the reader gets to read.
         monkeypatch.setattr(runner, "PAGE_SIZE", 20)
-        monkeypatch.setattr(runner, "REPLAY_BATCH", 20)
+        monkeypatch.setattr(replay, "REPLAY_BATCH", 20)
         steps: list[int] = []
 
         def slowly(n: int) -> None:
