@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from idstitch.adapters.postgres import conninfo_of
+from idstitch.adapters.postgres import DDL_LOCK, conninfo_of
 from idstitch.adapters.projection_sql import CustomTransaction, Database, Namespace, Tracked
 from idstitch.adapters.urls import PostgresTarget
 from idstitch.domain.errors import InvalidCommand, StoreError
@@ -36,16 +36,20 @@ class PostgresTables:
                         sql.Identifier(self._schema)))
                 row = conn.execute("SELECT current_schema()").fetchone()
                 self._home = str(row[0]) if row and row[0] else "public"
-                conn.execute(sql.SQL(
-                    "CREATE TABLE IF NOT EXISTS {}.idstitch_custom (name TEXT NOT NULL, version "
-                    "INTEGER NOT NULL, position BIGINT NOT NULL, live BOOLEAN NOT NULL, "
-                    "PRIMARY KEY (name, version))").format(sql.Identifier(self._home)))
-                # When each version's tables were made (see projection_sql): created on open,
-                # so that a store from before it gains it.
-                conn.execute(sql.SQL(
-                    "CREATE TABLE IF NOT EXISTS {}.idstitch_custom_made (name TEXT NOT NULL, "
-                    "version INTEGER NOT NULL, made_at BIGINT NOT NULL, "
-                    "PRIMARY KEY (name, version))").format(sql.Identifier(self._home)))
+                # Under the schema's DDL lock: CREATE ... IF NOT EXISTS is not safe against
+                # itself (a parent and its projecting child opening an upgraded store at once).
+                with conn.transaction():
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (DDL_LOCK,))
+                    conn.execute(sql.SQL(
+                        "CREATE TABLE IF NOT EXISTS {}.idstitch_custom (name TEXT NOT NULL, "
+                        "version INTEGER NOT NULL, position BIGINT NOT NULL, live BOOLEAN NOT "
+                        "NULL, PRIMARY KEY (name, version))").format(sql.Identifier(self._home)))
+                    # When each version's tables were made (see projection_sql): created on
+                    # open, so that a store from before it gains it.
+                    conn.execute(sql.SQL(
+                        "CREATE TABLE IF NOT EXISTS {}.idstitch_custom_made (name TEXT NOT NULL, "
+                        "version INTEGER NOT NULL, made_at BIGINT NOT NULL, "
+                        "PRIMARY KEY (name, version))").format(sql.Identifier(self._home)))
             except psycopg.Error as e:
                 raise StoreError(f"cannot open the custom projections' tables: {e}") from e
             self._conn = conn

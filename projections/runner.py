@@ -319,6 +319,7 @@ class Stretch:
         """Write the changed rows and the position. False when somebody else committed since
         the stretch began: what it folded is dropped, and it goes on from their position."""
         projection = self._projection
+        life = self._meta
         try:
             if self.position == self.start:
                 # Nothing to write; but say False if the store moved (a reset elsewhere, say),
@@ -349,6 +350,10 @@ class Stretch:
         except BaseException:
             self._state.forget()
             raise
+        if not committed and self._meta != life:
+            # Lost to a new life of the rows (a purge, a rebuild: maybe a forget's): the keys
+            # cached here may be destroyed ones (as Stretch._begin, which this skips).
+            self._log.drop_keys()
         self._state.cached_at = (self.start, self._meta)
         self.position, self.pending = self.start, 0
         self._unit = self._begin()

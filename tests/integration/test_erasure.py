@@ -13,6 +13,7 @@ from idstitch.adapters import crypto
 from idstitch.domain.commands import ForgetPerson
 from idstitch.domain.events import DECISIONS_STREAM, PersonForgotten
 from idstitch.domain.rules import MAX_VALUE_BYTES
+from idstitch.projections.runner import Stretch
 
 import idstitch
 from idstitch.errors import InvalidCommand, Suppressed, UnknownPerson
@@ -360,6 +361,27 @@ def test_another_process_that_held_the_keys_reads_the_person_erased(
     assert rows == after_catch_up
     assert not any(s in repr(rows).encode() for s in SECRETS)
     assert other.profile("sam").attributes["plan"] == "team"  # type: ignore[union-attr]
+
+
+def test_a_catch_up_that_loses_its_commit_to_a_forget_drops_the_keys_it_held(
+        make_durable_ws: WorkspaceFactory) -> None:
+    """A fold under way in one process while another forgets a person: its commit finds the
+    rows in a new life (the purge's epoch) and is refused. The keys this process cached go
+    with its rows, or the person's events would unseal here again (its later refolds, its
+    reads of the log)."""
+    other = make_durable_ws(None)
+    traffic(other)
+    assert other.profile("dana-user-77") is not None  # folded: its keys are cached here
+    services = other._services
+    identity = next(p for p in services.projector.registry if p.name == "identity")
+    stretch = Stretch(identity, services.projector.states.of(identity), services.stores.log,
+                      services.stores.rows)
+    forgetting = make_durable_ws(other.url)
+    forgetting.forget("dana.secret@example.com", reason="erasure request")
+    assert stretch.commit() is False  # the tracking moved, under another epoch
+    events = services.stores.log.read(0, 100)
+    assert not any(s in repr(events).encode() for s in SECRETS)
+    assert any(getattr(e.event, "erased", False) for e in events)
 
 
 def test_forget_with_external_projections_sees_the_whole_log(
