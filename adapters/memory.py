@@ -72,7 +72,7 @@ class MemoryProjectionStore:
         fresh: AbstractSet[tuple[str, str]] = frozenset(),
     ) -> tuple[int, str | None] | None:
         """Write rows and the position if the tracking still holds ``expected`` (``fresh``
-        is no help here: an upsert of a new row costs SQLite, or a dict, no more)."""
+        is no help here: setting a new key in a dict costs no more)."""
         return write_if_in_transaction(self, name, expected, rows, position, meta)
 
     @contextmanager

@@ -203,7 +203,7 @@ class SqlProjectionStore:
         fresh: AbstractSet[tuple[str, str]] = frozenset(),
     ) -> tuple[int, str | None] | None:
         """Write rows and the position if the tracking still holds ``expected`` (``fresh``
-        is no help here: an upsert of a new row costs SQLite, or a dict, no more)."""
+        is no help here: an upsert of a new row costs SQLite no more than an insert)."""
         return write_if_in_transaction(self, name, expected, rows, position, meta)
 
     @contextmanager

@@ -126,7 +126,7 @@ class Unit:
         rows = self.cache[kind]
         dirty = self.dirty[kind]
         # Known to have no row, and not by a delete of this unit: the committed rows lack it.
-        if key not in dirty and key in rows and rows[key] is None:
+        if rows.get(key, dirty) is None and key not in dirty:
             self._fresh[kind].add(key)
         rows[key] = row
         dirty.add(key)

@@ -203,6 +203,8 @@ class BackgroundProjector:
                 proc.kill()  # stopped or wedged: SIGTERM waits for it to run again, this not
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(KILL_WAIT_SECONDS)
+        # Its reader goes with its pipe: a closed descriptor's number may be reused.
+        self._replies = None
         for pipe in (proc.stdin, proc.stdout):
             if pipe is not None:
                 with contextlib.suppress(OSError):  # a write still buffered for a dead child
