@@ -55,11 +55,14 @@ class DeviceAttributesProjection(RowProjection):
         if not unit.complete:
             unit.prefetch(ATTRIBUTES, {ev.device_id for _, ev in events if type(ev) in types})
         rows: dict[str, DeviceAttributesRow | None] = unit.cache[ATTRIBUTES]
-        dirty = unit.dirty[ATTRIBUTES]
+        dirty, new = unit.dirty[ATTRIBUTES], unit.new[ATTRIBUTES]
         for pos, ev in events:
             if type(ev) in types:
                 device_id = ev.device_id
-                rows[device_id] = fold(rows.get(device_id), cast(AttributeEvent, ev), pos)
+                row = rows.get(device_id)
+                if row is None and device_id in rows and device_id not in dirty:
+                    new.add(device_id)  # read as absent (see Unit.fresh)
+                rows[device_id] = fold(row, cast(AttributeEvent, ev), pos)
                 dirty.add(device_id)
 
 

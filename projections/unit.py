@@ -94,8 +94,9 @@ class Unit:
         self.cache = cache
         self.complete = complete
         self.dirty: dict[str, set[str]] = {kind: set() for kind in row_types}
-        self._fresh: dict[str, set[str]] = {kind: set() for kind in row_types}
-        """Keys put while known to have no committed row (see :meth:`fresh`)."""
+        self.new: dict[str, set[str]] = {kind: set() for kind in row_types}
+        """Per kind, keys put while known to have no committed row (see :meth:`fresh`):
+        the subclasses' and projections' own put paths add to it too."""
 
     def get(self, kind: str, key: str) -> Any:
         """A row, or None."""
@@ -121,13 +122,14 @@ class Unit:
             raw = found.get(key)
             rows[key] = None if raw is None else decode_row(row_type, raw)
 
-    def put(self, kind: str, key: str, row: object) -> None:
-        """Mark a row changed (rows are mutated in place, then put)."""
+    def put(self, kind: str, key: str, row: object, *, new: bool = False) -> None:
+        """Mark a row changed (rows are mutated in place, then put). ``new``: the key cannot
+        have a row yet (an id just minted), though it was never read."""
         rows = self.cache[kind]
         dirty = self.dirty[kind]
         # Known to have no row, and not by a delete of this unit: the committed rows lack it.
-        if rows.get(key, dirty) is None and key not in dirty:
-            self._fresh[kind].add(key)
+        if (new or rows.get(key, dirty) is None) and key not in dirty:
+            self.new[kind].add(key)
         rows[key] = row
         dirty.add(key)
 
@@ -140,7 +142,7 @@ class Unit:
         """The changed rows that the committed rows do not hold (read as absent, or absent
         since the reset that made the cache complete): a store may insert them without
         looking for a row to update. A hint only (a store that finds one updates it)."""
-        return {(kind, key) for kind, keys in self._fresh.items() for key in keys
+        return {(kind, key) for kind, keys in self.new.items() for key in keys
                 if self.cache[kind].get(key) is not None}
 
     @property

@@ -278,7 +278,7 @@ class IdentityProjection(RowProjection):
                            updated_at=ts, since=pos, stints=[Stint(dev.device_id, pos)])
         dev.anonymous_id = anonymous_id
         dev.person_id = person.person_id
-        unit.put_person(person)
+        unit.put_person(person, new=True)  # a new session's id: no row can hold it yet
         unit.put_identifier("anon", anonymous_id, person.person_id, pos, new=True)
 
     def _identified(

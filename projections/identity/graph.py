@@ -41,6 +41,8 @@ class IdentityUnit(Unit):
         self.persons: dict[str, PersonRow | None] = cache[PERSON]
         self.dirty_devices = self.dirty[DEVICE]
         self.dirty_persons = self.dirty[PERSON]
+        self.new_devices = self.new[DEVICE]
+        self.new_persons = self.new[PERSON]
 
     def device(self, device_id: str) -> DeviceRow | None:
         """A device row."""
@@ -56,15 +58,21 @@ class IdentityUnit(Unit):
                 raise LookupError(f"projection rows are inconsistent: no person {person_id}")
         return row
 
-    def put_person(self, person: PersonRow) -> None:
-        """Mark a person changed."""
-        self.persons[person.person_id] = person
-        self.dirty_persons.add(person.person_id)
+    def put_person(self, person: PersonRow, *, new: bool = False) -> None:
+        """Mark a person changed (``new``: its id was just minted; see Unit.put)."""
+        person_id, dirty = person.person_id, self.dirty_persons
+        if (new or self.persons.get(person_id, dirty) is None) and person_id not in dirty:
+            self.new_persons.add(person_id)
+        self.persons[person_id] = person
+        dirty.add(person_id)
 
     def put_device(self, device: DeviceRow) -> None:
         """Mark a device changed."""
-        self.devices[device.device_id] = device
-        self.dirty_devices.add(device.device_id)
+        device_id, dirty = device.device_id, self.dirty_devices
+        if self.devices.get(device_id, dirty) is None and device_id not in dirty:
+            self.new_devices.add(device_id)
+        self.devices[device_id] = device
+        dirty.add(device_id)
 
     def live_person(self, person_id: str) -> PersonRow | None:
         """The person itself, if it exists and was not merged into another."""
@@ -104,7 +112,7 @@ class IdentityUnit(Unit):
             row.history.append((pos, person_id))
         else:
             return
-        self.put(IDENTIFIER, key, row)
+        self.put(IDENTIFIER, key, row, new=new)
 
     def token_owner(self, token: str) -> str | None:
         """The device that holds a push token."""

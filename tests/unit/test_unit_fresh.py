@@ -66,3 +66,10 @@ def test_a_later_unit_over_the_same_cache_knows_a_committed_row() -> None:
     second = Unit(store, cache, TYPES)  # the rows it wrote stay cached
     second.put("t", "a", "2")
     assert second.fresh() == set()
+
+
+def test_a_row_put_as_new_is_fresh_without_a_read() -> None:
+    unit = Unit(_store_with({"old": "1"}), new_cache(TYPES), TYPES)
+    unit.put("t", "minted", "1", new=True)  # an id just minted: no row can hold it
+    unit.put("t", "old", "2")
+    assert unit.fresh() == {("t", "minted")}
