@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, ClassVar, Protocol
 
-from idstitch.domain.errors import InvalidCommand
+from idstitch.domain.errors import InvalidCommand, ProjectionFailed
 from idstitch.projections.audit import Change
 
 NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
@@ -203,3 +203,20 @@ class CustomTables(Protocol):
     def close(self) -> None:
         """Release connections."""
         ...
+
+
+def failed(name: str, position: int, cause: Exception) -> ProjectionFailed:
+    """The failure of a projection at a position, its cause chained."""
+    failure = ProjectionFailed(name, position, cause)
+    failure.__cause__ = cause
+    return failure
+
+
+def moved(projection: Projection, position: int, start: int) -> bool:
+    """Whether the tracking a batch's transaction found (``position``) is not where the fold
+    began (``start``): another process folded it meanwhile. A LookupError when it is no
+    longer tracked at all (replaced or rebuilt elsewhere)."""
+    if position < 0:
+        raise LookupError(f"version {projection.version} of {projection.name!r} is no longer "
+                          "tracked: another process replaced or rebuilt it; register it again")
+    return position != start
