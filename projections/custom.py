@@ -70,8 +70,9 @@ class Projection:
     def forget(self, db: ProjectionDB, person_ids: frozenset[str],
                device_ids: frozenset[str]) -> None:
         """Optional purge hook, run where a ``ws.forget`` stands in the log: by whichever
-        process folds the projection past its ``PersonForgotten`` decision, in the transaction
-        that moves the position over it: remove or blank every value the Changes of these
+        process folds the projection past its ``PersonForgotten`` decision (once the forgetting
+        process has purged the identity rows), in the transaction that moves the position over
+        it: remove or blank every value the Changes of these
         persons carried (idempotent: each process that keeps the projection runs it).
         ``person_ids``: the forgotten person and every person merged into it; ``device_ids``:
         every device that was on one of them. A projection that does not override it, or

@@ -9,11 +9,14 @@ said before the forget, unlike a rebuild. So a decision is honoured only once it
 landed, whichever process meets it; until then the projection stops right before it (see
 :meth:`idstitch.projections.custom_runner.CustomRunner.catch_up`).
 
-The purge has landed when the forgotten person is no longer identified in the identity rows:
-the purge and the rebuild both leave it so, and only they do (a forgotten identifier is refused
-at ingest, so nothing identifies the person again). It is the test the next open of a
-workspace uses to finish a forget whose process stopped before its purge
-(``idstitch.service.erasure.finish_forgets``).
+The purge has landed when the identity rows no longer hold the forgotten person as it was:
+its own row (merges not followed) is gone, anonymous, or identified by an event after the
+decision. Before the purge the row is the live, identified person the forget found (its
+identifiers and its id are refused from the decision on, so nothing merges or retires it);
+the purge and the rebuild leave at most the anonymous session the person began with, which
+later traffic on that device may identify again (a conversion keeps its id) or merge into
+another person. It is also the test the next open of a workspace uses to finish a forget whose
+process stopped before its purge (``idstitch.service.erasure.finish_forgets``).
 """
 
 from __future__ import annotations
@@ -26,16 +29,18 @@ from idstitch.projections.views import Reader
 FORGOTTEN: frozenset[type[DeviceEvent]] = frozenset({PersonForgotten})
 
 
-def _identified(rows: RowSource, row_types: RowTypes, person_id: str) -> bool:
-    person = Reader(rows, row_types).person(person_id)
-    return person is not None and person.identified
+def _unpurged(rows: RowSource, row_types: RowTypes, position: int, person_id: str) -> bool:
+    person = Reader(rows, row_types).person_row(person_id)
+    return person is not None and person.identified and (
+        person.identified_at is None or person.identified_at < position)
 
 
-def purge_pending(store: ProjectionStore, row_types: RowTypes, decision: PersonForgotten) -> bool:
-    """Whether the forget ``decision`` records has not purged the identity rows yet (its
-    person is still identified in them)."""
+def purge_pending(store: ProjectionStore, row_types: RowTypes, position: int,
+                  decision: PersonForgotten) -> bool:
+    """Whether the forget ``decision`` (recorded at ``position``) has not purged the identity
+    rows yet: its person is there as the forget found it (see the module)."""
     with store.snapshot() as rows:
-        return _identified(rows, row_types, decision.person_id)
+        return _unpurged(rows, row_types, position, decision.person_id)
 
 
 def first_pending(log: EventLog, store: ProjectionStore, row_types: RowTypes,
@@ -50,7 +55,7 @@ def first_pending(log: EventLog, store: ProjectionStore, row_types: RowTypes,
     with store.snapshot() as rows:
         for position, decision in decided:
             assert isinstance(decision, PersonForgotten)
-            if _identified(rows, row_types, decision.person_id):
+            if _unpurged(rows, row_types, position, decision.person_id):
                 return position
     return None
 

@@ -148,7 +148,7 @@ class CustomRunner:
             chosen = [n for n in chosen if n not in {f.projection for f in failures}]
             try:
                 if isinstance(decision, PersonForgotten) and purge_pending(
-                        self._store, self._row_types, decision):
+                        self._store, self._row_types, position, decision):
                     chosen = [n for n in chosen if self.position(n) >= position]
                     continue  # the others wait right before it, with no error
             except Exception as e:  # the database: they stay where they are
