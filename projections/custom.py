@@ -221,3 +221,13 @@ def moved(projection: Projection, position: int, start: int) -> bool:
         raise LookupError(f"version {projection.version} of {projection.name!r} is no longer "
                           "tracked: another process replaced or rebuilt it; register it again")
     return position != start
+
+
+def wanted_by(group: Sequence[Projection]) -> frozenset[str] | None:
+    """The event names any of the group wants (None: all)."""
+    names: set[str] = set()
+    for projection in group:
+        if projection.events is None:
+            return None
+        names.update(projection.events)
+    return frozenset(names)

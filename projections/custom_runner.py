@@ -28,6 +28,7 @@ from idstitch.projections.custom import (
     Tracked,
     failed,
     moved,
+    wanted_by,
 )
 from idstitch.projections.custom_forgets import made_at, purge_pending
 from idstitch.projections.custom_made import MadeAfter
@@ -59,6 +60,9 @@ class CustomRunner:
         self._made = MadeAfter(log)
         """Which decisions each projection's tables were made after, as this process can
         vouch."""
+        self.waiting: dict[str, int] = {}
+        """Projections the last catch-up left right before a forget not purged yet: the
+        position of its decision (see :meth:`catch_up`)."""
 
     @property
     def projections(self) -> dict[str, Projection]:
@@ -136,6 +140,8 @@ class CustomRunner:
         the purge honours it (see :mod:`~idstitch.projections.custom_forgets`)."""
         chosen = list(names) if names is not None else list(self.projections)
         failures: list[ProjectionFailed] = []
+        for name in chosen:
+            self.waiting.pop(name, None)
         try:
             lowest = min((0 if t is None else t.position for t in self._adopt(chosen).values()),
                          default=until)
@@ -149,8 +155,10 @@ class CustomRunner:
             try:
                 if isinstance(decision, PersonForgotten) and purge_pending(
                         self._store, self._row_types, position, decision):
-                    chosen = [n for n in chosen if self.position(n) >= position]
-                    continue  # the others wait right before it, with no error
+                    self.waiting.update({n: position for n in chosen
+                                         if self.position(n) < position})
+                    chosen = [n for n in chosen if n not in self.waiting]
+                    continue  # they wait right before it, with no error
             except Exception as e:  # the database: they stay where they are
                 return failures + [failed(n, position, e) for n in chosen]
             failures += self._honour(position, decision, chosen)
@@ -245,7 +253,7 @@ class CustomRunner:
                 if not events:
                     break
                 end = events[-1].position
-                wanted = _wanted(group)
+                wanted = wanted_by(group)
                 if wanted is None or any(EVENT_NAMES[type(e.event)] in wanted for e in events):
                     changes = self._changes(start, events)
                 else:
@@ -387,13 +395,3 @@ class CustomRunner:
     def reader(self, name: str) -> ProjectionDB:
         """Read access to the live version's tables."""
         return self.tables.reader(name)
-
-
-def _wanted(group: Sequence[Projection]) -> frozenset[str] | None:
-    """The event names any of the group wants (None: all)."""
-    names: set[str] = set()
-    for projection in group:
-        if projection.events is None:
-            return None
-        names.update(projection.events)
-    return frozenset(names)

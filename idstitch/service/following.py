@@ -152,6 +152,7 @@ class Follower:
         self.reached = 0
         """The position every projection reached at the last catch-up."""
         self._failing: dict[str, str] = {}
+        self._waiting: dict[str, int] = {}
         for projection in projector.registry:
             # Commit more often than a catch-up in a writer does: the committed position is
             # what wait_for and lag see, so a smaller batch keeps them close to the head.
@@ -161,7 +162,8 @@ class Follower:
         """One catch-up of every projection, positions committed even where a projection met
         no event of its own (so that wait_for sees them at the head); the position reached.
         A failing custom projection is reported (once per new failure) and retried at the
-        next step; the others go on."""
+        next step; the others go on. So is one waiting right before a forget whose process
+        has not purged the rows yet (see :mod:`idstitch.projections.custom_forgets`)."""
         projector = self.projector
         self.reached = projector.catch_up(eager=True)
         failing = {name: str(f) for name, f in projector.failures.items()}
@@ -171,6 +173,16 @@ class Follower:
         for name in set(self._failing) - set(failing):
             self.report(f"projection {name!r} recovered")
         self._failing = failing
+        waiting = dict(projector.custom.waiting)
+        for name, position in waiting.items():
+            if self._waiting.get(name) != position:
+                self.report(f"projection {name!r} waits at position {position - 1}: the forget "
+                            f"recorded at {position} is not purged yet (its process purges "
+                            "it, or the next open of the store if that process stopped)")
+        for name in set(self._waiting) - set(waiting):
+            self.report(f"projection {name!r} goes on past the forget at "
+                        f"{self._waiting[name]}")
+        self._waiting = waiting
         return self.reached
 
     def run(self) -> None:

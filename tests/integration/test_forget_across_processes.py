@@ -18,6 +18,7 @@ from idstitch.domain.events import DECISIONS_STREAM, PersonForgotten
 
 from idstitch.service import erasure
 from idstitch.service.erasure import finish_forgets, shred
+from idstitch.service.following import Follower
 from idstitch.testing import following
 from idstitch.testing_projections import ChangeLog
 from idstitch.workspace import Workspace
@@ -153,10 +154,18 @@ def test_a_keeper_waits_for_a_forget_whose_process_stopped_before_its_purge(
     report = shred(services.stores, services.queries, "dana-user-77")
     services.bus.handle(ForgetPerson(person_id=report.person_id, reason="erasure request"))
     stopped.close()  # no purge: as a process stopped here
-    keeper.catch_up()
-    assert position(keeper) == decided(keeper) - 1
+    lines: list[str] = []
+    follower = Follower(keeper._services.projector, None, report=lines.append)
+    follower.step()
+    follower.step()
+    decision = decided(keeper)
+    assert position(keeper) == decision - 1
+    assert lines == [f"projection 'change_log' waits at position {decision - 1}: the forget "
+                     f"recorded at {decision} is not purged yet (its process purges it, or the "
+                     "next open of the store if that process stopped)"]  # said once
     make_durable_ws(keeper.url)  # the next open finishes the forget
-    keeper.catch_up()
+    follower.step()
+    assert lines[1:] == [f"projection 'change_log' goes on past the forget at {decision}"]
     assert position(keeper) == keeper.log.head()
     kept = rows(keeper)
     keeper.rebuild(["change_log"])
