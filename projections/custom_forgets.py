@@ -9,14 +9,16 @@ said before the forget, unlike a rebuild. So a decision is honoured only once it
 landed, whichever process meets it; until then the projection stops right before it (see
 :meth:`idstitch.projections.custom_runner.CustomRunner.catch_up`).
 
-The purge has landed when the identity rows no longer hold the forgotten person as it was:
-its own row (merges not followed) is gone, anonymous, or identified by an event after the
-decision. Before the purge the row is the live, identified person the forget found (its
-identifiers and its id are refused from the decision on, so nothing merges or retires it);
-the purge and the rebuild leave at most the anonymous session the person began with, which
-later traffic on that device may identify again (a conversion keeps its id) or merge into
-another person. It is also the test the next open of a workspace uses to finish a forget whose
-process stopped before its purge (``idstitch.service.erasure.finish_forgets``).
+The purge has landed when the identity rows no longer identify the forgotten person by an
+event the log no longer gives. Before the purge its own row (merges not followed) is
+identified by one of its own events, which read erased once its keys are destroyed (before
+the decision is recorded). The purge and the rebuild fold erased events as identifying
+nobody: they leave the row gone, anonymous, or identified by an event that still reads. (What
+remains of a forgotten person is at most the anonymous session it began with on a device,
+whose id a later identify on that device takes over, a conversion, possibly at a position
+before the decision; or that session merged into another person.) It is also the test the
+next open of a workspace uses to finish a forget whose process stopped before its purge
+(``idstitch.service.erasure.finish_forgets``).
 """
 
 from __future__ import annotations
@@ -29,18 +31,37 @@ from idstitch.projections.views import Reader
 FORGOTTEN: frozenset[type[DeviceEvent]] = frozenset({PersonForgotten})
 
 
-def _unpurged(rows: RowSource, row_types: RowTypes, position: int, person_id: str) -> bool:
-    person = Reader(rows, row_types).person_row(person_id)
-    return person is not None and person.identified and (
-        person.identified_at is None or person.identified_at < position)
+class _Check:
+    """The test, over one snapshot of the rows; the process's keys dropped before it reads an
+    event (a key cached here before another process destroyed it would read it back)."""
+
+    def __init__(self, log: EventLog, rows: RowSource, row_types: RowTypes) -> None:
+        self._log, self._reader, self._dropped = log, Reader(rows, row_types), False
+
+    def unpurged(self, position: int, decision: PersonForgotten) -> bool:
+        """Whether the identity rows still identify the person of ``decision`` (recorded at
+        ``position``) by an event that now reads erased."""
+        person = self._reader.person_row(decision.person_id)
+        if person is None or not person.identified:
+            return False
+        at = person.identified_at
+        if at is None:
+            return True  # rows from before identified_at was kept: as finish_forgets always did
+        if at > position:
+            return False  # identified by an event after the decision: not the forgotten one
+        if not self._dropped:
+            self._log.drop_keys()
+            self._dropped = True
+        found = self._log.read(at - 1, 1)
+        return not found or found[0].position != at or found[0].event.erased
 
 
-def purge_pending(store: ProjectionStore, row_types: RowTypes, position: int,
+def purge_pending(log: EventLog, store: ProjectionStore, row_types: RowTypes, position: int,
                   decision: PersonForgotten) -> bool:
     """Whether the forget ``decision`` (recorded at ``position``) has not purged the identity
-    rows yet: its person is there as the forget found it (see the module)."""
+    rows yet (see the module)."""
     with store.snapshot() as rows:
-        return _unpurged(rows, row_types, position, decision.person_id)
+        return _Check(log, rows, row_types).unpurged(position, decision)
 
 
 def first_pending(log: EventLog, store: ProjectionStore, row_types: RowTypes,
@@ -53,9 +74,10 @@ def first_pending(log: EventLog, store: ProjectionStore, row_types: RowTypes,
     if not decided:
         return None
     with store.snapshot() as rows:
+        check = _Check(log, rows, row_types)
         for position, decision in decided:
             assert isinstance(decision, PersonForgotten)
-            if _unpurged(rows, row_types, position, decision.person_id):
+            if check.unpurged(position, decision):
                 return position
     return None
 

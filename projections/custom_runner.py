@@ -154,7 +154,7 @@ class CustomRunner:
             chosen = [n for n in chosen if n not in {f.projection for f in failures}]
             try:
                 if isinstance(decision, PersonForgotten) and purge_pending(
-                        self._store, self._row_types, position, decision):
+                        self._log, self._store, self._row_types, position, decision):
                     self.waiting.update({n: position for n in chosen
                                          if self.position(n) < position})
                     chosen = [n for n in chosen if n not in self.waiting]

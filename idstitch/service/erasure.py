@@ -10,8 +10,10 @@ an error changes nothing); the ``PersonForgotten`` decision then records that it
 purge removes the values from the rows, the identity rows last. A process that stops after the
 keys were destroyed leaves the person erased in the log and refused at ingest; once the
 decision is recorded, the next open of the workspace finds the person still identified in the
-identity rows and rebuilds every projection (:func:`finish_forgets`); stopped before the
-decision, ``ws.rebuild()`` finishes the rows.
+identity rows (by an event that now reads erased) and rebuilds every projection
+(:func:`finish_forgets`); stopped before the decision, ``ws.rebuild()`` finishes the rows.
+Meanwhile every process keeping custom projections keeps them right before the decision
+(:mod:`idstitch.projections.custom_forgets`).
 """
 
 from __future__ import annotations
@@ -204,11 +206,11 @@ def _purge(stores: Any, projector: Projector, prepared: _Prepared,
 
 
 def finish_forgets(stores: Any, projector: Projector) -> bool:
-    """On open: if a recorded forget's person is still identified in the rows (the process
-    that forgot it stopped before its purge or rebuild), rebuild every projection and scrub.
-    One indexed read of the decisions stream and a row per forget; True if it rebuilt. (The
-    same test keeps every process's custom projections right before such a forget until it is
-    finished: :mod:`idstitch.projections.custom_forgets`.)"""
+    """On open: if a recorded forget's person is still identified in the rows by an event
+    that now reads erased (the process that forgot it stopped before its purge or rebuild),
+    rebuild every projection and scrub. One indexed read of the decisions stream and a row
+    per forget; True if it rebuilt. (The same test keeps every process's custom projections
+    right before such a forget until it is finished: :mod:`idstitch.projections.custom_forgets`.)"""
     if stores.cipher is None:
         return False
     stale = first_pending(stores.log, stores.rows, projector.registry.row_types) is not None
