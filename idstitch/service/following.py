@@ -95,27 +95,34 @@ def read_your_write(
 HEAD_WAIT_SECONDS = 30.0
 """With ``projections="external"``, how long a command that must read the persons as the
 whole log makes them (a ``cio_`` id, merge, unmerge, forget) waits for the process that keeps
-the projections to reach the head of the log: ProjectionsBehind after that, nothing recorded."""
+the built-in projections to reach the head of the log: ProjectionsBehind after that, nothing
+recorded."""
 
 
 def settled(projector: Projector, external: bool) -> Callable[[], object]:
     """How a command's read about persons brings the projections to the head of the log when
     the workspace does not keep them current after each write: it waits for the process that
-    keeps them (``external``), or catches up itself (``auto_catch_up=False``)."""
+    keeps them (``external``), or catches up itself (``auto_catch_up=False``). It reads the
+    built-in rows only, so it waits for the built-in projections only: a custom projection
+    behind (its handler failing, or waiting for a forget's purge) holds no command up."""
     if external:
-        return lambda: wait_for(projector, projector.log.head(), HEAD_WAIT_SECONDS)
+        return lambda: wait_for(projector, projector.log.head(), HEAD_WAIT_SECONDS,
+                                custom=False)
     return projector.catch_up
 
 
-def wait_for(projector: Projector, position: int, timeout: float | None) -> int:
-    """Block until every projection has committed ``position``; the lowest position reached.
-    ProjectionsBehind after ``timeout`` seconds (None: no limit)."""
+def wait_for(projector: Projector, position: int, timeout: float | None, *,
+             custom: bool = True) -> int:
+    """Block until every projection (the built-in ones only, without ``custom``) has
+    committed ``position``; the lowest position reached. ProjectionsBehind after ``timeout``
+    seconds (None: no limit)."""
     started = time.monotonic()
     pause = 0.001
     while True:
-        lagging = {s.name: s.position for s in status(projector) if s.position < position}
+        found = [s for s in status(projector) if custom or not s.custom]
+        lagging = {s.name: s.position for s in found if s.position < position}
         if not lagging:
-            return min([s.position for s in status(projector)], default=position)
+            return min([s.position for s in found], default=position)
         waited = time.monotonic() - started
         if timeout is not None and waited >= timeout:
             raise ProjectionsBehind(position, min(lagging.values()), lagging, waited)

@@ -344,7 +344,8 @@ class Projector:
             # replayed count as purged when their tables are made (see
             # idstitch.projections.custom_forgets); then, after the leases are given back (a
             # catch-up takes and releases them itself), folded from 0.
-            self.custom.rebuild(custom)
+            if custom:
+                self.custom.rebuild(custom)
             reached = self.catch_up()
             self.raise_failures(custom)
             return reached

@@ -17,6 +17,7 @@ from idstitch.domain.commands import ForgetPerson
 from idstitch.domain.events import DECISIONS_STREAM, PersonForgotten
 
 from idstitch.service import erasure
+from idstitch.service import following as following_module
 from idstitch.service.erasure import finish_forgets, shred
 from idstitch.service.following import Follower
 from idstitch.testing import following
@@ -140,11 +141,11 @@ def test_a_keeper_waits_for_the_purge_before_it_honours_a_forget(
 
 
 def test_a_keeper_waits_for_a_forget_whose_process_stopped_before_its_purge(
-        make_durable_ws: WorkspaceFactory) -> None:
+        make_durable_ws: WorkspaceFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """The forgetting process stops for good after recording its decision: a keeper of a
     custom projection stays right before the decision (its lag says so) until a process
     opens the workspace, which finishes the forget (it rebuilds the rows); the keeper then
-    honours the decision and ends as a rebuild."""
+    honours the decision and ends as a rebuild. Writers are not held up meanwhile."""
     keeper = make_durable_ws(None, projections=[ChangeLog()])
     stopped = make_durable_ws(keeper.url, projections="external")
     with following(keeper, poll=0.02):
@@ -163,6 +164,14 @@ def test_a_keeper_waits_for_a_forget_whose_process_stopped_before_its_purge(
     assert lines == [f"projection 'change_log' waits at position {decision - 1}: the forget "
                      f"recorded at {decision} is not purged yet (its process purges it, or the "
                      "next open of the store if that process stopped)"]  # said once
+    # Meanwhile a merge in an appending-only writer waits for the built-in rows only.
+    monkeypatch.setattr(following_module, "HEAD_WAIT_SECONDS", 2.0)
+    other = make_durable_ws(keeper.url, projections="external")
+    other.identify("desk", "lee", {"email": "lee@example.com"}, timestamp=at(9))
+    follower.step()
+    other.merge_persons("sam", "lee", reason="the same person")
+    follower.step()
+    assert position(keeper) == decision - 1
     make_durable_ws(keeper.url)  # the next open finishes the forget
     follower.step()
     assert lines[1:] == [f"projection 'change_log' goes on past the forget at {decision}"]
