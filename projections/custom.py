@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, ClassVar, Protocol
 
-from idstitch.domain.errors import InvalidCommand
+from idstitch.domain.errors import InvalidCommand, ProjectionFailed
 from idstitch.projections.audit import Change
 
 NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
@@ -70,8 +70,9 @@ class Projection:
     def forget(self, db: ProjectionDB, person_ids: frozenset[str],
                device_ids: frozenset[str]) -> None:
         """Optional purge hook, run where a ``ws.forget`` stands in the log: by whichever
-        process folds the projection past its ``PersonForgotten`` decision, in the transaction
-        that moves the position over it: remove or blank every value the Changes of these
+        process folds the projection past its ``PersonForgotten`` decision (once the forgetting
+        process has purged the identity rows), in the transaction that moves the position over
+        it: remove or blank every value the Changes of these
         persons carried (idempotent: each process that keeps the projection runs it).
         ``person_ids``: the forgotten person and every person merged into it; ``device_ids``:
         every device that was on one of them. A projection that does not override it, or
@@ -203,3 +204,30 @@ class CustomTables(Protocol):
     def close(self) -> None:
         """Release connections."""
         ...
+
+
+def failed(name: str, position: int, cause: Exception) -> ProjectionFailed:
+    """The failure of a projection at a position, its cause chained."""
+    failure = ProjectionFailed(name, position, cause)
+    failure.__cause__ = cause
+    return failure
+
+
+def moved(projection: Projection, position: int, start: int) -> bool:
+    """Whether the tracking a batch's transaction found (``position``) is not where the fold
+    began (``start``): another process folded it meanwhile. A LookupError when it is no
+    longer tracked at all (replaced or rebuilt elsewhere)."""
+    if position < 0:
+        raise LookupError(f"version {projection.version} of {projection.name!r} is no longer "
+                          "tracked: another process replaced or rebuilt it; register it again")
+    return position != start
+
+
+def wanted_by(group: Sequence[Projection]) -> frozenset[str] | None:
+    """The event names any of the group wants (None: all)."""
+    names: set[str] = set()
+    for projection in group:
+        if projection.events is None:
+            return None
+        names.update(projection.events)
+    return frozenset(names)

@@ -21,7 +21,16 @@ from idstitch.domain.events import DECISIONS_STREAM, DeviceEvent, MergeUndone, P
 from idstitch.projections.audit import EVENT_NAMES, Change
 from idstitch.projections.base import Registry
 from idstitch.projections.changes import ChangeStream
-from idstitch.projections.custom import CustomTables, Projection, ProjectionDB, Tracked
+from idstitch.projections.custom import (
+    CustomTables,
+    Projection,
+    ProjectionDB,
+    Tracked,
+    failed,
+    moved,
+    wanted_by,
+)
+from idstitch.projections.custom_forgets import made_at, purge_pending
 from idstitch.projections.custom_made import MadeAfter
 from idstitch.projections.store import EventLog, LoggedEvent, ProjectionStore
 from idstitch.projections.unit import RowTypes
@@ -51,6 +60,9 @@ class CustomRunner:
         self._made = MadeAfter(log)
         """Which decisions each projection's tables were made after, as this process can
         vouch."""
+        self.waiting: dict[str, int] = {}
+        """Projections the last catch-up left right before a forget not purged yet: the
+        position of its decision (see :meth:`catch_up`)."""
 
     @property
     def projections(self) -> dict[str, Projection]:
@@ -71,7 +83,8 @@ class CustomRunner:
             # Fresh tables skip the forgets up to the head: they must read with no key a forget
             # elsewhere destroyed and this process still caches.
             self._log.drop_keys()
-            head = self._log.head()
+            # (Made after the forgets up to the head whose purge has landed: custom_forgets.)
+            head = made_at(self._log, self._store, self._row_types, self._log.head())
             self.tables.create(name, projection.version, not live, projection.setup, head)
         self.registry.add_custom(projection)
         self._adopt([name])
@@ -84,10 +97,10 @@ class CustomRunner:
         self._log.drop_keys()
         for name in names:
             projection = self.projections[name]
-            head = self._log.head()
+            made = made_at(self._log, self._store, self._row_types, self._log.head())
             for tracked in self.tables.versions(name):
                 self.tables.drop(name, tracked.version)
-            self.tables.create(name, projection.version, True, projection.setup, head)
+            self.tables.create(name, projection.version, True, projection.setup, made)
         self._adopt(names)
 
     def _adopt(self, names: Sequence[str]) -> dict[str, Tracked | None]:
@@ -122,19 +135,32 @@ class CustomRunner:
         folded again from position 0. Either decision asks nothing of tables made after it (a
         ``ws.unmerge`` rebuilds the projections its process keeps itself), as their tracking
         says, for any process keeping them and across a restart (see
-        :mod:`~idstitch.projections.custom_made`)."""
+        :mod:`~idstitch.projections.custom_made`). A forget whose process has not purged the
+        identity rows yet is honoured by none: they stop right before it, and a catch-up after
+        the purge honours it (see :mod:`~idstitch.projections.custom_forgets`)."""
         chosen = list(names) if names is not None else list(self.projections)
         failures: list[ProjectionFailed] = []
+        for name in chosen:
+            self.waiting.pop(name, None)
         try:
             lowest = min((0 if t is None else t.position for t in self._adopt(chosen).values()),
                          default=until)
             decisions = ([] if lowest >= until else self._log.read_spans(
                 [(DECISIONS_STREAM, lowest + 1, until + 1)], _REWRITING))
         except Exception as e:  # the database: every one of them stays where it is
-            return [_failed(n, 0, e) for n in chosen]
+            return [failed(n, 0, e) for n in chosen]
         for position, decision in decisions:
             failures += self._fold_to(position - 1, chosen)
             chosen = [n for n in chosen if n not in {f.projection for f in failures}]
+            try:
+                if isinstance(decision, PersonForgotten) and purge_pending(
+                        self._log, self._store, self._row_types, position, decision):
+                    self.waiting.update({n: position for n in chosen
+                                         if self.position(n) < position})
+                    chosen = [n for n in chosen if n not in self.waiting]
+                    continue  # they wait right before it, with no error
+            except Exception as e:  # the database: they stay where they are
+                return failures + [failed(n, position, e) for n in chosen]
             failures += self._honour(position, decision, chosen)
             chosen = [n for n in chosen if n not in {f.projection for f in failures}]
         return failures + self._fold_to(until, chosen)
@@ -149,7 +175,7 @@ class CustomRunner:
             try:
                 failure = self._honour_one(self.projections[name], position, decision)
             except Exception as e:  # the database: it stays where it is, retried next time
-                failure = _failed(name, position, e)
+                failure = failed(name, position, e)
             if failure is not None:
                 failures.append(failure)
         return failures
@@ -175,7 +201,7 @@ class CustomRunner:
             with self.tables.transaction(name, projection.version) as tx:
                 # (LookupError when another process replaced this version: reported by the
                 # caller, as a fold's is, and nothing dropped.)
-                if _moved(projection, tx.position, position - 1):
+                if moved(projection, tx.position, position - 1):
                     return None
                 if hook:
                     try:
@@ -188,7 +214,7 @@ class CustomRunner:
             if raised is None:
                 raise
             self.rebuild([name])  # the hook failed: its values must go all the same
-            return _failed(name, position, raised)
+            return failed(name, position, raised)
         return None
 
     def _fold_to(self, until: int, names: Sequence[str]) -> list[ProjectionFailed]:
@@ -197,7 +223,7 @@ class CustomRunner:
         try:
             at: dict[str, int] = {p.name: self.position(p.name) for p in chosen}
         except Exception as e:  # the database: every one of them stays where it is
-            return [_failed(p.name, 0, e) for p in chosen]
+            return [failed(p.name, 0, e) for p in chosen]
         failures: list[ProjectionFailed] = []
         pending = [p for p in chosen if at[p.name] < until]
         for projection in [p for p in pending if p.events == frozenset()]:
@@ -227,7 +253,7 @@ class CustomRunner:
                 if not events:
                     break
                 end = events[-1].position
-                wanted = _wanted(group)
+                wanted = wanted_by(group)
                 if wanted is None or any(EVENT_NAMES[type(e.event)] in wanted for e in events):
                     changes = self._changes(start, events)
                 else:
@@ -240,7 +266,7 @@ class CustomRunner:
                 # by another process meanwhile, say): not the handlers' fault, but they cannot
                 # go on from here either. Reported like a handler's failure; retried next time.
                 self._streams.pop(start, None)
-                failures += [_failed(p.name, start + 1, e) for p in group]
+                failures += [failed(p.name, start + 1, e) for p in group]
                 pending = [p for p in pending if p not in group]
                 continue
             for projection in group:
@@ -248,14 +274,14 @@ class CustomRunner:
                 at[projection.name] = reached
                 if failure is not None:
                     failures.append(failure)
-            failed = {f.projection for f in failures}
-            pending = [p for p in pending if at[p.name] < until and p.name not in failed]
+            gone = {f.projection for f in failures}
+            pending = [p for p in pending if at[p.name] < until and p.name not in gone]
         for projection in chosen:
             if at[projection.name] >= until:
                 try:
                     self._swap_if_built(projection)
                 except Exception as e:
-                    failures.append(_failed(projection.name, at[projection.name], e))
+                    failures.append(failed(projection.name, at[projection.name], e))
         return failures
 
     def _fold_alone(self, projection: Projection, start: int, until: int
@@ -276,7 +302,7 @@ class CustomRunner:
         batch: list[Change] = []
         try:
             with self.tables.transaction(projection.name, projection.version) as tx:
-                if _moved(projection, tx.position, start):
+                if moved(projection, tx.position, start):
                     return tx.position, None  # another process folded it meanwhile
                 self._made.vouch(projection.name, tx)
                 while read < BATCH and end < until:
@@ -311,7 +337,7 @@ class CustomRunner:
                 if end > start:
                     tx.advance(end)
         except Exception as e:
-            return start, _failed(projection.name, current, e)  # the stream is dropped
+            return start, failed(projection.name, current, e)  # the stream is dropped
         if stream is not None:
             self._keep(stream)
         return end, None
@@ -341,7 +367,7 @@ class CustomRunner:
         current = start + 1
         try:
             with self.tables.transaction(projection.name, projection.version) as tx:
-                if _moved(projection, tx.position, start):
+                if moved(projection, tx.position, start):
                     # Another process folded it meanwhile: go on from where it is.
                     return tx.position, None
                 self._made.vouch(projection.name, tx)
@@ -356,7 +382,7 @@ class CustomRunner:
                         projection.handle_batch(tx.db, mine)
                 tx.advance(end)
         except Exception as e:
-            return start, _failed(projection.name, current, e)
+            return start, failed(projection.name, current, e)
         return end, None
 
     def _swap_if_built(self, projection: Projection) -> None:
@@ -369,30 +395,3 @@ class CustomRunner:
     def reader(self, name: str) -> ProjectionDB:
         """Read access to the live version's tables."""
         return self.tables.reader(name)
-
-
-def _wanted(group: Sequence[Projection]) -> frozenset[str] | None:
-    """The event names any of the group wants (None: all)."""
-    names: set[str] = set()
-    for projection in group:
-        if projection.events is None:
-            return None
-        names.update(projection.events)
-    return frozenset(names)
-
-
-def _failed(name: str, position: int, cause: Exception) -> ProjectionFailed:
-    """The failure of a projection at a position, its cause chained."""
-    failure = ProjectionFailed(name, position, cause)
-    failure.__cause__ = cause
-    return failure
-
-
-def _moved(projection: Projection, position: int, start: int) -> bool:
-    """Whether the tracking a batch's transaction found (``position``) is not where the fold
-    began (``start``): another process folded it meanwhile. A LookupError when it is no
-    longer tracked at all (replaced or rebuilt elsewhere)."""
-    if position < 0:
-        raise LookupError(f"version {projection.version} of {projection.name!r} is no longer "
-                          "tracked: another process replaced or rebuilt it; register it again")
-    return position != start

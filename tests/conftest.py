@@ -106,6 +106,16 @@ def ws(make_ws: WorkspaceFactory) -> Workspace:
     return make_ws()
 
 
+@pytest.fixture(params=("sqlite", "postgres"))
+def durable_url_factory(request: pytest.FixtureRequest,
+                        tmp_path_factory: pytest.TempPathFactory) -> Callable[[], str]:
+    """Like url_factory, over SQLite and PostgreSQL only: stores several workspaces share."""
+    def make() -> str:
+        return store_url(str(request.param), tmp_path_factory,
+                         lambda: request.getfixturevalue("postgres"))
+    return make
+
+
 @pytest.fixture(params=STORES)
 def url_factory(request: pytest.FixtureRequest,
                 tmp_path_factory: pytest.TempPathFactory) -> Callable[[], str]:

@@ -61,7 +61,7 @@ class PersonDecisions:
         has that identifier, Suppressed if it was forgotten already; nothing changes on an
         error. ProjectionFailed if a custom projection's hook failed (the person is erased).
         With ``projections="external"`` it first waits (up to 30 s, then ProjectionsBehind,
-        nothing changed) for the projections to reach the head of the log: the person is the
-        one the whole log makes."""
+        nothing changed) for the built-in projections to reach the head of the log: the
+        person is the one the whole log makes."""
         erasure.forget(self._services.stores, self._bus, self._services.projector, identifier,
                        reason)

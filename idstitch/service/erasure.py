@@ -10,8 +10,10 @@ an error changes nothing); the ``PersonForgotten`` decision then records that it
 purge removes the values from the rows, the identity rows last. A process that stops after the
 keys were destroyed leaves the person erased in the log and refused at ingest; once the
 decision is recorded, the next open of the workspace finds the person still identified in the
-identity rows and rebuilds every projection (:func:`finish_forgets`); stopped before the
-decision, ``ws.rebuild()`` finishes the rows.
+identity rows (by an event that now reads erased) and rebuilds every projection
+(:func:`finish_forgets`); stopped before the decision, ``ws.rebuild()`` finishes the rows.
+Meanwhile every process keeping custom projections keeps them right before the decision
+(:mod:`idstitch.projections.custom_forgets`).
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ import msgspec
 from idstitch.domain import rules
 from idstitch.domain.commands import ForgetPerson
 from idstitch.domain.errors import InvalidCommand, ProjectionFailed, Suppressed, UnknownPerson
-from idstitch.domain.events import DECISIONS_STREAM, PERSONAL, PersonForgotten
+from idstitch.domain.events import PERSONAL
 from idstitch.projections import purge
 from idstitch.projections.audit import family, spans
+from idstitch.projections.custom_forgets import first_pending
 from idstitch.projections.subject_keys import person_identifiers
 from idstitch.projections.views import Reader
 from idstitch.service import following
@@ -144,9 +147,8 @@ def forget(stores: Any, bus: MessageBus, projector: Projector, identifier: objec
     # The custom projections here fold the decision once the identity rows are purged (their
     # Changes are read from those rows), in _purge, or in the rebuild that replaces it: held
     # back, under the workspace's lock so that no other thread's catch-up runs in between.
-    # (A process that keeps custom projections elsewhere folds the decision when it meets
-    # it, possibly before this purge lands: its refold then holds no value of the person,
-    # but may differ from a rebuild until rebuilt.)
+    # (A process that keeps custom projections elsewhere and meets the decision before this
+    # purge lands stops them right before it until the purge lands: custom_forgets.)
     with projector.lock:
         projector.custom_held = True
         try:
@@ -203,27 +205,15 @@ def _purge(stores: Any, projector: Projector, prepared: _Prepared,
     return True
 
 
-_FORGOTTEN = frozenset({PersonForgotten})
-
-
 def finish_forgets(stores: Any, projector: Projector) -> bool:
-    """On open: if a recorded forget's person is still identified in the rows (the process
-    that forgot it stopped before its rebuild), rebuild every projection and scrub. One indexed
-    read of the decisions stream and a row per forget; True if it rebuilt."""
+    """On open: if a recorded forget's person is still identified in the rows by an event
+    that now reads erased (the process that forgot it stopped before its purge or rebuild),
+    rebuild every projection and scrub. One indexed read of the decisions stream and a row
+    per forget; True if it rebuilt. (The same test keeps every process's custom projections
+    right before such a forget until it is finished: :mod:`idstitch.projections.custom_forgets`.)"""
     if stores.cipher is None:
         return False
-    decided = stores.log.read_spans([(DECISIONS_STREAM, 1, None)], _FORGOTTEN)
-    if not decided:
-        return False
-    with stores.rows.snapshot() as rows:
-        reader = Reader(rows, projector.registry.row_types)
-        stale = False
-        for _, ev in decided:
-            assert isinstance(ev, PersonForgotten)
-            row = reader.person(ev.person_id)
-            if row is not None and row.identified:
-                stale = True
-                break
+    stale = first_pending(stores.log, stores.rows, projector.registry.row_types) is not None
     if stale:
         projector.rebuild()
         scrub(stores)

@@ -316,9 +316,6 @@ class Projector:
                 reached = self.catch_up()
                 self.raise_failures(custom)
                 return reached
-        if custom:
-            with self.lock:
-                self.custom.rebuild(custom)
         if parallel and not self.can_fork:
             raise InvalidCommand("parallel", "a second process cannot open this store")
         with self.lock, bulk_gc():
@@ -344,7 +341,12 @@ class Projector:
                 finally:
                     if helper is not None:
                         helper.close()
-            # After the leases are given back: a catch-up takes and releases them itself.
+            # The custom ones after the built-in rows they read, so that a forget's rows
+            # replayed count as purged when their tables are made (see
+            # idstitch.projections.custom_forgets); then, after the leases are given back (a
+            # catch-up takes and releases them itself), folded from 0.
+            if custom:
+                self.custom.rebuild(custom)
             reached = self.catch_up()
             self.raise_failures(custom)
             return reached

@@ -1,0 +1,91 @@
+"""Whether a forget's purge has landed: the rule every process keeping custom projections
+applies before it honours a ``PersonForgotten`` decision.
+
+``ws.forget`` records its decision, then purges the identity rows in place (or rebuilds them),
+in that order (see ``idstitch.service.erasure``). A custom projection's Changes are read from
+those rows (which person each event applied to, which merges it caused): a process that
+folded a projection over them between the decision and the purge would keep what the rows
+said before the forget, unlike a rebuild. So a decision is honoured only once its purge has
+landed, whichever process meets it; until then the projection stops right before it (see
+:meth:`idstitch.projections.custom_runner.CustomRunner.catch_up`).
+
+The purge has landed when the identity rows no longer identify the forgotten person by an
+event the log no longer gives. Before the purge its own row (merges not followed) is
+identified by one of its own events, which read erased once its keys are destroyed (before
+the decision is recorded). The purge and the rebuild fold erased events as identifying
+nobody: they leave the row gone, anonymous, or identified by an event that still reads. (What
+remains of a forgotten person is at most the anonymous session it began with on a device,
+whose id a later identify on that device takes over, a conversion, possibly at a position
+before the decision; or that session merged into another person.) It is also the test the
+next open of a workspace uses to finish a forget whose process stopped before its purge
+(``idstitch.service.erasure.finish_forgets``).
+"""
+
+from __future__ import annotations
+
+from idstitch.domain.events import DECISIONS_STREAM, DeviceEvent, PersonForgotten
+from idstitch.projections.store import EventLog, ProjectionStore, RowSource
+from idstitch.projections.unit import RowTypes
+from idstitch.projections.views import Reader
+
+FORGOTTEN: frozenset[type[DeviceEvent]] = frozenset({PersonForgotten})
+
+
+class _Check:
+    """The test, over one snapshot of the rows; the process's keys dropped before it reads an
+    event (a key cached here before another process destroyed it would read it back)."""
+
+    def __init__(self, log: EventLog, rows: RowSource, row_types: RowTypes) -> None:
+        self._log, self._reader, self._dropped = log, Reader(rows, row_types), False
+
+    def unpurged(self, position: int, decision: PersonForgotten) -> bool:
+        """Whether the identity rows still identify the person of ``decision`` (recorded at
+        ``position``) by an event that now reads erased."""
+        person = self._reader.person_row(decision.person_id)
+        if person is None or not person.identified:
+            return False
+        at = person.identified_at
+        if at is None:
+            return True  # rows from before identified_at was kept: as finish_forgets always did
+        if at > position:
+            return False  # identified by an event after the decision: not the forgotten one
+        if not self._dropped:
+            self._log.drop_keys()
+            self._dropped = True
+        found = self._log.read(at - 1, 1)
+        return not found or found[0].position != at or found[0].event.erased
+
+
+def purge_pending(log: EventLog, store: ProjectionStore, row_types: RowTypes, position: int,
+                  decision: PersonForgotten) -> bool:
+    """Whether the forget ``decision`` (recorded at ``position``) has not purged the identity
+    rows yet (see the module)."""
+    with store.snapshot() as rows:
+        return _Check(log, rows, row_types).unpurged(position, decision)
+
+
+def first_pending(log: EventLog, store: ProjectionStore, row_types: RowTypes,
+                  until: int | None = None) -> int | None:
+    """The position of the first forget (up to ``until``; None: the whole log) whose purge
+    has not landed; None if every one has. One indexed read of the decisions stream and a
+    row or two per forget, in one snapshot of the rows."""
+    decided = log.read_spans([(DECISIONS_STREAM, 1, None if until is None else until + 1)],
+                             FORGOTTEN)
+    if not decided:
+        return None
+    with store.snapshot() as rows:
+        check = _Check(log, rows, row_types)
+        for position, decision in decided:
+            assert isinstance(decision, PersonForgotten)
+            if check.unpurged(position, decision):
+                return position
+    return None
+
+
+def made_at(log: EventLog, store: ProjectionStore, row_types: RowTypes, head: int) -> int:
+    """What new tables of a custom projection may say they were made after (their
+    :attr:`~idstitch.projections.custom.Tracked.made_at`): the head of the log, or the
+    position right before the first forget whose purge has not landed. Tables folded over
+    unpurged rows must still honour that forget (see the module)."""
+    pending = first_pending(log, store, row_types, head)
+    return head if pending is None else pending - 1
