@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 from idstitch.domain.commands import Unmerge
 from idstitch.domain.events import DECISIONS_STREAM, MergeUndone
+from idstitch.projections.views import Reader
 
+from idstitch.service import erasure
 from idstitch.service.erasure import finish_unmerges
 from idstitch.service.following import Follower
 from idstitch.testing import following
@@ -62,6 +64,14 @@ def decided(ws: Workspace) -> int:
     """The position of the (one) MergeUndone decision."""
     [(pos, _)] = ws.log.read_spans([(DECISIONS_STREAM, 1, None)], frozenset({MergeUndone}))
     return pos
+
+
+def kind_of(ws: Workspace, merge_id: str) -> str | None:
+    """The kind of the merge's record in the identity rows as committed (None: no record)."""
+    services = ws._services
+    with services.stores.rows.snapshot() as found:
+        row = Reader(found, services.projector.registry.row_types).merge_row(merge_id)
+    return None if row is None else row.kind
 
 
 class Held:
@@ -128,10 +138,14 @@ def test_a_keeper_waits_for_the_replay_before_it_honours_an_unmerge(
             assert position(keeper) == decision - 1
             lag = next(s.lag for s in keeper.projection_status() if s.name == "change_log")
             assert lag >= 1
+            # What the keeper waits for: the record still says the merge (the fold past the
+            # decision left it), and only the replay writes it as undone.
+            assert kind_of(keeper, merge_id) == kind
             held.release.set()
             unmerging.join(timeout=60)
             assert not unmerging.is_alive() and failed == []
             assert held.replayed == 1
+            assert kind_of(keeper, merge_id) == "unmerged"
         reached_head = writer.set_profile_attributes("laptop", {"age": 42}, timestamp=at(9),
                                                      message_id="m9")
         writer.wait_for(reached_head, timeout=30)
@@ -173,6 +187,7 @@ def test_a_keeper_waits_for_an_unmerge_whose_process_stopped_before_its_replay(
     follower.step()
     assert position(keeper) == decision - 1
     assert keeper.profile("ann").person_id == keeper.profile("anne@example.com").person_id
+    assert kind_of(keeper, merge_id) == "explicit"
     opened = make_durable_ws(keeper.url)  # the next open finishes the unmerge
     assert opened.profile("ann").person_id != opened.profile("anne@example.com").person_id
     follower.step()
@@ -183,3 +198,39 @@ def test_a_keeper_waits_for_an_unmerge_whose_process_stopped_before_its_replay(
     assert rows(keeper) == kept
     # Nothing left to finish: the next open reads the decisions and the merge row only.
     assert not finish_unmerges(opened._services.stores, opened._services.projector)
+
+
+@pytest.mark.parametrize("path", ["purged in place", "rebuilt"])
+def test_a_forget_after_a_stopped_unmerge(make_durable_ws: WorkspaceFactory,
+                                          monkeypatch: pytest.MonkeyPatch, path: str) -> None:
+    """An unmerge's process stopped before its replay; then an appending-only writer forgets
+    someone else. Purged in place (the forgotten person's rows only), the unmerge is still
+    not replayed: the keeper waits before it until the next open. Rebuilt (the purge could
+    not be proved exact), every projection was replayed, the unmerge with them: the keeper
+    honours both decisions at once. Either way it ends as a rebuild."""
+    keeper = make_durable_ws(None, projections=[ChangeLog()])
+    stopped = make_durable_ws(keeper.url, projections="external")
+    with following(keeper, poll=0.02):
+        merge_id = traffic(stopped, "explicit")
+        stopped.identify("desk", "lee", {"email": "lee@example.com"}, timestamp=at(8))
+        stopped.wait_for(stopped.log.head(), timeout=30)
+    stopped._services.bus.handle(Unmerge(merge_id=merge_id, reason="two customers"))
+    stopped.close()
+    follower = Follower(keeper._services.projector, None, report=lambda line: None)
+    follower.step()
+    decision = decided(keeper)
+    forgetting = make_durable_ws(keeper.url, projections="external")
+    if path == "rebuilt":
+        monkeypatch.setattr(erasure, "_plan", lambda *args: None)
+    forgetting.forget("lee", reason="erasure request")
+    follower.step()
+    if path == "purged in place":
+        assert kind_of(keeper, merge_id) == "explicit"
+        assert position(keeper) == decision - 1
+        make_durable_ws(keeper.url)  # the next open finishes the unmerge
+        follower.step()
+    assert kind_of(keeper, merge_id) == "unmerged"
+    assert position(keeper) == keeper.log.head()
+    kept = rows(keeper)
+    keeper.rebuild(["change_log"])
+    assert rows(keeper) == kept
