@@ -13,7 +13,8 @@ decision is recorded, the next open of the workspace finds the person still iden
 identity rows (by an event that now reads erased) and rebuilds every projection
 (:func:`finish_forgets`); stopped before the decision, ``ws.rebuild()`` finishes the rows.
 Meanwhile every process keeping custom projections keeps them right before the decision
-(:mod:`idstitch.projections.custom_forgets`).
+(:mod:`idstitch.projections.custom_forgets`). :func:`finish_unmerges` does the same for an
+unmerge whose process stopped between its decision and its replay of the persons.
 """
 
 from __future__ import annotations
