@@ -26,7 +26,7 @@ from idstitch.projections.device_attributes import DeviceAttributesProjection
 from idstitch.projections.identity import IdentityProjection, Policy
 from idstitch.projections.store import ProjectionStore
 from idstitch.service.bus import MessageBus
-from idstitch.service.erasure import finish_forgets
+from idstitch.service.erasure import finish_forgets, finish_unmerges
 from idstitch.service.ingest import Ingester
 from idstitch.service.ingest_report import Format
 from idstitch.service.projecting import Projector
@@ -181,8 +181,11 @@ def build(
         for projection in custom:
             projector.register(projection)
         if not external:
-            # A forget stopped between its decision and its rebuild is finished here.
+            # A forget stopped between its decision and its rebuild is finished here, and an
+            # unmerge stopped between its decision and its replay (a forget's rebuild
+            # finishes both).
             finish_forgets(stores, projector)
+            finish_unmerges(stores, projector)
         return Services(stores, registry, settings, projector, writer, queries, bus, ingester)
     except BaseException:
         stores.close()

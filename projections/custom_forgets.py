@@ -18,17 +18,26 @@ remains of a forgotten person is at most the anonymous session it began with on 
 whose id a later identify on that device takes over, a conversion, possibly at a position
 before the decision; or that session merged into another person.) It is also the test the
 next open of a workspace uses to finish a forget whose process stopped before its purge
-(``idstitch.service.erasure.finish_forgets``).
+(``idstitch.service.erasure.finish_forgets``). An unmerge waits for its replay the same way
+(:mod:`idstitch.projections.custom_unmerges`): :func:`first_pending` and :func:`made_at` cover
+both.
 """
 
 from __future__ import annotations
 
-from idstitch.domain.events import DECISIONS_STREAM, DeviceEvent, PersonForgotten
+from typing import NamedTuple
+
+from idstitch.domain.events import DECISIONS_STREAM, DeviceEvent, MergeUndone, PersonForgotten
+from idstitch.projections.base import Registry
+from idstitch.projections.custom_unmerges import UNDONE, replay_pending, unreplayed
 from idstitch.projections.store import EventLog, ProjectionStore, RowSource
 from idstitch.projections.unit import RowTypes
 from idstitch.projections.views import Reader
 
 FORGOTTEN: frozenset[type[DeviceEvent]] = frozenset({PersonForgotten})
+REWRITING: frozenset[type[DeviceEvent]] = FORGOTTEN | UNDONE
+"""The decisions a custom projection waits at until their process has rewritten the identity
+rows."""
 
 
 class _Check:
@@ -55,6 +64,13 @@ class _Check:
         found = self._log.read(at - 1, 1)
         return not found or found[0].position != at or found[0].event.erased
 
+    def pending(self, position: int, decision: DeviceEvent) -> bool:
+        """Whether ``decision`` (a forget or an unmerge) has not rewritten the rows yet."""
+        if isinstance(decision, MergeUndone):
+            return unreplayed(self._reader, decision)
+        assert isinstance(decision, PersonForgotten)
+        return self.unpurged(position, decision)
+
 
 def purge_pending(log: EventLog, store: ProjectionStore, row_types: RowTypes, position: int,
                   decision: PersonForgotten) -> bool:
@@ -65,19 +81,20 @@ def purge_pending(log: EventLog, store: ProjectionStore, row_types: RowTypes, po
 
 
 def first_pending(log: EventLog, store: ProjectionStore, row_types: RowTypes,
-                  until: int | None = None) -> int | None:
+                  until: int | None = None,
+                  kinds: frozenset[type[DeviceEvent]] = FORGOTTEN) -> int | None:
     """The position of the first forget (up to ``until``; None: the whole log) whose purge
-    has not landed; None if every one has. One indexed read of the decisions stream and a
-    row or two per forget, in one snapshot of the rows."""
+    has not landed, or of the first unmerge whose replay has not (``kinds``: which of them);
+    None if every one has. One indexed read of the decisions stream and a row or two per
+    decision, in one snapshot of the rows."""
     decided = log.read_spans([(DECISIONS_STREAM, 1, None if until is None else until + 1)],
-                             FORGOTTEN)
+                             kinds)
     if not decided:
         return None
     with store.snapshot() as rows:
         check = _Check(log, rows, row_types)
         for position, decision in decided:
-            assert isinstance(decision, PersonForgotten)
-            if check.unpurged(position, decision):
+            if check.pending(position, decision):
                 return position
     return None
 
@@ -85,7 +102,29 @@ def first_pending(log: EventLog, store: ProjectionStore, row_types: RowTypes,
 def made_at(log: EventLog, store: ProjectionStore, row_types: RowTypes, head: int) -> int:
     """What new tables of a custom projection may say they were made after (their
     :attr:`~idstitch.projections.custom.Tracked.made_at`): the head of the log, or the
-    position right before the first forget whose purge has not landed. Tables folded over
-    unpurged rows must still honour that forget (see the module)."""
-    pending = first_pending(log, store, row_types, head)
+    position right before the first forget whose purge has not landed, or unmerge whose
+    replay has not. Tables folded over such rows must still honour that decision (see the
+    module)."""
+    pending = first_pending(log, store, row_types, head, REWRITING)
     return head if pending is None else pending - 1
+
+
+class Wait(NamedTuple):
+    """Where a custom projection waits: right before the decision at ``position``, a
+    ``"forget"`` not purged yet or an ``"unmerge"`` not replayed yet."""
+
+    position: int
+    decision: str
+
+
+def rewrite_pending(log: EventLog, store: ProjectionStore, registry: Registry, position: int,
+                    decision: DeviceEvent) -> Wait | None:
+    """Where a custom projection meeting ``decision`` (a forget or an unmerge recorded at
+    ``position``) must wait, or None if its process has rewritten the identity rows."""
+    if isinstance(decision, MergeUndone):
+        pending = replay_pending(store, registry, position, decision)
+    else:
+        assert isinstance(decision, PersonForgotten)
+        pending = purge_pending(log, store, registry.row_types, position, decision)
+    return Wait(position, "unmerge" if isinstance(decision, MergeUndone) else "forget") if (
+        pending) else None

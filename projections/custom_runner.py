@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from idstitch.domain.errors import ProjectionFailed
-from idstitch.domain.events import DECISIONS_STREAM, DeviceEvent, MergeUndone, PersonForgotten
+from idstitch.domain.events import DECISIONS_STREAM, DeviceEvent, PersonForgotten
 from idstitch.projections.audit import EVENT_NAMES, Change
 from idstitch.projections.base import Registry
 from idstitch.projections.changes import ChangeStream
@@ -30,7 +30,7 @@ from idstitch.projections.custom import (
     moved,
     wanted_by,
 )
-from idstitch.projections.custom_forgets import made_at, purge_pending
+from idstitch.projections.custom_forgets import REWRITING, Wait, made_at, rewrite_pending
 from idstitch.projections.custom_made import MadeAfter
 from idstitch.projections.store import EventLog, LoggedEvent, ProjectionStore
 from idstitch.projections.unit import RowTypes
@@ -42,10 +42,6 @@ CHUNK = 250
 batch's transaction (see :meth:`CustomRunner._fold_alone`)."""
 STREAMS = 4
 """Change streams kept (one per distinct position the projections were at)."""
-_REWRITING: frozenset[type[DeviceEvent]] = frozenset({PersonForgotten, MergeUndone})
-"""The decisions that change what earlier Changes were (a forget erases them, an unmerge
-rewrites the history of both sides): a projection folded past one before it was made is
-purged, or folded again."""
 
 
 class CustomRunner:
@@ -60,9 +56,9 @@ class CustomRunner:
         self._made = MadeAfter(log)
         """Which decisions each projection's tables were made after, as this process can
         vouch."""
-        self.waiting: dict[str, int] = {}
-        """Projections the last catch-up left right before a forget not purged yet: the
-        position of its decision (see :meth:`catch_up`)."""
+        self.waiting: dict[str, Wait] = {}
+        """Projections the last catch-up left right before a forget not purged yet or an
+        unmerge not replayed yet: where, and which (see :meth:`catch_up`)."""
 
     @property
     def projections(self) -> dict[str, Projection]:
@@ -136,8 +132,9 @@ class CustomRunner:
         ``ws.unmerge`` rebuilds the projections its process keeps itself), as their tracking
         says, for any process keeping them and across a restart (see
         :mod:`~idstitch.projections.custom_made`). A forget whose process has not purged the
-        identity rows yet is honoured by none: they stop right before it, and a catch-up after
-        the purge honours it (see :mod:`~idstitch.projections.custom_forgets`)."""
+        identity rows yet, or an unmerge whose process has not replayed them, is honoured by
+        none: they stop right before it, and a catch-up after the purge or the replay honours
+        it (see :mod:`~idstitch.projections.custom_forgets`, ``custom_unmerges``)."""
         chosen = list(names) if names is not None else list(self.projections)
         failures: list[ProjectionFailed] = []
         for name in chosen:
@@ -146,17 +143,16 @@ class CustomRunner:
             lowest = min((0 if t is None else t.position for t in self._adopt(chosen).values()),
                          default=until)
             decisions = ([] if lowest >= until else self._log.read_spans(
-                [(DECISIONS_STREAM, lowest + 1, until + 1)], _REWRITING))
+                [(DECISIONS_STREAM, lowest + 1, until + 1)], REWRITING))
         except Exception as e:  # the database: every one of them stays where it is
             return [failed(n, 0, e) for n in chosen]
         for position, decision in decisions:
             failures += self._fold_to(position - 1, chosen)
             chosen = [n for n in chosen if n not in {f.projection for f in failures}]
             try:
-                if isinstance(decision, PersonForgotten) and purge_pending(
-                        self._log, self._store, self._row_types, position, decision):
-                    self.waiting.update({n: position for n in chosen
-                                         if self.position(n) < position})
+                wait = rewrite_pending(self._log, self._store, self.registry, position, decision)
+                if wait is not None:
+                    self.waiting.update({n: wait for n in chosen if self.position(n) < position})
                     chosen = [n for n in chosen if n not in self.waiting]
                     continue  # they wait right before it, with no error
             except Exception as e:  # the database: they stay where they are

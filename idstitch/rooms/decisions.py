@@ -36,7 +36,10 @@ class PersonDecisions:
         """Undo a merge exactly: an explicit one, or an anonymous person's merge on identify.
         Both sides become what they would be had the merge never been recorded (later events
         with the side their device or identifier came from). A replay of the identity
-        projection, and of the custom projections that read its rows, from position 0."""
+        projection, and of the custom projections that read its rows, from position 0. Another
+        process keeping custom projections folds them again once that replay has landed,
+        waiting right before the decision until then; if this process stops in between, the
+        next open that keeps projections replays (see ``idstitch.projections.custom_unmerges``)."""
         projector = self._services.projector
         # Its custom projections are rebuilt by the replay: held back from folding the
         # decision over the identity rows of before it (they would fold everything twice).

@@ -13,7 +13,8 @@ decision is recorded, the next open of the workspace finds the person still iden
 identity rows (by an event that now reads erased) and rebuilds every projection
 (:func:`finish_forgets`); stopped before the decision, ``ws.rebuild()`` finishes the rows.
 Meanwhile every process keeping custom projections keeps them right before the decision
-(:mod:`idstitch.projections.custom_forgets`).
+(:mod:`idstitch.projections.custom_forgets`). :func:`finish_unmerges` does the same for an
+unmerge whose process stopped between its decision and its replay of the persons.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from idstitch.domain.events import PERSONAL
 from idstitch.projections import purge
 from idstitch.projections.audit import family, spans
 from idstitch.projections.custom_forgets import first_pending
+from idstitch.projections.custom_unmerges import UNDONE
 from idstitch.projections.subject_keys import person_identifiers
 from idstitch.projections.views import Reader
 from idstitch.service import following
@@ -217,4 +219,17 @@ def finish_forgets(stores: Any, projector: Projector) -> bool:
     if stale:
         projector.rebuild()
         scrub(stores)
+    return stale
+
+
+def finish_unmerges(stores: Any, projector: Projector) -> bool:
+    """On open: if a recorded unmerge's merge is still a merge in the identity rows (the
+    process that undid it stopped before its replay), replay the persons as ``ws.unmerge``
+    does. One indexed read of the decisions stream and a row per unmerge; True if it
+    replayed. (The same test keeps every process's custom projections right before such an
+    unmerge until it is finished: :mod:`idstitch.projections.custom_unmerges`.)"""
+    stale = first_pending(stores.log, stores.rows, projector.registry.row_types,
+                          kinds=UNDONE) is not None
+    if stale:
+        projector.replay_persons()
     return stale

@@ -23,6 +23,7 @@ from typing import Protocol
 import msgspec
 
 from idstitch.domain.errors import InvalidCommand, ProjectionsBehind, StoreError
+from idstitch.projections.custom_forgets import Wait
 from idstitch.service.projecting import Projector
 
 POLL_SECONDS = 1.0
@@ -36,6 +37,9 @@ STOP_SECONDS = 0.25
 """How soon a follower asleep on its listener notices :meth:`Follower.stop`."""
 WAIT_PAUSE_MAX = 0.05
 """How long :func:`wait_for` sleeps between looks at the projections' positions, at most."""
+_UNDONE_BY = {"forget": "purged", "unmerge": "replayed"}
+_UNDOES = {"forget": "purges it", "unmerge": "replays the persons"}
+"""What a custom projection waits for at each decision (reported by :class:`Follower`)."""
 
 
 class ProjectionStatus(msgspec.Struct, frozen=True):
@@ -159,7 +163,7 @@ class Follower:
         self.reached = 0
         """The position every projection reached at the last catch-up."""
         self._failing: dict[str, str] = {}
-        self._waiting: dict[str, int] = {}
+        self._waiting: dict[str, Wait] = {}
         for projection in projector.registry:
             # Commit more often than a catch-up in a writer does: the committed position is
             # what wait_for and lag see, so a smaller batch keeps them close to the head.
@@ -170,7 +174,8 @@ class Follower:
         no event of its own (so that wait_for sees them at the head); the position reached.
         A failing custom projection is reported (once per new failure) and retried at the
         next step; the others go on. So is one waiting right before a forget whose process
-        has not purged the rows yet (see :mod:`idstitch.projections.custom_forgets`)."""
+        has not purged the rows yet, or an unmerge whose process has not replayed them (see
+        :mod:`idstitch.projections.custom_forgets`)."""
         projector = self.projector
         self.reached = projector.catch_up(eager=True)
         failing = {name: str(f) for name, f in projector.failures.items()}
@@ -181,14 +186,17 @@ class Follower:
             self.report(f"projection {name!r} recovered")
         self._failing = failing
         waiting = dict(projector.custom.waiting)
-        for name, position in waiting.items():
-            if self._waiting.get(name) != position:
-                self.report(f"projection {name!r} waits at position {position - 1}: the forget "
-                            f"recorded at {position} is not purged yet (its process purges "
-                            "it, or the next open of the store if that process stopped)")
+        for name, wait in waiting.items():
+            if self._waiting.get(name) != wait:
+                self.report(f"projection {name!r} waits at position {wait.position - 1}: the "
+                            f"{wait.decision} recorded at {wait.position} is not "
+                            f"{_UNDONE_BY[wait.decision]} yet (its process "
+                            f"{_UNDOES[wait.decision]}, or the next open of the store if that "
+                            "process stopped)")
         for name in set(self._waiting) - set(waiting):
-            self.report(f"projection {name!r} goes on past the forget at "
-                        f"{self._waiting[name]}")
+            gone = self._waiting[name]
+            self.report(f"projection {name!r} goes on past the {gone.decision} at "
+                        f"{gone.position}")
         self._waiting = waiting
         return self.reached
 

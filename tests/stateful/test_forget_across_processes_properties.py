@@ -9,6 +9,11 @@ each event applied to, which merges it caused) catches up before the forget, bet
 decision and its purge (or the rebuild replacing the purge), and after; its projection, built
 before the forget or rebuilt in between, stands right before the decision until the purge
 has landed, and then equals what ``ws.rebuild([name])`` gives.
+
+Its twin for an unmerge: for the same traffic, one of the merges it made (explicit, or an
+anonymous person's merge on identify) is undone by the writer; the follower catches up
+between the ``MergeUndone`` decision and the writer's replay of the identity rows, stands
+right before the decision, and after the replay its projection equals a rebuild's.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from idstitch.domain.events import DECISIONS_STREAM, PersonForgotten
+from idstitch.domain.events import DECISIONS_STREAM, MergeUndone, PersonForgotten
 
 import idstitch
 from idstitch.errors import IdstitchError
@@ -117,6 +122,53 @@ def test_a_custom_projection_kept_elsewhere_ends_as_a_rebuild(
             patch.setattr(erasure, "_purge", meanwhile(erasure._purge))
             patch.setattr(projector, "rebuild", meanwhile(projector.rebuild))
             writer.forget(victim, reason="erasure request")
+        follower.step()
+        assert keeper.lag() == 0
+        kept = rows(keeper)
+        keeper.rebuild(["change_log"])
+        assert rows(keeper) == kept
+
+
+@settings(max_examples=20, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(script=st.lists(step, max_size=20), choice=st.integers(0, 20),
+       policy=st.sampled_from(("merge", "switch")), rebuilt_meanwhile=st.booleans())
+def test_a_custom_projection_kept_elsewhere_ends_as_a_rebuild_after_an_unmerge(
+        durable_url_factory: Callable[[], str], script: list[tuple[Any, ...]], choice: int,
+        policy: str, rebuilt_meanwhile: bool) -> None:
+    url = durable_url_factory()
+    clock = FrozenClock(T0)
+    with (idstitch.open(url, clock=clock, anonymous_merge=policy,
+                        projections=[ChangeLog()]) as keeper,
+          idstitch.open(url, clock=clock, anonymous_merge=policy,
+                        projections="external") as writer):
+        follower = Follower(keeper._services.projector, None, report=lambda line: None)
+        play(writer, script, follower.step)
+        follower.step()
+        undoable = sorted({m.merge_id: m.kind for user in USERS for m in writer.merges(user)
+                           if m.kind in ("explicit", "merged")}.items())
+        if not undoable:
+            event("nothing to unmerge")
+            return
+        merge_id, kind = undoable[choice % len(undoable)]
+        event(f"undoing a merge of kind {kind}")
+        projector = writer._services.projector
+        replay = projector.replay_persons
+
+        def between() -> None:
+            # The decision is recorded, the identity rows not replayed yet: the keeper
+            # catches up, and stops right before the decision.
+            if rebuilt_meanwhile:
+                keeper.rebuild(["change_log"])
+            follower.step()
+            [(decision, _)] = keeper.log.read_spans([(DECISIONS_STREAM, 1, None)],
+                                                    frozenset({MergeUndone}))
+            assert position(keeper) == decision - 1
+            replay()
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(projector, "replay_persons", between)
+            writer.unmerge(merge_id, reason="two people")
         follower.step()
         assert keeper.lag() == 0
         kept = rows(keeper)
