@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from idstitch.projections.audit import Change
 from idstitch.projections.custom import Projection, ProjectionDB
+
+if TYPE_CHECKING:
+    from idstitch.workspace import Workspace
 
 _encode = msgspec.json.Encoder().encode
 
@@ -27,6 +31,17 @@ class ChangeLog(Projection):
         """Insert the Change (a second insert of a position would fail: exactly once)."""
         db.execute("INSERT INTO change_log (position, change) VALUES (?, ?)",
                    (change.position, _encode(change).decode()))
+
+    @classmethod
+    def rows_of(cls, ws: Workspace) -> list[tuple[Any, ...]]:
+        """Its rows in a workspace that keeps it: (position, Change as JSON), by position."""
+        return ws.projection_db(cls.name).query(
+            "SELECT position, change FROM change_log ORDER BY position")
+
+    @classmethod
+    def position_of(cls, ws: Workspace) -> int:
+        """Its tracked position in a workspace that keeps it."""
+        return next(s.position for s in ws.projection_status() if s.name == cls.name)
 
 
 class Counter(Projection):

@@ -10,11 +10,10 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 from idstitch.domain.commands import ForgetPerson
-from idstitch.domain.events import DECISIONS_STREAM, PersonForgotten
+from idstitch.domain.events import PersonForgotten
 
 from idstitch.service import erasure
 from idstitch.service import following as following_module
@@ -23,6 +22,9 @@ from idstitch.service.following import Follower
 from idstitch.testing import following
 from idstitch.testing_projections import ChangeLog
 from idstitch.workspace import Workspace
+
+from .conftest import Held
+from .conftest import decided as decided_kind
 
 WorkspaceFactory = Callable[..., Workspace]
 
@@ -43,37 +45,12 @@ def traffic(ws: Workspace) -> None:
     ws.identify("laptop", "sam", {"email": "sam@example.com"}, timestamp=at(4))
 
 
-def rows(ws: Workspace) -> list[tuple[Any, ...]]:
-    return ws.projection_db("change_log").query(
-        "SELECT position, change FROM change_log ORDER BY position")
-
-
-def position(ws: Workspace) -> int:
-    return next(s.position for s in ws.projection_status() if s.name == "change_log")
+rows, position = ChangeLog.rows_of, ChangeLog.position_of
 
 
 def decided(ws: Workspace) -> int:
     """The position of the (one) PersonForgotten decision."""
-    [(pos, _)] = ws.log.read_spans([(DECISIONS_STREAM, 1, None)], frozenset({PersonForgotten}))
-    return pos
-
-
-class Held:
-    """The forgetting process stopped between recording its decision and purging the rows
-    (in place, or by the rebuild that replaces the purge), until released."""
-
-    def __init__(self) -> None:
-        self.reached, self.release = threading.Event(), threading.Event()
-        self.purged: list[bool] = []
-
-    def wrap(self, step: Callable[..., Any]) -> Callable[..., Any]:
-        def held(*args: Any, **kwargs: Any) -> Any:
-            self.reached.set()
-            assert self.release.wait(timeout=60), "never released"
-            done = step(*args, **kwargs)
-            self.purged.append(done is True)
-            return done
-        return held
+    return decided_kind(ws, PersonForgotten)
 
 
 @contextmanager
@@ -129,7 +106,7 @@ def test_a_keeper_waits_for_the_purge_before_it_honours_a_forget(
             held.release.set()
             forgetting.join(timeout=60)
             assert not forgetting.is_alive() and failed == []
-            assert held.purged == [path == "purged in place"]
+            assert [r is True for r in held.results] == [path == "purged in place"]
         reached_head = writer.identify("laptop", "sam", {"plan": "team"}, timestamp=at(8))
         writer.wait_for(reached_head, timeout=30)
         keeper.wait_for(reached_head, timeout=30)

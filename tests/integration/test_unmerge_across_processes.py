@@ -9,11 +9,10 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 from idstitch.domain.commands import Unmerge
-from idstitch.domain.events import DECISIONS_STREAM, MergeUndone
+from idstitch.domain.events import MergeUndone
 from idstitch.projections.views import Reader
 
 from idstitch.service import erasure
@@ -22,6 +21,9 @@ from idstitch.service.following import Follower
 from idstitch.testing import following
 from idstitch.testing_projections import ChangeLog
 from idstitch.workspace import Workspace
+
+from .conftest import Held
+from .conftest import decided as decided_kind
 
 WorkspaceFactory = Callable[..., Workspace]
 
@@ -51,19 +53,12 @@ def traffic(ws: Workspace, kind: str) -> str:
     return automatic.merge_id
 
 
-def rows(ws: Workspace) -> list[tuple[Any, ...]]:
-    return ws.projection_db("change_log").query(
-        "SELECT position, change FROM change_log ORDER BY position")
-
-
-def position(ws: Workspace) -> int:
-    return next(s.position for s in ws.projection_status() if s.name == "change_log")
+rows, position = ChangeLog.rows_of, ChangeLog.position_of
 
 
 def decided(ws: Workspace) -> int:
     """The position of the (one) MergeUndone decision."""
-    [(pos, _)] = ws.log.read_spans([(DECISIONS_STREAM, 1, None)], frozenset({MergeUndone}))
-    return pos
+    return decided_kind(ws, MergeUndone)
 
 
 def kind_of(ws: Workspace, merge_id: str) -> str | None:
@@ -72,24 +67,6 @@ def kind_of(ws: Workspace, merge_id: str) -> str | None:
     with services.stores.rows.snapshot() as found:
         row = Reader(found, services.projector.registry.row_types).merge_row(merge_id)
     return None if row is None else row.kind
-
-
-class Held:
-    """The unmerging process stopped between recording its decision and replaying the
-    identity rows, until released."""
-
-    def __init__(self) -> None:
-        self.reached, self.release = threading.Event(), threading.Event()
-        self.replayed = 0
-
-    def wrap(self, step: Callable[..., Any]) -> Callable[..., Any]:
-        def held(*args: Any, **kwargs: Any) -> Any:
-            self.reached.set()
-            assert self.release.wait(timeout=60), "never released"
-            done = step(*args, **kwargs)
-            self.replayed += 1
-            return done
-        return held
 
 
 @contextmanager
@@ -144,7 +121,7 @@ def test_a_keeper_waits_for_the_replay_before_it_honours_an_unmerge(
             held.release.set()
             unmerging.join(timeout=60)
             assert not unmerging.is_alive() and failed == []
-            assert held.replayed == 1
+            assert len(held.results) == 1
             assert kind_of(keeper, merge_id) == "unmerged"
         reached_head = writer.set_profile_attributes("laptop", {"age": 42}, timestamp=at(9),
                                                      message_id="m9")

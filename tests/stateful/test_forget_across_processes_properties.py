@@ -18,14 +18,15 @@ right before the decision, and after the replay its projection equals a rebuild'
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from idstitch.domain.events import DECISIONS_STREAM, MergeUndone, PersonForgotten
+from idstitch.domain.events import DECISIONS_STREAM, DeviceEvent, MergeUndone, PersonForgotten
 
 import idstitch
 from idstitch.errors import IdstitchError
@@ -70,13 +71,36 @@ def play(ws: Workspace, script: list[tuple[Any, ...]], follow: Callable[[], obje
             pass  # refused (a merge of one person with itself, an anonymous one): nothing done
 
 
-def position(ws: Workspace) -> int:
-    return next(s.position for s in ws.projection_status() if s.name == "change_log")
+@contextmanager
+def keeper_and_writer(url: str, policy: str) -> Iterator[tuple[Workspace, Workspace, Follower]]:
+    """A workspace keeping the custom projection, an appending-only writer of the same store,
+    and the follower step the keeper catches up with (each step when the test says)."""
+    clock = FrozenClock(T0)
+    with (idstitch.open(url, clock=clock, anonymous_merge=policy,
+                        projections=[ChangeLog()]) as keeper,
+          idstitch.open(url, clock=clock, anonymous_merge=policy,
+                        projections="external") as writer):
+        yield keeper, writer, Follower(keeper._services.projector, None, report=lambda line: None)
 
 
-def rows(ws: Workspace) -> list[tuple[Any, ...]]:
-    return ws.projection_db("change_log").query(
-        "SELECT position, change FROM change_log ORDER BY position")
+def waits_before_the_decision(keeper: Workspace, follower: Follower,
+                              kind: type[DeviceEvent], rebuilt_meanwhile: bool) -> None:
+    """Between the writer's decision and its rewrite of the identity rows: the keeper (its
+    projection rebuilt first, if so) catches up, and stops right before the decision."""
+    if rebuilt_meanwhile:
+        keeper.rebuild(["change_log"])
+    follower.step()
+    [(decision, _)] = keeper.log.read_spans([(DECISIONS_STREAM, 1, None)], frozenset({kind}))
+    assert ChangeLog.position_of(keeper) == decision - 1
+
+
+def ends_as_a_rebuild(keeper: Workspace, follower: Follower) -> None:
+    """Once the writer is done: the keeper catches up to the head, its rows a rebuild's."""
+    follower.step()
+    assert keeper.lag() == 0
+    kept = ChangeLog.rows_of(keeper)
+    keeper.rebuild(["change_log"])
+    assert ChangeLog.rows_of(keeper) == kept
 
 
 @settings(max_examples=30, deadline=None,
@@ -90,13 +114,7 @@ def test_a_custom_projection_kept_elsewhere_ends_as_a_rebuild(
     # The victim is identified somewhere in the traffic (on a device of its own).
     script = [*script[:identified_at], ("identify", victim, f"{victim}-dev0", "own"),
               *script[identified_at:]]
-    url = durable_url_factory()
-    clock = FrozenClock(T0)
-    with (idstitch.open(url, clock=clock, anonymous_merge=policy,
-                        projections=[ChangeLog()]) as keeper,
-          idstitch.open(url, clock=clock, anonymous_merge=policy,
-                        projections="external") as writer):
-        follower = Follower(keeper._services.projector, None, report=lambda line: None)
+    with keeper_and_writer(durable_url_factory(), policy) as (keeper, writer, follower):
         play(writer, script, follower.step)
         follower.step()
         if writer.profile(victim) is None:
@@ -105,14 +123,8 @@ def test_a_custom_projection_kept_elsewhere_ends_as_a_rebuild(
 
         def meanwhile(step: Callable[..., Any]) -> Callable[..., Any]:
             def between(*args: Any, **kwargs: Any) -> Any:
-                # The decision is recorded, the rows not purged yet: the keeper catches up.
-                if rebuilt_meanwhile:
-                    keeper.rebuild(["change_log"])
-                follower.step()
-                # ... and stops right before the decision.
-                [(decision, _)] = keeper.log.read_spans([(DECISIONS_STREAM, 1, None)],
-                                                        frozenset({PersonForgotten}))
-                assert position(keeper) == decision - 1
+                # The decision is recorded, the rows not purged yet.
+                waits_before_the_decision(keeper, follower, PersonForgotten, rebuilt_meanwhile)
                 event(f"the keeper waited before {getattr(step, '__name__', step)}")
                 return step(*args, **kwargs)
             return between
@@ -122,11 +134,7 @@ def test_a_custom_projection_kept_elsewhere_ends_as_a_rebuild(
             patch.setattr(erasure, "_purge", meanwhile(erasure._purge))
             patch.setattr(projector, "rebuild", meanwhile(projector.rebuild))
             writer.forget(victim, reason="erasure request")
-        follower.step()
-        assert keeper.lag() == 0
-        kept = rows(keeper)
-        keeper.rebuild(["change_log"])
-        assert rows(keeper) == kept
+        ends_as_a_rebuild(keeper, follower)
 
 
 @settings(max_examples=20, deadline=None,
@@ -136,13 +144,7 @@ def test_a_custom_projection_kept_elsewhere_ends_as_a_rebuild(
 def test_a_custom_projection_kept_elsewhere_ends_as_a_rebuild_after_an_unmerge(
         durable_url_factory: Callable[[], str], script: list[tuple[Any, ...]], choice: int,
         policy: str, rebuilt_meanwhile: bool) -> None:
-    url = durable_url_factory()
-    clock = FrozenClock(T0)
-    with (idstitch.open(url, clock=clock, anonymous_merge=policy,
-                        projections=[ChangeLog()]) as keeper,
-          idstitch.open(url, clock=clock, anonymous_merge=policy,
-                        projections="external") as writer):
-        follower = Follower(keeper._services.projector, None, report=lambda line: None)
+    with keeper_and_writer(durable_url_factory(), policy) as (keeper, writer, follower):
         play(writer, script, follower.step)
         follower.step()
         undoable = sorted({m.merge_id: m.kind for user in USERS for m in writer.merges(user)
@@ -156,21 +158,11 @@ def test_a_custom_projection_kept_elsewhere_ends_as_a_rebuild_after_an_unmerge(
         replay = projector.replay_persons
 
         def between() -> None:
-            # The decision is recorded, the identity rows not replayed yet: the keeper
-            # catches up, and stops right before the decision.
-            if rebuilt_meanwhile:
-                keeper.rebuild(["change_log"])
-            follower.step()
-            [(decision, _)] = keeper.log.read_spans([(DECISIONS_STREAM, 1, None)],
-                                                    frozenset({MergeUndone}))
-            assert position(keeper) == decision - 1
+            # The decision is recorded, the identity rows not replayed yet.
+            waits_before_the_decision(keeper, follower, MergeUndone, rebuilt_meanwhile)
             replay()
 
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(projector, "replay_persons", between)
             writer.unmerge(merge_id, reason="two people")
-        follower.step()
-        assert keeper.lag() == 0
-        kept = rows(keeper)
-        keeper.rebuild(["change_log"])
-        assert rows(keeper) == kept
+        ends_as_a_rebuild(keeper, follower)
