@@ -5,11 +5,13 @@ step of the deciding process held until the test releases it."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from idstitch.domain.events import DECISIONS_STREAM, DeviceEvent
 
+from idstitch.testing_projections import ChangeLog
 from idstitch.workspace import Workspace
 
 
@@ -35,3 +37,36 @@ class Held:
             self.results.append(done)
             return done
         return held
+
+
+@contextmanager
+def deciding(held: Held, decide: Callable[[], Any]) -> Iterator[None]:
+    """Run ``decide`` (a forget, an unmerge) in a thread of its own until it reaches the held
+    step; the block runs meanwhile. On leaving, the step is released and the decision must end
+    without an error."""
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            decide()
+        except BaseException as e:  # reported by the test thread
+            failed.append(e)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    assert held.reached.wait(timeout=30)
+    try:
+        yield
+    finally:
+        held.release.set()
+        thread.join(timeout=60)
+    assert not thread.is_alive() and failed == []
+
+
+def waits_right_before(keeper: Workspace, decision: int) -> None:
+    """A catch-up of the keeper raises nothing and leaves its change_log right before the
+    decision, with the lag saying so."""
+    keeper.catch_up()  # no error: it waits
+    assert ChangeLog.position_of(keeper) == decision - 1
+    lag = next(s.lag for s in keeper.projection_status() if s.name == ChangeLog.name)
+    assert lag >= 1

@@ -6,7 +6,6 @@ elsewhere always ends as a rebuild gives it."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -23,7 +22,7 @@ from idstitch.testing import following
 from idstitch.testing_projections import ChangeLog
 from idstitch.workspace import Workspace
 
-from .conftest import Held
+from .conftest import Held, deciding, waits_right_before
 from .conftest import decided as decided_kind
 
 WorkspaceFactory = Callable[..., Workspace]
@@ -62,10 +61,7 @@ def purge_held(writer: Workspace, path: str, monkeypatch: pytest.MonkeyPatch) ->
         monkeypatch.setattr(erasure, "_plan", lambda *args: None)
         projector = writer._services.projector
         monkeypatch.setattr(projector, "rebuild", held.wrap(projector.rebuild))
-    try:
-        yield held
-    finally:
-        held.release.set()
+    yield held  # released by deciding(), which starts the decision
 
 
 @pytest.mark.parametrize("path", ["purged in place", "rebuilt"])
@@ -85,27 +81,11 @@ def test_a_keeper_waits_for_the_purge_before_it_honours_a_forget(
         traffic(writer)
         writer.wait_for(writer.log.head(), timeout=30)
         with purge_held(writer, path, monkeypatch) as held:
-            failed: list[BaseException] = []
-
-            def forget() -> None:
-                try:
-                    writer.forget("dana-user-77", reason="erasure request")
-                except BaseException as e:  # reported by the test thread
-                    failed.append(e)
-
-            forgetting = threading.Thread(target=forget)
-            forgetting.start()
-            assert held.reached.wait(timeout=30)
-            decision = decided(keeper)
-            if made == "while it was unpurged":
-                keeper.rebuild(["change_log"])  # folded from 0 over the unpurged rows
-            keeper.catch_up()  # no error: it waits
-            assert position(keeper) == decision - 1
-            lag = next(s.lag for s in keeper.projection_status() if s.name == "change_log")
-            assert lag >= 1
-            held.release.set()
-            forgetting.join(timeout=60)
-            assert not forgetting.is_alive() and failed == []
+            with deciding(held, lambda: writer.forget("dana-user-77", reason="erasure request")):
+                decision = decided(keeper)
+                if made == "while it was unpurged":
+                    keeper.rebuild(["change_log"])  # folded from 0 over the unpurged rows
+                waits_right_before(keeper, decision)
             assert [r is True for r in held.results] == [path == "purged in place"]
         reached_head = writer.identify("laptop", "sam", {"plan": "team"}, timestamp=at(8))
         writer.wait_for(reached_head, timeout=30)

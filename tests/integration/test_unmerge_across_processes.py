@@ -5,7 +5,6 @@ applied), so that a custom projection kept elsewhere always ends as a rebuild gi
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -22,7 +21,7 @@ from idstitch.testing import following
 from idstitch.testing_projections import ChangeLog
 from idstitch.workspace import Workspace
 
-from .conftest import Held
+from .conftest import Held, deciding, waits_right_before
 from .conftest import decided as decided_kind
 
 WorkspaceFactory = Callable[..., Workspace]
@@ -74,10 +73,7 @@ def replay_held(writer: Workspace, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     held = Held()
     projector = writer._services.projector
     monkeypatch.setattr(projector, "replay_persons", held.wrap(projector.replay_persons))
-    try:
-        yield held
-    finally:
-        held.release.set()
+    yield held  # released by deciding(), which starts the decision
 
 
 @pytest.mark.parametrize("kind", ["explicit", "merged"])
@@ -97,30 +93,14 @@ def test_a_keeper_waits_for_the_replay_before_it_honours_an_unmerge(
         merge_id = traffic(writer, kind)
         writer.wait_for(writer.log.head(), timeout=30)
         with replay_held(writer, monkeypatch) as held:
-            failed: list[BaseException] = []
-
-            def unmerge() -> None:
-                try:
-                    writer.unmerge(merge_id, reason="two customers")
-                except BaseException as e:  # reported by the test thread
-                    failed.append(e)
-
-            unmerging = threading.Thread(target=unmerge)
-            unmerging.start()
-            assert held.reached.wait(timeout=30)
-            decision = decided(keeper)
-            if made == "while it was not replayed":
-                keeper.rebuild(["change_log"])  # folded from 0 over the rows still merged
-            keeper.catch_up()  # no error: it waits
-            assert position(keeper) == decision - 1
-            lag = next(s.lag for s in keeper.projection_status() if s.name == "change_log")
-            assert lag >= 1
-            # What the keeper waits for: the record still says the merge (the fold past the
-            # decision left it), and only the replay writes it as undone.
-            assert kind_of(keeper, merge_id) == kind
-            held.release.set()
-            unmerging.join(timeout=60)
-            assert not unmerging.is_alive() and failed == []
+            with deciding(held, lambda: writer.unmerge(merge_id, reason="two customers")):
+                decision = decided(keeper)
+                if made == "while it was not replayed":
+                    keeper.rebuild(["change_log"])  # folded from 0 over the rows still merged
+                waits_right_before(keeper, decision)
+                # What the keeper waits for: the record still says the merge (the fold past
+                # the decision left it), and only the replay writes it as undone.
+                assert kind_of(keeper, merge_id) == kind
             assert len(held.results) == 1
             assert kind_of(keeper, merge_id) == "unmerged"
         reached_head = writer.set_profile_attributes("laptop", {"age": 42}, timestamp=at(9),
