@@ -20,7 +20,7 @@ from idstitch.domain.aggregates import Aggregate, new_aggregate
 from idstitch.domain.device import Device, Recorded
 from idstitch.domain.errors import CorruptEvent, StoreError
 from idstitch.domain.events import AnyDeviceEvent, DeviceEvent
-from idstitch.domain.ports import WriteConflict
+from idstitch.domain.ports import AppendCheck, WriteConflict
 from idstitch.domain.verification import Digest, Verification
 from idstitch.projections.store import LoggedEvent, Span
 
@@ -44,8 +44,10 @@ class FastLog(Protocol):
     """Direct access to the recorder's events for appends and reads (its own table, or, in the
     memory store, its own list): the one path every store implements."""
 
-    def append_events(self, rows: list[tuple[str, int, str, bytes]]) -> list[int]:
+    def append_events(self, rows: list[tuple[str, int, str, bytes]],
+                      check: AppendCheck | None = None) -> list[int]:
         """Insert (originator_id, version, topic, state) rows in one transaction; positions.
+        ``check`` passes before anything is inserted (see AppendCheck).
 
         Raises WriteConflict when a (originator_id, version) already exists."""
         ...
@@ -204,8 +206,9 @@ class DeviceLog(Application[UUID]):
         positions = self.write(pending)
         return [LoggedEvent(p, r.event) for p, r in zip(positions, pending, strict=True)]
 
-    def write(self, pending: Sequence[Recorded]) -> list[int]:
-        """Save events in one transaction, in the order given; their positions.
+    def write(self, pending: Sequence[Recorded], check: AppendCheck | None = None) -> list[int]:
+        """Save events in one transaction, in the order given; their positions. ``check``:
+        passed before anything is appended (see AppendCheck).
 
         The order given is the log order: callers pass events in the order the messages came,
         not grouped by device, because stitching and token ownership follow the log's order.
@@ -213,7 +216,7 @@ class DeviceLog(Application[UUID]):
         if not pending:
             return []
         with translated("cannot append events"):
-            return self.fast.append_events(self.codec.rows(pending))
+            return self.fast.append_events(self.codec.rows(pending), check)
 
     @contextmanager
     def exclusive(self) -> Iterator[Callable[[Sequence[Recorded]], list[int]]]:

@@ -23,6 +23,7 @@ from uuid import UUID
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.popo import POPOApplicationRecorder
 from idstitch.adapters.chain import GENESIS, ChainedLog, Entry, Run, StoredRow, link
+from idstitch.domain.ports import AppendCheck
 
 
 class MemoryLog:
@@ -41,12 +42,16 @@ class MemoryLog:
         # recorder's rows as the SQL stores keep them beside their events table.
         self._chain: list[Entry] = []
 
-    def append_events(self, rows: list[tuple[str, int, str, bytes]]) -> list[int]:
+    def append_events(self, rows: list[tuple[str, int, str, bytes]],
+                      check: AppendCheck | None = None) -> list[int]:
         """Append (originator_id hex, version, topic, state) rows, all or nothing; positions.
+        ``check`` runs first, under the append lock.
 
         Raises eventsourcing's IntegrityError (the device log translates it) when a
         (originator_id, version) is taken."""
         with self._lock:
+            if check is not None:
+                check.run()
             stored = [StoredEvent(originator_id=UUID(hex=a), originator_version=v, topic=t,
                                   state=s) for a, v, t, s in rows]
             positions = list(self._recorder.insert_events(stored) or [])

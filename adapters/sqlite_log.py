@@ -16,7 +16,7 @@ from uuid import UUID
 from idstitch.adapters.sqlchain import ChainSql
 from idstitch.adapters.sqlchain import append as chain_append
 from idstitch.domain.errors import StoreError
-from idstitch.domain.ports import WriteConflict
+from idstitch.domain.ports import AppendCheck, WriteConflict
 
 
 @contextmanager
@@ -93,9 +93,13 @@ class SqliteLog:
             chain_append(self._conn, CHAIN, positions, rows)
         return positions
 
-    def append_events(self, rows: list[tuple[str, int, str, bytes]]) -> list[int]:
-        """Insert events in one transaction; their positions (rowids)."""
+    def append_events(self, rows: list[tuple[str, int, str, bytes]],
+                      check: AppendCheck | None = None) -> list[int]:
+        """Insert events in one transaction; their positions (rowids). ``check`` runs first,
+        under the process's append lock (a local read: nothing to share a round trip with)."""
         with self._lock:
+            if check is not None:
+                check.run()
             try:
                 with self._translated("cannot append events"):
                     # The log is the source of truth: an append that returned survives a power

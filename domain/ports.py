@@ -6,7 +6,7 @@ layer depends on this protocol and never on a concrete store.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
 
@@ -22,6 +22,24 @@ class WriteConflict(Exception):
     """
 
 
+class AppendCheck(Protocol):
+    """What must hold right before an append, which refuses it by raising (a command's check
+    that the projections' rows were built as this process expects, read from their tracking
+    rows). A log that can read the tracking rows of ``names`` in its append's first round trip,
+    under its lock, hands them to :meth:`found` and appends only if that returns; any other
+    append calls :meth:`run` first. Either way nothing is appended when it raises."""
+
+    names: Sequence[str]
+
+    def found(self, tracked: Mapping[str, tuple[int, str | None]]) -> None:
+        """Check the (position, meta) read of each named tracking row ((0, None): none)."""
+        ...
+
+    def run(self) -> None:
+        """Read the tracking rows and check them (:meth:`found`)."""
+        ...
+
+
 class AggregateRepository(Protocol):
     """The aggregates (devices, the decisions stream), rebuilt from their events, and the
     append of newly recorded events."""
@@ -30,8 +48,9 @@ class AggregateRepository(Protocol):
         """Every one of ``device_ids``: from its events, or new (version 0) when it has none."""
         ...
 
-    def write(self, pending: Sequence[Recorded]) -> list[int]:
+    def write(self, pending: Sequence[Recorded], check: AppendCheck | None = None) -> list[int]:
         """Append events in one transaction, in the order given; their log positions.
+        ``check``: passed (see :class:`AppendCheck`) before anything is appended.
 
         Raises :class:`WriteConflict` when a device's version was taken by another writer."""
         ...

@@ -32,7 +32,7 @@ from idstitch.service.ingest_report import (
     ProgressRaised,
     reporting,
 )
-from idstitch.service.projecting import Projector, bulk_gc
+from idstitch.service.projecting import PolicyCheck, Projector, bulk_gc
 from idstitch.service.queries import Queries
 from idstitch.service.settings import Settings
 from idstitch.service.uow import UnitOfWork, Writer
@@ -104,7 +104,7 @@ class _ChildProjects:
         self.helper: background.BackgroundProjector | None = helper
         """The child, until it fails."""
 
-    def check(self) -> dict[str, tuple[int, str | None]]:
+    def check(self) -> PolicyCheck:
         """As :meth:`Projector.check`."""
         return self.projector.check()
 

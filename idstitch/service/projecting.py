@@ -85,6 +85,31 @@ def leased(rows: ProjectionStore, names: Sequence[str]) -> Iterator[None]:
                 leases.release_lease(name)
 
 
+class PolicyCheck:
+    """A commit's check that every projection's committed rows were built as this process
+    builds them (PolicyMismatch otherwise, before anything is appended): an
+    :class:`~idstitch.domain.ports.AppendCheck`. A log that can read the tracking rows in its
+    append's first round trip (PostgreSQL) does; else they are read in one statement. What
+    was read is kept (:attr:`tracked`): the command hands it to the catch-up after its append
+    (see :meth:`Projector.catch_up`)."""
+
+    def __init__(self, registry: Registry, rows: ProjectionStore) -> None:
+        self._registry, self._rows = registry, rows
+        self.names: Sequence[str] = registry.names
+        self.tracked: dict[str, tuple[int, str | None]] | None = None
+        """Every projection's committed (position, meta), once checked."""
+
+    def found(self, tracked: Mapping[str, tuple[int, str | None]]) -> None:
+        """Check what the append read; PolicyMismatch refuses it."""
+        for projection in self._registry:
+            projection.check_meta(tracked[projection.name][1])
+        self.tracked = dict(tracked)
+
+    def run(self) -> None:
+        """Read every projection's tracking row in one statement, and check it."""
+        self.found(self._rows.tracked_many(self.names))
+
+
 class Projector:
     """Catches up and rebuilds every projection of a registry, over one log and row store."""
 
@@ -153,14 +178,9 @@ class Projector:
                       RuntimeWarning, stacklevel=4)
         return False
 
-    def check(self) -> dict[str, tuple[int, str | None]]:
-        """Raise PolicyMismatch if any projection's committed rows were built differently;
-        else every projection's committed (position, meta), read in one statement (a command
-        hands them to the catch-up after its append: see :meth:`catch_up`)."""
-        tracked = self.rows.tracked_many(self.registry.names)
-        for projection in self.registry:
-            projection.check_meta(tracked[projection.name][1])
-        return tracked
+    def check(self) -> PolicyCheck:
+        """The check a commit's append passes first (see :class:`PolicyCheck`)."""
+        return PolicyCheck(self.registry, self.rows)
 
     def catch_up(self, recent: Sequence[LoggedEvent] = (), *, wait: bool = True,
                  eager: bool = False,

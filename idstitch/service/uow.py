@@ -34,6 +34,7 @@ from idstitch.domain.aggregates import Aggregate
 from idstitch.domain.commands import Command, Decision, DeviceCommand
 from idstitch.domain.errors import IdstitchError, ProjectionsBehind, StoreError
 from idstitch.domain.events import DECISIONS_STREAM
+from idstitch.domain.ports import AppendCheck
 from idstitch.projections.identity.rows import MergeRow, PersonRow
 from idstitch.projections.store import LoggedEvent
 from idstitch.projections.views import Profile
@@ -59,12 +60,19 @@ class PersonReads(Protocol):
         ...
 
 
+class CommitCheck(AppendCheck, Protocol):
+    """The projections' check of a commit (an AppendCheck), and what it read."""
+
+    tracked: dict[str, tuple[int, str | None]] | None
+    """Every projection's committed (position, meta), once the check ran."""
+
+
 class Projections(Protocol):
     """What a unit of work asks of the projector that keeps the workspace's projections."""
 
-    def check(self) -> dict[str, tuple[int, str | None]]:
-        """Refuse (PolicyMismatch) rows built under another configuration; else what each
-        projection committed."""
+    def check(self) -> CommitCheck:
+        """The check a commit's append passes first: it refuses (PolicyMismatch) rows built
+        under another configuration, and keeps what each projection committed."""
         ...
 
     def catch_up(self, recent: Sequence[LoggedEvent] = (), *, wait: bool = True,
@@ -310,11 +318,11 @@ class UnitOfWork:
         batch = self.batch
         if not batch.messages:
             return None
-        if self.projections is not None:
-            self.tracked = self.projections.check()
+        check = None if self.projections is None else self.projections.check()
         self.batch = Batch()
         self._start = 0  # a message under way (with no step yet) starts the next batch
-        result = self.writer.commit(batch, keep=self.keep)
+        result = self.writer.commit(batch, keep=self.keep, check=check)
+        self.tracked = None if check is None else check.tracked
         if self.keep:
             self.appended += result.appended
         self.results.append(result)

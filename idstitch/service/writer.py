@@ -25,7 +25,7 @@ from idstitch.domain.aggregates import Aggregate
 from idstitch.domain.commands import Decision, DeviceCommand
 from idstitch.domain.device import Recorded
 from idstitch.domain.errors import ConcurrencyConflict, IdstitchError, StoreError
-from idstitch.domain.ports import AggregateRepository, WriteConflict
+from idstitch.domain.ports import AggregateRepository, AppendCheck, WriteConflict
 from idstitch.projections.store import LoggedEvent
 
 DEVICE_CACHE_SIZE = 10_000
@@ -195,14 +195,16 @@ class Writer:
                 continue
             return stale
 
-    def commit(self, batch: Batch, *, keep: bool) -> BatchResult:
+    def commit(self, batch: Batch, *, keep: bool,
+               check: AppendCheck | None = None) -> BatchResult:
         """Append a batch's events; the cache takes its aggregates back. When other writers
         kept moving its aggregates for every one of :attr:`retries` attempts, each message is
         written on its own (retried as often); a message that still loses is rejected with
         ConcurrencyConflict, nothing of it written. ``keep``: return the appended events with
-        their positions (for a catch-up here)."""
+        their positions (for a catch-up here). ``check``: passed before each append (see
+        AppendCheck)."""
         count = len(batch.messages)
-        result = self._write(batch, keep=keep, count=count)
+        result = self._write(batch, keep=keep, count=count, check=check)
         if result is not None:
             return result
         rejected = list(batch.rejected)
@@ -217,7 +219,7 @@ class Writer:
             one.messages = [message]
             message.start = 0
             self.reload(one, {s[0] for s in message.steps})
-            written = self._write(one, keep=keep, count=1)
+            written = self._write(one, keep=keep, count=1, check=check)
             if written is None:
                 rejected.append((message.index, self._lost(message)))
                 continue
@@ -232,7 +234,8 @@ class Writer:
         return ConcurrencyConflict(f"device {message.steps[0][0]!r}: other writers kept "
                                    f"winning ({self.retries} attempts)")
 
-    def _write(self, batch: Batch, *, keep: bool, count: int) -> BatchResult | None:
+    def _write(self, batch: Batch, *, keep: bool, count: int,
+               check: AppendCheck | None = None) -> BatchResult | None:
         """The batch's events appended in one transaction; None when other writers kept
         moving its aggregates for every one of :attr:`retries` attempts (nothing written).
 
@@ -257,6 +260,8 @@ class Writer:
                     continue
                 try:
                     if self.contended:
+                        if check is not None:
+                            check.run()
                         with self.log.exclusive() as write:
                             stale = self._refresh(batch, conflicted=False)
                             events = batch.events
@@ -264,7 +269,7 @@ class Writer:
                         self.contended = CONTENDED_BATCHES if stale else self.contended - 1
                     else:
                         events = batch.events
-                        positions = self.log.write(events)
+                        positions = self.log.write(events, check)
                 except WriteConflict:
                     self.contended = CONTENDED_BATCHES
                     self._refresh(batch, conflicted=True)

@@ -12,7 +12,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from idstitch.adapters.postgres_log import BEGIN_AND_RESERVE, INSERT_CHAIN_NOTIFY
+from idstitch.adapters.postgres_log import BEGIN_AND_RESERVE, INSERT_CHAIN_NOTIFY, READ_TRACKING
 from idstitch.adapters.postgres_tx import WRITE_IF
 
 import idstitch
@@ -43,7 +43,7 @@ def _url(postgres: TemporaryPostgres, schema: str) -> str:
     return postgres.url("idstitch_tests") + f"?schema={schema}"
 
 
-def test_an_identify_on_an_existing_device_makes_five_statements(
+def test_an_identify_on_an_existing_device_makes_four_statements(
         postgres: TemporaryPostgres, traced: list[str]) -> None:
     with idstitch.open(_url(postgres, "rt_identify")) as ws:
         for i in range(20):
@@ -51,12 +51,13 @@ def test_an_identify_on_an_existing_device_makes_five_statements(
         traced.clear()
         ws.identify("d1", "u3", {"n": 99})
         assert traced == [
-            # The policy check reads every projection's tracking row in one statement, and
-            # the catch-up after the append starts from what it read (no read of its own).
-            "SELECT name, position, meta FROM idstitch_tracking WHERE name IN (%s, %s)",
-            # The append: BEGIN, lock and reservation (with the chain's tail) at once; the
+            # The append: BEGIN, lock and reservation (with the chain's tail) at once, and
+            # with them the policy check's read of every projection's tracking row (the
+            # catch-up after the append starts from what it read: no read of its own); the
             # events, their chain run and the notification at once; COMMIT.
-            BEGIN_AND_RESERVE.format(n=1), INSERT_CHAIN_NOTIFY, "COMMIT",
+            BEGIN_AND_RESERVE.format(n=1) + "; " + READ_TRACKING.format(
+                "'identity', 'device_attributes'"),
+            INSERT_CHAIN_NOTIFY, "COMMIT",
             # Its own events follow the committed position directly: no lease. The identity
             # projection's commit: rows and position in one statement, written only over the
             # tracking it began from (compare-and-set, in autocommit); the device attributes
