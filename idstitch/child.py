@@ -149,6 +149,8 @@ def _follow(stores: Stores, registry: Registry, url: str, requests: PipeLines,
     finds uncommitted is the last piece's. (A fold still behind the head is not: a child
     30,000 events behind at the end of a PostgreSQL ingest committed each 10,000-event page,
     rewriting the hot rows three times, ~0.15 s each, while the parent waited.)"""
+    idle_asked = False
+    """The parent asked to hear when there is nothing left to fold (``idle``)."""
     heard = time.monotonic()
     wanted: dict[str, int] = {}
     asked = 0.0
@@ -182,6 +184,11 @@ def _follow(stores: Stores, registry: Registry, url: str, requests: PipeLines,
                     # The custom projections follow the built-in rows as they commit (so the
                     # ingest's last request waits only for the rest).
                     _fold_custom(custom, stores, registry)
+            if idle_asked and not folded:
+                # At the head: the parent commits what it has gathered when it reads this,
+                # rather than at its next full batch (this process would wait for it).
+                reply(f"idle {head}")
+                idle_asked = False
             if waiting_for is None:
                 # A request may come at any time, also while there is a backlog: look without
                 # waiting then, and wait a moment at the head.
@@ -193,6 +200,9 @@ def _follow(stores: Stores, registry: Registry, url: str, requests: PipeLines,
                 verb, _, arg = line.strip().partition(" ")
                 if verb == "ending":
                     ending = True
+                    continue
+                if verb == "idle":
+                    idle_asked = True
                     continue
                 waiting_for, stopping = int(arg), verb == "stop"
                 heard = time.monotonic()

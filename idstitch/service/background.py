@@ -18,12 +18,15 @@ the parent's side; it talks to the child over its stdin and stdout, a line at a 
   (a bulk ingest: fold every projection as the log grows) or ``replay NAMES UNTIL`` (a rebuild:
   replay the named projections, comma-separated, to position UNTIL, then exit). While
   following, ``until N`` (answer once the projections are at position N or beyond) or
-  ``stop N`` (the same, then exit), or ``ending`` (no answer: the input has ended, commit each
-fold that reaches the head from now on);
+  ``stop N`` (the same, then exit), ``ending`` (no answer: the input has ended, commit each
+fold that reaches the head from now on), or ``idle`` (answer ``idle N`` once there is nothing
+left to fold, N the head it reached: the ingest then commits what it has gathered early, so
+that the child never waits for a full batch);
 - child -> parent: ``warning <text>`` (before ``ready``: a custom projection it cannot
   import, which the parent then folds itself), ``ready``, ``at N``, ``folding N`` (still
   working: sent every couple of seconds, so the parent can tell a slow child from a stuck
-  one), or ``error <reason>`` (then it exits).
+  one), ``idle N`` (once per ``idle`` asked: at most one such line is ever unread), or
+  ``error <reason>`` (then it exits).
 
 A rebuild replays the identity projection here and the device attributes in the child: each
 reads only its own events from the log, so the two halves of the work share nothing but the
@@ -107,6 +110,8 @@ class BackgroundProjector:
         self._replies: PipeLines | None = None
         """The child's output, a line at a time."""
         self._replaying = replay is not None
+        self._idle_asked = False
+        """An ``idle`` request is out, its answer not read yet."""
         # The child imports idstitch from where this process did, not whatever its own
         # environment would find (an older copy would take these rows for another layout).
         # First the folder this very package was imported from (site-packages, or the
@@ -181,6 +186,32 @@ class BackgroundProjector:
         if self.ready():
             self._send("ending")
 
+    def ask_idle(self) -> None:
+        """Ask the child to say when it has nothing left to fold (see :meth:`idle`); one
+        question at a time, none before it is ready."""
+        if not self._idle_asked and self.ready():
+            self._send("idle")
+            self._idle_asked = self.failed is None
+
+    def idle(self) -> int | None:
+        """The head the child had folded to when it answered the ``idle`` question asked last,
+        or None if it has not answered (without waiting: only what it has sent already); each
+        answer is returned once. With no question out, asks one (if the child is ready)."""
+        if not self._idle_asked:
+            self.ask_idle()
+            return None
+        while self._idle_asked and self.failed is None:
+            reply = self._receive(0)
+            if reply is None:
+                return None
+            verb, _, position = reply.partition(" ")
+            if verb == "idle" and position.isdigit():
+                self._idle_asked = False
+                return int(position)
+            if verb != "folding":
+                self._fail(reply)
+        return None
+
     def stop(self, position: int) -> bool:
         """Let the child reach ``position``, then end it; False if it failed on the way. (A
         replaying child goes to its ``until`` and ends by itself: this waits for it.)"""
@@ -218,6 +249,9 @@ class BackgroundProjector:
         while True:
             # A working child says so every HEARTBEAT_SECONDS: silence means it is stuck.
             reply = self._receive(STALL_SECONDS)
+            if reply is not None and reply.startswith("idle "):
+                self._idle_asked = False  # answered, and no longer a question
+                continue
             if reply is None or not reply.startswith(("at ", "folding ")):
                 self._fail(reply or "stopped answering")
                 return False

@@ -25,7 +25,7 @@ from idstitch.domain.device import anonymous_id_for, anonymous_person_id
 
 import idstitch
 from idstitch.errors import StoreError
-from idstitch.service import background
+from idstitch.service import background, ingest
 from idstitch.workspace import Workspace
 
 WorkspaceFactory = Callable[..., Workspace]
@@ -258,3 +258,67 @@ def test_asking_whether_the_child_is_ready_never_waits(monkeypatch: pytest.Monke
         assert helper.failed is None
     finally:
         helper.close()
+
+
+def test_the_child_says_when_it_has_folded_everything_committed(tmp_path: Path) -> None:
+    """``idle``: the child answers once it has nothing left to fold, with the head it reached
+    (the ingest commits early on that answer); a wait for a position that follows an
+    unanswered question is not confused by the answer."""
+    ws = idstitch.open(f"sqlite:///{tmp_path / 'identity.db'}", auto_catch_up=False)
+    try:
+        ws.ingest(traffic(300, 0), parallel=False)
+        helper = ws._services.projector.helper()
+        try:
+            assert helper.wait_for(ws.log.head())  # ready, and caught up
+            ws.ingest(traffic(300, 1000), parallel=False)  # appended, not folded
+            head = ws.log.head()
+            assert helper.idle() is None  # asks; never waits for the answer
+            deadline = time.monotonic() + 30
+            answered = None
+            while answered is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+                answered = helper.idle()
+            assert answered == head  # it folded what was appended before it was asked
+            assert helper.idle() is None  # each answer once: this asks again
+            ws.ingest(traffic(50, 2000), parallel=False)
+            assert helper.wait_for(ws.log.head())  # the answer to that question is skipped
+            assert helper.failed is None
+        finally:
+            helper.close()
+        assert ws.rows.position("identity") == ws.log.head()
+    finally:
+        ws.close()
+
+
+def test_an_ingest_commits_early_when_its_child_is_idle(
+    make_durable_ws: WorkspaceFactory
+) -> None:
+    """While the child waits for the batch being gathered, the ingest commits what it has (a
+    full batch would leave the child idle, then fold it while the recording has ended)."""
+    here = make_durable_ws(None)
+    there = make_durable_ws(None)
+    messages = traffic(9000, 0)
+    expected = here.ingest(messages, parallel=False)
+    read = 0
+    committed_while_reading: list[int] = []
+
+    def stream() -> Iterator[dict[str, Any]]:
+        nonlocal read
+        for i, message in enumerate(messages):
+            if i == 7000:
+                time.sleep(3)  # the child is ready, has folded the first batch, and says so
+            read = i + 1
+            yield message
+
+    def progress(count: int) -> None:
+        if read < len(messages):
+            committed_while_reading.append(count)
+
+    report = there.ingest(stream(), progress=progress, parallel=True)
+    assert report == expected
+    assert there.dump() == here.dump()
+    # The first batch (4,000 messages) starts the child; the second is committed early, well
+    # before its 20,000 messages and before the input ends, once the child has said it is idle.
+    first, *early = committed_while_reading
+    assert first == ingest.CHILD_START_MESSAGES
+    assert early and ingest.EARLY_COMMIT_MESSAGES <= early[0] < 5000
