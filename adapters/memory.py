@@ -113,6 +113,12 @@ class MemoryProjectionStore:
         """Committed tracking position and meta of each named projection."""
         return {name: self.tracked(name) for name in names}
 
+    def tracked_at_head(
+        self, names: Sequence[str]
+    ) -> tuple[int, dict[str, tuple[int, str | None]]] | None:
+        """None: the log is another object (no round trip to share)."""
+        return None
+
     def position(self, name: str) -> int:
         """Committed tracking position."""
         return self.tracking.get(name, (0, None))[0]

@@ -21,7 +21,13 @@ from idstitch.adapters.crypto import codec_for
 from idstitch.adapters.eventlog import DeviceLog
 from idstitch.adapters.keys import PostgresKeyStore, keys_ddl
 from idstitch.adapters.pg_pool import QueuedPool
-from idstitch.adapters.postgres_log import CHAIN_DDL, PostgresLog, rolled_back, translated
+from idstitch.adapters.postgres_log import (
+    CHAIN_DDL,
+    EVENTS_TABLE,
+    PostgresLog,
+    rolled_back,
+    translated,
+)
 from idstitch.adapters.postgres_notify import Listener
 from idstitch.adapters.postgres_tx import (
     BEGIN_SNAPSHOT,
@@ -287,6 +293,22 @@ class PostgresProjectionStore(PostgresLog, SqlProjectionStore):
         with translated("PostgreSQL failed"), self._pool.connection() as conn, \
                 conn.cursor() as cur:
             return write_if(cur, name, expected, rows, position, meta, fresh)
+
+    def tracked_at_head(
+        self, names: Sequence[str]
+    ) -> tuple[int, dict[str, tuple[int, str | None]]] | None:
+        """The head and the tracking rows in one statement (one snapshot): the catch-up
+        before every query reads both."""
+        marks = ", ".join(["%s"] * len(names))
+        with self._statement() as cur:
+            cur.execute(f"SELECT (SELECT max(notification_id) FROM {EVENTS_TABLE}), t.name, "
+                        f"t.position, t.meta FROM (SELECT 1) AS one LEFT JOIN idstitch_tracking "
+                        f"AS t ON t.name IN ({marks or 'NULL'})", tuple(names))
+            rows = cur.fetchall()
+        found = {name: (tracking_position(name, position), meta)
+                 for _, name, position, meta in rows if name is not None}
+        head = int(rows[0][0] or 0) if rows else 0
+        return head, {name: found.get(name, (0, None)) for name in names}
 
     def _statement(self) -> AbstractContextManager[Cursor]:
         """One read statement, in autocommit: a round trip instead of four (catch-ups read

@@ -268,6 +268,13 @@ class SqlProjectionStore:
                      for name, position, meta in cur.fetchall()}
         return {name: found.get(name, (0, None)) for name in names}
 
+    def tracked_at_head(
+        self, names: Sequence[str]
+    ) -> tuple[int, dict[str, tuple[int, str | None]]] | None:
+        """None here (a SQLite file's reads are local: no round trip to share); PostgreSQL
+        reads both in one statement."""
+        return None
+
     def position(self, name: str) -> int:
         """Committed tracking position."""
         return self._tracking(name)[0]

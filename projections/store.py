@@ -158,6 +158,14 @@ class ProjectionStore(Protocol):
         """``tracked`` of each named projection, in one read."""
         ...
 
+    def tracked_at_head(
+        self, names: Sequence[str]
+    ) -> tuple[int, dict[str, tuple[int, str | None]]] | None:
+        """The log's head and ``tracked_many(names)`` in one statement, where the store holds
+        the log in the same database (one round trip instead of two); None where it does not
+        (then read the log's head, and ``tracked_many`` after it)."""
+        ...
+
     def position(self, name: str) -> int:
         """The committed tracking position of the projection ``name``."""
         ...

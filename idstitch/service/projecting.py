@@ -200,10 +200,18 @@ class Projector:
             # when it was asked (read-your-writes), and a projecting process must not let the
             # first projection, chasing a growing log, hold the others back. (Each projection
             # reading the head itself cost a round trip each on PostgreSQL.)
-            head = self.log.head() if not recent else None
-            # Every projection's tracking row in one statement too, read after the head: what
-            # each would have read for itself (one round trip instead of one a projection).
-            known = (tracked or {}) if recent else self.rows.tracked_many(self.registry.names)
+            # Every projection's tracking row in one statement too, read after the head (or
+            # with it, where one statement can read both): what each would have read for
+            # itself (one round trip instead of one a projection).
+            head: int | None = None
+            known: Mapping[str, tuple[int, str | None]] = tracked or {}
+            if not recent:
+                both = self.rows.tracked_at_head(self.registry.names)
+                if both is None:
+                    head = self.log.head()
+                    known = self.rows.tracked_many(self.registry.names)
+                else:
+                    head, known = both
             positions = [self._caught_up(p, recent, wait, eager, head, known.get(p.name))
                          for p in self.registry]
             reached = min(positions) if positions else (

@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import sqlite3
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from idstitch.domain.ports import WriteConflict
 
 import idstitch
 from idstitch.bootstrap import open_stores
+from idstitch.errors import PolicyMismatch
 from idstitch.testing import TemporaryPostgres, recorded_events
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -232,6 +233,49 @@ class StoreContract:
                     sorted(device.recent)) == (one.version, one.generation, one.user_id,
                                                one.token, sorted(one.recent))
         assert many["b"].token == "tok" and many["a"].generation == 1
+
+    def test_the_head_with_the_tracking_is_what_each_read_gives(self, stores: Stores) -> None:
+        names = ["x", "y", "none"]
+        empty = stores.rows.tracked_at_head(names)
+        assert empty is None or empty == (0, dict.fromkeys(names, (0, None)))
+        device = Device("d1")
+        run(device, Identify, user_id="u1")
+        run(device, Identify, user_id="u2")
+        stores.log.append(device.collect_events())
+        assert stores.rows.write_if("x", (0, None), {("p", "a"): b"1"}, 1, "m=1") is None
+        assert stores.rows.write_if("y", (0, None), {}, 2, None) is None
+        both = stores.rows.tracked_at_head(names)
+        assert both is None or both == (stores.log.head(), stores.rows.tracked_many(names))
+        assert both is None or both[1]["x"] == (1, "m=1")
+
+    def test_an_append_check_that_refuses_appends_nothing(self, stores: Stores) -> None:
+        rows = stores.rows
+        assert rows.write_if("x", (0, None), {}, 0, "built=A") is None
+
+        class Check:
+            def __init__(self) -> None:
+                self.names = ["x", "none"]
+                self.seen: list[dict[str, tuple[int, str | None]]] = []
+
+            def found(self, tracked: Mapping[str, tuple[int, str | None]]) -> None:
+                self.seen.append(dict(tracked))
+                if tracked["x"][1] != "built=A":
+                    raise PolicyMismatch("x was built otherwise")
+
+            def run(self) -> None:
+                self.found(rows.tracked_many(self.names))
+
+        device = Device("d1")
+        run(device, Identify, user_id="u1")
+        check = Check()
+        assert len(stores.log.write(device.collect_events(), check)) == 1
+        assert check.seen == [{"x": (0, "built=A"), "none": (0, None)}]
+        assert rows.write_if("x", (0, "built=A"), {}, 1, "built=B") is None
+        again = Device("d2")
+        run(again, Identify, user_id="u2")
+        with pytest.raises(PolicyMismatch):
+            stores.log.write(again.collect_events(), check)
+        assert stores.log.head() == 1 and len(stores.log.read(0, 10)) == 1
 
     def test_a_stale_version_is_refused(self, stores: Stores) -> None:
         device = Device("d1")
