@@ -130,6 +130,7 @@ class PostgresProjectionStore(PostgresLog, SqlProjectionStore):
 
     param = "%s"
     blob = "BYTEA"
+    head_sql = f"SELECT max(notification_id) FROM {EVENTS_TABLE}"
     whole_table_delete = False
     contains_sql = "position({p} in doc) > 0"
 
@@ -293,22 +294,6 @@ class PostgresProjectionStore(PostgresLog, SqlProjectionStore):
         with translated("PostgreSQL failed"), self._pool.connection() as conn, \
                 conn.cursor() as cur:
             return write_if(cur, name, expected, rows, position, meta, fresh)
-
-    def tracked_at_head(
-        self, names: Sequence[str]
-    ) -> tuple[int, dict[str, tuple[int, str | None]]] | None:
-        """The head and the tracking rows in one statement (one snapshot): the catch-up
-        before every query reads both."""
-        marks = ", ".join(["%s"] * len(names))
-        with self._statement() as cur:
-            cur.execute(f"SELECT (SELECT max(notification_id) FROM {EVENTS_TABLE}), t.name, "
-                        f"t.position, t.meta FROM (SELECT 1) AS one LEFT JOIN idstitch_tracking "
-                        f"AS t ON t.name IN ({marks or 'NULL'})", tuple(names))
-            rows = cur.fetchall()
-        found = {name: (tracking_position(name, position), meta)
-                 for _, name, position, meta in rows if name is not None}
-        head = int(rows[0][0] or 0) if rows else 0
-        return head, {name: found.get(name, (0, None)) for name in names}
 
     def _statement(self) -> AbstractContextManager[Cursor]:
         """One read statement, in autocommit: a round trip instead of four (catch-ups read

@@ -79,6 +79,8 @@ WANT = ("INSERT INTO idstitch_wanted (name, position) VALUES (?, ?) ON CONFLICT 
 class SqliteProjectionStore(SqliteLog, SqlProjectionStore):
     """One connection, one lock: SQLite has one writer anyway, and this keeps reads cheap."""
 
+    head_sql = "SELECT max(rowid) FROM stored_events"
+
     def __init__(self, path: str) -> None:
         self._path = path
         self._file = os.path.abspath(path)

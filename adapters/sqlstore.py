@@ -116,6 +116,9 @@ class SqlProjectionStore:
 
     param = "?"
     blob = "BLOB"
+    head_sql: str | None = None
+    """The log's head, read by the store's own connection where the log's table is in the
+    same database (both stores); None where it is not."""
     whole_table_delete = True
     """Whether a reset may delete the whole table when only its kinds are in it: only where
     the write transaction excludes every other writer from its start (SQLite); elsewhere
@@ -271,9 +274,20 @@ class SqlProjectionStore:
     def tracked_at_head(
         self, names: Sequence[str]
     ) -> tuple[int, dict[str, tuple[int, str | None]]] | None:
-        """None here (a SQLite file's reads are local: no round trip to share); PostgreSQL
-        reads both in one statement."""
-        return None
+        """The head and the tracking rows in one statement (one snapshot), where the store
+        holds the log (:attr:`head_sql`): the catch-up before every query reads both."""
+        if self.head_sql is None:
+            return None
+        marks = ", ".join([self.param] * len(names)) or "NULL"
+        with self._statement() as cur:
+            cur.execute(f"SELECT ({self.head_sql}), t.name, t.position, t.meta FROM "
+                        f"(SELECT 1) AS one LEFT JOIN idstitch_tracking AS t ON t.name IN "
+                        f"({marks})", tuple(names))
+            rows = cur.fetchall()
+        found = {name: (_position(name, position), meta)
+                 for _, name, position, meta in rows if name is not None}
+        head = int(rows[0][0] or 0) if rows else 0
+        return head, {name: found.get(name, (0, None)) for name in names}
 
     def position(self, name: str) -> int:
         """Committed tracking position."""
