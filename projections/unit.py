@@ -106,6 +106,9 @@ class Unit:
         # A miss is common (a new identifier, after a reset): no exception raised for it.
         row = rows.get(key, ABSENT)
         if row is ABSENT:
+            if self.complete:
+                rows[key] = None  # no row (as prefetch would say, without its list)
+                return None
             self.prefetch(kind, (key,))
             return rows[key]
         return row
