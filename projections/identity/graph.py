@@ -85,7 +85,7 @@ class IdentityUnit(Unit):
 
     def owner(self, key: str) -> str | None:
         """The person an identifier key names now (not following merges)."""
-        row = self.identifiers.get(key, ABSENT)
+        row: IdentifierRow | None = self.identifiers.get(key, ABSENT)
         if row is ABSENT:
             row = self.get(IDENTIFIER, key)
         return None if row is None else row.person_id
@@ -93,20 +93,18 @@ class IdentityUnit(Unit):
     def resolve_key(self, key: str) -> PersonRow | None:
         """The live person an identifier row points at, following merges."""
         # Cached rows read without a call (this runs several times for every identify).
-        found = self.identifiers.get(key, ABSENT)
+        found: IdentifierRow | None = self.identifiers.get(key, ABSENT)
         if found is ABSENT:
             found = self.get(IDENTIFIER, key)
         if found is None or found.person_id is None:
             return None
-        row = self.persons.get(found.person_id, ABSENT)
+        row: PersonRow | None = self.persons.get(found.person_id, ABSENT)
         if row is ABSENT:
             row = self.get(PERSON, found.person_id)
-        if row is None or row.retired_into is None:
-            return row
-        for _ in range(MAX_REDIRECTS - 1):
-            row = self.get(PERSON, row.retired_into)
+        for _ in range(MAX_REDIRECTS):
             if row is None or row.retired_into is None:
                 return row
+            row = self.get(PERSON, row.retired_into)
         raise LookupError(f"merge chain too long from {key}")
 
     def put_identifier(
