@@ -46,6 +46,9 @@ class MemoryTransaction:
 class MemoryProjectionStore:
     """Projection rows in dicts (kind -> key -> bytes)."""
 
+    uses_fresh = False
+    """:meth:`write_if` ignores its ``fresh`` hint (a new key costs a dict no more)."""
+
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self.rows: dict[str, dict[str, bytes]] = {}

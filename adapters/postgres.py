@@ -133,6 +133,7 @@ class PostgresProjectionStore(PostgresLog, SqlProjectionStore):
     head_sql = f"SELECT max(notification_id) FROM {EVENTS_TABLE}"
     whole_table_delete = False
     contains_sql = "position({p} in doc) > 0"
+    uses_fresh = True  # new rows go in a plain INSERT (see postgres_tx.write_if)
 
     def __init__(self, conninfo: str, schema: str | None = None, pool_size: int = 4) -> None:
         kwargs: dict[str, Any] = {}

@@ -68,8 +68,16 @@ class SqlTransaction:
         p = self._store.param
         # In key order: the B-tree pages of the primary key are then visited once each and in
         # order, not at random (a batch's rows are random keys: person, device and email ids).
-        upserts = sorted([(k, key, doc) for (k, key), doc in rows.items() if doc is not None])
-        deletes = sorted([(k, key) for (k, key), doc in rows.items() if doc is None])
+        upserts: list[tuple[str, str, bytes]] = []
+        deletes: list[tuple[str, str]] = []
+        for (k, key), doc in rows.items():
+            if doc is None:
+                deletes.append((k, key))
+            else:
+                upserts.append((k, key, doc))
+        # A unit's rows come in key order already (Unit.encoded): then a linear pass.
+        upserts.sort()
+        deletes.sort()
         if upserts and self.position == 0 and self.meta is None:
             # The projection's first commit since it was created or reset: its kinds hold no
             # rows (rows and tracking commit together), as a rebuild's first commit.
@@ -126,6 +134,9 @@ class SqlProjectionStore:
     chunk = 500
     contains_sql = "instr(doc, {p}) > 0"
     """Whether a row's bytes contain a parameter (SQLite's instr compares a blob's bytes)."""
+    uses_fresh = False
+    """Whether :meth:`write_if` makes use of its ``fresh`` hint (a caller may skip working it
+    out when not): an upsert of a new row costs SQLite no more than an insert."""
 
     def _cursor(self, *, write: bool) -> AbstractContextManager[Cursor]:
         """A cursor in a transaction that commits on success and rolls back on error."""

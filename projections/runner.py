@@ -336,8 +336,11 @@ class Stretch:
                 meta = projection.stored_meta(self.start, self._meta)
                 # Written only if nobody committed since the stretch began (its meta was
                 # checked then): a compare-and-set, one statement where the store can.
+                # The new rows' hint is worked out only for a store that uses it.
+                fresh = (self._unit.fresh() if getattr(self._store, "uses_fresh", True)
+                         else frozenset[tuple[str, str]]())
                 found = self._store.write_if(projection.name, (self.start, self._meta), rows,
-                                             self.position, meta, self._unit.fresh())
+                                             self.position, meta, fresh)
                 committed = found is None
                 if found is None:
                     self.start, self._meta = self.position, meta

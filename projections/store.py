@@ -122,7 +122,8 @@ class ProjectionStore(Protocol):
         ``(position, meta)``, in one transaction, only if the tracking still holds
         ``expected``: None when written, else the (position, meta) found, nothing written.
         ``fresh``: keys among ``rows`` the caller believes have no row yet (a store may
-        insert them more cheaply; a wrong belief must still end in an upsert).
+        insert them more cheaply; a wrong belief must still end in an upsert). A store
+        whose class sets ``uses_fresh = False`` is handed an empty set instead.
 
         A compare-and-set: a store that can run it as one statement saves the round trips
         of a transaction that locks the tracking row first (see write_if_in_transaction)."""
@@ -199,12 +200,12 @@ def write_if_in_transaction(
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
+MICROSECOND = timedelta(microseconds=1)
 
 
 def to_micros(moment: datetime) -> int:
     """Aware datetime -> microseconds since the epoch (compact, exact, fast to compare)."""
-    return (moment - EPOCH) // _MICROSECOND
+    return (moment - EPOCH) // MICROSECOND
 
 
 def from_micros(micros: int) -> datetime:

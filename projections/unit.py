@@ -23,6 +23,8 @@ Cache = dict[str, dict[str, Any]]
 """Decoded rows per kind; a key mapped to None is known to have no row."""
 
 _encode = msgspec.msgpack.Encoder().encode
+ABSENT: Any = object()
+"""Not in a cache at all (None there means known to have no row)."""
 
 
 def new_cache(row_types: RowTypes) -> Cache:
@@ -101,11 +103,15 @@ class Unit:
     def get(self, kind: str, key: str) -> Any:
         """A row, or None."""
         rows = self.cache[kind]
-        try:
-            return rows[key]
-        except KeyError:
+        # A miss is common (a new identifier, after a reset): no exception raised for it.
+        row = rows.get(key, ABSENT)
+        if row is ABSENT:
+            if self.complete:
+                rows[key] = None  # no row (as prefetch would say, without its list)
+                return None
             self.prefetch(kind, (key,))
             return rows[key]
+        return row
 
     def prefetch(self, kind: str, keys: Iterable[str]) -> None:
         """Load the rows among ``keys`` that are not cached yet, in one read per kind."""
@@ -151,16 +157,18 @@ class Unit:
         return any(self.dirty.values())
 
     def encoded(self) -> dict[tuple[str, str], bytes | None]:
-        """The changed rows, encoded for the store (None: delete)."""
+        """The changed rows, encoded for the store (None: delete), in key order (kind, then
+        key): a store that writes them in that order (SQLite's B-tree) then sorts a sorted
+        list, one comparison a row; sorting each kind's keys alone compares strings, not
+        tuples, and costs half as much."""
         out: dict[tuple[str, str], bytes | None] = {}
-        for kind, keys in self.dirty.items():
+        for kind in sorted(self.dirty):
+            keys = self.dirty[kind]
+            if not keys:
+                continue
             rows = self.cache[kind]
-            if self._row_types[kind] is str:
-                for key in keys:
-                    row = rows[key]
-                    out[(kind, key)] = None if row is None else row.encode()
-            else:
-                for key in keys:
-                    row = rows[key]
-                    out[(kind, key)] = None if row is None else _encode(row)
+            encode = str.encode if self._row_types[kind] is str else _encode
+            for key in sorted(keys):
+                row = rows[key]
+                out[(kind, key)] = None if row is None else encode(row)
         return out

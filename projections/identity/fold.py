@@ -55,7 +55,7 @@ from idstitch.projections.identity.rows import (
     Refusal,
     Stint,
 )
-from idstitch.projections.store import EventLog, LoggedEvent, to_micros
+from idstitch.projections.store import EPOCH, MICROSECOND, EventLog, LoggedEvent
 
 Handler = Callable[[IdentityUnit, DeviceRow, Any, int, int], None]
 _SESSION_EVENTS = frozenset({Identified, ProfileAttributesChanged, IdentityCleared})
@@ -146,37 +146,38 @@ class IdentityProjection(RowProjection):
             # After this, a device missing from the cache has no row (as with a complete one).
             self._prefetch(unit, events)
         handlers = self._handlers
+        decided = self._decisions
         devices = unit.devices
         dirty = unit.dirty_devices
         if self._undone is not None:
             self._undone.stale = True
         for pos, ev in events:
-            handler = handlers.get(type(ev))
-            if ev.erased and type(ev) in _ERASED_IGNORED:
+            kind = type(ev)
+            handler = handlers.get(kind)
+            if ev.erased and kind in _ERASED_IGNORED:
                 # Its person was forgotten: an erased identify resolves and merges nothing, an
                 # erased token belongs to nobody (the device stays where it was).
                 handler = _ignore_erased
             device_id = ev.device_id
             dev = devices.get(device_id)
-            if handler is None and type(ev) in self._decisions:
-                self._decisions[type(ev)](unit, ev, pos)
+            if handler is None and kind in decided:
+                decided[kind](unit, ev, pos)
                 continue
             if device_id == DECISIONS_STREAM:
                 # Another decision (a forget, handed over with the events a command recorded,
                 # or as the stream's first event in a replay): no device, no row.
                 continue
+            # to_micros, inlined (once per event).
+            ts = (ev.timestamp - EPOCH) // MICROSECOND
             if dev is None:
                 # A device's first event, of any type: its rows start here.
-                ts = to_micros(ev.timestamp)
                 dev = self._new_device(unit, ev, pos, ts)
                 if handler is None:
                     continue
             elif handler is None:
                 continue  # another projection's event
-            else:
-                ts = to_micros(ev.timestamp)
-                if ts > dev.updated_at:
-                    dev.updated_at = ts
+            elif ts > dev.updated_at:
+                dev.updated_at = ts
             dev.seq += 1
             handler(unit, dev, ev, pos, ts)
             dirty.add(device_id)

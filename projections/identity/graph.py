@@ -19,7 +19,7 @@ from idstitch.projections.identity.rows import (
     PersonRow,
 )
 from idstitch.projections.store import RowReader
-from idstitch.projections.unit import Cache, RowTypes, Unit
+from idstitch.projections.unit import ABSENT, Cache, RowTypes, Unit
 
 MAX_REDIRECTS = 64
 """Merges followed from a retired person at most (a longer chain means corrupt rows)."""
@@ -39,6 +39,7 @@ class IdentityUnit(Unit):
         super().__init__(source, cache, row_types, complete=complete)
         self.devices: dict[str, DeviceRow | None] = cache[DEVICE]
         self.persons: dict[str, PersonRow | None] = cache[PERSON]
+        self.identifiers: dict[str, IdentifierRow | None] = cache[IDENTIFIER]
         self.dirty_devices = self.dirty[DEVICE]
         self.dirty_persons = self.dirty[PERSON]
         self.new_devices = self.new[DEVICE]
@@ -60,11 +61,14 @@ class IdentityUnit(Unit):
 
     def put_person(self, person: PersonRow, *, new: bool = False) -> None:
         """Mark a person changed (``new``: its id was just minted; see Unit.put)."""
-        person_id, dirty = person.person_id, self.dirty_persons
-        if (new or self.persons.get(person_id, dirty) is None) and person_id not in dirty:
-            self.new_persons.add(person_id)
+        person_id = person.person_id
+        dirty = self.dirty_persons
+        if person_id not in dirty:
+            # The first put since the last commit (an event puts its person several times).
+            if new or self.persons.get(person_id, dirty) is None:
+                self.new_persons.add(person_id)
+            dirty.add(person_id)
         self.persons[person_id] = person
-        dirty.add(person_id)
 
     def put_device(self, device: DeviceRow) -> None:
         """Mark a device changed."""
@@ -81,15 +85,22 @@ class IdentityUnit(Unit):
 
     def owner(self, key: str) -> str | None:
         """The person an identifier key names now (not following merges)."""
-        row: IdentifierRow | None = self.get(IDENTIFIER, key)
+        row: IdentifierRow | None = self.identifiers.get(key, ABSENT)
+        if row is ABSENT:
+            row = self.get(IDENTIFIER, key)
         return None if row is None else row.person_id
 
     def resolve_key(self, key: str) -> PersonRow | None:
         """The live person an identifier row points at, following merges."""
-        person_id = self.owner(key)
-        if person_id is None:
+        # Cached rows read without a call (this runs several times for every identify).
+        found: IdentifierRow | None = self.identifiers.get(key, ABSENT)
+        if found is ABSENT:
+            found = self.get(IDENTIFIER, key)
+        if found is None or found.person_id is None:
             return None
-        row: PersonRow | None = self.get(PERSON, person_id)
+        row: PersonRow | None = self.persons.get(found.person_id, ABSENT)
+        if row is ABSENT:
+            row = self.get(PERSON, found.person_id)
         for _ in range(MAX_REDIRECTS):
             if row is None or row.retired_into is None:
                 return row

@@ -7,9 +7,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+import msgspec
+import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from idstitch.adapters.crypto import SubjectCipher
 from idstitch.adapters.keys import MemoryKeyStore
-from idstitch.domain.events import Identified
+from idstitch.domain.events import PERSONAL, Identified
 
 T = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -67,3 +70,26 @@ def test_a_prepared_batch_sealed_in_one_loop_is_what_sealing_each_gives() -> Non
         assert a.key_id == b.key_id and a.device_id == b.device_id
     nonces = [s.sealed[:12] for s in together + alone if s.sealed]
     assert len(set(nonces)) == len(nonces) == 40
+
+
+def test_a_page_whose_sealed_values_are_not_the_fields_of_its_type_fails() -> None:
+    """Unsealing a page sets each type's personal fields by unpacking (one call an event, not
+    a loop): a sealed list with one value too few or too many for the type is an error, as
+    ``zip(strict=True)`` made it, never a silently shifted or dropped field."""
+    keys = MemoryKeyStore()
+    cipher = SubjectCipher(keys)
+    key = keys.create("k1")
+    assert key is not None
+    aead = AESGCM(key)
+    fields = PERSONAL[Identified]
+    for count in (len(fields) - 1, len(fields) + 1):
+        nonce = b"\x00" * 12
+        sealed = nonce + aead.encrypt(
+            nonce, msgspec.msgpack.encode(["u1", {"n": 1}, None, "x"][:count]), b"k1")
+        stored = msgspec.structs.replace(event(1), sealed=sealed, **fields)
+        with pytest.raises(ValueError, match=r"unpack|zip"):
+            cipher.unseal_all([stored])
+    good = cipher.seal(event(1))
+    page = [msgspec.structs.replace(good)]
+    cipher.unseal_all(page)
+    assert page == [event(1)]

@@ -1,0 +1,37 @@
+"""What a bulk job (ingest, rebuild) leaves alive is handed to the collector's oldest
+generation when the job ends, not left in the youngest one for the next collection to traverse
+whole (a rebuilt projection's cached rows: hundreds of thousands of containers)."""
+
+from __future__ import annotations
+
+import gc
+
+from idstitch.service.projecting import bulk_gc
+
+
+def test_what_a_bulk_job_keeps_is_in_the_oldest_generation_after_it() -> None:
+    was_enabled = gc.isenabled()
+    gc.enable()
+    try:
+        with bulk_gc():
+            assert not gc.isenabled()
+            kept = [{"row": [i]} for i in range(2_000)]
+        assert gc.isenabled()
+        oldest = {id(o) for o in gc.get_objects(generation=2)}
+        assert all(id(row) in oldest for row in kept)
+    finally:
+        if not was_enabled:
+            gc.disable()
+
+
+def test_a_disabled_collector_stays_disabled() -> None:
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        with bulk_gc():
+            kept = [{"row": [i]} for i in range(10)]
+        assert not gc.isenabled()
+        assert kept
+    finally:
+        if was_enabled:
+            gc.enable()
