@@ -184,9 +184,11 @@ def _follow(stores: Stores, registry: Registry, url: str, requests: PipeLines,
                     # The custom projections follow the built-in rows as they commit (so the
                     # ingest's last request waits only for the rest).
                     _fold_custom(custom, stores, registry)
-            if idle_asked and not folded:
+            if idle_asked and held and not folded:
                 # At the head: the parent commits what it has gathered when it reads this,
-                # rather than at its next full batch (this process would wait for it).
+                # rather than at its next full batch (this process would wait for it). A
+                # child that folds nothing (another process holds every lease) never says so:
+                # smaller batches would only cost its parent commits.
                 reply(f"idle {head}")
                 idle_asked = False
             if waiting_for is None:

@@ -32,7 +32,7 @@ import msgspec
 
 from idstitch.domain.aggregates import Aggregate
 from idstitch.domain.commands import Command, Decision, DeviceCommand
-from idstitch.domain.errors import IdstitchError, ProjectionsBehind, StoreError
+from idstitch.domain.errors import IdstitchError, PolicyMismatch, ProjectionsBehind, StoreError
 from idstitch.domain.events import DECISIONS_STREAM
 from idstitch.domain.ports import AppendCheck
 from idstitch.projections.identity.rows import MergeRow, PersonRow
@@ -319,9 +319,17 @@ class UnitOfWork:
         if not batch.messages:
             return None
         check = None if self.projections is None else self.projections.check()
+        start = self._start
         self.batch = Batch()
         self._start = 0  # a message under way (with no step yet) starts the next batch
-        result = self.writer.commit(batch, keep=self.keep, check=check)
+        try:
+            result = self.writer.commit(batch, keep=self.keep, check=check)
+        except PolicyMismatch:
+            # The check refused the append (nothing was appended): the batch is still this
+            # unit of work's, as when the check ran before it (an ingest whose person-reading
+            # message committed the batch before it must not lose those messages).
+            self.batch, self._start = batch, start
+            raise
         self.tracked = None if check is None else check.tracked
         if self.keep:
             self.appended += result.appended

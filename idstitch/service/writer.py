@@ -201,8 +201,8 @@ class Writer:
         kept moving its aggregates for every one of :attr:`retries` attempts, each message is
         written on its own (retried as often); a message that still loses is rejected with
         ConcurrencyConflict, nothing of it written. ``keep``: return the appended events with
-        their positions (for a catch-up here). ``check``: passed before each append (see
-        AppendCheck)."""
+        their positions (for a catch-up here). ``check``: passed before the batch's appends
+        (see AppendCheck); when it refuses, nothing is appended."""
         count = len(batch.messages)
         result = self._write(batch, keep=keep, count=count, check=check)
         if result is not None:
@@ -219,7 +219,9 @@ class Writer:
             one.messages = [message]
             message.start = 0
             self.reload(one, {s[0] for s in message.steps})
-            written = self._write(one, keep=keep, count=1, check=check)
+            # The check passed on the whole batch (else it raised): a refusal now, after
+            # some messages were appended, would leave the caller unable to tell which.
+            written = self._write(one, keep=keep, count=1)
             if written is None:
                 rejected.append((message.index, self._lost(message)))
                 continue

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from idstitch.adapters import sqlite
 from idstitch.domain.device import anonymous_id_for, anonymous_person_id
+from idstitch.projections.runner import leases_of
 
 import idstitch
 from idstitch.errors import StoreError
@@ -287,6 +288,43 @@ def test_the_child_says_when_it_has_folded_everything_committed(tmp_path: Path) 
             helper.close()
         assert ws.rows.position("identity") == ws.log.head()
     finally:
+        ws.close()
+
+
+def test_a_child_that_folds_nothing_never_says_it_is_idle(tmp_path: Path) -> None:
+    """Another process holds every lease: this child folds nothing, so its parent is never
+    told to commit early (smaller batches would only cost it commits); it says so once it
+    holds a lease and has folded."""
+    url = f"sqlite:///{tmp_path / 'identity.db'}"
+    ws = idstitch.open(url, auto_catch_up=False)
+    holder = idstitch.open(url, auto_catch_up=False)
+    try:
+        ws.ingest(traffic(300, 0), parallel=False)
+        leases = leases_of(holder.rows)
+        assert leases is not None
+        names = holder._services.projector.registry.names
+        assert all(leases.try_lease(name) for name in names)
+        helper = ws._services.projector.helper()
+        try:
+            assert helper.idle() is None
+            deadline = time.monotonic() + 2
+            while time.monotonic() < deadline:
+                assert helper.ready() or helper.failed is None
+                if helper.ready():
+                    assert helper.idle() is None  # asked, and never answered
+                time.sleep(0.05)
+            for name in names:
+                leases.release_lease(name)
+            answered = None
+            deadline = time.monotonic() + 30
+            while answered is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+                answered = helper.idle()
+            assert answered == ws.log.head()
+        finally:
+            helper.close()
+    finally:
+        holder.close()
         ws.close()
 
 

@@ -64,3 +64,32 @@ def test_a_policy_mismatch_refuses_a_command_before_it_is_recorded(
     with pytest.raises(PolicyMismatch):
         switching.set_profile_attributes("phone", {"plan": "pro"})
     assert len(recorded_events(switching)) == head  # nothing recorded
+
+
+def test_a_policy_mismatch_refuses_a_command_that_would_record_nothing(
+    make_durable_ws: WorkspaceFactory,
+) -> None:
+    switching = make_durable_ws(anonymous_merge="switch")
+    switching.set_profile_attributes("phone", {"plan": "pro"}, message_id="m1")
+    make_durable_ws(switching.url, anonymous_merge="merge")
+    with pytest.raises(PolicyMismatch):  # a duplicate: refused as any other command
+        switching.set_profile_attributes("phone", {"plan": "pro"}, message_id="m1")
+
+
+def test_a_policy_mismatch_met_inside_an_ingest_loses_no_message(
+    make_durable_ws: WorkspaceFactory,
+) -> None:
+    """A message naming a cio_ id commits the batch before it first (its check reads persons):
+    that commit's refusal stops the ingest, the messages before it still the ingest's."""
+    switching = make_durable_ws(anonymous_merge="switch")
+    switching.identify("phone", "alice")
+    person = switching.profile("alice")
+    assert person is not None
+    make_durable_ws(switching.url, anonymous_merge="merge")
+    head = len(recorded_events(switching))
+    messages = [{"type": "identify", "userId": "bob", "anonymousId": "d1", "messageId": "m1"},
+                {"type": "identify", "userId": f"cio_{person.person_id}",
+                 "anonymousId": "tablet", "messageId": "m2"}]
+    with pytest.raises(PolicyMismatch):
+        switching.ingest(messages, parallel=False)
+    assert len(recorded_events(switching)) == head
