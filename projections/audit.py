@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -39,7 +40,6 @@ _MERGE_RULES = {"merged": attributes.merge, "explicit": attributes.merge_under}
 merge), or the target's values first (an explicit merge: the primary wins)."""
 ATTRIBUTE_EVENTS: frozenset[type[DeviceEvent]] = frozenset({Identified, ProfileAttributesChanged})
 """The events that write person attributes."""
-_ENVELOPE = ("device_id", "message_id", "timestamp", "recorded_at", "key_id", "sealed")
 _OPTIONAL = (("sdk_anonymous_id", None), ("late", False), ("server", False), ("erased", False))
 """Fields a Change's data shows only when they say something (an SDK session, a late message,
 a server-side stream's start, an event whose person was forgotten)."""
@@ -182,10 +182,15 @@ class Step(NamedTuple):
     ``updated_at``), else None."""
 
 
+_STEP = tuple.__new__
+"""A Step built in C (a NamedTuple's own constructor is a Python function): one per event."""
+
+
 def refold(
-    fam: Family, events: Sequence[LoggedEvent], ignored: frozenset[int],
+    fam: Family, events: Sequence[LoggedEvent], ignored: AbstractSet[int],
     states: dict[str, Attrs], newest: dict[str, int],
     owner: Callable[[str, int], str | None] | None = None,
+    members: Sequence[str | None] | None = None,
 ) -> Iterator[Step]:
     """Replay the family's events into its members' attribute states, member by member: the
     steps, one per event, in order. ``states`` and ``newest`` (each member's newest client
@@ -193,11 +198,18 @@ def refold(
     consumed, from where an earlier refold left them (empty: from the start).
     ``ignored``: positions of refused identifies and attribute calls (they changed nothing).
     ``owner``: which member a device's event at a position applied to, when the caller has
-    that index already (it must agree with the members' stints); by default, built from them."""
-    owner_of = owner if owner is not None else _Owners(fam).of
+    that index already (it must agree with the members' stints); by default, built from them.
+    ``members``: the same, looked up already, one for each event (a decision's is not read).
+    ``ignored`` is only asked whether it holds an event's position."""
+    if members is None:
+        owner_of = owner if owner is not None else _Owners(fam).of
+        members = list(map(owner_of, [ev.device_id for _, ev in events],
+                           [pos for pos, _ in events]))
     for member, person in fam.members.items():
-        states.setdefault(member, Attrs())
-        newest.setdefault(member, person.created_at)
+        if member not in states:
+            states[member] = Attrs()
+        if member not in newest:
+            newest[member] = person.created_at
     by_position: dict[int, list[MergeRow]] = {}
     for merge in fam.merges:
         by_position.setdefault(merge.position, []).append(merge)
@@ -205,15 +217,14 @@ def refold(
     def steps() -> Iterator[Step]:
         value_of = attributes.value_of
         none: list[MergeRow] = []
-        for logged in events:
+        step = _STEP
+        for logged, member in zip(events, members, strict=True):
             pos, ev = logged
             caused = by_position.get(pos, none)
             if type(ev) is PersonsMerged:
                 # A decision: it applied to the merge's primary (the target of its record).
                 member = next((r.target for r in caused
                                if r.kind == "explicit" and r.target in fam.members), None)
-            else:
-                member = owner_of(ev.device_id, pos)
             if member is None:
                 continue  # outside every stint (cannot happen for events read by spans)
             absorbed: list[tuple[str, Attrs]] = [
@@ -232,10 +243,11 @@ def refold(
                 wrote = (list(ev.traits) if kind is Identified  # type: ignore[attr-defined]
                          else [*ev.set, *ev.unset, *ev.set_once])  # type: ignore[attr-defined]
             if not wrote and not absorbed:
-                yield Step(logged, member, [], caused, wrote, applied)
+                yield step(Step, (logged, member, [], caused, wrote, applied))
                 continue
             state = states[member]
-            keys = list(dict.fromkeys([*(k for _, s in absorbed for k in _keys(s)), *wrote]))
+            keys = (list(dict.fromkeys([*(k for _, s in absorbed for k in _keys(s)), *wrote]))
+                    if absorbed or kind is not Identified else wrote)  # (traits: keys of a dict)
             before = [value_of(state, k) for k in keys]
             for merge_kind, source in absorbed:
                 _MERGE_RULES[merge_kind](state, source)
@@ -244,10 +256,10 @@ def refold(
                     local.traits(state, ev, pos, applied)  # type: ignore[arg-type]
                 else:
                     local.profile_attributes(state, ev, pos, applied)  # type: ignore[arg-type]
+            after = [value_of(state, k) for k in keys]
             changes = [(k, old[1] if old[0] else None, new[1] if new[0] else None)
-                       for k, old, new in zip(keys, before, (value_of(state, k) for k in keys),
-                                              strict=True) if old != new]
-            yield Step(logged, member, changes, caused, wrote, applied)
+                       for k, old, new in zip(keys, before, after, strict=True) if old != new]
+            yield step(Step, (logged, member, changes, caused, wrote, applied))
 
     return steps()
 
@@ -261,14 +273,22 @@ EVENT_NAMES = {kind: str(kind.__struct_config__.tag) for kind in EVENT_TYPES}
 _NAMES = EVENT_NAMES
 
 
+_SHOWN_IF = {kind: tuple((key, default) for key, default in _OPTIONAL
+                        if key in kind.__struct_fields__ and key != "erased")
+             for kind in EVENT_TYPES}
+"""Per event type, the fields of :data:`_OPTIONAL` it has besides ``erased`` (every event's)."""
+
+
 def change_of(step: Step, refused: dict[int, list[Refusal]]) -> Change:
     """The public Change of a refold step."""
     pos, ev = step.logged
     data = msgspec.structs.asdict(ev)
-    for key in _ENVELOPE:
-        del data[key]
-    for key, default in _OPTIONAL:
-        if key in data and data[key] == default:
+    del (data["device_id"], data["message_id"], data["timestamp"], data["recorded_at"],
+         data["key_id"], data["sealed"])  # the envelope: Change's own fields, or none of its
+    if not data["erased"]:
+        del data["erased"]
+    for key, default in _SHOWN_IF[type(ev)]:
+        if data[key] == default:
             del data[key]
     return Change(
         position=pos, recorded_at=ev.recorded_at, timestamp=ev.timestamp,
