@@ -238,8 +238,14 @@ class Projector:
     def catch_up_custom(self, until: int, names: Sequence[str] | None = None) -> None:
         """Fold the custom projections (or the named ones) up to ``until``, where the built-in
         rows are: a failure is kept in :attr:`failures` (never raised here, so that no write
-        and no built-in projection waits on a user's handler)."""
-        with self.lock:
+        and no built-in projection waits on a user's handler).
+
+        The collector is paused meanwhile, as for an ingest, whose catch-ups fold the same
+        handlers (:func:`bulk_gc`): a catch-up from 0 builds a Change (and its event) for every
+        position and keeps every person's state, and the collector's passes over them were a
+        tenth of it. Nothing on this path makes reference cycles (checked: a collection after
+        catching projections up over 148,000 events finds none)."""
+        with self.lock, bulk_gc():
             chosen = list(names) if names is not None else list(self.custom.projections)
             failed = {f.projection: f for f in self.custom.catch_up(until, chosen)}
             for name in chosen:
