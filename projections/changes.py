@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any, cast
 
 import msgspec
@@ -28,10 +29,10 @@ from idstitch.projections.audit import (
     ABSORBING,
     Change,
     Family,
-    change_of,
     family,
     ignored_identifies,
     refold,
+    refold_changes,
     refusals,
     spans,
 )
@@ -110,8 +111,9 @@ class ChangeStream:
         """Per person, the devices of its stints (kept with the rows)."""
         self._last: dict[str, tuple[int, int, str]] = {}
         """Per device, the stint its last event fell in (the next one mostly does too)."""
-        self._merges_of: dict[str, tuple[MergeRow, ...]] = {}
-        """Per person, the merge records it names (kept with the rows)."""
+        self._merges_of: dict[str, tuple[int, tuple[MergeRow, ...]]] = {}
+        """Per person, the merge records it names and the last position among them (kept with
+        the rows)."""
         self._ignored: set[int] = set()
         """The positions of the refused identifies of every device searched (kept with the
         rows)."""
@@ -119,9 +121,11 @@ class ChangeStream:
         """The identity projection's committed (position, meta) when the cache began: rows
         change only when it moves, so until then a row read for one batch serves the next."""
 
-    def changes(self, events: Sequence[LoggedEvent]) -> list[Change]:
+    def changes(self, events: Sequence[LoggedEvent], wanted: AbstractSet[str] | None = None
+                ) -> list[Change]:
         """The Changes of ``events``: the positions right after :attr:`at`, in order (the
-        whole log between, so that no person's state misses an event)."""
+        whole log between, so that no person's state misses an event). ``wanted``: the only
+        event names whose Changes are built (None: all); the others are folded all the same."""
         if not events:
             return []
         lo, hi = self.at, events[-1].position
@@ -180,9 +184,9 @@ class ChangeStream:
         fam = Family(next(iter(present.values())), present, merges)
         refused = refusals(fam)
         # (The refused identifies of every device met: a position is one device's event.)
-        out = [change_of(step, refused) for step in refold(
-            fam, events, self._ignored, states, self._newest, members=members)]
-        if len(out) != len(events):
+        out, folded = refold_changes(fam, events, self._ignored, states, self._newest, members,
+                                     refused, wanted)
+        if folded != len(events):
             raise LookupError("an event applied to no person (the identity rows are behind)")
         self.at = hi
         if len(states) > STATES_LIMIT:
@@ -242,6 +246,7 @@ class ChangeStream:
     def _merge_rows_of(self, persons: Iterable[PersonFields]) -> dict[str, MergeRow]:
         """The merge records these persons name, kept once read (a record never changes)."""
         kept = self._merge_rows
+        persons = list(persons)  # (read twice when the records kept overflow)
         missing = {m for p in persons for m in p.merges if m not in kept}
         if missing:
             if len(kept) + len(missing) > STATES_LIMIT:
@@ -329,15 +334,17 @@ class ChangeStream:
     def _merges(self, persons: list[PersonFields], lo: int, hi: int) -> list[MergeRow]:
         """The merge records of these persons caused at positions ``lo < p <= hi``, in order."""
         kept = self._merges_of
-        missing = [p for p in persons if p.merges and p.person_id not in kept]
+        missing = [p for p in persons if p.person_id not in kept]
         if missing:
             rows = self._merge_rows_of(missing)
             for p in missing:
-                kept[p.person_id] = tuple(rows[m] for m in p.merges if m in rows)
+                mine = tuple(rows[m] for m in p.merges if m in rows)
+                kept[p.person_id] = (max((r.position for r in mine), default=0), mine)
         found: dict[str, MergeRow] = {}
         for p in persons:
-            if p.merges:
-                for row in kept[p.person_id]:
+            last, mine = kept[p.person_id]
+            if last > lo:  # (most persons' merges are all behind the stream)
+                for row in mine:
                     if lo < row.position <= hi:
                         found.setdefault(row.merge_id, row)
         return sorted(found.values(), key=lambda r: r.position) if found else []

@@ -251,7 +251,7 @@ class CustomRunner:
                 end = events[-1].position
                 wanted = wanted_by(group)
                 if wanted is None or any(EVENT_NAMES[type(e.event)] in wanted for e in events):
-                    changes = self._changes(start, events)
+                    changes = self._changes(start, events, wanted)
                 else:
                     # None of the group wants any of these: no Changes to build. The stream at
                     # `start` would miss them; it is dropped (a later one starts cold).
@@ -311,9 +311,7 @@ class CustomRunner:
                                              for e in events):
                         if stream is None:
                             stream = ChangeStream(self._log, self._store, self._row_types, end)
-                        changes = stream.changes(events)
-                        mine = changes if wanted is None else [c for c in changes
-                                                                if c.event in wanted]
+                        mine = stream.changes(events, wanted)
                         if per_change:
                             handle = projection.handle
                             for change in mine:
@@ -344,14 +342,15 @@ class CustomRunner:
             self._streams.clear()
         self._streams[stream.at] = stream
 
-    def _changes(self, start: int, events: Sequence[LoggedEvent]) -> list[Change]:
-        """The Changes of a batch from the stream at ``start`` (a new one if none is there);
-        the stream is then kept under its new position. A stream that failed is dropped (its
-        states may be half-advanced)."""
+    def _changes(self, start: int, events: Sequence[LoggedEvent],
+                 wanted: frozenset[str] | None) -> list[Change]:
+        """The Changes of a batch (of the ``wanted`` events) from the stream at ``start`` (a
+        new one if none is there); the stream is then kept under its new position. A stream
+        that failed is dropped (its states may be half-advanced)."""
         stream = self._streams.pop(start, None)
         if stream is None:
             stream = ChangeStream(self._log, self._store, self._row_types, start)
-        out = stream.changes(events)
+        out = stream.changes(events, wanted)
         self._keep(stream)
         return out
 
