@@ -121,9 +121,10 @@ class SqliteTables:
         # cost a tenth of the call). A statement that returns rows is always run to its end,
         # so that none stays open (and keeps its read snapshot) until the next.
         cursor = conn.cursor()
+        lock = self._lock
 
         def run(sql: str, params: tuple[Any, ...], rows: bool) -> Any:
-            with self._lock:
+            with lock:
                 authorizer.scope = scope
                 try:
                     cursor.execute(sql + marker, params)
