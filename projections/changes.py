@@ -163,8 +163,17 @@ class ChangeStream:
             raise LookupError(f"no person's stint covers positions {missing[:5]}: the "
                               "identity rows are behind the log read")
         owners = cast(set[str], set(members))
-        rows: dict[str, PersonFields] = self._rows(PERSON, owners)
-        merges = self._merges([rows[o] for o in owners], lo, hi)
+        # Each owner's row was read when its device was searched (a decision's primary's, not
+        # always): taken from the cache as it is.
+        cached = self._cached.get(PERSON, {})
+        found = {o: cached.get(o) for o in owners}
+        if None in found.values():
+            rows: dict[str, PersonFields] = self._rows(PERSON, owners)
+            persons = [rows[o] for o in owners]
+        else:
+            rows = cast(dict[str, PersonFields], found)
+            persons = list(rows.values())
+        merges = self._merges(persons, lo, hi)
         if merges:
             needed = set(owners)
             for merge in merges:
