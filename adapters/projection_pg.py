@@ -81,11 +81,12 @@ class PostgresTables:
 
     def _database(self, conn: psycopg.Connection[Any], name: str, version: int) -> Database:
         namespace = self._namespace(conn, name, version)
+        cursor = conn.cursor()  # one for every statement (client-side: each is read whole)
 
         def run(statement: str, params: tuple[Any, ...], rows: bool) -> Any:
             with self._lock:
                 try:
-                    cursor = conn.execute(statement.encode(), params)
+                    cursor.execute(statement.encode(), params)
                     return [tuple(r) for r in cursor.fetchall()] if rows else None
                 except psycopg.errors.UndefinedTable as e:
                     raise InvalidCommand("sql", f"{e}: a projection reaches only its own "

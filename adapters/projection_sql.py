@@ -142,10 +142,17 @@ class Database:
                  ) -> None:
         self.namespace = namespace
         self._run = run
+        self._rewritten = namespace._rewritten  # (cleared in place, never replaced)
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         """Run one statement; ``?`` placeholders."""
-        self._run(self.namespace.rewrite(sql), check_params(params), False)
+        # A handler runs the same few statements with a tuple, Change after Change: those
+        # skip two calls (the namespace's cache read here, the tuple taken as it is).
+        try:
+            statement = self._rewritten[sql]
+        except (KeyError, TypeError):
+            statement = self.namespace.rewrite(sql)
+        self._run(statement, params if type(params) is tuple else check_params(params), False)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one query; its rows as tuples."""

@@ -117,14 +117,21 @@ class SqliteTables:
         scope = (namespace.prefix, writable)
         marker = "" if writable else " /* read */"
         authorizer = self._authorizer
+        # One cursor for every statement (a handler runs one or more a Change: a cursor each
+        # cost a tenth of the call). A statement that returns rows is always run to its end,
+        # so that none stays open (and keeps its read snapshot) until the next.
+        cursor = conn.cursor()
+        lock = self._lock
 
         def run(sql: str, params: tuple[Any, ...], rows: bool) -> Any:
-            with self._lock:
+            with lock:
                 authorizer.scope = scope
                 try:
-                    sql += marker
-                    cursor = conn.execute(sql, params)
-                    return cursor.fetchall() if rows else None
+                    cursor.execute(sql + marker, params)
+                    if cursor.description is None:
+                        return [] if rows else None
+                    found = cursor.fetchall()
+                    return found if rows else None
                 except sqlite3.DatabaseError as e:
                     if any(m in str(e) for m in ("not authorized", "prohibited", "no such table")):
                         what = ("a projection reaches only its own tables" if writable else

@@ -57,13 +57,18 @@ def current(attrs: Attrs) -> dict[str, Any]:
     return out
 
 
+_ABSENT: Any = object()
+
+
 def value_of(attrs: Attrs, key: str) -> tuple[bool, Any]:
     """(present, value) of one key now."""
-    try:
-        return True, attrs.values[key]
-    except KeyError:
-        writes = attrs.once.get(key)
-        return (True, writes[0][2]) if writes else (False, None)
+    # No KeyError caught: an absent key is common (an identify's new traits, in every refold)
+    # and raising cost twice the lookup.
+    value = attrs.values.get(key, _ABSENT)
+    if value is not _ABSENT:
+        return True, value
+    writes = attrs.once.get(key)
+    return (True, writes[0][2]) if writes else (False, None)
 
 
 def assign(attrs: Attrs, changes: dict[str, Any], stamp: Stamp) -> None:

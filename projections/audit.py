@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -39,7 +40,6 @@ _MERGE_RULES = {"merged": attributes.merge, "explicit": attributes.merge_under}
 merge), or the target's values first (an explicit merge: the primary wins)."""
 ATTRIBUTE_EVENTS: frozenset[type[DeviceEvent]] = frozenset({Identified, ProfileAttributesChanged})
 """The events that write person attributes."""
-_ENVELOPE = ("device_id", "message_id", "timestamp", "recorded_at", "key_id", "sealed")
 _OPTIONAL = (("sdk_anonymous_id", None), ("late", False), ("server", False), ("erased", False))
 """Fields a Change's data shows only when they say something (an SDK session, a late message,
 a server-side stream's start, an event whose person was forgotten)."""
@@ -182,10 +182,15 @@ class Step(NamedTuple):
     ``updated_at``), else None."""
 
 
+_STEP = tuple.__new__
+"""A Step built in C (a NamedTuple's own constructor is a Python function): one per event."""
+
+
 def refold(
-    fam: Family, events: Sequence[LoggedEvent], ignored: frozenset[int],
+    fam: Family, events: Sequence[LoggedEvent], ignored: AbstractSet[int],
     states: dict[str, Attrs], newest: dict[str, int],
     owner: Callable[[str, int], str | None] | None = None,
+    members: Sequence[str | None] | None = None,
 ) -> Iterator[Step]:
     """Replay the family's events into its members' attribute states, member by member: the
     steps, one per event, in order. ``states`` and ``newest`` (each member's newest client
@@ -193,63 +198,132 @@ def refold(
     consumed, from where an earlier refold left them (empty: from the start).
     ``ignored``: positions of refused identifies and attribute calls (they changed nothing).
     ``owner``: which member a device's event at a position applied to, when the caller has
-    that index already (it must agree with the members' stints); by default, built from them."""
-    owner_of = owner if owner is not None else _Owners(fam).of
+    that index already (it must agree with the members' stints); by default, built from them.
+    ``members``: the same, looked up already, one for each event (a decision's is not read).
+    ``ignored`` is only asked whether it holds an event's position."""
+    if members is None:
+        owner_of = owner if owner is not None else _Owners(fam).of
+        members = list(map(owner_of, [ev.device_id for _, ev in events],
+                           [pos for pos, _ in events]))
+    by_position = _begin(fam, states, newest)
+
+    def steps() -> Iterator[Step]:
+        none: list[MergeRow] = []
+        step = _STEP
+        for logged, member in zip(events, members, strict=True):
+            pos, ev = logged
+            kind = type(ev)
+            caused = by_position.get(pos, none)
+            if kind is PersonsMerged:
+                member = _primary(fam, caused)
+            if member is None:
+                continue  # outside every stint (cannot happen for events read by spans)
+            if caused is none and ((kind is not ProfileAttributesChanged and kind is not Identified)
+                                   or pos in ignored):
+                yield step(Step, (logged, member, [], caused, (), None))  # changed nothing
+            else:
+                changes, wrote, applied = _apply(states, newest, ignored, logged, kind, member,
+                                                 caused)
+                yield step(Step, (logged, member, changes, caused, wrote, applied))
+
+    return steps()
+
+
+def refold_changes(
+    fam: Family, events: Sequence[LoggedEvent], ignored: AbstractSet[int],
+    states: dict[str, Attrs], newest: dict[str, int], members: Sequence[str | None],
+    refused: dict[int, list[Refusal]], wanted: AbstractSet[str] | None = None,
+) -> tuple[list[Change], int]:
+    """``[change_of(step, refused) for step in refold(fam, events, ...)]``, built without a
+    Step or a generator's turn an event (the stream of Changes runs it for every position),
+    and how many events applied to a member (the Changes, when every one is ``wanted``).
+    ``wanted``: the only event names whose Changes are built (None: all); every event is
+    folded all the same."""
+    by_position = _begin(fam, states, newest)
+    none: list[MergeRow] = []
+    out: list[Change] = []
+    add = out.append
+    folded = 0
+    built = {kind for kind, name in _NAMES.items() if wanted is None or name in wanted}
+    for logged, member in zip(events, members, strict=True):
+        pos, ev = logged
+        kind = type(ev)
+        caused = by_position.get(pos, none)
+        if kind is PersonsMerged:
+            member = _primary(fam, caused)
+        if member is None:
+            continue
+        folded += 1
+        if caused is none and ((kind is not ProfileAttributesChanged and kind is not Identified)
+                               or pos in ignored):
+            if kind in built:
+                add(_change(pos, ev, member, [], caused, refused))
+        else:
+            changes = _apply(states, newest, ignored, logged, kind, member, caused)[0]
+            if kind in built:
+                add(_change(pos, ev, member, changes, caused, refused))
+    return out, folded
+
+
+def _begin(fam: Family, states: dict[str, Attrs], newest: dict[str, int]
+           ) -> dict[int, list[MergeRow]]:
+    """A refold's start: every member's state (new ones empty), and the family's merge records
+    by the position of the event that caused them."""
     for member, person in fam.members.items():
-        states.setdefault(member, Attrs())
-        newest.setdefault(member, person.created_at)
+        if member not in states:
+            states[member] = Attrs()
+        if member not in newest:
+            newest[member] = person.created_at
     by_position: dict[int, list[MergeRow]] = {}
     for merge in fam.merges:
         by_position.setdefault(merge.position, []).append(merge)
+    return by_position
 
-    def steps() -> Iterator[Step]:
-        value_of = attributes.value_of
-        none: list[MergeRow] = []
-        for logged in events:
-            pos, ev = logged
-            caused = by_position.get(pos, none)
-            if type(ev) is PersonsMerged:
-                # A decision: it applied to the merge's primary (the target of its record).
-                member = next((r.target for r in caused
-                               if r.kind == "explicit" and r.target in fam.members), None)
-            else:
-                member = owner_of(ev.device_id, pos)
-            if member is None:
-                continue  # outside every stint (cannot happen for events read by spans)
-            absorbed: list[tuple[str, Attrs]] = [
-                (r.kind, states[r.source]) for r in caused
-                if r.kind in ABSORBING and r.target == member and r.source in states
-            ] if caused else []
-            wrote: Sequence[str] = ()
-            kind = type(ev)
-            applied: int | None = None
-            if (kind is ProfileAttributesChanged or kind is Identified) and pos not in ignored:
-                # Every applied identify and attribute call stamps the person's updated_at,
-                # whatever it wrote (as the fold does).
-                applied = to_micros(ev.timestamp)
-                if applied > newest[member]:
-                    newest[member] = applied
-                wrote = (list(ev.traits) if kind is Identified  # type: ignore[attr-defined]
-                         else [*ev.set, *ev.unset, *ev.set_once])  # type: ignore[attr-defined]
-            if not wrote and not absorbed:
-                yield Step(logged, member, [], caused, wrote, applied)
-                continue
-            state = states[member]
-            keys = list(dict.fromkeys([*(k for _, s in absorbed for k in _keys(s)), *wrote]))
-            before = [value_of(state, k) for k in keys]
-            for merge_kind, source in absorbed:
-                _MERGE_RULES[merge_kind](state, source)
-            if applied is not None:
-                if kind is Identified:
-                    local.traits(state, ev, pos, applied)  # type: ignore[arg-type]
-                else:
-                    local.profile_attributes(state, ev, pos, applied)  # type: ignore[arg-type]
-            changes = [(k, old[1] if old[0] else None, new[1] if new[0] else None)
-                       for k, old, new in zip(keys, before, (value_of(state, k) for k in keys),
-                                              strict=True) if old != new]
-            yield Step(logged, member, changes, caused, wrote, applied)
 
-    return steps()
+def _primary(fam: Family, caused: list[MergeRow]) -> str | None:
+    """The member a decision applied to: its merge's primary (the target of its record)."""
+    return next((r.target for r in caused if r.kind == "explicit" and r.target in fam.members),
+                None)
+
+
+def _apply(states: dict[str, Attrs], newest: dict[str, int], ignored: AbstractSet[int],
+           logged: LoggedEvent, kind: type[DeviceEvent], member: str, caused: list[MergeRow]
+           ) -> tuple[list[tuple[str, Any, Any]], Sequence[str], int | None]:
+    """One event that caused merges or is an identify or attribute call, applied to its
+    member's state: the attribute changes, the keys it wrote, its client time if applied."""
+    pos, ev = logged
+    absorbed: list[tuple[str, Attrs]] = [
+        (r.kind, states[r.source]) for r in caused
+        if r.kind in ABSORBING and r.target == member and r.source in states
+    ] if caused else []
+    wrote: Sequence[str] = ()
+    applied: int | None = None
+    if (kind is ProfileAttributesChanged or kind is Identified) and pos not in ignored:
+        # Every applied identify and attribute call stamps the person's updated_at,
+        # whatever it wrote (as the fold does).
+        applied = to_micros(ev.timestamp)
+        if applied > newest[member]:
+            newest[member] = applied
+        wrote = (list(ev.traits) if kind is Identified  # type: ignore[attr-defined]
+                 else [*ev.set, *ev.unset, *ev.set_once])  # type: ignore[attr-defined]
+    if not wrote and not absorbed:
+        return [], wrote, applied
+    value_of = attributes.value_of
+    state = states[member]
+    keys = (list(dict.fromkeys([*(k for _, s in absorbed for k in _keys(s)), *wrote]))
+            if absorbed or kind is not Identified else wrote)  # (traits: keys of a dict)
+    before = [value_of(state, k) for k in keys]
+    for merge_kind, source in absorbed:
+        _MERGE_RULES[merge_kind](state, source)
+    if applied is not None:
+        if kind is Identified:
+            local.traits(state, ev, pos, applied)  # type: ignore[arg-type]
+        else:
+            local.profile_attributes(state, ev, pos, applied)  # type: ignore[arg-type]
+    after = [value_of(state, k) for k in keys]
+    changes = [(k, old[1] if old[0] else None, new[1] if new[0] else None)
+               for k, old, new in zip(keys, before, after, strict=True) if old != new]
+    return changes, wrote, applied
 
 
 def _keys(state: Attrs) -> list[str]:
@@ -261,20 +335,33 @@ EVENT_NAMES = {kind: str(kind.__struct_config__.tag) for kind in EVENT_TYPES}
 _NAMES = EVENT_NAMES
 
 
+_SHOWN_IF = {kind: tuple((key, default) for key, default in _OPTIONAL
+                        if key in kind.__struct_fields__ and key != "erased")
+             for kind in EVENT_TYPES}
+"""Per event type, the fields of :data:`_OPTIONAL` it has besides ``erased`` (every event's)."""
+
+
 def change_of(step: Step, refused: dict[int, list[Refusal]]) -> Change:
     """The public Change of a refold step."""
     pos, ev = step.logged
+    return _change(pos, ev, step.person_id, step.changes, step.merges, refused)
+
+
+def _change(pos: int, ev: DeviceEvent, person_id: str, changes: list[tuple[str, Any, Any]],
+            merges: list[MergeRow], refused: dict[int, list[Refusal]]) -> Change:
     data = msgspec.structs.asdict(ev)
-    for key in _ENVELOPE:
-        del data[key]
-    for key, default in _OPTIONAL:
-        if key in data and data[key] == default:
+    del (data["device_id"], data["message_id"], data["timestamp"], data["recorded_at"],
+         data["key_id"], data["sealed"])  # the envelope: Change's own fields, or none of its
+    if not data["erased"]:
+        del data["erased"]
+    for key, default in _SHOWN_IF[type(ev)]:
+        if data[key] == default:
             del data[key]
     return Change(
         position=pos, recorded_at=ev.recorded_at, timestamp=ev.timestamp,
         device_id=ev.device_id, message_id=ev.message_id, event=_NAMES[type(ev)], data=data,
-        person_id=step.person_id, changes=step.changes,
-        merges=[merge_view(r) for r in step.merges] if step.merges else [],
+        person_id=person_id, changes=changes,
+        merges=[merge_view(r) for r in merges] if merges else [],
         refused=[Refused(kind=r.kind, value=r.value, reason=r.reason, held_by=r.held_by)
                  for r in refused[pos]] if pos in refused else [])
 

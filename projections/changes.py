@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any, cast
 
 import msgspec
@@ -28,10 +29,10 @@ from idstitch.projections.audit import (
     ABSORBING,
     Change,
     Family,
-    change_of,
     family,
     ignored_identifies,
     refold,
+    refold_changes,
     refusals,
     spans,
 )
@@ -108,13 +109,23 @@ class ChangeStream:
         for bisecting): which person each of its events applied to. Kept with the rows."""
         self._devices_of: dict[str, tuple[str, ...]] = {}
         """Per person, the devices of its stints (kept with the rows)."""
+        self._last: dict[str, tuple[int, int, str]] = {}
+        """Per device, the stint its last event fell in (the next one mostly does too)."""
+        self._merges_of: dict[str, tuple[int, tuple[MergeRow, ...]]] = {}
+        """Per person, the merge records it names and the last position among them (kept with
+        the rows)."""
+        self._ignored: set[int] = set()
+        """The positions of the refused identifies of every device searched (kept with the
+        rows)."""
         self._cached_at: tuple[int, str | None] | None = None
         """The identity projection's committed (position, meta) when the cache began: rows
         change only when it moves, so until then a row read for one batch serves the next."""
 
-    def changes(self, events: Sequence[LoggedEvent]) -> list[Change]:
+    def changes(self, events: Sequence[LoggedEvent], wanted: AbstractSet[str] | None = None
+                ) -> list[Change]:
         """The Changes of ``events``: the positions right after :attr:`at`, in order (the
-        whole log between, so that no person's state misses an event)."""
+        whole log between, so that no person's state misses an event). ``wanted``: the only
+        event names whose Changes are built (None: all); the others are folded all the same."""
         if not events:
             return []
         lo, hi = self.at, events[-1].position
@@ -125,62 +136,91 @@ class ChangeStream:
         tracked = self._store.tracked(IDENTITY)
         if tracked != self._cached_at or sum(map(len, self._cached.values())) > STATES_LIMIT:
             self._cached, self._cached_at, self._on = {}, tracked, {}
-            self._stints, self._devices_of = {}, {}
-        # Decisions are no device's events. An explicit merge applied to its primary (the
-        # target of its record, as history shows it); a forget, an undo, or a merge that was
-        # undone or not applied changed no person at its position: no Change.
-        decided = self._decided(events)
-        events = [e for e in events
-                  if e.event.device_id != DECISIONS_STREAM or e.position in decided]
-        if not events:
-            self.at = hi
-            return []
+            self._stints, self._devices_of, self._last = {}, {}, {}
+            self._merges_of, self._ignored = {}, set()
+        devices = dict.fromkeys([ev.device_id for _, ev in events])
+        decided: dict[int, MergeRow] = {}
+        if DECISIONS_STREAM in devices:
+            # Decisions are no device's events. An explicit merge applied to its primary (the
+            # target of its record, as history shows it); a forget, an undo, or a merge that
+            # was undone or not applied changed no person at its position: no Change.
+            del devices[DECISIONS_STREAM]
+            decided = self._decided(events)
+            events = [e for e in events
+                      if e.event.device_id != DECISIONS_STREAM or e.position in decided]
+            if not events:
+                self.at = hi
+                return []
         # No snapshot: the rows read here describe positions up to `hi`, which no later commit
         # changes (stints, merge records and refusals are written at their events' positions).
-        reader = Reader(self._store, self._row_types)
-        devices = list(dict.fromkeys(ev.device_id for _, ev in events
-                                     if ev.device_id != DECISIONS_STREAM))
-        device_rows = self._rows(DEVICE, devices)
-        candidates = self._candidates_of(device_rows)
-        targets = {r.target for r in decided.values()} - candidates.keys()
-        candidates.update(self._rows(PERSON, targets))
-        owned = self._owner
-
-        def of(device_id: str, pos: int) -> str | None:
-            merge = decided.get(pos)
-            return owned(device_id, pos) if merge is None else merge.target
-
-        owners = {of(ev.device_id, pos) for pos, ev in events}
-        if None in owners:
-            missing = [pos for pos, ev in events if of(ev.device_id, pos) is None]
+        on = self._on
+        new = [d for d in devices if d not in on]
+        if new:
+            self._search(new)
+        members = self._members(events, decided)
+        if None in members:
+            missing = [pos for (pos, _), o in zip(events, members, strict=True) if o is None]
             raise LookupError(f"no person's stint covers positions {missing[:5]}: the "
                               "identity rows are behind the log read")
-        merges = self._merges([candidates[o] for o in owners if o is not None], lo, hi)
-        needed = {o for o in owners if o is not None}
-        for merge in merges:
-            if merge.kind in ABSORBING:
-                needed.update((merge.source, merge.target))
-        others = self._rows(PERSON, [p for p in needed if p not in candidates])
-        present: dict[str, PersonFields] = {p: candidates.get(p) or others[p] for p in needed
-                                         if p in candidates or p in others}
-        for pid, row in present.items():
-            if pid not in self._states and row.since <= lo:
+        owners = cast(set[str], set(members))
+        # Each owner's row was read when its device was searched (a decision's primary's, not
+        # always): taken from the cache as it is.
+        cached = self._cached.get(PERSON, {})
+        found = {o: cached.get(o) for o in owners}
+        if None in found.values():
+            rows: dict[str, PersonFields] = self._rows(PERSON, owners)
+            persons = [rows[o] for o in owners]
+        else:
+            rows = cast(dict[str, PersonFields], found)
+            persons = list(rows.values())
+        merges = self._merges(persons, lo, hi)
+        if merges:
+            needed = set(owners)
+            for merge in merges:
+                if merge.kind in ABSORBING:
+                    needed.update((merge.source, merge.target))
+            rows = self._rows(PERSON, needed)
+        states = self._states
+        reader: Reader | None = None
+        for pid, row in rows.items():
+            if pid not in states and row.since <= lo:
+                if reader is None:
+                    reader = Reader(self._store, self._row_types)
                 self._load(reader, row, lo)
         # The refold reads only the fields PersonFields decodes (ids, stints, merges,
         # refusals, created_at): it takes them for the rows they were decoded from.
-        members = cast(dict[str, PersonRow], present)
-        fam = Family(next(iter(members.values())), members, merges)
-        ignored = frozenset(p for row in device_rows.values() for p in row.ignored)
+        present = cast(dict[str, PersonRow], rows)
+        fam = Family(next(iter(present.values())), present, merges)
         refused = refusals(fam)
-        out = [change_of(step, refused)
-               for step in refold(fam, events, ignored, self._states, self._newest, owned)]
-        if len(out) != len(events):
+        # (The refused identifies of every device met: a position is one device's event.)
+        out, folded = refold_changes(fam, events, self._ignored, states, self._newest, members,
+                                     refused, wanted)
+        if folded != len(events):
             raise LookupError("an event applied to no person (the identity rows are behind)")
         self.at = hi
-        if len(self._states) > STATES_LIMIT:
-            for pid in list(self._states)[:len(self._states) // 2]:
-                del self._states[pid]
+        if len(states) > STATES_LIMIT:
+            for pid in list(states)[:len(states) // 2]:
+                del states[pid]
                 self._newest.pop(pid, None)
+        return out
+
+    def _members(self, events: Sequence[LoggedEvent], decided: dict[int, MergeRow]
+                 ) -> list[str | None]:
+        """The person each event applied to, in order (None: no stint covers it): a device's
+        event, the person whose stint on the device covers it; a decision, its merge's
+        target. A device's events mostly fall in the stint of its previous one."""
+        last, owner = self._last, self._owner
+        out: list[str | None] = []
+        add = out.append
+        for pos, ev in events:
+            device_id = ev.device_id
+            stint = last.get(device_id)
+            if stint is not None and stint[0] <= pos < stint[1]:
+                add(stint[2])
+            elif device_id == DECISIONS_STREAM:
+                add(decided[pos].target)
+            else:
+                add(owner(device_id, pos))
         return out
 
     def _decided(self, events: Sequence[LoggedEvent]) -> dict[int, MergeRow]:
@@ -215,6 +255,7 @@ class ChangeStream:
     def _merge_rows_of(self, persons: Iterable[PersonFields]) -> dict[str, MergeRow]:
         """The merge records these persons name, kept once read (a record never changes)."""
         kept = self._merge_rows
+        persons = list(persons)  # (read twice when the records kept overflow)
         missing = {m for p in persons for m in p.merges if m not in kept}
         if missing:
             if len(kept) + len(missing) > STATES_LIMIT:
@@ -223,19 +264,18 @@ class ChangeStream:
             kept.update(self._rows(MERGE, missing))
         return kept
 
-    def _candidates_of(self, device_rows: dict[str, DeviceFields]) -> dict[str, PersonFields]:
-        """:meth:`_candidates` of these devices, each device's searched once while the rows
-        stay put (a device's persons do not depend on the other devices searched with it)."""
+    def _search(self, devices: list[str]) -> None:
+        """Search the persons of devices met for the first time while the rows stay put (a
+        device's persons do not depend on the other devices searched with it): kept per
+        device (:attr:`_on`), with the positions of their refused identifies."""
         on = self._on
-        new = {d: row for d, row in device_rows.items() if d not in on}
-        if new:
-            for device_id in new:
-                on[device_id] = {}
-            self._candidates(new, on)
-        out: dict[str, PersonFields] = {}
-        for device_id in device_rows:
-            out.update(on[device_id])
-        return out
+        device_rows: dict[str, DeviceFields] = self._rows(DEVICE, devices)
+        for device_id in devices:
+            on[device_id] = {}
+        self._candidates(device_rows, on)
+        for row in device_rows.values():
+            if row.ignored:
+                self._ignored.update(row.ignored)
 
     def _candidates(self, device_rows: dict[str, DeviceFields],
                     per_device: dict[str, dict[str, PersonFields]] | None = None
@@ -285,7 +325,8 @@ class ChangeStream:
 
     def _owner(self, device_id: str, position: int) -> str | None:
         """The person a device's event at ``position`` applied to: the one whose stint on
-        the device covers it (the devices of the current batch have been searched)."""
+        the device covers it (the devices of the current batch have been searched). The stint
+        found is kept as the device's last (see :meth:`_members`)."""
         found = self._stints.get(device_id)
         if found is None:
             stints = tuple(sorted((stint.start, 2**62 if stint.end is None else stint.end, pid)
@@ -296,14 +337,26 @@ class ChangeStream:
         i = bisect_right(starts, position) - 1
         if i < 0 or position >= stints[i][1]:
             return None
+        self._last[device_id] = stints[i]
         return stints[i][2]
 
     def _merges(self, persons: list[PersonFields], lo: int, hi: int) -> list[MergeRow]:
         """The merge records of these persons caused at positions ``lo < p <= hi``, in order."""
-        kept = self._merge_rows_of(persons)
-        found = {m: kept[m] for p in persons for m in p.merges
-                 if m in kept and lo < kept[m].position <= hi}
-        return sorted(found.values(), key=lambda r: r.position)
+        kept = self._merges_of
+        missing = [p for p in persons if p.person_id not in kept]
+        if missing:
+            rows = self._merge_rows_of(missing)
+            for p in missing:
+                mine = tuple(rows[m] for m in p.merges if m in rows)
+                kept[p.person_id] = (max((r.position for r in mine), default=0), mine)
+        found: dict[str, MergeRow] = {}
+        for p in persons:
+            last, mine = kept[p.person_id]
+            if last > lo:  # (most persons' merges are all behind the stream)
+                for row in mine:
+                    if lo < row.position <= hi:
+                        found.setdefault(row.merge_id, row)
+        return sorted(found.values(), key=lambda r: r.position) if found else []
 
     def _load(self, reader: Reader, person: PersonFields, at: int) -> None:
         """The person's attribute state as of position ``at``, refolded from its past."""

@@ -251,7 +251,7 @@ class CustomRunner:
                 end = events[-1].position
                 wanted = wanted_by(group)
                 if wanted is None or any(EVENT_NAMES[type(e.event)] in wanted for e in events):
-                    changes = self._changes(start, events)
+                    changes = self._changes(start, events, wanted)
                 else:
                     # None of the group wants any of these: no Changes to build. The stream at
                     # `start` would miss them; it is dropped (a later one starts cold).
@@ -289,10 +289,13 @@ class CustomRunner:
         The Changes of a chunk are handled (by ``handle``) and dropped before the next chunk
         is read, so that they (and their events) die young: a whole batch's objects outlived
         the garbage collector's young generations and made it traverse the whole heap again
-        and again (a third of a catch-up's CPU on a 1M-event log). A failure, building or
-        handling, rolls the whole batch back with its tracking, as a handler's always did."""
+        and again (a third of a catch-up's CPU on a 1M-event log; the collector is paused
+        during a catch-up now, and a chunk's objects are what it holds at a time). A failure,
+        building or handling, rolls the whole batch back with its tracking, as a handler's
+        always did."""
         wanted = projection.events
         per_change = type(projection).handle_batch is Projection.handle_batch
+        handle = projection.handle
         stream = self._streams.pop(start, None)
         current, end, read = start + 1, start, 0
         batch: list[Change] = []
@@ -301,9 +304,11 @@ class CustomRunner:
                 if moved(projection, tx.position, start):
                     return tx.position, None  # another process folded it meanwhile
                 self._made.vouch(projection.name, tx)
+                db = tx.db
                 while read < BATCH and end < until:
-                    events = [e for e in self._log.read(end, min(CHUNK, BATCH - read))
-                              if e.position <= until]
+                    events = self._log.read(end, min(CHUNK, BATCH - read))
+                    if events and events[-1].position > until:
+                        events = [e for e in events if e.position <= until]
                     if not events:
                         break
                     current = events[0].position
@@ -311,14 +316,11 @@ class CustomRunner:
                                              for e in events):
                         if stream is None:
                             stream = ChangeStream(self._log, self._store, self._row_types, end)
-                        changes = stream.changes(events)
-                        mine = changes if wanted is None else [c for c in changes
-                                                                if c.event in wanted]
+                        mine = stream.changes(events, wanted)
                         if per_change:
-                            handle = projection.handle
                             for change in mine:
                                 current = change.position
-                                handle(tx.db, change)
+                                handle(db, change)
                         else:
                             batch.extend(mine)
                     else:
@@ -344,14 +346,15 @@ class CustomRunner:
             self._streams.clear()
         self._streams[stream.at] = stream
 
-    def _changes(self, start: int, events: Sequence[LoggedEvent]) -> list[Change]:
-        """The Changes of a batch from the stream at ``start`` (a new one if none is there);
-        the stream is then kept under its new position. A stream that failed is dropped (its
-        states may be half-advanced)."""
+    def _changes(self, start: int, events: Sequence[LoggedEvent],
+                 wanted: frozenset[str] | None) -> list[Change]:
+        """The Changes of a batch (of the ``wanted`` events) from the stream at ``start`` (a
+        new one if none is there); the stream is then kept under its new position. A stream
+        that failed is dropped (its states may be half-advanced)."""
         stream = self._streams.pop(start, None)
         if stream is None:
             stream = ChangeStream(self._log, self._store, self._row_types, start)
-        out = stream.changes(events)
+        out = stream.changes(events, wanted)
         self._keep(stream)
         return out
 

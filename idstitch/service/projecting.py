@@ -36,7 +36,7 @@ saves."""
 
 
 @contextmanager
-def bulk_gc() -> Iterator[None]:
+def bulk_gc(*, promote: bool = True) -> Iterator[None]:
     """Pause the cyclic garbage collector while a bulk job (ingest, rebuild) runs.
 
     Ingest and rebuild allocate millions of short-lived, acyclic objects and hold a working set
@@ -52,7 +52,9 @@ def bulk_gc() -> Iterator[None]:
     it (0.1-0.15 s after a 100,000-message rebuild), and again as it aged through the middle
     generation. Freezing and unfreezing moves it to the oldest generation in one step, without
     a traversal, where the collector's full collections examine it as they do any long-lived
-    object.
+    object. That moves the embedding application's young objects too (its cyclic garbage then
+    waits for a full collection): right once per bulk job, not on a path every query takes
+    (``promote=False``: only the pause).
     """
     was_enabled = gc.isenabled()
     gc.disable()
@@ -60,8 +62,9 @@ def bulk_gc() -> Iterator[None]:
         yield
     finally:
         if was_enabled:
-            gc.freeze()
-            gc.unfreeze()
+            if promote:
+                gc.freeze()
+                gc.unfreeze()
             gc.enable()
 
 
@@ -276,8 +279,14 @@ class Projector:
     def catch_up_custom(self, until: int, names: Sequence[str] | None = None) -> None:
         """Fold the custom projections (or the named ones) up to ``until``, where the built-in
         rows are: a failure is kept in :attr:`failures` (never raised here, so that no write
-        and no built-in projection waits on a user's handler)."""
-        with self.lock:
+        and no built-in projection waits on a user's handler).
+
+        The collector is paused meanwhile, as for an ingest, whose catch-ups fold the same
+        handlers (:func:`bulk_gc`): a catch-up from 0 builds a Change (and its event) for every
+        position and keeps every person's state, and the collector's passes over them were a
+        tenth of it. Nothing on this path makes reference cycles (checked: a collection after
+        catching projections up over 148,000 events finds none)."""
+        with self.lock, bulk_gc(promote=False):  # every query's catch-up comes here
             chosen = list(names) if names is not None else list(self.custom.projections)
             failed = {f.projection: f for f in self.custom.catch_up(until, chosen)}
             for name in chosen:

@@ -100,7 +100,7 @@ class Queries:
             with ExitStack() as stack:
                 if audit:
                     stack.enter_context(self.auditor.serial())
-                    stack.enter_context(bulk_gc())
+                    stack.enter_context(bulk_gc(promote=False))  # one call, not a bulk job
                 rows = stack.enter_context(self.rows.snapshot())
                 found = rows.positions(names)
                 if all(found[name] >= self.projector.committed(name) for name in names):

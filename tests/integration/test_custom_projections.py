@@ -402,7 +402,7 @@ def test_a_stream_that_cannot_be_built_stops_no_write(make_ws: WorkspaceFactory,
     ws = make_ws(projections=[Counter()])
     ws.identify("d1", "u1")
 
-    def behind(self: ChangeStream, events: Any) -> Any:
+    def behind(self: ChangeStream, events: Any, wanted: Any = None) -> Any:
         raise LookupError("the identity rows are behind the log read")
 
     monkeypatch.setattr(ChangeStream, "changes", behind)

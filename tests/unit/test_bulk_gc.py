@@ -35,3 +35,22 @@ def test_a_disabled_collector_stays_disabled() -> None:
     finally:
         if was_enabled:
             gc.enable()
+
+
+def test_a_pause_on_every_query_leaves_the_application_s_young_objects_young() -> None:
+    """The custom projections' catch-up (before every query) and an audit pause the collector
+    only: promoting everything young at each call would make the embedding application's
+    cyclic garbage wait for full collections."""
+    was_enabled = gc.isenabled()
+    gc.enable()
+    try:
+        gc.collect()
+        young = [{"app": [i]} for i in range(200)]
+        with bulk_gc(promote=False):
+            assert not gc.isenabled()
+        assert gc.isenabled()
+        oldest = {id(o) for o in gc.get_objects(generation=2)}
+        assert not any(id(obj) in oldest for obj in young)
+    finally:
+        if not was_enabled:
+            gc.disable()
