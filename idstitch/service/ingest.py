@@ -112,19 +112,33 @@ class _ChildProjects:
         self.projector = projector
         self.helper: background.BackgroundProjector | None = helper
         """The child, until it fails."""
+        self.head = 0
+        """The last position this ingest committed."""
 
     def check(self) -> PolicyCheck:
         """As :meth:`Projector.check`."""
         return self.projector.check()
 
-    def ask_idle(self) -> None:
-        """Ask the child to say when it has folded everything committed (see :meth:`idle`)."""
+    def committed(self, last: int) -> None:
+        """This ingest committed up to ``last``: ask the child to say when it has folded it
+        (see :meth:`idle`)."""
+        self.head = max(self.head, last)
         if self.helper is not None:
             self.helper.ask_idle()
 
     def idle(self) -> bool:
-        """Whether the child said it has nothing left to fold since it was asked."""
-        return self.helper is not None and self.helper.idle() is not None
+        """Whether the child said it has folded everything this ingest committed. An answer
+        to a question asked before the last commit is stale (the child is folding that one):
+        it is asked again."""
+        if self.helper is None:
+            return False
+        reached = self.helper.idle()
+        if reached is None:
+            return False
+        if reached < self.head:
+            self.helper.ask_idle()
+            return False
+        return True
 
     def finish(self, *, wait: bool) -> None:
         """Every projection at the head of the log once the ingest has appended all: by the
@@ -307,12 +321,16 @@ class _Run:
         if waiting < self.limit and not last:
             return  # they wait for the batch to fill
         self.checked = 0
-        # (When the workspace keeps its projections, the commit fails before appending
-        # anything if another process rebuilt the rows under another configuration.)
-        uow.commit()
+        self._commit()
+
+    def _commit(self) -> None:
+        """Commit what the handlers ran, report it, and ask the child (if any) to say when it
+        has folded it. (When the workspace keeps its projections, the commit fails before
+        appending anything if another process rebuilt the rows under another configuration.)"""
+        result = self.uow.commit()
         self._account()
-        if self.child is not None:
-            self.child.ask_idle()  # to hear when it has folded this batch
+        if self.child is not None and result is not None:
+            self.child.committed(result.last)
 
     def _account(self) -> None:
         """Report what the unit of work's commits did; the progress callback hears of each."""

@@ -64,6 +64,8 @@ class BatchResult(NamedTuple):
     """How many messages it wrote (accepted, duplicates, and those rejected at the commit)."""
     rejected: list[tuple[int, IdstitchError]]
     """The messages refused at the commit (nothing of them written): index and why."""
+    last: int = 0
+    """The position of the last event it appended (0: none)."""
 
 
 class Batch:
@@ -213,7 +215,7 @@ class Writer:
             return BatchResult([], 0, 0, 0, count, [*rejected, (messages[0].index, self._lost(
                 messages[0]))])
         appended: list[LoggedEvent] = []
-        accepted = duplicates = recorded = 0
+        accepted = duplicates = recorded = last = 0
         for message in messages:
             one = Batch()
             one.messages = [message]
@@ -230,7 +232,8 @@ class Writer:
             duplicates += written.duplicates
             recorded += written.recorded
             rejected += written.rejected
-        return BatchResult(appended, accepted, duplicates, recorded, count, rejected)
+            last = max(last, written.last)
+        return BatchResult(appended, accepted, duplicates, recorded, count, rejected, last)
 
     def _lost(self, message: Message) -> ConcurrencyConflict:
         return ConcurrencyConflict(f"device {message.steps[0][0]!r}: other writers kept "
@@ -283,7 +286,8 @@ class Writer:
                 appended = ([LoggedEvent(p, r.event) for p, r in zip(positions, events, strict=True)]
                             if keep else [])
                 return BatchResult(appended, len(batch.messages) - duplicates, duplicates,
-                                   len(positions), count, batch.rejected)
+                                   len(positions), count, batch.rejected,
+                                   positions[-1] if positions else 0)
             return None
 
     def _refresh(self, batch: Batch, *, conflicted: bool) -> set[str]:
