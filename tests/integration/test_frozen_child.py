@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -215,6 +216,36 @@ def test_a_writer_stopped_holding_the_sqlite_write_lock_does_not_hang_another(
         ws.close()
 
 
+@contextmanager
+def caught_up_child(tmp_path: Path) -> Iterator[tuple[Workspace, background.BackgroundProjector]]:
+    """A SQLite workspace that does not catch up itself, 300 messages in it, and a projecting
+    child that has folded them; afterwards, the rows are at the head once the child has
+    gone."""
+    ws = idstitch.open(f"sqlite:///{tmp_path / 'identity.db'}", auto_catch_up=False)
+    try:
+        ws.ingest(traffic(300, 0), parallel=False)
+        helper = ws._services.projector.helper()
+        try:
+            assert helper.wait_for(ws.log.head())  # ready, and caught up
+            yield ws, helper
+            assert helper.failed is None
+        finally:
+            helper.close()
+        assert ws.rows.position("identity") == ws.log.head()
+    finally:
+        ws.close()
+
+
+def answer(helper: background.BackgroundProjector, seconds: float = 30) -> int | None:
+    """The child's answer to the ``idle`` question out, waited for up to ``seconds``."""
+    deadline = time.monotonic() + seconds
+    answered = None
+    while answered is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+        answered = helper.idle()
+    return answered
+
+
 def test_the_child_answers_requests_that_reach_it_together(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -222,25 +253,14 @@ def test_the_child_answers_requests_that_reach_it_together(
     busy, or descheduled): the child must see the second request, not leave it in a buffer
     that ``select`` does not see (the parent would wait STALL_SECONDS, then fold itself)."""
     monkeypatch.setattr(background, "STALL_SECONDS", 5.0)
-    ws = idstitch.open(f"sqlite:///{tmp_path / 'identity.db'}", auto_catch_up=False)
-    try:
-        ws.ingest(traffic(300, 0), parallel=False)
-        helper = ws._services.projector.helper()
-        try:
-            assert helper.wait_for(ws.log.head())  # ready, and caught up
-            ws.ingest(traffic(300, 1000), parallel=False)
-            pid = pid_of([helper])
-            assert pid is not None
-            os.kill(pid, signal.SIGSTOP)  # both requests arrive while it cannot read
-            helper.ending()
-            threading.Timer(0.3, os.kill, (pid, signal.SIGCONT)).start()
-            assert helper.wait_for(ws.log.head())
-            assert helper.failed is None
-        finally:
-            helper.close()
-        assert ws.rows.position("identity") == ws.log.head()
-    finally:
-        ws.close()
+    with caught_up_child(tmp_path) as (ws, helper):
+        ws.ingest(traffic(300, 1000), parallel=False)
+        pid = pid_of([helper])
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)  # both requests arrive while it cannot read
+        helper.ending()
+        threading.Timer(0.3, os.kill, (pid, signal.SIGCONT)).start()
+        assert helper.wait_for(ws.log.head())
 
 
 def test_asking_whether_the_child_is_ready_never_waits(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -265,30 +285,14 @@ def test_the_child_says_when_it_has_folded_everything_committed(tmp_path: Path) 
     """``idle``: the child answers once it has nothing left to fold, with the head it reached
     (the ingest commits early on that answer); a wait for a position that follows an
     unanswered question is not confused by the answer."""
-    ws = idstitch.open(f"sqlite:///{tmp_path / 'identity.db'}", auto_catch_up=False)
-    try:
-        ws.ingest(traffic(300, 0), parallel=False)
-        helper = ws._services.projector.helper()
-        try:
-            assert helper.wait_for(ws.log.head())  # ready, and caught up
-            ws.ingest(traffic(300, 1000), parallel=False)  # appended, not folded
-            head = ws.log.head()
-            assert helper.idle() is None  # asks; never waits for the answer
-            deadline = time.monotonic() + 30
-            answered = None
-            while answered is None and time.monotonic() < deadline:
-                time.sleep(0.01)
-                answered = helper.idle()
-            assert answered == head  # it folded what was appended before it was asked
-            assert helper.idle() is None  # each answer once: this asks again
-            ws.ingest(traffic(50, 2000), parallel=False)
-            assert helper.wait_for(ws.log.head())  # the answer to that question is skipped
-            assert helper.failed is None
-        finally:
-            helper.close()
-        assert ws.rows.position("identity") == ws.log.head()
-    finally:
-        ws.close()
+    with caught_up_child(tmp_path) as (ws, helper):
+        ws.ingest(traffic(300, 1000), parallel=False)  # appended, not folded
+        head = ws.log.head()
+        assert helper.idle() is None  # asks; never waits for the answer
+        assert answer(helper) == head  # it folded what was appended before it was asked
+        assert helper.idle() is None  # each answer once: this asks again
+        ws.ingest(traffic(50, 2000), parallel=False)
+        assert helper.wait_for(ws.log.head())  # the answer to that question is skipped
 
 
 def test_a_child_that_folds_nothing_never_says_it_is_idle(tmp_path: Path) -> None:
@@ -315,12 +319,7 @@ def test_a_child_that_folds_nothing_never_says_it_is_idle(tmp_path: Path) -> Non
                 time.sleep(0.05)
             for name in names:
                 leases.release_lease(name)
-            answered = None
-            deadline = time.monotonic() + 30
-            while answered is None and time.monotonic() < deadline:
-                time.sleep(0.01)
-                answered = helper.idle()
-            assert answered == ws.log.head()
+            assert answer(helper) == ws.log.head()
         finally:
             helper.close()
     finally:
