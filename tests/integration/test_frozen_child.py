@@ -9,6 +9,7 @@ time, leaving no process behind.
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -359,3 +360,25 @@ def test_an_ingest_commits_early_when_its_child_is_idle(
     first, *early = committed_while_reading
     assert first == ingest.CHILD_START_MESSAGES
     assert early and ingest.EARLY_COMMIT_MESSAGES <= early[0] < 5000
+
+
+def test_an_idle_answer_older_than_the_ingest_s_last_commit_is_asked_again(
+    tmp_path: Path
+) -> None:
+    """The child answered for a head the ingest has since committed past (it is folding the
+    newer batch): the ingest does not take that answer for idleness, asks again, and takes
+    the answer that comes once the child has folded its last commit."""
+    with caught_up_child(tmp_path) as (ws, helper):
+        child = ingest._ChildProjects(ws._services.projector, helper)
+        child.committed(ws.log.head())  # the question, for the head folded already
+        assert helper._proc is not None and helper._proc.stdout is not None
+        # Its answer is in the pipe, unread, when the ingest commits more.
+        assert select.select([helper._proc.stdout.fileno()], [], [], 30)[0]
+        ws.ingest(traffic(300, 1000), parallel=False)
+        child.committed(ws.log.head())
+        assert not child.idle()  # the answer is for the older head: asked again
+        deadline = time.monotonic() + 30
+        while not child.idle():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert helper.wait_for(ws.log.head())  # folded is not committed: the ingest's last wait
