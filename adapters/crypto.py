@@ -16,8 +16,7 @@ import itertools
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
-from operator import attrgetter
+from collections.abc import Iterable
 from os import urandom
 from time import monotonic
 from typing import Any
@@ -26,66 +25,11 @@ import msgspec
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from idstitch.adapters.codec import EventCodec
+from idstitch.adapters.personal_fields import FIELDS, SETTERS, SPECS, VALUES
 from idstitch.domain.errors import StoreError, Suppressed
 from idstitch.domain.events import PERSONAL, DeviceEvent
 from idstitch.domain.ports import KeyStore
 
-_FIELDS = {kind: tuple(blanks) for kind, blanks in PERSONAL.items()}
-
-
-def _getter(fields: tuple[str, ...]) -> Callable[[DeviceEvent], Any]:
-    if len(fields) > 1:
-        return attrgetter(*fields)  # a tuple, in C
-    field = fields[0]
-    return lambda event: (getattr(event, field),)
-
-
-_VALUES = {kind: _getter(fields) for kind, fields in _FIELDS.items()}
-
-
-def _setter(fields: tuple[str, ...]) -> Callable[[Any, Any], None]:
-    """A function setting an event's personal fields from the list they were sealed as, in
-    place, one unpacking for all of them (a loop over ``zip`` per event was a sixth of
-    unsealing a page). A list of another length raises, as ``zip(strict=True)`` did."""
-    force = msgspec.structs.force_setattr
-    if len(fields) == 1:
-        (a,) = fields
-
-        def one(event: Any, values: Any) -> None:
-            (x,) = values
-            force(event, a, x)
-        return one
-    if len(fields) == 3:
-        a, b, c = fields
-
-        def three(event: Any, values: Any) -> None:
-            x, y, z = values
-            force(event, a, x)
-            force(event, b, y)
-            force(event, c, z)
-        return three
-    if len(fields) == 4:
-        a, b, c, d = fields
-
-        def four(event: Any, values: Any) -> None:
-            w, x, y, z = values
-            force(event, a, w)
-            force(event, b, x)
-            force(event, c, y)
-            force(event, d, z)
-        return four
-
-    def each(event: Any, values: Any) -> None:
-        for name, value in zip(fields, values, strict=True):
-            force(event, name, value)
-    return each
-
-
-_SETTERS = {kind: _setter(fields) for kind, fields in _FIELDS.items()}
-"""Per event type, the function :meth:`SubjectCipher.unseal_all` sets its values with."""
-"""Per event type, a function giving the tuple of its personal values (sealed together)."""
-_SPECS = {kind: (_VALUES[kind], PERSONAL[kind]) for kind in _FIELDS}
-"""Per event type, its values' function and the erased markers its stored copy holds."""
 NONCE = 12
 CACHE_KEYS = 4096
 """How many AESGCM objects (one per key) a process keeps (least recently used out)."""
@@ -196,7 +140,7 @@ class SubjectCipher:
 
     def seal(self, event: DeviceEvent) -> DeviceEvent:
         """The event as stored: its personal values encrypted into ``sealed``."""
-        values_of = _VALUES.get(type(event))
+        values_of = VALUES.get(type(event))
         key_id = event.key_id
         if values_of is None or key_id is None:
             return event
@@ -225,7 +169,7 @@ class SubjectCipher:
         batch = self._batch
         cache = self._cache
         encode = self._encode
-        specs = _SPECS
+        specs = SPECS
         count = self._count
         replace = msgspec.structs.replace
         out: list[DeviceEvent] = []
@@ -284,7 +228,7 @@ class SubjectCipher:
         # keyword arguments): nobody else holds them yet, and the copy was half of unsealing
         # (this runs for every event of a rebuild, a catch-up and the ingest's child).
         force = msgspec.structs.force_setattr
-        setters, decode = _SETTERS, self._decode
+        setters, decode = SETTERS, self._decode
         for event in events:
             sealed = event.sealed
             key_id = event.key_id
@@ -336,7 +280,7 @@ class SubjectCipher:
                 aead = None  # a key that is not this event's: unreadable, as erased
             else:
                 return msgspec.structs.replace(
-                    event, sealed=None, **dict(zip(_FIELDS[type(event)], values, strict=True)))
+                    event, sealed=None, **dict(zip(FIELDS[type(event)], values, strict=True)))
         return msgspec.structs.replace(event, sealed=None, erased=True)
 
     def digest(self, identifier: str) -> bytes:
