@@ -18,7 +18,7 @@ from idstitch.adapters.chain import GENESIS, ChainedLog, link
 from idstitch.adapters.pg_pool import QueuedPool
 from idstitch.adapters.sqlchain import ChainSql, SqlChainView, chain_ddl, started, upgrade
 from idstitch.adapters.sqlchain import append as chain_append
-from idstitch.adapters.sqlstore import tracking_position
+from idstitch.adapters.sqlstore import tracked_rows
 from idstitch.domain.errors import StoreError
 from idstitch.domain.ports import AppendCheck, WriteConflict
 from psycopg import sql
@@ -168,12 +168,9 @@ class PostgresLog:
             reserved = cur.fetchone()
             assert reserved is not None  # setval returns one row
             if check is not None:
-                tracked: dict[str, tuple[int, str | None]] = dict.fromkeys(check.names,
-                                                                           (0, None))
-                if check.names and cur.nextset():
-                    tracked.update((name, (tracking_position(name, position), meta))
-                                   for name, position, meta in cur.fetchall())
-                check.found(tracked)  # raises to refuse: rolled back, nothing appended
+                found = cur.fetchall() if check.names and cur.nextset() else []
+                # Raises to refuse: rolled back, nothing appended.
+                check.found(tracked_rows(check.names, found))
             last = int(reserved[0])
             prev = GENESIS if reserved[1] is None else bytes(reserved[1])
             positions = list(range(last - n + 1, last + 1))

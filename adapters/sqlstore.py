@@ -7,7 +7,7 @@ processes catching up the same projection take turns instead of applying a batch
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol
@@ -26,6 +26,15 @@ def _position(name: str, stored: object) -> int:
 
 tracking_position = _position
 """A tracking row's position, checked (for the stores' own statements that read it)."""
+
+
+def tracked_rows(names: Sequence[str], rows: Iterable[Sequence[Any]]
+                 ) -> dict[str, tuple[int, str | None]]:
+    """The (position, meta) of each of ``names`` from (name, position, meta) tracking rows
+    read (a name without a row: (0, None); a row whose name is None, of an outer join: none)."""
+    found = {name: (_position(name, position), meta)
+             for name, position, meta in rows if name is not None}
+    return {name: found.get(name, (0, None)) for name in names}
 
 
 class Cursor(Protocol):
@@ -278,9 +287,7 @@ class SqlProjectionStore:
         with self._statement() as cur:
             cur.execute(f"SELECT name, position, meta FROM idstitch_tracking "
                         f"WHERE name IN ({marks})", tuple(names))
-            found = {name: (_position(name, position), meta)
-                     for name, position, meta in cur.fetchall()}
-        return {name: found.get(name, (0, None)) for name in names}
+            return tracked_rows(names, cur.fetchall())
 
     def tracked_at_head(
         self, names: Sequence[str]
@@ -295,10 +302,8 @@ class SqlProjectionStore:
                         f"(SELECT 1) AS one LEFT JOIN idstitch_tracking AS t ON t.name IN "
                         f"({marks})", tuple(names))
             rows = cur.fetchall()
-        found = {name: (_position(name, position), meta)
-                 for _, name, position, meta in rows if name is not None}
         head = int(rows[0][0] or 0) if rows else 0
-        return head, {name: found.get(name, (0, None)) for name in names}
+        return head, tracked_rows(names, [row[1:] for row in rows])
 
     def position(self, name: str) -> int:
         """Committed tracking position."""
