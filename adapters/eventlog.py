@@ -45,9 +45,12 @@ class FastLog(Protocol):
     memory store, its own list): the one path every store implements."""
 
     def append_events(self, rows: list[tuple[str, int, str, bytes]],
-                      check: AppendCheck | None = None) -> list[int]:
+                      check: AppendCheck | None = None,
+                      events: Sequence[DeviceEvent] | None = None) -> list[int]:
         """Insert (originator_id, version, topic, state) rows in one transaction; positions.
-        ``check`` passes before anything is inserted (see AppendCheck).
+        ``check`` passes before anything is inserted (see AppendCheck); ``events`` (those of
+        ``rows``) are for its ``landed``, which a store whose projection rows share the
+        append's transaction calls (SQLite), and the others never do.
 
         Raises WriteConflict when a (originator_id, version) already exists."""
         ...
@@ -218,6 +221,9 @@ class DeviceLog(Application[UUID]):
                 check.run()  # a commit that records nothing is refused the same way
             return []
         with translated("cannot append events"):
+            if check is not None and check.inline:
+                return self.fast.append_events(self.codec.rows(pending), check,
+                                               [r.event for r in pending])
             return self.fast.append_events(self.codec.rows(pending), check)
 
     @contextmanager

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_right
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from heapq import merge
 from itertools import islice
@@ -23,6 +23,7 @@ from uuid import UUID
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.popo import POPOApplicationRecorder
 from idstitch.adapters.chain import GENESIS, ChainedLog, Entry, Run, StoredRow, link
+from idstitch.domain.events import DeviceEvent
 from idstitch.domain.ports import AppendCheck
 
 
@@ -43,9 +44,11 @@ class MemoryLog:
         self._chain: list[Entry] = []
 
     def append_events(self, rows: list[tuple[str, int, str, bytes]],
-                      check: AppendCheck | None = None) -> list[int]:
+                      check: AppendCheck | None = None,
+                      events: Sequence[DeviceEvent] | None = None) -> list[int]:
         """Append (originator_id hex, version, topic, state) rows, all or nothing; positions.
-        ``check`` runs first, under the append lock.
+        ``check`` runs first, under the append lock. (``events`` is not used: the rows of the
+        projections are kept apart from this list, and folded after the append.)
 
         Raises eventsourcing's IntegrityError (the device log translates it) when a
         (originator_id, version) is taken."""

@@ -7,7 +7,7 @@ the log's appends and reads go through the same connections as the projection ro
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from functools import lru_cache
 from typing import Any
@@ -20,6 +20,7 @@ from idstitch.adapters.sqlchain import ChainSql, SqlChainView, chain_ddl, starte
 from idstitch.adapters.sqlchain import append as chain_append
 from idstitch.adapters.sqlstore import tracked_rows
 from idstitch.domain.errors import StoreError
+from idstitch.domain.events import DeviceEvent
 from idstitch.domain.ports import AppendCheck, WriteConflict
 from psycopg import sql
 
@@ -134,10 +135,12 @@ class PostgresLog:
     # reader never skips a gap that a slower writer fills later.
 
     def append_events(self, rows: list[tuple[str, int, str, bytes]],
-                      check: AppendCheck | None = None) -> list[int]:
+                      check: AppendCheck | None = None,
+                      events: Sequence[DeviceEvent] | None = None) -> list[int]:
         """Insert (originator_id as UUID hex, version, topic, state) rows in one transaction,
         under the table lock; their positions, consecutive and in the order given. ``check``:
-        a command's reads the tracking rows in the append's first round trip."""
+        a command's reads the tracking rows in the append's first round trip. (``events`` is
+        not used: the projections' rows commit after the append, in a statement of their own.)"""
         if not rows:
             return []
         if len(rows) <= FEW_ROWS:

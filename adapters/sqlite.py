@@ -199,6 +199,18 @@ class SqliteProjectionStore(SqliteLog, SqlProjectionStore):
 
     @contextmanager
     def _cursor(self, *, write: bool) -> Iterator[Cursor]:
+        with self._lock:
+            if self._conn.in_transaction:
+                # Inside this thread's open append (its rows landing with the events, see
+                # SqliteLog.append_events): part of that transaction, which the append commits
+                # or rolls back; nobody else can hold one on this connection (the lock).
+                with self._translated("SQLite failed"):
+                    joined = self._conn.cursor()
+                    try:
+                        yield joined
+                    finally:
+                        joined.close()
+                return
         with self._lock, (self._writing() if write else nullcontext()), \
                 self._translated("SQLite failed"):
             cur = self._conn.cursor()

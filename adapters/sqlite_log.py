@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 from uuid import UUID
@@ -16,7 +16,9 @@ from uuid import UUID
 from idstitch.adapters.sqlchain import ChainSql
 from idstitch.adapters.sqlchain import append as chain_append
 from idstitch.domain.errors import StoreError
+from idstitch.domain.events import DeviceEvent
 from idstitch.domain.ports import AppendCheck, WriteConflict
+from idstitch.projections.store import LoggedEvent
 
 
 @contextmanager
@@ -94,9 +96,14 @@ class SqliteLog:
         return positions
 
     def append_events(self, rows: list[tuple[str, int, str, bytes]],
-                      check: AppendCheck | None = None) -> list[int]:
+                      check: AppendCheck | None = None,
+                      events: Sequence[DeviceEvent] | None = None) -> list[int]:
         """Insert events in one transaction; their positions (rowids). ``check`` runs first,
-        under the process's append lock (a local read: nothing to share a round trip with)."""
+        under the process's append lock (a local read: nothing to share a round trip with);
+        given the ``events`` of ``rows``, the check may then write the projections' rows for
+        them in the same transaction (:meth:`AppendCheck.landed`): one durable commit for a
+        command's events and its rows instead of two commits."""
+        landed = False
         with self._lock:
             if check is not None:
                 check.run()
@@ -107,7 +114,14 @@ class SqliteLog:
                     self._conn.execute("PRAGMA synchronous=FULL")
                     self._conn.execute("BEGIN IMMEDIATE")
                     positions = self._insert(rows)
+                    if check is not None and events is not None:
+                        landed = self._land(check, positions, events)
                     self._conn.commit()
+            except BaseException:
+                if landed:
+                    assert check is not None
+                    check.abandoned()
+                raise
             finally:
                 if self._conn.in_transaction:
                     # Whatever failed (a conflict, an interrupt) got here mid-transaction: end
@@ -115,6 +129,20 @@ class SqliteLog:
                     self._conn.rollback()
                 self._conn.execute("PRAGMA synchronous=NORMAL")
         return positions
+
+    def _land(self, check: AppendCheck, positions: list[int],
+              events: Sequence[DeviceEvent]) -> bool:
+        """``check.landed`` inside the open append, behind a savepoint: whatever it wrote
+        before it raised is undone, and the events commit all the same (a projection's
+        failure never stops a write; the catch-up after the append meets it again)."""
+        self._conn.execute("SAVEPOINT idstitch_landed")
+        try:
+            landed = check.landed(list(map(LoggedEvent, positions, events)))
+        except Exception:
+            self._conn.execute("ROLLBACK TO idstitch_landed")
+            landed = False
+        self._conn.execute("RELEASE idstitch_landed")
+        return landed
 
     def read_events(self, after: int, limit: int) -> list[tuple[int, bytes]]:
         """(position, state) after a position."""

@@ -12,6 +12,7 @@ from typing import Protocol
 
 from idstitch.domain.aggregates import Aggregate
 from idstitch.domain.device import Recorded
+from idstitch.domain.events import DeviceEvent
 
 
 class WriteConflict(Exception):
@@ -30,6 +31,9 @@ class AppendCheck(Protocol):
     append calls :meth:`run` first. Either way nothing is appended when it raises."""
 
     names: Sequence[str]
+    inline: bool
+    """Whether it wants :meth:`landed` called (a command's check: a bulk batch's rows are
+    folded after its append, or by another process)."""
 
     def found(self, tracked: Mapping[str, tuple[int, str | None]]) -> None:
         """Check the (position, meta) read of each named tracking row ((0, None): none)."""
@@ -37,6 +41,18 @@ class AppendCheck(Protocol):
 
     def run(self) -> None:
         """Read the tracking rows and check them (:meth:`found`)."""
+        ...
+
+    def landed(self, appended: Sequence[tuple[int, DeviceEvent]]) -> bool:
+        """Called by a log whose projection rows share its transaction (SQLite), inside the
+        append's transaction once the events are in and before it commits: the projections'
+        rows for these (position, event) pairs may be written in it, so that one commit makes
+        both durable. True when they were. When it raises, what it wrote is undone and the
+        events commit alone (the catch-up after the append folds them as ever)."""
+        ...
+
+    def abandoned(self) -> None:
+        """The append whose :meth:`landed` wrote rows did not commit: forget them."""
         ...
 
 

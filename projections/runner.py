@@ -140,6 +140,20 @@ def catch_up(
             leases.release_lease(projection.name)
 
 
+def fold_landed(projection: RowProjection, state: RunnerState, log: EventLog,
+                store: ProjectionStore, recent: Sequence[LoggedEvent],
+                tracked: tuple[int, str | None] | None) -> int | None:
+    """A command's own events folded and their rows written inside its append's transaction
+    (SQLite; see ``AppendCheck.landed``): the position reached, or None when they do not
+    follow what the projection holds directly (or are too many), where nothing is written
+    and the catch-up after the append goes as ever. Never takes the lease nor waits: the
+    append holds the store's write lock, and a holder of the lease may be waiting for it."""
+    if len(recent) > OWN_EVENTS:
+        return None
+    stretch = Stretch(projection, state, log, store, tracked)
+    return _fold_own(stretch, state, recent, max(recent[-1].position, stretch.position), None)
+
+
 def _fold_own(stretch: Stretch, state: RunnerState, recent: Sequence[LoggedEvent], until: int,
               progress: Callable[[int], None] | None) -> int | None:
     """The events this process just appended, when they follow what the projection holds

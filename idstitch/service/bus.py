@@ -47,6 +47,7 @@ class MessageBus:
         with UnitOfWork(self.writer, self.queries, self.projector if auto else None, now,
                         None if auto else following.settled(self.projector,
                                                             self.settings.external)) as uow:
+            uow.inline = auto
             handlers.run(uow, 0, (checked,))
             with self.writer.lock:
                 # Rows built under another policy (another process rebuilt them) refuse the
@@ -58,7 +59,11 @@ class MessageBus:
                 appended = result.appended
                 if not appended:
                     return None
-                if auto:
+                if auto and uow.landed is not None and uow.landed >= appended[-1].position:
+                    # The built-in rows committed with the events (SQLite): only the custom
+                    # projections are left.
+                    self.projector.landed(appended[-1].position)
+                elif auto:
                     try:
                         self.projector.catch_up(appended, tracked=uow.tracked)
                     except Exception as e:

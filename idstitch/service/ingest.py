@@ -115,8 +115,8 @@ class _ChildProjects:
         self.head = 0
         """The last position this ingest committed."""
 
-    def check(self) -> PolicyCheck:
-        """As :meth:`Projector.check`."""
+    def check(self, *, inline: bool = False) -> PolicyCheck:
+        """As :meth:`Projector.check` (never inline: the child folds an ingest's batches)."""
         return self.projector.check()
 
     def committed(self, last: int) -> None:

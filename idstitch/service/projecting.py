@@ -14,10 +14,12 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import cast
 
 import msgspec
 
 from idstitch.domain.errors import CorruptEvent, CorruptRow, InvalidCommand, ProjectionFailed
+from idstitch.domain.events import DeviceEvent
 from idstitch.projections import runner
 from idstitch.projections.base import ProjectionSpec, Registry, RowProjection, import_topic
 from idstitch.projections.custom import Projection, ProjectionDB, topic_of
@@ -104,13 +106,19 @@ class PolicyCheck:
     :class:`~idstitch.domain.ports.AppendCheck`. A log that can read the tracking rows in its
     append's first round trip (PostgreSQL) does; else they are read in one statement. What
     was read is kept (:attr:`tracked`): the command hands it to the catch-up after its append
-    (see :meth:`Projector.catch_up`)."""
+    (see :meth:`Projector.catch_up`). A command's check (``projector`` given) also has the
+    rows of its events written inside the append's transaction where the log can
+    (:meth:`landed`)."""
 
-    def __init__(self, registry: Registry, rows: ProjectionStore) -> None:
-        self._registry, self._rows = registry, rows
+    def __init__(self, registry: Registry, rows: ProjectionStore,
+                 projector: Projector | None = None) -> None:
+        self._registry, self._rows, self._projector = registry, rows, projector
         self.names: Sequence[str] = registry.names
+        self.inline = projector is not None
         self.tracked: dict[str, tuple[int, str | None]] | None = None
         """Every projection's committed (position, meta), once checked."""
+        self.landed_at: int | None = None
+        """The position up to which every projection's rows committed with the append."""
 
     def found(self, tracked: Mapping[str, tuple[int, str | None]]) -> None:
         """Check what the append read; PolicyMismatch refuses it."""
@@ -121,6 +129,28 @@ class PolicyCheck:
     def run(self) -> None:
         """Read every projection's tracking row in one statement, and check it."""
         self.found(self._rows.tracked_many(self.names))
+
+    def landed(self, appended: Sequence[tuple[int, DeviceEvent]]) -> bool:
+        """Fold the command's events into every projection's rows, written in the append's
+        transaction (see :meth:`Projector.land`); whether they were."""
+        if self._projector is None or self.tracked is None or not appended:
+            return False
+        recent = cast(Sequence[LoggedEvent], appended)
+        done = self._projector.land(recent, self.tracked)
+        if done:
+            self.landed_at = recent[-1].position
+        return done
+
+    def abandoned(self) -> None:
+        """The append did not commit: the rows folded for it are forgotten."""
+        self.landed_at = None
+        if self._projector is not None:
+            self._projector.forget_folded()
+
+
+class NotLanded(Exception):
+    """A projection could not fold a command's events inside its append: every row written
+    there is undone (the append's savepoint), and the catch-up after the append folds them."""
 
 
 class Projector:
@@ -191,9 +221,48 @@ class Projector:
                       RuntimeWarning, stacklevel=4)
         return False
 
-    def check(self) -> PolicyCheck:
-        """The check a commit's append passes first (see :class:`PolicyCheck`)."""
-        return PolicyCheck(self.registry, self.rows)
+    def check(self, *, inline: bool = False) -> PolicyCheck:
+        """The check a commit's append passes first (see :class:`PolicyCheck`); ``inline``: a
+        single command's, which has its events' rows written in the append where it can."""
+        return PolicyCheck(self.registry, self.rows, self if inline else None)
+
+    def land(self, recent: Sequence[LoggedEvent],
+             tracked: Mapping[str, tuple[int, str | None]]) -> bool:
+        """Fold a command's own events into every projection and write their rows inside the
+        append's open transaction (SQLite: one durable commit for the events and the rows,
+        where the catch-up after the append was a second transaction of its own): whether
+        every projection did. A projection that cannot (the events do not follow its rows
+        directly: another process appended or committed since the check; too many events)
+        raises NotLanded after forgetting what the others folded, so that the append's
+        savepoint undoes their rows too: all of them land, or none. Never waits: another
+        thread catching up (holding this projector's lock) makes it give way at once."""
+        if not self.lock.acquire(blocking=False):
+            return False
+        try:
+            last = recent[-1].position
+            for projection in self.registry:
+                reached = runner.fold_landed(projection, self.states.of(projection), self.log,
+                                             self.rows, recent, tracked.get(projection.name))
+                if reached is None or reached < last:
+                    raise NotLanded(projection.name)
+            return True
+        except BaseException:
+            self.forget_folded()
+            raise
+        finally:
+            self.lock.release()
+
+    def forget_folded(self) -> None:
+        """Drop every projection's cached rows (what was folded for an append that did not
+        commit, or whose rows were undone)."""
+        for projection in self.registry:
+            self.states.of(projection).forget()
+
+    def landed(self, position: int) -> None:
+        """After a command whose rows landed with its events up to ``position``: the custom
+        projections, which never fold inside an append (a user's handler)."""
+        if self.custom.projections and not self.custom_held:
+            self.catch_up_custom(position)
 
     def catch_up(self, recent: Sequence[LoggedEvent] = (), *, wait: bool = True,
                  eager: bool = False,

@@ -65,14 +65,18 @@ class CommitCheck(AppendCheck, Protocol):
 
     tracked: dict[str, tuple[int, str | None]] | None
     """Every projection's committed (position, meta), once the check ran."""
+    landed_at: int | None
+    """The position up to which the projections' rows committed with the append, if they
+    did (see ``AppendCheck.landed``)."""
 
 
 class Projections(Protocol):
     """What a unit of work asks of the projector that keeps the workspace's projections."""
 
-    def check(self) -> CommitCheck:
+    def check(self, *, inline: bool = False) -> CommitCheck:
         """The check a commit's append passes first: it refuses (PolicyMismatch) rows built
-        under another configuration, and keeps what each projection committed."""
+        under another configuration, and keeps what each projection committed. ``inline``:
+        it also has the events' rows written inside the append where the log can."""
         ...
 
     def catch_up(self, recent: Sequence[LoggedEvent] = (), *, wait: bool = True,
@@ -194,6 +198,12 @@ class UnitOfWork:
         """What each commit did (ingest reads and clears them)."""
         self.tracked: dict[str, tuple[int, str | None]] | None = None
         """What the projections had committed before the last commit (for its catch-up)."""
+        self.inline = False
+        """A single command's unit of work: its commit has the projections' rows of its
+        events written inside the append where the log can (one commit instead of two)."""
+        self.landed: int | None = None
+        """The position up to which the last commit's rows landed with it (None: they did
+        not; the catch-up after it folds them)."""
         self.steps: list[Step] = []
         """The current message's steps (what its handlers ran, on which aggregate)."""
         self._start = 0
@@ -318,7 +328,8 @@ class UnitOfWork:
         batch = self.batch
         if not batch.messages:
             return None
-        check = None if self.projections is None else self.projections.check()
+        check = None if self.projections is None else self.projections.check(
+            inline=self.inline)
         start = self._start
         self.batch = Batch()
         self._start = 0  # a message under way (with no step yet) starts the next batch
@@ -331,7 +342,8 @@ class UnitOfWork:
             self.batch, self._start = batch, start
             raise
         self.tracked = None if check is None else check.tracked
-        if self.keep:
+        self.landed = None if check is None else check.landed_at
+        if self.keep and self.landed is None:  # (landed: projected already)
             self.appended += result.appended
         self.results.append(result)
         return result

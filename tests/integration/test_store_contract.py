@@ -253,6 +253,8 @@ class StoreContract:
         assert rows.write_if("x", (0, None), {}, 0, "built=A") is None
 
         class Check:
+            inline = False
+
             def __init__(self) -> None:
                 self.names = ["x", "none"]
                 self.seen: list[dict[str, tuple[int, str | None]]] = []
