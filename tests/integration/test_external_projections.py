@@ -4,6 +4,7 @@ projections, ``wait_for`` and ``lag``; on PostgreSQL, appends that commit in pos
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from collections.abc import Callable
@@ -266,3 +267,31 @@ def test_a_custom_projection_kept_by_another_process_is_folded_again_after_an_un
     folded = keeper.projection_db("change_log").query(query)
     keeper.rebuild(["change_log"])
     assert keeper.projection_db("change_log").query(query) == folded
+
+
+def test_a_follower_folds_with_the_collector_paused_and_leaves_it_as_it_was(
+        make_durable_ws: WorkspaceFactory) -> None:
+    # A projecting process folds batch after batch over a large working set: the cyclic
+    # collector, which would traverse it again and again, sleeps through each catch-up.
+    keeper = make_durable_ws()
+    writer = make_durable_ws(keeper.url, projections="external")
+    writer.ingest({"type": "identify", "userId": f"u{i}", "anonymousId": f"a{i % 50}",
+                   "traits": {"n": i}, "messageId": f"m{i}"} for i in range(1_500))
+    runs: list[str] = []
+
+    def seen(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            runs.append("gc")
+
+    follower = following_module.Follower(keeper._services.projector, None,
+                                         report=lambda line: None)
+    gc.collect()
+    gc.callbacks.append(seen)
+    try:
+        reached = follower.step()
+    finally:
+        gc.callbacks.remove(seen)
+    assert reached == writer.log.head() and runs == []
+    assert gc.isenabled()
+    profile = keeper.profile("u1499")
+    assert profile is not None and profile.attributes == {"n": 1499}
