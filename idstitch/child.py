@@ -36,8 +36,8 @@ from idstitch.service.background import (
     IDLE_COMMIT_EVENTS,
     POLL_SECONDS,
 )
+from idstitch.service.gc_pause import bulk_gc
 from idstitch.service.pipe_lines import PipeLines
-from idstitch.service.projecting import bulk_gc
 
 Reply = Callable[[str], None]
 WANTED_POLL_SECONDS = 0.02

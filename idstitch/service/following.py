@@ -24,7 +24,8 @@ import msgspec
 
 from idstitch.domain.errors import InvalidCommand, ProjectionsBehind, StoreError
 from idstitch.projections.custom_forgets import Wait
-from idstitch.service.projecting import Projector, bulk_gc
+from idstitch.service.gc_pause import bulk_gc
+from idstitch.service.projecting import Projector
 
 POLL_SECONDS = 1.0
 """How long a follower on PostgreSQL waits for a notification before it looks anyway: a lost

@@ -24,6 +24,8 @@ from idstitch.domain.events import DECISIONS_STREAM
 from idstitch.projections.store import LoggedEvent
 from idstitch.service import background, following, handlers
 from idstitch.service.checks import CHECKS, Entry
+from idstitch.service.commit_check import PolicyCheck
+from idstitch.service.gc_pause import bulk_gc
 from idstitch.service.ingest_report import (
     Format,
     IngestInterrupted,
@@ -32,7 +34,7 @@ from idstitch.service.ingest_report import (
     ProgressRaised,
     reporting,
 )
-from idstitch.service.projecting import PolicyCheck, Projector, bulk_gc
+from idstitch.service.projecting import Projector
 from idstitch.service.queries import Queries
 from idstitch.service.settings import Settings
 from idstitch.service.uow import UnitOfWork, Writer

@@ -8,18 +8,15 @@ rebuild of a long log replays all but the first projection in a second process (
 
 from __future__ import annotations
 
-import gc
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import cast
 
 import msgspec
 
 from idstitch.domain.errors import CorruptEvent, CorruptRow, InvalidCommand, ProjectionFailed
-from idstitch.domain.events import DeviceEvent
 from idstitch.projections import runner
 from idstitch.projections.base import ProjectionSpec, Registry, RowProjection, import_topic
 from idstitch.projections.custom import Projection, ProjectionDB, topic_of
@@ -30,44 +27,13 @@ from idstitch.projections.replay import replay
 from idstitch.projections.runner import RunnerStates, catch_up, leases_of
 from idstitch.projections.store import EventLog, LoggedEvent, ProjectionStore
 from idstitch.service import background
+from idstitch.service.commit_check import NotLanded, PolicyCheck
+from idstitch.service.gc_pause import bulk_gc
 
 PARALLEL_REBUILD_EVENTS = 20_000
 """A rebuild of a log at least this long replays all but the first projection in a second
 process (on a SQLite file or PostgreSQL): under it, starting the process costs more than it
 saves."""
-
-
-@contextmanager
-def bulk_gc(*, promote: bool = True) -> Iterator[None]:
-    """Pause the cyclic garbage collector while a bulk job (ingest, rebuild) runs.
-
-    Ingest and rebuild allocate millions of short-lived, acyclic objects and hold a working set
-    of hundreds of thousands of containers; the collector would scan them over and over (a
-    third of rebuild time at the default thresholds, still 10-25% with a raised one). Nothing
-    on these paths makes reference cycles (checked: a collection after ingesting 30,000
-    messages, bad lines included, and after a rebuild finds nothing), so reference counting
-    frees everything as before. The collector's previous state comes back when the job ends.
-
-    What the job leaves alive (a rebuilt projection's cached rows: hundreds of thousands of
-    containers) was allocated while the collector slept, so it all sits in the youngest
-    generation: the first allocation after ``gc.enable()`` made the collector traverse all of
-    it (0.1-0.15 s after a 100,000-message rebuild), and again as it aged through the middle
-    generation. Freezing and unfreezing moves it to the oldest generation in one step, without
-    a traversal, where the collector's full collections examine it as they do any long-lived
-    object. That moves the embedding application's young objects too (its cyclic garbage then
-    waits for a full collection): right once per bulk job, not on a path every query takes
-    (``promote=False``: only the pause).
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            if promote:
-                gc.freeze()
-                gc.unfreeze()
-            gc.enable()
 
 
 @contextmanager
@@ -98,59 +64,6 @@ def leased(rows: ProjectionStore, names: Sequence[str]) -> Iterator[None]:
         if leases is not None:
             for name in reversed(taken):
                 leases.release_lease(name)
-
-
-class PolicyCheck:
-    """A commit's check that every projection's committed rows were built as this process
-    builds them (PolicyMismatch otherwise, before anything is appended): an
-    :class:`~idstitch.domain.ports.AppendCheck`. A log that can read the tracking rows in its
-    append's first round trip (PostgreSQL) does; else they are read in one statement. What
-    was read is kept (:attr:`tracked`): the command hands it to the catch-up after its append
-    (see :meth:`Projector.catch_up`). A command's check (``projector`` given) also has the
-    rows of its events written inside the append's transaction where the log can
-    (:meth:`landed`)."""
-
-    def __init__(self, registry: Registry, rows: ProjectionStore,
-                 projector: Projector | None = None) -> None:
-        self._registry, self._rows, self._projector = registry, rows, projector
-        self.names: Sequence[str] = registry.names
-        self.inline = projector is not None
-        self.tracked: dict[str, tuple[int, str | None]] | None = None
-        """Every projection's committed (position, meta), once checked."""
-        self.landed_at: int | None = None
-        """The position up to which every projection's rows committed with the append."""
-
-    def found(self, tracked: Mapping[str, tuple[int, str | None]]) -> None:
-        """Check what the append read; PolicyMismatch refuses it."""
-        for projection in self._registry:
-            projection.check_meta(tracked[projection.name][1])
-        self.tracked = dict(tracked)
-
-    def run(self) -> None:
-        """Read every projection's tracking row in one statement, and check it."""
-        self.found(self._rows.tracked_many(self.names))
-
-    def landed(self, appended: Sequence[tuple[int, DeviceEvent]]) -> bool:
-        """Fold the command's events into every projection's rows, written in the append's
-        transaction (see :meth:`Projector.land`); whether they were."""
-        if self._projector is None or self.tracked is None or not appended:
-            return False
-        recent = cast(Sequence[LoggedEvent], appended)
-        done = self._projector.land(recent, self.tracked)
-        if done:
-            self.landed_at = recent[-1].position
-        return done
-
-    def abandoned(self) -> None:
-        """The append did not commit: the rows folded for it are forgotten."""
-        self.landed_at = None
-        if self._projector is not None:
-            self._projector.forget_folded()
-
-
-class NotLanded(Exception):
-    """A projection could not fold a command's events inside its append: every row written
-    there is undone (the append's savepoint), and the catch-up after the append folds them."""
 
 
 class Projector:

@@ -23,7 +23,8 @@ from idstitch.projections.auditor import Auditor
 from idstitch.projections.identity.rows import MergeRow, PersonRow
 from idstitch.projections.store import EventLog, ProjectionStore, RowSource
 from idstitch.projections.views import Device, Merge, Profile, Reader
-from idstitch.service.projecting import Projector, bulk_gc
+from idstitch.service.gc_pause import bulk_gc
+from idstitch.service.projecting import Projector
 from idstitch.service.settings import Settings
 
 T = TypeVar("T")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import gc
 
-from idstitch.service.projecting import bulk_gc
+from idstitch.service.gc_pause import bulk_gc
 
 
 def test_what_a_bulk_job_keeps_is_in_the_oldest_generation_after_it() -> None:
