@@ -335,6 +335,7 @@ def test_an_ingest_commits_early_when_its_child_is_idle(
     full batch would leave the child idle, then fold it while the recording has ended)."""
     here = make_durable_ws(None)
     there = make_durable_ws(None)
+    watcher = make_durable_ws(there.url, projections="external")
     messages = traffic(9000, 0)
     expected = here.ingest(messages, parallel=False)
     read = 0
@@ -344,7 +345,12 @@ def test_an_ingest_commits_early_when_its_child_is_idle(
         nonlocal read
         for i, message in enumerate(messages):
             if i == 7000:
-                time.sleep(3)  # the child is ready, has folded the first batch, and says so
+                # The child has folded the first batch (nothing committed is left to it), and
+                # has time to say so: however slow the machine is today.
+                deadline = time.monotonic() + 60
+                while watcher.lag() > 0 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                time.sleep(1)
             read = i + 1
             yield message
 
