@@ -14,7 +14,7 @@ import sqlite3
 import threading
 import types
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 from idstitch.adapters.chain import ChainedLog
 from idstitch.adapters.crypto import codec_for
@@ -231,30 +231,14 @@ class SqliteProjectionStore(SqliteLog, SqlProjectionStore):
         thread holds one (keys then commit or roll back with the events), else a transaction
         of its own. Yields the cursor and whether it is committed at the end of the block."""
         with self._lock:
-            if self._conn.in_transaction:
-                joined = self._conn.cursor()
-                try:
-                    yield joined, False
-                finally:
-                    joined.close()
-                return
-        with self._cursor(write=True) as own:
-            yield own, True
+            inside = self._conn.in_transaction
+            with self._cursor(write=True) as cur:
+                yield cur, not inside
 
-    @contextmanager
-    def read_cursor(self) -> Iterator[Cursor]:
+    def read_cursor(self) -> AbstractContextManager[Cursor]:
         """A read cursor for the key store (inside the open append transaction, if any: the
         key store reads while events are being appended)."""
-        with self._lock:
-            if self._conn.in_transaction:
-                joined = self._conn.cursor()
-                try:
-                    yield joined
-                finally:
-                    joined.close()
-                return
-        with self._cursor(write=False) as own:
-            yield own
+        return self._cursor(write=False)
 
     def checkpoint(self) -> None:
         """Copy the WAL into the file and truncate it (nothing deleted lingers in the WAL)."""
