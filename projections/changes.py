@@ -121,9 +121,9 @@ class ChangeStream:
         """Per person, the devices of its stints (kept with the rows)."""
         self._last: dict[str, tuple[int, int, str]] = {}
         """Per device, the stint its last event fell in (the next one mostly does too)."""
-        self._merges_of: dict[str, tuple[int, tuple[MergeRow, ...]]] = {}
-        """Per person, the merge records it names and the last position among them (kept with
-        the rows)."""
+        self._merges_of: dict[str, tuple[PersonFields, int, tuple[MergeRow, ...]]] = {}
+        """Per person met as an owner, its row, the merge records it names and the last
+        position among them (kept with the rows)."""
         self._ignored: set[int] = set()
         """The positions of the refused identifies of every device searched (kept with the
         rows)."""
@@ -151,48 +151,76 @@ class ChangeStream:
             ahead, self._ahead = self._ahead, 0
             if ahead >= PREFETCH_POSITIONS and 2 * ahead >= lo + ahead:
                 self.prefetch()
-        devices = dict.fromkeys([ev.device_id for _, ev in events])
-        decided: dict[int, MergeRow] = {}
-        if DECISIONS_STREAM in devices:
+        # Most events fall in the stint their device's previous event fell in: one look-up
+        # each. The others (a device met for the first time, a stint ended, a decision) are
+        # looked up afterwards, their devices searched first if new.
+        last = self._last
+        members: list[str | None] = []
+        add = members.append
+        later: list[int] = []
+        for pos, ev in events:
+            stint = last.get(ev.device_id)
+            if stint is not None and stint[0] <= pos < stint[1]:
+                add(stint[2])
+            else:
+                later.append(len(members))
+                add(None)
+        on = self._on
+        if any(events[i].event.device_id == DECISIONS_STREAM for i in later):
             # Decisions are no device's events. An explicit merge applied to its primary (the
             # target of its record, as history shows it); a forget, an undo, or a merge that
             # was undone or not applied changed no person at its position: no Change.
-            del devices[DECISIONS_STREAM]
             decided = self._decided(events)
             events = [e for e in events
                       if e.event.device_id != DECISIONS_STREAM or e.position in decided]
             if not events:
                 self.at = hi
                 return []
-        # No snapshot: the rows read here describe positions up to `hi`, which no later commit
-        # changes (stints, merge records and refusals are written at their events' positions).
-        on = self._on
-        new = [d for d in devices if d not in on]
-        if new:
-            self._search(new)
-        members = self._members(events, decided)
+            devices = dict.fromkeys([ev.device_id for _, ev in events])
+            devices.pop(DECISIONS_STREAM, None)
+            new = [d for d in devices if d not in on]
+            if new:
+                self._search(new)
+            members = self._members(events, decided)
+        elif later:
+            # No snapshot: the rows read here describe positions up to `hi`, which no later
+            # commit changes (stints, merge records and refusals are written at their events'
+            # positions).
+            new = list(dict.fromkeys([d for i in later
+                                      if (d := events[i].event.device_id) not in on]))
+            if new:
+                self._search(new)
+            owner = self._owner
+            for i in later:
+                pos, ev = events[i]
+                members[i] = owner(ev.device_id, pos)
         if None in members:
             missing = [pos for (pos, _), o in zip(events, members, strict=True) if o is None]
             raise LookupError(f"no person's stint covers positions {missing[:5]}: the "
                               "identity rows are behind the log read")
         owners = cast(set[str], set(members))
-        # Each owner's row was read when its device was searched (a decision's primary's, not
-        # always): taken from the cache as it is.
-        cached = self._cached.get(PERSON, {})
-        found = {o: cached.get(o) for o in owners}
-        if None in found.values():
-            rows: dict[str, PersonFields] = self._rows(PERSON, owners)
-            persons = [rows[o] for o in owners]
-        else:
-            rows = cast(dict[str, PersonFields], found)
-            persons = list(rows.values())
-        merges = self._merges(persons, lo, hi)
+        # One look-up an owner for its row and its merges (these dicts hold every person met:
+        # each pass over them costs a cache miss or more an owner).
+        kept = self._merges_of
+        entries = [kept.get(o) for o in owners]
+        if None in entries:
+            self._keep_persons([o for o, e in zip(owners, entries, strict=True) if e is None])
+            entries = [kept[o] for o in owners]
+        rows: dict[str, PersonFields] = {}
+        caused: dict[str, MergeRow] = {}
+        for pid, entry in zip(owners, entries, strict=True):
+            row, newest_merge, mine = entry  # type: ignore[misc]
+            rows[pid] = row
+            if newest_merge > lo:  # (most persons' merges are all behind the stream)
+                for merge in mine:
+                    if lo < merge.position <= hi:
+                        caused.setdefault(merge.merge_id, merge)
+        merges = sorted(caused.values(), key=lambda r: r.position) if caused else []
         if merges:
-            needed = set(owners)
-            for merge in merges:
-                if merge.kind in ABSORBING:
-                    needed.update((merge.source, merge.target))
-            rows = self._rows(PERSON, needed)
+            others = {p for merge in merges if merge.kind in ABSORBING
+                      for p in (merge.source, merge.target) if p not in rows}
+            if others:
+                rows.update(self._rows(PERSON, others))
         states = self._states
         reader: Reader | None = None
         for pid, row in rows.items():
@@ -380,23 +408,16 @@ class ChangeStream:
         self._last[device_id] = stints[i]
         return stints[i][2]
 
-    def _merges(self, persons: list[PersonFields], lo: int, hi: int) -> list[MergeRow]:
-        """The merge records of these persons caused at positions ``lo < p <= hi``, in order."""
+    def _keep_persons(self, pids: list[str]) -> None:
+        """Keep each person's row with its merge records and the last position among them
+        (:attr:`_merges_of`); KeyError for a person without a row."""
+        rows: dict[str, PersonFields] = self._rows(PERSON, pids)
+        persons = [rows[p] for p in pids]
+        records = self._merge_rows_of(persons)
         kept = self._merges_of
-        missing = [p for p in persons if p.person_id not in kept]
-        if missing:
-            rows = self._merge_rows_of(missing)
-            for p in missing:
-                mine = tuple(rows[m] for m in p.merges if m in rows)
-                kept[p.person_id] = (max((r.position for r in mine), default=0), mine)
-        found: dict[str, MergeRow] = {}
-        for p in persons:
-            last, mine = kept[p.person_id]
-            if last > lo:  # (most persons' merges are all behind the stream)
-                for row in mine:
-                    if lo < row.position <= hi:
-                        found.setdefault(row.merge_id, row)
-        return sorted(found.values(), key=lambda r: r.position) if found else []
+        for person in persons:
+            mine = tuple(records[m] for m in person.merges if m in records)
+            kept[person.person_id] = (person, max((r.position for r in mine), default=0), mine)
 
     def _load(self, reader: Reader, person: PersonFields, at: int) -> None:
         """The person's attribute state as of position ``at``, refolded from its past."""
