@@ -299,6 +299,22 @@ class ChangeStream:
             cached = self._cached.setdefault(kind, {})
             cached.update(found)
             self._complete.add(kind)
+        self._index_devices()
+
+    def _index_devices(self) -> None:
+        """Every device's persons, from the stints of every person (all cached): the search
+        of each device met for the first time (:meth:`_search`), done for all at once."""
+        devices: dict[str, DeviceFields] = self._cached[DEVICE]
+        on: dict[str, dict[str, PersonFields]] = {device_id: {} for device_id in devices}
+        for pid, person in self._cached[PERSON].items():
+            for stint in person.stints:
+                persons = on.get(stint.device_id)
+                if persons is not None:
+                    persons[pid] = person
+        self._on = on
+        for row in devices.values():
+            if row.ignored:
+                self._ignored.update(row.ignored)
 
     def _rows(self, kind: str, keys: Iterable[str]) -> dict[str, Any]:
         """Committed rows of a kind among ``keys``, decoded (one read for those not cached:
