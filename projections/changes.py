@@ -281,23 +281,24 @@ class ChangeStream:
 
         A stream over most of a long log meets nearly every device, so it reads nearly every
         one of these rows either way: as point reads scattered over the table (the rows of a
-        million-event log: a fifth of a catch-up's time), or here in one scan each. Past
-        :data:`STATES_LIMIT` rows in all, it stops (the kinds read so far stay complete, the
-        rest are read as met)."""
-        for kind in (DEVICE, PERSON, MERGE):
+        million-event log: a fifth of a catch-up's time), or here in one scan each. Only when
+        they fit in the rows the stream keeps (:data:`STATES_LIMIT`, counted first: a scan
+        holds a whole kind at once); otherwise they are read as met."""
+        kinds = (DEVICE, PERSON, MERGE)
+        if sum(self._store.count(kind) for kind in kinds) > STATES_LIMIT:
+            return
+        for kind in kinds:
             row_type = _SLIM.get(kind) or self._row_types[kind]
             found: dict[str, Any] = {}
-            room = STATES_LIMIT - sum(map(len, self._cached.values()))
             try:
                 for key, raw in self._store.scan(kind):
-                    if len(found) >= room:
-                        return  # too many to keep: this kind is read as met
                     found[key] = decode_row(row_type, raw)
             except CorruptRow as e:
                 e.row_class = self._row_types[kind]  # the stored type, whose owner repairs it
                 raise
-            cached = self._cached.setdefault(kind, {})
-            cached.update(found)
+            if sum(map(len, self._cached.values())) + len(found) > STATES_LIMIT:
+                return  # grew since counted: this kind and the next are read as met
+            self._cached.setdefault(kind, {}).update(found)
             self._complete.add(kind)
         self._index_devices()
 
