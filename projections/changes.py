@@ -20,7 +20,6 @@ from collections.abc import Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from typing import Any, cast
 
-import msgspec
 from idstitch.domain.attributes import Attrs
 from idstitch.domain.device import anonymous_id_for, anonymous_person_id
 from idstitch.domain.errors import CorruptRow
@@ -36,17 +35,14 @@ from idstitch.projections.audit import (
     refusals,
     spans,
 )
+from idstitch.projections.change_rows import SLIM, DeviceFields, PersonFields
 from idstitch.projections.identity.fold import IdentityProjection
 from idstitch.projections.identity.rows import (
     DEVICE,
-    DEVICE_NAMES,
     MERGE,
     PERSON,
-    PERSON_NAMES,
     MergeRow,
     PersonRow,
-    Refusal,
-    Stint,
 )
 from idstitch.projections.store import EventLog, LoggedEvent, ProjectionStore
 from idstitch.projections.unit import RowTypes, decode_row
@@ -60,36 +56,6 @@ PREFETCH_POSITIONS = 20_000
 """A stream that will read at least this many positions, and at least half of the log up to
 where it stops, reads every device, person and merge row at once (see
 :meth:`ChangeStream.prefetch`)."""
-
-
-class PersonFields(msgspec.Struct, kw_only=True, gc=False, rename=PERSON_NAMES):
-    """The fields of a person row (:class:`PersonRow`) a stream reads, decoded from the same
-    stored row: the rest (its attributes above all) is skipped. The stream keeps tens of
-    thousands of these, and every container they hold is one more object the garbage collector
-    traverses at each full collection: tuples (of strings, numbers and ``gc=False`` structs)
-    it stops tracking, lists never (the stored lists decode as tuples; the refold only
-    iterates them). Stored names are :class:`PersonRow`'s (the rows format's short ones)."""
-
-    person_id: str
-    merges: tuple[str, ...] = ()
-    refused: tuple[Refusal, ...] = ()
-    created_at: int
-    retired_into: str | None = None
-    since: int = 0
-    stints: tuple[Stint, ...] = ()
-
-
-class DeviceFields(msgspec.Struct, kw_only=True, gc=False, rename=DEVICE_NAMES):
-    """The fields of a device row a stream reads (see :class:`PersonFields`), under the
-    stored names of :class:`DeviceRow`."""
-
-    device_id: str
-    person_id: str
-    generation: int = 0
-    ignored: tuple[int, ...] = ()
-
-
-_SLIM: dict[str, type[Any]] = {PERSON: PersonFields, DEVICE: DeviceFields}
 
 
 class ChangeStream:
@@ -288,7 +254,7 @@ class ChangeStream:
         if sum(self._store.count(kind) for kind in kinds) > STATES_LIMIT:
             return
         for kind in kinds:
-            row_type = _SLIM.get(kind) or self._row_types[kind]
+            row_type = SLIM.get(kind) or self._row_types[kind]
             found: dict[str, Any] = {}
             try:
                 for key, raw in self._store.scan(kind):
@@ -326,7 +292,7 @@ class ChangeStream:
         keys = list(keys)
         missing = [k for k in keys if k not in cached]
         if missing:
-            row_type = _SLIM.get(kind) or self._row_types[kind]
+            row_type = SLIM.get(kind) or self._row_types[kind]
             found = self._store.get_many(kind, missing)
             try:
                 for key in missing:
