@@ -104,6 +104,11 @@ class MemoryProjectionStore:
             items = sorted(self.rows.get(kind, {}).items())
         yield from items
 
+    def count(self, kind: str) -> int:
+        """How many rows of a kind there are."""
+        with self._lock:
+            return len(self.rows.get(kind, {}))
+
     def scan_without(self, kind: str, needle: bytes) -> Iterator[tuple[str, bytes]]:
         """Every row of a kind whose bytes do not contain ``needle``, by key."""
         return iter([(k, v) for k, v in self.scan(kind) if needle not in v])

@@ -264,6 +264,13 @@ class SqlProjectionStore:
         for key, doc in rows:
             yield key, bytes(doc)
 
+    def count(self, kind: str) -> int:
+        """How many committed rows of a kind there are."""
+        with self._statement() as cur:
+            cur.execute(f"SELECT count(*) FROM idstitch_rows WHERE kind = {self.param}", (kind,))
+            found = cur.fetchone()
+        return int(found[0]) if found else 0
+
     def scan_without(self, kind: str, needle: bytes) -> Iterator[tuple[str, bytes]]:
         """Every committed row of a kind whose bytes do not contain ``needle``, by key."""
         p = self.param

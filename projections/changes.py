@@ -20,7 +20,6 @@ from collections.abc import Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from typing import Any, cast
 
-import msgspec
 from idstitch.domain.attributes import Attrs
 from idstitch.domain.device import anonymous_id_for, anonymous_person_id
 from idstitch.domain.errors import CorruptRow
@@ -36,17 +35,14 @@ from idstitch.projections.audit import (
     refusals,
     spans,
 )
+from idstitch.projections.change_rows import SLIM, DeviceFields, PersonFields
 from idstitch.projections.identity.fold import IdentityProjection
 from idstitch.projections.identity.rows import (
     DEVICE,
-    DEVICE_NAMES,
     MERGE,
     PERSON,
-    PERSON_NAMES,
     MergeRow,
     PersonRow,
-    Refusal,
-    Stint,
 )
 from idstitch.projections.store import EventLog, LoggedEvent, ProjectionStore
 from idstitch.projections.unit import RowTypes, decode_row
@@ -56,46 +52,26 @@ IDENTITY = IdentityProjection.name
 STATES_LIMIT = 200_000
 """Persons whose attribute state the stream keeps at most; past it, the older half is dropped
 (refolded from their past if met again)."""
-
-
-class PersonFields(msgspec.Struct, kw_only=True, gc=False, rename=PERSON_NAMES):
-    """The fields of a person row (:class:`PersonRow`) a stream reads, decoded from the same
-    stored row: the rest (its attributes above all) is skipped. The stream keeps tens of
-    thousands of these, and every container they hold is one more object the garbage collector
-    traverses at each full collection: tuples (of strings, numbers and ``gc=False`` structs)
-    it stops tracking, lists never (the stored lists decode as tuples; the refold only
-    iterates them). Stored names are :class:`PersonRow`'s (the rows format's short ones)."""
-
-    person_id: str
-    merges: tuple[str, ...] = ()
-    refused: tuple[Refusal, ...] = ()
-    created_at: int
-    retired_into: str | None = None
-    since: int = 0
-    stints: tuple[Stint, ...] = ()
-
-
-class DeviceFields(msgspec.Struct, kw_only=True, gc=False, rename=DEVICE_NAMES):
-    """The fields of a device row a stream reads (see :class:`PersonFields`), under the
-    stored names of :class:`DeviceRow`."""
-
-    device_id: str
-    person_id: str
-    generation: int = 0
-    ignored: tuple[int, ...] = ()
-
-
-_SLIM: dict[str, type[Any]] = {PERSON: PersonFields, DEVICE: DeviceFields}
+PREFETCH_POSITIONS = 20_000
+"""A stream that will read at least this many positions, and at least half of the log up to
+where it stops, reads every device, person and merge row at once (see
+:meth:`ChangeStream.prefetch`)."""
 
 
 class ChangeStream:
     """Changes of consecutive log positions, from ``at`` on."""
 
     def __init__(self, log: EventLog, store: ProjectionStore, row_types: RowTypes,
-                 at: int = 0) -> None:
+                 at: int = 0, ahead: int = 0) -> None:
         self._log, self._store, self._row_types = log, store, row_types
         self.at = at
         """The position the kept states reflect (the last one streamed)."""
+        self._ahead = ahead
+        """How many positions the caller means to stream from ``at`` (a hint: see
+        :data:`PREFETCH_POSITIONS`)."""
+        self._complete: set[str] = set()
+        """Kinds whose every committed row is cached (read by :meth:`prefetch`): a key not
+        cached has no row, nothing to read."""
         self._states: dict[str, Attrs] = {}
         self._newest: dict[str, int] = {}
         self._merge_rows: dict[str, MergeRow] = {}
@@ -111,9 +87,9 @@ class ChangeStream:
         """Per person, the devices of its stints (kept with the rows)."""
         self._last: dict[str, tuple[int, int, str]] = {}
         """Per device, the stint its last event fell in (the next one mostly does too)."""
-        self._merges_of: dict[str, tuple[int, tuple[MergeRow, ...]]] = {}
-        """Per person, the merge records it names and the last position among them (kept with
-        the rows)."""
+        self._merges_of: dict[str, tuple[PersonFields, int, tuple[MergeRow, ...]]] = {}
+        """Per person met as an owner, its row, the merge records it names and the last
+        position among them (kept with the rows)."""
         self._ignored: set[int] = set()
         """The positions of the refused identifies of every device searched (kept with the
         rows)."""
@@ -137,49 +113,80 @@ class ChangeStream:
         if tracked != self._cached_at or sum(map(len, self._cached.values())) > STATES_LIMIT:
             self._cached, self._cached_at, self._on = {}, tracked, {}
             self._stints, self._devices_of, self._last = {}, {}, {}
-            self._merges_of, self._ignored = {}, set()
-        devices = dict.fromkeys([ev.device_id for _, ev in events])
-        decided: dict[int, MergeRow] = {}
-        if DECISIONS_STREAM in devices:
+            self._merges_of, self._ignored, self._complete = {}, set(), set()
+            ahead, self._ahead = self._ahead, 0
+            if ahead >= PREFETCH_POSITIONS and 2 * ahead >= lo + ahead:
+                self.prefetch()
+        # Most events fall in the stint their device's previous event fell in: one look-up
+        # each. The others (a device met for the first time, a stint ended, a decision) are
+        # looked up afterwards, their devices searched first if new.
+        last = self._last
+        members: list[str | None] = []
+        add = members.append
+        later: list[int] = []
+        for pos, ev in events:
+            stint = last.get(ev.device_id)
+            if stint is not None and stint[0] <= pos < stint[1]:
+                add(stint[2])
+            else:
+                later.append(len(members))
+                add(None)
+        on = self._on
+        if any(events[i].event.device_id == DECISIONS_STREAM for i in later):
             # Decisions are no device's events. An explicit merge applied to its primary (the
             # target of its record, as history shows it); a forget, an undo, or a merge that
             # was undone or not applied changed no person at its position: no Change.
-            del devices[DECISIONS_STREAM]
             decided = self._decided(events)
             events = [e for e in events
                       if e.event.device_id != DECISIONS_STREAM or e.position in decided]
             if not events:
                 self.at = hi
                 return []
-        # No snapshot: the rows read here describe positions up to `hi`, which no later commit
-        # changes (stints, merge records and refusals are written at their events' positions).
-        on = self._on
-        new = [d for d in devices if d not in on]
-        if new:
-            self._search(new)
-        members = self._members(events, decided)
+            devices = dict.fromkeys([ev.device_id for _, ev in events])
+            devices.pop(DECISIONS_STREAM, None)
+            new = [d for d in devices if d not in on]
+            if new:
+                self._search(new)
+            members = self._members(events, decided)
+        elif later:
+            # No snapshot: the rows read here describe positions up to `hi`, which no later
+            # commit changes (stints, merge records and refusals are written at their events'
+            # positions).
+            new = list(dict.fromkeys([d for i in later
+                                      if (d := events[i].event.device_id) not in on]))
+            if new:
+                self._search(new)
+            owner = self._owner
+            for i in later:
+                pos, ev = events[i]
+                members[i] = owner(ev.device_id, pos)
         if None in members:
             missing = [pos for (pos, _), o in zip(events, members, strict=True) if o is None]
             raise LookupError(f"no person's stint covers positions {missing[:5]}: the "
                               "identity rows are behind the log read")
         owners = cast(set[str], set(members))
-        # Each owner's row was read when its device was searched (a decision's primary's, not
-        # always): taken from the cache as it is.
-        cached = self._cached.get(PERSON, {})
-        found = {o: cached.get(o) for o in owners}
-        if None in found.values():
-            rows: dict[str, PersonFields] = self._rows(PERSON, owners)
-            persons = [rows[o] for o in owners]
-        else:
-            rows = cast(dict[str, PersonFields], found)
-            persons = list(rows.values())
-        merges = self._merges(persons, lo, hi)
+        # One look-up an owner for its row and its merges (these dicts hold every person met:
+        # each pass over them costs a cache miss or more an owner).
+        kept = self._merges_of
+        entries = [kept.get(o) for o in owners]
+        if None in entries:
+            self._keep_persons([o for o, e in zip(owners, entries, strict=True) if e is None])
+            entries = [kept[o] for o in owners]
+        rows: dict[str, PersonFields] = {}
+        caused: dict[str, MergeRow] = {}
+        for pid, entry in zip(owners, entries, strict=True):
+            row, newest_merge, mine = entry  # type: ignore[misc]
+            rows[pid] = row
+            if newest_merge > lo:  # (most persons' merges are all behind the stream)
+                for merge in mine:
+                    if lo < merge.position <= hi:
+                        caused.setdefault(merge.merge_id, merge)
+        merges = sorted(caused.values(), key=lambda r: r.position) if caused else []
         if merges:
-            needed = set(owners)
-            for merge in merges:
-                if merge.kind in ABSORBING:
-                    needed.update((merge.source, merge.target))
-            rows = self._rows(PERSON, needed)
+            others = {p for merge in merges if merge.kind in ABSORBING
+                      for p in (merge.source, merge.target) if p not in rows}
+            if others:
+                rows.update(self._rows(PERSON, others))
         states = self._states
         reader: Reader | None = None
         for pid, row in rows.items():
@@ -234,14 +241,58 @@ class ChangeStream:
                 if (row := rows.get(merge_id)) is not None and row.kind == "explicit"
                 and row.position == pos}
 
+    def prefetch(self) -> None:
+        """Read and decode every device, person and merge row now, one pass over each kind,
+        instead of searching the devices met for the first time a few rows at a time.
+
+        A stream over most of a long log meets nearly every device, so it reads nearly every
+        one of these rows either way: as point reads scattered over the table (the rows of a
+        million-event log: a fifth of a catch-up's time), or here in one scan each. Only when
+        they fit in the rows the stream keeps (:data:`STATES_LIMIT`, counted first: a scan
+        holds a whole kind at once); otherwise they are read as met."""
+        kinds = (DEVICE, PERSON, MERGE)
+        if sum(self._store.count(kind) for kind in kinds) > STATES_LIMIT:
+            return
+        for kind in kinds:
+            row_type = SLIM.get(kind) or self._row_types[kind]
+            found: dict[str, Any] = {}
+            try:
+                for key, raw in self._store.scan(kind):
+                    found[key] = decode_row(row_type, raw)
+            except CorruptRow as e:
+                e.row_class = self._row_types[kind]  # the stored type, whose owner repairs it
+                raise
+            if sum(map(len, self._cached.values())) + len(found) > STATES_LIMIT:
+                return  # grew since counted: this kind and the next are read as met
+            self._cached.setdefault(kind, {}).update(found)
+            self._complete.add(kind)
+        self._index_devices()
+
+    def _index_devices(self) -> None:
+        """Every device's persons, from the stints of every person (all cached): the search
+        of each device met for the first time (:meth:`_search`), done for all at once."""
+        devices: dict[str, DeviceFields] = self._cached[DEVICE]
+        on: dict[str, dict[str, PersonFields]] = {device_id: {} for device_id in devices}
+        for pid, person in self._cached[PERSON].items():
+            for stint in person.stints:
+                persons = on.get(stint.device_id)
+                if persons is not None:
+                    persons[pid] = person
+        self._on = on
+        for row in devices.values():
+            if row.ignored:
+                self._ignored.update(row.ignored)
+
     def _rows(self, kind: str, keys: Iterable[str]) -> dict[str, Any]:
         """Committed rows of a kind among ``keys``, decoded (one read for those not cached:
         consecutive batches meet mostly the same devices and persons)."""
         cached = self._cached.setdefault(kind, {})
+        if kind in self._complete:
+            return {k: row for k in keys if (row := cached.get(k)) is not None}
         keys = list(keys)
         missing = [k for k in keys if k not in cached]
         if missing:
-            row_type = _SLIM.get(kind) or self._row_types[kind]
+            row_type = SLIM.get(kind) or self._row_types[kind]
             found = self._store.get_many(kind, missing)
             try:
                 for key in missing:
@@ -340,23 +391,16 @@ class ChangeStream:
         self._last[device_id] = stints[i]
         return stints[i][2]
 
-    def _merges(self, persons: list[PersonFields], lo: int, hi: int) -> list[MergeRow]:
-        """The merge records of these persons caused at positions ``lo < p <= hi``, in order."""
+    def _keep_persons(self, pids: list[str]) -> None:
+        """Keep each person's row with its merge records and the last position among them
+        (:attr:`_merges_of`); KeyError for a person without a row."""
+        rows: dict[str, PersonFields] = self._rows(PERSON, pids)
+        persons = [rows[p] for p in pids]
+        records = self._merge_rows_of(persons)
         kept = self._merges_of
-        missing = [p for p in persons if p.person_id not in kept]
-        if missing:
-            rows = self._merge_rows_of(missing)
-            for p in missing:
-                mine = tuple(rows[m] for m in p.merges if m in rows)
-                kept[p.person_id] = (max((r.position for r in mine), default=0), mine)
-        found: dict[str, MergeRow] = {}
-        for p in persons:
-            last, mine = kept[p.person_id]
-            if last > lo:  # (most persons' merges are all behind the stream)
-                for row in mine:
-                    if lo < row.position <= hi:
-                        found.setdefault(row.merge_id, row)
-        return sorted(found.values(), key=lambda r: r.position) if found else []
+        for person in persons:
+            mine = tuple(records[m] for m in person.merges if m in records)
+            kept[person.person_id] = (person, max((r.position for r in mine), default=0), mine)
 
     def _load(self, reader: Reader, person: PersonFields, at: int) -> None:
         """The person's attribute state as of position ``at``, refolded from its past."""

@@ -251,7 +251,7 @@ class CustomRunner:
                 end = events[-1].position
                 wanted = wanted_by(group)
                 if wanted is None or any(EVENT_NAMES[type(e.event)] in wanted for e in events):
-                    changes = self._changes(start, events, wanted)
+                    changes = self._changes(start, events, wanted, until)
                 else:
                     # None of the group wants any of these: no Changes to build. The stream at
                     # `start` would miss them; it is dropped (a later one starts cold).
@@ -315,7 +315,8 @@ class CustomRunner:
                     if wanted is None or any(EVENT_NAMES[type(e.event)] in wanted
                                              for e in events):
                         if stream is None:
-                            stream = ChangeStream(self._log, self._store, self._row_types, end)
+                            stream = ChangeStream(self._log, self._store, self._row_types, end,
+                                                 until - end)
                         mine = stream.changes(events, wanted)
                         if per_change:
                             for change in mine:
@@ -347,13 +348,13 @@ class CustomRunner:
         self._streams[stream.at] = stream
 
     def _changes(self, start: int, events: Sequence[LoggedEvent],
-                 wanted: frozenset[str] | None) -> list[Change]:
+                 wanted: frozenset[str] | None, until: int) -> list[Change]:
         """The Changes of a batch (of the ``wanted`` events) from the stream at ``start`` (a
         new one if none is there); the stream is then kept under its new position. A stream
         that failed is dropped (its states may be half-advanced)."""
         stream = self._streams.pop(start, None)
         if stream is None:
-            stream = ChangeStream(self._log, self._store, self._row_types, start)
+            stream = ChangeStream(self._log, self._store, self._row_types, start, until - start)
         out = stream.changes(events, wanted)
         self._keep(stream)
         return out

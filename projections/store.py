@@ -145,6 +145,11 @@ class ProjectionStore(Protocol):
         """Every committed row of a kind, ordered by key."""
         ...
 
+    def count(self, kind: str) -> int:
+        """How many committed rows of a kind there are (one read of the key's index: whether
+        a scan of them fits in memory)."""
+        ...
+
     def scan_without(self, kind: str, needle: bytes) -> Iterator[tuple[str, bytes]]:
         """Every committed row of a kind whose stored bytes do not contain ``needle``, ordered
         by key: the store filters, so a search for the few rows worth decoding (a forget's

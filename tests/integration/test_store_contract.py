@@ -73,6 +73,9 @@ class StoreContract:
             assert tx.get_many("p", ["a"]) == {"a": b"1"}
             tx.write({("p", "a"): None, ("p", "b"): b"22"}, 9, "m=1")
         assert list(stores.rows.scan("p")) == [("b", b"22")]
+        # (How many rows of a kind: a long catch-up counts them before it scans them.)
+        assert (stores.rows.count("p"), stores.rows.count("d"), stores.rows.count("zz")) == (
+            1, 1, 0)
 
     def test_an_error_rolls_back_rows_and_position(self, stores: Stores) -> None:
         with stores.rows.transaction("x") as tx:

@@ -18,7 +18,7 @@ import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from idstitch.projections import custom_runner
+from idstitch.projections import changes, custom_runner
 
 import idstitch
 from idstitch.errors import IdstitchError
@@ -89,12 +89,17 @@ def reachable_history(ws: Workspace) -> dict[int, Any]:
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(script=commands, cut=st.floats(0, 1), batch=st.integers(1, 12),
-       chunk=st.integers(1, 5))
+       chunk=st.integers(1, 5), prefetch=st.booleans(), limit=st.sampled_from([4, 200_000]))
 def test_folded_changes_are_the_history_of_their_positions(
-        script: list[tuple[Any, ...]], cut: float, batch: int, chunk: int) -> None:
+        script: list[tuple[Any, ...]], cut: float, batch: int, chunk: int, prefetch: bool,
+        limit: int) -> None:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(custom_runner, "BATCH", batch)
         patch.setattr(custom_runner, "CHUNK", chunk)
+        # Streams that read every identity row at once (a long catch-up's), or as met; row
+        # caches kept whole or dropped and read again over and over.
+        patch.setattr(changes, "PREFETCH_POSITIONS", 0 if prefetch else 10**9)
+        patch.setattr(changes, "STATES_LIMIT", limit)
         ws = idstitch.open("memory:", clock=FrozenClock(T0))
         merges: list[str] = []
         half = round(len(script) * cut)

@@ -93,3 +93,64 @@ def test_a_page_whose_sealed_values_are_not_the_fields_of_its_type_fails() -> No
     page = [msgspec.structs.replace(good)]
     cipher.unseal_all(page)
     assert page == [event(1)]
+
+
+class ReadCountingKeys(MemoryKeyStore):
+    """The in-memory key store, counting the keys read by id."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.read: list[str] = []
+
+    def get_many(self, key_ids: Sequence[str]) -> dict[str, bytes | None]:
+        self.read += key_ids
+        return super().get_many(key_ids)
+
+
+def test_a_replay_reads_each_key_once_past_the_cache_of_ciphers() -> None:
+    """A replay meets more subjects than the AESGCM objects cached, again and again: each key
+    is read from the key store once, its bytes kept (a million-event catch-up read a key
+    every 9 events, a tenth of its time)."""
+    keys = ReadCountingKeys()
+    writer = SubjectCipher(keys)
+    events = [event(i % 40) for i in range(200)]
+    writer.prepare({e.key_id for e in events})
+    stored = writer.seal_all(events)
+    reader = SubjectCipher(keys, cache=4)
+    for start in range(0, 200, 10):  # pages of 10 events, 40 subjects round robin
+        page = [msgspec.structs.replace(s) for s in stored[start:start + 10]]
+        reader.unseal_all(page)
+        assert page == events[start:start + 10]
+    assert sorted(keys.read) == sorted({e.key_id for e in events if e.key_id})
+    # Fewer keys kept than the subjects met: read again, never wrong.
+    small = SubjectCipher(keys, cache=4, raw=8)
+    keys.read = []
+    for start in range(0, 200, 10):
+        page = [msgspec.structs.replace(s) for s in stored[start:start + 10]]
+        small.unseal_all(page)
+        assert page == events[start:start + 10]
+    assert len(keys.read) > 40
+
+
+@pytest.mark.parametrize("how", ["forget", "drop_cache"])
+def test_a_destroyed_key_is_not_read_from_the_keys_kept(how: str) -> None:
+    """The bytes of a key kept for replays go with the key: after ``forget`` (this process
+    destroyed it) or ``drop_cache`` (another process may have), its events read erased."""
+    keys = ReadCountingKeys()
+    writer = SubjectCipher(keys)
+    writer.prepare({"k1", "k2"})
+    stored = writer.seal_all([event(1), event(2)])
+    reader = SubjectCipher(keys, cache=1)
+    for _ in range(2):  # k1's cipher evicted by k2's: k1 then comes from the bytes kept
+        page = [msgspec.structs.replace(s) for s in stored]
+        reader.unseal_all(page)
+        assert page == [event(1), event(2)]
+    keys.destroy(["k1"])
+    if how == "forget":
+        reader.forget(["k1"])
+    else:
+        reader.drop_cache()
+    page = [msgspec.structs.replace(s) for s in stored]
+    reader.unseal_all(page)
+    assert page[0].erased and page[0].user_id != "u1"
+    assert page[1] == event(2)
