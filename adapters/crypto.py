@@ -16,10 +16,10 @@ import itertools
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from os import urandom
 from time import monotonic
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from cryptography.exceptions import InvalidTag
@@ -37,6 +37,21 @@ RAW_KEYS = 65_536
 """How many keys' bytes (32 each) a process keeps besides, for the keys its AESGCM objects
 evicted (see :meth:`SubjectCipher._load`)."""
 _MISSING = object()
+
+V = TypeVar("V")
+
+
+def _split(kept: Mapping[str, V], keys: Iterable[str]) -> tuple[dict[str, V], set[str]]:
+    """The ``keys`` found in ``kept`` (with their values, None among them) and those not."""
+    found: dict[str, V] = {}
+    missing: set[str] = set()
+    for key in keys:
+        value = kept.get(key, _MISSING)
+        if value is _MISSING:
+            missing.add(key)
+        else:
+            found[key] = value  # type: ignore[assignment]
+    return found, missing
 SUPPRESSION_REFRESH = 1.0
 """Seconds a process trusts its copy of the suppressed identifiers' digests."""
 SUPPRESSION_KEY = "workspace:suppression"
@@ -221,17 +236,9 @@ class SubjectCipher:
         are unsealed in place. A replay meets tens of thousands of subjects, more than the
         cache keeps: one read of the key store per key missed was a quarter of a rebuild. The
         page's keys serve the page whatever the cache evicts meanwhile."""
-        cache = self._cache
-        page: dict[str, AESGCM | None] = {}
-        missing: set[str] = set()
-        for key_id in {e.key_id for e in events if e.sealed is not None}:
-            if key_id is None:
-                continue
-            aead = cache.get(key_id, _MISSING)
-            if aead is _MISSING:
-                missing.add(key_id)
-            else:
-                page[key_id] = aead  # type: ignore[assignment]
+        wanted = {e.key_id for e in events if e.sealed is not None}
+        wanted.discard(None)
+        page, missing = _split(self._cache, wanted)
         if missing:
             page.update(self._load(missing))
         # Set on the decoded events themselves rather than a copy each (structs.replace with
@@ -266,14 +273,7 @@ class SubjectCipher:
         read from the key store again and again (a key read per 9 events of a million-event
         catch-up, a tenth of its time). Their bytes are kept for many more."""
         raw = self._raw
-        found: dict[str, bytes | None] = {}
-        missing: list[str] = []
-        for key_id in key_ids:
-            key = raw.get(key_id, _MISSING)
-            if key is _MISSING:
-                missing.append(key_id)
-            else:
-                found[key_id] = key  # type: ignore[assignment]
+        found, missing = _split(raw, key_ids)
         if missing:
             get_many = getattr(self.keys, "get_many", None)
             if get_many is None:  # a user's key store with the five methods only

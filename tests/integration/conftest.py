@@ -1,15 +1,20 @@
-"""Helpers of the integration tests where one process records a person-level decision (a
-forget, an unmerge) and another keeps custom projections: where the decision stands, and a
-step of the deciding process held until the test releases it."""
+"""Helpers of the integration tests: where one process records a person-level decision (a
+forget, an unmerge) and another keeps custom projections, where the decision stands, and a
+step of the deciding process held until the test releases it; the SQL statements a test's
+SQLite connections run (``traced``); a built-in-style projection whose fold fails."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, ClassVar
 
-from idstitch.domain.events import DECISIONS_STREAM, DeviceEvent
+import pytest
+from idstitch.domain.events import DECISIONS_STREAM, DeviceEvent, Identified
+from idstitch.projections.base import RowProjection
+from idstitch.projections.store import LoggedEvent
 
 from idstitch.testing_projections import ChangeLog
 from idstitch.workspace import Workspace
@@ -70,3 +75,30 @@ def waits_right_before(keeper: Workspace, decision: int) -> None:
     assert ChangeLog.position_of(keeper) == decision - 1
     lag = next(s.lag for s in keeper.projection_status() if s.name == ChangeLog.name)
     assert lag >= 1
+
+
+@pytest.fixture
+def traced(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every statement the SQLite connections opened during the test run, in order."""
+    statements: list[str] = []
+    connect = sqlite3.connect
+
+    def tracing(*args: object, **kwargs: object) -> sqlite3.Connection:
+        conn = connect(*args, **kwargs)  # type: ignore[arg-type]
+        conn.set_trace_callback(statements.append)
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", tracing)
+    return statements
+
+
+class Exploding(RowProjection):
+    """A projection whose fold fails on an identify of ``boom`` (a disk that fills up, say)."""
+
+    name = "exploding"
+    row_types: ClassVar[dict[str, type[Any]]] = {"xx": str}
+    event_types = frozenset({Identified})
+
+    def apply_all(self, unit: Any, events: Sequence[LoggedEvent]) -> None:
+        if any(isinstance(ev, Identified) and ev.user_id == "boom" for _, ev in events):
+            raise RuntimeError("no space left on device")

@@ -11,33 +11,17 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
 
 import pytest
-from idstitch.domain.events import Identified
-from idstitch.projections.base import RowProjection
 from idstitch.projections.device_attributes import DeviceAttributesProjection
 from idstitch.projections.identity import IdentityProjection
-from idstitch.projections.store import LoggedEvent
 
 import idstitch
 from idstitch import bootstrap
 from idstitch.errors import WriteLanded
 from idstitch.workspace import Workspace
 
-
-@pytest.fixture
-def traced(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    statements: list[str] = []
-    connect = sqlite3.connect
-
-    def tracing(*args: object, **kwargs: object) -> sqlite3.Connection:
-        conn = connect(*args, **kwargs)  # type: ignore[arg-type]
-        conn.set_trace_callback(statements.append)
-        return conn
-
-    monkeypatch.setattr(sqlite3, "connect", tracing)
-    return statements
+from .conftest import Exploding
 
 
 def tracking(path: Path) -> tuple[int, dict[str, int]]:
@@ -87,18 +71,6 @@ def test_a_command_behind_an_appending_only_writer_folds_both_after_its_append(
         assert positions["identity"] == head
         bob = ws.profile("bob")
         assert bob is not None and bob.attributes == {"plan": "team"}
-
-
-class Exploding(RowProjection):
-    """A projection whose fold fails on an identify of ``boom`` (a disk that fills up)."""
-
-    name = "exploding"
-    row_types: ClassVar[dict[str, type[Any]]] = {"xx": str}
-    event_types = frozenset({Identified})
-
-    def apply_all(self, unit: Any, events: Sequence[LoggedEvent]) -> None:
-        if any(isinstance(ev, Identified) and ev.user_id == "boom" for _, ev in events):
-            raise RuntimeError("no space left on device")
 
 
 def test_a_fold_failing_inside_the_append_undoes_every_row_and_keeps_the_events(

@@ -4,34 +4,21 @@ WriteLanded naming the position where the write landed. On memory, SQLite and Po
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from collections.abc import Callable
 
 import pytest
 from idstitch.domain.events import Identified
-from idstitch.projections.base import RowProjection
 from idstitch.projections.device_attributes import DeviceAttributesProjection
 from idstitch.projections.identity import IdentityProjection
-from idstitch.projections.store import LoggedEvent
 
 from idstitch import bootstrap
 from idstitch.errors import PolicyMismatch, WriteLanded
 from idstitch.testing import recorded_events
 from idstitch.workspace import Workspace
 
+from .conftest import Exploding
+
 WorkspaceFactory = Callable[..., Workspace]
-
-
-class Exploding(RowProjection):
-    """A projection whose fold fails on an identify of ``boom`` (a disk that fills up, say)."""
-
-    name = "exploding"
-    row_types: ClassVar[dict[str, type[Any]]] = {"xx": str}
-    event_types = frozenset({Identified})
-
-    def apply_all(self, unit: Any, events: Sequence[LoggedEvent]) -> None:
-        if any(isinstance(ev, Identified) and ev.user_id == "boom" for _, ev in events):
-            raise RuntimeError("no space left on device")
 
 
 def test_an_error_after_the_append_says_the_write_landed_and_where(

@@ -7,26 +7,9 @@ statements run, not how long they take."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
-import pytest
-
 import idstitch
-
-
-@pytest.fixture
-def traced(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    statements: list[str] = []
-    connect = sqlite3.connect
-
-    def tracing(*args: object, **kwargs: object) -> sqlite3.Connection:
-        conn = connect(*args, **kwargs)  # type: ignore[arg-type]
-        conn.set_trace_callback(statements.append)
-        return conn
-
-    monkeypatch.setattr(sqlite3, "connect", tracing)
-    return statements
 
 
 def test_a_read_after_a_write_reads_no_event_and_the_head_once(
