@@ -91,6 +91,8 @@ class SqliteProjectionStore(SqliteLog, SqlProjectionStore):
         """The lock file writers queue on (see _writing)."""
         """A file descriptor per projection whose lease this store took at least once."""
         self._held: set[str] = set()
+        self._landing = False
+        """Set while a command's rows land inside its append (see SqliteLog._land)."""
         with translated(f"cannot open SQLite database {path!r}"):
             # isolation_level=None: we issue BEGIN ourselves, so a write transaction starts with
             # BEGIN IMMEDIATE and takes the file's write lock before reading the tracking row.
@@ -198,9 +200,12 @@ class SqliteProjectionStore(SqliteLog, SqlProjectionStore):
                 cur.close()
 
     @contextmanager
-    def _cursor(self, *, write: bool) -> Iterator[Cursor]:
+    def _cursor(self, *, write: bool, join: bool = False) -> Iterator[Cursor]:
+        """A cursor in a transaction of its own (``write``: the file's write lock, BEGIN
+        IMMEDIATE), or in the transaction this thread has open on the connection: while a
+        command's rows land inside its append, or always with ``join`` (the key store)."""
         with self._lock:
-            if self._conn.in_transaction:
+            if self._conn.in_transaction and (join or self._landing):
                 # Inside this thread's open append (its rows landing with the events, see
                 # SqliteLog.append_events): part of that transaction, which the append commits
                 # or rolls back; nobody else can hold one on this connection (the lock).
@@ -232,13 +237,13 @@ class SqliteProjectionStore(SqliteLog, SqlProjectionStore):
         of its own. Yields the cursor and whether it is committed at the end of the block."""
         with self._lock:
             inside = self._conn.in_transaction
-            with self._cursor(write=True) as cur:
+            with self._cursor(write=True, join=True) as cur:
                 yield cur, not inside
 
     def read_cursor(self) -> AbstractContextManager[Cursor]:
         """A read cursor for the key store (inside the open append transaction, if any: the
         key store reads while events are being appended)."""
-        return self._cursor(write=False)
+        return self._cursor(write=False, join=True)
 
     def checkpoint(self) -> None:
         """Copy the WAL into the file and truncate it (nothing deleted lingers in the WAL)."""

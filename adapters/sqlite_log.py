@@ -49,6 +49,7 @@ class SqliteLog:
     _conn: sqlite3.Connection
     _lock: threading.RLock
     _file: str
+    _landing: bool
     chunk: int
 
     def _translated(self, what: str) -> AbstractContextManager[None]:
@@ -103,7 +104,7 @@ class SqliteLog:
         given the ``events`` of ``rows``, the check may then write the projections' rows for
         them in the same transaction (:meth:`AppendCheck.landed`): one durable commit for a
         command's events and its rows instead of two commits."""
-        landed = False
+        landing = False
         with self._lock:
             if check is not None:
                 check.run()
@@ -115,10 +116,13 @@ class SqliteLog:
                     self._conn.execute("BEGIN IMMEDIATE")
                     positions = self._insert(rows)
                     if check is not None and events is not None:
-                        landed = self._land(check, positions, events)
+                        # Set before the rows land, not after: an interrupt between their fold
+                        # and this frame learning of it must still forget what was folded.
+                        landing = True
+                        self._land(check, positions, events)
                     self._conn.commit()
             except BaseException:
-                if landed:
+                if landing:
                     assert check is not None
                     check.abandoned()
                 raise
@@ -136,11 +140,14 @@ class SqliteLog:
         before it raised is undone, and the events commit all the same (a projection's
         failure never stops a write; the catch-up after the append meets it again)."""
         self._conn.execute("SAVEPOINT idstitch_landed")
+        self._landing = True  # the store's write cursors join this transaction meanwhile
         try:
             landed = check.landed(list(map(LoggedEvent, positions, events)))
         except Exception:
             self._conn.execute("ROLLBACK TO idstitch_landed")
             landed = False
+        finally:
+            self._landing = False
         self._conn.execute("RELEASE idstitch_landed")
         return landed
 

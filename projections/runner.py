@@ -140,6 +140,17 @@ def catch_up(
             leases.release_lease(projection.name)
 
 
+def follows(state: RunnerState, tracked: tuple[int, str | None] | None, first: int) -> bool:
+    """Whether events from position ``first`` on follow directly what a projection holds: its
+    committed position (``tracked``), or what this process folded after it without a row
+    changing (``state.verified``)."""
+    if tracked is None:
+        return False
+    verified = state.verified
+    at = verified[2] if verified is not None and verified[:2] == tracked else tracked[0]
+    return first == at + 1
+
+
 def fold_landed(projection: RowProjection, state: RunnerState, log: EventLog,
                 store: ProjectionStore, recent: Sequence[LoggedEvent],
                 tracked: tuple[int, str | None] | None) -> int | None:

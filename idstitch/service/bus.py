@@ -59,13 +59,14 @@ class MessageBus:
                 appended = result.appended
                 if not appended:
                     return None
-                if auto and uow.landed is not None and uow.landed >= appended[-1].position:
-                    # The built-in rows committed with the events (SQLite): only the custom
-                    # projections are left.
-                    self.projector.landed(appended[-1].position)
-                elif auto:
+                if auto:
                     try:
-                        self.projector.catch_up(appended, tracked=uow.tracked)
+                        if uow.landed is not None and uow.landed >= appended[-1].position:
+                            # The built-in rows committed with the events (SQLite): only the
+                            # custom projections are left.
+                            self.projector.landed(appended[-1].position)
+                        else:
+                            self.projector.catch_up(appended, tracked=uow.tracked)
                     except Exception as e:
                         # Recorded all the same: say so, and where (issue 16 item 4).
                         raise WriteLanded(appended[-1].position, e) from e

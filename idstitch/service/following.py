@@ -180,9 +180,13 @@ class Follower:
         projector = self.projector
         # A projecting process is a bulk job that never ends: its catch-ups fold batch after
         # batch over a working set of hundreds of thousands of cached rows, which the cyclic
-        # collector would traverse again and again (~0.1-0.2 s of CPU a 78k-event follow,
-        # benchmarks/bench_external.py), so it is paused as in an ingest's child.
-        with bulk_gc():
+        # collector would traverse again and again (benchmarks/bench_external.py), so it is
+        # paused during each step. Without promoting: steps come every poll, and freezing
+        # after each reset the young generation's count, so collections never ran between
+        # steps and the cyclic garbage of a failing custom projection (its traceback and
+        # frames, every step) piled up (~4 MB a second); here, or in the embedding process
+        # when ``idstitch.testing.following`` runs a follower.
+        with bulk_gc(promote=False):
             self.reached = projector.catch_up(eager=True)
         failing = {name: str(f) for name, f in projector.failures.items()}
         for name, why in failing.items():

@@ -146,13 +146,21 @@ class Projector:
         where the catch-up after the append was a second transaction of its own): whether
         every projection did. A projection that cannot (the events do not follow its rows
         directly: another process appended or committed since the check; too many events)
-        raises NotLanded after forgetting what the others folded, so that the append's
-        savepoint undoes their rows too: all of them land, or none. Never waits: another
-        thread catching up (holding this projector's lock) makes it give way at once."""
+        lands nothing and keeps every cache (checked before any folds); one that fails later
+        (its compare-and-set finds another commit) raises NotLanded after forgetting what the
+        others folded, so that the append's savepoint undoes their rows too: all of them land,
+        or none. Never waits: another thread catching up (holding this projector's lock) makes
+        it give way at once."""
         if not self.lock.acquire(blocking=False):
             return False
         try:
-            last = recent[-1].position
+            first, last = recent[0].position, recent[-1].position
+            if len(recent) > runner.OWN_EVENTS or not all(
+                    runner.follows(self.states.of(p), tracked.get(p.name), first)
+                    for p in self.registry):
+                # Another process appended or committed since (two writers on one file): the
+                # catch-up after the append folds from there, every cache kept.
+                return False
             for projection in self.registry:
                 reached = runner.fold_landed(projection, self.states.of(projection), self.log,
                                              self.rows, recent, tracked.get(projection.name))

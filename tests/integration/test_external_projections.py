@@ -278,13 +278,23 @@ def test_a_follower_folds_with_the_collector_paused_and_leaves_it_as_it_was(
     writer.ingest({"type": "identify", "userId": f"u{i}", "anonymousId": f"a{i % 50}",
                    "traits": {"n": i}, "messageId": f"m{i}"} for i in range(1_500))
     runs: list[str] = []
+    inside: list[bool] = []
+    projector = keeper._services.projector
+    catch_up = projector.catch_up
+
+    def folding(*args: Any, **kwargs: Any) -> int:
+        inside.append(True)
+        try:
+            return catch_up(*args, **kwargs)
+        finally:
+            inside.pop()
 
     def seen(phase: str, info: dict[str, Any]) -> None:
-        if phase == "start":
+        if phase == "start" and inside:
             runs.append("gc")
 
-    follower = following_module.Follower(keeper._services.projector, None,
-                                         report=lambda line: None)
+    projector.catch_up = folding  # type: ignore[method-assign]
+    follower = following_module.Follower(projector, None, report=lambda line: None)
     gc.collect()
     gc.callbacks.append(seen)
     try:
@@ -295,3 +305,24 @@ def test_a_follower_folds_with_the_collector_paused_and_leaves_it_as_it_was(
     assert gc.isenabled()
     profile = keeper.profile("u1499")
     assert profile is not None and profile.attributes == {"n": 1499}
+
+
+def test_a_follower_step_leaves_the_young_objects_young(make_durable_ws: WorkspaceFactory) -> None:
+    # Steps come every poll: promoting what is alive after each (as a bulk job does once)
+    # reset the young generation's count every time, so no collection ever ran between steps
+    # and cyclic garbage (a failing custom projection's tracebacks) piled up without bound.
+    keeper = make_durable_ws()
+    keeper.identify("phone", "ann")
+    follower = following_module.Follower(keeper._services.projector, None,
+                                         report=lambda line: None)
+    follower.step()
+    thresholds = gc.get_threshold()
+    gc.set_threshold(1_000_000)  # no collection of its own during the test
+    try:
+        young = [[i] for i in range(1_000)]
+        before = gc.get_count()[0]
+        follower.step()
+        assert gc.get_count()[0] >= before
+    finally:
+        gc.set_threshold(*thresholds)
+    assert len(young) == 1_000
