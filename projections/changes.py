@@ -21,7 +21,6 @@ from collections.abc import Set as AbstractSet
 from typing import Any, cast
 
 from idstitch.domain.attributes import Attrs
-from idstitch.domain.device import anonymous_id_for, anonymous_person_id
 from idstitch.domain.errors import CorruptRow
 from idstitch.domain.events import DECISIONS_STREAM, PersonsMerged
 from idstitch.projections.audit import (
@@ -35,7 +34,7 @@ from idstitch.projections.audit import (
     refusals,
     spans,
 )
-from idstitch.projections.change_rows import SLIM, DeviceFields, PersonFields
+from idstitch.projections.change_rows import SLIM, DeviceFields, PersonFields, search_persons
 from idstitch.projections.identity.fold import IdentityProjection
 from idstitch.projections.identity.rows import (
     DEVICE,
@@ -78,8 +77,9 @@ class ChangeStream:
         self._cached: dict[str, dict[str, Any]] = {}
         """Decoded identity rows (None: no such row) read since :attr:`_cached_at`."""
         self._on: dict[str, dict[str, PersonFields]] = {}
-        """Per device, every person it was ever on (see :meth:`_candidates`), kept with the
-        rows (the search follows merges: it cost more than decoding the rows)."""
+        """Per device, every person it was ever on (see
+        :func:`~idstitch.projections.change_rows.search_persons`), kept with the rows (the
+        search follows merges: it cost more than decoding the rows)."""
         self._stints: dict[str, tuple[tuple[int, ...], tuple[tuple[int, int, str], ...]]] = {}
         """Per device, the stints of the persons it was ever on, sorted (their starts apart,
         for bisecting): which person each of its events applied to. Kept with the rows."""
@@ -323,56 +323,10 @@ class ChangeStream:
         device_rows: dict[str, DeviceFields] = self._rows(DEVICE, devices)
         for device_id in devices:
             on[device_id] = {}
-        self._candidates(device_rows, on)
+        search_persons(device_rows, on, self._rows, self._merge_rows_of, self._devices_of)
         for row in device_rows.values():
             if row.ignored:
                 self._ignored.update(row.ignored)
-
-    def _candidates(self, device_rows: dict[str, DeviceFields],
-                    per_device: dict[str, dict[str, PersonFields]] | None = None
-                    ) -> dict[str, PersonFields]:
-        """Every person these devices were ever on: their anonymous persons (one a session),
-        the persons those were merged into, and those a device switched to (the merge records
-        it caused); breadth first, one read a level."""
-        out: dict[str, PersonFields] = {}
-        frontier: dict[str, set[str]] = {}
-        for device_id, row in device_rows.items():
-            for pid in (row.person_id, *(anonymous_person_id(anonymous_id_for(device_id, g))
-                                         for g in range(row.generation + 1))):
-                frontier.setdefault(pid, set()).add(device_id)
-        persons: dict[str, PersonFields | None] = {}
-        seen: set[tuple[str, str]] = set()
-        while frontier:
-            found = self._rows(PERSON, [p for p in frontier if p not in persons])
-            for pid in frontier:
-                persons.setdefault(pid, found.get(pid))
-            merges = self._merge_rows_of(p for p in (persons[q] for q in frontier) if p)
-            following: dict[str, set[str]] = {}
-            for pid, devices in frontier.items():
-                person = persons[pid]
-                if person is None:
-                    continue
-                on = self._devices_of.get(pid)
-                if on is None:
-                    on = self._devices_of[pid] = tuple({s.device_id: 0 for s in person.stints})
-                for device_id in devices:
-                    if (pid, device_id) in seen:
-                        continue
-                    seen.add((pid, device_id))
-                    if device_id in on:
-                        out[pid] = person
-                        if per_device is not None:
-                            per_device[device_id][pid] = person
-                    if person.retired_into is not None:
-                        following.setdefault(person.retired_into, set()).add(device_id)
-                    for merge_id in person.merges:
-                        merge = merges.get(merge_id)
-                        if merge is not None and merge.device_id == device_id:
-                            following.setdefault(merge.source, set()).add(device_id)
-                            following.setdefault(merge.target, set()).add(device_id)
-            frontier = {p: d for p, d in following.items()
-                        if any((p, x) not in seen for x in d)}
-        return out
 
     def _owner(self, device_id: str, position: int) -> str | None:
         """The person a device's event at ``position`` applied to: the one whose stint on
