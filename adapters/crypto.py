@@ -10,15 +10,12 @@ decodes with erased markers and ``erased=True``, never an exception.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import itertools
 import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from os import urandom
-from time import monotonic
 from typing import Any, TypeVar
 
 import msgspec
@@ -26,6 +23,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from idstitch.adapters.codec import EventCodec
 from idstitch.adapters.personal_fields import FIELDS, SETTERS, SPECS, VALUES
+from idstitch.adapters.suppressed_digests import Suppression
 from idstitch.domain.errors import StoreError, Suppressed
 from idstitch.domain.events import PERSONAL, DeviceEvent
 from idstitch.domain.ports import KeyStore
@@ -52,14 +50,9 @@ def _split(kept: Mapping[str, V], keys: Iterable[str]) -> tuple[dict[str, V], se
         else:
             found[key] = value  # type: ignore[assignment]
     return found, missing
-SUPPRESSION_REFRESH = 1.0
-"""Seconds a process trusts its copy of the suppressed identifiers' digests."""
-SUPPRESSION_KEY = "workspace:suppression"
-"""The key id of the workspace's secret for the keyed hashes of suppressed identifiers."""
-
-
-class SubjectCipher:
-    """Seals and unseals events' personal values with the keys of a :class:`KeyStore`."""
+class SubjectCipher(Suppression):
+    """Seals and unseals events' personal values with the keys of a :class:`KeyStore`; the
+    suppressed identifiers' digests are kept beside them (:class:`Suppression`)."""
 
     def __init__(self, keys: KeyStore, cache: int = CACHE_KEYS, raw: int = RAW_KEYS) -> None:
         self.keys = keys
@@ -73,17 +66,12 @@ class SubjectCipher:
         self._lock = threading.Lock()
         self._encode = msgspec.msgpack.Encoder().encode
         self._decode = msgspec.msgpack.Decoder().decode
-        self._mac: hmac.HMAC | None = None
-        self._suppressed: frozenset[bytes] | set[bytes] = frozenset()
-        self._suppressed_at = -SUPPRESSION_REFRESH - 1.0
         self._count = itertools.count()
         self._prefix = urandom(8)
         self._block = 0
         self._batch: dict[str, AESGCM | None] = {}
         """The keys of the batch being sealed that are not cached (see :meth:`prepare`)."""
-        self.forgets = 0
-        """How many times this process found that another one forgot somebody (new
-        suppressed digests in the key store)."""
+        self._start_suppression()
 
     def _aead(self, key_id: str, create: bool) -> AESGCM | None:
         cache = self._cache
@@ -314,61 +302,6 @@ class SubjectCipher:
                 return msgspec.structs.replace(
                     event, sealed=None, **dict(zip(FIELDS[type(event)], values, strict=True)))
         return msgspec.structs.replace(event, sealed=None, erased=True)
-
-    def digest(self, identifier: str) -> bytes:
-        """The keyed hash (HMAC-SHA256, the workspace's secret) of a normalised identifier."""
-        mac = self._mac
-        if mac is None:
-            # Once per process: creating the secret is a write (a transaction) on SQL key
-            # stores; the keyed state is then copied per identifier.
-            secret = self.keys.create(SUPPRESSION_KEY)
-            if secret is None:
-                raise Suppressed("the workspace's suppression secret was destroyed")
-            mac = self._mac = hmac.new(secret, digestmod=hashlib.sha256)
-        # Emails compare case-insensitively (as the identity projection does); user ids exactly.
-        text = identifier.strip().lower() if "@" in identifier else identifier
-        one = mac.copy()
-        one.update(text.encode())
-        return one.digest()
-
-    def any_suppressed(self) -> bool:
-        """Whether any identifier is forgotten (as :meth:`is_suppressed` sees the key store):
-        ingest asks this once per command and skips the per-identifier checks while nothing
-        is (the usual case)."""
-        self._refresh()
-        return bool(self._suppressed)
-
-    def _refresh(self) -> None:
-        """Read the suppressed digests again, at most every :data:`SUPPRESSION_REFRESH`
-        seconds. New ones mean another process forgot somebody: every cached key is dropped
-        (some were destroyed there) and :attr:`forgets` counts it, so that the device writer
-        drops its cached devices too (a cached device writes under its stint's key)."""
-        now = monotonic()
-        if now - self._suppressed_at > SUPPRESSION_REFRESH:
-            found = self.keys.suppressed_digests()
-            if not found <= self._suppressed:
-                self.drop_cache()
-                self.forgets += 1
-            self._suppressed = found
-            self._suppressed_at = now
-
-    def is_suppressed(self, identifier: str) -> bool:
-        """True if ``identifier`` (user id or email) belongs to a forgotten person.
-
-        Checked against this process's copy of the suppressed digests, read again from the
-        key store at most every :data:`SUPPRESSION_REFRESH` seconds (one query per second,
-        not one per message): a forget in this process counts at once, one in another
-        process within that delay."""
-        self._refresh()
-        # Nothing forgotten yet (the usual case): no hash to compute.
-        return bool(self._suppressed) and self.digest(identifier) in self._suppressed
-
-    def suppress(self, identifiers: Iterable[str]) -> None:
-        """Record the keyed hashes of forgotten identifiers (here at once, elsewhere within
-        :data:`SUPPRESSION_REFRESH`)."""
-        digests = [self.digest(i) for i in identifiers]
-        self.keys.suppress(digests)
-        self._suppressed = self._suppressed | set(digests)
 
 
 def codec_for(keys: KeyStore) -> tuple[EventCodec, SubjectCipher | None]:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from idstitch.adapters import crypto
+from idstitch.adapters import suppressed_digests
 from idstitch.domain.commands import ForgetPerson
 from idstitch.domain.events import DECISIONS_STREAM, PersonForgotten
 from idstitch.domain.rules import MAX_VALUE_BYTES
@@ -422,7 +422,7 @@ def test_a_writer_that_held_the_persons_device_records_under_a_new_key_after_a_f
     forget: that writer learns of the forget (new suppressed digests, read again at most every
     SUPPRESSION_REFRESH seconds) and loads the device again, which then records under a new
     key what it records next, as the forgetting process would."""
-    monkeypatch.setattr(crypto, "SUPPRESSION_REFRESH", 0.0)
+    monkeypatch.setattr(suppressed_digests, "SUPPRESSION_REFRESH", 0.0)
     writer = make_durable_ws(None)
     traffic(writer)  # dana's phone is cached here, with its stint's key
     make_durable_ws(writer.url).forget("dana-user-77", reason="erasure request")
