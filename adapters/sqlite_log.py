@@ -135,21 +135,20 @@ class SqliteLog:
         return positions
 
     def _land(self, check: AppendCheck, positions: list[int],
-              events: Sequence[DeviceEvent]) -> bool:
+              events: Sequence[DeviceEvent]) -> None:
         """``check.landed`` inside the open append, behind a savepoint: whatever it wrote
         before it raised is undone, and the events commit all the same (a projection's
-        failure never stops a write; the catch-up after the append meets it again)."""
+        failure never stops a write; the catch-up after the append meets it again). Whether
+        the rows landed is the check's to keep (it says so to its command)."""
         self._conn.execute("SAVEPOINT idstitch_landed")
         self._landing = True  # the store's write cursors join this transaction meanwhile
         try:
-            landed = check.landed(list(map(LoggedEvent, positions, events)))
+            check.landed(list(map(LoggedEvent, positions, events)))
         except Exception:
             self._conn.execute("ROLLBACK TO idstitch_landed")
-            landed = False
         finally:
             self._landing = False
         self._conn.execute("RELEASE idstitch_landed")
-        return landed
 
     def read_events(self, after: int, limit: int) -> list[tuple[int, bytes]]:
         """(position, state) after a position."""
