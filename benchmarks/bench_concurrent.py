@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import subprocess
 import sys
 import tempfile
@@ -82,9 +83,14 @@ def worker(url: str, path: str, index: int, count: int, chunk: int) -> None:
         print("ready", flush=True)
         sys.stdin.readline()
         started = time.perf_counter()
+        cpu = resource.getrusage(resource.RUSAGE_SELF)
         report = ws.ingest(mine)
         seconds = time.perf_counter() - started
+        own = resource.getrusage(resource.RUSAGE_SELF)
+    child = resource.getrusage(resource.RUSAGE_CHILDREN)  # the projecting child, ended by close
     print(json.dumps({"seconds": seconds, "lines": len(mine),
+                      "cpu": own.ru_utime + own.ru_stime - cpu.ru_utime - cpu.ru_stime,
+                      "child_cpu": child.ru_utime + child.ru_stime,
                       "report": harness.report_counts(report)}), flush=True)
 
 
@@ -234,6 +240,11 @@ def check(name: str, urls: dict[str, str], data: Path) -> dict[str, Any]:
 # The run.
 
 
+def _cpu(run: dict[str, Any]) -> str:
+    """Each worker's CPU seconds while it ingested, plus its projecting child's."""
+    return " + ".join(f"{w['cpu']:.2f}+{w['child_cpu']:.2f}" for w in run["writers"])
+
+
 def measure(name: str, urls: dict[str, str], data: Path, args: argparse.Namespace
             ) -> dict[str, Any]:
     """One process, then ``writers`` writers, on fresh stores of one kind; then the checks."""
@@ -244,7 +255,8 @@ def measure(name: str, urls: dict[str, str], data: Path, args: argparse.Namespac
     out: dict[str, Any] = {"one": one, "many": many, "ratio": many["seconds"] / one["seconds"]}
     console.print(f"{name}: one process {one['seconds']:.2f} s, {writers} writers "
                   f"{many['seconds']:.2f} s ({out['ratio']:.2f}x) "
-                  f"[{', '.join(format(w['seconds'], '.2f') for w in many['writers'])}]")
+                  f"[{', '.join(format(w['seconds'], '.2f') for w in many['writers'])}]; CPU s "
+                  f"(writer+child) one {_cpu(one)}, {writers} writers {_cpu(many)}")
     if args.check:
         out["check"] = check(name, urls, data)
         console.print(f"{name}: {out['check']}")

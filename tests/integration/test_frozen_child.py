@@ -328,6 +328,53 @@ def test_a_child_that_folds_nothing_never_says_it_is_idle(tmp_path: Path) -> Non
         ws.close()
 
 
+def _cpu_seconds(pid: int) -> float:
+    """The CPU time a process has used so far (user + system), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_child_waiting_for_another_process_to_fold_sleeps_between_looks(
+    tmp_path: Path
+) -> None:
+    """Another process holds every lease while the parent waits for a position: the child
+    looks at the log now and then, not in a loop that keeps a core busy (two writers' ingests
+    end that way, and the spinning child took the CPU the folding one needed); it answers once
+    it may fold."""
+    url = f"sqlite:///{tmp_path / 'identity.db'}"
+    ws = idstitch.open(url, auto_catch_up=False)
+    holder = idstitch.open(url, auto_catch_up=False)
+    try:
+        ws.ingest(traffic(300, 0), parallel=False)
+        head = ws.log.head()
+        leases = leases_of(holder.rows)
+        assert leases is not None
+        names = holder._services.projector.registry.names
+        assert all(leases.try_lease(name) for name in names)
+        helper = ws._services.projector.helper()
+        try:
+            assert helper._started()  # waits for it to open the store
+            answered: list[bool] = []
+            waiting = threading.Thread(target=lambda: answered.append(helper.wait_for(head)))
+            waiting.start()
+            time.sleep(0.3)  # the request is read; from now on the child only waits
+            pid = helper._proc.pid  # type: ignore[union-attr]
+            used = _cpu_seconds(pid)
+            time.sleep(2.0)
+            used = _cpu_seconds(pid) - used
+            assert not answered  # it cannot fold: it waits
+            assert used < 0.5, f"the waiting child used {used:.2f} s of CPU in 2 s"
+            for name in names:
+                leases.release_lease(name)
+            waiting.join(30)
+            assert answered == [True]
+        finally:
+            helper.close()
+    finally:
+        holder.close()
+        ws.close()
+
+
 def test_an_ingest_commits_early_when_its_child_is_idle(
     make_durable_ws: WorkspaceFactory
 ) -> None:
