@@ -49,8 +49,8 @@ class FastLog(Protocol):
                       events: Sequence[DeviceEvent] | None = None) -> list[int]:
         """Insert (originator_id, version, topic, state) rows in one transaction; positions.
         ``check`` passes before anything is inserted (see AppendCheck); ``events`` (those of
-        ``rows``) are for its ``landed``, which a store whose projection rows share the
-        append's transaction calls (SQLite), and the others never do.
+        ``rows``) are for its ``landed``, which a store whose projection rows can go in the
+        append calls (SQLite, PostgreSQL), and the memory store never does.
 
         Raises WriteConflict when a (originator_id, version) already exists."""
         ...

@@ -21,6 +21,7 @@ from idstitch.adapters.crypto import codec_for
 from idstitch.adapters.eventlog import DeviceLog
 from idstitch.adapters.keys import PostgresKeyStore, keys_ddl
 from idstitch.adapters.pg_pool import QueuedPool
+from idstitch.adapters.postgres_landing import CapturedWrite, NotLandable
 from idstitch.adapters.postgres_log import (
     CHAIN_DDL,
     EVENTS_TABLE,
@@ -141,6 +142,9 @@ class PostgresProjectionStore(PostgresLog, SqlProjectionStore):
         self._lease_conn: psycopg.Connection[Any] | None = None
         self._lease_lock = threading.Lock()
         self._held: set[str] = set()
+        self._landing = threading.local()
+        """``writes``: this thread's writes held back while a command's rows land (see
+        PostgresLog._land); other threads' commits go on meanwhile."""
         if schema:
             # urls.SCHEMA_NAME (checked when the URL was parsed) admits no space, quote or
             # backslash: nothing in it can start another server option.
@@ -289,7 +293,15 @@ class PostgresProjectionStore(PostgresLog, SqlProjectionStore):
     ) -> tuple[int, str | None] | None:
         """Write rows and the position if the tracking still holds ``expected``: one
         statement in autocommit (WRITE_IF), except for a first commit, which goes the
-        transaction's way (COPY into an empty table)."""
+        transaction's way (COPY into an empty table). While a command's rows land (see
+        :mod:`idstitch.adapters.postgres_landing`), the write is held back for the append's
+        statement instead, and taken for done (the append says otherwise if it was not)."""
+        captured: list[CapturedWrite] | None = getattr(self._landing, "writes", None)
+        if captured is not None:
+            if expected == (0, None):
+                raise NotLandable(name)
+            captured.append(CapturedWrite(name, expected, dict(rows), position, meta))
+            return None
         if expected == (0, None):
             return write_if_in_transaction(self, name, expected, rows, position, meta)
         with translated("PostgreSQL failed"), self._pool.connection() as conn, \

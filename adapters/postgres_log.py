@@ -7,6 +7,7 @@ the log's appends and reads go through the same connections as the projection ro
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from functools import lru_cache
@@ -16,12 +17,14 @@ from uuid import UUID
 import psycopg
 from idstitch.adapters.chain import GENESIS, ChainedLog, link
 from idstitch.adapters.pg_pool import QueuedPool
+from idstitch.adapters.postgres_landing import CapturedWrite, rows_params, with_rows
 from idstitch.adapters.sqlchain import ChainSql, SqlChainView, chain_ddl, started, upgrade
 from idstitch.adapters.sqlchain import append as chain_append
 from idstitch.adapters.sqlstore import tracked_rows
 from idstitch.domain.errors import StoreError
 from idstitch.domain.events import DeviceEvent
 from idstitch.domain.ports import AppendCheck, WriteConflict
+from idstitch.projections.store import LoggedEvent
 from psycopg import sql
 
 
@@ -123,6 +126,7 @@ class PostgresLog:
     """The events table's batch appends and reads, over the store's pool."""
 
     _pool: QueuedPool
+    _landing: threading.local
 
     @contextmanager
     def _connected(self, what: str) -> Iterator[psycopg.Cursor[Any]]:
@@ -139,19 +143,21 @@ class PostgresLog:
                       events: Sequence[DeviceEvent] | None = None) -> list[int]:
         """Insert (originator_id as UUID hex, version, topic, state) rows in one transaction,
         under the table lock; their positions, consecutive and in the order given. ``check``:
-        a command's reads the tracking rows in the append's first round trip. (``events`` is
-        not used: the projections' rows commit after the append, in a statement of their own.)"""
+        a command's reads the tracking rows in the append's first round trip, and its rows
+        land in the append's statement where they can (``events``: those of ``rows``; see
+        :mod:`idstitch.adapters.postgres_landing`)."""
         if not rows:
             return []
         if len(rows) <= FEW_ROWS:
-            return self._append_few(rows, check)
+            return self._append_few(rows, check, events)
         if check is not None:
             check.run()
         with self.exclusive() as insert:
             return insert(rows)
 
     def _append_few(self, rows: list[tuple[str, int, str, bytes]],
-                    check: AppendCheck | None) -> list[int]:
+                    check: AppendCheck | None,
+                    events: Sequence[DeviceEvent] | None = None) -> list[int]:
         """A command's append in three round trips instead of ten, same statements, same lock:
         BEGIN, the lock timeout, the table lock and the reservation (with the chain's tail),
         and the tracking rows ``check`` needs, in one simple-protocol query (several
@@ -162,6 +168,7 @@ class PostgresLog:
         tracking read had a round trip of its own before the append: ~0.1 ms of 1.2.)"""
         n = len(rows)
         query = _begin_and_reserve(n, tuple(check.names) if check is not None else ())
+        landed = False
         with translated("cannot append events"), self._pool.connection() as conn, \
                 conn.cursor() as cur, rolled_back(conn):
             cur.execute(query)
@@ -177,12 +184,48 @@ class PostgresLog:
             last = int(reserved[0])
             prev = GENESIS if reserved[1] is None else bytes(reserved[1])
             positions = list(range(last - n + 1, last + 1))
-            cur.execute(INSERT_CHAIN_NOTIFY, (
+            params: list[Any] = [
                 [UUID(hex=r[0]) for r in rows], [r[1] for r in rows], [r[2] for r in rows],
                 [r[3] for r in rows], positions, positions[0],
-                b"".join(link(prev, positions, rows))))
-            cur.execute("COMMIT")
+                b"".join(link(prev, positions, rows))]
+            writes: list[CapturedWrite] = []
+            if check is not None and check.inline and events:
+                landed, writes = self._land(check, positions, events)
+            try:
+                if writes:
+                    cur.execute(with_rows(INSERT_CHAIN_NOTIFY, len(writes)),
+                                params + rows_params(writes))
+                    written = cur.fetchone()
+                    if written is None or not all(written[1:]):
+                        # Another commit came first for some projection: its rows were not
+                        # written, and the caches folded for them are wrong.
+                        landed = False
+                        if check is not None:
+                            check.abandoned()
+                else:
+                    cur.execute(INSERT_CHAIN_NOTIFY, params)
+                cur.execute("COMMIT")
+            except BaseException:
+                if landed and check is not None:
+                    check.abandoned()
+                raise
         return positions
+
+    def _land(self, check: AppendCheck, positions: list[int],
+              events: Sequence[DeviceEvent]) -> tuple[bool, list[CapturedWrite]]:
+        """``check.landed`` with the store's writes held back (this thread's only): whether
+        the rows landed, and the writes to put in the append's statement. A fold that fails
+        (or cannot land) leaves nothing to write: the events go alone, and the catch-up after
+        the append meets it again, as on SQLite."""
+        writes: list[CapturedWrite] = []
+        self._landing.writes = writes
+        try:
+            landed = check.landed(list(map(LoggedEvent, positions, events)))
+        except Exception:
+            return False, []
+        finally:
+            self._landing.writes = None
+        return landed, writes if landed else []
 
     @contextmanager
     def exclusive(self) -> Iterator[Callable[[list[tuple[str, int, str, bytes]]], list[int]]]:

@@ -44,11 +44,12 @@ class AppendCheck(Protocol):
         ...
 
     def landed(self, appended: Sequence[tuple[int, DeviceEvent]]) -> bool:
-        """Called by a log whose projection rows share its transaction (SQLite), inside the
-        append's transaction once the events are in and before it commits: the projections'
-        rows for these (position, event) pairs may be written in it, so that one commit makes
-        both durable. True when they were. When it raises, what it wrote is undone and the
-        events commit alone (the catch-up after the append folds them as ever)."""
+        """Called by a log whose projection rows can go in its append, before it commits:
+        the projections' rows for these (position, event) pairs are written in the append's
+        transaction (SQLite, once the events are in; PostgreSQL, by the statement that
+        inserts them), so that one commit makes both durable. True when they were. When it
+        raises, nothing of them is written and the events commit alone (the catch-up after
+        the append folds them as ever)."""
         ...
 
     def abandoned(self) -> None:

@@ -12,8 +12,8 @@ from typing import Any
 
 import psycopg
 import pytest
+from idstitch.adapters.postgres_landing import with_rows
 from idstitch.adapters.postgres_log import BEGIN_AND_RESERVE, INSERT_CHAIN_NOTIFY, READ_TRACKING
-from idstitch.adapters.postgres_tx import WRITE_IF
 
 import idstitch
 from idstitch.testing import TemporaryPostgres
@@ -43,26 +43,28 @@ def _url(postgres: TemporaryPostgres, schema: str) -> str:
     return postgres.url("idstitch_tests") + f"?schema={schema}"
 
 
-def test_an_identify_on_an_existing_device_makes_four_statements(
+def test_an_identify_on_an_existing_device_makes_three_statements(
         postgres: TemporaryPostgres, traced: list[str]) -> None:
     with idstitch.open(_url(postgres, "rt_identify")) as ws:
         for i in range(20):
             ws.identify(f"d{i % 4}", f"u{i % 5}", {"n": i})
         traced.clear()
-        ws.identify("d1", "u3", {"n": 99})
+        position = ws.identify("d1", "u3", {"n": 99})
         assert traced == [
             # The append: BEGIN, lock and reservation (with the chain's tail) at once, and
             # with them the policy check's read of every projection's tracking row (the
-            # catch-up after the append starts from what it read: no read of its own); the
-            # events, their chain run and the notification at once; COMMIT.
+            # fold of the command's events starts from what it read: no read of its own);
+            # the events, their chain run, the notification and the identity projection's
+            # rows and position (written only over the tracking the fold began from: a
+            # compare-and-set) at once; COMMIT. Its own events follow the committed position
+            # directly: no lease. The device attributes met no event of theirs: nothing to
+            # write.
             BEGIN_AND_RESERVE.format(n=1) + "; " + READ_TRACKING.format(
                 "'identity', 'device_attributes'"),
-            INSERT_CHAIN_NOTIFY, "COMMIT",
-            # Its own events follow the committed position directly: no lease. The identity
-            # projection's commit: rows and position in one statement, written only over the
-            # tracking it began from (compare-and-set, in autocommit); the device attributes
-            # met no event of theirs: nothing to write.
-            WRITE_IF]
+            with_rows(INSERT_CHAIN_NOTIFY, 1), "COMMIT"]
+        with idstitch.open(_url(postgres, "rt_identify"), projections="external") as reader:
+            status = {s.name: s.position for s in reader.projection_status()}
+        assert status["identity"] == position  # committed with the events
         profile = ws.profile("u3")
         assert profile is not None and profile.attributes["n"] == 99
 
