@@ -54,6 +54,13 @@ class Decisions:
         pending, self._pending = self._pending, []
         return pending
 
+    def copy(self) -> Decisions:
+        """The stream as it is now, apart (see :meth:`Device.copy`)."""
+        twin = Decisions(self.id)
+        twin.version = self.version
+        twin.undone = set(self.undone)
+        return twin
+
     def record_into(self, sink: list[Recorded]) -> None:
         """Record the next events straight into ``sink`` (see :meth:`Device.record_into`)."""
         self._pending = sink

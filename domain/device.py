@@ -123,6 +123,21 @@ class Device:
 
     create_id = staticmethod(device_aggregate_id)
 
+    def copy(self) -> Device:
+        """The device as it is now, apart: what ``apply`` changes is copied (containers too;
+        the values inside them are replaced by ``apply``, never changed in place), with
+        nothing pending. A writer keeps one while other writers share the device, to decide
+        again from there with what they appended since, instead of loading its history."""
+        twin = object.__new__(Device)
+        twin.__dict__.update(self.__dict__)
+        twin.recent = self.recent.copy()
+        twin._seen = self._seen.copy()
+        twin.ended = self.ended.copy()
+        twin._ended = self._ended.copy()
+        twin.collected = self.collected.copy()
+        twin._pending = []
+        return twin
+
     @property
     def anonymous_id(self) -> str:
         """The id of the current (or last) anonymous session."""

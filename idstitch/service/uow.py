@@ -227,7 +227,7 @@ class UnitOfWork:
         aggregate = self.batch.aggregates.get(stream)
         if aggregate is None:
             taken = self.writer.take((stream,))
-            self.batch.add(taken)
+            self.batch.add(taken, copies=self.writer.shared > 0)
             aggregate = taken[stream]
         return aggregate
 
@@ -237,7 +237,7 @@ class UnitOfWork:
         held = self.batch.aggregates
         missing = [s for s in streams if s not in held]
         if missing:
-            self.batch.add(self.writer.take(missing))
+            self.batch.add(self.writer.take(missing), copies=self.writer.shared > 0)
 
     def run(self, index: int, commands: Sequence[Command],
             handlers: Mapping[type[Any], Callable[[Any, UnitOfWork], None]]) -> bool:

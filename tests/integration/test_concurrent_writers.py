@@ -16,8 +16,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from idstitch.adapters.eventlog import DeviceLog
 from idstitch.domain.device import Device
+from idstitch.domain.events import Identified
 from idstitch.projections.runner import leases_of
 
 import idstitch
@@ -244,6 +246,43 @@ def test_a_batch_conflict_reruns_only_the_devices_another_writer_moved(
     assert max(counts.values()) == 1
     assert first.profile("u3").devices  # type: ignore[union-attr]
     assert {d.device_id for d in first.profile("u3").devices} == set(devices)  # type: ignore[union-attr]
+
+
+def test_after_a_conflict_moved_devices_are_decided_again_from_copies(
+    make_durable_ws: WorkspaceFactory, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Once a writer has met another, its batches keep a copy of each device as they took it:
+    a device moved under a batch is decided again from its copy and the events appended to it
+    since, not from its whole history (which a writer sharing devices reloaded again and
+    again), with the same outcome."""
+    first = make_durable_ws()
+    second = make_durable_ws(first.url)
+    devices = [f"d{i}" for i in range(10)]
+    first.ingest([identify(d, "u1", i) for i, d in enumerate(devices)])
+    second.ingest([identify("d3", "u2", 100), identify("d7", "u2", 101)])
+    first.ingest([identify(d, "u3", 200 + i) for i, d in enumerate(devices)])  # a conflict
+    writer = first._services.writer
+    assert writer.shared > 0
+    recording = RecordingLog(first.log)
+    monkeypatch.setattr(writer, "log", recording)
+    commit = writer.commit
+
+    def moved_meanwhile(batch: Any, **kwargs: Any) -> Any:
+        # The other writer moves d3 after this batch took it, before it commits.
+        second.ingest([identify("d3", "u4", 300)])
+        return commit(batch, **kwargs)
+
+    monkeypatch.setattr(writer, "commit", moved_meanwhile)
+    report = first.ingest([identify(d, "u5", 400 + i) for i, d in enumerate(devices)])
+    assert recording.loaded == []  # d3 from its copy: no history loaded
+    assert report.accepted == 10
+    d3 = [(e.message_id, e.user_id) for _, e in recorded_events(first)
+          if e.device_id == "d3" and isinstance(e, Identified)]
+    assert d3[-2:] == [("m300", "u4"), ("m403", "u5")]  # decided after the move, on it
+    u5 = first.profile("u5")
+    assert u5 is not None and {d.device_id for d in u5.devices} == set(devices)
+    u4 = first.profile("u4")
+    assert u4 is not None and u4.devices == []  # d3 switched on to u5
 
 
 class CountingRows:
