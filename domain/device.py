@@ -124,18 +124,12 @@ class Device:
     create_id = staticmethod(device_aggregate_id)
 
     def copy(self) -> Device:
-        """The device as it is now, apart: what ``apply`` changes is copied (containers too;
-        the values inside them are replaced by ``apply``, never changed in place), with
-        nothing pending. A writer keeps one while other writers share the device, to decide
-        again from there with what they appended since, instead of loading its history."""
+        """The device as it is now, apart (containers copied: ``apply`` never changes a value
+        in place), nothing pending: to decide again from (the writer's Batch.before)."""
         twin = object.__new__(Device)
-        twin.__dict__.update(self.__dict__)
-        twin.recent = self.recent.copy()
-        twin._seen = self._seen.copy()
-        twin.ended = self.ended.copy()
-        twin._ended = self._ended.copy()
-        twin.collected = self.collected.copy()
-        twin._pending = []
+        twin.__dict__.update(self.__dict__, recent=self.recent.copy(), _seen=self._seen.copy(),
+                             ended=self.ended.copy(), _ended=self._ended.copy(),
+                             collected=self.collected.copy(), _pending=[])
         return twin
 
     @property
