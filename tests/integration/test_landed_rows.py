@@ -45,6 +45,11 @@ def test_a_command_commits_its_events_and_rows_in_one_transaction(
         traced.clear()
         position = ws.identify("phone", "ann", {"plan": "pro"})
         assert commits(traced) == 1
+        # The policy check's tracking read is the transaction's first statement, under the
+        # write lock (no read transaction of its own before it).
+        began = traced.index("BEGIN IMMEDIATE")
+        assert traced[began + 1].startswith("SELECT name, position, meta FROM idstitch_tracking")
+        assert not any("idstitch_tracking" in s for s in traced[:began])
         landed = traced[traced.index("SAVEPOINT idstitch_landed"):]
         assert any(s.startswith("INSERT INTO idstitch_rows") for s in landed)
         assert landed.index("RELEASE idstitch_landed") < landed.index("COMMIT")
