@@ -13,7 +13,8 @@ import os
 import sqlite3
 import threading
 import types
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 from idstitch.adapters.chain import ChainedLog
@@ -23,7 +24,7 @@ from idstitch.adapters.file_lock import FileLock
 from idstitch.adapters.keys import KEYS_DDL, SqlKeyStore
 from idstitch.adapters.sqlchain import SqlChainView, chain_ddl, started, upgrade
 from idstitch.adapters.sqlite_log import CHAIN, SqliteLog, translated
-from idstitch.adapters.sqlstore import Cursor, SqlProjectionStore
+from idstitch.adapters.sqlstore import Cursor, SqlProjectionStore, SqlTransaction
 from idstitch.adapters.stores import Stores
 from idstitch.domain.errors import StoreError
 
@@ -93,6 +94,8 @@ class SqliteProjectionStore(SqliteLog, SqlProjectionStore):
         self._held: set[str] = set()
         self._landing = False
         """Set while a command's rows land inside its append (see SqliteLog._land)."""
+        self._landing_tracked: dict[str, tuple[int, str | None]] = {}
+        """The tracking rows the open append read under its write lock (see write_if)."""
         with translated(f"cannot open SQLite database {path!r}"):
             # isolation_level=None: we issue BEGIN ourselves, so a write transaction starts with
             # BEGIN IMMEDIATE and takes the file's write lock before reading the tracking row.
@@ -198,6 +201,24 @@ class SqliteProjectionStore(SqliteLog, SqlProjectionStore):
                 yield cur
             finally:
                 cur.close()
+
+    def write_if(
+        self, name: str, expected: tuple[int, str | None],
+        rows: Mapping[tuple[str, str], bytes | None], position: int, meta: str | None,
+        fresh: AbstractSet[tuple[str, str]] = frozenset(),
+    ) -> tuple[int, str | None] | None:
+        """As SqlProjectionStore.write_if; while a command's rows land, the tracking row the
+        append read in its own transaction, under the write lock nobody else can take
+        meanwhile, stands for the compare-and-set: no statement to lock it again."""
+        known = self._landing_tracked.get(name) if self._landing else None
+        if known is None or known[0] <= 0:  # not landing; or no row yet (made by the lock)
+            return super().write_if(name, expected, rows, position, meta, fresh)
+        if known != expected:
+            return known
+        with self._cursor(write=True) as cur:
+            SqlTransaction(self, cur, name, known).write(rows, position, meta)
+        self._landing_tracked[name] = (position, meta)
+        return None
 
     @contextmanager
     def _cursor(self, *, write: bool, join: bool = False) -> Iterator[Cursor]:

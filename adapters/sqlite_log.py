@@ -51,6 +51,7 @@ class SqliteLog:
     _lock: threading.RLock
     _file: str
     _landing: bool
+    _landing_tracked: dict[str, tuple[int, str | None]]
     chunk: int
 
     def _translated(self, what: str) -> AbstractContextManager[None]:
@@ -121,7 +122,8 @@ class SqliteLog:
                         found = self._conn.execute(
                             "SELECT name, position, meta FROM idstitch_tracking WHERE name IN "
                             f"({', '.join('?' * len(names))})", names).fetchall() if names else []
-                        check.found(tracked_rows(names, found))
+                        self._landing_tracked = tracked_rows(names, found)
+                        check.found(self._landing_tracked)
                     positions = self._insert(rows)
                     if check is not None and events is not None:
                         # Set before the rows land, not after: an interrupt between their fold
@@ -135,6 +137,7 @@ class SqliteLog:
                     check.abandoned()
                 raise
             finally:
+                self._landing_tracked = {}
                 if self._conn.in_transaction:
                     # Whatever failed (a conflict, an interrupt) got here mid-transaction: end
                     # it, or the connection keeps the write lock (and refuses the PRAGMA).

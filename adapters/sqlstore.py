@@ -60,11 +60,15 @@ class Cursor(Protocol):
 class SqlTransaction:
     """A projection transaction over one open cursor."""
 
-    def __init__(self, store: SqlProjectionStore, cur: Cursor, name: str) -> None:
+    def __init__(self, store: SqlProjectionStore, cur: Cursor, name: str,
+                 known: tuple[int, str | None] | None = None) -> None:
+        """``known``: the tracking row's (position, meta), read in this transaction already
+        under the write lock (a command's rows landing in its append): not locked again."""
         self._store = store
         self._cur = cur
         self._name = name
-        self.position, self.meta = store._lock_tracking(cur, name)
+        self.position, self.meta = (store._lock_tracking(cur, name) if known is None
+                                    else known)
 
     def get_many(self, kind: str, keys: Sequence[str]) -> dict[str, bytes]:
         """Rows among ``keys``, as this transaction sees them."""

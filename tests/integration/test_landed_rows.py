@@ -52,6 +52,8 @@ def test_a_command_commits_its_events_and_rows_in_one_transaction(
         assert not any("idstitch_tracking" in s for s in traced[:began])
         landed = traced[traced.index("SAVEPOINT idstitch_landed"):]
         assert any(s.startswith("INSERT INTO idstitch_rows") for s in landed)
+        # The tracking rows read at the start stand for the compare-and-set: not locked again.
+        assert not any(s.startswith("INSERT INTO idstitch_tracking") for s in landed)
         assert landed.index("RELEASE idstitch_landed") < landed.index("COMMIT")
         # Committed: another connection sees the rows at the command's position.
         head, positions = tracking(path)
