@@ -19,6 +19,7 @@ from idstitch.adapters.sqlstore import (
     SnapshotRows,
     SqlProjectionStore,
     SqlTransaction,
+    head_and_tracked,
     tracking_position,
 )
 from psycopg import sql
@@ -160,6 +161,22 @@ class PostgresSnapshot(SnapshotRows):
         """The rows among these (kind, key) pairs, as of the snapshot."""
         self._begin()
         return super().get_each(keys)
+
+    def tracked_at_head(
+        self, names: Sequence[str]
+    ) -> tuple[int, dict[str, tuple[int, str | None]]] | None:
+        """The log's head and the tracking rows as of the snapshot, read with its BEGIN in one
+        round trip (see SnapshotRows)."""
+        if self.begun or not names or self._store.head_sql is None:
+            self._begin()
+            return super().tracked_at_head(names)
+        self.begun = True
+        self._pg.execute(sql.SQL(
+            BEGIN_SNAPSHOT + "; SELECT ({}), t.name, t.position, t.meta FROM (SELECT 1) AS one "
+            "LEFT JOIN idstitch_tracking AS t ON t.name IN ({})").format(
+            sql.SQL(self._store.head_sql), sql.SQL(", ").join(sql.Literal(n) for n in names)))
+        self._pg.nextset()  # BEGIN's result has no rows
+        return head_and_tracked(names, self._pg.fetchall())
 
     def positions(self, names: Sequence[str]) -> dict[str, int]:
         """The projections' tracking positions, as of the snapshot (see SnapshotRows)."""

@@ -37,6 +37,14 @@ def tracked_rows(names: Sequence[str], rows: Iterable[Sequence[Any]]
     return {name: found.get(name, (0, None)) for name in names}
 
 
+def head_and_tracked(names: Sequence[str], rows: Sequence[Sequence[Any]]
+                     ) -> tuple[int, dict[str, tuple[int, str | None]]]:
+    """The head and tracking rows a :meth:`SqlProjectionStore.head_and_tracking` statement
+    read."""
+    head = int(rows[0][0] or 0) if rows else 0
+    return head, tracked_rows(names, [row[1:] for row in rows])
+
+
 class Cursor(Protocol):
     """The slice of DB-API cursor both drivers provide."""
 
@@ -120,6 +128,17 @@ class SnapshotRows:
         """The rows among these (kind, key) pairs, as of the snapshot (one statement a
         chunk: a profile reads its devices and their attributes at once)."""
         return self._store._select_each(self._cur, keys)
+
+    def tracked_at_head(
+        self, names: Sequence[str]
+    ) -> tuple[int, dict[str, tuple[int, str | None]]] | None:
+        """The log's head and the tracking rows as of this snapshot, in one statement (a query
+        whose rows need no catch-up answers from the snapshot it read them in)."""
+        store = self._store
+        if store.head_sql is None:
+            return None
+        self._cur.execute(*store.head_and_tracking(names))
+        return head_and_tracked(names, self._cur.fetchall())
 
     def positions(self, names: Sequence[str]) -> dict[str, int]:
         """Projections' tracking positions, as of the same snapshot as the rows (in one
@@ -307,14 +326,17 @@ class SqlProjectionStore:
         holds the log (:attr:`head_sql`): the catch-up before every query reads both."""
         if self.head_sql is None:
             return None
-        marks = ", ".join([self.param] * len(names)) or "NULL"
         with self._statement() as cur:
-            cur.execute(f"SELECT ({self.head_sql}), t.name, t.position, t.meta FROM "
-                        f"(SELECT 1) AS one LEFT JOIN idstitch_tracking AS t ON t.name IN "
-                        f"({marks})", tuple(names))
-            rows = cur.fetchall()
-        head = int(rows[0][0] or 0) if rows else 0
-        return head, tracked_rows(names, [row[1:] for row in rows])
+            cur.execute(*self.head_and_tracking(names))
+            return head_and_tracked(names, cur.fetchall())
+
+    def head_and_tracking(self, names: Sequence[str]) -> tuple[str, tuple[str, ...]]:
+        """The statement (and its parameters) reading the log's head and the named tracking
+        rows at once (see :func:`head_and_tracked`)."""
+        marks = ", ".join([self.param] * len(names)) or "NULL"
+        return (f"SELECT ({self.head_sql}), t.name, t.position, t.meta FROM "
+                f"(SELECT 1) AS one LEFT JOIN idstitch_tracking AS t ON t.name IN "
+                f"({marks})", tuple(names))
 
     def position(self, name: str) -> int:
         """Committed tracking position."""

@@ -38,6 +38,22 @@ class RunnerState:
         self.verified = None
 
 
+def holds_head(state: RunnerState, head: int, tracked: tuple[int, str | None]) -> bool:
+    """Whether a projection's rows committed at ``tracked`` (position, meta) hold the log up to
+    ``head``, as the runner knows them: rows of the life (policy, format, epoch) this process
+    last committed or read, no reset since (which moves the committed position back), and
+    committed up to the head, or folded since by this process with no row changed
+    (``verified``). Then a catch-up would fold and write nothing a reader needs; any doubt
+    is a catch-up's to settle (a rebuild elsewhere under another policy: PolicyMismatch)."""
+    position, meta = tracked
+    if meta != state.cached_at[1] or position < state.committed:
+        return False
+    if position >= head:
+        return True
+    verified = state.verified
+    return verified is not None and verified[:2] == (position, meta) and verified[2] >= head
+
+
 class RunnerStates:
     """The runner's state of each projection it runs, made on first use."""
 

@@ -89,6 +89,13 @@ class ProjectionTransaction(Protocol):
 class RowSource(Protocol):
     """Committed rows, read one by one."""
 
+    def tracked_at_head(
+        self, names: Sequence[str]
+    ) -> tuple[int, dict[str, tuple[int, str | None]]] | None:
+        """The log's head and the named projections' tracking rows, as of this snapshot, in
+        one statement (None where the store cannot read the head with them)."""
+        ...
+
     def get(self, kind: str, key: str) -> bytes | None:
         """One row."""
         ...

@@ -25,6 +25,7 @@ from idstitch.projections.identity import Policy
 from idstitch.projections.identity.rows import PERSON
 from idstitch.projections.replay import replay
 from idstitch.projections.runner import RunnerStates, catch_up, leases_of
+from idstitch.projections.runner_state import holds_head
 from idstitch.projections.store import EventLog, LoggedEvent, ProjectionStore
 from idstitch.service import background
 from idstitch.service.commit_check import NotLanded, PolicyCheck
@@ -322,6 +323,11 @@ class Projector:
             self.catch_up()
             self.raise_failures([name])
         return self.custom.reader(name)
+
+    def reached(self, head: int, tracked: Mapping[str, tuple[int, str | None]]) -> bool:
+        """Whether the rows committed at ``tracked`` hold the log up to ``head`` for every
+        projection (see :func:`~idstitch.projections.runner_state.holds_head`)."""
+        return all(holds_head(self.states.of(p), head, tracked[p.name]) for p in self.registry)
 
     def committed(self, name: str) -> int:
         """The committed position the last catch-up in this process left the projection at: a

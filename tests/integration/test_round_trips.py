@@ -56,3 +56,36 @@ def test_another_writer_commit_is_still_seen(tmp_path: Path) -> None:
         device = one.device("d1")
         assert device is not None and device.attributes == {"color": "red"}
         assert one.profile("u0") == two.profile("u0")
+
+
+def test_a_read_with_nothing_to_fold_answers_from_its_first_snapshot(
+        tmp_path: Path, traced: list[str]) -> None:
+    with idstitch.open(f"sqlite:///{tmp_path / 'ws.db'}") as ws:
+        for i in range(6):
+            ws.identify(f"d{i % 3}", f"u{i % 2}", {"n": i})
+        traced.clear()
+        profile = ws.profile("u1")
+        assert profile is not None and profile.attributes["n"] == 5
+        # One read transaction, whose first statement reads the head with the tracking rows:
+        # no catch-up (a statement and a transaction of its own) before it.
+        assert traced[0] == "BEGIN" and traced[1].startswith("SELECT (SELECT max(rowid)")
+        assert traced.count("BEGIN") == 1 and traced[-1] == "COMMIT"
+
+
+def test_a_read_behind_another_writer_catches_up_then_catches_up_first_for_a_while(
+        tmp_path: Path, traced: list[str]) -> None:
+    url = f"sqlite:///{tmp_path / 'ws.db'}"
+    with idstitch.open(url) as ws, idstitch.open(url, projections="external") as other:
+        ws.identify("d1", "u1", {"plan": "free"})
+        other.identify("d2", "u2", {"plan": "team"})  # appended, folded by nobody yet
+        traced.clear()
+        u2 = ws.profile("u2")
+        assert u2 is not None and u2.attributes == {"plan": "team"}  # read its writes too
+        # The snapshot alone found the projections behind: caught up, then read again.
+        assert traced[0] == "BEGIN" and "BEGIN IMMEDIATE" in traced
+        traced.clear()
+        u1 = ws.profile("u1")
+        assert u1 is not None and u1.attributes == {"plan": "free"}
+        # For a while after such a miss, a read catches up first (its check, then the
+        # snapshot), rather than try a snapshot that another writer would mostly make miss.
+        assert traced[0].startswith("SELECT (SELECT max(rowid)") and traced[1] == "BEGIN"
