@@ -10,13 +10,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import idstitch
+from idstitch.workspace import Workspace
+
+
+def identified(ws: Workspace, n: int, devices: int, users: int) -> None:
+    """``n`` identifies going round ``devices`` devices and ``users`` users (identity events
+    only: the device attributes see none of them)."""
+    for i in range(n):
+        ws.identify(f"d{i % devices}", f"u{i % users}", {"n": i})
 
 
 def test_a_read_after_a_write_reads_no_event_and_the_head_once(
         tmp_path: Path, traced: list[str]) -> None:
     with idstitch.open(f"sqlite:///{tmp_path / 'ws.db'}") as ws:
-        for i in range(20):  # identity events only: the device attributes see none of them
-            ws.identify(f"d{i % 4}", f"u{i % 5}", {"n": i})
+        identified(ws, 20, 4, 5)
         ws.identify("d1", "u3", {"n": 99})
         traced.clear()
         profile = ws.profile("u3")
@@ -33,8 +40,7 @@ def test_a_read_after_a_write_reads_no_event_and_the_head_once(
 def test_a_command_does_not_read_back_what_it_folded_before(
         tmp_path: Path, traced: list[str]) -> None:
     with idstitch.open(f"sqlite:///{tmp_path / 'ws.db'}") as ws:
-        for i in range(20):
-            ws.identify(f"d{i % 4}", f"u{i % 5}", {"n": i})
+        identified(ws, 20, 4, 5)
         traced.clear()
         ws.identify("d2", "u1", {"n": 100})
         # The device attributes' position is behind (it met no event of its own), yet
@@ -61,8 +67,7 @@ def test_another_writer_commit_is_still_seen(tmp_path: Path) -> None:
 def test_a_read_with_nothing_to_fold_answers_from_its_first_snapshot(
         tmp_path: Path, traced: list[str]) -> None:
     with idstitch.open(f"sqlite:///{tmp_path / 'ws.db'}") as ws:
-        for i in range(6):
-            ws.identify(f"d{i % 3}", f"u{i % 2}", {"n": i})
+        identified(ws, 6, 3, 2)
         traced.clear()
         profile = ws.profile("u1")
         assert profile is not None and profile.attributes["n"] == 5
