@@ -220,11 +220,9 @@ class DeviceLog(Application[UUID]):
             if check is not None:
                 check.run()  # a commit that records nothing is refused the same way
             return []
+        events = [r.event for r in pending] if check is not None and check.inline else None
         with translated("cannot append events"):
-            if check is not None and check.inline:
-                return self.fast.append_events(self.codec.rows(pending), check,
-                                               [r.event for r in pending])
-            return self.fast.append_events(self.codec.rows(pending), check)
+            return self.fast.append_events(self.codec.rows(pending), check, events)
 
     @contextmanager
     def exclusive(self) -> Iterator[Callable[[Sequence[Recorded]], list[int]]]:

@@ -20,6 +20,7 @@ from idstitch.adapters.sqlstore import (
     SqlProjectionStore,
     SqlTransaction,
     head_and_tracked,
+    head_and_tracking_sql,
     tracking_position,
 )
 from psycopg import sql
@@ -172,9 +173,8 @@ class PostgresSnapshot(SnapshotRows):
             return super().tracked_at_head(names)
         self.begun = True
         self._pg.execute(sql.SQL(
-            BEGIN_SNAPSHOT + "; SELECT ({}), t.name, t.position, t.meta FROM (SELECT 1) AS one "
-            "LEFT JOIN idstitch_tracking AS t ON t.name IN ({})").format(
-            sql.SQL(self._store.head_sql), sql.SQL(", ").join(sql.Literal(n) for n in names)))
+            BEGIN_SNAPSHOT + "; " + head_and_tracking_sql(self._store.head_sql, "{}")).format(
+            sql.SQL(", ").join(sql.Literal(n) for n in names)))
         self._pg.nextset()  # BEGIN's result has no rows
         return head_and_tracked(names, self._pg.fetchall())
 

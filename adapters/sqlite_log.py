@@ -52,6 +52,8 @@ class SqliteLog:
     _file: str
     _landing: bool
     _landing_tracked: dict[str, tuple[int, str | None]]
+    tracking_query: Callable[[Sequence[str]], tuple[str, tuple[str, ...]]]
+    """The statement reading tracking rows (SqlProjectionStore's, which the store also is)."""
     chunk: int
 
     def _translated(self, what: str) -> AbstractContextManager[None]:
@@ -118,10 +120,9 @@ class SqliteLog:
                         # Read under the write lock, in the append's transaction (a read
                         # transaction of its own before it cost a command ~7 us more); a
                         # refusal raises, and nothing is appended.
-                        names = tuple(check.names)
-                        found = self._conn.execute(
-                            "SELECT name, position, meta FROM idstitch_tracking WHERE name IN "
-                            f"({', '.join('?' * len(names))})", names).fetchall() if names else []
+                        names = check.names
+                        found = (self._conn.execute(*self.tracking_query(names)).fetchall()
+                                 if names else [])
                         self._landing_tracked = tracked_rows(names, found)
                         check.found(self._landing_tracked)
                     positions = self._insert(rows)

@@ -37,6 +37,13 @@ def tracked_rows(names: Sequence[str], rows: Iterable[Sequence[Any]]
     return {name: found.get(name, (0, None)) for name in names}
 
 
+def head_and_tracking_sql(head_sql: str, marks: str) -> str:
+    """The statement reading the log's head (``head_sql``) and the tracking rows whose names
+    are ``marks`` (placeholders, or literals) at once."""
+    return (f"SELECT ({head_sql}), t.name, t.position, t.meta FROM (SELECT 1) AS one "
+            f"LEFT JOIN idstitch_tracking AS t ON t.name IN ({marks})")
+
+
 def head_and_tracked(names: Sequence[str], rows: Sequence[Sequence[Any]]
                      ) -> tuple[int, dict[str, tuple[int, str | None]]]:
     """The head and tracking rows a :meth:`SqlProjectionStore.head_and_tracking` statement
@@ -313,11 +320,15 @@ class SqlProjectionStore:
         (a command checks every projection's meta before it appends)."""
         if not names:
             return {}
-        marks = ", ".join([self.param] * len(names))
         with self._statement() as cur:
-            cur.execute(f"SELECT name, position, meta FROM idstitch_tracking "
-                        f"WHERE name IN ({marks})", tuple(names))
+            cur.execute(*self.tracking_query(names))
             return tracked_rows(names, cur.fetchall())
+
+    def tracking_query(self, names: Sequence[str]) -> tuple[str, tuple[str, ...]]:
+        """The statement (and its parameters) reading the named tracking rows (some names)."""
+        marks = ", ".join([self.param] * len(names))
+        return (f"SELECT name, position, meta FROM idstitch_tracking WHERE name IN ({marks})",
+                tuple(names))
 
     def tracked_at_head(
         self, names: Sequence[str]
@@ -334,9 +345,7 @@ class SqlProjectionStore:
         """The statement (and its parameters) reading the log's head and the named tracking
         rows at once (see :func:`head_and_tracked`)."""
         marks = ", ".join([self.param] * len(names)) or "NULL"
-        return (f"SELECT ({self.head_sql}), t.name, t.position, t.meta FROM "
-                f"(SELECT 1) AS one LEFT JOIN idstitch_tracking AS t ON t.name IN "
-                f"({marks})", tuple(names))
+        return head_and_tracking_sql(self.head_sql or "", marks), tuple(names)
 
     def position(self, name: str) -> int:
         """Committed tracking position."""

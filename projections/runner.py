@@ -32,6 +32,7 @@ from idstitch.projections.leases import await_holder
 from idstitch.projections.leases import leases_of as leases_of
 from idstitch.projections.runner_state import RunnerState as RunnerState
 from idstitch.projections.runner_state import RunnerStates as RunnerStates
+from idstitch.projections.runner_state import folded_to
 from idstitch.projections.store import EventLog, LoggedEvent, ProjectionStore
 from idstitch.projections.unit import Unit, cache_size, evict, new_cache
 
@@ -85,9 +86,7 @@ def catch_up(
         # answer without a stretch (a cold or moved one drops its caches, as below).
         tracked = tracked if tracked is not None else store.tracked(projection.name)
         top = head if head is not None else log.head()
-        verified = state.verified
-        folded = (verified[2] if not eager and verified is not None and verified[:2] == tracked
-                else tracked[0])
+        folded = folded_to(state, tracked, eager=eager)
         if tracked == state.cached_at and folded >= top:
             projection.check_meta(tracked[1])
             state.committed = tracked[0]

@@ -38,6 +38,17 @@ class RunnerState:
         self.verified = None
 
 
+def folded_to(state: RunnerState, tracked: tuple[int, str | None], *, eager: bool = False
+              ) -> int:
+    """How far rows committed at ``tracked`` (position, meta) hold the log, as this process
+    knows: past the position, up to where it folded with no row changed (``verified``;
+    ``eager``: a projecting process, which must commit every position it reaches)."""
+    verified = state.verified
+    if not eager and verified is not None and verified[:2] == tracked:
+        return verified[2]
+    return tracked[0]
+
+
 def holds_head(state: RunnerState, head: int, tracked: tuple[int, str | None]) -> bool:
     """Whether a projection's rows committed at ``tracked`` (position, meta) hold the log up to
     ``head``, as the runner knows them: rows of the life (policy, format, epoch) this process
@@ -45,13 +56,8 @@ def holds_head(state: RunnerState, head: int, tracked: tuple[int, str | None]) -
     committed up to the head, or folded since by this process with no row changed
     (``verified``). Then a catch-up would fold and write nothing a reader needs; any doubt
     is a catch-up's to settle (a rebuild elsewhere under another policy: PolicyMismatch)."""
-    position, meta = tracked
-    if meta != state.cached_at[1] or position < state.committed:
-        return False
-    if position >= head:
-        return True
-    verified = state.verified
-    return verified is not None and verified[:2] == (position, meta) and verified[2] >= head
+    return (tracked[1] == state.cached_at[1] and tracked[0] >= state.committed
+            and folded_to(state, tracked) >= head)
 
 
 class RunnerStates:

@@ -163,11 +163,11 @@ class Writer:
         self._forgets_seen = 0
         self.lock = threading.RLock()
         self.contended = 0
+        """Batches still to write under the append lock since the last conflict."""
         self.shared = 0
         """Batches still to keep copies of their aggregates for (see :attr:`Batch.before`):
         set on every conflict and kept far longer than :attr:`contended`, since a batch
         taken without copies reloads whole histories when it meets another writer."""
-        """Batches still to write under the append lock since the last conflict."""
         self._cache: OrderedDict[str, Aggregate] = OrderedDict()
 
     def take(self, streams: Iterable[str]) -> dict[str, Aggregate]:
