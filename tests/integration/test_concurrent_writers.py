@@ -285,6 +285,39 @@ def test_after_a_conflict_moved_devices_are_decided_again_from_copies(
     assert u4 is not None and u4.devices == []  # d3 switched on to u5
 
 
+def test_a_device_reloaded_after_a_conflict_is_not_loaded_again_when_it_moves_again(
+    make_durable_ws: WorkspaceFactory,
+) -> None:
+    """A batch's first conflict reloads the moved devices from their histories (no copies
+    were kept before a conflict): it keeps copies of them as loaded, so when the other writer
+    moves one again before the batch's append under the lock, only the events since are
+    read, not its history a second time."""
+    first = make_durable_ws()
+    second = make_durable_ws(first.url)
+    devices = [f"d{i}" for i in range(10)]
+    first.ingest([identify(d, "u1", i) for i, d in enumerate(devices)])  # all cached in first
+    second.ingest([identify("d3", "u2", 100), identify("d7", "u2", 101)])  # moved under it
+    recording = RecordingLog(first.log)
+    first._services.writer.log = recording  # type: ignore[assignment]
+    load_many = recording.load_many
+
+    def moved_again(device_ids: Iterable[str]) -> dict[str, Device]:
+        loaded = load_many(device_ids)
+        if len(recording.loaded) == 1:
+            second.ingest([identify("d3", "u4", 300)])  # before the append under the lock
+        return loaded
+
+    recording.load_many = moved_again  # type: ignore[method-assign]
+    report = first.ingest([identify(d, "u3", 200 + i) for i, d in enumerate(devices)])
+    assert recording.loaded == [{"d3", "d7"}]  # d3's second move: from the copy
+    assert report.accepted == 10
+    d3 = [(e.message_id, e.user_id) for _, e in recorded_events(first)
+          if e.device_id == "d3" and isinstance(e, Identified)]
+    assert d3[-2:] == [("m300", "u4"), ("m203", "u3")]  # decided after both moves
+    u4 = first.profile("u4")
+    assert u4 is not None and u4.devices == []
+
+
 class CountingRows:
     """The real projection store, counting the projection commits."""
 
