@@ -14,7 +14,7 @@ keep seeing, and swapped in (the old tables dropped) in one transaction once it 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from idstitch.domain.errors import ProjectionFailed
 from idstitch.domain.events import DECISIONS_STREAM, DeviceEvent, PersonForgotten
@@ -53,6 +53,9 @@ class CustomRunner:
         self.registry = registry
         self._row_types: RowTypes = registry.row_types
         self._streams: dict[int, ChangeStream] = {}
+        self.pages: Callable[[int, int], Sequence[LoggedEvent]] = log.read
+        """How the Changes' events are read, in order (a read-ahead in a second process while
+        a long catch-up runs: ``idstitch.service.read_ahead``)."""
         self._made = MadeAfter(log)
         """Which decisions each projection's tables were made after, as this process can
         vouch."""
@@ -245,7 +248,7 @@ class CustomRunner:
                     pending = [p for p in pending if at[p.name] < until]
                 continue
             try:
-                events = [e for e in self._log.read(start, BATCH) if e.position <= until]
+                events = [e for e in self.pages(start, BATCH) if e.position <= until]
                 if not events:
                     break
                 end = events[-1].position
@@ -306,7 +309,7 @@ class CustomRunner:
                 self._made.vouch(projection.name, tx)
                 db = tx.db
                 while read < BATCH and end < until:
-                    events = self._log.read(end, min(CHUNK, BATCH - read))
+                    events = self.pages(end, min(CHUNK, BATCH - read))
                     if events and events[-1].position > until:
                         events = [e for e in events if e.position <= until]
                     if not events:

@@ -86,6 +86,38 @@ def available() -> bool:
     return os.name == "posix"
 
 
+def child_env() -> dict[str, str]:
+    """The environment a child interpreter of this package starts with."""
+    # The child imports idstitch from where this process did, not whatever its own
+    # environment would find (an older copy would take these rows for another layout).
+    # First the folder this very package was imported from (site-packages, or the checkout
+    # of an editable install), and no current directory (-P): run from a checkout, `import
+    # idstitch` would otherwise find the source folder, which is not the installed package
+    # (its layers install under it from folders of their own). Not resolved: a strict
+    # editable install links each module file to the checkout, and the folder that holds
+    # the links is the one with the layers under idstitch/.
+    home = str(Path(__file__).absolute().parents[2])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([home, *(p for p in sys.path if p)])}
+
+
+def end(proc: subprocess.Popen[bytes]) -> None:
+    """End a child now and close its pipes: SIGTERM, then SIGKILL if it has not ended within
+    :data:`TERM_GRACE_SECONDS`; returns within TERM_GRACE_SECONDS + KILL_WAIT_SECONDS
+    whatever the child does."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(TERM_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # stopped or wedged: SIGTERM waits for it to run again, this not
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(KILL_WAIT_SECONDS)
+    for pipe in (proc.stdin, proc.stdout):
+        if pipe is not None:
+            with contextlib.suppress(OSError):  # a write still buffered for a dead child
+                pipe.close()
+
+
 class BackgroundProjector:
     """The parent's handle on the child process. Any failure of the child is reported as False
     by :meth:`wait_for` and :meth:`stop`, and the caller catches up itself: the child only ever
@@ -112,20 +144,10 @@ class BackgroundProjector:
         self._replaying = replay is not None
         self._idle_asked = False
         """An ``idle`` request is out, its answer not read yet."""
-        # The child imports idstitch from where this process did, not whatever its own
-        # environment would find (an older copy would take these rows for another layout).
-        # First the folder this very package was imported from (site-packages, or the
-        # checkout of an editable install), and no current directory (-P): run from a
-        # checkout, `import idstitch` would otherwise find the source folder, which is not
-        # the installed package (its layers install under it from folders of their own).
-        # Not resolved: a strict editable install links each module file to the checkout,
-        # and the folder that holds the links is the one with the layers under idstitch/.
-        home = str(Path(__file__).absolute().parents[2])
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([home, *(p for p in sys.path if p)])}
         try:
             self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(
                 command or COMMAND, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0,
-                env=env)
+                env=child_env())
         except OSError as e:  # no interpreter to start (an embedded one, say)
             self._proc = None
             self.failed = f"cannot start: {e}"
@@ -226,20 +248,9 @@ class BackgroundProjector:
         proc = self._proc
         if proc is None:
             return
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(TERM_GRACE_SECONDS)
-            except subprocess.TimeoutExpired:
-                proc.kill()  # stopped or wedged: SIGTERM waits for it to run again, this not
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(KILL_WAIT_SECONDS)
         # Its reader goes with its pipe: a closed descriptor's number may be reused.
         self._replies = None
-        for pipe in (proc.stdin, proc.stdout):
-            if pipe is not None:
-                with contextlib.suppress(OSError):  # a write still buffered for a dead child
-                    pipe.close()
+        end(proc)
 
     def _ask(self, request: str | None) -> bool:
         if not self._started():

@@ -30,6 +30,7 @@ from idstitch.projections.store import EventLog, LoggedEvent, ProjectionStore
 from idstitch.service import background
 from idstitch.service.commit_check import NotLanded, PolicyCheck
 from idstitch.service.gc_pause import bulk_gc
+from idstitch.service.read_ahead import reading_ahead
 
 PARALLEL_REBUILD_EVENTS = 20_000
 """A rebuild of a log at least this long replays all but the first projection in a second
@@ -279,7 +280,9 @@ class Projector:
         catching projections up over 148,000 events finds none)."""
         with self.lock, bulk_gc(promote=False):  # every query's catch-up comes here
             chosen = list(names) if names is not None else list(self.custom.projections)
-            failed = {f.projection: f for f in self.custom.catch_up(until, chosen)}
+            with reading_ahead(self.custom, self.log, self.shared_url if self.can_fork else None,
+                               until, chosen):
+                failed = {f.projection: f for f in self.custom.catch_up(until, chosen)}
             for name in chosen:
                 if name in failed:
                     self.failures[name] = failed[name]

@@ -1,0 +1,183 @@
+"""A long catch-up of custom projections reads the log in a second process while it folds.
+
+A custom projection's catch-up reads the log (its rows, decoding, unsealing each event's
+personal values), builds the Changes and runs the handlers, all on one core. Far behind the
+head (a projection registered on a large store, a new version, a rebuild), the reading moves
+to a child (:mod:`idstitch.reading`) that reads ahead and sends the events as plain values,
+which this process decodes in a fifth of the time reading them cost it (see
+docs/performance.md, "Rebuild and catch-up").
+
+The child only ever saves work: every read that its stream cannot answer (a page before what
+it has sent, past where it stopped, or once it failed, stalled or ended early) is read from
+the log here, as without it. Its stream is the log as it read it, position by position: the
+same events, the same values, erased ones erased, as a read here at that moment. It reads at
+most about a megabyte ahead of this process (the pipe's capacity), so it does not read long
+before the events are folded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import select
+import subprocess
+import sys
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from time import monotonic
+
+import msgspec
+
+from idstitch.domain.events import AnyDeviceEvent
+from idstitch.projections.custom_runner import CustomRunner
+from idstitch.projections.store import EventLog, LoggedEvent
+from idstitch.service.background import STALL_SECONDS, child_env, end
+
+READ_AHEAD_EVENTS = 100_000
+"""A catch-up of custom projections at least this many positions behind reads ahead in a
+child: its start (~0.3 s, importing the package and opening the store) is then a small share."""
+PAGE = 1_000
+"""Events per frame the child sends."""
+PIPE_BYTES = 1 << 20
+"""The pipe's capacity asked for (Linux; 64 KiB otherwise): how far ahead the child reads."""
+COMMAND = [sys.executable, "-P", "-c", "import sys; from idstitch.reading import serve; "
+           "serve(sys.stdin.buffer, sys.stdout.buffer)"]
+_SET_PIPE_SIZE = 1031  # F_SETPIPE_SZ (Linux), not in Python's fcntl before 3.10 on every libc
+
+
+class _Stalled(Exception):
+    """The child sent nothing in time, or its stream ended early."""
+
+
+class ReadAhead:
+    """The log from ``start`` to ``until``, read by a child ahead of this process's reads."""
+
+    def __init__(self, log: EventLog, url: str, until: int,
+                 command: list[str] | None = None) -> None:
+        self._log = log
+        self.at = until
+        """The last position the stream gave (or where it starts): a read after it lines up."""
+        self.served = 0
+        """Events this process took from the stream (not read from the log itself)."""
+        self.failed: str | None = None
+        self.flowing = False
+        """The child has opened the store and been told where to start: from then on a read
+        that lines up waits for its stream. Before, while it starts (~0.3 s), reads are read
+        here."""
+        self._buffer: deque[LoggedEvent] = deque()
+        self._ended = False
+        self._decode = msgspec.msgpack.Decoder(list[tuple[int, AnyDeviceEvent]]).decode
+        try:
+            self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(
+                command or COMMAND, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL, bufsize=0, env=child_env())
+        except OSError as e:  # no interpreter to start: read here
+            self._proc = None
+            self.failed = f"cannot start: {e}"
+            return
+        assert self._proc.stdout is not None
+        self._fd = self._proc.stdout.fileno()
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(self._fd, _SET_PIPE_SIZE, PIPE_BYTES)
+        self._send(f"{url}\n{until} {PAGE}\n")
+
+    def read(self, after: int, limit: int) -> Sequence[LoggedEvent]:
+        """As :meth:`EventLog.read`: from the child's stream when the read lines up with it,
+        else from the log."""
+        if self.failed is None and (self.flowing or self._ready(after)) and after >= self.at:
+            try:
+                events = self._take(after, limit)
+            except _Stalled as e:
+                self.failed = str(e)
+                self.close()
+            else:
+                if events:
+                    return events
+        return self._log.read(after, limit)
+
+    def _ready(self, after: int) -> bool:
+        """Whether the child has opened the store (without waiting); if so, it is told to
+        stream the log from ``after`` on."""
+        if self._proc is None or not select.select([self._fd], [], [], 0)[0]:
+            return False
+        if os.read(self._fd, 1) != b"R":
+            self.failed = "did not start"
+            self.close()
+            return False
+        self.at = after
+        self._send(f"{after}\n")
+        self.flowing = True
+        return True
+
+    def _send(self, text: str) -> None:
+        stdin = None if self._proc is None else self._proc.stdin
+        if stdin is not None:
+            with contextlib.suppress(OSError):  # gone already: its stream ends early
+                stdin.write(text.encode())
+
+    def _take(self, after: int, limit: int) -> list[LoggedEvent]:
+        """The next ``limit`` events after ``after`` from the stream (fewer where it stops)."""
+        buffer = self._buffer
+        while True:
+            while buffer and buffer[0].position <= after:
+                buffer.popleft()  # a read that skipped ahead: the stream follows it
+            if len(buffer) >= limit or self._ended:
+                break
+            self._next_frame()
+        taken = [buffer.popleft() for _ in range(min(limit, len(buffer)))]
+        if taken:
+            self.at = taken[-1].position
+            self.served += len(taken)
+        return taken
+
+    def _next_frame(self) -> None:
+        size = int.from_bytes(self._exactly(8), "little")
+        if size == 0:
+            self._ended = True
+            return
+        self._buffer.extend(map(LoggedEvent._make, self._decode(self._exactly(size))))
+
+    def _exactly(self, size: int) -> bytes:
+        chunks: list[bytes] = []
+        deadline = monotonic() + STALL_SECONDS
+        while size:
+            if not select.select([self._fd], [], [], max(0.0, deadline - monotonic()))[0]:
+                raise _Stalled("sent nothing in time")
+            chunk = os.read(self._fd, size)
+            if not chunk:
+                raise _Stalled("ended early")
+            chunks.append(chunk)
+            size -= len(chunk)
+        return b"".join(chunks)
+
+    def close(self) -> None:
+        """End the child (done, or no longer needed)."""
+        if self._proc is not None:
+            end(self._proc)
+            self._proc = None
+
+
+@contextlib.contextmanager
+def reading_ahead(custom: CustomRunner, log: EventLog, url: str | None, until: int,
+                  names: Sequence[str]) -> Iterator[ReadAhead | None]:
+    """While the block runs, ``custom`` reads its pages ahead in a child if the furthest
+    behind of ``names`` is at least :data:`READ_AHEAD_EVENTS` positions behind ``until`` (and
+    ``url`` names a store another process can open)."""
+    ahead = None
+    if url is not None and names:
+        try:
+            lowest = min(custom.position(n) for n in names)
+        except Exception:  # the database: the catch-up meets it and reports it
+            lowest = until
+        if until - lowest >= READ_AHEAD_EVENTS:
+            ahead = ReadAhead(log, url, until)
+    pages: Callable[[int, int], Sequence[LoggedEvent]] = custom.pages
+    if ahead is not None:
+        custom.pages = ahead.read
+    try:
+        yield ahead
+    finally:
+        custom.pages = pages
+        if ahead is not None:
+            ahead.close()

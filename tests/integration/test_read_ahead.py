@@ -1,0 +1,144 @@
+"""A long catch-up of custom projections reads the log in a child process ahead of its fold
+(idstitch.service.read_ahead): the same Changes as reading it here, exactly once, and the
+catch-up reads the log itself whenever the child cannot serve (never started, killed)."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import pytest
+from idstitch.projections import custom_runner
+from idstitch.projections.store import LoggedEvent
+
+from idstitch.service import read_ahead
+from idstitch.testing_projections import ChangeLog
+from idstitch.workspace import Workspace
+
+WorkspaceFactory = Callable[..., Workspace]
+
+
+def traffic(ws: Workspace) -> None:
+    """Identifies that convert and merge, switches, clears, tokens, attributes, and a person
+    forgotten (its events read erased): every kind of Change."""
+    for i in range(40):
+        device = f"d{i}"
+        ws.set_profile_attributes(device, {"plan": f"p{i}"})
+        ws.identify(device, f"user-{i % 4}", {"email": f"u{i % 4}@example.com", "n": i})
+        ws.register_device_token(device, f"token-{i}", platform="ios")
+        if i % 3 == 0:
+            ws.identify(device, f"user-{(i + 1) % 4}")
+        if i % 5 == 0:
+            ws.clear_identify(device)
+            ws.set_device_attributes(device, {"theme": {"dark": i % 2 == 0}})
+    ws.forget("user-3", reason="erasure request")
+    ws.identify("d1", "user-9", {"plan": "late"})
+
+
+class Spy(read_ahead.ReadAhead):
+    """The real read-ahead, remembered by the test; its first read waits until the child has
+    opened the store (as the reads of a catch-up of many events outlast its start)."""
+
+    made: ClassVar[list[Spy]] = []
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        Spy.made.append(self)
+        if self._proc is not None:
+            select.select([self._fd], [], [], 30)
+
+
+@pytest.fixture
+def reading_ahead(monkeypatch: pytest.MonkeyPatch) -> list[Spy]:
+    """Every catch-up reads ahead, in frames of a few events (many frames per read)."""
+    Spy.made = []
+    monkeypatch.setattr(read_ahead, "READ_AHEAD_EVENTS", 0)
+    monkeypatch.setattr(read_ahead, "PAGE", 7)
+    monkeypatch.setattr(read_ahead, "ReadAhead", Spy)
+    return Spy.made
+
+
+def reference(make_durable_ws: WorkspaceFactory) -> tuple[str, list[tuple[Any, ...]]]:
+    """A store with the traffic, and its ChangeLog as a catch-up here reads it."""
+    ws = make_durable_ws()
+    traffic(ws)
+    ws.run_projection(ChangeLog)
+    rows = ChangeLog.rows_of(ws)
+    assert len(rows) > 100  # (the forget itself is no Change of a person)
+    return ws.url, rows
+
+
+def test_a_catch_up_reading_ahead_folds_the_same_changes(
+    make_durable_ws: WorkspaceFactory, reading_ahead: list[Spy], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(read_ahead, "READ_AHEAD_EVENTS", 10**9)  # not while the store fills
+    url, expected = reference(make_durable_ws)
+    monkeypatch.setattr(read_ahead, "READ_AHEAD_EVENTS", 0)
+    ws = make_durable_ws(url, projections=[ChangeLog()])
+    ws.rebuild(["change_log"])  # from position 0, reading ahead
+    [ahead] = [a for a in reading_ahead if a.served]
+    assert ahead.failed is None and ahead.served > len(expected) // 2
+    # Position by position, the same Changes (erased values erased), each once: a position
+    # given twice fails the projection's primary key, one missing fails the comparison.
+    assert ChangeLog.rows_of(ws) == expected
+
+
+def test_a_child_that_never_starts_leaves_the_reading_here(
+    make_durable_ws: WorkspaceFactory, reading_ahead: list[Spy], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(read_ahead, "READ_AHEAD_EVENTS", 10**9)
+    url, expected = reference(make_durable_ws)
+    monkeypatch.setattr(read_ahead, "READ_AHEAD_EVENTS", 0)
+    monkeypatch.setattr(read_ahead, "COMMAND", [sys.executable, "-c", "pass"])
+    ws = make_durable_ws(url, projections=[ChangeLog()])
+    ws.rebuild(["change_log"])
+    assert reading_ahead and not any(a.served for a in reading_ahead)
+    assert ChangeLog.rows_of(ws) == expected
+
+
+def test_a_child_killed_midway_leaves_the_rest_to_this_process(
+    make_durable_ws: WorkspaceFactory, reading_ahead: list[Spy], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(read_ahead, "READ_AHEAD_EVENTS", 10**9)
+    url, expected = reference(make_durable_ws)
+    monkeypatch.setattr(read_ahead, "READ_AHEAD_EVENTS", 0)
+    monkeypatch.setattr(read_ahead, "PIPE_BYTES", 4096)  # the child cannot send it all at once
+    monkeypatch.setattr(custom_runner, "CHUNK", 10)  # nor a read take it all
+    read = Spy.read
+
+    def killed_after_a_page(self: Spy, after: int, limit: int) -> Sequence[LoggedEvent]:
+        events = read(self, after, limit)
+        if self.served and self._proc is not None:
+            os.kill(self._proc.pid, signal.SIGKILL)
+        return events
+
+    monkeypatch.setattr(Spy, "read", killed_after_a_page)
+    ws = make_durable_ws(url, projections=[ChangeLog()])
+    ws.rebuild(["change_log"])
+    [ahead] = [a for a in reading_ahead if a.served]
+    assert ahead.failed == "ended early" and 0 < ahead.served < len(expected)
+    assert ChangeLog.rows_of(ws) == expected
+
+
+def test_a_read_behind_the_stream_is_read_from_the_log(
+    make_durable_ws: WorkspaceFactory, reading_ahead: list[Spy],
+) -> None:
+    ws = make_durable_ws()
+    traffic(ws)
+    head = ws.log.head()
+    ahead = read_ahead.ReadAhead(ws.log, ws.url, head)
+    try:
+        first: Sequence[LoggedEvent] = []
+        while not ahead.served:  # the child starting: read here meanwhile
+            first = ahead.read(0, 10)
+        assert [e.position for e in first] == [e.position for e in ws.log.read(0, 10)]
+        again = ahead.read(0, 10)  # behind what the stream gave: from the log
+        assert again == ws.log.read(0, 10) and ahead.served == 10
+        on = ahead.read(first[-1].position, 5)  # lines up again
+        assert on == ws.log.read(first[-1].position, 5) and ahead.served == 15
+    finally:
+        ahead.close()
