@@ -66,6 +66,8 @@ class ReadAhead:
         that lines up waits for its stream. Before, while it starts (~0.3 s), reads are read
         here."""
         self._buffer: deque[LoggedEvent] = deque()
+        self._received = until
+        """The last position the child sent."""
         self._ended = False
         self._decode = msgspec.msgpack.Decoder(list[tuple[int, AnyDeviceEvent]]).decode
         try:
@@ -105,7 +107,7 @@ class ReadAhead:
             self.failed = "did not start"
             self.close()
             return False
-        self.at = after
+        self.at = self._received = after
         self._send(f"{after}\n")
         self.flowing = True
         return True
@@ -136,7 +138,14 @@ class ReadAhead:
         if size == 0:
             self._ended = True
             return
-        self._buffer.extend(map(LoggedEvent._make, self._decode(self._exactly(size))))
+        try:
+            events = self._decode(self._exactly(size))
+        except msgspec.DecodeError as e:
+            raise _Stalled(f"sent a frame that does not decode: {e}") from e
+        if not events or not self._received < events[0][0] <= events[-1][0]:
+            raise _Stalled("sent a frame out of order")
+        self._received = events[-1][0]
+        self._buffer.extend(map(LoggedEvent._make, events))
 
     def _exactly(self, size: int) -> bytes:
         chunks: list[bytes] = []

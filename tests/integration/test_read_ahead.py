@@ -4,10 +4,13 @@ catch-up reads the log itself whenever the child cannot serve (never started, ki
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
 import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -142,3 +145,41 @@ def test_a_read_behind_the_stream_is_read_from_the_log(
         assert on == ws.log.read(first[-1].position, 5) and ahead.served == 15
     finally:
         ahead.close()
+
+
+def test_signals_that_interrupt_the_childs_writes_do_not_damage_its_stream(
+    make_durable_ws: WorkspaceFactory, reading_ahead: list[Spy], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A write to a full pipe that a signal interrupts returns what it wrote: the child writes
+    the rest itself (through a buffered writer, frames arrived damaged)."""
+    monkeypatch.setattr(read_ahead, "READ_AHEAD_EVENTS", 10**9)
+    url, expected = reference(make_durable_ws)
+    monkeypatch.setattr(read_ahead, "READ_AHEAD_EVENTS", 0)
+    monkeypatch.setattr(read_ahead, "PIPE_BYTES", 4096)  # its writes block: room for signals
+    monkeypatch.setattr(read_ahead, "PAGE", 60)  # frames longer than a pipe writes at once
+    monkeypatch.setattr(custom_runner, "CHUNK", 10)
+    monkeypatch.setattr(read_ahead, "COMMAND", [
+        sys.executable, "-P", "-c", "import signal, sys; signal.signal(signal.SIGUSR1, "
+        "lambda *a: None); from idstitch.reading import serve; "
+        "serve(sys.stdin.buffer, sys.stdout.buffer)"])
+    done = threading.Event()
+
+    def pester() -> None:
+        while not done.is_set():
+            for ahead in reading_ahead:
+                if ahead.flowing and ahead._proc is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(ahead._proc.pid, signal.SIGUSR1)
+            time.sleep(0.0002)
+
+    pesterer = threading.Thread(target=pester)
+    pesterer.start()
+    try:
+        ws = make_durable_ws(url, projections=[ChangeLog()])
+        ws.rebuild(["change_log"])
+    finally:
+        done.set()
+        pesterer.join()
+    [ahead] = [a for a in reading_ahead if a.served]
+    assert ahead.failed is None and ahead.served > len(expected) // 2
+    assert ChangeLog.rows_of(ws) == expected
