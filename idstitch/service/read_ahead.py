@@ -8,17 +8,20 @@ which this process decodes in a fifth of the time reading them cost it (see
 docs/performance.md, "Rebuild and catch-up").
 
 The child only ever saves work: every read that its stream cannot answer (a page before what
-it has sent, past where it stopped, or once it failed, stalled or ended early) is read from
-the log here, as without it. Its stream is the log as it read it, position by position: the
-same events, the same values, erased ones erased, as a read here at that moment. It reads at
-most about a megabyte ahead of this process (the pipe's capacity), so it does not read long
-before the events are folded.
+it has sent, far past it, past where it stopped, or once it failed, stalled, ended early or
+sent what does not decode) is read from the log here, as without it; a failure is logged. Its
+stream is the log as the child read it, position by position: the same events and values a
+read here would have given then, erased ones erased. It reads a little ahead of the fold:
+what the pipe holds (about a megabyte) and one batch of the catch-up (5,000 events), as a read
+here reads a batch ahead. A person forgotten in that window reaches the handlers with the
+values read before the forget, as in a batch read here; the catch-up after it honours the
+forget (the purge hook, or a rebuild). POSIX only (it waits on the pipe with ``poll``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import logging
 import os
 import select
 import subprocess
@@ -32,7 +35,14 @@ import msgspec
 from idstitch.domain.events import AnyDeviceEvent
 from idstitch.projections.custom_runner import CustomRunner
 from idstitch.projections.store import EventLog, LoggedEvent
-from idstitch.service.background import STALL_SECONDS, child_env, end
+from idstitch.service.background import child_env, end
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no child runs (can_fork is False), nothing to set
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
 
 READ_AHEAD_EVENTS = 100_000
 """A catch-up of custom projections at least this many positions behind reads ahead in a
@@ -43,11 +53,23 @@ PIPE_BYTES = 1 << 20
 """The pipe's capacity asked for (Linux; 64 KiB otherwise): how far ahead the child reads."""
 COMMAND = [sys.executable, "-P", "-c", "import sys; from idstitch.reading import serve; "
            "serve(sys.stdin.buffer, sys.stdout.buffer)"]
+STALL_SECONDS = 5.0
+"""A child silent this long (a frame takes it milliseconds) is given up: the log is read here
+(the catch-up holds the projector's lock, which every query's catch-up waits for)."""
+SKIP_POSITIONS = 50_000
+"""A read this far past what the child has sent stops it (another projection, far ahead, is
+folded now): the stream would be read and dropped up to there."""
+FRAME_BYTES = 1 << 30
+"""A frame longer than this is taken for a damaged length."""
 _SET_PIPE_SIZE = 1031  # F_SETPIPE_SZ (Linux), not in Python's fcntl before 3.10 on every libc
 
 
 class _Stalled(Exception):
-    """The child sent nothing in time, or its stream ended early."""
+    """The child sent nothing in time, or its stream ended early or damaged."""
+
+
+class _LeftBehind(Exception):
+    """The catch-up reads far past the child's stream: no use reading it any more."""
 
 
 class ReadAhead:
@@ -80,32 +102,51 @@ class ReadAhead:
             return
         assert self._proc.stdout is not None
         self._fd = self._proc.stdout.fileno()
-        with contextlib.suppress(OSError):
-            fcntl.fcntl(self._fd, _SET_PIPE_SIZE, PIPE_BYTES)
+        # poll, not select: select refuses descriptors past 1023 (a busy server has them).
+        self._poll = select.poll()
+        self._poll.register(self._fd, select.POLLIN)
+        if fcntl is not None:
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(self._fd, _SET_PIPE_SIZE, PIPE_BYTES)
         self._send(f"{url}\n{until} {PAGE}\n")
 
     def read(self, after: int, limit: int) -> Sequence[LoggedEvent]:
         """As :meth:`EventLog.read`: from the child's stream when the read lines up with it,
         else from the log."""
-        if self.failed is None and (self.flowing or self._ready(after)) and after >= self.at:
+        if self.failed is None:
             try:
-                events = self._take(after, limit)
-            except _Stalled as e:
-                self.failed = str(e)
-                self.close()
+                events = self._stream(after, limit)
+            except _LeftBehind as e:
+                self._fail(str(e), warn=False)
+            except Exception as e:  # anything: the child only ever saves work
+                self._fail(str(e) if isinstance(e, _Stalled) else f"{type(e).__name__}: {e}")
             else:
                 if events:
                     return events
         return self._log.read(after, limit)
 
+    def _stream(self, after: int, limit: int) -> list[LoggedEvent]:
+        """The stream's answer (none: it has none for this read)."""
+        if not (self.flowing or self._ready(after)) or after < self.at:
+            return []
+        if after - self._received > SKIP_POSITIONS:
+            raise _LeftBehind("left behind: the catch-up reads far past it")
+        return self._take(after, limit)
+
+    def _fail(self, reason: str, *, warn: bool = True) -> None:
+        self.failed = reason
+        if warn:
+            log.warning("the read-ahead child failed (%s): the catch-up reads the log itself",
+                        reason)
+        self.close()
+
     def _ready(self, after: int) -> bool:
         """Whether the child has opened the store (without waiting); if so, it is told to
         stream the log from ``after`` on."""
-        if self._proc is None or not select.select([self._fd], [], [], 0)[0]:
+        if self._proc is None or not self._poll.poll(0):
             return False
         if os.read(self._fd, 1) != b"R":
-            self.failed = "did not start"
-            self.close()
+            self._fail("did not start")
             return False
         self.at = self._received = after
         self._send(f"{after}\n")
@@ -135,6 +176,8 @@ class ReadAhead:
 
     def _next_frame(self) -> None:
         size = int.from_bytes(self._exactly(8), "little")
+        if size > FRAME_BYTES:
+            raise _Stalled(f"sent a frame of {size} bytes")
         if size == 0:
             self._ended = True
             return
@@ -151,7 +194,7 @@ class ReadAhead:
         chunks: list[bytes] = []
         deadline = monotonic() + STALL_SECONDS
         while size:
-            if not select.select([self._fd], [], [], max(0.0, deadline - monotonic()))[0]:
+            if not self._poll.poll(max(0.0, deadline - monotonic()) * 1000):
                 raise _Stalled("sent nothing in time")
             chunk = os.read(self._fd, size)
             if not chunk:

@@ -5,6 +5,7 @@ catch-up reads the log itself whenever the child cannot serve (never started, ki
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import select
 import signal
@@ -59,7 +60,7 @@ class Spy(read_ahead.ReadAhead):
 def reading_ahead(monkeypatch: pytest.MonkeyPatch) -> list[Spy]:
     """Every catch-up reads ahead, in frames of a few events (many frames per read)."""
     Spy.made = []
-    monkeypatch.setattr(read_ahead, "READ_AHEAD_EVENTS", 0)
+    monkeypatch.setattr(read_ahead, "READ_AHEAD_EVENTS", 1)
     monkeypatch.setattr(read_ahead, "PAGE", 7)
     monkeypatch.setattr(read_ahead, "ReadAhead", Spy)
     return Spy.made
@@ -80,7 +81,7 @@ def test_a_catch_up_reading_ahead_folds_the_same_changes(
 ) -> None:
     monkeypatch.setattr(read_ahead, "READ_AHEAD_EVENTS", 10**9)  # not while the store fills
     url, expected = reference(make_durable_ws)
-    monkeypatch.setattr(read_ahead, "READ_AHEAD_EVENTS", 0)
+    monkeypatch.setattr(read_ahead, "READ_AHEAD_EVENTS", 1)
     ws = make_durable_ws(url, projections=[ChangeLog()])
     ws.rebuild(["change_log"])  # from position 0, reading ahead
     [ahead] = [a for a in reading_ahead if a.served]
@@ -92,14 +93,37 @@ def test_a_catch_up_reading_ahead_folds_the_same_changes(
 
 def test_a_child_that_never_starts_leaves_the_reading_here(
     make_durable_ws: WorkspaceFactory, reading_ahead: list[Spy], monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setattr(read_ahead, "READ_AHEAD_EVENTS", 10**9)
     url, expected = reference(make_durable_ws)
-    monkeypatch.setattr(read_ahead, "READ_AHEAD_EVENTS", 0)
+    monkeypatch.setattr(read_ahead, "READ_AHEAD_EVENTS", 1)
     monkeypatch.setattr(read_ahead, "COMMAND", [sys.executable, "-c", "pass"])
     ws = make_durable_ws(url, projections=[ChangeLog()])
-    ws.rebuild(["change_log"])
+    with caplog.at_level(logging.WARNING, logger="idstitch.service.read_ahead"):
+        ws.rebuild(["change_log"])
     assert reading_ahead and not any(a.served for a in reading_ahead)
+    assert {a.failed for a in reading_ahead} == {"did not start"}
+    assert "the read-ahead child failed (did not start)" in caplog.text  # said, not hidden
+    assert ChangeLog.rows_of(ws) == expected
+
+
+def test_a_child_that_stalls_is_given_up(
+    make_durable_ws: WorkspaceFactory, reading_ahead: list[Spy], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A child that opens the store and then sends nothing (stopped, wedged) holds the catch-up
+    no longer than STALL_SECONDS: the log is read here."""
+    monkeypatch.setattr(read_ahead, "READ_AHEAD_EVENTS", 10**9)
+    url, expected = reference(make_durable_ws)
+    monkeypatch.setattr(read_ahead, "READ_AHEAD_EVENTS", 1)
+    monkeypatch.setattr(read_ahead, "STALL_SECONDS", 0.3)
+    monkeypatch.setattr(read_ahead, "COMMAND", [
+        sys.executable, "-c", "import os, time; os.write(1, b'R'); time.sleep(60)"])
+    ws = make_durable_ws(url, projections=[ChangeLog()])
+    began = time.monotonic()
+    ws.rebuild(["change_log"])
+    assert time.monotonic() - began < 10
+    assert {a.failed for a in reading_ahead} == {"sent nothing in time"}
     assert ChangeLog.rows_of(ws) == expected
 
 
@@ -108,7 +132,7 @@ def test_a_child_killed_midway_leaves_the_rest_to_this_process(
 ) -> None:
     monkeypatch.setattr(read_ahead, "READ_AHEAD_EVENTS", 10**9)
     url, expected = reference(make_durable_ws)
-    monkeypatch.setattr(read_ahead, "READ_AHEAD_EVENTS", 0)
+    monkeypatch.setattr(read_ahead, "READ_AHEAD_EVENTS", 1)
     monkeypatch.setattr(read_ahead, "PIPE_BYTES", 4096)  # the child cannot send it all at once
     monkeypatch.setattr(custom_runner, "CHUNK", 10)  # nor a read take it all
     read = Spy.read
@@ -127,12 +151,13 @@ def test_a_child_killed_midway_leaves_the_rest_to_this_process(
     assert ChangeLog.rows_of(ws) == expected
 
 
-def test_a_read_behind_the_stream_is_read_from_the_log(
-    make_durable_ws: WorkspaceFactory, reading_ahead: list[Spy],
+def test_a_read_behind_or_far_ahead_of_the_stream_is_read_from_the_log(
+    make_durable_ws: WorkspaceFactory, reading_ahead: list[Spy], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     ws = make_durable_ws()
     traffic(ws)
     head = ws.log.head()
+    monkeypatch.setattr(read_ahead, "SKIP_POSITIONS", 50)
     ahead = read_ahead.ReadAhead(ws.log, ws.url, head)
     try:
         first: Sequence[LoggedEvent] = []
@@ -143,6 +168,9 @@ def test_a_read_behind_the_stream_is_read_from_the_log(
         assert again == ws.log.read(0, 10) and ahead.served == 10
         on = ahead.read(first[-1].position, 5)  # lines up again
         assert on == ws.log.read(first[-1].position, 5) and ahead.served == 15
+        far = head - 3  # far past what the child has sent: it is stopped, the log answers
+        assert ahead.read(far, 5) == ws.log.read(far, 5)
+        assert ahead.failed == "left behind: the catch-up reads far past it"
     finally:
         ahead.close()
 
@@ -154,7 +182,7 @@ def test_signals_that_interrupt_the_childs_writes_do_not_damage_its_stream(
     the rest itself (through a buffered writer, frames arrived damaged)."""
     monkeypatch.setattr(read_ahead, "READ_AHEAD_EVENTS", 10**9)
     url, expected = reference(make_durable_ws)
-    monkeypatch.setattr(read_ahead, "READ_AHEAD_EVENTS", 0)
+    monkeypatch.setattr(read_ahead, "READ_AHEAD_EVENTS", 1)
     monkeypatch.setattr(read_ahead, "PIPE_BYTES", 4096)  # its writes block: room for signals
     monkeypatch.setattr(read_ahead, "PAGE", 60)  # frames longer than a pipe writes at once
     monkeypatch.setattr(custom_runner, "CHUNK", 10)
