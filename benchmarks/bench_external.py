@@ -13,19 +13,30 @@ Measures, in one run, on a throwaway PostgreSQL (``idstitch.testing.TemporaryPos
 The two modes alternate (A, B, A, B) and the best writer time of each is compared: the
 ratio embedded / external is the writers' speed-up (target >= 1.5x); the drain target is 2 s.
 
+How the traffic is split between the writers (``--split``) decides how much they contend:
+
+- ``line`` (the default): line i goes to writer i % 4, so every device's messages reach all
+  four writers at once: each batch of each writer meets devices the others just moved (the
+  worst case: API nodes behind a round-robin balancer replaying a backlog);
+- ``device``: each device's messages (by ``context.device.id``, else ``anonymousId``, else
+  ``userId``) go to one writer, as a balancer routing on the device id does: the writers
+  share persons (a user's devices may reach different writers) but not devices.
+
     python benchmarks/bench_external.py                 # N=20000
-    python benchmarks/bench_external.py --n 40000 --rounds 1
+    python benchmarks/bench_external.py --n 40000 --rounds 1 --split device --mix identity
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import harness
@@ -43,6 +54,30 @@ def _write(url: str, path: str, external: bool, start: mp.synchronize.Event) -> 
     with open(path, "rb") as f:
         ws.ingest(f, parallel=False)
     ws.close()
+
+
+def device_of(line: bytes) -> str:
+    """The device a line's message is about (see the module's ``--split device``)."""
+    try:
+        message = json.loads(line)
+    except ValueError:
+        return ""  # a bad line: any writer rejects it the same way
+    if not isinstance(message, dict):
+        return ""
+    context = message.get("context")
+    device = context.get("device") if isinstance(context, dict) else None
+    found = device.get("id") if isinstance(device, dict) else None
+    return str(found or message.get("anonymousId") or message.get("userId") or "")
+
+
+def split(lines: list[bytes], how: str) -> list[list[bytes]]:
+    """The lines of each writer, in input order."""
+    if how == "line":
+        return [lines[i::WRITERS] for i in range(WRITERS)]
+    parts: list[list[bytes]] = [[] for _ in range(WRITERS)]
+    for line in lines:
+        parts[zlib.crc32(device_of(line).encode()) % WRITERS].append(line)
+    return parts
 
 
 def run(url: str, parts: list[str], external: bool) -> tuple[float, float, int]:
@@ -94,18 +129,22 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--mix", choices=("attributes", "identity"), default="attributes")
+    parser.add_argument("--split", choices=("line", "device"), default="line",
+                        help="lines dealt in turn (every device on every writer), or each "
+                             "device's lines to one writer")
     args = parser.parse_args()
     server = TemporaryPostgres().start()
     try:
         server.create_database("bench")
         with tempfile.TemporaryDirectory() as tmp:
             whole = Path(tmp) / "all.ndjson"
-            harness.write_workload(whole, args.n)
+            harness.write_workload(whole, args.n, 0, args.mix)
             lines = whole.read_bytes().splitlines(keepends=True)
             parts = []
-            for i in range(WRITERS):
+            for i, mine in enumerate(split(lines, args.split)):
                 part = Path(tmp) / f"part{i}.ndjson"
-                part.write_bytes(b"".join(lines[i::WRITERS]))
+                part.write_bytes(b"".join(mine))
                 parts.append(str(part))
             results: dict[bool, list[tuple[float, float, int]]] = {False: [], True: []}
             for r in range(args.rounds):
@@ -115,7 +154,8 @@ def main() -> None:
         embedded = min(w for w, _, _ in results[False])
         external_best = min(results[True])
         harness.table(
-            f"{WRITERS} writers, {args.n} messages, PostgreSQL",
+            f"{WRITERS} writers, {args.n} messages ({args.mix} mix, split by {args.split}), "
+            "PostgreSQL",
             ["mode", "writers' seconds (best)", "msg/s", "drain s", "max lag sampled"],
             [["embedded (catch-up in writers)", f"{embedded:.2f}",
               harness.fmt_rate(args.n / embedded), "-", "-"],
