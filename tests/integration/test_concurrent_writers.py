@@ -1,6 +1,7 @@
-"""Several writers on one store (issue 9, item 5): every message recorded exactly once, a batch
-conflict reruns only the devices another writer moved, and one process at a time folds a
-projection while the others wait for the position they need instead of folding it again."""
+"""Several writers on one store (issue 9, item 5): every message recorded exactly once, and one
+process at a time folds a projection while the others wait for the position they need instead
+of folding it again (how a batch decides again the devices another writer moved:
+test_writer_reloads)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
-from idstitch.adapters.eventlog import DeviceLog
-from idstitch.domain.device import Device
-from idstitch.domain.events import Identified
 from idstitch.projections.runner import leases_of
 
 import idstitch
@@ -206,116 +203,9 @@ def test_two_writers_on_sqlite_record_every_message_once(tmp_path: Path) -> None
     check_exactly_once(url, messages, results)
 
 
-class RecordingLog:
-    """The real device log, recording which devices each load_many call loads."""
-
-    def __init__(self, log: DeviceLog) -> None:
-        self._log = log
-        self.loaded: list[set[str]] = []
-
-    def load_many(self, device_ids: Iterable[str]) -> dict[str, Device]:
-        ids = set(device_ids)
-        self.loaded.append(ids)
-        return self._log.load_many(ids)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._log, name)
-
-
 def identify(device: str, user: str, n: int) -> dict[str, Any]:
     return {"type": "identify", "anonymousId": device, "userId": user, "messageId": f"m{n}",
             "traits": {"n": n}, "timestamp": (T0 + timedelta(seconds=n)).isoformat()}
-
-
-def test_a_batch_conflict_reruns_only_the_devices_another_writer_moved(
-    make_durable_ws: WorkspaceFactory,
-) -> None:
-    first = make_durable_ws()
-    second = make_durable_ws(first.url)
-    devices = [f"d{i}" for i in range(10)]
-    first.ingest([identify(d, "u1", i) for i, d in enumerate(devices)])  # all cached in first
-    second.ingest([identify("d3", "u2", 100), identify("d7", "u2", 101)])  # moved under it
-    recording = RecordingLog(first.log)
-    first._services.writer.log = recording  # type: ignore[assignment]
-    # d7's message m101 was recorded by the other writer: a rerun on fresh state finds it.
-    batch = [identify(d, "u3", 200 + i) for i, d in enumerate(devices)] + [identify("d7", "u2", 101)]
-    report = first.ingest(batch)
-    assert recording.loaded == [{"d3", "d7"}]  # only those reloaded; the rest kept
-    assert (report.accepted, report.duplicates) == (10, 1)
-    counts = Counter((e.device_id, e.message_id) for _, e in recorded_events(first))
-    assert max(counts.values()) == 1
-    assert first.profile("u3").devices  # type: ignore[union-attr]
-    assert {d.device_id for d in first.profile("u3").devices} == set(devices)  # type: ignore[union-attr]
-
-
-def test_after_a_conflict_moved_devices_are_decided_again_from_copies(
-    make_durable_ws: WorkspaceFactory, monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Once a writer has met another, its batches keep a copy of each device as they took it:
-    a device moved under a batch is decided again from its copy and the events appended to it
-    since, not from its whole history (which a writer sharing devices reloaded again and
-    again), with the same outcome."""
-    first = make_durable_ws()
-    second = make_durable_ws(first.url)
-    devices = [f"d{i}" for i in range(10)]
-    first.ingest([identify(d, "u1", i) for i, d in enumerate(devices)])
-    second.ingest([identify("d3", "u2", 100), identify("d7", "u2", 101)])
-    first.ingest([identify(d, "u3", 200 + i) for i, d in enumerate(devices)])  # a conflict
-    writer = first._services.writer
-    assert writer.shared > 0
-    recording = RecordingLog(first.log)
-    monkeypatch.setattr(writer, "log", recording)
-    commit = writer.commit
-
-    def moved_meanwhile(batch: Any, **kwargs: Any) -> Any:
-        # The other writer moves d3 after this batch took it, before it commits.
-        second.ingest([identify("d3", "u4", 300)])
-        return commit(batch, **kwargs)
-
-    monkeypatch.setattr(writer, "commit", moved_meanwhile)
-    report = first.ingest([identify(d, "u5", 400 + i) for i, d in enumerate(devices)])
-    assert recording.loaded == []  # d3 from its copy: no history loaded
-    assert report.accepted == 10
-    d3 = [(e.message_id, e.user_id) for _, e in recorded_events(first)
-          if e.device_id == "d3" and isinstance(e, Identified)]
-    assert d3[-2:] == [("m300", "u4"), ("m403", "u5")]  # decided after the move, on it
-    u5 = first.profile("u5")
-    assert u5 is not None and {d.device_id for d in u5.devices} == set(devices)
-    u4 = first.profile("u4")
-    assert u4 is not None and u4.devices == []  # d3 switched on to u5
-
-
-def test_a_device_reloaded_after_a_conflict_is_not_loaded_again_when_it_moves_again(
-    make_durable_ws: WorkspaceFactory,
-) -> None:
-    """A batch's first conflict reloads the moved devices from their histories (no copies
-    were kept before a conflict): it keeps copies of them as loaded, so when the other writer
-    moves one again before the batch's append under the lock, only the events since are
-    read, not its history a second time."""
-    first = make_durable_ws()
-    second = make_durable_ws(first.url)
-    devices = [f"d{i}" for i in range(10)]
-    first.ingest([identify(d, "u1", i) for i, d in enumerate(devices)])  # all cached in first
-    second.ingest([identify("d3", "u2", 100), identify("d7", "u2", 101)])  # moved under it
-    recording = RecordingLog(first.log)
-    first._services.writer.log = recording  # type: ignore[assignment]
-    load_many = recording.load_many
-
-    def moved_again(device_ids: Iterable[str]) -> dict[str, Device]:
-        loaded = load_many(device_ids)
-        if len(recording.loaded) == 1:
-            second.ingest([identify("d3", "u4", 300)])  # before the append under the lock
-        return loaded
-
-    recording.load_many = moved_again  # type: ignore[method-assign]
-    report = first.ingest([identify(d, "u3", 200 + i) for i, d in enumerate(devices)])
-    assert recording.loaded == [{"d3", "d7"}]  # d3's second move: from the copy
-    assert report.accepted == 10
-    d3 = [(e.message_id, e.user_id) for _, e in recorded_events(first)
-          if e.device_id == "d3" and isinstance(e, Identified)]
-    assert d3[-2:] == [("m300", "u4"), ("m203", "u3")]  # decided after both moves
-    u4 = first.profile("u4")
-    assert u4 is not None and u4.devices == []
 
 
 class CountingRows:
