@@ -250,9 +250,13 @@ class ChangeStream:
         million-event log: a fifth of a catch-up's time), or here in one scan each. Only when
         they fit in the rows the stream keeps (:data:`STATES_LIMIT`, counted first: a scan
         holds a whole kind at once); otherwise they are read as met."""
-        kinds = (DEVICE, PERSON, MERGE)
-        if sum(self._store.count(kind) for kind in kinds) > STATES_LIMIT:
+        counts = {kind: self._store.count(kind) for kind in (DEVICE, PERSON, MERGE)}
+        if counts[DEVICE] + counts[PERSON] > STATES_LIMIT:
             return
+        # The merge records too if all fit; else they are read as met (an identity-heavy log
+        # holds more of them than devices and persons together), and the devices' search, the
+        # dearer part, is still done at once.
+        kinds = tuple(counts) if sum(counts.values()) <= STATES_LIMIT else (DEVICE, PERSON)
         for kind in kinds:
             row_type = SLIM.get(kind) or self._row_types[kind]
             found: dict[str, Any] = {}
@@ -292,16 +296,20 @@ class ChangeStream:
         keys = list(keys)
         missing = [k for k in keys if k not in cached]
         if missing:
-            row_type = SLIM.get(kind) or self._row_types[kind]
-            found = self._store.get_many(kind, missing)
-            try:
-                for key in missing:
-                    raw = found.get(key)
-                    cached[key] = None if raw is None else decode_row(row_type, raw)
-            except CorruptRow as e:
-                e.row_class = self._row_types[kind]  # the stored type, whose owner repairs it
-                raise
+            found = self._read(kind, missing)
+            for key in missing:
+                cached[key] = found.get(key)
         return {k: row for k in keys if (row := cached[k]) is not None}
+
+    def _read(self, kind: str, keys: list[str]) -> dict[str, Any]:
+        """Committed rows of a kind among ``keys``, decoded, not kept."""
+        row_type = SLIM.get(kind) or self._row_types[kind]
+        try:
+            return {key: decode_row(row_type, raw)
+                    for key, raw in self._store.get_many(kind, keys).items()}
+        except CorruptRow as e:
+            e.row_class = self._row_types[kind]  # the stored type, whose owner repairs it
+            raise
 
     def _merge_rows_of(self, persons: Iterable[PersonFields]) -> dict[str, MergeRow]:
         """The merge records these persons name, kept once read (a record never changes)."""
@@ -312,7 +320,10 @@ class ChangeStream:
             if len(kept) + len(missing) > STATES_LIMIT:
                 kept.clear()
                 missing = {m for p in persons for m in p.merges}
-            kept.update(self._rows(MERGE, missing))
+            # Kept here only, not also with the rows: devices and persons read at once then
+            # keep all the room the rows have.
+            kept.update(self._rows(MERGE, missing) if MERGE in self._complete
+                        else self._read(MERGE, list(missing)))
         return kept
 
     def _search(self, devices: list[str]) -> None:

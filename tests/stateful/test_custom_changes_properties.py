@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from idstitch.projections import changes, custom_runner
+from idstitch.projections.identity.rows import DEVICE, MERGE, PERSON
 
 import idstitch
 from idstitch.errors import IdstitchError
@@ -89,21 +90,27 @@ def reachable_history(ws: Workspace) -> dict[int, Any]:
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(script=commands, cut=st.floats(0, 1), batch=st.integers(1, 12),
-       chunk=st.integers(1, 5), prefetch=st.booleans(), limit=st.sampled_from([4, 200_000]))
+       chunk=st.integers(1, 5), prefetch=st.booleans(),
+       limit=st.sampled_from([4, 200_000, None]))
 def test_folded_changes_are_the_history_of_their_positions(
         script: list[tuple[Any, ...]], cut: float, batch: int, chunk: int, prefetch: bool,
-        limit: int) -> None:
+        limit: int | None) -> None:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(custom_runner, "BATCH", batch)
         patch.setattr(custom_runner, "CHUNK", chunk)
         # Streams that read every identity row at once (a long catch-up's), or as met; row
         # caches kept whole or dropped and read again over and over.
         patch.setattr(changes, "PREFETCH_POSITIONS", 0 if prefetch else 10**9)
-        patch.setattr(changes, "STATES_LIMIT", limit)
+        patch.setattr(changes, "STATES_LIMIT", limit or 200_000)
         ws = idstitch.open("memory:", clock=FrozenClock(T0))
         merges: list[str] = []
         half = round(len(script) * cut)
         run(ws, script[:half], merges)
+        if limit is None:
+            # Room for every device and person row, not for the merge records as well: the
+            # devices searched at once, the records read as met.
+            rows = ws._services.projector.rows
+            patch.setattr(changes, "STATES_LIMIT", max(1, rows.count(DEVICE) + rows.count(PERSON)))
         ws.run_projection(ChangeLog)  # over the log so far, with the identity rows ahead
         run(ws, script[half:], merges)  # then command by command
         ws.catch_up()
@@ -116,3 +123,39 @@ def test_folded_changes_are_the_history_of_their_positions(
         assert folded[position] == change, position
     # Decisions: a Change only where history shows one (an applied explicit merge).
     assert folded.keys() & decisions <= shown.keys()
+
+
+def test_a_stream_with_room_for_devices_and_persons_but_not_merges(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long catch-up reads every device and person row at once when those fit, and the merge
+    records as met when all three do not (an identity-heavy log holds more of them): the same
+    Changes as history shows."""
+    script: list[tuple[Any, ...]] = [
+        ("attributes", "d1", {"plan": 1}, {}, [], 0), ("identify", "d1", "ann", {"k": 1}, 0),
+        ("attributes", "d2", {"plan": 2}, {}, [], 0), ("identify", "d2", "ann", {}, 3),
+        ("identify", "d3", "bo", {"email": "b@x.io"}, 0), ("clear", "d3"),
+        ("attributes", "d3", {"k": "x"}, {}, [], 0), ("identify", "d3", "bo", {}, 0),
+        ("merge", "d1", "ann", "bo"), ("identify", "d4", "cy@x.io", {"plan": 3}, 0),
+        ("unmerge", "d1"), ("identify", "d4", "ann", {"k": 2}, 1), ("token", "d4", "t1")]
+    ws = idstitch.open("memory:", clock=FrozenClock(T0))
+    run(ws, script, [])
+    rows = ws._services.projector.rows
+    assert rows.count(MERGE) > 0
+    monkeypatch.setattr(changes, "PREFETCH_POSITIONS", 0)
+    monkeypatch.setattr(changes, "STATES_LIMIT", rows.count(DEVICE) + rows.count(PERSON))
+    complete: list[set[str]] = []
+    prefetch = changes.ChangeStream.prefetch
+
+    def spied(self: changes.ChangeStream) -> None:
+        prefetch(self)
+        complete.append(set(self._complete))
+
+    monkeypatch.setattr(changes.ChangeStream, "prefetch", spied)
+    ws.run_projection(ChangeLog)
+    assert complete == [{DEVICE, PERSON}]
+    folded = {p: msgspec.json.decode(c) for p, c in ws.projection_db("change_log").query(
+        "SELECT position, change FROM change_log")}
+    shown = reachable_history(ws)
+    assert len(shown) > 10
+    for position, change in shown.items():
+        assert folded[position] == change, position
