@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import subprocess
 import sys
 import warnings
@@ -47,7 +46,7 @@ from time import monotonic
 import msgspec
 
 from idstitch.projections.base import ProjectionSpec
-from idstitch.service.pipe_lines import PipeLines
+from idstitch.service.pipe_lines import PipeLines, ready
 
 POLL_SECONDS = 0.01
 """How long the child waits for a request before looking at the log again."""
@@ -82,7 +81,7 @@ COMMAND = [sys.executable, "-P", "-c", "import sys; from idstitch.child import s
 
 
 def available() -> bool:
-    """Whether this platform can run the child (it waits on pipes with ``select``)."""
+    """Whether this platform can run the child (it waits on pipes with ``poll``)."""
     return os.name == "posix"
 
 
@@ -127,8 +126,8 @@ class BackgroundProjector:
     SIGSTOP): a reply within :data:`START_SECONDS` or :data:`STALL_SECONDS`, a request written
     within :data:`STALL_SECONDS` (the pipe is non-blocking), its end within
     :data:`TERM_GRACE_SECONDS` of SIGTERM and :data:`KILL_WAIT_SECONDS` of SIGKILL. The pipes
-    are read and written as raw file descriptors, so that what ``select`` sees is what is
-    unread: a buffered reader could hold a second reply the next ``select`` does not see."""
+    are read and written as raw file descriptors, so that what ``poll`` sees is what is
+    unread: a buffered reader could hold a second reply the next ``poll`` does not see."""
 
     def __init__(
         self, url: str, specs: list[ProjectionSpec], command: list[str] | None = None, *,
@@ -277,7 +276,7 @@ class BackgroundProjector:
         deadline = monotonic() + STALL_SECONDS
         try:
             while data:
-                if not select.select([], [stdin], [], max(0.0, deadline - monotonic()))[1]:
+                if not ready(stdin.fileno(), deadline - monotonic(), write=True):
                     self._fail("does not read its requests")
                     return
                 data = data[os.write(stdin.fileno(), data):]

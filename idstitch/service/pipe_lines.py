@@ -1,10 +1,10 @@
 """Lines read from a raw pipe: the one reader of both ends of the projecting child's pipes.
 
 The parent (:class:`idstitch.service.background.BackgroundProjector`) reads the child's replies
-with it, and the child (:mod:`idstitch.child`) the parent's requests. Both wait with ``select``,
-so both read the raw file descriptor: what ``select`` sees is then exactly what is unread. A
+with it, and the child (:mod:`idstitch.child`) the parent's requests. Both wait with ``poll``,
+so both read the raw file descriptor: what ``poll`` sees is then exactly what is unread. A
 buffered reader takes whatever the pipe holds, and a second line sent right after the first
-would wait in its buffer, unseen by ``select`` (two requests arriving together left the child
+would wait in its buffer, unseen by ``poll`` (two requests arriving together left the child
 deaf to the second).
 """
 
@@ -16,6 +16,16 @@ from time import monotonic
 
 CHUNK_BYTES = 65536
 """How much one read takes from the pipe at most."""
+
+
+def ready(fd: int, timeout: float | None, *, write: bool = False) -> bool:
+    """Whether the pipe ``fd`` can be read (or, with ``write``, written) within ``timeout``
+    seconds (None: however long it takes); its end counts as ready (the read or write then
+    says so). ``poll``, not ``select``: select refuses descriptors past 1023, which a process
+    holding many connections (a server) gives its pipes."""
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT if write else select.POLLIN)
+    return bool(poller.poll(None if timeout is None else max(0.0, timeout) * 1000))
 
 
 class PipeLines:
@@ -39,7 +49,7 @@ class PipeLines:
         while True:
             while b"\n" not in self._unread:
                 left = None if deadline is None else max(0.0, deadline - monotonic())
-                if not select.select([self._fd], [], [], left)[0]:
+                if not ready(self._fd, left):
                     return None
                 try:
                     chunk = os.read(self._fd, CHUNK_BYTES)

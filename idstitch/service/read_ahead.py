@@ -15,7 +15,7 @@ read here would have given then, erased ones erased. It reads a little ahead of 
 what the pipe holds (about a megabyte) and one batch of the catch-up (5,000 events), as a read
 here reads a batch ahead. A person forgotten in that window reaches the handlers with the
 values read before the forget, as in a batch read here; the catch-up after it honours the
-forget (the purge hook, or a rebuild). POSIX only (it waits on the pipe with ``poll``).
+forget (the purge hook, or a rebuild). POSIX only, as the projecting child.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import select
 import subprocess
 import sys
 from collections import deque
@@ -36,6 +35,7 @@ from idstitch.domain.events import AnyDeviceEvent
 from idstitch.projections.custom_runner import CustomRunner
 from idstitch.projections.store import EventLog, LoggedEvent
 from idstitch.service.background import child_env, end
+from idstitch.service.pipe_lines import ready
 
 try:
     import fcntl
@@ -102,9 +102,6 @@ class ReadAhead:
             return
         assert self._proc.stdout is not None
         self._fd = self._proc.stdout.fileno()
-        # poll, not select: select refuses descriptors past 1023 (a busy server has them).
-        self._poll = select.poll()
-        self._poll.register(self._fd, select.POLLIN)
         if fcntl is not None:
             with contextlib.suppress(OSError):
                 fcntl.fcntl(self._fd, _SET_PIPE_SIZE, PIPE_BYTES)
@@ -143,7 +140,7 @@ class ReadAhead:
     def _ready(self, after: int) -> bool:
         """Whether the child has opened the store (without waiting); if so, it is told to
         stream the log from ``after`` on."""
-        if self._proc is None or not self._poll.poll(0):
+        if self._proc is None or not ready(self._fd, 0):
             return False
         if os.read(self._fd, 1) != b"R":
             self._fail("did not start")
@@ -194,7 +191,7 @@ class ReadAhead:
         chunks: list[bytes] = []
         deadline = monotonic() + STALL_SECONDS
         while size:
-            if not self._poll.poll(max(0.0, deadline - monotonic()) * 1000):
+            if not ready(self._fd, deadline - monotonic()):
                 raise _Stalled("sent nothing in time")
             chunk = os.read(self._fd, size)
             if not chunk:

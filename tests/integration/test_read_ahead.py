@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import select
 import signal
 import sys
 import threading
@@ -20,6 +19,7 @@ from idstitch.projections import custom_runner
 from idstitch.projections.store import LoggedEvent
 
 from idstitch.service import read_ahead
+from idstitch.service.pipe_lines import ready
 from idstitch.testing_projections import ChangeLog
 from idstitch.workspace import Workspace
 
@@ -53,7 +53,7 @@ class Spy(read_ahead.ReadAhead):
         super().__init__(*args, **kwargs)
         Spy.made.append(self)
         if self._proc is not None:
-            select.select([self._fd], [], [], 30)
+            ready(self._fd, 30)
 
 
 @pytest.fixture
