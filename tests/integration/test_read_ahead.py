@@ -4,7 +4,9 @@ catch-up reads the log itself whenever the child cannot serve (never started, ki
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -20,7 +22,7 @@ from idstitch.projections.store import LoggedEvent
 
 from idstitch.service import read_ahead
 from idstitch.service.pipe_lines import ready
-from idstitch.testing_projections import ChangeLog
+from idstitch.testing_projections import ChangeLog, Counter
 from idstitch.workspace import Workspace
 
 WorkspaceFactory = Callable[..., Workspace]
@@ -211,3 +213,29 @@ def test_signals_that_interrupt_the_childs_writes_do_not_damage_its_stream(
     [ahead] = [a for a in reading_ahead if a.served]
     assert ahead.failed is None and ahead.served > len(expected) // 2
     assert ChangeLog.rows_of(ws) == expected
+
+
+def test_projections_at_different_positions_share_the_stream(
+    make_durable_ws: WorkspaceFactory, reading_ahead: list[Spy], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One projection from 0 and another halfway: the first folds alone from the stream to
+    where the second is, then both from the same pages (the runner's group path)."""
+    monkeypatch.setattr(read_ahead, "READ_AHEAD_EVENTS", 10**9)
+    url, expected = reference(make_durable_ws)
+    ws = make_durable_ws(url, projections=[ChangeLog(), Counter()])
+    other = make_durable_ws(url)  # keeps neither: both are left halfway
+    for i in range(60):
+        other.set_profile_attributes(f"e{i}", {"plan": f"q{i}"})
+        other.identify(f"e{i}", f"user-{5 + i % 4}", {"n": i})
+        other.register_device_token(f"e{i}", f"token-e{i}")
+    monkeypatch.setattr(read_ahead, "READ_AHEAD_EVENTS", 1)
+    ws.rebuild(["counter"])  # the counter from 0, the change log from halfway: one catch-up
+    [ahead] = [a for a in reading_ahead if a.served]
+    assert ahead.failed is None and ahead.served > len(expected)
+    rows = ChangeLog.rows_of(ws)
+    assert rows[:len(expected)] == expected
+    assert len(rows) > len(expected) + 100
+    # The counter folded every Change the log holds, the second half from the pages it
+    # shared with the change log.
+    events = collections.Counter(json.loads(change)["event"] for _, change in rows)
+    assert dict(ws.projection_db("counter").query("SELECT event, n FROM counts")) == events
