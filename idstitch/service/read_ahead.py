@@ -73,7 +73,8 @@ class _LeftBehind(Exception):
 
 
 class ReadAhead:
-    """The log from ``start`` to ``until``, read by a child ahead of this process's reads."""
+    """The log up to ``until``, read by a child ahead of this process's reads, from where
+    they are once the child has opened the store."""
 
     def __init__(self, log: EventLog, url: str, until: int,
                  command: list[str] | None = None) -> None:
