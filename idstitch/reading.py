@@ -16,13 +16,12 @@ the rest itself, and meets the failure there if it is one.
 
 from __future__ import annotations
 
-import os
 from typing import IO
 
 import msgspec
 
 from idstitch import bootstrap
-from idstitch.service.pipe_lines import PipeLines
+from idstitch.service.pipe_lines import PipeLines, write_all
 
 
 def serve(requests: IO[bytes], frames: IO[bytes]) -> None:
@@ -33,7 +32,7 @@ def serve(requests: IO[bytes], frames: IO[bytes]) -> None:
     stores = bootstrap.open_stores(url)
     encode = msgspec.msgpack.Encoder().encode
     try:
-        os.write(frames.fileno(), b"R")
+        write_all(frames.fileno(), b"R")
         after = int(lines.next(None) or until)
         while after < until:
             events = stores.log.read(after, page)
@@ -52,9 +51,5 @@ def serve(requests: IO[bytes], frames: IO[bytes]) -> None:
 
 
 def _write(frames: IO[bytes], data: bytes) -> None:
-    # Straight to the descriptor, the frame whole: a write a signal interrupts midway
-    # returns what it wrote, and the rest is written next.
-    view = memoryview(len(data).to_bytes(8, "little") + data)
-    fd = frames.fileno()
-    while view:
-        view = view[os.write(fd, view):]
+    # Straight to the descriptor, the frame whole (see write_all).
+    write_all(frames.fileno(), len(data).to_bytes(8, "little") + data)

@@ -28,6 +28,15 @@ def ready(fd: int, timeout: float | None, *, write: bool = False) -> bool:
     return bool(poller.poll(None if timeout is None else max(0.0, timeout) * 1000))
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to the blocking descriptor ``fd``: a write a signal interrupts
+    midway returns what it wrote, and the rest is written next (a buffered writer on a full
+    pipe sent damaged frames instead)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 class PipeLines:
     """The lines arriving on the pipe ``fd`` (not closed by this reader: its owner does)."""
 

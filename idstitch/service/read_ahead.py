@@ -35,7 +35,7 @@ from idstitch.domain.events import AnyDeviceEvent
 from idstitch.projections.custom_runner import CustomRunner
 from idstitch.projections.store import EventLog, LoggedEvent
 from idstitch.service.background import child_env, end
-from idstitch.service.pipe_lines import ready
+from idstitch.service.pipe_lines import ready, write_all
 
 try:
     import fcntl
@@ -155,7 +155,7 @@ class ReadAhead:
         stdin = None if self._proc is None else self._proc.stdin
         if stdin is not None:
             with contextlib.suppress(OSError):  # gone already: its stream ends early
-                stdin.write(text.encode())
+                write_all(stdin.fileno(), text.encode())
 
     def _take(self, after: int, limit: int) -> list[LoggedEvent]:
         """The next ``limit`` events after ``after`` from the stream (fewer where it stops)."""
