@@ -99,8 +99,9 @@ def server_stream_id(user_id: str) -> str:
 
 def anonymous_id_for(device_id: str, generation: int) -> str:
     """The anonymous id of a device's ``generation``-th anonymous session (replays mint the same)."""
-    aggregate = uuid5_text(_DEVICE_NS, device_id)
-    return uuid5_text(bytes.fromhex(aggregate.replace("-", "")), str(generation))
+    # The aggregate id's 16 bytes are the second uuid5's namespace: straight from the digest
+    # (its text, formatted and parsed back, cost a third of this call).
+    return uuid5_text(bytes(_uuid5_digest(_DEVICE_NS, device_id)), str(generation))
 
 
 def anonymous_person_id(anonymous_id: str) -> str:
