@@ -93,8 +93,7 @@ def record(
     dev: DeviceRow, pos: int, ts: int, ids: IdScheme,
 ) -> None:
     """A conversion, merge or switch record, on both persons."""
-    cause = f"{dev.device_id}#{dev.seq}" if ids == "event" else str(pos)
-    merge_id = uuid5_text(_MERGE_NS, f"{cause}:{kind}")
+    merge_id = merge_id_of(kind, dev, pos, ids)
     unit.put_merge(MergeRow(merge_id=merge_id, kind=kind, source=source,
                             target=target.person_id, position=pos, device_id=dev.device_id,
                             timestamp=ts))
