@@ -21,7 +21,7 @@ from typing import IO
 import msgspec
 
 from idstitch import bootstrap
-from idstitch.service.pipe_lines import PipeLines, write_all
+from idstitch.service.pipe_lines import PipeLines, framed, write_all
 
 
 def serve(requests: IO[bytes], frames: IO[bytes]) -> None:
@@ -52,4 +52,4 @@ def serve(requests: IO[bytes], frames: IO[bytes]) -> None:
 
 def _write(frames: IO[bytes], data: bytes) -> None:
     # Straight to the descriptor, the frame whole (see write_all).
-    write_all(frames.fileno(), len(data).to_bytes(8, "little") + data)
+    write_all(frames.fileno(), framed(data))

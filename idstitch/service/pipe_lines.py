@@ -6,6 +6,9 @@ so both read the raw file descriptor: what ``poll`` sees is then exactly what is
 buffered reader takes whatever the pipe holds, and a second line sent right after the first
 would wait in its buffer, unseen by ``poll`` (two requests arriving together left the child
 deaf to the second).
+
+It also holds what the children's pipes share besides lines: waiting with ``poll``
+(:func:`ready`), whole writes (:func:`write_all`), and the read-ahead child's frame format.
 """
 
 from __future__ import annotations
@@ -26,6 +29,21 @@ def ready(fd: int, timeout: float | None, *, write: bool = False) -> bool:
     poller = select.poll()
     poller.register(fd, select.POLLOUT if write else select.POLLIN)
     return bool(poller.poll(None if timeout is None else max(0.0, timeout) * 1000))
+
+
+FRAME_HEADER = 8
+"""The bytes of a frame's length, before its data (little-endian): the read-ahead child's
+frames (:mod:`idstitch.reading` writes them, :mod:`idstitch.service.read_ahead` reads them)."""
+
+
+def framed(data: bytes) -> bytes:
+    """``data`` as one frame: its length, then itself."""
+    return len(data).to_bytes(FRAME_HEADER, "little") + data
+
+
+def frame_size(header: bytes) -> int:
+    """The length a frame's header (:data:`FRAME_HEADER` bytes) announces."""
+    return int.from_bytes(header, "little")
 
 
 def write_all(fd: int, data: bytes) -> None:

@@ -35,7 +35,7 @@ from idstitch.domain.events import AnyDeviceEvent
 from idstitch.projections.custom_runner import CustomRunner
 from idstitch.projections.store import EventLog, LoggedEvent
 from idstitch.service.background import child_env, end
-from idstitch.service.pipe_lines import ready, write_all
+from idstitch.service.pipe_lines import FRAME_HEADER, frame_size, ready, write_all
 
 try:
     import fcntl
@@ -173,7 +173,7 @@ class ReadAhead:
         return taken
 
     def _next_frame(self) -> None:
-        size = int.from_bytes(self._exactly(8), "little")
+        size = frame_size(self._exactly(FRAME_HEADER))
         if size > FRAME_BYTES:
             raise _Stalled(f"sent a frame of {size} bytes")
         if size == 0:
