@@ -17,7 +17,7 @@ from idstitch.testing_projections import ChangeLog
 from idstitch.workspace import Workspace
 
 from .test_frozen_child import MESSAGES
-from .test_read_ahead import Spy, reference
+from .test_read_ahead import Spy, reading_ahead, reference  # noqa: F401 (the fixture used)
 
 WorkspaceFactory = Callable[..., Workspace]
 
@@ -62,14 +62,13 @@ def test_an_ingest_projects_in_its_child_past_descriptor_1023(
     assert there.dump() == here.dump()
 
 
+@pytest.mark.usefixtures("reading_ahead")
 def test_a_catch_up_reads_ahead_past_descriptor_1023(
     make_durable_ws: WorkspaceFactory, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(read_ahead, "READ_AHEAD_EVENTS", 10**9)  # not while the store fills
     url, expected = reference(make_durable_ws)
-    Spy.made = []
     monkeypatch.setattr(read_ahead, "READ_AHEAD_EVENTS", 1)
-    monkeypatch.setattr(read_ahead, "PAGE", 7)
-    monkeypatch.setattr(read_ahead, "ReadAhead", Spy)
     ws = make_durable_ws(url, projections=[ChangeLog()])
     with past_1023():
         ws.rebuild(["change_log"])
