@@ -34,6 +34,9 @@ def identifiers_of(command: Command) -> list[tuple[str, str]]:
         email = (command.traits or {}).get("email")
     elif type(command) is SetProfileAttributes:
         email = (command.traits or {}).get("email")
+        once = (command.set_once or {}).get("email")
+        if isinstance(once, str):
+            out.append(("set_once.email", once))
     elif type(command) is Activate and command.customer_user_id is not None:
         out.append(("customer_user_id", command.customer_user_id))
         email = None

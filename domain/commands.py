@@ -139,6 +139,9 @@ class ForgetPerson(msgspec.Struct, frozen=True, kw_only=True):
     """The person and the persons merged into it."""
     devices: list[str] = msgspec.field(default_factory=list)
     """Their devices."""
+    subjects: dict[str, str] = msgspec.field(default_factory=dict)
+    """The key id of each stint that identified one of them -> that member (see
+    :class:`~idstitch.domain.events.PersonForgotten`)."""
 
 
 Decision = MergePersons | Unmerge | ForgetPerson

@@ -103,7 +103,8 @@ class Decisions:
         """Record that a person was forgotten (only its pseudonymous id)."""
         self._record(PersonForgotten(device_id=DECISIONS_STREAM, person_id=cmd.person_id,
                                      reason=cmd.reason, members=list(cmd.members),
-                                     devices=list(cmd.devices), timestamp=now, recorded_at=now))
+                                     devices=list(cmd.devices), subjects=dict(cmd.subjects),
+                                     timestamp=now, recorded_at=now))
         return True
 
 

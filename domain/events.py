@@ -151,6 +151,12 @@ class PersonForgotten(DeviceEvent, frozen=True, kw_only=True, tag="PersonForgott
     the decisions recorded before it was kept: such a projection is then folded again)."""
     devices: list[str] = msgspec.field(default_factory=list)
     """Every device that was on one of them (device ids, plaintext in every event already)."""
+    subjects: dict[str, str] = msgspec.field(default_factory=dict)
+    """The key id of each stint in which one of them was identified -> that member's person id
+    (pseudonymous both, the key ids plaintext in every event already): an identify that reads
+    erased still puts its device on the person it put it on, so that a forget changes values,
+    never which device is on whom (empty in the decisions recorded before it was kept: their
+    erased identifies are then ignored)."""
 
 
 DECISIONS_STREAM = "workspace:decisions"

@@ -139,7 +139,7 @@ def spans(fam: Family, until: int, after: int = 0) -> list[Span]:
     return out
 
 
-class _Owners:
+class Owners:
     """Which member each event applied to: the one whose stint on its device covers it."""
 
     def __init__(self, fam: Family) -> None:
@@ -202,7 +202,7 @@ def refold(
     ``members``: the same, looked up already, one for each event (a decision's is not read).
     ``ignored`` is only asked whether it holds an event's position."""
     if members is None:
-        owner_of = owner if owner is not None else _Owners(fam).of
+        owner_of = owner if owner is not None else Owners(fam).of
         members = list(map(owner_of, [ev.device_id for _, ev in events],
                            [pos for pos, _ in events]))
     by_position = _begin(fam, states, newest)

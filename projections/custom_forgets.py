@@ -12,11 +12,10 @@ landed, whichever process meets it; until then the projection stops right before
 The purge has landed when the identity rows no longer identify the forgotten person by an
 event the log no longer gives. Before the purge its own row (merges not followed) is
 identified by one of its own events, which read erased once its keys are destroyed (before
-the decision is recorded). The purge and the rebuild fold erased events as identifying
-nobody: they leave the row gone, anonymous, or identified by an event that still reads. (What
-remains of a forgotten person is at most the anonymous session it began with on a device,
-whose id a later identify on that device takes over, a conversion, possibly at a position
-before the decision; or that session merged into another person.) It is also the test the
+the decision is recorded). The purge and the rebuild fold an erased identify as putting its
+device where it went but claiming no identifier: they leave the row identified with no user id
+nor email (decisions recorded before their ``subjects`` were kept: gone, anonymous, or
+identified by an event that still reads). It is also the test the
 next open of a workspace uses to finish a forget whose process stopped before its purge
 (``idstitch.service.erasure.finish_forgets``). An unmerge waits for its replay the same way
 (:mod:`idstitch.projections.custom_unmerges`): :func:`first_pending` and :func:`made_at` cover
@@ -51,7 +50,9 @@ class _Check:
         """Whether the identity rows still identify the person of ``decision`` (recorded at
         ``position``) by an event that now reads erased."""
         person = self._reader.person_row(decision.person_id)
-        if person is None or not person.identified:
+        if person is None or not person.identified or person.nameless:
+            # Nameless: the rows a purge or a rebuild gives (an identify that reads erased
+            # still puts its device on the person, and claims no identifier).
             return False
         at = person.identified_at
         if at is None:

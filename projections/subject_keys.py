@@ -8,9 +8,12 @@ stints and those of every person merged into it, read by indexed spans as the au
 
 from __future__ import annotations
 
-from idstitch.projections.audit import family, spans
+from collections.abc import Iterable
+
+from idstitch.domain.events import Identified
+from idstitch.projections.audit import Family, Owners, family, ignored_identifies, spans
 from idstitch.projections.identity.rows import PersonRow
-from idstitch.projections.store import EventLog
+from idstitch.projections.store import EventLog, LoggedEvent
 from idstitch.projections.views import Reader
 
 
@@ -32,4 +35,24 @@ def person_identifiers(reader: Reader, person: PersonRow) -> set[str]:
         if member.email is not None:
             out.add(member.email)
         out.update(email for _, email in member.emails)
+    return out
+
+
+def identified_subjects(reader: Reader, fam: Family,
+                        events: Iterable[LoggedEvent]) -> dict[str, str]:
+    """The key id of each stint in which an identify put a device on a member of ``fam`` ->
+    that member's person id (``events``: the family's, readable still). Once the keys are
+    destroyed those identifies read erased; with this, the fold still puts each device on the
+    person it put it on (a conversion, a merge into the person, a switch to it), so that
+    nobody else's person id, devices or merges change. Refused identifies (which moved
+    nothing) are left out; a stint identified more than once keeps its first member (a merged
+    member's identifies lead to the person it was merged into)."""
+    owners = Owners(fam)
+    refused = ignored_identifies(reader, fam)
+    out: dict[str, str] = {}
+    for pos, ev in sorted(events, key=lambda logged: logged.position):
+        if type(ev) is Identified and ev.key_id is not None and pos not in refused:
+            member = owners.of(ev.device_id, pos)
+            if member is not None:
+                out.setdefault(ev.key_id, member)
     return out

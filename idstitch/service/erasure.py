@@ -31,7 +31,7 @@ from idstitch.projections import purge
 from idstitch.projections.audit import family, spans
 from idstitch.projections.custom_forgets import first_pending
 from idstitch.projections.custom_unmerges import UNDONE
-from idstitch.projections.subject_keys import person_identifiers
+from idstitch.projections.subject_keys import identified_subjects, person_identifiers
 from idstitch.projections.views import Reader
 from idstitch.service import following
 from idstitch.service.bus import MessageBus
@@ -60,6 +60,8 @@ class _Prepared(msgspec.Struct, frozen=True, kw_only=True):
     """Every device that had a stint on one of them."""
     key_ids: list[str]
     identifiers: list[str]
+    subjects: dict[str, str]
+    """The stints that identified one of them -> that member (see PersonForgotten)."""
 
 
 def _prepare(stores: Any, queries: Queries, identifier: str) -> _Prepared:
@@ -80,10 +82,13 @@ def _prepare(stores: Any, queries: Queries, identifier: str) -> _Prepared:
         person = reader.person(identifier)
         if person is None:
             raise UnknownPerson("identifier", identifier, "has no person")
+        if person.nameless:  # found by an anonymous id of a forgotten person's session
+            raise Suppressed(f"identifier {identifier!r}: already forgotten")
         fam = family(reader, person)
         events = stores.log.read_spans(spans(fam, head))
         key_ids = {ev.key_id for _, ev in events if ev.key_id is not None}
         identifiers = person_identifiers(reader, person)
+        subjects = identified_subjects(reader, fam, events)
         unsealed = sum(1 for _, ev in events if ev.key_id is None and type(ev) in PERSONAL)
     if unsealed:
         # Shredding the rest would leave these values readable, and a rebuild would put them
@@ -95,7 +100,7 @@ def _prepare(stores: Any, queries: Queries, identifier: str) -> _Prepared:
     devices = {s.device_id for m in fam.members.values() for s in m.stints}
     return _Prepared(person_id=person.person_id, members=sorted(fam.members),
                      devices=sorted(devices), key_ids=sorted(key_ids),
-                     identifiers=sorted(identifiers))
+                     identifiers=sorted(identifiers), subjects=subjects)
 
 
 def _destroy(stores: Any, prepared: _Prepared) -> ShredReport:
@@ -155,7 +160,8 @@ def forget(stores: Any, bus: MessageBus, projector: Projector, identifier: objec
         projector.custom_held = True
         try:
             bus.handle(ForgetPerson(person_id=report.person_id, reason=checked_reason,
-                                    members=prepared.members, devices=prepared.devices))
+                                    members=prepared.members, devices=prepared.devices,
+                                    subjects=prepared.subjects))
         finally:
             projector.custom_held = False
             # A cached device still holds the destroyed key of its stint; loaded from the

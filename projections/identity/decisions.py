@@ -1,60 +1,86 @@
-"""The undone merges, as the decisions stream of the log records them.
+"""The decisions a fold needs ahead of where it is: the undone merges and the forgotten stints,
+as the decisions stream of the log records them.
 
 An unmerge is exact because the identity fold skips a merge whose id a ``MergeUndone`` names:
-the rows are then what they would be had the merge never been recorded. The fold meets the
-merge before the undo (log order), so it looks ahead in the one place that is cheap to read
-whole: the workspace's decisions stream (one aggregate, a handful of events, read by its
-indexed range). :class:`UndoneMerges` keeps what it read and reads only what was appended
-since, at most once per batch of events the fold applies.
+the rows are then what they would be had the merge never been recorded. A forget changes no
+device's person because an identify that reads erased still goes to the member of the
+forgotten person that its stint identified (``PersonForgotten.subjects``). The fold meets the
+merge or the identify before the decision (log order), so it looks ahead in the one place that
+is cheap to read whole: the workspace's decisions stream (one aggregate, a handful of events,
+read by its indexed range). :class:`DecisionsAhead` keeps what it read and reads only what was
+appended since, at most once per batch of events the fold applies.
 """
 
 from __future__ import annotations
 
 import threading
 
-from idstitch.domain.events import DECISIONS_STREAM, MergeUndone, PersonsMerged
+from idstitch.domain.events import (
+    DECISIONS_STREAM,
+    DeviceEvent,
+    MergeUndone,
+    PersonForgotten,
+    PersonsMerged,
+)
 from idstitch.projections.identity import persons
 from idstitch.projections.identity.graph import IdentityUnit
 from idstitch.projections.identity.persons import IdScheme
 from idstitch.projections.identity.rows import DeviceRow, PersonRow
 from idstitch.projections.store import EventLog, to_micros
 
-_UNDONE = frozenset({MergeUndone})
+_AHEAD: frozenset[type[DeviceEvent]] = frozenset({MergeUndone, PersonForgotten})
 
 
-class UndoneMerges:
-    """Merge id -> (position, reason) of its undo, for every undo recorded in the log."""
+class DecisionsAhead:
+    """Merge id -> (position, reason) of its undo, and stint key id -> forgotten member, for
+    every undo and forget recorded in the log."""
 
     def __init__(self, log: EventLog) -> None:
         self._log = log
         self._undone: dict[str, tuple[int, str]] = {}
+        self._subjects: dict[str, str] = {}
         self._read_to = 0
         """The decisions stream was read up to this position."""
         self._lock = threading.Lock()
         self.stale = True
         """Whether to read the stream again before the next look-up (the fold sets it once
-        per batch of events: an undo appended since is then seen, and a batch with many
+        per batch of events: a decision appended since is then seen, and a batch with many
         merges reads the stream once)."""
 
     def refresh(self) -> None:
-        """Read the undos appended since the last read (one indexed range, usually empty)."""
+        """Read the decisions appended since the last read (one indexed range, usually empty)."""
         with self._lock:
             for pos, ev in self._log.read_spans([(DECISIONS_STREAM, self._read_to + 1, None)],
-                                                _UNDONE):
-                assert isinstance(ev, MergeUndone)
-                self._undone.setdefault(ev.merge_id, (pos, ev.reason))
+                                                _AHEAD):
+                if isinstance(ev, MergeUndone):
+                    self._undone.setdefault(ev.merge_id, (pos, ev.reason))
+                else:
+                    assert isinstance(ev, PersonForgotten)
+                    for key_id, member in ev.subjects.items():
+                        self._subjects.setdefault(key_id, member)
                 self._read_to = max(self._read_to, pos)
 
-    def undo_of(self, merge_id: str) -> tuple[int, str] | None:
-        """(position, reason) of the undo of a merge, or None when it stands."""
+    def _fresh(self) -> None:
         if self.stale:
             self.stale = False
             self.refresh()
+
+    def undo_of(self, merge_id: str) -> tuple[int, str] | None:
+        """(position, reason) of the undo of a merge, or None when it stands."""
+        self._fresh()
         return self._undone.get(merge_id)
+
+    def subject_of(self, key_id: str | None) -> str | None:
+        """The forgotten member whose identify a stint (its key id) recorded, or None (not
+        forgotten, or forgotten before the decision kept it)."""
+        if key_id is None:
+            return None
+        self._fresh()
+        return self._subjects.get(key_id)
 
 
 def persons_merged(unit: IdentityUnit, ev: PersonsMerged, pos: int,
-                   undone: UndoneMerges | None) -> None:
+                   undone: DecisionsAhead | None) -> None:
     """An explicit merge, unless it was undone: then only its record (kind ``unmerged``)."""
     primary = unit.live_person(ev.primary)
     secondary = unit.live_person(ev.secondary)
@@ -71,7 +97,7 @@ def persons_merged(unit: IdentityUnit, ev: PersonsMerged, pos: int,
 
 def undone_automatic(
     unit: IdentityUnit, target: PersonRow, current: PersonRow, dev: DeviceRow, pos: int,
-    ts: int, ids: IdScheme, undone: UndoneMerges | None,
+    ts: int, ids: IdScheme, undone: DecisionsAhead | None,
 ) -> bool:
     """Whether the anonymous merge an identify would make was undone: the identify then acts
     as under the ``switch`` policy, for this event only (the anonymous person keeps what it

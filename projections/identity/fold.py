@@ -40,7 +40,7 @@ from idstitch.projections.identity import decisions, local, persons, sessions
 from idstitch.projections.identity.config import POLICIES, IdentityConfig, Policy
 from idstitch.projections.identity.config import ids_of as _ids_of
 from idstitch.projections.identity.config import policy_of as _policy_of
-from idstitch.projections.identity.decisions import UndoneMerges
+from idstitch.projections.identity.decisions import DecisionsAhead
 from idstitch.projections.identity.graph import IdentityUnit, identifier_key
 from idstitch.projections.identity.person_index import MAX_DEVICES, TOO_MANY_DEVICES
 from idstitch.projections.identity.persons import IdScheme
@@ -116,11 +116,11 @@ class IdentityProjection(RowProjection):
             MergeUndone: self._merge_undone,
         }
         assert self._handlers.keys() | self._decisions.keys() == self.event_types
-        self._undone: UndoneMerges | None = None
+        self._ahead: DecisionsAhead | None = None
 
     def attach(self, log: EventLog) -> None:
         """The log's decisions stream tells which merges were undone (they are never made)."""
-        self._undone = UndoneMerges(log)
+        self._ahead = DecisionsAhead(log)
 
     @property
     def meta(self) -> str:
@@ -149,15 +149,19 @@ class IdentityProjection(RowProjection):
         decided = self._decisions
         devices = unit.devices
         dirty = unit.dirty_devices
-        if self._undone is not None:
-            self._undone.stale = True
+        if self._ahead is not None:
+            self._ahead.stale = True
         for pos, ev in events:
             kind = type(ev)
             handler = handlers.get(kind)
             if ev.erased and kind in _ERASED_IGNORED:
-                # Its person was forgotten: an erased identify resolves and merges nothing, an
-                # erased token belongs to nobody (the device stays where it was).
-                handler = _ignore_erased
+                # Its person was forgotten: an erased token belongs to nobody (the device keeps
+                # what it had); an erased identify puts the device on the member of the
+                # forgotten person it put it on (the forget recorded which), and, forgotten
+                # before that was recorded, resolves and merges nothing.
+                handler = (self._identified_erased if kind is Identified
+                           and self._ahead is not None and self._ahead.subject_of(ev.key_id)
+                           else _ignore_erased)
             device_id = ev.device_id
             dev = devices.get(device_id)
             if handler is None and kind in decided:
@@ -264,10 +268,14 @@ class IdentityProjection(RowProjection):
 
     def _new_device(self, unit: IdentityUnit, ev: DeviceEvent, pos: int, ts: int) -> DeviceRow:
         dev = local.new_device(ev.device_id, ts)
-        if (type(ev) is Identified and ev.server and not ev.erased
-                and sessions.server_stream(unit, dev, ev, pos, ts, self.ids)):
-            unit.put_device(dev)
-            return dev
+        if type(ev) is Identified and ev.server:
+            # Read erased, it starts on the forgotten member it named, if the forget said.
+            member = (None if not ev.erased or self._ahead is None
+                      else self._ahead.subject_of(ev.key_id))
+            if ((member is not None or not ev.erased)
+                    and sessions.server_stream(unit, dev, ev, pos, ts, self.ids, member)):
+                unit.put_device(dev)
+                return dev
         self._new_anonymous_person(unit, dev, pos, ts)
         unit.put_device(dev)
         return dev
@@ -293,6 +301,18 @@ class IdentityProjection(RowProjection):
         if sdk_anonymous_id is not None:
             sessions.tag_session(unit, dev, sdk_anonymous_id, pos)
             local.session(dev, ev)
+
+    def _identified_erased(
+        self, unit: IdentityUnit, dev: DeviceRow, ev: Identified, pos: int, ts: int
+    ) -> None:
+        """An identify of a forgotten person, read erased: no identifier to resolve or claim,
+        but the device goes where it went (a conversion, a merge into the member, a switch
+        to it), so that no other person's id, devices or merges change with the forget."""
+        assert self._ahead is not None
+        member = self._ahead.subject_of(ev.key_id)
+        assert member is not None
+        self._stitch(unit, dev, ev, pos, ts, unit.person(dev.person_id), None, "",
+                     unit.survivor(member))
 
     def _identify(
         self, unit: IdentityUnit, dev: DeviceRow, ev: Identified, pos: int, ts: int
@@ -321,13 +341,23 @@ class IdentityProjection(RowProjection):
             dev.ignored.append(pos)
             unit.put_person(current)
             return
+        self._stitch(unit, dev, ev, pos, ts, current, kind, value, target)
 
-        if target is not None and target.person_id == current.person_id:
+    def _stitch(self, unit: IdentityUnit, dev: DeviceRow, ev: Identified, pos: int, ts: int,
+                current: PersonRow, kind: str | None, value: str, target: PersonRow | None
+                ) -> None:
+        """identity-model.md section 3: the device's ``current`` person and the ``target`` the
+        user id resolved to (None: nobody yet). ``kind`` None: an erased identify, whose
+        target is the member it identified (the device's own anonymous person when it was a
+        conversion), with no identifier to claim."""
+        if target is not None and target.person_id == current.person_id and (
+                current.identified or kind is not None):
             person = current
-        elif not current.identified and target is None:
+        elif not current.identified and (target is None or target.person_id == current.person_id):
             current.identified = True
             current.identified_at = pos
-            persons.claim(unit, current, kind, value, pos)
+            if kind is not None:
+                persons.claim(unit, current, kind, value, pos)
             if current.email is None:
                 # An email given while anonymous becomes an identifier when the person is named.
                 persons.claim_attribute_email(unit, current, pos)
@@ -336,7 +366,7 @@ class IdentityProjection(RowProjection):
             person = current
         elif (not current.identified and target is not None and self.policy == "merge"
               and not decisions.undone_automatic(unit, target, current, dev, pos, ts,
-                                                 self.ids, self._undone)):
+                                                 self.ids, self._ahead)):
             persons.merge_anonymous(unit, target, current, dev, pos, ts, self.ids)
             person = target
         else:
@@ -345,7 +375,8 @@ class IdentityProjection(RowProjection):
                           else new_person_id(dev.device_id, pos))
                 target = PersonRow(person_id=minted, identified=True, identified_at=pos,
                                    created_at=ts, updated_at=ts, since=pos)
-                persons.claim(unit, target, kind, value, pos)
+                if kind is not None:
+                    persons.claim(unit, target, kind, value, pos)
             persons.leave(unit, dev, current.person_id, pos)
             persons.join(unit, dev, target, pos)
             persons.record(unit, "switched", current.person_id, current, target, dev, pos, ts,
@@ -363,11 +394,11 @@ class IdentityProjection(RowProjection):
     # Person-level decisions (identity-model.md §4), in log order like every other event.
 
     def _persons_merged(self, unit: IdentityUnit, ev: PersonsMerged, pos: int) -> None:
-        decisions.persons_merged(unit, ev, pos, self._undone)
+        decisions.persons_merged(unit, ev, pos, self._ahead)
 
     def _merge_undone(self, unit: IdentityUnit, ev: MergeUndone, pos: int) -> None:
         # Nothing to fold here: a merge undone is skipped where it was recorded (see
-        # decisions.UndoneMerges). Rows that applied it before the undo was recorded are
+        # decisions.DecisionsAhead). Rows that applied it before the undo was recorded are
         # replayed by the unmerge (Workspace.unmerge), or by any rebuild.
         return
 

@@ -101,11 +101,23 @@ class IdentityUnit(Unit):
         row: PersonRow | None = self.persons.get(found.person_id, ABSENT)
         if row is ABSENT:
             row = self.get(PERSON, found.person_id)
+        # survivor()'s walk, inlined: this runs several times for every identify.
         for _ in range(MAX_REDIRECTS):
             if row is None or row.retired_into is None:
                 return row
             row = self.get(PERSON, row.retired_into)
         raise LookupError(f"merge chain too long from {key}")
+
+    def survivor(self, person_id: str) -> PersonRow | None:
+        """The live person ``person_id`` is, or was merged into (None: no such person)."""
+        row: PersonRow | None = self.persons.get(person_id, ABSENT)
+        if row is ABSENT:
+            row = self.get(PERSON, person_id)
+        for _ in range(MAX_REDIRECTS):
+            if row is None or row.retired_into is None:
+                return row
+            row = self.get(PERSON, row.retired_into)
+        raise LookupError(f"merge chain too long from {person_id}")
 
     def put_identifier(
         self, kind: str, value: str, person_id: str | None, pos: int, *, new: bool = False

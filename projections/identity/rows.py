@@ -97,6 +97,12 @@ class PersonRow(msgspec.Struct, kw_only=True, gc=False, rename=PERSON_NAMES):
     emails: list[tuple[int, str]] = []
     """Each email the person held, with the position it was claimed at."""
 
+    @property
+    def nameless(self) -> bool:
+        """Identified, and holding no identifier: identified only by identifies that read
+        erased (a forgotten person, once its rows were purged or rebuilt)."""
+        return self.identified and self.user_id is None and self.email is None and not self.emails
+
 
 class DeviceRow(msgspec.Struct, kw_only=True, gc=False, rename=DEVICE_NAMES):
     """A device as the identity projection sees it: its current person and token.

@@ -41,11 +41,14 @@ def late(unit: IdentityUnit, dev: DeviceRow, sdk_anonymous_id: str, pos: int) ->
 
 
 def server_stream(unit: IdentityUnit, dev: DeviceRow, ev: Identified, pos: int, ts: int,
-                  ids: IdScheme) -> bool:
+                  ids: IdScheme, member: str | None = None) -> bool:
     """A server-side stream starts on its user's person (created, identified, when the
-    user is new, as Customer.io does): no anonymous person, so no conversion or merge."""
-    kind = classify(ev.user_id)
-    if kind == "cio":
+    user is new, as Customer.io does): no anonymous person, so no conversion or merge.
+    ``member``: the forgotten member an identify that reads erased named (nothing claimed)."""
+    kind = "" if member is not None else classify(ev.user_id)
+    if member is not None:
+        person = unit.survivor(member)
+    elif kind == "cio":
         person = unit.live_person(ev.user_id[len("cio_"):])
         if person is None or not person.identified:
             return False  # retired since the command's check: refused as on any device
@@ -57,7 +60,8 @@ def server_stream(unit: IdentityUnit, dev: DeviceRow, ev: Identified, pos: int, 
                            else new_person_id(dev.device_id, pos),
                            identified=True, identified_at=pos, created_at=ts, updated_at=ts,
                            since=pos)
-        persons.claim(unit, person, kind, value, pos)
+        if member is None:
+            persons.claim(unit, person, kind, value, pos)
     dev.server = True
     dev.anonymous_id = anonymous_id_for(dev.device_id, 0)
     persons.join(unit, dev, person, pos)

@@ -287,8 +287,9 @@ def test_a_bad_reason_is_refused_before_anything_changes(
 
 
 def test_a_device_behaves_the_same_cached_or_reloaded(tmp_path: Path) -> None:
-    """After a forget the forgotten person's device goes on as an anonymous device, whether
-    this workspace's writer had it cached or a fresh workspace loads it from the log."""
+    """After a forget the forgotten person's device goes on on the nameless person it was on
+    (identified, no identifier, none of the forgotten values), whether this workspace's writer
+    had it cached or a fresh workspace loads it from the log."""
     results = []
     for reopen in (False, True):
         url = f"sqlite:///{tmp_path / f'ws-{reopen}.db'}"
@@ -300,7 +301,7 @@ def test_a_device_behaves_the_same_cached_or_reloaded(tmp_path: Path) -> None:
             ws = idstitch.open(url)
         ws.set_profile_attributes("phone", {"plan": "trial"}, timestamp=at(9))
         profile = ws.profile_of_device("phone")
-        assert profile is not None and not profile.identified
+        assert profile is not None and profile.identified and profile.identifiers == {}
         results.append((profile.attributes, profile.identifiers))
         ws.close()
     assert results[0] == results[1]
@@ -431,7 +432,7 @@ def test_a_writer_that_held_the_persons_device_records_under_a_new_key_after_a_f
     fresh.rebuild(parallel=False)
     on_phone = fresh.profile_of_device("phone")
     assert on_phone is not None and on_phone.attributes == {"theme": "light"}
-    assert not on_phone.identified
+    assert on_phone.identified and on_phone.identifiers == {}  # the nameless person it was on
 
 
 class EmailsSeen(idstitch.Projection):

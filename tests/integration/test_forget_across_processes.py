@@ -138,24 +138,25 @@ def test_a_keeper_waits_for_a_forget_whose_process_stopped_before_its_purge(
     assert rows(keeper) == kept
 
 
-@pytest.mark.parametrize("after", ["converted", "merged"])
-def test_a_forgotten_person_id_taken_again_holds_nobody_back(
+@pytest.mark.parametrize("after", ["new", "existing"])
+def test_a_device_left_on_a_forgotten_person_holds_nobody_back(
         make_durable_ws: WorkspaceFactory, after: str) -> None:
-    """What remains of Dana under her person id is the anonymous session her phone began with.
-    Someone identifies on the phone after the forget (no reset): that anonymous person is
-    identified again (a conversion, it keeps the id) or merged into an existing user. The
-    forget's purge has landed all the same: a process keeping a custom projection, opened
-    then, folds it to the head, and the next open finds no forget to finish."""
+    """What remains of Dana under her person id is nameless (identified by identifies that
+    read erased), and her phone stays on it. Someone identifies on the phone after the forget
+    (no reset): the phone switches to a new user or to an existing one, as on any identified
+    device, and Dana's id stays nobody's. The forget's purge has landed all the same: a
+    process keeping a custom projection, opened then, folds it to the head, and the next open
+    finds no forget to finish."""
     forgetting = make_durable_ws(None)
     traffic(forgetting)
     dana = forgetting.profile("dana-user-77").person_id  # type: ignore[union-attr]
     forgetting.forget("dana-user-77", reason="erasure request")
     assert forgetting.profile_of_device("phone").person_id == dana  # type: ignore[union-attr]
-    forgetting.identify("phone", "newbie" if after == "converted" else "sam", {},
-                        timestamp=at(9))
+    forgetting.identify("phone", "newbie" if after == "new" else "sam", {}, timestamp=at(9))
     now = forgetting.profile_of_device("phone")
-    assert now is not None and now.identified
-    assert (now.person_id == dana) == (after == "converted")
+    assert now is not None and now.identified and now.person_id != dana
+    assert now.identifiers["id"] == ("newbie" if after == "new" else "sam")
+    assert forgetting.profile(dana) is None
     keeper = make_durable_ws(forgetting.url, projections=[ChangeLog()])
     assert position(keeper) == keeper.log.head()
     assert not finish_forgets(keeper._services.stores, keeper._services.projector)

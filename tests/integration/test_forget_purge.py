@@ -220,9 +220,11 @@ def test_a_forgotten_person_id_answers_nothing(make_ws: WorkspaceFactory) -> Non
         assert ws.history(identifier) == [] and ws.merges(identifier) == []
         assert ws.profile_as_of(identifier, 5) is None
         assert ws.explain(identifier, "city") is None
-    # The device's anonymous remainder is still found by its device.
+    # The device's nameless remainder (identified, no identifier, no value) is still found
+    # by its device, and by nothing else.
     phone = ws.profile_of_device("phone")
-    assert phone is not None and not phone.identified and phone.identifiers == {}
+    assert phone is not None and phone.identified and phone.identifiers == {}
+    assert phone.attributes == {} and ws.profile(phone.anonymous_ids[0]) is None
 
 
 class Broken(Emails):
@@ -267,7 +269,8 @@ def test_the_purge_leaves_no_byte_of_the_person_in_the_sqlite_files(tmp_path: Pa
 def test_a_device_goes_on_after_its_person_is_forgotten(make_ws: WorkspaceFactory) -> None:
     """A device whose anonymous session became the forgotten person records again (under a
     key of a new subject: the session's key was destroyed with the person's), by command and
-    by ingest, and again after the next person on it is forgotten too."""
+    by ingest, onto the nameless person it stays on, and again after the next person on it is
+    forgotten too."""
     ws = make_ws()
     ws.ingest([{"type": "identify", "anonymousId": "dev-a", "traits": {"t": 1},
                 "messageId": "1"},
@@ -280,14 +283,14 @@ def test_a_device_goes_on_after_its_person_is_forgotten(make_ws: WorkspaceFactor
                          "traits": {"plan": "pro"}, "messageId": "3"}])
     assert (report.accepted, report.rejected) == (1, [])
     lee = ws.profile("lee")
-    assert lee is not None and lee.attributes == {"theme": "dark", "plan": "pro"}
-    # Lee converted the anonymous session that remained of Kim, whose id it keeps: the id
-    # names Lee now.
-    assert lee.person_id == kim.person_id and ws.profile(kim.person_id) == lee
+    assert lee is not None and lee.attributes == {"plan": "pro"}
+    # The device was on Kim's nameless remainder, which kept "dark": Lee's identify switched it
+    # to a person of Lee's own, as on any identified device. Kim's id names nobody.
+    assert lee.person_id != kim.person_id and ws.profile(kim.person_id) is None
     ws.forget("lee", reason="ticket 2")
-    assert ws.profile(kim.person_id) is None and ws.profile("lee") is None
+    assert ws.profile(lee.person_id) is None and ws.profile("lee") is None
     report = ws.ingest([{"type": "identify", "anonymousId": "dev-a", "traits": {"b": 2},
                          "messageId": "4"}])
     assert (report.accepted, report.rejected) == (1, [])
     phone = ws.profile_of_device("dev-a")
-    assert phone is not None and phone.attributes == {"b": 2} and not phone.identified
+    assert phone is not None and phone.attributes == {"b": 2} and phone.identifiers == {}

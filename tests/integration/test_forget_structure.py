@@ -1,0 +1,83 @@
+"""A forget changes values, never who is on which device (issue 15: "other persons are
+untouched"): an identify that reads erased still puts its device where it went, so another
+person's id, devices and merges stay exactly as they were, and what remains of the forgotten
+person is nameless and answers no lookup."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from idstitch.errors import Suppressed
+from idstitch.workspace import Workspace
+
+WorkspaceFactory = Callable[..., Workspace]
+
+
+def test_a_user_who_signed_in_after_the_forgotten_one_keeps_his_person_id(
+        make_ws: WorkspaceFactory) -> None:
+    ws = make_ws()
+    ws.identify("phone", "kim", {"city": "Lyon"})   # the phone's anonymous person converts
+    ws.identify("phone", "bob", {"plan": "pro"})    # a switch: bob is a person of his own
+    bob, bob_merges = ws.profile("bob"), ws.merges("bob")
+    kim = ws.profile("kim")
+    assert bob is not None and kim is not None
+    ws.forget("kim", reason="ticket 313")
+    assert ws.profile("bob") == bob and ws.merges("bob") == bob_merges
+    assert ws.profile(bob.person_id) == bob
+    assert ws.profile(kim.person_id) is None
+    ws.rebuild()
+    assert ws.profile("bob") == bob and ws.merges("bob") == bob_merges
+
+
+def test_the_forgotten_persons_phone_is_not_handed_to_the_user_who_borrowed_it(
+        make_ws: WorkspaceFactory) -> None:
+    ws = make_ws()
+    ws.identify("phone", "kim", {})
+    ws.identify("phone", "bob", {"plan": "pro"})    # bob borrows it
+    ws.identify("phone", "kim", {})                 # kim signs back in
+    bob = ws.profile("bob")
+    ws.forget("kim", reason="ticket 314")
+    assert ws.profile("bob") == bob
+    ws.set_profile_attributes("phone", {"theme": "dark"})
+    after = ws.profile("bob")
+    assert after is not None and after.attributes == {"plan": "pro"} and after.devices == []
+    phone = ws.profile_of_device("phone")
+    assert phone is not None and phone.identified and phone.identifiers == {}
+    assert phone.attributes == {"theme": "dark"}
+
+
+def test_a_later_user_of_a_merged_persons_device_inherits_nothing(
+        make_ws: WorkspaceFactory) -> None:
+    ws = make_ws()
+    ws.identify("phone", "kim-55", {})
+    ws.identify("laptop", "kim-work", {})
+    ws.merge_persons("kim-55", "kim-work", reason="support ticket 77")
+    laptop_session = ws.device("laptop")
+    assert laptop_session is not None
+    ws.forget("kim-55", reason="ticket 315")
+    ws.identify("phone", "zed", {"plan": "new"})
+    zed = ws.profile("zed")
+    assert zed is not None and [d.device_id for d in zed.devices] == ["phone"]
+    assert [m.kind for m in ws.merges("zed")] == ["switched"]
+    # Lookups by an anonymous id of the forgotten person's sessions answer nothing, and it
+    # cannot be forgotten twice through one.
+    assert ws.profile(laptop_session.anonymous_id) is None
+    assert ws.merges(laptop_session.anonymous_id) == []
+    assert ws.history(laptop_session.anonymous_id) == []
+    head = ws.log.head()
+    with pytest.raises(Suppressed):
+        ws.forget(laptop_session.anonymous_id, reason="again")
+    assert ws.log.head() == head
+
+
+def test_set_once_of_a_forgotten_email_is_refused(make_ws: WorkspaceFactory) -> None:
+    ws = make_ws()
+    ws.identify("phone", "kim@example.com", {})
+    ws.forget("kim@example.com", reason="ticket 316")
+    head = ws.log.head()
+    with pytest.raises(Suppressed) as e:
+        ws.set_profile_attributes("tablet", set_once={"email": "KIM@example.com"})
+    assert "set_once.email" in str(e.value)
+    assert ws.log.head() == head
