@@ -143,6 +143,11 @@ class DeviceLog(Application[UUID]):
         if cipher is not None:
             cipher.drop_cache()
 
+    def identifier_digest(self, identifier: str) -> str | None:
+        """See :meth:`idstitch.projections.store.EventLog.identifier_digest`."""
+        digest = getattr(self.codec.cipher, "digest", None)  # encryption off: no keys
+        return None if digest is None else str(digest(identifier).hex())
+
     def construct_mapper(self) -> Mapper[UUID]:
         """Our msgspec mapper instead of the stock JSON one."""
         return StructMapper(self.codec)

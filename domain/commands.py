@@ -142,6 +142,8 @@ class ForgetPerson(msgspec.Struct, frozen=True, kw_only=True):
     subjects: dict[str, str] = msgspec.field(default_factory=dict)
     """The key id of each stint that identified one of them -> that member (see
     :class:`~idstitch.domain.events.PersonForgotten`)."""
+    held: list[tuple[str, str, int, int | None]] = msgspec.field(default_factory=list)
+    """The emails they held, by keyed hash (see PersonForgotten)."""
 
 
 Decision = MergePersons | Unmerge | ForgetPerson

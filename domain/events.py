@@ -157,6 +157,11 @@ class PersonForgotten(DeviceEvent, frozen=True, kw_only=True, tag="PersonForgott
     erased still puts its device on the person it put it on, so that a forget changes values,
     never which device is on whom (empty in the decisions recorded before it was kept: their
     erased identifies are then ignored)."""
+    held: list[tuple[str, str, int, int | None]] = msgspec.field(default_factory=list)
+    """Each email one of them held: (its keyed hash, hex, as the suppressed identifiers keep
+    it; the member; the position it was claimed at; the position it was let go at, or None),
+    so that another person's later claim of it is refused as it was, though the member's own
+    claim reads erased."""
 
 
 DECISIONS_STREAM = "workspace:decisions"

@@ -35,7 +35,13 @@ from idstitch.projections.audit import (
 )
 from idstitch.projections.base import Registry
 from idstitch.projections.identity.rows import PERSON, PersonRow
-from idstitch.projections.store import EventLog, LoggedEvent, ProjectionStore, from_micros
+from idstitch.projections.store import (
+    EventLog,
+    LoggedEvent,
+    ProjectionStore,
+    from_micros,
+    to_micros,
+)
 from idstitch.projections.views import Device, Profile, Reader, device_view
 
 CACHE_EVENTS = 50_000
@@ -144,6 +150,12 @@ class Auditor:
                         values[key] = new
                 if applied is not None and applied > newest:
                     newest = applied
+                for merge in change.merges:
+                    # An explicit merge stamps its primary's updated_at, as the fold does.
+                    if (merge.kind == "explicit" and merge.target == mine
+                            and merge.timestamp is not None
+                            and (stamped := to_micros(merge.timestamp)) > newest):
+                        newest = stamped
             device_ids = [s.device_id for s in person.stints
                           if s.start <= at and (s.end is None or s.end > at)]
             devices = self._devices_as_of(reader, log, person, device_ids, at, until, epoch)

@@ -58,6 +58,11 @@ class EventLog(Protocol):
         destroyed some (a forget), and events must then read erased here too."""
         ...
 
+    def identifier_digest(self, identifier: str) -> str | None:
+        """The keyed hash (hex) a forget suppresses ``identifier`` by, or None when the log
+        seals nothing (see ``idstitch.adapters.suppressed_digests``)."""
+        ...
+
 
 class RowReader(Protocol):
     """Anything rows can be read from in bulk: a store (committed rows) or a transaction."""

@@ -38,6 +38,18 @@ def person_identifiers(reader: Reader, person: PersonRow) -> set[str]:
     return out
 
 
+def held_emails(fam: Family) -> list[tuple[str, str, int, int | None]]:
+    """(email, member, claimed at, let go at or None) of each email a member of ``fam`` held:
+    a person's next email lets its last one go."""
+    out: list[tuple[str, str, int, int | None]] = []
+    for member in fam.members.values():
+        claims = sorted(member.emails)
+        for i, (position, email) in enumerate(claims):
+            until = claims[i + 1][0] if i + 1 < len(claims) else None
+            out.append((email, member.person_id, position, until))
+    return out
+
+
 def identified_subjects(reader: Reader, fam: Family,
                         events: Iterable[LoggedEvent]) -> dict[str, str]:
     """The key id of each stint in which an identify put a device on a member of ``fam`` ->

@@ -31,7 +31,11 @@ from idstitch.projections import purge
 from idstitch.projections.audit import family, spans
 from idstitch.projections.custom_forgets import first_pending
 from idstitch.projections.custom_unmerges import UNDONE
-from idstitch.projections.subject_keys import identified_subjects, person_identifiers
+from idstitch.projections.subject_keys import (
+    held_emails,
+    identified_subjects,
+    person_identifiers,
+)
 from idstitch.projections.views import Reader
 from idstitch.service import following
 from idstitch.service.bus import MessageBus
@@ -62,6 +66,8 @@ class _Prepared(msgspec.Struct, frozen=True, kw_only=True):
     identifiers: list[str]
     subjects: dict[str, str]
     """The stints that identified one of them -> that member (see PersonForgotten)."""
+    held: list[tuple[str, str, int, int | None]]
+    """The emails they held, by keyed hash (see PersonForgotten)."""
 
 
 def _prepare(stores: Any, queries: Queries, identifier: str) -> _Prepared:
@@ -89,6 +95,8 @@ def _prepare(stores: Any, queries: Queries, identifier: str) -> _Prepared:
         key_ids = {ev.key_id for _, ev in events if ev.key_id is not None}
         identifiers = person_identifiers(reader, person)
         subjects = identified_subjects(reader, fam, events)
+        held = [(cipher.digest(email).hex(), member, since, until)
+                for email, member, since, until in held_emails(fam)]
         unsealed = sum(1 for _, ev in events if ev.key_id is None and type(ev) in PERSONAL)
     if unsealed:
         # Shredding the rest would leave these values readable, and a rebuild would put them
@@ -100,7 +108,8 @@ def _prepare(stores: Any, queries: Queries, identifier: str) -> _Prepared:
     devices = {s.device_id for m in fam.members.values() for s in m.stints}
     return _Prepared(person_id=person.person_id, members=sorted(fam.members),
                      devices=sorted(devices), key_ids=sorted(key_ids),
-                     identifiers=sorted(identifiers), subjects=subjects)
+                     identifiers=sorted(identifiers), subjects=subjects,
+                     held=held)
 
 
 def _destroy(stores: Any, prepared: _Prepared) -> ShredReport:
@@ -161,7 +170,7 @@ def forget(stores: Any, bus: MessageBus, projector: Projector, identifier: objec
         try:
             bus.handle(ForgetPerson(person_id=report.person_id, reason=checked_reason,
                                     members=prepared.members, devices=prepared.devices,
-                                    subjects=prepared.subjects))
+                                    subjects=prepared.subjects, held=prepared.held))
         finally:
             projector.custom_held = False
             # A cached device still holds the destroyed key of its stint; loaded from the

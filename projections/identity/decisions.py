@@ -39,6 +39,8 @@ class DecisionsAhead:
         self._log = log
         self._undone: dict[str, tuple[int, str]] = {}
         self._subjects: dict[str, str] = {}
+        self._held: dict[str, list[tuple[str, int, int | None]]] = {}
+        """Keyed hash of an email -> (member, claimed at, let go at) of forgotten holders."""
         self._read_to = 0
         """The decisions stream was read up to this position."""
         self._lock = threading.Lock()
@@ -58,6 +60,8 @@ class DecisionsAhead:
                     assert isinstance(ev, PersonForgotten)
                     for key_id, member in ev.subjects.items():
                         self._subjects.setdefault(key_id, member)
+                    for digest, member, since, until in ev.held:
+                        self._held.setdefault(digest, []).append((member, since, until))
                 self._read_to = max(self._read_to, pos)
 
     def _fresh(self) -> None:
@@ -69,6 +73,19 @@ class DecisionsAhead:
         """(position, reason) of the undo of a merge, or None when it stands."""
         self._fresh()
         return self._undone.get(merge_id)
+
+    def held_by(self, email: str, position: int) -> str | None:
+        """The forgotten member that held ``email`` (normalised) when the event at
+        ``position`` claimed it, or None (its hash computed only once somebody was forgotten
+        with an email)."""
+        self._fresh()
+        if not self._held:
+            return None
+        digest = self._log.identifier_digest(email)
+        for member, since, until in self._held.get(digest or "", ()):
+            if since < position and (until is None or position < until):
+                return member
+        return None
 
     def subject_of(self, key_id: str | None) -> str | None:
         """The forgotten member whose identify a stint (its key id) recorded, or None (not

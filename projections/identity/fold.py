@@ -70,6 +70,18 @@ def _ignore_erased(unit: IdentityUnit, dev: DeviceRow, ev: DeviceEvent, pos: int
     dev.ignored.append(pos)
 
 
+def _erased_token(unit: IdentityUnit, dev: DeviceRow, ev: DeviceTokenRegistered, pos: int,
+                  ts: int) -> None:
+    """A token registration that reads erased: the token was a forgotten person's value, and
+    it replaced whatever token the device had; its platform (no personal value) stays."""
+    if dev.token is not None:
+        unit.delete(TOKEN, dev.token)
+    dev.token = None
+    dev.platform = ev.platform or dev.platform
+    dev.last_status = None
+    dev.ignored.append(pos)
+
+
 class IdentityProjection(RowProjection):
     """Profiles and the identity graph, maintained incrementally in the projection store.
 
@@ -151,6 +163,7 @@ class IdentityProjection(RowProjection):
         dirty = unit.dirty_devices
         if self._ahead is not None:
             self._ahead.stale = True
+            unit.forgotten_holder = self._ahead.held_by
         for pos, ev in events:
             kind = type(ev)
             handler = handlers.get(kind)
@@ -159,9 +172,13 @@ class IdentityProjection(RowProjection):
                 # what it had); an erased identify puts the device on the member of the
                 # forgotten person it put it on (the forget recorded which), and, forgotten
                 # before that was recorded, resolves and merges nothing.
-                handler = (self._identified_erased if kind is Identified
-                           and self._ahead is not None and self._ahead.subject_of(ev.key_id)
-                           else _ignore_erased)
+                if kind is DeviceTokenRegistered:
+                    handler = _erased_token
+                elif (kind is Identified and self._ahead is not None
+                      and self._ahead.subject_of(ev.key_id)):
+                    handler = self._identified_erased
+                else:
+                    handler = _ignore_erased
             device_id = ev.device_id
             dev = devices.get(device_id)
             if handler is None and kind in decided:

@@ -7,6 +7,8 @@ the device that owns a token).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from idstitch.projections.identity.rows import (
     DEVICE,
     IDENTIFIER,
@@ -44,6 +46,9 @@ class IdentityUnit(Unit):
         self.dirty_persons = self.dirty[PERSON]
         self.new_devices = self.new[DEVICE]
         self.new_persons = self.new[PERSON]
+        self.forgotten_holder: Callable[[str, int], str | None] | None = None
+        """The forgotten member that held an email when an event claimed it (the fold sets
+        it: see DecisionsAhead.held_by); its own claim reads erased."""
 
     def device(self, device_id: str) -> DeviceRow | None:
         """A device row."""

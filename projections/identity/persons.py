@@ -128,6 +128,11 @@ def claim_attribute_email(unit: IdentityUnit, person: PersonRow, pos: int) -> No
 def claim_email(unit: IdentityUnit, person: PersonRow, email: str, pos: int) -> None:
     """Take an email identifier, unless another person holds it (then: a refusal)."""
     holder = unit.resolve_key(identifier_key("email", email))
+    if holder is None and unit.forgotten_holder is not None:
+        # Held by a forgotten person, whose claim reads erased: refused all the same.
+        member = unit.forgotten_holder(email, pos)
+        if member is not None:
+            holder = unit.survivor(member)
     if holder is not None and holder.person_id != person.person_id:
         # Two identified persons are never merged implicitly: keep the attribute, refuse
         # the identifier, and leave a trace for the audit.

@@ -197,3 +197,18 @@ def test_history_as_of_and_explain_follow_an_explicit_merge(ws: Workspace) -> No
     explained = ws.explain("ann", "age")
     assert explained is not None and explained.value == 41
     assert [c.position for c in explained.overridden] == [history[1].position]
+
+
+def test_as_of_the_head_after_an_explicit_merge_is_the_profile(
+        make_ws: WorkspaceFactory) -> None:
+    """The merge stamps the primary's updated_at with the decision's time (the workspace's
+    clock: 09:00), in the rows and in the audit's as-of alike (the as-of once took the newest
+    identify or attribute call only)."""
+    ws = make_ws()
+    ws.identify("phone", "ann", {"plan": "pro"}, timestamp=at(-600))
+    ws.identify("laptop", "bob", {"age": 40}, timestamp=at(-540))
+    ws.merge_persons("ann", "bob", reason="one customer")
+    live = ws.profile("ann")
+    assert live is not None and live.updated_at == at(0)
+    assert ws.profile_as_of("ann", ws.log.head()) == live
+    assert ws.profile_as_of("ann", ws.log.head() - 1) != live

@@ -81,3 +81,34 @@ def test_set_once_of_a_forgotten_email_is_refused(make_ws: WorkspaceFactory) -> 
         ws.set_profile_attributes("tablet", set_once={"email": "KIM@example.com"})
     assert "set_once.email" in str(e.value)
     assert ws.log.head() == head
+
+
+def test_an_email_the_forgotten_person_held_stays_refused_to_others(
+        make_ws: WorkspaceFactory) -> None:
+    """u3 was refused kim's email while kim held it; with kim's claim read erased, the
+    decision's keyed hashes of her emails keep u3's refusal as it was, in a rebuild too."""
+    ws = make_ws()
+    ws.identify("d1", "kim@x.io", {"city": "Lyon"})
+    ws.identify("d2", "u3", {"email": "kim@x.io"})   # refused: kim holds the email
+    u3 = ws.profile("u3")
+    assert u3 is not None and u3.identifiers == {"id": "u3"}
+    ws.forget("kim@x.io", reason="ticket 313")
+    for _ in range(2):
+        assert ws.profile("u3") == u3
+        assert ws.profile("kim@x.io") is None and ws.history("kim@x.io") == []
+        ws.rebuild()
+
+
+def test_a_token_registered_in_a_forgotten_stint_leaves_the_platform(
+        make_ws: WorkspaceFactory) -> None:
+    """The token was the forgotten person's value (sealed under its stint's key): the device
+    that kept it after a switch loses it, and keeps its platform, which is no personal value."""
+    ws = make_ws()
+    ws.identify("d1", "kim", {})
+    ws.register_device_token("d1", "apns-kim", platform="ios")
+    ws.identify("d1", "lee", {})                     # the token stays on the device
+    ws.forget("kim", reason="ticket 317")
+    device = ws.device("d1")
+    assert device is not None and device.token is None and device.platform == "ios"
+    lee = ws.profile("lee")
+    assert lee is not None and [d.device_id for d in lee.devices] == ["d1"]
