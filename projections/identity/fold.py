@@ -97,10 +97,9 @@ class IdentityProjection(RowProjection):
     config_type = IdentityConfig
     row_types = ROW_TYPES
     unit_class = IdentityUnit
-    # A forget changes no row by itself: the workspace rebuilds from the log, whose events of
-    # the person then read erased.
-    event_types = frozenset(EVENT_TYPES) - {DeviceAttributesChanged, DeviceAttributesCollected,
-                                            PersonForgotten}
+    # A forget changes no row by itself (its purge rewrites them from the log, whose events of
+    # the person then read erased); the fold meets it only to know that emails are held.
+    event_types = frozenset(EVENT_TYPES) - {DeviceAttributesChanged, DeviceAttributesCollected}
     # A device's rows and its first anonymous person are created at its first event, of
     # whatever type.
     first_events = True
@@ -126,6 +125,7 @@ class IdentityProjection(RowProjection):
         self._decisions: dict[type[DeviceEvent], Callable[[IdentityUnit, Any, int], None]] = {
             PersonsMerged: self._persons_merged,
             MergeUndone: self._merge_undone,
+            PersonForgotten: self._person_forgotten,
         }
         assert self._handlers.keys() | self._decisions.keys() == self.event_types
         self._ahead: DecisionsAhead | None = None
@@ -412,6 +412,12 @@ class IdentityProjection(RowProjection):
 
     def _persons_merged(self, unit: IdentityUnit, ev: PersonsMerged, pos: int) -> None:
         decisions.persons_merged(unit, ev, pos, self._ahead)
+
+    def _person_forgotten(self, unit: IdentityUnit, ev: PersonForgotten, pos: int) -> None:
+        # Nothing to fold either (the forget's purge rewrites the rows), but the emails it
+        # lists are held from now on: claims after it must see them (DecisionsAhead.held_by).
+        if self._ahead is not None:
+            self._ahead.forgotten()
 
     def _merge_undone(self, unit: IdentityUnit, ev: MergeUndone, pos: int) -> None:
         # Nothing to fold here: a merge undone is skipped where it was recorded (see

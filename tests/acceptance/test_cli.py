@@ -93,11 +93,13 @@ def test_demo_writes_a_fresh_default_file_and_tells_the_stories(
         assert kinds == ["converted", "merged", "merged", "unmerged"]
         [undone] = [m for m in ws.merges("sam-7") if m.kind == "unmerged"]
         assert undone.reason == "ticket 312: two customers after all"
-        # The erasure request: nothing of Kim answers, and her laptop is an anonymous device.
+        # The erasure request: nothing of Kim answers, and her laptop stays on what remains
+        # of her, nameless (identified, no identifier, no value).
         assert ws.profile("kim-55") is None and ws.profile("kim@example.com") is None
         assert ws.history("kim-55") == []
         laptop = ws.profile_of_device("web-kim-laptop")
-        assert laptop is not None and not laptop.identified and laptop.attributes == {}
+        assert laptop is not None and laptop.identified and laptop.identifiers == {}
+        assert laptop.attributes == {} and ws.profile(laptop.person_id) is None
         assert ws.verify().ok
 
 
