@@ -91,6 +91,10 @@ class PostgresTables:
                 except psycopg.errors.UndefinedTable as e:
                     raise InvalidCommand("sql", f"{e}: a projection reaches only its own "
                                                 "tables") from e
+                except Exception as e:
+                    if (translated := _translated(e)) is e:
+                        raise
+                    raise translated from e
 
         return Database(namespace, run)
 
@@ -218,6 +222,10 @@ class PostgresTables:
                                             "tables") from e
             except psycopg.errors.ReadOnlySqlTransaction as e:
                 raise InvalidCommand("sql", f"{e}: projection_db is read-only") from e
+            except Exception as e:
+                if (translated := _translated(e)) is e:
+                    raise
+                raise translated from e
 
         return Database(namespace, run)
 
@@ -227,3 +235,17 @@ class PostgresTables:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+
+def _translated(e: Exception) -> Exception:
+    """A projection's statement failed: the driver's error as idstitch's (its cause chained
+    by the caller). The server's refusals and the values psycopg cannot send are the caller's
+    (InvalidCommand); a lost connection is the store's (StoreError); anything else, as it is."""
+    if isinstance(e, (psycopg.OperationalError, psycopg.InterfaceError)):
+        return StoreError(f"the custom projections' tables: {e}")
+    if isinstance(e, psycopg.Error):
+        return InvalidCommand("sql", str(e).strip() or type(e).__name__)
+    if isinstance(e, (OverflowError, UnicodeEncodeError, ValueError, TypeError)):
+        return InvalidCommand("params", str(e))
+    return e
+

@@ -43,6 +43,13 @@ _TOKENS = re.compile(
     r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/|[A-Za-z_][A-Za-z0-9_$]*|\s+|.",
     re.S)
 _CREATES = {"table", "index", "view", "trigger"}
+_RUNNERS = {"begin", "start", "commit", "end", "rollback", "abort", "savepoint", "release",
+            "set", "reset", "discard", "prepare", "deallocate", "listen", "unlisten", "notify",
+            "do", "call", "copy", "vacuum", "attach", "detach", "pragma"}
+"""First words of statements a projection may not run: its transaction and session are the
+runner's (a COMMIT mid-batch would split its rows from its tracking; on PostgreSQL a COMMIT
+then a write would leave a read-only reader's transaction), and code blocks, COPY and the like
+reach past its tables."""
 _SKIPPED = {"temp", "temporary", "unique", "if", "not", "exists"}
 
 
@@ -92,6 +99,7 @@ class Namespace:
         tokens = _TOKENS.findall(sql)
         words = [(i, t.lower()) for i, t in enumerate(tokens)
                  if t[0].isalpha() or t[0] in '_"']
+        _one_statement(tokens, words)
         # CREATE [TEMP] [UNIQUE] TABLE|INDEX|VIEW|TRIGGER [IF NOT EXISTS] name: a new name of ours.
         for n, (_, word) in enumerate(words):
             if word == "create":
@@ -124,6 +132,26 @@ class Namespace:
     def quoted(self, table: str) -> str:
         """The double-quoted name of one of the projection's tables in this namespace."""
         return '"' + (self.prefix + table).replace('"', '""') + '"'
+
+
+def _one_statement(tokens: list[str], words: list[tuple[int, str]]) -> None:
+    """Refuse what a projection's SQL may not be: several statements (every store the same:
+    SQLite's driver refuses them, PostgreSQL's simple protocol would run them all), or a
+    statement of the runner's (:data:`_RUNNERS`)."""
+    if [w for _, w in words[:4] if w not in _SKIPPED][:2] == ["create", "trigger"]:
+        # A trigger's body is statements between BEGIN and END: SQLite's driver still refuses
+        # anything after the one CREATE TRIGGER, and its authorizer checks the body.
+        return
+    ended = False
+    for token in tokens:
+        if token == ";":
+            ended = True
+        elif ended and not token.isspace() and not token.startswith(("--", "/*")):
+            raise InvalidCommand("sql", "one statement at a time: a projection's SQL may not "
+                                        "hold several")
+    if words and words[0][1] in _RUNNERS:
+        raise InvalidCommand("sql", f"{words[0][1].upper()} is not allowed in a projection's "
+                                    "SQL: its transaction and session are the runner's")
 
 
 def check_params(params: Any) -> tuple[Any, ...]:

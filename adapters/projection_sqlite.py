@@ -70,8 +70,8 @@ class Authorizer:
         # statement's own writes to it, PRAGMA writable_schema being refused here).
         if table.startswith(prefix) or table in ("sqlite_master", "sqlite_schema"):
             return sqlite3.SQLITE_OK
-        if trigger is not None and trigger.startswith(prefix):
-            return sqlite3.SQLITE_OK
+        # Inside a trigger too: its body runs with the statement that fired it, and must reach
+        # no more than that statement may.
         return sqlite3.SQLITE_DENY
 
 
@@ -137,7 +137,14 @@ class SqliteTables:
                         what = ("a projection reaches only its own tables" if writable else
                                 "projection_db is read-only, and reaches only its own tables")
                         raise InvalidCommand("sql", f"{e}: {what}") from e
-                    raise
+                    if isinstance(e, sqlite3.OperationalError) and any(
+                            m in str(e) for m in ("locked", "disk", "unable to open")):
+                        raise StoreError(f"the custom projections' tables: {e}") from e
+                    raise InvalidCommand("sql", str(e)) from e
+                except (sqlite3.Error, OverflowError, UnicodeEncodeError) as e:
+                    # The driver's own refusals (a wrong number of parameters, a value it
+                    # cannot bind): the caller's statement or values.
+                    raise InvalidCommand("params", str(e)) from e
                 finally:
                     authorizer.scope = None
 

@@ -109,6 +109,13 @@ def open(
     external = isinstance(projections, str)  # the annotation admits only "external"
     custom = [] if isinstance(projections, str) else [check_projection(p)
                                                       for p in projections or ()]
+    names = [p.name for p in custom]
+    if len(set(names)) != len(names):
+        # Two under one name would share its tables and tracking: one's setup, the other's
+        # handler (api.md: "unique in the workspace").
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise InvalidCommand("projections", f"two projections named {twice[0]!r}: a name is "
+                                            "unique in the workspace")
     return Workspace(bootstrap.build(url, anonymous_merge=anonymous_merge, clock=clock,
                                      auto_catch_up=auto_catch_up, custom=custom,
                                      external=external))

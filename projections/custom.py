@@ -98,8 +98,10 @@ def check_projection(projection: Any) -> Projection:
         raise InvalidCommand("name", f"a projection name must be a plain lower-case identifier "
                                      f"(letters, digits, _; at most 40), got {name!r}")
     version = projection.version
-    if type(version) is not int or version < 1:
-        raise InvalidCommand("version", f"must be an integer of at least 1, got {version!r}")
+    if type(version) is not int or not 1 <= version < 2**31:
+        # (The tracking keeps it in a 32-bit column on PostgreSQL, and in table names.)
+        raise InvalidCommand("version", f"must be an integer from 1 to 2**31 - 1, got "
+                                        f"{version!r}")
     events = projection.events
     if events is not None and not (isinstance(events, frozenset)
                                    and all(isinstance(e, str) for e in events)):
@@ -231,3 +233,15 @@ def wanted_by(group: Sequence[Projection]) -> frozenset[str] | None:
             return None
         names.update(projection.events)
     return frozenset(names)
+
+
+def check_replacing(held: Projection | None, projection: Projection) -> None:
+    """InvalidCommand when ``projection`` would replace another class registered under its
+    name at the same version: the tables were made by the other's setup, and these handlers
+    would never match them (a new version of a projection is built beside the old)."""
+    if held is not None and type(held) is not type(projection) and (
+            held.version == projection.version):
+        raise InvalidCommand("name", f"{projection.name!r} is registered already, by "
+                                     f"{type(held).__name__} at version {held.version}: a name "
+                                     "is unique in the workspace")
+

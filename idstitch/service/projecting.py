@@ -19,7 +19,7 @@ import msgspec
 from idstitch.domain.errors import CorruptEvent, CorruptRow, InvalidCommand, ProjectionFailed
 from idstitch.projections import runner
 from idstitch.projections.base import ProjectionSpec, Registry, RowProjection, import_topic
-from idstitch.projections.custom import Projection, ProjectionDB, topic_of
+from idstitch.projections.custom import Projection, ProjectionDB, check_replacing, topic_of
 from idstitch.projections.custom_runner import CustomRunner
 from idstitch.projections.identity import Policy
 from idstitch.projections.identity.rows import PERSON
@@ -300,6 +300,7 @@ class Projector:
         if projection.name in self.registry:
             raise InvalidCommand("name", f"{projection.name!r} is the name of a built-in "
                                          "projection")
+        check_replacing(self.custom.projections.get(projection.name), projection)
         with self.lock:
             self.custom.register(projection)
             self.catch_up()

@@ -1,0 +1,128 @@
+"""What a custom projection's SQL may not do, on every store: reach past its tables through a
+trigger, run several statements or the runner's own (a COMMIT would split its rows from its
+tracking; on PostgreSQL a read-only reader's COMMIT then a write once wrote), take another's
+name; and what it gets for SQL or values the database refuses: a typed error, never the
+driver's. The log stays whole through all of it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import idstitch
+from idstitch import Change, Projection, ProjectionDB
+from idstitch.errors import InvalidCommand, ProjectionFailed
+from idstitch.workspace import Workspace
+
+WorkspaceFactory = Callable[..., Workspace]
+
+
+class Counter(Projection):
+    """Counts Changes."""
+
+    name = "counter"
+    version = 1
+
+    def setup(self, db: ProjectionDB) -> None:
+        db.execute("CREATE TABLE n (k TEXT PRIMARY KEY, c INTEGER)")
+
+    def handle(self, db: ProjectionDB, change: Change) -> None:
+        db.execute("INSERT INTO n VALUES ('all', 1) ON CONFLICT (k) DO UPDATE SET c = n.c + 1")
+
+
+class OtherCounter(Counter):
+    """Another class under the same name and version."""
+
+    def setup(self, db: ProjectionDB) -> None:
+        db.execute("CREATE TABLE other (k TEXT)")
+
+
+class Sneaky(Projection):
+    """A trigger on its own table whose body reaches the log (SQLite)."""
+
+    name = "sneaky"
+    version = 1
+
+    def setup(self, db: ProjectionDB) -> None:
+        db.execute("CREATE TABLE t (x INTEGER)")
+        db.execute("CREATE TABLE loot (n INTEGER)")
+        db.execute("CREATE TRIGGER grab AFTER INSERT ON t BEGIN "
+                   "INSERT INTO loot SELECT count(*) FROM stored_events; "
+                   "DELETE FROM stored_events; END")
+
+    def handle(self, db: ProjectionDB, change: Change) -> None:
+        db.execute("INSERT INTO t VALUES (?)", (change.position,))
+
+
+def test_a_trigger_reaches_no_further_than_its_projection(tmp_path: Path) -> None:
+    ws = idstitch.open(f"sqlite:///{tmp_path}/ws.db")
+    try:
+        ws.identify("phone", "kim", {})
+        head = ws.log.head()
+        with pytest.raises(ProjectionFailed) as failed:
+            ws.run_projection(Sneaky())
+        assert isinstance(failed.value.cause, InvalidCommand)
+        assert "reaches only its own tables" in str(failed.value.cause)
+        assert ws.log.head() == head and ws.verify().ok
+    finally:
+        ws.close()
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT 1; DELETE FROM n",
+    "SELECT 1; COMMIT; INSERT INTO n VALUES ('x', 1)",
+    "COMMIT",
+    "ROLLBACK",
+    "SET search_path TO public",
+])
+def test_several_statements_and_the_runners_own_are_refused(
+        make_ws: WorkspaceFactory, sql: str) -> None:
+    ws = make_ws()
+    ws.identify("phone", "kim", {})
+    ws.run_projection(Counter())
+    db = ws.projection_db("counter")
+    before = db.query("SELECT k, c FROM n")
+    with pytest.raises(InvalidCommand) as e:
+        db.query(sql)
+    assert e.value.field == "sql"
+    assert db.query("SELECT k, c FROM n") == before and ws.verify().ok
+
+
+@pytest.mark.parametrize(("sql", "params", "field"), [
+    ("SELEC 1", (), "sql"),
+    ("SELECT ? + ?", (1,), "params"),
+    ("SELECT ?", (object(),), "params"),
+    ("SELECT ?", ("\ud800",), "params"),
+])
+def test_what_the_database_refuses_is_a_typed_error(
+        make_ws: WorkspaceFactory, sql: str, params: tuple[object, ...], field: str) -> None:
+    ws = make_ws()
+    ws.run_projection(Counter())
+    with pytest.raises(InvalidCommand) as e:
+        ws.projection_db("counter").query(sql, params)
+    # The store decides which of the two it names (PostgreSQL sees the count in the SQL).
+    assert e.value.field in ("sql", "params") and (field == "sql") <= (e.value.field == "sql")
+
+
+def test_a_name_is_unique_in_the_workspace(make_ws: WorkspaceFactory) -> None:
+    ws = make_ws()
+    ws.run_projection(Counter())
+    with pytest.raises(InvalidCommand):
+        ws.run_projection(OtherCounter())
+    ws.identify("phone", "kim", {})
+    assert ws.projection_db("counter").query("SELECT c FROM n") == [(1,)]
+    with pytest.raises(InvalidCommand) as e:
+        idstitch.open("memory:", projections=[Counter(), OtherCounter()])
+    assert e.value.field == "projections"
+
+
+def test_a_version_beyond_the_tracking_is_refused(make_ws: WorkspaceFactory) -> None:
+    class Huge(Counter):
+        version = 2**63
+
+    ws = make_ws()
+    with pytest.raises(InvalidCommand) as e:
+        ws.run_projection(Huge())
+    assert e.value.field == "version"
