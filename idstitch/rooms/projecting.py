@@ -38,7 +38,10 @@ class ProjectionUpkeep:
         projection was caught up. A stored event that cannot be read raises
         :class:`~idstitch.errors.CorruptEvent` (the projections stop just before it)."""
         projector = self._services.projector
-        reached = projector.catch_up()
+        # Eager: a projection that met no event of its own since its last commit has its
+        # position committed at the head too, so lag() and `idstitch projections` say 0 (a
+        # command's own catch-up leaves it, to spare a commit per write).
+        reached = projector.catch_up(eager=True)
         projector.raise_unreadable()
         projector.raise_failures()
         return reached

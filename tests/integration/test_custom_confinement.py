@@ -126,3 +126,30 @@ def test_a_version_beyond_the_tracking_is_refused(make_ws: WorkspaceFactory) -> 
     with pytest.raises(InvalidCommand) as e:
         ws.run_projection(Huge())
     assert e.value.field == "version"
+
+
+class Tokens(Projection):
+    """Wants token registrations only: most positions are not its events."""
+
+    name = "tokens"
+    version = 1
+    events = frozenset({"DeviceTokenRegistered"})
+
+    def setup(self, db: ProjectionDB) -> None:
+        db.execute("CREATE TABLE t (device_id TEXT, token TEXT)")
+
+    def handle(self, db: ProjectionDB, change: Change) -> None:
+        db.execute("INSERT INTO t VALUES (?, ?)", (change.device_id, change.data["token"]))
+
+
+def test_catch_up_leaves_no_lag(make_ws: WorkspaceFactory) -> None:
+    """ws.catch_up() brings every projection to the head: the device attributes and a custom
+    projection that met none of their events since say so too (lag 0), not only the reads."""
+    ws = make_ws(projections=[Tokens()])
+    ws.register_device_token("phone", "apns-1", platform="ios")
+    for i in range(20):
+        ws.set_profile_attributes("phone", {"n": i})
+    assert ws.catch_up() == ws.log.head()
+    assert ws.lag() == 0
+    assert {s.name: s.lag for s in ws.projection_status()} == {
+        "identity": 0, "device_attributes": 0, "tokens": 0}
