@@ -28,7 +28,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from idstitch.serve.envelope import BATCH_LIMIT, MESSAGE_LIMIT, encoded, single, stamp, unwrap_batch
-from idstitch.serve.lines import BadBody, Envelope, envelope, fast, line, names_person
+from idstitch.serve.lines import NESTED, BadBody, Envelope, envelope, fast, line, names_person
 from idstitch.serve.process import WriterProcess
 from idstitch.serve.writer import Submission, Writer
 
@@ -219,6 +219,9 @@ class Gate:
         """The dict path for one message: stamped, its write key taken out, encoded, sized."""
         if isinstance(message, dict) and sent_at is not None and message.get("sentAt") is None:
             message["sentAt"] = sent_at  # ingest's rule (adapters.batches.unwrap): null is none
+        if isinstance(message, dict) and "batch" in message:
+            submission.refused.append((index, NESTED, message))
+            return
         stamp([message], received_at)
         line_, reason = encoded(message)
         if line_ is None:

@@ -36,7 +36,14 @@ class _Stamps(msgspec.Struct, rename="camel"):
     sent_at: msgspec.Raw = msgspec.Raw()
     received_at: msgspec.Raw = msgspec.Raw()
     write_key: msgspec.Raw = msgspec.Raw()
+    batch: msgspec.Raw = msgspec.Raw()
     user_id: Any = None
+
+
+NESTED = ("message: a batch envelope inside a batch (a message is one call: type: is "
+          "required), refused as ws.ingest refuses it")
+"""Why a message of a batch that is itself a ``{"batch": [...]}`` is refused: ``ws.ingest``
+reads an envelope where a line holds one, and the endpoint hands it the messages as lines."""
 
 
 def names_person(user_id: object) -> bool:
@@ -87,6 +94,8 @@ def line(raw: msgspec.Raw, sent_at: bytes, received_at: bytes
     except msgspec.ValidationError:
         kind = _JSON_TYPES.get(text[0], "number") if text else "nothing"
         return None, f"message: must be a JSON object, got {kind}", False
+    if stamps.batch:
+        return None, NESTED, False
     if stamps.write_key or (stamps.sent_at == _NULL and sent_at and sent_at != b"null"):
         # A writeKey to take out; a null sentAt that the batch's replaces: the dict path.
         return None, None, False
@@ -104,4 +113,4 @@ def line(raw: msgspec.Raw, sent_at: bytes, received_at: bytes
     return text, None, names_person(stamps.user_id)
 
 
-__all__ = ["BadBody", "Envelope", "envelope", "fast", "line", "names_person"]
+__all__ = ["NESTED", "BadBody", "Envelope", "envelope", "fast", "line", "names_person"]

@@ -370,3 +370,24 @@ def test_external_serve_only_appends_and_another_process_projects(serve: Any, db
         head = ws.log.head()
         assert head > 0 and ws.lag() == head  # nothing folded by the server
     assert recorded(db, "u-0", "u-699") == ["u-0", "u-699"]  # the embedded reader catches up
+
+
+@pytest.mark.parametrize("context", [None, {"app": {"name": "shop"}}])
+def test_a_batch_inside_a_batch_is_refused_alone(serve: Any, db: str,
+                                                 context: dict[str, Any] | None) -> None:
+    """ws.ingest reads an envelope where a line holds one: handed over as a line, a nested
+    envelope once became two messages, shifted every index after it, and failed the writer's
+    whole group with a 500 (other clients' requests in the same commit too). It is refused
+    alone, as ws.ingest refuses it inside an envelope, on both of the endpoint's paths."""
+    server = serve(db)
+    body: dict[str, Any] = {"batch": [{"batch": [identify("u-in-1", "d-1")]},
+                                      {"type": "identify", "userId": "null", "anonymousId": "x"},
+                                      identify("u-2", "d-2")]}
+    if context is not None:
+        body["context"] = context
+    answer = post(server, "/v1/batch", body)
+    assert answer.status_code == 200, answer.text
+    assert [r["index"] for r in answer.json()["rejected"]] == [0, 1]
+    assert "batch envelope inside a batch" in answer.json()["rejected"][0]["reason"]
+    server.stop()
+    assert recorded(db, "u-in-1", "u-2") == ["u-2"]
