@@ -147,17 +147,15 @@ def check_message_id(value: object) -> str | None:
 
 
 def check_anonymous_id(value: object) -> str | None:
-    """The SDK's ``anonymousId`` (optional): as a message id, non-blank text of at most 150
-    bytes without NUL (it becomes an identifier a profile is found by)."""
+    """The SDK's ``anonymousId`` (optional): an id as :func:`check_id` wants one, placeholders
+    refused (it becomes an identifier a profile is found by: an ``"null"`` of every app that
+    sent one would find one person)."""
     if value is None:
         return None
-    if (type(value) is str and len(value) <= MAX_ID_BYTES and value.isascii() and value.strip()
-            and "\x00" not in value):
+    if (type(value) is str and _LONGEST_PLACEHOLDER < len(value) <= MAX_ID_BYTES
+            and value.isascii() and value.strip() and "\x00" not in value):
         return value
-    check_text("anonymousId", value)
-    if _utf8_len("anonymousId", str(value)) > MAX_ID_BYTES:
-        raise InvalidCommand("anonymousId", f"is longer than {MAX_ID_BYTES} bytes")
-    return str(value)
+    return check_id("anonymousId", value)
 
 
 def check_text(field: str, value: object, *, allowed: frozenset[str] | None = None) -> str:

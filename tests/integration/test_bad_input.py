@@ -72,3 +72,24 @@ def test_unsupported_url_is_a_clear_error() -> None:
 
     with pytest.raises(InvalidCommand, match="url"):
         idstitch.open("mysql://nope")
+
+
+@pytest.mark.parametrize("placeholder", ["null", "undefined", " NULL "])
+def test_a_placeholder_anonymous_id_beside_a_device_id_is_rejected(
+        make_ws: Callable[..., Workspace], placeholder: str) -> None:
+    """The SDK's anonymousId becomes an identifier profiles are found by: a placeholder one
+    beside a context.device.id was accepted, and "null" then found whoever sent it."""
+    ws = make_ws()
+    report = ws.ingest([
+        {"type": "identify", "anonymousId": placeholder, "traits": {"a": 1},
+         "context": {"device": {"id": "phone-A"}}},
+        {"type": "identify", "userId": "alice", "anonymousId": placeholder,
+         "context": {"device": {"id": "phone-A"}}},
+        {"type": "identify", "userId": "alice", "anonymousId": "sdk-session-1",
+         "context": {"device": {"id": "phone-A"}}}])
+    assert [i for i, _ in report.rejected] == [0, 1]
+    assert all(reason.startswith("anonymousId:") and "placeholder" in reason
+               for _, reason in report.rejected)
+    assert ws.profile(placeholder.strip()) is None
+    alice = ws.profile("alice")
+    assert alice is not None and "sdk-session-1" in alice.anonymous_ids
