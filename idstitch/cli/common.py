@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable, Iterable
 
 from rich.console import Console
@@ -16,6 +17,28 @@ from idstitch.workspace import Workspace
 
 Handler = Callable[[argparse.Namespace, Console, Console], int]
 """A command: its parsed arguments, the stdout console and the stderr console -> exit status."""
+
+
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 1 to 65535 (the OS would wrap a larger one silently)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1 to 65535, got {port}")
+    return port
+
+
+def seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds above 0, got {text}")
+    return value
 
 
 def open_workspace(url: str | None, policy: str | None = None,

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from idstitch.cli.common import Handler
+from idstitch.cli.common import Handler, seconds
 from idstitch.cli.opening import Access, open_store
 from idstitch.errors import InvalidCommand, ProjectionFailed
 from idstitch.projections.base import import_topic
@@ -118,7 +118,7 @@ def add_projecting(add: Callable[[str, Handler, str], argparse.ArgumentParser]) 
     project.add_argument("--projection", action="append", metavar="module:Class",
                          help="a custom projection to keep too (repeatable); its module must "
                               "be importable by this process")
-    project.add_argument("--poll", type=float, default=None, metavar="SECONDS",
+    project.add_argument("--poll", type=seconds, default=None, metavar="SECONDS",
                          help="look at the log at least this often (default: 1 on PostgreSQL, "
                               "which also wakes on every append; 0.05 on SQLite)")
     add("projections", cmd_projections, PROJECTIONS_HELP).add_argument(

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 from collections.abc import Callable
 
 from rich.console import Console
 from rich.text import Text
 
-from idstitch.cli.common import Handler, open_workspace
+from idstitch.cli.common import Handler, open_workspace, port_number
 
 ENV_KEYS = "IDSTITCH_WRITE_KEYS"
 """Comma-separated write keys, when no ``--write-key`` is given."""
@@ -25,7 +26,8 @@ def add_serve(add: Callable[[str, Handler, str], argparse.ArgumentParser]) -> No
                 "receive Segment / Customer.io SDK traffic over HTTP (POST /v1/batch, /v1/identify, "
                 "...) and record it in the store; needs pip install 'idstitch[serve]'")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    serve.add_argument("--port", type=port_number, default=8000,
+                       help="port to listen on (default 8000)")
     serve.add_argument("--write-key", action="append", dest="write_keys", metavar="KEY",
                        help=f"a write key clients may present; repeatable (default: ${ENV_KEYS}, "
                             "comma-separated)")
@@ -57,6 +59,15 @@ def cmd_serve(args: argparse.Namespace, console: Console, err: Console) -> int:
     # Open the store once here, so that a bad URL or an unreachable server is an error line
     # and exit status 2 (main handles it), not a traceback from the server's startup.
     open_workspace(args.db).close()
+    try:
+        # Bound and let go at once: a taken port or an unknown address is one error line and
+        # status 2 here, not uvicorn's log line and its own exit status.
+        with socket.create_server((args.host, args.port)):
+            pass
+    except OSError as e:
+        err.print(Text(f"error: cannot listen on {args.host}:{args.port}: {e.strerror or e}",
+                       style="red"), soft_wrap=True)
+        return 2
     asgi = app(args.db, keys, rejects=args.rejects, external=args.external)
     err.print(f"idstitch serve: http://{args.host}:{args.port}/v1/batch, {len(keys)} write key(s), "
               f"rejects to {rejects_path(asgi).resolve()}", soft_wrap=True, highlight=False)

@@ -209,3 +209,14 @@ def test_a_forget_by_a_writer_reaches_the_custom_projection_of_idstitch_project(
         ws.rebuild(["change_log"])
         assert sorted(ws.projection_db("change_log").query(
             "SELECT position, change FROM change_log")) == rows
+
+
+@pytest.mark.parametrize("poll", ["0", "-1", "nan", "inf", "soon"])
+def test_a_poll_interval_is_a_finite_number_of_seconds_above_0(
+        capsys: pytest.CaptureFixture[str], poll: str) -> None:
+    """0 or -1 once spun a core, inf died on time_t, nan could hang past SIGTERM."""
+    from idstitch.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["project", "--db", "memory:", "--poll", poll])
+    assert e.value.code == 2 and "--poll" in capsys.readouterr().err

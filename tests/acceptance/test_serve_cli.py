@@ -177,3 +177,24 @@ def test_kill_9_under_load_loses_nothing_answered_200(tmp_path: Path, store: str
     with idstitch.open(db) as ws:
         missing = [u for u in [*acked, "after"] if ws.profile(u) is None]
     assert missing == []
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "0", "http"])
+def test_a_port_out_of_range_is_a_bad_argument(capsys: pytest.CaptureFixture[str],
+                                               port: str) -> None:
+    """The OS would wrap 99999 to 34463 silently: a port is 1 to 65535, status 2."""
+    with pytest.raises(SystemExit) as e:
+        main(["serve", "--db", "memory:", "--write-key", "k", "--port", port])
+    assert e.value.code == 2
+    assert "--port" in capsys.readouterr().err
+
+
+def test_a_port_taken_or_an_unknown_host_is_one_error_line(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        assert main(["serve", "--db", "memory:", "--write-key", "k", "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot listen on 127.0.0.1:") and len(err.splitlines()) == 1
+    assert main(["serve", "--db", "memory:", "--write-key", "k", "--host", "999.1.1.1"]) == 2
+    assert capsys.readouterr().err.startswith("error: cannot listen on 999.1.1.1:")
