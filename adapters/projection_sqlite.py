@@ -150,6 +150,21 @@ class SqliteTables:
 
         return Database(namespace, run)
 
+    def _tracked_here(self) -> bool:
+        """Whether the database holds the tracking table, read without creating anything
+        (an in-memory database is this object's own: it has it once connected)."""
+        if self._path == ":memory:":
+            return False
+        try:
+            conn = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True)
+            try:
+                return conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'idstitch_custom'"
+                                    ).fetchone() is not None
+            finally:
+                conn.close()
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot read the custom projections' tables: {e}") from e
+
     def versions(self, name: str) -> list[Tracked]:
         """Every tracked version of the projection."""
         with self._lock:
@@ -158,8 +173,11 @@ class SqliteTables:
         return [Tracked(v, p, bool(live), made) for _, v, p, live, made in rows]
 
     def every(self) -> list[tuple[str, Tracked]]:
-        """Every tracked version of every custom projection, by name."""
+        """Every tracked version of every custom projection, by name (none, on a store that
+        never had one, without creating the tracking: `idstitch projections` reads only)."""
         with self._lock:
+            if self._conn is None and not self._tracked_here():
+                return []
             rows = self._connection().execute(
                 _TRACKED + " ORDER BY c.name, c.version" + _INTERNAL).fetchall()
         return [(n, Tracked(v, p, bool(live), made)) for n, v, p, live, made in rows]

@@ -220,3 +220,20 @@ def test_a_poll_interval_is_a_finite_number_of_seconds_above_0(
     with pytest.raises(SystemExit) as e:
         main(["project", "--db", "memory:", "--poll", poll])
     assert e.value.code == 2 and "--poll" in capsys.readouterr().err
+
+
+def test_listing_the_projections_leaves_the_file_as_it_was(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """It once created the custom projections' tracking tables in a store that had none."""
+    import hashlib
+
+    import idstitch
+    from idstitch.cli import main
+
+    path = tmp_path / "ws.db"
+    with idstitch.open(f"sqlite:///{path}") as ws:
+        ws.identify("phone", "kim", {})
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert main(["projections", "--db", f"sqlite:///{path}"]) == 0
+    assert "identity" in capsys.readouterr().out
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
