@@ -8,14 +8,17 @@ it, renamed over it when complete. A device or pipe (``/dev/stderr``) is written
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import stat
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
+from idstitch.adapters import batches
 from idstitch.bootstrap import resolve_url
 from idstitch.cli.failures import CommandFailed
 from idstitch.cli.opening import sqlite_path
+from idstitch.errors import IdstitchError
 from idstitch.render import to_json_bytes
 
 
@@ -49,17 +52,60 @@ def check_rejects_path(rejects: str, source: str, url: str | None) -> None:
         raise CommandFailed(f"{where}: cannot create a file in {folder} (not writable)")
 
 
+def _messages(line: bytes) -> list[bytes | None]:
+    """The messages a line is to ``ws.ingest``, as their raw text where it is known: none for a
+    blank line, each message of a batch envelope (the rule is ingest's own,
+    :func:`idstitch.adapters.batches.envelope`), else the line itself."""
+    text = line.rstrip(b"\r\n")
+    if not text.strip():
+        return []
+    try:
+        found = batches.envelope(text)
+    except IdstitchError:
+        found = None  # an envelope refused whole: one rejection, the line's
+    if found is None:
+        return [text]
+    try:
+        inner = json.loads(text)["batch"]
+        return [json.dumps(m, ensure_ascii=False).encode() for m in inner]
+    except (ValueError, KeyError, TypeError):
+        return [None] * len(found)
+
+
+def located(lines: Iterable[bytes], wanted: Iterable[int]
+            ) -> Iterator[tuple[int, int, int | None, bytes | None]]:
+    """(message index, line number, place in its batch envelope or None, its raw text) of
+    each wanted message, in input order, numbered as ``ws.ingest`` numbers messages (blank
+    lines count none, an envelope its messages)."""
+    wanted = set(wanted)
+    index = 0
+    for number, line in enumerate(lines, 1):
+        if not wanted:
+            return
+        messages = _messages(line)
+        envelope = len(messages) != 1 or messages[0] != line.rstrip(b"\r\n")
+        for place, raw in enumerate(messages):
+            if index in wanted:
+                wanted.discard(index)
+                yield index, number, place if envelope else None, raw
+            index += 1
+
+
 def _records(lines: Iterable[bytes], rejected: list[tuple[int, str]]) -> Iterable[bytes]:
-    """Each rejected line as one JSON line: its line number, the reason, and the line."""
+    """Each rejected message as one JSON line: its line number, the reason, and its text (for
+    a message inside a batch envelope, that message's, with its place in the batch)."""
     reasons = dict(rejected)
     seen: set[int] = set()
-    for index, line in enumerate(lines):
-        if index in reasons:
-            seen.add(index)
-            raw = line.rstrip(b"\r\n").decode("utf-8", "replace")
-            yield to_json_bytes({"line": index + 1, "raw": raw, "reason": reasons[index]})
-    # A rejection the report numbers past the last line (a message inside a batch envelope)
-    # still gets its reason written.
+    for index, number, place, raw in located(lines, reasons):
+        seen.add(index)
+        record: dict[str, object] = {"line": number}
+        if place is not None:
+            record["batch_index"] = place
+        record["raw"] = None if raw is None else raw.decode("utf-8", "replace")
+        record["reason"] = reasons[index]
+        yield to_json_bytes(record)
+    # A rejection numbered past the last message (the input changed since) still gets its
+    # reason written.
     for index, reason in rejected:
         if index not in seen:
             yield to_json_bytes({"line": None, "message": index, "raw": None, "reason": reason})
@@ -96,4 +142,4 @@ def write_rejects(lines: Iterable[bytes], rejects: str, rejected: list[tuple[int
         raise
 
 
-__all__ = ["check_rejects_path", "write_rejects"]
+__all__ = ["check_rejects_path", "located", "write_rejects"]

@@ -24,7 +24,7 @@ from idstitch.cli.common import open_workspace, show_merges, title
 from idstitch.cli.failures import REJECTED
 from idstitch.cli.opening import Access, open_store, stored_policy
 from idstitch.cli.projecting import load_projections, register
-from idstitch.cli.rejects import check_rejects_path, write_rejects
+from idstitch.cli.rejects import check_rejects_path, located, write_rejects
 from idstitch.demo import HEADING, INDENT, StoryClock, run_demo
 from idstitch.errors import InvalidCommand
 from idstitch.projections.views import Profile
@@ -164,18 +164,21 @@ def cmd_ingest(args: argparse.Namespace, console: Console, err: Console) -> int:
         elapsed = time.perf_counter() - started
         events = ws.log.head() - head_before
     summary = Table(title=f"ingest {path}", show_header=False, box=None)
-    for name, value in (("messages", total), ("accepted", report.accepted),
+    messages = report.accepted + report.duplicates + report.ignored + len(report.rejected)
+    for name, value in (("lines", total), ("messages", messages), ("accepted", report.accepted),
                         ("duplicates", report.duplicates), ("ignored", report.ignored),
                         ("rejected", len(report.rejected)), ("events recorded", events),
                         ("seconds", f"{elapsed:.2f}"),
-                        ("messages/s", f"{total / max(elapsed, 1e-9):,.0f}")):
+                        ("messages/s", f"{messages / max(elapsed, 1e-9):,.0f}")):
         summary.add_row(name, str(value))
     console.print(summary)
     rejected = report.rejected
     if args.rejects is not None:
         write_rejects(_lines(path), args.rejects, rejected)
-    for index, reason in rejected[:SHOWN_REJECTS]:
-        err.print(Text(f"line {index + 1}: {reason}", style="yellow"), soft_wrap=True)
+    reasons = dict(rejected[:SHOWN_REJECTS])
+    for index, number, place, _ in located(_lines(path), reasons):
+        where = f"line {number}" + ("" if place is None else f", message {place + 1} of its batch")
+        err.print(Text(f"{where}: {reasons[index]}", style="yellow"), soft_wrap=True)
     if len(rejected) > SHOWN_REJECTS:
         err.print(Text(f"... and {len(rejected) - SHOWN_REJECTS} more", style="yellow"))
     if args.rejects is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import msgspec
@@ -79,3 +80,28 @@ def test_ingest_of_a_missing_file_is_a_clear_error(
 ) -> None:
     assert main(["ingest", str(tmp_path / "nope.ndjson"), "--db", f"sqlite:///{tmp_path}/x.db"]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_rejected_messages_are_placed_by_line_and_batch(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Ingest numbers messages (a blank line none, an envelope its messages); the rejects file
+    and stderr once took that number for a line and wrote another line's text."""
+    bad = {"type": "identify", "userId": "null", "anonymousId": "a-1"}
+    source = tmp_path / "in.ndjson"
+    source.write_bytes(b"\n".join(msgspec.json.encode(m) for m in [
+        {"batch": [{"type": "identify", "userId": "e2", "anonymousId": "a-2"},
+                   {"type": "identify", "userId": "undefined", "anonymousId": "a-3"}]},
+        bad,
+        {"type": "identify", "userId": "e5", "anonymousId": "a-5"}]).replace(b"\n", b"\n\n", 1)
+        + b"\n")
+    rejects = tmp_path / "rejects.ndjson"
+    assert main(["ingest", str(source), "--db", f"sqlite:///{tmp_path}/ws.db",
+                 "--rejects", str(rejects)]) == 3
+    records = [msgspec.json.decode(line) for line in rejects.read_bytes().splitlines()]
+    assert [(r["line"], r.get("batch_index")) for r in records] == [(1, 1), (3, None)]
+    assert msgspec.json.decode(records[0]["raw"])["userId"] == "undefined"
+    assert msgspec.json.decode(records[1]["raw"]) == bad
+    out, err = capsys.readouterr()
+    assert "line 1, message 2 of its batch: user_id" in err and "line 3: user_id" in err
+    # Three lines with a blank one between, four messages (the envelope holds two).
+    assert re.search(r"\blines\s+4\b", out) and re.search(r"\bmessages\s+4\b", out)
