@@ -61,7 +61,7 @@ Handler = Callable[[IdentityUnit, DeviceRow, Any, int, int], None]
 _SESSION_EVENTS = frozenset({Identified, ProfileAttributesChanged, IdentityCleared})
 """The events that may carry an SDK session's anonymousId."""
 _ERASED_IGNORED = frozenset({Identified, DeviceTokenRegistered, DeviceTokenRemoved})
-"""Events that mean nothing once erased (their identifier or token is gone)."""
+"""Events whose meaning an erasure changes (their identifier or token is gone)."""
 
 
 def _ignore_erased(unit: IdentityUnit, dev: DeviceRow, ev: DeviceEvent, pos: int,
@@ -168,10 +168,10 @@ class IdentityProjection(RowProjection):
             kind = type(ev)
             handler = handlers.get(kind)
             if ev.erased and kind in _ERASED_IGNORED:
-                # Its person was forgotten: an erased token belongs to nobody (the device keeps
-                # what it had); an erased identify puts the device on the member of the
-                # forgotten person it put it on (the forget recorded which), and, forgotten
-                # before that was recorded, resolves and merges nothing.
+                # Its person was forgotten: an erased token registration leaves its device with
+                # no token (the token was the person's); an erased identify puts the device on
+                # the member of the forgotten person it put it on (the forget recorded which),
+                # and, forgotten before that was recorded, resolves and merges nothing.
                 if kind is DeviceTokenRegistered:
                     handler = _erased_token
                 elif (kind is Identified and self._ahead is not None
