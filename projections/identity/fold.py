@@ -14,8 +14,6 @@ from typing import Any
 from idstitch.domain.device import (
     anonymous_id_for,
     anonymous_person_id,
-    minted_person_id,
-    new_person_id,
 )
 from idstitch.domain.events import (
     DECISIONS_STREAM,
@@ -36,13 +34,12 @@ from idstitch.domain.events import (
 )
 from idstitch.domain.rules import classify, normalize_email
 from idstitch.projections.base import RowProjection
-from idstitch.projections.identity import decisions, local, persons, sessions
+from idstitch.projections.identity import decisions, local, persons, sessions, stitching
 from idstitch.projections.identity.config import POLICIES, IdentityConfig, Policy
 from idstitch.projections.identity.config import ids_of as _ids_of
 from idstitch.projections.identity.config import policy_of as _policy_of
 from idstitch.projections.identity.decisions import DecisionsAhead
 from idstitch.projections.identity.graph import IdentityUnit, identifier_key
-from idstitch.projections.identity.person_index import MAX_DEVICES, TOO_MANY_DEVICES
 from idstitch.projections.identity.persons import IdScheme
 from idstitch.projections.identity.rows import (
     DEVICE,
@@ -52,7 +49,6 @@ from idstitch.projections.identity.rows import (
     TOKEN,
     DeviceRow,
     PersonRow,
-    Refusal,
     Stint,
 )
 from idstitch.projections.store import EPOCH, MICROSECOND, EventLog, LoggedEvent
@@ -328,85 +324,17 @@ class IdentityProjection(RowProjection):
         assert self._ahead is not None
         member = self._ahead.subject_of(ev.key_id)
         assert member is not None
-        self._stitch(unit, dev, ev, pos, ts, unit.person(dev.person_id), None, "",
-                     unit.survivor(member))
+        stitching.stitch(unit, dev, ev, pos, ts, unit.person(dev.person_id), None, "",
+                         unit.survivor(member), self.policy, self.ids, self._ahead)
 
     def _identify(
         self, unit: IdentityUnit, dev: DeviceRow, ev: Identified, pos: int, ts: int
     ) -> None:
-        current = unit.person(dev.person_id)
-        kind = classify(ev.user_id)
-        value = normalize_email(ev.user_id) if kind == "email" else ev.user_id
-        if kind == "cio":
-            target = unit.live_person(ev.user_id[len("cio_"):])
-            if target is None or not target.identified:
-                # The command checked it; a concurrent merge retired it since. Refuse, visibly.
-                current.refused.append(Refusal("cio", ev.user_id, "not a live identified person",
-                                               pos))
-                dev.ignored.append(pos)
-                unit.put_person(current)
-                return
-        else:
-            target = unit.resolve_key(identifier_key(kind, value))
-        if (target is not None and target.person_id != current.person_id
-                and len(target.devices) >= MAX_DEVICES):
-            # A person's row holds its devices, stints and merges: past the limit, a further
-            # device is refused, visibly, as an identify of a retired person is.
-            current.refused.append(Refusal(
-                kind, ev.user_id if kind == "cio" else value, TOO_MANY_DEVICES, pos,
-                target.person_id))
-            dev.ignored.append(pos)
-            unit.put_person(current)
-            return
-        self._stitch(unit, dev, ev, pos, ts, current, kind, value, target)
-
-    def _stitch(self, unit: IdentityUnit, dev: DeviceRow, ev: Identified, pos: int, ts: int,
-                current: PersonRow, kind: str | None, value: str, target: PersonRow | None
-                ) -> None:
-        """identity-model.md section 3: the device's ``current`` person and the ``target`` the
-        user id resolved to (None: nobody yet). ``kind`` None: an erased identify, whose
-        target is the member it identified (the device's own anonymous person when it was a
-        conversion), with no identifier to claim."""
-        if target is not None and target.person_id == current.person_id and (
-                current.identified or kind is not None):
-            person = current
-        elif not current.identified and (target is None or target.person_id == current.person_id):
-            current.identified = True
-            current.identified_at = pos
-            if kind is not None:
-                persons.claim(unit, current, kind, value, pos)
-            if current.email is None:
-                # An email given while anonymous becomes an identifier when the person is named.
-                persons.claim_attribute_email(unit, current, pos)
-            persons.record(unit, "converted", dev.anonymous_id, current, current, dev, pos, ts,
-                           self.ids)
-            person = current
-        elif (not current.identified and target is not None and self.policy == "merge"
-              and not decisions.undone_automatic(unit, target, current, dev, pos, ts,
-                                                 self.ids, self._ahead)):
-            persons.merge_anonymous(unit, target, current, dev, pos, ts, self.ids)
-            person = target
-        else:
-            if target is None:
-                minted = (minted_person_id(dev.device_id, dev.seq) if self.ids == "event"
-                          else new_person_id(dev.device_id, pos))
-                target = PersonRow(person_id=minted, identified=True, identified_at=pos,
-                                   created_at=ts, updated_at=ts, since=pos)
-                if kind is not None:
-                    persons.claim(unit, target, kind, value, pos)
-            persons.leave(unit, dev, current.person_id, pos)
-            persons.join(unit, dev, target, pos)
-            persons.record(unit, "switched", current.person_id, current, target, dev, pos, ts,
-                           self.ids)
-            person = target
-
-        local.traits(person.attrs, ev, pos, ts)
-        if ts > person.updated_at:
-            person.updated_at = ts
-        unit.put_person(person)
-        if "email" in ev.traits:
-            persons.claim_attribute_email(unit, person, pos)
-        local.identified(dev, ev, ts)
+        found = stitching.resolve(unit, dev, ev, pos)
+        if found is not None:
+            current, kind, value, target = found
+            stitching.stitch(unit, dev, ev, pos, ts, current, kind, value, target,
+                             self.policy, self.ids, self._ahead)
 
     # Person-level decisions (identity-model.md §4), in log order like every other event.
 
