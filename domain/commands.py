@@ -144,6 +144,8 @@ class ForgetPerson(msgspec.Struct, frozen=True, kw_only=True):
     :class:`~idstitch.domain.events.PersonForgotten`)."""
     held: list[tuple[str, str, int, int | None]] = msgspec.field(default_factory=list)
     """The emails they held, by keyed hash (see PersonForgotten)."""
+    took: list[tuple[int, str]] = msgspec.field(default_factory=list)
+    """Their token registrations that took a token from another device (see PersonForgotten)."""
 
 
 Decision = MergePersons | Unmerge | ForgetPerson

@@ -104,7 +104,8 @@ class Decisions:
         self._record(PersonForgotten(device_id=DECISIONS_STREAM, person_id=cmd.person_id,
                                      reason=cmd.reason, members=list(cmd.members),
                                      devices=list(cmd.devices), subjects=dict(cmd.subjects),
-                                     held=list(cmd.held), timestamp=now, recorded_at=now))
+                                     held=list(cmd.held), took=list(cmd.took),
+                                     timestamp=now, recorded_at=now))
         return True
 
 

@@ -162,6 +162,9 @@ class PersonForgotten(DeviceEvent, frozen=True, kw_only=True, tag="PersonForgott
     it; the member; the position it was claimed at; the position it was let go at, or None),
     so that another person's later claim of it is refused as it was, though the member's own
     claim reads erased."""
+    took: list[tuple[int, str]] = msgspec.field(default_factory=list)
+    """(position, device) of each token registration of theirs that took the token from
+    another device: read erased, it still leaves that device without it."""
 
 
 DECISIONS_STREAM = "workspace:decisions"

@@ -26,11 +26,12 @@ import msgspec
 from idstitch.domain import rules
 from idstitch.domain.commands import ForgetPerson
 from idstitch.domain.errors import InvalidCommand, ProjectionFailed, Suppressed, UnknownPerson
-from idstitch.domain.events import PERSONAL
+from idstitch.domain.events import PERSONAL, DeviceTokenRegistered
 from idstitch.projections import purge
 from idstitch.projections.audit import family, spans
 from idstitch.projections.custom_forgets import first_pending
 from idstitch.projections.custom_unmerges import UNDONE
+from idstitch.projections.identity.purge import token_losses
 from idstitch.projections.subject_keys import (
     held_emails,
     identified_subjects,
@@ -68,6 +69,8 @@ class _Prepared(msgspec.Struct, frozen=True, kw_only=True):
     """The stints that identified one of them -> that member (see PersonForgotten)."""
     held: list[tuple[str, str, int, int | None]]
     """The emails they held, by keyed hash (see PersonForgotten)."""
+    took: list[tuple[int, str]]
+    """Their token registrations that took a token from another device (see PersonForgotten)."""
 
 
 def _prepare(stores: Any, queries: Queries, identifier: str) -> _Prepared:
@@ -98,6 +101,9 @@ def _prepare(stores: Any, queries: Queries, identifier: str) -> _Prepared:
         held = [(cipher.digest(email).hex(), member, since, until)
                 for email, member, since, until in held_emails(fam)]
         unsealed = sum(1 for _, ev in events if ev.key_id is None and type(ev) in PERSONAL)
+    # (A scan of its own, after the snapshot: the store reads it in a transaction.)
+    took = token_losses(stores.rows, {pos for pos, ev in events
+                                      if type(ev) is DeviceTokenRegistered})
     if unsealed:
         # Shredding the rest would leave these values readable, and a rebuild would put them
         # back into the rows: refuse, with nothing changed.
@@ -109,7 +115,7 @@ def _prepare(stores: Any, queries: Queries, identifier: str) -> _Prepared:
     return _Prepared(person_id=person.person_id, members=sorted(fam.members),
                      devices=sorted(devices), key_ids=sorted(key_ids),
                      identifiers=sorted(identifiers), subjects=subjects,
-                     held=held)
+                     held=held, took=took)
 
 
 def _destroy(stores: Any, prepared: _Prepared) -> ShredReport:
@@ -170,7 +176,8 @@ def forget(stores: Any, bus: MessageBus, projector: Projector, identifier: objec
         try:
             bus.handle(ForgetPerson(person_id=report.person_id, reason=checked_reason,
                                     members=prepared.members, devices=prepared.devices,
-                                    subjects=prepared.subjects, held=prepared.held))
+                                    subjects=prepared.subjects, held=prepared.held,
+                                    took=prepared.took))
         finally:
             projector.custom_held = False
             # A cached device still holds the destroyed key of its stint; loaded from the

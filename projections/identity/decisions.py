@@ -41,6 +41,8 @@ class DecisionsAhead:
         self._subjects: dict[str, str] = {}
         self._held: dict[str, list[tuple[str, int, int | None]]] = {}
         """Keyed hash of an email -> (member, claimed at, let go at) of forgotten holders."""
+        self._took: dict[int, str] = {}
+        """Position of a forgotten member's token registration -> the device it took it from."""
         self._held_stale = True
         """Whether a forget may have been recorded since the stream was read: at first, and
         after the fold met one (:meth:`forgotten`). Email claims are frequent and forgets
@@ -66,6 +68,7 @@ class DecisionsAhead:
                         self._subjects.setdefault(key_id, member)
                     for digest, member, since, until in ev.held:
                         self._held.setdefault(digest, []).append((member, since, until))
+                    self._took.update(ev.took)
                 self._read_to = max(self._read_to, pos)
 
     def _fresh(self) -> None:
@@ -92,6 +95,12 @@ class DecisionsAhead:
             if since < position and (until is None or position < until):
                 return member
         return None
+
+    def taken_at(self, position: int) -> str | None:
+        """The device a forgotten member's token registration at ``position`` took its token
+        from, or None."""
+        self._fresh()
+        return self._took.get(position)
 
     def forgotten(self) -> None:
         """The fold met a forget: read the stream before the next email claim."""

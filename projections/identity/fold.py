@@ -66,18 +66,6 @@ def _ignore_erased(unit: IdentityUnit, dev: DeviceRow, ev: DeviceEvent, pos: int
     dev.ignored.append(pos)
 
 
-def _erased_token(unit: IdentityUnit, dev: DeviceRow, ev: DeviceTokenRegistered, pos: int,
-                  ts: int) -> None:
-    """A token registration that reads erased: the token was a forgotten person's value, and
-    it replaced whatever token the device had; its platform (no personal value) stays."""
-    if dev.token is not None:
-        unit.delete(TOKEN, dev.token)
-    dev.token = None
-    dev.platform = ev.platform or dev.platform
-    dev.last_status = None
-    dev.ignored.append(pos)
-
-
 class IdentityProjection(RowProjection):
     """Profiles and the identity graph, maintained incrementally in the projection store.
 
@@ -169,7 +157,7 @@ class IdentityProjection(RowProjection):
                 # the member of the forgotten person it put it on (the forget recorded which),
                 # and, forgotten before that was recorded, resolves and merges nothing.
                 if kind is DeviceTokenRegistered:
-                    handler = _erased_token
+                    handler = self._erased_token
                 elif (kind is Identified and self._ahead is not None
                       and self._ahead.subject_of(ev.key_id)):
                     handler = self._identified_erased
@@ -314,6 +302,23 @@ class IdentityProjection(RowProjection):
         if sdk_anonymous_id is not None:
             sessions.tag_session(unit, dev, sdk_anonymous_id, pos)
             local.session(dev, ev)
+
+    def _erased_token(self, unit: IdentityUnit, dev: DeviceRow, ev: DeviceTokenRegistered,
+                      pos: int, ts: int) -> None:
+        """A token registration that reads erased: the token was a forgotten person's value,
+        and it replaced whatever token the device had; its platform (no personal value)
+        stays. The device it took the token from (the forget recorded which) loses it still."""
+        taken_from = None if self._ahead is None else self._ahead.taken_at(pos)
+        for holder in (dev, None if taken_from is None else unit.device(taken_from)):
+            if holder is not None and holder.token is not None:
+                unit.delete(TOKEN, holder.token)
+                holder.token = None
+                if holder is not dev:
+                    holder.token_lost.append(pos)
+                    unit.put_device(holder)
+        dev.platform = ev.platform or dev.platform
+        dev.last_status = None
+        dev.ignored.append(pos)
 
     def _identified_erased(
         self, unit: IdentityUnit, dev: DeviceRow, ev: Identified, pos: int, ts: int

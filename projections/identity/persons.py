@@ -121,7 +121,10 @@ def claim_attribute_email(unit: IdentityUnit, person: PersonRow, pos: int) -> No
     # The identifier follows the winning value of the `email` attribute (last writer wins on
     # the client clock), so a late event with an older email cannot move it.
     present, email = attributes.value_of(person.attrs, "email")
-    if person.identified and present and isinstance(email, str) and "@" in email:
+    # A nameless person (what a forget leaves: identified by identifies that read erased)
+    # claims none: it would answer by its forgotten id again, "nobody's" no more.
+    if (person.identified and present and isinstance(email, str) and "@" in email
+            and not person.nameless):
         claim_email(unit, person, normalize_email(email), pos)
 
 

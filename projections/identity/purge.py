@@ -230,14 +230,23 @@ def _check_outside(store: ProjectionStore, log: EventLog, persons: set[str],
         if row.person_id not in persons and any(
                 r.held_by in persons or r.position in positions for r in row.refused):
             raise Fallback("a person outside the component was refused an identifier of it")
-    for _, raw in store.scan_without(DEVICE, _NO_TOKEN_LOST) if tokens else ():
-        dev: DeviceRow = decode_row(DeviceRow, raw)
-        if dev.device_id not in devices and any(p in positions for p in dev.token_lost):
-            raise Fallback("a device outside the component lost a token to it")
+    if tokens and any(d not in devices for _, d in token_losses(store, positions)):
+        raise Fallback("a device outside the component lost a token to it")
     for _, ev in log.read_spans([(DECISIONS_STREAM, 1, None)], _MERGED):
         assert isinstance(ev, PersonsMerged)
         if ev.primary in persons or ev.secondary in persons:
             raise Fallback("an explicit merge names a person of the component")
+
+
+def token_losses(store: ProjectionStore, positions: set[int]) -> list[tuple[int, str]]:
+    """(position, device) of each device that lost its token at one of ``positions``: to the
+    device whose registration is there, which took it (one pass over the device rows that
+    lost any, filtered by the store)."""
+    out: list[tuple[int, str]] = []
+    for _, raw in store.scan_without(DEVICE, _NO_TOKEN_LOST):
+        dev: DeviceRow = decode_row(DeviceRow, raw)
+        out.extend((p, dev.device_id) for p in dev.token_lost if p in positions)
+    return sorted(out)
 
 
 def purged(store: ProjectionStore, log: EventLog, projection: IdentityProjection,

@@ -112,3 +112,35 @@ def test_a_token_registered_in_a_forgotten_stint_leaves_the_platform(
     assert device is not None and device.token is None and device.platform == "ios"
     lee = ws.profile("lee")
     assert lee is not None and [d.device_id for d in lee.devices] == ["d1"]
+
+
+def test_the_forgotten_persons_remainder_claims_no_email(make_ws: WorkspaceFactory) -> None:
+    """An email set on a device still on the nameless remainder is an attribute only: claimed,
+    it made the forgotten person id answer again."""
+    ws = make_ws()
+    ws.identify("phone", "kim", {"city": "Lyon"})
+    kim = ws.profile("kim")
+    assert kim is not None
+    ws.forget("kim", reason="ticket 318")
+    ws.set_profile_attributes("phone", {"email": "new@example.com"})
+    assert ws.profile(kim.person_id) is None and ws.profile("new@example.com") is None
+    phone = ws.profile_of_device("phone")
+    assert phone is not None and phone.identifiers == {}
+    assert phone.attributes == {"email": "new@example.com"}
+
+
+def test_a_device_that_lost_its_token_to_the_forgotten_persons_device_does_not_regain_it(
+        make_ws: WorkspaceFactory) -> None:
+    ws = make_ws()
+    ws.identify("d-bob", "bob", {})
+    ws.register_device_token("d-bob", "tok-1", platform="ios")
+    ws.identify("d-kim", "kim", {})
+    ws.register_device_token("d-kim", "tok-1", platform="ios")   # a token has one owner
+    bob = ws.profile("bob")
+    assert bob is not None and bob.devices[0].token is None
+    ws.forget("kim", reason="ticket 319")
+    assert ws.profile("bob") == bob
+    device = ws.device("d-bob")
+    assert device is not None and device.token is None
+    ws.rebuild()
+    assert ws.profile("bob") == bob
