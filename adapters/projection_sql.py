@@ -99,7 +99,7 @@ class Namespace:
         tokens = _TOKENS.findall(sql)
         words = [(i, t.lower()) for i, t in enumerate(tokens)
                  if t[0].isalpha() or t[0] in '_"']
-        _one_statement(tokens, words)
+        _one_statement(tokens, words, postgres=self._postgres)
         # CREATE [TEMP] [UNIQUE] TABLE|INDEX|VIEW|TRIGGER [IF NOT EXISTS] name: a new name of ours.
         for n, (_, word) in enumerate(words):
             if word == "create":
@@ -134,13 +134,15 @@ class Namespace:
         return '"' + (self.prefix + table).replace('"', '""') + '"'
 
 
-def _one_statement(tokens: list[str], words: list[tuple[int, str]]) -> None:
+def _one_statement(tokens: list[str], words: list[tuple[int, str]], *, postgres: bool) -> None:
     """Refuse what a projection's SQL may not be: several statements (every store the same:
     SQLite's driver refuses them, PostgreSQL's simple protocol would run them all), or a
     statement of the runner's (:data:`_RUNNERS`)."""
-    if [w for _, w in words[:4] if w not in _SKIPPED][:2] == ["create", "trigger"]:
-        # A trigger's body is statements between BEGIN and END: SQLite's driver still refuses
-        # anything after the one CREATE TRIGGER, and its authorizer checks the body.
+    if not postgres and [w for _, w in words[:4] if w not in _SKIPPED][:2] == [
+            "create", "trigger"]:
+        # A SQLite trigger's body is statements between BEGIN and END: the driver still
+        # refuses anything after the one CREATE TRIGGER, and the authorizer checks the body.
+        # (PostgreSQL's trigger runs a function: one statement, no exception.)
         return
     ended = False
     for token in tokens:

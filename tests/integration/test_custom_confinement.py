@@ -76,6 +76,7 @@ def test_a_trigger_reaches_no_further_than_its_projection(tmp_path: Path) -> Non
     "COMMIT",
     "ROLLBACK",
     "SET search_path TO public",
+    "CREATE TRIGGER grab AFTER INSERT ON n BEGIN SELECT 1; END; DELETE FROM n",
 ])
 def test_several_statements_and_the_runners_own_are_refused(
         make_ws: WorkspaceFactory, sql: str) -> None:
