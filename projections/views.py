@@ -129,9 +129,16 @@ class Reader:
             person = self._get(PERSON, person.retired_into)
         raise LookupError("merge chain too long")
 
-    def person(self, identifier: str, at: int | None = None) -> PersonRow | None:
+    def person(self, identifier: str, at: int | None = None, *, nameless: bool = False
+               ) -> PersonRow | None:
         """The live person an identifier finds: id, email, cio_<id>, person id or anonymous id;
-        with ``at``, the person it found when the log ended at that position."""
+        with ``at``, the person it found when the log ended at that position. What remains of
+        a forgotten person (nameless: identified by identifies that read erased) is found by
+        nothing, unless ``nameless`` asks for it too."""
+        found = self._person(identifier, at)
+        return None if found is not None and found.nameless and not nameless else found
+
+    def _person(self, identifier: str, at: int | None) -> PersonRow | None:
         if identifier.startswith(PERSON_PREFIX):
             found = self._get(PERSON, identifier[len(PERSON_PREFIX):])
             if found is not None and (at is None or found.since <= at):

@@ -88,7 +88,7 @@ def _prepare(stores: Any, queries: Queries, identifier: str) -> _Prepared:
     head = stores.log.head()
     with stores.rows.snapshot() as rows:
         reader = Reader(rows, queries.projector.registry.row_types)
-        person = reader.person(identifier)
+        person = reader.person(identifier, nameless=True)
         if person is None:
             raise UnknownPerson("identifier", identifier, "has no person")
         if person.nameless:  # found by an anonymous id of a forgotten person's session

@@ -64,15 +64,14 @@ class Queries:
 
     def _hidden(self, identifier: str) -> bool:
         """Whether the person lookups answer nothing for ``identifier``: it named a forgotten
-        person, and finds no identified person with a name now. What remains of a forgotten
-        person in the rows is nameless (its identifies read erased: its devices stay on it,
-        with none of its values) or an anonymous session (in rows of forgets recorded before
-        their stints were kept, a later identify on such a device converted it, and is found
-        by the id again)."""
+        person, and finds no identified person now. What remains of a forgotten person in the
+        rows is found by nothing (:meth:`Reader.person`: it is nameless), or, in rows of
+        forgets recorded before their stints were kept, an anonymous session, which a later
+        identify on its device converted and which is found by the id again."""
         if not self.forgotten(identifier):
             return False
         person = self._read(lambda reader: reader.person(identifier))
-        return person is None or not person.identified or person.nameless
+        return person is None or not person.identified
 
     def settle(self) -> None:
         """Catch the projections up first, when the workspace keeps them current."""
@@ -156,7 +155,7 @@ class Queries:
         None for an identifier of a forgotten person (see :meth:`_hidden`)."""
         if self._hidden(identifier):
             return None
-        return _named(self._read(lambda reader: reader.profile(identifier)))
+        return self._read(lambda reader: reader.profile(identifier))
 
     def profile_of_device(self, device_id: str) -> Profile | None:
         """The device's current person."""
@@ -170,11 +169,7 @@ class Queries:
         """Every conversion, merge and switch of the person, with the position of its cause."""
         if self._hidden(identifier):
             return []
-
-        def read(reader: Reader) -> list[Merge]:
-            person = reader.person(identifier)
-            return [] if person is not None and person.nameless else reader.merges(identifier)
-        return self._read(read)
+        return self._read(lambda reader: reader.merges(identifier))
 
     def dump(self) -> dict[str, list[tuple[str, bytes]]]:
         """Every projection row, by kind: two workspaces agree exactly when their dumps do."""
@@ -196,9 +191,7 @@ class Queries:
         with self._snapshot(audit=True) as (rows, until, epoch):
             reader = Reader(rows, self.projector.registry.row_types)
             person = reader.person(identifier)
-            if person is None or person.nameless:  # what remains of a forgotten person
-                return unknown
-            return ask(reader, person, until, epoch)
+            return unknown if person is None else ask(reader, person, until, epoch)
 
     def history(self, identifier: str) -> list[Change]:
         """Every Change that shaped the person the identifier finds now, in log order."""
@@ -231,8 +224,8 @@ class Queries:
         position = self.position_at(at) if isinstance(at, datetime) else at
         with self._snapshot(audit=True) as (rows, until, epoch):
             reader = Reader(rows, self.projector.registry.row_types)
-            return _named(self.auditor.profile_as_of(reader, self.log, identifier,
-                                                     min(position, until), until, epoch))
+            return self.auditor.profile_as_of(reader, self.log, identifier,
+                                              min(position, until), until, epoch)
 
     def position_at(self, moment: datetime) -> int:
         """The last position recorded at or before ``moment`` (0: none).
@@ -251,12 +244,3 @@ class Queries:
             else:
                 hi = mid - 1
         return lo
-
-
-def _named(profile: Profile | None) -> Profile | None:
-    """None for what remains of a forgotten person (identified, no identifier: its identifies
-    read erased), found by an id the forget did not suppress (an anonymous id of its
-    sessions); the profile otherwise."""
-    if profile is not None and profile.identified and not profile.identifiers:
-        return None
-    return profile
