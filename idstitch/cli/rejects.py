@@ -52,24 +52,24 @@ def check_rejects_path(rejects: str, source: str, url: str | None) -> None:
         raise CommandFailed(f"{where}: cannot create a file in {folder} (not writable)")
 
 
-def _messages(line: bytes) -> list[bytes | None]:
-    """The messages a line is to ``ws.ingest``, as their raw text where it is known: none for a
-    blank line, each message of a batch envelope (the rule is ingest's own,
-    :func:`idstitch.adapters.batches.envelope`), else the line itself."""
+def _messages(line: bytes) -> tuple[list[bytes | None], bool]:
+    """The messages a line is to ``ws.ingest``, as their raw text where it is known, and
+    whether the line is a batch envelope: none for a blank line, each message of an envelope
+    (the rule is ingest's own, :func:`idstitch.adapters.batches.envelope`), else the line."""
     text = line.rstrip(b"\r\n")
     if not text.strip():
-        return []
+        return [], False
     try:
         found = batches.envelope(text)
     except IdstitchError:
         found = None  # an envelope refused whole: one rejection, the line's
     if found is None:
-        return [text]
+        return [text], False
     try:
         inner = json.loads(text)["batch"]
-        return [json.dumps(m, ensure_ascii=False).encode() for m in inner]
+        return [json.dumps(m, ensure_ascii=False).encode() for m in inner], True
     except (ValueError, KeyError, TypeError):
-        return [None] * len(found)
+        return [None] * len(found), True
 
 
 def located(lines: Iterable[bytes], wanted: Iterable[int]
@@ -82,8 +82,7 @@ def located(lines: Iterable[bytes], wanted: Iterable[int]
     for number, line in enumerate(lines, 1):
         if not wanted:
             return
-        messages = _messages(line)
-        envelope = len(messages) != 1 or messages[0] != line.rstrip(b"\r\n")
+        messages, envelope = _messages(line)
         for place, raw in enumerate(messages):
             if index in wanted:
                 wanted.discard(index)
