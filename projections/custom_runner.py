@@ -183,8 +183,12 @@ class CustomRunner:
                     ) -> ProjectionFailed | None:
         name = projection.name
         tracked = self._tracked(name)
-        if (0 if tracked is None else tracked.position) != position - 1:
-            return None  # moved past it already (another process), or failed before it
+        # Folded up to the decision, it stands at the last event before it: not always
+        # position - 1 (a PostgreSQL append rolled back after reserving its positions leaves
+        # them unused).
+        before = 0 if tracked is None else tracked.position
+        if before >= position:
+            return None  # moved past it already (another process)
         persons: frozenset[str] = frozenset()
         devices: frozenset[str] = frozenset()
         if isinstance(decision, PersonForgotten):
@@ -200,7 +204,7 @@ class CustomRunner:
             with self.tables.transaction(name, projection.version) as tx:
                 # (LookupError when another process replaced this version: reported by the
                 # caller, as a fold's is, and nothing dropped.)
-                if moved(projection, tx.position, position - 1):
+                if moved(projection, tx.position, before):
                     return None
                 if hook:
                     try:

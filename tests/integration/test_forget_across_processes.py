@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from urllib.parse import parse_qs, urlsplit
 
+import psycopg
 import pytest
 from idstitch.domain.commands import ForgetPerson
 from idstitch.domain.events import PersonForgotten
@@ -161,5 +163,45 @@ def test_a_device_left_on_a_forgotten_person_holds_nobody_back(
     assert position(keeper) == keeper.log.head()
     assert not finish_forgets(keeper._services.stores, keeper._services.projector)
     kept = rows(keeper)
+    keeper.rebuild(["change_log"])
+    assert rows(keeper) == kept
+
+
+def burn_a_position(ws: Workspace) -> None:
+    """Take the log's next position and never use it, as every PostgreSQL append that is
+    rolled back after reserving its positions does (a conflict, a refused check)."""
+    schema = parse_qs(urlsplit(ws.url).query)["schema"][0]
+    with psycopg.connect(ws.url.split("?")[0], autocommit=True,
+                         options=f"-c search_path={schema}") as conn:
+        conn.execute("SELECT nextval(pg_get_serial_sequence('idstitch_events', "
+                     "'notification_id'))")
+
+
+@pytest.mark.parametrize("decision", ["forget", "unmerge"])
+@pytest.mark.parametrize("durable_kind", ["postgres"], indirect=True)
+def test_a_decision_right_after_a_gap_in_the_positions_is_honoured(
+        make_durable_ws: WorkspaceFactory, decision: str) -> None:
+    """A custom projection folds up to the last event before a decision and stands there: a
+    position left unused right before the decision (a rolled-back append) must not read as
+    the projection having moved past it (it would keep the forgotten person's values, or
+    the merged history)."""
+    keeper = make_durable_ws(None, projections=[ChangeLog()])
+    writer = make_durable_ws(keeper.url, projections="external")
+    with following(keeper, poll=0.02):
+        traffic(writer)
+        merge_id = writer.merge_persons("dana-user-77", "sam", reason="one person?")
+        writer.wait_for(writer.log.head(), timeout=30)
+        burn_a_position(writer)
+        if decision == "forget":
+            writer.forget("dana-user-77", reason="erasure request")
+        else:
+            writer.unmerge(merge_id, reason="two persons after all")
+        writer.identify("desk", "lee", {}, timestamp=at(9))
+        writer.wait_for(writer.log.head(), timeout=30)
+        keeper.catch_up()
+    kept = rows(keeper)
+    assert position(keeper) == keeper.log.head()
+    if decision == "forget":
+        assert not any(s in repr(kept) for s in ("dana-user-77", "dana.secret@"))
     keeper.rebuild(["change_log"])
     assert rows(keeper) == kept
