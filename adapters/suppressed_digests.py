@@ -36,6 +36,9 @@ class Suppression:
         self.forgets = 0
         """How many times this process found that another one forgot somebody (new
         suppressed digests in the key store)."""
+        self.mark = 0
+        """The forgets' mark (:data:`~idstitch.domain.ports.SUPPRESSION_MARK`) this process
+        read the suppressed digests after."""
 
     def digest(self, identifier: str) -> bytes:
         """The keyed hash (HMAC-SHA256, the workspace's secret) of a normalised identifier."""
@@ -74,6 +77,14 @@ class Suppression:
             self._suppressed = found
             self._suppressed_at = now
 
+    def marked(self, mark: int) -> None:
+        """An append read the forgets' mark ``mark``, above :attr:`mark`: another process
+        suppressed identifiers since. Read the digests again now, not within
+        :data:`SUPPRESSION_REFRESH`."""
+        self._suppressed_at = -SUPPRESSION_REFRESH - 1.0
+        self._refresh()
+        self.mark = max(self.mark, mark)
+
     def is_suppressed(self, identifier: str) -> bool:
         """True if ``identifier`` (user id or email) belongs to a forgotten person.
 
@@ -91,3 +102,11 @@ class Suppression:
         digests = [self.digest(i) for i in identifiers]
         self.keys.suppress(digests)
         self._suppressed = self._suppressed | set(digests)
+
+    def suppressed_count(self) -> int:
+        """How many digests the key store holds (the forgets' mark a forget raises to, once
+        it has suppressed its identifiers), read again now: every one of them is in this
+        process's copy."""
+        self._suppressed_at = -SUPPRESSION_REFRESH - 1.0
+        self._refresh()
+        return len(self._suppressed)

@@ -26,7 +26,7 @@ from idstitch.domain.errors import Suppressed
 ToCommands = Callable[[Any], Sequence[Command] | None]
 
 
-def identifiers_of(command: Command) -> list[tuple[str, str]]:
+def identifiers_of(command: object) -> list[tuple[str, str]]:
     """The (field, identifier) pairs a command names."""
     out: list[tuple[str, str]] = []
     if type(command) is Identify:
@@ -49,7 +49,7 @@ def identifiers_of(command: Command) -> list[tuple[str, str]]:
     return out
 
 
-def check(cipher: SubjectCipher, command: Command) -> None:
+def check(cipher: SubjectCipher, command: object) -> None:
     """Raise Suppressed if the command names a forgotten identifier."""
     if not cipher.any_suppressed():
         return  # nothing forgotten: no identifier to look at (runs for every command)
@@ -60,13 +60,13 @@ def check(cipher: SubjectCipher, command: Command) -> None:
                              "its traffic is refused")
 
 
-def guard_of(cipher: SubjectCipher | None) -> Callable[[Command], None] | None:
+def guard_of(cipher: SubjectCipher | None) -> Callable[[object], None] | None:
     """The message bus's check of every command (None when encryption is off: nothing can
     have been forgotten)."""
     if cipher is None:
         return None
 
-    def guard(command: Command) -> None:
+    def guard(command: object) -> None:
         check(cipher, command)
 
     return guard

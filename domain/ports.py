@@ -23,6 +23,18 @@ class WriteConflict(Exception):
     """
 
 
+SUPPRESSION_MARK = "idstitch:suppressed"
+"""The tracking row a forget raises once its identifiers are suppressed (to how many
+suppressed digests the key store holds): an append reads it with the projections' tracking
+rows, under the log's write lock, and learns there that another process forgot somebody."""
+
+
+class SuppressionMoved(Exception):
+    """An append's check read that another process suppressed identifiers since this one last
+    looked: nothing was appended. The batch's commands are checked again against the
+    suppressed identifiers, now read, and those naming one are rejected (``Suppressed``)."""
+
+
 class AppendCheck(Protocol):
     """What must hold right before an append, which refuses it by raising (a command's check
     that the projections' rows were built as this process expects, read from their tracking

@@ -26,6 +26,7 @@ from idstitch.projections.device_attributes import DeviceAttributesProjection
 from idstitch.projections.identity import IdentityProjection, Policy
 from idstitch.projections.store import ProjectionStore
 from idstitch.service.bus import MessageBus
+from idstitch.service.commit_check import watching
 from idstitch.service.erasure import finish_forgets, finish_unmerges
 from idstitch.service.ingest import Ingester
 from idstitch.service.ingest_report import Format
@@ -163,14 +164,17 @@ def build(
         projector = Projector(stores.log, stores.rows, registry, shared_url=stores.shared_url,
                               lock=lock, custom=runner)
         cipher = stores.cipher
-        writer = Writer(stores.log, forgets=None if cipher is None else lambda: cipher.forgets)
+        writer = Writer(stores.log, forgets=None if cipher is None else lambda: cipher.forgets,
+                        guard=guard_of(cipher))
         writer.lock = lock
+        if cipher is not None:
+            writer.watched = watching(cipher, stores.rows)
         settings = Settings(utc_now if clock is None else checked_clock(clock),
                             auto_catch_up and not external, external)
         # A forgotten person's ids answer nothing (its person id too: see queries.forgotten).
         queries = Queries(stores.log, stores.rows, projector, settings,
                           None if stores.cipher is None else stores.cipher.is_suppressed)
-        bus = MessageBus(writer, projector, queries, settings, guard_of(stores.cipher))
+        bus = MessageBus(writer, projector, queries, settings, writer.guard)
         ingester = Ingester(writer, projector, queries, settings,
                             Format(segment.decode_line,
                                    suppressing(segment.to_commands, stores.cipher),

@@ -4,10 +4,11 @@ and, for a single command on a store that can, its events' rows written inside t
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol, cast
 
 from idstitch.domain.events import DeviceEvent
+from idstitch.domain.ports import SUPPRESSION_MARK, AppendCheck, SuppressionMoved
 from idstitch.projections.base import Registry
 from idstitch.projections.store import LoggedEvent, ProjectionStore
 
@@ -26,6 +27,17 @@ class Landing(Protocol):
         ...
 
 
+class Suppressions(Protocol):
+    """What an append's check asks of the suppressed identifiers as this process knows them
+    (the cipher: :class:`~idstitch.adapters.suppressed_digests.Suppression`)."""
+
+    mark: int
+
+    def marked(self, mark: int) -> None:
+        """Read the suppressed digests again now: another process raised the mark."""
+        ...
+
+
 class PolicyCheck:
     """A commit's check that every projection's committed rows were built as this process
     builds them (PolicyMismatch otherwise, before anything is appended): an
@@ -36,20 +48,38 @@ class PolicyCheck:
     rows of its events written inside the append's transaction where the log can
     (:meth:`landed`)."""
 
-    def __init__(self, registry: Registry, rows: ProjectionStore,
+    def __init__(self, registry: Registry | None, rows: ProjectionStore,
                  projector: Landing | None = None) -> None:
         self._registry, self._rows, self._projector = registry, rows, projector
-        self.names: Sequence[str] = registry.names
+        self.names: Sequence[str] = [] if registry is None else registry.names
         self.inline = projector is not None
+        self._suppressions: Suppressions | None = None
         self.tracked: dict[str, tuple[int, str | None]] | None = None
         """Every projection's committed (position, meta), once checked."""
         self.landed_at: int | None = None
         """The position up to which every projection's rows committed with the append."""
 
+    def watching(self, suppressions: Suppressions) -> PolicyCheck:
+        """Also read the forgets' mark (:data:`SUPPRESSION_MARK`) with the tracking rows: an
+        append after another process's forget is refused (SuppressionMoved) until this one
+        has read the suppressed identifiers again. That read comes under the log's write lock
+        where the log can (both SQL stores' commands; SQLite always), so no command that
+        names a forgotten identifier is appended once its forget's mark committed."""
+        self._suppressions = suppressions
+        self.names = [*self.names, SUPPRESSION_MARK]
+        return self
+
     def found(self, tracked: Mapping[str, tuple[int, str | None]]) -> None:
-        """Check what the append read; PolicyMismatch refuses it."""
-        for projection in self._registry:
-            projection.check_meta(tracked[projection.name][1])
+        """Check what the append read; PolicyMismatch or SuppressionMoved refuses it."""
+        suppressions = self._suppressions
+        if suppressions is not None:
+            mark = tracked[SUPPRESSION_MARK][0]
+            if mark > suppressions.mark:
+                suppressions.marked(mark)
+                raise SuppressionMoved
+        if self._registry is not None:
+            for projection in self._registry:
+                projection.check_meta(tracked[projection.name][1])
         self.tracked = dict(tracked)
 
     def run(self) -> None:
@@ -72,6 +102,20 @@ class PolicyCheck:
         self.landed_at = None
         if self._projector is not None:
             self._projector.forget_folded()
+
+
+def watching(suppressions: Suppressions, rows: ProjectionStore
+             ) -> Callable[[AppendCheck | None], AppendCheck | None]:
+    """The writer's :attr:`~idstitch.service.writer.Writer.watched` where identifiers can be
+    forgotten: every commit's check reads the forgets' mark (a commit without one, where the
+    workspace keeps no projections, gets one that reads only that)."""
+
+    def watched(check: AppendCheck | None) -> AppendCheck:
+        # Every commit's check is a PolicyCheck (Projector.check builds them).
+        own = PolicyCheck(None, rows) if check is None else cast(PolicyCheck, check)
+        return own.watching(suppressions)
+
+    return watched
 
 
 class NotLanded(Exception):

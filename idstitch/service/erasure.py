@@ -27,6 +27,7 @@ from idstitch.domain import rules
 from idstitch.domain.commands import ForgetPerson
 from idstitch.domain.errors import InvalidCommand, ProjectionFailed, Suppressed, UnknownPerson
 from idstitch.domain.events import PERSONAL, DeviceTokenRegistered
+from idstitch.domain.ports import SUPPRESSION_MARK
 from idstitch.projections import purge
 from idstitch.projections.audit import family, spans
 from idstitch.projections.custom_forgets import first_pending
@@ -123,7 +124,15 @@ def _destroy(stores: Any, prepared: _Prepared) -> ShredReport:
     cipher = stores.cipher
     cipher.keys.destroy(prepared.key_ids)
     cipher.forget(prepared.key_ids)
-    cipher.suppress(prepared.identifiers)
+    # The person id names it too (``cio_<id>``, a merge naming it by id): refused from now on.
+    cipher.suppress([*prepared.identifiers, prepared.person_id,
+                     rules.PERSON_PREFIX + prepared.person_id])
+    # Then the mark every append reads under the log's write lock: from its commit on, no
+    # other process appends a command naming these (it reads the digests again first).
+    with stores.rows.transaction(SUPPRESSION_MARK) as tx:
+        mark = max(tx.position, cipher.suppressed_count())
+        tx.write({}, mark, None)
+    cipher.mark = max(cipher.mark, mark)  # this process has read every digest up to it
     return ShredReport(person_id=prepared.person_id, keys_destroyed=len(prepared.key_ids),
                        identifiers_suppressed=len(prepared.identifiers))
 
@@ -163,8 +172,6 @@ def forget(stores: Any, bus: MessageBus, projector: Projector, identifier: objec
         prepared = _prepare(stores, bus.queries, checked)
         component = _plan(stores, projector, prepared) if in_place else None
         report = _destroy(stores, prepared)
-    # The person id names it too (``cio_<id>``, a merge naming it by id): refused from now on.
-    stores.cipher.suppress([report.person_id, rules.PERSON_PREFIX + report.person_id])
     failures: list[ProjectionFailed] = []
     # The custom projections here fold the decision once the identity rows are purged (their
     # Changes are read from those rows), in _purge, or in the rebuild that replaces it: held

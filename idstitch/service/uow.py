@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import msgspec
 
@@ -38,7 +38,8 @@ from idstitch.domain.ports import AppendCheck
 from idstitch.projections.identity.rows import MergeRow, PersonRow
 from idstitch.projections.store import LoggedEvent
 from idstitch.projections.views import Profile
-from idstitch.service.writer import Batch, BatchResult, Message, Step, Writer
+from idstitch.service.batch import Batch, BatchResult, Message, Step
+from idstitch.service.writer import Writer
 
 __all__ = ["Again", "BatchResult", "Loaded", "PersonReads", "Persons", "Projections", "UnitOfWork",
            "Writer", "stream_of"]
@@ -328,8 +329,9 @@ class UnitOfWork:
         batch = self.batch
         if not batch.messages:
             return None
-        check = None if self.projections is None else self.projections.check(
-            inline=self.inline)
+        # (The writer adds the forgets' mark to the check: the same object, or a new one.)
+        check = cast(CommitCheck | None, self.writer.watched(
+            None if self.projections is None else self.projections.check(inline=self.inline)))
         start = self._start
         self.batch = Batch()
         self._start = 0  # a message under way (with no step yet) starts the next batch

@@ -16,17 +16,17 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from datetime import datetime
-from typing import NamedTuple
-
-import msgspec
 
 from idstitch.domain.aggregates import Aggregate
-from idstitch.domain.commands import Decision, DeviceCommand
-from idstitch.domain.device import Recorded
-from idstitch.domain.errors import ConcurrencyConflict, IdstitchError, StoreError
-from idstitch.domain.ports import AggregateRepository, AppendCheck, WriteConflict
+from idstitch.domain.errors import ConcurrencyConflict, IdstitchError
+from idstitch.domain.ports import (
+    AggregateRepository,
+    AppendCheck,
+    SuppressionMoved,
+    WriteConflict,
+)
 from idstitch.projections.store import LoggedEvent
+from idstitch.service.batch import Batch, BatchResult, Message, Rejected
 
 SHARED_BATCHES = 1_000
 """After a conflict, this many batches in a row keep a copy of their aggregates (see
@@ -37,115 +37,8 @@ CONTENDED_BATCHES = 20
 """After a conflict, this many batches in a row check for moved devices under the append lock
 (each one that finds moved devices starts the count again); then optimistic again."""
 
-Step = tuple[str, DeviceCommand | Decision, datetime]
-"""Which aggregate (its stream) took which checked command, at what recorded time."""
-
-
-class Message(msgspec.Struct):
-    """One message of a batch (a Struct, whose constructor is C: one is made per message)."""
-
-    index: int
-    """Its input's index."""
-    steps: list[Step]
-    """Each command as its aggregate took it (a duplicate: its first command, not run)."""
-    start: int
-    """The offset of its first event in the batch's events."""
-    duplicate: bool
-    """Its first command's message id was recorded already: counted, not run."""
-
-
-class BatchResult(NamedTuple):
-    """What a committed batch did."""
-
-    appended: list[LoggedEvent]
-    """The events with their positions (empty unless asked for)."""
-    accepted: int
-    duplicates: int
-    recorded: int
-    """How many events it appended."""
-    messages: int
-    """How many messages it wrote (accepted, duplicates, and those rejected at the commit)."""
-    rejected: list[tuple[int, IdstitchError]]
-    """The messages refused at the commit (nothing of them written): index and why."""
-    last: int = 0
-    """The position of the last event it appended (0: none)."""
-
-
-class Batch:
-    """Messages run on their aggregates, their events not yet appended."""
-
-    def __init__(self) -> None:
-        self.aggregates: dict[str, Aggregate] = {}
-        self.base: dict[str, int] = {}
-        """Each aggregate's stored version when it was loaded (or last appended to)."""
-        self.events: list[Recorded] = []
-        """Every event of the batch, in message order: each aggregate records into it."""
-        self.messages: list[Message] = []
-        self.rejected: list[tuple[int, IdstitchError]] = []
-        self.before: dict[str, Aggregate] = {}
-        """A copy of aggregates as they joined, kept while other writers share them: what
-        :meth:`Writer.reload` decides again from (with the events appended to them since)."""
-
-    def add(self, aggregates: dict[str, Aggregate], *, copies: bool = False) -> None:
-        """Aggregates join the batch: they record into its events from now on. ``copies``:
-        keep a copy of each as it is now (see :attr:`before`)."""
-        events, base = self.events, self.base
-        for stream, aggregate in aggregates.items():
-            aggregate.record_into(events)
-            base[stream] = aggregate.version
-        if copies:
-            before = self.before
-            for stream, aggregate in aggregates.items():
-                if stream not in before:
-                    before[stream] = aggregate.copy()
-        self.aggregates.update(aggregates)
-
-    def rerun(self, stale: set[str]) -> None:
-        """Run again, in order, the messages that ran on the ``stale`` aggregates (just
-        reloaded: see :meth:`Writer.reload`); the others keep the events they decided. A
-        message an aggregate now refuses is rejected (and the run starts over without it)."""
-        old, events = list(self.events), self.events
-        events.clear()
-        aggregates = self.aggregates
-        messages = self.messages
-        starts = [m.start for m in messages]
-        ends = [*starts[1:], len(old)]
-        position = 0
-        try:
-            for position, message in enumerate(messages):
-                message.start = len(events)
-                if message.duplicate or not any(s[0] in stale for s in message.steps):
-                    events.extend(old[starts[position]:ends[position]])
-                    continue
-                first = message.steps[0]
-                if aggregates[first[0]].is_duplicate(getattr(first[1], "message_id", None)):
-                    message.duplicate = True
-                    del message.steps[1:]
-                    continue
-                for stream, command, now in message.steps:
-                    aggregates[stream].handle(command, now)
-        except StoreError:
-            raise
-        except IdstitchError as e:
-            # Nothing of it may stay: the batch as it was, without the message and its events;
-            # its aggregates (all stale: a message runs whole or not at all, see _closure)
-            # are then reloaded and the run starts over.
-            failed = messages.pop(position)
-            # Without its traceback, whose frames hold this batch: no reference cycle.
-            self.rejected.append((failed.index, e.with_traceback(None)))
-            gone = ends[position] - starts[position]
-            del old[starts[position]:ends[position]]
-            del starts[position]
-            for message, start in zip(messages, starts, strict=True):
-                message.start = start
-            for message in messages[position:]:
-                message.start -= gone
-            events[:] = old
-            raise _Rejected from e
-
-
-class _Rejected(Exception):
-    """A rerun rejected a message: reload the stale aggregates and run again."""
+def _unwatched(check: AppendCheck | None) -> AppendCheck | None:
+    return check
 
 
 class Writer:
@@ -153,8 +46,16 @@ class Writer:
     and the cache of aggregates between commits."""
 
     def __init__(self, log: AggregateRepository, retries: int = RETRIES, *,
-                 forgets: Callable[[], int] | None = None) -> None:
+                 forgets: Callable[[], int] | None = None,
+                 guard: Callable[[object], None] | None = None) -> None:
         self.log = log
+        self.guard = guard
+        """Refuses a command that names a forgotten identifier: run again on a batch's
+        commands when its append finds that another process forgot somebody."""
+        self.watched: Callable[[AppendCheck | None], AppendCheck | None] = _unwatched
+        """A commit's check as the unit of work built it (None: none) -> the check its
+        append passes, which also reads the forgets' mark where identifiers can be
+        forgotten (see :meth:`~idstitch.service.commit_check.PolicyCheck.watching`)."""
         self.retries = retries
         """How many times a message runs before ConcurrencyConflict reaches the caller."""
         self._forgets = forgets
@@ -220,7 +121,7 @@ class Writer:
                 batch.add(self.log.load_many(stale - copied.keys()), copies=True)
             try:
                 batch.rerun(stale)
-            except _Rejected:
+            except Rejected:
                 continue
             return stale
 
@@ -304,6 +205,9 @@ class Writer:
                     else:
                         events = batch.events
                         positions = self.log.write(events, check)
+                except SuppressionMoved:
+                    self._refuse_suppressed(batch)
+                    continue
                 except WriteConflict:
                     self.contended = CONTENDED_BATCHES
                     self.shared = SHARED_BATCHES
@@ -321,6 +225,34 @@ class Writer:
                                    len(positions), count, batch.rejected,
                                    positions[-1] if positions else 0)
             return None
+
+    def _refuse_suppressed(self, batch: Batch) -> None:
+        """Another process forgot somebody since the batch's commands were checked: reject
+        the messages naming a forgotten identifier (their aggregates reloaded, the others'
+        messages on them run again), as ingest rejects them when it reads them. When the
+        suppressed identifiers were new to this process, every aggregate of the batch is
+        loaded again from the log, as :meth:`take` does after a forget: a cached device of
+        the forgotten person would record under its stint's destroyed key."""
+        stale: set[str] = set()
+        seen = self._forgets_seen if self._forgets is None else self._forgets()
+        if seen != self._forgets_seen:
+            self._forgets_seen = seen
+            self._cache.clear()
+            batch.before.clear()
+            stale = set(batch.aggregates)
+        guard = self.guard
+        if guard is not None:
+            for message in batch.messages:
+                if message.duplicate:
+                    continue
+                try:
+                    for _, command, _ in message.steps:
+                        guard(command)
+                except IdstitchError:
+                    stale.update(step[0] for step in message.steps)
+        if stale:
+            batch.guard = guard
+            self.reload(batch, stale)
 
     def _refresh(self, batch: Batch, *, conflicted: bool) -> set[str]:
         """Reload the aggregates another writer moved since they were loaded (and those

@@ -58,9 +58,10 @@ def test_an_identify_on_an_existing_device_makes_three_statements(
             # rows and position (written only over the tracking the fold began from: a
             # compare-and-set) at once; COMMIT. Its own events follow the committed position
             # directly: no lease. The device attributes met no event of theirs: nothing to
-            # write.
+            # write. The same read takes the forgets' mark (a forget elsewhere since the
+            # command was checked refuses it): no statement of its own.
             BEGIN_AND_RESERVE.format(n=1) + "; " + READ_TRACKING.format(
-                "'identity', 'device_attributes'"),
+                "'identity', 'device_attributes', 'idstitch:suppressed'"),
             with_rows(INSERT_CHAIN_NOTIFY, 1), "COMMIT"]
         with idstitch.open(_url(postgres, "rt_identify"), projections="external") as reader:
             status = {s.name: s.position for s in reader.projection_status()}

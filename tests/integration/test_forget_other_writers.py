@@ -1,0 +1,81 @@
+"""A forget in one process is honoured by every other writer of the store at once, not after
+the one second a process trusts its copy of the suppressed identifiers: each append reads the
+forgets' mark under the log's write lock with the projections' tracking rows, and a writer
+that finds it raised reads the suppressed identifiers again and rejects what names one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from idstitch.errors import Suppressed
+from idstitch.workspace import Workspace
+
+WorkspaceFactory = Callable[..., Workspace]
+
+MODES = [None, "external"]
+
+
+def identify(device: str, user: str, traits: dict[str, object], message_id: str) -> dict[str, object]:
+    return {"type": "identify", "userId": user, "traits": traits, "messageId": message_id,
+            "context": {"device": {"id": device}}}
+
+
+def anonymous_traits(device: str, traits: dict[str, object], message_id: str) -> dict[str, object]:
+    return {"type": "identify", "anonymousId": f"anon-{device}", "traits": traits,
+            "messageId": message_id, "context": {"device": {"id": device}}}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_another_writer_refuses_a_forgotten_user_id_right_after_the_forget(
+        make_durable_ws: WorkspaceFactory, mode: str | None) -> None:
+    keeper = make_durable_ws(None)
+    other = make_durable_ws(keeper.url, projections=mode)
+    keeper.identify("phone", "kim", {"city": "Lyon"})
+    # The other writer has just read the suppressed identifiers (none): its copy is fresh.
+    other.identify("laptop", "sam", {"plan": "pro"})
+    keeper.forget("kim", reason="ticket 1")
+    with pytest.raises(Suppressed, match="forgotten"):
+        other.identify("tablet", "kim", {"city": "Paris"})
+    other.identify("laptop", "sam", {"plan": "team"})  # the rest of its traffic goes on
+    keeper.catch_up()
+    assert keeper.profile("kim") is None
+    sam = keeper.profile("sam")
+    assert sam is not None and sam.attributes == {"plan": "team"}
+    before = keeper.profile("sam")
+    keeper.rebuild()
+    assert keeper.profile("kim") is None and keeper.profile("sam") == before
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_another_writers_ingest_rejects_only_the_messages_naming_the_forgotten(
+        make_durable_ws: WorkspaceFactory, mode: str | None) -> None:
+    """The batch was read and checked before the forget: its append finds the mark raised,
+    and only the message naming kim is rejected, with the reason ingest gives; the messages
+    around it, on the same device, are recorded as if it had never been sent."""
+    keeper = make_durable_ws(None)
+    other = make_durable_ws(keeper.url, projections=mode)
+    keeper.identify("phone", "kim", {"email": "kim@example.com"})
+    other.identify("laptop", "sam", {})
+    keeper.forget("kim@example.com", reason="ticket 2")
+    report = other.ingest([
+        anonymous_traits("tablet", {"theme": "dark"}, "m1"),
+        identify("tablet", "kim", {"city": "Paris"}, "m2"),
+        identify("tablet", "ann", {"email": "kim@example.com"}, "m3"),
+        anonymous_traits("tablet", {"font": "large"}, "m4"),
+        identify("tablet2", "ann", {"city": "Oslo"}, "m5"),
+    ])
+    assert [index for index, _ in report.rejected] == [1, 2]
+    assert all("forgotten" in str(reason) for _, reason in report.rejected)
+    assert report.accepted == 3
+    keeper.catch_up()
+    assert keeper.profile("kim") is None and keeper.profile("kim@example.com") is None
+    tablet = keeper.profile_of_device("tablet")
+    assert tablet is not None and not tablet.identified
+    assert tablet.attributes == {"theme": "dark", "font": "large"}
+    ann = keeper.profile("ann")
+    assert ann is not None and ann.attributes == {"city": "Oslo"}
+    live = (keeper.profile_of_device("tablet"), keeper.profile("ann"))
+    keeper.rebuild()
+    assert (keeper.profile_of_device("tablet"), keeper.profile("ann")) == live
