@@ -136,6 +136,9 @@ class DeviceLog(Application[UUID]):
                 raise StoreError(f"the {type(self.recorder).__name__} store gave no FastLog")
             fast = MemoryLog(self.recorder)
         self.fast: FastLog = fast
+        self.tagger: Callable[[str], str] | None = getattr(self.codec.cipher, "session_tag", None)
+        """How the devices it loads tag their SDK sessions (the cipher's keyed hash; None
+        where events are not encrypted)."""
 
     def drop_keys(self) -> None:
         """See :meth:`idstitch.projections.store.EventLog.drop_keys`."""
@@ -179,6 +182,11 @@ class DeviceLog(Application[UUID]):
         for device_id, aggregate_id in aggregate_ids.items():
             if device_id not in out:
                 out[device_id] = new_aggregate(device_id, aggregate_id)
+        tagger = self.tagger
+        if tagger is not None:
+            for aggregate in out.values():
+                if type(aggregate) is Device:
+                    aggregate.tagger = tagger
         return out
 
     def refresh(self, devices: Iterable[Aggregate]) -> set[str]:

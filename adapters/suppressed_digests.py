@@ -15,6 +15,8 @@ from idstitch.domain.ports import KeyStore
 
 SUPPRESSION_REFRESH = 1.0
 """Seconds a process trusts its copy of the suppressed identifiers' digests."""
+SESSION_TAG_PREFIX = b"sdk-session\x00"
+"""What an SDK session's tag hashes before its ``anonymousId`` (no identifier holds a NUL)."""
 SUPPRESSION_KEY = "workspace:suppression"
 """The key id of the workspace's secret for the keyed hashes of suppressed identifiers."""
 
@@ -40,8 +42,7 @@ class Suppression:
         """The forgets' mark (:data:`~idstitch.domain.ports.SUPPRESSION_MARK`) this process
         read the suppressed digests after."""
 
-    def digest(self, identifier: str) -> bytes:
-        """The keyed hash (HMAC-SHA256, the workspace's secret) of a normalised identifier."""
+    def _keyed(self) -> hmac.HMAC:
         mac = self._mac
         if mac is None:
             # Once per process: creating the secret is a write (a transaction) on SQL key
@@ -50,11 +51,24 @@ class Suppression:
             if secret is None:
                 raise Suppressed("the workspace's suppression secret was destroyed")
             mac = self._mac = hmac.new(secret, digestmod=hashlib.sha256)
+        return mac
+
+    def digest(self, identifier: str) -> bytes:
+        """The keyed hash (HMAC-SHA256, the workspace's secret) of a normalised identifier."""
         # Emails compare case-insensitively (as the identity projection does); user ids exactly.
         text = identifier.strip().lower() if "@" in identifier else identifier
-        one = mac.copy()
+        one = self._keyed().copy()
         one.update(text.encode())
         return one.digest()
+
+    def session_tag(self, sdk_anonymous_id: str) -> str:
+        """The tag of an SDK session (see :mod:`idstitch.domain.sdk_sessions`): the keyed hash
+        of its ``anonymousId``, apart from the suppressed identifiers' (a prefix no identifier
+        digest is taken of), 16 bytes in hex. Recorded in plaintext: only a holder of the
+        workspace's secret can tell which ``anonymousId`` it is of."""
+        one = self._keyed().copy()
+        one.update(SESSION_TAG_PREFIX + sdk_anonymous_id.encode())
+        return one.digest()[:16].hex()
 
     def any_suppressed(self) -> bool:
         """Whether any identifier is forgotten (as :meth:`is_suppressed` sees the key store):

@@ -64,15 +64,11 @@ from idstitch.domain.ids import (
     subject_key_id,
     uuid5_text,
 )
+from idstitch.domain.sdk_sessions import RECENT_SESSIONS, RESET_SUFFIX, SessionMemory
 from msgspec.structs import replace
 
 RECENT_MESSAGE_IDS = 1000
 """How many message ids a device remembers for de-duplication (see docs/explanation)."""
-RECENT_SESSIONS = 50
-"""How many ended SDK sessions (their ``anonymousId``) a device remembers: a message of one of
-them is late; an ``anonymousId`` older than that is taken for a new session."""
-RESET_SUFFIX = "#reset"
-"""The message id of the clear an SDK reset implies: the message's own id, suffixed."""
 
 
 class Recorded(msgspec.Struct, frozen=True):
@@ -85,7 +81,7 @@ class Recorded(msgspec.Struct, frozen=True):
     event: DeviceEvent
 
 
-class Device:
+class Device(SessionMemory):
     """One app installation. Commands record events; ``apply`` is the only state change."""
 
     def __init__(self, device_id: str, aggregate_id: AggregateId | None = None) -> None:
@@ -102,11 +98,7 @@ class Device:
         self.recent: deque[str] = deque(maxlen=RECENT_MESSAGE_IDS)
         self._seen: set[str] = set()
         self._pending: list[Recorded] = []
-        self.session: str | None = None
-        """The SDK ``anonymousId`` of the current session, once a message carried one."""
-        self.ended: deque[str] = deque(maxlen=RECENT_SESSIONS)
-        """The SDK ``anonymousId`` of the sessions that ended, oldest first (bounded)."""
-        self._ended: set[str] = set()
+        self._start_sessions()
         self.server = False
         """A server-side stream: a backend's identifies of one user, not an installation."""
         self.collected: dict[str, Any] = {}
@@ -188,22 +180,22 @@ class Device:
         elif type(event) is Identified:
             if event.erased:
                 self.erasures += 1
-            if event.sdk_anonymous_id is not None:
+            if event.sdk_anonymous_id is not None or event.sdk_tag is not None:
                 if event.late:
                     return  # an ended session's message: the device is not identified by it
-                self.session = event.sdk_anonymous_id
+                self._enter(event.sdk_anonymous_id, event.sdk_tag)
             self.user_id = event.user_id
             if event.server:
                 self.server = True
         elif type(event) is ProfileAttributesChanged:
-            if event.sdk_anonymous_id is not None and not event.late:
-                self.session = event.sdk_anonymous_id
+            if ((event.sdk_anonymous_id is not None or event.sdk_tag is not None)
+                    and not event.late):
+                self._enter(event.sdk_anonymous_id, event.sdk_tag)
         elif type(event) is IdentityCleared:
             self.user_id = None
             self.generation = event.generation
-            if self.session is not None:
-                self._end(self.session)
-            self.session = event.sdk_anonymous_id
+            self._end_session()
+            self._enter(event.sdk_anonymous_id, event.sdk_tag)
         elif type(event) is DeviceAttributesCollected:
             self.collected.update(event.attributes)
             self._held = None
@@ -211,40 +203,6 @@ class Device:
             self.auto_track = event.auto_track_device_attributes
         elif type(event) is DeviceTokenRemoved and self.token == event.token:
             self.token = None
-
-    def _end(self, session: str) -> None:
-        if session in self._ended:
-            return
-        if len(self.ended) == RECENT_SESSIONS:
-            self._ended.discard(self.ended[0])
-        self.ended.append(session)
-        self._ended.add(session)
-
-    def _session(
-        self, sdk_anonymous_id: str | None, message_id: str | None, timestamp: datetime,
-        recorded_at: datetime,
-    ) -> tuple[str | None, bool]:
-        """What a person-level message's SDK ``anonymousId`` says of the device's session:
-        ``(sdk_anonymous_id to record, late)``. The rule (docs/explanation/stitching.md):
-
-        - none, or the current session's: nothing to record;
-        - an ended session's: the message is late (recorded, not applied);
-        - the first the current session sees: adopted (recorded with the event);
-        - any other: the SDK was reset, a new anonymous session starts: the clear it implies
-          is recorded first (its message id the message's, suffixed ``#reset``).
-        """
-        if sdk_anonymous_id is None or sdk_anonymous_id == self.session:
-            return None, False
-        if sdk_anonymous_id in self._ended:
-            return sdk_anonymous_id, True
-        if self.session is None:
-            return sdk_anonymous_id, False
-        self._record(IdentityCleared(
-            key_id=self._key_id, device_id=self.device_id, generation=self.generation + 1,
-            sdk_anonymous_id=sdk_anonymous_id,
-            message_id=None if message_id is None else message_id + RESET_SUFFIX,
-            timestamp=timestamp, recorded_at=recorded_at))
-        return None, False
 
     # Commands. ``handle`` takes a command its handler checked (idstitch.service.handlers:
     # every value passed the rules, its timestamp is the client time corrected for skew) and
@@ -277,11 +235,12 @@ class Device:
         if message_id in self._seen:
             return False
         timestamp = cmd.timestamp or now
-        sdk, late = self._session(cmd.sdk_anonymous_id, message_id, timestamp, now)
+        sdk, tag, late = self._session(cmd.sdk_anonymous_id, message_id, timestamp, now)
         self._record(Identified(device_id=self.device_id, user_id=cmd.user_id, key_id=self._key_id,
                                 traits=cmd.traits or {}, message_id=message_id,
                                 timestamp=timestamp, recorded_at=now, sdk_anonymous_id=sdk,
-                                late=late, server=cmd.server and self.version == 0))
+                                sdk_tag=tag, late=late,
+                                server=cmd.server and self.version == 0))
         return True
 
     def set_profile_attributes(self, cmd: SetProfileAttributes, now: datetime) -> bool:
@@ -290,11 +249,11 @@ class Device:
         if message_id in self._seen:
             return False
         timestamp = cmd.timestamp or now
-        sdk, late = self._session(cmd.sdk_anonymous_id, message_id, timestamp, now)
+        sdk, tag, late = self._session(cmd.sdk_anonymous_id, message_id, timestamp, now)
         self._record(ProfileAttributesChanged(
             key_id=self._key_id, device_id=self.device_id, set=cmd.traits or {}, set_once=cmd.set_once or {},
             unset=cmd.unset or [], message_id=message_id, timestamp=timestamp,
-            recorded_at=now, sdk_anonymous_id=sdk, late=late))
+            recorded_at=now, sdk_anonymous_id=sdk, sdk_tag=tag, late=late))
         return True
 
     def set_device_attributes(self, cmd: SetDeviceAttributes, now: datetime) -> bool:

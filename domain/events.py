@@ -55,6 +55,10 @@ class Identified(DeviceEvent, frozen=True, kw_only=True, tag="Identified", omit_
     sdk_anonymous_id: str | None = None
     """The SDK's ``anonymousId`` when it was news to the device: the first its current session
     carried (with ``late`` false), or that of an ended session (``late``)."""
+    sdk_tag: str | None = None
+    """The keyed hash of ``sdk_anonymous_id`` (plaintext, where events are encrypted): the
+    device and the identity fold still tell that session's messages once its value reads
+    erased (see :mod:`idstitch.domain.sdk_sessions`)."""
     late: bool = False
     """A message of an ended SDK session (its ``sdk_anonymous_id``): recorded, not applied."""
     server: bool = False
@@ -70,6 +74,8 @@ class ProfileAttributesChanged(DeviceEvent, frozen=True, kw_only=True,
     unset: list[str] = []
     sdk_anonymous_id: str | None = None
     """As :attr:`Identified.sdk_anonymous_id`."""
+    sdk_tag: str | None = None
+    """As :attr:`Identified.sdk_tag`."""
     late: bool = False
     """As :attr:`Identified.late`."""
 
@@ -116,6 +122,8 @@ class IdentityCleared(DeviceEvent, frozen=True, kw_only=True, tag="IdentityClear
     sdk_anonymous_id: str | None = None
     """The SDK's ``anonymousId`` of the new session, when a message with a new one implied
     the clear (the SDK was reset: Customer.io's clearIdentify, Segment's reset)."""
+    sdk_tag: str | None = None
+    """As :attr:`Identified.sdk_tag`."""
 
 
 class PersonsMerged(DeviceEvent, frozen=True, kw_only=True, tag="PersonsMerged"):

@@ -352,6 +352,8 @@ def _change(pos: int, ev: DeviceEvent, person_id: str, changes: list[tuple[str, 
     data = msgspec.structs.asdict(ev)
     del (data["device_id"], data["message_id"], data["timestamp"], data["recorded_at"],
          data["key_id"], data["sealed"])  # the envelope: Change's own fields, or none of its
+    # An SDK session's tag (a keyed hash kept for the forget) is the library's, not the event's.
+    data.pop("sdk_tag", None)
     if not data["erased"]:
         del data["erased"]
     for key, default in _SHOWN_IF[type(ev)]:

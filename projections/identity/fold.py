@@ -158,6 +158,8 @@ class IdentityProjection(RowProjection):
                 # and, forgotten before that was recorded, resolves and merges nothing.
                 if kind is DeviceTokenRegistered:
                     handler = self._erased_token
+                elif kind is Identified and ev.late:  # type: ignore[attr-defined]
+                    handler = _ignore_erased  # an ended session's: applied to nobody, as ever
                 elif (kind is Identified and self._ahead is not None
                       and self._ahead.subject_of(ev.key_id)):
                     handler = self._identified_erased
@@ -228,12 +230,14 @@ class IdentityProjection(RowProjection):
     def _profile_attributes(
         self, unit: IdentityUnit, dev: DeviceRow, ev: ProfileAttributesChanged, pos: int, ts: int
     ) -> None:
+        if ev.late:
+            sessions.late(unit, dev, ev, pos)
+            return
         if ev.sdk_anonymous_id is not None:
-            if ev.late:
-                sessions.late(unit, dev, ev.sdk_anonymous_id, pos)
-                return
             sessions.tag_session(unit, dev, ev.sdk_anonymous_id, pos)
             local.session(dev, ev)
+        elif ev.sdk_tag is not None:
+            sessions.tag_erased(unit, dev, ev.sdk_tag, pos)
         person = unit.person(dev.person_id)
         local.profile_attributes(person.attrs, ev, pos, ts)
         if ts > person.updated_at:
@@ -266,6 +270,8 @@ class IdentityProjection(RowProjection):
         self._new_anonymous_person(unit, dev, pos, ts)
         if ev.sdk_anonymous_id is not None:
             sessions.tag_session(unit, dev, ev.sdk_anonymous_id, pos)
+        elif ev.sdk_tag is not None:
+            sessions.tag_erased(unit, dev, ev.sdk_tag, pos)
 
     def _new_device(self, unit: IdentityUnit, ev: DeviceEvent, pos: int, ts: int) -> DeviceRow:
         dev = local.new_device(ev.device_id, ts)
@@ -294,10 +300,10 @@ class IdentityProjection(RowProjection):
     def _identified(
         self, unit: IdentityUnit, dev: DeviceRow, ev: Identified, pos: int, ts: int
     ) -> None:
-        sdk_anonymous_id = ev.sdk_anonymous_id
-        if sdk_anonymous_id is not None and ev.late:
-            sessions.late(unit, dev, sdk_anonymous_id, pos)
+        if ev.late:
+            sessions.late(unit, dev, ev, pos)
             return
+        sdk_anonymous_id = ev.sdk_anonymous_id
         self._identify(unit, dev, ev, pos, ts)
         if sdk_anonymous_id is not None:
             sessions.tag_session(unit, dev, sdk_anonymous_id, pos)
@@ -331,6 +337,8 @@ class IdentityProjection(RowProjection):
         assert member is not None
         stitching.stitch(unit, dev, ev, pos, ts, unit.person(dev.person_id), None, "",
                          unit.survivor(member), self.policy, self.ids, self._ahead)
+        if ev.sdk_tag is not None:
+            sessions.tag_erased(unit, dev, ev.sdk_tag, pos)
 
     def _identify(
         self, unit: IdentityUnit, dev: DeviceRow, ev: Identified, pos: int, ts: int

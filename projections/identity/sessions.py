@@ -9,12 +9,15 @@ as they carry every anonymous id), and records a late message without applying i
 from __future__ import annotations
 
 from idstitch.domain.device import anonymous_id_for, minted_person_id, new_person_id
-from idstitch.domain.events import Identified
+from idstitch.domain.events import Identified, ProfileAttributesChanged
 from idstitch.domain.rules import classify, normalize_email
 from idstitch.projections.identity import persons
 from idstitch.projections.identity.graph import IdentityUnit, identifier_key
 from idstitch.projections.identity.persons import IdScheme
 from idstitch.projections.identity.rows import DeviceRow, PersonRow, Refusal
+
+SESSION_TAG = "anontag"
+"""The identifier kind of a session known by its tag only: no query looks it up."""
 
 
 def tag_session(unit: IdentityUnit, dev: DeviceRow, sdk_anonymous_id: str, pos: int) -> None:
@@ -28,9 +31,25 @@ def tag_session(unit: IdentityUnit, dev: DeviceRow, sdk_anonymous_id: str, pos: 
     unit.put_person(person)
 
 
-def late(unit: IdentityUnit, dev: DeviceRow, sdk_anonymous_id: str, pos: int) -> None:
+def tag_erased(unit: IdentityUnit, dev: DeviceRow, sdk_tag: str, pos: int) -> None:
+    """A session whose anonymousId reads erased (its person was forgotten) is known by its tag
+    (:mod:`idstitch.domain.sdk_sessions`) from then on: the person it went to, found by no
+    query, still holds it for a late message of it (:func:`late`)."""
+    if unit.owner(identifier_key(SESSION_TAG, sdk_tag)) is None:
+        unit.put_identifier(SESSION_TAG, sdk_tag, dev.person_id, pos)
+
+
+def late(unit: IdentityUnit, dev: DeviceRow, ev: Identified | ProfileAttributesChanged,
+         pos: int) -> None:
     """A message of an ended session: recorded as a refusal on the device's person, not applied."""
+    sdk_anonymous_id = ev.sdk_anonymous_id
+    if sdk_anonymous_id is None:
+        # Read erased: its person (the device's then) was forgotten, and the refusal with it.
+        dev.ignored.append(pos)
+        return
     session = unit.resolve_key(identifier_key("anon", sdk_anonymous_id))
+    if session is None and ev.sdk_tag is not None:
+        session = unit.resolve_key(identifier_key(SESSION_TAG, ev.sdk_tag))
     current = unit.person(dev.person_id)
     current.refused.append(Refusal(
         "anon", sdk_anonymous_id, "late: a message of an SDK session that ended on this "

@@ -144,3 +144,51 @@ def test_a_device_that_lost_its_token_to_the_forgotten_persons_device_does_not_r
     assert device is not None and device.token is None
     ws.rebuild()
     assert ws.profile("bob") == bob
+
+
+def sdk_message(n: int, session: str, user: str | None = None, **traits: object) -> dict[str, object]:
+    """An identify as Customer.io's SDK sends it: the session's anonymousId on every message."""
+    message: dict[str, object] = {"type": "identify", "anonymousId": session, "traits": traits,
+                                  "messageId": f"m{n}", "context": {"device": {"id": "ipad"}}}
+    if user is not None:
+        message["userId"] = user
+    return message
+
+
+def test_a_late_message_of_the_forgotten_persons_session_stays_late(
+        make_ws: WorkspaceFactory) -> None:
+    """kim's SDK session ends (a reset), bob signs in on the same iPad; a late message of
+    kim's session after the forget is still late: bob keeps the iPad and his history its
+    refusal, naming the same session person, and kim's anonymousId finds nobody."""
+    ws = make_ws()
+    ws.ingest([sdk_message(1, "a-1", "kim", city="Lyon"), sdk_message(2, "a-2", "bob", plan="pro")])
+    refusals = lambda: [(r.value, r.held_by) for c in ws.history("bob") for r in c.refused]  # noqa: E731
+    ws.ingest([sdk_message(3, "a-1", cart="late")])
+    before, bob = refusals(), ws.profile("bob")
+    assert before and before[0][1] is not None and bob is not None
+    ws.forget("kim", reason="ticket 316")
+    assert refusals() == before and ws.profile("bob") == bob
+    ws.ingest([sdk_message(4, "a-1", cart="later")])
+    on_ipad = ws.profile_of_device("ipad")
+    assert on_ipad is not None and on_ipad.identifiers == {"id": "bob"}
+    assert ws.profile("a-1") is None
+    live = (ws.profile("bob"), ws.history("bob"))
+    ws.rebuild()
+    assert (ws.profile("bob"), ws.history("bob")) == live
+
+
+def test_the_forgotten_persons_session_carried_on_by_another_user_finds_nobody(
+        make_ws: WorkspaceFactory) -> None:
+    """kim signs in through the SDK (session a-1), then bob on the same iPad without a reset:
+    after the forget, the session's next message goes to bob as before, and a-1, one of kim's
+    identifiers, finds nobody (not bob)."""
+    ws = make_ws()
+    ws.ingest([sdk_message(1, "a-1", "kim", city="Lyon")])
+    ws.identify("ipad", "bob", {"plan": "pro"})
+    ws.forget("kim", reason="ticket 317")
+    ws.ingest([sdk_message(2, "a-1", theme="dark")])
+    bob = ws.profile("bob")
+    assert bob is not None and bob.attributes == {"plan": "pro", "theme": "dark"}
+    assert ws.profile("a-1") is None
+    ws.rebuild()
+    assert ws.profile("bob") == bob and ws.profile("a-1") is None

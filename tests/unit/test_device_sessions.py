@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import msgspec
 from hypothesis import given
 from hypothesis import strategies as st
 from idstitch.domain.commands import ClearIdentify, Identify, SetProfileAttributes
@@ -96,3 +97,44 @@ def test_a_replay_remembers_what_recording_decided(steps: list[tuple[str | None,
         replayed.apply(recorded.event)
     assert (replayed.session, list(replayed.ended), replayed.user_id, replayed.generation) == (
         device.session, list(device.ended), device.user_id, device.generation)
+
+
+def erased(record: Recorded) -> Recorded:
+    """The event as it reads once its person was forgotten: its anonymousId erased, its tag
+    (plaintext) kept."""
+    event = msgspec.structs.replace(record.event, sdk_anonymous_id=None, erased=True)
+    return Recorded(record.originator_id, record.originator_version, event)
+
+
+def tag(sdk_anonymous_id: str) -> str:
+    return "t-" + sdk_anonymous_id[::-1]
+
+
+def test_sessions_whose_anonymous_ids_read_erased_are_known_by_their_tags() -> None:
+    """Replayed with the first session's events erased, a device still takes that session's
+    messages for late once it ended, and the current session's for the current one, by their
+    tags: no reset, no new session."""
+    device = Device("phone")
+    device.tagger = tag
+    recorded = traits(device, "a1", 1) + traits(device, "a2", 2) + traits(device, "a2", 3)
+    assert recorded[0].event.sdk_tag == tag("a1")
+    replayed = Device("phone")
+    replayed.tagger = tag
+    for record in [erased(recorded[0]), *recorded[1:]]:
+        replayed.apply(record.event)
+        replayed.version = record.originator_version
+    (late,) = traits(replayed, "a1", 4)
+    assert (late.event.sdk_anonymous_id, late.event.sdk_tag, late.event.late) == (
+        "a1", tag("a1"), True)
+    only = Device("phone")  # its current session's adoption erased
+    only.tagger = tag
+    only.apply(erased(_adopted("a9")).event)
+    assert traits(only, "a9", 5)[0].event.sdk_anonymous_id is None  # the same session
+    assert only.generation == 0
+
+
+def _adopted(sdk: str) -> Recorded:
+    """A session's first message, as a device with a tagger records it."""
+    device = Device("phone")
+    device.tagger = tag
+    return traits(device, sdk, 1)[0]
