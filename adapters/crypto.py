@@ -23,10 +23,10 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from idstitch.adapters.codec import EventCodec
 from idstitch.adapters.personal_fields import FIELDS, SETTERS, SPECS, VALUES
-from idstitch.adapters.suppressed_digests import Suppression
-from idstitch.domain.errors import StoreError, Suppressed
+from idstitch.adapters.suppressed_digests import SUPPRESSION_REFRESH, Suppression
+from idstitch.domain.errors import StoreError
 from idstitch.domain.events import PERSONAL, DeviceEvent
-from idstitch.domain.ports import KeyStore
+from idstitch.domain.ports import KeyStore, StaleKey
 
 NONCE = 12
 CACHE_KEYS = 4096
@@ -151,6 +151,15 @@ class SubjectCipher(Suppression):
                     self._block, self._prefix = block, urandom(8)
         return self._prefix + n.to_bytes(4, "big")
 
+    def _stale(self, device_id: str | None) -> StaleKey:
+        """A device cached before its person was forgotten elsewhere would record under the
+        destroyed key of its stint: read the suppressed identifiers again now (the writer then
+        drops its cached devices and keys, and refuses what names the person), and say so."""
+        self._suppressed_at = -SUPPRESSION_REFRESH - 1.0
+        self._refresh()
+        return StaleKey(f"the data subject of device {device_id!r} was forgotten: its key was "
+                        "destroyed, nothing more is recorded under it")
+
     def seal(self, event: DeviceEvent) -> DeviceEvent:
         """The event as stored: its personal values encrypted into ``sealed``."""
         values_of = VALUES.get(type(event))
@@ -164,8 +173,7 @@ class SubjectCipher(Suppression):
         if aead is _MISSING:
             aead = self._aead(key_id, create=True)
         if aead is None:
-            raise Suppressed(f"the data subject of device {event.device_id!r} was forgotten: "
-                             "its key was destroyed, nothing more is recorded under it")
+            raise self._stale(event.device_id)
         values = self._encode(values_of(event))
         # _nonce inlined while the counter stays within its block (all but once per 2**32).
         n = next(self._count)
@@ -199,9 +207,7 @@ class SubjectCipher(Suppression):
                 if aead is _MISSING:
                     aead = self._aead(key_id, create=True)
             if aead is None:
-                raise Suppressed(f"the data subject of device {event.device_id!r} was "
-                                 "forgotten: its key was destroyed, nothing more is recorded "
-                                 "under it")
+                raise self._stale(event.device_id)
             n = next(count)  # _nonce inlined (see seal)
             nonce = (self._prefix + (n & 0xFFFFFFFF).to_bytes(4, "big") if n >> 32 == self._block
                      else self._nonce_at(n))

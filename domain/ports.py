@@ -35,6 +35,13 @@ class SuppressionMoved(Exception):
     suppressed identifiers, now read, and those naming one are rejected (``Suppressed``)."""
 
 
+class StaleKey(SuppressionMoved):
+    """A device of the batch would record under its stint's key, which another process
+    destroyed (it forgot the device's person since this process loaded the device): nothing
+    was appended. Every device of the batch is loaded again from the log, where the erased
+    identify starts a stint under a new key, and the batch runs again."""
+
+
 class AppendCheck(Protocol):
     """What must hold right before an append, which refuses it by raising (a command's check
     that the projections' rows were built as this process expects, read from their tracking

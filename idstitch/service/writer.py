@@ -22,6 +22,7 @@ from idstitch.domain.errors import ConcurrencyConflict, IdstitchError
 from idstitch.domain.ports import (
     AggregateRepository,
     AppendCheck,
+    StaleKey,
     SuppressionMoved,
     WriteConflict,
 )
@@ -205,8 +206,8 @@ class Writer:
                     else:
                         events = batch.events
                         positions = self.log.write(events, check)
-                except SuppressionMoved:
-                    self._refuse_suppressed(batch)
+                except SuppressionMoved as moved:
+                    self._refuse_suppressed(batch, stale=isinstance(moved, StaleKey))
                     continue
                 except WriteConflict:
                     self.contended = CONTENDED_BATCHES
@@ -226,20 +227,21 @@ class Writer:
                                    positions[-1] if positions else 0)
             return None
 
-    def _refuse_suppressed(self, batch: Batch) -> None:
+    def _refuse_suppressed(self, batch: Batch, *, stale: bool = False) -> None:
         """Another process forgot somebody since the batch's commands were checked: reject
         the messages naming a forgotten identifier (their aggregates reloaded, the others'
         messages on them run again), as ingest rejects them when it reads them. When the
-        suppressed identifiers were new to this process, every aggregate of the batch is
-        loaded again from the log, as :meth:`take` does after a forget: a cached device of
+        suppressed identifiers were new to this process, or a device would have recorded under
+        a destroyed key (``stale``: the cipher refused to seal), every aggregate of the batch
+        is loaded again from the log, as :meth:`take` does after a forget: a cached device of
         the forgotten person would record under its stint's destroyed key."""
-        stale: set[str] = set()
+        reloaded: set[str] = set()
         seen = self._forgets_seen if self._forgets is None else self._forgets()
-        if seen != self._forgets_seen:
+        if seen != self._forgets_seen or stale:
             self._forgets_seen = seen
             self._cache.clear()
             batch.before.clear()
-            stale = set(batch.aggregates)
+            reloaded = set(batch.aggregates)
         guard = self.guard
         if guard is not None:
             for message in batch.messages:
@@ -249,10 +251,10 @@ class Writer:
                     for _, command, _ in message.steps:
                         guard(command)
                 except IdstitchError:
-                    stale.update(step[0] for step in message.steps)
-        if stale:
+                    reloaded.update(step[0] for step in message.steps)
+        if reloaded:
             batch.guard = guard
-            self.reload(batch, stale)
+            self.reload(batch, reloaded)
 
     def _refresh(self, batch: Batch, *, conflicted: bool) -> set[str]:
         """Reload the aggregates another writer moved since they were loaded (and those

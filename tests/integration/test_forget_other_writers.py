@@ -79,3 +79,33 @@ def test_another_writers_ingest_rejects_only_the_messages_naming_the_forgotten(
     live = (keeper.profile_of_device("tablet"), keeper.profile("ann"))
     keeper.rebuild()
     assert (keeper.profile_of_device("tablet"), keeper.profile("ann")) == live
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_writer_holding_the_forgotten_persons_device_records_the_rest_of_its_batch(
+        make_durable_ws: WorkspaceFactory, mode: str | None) -> None:
+    """The other writer holds kim's phone in memory, under the key of kim's stint, which the
+    forget destroys: its next batch loads the phone again (a stint under a new key), rejects
+    the message naming kim, and records the rest (before: the whole batch failed)."""
+    keeper = make_durable_ws(None)
+    keeper.identify("old-phone", "old-user")
+    keeper.forget("old-user", reason="an earlier erasure")  # the workspace had forgotten before
+    other = make_durable_ws(keeper.url, projections=mode)
+    other.identify("kim-phone", "kim", {"email": "kim@example.com"})
+    keeper.forget("kim", reason="ticket 3")
+    report = other.ingest([
+        identify("kim-phone", "kim", {"city": "Paris"}, "k1"),
+        identify("ann-phone", "ann", {"city": "Oslo"}, "k2"),
+        anonymous_traits("kim-phone", {"theme": "dark"}, "k3"),
+    ])
+    assert [index for index, _ in report.rejected] == [0] and report.accepted == 2
+    other.set_profile_attributes("kim-phone", {"font": "large"})
+    keeper.catch_up()
+    ann = keeper.profile("ann")
+    assert ann is not None and ann.attributes == {"city": "Oslo"}
+    assert keeper.profile("kim") is None and keeper.profile("kim@example.com") is None
+    phone = keeper.profile_of_device("kim-phone")
+    assert phone is not None and phone.attributes == {"theme": "dark", "font": "large"}
+    live = (keeper.profile("ann"), keeper.profile_of_device("kim-phone"))
+    keeper.rebuild()
+    assert (keeper.profile("ann"), keeper.profile_of_device("kim-phone")) == live
