@@ -53,6 +53,11 @@ class Suppression:
             mac = self._mac = hmac.new(secret, digestmod=hashlib.sha256)
         return mac
 
+    def secret_ready(self) -> None:
+        """Make sure the workspace's secret exists (created by the first call in a store, a
+        write: call it outside any read transaction)."""
+        self._keyed()
+
     def digest(self, identifier: str) -> bytes:
         """The keyed hash (HMAC-SHA256, the workspace's secret) of a normalised identifier."""
         # Emails compare case-insensitively (as the identity projection does); user ids exactly.

@@ -80,6 +80,10 @@ def _prepare(stores: Any, queries: Queries, identifier: str) -> _Prepared:
     if cipher is None:
         raise InvalidCommand("identifier", "encryption is switched off "
                              "(IDSTITCH_ENCRYPTION=off): nothing can be shredded")
+    # The workspace's secret for the keyed hashes, created now if it is the first forget (a
+    # write): inside the snapshot below, SQLite could not upgrade the read to a write once
+    # another process had committed, and would fail at once rather than wait for the lock.
+    cipher.secret_ready()
     if cipher.is_suppressed(identifier):
         raise Suppressed(f"identifier {identifier!r}: already forgotten")
     # The person as the whole log has it, whoever keeps the rows: a device identified as the

@@ -5,11 +5,14 @@ that finds it raised reads the suppressed identifiers again and rejects what nam
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from idstitch.errors import Suppressed
+from idstitch.service import erasure
 from idstitch.workspace import Workspace
 
 WorkspaceFactory = Callable[..., Workspace]
@@ -109,3 +112,27 @@ def test_a_writer_holding_the_forgotten_persons_device_records_the_rest_of_its_b
     live = (keeper.profile("ann"), keeper.profile_of_device("kim-phone"))
     keeper.rebuild()
     assert (keeper.profile("ann"), keeper.profile_of_device("kim-phone")) == live
+
+
+@pytest.mark.parametrize("durable_kind", ["sqlite"], indirect=True)
+def test_the_first_forget_waits_for_a_writer_that_committed_while_it_read(
+        make_durable_ws: WorkspaceFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first forget of a store creates the workspace's secret for the keyed hashes (a
+    write). Created inside the forget's read snapshot, after another process committed, SQLite
+    refused the upgrade at once ('database is locked') instead of waiting for the lock."""
+    ws = make_durable_ws(None)
+    ws.identify("phone", "kim", {"email": "kim@example.com"})
+    path = ws.url[len("sqlite:///"):]
+    subjects = erasure.identified_subjects
+
+    def meanwhile(*args: Any) -> Any:
+        # Inside the forget's read snapshot (its rows read already), another writer commits.
+        with sqlite3.connect(path) as other:
+            other.execute("INSERT INTO idstitch_tracking (name, position) VALUES ('x', 0) "
+                          "ON CONFLICT (name) DO UPDATE SET position = position + 1")
+        return subjects(*args)
+
+    monkeypatch.setattr(erasure, "identified_subjects", meanwhile)
+    ws.forget("kim", reason="ticket 4")
+    monkeypatch.undo()
+    assert ws.profile("kim") is None and ws.profile("kim@example.com") is None
