@@ -56,10 +56,12 @@ class FastLog(Protocol):
         ...
 
     def exclusive(
-        self,
+        self, check: AppendCheck | None = None,
     ) -> AbstractContextManager[Callable[[list[tuple[str, int, str, bytes]]], list[int]]]:
         """Hold the store's append lock until the block ends, yielding an insert function
-        whose rows commit at the end; the log can be read meanwhile."""
+        whose rows commit at the end; the log can be read meanwhile. ``check`` passes first,
+        under the lock (the tracking rows read in the lock's transaction where the store
+        can)."""
         ...
 
     def read_events(self, after: int, limit: int) -> list[tuple[int, bytes]]:
@@ -238,7 +240,8 @@ class DeviceLog(Application[UUID]):
             return self.fast.append_events(self.codec.rows(pending), check, events)
 
     @contextmanager
-    def exclusive(self) -> Iterator[Callable[[Sequence[Recorded]], list[int]]]:
+    def exclusive(self, check: AppendCheck | None = None
+                  ) -> Iterator[Callable[[Sequence[Recorded]], list[int]]]:
         """Hold the store's append lock: no other writer appends until the block ends, so
         what the block reads of the log (device versions, device events) stays true until
         its events commit. Yields a function that appends events in the order given (their
@@ -248,7 +251,7 @@ class DeviceLog(Application[UUID]):
         def append(pending: Sequence[Recorded]) -> list[int]:
             return insert(rows(pending))
 
-        with translated("cannot append events"), self.fast.exclusive() as insert:
+        with translated("cannot append events"), self.fast.exclusive(check) as insert:
             yield append
 
     def read(self, after: int, limit: int) -> Sequence[LoggedEvent]:

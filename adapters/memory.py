@@ -117,6 +117,14 @@ class MemoryProjectionStore:
         """Committed tracking position and meta."""
         return self.tracking.get(name, (0, None))
 
+    def raise_mark(self, name: str, value: int) -> int | None:
+        """Raise a tracking row to at least ``value`` (one process: the workspace's lock keeps
+        appends out meanwhile, and no other process appends: None)."""
+        with self._lock:
+            position, meta = self.tracking.get(name, (0, None))
+            self.tracking[name] = (max(position, value), meta)
+        return None
+
     def tracked_many(self, names: Sequence[str]) -> dict[str, tuple[int, str | None]]:
         """Committed tracking position and meta of each named projection."""
         return {name: self.tracked(name) for name in names}

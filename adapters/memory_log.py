@@ -68,10 +68,14 @@ class MemoryLog:
             return positions
 
     @contextmanager
-    def exclusive(self) -> Iterator[Callable[[list[tuple[str, int, str, bytes]]], list[int]]]:
-        """Hold the append lock until the block ends. Rows appended inside are visible at once
-        (one process: nobody can read a half-committed block but the block itself)."""
+    def exclusive(self, check: AppendCheck | None = None
+                  ) -> Iterator[Callable[[list[tuple[str, int, str, bytes]]], list[int]]]:
+        """Hold the append lock until the block ends (``check`` runs first, under it). Rows
+        appended inside are visible at once (one process: nobody can read a half-committed
+        block but the block itself)."""
         with self._lock:
+            if check is not None:
+                check.run()
             yield self.append_events
 
     def read_events(self, after: int, limit: int) -> list[tuple[int, bytes]]:

@@ -329,6 +329,11 @@ class PostgresProjectionStore(PostgresLog, SqlProjectionStore):
                 conn.transaction(), conn.cursor() as cur:
             yield cur
 
+    def _exclude_appends(self, cur: Cursor) -> None:
+        """The events table's lock, as every append takes it (see PostgresLog.exclusive)."""
+        cur.execute("SET LOCAL lock_timeout = '30s'")
+        cur.execute(f"LOCK TABLE {EVENTS_TABLE} IN EXCLUSIVE MODE")
+
     @contextmanager
     def _snapshot_cursor(self) -> Iterator[Cursor]:
         # One snapshot for every statement of a read: a profile and its devices never mix

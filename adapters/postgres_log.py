@@ -150,9 +150,7 @@ class PostgresLog:
             return []
         if len(rows) <= FEW_ROWS:
             return self._append_few(rows, check, events)
-        if check is not None:
-            check.run()
-        with self.exclusive() as insert:
+        with self.exclusive(check) as insert:
             return insert(rows)
 
     def _append_few(self, rows: list[tuple[str, int, str, bytes]],
@@ -228,14 +226,22 @@ class PostgresLog:
         return landed, writes if landed else []
 
     @contextmanager
-    def exclusive(self) -> Iterator[Callable[[list[tuple[str, int, str, bytes]]], list[int]]]:
+    def exclusive(self, check: AppendCheck | None = None
+                  ) -> Iterator[Callable[[list[tuple[str, int, str, bytes]]], list[int]]]:
         """Hold the events table's lock: nobody else appends until the block ends. Yields an
         insert function (its rows commit when the block ends); reads of the log on other
-        connections go on meanwhile (the lock does not block them)."""
+        connections go on meanwhile (the lock does not block them). ``check`` is given the
+        tracking rows it names, read under the lock (a forget's mark is raised under the same
+        lock: see :meth:`raise_mark`)."""
         with translated("cannot append events"), self._pool.connection() as conn, \
                 conn.transaction(), conn.cursor() as cur:
             cur.execute("SET LOCAL lock_timeout = '30s'")
             cur.execute(f"LOCK TABLE {EVENTS_TABLE} IN EXCLUSIVE MODE")
+            if check is not None:
+                names = tuple(check.names)
+                found = cur.execute(sql.SQL(READ_TRACKING).format(sql.SQL(", ").join(
+                    map(sql.Literal, names)))).fetchall() if names else []
+                check.found(tracked_rows(names, found))
             yield lambda rows: self._copy(cur, rows)
             # Wakes `idstitch project` (LISTEN) when the rows commit: delivered at commit only,
             # and one notification per transaction however many rows it appended.

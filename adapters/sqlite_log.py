@@ -69,15 +69,19 @@ class SqliteLog:
     # written with executemany in one transaction instead of one statement per event.
 
     @contextmanager
-    def exclusive(self) -> Iterator[Callable[[list[tuple[str, int, str, bytes]]], list[int]]]:
+    def exclusive(self, check: AppendCheck | None = None
+                  ) -> Iterator[Callable[[list[tuple[str, int, str, bytes]]], list[int]]]:
         """Hold the file's write lock: nobody else appends until the block ends. Yields an
         insert function (its rows commit, synced, when the block ends); reads of the log run
-        on this connection meanwhile, inside the transaction."""
+        on this connection meanwhile, inside the transaction. ``check`` is given the tracking
+        rows read under the lock first."""
         with self._lock, self._writing():
             try:
                 with self._translated("cannot append events"):
                     self._conn.execute("PRAGMA synchronous=FULL")
                     self._conn.execute("BEGIN IMMEDIATE")
+                    if check is not None:
+                        self._checked(check)
                     yield self._insert
                     self._conn.commit()
             finally:
@@ -117,14 +121,7 @@ class SqliteLog:
                     self._conn.execute("PRAGMA synchronous=FULL")
                     self._conn.execute("BEGIN IMMEDIATE")
                     if check is not None:
-                        # Read under the write lock, in the append's transaction (a read
-                        # transaction of its own before it cost a command ~7 us more); a
-                        # refusal raises, and nothing is appended.
-                        names = check.names
-                        found = (self._conn.execute(*self.tracking_query(names)).fetchall()
-                                 if names else [])
-                        self._landing_tracked = tracked_rows(names, found)
-                        check.found(self._landing_tracked)
+                        self._landing_tracked = self._checked(check)
                     positions = self._insert(rows)
                     if check is not None and events is not None:
                         # Set before the rows land, not after: an interrupt between their fold
@@ -145,6 +142,16 @@ class SqliteLog:
                     self._conn.rollback()
                 self._conn.execute("PRAGMA synchronous=NORMAL")
         return positions
+
+    def _checked(self, check: AppendCheck) -> dict[str, tuple[int, str | None]]:
+        """The tracking rows ``check`` names, read under the write lock in the open append
+        transaction (a read transaction of its own before it cost a command ~7 us more), and
+        handed to it: a refusal raises, and nothing is appended."""
+        names = check.names
+        found = self._conn.execute(*self.tracking_query(names)).fetchall() if names else []
+        tracked = tracked_rows(names, found)
+        check.found(tracked)
+        return tracked
 
     def _land(self, check: AppendCheck, positions: list[int],
               events: Sequence[DeviceEvent]) -> None:

@@ -315,6 +315,26 @@ class SqlProjectionStore:
         """Committed tracking position and meta, in one read."""
         return self._tracking(name)
 
+    def raise_mark(self, name: str, value: int) -> int | None:
+        """Raise a tracking row to at least ``value``, excluding appends meanwhile (SQLite's
+        write transaction holds the file's write lock; PostgreSQL adds the events table's);
+        the log's head then."""
+        p = self.param
+        with self._cursor(write=True) as cur:
+            self._exclude_appends(cur)
+            cur.execute(f"INSERT INTO idstitch_tracking (name, position) VALUES ({p}, {p}) "
+                        "ON CONFLICT (name) DO UPDATE SET position = CASE WHEN "
+                        "excluded.position > idstitch_tracking.position THEN excluded.position "
+                        "ELSE idstitch_tracking.position END", (name, value))
+            if self.head_sql is None:
+                return None
+            cur.execute(self.head_sql)
+            found = cur.fetchone()
+        return int(found[0] or 0) if found else 0
+
+    def _exclude_appends(self, cur: Cursor) -> None:
+        """Make the open write transaction exclude the log's appends (SQLite's does already)."""
+
     def tracked_many(self, names: Sequence[str]) -> dict[str, tuple[int, str | None]]:
         """Committed tracking position and meta of each named projection, in one statement
         (a command checks every projection's meta before it appends)."""

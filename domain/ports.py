@@ -100,9 +100,11 @@ class AggregateRepository(Protocol):
         they were loaded); the ids of those that moved."""
         ...
 
-    def exclusive(self) -> AbstractContextManager[Callable[[Sequence[Recorded]], list[int]]]:
+    def exclusive(self, check: AppendCheck | None = None
+                  ) -> AbstractContextManager[Callable[[Sequence[Recorded]], list[int]]]:
         """Hold the log's append lock until the block ends: what the block reads of the log
-        stays true until the events it appends (with the yielded function) commit."""
+        stays true until the events it appends (with the yielded function) commit.
+        ``check``: passed once the lock is held, before the block runs (see AppendCheck)."""
         ...
 
 

@@ -201,6 +201,14 @@ class ProjectionStore(Protocol):
         position 0): ``names`` one projection's name or several."""
         ...
 
+    def raise_mark(self, name: str, value: int) -> int | None:
+        """Raise the tracking row ``name`` to at least ``value`` (created if missing), in a
+        transaction no append of the log overlaps: an append that reads the row under its
+        lock reads it either before the raise or after it (a forget's mark:
+        ``idstitch.domain.ports.SUPPRESSION_MARK``). The log's head at the raise, where other
+        processes append to the log (None: nobody but this process can)."""
+        ...
+
 
 def write_if_in_transaction(
     store: ProjectionStore, name: str, expected: tuple[int, str | None],

@@ -54,6 +54,9 @@ class ShredReport(msgspec.Struct, frozen=True, kw_only=True):
     purged_in_place: bool = False
     """Whether the rows were purged in place (else every projection was rebuilt, or, for
     :func:`shred` alone, nothing was done to them yet)."""
+    marked_at: int | None = None
+    """The log's head when the forget's mark was raised (None where no other process
+    appends): what another process appended up to it had not seen the forget."""
 
 
 class _Prepared(msgspec.Struct, frozen=True, kw_only=True):
@@ -72,10 +75,15 @@ class _Prepared(msgspec.Struct, frozen=True, kw_only=True):
     """The emails they held, by keyed hash (see PersonForgotten)."""
     took: list[tuple[int, str]]
     """Their token registrations that took a token from another device (see PersonForgotten)."""
+    head: int
+    """The log's head the checks read the person's events up to."""
 
 
-def _prepare(stores: Any, queries: Queries, identifier: str) -> _Prepared:
-    """Every check of a forget, and what it will destroy; nothing is changed."""
+def _prepare(stores: Any, queries: Queries, identifier: str, *,
+             until: int | None = None) -> _Prepared:
+    """Every check of a forget, and what it will destroy; nothing is changed. ``until``: the
+    person again, by its id, once its identifiers are suppressed, from its events up to that
+    position (see :func:`_window`)."""
     cipher = stores.cipher
     if cipher is None:
         raise InvalidCommand("identifier", "encryption is switched off "
@@ -84,13 +92,13 @@ def _prepare(stores: Any, queries: Queries, identifier: str) -> _Prepared:
     # write): inside the snapshot below, SQLite could not upgrade the read to a write once
     # another process had committed, and would fail at once rather than wait for the lock.
     cipher.secret_ready()
-    if cipher.is_suppressed(identifier):
+    if until is None and cipher.is_suppressed(identifier):
         raise Suppressed(f"identifier {identifier!r}: already forgotten")
     # The person as the whole log has it, whoever keeps the rows: a device identified as the
     # person in events not folded yet has keys of its own, which the rows would not name
     # (left undestroyed, the next fold would bring the person back).
     following.settled(queries.projector, queries.settings.external)()
-    head = stores.log.head()
+    head = stores.log.head() if until is None else until
     with stores.rows.snapshot() as rows:
         reader = Reader(rows, queries.projector.registry.row_types)
         person = reader.person(identifier, nameless=True)
@@ -109,7 +117,7 @@ def _prepare(stores: Any, queries: Queries, identifier: str) -> _Prepared:
     # (A scan of its own, after the snapshot: the store reads it in a transaction.)
     took = token_losses(stores.rows, {pos for pos, ev in events
                                       if type(ev) is DeviceTokenRegistered})
-    if unsealed:
+    if unsealed and until is None:
         # Shredding the rest would leave these values readable, and a rebuild would put them
         # back into the rows: refuse, with nothing changed.
         raise InvalidCommand("identifier", f"{unsealed} events of this person were recorded "
@@ -120,7 +128,39 @@ def _prepare(stores: Any, queries: Queries, identifier: str) -> _Prepared:
     return _Prepared(person_id=person.person_id, members=sorted(fam.members),
                      devices=sorted(devices), key_ids=sorted(key_ids),
                      identifiers=sorted(identifiers), subjects=subjects,
-                     held=held, took=took)
+                     held=held, took=took, head=head)
+
+
+WINDOW_ROUNDS = 8
+"""Times a forget looks again at what other processes appended while it prepared."""
+
+
+def _window(stores: Any, queries: Queries, prepared: _Prepared, marked_at: int | None
+            ) -> tuple[_Prepared, bool]:
+    """What another process appended between the forget's checks and its mark, which it
+    decided without seeing the forget (an identify naming the person on a new device, say):
+    the person's events among it are forgotten too (their keys destroyed, any new identifier
+    suppressed, the mark raised again), so that no rebuild brings them back. The person as
+    finally prepared, and whether the window added to it (then the purge planned before it
+    is not proved exact: every projection is rebuilt). Events after the mark saw the forget:
+    refused when they name the person, recorded under new keys on its devices."""
+    widened = False
+    for _ in range(WINDOW_ROUNDS):
+        if marked_at is None or marked_at <= prepared.head:
+            break
+        again = _prepare(stores, queries, prepared.person_id, until=marked_at)
+        grown = (not set(again.key_ids) <= set(prepared.key_ids)
+                 or not set(again.identifiers) <= set(prepared.identifiers)
+                 or again.devices != prepared.devices or again.members != prepared.members)
+        again = msgspec.structs.replace(
+            again, key_ids=sorted({*again.key_ids, *prepared.key_ids}),
+            identifiers=sorted({*again.identifiers, *prepared.identifiers}))
+        if not grown:
+            return again, widened
+        widened = True
+        marked_at = _destroy(stores, again).marked_at
+        prepared = again
+    return prepared, widened
 
 
 def _destroy(stores: Any, prepared: _Prepared) -> ShredReport:
@@ -133,12 +173,11 @@ def _destroy(stores: Any, prepared: _Prepared) -> ShredReport:
                      rules.PERSON_PREFIX + prepared.person_id])
     # Then the mark every append reads under the log's write lock: from its commit on, no
     # other process appends a command naming these (it reads the digests again first).
-    with stores.rows.transaction(SUPPRESSION_MARK) as tx:
-        mark = max(tx.position, cipher.suppressed_count())
-        tx.write({}, mark, None)
+    mark = cipher.suppressed_count()
+    marked_at = stores.rows.raise_mark(SUPPRESSION_MARK, mark)
     cipher.mark = max(cipher.mark, mark)  # this process has read every digest up to it
     return ShredReport(person_id=prepared.person_id, keys_destroyed=len(prepared.key_ids),
-                       identifiers_suppressed=len(prepared.identifiers))
+                       identifiers_suppressed=len(prepared.identifiers), marked_at=marked_at)
 
 
 def shred(stores: Any, queries: Queries, identifier: str) -> ShredReport:
@@ -176,6 +215,11 @@ def forget(stores: Any, bus: MessageBus, projector: Projector, identifier: objec
         prepared = _prepare(stores, bus.queries, checked)
         component = _plan(stores, projector, prepared) if in_place else None
         report = _destroy(stores, prepared)
+        prepared, widened = _window(stores, bus.queries, prepared, report.marked_at)
+        if widened:
+            component = None
+            report = msgspec.structs.replace(report, keys_destroyed=len(prepared.key_ids),
+                                             identifiers_suppressed=len(prepared.identifiers))
     failures: list[ProjectionFailed] = []
     # The custom projections here fold the decision once the identity rows are purged (their
     # Changes are read from those rows), in _purge, or in the rebuild that replaces it: held

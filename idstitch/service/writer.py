@@ -194,9 +194,7 @@ class Writer:
                     continue
                 try:
                     if self.contended:
-                        if check is not None:
-                            check.run()
-                        with self.log.exclusive() as write:
+                        with self.log.exclusive(check) as write:
                             stale = self._refresh(batch, conflicted=False)
                             events = batch.events
                             positions = write(events) if events else []

@@ -136,3 +136,35 @@ def test_the_first_forget_waits_for_a_writer_that_committed_while_it_read(
     ws.forget("kim", reason="ticket 4")
     monkeypatch.undo()
     assert ws.profile("kim") is None and ws.profile("kim@example.com") is None
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_what_another_writer_recorded_while_the_forget_prepared_is_forgotten_too(
+        make_durable_ws: WorkspaceFactory, monkeypatch: pytest.MonkeyPatch,
+        mode: str | None) -> None:
+    """Another writer identifies kim on a new tablet after the forget read kim's events and
+    before it suppressed kim (it could not refuse it): the forget looks again at what was
+    appended up to its mark, and erases that too. Before, the rows left kim's tablet on the
+    nameless remainder while a rebuild made a new person 'kim' of it."""
+    keeper = make_durable_ws(None)
+    other = make_durable_ws(keeper.url, projections=mode)
+    keeper.identify("phone", "kim", {"email": "kim@example.com"})
+    other.identify("laptop", "sam", {})
+    plan = erasure._plan
+
+    def meanwhile(*args: Any) -> Any:
+        other.identify("tablet", "kim", {"secret": "on the tablet"})
+        return plan(*args)
+
+    monkeypatch.setattr(erasure, "_plan", meanwhile)
+    keeper.forget("kim", reason="ticket 5")
+    monkeypatch.undo()
+    assert keeper.profile("kim") is None
+    tablet = keeper.profile_of_device("tablet")
+    assert tablet is not None and tablet.identifiers == {} and tablet.attributes == {}
+    keeper.rebuild()
+    assert keeper.profile("kim") is None and keeper.profile_of_device("tablet") == tablet
+    path = keeper.url[len("sqlite:///"):] if keeper.url.startswith("sqlite:") else None
+    if path is not None:
+        with open(path, "rb") as db:
+            assert b"on the tablet" not in db.read()
