@@ -229,6 +229,10 @@ class PostgresTables:
 
         return Database(namespace, run)
 
+    def scrub(self) -> None:
+        """Nothing to do: what was deleted is left to VACUUM (see docs/explanation/
+        erasure-and-keys.md)."""
+
     def close(self) -> None:
         """Close the connection."""
         with self._lock:

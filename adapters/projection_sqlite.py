@@ -92,6 +92,9 @@ class SqliteTables:
                 # As the store's own rows: WAL (the store set it on the file) without an fsync
                 # per commit; a crash loses at most the last batches, rows and position alike.
                 conn.execute("PRAGMA synchronous=NORMAL")
+                # As the store's own connection: what a purge hook deletes, or a dropped
+                # table held, is zeroed in the pages it freed (a forget leaves no byte of it).
+                conn.execute("PRAGMA secure_delete=ON")
                 conn.execute(TRACKING)
                 conn.execute(MADE)
                 conn.set_authorizer(self._authorizer)
@@ -269,6 +272,18 @@ class SqliteTables:
                                 + _INTERNAL, (name,)).fetchone()
             version = 0 if live is None else live[0]
             return self._database(conn, name, version, False)
+
+    def scrub(self) -> None:
+        """Copy the WAL into the file and truncate it: the pages a forget's purge freed, zeroed,
+        replace the old ones in the file (best effort: a reader's snapshot in another process
+        keeps older frames until it ends, and the forgetting process checkpoints again)."""
+        with self._lock:
+            if self._conn is None or self._path == ":memory:":
+                return
+            try:
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as e:
+                raise StoreError(f"cannot checkpoint the custom projections' tables: {e}") from e
 
     def close(self) -> None:
         """Close the connection."""

@@ -203,6 +203,12 @@ class CustomTables(Protocol):
         """Read access to the live version's tables."""
         ...
 
+    def scrub(self) -> None:
+        """After a forget was honoured (a purge hook ran, or tables were dropped): leave no
+        byte of what was deleted in the database's files where the store can (SQLite: copy
+        the WAL into the file and truncate it; freed pages are zeroed as they are freed)."""
+        ...
+
     def close(self) -> None:
         """Release connections."""
         ...

@@ -177,15 +177,16 @@ class CustomRunner:
                 failure = failed(name, position, e)
             if failure is not None:
                 failures.append(failure)
+        if names and isinstance(decision, PersonForgotten):
+            self.tables.scrub()  # what the hooks deleted or the drops freed: out of the files
         return failures
 
     def _honour_one(self, projection: Projection, position: int, decision: DeviceEvent
                     ) -> ProjectionFailed | None:
         name = projection.name
         tracked = self._tracked(name)
-        # Folded up to the decision, it stands at the last event before it: not always
-        # position - 1 (a PostgreSQL append rolled back after reserving its positions leaves
-        # them unused).
+        # Folded up to the decision, it stands at the last event before it: not always at
+        # position - 1 (a PostgreSQL append rolled back after reserving positions left them).
         before = 0 if tracked is None else tracked.position
         if before >= position:
             return None  # moved past it already (another process)

@@ -205,3 +205,23 @@ def test_a_decision_right_after_a_gap_in_the_positions_is_honoured(
         assert not any(s in repr(kept) for s in ("dana-user-77", "dana.secret@"))
     keeper.rebuild(["change_log"])
     assert rows(keeper) == kept
+
+
+@pytest.mark.parametrize("durable_kind", ["sqlite"], indirect=True)
+def test_a_keeper_honouring_a_forget_leaves_no_byte_of_the_person_in_the_files(
+        make_durable_ws: WorkspaceFactory) -> None:
+    """The custom projection's tables dropped at the forget (it has no purge hook) leave no
+    byte of Dana in the SQLite file or its WAL while both processes still have it open: freed
+    pages are zeroed, and the keeper checkpoints once it has honoured the forget."""
+    keeper = make_durable_ws(None, projections=[ChangeLog()])
+    writer = make_durable_ws(keeper.url, projections="external")
+    traffic(writer)
+    keeper.catch_up()
+    assert any("dana.secret@" in change for _, change in rows(keeper))
+    writer.forget("dana-user-77", reason="erasure request")
+    keeper.catch_up()
+    assert not any("dana" in change for _, change in rows(keeper))
+    path = keeper.url[len("sqlite:///"):]
+    for name in (path, path + "-wal"):
+        with open(name, "rb") as file:
+            assert b"dana.secret@" not in file.read(), name
