@@ -114,6 +114,18 @@ class PostgresTables:
 
     @contextmanager
     def _begin(self, name: str, *, create: bool = False) -> Iterator[psycopg.Connection[Any]]:
+        # idstitch's own statements here (a projection's are translated where they run): a
+        # driver error, a deadlock with another process dropping or swapping the same tables
+        # say, is the store's.
+        try:
+            with self._locked_transaction(name, create=create) as conn:
+                yield conn
+        except psycopg.Error as e:
+            raise StoreError(f"the custom projections' tables: {e}") from e
+
+    @contextmanager
+    def _locked_transaction(self, name: str, *, create: bool
+                            ) -> Iterator[psycopg.Connection[Any]]:
         with self._lock:
             conn = self._connection()
             with conn.transaction():
