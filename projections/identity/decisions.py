@@ -43,6 +43,8 @@ class DecisionsAhead:
         """Keyed hash of an email -> (member, claimed at, let go at) of forgotten holders."""
         self._took: dict[int, str] = {}
         """Position of a forgotten member's token registration -> the device it took it from."""
+        self._forgets = 0
+        """How many forgets the log holds (as read so far)."""
         self._held_stale = True
         """Whether a forget may have been recorded since the stream was read: at first, and
         after the fold met one (:meth:`forgotten`). Email claims are frequent and forgets
@@ -64,6 +66,7 @@ class DecisionsAhead:
                     self._undone.setdefault(ev.merge_id, (pos, ev.reason))
                 else:
                     assert isinstance(ev, PersonForgotten)
+                    self._forgets += 1
                     for key_id, member in ev.subjects.items():
                         self._subjects.setdefault(key_id, member)
                     for digest, member, since, until in ev.held:
@@ -105,6 +108,12 @@ class DecisionsAhead:
     def forgotten(self) -> None:
         """The fold met a forget: read the stream before the next email claim."""
         self._held_stale = True
+
+    def any_forgotten(self) -> bool:
+        """Whether the log holds a forget (only then can an SDK session be known by its tag
+        alone: see ``sessions.tag_erased``)."""
+        self._fresh()
+        return self._forgets > 0
 
     def subject_of(self, key_id: str | None) -> str | None:
         """The forgotten member whose identify a stint (its key id) recorded, or None (not

@@ -234,7 +234,7 @@ class IdentityProjection(RowProjection):
             sessions.late(unit, dev, ev, pos)
             return
         if ev.sdk_anonymous_id is not None:
-            sessions.tag_session(unit, dev, ev.sdk_anonymous_id, pos)
+            sessions.tag_session(unit, dev, ev.sdk_anonymous_id, pos, self._tag(ev))
             local.session(dev, ev)
         elif ev.sdk_tag is not None:
             sessions.tag_erased(unit, dev, ev.sdk_tag, pos)
@@ -269,7 +269,7 @@ class IdentityProjection(RowProjection):
         local.cleared(dev, ev)
         self._new_anonymous_person(unit, dev, pos, ts)
         if ev.sdk_anonymous_id is not None:
-            sessions.tag_session(unit, dev, ev.sdk_anonymous_id, pos)
+            sessions.tag_session(unit, dev, ev.sdk_anonymous_id, pos, self._tag(ev))
         elif ev.sdk_tag is not None:
             sessions.tag_erased(unit, dev, ev.sdk_tag, pos)
 
@@ -306,8 +306,14 @@ class IdentityProjection(RowProjection):
         sdk_anonymous_id = ev.sdk_anonymous_id
         self._identify(unit, dev, ev, pos, ts)
         if sdk_anonymous_id is not None:
-            sessions.tag_session(unit, dev, sdk_anonymous_id, pos)
+            sessions.tag_session(unit, dev, sdk_anonymous_id, pos, self._tag(ev))
             local.session(dev, ev)
+
+    def _tag(self, ev: Identified | ProfileAttributesChanged | IdentityCleared) -> str | None:
+        """An event's SDK session tag, where the log holds a forget (else no session can be
+        known by its tag alone: no look-up of one)."""
+        ahead = self._ahead
+        return ev.sdk_tag if ahead is not None and ahead.any_forgotten() else None
 
     def _erased_token(self, unit: IdentityUnit, dev: DeviceRow, ev: DeviceTokenRegistered,
                       pos: int, ts: int) -> None:

@@ -20,10 +20,15 @@ SESSION_TAG = "anontag"
 """The identifier kind of a session known by its tag only: no query looks it up."""
 
 
-def tag_session(unit: IdentityUnit, dev: DeviceRow, sdk_anonymous_id: str, pos: int) -> None:
-    """A session's anonymousId goes to the person the device is on when the session starts."""
+def tag_session(unit: IdentityUnit, dev: DeviceRow, sdk_anonymous_id: str, pos: int,
+                sdk_tag: str | None = None) -> None:
+    """A session's anonymousId goes to the person the device is on when the session starts.
+    ``sdk_tag``: its tag, given once the log holds a forget (then a session known by its tag
+    alone, a forgotten person's, may have named it first)."""
     if unit.owner(identifier_key("anon", sdk_anonymous_id)) is not None:
         return  # another device's session already named it: the first one keeps it
+    if sdk_tag is not None and unit.owner(identifier_key(SESSION_TAG, sdk_tag)) is not None:
+        return  # so did a forgotten person's: it keeps it, found by nothing
     person = unit.person(dev.person_id)
     person.anonymous_ids.append(sdk_anonymous_id)
     person.anonymous_since.append(pos)

@@ -192,3 +192,22 @@ def test_the_forgotten_persons_session_carried_on_by_another_user_finds_nobody(
     assert ws.profile("a-1") is None
     ws.rebuild()
     assert ws.profile("bob") == bob and ws.profile("a-1") is None
+
+
+def test_an_anonymous_id_the_forgotten_persons_session_named_first_finds_nobody(
+        make_ws: WorkspaceFactory) -> None:
+    """Two devices report the same SDK anonymousId; kim's named it first, so it found kim.
+    After the forget it finds nobody, in the purged rows and in a rebuild: the other device's
+    person does not take it over."""
+    ws = make_ws()
+    ws.ingest([sdk_message(1, "a-4", "kim", city="Lyon")])
+    ws.ingest([{"type": "identify", "anonymousId": "a-4", "traits": {"theme": "dark"},
+                "messageId": "m2", "context": {"device": {"id": "desk"}}}])
+    desk = ws.profile_of_device("desk")
+    assert desk is not None and "a-4" not in desk.anonymous_ids
+    ws.forget("kim", reason="ticket 318")
+    assert ws.profile("a-4") is None and ws.history("a-4") == []
+    live = ws.profile_of_device("desk")
+    ws.rebuild()
+    assert ws.profile("a-4") is None and ws.history("a-4") == []
+    assert ws.profile_of_device("desk") == live
