@@ -202,6 +202,10 @@ class PostgresTables:
     def drop(self, name: str, version: int) -> None:
         """Drop one version's tables and tracking."""
         with self._begin(name) as conn:
+            # Its tracking row first, as a fold's transaction takes it before the tables: a
+            # fold under way is waited for (taken the other way round, the two deadlocked).
+            conn.execute(sql.SQL("SELECT 1 FROM {} WHERE name = %s AND version = %s FOR UPDATE")
+                         .format(self._tracking()), (name, version))
             self._drop_tables(conn, name, version)
             conn.execute(sql.SQL("DELETE FROM {} WHERE name = %s AND version = %s").format(
                 self._tracking()), (name, version))
