@@ -37,14 +37,9 @@ from idstitch.adapters.postgres_tx import (
     PostgresTransaction,
     write_if,
 )
-from idstitch.adapters.sqlstore import (
-    Cursor,
-    SnapshotRows,
-    SqlProjectionStore,
-    SqlTransaction,
-    tracking_position,
-)
+from idstitch.adapters.sqlstore import Cursor, SnapshotRows, SqlProjectionStore, SqlTransaction
 from idstitch.adapters.stores import Stores
+from idstitch.adapters.tracking_rows import tracking_position
 from idstitch.adapters.urls import PostgresTarget
 from idstitch.projections.store import write_if_in_transaction
 from psycopg import sql

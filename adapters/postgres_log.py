@@ -20,7 +20,7 @@ from idstitch.adapters.pg_pool import QueuedPool
 from idstitch.adapters.postgres_landing import CapturedWrite, rows_params, with_rows
 from idstitch.adapters.sqlchain import ChainSql, SqlChainView, chain_ddl, started, upgrade
 from idstitch.adapters.sqlchain import append as chain_append
-from idstitch.adapters.sqlstore import tracked_rows
+from idstitch.adapters.tracking_rows import tracked_rows
 from idstitch.domain.errors import StoreError
 from idstitch.domain.events import DeviceEvent
 from idstitch.domain.ports import AppendCheck, WriteConflict

@@ -15,10 +15,8 @@ from collections.abc import Set as AbstractSet
 from typing import Any, cast
 
 import psycopg
-from idstitch.adapters.sqlstore import (
-    SnapshotRows,
-    SqlProjectionStore,
-    SqlTransaction,
+from idstitch.adapters.sqlstore import SnapshotRows, SqlProjectionStore, SqlTransaction
+from idstitch.adapters.tracking_rows import (
     head_and_tracked,
     head_and_tracking_sql,
     tracking_position,

@@ -15,7 +15,7 @@ from uuid import UUID
 
 from idstitch.adapters.sqlchain import ChainSql
 from idstitch.adapters.sqlchain import append as chain_append
-from idstitch.adapters.sqlstore import tracked_rows
+from idstitch.adapters.tracking_rows import tracked_rows
 from idstitch.domain.errors import StoreError
 from idstitch.domain.events import DeviceEvent
 from idstitch.domain.ports import AppendCheck, WriteConflict

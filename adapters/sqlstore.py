@@ -7,49 +7,18 @@ processes catching up the same projection take turns instead of applying a batch
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol
 
-from idstitch.domain.errors import CorruptRow
+from idstitch.adapters.tracking_rows import (
+    head_and_tracked,
+    head_and_tracking_sql,
+    tracked_rows,
+    tracking_position,
+)
 from idstitch.projections.store import write_if_in_transaction
-
-
-def _position(name: str, stored: object) -> int:
-    """A tracking row's position; CorruptRow when it holds anything but an integer (SQLite
-    stores any value in any column): whoever meets it rebuilds the projection."""
-    if type(stored) is int and stored >= 0:
-        return stored
-    raise CorruptRow(f"tracking ({name!r})", f"its position is {stored!r}, not a position")
-
-
-tracking_position = _position
-"""A tracking row's position, checked (for the stores' own statements that read it)."""
-
-
-def tracked_rows(names: Sequence[str], rows: Iterable[Sequence[Any]]
-                 ) -> dict[str, tuple[int, str | None]]:
-    """The (position, meta) of each of ``names`` from (name, position, meta) tracking rows
-    read (a name without a row: (0, None); a row whose name is None, of an outer join: none)."""
-    found = {name: (_position(name, position), meta)
-             for name, position, meta in rows if name is not None}
-    return {name: found.get(name, (0, None)) for name in names}
-
-
-def head_and_tracking_sql(head_sql: str, marks: str) -> str:
-    """The statement reading the log's head (``head_sql``) and the tracking rows whose names
-    are ``marks`` (placeholders, or literals) at once."""
-    return (f"SELECT ({head_sql}), t.name, t.position, t.meta FROM (SELECT 1) AS one "
-            f"LEFT JOIN idstitch_tracking AS t ON t.name IN ({marks})")
-
-
-def head_and_tracked(names: Sequence[str], rows: Sequence[Sequence[Any]]
-                     ) -> tuple[int, dict[str, tuple[int, str | None]]]:
-    """The head and tracking rows a :meth:`SqlProjectionStore.head_and_tracking` statement
-    read."""
-    head = int(rows[0][0] or 0) if rows else 0
-    return head, tracked_rows(names, [row[1:] for row in rows])
 
 
 class Cursor(Protocol):
@@ -154,7 +123,7 @@ class SnapshotRows:
         marks = ", ".join([self._store.param] * len(names))
         self._cur.execute(
             f"SELECT name, position FROM idstitch_tracking WHERE name IN ({marks})", tuple(names))
-        found = {name: _position(name, position) for name, position in self._cur.fetchall()}
+        found = {name: tracking_position(name, position) for name, position in self._cur.fetchall()}
         return {name: found.get(name, 0) for name in names}
 
 
@@ -201,7 +170,7 @@ class SqlProjectionStore:
             (name,),
         )
         position, meta = cur.fetchone()
-        return _position(name, position), meta
+        return tracking_position(name, position), meta
 
     def _upsert(self, cur: Cursor, rows: list[tuple[str, str, bytes]]) -> None:
         p = self.param
@@ -386,7 +355,7 @@ class SqlProjectionStore:
                 f"SELECT position, meta FROM idstitch_tracking WHERE name = {self.param}", (name,)
             )
             row = cur.fetchone()
-        return (0, None) if row is None else (_position(name, row[0]), row[1])
+        return (0, None) if row is None else (tracking_position(name, row[0]), row[1])
 
 
     def reset(self, names: str | Sequence[str], kinds: Sequence[str]) -> None:

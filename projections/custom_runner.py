@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from idstitch.domain.errors import ProjectionFailed
-from idstitch.domain.events import DECISIONS_STREAM, DeviceEvent, PersonForgotten
+from idstitch.domain.events import DECISIONS_STREAM
 from idstitch.projections.audit import EVENT_NAMES, Change
 from idstitch.projections.base import Registry
 from idstitch.projections.changes import ChangeStream
@@ -31,6 +31,7 @@ from idstitch.projections.custom import (
     wanted_by,
 )
 from idstitch.projections.custom_forgets import REWRITING, Wait, made_at, rewrite_pending
+from idstitch.projections.custom_honour import Honouring
 from idstitch.projections.custom_made import MadeAfter
 from idstitch.projections.store import EventLog, LoggedEvent, ProjectionStore
 from idstitch.projections.unit import RowTypes
@@ -44,7 +45,7 @@ STREAMS = 4
 """Change streams kept (one per distinct position the projections were at)."""
 
 
-class CustomRunner:
+class CustomRunner(Honouring):
     """Registers, catches up and rebuilds the custom projections of one workspace."""
 
     def __init__(self, log: EventLog, store: ProjectionStore, tables: CustomTables,
@@ -163,63 +164,6 @@ class CustomRunner:
             failures += self._honour(position, decision, chosen)
             chosen = [n for n in chosen if n not in {f.projection for f in failures}]
         return failures + self._fold_to(until, chosen)
-
-    def _honour(self, position: int, decision: DeviceEvent, names: Sequence[str]
-                ) -> list[ProjectionFailed]:
-        """Move each projection standing right before a forget or an unmerge past it: the
-        forget's hook, or its tables afresh (see :meth:`catch_up`); the failures (never raised: a
-        failure here, as a handler's, leaves the projection where it was, or folded again)."""
-        failures: list[ProjectionFailed] = []
-        for name in names:
-            try:
-                failure = self._honour_one(self.projections[name], position, decision)
-            except Exception as e:  # the database: it stays where it is, retried next time
-                failure = failed(name, position, e)
-            if failure is not None:
-                failures.append(failure)
-        if names and isinstance(decision, PersonForgotten):
-            self.tables.scrub()  # what the hooks deleted or the drops freed: out of the files
-        return failures
-
-    def _honour_one(self, projection: Projection, position: int, decision: DeviceEvent
-                    ) -> ProjectionFailed | None:
-        name = projection.name
-        tracked = self._tracked(name)
-        # Folded up to the decision, it stands at the last event before it: not always at
-        # position - 1 (a PostgreSQL append rolled back after reserving positions left them).
-        before = 0 if tracked is None else tracked.position
-        if before >= position:
-            return None  # moved past it already (another process)
-        persons: frozenset[str] = frozenset()
-        devices: frozenset[str] = frozenset()
-        if isinstance(decision, PersonForgotten):
-            persons, devices = frozenset(decision.members), frozenset(decision.devices)
-        hook = type(projection).forget is not Projection.forget and bool(persons)
-        if self._made.skips(name, tracked, position) or projection.events == frozenset():
-            hook = False  # made after the decision: only the position moves
-        elif not hook:
-            self.rebuild([name])  # folded again from 0 by the next stretch
-            return None
-        raised: Exception | None = None
-        try:
-            with self.tables.transaction(name, projection.version) as tx:
-                # (LookupError when another process replaced this version: reported by the
-                # caller, as a fold's is, and nothing dropped.)
-                if moved(projection, tx.position, before):
-                    return None
-                if hook:
-                    try:
-                        projection.forget(tx.db, persons, devices)
-                    except Exception as e:
-                        raised = e
-                        raise
-                tx.advance(position)
-        except Exception:
-            if raised is None:
-                raise
-            self.rebuild([name])  # the hook failed: its values must go all the same
-            return failed(name, position, raised)
-        return None
 
     def _fold_to(self, until: int, names: Sequence[str]) -> list[ProjectionFailed]:
         """Fold the named projections up to ``until`` (no forget in between); the failures."""

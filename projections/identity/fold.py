@@ -233,11 +233,9 @@ class IdentityProjection(RowProjection):
         if ev.late:
             sessions.late(unit, dev, ev, pos)
             return
-        if ev.sdk_anonymous_id is not None:
-            sessions.tag_session(unit, dev, ev.sdk_anonymous_id, pos, self._tag(ev))
+        if ev.sdk_anonymous_id is not None or ev.sdk_tag is not None:
+            self._session(unit, dev, ev, pos)
             local.session(dev, ev)
-        elif ev.sdk_tag is not None:
-            sessions.tag_erased(unit, dev, ev.sdk_tag, pos)
         person = unit.person(dev.person_id)
         local.profile_attributes(person.attrs, ev, pos, ts)
         if ts > person.updated_at:
@@ -268,10 +266,8 @@ class IdentityProjection(RowProjection):
         persons.leave(unit, dev, dev.person_id, pos)
         local.cleared(dev, ev)
         self._new_anonymous_person(unit, dev, pos, ts)
-        if ev.sdk_anonymous_id is not None:
-            sessions.tag_session(unit, dev, ev.sdk_anonymous_id, pos, self._tag(ev))
-        elif ev.sdk_tag is not None:
-            sessions.tag_erased(unit, dev, ev.sdk_tag, pos)
+        if ev.sdk_anonymous_id is not None or ev.sdk_tag is not None:
+            self._session(unit, dev, ev, pos)
 
     def _new_device(self, unit: IdentityUnit, ev: DeviceEvent, pos: int, ts: int) -> DeviceRow:
         dev = local.new_device(ev.device_id, ts)
@@ -303,17 +299,23 @@ class IdentityProjection(RowProjection):
         if ev.late:
             sessions.late(unit, dev, ev, pos)
             return
-        sdk_anonymous_id = ev.sdk_anonymous_id
         self._identify(unit, dev, ev, pos, ts)
-        if sdk_anonymous_id is not None:
-            sessions.tag_session(unit, dev, sdk_anonymous_id, pos, self._tag(ev))
+        if ev.sdk_anonymous_id is not None:
+            self._session(unit, dev, ev, pos)
             local.session(dev, ev)
 
-    def _tag(self, ev: Identified | ProfileAttributesChanged | IdentityCleared) -> str | None:
-        """An event's SDK session tag, where the log holds a forget (else no session can be
-        known by its tag alone: no look-up of one)."""
-        ahead = self._ahead
-        return ev.sdk_tag if ahead is not None and ahead.any_forgotten() else None
+    def _session(self, unit: IdentityUnit, dev: DeviceRow,
+                 ev: Identified | ProfileAttributesChanged | IdentityCleared, pos: int) -> None:
+        """The SDK session an event starts goes to the device's person: by its anonymousId,
+        or, once that reads erased, by its tag alone. The tag is looked up beside the
+        anonymousId only where the log holds a forget (else no session is known by its tag
+        alone)."""
+        if ev.sdk_anonymous_id is not None:
+            ahead = self._ahead
+            tag = ev.sdk_tag if ahead is not None and ahead.any_forgotten() else None
+            sessions.tag_session(unit, dev, ev.sdk_anonymous_id, pos, tag)
+        elif ev.sdk_tag is not None:
+            sessions.tag_erased(unit, dev, ev.sdk_tag, pos)
 
     def _erased_token(self, unit: IdentityUnit, dev: DeviceRow, ev: DeviceTokenRegistered,
                       pos: int, ts: int) -> None:
@@ -343,8 +345,7 @@ class IdentityProjection(RowProjection):
         assert member is not None
         stitching.stitch(unit, dev, ev, pos, ts, unit.person(dev.person_id), None, "",
                          unit.survivor(member), self.policy, self.ids, self._ahead)
-        if ev.sdk_tag is not None:
-            sessions.tag_erased(unit, dev, ev.sdk_tag, pos)
+        self._session(unit, dev, ev, pos)
 
     def _identify(
         self, unit: IdentityUnit, dev: DeviceRow, ev: Identified, pos: int, ts: int
