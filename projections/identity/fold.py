@@ -238,11 +238,7 @@ class IdentityProjection(RowProjection):
             local.session(dev, ev)
         person = unit.person(dev.person_id)
         local.profile_attributes(person.attrs, ev, pos, ts)
-        if ts > person.updated_at:
-            person.updated_at = ts
-        unit.put_person(person)
-        if "email" in ev.set:
-            persons.claim_attribute_email(unit, person, pos)
+        persons.attributes_written(unit, person, pos, ts, "email" in ev.set)
 
     def _activated(
         self, unit: IdentityUnit, dev: DeviceRow, ev: DeviceActivated, pos: int, ts: int

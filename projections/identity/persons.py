@@ -116,6 +116,18 @@ def claim(unit: IdentityUnit, person: PersonRow, kind: str, value: str, pos: int
         claim_email(unit, person, value, pos)
 
 
+def attributes_written(unit: IdentityUnit, person: PersonRow, pos: int, ts: int,
+                       email: bool) -> None:
+    """An event wrote the person's attributes (an identify's traits, a profile update): its
+    time moves ``updated_at``, the row is kept, and where it wrote ``email`` the winning
+    value claims the email identifier."""
+    if ts > person.updated_at:
+        person.updated_at = ts
+    unit.put_person(person)
+    if email:
+        claim_attribute_email(unit, person, pos)
+
+
 def claim_attribute_email(unit: IdentityUnit, person: PersonRow, pos: int) -> None:
     """The winning ``email`` attribute of an identified person claims the email identifier."""
     # The identifier follows the winning value of the `email` attribute (last writer wins on

@@ -94,11 +94,7 @@ def stitch(unit: IdentityUnit, dev: DeviceRow, ev: Identified, pos: int, ts: int
         person = target
 
     local.traits(person.attrs, ev, pos, ts)
-    if ts > person.updated_at:
-        person.updated_at = ts
-    unit.put_person(person)
-    if "email" in ev.traits:
-        persons.claim_attribute_email(unit, person, pos)
+    persons.attributes_written(unit, person, pos, ts, "email" in ev.traits)
     local.identified(dev, ev, ts)
 
 
