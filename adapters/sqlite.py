@@ -1,8 +1,9 @@
 """The embedded default: events and projection rows in one SQLite file.
 
-eventsourcing's SQLite recorder owns the events table (``stored_events``) and loads single
-devices; this module adds the projection tables and the batch path of the log (``FastLog``) on
-the same table, over one connection of its own, and the projection leases: an exclusive
+The log's tables (:mod:`idstitch.adapters.sqlite_layout`), the projection tables and the log's
+reads and appends (``FastLog``, :mod:`idstitch.adapters.sqlite_log`) over one connection of its
+own (eventsourcing's SQLite recorder is opened on the file but holds no events), and the
+projection leases: an exclusive
 ``flock`` on a file beside the database per projection (``<file>-<projection>.lease``), so that
 one process at a time folds a projection (see :mod:`idstitch.projections.runner`).
 """
@@ -17,6 +18,7 @@ from collections.abc import Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 
+from idstitch.adapters import sqlite_layout
 from idstitch.adapters.chain import ChainedLog
 from idstitch.adapters.crypto import codec_for
 from idstitch.adapters.eventlog import DeviceLog
@@ -80,7 +82,7 @@ WANT = ("INSERT INTO idstitch_wanted (name, position) VALUES (?, ?) ON CONFLICT 
 class SqliteProjectionStore(SqliteLog, SqlProjectionStore):
     """One connection, one lock: SQLite has one writer anyway, and this keeps reads cheap."""
 
-    head_sql = "SELECT max(rowid) FROM stored_events"
+    head_sql = sqlite_layout.HEAD
 
     def __init__(self, path: str) -> None:
         self._path = path
@@ -118,10 +120,20 @@ class SqliteProjectionStore(SqliteLog, SqlProjectionStore):
             for ddl in self.schema():
                 self._conn.execute(ddl)
         self._lock = threading.RLock()
+        if sqlite_layout.old_layout(self._conn):
+            self._upgrade_layout()
 
     def schema(self) -> list[str]:
         """The shared tables, the positions other processes wait for (see want), the chain."""
-        return [*super().schema(), WANTED_DDL, *chain_ddl("INTEGER", "BLOB"), *KEYS_DDL]
+        return [*sqlite_layout.DDL, sqlite_layout.VIEW, *super().schema(), WANTED_DDL,
+                *chain_ddl("INTEGER", "BLOB"), *KEYS_DDL]
+
+    def _upgrade_layout(self) -> None:
+        """Move a store made before the log's tables into them (see
+        :func:`idstitch.adapters.sqlite_layout.upgrade`), once, under the write lock: a second
+        process opening the same file meanwhile finds it done."""
+        with self._cursor(write=True):
+            sqlite_layout.upgrade(self._conn)
 
     # Projection leases (runner.Leases): flock is per open file, so two stores in one process
     # exclude each other as two processes do, and a process that dies releases its leases.

@@ -169,7 +169,7 @@ def floor_seconds(data: Path, source: Path, targets: list[Path], n_messages: int
     messages' worth of events, each synced."""
     con = sqlite3.connect(source)
     rows = con.execute("SELECT originator_id, originator_version, topic, state FROM stored_events "
-                       "ORDER BY rowid").fetchall()
+                       "ORDER BY position").fetchall()
     con.close()
     codec = EventCodec()
     events = codec.decode_all(state for _, _, _, state in rows)
@@ -185,10 +185,10 @@ def floor_seconds(data: Path, source: Path, targets: list[Path], n_messages: int
         with Timer() as encoding:
             for event in events:
                 encode(event)
-        # The idstitch file's own schema (the store creates it), written as FastLog writes it.
-        with idstitch.open(harness.sqlite_url(target), auto_catch_up=False):
-            pass
+        # The reference the issue names: the same rows into eventsourcing's own table (random
+        # stream ids in its key), whatever layout idstitch's file has.
         con = sqlite3.connect(target, isolation_level=None)
+        con.execute(harness.STOCK_EVENTS_DDL)
         con.execute("PRAGMA journal_mode=WAL")
         con.execute("PRAGMA wal_autocheckpoint=10000")
         con.execute("PRAGMA synchronous=FULL")

@@ -11,10 +11,12 @@ B-trees' pages are measured.
 
 Layouts (``--layout``):
 
-- ``text``: the log as it is, eventsourcing's ``stored_events`` with its primary key
-  (originator id as 32 hex digits, version): a second B-tree with a random key;
-- ``number``: a stream table (text id -> integer, WITHOUT ROWID) and the events keyed by
-  (stream number, version): a third of the index's bytes, the text id stored once a stream;
+- ``text``: the log as idstitch stored it before it numbered streams (and as eventsourcing
+  does): ``stored_events`` with its primary key (originator id as 32 hex digits, version), a
+  second B-tree with a random key;
+- ``number``: a stream table (text id -> integer) and the events keyed by (stream number,
+  version): a third of the index's bytes, the text id stored once a stream (what idstitch's
+  SQLite store does now, see ``idstitch.adapters.sqlite_layout``);
 - ``none``: no stream index at all (the floor: the events' table, the chain and the keys).
 
     python benchmarks/bench_log_layout.py /tmp/growth.db --layout text
@@ -31,11 +33,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import harness
 from harness import console, table
 
 LAYOUTS = {
-    "text": ["CREATE TABLE stored_events (originator_id TEXT, originator_version INTEGER, "
-             "topic TEXT, state BLOB, PRIMARY KEY (originator_id, originator_version))"],
+    "text": [harness.STOCK_EVENTS_DDL],
     "number": ["CREATE TABLE streams (originator_id TEXT PRIMARY KEY, number INTEGER NOT NULL) "
                "WITHOUT ROWID",
                "CREATE TABLE stored_events (stream INTEGER, originator_version INTEGER, "
@@ -60,7 +62,7 @@ def replay(source: Path, target: Path, layout: str, batch: int, wal_pages: int,
     """(KiB written per event, CPU seconds) of each tenth, and the file's bytes per event."""
     with sqlite3.connect(source) as src:
         events = src.execute("SELECT originator_id, originator_version, topic, state FROM "
-                             "stored_events ORDER BY rowid LIMIT ?", (limit or -1,)).fetchall()
+                             "stored_events ORDER BY position LIMIT ?", (limit or -1,)).fetchall()
         keys = src.execute("SELECT key_id, key FROM idstitch_keys").fetchall()
     # The key store keeps no creation order (its table has no rowid): new keys arrive in an
     # order as random as the subjects' hashed ids, not sorted.

@@ -32,6 +32,12 @@ if TYPE_CHECKING:
 # Piped or redirected output gets a fixed width instead of rich's 80 columns, so tables stay whole.
 console = Console(width=None if sys.stdout.isatty() else 150)
 
+STOCK_EVENTS_DDL = ("CREATE TABLE IF NOT EXISTS stored_events (originator_id TEXT, "
+                    "originator_version INTEGER, topic TEXT, state BLOB, "
+                    "PRIMARY KEY (originator_id, originator_version))")
+"""eventsourcing 9.5's SQLite events table (its ``SQLiteApplicationRecorder``): the stream id
+as text in every row and in the primary key. The raw-insert references write to it."""
+
 
 def sqlite_url(path: str | Path) -> str:
     """``sqlite:///`` plus an absolute path (so four slashes)."""

@@ -22,8 +22,11 @@ from idstitch.projections.identity import POLICIES, IdentityProjection, Policy
 from idstitch.workspace import Workspace
 
 SQLITE_HEADER = b"SQLite format 3\x00"
-STORE_TABLES = frozenset({"stored_events", "idstitch_rows", "idstitch_tracking"})
-"""The tables every idstitch SQLite store has (the event log's and the projections')."""
+STORE_TABLES = frozenset({"idstitch_rows", "idstitch_tracking"})
+"""The tables every idstitch SQLite store has (the projections'), besides its log's."""
+LOG_TABLES = frozenset({"idstitch_events", "stored_events"})
+"""The log's table, one of them: ``stored_events`` in a store made before the log's own tables
+(upgraded when the store is opened, see idstitch.adapters.sqlite_layout)."""
 
 
 class Access(Enum):
@@ -96,7 +99,8 @@ def check_sqlite_file(path: str, access: Access) -> None:
     if header != SQLITE_HEADER:
         raise StoreError(f"{path} is not an idstitch store: it is not a SQLite database")
     tables = _tables(path)
-    if tables is None or tables >= STORE_TABLES or (access is Access.CREATE and not tables):
+    if (tables is None or (tables >= STORE_TABLES and tables & LOG_TABLES)
+            or (access is Access.CREATE and not tables)):
         return
     if not tables:
         raise StoreError(f"{path} is not an idstitch store: an empty SQLite database")

@@ -69,7 +69,7 @@ def test_a_changed_byte_fails_with_its_position(db: Path, tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     capsys.readouterr()
     digest_to(capsys, db, tmp_path / "d.json")
-    sql(db, "UPDATE stored_events SET state = CAST(state || x'00' AS BLOB) WHERE rowid = 7")
+    sql(db, "UPDATE idstitch_events SET state = CAST(state || x'00' AS BLOB) WHERE position = 7")
 
     status, out, err = run(capsys, "verify", "--db", f"sqlite:///{db}", "--digest",
                            str(tmp_path / "d.json"))
@@ -88,9 +88,9 @@ def test_a_rewrite_with_recomputed_hashes_fails_against_the_digest(
     capsys.readouterr()
     digest = digest_to(capsys, db, tmp_path / "d.json")
     with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE stored_events SET topic = topic || 'x' WHERE rowid = 3")
-        rows = conn.execute("SELECT rowid, originator_id, originator_version, topic, state "
-                            "FROM stored_events ORDER BY rowid").fetchall()
+        conn.execute("UPDATE idstitch_events SET topic = topic || 'x' WHERE position = 3")
+        rows = conn.execute("SELECT position, originator_id, originator_version, topic, state "
+                            "FROM stored_events ORDER BY position").fetchall()
         conn.execute("DELETE FROM idstitch_chain")
         conn.execute("INSERT INTO idstitch_chain VALUES (1, ?)", (b"".join(
             link(GENESIS, [r[0] for r in rows], [r[1:] for r in rows])),))

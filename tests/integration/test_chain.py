@@ -57,7 +57,18 @@ class RawLog:
     def _sql(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         """One statement in either SQL store's words (EVENTS, POS: its table and position)."""
         if self._sqlite is not None:
-            sql = sql.replace("%s", "?").replace("EVENTS", "stored_events").replace("POS", "rowid")
+            # Rows read through the stored_events view (each with its stream's id), written
+            # to the events table with their stream's number.
+            sql = sql.replace("%s", "?").replace("POS", "position")
+            if sql.startswith("INSERT INTO EVENTS"):
+                self._sqlite.execute("INSERT OR IGNORE INTO idstitch_streams (id) VALUES (?)",
+                                     (params[1],))
+                sql = sql.replace("EVENTS", "idstitch_events").replace(
+                    "originator_id", "stream").replace(
+                    "VALUES (?, ?", "VALUES (?, (SELECT number FROM idstitch_streams WHERE id = ?)")
+            else:
+                sql = sql.replace("EVENTS", "stored_events" if sql.startswith("SELECT")
+                                  else "idstitch_events")
             return self._sqlite.execute(sql, params).fetchall()
         assert self._pg is not None
         sql = sql.replace("EVENTS", "idstitch_events").replace("POS", "notification_id")

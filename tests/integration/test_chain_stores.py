@@ -147,7 +147,7 @@ def test_a_store_from_before_the_chain_is_chained_on_open(
         assert len(chain_rows(url)) == head + 1
         assert execute(url, "SELECT position FROM idstitch_chain_start") == [(head + 1,)]
         # The events from before the upgrade are chained now: a later change to one is caught.
-        table, column = (("stored_events", "rowid") if url.startswith("sqlite")
+        table, column = (("idstitch_events", "position") if url.startswith("sqlite")
                          else ("idstitch_events", "notification_id"))
         execute(url, f"UPDATE {table} SET topic = topic || 'x' WHERE {column} = 2")
         assert upgraded.verify().first_break == 2
@@ -165,7 +165,7 @@ def test_appends_go_on_after_the_last_events_were_deleted(
     for d in range(4):
         ws.identify(f"dev{d}", f"user{d}@example.com")
     head = ws.log.head()
-    table, column = (("stored_events", "rowid") if ws.url.startswith("sqlite")
+    table, column = (("idstitch_events", "position") if ws.url.startswith("sqlite")
                      else ("idstitch_events", "notification_id"))
     execute(ws.url, f"DELETE FROM {table} WHERE {column} >= {head - 1}")
 

@@ -37,8 +37,8 @@ def raw(url: str, statement: str) -> None:
         conn.execute(statement.encode())
 
 
-EVENTS = {"sqlite": "stored_events", "postgres": "idstitch_events"}
-POSITION = {"sqlite": "rowid", "postgres": "notification_id"}
+EVENTS = {"sqlite": "idstitch_events", "postgres": "idstitch_events"}
+POSITION = {"sqlite": "position", "postgres": "notification_id"}
 
 
 def two_people(make_durable_ws: WorkspaceFactory) -> tuple[Workspace, str]:
@@ -57,7 +57,7 @@ def test_an_unreadable_event_names_its_position_and_device(
     _, url = two_people(make_durable_ws)
     raw(url, f"UPDATE {EVENTS[durable_kind]} SET state = '\\xc1'::bytea "
              f"WHERE {POSITION[durable_kind]} = 3" if durable_kind == "postgres" else
-        "UPDATE stored_events SET state = x'c1' WHERE rowid = 3")
+        "UPDATE idstitch_events SET state = x'c1' WHERE position = 3")
     ws = make_durable_ws(url)
     # What reads the event: its person's audit, its device's commands, a rebuild.
     with pytest.raises(CorruptEvent) as audit:

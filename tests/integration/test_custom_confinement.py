@@ -49,8 +49,8 @@ class Sneaky(Projection):
         db.execute("CREATE TABLE t (x INTEGER)")
         db.execute("CREATE TABLE loot (n INTEGER)")
         db.execute("CREATE TRIGGER grab AFTER INSERT ON t BEGIN "
-                   "INSERT INTO loot SELECT count(*) FROM stored_events; "
-                   "DELETE FROM stored_events; END")
+                   "INSERT INTO loot SELECT count(*) FROM idstitch_events; "
+                   "DELETE FROM idstitch_events; END")
 
     def handle(self, db: ProjectionDB, change: Change) -> None:
         db.execute("INSERT INTO t VALUES (?)", (change.position,))

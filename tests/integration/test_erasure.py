@@ -63,7 +63,7 @@ def test_the_log_holds_no_personal_value_in_plaintext(tmp_path: Path) -> None:
     assert all(s in raw(path) for s in SECRETS)
     events = b"".join(
         row[0] for row in __import__("sqlite3").connect(path).execute(
-            "SELECT state FROM stored_events"))
+            "SELECT state FROM idstitch_events"))
     # ... the stored events do not.
     assert not any(s in events for s in SECRETS)
 

@@ -47,7 +47,7 @@ def test_a_page_unseals_as_each_event_alone(tmp_path: Path) -> None:
         assert cipher is not None
         codec = stores.log.codec
         conn = stores.rows._conn  # type: ignore[attr-defined]
-        states = [s for (s,) in conn.execute("SELECT state FROM stored_events ORDER BY rowid")]
+        states = [s for (s,) in conn.execute("SELECT state FROM idstitch_events ORDER BY position")]
         sealed = [codec._decoder.decode(s) for s in states]
         u0, u1 = (e for e in sealed if e.sealed is not None and e.device_id in ("d0", "d1")
                   and type(e).__name__ == "Identified")

@@ -27,7 +27,7 @@ from .conftest import Exploding
 def tracking(path: Path) -> tuple[int, dict[str, int]]:
     """The log's head and every projection's committed position, read by another connection."""
     with sqlite3.connect(path) as conn:
-        head = conn.execute("SELECT max(rowid) FROM stored_events").fetchone()[0]
+        head = conn.execute("SELECT max(position) FROM idstitch_events").fetchone()[0]
         rows = dict(conn.execute("SELECT name, position FROM idstitch_tracking").fetchall())
     return head, rows
 

@@ -28,8 +28,8 @@ def test_a_read_after_a_write_reads_no_event_and_the_head_once(
         traced.clear()
         profile = ws.profile("u3")
         assert profile is not None and profile.attributes["n"] == 99
-        reads = [s for s in traced if "FROM stored_events" in s]
-        assert [s for s in reads if not s.startswith("SELECT (SELECT max(rowid)")] == []
+        reads = [s for s in traced if "FROM idstitch_events" in s]
+        assert [s for s in reads if not s.startswith("SELECT (SELECT max(position)")] == []
         assert len(reads) == 1  # the head, once for every projection
         # ... in the same statement as every projection's tracking row.
         assert "idstitch_tracking" in reads[0]
@@ -45,7 +45,7 @@ def test_a_command_does_not_read_back_what_it_folded_before(
         ws.identify("d2", "u1", {"n": 100})
         # The device attributes' position is behind (it met no event of its own), yet
         # nothing it already passed over is read from the log again.
-        assert [s for s in traced if s.startswith("SELECT rowid, state FROM stored_events")] == []
+        assert [s for s in traced if s.startswith("SELECT position, state FROM idstitch_events")] == []
         profile = ws.profile("u1")
         assert profile is not None and profile.attributes["n"] == 100
 
@@ -73,7 +73,7 @@ def test_a_read_with_nothing_to_fold_answers_from_its_first_snapshot(
         assert profile is not None and profile.attributes["n"] == 5
         # One read transaction, whose first statement reads the head with the tracking rows:
         # no catch-up (a statement and a transaction of its own) before it.
-        assert traced[0] == "BEGIN" and traced[1].startswith("SELECT (SELECT max(rowid)")
+        assert traced[0] == "BEGIN" and traced[1].startswith("SELECT (SELECT max(position)")
         assert traced.count("BEGIN") == 1 and traced[-1] == "COMMIT"
 
 
@@ -93,4 +93,4 @@ def test_a_read_behind_another_writer_catches_up_then_catches_up_first_for_a_whi
         assert u1 is not None and u1.attributes == {"plan": "free"}
         # For a while after such a miss, a read catches up first (its check, then the
         # snapshot), rather than try a snapshot that another writer would mostly make miss.
-        assert traced[0].startswith("SELECT (SELECT max(rowid)") and traced[1] == "BEGIN"
+        assert traced[0].startswith("SELECT (SELECT max(position)") and traced[1] == "BEGIN"

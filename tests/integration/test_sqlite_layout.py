@@ -1,4 +1,5 @@
-"""The SQLite file's layout (issue 17: bytes per event): the key store's tables keep their rows
+"""The SQLite file's layout (issue 17: bytes per event, growth): the log keyed by stream numbers
+(a file of eventsourcing's table upgraded when opened); the key store's tables keep their rows
 in their primary key's B-tree (``WITHOUT ROWID``), and a file made with the former layout (a
 rowid table beside the key's index) is used as it is. Real SQLite files."""
 
@@ -6,6 +7,8 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+
+import pytest
 
 import idstitch
 
@@ -64,3 +67,79 @@ def test_a_file_of_the_former_layout_keeps_it_and_forgets(tmp_path: Path) -> Non
     data = raw(path)
     assert b"dana-user-77" not in data and b"Kyoto" not in data
     assert b"Oslo" in data
+
+
+def to_former_log(path: Path) -> None:
+    """Put the file's log back into the layout of stores made before streams were numbered:
+    eventsourcing's own ``stored_events`` table (the 32-hex id in every row and its key)."""
+    with sqlite3.connect(path) as db:
+        db.execute("DROP VIEW stored_events")
+        db.execute("CREATE TABLE stored_events (originator_id TEXT, originator_version INTEGER, "
+                   "topic TEXT, state BLOB, PRIMARY KEY (originator_id, originator_version))")
+        db.execute("INSERT INTO stored_events (rowid, originator_id, originator_version, topic, "
+                   "state) SELECT e.position, s.id, e.originator_version, e.topic, e.state "
+                   "FROM idstitch_events AS e JOIN idstitch_streams AS s ON s.number = e.stream "
+                   "ORDER BY e.position")
+        db.execute("DROP TABLE idstitch_events")
+        db.execute("DROP TABLE idstitch_streams")
+
+
+def test_a_new_file_numbers_its_streams(tmp_path: Path) -> None:
+    path = tmp_path / "ws.db"
+    with idstitch.open(f"sqlite:///{path}") as ws:
+        traffic(ws)
+        ws.identify("phone", "dana-user-77", {"city": "Nara"})
+    with sqlite3.connect(path) as db:
+        # One row a device, numbered in the order of their first events ...
+        streams = db.execute("SELECT number, id FROM idstitch_streams ORDER BY number").fetchall()
+        assert [n for n, _ in streams] == [1, 2]
+        # ... and every event keyed by (number, version), not by the 32-hex id.
+        assert db.execute("SELECT stream, originator_version FROM idstitch_events "
+                          "ORDER BY position").fetchall() == [(1, 1), (2, 1), (1, 2)]
+        assert "stored_events" not in btrees(path)  # a view, no B-tree of its own
+        # The view reads the log as eventsourcing's table did.
+        assert db.execute("SELECT position, originator_id FROM stored_events ORDER BY position"
+                          ).fetchall() == [(1, streams[0][1]), (2, streams[1][1]),
+                                           (3, streams[0][1])]
+
+
+def test_a_file_of_the_former_log_is_upgraded_when_opened(tmp_path: Path) -> None:
+    path = tmp_path / "ws.db"
+    url = f"sqlite:///{path}"
+    with idstitch.open(url) as ws:
+        traffic(ws)
+        ws.identify("tablet", "sam", {"plan": "pro"})
+        ws.set_profile_attributes("phone", {"city": "Nara"})
+        before = (ws.profile("sam"), ws.history("dana-user-77"), ws.digest())
+        head = ws.log.head()
+    to_former_log(path)
+    assert "sqlite_autoindex_stored_events_1" in btrees(path)
+
+    with idstitch.open(url) as ws:
+        assert (ws.profile("sam"), ws.history("dana-user-77"), ws.digest()) == before
+        assert ws.verify().ok and ws.verify().checked == head
+        # Appends go on after the upgraded events: the next position, a device's next version.
+        assert ws.identify("phone", "dana-user-77", {"city": "Osaka"}) == head + 1
+        assert ws.identify("watch", "kim") == head + 2
+        ws.rebuild()
+        profile = ws.profile("dana-user-77")
+        assert profile is not None and profile.attributes["city"] == "Osaka"
+        assert ws.verify().checked == head + 2
+    names = btrees(path)
+    assert {"idstitch_events", "idstitch_streams"} <= names
+    assert not {n for n in names if "stored_events" in n}
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT count(*) FROM idstitch_streams").fetchone()[0] == 4
+
+
+def test_an_upgraded_file_refuses_writes_to_the_former_table(tmp_path: Path) -> None:
+    """A copy of an older idstitch (or anything else) that appends to eventsourcing's table
+    fails there, instead of appending events that no reader of the file would see."""
+    path = tmp_path / "ws.db"
+    with idstitch.open(f"sqlite:///{path}") as ws:
+        traffic(ws)
+    with sqlite3.connect(path) as db:
+        with pytest.raises(sqlite3.OperationalError, match="view"):
+            db.execute("INSERT INTO stored_events (originator_id, originator_version, topic, "
+                       "state) VALUES ('00', 1, 'Identified', x'00')")
+        assert db.execute("SELECT count(*) FROM idstitch_events").fetchone()[0] == 2
