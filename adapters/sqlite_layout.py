@@ -51,9 +51,11 @@ NUMBER = f"(SELECT number FROM {STREAMS} WHERE id = ?)"
 NUMBERS = f"SELECT id, number FROM {STREAMS} WHERE id IN ({{}})"
 """The numbers of streams by id (``{}``: the ids' placeholders)."""
 
-INSERT_STREAM = f"INSERT INTO {STREAMS} (id) VALUES (?)"
+INSERT_STREAM = f"INSERT OR IGNORE INTO {STREAMS} (id) VALUES (?)"
 INSERT_EVENT = (f"INSERT INTO {EVENTS} (stream, originator_version, topic, state) "
                 "VALUES (?, ?, ?, ?)")
+INSERT_EVENT_BY_ID = (f"INSERT INTO {EVENTS} (stream, originator_version, topic, state) "
+                      f"VALUES ({NUMBER}, ?, ?, ?)")
 
 HEAD = f"SELECT max(position) FROM {EVENTS}"
 
@@ -82,5 +84,5 @@ def upgrade(conn: sqlite3.Connection) -> int:
     return int(moved)
 
 
-__all__ = ["DDL", "EVENTS", "HEAD", "INSERT_EVENT", "INSERT_STREAM", "JOINED", "NUMBER", "NUMBERS",
-           "STREAMS", "VIEW", "old_layout", "upgrade"]
+__all__ = ["DDL", "EVENTS", "HEAD", "INSERT_EVENT", "INSERT_EVENT_BY_ID", "INSERT_STREAM",
+           "JOINED", "NUMBER", "NUMBERS", "STREAMS", "VIEW", "old_layout", "upgrade"]
