@@ -98,6 +98,7 @@ class SqliteProjectionStore(SqliteLog, SqlProjectionStore):
         """Set while a command's rows land inside its append (see SqliteLog._land)."""
         self._landing_tracked: dict[str, tuple[int, str | None]] = {}
         """The tracking rows the open append read under its write lock (see write_if)."""
+        self._topic_codes: dict[str, int] = {}
         with translated(f"cannot open SQLite database {path!r}"):
             # isolation_level=None: we issue BEGIN ourselves, so a write transaction starts with
             # BEGIN IMMEDIATE and takes the file's write lock before reading the tracking row.

@@ -1,18 +1,21 @@
 """The event log's tables in a SQLite store, and the upgrade of a store made before them.
 
-Every device (and the decisions stream) gets a number the first time it records an event::
+Every device (and the decisions stream) gets a number the first time it records an event, and
+every event type a code the first time one is recorded::
 
-    idstitch_streams (number INTEGER PRIMARY KEY, id TEXT UNIQUE)    -- 32 hex digits -> number
-    idstitch_events  (position INTEGER PRIMARY KEY, stream, originator_version, topic, state)
+    idstitch_streams (number INTEGER PRIMARY KEY, id TEXT UNIQUE)      -- 32 hex digits -> number
+    idstitch_topics  (code INTEGER PRIMARY KEY, topic TEXT UNIQUE)     -- "Identified" -> code
+    idstitch_events  (position INTEGER PRIMARY KEY, stream, originator_version, topic_code, state)
     UNIQUE INDEX idstitch_events_stream ON idstitch_events (stream, originator_version)
 
 and the events are keyed by (stream number, version). eventsourcing's own table kept the 32-hex
-id in every event row and in its primary key, a B-tree with a random key: once it outgrew what
+id in every event and in its primary key, a B-tree with a random key: once it outgrew what
 one commit touches, every event cost a 4 KiB page in the WAL and again in the checkpoint, so an
 ingest slowed as its log grew. Keyed by an integer the index is a fifth of the bytes and the id
 is stored once a device (``benchmarks/bench_log_layout.py``: 2.6 -> 4.2 KiB written an event
 from the first half of a 1M-event identity log to the second under the old key, 1.4 -> 2.1
-under the number; see docs/performance.md).
+under the number; see docs/performance.md). The topic's name (16-25 characters) is stored once
+a type too.
 
 ``stored_events`` is now a view with eventsourcing's columns (``position`` besides), so ad-hoc
 SQL that read the log still reads it, and a copy of an older idstitch that opens the file fails
@@ -27,23 +30,32 @@ import sqlite3
 
 EVENTS = "idstitch_events"
 STREAMS = "idstitch_streams"
+TOPICS = "idstitch_topics"
 
 DDL = (
     f"CREATE TABLE IF NOT EXISTS {STREAMS} (number INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE)",
+    f"CREATE TABLE IF NOT EXISTS {TOPICS} (code INTEGER PRIMARY KEY, topic TEXT NOT NULL UNIQUE)",
     f"CREATE TABLE IF NOT EXISTS {EVENTS} (position INTEGER PRIMARY KEY, "
-    "stream INTEGER NOT NULL, originator_version INTEGER NOT NULL, topic TEXT, state BLOB)",
+    "stream INTEGER NOT NULL, originator_version INTEGER NOT NULL, topic_code INTEGER NOT NULL, "
+    "state BLOB)",
     f"CREATE UNIQUE INDEX IF NOT EXISTS idstitch_events_stream ON {EVENTS} "
     "(stream, originator_version)",
 )
 """The log's tables. No AUTOINCREMENT: positions are the rowids SQLite hands out, max + 1."""
 
+CHAINED = (f"{EVENTS} AS e LEFT JOIN {STREAMS} AS s ON s.number = e.stream "
+           f"LEFT JOIN {TOPICS} AS t ON t.code = e.topic_code")
+"""Every event with its stream's id and its topic's name: what the hash chain reads (it
+hashes both). Outer joins: an event whose number names nothing is read (with no id or
+topic), so a verification names its position as changed instead of skipping it."""
+
 VIEW = (f"CREATE VIEW IF NOT EXISTS stored_events AS SELECT e.position AS position, "
-        "s.id AS originator_id, e.originator_version AS originator_version, e.topic AS topic, "
-        f"e.state AS state FROM {EVENTS} AS e JOIN {STREAMS} AS s ON s.number = e.stream")
+        "s.id AS originator_id, e.originator_version AS originator_version, t.topic AS topic, "
+        f"e.state AS state FROM {CHAINED}")
 """eventsourcing's table as a view of the log (read-only)."""
 
 JOINED = f"{EVENTS} AS e JOIN {STREAMS} AS s ON s.number = e.stream"
-"""The events with their streams' ids: what the hash chain reads (it hashes the id)."""
+"""The events with their streams' ids (for reads by device id)."""
 
 NUMBER = f"(SELECT number FROM {STREAMS} WHERE id = ?)"
 """A stream's number by its id, as a value in a statement."""
@@ -52,9 +64,11 @@ NUMBERS = f"SELECT id, number FROM {STREAMS} WHERE id IN ({{}})"
 """The numbers of streams by id (``{}``: the ids' placeholders)."""
 
 INSERT_STREAM = f"INSERT OR IGNORE INTO {STREAMS} (id) VALUES (?)"
-INSERT_EVENT = (f"INSERT INTO {EVENTS} (stream, originator_version, topic, state) "
+INSERT_TOPIC = f"INSERT OR IGNORE INTO {TOPICS} (topic) VALUES (?)"
+CODES = f"SELECT topic, code FROM {TOPICS}"
+INSERT_EVENT = (f"INSERT INTO {EVENTS} (stream, originator_version, topic_code, state) "
                 "VALUES (?, ?, ?, ?)")
-INSERT_EVENT_BY_ID = (f"INSERT INTO {EVENTS} (stream, originator_version, topic, state) "
+INSERT_EVENT_BY_ID = (f"INSERT INTO {EVENTS} (stream, originator_version, topic_code, state) "
                       f"VALUES ({NUMBER}, ?, ?, ?)")
 
 HEAD = f"SELECT max(position) FROM {EVENTS}"
@@ -69,20 +83,24 @@ def old_layout(conn: sqlite3.Connection) -> bool:
 def upgrade(conn: sqlite3.Connection) -> int:
     """Move the events of eventsourcing's table into the log's tables, positions kept, and
     replace the table by the view; the events moved. Run in a write transaction (the file's
-    write lock held), after :data:`DDL`. Streams are numbered in the order of their first
-    event, as appends number them."""
+    write lock held), after :data:`DDL`. Streams and topics are numbered in the order of
+    their first event, as appends number them."""
     if not old_layout(conn):
         return 0
     conn.execute(f"INSERT INTO {STREAMS} (id) SELECT originator_id FROM stored_events "
                  "GROUP BY originator_id ORDER BY min(rowid)")
+    conn.execute(f"INSERT OR IGNORE INTO {TOPICS} (topic) SELECT topic FROM stored_events "
+                 "GROUP BY topic ORDER BY min(rowid)")
     moved = conn.execute(
-        f"INSERT INTO {EVENTS} (position, stream, originator_version, topic, state) "
-        f"SELECT e.rowid, s.number, e.originator_version, e.topic, e.state FROM stored_events "
-        f"AS e JOIN {STREAMS} AS s ON s.id = e.originator_id ORDER BY e.rowid").rowcount
+        f"INSERT INTO {EVENTS} (position, stream, originator_version, topic_code, state) "
+        f"SELECT e.rowid, s.number, e.originator_version, t.code, e.state FROM stored_events "
+        f"AS e JOIN {STREAMS} AS s ON s.id = e.originator_id JOIN {TOPICS} AS t "
+        "ON t.topic = e.topic ORDER BY e.rowid").rowcount
     conn.execute("DROP TABLE stored_events")
     conn.execute(VIEW)
     return int(moved)
 
 
-__all__ = ["DDL", "EVENTS", "HEAD", "INSERT_EVENT", "INSERT_EVENT_BY_ID", "INSERT_STREAM",
-           "JOINED", "NUMBER", "NUMBERS", "STREAMS", "VIEW", "old_layout", "upgrade"]
+__all__ = ["CHAINED", "CODES", "DDL", "EVENTS", "HEAD", "INSERT_EVENT", "INSERT_EVENT_BY_ID",
+           "INSERT_STREAM", "INSERT_TOPIC", "JOINED", "NUMBER", "NUMBERS", "STREAMS", "TOPICS",
+           "VIEW", "old_layout", "upgrade"]

@@ -36,15 +36,15 @@ def translated(what: str) -> Iterator[None]:
 
 
 CHAIN = ChainSql.of(
-    events=layout.JOINED, position="e.position", originator="s.id", param="?",
+    events=layout.CHAINED, position="e.position", originator="s.id", param="?",
     last="substr(hashes, -32)",
     # OR REPLACE: if someone deleted the last events, SQLite hands their rowids out again; an
     # append's run then replaces the orphaned one that starts there (verify reports the break,
     # instead of every later append failing).
     insert="INSERT OR REPLACE INTO idstitch_chain (position, hashes) VALUES (?, ?)")
 """The hash chain's statements (see idstitch.adapters.sqlchain): the chain hashes each event
-with its stream's id (32 hex digits), as the log stored it before streams were numbered, so
-an upgraded store's chain holds (see idstitch.adapters.sqlite_layout)."""
+with its stream's id (32 hex digits) and its topic's name, as the log stored them before they
+were numbered, so an upgraded store's chain holds (see idstitch.adapters.sqlite_layout)."""
 
 FEW = 16
 """Up to this many events an append (a single command's) finds each stream's number inside
@@ -59,6 +59,8 @@ class SqliteLog:
     _file: str
     _landing: bool
     _landing_tracked: dict[str, tuple[int, str | None]]
+    _topic_codes: dict[str, int]
+    """Each topic's code, as far as this store has read them (a code never changes)."""
     tracking_query: Callable[[Sequence[str]], tuple[str, tuple[str, ...]]]
     """The statement reading tracking rows (SqlProjectionStore's, which the store also is)."""
     chunk: int
@@ -93,7 +95,7 @@ class SqliteLog:
                     self._conn.commit()
             finally:
                 if self._conn.in_transaction:
-                    self._conn.rollback()
+                    self._rollback()
                 self._conn.execute("PRAGMA synchronous=NORMAL")
 
     def _insert(self, rows: list[tuple[str, int, str, bytes]]) -> list[int]:
@@ -104,12 +106,19 @@ class SqliteLog:
             first = list(dict.fromkeys(row[0] for row in rows if row[1] == 1))
             if first:
                 self._conn.executemany(layout.INSERT_STREAM, [(i,) for i in first])
+            codes = self._topic_codes
+            if not codes.keys() >= {row[2] for row in rows}:
+                self._conn.executemany(layout.INSERT_TOPIC, [(row[2],) for row in rows
+                                                             if row[2] not in codes])
+                codes = self._read_codes()
             if len(rows) <= FEW:
-                self._conn.executemany(layout.INSERT_EVENT_BY_ID, rows)
+                self._conn.executemany(layout.INSERT_EVENT_BY_ID, [
+                    (stream, version, codes[topic], state)
+                    for stream, version, topic, state in rows])
             else:
                 numbers = self._numbers(list(dict.fromkeys(row[0] for row in rows)))
                 self._conn.executemany(layout.INSERT_EVENT, [
-                    (numbers.get(stream), version, topic, state)
+                    (numbers.get(stream), version, codes[topic], state)
                     for stream, version, topic, state in rows])
             last = self._conn.execute("SELECT last_insert_rowid()").fetchone()[0]
             # Under the write lock, with no AUTOINCREMENT and no deletes, the rowids of one
@@ -119,6 +128,24 @@ class SqliteLog:
             # processes appending to one file never fork it.
             chain_append(self._conn, CHAIN, positions, rows)
         return positions
+
+    def _rollback(self) -> None:
+        """Roll the open append back, and forget the topic codes read in it: a code it gave a
+        new topic is undone with it (and may go to another topic later)."""
+        self._conn.rollback()
+        self._topic_codes = {}
+
+    def _read_codes(self) -> dict[str, int]:
+        """Every topic's code, read again (a handful of rows)."""
+        self._topic_codes = dict(self._conn.execute(layout.CODES).fetchall())
+        return self._topic_codes
+
+    def _codes_of(self, topics: list[str]) -> list[int]:
+        """The codes of these topics; a topic no event has is left out."""
+        codes = self._topic_codes
+        if not codes.keys() >= set(topics):
+            codes = self._read_codes()
+        return [codes[t] for t in topics if t in codes]
 
     def _numbers(self, ids: list[str]) -> dict[str, int]:
         """The stream numbers of these ids: one read a chunk of ids, not a lookup an event
@@ -165,7 +192,7 @@ class SqliteLog:
                 if self._conn.in_transaction:
                     # Whatever failed (a conflict, an interrupt) got here mid-transaction: end
                     # it, or the connection keeps the write lock (and refuses the PRAGMA).
-                    self._conn.rollback()
+                    self._rollback()
                 self._conn.execute("PRAGMA synchronous=NORMAL")
         return positions
 
@@ -209,15 +236,16 @@ class SqliteLog:
     ) -> list[tuple[int, bytes]]:
         """(position, state) of the events with these topics (and, with ``first``, every
         device's first event) in ``after < position <= until``."""
-        marks = ", ".join("?" * len(topics))
         also = " OR originator_version = 1" if first else ""
         with self._lock, self._translated("cannot read the log"):
+            codes = self._codes_of(topics)
+            marks = ", ".join("?" * len(codes))
             # The table is scanned in rowid order and the other events skipped in C: a
             # replay then decodes only the events it folds.
             rows: list[tuple[int, bytes]] = self._conn.execute(
                 f"SELECT position, state FROM {layout.EVENTS} WHERE position > ? AND "
-                f"position <= ? AND (topic IN ({marks}){also}) ORDER BY position LIMIT ?",
-                (after, until, *topics, limit)).fetchall()
+                f"position <= ? AND (topic_code IN ({marks}){also}) ORDER BY position "
+                "LIMIT ?", (after, until, *codes, limit)).fetchall()
         return rows
 
     def head(self) -> int:
@@ -256,13 +284,15 @@ class SqliteLog:
     ) -> list[tuple[int, bytes]]:
         """(position, state) of each (aggregate hex, start, end) span's events (of these
         topics, or all): one indexed range per span (the primary key leads with the id)."""
-        also = "" if topics is None else f" AND topic IN ({', '.join('?' * len(topics))})"
-        sql = (f"SELECT position, state FROM {layout.EVENTS} WHERE stream = {layout.NUMBER} "
-               f"AND position >= ? AND position < ?{also}")
         out: list[tuple[int, bytes]] = []
         with self._lock, self._translated("cannot read the log"):
+            codes = None if topics is None else self._codes_of(topics)
+            also = ("" if codes is None
+                    else f" AND topic_code IN ({', '.join('?' * len(codes))})")
+            sql = (f"SELECT position, state FROM {layout.EVENTS} WHERE stream = "
+                   f"{layout.NUMBER} AND position >= ? AND position < ?{also}")
             for aggregate, start, end in spans:
-                out.extend(self._conn.execute(sql, (aggregate, start, end, *(topics or ())))
+                out.extend(self._conn.execute(sql, (aggregate, start, end, *(codes or ())))
                            .fetchall())
         return out
 

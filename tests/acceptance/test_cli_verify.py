@@ -88,7 +88,7 @@ def test_a_rewrite_with_recomputed_hashes_fails_against_the_digest(
     capsys.readouterr()
     digest = digest_to(capsys, db, tmp_path / "d.json")
     with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE idstitch_events SET topic = topic || 'x' WHERE position = 3")
+        conn.execute("UPDATE idstitch_events SET originator_version = 99 WHERE position = 3")
         rows = conn.execute("SELECT position, originator_id, originator_version, topic, state "
                             "FROM stored_events ORDER BY position").fetchall()
         conn.execute("DELETE FROM idstitch_chain")

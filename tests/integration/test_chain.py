@@ -57,15 +57,18 @@ class RawLog:
     def _sql(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         """One statement in either SQL store's words (EVENTS, POS: its table and position)."""
         if self._sqlite is not None:
-            # Rows read through the stored_events view (each with its stream's id), written
-            # to the events table with their stream's number.
+            # Rows read through the stored_events view (each with its stream's id and its
+            # topic's name), written to the events table with their numbers.
             sql = sql.replace("%s", "?").replace("POS", "position")
             if sql.startswith("INSERT INTO EVENTS"):
+                _, oid, _, topic, _ = params
                 self._sqlite.execute("INSERT OR IGNORE INTO idstitch_streams (id) VALUES (?)",
-                                     (params[1],))
-                sql = sql.replace("EVENTS", "idstitch_events").replace(
-                    "originator_id", "stream").replace(
-                    "VALUES (?, ?", "VALUES (?, (SELECT number FROM idstitch_streams WHERE id = ?)")
+                                     (oid,))
+                self._sqlite.execute("INSERT OR IGNORE INTO idstitch_topics (topic) VALUES (?)",
+                                     (topic,))
+                sql = ("INSERT INTO idstitch_events (position, stream, originator_version, "
+                       "topic_code, state) VALUES (?, (SELECT number FROM idstitch_streams "
+                       "WHERE id = ?), ?, (SELECT code FROM idstitch_topics WHERE topic = ?), ?)")
             else:
                 sql = sql.replace("EVENTS", "stored_events" if sql.startswith("SELECT")
                                   else "idstitch_events")

@@ -149,7 +149,8 @@ def test_a_store_from_before_the_chain_is_chained_on_open(
         # The events from before the upgrade are chained now: a later change to one is caught.
         table, column = (("idstitch_events", "position") if url.startswith("sqlite")
                          else ("idstitch_events", "notification_id"))
-        execute(url, f"UPDATE {table} SET topic = topic || 'x' WHERE {column} = 2")
+        execute(url, f"UPDATE {table} SET originator_version = originator_version + 100 "
+                     f"WHERE {column} = 2")
         assert upgraded.verify().first_break == 2
     with idstitch.open(url) as again:  # the upgrade runs once: the start stays where it was
         assert execute(url, "SELECT position FROM idstitch_chain_start") == [(head + 1,)]

@@ -9,6 +9,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from idstitch.adapters.chain import verify
 
 import idstitch
 
@@ -77,30 +78,36 @@ def to_former_log(path: Path) -> None:
         db.execute("CREATE TABLE stored_events (originator_id TEXT, originator_version INTEGER, "
                    "topic TEXT, state BLOB, PRIMARY KEY (originator_id, originator_version))")
         db.execute("INSERT INTO stored_events (rowid, originator_id, originator_version, topic, "
-                   "state) SELECT e.position, s.id, e.originator_version, e.topic, e.state "
+                   "state) SELECT e.position, s.id, e.originator_version, t.topic, e.state "
                    "FROM idstitch_events AS e JOIN idstitch_streams AS s ON s.number = e.stream "
-                   "ORDER BY e.position")
-        db.execute("DROP TABLE idstitch_events")
-        db.execute("DROP TABLE idstitch_streams")
+                   "JOIN idstitch_topics AS t ON t.code = e.topic_code ORDER BY e.position")
+        for table in ("idstitch_events", "idstitch_streams", "idstitch_topics"):
+            db.execute(f"DROP TABLE {table}")
 
 
-def test_a_new_file_numbers_its_streams(tmp_path: Path) -> None:
+def test_a_new_file_numbers_its_streams_and_topics(tmp_path: Path) -> None:
     path = tmp_path / "ws.db"
     with idstitch.open(f"sqlite:///{path}") as ws:
         traffic(ws)
         ws.identify("phone", "dana-user-77", {"city": "Nara"})
+        ws.register_device_token("laptop", "tok-1")
     with sqlite3.connect(path) as db:
         # One row a device, numbered in the order of their first events ...
         streams = db.execute("SELECT number, id FROM idstitch_streams ORDER BY number").fetchall()
         assert [n for n, _ in streams] == [1, 2]
+        # ... one a topic ...
+        assert db.execute("SELECT code, topic FROM idstitch_topics ORDER BY code").fetchall() == [
+            (1, "Identified"), (2, "DeviceTokenRegistered")]
         # ... and every event keyed by (number, version), not by the 32-hex id.
-        assert db.execute("SELECT stream, originator_version FROM idstitch_events "
-                          "ORDER BY position").fetchall() == [(1, 1), (2, 1), (1, 2)]
+        assert db.execute("SELECT stream, originator_version, topic_code FROM idstitch_events "
+                          "ORDER BY position").fetchall() == [(1, 1, 1), (2, 1, 1), (1, 2, 1),
+                                                              (2, 2, 2)]
         assert "stored_events" not in btrees(path)  # a view, no B-tree of its own
         # The view reads the log as eventsourcing's table did.
-        assert db.execute("SELECT position, originator_id FROM stored_events ORDER BY position"
-                          ).fetchall() == [(1, streams[0][1]), (2, streams[1][1]),
-                                           (3, streams[0][1])]
+        assert db.execute("SELECT position, originator_id, topic FROM stored_events "
+                          "ORDER BY position").fetchall() == [
+            (1, streams[0][1], "Identified"), (2, streams[1][1], "Identified"),
+            (3, streams[0][1], "Identified"), (4, streams[1][1], "DeviceTokenRegistered")]
 
 
 def test_a_file_of_the_former_log_is_upgraded_when_opened(tmp_path: Path) -> None:
@@ -126,7 +133,7 @@ def test_a_file_of_the_former_log_is_upgraded_when_opened(tmp_path: Path) -> Non
         assert profile is not None and profile.attributes["city"] == "Osaka"
         assert ws.verify().checked == head + 2
     names = btrees(path)
-    assert {"idstitch_events", "idstitch_streams"} <= names
+    assert {"idstitch_events", "idstitch_streams", "idstitch_topics"} <= names
     assert not {n for n in names if "stored_events" in n}
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT count(*) FROM idstitch_streams").fetchone()[0] == 4
@@ -143,3 +150,27 @@ def test_an_upgraded_file_refuses_writes_to_the_former_table(tmp_path: Path) -> 
             db.execute("INSERT INTO stored_events (originator_id, originator_version, topic, "
                        "state) VALUES ('00', 1, 'Identified', x'00')")
         assert db.execute("SELECT count(*) FROM idstitch_events").fetchone()[0] == 2
+
+
+def test_a_topic_numbered_in_an_append_that_failed_is_numbered_again(tmp_path: Path) -> None:
+    """The code a rolled back append gave a new topic is undone with it: the store must not
+    keep using it (a later topic would take the code, and read the first one's events as its
+    own)."""
+    from idstitch.adapters.sqlite import SqliteProjectionStore
+    from idstitch.domain.ports import WriteConflict
+
+    store = SqliteProjectionStore(str(tmp_path / "log.db"))
+    try:
+        store.append_events([("a" * 32, 1, "First", b"\x01")])
+        with pytest.raises(WriteConflict):  # version 1 of "a..." is taken: nothing commits
+            store.append_events([("b" * 32, 1, "Second", b"\x02"), ("a" * 32, 1, "First", b"\x03")])
+        store.append_events([("b" * 32, 1, "Second", b"\x05")])
+        store.append_events([("c" * 32, 1, "Third", b"\x04")])
+        with sqlite3.connect(tmp_path / "log.db") as db:
+            assert db.execute("SELECT originator_id, topic FROM stored_events ORDER BY position"
+                              ).fetchall() == [("a" * 32, "First"), ("b" * 32, "Second"),
+                                               ("c" * 32, "Third")]
+        with store.chain_view() as view:
+            assert verify(view).ok
+    finally:
+        store.close()
