@@ -104,6 +104,18 @@ class FastLog(Protocol):
         ...
 
 
+def _owned(asked: dict[str, Any], device_id: str) -> Any:
+    """What ``asked`` holds for the device an event read by device names: an event stored
+    under another device's stream (a log changed around idstitch) is a StoreError, not a
+    KeyError from deep inside a command."""
+    try:
+        return asked[device_id]
+    except KeyError:
+        raise StoreError(f"the log is damaged: an event of device {device_id!r} is stored "
+                         "under another device's stream; `idstitch verify` names where the "
+                         "log was changed") from None
+
+
 def _named_device(state: bytes) -> str | None:
     """The device a damaged event's bytes still name, if any (a best effort for the error)."""
     try:
@@ -177,8 +189,8 @@ class DeviceLog(Application[UUID]):
         for version, event in events:
             device = out.get(event.device_id)
             if device is None:
-                device = out[event.device_id] = new_aggregate(event.device_id,
-                                                              aggregate_ids[event.device_id])
+                device = out[event.device_id] = new_aggregate(
+                    event.device_id, _owned(aggregate_ids, event.device_id))
             device.apply(event)
             device.version = version
         for device_id, aggregate_id in aggregate_ids.items():
@@ -205,7 +217,7 @@ class DeviceLog(Application[UUID]):
         except Exception as e:  # any decoder's or cipher's error: find the event, name it
             raise self._located(list(by_id), e) from e
         for version, event in events:
-            device = by_id[event.device_id]
+            device = _owned(by_id, event.device_id)
             device.apply(event)
             device.version = version
             moved.add(event.device_id)

@@ -126,7 +126,8 @@ class SqliteProjectionStore(SqliteLog, SqlProjectionStore):
 
     def schema(self) -> list[str]:
         """The shared tables, the positions other processes wait for (see want), the chain."""
-        return [*sqlite_layout.DDL, sqlite_layout.VIEW, *super().schema(), WANTED_DDL,
+        return [*sqlite_layout.DDL, sqlite_layout.VIEW, sqlite_layout.TOMBSTONE,
+                *super().schema(), WANTED_DDL,
                 *chain_ddl("INTEGER", "BLOB"), *KEYS_DDL]
 
     def _upgrade_layout(self) -> None:

@@ -17,26 +17,29 @@ from the first half of a 1M-event identity log to the second under the old key, 
 under the number; see docs/performance.md). The topic's name (16-25 characters) is stored once
 a type too.
 
-``stored_events`` is now a view with eventsourcing's columns (``position`` besides), so ad-hoc
-SQL that read the log still reads it, and a copy of an older idstitch that opens the file fails
-on it instead of appending to a table nobody reads. A store made before this layout is upgraded
-when it is opened (:func:`upgrade`): its events are copied, positions kept, and its old table
-dropped (with ``secure_delete``, its pages zeroed).
+``idstitch_log`` is a view with eventsourcing's columns (and the position) for ad-hoc SQL.
+``stored_events`` is a tombstone (:data:`TOMBSTONE`). A store made before this layout is
+upgraded when it is opened (:func:`upgrade`): its events are copied, positions kept, and its
+old table dropped (with ``secure_delete``, its pages zeroed).
 """
 
 from __future__ import annotations
 
 import sqlite3
 
+from idstitch.domain.errors import StoreError
+
 EVENTS = "idstitch_events"
 STREAMS = "idstitch_streams"
 TOPICS = "idstitch_topics"
 
 DDL = (
-    f"CREATE TABLE IF NOT EXISTS {STREAMS} (number INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE)",
-    f"CREATE TABLE IF NOT EXISTS {TOPICS} (code INTEGER PRIMARY KEY, topic TEXT NOT NULL UNIQUE)",
+    # No NOT NULL on the names: a damaged event of a store upgraded from the former table
+    # (no id, no topic) is carried over as it was, for verify to name, not refused at open.
+    f"CREATE TABLE IF NOT EXISTS {STREAMS} (number INTEGER PRIMARY KEY, id TEXT UNIQUE)",
+    f"CREATE TABLE IF NOT EXISTS {TOPICS} (code INTEGER PRIMARY KEY, topic TEXT UNIQUE)",
     f"CREATE TABLE IF NOT EXISTS {EVENTS} (position INTEGER PRIMARY KEY, "
-    "stream INTEGER NOT NULL, originator_version INTEGER NOT NULL, topic_code INTEGER NOT NULL, "
+    "stream INTEGER NOT NULL, originator_version INTEGER, topic_code INTEGER NOT NULL, "
     "state BLOB)",
     f"CREATE UNIQUE INDEX IF NOT EXISTS idstitch_events_stream ON {EVENTS} "
     "(stream, originator_version)",
@@ -49,10 +52,21 @@ CHAINED = (f"{EVENTS} AS e LEFT JOIN {STREAMS} AS s ON s.number = e.stream "
 hashes both). Outer joins: an event whose number names nothing is read (with no id or
 topic), so a verification names its position as changed instead of skipping it."""
 
-VIEW = (f"CREATE VIEW IF NOT EXISTS stored_events AS SELECT e.position AS position, "
+VIEW = (f"CREATE VIEW IF NOT EXISTS idstitch_log AS SELECT e.position AS position, "
         "s.id AS originator_id, e.originator_version AS originator_version, t.topic AS topic, "
         f"e.state AS state FROM {CHAINED}")
-"""eventsourcing's table as a view of the log (read-only)."""
+"""The log with eventsourcing's columns (and the position), for SQL written against its
+table: read-only."""
+
+FORMER = "stored_events"
+"""eventsourcing's table, where stores made before this layout keep their events."""
+
+TOMBSTONE = (f"CREATE TABLE IF NOT EXISTS {FORMER} "
+             "(moved_to_idstitch_events_by_a_later_idstitch INTEGER)")
+"""What stands where the former table was: a table with none of its columns, so that a copy
+of an older idstitch that opens the file fails at its first read or write of the log (no
+such column) instead of answering from, or appending to, an empty log; and eventsourcing's
+``CREATE TABLE IF NOT EXISTS`` makes nothing."""
 
 JOINED = f"{EVENTS} AS e JOIN {STREAMS} AS s ON s.number = e.stream"
 """The events with their streams' ids (for reads by device id)."""
@@ -75,9 +89,17 @@ HEAD = f"SELECT max(position) FROM {EVENTS}"
 
 
 def old_layout(conn: sqlite3.Connection) -> bool:
-    """Whether the file still holds eventsourcing's own events table."""
-    row = conn.execute("SELECT type FROM sqlite_master WHERE name = 'stored_events'").fetchone()
-    return row is not None and row[0] == "table"
+    """Whether the file still holds its events in eventsourcing's own table."""
+    return former_sql(conn.execute(FORMER_SQL).fetchone())
+
+
+FORMER_SQL = f"SELECT sql FROM sqlite_master WHERE type = 'table' AND name = '{FORMER}'"
+"""The statement that made the former table, if the file has one."""
+
+
+def former_sql(row: tuple[str] | None) -> bool:
+    """Whether a row of :data:`FORMER_SQL` is eventsourcing's table (not the tombstone)."""
+    return row is not None and "originator_version" in str(row[0])
 
 
 def upgrade(conn: sqlite3.Connection) -> int:
@@ -87,20 +109,25 @@ def upgrade(conn: sqlite3.Connection) -> int:
     their first event, as appends number them."""
     if not old_layout(conn):
         return 0
-    conn.execute(f"INSERT INTO {STREAMS} (id) SELECT originator_id FROM stored_events "
+    # IS, not =: a damaged row without an id or a topic is carried over too (one stream, one
+    # topic, named NULL), so the view reads it as the former table did.
+    conn.execute(f"INSERT INTO {STREAMS} (id) SELECT originator_id FROM {FORMER} "
                  "GROUP BY originator_id ORDER BY min(rowid)")
-    conn.execute(f"INSERT OR IGNORE INTO {TOPICS} (topic) SELECT topic FROM stored_events "
+    conn.execute(f"INSERT INTO {TOPICS} (topic) SELECT topic FROM {FORMER} "
                  "GROUP BY topic ORDER BY min(rowid)")
     moved = conn.execute(
         f"INSERT INTO {EVENTS} (position, stream, originator_version, topic_code, state) "
-        f"SELECT e.rowid, s.number, e.originator_version, t.code, e.state FROM stored_events "
-        f"AS e JOIN {STREAMS} AS s ON s.id = e.originator_id JOIN {TOPICS} AS t "
-        "ON t.topic = e.topic ORDER BY e.rowid").rowcount
-    conn.execute("DROP TABLE stored_events")
-    conn.execute(VIEW)
+        f"SELECT e.rowid, s.number, e.originator_version, t.code, e.state FROM {FORMER} "
+        f"AS e JOIN {STREAMS} AS s ON s.id IS e.originator_id JOIN {TOPICS} AS t "
+        "ON t.topic IS e.topic ORDER BY e.rowid").rowcount
+    held = conn.execute(f"SELECT count(*) FROM {FORMER}").fetchone()[0]
+    if moved != held:  # cannot happen with the joins above; never drop what was not moved
+        raise StoreError(f"cannot upgrade the log: {held} events, {moved} moved")
+    conn.execute(f"DROP TABLE {FORMER}")
+    conn.execute(TOMBSTONE)
     return int(moved)
 
 
-__all__ = ["CHAINED", "CODES", "DDL", "EVENTS", "HEAD", "INSERT_EVENT", "INSERT_EVENT_BY_ID",
-           "INSERT_STREAM", "INSERT_TOPIC", "JOINED", "NUMBER", "NUMBERS", "STREAMS", "TOPICS",
-           "VIEW", "old_layout", "upgrade"]
+__all__ = ["CHAINED", "CODES", "DDL", "EVENTS", "FORMER", "FORMER_SQL", "HEAD", "INSERT_EVENT",
+           "INSERT_EVENT_BY_ID", "INSERT_STREAM", "INSERT_TOPIC", "JOINED", "NUMBER", "NUMBERS",
+           "STREAMS", "TOMBSTONE", "TOPICS", "VIEW", "former_sql", "old_layout", "upgrade"]

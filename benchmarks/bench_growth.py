@@ -20,8 +20,9 @@ run is cut into ten slices of equal messages. Printed:
   compare the peaks of a 1M and a 5M run (target: within 20%);
 - SQLite only: the database's bytes per event (the file after a WAL checkpoint, every table and
   index: the log, the chain, the projections' rows) against the stored event itself (the mean
-  bytes of an events row's columns: id, aggregate id, version, topic, state); target <= 1.5x;
-  and each table's and index's share (SQLite's ``dbstat``).
+  bytes of the event's own fields as eventsourcing's table holds them: position, aggregate id as
+  32 hex digits, version, topic name, state; read through the ``idstitch_log`` view whatever
+  layout stores them); target <= 1.5x; and each table's and index's share (SQLite's ``dbstat``).
 
 ``--batch-size`` sets the messages an ingest commits at a time (``ws.ingest``'s default
 otherwise): the bytes written per event fall as a commit covers more of a B-tree's pages.
@@ -158,7 +159,7 @@ def sqlite_bytes(path: Path) -> dict[str, float]:
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         events, row_bytes = db.execute(
             "SELECT count(*), sum(8 + length(originator_id) + 8 + length(topic) + length(state)) "
-            "FROM stored_events").fetchone()
+            "FROM idstitch_log").fetchone()
         try:
             page = db.execute("PRAGMA page_size").fetchone()[0]
             # Each table's and index's pages (SQLite's dbstat, where it is compiled in).

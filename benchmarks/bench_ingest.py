@@ -168,7 +168,7 @@ def floor_seconds(data: Path, source: Path, targets: list[Path], n_messages: int
     encode the recorded events, insert the recorded rows in transactions of ``batch_size``
     messages' worth of events, each synced."""
     con = sqlite3.connect(source)
-    rows = con.execute("SELECT originator_id, originator_version, topic, state FROM stored_events "
+    rows = con.execute("SELECT originator_id, originator_version, topic, state FROM idstitch_log "
                        "ORDER BY position").fetchall()
     con.close()
     codec = EventCodec()
@@ -243,7 +243,7 @@ def sqlite_shape(path: Path) -> tuple[int, int, int]:
     """(events, distinct devices, mean stored payload bytes) of an idstitch SQLite file."""
     con = sqlite3.connect(path)
     n, devices, size = con.execute(
-        "SELECT count(*), count(DISTINCT originator_id), avg(length(state)) FROM stored_events"
+        "SELECT count(*), count(DISTINCT originator_id), avg(length(state)) FROM idstitch_log"
     ).fetchone()
     con.close()
     return int(n), int(devices), round(size or 0)

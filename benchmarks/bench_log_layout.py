@@ -62,7 +62,7 @@ def replay(source: Path, target: Path, layout: str, batch: int, wal_pages: int,
     """(KiB written per event, CPU seconds) of each tenth, and the file's bytes per event."""
     with sqlite3.connect(source) as src:
         events = src.execute("SELECT originator_id, originator_version, topic, state FROM "
-                             "stored_events ORDER BY position LIMIT ?", (limit or -1,)).fetchall()
+                             "idstitch_log ORDER BY position LIMIT ?", (limit or -1,)).fetchall()
         keys = src.execute("SELECT key_id, key FROM idstitch_keys").fetchall()
     # The key store keeps no creation order (its table has no rowid): new keys arrive in an
     # order as random as the subjects' hashed ids, not sorted.

@@ -159,7 +159,7 @@ def count_events(url: str) -> int:
     """Events stored (rows, not the head: PostgreSQL positions can have gaps)."""
     if url.startswith("sqlite:///"):
         with sqlite3.connect(url[len("sqlite:///"):]) as con:
-            n = int(con.execute("SELECT count(*) FROM stored_events").fetchone()[0])
+            n = int(con.execute("SELECT count(*) FROM idstitch_events").fetchone()[0])
         con.close()
         return n
     import psycopg

@@ -8,8 +8,11 @@ cannot start, the run fails).
 from __future__ import annotations
 
 import itertools
+import sqlite3
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -125,3 +128,26 @@ def url_factory(request: pytest.FixtureRequest,
         return store_url(str(request.param), tmp_path_factory,
                          lambda: request.getfixturevalue("postgres"))
     return make
+
+
+@pytest.fixture
+def former_log() -> Callable[[Path], None]:
+    """A function that puts a SQLite store's log back into the layout of stores written by
+    idstitch before it numbered streams and topics (eventsourcing's ``stored_events``)."""
+    return _former_log
+
+
+def _former_log(path: Path) -> None:
+    """Put the file's log back into the layout of stores made before streams were numbered:
+    eventsourcing's own ``stored_events`` table (the 32-hex id in every row and its key)."""
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute("DROP TABLE stored_events")  # the tombstone
+        db.execute("DROP VIEW idstitch_log")
+        db.execute("CREATE TABLE stored_events (originator_id TEXT, originator_version INTEGER, "
+                   "topic TEXT, state BLOB, PRIMARY KEY (originator_id, originator_version))")
+        db.execute("INSERT INTO stored_events (rowid, originator_id, originator_version, topic, "
+                   "state) SELECT e.position, s.id, e.originator_version, t.topic, e.state "
+                   "FROM idstitch_events AS e JOIN idstitch_streams AS s ON s.number = e.stream "
+                   "JOIN idstitch_topics AS t ON t.code = e.topic_code ORDER BY e.position")
+        for table in ("idstitch_events", "idstitch_streams", "idstitch_topics"):
+            db.execute(f"DROP TABLE {table}")

@@ -37,7 +37,14 @@ from idstitch.cli.audit import PAGE, cmd_explain, cmd_export, cmd_history
 from idstitch.cli.common import Handler, open_workspace
 from idstitch.cli.decisions import add_decisions
 from idstitch.cli.failures import run_guarded
-from idstitch.cli.integrity import DIGEST_HELP, VERIFY_HELP, cmd_digest, cmd_verify
+from idstitch.cli.integrity import (
+    DIGEST_HELP,
+    UPGRADE_HELP,
+    VERIFY_HELP,
+    cmd_digest,
+    cmd_upgrade,
+    cmd_verify,
+)
 from idstitch.cli.output import console_for
 from idstitch.cli.persons import cmd_device, cmd_merges, cmd_profile
 from idstitch.cli.projecting import add_projecting
@@ -151,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("digest", cmd_digest, DIGEST_HELP)
     add("verify", cmd_verify, VERIFY_HELP).add_argument(
         "--digest", metavar="FILE", help="a digest printed earlier by idstitch digest")
+    add("upgrade", cmd_upgrade, UPGRADE_HELP)
     return parser
 
 

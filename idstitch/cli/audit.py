@@ -150,7 +150,7 @@ def _elsewhere(merges: list[Merge], changes: list[Change], offset: int, page: li
 
 def cmd_history(args: argparse.Namespace, console: Console, err: Console) -> int:
     """A person's timeline, a page of Changes at a time."""
-    with open_workspace(args.db, args.policy, Access.READ) as ws:
+    with open_workspace(args.db, args.policy, Access.QUERY) as ws:
         profile = ws.profile(args.id)
         if profile is None:
             return not_found(err, args.id)
@@ -186,7 +186,7 @@ def cmd_history(args: argparse.Namespace, console: Console, err: Console) -> int
 
 def cmd_explain(args: argparse.Namespace, console: Console, err: Console) -> int:
     """Where a person's current value of an attribute came from, and what lost to it."""
-    with open_workspace(args.db, args.policy, Access.READ) as ws:
+    with open_workspace(args.db, args.policy, Access.QUERY) as ws:
         profile = ws.profile(args.id)
         if profile is None:
             return not_found(err, args.id)
@@ -224,7 +224,7 @@ def write_ndjson(changes: Iterable[Change], out: BinaryIO) -> int:
 
 def cmd_export(args: argparse.Namespace, console: Console, err: Console) -> int:
     """A person's whole history as NDJSON on stdout; what was exported is said on stderr."""
-    with open_workspace(args.db, args.policy, Access.READ) as ws:
+    with open_workspace(args.db, args.policy, Access.QUERY) as ws:
         profile = ws.profile(args.id)
         if profile is None:
             return not_found(err, args.id)

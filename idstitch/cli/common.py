@@ -45,7 +45,8 @@ def open_workspace(url: str | None, policy: str | None = None,
                    access: Access = Access.CREATE, clock: Clock | None = None) -> Workspace:
     """Open the store for a command (see :func:`~idstitch.cli.opening.open_store`).
 
-    A command that only reads passes ``Access.READ``: it never creates a store. Every access
+    A command that only reads passes ``Access.QUERY``: it never creates, upgrades or rewrites a
+    store (``Access.READ``: needs one, may write to it). Every access
     refuses a file that is not an idstitch store, and a ``policy`` other than the store's
     (only ``rebuild`` changes it)."""
     return open_store(url, policy, access, clock)

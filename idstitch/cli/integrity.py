@@ -1,4 +1,5 @@
-"""Commands that prove the log was not rewritten: ``digest`` and ``verify [--digest FILE]``.
+"""Commands that prove the log was not rewritten, ``digest`` and ``verify [--digest FILE]``;
+and ``upgrade``, which moves a store written by an earlier idstitch to this version's layout.
 
 ``idstitch digest`` prints the chain's (position, head) as one line of JSON on stdout, to keep
 outside the store: ``idstitch digest > digest-2026-12-06.json``. ``idstitch verify`` recomputes
@@ -15,8 +16,9 @@ import msgspec
 from rich.console import Console
 from rich.text import Text
 
+from idstitch.bootstrap import resolve_url
 from idstitch.cli.common import open_workspace
-from idstitch.cli.opening import Access
+from idstitch.cli.opening import Access, former_layout, sqlite_path
 from idstitch.cli.output import write_json_line
 from idstitch.domain.verification import Digest
 from idstitch.errors import InvalidCommand
@@ -26,6 +28,9 @@ DIGEST_HELP = ("print the log's digest (its last position and chain hash) as JSO
 VERIFY_HELP = ("recompute the log's hash chain and name the first position where it breaks; "
                "with --digest FILE (printed earlier by idstitch digest), also prove the log up "
                "to that digest was not rewritten (exit 0: holds, 1: broken, 2: error)")
+UPGRADE_HELP = ("move a SQLite store written by an earlier idstitch to this version's tables "
+                "(what any command that writes does when it opens one; read commands refuse "
+                "such a store); positions, the chain and its digests are kept")
 
 
 def read_digest(path: str) -> Digest:
@@ -45,7 +50,7 @@ def read_digest(path: str) -> Digest:
 
 def cmd_digest(args: argparse.Namespace, console: Console, err: Console) -> int:
     """Print the chain's last position and hash as JSON (nothing else on stdout)."""
-    with open_workspace(args.db, args.policy, Access.READ) as ws:
+    with open_workspace(args.db, args.policy, Access.QUERY) as ws:
         digest = ws.digest()
     write_json_line(digest)
     err.print(Text(f"digest of {ws.url} at position {digest.position}: keep it outside the "
@@ -58,7 +63,7 @@ def cmd_verify(args: argparse.Namespace, console: Console, err: Console) -> int:
     """Recompute the chain (and compare it with a digest): 0 when it holds, 1 when not."""
     # Read before the store is opened: a bad file is an error however the store is.
     against = None if args.digest is None else read_digest(args.digest)
-    with open_workspace(args.db, args.policy, Access.READ) as ws:
+    with open_workspace(args.db, args.policy, Access.QUERY) as ws:
         result = ws.verify(against=against)
     if result.ok:
         console.print(Text(f"ok: {result.reason}", style="green"), soft_wrap=True)
@@ -66,3 +71,21 @@ def cmd_verify(args: argparse.Namespace, console: Console, err: Console) -> int:
     console.print(Text(f"BROKEN at position {result.first_break} ({result.checked:,} "
                        f"positions checked): {result.reason}", style="red"), soft_wrap=True)
     return 1
+
+
+def cmd_upgrade(args: argparse.Namespace, console: Console, err: Console) -> int:
+    """Open the store as a command that writes does (which upgrades a store of an earlier
+    layout) and say whether there was anything to do."""
+    url = resolve_url(args.db)
+    path = sqlite_path(url)
+    former = path is not None and former_layout(path)
+    with open_workspace(args.db, args.policy, Access.READ) as ws:
+        head = ws.log.head()
+    if former:
+        console.print(Text.assemble(
+            ("upgraded ", "bold"), f"{url}: its {head} events moved to this version's tables "
+            "(positions, the chain and its digests kept); programs that write it must run "
+            "this version too"))
+    else:
+        console.print(f"{url} already has this version's layout ({head} events): nothing to do")
+    return 0

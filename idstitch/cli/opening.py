@@ -16,6 +16,7 @@ import sqlite3
 from enum import Enum
 
 import idstitch
+from idstitch.adapters import sqlite_layout
 from idstitch.bootstrap import Clock, resolve_url
 from idstitch.errors import InvalidCommand, StoreError
 from idstitch.projections.identity import POLICIES, IdentityProjection, Policy
@@ -32,8 +33,13 @@ LOG_TABLES = frozenset({"idstitch_events", "stored_events"})
 class Access(Enum):
     """What a command may do to the store it opens."""
 
+    QUERY = "query"
+    """Only reads: needs an idstitch store of this version's layout; never creates, upgrades
+    or otherwise rewrites one (catching up a lagging projection aside), never changes the
+    policy."""
     READ = "read"
-    """Needs an idstitch store; never creates one, never changes the policy."""
+    """Needs an idstitch store (one of an earlier layout is upgraded when opened); never creates
+    one, never changes the policy."""
     CREATE = "create"
     """May start a new store (a new or empty file); never changes an existing store's policy."""
     REBUILD = "rebuild"
@@ -45,9 +51,10 @@ def sqlite_path(url: str) -> str | None:
     return url[len("sqlite:///"):] if url.startswith("sqlite:///") else None
 
 
-def _tables(path: str) -> set[str] | None:
-    """The table names of a SQLite file, read without changing anything beside it; None when
-    they cannot be read that way but a WAL beside the file says SQLite has used it.
+def _tables(path: str) -> tuple[set[str], bool] | None:
+    """The table names of a SQLite file, and whether its log is in the former table (see
+    :mod:`idstitch.adapters.sqlite_layout`), read without changing anything beside it; None
+    when they cannot be read that way but a WAL beside the file says SQLite has used it.
 
     Without a ``-wal`` file beside it, the database file holds everything, and ``immutable``
     reads it with no lock and no file created; with one (a process has the store open, or
@@ -58,6 +65,7 @@ def _tables(path: str) -> set[str] | None:
         conn = sqlite3.connect(uri, uri=True)
         try:
             rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+            former = sqlite_layout.former_sql(conn.execute(sqlite_layout.FORMER_SQL).fetchone())
         finally:
             conn.close()
     except sqlite3.Error as e:
@@ -66,7 +74,14 @@ def _tables(path: str) -> set[str] | None:
             # recovers it, as the store's own open does; that open's errors are the store's.
             return None
         raise StoreError(f"{path} is not an idstitch store: SQLite cannot read it ({e})") from e
-    return {str(name) for (name,) in rows}
+    return {str(name) for (name,) in rows}, former
+
+
+def former_layout(path: str) -> bool:
+    """Whether the SQLite file at ``path`` keeps its log in the table of an earlier idstitch
+    (False when it cannot tell without writing: opening the store decides then)."""
+    read = _tables(path) if os.path.isfile(path) else None
+    return read is not None and read[1]
 
 
 def _quote(path: str) -> str:
@@ -98,8 +113,18 @@ def check_sqlite_file(path: str, access: Access) -> None:
         raise StoreError(f"{path} is not an idstitch store: the file is empty")
     if header != SQLITE_HEADER:
         raise StoreError(f"{path} is not an idstitch store: it is not a SQLite database")
-    tables = _tables(path)
-    if (tables is None or (tables >= STORE_TABLES and tables & LOG_TABLES)
+    read = _tables(path)
+    if read is None:
+        return
+    tables, former = read
+    if former and access is Access.QUERY:
+        raise StoreError(f"{path} was written by an earlier idstitch: its log is in eventsourcing's "
+                         "stored_events table, which this version moves to its own tables when "
+                         "a command that writes opens the store (about 9 s a million events), "
+                         "and a read command never rewrites a store. Upgrade it with `idstitch "
+                         f"upgrade --db sqlite:///{path}` (and upgrade every program that "
+                         "writes it: an earlier idstitch cannot read it afterwards)")
+    if ((tables >= STORE_TABLES and tables & LOG_TABLES)
             or (access is Access.CREATE and not tables)):
         return
     if not tables:
@@ -147,4 +172,5 @@ def open_store(url: str | None, policy: str | None, access: Access,
     return idstitch.open(resolved, anonymous_merge=policy, clock=clock)
 
 
-__all__ = ["Access", "check_sqlite_file", "open_store", "sqlite_path", "stored_policy"]
+__all__ = ["Access", "check_sqlite_file", "former_layout", "open_store", "sqlite_path",
+           "stored_policy"]

@@ -20,7 +20,7 @@ def cmd_profile(args: argparse.Namespace, console: Console, err: Console) -> int
     """Show the person an identifier finds, now or ``--as-of`` a position or a time."""
     # Parsed before the store is opened: a bad --as-of is an error however the store is.
     at = None if args.as_of is None else parse_as_of(args.as_of)
-    with open_workspace(args.db, args.policy, Access.READ) as ws:
+    with open_workspace(args.db, args.policy, Access.QUERY) as ws:
         if at is None:
             profile = ws.profile(args.id)
             if profile is None:
@@ -36,7 +36,7 @@ def cmd_profile(args: argparse.Namespace, console: Console, err: Console) -> int
 
 def cmd_merges(args: argparse.Namespace, console: Console, err: Console) -> int:
     """List the conversions, merges and switches of a person."""
-    with open_workspace(args.db, args.policy, Access.READ) as ws:
+    with open_workspace(args.db, args.policy, Access.QUERY) as ws:
         profile = ws.profile(args.id)
         if profile is None:
             return not_found(err, args.id)
@@ -46,7 +46,7 @@ def cmd_merges(args: argparse.Namespace, console: Console, err: Console) -> int:
 
 def cmd_device(args: argparse.Namespace, console: Console, err: Console) -> int:
     """Show a device: its token, platform, person, anonymous id, attributes, last use."""
-    with open_workspace(args.db, args.policy, Access.READ) as ws:
+    with open_workspace(args.db, args.policy, Access.QUERY) as ws:
         device = ws.device(args.id)
         if device is None:
             err.print(Text(f"no device found for {args.id}", style="yellow"), soft_wrap=True)

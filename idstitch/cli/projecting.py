@@ -93,7 +93,7 @@ def cmd_project(args: argparse.Namespace, console: Console, err: Console) -> int
 
 def cmd_projections(args: argparse.Namespace, console: Console, err: Console) -> int:
     """Where every projection stands (never catches anything up)."""
-    with open_store(args.db, args.policy, Access.READ) as ws:
+    with open_store(args.db, args.policy, Access.QUERY) as ws:
         head = ws.log.head()
         found = ws.projection_status()
     if args.json:

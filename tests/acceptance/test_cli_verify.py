@@ -90,7 +90,7 @@ def test_a_rewrite_with_recomputed_hashes_fails_against_the_digest(
     with sqlite3.connect(db) as conn:
         conn.execute("UPDATE idstitch_events SET originator_version = 99 WHERE position = 3")
         rows = conn.execute("SELECT position, originator_id, originator_version, topic, state "
-                            "FROM stored_events ORDER BY position").fetchall()
+                            "FROM idstitch_log ORDER BY position").fetchall()
         conn.execute("DELETE FROM idstitch_chain")
         conn.execute("INSERT INTO idstitch_chain VALUES (1, ?)", (b"".join(
             link(GENESIS, [r[0] for r in rows], [r[1:] for r in rows])),))

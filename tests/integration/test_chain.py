@@ -57,7 +57,7 @@ class RawLog:
     def _sql(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         """One statement in either SQL store's words (EVENTS, POS: its table and position)."""
         if self._sqlite is not None:
-            # Rows read through the stored_events view (each with its stream's id and its
+            # Rows read through the idstitch_log view (each with its stream's id and its
             # topic's name), written to the events table with their numbers.
             sql = sql.replace("%s", "?").replace("POS", "position")
             if sql.startswith("INSERT INTO EVENTS"):
@@ -70,7 +70,7 @@ class RawLog:
                        "topic_code, state) VALUES (?, (SELECT number FROM idstitch_streams "
                        "WHERE id = ?), ?, (SELECT code FROM idstitch_topics WHERE topic = ?), ?)")
             else:
-                sql = sql.replace("EVENTS", "stored_events" if sql.startswith("SELECT")
+                sql = sql.replace("EVENTS", "idstitch_log" if sql.startswith("SELECT")
                                   else "idstitch_events")
             return self._sqlite.execute(sql, params).fetchall()
         assert self._pg is not None

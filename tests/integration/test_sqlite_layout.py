@@ -6,12 +6,14 @@ rowid table beside the key's index) is used as it is. Real SQLite files."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from idstitch.adapters.chain import verify
 
 import idstitch
+from idstitch.errors import StoreError
 
 FORMER_KEYS = ("CREATE TABLE idstitch_keys (key_id TEXT PRIMARY KEY, key BLOB)",
                "CREATE TABLE idstitch_suppressed (digest BLOB PRIMARY KEY)")
@@ -70,21 +72,6 @@ def test_a_file_of_the_former_layout_keeps_it_and_forgets(tmp_path: Path) -> Non
     assert b"Oslo" in data
 
 
-def to_former_log(path: Path) -> None:
-    """Put the file's log back into the layout of stores made before streams were numbered:
-    eventsourcing's own ``stored_events`` table (the 32-hex id in every row and its key)."""
-    with sqlite3.connect(path) as db:
-        db.execute("DROP VIEW stored_events")
-        db.execute("CREATE TABLE stored_events (originator_id TEXT, originator_version INTEGER, "
-                   "topic TEXT, state BLOB, PRIMARY KEY (originator_id, originator_version))")
-        db.execute("INSERT INTO stored_events (rowid, originator_id, originator_version, topic, "
-                   "state) SELECT e.position, s.id, e.originator_version, t.topic, e.state "
-                   "FROM idstitch_events AS e JOIN idstitch_streams AS s ON s.number = e.stream "
-                   "JOIN idstitch_topics AS t ON t.code = e.topic_code ORDER BY e.position")
-        for table in ("idstitch_events", "idstitch_streams", "idstitch_topics"):
-            db.execute(f"DROP TABLE {table}")
-
-
 def test_a_new_file_numbers_its_streams_and_topics(tmp_path: Path) -> None:
     path = tmp_path / "ws.db"
     with idstitch.open(f"sqlite:///{path}") as ws:
@@ -102,15 +89,15 @@ def test_a_new_file_numbers_its_streams_and_topics(tmp_path: Path) -> None:
         assert db.execute("SELECT stream, originator_version, topic_code FROM idstitch_events "
                           "ORDER BY position").fetchall() == [(1, 1, 1), (2, 1, 1), (1, 2, 1),
                                                               (2, 2, 2)]
-        assert "stored_events" not in btrees(path)  # a view, no B-tree of its own
         # The view reads the log as eventsourcing's table did.
-        assert db.execute("SELECT position, originator_id, topic FROM stored_events "
+        assert db.execute("SELECT position, originator_id, topic FROM idstitch_log "
                           "ORDER BY position").fetchall() == [
             (1, streams[0][1], "Identified"), (2, streams[1][1], "Identified"),
             (3, streams[0][1], "Identified"), (4, streams[1][1], "DeviceTokenRegistered")]
 
 
-def test_a_file_of_the_former_log_is_upgraded_when_opened(tmp_path: Path) -> None:
+def test_a_file_of_the_former_log_is_upgraded_when_opened(
+        tmp_path: Path, former_log: Callable[[Path], None]) -> None:
     path = tmp_path / "ws.db"
     url = f"sqlite:///{path}"
     with idstitch.open(url) as ws:
@@ -119,7 +106,7 @@ def test_a_file_of_the_former_log_is_upgraded_when_opened(tmp_path: Path) -> Non
         ws.set_profile_attributes("phone", {"city": "Nara"})
         before = (ws.profile("sam"), ws.history("dana-user-77"), ws.digest())
         head = ws.log.head()
-    to_former_log(path)
+    former_log(path)
     assert "sqlite_autoindex_stored_events_1" in btrees(path)
 
     with idstitch.open(url) as ws:
@@ -134,22 +121,55 @@ def test_a_file_of_the_former_log_is_upgraded_when_opened(tmp_path: Path) -> Non
         assert ws.verify().checked == head + 2
     names = btrees(path)
     assert {"idstitch_events", "idstitch_streams", "idstitch_topics"} <= names
-    assert not {n for n in names if "stored_events" in n}
+    assert "sqlite_autoindex_stored_events_1" not in names  # the former table is gone
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT count(*) FROM idstitch_streams").fetchone()[0] == 4
 
 
-def test_an_upgraded_file_refuses_writes_to_the_former_table(tmp_path: Path) -> None:
-    """A copy of an older idstitch (or anything else) that appends to eventsourcing's table
-    fails there, instead of appending events that no reader of the file would see."""
+def test_the_former_table_answers_nothing_to_an_older_idstitch(tmp_path: Path) -> None:
+    """A copy of an older idstitch (or anything else) that reads or appends to
+    eventsourcing's table fails there, instead of answering from an empty log or appending
+    events that no reader of the file would see; eventsourcing's own ``CREATE TABLE IF NOT
+    EXISTS`` leaves it as it is."""
     path = tmp_path / "ws.db"
-    with idstitch.open(f"sqlite:///{path}") as ws:
+    url = f"sqlite:///{path}"
+    with idstitch.open(url) as ws:
         traffic(ws)
     with sqlite3.connect(path) as db:
-        with pytest.raises(sqlite3.OperationalError, match="view"):
+        db.execute("CREATE TABLE IF NOT EXISTS stored_events (originator_id TEXT, "
+                   "originator_version INTEGER, topic TEXT, state BLOB, "
+                   "PRIMARY KEY (originator_id, originator_version))")
+        with pytest.raises(sqlite3.OperationalError, match="no column named originator_id"):
             db.execute("INSERT INTO stored_events (originator_id, originator_version, topic, "
                        "state) VALUES ('00', 1, 'Identified', x'00')")
+        with pytest.raises(sqlite3.OperationalError, match="no such column: state"):
+            db.execute("SELECT rowid, state FROM stored_events WHERE rowid > 0")
         assert db.execute("SELECT count(*) FROM idstitch_events").fetchone()[0] == 2
+    with idstitch.open(url) as ws:  # and this version opens it as it was
+        assert ws.verify().checked == 2
+
+
+def test_damaged_events_of_the_former_table_are_carried_over(
+        tmp_path: Path, former_log: Callable[[Path], None]) -> None:
+    """An event without an id or a topic (written around idstitch) moves with the rest: the
+    upgraded store opens, and verify names the damaged event as the former store did."""
+    path = tmp_path / "ws.db"
+    url = f"sqlite:///{path}"
+    with idstitch.open(url) as ws:
+        traffic(ws)
+        ws.identify("phone", "dana-user-77", {"city": "Nara"})
+    former_log(path)
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE stored_events SET originator_id = NULL WHERE rowid = 2")
+        db.execute("UPDATE stored_events SET topic = NULL WHERE rowid = 3")
+    with idstitch.open(url) as ws:
+        result = ws.verify()
+        assert (result.ok, result.first_break) == (False, 2)
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT position, originator_id, topic FROM idstitch_log "
+                          "ORDER BY position").fetchall()[1:] == [(2, None, "Identified"),
+                                                                  (3, db.execute(
+            "SELECT id FROM idstitch_streams WHERE number = 1").fetchone()[0], None)]
 
 
 def test_a_topic_numbered_in_an_append_that_failed_is_numbered_again(tmp_path: Path) -> None:
@@ -167,10 +187,26 @@ def test_a_topic_numbered_in_an_append_that_failed_is_numbered_again(tmp_path: P
         store.append_events([("b" * 32, 1, "Second", b"\x05")])
         store.append_events([("c" * 32, 1, "Third", b"\x04")])
         with sqlite3.connect(tmp_path / "log.db") as db:
-            assert db.execute("SELECT originator_id, topic FROM stored_events ORDER BY position"
+            assert db.execute("SELECT originator_id, topic FROM idstitch_log ORDER BY position"
                               ).fetchall() == [("a" * 32, "First"), ("b" * 32, "Second"),
                                                ("c" * 32, "Third")]
         with store.chain_view() as view:
             assert verify(view).ok
     finally:
         store.close()
+
+
+def test_streams_swapped_around_idstitch_are_a_store_error(tmp_path: Path) -> None:
+    path = tmp_path / "ws.db"
+    url = f"sqlite:///{path}"
+    with idstitch.open(url) as ws:
+        traffic(ws)
+    with sqlite3.connect(path) as db:  # each device's number now names the other's events
+        (a,), (b,) = db.execute("SELECT id FROM idstitch_streams ORDER BY number").fetchall()
+        db.execute("UPDATE idstitch_streams SET id = 'swapping' WHERE number = 1")
+        db.execute("UPDATE idstitch_streams SET id = ? WHERE number = 2", (a,))
+        db.execute("UPDATE idstitch_streams SET id = ? WHERE number = 1", (b,))
+    with idstitch.open(url) as ws:
+        with pytest.raises(StoreError, match="damaged"):
+            ws.identify("phone", "dana-user-77", {"city": "Nara"})
+        assert ws.verify().first_break == 1
