@@ -3,9 +3,9 @@
 The log's tables (:mod:`idstitch.adapters.sqlite_layout`), the projection tables and the log's
 reads and appends (``FastLog``, :mod:`idstitch.adapters.sqlite_log`) over one connection of its
 own (eventsourcing's SQLite recorder is opened on the file but holds no events), and the
-projection leases: an exclusive
-``flock`` on a file beside the database per projection (``<file>-<projection>.lease``), so that
-one process at a time folds a projection (see :mod:`idstitch.projections.runner`).
+projection leases: an exclusive ``flock`` on a file beside the database per projection
+(``<file>-<projection>.lease``), so that one process at a time folds a projection (see
+:mod:`idstitch.projections.runner`).
 """
 
 from __future__ import annotations

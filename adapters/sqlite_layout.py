@@ -104,7 +104,7 @@ def former_sql(row: tuple[str] | None) -> bool:
 
 def upgrade(conn: sqlite3.Connection) -> int:
     """Move the events of eventsourcing's table into the log's tables, positions kept, and
-    replace the table by the view; the events moved. Run in a write transaction (the file's
+    put the tombstone in its place; the events moved. Run in a write transaction (the file's
     write lock held), after :data:`DDL`. Streams and topics are numbered in the order of
     their first event, as appends number them."""
     if not old_layout(conn):
