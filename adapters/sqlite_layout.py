@@ -86,6 +86,8 @@ INSERT_EVENT_BY_ID = (f"INSERT INTO {EVENTS} (stream, originator_version, topic_
                       f"VALUES ({NUMBER}, ?, ?, ?)")
 
 HEAD = f"SELECT max(position) FROM {EVENTS}"
+TOP_NUMBER = f"SELECT max(number) FROM {STREAMS}"
+TOP_STREAM = f"SELECT max(stream) FROM {EVENTS}"
 
 
 def old_layout(conn: sqlite3.Connection) -> bool:
@@ -130,4 +132,5 @@ def upgrade(conn: sqlite3.Connection) -> int:
 
 __all__ = ["CHAINED", "CODES", "DDL", "EVENTS", "FORMER", "FORMER_SQL", "HEAD", "INSERT_EVENT",
            "INSERT_EVENT_BY_ID", "INSERT_STREAM", "INSERT_TOPIC", "JOINED", "NUMBER", "NUMBERS",
-           "STREAMS", "TOMBSTONE", "TOPICS", "VIEW", "former_sql", "old_layout", "upgrade"]
+           "STREAMS", "TOMBSTONE", "TOPICS", "TOP_NUMBER", "TOP_STREAM", "VIEW", "former_sql",
+           "old_layout", "upgrade"]

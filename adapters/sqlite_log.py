@@ -105,7 +105,7 @@ class SqliteLog:
             # tells a taken version (WriteConflict): a stream already numbered is left as is.
             first = list(dict.fromkeys(row[0] for row in rows if row[1] == 1))
             if first:
-                self._conn.executemany(layout.INSERT_STREAM, [(i,) for i in first])
+                self._number_new(first)
             codes = self._topic_codes
             if not codes.keys() >= {row[2] for row in rows}:
                 self._conn.executemany(layout.INSERT_TOPIC, [(row[2],) for row in rows
@@ -128,6 +128,19 @@ class SqliteLog:
             # processes appending to one file never fork it.
             chain_append(self._conn, CHAIN, positions, rows)
         return positions
+
+    def _number_new(self, ids: list[str]) -> None:
+        """Number the streams of these ids that have none. A number is max + 1, so events
+        already stored under a number above the streams' greatest mean that stream rows were
+        deleted around idstitch: the new stream would take their number and every append of
+        it would conflict with them, retried until ConcurrencyConflict. Said as it is instead."""
+        execute = self._conn.execute
+        top = execute(layout.TOP_NUMBER).fetchone()[0] or 0
+        if (execute(layout.TOP_STREAM).fetchone()[0] or 0) > top:
+            raise StoreError(f"the log is damaged ({self._file}): events are stored under "
+                             "streams that idstitch_streams no longer holds; `idstitch verify` "
+                             "names where the log was changed")
+        self._conn.executemany(layout.INSERT_STREAM, [(i,) for i in ids])
 
     def _rollback(self) -> None:
         """Roll the open append back, and forget the topic codes read in it: a code it gave a

@@ -210,3 +210,21 @@ def test_streams_swapped_around_idstitch_are_a_store_error(tmp_path: Path) -> No
         with pytest.raises(StoreError, match="damaged"):
             ws.identify("phone", "dana-user-77", {"city": "Nara"})
         assert ws.verify().first_break == 1
+
+
+def test_stream_rows_deleted_around_idstitch_are_a_store_error(tmp_path: Path) -> None:
+    """A new device would take the number of a deleted stream row and conflict with its events
+    at every retry: the append says the log is damaged instead (verify says where)."""
+    path = tmp_path / "ws.db"
+    url = f"sqlite:///{path}"
+    with idstitch.open(url) as ws:
+        traffic(ws)
+    with sqlite3.connect(path) as db:
+        db.execute("DELETE FROM idstitch_streams WHERE number = 2")
+    with idstitch.open(url) as ws:
+        with pytest.raises(StoreError, match="damaged"):
+            ws.identify("tablet", "kim")
+        with pytest.raises(StoreError, match="damaged"):
+            ws.identify("laptop", "sam", {"city": "Bergen"})
+        assert ws.verify().first_break == 2
+        assert ws.log.head() == 2  # nothing appended
