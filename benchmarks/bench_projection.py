@@ -116,8 +116,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         events = count_events(url)
         results["events"] = events
         console.print(f"workload: {args.n:,} messages, {events:,} events")
+        # The reference's runner reads the log with the stock recorder: eventsourcing's own
+        # table, written into the copy beside idstitch's.
         copy = tmp / "reference.db"
         copy_database(db, copy)
+        harness.stock_log(copy, copy)
 
         with idstitch.open(url) as ws, Timer() as t:
             ws.run_projection(Counter)
@@ -129,6 +132,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results["custom_batch"] = {"events": events, "seconds": t.seconds}
         results["reference"] = reference(copy, min(args.ref_events, events))
         copy_database(db, copy)
+        harness.stock_log(copy, copy)
         results["stock_reference"] = reference(copy, min(args.stock_ref_events, events), "FULL")
 
         plain: list[float] = []

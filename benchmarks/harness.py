@@ -6,9 +6,11 @@ benchmarks/bench_x.py`` puts the folder on ``sys.path``).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
+import sqlite3
 import statistics
 import sys
 import time
@@ -37,6 +39,25 @@ STOCK_EVENTS_DDL = ("CREATE TABLE IF NOT EXISTS stored_events (originator_id TEX
                     "PRIMARY KEY (originator_id, originator_version))")
 """eventsourcing 9.5's SQLite events table (its ``SQLiteApplicationRecorder``): the stream id
 as text in every row and in the primary key. The raw-insert references write to it."""
+
+
+
+def stock_log(source: Path, target: Path) -> None:
+    """Write the log of the idstitch SQLite file ``source`` into eventsourcing's own table
+    (:data:`STOCK_EVENTS_DDL`, positions kept as its rowids) in the SQLite file ``target``
+    (``source`` itself: in place, beside idstitch's tables, its tombstone replaced): what the
+    stock library's recorder reads, for the references that follow a log with it."""
+    with contextlib.closing(sqlite3.connect(target)) as db:
+        events = "idstitch_log"
+        if Path(target).resolve() != Path(source).resolve():
+            db.execute("ATTACH DATABASE ? AS source", (str(source),))
+            events = "source.idstitch_log"
+        db.execute("DROP TABLE IF EXISTS main.stored_events")
+        db.execute(STOCK_EVENTS_DDL)
+        with db:
+            db.execute("INSERT INTO main.stored_events (rowid, originator_id, originator_version, "
+                       f"topic, state) SELECT position, originator_id, originator_version, topic, "
+                       f"state FROM {events} ORDER BY position")
 
 
 def sqlite_url(path: str | Path) -> str:
