@@ -19,6 +19,7 @@ Layouts (``--layout``):
   SQLite store does now, see ``idstitch.adapters.sqlite_layout``);
 - ``none``: no stream index at all (the floor: the events' table, the chain and the keys).
 
+    python benchmarks/bench_log_layout.py                      # a 200k-event store, every layout
     python benchmarks/bench_log_layout.py /tmp/growth.db --layout text
     python benchmarks/bench_log_layout.py /tmp/growth.db --layout number --batch 25000
 """
@@ -26,7 +27,6 @@ Layouts (``--layout``):
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import sqlite3
 import tempfile
@@ -35,6 +35,8 @@ from pathlib import Path
 
 import harness
 from harness import console, table
+
+import idstitch
 
 LAYOUTS = {
     "text": [harness.STOCK_EVENTS_DDL],
@@ -107,20 +109,41 @@ def replay(source: Path, target: Path, layout: str, batch: int, wal_pages: int,
     return tenths, target.stat().st_size / n
 
 
+def made_log(folder: Path, events: int) -> Path:
+    """A store of about ``events`` identity-mix events, ingested into ``folder`` (for a run
+    given no file: ``make bench``)."""
+    data, path = folder / "workload.ndjson", folder / "source.db"
+    harness.write_workload(data, round(events / 1.25), 0, "identity")
+    console.print(f"ingesting about {events:,} identity-mix events to replay ...")
+    with idstitch.open(harness.sqlite_url(path)) as ws, open(data, "rb") as lines:
+        ws.ingest(lines)
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("file", type=Path, help="an idstitch SQLite file to read the log of")
-    parser.add_argument("--layout", choices=sorted(LAYOUTS), default="text")
+    parser.add_argument("file", type=Path, nargs="?",
+                        help="an idstitch SQLite file to read the log of (default: a store of "
+                             "200,000 identity-mix events, made first)")
+    parser.add_argument("--layout", choices=[*sorted(LAYOUTS), "all"], default="all")
     parser.add_argument("--batch", type=int, default=6250, help="events a commit (6250)")
     parser.add_argument("--wal-pages", type=int, default=10_000,
                         help="wal_autocheckpoint (the workspace's: 10000)")
     parser.add_argument("--events", type=int, help="only the first EVENTS events")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="idstitch-layout-") as tmp:
-        tenths, size = replay(args.file, Path(tmp) / "log.db", args.layout, args.batch,
-                              args.wal_pages, args.events)
-        os.sync()
-    table(f"{args.layout} layout, {args.batch:,} events a commit, checkpoint every "
+        source = args.file or made_log(Path(tmp), 200_000)
+        for layout in sorted(LAYOUTS) if args.layout == "all" else [args.layout]:
+            show(layout, args, *replay(source, Path(tmp) / f"{layout}.db", layout, args.batch,
+                                       args.wal_pages, args.events))
+
+
+def show(layout: str, args: argparse.Namespace, tenths: list[tuple[float, float]],
+         size: float) -> None:
+    """One layout's tenths and halves."""
+    if len(tenths) < 10:
+        raise SystemExit("too few events to cut into tenths: give a larger store")
+    table(f"{layout} layout, {args.batch:,} events a commit, checkpoint every "
           f"{args.wal_pages:,} pages",
           ["tenth", "KiB written/event", "CPU s"],
           [[i + 1, f"{k:.1f}", f"{c:.2f}"] for i, (k, c) in enumerate(tenths)])
@@ -130,6 +153,7 @@ def main() -> None:
                   f"second half {sum(k for k, _ in second) / len(second):.1f}; CPU s, first half "
                   f"{sum(c for _, c in first):.1f}, second {sum(c for _, c in second):.1f}; "
                   f"{size:.0f} bytes an event in the file")
+
 
 if __name__ == "__main__":
     main()
