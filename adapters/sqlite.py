@@ -29,6 +29,7 @@ from idstitch.adapters.sqlite_log import CHAIN, SqliteLog, translated
 from idstitch.adapters.sqlstore import Cursor, SqlProjectionStore, SqlTransaction
 from idstitch.adapters.stores import Stores
 from idstitch.domain.errors import StoreError
+from idstitch.domain.ports import WriteConflict
 
 fcntl: types.ModuleType | None
 try:
@@ -121,8 +122,16 @@ class SqliteProjectionStore(SqliteLog, SqlProjectionStore):
             for ddl in self.schema():
                 self._conn.execute(ddl)
         self._lock = threading.RLock()
-        if sqlite_layout.old_layout(self._conn):
-            self._upgrade_layout()
+        try:
+            with translated(f"cannot open SQLite database {path!r}"):
+                former = sqlite_layout.old_layout(self._conn)
+            if former:
+                self._upgrade_layout()
+        except BaseException:
+            self._conn.close()
+            if self._write_lock is not None:
+                self._write_lock.close()
+            raise
 
     def schema(self) -> list[str]:
         """The shared tables, the positions other processes wait for (see want), the chain."""
@@ -134,8 +143,13 @@ class SqliteProjectionStore(SqliteLog, SqlProjectionStore):
         """Move a store made before the log's tables into them (see
         :func:`idstitch.adapters.sqlite_layout.upgrade`), once, under the write lock: a second
         process opening the same file meanwhile finds it done."""
-        with self._cursor(write=True):
-            sqlite_layout.upgrade(self._conn)
+        try:
+            with self._cursor(write=True):
+                sqlite_layout.upgrade(self._conn)
+        except WriteConflict as e:  # rows the former key held twice: damaged around idstitch
+            raise StoreError(f"cannot upgrade the log of {self._file}: its stored_events holds "
+                             f"rows the new key refuses ({e}); the earlier idstitch's `idstitch "
+                             "verify` names where it was changed") from e
 
     # Projection leases (runner.Leases): flock is per open file, so two stores in one process
     # exclude each other as two processes do, and a process that dies releases its leases.

@@ -62,11 +62,11 @@ FORMER = "stored_events"
 """eventsourcing's table, where stores made before this layout keep their events."""
 
 TOMBSTONE = (f"CREATE TABLE IF NOT EXISTS {FORMER} "
-             "(moved_to_idstitch_events_by_a_later_idstitch INTEGER)")
-"""What stands where the former table was: a table with none of its columns, so that a copy
-of an older idstitch that opens the file fails at its first read or write of the log (no
-such column) instead of answering from, or appending to, an empty log; and eventsourcing's
-``CREATE TABLE IF NOT EXISTS`` makes nothing."""
+             "(moved_to_idstitch_events_by_a_later_idstitch INTEGER PRIMARY KEY) WITHOUT ROWID")
+"""What stands where the former table was: a table with none of its columns and no rowid, so
+that a copy of an older idstitch that opens the file fails at its first read or write of the
+log, its head included (no such column) instead of answering from, or appending to, an empty
+log; and eventsourcing's ``CREATE TABLE IF NOT EXISTS`` makes nothing."""
 
 JOINED = f"{EVENTS} AS e JOIN {STREAMS} AS s ON s.number = e.stream"
 """The events with their streams' ids (for reads by device id)."""

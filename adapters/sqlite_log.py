@@ -85,6 +85,7 @@ class SqliteLog:
         on this connection meanwhile, inside the transaction. ``check`` is given the tracking
         rows read under the lock first."""
         with self._lock, self._writing():
+            committed = False
             try:
                 with self._translated("cannot append events"):
                     self._conn.execute("PRAGMA synchronous=FULL")
@@ -93,10 +94,9 @@ class SqliteLog:
                         self._checked(check)
                     yield self._insert
                     self._conn.commit()
+                    committed = True
             finally:
-                if self._conn.in_transaction:
-                    self._rollback()
-                self._conn.execute("PRAGMA synchronous=NORMAL")
+                self._ended(committed)
 
     def _insert(self, rows: list[tuple[str, int, str, bytes]]) -> list[int]:
         """Insert events and their chain entries inside the open write transaction."""
@@ -111,15 +111,23 @@ class SqliteLog:
                 self._conn.executemany(layout.INSERT_TOPIC, [(row[2],) for row in rows
                                                              if row[2] not in codes])
                 codes = self._read_codes()
-            if len(rows) <= FEW:
-                self._conn.executemany(layout.INSERT_EVENT_BY_ID, [
-                    (stream, version, codes[topic], state)
-                    for stream, version, topic, state in rows])
-            else:
-                numbers = self._numbers(list(dict.fromkeys(row[0] for row in rows)))
-                self._conn.executemany(layout.INSERT_EVENT, [
-                    (numbers.get(stream), version, codes[topic], state)
-                    for stream, version, topic, state in rows])
+            try:
+                if len(rows) <= FEW:
+                    self._conn.executemany(layout.INSERT_EVENT_BY_ID, [
+                        (stream, version, codes[topic], state)
+                        for stream, version, topic, state in rows])
+                else:
+                    numbers = self._numbers(list(dict.fromkeys(row[0] for row in rows)))
+                    self._conn.executemany(layout.INSERT_EVENT, [
+                        (numbers.get(stream), version, codes[topic], state)
+                        for stream, version, topic, state in rows])
+            except sqlite3.IntegrityError as e:
+                # A device past its first event whose stream has no number: its row was
+                # deleted around idstitch (idstitch deletes none). Not a conflict to retry:
+                # the retry would find no events for the device and start it again.
+                if "NOT NULL" in str(e) and "stream" in str(e):
+                    raise self._damaged() from e
+                raise
             last = self._conn.execute("SELECT last_insert_rowid()").fetchone()[0]
             # Under the write lock, with no AUTOINCREMENT and no deletes, the rowids of one
             # transaction's inserts are consecutive.
@@ -137,16 +145,26 @@ class SqliteLog:
         execute = self._conn.execute
         top = execute(layout.TOP_NUMBER).fetchone()[0] or 0
         if (execute(layout.TOP_STREAM).fetchone()[0] or 0) > top:
-            raise StoreError(f"the log is damaged ({self._file}): events are stored under "
-                             "streams that idstitch_streams no longer holds; `idstitch verify` "
-                             "names where the log was changed")
+            raise self._damaged()
         self._conn.executemany(layout.INSERT_STREAM, [(i,) for i in ids])
 
-    def _rollback(self) -> None:
-        """Roll the open append back, and forget the topic codes read in it: a code it gave a
-        new topic is undone with it (and may go to another topic later)."""
-        self._conn.rollback()
-        self._topic_codes = {}
+    def _damaged(self) -> StoreError:
+        """The error of an append that met stream rows deleted around idstitch."""
+        return StoreError(f"the log is damaged ({self._file}): events are stored under streams "
+                          "that idstitch_streams no longer holds; `idstitch verify` names where "
+                          "the log was changed")
+
+    def _ended(self, committed: bool) -> None:
+        """End an append. One that did not commit is rolled back (whatever failed, a conflict
+        or an interrupt, got here mid-transaction: else the connection keeps the write lock
+        and refuses the PRAGMA), and the topic codes read in it are forgotten: a code it gave a
+        new topic is undone with it and may go to another topic later, also when SQLite rolled
+        the transaction back by itself (a full disk, an I/O error)."""
+        if not committed:
+            self._topic_codes = {}
+            if self._conn.in_transaction:
+                self._conn.rollback()
+        self._conn.execute("PRAGMA synchronous=NORMAL")
 
     def _read_codes(self) -> dict[str, int]:
         """Every topic's code, read again (a handful of rows)."""
@@ -178,7 +196,7 @@ class SqliteLog:
         given the ``events`` of ``rows``, the check may then write the projections' rows for
         them in the same transaction (:meth:`AppendCheck.landed`): one durable commit for a
         command's events and its rows instead of two commits."""
-        landing = False
+        landing = committed = False
         with self._lock:
             try:
                 with self._translated("cannot append events"):
@@ -195,6 +213,7 @@ class SqliteLog:
                         landing = True
                         self._land(check, positions, events)
                     self._conn.commit()
+                    committed = True
             except BaseException:
                 if landing:
                     assert check is not None
@@ -202,11 +221,7 @@ class SqliteLog:
                 raise
             finally:
                 self._landing_tracked = {}
-                if self._conn.in_transaction:
-                    # Whatever failed (a conflict, an interrupt) got here mid-transaction: end
-                    # it, or the connection keeps the write lock (and refuses the PRAGMA).
-                    self._rollback()
-                self._conn.execute("PRAGMA synchronous=NORMAL")
+                self._ended(committed)
         return positions
 
     def _checked(self, check: AppendCheck) -> dict[str, tuple[int, str | None]]:

@@ -117,7 +117,7 @@ def check_sqlite_file(path: str, access: Access) -> None:
     if read is None:
         return
     tables, former = read
-    if former and access is Access.QUERY:
+    if former and access is Access.QUERY and tables >= STORE_TABLES:
         raise StoreError(f"{path} was written by an earlier idstitch: its log is in eventsourcing's "
                          "stored_events table, which this version moves to its own tables when "
                          "a command that writes opens the store (about 9 s a million events), "
