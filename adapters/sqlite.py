@@ -3,9 +3,7 @@
 The log's tables (:mod:`idstitch.adapters.sqlite_layout`), the projection tables and the log's
 reads and appends (``FastLog``, :mod:`idstitch.adapters.sqlite_log`) over one connection of its
 own (eventsourcing's SQLite recorder is opened on the file but holds no events), and the
-projection leases: an exclusive ``flock`` on a file beside the database per projection
-(``<file>-<projection>.lease``), so that one process at a time folds a projection (see
-:mod:`idstitch.projections.runner`).
+projection leases (:mod:`idstitch.adapters.sqlite_leases`).
 """
 
 from __future__ import annotations
@@ -13,7 +11,6 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-import types
 from collections.abc import Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -25,17 +22,13 @@ from idstitch.adapters.eventlog import DeviceLog
 from idstitch.adapters.file_lock import FileLock
 from idstitch.adapters.keys import KEYS_DDL, SqlKeyStore
 from idstitch.adapters.sqlchain import SqlChainView, chain_ddl, started, upgrade
-from idstitch.adapters.sqlite_log import CHAIN, SqliteLog, translated
+from idstitch.adapters.sqlite_leases import FileLeases
+from idstitch.adapters.sqlite_log import CHAIN, SqliteLog
+from idstitch.adapters.sqlite_reads import translated
 from idstitch.adapters.sqlstore import Cursor, SqlProjectionStore, SqlTransaction
 from idstitch.adapters.stores import Stores
 from idstitch.domain.errors import StoreError
 from idstitch.domain.ports import WriteConflict
-
-fcntl: types.ModuleType | None
-try:
-    import fcntl
-except ImportError:  # no flock (Windows): every process folds, the optimistic commits keep it safe
-    fcntl = None
 
 
 def connect(path: str) -> Stores:
@@ -90,16 +83,17 @@ class SqliteProjectionStore(SqliteLog, SqlProjectionStore):
         self._file = os.path.abspath(path)
         """The file for connections opened later (a verification's): the same file even if
         the working directory changed since."""
-        self._lease_files: dict[str, int] = {}
+        self._leases = FileLeases(path)
         self._write_lock = FileLock(f"{path}-write.lock") if path != ":memory:" else None
         """The lock file writers queue on (see _writing)."""
-        """A file descriptor per projection whose lease this store took at least once."""
-        self._held: set[str] = set()
         self._landing = False
         """Set while a command's rows land inside its append (see SqliteLog._land)."""
         self._landing_tracked: dict[str, tuple[int, str | None]] = {}
         """The tracking rows the open append read under its write lock (see write_if)."""
         self._topic_codes: dict[str, int] = {}
+        self.upgraded_layout = False
+        """Whether this open moved a store of an earlier idstitch to the log's tables (see
+        :meth:`_upgrade_layout`): ``idstitch upgrade`` reports it."""
         with translated(f"cannot open SQLite database {path!r}"):
             # isolation_level=None: we issue BEGIN ourselves, so a write transaction starts with
             # BEGIN IMMEDIATE and takes the file's write lock before reading the tracking row.
@@ -145,42 +139,19 @@ class SqliteProjectionStore(SqliteLog, SqlProjectionStore):
         process opening the same file meanwhile finds it done."""
         try:
             with self._cursor(write=True):
-                sqlite_layout.upgrade(self._conn)
+                self.upgraded_layout = sqlite_layout.upgrade(self._conn) is not None
         except WriteConflict as e:  # rows the former key held twice: damaged around idstitch
             raise StoreError(f"cannot upgrade the log of {self._file}: its stored_events holds "
                              f"rows the new key refuses ({e}); the earlier idstitch's `idstitch "
                              "verify` names where it was changed") from e
 
-    # Projection leases (runner.Leases): flock is per open file, so two stores in one process
-    # exclude each other as two processes do, and a process that dies releases its leases.
-
     def try_lease(self, name: str) -> bool:
         """Take the lease of a projection unless another holder has it (without waiting)."""
-        if name in self._held:
-            return True
-        if fcntl is None or self._path == ":memory:":
-            return True  # nobody else can open this store, or nothing to lock it with
-        fd = self._lease_files.get(name)
-        if fd is None:
-            try:
-                fd = os.open(f"{self._path}-{name}.lease", os.O_RDWR | os.O_CREAT, 0o644)
-            except OSError:
-                return True  # an unwritable folder: fold anyway (optimistic commits stay safe)
-            self._lease_files[name] = fd
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        self._held.add(name)
-        return True
+        return self._leases.try_lease(name)
 
     def release_lease(self, name: str) -> None:
         """Give the lease back (nothing if this store does not hold it)."""
-        if name in self._held:
-            self._held.discard(name)
-            fd = self._lease_files.get(name)
-            if fd is not None and fcntl is not None:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+        self._leases.release_lease(name)
 
     def want(self, name: str, position: int) -> None:
         """Ask whoever holds the lease to commit the projection up to ``position``."""
@@ -333,9 +304,6 @@ class SqliteProjectionStore(SqliteLog, SqlProjectionStore):
         """Close the connection and the lease files (which releases the leases)."""
         with self._lock:
             self._conn.close()
-            self._held.clear()
-            for fd in self._lease_files.values():
-                os.close(fd)
+            self._leases.close()
             if self._write_lock is not None:
                 self._write_lock.close()
-            self._lease_files.clear()

@@ -104,13 +104,14 @@ def former_sql(row: tuple[str] | None) -> bool:
     return row is not None and "originator_version" in str(row[0])
 
 
-def upgrade(conn: sqlite3.Connection) -> int:
+def upgrade(conn: sqlite3.Connection) -> int | None:
     """Move the events of eventsourcing's table into the log's tables, positions kept, and
-    put the tombstone in its place; the events moved. Run in a write transaction (the file's
-    write lock held), after :data:`DDL`. Streams and topics are numbered in the order of
-    their first event, as appends number them."""
+    put the tombstone in its place; the events moved, None when there was nothing to move
+    (another process did it first). Run in a write transaction (the file's write lock held),
+    after :data:`DDL`. Streams and topics are numbered in the order of their first event, as
+    appends number them."""
     if not old_layout(conn):
-        return 0
+        return None
     # IS, not =: a damaged row without an id or a topic is carried over too (one stream, one
     # topic, named NULL), so the view reads it as the former table did.
     conn.execute(f"INSERT INTO {STREAMS} (id) SELECT originator_id FROM {FORMER} "

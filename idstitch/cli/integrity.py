@@ -18,7 +18,7 @@ from rich.text import Text
 
 from idstitch.bootstrap import resolve_url
 from idstitch.cli.common import open_workspace
-from idstitch.cli.opening import Access, former_layout, sqlite_path
+from idstitch.cli.opening import Access
 from idstitch.cli.output import write_json_line
 from idstitch.domain.verification import Digest
 from idstitch.errors import InvalidCommand
@@ -77,11 +77,12 @@ def cmd_upgrade(args: argparse.Namespace, console: Console, err: Console) -> int
     """Open the store as a command that writes does (which upgrades a store of an earlier
     layout) and say whether there was anything to do."""
     url = resolve_url(args.db)
-    path = sqlite_path(url)
-    former = path is not None and former_layout(path)
     with open_workspace(args.db, args.policy, Access.READ) as ws:
         head = ws.log.head()
-    if former:
+        # The open's own word, not a look at the file before it: another process may have
+        # upgraded it in between, or the file may not have been readable without writing.
+        upgraded = bool(getattr(ws.rows, "upgraded_layout", False))
+    if upgraded:
         console.print(Text.assemble(
             ("upgraded ", "bold"), f"{url}: its {head} events moved to this version's tables "
             "(positions, the chain and its digests kept); programs that write it must run "

@@ -77,13 +77,6 @@ def _tables(path: str) -> tuple[set[str], bool] | None:
     return {str(name) for (name,) in rows}, former
 
 
-def former_layout(path: str) -> bool:
-    """Whether the SQLite file at ``path`` keeps its log in the table of an earlier idstitch
-    (False when it cannot tell without writing: opening the store decides then)."""
-    read = _tables(path) if os.path.isfile(path) else None
-    return read is not None and read[1]
-
-
 def _quote(path: str) -> str:
     # A URI filename: '?' and '#' would start the query or fragment, '%' an escape.
     return path.replace("%", "%25").replace("?", "%3f").replace("#", "%23")
@@ -115,6 +108,13 @@ def check_sqlite_file(path: str, access: Access) -> None:
         raise StoreError(f"{path} is not an idstitch store: it is not a SQLite database")
     read = _tables(path)
     if read is None:
+        if access is Access.QUERY:
+            # Only an open that may write could read it, and such an open also upgrades a
+            # store of an earlier layout: a read command does neither.
+            raise StoreError(f"cannot read {path} without writing to it: SQLite could not "
+                             "open it read-only through the -wal file beside it. A command "
+                             "that writes (such as `idstitch upgrade`) recovers the file; "
+                             "then read it again")
         return
     tables, former = read
     if former and access is Access.QUERY and tables >= STORE_TABLES:
@@ -172,5 +172,5 @@ def open_store(url: str | None, policy: str | None, access: Access,
     return idstitch.open(resolved, anonymous_merge=policy, clock=clock)
 
 
-__all__ = ["Access", "check_sqlite_file", "former_layout", "open_store", "sqlite_path",
+__all__ = ["Access", "check_sqlite_file", "open_store", "sqlite_path",
            "stored_policy"]

@@ -69,3 +69,17 @@ def test_upgrade_moves_the_store_and_the_read_commands_answer(
     assert status == 0 and "team" in out and "kim@example.com" in out
     status, out, _ = run(capsys, "upgrade", "--db", url)  # once is enough
     assert status == 0 and "nothing to do" in out
+
+
+
+def test_a_read_command_refuses_a_file_it_cannot_read_without_writing(
+        former: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Something named like the file's WAL that SQLite cannot open read-only: only an open
+    # that may write would get further, and such an open would upgrade the store.
+    (former.parent / (former.name + "-wal")).mkdir()
+    before, beside = former.read_bytes(), sorted(former.parent.iterdir())
+    status, out, err = run(capsys, "profile", "kim", "--db", f"sqlite:///{former}")
+    assert status == 2 and out == ""
+    assert "without writing to it" in err and "Traceback" not in err
+    assert former.read_bytes() == before
+    assert sorted(former.parent.iterdir()) == beside  # nothing created

@@ -1,0 +1,66 @@
+"""Projection leases beside a SQLite file (``runner.Leases``): an exclusive ``flock`` on a file
+``<database>-<projection>.lease`` per projection, so that one process at a time folds a
+projection (see :mod:`idstitch.projections.runner`).
+
+flock is per open file, so two stores in one process exclude each other as two processes do,
+and a process that dies releases its leases with its files.
+"""
+
+from __future__ import annotations
+
+import os
+import types
+
+fcntl: types.ModuleType | None
+try:
+    import fcntl
+except ImportError:  # no flock (Windows): every process folds, the optimistic commits keep it safe
+    fcntl = None
+
+
+class FileLeases:
+    """The leases of the store at ``path`` (``:memory:``: no other process can open it)."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._files: dict[str, int] = {}
+        """A file descriptor per projection whose lease was taken at least once."""
+        self._held: set[str] = set()
+
+    def try_lease(self, name: str) -> bool:
+        """Take the lease of a projection unless another holder has it (without waiting)."""
+        if name in self._held:
+            return True
+        if fcntl is None or self._path == ":memory:":
+            return True  # nobody else can open this store, or nothing to lock it with
+        fd = self._files.get(name)
+        if fd is None:
+            try:
+                fd = os.open(f"{self._path}-{name}.lease", os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError:
+                return True  # an unwritable folder: fold anyway (optimistic commits stay safe)
+            self._files[name] = fd
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        self._held.add(name)
+        return True
+
+    def release_lease(self, name: str) -> None:
+        """Give the lease back (nothing if it is not held here)."""
+        if name in self._held:
+            self._held.discard(name)
+            fd = self._files.get(name)
+            if fd is not None and fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        """Close the lease files, which releases the leases."""
+        self._held.clear()
+        for fd in self._files.values():
+            os.close(fd)
+        self._files.clear()
+
+
+__all__ = ["FileLeases"]
