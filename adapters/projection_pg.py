@@ -113,22 +113,33 @@ class PostgresTables:
         return [(n, Tracked(v, p, bool(live), made)) for n, v, p, live, made in rows]
 
     @contextmanager
-    def _begin(self, name: str, *, create: bool = False) -> Iterator[psycopg.Connection[Any]]:
+    def _begin(self, name: str, *, create: bool = False, serial: bool = False
+               ) -> Iterator[psycopg.Connection[Any]]:
         # idstitch's own statements here (a projection's are translated where they run): a
         # driver error, a deadlock with another process dropping or swapping the same tables
         # say, is the store's.
         try:
-            with self._locked_transaction(name, create=create) as conn:
+            with self._locked_transaction(name, create=create, serial=serial or create) as conn:
                 yield conn
         except psycopg.Error as e:
             raise StoreError(f"the custom projections' tables: {e}") from e
 
     @contextmanager
-    def _locked_transaction(self, name: str, *, create: bool
+    def _locked_transaction(self, name: str, *, create: bool, serial: bool
                             ) -> Iterator[psycopg.Connection[Any]]:
         with self._lock:
             conn = self._connection()
             with conn.transaction():
+                if serial:
+                    # One create, drop or swap of a projection at a time, whatever process
+                    # runs it (folds never take this lock, so it adds no wait to theirs).
+                    # A drop racing a create took the version's tracking row, committed by
+                    # the create after the drop's look at the tables but before its DELETE
+                    # (each statement reads what is committed when it starts), and left its
+                    # tables: every later create of it then failed on them.
+                    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended("
+                                 "'idstitch custom tables ' || %s || ' ' || %s, 0))",
+                                 (self._home, name))
                 if create:
                     # Under the tracking table's lock (taken first by create()), so two
                     # processes registering the same projection do not race on the schema.
@@ -186,7 +197,7 @@ class PostgresTables:
 
     def swap(self, name: str, version: int) -> None:
         """Make ``version`` live; drop every other version, in one transaction."""
-        with self._begin(name) as conn:
+        with self._begin(name, serial=True) as conn:
             others = conn.execute(sql.SQL("SELECT version FROM {} WHERE name = %s AND version != "
                                           "%s FOR UPDATE").format(self._tracking()),
                                   (name, version)).fetchall()
@@ -201,7 +212,7 @@ class PostgresTables:
 
     def drop(self, name: str, version: int) -> None:
         """Drop one version's tables and tracking."""
-        with self._begin(name) as conn:
+        with self._begin(name, serial=True) as conn:
             # Its tracking row first, as a fold's transaction takes it before the tables: a
             # fold under way is waited for (taken the other way round, the two deadlocked).
             conn.execute(sql.SQL("SELECT 1 FROM {} WHERE name = %s AND version = %s FOR UPDATE")
