@@ -11,7 +11,13 @@ from typing import Any
 
 import psycopg
 from idstitch.adapters.postgres import DDL_LOCK, conninfo_of
-from idstitch.adapters.projection_sql import CustomTransaction, Database, Namespace, Tracked
+from idstitch.adapters.projection_sql import (
+    CustomTransaction,
+    Database,
+    LiveDatabase,
+    Namespace,
+    Tracked,
+)
 from idstitch.adapters.urls import PostgresTarget
 from idstitch.domain.errors import InvalidCommand, StoreError
 from psycopg import sql
@@ -113,19 +119,20 @@ class PostgresTables:
         return [(n, Tracked(v, p, bool(live), made)) for n, v, p, live, made in rows]
 
     @contextmanager
-    def _begin(self, name: str, *, create: bool = False, serial: bool = False
-               ) -> Iterator[psycopg.Connection[Any]]:
+    def _begin(self, name: str, *, create: bool = False, serial: bool = False,
+               rows: bool = False) -> Iterator[psycopg.Connection[Any]]:
         # idstitch's own statements here (a projection's are translated where they run): a
         # driver error, a deadlock with another process dropping or swapping the same tables
         # say, is the store's.
         try:
-            with self._locked_transaction(name, create=create, serial=serial or create) as conn:
+            with self._locked_transaction(name, create=create, serial=serial or create,
+                                          rows=rows) as conn:
                 yield conn
         except psycopg.Error as e:
             raise StoreError(f"the custom projections' tables: {e}") from e
 
     @contextmanager
-    def _locked_transaction(self, name: str, *, create: bool, serial: bool
+    def _locked_transaction(self, name: str, *, create: bool, serial: bool, rows: bool
                             ) -> Iterator[psycopg.Connection[Any]]:
         with self._lock:
             conn = self._connection()
@@ -140,6 +147,12 @@ class PostgresTables:
                     conn.execute("SELECT pg_advisory_xact_lock(hashtextextended("
                                  "'idstitch custom tables ' || %s || ' ' || %s, 0))",
                                  (self._home, name))
+                if rows:
+                    # Every tracking row of the projection, before the table's lock below: a
+                    # fold under way holds its row and then writes the table (the other order
+                    # deadlocked with it, see drop).
+                    conn.execute(sql.SQL("SELECT 1 FROM {} WHERE name = %s FOR UPDATE").format(
+                        self._tracking()), (name,))
                 if create:
                     # Under the tracking table's lock (taken first by create()), so two
                     # processes registering the same projection do not race on the schema.
@@ -153,9 +166,19 @@ class PostgresTables:
                 yield conn
 
     def create(self, name: str, version: int, live: bool,
-               setup: Callable[[Database], None], made_at: int) -> None:
-        """Track a new version at 0 and create its tables, in one transaction."""
-        with self._begin(name, create=True) as conn:
+               setup: Callable[[Database], None], made_at: int, *,
+               replace: bool = False) -> None:
+        """Track a new version at 0 and create its tables, in one transaction (with
+        ``replace``, after dropping every tracked version of the projection)."""
+        with self._begin(name, create=True, rows=replace) as conn:
+            if replace:
+                for (other,) in conn.execute(sql.SQL("SELECT version FROM {} WHERE name = %s")
+                                             .format(self._tracking()), (name,)).fetchall():
+                    self._drop_tables(conn, name, other)
+                conn.execute(sql.SQL("DELETE FROM {} WHERE name = %s").format(self._tracking()),
+                             (name,))
+                conn.execute(sql.SQL("DELETE FROM {} WHERE name = %s").format(self._made()),
+                             (name,))
             if conn.execute(sql.SQL("SELECT 1 FROM {} WHERE name = %s AND version = %s").format(
                     self._tracking()), (name, version)).fetchone():
                 return
@@ -228,7 +251,10 @@ class PostgresTables:
 
     def reader(self, name: str) -> Database:
         """Read-only access to the live version's tables (each query a read-only
-        transaction on the projection's schema)."""
+        transaction on the projection's schema; followed across a swap)."""
+        return LiveDatabase(lambda: self._live_reader(name))
+
+    def _live_reader(self, name: str) -> Database:
         with self._lock:
             conn = self._connection()
             live = conn.execute(sql.SQL("SELECT version FROM {} WHERE name = %s AND live").format(

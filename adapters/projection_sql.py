@@ -33,11 +33,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from idstitch.adapters import urls
 from idstitch.domain.errors import InvalidCommand
 from idstitch.projections.custom import CustomTables
+
+T = TypeVar("T")
+LIVE_TRIES = 3
+"""How many times a ``projection_db`` read is tried on the tables live at the time (see
+:class:`LiveDatabase`): another process swapping versions twice under one read is rare."""
 
 _TOKENS = re.compile(
     r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/|[A-Za-z_][A-Za-z0-9_$]*|\s+|.",
@@ -189,6 +194,40 @@ class Database:
         rows: list[tuple[Any, ...]] = self._run(self.namespace.rewrite(sql),
                                                 check_params(params), True)
         return rows
+
+
+class LiveDatabase(Database):
+    """``projection_db``: the live version's tables, found again when they are gone because
+    another process swapped in a new version or rebuilt the projection since this reader
+    found them (a read then fails on a missing table: it is tried once more on the tables
+    live now, the statement rewritten for them)."""
+
+    def __init__(self, resolve: Callable[[], Database]) -> None:
+        self._resolve = resolve
+        self._take(resolve())
+
+    def _take(self, db: Database) -> None:
+        self.namespace, self._run, self._rewritten = db.namespace, db._run, db._rewritten
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """Run one statement; ``?`` placeholders."""
+        self._live(lambda: Database.execute(self, sql, params))
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one query; its rows as tuples."""
+        return self._live(lambda: Database.query(self, sql, params))
+
+    def _live(self, call: Callable[[], T]) -> T:
+        for _ in range(LIVE_TRIES - 1):
+            try:
+                return call()
+            except InvalidCommand:
+                live = self._resolve()
+                if (live.namespace.prefix, live.namespace.tables) == (
+                        self.namespace.prefix, self.namespace.tables):
+                    raise  # the same tables: the statement's own fault
+                self._take(live)
+        return call()
 
 
 class CustomTransaction:

@@ -9,7 +9,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from idstitch.adapters.projection_sql import CustomTransaction, Database, Namespace, Tracked
+from idstitch.adapters.projection_sql import (
+    CustomTransaction,
+    Database,
+    LiveDatabase,
+    Namespace,
+    Tracked,
+)
 from idstitch.domain.errors import InvalidCommand, StoreError
 
 TRACKING = ("CREATE TABLE IF NOT EXISTS idstitch_custom (name TEXT NOT NULL, version INTEGER NOT "
@@ -198,9 +204,15 @@ class SqliteTables:
             conn.execute("COMMIT")
 
     def create(self, name: str, version: int, live: bool,
-               setup: Callable[[Database], None], made_at: int) -> None:
-        """Track a new version at 0 and create its tables, in one transaction."""
+               setup: Callable[[Database], None], made_at: int, *,
+               replace: bool = False) -> None:
+        """Track a new version at 0 and create its tables, in one transaction (with
+        ``replace``, after dropping every tracked version of the projection)."""
         with self._begin() as conn:
+            if replace:
+                for (other,) in conn.execute("SELECT version FROM idstitch_custom WHERE name = ?"
+                                             + _INTERNAL, (name,)).fetchall():
+                    self._drop_version(conn, name, other)
             if conn.execute("SELECT 1 FROM idstitch_custom WHERE name = ? AND version = ?"
                             + _INTERNAL, (name, version)).fetchone():
                 return
@@ -254,10 +266,13 @@ class SqliteTables:
     def drop(self, name: str, version: int) -> None:
         """Drop one version's tables and tracking."""
         with self._begin() as conn:
-            self._drop_tables(conn, name, version)
-            conn.execute("DELETE FROM idstitch_custom WHERE name = ? AND version = ?" + _INTERNAL,
-                         (name, version))
-            self._unmark(conn, name, version)
+            self._drop_version(conn, name, version)
+
+    def _drop_version(self, conn: sqlite3.Connection, name: str, version: int) -> None:
+        self._drop_tables(conn, name, version)
+        conn.execute("DELETE FROM idstitch_custom WHERE name = ? AND version = ?" + _INTERNAL,
+                     (name, version))
+        self._unmark(conn, name, version)
 
     @staticmethod
     def _unmark(conn: sqlite3.Connection, name: str, version: int) -> None:
@@ -265,7 +280,10 @@ class SqliteTables:
                      + _INTERNAL, (name, version))
 
     def reader(self, name: str) -> Database:
-        """Read-only access to the live version's tables."""
+        """Read-only access to the live version's tables (followed across a swap)."""
+        return LiveDatabase(lambda: self._live_reader(name))
+
+    def _live_reader(self, name: str) -> Database:
         with self._lock:
             conn = self._connection()
             live = conn.execute("SELECT version FROM idstitch_custom WHERE name = ? AND live = 1"

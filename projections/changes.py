@@ -57,6 +57,12 @@ where it stops, reads every device, person and merge row at once (see
 :meth:`ChangeStream.prefetch`)."""
 
 
+class RowsBehind(LookupError):
+    """The identity rows do not cover events the stream read: another process is rewriting
+    them (an unmerge's replay, a forget's purge) or has not committed them yet. Not the
+    custom projection's failure; a later catch-up finds them."""
+
+
 class ChangeStream:
     """Changes of consecutive log positions, from ``at`` on."""
 
@@ -162,8 +168,8 @@ class ChangeStream:
                 members[i] = owner(ev.device_id, pos)
         if None in members:
             missing = [pos for (pos, _), o in zip(events, members, strict=True) if o is None]
-            raise LookupError(f"no person's stint covers positions {missing[:5]}: the "
-                              "identity rows are behind the log read")
+            raise RowsBehind(f"no person's stint covers positions {missing[:5]}: the "
+                             "identity rows are behind the log read")
         owners = cast(set[str], set(members))
         # One look-up an owner for its row and its merges (these dicts hold every person met:
         # each pass over them costs a cache miss or more an owner).
@@ -203,7 +209,7 @@ class ChangeStream:
         out, folded = refold_changes(fam, events, self._ignored, states, self._newest, members,
                                      refused, wanted)
         if folded != len(events):
-            raise LookupError("an event applied to no person (the identity rows are behind)")
+            raise RowsBehind("an event applied to no person (the identity rows are behind)")
         self.at = hi
         if len(states) > STATES_LIMIT:
             for pid in list(states)[:len(states) // 2]:

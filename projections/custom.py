@@ -181,9 +181,13 @@ class CustomTables(Protocol):
         ...
 
     def create(self, name: str, version: int, live: bool,
-               setup: Callable[[ProjectionDB], None], made_at: int) -> None:
+               setup: Callable[[ProjectionDB], None], made_at: int, *,
+               replace: bool = False) -> None:
         """Track a new version at position 0, made when the log's head was ``made_at``, and
-        create its tables, in one transaction (a version already tracked is left alone)."""
+        create its tables, in one transaction (a version already tracked is left alone).
+        ``replace``: drop every tracked version of the projection first, in the same
+        transaction (a rebuild: no moment without the projection for a fold or a reader of
+        another process to meet)."""
         ...
 
     def transaction(self, name: str, version: int) -> AbstractContextManager[CustomTransaction]:
@@ -221,13 +225,18 @@ def failed(name: str, position: int, cause: Exception) -> ProjectionFailed:
     return failure
 
 
+class Untracked(LookupError):
+    """A projection version's tracking row is gone: another process replaced the version (a
+    newer one was swapped in), or was rebuilding it at that moment."""
+
+
 def moved(projection: Projection, position: int, start: int) -> bool:
     """Whether the tracking a batch's transaction found (``position``) is not where the fold
-    began (``start``): another process folded it meanwhile. A LookupError when it is no
-    longer tracked at all (replaced or rebuilt elsewhere)."""
+    began (``start``): another process folded it meanwhile, or rebuilt it (then it is
+    behind ``start``). :class:`Untracked` when it is not tracked at all."""
     if position < 0:
-        raise LookupError(f"version {projection.version} of {projection.name!r} is no longer "
-                          "tracked: another process replaced or rebuilt it; register it again")
+        raise Untracked(f"version {projection.version} of {projection.name!r} is no longer "
+                        "tracked: another process replaced it; register it again")
     return position != start
 
 

@@ -14,18 +14,20 @@ keep seeing, and swapped in (the old tables dropped) in one transaction once it 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 
 from idstitch.domain.errors import ProjectionFailed
 from idstitch.domain.events import DECISIONS_STREAM
 from idstitch.projections.audit import EVENT_NAMES, Change
 from idstitch.projections.base import Registry
-from idstitch.projections.changes import ChangeStream
+from idstitch.projections.changes import ChangeStream, RowsBehind
 from idstitch.projections.custom import (
     CustomTables,
     Projection,
     ProjectionDB,
     Tracked,
+    Untracked,
     failed,
     moved,
     wanted_by,
@@ -43,6 +45,10 @@ CHUNK = 250
 batch's transaction (see :meth:`CustomRunner._fold_alone`)."""
 STREAMS = 4
 """Change streams kept (one per distinct position the projections were at)."""
+BEHIND_GRACE = 30.0
+"""Seconds a projection may find the identity rows behind the log (another process rewriting
+them: see :class:`~idstitch.projections.changes.RowsBehind`) and stay where it is without an
+error; longer, and it is reported as failed (the rows may be damaged)."""
 
 
 class CustomRunner(Honouring):
@@ -63,6 +69,8 @@ class CustomRunner(Honouring):
         self.waiting: dict[str, Wait] = {}
         """Projections the last catch-up left right before a forget not purged yet or an
         unmerge not replayed yet: where, and which (see :meth:`catch_up`)."""
+        self._behind: dict[str, float] = {}
+        """Since when (monotonic) each projection has found the identity rows behind."""
 
     @property
     def projections(self) -> dict[str, Projection]:
@@ -98,9 +106,8 @@ class CustomRunner(Honouring):
         for name in names:
             projection = self.projections[name]
             made = made_at(self._log, self._store, self._row_types, self._log.head())
-            for tracked in self.tables.versions(name):
-                self.tables.drop(name, tracked.version)
-            self.tables.create(name, projection.version, True, projection.setup, made)
+            self.tables.create(name, projection.version, True, projection.setup, made,
+                               replace=True)
         self._adopt(names)
 
     def _adopt(self, names: Sequence[str]) -> dict[str, Tracked | None]:
@@ -191,8 +198,12 @@ class CustomRunner(Honouring):
                 at[projection.name] = reached
                 if failure is not None:
                     failures.append(failure)
-                if reached == start or failure is not None:
-                    pending.remove(projection)  # nothing more up to `until`, or failed
+                elif reached > start:
+                    self._behind.pop(projection.name, None)
+                if reached <= start or failure is not None:
+                    # Nothing more up to `until`, failed, or rebuilt by another process.
+                    pending.remove(projection)
+                    self._restarted([projection.name], start, reached)
                 else:
                     pending = [p for p in pending if at[p.name] < until]
                 continue
@@ -210,19 +221,26 @@ class CustomRunner(Honouring):
                     self._streams.pop(start, None)
                     changes = []
             except Exception as e:
-                # Reading the log or building the Changes failed (the identity rows rebuilt
-                # by another process meanwhile, say): not the handlers' fault, but they cannot
-                # go on from here either. Reported like a handler's failure; retried next time.
+                # Reading the log or building the Changes failed: not the handlers' fault, but
+                # they cannot go on from here either. Rows another process is rewriting stop
+                # them with no error for a while; anything else is reported like a handler's
+                # failure. Retried next time.
                 self._streams.pop(start, None)
-                failures += [failed(p.name, start + 1, e) for p in group]
+                failures += self._failures([p.name for p in group], start + 1, e)
                 pending = [p for p in pending if p not in group]
                 continue
+            stopped: list[str] = []  # by another process's work (see _passing)
             for projection in group:
                 reached, failure = self._commit(projection, start, end, changes)
                 at[projection.name] = reached
                 if failure is not None:
                     failures.append(failure)
-            gone = {f.projection for f in failures}
+                elif reached > start:
+                    self._behind.pop(projection.name, None)
+                else:
+                    stopped.append(projection.name)
+                    self._restarted([projection.name], start, reached)
+            gone = {f.projection for f in failures} | set(stopped)
             pending = [p for p in pending if at[p.name] < until and p.name not in gone]
         for projection in chosen:
             if at[projection.name] >= until:
@@ -287,11 +305,46 @@ class CustomRunner(Honouring):
                     projection.handle_batch(tx.db, batch)
                 if end > start:
                     tx.advance(end)
+        except (RowsBehind, Untracked) as e:  # not the handler's doing (the stream dropped)
+            return start, next(iter(self._failures([projection.name], current, e)), None)
         except Exception as e:
             return start, failed(projection.name, current, e)  # the stream is dropped
         if stream is not None:
             self._keep(stream)
         return end, None
+
+    def _failures(self, names: Sequence[str], position: int, cause: Exception
+                  ) -> list[ProjectionFailed]:
+        """The failures of these projections, stopped at ``position`` by ``cause`` while
+        building their Changes: none for identity rows found behind the log, until that has
+        lasted :data:`BEHIND_GRACE` seconds (another process's unmerge or forget rewriting
+        them ends well before; rows that stay behind are damaged)."""
+        now = time.monotonic()
+        return [failed(name, position, cause) for name in names
+                if not self._passing(name, cause)
+                or now - self._behind.setdefault(name, now) >= BEHIND_GRACE]
+
+    def _passing(self, name: str, cause: Exception) -> bool:
+        """Whether ``cause`` is another process's work under way: identity rows it is
+        rewriting, or this version's tracking while it rebuilds it (not when it swapped in
+        another version: a process still on this one is told so)."""
+        if isinstance(cause, RowsBehind):
+            return True
+        if not isinstance(cause, Untracked):
+            return False
+        try:
+            versions = self.tables.versions(name)
+        except Exception:  # the database: not known to pass
+            return False
+        return all(t.version == self.projections[name].version for t in versions)
+
+    def _restarted(self, names: Sequence[str], start: int, reached: int) -> None:
+        """Projections another process rebuilt under this fold (it found them behind
+        ``start``): they stop here, and their tables' ``made_at`` is adopted now, so that the
+        next catch-up folds them from where they are with no key cached before (the rebuild
+        may follow a forget) and honours what their new tables were not made after."""
+        if reached < start and names:
+            self._adopt(names)
 
     def _keep(self, stream: ChangeStream) -> None:
         """Keep a stream under its position (for the next batch of the projections there)."""
@@ -333,6 +386,8 @@ class CustomRunner(Honouring):
                         current = mine[0].position
                         projection.handle_batch(tx.db, mine)
                 tx.advance(end)
+        except Untracked as e:
+            return start, next(iter(self._failures([projection.name], current, e)), None)
         except Exception as e:
             return start, failed(projection.name, current, e)
         return end, None

@@ -428,3 +428,40 @@ def test_a_process_still_on_a_replaced_version_is_told_not_looped(
     assert failed.value.projection == "platforms"
     assert new.projection_db("platforms").query(
         "SELECT platform FROM platforms ORDER BY device_id") == [("IOS",), ("ANDROID",)]
+
+
+def test_a_reader_follows_the_tables_another_process_swapped_in(
+        make_durable_ws: WorkspaceFactory) -> None:
+    old = make_durable_ws(projections=[Platforms()])
+    old.register_device_token("d1", "t1", platform="ios")
+    reader = old.projection_db("platforms")
+    assert reader.query("SELECT platform FROM platforms") == [("ios",)]
+    make_durable_ws(old.url, projections=[PlatformsV2()])  # built beside, swapped in
+    # The tables this reader found are dropped: it reads the ones live now.
+    assert reader.query("SELECT platform FROM platforms") == [("IOS",)]
+    with pytest.raises(InvalidCommand, match="no_such_table|no such table|does not exist"):
+        reader.query("SELECT * FROM no_such_table")  # the statement's own fault: raised
+
+
+def test_identity_rows_behind_the_log_stop_a_projection_quietly_for_a_while(
+        make_ws: WorkspaceFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    from idstitch.projections.changes import ChangeStream, RowsBehind
+
+    ws = make_ws(projections=[Counter()])
+    ws.identify("d1", "u1")
+    real = ChangeStream.changes
+
+    def behind(self: ChangeStream, events: Any, wanted: Any = None) -> Any:
+        raise RowsBehind("another process is rewriting the identity rows")
+
+    monkeypatch.setattr(ChangeStream, "changes", behind)
+    assert ws.identify("d2", "u2") == 2  # writes go on
+    assert ws.catch_up() == 2  # no ProjectionFailed: another process's work under way
+    assert ws.projection_db("counter").query("SELECT sum(n) FROM counts") == [(1,)]
+    monkeypatch.setattr(custom_runner, "BEHIND_GRACE", 0.0)
+    with pytest.raises(ProjectionFailed) as failed:  # for too long: reported
+        ws.catch_up()
+    assert failed.value.position == 2 and isinstance(failed.value.__cause__, RowsBehind)
+    monkeypatch.setattr(ChangeStream, "changes", real)
+    assert ws.catch_up() == 2
+    assert ws.projection_db("counter").query("SELECT sum(n) FROM counts") == [(2,)]
