@@ -439,7 +439,7 @@ def test_a_reader_follows_the_tables_another_process_swapped_in(
     make_durable_ws(old.url, projections=[PlatformsV2()])  # built beside, swapped in
     # The tables this reader found are dropped: it reads the ones live now.
     assert reader.query("SELECT platform FROM platforms") == [("IOS",)]
-    with pytest.raises(InvalidCommand, match="no_such_table|no such table|does not exist"):
+    with pytest.raises(InvalidCommand, match=r"no_such_table|no such table|does not exist"):
         reader.query("SELECT * FROM no_such_table")  # the statement's own fault: raised
 
 
