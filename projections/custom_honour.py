@@ -11,6 +11,7 @@ from idstitch.domain.errors import ProjectionFailed
 from idstitch.domain.events import DeviceEvent, PersonForgotten
 from idstitch.projections.custom import CustomTables, Projection, Tracked, failed, moved
 from idstitch.projections.custom_made import MadeAfter
+from idstitch.projections.store import EventLog
 
 
 class Honouring:
@@ -18,6 +19,8 @@ class Honouring:
 
     tables: CustomTables
     _made: MadeAfter
+    _log: EventLog
+    _stopped: set[str]
 
     @property
     def projections(self) -> dict[str, Projection]:
@@ -31,6 +34,12 @@ class Honouring:
     def _tracked(self, name: str) -> Tracked | None:
         raise NotImplementedError
 
+    def _failures(self, names: Sequence[str], position: int, cause: Exception
+                  ) -> list[ProjectionFailed]:
+        """The failures of these projections stopped by ``cause`` (the runner's: none for
+        another process's work under way)."""
+        raise NotImplementedError
+
     def _honour(self, position: int, decision: DeviceEvent, names: Sequence[str]
                 ) -> list[ProjectionFailed]:
         """Move each projection standing right before a forget or an unmerge past it: the
@@ -40,8 +49,10 @@ class Honouring:
         for name in names:
             try:
                 failure = self._honour_one(self.projections[name], position, decision)
-            except Exception as e:  # the database: it stays where it is, retried next time
-                failure = failed(name, position, e)
+            except Exception as e:  # the database, or another process's rebuild under way:
+                # it stays where it is, retried next time
+                failures += self._failures([name], position, e)
+                continue
             if failure is not None:
                 failures.append(failure)
         if names and isinstance(decision, PersonForgotten):
@@ -57,6 +68,13 @@ class Honouring:
         before = 0 if tracked is None else tracked.position
         if before >= position:
             return None  # moved past it already (another process)
+        following = self._log.read(before, 1)
+        if following and following[0].position < position:
+            # Events between it and the decision are not folded: another process rebuilt it,
+            # or folded it part of the way, after this one's fold. Moved past the decision,
+            # it would skip them; it stops here, and the next catch-up folds them first.
+            self._stopped.add(name)
+            return None
         persons: frozenset[str] = frozenset()
         devices: frozenset[str] = frozenset()
         if isinstance(decision, PersonForgotten):

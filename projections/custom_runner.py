@@ -71,6 +71,10 @@ class CustomRunner(Honouring):
         unmerge not replayed yet: where, and which (see :meth:`catch_up`)."""
         self._behind: dict[str, float] = {}
         """Since when (monotonic) each projection has found the identity rows behind."""
+        self._stopped: set[str] = set()
+        """Projections the catch-up under way stopped, with no error, at another process's
+        work (see :meth:`_passing`): not folded further, nor moved past a decision, until
+        the next catch-up."""
 
     @property
     def projections(self) -> dict[str, Projection]:
@@ -150,6 +154,7 @@ class CustomRunner(Honouring):
         failures: list[ProjectionFailed] = []
         for name in chosen:
             self.waiting.pop(name, None)
+        self._stopped.clear()
         try:
             lowest = min((0 if t is None else t.position for t in self._adopt(chosen).values()),
                          default=until)
@@ -159,7 +164,10 @@ class CustomRunner(Honouring):
             return [failed(n, 0, e) for n in chosen]
         for position, decision in decisions:
             failures += self._fold_to(position - 1, chosen)
-            chosen = [n for n in chosen if n not in {f.projection for f in failures}]
+            # One stopped short of the decision must not be moved past it: the events
+            # between would be skipped.
+            chosen = [n for n in chosen
+                      if n not in {f.projection for f in failures} and n not in self._stopped]
             try:
                 wait = rewrite_pending(self._log, self._store, self.registry, position, decision)
                 if wait is not None:
@@ -169,7 +177,8 @@ class CustomRunner(Honouring):
             except Exception as e:  # the database: they stay where they are
                 return failures + [failed(n, position, e) for n in chosen]
             failures += self._honour(position, decision, chosen)
-            chosen = [n for n in chosen if n not in {f.projection for f in failures}]
+            chosen = [n for n in chosen
+                      if n not in {f.projection for f in failures} and n not in self._stopped]
         return failures + self._fold_to(until, chosen)
 
     def _fold_to(self, until: int, names: Sequence[str]) -> list[ProjectionFailed]:
@@ -320,9 +329,14 @@ class CustomRunner(Honouring):
         lasted :data:`BEHIND_GRACE` seconds (another process's unmerge or forget rewriting
         them ends well before; rows that stay behind are damaged)."""
         now = time.monotonic()
-        return [failed(name, position, cause) for name in names
-                if not self._passing(name, cause)
-                or now - self._behind.setdefault(name, now) >= BEHIND_GRACE]
+        out: list[ProjectionFailed] = []
+        for name in names:
+            if (not self._passing(name, cause)
+                    or now - self._behind.setdefault(name, now) >= BEHIND_GRACE):
+                out.append(failed(name, position, cause))
+            else:
+                self._stopped.add(name)
+        return out
 
     def _passing(self, name: str, cause: Exception) -> bool:
         """Whether ``cause`` is another process's work under way: identity rows it is
@@ -344,6 +358,7 @@ class CustomRunner(Honouring):
         next catch-up folds them from where they are with no key cached before (the rebuild
         may follow a forget) and honours what their new tables were not made after."""
         if reached < start and names:
+            self._stopped.update(names)
             self._adopt(names)
 
     def _keep(self, stream: ChangeStream) -> None:

@@ -465,3 +465,19 @@ def test_identity_rows_behind_the_log_stop_a_projection_quietly_for_a_while(
     monkeypatch.setattr(ChangeStream, "changes", real)
     assert ws.catch_up() == 2
     assert ws.projection_db("counter").query("SELECT sum(n) FROM counts") == [(2,)]
+
+
+def test_a_version_missing_while_another_process_rebuilds_it_is_no_failure(
+        make_durable_ws: WorkspaceFactory) -> None:
+    from idstitch.projections.custom import Untracked
+
+    ws = make_durable_ws(projections=[Counter()])
+    ws.identify("d1", "u1")
+    runner = ws._services.projector.custom
+    gone = Untracked("version 1 of 'counter' is no longer tracked")
+    runner.tables.drop("counter", 1)  # as between a rebuild's drop and its create
+    assert runner._failures(["counter"], 1, gone) == []
+    assert "counter" in runner._stopped
+    runner.tables.create("counter", 2, True, Counter().setup, ws.log.head())  # replaced
+    [failure] = runner._failures(["counter"], 1, gone)
+    assert failure.projection == "counter" and failure.__cause__ is gone

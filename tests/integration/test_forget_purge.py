@@ -294,3 +294,31 @@ def test_a_device_goes_on_after_its_person_is_forgotten(make_ws: WorkspaceFactor
     assert (report.accepted, report.rejected) == (1, [])
     phone = ws.profile_of_device("dev-a")
     assert phone is not None and phone.attributes == {"b": 2} and phone.identifiers == {}
+
+
+def test_a_forget_never_moves_a_projection_past_events_it_has_not_folded(
+        make_durable_ws: WorkspaceFactory) -> None:
+    from idstitch.domain.events import DECISIONS_STREAM, PersonForgotten
+    from idstitch.projections.custom_forgets import REWRITING
+
+    ws = make_durable_ws(projections=[Emails()])
+    traffic(ws)
+    forget(ws, "dana-77")
+    [(position, decision)] = ws.log.read_spans([(DECISIONS_STREAM, 1, None)], REWRITING)
+    assert isinstance(decision, PersonForgotten)
+    runner = ws._services.projector.custom
+    # Another process rebuilds the projection after this one folded up to the forget: its
+    # tracking stands at 0 again, the events before the forget not folded.
+    emails = runner.projections["emails"]
+    runner.tables.create("emails", emails.version, True, emails.setup, ws.log.head(),
+                         replace=True)
+    assert runner._honour(position, decision, ["emails"]) == []
+    assert runner.position("emails") == 0  # not moved past what it has not folded
+    assert "emails" in runner._stopped
+    ws.catch_up()  # folds them, then honours the forget in order
+    assert runner.position("emails") == ws.log.head()
+    query = "SELECT person_id, email FROM emails ORDER BY person_id"
+    folded = ws.projection_db("emails").query(query)
+    assert folded and not any("dana" in email for _, email in folded)
+    ws.rebuild(["emails"])
+    assert ws.projection_db("emails").query(query) == folded
