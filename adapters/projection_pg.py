@@ -172,9 +172,11 @@ class PostgresTables:
         ``replace``, after dropping every tracked version of the projection)."""
         with self._begin(name, create=True, rows=replace) as conn:
             if replace:
-                for (other,) in conn.execute(sql.SQL("SELECT version FROM {} WHERE name = %s")
-                                             .format(self._tracking()), (name,)).fetchall():
-                    self._drop_tables(conn, name, other)
+                versions = {version} | {v for (v,) in conn.execute(sql.SQL(
+                    "SELECT version FROM {} WHERE name = %s").format(self._tracking()),
+                    (name,)).fetchall()}
+                for other in versions:  # this version's too, tracked or not: a rebuild
+                    self._drop_tables(conn, name, other)  # repairs tables left untracked
                 conn.execute(sql.SQL("DELETE FROM {} WHERE name = %s").format(self._tracking()),
                              (name,))
                 conn.execute(sql.SQL("DELETE FROM {} WHERE name = %s").format(self._made()),

@@ -221,8 +221,11 @@ class LiveDatabase(Database):
         for _ in range(LIVE_TRIES - 1):
             try:
                 return call()
-            except InvalidCommand:
-                live = self._resolve()
+            except InvalidCommand as refused:
+                try:
+                    live = self._resolve()
+                except Exception:
+                    raise refused from refused.__cause__  # what the caller asked failed
                 if (live.namespace.prefix, live.namespace.tables) == (
                         self.namespace.prefix, self.namespace.tables):
                     raise  # the same tables: the statement's own fault

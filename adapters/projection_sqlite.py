@@ -213,6 +213,9 @@ class SqliteTables:
                 for (other,) in conn.execute("SELECT version FROM idstitch_custom WHERE name = ?"
                                              + _INTERNAL, (name,)).fetchall():
                     self._drop_version(conn, name, other)
+                # Tables of the version left without tracking (damage) go too: a rebuild
+                # repairs that.
+                self._drop_tables(conn, name, version)
             if conn.execute("SELECT 1 FROM idstitch_custom WHERE name = ? AND version = ?"
                             + _INTERNAL, (name, version)).fetchone():
                 return

@@ -34,6 +34,10 @@ class Honouring:
     def _tracked(self, name: str) -> Tracked | None:
         raise NotImplementedError
 
+    def _restarted(self, names: Sequence[str], start: int, reached: int) -> None:
+        """Stop projections another process rebuilt under this one (the runner's)."""
+        raise NotImplementedError
+
     def _failures(self, names: Sequence[str], position: int, cause: Exception
                   ) -> list[ProjectionFailed]:
         """The failures of these projections stopped by ``cause`` (the runner's: none for
@@ -86,22 +90,27 @@ class Honouring:
             self.rebuild([name])  # folded again from 0 by the next stretch
             return None
         raised: Exception | None = None
+        found = before
         try:
             with self.tables.transaction(name, projection.version) as tx:
-                # (LookupError when another process replaced this version: reported by the
-                # caller, as a fold's is, and nothing dropped.)
-                if moved(projection, tx.position, before):
-                    return None
-                if hook:
-                    try:
-                        projection.forget(tx.db, persons, devices)
-                    except Exception as e:
-                        raised = e
-                        raise
-                tx.advance(position)
+                # (Untracked when another process replaced or is rebuilding this version:
+                # judged by the caller, as a fold's is, and nothing dropped.)
+                found = tx.position
+                if not moved(projection, found, before):
+                    if hook:
+                        try:
+                            projection.forget(tx.db, persons, devices)
+                        except Exception as e:
+                            raised = e
+                            raise
+                    tx.advance(position)
         except Exception:
             if raised is None:
                 raise
             self.rebuild([name])  # the hook failed: its values must go all the same
             return failed(name, position, raised)
+        # Rebuilt elsewhere since the look above (found behind it): it stops here, and the
+        # next catch-up starts from its new tables, as a fold that meets a rebuild does.
+        # (Found ahead: folded past the decision elsewhere meanwhile.)
+        self._restarted([name], before, found)
         return None

@@ -46,9 +46,11 @@ batch's transaction (see :meth:`CustomRunner._fold_alone`)."""
 STREAMS = 4
 """Change streams kept (one per distinct position the projections were at)."""
 BEHIND_GRACE = 30.0
-"""Seconds a projection may find the identity rows behind the log (another process rewriting
-them: see :class:`~idstitch.projections.changes.RowsBehind`) and stay where it is without an
-error; longer, and it is reported as failed (the rows may be damaged)."""
+"""Seconds a projection may keep meeting another process's work (identity rows it is
+rewriting, :class:`~idstitch.projections.changes.RowsBehind`; its own tracking while another
+process rebuilds it, :class:`~idstitch.projections.custom.Untracked`) and stay where it is
+without an error; longer, without a pause as long, and it is reported as failed (the rows or
+the tracking may be damaged)."""
 
 
 class CustomRunner(Honouring):
@@ -69,8 +71,9 @@ class CustomRunner(Honouring):
         self.waiting: dict[str, Wait] = {}
         """Projections the last catch-up left right before a forget not purged yet or an
         unmerge not replayed yet: where, and which (see :meth:`catch_up`)."""
-        self._behind: dict[str, float] = {}
-        """Since when (monotonic) each projection has found the identity rows behind."""
+        self._behind: dict[str, tuple[float, float]] = {}
+        """Per projection, when (monotonic) it first and last met another process's work
+        without a pause of BEHIND_GRACE in between (see :meth:`_failures`)."""
         self._stopped: set[str] = set()
         """Projections the catch-up under way stopped, with no error, at another process's
         work (see :meth:`_passing`): not folded further, nor moved past a decision, until
@@ -193,10 +196,11 @@ class CustomRunner(Honouring):
         for projection in [p for p in pending if p.events == frozenset()]:
             # Wants no event: nothing to read or fold, only the position to move (one
             # transaction), so that a registered projection like it costs the others nothing.
-            at[projection.name], failure = self._commit(projection, at[projection.name], until,
-                                                        [])
+            start = at[projection.name]
+            at[projection.name], failure = self._commit(projection, start, until, [])
             if failure is not None:
                 failures.append(failure)
+            self._restarted([projection.name], start, at[projection.name])
         pending = [p for p in pending if at[p.name] < until and p.events != frozenset()]
         while pending:
             start = min(at[p.name] for p in pending)
@@ -324,15 +328,22 @@ class CustomRunner(Honouring):
 
     def _failures(self, names: Sequence[str], position: int, cause: Exception
                   ) -> list[ProjectionFailed]:
-        """The failures of these projections, stopped at ``position`` by ``cause`` while
-        building their Changes: none for identity rows found behind the log, until that has
-        lasted :data:`BEHIND_GRACE` seconds (another process's unmerge or forget rewriting
-        them ends well before; rows that stay behind are damaged)."""
+        """The failures of these projections, stopped at ``position`` by ``cause`` (building
+        their Changes, committing a batch, honouring a decision): none for another process's
+        work under way (:meth:`_passing`) until it has been met for :data:`BEHIND_GRACE`
+        seconds with no pause as long (an unmerge's replay, a forget's purge or a rebuild
+        ends well before; what stays is damage). Those are stopped for this catch-up."""
         now = time.monotonic()
         out: list[ProjectionFailed] = []
         for name in names:
-            if (not self._passing(name, cause)
-                    or now - self._behind.setdefault(name, now) >= BEHIND_GRACE):
+            if not self._passing(name, cause):
+                out.append(failed(name, position, cause))
+                continue
+            first, last = self._behind.get(name, (now, now))
+            if now - last >= BEHIND_GRACE:
+                first = now  # met again after a pause: another episode, timed afresh
+            self._behind[name] = (first, now)
+            if now - first >= BEHIND_GRACE:
                 out.append(failed(name, position, cause))
             else:
                 self._stopped.add(name)

@@ -71,7 +71,6 @@ def test_upgrade_moves_the_store_and_the_read_commands_answer(
     assert status == 0 and "nothing to do" in out
 
 
-
 def test_a_read_command_refuses_a_file_it_cannot_read_without_writing(
         former: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # Something named like the file's WAL that SQLite cannot open read-only: only an open

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import random
+import sqlite3
+import time
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 import msgspec
+import psycopg
 import pytest
 from idstitch.projections import custom_runner
 
@@ -481,3 +485,42 @@ def test_a_version_missing_while_another_process_rebuilds_it_is_no_failure(
     runner.tables.create("counter", 2, True, Counter().setup, ws.log.head())  # replaced
     [failure] = runner._failures(["counter"], 1, gone)
     assert failure.projection == "counter" and failure.__cause__ is gone
+
+
+def test_another_processs_work_met_again_after_a_pause_is_timed_afresh(
+        make_ws: WorkspaceFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    from idstitch.projections.changes import RowsBehind
+
+    ws = make_ws(projections=[Counter()])
+    ws.identify("d1", "u1")
+    runner = ws._services.projector.custom
+    monkeypatch.setattr(custom_runner, "BEHIND_GRACE", 0.2)
+    behind = RowsBehind("another process is rewriting the identity rows")
+    assert runner._failures(["counter"], 1, behind) == []  # an episode starts
+    time.sleep(0.3)  # longer than the grace, with nothing met in between
+    assert runner._failures(["counter"], 1, behind) == []  # a new episode, not the old one
+    time.sleep(0.1)
+    assert runner._failures(["counter"], 1, behind) == []
+    time.sleep(0.15)  # met all along for longer than the grace: reported
+    [failure] = runner._failures(["counter"], 1, behind)
+    assert failure.__cause__ is behind
+
+
+def test_a_rebuild_repairs_tables_left_without_their_tracking(
+        make_durable_ws: WorkspaceFactory) -> None:
+    ws = make_durable_ws(projections=[Counter()])
+    ws.identify("d1", "u1")
+    runner = ws._services.projector.custom
+    # The state a drop racing a create left before they were serialised: tables, no row.
+    with runner.tables.transaction("counter", 1) as tx:
+        tx.db.execute("SELECT 1 FROM counts")  # the tables are there
+    if ws.url.startswith("sqlite"):
+        with closing(sqlite3.connect(ws.url[len("sqlite:///"):])) as db, db:
+            db.execute("DELETE FROM idstitch_custom")
+    else:
+        server, _, query = ws.url.partition("?")
+        schema = dict(p.split("=", 1) for p in query.split("&") if p).get("schema", "public")
+        with psycopg.connect(server) as pg:
+            pg.execute(f'DELETE FROM "{schema}".idstitch_custom')
+    ws.rebuild(["counter"])  # failed on "already exists" before
+    assert ws.projection_db("counter").query("SELECT sum(n) FROM counts") == [(1,)]

@@ -28,7 +28,8 @@ def _tables(conn: psycopg.Connection[tuple[str]], schema: str) -> list[str]:
 
 def _waiting(conn: psycopg.Connection[tuple[str]]) -> bool:
     """Whether some session waits for a lock (the drop, behind the create)."""
-    row = conn.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone()
+    row = conn.execute("SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = "
+                       "l.pid WHERE NOT l.granted AND a.datname = current_database()").fetchone()
     return bool(row and row[0])
 
 
