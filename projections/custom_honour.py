@@ -11,37 +11,22 @@ from idstitch.domain.errors import ProjectionFailed
 from idstitch.domain.events import DeviceEvent, PersonForgotten
 from idstitch.projections.custom import CustomTables, Projection, Tracked, failed, moved
 from idstitch.projections.custom_made import MadeAfter
+from idstitch.projections.custom_others import OthersAtWork
 from idstitch.projections.store import EventLog
 
 
-class Honouring:
+class Honouring(OthersAtWork):
     """The decisions part of the :class:`~idstitch.projections.custom_runner.CustomRunner`."""
 
     tables: CustomTables
     _made: MadeAfter
     _log: EventLog
-    _stopped: set[str]
-
-    @property
-    def projections(self) -> dict[str, Projection]:
-        """The registered projections, by name (the runner's)."""
-        raise NotImplementedError
 
     def rebuild(self, names: Sequence[str]) -> None:
         """Drop the named projections' tables and create them afresh (the runner's)."""
         raise NotImplementedError
 
     def _tracked(self, name: str) -> Tracked | None:
-        raise NotImplementedError
-
-    def _restarted(self, names: Sequence[str], start: int, reached: int) -> None:
-        """Stop projections another process rebuilt under this one (the runner's)."""
-        raise NotImplementedError
-
-    def _failures(self, names: Sequence[str], position: int, cause: Exception
-                  ) -> list[ProjectionFailed]:
-        """The failures of these projections stopped by ``cause`` (the runner's: none for
-        another process's work under way)."""
         raise NotImplementedError
 
     def _honour(self, position: int, decision: DeviceEvent, names: Sequence[str]

@@ -14,7 +14,6 @@ keep seeing, and swapped in (the old tables dropped) in one transaction once it 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 
 from idstitch.domain.errors import ProjectionFailed
@@ -35,6 +34,7 @@ from idstitch.projections.custom import (
 from idstitch.projections.custom_forgets import REWRITING, Wait, made_at, rewrite_pending
 from idstitch.projections.custom_honour import Honouring
 from idstitch.projections.custom_made import MadeAfter
+from idstitch.projections.custom_others import OthersAtWork
 from idstitch.projections.store import EventLog, LoggedEvent, ProjectionStore
 from idstitch.projections.unit import RowTypes
 
@@ -45,12 +45,6 @@ CHUNK = 250
 batch's transaction (see :meth:`CustomRunner._fold_alone`)."""
 STREAMS = 4
 """Change streams kept (one per distinct position the projections were at)."""
-BEHIND_GRACE = 30.0
-"""Seconds a projection may keep meeting another process's work (identity rows it is
-rewriting, :class:`~idstitch.projections.changes.RowsBehind`; its own tracking while another
-process rebuilds it, :class:`~idstitch.projections.custom.Untracked`) and stay where it is
-without an error; longer, without a pause as long, and it is reported as failed (the rows or
-the tracking may be damaged)."""
 
 
 class CustomRunner(Honouring):
@@ -71,13 +65,7 @@ class CustomRunner(Honouring):
         self.waiting: dict[str, Wait] = {}
         """Projections the last catch-up left right before a forget not purged yet or an
         unmerge not replayed yet: where, and which (see :meth:`catch_up`)."""
-        self._behind: dict[str, tuple[float, float]] = {}
-        """Per projection, when (monotonic) it first and last met another process's work
-        without a pause of BEHIND_GRACE in between (see :meth:`_failures`)."""
-        self._stopped: set[str] = set()
-        """Projections the catch-up under way stopped, with no error, at another process's
-        work (see :meth:`_passing`): not folded further, nor moved past a decision, until
-        the next catch-up."""
+        OthersAtWork.__init__(self)
 
     @property
     def projections(self) -> dict[str, Projection]:
@@ -212,7 +200,7 @@ class CustomRunner(Honouring):
                 if failure is not None:
                     failures.append(failure)
                 elif reached > start:
-                    self._behind.pop(projection.name, None)
+                    self._moved_on(projection.name)
                 if reached <= start or failure is not None:
                     # Nothing more up to `until`, failed, or rebuilt by another process.
                     pending.remove(projection)
@@ -249,7 +237,7 @@ class CustomRunner(Honouring):
                 if failure is not None:
                     failures.append(failure)
                 elif reached > start:
-                    self._behind.pop(projection.name, None)
+                    self._moved_on(projection.name)
                 else:
                     stopped.append(projection.name)
                     self._restarted([projection.name], start, reached)
@@ -325,52 +313,6 @@ class CustomRunner(Honouring):
         if stream is not None:
             self._keep(stream)
         return end, None
-
-    def _failures(self, names: Sequence[str], position: int, cause: Exception
-                  ) -> list[ProjectionFailed]:
-        """The failures of these projections, stopped at ``position`` by ``cause`` (building
-        their Changes, committing a batch, honouring a decision): none for another process's
-        work under way (:meth:`_passing`) until it has been met for :data:`BEHIND_GRACE`
-        seconds with no pause as long (an unmerge's replay, a forget's purge or a rebuild
-        ends well before; what stays is damage). Those are stopped for this catch-up."""
-        now = time.monotonic()
-        out: list[ProjectionFailed] = []
-        for name in names:
-            if not self._passing(name, cause):
-                out.append(failed(name, position, cause))
-                continue
-            first, last = self._behind.get(name, (now, now))
-            if now - last >= BEHIND_GRACE:
-                first = now  # met again after a pause: another episode, timed afresh
-            self._behind[name] = (first, now)
-            if now - first >= BEHIND_GRACE:
-                out.append(failed(name, position, cause))
-            else:
-                self._stopped.add(name)
-        return out
-
-    def _passing(self, name: str, cause: Exception) -> bool:
-        """Whether ``cause`` is another process's work under way: identity rows it is
-        rewriting, or this version's tracking while it rebuilds it (not when it swapped in
-        another version: a process still on this one is told so)."""
-        if isinstance(cause, RowsBehind):
-            return True
-        if not isinstance(cause, Untracked):
-            return False
-        try:
-            versions = self.tables.versions(name)
-        except Exception:  # the database: not known to pass
-            return False
-        return all(t.version == self.projections[name].version for t in versions)
-
-    def _restarted(self, names: Sequence[str], start: int, reached: int) -> None:
-        """Projections another process rebuilt under this fold (it found them behind
-        ``start``): they stop here, and their tables' ``made_at`` is adopted now, so that the
-        next catch-up folds them from where they are with no key cached before (the rebuild
-        may follow a forget) and honours what their new tables were not made after."""
-        if reached < start and names:
-            self._stopped.update(names)
-            self._adopt(names)
 
     def _keep(self, stream: ChangeStream) -> None:
         """Keep a stream under its position (for the next batch of the projections there)."""

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import msgspec
 import psycopg
 import pytest
-from idstitch.projections import custom_runner
+from idstitch.projections import custom_others, custom_runner
 
 import idstitch
 from idstitch.errors import InvalidCommand, ProjectionFailed
@@ -462,7 +462,7 @@ def test_identity_rows_behind_the_log_stop_a_projection_quietly_for_a_while(
     assert ws.identify("d2", "u2") == 2  # writes go on
     assert ws.catch_up() == 2  # no ProjectionFailed: another process's work under way
     assert ws.projection_db("counter").query("SELECT sum(n) FROM counts") == [(1,)]
-    monkeypatch.setattr(custom_runner, "BEHIND_GRACE", 0.0)
+    monkeypatch.setattr(custom_others, "BEHIND_GRACE", 0.0)
     with pytest.raises(ProjectionFailed) as failed:  # for too long: reported
         ws.catch_up()
     assert failed.value.position == 2 and isinstance(failed.value.__cause__, RowsBehind)
@@ -494,7 +494,7 @@ def test_another_processs_work_met_again_after_a_pause_is_timed_afresh(
     ws = make_ws(projections=[Counter()])
     ws.identify("d1", "u1")
     runner = ws._services.projector.custom
-    monkeypatch.setattr(custom_runner, "BEHIND_GRACE", 0.2)
+    monkeypatch.setattr(custom_others, "BEHIND_GRACE", 0.2)
     behind = RowsBehind("another process is rewriting the identity rows")
     assert runner._failures(["counter"], 1, behind) == []  # an episode starts
     time.sleep(0.3)  # longer than the grace, with nothing met in between
