@@ -56,8 +56,9 @@ class OthersAtWork:
         now = time.monotonic()
         out: list[ProjectionFailed] = []
         for name in names:
-            if not self._passing(name, cause):
-                out.append(failed(name, position, cause))
+            passing = self._passing(name, cause)
+            if passing is not True:
+                out.append(failed(name, position, passing or cause))
                 continue
             first, last = self._behind.get(name, (now, now))
             if now - last >= BEHIND_GRACE:
@@ -69,10 +70,11 @@ class OthersAtWork:
                 self._stopped.add(name)
         return out
 
-    def _passing(self, name: str, cause: Exception) -> bool:
+    def _passing(self, name: str, cause: Exception) -> bool | Untracked:
         """Whether ``cause`` is another process's work under way: identity rows it is
-        rewriting, or this version's tracking while it rebuilds it (not when it swapped in
-        another version: a process still on this one is told so)."""
+        rewriting, or this version's tracking while it rebuilds it. Not when another version
+        was swapped in instead: then the cause to report, naming it (a process still on this
+        one is told so)."""
         if isinstance(cause, RowsBehind):
             return True
         if not isinstance(cause, Untracked):
@@ -81,7 +83,14 @@ class OthersAtWork:
             versions = self.tables.versions(name)
         except Exception:  # the database: not known to pass
             return False
-        return all(t.version == self.projections[name].version for t in versions)
+        mine = self.projections[name].version
+        others = sorted(t.version for t in versions if t.version != mine)
+        if not others:
+            return True
+        return Untracked(
+            f"version {mine} of {name!r} is no longer tracked: another process registered "
+            f"version {others[-1]}, which replaced it; register version {others[-1]} here too "
+            f"(registering version {mine} again builds it afresh and swaps it back in)")
 
     def _restarted(self, names: Sequence[str], start: int, reached: int) -> None:
         """Projections another process rebuilt under this fold (it found them behind

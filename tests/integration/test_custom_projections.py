@@ -430,8 +430,27 @@ def test_a_process_still_on_a_replaced_version_is_told_not_looped(
     with pytest.raises(ProjectionFailed, match="no longer tracked") as failed:
         old.catch_up()
     assert failed.value.projection == "platforms"
+    # It names the version that replaced it, and what registering this one again would do.
+    assert "registered version 2, which replaced it" in str(failed.value)
+    assert "swaps it back in" in str(failed.value)
     assert new.projection_db("platforms").query(
         "SELECT platform FROM platforms ORDER BY device_id") == [("IOS",), ("ANDROID",)]
+
+
+def test_registering_an_older_version_again_rolls_back_to_it(
+        make_durable_ws: WorkspaceFactory) -> None:
+    ws = make_durable_ws(projections=[Platforms()])
+    ws.register_device_token("d1", "t1", platform="ios")
+    newer = make_durable_ws(ws.url, projections=[PlatformsV2()])
+    newer.register_device_token("d2", "t2", platform="android")
+    assert [t.version for t in newer._services.projector.custom.tables.versions("platforms")] == [2]
+    rolled_back = make_durable_ws(ws.url, projections=[Platforms()])
+    # Built afresh from position 0 (version 1's tables were dropped at the swap), then live.
+    assert rolled_back.projection_db("platforms").query(
+        "SELECT platform FROM platforms ORDER BY device_id") == [("ios",), ("android",)]
+    versions = rolled_back._services.projector.custom.tables.versions("platforms")
+    assert [(t.version, t.live) for t in versions] == [(1, True)]
+    assert versions[0].position == rolled_back.log.head()
 
 
 def test_a_reader_follows_the_tables_another_process_swapped_in(
