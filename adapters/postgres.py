@@ -155,6 +155,8 @@ class PostgresProjectionStore(PostgresLog, SqlProjectionStore):
             self._kwargs = kwargs
             self._pool = QueuedPool(conninfo, kwargs, pool_size)
             with self._pool.connection() as conn:
+                found = conn.execute("SELECT to_regclass('idstitch_chain')").fetchone()
+                self._chain_new = found is None or found[0] is None
                 for ddl in self.schema():
                     conn.execute(ddl)
 

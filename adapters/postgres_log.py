@@ -127,6 +127,8 @@ class PostgresLog:
 
     _pool: QueuedPool
     _landing: threading.local
+    _chain_new: bool
+    """Whether this open made the chain's tables (a store from before the chain)."""
 
     @contextmanager
     def _connected(self, what: str) -> Iterator[psycopg.Cursor[Any]]:
@@ -282,8 +284,8 @@ class PostgresLog:
     def upgrade_chain(self) -> int:
         """Chain the events of a store made before the chain, once; how many were chained."""
         with self._connected("cannot read the log's chain") as cur:
-            if started(cur, CHAIN):
-                return 0
+            if started(cur, CHAIN) or not self._chain_new:
+                return 0  # (chain tables found without their start: see sqlchain.upgrade)
         with translated("cannot chain the log"), self._pool.connection() as conn, \
                 conn.transaction(), conn.cursor(binary=True) as cur:
             cur.execute(f"LOCK TABLE {EVENTS_TABLE} IN EXCLUSIVE MODE")

@@ -143,7 +143,13 @@ def upgrade(cur: Cursor, sql: ChainSql) -> int:
     """Chain every event after the chain's tail and record where write-time chaining starts;
     the number of events chained. Run under the store's append lock, once per store (a store
     whose start is recorded is left as it is): on a store made before the chain, it chains the
-    rows already there."""
+    rows already there.
+
+    Only where the open that calls it made the chain's tables (the stores check): a store
+    found with its chain tables but without their start had them emptied around idstitch, and
+    chaining its rows again would vouch for whatever they hold now (a tampered event, its
+    chain deleted, would verify). Left as it is, ``verify`` names the first position without
+    its entry; a missing start reads as 1, the strictest claim."""
     if started(cur, sql):
         return 0
     after, prev = tail(cur, sql)

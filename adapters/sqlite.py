@@ -113,6 +113,8 @@ class SqliteProjectionStore(SqliteLog, SqlProjectionStore):
             # the WAL before its commit wrote them again, and read them back through system
             # calls. The cache grows only as pages are used, up to CACHE_KIB.
             self._conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+            self._chain_new = self._conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE name = 'idstitch_chain'").fetchone() is None
             for ddl in self.schema():
                 self._conn.execute(ddl)
         self._lock = threading.RLock()
@@ -275,8 +277,10 @@ class SqliteProjectionStore(SqliteLog, SqlProjectionStore):
     def upgrade_chain(self) -> int:
         """Chain the events of a store made before the chain, once; how many were chained."""
         with self._lock, self._translated("cannot read the log's chain"):
-            if started(self._conn, CHAIN):
-                return 0  # the usual case: no write lock taken, a read-only file opens
+            if started(self._conn, CHAIN) or not self._chain_new:
+                # The usual case: no write lock taken, a read-only file opens. (Chain tables
+                # found without their start: see sqlchain.upgrade, never chained again.)
+                return 0
         with self._cursor(write=True) as cur:
             return upgrade(cur, CHAIN)
 

@@ -157,6 +157,36 @@ def test_a_store_from_before_the_chain_is_chained_on_open(
         assert again.verify().first_break == 2
 
 
+def test_chain_tables_emptied_around_idstitch_are_never_chained_again(
+    make_durable_ws: WorkspaceFactory
+) -> None:
+    """A store found with its chain tables but without their start was not made before the
+    chain: chaining its rows again would vouch for what they hold now (an event changed, its
+    chain deleted, would verify). Opening it writes nothing; verify names the break."""
+    ws = make_durable_ws()
+    url = ws.url
+    for d in range(4):
+        ws.identify(f"dev{d}", f"user{d}@example.com", {"n": d})
+    head = ws.log.head()
+    ws.close()
+    execute(url, "DELETE FROM idstitch_chain_start")
+    with idstitch.open(url) as opened:  # the chain is whole: only its start is gone
+        result = opened.verify()
+        assert (result.ok, result.checked) == (True, head)
+        assert "upgraded" not in result.reason
+    assert execute(url, "SELECT position FROM idstitch_chain_start") == []
+    column = "position" if url.startswith("sqlite") else "notification_id"
+    execute(url, f"UPDATE idstitch_events SET originator_version = originator_version + 100 "
+                 f"WHERE {column} = 3")
+    execute(url, "DELETE FROM idstitch_chain")
+    with idstitch.open(url) as opened:
+        result = opened.verify()
+        assert (result.ok, result.first_break) == (False, 1)
+        assert "no chain entry" in result.reason
+    assert chain_rows(url) == [] and execute(
+        url, "SELECT position FROM idstitch_chain_start") == []
+
+
 def test_appends_go_on_after_the_last_events_were_deleted(
     make_durable_ws: WorkspaceFactory
 ) -> None:
