@@ -119,8 +119,6 @@ class MergePersons(msgspec.Struct, frozen=True, kw_only=True):
     primary: str
     secondary: str
     reason: str
-    merge_id: str
-    """Chosen by the caller (the workspace mints one), so the call can return it."""
 
 
 class Unmerge(msgspec.Struct, frozen=True, kw_only=True):

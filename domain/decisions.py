@@ -29,6 +29,7 @@ from idstitch.domain.events import (
     PersonsMerged,
 )
 from idstitch.domain.ids import AggregateId, device_aggregate_id, subject_key_id
+from idstitch.domain.ids import merge_id as minted_merge_id
 from msgspec.structs import replace
 
 _KEY_ID = subject_key_id(DECISIONS_STREAM, 0, None)
@@ -86,7 +87,10 @@ class Decisions:
     def merge(self, cmd: MergePersons, now: datetime) -> bool:
         """Merge two identified persons (``cmd.primary`` and ``cmd.secondary``: the person ids
         its handler found, not the same)."""
-        self._record(PersonsMerged(device_id=DECISIONS_STREAM, merge_id=cmd.merge_id,
+        # Named by the decision that causes it, as an automatic merge is by its event: the
+        # same traffic gives the same id on every store.
+        merge_id = minted_merge_id(f"{DECISIONS_STREAM}#{self.version + 1}", "explicit")
+        self._record(PersonsMerged(device_id=DECISIONS_STREAM, merge_id=merge_id,
                                    primary=cmd.primary, secondary=cmd.secondary,
                                    reason=cmd.reason, timestamp=now, recorded_at=now))
         return True

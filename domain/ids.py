@@ -13,8 +13,10 @@ from uuid import NAMESPACE_URL, UUID, SafeUUID, uuid5
 
 DEVICE_NAMESPACE = uuid5(NAMESPACE_URL, "https://idstitch.dev/device")
 PERSON_NAMESPACE = uuid5(NAMESPACE_URL, "https://idstitch.dev/person")
+MERGE_NAMESPACE = uuid5(NAMESPACE_URL, "https://idstitch.dev/merge")
 _DEVICE_NS = DEVICE_NAMESPACE.bytes
 _PERSON_NS = PERSON_NAMESPACE.bytes
+_MERGE_NS = MERGE_NAMESPACE.bytes
 
 def _uuid5_digest(namespace: bytes, name: str) -> bytearray:
     """The 16 bytes of ``uuid.uuid5(UUID(bytes=namespace), name)``, straight from sha1."""
@@ -35,6 +37,13 @@ def uuid5_text(namespace: bytes, name: str) -> str:
     standard library's UUID construction costs several times the hash itself.
     """
     return _dashed(_uuid5_digest(namespace, name).hex())
+
+
+def merge_id(cause: str, kind: str) -> str:
+    """The id of the merge record of kind ``kind`` that the event named by ``cause`` (its
+    stream and its number there, ``stream#n``) causes: what every store holding the same
+    traffic names it."""
+    return uuid5_text(_MERGE_NS, f"{cause}:{kind}")
 
 
 class AggregateId(UUID):

@@ -4,10 +4,9 @@ forget, events on the workspace's decisions stream, in the same log as the devic
 
 from __future__ import annotations
 
-from uuid import uuid4
-
 from idstitch import bootstrap
 from idstitch.domain import commands as c
+from idstitch.domain.events import PersonsMerged
 from idstitch.service import erasure
 from idstitch.service.arguments import checked_methods, entering
 from idstitch.service.bus import MessageBus
@@ -26,10 +25,14 @@ class PersonDecisions:
         """Merge two identified persons (any identifier of each): the secondary's identifiers,
         devices, anonymous ids and attributes join the primary, whose values win on a key both
         hold. The merge's id (for :meth:`unmerge`)."""
-        merge_id = str(uuid4())
-        self._bus.handle(c.MergePersons(primary=primary, secondary=secondary, reason=reason,
-                                        merge_id=merge_id))
-        return merge_id
+        position = self._bus.handle(c.MergePersons(primary=primary, secondary=secondary,
+                                                   reason=reason))
+        # The decisions stream names the merge (from its own number, so that the same
+        # traffic names it alike on every store, even after a retried append): read back.
+        assert position is not None  # a merge always records its decision
+        [(_, decision)] = self._services.stores.log.read(position - 1, 1)
+        assert isinstance(decision, PersonsMerged)
+        return decision.merge_id
 
     @entering
     def unmerge(self, merge_id: str, *, reason: str) -> None:

@@ -8,10 +8,9 @@ in log order. Each keeps the rows' record of the past up to date as it changes t
 from __future__ import annotations
 
 from typing import Literal
-from uuid import NAMESPACE_URL, uuid5
 
 from idstitch.domain import attributes
-from idstitch.domain.device import uuid5_text
+from idstitch.domain.ids import merge_id as minted_merge_id
 from idstitch.domain.rules import normalize_email
 from idstitch.projections.identity.graph import IdentityUnit, identifier_key
 from idstitch.projections.identity.person_index import index_of
@@ -22,8 +21,6 @@ IdScheme = Literal["event", "position"]
 ``event`` from what the event names (its device and the device's n-th event: the same on every
 store); ``position`` from the log position (stores built before ids were event-derived keep it,
 so person ids already handed out never change)."""
-MERGE_NAMESPACE = uuid5(NAMESPACE_URL, "https://idstitch.dev/merge")
-_MERGE_NS = MERGE_NAMESPACE.bytes
 
 
 def merge_anonymous(
@@ -218,8 +215,7 @@ def merge_explicit(
 def merge_id_of(kind: str, dev: DeviceRow, pos: int, ids: IdScheme) -> str:
     """The id :func:`record` gives the record of kind ``kind`` the device's event at ``pos``
     causes (known before it is recorded: an undone automatic merge is not made)."""
-    cause = f"{dev.device_id}#{dev.seq}" if ids == "event" else str(pos)
-    return uuid5_text(_MERGE_NS, f"{cause}:{kind}")
+    return minted_merge_id(f"{dev.device_id}#{dev.seq}" if ids == "event" else str(pos), kind)
 
 
 def record_unmerged(

@@ -13,16 +13,18 @@ from idstitch.domain.decisions import Decisions
 from idstitch.domain.device import Device
 from idstitch.domain.errors import InvalidCommand
 from idstitch.domain.events import DECISIONS_STREAM, MergeUndone, PersonForgotten, PersonsMerged
-from idstitch.domain.ids import device_aggregate_id, subject_key_id
+from idstitch.domain.ids import device_aggregate_id, merge_id, subject_key_id
 
 T = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def test_each_decision_records_its_event_on_the_decisions_stream() -> None:
     decisions = Decisions()
-    assert decisions.handle(MergePersons(primary="p1", secondary="p2", reason="same",
-                                         merge_id="m1"), T)
-    assert decisions.handle(Unmerge(merge_id="m1", reason="wrong"), T)
+    assert decisions.handle(MergePersons(primary="p1", secondary="p2", reason="same"), T)
+    # Named by the decision that causes it (the stream's first event), as an automatic
+    # merge is by its device's event: no random number.
+    m1 = merge_id(f"{DECISIONS_STREAM}#1", "explicit")
+    assert decisions.handle(Unmerge(merge_id=m1, reason="wrong"), T)
     assert decisions.handle(ForgetPerson(person_id="p2", reason="erasure request"), T)
     recorded = decisions.collect_events()
     assert [type(r.event) for r in recorded] == [PersonsMerged, MergeUndone, PersonForgotten]
@@ -35,7 +37,7 @@ def test_each_decision_records_its_event_on_the_decisions_stream() -> None:
     merged = recorded[0].event
     assert isinstance(merged, PersonsMerged)
     assert (merged.merge_id, merged.primary, merged.secondary, merged.reason) == (
-        "m1", "p1", "p2", "same")
+        m1, "p1", "p2", "same")
 
 
 def test_a_merge_is_undone_once_and_a_replay_remembers_it() -> None:
