@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import signal
-import sys
 from collections.abc import Callable, Sequence
 from types import FrameType
 
@@ -23,6 +21,7 @@ from rich.text import Text
 
 from idstitch.cli.common import Handler, seconds
 from idstitch.cli.opening import Access, open_store
+from idstitch.cli.output import write_json_line
 from idstitch.errors import InvalidCommand, ProjectionFailed
 from idstitch.projections.base import import_topic
 from idstitch.projections.custom import Projection
@@ -97,9 +96,9 @@ def cmd_projections(args: argparse.Namespace, console: Console, err: Console) ->
         head = ws.log.head()
         found = ws.projection_status()
     if args.json:
-        sys.stdout.write(json.dumps({"head": head, "projections": [
+        write_json_line({"head": head, "projections": [
             {"name": s.name, "version": s.version, "position": s.position, "lag": s.lag,
-             "custom": s.custom} for s in found]}, sort_keys=True) + "\n")
+             "custom": s.custom} for s in found]})
         return 0
     table = Table(title=f"projections (log head {head})")
     for column in ("name", "kind", "version", "position", "lag"):

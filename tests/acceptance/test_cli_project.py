@@ -163,6 +163,8 @@ def test_projections_lists_version_position_and_lag_and_rebuild_takes_names(url:
     assert ran.status == 0, ran.err
     listed = json.loads(ran.out)
     assert listed["head"] == head
+    # The command line's one JSON style: compact, keys sorted.
+    assert ran.out == json.dumps(listed, separators=(",", ":"), sort_keys=True) + "\n"
     assert {p["name"]: (p["position"], p["lag"]) for p in listed["projections"]} == {
         "identity": (0, head), "device_attributes": (0, head)}
     ran = idstitch_cmd("rebuild", "--db", url, "identity")
