@@ -24,6 +24,7 @@ import msgspec
 
 from idstitch.domain.errors import InvalidCommand, ProjectionsBehind, StoreError
 from idstitch.projections.custom_forgets import Wait
+from idstitch.projections.runner_state import folded_to
 from idstitch.service.gc_pause import bulk_gc
 from idstitch.service.projecting import Projector
 
@@ -50,7 +51,10 @@ class ProjectionStatus(msgspec.Struct, frozen=True):
     version: int
     """A built-in projection's rows format; a custom projection's live ``version``."""
     position: int
-    """The committed position: every event up to it is in the projection's rows."""
+    """Every event up to it is in the projection's rows: its committed position, or further
+    where this process has folded the events after it and none changed a row (a command's
+    device attributes, say, which the identity projection does not fold): nothing is left
+    for reads to wait for there."""
     lag: int
     """Positions of the log after it (``head - position``)."""
     custom: bool
@@ -61,7 +65,9 @@ def status(projector: Projector) -> list[ProjectionStatus]:
     """Every projection the store tracks: the built-in ones, then every custom one with a live
     version (registered in this workspace or not: another process may keep it)."""
     head = projector.log.head()
-    found = [ProjectionStatus(p.name, p.rows_format, position := projector.rows.position(p.name),
+    committed = projector.rows.tracked_many(projector.registry.names)
+    found = [ProjectionStatus(p.name, p.rows_format,
+                              position := folded_to(projector.states.of(p), committed[p.name]),
                               max(head - position, 0), False)
              for p in projector.registry]
     for name, tracked in projector.custom.tables.every():

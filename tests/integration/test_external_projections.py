@@ -326,3 +326,16 @@ def test_a_follower_step_leaves_the_young_objects_young(make_durable_ws: Workspa
     finally:
         gc.set_threshold(*thresholds)
     assert len(young) == 1_000
+
+
+def test_the_embedded_default_lags_nothing_right_after_a_command(
+        make_ws: WorkspaceFactory) -> None:
+    """Reads see every write after a command: lag() says so too, also when the command's
+    events are none of a projection's own (device attributes, which identity does not fold)."""
+    ws = make_ws()
+    ws.identify("phone", "user-7")
+    position = ws.set_device_attributes("phone", {"theme": "dark"})
+    assert position is not None and ws.lag() == 0
+    status = {s.name: (s.position, s.lag) for s in ws.projection_status()}
+    assert status["identity"] == (position, 0)
+    assert status["device_attributes"] == (position, 0)
