@@ -27,7 +27,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from idstitch.serve.envelope import BATCH_LIMIT, MESSAGE_LIMIT, encoded, single, stamp, unwrap_batch
+from idstitch.serve.envelope import (
+    BATCH_LIMIT,
+    MESSAGE_LIMIT,
+    encoded,
+    single,
+    stamp,
+    too_large,
+    unwrap_batch,
+)
 from idstitch.serve.lines import NESTED, BadBody, Envelope, envelope, fast, line, names_person
 from idstitch.serve.process import WriterProcess
 from idstitch.serve.writer import Submission, Writer
@@ -195,7 +203,7 @@ class Gate:
             for index, item in enumerate(box.batch):
                 text, reason, person = line(item, sent_at, received)
                 if text is None and reason is None:  # a writeKey to take out: the dict path
-                    self._add(submission, index, msgspec.json.decode(item), received_at,
+                    self._add(submission, index, msgspec.json.decode(item), received_at, len(item),
                               sent_at=msgspec.json.decode(sent_at) if sent_at else None)
                 elif text is None:
                     submission.refused.append((index, reason or "", item))
@@ -209,18 +217,25 @@ class Gate:
             messages = unwrap_batch(parse(raw)) if box is not None else [single(body, kind)]
         except Exception as e:
             raise Refusal(400, "invalid_request", str(e)) from e
-        for index, message in enumerate(messages):
-            self._add(submission, index, message, received_at)
+        # Each message's size as the client sent it: its text in the batch (before the batch's
+        # context is merged into it), or the whole body of a single call.
+        sizes = [len(item) for item in box.batch] if box is not None else [len(raw)]
+        for index, (message, size) in enumerate(zip(messages, sizes, strict=True)):
+            self._add(submission, index, message, received_at, size)
         return submission
 
     @staticmethod
-    def _add(submission: Submission, index: int, message: Any, received_at: str,
+    def _add(submission: Submission, index: int, message: Any, received_at: str, size: int,
              sent_at: Any = None) -> None:
-        """The dict path for one message: stamped, its write key taken out, encoded, sized."""
+        """The dict path for one message: sized as the client sent it (``size`` bytes), stamped,
+        its write key taken out, encoded."""
         if isinstance(message, dict) and sent_at is not None and message.get("sentAt") is None:
             message["sentAt"] = sent_at  # ingest's rule (adapters.batches.unwrap): null is none
         if isinstance(message, dict) and "batch" in message:
             submission.refused.append((index, NESTED, message))
+            return
+        if isinstance(message, dict) and (oversized := too_large(size)) is not None:
+            submission.refused.append((index, oversized, message))
             return
         stamp([message], received_at)
         line_, reason = encoded(message)

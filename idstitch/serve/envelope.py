@@ -14,7 +14,8 @@ import msgspec
 from idstitch.adapters.batches import unwrap
 
 MESSAGE_LIMIT: Final = 32 * 1024
-"""Segment's limit for one message, in bytes of its JSON: a larger one is refused alone."""
+"""Segment's limit for one message, in bytes of its JSON as the client sent it (before the
+server's stamps and a batch's ``context``): a larger one is refused alone."""
 BATCH_LIMIT: Final = 500 * 1024
 """Segment's limit for a decompressed ``/v1/batch`` body: a larger one is refused whole (413)."""
 
@@ -52,17 +53,23 @@ def stamp(messages: list[Any], received_at: str) -> None:
             message.pop("writeKey", None)
 
 
+def too_large(size: int) -> str | None:
+    """Why a message of ``size`` bytes, as the client sent it, is refused (over MESSAGE_LIMIT),
+    or None. The size is the client's, never the message's after the server added its stamps
+    and the batch's ``context``: a client that keeps its messages within the limit (as
+    Segment's clients do) must not have them refused for what the server adds."""
+    if size > MESSAGE_LIMIT:
+        return f"message: is {size} bytes, more than the {MESSAGE_LIMIT // 1024} KB a message may hold"
+    return None
+
+
 def encoded(message: Any) -> tuple[bytes | None, str | None]:
     """A message as the JSON line ``ws.ingest`` reads fastest, or why it is refused here: it is
-    not a JSON object, or it is larger than MESSAGE_LIMIT."""
+    not a JSON object (its size is checked as it was sent, by :func:`too_large`)."""
     if not isinstance(message, dict):
         return None, f"message: must be a JSON object, got {type(message).__name__}"
-    line = msgspec.json.encode(message)
-    if len(line) > MESSAGE_LIMIT:
-        return None, (f"message: is {len(line)} bytes, more than the {MESSAGE_LIMIT // 1024} KB "
-                      "a message may hold")
-    return line, None
+    return msgspec.json.encode(message), None
 
 
 __all__ = ["BATCH_LIMIT", "MESSAGE_LIMIT", "SINGLE_TYPES", "encoded", "single", "stamp",
-           "unwrap_batch"]
+           "too_large", "unwrap_batch"]

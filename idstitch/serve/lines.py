@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 
 from idstitch.domain.rules import classify
-from idstitch.serve.envelope import MESSAGE_LIMIT
+from idstitch.serve.envelope import too_large
 
 
 class Envelope(msgspec.Struct, rename="camel"):
@@ -85,8 +85,9 @@ def fast(envelope: Envelope) -> bool:
 def line(raw: msgspec.Raw, sent_at: bytes, received_at: bytes
          ) -> tuple[bytes | None, str | None, bool]:
     """One message as a stamped JSON line, or why it is refused here (not an object, over
-    MESSAGE_LIMIT); (None, None) when it carries a ``writeKey`` (the dict path takes it out) or a
-    null ``sentAt`` the batch's replaces (the dict path splices nothing into a key it has).
+    MESSAGE_LIMIT as it was sent: the stamps spliced in do not count); (None, None) when it
+    carries a ``writeKey`` (the dict path takes it out) or a null ``sentAt`` the batch's
+    replaces (the dict path splices nothing into a key it has).
     The third part: whether it :func:`names_person`."""
     text = bytes(raw)
     try:
@@ -96,6 +97,9 @@ def line(raw: msgspec.Raw, sent_at: bytes, received_at: bytes
         return None, f"message: must be a JSON object, got {kind}", False
     if stamps.batch:
         return None, NESTED, False
+    oversized = too_large(len(text))
+    if oversized is not None:
+        return None, oversized, False
     if stamps.write_key or (stamps.sent_at == _NULL and sent_at and sent_at != b"null"):
         # A writeKey to take out; a null sentAt that the batch's replaces: the dict path.
         return None, None, False
@@ -107,9 +111,6 @@ def line(raw: msgspec.Raw, sent_at: bytes, received_at: bytes
     if adds:
         inner = text[1:].lstrip()  # a valid JSON object's text starts with "{"
         text = b"{" + b",".join(adds) + (b"" if inner.startswith(b"}") else b",") + inner
-    if len(text) > MESSAGE_LIMIT:
-        return None, (f"message: is {len(text)} bytes, more than the {MESSAGE_LIMIT // 1024} KB "
-                      "a message may hold"), False
     return text, None, names_person(stamps.user_id)
 
 

@@ -65,6 +65,19 @@ def test_a_message_over_the_limit_is_refused_with_its_size() -> None:
     assert text is None and reason is not None and "32 KB" in reason
 
 
+def test_the_limit_is_on_the_message_as_sent_not_on_the_stamps_spliced_in() -> None:
+    def padded(size: int) -> msgspec.Raw:
+        head = msgspec.json.encode({"type": "track", "pad": ""})
+        return msgspec.Raw(head[:-2] + b"x" * (size - len(head)) + b'"}')
+
+    at_limit, over = padded(MESSAGE_LIMIT), padded(MESSAGE_LIMIT + 1)
+    assert (len(at_limit), len(over)) == (MESSAGE_LIMIT, MESSAGE_LIMIT + 1)
+    text, reason, _ = line(at_limit, b'"2026-03-01T09:00:00Z"', msgspec.json.encode(RECEIVED))
+    assert reason is None and text is not None and len(text) > MESSAGE_LIMIT
+    assert line(over, b"", b'"now"')[1] == (f"message: is {MESSAGE_LIMIT + 1} bytes, more than "
+                                            "the 32 KB a message may hold")
+
+
 @pytest.mark.parametrize(("body", "why"), [
     (b"[1]", "must be a JSON object"), (b'{"batch": 3}', "batch: must be a list"),
     (b"{}", "batch: must be a list"), (b'{"batch": [1,', "not JSON")])
