@@ -76,8 +76,9 @@ CLI = [sys.executable, "-P", "-c", "import sys; from idstitch.cli import main; s
 
 
 def start_server(url: str, port: int, rejects: str, external: bool) -> subprocess.Popen[bytes]:
-    argv = [*CLI, "serve", "--db", url, "--port", str(port), "--write-key", KEY, "--rejects",
-            rejects, *(["--external"] if external else [])]
+    # --create: each run serves a fresh store.
+    argv = [*CLI, "serve", "--create", "--db", url, "--port", str(port), "--write-key", KEY,
+            "--rejects", rejects, *(["--external"] if external else [])]
     server = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while True:

@@ -3,8 +3,8 @@
 - A read command (and ``rebuild``) needs an existing store: a SQLite path that does not exist
   is an error, and no file is created (no database, ``-wal``, ``-shm``, lock or lease file).
 - A file that is not an idstitch store (not SQLite, an empty file, another application's
-  SQLite database) is an error, checked without writing to it; only ``ingest`` and ``demo``
-  start a new store, in a new file or an empty one.
+  SQLite database) is an error, checked without writing to it; only ``ingest``, ``demo`` and
+  ``serve --create`` start a new store, in a new file or an empty one.
 - ``--policy`` never rewrites a store outside ``rebuild``: a store whose projections were built
   under another ``anonymous_merge`` policy is refused, with the rebuild command that changes it.
 """
@@ -28,6 +28,9 @@ STORE_TABLES = frozenset({"idstitch_rows", "idstitch_tracking"})
 LOG_TABLES = frozenset({"idstitch_events", "stored_events"})
 """The log's table, one of them: ``stored_events`` in a store made before the log's own tables
 (upgraded when the store is opened, see idstitch.adapters.sqlite_layout)."""
+
+STARTERS = "`idstitch ingest`, `idstitch demo` and `idstitch serve --create`"
+"""The commands that may start a new store (:attr:`Access.CREATE`), as an error names them."""
 
 
 class Access(Enum):
@@ -86,9 +89,8 @@ def check_sqlite_file(path: str, access: Access) -> None:
     """Refuse what a command must not open; say what the file is and what to do."""
     if not os.path.lexists(path):
         if access is not Access.CREATE:
-            raise StoreError(f"no idstitch store at {path}: the file does not exist (a read "
-                             "command never creates one; `idstitch ingest` or `idstitch demo` "
-                             "start a store)")
+            raise StoreError(f"no idstitch store at {path}: the file does not exist (only "
+                             f"{STARTERS} start a store)")
         folder = os.path.dirname(path) or "."
         if not os.path.isdir(folder):
             raise StoreError(f"cannot create a store at {path}: {folder} is not a directory")
@@ -103,7 +105,8 @@ def check_sqlite_file(path: str, access: Access) -> None:
     if not header:
         if access is Access.CREATE:
             return  # an empty file is an empty SQLite database: a new store may start there
-        raise StoreError(f"{path} is not an idstitch store: the file is empty")
+        raise StoreError(f"{path} is not an idstitch store: the file is empty (only "
+                         f"{STARTERS} start a store in one)")
     if header != SQLITE_HEADER:
         raise StoreError(f"{path} is not an idstitch store: it is not a SQLite database")
     read = _tables(path)
@@ -128,7 +131,8 @@ def check_sqlite_file(path: str, access: Access) -> None:
             or (access is Access.CREATE and not tables)):
         return
     if not tables:
-        raise StoreError(f"{path} is not an idstitch store: an empty SQLite database")
+        raise StoreError(f"{path} is not an idstitch store: an empty SQLite database (only "
+                         f"{STARTERS} start a store in one)")
     shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
     raise StoreError(f"{path} is not an idstitch store: a SQLite database of another "
                      f"application (tables: {shown})")

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.text import Text
 
 from idstitch.cli.common import Handler, open_workspace, port_number
+from idstitch.cli.opening import Access
 
 ENV_KEYS = "IDSTITCH_WRITE_KEYS"
 """Comma-separated write keys, when no ``--write-key`` is given."""
@@ -34,6 +35,9 @@ def add_serve(add: Callable[[str, Handler, str], argparse.ArgumentParser]) -> No
     serve.add_argument("--external", action="store_true",
                        help="append only: an `idstitch project` process keeps the read models "
                             "(requests then wait for their commit alone)")
+    serve.add_argument("--create", action="store_true",
+                       help="start a new store at --db when there is none (a new or empty "
+                            "file); without it a SQLite path that does not exist is an error")
     serve.add_argument("--rejects", metavar="FILE",
                        help="NDJSON log of refused messages (default: <db file>.rejects.ndjson "
                             "beside a SQLite store, else ./idstitch-rejects.ndjson)")
@@ -57,8 +61,10 @@ def cmd_serve(args: argparse.Namespace, console: Console, err: Console) -> int:
         err.print(Text("error: --policy is not taken by serve: the store keeps its own", style="red"))
         return 2
     # Open the store once here, so that a bad URL or an unreachable server is an error line
-    # and exit status 2 (main handles it), not a traceback from the server's startup.
-    open_workspace(args.db).close()
+    # and exit status 2 (main handles it), not a traceback from the server's startup. A
+    # mistyped --db must not send production traffic into a fresh empty file: a new store
+    # only when asked for (the writer's own open later would create one silently).
+    open_workspace(args.db, None, Access.CREATE if args.create else Access.READ).close()
     try:
         # Bound and let go at once: a taken port or an unknown address is one error line and
         # status 2 here, not uvicorn's log line and its own exit status.

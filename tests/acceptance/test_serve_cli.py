@@ -21,7 +21,7 @@ import idstitch
 from idstitch.cli import main
 from idstitch.testing import TemporaryPostgres
 
-from .conftest import descendants
+from .conftest import Cli, descendants
 
 # -P: a checkout's source folder idstitch/ must not shadow the installed package.
 CLI = [sys.executable, "-P", "-c", "import sys; from idstitch.cli import main; sys.exit(main())"]
@@ -46,9 +46,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start(db: str, port: int, *keys: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """``idstitch serve`` in a process of its own; returns once it answers on the port."""
-    argv = [*CLI, "serve", "--db", db, "--port", str(port)]
+def start(db: str, port: int, *keys: str, env: dict[str, str] | None = None,
+          create: bool = False) -> subprocess.Popen[bytes]:
+    """``idstitch serve`` in a process of its own (``--create``: on a new store); returns once
+    it answers on the port."""
+    argv = [*CLI, "serve", "--db", db, "--port", str(port), *(["--create"] if create else [])]
     for key in keys:
         argv += ["--write-key", key]
     process = subprocess.Popen(argv, env={**os.environ, **(env or {})}, stderr=subprocess.PIPE)
@@ -107,7 +109,7 @@ def test_without_the_extra_serve_says_how_to_get_it(tmp_path: Path) -> None:
 
 def test_keys_from_the_environment_and_sigterm_drains(tmp_path: Path) -> None:
     db, port = f"sqlite:///{tmp_path}/identity.db", free_port()
-    server = start(db, port, env={"IDSTITCH_WRITE_KEYS": "k1, k2"})
+    server = start(db, port, env={"IDSTITCH_WRITE_KEYS": "k1, k2"}, create=True)
     url = f"http://127.0.0.1:{port}/v1/batch"
     body = {"batch": [{"type": "identify", "userId": "u-1", "context": {"device": {"id": "d-1"}}}]}
     assert requests.post(url, json=body, auth=("k2", ""), timeout=30).status_code == 200
@@ -142,7 +144,9 @@ def test_kill_9_under_load_loses_nothing_answered_200(tmp_path: Path, store: str
         postgres: TemporaryPostgres = request.getfixturevalue("postgres")
         db = postgres.url("idstitch_tests") + "?schema=serve_kill9"
     port = free_port()
-    server = start(db, port, "k")
+    # A new SQLite file only with --create; a PostgreSQL schema with no store yet is set up
+    # by opening it, as every command does.
+    server = start(db, port, "k", create=store == "sqlite")
     url = f"http://127.0.0.1:{port}/v1/batch"
     answered: list[list[str]] = [[] for _ in range(4)]
     halt = threading.Event()
@@ -168,7 +172,7 @@ def test_kill_9_under_load_loses_nothing_answered_200(tmp_path: Path, store: str
     acked = [u for part in answered for u in part]
     assert len(acked) >= 1000
 
-    # The restarted server opens the store and takes traffic again.
+    # The restarted server opens the store (it exists now: no --create) and takes traffic again.
     server = start(db, port, "k")
     body: dict[str, Any] = {"batch": [{"type": "identify", "userId": "after",
                                        "context": {"device": {"id": "d"}}}]}
@@ -198,3 +202,18 @@ def test_a_port_taken_or_an_unknown_host_is_one_error_line(
     assert err.startswith("error: cannot listen on 127.0.0.1:") and len(err.splitlines()) == 1
     assert main(["serve", "--db", "memory:", "--write-key", "k", "--host", "999.1.1.1"]) == 2
     assert capsys.readouterr().err.startswith("error: cannot listen on 999.1.1.1:")
+
+
+@pytest.mark.parametrize("made", ["missing", "empty file"])
+def test_serve_refuses_a_store_that_is_not_there_and_creates_nothing(tmp_path: Path, cli: Cli,
+                                                                     made: str) -> None:
+    """A mistyped --db must not send production traffic into a fresh empty store."""
+    typo = tmp_path / "identiy.db"
+    if made == "empty file":
+        typo.touch()
+    before = cli.files_in(tmp_path)
+    ran = cli.run("serve", "--db", f"sqlite:///{typo}", "--write-key", "k",
+                  "--port", str(free_port()), timeout=60)
+    cli.clean_failure(ran, 2, str(typo), "--create")
+    assert cli.files_in(tmp_path) == before  # no store, -wal, lock, lease or rejects file
+
