@@ -2,7 +2,9 @@
 
 The file is checked before anything is ingested (a folder that does not exist, the input
 itself under any name, the store), and written whole or not at all: to a temporary file beside
-it, renamed over it when complete. A device or pipe (``/dev/stderr``) is written directly.
+it, renamed over it when complete. A device or pipe (``/dev/stderr``) is written directly. A
+rejected message naming a forgotten person is written without its text (see
+:mod:`idstitch.service.withholding`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 import os
 import stat
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from idstitch.adapters import batches
 from idstitch.bootstrap import resolve_url
@@ -20,6 +22,7 @@ from idstitch.cli.failures import CommandFailed
 from idstitch.cli.opening import sqlite_path
 from idstitch.errors import IdstitchError
 from idstitch.render import to_json_bytes
+from idstitch.service.withholding import withheld
 
 
 def _same(a: str, b: str) -> bool:
@@ -90,9 +93,11 @@ def located(lines: Iterable[bytes], wanted: Iterable[int]
             index += 1
 
 
-def _records(lines: Iterable[bytes], rejected: list[tuple[int, str]]) -> Iterable[bytes]:
+def _records(lines: Iterable[bytes], rejected: list[tuple[int, str]],
+             forgotten: Callable[[str], bool] | None) -> Iterable[bytes]:
     """Each rejected message as one JSON line: its line number, the reason, and its text (for
-    a message inside a batch envelope, that message's, with its place in the batch)."""
+    a message inside a batch envelope, that message's, with its place in the batch); a
+    message naming a forgotten person without its text, marked ``"erased": true``."""
     reasons = dict(rejected)
     seen: set[int] = set()
     for index, number, place, raw in located(lines, reasons):
@@ -100,6 +105,9 @@ def _records(lines: Iterable[bytes], rejected: list[tuple[int, str]]) -> Iterabl
         record: dict[str, object] = {"line": number}
         if place is not None:
             record["batch_index"] = place
+        if raw is not None and forgotten is not None and withheld(raw, forgotten) is not None:
+            raw = None
+            record["erased"] = True
         record["raw"] = None if raw is None else raw.decode("utf-8", "replace")
         record["reason"] = reasons[index]
         yield to_json_bytes(record)
@@ -110,23 +118,25 @@ def _records(lines: Iterable[bytes], rejected: list[tuple[int, str]]) -> Iterabl
             yield to_json_bytes({"line": None, "message": index, "raw": None, "reason": reason})
 
 
-def write_rejects(lines: Iterable[bytes], rejects: str, rejected: list[tuple[int, str]]) -> None:
+def write_rejects(lines: Iterable[bytes], rejects: str, rejected: list[tuple[int, str]],
+                  forgotten: Callable[[str], bool] | None = None) -> None:
     """Write the rejects file whole (an empty one when nothing was rejected, so that a file
-    left by an earlier run never passes for this run's)."""
+    left by an earlier run never passes for this run's). ``forgotten``: the check of an
+    identifier against the forgotten ones (None: nobody is forgotten)."""
     try:
         mode = os.stat(rejects).st_mode
     except FileNotFoundError:
         mode = stat.S_IFREG
     if not stat.S_ISREG(mode):
         with open(rejects, "ab") as out:
-            for record in _records(lines, rejected):
+            for record in _records(lines, rejected, forgotten):
                 out.write(record + b"\n")
         return
     folder = os.path.dirname(os.path.abspath(rejects))
     fd, temporary = tempfile.mkstemp(prefix=".rejects-", dir=folder)
     try:
         with os.fdopen(fd, "wb") as out:
-            for record in _records(lines, rejected):
+            for record in _records(lines, rejected, forgotten):
                 out.write(record + b"\n")
         os.chmod(temporary, 0o644)
         os.replace(temporary, rejects)

@@ -29,6 +29,7 @@ from idstitch.demo import HEADING, INDENT, StoryClock, run_demo
 from idstitch.errors import InvalidCommand
 from idstitch.projections.views import Profile
 from idstitch.render import person_label, profile_renderable
+from idstitch.service.withholding import forgotten_check
 
 SHOWN_REJECTS = 10
 """Rejected lines whose reasons ingest prints on stderr (``--rejects`` keeps them all)."""
@@ -163,18 +164,22 @@ def cmd_ingest(args: argparse.Namespace, console: Console, err: Console) -> int:
             bar.update(task, completed=total)
         elapsed = time.perf_counter() - started
         events = ws.log.head() - head_before
-    summary = Table(title=f"ingest {path}", show_header=False, box=None)
-    messages = report.accepted + report.duplicates + report.ignored + len(report.rejected)
-    for name, value in (("lines", total), ("messages", messages), ("accepted", report.accepted),
-                        ("duplicates", report.duplicates), ("ignored", report.ignored),
-                        ("rejected", len(report.rejected)), ("events recorded", events),
-                        ("seconds", f"{elapsed:.2f}"),
-                        ("messages/s", f"{messages / max(elapsed, 1e-9):,.0f}")):
-        summary.add_row(name, str(value))
-    console.print(summary)
-    rejected = report.rejected
-    if args.rejects is not None:
-        write_rejects(_lines(path), args.rejects, rejected)
+        summary = Table(title=f"ingest {path}", show_header=False, box=None)
+        messages = report.accepted + report.duplicates + report.ignored + len(report.rejected)
+        for name, value in (("lines", total), ("messages", messages), ("accepted", report.accepted),
+                            ("duplicates", report.duplicates), ("ignored", report.ignored),
+                            ("rejected", len(report.rejected)), ("events recorded", events),
+                            ("seconds", f"{elapsed:.2f}"),
+                            ("messages/s", f"{messages / max(elapsed, 1e-9):,.0f}")):
+            summary.add_row(name, str(value))
+        console.print(summary)
+        rejected = report.rejected
+        if args.rejects is not None:
+            # Written while the store is open: a rejected message naming a forgotten person
+            # is told by the store's forgotten identifiers (through the cipher: the facade
+            # has no public handle on it), and written without its text.
+            forgotten = forgotten_check(ws._services.stores.cipher) if rejected else None
+            write_rejects(_lines(path), args.rejects, rejected, forgotten)
     reasons = dict(rejected[:SHOWN_REJECTS])
     for index, number, place, _ in located(_lines(path), reasons):
         where = f"line {number}" + ("" if place is None else f", message {place + 1} of its batch")

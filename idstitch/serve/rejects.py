@@ -3,16 +3,20 @@
 One JSON object a line, appended and synced before the request that carried the message is
 answered, so a refusal the client was told about is never lost either. The operator reads it
 with any NDJSON tool, fixes what can be fixed, and feeds the ``message`` fields back through
-``idstitch ingest``.
+``idstitch ingest``. A message naming a forgotten person is not kept whole: see
+:mod:`idstitch.service.withholding`.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import msgspec
+
+from idstitch.service.withholding import withheld
 
 DEFAULT_NAME = "idstitch-rejects.ndjson"
 """The log's name in the working directory when the store is not a SQLite file."""
@@ -23,6 +27,19 @@ def default_path(url: str) -> Path:
     if url.startswith("sqlite:///"):
         return Path(url[len("sqlite:///"):] + ".rejects.ndjson")
     return Path(DEFAULT_NAME)
+
+
+def entry(received_at: str, endpoint: str, index: int, reason: str, message: Any,
+          forgotten: Callable[[str], bool] | None) -> dict[str, Any]:
+    """One line of the log: the message as it was received; or, when it names a forgotten
+    person (``forgotten``: the check of an identifier, None when nobody is forgotten), only
+    its ``messageId`` and ``type``, marked ``"erased": true``."""
+    kept = None if forgotten is None else withheld(message, forgotten)
+    line = {"received_at": received_at, "endpoint": endpoint, "index": index, "reason": reason,
+            "message": message if kept is None else kept}
+    if kept is not None:
+        line["erased"] = True
+    return line
 
 
 class RejectsLog:
@@ -48,4 +65,4 @@ class RejectsLog:
             os.close(fd)
 
 
-__all__ = ["DEFAULT_NAME", "RejectsLog", "default_path"]
+__all__ = ["DEFAULT_NAME", "RejectsLog", "default_path", "entry"]

@@ -26,7 +26,8 @@ from typing import Any
 
 from idstitch.errors import ProjectionsBehind
 from idstitch.serve.keeping import CATCH_UP_MESSAGES, IDLE, Keeper
-from idstitch.serve.rejects import RejectsLog
+from idstitch.serve.rejects import RejectsLog, entry
+from idstitch.service.withholding import forgotten_check
 from idstitch.workspace import Workspace
 
 GROUP_MESSAGES = 5000
@@ -240,11 +241,14 @@ class Writer:
                         owner += 1
                     s = group[owner]
                     refused[owner].append((s.indices[index - start], reason, s.messages[index - start]))
+            # After a forget, no refused message brings the person's values back into the
+            # log: checked against the forgotten identifiers as the store holds them now
+            # (through the cipher: the facade has no public handle on it).
+            forgotten = forgotten_check(ws._services.stores.cipher) if any(refused) else None
             self.rejects.append([
-                {"received_at": s.received_at, "endpoint": s.endpoint, "index": index,
-                 "reason": reason, "message": message}
+                entry(s.received_at, s.endpoint, index, reason, message, forgotten)
                 for s, theirs in zip(group, refused, strict=True)
-                for index, reason, message in sorted(theirs, key=lambda entry: entry[0])])
+                for index, reason, message in sorted(theirs, key=lambda refusal: refusal[0])])
         except BaseException as e:
             # The store failed (or the rejects log could not be written): no request of the
             # group is told its messages are recorded.
