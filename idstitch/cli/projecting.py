@@ -74,7 +74,9 @@ def cmd_project(args: argparse.Namespace, console: Console, err: Console) -> int
 
     signal.signal(signal.SIGTERM, stop)
     custom = load_projections(args.projection or [])
-    with open_store(args.db, args.policy, Access.CREATE) as ws:
+    # A store to follow, not one to start: a mistyped --db would follow an empty new file
+    # forever while the writers' log grows elsewhere.
+    with open_store(args.db, args.policy, Access.READ) as ws:
         register(ws, custom, err)
         services = ws._services
         follower = Follower(services.projector, services.stores.listen, poll=args.poll,

@@ -239,3 +239,15 @@ def test_listing_the_projections_leaves_the_file_as_it_was(
     assert main(["projections", "--db", f"sqlite:///{path}"]) == 0
     assert "identity" in capsys.readouterr().out
     assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+
+
+def test_project_refuses_a_store_that_does_not_exist(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A mistyped --db would have followed a new, empty file forever."""
+    from idstitch.cli import main
+
+    typo = tmp_path / "identiy.db"
+    assert main(["project", "--db", f"sqlite:///{typo}"]) == 2
+    err = capsys.readouterr().err
+    assert str(typo) in err and "no idstitch store" in err
+    assert list(tmp_path.iterdir()) == []
