@@ -43,6 +43,9 @@ _READS = {sqlite3.SQLITE_READ, sqlite3.SQLITE_SELECT, sqlite3.SQLITE_FUNCTION,
           sqlite3.SQLITE_RECURSIVE}
 
 
+_INT64 = range(-(2**63), 2**63)
+"""The integers SQLite stores."""
+
 class Authorizer:
     """The connection's one authorizer: while a projection's statement is prepared, it admits
     only that projection's namespace (and reads of the schema); otherwise (idstitch's own
@@ -142,6 +145,13 @@ class SqliteTables:
                     found = cursor.fetchall()
                     return found if rows else None
                 except sqlite3.DatabaseError as e:
+                    if any(type(v) is int and not _INT64.start <= v < _INT64.stop
+                           for v in params):
+                        # sqlite3 refuses such a value at bind time, but after an earlier
+                        # refused statement on this connection it reports that statement's
+                        # error text (the connection's last): said as the first time.
+                        raise InvalidCommand("params", "Python int too large to convert to "
+                                                       "SQLite INTEGER") from e
                     if any(m in str(e) for m in ("not authorized", "prohibited", "no such table")):
                         what = ("a projection reaches only its own tables" if writable else
                                 "projection_db is read-only, and reaches only its own tables")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -105,6 +106,42 @@ def test_what_the_database_refuses_is_a_typed_error(
         ws.projection_db("counter").query(sql, params)
     # The store decides which of the two it names (PostgreSQL sees the count in the SQL).
     assert e.value.field in ("sql", "params") and (field == "sql") <= (e.value.field == "sql")
+
+
+class Refused(Projection):
+    """Runs an insert with an integer SQLite cannot store, another refused insert, then the
+    first again, in its setup; keeps the three errors."""
+
+    name = "refused"
+    errors: ClassVar[list[InvalidCommand]] = []
+
+    def setup(self, db: ProjectionDB) -> None:
+        db.execute("CREATE TABLE nn (x INTEGER)")
+        for sql, params in [("INSERT INTO nn VALUES (?)", (2**70,)),
+                            ("INSERT INTO nn VALUES (?, ?)", (1, 2)),
+                            ("INSERT INTO nn VALUES (?)", (2**70,))]:
+            try:
+                db.execute(sql, params)
+            except InvalidCommand as e:
+                self.errors.append(e)
+
+    def handle(self, db: ProjectionDB, change: Change) -> None:
+        pass
+
+
+@pytest.mark.parametrize("where", ["memory", "file"])
+def test_a_value_refused_after_another_refusal_is_named_as_itself(
+        tmp_path: Path, where: str) -> None:
+    """SQLite's driver reported an integer it cannot store, in a statement it had cached,
+    with the previous refused statement's error text: the caller was told about SQL that was
+    not theirs. (PostgreSQL stores such an integer as a numeric.)"""
+    Refused.errors.clear()
+    url = "memory:" if where == "memory" else f"sqlite:///{tmp_path}/ws.db"
+    with idstitch.open(url, projections=[Refused()]):
+        pass
+    once, other, again = Refused.errors
+    assert (once.field, other.field) == ("params", "sql")
+    assert again.field == "params" and str(again) == str(once)
 
 
 def test_a_name_is_unique_in_the_workspace(make_ws: WorkspaceFactory) -> None:
