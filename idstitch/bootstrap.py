@@ -65,8 +65,9 @@ def checked_clock(clock: Clock) -> Clock:
 
 
 def resolve_url(url: str | None) -> str:
-    """The explicit url, else ``IDSTITCH_DATABASE_URL``, else ``./idstitch.db``."""
-    return url or os.environ.get(ENV_URL) or DEFAULT_URL
+    """The explicit url (an empty one too: refused when parsed, never taken for none), else
+    ``IDSTITCH_DATABASE_URL`` (when set and not empty), else ``./idstitch.db``."""
+    return (os.environ.get(ENV_URL) or DEFAULT_URL) if url is None else url
 
 
 def open_stores(url: str | None = None) -> Stores:

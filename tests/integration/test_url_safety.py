@@ -136,6 +136,19 @@ def test_a_sqlite_url_that_cannot_mean_what_it_says_is_refused_before_opening(
     assert list(tmp_path.iterdir()) == []  # no file made, under any name
 
 
+def test_an_empty_url_is_refused_not_taken_for_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An empty string opened ./idstitch.db, as None does: an unset variable in the caller's
+    configuration then wrote to a store nobody chose."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("IDSTITCH_DATABASE_URL", raising=False)
+    with pytest.raises(InvalidCommand) as caught:
+        idstitch.open("")
+    assert caught.value.field == "url"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_the_urls_around_the_refused_ones_still_open(
     postgres: TemporaryPostgres, tmp_path: Path
 ) -> None:
