@@ -52,15 +52,12 @@ def load_projections(topics: Sequence[str]) -> list[Projection]:
     return found
 
 
-def register(ws: Workspace, projections: Sequence[Projection], err: Console) -> None:
-    """Register custom projections; one whose handler fails is reported and retried by the
-    follower, never fatal."""
+def register(ws: Workspace, projections: Sequence[Projection]) -> None:
+    """Register custom projections; one whose handler fails stays registered, and the
+    follower reports it (once, as it reports every failure) and retries it: never fatal."""
     for projection in projections:
-        try:
+        with contextlib.suppress(ProjectionFailed):
             ws.run_projection(projection)
-        except ProjectionFailed as e:
-            err.print(Text(f"projection {projection.name!r} failed: {e}", style="yellow"),
-                      soft_wrap=True)
 
 
 def cmd_project(args: argparse.Namespace, console: Console, err: Console) -> int:
@@ -77,7 +74,10 @@ def cmd_project(args: argparse.Namespace, console: Console, err: Console) -> int
     # A store to follow, not one to start: a mistyped --db would follow an empty new file
     # forever while the writers' log grows elsewhere.
     with open_store(args.db, args.policy, Access.READ) as ws:
-        register(ws, custom, err)
+        if ws._services.stores.shared_url is None:
+            raise InvalidCommand("--db", "memory: cannot be followed: no other process can "
+                                         "write to it (a SQLite file or PostgreSQL)")
+        register(ws, custom)
         services = ws._services
         follower = Follower(services.projector, services.stores.listen, poll=args.poll,
                             report=lambda line: err.print(Text(line, style="yellow"),

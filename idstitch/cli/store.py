@@ -100,7 +100,7 @@ def cmd_rebuild(args: argparse.Namespace, console: Console, err: Console) -> int
             before = stored_policy(ws)
     custom = load_projections(getattr(args, "projection", None) or [])
     with open_store(args.db, args.policy, Access.REBUILD) as ws:
-        register(ws, custom, err)
+        register(ws, custom)
         total = ws.log.head()
         replayed = 0
         columns = (TextColumn("replaying"), BarColumn(), MofNCompleteColumn(),

@@ -197,7 +197,7 @@ class Follower:
         failing = {name: str(f) for name, f in projector.failures.items()}
         for name, why in failing.items():
             if self._failing.get(name) != why:
-                self.report(f"projection {name!r} failed: {why}")
+                self.report(why)  # ProjectionFailed names the projection and the position
         for name in set(self._failing) - set(failing):
             self.report(f"projection {name!r} recovered")
         self._failing = failing

@@ -251,3 +251,54 @@ def test_project_refuses_a_store_that_does_not_exist(
     err = capsys.readouterr().err
     assert str(typo) in err and "no idstitch store" in err
     assert list(tmp_path.iterdir()) == []
+
+
+FAILING = '''
+import idstitch
+
+
+class Failing(idstitch.Projection):
+    name = "failing"
+
+    def setup(self, db):
+        db.execute("CREATE TABLE t (x INTEGER)")
+
+    def handle(self, db, change):
+        raise RuntimeError("always")
+'''
+
+
+def test_project_reports_a_failing_projection_once(url: str, tmp_path: Path) -> None:
+    """It was reported when registered, then again by the first catch-up that met it."""
+    (tmp_path / "failing_mod.py").write_text(FAILING)
+    with idstitch.open(url) as ws:
+        ws.identify("phone", "kim")
+    project = subprocess.Popen(
+        [IDSTITCH, "project", "--db", url, "--projection", "failing_mod:Failing", "--poll", "0.1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**environment(), "PYTHONPATH": str(tmp_path)})
+    assert project.stderr is not None
+    lines = [project.stderr.readline()]
+    while "projecting" not in lines[-1]:
+        assert lines[-1], lines  # the process ended
+        lines.append(project.stderr.readline())
+    time.sleep(1.0)  # ten polls, each meeting the failure again
+    err = "".join(lines) + stop_following(project)
+    assert err.count("projection 'failing' failed") == 1, err
+    assert "failed at position 1: RuntimeError: always" in err
+
+
+def stop_following(process: subprocess.Popen[str]) -> str:
+    """SIGTERM a process already following; what it wrote on stderr after."""
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    return err
+
+
+def test_project_refuses_memory(capsys: pytest.CaptureFixture[str]) -> None:
+    """Nobody else can write to it: it would follow nothing, forever."""
+    from idstitch.cli import main
+
+    assert main(["project", "--db", "memory:"]) == 2
+    assert "memory:" in capsys.readouterr().err
