@@ -172,11 +172,10 @@ class PostgresTables:
         ``replace``, after dropping every tracked version of the projection)."""
         with self._begin(name, create=True, rows=replace) as conn:
             if replace:
-                versions = {version} | {v for (v,) in conn.execute(sql.SQL(
-                    "SELECT version FROM {} WHERE name = %s").format(self._tracking()),
-                    (name,)).fetchall()}
-                for other in versions:  # this version's too, tracked or not: a rebuild
-                    self._drop_tables(conn, name, other)  # repairs tables left untracked
+                for (other,) in conn.execute(sql.SQL(
+                        "SELECT version FROM {} WHERE name = %s").format(self._tracking()),
+                        (name,)).fetchall():
+                    self._drop_tables(conn, name, other)
                 conn.execute(sql.SQL("DELETE FROM {} WHERE name = %s").format(self._tracking()),
                              (name,))
                 conn.execute(sql.SQL("DELETE FROM {} WHERE name = %s").format(self._made()),
@@ -184,6 +183,10 @@ class PostgresTables:
             if conn.execute(sql.SQL("SELECT 1 FROM {} WHERE name = %s AND version = %s").format(
                     self._tracking()), (name, version)).fetchone():
                 return
+            # Tables of the version without its tracking are damage (a version's tables and
+            # tracking are made and dropped together, under this projection's lock): they go,
+            # and the version is made afresh, so registering it again repairs them.
+            self._drop_tables(conn, name, version)
             conn.execute(sql.SQL("INSERT INTO {} VALUES (%s, %s, 0, %s)").format(
                 self._tracking()), (name, version, live))
             # (A row left by an idstitch from before made_at, which dropped the version

@@ -223,12 +223,13 @@ class SqliteTables:
                 for (other,) in conn.execute("SELECT version FROM idstitch_custom WHERE name = ?"
                                              + _INTERNAL, (name,)).fetchall():
                     self._drop_version(conn, name, other)
-                # Tables of the version left without tracking (damage) go too: a rebuild
-                # repairs that.
-                self._drop_tables(conn, name, version)
             if conn.execute("SELECT 1 FROM idstitch_custom WHERE name = ? AND version = ?"
                             + _INTERNAL, (name, version)).fetchone():
                 return
+            # Tables of the version without its tracking are damage (a version's tables and
+            # tracking are made and dropped together): they go, and the version is made
+            # afresh, so registering it again repairs them.
+            self._drop_tables(conn, name, version)
             conn.execute("INSERT INTO idstitch_custom VALUES (?, ?, 0, ?)" + _INTERNAL,
                          (name, version, int(live)))
             # (A row left by an idstitch from before made_at, which dropped the version

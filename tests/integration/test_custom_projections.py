@@ -533,13 +533,31 @@ def test_a_rebuild_repairs_tables_left_without_their_tracking(
     # The state a drop racing a create left before they were serialised: tables, no row.
     with runner.tables.transaction("counter", 1) as tx:
         tx.db.execute("SELECT 1 FROM counts")  # the tables are there
-    if ws.url.startswith("sqlite"):
-        with closing(sqlite3.connect(ws.url[len("sqlite:///"):])) as db, db:
+    untrack(ws.url)
+    ws.rebuild(["counter"])  # failed on "already exists" before
+    assert ws.projection_db("counter").query("SELECT sum(n) FROM counts") == [(1,)]
+
+
+def test_registering_again_repairs_tables_left_without_their_tracking(
+        make_durable_ws: WorkspaceFactory) -> None:
+    """A process opening the store with the projection found its tables but no tracking, and
+    failed at open ("table ... already exists"): nothing could then rebuild it."""
+    ws = make_durable_ws(projections=[Counter()])
+    ws.identify("d1", "u1")
+    ws.identify("d2", "u2")
+    ws.close()
+    untrack(ws.url)
+    again = make_durable_ws(ws.url, projections=[Counter()])
+    assert again.projection_db("counter").query("SELECT sum(n) FROM counts") == [(2,)]
+
+
+def untrack(url: str) -> None:
+    """Delete every custom projection's tracking row, leaving their tables (damage)."""
+    if url.startswith("sqlite"):
+        with closing(sqlite3.connect(url[len("sqlite:///"):])) as db, db:
             db.execute("DELETE FROM idstitch_custom")
     else:
-        server, _, query = ws.url.partition("?")
+        server, _, query = url.partition("?")
         schema = dict(p.split("=", 1) for p in query.split("&") if p).get("schema", "public")
         with psycopg.connect(server) as pg:
             pg.execute(f'DELETE FROM "{schema}".idstitch_custom')
-    ws.rebuild(["counter"])  # failed on "already exists" before
-    assert ws.projection_db("counter").query("SELECT sum(n) FROM counts") == [(1,)]
