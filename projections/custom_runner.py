@@ -14,7 +14,8 @@ keep seeing, and swapped in (the old tables dropped) in one transaction once it 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 from idstitch.domain.errors import ProjectionFailed
 from idstitch.domain.events import DECISIONS_STREAM
@@ -62,6 +63,10 @@ class CustomRunner(Honouring):
         self._made = MadeAfter(log)
         """Which decisions each projection's tables were made after, as this process can
         vouch."""
+        self.progress: Callable[[int], None] | None = None
+        """Called with the positions the projections being folded have all passed since its
+        last call (a rebuild's progress bar; see :meth:`reporting`)."""
+        self._reported = 0
         self.waiting: dict[str, Wait] = {}
         """Projections the last catch-up left right before a forget not purged yet or an
         unmerge not replayed yet: where, and which (see :meth:`catch_up`)."""
@@ -104,6 +109,22 @@ class CustomRunner(Honouring):
             self.tables.create(name, projection.version, True, projection.setup, made,
                                replace=True)
         self._adopt(names)
+
+    @contextmanager
+    def reporting(self, progress: Callable[[int], None] | None) -> Iterator[None]:
+        """While the block runs, ``progress`` is called as the folds advance (from position
+        0: a rebuild)."""
+        self.progress, self._reported = progress, 0
+        try:
+            yield
+        finally:
+            self.progress = None
+
+    def report(self, position: int) -> None:
+        """Tell :attr:`progress` that every projection being folded has passed ``position``."""
+        if self.progress is not None and position > self._reported:
+            self.progress(position - self._reported)
+            self._reported = position
 
     def _adopt(self, names: Sequence[str]) -> dict[str, Tracked | None]:
         """The named projections' tracking, their ``made_at`` adopted (see
@@ -191,6 +212,7 @@ class CustomRunner(Honouring):
             self._restarted([projection.name], start, at[projection.name])
         pending = [p for p in pending if at[p.name] < until and p.events != frozenset()]
         while pending:
+            self.report(min(at.values()))
             start = min(at[p.name] for p in pending)
             group = [p for p in pending if at[p.name] == start]
             if len(group) == 1:
@@ -243,6 +265,7 @@ class CustomRunner(Honouring):
                     self._restarted([projection.name], start, reached)
             gone = {f.projection for f in failures} | set(stopped)
             pending = [p for p in pending if at[p.name] < until and p.name not in gone]
+        self.report(min(at.values(), default=0))
         for projection in chosen:
             if at[projection.name] >= until:
                 try:

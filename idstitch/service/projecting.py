@@ -358,10 +358,11 @@ class Projector:
                                           f"{sorted([*self.registry.names, *self.custom.projections])}"
                                  ) from None
         if names is not None and not chosen:
-            with self.lock:
+            with self.lock, self.custom.reporting(progress):
                 self.custom.rebuild(custom)
                 reached = self.catch_up()
                 self.raise_failures(custom)
+                self.custom.report(reached)  # the positions it counts add up to the head
                 return reached
         if parallel and not self.can_fork:
             raise InvalidCommand("parallel", "a second process cannot open this store")

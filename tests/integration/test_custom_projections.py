@@ -345,7 +345,10 @@ def test_rebuild_one_custom_projection(make_ws: WorkspaceFactory) -> None:
     identity = ws.rows.meta("identity")
     ws.projection_db("counter")
     before = ws.projection_db("counter").query("SELECT event, n FROM counts ORDER BY event")
-    assert ws.rebuild(["counter"]) == ws.log.head()
+    replayed: list[int] = []
+    assert ws.rebuild(["counter"], progress=replayed.append) == ws.log.head()
+    # The positions it reports add up to the head, as for the built-in projections.
+    assert replayed and all(n > 0 for n in replayed) and sum(replayed) == ws.log.head()
     assert ws.projection_db("counter").query("SELECT event, n FROM counts ORDER BY event") == before
     assert ws.rows.meta("identity") == identity  # the built-in rows were not rebuilt
 
@@ -503,7 +506,9 @@ def test_a_version_missing_while_another_process_rebuilds_it_is_no_failure(
     assert "counter" in runner._stopped
     runner.tables.create("counter", 2, True, Counter().setup, ws.log.head())  # replaced
     [failure] = runner._failures(["counter"], 1, gone)
-    assert failure.projection == "counter" and failure.__cause__ is gone
+    # Told as what it is: another version replaced this one.
+    assert failure.projection == "counter" and isinstance(failure.__cause__, Untracked)
+    assert "registered version 2, which replaced it" in str(failure.__cause__)
 
 
 def test_another_processs_work_met_again_after_a_pause_is_timed_afresh(
