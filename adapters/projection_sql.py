@@ -15,7 +15,8 @@ Isolation from the built-in tables (and from other projections):
   every access to a table outside its namespace (reads of ``sqlite_master`` excepted),
   transaction control, PRAGMA, ATTACH and temporary objects. Enforced.
 - PostgreSQL: the projection's statements run with ``search_path`` set to its own schema, so an
-  unqualified name never reaches a built-in table. A schema-qualified name
+  unqualified name does not reach a built-in table (unless its SQL changes the search path
+  through a function such as ``set_config``: not refused). A schema-qualified name
   (``public.idstitch_rows``) is *not* refused: the connection's role can read the whole
   database. Give projections a role of their own if that matters.
 

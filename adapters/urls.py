@@ -75,8 +75,11 @@ def parse(url: str) -> StoreUrl:
 def _sqlite_path(path: str) -> str:
     if not path:
         raise url_error("a sqlite URL needs a file path: sqlite:///path/to/file.db")
-    if "?" in path or "#" in path:
-        names = [name for name, _ in parse_qsl(path.partition("?")[2], keep_blank_values=True)]
+    if "#" in path.partition("?")[0]:
+        raise url_error("a sqlite URL takes no fragment ('#' given): the path ends the URL")
+    if "?" in path:
+        names = [name for name, _ in parse_qsl(path.partition("?")[2].partition("#")[0],
+                                               keep_blank_values=True)]
         raise url_error(f"a sqlite URL takes no parameters ({', '.join(map(repr, names)) or '?'} "
                         "given): the path ends the URL")
     if ":memory:" in path or path.startswith("file:"):

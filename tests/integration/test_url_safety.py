@@ -120,7 +120,7 @@ REFUSED_SQLITE = [
     ("a shared in-memory URI", "sqlite:///file::memory:", "not a file"),
     ("a file: URI", "sqlite:///file:{dir}/x.db", "not a file"),
     ("a parameter", "sqlite:///{dir}/x.db?mode=ro", "no parameters ('mode' given)"),
-    ("a fragment", "sqlite:///{dir}/x.db#y", "no parameters"),
+    ("a fragment", "sqlite:///{dir}/x.db#y", "no fragment"),
 ]
 
 
