@@ -23,7 +23,6 @@ from idstitch.adapters.keys import PostgresKeyStore, keys_ddl
 from idstitch.adapters.pg_pool import QueuedPool
 from idstitch.adapters.postgres_landing import CapturedWrite, NotLandable
 from idstitch.adapters.postgres_log import (
-    CHAIN_DDL,
     EVENTS_TABLE,
     PostgresLog,
     rolled_back,
@@ -155,14 +154,12 @@ class PostgresProjectionStore(PostgresLog, SqlProjectionStore):
             self._kwargs = kwargs
             self._pool = QueuedPool(conninfo, kwargs, pool_size)
             with self._pool.connection() as conn:
-                found = conn.execute("SELECT to_regclass('idstitch_chain')").fetchone()
-                self._chain_new = found is None or found[0] is None
                 for ddl in self.schema():
                     conn.execute(ddl)
 
     def schema(self) -> list[str]:
         """The shared tables, the positions other processes wait for (see want), the chain."""
-        return [*super().schema(), WANTED_DDL, *CHAIN_DDL, *keys_ddl("BYTEA")]
+        return [*super().schema(), WANTED_DDL, *keys_ddl("BYTEA")]
 
     @contextmanager
     def joined(self) -> Iterator[tuple[Cursor, bool]]:

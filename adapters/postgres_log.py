@@ -18,7 +18,7 @@ import psycopg
 from idstitch.adapters.chain import GENESIS, ChainedLog, link
 from idstitch.adapters.pg_pool import QueuedPool
 from idstitch.adapters.postgres_landing import CapturedWrite, rows_params, with_rows
-from idstitch.adapters.sqlchain import ChainSql, SqlChainView, chain_ddl, started, upgrade
+from idstitch.adapters.sqlchain import ChainSql, SqlChainView, chain_ddl, upgrade
 from idstitch.adapters.sqlchain import append as chain_append
 from idstitch.adapters.tracking_rows import tracked_rows
 from idstitch.domain.errors import StoreError
@@ -112,6 +112,12 @@ CHAIN = ChainSql.of(
 CHAIN_DDL = chain_ddl("BIGINT", "BYTEA")
 
 
+def _has_chain(cur: psycopg.Cursor[Any]) -> bool:
+    """Whether the store has the chain's tables (see :func:`idstitch.adapters.sqlchain.upgrade`)."""
+    found = cur.execute("SELECT to_regclass('idstitch_chain')::text").fetchone()
+    return found is not None and found[0] is not None
+
+
 @lru_cache(maxsize=256)
 def _begin_and_reserve(n: int, names: tuple[str, ...]) -> str:
     """BEGIN_AND_RESERVE for ``n`` rows, then the tracking rows of ``names`` (if any)."""
@@ -127,8 +133,6 @@ class PostgresLog:
 
     _pool: QueuedPool
     _landing: threading.local
-    _chain_new: bool
-    """Whether this open made the chain's tables (a store from before the chain)."""
 
     @contextmanager
     def _connected(self, what: str) -> Iterator[psycopg.Cursor[Any]]:
@@ -282,14 +286,17 @@ class PostgresLog:
     # The hash chain (idstitch.adapters.chain).
 
     def upgrade_chain(self) -> int:
-        """Chain the events of a store made before the chain, once; how many were chained."""
+        """Make the chain's tables on a new store, or on one made before the chain (chaining
+        the events already there), once; how many events were chained."""
         with self._connected("cannot read the log's chain") as cur:
-            if started(cur, CHAIN) or not self._chain_new:
-                return 0  # (chain tables found without their start: see sqlchain.upgrade)
+            if _has_chain(cur):
+                return 0
         with translated("cannot chain the log"), self._pool.connection() as conn, \
                 conn.transaction(), conn.cursor(binary=True) as cur:
             cur.execute(f"LOCK TABLE {EVENTS_TABLE} IN EXCLUSIVE MODE")
-            return upgrade(cur, CHAIN)
+            if _has_chain(cur):
+                return 0  # another process made them meanwhile
+            return upgrade(cur, CHAIN, CHAIN_DDL)
 
     @contextmanager
     def chain_view(self) -> Iterator[ChainedLog]:

@@ -139,17 +139,21 @@ def started(cur: Executes, sql: ChainSql) -> bool:
     return cur.execute(sql.start).fetchone() is not None
 
 
-def upgrade(cur: Cursor, sql: ChainSql) -> int:
-    """Chain every event after the chain's tail and record where write-time chaining starts;
-    the number of events chained. Run under the store's append lock, once per store (a store
-    whose start is recorded is left as it is): on a store made before the chain, it chains the
-    rows already there.
+def upgrade(cur: Cursor, sql: ChainSql, ddl: list[str]) -> int:
+    """Make the chain's tables (``ddl``), chain every event already stored and record where
+    write-time chaining starts (1 on a new store); the number of events chained. Run in one
+    transaction under the store's append lock, by an open that found no chain tables (a new
+    store, or one made before the chain): crashed or interrupted, it leaves no tables, and the
+    next open does it all again; a second process opening meanwhile waits for the lock, then
+    finds it done.
 
-    Only where the open that calls it made the chain's tables (the stores check): a store
-    found with its chain tables but without their start had them emptied around idstitch, and
-    chaining its rows again would vouch for whatever they hold now (a tampered event, its
-    chain deleted, would verify). Left as it is, ``verify`` names the first position without
-    its entry; a missing start reads as 1, the strictest claim."""
+    Only such an open calls it: a store whose chain tables are there without their start had
+    them emptied around idstitch, and chaining its rows again would vouch for whatever they
+    hold now (a tampered event, its chain deleted, would verify). Left as it is, ``verify``
+    names the first position without its entry; a missing start reads as 1, the strictest
+    claim."""
+    for statement in ddl:
+        cur.execute(statement)
     if started(cur, sql):
         return 0
     after, prev = tail(cur, sql)

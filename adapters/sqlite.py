@@ -21,7 +21,7 @@ from idstitch.adapters.crypto import codec_for
 from idstitch.adapters.eventlog import DeviceLog
 from idstitch.adapters.file_lock import FileLock
 from idstitch.adapters.keys import KEYS_DDL, SqlKeyStore
-from idstitch.adapters.sqlchain import SqlChainView, chain_ddl, started, upgrade
+from idstitch.adapters.sqlchain import SqlChainView, chain_ddl, upgrade
 from idstitch.adapters.sqlite_leases import FileLeases
 from idstitch.adapters.sqlite_log import CHAIN, SqliteLog
 from idstitch.adapters.sqlite_reads import translated
@@ -51,6 +51,8 @@ def connect(path: str) -> Stores:
     return stores
 
 
+CHAIN_TABLE = "SELECT 1 FROM sqlite_master WHERE name = 'idstitch_chain'"
+"""Whether the store has the chain's tables (see :func:`idstitch.adapters.sqlchain.upgrade`)."""
 WANTED_DDL = ("CREATE TABLE IF NOT EXISTS idstitch_wanted (name TEXT PRIMARY KEY, "
               "position BIGINT NOT NULL)")
 """Per projection, the furthest position a process waiting for it asked the lease holder to
@@ -113,8 +115,6 @@ class SqliteProjectionStore(SqliteLog, SqlProjectionStore):
             # the WAL before its commit wrote them again, and read them back through system
             # calls. The cache grows only as pages are used, up to CACHE_KIB.
             self._conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-            self._chain_new = self._conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE name = 'idstitch_chain'").fetchone() is None
             for ddl in self.schema():
                 self._conn.execute(ddl)
         self._lock = threading.RLock()
@@ -132,8 +132,7 @@ class SqliteProjectionStore(SqliteLog, SqlProjectionStore):
     def schema(self) -> list[str]:
         """The shared tables, the positions other processes wait for (see want), the chain."""
         return [*sqlite_layout.DDL, sqlite_layout.VIEW, sqlite_layout.TOMBSTONE,
-                *super().schema(), WANTED_DDL,
-                *chain_ddl("INTEGER", "BLOB"), *KEYS_DDL]
+                *super().schema(), WANTED_DDL, *KEYS_DDL]
 
     def _upgrade_layout(self) -> None:
         """Move a store made before the log's tables into them (see
@@ -275,14 +274,15 @@ class SqliteProjectionStore(SqliteLog, SqlProjectionStore):
     # The hash chain (idstitch.adapters.chain).
 
     def upgrade_chain(self) -> int:
-        """Chain the events of a store made before the chain, once; how many were chained."""
+        """Make the chain's tables on a new store, or on one made before the chain (chaining
+        the events already there), once; how many events were chained."""
         with self._lock, self._translated("cannot read the log's chain"):
-            if started(self._conn, CHAIN) or not self._chain_new:
-                # The usual case: no write lock taken, a read-only file opens. (Chain tables
-                # found without their start: see sqlchain.upgrade, never chained again.)
-                return 0
+            if self._conn.execute(CHAIN_TABLE).fetchone():
+                return 0  # the usual case: no write lock taken, a read-only file opens
         with self._cursor(write=True) as cur:
-            return upgrade(cur, CHAIN)
+            if cur.execute(CHAIN_TABLE).fetchone():
+                return 0  # another process made them meanwhile
+            return upgrade(cur, CHAIN, chain_ddl("INTEGER", "BLOB"))
 
     @contextmanager
     def chain_view(self) -> Iterator[ChainedLog]:

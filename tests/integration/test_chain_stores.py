@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import psycopg
+import pytest
 from idstitch.adapters.chain import GENESIS, link
 
 import idstitch
@@ -155,6 +156,37 @@ def test_a_store_from_before_the_chain_is_chained_on_open(
     with idstitch.open(url) as again:  # the upgrade runs once: the start stays where it was
         assert execute(url, "SELECT position FROM idstitch_chain_start") == [(head + 1,)]
         assert again.verify().first_break == 2
+
+
+def test_an_interrupted_upgrade_to_the_chain_is_done_again_at_the_next_open(
+    make_durable_ws: WorkspaceFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chain's tables are made in the transaction that chains the events: an upgrade
+    stopped half way (Ctrl-C, a lock timeout) leaves no tables, not tables without a start
+    that no open would chain again."""
+    from idstitch.adapters import sqlchain
+
+    ws = make_durable_ws()
+    url = ws.url
+    for d in range(5):
+        ws.identify(f"dev{d}", f"user{d}@example.com", {"n": d})
+    head = ws.log.head()
+    ws.close()
+    execute(url, "DROP TABLE idstitch_chain")
+    execute(url, "DROP TABLE idstitch_chain_start")
+    real = sqlchain.link
+
+    def interrupted(*args: Any) -> Any:
+        raise KeyboardInterrupt("Ctrl-C during the chain upgrade")
+
+    monkeypatch.setattr(sqlchain, "link", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        idstitch.open(url)
+    monkeypatch.setattr(sqlchain, "link", real)
+    with idstitch.open(url) as upgraded:
+        result = upgraded.verify()
+        assert (result.ok, result.checked) == (True, head), result
+    assert execute(url, "SELECT position FROM idstitch_chain_start") == [(head + 1,)]
 
 
 def test_chain_tables_emptied_around_idstitch_are_never_chained_again(

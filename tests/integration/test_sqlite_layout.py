@@ -182,6 +182,7 @@ def test_a_topic_numbered_in_an_append_that_failed_is_numbered_again(tmp_path: P
     from idstitch.domain.ports import WriteConflict
 
     store = SqliteProjectionStore(str(tmp_path / "log.db"))
+    store.upgrade_chain()  # as opening a workspace does: the chain's tables
     try:
         store.append_events([("a" * 32, 1, "First", b"\x01")])
         with pytest.raises(WriteConflict):  # version 1 of "a..." is taken: nothing commits
@@ -239,6 +240,7 @@ def test_a_topic_numbered_in_an_append_sqlite_rolled_back_is_numbered_again(
     from idstitch.adapters.sqlite import SqliteProjectionStore
 
     store = SqliteProjectionStore(str(tmp_path / "log.db"))
+    store.upgrade_chain()  # as opening a workspace does: the chain's tables
     try:
         store.append_events([("a" * 32, 1, "First", b"\x01")])
         pages = store._conn.execute("PRAGMA page_count").fetchone()[0]
