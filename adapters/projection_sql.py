@@ -77,8 +77,12 @@ class Tracked:
 class Namespace:
     """The names of one version of a projection, and the rewrite of its SQL."""
 
-    def __init__(self, prefix: str, tables: set[str], postgres: bool) -> None:
+    def __init__(self, prefix: str, tables: set[str], postgres: bool,
+                 foreign: tuple[str, ...] = ()) -> None:
         self.prefix = prefix
+        self.foreign = foreign
+        """Longer prefixes of other projections that begin with this one (SQLite, where a
+        prefix is not unique): names that begin with them are not this namespace's."""
         self.tables = tables
         """The projection's own names (lower case, as its SQL gives them)."""
         self._postgres = postgres

@@ -57,14 +57,15 @@ class Authorizer:
     (their namespace's names) and of read-only readers (a marker comment) never coincide."""
 
     def __init__(self) -> None:
-        self.scope: tuple[str, bool] | None = None
-        """(the namespace's prefix, whether writes are allowed), or None: idstitch itself."""
+        self.scope: tuple[str, bool, tuple[str, ...]] | None = None
+        """(the namespace's prefix, whether writes are allowed, the longer prefixes of other
+        projections that begin with it), or None: idstitch itself."""
 
     def __call__(self, action: int, arg1: str | None, arg2: str | None, db: str | None,
                  trigger: str | None) -> int:
         if self.scope is None:
             return sqlite3.SQLITE_OK
-        prefix, writable = self.scope
+        prefix, writable, foreign = self.scope
         if not writable and action not in _READS:
             return sqlite3.SQLITE_DENY
         if action in _FREE:
@@ -77,7 +78,8 @@ class Authorizer:
         table = (arg1, arg2)[index] or ""
         # The schema table: SQLite itself writes it for CREATE and DROP (and refuses a
         # statement's own writes to it, PRAGMA writable_schema being refused here).
-        if table.startswith(prefix) or table in ("sqlite_master", "sqlite_schema"):
+        if (table.startswith(prefix) and not table.startswith(foreign)) or table in (
+                "sqlite_master", "sqlite_schema"):
             return sqlite3.SQLITE_OK
         # Inside a trigger too: its body runs with the statement that fired it, and must reach
         # no more than that statement may.
@@ -117,16 +119,27 @@ class SqliteTables:
         """The table-name prefix of one version of a projection."""
         return f"p_{name}_v{version}_"
 
+    def _foreign(self, conn: sqlite3.Connection, prefix: str) -> tuple[str, ...]:
+        """The tracked prefixes longer than a version's that begin with it: a prefix is not
+        unique (``p_stats_v1_`` begins every name of projection ``stats_v1_daily``, which is
+        ``p_stats_v1_daily_v1_...``), and a name such a prefix begins is that projection's."""
+        return tuple(p for p in (self.prefix(n, v) for n, v in conn.execute(
+            "SELECT name, version FROM idstitch_custom" + _INTERNAL).fetchall())
+            if len(p) > len(prefix) and p.startswith(prefix))
+
     def _namespace(self, conn: sqlite3.Connection, name: str, version: int) -> Namespace:
         prefix = self.prefix(name, version)
+        foreign = self._foreign(conn, prefix)
         found = conn.execute("SELECT name FROM sqlite_master WHERE substr(name, 1, ?) = ?"
                              + _INTERNAL, (len(prefix), prefix)).fetchall()
-        return Namespace(prefix, {n[len(prefix):].lower() for (n,) in found}, postgres=False)
+        return Namespace(prefix, {n[len(prefix):].lower() for (n,) in found
+                                  if not n.startswith(foreign)}, postgres=False,
+                         foreign=foreign)
 
     def _database(self, conn: sqlite3.Connection, name: str, version: int, writable: bool
                   ) -> Database:
         namespace = self._namespace(conn, name, version)
-        scope = (namespace.prefix, writable)
+        scope = (namespace.prefix, writable, namespace.foreign)
         marker = "" if writable else " /* read */"
         authorizer = self._authorizer
         # One cursor for every statement (a handler runs one or more a Change: a cursor each
@@ -256,10 +269,13 @@ class SqliteTables:
 
     def _drop_tables(self, conn: sqlite3.Connection, name: str, version: int) -> None:
         prefix = self.prefix(name, version)
-        found = conn.execute("SELECT type, name FROM sqlite_master WHERE substr(name, 1, ?) = ? "
-                             "AND type IN ('table', 'view')" + _INTERNAL,
-                             (len(prefix), prefix)).fetchall()
-        for kind, table in found:
+        found = dict(conn.execute("SELECT name, type FROM sqlite_master WHERE substr(name, 1, ?) "
+                                  "= ? AND type IN ('table', 'view')" + _INTERNAL,
+                                  (len(prefix), prefix)).fetchall())
+        foreign = self._foreign(conn, prefix)
+        for table, kind in found.items():
+            if table.startswith(foreign):
+                continue  # another projection's
             quoted = '"' + table.replace('"', '""') + '"'
             conn.execute(f"DROP {'VIEW' if kind == 'view' else 'TABLE'} IF EXISTS {quoted}")
 

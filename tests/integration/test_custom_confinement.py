@@ -191,3 +191,47 @@ def test_catch_up_leaves_no_lag(make_ws: WorkspaceFactory) -> None:
     assert ws.lag() == 0
     assert {s.name: s.lag for s in ws.projection_status()} == {
         "identity": 0, "device_attributes": 0, "tokens": 0}
+
+
+class Daily(Projection):
+    """A projection whose name begins with another's name and a version: ``stats_v1_...``."""
+
+    name = "stats_v1_daily"
+    events = frozenset({"Identified"})
+
+    def setup(self, db: ProjectionDB) -> None:
+        db.execute("CREATE TABLE seen (device_id TEXT PRIMARY KEY)")
+
+    def handle(self, db: ProjectionDB, change: Change) -> None:
+        db.execute("INSERT INTO seen VALUES (?) ON CONFLICT (device_id) DO NOTHING",
+                   (change.device_id,))
+
+
+class Stats(Projection):
+    """Version 1 of ``stats``: its SQLite tables' prefix, ``p_stats_v1_``, begins every table
+    name of ``stats_v1_daily`` too."""
+
+    name = "stats"
+    events = frozenset({"Identified"})
+
+    def setup(self, db: ProjectionDB) -> None:
+        db.execute("CREATE TABLE n (k TEXT PRIMARY KEY)")
+
+    def handle(self, db: ProjectionDB, change: Change) -> None:
+        pass
+
+
+def test_a_projection_never_takes_tables_of_one_whose_name_begins_with_its_own(
+        make_ws: WorkspaceFactory) -> None:
+    """Registering 'stats' dropped the tables of 'stats_v1_daily' (its prefix begins theirs),
+    whose next fold then failed; and 'stats' could reach them by their full name."""
+    ws = make_ws(projections=[Daily()])
+    ws.identify("phone", "kim")
+    ws.run_projection(Stats)
+    ws.identify("laptop", "sam")
+    assert sorted(ws.projection_db("stats_v1_daily").query("SELECT device_id FROM seen")) == [
+        ("laptop",), ("phone",)]
+    with pytest.raises(InvalidCommand):
+        ws.projection_db("stats").query('SELECT * FROM "p_stats_v1_daily_v1_seen"')
+    ws.rebuild(["stats"])
+    assert len(ws.projection_db("stats_v1_daily").query("SELECT device_id FROM seen")) == 2
