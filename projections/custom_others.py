@@ -84,13 +84,17 @@ class OthersAtWork:
         except Exception:  # the database: not known to pass
             return False
         mine = self.projections[name].version
-        others = sorted(t.version for t in versions if t.version != mine)
+        others = sorted((t.version, t.live) for t in versions if t.version != mine)
         if not others:
             return True
+        # Which one replaced it is not known here (one swapped in, or one whose registration
+        # dropped this unfinished build): what is tracked now is.
+        now = ", ".join(f"version {v} ({'live' if live else 'being built'})"
+                        for v, live in others)
         return Untracked(
-            f"version {mine} of {name!r} is no longer tracked: another process registered "
-            f"version {others[-1]}, which replaced it; register version {others[-1]} here too "
-            f"(registering version {mine} again builds it afresh and swaps it back in)")
+            f"version {mine} of {name!r} is no longer tracked: another process replaced it "
+            f"(tracked now: {now}); register the version to keep here too (registering "
+            f"version {mine} again builds it afresh and swaps it back in)")
 
     def _restarted(self, names: Sequence[str], start: int, reached: int) -> None:
         """Projections another process rebuilt under this fold (it found them behind

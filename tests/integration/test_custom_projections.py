@@ -434,7 +434,7 @@ def test_a_process_still_on_a_replaced_version_is_told_not_looped(
         old.catch_up()
     assert failed.value.projection == "platforms"
     # It names the version that replaced it, and what registering this one again would do.
-    assert "registered version 2, which replaced it" in str(failed.value)
+    assert "replaced it (tracked now: version 2 (live))" in str(failed.value)
     assert "swaps it back in" in str(failed.value)
     assert new.projection_db("platforms").query(
         "SELECT platform FROM platforms ORDER BY device_id") == [("IOS",), ("ANDROID",)]
@@ -508,7 +508,7 @@ def test_a_version_missing_while_another_process_rebuilds_it_is_no_failure(
     [failure] = runner._failures(["counter"], 1, gone)
     # Told as what it is: another version replaced this one.
     assert failure.projection == "counter" and isinstance(failure.__cause__, Untracked)
-    assert "registered version 2, which replaced it" in str(failure.__cause__)
+    assert "tracked now: version 2 (live)" in str(failure.__cause__)
 
 
 def test_another_processs_work_met_again_after_a_pause_is_timed_afresh(
