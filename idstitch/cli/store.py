@@ -113,7 +113,15 @@ def cmd_rebuild(args: argparse.Namespace, console: Console, err: Console) -> int
                 replayed += applied
                 bar.advance(task, applied)
 
-            position = ws.rebuild(args.names or None, progress=advance)
+            if args.names or not custom:
+                position = ws.rebuild(args.names or None, progress=advance)
+            else:
+                # Every projection: the built-in ones, then the custom ones on a bar of their
+                # own (one rebuild's progress counts the log once, and theirs fold after).
+                ws.rebuild([p.name for p in ws.projections], progress=advance)
+                own = bar.add_task("replay", total=total)
+                position = ws.rebuild([p.name for p in custom],
+                                      progress=lambda n: bar.advance(own, n))
         console.print(Text.assemble(
             "replayed ", (str(replayed), "bold"), " events; the projections are at ",
             f"position {position} (anonymous_merge={ws.anonymous_merge})"))

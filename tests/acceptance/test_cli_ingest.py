@@ -10,6 +10,7 @@ import pytest
 
 import idstitch
 from idstitch.cli import main
+from idstitch.testing_projections import Counter
 
 encode = msgspec.json.Encoder().encode
 
@@ -73,6 +74,29 @@ def test_rebuild_replays_with_progress(
     assert f"replayed {events} events" in capsys.readouterr().out
     with idstitch.open(db) as ws:
         assert ws.dump() == before
+
+
+def test_rebuild_of_every_projection_shows_the_custom_ones_on_a_bar_of_their_own(
+    ndjson: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The custom projections fold after the built-in ones: on the one bar, they folded while
+    it stood full."""
+    monkeypatch.setenv("COLUMNS", "200")
+    db = f"sqlite:///{tmp_path}/x.db"
+    main(["ingest", str(ndjson), "--db", db, "--allow-rejects"])
+    counter = "idstitch.testing_projections:Counter"
+    with idstitch.open(db) as ws:
+        ws.run_projection(Counter)
+        events = ws.log.head()
+        counts = ws.projection_db("counter").query("SELECT * FROM counts ORDER BY 1")
+    capsys.readouterr()
+    assert main(["rebuild", "--db", db, "--projection", counter]) == 0
+    out = capsys.readouterr().out
+    assert f"replayed {events} events" in out
+    assert out.count(f"{events}/{events}") == 2, out
+    with idstitch.open(db) as ws:
+        ws.run_projection(Counter)
+        assert ws.projection_db("counter").query("SELECT * FROM counts ORDER BY 1") == counts
 
 
 def test_ingest_of_a_missing_file_is_a_clear_error(
