@@ -122,25 +122,58 @@ def assign_once(attrs: Attrs, changes: dict[str, Any], stamp: Stamp) -> None:
 
 
 def merge(into: Attrs, other: Attrs) -> None:
-    """Fold ``other``'s writes into ``into``; on equal timestamps ``into`` (the survivor) wins."""
+    """Fold ``other``'s writes into ``into`` (an anonymous person's into its survivor's).
+
+    Where both wrote a key at the same client time, ``into`` (the survivor) wins the tie,
+    whatever the kinds of the writes and their log positions: ``other``'s plain writes (sets
+    and removals) at that time count as made before all of ``into``'s, and its ``set_once``
+    writes at that time do not count. So the survivor's plain write beats theirs; the
+    survivor's removal keeps out their ``set_once``; the survivor's ``set_once`` takes a key
+    their removal freed, and beats their ``set_once``; a plain value, theirs or the survivor's,
+    is never displaced by a ``set_once``. Otherwise the newer plain write wins and the
+    ``set_once`` writes of both are pooled (the earliest after the winning plain write wins).
+
+    Afterwards no two kept ``set_once`` writes of a key share a client time unless they are
+    the same person's, so the list stays in (time, position) order whatever is sorted into it
+    later. A survivor's ``set_once`` write may then be older by position than the plain write
+    of ``other`` it follows (same client time): it still counts; later writes have higher
+    positions, so that never reverses a later comparison.
+    """
+    stamps, once = into.stamps, into.once
+    taken: set[str] = set()
     for key, theirs in other.stamps.items():
-        mine = into.stamps.get(key)
+        mine = stamps.get(key)
         if mine is not None and theirs[0] <= mine[0]:
-            continue
-        into.stamps[key] = theirs
+            continue  # the survivor's plain write is as new or newer: it stands
+        stamps[key] = theirs
+        taken.add(key)
         if key in other.values:
             into.values[key] = other.values[key]
         else:
             into.values.pop(key, None)
         if theirs > into.top:
             into.top = theirs
-    for key, writes in other.once.items():
-        mine_once = into.once.get(key, [])
-        into.once[key] = sorted([*mine_once, *writes], key=_write_stamp)
-    for key in list(into.once):
-        stamp = into.stamps.get(key)
-        if stamp is not None:
-            _prune(into, key, stamp)
+        writes = once.get(key)
+        if writes:
+            # Their newer plain write decides; the survivor's set_once writes of its very
+            # time follow it (a tie the survivor wins), the older ones no longer matter.
+            kept = [w for w in writes if w[0] >= theirs[0]]
+            if kept:
+                once[key] = kept
+            else:
+                del once[key]
+    for key, theirs_once in other.once.items():
+        mine = stamps.get(key)
+        if mine is not None and key not in taken:
+            # The survivor's plain write stands: theirs at its time or before do not count.
+            theirs_once = [w for w in theirs_once if w[0] > mine[0]]
+        writes = once.get(key)
+        if writes:
+            times = {w[0] for w in writes}
+            theirs_once = [w for w in theirs_once if w[0] not in times]  # the survivor's win
+        if theirs_once:
+            once[key] = (sorted([*writes, *theirs_once], key=_write_stamp) if writes
+                         else list(theirs_once))
 
 
 def merge_under(into: Attrs, other: Attrs) -> None:

@@ -61,6 +61,64 @@ def test_rule2_merge_newer_timestamp_wins_and_ties_go_to_the_identified(ws: Work
         "old": "known-newer", "tie": "known", "new": "anon"}
 
 
+MERGE_TIES = {
+    # case: (the survivor's call, the anonymous person's call, at one client time; the survivor's
+    # attributes after the merge). Each is run with either call logged first: the log order of
+    # two persons' events must not decide a tie (attributes-and-time.md, "Merging ...").
+    "survivor-removes-anonymous-set-once": (
+        {"traits": {"b": None}}, {"set_once": {"b": 8}}, {}),
+    "survivor-set-once-anonymous-removes": (
+        {"set_once": {"b": 1}}, {"traits": {"b": None}}, {"b": 1}),
+    "both-set-once": ({"set_once": {"b": 1}}, {"set_once": {"b": 8}}, {"b": 1}),
+    "both-plain": ({"traits": {"b": 1}}, {"traits": {"b": 8}}, {"b": 1}),
+    # A set_once never displaces a plain value, whoever wrote it: not a tie the survivor wins.
+    "survivor-set-once-anonymous-value": (
+        {"set_once": {"b": 1}}, {"traits": {"b": 8}}, {"b": 8}),
+}
+
+
+@pytest.mark.parametrize("anonymous_first", [True, False],
+                         ids=["anonymous-logged-first", "survivor-logged-first"])
+@pytest.mark.parametrize("case", list(MERGE_TIES))
+def test_rule2_merge_ties_go_to_the_survivor_whatever_the_writes_and_their_log_order(
+    ws: Workspace, case: str, anonymous_first: bool
+) -> None:
+    survivor_call, anonymous_call, expected = MERGE_TIES[case]
+    ws.identify("phone", "u1", timestamp=at(0))
+    calls = [("tablet", anonymous_call), ("phone", survivor_call)]
+    written = {device: ws.set_profile_attributes(device, timestamp=at(3), **call)
+               for device, call in (calls if anonymous_first else calls[::-1])}
+    before = ws.log.head()
+    ws.identify("tablet", "u1", timestamp=at(10))
+    assert ws.profile("u1").attributes == expected  # type: ignore[union-attr]
+    # The audit refolds the same rule: as-of, history and explain agree with the profile.
+    assert ws.profile_as_of("u1", at=ws.log.head()).attributes == expected  # type: ignore[union-attr]
+    survivor_alone = {} if survivor_call == {"traits": {"b": None}} else {"b": 1}
+    assert ws.profile_as_of("u1", at=before).attributes == survivor_alone  # type: ignore[union-attr]
+    person_id = ws.profile("u1").person_id  # type: ignore[union-attr]
+    shown: dict[str, object] = {}
+    for change in ws.history("u1"):
+        if change.person_id != person_id:
+            continue  # the anonymous person's own changes, before it was merged
+        for key, _, new in change.changes:
+            if new is None:
+                shown.pop(key, None)
+            else:
+                shown[key] = new
+    assert shown == expected
+    explained = ws.explain("u1", "b")
+    if not expected:
+        assert explained is None
+    else:
+        assert explained is not None and explained.value == expected["b"]
+        winner = "tablet" if case == "survivor-set-once-anonymous-value" else "phone"
+        assert (explained.device_id, explained.position) == (winner, written[winner])
+    rows = ws.dump()
+    ws.rebuild()
+    assert ws.dump() == rows
+    assert ws.profile("u1").attributes == expected  # type: ignore[union-attr]
+
+
 def test_rule2_switch_policy_leaves_an_orphan(make_ws: WorkspaceFactory) -> None:
     ws = make_ws(anonymous_merge="switch")
     ws.identify("phone", "u1", {"first_name": "Lee"})
