@@ -5,7 +5,9 @@ the memory workspace's full rebuild equals its incremental rows; and a reference
 rules, written independently and as plainly as possible, agrees on who each device belongs to
 and on every person's attributes. The model computes an attribute by replaying all the writes
 a person received in client-time order, which is the definition the projection's incremental
-per-key slots must match, however late the events arrive.
+per-key slots must match, however late the events arrive. Calls may share the previous call's
+client time, so two persons' writes tie, in either log order, before one is merged into the
+other.
 """
 
 from __future__ import annotations
@@ -34,25 +36,43 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 _schemas = itertools.count()
 
 
+Write = tuple[datetime, int, int, int, str, str, Any]
+"""(client time, rank, log order, order in its call, op, key, value). Rank 0: written by the
+person itself; lower: carried in by a merge (the later the merge, the lower)."""
+_OP_ORDER = {"once": 0, "set": 1, "unset": 2}
+"""Within one call set_once goes first, so a set or unset of the same key wins."""
+
+
 @dataclass
 class ModelPerson:
     """A person of the model: a label, and every attribute write it received."""
 
     label: str
     user_id: str | None = None
-    writes: list[tuple[datetime, str, str, Any]] = field(default_factory=list)
+    writes: list[Write] = field(default_factory=list)
+
+    def write(self, ts: datetime, seq: int, op: str, key: str, value: Any) -> None:
+        if op != "once" or value is not None:  # a None in set_once is ignored
+            self.writes.append((ts, 0, seq, _OP_ORDER[op], op, key, value))
+
+    def absorb(self, retired: ModelPerson, rank: int) -> None:
+        """An anonymous person merged into this one: on a key both wrote at one client time
+        the survivor wins the tie. The retired person's sets and removals there count as made
+        before all of the survivor's; its set_once writes there do not count."""
+        held = {(w[5], w[0]) for w in self.writes}
+        self.writes.extend((w[0], rank, *w[2:]) for w in retired.writes
+                           if not (w[4] == "once" and (w[5], w[0]) in held))
 
     def attributes(self) -> dict[str, Any]:
-        """Replay the writes in client-time order: the definition of the rules."""
+        """Replay the writes in order: the definition of the rules."""
         out: dict[str, Any] = {}
-        # Within one call set_once goes first, so a set or unset of the same key wins.
-        for _, op, key, value in sorted(self.writes, key=lambda w: (w[0], w[1] != "once")):
-            if op == "set" and value is not None:
+        for *_, op, key, value in sorted(self.writes, key=lambda w: w[:4]):
+            if op == "once":
+                out.setdefault(key, value)
+            elif op == "set" and value is not None:
                 out[key] = value
-            elif op == "set" or op == "unset":
+            else:
                 out.pop(key, None)
-            elif op == "once" and key not in out and value is not None:
-                out[key] = value
         return out
 
 
@@ -65,6 +85,7 @@ class Model:
         self.generation: dict[str, int] = {}
         self.by_user: dict[str, ModelPerson] = {}
         self.token_owner: dict[str, str] = {}
+        self.merges = 0
 
     def person_of(self, device: str) -> ModelPerson:
         if device not in self.device_person:
@@ -81,7 +102,8 @@ class Model:
             self.by_user[user] = current
             return current
         if current.user_id is None and target is not None and self.policy == "merge":
-            target.writes.extend(current.writes)
+            self.merges += 1
+            target.absorb(current, -self.merges)
         if target is None:
             target = ModelPerson(f"user:{user}", user_id=user)
             self.by_user[user] = target
@@ -108,39 +130,80 @@ class IdentityMachine(RuleBasedStateMachine):
         ]
         self.model = Model(policy)
         self.step = 0
+        self.last_time = T0
         self.sent: list[tuple[str, str, dict[str, Any]]] = []
 
-    def _time(self, offset: int) -> datetime:
-        # Unique per step (no ties: those are tested by example), but late events are common.
+    def _time(self, offset: int, tie: bool = False) -> datetime:
+        # Unique per step unless ``tie`` (then the previous step's: two devices' persons write
+        # at one client time); late events are common.
         self.step += 1
-        return T0 + timedelta(seconds=offset, microseconds=self.step)
+        if not tie:
+            self.last_time = T0 + timedelta(seconds=offset, microseconds=self.step)
+        return self.last_time
 
     def _all(self, method: str, *args: Any, **kwargs: Any) -> list[Any]:
         return [getattr(ws, method)(*args, **kwargs) for ws in self.stores]
 
     @rule(device=DEVICES, user=USERS, traits=st.dictionaries(KEYS, VALUES, max_size=2),
-          offset=st.integers(0, 100))
-    def identify(self, device: str, user: str, traits: dict[str, Any], offset: int) -> None:
-        ts = self._time(offset)
+          offset=st.integers(0, 100), tie=st.booleans())
+    def identify(self, device: str, user: str, traits: dict[str, Any], offset: int,
+                 tie: bool) -> None:
+        ts = self._time(offset, tie)
         message_id = f"m{self.step}"
         self._all("identify", device, user, traits, timestamp=ts, message_id=message_id)
         self.sent.append((device, message_id, {"user": user}))
         person = self.model.identify(device, user)
-        person.writes.extend((ts, "set", k, v) for k, v in traits.items())
+        for k, v in traits.items():
+            person.write(ts, self.step, "set", k, v)
 
     @rule(device=DEVICES, traits=st.dictionaries(KEYS, VALUES, max_size=2),
           once=st.dictionaries(KEYS, st.integers(0, 3), max_size=1),
-          unset=st.lists(KEYS, max_size=1, unique=True), offset=st.integers(0, 100))
+          unset=st.lists(KEYS, max_size=1, unique=True), offset=st.integers(0, 100),
+          tie=st.booleans())
     def set_attributes(self, device: str, traits: dict[str, Any], once: dict[str, Any],
-                       unset: list[str], offset: int) -> None:
+                       unset: list[str], offset: int, tie: bool) -> None:
+        self._profile_call(device, traits, once, unset, self._time(offset, tie))
+
+    @rule(devices=st.permutations(["d1", "d2", "d3"]), key=KEYS,
+          ops=st.tuples(*[st.sampled_from(["set", "remove", "once"])] * 2),
+          value=st.integers(0, 3), offset=st.integers(0, 100),
+          survivor=st.sampled_from([None, 0, 1]), user=USERS)
+    def tie(self, devices: list[str], key: str, ops: tuple[str, str], value: int,
+            offset: int, survivor: int | None, user: str) -> None:
+        """Two devices write one key at one client time, each a set, a removal or a set_once,
+        in either log order: the ties a merge of their persons must decide. With
+        ``survivor`` (which of the two), that device is identified first (as ``user``, unless
+        it is already), the other starts anonymous (cleared, unless it is already), and after
+        the writes the other identifies as the survivor's user: a merge of the two."""
+        pair = devices[:2]
+        if survivor is not None:
+            if self.model.person_of(pair[survivor]).user_id is None:
+                self.identify(pair[survivor], user, {}, offset, tie=False)
+            if self.model.person_of(pair[1 - survivor]).user_id is not None:
+                self.clear(pair[1 - survivor])
         ts = self._time(offset)
+        for device, op in zip(pair, ops, strict=True):
+            self._profile_call(device, {key: value} if op == "set" else {},
+                               {key: value + 4} if op == "once" else {},
+                               [key] if op == "remove" else [], ts)
+            self.step += 1
+        if survivor is not None:
+            survivor_user = self.model.person_of(pair[survivor]).user_id
+            assert survivor_user is not None
+            self.identify(pair[1 - survivor], survivor_user, {}, offset + 1, tie=False)
+
+    def _profile_call(self, device: str, traits: dict[str, Any], once: dict[str, Any],
+                      unset: list[str], ts: datetime) -> None:
         self._all("set_profile_attributes", device, traits, set_once=once, unset=unset,
                   timestamp=ts, message_id=f"m{self.step}")
         self.sent.append((device, f"m{self.step}", {}))
         person = self.model.person_of(device)
-        person.writes.extend((ts, "set", k, v) for k, v in traits.items())
-        person.writes.extend((ts, "unset", k, None) for k in unset)
-        person.writes.extend((ts, "once", k, v) for k, v in once.items())
+        for k, v in traits.items():
+            person.write(ts, self.step, "set", k, v)
+        for k in unset:
+            person.write(ts, self.step, "unset", k, None)
+        for k, v in once.items():
+            person.write(ts, self.step, "once", k, v)
 
     @rule(batch=st.lists(st.tuples(DEVICES, st.one_of(st.none(), USERS),
                                    st.dictionaries(KEYS, VALUES, max_size=2),
@@ -161,7 +224,8 @@ class IdentityMachine(RuleBasedStateMachine):
             self.sent.append((device, f"m{self.step}", {}))
             person = (self.model.identify(device, user) if user is not None
                       else self.model.person_of(device))
-            person.writes.extend((ts, "set", k, v) for k, v in traits.items())
+            for k, v in traits.items():
+                person.write(ts, self.step, "set", k, v)
         reports = [ws.ingest(messages, batch_size=batch_size) for ws in self.stores]
         assert {(r.accepted, r.duplicates, len(r.rejected)) for r in reports} == {
             (len(messages), 0, 0)}

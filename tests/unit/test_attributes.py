@@ -110,3 +110,87 @@ def test_merge_keeps_the_newer_write_and_the_survivor_on_equal_times(
                 assert merged[key] == retired.values[key]
     for key in before.keys() - retired.stamps.keys() - retired.once.keys():
         assert merged[key] == before[key]
+
+
+Write = tuple[int, int, int, int, str, str, Any]
+"""A write as the merge model keeps it: (client time, rank, log position, order in its call,
+op, key, value). Rank 0: written by the person itself; lower: carried in by a merge."""
+
+
+def model_writes(call: dict[str, Any], pos: int) -> list[Write]:
+    """One call's writes; within a call set_once goes first, so a set or unset of its key wins."""
+    ts = call["ts"]
+    return [*((ts, 0, pos, 0, "once", k, v) for k, v in call["set_once"].items() if v is not None),
+            *((ts, 0, pos, 1, "set", k, v) for k, v in call["set"].items()),
+            *((ts, 0, pos, 2, "unset", k, None) for k in call["unset"])]
+
+
+def absorb(survivor: list[Write], retired: list[Write], rank: int) -> list[Write]:
+    """attributes-and-time.md, merging an anonymous person: on a key both wrote at one client
+    time the survivor wins the tie. The anonymous person's plain writes (sets and removals)
+    there count as made before all of the survivor's; its set_once writes there do not count."""
+    held = {(w[5], w[0]) for w in survivor}
+    return [(w[0], rank, *w[2:]) for w in retired
+            if not (w[4] == "once" and (w[5], w[0]) in held)]
+
+
+def replay(writes: list[Write]) -> dict[str, Any]:
+    """The definition: every write in order, a set_once taking only a key without a value."""
+    out: dict[str, Any] = {}
+    for _, _, _, _, op, key, value in sorted(writes, key=lambda w: w[:4]):
+        if op == "once":
+            out.setdefault(key, value)
+        elif value is None:
+            out.pop(key, None)
+        else:
+            out[key] = value
+    return out
+
+
+SURVIVOR = 0
+MERGE_KEYS = ["a", "b"]
+merge_calls = st.fixed_dictionaries({  # two keys, two times: persons often tie on a key
+    "ts": st.integers(0, 1),
+    "set": st.dictionaries(st.sampled_from(MERGE_KEYS), st.one_of(st.none(), st.integers(0, 3)),
+                           max_size=1),
+    "unset": st.lists(st.sampled_from(MERGE_KEYS), max_size=1),
+    "set_once": st.dictionaries(st.sampled_from(MERGE_KEYS), values, max_size=1),
+})
+call_steps = st.tuples(st.just("call"), st.sampled_from([SURVIVOR, 1, 2]), merge_calls)
+steps = st.lists(st.one_of(  # three calls to a merge
+    call_steps, call_steps, call_steps,
+    st.tuples(st.just("merge"), st.sampled_from([1, 2]), st.none()),
+), min_size=2, max_size=12)
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps)
+def test_merges_give_the_models_attributes_whatever_the_log_order_of_ties(
+    step_list: list[tuple[str, int, dict[str, Any] | None]],
+) -> None:
+    """A survivor and two anonymous persons write (few distinct client times: ties are common,
+    and either person may be logged first); each anonymous person may be merged into the
+    survivor (by a step, else at the end), whose later calls then include its. Every state
+    equals the model's replay."""
+    states = {who: Attrs() for who in (SURVIVOR, 1, 2)}
+    writes: dict[int, list[Write]] = {who: [] for who in states}
+    into = {who: who for who in states}  # whose state a person's calls now write
+    merges = 0
+    # Both anonymous persons are merged in at the end, if no step merged them before.
+    ending: list[tuple[str, int, dict[str, Any] | None]] = [("merge", 1, None), ("merge", 2, None)]
+    for pos, (kind, who, call) in enumerate([*step_list, *ending], start=1):
+        if kind == "call":
+            assert call is not None
+            apply_call(states[into[who]], call, pos)
+            writes[into[who]].extend(model_writes(call, pos))
+        elif into[who] != SURVIVOR:
+            merges += 1
+            attributes.merge(states[SURVIVOR], states[who])
+            writes[SURVIVOR].extend(absorb(writes[SURVIVOR], writes[who], -merges))
+            into[who] = SURVIVOR
+    for who in {into[w] for w in states}:
+        expected = replay(writes[who])
+        assert attributes.current(states[who]) == expected, who
+        for key in MERGE_KEYS:
+            assert attributes.value_of(states[who], key) == ((key in expected),
+                                                             expected.get(key))
