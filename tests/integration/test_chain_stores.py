@@ -125,19 +125,23 @@ def test_two_writer_processes_on_postgres_keep_one_chain(
     check_one_line(url)
 
 
-def test_a_store_from_before_the_chain_is_chained_on_open(
-    make_durable_ws: WorkspaceFactory
-) -> None:
+def store_from_before_the_chain(make_durable_ws: WorkspaceFactory) -> tuple[str, int]:
+    """A store as one written by the version before the chain holds it (the events, no chain
+    tables): its URL and its head."""
     ws = make_durable_ws()
-    url = ws.url
     for d in range(5):
         ws.identify(f"dev{d}", f"user{d}@example.com", {"n": d})
     head = ws.log.head()
     ws.close()
-    # What a store written by the version before the chain holds: the events, no chain tables.
-    execute(url, "DROP TABLE idstitch_chain")
-    execute(url, "DROP TABLE idstitch_chain_start")
+    execute(ws.url, "DROP TABLE idstitch_chain")
+    execute(ws.url, "DROP TABLE idstitch_chain_start")
+    return ws.url, head
 
+
+def test_a_store_from_before_the_chain_is_chained_on_open(
+    make_durable_ws: WorkspaceFactory
+) -> None:
+    url, head = store_from_before_the_chain(make_durable_ws)
     with idstitch.open(url) as upgraded:
         result = upgraded.verify()
         assert (result.ok, result.checked) == (True, head)
@@ -166,14 +170,7 @@ def test_an_interrupted_upgrade_to_the_chain_is_done_again_at_the_next_open(
     that no open would chain again."""
     from idstitch.adapters import sqlchain
 
-    ws = make_durable_ws()
-    url = ws.url
-    for d in range(5):
-        ws.identify(f"dev{d}", f"user{d}@example.com", {"n": d})
-    head = ws.log.head()
-    ws.close()
-    execute(url, "DROP TABLE idstitch_chain")
-    execute(url, "DROP TABLE idstitch_chain_start")
+    url, head = store_from_before_the_chain(make_durable_ws)
     real = sqlchain.link
 
     def interrupted(*args: Any) -> Any:
