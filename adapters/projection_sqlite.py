@@ -53,8 +53,9 @@ class Authorizer:
 
     Installed once: SQLite expires every prepared statement when the authorizer is set, and
     authorizes a statement when it is prepared, not each time it runs. So a statement keeps the
-    verdict it was prepared under; the texts of idstitch's statements, of each projection's
-    (their namespace's names) and of read-only readers (a marker comment) never coincide."""
+    verdict it was prepared under; the texts of idstitch's statements and of each scope's (a
+    comment naming the projection's prefix, read-only or not, and the longer prefixes it
+    must not reach, ends every one) never coincide."""
 
     def __init__(self) -> None:
         self.scope: tuple[str, bool, tuple[str, ...]] | None = None
@@ -140,7 +141,11 @@ class SqliteTables:
                   ) -> Database:
         namespace = self._namespace(conn, name, version)
         scope = (namespace.prefix, writable, namespace.foreign)
-        marker = "" if writable else " /* read */"
+        # sqlite3 reuses a prepared statement of the same text, and the authorizer judges a
+        # statement when it is prepared: every projection's statements end with its own scope,
+        # so another projection (or its read-only reader, or the same projection once a longer
+        # prefix is tracked) sending the same text never gets a statement judged for this one.
+        marker = f" /* {namespace.prefix}{'' if writable else ' read'} {' '.join(namespace.foreign)} */"
         authorizer = self._authorizer
         # One cursor for every statement (a handler runs one or more a Change: a cursor each
         # cost a tenth of the call). A statement that returns rows is always run to its end,

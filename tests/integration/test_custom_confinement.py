@@ -235,3 +235,54 @@ def test_a_projection_never_takes_tables_of_one_whose_name_begins_with_its_own(
         ws.projection_db("stats").query('SELECT * FROM "p_stats_v1_daily_v1_seen"')
     ws.rebuild(["stats"])
     assert len(ws.projection_db("stats_v1_daily").query("SELECT device_id FROM seen")) == 2
+
+
+class Victim(Projection):
+    """Writes and reads its table once a Change."""
+
+    name = "victim"
+
+    def setup(self, db: ProjectionDB) -> None:
+        db.execute("CREATE TABLE secrets (k TEXT PRIMARY KEY, v TEXT)")
+
+    def handle(self, db: ProjectionDB, change: Change) -> None:
+        db.execute("INSERT INTO secrets VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = "
+                   "excluded.v", (change.device_id, change.person_id))
+        db.query("SELECT * FROM secrets")
+
+
+class Prying(Projection):
+    """Sends the exact texts the victim's statements have once rewritten into its namespace."""
+
+    name = "prying"
+    outcomes: ClassVar[list[str]] = []
+
+    def setup(self, db: ProjectionDB) -> None:
+        db.execute("CREATE TABLE mine (x INTEGER)")
+
+    def handle(self, db: ProjectionDB, change: Change) -> None:
+        for run in (lambda: db.query('SELECT * FROM "p_victim_v1_secrets"'),
+                    lambda: db.execute('INSERT INTO "p_victim_v1_secrets" VALUES (?, ?) ON '
+                                       'CONFLICT (k) DO UPDATE SET v = excluded.v',
+                                       ("forged", "by another projection"))):
+            try:
+                run()
+                self.outcomes.append("ran")
+            except InvalidCommand:
+                self.outcomes.append("refused")
+
+
+@pytest.mark.parametrize("where", ["memory", "file"])
+def test_a_statement_another_projection_prepared_is_judged_again(
+        tmp_path: Path, where: str) -> None:
+    """SQLite judges a statement when it is prepared, and sqlite3 handed the prepared statement
+    of one projection to another that sent the same text: read and written past the
+    authorizer."""
+    Prying.outcomes.clear()
+    url = "memory:" if where == "memory" else f"sqlite:///{tmp_path}/ws.db"
+    with idstitch.open(url, projections=[Victim(), Prying()]) as ws:
+        ws.identify("d1", "alice")
+        ws.identify("d2", "bob")  # the victim's texts are prepared by now
+        assert Prying.outcomes and set(Prying.outcomes) == {"refused"}
+        assert "forged" not in {k for k, _ in ws.projection_db("victim").query(
+            "SELECT * FROM secrets")}
