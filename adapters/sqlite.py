@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -57,6 +58,8 @@ WANTED_DDL = ("CREATE TABLE IF NOT EXISTS idstitch_wanted (name TEXT PRIMARY KEY
               "position BIGINT NOT NULL)")
 """Per projection, the furthest position a process waiting for it asked the lease holder to
 commit: a hint, never read for the rows themselves."""
+WAL_SECONDS = 30.0
+"""How long an open tries to put a new file in WAL mode while other processes open it too."""
 WRITE_LOCK_SECONDS = 30.0
 """How long a write waits for the file's write lock before it fails with StoreError: the
 timeout SQLite's own wait has (``timeout=30`` below, and the event recorder's lock timeout)."""
@@ -101,7 +104,7 @@ class SqliteProjectionStore(SqliteLog, SqlProjectionStore):
             # BEGIN IMMEDIATE and takes the file's write lock before reading the tracking row.
             self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
                                          timeout=30)
-            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._wal()
             # Deleted rows' bytes are zeroed: a forgotten person's purged rows leave no trace.
             self._conn.execute("PRAGMA secure_delete=ON")
             # Projection rows are derived data: a commit of theirs lost to a power cut is
@@ -128,6 +131,20 @@ class SqliteProjectionStore(SqliteLog, SqlProjectionStore):
             if self._write_lock is not None:
                 self._write_lock.close()
             raise
+
+    def _wal(self) -> None:
+        """Put the file in WAL mode. A new file's first switch needs it alone for a moment,
+        and SQLite answers "database is locked" at once, without waiting, to another process
+        opening it then: tried again for up to WAL_SECONDS."""
+        deadline = time.monotonic() + WAL_SECONDS
+        while True:
+            try:
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     def schema(self) -> list[str]:
         """The shared tables, the positions other processes wait for (see want), the chain."""

@@ -4,9 +4,11 @@ SQLite's growing sleeps."""
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import idstitch
 
@@ -39,3 +41,28 @@ def test_a_writer_waits_for_the_one_holding_the_queue_and_goes_on_when_it_lets_g
     assert first.profile("u") is not None
     first.close()
     second.close()
+
+
+
+def _open_at_once(url: str, name: str, barrier: Any) -> None:
+    barrier.wait()  # every process started and imported: open at once
+    with idstitch.open(url) as ws:
+        ws.identify(f"phone-{name}", f"user-{name}")
+
+
+def test_processes_opening_a_new_file_at_once_all_open_it(tmp_path: Path) -> None:
+    """The first switch of a new file to WAL needs it alone for a moment, and SQLite told some
+    of several processes opening it then "database is locked" at once, without waiting."""
+    fork = multiprocessing.get_context("fork")
+    for trial in range(10):
+        url = f"sqlite:///{tmp_path}/new{trial}.db"
+        barrier = fork.Barrier(6)
+        procs = [fork.Process(target=_open_at_once, args=(url, f"{trial}-{i}", barrier))
+                 for i in range(6)]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join(timeout=120)
+        assert [proc.exitcode for proc in procs] == [0] * 6
+        with idstitch.open(url) as ws:
+            assert ws.log.head() == 6 and ws.verify().ok
