@@ -188,6 +188,11 @@ def merge_under(into: Attrs, other: Attrs) -> None:
             if key in other.values:
                 into.values[key] = other.values[key]
             into.top = max(into.top, stamp)
+        else:
+            # The key is the secondary's now, all of it: a removal of the primary's must not
+            # outlast it and decide later writes against the value it took (that depended on
+            # whether the secondary had ever made a plain write of the key, even a no-op).
+            into.stamps.pop(key, None)
         if key in other.once:
             into.once[key] = list(other.once[key])
 

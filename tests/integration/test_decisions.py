@@ -53,6 +53,29 @@ def test_merge_joins_the_secondary_into_the_primary_whose_values_win(ws: Workspa
     assert after is not None and after.attributes["age"] == 41
 
 
+@pytest.mark.parametrize("noop_removal", [False, True])
+def test_a_key_taken_from_the_secondary_is_all_the_secondarys(
+        ws: Workspace, noop_removal: bool) -> None:
+    """The primary had removed the key, the secondary only set it once: the merged person has
+    the secondary's value, and a late write resolves against the secondary's writes of the
+    key. The primary's removal used to stay as the key's last write, and decide (or, after a
+    no-op removal by the secondary, not decide) whether a late write won."""
+    ws.identify("phone", "ann", timestamp=at(0))
+    ws.identify("laptop", "bob", timestamp=at(0))
+    ws.set_profile_attributes("phone", unset=["k"], timestamp=at(50))
+    if noop_removal:
+        ws.set_profile_attributes("laptop", unset=["k"], timestamp=at(5))
+    ws.set_profile_attributes("laptop", set_once={"k": "q"}, timestamp=at(10))
+    ws.merge_persons("ann", "bob", reason="same human")
+    assert ws.profile("ann").attributes.get("k") == "q"  # type: ignore[union-attr]
+    ws.set_profile_attributes("phone", {"k": "late"}, timestamp=at(30))
+    assert ws.profile("ann").attributes.get("k") == "late"  # type: ignore[union-attr]
+    assert ws.profile_as_of("ann", at=ws.log.head()) == ws.profile("ann")
+    rows = ws.dump()
+    ws.rebuild()
+    assert ws.dump() == rows
+
+
 def test_merge_survives_rebuild_and_reopen(make_ws: WorkspaceFactory) -> None:
     ws = make_ws()
     two_people(ws)
