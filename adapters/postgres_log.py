@@ -18,7 +18,7 @@ import psycopg
 from idstitch.adapters.chain import GENESIS, ChainedLog, link
 from idstitch.adapters.pg_pool import QueuedPool
 from idstitch.adapters.postgres_landing import CapturedWrite, rows_params, with_rows
-from idstitch.adapters.sqlchain import ChainSql, SqlChainView, chain_ddl, upgrade
+from idstitch.adapters.sqlchain import ChainSql, SqlChainView, chain_ddl, chained, upgrade
 from idstitch.adapters.sqlchain import append as chain_append
 from idstitch.adapters.tracking_rows import tracked_rows
 from idstitch.domain.errors import StoreError
@@ -106,16 +106,11 @@ CHAIN = ChainSql.of(
     originator="replace(originator_id::text, '-', '')", param="%s",
     last="substring(hashes from length(hashes) - 31)",
     insert="INSERT INTO idstitch_chain (position, hashes) VALUES (%s, %s) "
-           "ON CONFLICT (position) DO UPDATE SET hashes = excluded.hashes")
+           "ON CONFLICT (position) DO UPDATE SET hashes = excluded.hashes",
+    exists="SELECT to_regclass('idstitch_chain') IS NOT NULL",
+    ddl=chain_ddl("BIGINT", "BYTEA"))
 """The hash chain's statements (see idstitch.adapters.sqlchain): the uuid column read as the
 32 hex digits idstitch hashes (and writes) it as."""
-CHAIN_DDL = chain_ddl("BIGINT", "BYTEA")
-
-
-def _has_chain(cur: psycopg.Cursor[Any]) -> bool:
-    """Whether the store has the chain's tables (see :func:`idstitch.adapters.sqlchain.upgrade`)."""
-    found = cur.execute("SELECT to_regclass('idstitch_chain')::text").fetchone()
-    return found is not None and found[0] is not None
 
 
 @lru_cache(maxsize=256)
@@ -289,14 +284,12 @@ class PostgresLog:
         """Make the chain's tables on a new store, or on one made before the chain (chaining
         the events already there), once; how many events were chained."""
         with self._connected("cannot read the log's chain") as cur:
-            if _has_chain(cur):
+            if chained(cur, CHAIN):
                 return 0
         with translated("cannot chain the log"), self._pool.connection() as conn, \
                 conn.transaction(), conn.cursor(binary=True) as cur:
             cur.execute(f"LOCK TABLE {EVENTS_TABLE} IN EXCLUSIVE MODE")
-            if _has_chain(cur):
-                return 0  # another process made them meanwhile
-            return upgrade(cur, CHAIN, CHAIN_DDL)
+            return upgrade(cur, CHAIN)
 
     @contextmanager
     def chain_view(self) -> Iterator[ChainedLog]:

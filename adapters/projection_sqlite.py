@@ -46,6 +46,7 @@ _READS = {sqlite3.SQLITE_READ, sqlite3.SQLITE_SELECT, sqlite3.SQLITE_FUNCTION,
 _INT64 = range(-(2**63), 2**63)
 """The integers SQLite stores."""
 
+
 class Authorizer:
     """The connection's one authorizer: while a projection's statement is prepared, it admits
     only that projection's namespace (and reads of the schema); otherwise (idstitch's own
@@ -145,7 +146,8 @@ class SqliteTables:
         # statement when it is prepared: every projection's statements end with its own scope,
         # so another projection (or its read-only reader, or the same projection once a longer
         # prefix is tracked) sending the same text never gets a statement judged for this one.
-        marker = f" /* {namespace.prefix}{'' if writable else ' read'} {' '.join(namespace.foreign)} */"
+        marker = (f" /* {namespace.prefix}{'' if writable else ' read'} "
+                  f"{' '.join(namespace.foreign)} */")
         authorizer = self._authorizer
         # One cursor for every statement (a handler runs one or more a Change: a cursor each
         # cost a tenth of the call). A statement that returns rows is always run to its end,

@@ -47,14 +47,20 @@ class ChainSql:
     start: str
     set_start: str
     insert: str
+    exists: str
+    """One row, one column: true when the store has the chain's tables."""
+    ddl: tuple[str, ...]
+    """The chain's tables (see :func:`upgrade`)."""
 
     @classmethod
     def of(cls, *, events: str, position: str, originator: str, param: str, last: str,
-           insert: str) -> ChainSql:
+           insert: str, exists: str, ddl: list[str]) -> ChainSql:
         """The statements for an events table whose position column is ``position``, whose
         originator id reads as 32 lower-case hex digits through ``originator``; ``last``: the
         last 32 bytes of ``hashes`` in the store's SQL; ``insert``: its statement that writes
-        a run (position, hashes), replacing a run that starts at the same position."""
+        a run (position, hashes), replacing a run that starts at the same position;
+        ``exists``: its query of whether the chain's tables are there; ``ddl``: the tables
+        (:func:`chain_ddl`)."""
         p = param
         start = _FROM.format(p=p)
         return cls(
@@ -69,6 +75,8 @@ class ChainSql:
             start="SELECT position FROM idstitch_chain_start",
             set_start=f"INSERT INTO idstitch_chain_start (position) VALUES ({p})",
             insert=insert,
+            exists=exists,
+            ddl=tuple(ddl),
         )
 
 
@@ -134,39 +142,38 @@ def append(cur: Executes, sql: ChainSql, positions: list[int], rows: list[Any]) 
                                                               rows))))
 
 
-def started(cur: Executes, sql: ChainSql) -> bool:
-    """Whether the store was set up for the chain (its start recorded)."""
-    return cur.execute(sql.start).fetchone() is not None
+def chained(cur: Executes, sql: ChainSql) -> bool:
+    """Whether the store has the chain's tables (made by :func:`upgrade`)."""
+    return bool(cur.execute(sql.exists).fetchone()[0])
 
 
-def upgrade(cur: Cursor, sql: ChainSql, ddl: list[str]) -> int:
-    """Make the chain's tables (``ddl``), chain every event already stored and record where
+def upgrade(cur: Cursor, sql: ChainSql) -> int:
+    """Make the chain's tables, chain every event already stored and record where
     write-time chaining starts (1 on a new store); the number of events chained. Run in one
     transaction under the store's append lock, by an open that found no chain tables (a new
     store, or one made before the chain): crashed or interrupted, it leaves no tables, and the
     next open does it all again; a second process opening meanwhile waits for the lock, then
-    finds it done.
+    finds it done (0).
 
-    Only such an open calls it: a store whose chain tables are there without their start had
-    them emptied around idstitch, and chaining its rows again would vouch for whatever they
-    hold now (a tampered event, its chain deleted, would verify). Left as it is, ``verify``
-    names the first position without its entry; a missing start reads as 1, the strictest
-    claim."""
-    for statement in ddl:
+    A store whose chain tables are there without their start had them emptied around
+    idstitch, and chaining its rows again would vouch for whatever they hold now (a tampered
+    event, its chain deleted, would verify). Left as it is, ``verify`` names the first
+    position without its entry; a missing start reads as 1, the strictest claim."""
+    if chained(cur, sql):
+        return 0  # another process made them meanwhile
+    for statement in sql.ddl:
         cur.execute(statement)
-    if started(cur, sql):
-        return 0
     after, prev = tail(cur, sql)
-    chained = 0
+    count = 0
     view = SqlChainView(cur, sql)
     while rows := view.stored_rows(after, PAGE):
         positions = [r[0] for r in rows]
         hashes = link(prev, positions, [r[1:] for r in rows])
         cur.executemany(sql.insert, runs_of(positions, hashes))
-        chained += len(rows)
+        count += len(rows)
         after, prev = positions[-1], hashes[-1]
     cur.execute(sql.set_start, (after + 1,))
-    return chained
+    return count
 
 
-__all__ = ["ChainSql", "SqlChainView", "append", "chain_ddl", "started", "tail", "upgrade"]
+__all__ = ["ChainSql", "SqlChainView", "append", "chain_ddl", "chained", "tail", "upgrade"]

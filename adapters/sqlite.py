@@ -22,7 +22,7 @@ from idstitch.adapters.crypto import codec_for
 from idstitch.adapters.eventlog import DeviceLog
 from idstitch.adapters.file_lock import FileLock
 from idstitch.adapters.keys import KEYS_DDL, SqlKeyStore
-from idstitch.adapters.sqlchain import SqlChainView, chain_ddl, upgrade
+from idstitch.adapters.sqlchain import SqlChainView, chained, upgrade
 from idstitch.adapters.sqlite_leases import FileLeases
 from idstitch.adapters.sqlite_log import CHAIN, SqliteLog
 from idstitch.adapters.sqlite_reads import translated
@@ -52,8 +52,6 @@ def connect(path: str) -> Stores:
     return stores
 
 
-CHAIN_TABLE = "SELECT 1 FROM sqlite_master WHERE name = 'idstitch_chain'"
-"""Whether the store has the chain's tables (see :func:`idstitch.adapters.sqlchain.upgrade`)."""
 WANTED_DDL = ("CREATE TABLE IF NOT EXISTS idstitch_wanted (name TEXT PRIMARY KEY, "
               "position BIGINT NOT NULL)")
 """Per projection, the furthest position a process waiting for it asked the lease holder to
@@ -294,12 +292,10 @@ class SqliteProjectionStore(SqliteLog, SqlProjectionStore):
         """Make the chain's tables on a new store, or on one made before the chain (chaining
         the events already there), once; how many events were chained."""
         with self._lock, self._translated("cannot read the log's chain"):
-            if self._conn.execute(CHAIN_TABLE).fetchone():
+            if chained(self._conn, CHAIN):
                 return 0  # the usual case: no write lock taken, a read-only file opens
         with self._cursor(write=True) as cur:
-            if cur.execute(CHAIN_TABLE).fetchone():
-                return 0  # another process made them meanwhile
-            return upgrade(cur, CHAIN, chain_ddl("INTEGER", "BLOB"))
+            return upgrade(cur, CHAIN)
 
     @contextmanager
     def chain_view(self) -> Iterator[ChainedLog]:

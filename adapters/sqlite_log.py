@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 
 from idstitch.adapters import sqlite_layout as layout
-from idstitch.adapters.sqlchain import ChainSql
+from idstitch.adapters.sqlchain import ChainSql, chain_ddl
 from idstitch.adapters.sqlchain import append as chain_append
 from idstitch.adapters.sqlite_reads import SqliteReads
 from idstitch.adapters.tracking_rows import tracked_rows
@@ -27,7 +27,9 @@ CHAIN = ChainSql.of(
     # OR REPLACE: if someone deleted the last events, SQLite hands their rowids out again; an
     # append's run then replaces the orphaned one that starts there (verify reports the break,
     # instead of every later append failing).
-    insert="INSERT OR REPLACE INTO idstitch_chain (position, hashes) VALUES (?, ?)")
+    insert="INSERT OR REPLACE INTO idstitch_chain (position, hashes) VALUES (?, ?)",
+    exists="SELECT count(*) FROM sqlite_master WHERE name = 'idstitch_chain'",
+    ddl=chain_ddl("INTEGER", "BLOB"))
 """The hash chain's statements (see idstitch.adapters.sqlchain): the chain hashes each event
 with its stream's id (32 hex digits) and its topic's name, as the log stored them before they
 were numbered, so an upgraded store's chain holds (see idstitch.adapters.sqlite_layout)."""
