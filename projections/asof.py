@@ -64,7 +64,9 @@ def device_as_of(now: DeviceRow, events: list[LoggedEvent], at: int
         elif kind is ProfileAttributesChanged:
             local.session(row, cast(ProfileAttributesChanged, ev))
         elif kind is DeviceTokenRegistered:
-            local.token_registered(row, cast(DeviceTokenRegistered, ev))
+            # Read erased, as the fold reads it: the device holds no token.
+            (local.token_erased if ev.erased else local.token_registered)(
+                row, cast(DeviceTokenRegistered, ev))
         elif kind is DeviceTokenRemoved:
             local.token_removed(row, cast(DeviceTokenRemoved, ev))
         elif kind is PushStatusRecorded:

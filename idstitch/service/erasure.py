@@ -97,7 +97,7 @@ def _prepare(stores: Any, queries: Queries, identifier: str, *,
     # The person as the whole log has it, whoever keeps the rows: a device identified as the
     # person in events not folded yet has keys of its own, which the rows would not name
     # (left undestroyed, the next fold would bring the person back).
-    following.settled(queries.projector, queries.settings.external)()
+    following.settled(queries.projector, queries.settings)()
     head = stores.log.head() if until is None else until
     with stores.rows.snapshot() as rows:
         reader = Reader(rows, queries.projector.registry.row_types)
@@ -106,6 +106,13 @@ def _prepare(stores: Any, queries: Queries, identifier: str, *,
             raise UnknownPerson("identifier", identifier, "has no person")
         if person.nameless:  # found by an anonymous id of a forgotten person's session
             raise Suppressed(f"identifier {identifier!r}: already forgotten")
+        if not person.identified:
+            # Its device is still in the session: its next event would go to the person
+            # under a destroyed key, and an identify would convert it, bringing the
+            # forgotten person id back with a new name.
+            raise InvalidCommand("identifier", f"{identifier!r} names an anonymous person: "
+                                 "forget erases an identified person (with the anonymous "
+                                 "sessions converted or merged into it)")
         fam = family(reader, person)
         events = stores.log.read_spans(spans(fam, head))
         key_ids = {ev.key_id for _, ev in events if ev.key_id is not None}

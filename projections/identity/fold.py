@@ -326,8 +326,7 @@ class IdentityProjection(RowProjection):
                 if holder is not dev:
                     holder.token_lost.append(pos)
                     unit.put_device(holder)
-        dev.platform = ev.platform or dev.platform
-        dev.last_status = None
+        local.token_erased(dev, ev)
         dev.ignored.append(pos)
 
     def _identified_erased(

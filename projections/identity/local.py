@@ -52,6 +52,15 @@ def token_registered(dev: DeviceRow, ev: DeviceTokenRegistered) -> None:
     dev.last_status = None
 
 
+def token_erased(dev: DeviceRow, ev: DeviceTokenRegistered) -> None:
+    """A token registration that reads erased (its person was forgotten): the token was the
+    person's value and replaced whatever the device had, so the device holds none; the
+    platform, no personal value, stays."""
+    dev.token = None
+    dev.platform = ev.platform or dev.platform
+    dev.last_status = None
+
+
 def token_removed(dev: DeviceRow, ev: DeviceTokenRemoved) -> bool:
     """The token is dead: whether it was the device's (a stale removal changes nothing)."""
     if dev.token != ev.token:

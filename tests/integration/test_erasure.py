@@ -485,3 +485,35 @@ def test_a_custom_projection_kept_by_another_process_honours_the_forget(
         assert keeper.projection_db(table).query("SELECT token FROM emails_built") == built
         # ... and left the others' rows.
         assert b"sam@example.com" in rows
+
+
+def test_forget_refuses_an_anonymous_person_with_nothing_changed(make_ws: WorkspaceFactory) -> None:
+    # Its device is still in the session: an identify would convert the forgotten person
+    # and bring its person id back under a new name; its next event would have no key.
+    ws = make_ws()
+    ws.set_profile_attributes("kiosk", {"plan": "trial"}, timestamp=at(1))
+    anonymous = ws.profile_of_device("kiosk")
+    assert anonymous is not None and not anonymous.identified
+    before, head = ws.dump(), ws.log.head()
+    for identifier in (anonymous.person_id, anonymous.anonymous_ids[0]):
+        with pytest.raises(InvalidCommand, match="anonymous person") as refused:
+            ws.forget(identifier, reason="erasure request")
+        assert refused.value.field == "identifier"
+    assert ws.dump() == before and ws.log.head() == head
+    ws.identify("kiosk", "kim", timestamp=at(2))
+    kim = ws.profile("kim")
+    assert kim is not None and kim.person_id == anonymous.person_id
+    assert kim.attributes == {"plan": "trial"}
+
+
+def test_as_of_reads_an_erased_token_as_the_rows_do(make_ws: WorkspaceFactory) -> None:
+    # The token registered while the device was the forgotten person's is erased from the
+    # device, which another person now holds: no token, now and as of the head.
+    ws = make_ws()
+    ws.identify("shared", "dana-user-77", timestamp=at(1))
+    ws.register_device_token("shared", "apns-token-dana", platform="ios", timestamp=at(2))
+    ws.identify("shared", "sam", timestamp=at(3))
+    ws.forget("dana-user-77", reason="erasure request")
+    sam = ws.profile("sam")
+    assert sam is not None and [(d.token, d.platform) for d in sam.devices] == [(None, "ios")]
+    assert ws.profile_as_of("sam", ws.log.head()) == sam
