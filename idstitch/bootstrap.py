@@ -18,7 +18,7 @@ from idstitch.adapters import batches, memory, projection_sql, segment, urls
 from idstitch.adapters.stores import Stores
 from idstitch.adapters.suppression import guard_of, suppressing
 from idstitch.domain import rules
-from idstitch.domain.errors import CorruptRow, InvalidCommand
+from idstitch.domain.errors import CorruptRow, InvalidCommand, PolicyMismatch
 from idstitch.projections.base import Registry, RowProjection
 from idstitch.projections.custom import Projection
 from idstitch.projections.custom_runner import CustomRunner
@@ -116,6 +116,28 @@ def builtin_projections(rows: ProjectionStore, anonymous_merge: Policy | None) -
                      DeviceAttributesProjection()])
 
 
+def record_policy(rows: ProjectionStore, identity: IdentityProjection, *, external: bool) -> None:
+    """Record the policy a workspace was opened with on a store that records none yet (a
+    new one, or one that only external writers have written): every process that opens it
+    later without a policy (``idstitch project``, another writer, a reopen) builds the
+    identity projection under it, instead of the default. An external writer, which never
+    folds, gets PolicyMismatch for a policy other than the one recorded: the process keeping
+    its projections would not stitch by it."""
+    stored = rows.meta(identity.name)
+    if stored is None:
+        # A tracking row at position 0: no rows yet, the configuration they will be built
+        # under. A compare-and-set: of two processes opening a new store, one records.
+        found = rows.write_if(identity.name, (0, None), {}, 0, identity.stored_meta(0, None))
+        stored = None if found is None else found[1]
+    built_under = IdentityProjection.policy_of(stored)
+    if external and built_under not in (None, identity.policy):
+        raise PolicyMismatch(
+            f"the store's identity projection is built under anonymous_merge={built_under}, "
+            f"not {identity.policy}: open it without anonymous_merge (the process keeping the "
+            f"projections uses the recorded one), or change it with `idstitch rebuild --policy "
+            f"{identity.policy}`")
+
+
 def custom_runner(stores: Stores, registry: Registry) -> CustomRunner:
     """The runner of custom projections over these stores (closed with them)."""
     runner = CustomRunner(stores.log, stores.rows, projection_sql.connect(stores.url), registry)
@@ -159,6 +181,10 @@ def build(
         registry = (builtin_projections(stores.rows, anonymous_merge) if projections is None
                     else Registry(projections))
         registry.attach(stores.log)
+        if anonymous_merge is not None and projections is None:
+            identity = registry[IdentityProjection.name]
+            assert isinstance(identity, IdentityProjection)
+            record_policy(stores.rows, identity, external=external)
         # One lock: a workspace runs its commands and catch-ups one at a time.
         lock = threading.RLock()
         runner = custom_runner(stores, registry)

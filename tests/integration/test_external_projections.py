@@ -15,7 +15,7 @@ import pytest
 from idstitch.domain.device import anonymous_id_for, anonymous_person_id
 
 import idstitch
-from idstitch.errors import InvalidCommand, ProjectionsBehind
+from idstitch.errors import InvalidCommand, PolicyMismatch, ProjectionsBehind
 from idstitch.service import following as following_module
 from idstitch.testing import TemporaryPostgres, following
 from idstitch.testing_projections import ChangeLog, Counter
@@ -339,3 +339,38 @@ def test_the_embedded_default_lags_nothing_right_after_a_command(
     status = {s.name: (s.position, s.lag) for s in ws.projection_status()}
     assert status["identity"] == (position, 0)
     assert status["device_attributes"] == (position, 0)
+
+
+def test_the_policy_of_external_writers_is_the_one_their_projections_are_built_under(
+        make_durable_ws: WorkspaceFactory) -> None:
+    # A new store written only by writers opened with "switch": the process keeping the
+    # projections, opened without a policy, stitches by it (it used to fold under "merge").
+    writer = make_durable_ws(projections="external", anonymous_merge="switch")
+    writer.identify("p0", "dana")
+    writer.set_profile_attributes("p1", {"plan": "trial"})
+    position = writer.identify("p1", "dana")
+    assert position is not None
+    projector = make_durable_ws(writer.url)
+    assert projector.anonymous_merge == "switch"
+    with following(projector):
+        writer.wait_for(position, timeout=30)
+    assert [m.kind for m in writer.merges("dana")] == ["converted", "switched"]
+    profile = writer.profile("dana")
+    assert profile is not None and profile.attributes == {}
+    # A writer asking for the other policy is refused at open: its traffic would be
+    # stitched by one it did not ask for. Without a policy, it takes the recorded one.
+    with pytest.raises(PolicyMismatch, match="anonymous_merge=switch"):
+        make_durable_ws(writer.url, projections="external", anonymous_merge="merge")
+    assert make_durable_ws(writer.url, projections="external").anonymous_merge == "switch"
+
+
+def test_a_policy_asked_for_on_a_new_store_is_kept_before_anything_is_recorded(
+        make_durable_ws: WorkspaceFactory) -> None:
+    ws = make_durable_ws(anonymous_merge="switch")
+    url = ws.url
+    ws.close()
+    reopened = make_durable_ws(url)
+    assert reopened.anonymous_merge == "switch"
+    # Of an embedded workspace, another policy is still a replay on open, not a refusal.
+    reopened.close()
+    assert make_durable_ws(url, anonymous_merge="merge").anonymous_merge == "merge"
