@@ -24,7 +24,6 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from idstitch.errors import ProjectionsBehind
 from idstitch.serve.keeping import CATCH_UP_MESSAGES, IDLE, Keeper
 from idstitch.serve.rejects import RejectsLog, entry
 from idstitch.service.withholding import forgotten_check
@@ -41,7 +40,8 @@ and a quarter more messages a second). It waits only when busy: its last group h
 requests, or requests it was told about are still being read. A lone client is not slowed."""
 EXTERNAL_WAIT = 5.0
 """Seconds a group naming a person by cio_ id waits for an external projector to reach the
-log's head before it is checked against what the read models hold."""
+log's head: its cio_ messages are refused after that, saying so (the client is answered, and
+the requests queued behind the group wait no longer)."""
 
 log = logging.getLogger("idstitch.serve")
 
@@ -195,15 +195,6 @@ class Writer:
                 if self._owned:
                     ws.close()
 
-    def _wait_for_projector(self, ws: Workspace) -> None:
-        """In external mode, a cio_ id is checked against read models another process keeps:
-        wait (a while) for them to reach the log's head first, as a catch-up would."""
-        try:
-            ws.wait_for(ws.log.head(), timeout=EXTERNAL_WAIT)
-        except ProjectionsBehind:
-            log.warning("the projections are behind the log: a cio_ id is checked against "
-                        "what they hold (is `idstitch project` running?)")
-
     def _write(self, ws: Workspace, keeper: Keeper, group: list[Submission]) -> None:
         lines = [line for s in group for line in s.lines]
         # The projections are kept by the keeper (a child following the log, or catch-ups
@@ -214,18 +205,24 @@ class Writer:
         # caught up in nearly every group).
         person = any(s.names_person for s in group)
         defer = keeper.defers and not person
-        if ws.external and person:
-            self._wait_for_projector(ws)
-        elif person:
+        if person and not ws.external:
             keeper.before_person_check()
+        elif person and ws.lag():
+            log.warning("the projections are behind the log: a cio_ id waits up to %s s for "
+                        "them, then is refused (is `idstitch project` running?)", EXTERNAL_WAIT)
+        settings = ws._services.settings
         try:
             # One call, one transaction for the whole group; no child process for so few.
             if defer:
                 ws.auto_catch_up = False
+            # In external mode the ingest waits for the process keeping the projections
+            # before it checks a cio_ id: briefly, since every request queues behind it.
+            head_wait, settings.head_wait = settings.head_wait, EXTERNAL_WAIT
             try:
                 report = ws.ingest(lines, batch_size=max(len(lines), 1), parallel=False) \
                     if lines else None
             finally:
+                settings.head_wait = head_wait
                 if defer:
                     ws.auto_catch_up = True
             if defer:

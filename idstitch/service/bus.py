@@ -46,7 +46,7 @@ class MessageBus:
         auto = self.settings.auto_catch_up
         with UnitOfWork(self.writer, self.queries, self.projector if auto else None, now,
                         None if auto else following.settled(self.projector,
-                                                            self.settings.external)) as uow:
+                                                            self.settings)) as uow:
             uow.inline = auto
             handlers.run(uow, 0, (checked,))
             with self.writer.lock:

@@ -27,6 +27,7 @@ from idstitch.projections.custom_forgets import Wait
 from idstitch.projections.runner_state import folded_to
 from idstitch.service.gc_pause import bulk_gc
 from idstitch.service.projecting import Projector
+from idstitch.service.settings import Settings
 
 POLL_SECONDS = 1.0
 """How long a follower on PostgreSQL waits for a notification before it looks anyway: a lost
@@ -110,15 +111,17 @@ the built-in projections to reach the head of the log: ProjectionsBehind after t
 recorded."""
 
 
-def settled(projector: Projector, external: bool) -> Callable[[], object]:
+def settled(projector: Projector, settings: Settings) -> Callable[[], object]:
     """How a command's read about persons brings the projections to the head of the log when
     the workspace does not keep them current after each write: it waits for the process that
     keeps them (``external``), or catches up itself (``auto_catch_up=False``). It reads the
     built-in rows only, so it waits for the built-in projections only: a custom projection
     behind (its handler failing, or waiting for a forget's purge) holds no command up."""
-    if external:
-        return lambda: wait_for(projector, projector.log.head(), HEAD_WAIT_SECONDS,
-                                custom=False)
+    if settings.external:
+        return lambda: wait_for(
+            projector, projector.log.head(),
+            HEAD_WAIT_SECONDS if settings.head_wait is None else settings.head_wait,
+            custom=False)
     return projector.catch_up
 
 

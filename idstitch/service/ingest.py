@@ -189,7 +189,7 @@ class _Run:
         auto = settings.auto_catch_up
         self.uow = UnitOfWork(owner.writer, owner.queries, owner.projector if auto else None,
                               _NOT_YET, None if auto else following.settled(owner.projector,
-                                                                            settings.external))
+                                                                            settings))
         self.recorded = 0
         """Events this ingest appended so far."""
         self.behind = False

@@ -105,3 +105,28 @@ def test_no_child_for_the_memory_store_nor_with_external(serve: Any, tmp_path: P
     post(server, ["u-2"])
     assert children() == []
     server.stop()
+
+
+def test_with_external_a_cio_id_waits_briefly_then_is_refused_saying_why(
+        serve: Any, tmp_path: Path) -> None:
+    # Nobody keeps the projections: the group's cio_ message waits EXTERNAL_WAIT (5 s), not
+    # the library's 30 s on top of it, and is refused saying why; its other message lands.
+    db = f"sqlite:///{tmp_path}/identity.db"
+    with idstitch.open(db) as ws:
+        ws.identify("phone", "kim")
+        profile = ws.profile("kim")
+        assert profile is not None
+        person_id = profile.person_id
+    server = serve(db, external=True)
+    post(server, ["sam"])  # the log is now ahead of the projections
+    began = time.monotonic()
+    body = {"batch": [identify(f"cio_{person_id}", "tablet"), identify("lee", "laptop")]}
+    answer = requests.post(server.url + "/v1/batch", json=body, auth=(KEY, ""), timeout=60)
+    waited = time.monotonic() - began
+    server.stop()
+    assert answer.status_code == 200, answer.text
+    assert waited < 15.0, waited
+    [refused] = answer.json()["rejected"]
+    assert refused["index"] == 0 and "idstitch project" in refused["reason"]
+    with idstitch.open(db) as ws:
+        assert ws.profile("lee") is not None and ws.profile("tablet") is None
