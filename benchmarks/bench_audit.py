@@ -18,7 +18,13 @@ none growing with the rest of the log (the sizes side by side: a 10x longer log 
 more than noise). The first call of each (cold: nothing of the person decoded or cached by
 SQLite yet) is shown too.
 
+With ``--undone``, also: one of the person's anonymous merges is undone (``ws.unmerge``) and
+``profile_as_of`` at the middle of the log (after the merge, before its undo) timed before and
+after (after the undo the answer replays the log up to that position: it grows with the log,
+and must not change).
+
     python benchmarks/bench_audit.py                                  # 100k and 1M events
+    python benchmarks/bench_audit.py --sizes 100000 --mix identity --undone
     python benchmarks/bench_audit.py --sizes 100000 --calls 10 --json /tmp/audit.json
 """
 
@@ -167,6 +173,28 @@ def measure(size: int, args: argparse.Namespace, folder: Path) -> dict[str, Any]
     }
 
 
+def undone(url: str) -> dict[str, Any]:
+    """profile_as_of at the middle of the log, after an anonymous merge, before and after its
+    undo."""
+    with idstitch.open(url) as ws:
+        merge = next(m for m in ws.merges(PERSON) if m.kind == "merged")
+        at = max(merge.position, ws.log.head() // 2)
+        ws.profile_as_of(PERSON, at)
+        began = time.perf_counter()
+        before = ws.profile_as_of(PERSON, at)
+        warm_before = time.perf_counter() - began
+        ws.unmerge(merge.merge_id, reason="benchmark")
+        began = time.perf_counter()
+        after = ws.profile_as_of(PERSON, at)
+        replayed = time.perf_counter() - began
+    assert after == before, "an undo changed an answer before it"
+    console.print(f"as-of at position {at:,} (merge at {merge.position:,}): "
+                  f"{warm_before * 1000:.1f} ms before its undo (warm), {replayed:.2f} s after "
+                  f"({at / replayed:,.0f} events/s replayed), the same answer")
+    return {"position": at, "before_s": warm_before, "after_s": replayed,
+            "events_per_s": at / replayed}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="100000,1000000",
@@ -177,12 +205,17 @@ def main() -> None:
     parser.add_argument("--mix", default="attribute", help="workload mix of the other traffic")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", metavar="FILE")
+    parser.add_argument("--undone", action="store_true",
+                        help="also time an as-of across an undone merge (see above)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     results: dict[str, Any] = {"sizes": {}, "person_events": args.person_events, "mix": args.mix}
     with tempfile.TemporaryDirectory() as tmp:
         for size in sizes:
             results["sizes"][str(size)] = measure(size, args, Path(tmp))
+            if args.undone:
+                url = harness.sqlite_url(Path(tmp) / f"audit-{size}.db")
+                results["sizes"][str(size)]["undone"] = undone(url)
     rows = []
     for size, r in results["sizes"].items():
         for name, target in TARGETS_MS.items():

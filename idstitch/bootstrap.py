@@ -200,7 +200,8 @@ def build(
                             auto_catch_up and not external, external)
         # A forgotten person's ids answer nothing (its person id too: see queries.forgotten).
         queries = Queries(stores.log, stores.rows, projector, settings,
-                          None if stores.cipher is None else stores.cipher.is_suppressed)
+                          None if stores.cipher is None else stores.cipher.is_suppressed,
+                          memory.MemoryProjectionStore)
         bus = MessageBus(writer, projector, queries, settings, writer.guard)
         ingester = Ingester(writer, projector, queries, settings,
                             Format(segment.decode_line,

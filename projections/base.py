@@ -125,9 +125,10 @@ class RowProjection:
         """Apply events in log order (events of other types are skipped)."""
         raise NotImplementedError
 
-    def attach(self, log: EventLog) -> None:
+    def attach(self, log: EventLog, *, until: int | None = None) -> None:
         """Give the projection the log it folds, for what it must read besides the events it
-        is handed (the identity fold: the undone merges). Most need nothing."""
+        is handed (the identity fold: the undone merges). Most need nothing. ``until``: it
+        replays the log as it stood at that position (decisions after it are not known)."""
 
 
 def topic_of(projection: RowProjection) -> str:
@@ -239,10 +240,10 @@ class Registry:
         return [ProjectionSpec(topic_of(p), msgspec.Raw(msgspec.json.encode(p.config())))
                 for p in self._projections]
 
-    def attach(self, log: EventLog) -> None:
+    def attach(self, log: EventLog, *, until: int | None = None) -> None:
         """Give every projection the log it folds (see :meth:`RowProjection.attach`)."""
         for projection in self._projections:
-            projection.attach(log)
+            projection.attach(log, until=until)
 
     @classmethod
     def from_specs(cls, specs: Sequence[ProjectionSpec]) -> Registry:

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 from idstitch.domain.errors import CorruptRow, InvalidCommand
+from idstitch.projections.asof_replay import replayed_profile, undone_since
 from idstitch.projections.audit import Change, Provenance
 from idstitch.projections.auditor import Auditor
 from idstitch.projections.identity.rows import MergeRow, PersonRow
@@ -38,8 +39,12 @@ class Queries:
     """Answers the identity queries from the projection rows."""
 
     def __init__(self, log: EventLog, rows: ProjectionStore, projector: Projector,
-                 settings: Settings, forgotten: Callable[[str], bool] | None = None) -> None:
+                 settings: Settings, forgotten: Callable[[str], bool] | None = None,
+                 scratch: Callable[[], ProjectionStore] | None = None) -> None:
         self.log = log
+        self.scratch = scratch
+        """Makes an empty rows store, in memory, for an as-of answer replayed from the log
+        (None: as-of answers from the rows as they stand)."""
         self.rows = rows
         self.auditor = Auditor()
         self.projector = projector
@@ -224,8 +229,15 @@ class Queries:
         position = self.position_at(at) if isinstance(at, datetime) else at
         with self._snapshot(audit=True) as (rows, until, epoch):
             reader = Reader(rows, self.projector.registry.row_types)
-            return self.auditor.profile_as_of(reader, self.log, identifier,
-                                              min(position, until), until, epoch)
+            position = min(position, until)
+            if self.scratch is None or not undone_since(self.log, reader, identifier,
+                                                        position, until):
+                return self.auditor.profile_as_of(reader, self.log, identifier,
+                                                  position, until, epoch)
+        # The rows no longer hold the merge an undo recorded later undid: as the log stood
+        # then, it held (see idstitch.projections.asof_replay).
+        return replayed_profile(self.projector.registry, self.log, self.scratch(), identifier,
+                                position)
 
     def position_at(self, moment: datetime) -> int:
         """The last position recorded at or before ``moment`` (0: none).

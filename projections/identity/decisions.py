@@ -35,8 +35,12 @@ class DecisionsAhead:
     """Merge id -> (position, reason) of its undo, and stint key id -> forgotten member, for
     every undo and forget recorded in the log."""
 
-    def __init__(self, log: EventLog) -> None:
+    def __init__(self, log: EventLog, undone_until: int | None = None) -> None:
         self._log = log
+        self._undone_until = undone_until
+        """Undos recorded after this position are not known (a replay of the log as it stood
+        then: ``profile_as_of``). Forgets are known whenever recorded: the events they
+        erased read erased whatever the position."""
         self._undone: dict[str, tuple[int, str]] = {}
         self._subjects: dict[str, str] = {}
         self._held: dict[str, list[tuple[str, int, int | None]]] = {}
@@ -63,7 +67,8 @@ class DecisionsAhead:
             for pos, ev in self._log.read_spans([(DECISIONS_STREAM, self._read_to + 1, None)],
                                                 _AHEAD):
                 if isinstance(ev, MergeUndone):
-                    self._undone.setdefault(ev.merge_id, (pos, ev.reason))
+                    if self._undone_until is None or pos <= self._undone_until:
+                        self._undone.setdefault(ev.merge_id, (pos, ev.reason))
                 else:
                     assert isinstance(ev, PersonForgotten)
                     self._forgets += 1

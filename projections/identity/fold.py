@@ -114,9 +114,10 @@ class IdentityProjection(RowProjection):
         assert self._handlers.keys() | self._decisions.keys() == self.event_types
         self._ahead: DecisionsAhead | None = None
 
-    def attach(self, log: EventLog) -> None:
-        """The log's decisions stream tells which merges were undone (they are never made)."""
-        self._ahead = DecisionsAhead(log)
+    def attach(self, log: EventLog, *, until: int | None = None) -> None:
+        """The log's decisions stream tells which merges were undone (they are never made);
+        with ``until``, those undone up to that position only."""
+        self._ahead = DecisionsAhead(log, until)
 
     @property
     def meta(self) -> str:

@@ -262,3 +262,36 @@ def same_calls_same_merges(memory: Workspace, other: Workspace) -> None:
     assert other.dump() == memory.dump()
     other.rebuild()
     assert other.dump() == memory.dump()
+
+
+def test_as_of_before_an_undo_shows_the_merge_it_undid(make_ws: WorkspaceFactory,
+                                                         clock: FrozenClock) -> None:
+    """The log up to a position between a merge and its undo holds the merge: as-of there is
+    what a workspace fed that prefix gives, before and after the undo (the rows after the
+    undo are those of a log without the merge, at every position)."""
+    def feed(ws: Workspace) -> tuple[int, int]:
+        ws.identify("phone", "ann", {"plan": "pro"}, timestamp=at(1))
+        ws.set_profile_attributes("tablet", {"theme": "dark"}, timestamp=at(2))
+        automatic = ws.identify("tablet", "ann", timestamp=at(3))  # the tablet's person merged
+        ws.identify("laptop", "bob", {"age": 40}, timestamp=at(4))
+        ws.merge_persons("ann", "bob", reason="one customer")
+        explicit = ws.log.head()
+        assert automatic is not None
+        return automatic, explicit
+
+    ws = make_ws()
+    automatic, explicit = feed(ws)
+    reference = idstitch.open("memory:", clock=clock)
+    feed(reference)
+    asked = [(i, p) for p in (automatic, explicit) for i in ("ann", "bob")]
+    then = {(i, p): ws.profile_as_of(i, p) for i, p in asked}
+    merged = then["ann", automatic]
+    assert merged is not None and merged.attributes == {"plan": "pro", "theme": "dark"}
+    for merge in [m for m in ws.merges("ann") if m.kind in ("merged", "explicit")]:
+        ws.unmerge(merge.merge_id, reason="wrong merge")
+    for i, p in asked:
+        assert ws.profile_as_of(i, p) == then[i, p] == reference.profile_as_of(i, p), (i, p)
+    # At the head, the undos hold: the two sides apart, as the rows have them.
+    ann = ws.profile("ann")
+    assert ann is not None and ann.attributes == {"plan": "pro"}
+    assert ws.profile_as_of("ann", ws.log.head()) == ann

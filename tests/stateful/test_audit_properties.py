@@ -1,7 +1,8 @@
 """The audit's rules for all inputs (hypothesis), on every store.
 
 - **as-of equals a replay of the prefix**: ``profile_as_of(x, p)`` is, for every identifier
-  x and every position p, the profile a fresh workspace fed only the log up to p gives for x;
+  x and every position p, the profile a fresh workspace fed only the log up to p gives for x
+  (also across merges and their undos: an undo recorded after p changes no answer at p);
   and an aware datetime of recorded time means the last position recorded by then.
 - **explain agrees with the profile and the history**: every current attribute has a
   provenance with the current value, at the position of a Change in the person's history.
@@ -48,6 +49,8 @@ commands = st.lists(st.one_of(
     st.tuples(st.just("device"), device, st.dictionaries(st.sampled_from(["os", "tier"]),
                                                          value, max_size=2), st.booleans()),
     st.tuples(st.just("cio"), device, st.sampled_from(USERS)),
+    st.tuples(st.just("merge"), device, st.sampled_from(USERS), st.sampled_from(USERS)),
+    st.tuples(st.just("unmerge"), device, st.integers(0, 3)),
 ), min_size=1, max_size=18)
 
 
@@ -82,6 +85,14 @@ def run(ws: Workspace, clock: FrozenClock, script: list[tuple[Any, ...]]) -> Non
                 found = ws.profile(args[0])
                 if found is not None:
                     ws.identify(dev, f"cio_{found.person_id}", timestamp=ts)
+            elif name == "merge":
+                ws.merge_persons(args[0], args[1], reason="same person")
+            elif name == "unmerge":
+                # One of the merges made so far (explicit, or an anonymous person's).
+                undoable = sorted({m.merge_id for u in USERS for m in ws.merges(u)
+                                   if m.kind in ("merged", "explicit")})
+                if undoable:
+                    ws.unmerge(undoable[args[0] % len(undoable)], reason="wrong merge")
         except IdstitchError:
             continue
 
