@@ -157,6 +157,31 @@ def test_as_of_equals_a_replay_of_the_prefix(
                 ws.profile_as_of(identifier, last)
 
 
+decisions = st.lists(st.one_of(
+    st.tuples(st.just("identify"), device, st.sampled_from(USERS), traits, offset),
+    st.tuples(st.just("attributes"), device, traits, st.just({}), st.just([]), offset),
+    st.tuples(st.just("merge"), device, st.sampled_from(USERS), st.sampled_from(USERS)),
+    st.tuples(st.just("unmerge"), device, st.integers(0, 3)),
+), min_size=2, max_size=12)
+"""Scripts dense in merges and their undos (the general scripts above rarely undo one)."""
+
+
+@SETTINGS
+@given(script=decisions)
+def test_as_of_before_an_undo_is_a_replay_of_the_prefix_too(
+    url_factory: Any, script: list[tuple[Any, ...]]
+) -> None:
+    """An undo is a later event: as of any position before it, the merge it undid held."""
+    clock = FrozenClock(T0)
+    with idstitch.open(url_factory(), clock=clock) as ws:
+        run(ws, clock, script)
+        for position in range(1, ws.log.head() + 1):
+            fresh = prefix(ws, position, "merge")
+            for identifier in identifiers(ws):
+                assert ws.profile_as_of(identifier, position) == fresh.profile(identifier), (
+                    identifier, position)
+
+
 @pytest.mark.parametrize("policy", ["merge", "switch"])
 @SETTINGS
 @given(script=commands)
