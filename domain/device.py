@@ -102,7 +102,13 @@ class Device(SessionMemory):
         self.server = False
         """A server-side stream: a backend's identifies of one user, not an installation."""
         self.collected: dict[str, Any] = {}
-        """The value of each attribute it last collected."""
+        """The value of each attribute it collected, as it stands by the client's clock: the
+        newest write of each key wins (a late message's value does not replace a newer one),
+        as in the device attributes projection."""
+        self.collected_at: dict[str, datetime] = {}
+        """The client time of each key's value in ``collected``."""
+        self._collected_newest: datetime | None = None
+        """The newest client time of a collection applied: one at or after it is in order."""
         self._held: dict[str, Any] | None = None
         """The last context found to hold nothing new, while ``collected`` has not changed
         since: the very dict again (ingest shares one per distinct context text) is settled
@@ -121,7 +127,8 @@ class Device(SessionMemory):
         twin = object.__new__(Device)
         twin.__dict__.update(self.__dict__, recent=self.recent.copy(), _seen=self._seen.copy(),
                              ended=self.ended.copy(), _ended=self._ended.copy(),
-                             collected=self.collected.copy(), _pending=[])
+                             collected=self.collected.copy(),
+                             collected_at=self.collected_at.copy(), _pending=[])
         return twin
 
     @property
@@ -197,7 +204,7 @@ class Device(SessionMemory):
             self._end_session()
             self._enter(event.sdk_anonymous_id, event.sdk_tag)
         elif type(event) is DeviceAttributesCollected:
-            self.collected.update(event.attributes)
+            self._collect(event.attributes, event.timestamp)
             self._held = None
         elif type(event) is DeviceActivated:
             self.auto_track = event.auto_track_device_attributes
@@ -294,6 +301,24 @@ class Device(SessionMemory):
             message_id=cmd.message_id,
             timestamp=cmd.timestamp or now, recorded_at=now))
         return True
+
+    def _collect(self, attributes: dict[str, Any], at: datetime) -> None:
+        """Apply collected values by the client's clock, key by key: what a message repeating
+        the context is compared with (a late message's value, recorded but older than the
+        key's, must not make the newest value look like a repeat and be dropped)."""
+        newest = self._collected_newest
+        if newest is None or at >= newest:
+            # In order (nearly always): every key takes its new value, in C.
+            self._collected_newest = at
+            self.collected.update(attributes)
+            self.collected_at.update(dict.fromkeys(attributes, at))
+            return
+        stamps = self.collected_at
+        for key, value in attributes.items():
+            stamp = stamps.get(key)
+            if stamp is None or at >= stamp:  # a tie: the later event, as the projection
+                self.collected[key] = value
+                stamps[key] = at
 
     def register_device_token(self, cmd: RegisterDeviceToken, now: datetime) -> bool:
         """The device's push token (a refresh replaces the earlier one)."""

@@ -67,3 +67,26 @@ def test_a_bad_context_value_rejects_its_message_naming_it(ws: Workspace) -> Non
     assert [i for i, _ in report.rejected] == [0]
     assert "device_locale" in report.rejected[0][1]
     assert ws.profile("u1") is None  # nothing of the message was recorded
+
+
+def test_a_late_message_does_not_make_the_newest_value_look_like_a_repeat(
+        make_durable_ws: Any) -> None:
+    """An offline queue delivers 08:00:10 (1.1), then a late 08:00:05 (1.0: recorded, older),
+    then 08:00:20 (1.0 again): the newest wins, as collecting every context afresh gives; the
+    late value once made the newest look like a repeat, and the device kept 1.1. A device
+    loaded from the log compares as the cached one does."""
+    ws = make_durable_ws()
+    ws.ingest([with_context(10, app={"version": "1.1"}), with_context(5, app={"version": "1.0"})])
+    url = ws.url
+    ws.close()
+    reopened = make_durable_ws(url)  # the device comes back from its events
+    reopened.ingest([with_context(20, app={"version": "1.0"})])
+    assert [e.get("app_version") for e in collected_events(reopened)] == ["1.1", "1.0", "1.0"]
+    device = reopened.device("phone")
+    assert device is not None and device.collected["app_version"] == "1.0"
+    cached = make_durable_ws()
+    cached.ingest([with_context(n, app={"version": v})
+                   for n, v in ((10, "1.1"), (5, "1.0"), (20, "1.0"), (30, "1.0"))])
+    assert [e.get("app_version") for e in collected_events(cached)] == ["1.1", "1.0", "1.0"]
+    again = cached.device("phone")
+    assert again is not None and again.collected["app_version"] == "1.0"
