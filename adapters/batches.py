@@ -116,8 +116,20 @@ def _unwrap_dict(item: Mapping[str, Any]) -> list[Message | InvalidCommand]:
     except msgspec.ValidationError as e:
         raise invalid(str(e)) from e
     # The envelope as a whole is sound: each message takes its sentAt and context as the
-    # endpoint gives them (one rule, :func:`unwrap`), then is decoded alone.
-    return [_apply(None, None, message) for message in unwrap(item)]
+    # endpoint gives them (one rule, :func:`unwrap`), then is decoded alone. An item that is
+    # not an object is refused as in a JSON line's envelope: a string there is a string, not
+    # a message's text to decode.
+    return [_apply(None, None, message if isinstance(message, Mapping) else _as_json(message))
+            for message in unwrap(item)]
+
+
+def _as_json(item: Any) -> Any:
+    """A batch item that is not an object, as the JSON a line would hold (its decoder then
+    names its JSON type as for a line); as it is when it is no JSON value at all."""
+    try:
+        return msgspec.Raw(msgspec.json.encode(item))
+    except (TypeError, ValueError, OverflowError):
+        return item
 
 
 class _Head(msgspec.Struct, frozen=True, rename="camel"):

@@ -234,7 +234,15 @@ class _Run:
                         items = self._unwrap(raw, e)
                 else:
                     current = entry
-                    items = self._unwrap(raw, None)
+                    if isinstance(raw, Mapping) and "batch" in raw:
+                        # As for a line: a message first (an item with a "type" is one,
+                        # whatever else it holds), an envelope only if it is none.
+                        try:
+                            items = (decode(raw),)
+                        except IdstitchError as e:
+                            items = self._unwrap(raw, e)
+                    else:
+                        items = self._unwrap(raw, None)
                 for item in items:
                     index += 1
                     if not self.checked or monotonic() - read_at > CLOCK_SHARE_SECONDS:

@@ -7,8 +7,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
+import pytest
 from idstitch.domain.events import DeviceTokenRemoved, Identified
 
+import idstitch
 from idstitch.testing import recorded_events
 from idstitch.workspace import Workspace
 
@@ -121,3 +123,21 @@ def test_reingesting_an_envelope_is_a_no_op(ws: Workspace) -> None:
     again = ws.ingest([BATCH])
     assert (again.accepted, again.duplicates) == (0, 2)
     assert ws.log.head() == head and ws.dump() == rows
+
+
+@pytest.mark.parametrize("item", [
+    {"batch": ['{"type": "identify", "userId": "u", "anonymousId": "d"}', ""]},
+    {"type": "identify", "userId": "u", "anonymousId": "d", "batch": []},
+    {"type": "identify", "userId": "u", "anonymousId": "d", "batch": None},
+    {"type": "screen", "batch": [{"type": "identify", "userId": "u", "anonymousId": "d"}]},
+])
+def test_an_item_reads_the_same_as_a_dict_and_as_a_line(item: dict[str, Any]) -> None:
+    """A dict once took every item with a "batch" key for an envelope (a line: a message
+    first), and decoded the strings inside a dict envelope (a line's: refused)."""
+    outcomes = []
+    for form in (item, msgspec.json.encode(item), msgspec.json.encode(item).decode()):
+        with idstitch.open("memory:") as ws:
+            report = ws.ingest([form])
+            outcomes.append((report.accepted, report.ignored, report.rejected,
+                             ws.profile("u") is not None))
+    assert outcomes[0] == outcomes[1] == outcomes[2], outcomes
