@@ -106,17 +106,22 @@ def _prepare(stores: Any, queries: Queries, identifier: str, *,
             raise UnknownPerson("identifier", identifier, "has no person")
         if person.nameless:  # found by an anonymous id of a forgotten person's session
             raise Suppressed(f"identifier {identifier!r}: already forgotten")
-        if not person.identified:
-            # Its device is still in the session: its next event would go to the person
-            # under a destroyed key, and an identify would convert it, bringing the
-            # forgotten person id back with a new name.
-            raise InvalidCommand("identifier", f"{identifier!r} names an anonymous person: "
-                                 "forget erases an identified person (with the anonymous "
-                                 "sessions converted or merged into it)")
+        if not person.identified and any(s.end is None for s in person.stints):
+            # A device is still in its session: its next event would go to the person under
+            # a destroyed key, and an identify would convert it, bringing the forgotten
+            # person id back with a new name. (One left behind by a switch or the undo of
+            # its merge has no device: it is forgotten as any person.)
+            raise InvalidCommand("identifier", f"{identifier!r} names an anonymous person "
+                                 "whose device is still in its session: forget the person "
+                                 "it is identified as, or clear_identify the device first")
         fam = family(reader, person)
         events = stores.log.read_spans(spans(fam, head))
         key_ids = {ev.key_id for _, ev in events if ev.key_id is not None}
         identifiers = person_identifiers(reader, person)
+        if not person.identified:
+            # Nothing else names an anonymous person: its anonymous ids answer nothing after
+            # the forget as its person id does (an identified one's, by being nameless).
+            identifiers |= set(person.anonymous_ids)
         subjects = identified_subjects(reader, fam, events)
         held = [(cipher.digest(email).hex(), member, since, until)
                 for email, member, since, until in held_emails(fam)]

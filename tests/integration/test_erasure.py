@@ -496,7 +496,7 @@ def test_forget_refuses_an_anonymous_person_with_nothing_changed(make_ws: Worksp
     assert anonymous is not None and not anonymous.identified
     before, head = ws.dump(), ws.log.head()
     for identifier in (anonymous.person_id, anonymous.anonymous_ids[0]):
-        with pytest.raises(InvalidCommand, match="anonymous person") as refused:
+        with pytest.raises(InvalidCommand, match="still in its session") as refused:
             ws.forget(identifier, reason="erasure request")
         assert refused.value.field == "identifier"
     assert ws.dump() == before and ws.log.head() == head
@@ -517,3 +517,25 @@ def test_as_of_reads_an_erased_token_as_the_rows_do(make_ws: WorkspaceFactory) -
     sam = ws.profile("sam")
     assert sam is not None and [(d.token, d.platform) for d in sam.devices] == [(None, "ios")]
     assert ws.profile_as_of("sam", ws.log.head()) == sam
+
+
+def test_an_anonymous_person_no_device_is_in_is_forgotten_by_its_ids(
+        make_ws: WorkspaceFactory) -> None:
+    """Left behind by a switch (or the undo of its merge), it has no device and no person
+    holds its values: forgetting anyone else would not erase them, so it is forgotten itself,
+    and its anonymous ids answer nothing afterwards, as its person id does."""
+    ws = make_ws(anonymous_merge="switch")
+    ws.identify("phone", "kim", timestamp=at(1))
+    ws.set_profile_attributes("tablet", {"city": "Zanzibar-trait"}, timestamp=at(2))
+    orphan = ws.profile_of_device("tablet")
+    assert orphan is not None
+    ws.identify("tablet", "kim", timestamp=at(3))  # switched: the anonymous person stays behind
+    left = ws.profile(orphan.person_id)
+    assert left is not None and left.devices == [] and left.attributes == {"city": "Zanzibar-trait"}
+    kim = ws.profile("kim")
+    ws.forget(orphan.anonymous_ids[0], reason="erasure request")
+    for identifier in (orphan.person_id, orphan.anonymous_ids[0]):
+        assert ws.profile(identifier) is None and ws.history(identifier) == []
+        assert ws.profile_as_of(identifier, ws.log.head()) is None
+    assert ws.profile("kim") == kim
+    assert b"Zanzibar-trait" not in repr(ws.dump()).encode()
