@@ -147,13 +147,16 @@ class MemoryProjectionStore:
         """Committed tracking meta."""
         return self.tracking.get(name, (0, None))[1]
 
-    def reset(self, names: str | Sequence[str], kinds: Sequence[str]) -> None:
-        """Drop rows and tracking."""
+    def reset(self, names: str | Sequence[str], kinds: Sequence[str],
+              metas: Mapping[str, str] | None = None) -> None:
+        """Drop rows and tracking (``metas``: tracking left at position 0 with these)."""
         with self._lock:
             for kind in kinds:
                 self.rows.pop(kind, None)
             for name in [names] if isinstance(names, str) else names:
                 self.tracking.pop(name, None)
+            for name, meta in (metas or {}).items():
+                self.tracking[name] = (0, meta)
 
     def close(self) -> None:
         """Nothing to release."""

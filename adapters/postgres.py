@@ -292,11 +292,11 @@ class PostgresProjectionStore(PostgresLog, SqlProjectionStore):
         statement instead, and taken for done (the append says otherwise if it was not)."""
         captured: list[CapturedWrite] | None = getattr(self._landing, "writes", None)
         if captured is not None:
-            if expected == (0, None):
+            if expected[0] == 0:  # a first commit (COPY below): not with the append
                 raise NotLandable(name)
             captured.append(CapturedWrite(name, expected, dict(rows), position, meta))
             return None
-        if expected == (0, None):
+        if expected[0] == 0:  # a first commit (its configuration may be recorded already)
             return write_if_in_transaction(self, name, expected, rows, position, meta)
         with translated("PostgreSQL failed"), self._pool.connection() as conn, \
                 conn.cursor() as cur:

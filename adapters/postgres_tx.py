@@ -121,7 +121,7 @@ class PostgresTransaction(SqlTransaction):
             return
         rows, position, meta = self._pending
         self._pending = None
-        if self.position == 0 and self.meta is None:
+        if self.position == 0:  # a first commit (position 0 holds no rows)
             super().write(rows, position, meta)
             cur.execute("COMMIT")
             return

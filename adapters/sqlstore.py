@@ -75,9 +75,10 @@ class SqlTransaction:
         # A unit's rows come in key order already (Unit.encoded): then a linear pass.
         upserts.sort()
         deletes.sort()
-        if upserts and self.position == 0 and self.meta is None:
-            # The projection's first commit since it was created or reset: its kinds hold no
-            # rows (rows and tracking commit together), as a rebuild's first commit.
+        if upserts and self.position == 0:
+            # The projection's first commit since it was created or reset (its configuration
+            # may be recorded already, at position 0): its kinds hold no rows (rows and
+            # tracking commit together), as a rebuild's first commit.
             self._store._insert_fresh(self._cur, upserts)
         elif upserts:
             self._store._upsert(self._cur, upserts)
@@ -358,8 +359,10 @@ class SqlProjectionStore:
         return (0, None) if row is None else (tracking_position(name, row[0]), row[1])
 
 
-    def reset(self, names: str | Sequence[str], kinds: Sequence[str]) -> None:
-        """Drop projections' rows and tracking in one transaction."""
+    def reset(self, names: str | Sequence[str], kinds: Sequence[str],
+              metas: Mapping[str, str] | None = None) -> None:
+        """Drop projections' rows and tracking in one transaction (``metas``: the tracking
+        rows to leave at position 0 instead, with these configurations)."""
         p = self.param
         marks = ", ".join([p] * len(kinds))
         with self._cursor(write=True) as cur:
@@ -368,6 +371,9 @@ class SqlProjectionStore:
             # lose its tracking row but keep its rows (position 0 promises no rows).
             cur.executemany(f"DELETE FROM idstitch_tracking WHERE name = {p}",
                             [(n,) for n in ([names] if isinstance(names, str) else names)])
+            if metas:
+                cur.executemany(f"INSERT INTO idstitch_tracking (name, position, meta) "
+                                f"VALUES ({p}, 0, {p})", list(metas.items()))
             only_ours = False
             if self.whole_table_delete:
                 cur.execute(f"SELECT 1 FROM idstitch_rows WHERE kind NOT IN ({marks}) LIMIT 1",

@@ -196,9 +196,12 @@ class ProjectionStore(Protocol):
         """The configuration the projection's committed rows were built under."""
         ...
 
-    def reset(self, names: str | Sequence[str], kinds: Sequence[str]) -> None:
+    def reset(self, names: str | Sequence[str], kinds: Sequence[str],
+              metas: Mapping[str, str] | None = None) -> None:
         """Drop projections' rows and tracking in one transaction (for a rebuild from
-        position 0): ``names`` one projection's name or several."""
+        position 0): ``names`` one projection's name or several. ``metas``: projections whose
+        tracking is left at position 0 with this configuration instead (what the rebuild
+        builds under stays recorded through it)."""
         ...
 
     def raise_mark(self, name: str, value: int) -> int | None:

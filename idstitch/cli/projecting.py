@@ -22,7 +22,7 @@ from rich.text import Text
 from idstitch.cli.common import Handler, seconds
 from idstitch.cli.opening import Access, open_store
 from idstitch.cli.output import write_json_line
-from idstitch.errors import InvalidCommand, ProjectionFailed
+from idstitch.errors import InvalidCommand, PolicyMismatch, ProjectionFailed
 from idstitch.projections.base import import_topic
 from idstitch.projections.custom import Projection
 from idstitch.service.following import Follower
@@ -71,6 +71,23 @@ def cmd_project(args: argparse.Namespace, console: Console, err: Console) -> int
 
     signal.signal(signal.SIGTERM, stop)
     custom = load_projections(args.projection or [])
+    while True:
+        try:
+            follow(args, custom, stopping, err)
+            return 0
+        except PolicyMismatch as e:
+            if args.policy is not None:
+                raise
+            # Opened without a policy, it follows the store's: one recorded after it opened
+            # (a writer opening a store nothing was folded in yet, with its policy) is adopted.
+            err.print(Text(f"{e}; following the store's policy", style="yellow"),
+                      soft_wrap=True)
+            stopping.clear()
+
+
+def follow(args: argparse.Namespace, custom: list[Projection], stopping: list[Follower],
+           err: Console) -> None:
+    """Open the store and follow it until stopped (``stopping`` holds the follower)."""
     # A store to follow, not one to start: a mistyped --db would follow an empty new file
     # forever while the writers' log grows elsewhere.
     with open_store(args.db, args.policy, Access.READ) as ws:
@@ -84,12 +101,11 @@ def cmd_project(args: argparse.Namespace, console: Console, err: Console) -> int
                                                           soft_wrap=True))
         stopping.append(follower)
         names = [p.name for p in ws.projections] + [p.name for p in custom]
-        err.print(Text(f"projecting {', '.join(names)} of {ws.url}", style="dim"),
-                  soft_wrap=True)
+        err.print(Text(f"projecting {', '.join(names)} of {ws.url} "
+                       f"(anonymous_merge={ws.anonymous_merge})", style="dim"), soft_wrap=True)
         with contextlib.suppress(KeyboardInterrupt):
             follower.run()
         err.print(Text(f"stopped at position {follower.reached}", style="dim"))
-    return 0
 
 
 def cmd_projections(args: argparse.Namespace, console: Console, err: Console) -> int:

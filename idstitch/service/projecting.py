@@ -372,7 +372,11 @@ class Projector:
             # empty ones). The child replays its projections under the leases held here.
             with leased(self.rows, [p.name for p in chosen]):
                 # One transaction: with every kind in it, SQLite drops whole pages at once.
-                self.rows.reset([p.name for p in chosen], [k for p in chosen for k in p.kinds])
+                # Their configurations stay recorded through the replay (at position 0: no
+                # rows yet): a process opening the store meanwhile without a policy builds
+                # under it, and one asking for another is told (bootstrap.record_policy).
+                self.rows.reset([p.name for p in chosen], [k for p in chosen for k in p.kinds],
+                                {p.name: p.stored_meta(0, None) for p in chosen})
                 for projection in chosen:
                     self.states.forget(projection.name)
                 until = self.log.head()

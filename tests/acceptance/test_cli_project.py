@@ -302,3 +302,26 @@ def test_project_refuses_memory(capsys: pytest.CaptureFixture[str]) -> None:
 
     assert main(["project", "--db", "memory:"]) == 2
     assert "memory:" in capsys.readouterr().err
+
+
+def test_project_adopts_the_policy_a_writer_records_after_it_started(url: str) -> None:
+    """Started first on a store with nothing folded and no policy recorded, it folds under
+    the default; a writer then opens with "switch" and records it: the process adopts it
+    (it was asked for none) instead of stopping on the mismatch."""
+    idstitch.open(url).close()  # a store, nothing recorded yet
+    process = start_project(url)
+    try:
+        assert process.stderr is not None
+        assert "anonymous_merge=merge" in process.stderr.readline()
+        with idstitch.open(url, projections="external", anonymous_merge="switch") as writer:
+            writer.identify("p0", "dana")
+            writer.set_profile_attributes("p1", {"plan": "trial"})
+            position = writer.identify("p1", "dana")
+            assert position is not None
+            writer.wait_for(position, timeout=60)
+            assert [m.kind for m in writer.merges("dana")] == ["converted", "switched"]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert "following the store's policy" in err and "anonymous_merge=switch" in err

@@ -371,6 +371,12 @@ def test_a_policy_asked_for_on_a_new_store_is_kept_before_anything_is_recorded(
     ws.close()
     reopened = make_durable_ws(url)
     assert reopened.anonymous_merge == "switch"
-    # Of an embedded workspace, another policy is still a replay on open, not a refusal.
+    # A rebuild keeps it recorded, through its replay too (not only once rows commit).
+    reopened.rebuild()
+    assert reopened._services.stores.rows.meta("identity") is not None
     reopened.close()
+    assert make_durable_ws(url).anonymous_merge == "switch"
+    # Of an embedded workspace, another policy is still a replay on open, not a refusal,
+    # and the store keeps the new one.
     assert make_durable_ws(url, anonymous_merge="merge").anonymous_merge == "merge"
+    assert make_durable_ws(url).anonymous_merge == "merge"
