@@ -24,17 +24,19 @@ from idstitch.projections.views import Profile, Reader
 def undone_since(log: EventLog, reader: Reader, identifier: str, at: int, until: int) -> bool:
     """Whether an undo recorded after position ``at`` (up to ``until``) may have undone a
     merge the answer at ``at`` held: one whose record names the person ``identifier`` finds
-    at ``at`` in these rows or one of its family (the persons merged into it), or any undo
-    when it finds nobody. Reads the decisions stream's undos only (a handful). (The record
+    at ``at`` in these rows (or, finding nobody then, now) or one of its family (the persons
+    merged into it). Reads the decisions stream's undos only (a handful). (The record
     of an undone merge carries the undo's position, not the merge's: an undo of a merge
     recorded after ``at`` counts too, and replays for an answer the rows would give.)"""
     undos = [ev for _, ev in log.read_spans([(DECISIONS_STREAM, at + 1, until + 1)],
                                             {MergeUndone})]
     if not undos:
         return False
-    person = reader.person(identifier, at)
+    # The person it finds then, or (an identifier first claimed later, in these rows) the
+    # one it finds now: an undo that names neither side changes no answer about it.
+    person = reader.person(identifier, at) or reader.person(identifier)
     if person is None:
-        return True
+        return False  # found by nobody, then or now: nobody either way
     members = set(family(reader, person).members) | {person.person_id}
     for ev in undos:
         assert isinstance(ev, MergeUndone)
