@@ -33,6 +33,15 @@ def _same(a: str, b: str) -> bool:
         return False
 
 
+def _beside(rejects: str, store: str) -> bool:
+    """Whether ``rejects`` names the store's file or one SQLite and idstitch keep beside it
+    (``-wal``, ``-shm``, its lock and lease files), by path: also when none exists yet (an
+    ingest that starts the store would write the rejects over it)."""
+    mine = os.path.realpath(rejects)
+    base = os.path.realpath(store)
+    return mine == base or mine.startswith(base + "-")
+
+
 def check_rejects_path(rejects: str, source: str, url: str | None) -> None:
     """Refuse a rejects file that cannot be written or would overwrite what must be kept."""
     where = f"--rejects {rejects}"
@@ -40,7 +49,8 @@ def check_rejects_path(rejects: str, source: str, url: str | None) -> None:
         raise CommandFailed(f"{where}: that is the input file; writing the rejects there would "
                             "destroy it (name another file)")
     store = sqlite_path(resolve_url(url))
-    if store and any(_same(rejects, store + suffix) for suffix in ("", "-wal", "-shm")):
+    if store and (any(_same(rejects, store + suffix) for suffix in ("", "-wal", "-shm"))
+                  or _beside(rejects, store)):
         raise CommandFailed(f"{where}: that is the store's database file (name another file)")
     if os.path.isdir(rejects):
         raise CommandFailed(f"{where}: is a directory")

@@ -118,6 +118,17 @@ def test_rejects_to_the_store_file_is_refused(traffic: Path, tmp_path: Path, cli
         assert ws.log.head() == 1
 
 
+@pytest.mark.parametrize("name", ["new.db", "new.db-wal", "new.db-write.lock"])
+def test_rejects_to_a_store_the_ingest_would_start_is_refused(
+        traffic: Path, tmp_path: Path, cli: Any, name: str) -> None:
+    """The store does not exist yet: the check by file identity found nothing, the ingest
+    started the store and the rejects file then replaced it."""
+    url = f"sqlite:///{tmp_path}/new.db"
+    ran = cli.run("ingest", str(traffic), "--db", url, "--rejects", str(tmp_path / name))
+    cli.clean_failure(ran, 2, "the store's database file")
+    assert not (tmp_path / "new.db").exists() and not (tmp_path / name).exists()
+
+
 # explain, paged
 
 
