@@ -143,4 +143,18 @@ def _postgres(url: str) -> PostgresTarget:
         schema=schema)
 
 
-__all__ = ["PostgresTarget", "StoreUrl", "parse", "url_error"]
+def redacted(url: str) -> str:
+    """The URL as it may be shown (a terminal, a log, a hint to copy): a password in it
+    replaced by ``***``. Anything that does not parse as a URL with one is shown as it is."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+    except ValueError:
+        return url
+    user, _, host = parts.netloc.rpartition("@")
+    name = user.partition(":")[0]
+    return parts._replace(netloc=f"{name}:***@{host}").geturl()
+
+
+__all__ = ["PostgresTarget", "StoreUrl", "parse", "redacted", "url_error"]

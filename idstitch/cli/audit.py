@@ -19,6 +19,7 @@ import msgspec
 from rich.console import Console, Group, RenderableType
 from rich.text import Text
 
+from idstitch.adapters.urls import redacted
 from idstitch.cli.common import labels, not_found, open_workspace
 from idstitch.cli.opening import Access
 from idstitch.errors import InvalidCommand
@@ -77,17 +78,20 @@ def as_of_label(at: int | datetime) -> str:
 def _next_command(args: argparse.Namespace, offset: int) -> str:
     words = ["idstitch"]
     if args.db is not None:
-        words += ["--db", args.db]
-    if getattr(args, "attribute", None) is not None:
-        words += ["explain", args.id, args.attribute]
-    else:
-        words += ["history", args.id]
+        words += ["--db", redacted(args.db)]
+    options = []
     if getattr(args, "device", None) is not None:
-        words += ["--device", args.device]
-    words += ["--offset", str(offset)]
+        options += ["--device", args.device]
+    options += ["--offset", str(offset)]
     if args.limit != PAGE:
-        words += ["--limit", str(args.limit)]
-    return shlex.join(words)
+        options += ["--limit", str(args.limit)]
+    named = ([args.id, args.attribute] if getattr(args, "attribute", None) is not None
+             else [args.id])
+    command = "explain" if len(named) == 2 else "history"
+    if any(word.startswith("-") for word in named):
+        # An id that looks like an option is one only after "--" (the options before it).
+        return shlex.join([*words, command, *options, "--", *named])
+    return shlex.join([*words, command, *named, *options])
 
 
 def _changes(count: int, what: str = "change") -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import sys
 from collections.abc import Callable
 
@@ -46,7 +47,13 @@ def _silence_stdout() -> None:
         os.close(devnull)
 
 
+_LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
+
+
 def _say(err: Console, message: str, style: str = "red") -> None:
+    # One line, whatever the error's text holds (a driver's hint on a line of its own): a
+    # script reading stderr line by line gets the whole failure.
+    message = _LINE_BREAKS.sub(" ", message.strip())
     with contextlib.suppress(OSError, ValueError):
         err.print(Text(message, style=style), soft_wrap=True)
         finish(err)

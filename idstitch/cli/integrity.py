@@ -16,6 +16,7 @@ import msgspec
 from rich.console import Console
 from rich.text import Text
 
+from idstitch.adapters.urls import redacted
 from idstitch.bootstrap import resolve_url
 from idstitch.cli.common import open_workspace
 from idstitch.cli.opening import Access
@@ -53,8 +54,9 @@ def cmd_digest(args: argparse.Namespace, console: Console, err: Console) -> int:
     with open_workspace(args.db, args.policy, Access.QUERY) as ws:
         digest = ws.digest()
     write_json_line(digest)
-    err.print(Text(f"digest of {ws.url} at position {digest.position}: keep it outside the "
-                   "store, and check later with idstitch verify --digest FILE", style="dim"),
+    err.print(Text(f"digest of {redacted(ws.url)} at position {digest.position}: keep it "
+                   "outside the store, and check later with idstitch verify --digest FILE",
+                   style="dim"),
               soft_wrap=True)
     return 0
 
@@ -84,9 +86,11 @@ def cmd_upgrade(args: argparse.Namespace, console: Console, err: Console) -> int
         upgraded = bool(getattr(ws.rows, "upgraded_layout", False))
     if upgraded:
         console.print(Text.assemble(
-            ("upgraded ", "bold"), f"{url}: its {head} events moved to this version's tables "
+            ("upgraded ", "bold"),
+            f"{redacted(url)}: its {head} events moved to this version's tables "
             "(positions, the chain and its digests kept); programs that write it must run "
             "this version too"))
     else:
-        console.print(f"{url} already has this version's layout ({head} events): nothing to do")
+        console.print(f"{redacted(url)} already has this version's layout ({head} events): "
+                      "nothing to do")
     return 0

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from idstitch.adapters.urls import redacted
 from idstitch.cli.common import Handler, seconds
 from idstitch.cli.opening import Access, open_store
 from idstitch.cli.output import write_json_line
@@ -101,7 +102,7 @@ def follow(args: argparse.Namespace, custom: list[Projection], stopping: list[Fo
                                                           soft_wrap=True))
         stopping.append(follower)
         names = [p.name for p in ws.projections] + [p.name for p in custom]
-        err.print(Text(f"projecting {', '.join(names)} of {ws.url} "
+        err.print(Text(f"projecting {', '.join(names)} of {redacted(ws.url)} "
                        f"(anonymous_merge={ws.anonymous_merge})", style="dim"), soft_wrap=True)
         with contextlib.suppress(KeyboardInterrupt):
             follower.run()

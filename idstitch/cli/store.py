@@ -20,6 +20,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from idstitch.adapters.urls import redacted
 from idstitch.cli.common import open_workspace, show_merges, title
 from idstitch.cli.failures import REJECTED
 from idstitch.cli.opening import Access, open_store, stored_policy
@@ -50,7 +51,8 @@ def cmd_demo(args: argparse.Namespace, console: Console, err: Console) -> int:
     with open_workspace(url, args.policy, Access.CREATE, clock) as ws:
         if ws.log.head() > 0:
             raise InvalidCommand(
-                "db", f"the demo needs an empty store; {url} already holds {ws.log.head()} events"
+                "db", f"the demo needs an empty store; {redacted(url)} already holds "
+                      f"{ws.log.head()} events"
                       " (leave out --db to use a fresh ./idstitch-demo.db)")
 
         def say(line: str) -> None:
@@ -85,9 +87,10 @@ def cmd_demo(args: argparse.Namespace, console: Console, err: Console) -> int:
                 show_merges(console, ws, profile, person_label(profile))
         console.print()
         console.print(Text.assemble(
-            "demo: ", (str(ws.log.head()), "bold"), " events written to ", (url, "bold"),
+            "demo: ", (str(ws.log.head()), "bold"), " events written to ", (redacted(url), "bold"),
             f" (anonymous_merge={ws.anonymous_merge})"))
-        console.print(Text.assemble("next: ", (f"idstitch --db {url} merges lee-100", "cyan")))
+        console.print(Text.assemble(
+            "next: ", (f"idstitch --db {redacted(url)} merges lee-100", "cyan")))
     return 0
 
 

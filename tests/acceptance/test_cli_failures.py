@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import subprocess
 import time
@@ -221,3 +222,31 @@ def test_ctrl_c_is_a_message_and_exit_130(tmp_path: Path, cli: Any) -> None:
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
     assert b"Traceback" not in err and b"interrupted" in err
+
+
+def test_a_password_in_the_store_url_is_never_printed(postgres: Any, cli: Any) -> None:
+    url = postgres.url("idstitch_tests").replace("://postgres@", "://postgres:S3cretPW@", 1)
+    assert "S3cretPW@" in url  # the server trusts loopback: the password is not checked
+    with idstitch.open(url) as ws:
+        for n in range(3):
+            ws.identify("phone", "kim", {"n": n})
+    for ran in (cli.run("--db", url, "digest"), cli.run("--db", url, "history", "kim",
+                                                         "--limit", "1")):
+        assert ran.status == 0, ran
+        assert "S3cretPW" not in ran.out + ran.err and "postgres:***@" in ran.out + ran.err
+
+
+def test_a_failure_is_one_line_and_the_next_page_of_a_dash_id_runs(
+        tmp_path: Path, cli: Any) -> None:
+    refused = cli.run("--db", "postgresql://u:pw@127.0.0.1:1/nowhere", "history", "x")
+    cli.clean_failure(refused, 2, "error: cannot connect")
+    assert len(refused.err.strip().splitlines()) == 1 and "pw@" not in refused.err
+    url = f"sqlite:///{tmp_path}/x.db"
+    with idstitch.open(url) as ws:
+        for n in range(2):
+            ws.identify("phone", "--db", {"n": n})
+    first = cli.run("--db", url, "history", "--limit", "1", "--", "--db")
+    hint = first.out.strip().splitlines()[-1].strip()
+    assert hint.endswith("-- --db"), hint
+    second = cli.run(*shlex.split(hint)[1:])
+    assert second.status == 0 and "showing 2 of 2" in second.out, second
