@@ -54,17 +54,18 @@ class ChainSql:
 
     @classmethod
     def of(cls, *, events: str, position: str, originator: str, param: str, last: str,
-           insert: str, exists: str, ddl: list[str]) -> ChainSql:
+           insert: str, exists: str, ddl: list[str], state: str = "state") -> ChainSql:
         """The statements for an events table whose position column is ``position``, whose
         originator id reads as 32 lower-case hex digits through ``originator``; ``last``: the
         last 32 bytes of ``hashes`` in the store's SQL; ``insert``: its statement that writes
         a run (position, hashes), replacing a run that starts at the same position;
         ``exists``: its query of whether the chain's tables are there; ``ddl``: the tables
-        (:func:`chain_ddl`)."""
+        (:func:`chain_ddl`); ``state``: the stored event's bytes in the store's SQL, whatever
+        type an edit around idstitch left in the column."""
         p = param
         start = _FROM.format(p=p)
         return cls(
-            rows=(f"SELECT {position}, {originator}, originator_version, topic, state "
+            rows=(f"SELECT {position}, {originator}, originator_version, topic, {state} "
                   f"FROM {events} WHERE {position} > {p} ORDER BY {position} LIMIT {p}"),
             runs=(f"SELECT position, hashes FROM idstitch_chain WHERE {start} "
                   f"AND position <= {p} ORDER BY position"),

@@ -23,6 +23,9 @@ from idstitch.projections.store import LoggedEvent
 
 CHAIN = ChainSql.of(
     events=layout.CHAINED, position="e.position", originator="s.id", param="?",
+    # As bytes: a value someone stored as TEXT reads as its bytes (a changed event), not as
+    # a UTF-8 error that stops the verification.
+    state="CAST(e.state AS BLOB)",
     last="substr(hashes, -32)",
     # OR REPLACE: if someone deleted the last events, SQLite hands their rowids out again; an
     # append's run then replaces the orphaned one that starts there (verify reports the break,

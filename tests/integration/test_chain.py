@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 from uuid import UUID
@@ -337,3 +338,21 @@ def test_any_single_tamper_is_found_where_it_was_made(ws: Workspace, raw: RawLog
         assert ws.verify().ok
 
     tamper()
+
+
+def test_an_event_rewritten_as_text_is_a_break_not_an_error(tmp_path: Path) -> None:
+    """An edit with the sqlite3 shell that leaves TEXT in the state column (``|| x'00'``
+    concatenates as text) once stopped verify with a UTF-8 error instead of naming it."""
+    url = f"sqlite:///{tmp_path}/x.db"
+    with idstitch.open(url) as ws:
+        for n in range(6):
+            ws.identify("phone", "kim", {"n": n})
+    conn = sqlite3.connect(tmp_path / "x.db", isolation_level=None)
+    conn.execute("UPDATE idstitch_events SET state = substr(state, 1, length(state) - 1) "
+                 "|| x'00' WHERE position = 4")
+    assert conn.execute("SELECT typeof(state) FROM idstitch_events WHERE position = 4"
+                        ).fetchone() == ("text",)
+    conn.close()
+    with idstitch.open(url) as ws:
+        result = ws.verify()
+    assert (result.ok, result.first_break) == (False, 4), result
