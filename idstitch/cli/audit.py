@@ -32,6 +32,7 @@ from idstitch.render import (
     provenance_renderable,
     to_json_bytes,
 )
+from idstitch.render.audit import DATA_WIDTH
 
 PAGE = 50
 """Changes ``history`` shows at once unless told otherwise (``--limit``)."""
@@ -181,7 +182,8 @@ def cmd_history(args: argparse.Namespace, console: Console, err: Console) -> int
         first, last = changes[0].position, changes[-1].position
         head.append(f", positions {first}-{last}" if first != last else f", position {first}")
     body = history_renderable(page, person_id=profile.person_id, labels=names,
-                              elsewhere=elsewhere)
+                              elsewhere=elsewhere,
+                              width=DATA_WIDTH if console.is_terminal else None)
     show(console, Group(head, Text(""), body, Text(""),
                         _extent(len(page), offset, len(changes), args)),
          page=not args.no_pager)

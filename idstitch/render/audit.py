@@ -28,12 +28,13 @@ DATA_WIDTH = 110
 """An event's data is cut to about this many characters: enough to recognise the call."""
 
 
-def data_summary(data: Mapping[str, Any], width: int = DATA_WIDTH) -> str:
-    """An event's own fields in one line, ``key=value``, empty ones left out, cut at ``width``."""
+def data_summary(data: Mapping[str, Any], width: int | None = DATA_WIDTH) -> str:
+    """An event's own fields in one line, ``key=value``, empty ones left out, cut at ``width``
+    (None: whole, as piped output is)."""
     parts = [f"{key}={value if isinstance(value, str) else to_json(value)}"
              for key, value in data.items() if value not in (None, {}, [])]
     line = " ".join(parts)
-    return line if len(line) <= width else line[: width - 1] + "…"
+    return line if width is None or len(line) <= width else line[: width - 1] + "…"
 
 
 def _value(value: Any, style: str = "") -> Text:
@@ -55,7 +56,8 @@ def merged_in(person_id: str) -> Text:
     return Text(f"on person {person_id[:8]}, merged in later", style="yellow")
 
 
-def change_text(change: Change, *, person_id: str, labels: Mapping[str, str]) -> Text:
+def change_text(change: Change, *, person_id: str, labels: Mapping[str, str],
+                width: int | None = DATA_WIDTH) -> Text:
     """One Change as a block of lines (without its position)."""
     text = Text.assemble((format_time(change.timestamp), "bold"), "  ",
                          (change.device_id or "-", "cyan"), "  ", (change.event, "bold"))
@@ -70,7 +72,7 @@ def change_text(change: Change, *, person_id: str, labels: Mapping[str, str]) ->
     if notes:
         text.append("\n")
         text.append_text(Text(" · ", style="dim").join(notes))
-    summary = data_summary(change.data)
+    summary = data_summary(change.data, width)
     if summary:
         text.append("\n")
         text.append(summary, style="dim")
@@ -117,19 +119,20 @@ def elsewhere_text(merge: Merge, labels: Mapping[str, str]) -> Text:
 
 def history_renderable(
     changes: Iterable[Change], *, person_id: str, labels: Mapping[str, str] | None = None,
-    elsewhere: Iterable[Merge] = (),
+    elsewhere: Iterable[Merge] = (), width: int | None = DATA_WIDTH,
 ) -> RenderableType:
     """A person's Changes, one block each: position, then time, device, event and effects.
 
     ``person_id``: the person whose history it is (events of persons merged into it later are
     marked); ``labels`` maps person ids and anonymous ids to readable names; ``elsewhere``:
-    merges of the person caused by events of other histories, shown at their positions.
+    merges of the person caused by events of other histories, shown at their positions;
+    ``width``: where an event's data is cut (None: never, for piped output).
     """
     names = labels or {}
     grid = Table.grid(padding=(0, 2, 0, 0))
     grid.add_column(justify="right", no_wrap=True, style="dim")
     grid.add_column(overflow="fold")
-    rows = [(c.position, 0, change_text(c, person_id=person_id, labels=names))
+    rows = [(c.position, 0, change_text(c, person_id=person_id, labels=names, width=width))
             for c in changes]
     rows += [(m.position, 1, elsewhere_text(m, names)) for m in elsewhere]
     for position, _, text in sorted(rows, key=lambda row: row[:2]):

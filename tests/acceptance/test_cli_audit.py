@@ -532,3 +532,15 @@ def test_the_auditor_howto_shows_what_the_commands_print(
                 assert printed == shown.rstrip("\n"), f"$ {command}\n{printed}"
                 checked += 1
     assert checked >= 4
+
+
+def test_piped_history_shows_an_events_data_whole(url: str,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Piped output is never cut to a width (cli.md "Output"): an event's data was cut at
+    110 characters whatever the output, so the keys after it were lost to grep."""
+    traits = {f"key_{n:02d}": f"value number {n}" for n in range(12)}
+    with idstitch.open(url) as ws:
+        ws.identify("phone", "wide-user", traits)
+    status, out, _ = run(capsys, "history", "wide-user", "--db", url)
+    assert status == 0
+    assert "…" not in out and '"key_11":"value number 11"' in out
