@@ -159,6 +159,10 @@ def profile_renderable(profile: Profile, *, title: str | None = None) -> Rendera
     return Panel(body, title=Text(heading, style="bold"), title_align="left", border_style=style)
 
 
+UNDOABLE = frozenset({"merged", "explicit"})
+"""The kinds of merge record ``unmerge`` undoes (its id shown in full)."""
+
+
 def merges_table(
     merges: Iterable[Merge],
     *,
@@ -191,6 +195,8 @@ def merges_table(
     table.add_column("time", min_width=10)
     if with_reason:
         table.add_column("reason")
+    # What `idstitch unmerge` takes: in full, for the merges it can undo.
+    table.add_column("merge id", style="dim", overflow="fold", min_width=8)
     for merge in rows:
         cells = [
             Text(str(merge.position)),
@@ -202,9 +208,10 @@ def merges_table(
         ]
         if with_reason:
             cells.append(Text(merge.reason or "-"))
+        cells.append(Text(merge.merge_id if merge.kind in UNDOABLE else "-"))
         table.add_row(*cells)
     if not rows:
-        table.add_row(Text(""), Text("(no merges)", style="dim"), *[Text("")] * 4)
+        table.add_row(Text(""), Text("(no merges)", style="dim"), *[Text("")] * 5)
     return table
 
 

@@ -544,3 +544,19 @@ def test_piped_history_shows_an_events_data_whole(url: str,
     status, out, _ = run(capsys, "history", "wide-user", "--db", url)
     assert status == 0
     assert "…" not in out and '"key_11":"value number 11"' in out
+
+
+def test_merges_shows_the_id_unmerge_takes(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with idstitch.open(url) as ws:
+        ws.identify("phone", "kim")
+        ws.set_profile_attributes("tablet", {"plan": "trial"})
+        ws.identify("tablet", "kim")  # the tablet's anonymous person merged into kim
+        [merged] = [m for m in ws.merges("kim") if m.kind == "merged"]
+    status, out, _ = run(capsys, "merges", "kim", "--db", url)
+    assert status == 0
+    [shown] = re.findall(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", out)
+    assert shown == merged.merge_id  # the conversion's id is not shown: nothing to undo
+    status, _, _ = run(capsys, "unmerge", shown, "--reason", "the child's tablet", "--db", url)
+    assert status == 0
+    with idstitch.open(url) as ws:
+        assert [m.kind for m in ws.merges("kim")][-1] == "unmerged"
