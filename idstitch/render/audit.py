@@ -17,7 +17,7 @@ from rich.text import Text
 
 from idstitch.projections.audit import Change, Provenance
 from idstitch.projections.views import Merge
-from idstitch.render.jsonstyle import to_json
+from idstitch.render.jsonstyle import printable, to_json
 from idstitch.render.profiles import KIND_STYLES, format_time, format_value
 
 ABSENT = "(none)"
@@ -31,7 +31,7 @@ DATA_WIDTH = 110
 def data_summary(data: Mapping[str, Any], width: int | None = DATA_WIDTH) -> str:
     """An event's own fields in one line, ``key=value``, empty ones left out, cut at ``width``
     (None: whole, as piped output is)."""
-    parts = [f"{key}={value if isinstance(value, str) else to_json(value)}"
+    parts = [f"{printable(key)}={printable(value) if isinstance(value, str) else to_json(value)}"
              for key, value in data.items() if value not in (None, {}, [])]
     line = " ".join(parts)
     return line if width is None or len(line) <= width else line[: width - 1] + "…"
@@ -60,13 +60,13 @@ def change_text(change: Change, *, person_id: str, labels: Mapping[str, str],
                 width: int | None = DATA_WIDTH) -> Text:
     """One Change as a block of lines (without its position)."""
     text = Text.assemble((format_time(change.timestamp), "bold"), "  ",
-                         (change.device_id or "-", "cyan"), "  ", (change.event, "bold"))
+                         (printable(change.device_id or "-"), "cyan"), "  ", (change.event, "bold"))
     notes: list[Text] = []
     recorded = format_time(change.recorded_at)
     if recorded != format_time(change.timestamp):
         notes.append(Text(f"recorded {recorded}", style="dim"))
     if change.message_id:
-        notes.append(Text(f"message {change.message_id}", style="dim"))
+        notes.append(Text(f"message {printable(change.message_id)}", style="dim"))
     if change.person_id != person_id:
         notes.append(merged_in(change.person_id))
     if notes:
@@ -82,7 +82,7 @@ def change_text(change: Change, *, person_id: str, labels: Mapping[str, str],
         text.append("(no attribute changed)", style="dim")
     for key, old, new in change.changes:
         text.append("\n")
-        text.append_text(Text.assemble((key, "bold"), ": ", _value(old), " -> ",
+        text.append_text(Text.assemble((printable(key), "bold"), ": ", _value(old), " -> ",
                                        _value(new, "green")))
     for merge in change.merges:
         text.append("\n")
@@ -92,7 +92,7 @@ def change_text(change: Change, *, person_id: str, labels: Mapping[str, str],
         held = (Text.assemble(": ", _who(refused.held_by, labels))
                 if refused.held_by else Text(""))
         text.append_text(Text.assemble(("✗ refused ", "bold red"), refused.kind, " ",
-                                       refused.value, ": ", refused.reason, held))
+                                       printable(refused.value), ": ", refused.reason, held))
     return text
 
 

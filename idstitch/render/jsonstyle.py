@@ -8,6 +8,7 @@ prints the same bytes, so outputs can be diffed, hashed and compared.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
@@ -25,4 +26,16 @@ def to_json(value: Any) -> str:
     return _ENCODER.encode(value).decode()
 
 
-__all__ = ["to_json", "to_json_bytes"]
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` safe to show on a terminal: a control character (an escape sequence that SDK
+    traffic carried into a value, a line break that would start a line of its own) shown as
+    its escape, ``\x1b``, ``\n``, as JSON and Python would write it."""
+    if not _CONTROL.search(text):
+        return text
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+__all__ = ["printable", "to_json", "to_json_bytes"]

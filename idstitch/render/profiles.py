@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from idstitch.projections.views import Device, Merge, Profile
-from idstitch.render.jsonstyle import to_json
+from idstitch.render.jsonstyle import printable, to_json
 
 KIND_STYLES = {
     "converted": "green",
@@ -36,7 +36,7 @@ def format_value(value: Any) -> str:
     """An attribute value as JSON (:func:`~idstitch.render.to_json`), except that a non-empty
     string is shown bare."""
     if isinstance(value, str) and value:
-        return value
+        return printable(value)
     return to_json(value)
 
 
@@ -44,7 +44,7 @@ def person_label(profile: Profile) -> str:
     """The name a person is best known by: its id, else its email, else ``anonymous <id8>``."""
     for key in ("id", "email"):
         if key in profile.identifiers:
-            return profile.identifiers[key]
+            return printable(profile.identifiers[key])
     return f"anonymous {profile.person_id[:8]}"
 
 
@@ -54,7 +54,7 @@ def _key_values(values: Mapping[str, Any]) -> Text:
     for i, (key, value) in enumerate(sorted(values.items())):
         if i:
             text.append("\n")
-        text.append(key, style="bold")
+        text.append(printable(key), style="bold")
         text.append(" = ")
         text.append(format_value(value))
     return text or Text("-", style="dim")
@@ -83,12 +83,12 @@ def device_renderable(device: Device) -> RenderableType:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="dim", no_wrap=True)
     grid.add_column(overflow="fold")
-    grid.add_row("token", Text(device.token or "-"))
+    grid.add_row("token", Text(printable(device.token or "-")))
     grid.add_row("last used", Text(format_time(device.last_used)))
     grid.add_row("last status", Text(device.last_status or "-"))
     grid.add_row("anonymous id", Text(device.anonymous_id))
     grid.add_row("attributes", _key_values(device.flat))
-    heading = Text.assemble((device.device_id, "bold cyan"),
+    heading = Text.assemble((printable(device.device_id), "bold cyan"),
                             (f"  ({device.platform})" if device.platform else "", "cyan"))
     return Group(heading, Padding(grid, (0, 0, 0, 2)))
 
@@ -101,8 +101,8 @@ def device_panel(device: Device, *, person: str | None = None) -> RenderableType
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column(overflow="fold")
-    grid.add_row("device_id", Text(device.device_id))
-    grid.add_row("token", Text(device.token or "-"))
+    grid.add_row("device_id", Text(printable(device.device_id)))
+    grid.add_row("token", Text(printable(device.token or "-")))
     grid.add_row("platform", Text(device.platform or "-"))
     who = Text(device.person_id)
     if person is not None and person != device.person_id:
@@ -115,8 +115,8 @@ def device_panel(device: Device, *, person: str | None = None) -> RenderableType
     grid.add_row("last status", Text(device.last_status or "-"))
     grid.add_row("created / updated",
                  Text(f"{format_time(device.created_at)} / {format_time(device.updated_at)}"))
-    return Panel(grid, title=Text(device.device_id, style="bold cyan"), title_align="left",
-                 border_style="cyan", expand=False)
+    return Panel(grid, title=Text(printable(device.device_id), style="bold cyan"),
+                 title_align="left", border_style="cyan", expand=False)
 
 
 def devices_renderable(devices: Iterable[Device], title: str = "devices") -> RenderableType:
@@ -179,7 +179,7 @@ def merges_table(
 
     def who(value: str) -> Text:
         if value in names:
-            return Text.assemble(names[value], " ", (value[:8], "dim"))
+            return Text.assemble(printable(names[value]), " ", (value[:8], "dim"))
         return Text(value)
 
     rows = list(merges)
@@ -203,11 +203,11 @@ def merges_table(
             Text(merge.kind, style=KIND_STYLES.get(merge.kind, "")),
             who(merge.source),
             who(merge.target),
-            Text(merge.device_id or "-"),
+            Text(printable(merge.device_id or "-")),
             Text(format_time(merge.timestamp)),
         ]
         if with_reason:
-            cells.append(Text(merge.reason or "-"))
+            cells.append(Text(printable(merge.reason or "-")))
         cells.append(Text(merge.merge_id if merge.kind in UNDOABLE else "-"))
         table.add_row(*cells)
     if not rows:

@@ -560,3 +560,16 @@ def test_merges_shows_the_id_unmerge_takes(url: str, capsys: pytest.CaptureFixtu
     assert status == 0
     with idstitch.open(url) as ws:
         assert [m.kind for m in ws.merges("kim")][-1] == "unmerged"
+
+
+def test_control_characters_from_sdk_traffic_never_reach_the_terminal(
+        url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A trait carrying an escape sequence cleared and recoloured the operator's screen."""
+    with idstitch.open(url) as ws:
+        ws.identify("phone\x1b[1m", "eve", {"note": "hi \x1b[2J\x1b[31mOWNED\nfake line"})
+    for command in (("profile", "eve"), ("history", "eve"), ("device", "phone\x1b[1m")):
+        status, out, _ = run(capsys, *command, "--db", url)
+        assert status == 0, command
+        assert "\x1b" not in out and "\nfake line" not in out, (command, out)
+    status, out, _ = run(capsys, "profile", "eve", "--db", url)
+    assert "hi \\x1b[2J\\x1b[31mOWNED\\nfake line" in out
