@@ -109,6 +109,13 @@ def check_sqlite_file(path: str, access: Access) -> None:
                          f"{STARTERS} start a store in one)")
     if header != SQLITE_HEADER:
         raise StoreError(f"{path} is not an idstitch store: it is not a SQLite database")
+    if not os.access(path, os.W_OK):
+        # Every command opens the store as a workspace does, read-write: SQLite would then
+        # read it read-only but create its -wal and -shm files as this user, and the owner
+        # could no longer write the store.
+        raise StoreError(f"cannot read {path} without writing to it: this user may not write "
+                         "the file (run the command as the user that owns the store; to read "
+                         "a read-only copy, such as a backup, copy it somewhere writable)")
     read = _tables(path)
     if read is None:
         if access is Access.QUERY:

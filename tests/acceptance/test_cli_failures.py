@@ -8,6 +8,7 @@ import re
 import shlex
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ import msgspec
 import pytest
 
 import idstitch
+
+from .conftest import IDSTITCH, environment
 
 encode = msgspec.json.Encoder().encode
 GOOD = encode({"type": "identify", "userId": "u1", "anonymousId": "phone", "messageId": "m1"})
@@ -250,3 +253,28 @@ def test_a_failure_is_one_line_and_the_next_page_of_a_dash_id_runs(
     assert hint.endswith("-- --db"), hint
     second = cli.run(*shlex.split(hint)[1:])
     assert second.status == 0 and "showing 2 of 2" in second.out, second
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root (CI runs as root)")
+def test_a_read_by_a_user_who_cannot_write_the_store_leaves_nothing() -> None:
+    """Another user's read once left -wal/-shm files of its own beside the store, and the
+    owner could no longer write it."""
+    with tempfile.TemporaryDirectory(dir="/tmp") as folder:  # (pytest's is root's alone)
+        check_a_read_by_another_user(Path(folder))
+
+
+def check_a_read_by_another_user(shared: Path) -> None:
+    shared.chmod(0o1777)  # a shared folder, as /tmp
+    url = f"sqlite:///{shared}/s.db"
+    with idstitch.open(url) as ws:
+        ws.identify("phone", "kim")
+    (shared / "s.db").chmod(0o644)
+    before = sorted(p.name for p in shared.iterdir())
+    command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", IDSTITCH,
+               "--db", url, "profile", "kim"]
+    ran = subprocess.run(command, capture_output=True, text=True, env=environment(),
+                         check=False, timeout=120)
+    assert ran.returncode == 2 and "without writing to it" in ran.stderr, ran
+    assert sorted(p.name for p in shared.iterdir()) == before
+    with idstitch.open(url) as ws:  # the owner still writes it
+        assert ws.identify("phone", "kim", {"n": 1}) is not None
