@@ -16,7 +16,7 @@ import sqlite3
 from enum import Enum
 
 import idstitch
-from idstitch.adapters import sqlite_layout
+from idstitch.adapters import sqlite_layout, urls
 from idstitch.bootstrap import Clock, resolve_url
 from idstitch.errors import InvalidCommand, StoreError
 from idstitch.projections.identity import POLICIES, IdentityProjection, Policy
@@ -145,6 +145,29 @@ def check_sqlite_file(path: str, access: Access) -> None:
                      f"application (tables: {shown})")
 
 
+def check_postgres_store(url: str) -> None:
+    """Refuse a PostgreSQL database (or schema) that holds no idstitch store, before anything
+    is created in it: a read command, or one that needs a store, never starts one there (a
+    mistyped database or schema would otherwise get a new, empty store)."""
+    # Here, not at the top: a SQLite user's command never loads psycopg.
+    import psycopg
+
+    from idstitch.adapters.postgres import conninfo_of
+    from idstitch.adapters.postgres_log import translated
+
+    target = urls.parse(url).postgres
+    assert target is not None
+    where = f"database {target.dbname}" + (f", schema {target.schema}" if target.schema else "")
+    options = f"-c search_path={target.schema}" if target.schema else ""
+    with translated("cannot connect to PostgreSQL"), psycopg.connect(
+            conninfo_of(target), autocommit=True, connect_timeout=10, options=options) as conn:
+        row = conn.execute("SELECT to_regclass('idstitch_tracking') IS NOT NULL "
+                           "OR to_regclass('idstitch_events') IS NOT NULL").fetchone()
+    if not (row and row[0]):
+        raise StoreError(f"no idstitch store in {where} on {target.host}:{target.port} (only "
+                         f"{STARTERS} start a store)")
+
+
 def stored_policy(ws: Workspace) -> Policy | None:
     """The policy the store's identity projection was built under; None if never built."""
     return IdentityProjection.policy_of(ws.rows.meta(IdentityProjection.name))
@@ -164,6 +187,8 @@ def open_store(url: str | None, policy: str | None, access: Access,
     path = sqlite_path(resolved)
     if path is not None and path:
         check_sqlite_file(path, access)
+    elif access is not Access.CREATE and resolved.split("://")[0] in urls.POSTGRES_SCHEMES:
+        check_postgres_store(resolved)
     if policy is None:
         return idstitch.open(resolved, clock=clock)
     ws = idstitch.open(resolved, clock=clock)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import psycopg
 import pytest
 
 import idstitch
@@ -278,3 +279,18 @@ def check_a_read_by_another_user(shared: Path) -> None:
     assert sorted(p.name for p in shared.iterdir()) == before
     with idstitch.open(url) as ws:  # the owner still writes it
         assert ws.identify("phone", "kim", {"n": 1}) is not None
+
+
+def test_a_read_command_never_starts_a_postgresql_store(postgres: Any, cli: Any,
+                                                        traffic: Path) -> None:
+    """A mistyped schema once got the tables of a new, empty store from a read command."""
+    url = postgres.url("idstitch_tests") + "?schema=typo_schema"
+    for argv in (("profile", "someone"), ("projections",), ("verify",), ("project",)):
+        ran = cli.run("--db", url, *argv, timeout=60)
+        cli.clean_failure(ran, 2, "no idstitch store in database idstitch_tests, schema "
+                                  "typo_schema")
+    with psycopg.connect(postgres.url("idstitch_tests"), autocommit=True) as conn:
+        assert conn.execute("SELECT to_regnamespace('typo_schema')").fetchone() == (None,)
+    ran = cli.run("--db", url, "ingest", str(traffic), "--allow-rejects")  # it may start one
+    assert ran.status == 0, ran
+    assert cli.run("--db", url, "profile", "u1").status == 0

@@ -144,9 +144,8 @@ def test_kill_9_under_load_loses_nothing_answered_200(tmp_path: Path, store: str
         postgres: TemporaryPostgres = request.getfixturevalue("postgres")
         db = postgres.url("idstitch_tests") + "?schema=serve_kill9"
     port = free_port()
-    # A new SQLite file only with --create; a PostgreSQL schema with no store yet is set up
-    # by opening it, as every command does.
-    server = start(db, port, "k", create=store == "sqlite")
+    # A new store only with --create, on either store.
+    server = start(db, port, "k", create=True)
     url = f"http://127.0.0.1:{port}/v1/batch"
     answered: list[list[str]] = [[] for _ in range(4)]
     halt = threading.Event()
