@@ -12,7 +12,7 @@ from rich.text import Text
 from idstitch.bootstrap import Clock
 from idstitch.cli.opening import Access, open_store
 from idstitch.projections.views import Profile
-from idstitch.render import merges_table, person_label
+from idstitch.render import merges_blocks, merges_table, person_label
 from idstitch.workspace import Workspace
 
 Handler = Callable[[argparse.Namespace, Console, Console], int]
@@ -81,7 +81,14 @@ def show_merges(console: Console, ws: Workspace, profile: Profile, identifier: s
     """The table of a person's conversions, merges and switches."""
     merges = ws.merges(profile.person_id)
     ids = [i for m in merges for i in (m.source, m.target)]
-    console.print(merges_table(merges, title=f"merges of {identifier}", labels=labels(ws, ids)))
+    names, heading = labels(ws, ids), f"merges of {identifier}"
+    table = merges_table(merges, title=heading, labels=names)
+    natural = console.measure(table, options=console.options.update_width(10**6)).maximum
+    if console.is_terminal and natural > console.width:
+        # Squeezed to fit, the table would cut words and drop its last columns.
+        console.print(merges_blocks(merges, title=heading, labels=names))
+        return
+    console.print(table)
 
 
 def title(identifier: str, profile: Profile) -> str:

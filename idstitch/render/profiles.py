@@ -159,6 +159,34 @@ def profile_renderable(profile: Profile, *, title: str | None = None) -> Rendera
     return Panel(body, title=Text(heading, style="bold"), title_align="left", border_style=style)
 
 
+def merges_blocks(merges: Iterable[Merge], *, title: str = "merges",
+                  labels: Mapping[str, str] | None = None) -> RenderableType:
+    """The merges of :func:`merges_table`, one block each, for a terminal too narrow for its
+    columns: every word and the merge id kept whole (a table squeezed that far drops them)."""
+    names = labels or {}
+
+    def who(value: str) -> Text:
+        if value in names:
+            return Text.assemble(printable(names[value]), " ", (value[:8], "dim"))
+        return Text(value)
+
+    blocks: list[RenderableType] = [Text(title, style="italic")]
+    for merge in merges:
+        block = Text.assemble((f"#{merge.position}  ", "dim"),
+                              (merge.kind, f"bold {KIND_STYLES.get(merge.kind, '')}"), "  ",
+                              who(merge.source), " -> ", who(merge.target))
+        block.append(f"\n    {printable(merge.device_id or '-')} · "
+                     f"{format_time(merge.timestamp)}", style="dim")
+        if merge.reason:
+            block.append(f"\n    {printable(merge.reason)}")
+        if merge.kind in UNDOABLE:
+            block.append(f"\n    merge id {merge.merge_id}", style="dim")
+        blocks.append(block)
+    if len(blocks) == 1:
+        blocks.append(Text("(no merges)", style="dim"))
+    return Group(*blocks)
+
+
 UNDOABLE = frozenset({"merged", "explicit"})
 """The kinds of merge record ``unmerge`` undoes (its id shown in full)."""
 
@@ -222,6 +250,7 @@ __all__ = [
     "devices_renderable",
     "format_time",
     "format_value",
+    "merges_blocks",
     "merges_table",
     "person_label",
     "profile_renderable",

@@ -573,3 +573,24 @@ def test_control_characters_from_sdk_traffic_never_reach_the_terminal(
         assert "\x1b" not in out and "\nfake line" not in out, (command, out)
     status, out, _ = run(capsys, "profile", "eve", "--db", url)
     assert "hi \\x1b[2J\\x1b[31mOWNED\\nfake line" in out
+
+
+def test_merges_on_a_narrow_terminal_keep_every_word_and_the_merge_id() -> None:
+    """Squeezed into 60 or 80 columns the table cut the reason's words and dropped the
+    merge id column; a narrow terminal gets one block a merge instead."""
+    import io
+
+    from idstitch.cli.common import show_merges
+
+    with idstitch.open("memory:") as ws:
+        ws.identify("phone", "kim")
+        ws.identify("laptop", "kim-work")
+        merge_id = ws.merge_persons("kim", "kim-work", reason="ticket 312: one customer after all")
+        profile = ws.profile("kim")
+        assert profile is not None
+        for width in (60, 80, 250):
+            out = io.StringIO()
+            console = Console(file=out, force_terminal=True, width=width, color_system=None)
+            show_merges(console, ws, profile, "kim")
+            text = out.getvalue()
+            assert merge_id in text and "ticket 312: one customer after all" in text, text
