@@ -104,6 +104,11 @@ def cmd_rebuild(args: argparse.Namespace, console: Console, err: Console) -> int
     custom = load_projections(getattr(args, "projection", None) or [])
     with open_store(args.db, args.policy, Access.REBUILD) as ws:
         register(ws, custom)
+        known = [p.name for p in ws.projections] + [p.name for p in custom]
+        if unknown := [n for n in args.names or [] if n not in known]:
+            # Before the bar is drawn: an error, not a replay that never began.
+            raise InvalidCommand("names", f"unknown projections {unknown}, expected some of "
+                                          f"{sorted(known)}")
         total = ws.log.head()
         replayed = 0
         columns = (TextColumn("replaying"), BarColumn(), MofNCompleteColumn(),

@@ -294,3 +294,12 @@ def test_a_read_command_never_starts_a_postgresql_store(postgres: Any, cli: Any,
     ran = cli.run("--db", url, "ingest", str(traffic), "--allow-rejects")  # it may start one
     assert ran.status == 0, ran
     assert cli.run("--db", url, "profile", "u1").status == 0
+
+
+def test_rebuild_of_an_unknown_projection_draws_no_bar(tmp_path: Path, cli: Any) -> None:
+    url = f"sqlite:///{tmp_path}/x.db"
+    with idstitch.open(url) as ws:
+        ws.identify("phone", "kim")
+    ran = cli.run("--db", url, "rebuild", "nosuch")
+    cli.clean_failure(ran, 2, "unknown projections ['nosuch']")
+    assert "replaying" not in ran.out + ran.err
