@@ -181,6 +181,11 @@ def cmd_history(args: argparse.Namespace, console: Console, err: Console) -> int
     if changes:
         first, last = changes[0].position, changes[-1].position
         head.append(f", positions {first}-{last}" if first != last else f", position {first}")
+    if elsewhere:
+        # Shown among them but not counted: merges of this person that another person's
+        # event made (their positions may lie past its own last Change).
+        head.append(f"; and {len(elsewhere)} merge{'s' if len(elsewhere) > 1 else ''} made "
+                    "by other persons' events")
     body = history_renderable(page, person_id=profile.person_id, labels=names,
                               elsewhere=elsewhere,
                               width=DATA_WIDTH if console.is_terminal else None)
