@@ -26,6 +26,7 @@ from typing import Any
 
 from idstitch.serve.keeping import CATCH_UP_MESSAGES, IDLE, Keeper
 from idstitch.serve.rejects import RejectsLog, entry
+from idstitch.service.following import HEAD_WAIT
 from idstitch.service.withholding import forgotten_check
 from idstitch.workspace import Workspace
 
@@ -210,19 +211,18 @@ class Writer:
         elif person and ws.lag():
             log.warning("the projections are behind the log: a cio_ id waits up to %s s for "
                         "them, then is refused (is `idstitch project` running?)", EXTERNAL_WAIT)
-        settings = ws._services.settings
         try:
             # One call, one transaction for the whole group; no child process for so few.
             if defer:
                 ws.auto_catch_up = False
             # In external mode the ingest waits for the process keeping the projections
             # before it checks a cio_ id: briefly, since every request queues behind it.
-            head_wait, settings.head_wait = settings.head_wait, EXTERNAL_WAIT
+            waiting = HEAD_WAIT.set(EXTERNAL_WAIT)
             try:
                 report = ws.ingest(lines, batch_size=max(len(lines), 1), parallel=False) \
                     if lines else None
             finally:
-                settings.head_wait = head_wait
+                HEAD_WAIT.reset(waiting)
                 if defer:
                     ws.auto_catch_up = True
             if defer:

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Protocol
 
 import msgspec
@@ -111,6 +112,13 @@ the built-in projections to reach the head of the log: ProjectionsBehind after t
 recorded."""
 
 
+HEAD_WAIT: ContextVar[float | None] = ContextVar("idstitch_head_wait", default=None)
+"""A shorter wait than HEAD_WAIT_SECONDS for the calls of one thread (``idstitch serve``, whose
+requests queue behind it, sets it around an ingest); None: HEAD_WAIT_SECONDS. A context
+variable, not a setting of the workspace: a caller sharing the workspace with the server from
+another thread keeps its own wait."""
+
+
 def settled(projector: Projector, settings: Settings) -> Callable[[], object]:
     """How a command's read about persons brings the projections to the head of the log when
     the workspace does not keep them current after each write: it waits for the process that
@@ -118,10 +126,11 @@ def settled(projector: Projector, settings: Settings) -> Callable[[], object]:
     built-in rows only, so it waits for the built-in projections only: a custom projection
     behind (its handler failing, or waiting for a forget's purge) holds no command up."""
     if settings.external:
-        return lambda: wait_for(
-            projector, projector.log.head(),
-            HEAD_WAIT_SECONDS if settings.head_wait is None else settings.head_wait,
-            custom=False)
+        def wait() -> int:
+            seconds = HEAD_WAIT.get()
+            return wait_for(projector, projector.log.head(),
+                            HEAD_WAIT_SECONDS if seconds is None else seconds, custom=False)
+        return wait
     return projector.catch_up
 
 

@@ -18,8 +18,3 @@ class Settings:
     external: bool = False
     """Another process keeps the projections (``projections="external"``): this workspace
     appends only, and reads say how far behind they are."""
-    head_wait: float | None = None
-    """With ``external``: how many seconds a command that must read the persons as the whole
-    log makes them (a ``cio_`` id, a decision) waits for the process keeping the projections
-    (None: ``following.HEAD_WAIT_SECONDS``; ``idstitch serve`` waits less, since its requests
-    queue behind the wait)."""
