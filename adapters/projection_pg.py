@@ -77,6 +77,20 @@ class PostgresTables:
         """The projection's own schema."""
         return f"{self._home}_p_{name}"[:63]
 
+    def _own_schema(self, conn: psycopg.Connection[Any], name: str) -> None:
+        """Refuse a name whose schema another tracked projection has: a schema name is cut at
+        PostgreSQL's 63 characters, so two long names can meet there, and the second would
+        write into the first one's tables."""
+        mine = self.schema_of(name)
+        for (other,) in conn.execute(sql.SQL("SELECT DISTINCT name FROM {} WHERE name <> %s"
+                                             ).format(self._tracking()), (name,)).fetchall():
+            if self.schema_of(other) == mine:
+                room = 63 - len(f"{self._home}_p_")
+                raise InvalidCommand("name", f"{name!r} would share the schema {mine} with the "
+                                     f"projection {other!r}: with this store's schema "
+                                     f"{self._home!r}, names must differ in their first {room} "
+                                     "characters")
+
     def _namespace(self, conn: psycopg.Connection[Any], name: str, version: int) -> Namespace:
         prefix = f"v{version}_"
         found = conn.execute(
@@ -183,6 +197,7 @@ class PostgresTables:
             if conn.execute(sql.SQL("SELECT 1 FROM {} WHERE name = %s AND version = %s").format(
                     self._tracking()), (name, version)).fetchone():
                 return
+            self._own_schema(conn, name)
             # Tables of the version without its tracking are damage (a version's tables and
             # tracking are made and dropped together, under this projection's lock): they go,
             # and the version is made afresh, so registering it again repairs them.
@@ -305,6 +320,10 @@ def _translated(e: Exception) -> Exception:
     (InvalidCommand); a lost connection is the store's (StoreError); anything else, as it is."""
     if isinstance(e, (psycopg.OperationalError, psycopg.InterfaceError)):
         return StoreError(f"the custom projections' tables: {e}")
+    if isinstance(e, psycopg.ProgrammingError) and e.sqlstate is None:
+        # Refused by psycopg before it reached the server: the number of placeholders and
+        # parameters, a value it cannot adapt. (The server's refusals carry a SQLSTATE.)
+        return InvalidCommand("params", str(e).strip() or type(e).__name__)
     if isinstance(e, psycopg.Error):
         return InvalidCommand("sql", str(e).strip() or type(e).__name__)
     if isinstance(e, (OverflowError, UnicodeEncodeError, ValueError, TypeError)):

@@ -46,7 +46,10 @@ LIVE_TRIES = 3
 :class:`LiveDatabase`): another process swapping versions twice under one read is rare."""
 
 _TOKENS = re.compile(
-    r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/|[A-Za-z_][A-Za-z0-9_$]*|\s+|.",
+    # PostgreSQL's E'...' (backslash escapes) and $tag$...$tag$ strings are strings too:
+    # nothing in them is a table name, a placeholder or a '%' for the driver.
+    r"[Ee]'(?:[^'\\]|\\.|'')*'|'(?:[^']|'')*'|\$([A-Za-z_][A-Za-z0-9_]*|)\$.*?\$\1\$"
+    r"|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/|[A-Za-z_][A-Za-z0-9_$]*|\s+|.",
     re.S)
 _CREATES = {"table", "index", "view", "trigger"}
 _RUNNERS = {"begin", "start", "commit", "end", "rollback", "abort", "savepoint", "release",
@@ -106,7 +109,7 @@ class Namespace:
         return out
 
     def _rewrite(self, sql: str) -> str:
-        tokens = _TOKENS.findall(sql)
+        tokens = [m.group() for m in _TOKENS.finditer(sql)]
         words = [(i, t.lower()) for i, t in enumerate(tokens)
                  if t[0].isalpha() or t[0] in '_"']
         _one_statement(tokens, words, postgres=self._postgres)
@@ -123,7 +126,12 @@ class Namespace:
         out: list[str] = []
         for token in tokens:
             first = token[0]
-            if first.isalpha() or first == "_":
+            if self._postgres and ((first in "'$" and len(token) > 1)
+                                   or (first in "Ee" and token[1:2] == "'")):
+                # psycopg reads every '%' of the text as the start of a placeholder, in
+                # string literals too: doubled, it is the '%' the string holds.
+                token = token.replace("%", "%%")
+            elif first.isalpha() or first == "_":
                 if token.lower() in self.tables:
                     token = self.quoted(token.lower())
             elif first == '"':
