@@ -312,6 +312,7 @@ def test_dollar_quoted_strings_stay_as_written_on_postgresql(postgres: Temporary
         ws.run_projection(Counter())
         db = ws.projection_db("counter")
         assert db.query("SELECT $$what? 100%$$, $t$ n $t$") == [("what? 100%", " n ")]
+        assert db.query("SELECT 'a%b', E'it''s 5%', 7 % 4") == [("a%b", "it's 5%", 3)]
 
 
 class LongNamed(Counter):
