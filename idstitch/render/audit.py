@@ -18,7 +18,7 @@ from rich.text import Text
 from idstitch.projections.audit import Change, Provenance
 from idstitch.projections.views import Merge
 from idstitch.render.jsonstyle import printable, to_json
-from idstitch.render.profiles import KIND_STYLES, format_time, format_value
+from idstitch.render.profiles import KIND_STYLES, format_time, format_value, labelled
 
 ABSENT = "(none)"
 """How an attribute that had no value (or has none after a removal) is shown."""
@@ -39,13 +39,6 @@ def data_summary(data: Mapping[str, Any], width: int | None = DATA_WIDTH) -> str
 
 def _value(value: Any, style: str = "") -> Text:
     return Text(ABSENT, style="dim") if value is None else Text(format_value(value), style=style)
-
-
-def _who(person_id: str, labels: Mapping[str, str]) -> Text:
-    # A labelled id shows its label and short id (as merges_table does), else the id in full.
-    if person_id in labels:
-        return Text.assemble(labels[person_id], " ", (person_id[:8], "dim"))
-    return Text(person_id)
 
 
 def merged_in(person_id: str) -> Text:
@@ -89,7 +82,7 @@ def change_text(change: Change, *, person_id: str, labels: Mapping[str, str],
         text.append_text(_merge_line(merge, labels))
     for refused in change.refused:
         text.append("\n")
-        held = (Text.assemble(": ", _who(refused.held_by, labels))
+        held = (Text.assemble(": ", labelled(refused.held_by, labels))
                 if refused.held_by else Text(""))
         text.append_text(Text.assemble(("✗ refused ", "bold red"), refused.kind, " ",
                                        printable(refused.value), ": ", refused.reason, held))
@@ -99,7 +92,7 @@ def change_text(change: Change, *, person_id: str, labels: Mapping[str, str],
 def _merge_line(merge: Merge, labels: Mapping[str, str]) -> Text:
     style = KIND_STYLES.get(merge.kind, "")
     return Text.assemble(("◆ ", style), (merge.kind, f"bold {style}"), ": ",
-                         _who(merge.source, labels), " -> ", _who(merge.target, labels))
+                         labelled(merge.source, labels), " -> ", labelled(merge.target, labels))
 
 
 def elsewhere_text(merge: Merge, labels: Mapping[str, str]) -> Text:

@@ -159,22 +159,25 @@ def profile_renderable(profile: Profile, *, title: str | None = None) -> Rendera
     return Panel(body, title=Text(heading, style="bold"), title_align="left", border_style=style)
 
 
+def labelled(value: str, names: Mapping[str, str]) -> Text:
+    """A person id or anonymous id as its readable name and first 8 characters (enough to
+    find it in the profile, as with short git hashes), or in full when it has no name."""
+    if value in names:
+        return Text.assemble(printable(names[value]), " ", (value[:8], "dim"))
+    return Text(value)
+
+
 def merges_blocks(merges: Iterable[Merge], *, title: str = "merges",
                   labels: Mapping[str, str] | None = None) -> RenderableType:
     """The merges of :func:`merges_table`, one block each, for a terminal too narrow for its
     columns: every word and the merge id kept whole (a table squeezed that far drops them)."""
     names = labels or {}
-
-    def who(value: str) -> Text:
-        if value in names:
-            return Text.assemble(printable(names[value]), " ", (value[:8], "dim"))
-        return Text(value)
-
     blocks: list[RenderableType] = [Text(title, style="italic")]
     for merge in merges:
         block = Text.assemble((f"#{merge.position}  ", "dim"),
                               (merge.kind, f"bold {KIND_STYLES.get(merge.kind, '')}"), "  ",
-                              who(merge.source), " -> ", who(merge.target))
+                              labelled(merge.source, names), " -> ",
+                              labelled(merge.target, names))
         block.append(f"\n    {printable(merge.device_id or '-')} · "
                      f"{format_time(merge.timestamp)}", style="dim")
         if merge.reason:
@@ -204,12 +207,6 @@ def merges_table(
     git hashes), an unlabelled one in full.
     """
     names = labels or {}
-
-    def who(value: str) -> Text:
-        if value in names:
-            return Text.assemble(printable(names[value]), " ", (value[:8], "dim"))
-        return Text(value)
-
     rows = list(merges)
     # Only explicit merges and unmerges carry a reason: no empty column for SDK-driven ones.
     with_reason = any(m.reason for m in rows)
@@ -229,8 +226,8 @@ def merges_table(
         cells = [
             Text(str(merge.position)),
             Text(merge.kind, style=KIND_STYLES.get(merge.kind, "")),
-            who(merge.source),
-            who(merge.target),
+            labelled(merge.source, names),
+            labelled(merge.target, names),
             Text(printable(merge.device_id or "-")),
             Text(format_time(merge.timestamp)),
         ]
@@ -250,6 +247,7 @@ __all__ = [
     "devices_renderable",
     "format_time",
     "format_value",
+    "labelled",
     "merges_blocks",
     "merges_table",
     "person_label",
