@@ -82,6 +82,13 @@ class PostgresTables:
         PostgreSQL's 63 characters, so two long names can meet there, and the second would
         write into the first one's tables."""
         mine = self.schema_of(name)
+        if len(f"{self._home}_p_") >= 63:
+            # Cut there, the projection's schema would be the store's own (or a part of it
+            # shared by every projection).
+            raise InvalidCommand("name", f"the store's schema {self._home!r} leaves no room for "
+                                 "the schemas of custom projections (<store schema>_p_<name>, "
+                                 "at most 63 characters): use a store schema of at most 59 "
+                                 "characters")
         for (other,) in conn.execute(sql.SQL("SELECT DISTINCT name FROM {} WHERE name <> %s"
                                              ).format(self._tracking()), (name,)).fetchall():
             if self.schema_of(other) == mine:
@@ -320,7 +327,8 @@ def _translated(e: Exception) -> Exception:
     (InvalidCommand); a lost connection is the store's (StoreError); anything else, as it is."""
     if isinstance(e, (psycopg.OperationalError, psycopg.InterfaceError)):
         return StoreError(f"the custom projections' tables: {e}")
-    if isinstance(e, psycopg.ProgrammingError) and e.sqlstate is None:
+    if isinstance(e, psycopg.ProgrammingError) and e.sqlstate is None and any(
+            m in str(e) for m in ("placeholders but", "adapt")):
         # Refused by psycopg before it reached the server: the number of placeholders and
         # parameters, a value it cannot adapt. (The server's refusals carry a SQLSTATE.)
         return InvalidCommand("params", str(e).strip() or type(e).__name__)

@@ -138,6 +138,8 @@ class Namespace:
                 inner = token[1:-1].replace('""', '"')
                 if inner.lower() in self.tables:
                     token = self.quoted(inner.lower())
+                if self._postgres:
+                    token = token.replace("%", "%%")  # as in a string: the driver's reading
             elif token.startswith(("--", "/*")):
                 token = " "
             elif self._postgres and token == "?":

@@ -166,8 +166,10 @@ class SqliteTables:
                     return found if rows else None
                 except sqlite3.ProgrammingError as e:
                     # The driver's refusal of the values (their number, a type it cannot
-                    # bind), before SQLite saw the statement: the caller's values.
-                    raise InvalidCommand("params", str(e)) from e
+                    # bind), before SQLite saw the statement, is the caller's values; its
+                    # other refusals (a second statement) are the SQL's.
+                    raise InvalidCommand("params" if "binding" in str(e) else "sql",
+                                         str(e)) from e
                 except sqlite3.DatabaseError as e:
                     if any(type(v) is int and not _INT64.start <= v < _INT64.stop
                            for v in params):

@@ -100,6 +100,7 @@ def test_several_statements_and_the_runners_own_are_refused(
     ("SELECT ?", ("\ud800",), "params"),
     ("SELECT ?", ({"a": 1},), "params"),
     ("SELECT ?, ?", ("a", "b", "c"), "params"),
+    ("SELECT 1; SELECT 2", (), "sql"),
 ])
 def test_what_the_database_refuses_is_a_typed_error(
         make_ws: WorkspaceFactory, sql: str, params: tuple[object, ...], field: str) -> None:
@@ -313,6 +314,9 @@ def test_dollar_quoted_strings_stay_as_written_on_postgresql(postgres: Temporary
         db = ws.projection_db("counter")
         assert db.query("SELECT $$what? 100%$$, $t$ n $t$") == [("what? 100%", " n ")]
         assert db.query("SELECT 'a%b', E'it''s 5%', 7 % 4") == [("a%b", "it's 5%", 3)]
+        # A backslash-escaped quote ends no E'' string: the '?' and 'n' in it stay as written.
+        assert db.query("SELECT E'it\\'s n?', k FROM n WHERE k = ?", ("none",)) == []
+        assert db.query("SELECT E'it\\'s n?' AS \"100%\"") == [("it's n?",)]
 
 
 class LongNamed(Counter):
@@ -334,3 +338,14 @@ def test_two_names_that_would_share_a_postgresql_schema_are_refused(
         assert refused.value.field == "name"
         ws.identify("phone", "kim")
         assert ws.projection_db("devices_per_platform_daily").query("SELECT c FROM n") == [(1,)]
+
+
+def test_a_store_schema_too_long_for_projection_schemas_is_said(
+        postgres: TemporaryPostgres) -> None:
+    """With a 60-63 character store schema, a projection's cut schema was the store's own
+    (it read idstitch_rows), or every projection was refused with a negative room."""
+    home = "s" * 62
+    with idstitch.open(postgres.url("idstitch_tests") + f"?schema={home}") as ws:
+        with pytest.raises(InvalidCommand, match="at most 59 characters") as refused:
+            ws.run_projection(Counter())
+        assert refused.value.field == "name"
