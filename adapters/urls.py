@@ -68,7 +68,7 @@ def parse(url: str) -> StoreUrl:
     scheme, sep, _ = url.partition("://")
     if sep and scheme in POSTGRES_SCHEMES:
         return StoreUrl("postgres", postgres=_postgres(url))
-    raise url_error(f"unsupported store URL {url!r}: use memory:, sqlite:///path "
+    raise url_error(f"unsupported store URL {redacted(url)!r}: use memory:, sqlite:///path "
                     "or postgresql://user:pw@host:port/db")
 
 
@@ -145,16 +145,19 @@ def _postgres(url: str) -> PostgresTarget:
 
 def redacted(url: str) -> str:
     """The URL as it may be shown (a terminal, a log, a hint to copy): a password in it
-    replaced by ``***``. Anything that does not parse as a URL with one is shown as it is."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-    except ValueError:
+    replaced by ``***``, the rest as written (also a URL idstitch refuses: its error shows
+    what was given)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
         return url
-    user, _, host = parts.netloc.rpartition("@")
-    name = user.partition(":")[0]
-    return parts._replace(netloc=f"{name}:***@{host}").geturl()
+    netloc, tail = _AUTHORITY.match(rest).groups()  # type: ignore[union-attr]
+    user, at, host = netloc.rpartition("@")
+    if not at or ":" not in user:
+        return url
+    return f"{scheme}{sep}{user.partition(':')[0]}:***@{host}{tail}"
+
+
+_AUTHORITY = re.compile(r"([^/?#]*)(.*)", re.S)
 
 
 __all__ = ["PostgresTarget", "StoreUrl", "parse", "redacted", "url_error"]

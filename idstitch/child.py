@@ -19,6 +19,7 @@ import msgspec
 
 from idstitch import bootstrap
 from idstitch.adapters.stores import Stores
+from idstitch.adapters.urls import redacted
 from idstitch.projections.base import ProjectionSpec, Registry, import_topic
 from idstitch.projections.custom import Projection, check_projection
 from idstitch.projections.custom_runner import CustomRunner
@@ -227,7 +228,7 @@ def _follow(stores: Stores, registry: Registry, url: str, requests: PipeLines,
             elif not folded and stores.log.head() < waiting_for:
                 # The parent appended up to there before asking: a log without that position
                 # is not the parent's store.
-                reply(f"error the store at {url} has no position {waiting_for}")
+                reply(f"error the store at {redacted(url)} has no position {waiting_for}")
                 return
             elif not folded:
                 # Another process folds what the parent waits for (it holds the leases): look

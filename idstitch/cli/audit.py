@@ -82,7 +82,7 @@ def _next_command(args: argparse.Namespace, offset: int) -> str:
         words += ["--db", redacted(args.db)]
     options = []
     if getattr(args, "device", None) is not None:
-        options += ["--device", args.device]
+        options.append(f"--device={args.device}")  # one word: a value like "-ph" too
     options += ["--offset", str(offset)]
     if args.limit != PAGE:
         options += ["--limit", str(args.limit)]
@@ -165,7 +165,10 @@ def cmd_history(args: argparse.Namespace, console: Console, err: Console) -> int
             changes = [c for c in changes if c.device_id == args.device]
         offset, limit = args.offset, args.limit or len(changes)
         page = changes[offset:offset + limit]
-        elsewhere = _elsewhere(ws.merges(profile.person_id), changes, offset, page, args.device)
+        all_merges = ws.merges(profile.person_id)
+        elsewhere = _elsewhere(all_merges, changes, offset, page, args.device)
+        # The heading counts them over the whole (filtered) history, as it counts Changes.
+        others = len(_elsewhere(all_merges, changes, 0, changes, args.device))
         merges = [m for c in page for m in c.merges] + elsewhere
         names = labels(ws, [i for m in merges for i in (m.source, m.target)]
                        + [r.held_by for c in page for r in c.refused if r.held_by])
@@ -181,11 +184,11 @@ def cmd_history(args: argparse.Namespace, console: Console, err: Console) -> int
     if changes:
         first, last = changes[0].position, changes[-1].position
         head.append(f", positions {first}-{last}" if first != last else f", position {first}")
-    if elsewhere:
-        # Shown among them but not counted: merges of this person that another person's
-        # event made (their positions may lie past its own last Change).
-        head.append(f"; and {len(elsewhere)} merge{'s' if len(elsewhere) > 1 else ''} made "
-                    "by other persons' events")
+    if others:
+        # Shown among them but not Changes of its own: merges of this person that another
+        # person's event made (their positions may lie past its own last Change).
+        head.append(f"; and {others} merge{'s' if others > 1 else ''} made by other "
+                    "persons' events")
     body = history_renderable(page, person_id=profile.person_id, labels=names,
                               elsewhere=elsewhere,
                               width=DATA_WIDTH if console.is_terminal else None)

@@ -9,12 +9,15 @@ and no line carries trailing spaces (a table pads its cells; the padding is drop
 from __future__ import annotations
 
 import io
+import re
 import sys
+from collections.abc import Iterable
 from typing import Any, TextIO, cast
 
 from rich.console import Console, RenderableType
 from rich.measure import Measurement
 from rich.rule import Rule
+from rich.segment import Segment
 
 from idstitch.render import to_json_bytes
 
@@ -65,12 +68,33 @@ class TrimmedLines(io.TextIOBase):
         self._out.flush()
 
 
+_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+"""Characters a terminal would obey rather than show (escape sequences, a carriage return,
+bidirectional overrides): line breaks and tabs excepted, which rich's layout writes itself."""
+
+
+def _escaped(found: re.Match[str]) -> str:
+    return found.group().encode("unicode_escape").decode("ascii")
+
+
 class CliConsole(Console):
-    """A console whose closed pipe is the command line's to handle (rich would exit 1)."""
+    """A console whose closed pipe is the command line's to handle (rich would exit 1), and
+    that never sends a terminal a control character that came from the data it shows."""
 
     def on_broken_pipe(self) -> None:
         self.quiet = True
         raise BrokenPipeError("the reader of the output went away")
+
+    def _render_buffer(self, buffer: Iterable[Segment]) -> str:
+        # Every text segment passes here on its way out (rich's own escape sequences are
+        # added after, from the styles, and its control segments are left alone): one place
+        # that escapes what SDK traffic put into a value, an id or a key, whichever renderer
+        # showed it. (render.printable escapes line breaks in values as well, where a value
+        # is shown.)
+        return super()._render_buffer(
+            Segment(_UNSAFE.sub(_escaped, text), style, control)
+            if not control and _UNSAFE.search(text) else Segment(text, style, control)
+            for text, style, control in buffer)
 
 
 class PipeConsole(CliConsole):

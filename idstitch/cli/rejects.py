@@ -35,11 +35,14 @@ def _same(a: str, b: str) -> bool:
 
 def _beside(rejects: str, store: str) -> bool:
     """Whether ``rejects`` names the store's file or one SQLite and idstitch keep beside it
-    (``-wal``, ``-shm``, its lock and lease files), by path: also when none exists yet (an
-    ingest that starts the store would write the rejects over it)."""
+    (``-wal``, ``-shm``, ``-journal``, its write lock and lease files), by path: also when
+    none exists yet (an ingest that starts the store would write the rejects over it). Other
+    names that begin like the store's (``app.db-rejects.ndjson``) are the caller's."""
     mine = os.path.realpath(rejects)
     base = os.path.realpath(store)
-    return mine == base or mine.startswith(base + "-")
+    if mine == base or mine in {base + s for s in ("-wal", "-shm", "-journal", "-write.lock")}:
+        return True
+    return mine.startswith(base + "-") and mine.endswith(".lease")
 
 
 def check_rejects_path(rejects: str, source: str, url: str | None) -> None:

@@ -566,8 +566,11 @@ def test_control_characters_from_sdk_traffic_never_reach_the_terminal(
         url: str, capsys: pytest.CaptureFixture[str]) -> None:
     """A trait carrying an escape sequence cleared and recoloured the operator's screen."""
     with idstitch.open(url) as ws:
-        ws.identify("phone\x1b[1m", "eve", {"note": "hi \x1b[2J\x1b[31mOWNED\nfake line"})
-    for command in (("profile", "eve"), ("history", "eve"), ("device", "phone\x1b[1m")):
+        ws.identify("phone\x1b[1m", "eve", {"note": "hi \x1b[2J\x1b[31mOWNED\nfake line",
+                                             "k\x1b[41mEY": "v"}, message_id="m\x1b]0;PWNED")
+        ws.register_device_token("phone\x1b[1m", "tok", platform="ios\x1b[41mX")
+    for command in (("profile", "eve"), ("history", "eve"), ("device", "phone\x1b[1m"),
+                    ("explain", "eve", "note"), ("merges", "eve")):
         status, out, _ = run(capsys, *command, "--db", url)
         assert status == 0, command
         assert "\x1b" not in out and "\nfake line" not in out, (command, out)
@@ -594,3 +597,19 @@ def test_merges_on_a_narrow_terminal_keep_every_word_and_the_merge_id() -> None:
             show_merges(console, ws, profile, "kim")
             text = out.getvalue()
             assert merge_id in text and "ticket 312: one customer after all" in text, text
+
+
+def test_the_history_heading_counts_the_same_on_every_page(
+        url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with idstitch.open(url) as ws:
+        for device, other in (("d1", "b"), ("d2", "c")):
+            ws.identify(device, "a")
+            ws.identify(device, other)  # switches the device away: a merge of a's, b's event
+    headings = set()
+    for offset in range(2):
+        status, out, _ = run(capsys, "history", "a", "--limit", "1", "--offset", str(offset),
+                             "--db", url)
+        assert status == 0
+        headings.add(out.splitlines()[0])
+    [heading] = headings
+    assert heading.endswith("; and 2 merges made by other persons' events"), heading

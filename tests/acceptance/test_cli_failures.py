@@ -123,7 +123,8 @@ def test_rejects_to_the_store_file_is_refused(traffic: Path, tmp_path: Path, cli
         assert ws.log.head() == 1
 
 
-@pytest.mark.parametrize("name", ["new.db", "new.db-wal", "new.db-write.lock"])
+@pytest.mark.parametrize("name", ["new.db", "new.db-wal", "new.db-write.lock",
+                                  "new.db-identity.lease"])
 def test_rejects_to_a_store_the_ingest_would_start_is_refused(
         traffic: Path, tmp_path: Path, cli: Any, name: str) -> None:
     """The store does not exist yet: the check by file identity found nothing, the ingest
@@ -249,11 +250,17 @@ def test_a_failure_is_one_line_and_the_next_page_of_a_dash_id_runs(
     with idstitch.open(url) as ws:
         for n in range(2):
             ws.identify("phone", "--db", {"n": n})
+        for n in range(2):
+            ws.identify("-ph", "-kim", {"n": n})
     first = cli.run("--db", url, "history", "--limit", "1", "--", "--db")
     hint = first.out.strip().splitlines()[-1].strip()
     assert hint.endswith("-- --db"), hint
     second = cli.run(*shlex.split(hint)[1:])
     assert second.status == 0 and "showing 2 of 2" in second.out, second
+    first = cli.run("--db", url, "history", "--device=-ph", "--limit", "1", "--", "-kim")
+    hint = first.out.strip().splitlines()[-1].strip()
+    second = cli.run(*shlex.split(hint)[1:])
+    assert second.status == 0 and "showing 2 of 2" in second.out, (hint, second)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root (CI runs as root)")
@@ -303,3 +310,12 @@ def test_rebuild_of_an_unknown_projection_draws_no_bar(tmp_path: Path, cli: Any)
     ran = cli.run("--db", url, "rebuild", "nosuch")
     cli.clean_failure(ran, 2, "unknown projections ['nosuch']")
     assert "replaying" not in ran.out + ran.err
+
+
+def test_rejects_named_after_the_store_are_the_callers(traffic: Path, tmp_path: Path,
+                                                       cli: Any) -> None:
+    url = f"sqlite:///{tmp_path}/app.db"
+    ran = cli.run("ingest", str(traffic), "--db", url, "--rejects",
+                  str(tmp_path / "app.db-rejects.ndjson"), "--allow-rejects")
+    assert ran.status == 0, ran
+    assert (tmp_path / "app.db-rejects.ndjson").read_text().count("\n") == 1
