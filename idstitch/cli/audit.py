@@ -10,6 +10,7 @@ import argparse
 import os
 import re
 import shlex
+import shutil
 import sys
 from collections.abc import Iterable
 from datetime import datetime
@@ -128,9 +129,19 @@ def _pager_keeps_colour() -> bool:
     return "R" in flags or "-r" in flags
 
 
+def _pager_runs() -> bool:
+    """Whether the pager the environment names can be started: a missing one (a typo in
+    PAGER) would lose the output, the shell's "not found" its only trace, and exit 0."""
+    named = os.environ.get("MANPAGER") or os.environ.get("PAGER")
+    if named is None:
+        return True  # pydoc finds one itself, or prints
+    words = named.split()
+    return bool(words) and shutil.which(words[0]) is not None
+
+
 def show(console: Console, renderable: RenderableType, *, page: bool) -> None:
     """Print; on a terminal, through the pager when it is taller than the screen."""
-    if page and console.is_terminal:
+    if page and console.is_terminal and _pager_runs():
         height = len(console.render_lines(renderable, pad=False))
         if height > console.height:
             with console.pager(styles=_pager_keeps_colour()):

@@ -68,7 +68,7 @@ class TrimmedLines(io.TextIOBase):
         self._out.flush()
 
 
-_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 """Characters a terminal would obey rather than show (escape sequences, a carriage return,
 bidirectional overrides): line breaks and tabs excepted, which rich's layout writes itself."""
 

@@ -26,7 +26,7 @@ def to_json(value: Any) -> str:
     return _ENCODER.encode(value).decode()
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def printable(text: str) -> str:

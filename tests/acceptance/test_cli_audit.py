@@ -4,6 +4,7 @@ files: what they print is checked against what the API answers for the same stor
 from __future__ import annotations
 
 import json
+import os
 import pydoc
 import re
 import shlex
@@ -464,10 +465,14 @@ def test_help_names_the_audit_commands(capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_a_page_taller_than_the_terminal_goes_through_the_pager(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     paged: list[str] = []
     monkeypatch.setattr(pydoc, "pager", paged.append)
+    for name in ("less", "more"):  # pagers that can be started, whatever the machine has
+        (tmp_path / name).write_text("#!/bin/sh\ncat\n")
+        (tmp_path / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
     monkeypatch.setenv("PAGER", "less")
     monkeypatch.setenv("LESS", "FRX")  # R: less shows colour, so the pager gets it
     console = Console(force_terminal=True, width=80, height=10)
@@ -483,6 +488,12 @@ def test_a_page_taller_than_the_terminal_goes_through_the_pager(
 
     show(console, tall, page=False)  # --no-pager
     show(console, Group(*(Text(f"line {i}") for i in range(5))), page=True)  # fits
+    assert len(paged) == 2
+    assert capsys.readouterr().out.count("line 29") == 1
+
+    # A pager that cannot be started (a typo in PAGER): printed, not lost.
+    monkeypatch.setenv("PAGER", "/nonexistent/pager -R")
+    show(console, tall, page=True)
     assert len(paged) == 2
     assert capsys.readouterr().out.count("line 29") == 1
 
