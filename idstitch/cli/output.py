@@ -9,7 +9,6 @@ and no line carries trailing spaces (a table pads its cells; the padding is drop
 from __future__ import annotations
 
 import io
-import re
 import sys
 from collections.abc import Iterable
 from typing import Any, TextIO, cast
@@ -20,6 +19,7 @@ from rich.rule import Rule
 from rich.segment import Segment
 
 from idstitch.render import to_json_bytes
+from idstitch.render.jsonstyle import printable
 
 PIPE_WIDTH = 100_000
 """The most a print is laid out to when piped: in effect, no limit (a value is never cut)."""
@@ -68,15 +68,6 @@ class TrimmedLines(io.TextIOBase):
         self._out.flush()
 
 
-_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-"""Characters a terminal would obey rather than show (escape sequences, a carriage return,
-bidirectional overrides): line breaks and tabs excepted, which rich's layout writes itself."""
-
-
-def _escaped(found: re.Match[str]) -> str:
-    return found.group().encode("unicode_escape").decode("ascii")
-
-
 class CliConsole(Console):
     """A console whose closed pipe is the command line's to handle (rich would exit 1), and
     that never sends a terminal a control character that came from the data it shows."""
@@ -92,8 +83,7 @@ class CliConsole(Console):
         # showed it. (render.printable escapes line breaks in values as well, where a value
         # is shown.)
         return super()._render_buffer(
-            Segment(_UNSAFE.sub(_escaped, text), style, control)
-            if not control and _UNSAFE.search(text) else Segment(text, style, control)
+            Segment(text if control else printable(text, lines=True), style, control)
             for text, style, control in buffer)
 
 

@@ -33,16 +33,20 @@ def _same(a: str, b: str) -> bool:
         return False
 
 
+BESIDE = ("", "-wal", "-shm", "-journal", "-write.lock")
+"""The store's file and those SQLite and idstitch keep beside it (and its ``-*.lease`` files)."""
+
+
 def _beside(rejects: str, store: str) -> bool:
-    """Whether ``rejects`` names the store's file or one SQLite and idstitch keep beside it
-    (``-wal``, ``-shm``, ``-journal``, its write lock and lease files), by path: also when
-    none exists yet (an ingest that starts the store would write the rejects over it). Other
-    names that begin like the store's (``app.db-rejects.ndjson``) are the caller's."""
-    mine = os.path.realpath(rejects)
-    base = os.path.realpath(store)
-    if mine == base or mine in {base + s for s in ("-wal", "-shm", "-journal", "-write.lock")}:
+    """Whether ``rejects`` names the store's file or one kept beside it (:data:`BESIDE`, the
+    lease files): by identity (a link, another spelling), and by path, also when none exists
+    yet (an ingest that starts the store would write the rejects over it). Other names that
+    begin like the store's (``app.db-rejects.ndjson``) are the caller's."""
+    if any(_same(rejects, store + suffix) for suffix in BESIDE):
         return True
-    return mine.startswith(base + "-") and mine.endswith(".lease")
+    mine, base = os.path.realpath(rejects), os.path.realpath(store)
+    return mine in {base + s for s in BESIDE} or (mine.startswith(base + "-")
+                                                  and mine.endswith(".lease"))
 
 
 def check_rejects_path(rejects: str, source: str, url: str | None) -> None:
@@ -52,8 +56,7 @@ def check_rejects_path(rejects: str, source: str, url: str | None) -> None:
         raise CommandFailed(f"{where}: that is the input file; writing the rejects there would "
                             "destroy it (name another file)")
     store = sqlite_path(resolve_url(url))
-    if store and (any(_same(rejects, store + suffix) for suffix in ("", "-wal", "-shm"))
-                  or _beside(rejects, store)):
+    if store and _beside(rejects, store):
         raise CommandFailed(f"{where}: that is the store's database file (name another file)")
     if os.path.isdir(rejects):
         raise CommandFailed(f"{where}: is a directory")

@@ -26,16 +26,24 @@ def to_json(value: Any) -> str:
     return _ENCODER.encode(value).decode()
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_OVERRIDES = r"\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+_CONTROL = re.compile(rf"[\x00-\x1f{_OVERRIDES}]")
+_CONTROL_IN_LINES = re.compile(rf"[\x00-\x08\x0b-\x1f{_OVERRIDES}]")
 
 
-def printable(text: str) -> str:
+def _escaped(found: re.Match[str]) -> str:
+    return found.group().encode("unicode_escape").decode("ascii")
+
+
+def printable(text: str, *, lines: bool = False) -> str:
     """``text`` safe to show on a terminal: a control character (an escape sequence that SDK
-    traffic carried into a value, a line break that would start a line of its own) shown as
-    its escape, ``\x1b``, ``\n``, as JSON and Python would write it."""
-    if not _CONTROL.search(text):
+    traffic carried into a value, a line break that would start a line of its own, a
+    bidirectional override) shown as its escape, ``\x1b``, ``\n``, ``\u202e``, as Python
+    writes them. ``lines``: line breaks and tabs kept (text laid out already)."""
+    pattern = _CONTROL_IN_LINES if lines else _CONTROL
+    if not pattern.search(text):
         return text
-    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+    return pattern.sub(_escaped, text)
 
 
 __all__ = ["printable", "to_json", "to_json_bytes"]

@@ -367,14 +367,11 @@ class Projector:
         if parallel and not self.can_fork:
             raise InvalidCommand("parallel", "a second process cannot open this store")
         with self.lock, bulk_gc():
-            # The leases from before the reset to the end of the replay: another process's
-            # catch-up waits for the replayed rows (its query never settles for the reset's
-            # empty ones). The child replays its projections under the leases held here.
+            # Leases from the reset to the end of the replay (the child's too): another
+            # process's catch-up waits for the replayed rows, not the reset's empty ones.
             with leased(self.rows, [p.name for p in chosen]):
-                # One transaction: with every kind in it, SQLite drops whole pages at once.
-                # Their configurations stay recorded through the replay (at position 0: no
-                # rows yet): a process opening the store meanwhile without a policy builds
-                # under it, and one asking for another is told (bootstrap.record_policy).
+                # One transaction (SQLite drops whole pages); configurations kept at 0 for
+                # processes opening meanwhile (bootstrap.record_policy).
                 self.rows.reset([p.name for p in chosen], [k for p in chosen for k in p.kinds],
                                 {p.name: p.stored_meta(0, None) for p in chosen})
                 for projection in chosen:
@@ -393,10 +390,9 @@ class Projector:
                 finally:
                     if helper is not None:
                         helper.close()
-            # The custom ones after the built-in rows they read, so that a forget's rows
-            # replayed count as purged when their tables are made (see
-            # idstitch.projections.custom_forgets); then, after the leases are given back (a
-            # catch-up takes and releases them itself), folded from 0.
+            # The custom ones after the built-in rows they read (a forget's replayed rows then
+            # count as purged when their tables are made: projections.custom_forgets), folded
+            # from 0 once the leases are given back (a catch-up takes them itself).
             if custom:
                 self.custom.rebuild(custom)
             reached = self.catch_up()
