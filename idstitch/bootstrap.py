@@ -23,7 +23,7 @@ from idstitch.projections.base import Registry, RowProjection
 from idstitch.projections.custom import Projection
 from idstitch.projections.custom_runner import CustomRunner
 from idstitch.projections.device_attributes import DeviceAttributesProjection
-from idstitch.projections.identity import IdentityProjection, Policy
+from idstitch.projections.identity import DEFAULT_POLICY, IdentityProjection, Policy
 from idstitch.projections.store import ProjectionStore
 from idstitch.service.bus import MessageBus
 from idstitch.service.commit_check import watching
@@ -107,11 +107,11 @@ def builtin_projections(rows: ProjectionStore, anonymous_merge: Policy | None) -
     except CorruptRow:
         # A damaged tracking row: the rows it tracks cannot be trusted. Dropped here, they
         # are rebuilt by the first catch-up (as for damaged rows met later, Projector.repair).
-        fresh = [IdentityProjection("merge"), DeviceAttributesProjection()]
+        fresh = [IdentityProjection(DEFAULT_POLICY), DeviceAttributesProjection()]
         rows.reset([p.name for p in fresh], [k for p in fresh for k in p.kinds])
         stored = None
     built_under = IdentityProjection.policy_of(stored)
-    return Registry([IdentityProjection(anonymous_merge or built_under or "merge",
+    return Registry([IdentityProjection(anonymous_merge or built_under or DEFAULT_POLICY,
                                         IdentityProjection.ids_of(stored)),
                      DeviceAttributesProjection()])
 

@@ -6,7 +6,9 @@
   SQLite database) is an error, checked without writing to it; only ``ingest``, ``demo`` and
   ``serve --create`` start a new store, in a new file or an empty one.
 - ``--policy`` never rewrites a store outside ``rebuild``: a store whose projections were built
-  under another ``anonymous_merge`` policy is refused, with the rebuild command that changes it.
+  under another ``anonymous_merge`` policy is refused, with the rebuild command that changes it,
+  and a read does not record one on a store that records none (only a command that may start
+  or rebuild a store does).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import idstitch
 from idstitch.adapters import sqlite_layout, urls
 from idstitch.bootstrap import Clock, resolve_url
 from idstitch.errors import InvalidCommand, StoreError
-from idstitch.projections.identity import POLICIES, IdentityProjection, Policy
+from idstitch.projections.identity import DEFAULT_POLICY, POLICIES, IdentityProjection, Policy
 from idstitch.workspace import Workspace
 
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -199,6 +201,17 @@ def open_store(url: str | None, policy: str | None, access: Access,
         raise
     if built_under == policy:
         return ws
+    if built_under is None and access in (Access.QUERY, Access.READ):
+        # A store that records no policy folds under the default, and recording one is a
+        # change of the store that only a command that may write it makes (a user's later
+        # plain open would stitch by what a read had asked for).
+        if policy == DEFAULT_POLICY:
+            return ws
+        ws.close()
+        raise InvalidCommand(
+            "policy", f"the store records no anonymous_merge policy, so it is folded under "
+                      f"{DEFAULT_POLICY}; a read never sets one: leave out --policy, or set it "
+                      f"with `idstitch rebuild --policy {policy}`")
     ws.close()
     if built_under is not None and access is not Access.REBUILD:
         raise InvalidCommand(

@@ -9,6 +9,8 @@ from idstitch.projections.identity.persons import IdScheme
 
 Policy = Literal["merge", "switch"]
 POLICIES: tuple[Policy, ...] = ("merge", "switch")
+DEFAULT_POLICY: Policy = "merge"
+"""The policy of a store that records none (Customer.io, Segment, PostHog)."""
 
 
 class IdentityConfig(msgspec.Struct, frozen=True):

@@ -35,7 +35,7 @@ from idstitch.domain.events import (
 from idstitch.domain.rules import classify, normalize_email
 from idstitch.projections.base import RowProjection
 from idstitch.projections.identity import decisions, local, persons, sessions, stitching
-from idstitch.projections.identity.config import POLICIES, IdentityConfig, Policy
+from idstitch.projections.identity.config import DEFAULT_POLICY, POLICIES, IdentityConfig, Policy
 from idstitch.projections.identity.config import ids_of as _ids_of
 from idstitch.projections.identity.config import policy_of as _policy_of
 from idstitch.projections.identity.decisions import DecisionsAhead
@@ -89,7 +89,7 @@ class IdentityProjection(RowProjection):
     first_events = True
     mismatch_hint = "reopen without anonymous_merge (to adopt it), or rebuild"
 
-    def __init__(self, policy: Policy = "merge", ids: IdScheme = "event") -> None:
+    def __init__(self, policy: Policy = DEFAULT_POLICY, ids: IdScheme = "event") -> None:
         if policy not in POLICIES:
             raise ValueError(f"anonymous_merge must be one of {POLICIES}, got {policy!r}")
         super().__init__()

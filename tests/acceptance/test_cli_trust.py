@@ -139,6 +139,26 @@ def test_policy_on_a_read_never_rewrites_the_store(demo: str, cli: Any) -> None:
         assert ws.dump() == before
 
 
+def test_policy_on_a_read_does_not_record_one_on_a_store_that_records_none(
+        tmp_path: Path, cli: Any) -> None:
+    url = f"sqlite:///{tmp_path}/x.db"
+    idstitch.open(url).close()  # a store, with no policy recorded
+
+    for command in (["profile", "dana"], ["projections"], ["verify"]):
+        ran = cli.run("--db", url, "--policy", "switch", *command)
+        cli.clean_failure(ran, 2, "records no anonymous_merge policy",
+                          "idstitch rebuild --policy switch")
+    # The default is what such a store is folded under: asking for it is no change.
+    assert cli.run("--db", url, "--policy", "merge", "projections").status == 0
+
+    with idstitch.open(url) as ws:
+        assert ws.rows.meta("identity") is None
+        ws.activate("tablet")
+        ws.identify("phone", "dana")
+        ws.identify("tablet", "dana")
+        assert ws.merges("dana")[-1].kind == "merged"  # still stitched by the default
+
+
 def test_only_rebuild_changes_the_policy_and_says_so(tmp_path: Path, cli: Any) -> None:
     url = f"sqlite:///{tmp_path}/x.db"
     with idstitch.open(url) as ws:
