@@ -24,7 +24,9 @@ from typing import Protocol
 import msgspec
 
 from idstitch.domain.errors import InvalidCommand, ProjectionsBehind, StoreError
+from idstitch.projections.base import RowProjection
 from idstitch.projections.custom_forgets import Wait
+from idstitch.projections.runner import LAG_LIMIT
 from idstitch.projections.runner_state import folded_to
 from idstitch.service.gc_pause import bulk_gc
 from idstitch.service.projecting import Projector
@@ -54,9 +56,9 @@ class ProjectionStatus(msgspec.Struct, frozen=True):
     """A built-in projection's rows format; a custom projection's live ``version``."""
     position: int
     """Every event up to it is in the projection's rows: its committed position, or further
-    where this process has folded the events after it and none changed a row (a command's
-    device attributes, say, which the identity projection does not fold): nothing is left
-    for reads to wait for there."""
+    where this process has folded the events after it and none changed a row, or where none
+    of them is one the projection folds (a command's device attributes, say, which the
+    identity projection does not fold): nothing is left for reads to wait for there."""
     lag: int
     """Positions of the log after it (``head - position``)."""
     custom: bool
@@ -69,7 +71,8 @@ def status(projector: Projector) -> list[ProjectionStatus]:
     head = projector.log.head()
     committed = projector.rows.tracked_many(projector.registry.names)
     found = [ProjectionStatus(p.name, p.rows_format,
-                              position := folded_to(projector.states.of(p), committed[p.name]),
+                              position := _holds(projector, p, folded_to(
+                                  projector.states.of(p), committed[p.name]), head),
                               max(head - position, 0), False)
              for p in projector.registry]
     for name, tracked in projector.custom.tables.every():
@@ -77,6 +80,23 @@ def status(projector: Projector) -> list[ProjectionStatus]:
             found.append(ProjectionStatus(name, tracked.version, tracked.position,
                                           max(head - tracked.position, 0), True))
     return found
+
+
+def _holds(projector: Projector, projection: RowProjection, position: int, head: int) -> int:
+    """How far a built-in projection's rows committed at ``position`` hold the log: up to the
+    event before the next one it folds. A catch-up that meets only other projections' events
+    leaves its position up to runner.LAG_LIMIT behind (no commit for nothing), and another
+    process cannot know that from the position alone: without this, a store whose last
+    commands were identifies reads as lagging in device attributes, and ``wait_for`` waits
+    for a projector to commit a position that changes nothing. (PostgreSQL appends take
+    their positions and commit under the events table's lock: nothing can appear later
+    below the head.) A lag past LAG_LIMIT is a projection behind: not looked into, so that
+    the read stays short."""
+    if position >= head or head - position > LAG_LIMIT:
+        return position
+    ahead = projector.log.read_selected(position, head, 1, projection.event_types,
+                                        first=projection.first_events)
+    return ahead[0].position - 1 if ahead else head
 
 
 def read_your_write(

@@ -34,12 +34,13 @@ def test_an_external_writer_only_appends_and_says_how_far_behind(
     # Nothing caught up: the read does not block, and the workspace says how far behind.
     assert writer.profile("user-7") is None
     assert writer.lag() == position
+    # The device attributes fold none of an identify's events: they hold the log already.
     assert {s.name: s.lag for s in writer.projection_status()} == {
-        "identity": position, "device_attributes": position}
+        "identity": position, "device_attributes": 0}
     with pytest.raises(ProjectionsBehind) as behind:
         writer.wait_for(position, timeout=0.1)
     assert behind.value.position == position and behind.value.behind == position
-    assert set(behind.value.lagging) == {"identity", "device_attributes"}
+    assert set(behind.value.lagging) == {"identity"}
     assert "idstitch project" in str(behind.value)
     with following(projector):
         assert writer.wait_for(position, timeout=30) >= position
@@ -339,6 +340,32 @@ def test_the_embedded_default_lags_nothing_right_after_a_command(
     status = {s.name: (s.position, s.lag) for s in ws.projection_status()}
     assert status["identity"] == (position, 0)
     assert status["device_attributes"] == (position, 0)
+
+
+def test_another_process_sees_no_lag_where_nothing_is_left_to_fold(
+        make_durable_ws: WorkspaceFactory) -> None:
+    """The embedded default leaves a projection's committed position behind over events it
+    does not fold (no commit for nothing): another process reading the store sees that it
+    holds the log all the same, and wait_for needs no projector to say so."""
+    ws = make_durable_ws()
+    ws.set_device_attributes("phone", {"theme": "dark"})
+    ws.identify("phone", "user-7")
+    head = ws.identify("tablet", "user-8")
+    assert head is not None
+    other = make_durable_ws(ws.url, projections="external")
+    assert other.rows.tracked("device_attributes")[0] < head  # what it committed is behind
+    status = {s.name: (s.position, s.lag) for s in other.projection_status()}
+    assert status == {"identity": (head, 0), "device_attributes": (head, 0)}
+    assert other.lag() == 0
+    assert other.wait_for(head, timeout=0) == head
+    # An event that a projection folds and nobody has folded yet is a lag again: that
+    # projection holds the log up to the event before it, the other one past it.
+    later = other.set_device_attributes("tablet", {"theme": "light"})
+    assert later == head + 1
+    status = {s.name: (s.position, s.lag) for s in other.projection_status()}
+    assert status == {"identity": (later, 0), "device_attributes": (head, 1)}
+    with pytest.raises(ProjectionsBehind):
+        other.wait_for(later, timeout=0)
 
 
 def test_the_policy_of_external_writers_is_the_one_their_projections_are_built_under(
