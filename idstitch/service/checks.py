@@ -39,6 +39,7 @@ from idstitch.domain.commands import (
 )
 from idstitch.domain.errors import InvalidCommand
 from idstitch.domain.events import DECISIONS_STREAM
+from idstitch.domain.ids import SERVER_PREFIX, server_stream_id
 
 _NOTHING = object()
 _UNSETTLED: tuple[object, object, object, object, datetime] = (
@@ -67,8 +68,9 @@ class Entry:
         ``(timestamp, sent_at, received_at, now, client time)``)."""
         self._device_id: str | None = None
 
-    def device_id(self, device_id: object) -> str:
-        """A command's device id, checked (the decisions stream's name is no device's)."""
+    def device_id(self, device_id: object, server: bool = False) -> str:
+        """A command's device id, checked (the decisions stream's name is no device's, and
+        ``server:`` begins only a backend identify's server-side stream: ``server``)."""
         last = self._device_id
         if device_id is last and last is not None:
             # The very id the previous command was checked with (a message's context follows
@@ -78,7 +80,13 @@ class Entry:
         if checked == DECISIONS_STREAM:
             raise InvalidCommand("device_id", f"{checked!r} is reserved for the workspace's "
                                               "decisions")
-        self._device_id = checked
+        if checked.startswith(SERVER_PREFIX) and not server:
+            # A server-side stream's id is a hash anyone can compute: an installation named
+            # so would plant its anonymous person's attributes in the user's profile.
+            raise InvalidCommand("device_id", f"{SERVER_PREFIX!r} begins the ids of server-side "
+                                              "streams (a backend's identifies), no device's")
+        if not server:
+            self._device_id = checked
         return checked
 
 
@@ -91,6 +99,7 @@ def check(command: Command, entry: Entry) -> Command:
 
 def _settled(
     entry: Entry, cmd: DeviceCommand, sent_at: object = None, received_at: object = None,
+    server: bool = False,
 ) -> tuple[str, str | None, datetime]:
     """The checked device id and message id of a command, and its client time (corrected
     for clock skew when it has a ``sent_at``; the received time when it has no timestamp)."""
@@ -102,7 +111,7 @@ def _settled(
             and now is last[3]):
         # The very time objects the previous command was settled with (the commands of one
         # ingested message share them): its client time, without settling them again.
-        return entry.device_id(cmd.device_id), mid, last[4]
+        return entry.device_id(cmd.device_id, server), mid, last[4]
     # Times as ingest decodes them (aware, in UTC) or absent are settled without a call: this
     # runs for every ingested command.
     plain = timestamp is None or (type(timestamp) is datetime and timestamp.tzinfo is UTC)
@@ -125,7 +134,7 @@ def _settled(
         # Remembered only for exact UTC datetimes (or none): immutable values, which settle
         # the same every time (another tzinfo's offset is its own code's to give).
         entry.settled = (timestamp, sent_at, received_at, now, settled)
-    return entry.device_id(cmd.device_id), mid, settled
+    return entry.device_id(cmd.device_id, server), mid, settled
 
 
 def activate(cmd: Activate, entry: Entry) -> Activate:
@@ -147,8 +156,12 @@ def identify(cmd: Identify, entry: Entry) -> Identify:
     user_id = rules.check_id("user_id", cmd.user_id)
     traits = rules.check_attributes("traits", cmd.traits, owned=entry.owned)
     sdk = rules.check_anonymous_id(cmd.sdk_anonymous_id)
-    device_id, message_id, timestamp = _settled(entry, cmd, cmd.sent_at, cmd.received_at)
     server = cmd.server is True
+    if server and cmd.device_id != server_stream_id(user_id):
+        raise InvalidCommand("device_id", "a server-side identify is recorded on the user's "
+                                          "server-side stream (idstitch.server_stream_id)")
+    device_id, message_id, timestamp = _settled(entry, cmd, cmd.sent_at, cmd.received_at,
+                                                server)
     # A backend's identify names no SDK session: a server-side stream has none.
     return replace(cmd, device_id=device_id, message_id=message_id, timestamp=timestamp,
                    sent_at=None, received_at=None, user_id=user_id, traits=traits,

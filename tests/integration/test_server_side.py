@@ -7,8 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import idstitch
 from idstitch import server_stream_id
+from idstitch.errors import InvalidCommand
 from idstitch.workspace import Workspace
 
 
@@ -88,6 +91,29 @@ def test_a_server_identify_by_cio_id_lands_on_that_person(ws: Workspace) -> None
     after = ws.profile("u-100")
     assert after is not None and after.attributes == {"plan": "pro"}
     assert [m.kind for m in ws.merges("u-100")] == ["converted"]  # no anonymous person merged
+
+
+def test_no_installation_can_take_a_users_server_side_stream(ws: Workspace) -> None:
+    """The stream's id is a hash anyone can compute: a device named so would have its
+    anonymous person, and what it set, converted into the user's profile."""
+    stream = server_stream_id("victim")
+    with pytest.raises(InvalidCommand) as refused:
+        ws.set_profile_attributes(stream, {"planted": "yes"})
+    assert refused.value.field == "device_id" and "server-side" in str(refused.value)
+    report = ws.ingest([
+        {"type": "identify", "anonymousId": stream, "traits": {"planted": "yes"},
+         "messageId": "m1"},
+        {"type": "track", "event": "Device Created or Updated", "messageId": "m2",
+         "context": {"device": {"id": stream, "token": "tok-1"}}},
+        backend(3, "victim", plan="pro")])
+    assert report.accepted == 1
+    assert [(i, r.split(":")[0]) for i, r in report.rejected] == [(0, "device_id"),
+                                                                 (1, "device_id")]
+    victim = ws.profile("victim")
+    assert victim is not None and victim.attributes == {"plan": "pro"}
+    assert [m.kind for m in ws.merges("victim")] == []
+    device = ws.device(stream)
+    assert device is not None and device.server
 
 
 def test_the_stream_says_it_is_one(ws: Workspace) -> None:
