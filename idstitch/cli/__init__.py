@@ -3,7 +3,7 @@ export, rebuild, project, projections.
 
 The store is ``--db URL``, else ``IDSTITCH_DATABASE_URL``, else ``./idstitch.db`` (the demo has
 its own default, see ``idstitch demo --help``). A read command never creates or rewrites a
-store (see :mod:`~idstitch.cli.opening`). Every failure is one line on stderr, ``error: ...``,
+store (see :mod:`~idstitch.opening`). Every failure is one line on stderr, ``error: ...``,
 and an exit status, never a traceback: 1 nothing found, 2 an error (so is a bad argument, by
 argparse), 3 ingest rejected lines; the full list is in :mod:`~idstitch.cli.failures`.
 Piped output is never cut to a width and carries no trailing spaces (:mod:`~idstitch.cli.output`).
@@ -62,6 +62,14 @@ def _count(value: str) -> int:
         raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
     if number < 0:
         raise argparse.ArgumentTypeError(f"{value} is negative")
+    return number
+
+
+def _positive(value: str) -> int:
+    """A whole number, 1 or more (argparse reports anything else as a usage error)."""
+    number = _count(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
     return number
 
 
@@ -145,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = add("ingest", cmd_ingest,
                  "ingest an NDJSON file of Segment-spec messages (Customer.io mobile SDK traffic)")
     ingest.add_argument("file", metavar="FILE.ndjson")
-    ingest.add_argument("--batch", type=int, default=INGEST_BATCH, metavar="N",
+    ingest.add_argument("--batch", type=_positive, default=INGEST_BATCH, metavar="N",
                         help=f"messages per transaction (default {INGEST_BATCH})")
     ingest.add_argument("--rejects", metavar="FILE",
                         help="write rejected lines with their reasons to FILE (JSON lines; "

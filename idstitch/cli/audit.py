@@ -22,8 +22,8 @@ from rich.text import Text
 
 from idstitch.adapters.urls import redacted
 from idstitch.cli.common import labels, not_found, open_workspace
-from idstitch.cli.opening import Access
 from idstitch.errors import InvalidCommand
+from idstitch.opening import Access
 from idstitch.projections.audit import Change
 from idstitch.projections.views import Merge
 from idstitch.render import (

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.text import Text
 
 from idstitch.bootstrap import Clock
-from idstitch.cli.opening import Access, open_store
+from idstitch.opening import Access, open_store
 from idstitch.projections.views import Profile
 from idstitch.render import merges_blocks, merges_table, person_label
 from idstitch.workspace import Workspace
@@ -43,7 +43,7 @@ def seconds(text: str) -> float:
 
 def open_workspace(url: str | None, policy: str | None = None,
                    access: Access = Access.CREATE, clock: Clock | None = None) -> Workspace:
-    """Open the store for a command (see :func:`~idstitch.cli.opening.open_store`).
+    """Open the store for a command (see :func:`~idstitch.opening.open_store`).
 
     A command that only reads passes ``Access.QUERY``: it never creates, upgrades or rewrites a
     store (``Access.READ``: needs one, may write to it). Every access

@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.text import Text
 
 from idstitch.cli.common import Handler, open_workspace
-from idstitch.cli.opening import Access
+from idstitch.opening import Access
 
 MERGE_HELP = ("merge two identified persons: the secondary's identifiers, devices and "
               "attributes join the primary, whose values win; prints the merge id")

@@ -19,10 +19,10 @@ from rich.text import Text
 from idstitch.adapters.urls import redacted
 from idstitch.bootstrap import resolve_url
 from idstitch.cli.common import open_workspace
-from idstitch.cli.opening import Access
 from idstitch.cli.output import write_json_line
 from idstitch.domain.verification import Digest
 from idstitch.errors import InvalidCommand
+from idstitch.opening import Access
 
 DIGEST_HELP = ("print the log's digest (its last position and chain hash) as JSON, to keep "
                "outside the store: idstitch digest > digest.json")

@@ -11,8 +11,8 @@ from rich.text import Text
 from idstitch.cli.audit import as_of_label, parse_as_of
 from idstitch.cli.common import not_found, open_workspace, show_merges
 from idstitch.cli.failures import NOT_FOUND
-from idstitch.cli.opening import Access
 from idstitch.cli.output import write_json_line
+from idstitch.opening import Access
 from idstitch.render import device_panel, person_label, profile_renderable
 
 

@@ -21,9 +21,9 @@ from rich.text import Text
 
 from idstitch.adapters.urls import redacted
 from idstitch.cli.common import Handler, seconds
-from idstitch.cli.opening import Access, open_store
 from idstitch.cli.output import write_json_line
 from idstitch.errors import InvalidCommand, PolicyMismatch, ProjectionFailed
+from idstitch.opening import Access, open_store
 from idstitch.projections.base import import_topic
 from idstitch.projections.custom import Projection
 from idstitch.service.following import Follower

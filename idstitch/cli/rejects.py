@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterable, Iterator
 from idstitch.adapters import batches
 from idstitch.bootstrap import resolve_url
 from idstitch.cli.failures import CommandFailed
-from idstitch.cli.opening import sqlite_path
 from idstitch.errors import IdstitchError
+from idstitch.opening import sqlite_path
 from idstitch.render import to_json_bytes
 from idstitch.service.withholding import withheld
 
@@ -49,10 +49,11 @@ def _beside(rejects: str, store: str) -> bool:
                                                   and mine.endswith(".lease"))
 
 
-def check_rejects_path(rejects: str, source: str, url: str | None) -> None:
-    """Refuse a rejects file that cannot be written or would overwrite what must be kept."""
+def check_rejects_path(rejects: str, source: str | None, url: str | None) -> None:
+    """Refuse a rejects file that cannot be written or would overwrite what must be kept:
+    the input file (``source``; None for ``serve``, which has none), the store's files."""
     where = f"--rejects {rejects}"
-    if _same(rejects, source):
+    if source is not None and _same(rejects, source):
         raise CommandFailed(f"{where}: that is the input file; writing the rejects there would "
                             "destroy it (name another file)")
     store = sqlite_path(resolve_url(url))

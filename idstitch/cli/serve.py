@@ -15,7 +15,8 @@ from rich.console import Console
 from rich.text import Text
 
 from idstitch.cli.common import Handler, open_workspace, port_number
-from idstitch.cli.opening import Access
+from idstitch.cli.rejects import check_rejects_path
+from idstitch.opening import Access
 
 ENV_KEYS = "IDSTITCH_WRITE_KEYS"
 """Comma-separated write keys, when no ``--write-key`` is given."""
@@ -30,6 +31,7 @@ def add_serve(add: Callable[[str, Handler, str], argparse.ArgumentParser]) -> No
     serve.add_argument("--port", type=port_number, default=8000,
                        help="port to listen on (default 8000)")
     serve.add_argument("--write-key", action="append", dest="write_keys", metavar="KEY",
+                       type=write_key,
                        help=f"a write key clients may present; repeatable (default: ${ENV_KEYS}, "
                             "comma-separated)")
     serve.add_argument("--external", action="store_true",
@@ -41,6 +43,13 @@ def add_serve(add: Callable[[str, Handler, str], argparse.ArgumentParser]) -> No
     serve.add_argument("--rejects", metavar="FILE",
                        help="NDJSON log of refused messages (default: <db file>.rejects.ndjson "
                             "beside a SQLite store, else ./idstitch-rejects.ndjson)")
+
+
+def write_key(text: str) -> str:
+    """An argparse type: a write key, not blank (a client could never present it)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("a write key is not blank")
+    return text
 
 
 def cmd_serve(args: argparse.Namespace, console: Console, err: Console) -> int:
@@ -60,6 +69,8 @@ def cmd_serve(args: argparse.Namespace, console: Console, err: Console) -> int:
     if args.policy is not None:
         err.print(Text("error: --policy is not taken by serve: the store keeps its own", style="red"))
         return 2
+    if args.rejects is not None:
+        check_rejects_path(args.rejects, None, args.db)
     # Open the store once here, so that a bad URL or an unreachable server is an error line
     # and exit status 2 (main handles it), not a traceback from the server's startup. A
     # mistyped --db must not send production traffic into a fresh empty file: a new store
@@ -74,7 +85,8 @@ def cmd_serve(args: argparse.Namespace, console: Console, err: Console) -> int:
         err.print(Text(f"error: cannot listen on {args.host}:{args.port}: {e.strerror or e}",
                        style="red"), soft_wrap=True)
         return 2
-    asgi = app(args.db, keys, rejects=args.rejects, external=args.external)
+    # The store is there now: the writer process, and any restart of it, only opens it.
+    asgi = app(args.db, keys, rejects=args.rejects, external=args.external, create=False)
     err.print(f"idstitch serve: http://{args.host}:{args.port}/v1/batch, {len(keys)} write key(s), "
               f"rejects to {rejects_path(asgi).resolve()}", soft_wrap=True, highlight=False)
     # uvicorn handles SIGTERM and SIGINT: it stops accepting, lets the requests in flight finish,

@@ -23,11 +23,11 @@ from rich.text import Text
 from idstitch.adapters.urls import redacted
 from idstitch.cli.common import open_workspace, show_merges, title
 from idstitch.cli.failures import REJECTED
-from idstitch.cli.opening import Access, open_store, stored_policy
 from idstitch.cli.projecting import load_projections, register
 from idstitch.cli.rejects import check_rejects_path, located, write_rejects
 from idstitch.demo import HEADING, INDENT, StoryClock, run_demo
 from idstitch.errors import InvalidCommand
+from idstitch.opening import Access, open_store, stored_policy
 from idstitch.projections.views import Profile
 from idstitch.render import person_label, profile_renderable
 from idstitch.service.withholding import forgotten_check

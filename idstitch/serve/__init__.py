@@ -37,7 +37,7 @@ def app(
     ws_or_url: Workspace | str | None, write_keys: Iterable[str], *,
     rejects: str | os.PathLike[str] | None = None, capacity: int = CAPACITY,
     queue_timeout: float = QUEUE_TIMEOUT, group_messages: int = GROUP_MESSAGES,
-    external: bool = False,
+    external: bool = False, create: bool = True,
 ) -> Starlette:
     """The ASGI app that records the messages posted to it in a workspace.
 
@@ -54,7 +54,10 @@ def app(
     most this many messages of waiting requests are committed together. ``external``: with a
     URL, open the store with ``projections="external"``: the writer only appends (a request
     waits for its group's commit alone) and an ``idstitch project`` process keeps the read
-    models; with a Workspace, the workspace's own mode decides.
+    models; with a Workspace, the workspace's own mode decides. ``create``: with a URL, the
+    writer's first start may start a new store where there is none (``idstitch serve`` only
+    with ``--create``); a writer restarted after it died never does (503 until the store is
+    back).
     """
     if isinstance(write_keys, (str, bytes)):
         raise InvalidCommand("write_keys", "must be a list of keys, not one string")
@@ -76,7 +79,7 @@ def app(
         url = ws_or_url
         path = rejects or default_path(resolve_url(url))
         writer = WriterProcess(url, external=external, rejects=RejectsLog(path),
-                               group_messages=group_messages)
+                               group_messages=group_messages, create=bool(create))
     else:
         raise InvalidCommand("ws_or_url",
                              f"must be a Workspace or a store URL, got {type(ws_or_url).__name__}")

@@ -26,6 +26,10 @@ class Config(msgspec.Struct):
     external: bool
     rejects: str
     group_messages: int
+    create: bool
+    """Whether it may start a new store (its first start, when the app was asked to); a
+    restarted writer never does: the store it wrote is gone (moved, deleted, a mistyped path
+    after a restart of the database server) and traffic must not go into a new empty one."""
 
 
 class Sent(msgspec.Struct, tag="submit"):

@@ -53,9 +53,11 @@ class WriterProcess:
     """Starts, feeds and stops the writer process; restartable after it died."""
 
     def __init__(self, url: str | None, *, external: bool, rejects: RejectsLog,
-                 group_messages: int = GROUP_MESSAGES) -> None:
+                 group_messages: int = GROUP_MESSAGES, create: bool = True) -> None:
         self.url = url
         self.external = external
+        self.create = create
+        """Whether the next start may start a new store (only the first start, if at all)."""
         self.rejects = rejects
         self.group_messages = group_messages
         self.groups = 0
@@ -97,7 +99,8 @@ class WriterProcess:
             assert proc.stdout is not None
             try:
                 frames.write(proc.stdin.fileno(), frames.Config(
-                    self.url, self.external, str(self.rejects.path.absolute()), self.group_messages))
+                    self.url, self.external, str(self.rejects.path.absolute()),
+                    self.group_messages, self.create))
                 first = frames.read_from_writer(proc.stdout.fileno())
             except OSError:
                 first = None
@@ -107,6 +110,7 @@ class WriterProcess:
                 reason = first.reason if isinstance(first, frames.Failed) else "it exited"
                 raise WriterFailed(f"the writer process could not open the store: {reason}")
             self._proc = proc
+            self.create = False
             self._outbox = queue.SimpleQueue()
             self._gone = False
             self._threads = [

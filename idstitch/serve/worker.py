@@ -26,6 +26,7 @@ from typing import Literal
 
 import msgspec
 
+from idstitch.opening import Access, check_store
 from idstitch.serve import frames
 from idstitch.serve.rejects import RejectsLog
 from idstitch.serve.writer import Outcome, Submission, Writer
@@ -49,7 +50,8 @@ def main() -> None:
         return
     mode: Literal["external"] | None = "external" if config.external else None
     try:
-        ws = open_workspace(config.url, projections=mode)
+        url = check_store(config.url, Access.CREATE if config.create else Access.READ)
+        ws = open_workspace(url, projections=mode)
     except Exception as e:
         frames.write(replies, frames.Failed(f"{type(e).__name__}: {e}"))
         return

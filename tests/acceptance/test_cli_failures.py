@@ -113,6 +113,14 @@ def test_rejects_in_a_missing_folder_fails_before_anything_is_ingested(
         assert ws.log.head() == head
 
 
+def test_a_batch_size_below_1_is_a_usage_error_and_starts_no_store(
+        traffic: Path, tmp_path: Path, cli: Any) -> None:
+    ran = cli.run("ingest", str(traffic), "--db", f"sqlite:///{tmp_path}/new.db", "--batch", "0")
+    cli.clean_failure(ran, 2, "--batch: 0 is not at least 1")
+    assert ran.err.startswith("usage: idstitch ingest")
+    assert not (tmp_path / "new.db").exists()
+
+
 def test_rejects_to_the_store_file_is_refused(traffic: Path, tmp_path: Path, cli: Any) -> None:
     url = f"sqlite:///{tmp_path}/x.db"
     with idstitch.open(url) as ws:

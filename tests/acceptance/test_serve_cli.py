@@ -216,3 +216,21 @@ def test_serve_refuses_a_store_that_is_not_there_and_creates_nothing(tmp_path: P
     cli.clean_failure(ran, 2, str(typo), "--create")
     assert cli.files_in(tmp_path) == before  # no store, -wal, lock, lease or rejects file
 
+
+
+@pytest.mark.parametrize(("option", "expected"), [
+    (["--write-key", " "], "a write key is not blank"),
+    (["--write-key", "k", "--rejects", "{store}"], "the store's database file"),
+    (["--write-key", "k", "--rejects", "{store}-wal"], "the store's database file"),
+    (["--write-key", "k", "--rejects", "{folder}/missing/rejects.ndjson"], "does not exist"),
+])
+def test_serve_refuses_bad_options_before_it_starts_a_store(
+        tmp_path: Path, cli: Cli, option: list[str], expected: str) -> None:
+    """Checked before the store is opened: nothing is created. (A rejects file in the live
+    database was overwritten by SQLite; one in a missing folder made every refusal a 500.)"""
+    store = tmp_path / "new.db"
+    args = [a.format(store=store, folder=tmp_path) for a in option]
+    ran = cli.run("serve", "--db", f"sqlite:///{store}", "--create", *args,
+                  "--port", str(free_port()), timeout=60)
+    cli.clean_failure(ran, 2, expected)
+    assert cli.files_in(tmp_path) == []

@@ -5,7 +5,6 @@ and that a Workspace passed in keeps its writer in a thread of the caller's proc
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import sqlite3
 import threading
@@ -103,14 +102,21 @@ def test_while_no_writer_can_open_the_store_requests_get_503(serve: Any, tmp_pat
     pid = writer_pid(server)
     os.kill(pid, signal.SIGKILL)
     until(lambda: gone(pid) and not server.asgi.state.gate.writer.running, "the writer to be gone")
-    shutil.rmtree(folder)  # the next writer cannot open it
+    away = tmp_path / "moved"
+    folder.rename(away)  # the next writer cannot open it
     answer = post(server, "u-1")
     assert answer.status_code == 503
     assert answer.json()["code"] == "store_unavailable"
-    folder.mkdir()  # a store again (a new, empty one): the next request starts a writer
+    # The folder is back, empty: a restarted writer never starts a new store there (the
+    # traffic would go into it, and the store it wrote would be left behind).
+    folder.mkdir()
+    assert post(server, "u-1").status_code == 503
+    assert list(folder.iterdir()) == []
+    folder.rmdir()
+    away.rename(folder)  # the store is back: the next request starts a writer on it
     assert post(server, "u-2").status_code == 200
     server.stop()
-    assert recorded(url, "u-1", "u-2") == ["u-2"]
+    assert recorded(url, "u-0", "u-1", "u-2") == ["u-0", "u-2"]
 
 
 def test_a_workspace_passed_in_keeps_its_writer_in_a_thread(serve: Any, tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Opening the store a command names, with the command line's guarantees.
+"""Opening the store a command names, with the command line's guarantees (also those of
+``idstitch serve``'s writer process, which reopens the store after it died).
 
 - A read command (and ``rebuild``) needs an existing store: a SQLite path that does not exist
   is an error, and no file is created (no database, ``-wal``, ``-shm``, lock or lease file).
@@ -170,6 +171,19 @@ def check_postgres_store(url: str) -> None:
                          f"{STARTERS} start a store)")
 
 
+def check_store(url: str | None, access: Access) -> str:
+    """The URL resolved (None: ``IDSTITCH_DATABASE_URL``, else the default file), once the
+    store it names is one that a command needing ``access`` may open (StoreError otherwise,
+    nothing created)."""
+    resolved = resolve_url(url)
+    path = sqlite_path(resolved)
+    if path is not None and path:
+        check_sqlite_file(path, access)
+    elif access is not Access.CREATE and resolved.split("://")[0] in urls.POSTGRES_SCHEMES:
+        check_postgres_store(resolved)
+    return resolved
+
+
 def stored_policy(ws: Workspace) -> Policy | None:
     """The policy the store's identity projection was built under; None if never built."""
     return IdentityProjection.policy_of(ws.rows.meta(IdentityProjection.name))
@@ -185,12 +199,7 @@ def open_store(url: str | None, policy: str | None, access: Access,
     identity projection as the store opens)."""
     if policy is not None and policy not in POLICIES:
         raise InvalidCommand("policy", f"must be one of {', '.join(POLICIES)}")
-    resolved = resolve_url(url)
-    path = sqlite_path(resolved)
-    if path is not None and path:
-        check_sqlite_file(path, access)
-    elif access is not Access.CREATE and resolved.split("://")[0] in urls.POSTGRES_SCHEMES:
-        check_postgres_store(resolved)
+    resolved = check_store(url, access)
     if policy is None:
         return idstitch.open(resolved, clock=clock)
     ws = idstitch.open(resolved, clock=clock)
@@ -221,5 +230,5 @@ def open_store(url: str | None, policy: str | None, access: Access,
     return idstitch.open(resolved, anonymous_merge=policy, clock=clock)
 
 
-__all__ = ["Access", "check_sqlite_file", "open_store", "sqlite_path",
+__all__ = ["Access", "check_sqlite_file", "check_store", "open_store", "sqlite_path",
            "stored_policy"]
