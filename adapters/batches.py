@@ -110,11 +110,18 @@ def unwrap(body: Mapping[str, Any]) -> list[Any]:
     return messages
 
 
-def _unwrap_dict(item: Mapping[str, Any]) -> list[Message | InvalidCommand]:
+def check_head(item: Mapping[str, Any]) -> None:
+    """Refuse an envelope whose own fields (``sentAt``, ``context``, ``writeKey``) are not
+    what they must be, as ingest refuses it whole (:class:`InvalidCommand` naming the field);
+    its ``batch`` is not looked at. ``idstitch serve`` checks a posted envelope with this."""
     try:
         msgspec.convert({k: v for k, v in item.items() if k != "batch"}, _Head)
     except msgspec.ValidationError as e:
         raise invalid(str(e)) from e
+
+
+def _unwrap_dict(item: Mapping[str, Any]) -> list[Message | InvalidCommand]:
+    check_head(item)
     # The envelope as a whole is sound: each message takes its sentAt and context as the
     # endpoint gives them (one rule, :func:`unwrap`), then is decoded alone. An item that is
     # not an object is refused as in a JSON line's envelope: a string there is a string, not
@@ -174,4 +181,4 @@ def messages_of(item: Item) -> list[Message | InvalidCommand]:
         return [e]
 
 
-__all__ = ["Envelope", "envelope", "messages_of", "unwrap"]
+__all__ = ["Envelope", "check_head", "envelope", "messages_of", "unwrap"]

@@ -18,6 +18,8 @@ from idstitch.cli.common import Handler, open_workspace, port_number
 from idstitch.cli.rejects import check_rejects_path
 from idstitch.opening import Access
 
+SHUTDOWN_GRACE = 10
+"""Seconds ``serve`` waits, once told to stop, for the requests in flight to finish."""
 ENV_KEYS = "IDSTITCH_WRITE_KEYS"
 """Comma-separated write keys, when no ``--write-key`` is given."""
 
@@ -91,7 +93,11 @@ def cmd_serve(args: argparse.Namespace, console: Console, err: Console) -> int:
               f"rejects to {rejects_path(asgi).resolve()}", soft_wrap=True, highlight=False)
     # uvicorn handles SIGTERM and SIGINT: it stops accepting, lets the requests in flight finish,
     # then runs the app's shutdown, which drains the writer and closes the store.
-    uvicorn.run(asgi, host=args.host, port=args.port, log_level="warning", access_log=False)
+    # A connection still open after SHUTDOWN_GRACE seconds (a client that never sends its body)
+    # is closed: the stop cannot hang on it. Requests whose messages reached the writer are
+    # still answered by it, and drained before the store is closed.
+    uvicorn.run(asgi, host=args.host, port=args.port, log_level="warning", access_log=False,
+                timeout_graceful_shutdown=SHUTDOWN_GRACE)
     return 0
 
 

@@ -23,10 +23,12 @@ from typing import Any
 import msgspec
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from idstitch.adapters import batches
+from idstitch.errors import InvalidCommand
 from idstitch.serve.envelope import (
     BATCH_LIMIT,
     MESSAGE_LIMIT,
@@ -41,6 +43,12 @@ from idstitch.serve.process import WriterProcess
 from idstitch.serve.writer import Submission, Writer
 
 log = logging.getLogger("idstitch.serve")
+
+
+BODY_TIMEOUT = 30.0
+"""Seconds a request's body may take to arrive once it holds a slot: 408 after that."""
+GZIP_MAGIC = b"\x1f\x8b"
+"""The first bytes of every gzip member."""
 
 
 class Refusal(Exception):
@@ -166,6 +174,10 @@ class Gate:
             outcome = await asyncio.shield(future)
         except Refusal as r:
             return error(r.status, r.code, r.message)
+        except ClientDisconnect:
+            # Gone before its body arrived: nothing was recorded, nobody reads the answer.
+            log.info("a client went away before its request to /v1/%s was read", kind)
+            return error(400, "client_disconnected", "the client went away before its body arrived")
         except Exception:
             log.exception("the messages of a request to /v1/%s could not be recorded", kind)
             return error(500, "store_error", "the messages could not be recorded; retry later")
@@ -181,7 +193,21 @@ class Gate:
         self.slots.release()
 
     async def _read(self, request: Request, kind: str, key: str | None) -> Submission:
-        raw = await read_body(request, BATCH_LIMIT if kind == "batch" else MESSAGE_LIMIT)
+        try:
+            # A slot is taken before the body is read (a key in the body is only known then):
+            # a client that never finishes its body must not hold one, nor the shutdown, for ever.
+            raw = await asyncio.wait_for(
+                read_body(request, BATCH_LIMIT if kind == "batch" else MESSAGE_LIMIT),
+                BODY_TIMEOUT)
+        except TimeoutError:
+            raise Refusal(408, "request_timeout", f"the body did not arrive within "
+                                                  f"{BODY_TIMEOUT:g} s") from None
+        except asyncio.CancelledError:
+            # The server's stop closing a connection whose body had not arrived after its
+            # grace period: nothing of it was taken, so it is an answer, not a failure
+            # (uvicorn would log the cancellation as an exception of the app).
+            raise Refusal(503, "shutting_down", "the server is shutting down; retry later"
+                          ) from None
         box: Envelope | None = None
         if kind == "batch":
             try:
@@ -198,13 +224,17 @@ class Gate:
         received_at = datetime.now(UTC).isoformat()
         submission = Submission(endpoint=f"/v1/{kind}", received_at=received_at, messages=[],
                                 lines=[], indices=[])
-        if box is not None and fast(box):
+        if box is None:
+            self._add(submission, 0, single(body, kind), received_at, len(raw))
+            return submission
+        head = _head(box)
+        if fast(box):
             sent_at, received = bytes(box.sent_at), msgspec.json.encode(received_at)
             for index, item in enumerate(box.batch):
                 text, reason, person = line(item, sent_at, received)
                 if text is None and reason is None:  # a writeKey to take out: the dict path
                     self._add(submission, index, msgspec.json.decode(item), received_at, len(item),
-                              sent_at=msgspec.json.decode(sent_at) if sent_at else None)
+                              sent_at=head.get("sentAt"))
                 elif text is None:
                     submission.refused.append((index, reason or "", item))
                 else:
@@ -213,22 +243,38 @@ class Gate:
                     submission.indices.append(index)
                     submission.names_person |= person
             return submission
-        try:
-            messages = unwrap_batch(parse(raw)) if box is not None else [single(body, kind)]
-        except Exception as e:
-            raise Refusal(400, "invalid_request", str(e)) from e
-        # Each message's size as the client sent it: its text in the batch (before the batch's
-        # context is merged into it), or the whole body of a single call.
-        sizes = [len(item) for item in box.batch] if box is not None else [len(raw)]
-        for index, (message, size) in enumerate(zip(messages, sizes, strict=True)):
-            self._add(submission, index, message, received_at, size)
+        # Each message decoded alone, so that one that is not JSON (a byte that is not UTF-8
+        # in a string) is refused alone, as on the fast path.
+        decoded: list[Any] = []
+        unreadable: dict[int, str] = {}
+        for index, item in enumerate(box.batch):
+            try:
+                decoded.append(msgspec.json.decode(item))
+            except (msgspec.DecodeError, RecursionError) as e:
+                decoded.append(None)
+                unreadable[index] = f"message: is not JSON: {e}"
+        messages = unwrap_batch({**head, "batch": decoded})
+        for index, (message, item) in enumerate(zip(messages, box.batch, strict=True)):
+            if index in unreadable:
+                submission.refused.append((index, unreadable[index], item))
+            else:
+                # Sized as the client sent it: its text in the batch, before the batch's
+                # context is merged into it.
+                self._add(submission, index, message, received_at, len(item))
         return submission
 
     @staticmethod
     def _add(submission: Submission, index: int, message: Any, received_at: str, size: int,
              sent_at: Any = None) -> None:
-        """The dict path for one message: sized as the client sent it (``size`` bytes), stamped,
-        its write key taken out, encoded."""
+        """The dict path for one message: its write key taken out first (a credential, and a
+        refused message is logged), sized as the client sent it (``size`` bytes), stamped,
+        encoded."""
+        if isinstance(message, dict):
+            message.pop("writeKey", None)
+            inner = message.get("batch")
+            for item in inner if isinstance(inner, list) else ():
+                if isinstance(item, dict):
+                    item.pop("writeKey", None)
         if isinstance(message, dict) and sent_at is not None and message.get("sentAt") is None:
             message["sentAt"] = sent_at  # ingest's rule (adapters.batches.unwrap): null is none
         if isinstance(message, dict) and "batch" in message:
@@ -246,6 +292,24 @@ class Gate:
             submission.lines.append(line_)
             submission.indices.append(index)
             submission.names_person |= names_person(message.get("userId"))
+
+
+def _head(box: Envelope) -> dict[str, Any]:
+    """A batch envelope's own fields, decoded and checked as ingest checks them (a Refusal,
+    400, for a ``sentAt`` or ``context`` that is not what it must be: the whole batch, whose
+    clock or context it is, as ``ws.ingest`` refuses the same envelope)."""
+    head: dict[str, Any] = {}
+    try:
+        if box.sent_at:
+            head["sentAt"] = msgspec.json.decode(box.sent_at)
+        if box.context:
+            head["context"] = msgspec.json.decode(box.context)
+        batches.check_head(head)
+    except (msgspec.DecodeError, RecursionError) as e:
+        raise Refusal(400, "invalid_request", f"the body is not JSON: {e}") from None
+    except InvalidCommand as e:
+        raise Refusal(400, "invalid_request", str(e)) from None
+    return head
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -270,16 +334,28 @@ async def read_body(request: Request, limit: int) -> bytes:
     raw = b"".join(chunks)
     if not gzipped:
         return raw
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        body = inflater.decompress(raw, limit + 1)
-    except zlib.error as e:
-        raise Refusal(400, "invalid_request", f"the body is not valid gzip: {e}") from None
-    if len(body) > limit:
-        raise too_large
-    if not inflater.eof:
-        raise Refusal(400, "invalid_request", "the gzip body is truncated")
-    return body
+    # Every member of the stream, as gzip and Python's gzip module read it; zero bytes of
+    # padding after the last one are ignored, anything else is no gzip body.
+    parts: list[bytes] = []
+    size, rest = 0, raw
+    while rest:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            part = inflater.decompress(rest, limit + 1 - size)
+        except zlib.error as e:
+            raise Refusal(400, "invalid_request", f"the body is not valid gzip: {e}") from None
+        size += len(part)
+        if size > limit:
+            raise too_large
+        if not inflater.eof:
+            raise Refusal(400, "invalid_request", "the gzip body is truncated")
+        parts.append(part)
+        rest = inflater.unused_data
+        if rest and not rest.startswith(GZIP_MAGIC):
+            if rest.strip(b"\x00"):
+                raise Refusal(400, "invalid_request", "the body has data after its gzip stream")
+            break
+    return b"".join(parts)
 
 
 def parse(raw: bytes) -> dict[str, Any]:

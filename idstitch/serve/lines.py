@@ -95,14 +95,19 @@ def line(raw: msgspec.Raw, sent_at: bytes, received_at: bytes
     except msgspec.ValidationError:
         kind = _JSON_TYPES.get(text[0], "number") if text else "nothing"
         return None, f"message: must be a JSON object, got {kind}", False
+    except (msgspec.DecodeError, RecursionError) as e:
+        # The envelope reads its items as raw text: a byte that is not UTF-8 inside a string
+        # is found here, and refuses this message alone.
+        return None, f"message: is not JSON: {e}", False
+    if stamps.write_key or (stamps.sent_at == _NULL and sent_at and sent_at != b"null"):
+        # A writeKey to take out (before anything of the message is logged, a refusal too);
+        # a null sentAt that the batch's replaces: the dict path.
+        return None, None, False
     if stamps.batch:
         return None, NESTED, False
     oversized = too_large(len(text))
     if oversized is not None:
         return None, oversized, False
-    if stamps.write_key or (stamps.sent_at == _NULL and sent_at and sent_at != b"null"):
-        # A writeKey to take out; a null sentAt that the batch's replaces: the dict path.
-        return None, None, False
     adds = []
     if not stamps.sent_at and sent_at and sent_at != b"null":
         adds.append(b'"sentAt":' + sent_at)

@@ -34,6 +34,14 @@ def entry(received_at: str, endpoint: str, index: int, reason: str, message: Any
     """One line of the log: the message as it was received; or, when it names a forgotten
     person (``forgotten``: the check of an identifier, None when nobody is forgotten), only
     its ``messageId`` and ``type``, marked ``"erased": true``."""
+    if isinstance(message, (msgspec.Raw, bytes)):
+        text = bytes(message)
+        try:
+            text.decode()
+        except UnicodeDecodeError:
+            # Refused for it (a byte that is not UTF-8 inside a string): the log stays text
+            # that any NDJSON tool reads, with U+FFFD where those bytes were.
+            message = msgspec.Raw(text.decode(errors="replace").encode())
     kept = None if forgotten is None else withheld(message, forgotten)
     line = {"received_at": received_at, "endpoint": endpoint, "index": index, "reason": reason,
             "message": message if kept is None else kept}

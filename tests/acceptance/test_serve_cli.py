@@ -234,3 +234,25 @@ def test_serve_refuses_bad_options_before_it_starts_a_store(
                   "--port", str(free_port()), timeout=60)
     cli.clean_failure(ran, 2, expected)
     assert cli.files_in(tmp_path) == []
+
+
+def test_sigterm_stops_the_server_with_a_client_that_never_sends_its_body(tmp_path: Path) -> None:
+    """uvicorn waited for the stalled connection for ever (and the shutdown for its slot):
+    after the grace period it is closed, what was accepted is still drained and recorded."""
+    from idstitch.cli.serve import SHUTDOWN_GRACE
+
+    db, port = f"sqlite:///{tmp_path}/identity.db", free_port()
+    server = start(db, port, "k", create=True)
+    body = {"batch": [{"type": "identify", "userId": "u-1", "context": {"device": {"id": "d-1"}}}]}
+    url = f"http://127.0.0.1:{port}/v1/batch"
+    assert requests.post(url, json=body, auth=("k", ""), timeout=30).status_code == 200
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as stalled:
+        stalled.sendall(b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        time.sleep(0.3)  # admitted: it holds a slot, reading a body that never ends
+        asked = time.monotonic()
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(SHUTDOWN_GRACE + 20) in (0, -signal.SIGTERM)
+        assert time.monotonic() - asked < SHUTDOWN_GRACE + 15
+    assert server.stderr is not None and "Traceback" not in server.stderr.read().decode()
+    with idstitch.open(db) as ws:
+        assert ws.profile("u-1") is not None

@@ -7,6 +7,7 @@ import base64
 import contextlib
 import gzip
 import json
+import socket
 import sqlite3
 import threading
 import time
@@ -391,3 +392,85 @@ def test_a_batch_inside_a_batch_is_refused_alone(serve: Any, db: str,
     assert "batch envelope inside a batch" in answer.json()["rejected"][0]["reason"]
     server.stop()
     assert recorded(db, "u-in-1", "u-2") == ["u-2"]
+
+
+@pytest.mark.parametrize("with_context", [False, True])
+def test_a_message_with_a_byte_that_is_not_utf8_is_refused_alone(
+        serve: Any, db: str, tmp_path: Path, with_context: bool) -> None:
+    """Not a 500 (the clients retry it for ever, the good messages with it) nor a 400 for
+    the whole batch: that message alone, and the rejects log stays UTF-8."""
+    server = serve(db)
+    good = json.dumps(identify("u-1", "d-1")).encode()
+    bad = b'{"type":"identify","userId":"u-\xff","context":{"device":{"id":"d-2"}}}'
+    body = b'{"batch":[' + good + b"," + bad + b"]" + (
+        b',"context":{"locale":"en"}' if with_context else b"") + b"}"
+    answer = post(server, "/v1/batch", body)
+    assert answer.status_code == 200, answer.text
+    rejected = answer.json()["rejected"]
+    assert [r["index"] for r in rejected] == [1]
+    assert rejected[0]["reason"].startswith("message: is not JSON")
+    server.stop()
+    assert recorded(db, "u-1") == ["u-1"]
+    log = (tmp_path / "identity.db.rejects.ndjson").read_bytes().decode("utf-8")  # UTF-8
+    assert json.loads(log)["message"]["userId"] == "u-\ufffd"
+
+
+def test_the_write_key_is_never_logged_whatever_refused_the_message(
+        serve: Any, db: str, tmp_path: Path) -> None:
+    server = serve(db)
+    secret = {"writeKey": KEY}
+    oversized = {**identify("u-1", "d-1"), "traits": {"x": "y" * 40_000}, **secret}
+    nested = {"batch": [{**identify("u-2", "d-2"), **secret}], **secret}
+    for body in ({"batch": [oversized, nested]},
+                 {"batch": [oversized, nested], "context": {"locale": "en"}}):
+        answer = post(server, "/v1/batch", body)
+        assert [r["index"] for r in answer.json()["rejected"]] == [0, 1]
+    assert post(server, "/v1/identify", {"batch": [], **secret}, auth=None).status_code == 200
+    server.stop()
+    log = (tmp_path / "identity.db.rejects.ndjson").read_text()
+    assert len(log.splitlines()) == 5
+    assert KEY not in log and "writeKey" not in log
+
+
+def test_an_envelope_context_that_is_not_an_object_is_refused_as_ingest_refuses_it(
+        serve: Any, db: str) -> None:
+    server = serve(db)
+    body = {"batch": [identify("u-1", "d-1")], "context": "not an object"}
+    assert_error(post(server, "/v1/batch", body), 400, "invalid_request")
+    server.stop()
+    with idstitch.open(db) as ws:
+        report = ws.ingest([body])
+        assert report.accepted == 0 and report.rejected[0][1].startswith("context:")
+        assert ws.profile("u-1") is None
+
+
+def test_gzip_members_are_read_one_after_the_other(serve: Any, db: str) -> None:
+    server = serve(db)
+    text = json.dumps({"batch": [identify("u-1", "d-1")]}).encode()
+    headers = {"Content-Encoding": "gzip", "Authorization": "Bearer " + KEY}
+    two = gzip.compress(text[:20]) + gzip.compress(text[20:])
+    assert requests.post(server.url + "/v1/batch", data=two, headers=headers,
+                         timeout=30).status_code == 200
+    junk = gzip.compress(text) + b"junk"
+    assert_error(requests.post(server.url + "/v1/batch", data=junk, headers=headers, timeout=30),
+                 400, "invalid_request")
+    server.stop()
+    assert recorded(db, "u-1") == ["u-1"]
+
+
+def test_a_body_that_never_arrives_frees_its_slot(serve: Any, db: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from idstitch.serve import endpoint
+
+    monkeypatch.setattr(endpoint, "BODY_TIMEOUT", 0.5)
+    server = serve(db, capacity=1)
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as stalled:
+        stalled.sendall(b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                        b"\r\nContent-Length: 100\r\n\r\n{")  # no key, and the body never ends
+        answer = stalled.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 408") and b"request_timeout" in answer
+    # Its slot was the only one: the next request gets it.
+    assert post(server, "/v1/batch", {"batch": [identify("u-1", "d-1")]}).status_code == 200
+    server.stop()
+    assert recorded(db, "u-1") == ["u-1"]
