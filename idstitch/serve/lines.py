@@ -11,6 +11,7 @@ with a ``context`` (to be merged into each message), take the dict path instead
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import msgspec
@@ -73,8 +74,36 @@ def envelope(body: bytes) -> Envelope:
         if "batch`" in text:  # "at `$.batch`", or "missing required field `batch`"
             raise BadBody("batch: must be a list of messages") from None
         raise BadBody("the body must be a JSON object with a batch") from None
-    except (msgspec.DecodeError, RecursionError) as e:
+    except msgspec.DecodeError as e:
+        if "surrogate" in str(e):
+            return _with_lone_surrogates(body)
         raise BadBody(f"the body is not JSON: {e}") from None
+    except RecursionError as e:
+        raise BadBody(f"the body is not JSON: {e}") from None
+
+
+def _with_lone_surrogates(body: bytes) -> Envelope:
+    """The envelope of a body that escapes a lone UTF-16 surrogate (``"\\udce9"``, no
+    character: Python's clients send one from a string that held an undecodable byte), read
+    by Python's json, which takes it. Each item is handed on as JSON text again, so that the
+    items holding one are refused alone (:func:`line` cannot decode them) and the rest are
+    recorded, as for any other message that is not JSON. A rare path: not a fast one."""
+    try:
+        parsed = json.loads(body)
+    except (ValueError, RecursionError) as e:
+        raise BadBody(f"the body is not JSON: {e}") from None
+    if not isinstance(parsed, dict):
+        raise BadBody("the body must be a JSON object with a batch")
+    if not isinstance(parsed.get("batch"), list):
+        raise BadBody("batch: must be a list of messages")
+
+    def raw(value: Any) -> msgspec.Raw:
+        return msgspec.Raw(json.dumps(value).encode())
+
+    return Envelope(batch=[raw(item) for item in parsed["batch"]],
+                    sent_at=raw(parsed["sentAt"]) if "sentAt" in parsed else msgspec.Raw(),
+                    context=raw(parsed["context"]) if "context" in parsed else msgspec.Raw(),
+                    write_key=parsed.get("writeKey"))
 
 
 def fast(envelope: Envelope) -> bool:

@@ -474,3 +474,20 @@ def test_a_body_that_never_arrives_frees_its_slot(serve: Any, db: str,
     assert post(server, "/v1/batch", {"batch": [identify("u-1", "d-1")]}).status_code == 200
     server.stop()
     assert recorded(db, "u-1") == ["u-1"]
+
+
+def test_a_lone_surrogate_refuses_its_message_alone(serve: Any, db: str) -> None:
+    """Python's Segment client escapes a string that held an undecodable byte as a lone
+    UTF-16 surrogate, which is no character: that message is refused, the batch is not."""
+    server = serve(db)
+    bad = {"type": "identify", "userId": "u-2", "traits": {"file": "r\udce9sum\udce9.pdf"},
+           "context": {"device": {"id": "d-2"}}}
+    body = json.dumps({"batch": [identify("u-1", "d-1"), bad, identify("u-3", "d-3")],
+                       "sentAt": datetime.now(UTC).isoformat()}).encode()
+    assert b"\\udce9" in body
+    answer = post(server, "/v1/batch", body)
+    assert answer.status_code == 200, answer.text
+    rejected = answer.json()["rejected"]
+    assert [r["index"] for r in rejected] == [1] and "surrogate" in rejected[0]["reason"]
+    server.stop()
+    assert recorded(db, "u-1", "u-2", "u-3") == ["u-1", "u-3"]
