@@ -16,10 +16,11 @@ from idstitch.domain.verification import Digest, Verification
 from idstitch.projections.audit import Change, Provenance, Refused
 from idstitch.projections.custom import Projection, ProjectionDB
 from idstitch.projections.views import Device, Merge, Profile
+from idstitch.service.following import ProjectionStatus
 from idstitch.service.ingest_report import IngestReport
 from idstitch.workspace import Workspace, open
 
 __all__ = ["Change", "Device", "Digest", "IngestReport", "Merge", "Profile", "Projection",
-           "ProjectionDB", "Provenance", "Refused", "Verification", "Workspace", "errors", "open",
-           "server_stream_id"]
+           "ProjectionDB", "ProjectionStatus", "Provenance", "Refused", "Verification", "Workspace",
+           "errors", "open", "server_stream_id"]
 __version__ = "0.1.0"

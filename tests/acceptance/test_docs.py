@@ -80,6 +80,20 @@ def test_the_docs_exist() -> None:
     assert any(b.info == RUN for page in PAGES for b in blocks(page)), "no runnable snippet"
 
 
+def test_the_reference_names_every_public_name_and_command() -> None:
+    """What ``idstitch`` exports, its errors and the CLI's subcommands are all in the API
+    reference (a name added to the code and not to the page drifted before)."""
+    import idstitch
+    import idstitch.errors
+    from idstitch.cli import build_parser
+
+    reference = (DOCS / "reference" / "api.md").read_text(encoding="utf-8")
+    names = [*idstitch.__all__, *idstitch.errors.__all__]
+    assert [n for n in names if f"`{n}`" not in reference and f"`{n}(" not in reference] == []
+    commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    assert [c for c in commands if f"`idstitch {c}" not in reference] == []
+
+
 @pytest.mark.parametrize("page", PAGES, ids=page_id)
 def test_python_blocks_are_spelled_as_the_runner_expects(page: Path) -> None:
     """A misspelt fence (```py, ```python3, ```python norun) would silently never run."""
