@@ -264,6 +264,31 @@ def same_calls_same_merges(memory: Workspace, other: Workspace) -> None:
     assert other.dump() == memory.dump()
 
 
+def test_as_of_before_an_undo_finds_an_email_the_merged_person_held_then(
+        make_ws: WorkspaceFactory, clock: FrozenClock) -> None:
+    """Without the merge, the email finds nobody at that position (its holder replaced it);
+    with it, as the log stood then, it found the merged person: a replay of the prefix."""
+    def feed(ws: Workspace, undo: bool) -> int:
+        ws.identify("laptop", "u1")
+        ws.identify("phone", "u2", {"email": "b@x.com"})
+        merge_id = ws.merge_persons("u1", "u2", reason="one customer")
+        position = ws.set_profile_attributes("phone", {"email": "c@x.com"})
+        if undo:
+            ws.unmerge(merge_id, reason="two customers after all")
+        assert position is not None
+        return position
+
+    ws = make_ws()
+    position = feed(ws, undo=True)
+    prefix = idstitch.open("memory:", clock=clock)
+    feed(prefix, undo=False)
+    then = prefix.profile("b@x.com")
+    assert then is not None and then.identifiers == {"id": "u1", "email": "c@x.com"}
+    assert ws.profile_as_of("b@x.com", position) == prefix.profile_as_of("b@x.com", position)
+    answer = ws.profile_as_of("b@x.com", position)
+    assert answer is not None and answer.identifiers == then.identifiers
+
+
 def test_as_of_before_an_undo_shows_the_merge_it_undid(make_ws: WorkspaceFactory,
                                                          clock: FrozenClock) -> None:
     """The log up to a position between a merge and its undo holds the merge: as-of there is
