@@ -114,11 +114,14 @@ class Logout(DeviceCommand, frozen=True, kw_only=True):
 
 
 class MergePersons(msgspec.Struct, frozen=True, kw_only=True):
-    """Merge two identified persons explicitly; the primary's values win on conflict."""
+    """Merge two identified persons explicitly; the primary's values win on conflict.
+    ``named``: set by its handler, once ``primary`` and ``secondary`` are the persons the
+    identifiers name themselves (see :class:`~idstitch.domain.events.PersonsMerged`)."""
 
     primary: str
     secondary: str
     reason: str
+    named: bool = False
 
 
 class Unmerge(msgspec.Struct, frozen=True, kw_only=True):

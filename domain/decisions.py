@@ -92,7 +92,8 @@ class Decisions:
         merge_id = minted_merge_id(f"{DECISIONS_STREAM}#{self.version + 1}", "explicit")
         self._record(PersonsMerged(device_id=DECISIONS_STREAM, merge_id=merge_id,
                                    primary=cmd.primary, secondary=cmd.secondary,
-                                   reason=cmd.reason, timestamp=now, recorded_at=now))
+                                   reason=cmd.reason, named=cmd.named, timestamp=now,
+                                   recorded_at=now))
         return True
 
     def unmerge(self, cmd: Unmerge, now: datetime) -> bool:

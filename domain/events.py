@@ -128,13 +128,20 @@ class IdentityCleared(DeviceEvent, frozen=True, kw_only=True, tag="IdentityClear
 
 class PersonsMerged(DeviceEvent, frozen=True, kw_only=True, tag="PersonsMerged"):
     """An explicit merge of two identified persons (a decision, on the workspace's decisions
-    stream: ``device_id`` is :data:`DECISIONS_STREAM`). ``primary`` and ``secondary`` are person
-    ids as they were when the merge was decided; the primary's values win."""
+    stream: ``device_id`` is :data:`DECISIONS_STREAM`); the primary's values win.
+
+    ``named`` (every merge recorded since it exists): ``primary`` and ``secondary`` are the
+    persons the two identifiers named themselves (the owner of the user id or email, the
+    person of a ``cio_`` or person id), not following earlier merges; the projection merges
+    the persons each stands in when it folds the decision, so that a merge undone since (an
+    unmerge before or after this one) routes it to the side of the identifier it was given.
+    Without it (recorded before): the live persons as they were when it was decided."""
 
     merge_id: str
     primary: str
     secondary: str
     reason: str
+    named: bool = False
 
 
 class MergeUndone(DeviceEvent, frozen=True, kw_only=True, tag="MergeUndone"):

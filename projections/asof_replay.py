@@ -25,7 +25,8 @@ def undone_since(log: EventLog, reader: Reader, identifier: str, at: int, until:
     """Whether an undo recorded after position ``at`` (up to ``until``) may have undone a
     merge the answer at ``at`` held: one whose record names the person ``identifier`` finds
     at ``at`` in these rows (or, finding nobody then, now) or one of its family (the persons
-    merged into it), or any undo when the identifier finds nobody in these rows. Reads the decisions stream's undos only (a handful). (The record
+    merged into it), or any undo when the identifier finds nobody in these rows. Reads the
+    decisions stream's undos only (a handful). (The record
     of an undone merge carries the undo's position, not the merge's: an undo of a merge
     recorded after ``at`` counts too, and replays for an answer the rows would give.)"""
     undos = [ev for _, ev in log.read_spans([(DECISIONS_STREAM, at + 1, until + 1)],

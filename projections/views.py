@@ -139,10 +139,20 @@ class Reader:
         return None if found is not None and found.nameless and not nameless else found
 
     def _person(self, identifier: str, at: int | None) -> PersonRow | None:
+        return self._follow(self._named(identifier, at), at)
+
+    def named(self, identifier: str) -> str | None:
+        """The id of the person an identifier names itself (the owner of a user id, an email
+        or an anonymous id, the person of a ``cio_`` or person id), not following merges."""
+        found = self._named(identifier, None)
+        return None if found is None else found.person_id
+
+    def _named(self, identifier: str, at: int | None) -> PersonRow | None:
+        found: PersonRow | None
         if identifier.startswith(PERSON_PREFIX):
             found = self._get(PERSON, identifier[len(PERSON_PREFIX):])
             if found is not None and (at is None or found.since <= at):
-                return self._follow(found, at)
+                return found
         if "@" in identifier:
             keys = [identifier_key("email", normalize_email(identifier))]
         else:
@@ -152,11 +162,12 @@ class Reader:
             if row is not None:
                 person_id = row.person_id if at is None else owner_at(row, at)
                 if person_id is not None:
-                    return self._follow(self._get(PERSON, person_id), at)
+                    found = self._get(PERSON, person_id)
+                    return found
         found = self._get(PERSON, identifier)
         if found is None or (at is not None and found.since > at):
             return None
-        return self._follow(found, at)
+        return found
 
     def person_row(self, person_id: str) -> PersonRow | None:
         """The raw person row (not following merges)."""

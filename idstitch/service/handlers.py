@@ -91,8 +91,12 @@ def merge_persons(cmd: MergePersons, uow: UnitOfWork) -> None:
     if primary_id == secondary_id:
         raise InvalidCommand("secondary", f"{secondary!r} is the same person as the primary "
                                           f"({primary_id})")
-    uow.decisions.get().handle(replace(cmd, primary=primary_id, secondary=secondary_id),
-                               uow.now)
+    # Recorded as the persons the identifiers name themselves: a merge undone later (or
+    # earlier) must not leave this one joined to the side the identifier was not given for.
+    named_primary = uow.persons.named(primary) or primary_id
+    named_secondary = uow.persons.named(secondary) or secondary_id
+    uow.decisions.get().handle(replace(cmd, primary=named_primary, secondary=named_secondary,
+                                       named=True), uow.now)
 
 
 UNDOABLE = frozenset({"explicit", "merged"})

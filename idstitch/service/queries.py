@@ -162,6 +162,13 @@ class Queries:
             return None
         return self._read(lambda reader: reader.profile(identifier))
 
+    def named(self, identifier: str) -> str | None:
+        """The id of the person an identifier names itself, not following merges (None:
+        nobody, or a forgotten person's identifier)."""
+        if self._hidden(identifier):
+            return None
+        return self._read(lambda reader: reader.named(identifier))
+
     def profile_of_device(self, device_id: str) -> Profile | None:
         """The device's current person."""
         return self._read(lambda reader: reader.profile_of_device(device_id))

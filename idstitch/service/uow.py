@@ -56,6 +56,10 @@ class PersonReads(Protocol):
         """The person an identifier finds now."""
         ...
 
+    def named(self, identifier: str) -> str | None:
+        """The id of the person an identifier names itself, not following merges."""
+        ...
+
     def merge_row(self, merge_id: str) -> MergeRow | None:
         """A conversion, merge or switch record by its id."""
         ...
@@ -168,6 +172,12 @@ class Persons:
         """A conversion, merge or switch record by its id."""
         self._uow.settle()
         return self._reads.merge_row(merge_id)
+
+    def named(self, identifier: str) -> str | None:
+        """The id of the person an identifier names itself (the owner of a user id or an
+        email, the person of a ``cio_`` or person id), not following merges."""
+        self._uow.settle()
+        return self._reads.named(identifier)
 
 
 class UnitOfWork:

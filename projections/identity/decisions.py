@@ -131,11 +131,17 @@ class DecisionsAhead:
 
 def persons_merged(unit: IdentityUnit, ev: PersonsMerged, pos: int,
                    undone: DecisionsAhead | None) -> None:
-    """An explicit merge, unless it was undone: then only its record (kind ``unmerged``)."""
-    primary = unit.live_person(ev.primary)
-    secondary = unit.live_person(ev.secondary)
+    """An explicit merge, unless it was undone: then only its record (kind ``unmerged``).
+
+    A merge that names its persons (``named``) joins the persons they stand in now, through
+    the merges in effect (an undone one is not); one recorded before names live persons."""
+    if ev.named:
+        primary, secondary = unit.survivor(ev.primary), unit.survivor(ev.secondary)
+    else:
+        primary, secondary = unit.live_person(ev.primary), unit.live_person(ev.secondary)
     if primary is None or secondary is None or primary is secondary:
-        # The command checked both; a merge recorded since by another writer retired one.
+        # The command checked both; a merge recorded since by another writer retired one
+        # (or joined them).
         return
     ts = to_micros(ev.timestamp)
     undo = None if undone is None else undone.undo_of(ev.merge_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -142,6 +143,38 @@ def test_unmerge_restores_both_sides_and_later_traffic_goes_to_its_own_side(
     for side in ("ann", "ann@example.com"):
         [record] = [m for m in ws.merges(side) if m.merge_id == merge_id]
         assert (record.kind, record.reason) == ("unmerged", "two people after all")
+
+
+def test_a_later_merge_goes_to_the_side_of_the_identifier_it_was_given(
+        make_ws: WorkspaceFactory, clock: FrozenClock) -> None:
+    """Merge B named bob while bob was merged into ann (A); once A is undone, B joins cy to
+    bob, as in a log where A was never recorded (it used to join cy to ann, whom B never
+    named), before and after a rebuild."""
+    def feed(ws: Workspace, first: bool) -> str | None:
+        ws.identify("tablet", "bob", {"from_bob": 1})
+        ws.identify("laptop", "cy", {"from_cy": 1})
+        ws.identify("phone", "ann")
+        a = ws.merge_persons("ann", "bob", reason="A") if first else None
+        ws.merge_persons("bob", "cy", reason="B")
+        return a
+
+    ws = make_ws()
+    a = feed(ws, first=True)
+    assert a is not None
+    ws.unmerge(a, reason="undo A")
+    never = idstitch.open("memory:", clock=clock)
+    feed(never, first=False)
+
+    def sides(w: Workspace) -> list[tuple[str, dict[str, str], dict[str, Any], list[str]]]:
+        found = [w.profile(u) for u in ("ann", "bob", "cy")]
+        return [(p.person_id, p.identifiers, p.attributes, sorted(d.device_id for d in p.devices))
+                for p in found if p is not None]
+
+    expected = sides(never)
+    assert expected[1] == expected[2] and expected[1][1] == {"id": "bob"}
+    assert sides(ws) == expected
+    ws.rebuild()
+    assert sides(ws) == expected
 
 
 @pytest.mark.parametrize("which", ["unknown", "converted", "undone"])
