@@ -116,12 +116,15 @@ def claim(unit: IdentityUnit, person: PersonRow, kind: str, value: str, pos: int
 def attributes_written(unit: IdentityUnit, person: PersonRow, pos: int, ts: int,
                        email: bool) -> None:
     """An event wrote the person's attributes (an identify's traits, a profile update): its
-    time moves ``updated_at``, the row is kept, and where it wrote ``email`` the winning
-    value claims the email identifier."""
+    time moves ``updated_at``, the row is kept, and where it wrote ``email`` (plainly) and
+    its value won, that value claims the email identifier."""
     if ts > person.updated_at:
         person.updated_at = ts
     unit.put_person(person)
-    if email:
+    # Only the event's own value, when it is the one now held: a write that lost (a late
+    # one), or a removal (which keeps the identifier), claims nothing; nor does a value that
+    # set_once gave (an attribute only), which a losing write would otherwise have claimed.
+    if email and person.attrs.stamps.get("email") == (ts, pos) and "email" in person.attrs.values:
         claim_attribute_email(unit, person, pos)
 
 

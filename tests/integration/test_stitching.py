@@ -248,3 +248,23 @@ def test_the_email_identifier_follows_the_winning_attribute(ws: Workspace) -> No
     assert person.attributes["email"] == "new@example.com"
     assert person.identifiers["email"] == "new@example.com"
     assert ws.profile("old@example.com") is None
+
+
+def test_only_a_winning_email_write_claims_the_identifier(ws: Workspace) -> None:
+    """A late removal of `email` lost, and a set_once value is an attribute only: the late
+    event claimed that value all the same, and the person's identifier moved to it."""
+    ws.identify("phone", "u2", {"email": "a@x.com"}, timestamp=at(2))
+    ws.set_profile_attributes("phone", unset=["email"], timestamp=at(3))  # the identifier stays
+    ws.set_profile_attributes("phone", set_once={"email": "b@x.com"}, timestamp=at(4))
+    ws.set_profile_attributes("phone", {"email": None}, timestamp=at(1))  # late: it loses
+    person = ws.profile("u2")
+    assert person is not None
+    assert (person.identifiers, person.attributes) == ({"id": "u2", "email": "a@x.com"},
+                                                       {"email": "b@x.com"})
+    assert ws.profile("b@x.com") is None
+    # A late write of another email loses too, and claims nothing.
+    ws.set_profile_attributes("phone", {"email": "c@x.com"}, timestamp=at(0))
+    assert ws.profile("c@x.com") is None
+    ws.rebuild()
+    again = ws.profile("a@x.com")
+    assert again is not None and again.identifiers == person.identifiers
