@@ -43,7 +43,10 @@ def held_emails(fam: Family) -> list[tuple[str, str, int, int | None]]:
     a person's next email lets its last one go."""
     out: list[tuple[str, str, int, int | None]] = []
     for member in fam.members.values():
-        claims = sorted(member.emails)
+        # By position only, in the order claimed within one (a stable sort): one event may
+        # claim two (an identify by one email with another in its traits), and the second
+        # lets the first go; sorted by the emails too, the first looked held for ever.
+        claims = sorted(member.emails, key=lambda claim: claim[0])
         for i, (position, email) in enumerate(claims):
             until = claims[i + 1][0] if i + 1 < len(claims) else None
             out.append((email, member.person_id, position, until))

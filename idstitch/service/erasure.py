@@ -117,7 +117,10 @@ def _prepare(stores: Any, queries: Queries, identifier: str, *,
         fam = family(reader, person)
         events = stores.log.read_spans(spans(fam, head))
         key_ids = {ev.key_id for _, ev in events if ev.key_id is not None}
-        identifiers = person_identifiers(reader, person)
+        # An email one of them let go and another person holds now is that person's: not
+        # suppressed (the other person would be refused its own email, and hidden by it).
+        identifiers = {i for i in person_identifiers(reader, person)
+                       if "@" not in i or not _held_elsewhere(reader, i, fam.members)}
         if not person.identified:
             # Nothing else names an anonymous person: its anonymous ids answer nothing after
             # the forget as its person id does (an identified one's, by being nameless).
@@ -141,6 +144,12 @@ def _prepare(stores: Any, queries: Queries, identifier: str, *,
                      devices=sorted(devices), key_ids=sorted(key_ids),
                      identifiers=sorted(identifiers), subjects=subjects,
                      held=held, took=took, head=head)
+
+
+def _held_elsewhere(reader: Reader, email: str, members: Any) -> bool:
+    """Whether a person outside the family (``members``) holds ``email`` now."""
+    holder = reader.person(email, nameless=True)
+    return holder is not None and holder.person_id not in members
 
 
 WINDOW_ROUNDS = 8

@@ -99,6 +99,32 @@ def test_an_email_the_forgotten_person_held_stays_refused_to_others(
         ws.rebuild()
 
 
+def test_an_email_the_forgotten_person_let_go_stays_with_whoever_holds_it_now(
+        make_ws: WorkspaceFactory) -> None:
+    """X signed in by b@x.com and moved to a@x.com in the same identify (letting b@x.com go),
+    then u1 took b@x.com: forgetting X leaves u1 its email, findable and usable (the first
+    claim of one event sorted after the second by name, so b@x.com looked X's for ever: u1
+    lost it, and a newcomer by it was hidden or folded into X)."""
+    ws = make_ws()
+    ws.identify("d1", "b@x.com", {"email": "a@x.com"})
+    ws.identify("d3", "u1", {"email": "b@x.com"})
+    ws.identify("d2", "c@x.com", {"email": "z@x.com"})  # the same, for a newcomer
+    ws.identify("d4", "c@x.com", {"k": 1})
+    u1, newcomer = ws.profile("u1"), ws.profile("c@x.com")
+    assert u1 is not None and u1.identifiers == {"id": "u1", "email": "b@x.com"}
+    assert newcomer is not None and [d.device_id for d in newcomer.devices] == ["d4"]
+    ws.forget("a@x.com", reason="X asked")
+    ws.forget("z@x.com", reason="Z asked")
+    for _ in range(2):
+        assert ws.profile("b@x.com") == ws.profile("u1") == u1
+        assert ws.profile("c@x.com") == ws.profile(newcomer.person_id) == newcomer
+        assert [c.position for c in ws.history("c@x.com")] == [4]
+        ws.rebuild()
+    # Their own emails are theirs to use: not suppressed.
+    assert ws.set_profile_attributes("d3", {"email": "b@x.com"}) is not None
+    assert ws.identify("d5", "c@x.com") is not None
+
+
 def test_a_token_registered_in_a_forgotten_stint_leaves_the_platform(
         make_ws: WorkspaceFactory) -> None:
     """The token was the forgotten person's value (sealed under its stint's key): the device
