@@ -115,6 +115,13 @@ def unmerge(cmd: Unmerge, uow: UnitOfWork) -> None:
     if row.kind not in UNDOABLE:
         raise InvalidCommand("merge_id", f"{merge_id!r} is a {row.kind} record, not a merge: "
                                          "nothing was merged to undo")
+    for person_id in (row.source, row.target):
+        person = uow.persons.row(person_id)
+        if person is not None and person.nameless:
+            # Forgotten since (with the merge, both sides were): what the sides held is
+            # shredded, so they cannot become what they would have been without it.
+            raise InvalidCommand("merge_id", f"merge {merge_id!r} joined a person who was "
+                                             "forgotten since: it cannot be undone")
     uow.decisions.get().handle(cmd, uow.now)
 
 

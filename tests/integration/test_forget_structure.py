@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from idstitch.errors import Suppressed
+from idstitch.errors import InvalidCommand, Suppressed
 from idstitch.workspace import Workspace
 
 WorkspaceFactory = Callable[..., Workspace]
@@ -237,3 +237,18 @@ def test_an_anonymous_id_the_forgotten_persons_session_named_first_finds_nobody(
     ws.rebuild()
     assert ws.profile("a-4") is None and ws.history("a-4") == []
     assert ws.profile_of_device("desk") == live
+
+
+def test_a_merge_of_a_person_forgotten_since_cannot_be_undone(make_ws: WorkspaceFactory) -> None:
+    """Both sides were forgotten with the merge: undone, the remainder split in two and
+    nothing came back. Refused, with nothing recorded."""
+    ws = make_ws()
+    ws.identify("d3", "u1", {"k1": "x"})
+    ws.identify("d2", "u3", {"k2": "y"})
+    merge_id = ws.merge_persons("u3", "u1", reason="same")
+    ws.forget("u1", reason="gdpr")
+    head = ws.log.head()
+    with pytest.raises(InvalidCommand) as refused:
+        ws.unmerge(merge_id, reason="undo")
+    assert refused.value.field == "merge_id" and "forgotten" in str(refused.value)
+    assert ws.log.head() == head
