@@ -228,7 +228,10 @@ class Queries:
                                            f"({at.isoformat()}; years 1 to 9999)") from e
         elif at < 0:
             raise InvalidCommand("at", f"must be a position (0 or more), got {at}")
-        if self._hidden(identifier):
+        if self._hidden(identifier) or self._read(
+                lambda reader: _nameless(reader.person(identifier, nameless=True))):
+            # Also an identifier of a person merged into a forgotten one (an anonymous
+            # session's id, say): it was forgotten with it, at every position.
             return None
         return self._repairing(lambda: self._as_of(identifier, at))
 
@@ -263,3 +266,8 @@ class Queries:
             else:
                 hi = mid - 1
         return lo
+
+
+def _nameless(person: PersonRow | None) -> bool:
+    """Whether a person is what a forget left (identified by erased identifies only)."""
+    return person is not None and person.nameless

@@ -252,3 +252,21 @@ def test_a_merge_of_a_person_forgotten_since_cannot_be_undone(make_ws: Workspace
         ws.unmerge(merge_id, reason="undo")
     assert refused.value.field == "merge_id" and "forgotten" in str(refused.value)
     assert ws.log.head() == head
+
+
+def test_a_session_merged_into_a_forgotten_person_answers_nothing_as_of_either(
+        make_ws: WorkspaceFactory) -> None:
+    """profile, history and merges by the merged session's ids answered nothing; as-of a
+    position before the merge still showed its person and session."""
+    ws = make_ws()
+    ws.identify("d1", "u2")
+    before = ws.set_profile_attributes("d2", {"k1": "secret"})
+    assert before is not None
+    session = ws.profile_of_device("d2")
+    device = ws.device("d2")
+    assert session is not None and device is not None
+    ws.identify("d2", "u2")  # the session's person merged into u2
+    ws.forget("u2", reason="gdpr")
+    for identifier in (session.person_id, device.anonymous_id):
+        assert ws.profile(identifier) is None and ws.history(identifier) == []
+        assert ws.profile_as_of(identifier, before) is None
