@@ -374,10 +374,10 @@ def build(gate: Gate) -> Starlette:
     async def batch(request: Request) -> Response:
         return await gate.handle(request, "batch")
 
-    def route(kind: str) -> Route:
+    def route(kind: str, slash: str = "") -> Route:
         async def one(request: Request) -> Response:
             return await gate.handle(request, kind)
-        return Route(f"/v1/{kind}", one, methods=["POST"])
+        return Route(f"/v1/{kind}{slash}", one, methods=["POST"])
 
     async def http_error(request: Request, exc: Exception) -> Response:
         # Starlette's own answers (404, 405) get the JSON body the clients expect too.
@@ -394,8 +394,12 @@ def build(gate: Gate) -> Starlette:
         finally:
             await gate.shutdown()
 
+    # Each path also with a trailing slash, served as it is: Starlette would answer a 307
+    # redirect with an empty body (every other answer has a JSON one).
+    kinds = ("identify", "track", "screen", "page", "alias", "group")
     routes = [Route("/v1/batch", batch, methods=["POST"]),
-              *(route(kind) for kind in ("identify", "track", "screen", "page", "alias", "group"))]
+              Route("/v1/batch/", batch, methods=["POST"]),
+              *(route(kind, slash) for kind in kinds for slash in ("", "/"))]
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={HTTPException: http_error, Exception: http_error})
     app.state.gate = gate

@@ -179,6 +179,10 @@ def test_every_error_has_the_json_body(serve: Any, db: str) -> None:
     assert_error(post(server, "/v1/batch", [1, 2]), 400, "invalid_request")
     assert_error(post(server, "/v1/batch", {"batch": "no"}), 400, "invalid_request")
     assert_error(post(server, "/v1/nothing", {}), 404, "not_found")
+    assert_error(post(server, "/v1/nothing/", {}), 404, "not_found")
+    # A trailing slash is the same endpoint (not a redirect with an empty body).
+    assert post(server, "/v1/batch/", {"batch": [identify("u-1", "d-1")]}).status_code == 200
+    assert post(server, "/v1/identify/", identify("u-2", "d-2")).status_code == 200
     assert_error(requests.get(server.url + "/v1/batch", timeout=30), 405, "method_not_allowed")
 
 
