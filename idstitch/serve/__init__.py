@@ -70,6 +70,9 @@ def app(
         raise InvalidCommand("group_messages", f"must be an integer of at least 1, got {group_messages!r}")
     if not isinstance(queue_timeout, (int, float)) or not queue_timeout > 0:
         raise InvalidCommand("queue_timeout", f"must be a positive number of seconds, got {queue_timeout!r}")
+    if rejects is not None and not Path(rejects).absolute().parent.is_dir():
+        # Checked now: appending there would fail every request with a refusal in it (500).
+        raise InvalidCommand("rejects", f"the folder of {str(rejects)!r} does not exist")
     writer: Writer | WriterProcess
     if isinstance(ws_or_url, Workspace):
         ws = ws_or_url

@@ -326,6 +326,12 @@ def test_the_app_needs_keys(keys: Any, field: str) -> None:
     assert caught.value.field == field
 
 
+def test_a_rejects_file_in_a_missing_folder_is_refused_at_once(tmp_path: Path) -> None:
+    with pytest.raises(InvalidCommand) as caught:
+        app("memory:", ["k"], rejects=tmp_path / "missing" / "rejects.ndjson")
+    assert caught.value.field == "rejects" and "does not exist" in str(caught.value)
+
+
 def test_mounted_in_another_app_with_its_lifespan(serve_asgi: Any, db: str) -> None:
     tracking = app(db, write_keys=[KEY])
 
