@@ -131,8 +131,9 @@ class PersonsMerged(DeviceEvent, frozen=True, kw_only=True, tag="PersonsMerged")
     stream: ``device_id`` is :data:`DECISIONS_STREAM`); the primary's values win.
 
     ``named`` (every merge recorded since it exists): ``primary`` and ``secondary`` are the
-    persons the two identifiers named themselves (the owner of the user id or email, the
-    person of a ``cio_`` or person id), not following earlier merges; the projection merges
+    identified persons the two identifiers named themselves (the owner of the user id, the
+    holder of the email then, the person of a ``cio_`` or person id), not following earlier
+    merges; the projection merges
     the persons each stands in when it folds the decision, so that a merge undone since (an
     unmerge before or after this one) routes it to the side of the identifier it was given.
     Without it (recorded before): the live persons as they were when it was decided."""

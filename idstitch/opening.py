@@ -50,6 +50,9 @@ class Access(Enum):
     """May start a new store (a new or empty file); never changes an existing store's policy."""
     REBUILD = "rebuild"
     """Needs an idstitch store; may change its policy (a replay)."""
+    FOLLOW = "follow"
+    """Needs an idstitch store, which it keeps the projections of (``idstitch project``): as
+    READ, and it may record the policy asked for on a store that records none."""
 
 
 def sqlite_path(url: str) -> str | None:

@@ -25,8 +25,8 @@ def undone_since(log: EventLog, reader: Reader, identifier: str, at: int, until:
     """Whether an undo recorded after position ``at`` (up to ``until``) may have undone a
     merge the answer at ``at`` held: one whose record names the person ``identifier`` finds
     at ``at`` in these rows (or, finding nobody then, now) or one of its family (the persons
-    merged into it), or any undo when the identifier finds nobody in these rows. Reads the
-    decisions stream's undos only (a handful). (The record
+    merged into it), or any undo when the identifier is an email that finds nobody in these
+    rows. Reads the decisions stream's undos only (a handful). (The record
     of an undone merge carries the undo's position, not the merge's: an undo of a merge
     recorded after ``at`` counts too, and replays for an answer the rows would give.)"""
     undos = [ev for _, ev in log.read_spans([(DECISIONS_STREAM, at + 1, until + 1)],
@@ -37,9 +37,12 @@ def undone_since(log: EventLog, reader: Reader, identifier: str, at: int, until:
     # one it finds now: an undo that names neither side changes no answer about it.
     person = reader.person(identifier, at) or reader.person(identifier)
     if person is None:
-        # Found by nobody in these rows, then or now; with the undone merge it may have been
-        # (an email the merged person held and released while the merge held): replayed.
-        return True
+        # Found by nobody in these rows, then or now. With the undone merge, an email may
+        # have been (the merged person claimed it from an attribute, held or let it go while
+        # the merge held): replayed. Every other identifier is claimed by an event whatever
+        # the merges (an identify, a session, a person id): nobody either way, and an
+        # identifier nobody has (a typo) costs no replay.
+        return "@" in identifier
     members = set(family(reader, person).members) | {person.person_id}
     for ev in undos:
         assert isinstance(ev, MergeUndone)

@@ -91,7 +91,7 @@ def follow(args: argparse.Namespace, custom: list[Projection], stopping: list[Fo
     """Open the store and follow it until stopped (``stopping`` holds the follower)."""
     # A store to follow, not one to start: a mistyped --db would follow an empty new file
     # forever while the writers' log grows elsewhere.
-    with open_store(args.db, args.policy, Access.READ) as ws:
+    with open_store(args.db, args.policy, Access.FOLLOW) as ws:
         if ws._services.stores.shared_url is None:
             raise InvalidCommand("--db", "memory: cannot be followed: no other process can "
                                          "write to it (a SQLite file or PostgreSQL)")

@@ -98,7 +98,10 @@ def _with_lone_surrogates(body: bytes) -> Envelope:
         raise BadBody("batch: must be a list of messages")
 
     def raw(value: Any) -> msgspec.Raw:
-        return msgspec.Raw(json.dumps(value).encode())
+        # As UTF-8, not escaped to ASCII (a message's size is checked on this text: CJK text
+        # escaped would be twice its size); a lone surrogate encoded as it is makes bytes
+        # that are not UTF-8, which refuse its message alone.
+        return msgspec.Raw(json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass"))
 
     return Envelope(batch=[raw(item) for item in parsed["batch"]],
                     sent_at=raw(parsed["sentAt"]) if "sentAt" in parsed else msgspec.Raw(),

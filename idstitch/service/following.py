@@ -94,8 +94,13 @@ def _holds(projector: Projector, projection: RowProjection, position: int, head:
     the read stays short."""
     if position >= head or head - position > LAG_LIMIT:
         return position
-    ahead = projector.log.read_selected(position, head, 1, projection.event_types,
-                                        first=projection.first_events)
+    try:
+        ahead = projector.log.read_selected(position, head, 1, projection.event_types,
+                                            first=projection.first_events)
+    except StoreError:
+        # A damaged event there (CorruptEvent): the committed position is all that is known;
+        # the catch-up that meets the event says what it is.
+        return position
     return ahead[0].position - 1 if ahead else head
 
 

@@ -93,10 +93,21 @@ def merge_persons(cmd: MergePersons, uow: UnitOfWork) -> None:
                                           f"({primary_id})")
     # Recorded as the persons the identifiers name themselves: a merge undone later (or
     # earlier) must not leave this one joined to the side the identifier was not given for.
-    named_primary = uow.persons.named(primary) or primary_id
-    named_secondary = uow.persons.named(secondary) or secondary_id
-    uow.decisions.get().handle(replace(cmd, primary=named_primary, secondary=named_secondary,
+    uow.decisions.get().handle(replace(cmd, primary=_named(uow, primary, primary_id),
+                                       secondary=_named(uow, secondary, secondary_id),
                                        named=True), uow.now)
+
+
+def _named(uow: UnitOfWork, identifier: str, live: str) -> str:
+    """The identified person an identifier names itself (its user id's or email's holder, the
+    person of a ``cio_`` or person id), not following merges; ``live``, the person it finds,
+    when what it names is no identified person (an anonymous session merged into ``live``:
+    once that merge were undone, an explicit merge must not join an anonymous person)."""
+    named = uow.persons.named(identifier)
+    if named is None or named == live:
+        return live
+    row = uow.persons.row(named)
+    return named if row is not None and row.identified else live
 
 
 UNDOABLE = frozenset({"explicit", "merged"})

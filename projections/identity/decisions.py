@@ -139,9 +139,10 @@ def persons_merged(unit: IdentityUnit, ev: PersonsMerged, pos: int,
         primary, secondary = unit.survivor(ev.primary), unit.survivor(ev.secondary)
     else:
         primary, secondary = unit.live_person(ev.primary), unit.live_person(ev.secondary)
-    if primary is None or secondary is None or primary is secondary:
+    if (primary is None or secondary is None or primary is secondary
+            or not (primary.identified and secondary.identified)):
         # The command checked both; a merge recorded since by another writer retired one
-        # (or joined them).
+        # (or joined them). Only identified persons merge explicitly.
         return
     ts = to_micros(ev.timestamp)
     undo = None if undone is None else undone.undo_of(ev.merge_id)

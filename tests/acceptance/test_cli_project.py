@@ -328,3 +328,21 @@ def test_project_adopts_the_policy_a_writer_records_after_it_started(url: str) -
         _, err = process.communicate(timeout=60)
     assert process.returncode == 0, err
     assert "following the store's policy" in err and "anonymous_merge=switch" in err
+
+
+def test_project_asked_for_a_policy_records_it_on_a_store_that_records_none(url: str) -> None:
+    """The process that keeps the projections is where a policy is chosen for a store its
+    writers opened without one (a read may not record one; `project` may)."""
+    with idstitch.open(url, projections="external") as writer:
+        writer.identify("p0", "dana")
+        writer.set_profile_attributes("p1", {"plan": "trial"})
+        position = writer.identify("p1", "dana")
+        assert position is not None and writer.rows.meta("identity") is None
+        process = start_project(url, "--policy", "switch")
+        try:
+            assert process.stderr is not None
+            assert "anonymous_merge=switch" in process.stderr.readline()
+            writer.wait_for(position, timeout=60)
+            assert [m.kind for m in writer.merges("dana")] == ["converted", "switched"]
+        finally:
+            stop_following(process)

@@ -177,6 +177,31 @@ def test_a_later_merge_goes_to_the_side_of_the_identifier_it_was_given(
     assert sides(ws) == expected
 
 
+@pytest.mark.parametrize("side", ["primary", "secondary"])
+def test_a_merge_named_by_a_merged_sessions_id_never_joins_an_anonymous_person(
+        ws: Workspace, side: str) -> None:
+    """cio_<the session's person> finds ann (the session was merged into her): the explicit
+    merge joins ann, and still does once the session's merge is undone (it joined the
+    session's anonymous person, an anonymous carl, when it recorded what the id named)."""
+    ws.set_profile_attributes("d1", {"anon_attr": 1})
+    session = ws.profile_of_device("d1")
+    assert session is not None
+    ws.identify("d2", "ann", {"ann_attr": 1})
+    ws.identify("d1", "ann")
+    [automatic] = [m for m in ws.merges("ann") if m.kind == "merged"]
+    ws.identify("d3", "carl", {"carl_attr": 1})
+    named = f"cio_{session.person_id}"
+    pair = ("carl", named) if side == "secondary" else (named, "carl")
+    ws.merge_persons(*pair, reason="ann is carl")
+    ws.unmerge(automatic.merge_id, reason="a shared tablet")
+    for _ in range(2):
+        carl = ws.profile("carl")
+        assert carl is not None and carl.identified
+        assert carl == ws.profile("ann")
+        assert carl.attributes == {"ann_attr": 1, "carl_attr": 1}
+        ws.rebuild()
+
+
 @pytest.mark.parametrize("which", ["unknown", "converted", "undone"])
 def test_unmerge_refuses_what_is_no_standing_merge(ws: Workspace, which: str) -> None:
     two_people(ws)
