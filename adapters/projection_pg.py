@@ -34,6 +34,10 @@ class PostgresTables:
         self._home = ""
 
     def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is not None and self._conn.closed:
+            # Lost (a server restart, a failover, an idle-connection killer): a new one, or
+            # every later call would fail on the dead one until the process restarts.
+            self._conn = None
         if self._conn is None:
             try:
                 conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=10)
@@ -127,14 +131,14 @@ class PostgresTables:
 
     def versions(self, name: str) -> list[Tracked]:
         """Every tracked version of the projection."""
-        with self._lock:
+        with self._lock, _reading():
             conn = self._connection()
             rows = conn.execute(self._tracked("WHERE c.name = %s"), (name,)).fetchall()
         return [Tracked(v, p, bool(live), made) for _, v, p, live, made in rows]
 
     def every(self) -> list[tuple[str, Tracked]]:
         """Every tracked version of every custom projection, by name."""
-        with self._lock:
+        with self._lock, _reading():
             conn = self._connection()
             rows = conn.execute(self._tracked("ORDER BY c.name, c.version")).fetchall()
         return [(n, Tracked(v, p, bool(live), made)) for n, v, p, live, made in rows]
@@ -282,7 +286,7 @@ class PostgresTables:
         return LiveDatabase(lambda: self._live_reader(name))
 
     def _live_reader(self, name: str) -> Database:
-        with self._lock:
+        with self._lock, _reading():
             conn = self._connection()
             live = conn.execute(sql.SQL("SELECT version FROM {} WHERE name = %s AND live").format(
                 self._tracking()), (name,)).fetchone()
@@ -319,6 +323,16 @@ class PostgresTables:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+
+@contextmanager
+def _reading() -> Iterator[None]:
+    """idstitch's own reads of the tracking: a driver error is the store's (a lost connection
+    is replaced at the next call, see PostgresTables._connection)."""
+    try:
+        yield
+    except psycopg.Error as e:
+        raise StoreError(f"cannot read the custom projections' tracking: {e}") from e
 
 
 def _translated(e: Exception) -> Exception:

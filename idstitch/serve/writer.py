@@ -163,7 +163,13 @@ class Writer:
                 try:
                     item = self._queue.get(timeout=IDLE) if keeper.unprojected else self._queue.get()
                 except queue.Empty:
-                    keeper.catch_up()
+                    try:
+                        keeper.catch_up()
+                    except Exception:
+                        # The store lost for now (a dropped connection): the writer goes on,
+                        # and the next pause or request tries again.
+                        log.warning("the projections could not be brought up to date; "
+                                    "retrying later", exc_info=True)
                     continue
                 if item is _STOP:
                     break
@@ -206,12 +212,15 @@ class Writer:
         # caught up in nearly every group).
         person = any(s.names_person for s in group)
         defer = keeper.defers and not person
-        if person and not ws.external:
-            keeper.before_person_check()
-        elif person and ws.lag():
-            log.warning("the projections are behind the log: a cio_ id waits up to %s s for "
-                        "them, then is refused (is `idstitch project` running?)", EXTERNAL_WAIT)
         try:
+            # Inside the try: a store lost here (a dropped connection) is the group's failure,
+            # answered 500, not the end of the writer thread with every request left waiting.
+            if person and not ws.external:
+                keeper.before_person_check()
+            elif person and ws.lag():
+                log.warning("the projections are behind the log: a cio_ id waits up to %s s "
+                            "for them, then is refused (is `idstitch project` running?)",
+                            EXTERNAL_WAIT)
             # One call, one transaction for the whole group; no child process for so few.
             if defer:
                 ws.auto_catch_up = False
