@@ -11,6 +11,7 @@ instead of folding the same events, and takes over when it is done.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import IO
@@ -79,8 +80,11 @@ def serve(requests: IO[str], replies: IO[str]) -> None:
                 _replay(stores, registry, job[1].split(","), int(job[2]), reply)
             else:
                 _follow(stores, registry, url, lines, reply, custom)
+        except BrokenPipeError:
+            pass  # the parent is gone (killed): nobody to report to, nothing left to do
         except Exception as e:  # reported to the parent, which then catches up itself
-            reply(f"error {type(e).__name__}: {e}")
+            with contextlib.suppress(OSError):  # unless it is gone meanwhile
+                reply(f"error {type(e).__name__}: {e}")
         finally:
             stores.close()
 

@@ -346,3 +346,4 @@ def test_project_asked_for_a_policy_records_it_on_a_store_that_records_none(url:
             assert [m.kind for m in writer.merges("dana")] == ["converted", "switched"]
         finally:
             stop_following(process)
+
