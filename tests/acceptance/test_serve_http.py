@@ -404,6 +404,14 @@ def test_a_batch_inside_a_batch_is_refused_alone(serve: Any, db: str,
     assert recorded(db, "u-in-1", "u-2") == ["u-2"]
 
 
+def only_the_second_refused_as_not_json(answer: requests.Response) -> None:
+    """A 200 whose report refuses the batch's second message alone, as no JSON."""
+    assert answer.status_code == 200, answer.text
+    rejected = answer.json()["rejected"]
+    assert [r["index"] for r in rejected] == [1]
+    assert rejected[0]["reason"].startswith("message: is not JSON")
+
+
 @pytest.mark.parametrize("with_context", [False, True])
 def test_a_message_with_a_byte_that_is_not_utf8_is_refused_alone(
         serve: Any, db: str, tmp_path: Path, with_context: bool) -> None:
@@ -414,11 +422,7 @@ def test_a_message_with_a_byte_that_is_not_utf8_is_refused_alone(
     bad = b'{"type":"identify","userId":"u-\xff","context":{"device":{"id":"d-2"}}}'
     body = b'{"batch":[' + good + b"," + bad + b"]" + (
         b',"context":{"locale":"en"}' if with_context else b"") + b"}"
-    answer = post(server, "/v1/batch", body)
-    assert answer.status_code == 200, answer.text
-    rejected = answer.json()["rejected"]
-    assert [r["index"] for r in rejected] == [1]
-    assert rejected[0]["reason"].startswith("message: is not JSON")
+    only_the_second_refused_as_not_json(post(server, "/v1/batch", body))
     server.stop()
     assert recorded(db, "u-1") == ["u-1"]
     log = (tmp_path / "identity.db.rejects.ndjson").read_bytes().decode("utf-8")  # UTF-8
@@ -499,10 +503,6 @@ def test_a_lone_surrogate_refuses_its_message_alone(serve: Any, db: str) -> None
                       ).encode("utf-8", "surrogatepass").replace(
                           "\udce9".encode("utf-8", "surrogatepass"), b"\\udce9")
     assert b"\\udce9" in body and len(body) < 40_000
-    answer = post(server, "/v1/batch", body)
-    assert answer.status_code == 200, answer.text
-    rejected = answer.json()["rejected"]
-    assert [r["index"] for r in rejected] == [1]
-    assert rejected[0]["reason"].startswith("message: is not JSON")
+    only_the_second_refused_as_not_json(post(server, "/v1/batch", body))
     server.stop()
     assert recorded(db, "u-1", "u-2", "u-3") == ["u-1", "u-3"]
