@@ -32,12 +32,13 @@ made_at when it folds it, as this one does when it cannot vouch for its keys.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from idstitch.adapters import urls
-from idstitch.domain.errors import InvalidCommand
+from idstitch.domain.errors import InvalidCommand, StoreError
 from idstitch.projections.custom import CustomTables
 
 T = TypeVar("T")
@@ -236,6 +237,12 @@ class LiveDatabase(Database):
         for _ in range(LIVE_TRIES - 1):
             try:
                 return call()
+            except StoreError as lost:
+                # Its connection lost (PostgreSQL restarted, say): found again on a new one
+                # for the next call, which is still told of this one's failure.
+                with contextlib.suppress(Exception):  # still unreachable: the next call tries
+                    self._take(self._resolve())
+                raise lost
             except InvalidCommand as refused:
                 try:
                     live = self._resolve()

@@ -132,8 +132,8 @@ class PersonsMerged(DeviceEvent, frozen=True, kw_only=True, tag="PersonsMerged")
 
     ``named`` (every merge recorded since it exists): ``primary`` and ``secondary`` are the
     identified persons the two identifiers named themselves (the owner of the user id, the
-    holder of the email then, the person of a ``cio_`` or person id), not following earlier
-    merges; the projection merges
+    person of a ``cio_`` or person id; for an email, the person it found then), not following
+    earlier merges; the projection merges
     the persons each stands in when it folds the decision, so that a merge undone since (an
     unmerge before or after this one) routes it to the side of the identifier it was given.
     Without it (recorded before): the live persons as they were when it was decided."""

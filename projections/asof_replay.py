@@ -12,6 +12,8 @@ such a window pay it.
 
 from __future__ import annotations
 
+import re
+
 from idstitch.domain.events import DECISIONS_STREAM, MergeUndone
 from idstitch.projections.audit import family
 from idstitch.projections.base import Registry
@@ -19,6 +21,9 @@ from idstitch.projections.replay import replay
 from idstitch.projections.runner_state import RunnerStates
 from idstitch.projections.store import EventLog, ProjectionStore
 from idstitch.projections.views import Profile, Reader
+
+_PERSON_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+"""The form of a person id (a UUID), alone or after ``cio_``."""
 
 
 def undone_since(log: EventLog, reader: Reader, identifier: str, at: int, until: int) -> bool:
@@ -39,10 +44,11 @@ def undone_since(log: EventLog, reader: Reader, identifier: str, at: int, until:
     if person is None:
         # Found by nobody in these rows, then or now. With the undone merge, an email may
         # have been (the merged person claimed it from an attribute, held or let it go while
-        # the merge held): replayed. Every other identifier is claimed by an event whatever
-        # the merges (an identify, a session, a person id): nobody either way, and an
-        # identifier nobody has (a typo) costs no replay.
-        return "@" in identifier
+        # the merge held), and so may a person id (a person an identify by such an email
+        # minted): replayed. A user id is claimed by its identify whatever the merges, an
+        # anonymous id by its session: nobody either way, and a user id nobody has (a typo)
+        # costs no replay.
+        return "@" in identifier or _PERSON_ID.fullmatch(identifier.removeprefix("cio_")) is not None
     members = set(family(reader, person).members) | {person.person_id}
     for ev in undos:
         assert isinstance(ev, MergeUndone)

@@ -167,7 +167,7 @@ class Writer:
                         keeper.catch_up()
                     except Exception:
                         # The store lost for now (a dropped connection): the writer goes on,
-                        # and the next pause or request tries again.
+                        # and the next request tries again.
                         log.warning("the projections could not be brought up to date; "
                                     "retrying later", exc_info=True)
                     continue

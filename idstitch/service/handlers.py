@@ -99,10 +99,14 @@ def merge_persons(cmd: MergePersons, uow: UnitOfWork) -> None:
 
 
 def _named(uow: UnitOfWork, identifier: str, live: str) -> str:
-    """The identified person an identifier names itself (its user id's or email's holder, the
-    person of a ``cio_`` or person id), not following merges; ``live``, the person it finds,
-    when what it names is no identified person (an anonymous session merged into ``live``:
-    once that merge were undone, an explicit merge must not join an anonymous person)."""
+    """The identified person an identifier names itself (its user id's holder, the person of
+    a ``cio_`` or person id), not following merges; ``live``, the person it finds, for an
+    email (within a family of merged persons its row keeps the member that first claimed it,
+    whoever's device claimed it since) and when what it names is no identified person (an
+    anonymous session merged into ``live``: once that merge were undone, an explicit merge
+    must not join an anonymous person)."""
+    if "@" in identifier:
+        return live
     named = uow.persons.named(identifier)
     if named is None or named == live:
         return live

@@ -50,6 +50,8 @@ def test_an_external_writer_and_custom_projections_get_a_new_connection(
         writer.identify("phone", "ann")
         keeper.catch_up()
         assert writer.lag() == 0
+        kept = keeper.projection_db("counter")  # a handle kept across the loss
+        assert kept.query("SELECT n FROM counts WHERE event = ?", ("Identified",)) == [(1,)]
         assert drop_connections(postgres, database) > 0
         position = soon(lambda: writer.identify("tablet", "bob"))
         assert position is not None
@@ -58,7 +60,7 @@ def test_an_external_writer_and_custom_projections_get_a_new_connection(
         assert soon(writer.lag) == 0
         assert soon(lambda: writer.wait_for(position, timeout=10)) >= position
         assert soon(lambda: writer.merge_persons("ann", "bob", reason="one")) is not None
-        counted: Any = soon(lambda: keeper.projection_db("counter").query(
+        counted: Any = soon(lambda: kept.query(
             "SELECT n FROM counts WHERE event = ?", ("Identified",)))
         assert counted and counted[0][0] >= 2
 

@@ -347,6 +347,43 @@ def test_as_of_before_an_undo_finds_an_email_the_merged_person_held_then(
     assert answer is not None and answer.identifiers == then.identifiers
 
 
+def test_as_of_before_an_undo_finds_a_person_only_the_merge_let_exist(ws: Workspace) -> None:
+    """carl's device identified by an email the merged person had let go, minting a person
+    that a log without the merge never has: as-of by its person id (or cio_) then is a
+    replay too, not None."""
+    ws.identify("d1", "ann", {"email": "a@e.com"})
+    ws.identify("d2", "bob", {"b": 1})
+    ws.identify("d3", "carl", {"c": 1})
+    merge_id = ws.merge_persons("ann", "bob", reason="wrong")
+    ws.identify("d2", "bob", {"email": "y@e.com"})  # the merged person's email now
+    position = ws.identify("d3", "a@e.com")          # free then: a new person
+    minted = ws.profile_of_device("d3")
+    assert position is not None and minted is not None
+    asked = [minted.person_id, f"cio_{minted.person_id}", "a@e.com"]
+    then = {i: ws.profile_as_of(i, position) for i in asked}
+    assert all(p is not None and p.person_id == minted.person_id for p in then.values())
+    ws.unmerge(merge_id, reason="undo")
+    assert {i: ws.profile_as_of(i, position) for i in asked} == then
+
+
+def test_a_later_merge_named_by_an_email_stays_with_the_person_it_found(ws: Workspace) -> None:
+    """While ann and bob were merged they shared their emails; which of them x@ was claimed
+    for is not kept, so a merge named by x@ joins the person x@ found (ann), not the member
+    whose row first held it (bob)."""
+    ws.identify("da", "ann")
+    ws.identify("db", "bob", {"email": "x@e.com"})
+    ws.identify("dc", "cy")
+    merge_id = ws.merge_persons("ann", "bob", reason="wrong")
+    ws.set_profile_attributes("db", {"email": "y@e.com"})
+    ws.set_profile_attributes("da", {"email": "x@e.com"})
+    ws.merge_persons("x@e.com", "cy", reason="x is cy")
+    ws.unmerge(merge_id, reason="undo")
+    for _ in range(2):
+        ann, cy = ws.profile("ann"), ws.profile("cy")
+        assert ann is not None and cy is not None and cy.person_id == ann.person_id
+        ws.rebuild()
+
+
 def test_as_of_before_an_undo_shows_the_merge_it_undid(make_ws: WorkspaceFactory,
                                                          clock: FrozenClock) -> None:
     """The log up to a position between a merge and its undo holds the merge: as-of there is
