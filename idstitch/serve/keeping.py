@@ -12,11 +12,14 @@ committing the hot rows forty times), and the requests waited behind them.
 
 Where no child can run (the memory store, a platform without it, a child that failed), the writer
 catches up itself, as before: every :data:`CATCH_UP_MESSAGES` messages and when requests pause.
+A child that failed (killed, or its connection to PostgreSQL lost) is started again
+:data:`RESTART_SECONDS` later, then at twice that while it keeps failing.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 from idstitch.service.background import BackgroundProjector
 from idstitch.workspace import Workspace
@@ -27,6 +30,10 @@ messages (a catch-up of more would hold the requests behind it too long)..."""
 IDLE = 0.05
 """... and when no request came for this many seconds (with a child: it is asked to commit
 everything it folded, so a reader that does not catch up itself sees it)."""
+
+RESTART_SECONDS = 30.0
+"""How long after a child failed the writer starts a new one (doubled after each failure to
+start, up to ten minutes): until then it folds the log itself."""
 
 log = logging.getLogger("idstitch.serve")
 
@@ -40,6 +47,9 @@ class Keeper:
         """Messages recorded since the projections were last brought up to date here (or,
         with a child, since it was last asked to commit)."""
         self.child = self._follower()
+        self._revive_at: float | None = None
+        """When to start a child again (a child ran, and failed); None: none to start."""
+        self._revive_after = RESTART_SECONDS
 
     @property
     def defers(self) -> bool:
@@ -73,6 +83,7 @@ class Keeper:
         self.unprojected += messages
         if self.child is not None and not self.child.running:
             self._lost_child()
+        self._revive()
         if self.child is None and self.unprojected >= CATCH_UP_MESSAGES:
             self.catch_up()
 
@@ -80,6 +91,7 @@ class Keeper:
         """Bring the projections up to date now: the child commits all it folded (at the log's
         head), or this thread folds."""
         self.unprojected = 0
+        self._revive()
         if self._ask_child():
             return
         try:
@@ -108,10 +120,29 @@ class Keeper:
 
     def _lost_child(self) -> None:
         assert self.child is not None
-        log.warning("the projecting child failed (%s): the writer folds the log itself",
-                    self.child.failed or "it exited")
+        log.warning("the projecting child failed (%s): the writer folds the log itself, and "
+                    "starts a new child in %g s", self.child.failed or "it exited",
+                    self._revive_after)
         self.child.close()
         self.child = None
+        self._revive_at = time.monotonic() + self._revive_after
+
+    def _revive(self) -> None:
+        """Start a child again once its time has come (after a failure)."""
+        if self.child is not None or self._revive_at is None or time.monotonic() < self._revive_at:
+            return
+        try:
+            self.child = self._follower()
+        except Exception:
+            # The store still lost: the writer's groups must not fail for it (the group
+            # that got here was committed). Tried again later.
+            log.warning("the projecting child could not be started", exc_info=True)
+            self.child = None
+        if self.child is None:
+            self._revive_after = min(self._revive_after * 2, 600.0)
+            self._revive_at = time.monotonic() + self._revive_after
+        else:
+            self._revive_at, self._revive_after = None, RESTART_SECONDS
 
 
 __all__ = ["CATCH_UP_MESSAGES", "IDLE", "Keeper"]

@@ -130,3 +130,24 @@ def test_with_external_a_cio_id_waits_briefly_then_is_refused_saying_why(
     assert refused["index"] == 0 and "idstitch project" in refused["reason"]
     with idstitch.open(db) as ws:
         assert ws.profile("lee") is not None and ws.profile("tablet") is None
+
+
+def test_a_new_child_is_started_some_time_after_the_child_died(
+        serve: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed (or cut off from PostgreSQL), the child was never replaced: the writer folded
+    the log itself for the rest of the server's life."""
+    from idstitch.serve import keeping
+
+    monkeypatch.setattr(keeping, "RESTART_SECONDS", 0.0)
+    url = f"sqlite:///{tmp_path}/identity.db"
+    with idstitch.open(url) as ws:
+        server = serve(ws)  # the writer in this process: the delay above applies
+        [child] = children()
+        os.kill(child, signal.SIGKILL)
+        until(lambda: children() == [], "the child to be gone")
+        post(server, ["u-1"])
+        until(lambda: len(children()) == 1, "a new child")
+        assert children() != [child]
+        post(server, ["u-2"])
+        until(lambda: folded(url, "u-2"), "the new child to fold")
+        server.stop()
