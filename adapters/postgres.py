@@ -11,6 +11,7 @@ with its connection.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from contextlib import AbstractContextManager, contextmanager
@@ -118,6 +119,8 @@ WANTED_DDL = ("CREATE TABLE IF NOT EXISTS idstitch_wanted (name TEXT PRIMARY KEY
               "position BIGINT NOT NULL)")
 """Per projection, the furthest position a process waiting for it asked the lease holder to
 commit: a hint, never read for the rows themselves."""
+LEASE_CHECK_SECONDS = 5.0
+"""How often a process holding projection leases checks that their connection still lives."""
 
 
 class PostgresProjectionStore(PostgresLog, SqlProjectionStore):
@@ -134,6 +137,7 @@ class PostgresProjectionStore(PostgresLog, SqlProjectionStore):
         kwargs: dict[str, Any] = {}
         self._conninfo = conninfo
         self._lease_conn: psycopg.Connection[Any] | None = None
+        self._lease_checked = time.monotonic()
         self._lease_lock = threading.Lock()
         self._held: set[str] = set()
         self._landing = threading.local()
@@ -182,7 +186,7 @@ class PostgresProjectionStore(PostgresLog, SqlProjectionStore):
     def try_lease(self, name: str) -> bool:
         """Take the lease of a projection unless another holder has it (without waiting)."""
         with self._lease_lock, translated("cannot take a projection lease"):
-            if name in self._held:
+            if name in self._held and not self._lease_lost():
                 return True
             if self._lease_conn is None or self._lease_conn.closed:
                 self._held.clear()  # a lost connection released them all
@@ -194,6 +198,24 @@ class PostgresProjectionStore(PostgresLog, SqlProjectionStore):
                 return False
             self._held.add(name)
             return True
+
+    def _lease_lost(self) -> bool:
+        """Whether the connection holding the leases turned out lost (a server restart, an idle
+        killer): its locks are gone with it. Looked at once every LEASE_CHECK_SECONDS (a
+        round trip): an idle connection is only known lost when it is used."""
+        now = time.monotonic()
+        if now - self._lease_checked < LEASE_CHECK_SECONDS:
+            return False
+        self._lease_checked = now
+        conn = self._lease_conn
+        try:
+            if conn is not None and not conn.closed:
+                conn.execute("SELECT 1")
+                return False
+        except psycopg.Error:
+            pass
+        self._held.clear()
+        return True
 
     def release_lease(self, name: str) -> None:
         """Give the lease back (nothing if this store does not hold it)."""

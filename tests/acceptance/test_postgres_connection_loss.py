@@ -92,3 +92,22 @@ def test_serve_answers_after_a_lost_connection(postgres: TemporaryPostgres, serv
     assert answers[-1] == 200 and set(answers) <= {200, 500}
     assert post({"userId": "u-1", "context": {"device": {"id": "d-1"}}}) == 200
     server.stop()
+
+
+def test_a_lease_lost_with_its_connection_is_no_longer_taken_for_held(
+        postgres: TemporaryPostgres, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its holder kept answering 'held' (an idle connection is known lost only when used)
+    while another process took the lease too: both folded the same projection."""
+    from idstitch.adapters import postgres as store
+
+    monkeypatch.setattr(store, "LEASE_CHECK_SECONDS", 0.0)
+    database = f"conn_loss_{next(_databases)}"
+    url = postgres.create_database(database)
+    with idstitch.open(url) as a, idstitch.open(url) as b:
+        a.identify("phone", "ann")
+        first: Any = a._services.stores.rows
+        second: Any = b._services.stores.rows
+        assert first.try_lease("identity") and not second.try_lease("identity")
+        assert drop_connections(postgres, database) > 0
+        assert soon(lambda: second.try_lease("identity"))
+        assert not soon(lambda: first.try_lease("identity"))
