@@ -235,7 +235,13 @@ class Writer:
                 if defer:
                     ws.auto_catch_up = True
             if defer:
-                keeper.recorded(len(lines))
+                try:
+                    keeper.recorded(len(lines))
+                except Exception:
+                    # The group is committed: keeping the projections is not its failure (a
+                    # 500 would have its client send committed messages again).
+                    log.warning("the projections could not be kept up to date; retrying "
+                                "later", exc_info=True)
             self.groups += 1
             refused: list[list[tuple[int, str, Any]]] = [list(s.refused) for s in group]
             if report is not None:

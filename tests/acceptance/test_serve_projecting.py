@@ -151,3 +151,21 @@ def test_a_new_child_is_started_some_time_after_the_child_died(
         post(server, ["u-2"])
         until(lambda: folded(url, "u-2"), "the new child to fold")
         server.stop()
+
+
+def test_a_committed_group_is_answered_200_when_keeping_the_projections_fails(
+        serve: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the commit, a failure to keep the projections (the store lost a moment, say)
+    answered the group 500: its clients sent committed messages again."""
+    from idstitch.serve import keeping
+
+    def failing(self: Any, messages: int) -> None:
+        raise RuntimeError("the store went away")
+
+    monkeypatch.setattr(keeping.Keeper, "recorded", failing)
+    url = f"sqlite:///{tmp_path}/identity.db"
+    with idstitch.open(url) as ws:
+        server = serve(ws)
+        post(server, ["u-1"])  # answered 200
+        server.stop()
+        assert ws.profile("u-1") is not None
