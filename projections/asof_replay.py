@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 
 from idstitch.domain.events import DECISIONS_STREAM, MergeUndone
+from idstitch.domain.rules import classify
 from idstitch.projections.audit import family
 from idstitch.projections.base import Registry
 from idstitch.projections.replay import replay
@@ -23,7 +24,7 @@ from idstitch.projections.store import EventLog, ProjectionStore
 from idstitch.projections.views import Profile, Reader
 
 _PERSON_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-"""The form of a person id (a UUID), alone or after ``cio_``."""
+"""The form of a person id (a UUID) given bare (``cio_`` ones are told by the identifier rule)."""
 
 
 def undone_since(log: EventLog, reader: Reader, identifier: str, at: int, until: int) -> bool:
@@ -48,7 +49,8 @@ def undone_since(log: EventLog, reader: Reader, identifier: str, at: int, until:
         # minted): replayed. A user id is claimed by its identify whatever the merges, an
         # anonymous id by its session: nobody either way, and a user id nobody has (a typo)
         # costs no replay.
-        return "@" in identifier or _PERSON_ID.fullmatch(identifier.removeprefix("cio_")) is not None
+        kind = classify(identifier)
+        return kind != "id" or _PERSON_ID.fullmatch(identifier) is not None
     members = set(family(reader, person).members) | {person.person_id}
     for ev in undos:
         assert isinstance(ev, MergeUndone)

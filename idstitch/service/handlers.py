@@ -105,7 +105,7 @@ def _named(uow: UnitOfWork, identifier: str, live: str) -> str:
     whoever's device claimed it since) and when what it names is no identified person (an
     anonymous session merged into ``live``: once that merge were undone, an explicit merge
     must not join an anonymous person)."""
-    if "@" in identifier:
+    if rules.classify(identifier) == "email":
         return live
     named = uow.persons.named(identifier)
     if named is None or named == live:
