@@ -4,8 +4,9 @@ Wraps a format's ``to_commands``, and guards the workspace's own commands (:func
 merges naming a forgotten person too): a command carrying a user id or an email (identify's user id
 and ``email`` trait, a profile update's ``email``, activate's customer user id) whose keyed
 hash is among the suppressed raises :class:`~idstitch.domain.errors.Suppressed`, which ingest
-reports as the message's rejection reason. Nothing of the identifier is stored to check it:
-only HMAC-SHA256 digests (:meth:`idstitch.adapters.crypto.SubjectCipher.digest`).
+reports as the message's rejection reason; so does a message of any type whose ``userId`` is
+forgotten (a device ``track`` or a ``screen`` of the person too). Nothing of the identifier is
+stored to check it: only HMAC-SHA256 digests (:meth:`idstitch.adapters.crypto.SubjectCipher.digest`).
 """
 
 from __future__ import annotations
@@ -78,11 +79,19 @@ def suppressing(to_commands: ToCommands, cipher: SubjectCipher | None) -> ToComm
         return to_commands
 
     def checked(message: Any) -> Sequence[Command] | None:
+        if not cipher.any_suppressed():
+            return to_commands(message)  # one look per message while nothing is forgotten
+        # The message's own userId first, whatever its type: a device `track` (which the SDK
+        # sends on every app start of a logged-in device) would otherwise record a token and
+        # attributes on the forgotten person's devices, and a `screen` or `page` of the person
+        # is refused rather than counted as ignored (its traffic is refused, spec §4).
+        user_id = getattr(message, "user_id", None)
+        if isinstance(user_id, str) and cipher.is_suppressed(user_id):
+            raise Suppressed("userId: names a person who was forgotten (right to erasure); "
+                             "its traffic is refused")
         commands = to_commands(message)
-        # One look per message (not per command) while nothing is forgotten.
-        if commands and cipher.any_suppressed():
-            for command in commands:
-                check(cipher, command)
+        for command in commands or ():
+            check(cipher, command)
         return commands
 
     return checked

@@ -5,9 +5,9 @@
 replay. A forget erases a person from everything the workspace keeps; neither file may then
 take the person's values in again, whatever the message was refused for (a forgotten user id
 is refused as such, but a message of the person with a bad timestamp is refused for that).
-So a refused message in which any string, a value or a key at any depth, is an identifier of
-a forgotten person (a user id, an email, its person id) keeps only its ``messageId`` and
-``type``. Nothing else of it is looked at: a message naming the person only by an anonymous
+So a refused message in which any string (or integer), a value or a key at any depth, is an
+identifier of a forgotten person (a user id, an email, its person id) keeps only its
+``messageId`` and ``type``. Nothing else of it is looked at: a message naming the person only by an anonymous
 id or a device id is kept whole.
 """
 
@@ -69,6 +69,11 @@ def _names(message: Any, forgotten: Callable[[str], bool]) -> bool:
         item = pending.pop()
         if isinstance(item, str):
             if forgotten(item):
+                return True
+        elif type(item) is int:
+            # A client that sends its user ids as JSON numbers (`"userId": 12345`, refused for
+            # its type) names the person all the same.
+            if forgotten(str(item)):
                 return True
         elif isinstance(item, dict):
             for key, value in item.items():

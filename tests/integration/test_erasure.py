@@ -149,6 +149,31 @@ def test_ingest_rejects_a_forgotten_identifier_saying_so(make_ws: WorkspaceFacto
     assert ws.profile("dana-user-77") is None and ws.profile("new-user") is None
 
 
+def test_ingest_rejects_any_message_whose_user_id_is_forgotten(make_ws: WorkspaceFactory) -> None:
+    # The SDK of a device still logged in sends `Device Created or Updated` with the user id at
+    # every app start: it must not put a token and attributes on the forgotten person's device.
+    ws = make_ws()
+    ws.identify("phone", "kim-55", {"email": "kim@example.com"})
+    ws.register_device_token("phone", "apns-kim", platform="ios")
+    ws.forget("kim-55", reason="ticket 313")
+    device = {"device": {"id": "phone", "token": "apns-kim-2"}}
+    report = ws.ingest([
+        {"type": "track", "event": "Device Created or Updated", "userId": "kim-55",
+         "context": device, "properties": {"home": "Lyon"}, "messageId": "t1"},
+        {"type": "screen", "userId": "kim-55", "anonymousId": "a1", "messageId": "s1"},
+        {"type": "page", "userId": "KIM-55", "anonymousId": "a1", "messageId": "p1"},  # not kim's
+        {"type": "track", "event": "Device Created or Updated", "anonymousId": "a9",
+         "context": {"device": {"id": "tablet", "token": "apns-sam"}}, "messageId": "t2"},
+    ])
+    assert [i for i, _ in report.rejected] == [0, 1]
+    assert all("userId" in reason and "forgotten" in reason for _, reason in report.rejected)
+    assert (report.accepted, report.ignored) == (1, 1)
+    phone = ws.device("phone")
+    assert phone is not None and phone.token is None and phone.attributes == {}
+    tablet = ws.device("tablet")
+    assert tablet is not None and tablet.token == "apns-sam"
+
+
 def test_a_person_with_unencrypted_events_is_refused_with_nothing_changed(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     url = f"sqlite:///{tmp_path / 'old.db'}"

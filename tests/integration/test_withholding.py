@@ -75,3 +75,21 @@ def test_a_message_nested_deeper_than_the_stack_is_looked_through(url: str) -> N
         forgotten = forgotten_check(cipher_of(ws))
         assert forgotten is not None
         assert withheld({"type": "track", "properties": {"x": deep}}, forgotten) == {"type": "track"}
+
+
+def test_a_user_id_sent_as_a_json_number_names_the_person(tmp_path: Path) -> None:
+    # Some clients send numeric user ids; such a message is refused for its type, and must not
+    # keep the person's other values in a rejects file for that.
+    with idstitch.open(f"sqlite:///{tmp_path}/n.db") as ws:
+        ws.identify("phone", "12345", {"phone": "+33 6 00"})
+        ws.forget("12345", reason="ticket 313")
+        forgotten = forgotten_check(cipher_of(ws))
+        assert forgotten is not None
+        message = {"type": "identify", "userId": 12345, "messageId": "m-1",
+                   "traits": {"phone": "+33 6 00"}}
+        assert withheld(message, forgotten) == {"type": "identify", "messageId": "m-1"}
+        assert withheld(msgspec.json.encode(message), forgotten) == {
+            "type": "identify", "messageId": "m-1"}
+        # A number nobody forgot, and a boolean, name no one.
+        assert withheld({"type": "identify", "userId": 12346}, forgotten) is None
+        assert withheld({"type": "identify", "userId": True}, forgotten) is None
