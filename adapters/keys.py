@@ -102,8 +102,8 @@ class KeyCursors(Protocol):
         """A read cursor."""
         ...
 
-    def checkpoint(self) -> None:
-        """Checkpoint and truncate the WAL."""
+    def checkpoint(self) -> bool:
+        """Checkpoint and truncate the WAL; whether it ran to the end."""
         ...
 
 
@@ -197,9 +197,10 @@ class SqlKeyStore:
             return {bytes(row[0]) for row in
                     cur.execute("SELECT digest FROM idstitch_suppressed").fetchall()}
 
-    def checkpoint(self) -> None:
-        """Copy the WAL into the file and truncate it (nothing deleted lingers in the WAL)."""
-        self._cursors.checkpoint()
+    def checkpoint(self) -> bool:
+        """Copy the WAL into the file and truncate it (nothing deleted lingers in the WAL);
+        whether it ran to the end (else the store owes it: it tries again)."""
+        return self._cursors.checkpoint()
 
 
 CREATE_KEYS = ("INSERT INTO idstitch_keys (key_id, key) SELECT * FROM unnest(%b::text[], "

@@ -176,9 +176,10 @@ class PostgresProjectionStore(PostgresLog, SqlProjectionStore):
         """A read cursor for the key store (autocommit: one round trip)."""
         return self._autocommit_cursor()
 
-    def checkpoint(self) -> None:
+    def checkpoint(self) -> bool:
         """Nothing to do: PostgreSQL has no WAL file beside the database to truncate (see
-        docs/explanation/erasure-and-keys.md on VACUUM and backups)."""
+        docs/explanation/erasure-and-keys.md on VACUUM, the server's WAL and backups)."""
+        return True
 
     # Projection leases (runner.Leases): session advisory locks on one connection outside the
     # pool, which a lease must outlive.

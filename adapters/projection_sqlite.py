@@ -16,6 +16,7 @@ from idstitch.adapters.projection_sql import (
     Namespace,
     Tracked,
 )
+from idstitch.adapters.sqlite_scrub import WalScrub
 from idstitch.domain.errors import InvalidCommand, StoreError
 
 TRACKING = ("CREATE TABLE IF NOT EXISTS idstitch_custom (name TEXT NOT NULL, version INTEGER NOT "
@@ -96,6 +97,7 @@ class SqliteTables:
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.RLock()
         self._authorizer = Authorizer()
+        self._scrub = WalScrub()
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -238,6 +240,7 @@ class SqliteTables:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+            self._scrub.retry(conn)
 
     def create(self, name: str, version: int, live: bool,
                setup: Callable[[Database], None], made_at: int, *,
@@ -336,13 +339,14 @@ class SqliteTables:
 
     def scrub(self) -> None:
         """Copy the WAL into the file and truncate it: the pages a forget's purge freed, zeroed,
-        replace the old ones in the file (best effort: a reader's snapshot in another process
-        keeps older frames until it ends, and the forgetting process checkpoints again)."""
+        replace the old ones in the file. A reader's snapshot in another connection can hold
+        it back: it is then owed, and tried again after this connection's later commits and
+        when it closes (see :mod:`idstitch.adapters.sqlite_scrub`)."""
         with self._lock:
             if self._conn is None or self._path == ":memory:":
                 return
             try:
-                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                self._scrub.run(self._conn)
             except sqlite3.Error as e:
                 raise StoreError(f"cannot checkpoint the custom projections' tables: {e}") from e
 
@@ -350,5 +354,6 @@ class SqliteTables:
         """Close the connection."""
         with self._lock:
             if self._conn is not None:
+                self._scrub.settle(self._conn)
                 self._conn.close()
                 self._conn = None

@@ -26,6 +26,7 @@ from idstitch.adapters.sqlchain import SqlChainView, chained, upgrade
 from idstitch.adapters.sqlite_leases import FileLeases
 from idstitch.adapters.sqlite_log import CHAIN, SqliteLog
 from idstitch.adapters.sqlite_reads import translated
+from idstitch.adapters.sqlite_scrub import WalScrub
 from idstitch.adapters.sqlstore import Cursor, SqlProjectionStore, SqlTransaction
 from idstitch.adapters.stores import Stores
 from idstitch.domain.errors import StoreError
@@ -91,6 +92,7 @@ class SqliteProjectionStore(SqliteLog, SqlProjectionStore):
         """The lock file writers queue on (see _writing)."""
         self._landing = False
         """Set while a command's rows land inside its append (see SqliteLog._land)."""
+        self._scrub = WalScrub()
         self._landing_tracked: dict[str, tuple[int, str | None]] = {}
         """The tracking rows the open append read under its write lock (see write_if)."""
         self._topic_codes: dict[str, int] = {}
@@ -263,6 +265,7 @@ class SqliteProjectionStore(SqliteLog, SqlProjectionStore):
                 raise
             else:
                 self._conn.commit()
+                self._scrub.retry(self._conn)
             finally:
                 cur.close()
 
@@ -281,10 +284,12 @@ class SqliteProjectionStore(SqliteLog, SqlProjectionStore):
         key store reads while events are being appended)."""
         return self._cursor(write=False, join=True)
 
-    def checkpoint(self) -> None:
-        """Copy the WAL into the file and truncate it (nothing deleted lingers in the WAL)."""
+    def checkpoint(self) -> bool:
+        """Copy the WAL into the file and truncate it (nothing deleted lingers in the WAL);
+        False when a reader's snapshot held it back: then owed, and tried again after later
+        commits (see :mod:`idstitch.adapters.sqlite_scrub`)."""
         with self._lock, translated("cannot checkpoint"):
-            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            return self._scrub.run(self._conn)
 
     # The hash chain (idstitch.adapters.chain).
 
@@ -320,6 +325,7 @@ class SqliteProjectionStore(SqliteLog, SqlProjectionStore):
     def close(self) -> None:
         """Close the connection and the lease files (which releases the leases)."""
         with self._lock:
+            self._scrub.settle(self._conn)
             self._conn.close()
             self._leases.close()
             if self._write_lock is not None:

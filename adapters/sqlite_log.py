@@ -15,6 +15,7 @@ from idstitch.adapters import sqlite_layout as layout
 from idstitch.adapters.sqlchain import ChainSql, chain_ddl
 from idstitch.adapters.sqlchain import append as chain_append
 from idstitch.adapters.sqlite_reads import SqliteReads
+from idstitch.adapters.sqlite_scrub import WalScrub
 from idstitch.adapters.tracking_rows import tracked_rows
 from idstitch.domain.errors import StoreError
 from idstitch.domain.events import DeviceEvent
@@ -44,6 +45,9 @@ its insert, one statement fewer than reading the numbers first."""
 
 class SqliteLog(SqliteReads):
     """The FastLog methods over the store's one connection (see the module)."""
+
+    _scrub: WalScrub
+    """The checkpoint a forget owes the file (the store's: retried after each append)."""
 
     _landing: bool
     _landing_tracked: dict[str, tuple[int, str | None]]
@@ -145,6 +149,8 @@ class SqliteLog(SqliteReads):
             if self._conn.in_transaction:
                 self._conn.rollback()
         self._conn.execute("PRAGMA synchronous=NORMAL")
+        if committed:
+            self._scrub.retry(self._conn)
 
     def _numbers(self, ids: list[str]) -> dict[str, int]:
         """The stream numbers of these ids: one read a chunk of ids, not a lookup an event

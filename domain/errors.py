@@ -31,10 +31,12 @@ class NotIdentified(IdstitchError):
 class UnknownPerson(IdstitchError, LookupError):
     """A ``cio_<person_id>`` names no live person (unknown, or merged into another)."""
 
-    def __init__(self, field: str, person_id: str, why: str = "is unknown") -> None:
+    def __init__(self, field: str, person_id: str, why: str = "is unknown", *,
+                 message: str | None = None) -> None:
         self.field = field
         self.person_id = person_id
-        super().__init__(f"{field}: person {person_id!r} {why}")
+        super().__init__(f"{field}: {message}" if message is not None
+                         else f"{field}: person {person_id!r} {why}")
 
 
 class Suppressed(IdstitchError):

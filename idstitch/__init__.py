@@ -16,11 +16,13 @@ from idstitch.domain.verification import Digest, Verification
 from idstitch.projections.audit import Change, Provenance, Refused
 from idstitch.projections.custom import Projection, ProjectionDB
 from idstitch.projections.views import Device, Merge, Profile
+from idstitch.service.erasure import ShredReport
 from idstitch.service.following import ProjectionStatus
 from idstitch.service.ingest_report import IngestReport
 from idstitch.workspace import Workspace, open
 
 __all__ = ["Change", "Device", "Digest", "IngestReport", "Merge", "Profile", "Projection",
-           "ProjectionDB", "ProjectionStatus", "Provenance", "Refused", "Verification", "Workspace",
+           "ProjectionDB", "ProjectionStatus", "Provenance", "Refused", "ShredReport", "Verification",
+           "Workspace",
            "errors", "open", "server_stream_id"]
 __version__ = "0.1.0"

@@ -168,7 +168,13 @@ class CustomRunner(Honouring):
             self.waiting.pop(name, None)
         self._stopped.clear()
         try:
-            lowest = min((0 if t is None else t.position for t in self._adopt(chosen).values()),
+            tracked = self._adopt(chosen)
+            if gone := [n for n, t in tracked.items() if t is None and not self.tables.versions(n)]:
+                # Every version dropped: by a forget in a process that did not keep them
+                # (idstitch.service.unkept). Built afresh, as a rebuild.
+                self.rebuild(gone)
+                tracked = self._adopt(chosen)
+            lowest = min((0 if t is None else t.position for t in tracked.values()),
                          default=until)
             decisions = ([] if lowest >= until else self._log.read_spans(
                 [(DECISIONS_STREAM, lowest + 1, until + 1)], REWRITING))

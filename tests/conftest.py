@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import idstitch
+from idstitch.service import erasure
 from idstitch.testing import FrozenClock, TemporaryPostgres
 from idstitch.workspace import Workspace
 
@@ -151,3 +152,22 @@ def _former_log(path: Path) -> None:
                    "JOIN idstitch_topics AS t ON t.code = e.topic_code ORDER BY e.position")
         for table in ("idstitch_events", "idstitch_streams", "idstitch_topics"):
             db.execute(f"DROP TABLE {table}")
+
+
+KeeperFirst = Callable[[Callable[[], object]], Callable[..., list[str]]]
+
+
+@pytest.fixture
+def keeper_first() -> KeeperFirst:
+    """``erasure.drop_unkept`` with another process's keeper folding first (``step``: a
+    custom projection's keeper stepped by hand in the test), as a live ``idstitch project``
+    folds past a forget within the moments the forget waits for it; patch it in with
+    ``monkeypatch.setattr(erasure, "drop_unkept", keeper_first(step))``."""
+    def wrap(step: Callable[[], object]) -> Callable[..., list[str]]:
+        real = erasure.drop_unkept
+
+        def dropping(*args: object, **kwargs: object) -> list[str]:
+            step()
+            return real(*args, **kwargs)  # type: ignore[arg-type]
+        return dropping
+    return wrap

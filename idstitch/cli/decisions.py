@@ -54,6 +54,10 @@ def cmd_unmerge(args: argparse.Namespace, console: Console, err: Console) -> int
     return 0
 
 
+SCRUB_HELD = ("warning: another connection's read snapshot (a backup, a replication tool, a "
+              "long query) kept the database file from being checkpointed: old pages of the "
+              "person's rows may stay in the file until a checkpoint runs to the end (tried "
+              "again at every later write and close of a workspace on it)")
 FORGET_HELP = ("erase a person (right to erasure): its personal values become unreadable "
                "everywhere and its identifiers are refused from then on")
 
@@ -61,9 +65,15 @@ FORGET_HELP = ("erase a person (right to erasure): its personal values become un
 def cmd_forget(args: argparse.Namespace, console: Console, err: Console) -> int:
     """Forget a person; say so on stderr (stdout stays empty)."""
     with open_workspace(args.db, args.policy, Access.READ) as ws:
-        ws.forget(args.identifier, reason=args.reason)
+        report = ws.forget(args.identifier, reason=args.reason)
     err.print(Text(f"forgot {args.identifier}: its identifiers are refused from now on",
                    style="dim"), soft_wrap=True)
+    for name in report.dropped:
+        err.print(Text(f"custom projection {name!r}: kept by no process that folded past the "
+                       "forget, so its tables were dropped; it is built afresh from the log "
+                       "when a process registers it again", style="yellow"), soft_wrap=True)
+    if not report.scrubbed:
+        err.print(Text(SCRUB_HELD, style="yellow"), soft_wrap=True)
     return 0
 
 

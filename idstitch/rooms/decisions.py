@@ -56,7 +56,7 @@ class PersonDecisions:
                 projector.replay_persons()
 
     @entering
-    def forget(self, identifier: str, *, reason: str) -> None:
+    def forget(self, identifier: str, *, reason: str) -> erasure.ShredReport:
         """Erase a person (the right to erasure): any identifier of it (user id, email,
         ``cio_<id>``, person id). Its keys are destroyed (its personal values in the log read
         erased from then on), its identifiers refused by every later command and by ingest
@@ -68,6 +68,7 @@ class PersonDecisions:
         error. ProjectionFailed if a custom projection's hook failed (the person is erased).
         With ``projections="external"`` it first waits (up to 30 s, then ProjectionsBehind,
         nothing changed) for the built-in projections to reach the head of the log: the
-        person is the one the whole log makes."""
-        erasure.forget(self._services.stores, self._bus, self._services.projector, identifier,
-                       reason)
+        person is the one the whole log makes. What it did: a
+        :class:`~idstitch.ShredReport`."""
+        return erasure.forget(self._services.stores, self._bus, self._services.projector,
+                              identifier, reason)

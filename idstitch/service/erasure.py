@@ -43,6 +43,7 @@ from idstitch.service import following
 from idstitch.service.bus import MessageBus
 from idstitch.service.projecting import Projector
 from idstitch.service.queries import Queries
+from idstitch.service.unkept import drop_unkept
 
 
 class ShredReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -57,6 +58,15 @@ class ShredReport(msgspec.Struct, frozen=True, kw_only=True):
     marked_at: int | None = None
     """The log's head when the forget's mark was raised (None where no other process
     appends): what another process appended up to it had not seen the forget."""
+    dropped: list[str] = msgspec.field(default_factory=list)
+    """The custom projections in the database that no process folded past the forget (none
+    here keeps them): their tables and tracking were dropped, and they are built afresh from
+    the log when a process registers them again (see :mod:`idstitch.service.unkept`)."""
+    scrubbed: bool = True
+    """Whether the database files hold no old page of the purged rows and destroyed keys
+    (SQLite: the WAL checkpoint ran to the end). False when another connection's read
+    snapshot (a backup, a replication tool, a long query) held it back for the whole wait:
+    the workspace tries again after its later commits and when it closes."""
 
 
 class _Prepared(msgspec.Struct, frozen=True, kw_only=True):
@@ -103,7 +113,7 @@ def _prepare(stores: Any, queries: Queries, identifier: str, *,
         reader = Reader(rows, queries.projector.registry.row_types)
         person = reader.person(identifier, nameless=True)
         if person is None:
-            raise UnknownPerson("identifier", identifier, "has no person")
+            raise UnknownPerson("identifier", identifier, message=_nobody(identifier))
         if person.nameless:  # found by an anonymous id of a forgotten person's session
             raise Suppressed(f"identifier {identifier!r}: already forgotten")
         if not person.identified and any(s.end is None for s in person.stints):
@@ -212,14 +222,26 @@ def shred(stores: Any, queries: Queries, identifier: str) -> ShredReport:
     return _destroy(stores, _prepare(stores, queries, identifier))
 
 
-def scrub(stores: Any) -> None:
+def _nobody(identifier: str) -> str:
+    """What a forget by an identifier that finds no person says: an email a person let go
+    finds nobody now, and the erasure request is likely to name it."""
+    text = f"{identifier!r} finds no person"
+    if rules.classify(identifier) != "email":
+        return text
+    return (f"{text} now (an email a person let go finds nobody: find the person as of a "
+            "time it held the email, `ws.profile_as_of(email, at)` or `idstitch profile EMAIL "
+            "--as-of TIME`, and forget it by its person id)")
+
+
+def scrub(stores: Any) -> bool:
     """After the rows were purged or rebuilt: on SQLite, checkpoint and truncate the WAL, so
     the old pages of the purged rows stay in no file (freed pages are zeroed by
-    ``secure_delete``)."""
+    ``secure_delete``); whether it ran to the end (see :attr:`ShredReport.scrubbed`)."""
     if stores.cipher is not None:
         checkpoint = getattr(stores.cipher.keys, "checkpoint", None)
         if checkpoint is not None:
-            checkpoint()
+            return bool(checkpoint())
+    return True
 
 
 def forget(stores: Any, bus: MessageBus, projector: Projector, identifier: object,
@@ -250,7 +272,7 @@ def forget(stores: Any, bus: MessageBus, projector: Projector, identifier: objec
     with projector.lock:
         projector.custom_held = True
         try:
-            bus.handle(ForgetPerson(person_id=report.person_id, reason=checked_reason,
+            decided = bus.handle(ForgetPerson(person_id=report.person_id, reason=checked_reason,
                                     members=prepared.members, devices=prepared.devices,
                                     subjects=prepared.subjects, held=prepared.held,
                                     took=prepared.took))
@@ -264,11 +286,20 @@ def forget(stores: Any, bus: MessageBus, projector: Projector, identifier: objec
                                                       component, failures)
             if not purged:
                 projector.rebuild()
-        finally:
+        except BaseException:
             scrub(stores)
+            raise
+    try:
+        # Outside the lock: it may wait for another process to fold past the decision.
+        dropped = ([] if decided is None else
+                   drop_unkept(projector.custom.tables, list(projector.custom.projections),
+                               decided))
+    finally:
+        scrubbed = scrub(stores)
     if failures:  # the person is erased everywhere; a custom projection's hook or fold failed
         raise failures[0] from failures[0].cause
-    return msgspec.structs.replace(report, purged_in_place=purged)
+    return msgspec.structs.replace(report, purged_in_place=purged, scrubbed=scrubbed,
+                                   dropped=dropped)
 
 
 def _plan(stores: Any, projector: Projector, prepared: _Prepared) -> purge.Component | None:

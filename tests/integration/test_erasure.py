@@ -174,6 +174,25 @@ def test_ingest_rejects_any_message_whose_user_id_is_forgotten(make_ws: Workspac
     assert tablet is not None and tablet.token == "apns-sam"
 
 
+def test_an_email_the_person_let_go_finds_nobody_and_says_how_to_find_it(
+        make_ws: WorkspaceFactory) -> None:
+    ws = make_ws()
+    ws.identify("phone", "kim-55", {"email": "kim@old.example", "city": "Lyon"})
+    held = ws.log.head()
+    ws.identify("phone", "kim-55", {"email": "kim@new.example"})
+    with pytest.raises(UnknownPerson, match=r"finds no person now .*profile_as_of") as raised:
+        ws.forget("kim@old.example", reason="ticket 313")
+    assert raised.value.field == "identifier"
+    with pytest.raises(UnknownPerson, match=r"'nobody' finds no person$"):
+        ws.forget("nobody", reason="ticket 313")
+    # As the message says: the person as of a time it held the email, by its person id.
+    then = ws.profile_as_of("kim@old.example", held)
+    assert then is not None
+    ws.forget(then.person_id, reason="ticket 313")
+    with pytest.raises(Suppressed):
+        ws.identify("tablet", "x", {"email": "KIM@old.example"})
+
+
 def test_a_person_with_unencrypted_events_is_refused_with_nothing_changed(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     url = f"sqlite:///{tmp_path / 'old.db'}"
