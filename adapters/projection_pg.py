@@ -20,6 +20,7 @@ from idstitch.adapters.projection_sql import (
 )
 from idstitch.adapters.urls import PostgresTarget
 from idstitch.domain.errors import InvalidCommand, StoreError
+from idstitch.projections.custom import replaced
 from psycopg import sql
 
 
@@ -250,8 +251,13 @@ class PostgresTables:
                 sql.SQL(what), sql.Identifier(self.schema_of(name)), sql.Identifier(table)))
 
     def swap(self, name: str, version: int) -> None:
-        """Make ``version`` live; drop every other version, in one transaction."""
+        """Make ``version`` live; drop every other version, in one transaction. Untracked
+        (nothing changed) when ``version`` itself is no longer tracked."""
         with self._begin(name, serial=True) as conn:
+            if not conn.execute(sql.SQL("SELECT 1 FROM {} WHERE name = %s AND version = %s FOR "
+                                        "UPDATE").format(self._tracking()),
+                                (name, version)).fetchone():
+                raise replaced(name, version)
             others = conn.execute(sql.SQL("SELECT version FROM {} WHERE name = %s AND version != "
                                           "%s FOR UPDATE").format(self._tracking()),
                                   (name, version)).fetchall()

@@ -18,6 +18,7 @@ from idstitch.adapters.projection_sql import (
 )
 from idstitch.adapters.sqlite_scrub import WalScrub
 from idstitch.domain.errors import InvalidCommand, StoreError
+from idstitch.projections.custom import replaced
 
 TRACKING = ("CREATE TABLE IF NOT EXISTS idstitch_custom (name TEXT NOT NULL, version INTEGER NOT "
             "NULL, position INTEGER NOT NULL, live INTEGER NOT NULL, PRIMARY KEY (name, version))")
@@ -87,6 +88,14 @@ class Authorizer:
         # Inside a trigger too: its body runs with the statement that fired it, and must reach
         # no more than that statement may.
         return sqlite3.SQLITE_DENY
+
+
+@contextmanager
+def _translated(what: str) -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.Error as e:
+        raise StoreError(f"{what}: {e}") from e
 
 
 class SqliteTables:
@@ -233,13 +242,22 @@ class SqliteTables:
     def _begin(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             conn = self._connection()
-            conn.execute("BEGIN IMMEDIATE")
+            # The database's own failures (locked past the busy timeout, a full disk) as the
+            # store's typed error; what the block raises (a handler's, setup's) passes as is.
+            with _translated("cannot write the custom projections' tables"):
+                conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as e:
+                if conn.in_transaction:  # nothing of the block stays half done
+                    conn.execute("ROLLBACK")
+                raise StoreError(f"cannot commit the custom projections' tables: {e}") from e
             self._scrub.retry(conn)
 
     def create(self, name: str, version: int, live: bool,
@@ -296,8 +314,12 @@ class SqliteTables:
             conn.execute(f"DROP {'VIEW' if kind == 'view' else 'TABLE'} IF EXISTS {quoted}")
 
     def swap(self, name: str, version: int) -> None:
-        """Make ``version`` live; drop every other version, in one transaction."""
+        """Make ``version`` live; drop every other version, in one transaction. Untracked
+        (nothing changed) when ``version`` itself is no longer tracked."""
         with self._begin() as conn:
+            if not conn.execute("SELECT 1 FROM idstitch_custom WHERE name = ? AND version = ?"
+                                + _INTERNAL, (name, version)).fetchone():
+                raise replaced(name, version)
             others = conn.execute("SELECT version FROM idstitch_custom WHERE name = ? AND "
                                   "version != ?" + _INTERNAL, (name, version)).fetchall()
             for (other,) in others:

@@ -89,6 +89,24 @@ class NoEvents(Projection):
         raise AssertionError("no event was wanted")
 
 
+class Tagged(Projection):
+    """Each Change's position with the instance's own ``tag`` (a constructor argument, which a
+    process building the class by name does not have)."""
+
+    name = "tagged"
+
+    def __init__(self, tag: str = "default") -> None:
+        self.tag = tag
+
+    def setup(self, db: ProjectionDB) -> None:
+        """One table: position -> tag."""
+        db.execute("CREATE TABLE tagged (position BIGINT PRIMARY KEY, tag TEXT NOT NULL)")
+
+    def handle(self, db: ProjectionDB, change: Change) -> None:
+        """Tag the position."""
+        db.execute("INSERT INTO tagged (position, tag) VALUES (?, ?)", (change.position, self.tag))
+
+
 class ChildOnly(ChangeLog):
     """A change log that refuses to fold in the process named by ``IDSTITCH_TEST_PARENT``
     (the pid of a test's parent process): proof that the projecting child did the work."""

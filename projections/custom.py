@@ -230,13 +230,19 @@ class Untracked(LookupError):
     newer one was swapped in), or was rebuilding it at that moment."""
 
 
+def replaced(name: str, version: int) -> Untracked:
+    """The error of a version whose tracking another process dropped (a registration of
+    another version drops an unfinished build; a swap drops the live one)."""
+    return Untracked(f"version {version} of {name!r} is no longer tracked: another process "
+                     "replaced it; register it again")
+
+
 def moved(projection: Projection, position: int, start: int) -> bool:
     """Whether the tracking a batch's transaction found (``position``) is not where the fold
     began (``start``): another process folded it meanwhile, or rebuilt it (then it is
     behind ``start``). :class:`Untracked` when it is not tracked at all."""
     if position < 0:
-        raise Untracked(f"version {projection.version} of {projection.name!r} is no longer "
-                        "tracked: another process replaced it; register it again")
+        raise replaced(projection.name, projection.version)
     return position != start
 
 

@@ -129,6 +129,8 @@ class Projector:
             else:
                 if found is not type(projection):
                     why = f"{topic} names another object"
+                else:
+                    why = _state_of(projection)
         if why is None:
             return True
         warnings.warn(f"custom projection {projection.name!r} ({topic}) cannot be folded by the "
@@ -398,3 +400,18 @@ class Projector:
             reached = self.catch_up()
             self.raise_failures(custom)
             return reached
+
+
+def _state_of(projection: Projection) -> str | None:
+    """Why the child's own instance, built without arguments, would not fold as this one
+    does (it holds state of its own: constructed with arguments, or changed since), or None.
+    An instance whose attributes cannot be compared is taken to differ."""
+    try:
+        fresh = type(projection)()
+        same = bool(vars(fresh) == vars(projection))
+    except Exception as e:
+        return f"an instance built without arguments cannot be compared with it ({e})"
+    if same:
+        return None
+    return ("this instance's attributes differ from those of one built without arguments "
+            "(the child builds its own that way)")

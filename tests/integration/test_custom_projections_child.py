@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import idstitch
-from idstitch.testing_projections import ChangeLog, ChildOnly
+from idstitch.testing_projections import ChangeLog, ChildOnly, Tagged
 from idstitch.workspace import Workspace
 
 WorkspaceFactory = Callable[..., Workspace]
@@ -74,3 +74,14 @@ def test_a_projection_the_child_cannot_import_is_named_and_folded_here(
     with pytest.warns(RuntimeWarning, match="local_count.*cannot be folded by the projecting child"):
         ws.ingest(messages(600), batch_size=100, parallel=True)
     assert ws.projection_db("local_count").query("SELECT v FROM n") == [(ws.log.head(),)]
+
+
+def test_an_instance_with_state_of_its_own_is_folded_here(
+        make_durable_ws: WorkspaceFactory) -> None:
+    # The child builds its own instance by name, without arguments: it would tag every row
+    # "default", and the rows would differ from this process's folds and from a rebuild.
+    ws = make_durable_ws(projections=[Tagged(tag="mine")])
+    with pytest.warns(RuntimeWarning, match="tagged.*attributes differ"):
+        ws.ingest(messages(600), batch_size=100, parallel=True)
+    rows = ws.projection_db("tagged").query("SELECT tag, count(*) FROM tagged GROUP BY tag")
+    assert rows == [("mine", ws.log.head())]
