@@ -10,6 +10,7 @@ with its connection.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -58,7 +59,10 @@ def connect(url: str, target: PostgresTarget) -> Stores:
         "POSTGRES_HOST": target.host,
         "POSTGRES_PORT": str(target.port),
         "POSTGRES_USER": target.user,
-        "POSTGRES_PASSWORD": target.password,
+        # A URL without a password leaves it to libpq's environment, as for the projection
+        # store's connections: an empty one given would override PGPASSWORD (a password
+        # file is read either way).
+        "POSTGRES_PASSWORD": target.password or os.environ.get("PGPASSWORD", ""),
     }
     if target.schema:
         env["POSTGRES_SCHEMA"] = target.schema

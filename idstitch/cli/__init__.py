@@ -30,13 +30,14 @@ device) and :mod:`~idstitch.cli.audit` (how a person came to be: history, explai
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import cast
 
 from idstitch.cli.audit import PAGE, cmd_explain, cmd_export, cmd_history
 from idstitch.cli.common import Handler, open_workspace
 from idstitch.cli.decisions import add_decisions
-from idstitch.cli.failures import run_guarded
+from idstitch.cli.failures import ERROR, run_guarded
 from idstitch.cli.integrity import (
     DIGEST_HELP,
     UPGRADE_HELP,
@@ -99,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("demo", cmd_demo,
         "play the Customer.io and Adapty seed stories and show the profiles and merges "
-        f"(default store: a fresh ./{DEMO_FILE}, deleted first; an explicit --db must be empty)")
+        f"(default store: a fresh ./{DEMO_FILE}, a former demo's replaced; an explicit --db must "
+        "be empty)")
     profile = add("profile", cmd_profile,
                   "show a person: by user id, email, cio_<person_id>, person id or anonymous "
                   "id; with --as-of, as the log stood then")
@@ -176,6 +178,14 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("db", "policy"):
         if not hasattr(args, name):
             setattr(args, name, None)
+    # A stream closed before the start (`>&-`, `2>&-`) is None in Python. Without stderr a
+    # command still runs (its exit status tells); without stdout it stops before anything,
+    # as for any output that cannot be written.
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (for the rest of the process)
+    if sys.stdout is None:
+        print("error: cannot write the output: stdout is closed", file=sys.stderr)
+        return ERROR
     # Consoles are made per call so they write to the sys.stdout/sys.stderr of that moment.
     console = console_for(sys.stdout)
     err = console_for(sys.stderr, stderr=True)

@@ -27,7 +27,7 @@ from idstitch.cli.projecting import load_projections, register
 from idstitch.cli.rejects import check_rejects_path, located, write_rejects
 from idstitch.demo import HEADING, INDENT, StoryClock, run_demo
 from idstitch.errors import InvalidCommand
-from idstitch.opening import Access, open_store, stored_policy
+from idstitch.opening import Access, check_sqlite_file, open_store, stored_policy
 from idstitch.projections.views import Profile
 from idstitch.render import person_label, profile_renderable
 from idstitch.service.withholding import forgotten_check
@@ -43,7 +43,10 @@ def cmd_demo(args: argparse.Namespace, console: Console, err: Console) -> int:
     url: str | None = args.db
     if url is None:
         url = DEMO_URL
-        # A rerun must tell the same story, so the demo's own file starts empty every time.
+        # A rerun must tell the same story, so the demo's own file starts empty every time;
+        # a file of that name that is not an idstitch store (another application's database,
+        # a text file) is refused, never deleted.
+        check_sqlite_file(DEMO_FILE, Access.CREATE)
         for suffix in ("", "-wal", "-shm", "-journal"):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(DEMO_FILE + suffix)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -46,7 +48,7 @@ def test_demo_writes_a_fresh_default_file_and_tells_the_stories(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "idstitch-demo.db").write_bytes(b"left over from an older run")
+    (tmp_path / "idstitch-demo.db").write_bytes(b"")  # left by a run killed at its start
 
     status, out, err = run(capsys, "demo")
 
@@ -111,6 +113,24 @@ def test_demo_reruns_tell_the_same_story(
     second = run(capsys, "demo")
     assert first == second
     assert first[0] == 0
+
+
+def test_demo_never_deletes_a_file_of_its_name_that_is_not_an_idstitch_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with closing(sqlite3.connect("idstitch-demo.db")) as other:
+        other.execute("CREATE TABLE precious (x)")
+        other.execute("INSERT INTO precious VALUES (42)")
+        other.commit()
+    status, out, err = run(capsys, "demo")
+    assert status == 2 and out == ""
+    assert "not an idstitch store" in err and "precious" in err
+    with closing(sqlite3.connect("idstitch-demo.db")) as other:
+        assert other.execute("SELECT x FROM precious").fetchall() == [(42,)]
+    Path("idstitch-demo.db").write_text("notes\n")
+    assert run(capsys, "demo")[0] == 2
+    assert Path("idstitch-demo.db").read_text() == "notes\n"
 
 
 def test_demo_under_switch_leaves_the_tablet_anonymous_person_behind(

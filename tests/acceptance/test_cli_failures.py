@@ -327,3 +327,22 @@ def test_rejects_named_after_the_store_are_the_callers(traffic: Path, tmp_path: 
                   str(tmp_path / "app.db-rejects.ndjson"), "--allow-rejects")
     assert ran.status == 0, ran
     assert (tmp_path / "app.db-rejects.ndjson").read_text().count("\n") == 1
+
+
+def test_stdout_closed_from_the_start_is_exit_2_and_stderr_closed_still_runs(
+        long_history: str, cli: Any, tmp_path: Path) -> None:
+    # `>&-`: a cron job's verify must not read as a broken log (exit 1), nor crash.
+    closed = subprocess.run([cli.path, "--db", long_history, "verify"], stdout=None,
+                            stderr=subprocess.PIPE, text=True, timeout=120, check=False,
+                            preexec_fn=lambda: os.close(1))
+    assert closed.returncode == 2, closed.stderr
+    assert closed.stderr.strip() == "error: cannot write the output: stdout is closed"
+    # `2>&-`: the command runs; its exit status says how it went.
+    url = f"sqlite:///{tmp_path}/new.db"
+    lines = tmp_path / "in.ndjson"
+    lines.write_text('{"type": "identify", "userId": "u1", "anonymousId": "a1"}\n')
+    ingested = subprocess.run([cli.path, "--db", url, "ingest", str(lines)],
+                              stdout=subprocess.PIPE, text=True, timeout=120, check=False,
+                              preexec_fn=lambda: os.close(2))
+    assert ingested.returncode == 0, ingested.stdout
+    assert cli.run("--db", url, "profile", "u1").status == 0
