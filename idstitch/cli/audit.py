@@ -34,6 +34,7 @@ from idstitch.render import (
     to_json_bytes,
 )
 from idstitch.render.audit import DATA_WIDTH
+from idstitch.render.jsonstyle import printable
 
 PAGE = 50
 """Changes ``history`` shows at once unless told otherwise (``--limit``)."""
@@ -217,7 +218,7 @@ def cmd_explain(args: argparse.Namespace, console: Console, err: Console) -> int
             return not_found(err, args.id)
         why = ws.explain(args.id, args.attribute)
         if why is None:
-            known = ", ".join(sorted(profile.attributes)) or "none"
+            known = ", ".join(printable(k) for k in sorted(profile.attributes)) or "none"
             err.print(Text(f"{person_label(profile)} has no attribute {args.attribute!r} "
                            f"(its attributes: {known})", style="yellow"), soft_wrap=True)
             return 1

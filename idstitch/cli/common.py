@@ -13,6 +13,7 @@ from idstitch.bootstrap import Clock
 from idstitch.opening import Access, open_store
 from idstitch.projections.views import Profile
 from idstitch.render import merges_blocks, merges_table, person_label
+from idstitch.render.jsonstyle import printable
 from idstitch.workspace import Workspace
 
 Handler = Callable[[argparse.Namespace, Console, Console], int]
@@ -54,7 +55,7 @@ def open_workspace(url: str | None, policy: str | None = None,
 
 def not_found(err: Console, identifier: str, when: str = "") -> int:
     """Say that nobody was found (on stderr) and give the exit status for it, 1."""
-    err.print(Text(f"no person found for {identifier}{when}", style="yellow"))
+    err.print(Text(f"no person found for {printable(identifier)}{when}", style="yellow"))
     return 1
 
 
@@ -81,7 +82,7 @@ def show_merges(console: Console, ws: Workspace, profile: Profile, identifier: s
     """The table of a person's conversions, merges and switches."""
     merges = ws.merges(profile.person_id)
     ids = [i for m in merges for i in (m.source, m.target)]
-    names, heading = labels(ws, ids), f"merges of {identifier}"
+    names, heading = labels(ws, ids), f"merges of {printable(identifier)}"
     table = merges_table(merges, title=heading, labels=names)
     natural = console.measure(table, options=console.options.update_width(10**6)).maximum
     if console.is_terminal and natural > console.width:

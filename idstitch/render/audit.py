@@ -106,7 +106,7 @@ def elsewhere_text(merge: Merge, labels: Mapping[str, str]) -> Text:
                              (f"\nreason: {merge.reason}\n(a merge undone: as if never made)",
                               "dim"))
     return Text.assemble((format_time(merge.timestamp), "bold"), "  ",
-                         (merge.device_id or "-", "cyan"), "\n", _merge_line(merge, labels),
+                         (printable(merge.device_id or "-"), "cyan"), "\n", _merge_line(merge, labels),
                          ("\n(an event of another person's history)", "dim"))
 
 
@@ -183,17 +183,17 @@ def provenance_renderable(
     this one later are marked. ``lost``: how many writes lost in all, when ``why.overridden``
     holds one page of them.
     """
-    head = Text.assemble((why.attribute, "bold"), " = ", (format_value(why.value), "green"),
+    head = Text.assemble((printable(why.attribute), "bold"), " = ", (format_value(why.value), "green"),
                          ("   " + title, "dim"))
     setter = Table.grid(padding=(0, 2))
     setter.add_column(style="dim", no_wrap=True)
     setter.add_column(overflow="fold")
     setter.add_row("set by", Text.assemble((f"#{why.position}", "bold"), "  ",
                                            (why.event, "bold"), " on ",
-                                           (why.device_id or "-", "cyan")))
+                                           (printable(why.device_id or "-"), "cyan")))
     setter.add_row("client time", Text(format_time(why.timestamp)))
     setter.add_row("recorded", Text(format_time(why.recorded_at)))
-    setter.add_row("message id", Text(why.message_id or "-"))
+    setter.add_row("message id", Text(printable(why.message_id or "-")))
     if set_on is not None and set_on != person_id:
         setter.add_row("", merged_in(set_on))
     count = len(why.overridden) if lost is None else lost
@@ -213,7 +213,7 @@ def provenance_renderable(
                 change.person_id)
         times = Text.assemble(format_time(change.timestamp), "\n",
                               (format_time(change.recorded_at), "dim"))
-        did = Text.assemble((change.device_id or "-", "cyan"), "\n", change.event)
+        did = Text.assemble((printable(change.device_id or "-"), "cyan"), "\n", change.event)
         table.add_row(Text(str(change.position)), times, did, written(change, why.attribute),
                       note)
     if not count:

@@ -68,7 +68,7 @@ def attributes_renderable(
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column(overflow="fold")
     for key, value in sorted(attributes.items()):
-        grid.add_row(Text(key), Text(format_value(value)))
+        grid.add_row(Text(printable(key)), Text(format_value(value)))
     if not attributes:
         grid.add_row(Text("(none)", style="dim"), Text(""))
     return Group(Text(title, style="italic"), Padding(grid, (0, 0, 0, 2)))
@@ -85,7 +85,7 @@ def device_renderable(device: Device) -> RenderableType:
     grid.add_column(overflow="fold")
     grid.add_row("token", Text(printable(device.token or "-")))
     grid.add_row("last used", Text(format_time(device.last_used)))
-    grid.add_row("last status", Text(device.last_status or "-"))
+    grid.add_row("last status", Text(printable(device.last_status or "-")))
     grid.add_row("anonymous id", Text(device.anonymous_id))
     grid.add_row("attributes", _key_values(device.flat))
     heading = Text.assemble((printable(device.device_id), "bold cyan"),
@@ -103,7 +103,7 @@ def device_panel(device: Device, *, person: str | None = None) -> RenderableType
     grid.add_column(overflow="fold")
     grid.add_row("device_id", Text(printable(device.device_id)))
     grid.add_row("token", Text(printable(device.token or "-")))
-    grid.add_row("platform", Text(device.platform or "-"))
+    grid.add_row("platform", Text(printable(device.platform or "-")))
     who = Text(device.person_id)
     if person is not None and person != device.person_id:
         who = Text.assemble(person, " ", (f"(person {device.person_id})", "dim"))
@@ -112,7 +112,7 @@ def device_panel(device: Device, *, person: str | None = None) -> RenderableType
     grid.add_row("attributes", _key_values(device.attributes))
     grid.add_row("collected", _key_values(device.collected))
     grid.add_row("last used", Text(format_time(device.last_used)))
-    grid.add_row("last status", Text(device.last_status or "-"))
+    grid.add_row("last status", Text(printable(device.last_status or "-")))
     grid.add_row("created / updated",
                  Text(f"{format_time(device.created_at)} / {format_time(device.updated_at)}"))
     return Panel(grid, title=Text(printable(device.device_id), style="bold cyan"),
@@ -156,7 +156,8 @@ def profile_renderable(profile: Profile, *, title: str | None = None) -> Rendera
     )
     heading = title if title is not None else person_label(profile)
     style = "green" if profile.identified else "bright_black"
-    return Panel(body, title=Text(heading, style="bold"), title_align="left", border_style=style)
+    return Panel(body, title=Text(printable(heading), style="bold"), title_align="left",
+                 border_style=style)
 
 
 def labelled(value: str, names: Mapping[str, str]) -> Text:

@@ -589,6 +589,22 @@ def test_control_characters_from_sdk_traffic_never_reach_the_terminal(
     assert "hi \\x1b[2J\\x1b[31mOWNED\\nfake line" in out
 
 
+def test_a_line_break_in_a_key_or_a_device_id_never_starts_a_line(
+        url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Keys, device ids and message ids come from SDK traffic too: a line break in one started
+    a real line in profile and explain (ESC was escaped, the line break was not)."""
+    with idstitch.open(url) as ws:
+        ws.identify("dev\nFAKE-device", "eve", {"k\nFAKE-key": "v"}, message_id="m\nFAKE-mid")
+    for command in (("profile", "eve"), ("explain", "eve", "k\nFAKE-key"),
+                    ("explain", "eve", "nothing"), ("merges", "eve\nFAKE-typed"),
+                    ("history", "eve")):
+        _, out, err = run(capsys, *command, "--db", url)
+        for line in (out + err).splitlines():
+            assert not line.lstrip(" │|").startswith("FAKE"), (command, out, err)
+    _, out, _ = run(capsys, "explain", "eve", "k\nFAKE-key", "--db", url)
+    assert "k\\nFAKE-key" in out and "dev\\nFAKE-device" in out and "m\\nFAKE-mid" in out
+
+
 def test_merges_on_a_narrow_terminal_keep_every_word_and_the_merge_id() -> None:
     """Squeezed into 60 or 80 columns the table cut the reason's words and dropped the
     merge id column; a narrow terminal gets one block a merge instead."""
