@@ -32,6 +32,8 @@ from idstitch.projections.views import Profile
 from idstitch.render import person_label, profile_renderable
 from idstitch.service.withholding import forgotten_check
 
+PROGRESS_LINES = 1000
+"""How many lines read between two moves of ingest's progress bar."""
 SHOWN_REJECTS = 10
 """Rejected lines whose reasons ingest prints on stderr (``--rejects`` keeps them all)."""
 DEMO_FILE = "idstitch-demo.db"
@@ -144,12 +146,23 @@ def cmd_rebuild(args: argparse.Namespace, console: Console, err: Console) -> int
 
 
 def _count_lines(path: str) -> int:
+    """The file's lines as iterating over it gives them: a last line without its newline
+    counts too."""
+    count, last = 0, b"\n"
     with open(path, "rb") as f:
-        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            count += chunk.count(b"\n")
+            last = chunk[-1:]
+    return count + (last != b"\n")
 
 
 def _lines(path: str) -> Iterator[bytes]:
     with open(path, "rb") as f:
+        first = next(f, None)
+        if first is None:
+            return
+        # A byte order mark that Windows tools put first is no part of the first message.
+        yield first.removeprefix(b"\xef\xbb\xbf")
         yield from f
 
 
@@ -173,13 +186,25 @@ def cmd_ingest(args: argparse.Namespace, console: Console, err: Console) -> int:
                    TimeRemainingColumn(), TimeElapsedColumn())
         with Progress(*columns, console=console, transient=False) as bar:
             task = bar.add_task("ingest", total=total, rate="-")
+            # The bar counts the file's lines as ingest reads them (a batch envelope holds
+            # many messages, a blank line none); the rate, the messages committed.
+            read = committed = 0
+
+            def lines() -> Iterator[bytes]:
+                nonlocal read
+                for line in _lines(path):
+                    read += 1
+                    if not read % PROGRESS_LINES:
+                        bar.update(task, completed=read)
+                    yield line
 
             def advance(n: int) -> None:
-                bar.advance(task, n)
-                done = bar.tasks[0].completed
-                bar.update(task, rate=f"{done / max(time.perf_counter() - started, 1e-9):,.0f}")
+                nonlocal committed
+                committed += n
+                rate = committed / max(time.perf_counter() - started, 1e-9)
+                bar.update(task, completed=read, rate=f"{rate:,.0f}")
 
-            report = ws.ingest(_lines(path), batch_size=args.batch, progress=advance)
+            report = ws.ingest(lines(), batch_size=args.batch, progress=advance)
             bar.update(task, completed=total)
         elapsed = time.perf_counter() - started
         events = ws.log.head() - head_before

@@ -286,6 +286,11 @@ def forget(stores: Any, bus: MessageBus, projector: Projector, identifier: objec
                                                       component, failures)
             if not purged:
                 projector.rebuild()
+            elif bus.settings.auto_catch_up:
+                # The decision itself folded and committed (nothing changes in the purged
+                # rows): else the stored tracking stays one short of it until the next
+                # write, and `idstitch projections` reports a lag after every erasure.
+                projector.catch_up(eager=True)
         except BaseException:
             scrub(stores)
             raise

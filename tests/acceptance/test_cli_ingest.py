@@ -129,3 +129,30 @@ def test_rejected_messages_are_placed_by_line_and_batch(
     assert "line 1, message 2 of its batch: user_id" in err and "line 3: user_id" in err
     # Three lines with a blank one between, four messages (the envelope holds two).
     assert re.search(r"\blines\s+4\b", out) and re.search(r"\bmessages\s+4\b", out)
+
+
+def test_the_bar_and_the_summary_count_lines_envelopes_and_a_last_line_without_newline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    envelopes = [encode({"batch": [{"type": "identify", "userId": f"u{i}-{j}",
+                                    "anonymousId": f"a{i}-{j}", "messageId": f"m{i}-{j}"}
+                                   for j in range(5)]}) for i in range(3)]
+    path = tmp_path / "batches.ndjson"
+    path.write_bytes(b"\n".join(envelopes))  # no newline after the last line
+    assert main(["ingest", str(path), "--db", f"sqlite:///{tmp_path}/x.db"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"\blines\s+3\b", out) and re.search(r"\bmessages\s+15\b", out), out
+    # The bar counts lines (15 messages in 3 lines read as 15/3 before).
+    assert re.search(r"\b3/3\b", out) and not re.search(r"\b15/3\b", out), out
+
+
+def test_a_byte_order_mark_before_the_first_line_is_not_part_of_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "from-windows.ndjson"
+    path.write_bytes(b"\xef\xbb\xbf" + b"\r\n".join(LINES[:2]) + b"\r\n")
+    db = f"sqlite:///{tmp_path}/x.db"
+    assert main(["ingest", str(path), "--db", db]) == 0
+    with idstitch.open(db) as ws:
+        person = ws.profile("u1")
+        assert person is not None and person.devices[0].token == "tok-1"
