@@ -17,7 +17,10 @@ from contextlib import AbstractContextManager
 from typing import Any, ClassVar, Protocol
 
 from idstitch.domain.errors import InvalidCommand, ProjectionFailed
-from idstitch.projections.audit import Change
+from idstitch.projections.audit import EVENT_NAMES, Change
+
+KNOWN_EVENTS = frozenset(EVENT_NAMES.values())
+"""Every name a Change's ``event`` can take."""
 
 NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 """A projection name: a plain lower-case identifier (it names tables, a schema, a tracking
@@ -106,6 +109,10 @@ def check_projection(projection: Any) -> Projection:
     if events is not None and not (isinstance(events, frozenset)
                                    and all(isinstance(e, str) for e in events)):
         raise InvalidCommand("events", "must be None or a frozenset of Change.event names")
+    if unknown := sorted((events or frozenset()) - KNOWN_EVENTS):
+        # A misspelt name ("Identify") would fold nothing, without a word.
+        raise InvalidCommand("events", f"unknown Change.event names {unknown}; the names are "
+                                       f"{sorted(KNOWN_EVENTS)}")
     return projection
 
 

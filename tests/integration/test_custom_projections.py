@@ -364,6 +364,17 @@ def test_a_projection_name_must_be_a_plain_identifier(make_ws: WorkspaceFactory,
     assert ws._services.projector.custom.projections == {}
 
 
+def test_a_misspelt_event_name_is_refused_not_a_projection_that_folds_nothing(
+        make_ws: WorkspaceFactory) -> None:
+    ws = make_ws()
+    misspelt = type("Misspelt", (Counter,), {"events": frozenset({"Identify", "Identified"})})
+    with pytest.raises(InvalidCommand, match=r"unknown Change.event names \['Identify'\]") as e:
+        ws.run_projection(misspelt)
+    assert e.value.field == "events"
+    assert ws._services.projector.custom.projections == {}
+    ws.run_projection(type("Spelt", (Counter,), {"events": frozenset({"Identified"})}))
+
+
 class Snoop(idstitch.Projection):
     name = "snoop"
     target: ClassVar[str] = "idstitch_rows"
