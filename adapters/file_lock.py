@@ -24,6 +24,11 @@ except ImportError:  # no flock (Windows): callers fall back to SQLite's own wai
     fcntl = None
 
 
+WRITE_LOCK_SECONDS = 30.0
+"""How long a write waits for a SQLite file's write lock before it fails with StoreError: the
+timeout SQLite's own wait has (the stores' ``timeout=30``, and the event recorder's)."""
+
+
 class FileLock:
     """An exclusive lock on the file at ``path`` (created if missing), for one holder at a
     time in this process: callers serialise their own threads first."""
@@ -91,4 +96,4 @@ class FileLock:
             self._fd = None
 
 
-__all__ = ["FileLock"]
+__all__ = ["WRITE_LOCK_SECONDS", "FileLock"]

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from idstitch.adapters.file_lock import WRITE_LOCK_SECONDS, FileLock
 from idstitch.adapters.projection_sql import (
     CustomTransaction,
     Database,
@@ -90,6 +91,10 @@ class Authorizer:
         return sqlite3.SQLITE_DENY
 
 
+WRITE_BUDGET = 0.2
+"""See :attr:`SqliteTables.write_budget`."""
+
+
 @contextmanager
 def _translated(what: str) -> Iterator[None]:
     try:
@@ -101,8 +106,15 @@ def _translated(what: str) -> Iterator[None]:
 class SqliteTables:
     """The custom projections' tables and tracking in one SQLite database."""
 
+    write_budget = WRITE_BUDGET
+    """Seconds a fold's transaction may hold the file's write lock before it ends early (see
+    :meth:`~idstitch.projections.custom_runner.CustomRunner._fold_alone`)."""
+
     def __init__(self, path: str) -> None:
         self._path = path
+        self._write_lock = FileLock(f"{path}-write.lock") if path != ":memory:" else None
+        """The lock file the store's writers queue on: a fold's transaction queues there
+        too, so that writers waiting get the file between two of its batches."""
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.RLock()
         self._authorizer = Authorizer()
@@ -240,7 +252,7 @@ class SqliteTables:
 
     @contextmanager
     def _begin(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+        with self._lock, self._queued():
             conn = self._connection()
             # The database's own failures (locked past the busy timeout, a full disk) as the
             # store's typed error; what the block raises (a handler's, setup's) passes as is.
@@ -259,6 +271,22 @@ class SqliteTables:
                     conn.execute("ROLLBACK")
                 raise StoreError(f"cannot commit the custom projections' tables: {e}") from e
             self._scrub.retry(conn)
+
+    @contextmanager
+    def _queued(self) -> Iterator[None]:
+        """Hold the lock file the store's writers queue on (as theirs: bounded, a StoreError
+        past it), so that the kernel hands the file's write lock over in turn."""
+        lock = self._write_lock
+        held = None if lock is None else lock.acquire(WRITE_LOCK_SECONDS)
+        if held is False:
+            raise StoreError(f"cannot write the custom projections' tables in {self._path!r}: "
+                             f"another process has held its write lock for "
+                             f"{WRITE_LOCK_SECONDS:.0f} s (stopped or stuck?)")
+        try:
+            yield
+        finally:
+            if held and lock is not None:
+                lock.release()
 
     def create(self, name: str, version: int, live: bool,
                setup: Callable[[Database], None], made_at: int, *,
@@ -378,4 +406,6 @@ class SqliteTables:
             if self._conn is not None:
                 self._scrub.settle(self._conn)
                 self._conn.close()
+            if self._write_lock is not None:
+                self._write_lock.close()
                 self._conn = None

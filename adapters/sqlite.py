@@ -20,7 +20,7 @@ from idstitch.adapters import sqlite_layout
 from idstitch.adapters.chain import ChainedLog
 from idstitch.adapters.crypto import codec_for
 from idstitch.adapters.eventlog import DeviceLog
-from idstitch.adapters.file_lock import FileLock
+from idstitch.adapters.file_lock import WRITE_LOCK_SECONDS, FileLock
 from idstitch.adapters.keys import KEYS_DDL, SqlKeyStore
 from idstitch.adapters.sqlchain import SqlChainView, chained, upgrade
 from idstitch.adapters.sqlite_leases import FileLeases
@@ -59,9 +59,6 @@ WANTED_DDL = ("CREATE TABLE IF NOT EXISTS idstitch_wanted (name TEXT PRIMARY KEY
 commit: a hint, never read for the rows themselves."""
 WAL_SECONDS = 30.0
 """How long an open tries to put a new file in WAL mode while other processes open it too."""
-WRITE_LOCK_SECONDS = 30.0
-"""How long a write waits for the file's write lock before it fails with StoreError: the
-timeout SQLite's own wait has (``timeout=30`` below, and the event recorder's lock timeout)."""
 CACHE_KIB = 65_536
 """The connection's page cache, at most (64 MiB; SQLite's default is 2 MiB). Memory-mapped
 reads (``mmap_size``) are left off: every mapped page read counts in the process's resident
