@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -105,6 +106,23 @@ class Tagged(Projection):
     def handle(self, db: ProjectionDB, change: Change) -> None:
         """Tag the position."""
         db.execute("INSERT INTO tagged (position, tag) VALUES (?, ?)", (change.position, self.tag))
+
+
+class Paced(ChangeLog):
+    """A change log that sleeps ``IDSTITCH_TEST_PACE`` seconds at each Change (default 0):
+    a long catch-up, to stop or kill in the middle."""
+
+    name = "paced"
+
+    def setup(self, db: ProjectionDB) -> None:
+        """One table: position -> the Change as JSON."""
+        db.execute("CREATE TABLE paced (position BIGINT PRIMARY KEY, change TEXT NOT NULL)")
+
+    def handle(self, db: ProjectionDB, change: Change) -> None:
+        """Wait, then insert the Change."""
+        time.sleep(float(os.environ.get("IDSTITCH_TEST_PACE", "0")))
+        db.execute("INSERT INTO paced (position, change) VALUES (?, ?)",
+                   (change.position, _encode(change).decode()))
 
 
 class ChildOnly(ChangeLog):

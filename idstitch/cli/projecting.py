@@ -25,7 +25,7 @@ from idstitch.cli.output import write_json_line
 from idstitch.errors import InvalidCommand, PolicyMismatch, ProjectionFailed
 from idstitch.opening import Access, open_store
 from idstitch.projections.base import import_topic
-from idstitch.projections.custom import Projection
+from idstitch.projections.custom import Projection, check_projection
 from idstitch.service.following import Follower
 from idstitch.workspace import Workspace
 
@@ -54,20 +54,24 @@ def load_projections(topics: Sequence[str]) -> list[Projection]:
 
 
 def register(ws: Workspace, projections: Sequence[Projection]) -> None:
-    """Register custom projections; one whose handler fails stays registered, and the
-    follower reports it (once, as it reports every failure) and retries it: never fatal."""
+    """Register custom projections (their tables made, not caught up: the follower does that
+    in batches, and a SIGTERM stops it after the batch it is committing); one whose handler
+    fails stays registered, and the follower reports it (once, as it reports every failure)
+    and retries it: never fatal."""
     for projection in projections:
         with contextlib.suppress(ProjectionFailed):
-            ws.run_projection(projection)
+            ws._services.projector.register(check_projection(projection), catch_up=False)
 
 
 def cmd_project(args: argparse.Namespace, console: Console, err: Console) -> int:
     """Follow the log until stopped."""
     stopping: list[Follower] = []
+    terminated: list[bool] = []
 
     def stop(signum: int, frame: FrameType | None) -> None:
+        terminated.append(True)
         if not stopping:
-            raise KeyboardInterrupt  # still opening: stop as Ctrl-C would
+            raise KeyboardInterrupt  # still opening: nothing folded yet to finish
         stopping[0].stop()
 
     signal.signal(signal.SIGTERM, stop)
@@ -76,6 +80,10 @@ def cmd_project(args: argparse.Namespace, console: Console, err: Console) -> int
         try:
             follow(args, custom, stopping, err)
             return 0
+        except KeyboardInterrupt:
+            if terminated:
+                return 0  # SIGTERM is how a supervisor stops it: not a failure (Ctrl-C is)
+            raise
         except PolicyMismatch as e:
             if args.policy is not None:
                 raise

@@ -297,16 +297,19 @@ class Projector:
             if names is None or name in names:
                 raise failure from failure.cause
 
-    def register(self, projection: Projection) -> None:
-        """Register a custom projection and catch it up; ProjectionFailed if it fails."""
+    def register(self, projection: Projection, *, catch_up: bool = True) -> None:
+        """Register a custom projection and catch it up (unless ``catch_up`` is False: a
+        follower catches up itself, and stops cleanly in between); ProjectionFailed if it
+        fails."""
         if projection.name in self.registry:
             raise InvalidCommand("name", f"{projection.name!r} is the name of a built-in "
                                          "projection")
         check_replacing(self.custom.projections.get(projection.name), projection)
         with self.lock:
             self.custom.register(projection)
-            self.catch_up()
-            self.raise_failures([projection.name])
+            if catch_up:
+                self.catch_up()
+                self.raise_failures([projection.name])
 
     def policy(self) -> Policy:
         """How the projection that owns the person rows stitches (the registry is the one list

@@ -134,6 +134,31 @@ def test_kill_9_during_catch_up_then_a_restart_equals_a_rebuild(url: str) -> Non
     assert custom_rows(url) == followed_custom
 
 
+def test_sigterm_during_the_first_catch_up_is_a_clean_stop(url: str) -> None:
+    # A supervisor's SIGTERM while a new custom projection is far behind: it once came during
+    # registration, which caught up in one go: exit 130 and the batch under way thrown away.
+    with idstitch.open(url, projections="external") as writer:
+        assert writer.ingest(messages(1_000)).accepted == 1_000
+        head = writer.log.head()
+    process = subprocess.Popen(
+        [IDSTITCH, "project", "--db", url, "--projection", "idstitch.testing_projections:Paced"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**environment(), "IDSTITCH_TEST_PACE": "0.002"})
+    try:
+        time.sleep(1.5)  # started, and folding: 2 ms a Change, several seconds in all
+        with idstitch.open(url, projections="external") as writer:
+            assert paced_position(writer) < head  # mid catch-up
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert "Traceback" not in err and "stopped at position" in err, err
+
+
+def paced_position(ws: Workspace) -> int:
+    return next((s.position for s in ws.projection_status() if s.name == "paced"), 0)
+
+
 def test_a_second_process_takes_over_when_the_first_dies(url: str) -> None:
     with idstitch.open(url) as ws:
         ws.run_projection(ChangeLog())
