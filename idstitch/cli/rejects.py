@@ -145,9 +145,14 @@ def write_rejects(lines: Iterable[bytes], rejects: str, rejected: list[tuple[int
     except FileNotFoundError:
         mode = stat.S_IFREG
     if not stat.S_ISREG(mode):
-        with open(rejects, "ab") as out:
-            for record in _records(lines, rejected, forgotten):
-                out.write(record + b"\n")
+        # A pipe or a device (/dev/stdout, a FIFO): written as it is, and its failure named.
+        try:
+            with open(rejects, "ab") as out:
+                for record in _records(lines, rejected, forgotten):
+                    out.write(record + b"\n")
+        except OSError as e:
+            raise CommandFailed(f"--rejects {rejects}: cannot write it: {e.strerror or e} (the "
+                                "messages were ingested; the first reasons are above)") from e
         return
     folder = os.path.dirname(os.path.abspath(rejects))
     fd, temporary = tempfile.mkstemp(prefix=".rejects-", dir=folder)
@@ -161,7 +166,8 @@ def write_rejects(lines: Iterable[bytes], rejects: str, rejected: list[tuple[int
         with contextlib.suppress(OSError):
             os.remove(temporary)
         raise CommandFailed(f"--rejects {rejects}: cannot write it: {e.strerror or e} (the "
-                            "accepted messages were ingested)") from e
+                            "accepted messages were ingested; the first reasons are "
+                            "above)") from e
     except BaseException:
         with contextlib.suppress(OSError):
             os.remove(temporary)

@@ -218,18 +218,21 @@ def cmd_ingest(args: argparse.Namespace, console: Console, err: Console) -> int:
             summary.add_row(name, str(value))
         console.print(summary)
         rejected = report.rejected
+        # The first reasons before the rejects file is written: were it to fail (a full
+        # disk), they are still shown.
+        reasons = dict(rejected[:SHOWN_REJECTS])
+        for index, number, place, _ in located(_lines(path), reasons):
+            where = f"line {number}" + ("" if place is None
+                                        else f", message {place + 1} of its batch")
+            err.print(Text(f"{where}: {reasons[index]}", style="yellow"), soft_wrap=True)
+        if len(rejected) > SHOWN_REJECTS:
+            err.print(Text(f"... and {len(rejected) - SHOWN_REJECTS} more", style="yellow"))
         if args.rejects is not None:
             # Written while the store is open: a rejected message naming a forgotten person
             # is told by the store's forgotten identifiers (through the cipher: the facade
             # has no public handle on it), and written without its text.
             forgotten = forgotten_check(ws._services.stores.cipher) if rejected else None
             write_rejects(_lines(path), args.rejects, rejected, forgotten)
-    reasons = dict(rejected[:SHOWN_REJECTS])
-    for index, number, place, _ in located(_lines(path), reasons):
-        where = f"line {number}" + ("" if place is None else f", message {place + 1} of its batch")
-        err.print(Text(f"{where}: {reasons[index]}", style="yellow"), soft_wrap=True)
-    if len(rejected) > SHOWN_REJECTS:
-        err.print(Text(f"... and {len(rejected) - SHOWN_REJECTS} more", style="yellow"))
     if args.rejects is not None:
         err.print(Text(f"rejected lines with their reasons ({len(rejected)}): {args.rejects}",
                        style="yellow" if rejected else "dim"), soft_wrap=True)

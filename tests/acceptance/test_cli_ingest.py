@@ -156,3 +156,16 @@ def test_a_byte_order_mark_before_the_first_line_is_not_part_of_it(
     with idstitch.open(db) as ws:
         person = ws.profile("u1")
         assert person is not None and person.devices[0].token == "tok-1"
+
+
+def test_a_rejects_file_that_cannot_be_written_is_named_and_the_reasons_still_shown(
+    ndjson: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = f"sqlite:///{tmp_path}/x.db"
+    assert main(["ingest", str(ndjson), "--db", db, "--rejects", "/dev/full"]) == 2
+    err = capsys.readouterr().err
+    assert "line 3:" in err and "line 5:" in err  # the reasons, before the failure
+    assert "--rejects /dev/full: cannot write it: No space left on device" in err
+    assert "the messages were ingested" in err
+    with idstitch.open(db) as ws:
+        assert ws.profile("u1") is not None
