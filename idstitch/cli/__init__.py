@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from importlib.metadata import version
 from typing import cast
 
 from idstitch.cli.audit import PAGE, cmd_explain, cmd_export, cmd_history
@@ -91,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="idstitch", parents=[common],
         description="Event-sourced identity for mobile-SDK backends: inspect and replay a store.")
+    parser.add_argument("--version", action="version", version=f"idstitch {version('idstitch')}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
 
     def add(name: str, handler: Handler, help_: str) -> argparse.ArgumentParser:

@@ -277,3 +277,10 @@ def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for command in ("demo", "profile", "merges", "rebuild", "--db"):
         assert command in out
+
+
+def test_version_says_which_idstitch_it_is(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"idstitch {idstitch.__version__}"
