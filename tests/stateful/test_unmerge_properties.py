@@ -55,8 +55,11 @@ def play(ws: Workspace, clock: FrozenClock, script: list[tuple[Any, ...]], start
          ) -> list[tuple[Any, ...]]:
     """Run the calls; the ones recorded (an explicit merge of two users who are one person,
     or not both identified, is refused)."""
-    recorded = []
-    for step, (name, dev, *args) in enumerate(script, start):
+    recorded: list[tuple[Any, ...]] = []
+    for name, dev, *args in script:
+        # Client times count the recorded calls only: a merge refused here is left out of the
+        # script the other workspace plays, and must not shift the calls after it.
+        step = start + len(recorded)
         clock.advance(seconds=1)
         ts = T0 + timedelta(seconds=step)
         recorded.append((name, dev, *args))
