@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
+import types
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -91,7 +93,13 @@ class Authorizer:
         return sqlite3.SQLITE_DENY
 
 
-WRITE_BUDGET = 0.2
+fcntl: types.ModuleType | None
+try:
+    import fcntl
+except ImportError:  # no flock (Windows): no keeper is told apart, none is dropped
+    fcntl = None
+
+WRITE_BUDGET = 0.5
 """See :attr:`SqliteTables.write_budget`."""
 
 
@@ -106,15 +114,19 @@ def _translated(what: str) -> Iterator[None]:
 class SqliteTables:
     """The custom projections' tables and tracking in one SQLite database."""
 
-    write_budget = WRITE_BUDGET
+    write_budget: float | None = WRITE_BUDGET
     """Seconds a fold's transaction may hold the file's write lock before it ends early (see
     :meth:`~idstitch.projections.custom_runner.CustomRunner._fold_alone`)."""
 
     def __init__(self, path: str) -> None:
         self._path = path
+        if path == ":memory:":
+            self.write_budget = None  # no other process waits for this one's lock
         self._write_lock = FileLock(f"{path}-write.lock") if path != ":memory:" else None
         """The lock file the store's writers queue on: a fold's transaction queues there
         too, so that writers waiting get the file between two of its batches."""
+        self._kept: dict[str, int] = {}
+        """The keep file of each projection this process keeps, held shared (see keep)."""
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.RLock()
         self._authorizer = Authorizer()
@@ -288,6 +300,43 @@ class SqliteTables:
             if held and lock is not None:
                 lock.release()
 
+    def _keep_file(self, name: str) -> int | None:
+        """A descriptor of ``<database>-<name>.keep`` (None: nothing to lock with)."""
+        if fcntl is None or self._path == ":memory:":
+            return None
+        try:
+            return os.open(f"{self._path}-{name}.keep", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            return None  # an unwritable folder
+
+    def keep(self, name: str) -> None:
+        """A shared ``flock`` on the projection's keep file, held until close."""
+        with self._lock:
+            if name in self._kept:
+                return
+            fd = self._keep_file(name)
+            if fd is None or fcntl is None:
+                return
+            fcntl.flock(fd, fcntl.LOCK_SH)  # waits out a forget's drop under way (short)
+            self._kept[name] = fd
+
+    @contextmanager
+    def unkept(self, name: str) -> Iterator[bool]:
+        """An exclusive ``flock`` on the keep file, without waiting: held, no keeper."""
+        fd = self._keep_file(name)
+        if fd is None or fcntl is None:
+            yield False  # cannot tell: taken as kept
+            return
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)  # (releases the lock)
+
     def create(self, name: str, version: int, live: bool,
                setup: Callable[[Database], None], made_at: int, *,
                replace: bool = False) -> None:
@@ -406,6 +455,9 @@ class SqliteTables:
             if self._conn is not None:
                 self._scrub.settle(self._conn)
                 self._conn.close()
+                self._conn = None
             if self._write_lock is not None:
                 self._write_lock.close()
-                self._conn = None
+            for fd in self._kept.values():
+                os.close(fd)
+            self._kept.clear()

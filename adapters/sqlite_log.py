@@ -166,7 +166,10 @@ class SqliteLog(SqliteReads):
         them in the same transaction (:meth:`AppendCheck.landed`): one durable commit for a
         command's events and its rows instead of two commits."""
         landing = committed = False
-        with self._lock:
+        # Queued for the file's write lock in the kernel, as every idstitch write transaction
+        # is (a custom fold's too): SQLite's own wait polls with sleeps of up to 100 ms, and
+        # a writer polling missed the moments a busy folder let the lock go.
+        with self._lock, self._writing():
             try:
                 with self._translated("cannot append events"):
                     # The log is the source of truth: an append that returned survives a power

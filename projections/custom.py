@@ -214,6 +214,17 @@ class CustomTables(Protocol):
         """Read access to the live version's tables."""
         ...
 
+    def keep(self, name: str) -> None:
+        """Say, for as long as this store is open, that this process keeps the projection (a
+        shared hold other keepers share: see :meth:`unkept`)."""
+        ...
+
+    def unkept(self, name: str) -> AbstractContextManager[bool]:
+        """While the block runs, whether no process keeps the projection (True: none does,
+        and none can start to until the block ends); False when one does, or when the store
+        cannot tell (taken as kept)."""
+        ...
+
     def scrub(self) -> None:
         """After a forget was honoured (a purge hook ran, or tables were dropped): leave no
         byte of what was deleted in the database's files where the store can (SQLite: copy

@@ -45,6 +45,8 @@ BATCH = 5_000
 CHUNK = 250
 """Log positions a projection alone at its position reads and folds at a time, inside its
 batch's transaction (see :meth:`CustomRunner._fold_alone`)."""
+FIRST_CHUNK = 16
+"""Under a time budget, a projection's first chunk (its handlers' speed not known yet)."""
 HANDOVER_SECONDS = 0.01
 """The pause after a batch ended early for the writers waiting (see _fold_alone)."""
 STREAMS = 4
@@ -60,6 +62,9 @@ class CustomRunner(Honouring):
         self.registry = registry
         self._row_types: RowTypes = registry.row_types
         self._streams: dict[int, ChangeStream] = {}
+        self._chunks: dict[str, int] = {}
+        """Per projection, the positions a chunk reads where a batch has a time budget (see
+        :func:`_chunk_after`)."""
         self.pages: Callable[[int, int], Sequence[LoggedEvent]] = log.read
         """How the Changes' events are read, in order (a read-ahead in a second process while
         a long catch-up runs: ``idstitch.service.read_ahead``)."""
@@ -85,6 +90,9 @@ class CustomRunner(Honouring):
         version; an unfinished build of another version is dropped. Registering a name again
         replaces the instance (a new version is then built beside the live one)."""
         name = projection.name
+        # Kept here from now on: a forget in another process leaves its tables to this one's
+        # next catch-up (see idstitch.service.unkept).
+        self.tables.keep(name)
         versions = self.tables.versions(name)
         for tracked in versions:
             if not tracked.live and tracked.version != projection.version:
@@ -171,6 +179,8 @@ class CustomRunner(Honouring):
             self.waiting.pop(name, None)
         self._stopped.clear()
         try:
+            for name in chosen:
+                self.tables.keep(name)  # again, after a lost hold (a cheap look when held)
             tracked = self._adopt(chosen)
             if gone := [n for n, t in tracked.items() if t is None and not self.tables.versions(n)]:
                 # Every version dropped: by a forget in a process that did not keep them
@@ -303,10 +313,12 @@ class CustomRunner(Honouring):
         current, end, read = start + 1, start, 0
         batch: list[Change] = []
         # Where the transaction holds the database's write lock (SQLite), slow handlers end
-        # it early: writers wait for it (up to a batch of 5,000 Changes at 8 ms each, past
-        # their 30 s limit). A Change at a time, per-Change handlers only.
+        # it early: writers wait for it (a batch of 5,000 Changes at 8 ms each held them past
+        # their 30 s limit). At a chunk's end, so that the Change stream stays where the
+        # batch ends; chunks shrink for handlers slow enough to need it (see _chunk_after).
         budget = getattr(self.tables, "write_budget", None)
-        deadline = None if budget is None else time.monotonic() + budget
+        started = time.monotonic()  # (set again once the transaction is open)
+        chunk = self._chunks.get(projection.name, FIRST_CHUNK) if budget is not None else CHUNK
         cut = False
         try:
             with self.tables.transaction(projection.name, projection.version) as tx:
@@ -314,8 +326,9 @@ class CustomRunner(Honouring):
                     return tx.position, None  # another process folded it meanwhile
                 self._made.vouch(projection.name, tx)
                 db = tx.db
+                started = time.monotonic()  # the fold's own time, not the wait for the lock
                 while read < BATCH and end < until:
-                    events = self.pages(end, min(CHUNK, BATCH - read))
+                    events = self.pages(end, min(chunk, BATCH - read))
                     if events and events[-1].position > until:
                         events = [e for e in events if e.position <= until]
                     if not events:
@@ -331,20 +344,16 @@ class CustomRunner(Honouring):
                             for change in mine:
                                 current = change.position
                                 handle(db, change)
-                                if deadline is not None and time.monotonic() > deadline:
-                                    cut = True
-                                    break
                         else:
                             batch.extend(mine)
                     else:
                         stream = None  # it would miss these events: a later one starts cold
-                    if cut:
-                        # Committed up to the last Change handled; the stream, which went
-                        # past it, is dropped (the next batch starts cold there).
-                        end, stream = current, None
-                        break
                     end = events[-1].position
                     read += len(events)
+                    if budget is not None and per_change and (
+                            time.monotonic() - started > budget):
+                        cut = True
+                        break
                 if batch:
                     # The batch hook gets the Changes of its transaction in one call, as
                     # documented (only a per-Change fold lets them go chunk by chunk).
@@ -356,6 +365,9 @@ class CustomRunner(Honouring):
             return start, next(iter(self._failures([projection.name], current, e)), None)
         except Exception as e:
             return start, failed(projection.name, current, e)  # the stream is dropped
+        if budget is not None and per_change:
+            self._chunks[projection.name] = _chunk_after(budget, time.monotonic() - started,
+                                                         read)
         if cut:
             # A writer queued for the file is woken as the lock is released; the next batch
             # taking it back at once would often win the race (kernel wake-ups are not FIFO).
@@ -420,3 +432,12 @@ class CustomRunner(Honouring):
     def reader(self, name: str) -> ProjectionDB:
         """Read access to the live version's tables."""
         return self.tables.reader(name)
+
+
+def _chunk_after(budget: float, spent: float, read: int) -> int:
+    """The chunk for a projection's next batch under a time budget: a quarter of the budget's
+    worth of positions at the rate of the batch just folded (at most :data:`CHUNK`, at least
+    1), so that a batch ends within about a chunk of its budget, at a chunk's end."""
+    if read == 0 or spent <= 0:
+        return CHUNK
+    return max(1, min(CHUNK, int(budget / 4 / (spent / read))))

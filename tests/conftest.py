@@ -161,7 +161,7 @@ KeeperFirst = Callable[[Callable[[], object]], Callable[..., list[str]]]
 def keeper_first() -> KeeperFirst:
     """``erasure.drop_unkept`` with another process's keeper folding first (``step``: a
     custom projection's keeper stepped by hand in the test), as a live ``idstitch project``
-    folds past a forget within the moments the forget waits for it; patch it in with
+    folds past a forget moments after it; patch it in with
     ``monkeypatch.setattr(erasure, "drop_unkept", keeper_first(step))``."""
     def wrap(step: Callable[[], object]) -> Callable[..., list[str]]:
         real = erasure.drop_unkept

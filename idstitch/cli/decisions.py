@@ -69,9 +69,9 @@ def cmd_forget(args: argparse.Namespace, console: Console, err: Console) -> int:
     err.print(Text(f"forgot {args.identifier}: its identifiers are refused from now on",
                    style="dim"), soft_wrap=True)
     for name in report.dropped:
-        err.print(Text(f"custom projection {name!r}: kept by no process that folded past the "
-                       "forget, so its tables were dropped; it is built afresh from the log "
-                       "when a process registers it again", style="yellow"), soft_wrap=True)
+        err.print(Text(f"custom projection {name!r}: kept by no open process, so its tables "
+                       "were dropped; it is built afresh from the log when a process "
+                       "registers it again", style="yellow"), soft_wrap=True)
     if not report.scrubbed:
         err.print(Text(SCRUB_HELD, style="yellow"), soft_wrap=True)
     return 0

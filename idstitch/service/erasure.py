@@ -19,13 +19,20 @@ unmerge whose process stopped between its decision and its replay of the persons
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import msgspec
 
 from idstitch.domain import rules
 from idstitch.domain.commands import ForgetPerson
-from idstitch.domain.errors import InvalidCommand, ProjectionFailed, Suppressed, UnknownPerson
+from idstitch.domain.errors import (
+    IdstitchError,
+    InvalidCommand,
+    ProjectionFailed,
+    Suppressed,
+    UnknownPerson,
+)
 from idstitch.domain.events import PERSONAL, DeviceTokenRegistered
 from idstitch.domain.ports import SUPPRESSION_MARK
 from idstitch.projections import purge
@@ -59,9 +66,9 @@ class ShredReport(msgspec.Struct, frozen=True, kw_only=True):
     """The log's head when the forget's mark was raised (None where no other process
     appends): what another process appended up to it had not seen the forget."""
     dropped: list[str] = msgspec.field(default_factory=list)
-    """The custom projections in the database that no process folded past the forget (none
-    here keeps them): their tables and tracking were dropped, and they are built afresh from
-    the log when a process registers them again (see :mod:`idstitch.service.unkept`)."""
+    """The custom projections in the database that no open process keeps: their versions
+    behind the forget were dropped, tables and tracking, and they are built afresh from the
+    log when a process registers them again (see :mod:`idstitch.service.unkept`)."""
     scrubbed: bool = True
     """Whether the database files hold no old page of the purged rows and destroyed keys
     (SQLite: the WAL checkpoint ran to the end). False when another connection's read
@@ -289,13 +296,16 @@ def forget(stores: Any, bus: MessageBus, projector: Projector, identifier: objec
             elif bus.settings.auto_catch_up:
                 # The decision itself folded and committed (nothing changes in the purged
                 # rows): else the stored tracking stays one short of it until the next
-                # write, and `idstitch projections` reports a lag after every erasure.
-                projector.catch_up(eager=True)
+                # write, and `idstitch projections` reports a lag after every erasure. Best
+                # effort: the person is erased whatever it meets (another process's lease).
+                with contextlib.suppress(IdstitchError):
+                    projector.catch_up(eager=True)
         except BaseException:
             scrub(stores)
             raise
     try:
-        # Outside the lock: it may wait for another process to fold past the decision.
+        # The custom projections no open process keeps (their tables would keep the
+        # person's values): see idstitch.service.unkept.
         dropped = ([] if decided is None else
                    drop_unkept(projector.custom.tables, list(projector.custom.projections),
                                decided))

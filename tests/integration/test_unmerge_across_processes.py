@@ -8,14 +8,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 from idstitch.domain.commands import Unmerge
 from idstitch.domain.events import MergeUndone
 from idstitch.projections.views import Reader
 
-from idstitch.service import erasure, unkept
+from idstitch.service import erasure
 from idstitch.service.erasure import finish_unmerges
 from idstitch.service.following import Follower
 from idstitch.testing import following
@@ -160,8 +159,7 @@ def test_a_keeper_waits_for_an_unmerge_whose_process_stopped_before_its_replay(
 
 @pytest.mark.parametrize("path", ["purged in place", "rebuilt"])
 def test_a_forget_after_a_stopped_unmerge(make_durable_ws: WorkspaceFactory,
-                                          monkeypatch: pytest.MonkeyPatch, path: str,
-                                          keeper_first: Callable[..., Any]) -> None:
+                                          monkeypatch: pytest.MonkeyPatch, path: str) -> None:
     """An unmerge's process stopped before its replay; then an appending-only writer forgets
     someone else. Purged in place (the forgotten person's rows only), the unmerge is still
     not replayed: the keeper waits before it until the next open. Rebuilt (the purge could
@@ -181,13 +179,8 @@ def test_a_forget_after_a_stopped_unmerge(make_durable_ws: WorkspaceFactory,
     forgetting = make_durable_ws(keeper.url, projections="external")
     if path == "rebuilt":
         monkeypatch.setattr(erasure, "_plan", lambda *args: None)
-    monkeypatch.setattr(erasure, "drop_unkept", keeper_first(follower.step))
-    monkeypatch.setattr(unkept, "QUIET_SECONDS", 0.2)
-    report = forgetting.forget("lee", reason="erasure request")
-    # Rebuilt, the unmerge was replayed too: the keeper honours both while the forget waits.
-    # Purged in place, the keeper still waits before the unmerge, short of the forget: its
-    # tables go (built afresh at its next catch-up, which stops before the unmerge again).
-    assert report.dropped == ([] if path == "rebuilt" else ["change_log"])
+    # The keeper keeps its projection (open, registered): left to it, never dropped.
+    assert forgetting.forget("lee", reason="erasure request").dropped == []
     follower.step()
     if path == "purged in place":
         assert kind_of(keeper, merge_id) == "explicit"
