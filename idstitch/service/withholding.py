@@ -5,10 +5,10 @@
 replay. A forget erases a person from everything the workspace keeps; neither file may then
 take the person's values in again, whatever the message was refused for (a forgotten user id
 is refused as such, but a message of the person with a bad timestamp is refused for that).
-So a refused message in which any string (or integer), a value or a key at any depth, is an
-identifier of a forgotten person (a user id, an email, its person id) keeps only its
-``messageId`` and ``type``. Nothing else of it is looked at: a message naming the person only by an anonymous
-id or a device id is kept whole.
+So a refused message in which any string (or an integer in an id's field), a value or a key
+at any depth, is an identifier of a forgotten person (a user id, an email, its person id)
+keeps only its ``messageId`` and ``type``. Nothing else of it is looked at: a message naming
+the person only by an anonymous id or a device id is kept whole.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from typing import Any, Protocol
 
 import msgspec
 
+ID_FIELDS = frozenset({"userId", "user_id", "previousId", "id"})
+"""The fields whose integer value is read as a user id (see _names)."""
 KEPT = ("messageId", "type")
 """The fields kept of a withheld message: they name no one, and tell the operator which
 message it was."""
@@ -70,17 +72,17 @@ def _names(message: Any, forgotten: Callable[[str], bool]) -> bool:
         if isinstance(item, str):
             if forgotten(item):
                 return True
-        elif type(item) is int:
-            # A client that sends its user ids as JSON numbers (`"userId": 12345`, refused for
-            # its type) names the person all the same.
-            if forgotten(str(item)):
-                return True
         elif isinstance(item, dict):
             for key, value in item.items():
+                # A client that sends its user ids as JSON numbers (`"userId": 12345`, refused
+                # for its type) names the person all the same; only in an id's field (a count
+                # of 1 elsewhere is no user id "1").
+                if type(value) is int and key in ID_FIELDS and forgotten(str(value)):
+                    return True
                 pending += (key, value)
         elif isinstance(item, list):
             pending += item
     return False
 
 
-__all__ = ["KEPT", "ForgottenIdentifiers", "forgotten_check", "withheld"]
+__all__ = ["ID_FIELDS", "KEPT", "ForgottenIdentifiers", "forgotten_check", "withheld"]

@@ -90,6 +90,7 @@ def test_a_user_id_sent_as_a_json_number_names_the_person(tmp_path: Path) -> Non
         assert withheld(message, forgotten) == {"type": "identify", "messageId": "m-1"}
         assert withheld(msgspec.json.encode(message), forgotten) == {
             "type": "identify", "messageId": "m-1"}
-        # A number nobody forgot, and a boolean, name no one.
+        # A number nobody forgot, a boolean, and the number elsewhere than an id, name no one.
         assert withheld({"type": "identify", "userId": 12346}, forgotten) is None
         assert withheld({"type": "identify", "userId": True}, forgotten) is None
+        assert withheld({"type": "track", "properties": {"quantity": 12345}}, forgotten) is None
