@@ -94,8 +94,9 @@ def cmd_demo(args: argparse.Namespace, console: Console, err: Console) -> int:
         console.print(Text.assemble(
             "demo: ", (str(ws.log.head()), "bold"), " events written to ", (redacted(url), "bold"),
             f" (anonymous_merge={ws.anonymous_merge})"))
-        console.print(Text.assemble(
-            "next: ", (f"idstitch --db {redacted(url)} merges lee-100", "cyan")))
+        if ws._services.stores.shared_url is not None:  # (memory: is gone once it ends)
+            console.print(Text.assemble(
+                "next: ", (f"idstitch --db {redacted(url)} merges lee-100", "cyan")))
     return 0
 
 

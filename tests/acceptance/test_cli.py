@@ -284,3 +284,14 @@ def test_version_says_which_idstitch_it_is(capsys: pytest.CaptureFixture[str]) -
         main(["--version"])
     assert exited.value.code == 0
     assert capsys.readouterr().out.strip() == f"idstitch {idstitch.__version__}"
+
+
+def test_demo_in_memory_suggests_no_command_on_a_store_that_is_gone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    status, out, _ = run(capsys, "demo", "--db", "memory:")
+    assert status == 0 and "events written to memory:" in out
+    assert "next:" not in out
+    status, out, _ = run(capsys, "demo")  # a file: the next command to try
+    assert "next: idstitch --db" in out
