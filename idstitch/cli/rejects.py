@@ -34,19 +34,20 @@ def _same(a: str, b: str) -> bool:
 
 
 BESIDE = ("", "-wal", "-shm", "-journal", "-write.lock")
-"""The store's file and those SQLite and idstitch keep beside it (and its ``-*.lease`` files)."""
+"""The store's file and those SQLite and idstitch keep beside it (and its ``-*.lease`` and
+``-*.keep`` files)."""
 
 
 def _beside(rejects: str, store: str) -> bool:
     """Whether ``rejects`` names the store's file or one kept beside it (:data:`BESIDE`, the
-    lease files): by identity (a link, another spelling), and by path, also when none exists
+    lease and keep files): by identity (a link, another spelling), and by path, also when none exists
     yet (an ingest that starts the store would write the rejects over it). Other names that
     begin like the store's (``app.db-rejects.ndjson``) are the caller's."""
     if any(_same(rejects, store + suffix) for suffix in BESIDE):
         return True
     mine, base = os.path.realpath(rejects), os.path.realpath(store)
     return mine in {base + s for s in BESIDE} or (mine.startswith(base + "-")
-                                                  and mine.endswith(".lease"))
+                                                  and mine.endswith((".lease", ".keep")))
 
 
 def check_rejects_path(rejects: str, source: str | None, url: str | None) -> None:

@@ -132,7 +132,7 @@ def test_rejects_to_the_store_file_is_refused(traffic: Path, tmp_path: Path, cli
 
 
 @pytest.mark.parametrize("name", ["new.db", "new.db-wal", "new.db-write.lock",
-                                  "new.db-identity.lease"])
+                                  "new.db-identity.lease", "new.db-mine.keep"])
 def test_rejects_to_a_store_the_ingest_would_start_is_refused(
         traffic: Path, tmp_path: Path, cli: Any, name: str) -> None:
     """The store does not exist yet: the check by file identity found nothing, the ingest
