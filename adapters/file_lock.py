@@ -16,6 +16,10 @@ from __future__ import annotations
 import os
 import threading
 import types
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from idstitch.domain.errors import StoreError
 
 fcntl: types.ModuleType | None
 try:
@@ -96,4 +100,21 @@ class FileLock:
             self._fd = None
 
 
-__all__ = ["WRITE_LOCK_SECONDS", "FileLock"]
+@contextmanager
+def queued(lock: FileLock | None, what: str) -> Iterator[None]:
+    """Hold ``lock`` (None: nothing to hold) while the block runs, waiting at most
+    :data:`WRITE_LOCK_SECONDS` for it: a holder that never lets go (a process stopped, or
+    wedged, in the middle of a write) must not hang this one for good, the same limit as
+    SQLite's own wait. StoreError naming ``what`` past it."""
+    held = None if lock is None else lock.acquire(WRITE_LOCK_SECONDS)
+    if held is False:
+        raise StoreError(f"cannot write {what}: another process has held its write lock for "
+                         f"{WRITE_LOCK_SECONDS:.0f} s (stopped or stuck?)")
+    try:
+        yield
+    finally:
+        if held and lock is not None:
+            lock.release()
+
+
+__all__ = ["WRITE_LOCK_SECONDS", "FileLock", "queued"]

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+from idstitch.adapters.pg_holds import AdvisoryHolds
 from idstitch.adapters.postgres import DDL_LOCK, conninfo_of
 from idstitch.adapters.projection_sql import (
     CustomTransaction,
@@ -23,10 +24,6 @@ from idstitch.domain.errors import InvalidCommand, StoreError
 from idstitch.projections.custom import replaced
 from psycopg import sql
 
-KEEP_KEY = "hashtextextended('idstitch keep ' || current_schema() || ' ' || %s, 0)"
-"""The advisory lock key that says a process keeps a custom projection (per schema, as the
-projection leases' keys are)."""
-
 
 class PostgresTables:
     """The custom projections' tables and tracking in one PostgreSQL database."""
@@ -37,9 +34,8 @@ class PostgresTables:
         self._conn: psycopg.Connection[Any] | None = None
         self._lock = threading.RLock()
         self._home = ""
-        self._keeper: psycopg.Connection[Any] | None = None
-        """A session of its own holding a shared advisory lock per projection kept here."""
-        self._kept: set[str] = set()
+        self._holds = AdvisoryHolds(self._conninfo, self._schema)
+        """The keep holds of the projections kept here, in a session of their own."""
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is not None and self._conn.closed:
@@ -327,36 +323,15 @@ class PostgresTables:
         return Database(namespace, run)
 
     def keep(self, name: str) -> None:
-        """A shared advisory lock on the projection's keep key, in a session of its own held
-        until close (a lost session loses them: a forget elsewhere may then drop the tables,
-        which this process builds afresh at its next catch-up)."""
-        with self._lock, _reading():
-            if self._keeper is None or self._keeper.closed:
-                self._keeper = psycopg.connect(self._conninfo, autocommit=True,
-                                               connect_timeout=10)
-                if self._schema:
-                    self._keeper.execute(sql.SQL("SET search_path TO {}").format(
-                        sql.Identifier(self._schema)))
-                self._kept.clear()
-            if name not in self._kept:
-                self._keeper.execute(f"SELECT pg_advisory_lock_shared({KEEP_KEY})", (name,))
-                self._kept.add(name)
+        """Hold the projection's keep key shared, until close (see AdvisoryHolds)."""
+        with self._lock:
+            self._holds.keep(name)
 
     @contextmanager
     def unkept(self, name: str) -> Iterator[bool]:
         """The keep key taken exclusively on the tables' own session, without waiting."""
-        with self._lock:
-            with _reading():
-                conn = self._connection()
-                row = conn.execute(f"SELECT pg_try_advisory_lock({KEEP_KEY})", (name,)).fetchone()
-            if row is None or not row[0]:
-                yield False
-                return
-            try:
-                yield True
-            finally:
-                with _reading():
-                    conn.execute(f"SELECT pg_advisory_unlock({KEEP_KEY})", (name,))
+        with self._lock, self._holds.unkept(name, self._connection) as free:
+            yield free
 
     def scrub(self) -> None:
         """Nothing to do: what was deleted is left to VACUUM (see docs/explanation/
@@ -368,10 +343,7 @@ class PostgresTables:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
-            if self._keeper is not None:
-                self._keeper.close()  # (releases the keep locks)
-                self._keeper = None
-                self._kept.clear()
+            self._holds.close()
 
 
 @contextmanager

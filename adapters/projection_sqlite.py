@@ -3,15 +3,13 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
-import types
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
-from idstitch.adapters.file_lock import WRITE_LOCK_SECONDS, FileLock
+from idstitch.adapters.file_lock import FileLock, queued
 from idstitch.adapters.projection_sql import (
     CustomTransaction,
     Database,
@@ -19,6 +17,8 @@ from idstitch.adapters.projection_sql import (
     Namespace,
     Tracked,
 )
+from idstitch.adapters.sqlite_authorizer import Authorizer
+from idstitch.adapters.sqlite_leases import FileHolds
 from idstitch.adapters.sqlite_scrub import WalScrub
 from idstitch.domain.errors import InvalidCommand, StoreError
 from idstitch.projections.custom import replaced
@@ -35,69 +35,9 @@ _TRACKED = ("SELECT c.name, c.version, c.position, c.live, m.made_at FROM idstit
 # comments), so a statement prepared (and cached) without the authorizer is never one of its.
 _INTERNAL = " /* idstitch */"
 
-_TABLE_ACTIONS = {
-    sqlite3.SQLITE_READ: 0, sqlite3.SQLITE_UPDATE: 0, sqlite3.SQLITE_INSERT: 0,
-    sqlite3.SQLITE_DELETE: 0, sqlite3.SQLITE_CREATE_TABLE: 0, sqlite3.SQLITE_DROP_TABLE: 0,
-    sqlite3.SQLITE_CREATE_INDEX: 1, sqlite3.SQLITE_DROP_INDEX: 1, sqlite3.SQLITE_CREATE_VIEW: 0,
-    sqlite3.SQLITE_DROP_VIEW: 0, sqlite3.SQLITE_CREATE_TRIGGER: 1, sqlite3.SQLITE_DROP_TRIGGER: 1,
-    sqlite3.SQLITE_ALTER_TABLE: 1, sqlite3.SQLITE_ANALYZE: 0, sqlite3.SQLITE_REINDEX: 0,
-}
-"""Actions on a table, and which argument names it."""
-_FREE = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
-_READS = {sqlite3.SQLITE_READ, sqlite3.SQLITE_SELECT, sqlite3.SQLITE_FUNCTION,
-          sqlite3.SQLITE_RECURSIVE}
-
-
 _INT64 = range(-(2**63), 2**63)
 """The integers SQLite stores."""
 
-
-class Authorizer:
-    """The connection's one authorizer: while a projection's statement is prepared, it admits
-    only that projection's namespace (and reads of the schema); otherwise (idstitch's own
-    statements) everything.
-
-    Installed once: SQLite expires every prepared statement when the authorizer is set, and
-    authorizes a statement when it is prepared, not each time it runs. So a statement keeps the
-    verdict it was prepared under; the texts of idstitch's statements and of each scope's (a
-    comment naming the projection's prefix, read-only or not, and the longer prefixes it
-    must not reach, ends every one) never coincide."""
-
-    def __init__(self) -> None:
-        self.scope: tuple[str, bool, tuple[str, ...]] | None = None
-        """(the namespace's prefix, whether writes are allowed, the longer prefixes of other
-        projections that begin with it), or None: idstitch itself."""
-
-    def __call__(self, action: int, arg1: str | None, arg2: str | None, db: str | None,
-                 trigger: str | None) -> int:
-        if self.scope is None:
-            return sqlite3.SQLITE_OK
-        prefix, writable, foreign = self.scope
-        if not writable and action not in _READS:
-            return sqlite3.SQLITE_DENY
-        if action in _FREE:
-            return sqlite3.SQLITE_OK
-        if db not in (None, "main"):
-            return sqlite3.SQLITE_DENY
-        index = _TABLE_ACTIONS.get(action)
-        if index is None:
-            return sqlite3.SQLITE_DENY  # transactions, PRAGMA, ATTACH, temporary objects
-        table = (arg1, arg2)[index] or ""
-        # The schema table: SQLite itself writes it for CREATE and DROP (and refuses a
-        # statement's own writes to it, PRAGMA writable_schema being refused here).
-        if (table.startswith(prefix) and not table.startswith(foreign)) or table in (
-                "sqlite_master", "sqlite_schema"):
-            return sqlite3.SQLITE_OK
-        # Inside a trigger too: its body runs with the statement that fired it, and must reach
-        # no more than that statement may.
-        return sqlite3.SQLITE_DENY
-
-
-fcntl: types.ModuleType | None
-try:
-    import fcntl
-except ImportError:  # no flock (Windows): no keeper is told apart, none is dropped
-    fcntl = None
 
 WRITE_BUDGET = 0.5
 """See :attr:`SqliteTables.write_budget`."""
@@ -125,8 +65,8 @@ class SqliteTables:
         self._write_lock = FileLock(f"{path}-write.lock") if path != ":memory:" else None
         """The lock file the store's writers queue on: a fold's transaction queues there
         too, so that writers waiting get the file between two of its batches."""
-        self._kept: dict[str, int] = {}
-        """The keep file of each projection this process keeps, held shared (see keep)."""
+        self._holds = FileHolds(path)
+        """The keep files of the projections this process keeps (see keep)."""
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.RLock()
         self._authorizer = Authorizer()
@@ -264,7 +204,10 @@ class SqliteTables:
 
     @contextmanager
     def _begin(self) -> Iterator[sqlite3.Connection]:
-        with self._lock, self._queued():
+        # Queued with the store's writers (see FileLock): writers waiting get the file between
+        # two of a fold's batches.
+        with self._lock, queued(self._write_lock, f"the custom projections' tables in "
+                                                  f"{self._path!r}"):
             conn = self._connection()
             # The database's own failures (locked past the busy timeout, a full disk) as the
             # store's typed error; what the block raises (a handler's, setup's) passes as is.
@@ -284,58 +227,14 @@ class SqliteTables:
                 raise StoreError(f"cannot commit the custom projections' tables: {e}") from e
             self._scrub.retry(conn)
 
-    @contextmanager
-    def _queued(self) -> Iterator[None]:
-        """Hold the lock file the store's writers queue on (as theirs: bounded, a StoreError
-        past it), so that the kernel hands the file's write lock over in turn."""
-        lock = self._write_lock
-        held = None if lock is None else lock.acquire(WRITE_LOCK_SECONDS)
-        if held is False:
-            raise StoreError(f"cannot write the custom projections' tables in {self._path!r}: "
-                             f"another process has held its write lock for "
-                             f"{WRITE_LOCK_SECONDS:.0f} s (stopped or stuck?)")
-        try:
-            yield
-        finally:
-            if held and lock is not None:
-                lock.release()
-
-    def _keep_file(self, name: str) -> int | None:
-        """A descriptor of ``<database>-<name>.keep`` (None: nothing to lock with)."""
-        if fcntl is None or self._path == ":memory:":
-            return None
-        try:
-            return os.open(f"{self._path}-{name}.keep", os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError:
-            return None  # an unwritable folder
-
     def keep(self, name: str) -> None:
         """A shared ``flock`` on the projection's keep file, held until close."""
         with self._lock:
-            if name in self._kept:
-                return
-            fd = self._keep_file(name)
-            if fd is None or fcntl is None:
-                return
-            fcntl.flock(fd, fcntl.LOCK_SH)  # waits out a forget's drop under way (short)
-            self._kept[name] = fd
+            self._holds.keep(name)
 
-    @contextmanager
-    def unkept(self, name: str) -> Iterator[bool]:
+    def unkept(self, name: str) -> AbstractContextManager[bool]:
         """An exclusive ``flock`` on the keep file, without waiting: held, no keeper."""
-        fd = self._keep_file(name)
-        if fd is None or fcntl is None:
-            yield False  # cannot tell: taken as kept
-            return
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                yield False
-                return
-            yield True
-        finally:
-            os.close(fd)  # (releases the lock)
+        return self._holds.unkept(name)
 
     def create(self, name: str, version: int, live: bool,
                setup: Callable[[Database], None], made_at: int, *,
@@ -458,6 +357,4 @@ class SqliteTables:
                 self._conn = None
             if self._write_lock is not None:
                 self._write_lock.close()
-            for fd in self._kept.values():
-                os.close(fd)
-            self._kept.clear()
+            self._holds.close()

@@ -20,7 +20,7 @@ from idstitch.adapters import sqlite_layout
 from idstitch.adapters.chain import ChainedLog
 from idstitch.adapters.crypto import codec_for
 from idstitch.adapters.eventlog import DeviceLog
-from idstitch.adapters.file_lock import WRITE_LOCK_SECONDS, FileLock
+from idstitch.adapters.file_lock import FileLock, queued
 from idstitch.adapters.keys import KEYS_DDL, SqlKeyStore
 from idstitch.adapters.sqlchain import SqlChainView, chained, upgrade
 from idstitch.adapters.sqlite_leases import FileLeases
@@ -191,18 +191,8 @@ class SqliteProjectionStore(SqliteLog, SqlProjectionStore):
         released. Every idstitch write transaction takes it first; a writer that is not
         idstitch still meets SQLite's own lock and wait. The wait is bounded (StoreError after
         WRITE_LOCK_SECONDS), as SQLite's own is: see :mod:`idstitch.adapters.file_lock`."""
-        lock = self._write_lock
-        held = None if lock is None else lock.acquire(WRITE_LOCK_SECONDS)
-        if held is False:
-            # A holder that never lets go (a process stopped, or wedged, in the middle of a
-            # write) must not hang this one for good: the same limit as SQLite's own wait.
-            raise StoreError(f"cannot write {self._path!r}: another process has held its write "
-                             f"lock for {WRITE_LOCK_SECONDS:.0f} s (stopped or stuck?)")
-        try:
+        with queued(self._write_lock, repr(self._path)):
             yield
-        finally:
-            if held and lock is not None:
-                lock.release()
 
     @contextmanager
     def _statement(self) -> Iterator[Cursor]:

@@ -50,13 +50,15 @@ def identifiers_of(command: object) -> list[tuple[str, str]]:
     return out
 
 
-def check(cipher: SubjectCipher, command: object) -> None:
-    """Raise Suppressed if the command names a forgotten identifier."""
+def check(cipher: SubjectCipher, command: object, cleared: object = None) -> None:
+    """Raise Suppressed if the command names a forgotten identifier (``cleared``: one already
+    found not to be, not hashed again)."""
     if not cipher.any_suppressed():
         return  # nothing forgotten: no identifier to look at (runs for every command)
     for field, identifier in identifiers_of(command):
         # A value of the wrong type is the handler's to refuse, naming the field.
-        if isinstance(identifier, str) and cipher.is_suppressed(identifier):
+        if (isinstance(identifier, str) and identifier != cleared
+                and cipher.is_suppressed(identifier)):
             raise Suppressed(f"{field}: names a person who was forgotten (right to erasure); "
                              "its traffic is refused")
 
@@ -91,7 +93,7 @@ def suppressing(to_commands: ToCommands, cipher: SubjectCipher | None) -> ToComm
                              "its traffic is refused")
         commands = to_commands(message)
         for command in commands or ():
-            check(cipher, command)
+            check(cipher, command, user_id)  # (an identify's user id: looked at above)
         return commands
 
     return checked

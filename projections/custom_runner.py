@@ -14,25 +14,23 @@ keep seeing, and swapped in (the old tables dropped) in one transaction once it 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from idstitch.domain.errors import ProjectionFailed
 from idstitch.domain.events import DECISIONS_STREAM
-from idstitch.projections.audit import EVENT_NAMES, Change
+from idstitch.projections.audit import EVENT_NAMES
 from idstitch.projections.base import Registry
-from idstitch.projections.changes import ChangeStream, RowsBehind
+from idstitch.projections.changes import ChangeStream
 from idstitch.projections.custom import (
     CustomTables,
     Projection,
     ProjectionDB,
     Tracked,
-    Untracked,
     failed,
-    moved,
     wanted_by,
 )
+from idstitch.projections.custom_batches import BATCH, Batches
 from idstitch.projections.custom_forgets import REWRITING, Wait, made_at, rewrite_pending
 from idstitch.projections.custom_honour import Honouring
 from idstitch.projections.custom_made import MadeAfter
@@ -40,20 +38,8 @@ from idstitch.projections.custom_others import OthersAtWork
 from idstitch.projections.store import EventLog, LoggedEvent, ProjectionStore
 from idstitch.projections.unit import RowTypes
 
-BATCH = 5_000
-"""Log positions per transaction at most."""
-CHUNK = 250
-"""Log positions a projection alone at its position reads and folds at a time, inside its
-batch's transaction (see :meth:`CustomRunner._fold_alone`)."""
-FIRST_CHUNK = 16
-"""Under a time budget, a projection's first chunk (its handlers' speed not known yet)."""
-HANDOVER_SECONDS = 0.01
-"""The pause after a batch ended early for the writers waiting (see _fold_alone)."""
-STREAMS = 4
-"""Change streams kept (one per distinct position the projections were at)."""
 
-
-class CustomRunner(Honouring):
+class CustomRunner(Honouring, Batches):
     """Registers, catches up and rebuilds the custom projections of one workspace."""
 
     def __init__(self, log: EventLog, store: ProjectionStore, tables: CustomTables,
@@ -64,7 +50,7 @@ class CustomRunner(Honouring):
         self._streams: dict[int, ChangeStream] = {}
         self._chunks: dict[str, int] = {}
         """Per projection, the positions a chunk reads where a batch has a time budget (see
-        :func:`_chunk_after`)."""
+        :func:`~idstitch.projections.custom_batches.chunk_after`)."""
         self.pages: Callable[[int, int], Sequence[LoggedEvent]] = log.read
         """How the Changes' events are read, in order (a read-ahead in a second process while
         a long catch-up runs: ``idstitch.service.read_ahead``)."""
@@ -293,135 +279,6 @@ class CustomRunner(Honouring):
                     failures.append(failed(projection.name, at[projection.name], e))
         return failures
 
-    def _fold_alone(self, projection: Projection, start: int, until: int
-                    ) -> tuple[int, ProjectionFailed | None]:
-        """Fold the next batch of one projection (no other at its position shares the
-        Changes) in one transaction, reading, building and handling a chunk of the batch at a
-        time: the position reached (``start``: nothing to fold), and the failure if any.
-
-        The Changes of a chunk are handled (by ``handle``) and dropped before the next chunk
-        is read, so that they (and their events) die young: a whole batch's objects outlived
-        the garbage collector's young generations and made it traverse the whole heap again
-        and again (a third of a catch-up's CPU on a 1M-event log; the collector is paused
-        during a catch-up now, and a chunk's objects are what it holds at a time). A failure,
-        building or handling, rolls the whole batch back with its tracking, as a handler's
-        always did."""
-        wanted = projection.events
-        per_change = type(projection).handle_batch is Projection.handle_batch
-        handle = projection.handle
-        stream = self._streams.pop(start, None)
-        current, end, read = start + 1, start, 0
-        batch: list[Change] = []
-        # Where the transaction holds the database's write lock (SQLite), slow handlers end
-        # it early: writers wait for it (a batch of 5,000 Changes at 8 ms each held them past
-        # their 30 s limit). At a chunk's end, so that the Change stream stays where the
-        # batch ends; chunks shrink for handlers slow enough to need it (see _chunk_after).
-        budget = getattr(self.tables, "write_budget", None)
-        started = time.monotonic()  # (set again once the transaction is open)
-        chunk = self._chunks.get(projection.name, FIRST_CHUNK) if budget is not None else CHUNK
-        cut = False
-        try:
-            with self.tables.transaction(projection.name, projection.version) as tx:
-                if moved(projection, tx.position, start):
-                    return tx.position, None  # another process folded it meanwhile
-                self._made.vouch(projection.name, tx)
-                db = tx.db
-                started = time.monotonic()  # the fold's own time, not the wait for the lock
-                while read < BATCH and end < until:
-                    events = self.pages(end, min(chunk, BATCH - read))
-                    if events and events[-1].position > until:
-                        events = [e for e in events if e.position <= until]
-                    if not events:
-                        break
-                    current = events[0].position
-                    if wanted is None or any(EVENT_NAMES[type(e.event)] in wanted
-                                             for e in events):
-                        if stream is None:
-                            stream = ChangeStream(self._log, self._store, self._row_types, end,
-                                                 until - end)
-                        mine = stream.changes(events, wanted)
-                        if per_change:
-                            for change in mine:
-                                current = change.position
-                                handle(db, change)
-                        else:
-                            batch.extend(mine)
-                    else:
-                        stream = None  # it would miss these events: a later one starts cold
-                    end = events[-1].position
-                    read += len(events)
-                    if budget is not None and per_change and (
-                            time.monotonic() - started > budget):
-                        cut = True
-                        break
-                if batch:
-                    # The batch hook gets the Changes of its transaction in one call, as
-                    # documented (only a per-Change fold lets them go chunk by chunk).
-                    current = batch[0].position
-                    projection.handle_batch(tx.db, batch)
-                if end > start:
-                    tx.advance(end)
-        except (RowsBehind, Untracked) as e:  # not the handler's doing (the stream dropped)
-            return start, next(iter(self._failures([projection.name], current, e)), None)
-        except Exception as e:
-            return start, failed(projection.name, current, e)  # the stream is dropped
-        if budget is not None and per_change:
-            self._chunks[projection.name] = _chunk_after(budget, time.monotonic() - started,
-                                                         read)
-        if cut:
-            # A writer queued for the file is woken as the lock is released; the next batch
-            # taking it back at once would often win the race (kernel wake-ups are not FIFO).
-            time.sleep(HANDOVER_SECONDS)
-        if stream is not None:
-            self._keep(stream)
-        return end, None
-
-    def _keep(self, stream: ChangeStream) -> None:
-        """Keep a stream under its position (for the next batch of the projections there)."""
-        if len(self._streams) >= STREAMS:
-            self._streams.clear()
-        self._streams[stream.at] = stream
-
-    def _changes(self, start: int, events: Sequence[LoggedEvent],
-                 wanted: frozenset[str] | None, until: int) -> list[Change]:
-        """The Changes of a batch (of the ``wanted`` events) from the stream at ``start`` (a
-        new one if none is there); the stream is then kept under its new position. A stream
-        that failed is dropped (its states may be half-advanced)."""
-        stream = self._streams.pop(start, None)
-        if stream is None:
-            stream = ChangeStream(self._log, self._store, self._row_types, start, until - start)
-        out = stream.changes(events, wanted)
-        self._keep(stream)
-        return out
-
-    def _commit(self, projection: Projection, start: int, end: int,
-                changes: Sequence[Change]) -> tuple[int, ProjectionFailed | None]:
-        """Fold a batch in one transaction: the position reached, and the failure if any."""
-        wanted = projection.events
-        mine = [c for c in changes if wanted is None or c.event in wanted]
-        current = start + 1
-        try:
-            with self.tables.transaction(projection.name, projection.version) as tx:
-                if moved(projection, tx.position, start):
-                    # Another process folded it meanwhile: go on from where it is.
-                    return tx.position, None
-                self._made.vouch(projection.name, tx)
-                if mine:
-                    if type(projection).handle_batch is Projection.handle_batch:
-                        handle = projection.handle
-                        for change in mine:
-                            current = change.position
-                            handle(tx.db, change)
-                    else:
-                        current = mine[0].position
-                        projection.handle_batch(tx.db, mine)
-                tx.advance(end)
-        except Untracked as e:
-            return start, next(iter(self._failures([projection.name], current, e)), None)
-        except Exception as e:
-            return start, failed(projection.name, current, e)
-        return end, None
-
     def _swap_if_built(self, projection: Projection) -> None:
         """A version built beside the live one and caught up replaces it."""
         versions = self.tables.versions(projection.name)
@@ -433,11 +290,3 @@ class CustomRunner(Honouring):
         """Read access to the live version's tables."""
         return self.tables.reader(name)
 
-
-def _chunk_after(budget: float, spent: float, read: int) -> int:
-    """The chunk for a projection's next batch under a time budget: a quarter of the budget's
-    worth of positions at the rate of the batch just folded (at most :data:`CHUNK`, at least
-    1), so that a batch ends within about a chunk of its budget, at a chunk's end."""
-    if read == 0 or spent <= 0:
-        return CHUNK
-    return max(1, min(CHUNK, int(budget / 4 / (spent / read))))

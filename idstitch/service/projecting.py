@@ -18,7 +18,7 @@ import msgspec
 
 from idstitch.domain.errors import CorruptEvent, CorruptRow, InvalidCommand, ProjectionFailed
 from idstitch.projections import runner
-from idstitch.projections.base import ProjectionSpec, Registry, RowProjection, import_topic
+from idstitch.projections.base import ProjectionSpec, Registry, RowProjection
 from idstitch.projections.custom import Projection, ProjectionDB, check_replacing, topic_of
 from idstitch.projections.custom_runner import CustomRunner
 from idstitch.projections.identity import Policy
@@ -28,6 +28,7 @@ from idstitch.projections.runner import RunnerStates, catch_up, leases_of
 from idstitch.projections.runner_state import holds_head
 from idstitch.projections.store import EventLog, LoggedEvent, ProjectionStore
 from idstitch.service import background
+from idstitch.service.child_projections import importable
 from idstitch.service.commit_check import NotLanded, PolicyCheck
 from idstitch.service.gc_pause import bulk_gc
 from idstitch.service.read_ahead import reading_ahead
@@ -109,34 +110,9 @@ class Projector:
         specs = self.registry.specs()
         if replay is None:
             specs += [ProjectionSpec(topic_of(p), msgspec.Raw(b"null"), custom=True)
-                      for p in self.custom.projections.values() if self._importable(p)]
+                      for p in self.custom.projections.values() if importable(p)]
         return background.BackgroundProjector(self.shared_url, specs, replay=replay,
                                                until=until)
-
-    @staticmethod
-    def _importable(projection: Projection) -> bool:
-        """Whether another process can build the projection by ``module:qualname``; warns
-        (naming it and why) when not."""
-        topic = topic_of(projection)
-        why = None
-        if "<locals>" in topic or topic.startswith("__main__:"):
-            why = "its class is not defined at the top level of an importable module"
-        else:
-            try:
-                found = import_topic(topic)
-            except Exception as e:
-                why = f"importing it fails ({type(e).__name__}: {e})"
-            else:
-                if found is not type(projection):
-                    why = f"{topic} names another object"
-                else:
-                    why = _state_of(projection)
-        if why is None:
-            return True
-        warnings.warn(f"custom projection {projection.name!r} ({topic}) cannot be folded by the "
-                      f"projecting child: {why}; this process folds it instead",
-                      RuntimeWarning, stacklevel=4)
-        return False
 
     def check(self, *, inline: bool = False) -> PolicyCheck:
         """The check a commit's append passes first (see :class:`PolicyCheck`); ``inline``: a
@@ -404,17 +380,3 @@ class Projector:
             self.raise_failures(custom)
             return reached
 
-
-def _state_of(projection: Projection) -> str | None:
-    """Why the child's own instance, built without arguments, would not fold as this one
-    does (it holds state of its own: constructed with arguments, or changed since), or None.
-    An instance whose attributes cannot be compared is taken to differ."""
-    try:
-        fresh = type(projection)()
-        same = bool(vars(fresh) == vars(projection))
-    except Exception as e:
-        return f"an instance built without arguments cannot be compared with it ({e})"
-    if same:
-        return None
-    return ("this instance's attributes differ from those of one built without arguments "
-            "(the child builds its own that way)")

@@ -307,7 +307,7 @@ def test_project_reports_a_failing_projection_once(url: str, tmp_path: Path) -> 
         env={**environment(), "PYTHONPATH": str(tmp_path)})
     assert project.stderr is not None
     lines = [project.stderr.readline()]
-    while "projecting" not in lines[-1]:
+    while "failed" not in lines[-1]:  # the first report (its first step, or registering)
         assert lines[-1], lines  # the process ended
         lines.append(project.stderr.readline())
     time.sleep(1.0)  # ten polls, each meeting the failure again

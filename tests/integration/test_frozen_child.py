@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from idstitch.adapters import sqlite
+from idstitch.adapters import file_lock, sqlite
 from idstitch.domain.device import anonymous_id_for, anonymous_person_id
 
 import idstitch
@@ -188,7 +188,7 @@ def test_a_writer_stopped_holding_the_sqlite_write_lock_does_not_hang_another(
     """Every idstitch write transaction on a SQLite file queues for the lock file beside it
     (projection commits, the batch append, the lease wants): a holder that never lets go makes
     it a StoreError after WRITE_LOCK_SECONDS, not a wait without end."""
-    monkeypatch.setattr(sqlite, "WRITE_LOCK_SECONDS", 1.0)
+    monkeypatch.setattr(file_lock, "WRITE_LOCK_SECONDS", 1.0)
     path = tmp_path / "identity.db"
     ws = idstitch.open(f"sqlite:///{path}")
     rows = ws.rows
