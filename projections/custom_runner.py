@@ -19,6 +19,7 @@ from contextlib import contextmanager
 
 from idstitch.domain.errors import ProjectionFailed
 from idstitch.domain.events import DECISIONS_STREAM
+from idstitch.projections import custom_batches
 from idstitch.projections.audit import EVENT_NAMES
 from idstitch.projections.base import Registry
 from idstitch.projections.changes import ChangeStream
@@ -30,7 +31,7 @@ from idstitch.projections.custom import (
     failed,
     wanted_by,
 )
-from idstitch.projections.custom_batches import BATCH, Batches
+from idstitch.projections.custom_batches import Batches
 from idstitch.projections.custom_forgets import REWRITING, Wait, made_at, rewrite_pending
 from idstitch.projections.custom_honour import Honouring
 from idstitch.projections.custom_made import MadeAfter
@@ -236,7 +237,7 @@ class CustomRunner(Honouring, Batches):
                     pending = [p for p in pending if at[p.name] < until]
                 continue
             try:
-                events = [e for e in self.pages(start, BATCH) if e.position <= until]
+                events = [e for e in self.pages(start, custom_batches.BATCH) if e.position <= until]
                 if not events:
                     break
                 end = events[-1].position

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import msgspec
 import psycopg
 import pytest
-from idstitch.projections import custom_others, custom_runner
+from idstitch.projections import custom_batches, custom_others
 
 import idstitch
 from idstitch.errors import InvalidCommand, ProjectionFailed
@@ -231,8 +231,8 @@ def test_a_batch_is_read_a_chunk_at_a_time_but_handle_batch_gets_it_whole(
         make_ws: WorkspaceFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """A catch-up reads and builds a transaction's Changes a chunk at a time; the batch hook
     still gets every Change of its transaction in one call, in order."""
-    monkeypatch.setattr(custom_runner, "BATCH", 7)
-    monkeypatch.setattr(custom_runner, "CHUNK", 2)
+    monkeypatch.setattr(custom_batches, "BATCH", 7)
+    monkeypatch.setattr(custom_batches, "CHUNK", 2)
     ws = make_ws()
     traffic(ws, 5, 20)
     Batches.calls = []
@@ -244,8 +244,8 @@ def test_a_batch_is_read_a_chunk_at_a_time_but_handle_batch_gets_it_whole(
 
 def test_a_handler_failing_past_the_first_chunk_rolls_back_the_whole_batch(
         make_ws: WorkspaceFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(custom_runner, "BATCH", 6)
-    monkeypatch.setattr(custom_runner, "CHUNK", 2)
+    monkeypatch.setattr(custom_batches, "BATCH", 6)
+    monkeypatch.setattr(custom_batches, "CHUNK", 2)
     ws = make_ws()
     for i in range(10):
         ws.identify(f"d{i}", f"u{i}")

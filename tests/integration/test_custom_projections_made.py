@@ -10,7 +10,7 @@ from typing import ClassVar
 
 import msgspec
 import pytest
-from idstitch.projections import custom_runner
+from idstitch.projections import custom_batches
 from idstitch.projections.custom_made import MadeAfter
 
 import idstitch
@@ -45,7 +45,7 @@ class Recorder(idstitch.Projection):
 @pytest.fixture(autouse=True)
 def counting(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fresh counts; two positions a transaction, so a failure leaves the earlier committed."""
-    monkeypatch.setattr(custom_runner, "BATCH", 2)
+    monkeypatch.setattr(custom_batches, "BATCH", 2)
     monkeypatch.setattr(Recorder, "setups", 0)
     monkeypatch.setattr(Recorder, "handled", [])
     monkeypatch.setattr(Recorder, "fail_from", None)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import pytest
-from idstitch.projections import custom_runner
+from idstitch.projections import custom_batches
 from idstitch.projections.store import LoggedEvent
 
 from idstitch.service import read_ahead
@@ -136,7 +136,7 @@ def test_a_child_killed_midway_leaves_the_rest_to_this_process(
     url, expected = reference(make_durable_ws)
     monkeypatch.setattr(read_ahead, "READ_AHEAD_EVENTS", 1)
     monkeypatch.setattr(read_ahead, "PIPE_BYTES", 4096)  # the child cannot send it all at once
-    monkeypatch.setattr(custom_runner, "CHUNK", 10)  # nor a read take it all
+    monkeypatch.setattr(custom_batches, "CHUNK", 10)  # nor a read take it all
     read = Spy.read
 
     def killed_after_a_page(self: Spy, after: int, limit: int) -> Sequence[LoggedEvent]:
@@ -187,7 +187,7 @@ def test_signals_that_interrupt_the_childs_writes_do_not_damage_its_stream(
     monkeypatch.setattr(read_ahead, "READ_AHEAD_EVENTS", 1)
     monkeypatch.setattr(read_ahead, "PIPE_BYTES", 4096)  # its writes block: room for signals
     monkeypatch.setattr(read_ahead, "PAGE", 60)  # frames longer than a pipe writes at once
-    monkeypatch.setattr(custom_runner, "CHUNK", 10)
+    monkeypatch.setattr(custom_batches, "CHUNK", 10)
     monkeypatch.setattr(read_ahead, "COMMAND", [
         sys.executable, "-P", "-c", "import signal, sys; signal.signal(signal.SIGUSR1, "
         "lambda *a: None); from idstitch.reading import serve; "

@@ -18,7 +18,7 @@ import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from idstitch.projections import changes, custom_runner
+from idstitch.projections import changes, custom_batches
 from idstitch.projections.identity.rows import DEVICE, MERGE, PERSON
 
 import idstitch
@@ -96,8 +96,8 @@ def test_folded_changes_are_the_history_of_their_positions(
         script: list[tuple[Any, ...]], cut: float, batch: int, chunk: int, prefetch: bool,
         limit: int | None) -> None:
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(custom_runner, "BATCH", batch)
-        patch.setattr(custom_runner, "CHUNK", chunk)
+        patch.setattr(custom_batches, "BATCH", batch)
+        patch.setattr(custom_batches, "CHUNK", chunk)
         # Streams that read every identity row at once (a long catch-up's), or as met; row
         # caches kept whole or dropped and read again over and over.
         patch.setattr(changes, "PREFETCH_POSITIONS", 0 if prefetch else 10**9)
